@@ -1,0 +1,120 @@
+# txmail - build, run, test.
+#
+#   make run     install what is missing, build, start `txmail run --dev`
+#   make test    install what is missing, build, run unit + integration tests,
+#                then the same suite built with ASan+UBSan
+#   make bench   throughput through the dev sink
+#
+# Packages are installed with apt-get when missing (as root); CI and new
+# machines start bare.
+
+CC      ?= cc
+PYTHON  := /usr/bin/python3
+BUILD   := build
+WARN    := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
+           -Wmissing-prototypes -Wformat=2 -Wvla -Wundef -Wwrite-strings \
+           -Wcast-align -Wnull-dereference -Wdouble-promotion -Wimplicit-fallthrough
+CSTD    := -std=c17 -D_GNU_SOURCE
+OPT     ?= -O2 -g
+PKGS    := libmicrohttpd libcjson hiredis libcurl openssl
+CFLAGS  := $(CSTD) $(WARN) $(OPT) -fno-strict-aliasing $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lresolv -lpthread -lm
+SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+SMTP_SRC   := $(sort $(wildcard smtp/*.c))
+SERVER_SRC := $(sort $(filter-out server/main.c,$(wildcard server/*.c)))
+LIB_SRC    := $(SMTP_SRC) $(SERVER_SRC)
+UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
+
+DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libssl-dev libcjson-dev \
+            libhiredis-dev libcurl4-openssl-dev libcriterion-dev redis-server \
+            python3 python3-aiosmtpd python3-pytest python3-yaml openssl curl
+
+.PHONY: all deps build asan run test unit unit-asan integration integration-asan bench clean
+
+all: build
+
+# --- dependencies ---------------------------------------------------------
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	  else \
+	    echo "missing packages:$$missing (run as root, or: sudo apt-get install$$missing)"; exit 1; \
+	  fi; \
+	fi
+
+# --- build ------------------------------------------------------------------
+build: $(BUILD)/txmail
+asan: $(BUILD)/asan/txmail
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/asan/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN) -MMD -MP -c $< -o $@
+
+$(BUILD)/libtxmail.a: $(LIB_SRC:%.c=$(BUILD)/%.o)
+	@rm -f $@; ar rcs $@ $^
+
+$(BUILD)/asan/libtxmail.a: $(LIB_SRC:%.c=$(BUILD)/asan/%.o)
+	@rm -f $@; ar rcs $@ $^
+
+$(BUILD)/txmail: $(BUILD)/server/main.o $(BUILD)/libtxmail.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/asan/txmail: $(BUILD)/asan/server/main.o $(BUILD)/asan/libtxmail.a
+	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
+
+# Unit tests: one Criterion binary per tests/unit/test_<module>.c
+TEST_CFLAGS := $(filter-out -Wmissing-prototypes,$(CFLAGS)) -Wno-missing-prototypes
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libtxmail.a
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) -o $@ $^ $(LDLIBS) -lcriterion
+$(BUILD)/asan/tests/%: tests/unit/%.c $(BUILD)/asan/libtxmail.a
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) $(SAN) -o $@ $^ $(LDLIBS) -lcriterion
+
+UNIT_BIN      := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+UNIT_BIN_ASAN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan/tests/%)
+
+# --- run ----------------------------------------------------------------------
+run: deps build
+	./$(BUILD)/txmail run --dev
+
+# --- tests ----------------------------------------------------------------
+unit: deps $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t --jobs 2 -q; done
+
+unit-asan: deps $(UNIT_BIN_ASAN)
+	@set -e; for t in $(UNIT_BIN_ASAN); do echo "== $$t (asan)"; \
+	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $$t --jobs 2 -q; done
+
+integration: deps build
+	TXMAIL_BIN=$(CURDIR)/$(BUILD)/txmail $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+integration-asan: deps asan
+	TXMAIL_BIN=$(CURDIR)/$(BUILD)/asan/txmail TXMAIL_ASAN=1 \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+test: deps
+	$(MAKE) unit
+	$(MAKE) integration
+	$(MAKE) unit-asan
+	$(MAKE) integration-asan
+
+bench: deps build
+	$(PYTHON) tests/bench/bench.py --bin $(CURDIR)/$(BUILD)/txmail
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

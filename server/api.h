@@ -1,0 +1,83 @@
+/*
+ * api.h - the interface between http.c (libmicrohttpd glue) and the
+ * resource handlers in api_*.c.
+ *
+ * http.c owns the socket, routing, authentication, body caps, JSON parsing
+ * and the error envelope; a handler sees one complete, authenticated request
+ * (struct api_request) and fills one struct api_response. Handlers never
+ * include microhttpd.h and never write to the network. To add a resource:
+ * write api_<name>.c with handlers of type api_handler_fn, declare them
+ * below, and add one line per method+path to the route table in http.c.
+ */
+#ifndef SERVER_API_H
+#define SERVER_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "config.h"
+#include "store.h"
+
+#define API_MAX_RESP_HEADERS 8
+
+struct api_request {
+	const struct config *cfg;
+	struct store *store;        /* this HTTP thread's handle; never NULL */
+	const char *method;         /* "GET", "POST", ... */
+	const char *path;           /* decoded path, no query string */
+	const char *param;          /* the segment matched by '*' in the route, or NULL */
+	const char *body;           /* NUL-terminated raw body ("" when none) */
+	size_t body_len;
+	const cJSON *json;          /* parsed body for routes that take JSON, else NULL */
+	int64_t now_ms;             /* wall clock when the request completed */
+	void *conn;                 /* opaque, for api_request_header() */
+};
+
+struct api_header {
+	char name[64];
+	char value[512];
+};
+
+struct api_response {
+	int status;
+	char *body;                 /* malloc'd; NULL for an empty body */
+	size_t body_len;
+	struct api_header headers[API_MAX_RESP_HEADERS];
+	size_t nheaders;
+};
+
+typedef void api_handler_fn(const struct api_request *req, struct api_response *resp);
+
+/* --- helpers (implemented in http.c) ------------------------------------ */
+
+/* api_request_header - a request header (case-insensitive name) or NULL. */
+const char *api_request_header(const struct api_request *req, const char *name);
+
+/* api_header - add a response header (silently dropped past the cap). */
+void api_header(struct api_response *resp, const char *name, const char *value);
+
+/*
+ * api_json - respond with `status` and the compact JSON of obj. Takes
+ * ownership of obj (deletes it). On OOM the response becomes a 500.
+ */
+void api_json(struct api_response *resp, int status, cJSON *obj);
+
+/*
+ * api_error - the error envelope {"error":{"type","message","field"?}};
+ * field NULL or "" leaves "field" out.
+ */
+void api_error(struct api_response *resp, int status, const char *type,
+    const char *message, const char *field);
+
+/* api_store_error - map a STORE_ERR_* to 503 unavailable (+ Retry-After: 1), 404 or 500. */
+void api_store_error(struct api_response *resp, int rc);
+
+/* --- handlers ------------------------------------------------------------ */
+
+/* api_messages.c */
+api_handler_fn api_messages_create;   /* POST /v1/messages */
+api_handler_fn api_messages_get;      /* GET /v1/messages/{id} */
+
+#endif

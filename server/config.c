@@ -1,0 +1,522 @@
+/*
+ * config.c - configuration from TXMAIL_* environment variables.
+ *
+ * The URL and address parsers are pure (strings in, structs out) so they
+ * are unit-tested and fuzzed; config_load is the only function here that
+ * reads the environment. Secrets are parsed here and never printed:
+ * config_describe masks them.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+static int cfg_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+cfg_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static int
+hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Percent-decode in[0..len) into out (size outlen). 0, or -1 on bad escape / too long / NUL. */
+static int
+pct_decode(const char *in, size_t len, char *out, size_t outlen)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		int c = (unsigned char)in[i];
+		if (c == '%') {
+			int hi, lo;
+			if (i + 2 >= len)
+				return -1;
+			hi = hexval((unsigned char)in[i + 1]);
+			lo = hexval((unsigned char)in[i + 2]);
+			if (hi < 0 || lo < 0)
+				return -1;
+			c = hi * 16 + lo;
+			i += 2;
+		}
+		if (c == 0 || o + 1 >= outlen)
+			return -1;
+		out[o++] = (char)c;
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+static int
+parse_port(const char *s, size_t len, uint16_t *port)
+{
+	unsigned long v = 0;
+
+	if (len == 0 || len > 5)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		if (!isdigit((unsigned char)s[i]))
+			return -1;
+		v = v * 10 + (unsigned long)(s[i] - '0');
+	}
+	if (v > 65535)
+		return -1;
+	*port = (uint16_t)v;
+	return 0;
+}
+
+/* Split "host:port" / "[v6]:port" / "host" into parts. port_len 0 when absent. */
+static int
+split_hostport(const char *s, size_t len, const char **host, size_t *hlen,
+    const char **port, size_t *plen)
+{
+	const char *colon;
+
+	*port = NULL;
+	*plen = 0;
+	if (len > 0 && s[0] == '[') {
+		const char *rb = memchr(s, ']', len);
+		if (rb == NULL)
+			return -1;
+		*host = s + 1;
+		*hlen = (size_t)(rb - s - 1);
+		if ((size_t)(rb - s) + 1 < len) {
+			if (rb[1] != ':')
+				return -1;
+			*port = rb + 2;
+			*plen = len - (size_t)(rb - s) - 2;
+		}
+		return *hlen > 0 ? 0 : -1;
+	}
+	colon = memrchr(s, ':', len);
+	*host = s;
+	if (colon != NULL) {
+		if (memchr(s, ':', (size_t)(colon - s)) != NULL)
+			return -1;   /* bare IPv6 without brackets */
+		*hlen = (size_t)(colon - s);
+		*port = colon + 1;
+		*plen = len - (size_t)(colon - s) - 1;
+	} else {
+		*hlen = len;
+	}
+	return 0;
+}
+
+static int
+host_ok(const char *h, size_t len)
+{
+	if (len == 0 || len > 253)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)h[i];
+		if (!(isalnum(c) || c == '.' || c == '-' || c == ':' || c == '_'))
+			return 0;
+	}
+	return 1;
+}
+
+int
+config_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port,
+    char *err, size_t errlen)
+{
+	const char *h, *p;
+	size_t hl, pl;
+
+	if (split_hostport(s, strlen(s), &h, &hl, &p, &pl) != 0 || p == NULL ||
+	    !host_ok(h, hl) || hl >= hostlen || parse_port(p, pl, port) != 0)
+		return cfg_err(err, errlen, "invalid listen address \"%s\" (want host:port)", s);
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	return 0;
+}
+
+int
+config_parse_relay(const char *url, struct smtp_target *out, char *err, size_t errlen)
+{
+	const char *p, *end, *at, *hp, *query;
+	const char *h, *port;
+	size_t hl, pl, len = strlen(url);
+	int implicit;
+
+	memset(out, 0, sizeof(*out));
+	if (strncasecmp(url, "smtp://", 7) == 0) {
+		implicit = 0;
+		p = url + 7;
+	} else if (strncasecmp(url, "smtps://", 8) == 0) {
+		implicit = 1;
+		p = url + 8;
+	} else {
+		return cfg_err(err, errlen, "relay URL must start with smtp:// or smtps:// (got \"%.32s\")", url);
+	}
+	end = url + len;
+	query = strchr(p, '?');
+	hp = query != NULL ? query : end;
+	if (hp > p && hp[-1] == '/')
+		hp--;
+	at = NULL;
+	for (const char *q = p; q < hp; q++)
+		if (*q == '@')
+			at = q;
+	if (at != NULL) {
+		const char *colon = memchr(p, ':', (size_t)(at - p));
+		if (colon == NULL)
+			colon = at;
+		if (pct_decode(p, (size_t)(colon - p), out->user, sizeof(out->user)) != 0 ||
+		    out->user[0] == '\0')
+			return cfg_err(err, errlen, "%s", "relay URL: bad user name");
+		if (colon < at && pct_decode(colon + 1, (size_t)(at - colon - 1),
+		    out->pass, sizeof(out->pass)) != 0)
+			return cfg_err(err, errlen, "%s", "relay URL: bad password");
+		p = at + 1;
+	}
+	if (split_hostport(p, (size_t)(hp - p), &h, &hl, &port, &pl) != 0 ||
+	    !host_ok(h, hl) || hl >= sizeof(out->host))
+		return cfg_err(err, errlen, "%s", "relay URL: bad host");
+	memcpy(out->host, h, hl);
+	out->host[hl] = '\0';
+	out->tls = implicit ? SMTP_TLS_IMPLICIT : SMTP_TLS_STARTTLS;
+	if (query != NULL) {
+		const char *q = query + 1;
+		while (*q != '\0') {
+			const char *amp = strchr(q, '&');
+			size_t kl = amp != NULL ? (size_t)(amp - q) : strlen(q);
+			if (kl == 8 && strncmp(q, "tls=none", 8) == 0 && !implicit)
+				out->tls = SMTP_TLS_NONE;
+			else if (kl == 12 && strncmp(q, "tls=starttls", 12) == 0 && !implicit)
+				out->tls = SMTP_TLS_STARTTLS;
+			else if (kl == 12 && strncmp(q, "tls=required", 12) == 0 && !implicit)
+				out->tls = SMTP_TLS_REQUIRED;
+			else if (kl == 8 && strncmp(q, "verify=0", 8) == 0)
+				out->no_verify = 1;
+			else if (kl == 8 && strncmp(q, "verify=1", 8) == 0)
+				out->no_verify = 0;
+			else
+				return cfg_err(err, errlen, "relay URL: unknown option \"%.40s\" "
+				    "(want tls=none|starttls|required, verify=0|1)", q);
+			q += kl;
+			if (*q == '&')
+				q++;
+		}
+	}
+	if (port != NULL) {
+		if (parse_port(port, pl, &out->port) != 0 || out->port == 0)
+			return cfg_err(err, errlen, "%s", "relay URL: bad port");
+	} else {
+		out->port = implicit ? 465 : out->tls == SMTP_TLS_REQUIRED ? 587 : 25;
+	}
+	return 0;
+}
+
+int
+config_parse_redis(const char *url, struct redis_addr *out, char *err, size_t errlen)
+{
+	memset(out, 0, sizeof(*out));
+	if (strncmp(url, "unix://", 7) == 0) {
+		const char *path = url + 7, *q = strchr(path, '?');
+		size_t pl = q != NULL ? (size_t)(q - path) : strlen(path);
+		if (pl == 0 || path[0] != '/' || pl >= sizeof(out->path))
+			return cfg_err(err, errlen, "%s", "redis URL: unix:// needs an absolute path");
+		memcpy(out->path, path, pl);
+		out->path[pl] = '\0';
+		out->is_unix = 1;
+		if (q != NULL) {
+			char *e;
+			long db;
+			if (strncmp(q, "?db=", 4) != 0)
+				return cfg_err(err, errlen, "%s", "redis URL: only ?db=N is understood");
+			errno = 0;
+			db = strtol(q + 4, &e, 10);
+			if (errno != 0 || *e != '\0' || e == q + 4 || db < 0 || db > 1000000)
+				return cfg_err(err, errlen, "%s", "redis URL: bad db number");
+			out->db = (int)db;
+		}
+		return 0;
+	}
+	if (strncmp(url, "redis://", 8) == 0) {
+		const char *p = url + 8, *slash = strchr(p, '/'), *h, *port;
+		size_t hl, pl, len = slash != NULL ? (size_t)(slash - p) : strlen(p);
+		if (memchr(p, '@', len) != NULL)
+			return cfg_err(err, errlen, "%s", "redis URL: credentials are not supported yet");
+		if (split_hostport(p, len, &h, &hl, &port, &pl) != 0 || !host_ok(h, hl) ||
+		    hl >= sizeof(out->host))
+			return cfg_err(err, errlen, "%s", "redis URL: bad host");
+		memcpy(out->host, h, hl);
+		out->host[hl] = '\0';
+		out->port = 6379;
+		if (port != NULL && (parse_port(port, pl, &out->port) != 0 || out->port == 0))
+			return cfg_err(err, errlen, "%s", "redis URL: bad port");
+		if (slash != NULL && slash[1] != '\0') {
+			char *e;
+			long db;
+			errno = 0;
+			db = strtol(slash + 1, &e, 10);
+			if (errno != 0 || *e != '\0' || db < 0 || db > 1000000)
+				return cfg_err(err, errlen, "%s", "redis URL: bad db number");
+			out->db = (int)db;
+		}
+		return 0;
+	}
+	return cfg_err(err, errlen, "redis URL must be redis://host:port[/db] or unix:///path (got \"%.40s\")", url);
+}
+
+static int
+env_seconds(const char *name, double def, double min, double *out, char *err, size_t errlen)
+{
+	const char *v = getenv(name);
+	char *e;
+	double d;
+
+	*out = def;
+	if (v == NULL || *v == '\0')
+		return 0;
+	errno = 0;
+	d = strtod(v, &e);
+	if (errno != 0 || e == v || *e != '\0' || !isfinite(d) || d < min || d > 1e9)
+		return cfg_err(err, errlen, "%s: want a number of seconds", name);
+	*out = d;
+	return 0;
+}
+
+static int
+env_int(const char *name, long def, long min, long max, long *out, char *err, size_t errlen)
+{
+	const char *v = getenv(name);
+	char *e;
+	long l;
+
+	*out = def;
+	if (v == NULL || *v == '\0')
+		return 0;
+	errno = 0;
+	l = strtol(v, &e, 10);
+	if (errno != 0 || e == v || *e != '\0' || l < min || l > max)
+		return cfg_err(err, errlen, "%s: want a whole number in range", name);
+	*out = l;
+	return 0;
+}
+
+static int
+env_str(const char *name, const char *def, char *out, size_t outlen, char *err, size_t errlen)
+{
+	const char *v = getenv(name);
+
+	if (v == NULL || *v == '\0')
+		v = def;
+	if (strlen(v) >= outlen)
+		return cfg_err(err, errlen, "%s: too long", name);
+	util_strlcpy(out, v, outlen);
+	return 0;
+}
+
+static int
+load_api_keys(struct config *cfg, char *err, size_t errlen)
+{
+	const char *v = getenv("TXMAIL_API_KEYS");
+
+	if (v == NULL)
+		return 0;
+	while (*v != '\0') {
+		const char *comma = strchr(v, ',');
+		size_t len = comma != NULL ? (size_t)(comma - v) : strlen(v);
+		while (len > 0 && isspace((unsigned char)*v)) {
+			v++;
+			len--;
+		}
+		while (len > 0 && isspace((unsigned char)v[len - 1]))
+			len--;
+		if (len > 0) {
+			if (cfg->napi_keys == CONFIG_MAX_API_KEYS)
+				return cfg_err(err, errlen, "%s: too many keys", "TXMAIL_API_KEYS");
+			if (len > 256)
+				return cfg_err(err, errlen, "%s: a key is longer than 256 characters", "TXMAIL_API_KEYS");
+			cfg->api_keys[cfg->napi_keys] = strndup(v, len);
+			if (cfg->api_keys[cfg->napi_keys] == NULL)
+				return cfg_err(err, errlen, "%s", "out of memory");
+			cfg->napi_keys++;
+		}
+		v += len;
+		while (*v != '\0' && *v != ',')
+			v++;
+		if (*v == ',')
+			v++;
+	}
+	return 0;
+}
+
+static const struct {
+	const char *env;
+	size_t off;
+} timeout_vars[] = {
+	{ "TXMAIL_SMTP_TIMEOUT_CONNECT", offsetof(struct smtp_timeouts, connect) },
+	{ "TXMAIL_SMTP_TIMEOUT_BANNER", offsetof(struct smtp_timeouts, banner) },
+	{ "TXMAIL_SMTP_TIMEOUT_EHLO", offsetof(struct smtp_timeouts, ehlo) },
+	{ "TXMAIL_SMTP_TIMEOUT_TLS", offsetof(struct smtp_timeouts, tls) },
+	{ "TXMAIL_SMTP_TIMEOUT_AUTH", offsetof(struct smtp_timeouts, auth) },
+	{ "TXMAIL_SMTP_TIMEOUT_MAIL", offsetof(struct smtp_timeouts, mail) },
+	{ "TXMAIL_SMTP_TIMEOUT_RCPT", offsetof(struct smtp_timeouts, rcpt) },
+	{ "TXMAIL_SMTP_TIMEOUT_DATA", offsetof(struct smtp_timeouts, data) },
+	{ "TXMAIL_SMTP_TIMEOUT_BLOCK", offsetof(struct smtp_timeouts, block) },
+	{ "TXMAIL_SMTP_TIMEOUT_DOT", offsetof(struct smtp_timeouts, dot) },
+	{ "TXMAIL_SMTP_TIMEOUT_RSET", offsetof(struct smtp_timeouts, rset) },
+	{ "TXMAIL_SMTP_TIMEOUT_QUIT", offsetof(struct smtp_timeouts, quit) },
+	{ "TXMAIL_SMTP_TIMEOUT_IDLE", offsetof(struct smtp_timeouts, idle) },
+};
+
+int
+config_load(struct config *cfg, char *err, size_t errlen)
+{
+	const char *v;
+	long l;
+	char host[256];
+
+	memset(cfg, 0, sizeof(*cfg));
+	if (config_parse_listen((v = getenv("TXMAIL_LISTEN")) && *v ? v : "127.0.0.1:8080",
+	    cfg->listen_host, sizeof(cfg->listen_host), &cfg->listen_port, err, errlen) != 0)
+		return -1;
+	if ((v = getenv("TXMAIL_REDIS_URL")) != NULL && *v != '\0') {
+		if (config_parse_redis(v, &cfg->redis, err, errlen) != 0)
+			return -1;
+		cfg->redis_set = 1;
+	}
+	if (env_str("TXMAIL_DATA_DIR", "./var", cfg->data_dir, sizeof(cfg->data_dir), err, errlen) != 0)
+		return -1;
+	if (load_api_keys(cfg, err, errlen) != 0)
+		return -1;
+	if ((v = getenv("TXMAIL_RELAY")) != NULL && *v != '\0') {
+		char why[200];
+		if (config_parse_relay(v, &cfg->relay, why, sizeof(why)) != 0)
+			return cfg_err(err, errlen, "TXMAIL_RELAY: %s", why);
+		cfg->relay_set = 1;
+	}
+	if (env_str("TXMAIL_TLS_CA_FILE", "", cfg->tls_ca_file, sizeof(cfg->tls_ca_file), err, errlen) != 0)
+		return -1;
+	if (cfg->tls_ca_file[0] != '\0' && access(cfg->tls_ca_file, R_OK) != 0)
+		return cfg_err(err, errlen, "TXMAIL_TLS_CA_FILE: cannot read %s", cfg->tls_ca_file);
+	if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
+		util_strlcpy(host, "localhost", sizeof(host));
+	host[sizeof(host) - 1] = '\0';
+	if (env_str("TXMAIL_HELO_NAME", host, cfg->helo_name, sizeof(cfg->helo_name), err, errlen) != 0)
+		return -1;
+	if (!host_ok(cfg->helo_name, strlen(cfg->helo_name)))
+		return cfg_err(err, errlen, "TXMAIL_HELO_NAME: \"%.64s\" is not a host name", cfg->helo_name);
+	if (env_str("TXMAIL_WEBHOOK_URL", "", cfg->webhook_url, sizeof(cfg->webhook_url), err, errlen) != 0 ||
+	    env_str("TXMAIL_WEBHOOK_SECRET", "", cfg->webhook_secret, sizeof(cfg->webhook_secret), err, errlen) != 0)
+		return -1;
+	if (cfg->webhook_url[0] != '\0' && strncmp(cfg->webhook_url, "http://", 7) != 0 &&
+	    strncmp(cfg->webhook_url, "https://", 8) != 0)
+		return cfg_err(err, errlen, "%s: want an http:// or https:// URL", "TXMAIL_WEBHOOK_URL");
+	if (cfg->webhook_url[0] != '\0' && cfg->webhook_secret[0] == '\0')
+		return cfg_err(err, errlen, "%s: required when TXMAIL_WEBHOOK_URL is set", "TXMAIL_WEBHOOK_SECRET");
+	if (env_seconds("TXMAIL_RETRY_BASE", 60, 0.001, &cfg->retry_base, err, errlen) ||
+	    env_seconds("TXMAIL_RETRY_MAX", 3600, 0.001, &cfg->retry_max, err, errlen) ||
+	    env_seconds("TXMAIL_MAX_AGE", 86400, 1, &cfg->max_age, err, errlen) ||
+	    env_seconds("TXMAIL_WEBHOOK_RETRY_BASE", 5, 0.001, &cfg->webhook_retry_base, err, errlen) ||
+	    env_seconds("TXMAIL_WEBHOOK_RETRY_MAX", 3600, 0.001, &cfg->webhook_retry_max, err, errlen) ||
+	    env_seconds("TXMAIL_WEBHOOK_MAX_AGE", 259200, 1, &cfg->webhook_max_age, err, errlen) ||
+	    env_seconds("TXMAIL_WEBHOOK_TIMEOUT", 10, 0.1, &cfg->webhook_timeout, err, errlen) ||
+	    env_seconds("TXMAIL_VISIBILITY_TIMEOUT", 30, 0.5, &cfg->visibility_timeout, err, errlen))
+		return -1;
+	if (cfg->retry_max < cfg->retry_base)
+		cfg->retry_max = cfg->retry_base;
+	if (cfg->webhook_retry_max < cfg->webhook_retry_base)
+		cfg->webhook_retry_max = cfg->webhook_retry_base;
+	if (env_int("TXMAIL_MAX_BODY", 10L << 20, 1024, 1L << 30, &l, err, errlen))
+		return -1;
+	cfg->max_body = (size_t)l;
+	l = sysconf(_SC_NPROCESSORS_ONLN);
+	if (env_int("TXMAIL_HTTP_THREADS", l > 0 ? (l < 64 ? l : 64) : 2, 1, 256, &l, err, errlen))
+		return -1;
+	cfg->http_threads = (int)l;
+	if (env_int("TXMAIL_WORKERS", 1, 1, 64, &l, err, errlen))
+		return -1;
+	cfg->workers = (int)l;
+	if (env_int("TXMAIL_WORKER_CONCURRENCY", 256, 1, 10000, &l, err, errlen))
+		return -1;
+	cfg->worker_concurrency = (int)l;
+	if (env_int("TXMAIL_MAX_CONNS_PER_HOST", 16, 1, 1000, &l, err, errlen))
+		return -1;
+	cfg->max_conns_per_target = (int)l;
+	if (env_int("TXMAIL_MAX_MSGS_PER_CONN", 100, 1, 100000, &l, err, errlen))
+		return -1;
+	cfg->max_msgs_per_conn = (int)l;
+	smtp_timeouts_default(&cfg->smtp_timeouts);
+	for (size_t i = 0; i < sizeof(timeout_vars) / sizeof(timeout_vars[0]); i++) {
+		double *field = (double *)(void *)((char *)&cfg->smtp_timeouts + timeout_vars[i].off);
+		if (env_seconds(timeout_vars[i].env, *field, 0.01, field, err, errlen))
+			return -1;
+	}
+	cfg->log_level = LOG_INFO;
+	if ((v = getenv("TXMAIL_LOG_LEVEL")) != NULL && *v != '\0') {
+		int lv = log_level_parse(v);
+		if (lv < 0)
+			return cfg_err(err, errlen, "%s: want debug, info, warn or error", "TXMAIL_LOG_LEVEL");
+		cfg->log_level = lv;
+	}
+	if (env_str("TXMAIL_REDIS_SERVER", "redis-server", cfg->redis_server, sizeof(cfg->redis_server), err, errlen))
+		return -1;
+	return 0;
+}
+
+void
+config_free(struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->napi_keys; i++) {
+		/* keys are secrets: clear before freeing */
+		explicit_bzero(cfg->api_keys[i], strlen(cfg->api_keys[i]));
+		free(cfg->api_keys[i]);
+		cfg->api_keys[i] = NULL;
+	}
+	cfg->napi_keys = 0;
+	explicit_bzero(cfg->relay.pass, sizeof(cfg->relay.pass));
+	explicit_bzero(cfg->webhook_secret, sizeof(cfg->webhook_secret));
+}
+
+void
+config_describe(const struct config *cfg)
+{
+	static const char *const tls_names[] = { "none", "starttls", "required", "implicit" };
+
+	log_info("config listen=%s:%u redis=%s data_dir=%s api_keys=%zu helo=%s",
+	    cfg->listen_host, cfg->listen_port,
+	    !cfg->redis_set ? "embedded" : cfg->redis.is_unix ? cfg->redis.path : cfg->redis.host,
+	    cfg->data_dir, cfg->napi_keys, cfg->helo_name);
+	if (cfg->relay_set)
+		log_info("config relay=%s:%u tls=%s auth=%s verify=%s", cfg->relay.host,
+		    cfg->relay.port, tls_names[cfg->relay.tls & 3],
+		    cfg->relay.user[0] ? "yes (password masked)" : "no",
+		    cfg->relay.no_verify ? "OFF" : "on");
+	else
+		log_info("config relay=none (direct MX delivery)");
+	log_info("config retry_base=%.3gs retry_max=%.3gs max_age=%.3gs visibility=%.3gs "
+	    "webhook=%s webhook_retry_base=%.3gs", cfg->retry_base, cfg->retry_max,
+	    cfg->max_age, cfg->visibility_timeout,
+	    cfg->webhook_url[0] ? "set (secret masked)" : "none", cfg->webhook_retry_base);
+}

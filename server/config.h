@@ -1,0 +1,86 @@
+/*
+ * config.h - configuration from TXMAIL_* environment variables.
+ *
+ * Parsing is pure where it can be (URL parsers take strings, not the
+ * environment) so it is unit-tested and fuzzed. Secrets read here (relay
+ * password, webhook secret, API keys) are never logged; config_describe()
+ * prints the configuration with them masked.
+ */
+#ifndef SERVER_CONFIG_H
+#define SERVER_CONFIG_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../smtp/engine.h"
+
+#define CONFIG_MAX_API_KEYS 64
+
+struct redis_addr {
+	int is_unix;              /* 1: unix socket at path */
+	char path[PATH_MAX];
+	char host[256];
+	uint16_t port;
+	int db;
+};
+
+struct config {
+	char listen_host[256];    /* TXMAIL_LISTEN, default 127.0.0.1:8080 */
+	uint16_t listen_port;
+	int redis_set;            /* TXMAIL_REDIS_URL given; else `run` embeds redis */
+	struct redis_addr redis;
+	char data_dir[PATH_MAX];  /* TXMAIL_DATA_DIR, default ./var */
+	char *api_keys[CONFIG_MAX_API_KEYS];  /* TXMAIL_API_KEYS, malloc'd */
+	size_t napi_keys;
+	int relay_set;            /* TXMAIL_RELAY given */
+	struct smtp_target relay;
+	char tls_ca_file[PATH_MAX];   /* TXMAIL_TLS_CA_FILE */
+	char helo_name[256];      /* TXMAIL_HELO_NAME, default gethostname() */
+	char webhook_url[2048];   /* TXMAIL_WEBHOOK_URL */
+	char webhook_secret[256]; /* TXMAIL_WEBHOOK_SECRET ("whsec_<base64>") */
+	double retry_base;        /* TXMAIL_RETRY_BASE, 60 */
+	double retry_max;         /* TXMAIL_RETRY_MAX, 3600 */
+	double max_age;           /* TXMAIL_MAX_AGE, 86400 */
+	double webhook_retry_base;    /* TXMAIL_WEBHOOK_RETRY_BASE, 5 */
+	double webhook_retry_max;     /* TXMAIL_WEBHOOK_RETRY_MAX, 3600 */
+	double webhook_max_age;       /* TXMAIL_WEBHOOK_MAX_AGE, 259200 (3 days) */
+	double webhook_timeout;       /* TXMAIL_WEBHOOK_TIMEOUT, 10 */
+	double visibility_timeout;    /* TXMAIL_VISIBILITY_TIMEOUT, 30 */
+	size_t max_body;          /* TXMAIL_MAX_BODY bytes, 10 MiB */
+	int http_threads;         /* TXMAIL_HTTP_THREADS, default nproc */
+	int workers;              /* TXMAIL_WORKERS: delivery loops per process, 1 */
+	int worker_concurrency;   /* TXMAIL_WORKER_CONCURRENCY: deliveries in flight per loop, 256 */
+	int max_conns_per_target; /* TXMAIL_MAX_CONNS_PER_HOST, 16 */
+	int max_msgs_per_conn;    /* TXMAIL_MAX_MSGS_PER_CONN, 100 */
+	struct smtp_timeouts smtp_timeouts;  /* TXMAIL_SMTP_TIMEOUT_<CMD> (CONNECT, BANNER, ...) */
+	int log_level;            /* TXMAIL_LOG_LEVEL */
+	char redis_server[PATH_MAX];  /* TXMAIL_REDIS_SERVER: binary for the embedded redis, "redis-server" */
+};
+
+/*
+ * config_load - defaults, then the environment. Returns 0, or -1 with a
+ * message naming the variable in err. Caller calls config_free.
+ */
+int config_load(struct config *cfg, char *err, size_t errlen);
+void config_free(struct config *cfg);
+
+/*
+ * config_parse_relay - "smtp://[user:pass@]host:port[?tls=none|starttls|required]"
+ * or "smtps://[user:pass@]host[:port]". User and password are percent-decoded.
+ * Defaults: smtp port 25 (587 when tls=required), smtps 465; tls=starttls.
+ * Also accepts "&verify=0" (tests only). 0, or -1 with err.
+ */
+int config_parse_relay(const char *url, struct smtp_target *out, char *err, size_t errlen);
+
+/* config_parse_redis - "redis://host:port[/db]" or "unix:///path[?db=N]". 0, or -1 with err. */
+int config_parse_redis(const char *url, struct redis_addr *out, char *err, size_t errlen);
+
+/* config_parse_listen - "host:port" or "[v6]:port". 0, or -1 with err. */
+int config_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port,
+    char *err, size_t errlen);
+
+/* config_describe - one log line per setting, secrets masked. */
+void config_describe(const struct config *cfg);
+
+#endif

@@ -1,0 +1,401 @@
+/*
+ * main.c - the txmail command line: subcommands, start-up and shutdown.
+ *
+ * Owns the order in which roles start and stop, and signal handling
+ * (SIGINT/SIGTERM are waited for with sigwait in the main thread; every
+ * other thread runs with them blocked). Knows nothing of HTTP, SMTP or
+ * Redis details: it only starts the modules that do.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "embed.h"
+#include "http.h"
+#include "log.h"
+#include "scheduler.h"
+#include "sink.h"
+#include "store.h"
+#include "util.h"
+#include "webhook.h"
+#include "worker.h"
+
+#ifndef TXMAIL_VERSION
+#define TXMAIL_VERSION "0.1.0"
+#endif
+
+#define MAX_WORKERS 64
+
+static const char usage_main[] =
+    "usage: txmail <command> [options]\n"
+    "\n"
+    "Transactional email HTTP API server: accepts JSON over HTTP, stores it\n"
+    "durably in Redis, delivers it over SMTP and reports by signed webhooks.\n"
+    "\n"
+    "commands:\n"
+    "  run [--dev]   every role in one process (API, workers, scheduler, webhooks);\n"
+    "                --dev adds an embedded redis, a capture SMTP sink and a dev key\n"
+    "  api           the HTTP API only\n"
+    "  worker        delivery workers, scheduler and webhook dispatcher only\n"
+    "  sink          a capture SMTP server writing .eml files (for development)\n"
+    "  version       print the version\n"
+    "\n"
+    "Configuration is read from TXMAIL_* environment variables; see README.md.\n"
+    "Run 'txmail <command> --help' for the options of a command.\n";
+
+static const char usage_run[] =
+    "usage: txmail run [--dev]\n"
+    "\n"
+    "Runs the HTTP API, delivery workers, scheduler and webhook dispatcher.\n"
+    "Without TXMAIL_REDIS_URL an embedded redis-server is started with its\n"
+    "data and AOF under $TXMAIL_DATA_DIR/redis (default ./var/redis).\n"
+    "\n"
+    "  --dev   development mode: also start a capture SMTP sink on\n"
+    "          TXMAIL_SINK_LISTEN (127.0.0.1:2525) storing every delivered\n"
+    "          message under $TXMAIL_DATA_DIR/mail, deliver through it, and\n"
+    "          print an API key and a curl line to try.\n"
+    "\n"
+    "Stops cleanly on SIGINT (Ctrl-C) or SIGTERM.\n";
+
+static const char usage_api[] =
+    "usage: txmail api\n"
+    "\n"
+    "Runs only the HTTP API (scale it out behind a load balancer). Needs\n"
+    "TXMAIL_REDIS_URL. Listens on TXMAIL_LISTEN (127.0.0.1:8080).\n";
+
+static const char usage_worker[] =
+    "usage: txmail worker\n"
+    "\n"
+    "Runs delivery workers (TXMAIL_WORKERS loops), the scheduler and the\n"
+    "webhook dispatcher, without HTTP. Needs TXMAIL_REDIS_URL; delivers\n"
+    "through TXMAIL_RELAY.\n";
+
+enum role {
+	ROLE_API = 1,
+	ROLE_WORK = 2,
+};
+
+struct app {
+	struct config cfg;
+	struct embed_redis redis;
+	int embedded;
+	struct sink *sink;
+	struct http_server *http;
+	struct worker *workers[MAX_WORKERS];
+	int nworkers;
+	struct scheduler *sched;
+	struct webhook *wh;
+};
+
+static int
+wants_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return 1;
+	return 0;
+}
+
+static void
+block_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+static int
+mkdir_one(const char *path)
+{
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+/* The dev key: stable across restarts, kept in $DATA_DIR/dev-api-key. */
+static int
+dev_api_key(struct config *cfg, char *key, size_t keylen)
+{
+	char path[PATH_MAX + 32], id[64];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/dev-api-key", cfg->data_dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		n = read(fd, key, keylen - 1);
+		close(fd);
+		if (n > 0) {
+			key[n] = '\0';
+			key[strcspn(key, "\r\n")] = '\0';
+			if (key[0] != '\0')
+				goto add;
+		}
+	}
+	if (util_random_id("txm_dev_", id, sizeof(id)) != 0)
+		return -1;
+	util_strlcpy(key, id, keylen);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -1;
+	if (write(fd, key, strlen(key)) < 0 || write(fd, "\n", 1) < 0) {
+		close(fd);
+		return -1;
+	}
+	close(fd);
+add:
+	if (cfg->napi_keys < CONFIG_MAX_API_KEYS &&
+	    (cfg->api_keys[cfg->napi_keys] = strdup(key)) != NULL)
+		cfg->napi_keys++;
+	return 0;
+}
+
+static int
+start_dev(struct app *a, char *key, size_t keylen, char *sink_addr, size_t sinklen)
+{
+	const char *listen = getenv("TXMAIL_SINK_LISTEN");
+	char host[256], err[256], dir[PATH_MAX + 16];
+	uint16_t port, bound = 0;
+
+	if (listen == NULL || *listen == '\0')
+		listen = "127.0.0.1:2525";
+	if (config_parse_listen(listen, host, sizeof(host), &port, err, sizeof(err)) != 0) {
+		log_error("TXMAIL_SINK_LISTEN: %s", err);
+		return -1;
+	}
+	snprintf(dir, sizeof(dir), "%s/mail", a->cfg.data_dir);
+	a->sink = sink_start(host, port, dir, &bound, err, sizeof(err));
+	if (a->sink == NULL) {
+		log_error("dev sink: %s", err);
+		return -1;
+	}
+	snprintf(sink_addr, sinklen, "%s:%u", host, bound);
+	if (!a->cfg.relay_set) {
+		memset(&a->cfg.relay, 0, sizeof(a->cfg.relay));
+		util_strlcpy(a->cfg.relay.host, host, sizeof(a->cfg.relay.host));
+		a->cfg.relay.port = bound;
+		a->cfg.relay.tls = SMTP_TLS_NONE;
+		a->cfg.relay_set = 1;
+	}
+	if (getenv("TXMAIL_RETRY_BASE") == NULL) {
+		a->cfg.retry_base = 1;
+		if (getenv("TXMAIL_RETRY_MAX") == NULL)
+			a->cfg.retry_max = 60;
+	}
+	if (dev_api_key(&a->cfg, key, keylen) != 0) {
+		log_error("cannot create the dev API key under %s", a->cfg.data_dir);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+print_dev_banner(const struct app *a, const char *key, const char *sink_addr)
+{
+	const char *h = a->cfg.listen_host;
+	unsigned p = a->cfg.listen_port;
+
+	if (strcmp(h, "0.0.0.0") == 0 || strcmp(h, "::") == 0)
+		h = "127.0.0.1";
+	printf("txmail dev server ready\n"
+	    "  API:      http://%s:%u\n"
+	    "  API key:  %s\n"
+	    "  Mail:     %s/mail (captured by the dev SMTP sink on %s)\n"
+	    "Try:\n"
+	    "curl -sS http://%s:%u/v1/messages -H 'Authorization: Bearer %s' "
+	    "-H 'Content-Type: application/json' -d '{\"from\":\"Dev <dev@example.com>\","
+	    "\"to\":\"you@example.com\",\"subject\":\"Hello from txmail\",\"text\":\"It works.\"}'\n",
+	    h, p, key, a->cfg.data_dir, sink_addr, h, p, key);
+	fflush(stdout);
+}
+
+static void
+stop_all(struct app *a)
+{
+	if (a->http != NULL)
+		http_stop(a->http);
+	a->http = NULL;
+	for (int i = 0; i < a->nworkers; i++)
+		worker_stop(a->workers[i], 10);
+	a->nworkers = 0;
+	if (a->sched != NULL)
+		scheduler_stop(a->sched);
+	a->sched = NULL;
+	if (a->wh != NULL)
+		webhook_stop(a->wh);
+	a->wh = NULL;
+	if (a->sink != NULL)
+		sink_stop(a->sink);
+	a->sink = NULL;
+	if (a->embedded)
+		embed_redis_stop(&a->redis);
+	a->embedded = 0;
+}
+
+/* Wait (bounded) for Redis, then create groups and load scripts. Not fatal: roles retry. */
+static void
+init_store(const struct config *cfg, int wait_s)
+{
+	struct store *st = store_open(&cfg->redis);
+	char err[256] = "";
+	int ok = 0;
+
+	if (st == NULL)
+		return;
+	for (int i = 0; i < wait_s * 10; i++) {
+		if (store_init(st, err, sizeof(err)) == STORE_OK) {
+			ok = 1;
+			break;
+		}
+		usleep(100000);
+	}
+	if (!ok)
+		log_warn("redis not ready yet (%s); continuing, requests get 503 until it is", err);
+	store_close(st);
+}
+
+static int
+serve(int roles, int dev)
+{
+	struct app *a = calloc(1, sizeof(*a));
+	char err[512], key[128] = "", sink_addr[300] = "";
+	sigset_t set;
+	int sig, rc = 1;
+
+	if (a == NULL)
+		return 1;
+	block_signals(&set);
+	if (config_load(&a->cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "txmail: configuration: %s\n", err);
+		free(a);
+		return 2;
+	}
+	log_set_level(a->cfg.log_level);
+	if (!a->cfg.redis_set) {
+		if (roles != (ROLE_API | ROLE_WORK)) {
+			fprintf(stderr, "txmail: TXMAIL_REDIS_URL is required for 'api' and 'worker' "
+			    "(only 'run' embeds a redis-server)\n");
+			goto out;
+		}
+		if (mkdir_one(a->cfg.data_dir) != 0) {
+			log_error("cannot create TXMAIL_DATA_DIR %s: %s", a->cfg.data_dir, strerror(errno));
+			goto out;
+		}
+		if (embed_redis_start(&a->redis, a->cfg.data_dir, a->cfg.redis_server,
+		    &a->cfg.redis, err, sizeof(err)) != 0) {
+			log_error("embedded redis: %s", err);
+			goto out;
+		}
+		a->embedded = 1;
+	}
+	if (dev) {
+		if (mkdir_one(a->cfg.data_dir) != 0) {
+			log_error("cannot create TXMAIL_DATA_DIR %s: %s", a->cfg.data_dir, strerror(errno));
+			goto out;
+		}
+		if (start_dev(a, key, sizeof(key), sink_addr, sizeof(sink_addr)) != 0)
+			goto out;
+	}
+	config_describe(&a->cfg);
+	if ((roles & ROLE_API) && a->cfg.napi_keys == 0)
+		log_warn("no API keys configured (TXMAIL_API_KEYS): every /v1 request will get 401");
+	init_store(&a->cfg, a->embedded ? 10 : 1);
+
+	if (roles & ROLE_WORK) {
+		for (int i = 0; i < a->cfg.workers && i < MAX_WORKERS; i++) {
+			a->workers[i] = worker_start(&a->cfg, i, err, sizeof(err));
+			if (a->workers[i] == NULL) {
+				log_error("worker: %s", err);
+				goto out;
+			}
+			a->nworkers++;
+		}
+		if ((a->sched = scheduler_start(&a->cfg, err, sizeof(err))) == NULL) {
+			log_error("scheduler: %s", err);
+			goto out;
+		}
+		if ((a->wh = webhook_start(&a->cfg, err, sizeof(err))) == NULL) {
+			log_error("webhooks: %s", err);
+			goto out;
+		}
+	}
+	if (roles & ROLE_API) {
+		if ((a->http = http_start(&a->cfg, err, sizeof(err))) == NULL) {
+			log_error("http: %s", err);
+			goto out;
+		}
+	}
+	log_info("txmail %s ready", TXMAIL_VERSION);
+	if (dev)
+		print_dev_banner(a, key, sink_addr);
+	for (;;) {
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		log_info("received %s; stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+		break;
+	}
+	rc = 0;
+out:
+	stop_all(a);
+	config_free(&a->cfg);
+	free(a);
+	return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *cmd = argc > 1 ? argv[1] : NULL;
+
+	if (cmd == NULL || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 ||
+	    strcmp(cmd, "help") == 0) {
+		fputs(usage_main, cmd == NULL ? stderr : stdout);
+		return cmd == NULL ? 2 : 0;
+	}
+	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+		printf("txmail %s\n", TXMAIL_VERSION);
+		return 0;
+	}
+	if (strcmp(cmd, "run") == 0) {
+		int dev = 0;
+		if (wants_help(argc - 1, argv + 1)) {
+			fputs(usage_run, stdout);
+			return 0;
+		}
+		for (int i = 2; i < argc; i++) {
+			if (strcmp(argv[i], "--dev") == 0) {
+				dev = 1;
+			} else {
+				fprintf(stderr, "txmail run: unknown option %s\n\n%s", argv[i], usage_run);
+				return 2;
+			}
+		}
+		return serve(ROLE_API | ROLE_WORK, dev);
+	}
+	if (strcmp(cmd, "api") == 0 || strcmp(cmd, "worker") == 0) {
+		int api = strcmp(cmd, "api") == 0;
+		if (wants_help(argc - 1, argv + 1)) {
+			fputs(api ? usage_api : usage_worker, stdout);
+			return 0;
+		}
+		if (argc > 2) {
+			fprintf(stderr, "txmail %s: unexpected argument %s\n\n%s", cmd, argv[2],
+			    api ? usage_api : usage_worker);
+			return 2;
+		}
+		return serve(api ? ROLE_API : ROLE_WORK, 0);
+	}
+	if (strcmp(cmd, "sink") == 0)
+		return sink_main(argc - 1, argv + 1);
+	fprintf(stderr, "txmail: unknown command '%s'\n\n%s", cmd, usage_main);
+	return 2;
+}

@@ -1,0 +1,818 @@
+/*
+ * sink.c - the capture SMTP server behind `txmail sink` and `run --dev`.
+ *
+ * Owns one listening socket, its client sockets and one thread that drives
+ * them all with poll(2). Each client is a small SMTP state machine
+ * (greeting, HELO/EHLO, MAIL, RCPT, DATA, RSET, NOOP, QUIT); pipelined
+ * input is handled by processing every complete line in the buffer. Each
+ * accepted message is written byte for byte (after dot-unstuffing) to
+ * <dir>/tmp/<name> and renamed to <dir>/<name>, name "<unix ms>-<seq>.eml";
+ * the 250 reply is sent only after the rename.
+ *
+ * It must never relay, deliver or alter mail, never block on a single
+ * client (all sockets are non-blocking), and never grow a buffer without a
+ * cap: command lines are capped at SINK_LINE_MAX, messages at SINK_MSG_MAX,
+ * recipients at SINK_RCPT_MAX, clients at SINK_CLIENTS_MAX.
+ */
+#include "sink.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+#define SINK_LINE_MAX 4096                    /* command / data line, octets incl. CRLF */
+#define SINK_INBUF (64 * 1024)                /* per-client read buffer */
+#define SINK_OUT_HIGH (256 * 1024)            /* stop reading while this much output is pending */
+#define SINK_MSG_MAX ((size_t)50 * 1024 * 1024)  /* 552 beyond this */
+#define SINK_RCPT_MAX 1000
+#define SINK_CLIENTS_MAX 256
+#define SINK_IDLE_MS ((int64_t)5 * 60 * 1000)
+
+enum sink_state {
+	SINK_ST_INIT = 0,   /* greeted, waiting for HELO/EHLO */
+	SINK_ST_READY,      /* HELO done, no transaction */
+	SINK_ST_MAIL,       /* MAIL accepted, no recipient yet */
+	SINK_ST_RCPT,       /* at least one recipient */
+	SINK_ST_DATA,       /* reading message data */
+};
+
+struct sink_client {
+	int fd;
+	enum sink_state state;
+	char in[SINK_INBUF];
+	size_t in_len;
+	char *out;
+	size_t out_len, out_off, out_cap;
+	char *msg;
+	size_t msg_len, msg_cap;
+	int msg_too_big;
+	int data_bol;        /* DATA: next byte starts a line */
+	int nrcpt;
+	int closing;         /* close once output is flushed */
+	int64_t last_ms;     /* monotonic time of last activity */
+};
+
+struct sink {
+	int lfd;
+	int efd;             /* eventfd: sink_stop wakes the loop */
+	char *dir;
+	char host[256];
+	unsigned long seq;
+	pthread_t thr;
+	int thr_started;
+	struct sink_client *clients[SINK_CLIENTS_MAX];
+	size_t nclients;
+};
+
+/* ---- output -------------------------------------------------------------- */
+
+static int sink_out_append(struct sink_client *c, const char *p, size_t n)
+{
+	size_t pending = c->out_len - c->out_off;
+
+	if (c->out_off > 0 && c->out_off == c->out_len) {
+		c->out_off = 0;
+		c->out_len = 0;
+		pending = 0;
+	}
+	if (c->out_len + n > c->out_cap) {
+		size_t need, cap;
+		char *nb;
+
+		if (c->out_off > 0) {
+			memmove(c->out, c->out + c->out_off, pending);
+			c->out_len = pending;
+			c->out_off = 0;
+		}
+		if (n > SIZE_MAX / 2 - c->out_len)
+			return -1;
+		need = c->out_len + n;
+		cap = c->out_cap ? c->out_cap : 1024;
+		while (cap < need)
+			cap *= 2;
+		if (cap != c->out_cap) {
+			nb = realloc(c->out, cap);
+			if (!nb)
+				return -1;
+			c->out = nb;
+			c->out_cap = cap;
+		}
+	}
+	memcpy(c->out + c->out_len, p, n);
+	c->out_len += n;
+	return 0;
+}
+
+static void sink_reply(struct sink_client *c, const char *text)
+{
+	size_t n = strlen(text);
+
+	if (sink_out_append(c, text, n) < 0 || sink_out_append(c, "\r\n", 2) < 0)
+		c->closing = 2;     /* out of memory: drop the client */
+}
+
+/* sink_flush - write pending output; 0, or -1 when the connection is dead. */
+static int sink_flush(struct sink_client *c)
+{
+	while (c->out_off < c->out_len) {
+		ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
+		    MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return 0;
+			return -1;
+		}
+		c->out_off += (size_t)w;
+	}
+	c->out_off = 0;
+	c->out_len = 0;
+	return 0;
+}
+
+/* ---- message files ---------------------------------------------------------- */
+
+static int sink_mkdir_p(const char *path)
+{
+	char buf[PATH_MAX];
+	size_t len = util_strlcpy(buf, path, sizeof(buf));
+	size_t i;
+
+	if (len == 0 || len >= sizeof(buf))
+		return -1;
+	for (i = 1; i <= len; i++) {
+		if (buf[i] == '/' || buf[i] == '\0') {
+			char save = buf[i];
+
+			buf[i] = '\0';
+			if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+				return -1;
+			buf[i] = save;
+		}
+	}
+	return 0;
+}
+
+static int sink_write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* sink_store - write msg to <dir>/<name> via <dir>/tmp; 0 or -1 (errno-ish text in err). */
+static int sink_store(struct sink *s, const char *msg, size_t len, char *name, size_t namelen)
+{
+	char tmp[PATH_MAX], dst[PATH_MAX];
+	int fd = -1, rc = -1, n;
+
+	n = snprintf(name, namelen, "%lld-%lu.eml", (long long)util_now_ms(), ++s->seq);
+	if (n < 0 || (size_t)n >= namelen)
+		goto out;
+	n = snprintf(tmp, sizeof(tmp), "%s/tmp/%s", s->dir, name);
+	if (n < 0 || (size_t)n >= sizeof(tmp))
+		goto out;
+	n = snprintf(dst, sizeof(dst), "%s/%s", s->dir, name);
+	if (n < 0 || (size_t)n >= sizeof(dst))
+		goto out;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0)
+		goto out;
+	if (sink_write_all(fd, msg, len) < 0)
+		goto out;
+	if (close(fd) < 0) {
+		fd = -1;
+		goto out;
+	}
+	fd = -1;
+	if (rename(tmp, dst) < 0)
+		goto out;
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0) {
+		log_warn("msg=\"sink cannot store message\" file=%s error=\"%s\"", tmp, strerror(errno));
+		unlink(tmp);
+	}
+	return rc;
+}
+
+/* ---- the SMTP state machine ---------------------------------------------- */
+
+static void sink_reset_txn(struct sink_client *c)
+{
+	free(c->msg);
+	c->msg = NULL;
+	c->msg_len = 0;
+	c->msg_cap = 0;
+	c->msg_too_big = 0;
+	c->nrcpt = 0;
+	if (c->state != SINK_ST_INIT)
+		c->state = SINK_ST_READY;
+}
+
+static int sink_msg_append(struct sink_client *c, const char *p, size_t n)
+{
+	if (c->msg_too_big)
+		return 0;
+	if (n > SINK_MSG_MAX - c->msg_len) {
+		c->msg_too_big = 1;
+		free(c->msg);
+		c->msg = NULL;
+		c->msg_len = 0;
+		c->msg_cap = 0;
+		return 0;
+	}
+	if (c->msg_len + n > c->msg_cap) {
+		size_t cap = c->msg_cap ? c->msg_cap : 16 * 1024;
+		char *nb;
+
+		while (cap < c->msg_len + n)
+			cap *= 2;
+		if (cap > SINK_MSG_MAX)
+			cap = SINK_MSG_MAX;
+		nb = realloc(c->msg, cap);
+		if (!nb)
+			return -1;
+		c->msg = nb;
+		c->msg_cap = cap;
+	}
+	memcpy(c->msg + c->msg_len, p, n);
+	c->msg_len += n;
+	return 0;
+}
+
+static void sink_end_data(struct sink *s, struct sink_client *c)
+{
+	char name[96], reply[160];
+
+	if (c->msg_too_big) {
+		sink_reply(c, "552 5.3.4 Error: message too big");
+	} else if (sink_store(s, c->msg ? c->msg : "", c->msg_len, name, sizeof(name)) < 0) {
+		sink_reply(c, "451 4.3.0 Error: cannot store message");
+	} else {
+		log_info("msg=\"sink stored message\" file=%s size=%zu rcpts=%d",
+		    name, c->msg_len, c->nrcpt);
+		snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s", name);
+		sink_reply(c, reply);
+	}
+	c->state = SINK_ST_READY;
+	sink_reset_txn(c);
+}
+
+/* sink_data_line - one DATA line (or a chunk of an over-long one), with its line end. */
+static void sink_data_line(struct sink *s, struct sink_client *c, const char *p, size_t n, int complete)
+{
+	if (c->data_bol && complete &&
+	    ((n == 3 && memcmp(p, ".\r\n", 3) == 0) || (n == 2 && memcmp(p, ".\n", 2) == 0))) {
+		sink_end_data(s, c);
+		return;
+	}
+	if (c->data_bol && n > 0 && p[0] == '.') {
+		p++;
+		n--;
+	}
+	if (sink_msg_append(c, p, n) < 0)
+		c->closing = 2;
+	c->data_bol = complete;
+}
+
+/* sink_match - if line starts with verb (case-insensitive) followed by end or space, return the argument. */
+static const char *sink_match(const char *line, const char *verb)
+{
+	size_t n = strlen(verb);
+
+	if (strncasecmp(line, verb, n) != 0)
+		return NULL;
+	if (line[n] == '\0')
+		return line + n;
+	if (line[n] == ' ')
+		return line + n + 1;
+	return NULL;
+}
+
+static void sink_command(struct sink *s, struct sink_client *c, char *line)
+{
+	const char *arg;
+	char buf[512];
+
+	if ((arg = sink_match(line, "EHLO")) != NULL) {
+		if (*arg == '\0') {
+			sink_reply(c, "501 5.5.4 Syntax: EHLO hostname");
+			return;
+		}
+		c->state = SINK_ST_READY;
+		sink_reset_txn(c);
+		snprintf(buf, sizeof(buf), "250-%s\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
+		    "250-SIZE %zu\r\n250 ENHANCEDSTATUSCODES", s->host, SINK_MSG_MAX);
+		sink_reply(c, buf);
+	} else if ((arg = sink_match(line, "HELO")) != NULL) {
+		if (*arg == '\0') {
+			sink_reply(c, "501 5.5.4 Syntax: HELO hostname");
+			return;
+		}
+		c->state = SINK_ST_READY;
+		sink_reset_txn(c);
+		snprintf(buf, sizeof(buf), "250 %s", s->host);
+		sink_reply(c, buf);
+	} else if ((arg = sink_match(line, "MAIL")) != NULL) {
+		if (c->state == SINK_ST_INIT)
+			sink_reply(c, "503 5.5.1 Error: send HELO/EHLO first");
+		else if (c->state != SINK_ST_READY)
+			sink_reply(c, "503 5.5.1 Error: nested MAIL command");
+		else if (strncasecmp(arg, "FROM:", 5) != 0)
+			sink_reply(c, "501 5.5.4 Syntax: MAIL FROM:<address>");
+		else {
+			const char *size = strcasestr(arg, " SIZE=");
+
+			if (size && strtoull(size + 6, NULL, 10) > SINK_MSG_MAX) {
+				sink_reply(c, "552 5.3.4 Message size exceeds fixed limit");
+				return;
+			}
+			c->state = SINK_ST_MAIL;
+			c->nrcpt = 0;
+			sink_reply(c, "250 2.1.0 Ok");
+		}
+	} else if ((arg = sink_match(line, "RCPT")) != NULL) {
+		if (c->state != SINK_ST_MAIL && c->state != SINK_ST_RCPT)
+			sink_reply(c, "503 5.5.1 Error: need MAIL command");
+		else if (strncasecmp(arg, "TO:", 3) != 0)
+			sink_reply(c, "501 5.5.4 Syntax: RCPT TO:<address>");
+		else if (c->nrcpt >= SINK_RCPT_MAX)
+			sink_reply(c, "452 4.5.3 Error: too many recipients");
+		else {
+			c->nrcpt++;
+			c->state = SINK_ST_RCPT;
+			sink_reply(c, "250 2.1.5 Ok");
+		}
+	} else if ((arg = sink_match(line, "DATA")) != NULL) {
+		if (c->state != SINK_ST_RCPT)
+			sink_reply(c, c->state == SINK_ST_MAIL ? "503 5.5.1 Error: need RCPT command"
+			    : "503 5.5.1 Error: need MAIL command");
+		else if (*arg != '\0')
+			sink_reply(c, "501 5.5.4 Syntax: DATA");
+		else {
+			c->state = SINK_ST_DATA;
+			c->data_bol = 1;
+			c->msg_len = 0;
+			c->msg_too_big = 0;
+			sink_reply(c, "354 End data with <CR><LF>.<CR><LF>");
+		}
+	} else if (sink_match(line, "RSET") != NULL) {
+		sink_reset_txn(c);
+		sink_reply(c, "250 2.0.0 Ok");
+	} else if (sink_match(line, "NOOP") != NULL) {
+		sink_reply(c, "250 2.0.0 Ok");
+	} else if (sink_match(line, "QUIT") != NULL) {
+		sink_reply(c, "221 2.0.0 Bye");
+		c->closing = 1;
+	} else {
+		sink_reply(c, "500 5.5.2 Error: command not recognized");
+	}
+}
+
+/* sink_process - consume every complete line in c->in. */
+static void sink_process(struct sink *s, struct sink_client *c)
+{
+	size_t off = 0;
+
+	while (!c->closing && off < c->in_len) {
+		char *start = c->in + off;
+		size_t avail = c->in_len - off;
+		char *lf = memchr(start, '\n', avail);
+		size_t n, len;
+
+		if (c->state == SINK_ST_DATA) {
+			if (lf) {
+				n = (size_t)(lf - start) + 1;
+				sink_data_line(s, c, start, n, 1);
+				off += n;
+				continue;
+			}
+			if (avail < SINK_LINE_MAX)
+				break;
+			/* a long data line: keep a trailing CR for the next chunk */
+			n = avail;
+			if (start[n - 1] == '\r')
+				n--;
+			sink_data_line(s, c, start, n, 0);
+			off += n;
+			continue;
+		}
+		if (!lf) {
+			if (avail >= SINK_LINE_MAX) {
+				sink_reply(c, "500 5.5.2 Error: line too long");
+				c->closing = 1;
+			}
+			break;
+		}
+		n = (size_t)(lf - start) + 1;
+		if (n > SINK_LINE_MAX) {
+			sink_reply(c, "500 5.5.2 Error: line too long");
+			c->closing = 1;
+			break;
+		}
+		len = (size_t)(lf - start);
+		if (len > 0 && start[len - 1] == '\r')
+			len--;
+		start[len] = '\0';
+		if (memchr(start, '\0', len) != NULL)
+			sink_reply(c, "500 5.5.2 Error: NUL in command");
+		else
+			sink_command(s, c, start);
+		off += n;
+	}
+	if (off > 0) {
+		memmove(c->in, c->in + off, c->in_len - off);
+		c->in_len -= off;
+	}
+}
+
+/* ---- the loop ---------------------------------------------------------------- */
+
+static void sink_client_free(struct sink_client *c)
+{
+	if (!c)
+		return;
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->out);
+	free(c->msg);
+	free(c);
+}
+
+static void sink_accept(struct sink *s)
+{
+	for (;;) {
+		struct sink_client *c;
+		char buf[320];
+		int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				log_warn("msg=\"sink accept failed\" error=\"%s\"", strerror(errno));
+			return;
+		}
+		if (s->nclients >= SINK_CLIENTS_MAX) {
+			static const char busy[] = "421 4.3.2 Too many connections\r\n";
+			ssize_t w = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL);
+
+			(void)w;
+			close(fd);
+			continue;
+		}
+		c = calloc(1, sizeof(*c));
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		c->fd = fd;
+		c->state = SINK_ST_INIT;
+		c->last_ms = util_mono_ms();
+		snprintf(buf, sizeof(buf), "220 %s txmail sink ESMTP", s->host);
+		sink_reply(c, buf);
+		if (sink_flush(c) < 0) {
+			sink_client_free(c);
+			continue;
+		}
+		s->clients[s->nclients++] = c;
+	}
+}
+
+/* sink_read - read what is available; 0, or -1 when the client is gone. */
+static int sink_read(struct sink *s, struct sink_client *c)
+{
+	int rounds;
+
+	/* a bounded number of reads per wakeup, so one fast sender cannot starve the others */
+	for (rounds = 0; rounds < 16; rounds++) {
+		ssize_t r;
+
+		if (c->in_len == sizeof(c->in)) {
+			sink_process(s, c);
+			if (c->in_len == sizeof(c->in))
+				return -1;  /* cannot happen: lines are capped below the buffer */
+		}
+		r = recv(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len, 0);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			return -1;
+		}
+		if (r == 0)
+			return -1;
+		c->in_len += (size_t)r;
+		c->last_ms = util_mono_ms();
+		sink_process(s, c);
+		if (c->closing || c->out_len - c->out_off > SINK_OUT_HIGH)
+			break;
+	}
+	return 0;
+}
+
+static void *sink_thread(void *arg)
+{
+	struct sink *s = arg;
+	struct pollfd *pfd;
+	size_t npfd = SINK_CLIENTS_MAX + 2;
+
+	pfd = calloc(npfd, sizeof(*pfd));
+	if (!pfd) {
+		log_error("msg=\"sink out of memory\"");
+		return NULL;
+	}
+	for (;;) {
+		int64_t now = util_mono_ms(), next = now + SINK_IDLE_MS;
+		size_t i, n = 0;
+		int timeout, rc;
+
+		pfd[n++] = (struct pollfd){ .fd = s->efd, .events = POLLIN };
+		pfd[n++] = (struct pollfd){ .fd = s->lfd, .events = POLLIN };
+		for (i = 0; i < s->nclients; i++) {
+			struct sink_client *c = s->clients[i];
+			short ev = 0;
+
+			if (!c->closing && c->out_len - c->out_off <= SINK_OUT_HIGH)
+				ev |= POLLIN;
+			if (c->out_off < c->out_len)
+				ev |= POLLOUT;
+			pfd[n++] = (struct pollfd){ .fd = c->fd, .events = ev };
+			if (c->last_ms + SINK_IDLE_MS < next)
+				next = c->last_ms + SINK_IDLE_MS;
+		}
+		timeout = next <= now ? 0 : (int)(next - now);
+		rc = poll(pfd, n, timeout);
+		if (rc < 0 && errno != EINTR) {
+			log_error("msg=\"sink poll failed\" error=\"%s\"", strerror(errno));
+			break;
+		}
+		if (rc > 0 && (pfd[0].revents & POLLIN))
+			break;
+		now = util_mono_ms();
+		/* clients first: their pollfd slots match s->clients[i] */
+		for (i = 0; i < s->nclients; i++) {
+			struct sink_client *c = s->clients[i];
+			short re = rc > 0 ? pfd[i + 2].revents : 0;
+			int dead = 0;
+
+			if (re & (POLLIN | POLLHUP | POLLERR))
+				dead = sink_read(s, c) < 0;
+			if (!dead && (c->out_off < c->out_len))
+				dead = sink_flush(c) < 0;
+			if (!dead && c->closing == 2)
+				dead = 1;
+			if (!dead && c->closing && c->out_off >= c->out_len)
+				dead = 1;
+			if (!dead && now - c->last_ms >= SINK_IDLE_MS) {
+				sink_reply(c, "421 4.4.2 Error: timeout exceeded");
+				sink_flush(c);
+				dead = 1;
+			}
+			pfd[i + 2].revents = 0;
+			if (dead) {
+				sink_client_free(c);
+				s->clients[i] = s->clients[s->nclients - 1];
+				pfd[i + 2] = pfd[s->nclients + 1];
+				s->nclients--;
+				i--;
+			}
+		}
+		if (rc > 0 && (pfd[1].revents & POLLIN))
+			sink_accept(s);
+	}
+	free(pfd);
+	return NULL;
+}
+
+/* ---- public -------------------------------------------------------------------- */
+
+static int sink_listen(const char *host, uint16_t port, uint16_t *bound, char *err, size_t errlen)
+{
+	struct addrinfo hints = { 0 }, *res = NULL, *ai;
+	char portstr[8];
+	int fd = -1, gai, one = 1;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	snprintf(portstr, sizeof(portstr), "%u", (unsigned)port);
+	gai = getaddrinfo(host && *host ? host : NULL, portstr, &hints, &res);
+	if (gai != 0) {
+		snprintf(err, errlen, "sink: cannot resolve %s: %s", host, gai_strerror(gai));
+		return -1;
+	}
+	for (ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+		if (fd < 0)
+			continue;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 128) == 0)
+			break;
+		snprintf(err, errlen, "sink: cannot listen on %s:%u: %s", host, (unsigned)port,
+		    strerror(errno));
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0)
+		return -1;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 && bound) {
+		if (ss.ss_family == AF_INET)
+			*bound = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+		else if (ss.ss_family == AF_INET6)
+			*bound = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	}
+	return fd;
+}
+
+struct sink *sink_start(const char *host, uint16_t port, const char *dir,
+    uint16_t *bound_port, char *err, size_t errlen)
+{
+	struct sink *s = NULL;
+	char tmpdir[PATH_MAX];
+	int n;
+
+	if (!dir || !*dir || strlen(dir) >= PATH_MAX - 64) {
+		snprintf(err, errlen, "sink: bad directory");
+		return NULL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		snprintf(err, errlen, "sink: out of memory");
+		return NULL;
+	}
+	s->lfd = -1;
+	s->efd = -1;
+	s->dir = strdup(dir);
+	if (!s->dir) {
+		snprintf(err, errlen, "sink: out of memory");
+		goto fail;
+	}
+	n = snprintf(tmpdir, sizeof(tmpdir), "%s/tmp", dir);
+	if (n < 0 || (size_t)n >= sizeof(tmpdir) || sink_mkdir_p(tmpdir) < 0) {
+		snprintf(err, errlen, "sink: cannot create %s: %s", tmpdir, strerror(errno));
+		goto fail;
+	}
+	if (gethostname(s->host, sizeof(s->host)) < 0 || !s->host[0])
+		util_strlcpy(s->host, "localhost", sizeof(s->host));
+	s->host[sizeof(s->host) - 1] = '\0';
+	s->lfd = sink_listen(host, port, bound_port, err, errlen);
+	if (s->lfd < 0)
+		goto fail;
+	s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (s->efd < 0) {
+		snprintf(err, errlen, "sink: eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	n = pthread_create(&s->thr, NULL, sink_thread, s);
+	if (n != 0) {
+		snprintf(err, errlen, "sink: cannot start thread: %s", strerror(n));
+		goto fail;
+	}
+	s->thr_started = 1;
+	return s;
+fail:
+	sink_stop(s);
+	return NULL;
+}
+
+void sink_stop(struct sink *s)
+{
+	size_t i;
+
+	if (!s)
+		return;
+	if (s->thr_started) {
+		uint64_t one = 1;
+		ssize_t w = write(s->efd, &one, sizeof(one));
+
+		(void)w;
+		pthread_join(s->thr, NULL);
+	}
+	for (i = 0; i < s->nclients; i++)
+		sink_client_free(s->clients[i]);
+	if (s->lfd >= 0)
+		close(s->lfd);
+	if (s->efd >= 0)
+		close(s->efd);
+	free(s->dir);
+	free(s);
+}
+
+/* sink_parse_listen - "host:port" or "[v6]:port" into host and port; 0 or -1. */
+static int sink_parse_listen(const char *arg, char *host, size_t hostlen, uint16_t *port)
+{
+	const char *colon, *hs = arg, *he;
+	char *end;
+	unsigned long p;
+
+	if (arg[0] == '[') {
+		hs = arg + 1;
+		he = strchr(hs, ']');
+		if (!he || he[1] != ':')
+			return -1;
+		colon = he + 1;
+	} else {
+		colon = strrchr(arg, ':');
+		if (!colon)
+			return -1;
+		he = colon;
+	}
+	if ((size_t)(he - hs) >= hostlen)
+		return -1;
+	memcpy(host, hs, (size_t)(he - hs));
+	host[he - hs] = '\0';
+	errno = 0;
+	p = strtoul(colon + 1, &end, 10);
+	if (errno || end == colon + 1 || *end != '\0' || p > 65535)
+		return -1;
+	*port = (uint16_t)p;
+	return 0;
+}
+
+static void sink_usage(FILE *f)
+{
+	fprintf(f, "usage: txmail sink [--listen host:port] [--dir DIR]\n"
+	    "\n"
+	    "Capture SMTP server: accepts any mail and writes each message to\n"
+	    "DIR/<unix ms>-<seq>.eml. Runs until SIGINT or SIGTERM.\n"
+	    "\n"
+	    "  --listen host:port  address to listen on (default 127.0.0.1:2525)\n"
+	    "  --dir DIR           where messages are written (default ./var/mail)\n");
+}
+
+int sink_main(int argc, char **argv)
+{
+	char host[256] = "127.0.0.1", err[512];
+	const char *dir = "./var/mail";
+	uint16_t port = 2525, bound = 0;
+	struct sink *s;
+	sigset_t set;
+	int i, sig = 0;
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			sink_usage(stdout);
+			return 0;
+		} else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
+			if (sink_parse_listen(argv[++i], host, sizeof(host), &port) < 0) {
+				fprintf(stderr, "txmail sink: bad --listen %s (want host:port)\n", argv[i]);
+				return 2;
+			}
+		} else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
+			dir = argv[++i];
+		} else {
+			fprintf(stderr, "txmail sink: unknown argument %s\n", argv[i]);
+			sink_usage(stderr);
+			return 2;
+		}
+	}
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	s = sink_start(host, port, dir, &bound, err, sizeof(err));
+	if (!s) {
+		log_error("msg=\"%s\"", err);
+		return 1;
+	}
+	log_info("msg=\"sink listening on %s:%u\" dir=%s", host, (unsigned)bound, dir);
+	while (sigwait(&set, &sig) != 0)
+		;
+	log_info("msg=\"sink stopping\" signal=%d", sig);
+	sink_stop(s);
+	return 0;
+}

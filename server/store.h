@@ -1,0 +1,242 @@
+/*
+ * store.h - the only module that speaks Redis (hiredis). All durable state.
+ *
+ * One struct store is one Redis connection, owned by one thread. A call on
+ * a broken connection first tries to reconnect; when Redis is unreachable
+ * calls return STORE_ERR_UNAVAILABLE quickly (no crash, no retry loop here:
+ * the caller decides). Every state change that must be atomic is one Lua
+ * script (EVALSHA, reloaded on NOSCRIPT).
+ *
+ * Key layout (all keys share the hash tag {0}, so scripts stay legal on
+ * Redis Cluster; more tags later means sharding), prefix "txm{0}:":
+ *
+ *   msg:<id>          hash  id created expires send_at from mail_from subject
+ *                           mime metadata(JSON) tags(JSON) n pending
+ *                           r<i>:email r<i>:kind r<i>:status r<i>:attempts
+ *                           r<i>:smtp(JSON|"") for recipient i in 0..n-1.
+ *                           When pending reaches 0 the key (and its
+ *                           timeline) expire after the retention period.
+ *   msg:<id>:tl       list  the message's event timeline, JSON entries.
+ *   ready             stream, group "workers": one entry {m=<id>, r=<i>}
+ *                           per recipient delivery due now. An entry stays
+ *                           pending until its outcome is recorded (XACK +
+ *                           XDEL in the same script); entries of a dead
+ *                           worker are taken over with XAUTOCLAIM after the
+ *                           visibility timeout; live workers refresh theirs.
+ *   due               zset  "<id>/<i>" scored by due time (ms): retries and
+ *                           send_at. Promoted to ready by a script, in batches.
+ *   events            stream, group "webhooks": the outbox, {e=<event JSON>},
+ *                           appended by the same script that records the
+ *                           outcome, so state and event change together.
+ *   whq               zset  webhook deliveries "<evt_id>/<endpoint>" scored
+ *                           by due time; claiming leases them (score moved
+ *                           to now+lease) so a crashed dispatcher loses none.
+ *   wh:<evt_id>/<ep>  hash  body attempts first
+ *
+ * Recipient state machine:
+ *   queued|scheduled --claim--> sending --record--> delivered | failed | expired
+ *                                          \--record--> deferred --due--> queued
+ *   (sending back to queued by reclaim after a worker death)
+ */
+#ifndef SERVER_STORE_H
+#define SERVER_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+enum {
+	STORE_OK = 0,
+	STORE_ERR_UNAVAILABLE = -1,  /* cannot reach Redis / connection broke */
+	STORE_ERR_NOT_FOUND = -2,
+	STORE_ERR_CONFLICT = -3,
+	STORE_ERR_PROTO = -4,        /* unexpected reply or script error (logged) */
+	STORE_ERR_NOMEM = -5,
+};
+
+struct store;
+
+/*
+ * store_open - a handle for one thread. Connects now; if Redis is down the
+ * handle is still returned and later calls reconnect. NULL only on OOM.
+ */
+struct store *store_open(const struct redis_addr *addr);
+void store_close(struct store *s);
+
+/* store_init - create consumer groups (MKSTREAM) and load scripts. 0 or error. */
+int store_init(struct store *s, char *err, size_t errlen);
+/* store_ping - 0 when Redis answers PING. */
+int store_ping(struct store *s);
+/* store_set_retention - seconds a finished message is kept (default 7 days). */
+void store_set_retention(struct store *s, int64_t seconds);
+
+/* --- accepting ---------------------------------------------------------- */
+
+struct store_rcpt_in {
+	const char *email;
+	const char *kind;      /* "to", "cc" or "bcc" */
+};
+
+struct store_message_in {
+	const char *id;
+	int64_t created_ms;
+	int64_t expires_ms;
+	int64_t send_at_ms;     /* 0: deliver now (status queued), else scheduled */
+	const char *from;       /* From as given by the caller */
+	const char *mail_from;  /* envelope sender address */
+	const char *subject;    /* "" when none */
+	const char *mime;       /* built message */
+	size_t mime_len;
+	const char *metadata_json;  /* "{}" when none */
+	const char *tags_json;      /* "[]" when none */
+	const char *timeline_json;  /* the first timeline entry ("queued") */
+	const struct store_rcpt_in *rcpts;
+	size_t nrcpts;
+};
+
+/* store_enqueue - store the message and queue (or schedule) each recipient, atomically (one script). */
+int store_enqueue(struct store *s, const struct store_message_in *m);
+
+/* --- reading ------------------------------------------------------------ */
+
+struct store_rcpt_view {
+	char *email;
+	char *kind;
+	char *status;
+	int attempts;
+	char *smtp_json;        /* NULL when no reply yet */
+};
+
+struct store_message_view {
+	char *id;
+	char *from;
+	char *subject;
+	char *metadata_json;
+	char *tags_json;
+	int64_t created_ms;
+	int64_t send_at_ms;
+	struct store_rcpt_view *rcpts;
+	size_t nrcpts;
+	char **timeline_json;   /* JSON entries, oldest first */
+	size_t ntimeline;
+};
+
+/* store_get_message - fills *v (caller frees with store_message_view_free); STORE_ERR_NOT_FOUND. */
+int store_get_message(struct store *s, const char *id, struct store_message_view *v);
+void store_message_view_free(struct store_message_view *v);
+
+/* --- delivering --------------------------------------------------------- */
+
+struct store_delivery {
+	char entry_id[48];      /* ready-stream entry id */
+	char msg_id[64];
+	int rcpt_idx;
+	char *rcpt;
+	char *mail_from;
+	char *mime;
+	size_t mime_len;
+	char *metadata_json;
+	char *tags_json;
+	int attempts;           /* including this attempt */
+	int64_t created_ms;
+	int64_t expires_ms;
+};
+
+/* store_delivery_free - frees the contents and d itself. NULL is fine. */
+void store_delivery_free(struct store_delivery *d);
+
+/*
+ * store_fetch - XREADGROUP up to max new entries for `consumer` (blocking up
+ * to block_ms when none), and claim each: status -> sending, attempts + 1.
+ * Entries whose recipient is no longer deliverable (terminal, canceled) are
+ * acknowledged and skipped. Writes malloc'd deliveries to out[0..ret).
+ * Returns the count, or a STORE_ERR_*.
+ */
+int store_fetch(struct store *s, const char *consumer, int max, int block_ms,
+    struct store_delivery **out);
+
+/*
+ * store_reclaim - take over up to max entries pending longer than
+ * min_idle_ms with another (dead) consumer (XAUTOCLAIM), claimed as in
+ * store_fetch. Returns the count or a STORE_ERR_*.
+ */
+int store_reclaim(struct store *s, const char *consumer, int64_t min_idle_ms,
+    int max, struct store_delivery **out);
+
+/* store_heartbeat - reset the idle time of entries this consumer holds (XCLAIM JUSTID). */
+int store_heartbeat(struct store *s, const char *consumer,
+    const char *const *entry_ids, size_t n);
+
+struct store_result {
+	const struct store_delivery *d;
+	const char *status;       /* "delivered", "deferred", "failed", "expired" */
+	int64_t next_ms;          /* deferred: when it is due again */
+	int64_t now_ms;
+	const char *smtp_json;    /* {"code":..,"enhanced":..,"response":..} or NULL */
+	const char *event_json;   /* outbox (webhook) event body, or NULL for none */
+	const char *timeline_json;/* timeline entry for the message */
+};
+
+/*
+ * store_record - for each result, atomically: recipient state, timeline,
+ * outbox event, XACK + XDEL of the ready entry, and ZADD to due when
+ * deferred. Results are pipelined. A result whose recipient is not in
+ * "sending" any more is acknowledged without changes. 0 or STORE_ERR_*
+ * (then nothing unrecorded was acknowledged: the entries come back).
+ */
+int store_record(struct store *s, const struct store_result *r, size_t n);
+
+/* --- scheduling --------------------------------------------------------- */
+
+/*
+ * store_promote_due - move up to max members with score <= now_ms from due
+ * to ready (status queued). Returns how many moved, or STORE_ERR_*;
+ * *next_ms = the earliest remaining score, 0 when due is empty.
+ */
+int store_promote_due(struct store *s, int64_t now_ms, int max, int64_t *next_ms);
+
+/* --- webhooks ----------------------------------------------------------- */
+
+struct store_event {
+	char entry_id[48];
+	char *json;
+};
+void store_event_free(struct store_event *ev);  /* contents and ev */
+
+/*
+ * store_read_events - events for the webhook group (own pending first, then
+ * entries idle > 60 s of dead consumers, then new, blocking up to block_ms).
+ * Returns the count written to out (malloc'd each) or STORE_ERR_*.
+ */
+int store_read_events(struct store *s, const char *consumer, int max,
+    int block_ms, struct store_event **out);
+
+/*
+ * store_webhook_fanout - one delivery per endpoint id for this event,
+ * due at now_ms, and XACK the event, atomically. nep may be 0 (just acks).
+ */
+int store_webhook_fanout(struct store *s, const struct store_event *ev,
+    const char *event_id, const char *const *endpoints, size_t nep, int64_t now_ms);
+
+struct store_whd {
+	char *member;     /* "<evt_id>/<endpoint>" */
+	char *event_id;
+	char *endpoint;
+	char *body;
+	int attempts;     /* attempts made before this one */
+	int64_t first_ms; /* when the delivery was created */
+};
+void store_whd_free(struct store_whd *w);   /* contents and w */
+
+/* store_webhook_claim - up to max due deliveries, leased until now+lease_ms. Count or STORE_ERR_*. */
+int store_webhook_claim(struct store *s, int64_t now_ms, int64_t lease_ms, int max,
+    struct store_whd **out);
+/* store_webhook_done - delivered (or given up): remove it. */
+int store_webhook_done(struct store *s, const char *member);
+/* store_webhook_retry - record a failed attempt and reschedule at next_ms. */
+int store_webhook_retry(struct store *s, const char *member, int attempts, int64_t next_ms);
+/* store_webhook_next_due - earliest due score in ms, 0 when none; <0 error. */
+int64_t store_webhook_next_due(struct store *s);
+
+#endif

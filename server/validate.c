@@ -1,0 +1,1001 @@
+/*
+ * validate.c - pure validation of API request bodies.
+ *
+ * Owns the rules for what a send request may contain: field types, address
+ * syntax, recipient caps, header names and values, metadata and tag caps.
+ * It turns a parsed cJSON body into a struct msg_request of malloc'd copies,
+ * or refuses with the offending field named ("to[1]", "headers.X-Foo").
+ * It must never do I/O, log, read the clock or allocate without bounds: every
+ * string it accepts has a cap and every cJSON node is type-checked before use.
+ */
+#include "validate.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define VALIDATE_MAX_EMAIL 254       /* RFC 5321 path limit minus brackets */
+#define VALIDATE_MAX_LOCAL 64
+#define VALIDATE_MAX_DOMAIN 253
+#define VALIDATE_MAX_LABEL 63
+#define VALIDATE_MAX_ADDR_INPUT 998  /* "Name <addr>" as given */
+#define VALIDATE_MAX_REPLY_TO 10
+#define VALIDATE_MAX_SUBJECT 998
+#define VALIDATE_MAX_HEADERS 50
+#define VALIDATE_MAX_HEADER_NAME 76
+#define VALIDATE_MAX_HEADER_VALUE 998
+#define VALIDATE_MAX_METADATA 4096
+#define VALIDATE_MAX_TAGS 20
+#define VALIDATE_MAX_TAG_CHARS 64
+
+enum { V_OK = 0, V_INVALID = -1, V_NOMEM = -2 };
+
+static void verr(struct validate_error *err, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+verr(struct validate_error *err, const char *field, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL)
+		return;
+	snprintf(err->field, sizeof(err->field), "%s", field != NULL ? field : "");
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * utf8_check - 1 when s[0..len) is well-formed UTF-8 (no overlongs, no
+ * surrogates, <= U+10FFFF); *nchars gets the code point count.
+ */
+static int
+utf8_check(const char *s, size_t len, size_t *nchars)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0, n = 0;
+
+	while (i < len) {
+		unsigned char c = p[i];
+		size_t need;
+		unsigned long cp;
+
+		if (c < 0x80) {
+			i++;
+			n++;
+			continue;
+		} else if (c >= 0xC2 && c <= 0xDF) {
+			need = 1;
+			cp = c & 0x1F;
+		} else if (c >= 0xE0 && c <= 0xEF) {
+			need = 2;
+			cp = c & 0x0F;
+		} else if (c >= 0xF0 && c <= 0xF4) {
+			need = 3;
+			cp = c & 0x07;
+		} else {
+			return 0;
+		}
+		if (len - i - 1 < need)
+			return 0;
+		for (size_t k = 1; k <= need; k++) {
+			if ((p[i + k] & 0xC0) != 0x80)
+				return 0;
+			cp = (cp << 6) | (p[i + k] & 0x3F);
+		}
+		if ((need == 2 && cp < 0x800) || (need == 3 && cp < 0x10000) ||
+		    cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+			return 0;
+		i += need + 1;
+		n++;
+	}
+	if (nchars != NULL)
+		*nchars = n;
+	return 1;
+}
+
+/*
+ * check_line - a header-ish string: UTF-8, no CR, LF, NUL or other control
+ * characters except TAB. 0, or -1 with why filled.
+ */
+static int
+check_line(const char *s, size_t maxlen, char *why, size_t whylen)
+{
+	size_t len = strlen(s);
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '\r' || c == '\n') {
+			snprintf(why, whylen, "must not contain CR or LF");
+			return -1;
+		}
+		if ((c < 0x20 && c != '\t') || c == 0x7F) {
+			snprintf(why, whylen, "must not contain control characters");
+			return -1;
+		}
+	}
+	if (len > maxlen) {
+		snprintf(why, whylen, "must be at most %zu octets", maxlen);
+		return -1;
+	}
+	if (!utf8_check(s, len, NULL)) {
+		snprintf(why, whylen, "must be valid UTF-8");
+		return -1;
+	}
+	return 0;
+}
+
+static int
+is_atext(unsigned char c)
+{
+	if (c >= 0x80)
+		return 1;  /* UTF-8 (RFC 6531) */
+	if (isalnum(c))
+		return 1;
+	return c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL;
+}
+
+static int
+domain_ok(const char *d, size_t len)
+{
+	char buf[VALIDATE_MAX_DOMAIN + 1];
+
+	if (len == 0 || len > VALIDATE_MAX_DOMAIN)
+		return 0;
+	if (d[0] == '[') {
+		/* address literal: [1.2.3.4] or [IPv6:...] */
+		unsigned char addr[16];
+		size_t inner = len - 2;
+
+		if (len < 3 || d[len - 1] != ']' || inner >= sizeof(buf))
+			return 0;
+		memcpy(buf, d + 1, inner);
+		buf[inner] = '\0';
+		if (strncasecmp(buf, "IPv6:", 5) == 0)
+			return inet_pton(AF_INET6, buf + 5, addr) == 1;
+		return inet_pton(AF_INET, buf, addr) == 1;
+	}
+	size_t label = 0;
+	for (size_t i = 0; i <= len; i++) {
+		unsigned char c = i < len ? (unsigned char)d[i] : '.';
+
+		if (c == '.') {
+			if (label == 0 || label > VALIDATE_MAX_LABEL)
+				return 0;
+			if (d[i - 1] == '-' || d[i - label] == '-')
+				return 0;
+			label = 0;
+			continue;
+		}
+		if (!(isalnum(c) || c == '-' || c >= 0x80))
+			return 0;
+		label++;
+	}
+	return utf8_check(d, len, NULL);
+}
+
+int
+validate_email(const char *s)
+{
+	size_t len, at, local_len;
+	const char *p;
+
+	if (s == NULL)
+		return 0;
+	len = strlen(s);
+	if (len == 0 || len > VALIDATE_MAX_EMAIL)
+		return 0;
+	p = strrchr(s, '@');
+	if (p == NULL)
+		return 0;
+	at = (size_t)(p - s);
+	local_len = at;
+	if (local_len == 0 || local_len > VALIDATE_MAX_LOCAL)
+		return 0;
+	/* dot-atom local part (quoted local parts are not accepted) */
+	if (s[0] == '.' || s[local_len - 1] == '.')
+		return 0;
+	for (size_t i = 0; i < local_len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '.') {
+			if (s[i + 1] == '.')
+				return 0;
+			continue;
+		}
+		if (!is_atext(c))
+			return 0;
+	}
+	if (!utf8_check(s, local_len, NULL))
+		return 0;
+	return domain_ok(p + 1, len - at - 1);
+}
+
+static const char *
+skip_ws(const char *p)
+{
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return p;
+}
+
+/* strndup of [b, e) with surrounding blanks trimmed; NULL on OOM. */
+static char *
+dup_trim(const char *b, const char *e)
+{
+	while (b < e && (*b == ' ' || *b == '\t'))
+		b++;
+	while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+		e--;
+	return strndup(b, (size_t)(e - b));
+}
+
+int
+validate_address(const char *in, char **name, char **email, char *why, size_t whylen)
+{
+	char *n = NULL, *em = NULL;
+	const char *lt, *gt, *end;
+	int rc = -1;
+
+	*name = NULL;
+	*email = NULL;
+	if (in == NULL) {
+		snprintf(why, whylen, "must be a string");
+		return -1;
+	}
+	if (check_line(in, VALIDATE_MAX_ADDR_INPUT, why, whylen) != 0)
+		return -1;
+	end = in + strlen(in);
+	while (end > in && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	in = skip_ws(in);
+	if (in == end) {
+		snprintf(why, whylen, "must not be empty");
+		return -1;
+	}
+
+	if (end[-1] != '>') {
+		/* bare addr-spec */
+		em = strndup(in, (size_t)(end - in));
+		if (em == NULL)
+			goto oom;
+		if (strpbrk(em, "<>\" \t") != NULL || !validate_email(em)) {
+			snprintf(why, whylen, "is not a valid email address");
+			goto out;
+		}
+		rc = 0;
+		goto out;
+	}
+
+	gt = end - 1;
+	if (*in == '"') {
+		/* quoted display name with \" and \\ escapes */
+		const char *p = in + 1;
+		size_t cap = (size_t)(end - in), k = 0;
+
+		n = malloc(cap + 1);
+		if (n == NULL)
+			goto oom;
+		for (;;) {
+			if (p >= gt) {
+				snprintf(why, whylen, "has an unterminated quoted name");
+				goto out;
+			}
+			if (*p == '\\') {
+				if (p + 1 >= gt) {
+					snprintf(why, whylen, "has an unterminated quoted name");
+					goto out;
+				}
+				n[k++] = p[1];
+				p += 2;
+				continue;
+			}
+			if (*p == '"')
+				break;
+			n[k++] = *p++;
+		}
+		n[k] = '\0';
+		p = skip_ws(p + 1);
+		if (*p != '<') {
+			snprintf(why, whylen, "must be \"Name <address>\" or an address");
+			goto out;
+		}
+		lt = p;
+	} else {
+		lt = memrchr(in, '<', (size_t)(gt - in));
+		if (lt == NULL) {
+			snprintf(why, whylen, "has '>' without '<'");
+			goto out;
+		}
+		for (const char *q = in; q < lt; q++) {
+			if (*q == '<' || *q == '>' || *q == '"') {
+				snprintf(why, whylen, "has a display name with '%c' (quote the name)", *q);
+				goto out;
+			}
+		}
+		n = dup_trim(in, lt);
+		if (n == NULL)
+			goto oom;
+	}
+	em = strndup(lt + 1, (size_t)(gt - lt - 1));
+	if (em == NULL)
+		goto oom;
+	if (strpbrk(em, "<>\" \t") != NULL || !validate_email(em)) {
+		snprintf(why, whylen, "is not a valid email address");
+		goto out;
+	}
+	if (n[0] == '\0') {
+		free(n);
+		n = NULL;
+	}
+	rc = 0;
+	goto out;
+oom:
+	snprintf(why, whylen, "out of memory");
+	rc = -2;
+out:
+	if (rc != 0) {
+		free(n);
+		free(em);
+		return rc;
+	}
+	*name = n;
+	*email = em;
+	return 0;
+}
+
+/* --- request ------------------------------------------------------------- */
+
+static void
+addrs_free(struct mime_addr *a, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free((void *)a[i].name);
+		free((void *)a[i].email);
+	}
+	free(a);
+}
+
+void
+msg_request_free(struct msg_request *r)
+{
+	if (r == NULL)
+		return;
+	free((void *)r->from.name);
+	free((void *)r->from.email);
+	addrs_free(r->to, r->nto);
+	addrs_free(r->cc, r->ncc);
+	addrs_free(r->bcc, r->nbcc);
+	addrs_free(r->reply_to, r->nreply_to);
+	free(r->subject);
+	free(r->text);
+	free(r->html);
+	for (size_t i = 0; i < r->nheaders; i++) {
+		free((void *)r->headers[i].name);
+		free((void *)r->headers[i].value);
+	}
+	free(r->headers);
+	free(r->metadata_json);
+	free(r->tags_json);
+	memset(r, 0, sizeof(*r));
+}
+
+/* parse one address node into *a; field names it for errors. */
+static int
+parse_addr(const cJSON *node, const char *field, struct mime_addr *a,
+    struct validate_error *err)
+{
+	char why[160];
+	char *name = NULL, *email = NULL;
+	int rc;
+
+	if (!cJSON_IsString(node) || node->valuestring == NULL) {
+		verr(err, field, "must be a string");
+		return V_INVALID;
+	}
+	rc = validate_address(node->valuestring, &name, &email, why, sizeof(why));
+	if (rc == -2) {
+		verr(err, field, "out of memory");
+		return V_NOMEM;
+	}
+	if (rc != 0) {
+		verr(err, field, "%s", why);
+		return V_INVALID;
+	}
+	a->name = name;
+	a->email = email;
+	return V_OK;
+}
+
+static int
+addr_seen(const struct mime_addr *a, size_t n, const char *email)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcasecmp(a[i].email, email) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * parse_list - "to"/"cc"/"bcc"/"reply_to": a string or an array of strings.
+ * When dedup is set, an address already present in earlier lists (prev,
+ * nprev...) or earlier in this list is dropped (exact address, compared
+ * case-insensitively): one delivery per mailbox.
+ */
+struct seen_list {
+	const struct mime_addr *a;
+	size_t n;
+};
+
+static int
+parse_list(const cJSON *node, const char *key, int required, size_t max,
+    int dedup, const struct seen_list *seen, size_t nseen,
+    struct mime_addr **out, size_t *nout, struct validate_error *err)
+{
+	struct mime_addr *list = NULL;
+	size_t n = 0, count;
+	char field[64];
+	int rc = V_INVALID;
+
+	*out = NULL;
+	*nout = 0;
+	if (node == NULL || cJSON_IsNull(node)) {
+		if (required) {
+			verr(err, key, "is required");
+			return V_INVALID;
+		}
+		return V_OK;
+	}
+	if (cJSON_IsString(node)) {
+		count = 1;
+	} else if (cJSON_IsArray(node)) {
+		int sz = cJSON_GetArraySize(node);
+
+		count = sz > 0 ? (size_t)sz : 0;
+		if (count == 0) {
+			if (required) {
+				verr(err, key, "must not be empty");
+				return V_INVALID;
+			}
+			return V_OK;
+		}
+	} else {
+		verr(err, key, "must be a string or an array of strings");
+		return V_INVALID;
+	}
+	if (count > max) {
+		verr(err, key, "has too many addresses (max %zu)", max);
+		return V_INVALID;
+	}
+	list = calloc(count, sizeof(*list));
+	if (list == NULL) {
+		verr(err, key, "out of memory");
+		return V_NOMEM;
+	}
+	if (cJSON_IsString(node)) {
+		rc = parse_addr(node, key, &list[0], err);
+		if (rc != V_OK)
+			goto out;
+		n = 1;
+	} else {
+		const cJSON *it;
+		size_t i = 0;
+
+		cJSON_ArrayForEach(it, node) {
+			struct mime_addr a = { 0 };
+			int dup = 0;
+
+			snprintf(field, sizeof(field), "%s[%zu]", key, i++);
+			rc = parse_addr(it, field, &a, err);
+			if (rc != V_OK)
+				goto out;
+			if (dedup) {
+				dup = addr_seen(list, n, a.email);
+				for (size_t s = 0; !dup && s < nseen; s++)
+					dup = addr_seen(seen[s].a, seen[s].n, a.email);
+			}
+			if (dup) {
+				free((void *)a.name);
+				free((void *)a.email);
+				continue;
+			}
+			list[n++] = a;
+		}
+	}
+	if (dedup && n == 1 && cJSON_IsString(node)) {
+		for (size_t s = 0; s < nseen; s++) {
+			if (addr_seen(seen[s].a, seen[s].n, list[0].email)) {
+				free((void *)list[0].name);
+				free((void *)list[0].email);
+				n = 0;
+				break;
+			}
+		}
+	}
+	rc = V_OK;
+out:
+	if (rc != V_OK || n == 0) {
+		addrs_free(list, n);
+		return rc;
+	}
+	*out = list;
+	*nout = n;
+	return V_OK;
+}
+
+/* optional string field; *out NULL when absent or null. */
+static int
+opt_string(const cJSON *node, const char *key, char **out, struct validate_error *err)
+{
+	*out = NULL;
+	if (node == NULL || cJSON_IsNull(node))
+		return V_OK;
+	if (!cJSON_IsString(node) || node->valuestring == NULL) {
+		verr(err, key, "must be a string");
+		return V_INVALID;
+	}
+	*out = strdup(node->valuestring);
+	if (*out == NULL) {
+		verr(err, key, "out of memory");
+		return V_NOMEM;
+	}
+	return V_OK;
+}
+
+static const char *const reserved_headers[] = {
+	"From", "To", "Cc", "Bcc", "Subject", "Date", "Message-ID",
+	"MIME-Version", "Content-Type", "Content-Transfer-Encoding", "Reply-To",
+};
+
+static int
+header_name_ok(const char *s)
+{
+	size_t len = strlen(s);
+
+	if (len == 0 || len > VALIDATE_MAX_HEADER_NAME)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c < 33 || c > 126 || c == ':')
+			return 0;
+	}
+	return 1;
+}
+
+static int
+parse_headers(const cJSON *node, struct msg_request *r, struct validate_error *err)
+{
+	const cJSON *it;
+	char field[128], why[96];
+	int sz;
+
+	if (node == NULL || cJSON_IsNull(node))
+		return V_OK;
+	if (!cJSON_IsObject(node)) {
+		verr(err, "headers", "must be an object of string values");
+		return V_INVALID;
+	}
+	sz = cJSON_GetArraySize(node);
+	if (sz <= 0)
+		return V_OK;
+	if ((size_t)sz > VALIDATE_MAX_HEADERS) {
+		verr(err, "headers", "has too many headers (max %d)", VALIDATE_MAX_HEADERS);
+		return V_INVALID;
+	}
+	r->headers = calloc((size_t)sz, sizeof(*r->headers));
+	if (r->headers == NULL) {
+		verr(err, "headers", "out of memory");
+		return V_NOMEM;
+	}
+	cJSON_ArrayForEach(it, node) {
+		const char *name = it->string != NULL ? it->string : "";
+		char *n, *v;
+
+		/* field names in errors are bounded and printable */
+		snprintf(field, sizeof(field), "headers.%.100s", name);
+		if (!header_name_ok(name)) {
+			for (char *p = field; *p != '\0'; p++)
+				if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7F)
+					*p = '?';
+			verr(err, field, "is not a valid header field name (printable ASCII without ':', at most %d)",
+			    VALIDATE_MAX_HEADER_NAME);
+			return V_INVALID;
+		}
+		for (size_t k = 0; k < sizeof(reserved_headers) / sizeof(reserved_headers[0]); k++) {
+			if (strcasecmp(name, reserved_headers[k]) == 0) {
+				verr(err, field, "cannot be set in headers; use the dedicated field or leave it to txmail");
+				return V_INVALID;
+			}
+		}
+		for (size_t k = 0; k < r->nheaders; k++) {
+			if (strcasecmp(name, r->headers[k].name) == 0) {
+				verr(err, field, "is given more than once");
+				return V_INVALID;
+			}
+		}
+		if (!cJSON_IsString(it) || it->valuestring == NULL) {
+			verr(err, field, "must be a string");
+			return V_INVALID;
+		}
+		if (check_line(it->valuestring, VALIDATE_MAX_HEADER_VALUE, why, sizeof(why)) != 0) {
+			verr(err, field, "%s", why);
+			return V_INVALID;
+		}
+		n = strdup(name);
+		v = strdup(it->valuestring);
+		if (n == NULL || v == NULL) {
+			free(n);
+			free(v);
+			verr(err, field, "out of memory");
+			return V_NOMEM;
+		}
+		r->headers[r->nheaders].name = n;
+		r->headers[r->nheaders].value = v;
+		r->nheaders++;
+	}
+	return V_OK;
+}
+
+static int
+parse_metadata(const cJSON *node, struct msg_request *r, struct validate_error *err)
+{
+	if (node == NULL || cJSON_IsNull(node)) {
+		r->metadata_json = strdup("{}");
+	} else if (!cJSON_IsObject(node)) {
+		verr(err, "metadata", "must be an object");
+		return V_INVALID;
+	} else {
+		r->metadata_json = cJSON_PrintUnformatted(node);
+	}
+	if (r->metadata_json == NULL) {
+		verr(err, "metadata", "out of memory");
+		return V_NOMEM;
+	}
+	if (strlen(r->metadata_json) > VALIDATE_MAX_METADATA) {
+		verr(err, "metadata", "must be at most %d octets as compact JSON", VALIDATE_MAX_METADATA);
+		return V_INVALID;
+	}
+	if (!utf8_check(r->metadata_json, strlen(r->metadata_json), NULL)) {
+		verr(err, "metadata", "must be valid UTF-8");
+		return V_INVALID;
+	}
+	return V_OK;
+}
+
+static int
+parse_tags(const cJSON *node, struct msg_request *r, struct validate_error *err)
+{
+	const cJSON *it;
+	char field[32], why[96];
+	size_t i = 0;
+
+	if (node == NULL || cJSON_IsNull(node)) {
+		r->tags_json = strdup("[]");
+		goto done;
+	}
+	if (!cJSON_IsArray(node)) {
+		verr(err, "tags", "must be an array of strings");
+		return V_INVALID;
+	}
+	if (cJSON_GetArraySize(node) > VALIDATE_MAX_TAGS) {
+		verr(err, "tags", "has too many tags (max %d)", VALIDATE_MAX_TAGS);
+		return V_INVALID;
+	}
+	cJSON_ArrayForEach(it, node) {
+		size_t nchars = 0;
+
+		snprintf(field, sizeof(field), "tags[%zu]", i++);
+		if (!cJSON_IsString(it) || it->valuestring == NULL) {
+			verr(err, field, "must be a string");
+			return V_INVALID;
+		}
+		if (it->valuestring[0] == '\0') {
+			verr(err, field, "must not be empty");
+			return V_INVALID;
+		}
+		if (check_line(it->valuestring, VALIDATE_MAX_TAG_CHARS * 4, why, sizeof(why)) != 0) {
+			verr(err, field, "%s", why);
+			return V_INVALID;
+		}
+		utf8_check(it->valuestring, strlen(it->valuestring), &nchars);
+		if (nchars > VALIDATE_MAX_TAG_CHARS) {
+			verr(err, field, "must be at most %d characters", VALIDATE_MAX_TAG_CHARS);
+			return V_INVALID;
+		}
+	}
+	r->tags_json = cJSON_PrintUnformatted(node);
+done:
+	if (r->tags_json == NULL) {
+		verr(err, "tags", "out of memory");
+		return V_NOMEM;
+	}
+	return V_OK;
+}
+
+static int
+check_body_text(const char *s, const char *key, struct validate_error *err)
+{
+	if (s == NULL)
+		return V_OK;
+	if (!utf8_check(s, strlen(s), NULL)) {
+		verr(err, key, "must be valid UTF-8");
+		return V_INVALID;
+	}
+	return V_OK;
+}
+
+/* top-level fields: accepted now, and named in the contract for later */
+static const char *const known_fields[] = {
+	"from", "to", "cc", "bcc", "reply_to", "subject", "text", "html",
+	"headers", "metadata", "tags",
+};
+static const char *const later_fields[] = {
+	"template", "variables", "attachments", "send_at", "ttl",
+};
+
+static int
+in_list(const char *s, const char *const *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(s, list[i]) == 0)
+			return 1;
+	return 0;
+}
+
+static int
+check_fields(const cJSON *body, struct validate_error *err)
+{
+	const cJSON *it, *jt;
+	char field[72];
+
+	cJSON_ArrayForEach(it, body) {
+		const char *k = it->string != NULL ? it->string : "";
+
+		snprintf(field, sizeof(field), "%.64s", k);
+		for (char *p = field; *p != '\0'; p++)
+			if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7F)
+				*p = '?';
+		if (in_list(k, later_fields, sizeof(later_fields) / sizeof(later_fields[0]))) {
+			verr(err, field, "is not supported yet");
+			return V_INVALID;
+		}
+		if (!in_list(k, known_fields, sizeof(known_fields) / sizeof(known_fields[0]))) {
+			verr(err, field, "is not a known field");
+			return V_INVALID;
+		}
+		for (jt = body->child; jt != it; jt = jt->next) {
+			if (jt->string != NULL && strcmp(jt->string, k) == 0) {
+				verr(err, field, "is given more than once");
+				return V_INVALID;
+			}
+		}
+	}
+	return V_OK;
+}
+
+int
+validate_message(const cJSON *body, struct msg_request *out, struct validate_error *err)
+{
+	struct seen_list seen[2];
+	char why[96];
+	size_t total;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (err != NULL)
+		memset(err, 0, sizeof(*err));
+	if (!cJSON_IsObject(body)) {
+		verr(err, "", "request body must be a JSON object");
+		return V_INVALID;
+	}
+	rc = check_fields(body, err);
+	if (rc != V_OK)
+		goto out;
+
+#define FIELD(k) cJSON_GetObjectItemCaseSensitive(body, k)
+	{
+		const cJSON *from = FIELD("from");
+
+		if (from == NULL || cJSON_IsNull(from)) {
+			verr(err, "from", "is required");
+			rc = V_INVALID;
+			goto out;
+		}
+		rc = parse_addr(from, "from", &out->from, err);
+		if (rc != V_OK)
+			goto out;
+	}
+
+	/* count before de-duplication so the cap bounds the work */
+	total = 0;
+	{
+		static const char *const keys[] = { "to", "cc", "bcc" };
+
+		for (size_t k = 0; k < 3; k++) {
+			const cJSON *n = FIELD(keys[k]);
+
+			if (cJSON_IsString(n))
+				total += 1;
+			else if (cJSON_IsArray(n))
+				total += (size_t)cJSON_GetArraySize(n);
+			if (total > VALIDATE_MAX_RCPTS) {
+				verr(err, keys[k], "too many recipients (max %d across to, cc and bcc)",
+				    VALIDATE_MAX_RCPTS);
+				rc = V_INVALID;
+				goto out;
+			}
+		}
+	}
+	/*
+	 * Duplicates: an address repeated (case-insensitively) within or across
+	 * to/cc/bcc is dropped after its first occurrence, to before cc before
+	 * bcc, so each mailbox gets one delivery and appears in one header.
+	 */
+	rc = parse_list(FIELD("to"), "to", 1, VALIDATE_MAX_RCPTS, 1, NULL, 0,
+	    &out->to, &out->nto, err);
+	if (rc != V_OK)
+		goto out;
+	seen[0].a = out->to;
+	seen[0].n = out->nto;
+	rc = parse_list(FIELD("cc"), "cc", 0, VALIDATE_MAX_RCPTS, 1, seen, 1,
+	    &out->cc, &out->ncc, err);
+	if (rc != V_OK)
+		goto out;
+	seen[1].a = out->cc;
+	seen[1].n = out->ncc;
+	rc = parse_list(FIELD("bcc"), "bcc", 0, VALIDATE_MAX_RCPTS, 1, seen, 2,
+	    &out->bcc, &out->nbcc, err);
+	if (rc != V_OK)
+		goto out;
+	rc = parse_list(FIELD("reply_to"), "reply_to", 0, VALIDATE_MAX_REPLY_TO, 0, NULL, 0,
+	    &out->reply_to, &out->nreply_to, err);
+	if (rc != V_OK)
+		goto out;
+
+	rc = opt_string(FIELD("subject"), "subject", &out->subject, err);
+	if (rc != V_OK)
+		goto out;
+	if (out->subject != NULL &&
+	    check_line(out->subject, VALIDATE_MAX_SUBJECT, why, sizeof(why)) != 0) {
+		verr(err, "subject", "%s", why);
+		rc = V_INVALID;
+		goto out;
+	}
+	rc = opt_string(FIELD("text"), "text", &out->text, err);
+	if (rc == V_OK)
+		rc = check_body_text(out->text, "text", err);
+	if (rc != V_OK)
+		goto out;
+	rc = opt_string(FIELD("html"), "html", &out->html, err);
+	if (rc == V_OK)
+		rc = check_body_text(out->html, "html", err);
+	if (rc != V_OK)
+		goto out;
+	if (out->text == NULL && out->html == NULL) {
+		verr(err, "text", "text or html is required");
+		rc = V_INVALID;
+		goto out;
+	}
+	rc = parse_headers(FIELD("headers"), out, err);
+	if (rc != V_OK)
+		goto out;
+	rc = parse_metadata(FIELD("metadata"), out, err);
+	if (rc != V_OK)
+		goto out;
+	rc = parse_tags(FIELD("tags"), out, err);
+#undef FIELD
+out:
+	if (rc != V_OK)
+		msg_request_free(out);
+	return rc;
+}
+
+/* --- NUL escapes ---------------------------------------------------------- */
+
+#define NUL_MAX_DEPTH 32
+#define NUL_MAX_KEY 100
+
+struct nul_level {
+	int is_obj;
+	size_t index;
+	char key[NUL_MAX_KEY + 1];
+};
+
+static void
+nul_path(const struct nul_level *lv, size_t depth, char *field, size_t fieldlen)
+{
+	size_t off = 0;
+
+	field[0] = '\0';
+	for (size_t d = 0; d < depth && d < NUL_MAX_DEPTH && off < fieldlen; d++) {
+		int w;
+
+		if (lv[d].is_obj)
+			w = snprintf(field + off, fieldlen - off, "%s%s", off ? "." : "", lv[d].key);
+		else
+			w = snprintf(field + off, fieldlen - off, "[%zu]", lv[d].index);
+		if (w < 0)
+			break;
+		off += (size_t)w;
+	}
+	for (char *p = field; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7F)
+			*p = '?';
+}
+
+int
+validate_json_nul(const char *json, size_t len, char *field, size_t fieldlen)
+{
+	struct nul_level lv[NUL_MAX_DEPTH];
+	size_t depth = 0, i = 0;
+	int expect_key = 0;
+
+	if (fieldlen > 0)
+		field[0] = '\0';
+	while (i < len) {
+		char c = json[i];
+
+		if (c == '{' || c == '[') {
+			if (depth < NUL_MAX_DEPTH) {
+				lv[depth].is_obj = c == '{';
+				lv[depth].index = 0;
+				lv[depth].key[0] = '\0';
+			}
+			depth++;
+			expect_key = c == '{';
+			i++;
+		} else if (c == '}' || c == ']') {
+			if (depth > 0)
+				depth--;
+			expect_key = 0;
+			i++;
+		} else if (c == ',') {
+			if (depth > 0 && depth <= NUL_MAX_DEPTH) {
+				lv[depth - 1].index++;
+				expect_key = lv[depth - 1].is_obj;
+			}
+			i++;
+		} else if (c == ':') {
+			expect_key = 0;
+			i++;
+		} else if (c == '"') {
+			int is_key = expect_key && depth > 0 && depth <= NUL_MAX_DEPTH;
+			size_t klen = 0;
+
+			i++;
+			while (i < len && json[i] != '"') {
+				if (json[i] == '\\' && i + 1 < len) {
+					if (json[i + 1] == 'u' && i + 5 < len &&
+					    memcmp(json + i + 2, "0000", 4) == 0) {
+						if (fieldlen > 0)
+							nul_path(lv, is_key ? depth - 1 : depth, field, fieldlen);
+						return 1;
+					}
+					if (is_key && klen + 2 <= NUL_MAX_KEY) {
+						lv[depth - 1].key[klen++] = json[i];
+						lv[depth - 1].key[klen++] = json[i + 1];
+					}
+					i += 2;
+					continue;
+				}
+				if (is_key && klen < NUL_MAX_KEY)
+					lv[depth - 1].key[klen++] = json[i];
+				i++;
+			}
+			if (is_key)
+				lv[depth - 1].key[klen] = '\0';
+			i++;
+		} else {
+			i++;
+		}
+	}
+	return 0;
+}

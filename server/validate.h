@@ -1,0 +1,67 @@
+/*
+ * validate.h - pure validation of API request bodies (cJSON in, structs out).
+ *
+ * No I/O, no clock except what the caller passes. Every refusal names the
+ * offending field ("to[1]", "headers.X-Foo") and says why, for a 422.
+ * Caps: 50 recipients in to+cc+bcc, 998-octet header values, 320-octet
+ * addresses, no CR/LF/NUL anywhere in a header value, name or address.
+ */
+#ifndef SERVER_VALIDATE_H
+#define SERVER_VALIDATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "../smtp/mime.h"
+
+#define VALIDATE_MAX_RCPTS 50
+
+struct validate_error {
+	char field[128];
+	char message[256];
+};
+
+/* A validated send request. Strings are malloc'd copies owned by it. */
+struct msg_request {
+	struct mime_addr from;
+	struct mime_addr *to; size_t nto;
+	struct mime_addr *cc; size_t ncc;
+	struct mime_addr *bcc; size_t nbcc;
+	struct mime_addr *reply_to; size_t nreply_to;
+	char *subject;          /* NULL when absent */
+	char *text;             /* NULL when absent */
+	char *html;             /* NULL when absent */
+	struct mime_header *headers; size_t nheaders;
+	char *metadata_json;    /* compact JSON object, "{}" when absent */
+	char *tags_json;        /* compact JSON array, "[]" when absent */
+};
+
+/*
+ * validate_message - check body (the parsed JSON of POST /v1/messages) and
+ * fill *out. Returns 0; -1 when invalid (err filled, *out left empty);
+ * -2 on out-of-memory. Always call msg_request_free afterwards.
+ */
+int validate_message(const cJSON *body, struct msg_request *out, struct validate_error *err);
+void msg_request_free(struct msg_request *r);
+
+/*
+ * validate_address - parse "addr" or "Display Name <addr>" (quoted names
+ * allowed, UTF-8 names allowed). On success 0 with malloc'd *name (NULL
+ * when none) and *email; -1 with why filled.
+ */
+int validate_address(const char *in, char **name, char **email, char *why, size_t whylen);
+
+/* validate_email - 1 when `s` is a plausible addr-spec (local@domain, ASCII or UTF-8, no spaces/CR/LF/<>), else 0. */
+int validate_email(const char *s);
+
+/*
+ * validate_json_nul - 1 when the (already parsed, valid) JSON text
+ * json[0..len) holds a \u0000 escape in a string, which cJSON would silently
+ * cut there; field gets its path ("to[1]", "headers.X-Foo", "" for the
+ * top level). 0 when there is none. Callers refuse such bodies with a 422.
+ */
+int validate_json_nul(const char *json, size_t len, char *field, size_t fieldlen);
+
+#endif

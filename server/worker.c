@@ -1,0 +1,628 @@
+/*
+ * worker.c - one delivery loop: store -> smtp engine -> store.
+ *
+ * Three threads, each with its own Redis connection where it needs one:
+ *   feeder    claims due recipients (store_fetch, store_reclaim for dead
+ *             workers' entries), hands them to the engine, and refreshes
+ *             the entries it holds (store_heartbeat) so that a slow but
+ *             live delivery is never taken over;
+ *   engine    runs smtp_engine_run: every SMTP session of this worker;
+ *   recorder  turns outcomes into state with the pure retry policy
+ *             (retry_decide) and records them, with their webhook events,
+ *             in pipelined store_record calls.
+ * They share only the done queue and the in-flight registry below, under
+ * one mutex. Nothing is acknowledged in Redis before its outcome is
+ * recorded, so killing the process at any point loses nothing: unrecorded
+ * entries stay pending and are reclaimed after the visibility timeout.
+ * This file never speaks SMTP or Redis itself.
+ */
+#include "worker.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "../smtp/engine.h"
+#include "../smtp/retry.h"
+#include "log.h"
+#include "store.h"
+#include "util.h"
+
+#define FETCH_BATCH 64
+#define RECORD_BATCH 128
+
+struct job {
+	struct smtp_job sj;
+	struct store_delivery *d;
+	struct smtp_outcome out;
+	int done;
+	struct job *next_done;
+	struct job *prev_fly, *next_fly;   /* in-flight registry */
+};
+
+struct worker {
+	const struct config *cfg;
+	char consumer[160];
+	struct smtp_engine *engine;
+	struct retry_policy policy;
+	pthread_t feeder_thr, engine_thr, recorder_thr;
+	int started_feeder, started_engine, started_recorder;
+	atomic_int stop_feed;      /* no more fetching */
+	atomic_int stop_engine;    /* engine thread returns */
+	atomic_int stop_record;    /* recorder drains and returns */
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;         /* done queue grew / in-flight shrank */
+	struct job *done_head, *done_tail;
+	struct job *fly;           /* every job fetched and not yet recorded */
+	int nfly;
+};
+
+/* --- small helpers ------------------------------------------------------ */
+
+static void
+nap_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+static void
+fly_add(struct worker *w, struct job *j)
+{
+	j->prev_fly = NULL;
+	j->next_fly = w->fly;
+	if (w->fly != NULL)
+		w->fly->prev_fly = j;
+	w->fly = j;
+	w->nfly++;
+}
+
+static void
+fly_del(struct worker *w, struct job *j)
+{
+	if (j->prev_fly != NULL)
+		j->prev_fly->next_fly = j->next_fly;
+	else
+		w->fly = j->next_fly;
+	if (j->next_fly != NULL)
+		j->next_fly->prev_fly = j->prev_fly;
+	w->nfly--;
+}
+
+static void
+job_free(struct job *j)
+{
+	if (j == NULL)
+		return;
+	store_delivery_free(j->d);
+	free(j);
+}
+
+/* Queue a finished job for the recorder (any thread). */
+static void
+push_done(struct worker *w, struct job *j)
+{
+	pthread_mutex_lock(&w->mu);
+	j->done = 1;
+	j->next_done = NULL;
+	if (w->done_tail != NULL)
+		w->done_tail->next_done = j;
+	else
+		w->done_head = j;
+	w->done_tail = j;
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static void
+set_outcome(struct smtp_outcome *o, enum smtp_result r, const char *stage, const char *text)
+{
+	memset(o, 0, sizeof(*o));
+	o->result = r;
+	o->stage = stage;
+	util_strlcpy(o->text, text, sizeof(o->text));
+}
+
+/* --- engine thread ---------------------------------------------------- */
+
+static void
+on_engine_done(struct smtp_job *sj, const struct smtp_outcome *o, void *arg)
+{
+	struct worker *w = arg;
+	struct job *j = sj->udata;
+
+	j->out = *o;
+	push_done(w, j);
+}
+
+static void
+on_engine_log(int level, const char *msg, void *arg)
+{
+	(void)arg;
+	log_msg(level <= 0 ? LOG_DEBUG : level == 1 ? LOG_INFO : level == 2 ? LOG_WARN : LOG_ERROR,
+	    "smtp: %s", msg);
+}
+
+static void *
+engine_main(void *arg)
+{
+	struct worker *w = arg;
+
+	while (!atomic_load(&w->stop_engine)) {
+		if (smtp_engine_run(w->engine, 200) != 0) {
+			log_error("worker %s: smtp engine loop failed", w->consumer);
+			nap_ms(100);
+		}
+	}
+	return NULL;
+}
+
+/* --- feeder thread ------------------------------------------------------ */
+
+static void
+dispatch(struct worker *w, struct store_delivery *d)
+{
+	struct job *j = calloc(1, sizeof(*j));
+	int64_t now = util_now_ms();
+
+	if (j == NULL) {
+		/* Not acknowledged: the entry comes back after the visibility timeout. */
+		log_error("worker: out of memory; leaving %s for later", d->msg_id);
+		store_delivery_free(d);
+		return;
+	}
+	j->d = d;
+	pthread_mutex_lock(&w->mu);
+	fly_add(w, j);
+	pthread_mutex_unlock(&w->mu);
+
+	if (now >= d->expires_ms) {
+		set_outcome(&j->out, SMTP_RESULT_TEMPFAIL, "queue", "expired before delivery");
+		push_done(w, j);
+		return;
+	}
+	if (!w->cfg->relay_set) {
+		set_outcome(&j->out, SMTP_RESULT_TEMPFAIL, "route",
+		    "direct MX delivery is not available yet; set TXMAIL_RELAY");
+		push_done(w, j);
+		return;
+	}
+	j->sj.target = w->cfg->relay;
+	j->sj.mail_from = d->mail_from;
+	j->sj.rcpt = d->rcpt;
+	j->sj.data = d->mime;
+	j->sj.data_len = d->mime_len;
+	j->sj.udata = j;
+	log_debug("worker %s: sending msg_id=%s rcpt_idx=%d attempt=%d", w->consumer,
+	    d->msg_id, d->rcpt_idx, d->attempts);
+	if (smtp_engine_submit(w->engine, &j->sj) != 0) {
+		set_outcome(&j->out, SMTP_RESULT_TEMPFAIL, "shutdown", "worker shutting down");
+		push_done(w, j);
+	}
+}
+
+static void
+heartbeat(struct worker *w, struct store *st)
+{
+	const char **ids = NULL;
+	size_t n = 0;
+
+	pthread_mutex_lock(&w->mu);
+	if (w->nfly > 0 && (ids = calloc((size_t)w->nfly, sizeof(*ids))) != NULL) {
+		/* Copies: the strings live in deliveries the recorder may free. */
+		for (struct job *j = w->fly; j != NULL; j = j->next_fly) {
+			if ((ids[n] = strdup(j->d->entry_id)) != NULL)
+				n++;
+		}
+	}
+	pthread_mutex_unlock(&w->mu);
+	if (n > 0 && store_heartbeat(st, w->consumer, ids, n) != STORE_OK)
+		log_debug("worker %s: heartbeat failed", w->consumer);
+	for (size_t i = 0; i < n; i++)
+		free((void *)ids[i]);
+	free(ids);
+}
+
+static void *
+feeder_main(void *arg)
+{
+	struct worker *w = arg;
+	struct store *st = store_open(&w->cfg->redis);
+	struct store_delivery *out[FETCH_BATCH];
+	int64_t vis_ms = (int64_t)(w->cfg->visibility_timeout * 1000);
+	int64_t last_reclaim = 0, last_hb = util_mono_ms();
+	int block_ms = (int)(vis_ms / 4 < 500 ? vis_ms / 4 : 500);
+	int inited = 0, down = 0;
+	char err[256];
+
+	if (st == NULL) {
+		log_error("worker %s: out of memory", w->consumer);
+		return NULL;
+	}
+	while (!atomic_load(&w->stop_feed)) {
+		int room, n;
+		int64_t mono = util_mono_ms();
+
+		if (!inited) {
+			if (store_init(st, err, sizeof(err)) != STORE_OK) {
+				if (!down++)
+					log_warn("worker %s: store not ready: %s", w->consumer, err);
+				nap_ms(500);
+				continue;
+			}
+			inited = 1;
+		}
+		if (mono - last_hb >= vis_ms / 3) {
+			heartbeat(w, st);
+			last_hb = mono;
+		}
+		pthread_mutex_lock(&w->mu);
+		room = w->cfg->worker_concurrency - w->nfly;
+		if (room <= 0) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 100 * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+			pthread_mutex_unlock(&w->mu);
+			continue;
+		}
+		pthread_mutex_unlock(&w->mu);
+		if (room > FETCH_BATCH)
+			room = FETCH_BATCH;
+
+		if (mono - last_reclaim >= 1000) {
+			last_reclaim = mono;
+			n = store_reclaim(st, w->consumer, vis_ms, room, out);
+			if (n > 0) {
+				log_info("worker %s: took over %d deliveries from a stopped worker",
+				    w->consumer, n);
+				for (int i = 0; i < n; i++)
+					dispatch(w, out[i]);
+				continue;
+			}
+		}
+		n = store_fetch(st, w->consumer, room, block_ms, out);
+		if (n < 0) {
+			if (!down++)
+				log_warn("worker %s: cannot fetch work (redis unavailable?); retrying",
+				    w->consumer);
+			nap_ms(500);
+			continue;
+		}
+		if (down) {
+			log_info("worker %s: store reachable again", w->consumer);
+			down = 0;
+		}
+		for (int i = 0; i < n; i++)
+			dispatch(w, out[i]);
+	}
+	store_close(st);
+	return NULL;
+}
+
+/* --- recorder thread ------------------------------------------------------ */
+
+static cJSON *
+smtp_json(const struct smtp_outcome *o)
+{
+	cJSON *s;
+
+	if (o->code == 0)
+		return cJSON_CreateNull();
+	s = cJSON_CreateObject();
+	if (s == NULL)
+		return NULL;
+	cJSON_AddNumberToObject(s, "code", o->code);
+	cJSON_AddStringToObject(s, "enhanced", o->enhanced);
+	cJSON_AddStringToObject(s, "response", o->text);
+	return s;
+}
+
+/* Fields of one recorded outcome, kept until store_record has run. */
+struct rec {
+	char *smtp;
+	char *event;
+	char *timeline;
+};
+
+static int
+build_rec(const struct job *j, const char *status, const char *reason, int64_t now,
+    struct rec *r)
+{
+	const struct store_delivery *d = j->d;
+	char evt_id[48], at[40];
+	const char *type;
+	cJSON *ev = NULL, *data, *tl = NULL, *sj;
+	int rc = -1;
+
+	memset(r, 0, sizeof(*r));
+	util_rfc3339(now, at, sizeof(at));
+	if (util_random_id("evt_", evt_id, sizeof(evt_id)) != 0)
+		goto out;
+	type = strcmp(status, "delivered") == 0 ? "message.delivered" :
+	    strcmp(status, "deferred") == 0 ? "message.deferred" : "message.failed";
+
+	if ((sj = smtp_json(&j->out)) == NULL)
+		goto out;
+	r->smtp = cJSON_IsNull(sj) ? NULL : cJSON_PrintUnformatted(sj);
+	cJSON_Delete(sj);
+
+	if ((ev = cJSON_CreateObject()) == NULL)
+		goto out;
+	cJSON_AddStringToObject(ev, "id", evt_id);
+	cJSON_AddStringToObject(ev, "type", type);
+	cJSON_AddStringToObject(ev, "created_at", at);
+	data = cJSON_AddObjectToObject(ev, "data");
+	if (data == NULL)
+		goto out;
+	cJSON_AddStringToObject(data, "message_id", d->msg_id);
+	cJSON_AddStringToObject(data, "recipient", d->rcpt);
+	cJSON_AddStringToObject(data, "status", status);
+	cJSON_AddNumberToObject(data, "attempt", d->attempts);
+	if (reason != NULL)
+		cJSON_AddStringToObject(data, "reason", reason);
+	cJSON_AddItemToObject(data, "smtp", smtp_json(&j->out));
+	{
+		cJSON *m = cJSON_Parse(d->metadata_json ? d->metadata_json : "{}");
+		cJSON *t = cJSON_Parse(d->tags_json ? d->tags_json : "[]");
+		cJSON_AddItemToObject(data, "metadata", m != NULL ? m : cJSON_CreateObject());
+		cJSON_AddItemToObject(data, "tags", t != NULL ? t : cJSON_CreateArray());
+	}
+	if ((r->event = cJSON_PrintUnformatted(ev)) == NULL)
+		goto out;
+
+	if ((tl = cJSON_CreateObject()) == NULL)
+		goto out;
+	cJSON_AddStringToObject(tl, "type", status);
+	cJSON_AddStringToObject(tl, "at", at);
+	cJSON_AddStringToObject(tl, "recipient", d->rcpt);
+	cJSON_AddNumberToObject(tl, "attempt", d->attempts);
+	if (reason != NULL)
+		cJSON_AddStringToObject(tl, "reason", reason);
+	cJSON_AddItemToObject(tl, "smtp", smtp_json(&j->out));
+	if (j->out.code == 0 && j->out.text[0] != '\0')
+		cJSON_AddStringToObject(tl, "detail", j->out.text);
+	if ((r->timeline = cJSON_PrintUnformatted(tl)) == NULL)
+		goto out;
+	rc = 0;
+out:
+	cJSON_Delete(ev);
+	cJSON_Delete(tl);
+	return rc;
+}
+
+static void
+rec_free(struct rec *r)
+{
+	cJSON_free(r->smtp);
+	cJSON_free(r->event);
+	cJSON_free(r->timeline);
+}
+
+/* Record a batch; returns 0 when recorded, -1 to try again later. */
+static int
+record_batch(struct worker *w, struct store *st, struct job **jobs, size_t n)
+{
+	struct store_result res[RECORD_BATCH];
+	struct rec recs[RECORD_BATCH];
+	int64_t now = util_now_ms();
+	size_t k = 0;
+	int rc;
+
+	for (size_t i = 0; i < n; i++) {
+		struct job *j = jobs[i];
+		struct retry_decision dec;
+		const char *status, *reason = NULL;
+
+		if (j->out.stage != NULL && strcmp(j->out.stage, "shutdown") == 0)
+			continue;   /* aborted, not attempted: left pending for the next worker */
+		dec = retry_decide(&w->policy, j->out.result, j->d->attempts, now, j->d->expires_ms);
+		status = retry_verdict_name(dec.verdict);
+		if (dec.verdict == RETRY_FAILED)
+			reason = "bounced";
+		else if (dec.verdict == RETRY_EXPIRED)
+			reason = "expired";
+		if (build_rec(j, status, reason, now, &recs[k]) != 0) {
+			rec_free(&recs[k]);
+			for (size_t x = 0; x < k; x++)
+				rec_free(&recs[x]);
+			return -1;
+		}
+		memset(&res[k], 0, sizeof(res[k]));
+		res[k].d = j->d;
+		res[k].status = status;
+		res[k].next_ms = dec.next_ms;
+		res[k].now_ms = now;
+		res[k].smtp_json = recs[k].smtp;
+		res[k].event_json = recs[k].event;
+		res[k].timeline_json = recs[k].timeline;
+		log_info("%s msg_id=%s rcpt=%s attempt=%d stage=%s code=%d reply=\"%.200s\"%s",
+		    status, j->d->msg_id, j->d->rcpt, j->d->attempts,
+		    j->out.stage ? j->out.stage : "-", j->out.code, j->out.text,
+		    dec.verdict == RETRY_DEFERRED ? " (will retry)" : "");
+		k++;
+	}
+	rc = k > 0 ? store_record(st, res, k) : STORE_OK;
+	for (size_t x = 0; x < k; x++)
+		rec_free(&recs[x]);
+	return rc == STORE_OK ? 0 : -1;
+}
+
+static void *
+recorder_main(void *arg)
+{
+	struct worker *w = arg;
+	struct store *st = store_open(&w->cfg->redis);
+	struct job *batch[RECORD_BATCH];
+	int down = 0;
+
+	if (st == NULL) {
+		log_error("worker %s: out of memory", w->consumer);
+		return NULL;
+	}
+	for (;;) {
+		size_t n = 0;
+
+		pthread_mutex_lock(&w->mu);
+		while (w->done_head == NULL && !atomic_load(&w->stop_record))
+			pthread_cond_wait(&w->cv, &w->mu);
+		if (w->done_head == NULL) {
+			pthread_mutex_unlock(&w->mu);
+			break;
+		}
+		for (struct job *j = w->done_head; j != NULL && n < RECORD_BATCH; j = j->next_done)
+			batch[n++] = j;
+		pthread_mutex_unlock(&w->mu);
+
+		if (record_batch(w, st, batch, n) != 0) {
+			if (!down++)
+				log_warn("worker %s: cannot record outcomes (redis unavailable?); "
+				    "holding %zu, retrying", w->consumer, n);
+			if (atomic_load(&w->stop_record) > 1) {
+				/* hard stop: leave them pending; they are redelivered later */
+				pthread_mutex_lock(&w->mu);
+				for (size_t i = 0; i < n; i++) {
+					w->done_head = batch[i]->next_done;
+					fly_del(w, batch[i]);
+					job_free(batch[i]);
+				}
+				if (w->done_head == NULL)
+					w->done_tail = NULL;
+				pthread_mutex_unlock(&w->mu);
+				continue;
+			}
+			nap_ms(250);
+			continue;
+		}
+		if (down) {
+			log_info("worker %s: recording outcomes again", w->consumer);
+			down = 0;
+		}
+		pthread_mutex_lock(&w->mu);
+		for (size_t i = 0; i < n; i++) {
+			w->done_head = batch[i]->next_done;
+			fly_del(w, batch[i]);
+			job_free(batch[i]);
+		}
+		if (w->done_head == NULL)
+			w->done_tail = NULL;
+		pthread_cond_broadcast(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+	}
+	store_close(st);
+	return NULL;
+}
+
+/* --- lifecycle ------------------------------------------------------------ */
+
+struct worker *
+worker_start(const struct config *cfg, int index, char *err, size_t errlen)
+{
+	struct worker *w = calloc(1, sizeof(*w));
+	struct smtp_engine_config ec;
+	char host[64], rnd[8];
+
+	if (w == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	w->cfg = cfg;
+	w->policy.base_s = cfg->retry_base;
+	w->policy.max_s = cfg->retry_max;
+	if (gethostname(host, sizeof(host)) != 0)
+		util_strlcpy(host, "host", sizeof(host));
+	host[sizeof(host) - 1] = '\0';
+	util_random_bytes(rnd, sizeof(rnd));
+	snprintf(w->consumer, sizeof(w->consumer), "%s-%d-%d-%02x%02x%02x", host, (int)getpid(),
+	    index, (unsigned char)rnd[0], (unsigned char)rnd[1], (unsigned char)rnd[2]);
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+
+	memset(&ec, 0, sizeof(ec));
+	util_strlcpy(ec.helo_name, cfg->helo_name, sizeof(ec.helo_name));
+	util_strlcpy(ec.ca_file, cfg->tls_ca_file, sizeof(ec.ca_file));
+	ec.timeouts = cfg->smtp_timeouts;
+	ec.max_conns_per_target = cfg->max_conns_per_target;
+	ec.max_msgs_per_conn = cfg->max_msgs_per_conn;
+	ec.on_done = on_engine_done;
+	ec.log = on_engine_log;
+	ec.arg = w;
+	w->engine = smtp_engine_new(&ec, err, errlen);
+	if (w->engine == NULL)
+		goto fail;
+	if (pthread_create(&w->engine_thr, NULL, engine_main, w) != 0)
+		goto fail_thr;
+	w->started_engine = 1;
+	if (pthread_create(&w->recorder_thr, NULL, recorder_main, w) != 0)
+		goto fail_thr;
+	w->started_recorder = 1;
+	if (pthread_create(&w->feeder_thr, NULL, feeder_main, w) != 0)
+		goto fail_thr;
+	w->started_feeder = 1;
+	log_info("worker %s started (concurrency %d)", w->consumer, cfg->worker_concurrency);
+	return w;
+fail_thr:
+	snprintf(err, errlen, "cannot start worker threads");
+fail:
+	worker_stop(w, 0);
+	return NULL;
+}
+
+void
+worker_stop(struct worker *w, double grace_s)
+{
+	int64_t deadline = util_mono_ms() + (int64_t)(grace_s * 1000);
+
+	if (w == NULL)
+		return;
+	atomic_store(&w->stop_feed, 1);
+	if (w->started_feeder)
+		pthread_join(w->feeder_thr, NULL);
+	/* Let deliveries in flight finish and be recorded, within the grace period. */
+	for (;;) {
+		int n;
+		pthread_mutex_lock(&w->mu);
+		n = w->nfly;
+		pthread_mutex_unlock(&w->mu);
+		if (n == 0 || util_mono_ms() >= deadline)
+			break;
+		nap_ms(20);
+	}
+	atomic_store(&w->stop_engine, 1);
+	if (w->engine != NULL)
+		smtp_engine_wake(w->engine);
+	if (w->started_engine)
+		pthread_join(w->engine_thr, NULL);
+	if (w->engine != NULL)
+		smtp_engine_free(w->engine);   /* unfinished jobs: outcome "shutdown" */
+	pthread_mutex_lock(&w->mu);
+	atomic_store(&w->stop_record, 2);
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	if (w->started_recorder)
+		pthread_join(w->recorder_thr, NULL);
+	/* Whatever is left was never recorded: it stays pending in Redis. */
+	while (w->fly != NULL) {
+		struct job *j = w->fly;
+		fly_del(w, j);
+		job_free(j);
+	}
+	pthread_cond_destroy(&w->cv);
+	pthread_mutex_destroy(&w->mu);
+	log_info("worker %s stopped", w->consumer);
+	free(w);
+}

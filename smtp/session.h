@@ -1,0 +1,138 @@
+/*
+ * session.h - one SMTP client connection (internal to the smtp engine).
+ *
+ * A session is a non-blocking state machine over one socket: connect,
+ * greeting, EHLO/HELO, STARTTLS, AUTH, then transactions (RSET, MAIL, RCPT,
+ * DATA, message, ".") for jobs handed to it one at a time, then QUIT. It
+ * never blocks, never calls on_done and never touches the epoll set itself:
+ * it records what it wants (events, deadline, finished job) and the engine
+ * (engine.c) acts on it after every call. Secrets are never logged.
+ */
+#ifndef SMTP_SESSION_H
+#define SMTP_SESSION_H
+
+#include <netdb.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+#include "reply.h"
+#include "tls.h"
+
+enum smtp_state {
+	SMTP_STATE_CONNECT = 0,   /* TCP connect in progress */
+	SMTP_STATE_TLS_IMPLICIT,  /* TLS handshake right after connect */
+	SMTP_STATE_BANNER,        /* waiting for the 220 greeting */
+	SMTP_STATE_EHLO,
+	SMTP_STATE_HELO,          /* fallback after 5xx to EHLO */
+	SMTP_STATE_STARTTLS,      /* waiting for 220 to STARTTLS */
+	SMTP_STATE_TLS_HANDSHAKE, /* after STARTTLS */
+	SMTP_STATE_AUTH_PLAIN,
+	SMTP_STATE_AUTH_LOGIN,    /* waiting for 334 to AUTH LOGIN */
+	SMTP_STATE_AUTH_USER,     /* user sent, waiting for 334 */
+	SMTP_STATE_AUTH_PASS,     /* password sent, waiting for 235 */
+	SMTP_STATE_IDLE,          /* ready, no job: pooled */
+	SMTP_STATE_RSET,
+	SMTP_STATE_MAIL,
+	SMTP_STATE_RCPT,
+	SMTP_STATE_DATA,          /* waiting for 354 */
+	SMTP_STATE_BODY,          /* streaming the message */
+	SMTP_STATE_DOT,           /* waiting for the reply to "." */
+	SMTP_STATE_QUIT,
+	SMTP_STATE_CLOSED,        /* finished; the engine frees it */
+	SMTP_STATE_COUNT
+};
+
+#define SMTP_SESSION_RBUF 16384
+#define SMTP_SESSION_WBUF 16384
+
+/* What a session needs from its engine; shared by all sessions of an engine. */
+struct smtp_session_env {
+	const struct smtp_engine_config *cfg;   /* timeouts, helo name, log */
+	struct smtp_tls_ctx *tls;
+	uint64_t next_id;                       /* for log lines */
+};
+
+struct smtp_session {
+	/* engine-owned links */
+	struct smtp_session *next;      /* in its pool */
+	void *pool;
+	uint32_t ep_events;             /* currently registered with epoll, 0 = none */
+	int ep_added;
+
+	struct smtp_session_env *env;
+	uint64_t id;
+	struct smtp_target target;      /* copy; pass is wiped on free */
+	int fd;
+	struct smtp_tls *tls;
+	int tls_active;
+	int tls_want_write;             /* last TLS op wanted EPOLLOUT */
+	enum smtp_state state;
+	int64_t deadline_ms;            /* 0 = none */
+	struct addrinfo *ai_list, *ai_cur;
+	char peer[300];                 /* "host[addr]:port" for messages */
+
+	unsigned ext;                   /* EHLO extensions */
+	int helo_fallback;
+	int authed;
+	int msgs;                       /* jobs started on this session */
+	int reused;                     /* next job needs RSET first */
+
+	struct smtp_job *job;           /* current job or NULL */
+	struct smtp_job *done_job;      /* finished, outcome in done; engine reports */
+	struct smtp_outcome done;
+	struct smtp_job *requeue_job;   /* job to give back to the pool untouched */
+
+	/* message streaming */
+	size_t data_off;                /* bytes of job->data consumed */
+	int bol;                        /* at beginning of a line */
+	int body_tail;                  /* 0 body, 1 final CRLF + "." queued */
+
+	char rbuf[SMTP_SESSION_RBUF];
+	size_t rlen;
+	char wbuf[SMTP_SESSION_WBUF];
+	size_t wlen, woff;
+	int wsecret;                    /* wbuf holds credentials: wipe when sent */
+	char last_cmd[16];              /* for timeout / error messages */
+};
+
+/*
+ * smtp_session_new - allocate a session for target carrying job and start
+ * connecting (blocking getaddrinfo, non-blocking connect). Returns NULL only
+ * on out of memory; a failure to start is reported as a finished job with
+ * the session in SMTP_STATE_CLOSED.
+ */
+struct smtp_session *smtp_session_new(struct smtp_session_env *env,
+    const struct smtp_target *target, struct smtp_job *job);
+
+/* smtp_session_start_job - give an IDLE session a job (RSET first when reused). */
+void smtp_session_start_job(struct smtp_session *s, struct smtp_job *job);
+
+/* smtp_session_quit - send QUIT from IDLE and close after the reply. */
+void smtp_session_quit(struct smtp_session *s);
+
+/* smtp_session_on_events - epoll reported events (EPOLLIN/OUT/ERR/HUP). */
+void smtp_session_on_events(struct smtp_session *s, uint32_t events);
+
+/* smtp_session_on_timeout - the deadline passed. */
+void smtp_session_on_timeout(struct smtp_session *s);
+
+/*
+ * smtp_session_abort - close now; a current job ends with a tempfail at
+ * stage with text (e.g. "shutdown").
+ */
+void smtp_session_abort(struct smtp_session *s, const char *stage, const char *text);
+
+/* smtp_session_events - EPOLL* interest for the current state (0 when closed). */
+uint32_t smtp_session_events(const struct smtp_session *s);
+
+/* smtp_session_free - close the socket, free everything (job must be gone). */
+void smtp_session_free(struct smtp_session *s);
+
+/* smtp_state_name - "EHLO", "MAIL", ... for logs. */
+const char *smtp_state_name(enum smtp_state st);
+
+/* smtp_now_ms - monotonic clock in milliseconds. */
+int64_t smtp_now_ms(void);
+
+#endif

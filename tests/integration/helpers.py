@@ -1,0 +1,649 @@
+"""helpers.py - process and protocol helpers for txmail's integration tests.
+
+Owns: starting/stopping the real peers a test needs (redis-server, the SMTP
+test peer tests/integration/peers/smtpd.py, the txmail binary), a small HTTP
+client, a minimal RESP client, and `wait_until`, the one way tests wait.
+
+Must never: sleep "long enough" (every wait is a condition with a deadline),
+talk to anything but loopback, leave a process behind (every child runs in
+its own process group and is killed by the fixture that started it), or
+depend on anything but the Python standard library (run with /usr/bin/python3).
+
+Deadlines are scaled by SCALE (3 under the ASan+UBSan build, TXMAIL_ASAN=1).
+"""
+
+import email
+import email.policy
+import http.client
+import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEERS = os.path.join(HERE, "peers")
+PYTHON = "/usr/bin/python3"
+ASAN = os.environ.get("TXMAIL_ASAN", "") not in ("", "0")
+SCALE = 3.0 if ASAN else 1.0
+
+SANITIZER_PATTERNS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer")
+
+MSG_ID_RE = re.compile(r"^msg_[0-9a-z]{26}$")
+RAW_MSGID_RE = re.compile(rb"(?im)^message-id:\s*<([^>\s]+)>")
+
+
+def dl(seconds):
+    """A deadline length in seconds, scaled for sanitizer builds."""
+    return seconds * SCALE
+
+
+class WaitTimeout(AssertionError):
+    pass
+
+
+def wait_until(pred, timeout, what, interval=0.02, diag=None):
+    """Call pred() until it returns something truthy; return that value.
+
+    Raises WaitTimeout (an AssertionError, so the test fails) naming `what`
+    after `timeout` seconds; `diag()` adds a description of the last state.
+    """
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= end:
+            extra = ""
+            if diag is not None:
+                try:
+                    extra = "; " + str(diag())
+                except Exception as e:  # diagnostics must not hide the timeout
+                    extra = "; (diag failed: %r)" % (e,)
+            raise WaitTimeout("timed out after %.1fs waiting for %s%s" % (timeout, what, extra))
+        time.sleep(interval)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(path, lines=150, max_bytes=200000):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError as e:
+        return "(cannot read %s: %s)" % (path, e)
+    text = data.decode("utf-8", "replace").splitlines()
+    return "\n".join(text[-lines:])
+
+
+def clean_env(extra=None):
+    """os.environ without any TXMAIL_* variable, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TXMAIL_")}
+    if ASAN:
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+    if extra:
+        for k, v in extra.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = str(v)
+    return env
+
+
+def kill_group(proc, sig=signal.SIGKILL):
+    """Send sig to proc's process group (it was started with a new session)."""
+    if proc is None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def reap(proc, timeout):
+    try:
+        proc.wait(timeout=timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+# --------------------------------------------------------------------------
+# HTTP
+
+
+class Resp:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = {k.lower(): v for k, v in headers}
+        self.body = body
+        self.json = None
+        try:
+            self.json = json.loads(body.decode("utf-8")) if body else None
+        except (ValueError, UnicodeDecodeError):
+            self.json = None
+
+    def __repr__(self):
+        return "<Resp %s %r>" % (self.status, self.body[:400])
+
+
+class Client:
+    """A keep-alive HTTP/1.1 client for one thread. request() -> Resp.
+
+    A request on a reused connection that the server had already closed is
+    retried once on a fresh connection (as HTTP clients normally do).
+    """
+
+    def __init__(self, port, key=None, host="127.0.0.1", timeout=None):
+        self.host = host
+        self.port = port
+        self.key = key
+        self.timeout = timeout if timeout is not None else dl(15)
+        self.conn = None
+        self.used = False
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None
+        self.used = False
+
+    def _send(self, method, path, body, headers):
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            self.used = False
+        self.conn.request(method, path, body=body, headers=headers)
+        r = self.conn.getresponse()
+        data = r.read()
+        self.used = True
+        resp = Resp(r.status, r.getheaders(), data)
+        if r.will_close:
+            self.close()
+        return resp
+
+    def request(self, method, path, body=None, headers=None, auth=True, json_body=None):
+        h = dict(headers or {})
+        if auth and self.key is not None and "Authorization" not in h:
+            h["Authorization"] = "Bearer " + self.key
+        if json_body is not None:
+            body = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
+            h.setdefault("Content-Type", "application/json")
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        reused = self.conn is not None and self.used
+        try:
+            return self._send(method, path, body, h)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                http.client.BadStatusLine):
+            self.close()
+            if not reused:
+                raise
+        except Exception:
+            self.close()
+            raise
+        try:
+            return self._send(method, path, body, h)
+        except Exception:
+            self.close()
+            raise
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post_json(self, path, obj, **kw):
+        return self.request("POST", path, json_body=obj, **kw)
+
+    def send(self, msg, **kw):
+        return self.request("POST", "/v1/messages", json_body=msg, **kw)
+
+
+def raw_http(port, payload, body_chunks=(), timeout=None):
+    """Write `payload` then each of `body_chunks` on a fresh connection; stop
+    writing as soon as the server answers (or closes). Returns
+    (status, headers dict, body bytes) or (None, {}, b"") when the server
+    closed without an HTTP answer."""
+    timeout = timeout if timeout is not None else dl(10)
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    buf = b""
+    try:
+        try:
+            s.sendall(payload)
+            for chunk in body_chunks:
+                r, _, _ = select.select([s], [], [], 0)
+                if r:
+                    break
+                s.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                d = s.recv(65536)
+            except ConnectionResetError:
+                break
+            except socket.timeout:
+                break
+            if not d:
+                break
+            buf += d
+            if _http_complete(buf):
+                break
+    finally:
+        s.close()
+    return _parse_http(buf)
+
+
+def _http_complete(buf):
+    if b"\r\n\r\n" not in buf:
+        return False
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    if m:
+        return len(rest) >= int(m.group(1))
+    return False
+
+
+def _parse_http(buf):
+    if not buf.startswith(b"HTTP/") or b"\r\n\r\n" not in buf:
+        return None, {}, buf
+    head, _, body = buf.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for ln in lines[1:]:
+        k, _, v = ln.partition(b":")
+        headers[k.decode("latin-1").strip().lower()] = v.decode("latin-1").strip()
+    if "transfer-encoding" in headers and "chunked" in headers["transfer-encoding"].lower():
+        out = b""
+        rest = body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            try:
+                n = int(size_line.split(b";")[0], 16)
+            except ValueError:
+                break
+            if n == 0:
+                break
+            out += rest[:n]
+            rest = rest[n + 2:]
+        body = out
+    return status, headers, body
+
+
+# --------------------------------------------------------------------------
+# Redis
+
+
+def resp_cmd(port, *args, timeout=2.0):
+    """One Redis command over a fresh connection; returns the decoded reply
+    (str for simple/bulk strings, int, list) or raises RuntimeError on an
+    error reply and OSError when unreachable."""
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(out)
+        f = s.makefile("rb")
+        return _resp_read(f)
+
+
+def _resp_read(f):
+    line = f.readline()
+    if not line:
+        raise OSError("redis closed the connection")
+    t, rest = line[:1], line[1:-2]
+    if t == b"+":
+        return rest.decode()
+    if t == b"-":
+        raise RuntimeError(rest.decode())
+    if t == b":":
+        return int(rest)
+    if t == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        return data[:-2].decode("utf-8", "replace")
+    if t == b"*":
+        n = int(rest)
+        if n < 0:
+            return None
+        return [_resp_read(f) for _ in range(n)]
+    raise OSError("bad RESP line %r" % line)
+
+
+class RedisServer:
+    """A real redis-server on 127.0.0.1:port with AOF (appendfsync always)."""
+
+    def __init__(self, workdir, port=None):
+        self.dir = os.path.join(workdir, "redis")
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = port or free_port()
+        self.log = os.path.join(self.dir, "redis.log")
+        self.proc = None
+        self.restarts = 0
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d" % self.port
+
+    def start(self, timeout=None):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", self.dir, "--appendonly", "yes", "--appendfsync", "always",
+             "--save", "", "--daemonize", "no", "--logfile", self.log,
+             "--protected-mode", "no"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        wait_until(self._pong, timeout or dl(10), "redis-server PONG on port %d" % self.port,
+                   diag=lambda: tail(self.log, 20))
+
+    def _pong(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("redis-server exited (%s): %s" % (self.proc.returncode, tail(self.log, 30)))
+        try:
+            return resp_cmd(self.port, "PING", timeout=0.5) == "PONG"
+        except (OSError, RuntimeError):  # refused, or -LOADING
+            return False
+
+    def cmd(self, *args):
+        return resp_cmd(self.port, *args)
+
+    def kill9(self):
+        kill_group(self.proc, signal.SIGKILL)
+        reap(self.proc, dl(10))
+
+    def restart(self):
+        """kill -9, then start again on the same port and dir (AOF reload)."""
+        self.kill9()
+        self.restarts += 1
+        self.start()
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            kill_group(self.proc, signal.SIGTERM)
+            if not reap(self.proc, dl(5)):
+                kill_group(self.proc, signal.SIGKILL)
+                reap(self.proc, dl(5))
+        kill_group(self.proc, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------
+# SMTP peer
+
+
+class Received:
+    """One message accepted by the SMTP peer."""
+
+    def __init__(self, seq, meta, raw):
+        self.seq = seq
+        self.meta = meta
+        self.raw = raw
+        self._msg = None
+
+    @property
+    def msg(self):
+        if self._msg is None:
+            self._msg = email.message_from_bytes(self.raw, policy=email.policy.default)
+        return self._msg
+
+    @property
+    def message_id(self):
+        """The Message-ID without angle brackets, from the raw header."""
+        m = RAW_MSGID_RE.search(self.raw.split(b"\r\n\r\n", 1)[0])
+        return m.group(1).decode("ascii", "replace") if m else None
+
+
+def make_certs(outdir):
+    subprocess.run([PYTHON, os.path.join(PEERS, "smtpd.py"), "--make-cert", outdir],
+                   check=True, timeout=dl(30), stdin=subprocess.DEVNULL)
+    for n in ("ca.pem", "cert.pem", "key.pem"):
+        assert os.path.exists(os.path.join(outdir, n)), "smtpd.py --make-cert did not write " + n
+    return outdir
+
+
+class SmtpPeer:
+    """tests/integration/peers/smtpd.py with STARTTLS required and AUTH."""
+
+    def __init__(self, workdir, certdir, user="user", password="pass"):
+        self.dir = os.path.join(workdir, "smtp")
+        self.maildir = os.path.join(self.dir, "mail")
+        os.makedirs(self.maildir, exist_ok=True)
+        self.certdir = certdir
+        self.ca = os.path.join(certdir, "ca.pem")
+        self.user = user
+        self.password = password
+        self.ready = os.path.join(self.dir, "ready")
+        self.log = os.path.join(self.dir, "transcript.log")
+        self.stderr = os.path.join(self.dir, "stderr.log")
+        self.proc = None
+        self.port = None
+        self._cache = {}
+
+    def start(self):
+        with open(self.stderr, "ab") as err:
+            self.proc = subprocess.Popen(
+                [PYTHON, os.path.join(PEERS, "smtpd.py"), "--host", "127.0.0.1", "--port", "0",
+                 "--maildir", self.maildir, "--ready-file", self.ready,
+                 "--tls-cert", os.path.join(self.certdir, "cert.pem"),
+                 "--tls-key", os.path.join(self.certdir, "key.pem"),
+                 "--require-starttls", "--auth", "%s:%s" % (self.user, self.password),
+                 "--log", self.log],
+                stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError("smtpd.py exited (%s): %s" % (self.proc.returncode, tail(self.stderr, 30)))
+            return os.path.exists(self.ready)
+        wait_until(ready, dl(15), "smtpd.py ready file")
+        with open(self.ready) as f:
+            self.port = int(f.read().strip())
+
+    def relay_url(self):
+        return "smtp://%s:%s@127.0.0.1:%d?tls=required" % (self.user, self.password, self.port)
+
+    def count(self):
+        try:
+            return sum(1 for n in os.listdir(self.maildir) if n.endswith(".json") and not n.startswith("."))
+        except FileNotFoundError:
+            return 0
+
+    def messages(self):
+        """Every accepted message so far, ordered by seq (cached, incremental)."""
+        for n in os.listdir(self.maildir):
+            if not n.endswith(".json") or n.startswith("."):
+                continue
+            seq = int(n[:-5])
+            if seq in self._cache:
+                continue
+            with open(os.path.join(self.maildir, n), "rb") as f:
+                meta = json.loads(f.read())
+            with open(os.path.join(self.maildir, "%d.eml" % seq), "rb") as f:
+                raw = f.read()
+            self._cache[seq] = Received(seq, meta, raw)
+        return [self._cache[k] for k in sorted(self._cache)]
+
+    def wait_count(self, n, timeout, what=None):
+        wait_until(lambda: self.count() >= n, timeout, what or "%d message(s) at the SMTP peer" % n,
+                   interval=0.05, diag=lambda: "have %d" % self.count())
+        return self.messages()
+
+    def wait_for_rcpt(self, rcpt, timeout, n=1):
+        """Wait until n messages for envelope recipient rcpt arrived; return them."""
+        def have():
+            ms = [m for m in self.messages() if rcpt.lower() in [r.lower() for r in m.meta.get("rcpt_tos", [])]]
+            return ms if len(ms) >= n else None
+        return wait_until(have, timeout, "%d message(s) for %s at the SMTP peer" % (n, rcpt),
+                          interval=0.05, diag=lambda: "have %d messages in total" % self.count())
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            if not reap(self.proc, dl(5)):
+                kill_group(self.proc, signal.SIGKILL)
+                reap(self.proc, dl(5))
+        kill_group(self.proc, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------
+# txmail
+
+
+class Txmail:
+    """One txmail process (`run`, `api` or `worker`), restartable with the
+    same environment. stdout+stderr go to a log file (appended across
+    restarts). HTTP roles are waited for with GET /readyz == 200."""
+
+    def __init__(self, binary, args, env, log_path, port=None, key=None, http=True, name="txmail"):
+        self.binary = binary
+        self.args = list(args)
+        self.env = env
+        self.log = log_path
+        self.port = port
+        self.key = key
+        self.http = http
+        self.name = name
+        self.proc = None
+        self.starts = 0
+        self.problems = []
+
+    def start(self, wait=True):
+        self.starts += 1
+        with open(self.log, "ab") as lf:
+            lf.write(b"=== test harness: start #%d: %s %s\n" % (
+                self.starts, self.binary.encode(), " ".join(self.args).encode()))
+            lf.flush()
+            self.proc = subprocess.Popen([self.binary] + self.args, env=self.env,
+                                         stdin=subprocess.DEVNULL, stdout=lf, stderr=lf,
+                                         start_new_session=True)
+        if wait and self.http:
+            self.wait_ready()
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def client(self, **kw):
+        return Client(self.port, key=self.key, **kw)
+
+    def wait_ready(self, timeout=None):
+        c = Client(self.port, timeout=dl(2))
+
+        def ready():
+            if not self.alive():
+                raise AssertionError("%s exited with %s before /readyz was 200; log:\n%s" % (
+                    self.name, self.proc.returncode, tail(self.log, 60)))
+            try:
+                return c.get("/readyz", auth=False).status == 200
+            except OSError:
+                c.close()
+                return False
+        try:
+            wait_until(ready, timeout or dl(20), "%s GET /readyz == 200" % self.name, interval=0.05,
+                       diag=lambda: tail(self.log, 40))
+        finally:
+            c.close()
+
+    def kill9(self):
+        if self.proc is None:
+            return
+        kill_group(self.proc, signal.SIGKILL)
+        reap(self.proc, dl(10))
+        self.check_sanitizers()
+
+    def restart(self):
+        self.kill9()
+        self.start()
+
+    def check_sanitizers(self):
+        try:
+            with open(self.log, "r", encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except OSError:
+            return
+        for p in SANITIZER_PATTERNS:
+            if p in text:
+                msg = "%s: sanitizer report %r in %s" % (self.name, p, self.log)
+                if msg not in self.problems:
+                    self.problems.append(msg)
+
+    def stop(self, timeout=None):
+        """SIGTERM, then SIGKILL after a deadline. Records problems (needed
+        SIGKILL, non-zero exit, sanitizer reports) in self.problems."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            if not reap(self.proc, timeout or dl(10)):
+                self.problems.append("%s did not exit within %.0fs of SIGTERM (SIGKILLed)" % (
+                    self.name, timeout or dl(10)))
+                kill_group(self.proc, signal.SIGKILL)
+                reap(self.proc, dl(10))
+            elif self.proc.returncode != 0:
+                self.problems.append("%s exited with status %s after SIGTERM" % (self.name, self.proc.returncode))
+        kill_group(self.proc, signal.SIGKILL)  # anything left in its group
+        self.check_sanitizers()
+
+
+def find_redis_servers(mention=None, ppid=None):
+    """pids of running redis-server processes whose cmdline or cwd mentions
+    `mention`, or whose parent is `ppid`."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        pid = int(d)
+        try:
+            with open("/proc/%d/stat" % pid, "rb") as f:
+                stat = f.read()
+            comm = stat[stat.index(b"(") + 1:stat.rindex(b")")]
+            fields = stat[stat.rindex(b")") + 2:].split()
+            state, parent = fields[0], int(fields[1])
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except (OSError, ValueError):
+            continue
+        if state == b"Z":
+            continue
+        if b"redis-server" not in comm and "redis-server" not in cmdline:
+            continue
+        hit = False
+        if ppid is not None and parent == ppid:
+            hit = True
+        if mention is not None:
+            if mention in cmdline:
+                hit = True
+            else:
+                try:
+                    if os.readlink("/proc/%d/cwd" % pid).startswith(mention):
+                        hit = True
+                except OSError:
+                    pass
+        if hit:
+            out.append(pid)
+    return out
+
+
+def log(*a):
+    print(*a, file=sys.stderr if False else sys.stdout, flush=True)

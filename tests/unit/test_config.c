@@ -1,0 +1,126 @@
+/* test_config.c - the pure parsers of config.c: relay, redis and listen addresses. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "../../server/config.h"
+
+struct relay_case {
+	const char *url;
+	int ok;
+	const char *host;
+	unsigned port;
+	enum smtp_tls_mode tls;
+	const char *user, *pass;
+	int no_verify;
+};
+
+static const struct relay_case relay_cases[] = {
+	{ "smtp://mail.example.com:587", 0, "mail.example.com", 587, SMTP_TLS_STARTTLS, "", "", 0 },
+	{ "smtp://mail.example.com", 0, "mail.example.com", 25, SMTP_TLS_STARTTLS, "", "", 0 },
+	{ "smtp://u:p@127.0.0.1:2525?tls=required", 0, "127.0.0.1", 2525, SMTP_TLS_REQUIRED, "u", "p", 0 },
+	{ "smtp://h?tls=required", 0, "h", 587, SMTP_TLS_REQUIRED, "", "", 0 },
+	{ "smtp://h:25?tls=none", 0, "h", 25, SMTP_TLS_NONE, "", "", 0 },
+	{ "smtps://user%40corp:p%3Ass@smtp.example.com", 0, "smtp.example.com", 465, SMTP_TLS_IMPLICIT, "user@corp", "p:ss", 0 },
+	{ "smtp://a:b@[::1]:2525?tls=starttls&verify=0", 0, "::1", 2525, SMTP_TLS_STARTTLS, "a", "b", 1 },
+	{ "smtp://apikey:p@ss@h:25", 0, "h", 25, SMTP_TLS_STARTTLS, "apikey", "p@ss", 0 },
+	{ "http://h:25", -1, NULL, 0, 0, NULL, NULL, 0 },
+	{ "smtp://h:99999", -1, NULL, 0, 0, NULL, NULL, 0 },
+	{ "smtp://h:0", -1, NULL, 0, 0, NULL, NULL, 0 },
+	{ "smtp://:25", -1, NULL, 0, 0, NULL, NULL, 0 },
+	{ "smtp://h:25?tls=maybe", -1, NULL, 0, 0, NULL, NULL, 0 },
+	{ "smtp://h:2x5", -1, NULL, 0, 0, NULL, NULL, 0 },
+	{ "smtp://u:%zz@h", -1, NULL, 0, 0, NULL, NULL, 0 },
+	{ "smtp://u:%00@h", -1, NULL, 0, 0, NULL, NULL, 0 },
+	{ "smtp://ho st:25", -1, NULL, 0, 0, NULL, NULL, 0 },
+	{ "smtps://h?tls=none", -1, NULL, 0, 0, NULL, NULL, 0 },
+};
+
+Test(config, relay_urls)
+{
+	for (size_t i = 0; i < sizeof(relay_cases) / sizeof(relay_cases[0]); i++) {
+		const struct relay_case *c = &relay_cases[i];
+		struct smtp_target t;
+		char err[256] = "";
+		int rc = config_parse_relay(c->url, &t, err, sizeof(err));
+
+		cr_assert_eq(rc, c->ok, "%s: got rc %d (%s), want %d", c->url, rc, err, c->ok);
+		if (rc != 0) {
+			cr_assert(err[0] != '\0', "%s: error without a message", c->url);
+			continue;
+		}
+		cr_assert_str_eq(t.host, c->host, "%s: host got %s, want %s", c->url, t.host, c->host);
+		cr_assert_eq(t.port, c->port, "%s: port got %u, want %u", c->url, t.port, c->port);
+		cr_assert_eq(t.tls, c->tls, "%s: tls got %d, want %d", c->url, t.tls, c->tls);
+		cr_assert_str_eq(t.user, c->user, "%s: user got %s, want %s", c->url, t.user, c->user);
+		cr_assert_str_eq(t.pass, c->pass, "%s: pass mismatch", c->url);
+		cr_assert_eq(t.no_verify, c->no_verify, "%s: no_verify got %d", c->url, t.no_verify);
+	}
+}
+
+Test(config, relay_error_hides_password)
+{
+	struct smtp_target t;
+	char err[256] = "";
+
+	cr_assert_neq(config_parse_relay("smtp://u:SECRETPW@h:25?tls=bogus", &t, err, sizeof(err)), 0);
+	cr_assert(strstr(err, "SECRETPW") == NULL, "error text leaks the password: %s", err);
+}
+
+Test(config, redis_urls)
+{
+	struct redis_addr a;
+	char err[256];
+
+	cr_assert_eq(config_parse_redis("redis://127.0.0.1:6380/2", &a, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(a.host, "127.0.0.1");
+	cr_assert_eq(a.port, 6380);
+	cr_assert_eq(a.db, 2);
+	cr_assert_eq(a.is_unix, 0);
+	cr_assert_eq(config_parse_redis("redis://redis", &a, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(a.port, 6379, "got %u, want 6379", a.port);
+	cr_assert_eq(config_parse_redis("unix:///run/redis.sock?db=3", &a, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(a.is_unix, 1);
+	cr_assert_str_eq(a.path, "/run/redis.sock");
+	cr_assert_eq(a.db, 3);
+	cr_assert_neq(config_parse_redis("unix://relative.sock", &a, err, sizeof(err)), 0);
+	cr_assert_neq(config_parse_redis("redis://h:70000", &a, err, sizeof(err)), 0);
+	cr_assert_neq(config_parse_redis("redis://h:1/x", &a, err, sizeof(err)), 0);
+	cr_assert_neq(config_parse_redis("memcached://h", &a, err, sizeof(err)), 0);
+	cr_assert_neq(config_parse_redis("redis://user:pw@h:1", &a, err, sizeof(err)), 0);
+}
+
+Test(config, listen_addresses)
+{
+	char host[256], err[256];
+	uint16_t port;
+
+	cr_assert_eq(config_parse_listen("127.0.0.1:8080", host, sizeof(host), &port, err, sizeof(err)), 0);
+	cr_assert_str_eq(host, "127.0.0.1");
+	cr_assert_eq(port, 8080);
+	cr_assert_eq(config_parse_listen("[::1]:0", host, sizeof(host), &port, err, sizeof(err)), 0);
+	cr_assert_str_eq(host, "::1");
+	cr_assert_eq(port, 0);
+	cr_assert_neq(config_parse_listen("8080", host, sizeof(host), &port, err, sizeof(err)), 0);
+	cr_assert_neq(config_parse_listen("h:", host, sizeof(host), &port, err, sizeof(err)), 0);
+	cr_assert_neq(config_parse_listen("::1:80", host, sizeof(host), &port, err, sizeof(err)), 0);
+}
+
+Test(config, load_rejects_bad_numbers)
+{
+	struct config c;
+	char err[256];
+
+	setenv("TXMAIL_RETRY_BASE", "soon", 1);
+	cr_assert_neq(config_load(&c, err, sizeof(err)), 0);
+	cr_assert(strstr(err, "TXMAIL_RETRY_BASE") != NULL, "error does not name the variable: %s", err);
+	config_free(&c);
+	setenv("TXMAIL_RETRY_BASE", "0.25", 1);
+	setenv("TXMAIL_API_KEYS", " k1 , k2,,k3 ", 1);
+	cr_assert_eq(config_load(&c, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq((long)(c.retry_base * 1000), 250);
+	cr_assert_eq(c.napi_keys, 3, "got %zu keys, want 3", c.napi_keys);
+	cr_assert_str_eq(c.api_keys[1], "k2");
+	config_free(&c);
+	unsetenv("TXMAIL_RETRY_BASE");
+	unsetenv("TXMAIL_API_KEYS");
+}

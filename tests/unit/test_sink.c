@@ -1,0 +1,423 @@
+/*
+ * test_sink.c - the capture SMTP sink over real loopback sockets: pipelined
+ * sessions, dot-unstuffing, exact file bytes, sequence errors, line caps,
+ * swaks as an independent client, and clean shutdown with clients attached.
+ */
+#include <criterion/criterion.h>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../server/sink.h"
+
+#define T_DEADLINE_MS 5000
+
+static char t_dir[256];
+static struct sink *t_sink;
+static uint16_t t_port;
+
+static int64_t t_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void t_setup(void)
+{
+	char err[256] = "";
+
+	snprintf(t_dir, sizeof(t_dir), "/tmp/txmail-sink-XXXXXX");
+	cr_assert_not_null(mkdtemp(t_dir), "mkdtemp: %s", strerror(errno));
+	/* a nested dir that does not exist yet: sink_start must create it */
+	strncat(t_dir, "/mail", sizeof(t_dir) - strlen(t_dir) - 1);
+	t_sink = sink_start("127.0.0.1", 0, t_dir, &t_port, err, sizeof(err));
+	cr_assert_not_null(t_sink, "sink_start: got NULL (%s), want a sink", err);
+	cr_assert_neq(t_port, 0, "bound port: got 0, want an ephemeral port");
+}
+
+static void t_teardown(void)
+{
+	char cmd[600];
+	char *slash;
+
+	sink_stop(t_sink);
+	t_sink = NULL;
+	slash = strrchr(t_dir, '/');
+	if (slash)
+		*slash = '\0';
+	if (strncmp(t_dir, "/tmp/txmail-sink-", 17) == 0) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t_dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "cleanup of %s failed\n", t_dir);
+	}
+}
+
+TestSuite(sink, .init = t_setup, .fini = t_teardown, .timeout = 30);
+
+static int t_connect(void)
+{
+	struct sockaddr_in sa = { 0 };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert_geq(fd, 0, "socket: %s", strerror(errno));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons(t_port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0, "connect: %s", strerror(errno));
+	return fd;
+}
+
+static void t_send(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+
+		cr_assert_gt(w, 0, "send: %s", strerror(errno));
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+/* t_read_until - read into buf until `want` appears (or EOF when want is NULL); returns length. */
+static size_t t_read_until(int fd, char *buf, size_t cap, const char *want)
+{
+	size_t len = 0;
+	int64_t deadline = t_mono_ms() + T_DEADLINE_MS;
+
+	buf[0] = '\0';
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int64_t left = deadline - t_mono_ms();
+		ssize_t r;
+
+		if (want && strstr(buf, want))
+			return len;
+		cr_assert_gt(left, 0, "timeout waiting for %s; got so far: %s",
+		    want ? want : "EOF", buf);
+		if (poll(&p, 1, (int)left) <= 0)
+			continue;
+		r = recv(fd, buf + len, cap - 1 - len, 0);
+		if (r <= 0) {
+			cr_assert(want == NULL, "connection closed before %s; got: %s", want, buf);
+			return len;
+		}
+		len += (size_t)r;
+		buf[len] = '\0';
+		cr_assert_lt(len, cap - 1, "reply buffer full");
+	}
+}
+
+/* t_codes - the codes of final reply lines ("NNN " ...) joined by spaces. */
+static void t_codes(const char *replies, char *out, size_t cap)
+{
+	const char *p = replies;
+
+	out[0] = '\0';
+	while (*p) {
+		const char *eol = strstr(p, "\r\n");
+
+		if (!eol)
+			break;
+		if (eol - p >= 4 && p[3] == ' ') {
+			if (out[0])
+				strncat(out, " ", cap - strlen(out) - 1);
+			strncat(out, p, 3 < cap - strlen(out) - 1 ? 3 : cap - strlen(out) - 1);
+		}
+		p = eol + 2;
+	}
+}
+
+/* t_eml_files - number of .eml files in t_dir; the last name goes to name. */
+static int t_eml_files(char *name, size_t cap)
+{
+	DIR *d = opendir(t_dir);
+	struct dirent *e;
+	int n = 0;
+
+	cr_assert_not_null(d, "opendir %s: %s", t_dir, strerror(errno));
+	while ((e = readdir(d)) != NULL) {
+		size_t l = strlen(e->d_name);
+
+		if (l > 4 && strcmp(e->d_name + l - 4, ".eml") == 0) {
+			n++;
+			if (name)
+				snprintf(name, cap, "%s", e->d_name);
+		}
+	}
+	closedir(d);
+	return n;
+}
+
+static char *t_slurp(const char *name, size_t *len)
+{
+	char path[600];
+	struct stat st;
+	char *buf;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", t_dir, name);
+	f = fopen(path, "rb");
+	cr_assert_not_null(f, "open %s: %s", path, strerror(errno));
+	cr_assert_eq(fstat(fileno(f), &st), 0);
+	buf = malloc((size_t)st.st_size + 1);
+	cr_assert_not_null(buf);
+	*len = fread(buf, 1, (size_t)st.st_size, f);
+	buf[*len] = '\0';
+	fclose(f);
+	return buf;
+}
+
+Test(sink, pipelined_session_stores_unstuffed_bytes)
+{
+	static const char wire[] =
+	    "EHLO client.example\r\n"
+	    "MAIL FROM:<a@example.com> SIZE=300\r\n"
+	    "RCPT TO:<b@example.com>\r\n"
+	    "RCPT TO:<c@example.org>\r\n"
+	    "DATA\r\n"
+	    "From: a@example.com\r\n"
+	    "To: b@example.com\r\n"
+	    "Subject: =?UTF-8?B?5L2g5aW9?=\r\n"
+	    "\r\n"
+	    "..leading dot\r\n"
+	    "...\r\n"
+	    "..\r\n"
+	    "middle . dot.\r\n"
+	    "你好，世界 — 验证码 123456\r\n"
+	    ".\r\n"
+	    "QUIT\r\n";
+	static const char want_msg[] =
+	    "From: a@example.com\r\n"
+	    "To: b@example.com\r\n"
+	    "Subject: =?UTF-8?B?5L2g5aW9?=\r\n"
+	    "\r\n"
+	    ".leading dot\r\n"
+	    "..\r\n"
+	    ".\r\n"
+	    "middle . dot.\r\n"
+	    "你好，世界 — 验证码 123456\r\n";
+	char buf[4096], codes[256], name[256], want_reply[300];
+	size_t len;
+	char *got;
+	int fd = t_connect();
+
+	t_read_until(fd, buf, sizeof(buf), "\r\n");
+	cr_assert(strncmp(buf, "220 ", 4) == 0, "greeting: got %s, want 220", buf);
+	cr_assert_not_null(strstr(buf, "txmail sink ESMTP"), "greeting: got %s", buf);
+	t_send(fd, wire, sizeof(wire) - 1);
+	t_read_until(fd, buf, sizeof(buf), NULL);
+	close(fd);
+	t_codes(buf, codes, sizeof(codes));
+	cr_assert_str_eq(codes, "250 250 250 250 354 250 221", "codes: got %s, want %s",
+	    codes, "250 250 250 250 354 250 221");
+	cr_assert_not_null(strstr(buf, "250-PIPELINING\r\n"), "EHLO: got %s", buf);
+	cr_assert_not_null(strstr(buf, "250-8BITMIME\r\n"), "EHLO: got %s", buf);
+	cr_assert_not_null(strstr(buf, "250-SIZE "), "EHLO: got %s", buf);
+	cr_assert_not_null(strstr(buf, "250 ENHANCEDSTATUSCODES\r\n"), "EHLO: got %s", buf);
+	cr_assert_null(strstr(buf, "STARTTLS"), "EHLO must not offer STARTTLS: got %s", buf);
+
+	cr_assert_eq(t_eml_files(name, sizeof(name)), 1, "eml files: got %d, want 1",
+	    t_eml_files(NULL, 0));
+	snprintf(want_reply, sizeof(want_reply), "250 2.0.0 Ok: queued as %s\r\n", name);
+	cr_assert_not_null(strstr(buf, want_reply), "queued reply: got %s, want %s", buf, want_reply);
+	got = t_slurp(name, &len);
+	cr_assert_eq(len, sizeof(want_msg) - 1, "file size: got %zu, want %zu", len, sizeof(want_msg) - 1);
+	cr_assert(memcmp(got, want_msg, len) == 0, "file bytes: got\n%s\nwant\n%s", got, want_msg);
+	free(got);
+}
+
+Test(sink, two_messages_one_connection_and_rset)
+{
+	static const char wire[] =
+	    "HELO x\r\n"
+	    "MAIL FROM:<>\r\nRCPT TO:<a@b>\r\nDATA\r\none\r\n.\r\n"
+	    "MAIL FROM:<a@b>\r\nRSET\r\nRCPT TO:<a@b>\r\n"
+	    "MAIL FROM:<a@b>\r\nRCPT TO:<a@b>\r\nDATA\r\ntwo\r\n.\r\n"
+	    "NOOP\r\nQUIT\r\n";
+	char buf[4096], codes[256];
+	int fd = t_connect();
+
+	t_send(fd, wire, sizeof(wire) - 1);
+	t_read_until(fd, buf, sizeof(buf), NULL);
+	close(fd);
+	t_codes(buf, codes, sizeof(codes));
+	cr_assert_str_eq(codes, "220 250 250 250 354 250 250 250 503 250 250 354 250 250 221",
+	    "codes: got %s", codes);
+	cr_assert_eq(t_eml_files(NULL, 0), 2, "eml files: got %d, want 2", t_eml_files(NULL, 0));
+}
+
+struct t_seq_case {
+	const char *name;
+	const char *wire;
+	const char *codes;
+};
+
+Test(sink, sequence_and_syntax_errors)
+{
+	static const struct t_seq_case cases[] = {
+		{ "mail before helo", "MAIL FROM:<a@b>\r\nQUIT\r\n", "220 503 221" },
+		{ "unknown command", "FOO bar\r\nQUIT\r\n", "220 500 221" },
+		{ "empty line", "\r\nQUIT\r\n", "220 500 221" },
+		{ "rcpt without mail", "EHLO x\r\nRCPT TO:<a@b>\r\nQUIT\r\n", "220 250 503 221" },
+		{ "data without rcpt", "EHLO x\r\nMAIL FROM:<a@b>\r\nDATA\r\nQUIT\r\n", "220 250 250 503 221" },
+		{ "data without mail", "EHLO x\r\nDATA\r\nQUIT\r\n", "220 250 503 221" },
+		{ "nested mail", "EHLO x\r\nMAIL FROM:<a@b>\r\nMAIL FROM:<a@b>\r\nQUIT\r\n", "220 250 250 503 221" },
+		{ "ehlo without name", "EHLO\r\nQUIT\r\n", "220 501 221" },
+		{ "mail syntax", "EHLO x\r\nMAIL <a@b>\r\nQUIT\r\n", "220 250 501 221" },
+		{ "size too big", "EHLO x\r\nMAIL FROM:<a@b> SIZE=999999999999\r\nQUIT\r\n", "220 250 552 221" },
+		{ "lower case verbs, bare LF", "ehlo x\nmail from:<a@b>\nrcpt to:<c@d>\nrset\nquit\n", "220 250 250 250 250 221" },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char buf[4096], codes[256];
+		int fd = t_connect();
+
+		t_send(fd, cases[i].wire, strlen(cases[i].wire));
+		t_read_until(fd, buf, sizeof(buf), NULL);
+		close(fd);
+		t_codes(buf, codes, sizeof(codes));
+		cr_expect_str_eq(codes, cases[i].codes, "%s: got %s, want %s", cases[i].name,
+		    codes, cases[i].codes);
+	}
+	cr_assert_eq(t_eml_files(NULL, 0), 0, "eml files: got %d, want 0", t_eml_files(NULL, 0));
+}
+
+Test(sink, oversize_command_line_is_refused_and_closed)
+{
+	char line[5000 + 3], buf[4096];
+	int fd = t_connect();
+
+	memset(line, 'A', 5000);
+	memcpy(line + 5000, "\r\n", 3);
+	t_read_until(fd, buf, sizeof(buf), "\r\n");
+	t_send(fd, line, 5002);
+	t_read_until(fd, buf, sizeof(buf), NULL);   /* must close */
+	close(fd);
+	cr_assert(strncmp(buf, "500 ", 4) == 0, "got %s, want a 500 then close", buf);
+}
+
+Test(sink, long_data_lines_are_kept_intact)
+{
+	/* data lines longer than the command line cap, one starting with a stuffed dot */
+	size_t n = 20000, i;
+	char *body = malloc(2 * n + 64), *want = malloc(2 * n + 64), buf[4096], name[256];
+	size_t blen = 0, wlen = 0, glen;
+	char *got;
+	int fd = t_connect();
+
+	cr_assert(body && want);
+	body[blen++] = '.';
+	body[blen++] = '.';
+	want[wlen++] = '.';
+	for (i = 0; i < n; i++) {
+		body[blen++] = (char)('a' + i % 26);
+		want[wlen++] = (char)('a' + i % 26);
+	}
+	memcpy(body + blen, "\r\n", 2);
+	memcpy(want + wlen, "\r\n", 2);
+	blen += 2;
+	wlen += 2;
+	for (i = 0; i < n; i++) {
+		body[blen++] = (char)('0' + i % 10);
+		want[wlen++] = (char)('0' + i % 10);
+	}
+	memcpy(body + blen, "\r\n.\r\n", 5);
+	memcpy(want + wlen, "\r\n", 2);
+	blen += 5;
+	wlen += 2;
+
+	t_read_until(fd, buf, sizeof(buf), "\r\n");
+	t_send(fd, "EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n", 46);
+	t_read_until(fd, buf, sizeof(buf), "354 ");
+	t_send(fd, body, blen);
+	t_read_until(fd, buf, sizeof(buf), "queued as");
+	t_send(fd, "QUIT\r\n", 6);
+	t_read_until(fd, buf, sizeof(buf), NULL);
+	close(fd);
+	cr_assert_eq(t_eml_files(name, sizeof(name)), 1);
+	got = t_slurp(name, &glen);
+	cr_assert_eq(glen, wlen, "file size: got %zu, want %zu", glen, wlen);
+	cr_assert(memcmp(got, want, wlen) == 0, "file bytes differ");
+	free(got);
+	free(body);
+	free(want);
+}
+
+Test(sink, swaks_delivers_a_message)
+{
+	char cmd[1024], name[256];
+	size_t len;
+	char *got;
+	int rc;
+
+	if (system("command -v swaks >/dev/null 2>&1") != 0) {
+		cr_skip_test("swaks not installed");
+	}
+	snprintf(cmd, sizeof(cmd),
+	    "swaks --server 127.0.0.1 --port %u --from a@example.com --to b@example.com "
+	    "--h-Subject 'swaks test' --body 'hello from swaks' --pipeline "
+	    "--silent 2 </dev/null >/dev/null 2>&1", (unsigned)t_port);
+	rc = system(cmd);
+	cr_assert_eq(rc, 0, "swaks exit status: got %d, want 0", rc);
+	cr_assert_eq(t_eml_files(name, sizeof(name)), 1, "eml files: got %d, want 1",
+	    t_eml_files(NULL, 0));
+	got = t_slurp(name, &len);
+	cr_assert_not_null(strstr(got, "Subject: swaks test\r\n"), "file: got %s", got);
+	cr_assert_not_null(strstr(got, "hello from swaks"), "file: got %s", got);
+	free(got);
+}
+
+Test(sink, no_tmp_files_left_and_stop_with_open_clients)
+{
+	char buf[4096];
+	int fd1 = t_connect(), fd2 = t_connect();
+	DIR *d;
+	struct dirent *e;
+	char tmp[300];
+	int left = 0;
+
+	t_read_until(fd1, buf, sizeof(buf), "\r\n");
+	/* fd2 sits in the middle of DATA when the sink stops */
+	t_send(fd2, "EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\npartial", 53);
+	t_read_until(fd2, buf, sizeof(buf), "354 ");
+	sink_stop(t_sink);
+	t_sink = NULL;
+	/* the sink closed both connections */
+	t_read_until(fd1, buf, sizeof(buf), NULL);
+	t_read_until(fd2, buf, sizeof(buf), NULL);
+	close(fd1);
+	close(fd2);
+	snprintf(tmp, sizeof(tmp), "%s/tmp", t_dir);
+	d = opendir(tmp);
+	cr_assert_not_null(d, "tmp dir %s: %s", tmp, strerror(errno));
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.')
+			left++;
+	closedir(d);
+	cr_assert_eq(left, 0, "files in tmp: got %d, want 0", left);
+	cr_assert_eq(t_eml_files(NULL, 0), 0, "eml files: got %d, want 0", t_eml_files(NULL, 0));
+}
+
+Test(sink, bind_failure_reports_error)
+{
+	char err[256] = "";
+	uint16_t port = 0;
+	struct sink *s2 = sink_start("127.0.0.1", t_port, t_dir, &port, err, sizeof(err));
+
+	cr_assert_null(s2, "second sink on the same port: got a sink, want NULL");
+	cr_assert_neq(err[0], '\0', "err: got empty, want a message");
+}

@@ -1,0 +1,46 @@
+/* test_util.c - ids and RFC 3339 times. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "../../server/util.h"
+
+Test(util, random_id_shape_and_order)
+{
+	char a[64], b[64];
+
+	cr_assert_eq(util_random_id("msg_", a, sizeof(a)), 0);
+	cr_assert_eq(strlen(a), 30, "got length %zu, want 30 (%s)", strlen(a), a);
+	cr_assert_eq(strncmp(a, "msg_", 4), 0);
+	for (size_t i = 4; i < strlen(a); i++)
+		cr_assert(strchr("0123456789abcdefghjkmnpqrstvwxyz", a[i]) != NULL,
+		    "bad char %c in %s", a[i], a);
+	cr_assert_eq(util_random_id("msg_", b, sizeof(b)), 0);
+	cr_assert_str_neq(a, b);
+	/* the first 10 chars encode the time: ids made later never sort before */
+	cr_assert(strncmp(a + 4, b + 4, 10) <= 0, "got %s before %s", b, a);
+	cr_assert_eq(util_random_id("msg_", a, 30), -1, "a too small buffer must fail");
+}
+
+Test(util, rfc3339_round_trip)
+{
+	static const struct { const char *in; int64_t ms; } cases[] = {
+		{ "2026-11-23T15:58:00Z", 1795449480000LL },
+		{ "2026-11-23T15:58:00.123Z", 1795449480123LL },
+		{ "2026-11-23T16:58:00+01:00", 1795449480000LL },
+		{ "2026-11-23T10:28:00-05:30", 1795449480000LL },
+	};
+	char buf[40];
+	int64_t ms;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cr_assert_eq(util_parse_rfc3339(cases[i].in, &ms), 0, "%s did not parse", cases[i].in);
+		cr_assert_eq(ms, cases[i].ms, "%s: got %lld, want %lld", cases[i].in,
+		    (long long)ms, (long long)cases[i].ms);
+	}
+	util_rfc3339(1795449480123LL, buf, sizeof(buf));
+	cr_assert_str_eq(buf, "2026-11-23T15:58:00.123Z");
+	cr_assert_neq(util_parse_rfc3339("2026-13-01T00:00:00Z", &ms), 0);
+	cr_assert_neq(util_parse_rfc3339("2026-11-23 15:58", &ms), 0);
+	cr_assert_neq(util_parse_rfc3339("2026-11-23T15:58:00", &ms), 0);
+	cr_assert_neq(util_parse_rfc3339("", &ms), 0);
+}
