@@ -24,7 +24,7 @@
 
 struct api_request {
 	const struct config *cfg;
-	struct store *store;        /* this HTTP thread's handle; never NULL */
+	struct store *store;        /* this HTTP thread's handle; NULL only on routes marked ROUTE_NO_STORE */
 	const char *method;         /* "GET", "POST", ... */
 	const char *path;           /* decoded path, no query string */
 	const char *param;          /* the segment matched by '*' in the route, or NULL */

@@ -530,8 +530,11 @@ static int sink_read(struct sink *s, struct sink_client *c)
 				break;
 			return -1;
 		}
-		if (r == 0)
-			return -1;
+		if (r == 0) {
+			/* peer finished sending: answer what it sent, then close */
+			c->closing = c->closing ? c->closing : 1;
+			break;
+		}
 		c->in_len += (size_t)r;
 		c->last_ms = util_mono_ms();
 		sink_process(s, c);
@@ -809,7 +812,8 @@ int sink_main(int argc, char **argv)
 		log_error("msg=\"%s\"", err);
 		return 1;
 	}
-	log_info("msg=\"sink listening on %s:%u\" dir=%s", host, (unsigned)bound, dir);
+	log_info("msg=\"sink listening on %s%s%s:%u\" dir=%s", strchr(host, ':') ? "[" : "", host,
+	    strchr(host, ':') ? "]" : "", (unsigned)bound, dir);
 	while (sigwait(&set, &sig) != 0)
 		;
 	log_info("msg=\"sink stopping\" signal=%d", sig);

@@ -100,6 +100,17 @@ utf8_check(const char *s, size_t len, size_t *nchars)
 	return 1;
 }
 
+/* make a field path safe to echo: no control bytes, valid UTF-8 */
+static void
+field_clean(char *f)
+{
+	int bad_utf8 = !utf8_check(f, strlen(f), NULL);
+
+	for (unsigned char *p = (unsigned char *)f; *p != '\0'; p++)
+		if (*p < 0x20 || *p == 0x7F || (bad_utf8 && *p >= 0x80))
+			*p = '?';
+}
+
 /*
  * check_line - a header-ish string: UTF-8, no CR, LF, NUL or other control
  * characters except TAB. 0, or -1 with why filled.
@@ -252,10 +263,10 @@ validate_address(const char *in, char **name, char **email, char *why, size_t wh
 	}
 	if (check_line(in, VALIDATE_MAX_ADDR_INPUT, why, whylen) != 0)
 		return -1;
+	in = skip_ws(in);
 	end = in + strlen(in);
 	while (end > in && (end[-1] == ' ' || end[-1] == '\t'))
 		end--;
-	in = skip_ws(in);
 	if (in == end) {
 		snprintf(why, whylen, "must not be empty");
 		return -1;
@@ -602,9 +613,7 @@ parse_headers(const cJSON *node, struct msg_request *r, struct validate_error *e
 		/* field names in errors are bounded and printable */
 		snprintf(field, sizeof(field), "headers.%.100s", name);
 		if (!header_name_ok(name)) {
-			for (char *p = field; *p != '\0'; p++)
-				if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7F)
-					*p = '?';
+			field_clean(field);
 			verr(err, field, "is not a valid header field name (printable ASCII without ':', at most %d)",
 			    VALIDATE_MAX_HEADER_NAME);
 			return V_INVALID;
@@ -760,9 +769,7 @@ check_fields(const cJSON *body, struct validate_error *err)
 		const char *k = it->string != NULL ? it->string : "";
 
 		snprintf(field, sizeof(field), "%.64s", k);
-		for (char *p = field; *p != '\0'; p++)
-			if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7F)
-				*p = '?';
+		field_clean(field);
 		if (in_list(k, later_fields, sizeof(later_fields) / sizeof(later_fields[0]))) {
 			verr(err, field, "is not supported yet");
 			return V_INVALID;
@@ -926,9 +933,7 @@ nul_path(const struct nul_level *lv, size_t depth, char *field, size_t fieldlen)
 			break;
 		off += (size_t)w;
 	}
-	for (char *p = field; *p != '\0'; p++)
-		if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7F)
-			*p = '?';
+	field_clean(field);
 }
 
 int

@@ -17,7 +17,7 @@
 
 #define MIME_LINE_SOFT 78     /* preferred header line length */
 #define MIME_WORD_MAX 75      /* RFC 2047 encoded-word cap */
-#define MIME_WORD_MIN 28      /* narrowest word budget worth using */
+#define MIME_WORD_MIN 24      /* narrowest word: payload 12 fits any character */
 #define MIME_ATOM_MAX 900     /* longer unbreakable ASCII runs get encoded */
 #define MIME_BODY_LINE 998    /* RFC 5322 2.1.1 */
 #define MIME_QP_LINE 76
@@ -352,9 +352,13 @@ words_append(struct sbuf *b, const char *in, size_t len, size_t *col)
 	for (int first = 1; i < len && !b->oom; first = 0) {
 		size_t budget, payload, start = i, used = 0;
 
-		if (first) {
-			budget = *col + MIME_WORD_MIN <= MIME_LINE_SOFT ?
-			    MIME_LINE_SOFT - *col : MIME_WORD_MAX;
+		if (first && *col + MIME_WORD_MIN <= MIME_LINE_SOFT) {
+			budget = MIME_LINE_SOFT - *col;
+		} else if (first) {
+			/* a long header name: start the text on a continuation line */
+			sb_put(b, "\r\n ", 3);
+			*col = 1;
+			budget = MIME_WORD_MAX;
 		} else if (*col + 1 + MIME_WORD_MIN <= MIME_LINE_SOFT) {
 			sb_putc(b, ' ');
 			(*col)++;
@@ -626,10 +630,16 @@ is_7bit(const char *s, size_t len)
 	return 1;
 }
 
+static int
+ends_crlf(const char *s, size_t len)
+{
+	return len >= 2 && s[len - 2] == '\r' && s[len - 1] == '\n';
+}
+
 struct part {
 	const char *ctype;    /* "text/plain; charset=utf-8" */
 	const char *cte;      /* "7bit", "quoted-printable", "base64" */
-	char *body;           /* encoded, CRLF, ends in CRLF; malloc'd */
+	char *body;           /* encoded, CRLF line ends; malloc'd */
 	size_t len;
 };
 
@@ -662,8 +672,6 @@ part_encode(struct part *p, const char *ctype, const char *text)
 			sb_put(&b, qp, qlen);
 		}
 	}
-	if (b.len < 2 || b.p[b.len - 2] != '\r' || b.p[b.len - 1] != '\n')
-		sb_put(&b, "\r\n", 2);
 	p->body = sb_finish(&b, &p->len);
 	if (p->body == NULL)
 		goto out;
@@ -888,6 +896,8 @@ mime_build(const struct mime_message *m, char **out, size_t *out_len)
 		part_headers(&b, &parts[0]);
 		sb_put(&b, "\r\n", 2);
 		sb_put(&b, parts[0].body, parts[0].len);
+		if (!ends_crlf(parts[0].body, parts[0].len))
+			sb_put(&b, "\r\n", 2);
 	} else {
 		make_boundary(boundary, m->boundary_seed, parts, nparts);
 		sb_puts(&b, "Content-Type: multipart/alternative;\r\n boundary=\"");
@@ -900,6 +910,8 @@ mime_build(const struct mime_message *m, char **out, size_t *out_len)
 			part_headers(&b, &parts[i]);
 			sb_put(&b, "\r\n", 2);
 			sb_put(&b, parts[i].body, parts[i].len);
+			/* this CRLF belongs to the delimiter (RFC 2046 5.1.1) */
+			sb_put(&b, "\r\n", 2);
 		}
 		sb_puts(&b, "--");
 		sb_puts(&b, boundary);

@@ -59,6 +59,7 @@ struct smtp_session {
 	void *pool;
 	uint32_t ep_events;             /* currently registered with epoll, 0 = none */
 	int ep_added;
+	int ep_fd;                      /* the fd registered (changes on address fallback) */
 
 	struct smtp_session_env *env;
 	uint64_t id;
@@ -70,7 +71,7 @@ struct smtp_session {
 	enum smtp_state state;
 	int64_t deadline_ms;            /* 0 = none */
 	struct addrinfo *ai_list, *ai_cur;
-	char peer[300];                 /* "host[addr]:port" for messages */
+	char peer[320];                 /* "host[addr]:port" for messages */
 
 	unsigned ext;                   /* EHLO extensions */
 	int helo_fallback;

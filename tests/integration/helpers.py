@@ -22,7 +22,6 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -218,21 +217,25 @@ def raw_http(port, payload, body_chunks=(), timeout=None):
     timeout = timeout if timeout is not None else dl(10)
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     buf = b""
+    end = time.monotonic() + timeout
     try:
+        pending = [payload] + list(body_chunks)
         try:
-            s.sendall(payload)
-            for chunk in body_chunks:
-                r, _, _ = select.select([s], [], [], 0)
+            while pending and time.monotonic() < end:
+                r, w, _ = select.select([s], [s], [], max(0.0, end - time.monotonic()))
                 if r:
-                    break
-                s.sendall(chunk)
+                    break  # the server answered (or closed) before taking everything
+                if w:
+                    n = s.send(pending[0])
+                    pending[0] = pending[0][n:]
+                    if not pending[0]:
+                        pending.pop(0)
         except (BrokenPipeError, ConnectionResetError):
             pass
         try:
             s.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        end = time.monotonic() + timeout
         while time.monotonic() < end:
             try:
                 d = s.recv(65536)
@@ -646,4 +649,4 @@ def find_redis_servers(mention=None, ppid=None):
 
 
 def log(*a):
-    print(*a, file=sys.stderr if False else sys.stdout, flush=True)
+    print(*a, flush=True)

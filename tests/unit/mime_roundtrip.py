@@ -9,7 +9,8 @@ escaped as \\\\ and \\n, in this order:
   subject, from_name, from_addr, to (addresses joined by ", " as
   name<addr>), cc, reply_to, content_type, text, html, defects (count of
   parser defects in the message, its headers and its parts), and one
-  "header <name>: <value>" line per X- header.
+  "header <name>: <value>" line per X- header. Body line ends are shown
+  as "\n" whatever the transfer encoding.
 Exit 0 when it could parse, 2 on usage error.
 """
 import email
@@ -43,7 +44,9 @@ def main():
         defects += len(part.defects)
         if part.is_multipart():
             continue
-        body = part.get_content()
+        # base64 text keeps its canonical CRLF (RFC 2045 2.10) through
+        # get_content(); show line ends the way a mail reader does
+        body = part.get_content().replace("\r\n", "\n")
         if part.get_content_type() == "text/plain" and not text:
             text = body
         elif part.get_content_type() == "text/html" and not html:

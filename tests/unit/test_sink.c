@@ -421,3 +421,40 @@ Test(sink, bind_failure_reports_error)
 	cr_assert_null(s2, "second sink on the same port: got a sink, want NULL");
 	cr_assert_neq(err[0], '\0', "err: got empty, want a message");
 }
+
+Test(sink, oversize_message_gets_552_and_session_continues)
+{
+	static char block[64 * 1024];
+	size_t sent = 0, i;
+	char buf[4096], codes[256];
+	int fd = t_connect();
+
+	for (i = 0; i < sizeof(block); i++)
+		block[i] = (i % 100 == 98) ? '\r' : (i % 100 == 99) ? '\n' : 'x';
+	t_read_until(fd, buf, sizeof(buf), "\r\n");
+	t_send(fd, "EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n", 46);
+	t_read_until(fd, buf, sizeof(buf), "354 ");
+	while (sent <= (size_t)50 * 1024 * 1024) {
+		t_send(fd, block, sizeof(block));
+		sent += sizeof(block);
+	}
+	t_send(fd, "\r\n.\r\nNOOP\r\nQUIT\r\n", 17);   /* the last block ends mid-line */
+	t_read_until(fd, buf, sizeof(buf), NULL);
+	close(fd);
+	t_codes(buf, codes, sizeof(codes));
+	cr_assert_str_eq(codes, "552 250 221", "codes: got %s, want 552 250 221", codes);
+	cr_assert_eq(t_eml_files(NULL, 0), 0, "eml files: got %d, want 0", t_eml_files(NULL, 0));
+}
+
+Test(sink, half_closed_client_still_gets_its_replies)
+{
+	char buf[4096], codes[256];
+	int fd = t_connect();
+
+	t_send(fd, "EHLO x\r\nNOOP\r\nMAIL FROM:<a@b>\r\n", 31);
+	cr_assert_eq(shutdown(fd, SHUT_WR), 0);
+	t_read_until(fd, buf, sizeof(buf), NULL);
+	close(fd);
+	t_codes(buf, codes, sizeof(codes));
+	cr_assert_str_eq(codes, "220 250 250 250", "codes: got %s, want 220 250 250 250", codes);
+}

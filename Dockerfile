@@ -1,0 +1,74 @@
+# Dockerfile - the txmail image: one binary, every role (run / api / worker / sink).
+#
+# Two stages on debian:bookworm-slim, the distribution the code is built and
+# tested on. The builder has the -dev packages and compiles with the
+# Makefile's own flags (`make build`: no apt, no tests - CI runs those with
+# `make test`). The runtime stage has only the shared libraries the binary
+# links against, runs as an unprivileged user and holds no secrets: keys,
+# relay credentials and webhook secrets come from the environment.
+#
+#   docker build -t txmail .
+#   docker run --rm -e TXMAIL_REDIS_URL=redis://redis:6379/0 \
+#              -e TXMAIL_API_KEYS=... -p 8080:8080 txmail           # all roles
+#   docker run ... txmail worker                                     # one role
+#
+# There is no redis-server in this image, so TXMAIL_REDIS_URL must be set:
+# the embedded Redis of `txmail run` (TXMAIL_REDIS_URL unset) is for
+# `make run` on a workstation, not for containers. See deploy/ for compose
+# and Kubernetes.
+
+# --- build ------------------------------------------------------------------
+FROM debian:bookworm-slim AS build
+
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      build-essential pkg-config \
+      libmicrohttpd-dev libssl-dev libcjson-dev libhiredis-dev libcurl4-openssl-dev \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /src
+# Only what the binary is built from (see .dockerignore), so editing docs
+# or tests does not invalidate the compile layer.
+COPY Makefile ./
+COPY smtp/ smtp/
+COPY server/ server/
+RUN make -j"$(nproc)" build \
+ && ./build/txmail version
+
+# --- runtime ----------------------------------------------------------------
+FROM debian:bookworm-slim
+
+# libmicrohttpd12 (HTTP), libssl3 (TLS, HMAC), libcjson1 (JSON),
+# libhiredis0.14 (Redis), libcurl4 (webhooks; the OpenSSL flavour the
+# builder linked), ca-certificates (verifying relay and webhook TLS).
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      libmicrohttpd12 libssl3 libcjson1 libhiredis0.14 libcurl4 ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 txmail \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/txmail \
+      --no-create-home --shell /usr/sbin/nologin txmail \
+ && install -d -o txmail -g txmail -m 0750 /var/lib/txmail
+
+COPY --from=build /src/build/txmail /usr/local/bin/txmail
+
+# Containers publish ports, so listen on every interface here (the binary's
+# own default, 127.0.0.1:8080, is right for a workstation).
+ENV TXMAIL_LISTEN=0.0.0.0:8080 \
+    TXMAIL_DATA_DIR=/var/lib/txmail
+
+USER 10001:10001
+WORKDIR /var/lib/txmail
+EXPOSE 8080
+
+# No HEALTHCHECK on purpose: the image has no curl or wget, and the same
+# image runs `txmail worker`, which serves no HTTP at all, so one built-in
+# check would mark every worker unhealthy. Orchestrators check the roles
+# that have HTTP: Kubernetes with httpGet probes on /healthz and /readyz
+# (deploy/k8s/api.yaml), compose with a bash /dev/tcp request
+# (deploy/docker-compose.yml).
+
+# SIGTERM (the default stop signal) stops fetching work, lets deliveries in
+# flight finish briefly and leaves the rest pending for another worker.
+ENTRYPOINT ["txmail"]
+CMD ["run"]

@@ -1,0 +1,752 @@
+/*
+ * http.c - the HTTP front door: libmicrohttpd glue, routing, bearer-key
+ * authentication, body caps, JSON parsing and the error envelope.
+ *
+ * Owns the listening socket and the MHD daemon (a pool of cfg->http_threads
+ * polling threads), one lazily opened struct store per HTTP thread, and the
+ * route table that maps method + path to the handlers of api_*.c (see
+ * api.h). It is the only file that includes microhttpd.h. It must never
+ * buffer a body beyond cfg->max_body, log a key or an Authorization header,
+ * or let any request, however malformed, crash the process.
+ */
+#include "http.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include <microhttpd.h>
+
+#include "api.h"
+#include "log.h"
+#include "store.h"
+#include "util.h"
+#include "validate.h"
+
+#define HTTP_CONNECTION_LIMIT 10000
+#define HTTP_CONNECTION_TIMEOUT_S 30
+#define HTTP_MAX_JSON_DEPTH 32
+#define HTTP_MAX_TOKEN 512
+#define HTTP_MAX_PARAM 256
+#define HTTP_DEFAULT_MAX_BODY ((size_t)10 * 1024 * 1024)
+#define HTTP_DRAIN_ALLOWANCE ((size_t)1024 * 1024)
+
+struct http_server {
+	struct MHD_Daemon *daemon;
+	const struct config *cfg;
+	size_t max_body;
+};
+
+/* --- routes --------------------------------------------------------------- */
+
+enum {
+	ROUTE_AUTH = 1,     /* needs Authorization: Bearer <key> */
+	ROUTE_JSON = 2,     /* body must be application/json, parsed, an object */
+	ROUTE_NO_STORE = 4, /* never touches Redis (req->store is NULL) */
+};
+
+struct http_route {
+	const char *method;
+	const char *pattern;    /* '*' matches exactly one non-empty segment */
+	int flags;
+	api_handler_fn *handler;
+};
+
+static api_handler_fn http_healthz;
+static api_handler_fn http_readyz;
+
+static const struct http_route http_routes[] = {
+	{ "GET",  "/healthz",        ROUTE_NO_STORE,         http_healthz },
+	{ "GET",  "/readyz",         0,                      http_readyz },
+	{ "POST", "/v1/messages",    ROUTE_AUTH | ROUTE_JSON, api_messages_create },
+	{ "GET",  "/v1/messages/*",  ROUTE_AUTH,             api_messages_get },
+};
+#define HTTP_NROUTES (sizeof(http_routes) / sizeof(http_routes[0]))
+
+/* per-request state, MHD's con_cls */
+struct http_req {
+	const struct http_route *route;
+	char param[HTTP_MAX_PARAM];
+	char *buf;
+	size_t len;
+	size_t cap;
+	int too_large;
+	size_t drained;         /* bytes discarded after too_large */
+	int answered;           /* a response was queued early */
+	int64_t start_ms;
+};
+
+/* --- per-thread store handles ------------------------------------------- */
+
+struct http_store_node {
+	struct store *store;
+	struct http_store_node *next;
+};
+
+static pthread_mutex_t http_stores_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct http_store_node *http_stores;
+static _Thread_local struct store *http_tl_store;
+
+static struct store *
+http_thread_store(const struct config *cfg)
+{
+	struct http_store_node *node;
+
+	if (http_tl_store != NULL)
+		return http_tl_store;
+	node = calloc(1, sizeof(*node));
+	if (node == NULL)
+		return NULL;
+	node->store = store_open(&cfg->redis);
+	if (node->store == NULL) {
+		free(node);
+		return NULL;
+	}
+	pthread_mutex_lock(&http_stores_lock);
+	node->next = http_stores;
+	http_stores = node;
+	pthread_mutex_unlock(&http_stores_lock);
+	http_tl_store = node->store;
+	return http_tl_store;
+}
+
+/* closes every handle; only after the daemon (and its threads) stopped */
+static void
+http_close_stores(void)
+{
+	struct http_store_node *node, *next;
+
+	pthread_mutex_lock(&http_stores_lock);
+	node = http_stores;
+	http_stores = NULL;
+	pthread_mutex_unlock(&http_stores_lock);
+	for (; node != NULL; node = next) {
+		next = node->next;
+		store_close(node->store);
+		free(node);
+	}
+}
+
+/* --- response helpers (api.h) --------------------------------------------- */
+
+const char *
+api_request_header(const struct api_request *req, const char *name)
+{
+	if (req == NULL || req->conn == NULL)
+		return NULL;
+	return MHD_lookup_connection_value((struct MHD_Connection *)req->conn,
+	    MHD_HEADER_KIND, name);
+}
+
+void
+api_header(struct api_response *resp, const char *name, const char *value)
+{
+	struct api_header *h;
+
+	if (resp->nheaders >= API_MAX_RESP_HEADERS)
+		return;
+	h = &resp->headers[resp->nheaders++];
+	util_strlcpy(h->name, name, sizeof(h->name));
+	util_strlcpy(h->value, value, sizeof(h->value));
+}
+
+static void
+http_set_body(struct api_response *resp, int status, char *body)
+{
+	free(resp->body);
+	resp->status = status;
+	resp->body = body;
+	resp->body_len = body != NULL ? strlen(body) : 0;
+}
+
+/* a constant body used when even the error envelope cannot be allocated */
+static const char http_oom_body[] =
+    "{\"error\":{\"type\":\"internal_error\",\"message\":\"out of memory\"}}";
+
+void
+api_json(struct api_response *resp, int status, cJSON *obj)
+{
+	char *s = obj != NULL ? cJSON_PrintUnformatted(obj) : NULL;
+
+	cJSON_Delete(obj);
+	if (s == NULL) {
+		http_set_body(resp, 500, strdup(http_oom_body));
+		return;
+	}
+	http_set_body(resp, status, s);
+}
+
+void
+api_error(struct api_response *resp, int status, const char *type,
+    const char *message, const char *field)
+{
+	cJSON *root = cJSON_CreateObject();
+	cJSON *e = cJSON_AddObjectToObject(root, "error");
+
+	if (e == NULL ||
+	    cJSON_AddStringToObject(e, "type", type) == NULL ||
+	    cJSON_AddStringToObject(e, "message", message != NULL ? message : "") == NULL ||
+	    (field != NULL && field[0] != '\0' &&
+	     cJSON_AddStringToObject(e, "field", field) == NULL)) {
+		cJSON_Delete(root);
+		http_set_body(resp, 500, strdup(http_oom_body));
+		return;
+	}
+	api_json(resp, status, root);
+}
+
+void
+api_store_error(struct api_response *resp, int rc)
+{
+	switch (rc) {
+	case STORE_ERR_UNAVAILABLE:
+		api_error(resp, 503, "unavailable", "storage is unavailable, retry later", NULL);
+		api_header(resp, "Retry-After", "1");
+		break;
+	case STORE_ERR_NOT_FOUND:
+		api_error(resp, 404, "not_found", "not found", NULL);
+		break;
+	case STORE_ERR_CONFLICT:
+		api_error(resp, 409, "conflict", "conflict", NULL);
+		break;
+	default:
+		api_error(resp, 500, "internal_error", "internal error", NULL);
+		break;
+	}
+}
+
+/* --- health --------------------------------------------------------------- */
+
+static void
+http_healthz(const struct api_request *req, struct api_response *resp)
+{
+	(void)req;
+	http_set_body(resp, 200, strdup("{\"status\":\"ok\"}"));
+	if (resp->body == NULL)
+		http_set_body(resp, 500, strdup(http_oom_body));
+}
+
+static void
+http_readyz(const struct api_request *req, struct api_response *resp)
+{
+	if (store_ping(req->store) != 0) {
+		api_error(resp, 503, "unavailable", "storage is unreachable", NULL);
+		api_header(resp, "Retry-After", "1");
+		return;
+	}
+	http_set_body(resp, 200, strdup("{\"status\":\"ready\"}"));
+	if (resp->body == NULL)
+		http_set_body(resp, 500, strdup(http_oom_body));
+}
+
+/* --- routing and checks --------------------------------------------------- */
+
+/* 1 when path matches pattern; the '*' segment is copied to param. */
+static int
+http_match(const char *pattern, const char *path, char *param, size_t paramlen)
+{
+	const char *p = pattern, *s = path;
+
+	while (*p != '\0') {
+		if (*p == '*') {
+			const char *e = strchr(s, '/');
+			size_t n = e != NULL ? (size_t)(e - s) : strlen(s);
+
+			if (n == 0 || n >= paramlen)
+				return 0;
+			memcpy(param, s, n);
+			param[n] = '\0';
+			s += n;
+			p++;
+			continue;
+		}
+		if (*p != *s)
+			return 0;
+		p++;
+		s++;
+	}
+	return *s == '\0';
+}
+
+/*
+ * http_route_find - the route for method + path; NULL with *status 404 or
+ * 405 (allow filled with the methods that path accepts).
+ */
+static const struct http_route *
+http_route_find(const char *method, const char *path, char *param, size_t paramlen,
+    int *status, char *allow, size_t allowlen)
+{
+	char tmp[HTTP_MAX_PARAM];
+	int path_known = 0;
+	size_t off = 0;
+
+	if (strcmp(method, "HEAD") == 0)
+		method = "GET";
+	allow[0] = '\0';
+	for (size_t i = 0; i < HTTP_NROUTES; i++) {
+		const struct http_route *r = &http_routes[i];
+
+		if (!http_match(r->pattern, path, tmp, sizeof(tmp)))
+			continue;
+		if (strcmp(r->method, method) == 0) {
+			util_strlcpy(param, tmp, paramlen);
+			return r;
+		}
+		path_known = 1;
+		if (off < allowlen) {
+			int w = snprintf(allow + off, allowlen - off, "%s%s%s", off ? ", " : "",
+			    r->method, strcmp(r->method, "GET") == 0 ? ", HEAD" : "");
+			if (w > 0)
+				off += (size_t)w;
+		}
+	}
+	*status = path_known ? 405 : 404;
+	return NULL;
+}
+
+/* constant-time equality for the given lengths (time depends only on them) */
+static int
+http_ct_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+	size_t n = alen > blen ? alen : blen;
+	unsigned char diff = (unsigned char)(alen != blen);
+
+	for (size_t i = 0; i < n; i++) {
+		unsigned char x = i < alen ? (unsigned char)a[i] : 0;
+		unsigned char y = i < blen ? (unsigned char)b[i] : 0;
+
+		diff |= (unsigned char)(x ^ y);
+	}
+	return diff == 0;
+}
+
+/* 1 when the Authorization header carries one of cfg->api_keys. */
+static int
+http_authorized(const struct config *cfg, const char *auth)
+{
+	const char *tok;
+	size_t toklen;
+	int ok = 0;
+
+	if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
+		return 0;
+	tok = auth + 7;
+	while (*tok == ' ')
+		tok++;
+	toklen = strlen(tok);
+	while (toklen > 0 && (tok[toklen - 1] == ' ' || tok[toklen - 1] == '\t'))
+		toklen--;
+	if (toklen == 0 || toklen > HTTP_MAX_TOKEN)
+		return 0;
+	for (size_t i = 0; i < cfg->napi_keys && i < CONFIG_MAX_API_KEYS; i++) {
+		const char *k = cfg->api_keys[i];
+
+		if (k == NULL || k[0] == '\0')
+			continue;
+		ok |= http_ct_equal(tok, toklen, k, strlen(k));
+	}
+	return ok;
+}
+
+/* 1 for "application/json" with optional parameters, case-insensitive type */
+static int
+http_is_json(const char *ct)
+{
+	static const char want[] = "application/json";
+	size_t n = sizeof(want) - 1;
+
+	if (ct == NULL)
+		return 0;
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	if (strncasecmp(ct, want, n) != 0)
+		return 0;
+	ct += n;
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	return *ct == '\0' || *ct == ';';
+}
+
+/* depth of nested arrays/objects; stops counting past limit */
+static int
+http_json_depth(const cJSON *node, int limit)
+{
+	int max = 0;
+
+	if (node == NULL || !(cJSON_IsArray(node) || cJSON_IsObject(node)))
+		return 0;
+	if (limit <= 0)
+		return 1;
+	for (const cJSON *c = node->child; c != NULL; c = c->next) {
+		int d = http_json_depth(c, limit - 1);
+
+		if (d > max)
+			max = d;
+		if (max >= limit)
+			break;
+	}
+	return max + 1;
+}
+
+/* --- MHD glue ------------------------------------------------------------- */
+
+static enum MHD_Result
+http_send(struct MHD_Connection *conn, struct api_response *resp)
+{
+	struct MHD_Response *r;
+	enum MHD_Result ret;
+
+	if (resp->body == NULL)
+		http_set_body(resp, resp->status, strdup(""));
+	if (resp->body == NULL)
+		return MHD_NO;
+	r = MHD_create_response_from_buffer(resp->body_len, resp->body, MHD_RESPMEM_MUST_FREE);
+	if (r == NULL) {
+		free(resp->body);
+		resp->body = NULL;
+		return MHD_NO;
+	}
+	resp->body = NULL;  /* owned by r now */
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	for (size_t i = 0; i < resp->nheaders; i++)
+		MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value);
+	ret = MHD_queue_response(conn, (unsigned int)resp->status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result
+http_send_error(struct MHD_Connection *conn, int status, const char *type,
+    const char *message, const char *field, const char *hname, const char *hvalue)
+{
+	struct api_response resp = { .status = 500 };
+
+	api_error(&resp, status, type, message, field);
+	if (hname != NULL)
+		api_header(&resp, hname, hvalue);
+	return http_send(conn, &resp);
+}
+
+/* header checks done before any body byte is read; 0 or a response was queued */
+static int
+http_precheck(struct http_server *h, struct MHD_Connection *conn, const char *method,
+    const char *url, struct http_req *rq, enum MHD_Result *ret)
+{
+	char allow[128];
+	const char *cl;
+	int status = 404;
+
+	rq->route = http_route_find(method, url, rq->param, sizeof(rq->param), &status,
+	    allow, sizeof(allow));
+	if (rq->route == NULL) {
+		if (status == 405)
+			*ret = http_send_error(conn, 405, "method_not_allowed",
+			    "method not allowed on this path", NULL, "Allow", allow);
+		else
+			*ret = http_send_error(conn, 404, "not_found", "no such route", NULL, NULL, NULL);
+		return -1;
+	}
+	if ((rq->route->flags & ROUTE_AUTH) != 0 &&
+	    !http_authorized(h->cfg, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	        MHD_HTTP_HEADER_AUTHORIZATION))) {
+		*ret = http_send_error(conn, 401, "unauthorized",
+		    "missing or invalid API key (Authorization: Bearer <key>)", NULL,
+		    "WWW-Authenticate", "Bearer");
+		return -1;
+	}
+	if ((rq->route->flags & ROUTE_JSON) != 0 &&
+	    !http_is_json(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	        MHD_HTTP_HEADER_CONTENT_TYPE))) {
+		*ret = http_send_error(conn, 415, "unsupported_media_type",
+		    "Content-Type must be application/json", NULL, NULL, NULL);
+		return -1;
+	}
+	cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (cl != NULL) {
+		char *end = NULL;
+		unsigned long long v;
+
+		errno = 0;
+		v = strtoull(cl, &end, 10);
+		if (errno != 0 || end == cl || v > h->max_body) {
+			*ret = http_send_error(conn, 413, "payload_too_large",
+			    "request body exceeds the size limit", NULL, NULL, NULL);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int
+http_append(struct http_req *rq, const char *data, size_t n, size_t max_body)
+{
+	if (n > max_body || rq->len > max_body - n)
+		return -1;
+	if (rq->len + n + 1 > rq->cap) {
+		size_t cap = rq->cap != 0 ? rq->cap : 4096;
+		char *nb;
+
+		while (cap < rq->len + n + 1)
+			cap *= 2;
+		if (cap > max_body + 1)
+			cap = max_body + 1;
+		nb = realloc(rq->buf, cap);
+		if (nb == NULL)
+			return -2;
+		rq->buf = nb;
+		rq->cap = cap;
+	}
+	memcpy(rq->buf + rq->len, data, n);
+	rq->len += n;
+	rq->buf[rq->len] = '\0';
+	return 0;
+}
+
+static void
+http_dispatch(struct http_server *h, struct MHD_Connection *conn, const char *method,
+    const char *url, struct http_req *rq, struct api_response *resp)
+{
+	struct api_request req = {
+		.cfg = h->cfg,
+		.method = method,
+		.path = url,
+		.param = rq->param[0] != '\0' ? rq->param : NULL,
+		.body = rq->buf != NULL ? rq->buf : "",
+		.body_len = rq->len,
+		.now_ms = util_now_ms(),
+		.conn = conn,
+	};
+	cJSON *json = NULL;
+	char field[128];
+
+	if ((rq->route->flags & ROUTE_NO_STORE) == 0)
+		req.store = http_thread_store(h->cfg);
+	if (req.store == NULL && (rq->route->flags & ROUTE_NO_STORE) == 0) {
+		api_error(resp, 503, "unavailable", "out of resources, retry later", NULL);
+		api_header(resp, "Retry-After", "1");
+		return;
+	}
+	if ((rq->route->flags & ROUTE_JSON) != 0) {
+		const char *end = NULL;
+
+		if (rq->len == 0) {
+			api_error(resp, 400, "invalid_json", "request body is empty", NULL);
+			goto out;
+		}
+		if (memchr(req.body, '\0', rq->len) != NULL) {
+			api_error(resp, 400, "invalid_json", "request body contains a NUL byte", NULL);
+			goto out;
+		}
+		/* length includes the terminating NUL: nothing may follow the value */
+		json = cJSON_ParseWithLengthOpts(req.body, rq->len + 1, &end, 1);
+		if (json == NULL) {
+			char msg[96];
+			size_t at = end != NULL && end >= req.body ? (size_t)(end - req.body) : 0;
+
+			snprintf(msg, sizeof(msg), "request body is not valid JSON (near byte %zu)", at);
+			api_error(resp, 400, "invalid_json", msg, NULL);
+			goto out;
+		}
+		if (http_json_depth(json, HTTP_MAX_JSON_DEPTH + 1) > HTTP_MAX_JSON_DEPTH) {
+			api_error(resp, 400, "invalid_json", "JSON nesting is deeper than 32 levels", NULL);
+			goto out;
+		}
+		if (!cJSON_IsObject(json)) {
+			api_error(resp, 422, "validation_error", "request body must be a JSON object", NULL);
+			goto out;
+		}
+		if (validate_json_nul(req.body, rq->len, field, sizeof(field))) {
+			api_error(resp, 422, "validation_error",
+			    "strings must not contain NUL (\\u0000)", field);
+			goto out;
+		}
+		req.json = json;
+	}
+	rq->route->handler(&req, resp);
+out:
+	cJSON_Delete(json);
+}
+
+static enum MHD_Result
+http_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+    const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
+{
+	struct http_server *h = cls;
+	struct http_req *rq = *con_cls;
+	struct api_response resp = { .status = 500 };
+	enum MHD_Result ret = MHD_YES;
+
+	(void)version;
+	if (rq == NULL) {
+		rq = calloc(1, sizeof(*rq));
+		if (rq == NULL)
+			return MHD_NO;
+		rq->start_ms = util_mono_ms();
+		*con_cls = rq;
+		if (http_precheck(h, conn, method, url, rq, &ret) != 0)
+			rq->answered = 1;
+		return ret;
+	}
+	if (rq->answered) {
+		*upload_data_size = 0;  /* discard what is still coming */
+		return MHD_YES;
+	}
+	if (*upload_data_size != 0) {
+		size_t n = *upload_data_size;
+
+		*upload_data_size = 0;
+		if (rq->too_large) {
+			/*
+			 * libmicrohttpd 0.9.75 can queue a response only before the
+			 * body is read or after all of it was: a chunked body over
+			 * the cap is drained (not stored) so the client gets its
+			 * 413, but a client that keeps sending past a further
+			 * allowance is cut off.
+			 */
+			rq->drained += n;
+			return rq->drained > HTTP_DRAIN_ALLOWANCE ? MHD_NO : MHD_YES;
+		}
+		int r = http_append(rq, upload_data, n, h->max_body);
+
+		if (r == -2)
+			return MHD_NO;
+		if (r != 0) {
+			rq->too_large = 1;
+			rq->drained = n;
+			free(rq->buf);
+			rq->buf = NULL;
+			rq->len = rq->cap = 0;
+		}
+		return MHD_YES;
+	}
+	if (rq->too_large)
+		return http_send_error(conn, 413, "payload_too_large",
+		    "request body exceeds the size limit", NULL, NULL, NULL);
+
+	http_dispatch(h, conn, method, url, rq, &resp);
+	if (resp.status >= 500)
+		log_warn("http %s %s status=%d", method, url, resp.status);
+	else
+		log_debug("http %s %s status=%d ms=%lld", method, url, resp.status,
+		    (long long)(util_mono_ms() - rq->start_ms));
+	ret = http_send(conn, &resp);
+	free(resp.body);
+	return ret;
+}
+
+static void
+http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+    enum MHD_RequestTerminationCode toe)
+{
+	struct http_req *rq = *con_cls;
+
+	(void)cls;
+	(void)conn;
+	(void)toe;
+	if (rq == NULL)
+		return;
+	free(rq->buf);
+	free(rq);
+	*con_cls = NULL;
+}
+
+static void
+http_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char buf[512];
+	size_t n;
+
+	(void)cls;
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	n = strlen(buf);
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		buf[--n] = '\0';
+	log_warn("http: libmicrohttpd: %s", buf);
+}
+
+struct http_server *
+http_start(const struct config *cfg, char *err, size_t errlen)
+{
+	struct http_server *h = NULL;
+	struct addrinfo hints = { 0 }, *ai = NULL;
+	const union MHD_DaemonInfo *info;
+	char port[8], host[300];
+	unsigned int flags;
+	unsigned int threads;
+	uint16_t bound;
+	int rc;
+
+	h = calloc(1, sizeof(*h));
+	if (h == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	h->cfg = cfg;
+	h->max_body = cfg->max_body != 0 ? cfg->max_body : HTTP_DEFAULT_MAX_BODY;
+
+	snprintf(port, sizeof(port), "%u", (unsigned)cfg->listen_port);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	rc = getaddrinfo(cfg->listen_host[0] != '\0' ? cfg->listen_host : NULL, port, &hints, &ai);
+	if (rc != 0 || ai == NULL) {
+		snprintf(err, errlen, "cannot resolve listen address %s: %s",
+		    cfg->listen_host, gai_strerror(rc));
+		goto fail;
+	}
+
+	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+	flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
+	if (ai->ai_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	threads = cfg->http_threads > 0 ? (unsigned)cfg->http_threads : 1;
+
+	h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, http_access, h,
+	    MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, h,
+	    MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+	    MHD_OPTION_THREAD_POOL_SIZE, threads,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONNECTION_LIMIT,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONNECTION_TIMEOUT_S,
+	    MHD_OPTION_NOTIFY_COMPLETED, http_completed, h,
+	    MHD_OPTION_END);
+	if (h->daemon == NULL) {
+		snprintf(err, errlen, "cannot listen on %s:%u (in use, or not permitted)",
+		    cfg->listen_host, (unsigned)cfg->listen_port);
+		goto fail;
+	}
+	bound = cfg->listen_port;
+	info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
+	if (info != NULL && info->port != 0)
+		bound = info->port;
+	if (cfg->listen_port == 0)
+		log_info("http: bound port %u", (unsigned)bound);
+	if (strchr(cfg->listen_host, ':') != NULL)
+		snprintf(host, sizeof(host), "[%s]", cfg->listen_host);
+	else
+		snprintf(host, sizeof(host), "%s", cfg->listen_host);
+	log_info("listening on http://%s:%u", host, (unsigned)bound);
+	freeaddrinfo(ai);
+	return h;
+fail:
+	if (ai != NULL)
+		freeaddrinfo(ai);
+	free(h);
+	return NULL;
+}
+
+void
+http_stop(struct http_server *h)
+{
+	if (h == NULL)
+		return;
+	if (h->daemon != NULL)
+		MHD_stop_daemon(h->daemon);
+	http_close_stores();
+	free(h);
+}

@@ -1,0 +1,1919 @@
+/*
+ * store.c - the Redis store: the only file that speaks Redis (hiredis 0.14,
+ * synchronous API). One struct store is one connection owned by one thread.
+ *
+ * It owns the key layout and the recipient state machine (store.h,
+ * docs/store.md); every state change that must be atomic is one Lua script
+ * (store_lua.h) run with EVALSHA, reloaded and retried once on NOSCRIPT.
+ * Batches (fetch claims, records) are pipelined: append all, read all.
+ *
+ * Connection policy: connect with a 1 s timeout, commands time out after
+ * 5 s (a blocking read gets its block time on top). Any I/O error frees the
+ * context and the call returns STORE_ERR_UNAVAILABLE; the next call
+ * reconnects, at most once per 200 ms, so an outage makes calls fail fast
+ * instead of spinning or hanging. Each (re)connect loads the scripts and
+ * creates the consumer groups. Outages are logged once, at the transition.
+ *
+ * It must never trust a reply's shape (every reply is type-checked; a wrong
+ * shape is STORE_ERR_PROTO plus a log line), never abort on Redis trouble,
+ * and never decide policy (retry times, webhook routing): callers do.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include <hiredis/hiredis.h>
+
+#include "log.h"
+#include "store_lua.h"
+#include "util.h"
+
+#define ST_PREFIX "txm{0}:"
+#define ST_K_READY ST_PREFIX "ready"
+#define ST_K_DUE ST_PREFIX "due"
+#define ST_K_EVENTS ST_PREFIX "events"
+#define ST_K_WHQ ST_PREFIX "whq"
+#define ST_G_WORKERS "workers"
+#define ST_G_WEBHOOKS "webhooks"
+
+#define ST_CONNECT_TIMEOUT_MS 1000
+#define ST_CMD_TIMEOUT_MS 5000
+#define ST_RECONNECT_MS 200
+#define ST_MAX_RCPTS 1000        /* per message; the API allows 50 */
+#define ST_MAX_BATCH 1000        /* entries per fetch/reclaim/claim call */
+#define ST_MAX_TIMELINE 5000     /* timeline entries returned by get_message */
+#define ST_MAX_ID 63             /* message id length (msg_id[64]) */
+#define ST_MAX_ENTRY_ID 47       /* stream entry id length (entry_id[48]) */
+#define ST_EVENT_IDLE_MS 60000   /* webhook events of dead consumers */
+#define ST_KEY_MAX 160
+#define ST_NUMS 16
+
+enum st_script {
+	SC_ENQUEUE,
+	SC_CLAIM,
+	SC_RECORD,
+	SC_PROMOTE,
+	SC_WH_FANOUT,
+	SC_WH_CLAIM,
+	SC_WH_DONE,
+	SC_WH_RETRY,
+	SC_COUNT
+};
+
+static const char *const st_scripts[SC_COUNT] = {
+	[SC_ENQUEUE] = store_lua_enqueue,
+	[SC_CLAIM] = store_lua_claim,
+	[SC_RECORD] = store_lua_record,
+	[SC_PROMOTE] = store_lua_promote,
+	[SC_WH_FANOUT] = store_lua_wh_fanout,
+	[SC_WH_CLAIM] = store_lua_wh_claim,
+	[SC_WH_DONE] = store_lua_wh_done,
+	[SC_WH_RETRY] = store_lua_wh_retry,
+};
+
+struct store {
+	struct redis_addr addr;
+	char desc[300];             /* host:port or socket path, for logs */
+	redisContext *c;
+	int timeout_ms;             /* current socket timeout of c */
+	int64_t last_try_ms;        /* monotonic time of the last connect attempt */
+	int down;                   /* an outage was logged; cleared on connect */
+	int64_t retention_ms;
+	char sha[SC_COUNT][41];
+	char work_cursor[48];       /* XAUTOCLAIM cursors */
+	char event_cursor[48];
+};
+
+/* A formatted command, kept so it can be sent again after NOSCRIPT. */
+struct st_cmd {
+	char *buf;
+	size_t len;
+};
+
+/* Argument vector under construction; numbers live in num[]. */
+struct st_args {
+	const char **v;
+	size_t *l;
+	int n;
+	int cap;
+	char num[ST_NUMS][24];
+	int nnum;
+	int err;
+};
+
+/* --- small helpers ------------------------------------------------------- */
+
+static int
+st_args_init(struct st_args *a, size_t cap)
+{
+	memset(a, 0, sizeof(*a));
+	if (cap == 0 || cap > 1000000)
+		return STORE_ERR_NOMEM;
+	a->v = calloc(cap, sizeof(*a->v));
+	a->l = calloc(cap, sizeof(*a->l));
+	if (!a->v || !a->l) {
+		free(a->v);
+		free(a->l);
+		a->v = NULL;
+		a->l = NULL;
+		return STORE_ERR_NOMEM;
+	}
+	a->cap = (int)cap;
+	return 0;
+}
+
+static void
+st_args_release(struct st_args *a)
+{
+	free(a->v);
+	free(a->l);
+	a->v = NULL;
+	a->l = NULL;
+}
+
+static void
+st_args_reset(struct st_args *a)
+{
+	a->n = 0;
+	a->nnum = 0;
+	a->err = 0;
+}
+
+static void
+st_add(struct st_args *a, const char *p, size_t len)
+{
+	if (a->n >= a->cap) {
+		a->err = 1;
+		return;
+	}
+	a->v[a->n] = p ? p : "";
+	a->l[a->n] = p ? len : 0;
+	a->n++;
+}
+
+static void
+st_adds(struct st_args *a, const char *p)
+{
+	st_add(a, p, p ? strlen(p) : 0);
+}
+
+static void
+st_addi(struct st_args *a, int64_t v)
+{
+	int len;
+
+	if (a->nnum >= ST_NUMS) {
+		a->err = 1;
+		return;
+	}
+	len = snprintf(a->num[a->nnum], sizeof(a->num[0]), "%" PRId64, v);
+	st_add(a, a->num[a->nnum], (size_t)len);
+	a->nnum++;
+}
+
+static void
+st_eval(struct st_args *a, const struct store *s, enum st_script sc, int nkeys)
+{
+	st_adds(a, "EVALSHA");
+	st_adds(a, s->sha[sc]);
+	st_addi(a, nkeys);
+}
+
+/* st_format - turn the vector into a wire command; resets a for reuse. */
+static int
+st_format(struct st_args *a, struct st_cmd *cmd)
+{
+	char *buf = NULL;
+	int len;
+
+	cmd->buf = NULL;
+	cmd->len = 0;
+	if (a->err) {
+		st_args_reset(a);
+		return STORE_ERR_NOMEM;
+	}
+	len = redisFormatCommandArgv(&buf, a->n, a->v, a->l);
+	st_args_reset(a);
+	if (len < 0 || !buf)
+		return STORE_ERR_NOMEM;
+	cmd->buf = buf;
+	cmd->len = (size_t)len;
+	return 0;
+}
+
+static void
+st_cmds_free(struct st_cmd *cmds, size_t n)
+{
+	size_t i;
+
+	if (!cmds)
+		return;
+	for (i = 0; i < n; i++)
+		redisFreeCommand(cmds[i].buf);
+	free(cmds);
+}
+
+static void
+st_replies_free(redisReply **rep, size_t n)
+{
+	size_t i;
+
+	if (!rep)
+		return;
+	for (i = 0; i < n; i++)
+		if (rep[i])
+			freeReplyObject(rep[i]);
+	free(rep);
+}
+
+static int
+st_is_str(const redisReply *r)
+{
+	return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) && r->str;
+}
+
+static int
+st_is_array(const redisReply *r, size_t min)
+{
+	return r && r->type == REDIS_REPLY_ARRAY && r->elements >= min &&
+	    (r->elements == 0 || r->element);
+}
+
+static int
+st_is_error(const redisReply *r, const char *prefix)
+{
+	size_t n = strlen(prefix);
+
+	return r && r->type == REDIS_REPLY_ERROR && r->str && r->len >= n &&
+	    memcmp(r->str, prefix, n) == 0;
+}
+
+static char *
+st_dupn(const char *p, size_t len)
+{
+	char *d = malloc(len + 1);
+
+	if (!d)
+		return NULL;
+	if (len)
+		memcpy(d, p, len);
+	d[len] = '\0';
+	return d;
+}
+
+static char *
+st_dup(const redisReply *r)
+{
+	return st_dupn(r->str, r->len);
+}
+
+static int
+st_parse_i64(const char *p, size_t len, int64_t *out)
+{
+	char buf[32];
+	char *end;
+	long long v;
+
+	if (len == 0 || len >= sizeof(buf))
+		return -1;
+	memcpy(buf, p, len);
+	buf[len] = '\0';
+	errno = 0;
+	v = strtoll(buf, &end, 10);
+	if (errno || *end != '\0')
+		return -1;
+	*out = (int64_t)v;
+	return 0;
+}
+
+/* st_int - an integer reply, or a string holding a decimal integer. */
+static int
+st_int(const redisReply *r, int64_t *out)
+{
+	if (!r)
+		return -1;
+	if (r->type == REDIS_REPLY_INTEGER) {
+		*out = (int64_t)r->integer;
+		return 0;
+	}
+	if (st_is_str(r))
+		return st_parse_i64(r->str, r->len, out);
+	return -1;
+}
+
+/* st_score - a zset score (may be printed as a float) in ms. */
+static int
+st_score(const redisReply *r, int64_t *out)
+{
+	char buf[64];
+	char *end;
+	double d;
+
+	if (r && r->type == REDIS_REPLY_INTEGER) {
+		*out = (int64_t)r->integer;
+		return 0;
+	}
+	if (!st_is_str(r) || r->len == 0 || r->len >= sizeof(buf))
+		return -1;
+	memcpy(buf, r->str, r->len);
+	buf[r->len] = '\0';
+	errno = 0;
+	d = strtod(buf, &end);
+	if (errno || *end != '\0' || d != d || d < 0 || d > 9.0e15)
+		return -1;
+	*out = (int64_t)d;
+	return 0;
+}
+
+static const char *
+st_type_name(const redisReply *r)
+{
+	if (!r)
+		return "null";
+	switch (r->type) {
+	case REDIS_REPLY_STRING: return "string";
+	case REDIS_REPLY_ARRAY: return "array";
+	case REDIS_REPLY_INTEGER: return "integer";
+	case REDIS_REPLY_NIL: return "nil";
+	case REDIS_REPLY_STATUS: return "status";
+	case REDIS_REPLY_ERROR: return "error";
+	default: return "unknown";
+	}
+}
+
+/* st_bad - log an unexpected reply; returns STORE_ERR_PROTO. */
+static int
+st_bad(const char *op, const redisReply *r)
+{
+	if (r && r->type == REDIS_REPLY_ERROR && r->str)
+		log_error("msg=\"redis error\" op=%s err=\"%.200s\"", op, r->str);
+	else
+		log_error("msg=\"unexpected redis reply\" op=%s type=%s", op, st_type_name(r));
+	return STORE_ERR_PROTO;
+}
+
+static int
+st_key(char *buf, size_t len, const char *a, const char *b, const char *c)
+{
+	int n = snprintf(buf, len, "%s%s%s", a, b, c ? c : "");
+
+	return (n < 0 || (size_t)n >= len) ? -1 : 0;
+}
+
+/* --- connection ---------------------------------------------------------- */
+
+static void
+st_drop(struct store *s, const char *why)
+{
+	if (!s->down)
+		log_warn("msg=\"redis connection lost\" addr=\"%s\" err=\"%s\"", s->desc, why);
+	s->down = 1;
+	if (s->c)
+		redisFree(s->c);
+	s->c = NULL;
+	/* One immediate reconnect is allowed; after that, the rate limit. */
+	s->last_try_ms = 0;
+}
+
+static int
+st_set_timeout(struct store *s, int ms)
+{
+	struct timeval tv;
+
+	if (!s->c || s->timeout_ms == ms)
+		return 0;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	if (redisSetTimeout(s->c, tv) != REDIS_OK) {
+		st_drop(s, "setsockopt");
+		return STORE_ERR_UNAVAILABLE;
+	}
+	s->timeout_ms = ms;
+	return 0;
+}
+
+/* st_simple - one command without NOSCRIPT handling; *out on success. */
+static int
+st_simple(struct store *s, int argc, const char **argv, redisReply **out)
+{
+	void *r;
+
+	*out = NULL;
+	if (!s->c)
+		return STORE_ERR_UNAVAILABLE;
+	r = redisCommandArgv(s->c, argc, argv, NULL);
+	if (!r) {
+		st_drop(s, s->c->errstr[0] ? s->c->errstr : "i/o error");
+		return STORE_ERR_UNAVAILABLE;
+	}
+	*out = r;
+	return 0;
+}
+
+static int
+st_load_scripts(struct store *s)
+{
+	redisReply *r = NULL;
+	int i, rc;
+
+	for (i = 0; i < SC_COUNT; i++) {
+		const char *argv[3] = { "SCRIPT", "LOAD", st_scripts[i] };
+
+		rc = st_simple(s, 3, argv, &r);
+		if (rc)
+			return rc;
+		if (!st_is_str(r) || r->len != 40) {
+			rc = st_bad("script load", r);
+			freeReplyObject(r);
+			return rc;
+		}
+		memcpy(s->sha[i], r->str, 40);
+		s->sha[i][40] = '\0';
+		freeReplyObject(r);
+	}
+	return 0;
+}
+
+static int
+st_create_groups(struct store *s)
+{
+	static const char *const keys[2][2] = {
+		{ ST_K_READY, ST_G_WORKERS },
+		{ ST_K_EVENTS, ST_G_WEBHOOKS },
+	};
+	redisReply *r = NULL;
+	int i, rc;
+
+	for (i = 0; i < 2; i++) {
+		const char *argv[6] = { "XGROUP", "CREATE", keys[i][0], keys[i][1], "0", "MKSTREAM" };
+
+		rc = st_simple(s, 6, argv, &r);
+		if (rc)
+			return rc;
+		if (!(r->type == REDIS_REPLY_STATUS || st_is_error(r, "BUSYGROUP"))) {
+			rc = st_bad("xgroup create", r);
+			freeReplyObject(r);
+			return rc;
+		}
+		freeReplyObject(r);
+	}
+	return 0;
+}
+
+/* st_prepare - after connecting: SELECT, scripts, groups. */
+static int
+st_prepare(struct store *s)
+{
+	redisReply *r = NULL;
+	int rc;
+
+	if (s->addr.db != 0) {
+		char db[16];
+		const char *argv[2] = { "SELECT", db };
+
+		snprintf(db, sizeof(db), "%d", s->addr.db);
+		rc = st_simple(s, 2, argv, &r);
+		if (rc)
+			return rc;
+		if (r->type != REDIS_REPLY_STATUS) {
+			rc = st_bad("select", r);
+			freeReplyObject(r);
+			return rc;
+		}
+		freeReplyObject(r);
+	}
+	rc = st_load_scripts(s);
+	if (rc)
+		return rc;
+	return st_create_groups(s);
+}
+
+/* st_connect - ensure a connection; fails fast while Redis is down. */
+static int
+st_connect(struct store *s)
+{
+	struct timeval tv = { ST_CONNECT_TIMEOUT_MS / 1000, (ST_CONNECT_TIMEOUT_MS % 1000) * 1000 };
+	int64_t now;
+	redisContext *c;
+	int rc;
+
+	if (s->c)
+		return 0;
+	now = util_mono_ms();
+	if (s->last_try_ms && now - s->last_try_ms < ST_RECONNECT_MS)
+		return STORE_ERR_UNAVAILABLE;
+	s->last_try_ms = now;
+	if (s->addr.is_unix)
+		c = redisConnectUnixWithTimeout(s->addr.path, tv);
+	else
+		c = redisConnectWithTimeout(s->addr.host, s->addr.port, tv);
+	if (!c || c->err) {
+		if (!s->down)
+			log_warn("msg=\"redis unavailable\" addr=\"%s\" err=\"%s\"", s->desc,
+			    c ? c->errstr : "out of memory");
+		s->down = 1;
+		if (c)
+			redisFree(c);
+		return STORE_ERR_UNAVAILABLE;
+	}
+	s->c = c;
+	s->timeout_ms = -1;
+	if (!s->addr.is_unix)
+		(void)redisEnableKeepAlive(c);
+	rc = st_set_timeout(s, ST_CMD_TIMEOUT_MS);
+	if (rc)
+		goto fail;
+	rc = st_prepare(s);
+	if (rc)
+		goto fail;
+	if (s->down)
+		log_info("msg=\"redis connected\" addr=\"%s\"", s->desc);
+	s->down = 0;
+	s->last_try_ms = now;
+	return 0;
+fail:
+	/* A LOADING or other error while preparing counts as unavailable. */
+	if (s->c) {
+		if (!s->down)
+			log_warn("msg=\"redis not ready\" addr=\"%s\"", s->desc);
+		s->down = 1;
+		redisFree(s->c);
+		s->c = NULL;
+	}
+	s->last_try_ms = now;
+	return STORE_ERR_UNAVAILABLE;
+}
+
+/*
+ * st_run - send n commands pipelined and read n replies into rep[] (each
+ * freed by the caller). Commands answered NOSCRIPT are sent again once
+ * after reloading the scripts. On I/O error every reply is freed.
+ */
+static int
+st_run(struct store *s, const struct st_cmd *cmds, size_t n, redisReply **rep)
+{
+	size_t i, nos = 0;
+	void *r;
+	int rc = 0;
+
+	for (i = 0; i < n; i++)
+		rep[i] = NULL;
+	if (!s->c)
+		return STORE_ERR_UNAVAILABLE;
+	for (i = 0; i < n; i++)
+		if (redisAppendFormattedCommand(s->c, cmds[i].buf, cmds[i].len) != REDIS_OK) {
+			st_drop(s, "out of memory");
+			rc = STORE_ERR_NOMEM;
+			goto out;
+		}
+	for (i = 0; i < n; i++) {
+		r = NULL;
+		if (redisGetReply(s->c, &r) != REDIS_OK || !r) {
+			st_drop(s, s->c->errstr[0] ? s->c->errstr : "i/o error");
+			rc = STORE_ERR_UNAVAILABLE;
+			goto out;
+		}
+		rep[i] = r;
+		if (st_is_error(rep[i], "NOSCRIPT"))
+			nos++;
+	}
+	if (nos == 0)
+		goto out;
+	log_info("msg=\"redis scripts missing, reloading\"");
+	rc = st_load_scripts(s);
+	if (rc)
+		goto out;
+	for (i = 0; i < n; i++)
+		if (st_is_error(rep[i], "NOSCRIPT") &&
+		    redisAppendFormattedCommand(s->c, cmds[i].buf, cmds[i].len) != REDIS_OK) {
+			st_drop(s, "out of memory");
+			rc = STORE_ERR_NOMEM;
+			goto out;
+		}
+	for (i = 0; i < n; i++) {
+		if (!st_is_error(rep[i], "NOSCRIPT"))
+			continue;
+		freeReplyObject(rep[i]);
+		rep[i] = NULL;
+		r = NULL;
+		if (redisGetReply(s->c, &r) != REDIS_OK || !r) {
+			st_drop(s, s->c && s->c->errstr[0] ? s->c->errstr : "i/o error");
+			rc = STORE_ERR_UNAVAILABLE;
+			goto out;
+		}
+		rep[i] = r;
+	}
+out:
+	if (rc)
+		for (i = 0; i < n; i++)
+			if (rep[i]) {
+				freeReplyObject(rep[i]);
+				rep[i] = NULL;
+			}
+	return rc;
+}
+
+/* st_run1 - one formatted command; frees cmd->buf. */
+static int
+st_run1(struct store *s, struct st_cmd *cmd, redisReply **out)
+{
+	int rc = st_run(s, cmd, 1, out);
+
+	redisFreeCommand(cmd->buf);
+	cmd->buf = NULL;
+	return rc;
+}
+
+/* st_do - connect, format and run the command in a; frees nothing of a. */
+static int
+st_do(struct store *s, struct st_args *a, redisReply **out)
+{
+	struct st_cmd cmd;
+	int rc;
+
+	*out = NULL;
+	rc = st_format(a, &cmd);
+	if (rc)
+		return rc;
+	return st_run1(s, &cmd, out);
+}
+
+/* --- lifecycle ----------------------------------------------------------- */
+
+struct store *
+store_open(const struct redis_addr *addr)
+{
+	struct store *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	if (addr) {
+		s->addr = *addr;
+	} else {
+		util_strlcpy(s->addr.host, "127.0.0.1", sizeof(s->addr.host));
+		s->addr.port = 6379;
+	}
+	s->addr.path[sizeof(s->addr.path) - 1] = '\0';
+	s->addr.host[sizeof(s->addr.host) - 1] = '\0';
+	if (s->addr.is_unix)
+		snprintf(s->desc, sizeof(s->desc), "unix:%.280s", s->addr.path);
+	else
+		snprintf(s->desc, sizeof(s->desc), "%.255s:%u", s->addr.host, (unsigned)s->addr.port);
+	s->retention_ms = 7LL * 24 * 3600 * 1000;
+	s->timeout_ms = -1;
+	util_strlcpy(s->work_cursor, "0-0", sizeof(s->work_cursor));
+	util_strlcpy(s->event_cursor, "0-0", sizeof(s->event_cursor));
+	(void)st_connect(s);
+	return s;
+}
+
+void
+store_close(struct store *s)
+{
+	if (!s)
+		return;
+	if (s->c)
+		redisFree(s->c);
+	free(s);
+}
+
+int
+store_init(struct store *s, char *err, size_t errlen)
+{
+	int rc;
+
+	if (err && errlen)
+		err[0] = '\0';
+	if (!s)
+		return STORE_ERR_PROTO;
+	if (s->c)
+		rc = st_prepare(s);
+	else
+		rc = st_connect(s);
+	if (rc && err && errlen)
+		snprintf(err, errlen, "redis at %s: %s", s->desc,
+		    rc == STORE_ERR_UNAVAILABLE ? "unavailable" : "unexpected reply");
+	return rc;
+}
+
+int
+store_ping(struct store *s)
+{
+	const char *argv[1] = { "PING" };
+	redisReply *r = NULL;
+	int rc;
+
+	if (!s)
+		return STORE_ERR_PROTO;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_simple(s, 1, argv, &r);
+	if (rc)
+		return rc;
+	if (!st_is_str(r) || strcmp(r->str, "PONG") != 0)
+		rc = st_bad("ping", r);
+	freeReplyObject(r);
+	return rc;
+}
+
+void
+store_set_retention(struct store *s, int64_t seconds)
+{
+	if (!s || seconds <= 0 || seconds > 10LL * 365 * 24 * 3600)
+		return;
+	s->retention_ms = seconds * 1000;
+}
+
+/* --- accepting ----------------------------------------------------------- */
+
+static int
+st_id_ok(const char *id)
+{
+	size_t n;
+
+	if (!id)
+		return 0;
+	n = strlen(id);
+	return n > 0 && n <= ST_MAX_ID && !strchr(id, '/');
+}
+
+int
+store_enqueue(struct store *s, const struct store_message_in *m)
+{
+	struct st_args a;
+	redisReply *r = NULL;
+	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX];
+	int64_t v;
+	size_t i;
+	int rc;
+
+	if (!s || !m || !st_id_ok(m->id) || m->nrcpts == 0 || m->nrcpts > ST_MAX_RCPTS ||
+	    !m->rcpts || (!m->mime && m->mime_len)) {
+		log_error("msg=\"store_enqueue: invalid message\"");
+		return STORE_ERR_PROTO;
+	}
+	if (st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", m->id, NULL) ||
+	    st_key(ktl, sizeof(ktl), ST_PREFIX "msg:", m->id, ":tl"))
+		return STORE_ERR_PROTO;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 3 + 4 + 12 + 2 * m->nrcpts);
+	if (rc)
+		return rc;
+	st_eval(&a, s, SC_ENQUEUE, 4);
+	st_adds(&a, kmsg);
+	st_adds(&a, ktl);
+	st_adds(&a, ST_K_READY);
+	st_adds(&a, ST_K_DUE);
+	st_adds(&a, m->id);
+	st_addi(&a, m->created_ms);
+	st_addi(&a, m->expires_ms);
+	st_addi(&a, m->send_at_ms > 0 ? m->send_at_ms : 0);
+	st_adds(&a, m->from);
+	st_adds(&a, m->mail_from);
+	st_adds(&a, m->subject);
+	st_add(&a, m->mime, m->mime_len);
+	st_adds(&a, m->metadata_json ? m->metadata_json : "{}");
+	st_adds(&a, m->tags_json ? m->tags_json : "[]");
+	st_adds(&a, m->timeline_json);
+	st_addi(&a, (int64_t)m->nrcpts);
+	for (i = 0; i < m->nrcpts; i++) {
+		st_adds(&a, m->rcpts[i].email);
+		st_adds(&a, m->rcpts[i].kind ? m->rcpts[i].kind : "to");
+	}
+	rc = st_do(s, &a, &r);
+	if (rc)
+		goto out;
+	if (st_int(r, &v) != 0)
+		rc = st_bad("enqueue", r);
+	else if (v == 0)
+		rc = STORE_ERR_CONFLICT;
+out:
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+/* --- reading ------------------------------------------------------------- */
+
+void
+store_message_view_free(struct store_message_view *v)
+{
+	size_t i;
+
+	if (!v)
+		return;
+	free(v->id);
+	free(v->from);
+	free(v->subject);
+	free(v->metadata_json);
+	free(v->tags_json);
+	for (i = 0; v->rcpts && i < v->nrcpts; i++) {
+		free(v->rcpts[i].email);
+		free(v->rcpts[i].kind);
+		free(v->rcpts[i].status);
+		free(v->rcpts[i].smtp_json);
+	}
+	free(v->rcpts);
+	for (i = 0; v->timeline_json && i < v->ntimeline; i++)
+		free(v->timeline_json[i]);
+	free(v->timeline_json);
+	memset(v, 0, sizeof(*v));
+}
+
+static int
+st_field_is(const redisReply *f, const char *name)
+{
+	size_t n = strlen(name);
+
+	return f->len == n && memcmp(f->str, name, n) == 0;
+}
+
+/* st_set_str - replace *dst with a copy of the reply string. */
+static int
+st_set_str(char **dst, const redisReply *val)
+{
+	char *d = st_dup(val);
+
+	if (!d)
+		return STORE_ERR_NOMEM;
+	free(*dst);
+	*dst = d;
+	return 0;
+}
+
+/* st_view_rcpt_field - "r<i>:<name>" into the recipient array. */
+static int
+st_view_rcpt_field(struct store_message_view *v, const redisReply *f, const redisReply *val)
+{
+	const char *p = f->str + 1, *end = f->str + f->len, *colon;
+	struct store_rcpt_view *rv;
+	int64_t idx, att;
+	size_t nlen;
+
+	colon = memchr(p, ':', (size_t)(end - p));
+	if (!colon || st_parse_i64(p, (size_t)(colon - p), &idx) != 0 || idx < 0 ||
+	    (uint64_t)idx >= v->nrcpts)
+		return 0;   /* not ours: ignore */
+	rv = &v->rcpts[idx];
+	p = colon + 1;
+	nlen = (size_t)(end - p);
+	if (nlen == 5 && memcmp(p, "email", 5) == 0)
+		return st_set_str(&rv->email, val);
+	if (nlen == 4 && memcmp(p, "kind", 4) == 0)
+		return st_set_str(&rv->kind, val);
+	if (nlen == 6 && memcmp(p, "status", 6) == 0)
+		return st_set_str(&rv->status, val);
+	if (nlen == 4 && memcmp(p, "smtp", 4) == 0) {
+		if (val->len == 0)
+			return 0;
+		return st_set_str(&rv->smtp_json, val);
+	}
+	if (nlen == 8 && memcmp(p, "attempts", 8) == 0) {
+		if (st_int(val, &att) == 0 && att >= 0 && att < 1000000)
+			rv->attempts = (int)att;
+		return 0;
+	}
+	return 0;
+}
+
+static int
+st_fill_missing(char **p, const char *dflt)
+{
+	if (*p)
+		return 0;
+	*p = st_dupn(dflt, strlen(dflt));
+	return *p ? 0 : STORE_ERR_NOMEM;
+}
+
+static int
+st_build_view(const redisReply *h, const redisReply *tl, struct store_message_view *v)
+{
+	size_t i;
+	int64_t n = -1, t;
+	int rc = 0;
+
+	/* First pass: the recipient count. */
+	for (i = 0; i + 1 < h->elements; i += 2)
+		if (st_is_str(h->element[i]) && st_field_is(h->element[i], "n")) {
+			if (st_int(h->element[i + 1], &n) != 0)
+				n = -1;
+		}
+	if (n < 0 || n > ST_MAX_RCPTS)
+		return st_bad("get_message: bad n", h);
+	v->nrcpts = (size_t)n;
+	if (n > 0) {
+		v->rcpts = calloc((size_t)n, sizeof(*v->rcpts));
+		if (!v->rcpts)
+			return STORE_ERR_NOMEM;
+	}
+	for (i = 0; i + 1 < h->elements && rc == 0; i += 2) {
+		const redisReply *f = h->element[i], *val = h->element[i + 1];
+
+		if (!st_is_str(f) || !st_is_str(val))
+			return st_bad("get_message: field", f);
+		if (f->len > 1 && f->str[0] == 'r' && f->str[1] >= '0' && f->str[1] <= '9')
+			rc = st_view_rcpt_field(v, f, val);
+		else if (st_field_is(f, "id"))
+			rc = st_set_str(&v->id, val);
+		else if (st_field_is(f, "from"))
+			rc = st_set_str(&v->from, val);
+		else if (st_field_is(f, "subject"))
+			rc = st_set_str(&v->subject, val);
+		else if (st_field_is(f, "metadata"))
+			rc = st_set_str(&v->metadata_json, val);
+		else if (st_field_is(f, "tags"))
+			rc = st_set_str(&v->tags_json, val);
+		else if (st_field_is(f, "created") && st_int(val, &t) == 0)
+			v->created_ms = t;
+		else if (st_field_is(f, "send_at") && st_int(val, &t) == 0)
+			v->send_at_ms = t;
+	}
+	if (rc)
+		return rc;
+	if (st_fill_missing(&v->id, "") || st_fill_missing(&v->from, "") ||
+	    st_fill_missing(&v->subject, "") || st_fill_missing(&v->metadata_json, "{}") ||
+	    st_fill_missing(&v->tags_json, "[]"))
+		return STORE_ERR_NOMEM;
+	for (i = 0; i < v->nrcpts; i++)
+		if (st_fill_missing(&v->rcpts[i].email, "") ||
+		    st_fill_missing(&v->rcpts[i].kind, "to") ||
+		    st_fill_missing(&v->rcpts[i].status, "queued"))
+			return STORE_ERR_NOMEM;
+	if (tl->elements > 0) {
+		v->timeline_json = calloc(tl->elements, sizeof(*v->timeline_json));
+		if (!v->timeline_json)
+			return STORE_ERR_NOMEM;
+	}
+	for (i = 0; i < tl->elements; i++) {
+		if (!st_is_str(tl->element[i]))
+			return st_bad("get_message: timeline", tl->element[i]);
+		v->timeline_json[i] = st_dup(tl->element[i]);
+		if (!v->timeline_json[i])
+			return STORE_ERR_NOMEM;
+		v->ntimeline = i + 1;
+	}
+	return 0;
+}
+
+int
+store_get_message(struct store *s, const char *id, struct store_message_view *v)
+{
+	struct st_cmd cmds[2] = { { NULL, 0 }, { NULL, 0 } };
+	redisReply *rep[2] = { NULL, NULL };
+	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX];
+	struct st_args a;
+	int rc;
+
+	if (!v)
+		return STORE_ERR_PROTO;
+	memset(v, 0, sizeof(*v));
+	if (!s || !st_id_ok(id))
+		return STORE_ERR_NOT_FOUND;
+	if (st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", id, NULL) ||
+	    st_key(ktl, sizeof(ktl), ST_PREFIX "msg:", id, ":tl"))
+		return STORE_ERR_NOT_FOUND;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 8);
+	if (rc)
+		return rc;
+	st_adds(&a, "HGETALL");
+	st_adds(&a, kmsg);
+	rc = st_format(&a, &cmds[0]);
+	if (rc)
+		goto out;
+	st_adds(&a, "LRANGE");
+	st_adds(&a, ktl);
+	st_addi(&a, 0);
+	st_addi(&a, ST_MAX_TIMELINE - 1);
+	rc = st_format(&a, &cmds[1]);
+	if (rc)
+		goto out;
+	rc = st_run(s, cmds, 2, rep);
+	if (rc)
+		goto out;
+	if (!st_is_array(rep[0], 0) || rep[0]->elements % 2 != 0) {
+		rc = st_bad("hgetall", rep[0]);
+		goto out;
+	}
+	if (!st_is_array(rep[1], 0)) {
+		rc = st_bad("lrange", rep[1]);
+		goto out;
+	}
+	if (rep[0]->elements == 0) {
+		rc = STORE_ERR_NOT_FOUND;
+		goto out;
+	}
+	rc = st_build_view(rep[0], rep[1], v);
+out:
+	if (rc)
+		store_message_view_free(v);
+	redisFreeCommand(cmds[0].buf);
+	redisFreeCommand(cmds[1].buf);
+	if (rep[0])
+		freeReplyObject(rep[0]);
+	if (rep[1])
+		freeReplyObject(rep[1]);
+	st_args_release(&a);
+	return rc;
+}
+
+/* --- delivering ---------------------------------------------------------- */
+
+void
+store_delivery_free(struct store_delivery *d)
+{
+	if (!d)
+		return;
+	free(d->rcpt);
+	free(d->mail_from);
+	free(d->mime);
+	free(d->metadata_json);
+	free(d->tags_json);
+	free(d);
+}
+
+/* st_entry - a stream entry [id, [field, value, ...]]; 1: skip (nil). */
+static int
+st_entry(const redisReply *e, const redisReply **id, const redisReply **fields)
+{
+	if (!e || e->type == REDIS_REPLY_NIL)
+		return 1;
+	if (!st_is_array(e, 2) || !st_is_str(e->element[0]))
+		return -1;
+	*id = e->element[0];
+	*fields = e->element[1];
+	if (!(*fields) || (*fields)->type == REDIS_REPLY_NIL)
+		*fields = NULL;     /* deleted entry still pending */
+	else if (!st_is_array(*fields, 0) || (*fields)->elements % 2 != 0)
+		return -1;
+	return 0;
+}
+
+static const redisReply *
+st_entry_field(const redisReply *fields, const char *name)
+{
+	size_t i;
+
+	if (!fields)
+		return NULL;
+	for (i = 0; i + 1 < fields->elements; i += 2)
+		if (st_is_str(fields->element[i]) && st_field_is(fields->element[i], name) &&
+		    st_is_str(fields->element[i + 1]))
+			return fields->element[i + 1];
+	return NULL;
+}
+
+/* An entry seen by fetch/reclaim, before its claim. */
+struct st_pend {
+	char entry_id[48];
+	char msg_id[64];
+	int idx;
+	int claim;       /* 1: claim script sent, 0: just ack+del (malformed) */
+};
+
+static int
+st_delivery_from(const struct st_pend *p, const redisReply *r, struct store_delivery **out)
+{
+	struct store_delivery *d;
+	int64_t att, created, expires;
+	size_t i;
+
+	*out = NULL;
+	if (!st_is_array(r, 8))
+		return st_bad("claim", r);
+	for (i = 0; i < 8; i++)
+		if (i != 5 && !st_is_str(r->element[i]))
+			return st_bad("claim field", r->element[i]);
+	if (st_int(r->element[5], &att) != 0 || st_int(r->element[6], &created) != 0 ||
+	    st_int(r->element[7], &expires) != 0 || att < 0 || att > INT32_MAX)
+		return st_bad("claim numbers", r);
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return STORE_ERR_NOMEM;
+	memcpy(d->entry_id, p->entry_id, sizeof(d->entry_id));
+	memcpy(d->msg_id, p->msg_id, sizeof(d->msg_id));
+	d->rcpt_idx = p->idx;
+	d->rcpt = st_dup(r->element[0]);
+	d->mail_from = st_dup(r->element[1]);
+	d->mime = st_dup(r->element[2]);
+	d->mime_len = r->element[2]->len;
+	d->metadata_json = st_dup(r->element[3]);
+	d->tags_json = st_dup(r->element[4]);
+	d->attempts = (int)att;
+	d->created_ms = created;
+	d->expires_ms = expires;
+	if (!d->rcpt || !d->mail_from || !d->mime || !d->metadata_json || !d->tags_json) {
+		store_delivery_free(d);
+		return STORE_ERR_NOMEM;
+	}
+	*out = d;
+	return 0;
+}
+
+/*
+ * st_claim_entries - claim each ready-stream entry of an XREADGROUP or
+ * XAUTOCLAIM reply (pipelined) and write the deliverable ones to out.
+ */
+static int
+st_claim_entries(struct store *s, const redisReply *entries, int max,
+    struct store_delivery **out)
+{
+	struct st_pend *pend = NULL;
+	struct st_cmd *cmds = NULL;
+	redisReply **rep = NULL;
+	struct st_args a;
+	char kmsg[ST_KEY_MAX], idxs[16];
+	size_t i, n = 0, ne;
+	int rc, count = 0;
+
+	memset(&a, 0, sizeof(a));
+	ne = entries->elements;
+	if (ne == 0)
+		return 0;
+	if (ne > (size_t)max)
+		ne = (size_t)max;
+	pend = calloc(ne, sizeof(*pend));
+	cmds = calloc(ne, sizeof(*cmds));
+	rep = calloc(ne, sizeof(*rep));
+	rc = st_args_init(&a, 16);
+	if (!pend || !cmds || !rep || rc) {
+		rc = STORE_ERR_NOMEM;
+		goto out;
+	}
+	for (i = 0; i < ne; i++) {
+		const redisReply *id = NULL, *fields = NULL, *m, *r;
+		struct st_pend *p = &pend[n];
+		int64_t idx = -1;
+		int e = st_entry(entries->element[i], &id, &fields);
+
+		if (e == 1)
+			continue;
+		if (e < 0) {
+			rc = st_bad("stream entry", entries->element[i]);
+			goto out;
+		}
+		if (id->len > ST_MAX_ENTRY_ID) {
+			rc = st_bad("stream entry id", id);
+			goto out;
+		}
+		memcpy(p->entry_id, id->str, id->len);
+		p->entry_id[id->len] = '\0';
+		m = st_entry_field(fields, "m");
+		r = st_entry_field(fields, "r");
+		p->claim = m && r && m->len > 0 && m->len <= ST_MAX_ID &&
+		    st_int(r, &idx) == 0 && idx >= 0 && idx < ST_MAX_RCPTS;
+		if (p->claim) {
+			memcpy(p->msg_id, m->str, m->len);
+			p->msg_id[m->len] = '\0';
+			p->idx = (int)idx;
+			snprintf(idxs, sizeof(idxs), "%d", p->idx);
+			if (st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", p->msg_id, NULL)) {
+				rc = STORE_ERR_PROTO;
+				goto out;
+			}
+			st_eval(&a, s, SC_CLAIM, 2);
+			st_adds(&a, kmsg);
+			st_adds(&a, ST_K_READY);
+			st_adds(&a, p->entry_id);
+			st_adds(&a, idxs);
+		} else {
+			/* Deleted or malformed entry: drop it from the group. */
+			log_warn("msg=\"dropping malformed ready entry\" entry=%s", p->entry_id);
+			st_adds(&a, "EVAL");
+			st_adds(&a, "redis.call('XACK', KEYS[1], 'workers', ARGV[1]) "
+			    "redis.call('XDEL', KEYS[1], ARGV[1]) return 0");
+			st_addi(&a, 1);
+			st_adds(&a, ST_K_READY);
+			st_adds(&a, p->entry_id);
+		}
+		rc = st_format(&a, &cmds[n]);
+		if (rc)
+			goto out;
+		n++;
+	}
+	if (n == 0)
+		goto out;
+	rc = st_run(s, cmds, n, rep);
+	if (rc)
+		goto out;
+	for (i = 0; i < n; i++) {
+		int e;
+
+		if (!pend[i].claim || (rep[i] && rep[i]->type == REDIS_REPLY_NIL))
+			continue;   /* not deliverable: the script acked it */
+		if (rep[i] && rep[i]->type == REDIS_REPLY_ERROR) {
+			(void)st_bad("claim", rep[i]);
+			continue;   /* stays pending; reclaimed later */
+		}
+		e = st_delivery_from(&pend[i], rep[i], &out[count]);
+		if (e == STORE_ERR_NOMEM) {
+			rc = e;
+			goto out;
+		}
+		if (e == 0)
+			count++;
+	}
+out:
+	if (rc) {
+		while (count > 0)
+			store_delivery_free(out[--count]);
+	}
+	st_replies_free(rep, n);
+	st_cmds_free(cmds, n);
+	free(pend);
+	st_args_release(&a);
+	return rc ? rc : count;
+}
+
+/* st_block_timeout - the socket timeout for a read blocking block_ms. */
+static int
+st_block_timeout(int block_ms)
+{
+	if (block_ms <= 0)
+		return ST_CMD_TIMEOUT_MS;
+	if (block_ms > 3600 * 1000)
+		block_ms = 3600 * 1000;
+	return block_ms + ST_CMD_TIMEOUT_MS;
+}
+
+/*
+ * st_xread - XREADGROUP for one stream; *entries points into *reply (the
+ * entries array) or is NULL when nothing came. Caller frees *reply.
+ */
+static int
+st_xread(struct store *s, const char *key, const char *group, const char *consumer,
+    int max, int block_ms, const char *from, redisReply **reply, const redisReply **entries)
+{
+	struct st_args a;
+	redisReply *r = NULL;
+	int rc;
+
+	*reply = NULL;
+	*entries = NULL;
+	rc = st_args_init(&a, 12);
+	if (rc)
+		return rc;
+	st_adds(&a, "XREADGROUP");
+	st_adds(&a, "GROUP");
+	st_adds(&a, group);
+	st_adds(&a, consumer);
+	st_adds(&a, "COUNT");
+	st_addi(&a, max);
+	if (block_ms > 0) {
+		st_adds(&a, "BLOCK");
+		st_addi(&a, block_ms > 3600 * 1000 ? 3600 * 1000 : block_ms);
+	}
+	st_adds(&a, "STREAMS");
+	st_adds(&a, key);
+	st_adds(&a, from);
+	rc = st_set_timeout(s, st_block_timeout(block_ms));
+	if (rc)
+		goto out;
+	rc = st_do(s, &a, &r);
+	if (rc == 0)
+		rc = st_set_timeout(s, ST_CMD_TIMEOUT_MS);
+	if (rc)
+		goto out;
+	if (r->type == REDIS_REPLY_NIL)
+		goto out;
+	if (st_is_error(r, "NOGROUP")) {
+		(void)st_bad("xreadgroup", r);
+		rc = st_create_groups(s);
+		if (rc == 0)
+			rc = STORE_ERR_PROTO;
+		goto out;
+	}
+	if (!st_is_array(r, 1) || !st_is_array(r->element[0], 2) ||
+	    !st_is_array(r->element[0]->element[1], 0)) {
+		rc = st_bad("xreadgroup", r);
+		goto out;
+	}
+	*entries = r->element[0]->element[1];
+out:
+	if (rc && r) {
+		freeReplyObject(r);
+		r = NULL;
+		*entries = NULL;
+	}
+	*reply = r;
+	st_args_release(&a);
+	return rc;
+}
+
+/*
+ * st_xautoclaim - XAUTOCLAIM from *cursor; updates it. *entries points
+ * into *reply. Redis 7 answers [cursor, entries, deleted]; 6.2 has no
+ * third element and may put nil in entries. Caller frees *reply.
+ */
+static int
+st_xautoclaim(struct store *s, const char *key, const char *group, const char *consumer,
+    int64_t min_idle_ms, int max, char *cursor, size_t cursorlen,
+    redisReply **reply, const redisReply **entries)
+{
+	struct st_args a;
+	redisReply *r = NULL;
+	int rc;
+
+	*reply = NULL;
+	*entries = NULL;
+	rc = st_args_init(&a, 10);
+	if (rc)
+		return rc;
+	st_adds(&a, "XAUTOCLAIM");
+	st_adds(&a, key);
+	st_adds(&a, group);
+	st_adds(&a, consumer);
+	st_addi(&a, min_idle_ms < 0 ? 0 : min_idle_ms);
+	st_adds(&a, cursor);
+	st_adds(&a, "COUNT");
+	st_addi(&a, max);
+	rc = st_do(s, &a, &r);
+	if (rc)
+		goto out;
+	if (st_is_error(r, "NOGROUP")) {
+		(void)st_bad("xautoclaim", r);
+		rc = st_create_groups(s);
+		if (rc == 0)
+			rc = STORE_ERR_PROTO;
+		goto out;
+	}
+	if (!st_is_array(r, 2) || !st_is_str(r->element[0]) || r->element[0]->len >= cursorlen ||
+	    !st_is_array(r->element[1], 0)) {
+		rc = st_bad("xautoclaim", r);
+		goto out;
+	}
+	memcpy(cursor, r->element[0]->str, r->element[0]->len);
+	cursor[r->element[0]->len] = '\0';
+	*entries = r->element[1];
+out:
+	if (rc && r) {
+		freeReplyObject(r);
+		r = NULL;
+		*entries = NULL;
+	}
+	*reply = r;
+	st_args_release(&a);
+	return rc;
+}
+
+int
+store_fetch(struct store *s, const char *consumer, int max, int block_ms,
+    struct store_delivery **out)
+{
+	const redisReply *entries = NULL;
+	redisReply *r = NULL;
+	int rc;
+
+	if (!s || !consumer || !*consumer || !out || max <= 0)
+		return STORE_ERR_PROTO;
+	if (max > ST_MAX_BATCH)
+		max = ST_MAX_BATCH;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_xread(s, ST_K_READY, ST_G_WORKERS, consumer, max, block_ms, ">", &r, &entries);
+	if (rc == 0 && entries)
+		rc = st_claim_entries(s, entries, max, out);
+	if (r)
+		freeReplyObject(r);
+	return rc;
+}
+
+int
+store_reclaim(struct store *s, const char *consumer, int64_t min_idle_ms,
+    int max, struct store_delivery **out)
+{
+	const redisReply *entries = NULL;
+	redisReply *r = NULL;
+	int rc;
+
+	if (!s || !consumer || !*consumer || !out || max <= 0)
+		return STORE_ERR_PROTO;
+	if (max > ST_MAX_BATCH)
+		max = ST_MAX_BATCH;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_xautoclaim(s, ST_K_READY, ST_G_WORKERS, consumer, min_idle_ms, max,
+	    s->work_cursor, sizeof(s->work_cursor), &r, &entries);
+	if (rc == 0 && entries)
+		rc = st_claim_entries(s, entries, max, out);
+	if (r)
+		freeReplyObject(r);
+	return rc;
+}
+
+int
+store_heartbeat(struct store *s, const char *consumer,
+    const char *const *entry_ids, size_t n)
+{
+	struct st_args a;
+	redisReply *r = NULL;
+	size_t i;
+	int rc;
+
+	if (!s || !consumer || !*consumer || (n && !entry_ids) || n > 100000)
+		return STORE_ERR_PROTO;
+	if (n == 0)
+		return 0;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 6 + n);
+	if (rc)
+		return rc;
+	st_adds(&a, "XCLAIM");
+	st_adds(&a, ST_K_READY);
+	st_adds(&a, ST_G_WORKERS);
+	st_adds(&a, consumer);
+	st_adds(&a, "0");
+	for (i = 0; i < n; i++)
+		st_adds(&a, entry_ids[i]);
+	st_adds(&a, "JUSTID");
+	rc = st_do(s, &a, &r);
+	if (rc == 0 && !st_is_array(r, 0))
+		rc = st_bad("xclaim", r);
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+static int
+st_status_known(const char *st, int *terminal)
+{
+	if (!st)
+		return 0;
+	*terminal = strcmp(st, "deferred") != 0;
+	return strcmp(st, "delivered") == 0 || strcmp(st, "deferred") == 0 ||
+	    strcmp(st, "failed") == 0 || strcmp(st, "expired") == 0;
+}
+
+int
+store_record(struct store *s, const struct store_result *res, size_t n)
+{
+	struct st_cmd *cmds = NULL;
+	redisReply **rep = NULL;
+	struct st_args a;
+	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX], member[ST_KEY_MAX];
+	size_t i, nc = 0;
+	int rc, terminal;
+	int64_t v;
+
+	memset(&a, 0, sizeof(a));
+	if (!s || (n && !res) || n > 100000)
+		return STORE_ERR_PROTO;
+	if (n == 0)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (!res[i].d || !st_status_known(res[i].status, &terminal) ||
+		    !st_id_ok(res[i].d->msg_id)) {
+			log_error("msg=\"store_record: invalid result\" index=%zu", i);
+			return STORE_ERR_PROTO;
+		}
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	cmds = calloc(n, sizeof(*cmds));
+	rep = calloc(n, sizeof(*rep));
+	rc = st_args_init(&a, 24);
+	if (!cmds || !rep || rc) {
+		rc = STORE_ERR_NOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		const struct store_delivery *d = res[i].d;
+		int sn = snprintf(member, sizeof(member), "%s/%d", d->msg_id, d->rcpt_idx);
+
+		if (sn < 0 || (size_t)sn >= sizeof(member) ||
+		    st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", d->msg_id, NULL) ||
+		    st_key(ktl, sizeof(ktl), ST_PREFIX "msg:", d->msg_id, ":tl")) {
+			rc = STORE_ERR_PROTO;
+			goto out;
+		}
+		st_eval(&a, s, SC_RECORD, 5);
+		st_adds(&a, kmsg);
+		st_adds(&a, ktl);
+		st_adds(&a, ST_K_READY);
+		st_adds(&a, ST_K_DUE);
+		st_adds(&a, ST_K_EVENTS);
+		st_adds(&a, d->entry_id);
+		st_addi(&a, d->rcpt_idx);
+		st_adds(&a, res[i].status);
+		st_addi(&a, res[i].next_ms > 0 ? res[i].next_ms : res[i].now_ms);
+		st_adds(&a, res[i].smtp_json);
+		st_adds(&a, res[i].event_json);
+		st_adds(&a, res[i].timeline_json);
+		st_addi(&a, d->attempts);
+		st_addi(&a, s->retention_ms);
+		st_adds(&a, member);
+		rc = st_format(&a, &cmds[i]);
+		if (rc)
+			goto out;
+		nc++;
+	}
+	rc = st_run(s, cmds, nc, rep);
+	if (rc)
+		goto out;
+	for (i = 0; i < nc; i++) {
+		if (st_int(rep[i], &v) != 0) {
+			rc = st_bad("record", rep[i]);
+			continue;
+		}
+		if (v < 0)
+			log_info("msg=\"stale outcome ignored\" msg_id=%s rcpt=%d attempt=%d",
+			    res[i].d->msg_id, res[i].d->rcpt_idx, res[i].d->attempts);
+	}
+out:
+	st_replies_free(rep, nc);
+	st_cmds_free(cmds, nc);
+	st_args_release(&a);
+	return rc;
+}
+
+/* --- scheduling ---------------------------------------------------------- */
+
+int
+store_promote_due(struct store *s, int64_t now_ms, int max, int64_t *next_ms)
+{
+	struct st_args a;
+	redisReply *r = NULL;
+	int64_t moved = 0, nx = 0;
+	int rc;
+
+	if (next_ms)
+		*next_ms = 0;
+	if (!s || max <= 0)
+		return STORE_ERR_PROTO;
+	if (max > 100000)
+		max = 100000;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 10);
+	if (rc)
+		return rc;
+	st_eval(&a, s, SC_PROMOTE, 2);
+	st_adds(&a, ST_K_DUE);
+	st_adds(&a, ST_K_READY);
+	st_addi(&a, now_ms);
+	st_addi(&a, max);
+	st_adds(&a, ST_PREFIX);
+	rc = st_do(s, &a, &r);
+	if (rc)
+		goto out;
+	if (!st_is_array(r, 2) || st_int(r->element[0], &moved) != 0 ||
+	    st_score(r->element[1], &nx) != 0 || moved < 0 || moved > max) {
+		rc = st_bad("promote", r);
+		goto out;
+	}
+	if (next_ms)
+		*next_ms = nx;
+	rc = (int)moved;
+out:
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+/* --- webhooks ------------------------------------------------------------ */
+
+void
+store_event_free(struct store_event *ev)
+{
+	if (!ev)
+		return;
+	free(ev->json);
+	free(ev);
+}
+
+/*
+ * st_collect_events - copy events out of stream entries; entries without
+ * an "e" field (deleted, malformed) are acked and deleted.
+ */
+static int
+st_collect_events(struct store *s, const redisReply *entries, int max,
+    struct store_event **out, int *count)
+{
+	size_t i;
+
+	for (i = 0; i < entries->elements && *count < max; i++) {
+		const redisReply *id = NULL, *fields = NULL, *e;
+		struct store_event *ev;
+		int k = st_entry(entries->element[i], &id, &fields);
+
+		if (k == 1)
+			continue;
+		if (k < 0 || id->len > ST_MAX_ENTRY_ID)
+			return st_bad("events entry", entries->element[i]);
+		e = st_entry_field(fields, "e");
+		if (!e) {
+			const char *argv[6] = { "EVAL",
+			    "redis.call('XACK', KEYS[1], 'webhooks', ARGV[1]) "
+			    "redis.call('XDEL', KEYS[1], ARGV[1]) return 0",
+			    "1", ST_K_EVENTS, id->str, NULL };
+			redisReply *r = NULL;
+			int rc = st_simple(s, 5, argv, &r);
+
+			if (rc)
+				return rc;
+			freeReplyObject(r);
+			continue;
+		}
+		ev = calloc(1, sizeof(*ev));
+		if (!ev)
+			return STORE_ERR_NOMEM;
+		memcpy(ev->entry_id, id->str, id->len);
+		ev->entry_id[id->len] = '\0';
+		ev->json = st_dup(e);
+		if (!ev->json) {
+			free(ev);
+			return STORE_ERR_NOMEM;
+		}
+		out[(*count)++] = ev;
+	}
+	return 0;
+}
+
+int
+store_read_events(struct store *s, const char *consumer, int max,
+    int block_ms, struct store_event **out)
+{
+	const redisReply *entries = NULL;
+	redisReply *r = NULL;
+	int rc, count = 0;
+
+	if (!s || !consumer || !*consumer || !out || max <= 0)
+		return STORE_ERR_PROTO;
+	if (max > ST_MAX_BATCH)
+		max = ST_MAX_BATCH;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	/* 1. our own pending entries (read before, not yet fanned out) */
+	rc = st_xread(s, ST_K_EVENTS, ST_G_WEBHOOKS, consumer, max, 0, "0", &r, &entries);
+	if (rc == 0 && entries)
+		rc = st_collect_events(s, entries, max, out, &count);
+	if (r)
+		freeReplyObject(r);
+	r = NULL;
+	if (rc || count > 0)
+		goto out;
+	/* 2. entries of consumers that died */
+	rc = st_xautoclaim(s, ST_K_EVENTS, ST_G_WEBHOOKS, consumer, ST_EVENT_IDLE_MS, max,
+	    s->event_cursor, sizeof(s->event_cursor), &r, &entries);
+	if (rc == 0 && entries)
+		rc = st_collect_events(s, entries, max, out, &count);
+	if (r)
+		freeReplyObject(r);
+	r = NULL;
+	if (rc || count > 0)
+		goto out;
+	/* 3. new ones, blocking */
+	rc = st_xread(s, ST_K_EVENTS, ST_G_WEBHOOKS, consumer, max, block_ms, ">", &r, &entries);
+	if (rc == 0 && entries)
+		rc = st_collect_events(s, entries, max, out, &count);
+	if (r)
+		freeReplyObject(r);
+out:
+	if (rc) {
+		while (count > 0)
+			store_event_free(out[--count]);
+		return rc;
+	}
+	return count;
+}
+
+int
+store_webhook_fanout(struct store *s, const struct store_event *ev,
+    const char *event_id, const char *const *endpoints, size_t nep, int64_t now_ms)
+{
+	struct st_args a;
+	redisReply *r = NULL;
+	size_t i;
+	int rc;
+
+	if (!s || !ev || !ev->json || !st_id_ok(event_id) || (nep && !endpoints) || nep > 1000)
+		return STORE_ERR_PROTO;
+	for (i = 0; i < nep; i++)
+		if (!endpoints[i] || !*endpoints[i] || strlen(endpoints[i]) > 64)
+			return STORE_ERR_PROTO;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 12 + nep);
+	if (rc)
+		return rc;
+	st_eval(&a, s, SC_WH_FANOUT, 2);
+	st_adds(&a, ST_K_EVENTS);
+	st_adds(&a, ST_K_WHQ);
+	st_adds(&a, ev->entry_id);
+	st_adds(&a, event_id);
+	st_addi(&a, now_ms);
+	st_adds(&a, ST_PREFIX);
+	st_adds(&a, ev->json);
+	for (i = 0; i < nep; i++)
+		st_adds(&a, endpoints[i]);
+	rc = st_do(s, &a, &r);
+	if (rc == 0 && r->type != REDIS_REPLY_INTEGER)
+		rc = st_bad("webhook fanout", r);
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+void
+store_whd_free(struct store_whd *w)
+{
+	if (!w)
+		return;
+	free(w->member);
+	free(w->event_id);
+	free(w->endpoint);
+	free(w->body);
+	free(w);
+}
+
+static int
+st_whd_from(const redisReply *const *el, struct store_whd **out)
+{
+	struct store_whd *w;
+	const char *slash;
+	int64_t att, first;
+	size_t i;
+
+	*out = NULL;
+	for (i = 0; i < 4; i++)
+		if (!st_is_str(el[i]))
+			return st_bad("webhook claim", el[i]);
+	if (st_int(el[2], &att) != 0 || st_int(el[3], &first) != 0 || att < 0 || att > INT32_MAX)
+		return st_bad("webhook claim numbers", el[2]);
+	slash = memchr(el[0]->str, '/', el[0]->len);
+	if (!slash)
+		return st_bad("webhook member", el[0]);
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return STORE_ERR_NOMEM;
+	w->member = st_dup(el[0]);
+	w->event_id = st_dupn(el[0]->str, (size_t)(slash - el[0]->str));
+	w->endpoint = st_dupn(slash + 1, el[0]->len - (size_t)(slash - el[0]->str) - 1);
+	w->body = st_dup(el[1]);
+	w->attempts = (int)att;
+	w->first_ms = first;
+	if (!w->member || !w->event_id || !w->endpoint || !w->body) {
+		store_whd_free(w);
+		return STORE_ERR_NOMEM;
+	}
+	*out = w;
+	return 0;
+}
+
+int
+store_webhook_claim(struct store *s, int64_t now_ms, int64_t lease_ms, int max,
+    struct store_whd **out)
+{
+	struct st_args a;
+	redisReply *r = NULL;
+	size_t i;
+	int rc, count = 0;
+
+	if (!s || !out || max <= 0 || lease_ms < 0)
+		return STORE_ERR_PROTO;
+	if (max > ST_MAX_BATCH)
+		max = ST_MAX_BATCH;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 10);
+	if (rc)
+		return rc;
+	st_eval(&a, s, SC_WH_CLAIM, 1);
+	st_adds(&a, ST_K_WHQ);
+	st_addi(&a, now_ms);
+	st_addi(&a, now_ms + lease_ms);
+	st_addi(&a, max);
+	st_adds(&a, ST_PREFIX);
+	rc = st_do(s, &a, &r);
+	if (rc)
+		goto out;
+	if (!st_is_array(r, 0) || r->elements % 4 != 0 || r->elements / 4 > (size_t)max) {
+		rc = st_bad("webhook claim", r);
+		goto out;
+	}
+	for (i = 0; i < r->elements; i += 4) {
+		int e = st_whd_from((const redisReply *const *)&r->element[i], &out[count]);
+
+		if (e == STORE_ERR_NOMEM) {
+			rc = e;
+			goto out;
+		}
+		if (e == 0)
+			count++;   /* a malformed one stays leased and comes back */
+	}
+out:
+	if (rc)
+		while (count > 0)
+			store_whd_free(out[--count]);
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc ? rc : count;
+}
+
+int
+store_webhook_done(struct store *s, const char *member)
+{
+	struct st_args a;
+	redisReply *r = NULL;
+	int rc;
+
+	if (!s || !member || !*member || strlen(member) > 200)
+		return STORE_ERR_PROTO;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 8);
+	if (rc)
+		return rc;
+	st_eval(&a, s, SC_WH_DONE, 1);
+	st_adds(&a, ST_K_WHQ);
+	st_adds(&a, member);
+	st_adds(&a, ST_PREFIX);
+	rc = st_do(s, &a, &r);
+	if (rc == 0 && r->type != REDIS_REPLY_INTEGER)
+		rc = st_bad("webhook done", r);
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+int
+store_webhook_retry(struct store *s, const char *member, int attempts, int64_t next_ms)
+{
+	struct st_args a;
+	redisReply *r = NULL;
+	int rc;
+
+	if (!s || !member || !*member || strlen(member) > 200 || attempts < 0)
+		return STORE_ERR_PROTO;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 10);
+	if (rc)
+		return rc;
+	st_eval(&a, s, SC_WH_RETRY, 1);
+	st_adds(&a, ST_K_WHQ);
+	st_adds(&a, member);
+	st_addi(&a, attempts);
+	st_addi(&a, next_ms);
+	st_adds(&a, ST_PREFIX);
+	rc = st_do(s, &a, &r);
+	if (rc == 0) {
+		if (r->type != REDIS_REPLY_INTEGER)
+			rc = st_bad("webhook retry", r);
+		else if (r->integer == 0)
+			rc = STORE_ERR_NOT_FOUND;
+	}
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+int64_t
+store_webhook_next_due(struct store *s)
+{
+	const char *argv[5] = { "ZRANGE", ST_K_WHQ, "0", "0", "WITHSCORES" };
+	redisReply *r = NULL;
+	int64_t v = 0;
+	int rc;
+
+	if (!s)
+		return STORE_ERR_PROTO;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_simple(s, 5, argv, &r);
+	if (rc)
+		return rc;
+	if (!st_is_array(r, 0) || (r->elements != 0 && r->elements != 2) ||
+	    (r->elements == 2 && st_score(r->element[1], &v) != 0))
+		rc = st_bad("webhook next due", r);
+	freeReplyObject(r);
+	return rc ? rc : v;
+}

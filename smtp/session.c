@@ -1,0 +1,953 @@
+/*
+ * session.c - the SMTP client state machine for one connection.
+ *
+ * Owns one socket (and its TLS), the per-state timeout table, the protocol
+ * dialogue (RFC 5321, 3207, 4954) and the streaming of one message at a
+ * time with dot-stuffing, straight from the caller's buffer in chunks (the
+ * message is never copied whole). It never blocks on the network (only
+ * getaddrinfo, at start, may), never calls on_done and never touches epoll:
+ * the engine reads state, events(), deadline_ms and done_job after each call.
+ * It must never log a password or the base64 of one.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "session.h"
+
+#define SMTP_ADDR_MAX 998   /* longest address put on a MAIL/RCPT line */
+
+/* state -> name, timeout field, outcome stage, what we wait for */
+struct state_info {
+	const char *name;
+	size_t tmo;            /* offset in struct smtp_timeouts */
+	const char *stage;
+};
+
+#define TMO(f) offsetof(struct smtp_timeouts, f)
+static const struct state_info state_table[SMTP_STATE_COUNT] = {
+	[SMTP_STATE_CONNECT]       = { "CONNECT",   TMO(connect), "connect" },
+	[SMTP_STATE_TLS_IMPLICIT]  = { "TLS",       TMO(tls),     "tls" },
+	[SMTP_STATE_BANNER]        = { "BANNER",    TMO(banner),  "banner" },
+	[SMTP_STATE_EHLO]          = { "EHLO",      TMO(ehlo),    "ehlo" },
+	[SMTP_STATE_HELO]          = { "HELO",      TMO(ehlo),    "ehlo" },
+	[SMTP_STATE_STARTTLS]      = { "STARTTLS",  TMO(tls),     "starttls" },
+	[SMTP_STATE_TLS_HANDSHAKE] = { "TLS",       TMO(tls),     "tls" },
+	[SMTP_STATE_AUTH_PLAIN]    = { "AUTH",      TMO(auth),    "auth" },
+	[SMTP_STATE_AUTH_LOGIN]    = { "AUTH",      TMO(auth),    "auth" },
+	[SMTP_STATE_AUTH_USER]     = { "AUTH",      TMO(auth),    "auth" },
+	[SMTP_STATE_AUTH_PASS]     = { "AUTH",      TMO(auth),    "auth" },
+	[SMTP_STATE_IDLE]          = { "IDLE",      TMO(idle),    "connect" },
+	[SMTP_STATE_RSET]          = { "RSET",      TMO(rset),    "mail" },
+	[SMTP_STATE_MAIL]          = { "MAIL",      TMO(mail),    "mail" },
+	[SMTP_STATE_RCPT]          = { "RCPT",      TMO(rcpt),    "rcpt" },
+	[SMTP_STATE_DATA]          = { "DATA",      TMO(data),    "data" },
+	[SMTP_STATE_BODY]          = { "BODY",      TMO(block),   "data" },
+	[SMTP_STATE_DOT]           = { "DOT",       TMO(dot),     "dot" },
+	[SMTP_STATE_QUIT]          = { "QUIT",      TMO(quit),    "connect" },
+	[SMTP_STATE_CLOSED]        = { "CLOSED",    0,            "connect" },
+};
+#undef TMO
+
+const char *smtp_state_name(enum smtp_state st)
+{
+	return (unsigned)st < SMTP_STATE_COUNT ? state_table[st].name : "?";
+}
+
+int64_t smtp_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void slog(struct smtp_session *s, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void slog(struct smtp_session *s, int level, const char *fmt, ...)
+{
+	const struct smtp_engine_config *cfg = s->env->cfg;
+	char msg[1024];
+	int n;
+	va_list ap;
+
+	if (cfg->log == NULL)
+		return;
+	n = snprintf(msg, sizeof(msg), "smtp[%llu] %s: ", (unsigned long long)s->id, s->peer);
+	if (n < 0 || (size_t)n >= sizeof(msg))
+		n = 0;
+	va_start(ap, fmt);
+	vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+	va_end(ap);
+	cfg->log(level, msg, cfg->arg);
+}
+
+static void set_state(struct smtp_session *s, enum smtp_state st)
+{
+	double t = 0;
+
+	s->state = st;
+	if (st != SMTP_STATE_CLOSED)
+		memcpy(&t, (const char *)&s->env->cfg->timeouts + state_table[st].tmo, sizeof(t));
+	s->deadline_ms = t > 0 ? smtp_now_ms() + (int64_t)(t * 1000.0) : 0;
+}
+
+static void wipe_wbuf(struct smtp_session *s)
+{
+	if (s->wsecret) {
+		smtp_auth_wipe(s->wbuf, sizeof(s->wbuf));
+		s->wsecret = 0;
+	}
+}
+
+static void close_now(struct smtp_session *s)
+{
+	if (s->tls != NULL) {
+		smtp_tls_free(s->tls);
+		s->tls = NULL;
+	}
+	if (s->fd >= 0) {
+		close(s->fd);
+		s->fd = -1;
+	}
+	wipe_wbuf(s);
+	s->wlen = s->woff = 0;
+	s->tls_active = 0;
+	s->state = SMTP_STATE_CLOSED;
+	s->deadline_ms = 0;
+}
+
+/* job_finish - record the outcome of the current job (the session may live on). */
+static void job_finish(struct smtp_session *s, enum smtp_result res, int code,
+    const char *enhanced, const char *text, const char *stage)
+{
+	struct smtp_outcome *o = &s->done;
+
+	if (s->job == NULL)
+		return;
+	memset(o, 0, sizeof(*o));
+	o->result = res;
+	o->code = code;
+	snprintf(o->enhanced, sizeof(o->enhanced), "%s", enhanced ? enhanced : "");
+	snprintf(o->text, sizeof(o->text), "%s", text ? text : "");
+	o->stage = stage;
+	s->done_job = s->job;
+	s->job = NULL;
+}
+
+static enum smtp_result class_result(int cls)
+{
+	if (cls == 2 || cls == 3)
+		return SMTP_RESULT_OK;
+	if (cls == 5)
+		return SMTP_RESULT_PERMFAIL;
+	return SMTP_RESULT_TEMPFAIL;
+}
+
+/*
+ * conn_fail - the connection is unusable: the current job gets a tempfail
+ * (code 0) unless it had only reached RSET on a reused session, in which
+ * case it goes back to the pool untried. The session closes.
+ */
+static void conn_fail(struct smtp_session *s, const char *text)
+{
+	if (s->job != NULL && s->state == SMTP_STATE_RSET) {
+		s->requeue_job = s->job;
+		s->job = NULL;
+		slog(s, 1, "reused connection failed before MAIL (%s); job goes back to the queue", text);
+	} else if (s->job != NULL) {
+		slog(s, 2, "%s", text);
+		job_finish(s, SMTP_RESULT_TEMPFAIL, 0, "", text, state_table[s->state].stage);
+	} else if (s->state != SMTP_STATE_IDLE && s->state != SMTP_STATE_QUIT) {
+		slog(s, 2, "%s", text);
+	} else {
+		slog(s, 0, "closed while idle: %s", text);
+	}
+	close_now(s);
+}
+
+/* reply_fail - a reply that ends the job and the connection. */
+static void reply_fail(struct smtp_session *s, const struct smtp_reply *r,
+    enum smtp_result res, const char *stage)
+{
+	if (s->job != NULL && s->state == SMTP_STATE_RSET) {
+		s->requeue_job = s->job;
+		s->job = NULL;
+	} else {
+		slog(s, 2, "%s failed: %d %s", stage, r->code, r->text);
+		job_finish(s, res, r->code, r->enhanced, r->text, stage);
+	}
+	close_now(s);
+}
+
+static void send_cmd(struct smtp_session *s, enum smtp_state st, const char *label,
+    int secret, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void send_cmd(struct smtp_session *s, enum smtp_state st, const char *label,
+    int secret, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	wipe_wbuf(s);
+	va_start(ap, fmt);
+	n = vsnprintf(s->wbuf, sizeof(s->wbuf) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(s->wbuf) - 2)
+		abort();   /* broken invariant: commands are bounded by caps */
+	s->wbuf[n++] = '\r';
+	s->wbuf[n++] = '\n';
+	s->wlen = (size_t)n;
+	s->woff = 0;
+	s->wsecret = secret;
+	snprintf(s->last_cmd, sizeof(s->last_cmd), "%s", label);
+	set_state(s, st);
+}
+
+static void send_ehlo(struct smtp_session *s)
+{
+	send_cmd(s, SMTP_STATE_EHLO, "EHLO", 0, "EHLO %s", s->env->cfg->helo_name);
+}
+
+static int bad_addr(const char *a)
+{
+	size_t n;
+
+	if (a == NULL)
+		return 1;
+	n = strnlen(a, SMTP_ADDR_MAX + 1);
+	return n > SMTP_ADDR_MAX || strpbrk(a, "\r\n<>") != NULL;
+}
+
+static void begin_txn(struct smtp_session *s)
+{
+	struct smtp_job *j = s->job;
+
+	if (bad_addr(j->mail_from) || bad_addr(j->rcpt) || j->rcpt[0] == '\0') {
+		job_finish(s, SMTP_RESULT_PERMFAIL, 0, "",
+		    "invalid address (empty, too long or with CR, LF, < or >)", "mail");
+		set_state(s, SMTP_STATE_IDLE);
+		return;
+	}
+	s->msgs++;
+	if (s->reused) {
+		send_cmd(s, SMTP_STATE_RSET, "RSET", 0, "RSET");
+		return;
+	}
+	s->reused = 1;
+	send_cmd(s, SMTP_STATE_MAIL, "MAIL FROM", 0, "MAIL FROM:<%s>", j->mail_from);
+}
+
+/* ready - the session is set up or a transaction ended. */
+static void ready(struct smtp_session *s)
+{
+	if (s->job != NULL)
+		begin_txn(s);
+	else
+		set_state(s, SMTP_STATE_IDLE);
+}
+
+static void auth_or_ready(struct smtp_session *s)
+{
+	const struct smtp_target *t = &s->target;
+	char b64[1024];
+
+	if (t->user[0] == '\0' || s->authed) {
+		ready(s);
+		return;
+	}
+	if (s->ext & SMTP_EXT_AUTH_PLAIN) {
+		if (smtp_auth_plain(t->user, t->pass, b64, sizeof(b64)) != 0)
+			goto bad;
+		send_cmd(s, SMTP_STATE_AUTH_PLAIN, "AUTH", 1, "AUTH PLAIN %s", b64);
+		smtp_auth_wipe(b64, sizeof(b64));
+		return;
+	}
+	if (s->ext & SMTP_EXT_AUTH_LOGIN) {
+		send_cmd(s, SMTP_STATE_AUTH_LOGIN, "AUTH", 0, "AUTH LOGIN");
+		return;
+	}
+	set_state(s, SMTP_STATE_AUTH_PLAIN);
+	conn_fail(s, "server offers no AUTH PLAIN or LOGIN (credentials configured)");
+	return;
+bad:
+	smtp_auth_wipe(b64, sizeof(b64));
+	job_finish(s, SMTP_RESULT_PERMFAIL, 0, "", "credentials too long", "auth");
+	close_now(s);
+}
+
+static void after_ehlo(struct smtp_session *s)
+{
+	enum smtp_tls_mode m = s->target.tls;
+
+	if (!s->tls_active && (m == SMTP_TLS_STARTTLS || m == SMTP_TLS_REQUIRED)) {
+		if (s->ext & SMTP_EXT_STARTTLS) {
+			send_cmd(s, SMTP_STATE_STARTTLS, "STARTTLS", 0, "STARTTLS");
+			return;
+		}
+		if (m == SMTP_TLS_REQUIRED) {
+			set_state(s, SMTP_STATE_STARTTLS);
+			conn_fail(s, "STARTTLS required but not offered by server");
+			return;
+		}
+		slog(s, 1, "STARTTLS not offered; continuing without TLS");
+	}
+	auth_or_ready(s);
+}
+
+static void start_tls(struct smtp_session *s, enum smtp_state st)
+{
+	char err[400];
+
+	s->rlen = 0;   /* RFC 3207: nothing read before TLS is trusted */
+	s->tls = smtp_tls_new(s->env->tls, s->fd, s->target.host, s->target.no_verify,
+	    err, sizeof(err));
+	set_state(s, st);
+	if (s->tls == NULL) {
+		char text[1024];
+		snprintf(text, sizeof(text), "TLS setup failed: %s", err);
+		conn_fail(s, text);
+	}
+}
+
+static void connected(struct smtp_session *s)
+{
+	int one = 1;
+
+	(void)setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	slog(s, 1, "connected");
+	if (s->target.tls == SMTP_TLS_IMPLICIT)
+		start_tls(s, SMTP_STATE_TLS_IMPLICIT);
+	else
+		set_state(s, SMTP_STATE_BANNER);
+}
+
+static void format_peer(struct smtp_session *s)
+{
+	char addr[INET6_ADDRSTRLEN + 2] = "";
+	char hostbuf[NI_MAXHOST];
+	const char *h = s->target.host;
+
+	if (s->ai_cur != NULL &&
+	    getnameinfo(s->ai_cur->ai_addr, s->ai_cur->ai_addrlen, hostbuf, sizeof(hostbuf),
+	    NULL, 0, NI_NUMERICHOST) == 0)
+		snprintf(addr, sizeof(addr), "%.*s", (int)sizeof(addr) - 1, hostbuf);
+	if (addr[0] == '\0' || strcmp(addr, h) == 0) {
+		if (strchr(h, ':') != NULL)
+			snprintf(s->peer, sizeof(s->peer), "[%s]:%u", h, s->target.port);
+		else
+			snprintf(s->peer, sizeof(s->peer), "%s:%u", h, s->target.port);
+	} else {
+		snprintf(s->peer, sizeof(s->peer), "%.255s[%s]:%u", h, addr, s->target.port);
+	}
+}
+
+/* try_connect - connect to ai_cur or the addresses after it. */
+static void try_connect(struct smtp_session *s)
+{
+	char text[1024] = "";
+
+	for (; s->ai_cur != NULL; s->ai_cur = s->ai_cur->ai_next) {
+		struct addrinfo *ai = s->ai_cur;
+
+		format_peer(s);
+		s->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+		    ai->ai_protocol);
+		if (s->fd < 0) {
+			snprintf(text, sizeof(text), "connect to %s: socket: %s", s->peer, strerror(errno));
+			continue;
+		}
+		if (connect(s->fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+			connected(s);
+			return;
+		}
+		if (errno == EINPROGRESS) {
+			set_state(s, SMTP_STATE_CONNECT);
+			return;
+		}
+		snprintf(text, sizeof(text), "connect to %s: %s", s->peer, strerror(errno));
+		slog(s, 0, "%s", text);
+		close(s->fd);
+		s->fd = -1;
+	}
+	set_state(s, SMTP_STATE_CONNECT);
+	conn_fail(s, text[0] ? text : "connect: no address");
+}
+
+static void connect_done(struct smtp_session *s)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+	char text[1024];
+
+	if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+		err = errno;
+	if (err == 0) {
+		connected(s);
+		return;
+	}
+	snprintf(text, sizeof(text), "connect to %s: %s", s->peer, strerror(err));
+	close(s->fd);
+	s->fd = -1;
+	if (s->ai_cur != NULL && s->ai_cur->ai_next != NULL) {
+		slog(s, 0, "%s; trying next address", text);
+		s->ai_cur = s->ai_cur->ai_next;
+		try_connect(s);
+		return;
+	}
+	conn_fail(s, text);
+}
+
+struct smtp_session *smtp_session_new(struct smtp_session_env *env,
+    const struct smtp_target *target, struct smtp_job *job)
+{
+	struct smtp_session *s;
+	struct addrinfo hints;
+	char port[8];
+	int rc;
+
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return NULL;
+	s->env = env;
+	s->id = ++env->next_id;
+	s->target = *target;
+	s->fd = -1;
+	s->job = job;
+	s->bol = 1;
+	s->state = SMTP_STATE_CONNECT;
+	format_peer(s);
+
+	snprintf(port, sizeof(port), "%u", target->port);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+	rc = getaddrinfo(target->host, port, &hints, &s->ai_list);
+	if (rc != 0) {
+		hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
+		rc = getaddrinfo(target->host, port, &hints, &s->ai_list);
+	}
+	if (rc != 0 || target->host[0] == '\0' || target->port == 0) {
+		char text[1024];
+		if (rc == 0) {
+			snprintf(text, sizeof(text), "invalid target %s", s->peer);
+		} else {
+			snprintf(text, sizeof(text), "DNS lookup of %.255s failed: %s",
+			    target->host, gai_strerror(rc));
+			s->ai_list = NULL;
+		}
+		conn_fail(s, text);
+		return s;
+	}
+	s->ai_cur = s->ai_list;
+	try_connect(s);
+	return s;
+}
+
+void smtp_session_start_job(struct smtp_session *s, struct smtp_job *job)
+{
+	s->job = job;
+	begin_txn(s);
+}
+
+void smtp_session_quit(struct smtp_session *s)
+{
+	if (s->state == SMTP_STATE_CLOSED)
+		return;
+	send_cmd(s, SMTP_STATE_QUIT, "QUIT", 0, "QUIT");
+}
+
+void smtp_session_abort(struct smtp_session *s, const char *stage, const char *text)
+{
+	if (s->job != NULL)
+		job_finish(s, SMTP_RESULT_TEMPFAIL, 0, "", text, stage);
+	close_now(s);
+}
+
+/* --- dialogue ------------------------------------------------------------ */
+
+static void handle_reply(struct smtp_session *s, const struct smtp_reply *r)
+{
+	int cls = smtp_reply_class(r);
+	const char *stage = state_table[s->state].stage;
+	char b64[600];
+
+	if (r->code == 421 && s->state != SMTP_STATE_QUIT) {
+		reply_fail(s, r, SMTP_RESULT_TEMPFAIL, stage);
+		return;
+	}
+	switch (s->state) {
+	case SMTP_STATE_BANNER:
+		if (cls == 2)
+			send_ehlo(s);
+		else
+			reply_fail(s, r, SMTP_RESULT_TEMPFAIL, stage);
+		break;
+	case SMTP_STATE_EHLO:
+		if (cls == 2) {
+			s->ext = r->ext;
+			after_ehlo(s);
+		} else if (cls == 5 && !s->helo_fallback) {
+			s->helo_fallback = 1;
+			send_cmd(s, SMTP_STATE_HELO, "HELO", 0, "HELO %s", s->env->cfg->helo_name);
+		} else {
+			reply_fail(s, r, SMTP_RESULT_TEMPFAIL, stage);
+		}
+		break;
+	case SMTP_STATE_HELO:
+		if (cls == 2) {
+			s->ext = 0;
+			after_ehlo(s);
+		} else {
+			reply_fail(s, r, SMTP_RESULT_TEMPFAIL, stage);
+		}
+		break;
+	case SMTP_STATE_STARTTLS:
+		if (cls == 2)
+			start_tls(s, SMTP_STATE_TLS_HANDSHAKE);
+		else if (s->target.tls == SMTP_TLS_REQUIRED)
+			reply_fail(s, r, SMTP_RESULT_TEMPFAIL, stage);
+		else {
+			slog(s, 1, "STARTTLS refused (%d %s); continuing without TLS", r->code, r->text);
+			auth_or_ready(s);
+		}
+		break;
+	case SMTP_STATE_AUTH_LOGIN:
+	case SMTP_STATE_AUTH_USER:
+		if (r->code != 334) {
+			reply_fail(s, r, cls == 5 ? SMTP_RESULT_PERMFAIL : SMTP_RESULT_TEMPFAIL, stage);
+			break;
+		}
+		if (smtp_auth_login(s->state == SMTP_STATE_AUTH_LOGIN ? s->target.user : s->target.pass,
+		    b64, sizeof(b64)) != 0) {
+			job_finish(s, SMTP_RESULT_PERMFAIL, 0, "", "credentials too long", "auth");
+			close_now(s);
+			break;
+		}
+		send_cmd(s, s->state == SMTP_STATE_AUTH_LOGIN ? SMTP_STATE_AUTH_USER : SMTP_STATE_AUTH_PASS,
+		    "AUTH", 1, "%s", b64);
+		smtp_auth_wipe(b64, sizeof(b64));
+		break;
+	case SMTP_STATE_AUTH_PLAIN:
+	case SMTP_STATE_AUTH_PASS:
+		if (cls == 2) {
+			s->authed = 1;
+			slog(s, 1, "authenticated as %s", s->target.user);
+			ready(s);
+		} else {
+			reply_fail(s, r, cls == 5 ? SMTP_RESULT_PERMFAIL : SMTP_RESULT_TEMPFAIL, stage);
+		}
+		break;
+	case SMTP_STATE_RSET:
+		if (cls == 2) {
+			send_cmd(s, SMTP_STATE_MAIL, "MAIL FROM", 0, "MAIL FROM:<%s>", s->job->mail_from);
+		} else {
+			reply_fail(s, r, SMTP_RESULT_TEMPFAIL, stage);
+		}
+		break;
+	case SMTP_STATE_MAIL:
+		if (cls == 2) {
+			send_cmd(s, SMTP_STATE_RCPT, "RCPT TO", 0, "RCPT TO:<%s>", s->job->rcpt);
+		} else {
+			slog(s, 2, "MAIL FROM:<%s> refused: %d %s", s->job->mail_from, r->code, r->text);
+			job_finish(s, class_result(cls == 3 ? 4 : cls), r->code, r->enhanced, r->text, stage);
+			ready(s);
+		}
+		break;
+	case SMTP_STATE_RCPT:
+		if (cls == 2) {
+			send_cmd(s, SMTP_STATE_DATA, "DATA", 0, "DATA");
+		} else {
+			slog(s, 2, "RCPT TO:<%s> refused: %d %s", s->job->rcpt, r->code, r->text);
+			job_finish(s, class_result(cls == 3 ? 4 : cls), r->code, r->enhanced, r->text, stage);
+			ready(s);
+		}
+		break;
+	case SMTP_STATE_DATA:
+		if (r->code == 354) {
+			wipe_wbuf(s);
+			s->wlen = s->woff = 0;
+			s->data_off = 0;
+			s->bol = 1;
+			s->body_tail = 0;
+			set_state(s, SMTP_STATE_BODY);
+		} else {
+			slog(s, 2, "DATA refused for <%s>: %d %s", s->job->rcpt, r->code, r->text);
+			job_finish(s, class_result(cls == 2 || cls == 3 ? 4 : cls), r->code, r->enhanced,
+			    r->text, stage);
+			if (cls == 2 || cls == 3)
+				close_now(s);   /* the server thinks otherwise: start afresh */
+			else
+				ready(s);
+		}
+		break;
+	case SMTP_STATE_DOT:
+		if (cls == 2)
+			slog(s, 1, "delivered to <%s>: %d %s", s->job->rcpt, r->code, r->text);
+		else
+			slog(s, 2, "message for <%s> refused: %d %s", s->job->rcpt, r->code, r->text);
+		job_finish(s, class_result(cls == 3 ? 4 : cls), r->code, r->enhanced, r->text, stage);
+		ready(s);
+		break;
+	case SMTP_STATE_QUIT:
+		close_now(s);
+		break;
+	default:
+		/* a reply nobody asked for (while idle, or while sending the body) */
+		reply_fail(s, r, cls == 5 ? SMTP_RESULT_PERMFAIL : SMTP_RESULT_TEMPFAIL, stage);
+		break;
+	}
+}
+
+/* --- I/O ----------------------------------------------------------------- */
+
+static int waiting_state(enum smtp_state st)
+{
+	return st != SMTP_STATE_CONNECT && st != SMTP_STATE_TLS_IMPLICIT &&
+	    st != SMTP_STATE_TLS_HANDSHAKE && st != SMTP_STATE_CLOSED;
+}
+
+static const char *what_waiting(struct smtp_session *s, char *buf, size_t len)
+{
+	switch (s->state) {
+	case SMTP_STATE_BANNER:
+		return "waiting for greeting";
+	case SMTP_STATE_BODY:
+		return "sending message data";
+	case SMTP_STATE_DOT:
+		return "waiting for reply to end of data";
+	case SMTP_STATE_TLS_IMPLICIT:
+	case SMTP_STATE_TLS_HANDSHAKE:
+		return "during TLS handshake";
+	case SMTP_STATE_IDLE:
+		return "while idle";
+	default:
+		snprintf(buf, len, "waiting for reply to %s", s->last_cmd);
+		return buf;
+	}
+}
+
+/* fill wbuf with the next dot-stuffed chunk of the message, then the tail */
+static void body_refill(struct smtp_session *s)
+{
+	const char *d = s->job->data;
+	size_t len = s->job->data_len;
+	size_t cap = sizeof(s->wbuf);
+
+	s->wlen = s->woff = 0;
+	while (s->data_off < len && cap - s->wlen >= 2) {
+		const char *p = d + s->data_off;
+		size_t rem = len - s->data_off, room, n;
+		const char *nl;
+
+		if (s->bol && *p == '.')
+			s->wbuf[s->wlen++] = '.';
+		room = cap - s->wlen;
+		n = rem < room ? rem : room;
+		nl = memchr(p, '\n', n);
+		if (nl != NULL)
+			n = (size_t)(nl - p) + 1;
+		memcpy(s->wbuf + s->wlen, p, n);
+		s->wlen += n;
+		s->data_off += n;
+		s->bol = nl != NULL;
+	}
+	if (s->data_off >= len && s->wlen + 5 <= cap) {
+		if (len == 0 || d[len - 1] != '\n') {
+			if (len > 0 && d[len - 1] == '\r') {
+				s->wbuf[s->wlen++] = '\n';
+			} else {
+				s->wbuf[s->wlen++] = '\r';
+				s->wbuf[s->wlen++] = '\n';
+			}
+		} else if (len < 2 || d[len - 2] != '\r') {
+			/* bare LF at the end: close the line properly */
+			s->wbuf[s->wlen++] = '\r';
+			s->wbuf[s->wlen++] = '\n';
+		}
+		memcpy(s->wbuf + s->wlen, ".\r\n", 3);
+		s->wlen += 3;
+		s->body_tail = 1;
+	}
+}
+
+/* flush - write what is pending. 1 progress, 0 blocked/nothing, -1 closed. */
+static int flush(struct smtp_session *s)
+{
+	int progress = 0;
+	char err[400], text[1024], wb[64];
+
+	for (;;) {
+		ssize_t n;
+
+		if (s->woff >= s->wlen) {
+			wipe_wbuf(s);
+			s->wlen = s->woff = 0;
+			if (s->state != SMTP_STATE_BODY)
+				return progress;
+			if (s->body_tail) {
+				set_state(s, SMTP_STATE_DOT);
+				snprintf(s->last_cmd, sizeof(s->last_cmd), "end of data");
+				return 1;
+			}
+			body_refill(s);
+			continue;
+		}
+		if (s->tls_active || s->tls != NULL) {
+			s->tls_want_write = 0;
+			n = smtp_tls_write(s->tls, s->wbuf + s->woff, s->wlen - s->woff, err, sizeof(err));
+			if (n == SMTP_TLS_WANT_READ)
+				return progress;
+			if (n == SMTP_TLS_WANT_WRITE) {
+				s->tls_want_write = 1;
+				return progress;
+			}
+			if (n < 0) {
+				snprintf(text, sizeof(text), "%s %s", err, what_waiting(s, wb, sizeof(wb)));
+				conn_fail(s, text);
+				return -1;
+			}
+		} else {
+			n = send(s->fd, s->wbuf + s->woff, s->wlen - s->woff, MSG_NOSIGNAL);
+			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+				return progress;
+			if (n < 0) {
+				snprintf(text, sizeof(text), "write to %s failed %s: %s", s->peer,
+				    what_waiting(s, wb, sizeof(wb)), strerror(errno));
+				conn_fail(s, text);
+				return -1;
+			}
+		}
+		s->woff += (size_t)n;
+		progress = 1;
+		if (s->state == SMTP_STATE_BODY)
+			set_state(s, SMTP_STATE_BODY);   /* each write restarts the block timer */
+	}
+}
+
+/* read_some - 1 got bytes, 0 nothing now, -1 closed. */
+static int read_some(struct smtp_session *s)
+{
+	char err[400], text[1024], wb[64];
+	ssize_t n;
+
+	if (s->rlen >= sizeof(s->rbuf))
+		return 0;
+	if (s->tls_active) {
+		s->tls_want_write = 0;
+		n = smtp_tls_read(s->tls, s->rbuf + s->rlen, sizeof(s->rbuf) - s->rlen, err, sizeof(err));
+		if (n == SMTP_TLS_WANT_READ)
+			return 0;
+		if (n == SMTP_TLS_WANT_WRITE) {
+			s->tls_want_write = 1;
+			return 0;
+		}
+		if (n == SMTP_TLS_CLOSED)
+			n = 0;
+		else if (n < 0) {
+			snprintf(text, sizeof(text), "%s %s", err, what_waiting(s, wb, sizeof(wb)));
+			conn_fail(s, text);
+			return -1;
+		}
+	} else {
+		n = recv(s->fd, s->rbuf + s->rlen, sizeof(s->rbuf) - s->rlen, 0);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+			return 0;
+		if (n < 0) {
+			snprintf(text, sizeof(text), "read from %s failed %s: %s", s->peer,
+			    what_waiting(s, wb, sizeof(wb)), strerror(errno));
+			conn_fail(s, text);
+			return -1;
+		}
+	}
+	if (n == 0) {
+		snprintf(text, sizeof(text), "connection closed by %s %s", s->peer,
+		    what_waiting(s, wb, sizeof(wb)));
+		conn_fail(s, text);
+		return -1;
+	}
+	s->rlen += (size_t)n;
+	return 1;
+}
+
+/* parse_replies - handle complete replies in rbuf. 1 handled some, 0 none, -1 closed. */
+static int parse_replies(struct smtp_session *s)
+{
+	int handled = 0;
+
+	while (s->rlen > 0 && s->state != SMTP_STATE_CLOSED) {
+		struct smtp_reply r;
+		size_t used = 0;
+		int rc = smtp_reply_parse(s->rbuf, s->rlen, &r, &used);
+
+		if (rc == 0) {
+			if (s->rlen >= sizeof(s->rbuf)) {
+				conn_fail(s, "protocol error: reply too long");
+				return -1;
+			}
+			break;
+		}
+		if (rc < 0 || used == 0 || used > s->rlen) {
+			char text[1024];
+			snprintf(text, sizeof(text), "protocol error: malformed reply from %s", s->peer);
+			conn_fail(s, text);
+			return -1;
+		}
+		memmove(s->rbuf, s->rbuf + used, s->rlen - used);
+		s->rlen -= used;
+		handle_reply(s, &r);
+		handled = 1;
+	}
+	return s->state == SMTP_STATE_CLOSED ? -1 : handled;
+}
+
+/* handshake_step - 1 done, 0 waiting, -1 failed (closed). */
+static int handshake_step(struct smtp_session *s)
+{
+	char err[400], text[1024], desc[128];
+	int rc = smtp_tls_handshake(s->tls, err, sizeof(err));
+
+	if (rc == SMTP_TLS_WANT_READ) {
+		s->tls_want_write = 0;
+		return 0;
+	}
+	if (rc == SMTP_TLS_WANT_WRITE) {
+		s->tls_want_write = 1;
+		return 0;
+	}
+	if (rc != 0) {
+		snprintf(text, sizeof(text), "TLS handshake with %s failed: %s", s->peer, err);
+		conn_fail(s, text);
+		return -1;
+	}
+	s->tls_active = 1;
+	s->tls_want_write = 0;
+	smtp_tls_describe(s->tls, desc, sizeof(desc));
+	slog(s, 1, "TLS established (%s)%s", desc, s->target.no_verify ? ", certificate NOT verified" : "");
+	if (s->state == SMTP_STATE_TLS_IMPLICIT) {
+		set_state(s, SMTP_STATE_BANNER);
+	} else {
+		s->ext = 0;
+		send_ehlo(s);
+	}
+	return 1;
+}
+
+static void pump(struct smtp_session *s)
+{
+	for (;;) {
+		int progress = 0, rc;
+
+		if (s->state == SMTP_STATE_CLOSED)
+			return;
+		if (s->state == SMTP_STATE_TLS_IMPLICIT || s->state == SMTP_STATE_TLS_HANDSHAKE) {
+			if (handshake_step(s) <= 0)
+				return;
+			continue;
+		}
+		if (s->woff < s->wlen || s->state == SMTP_STATE_BODY) {
+			rc = flush(s);
+			if (rc < 0)
+				return;
+			progress |= rc;
+		}
+		if (waiting_state(s->state)) {
+			rc = read_some(s);
+			if (rc < 0)
+				return;
+			progress |= rc;
+			rc = parse_replies(s);
+			if (rc < 0)
+				return;
+			progress |= rc;
+		}
+		if (!progress)
+			return;
+	}
+}
+
+void smtp_session_on_events(struct smtp_session *s, uint32_t events)
+{
+	if (s->state == SMTP_STATE_CLOSED)
+		return;
+	if (s->state == SMTP_STATE_CONNECT) {
+		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+			return;
+		connect_done(s);
+		if (s->state == SMTP_STATE_CLOSED)
+			return;
+	}
+	pump(s);
+}
+
+void smtp_session_on_timeout(struct smtp_session *s)
+{
+	char text[1024], wb[64];
+
+	switch (s->state) {
+	case SMTP_STATE_CLOSED:
+		return;
+	case SMTP_STATE_IDLE:
+		slog(s, 0, "idle timeout; closing");
+		smtp_session_quit(s);
+		pump(s);
+		return;
+	case SMTP_STATE_QUIT:
+		close_now(s);
+		return;
+	case SMTP_STATE_CONNECT:
+		snprintf(text, sizeof(text), "timeout connecting to %s", s->peer);
+		break;
+	default:
+		snprintf(text, sizeof(text), "timeout %s (%s)", what_waiting(s, wb, sizeof(wb)), s->peer);
+		break;
+	}
+	conn_fail(s, text);
+}
+
+uint32_t smtp_session_events(const struct smtp_session *s)
+{
+	uint32_t ev = 0;
+
+	switch (s->state) {
+	case SMTP_STATE_CLOSED:
+		return 0;
+	case SMTP_STATE_CONNECT:
+		return EPOLLOUT;
+	case SMTP_STATE_TLS_IMPLICIT:
+	case SMTP_STATE_TLS_HANDSHAKE:
+		return s->tls_want_write ? EPOLLOUT : EPOLLIN;
+	default:
+		break;
+	}
+	if (s->rlen < sizeof(s->rbuf))
+		ev |= EPOLLIN;
+	if (s->woff < s->wlen || s->state == SMTP_STATE_BODY || s->tls_want_write)
+		ev |= EPOLLOUT;
+	return ev;
+}
+
+void smtp_session_free(struct smtp_session *s)
+{
+	if (s == NULL)
+		return;
+	close_now(s);
+	if (s->ai_list != NULL)
+		freeaddrinfo(s->ai_list);
+	smtp_auth_wipe(s->target.pass, sizeof(s->target.pass));
+	smtp_auth_wipe(s, sizeof(*s));
+	free(s);
+}

@@ -1,0 +1,211 @@
+"""conftest.py - fixtures for txmail's end-to-end tests.
+
+Owns: the per-test stack - a real redis-server (AOF), the SMTP test peer
+(STARTTLS required, AUTH required, CA-signed certificate), the Standard
+Webhooks receiver, and txmail processes started from $TXMAIL_BIN - each on
+random free loopback ports, torn down even when a test fails. When a test
+fails, the tails of the txmail logs are attached to its report. Under the
+sanitizer build (TXMAIL_ASAN=1) a txmail log with an ASan/UBSan/LSan report
+fails the test at teardown, as does a txmail that does not exit cleanly on
+SIGTERM.
+
+Must never: use fixed ports, sleep instead of waiting for a condition, or
+leave processes behind.
+"""
+
+import base64
+import os
+import shutil
+import signal
+import sys
+import tempfile
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+for p in (HERE, os.path.join(HERE, "peers")):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import helpers  # noqa: E402
+from helpers import SCALE, RedisServer, SmtpPeer, Txmail, free_port  # noqa: E402
+from webhook_receiver import WebhookReceiver  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(HERE))
+TEST_LIMIT_S = 150 * SCALE  # last-resort per-test alarm; real waits have their own deadlines
+
+
+def txmail_bin():
+    b = os.environ.get("TXMAIL_BIN") or os.path.join(REPO, "build", "txmail")
+    return os.path.abspath(b)
+
+
+# --- reporting ---------------------------------------------------------------
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        for name, path in getattr(item, "_txm_logs", []):
+            rep.sections.append(("%s (%s, last lines)" % (name, path), helpers.tail(path, 150)))
+
+
+def _on_alarm(signum, frame):
+    raise TimeoutError("test exceeded the %.0fs harness limit" % TEST_LIMIT_S)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    old = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.alarm(int(TEST_LIMIT_S))
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def register_log(request, name, path):
+    node = request.node
+    if not hasattr(node, "_txm_logs"):
+        node._txm_logs = []
+    node._txm_logs.append((name, path))
+
+
+@pytest.fixture(name="register_log")
+def register_log_fixture(request):
+    """register_log(name, path): attach the file's tail to the report if the test fails."""
+    return lambda name, path: register_log(request, name, path)
+
+
+# --- fixtures ------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def txmail_binary():
+    b = txmail_bin()
+    if not os.access(b, os.X_OK):
+        pytest.fail("txmail binary %s is missing (make build, or set TXMAIL_BIN)" % b)
+    return b
+
+
+@pytest.fixture
+def workdir():
+    # short paths: the dev-mode test puts a unix socket under here
+    d = tempfile.mkdtemp(prefix="txm-it-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def certs():
+    d = tempfile.mkdtemp(prefix="txm-certs-")
+    helpers.make_certs(d)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def redis(workdir, request):
+    r = RedisServer(workdir)
+    register_log(request, "redis-server log", r.log)
+    try:
+        r.start()
+        yield r
+    finally:
+        r.stop()
+
+
+@pytest.fixture
+def smtp_peer(workdir, certs, request):
+    p = SmtpPeer(workdir, certs)
+    register_log(request, "smtpd.py stderr", p.stderr)
+    try:
+        p.start()
+        yield p
+    finally:
+        p.stop()
+
+
+def new_secret():
+    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
+
+
+@pytest.fixture
+def webhook():
+    w = WebhookReceiver(new_secret()).start()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def new_api_key():
+    return "txm_test_" + base64.b32encode(os.urandom(15)).decode().lower()
+
+
+@pytest.fixture
+def txmail_env(redis, smtp_peer, webhook):
+    """The environment of a txmail wired to this test's peers (without TXMAIL_LISTEN)."""
+    return {
+        "TXMAIL_REDIS_URL": redis.url,
+        "TXMAIL_API_KEYS": new_api_key(),
+        "TXMAIL_RELAY": smtp_peer.relay_url(),
+        "TXMAIL_TLS_CA_FILE": smtp_peer.ca,
+        "TXMAIL_HELO_NAME": "test.txmail.local",
+        "TXMAIL_WEBHOOK_URL": webhook.url,
+        "TXMAIL_WEBHOOK_SECRET": webhook.secret,
+        "TXMAIL_RETRY_BASE": "0.2",
+        "TXMAIL_RETRY_MAX": "1",
+        "TXMAIL_VISIBILITY_TIMEOUT": "2",
+        "TXMAIL_WEBHOOK_RETRY_BASE": "0.2",
+        "TXMAIL_LOG_LEVEL": "info",
+    }
+
+
+@pytest.fixture
+def txmail_factory(txmail_binary, txmail_env, workdir, request):
+    """start(args=("run",), extra_env=None, http=True, wait=True) -> Txmail.
+    Every process started is stopped at teardown (SIGTERM, then SIGKILL);
+    sanitizer reports and unclean exits fail the test there."""
+    procs = []
+
+    def start(args=("run",), extra_env=None, http=True, wait=True, name=None):
+        env = dict(txmail_env)
+        port = None
+        if http:
+            port = free_port()
+            env["TXMAIL_LISTEN"] = "127.0.0.1:%d" % port
+        env.update(extra_env or {})
+        name = name or "txmail %s #%d" % (" ".join(args), len(procs) + 1)
+        logp = os.path.join(workdir, "txmail-%d.log" % (len(procs) + 1))
+        t = Txmail(txmail_binary, args, helpers.clean_env(env), logp, port=port,
+                   key=env["TXMAIL_API_KEYS"].split(",")[0], http=http, name=name)
+        procs.append(t)
+        register_log(request, name + " log", logp)
+        t.start(wait=wait)
+        return t
+
+    yield start
+    problems = []
+    for t in procs:
+        t.stop()
+        problems.extend(t.problems)
+    if problems:
+        details = "\n".join(problems)
+        for t in procs:
+            if t.problems:
+                details += "\n--- %s log tail ---\n%s" % (t.name, helpers.tail(t.log, 80))
+        pytest.fail("txmail teardown problems:\n" + details, pytrace=False)
+
+
+@pytest.fixture
+def txmail(txmail_factory):
+    return txmail_factory()
+
+
+@pytest.fixture
+def api(txmail):
+    c = txmail.client()
+    yield c
+    c.close()

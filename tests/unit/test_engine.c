@@ -1,0 +1,1007 @@
+/*
+ * test_engine.c - the SMTP engine against a real SMTP server.
+ *
+ * Each test starts tests/integration/peers/smtpd.py (aiosmtpd, /usr/bin/python3)
+ * on a free loopback port, drives a real engine on the test thread and checks
+ * outcomes and what the server stored. The server is killed in the fini hook
+ * (and by PR_SET_PDEATHSIG if the test process dies). Run from the repo root.
+ */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../smtp/engine.h"
+
+#define PEER_SCRIPT "tests/integration/peers/smtpd.py"
+#define PYTHON "/usr/bin/python3"
+
+struct peer {
+	pid_t pid;
+	int port;
+	char dir[64];
+	char maildir[128];
+	char certs[128];
+};
+
+static struct peer g_peer = { .pid = -1 };
+static char g_tmp[64];
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	long n;
+
+	if (f == NULL)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	buf = malloc((size_t)n + 1);
+	if (buf != NULL && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+		free(buf);
+		buf = NULL;
+	}
+	if (buf != NULL) {
+		buf[n] = '\0';
+		if (len)
+			*len = (size_t)n;
+	}
+	fclose(f);
+	return buf;
+}
+
+static int run_cmd(char *const argv[])
+{
+	int status;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		int fd = open("/dev/null", O_WRONLY);
+		dup2(fd, 1);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid)
+		return -1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void make_tmp(void)
+{
+	if (g_tmp[0] == '\0') {
+		snprintf(g_tmp, sizeof(g_tmp), "/tmp/txmail-te-XXXXXX");
+		cr_assert_not_null(mkdtemp(g_tmp), "mkdtemp: %s", strerror(errno));
+	}
+}
+
+/* make_certs - a CA + server cert under g_tmp/name; returns the dir */
+static void make_certs(const char *name, char *out, size_t outlen)
+{
+	make_tmp();
+	snprintf(out, outlen, "%s/%s", g_tmp, name);
+	char *argv[] = { (char *)PYTHON, (char *)PEER_SCRIPT, (char *)"--make-cert", out, NULL };
+	int rc = run_cmd(argv);
+	cr_assert_eq(rc, 0, "smtpd.py --make-cert: got exit %d, want 0", rc);
+}
+
+/* peer_start - start the server with extra args (NULL-terminated); waits for the ready file */
+static void peer_start(const char *const *extra)
+{
+	char ready[128], logf[128], errf[128];
+	const char *argv[40];
+	int n = 0;
+
+	make_tmp();
+	struct peer *p = &g_peer;
+	snprintf(p->dir, sizeof(p->dir), "%s", g_tmp);
+	snprintf(p->maildir, sizeof(p->maildir), "%.60s/md", p->dir);
+	snprintf(ready, sizeof(ready), "%.60s/ready", p->dir);
+	snprintf(logf, sizeof(logf), "%.60s/log", p->dir);
+	snprintf(errf, sizeof(errf), "%.60s/stderr", p->dir);
+	argv[n++] = PYTHON;
+	argv[n++] = PEER_SCRIPT;
+	argv[n++] = "--host";
+	argv[n++] = "127.0.0.1";
+	argv[n++] = "--port";
+	argv[n++] = "0";
+	argv[n++] = "--maildir";
+	argv[n++] = p->maildir;
+	argv[n++] = "--ready-file";
+	argv[n++] = ready;
+	argv[n++] = "--log";
+	argv[n++] = logf;
+	for (; extra && *extra; extra++)
+		argv[n++] = *extra;
+	argv[n] = NULL;
+
+	pid_t parent = getpid();
+	p->pid = fork();
+	cr_assert_geq(p->pid, 0, "fork: %s", strerror(errno));
+	if (p->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != parent)
+			_exit(1);
+		int fd = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execv(PYTHON, (char *const *)argv);
+		_exit(127);
+	}
+	double deadline = now_s() + 15;
+	char *s = NULL;
+	while (now_s() < deadline) {
+		s = slurp(ready, NULL);
+		if (s != NULL)
+			break;
+		int status;
+		if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+			p->pid = -1;
+			char *e = slurp(errf, NULL);
+			cr_assert_fail("smtpd.py exited early: %s", e ? e : "?");
+		}
+		usleep(20000);
+	}
+	cr_assert_not_null(s, "smtpd.py did not become ready within 15 s");
+	p->port = (int)strtol(s, NULL, 10);
+	free(s);
+	cr_assert_gt(p->port, 0, "got port %d, want > 0", p->port);
+}
+
+static void peer_stop(void)
+{
+	if (g_peer.pid > 0) {
+		int status;
+		kill(g_peer.pid, SIGTERM);
+		double deadline = now_s() + 5;
+		while (waitpid(g_peer.pid, &status, WNOHANG) == 0) {
+			if (now_s() > deadline) {
+				kill(g_peer.pid, SIGKILL);
+				waitpid(g_peer.pid, &status, 0);
+				break;
+			}
+			usleep(10000);
+		}
+		g_peer.pid = -1;
+	}
+	if (g_tmp[0] != '\0') {
+		char *argv[] = { (char *)"/bin/rm", (char *)"-rf", g_tmp, NULL };
+		run_cmd(argv);
+		g_tmp[0] = '\0';
+	}
+}
+
+static void teardown(void)
+{
+	peer_stop();
+}
+
+TestSuite(engine, .fini = teardown, .timeout = 60);
+
+/* --- engine harness ------------------------------------------------------- */
+
+struct tjob {
+	struct smtp_job job;
+	struct smtp_outcome o;
+	int done;
+	int reports;
+	double t_done;
+};
+
+struct harness {
+	struct smtp_engine *e;
+	int ndone;
+	int nlogs;
+};
+
+static void on_done(struct smtp_job *job, const struct smtp_outcome *o, void *arg)
+{
+	struct harness *h = arg;
+	struct tjob *t = job->udata;
+
+	t->o = *o;
+	t->done = 1;
+	t->reports++;
+	t->t_done = now_s();
+	h->ndone++;
+}
+
+static void on_log(int level, const char *msg, void *arg)
+{
+	struct harness *h = arg;
+	h->nlogs++;
+	cr_assert_null(strstr(msg, "secretpw"), "log leaks password: %s", msg);
+	cr_assert_null(strstr(msg, "AHUAc2VjcmV0cHc"), "log leaks base64 credentials: %s", msg);
+	if (getenv("TE_VERBOSE"))
+		fprintf(stderr, "[%d] %s\n", level, msg);
+}
+
+static void harness_init(struct harness *h, struct smtp_engine_config *cfg)
+{
+	char err[256] = "";
+
+	memset(h, 0, sizeof(*h));
+	cfg->on_done = on_done;
+	cfg->log = on_log;
+	cfg->arg = h;
+	if (cfg->helo_name[0] == '\0')
+		snprintf(cfg->helo_name, sizeof(cfg->helo_name), "client.test");
+	h->e = smtp_engine_new(cfg, err, sizeof(err));
+	cr_assert_not_null(h->e, "smtp_engine_new: %s", err);
+}
+
+static void default_cfg(struct smtp_engine_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	smtp_timeouts_default(&cfg->timeouts);
+	cfg->timeouts.quit = 2;
+}
+
+static void target_plain(struct smtp_target *t)
+{
+	memset(t, 0, sizeof(*t));
+	snprintf(t->host, sizeof(t->host), "127.0.0.1");
+	t->port = (uint16_t)g_peer.port;
+	t->tls = SMTP_TLS_NONE;
+}
+
+static void job_init(struct tjob *t, const struct smtp_target *tg, const char *from,
+    const char *rcpt, const char *data)
+{
+	memset(t, 0, sizeof(*t));
+	t->job.target = *tg;
+	t->job.mail_from = from;
+	t->job.rcpt = rcpt;
+	t->job.data = data;
+	t->job.data_len = strlen(data);
+	t->job.udata = t;
+}
+
+static void submit(struct harness *h, struct tjob *t)
+{
+	t->done = 0;
+	int rc = smtp_engine_submit(h->e, &t->job);
+	cr_assert_eq(rc, 0, "submit: got %d, want 0", rc);
+}
+
+/* run until ndone reaches want, or fail after limit seconds */
+static void run_until(struct harness *h, int want, double limit)
+{
+	double deadline = now_s() + limit;
+
+	while (h->ndone < want) {
+		cr_assert_lt(now_s(), deadline, "timed out: %d of %d jobs done", h->ndone, want);
+		cr_assert_eq(smtp_engine_run(h->e, 100), 0, "smtp_engine_run failed");
+	}
+	cr_assert_eq(h->ndone, want, "got %d done, want %d", h->ndone, want);
+}
+
+static void harness_free(struct harness *h)
+{
+	smtp_engine_free(h->e);
+	h->e = NULL;
+}
+
+static int count_files(const char *dir, const char *suffix)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int n = 0;
+	size_t sl = strlen(suffix);
+
+	if (d == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL) {
+		size_t l = strlen(de->d_name);
+		if (de->d_name[0] != '.' && l > sl && strcmp(de->d_name + l - sl, suffix) == 0)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static char *msg_file(int seq, const char *ext, size_t *len)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "%s/%d.%s", g_peer.maildir, seq, ext);
+	return slurp(path, len);
+}
+
+/* distinct "conn" values over all stored messages */
+static int distinct_conns(int nmsgs)
+{
+	int seen[4096] = { 0 };
+	int distinct = 0;
+
+	for (int i = 1; i <= nmsgs; i++) {
+		char *j = msg_file(i, "json", NULL);
+		cr_assert_not_null(j, "message %d.json missing", i);
+		char *c = strstr(j, "\"conn\": ");
+		cr_assert_not_null(c, "no conn in %s", j);
+		int conn = (int)strtol(c + 8, NULL, 10);
+		cr_assert(conn > 0 && conn < 4096, "bad conn %d", conn);
+		if (!seen[conn]++)
+			distinct++;
+		free(j);
+	}
+	return distinct;
+}
+
+static void assert_outcome(const struct tjob *t, enum smtp_result res, int code,
+    const char *stage)
+{
+	cr_assert(t->done, "job not done");
+	cr_assert_eq(t->o.result, res, "got result %d (%d %s: %s), want %d", t->o.result,
+	    t->o.code, t->o.stage ? t->o.stage : "-", t->o.text, res);
+	if (code >= 0)
+		cr_assert_eq(t->o.code, code, "got code %d (%s), want %d", t->o.code, t->o.text, code);
+	if (stage != NULL) {
+		cr_assert_not_null(t->o.stage, "got no stage, want %s", stage);
+		cr_assert_str_eq(t->o.stage, stage, "got stage %s (%s), want %s", t->o.stage, t->o.text, stage);
+	}
+}
+
+static const char *k_msg = "From: a@example.com\r\nTo: b@example.com\r\nSubject: hi\r\n\r\nhello\r\n";
+
+/* --- tests ------------------------------------------------------------------ */
+
+Test(engine, plain_delivery)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
+	submit(&h, &t);
+	cr_assert_eq(smtp_engine_inflight(h.e), 1, "got inflight %d, want 1", smtp_engine_inflight(h.e));
+	run_until(&h, 1, 10);
+	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+	cr_assert_str_eq(t.o.enhanced, "2.0.0", "got enhanced %s, want 2.0.0", t.o.enhanced);
+	cr_assert_eq(smtp_engine_inflight(h.e), 0, "got inflight %d, want 0", smtp_engine_inflight(h.e));
+	size_t len;
+	char *eml = msg_file(1, "eml", &len);
+	cr_assert_not_null(eml, "1.eml missing");
+	cr_assert_eq(len, strlen(k_msg), "got %zu bytes, want %zu", len, strlen(k_msg));
+	cr_assert_eq(memcmp(eml, k_msg, len), 0, "message bytes differ");
+	free(eml);
+	char *js = msg_file(1, "json", NULL);
+	cr_assert_not_null(strstr(js, "\"tls\": false"), "got %s, want tls false", js);
+	cr_assert_not_null(strstr(js, "\"mail_from\": \"a@example.com\""), "got %s", js);
+	cr_assert_not_null(strstr(js, "\"helo\": \"client.test\""), "got %s", js);
+	free(js);
+	harness_free(&h);
+}
+
+Test(engine, starttls_auth_verified)
+{
+	char certs[128], cert[256], key[256], ca[256];
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t1, t2;
+
+	make_certs("certs", certs, sizeof(certs));
+	snprintf(cert, sizeof(cert), "%s/cert.pem", certs);
+	snprintf(key, sizeof(key), "%s/key.pem", certs);
+	snprintf(ca, sizeof(ca), "%s/ca.pem", certs);
+	const char *args[] = { "--tls-cert", cert, "--tls-key", key, "--require-starttls",
+	    "--auth", "user:secretpw", NULL };
+	peer_start(args);
+	default_cfg(&cfg);
+	snprintf(cfg.ca_file, sizeof(cfg.ca_file), "%s", ca);
+	harness_init(&h, &cfg);
+
+	/* by name ("localhost": SNI + host check; may try ::1 first) */
+	target_plain(&tg);
+	snprintf(tg.host, sizeof(tg.host), "localhost");
+	tg.tls = SMTP_TLS_REQUIRED;
+	snprintf(tg.user, sizeof(tg.user), "user");
+	snprintf(tg.pass, sizeof(tg.pass), "secretpw");
+	job_init(&t1, &tg, "a@example.com", "b@example.com", k_msg);
+	/* by IP literal (IP SAN check), opportunistic mode */
+	snprintf(tg.host, sizeof(tg.host), "127.0.0.1");
+	tg.tls = SMTP_TLS_STARTTLS;
+	job_init(&t2, &tg, "a@example.com", "c@example.com", k_msg);
+	submit(&h, &t1);
+	submit(&h, &t2);
+	run_until(&h, 2, 15);
+	assert_outcome(&t1, SMTP_RESULT_OK, 250, "dot");
+	assert_outcome(&t2, SMTP_RESULT_OK, 250, "dot");
+	for (int i = 1; i <= 2; i++) {
+		char *js = msg_file(i, "json", NULL);
+		cr_assert_not_null(js, "%d.json missing", i);
+		cr_assert_not_null(strstr(js, "\"tls\": true"), "got %s, want tls true", js);
+		cr_assert_not_null(strstr(js, "\"auth_user\": \"user\""), "got %s, want auth_user user", js);
+		free(js);
+	}
+	char logp[256];
+	snprintf(logp, sizeof(logp), "%s/log", g_peer.dir);
+	char *log = slurp(logp, NULL);
+	cr_assert_not_null(log, "no peer log");
+	cr_assert_null(strstr(log, "secretpw"), "peer transcript shows the password");
+	cr_assert_not_null(strstr(log, "AUTH PLAIN ***"), "got no AUTH PLAIN in transcript, want PLAIN preferred");
+	free(log);
+	harness_free(&h);
+}
+
+Test(engine, starttls_wrong_ca_fails)
+{
+	char certs[128], other[128], cert[256], key[256], ca[256];
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+
+	make_certs("certs", certs, sizeof(certs));
+	make_certs("other", other, sizeof(other));
+	snprintf(cert, sizeof(cert), "%s/cert.pem", certs);
+	snprintf(key, sizeof(key), "%s/key.pem", certs);
+	snprintf(ca, sizeof(ca), "%s/ca.pem", other);
+	const char *args[] = { "--tls-cert", cert, "--tls-key", key, "--auth", "user:secretpw", NULL };
+	peer_start(args);
+	default_cfg(&cfg);
+	snprintf(cfg.ca_file, sizeof(cfg.ca_file), "%s", ca);
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	tg.tls = SMTP_TLS_STARTTLS;
+	tg.no_verify = 0;
+	snprintf(tg.user, sizeof(tg.user), "user");
+	snprintf(tg.pass, sizeof(tg.pass), "secretpw");
+	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
+	submit(&h, &t);
+	run_until(&h, 1, 15);
+	assert_outcome(&t, SMTP_RESULT_TEMPFAIL, 0, "tls");
+	cr_assert_not_null(strstr(t.o.text, "certificate"), "got text %s, want a certificate error", t.o.text);
+	cr_assert_eq(count_files(g_peer.maildir, ".eml"), 0, "message delivered despite a bad certificate");
+	harness_free(&h);
+}
+
+Test(engine, auth_wrong_password_permfails)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+	const char *args[] = { "--auth", "user:secretpw", NULL };
+
+	peer_start(args);
+	default_cfg(&cfg);
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	snprintf(tg.user, sizeof(tg.user), "user");
+	snprintf(tg.pass, sizeof(tg.pass), "wrong");
+	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
+	submit(&h, &t);
+	run_until(&h, 1, 10);
+	assert_outcome(&t, SMTP_RESULT_PERMFAIL, 535, "auth");
+	harness_free(&h);
+}
+
+Test(engine, tls_required_not_offered_tempfails)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	tg.tls = SMTP_TLS_REQUIRED;
+	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
+	submit(&h, &t);
+	run_until(&h, 1, 10);
+	assert_outcome(&t, SMTP_RESULT_TEMPFAIL, 0, "starttls");
+	cr_assert_eq(count_files(g_peer.maildir, ".eml"), 0, "message delivered in plain text");
+	harness_free(&h);
+}
+
+Test(engine, starttls_opportunistic_without_offer_goes_plain)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	tg.tls = SMTP_TLS_STARTTLS;
+	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
+	submit(&h, &t);
+	run_until(&h, 1, 10);
+	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+	harness_free(&h);
+}
+
+Test(engine, implicit_tls)
+{
+	char certs[128], cert[256], key[256], ca[256];
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+
+	make_certs("certs", certs, sizeof(certs));
+	snprintf(cert, sizeof(cert), "%s/cert.pem", certs);
+	snprintf(key, sizeof(key), "%s/key.pem", certs);
+	snprintf(ca, sizeof(ca), "%s/ca.pem", certs);
+	const char *args[] = { "--tls-cert", cert, "--tls-key", key, "--implicit-tls", NULL };
+	peer_start(args);
+	default_cfg(&cfg);
+	snprintf(cfg.ca_file, sizeof(cfg.ca_file), "%s", ca);
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	tg.tls = SMTP_TLS_IMPLICIT;
+	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
+	submit(&h, &t);
+	run_until(&h, 1, 10);
+	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+	char *js = msg_file(1, "json", NULL);
+	cr_assert_not_null(js, "1.json missing");
+	cr_assert_not_null(strstr(js, "\"tls\": true"), "got %s, want tls true", js);
+	free(js);
+	harness_free(&h);
+}
+
+Test(engine, temp_recipient_then_ok)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	job_init(&t, &tg, "a@example.com", "temp2-x@example.com", k_msg);
+	for (int i = 0; i < 3; i++) {
+		submit(&h, &t);
+		run_until(&h, i + 1, 10);
+		if (i < 2) {
+			assert_outcome(&t, SMTP_RESULT_TEMPFAIL, 451, "rcpt");
+			cr_assert_str_eq(t.o.enhanced, "4.3.0", "got %s, want 4.3.0", t.o.enhanced);
+		} else {
+			assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+		}
+	}
+	cr_assert_eq(distinct_conns(1), 1, "want the delivery on one connection");
+	harness_free(&h);
+}
+
+Test(engine, perm_recipient)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t, t2;
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	job_init(&t, &tg, "a@example.com", "perm-x@example.com", k_msg);
+	job_init(&t2, &tg, "a@example.com", "ok@example.com", k_msg);
+	submit(&h, &t);
+	submit(&h, &t2);
+	run_until(&h, 2, 10);
+	assert_outcome(&t, SMTP_RESULT_PERMFAIL, 550, "rcpt");
+	cr_assert_str_eq(t.o.enhanced, "5.1.1", "got enhanced %s, want 5.1.1", t.o.enhanced);
+	cr_assert_not_null(strstr(t.o.text, "no such user"), "got text %s", t.o.text);
+	assert_outcome(&t2, SMTP_RESULT_OK, 250, "dot");
+	harness_free(&h);
+}
+
+Test(engine, drop_after_data)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t, t2;
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	cfg.max_conns_per_target = 1;
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	job_init(&t, &tg, "a@example.com", "drop-x@example.com", k_msg);
+	job_init(&t2, &tg, "a@example.com", "after@example.com", k_msg);
+	submit(&h, &t);
+	submit(&h, &t2);
+	run_until(&h, 2, 10);
+	assert_outcome(&t, SMTP_RESULT_TEMPFAIL, 0, "dot");
+	/* the waiting job gets a fresh connection */
+	assert_outcome(&t2, SMTP_RESULT_OK, 250, "dot");
+	harness_free(&h);
+}
+
+Test(engine, connection_refused)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t[3];
+
+	peer_start(NULL);
+	int port = g_peer.port;
+	peer_stop();   /* nothing listens there now */
+	g_peer.port = port;
+	default_cfg(&cfg);
+	cfg.max_conns_per_target = 1;
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	for (int i = 0; i < 3; i++) {
+		job_init(&t[i], &tg, "a@example.com", "b@example.com", k_msg);
+		submit(&h, &t[i]);
+	}
+	run_until(&h, 3, 10);
+	for (int i = 0; i < 3; i++) {
+		assert_outcome(&t[i], SMTP_RESULT_TEMPFAIL, 0, "connect");
+		cr_assert_not_null(strstr(t[i].o.text, "Connection refused"), "got %s", t[i].o.text);
+		cr_assert_eq(t[i].reports, 1, "got %d reports, want 1", t[i].reports);
+	}
+	harness_free(&h);
+}
+
+Test(engine, dns_failure)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+
+	default_cfg(&cfg);
+	harness_init(&h, &cfg);
+	memset(&tg, 0, sizeof(tg));
+	snprintf(tg.host, sizeof(tg.host), "no-such-host.invalid");
+	tg.port = 25;
+	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
+	submit(&h, &t);
+	run_until(&h, 1, 20);
+	assert_outcome(&t, SMTP_RESULT_TEMPFAIL, 0, "connect");
+	harness_free(&h);
+}
+
+Test(engine, connection_reuse)
+{
+	enum { N = 50 };
+	static struct tjob t[N];
+	static char rcpt[N][64];
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	cfg.max_conns_per_target = 2;
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	for (int i = 0; i < N; i++) {
+		snprintf(rcpt[i], sizeof(rcpt[i]), "r%d@example.com", i);
+		job_init(&t[i], &tg, "a@example.com", rcpt[i], k_msg);
+		submit(&h, &t[i]);
+	}
+	run_until(&h, N, 30);
+	for (int i = 0; i < N; i++)
+		assert_outcome(&t[i], SMTP_RESULT_OK, 250, "dot");
+	cr_assert_eq(count_files(g_peer.maildir, ".eml"), N, "got %d messages, want %d",
+	    count_files(g_peer.maildir, ".eml"), N);
+	int conns = distinct_conns(N);
+	cr_assert_leq(conns, 2, "got %d connections, want <= 2", conns);
+	harness_free(&h);
+}
+
+Test(engine, max_msgs_per_conn)
+{
+	enum { N = 7 };
+	static struct tjob t[N];
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	cfg.max_conns_per_target = 1;
+	cfg.max_msgs_per_conn = 3;
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	for (int i = 0; i < N; i++) {
+		job_init(&t[i], &tg, "a@example.com", "b@example.com", k_msg);
+		submit(&h, &t[i]);
+	}
+	run_until(&h, N, 20);
+	for (int i = 0; i < N; i++)
+		assert_outcome(&t[i], SMTP_RESULT_OK, 250, "dot");
+	int conns = distinct_conns(N);
+	cr_assert_eq(conns, 3, "got %d connections, want 3 (3+3+1)", conns);
+	harness_free(&h);
+}
+
+Test(engine, dot_stuffing)
+{
+	static const char *bodies[] = {
+		"Subject: dots\r\n\r\n.\r\n..x\r\n.y\r\n. \r\nend\r\n",
+		".starts with a dot\r\n\r\n.\r\n",
+		"Subject: no final newline\r\n\r\nlast line",
+	};
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t[3];
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	cfg.max_conns_per_target = 1;
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	for (int i = 0; i < 3; i++) {
+		job_init(&t[i], &tg, "a@example.com", "b@example.com", bodies[i]);
+		submit(&h, &t[i]);
+	}
+	run_until(&h, 3, 10);
+	for (int i = 0; i < 3; i++) {
+		assert_outcome(&t[i], SMTP_RESULT_OK, 250, "dot");
+		size_t len;
+		char *eml = msg_file(i + 1, "eml", &len);
+		cr_assert_not_null(eml, "%d.eml missing", i + 1);
+		char want[256];
+		snprintf(want, sizeof(want), "%s%s", bodies[i], i == 2 ? "\r\n" : "");
+		cr_assert_eq(len, strlen(want), "body %d: got %zu bytes, want %zu", i, len, strlen(want));
+		cr_assert_eq(memcmp(eml, want, len), 0, "body %d: got [%s], want [%s]", i, eml, want);
+		free(eml);
+	}
+	harness_free(&h);
+}
+
+Test(engine, large_message_streamed)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+	size_t cap = 3 * 1024 * 1024, n = 0;
+	char *body = malloc(cap + 1);
+
+	cr_assert_not_null(body);
+	n += (size_t)snprintf(body, cap, "Subject: big\r\n\r\n");
+	for (int i = 0; n + 100 < cap; i++)
+		n += (size_t)snprintf(body + n, cap - n, "%sline %d abcdefghijklmnopqrstuvwxyz0123456789\r\n",
+		    i % 7 == 0 ? "." : "", i);
+	body[n] = '\0';
+	peer_start(NULL);
+	default_cfg(&cfg);
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	job_init(&t, &tg, "a@example.com", "b@example.com", body);
+	submit(&h, &t);
+	run_until(&h, 1, 30);
+	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+	size_t len;
+	char *eml = msg_file(1, "eml", &len);
+	cr_assert_not_null(eml, "1.eml missing");
+	cr_assert_eq(len, n, "got %zu bytes, want %zu", len, n);
+	cr_assert_eq(memcmp(eml, body, n), 0, "big message bytes differ");
+	free(eml);
+	free(body);
+	harness_free(&h);
+}
+
+Test(engine, many_concurrent)
+{
+	enum { N = 200 };
+	static struct tjob t[N];
+	static char rcpt[N][64];
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	cfg.max_conns_per_target = 8;
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	for (int i = 0; i < N; i++) {
+		snprintf(rcpt[i], sizeof(rcpt[i]), "%sr%d@example.com", i % 10 == 0 ? "perm-" : "", i);
+		job_init(&t[i], &tg, "a@example.com", rcpt[i], k_msg);
+		submit(&h, &t[i]);
+	}
+	run_until(&h, N, 60);
+	int ok = 0;
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(t[i].reports, 1, "job %d: got %d reports, want 1", i, t[i].reports);
+		if (i % 10 == 0)
+			assert_outcome(&t[i], SMTP_RESULT_PERMFAIL, 550, "rcpt");
+		else {
+			assert_outcome(&t[i], SMTP_RESULT_OK, 250, "dot");
+			ok++;
+		}
+	}
+	cr_assert_eq(count_files(g_peer.maildir, ".eml"), ok, "got %d messages, want %d",
+	    count_files(g_peer.maildir, ".eml"), ok);
+	int conns = distinct_conns(ok);
+	cr_assert_leq(conns, 8, "got %d connections, want <= 8", conns);
+	harness_free(&h);
+}
+
+Test(engine, dot_timeout)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	cfg.timeouts.dot = 1;
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	job_init(&t, &tg, "a@example.com", "slow-x@example.com", k_msg);
+	double t0 = now_s();
+	submit(&h, &t);
+	run_until(&h, 1, 10);
+	double took = t.t_done - t0;
+	assert_outcome(&t, SMTP_RESULT_TEMPFAIL, 0, "dot");
+	cr_assert_not_null(strstr(t.o.text, "timeout"), "got text %s, want a timeout", t.o.text);
+	cr_assert(took >= 0.9 && took < 2.9, "got %.2f s, want about 1 s", took);
+	harness_free(&h);
+}
+
+Test(engine, idle_timeout_closes_then_reconnects)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+	char logp[256];
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	cfg.timeouts.idle = 0.2;
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
+	submit(&h, &t);
+	run_until(&h, 1, 10);
+	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+	snprintf(logp, sizeof(logp), "%s/log", g_peer.dir);
+	double deadline = now_s() + 5;
+	for (;;) {
+		char *log = slurp(logp, NULL);
+		int closed = log != NULL && strstr(log, "1 C: QUIT") != NULL && strstr(log, "CLOSE 1") != NULL;
+		free(log);
+		if (closed)
+			break;
+		cr_assert_lt(now_s(), deadline, "idle connection not closed with QUIT");
+		smtp_engine_run(h.e, 50);
+	}
+	submit(&h, &t);
+	run_until(&h, 2, 10);
+	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+	cr_assert_eq(distinct_conns(2), 2, "want a second connection after the idle close");
+	harness_free(&h);
+}
+
+Test(engine, shutdown_reports_unfinished)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t[5];
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	cfg.max_conns_per_target = 1;
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	for (int i = 0; i < 5; i++) {
+		job_init(&t[i], &tg, "a@example.com", "slow-x@example.com", k_msg);
+		submit(&h, &t[i]);
+	}
+	smtp_engine_run(h.e, 50);   /* one session starts, the rest queue */
+	harness_free(&h);
+	cr_assert_eq(h.ndone, 5, "got %d reports, want 5", h.ndone);
+	for (int i = 0; i < 5; i++) {
+		assert_outcome(&t[i], SMTP_RESULT_TEMPFAIL, 0, "shutdown");
+		cr_assert_eq(t[i].reports, 1, "job %d: got %d reports, want 1", i, t[i].reports);
+	}
+}
+
+struct submitter {
+	struct harness *h;
+	struct tjob *jobs;
+	int n;
+};
+
+static void *submit_thread(void *arg)
+{
+	struct submitter *sb = arg;
+
+	for (int i = 0; i < sb->n; i++) {
+		if (smtp_engine_submit(sb->h->e, &sb->jobs[i].job) != 0)
+			return (void *)1;
+		if (i % 5 == 0)
+			usleep(2000);
+	}
+	return NULL;
+}
+
+Test(engine, submit_from_other_thread)
+{
+	enum { N = 40 };
+	static struct tjob t[N];
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	pthread_t th;
+	void *ret = NULL;
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	cfg.max_conns_per_target = 3;
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	for (int i = 0; i < N; i++)
+		job_init(&t[i], &tg, "a@example.com", "b@example.com", k_msg);
+	struct submitter sb = { &h, t, N };
+	cr_assert_eq(pthread_create(&th, NULL, submit_thread, &sb), 0, "pthread_create");
+	run_until(&h, N, 30);
+	pthread_join(th, &ret);
+	cr_assert_null(ret, "a submit failed");
+	for (int i = 0; i < N; i++)
+		assert_outcome(&t[i], SMTP_RESULT_OK, 250, "dot");
+	harness_free(&h);
+}
+
+Test(engine, invalid_address_permfails_without_sending)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t, t2;
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	cfg.max_conns_per_target = 1;
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	job_init(&t, &tg, "a@example.com", "b@example.com>\r\nRCPT TO:<evil@example.com", k_msg);
+	job_init(&t2, &tg, "a@example.com", "good@example.com", k_msg);
+	submit(&h, &t);
+	submit(&h, &t2);
+	run_until(&h, 2, 10);
+	assert_outcome(&t, SMTP_RESULT_PERMFAIL, 0, "mail");
+	assert_outcome(&t2, SMTP_RESULT_OK, 250, "dot");
+	char *js = msg_file(1, "json", NULL);
+	cr_assert_not_null(js, "1.json missing");
+	cr_assert_null(strstr(js, "evil"), "injected recipient reached the server: %s", js);
+	free(js);
+	harness_free(&h);
+}

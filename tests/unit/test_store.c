@@ -1,0 +1,879 @@
+/*
+ * test_store.c - the Redis store and the scheduler against a real
+ * redis-server: each test starts its own on a random loopback port (killed
+ * in the fixture teardown, and by PR_SET_PDEATHSIG if the test crashes).
+ * Redis state is inspected with a separate hiredis connection (hiredis is
+ * the store module's library; only the store and its test use it).
+ * No per-test .timeout: Criterion 2.4 leaks its timeout record under
+ * --jobs, which fails the ASan run; every wait here has its own deadline.
+ */
+#include <criterion/criterion.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "../../server/scheduler.h"
+#include "../../server/store.h"
+#include "../../server/util.h"
+
+static pid_t rs_pid = -1;
+static uint16_t rs_port;
+static char rs_dir[64];
+static struct redis_addr rs_addr;
+static redisContext *rc_ctx;
+static struct store *st;
+
+/* --- redis-server child ------------------------------------------------- */
+
+static uint16_t
+free_port(void)
+{
+	struct sockaddr_in sa;
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	uint16_t port = 0;
+
+	cr_assert(fd >= 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+		port = ntohs(sa.sin_port);
+	close(fd);
+	return port;
+}
+
+static pid_t
+redis_spawn(uint16_t port)
+{
+	char p[16];
+	pid_t pid;
+
+	snprintf(p, sizeof(p), "%u", (unsigned)port);
+	pid = fork();
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_RDWR);
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (devnull >= 0) {
+			dup2(devnull, 0);
+			dup2(devnull, 1);
+			dup2(devnull, 2);
+		}
+		execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1",
+		    "--save", "", "--appendonly", "no", "--dir", rs_dir, (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+/* redis_wait - PING until PONG or the deadline; 0 when up. */
+static int
+redis_wait(pid_t pid, uint16_t port, int64_t timeout_ms)
+{
+	int64_t deadline = util_mono_ms() + timeout_ms;
+	struct timeval tv = { 0, 200000 };
+
+	while (util_mono_ms() < deadline) {
+		redisContext *c;
+		int status;
+
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return -1;   /* exited: port taken? */
+		c = redisConnectWithTimeout("127.0.0.1", port, tv);
+		if (c && !c->err) {
+			redisReply *r = redisCommand(c, "PING");
+			int ok = r && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
+
+			if (r)
+				freeReplyObject(r);
+			redisFree(c);
+			if (ok)
+				return 0;
+		} else if (c) {
+			redisFree(c);
+		}
+		usleep(20000);
+	}
+	return -1;
+}
+
+static void
+redis_kill(void)
+{
+	if (rs_pid > 0) {
+		kill(rs_pid, SIGKILL);
+		waitpid(rs_pid, NULL, 0);
+	}
+	rs_pid = -1;
+}
+
+static void
+inspector_connect(void)
+{
+	struct timeval tv = { 2, 0 };
+
+	if (rc_ctx)
+		redisFree(rc_ctx);
+	rc_ctx = redisConnectWithTimeout("127.0.0.1", rs_port, tv);
+	cr_assert(rc_ctx && !rc_ctx->err, "inspector connect failed");
+	redisSetTimeout(rc_ctx, tv);
+}
+
+static void
+setup(void)
+{
+	int attempt;
+
+	util_strlcpy(rs_dir, "/tmp/txm-test-store-XXXXXX", sizeof(rs_dir));
+	cr_assert(mkdtemp(rs_dir) != NULL);
+	for (attempt = 0; attempt < 5; attempt++) {
+		rs_port = free_port();
+		cr_assert(rs_port != 0);
+		rs_pid = redis_spawn(rs_port);
+		cr_assert(rs_pid > 0);
+		if (redis_wait(rs_pid, rs_port, 5000) == 0)
+			break;
+		redis_kill();
+	}
+	cr_assert(rs_pid > 0, "redis-server did not start");
+	memset(&rs_addr, 0, sizeof(rs_addr));
+	util_strlcpy(rs_addr.host, "127.0.0.1", sizeof(rs_addr.host));
+	rs_addr.port = rs_port;
+	inspector_connect();
+	st = store_open(&rs_addr);
+	cr_assert(st);
+	char err[256];
+	cr_assert_eq(store_init(st, err, sizeof(err)), 0, "store_init: %s", err);
+}
+
+static void
+teardown(void)
+{
+	store_close(st);
+	st = NULL;
+	if (rc_ctx)
+		redisFree(rc_ctx);
+	rc_ctx = NULL;
+	redis_kill();
+	if (rs_dir[0]) {
+		char path[128];
+
+		snprintf(path, sizeof(path), "%s/dump.rdb", rs_dir);
+		unlink(path);
+		rmdir(rs_dir);
+	}
+}
+
+TestSuite(store, .init = setup, .fini = teardown);
+
+/* --- helpers --------------------------------------------------------------- */
+
+static long long
+rint_cmd(const char *fmt, const char *arg)
+{
+	redisReply *r = redisCommand(rc_ctx, fmt, arg);
+	long long v;
+
+	cr_assert(r, "inspector command failed: %s", fmt);
+	cr_assert_eq(r->type, REDIS_REPLY_INTEGER, "%s: got reply type %d, want integer", fmt, r->type);
+	v = r->integer;
+	freeReplyObject(r);
+	return v;
+}
+
+/* rstr_cmd - a string reply copied into buf ("" for nil). */
+static void
+rstr_cmd(char *buf, size_t len, const char *fmt, const char *a1, const char *a2)
+{
+	redisReply *r = redisCommand(rc_ctx, fmt, a1, a2);
+
+	cr_assert(r, "inspector command failed: %s", fmt);
+	buf[0] = '\0';
+	if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
+		util_strlcpy(buf, r->str, len);
+	else
+		cr_assert_eq(r->type, REDIS_REPLY_NIL, "%s: got reply type %d, want string", fmt, r->type);
+	freeReplyObject(r);
+}
+
+static void
+hset_cmd(const char *key, const char *field, const char *val)
+{
+	redisReply *r = redisCommand(rc_ctx, "HSET %s %s %s", key, field, val);
+
+	cr_assert(r && r->type == REDIS_REPLY_INTEGER);
+	freeReplyObject(r);
+}
+
+static long long
+pending_count(const char *stream, const char *group)
+{
+	redisReply *r = redisCommand(rc_ctx, "XPENDING %s %s", stream, group);
+	long long v;
+
+	cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1);
+	cr_assert_eq(r->element[0]->type, REDIS_REPLY_INTEGER);
+	v = r->element[0]->integer;
+	freeReplyObject(r);
+	return v;
+}
+
+static const char mime_bytes[] = "Subject: hi\r\n\r\nbody\0with NUL\r\n";
+#define MIME_LEN (sizeof(mime_bytes) - 1)
+
+static void
+enqueue_msg(char *id, size_t idlen, size_t nrcpts, int64_t send_at)
+{
+	struct store_rcpt_in rc[64];
+	char emails[64][32];
+	struct store_message_in m;
+	size_t i;
+	int rc_;
+
+	cr_assert(nrcpts <= 64);
+	cr_assert_eq(util_random_id("msg_", id, idlen), 0);
+	for (i = 0; i < nrcpts; i++) {
+		snprintf(emails[i], sizeof(emails[i]), "user%zu@example.com", i);
+		rc[i].email = emails[i];
+		rc[i].kind = i == 1 ? "cc" : "to";
+	}
+	memset(&m, 0, sizeof(m));
+	m.id = id;
+	m.created_ms = 1700000000000LL;
+	m.expires_ms = 1700086400000LL;
+	m.send_at_ms = send_at;
+	m.from = "Sender <s@example.com>";
+	m.mail_from = "s@example.com";
+	m.subject = "hi \xe4\xbd\xa0\xe5\xa5\xbd";
+	m.mime = mime_bytes;
+	m.mime_len = MIME_LEN;
+	m.metadata_json = "{\"k\":\"v\"}";
+	m.tags_json = "[\"t\"]";
+	m.timeline_json = "{\"type\":\"queued\"}";
+	m.rcpts = rc;
+	m.nrcpts = nrcpts;
+	rc_ = store_enqueue(st, &m);
+	cr_assert_eq(rc_, 0, "store_enqueue: got %d, want 0", rc_);
+}
+
+static void
+msg_key(char *buf, size_t len, const char *id, const char *suffix)
+{
+	snprintf(buf, len, "txm{0}:msg:%s%s", id, suffix);
+}
+
+static void
+rcpt_status(const char *id, int idx, char *buf, size_t len)
+{
+	char key[128], field[32];
+
+	msg_key(key, sizeof(key), id, "");
+	snprintf(field, sizeof(field), "r%d:status", idx);
+	rstr_cmd(buf, len, "HGET %s %s", key, field);
+}
+
+static void
+free_deliveries(struct store_delivery **d, int n)
+{
+	for (int i = 0; i < n; i++)
+		store_delivery_free(d[i]);
+}
+
+static int
+fetch_one(const char *consumer, struct store_delivery **d)
+{
+	return store_fetch(st, consumer, 1, 0, d);
+}
+
+static int
+record_one(struct store_delivery *d, const char *status, int64_t next_ms, const char *event)
+{
+	struct store_result r = {
+		.d = d, .status = status, .next_ms = next_ms, .now_ms = util_now_ms(),
+		.smtp_json = "{\"code\":250}", .event_json = event,
+		.timeline_json = "{\"type\":\"x\"}",
+	};
+	return store_record(st, &r, 1);
+}
+
+/* --- tests ------------------------------------------------------------------- */
+
+Test(store, enqueue_and_get_message)
+{
+	char id[64], st_buf[32];
+	struct store_message_view v;
+	int rc;
+
+	enqueue_msg(id, sizeof(id), 2, 0);
+	rc = store_get_message(st, id, &v);
+	cr_assert_eq(rc, 0, "get_message: got %d, want 0", rc);
+	cr_assert_str_eq(v.id, id);
+	cr_assert_str_eq(v.from, "Sender <s@example.com>");
+	cr_assert_str_eq(v.subject, "hi \xe4\xbd\xa0\xe5\xa5\xbd");
+	cr_assert_str_eq(v.metadata_json, "{\"k\":\"v\"}");
+	cr_assert_str_eq(v.tags_json, "[\"t\"]");
+	cr_assert_eq(v.created_ms, 1700000000000LL);
+	cr_assert_eq(v.send_at_ms, 0);
+	cr_assert_eq(v.nrcpts, 2, "nrcpts: got %zu, want 2", v.nrcpts);
+	cr_assert_str_eq(v.rcpts[0].email, "user0@example.com");
+	cr_assert_str_eq(v.rcpts[1].kind, "cc");
+	cr_assert_str_eq(v.rcpts[1].status, "queued");
+	cr_assert_eq(v.rcpts[0].attempts, 0);
+	cr_assert_null(v.rcpts[0].smtp_json);
+	cr_assert_eq(v.ntimeline, 1);
+	cr_assert_str_eq(v.timeline_json[0], "{\"type\":\"queued\"}");
+	store_message_view_free(&v);
+
+	rcpt_status(id, 0, st_buf, sizeof(st_buf));
+	cr_assert_str_eq(st_buf, "queued");
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 2);
+
+	/* the same id again: conflict, nothing added */
+	struct store_rcpt_in r1 = { "x@example.com", "to" };
+	struct store_message_in m = { .id = id, .mime = "", .rcpts = &r1, .nrcpts = 1 };
+	rc = store_enqueue(st, &m);
+	cr_assert_eq(rc, STORE_ERR_CONFLICT, "dup enqueue: got %d, want %d", rc, STORE_ERR_CONFLICT);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 2);
+
+	rc = store_get_message(st, "msg_nope", &v);
+	cr_assert_eq(rc, STORE_ERR_NOT_FOUND, "missing: got %d, want %d", rc, STORE_ERR_NOT_FOUND);
+	cr_assert_eq(v.nrcpts, 0);
+	store_message_view_free(&v);
+}
+
+Test(store, invalid_enqueue_rejected)
+{
+	struct store_rcpt_in r1 = { "x@example.com", "to" };
+	struct store_message_in cases[] = {
+		{ .id = NULL, .rcpts = &r1, .nrcpts = 1 },
+		{ .id = "", .rcpts = &r1, .nrcpts = 1 },
+		{ .id = "a/b", .rcpts = &r1, .nrcpts = 1 },
+		{ .id = "ok", .rcpts = &r1, .nrcpts = 0 },
+		{ .id = "ok", .rcpts = NULL, .nrcpts = 1 },
+		{ .id = "ok", .rcpts = &r1, .nrcpts = 100000 },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int rc = store_enqueue(st, &cases[i]);
+		cr_assert_eq(rc, STORE_ERR_PROTO, "case %zu: got %d, want %d", i, rc, STORE_ERR_PROTO);
+	}
+	cr_assert_eq(rint_cmd("EXISTS %s", "txm{0}:msg:ok"), 0);
+}
+
+Test(store, fetch_claims)
+{
+	char id[64], sbuf[32], key[128];
+	struct store_delivery *d[8];
+	int n;
+
+	enqueue_msg(id, sizeof(id), 2, 0);
+	n = store_fetch(st, "c1", 8, 100, d);
+	cr_assert_eq(n, 2, "fetch: got %d, want 2", n);
+	for (int i = 0; i < n; i++) {
+		cr_assert_str_eq(d[i]->msg_id, id);
+		cr_assert_eq(d[i]->rcpt_idx, i);
+		cr_assert_eq(d[i]->attempts, 1, "attempts: got %d, want 1", d[i]->attempts);
+		cr_assert_str_eq(d[i]->mail_from, "s@example.com");
+		cr_assert_eq(d[i]->mime_len, MIME_LEN, "mime_len: got %zu, want %zu", d[i]->mime_len, MIME_LEN);
+		cr_assert_eq(memcmp(d[i]->mime, mime_bytes, MIME_LEN), 0);
+		cr_assert_str_eq(d[i]->metadata_json, "{\"k\":\"v\"}");
+		cr_assert_str_eq(d[i]->tags_json, "[\"t\"]");
+		cr_assert_eq(d[i]->created_ms, 1700000000000LL);
+		cr_assert_eq(d[i]->expires_ms, 1700086400000LL);
+		cr_assert(d[i]->entry_id[0]);
+		rcpt_status(id, i, sbuf, sizeof(sbuf));
+		cr_assert_str_eq(sbuf, "sending");
+	}
+	cr_assert_str_eq(d[1]->rcpt, "user1@example.com");
+	msg_key(key, sizeof(key), id, "");
+	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, "r0:attempts");
+	cr_assert_str_eq(sbuf, "1");
+	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 2);
+	free_deliveries(d, n);
+
+	/* nothing left: a short block returns 0 after about block_ms */
+	int64_t t0 = util_mono_ms();
+	n = store_fetch(st, "c1", 8, 200, d);
+	int64_t dt = util_mono_ms() - t0;
+	cr_assert_eq(n, 0, "empty fetch: got %d, want 0", n);
+	cr_assert(dt >= 150 && dt < 2000, "block 200 ms took %lld ms", (long long)dt);
+}
+
+Test(store, fetch_block_longer_than_command_timeout)
+{
+	struct store_delivery *d[2];
+	int64_t t0 = util_mono_ms();
+	int n = store_fetch(st, "c1", 2, 5600, d);
+
+	cr_assert_eq(n, 0, "got %d, want 0 (a long block must not hit the socket timeout)", n);
+	cr_assert(util_mono_ms() - t0 >= 5500);
+	cr_assert_eq(store_ping(st), 0);
+}
+
+Test(store, record_delivered)
+{
+	char id[64], key[128], sbuf[64];
+	struct store_delivery *d = NULL;
+	struct store_message_view v;
+	int rc;
+
+	enqueue_msg(id, sizeof(id), 1, 0);
+	cr_assert_eq(fetch_one("c1", &d), 1);
+	rc = record_one(d, "delivered", 0, "{\"type\":\"message.delivered\"}");
+	cr_assert_eq(rc, 0, "record: got %d, want 0", rc);
+
+	msg_key(key, sizeof(key), id, "");
+	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, "pending");
+	cr_assert_str_eq(sbuf, "0");
+	long long ttl = rint_cmd("PTTL %s", key);
+	cr_assert(ttl > 0 && ttl <= 7LL * 24 * 3600 * 1000, "msg PTTL: got %lld, want (0, 7d]", ttl);
+	msg_key(key, sizeof(key), id, ":tl");
+	ttl = rint_cmd("PTTL %s", key);
+	cr_assert(ttl > 0, "timeline PTTL: got %lld, want > 0", ttl);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 1);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 0);
+	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 0);
+
+	cr_assert_eq(store_get_message(st, id, &v), 0);
+	cr_assert_str_eq(v.rcpts[0].status, "delivered");
+	cr_assert_eq(v.rcpts[0].attempts, 1);
+	cr_assert_str_eq(v.rcpts[0].smtp_json, "{\"code\":250}");
+	cr_assert_eq(v.ntimeline, 2);
+	cr_assert_str_eq(v.timeline_json[1], "{\"type\":\"x\"}");
+	store_message_view_free(&v);
+
+	/* recording again (the recipient is not "sending"): a no-op ack */
+	rc = record_one(d, "failed", 0, "{\"type\":\"message.failed\"}");
+	cr_assert_eq(rc, 0, "re-record: got %d, want 0", rc);
+	rcpt_status(id, 0, sbuf, sizeof(sbuf));
+	cr_assert_str_eq(sbuf, "delivered");
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 1);
+	store_delivery_free(d);
+}
+
+Test(store, retention_setting)
+{
+	char id[64], key[128];
+	struct store_delivery *d = NULL;
+
+	store_set_retention(st, 60);
+	enqueue_msg(id, sizeof(id), 1, 0);
+	cr_assert_eq(fetch_one("c1", &d), 1);
+	cr_assert_eq(record_one(d, "failed", 0, NULL), 0);
+	msg_key(key, sizeof(key), id, "");
+	long long ttl = rint_cmd("PTTL %s", key);
+	cr_assert(ttl > 0 && ttl <= 60000, "PTTL: got %lld, want (0, 60000]", ttl);
+	/* no event given: no outbox entry */
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 0);
+	store_delivery_free(d);
+}
+
+Test(store, deferred_then_promoted)
+{
+	char id[64], key[128], member[96], sbuf[64];
+	struct store_delivery *d = NULL;
+	int64_t now = util_now_ms(), next = 0, due = now + 100000;
+	int n;
+
+	enqueue_msg(id, sizeof(id), 1, 0);
+	cr_assert_eq(fetch_one("c1", &d), 1);
+	cr_assert_eq(record_one(d, "deferred", due, "{\"type\":\"message.deferred\"}"), 0);
+	store_delivery_free(d);
+	d = NULL;
+
+	rcpt_status(id, 0, sbuf, sizeof(sbuf));
+	cr_assert_str_eq(sbuf, "deferred");
+	snprintf(member, sizeof(member), "%s/0", id);
+	rstr_cmd(sbuf, sizeof(sbuf), "ZSCORE %s %s", "txm{0}:due", member);
+	cr_assert_eq(strtoll(sbuf, NULL, 10), due, "due score: got %s, want %lld", sbuf, (long long)due);
+	msg_key(key, sizeof(key), id, "");
+	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, "pending");
+	cr_assert_str_eq(sbuf, "1");
+	cr_assert_eq(rint_cmd("PTTL %s", key), -1);
+	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 0);
+
+	n = store_promote_due(st, now, 100, &next);
+	cr_assert_eq(n, 0, "early promote: got %d, want 0", n);
+	cr_assert_eq(next, due, "next: got %lld, want %lld", (long long)next, (long long)due);
+
+	n = store_promote_due(st, due, 100, &next);
+	cr_assert_eq(n, 1, "promote: got %d, want 1", n);
+	cr_assert_eq(next, 0, "next after: got %lld, want 0", (long long)next);
+	rcpt_status(id, 0, sbuf, sizeof(sbuf));
+	cr_assert_str_eq(sbuf, "queued");
+
+	cr_assert_eq(fetch_one("c1", &d), 1);
+	cr_assert_eq(d->attempts, 2, "attempts: got %d, want 2", d->attempts);
+	store_delivery_free(d);
+}
+
+Test(store, promote_batches)
+{
+	char id[64];
+	int64_t next = 0;
+	int n;
+
+	enqueue_msg(id, sizeof(id), 5, 1000);
+	n = store_promote_due(st, 999, 10, &next);
+	cr_assert_eq(n, 0);
+	cr_assert_eq(next, 1000);
+	n = store_promote_due(st, 2000, 3, &next);
+	cr_assert_eq(n, 3, "first batch: got %d, want 3", n);
+	cr_assert_eq(next, 1000, "next: got %lld, want 1000", (long long)next);
+	n = store_promote_due(st, 2000, 3, &next);
+	cr_assert_eq(n, 2, "second batch: got %d, want 2", n);
+	cr_assert_eq(next, 0);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 5);
+}
+
+Test(store, send_at_is_scheduled)
+{
+	char id[64], sbuf[32];
+	struct store_delivery *d = NULL;
+	struct store_message_view v;
+	int64_t at = util_now_ms() + 60000, next = 0;
+
+	enqueue_msg(id, sizeof(id), 1, at);
+	rcpt_status(id, 0, sbuf, sizeof(sbuf));
+	cr_assert_str_eq(sbuf, "scheduled");
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 0);
+	cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:due"), 1);
+	cr_assert_eq(fetch_one("c1", &d), 0);
+	cr_assert_eq(store_get_message(st, id, &v), 0);
+	cr_assert_eq(v.send_at_ms, at);
+	store_message_view_free(&v);
+
+	cr_assert_eq(store_promote_due(st, at, 10, &next), 1);
+	cr_assert_eq(fetch_one("c1", &d), 1);
+	cr_assert_eq(d->attempts, 1);
+	store_delivery_free(d);
+}
+
+Test(store, reclaim_from_dead_consumer)
+{
+	char id[64], sbuf[32];
+	struct store_delivery *a = NULL, *b[4];
+	int n, rc;
+
+	enqueue_msg(id, sizeof(id), 1, 0);
+	cr_assert_eq(fetch_one("A", &a), 1);
+	n = store_reclaim(st, "B", 0, 4, b);
+	cr_assert_eq(n, 1, "reclaim: got %d, want 1", n);
+	cr_assert_str_eq(b[0]->entry_id, a->entry_id);
+	cr_assert_eq(b[0]->attempts, 2, "attempts: got %d, want 2", b[0]->attempts);
+
+	/* A's late outcome is stale: nothing changes, B still holds the entry */
+	rc = record_one(a, "delivered", 0, "{}");
+	cr_assert_eq(rc, 0);
+	rcpt_status(id, 0, sbuf, sizeof(sbuf));
+	cr_assert_str_eq(sbuf, "sending");
+	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 1);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 0);
+
+	cr_assert_eq(record_one(b[0], "delivered", 0, "{}"), 0);
+	rcpt_status(id, 0, sbuf, sizeof(sbuf));
+	cr_assert_str_eq(sbuf, "delivered");
+	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 0);
+	store_delivery_free(a);
+	store_delivery_free(b[0]);
+}
+
+Test(store, heartbeat_prevents_reclaim)
+{
+	char id[64];
+	struct store_delivery *a = NULL, *b[4];
+	int n;
+
+	enqueue_msg(id, sizeof(id), 1, 0);
+	cr_assert_eq(fetch_one("A", &a), 1);
+	usleep(400000);   /* let the entry become idle for > 300 ms */
+	const char *ids[1] = { a->entry_id };
+	cr_assert_eq(store_heartbeat(st, "A", ids, 1), 0);
+	n = store_reclaim(st, "B", 300, 4, b);
+	cr_assert_eq(n, 0, "reclaim after heartbeat: got %d, want 0", n);
+
+	/* without heartbeats it is taken over once idle long enough */
+	int64_t deadline = util_mono_ms() + 5000;
+	while (n == 0 && util_mono_ms() < deadline) {
+		n = store_reclaim(st, "B", 300, 4, b);
+		if (n == 0)
+			usleep(50000);
+	}
+	cr_assert_eq(n, 1, "reclaim when idle: got %d, want 1", n);
+	cr_assert_eq(b[0]->attempts, 2);
+	store_delivery_free(b[0]);
+	store_delivery_free(a);
+	cr_assert_eq(store_heartbeat(st, "A", NULL, 0), 0);
+}
+
+Test(store, undeliverable_entries_are_skipped)
+{
+	char id[64], key[128], sbuf[32];
+	struct store_delivery *d[4];
+	int n;
+
+	enqueue_msg(id, sizeof(id), 2, 0);
+	msg_key(key, sizeof(key), id, "");
+	hset_cmd(key, "r0:status", "canceled");
+	n = store_fetch(st, "c1", 4, 0, d);
+	cr_assert_eq(n, 1, "fetch: got %d, want 1", n);
+	cr_assert_eq(d[0]->rcpt_idx, 1);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 1);
+	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 1);
+
+	/* canceled while sending: the outcome is acked without changes */
+	hset_cmd(key, "r1:status", "canceled");
+	cr_assert_eq(record_one(d[0], "delivered", 0, "{}"), 0);
+	rcpt_status(id, 1, sbuf, sizeof(sbuf));
+	cr_assert_str_eq(sbuf, "canceled");
+	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 0);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 0);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 0);
+	store_delivery_free(d[0]);
+
+	/* a ready entry for a message that is gone */
+	redisReply *r = redisCommand(rc_ctx, "XADD txm{0}:ready * m msg_gone r 0");
+	cr_assert(r && r->type == REDIS_REPLY_STRING);
+	freeReplyObject(r);
+	r = redisCommand(rc_ctx, "XADD txm{0}:ready * junk 1");
+	cr_assert(r && r->type == REDIS_REPLY_STRING);
+	freeReplyObject(r);
+	n = store_fetch(st, "c1", 4, 0, d);
+	cr_assert_eq(n, 0, "fetch of dead entries: got %d, want 0", n);
+	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 0);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 0);
+}
+
+Test(store, fifty_recipients_pipelined)
+{
+	char id[64], key[128], sbuf[32];
+	struct store_delivery *d[64];
+	struct store_result res[64];
+	struct store_message_view v;
+	int n = 0, got;
+
+	enqueue_msg(id, sizeof(id), 50, 0);
+	cr_assert_eq(store_get_message(st, id, &v), 0);
+	cr_assert_eq(v.nrcpts, 50);
+	cr_assert_str_eq(v.rcpts[49].email, "user49@example.com");
+	store_message_view_free(&v);
+	while (n < 50 && (got = store_fetch(st, "c1", 64 - n, 0, d + n)) > 0)
+		n += got;
+	cr_assert_eq(n, 50, "fetched: got %d, want 50", n);
+	for (int i = 0; i < n; i++)
+		res[i] = (struct store_result){ .d = d[i], .status = "delivered",
+		    .now_ms = util_now_ms(), .event_json = "{\"e\":1}", .timeline_json = "{}" };
+	cr_assert_eq(store_record(st, res, (size_t)n), 0);
+	msg_key(key, sizeof(key), id, "");
+	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, "pending");
+	cr_assert_str_eq(sbuf, "0");
+	cr_assert(rint_cmd("PTTL %s", key) > 0);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 50);
+	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 0);
+	free_deliveries(d, n);
+}
+
+Test(store, invalid_record_rejected)
+{
+	struct store_delivery d = { .msg_id = "m1", .entry_id = "1-1" };
+	struct store_result r = { .d = &d, .status = "bogus" };
+	int rc = store_record(st, &r, 1);
+
+	cr_assert_eq(rc, STORE_ERR_PROTO, "got %d, want %d", rc, STORE_ERR_PROTO);
+	r.d = NULL;
+	r.status = "delivered";
+	cr_assert_eq(store_record(st, &r, 1), STORE_ERR_PROTO);
+	cr_assert_eq(store_record(st, NULL, 0), 0);
+}
+
+Test(store, noscript_reload)
+{
+	char id[64];
+	redisReply *r = redisCommand(rc_ctx, "SCRIPT FLUSH");
+
+	cr_assert(r && r->type == REDIS_REPLY_STATUS);
+	freeReplyObject(r);
+	enqueue_msg(id, sizeof(id), 1, 0);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 1);
+}
+
+Test(store, webhooks)
+{
+	char id[64], sbuf[64], key[160];
+	struct store_delivery *d = NULL;
+	struct store_event *ev[4], *ev2[4];
+	struct store_whd *w[4];
+	int64_t now = util_now_ms(), nd;
+	int n;
+
+	enqueue_msg(id, sizeof(id), 1, 0);
+	cr_assert_eq(fetch_one("c1", &d), 1);
+	cr_assert_eq(record_one(d, "delivered", 0, "{\"id\":\"evt_1\"}"), 0);
+	store_delivery_free(d);
+
+	n = store_read_events(st, "w1", 4, 100, ev);
+	cr_assert_eq(n, 1, "read_events: got %d, want 1", n);
+	cr_assert_str_eq(ev[0]->json, "{\"id\":\"evt_1\"}");
+	/* not fanned out yet: our own pending entry comes back first */
+	n = store_read_events(st, "w1", 4, 100, ev2);
+	cr_assert_eq(n, 1, "re-read: got %d, want 1", n);
+	cr_assert_str_eq(ev2[0]->entry_id, ev[0]->entry_id);
+	store_event_free(ev2[0]);
+
+	const char *eps[2] = { "ep1", "ep2" };
+	cr_assert_eq(store_webhook_fanout(st, ev[0], "evt_1", eps, 2, now), 0);
+	cr_assert_eq(pending_count("txm{0}:events", "webhooks"), 0);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 0);
+	cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:whq"), 2);
+	nd = store_webhook_next_due(st);
+	cr_assert_eq(nd, now, "next due: got %lld, want %lld", (long long)nd, (long long)now);
+	store_event_free(ev[0]);
+
+	n = store_read_events(st, "w1", 4, 50, ev);
+	cr_assert_eq(n, 0, "after fanout: got %d, want 0", n);
+
+	n = store_webhook_claim(st, now, 30000, 4, w);
+	cr_assert_eq(n, 2, "claim: got %d, want 2", n);
+	cr_assert_str_eq(w[0]->event_id, "evt_1");
+	cr_assert_str_eq(w[0]->endpoint, "ep1");
+	cr_assert_str_eq(w[0]->member, "evt_1/ep1");
+	cr_assert_str_eq(w[1]->endpoint, "ep2");
+	cr_assert_str_eq(w[0]->body, "{\"id\":\"evt_1\"}");
+	cr_assert_eq(w[0]->attempts, 0);
+	cr_assert_eq(w[0]->first_ms, now);
+	/* leased: not due again until the lease ends */
+	struct store_whd *w2[4];
+	cr_assert_eq(store_webhook_claim(st, now + 1000, 30000, 4, w2), 0);
+	cr_assert_eq(store_webhook_next_due(st), now + 30000);
+
+	cr_assert_eq(store_webhook_retry(st, w[0]->member, 1, now + 5000), 0);
+	cr_assert_eq(store_webhook_done(st, w[1]->member), 0);
+	cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:whq"), 1);
+	snprintf(key, sizeof(key), "txm{0}:wh:%s", w[1]->member);
+	cr_assert_eq(rint_cmd("EXISTS %s", key), 0);
+	n = store_webhook_claim(st, now + 5000, 30000, 4, w2);
+	cr_assert_eq(n, 1, "claim after retry: got %d, want 1", n);
+	cr_assert_eq(w2[0]->attempts, 1);
+	cr_assert_eq(store_webhook_done(st, w2[0]->member), 0);
+	store_whd_free(w2[0]);
+	cr_assert_eq(store_webhook_next_due(st), 0);
+	n = store_webhook_retry(st, w[0]->member, 2, now);
+	cr_assert_eq(n, STORE_ERR_NOT_FOUND, "retry gone: got %d, want %d", n, STORE_ERR_NOT_FOUND);
+	snprintf(key, sizeof(key), "txm{0}:wh:%s", w[0]->member);
+	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, "body");
+	cr_assert_str_eq(sbuf, "");
+	store_whd_free(w[0]);
+	store_whd_free(w[1]);
+
+	/* fanout to no endpoint just acks */
+	enqueue_msg(id, sizeof(id), 1, 0);
+	cr_assert_eq(fetch_one("c1", &d), 1);
+	cr_assert_eq(record_one(d, "failed", 0, "{\"id\":\"evt_2\"}"), 0);
+	store_delivery_free(d);
+	cr_assert_eq(store_read_events(st, "w1", 4, 0, ev), 1);
+	cr_assert_eq(store_webhook_fanout(st, ev[0], "evt_2", NULL, 0, now), 0);
+	store_event_free(ev[0]);
+	cr_assert_eq(pending_count("txm{0}:events", "webhooks"), 0);
+	cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:whq"), 0);
+}
+
+Test(store, redis_outage_fails_fast_and_recovers)
+{
+	struct store_delivery *d[2];
+	char id[64];
+	int64_t t0, dt;
+	int rc, n;
+
+	cr_assert_eq(store_ping(st), 0);
+	redis_kill();
+	t0 = util_mono_ms();
+	rc = store_ping(st);
+	cr_assert_eq(rc, STORE_ERR_UNAVAILABLE, "ping: got %d, want %d", rc, STORE_ERR_UNAVAILABLE);
+	for (int i = 0; i < 20; i++) {
+		n = store_fetch(st, "c1", 2, 1000, d);
+		cr_assert_eq(n, STORE_ERR_UNAVAILABLE, "fetch: got %d, want %d", n, STORE_ERR_UNAVAILABLE);
+	}
+	dt = util_mono_ms() - t0;
+	cr_assert(dt < 1000, "21 calls while down took %lld ms, want < 1000", (long long)dt);
+
+	rs_pid = redis_spawn(rs_port);
+	cr_assert(rs_pid > 0);
+	cr_assert_eq(redis_wait(rs_pid, rs_port, 5000), 0, "redis did not restart on port %u", rs_port);
+	int64_t deadline = util_mono_ms() + 5000;
+	while ((rc = store_ping(st)) != 0 && util_mono_ms() < deadline)
+		usleep(50000);
+	cr_assert_eq(rc, 0, "ping after restart: got %d, want 0", rc);
+	inspector_connect();
+
+	/* groups and scripts are back (fresh redis without persistence) */
+	enqueue_msg(id, sizeof(id), 1, 0);
+	n = store_fetch(st, "c1", 2, 100, d);
+	cr_assert_eq(n, 1, "fetch after restart: got %d, want 1", n);
+	store_delivery_free(d[0]);
+}
+
+Test(store, unreachable_at_open)
+{
+	struct redis_addr addr;
+	struct store *s2;
+	char err[128];
+	int64_t t0;
+	int rc;
+
+	memset(&addr, 0, sizeof(addr));
+	util_strlcpy(addr.host, "127.0.0.1", sizeof(addr.host));
+	addr.port = free_port();
+	t0 = util_mono_ms();
+	s2 = store_open(&addr);
+	cr_assert(s2, "store_open must return a handle while redis is down");
+	rc = store_init(s2, err, sizeof(err));
+	cr_assert_eq(rc, STORE_ERR_UNAVAILABLE, "init: got %d, want %d", rc, STORE_ERR_UNAVAILABLE);
+	cr_assert(err[0]);
+	cr_assert_eq(store_ping(s2), STORE_ERR_UNAVAILABLE);
+	cr_assert(util_mono_ms() - t0 < 1000);
+	store_close(s2);
+}
+
+Test(store, scheduler_promotes_send_at)
+{
+	struct config *cfg = calloc(1, sizeof(*cfg));
+	struct scheduler *sc;
+	struct store_delivery *d = NULL;
+	char err[128], id[64];
+	int64_t deadline, t0;
+	int n = 0;
+
+	cr_assert(cfg);
+	cfg->redis = rs_addr;
+	sc = scheduler_start(cfg, err, sizeof(err));
+	cr_assert(sc, "scheduler_start: %s", err);
+	enqueue_msg(id, sizeof(id), 1, util_now_ms() + 300);
+	cr_assert_eq(fetch_one("c1", &d), 0);
+	deadline = util_mono_ms() + 5000;
+	while (n == 0 && util_mono_ms() < deadline) {
+		n = store_fetch(st, "c1", 1, 200, &d);
+		cr_assert(n >= 0, "fetch: got %d", n);
+	}
+	cr_assert_eq(n, 1, "scheduled message not promoted within 5 s");
+	cr_assert_str_eq(d->msg_id, id);
+	store_delivery_free(d);
+
+	t0 = util_mono_ms();
+	scheduler_stop(sc);
+	cr_assert(util_mono_ms() - t0 < 500, "scheduler_stop took %lld ms",
+	    (long long)(util_mono_ms() - t0));
+	free(cfg);
+}

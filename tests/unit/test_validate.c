@@ -1,0 +1,448 @@
+/*
+ * test_validate.c - table-driven tests of server/validate.c: addresses,
+ * send-request bodies (good and bad, each bad one naming its field), and
+ * the \u0000 path finder.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../server/validate.h"
+
+/* --- validate_email ------------------------------------------------------ */
+
+struct email_case {
+	const char *in;
+	int want;
+};
+
+static const struct email_case email_cases[] = {
+	{ "a@example.com", 1 },
+	{ "first.last+tag@sub.example.co.uk", 1 },
+	{ "user@localhost", 1 },
+	{ "user@[127.0.0.1]", 1 },
+	{ "user@[IPv6:::1]", 1 },
+	{ "用户@例子.广告", 1 },
+	{ "o'brien@example.com", 1 },
+	{ "", 0 },
+	{ "plain", 0 },
+	{ "@example.com", 0 },
+	{ "a@", 0 },
+	{ "a@@example.com", 0 },
+	{ "a b@example.com", 0 },
+	{ ".a@example.com", 0 },
+	{ "a.@example.com", 0 },
+	{ "a..b@example.com", 0 },
+	{ "a@-example.com", 0 },
+	{ "a@example-.com", 0 },
+	{ "a@example..com", 0 },
+	{ "a@exa mple.com", 0 },
+	{ "a@example.com.", 0 },
+	{ "a@[300.1.1.1]", 0 },
+	{ "a@[IPv6:zz]", 0 },
+	{ "a<b@example.com", 0 },
+	{ "a@example.com\r\n", 0 },
+	{ "\"quoted\"@example.com", 0 },
+	{ "a@exa_mple.com", 0 },
+	/* 65-octet local part */
+	{ "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@example.com", 0 },
+	/* 64-octet local part */
+	{ "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@example.com", 1 },
+	/* invalid UTF-8 */
+	{ "\xff@example.com", 0 },
+};
+
+Test(validate, email_table)
+{
+	for (size_t i = 0; i < sizeof(email_cases) / sizeof(email_cases[0]); i++) {
+		int got = validate_email(email_cases[i].in);
+
+		cr_expect_eq(got, email_cases[i].want, "validate_email(\"%s\"): got %d, want %d",
+		    email_cases[i].in, got, email_cases[i].want);
+	}
+}
+
+Test(validate, email_total_length)
+{
+	char buf[300];
+
+	/* 64 + 1 + 189 = 254 ok, 255 not */
+	memset(buf, 'a', 64);
+	buf[64] = '@';
+	for (size_t i = 65; i < 254; i++)
+		buf[i] = (i % 60 == 0) ? '.' : 'b';
+	buf[253] = 'c';
+	buf[254] = '\0';
+	cr_expect_eq(validate_email(buf), 1, "254-octet address: got %d, want 1", validate_email(buf));
+	buf[254] = 'c';
+	buf[255] = '\0';
+	cr_expect_eq(validate_email(buf), 0, "255-octet address: got %d, want 0", validate_email(buf));
+}
+
+/* --- validate_address ---------------------------------------------------- */
+
+struct addr_case {
+	const char *in;
+	int want_rc;
+	const char *want_name;   /* NULL: no name */
+	const char *want_email;
+};
+
+static const struct addr_case addr_cases[] = {
+	{ "a@example.com", 0, NULL, "a@example.com" },
+	{ "  a@example.com  ", 0, NULL, "a@example.com" },
+	{ "<a@example.com>", 0, NULL, "a@example.com" },
+	{ "Alice <alice@example.com>", 0, "Alice", "alice@example.com" },
+	{ "张三 <zhang@example.com>", 0, "张三", "zhang@example.com" },
+	{ "\"Doe, John\" <john@example.com>", 0, "Doe, John", "john@example.com" },
+	{ "\"Say \\\"hi\\\"\" <hi@example.com>", 0, "Say \"hi\"", "hi@example.com" },
+	{ "\"a<b>c\" <x@example.com>", 0, "a<b>c", "x@example.com" },
+	{ "\"\" <x@example.com>", 0, NULL, "x@example.com" },
+	{ "Zhang, San <z@example.com>", 0, "Zhang, San", "z@example.com" },
+	{ "", -1, NULL, NULL },
+	{ "   ", -1, NULL, NULL },
+	{ "Alice <not-an-address>", -1, NULL, NULL },
+	{ "Alice <a@example.com", -1, NULL, NULL },
+	{ "Alice a@example.com>", -1, NULL, NULL },
+	{ "\"Unterminated <a@example.com>", -1, NULL, NULL },
+	{ "\"Name\" junk <a@example.com>", -1, NULL, NULL },
+	{ "Al\"ice <a@example.com>", -1, NULL, NULL },
+	{ "Alice\r\nBcc: evil@example.com <a@example.com>", -1, NULL, NULL },
+	{ "Alice <a@example.com>\n", -1, NULL, NULL },
+	{ "Alice <a @example.com>", -1, NULL, NULL },
+	{ "Alice <<a@example.com>>", -1, NULL, NULL },
+	{ "a@example.com, b@example.com", -1, NULL, NULL },
+	{ "Bad \xc3\x28 <a@example.com>", -1, NULL, NULL },
+};
+
+Test(validate, address_table)
+{
+	for (size_t i = 0; i < sizeof(addr_cases) / sizeof(addr_cases[0]); i++) {
+		const struct addr_case *c = &addr_cases[i];
+		char *name = NULL, *email = NULL, why[128] = "";
+		int rc = validate_address(c->in, &name, &email, why, sizeof(why));
+
+		cr_expect_eq(rc, c->want_rc, "validate_address(\"%s\"): got %d (%s), want %d",
+		    c->in, rc, why, c->want_rc);
+		if (rc == 0 && c->want_rc == 0) {
+			if (c->want_name == NULL)
+				cr_expect_null(name, "validate_address(\"%s\") name: got \"%s\", want NULL",
+				    c->in, name);
+			else
+				cr_expect(name != NULL && strcmp(name, c->want_name) == 0,
+				    "validate_address(\"%s\") name: got \"%s\", want \"%s\"",
+				    c->in, name != NULL ? name : "(null)", c->want_name);
+			cr_expect(email != NULL && strcmp(email, c->want_email) == 0,
+			    "validate_address(\"%s\") email: got \"%s\", want \"%s\"",
+			    c->in, email != NULL ? email : "(null)", c->want_email);
+		}
+		if (rc != 0) {
+			cr_expect_null(name, "validate_address(\"%s\") failed but name set", c->in);
+			cr_expect_null(email, "validate_address(\"%s\") failed but email set", c->in);
+			cr_expect(why[0] != '\0', "validate_address(\"%s\") failed without a reason", c->in);
+		}
+		free(name);
+		free(email);
+	}
+}
+
+/* --- validate_message: bad bodies ---------------------------------------- */
+
+struct bad_case {
+	const char *json;
+	const char *want_field;
+};
+
+#define BASE "\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"text\":\"hi\""
+
+static const struct bad_case bad_cases[] = {
+	{ "[]", "" },
+	{ "\"str\"", "" },
+	{ "{\"to\":\"b@example.com\",\"text\":\"hi\"}", "from" },
+	{ "{\"from\":null,\"to\":\"b@example.com\",\"text\":\"hi\"}", "from" },
+	{ "{\"from\":5,\"to\":\"b@example.com\",\"text\":\"hi\"}", "from" },
+	{ "{\"from\":[\"a@example.com\"],\"to\":\"b@example.com\",\"text\":\"hi\"}", "from" },
+	{ "{\"from\":\"nope\",\"to\":\"b@example.com\",\"text\":\"hi\"}", "from" },
+	{ "{\"from\":\"A\\r\\nBcc: x@y.z <a@example.com>\",\"to\":\"b@example.com\",\"text\":\"hi\"}", "from" },
+	{ "{\"from\":\"a@example.com\",\"text\":\"hi\"}", "to" },
+	{ "{\"from\":\"a@example.com\",\"to\":[],\"text\":\"hi\"}", "to" },
+	{ "{\"from\":\"a@example.com\",\"to\":{},\"text\":\"hi\"}", "to" },
+	{ "{\"from\":\"a@example.com\",\"to\":true,\"text\":\"hi\"}", "to" },
+	{ "{\"from\":\"a@example.com\",\"to\":[\"b@example.com\",\"bad\"],\"text\":\"hi\"}", "to[1]" },
+	{ "{\"from\":\"a@example.com\",\"to\":[\"b@example.com\",7],\"text\":\"hi\"}", "to[1]" },
+	{ "{\"from\":\"a@example.com\",\"to\":[\"b@example.com\",\"c@example.com\\n\"],\"text\":\"hi\"}", "to[1]" },
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"cc\":\"x\",\"text\":\"hi\"}", "cc" },
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"cc\":[\"c@example.com\",null],\"text\":\"hi\"}", "cc[1]" },
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"bcc\":[\"\\r\"],\"text\":\"hi\"}", "bcc[0]" },
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"bcc\":5,\"text\":\"hi\"}", "bcc" },
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"reply_to\":\"nope\",\"text\":\"hi\"}", "reply_to" },
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"reply_to\":[\"r@example.com\",\"x\"],\"text\":\"hi\"}", "reply_to[1]" },
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\"}", "text" },
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"text\":null}", "text" },
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"text\":5}", "text" },
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"html\":[]}", "html" },
+	{ "{" BASE ",\"subject\":5}", "subject" },
+	{ "{" BASE ",\"subject\":\"a\\r\\nBcc: x@y.z\"}", "subject" },
+	{ "{" BASE ",\"subject\":\"line\\nbreak\"}", "subject" },
+	{ "{" BASE ",\"subject\":\"bell\\u0007\"}", "subject" },
+	{ "{" BASE ",\"headers\":[]}", "headers" },
+	{ "{" BASE ",\"headers\":\"X: y\"}", "headers" },
+	{ "{" BASE ",\"headers\":{\"X-Foo\":\"a\\r\\nBcc: x@y.z\"}}", "headers.X-Foo" },
+	{ "{" BASE ",\"headers\":{\"X-Foo\":5}}", "headers.X-Foo" },
+	{ "{" BASE ",\"headers\":{\"X Foo\":\"v\"}}", "headers.X Foo" },
+	{ "{" BASE ",\"headers\":{\"X:Foo\":\"v\"}}", "headers.X:Foo" },
+	{ "{" BASE ",\"headers\":{\"\":\"v\"}}", "headers." },
+	{ "{" BASE ",\"headers\":{\"X-Ok\":\"v\",\"from\":\"v\"}}", "headers.from" },
+	{ "{" BASE ",\"headers\":{\"SUBJECT\":\"v\"}}", "headers.SUBJECT" },
+	{ "{" BASE ",\"headers\":{\"Message-Id\":\"<x@y>\"}}", "headers.Message-Id" },
+	{ "{" BASE ",\"headers\":{\"Content-Type\":\"text/html\"}}", "headers.Content-Type" },
+	{ "{" BASE ",\"headers\":{\"Content-Transfer-Encoding\":\"8bit\"}}", "headers.Content-Transfer-Encoding" },
+	{ "{" BASE ",\"headers\":{\"Reply-To\":\"x@y.z\"}}", "headers.Reply-To" },
+	{ "{" BASE ",\"headers\":{\"Bcc\":\"x@y.z\"}}", "headers.Bcc" },
+	{ "{" BASE ",\"headers\":{\"MIME-Version\":\"1.0\"}}", "headers.MIME-Version" },
+	{ "{" BASE ",\"headers\":{\"Date\":\"now\"}}", "headers.Date" },
+	{ "{" BASE ",\"headers\":{\"To\":\"x@y.z\"}}", "headers.To" },
+	{ "{" BASE ",\"headers\":{\"Cc\":\"x@y.z\"}}", "headers.Cc" },
+	{ "{" BASE ",\"headers\":{\"X-A\":\"1\",\"x-a\":\"2\"}}", "headers.x-a" },
+	{ "{" BASE ",\"metadata\":[]}", "metadata" },
+	{ "{" BASE ",\"metadata\":\"x\"}", "metadata" },
+	{ "{" BASE ",\"tags\":\"x\"}", "tags" },
+	{ "{" BASE ",\"tags\":[\"ok\",5]}", "tags[1]" },
+	{ "{" BASE ",\"tags\":[\"ok\",\"\"]}", "tags[1]" },
+	{ "{" BASE ",\"tags\":[\"a\\nb\"]}", "tags[0]" },
+	{ "{" BASE ",\"tags\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\",\"10\","
+	  "\"11\",\"12\",\"13\",\"14\",\"15\",\"16\",\"17\",\"18\",\"19\",\"20\",\"21\"]}", "tags" },
+	{ "{" BASE ",\"tags\":[\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"]}", "tags[0]" },
+	{ "{" BASE ",\"tex\":\"typo\"}", "tex" },
+	{ "{" BASE ",\"From\":\"a@example.com\"}", "From" },
+	{ "{" BASE ",\"template\":\"welcome\"}", "template" },
+	{ "{" BASE ",\"variables\":{}}", "variables" },
+	{ "{" BASE ",\"attachments\":[]}", "attachments" },
+	{ "{" BASE ",\"send_at\":\"2030-01-01T00:00:00Z\"}", "send_at" },
+	{ "{" BASE ",\"ttl\":600}", "ttl" },
+	{ "{" BASE ",\"to\":\"c@example.com\"}", "to" },
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"text\":\"bad \xc3\x28 utf8\"}", "text" },
+};
+
+Test(validate, bad_messages)
+{
+	for (size_t i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
+		const struct bad_case *c = &bad_cases[i];
+		cJSON *j = cJSON_Parse(c->json);
+		struct msg_request r;
+		struct validate_error err;
+		int rc;
+
+		cr_assert_not_null(j, "case %zu: test JSON does not parse: %s", i, c->json);
+		rc = validate_message(j, &r, &err);
+		cr_expect_eq(rc, -1, "case %zu %s: got rc %d, want -1", i, c->json, rc);
+		cr_expect_str_eq(err.field, c->want_field, "case %zu %s: got field \"%s\", want \"%s\" (%s)",
+		    i, c->json, err.field, c->want_field, err.message);
+		cr_expect(err.message[0] != '\0', "case %zu: empty message", i);
+		cr_expect_null(r.to, "case %zu: *out not left empty", i);
+		msg_request_free(&r);
+		cJSON_Delete(j);
+	}
+}
+
+/* too many recipients: 51 in to+cc+bcc */
+Test(validate, recipient_cap)
+{
+	cJSON *j = cJSON_CreateObject();
+	cJSON *to = cJSON_AddArrayToObject(j, "to");
+	cJSON *cc = cJSON_AddArrayToObject(j, "cc");
+	struct msg_request r;
+	struct validate_error err;
+	char buf[64];
+	int rc;
+
+	cJSON_AddStringToObject(j, "from", "a@example.com");
+	cJSON_AddStringToObject(j, "text", "hi");
+	for (int i = 0; i < 30; i++) {
+		snprintf(buf, sizeof(buf), "to%d@example.com", i);
+		cJSON_AddItemToArray(to, cJSON_CreateString(buf));
+	}
+	for (int i = 0; i < 20; i++) {
+		snprintf(buf, sizeof(buf), "cc%d@example.com", i);
+		cJSON_AddItemToArray(cc, cJSON_CreateString(buf));
+	}
+	rc = validate_message(j, &r, &err);
+	cr_expect_eq(rc, 0, "50 recipients: got %d (%s: %s), want 0", rc, err.field, err.message);
+	cr_expect_eq(r.nto + r.ncc, 50, "50 recipients: got %zu, want 50", r.nto + r.ncc);
+	msg_request_free(&r);
+
+	cJSON_AddStringToObject(j, "bcc", "bcc@example.com");
+	rc = validate_message(j, &r, &err);
+	cr_expect_eq(rc, -1, "51 recipients: got %d, want -1", rc);
+	cr_expect_str_eq(err.field, "bcc", "51 recipients: got field \"%s\", want \"bcc\"", err.field);
+	msg_request_free(&r);
+	cJSON_Delete(j);
+}
+
+Test(validate, header_and_metadata_caps)
+{
+	cJSON *j = cJSON_Parse("{" BASE "}");
+	cJSON *h = cJSON_AddObjectToObject(j, "headers");
+	struct msg_request r;
+	struct validate_error err;
+	char *big = malloc(5000);
+	int rc;
+
+	memset(big, 'v', 998);
+	big[998] = '\0';
+	cJSON_AddStringToObject(h, "X-Long", big);
+	rc = validate_message(j, &r, &err);
+	cr_expect_eq(rc, 0, "998-octet header: got %d (%s), want 0", rc, err.message);
+	msg_request_free(&r);
+
+	cJSON_DeleteItemFromObject(h, "X-Long");
+	big[998] = 'v';
+	big[999] = '\0';
+	cJSON_AddStringToObject(h, "X-Long", big);
+	rc = validate_message(j, &r, &err);
+	cr_expect_eq(rc, -1, "999-octet header: got %d, want -1", rc);
+	cr_expect_str_eq(err.field, "headers.X-Long", "999-octet header: got field \"%s\"", err.field);
+	msg_request_free(&r);
+	cJSON_DeleteItemFromObject(j, "headers");
+
+	memset(big, 'm', 4100);
+	big[4100] = '\0';
+	cJSON *m = cJSON_AddObjectToObject(j, "metadata");
+	cJSON_AddStringToObject(m, "k", big);
+	rc = validate_message(j, &r, &err);
+	cr_expect_eq(rc, -1, "4 KiB+ metadata: got %d, want -1", rc);
+	cr_expect_str_eq(err.field, "metadata", "big metadata: got field \"%s\", want metadata", err.field);
+	msg_request_free(&r);
+
+	free(big);
+	cJSON_Delete(j);
+}
+
+/* --- validate_message: good bodies -------------------------------------- */
+
+Test(validate, good_full_message)
+{
+	const char *json =
+	    "{\"from\":\"张三 <zhang@example.com>\","
+	    "\"to\":[\"\\\"Doe, John\\\" <john@example.com>\",\"b@example.com\",\"B@EXAMPLE.COM\"],"
+	    "\"cc\":[\"c@example.com\",\"john@example.com\"],"
+	    "\"bcc\":\"d@example.com\","
+	    "\"reply_to\":\"Support <help@example.com>\","
+	    "\"subject\":\"你好，世界\","
+	    "\"text\":\"line1\\r\\nline2\","
+	    "\"html\":\"<p>hi</p>\","
+	    "\"headers\":{\"X-Campaign\":\"spring\",\"List-Unsubscribe\":\"<mailto:u@example.com>\"},"
+	    "\"metadata\":{\"user_id\":42,\"nested\":{\"a\":[1,2]}},"
+	    "\"tags\":[\"verify\",\"验证\"]}";
+	cJSON *j = cJSON_Parse(json);
+	struct msg_request r;
+	struct validate_error err;
+	int rc;
+
+	cr_assert_not_null(j);
+	rc = validate_message(j, &r, &err);
+	cr_assert_eq(rc, 0, "got %d (%s: %s), want 0", rc, err.field, err.message);
+	cr_expect_str_eq(r.from.name, "张三", "from name: got \"%s\"", r.from.name);
+	cr_expect_str_eq(r.from.email, "zhang@example.com", "from email: got \"%s\"", r.from.email);
+	/* B@EXAMPLE.COM duplicates b@example.com: dropped */
+	cr_expect_eq(r.nto, 2, "nto: got %zu, want 2", r.nto);
+	cr_expect_str_eq(r.to[0].name, "Doe, John", "to[0] name: got \"%s\"", r.to[0].name);
+	cr_expect_str_eq(r.to[1].email, "b@example.com", "to[1]: got \"%s\"", r.to[1].email);
+	/* john@example.com already in to: dropped from cc */
+	cr_expect_eq(r.ncc, 1, "ncc: got %zu, want 1", r.ncc);
+	cr_expect_eq(r.nbcc, 1, "nbcc: got %zu, want 1", r.nbcc);
+	cr_expect_eq(r.nreply_to, 1, "nreply_to: got %zu, want 1", r.nreply_to);
+	cr_expect_str_eq(r.reply_to[0].name, "Support", "reply_to name: got \"%s\"", r.reply_to[0].name);
+	cr_expect_str_eq(r.subject, "你好，世界", "subject: got \"%s\"", r.subject);
+	cr_expect_not_null(r.html);
+	cr_expect_eq(r.nheaders, 2, "nheaders: got %zu, want 2", r.nheaders);
+	cr_expect_str_eq(r.headers[0].name, "X-Campaign", "header 0: got \"%s\"", r.headers[0].name);
+	cr_expect_str_eq(r.metadata_json, "{\"user_id\":42,\"nested\":{\"a\":[1,2]}}",
+	    "metadata: got %s", r.metadata_json);
+	cr_expect_str_eq(r.tags_json, "[\"verify\",\"验证\"]", "tags: got %s", r.tags_json);
+	msg_request_free(&r);
+	cJSON_Delete(j);
+}
+
+Test(validate, good_minimal_defaults)
+{
+	cJSON *j = cJSON_Parse("{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"html\":\"<b>x</b>\","
+	    "\"cc\":null,\"subject\":null,\"metadata\":null,\"tags\":null,\"headers\":{}}");
+	struct msg_request r;
+	struct validate_error err;
+	int rc = validate_message(j, &r, &err);
+
+	cr_assert_eq(rc, 0, "got %d (%s: %s), want 0", rc, err.field, err.message);
+	cr_expect_null(r.from.name);
+	cr_expect_eq(r.nto, 1, "nto: got %zu, want 1", r.nto);
+	cr_expect_eq(r.ncc, 0, "ncc: got %zu, want 0", r.ncc);
+	cr_expect_null(r.subject);
+	cr_expect_null(r.text);
+	cr_expect_str_eq(r.metadata_json, "{}", "metadata: got %s, want {}", r.metadata_json);
+	cr_expect_str_eq(r.tags_json, "[]", "tags: got %s, want []", r.tags_json);
+	cr_expect_eq(r.nheaders, 0, "nheaders: got %zu, want 0", r.nheaders);
+	msg_request_free(&r);
+	cJSON_Delete(j);
+}
+
+/* --- validate_json_nul --------------------------------------------------- */
+
+struct nul_case {
+	const char *json;
+	int want;
+	const char *want_field;
+};
+
+static const struct nul_case nul_cases[] = {
+	{ "{\"a\":\"x\"}", 0, "" },
+	{ "{\"a\":\"x\\\\u0000\"}", 0, "" },      /* escaped backslash, then "u0000" */
+	{ "{\"subject\":\"x\\u0000y\"}", 1, "subject" },
+	{ "{\"from\":\"a\",\"to\":[\"b\",\"c\\u0000\"]}", 1, "to[1]" },
+	{ "{\"headers\":{\"X-Foo\":\"v\\u0000\"}}", 1, "headers.X-Foo" },
+	{ "{\"headers\":{\"X-A\":\"ok\",\"X-B\":\"\\u0000\"}}", 1, "headers.X-B" },
+	{ "{\"a\":[{\"b\":[1,\"\\u0000\"]}]}", 1, "a[0].b[1]" },
+	{ "[\"\\u0000\"]", 1, "[0]" },
+	{ "{\"k\\u0000\":1}", 1, "" },
+};
+
+Test(validate, json_nul_table)
+{
+	for (size_t i = 0; i < sizeof(nul_cases) / sizeof(nul_cases[0]); i++) {
+		const struct nul_case *c = &nul_cases[i];
+		char field[128] = "unset";
+		int got = validate_json_nul(c->json, strlen(c->json), field, sizeof(field));
+
+		cr_expect_eq(got, c->want, "validate_json_nul(%s): got %d, want %d", c->json, got, c->want);
+		if (c->want)
+			cr_expect_str_eq(field, c->want_field, "validate_json_nul(%s) field: got \"%s\", want \"%s\"",
+			    c->json, field, c->want_field);
+	}
+}
+
+/* field names echoed in errors are always printable, valid UTF-8 */
+Test(validate, field_names_are_sanitized)
+{
+	static const char *const bodies[] = {
+		"{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"text\":\"x\",\"bad\xff\xfekey\":1}",
+		"{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"text\":\"x\",\"headers\":{\"X-\xc3\":\"v\"}}",
+		"{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"text\":\"x\",\"ctl\\u0001\":1}",
+	};
+
+	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		cJSON *j = cJSON_Parse(bodies[i]);
+		struct msg_request r;
+		struct validate_error err;
+		int rc;
+
+		cr_assert_not_null(j, "case %zu does not parse", i);
+		rc = validate_message(j, &r, &err);
+		cr_expect_eq(rc, -1, "case %zu: got %d, want -1", i, rc);
+		for (const unsigned char *p = (const unsigned char *)err.field; *p != '\0'; p++)
+			cr_expect(*p >= 0x20 && *p < 0x7F, "case %zu: got byte 0x%02x in field \"%s\", want printable ASCII",
+			    i, *p, err.field);
+		cr_expect(err.field[0] != '\0', "case %zu: got empty field, want one", i);
+		msg_request_free(&r);
+		cJSON_Delete(j);
+	}
+}

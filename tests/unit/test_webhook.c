@@ -1,0 +1,186 @@
+/*
+ * test_webhook.c - the pure parts of the webhook dispatcher: Standard
+ * Webhooks signatures (against the specification's published example and
+ * against Python's hmac module as an independent implementation) and the
+ * retry backoff table. The dispatcher itself is tested end to end with a
+ * real receiver in tests/integration.
+ */
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../server/webhook.h"
+
+#define T_PYTHON "/usr/bin/python3"
+
+/*
+ * The example from the Standard Webhooks specification test suite
+ * (github.com/standard-webhooks/standard-webhooks, libraries' tests).
+ * Re-checked with:
+ *   /usr/bin/python3 -c 'import hmac,hashlib,base64;
+ *     k=base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+ *     m=b"msg_p5jXN8AQM9LWM0D4loKWxJek.1614265330.{\"test\": 2432232314}";
+ *     print("v1,"+base64.b64encode(hmac.new(k,m,hashlib.sha256).digest()).decode())'
+ */
+Test(webhook_sign, specification_example)
+{
+	static const char body[] = "{\"test\": 2432232314}";
+	static const char want[] = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+	char got[128];
+	int rc = webhook_sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek",
+	    1614265330, body, strlen(body), got, sizeof(got));
+
+	cr_assert_eq(rc, 0, "rc: got %d, want 0", rc);
+	cr_assert_str_eq(got, want, "signature: got %s, want %s", got, want);
+}
+
+static void t_hex(const char *s, size_t n, char *out)
+{
+	static const char hx[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		out[2 * i] = hx[(unsigned char)s[i] >> 4];
+		out[2 * i + 1] = hx[(unsigned char)s[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+/* t_python_sign - the same signature computed by Python's hmac module. */
+static void t_python_sign(const char *secret, const char *id, long long ts,
+    const char *body, char *out, size_t outlen)
+{
+	char hs[512], hb[2048], cmd[4096];
+	FILE *p;
+	size_t n;
+
+	cr_assert_lt(strlen(secret) * 2, sizeof(hs));
+	cr_assert_lt(strlen(body) * 2, sizeof(hb));
+	t_hex(secret, strlen(secret), hs);
+	t_hex(body, strlen(body), hb);
+	snprintf(cmd, sizeof(cmd),
+	    T_PYTHON " -c 'import sys,hmac,hashlib,base64\n"
+	    "s=bytes.fromhex(sys.argv[1]).decode()\n"
+	    "k=base64.b64decode(s[6:]+\"==\") if s.startswith(\"whsec_\") else s.encode()\n"
+	    "m=(sys.argv[2]+\".\"+sys.argv[3]+\".\").encode()+bytes.fromhex(sys.argv[4])\n"
+	    "print(\"v1,\"+base64.b64encode(hmac.new(k,m,hashlib.sha256).digest()).decode())'"
+	    " '%s' '%s' '%lld' '%s'", hs, id, ts, hb);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p, "popen python");
+	cr_assert_not_null(fgets(out, (int)outlen, p), "python printed nothing");
+	cr_assert_eq(pclose(p), 0, "python failed");
+	n = strlen(out);
+	if (n > 0 && out[n - 1] == '\n')
+		out[n - 1] = '\0';
+}
+
+struct t_sign_case {
+	const char *secret;
+	const char *id;
+	long long ts;
+	const char *body;
+};
+
+Test(webhook_sign, matches_python_hmac)
+{
+	static const struct t_sign_case cases[] = {
+		{ "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "evt_01hzyq6b2m3k4n5p6q7r8s9t0v", 1795450156,
+		  "{\"id\":\"evt_01hzyq6b2m3k4n5p6q7r8s9t0v\",\"type\":\"message.delivered\"}" },
+		/* unpadded base64 secrets ("secret", "secret1" without its "==") */
+		{ "whsec_c2VjcmV0", "msg_1", 0, "" },
+		{ "whsec_c2VjcmV0MQ", "msg_2", 1, "x" },
+		{ "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "evt_x", 1700000000,
+		  "{\"subject\":\"你好，世界\",\"n\":1}" },
+		/* no prefix: raw bytes */
+		{ "plain-secret", "evt_raw", 42, "{}" },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char got[128], want[128];
+		int rc = webhook_sign(cases[i].secret, cases[i].id, cases[i].ts, cases[i].body,
+		    strlen(cases[i].body), got, sizeof(got));
+
+		t_python_sign(cases[i].secret, cases[i].id, cases[i].ts, cases[i].body, want, sizeof(want));
+		cr_expect_eq(rc, 0, "case %zu rc: got %d, want 0", i, rc);
+		cr_expect_str_eq(got, want, "case %zu: got %s, want %s", i, got, want);
+	}
+}
+
+Test(webhook_sign, any_change_changes_the_signature)
+{
+	static const char secret[] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+	char base[128], other[128];
+
+	cr_assert_eq(webhook_sign(secret, "evt_a", 100, "{\"a\":1}", 7, base, sizeof(base)), 0);
+	cr_assert_eq(webhook_sign(secret, "evt_a", 100, "{\"a\":2}", 7, other, sizeof(other)), 0);
+	cr_expect_str_neq(base, other, "different body: got the same signature %s", base);
+	cr_assert_eq(webhook_sign(secret, "evt_a", 101, "{\"a\":1}", 7, other, sizeof(other)), 0);
+	cr_expect_str_neq(base, other, "different timestamp: got the same signature %s", base);
+	cr_assert_eq(webhook_sign(secret, "evt_b", 100, "{\"a\":1}", 7, other, sizeof(other)), 0);
+	cr_expect_str_neq(base, other, "different id: got the same signature %s", base);
+	cr_assert_eq(webhook_sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSx", "evt_a", 100, "{\"a\":1}", 7,
+	    other, sizeof(other)), 0);
+	cr_expect_str_neq(base, other, "different secret: got the same signature %s", base);
+	/* body_len is honoured: a prefix of the body is a different body */
+	cr_assert_eq(webhook_sign(secret, "evt_a", 100, "{\"a\":1}", 6, other, sizeof(other)), 0);
+	cr_expect_str_neq(base, other, "shorter body_len: got the same signature %s", base);
+}
+
+Test(webhook_sign, refuses_bad_input)
+{
+	static const char *const bad_secrets[] = { "", "whsec_", "whsec_!!!!", "whsec_abc$def",
+		"whsec_a=bc", "whsec_a" };
+	char out[128];
+	size_t i;
+
+	for (i = 0; i < sizeof(bad_secrets) / sizeof(bad_secrets[0]); i++) {
+		int rc = webhook_sign(bad_secrets[i], "evt_a", 1, "{}", 2, out, sizeof(out));
+
+		cr_expect_eq(rc, -1, "secret %s: got %d, want -1", bad_secrets[i], rc);
+	}
+	/* "v1," + 44 base64 chars + NUL = 48 */
+	cr_expect_eq(webhook_sign("whsec_c2VjcmV0", "evt_a", 1, "{}", 2, out, 47), -1,
+	    "47-byte buffer: want -1");
+	cr_expect_eq(webhook_sign("whsec_c2VjcmV0", "evt_a", 1, "{}", 2, out, 48), 0,
+	    "48-byte buffer: want 0");
+	cr_expect_eq(strlen(out), 47u, "length: got %zu, want 47", strlen(out));
+}
+
+struct t_backoff_case {
+	double base, max;
+	int attempts;
+	long long want;
+};
+
+Test(webhook_backoff, table)
+{
+	static const struct t_backoff_case cases[] = {
+		{ 5, 3600, 1, 5000 },
+		{ 5, 3600, 2, 10000 },
+		{ 5, 3600, 3, 20000 },
+		{ 5, 3600, 4, 40000 },
+		{ 5, 3600, 10, 2560000 },
+		{ 5, 3600, 11, 3600000 },      /* 5120 s capped */
+		{ 5, 3600, 1000, 3600000 },    /* no overflow for huge attempt counts */
+		{ 5, 3600, 0, 5000 },          /* attempts < 1 behaves as the first */
+		{ 5, 3600, -3, 5000 },
+		{ 0.1, 1, 1, 100 },            /* fractions of a second (tests) */
+		{ 0.1, 1, 3, 400 },
+		{ 0.1, 1, 5, 1000 },
+		{ 0.25, 0.3, 2, 300 },
+		{ 10, 5, 1, 5000 },            /* max below base: max wins */
+		{ 0, 3600, 3, 0 },             /* nonsense config: no delay rather than a crash */
+		{ -1, 3600, 3, 0 },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		long long got = (long long)webhook_backoff_ms(cases[i].base, cases[i].max, cases[i].attempts);
+
+		cr_expect_eq(got, cases[i].want, "backoff(%g, %g, %d): got %lld, want %lld",
+		    cases[i].base, cases[i].max, cases[i].attempts, got, cases[i].want);
+	}
+}
