@@ -91,11 +91,11 @@ run: deps build
 
 # --- tests ----------------------------------------------------------------
 unit: deps $(UNIT_BIN)
-	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t --jobs 2 -q; done
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t --jobs 2; done
 
 unit-asan: deps $(UNIT_BIN_ASAN)
 	@set -e; for t in $(UNIT_BIN_ASAN); do echo "== $$t (asan)"; \
-	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $$t --jobs 2 -q; done
+	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $$t --jobs 2; done
 
 integration: deps build
 	TXMAIL_BIN=$(CURDIR)/$(BUILD)/txmail $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration

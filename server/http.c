@@ -630,11 +630,12 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 		    "request body exceeds the size limit", NULL, NULL, NULL);
 
 	http_dispatch(h, conn, method, url, rq, &resp);
+	/* the route pattern, not the raw URL: nothing the client chose reaches the log */
 	if (resp.status >= 500)
-		log_warn("http %s %s status=%d", method, url, resp.status);
+		log_warn("http %s %s status=%d", rq->route->method, rq->route->pattern, resp.status);
 	else
-		log_debug("http %s %s status=%d ms=%lld", method, url, resp.status,
-		    (long long)(util_mono_ms() - rq->start_ms));
+		log_debug("http %s %s status=%d ms=%lld", rq->route->method, rq->route->pattern,
+		    resp.status, (long long)(util_mono_ms() - rq->start_ms));
 	ret = http_send(conn, &resp);
 	free(resp.body);
 	return ret;

@@ -7,8 +7,9 @@
  * (store_lua.h) run with EVALSHA, reloaded and retried once on NOSCRIPT.
  * Batches (fetch claims, records) are pipelined: append all, read all.
  *
- * Connection policy: connect with a 1 s timeout, commands time out after
- * 5 s (a blocking read gets its block time on top). Any I/O error frees the
+ * Connection policy: connect and set-up (SELECT, SCRIPT LOAD, groups) with
+ * a 1 s timeout, commands time out after 5 s (a blocking read gets its
+ * block time on top). Any I/O error frees the
  * context and the call returns STORE_ERR_UNAVAILABLE; the next call
  * reconnects, at most once per 200 ms, so an outage makes calls fail fast
  * instead of spinning or hanging. Each (re)connect loads the scripts and
@@ -62,6 +63,8 @@ enum st_script {
 	SC_WH_CLAIM,
 	SC_WH_DONE,
 	SC_WH_RETRY,
+	SC_VIEW,
+	SC_CANCEL,
 	SC_COUNT
 };
 
@@ -74,6 +77,8 @@ static const char *const st_scripts[SC_COUNT] = {
 	[SC_WH_CLAIM] = store_lua_wh_claim,
 	[SC_WH_DONE] = store_lua_wh_done,
 	[SC_WH_RETRY] = store_lua_wh_retry,
+	[SC_VIEW] = store_lua_view,
+	[SC_CANCEL] = store_lua_cancel,
 };
 
 struct store {
@@ -346,10 +351,23 @@ st_type_name(const redisReply *r)
 	}
 }
 
-/* st_bad - log an unexpected reply; returns STORE_ERR_PROTO. */
+/*
+ * st_bad - log an unexpected reply; returns STORE_ERR_PROTO, or
+ * STORE_ERR_UNAVAILABLE for errors that mean "Redis cannot serve now"
+ * (loading, out of memory, read-only replica, busy script).
+ */
 static int
 st_bad(const char *op, const redisReply *r)
 {
+	static const char *const busy[] = { "LOADING", "OOM", "READONLY", "MASTERDOWN",
+		"BUSY", "TRYAGAIN", "CLUSTERDOWN" };
+	size_t i;
+
+	for (i = 0; i < sizeof(busy) / sizeof(busy[0]); i++)
+		if (st_is_error(r, busy[i])) {
+			log_debug("msg=\"redis cannot serve\" op=%s err=\"%.200s\"", op, r->str);
+			return STORE_ERR_UNAVAILABLE;
+		}
 	if (r && r->type == REDIS_REPLY_ERROR && r->str)
 		log_error("msg=\"redis error\" op=%s err=\"%.200s\"", op, r->str);
 	else
@@ -525,10 +543,14 @@ st_connect(struct store *s)
 	s->timeout_ms = -1;
 	if (!s->addr.is_unix)
 		(void)redisEnableKeepAlive(c);
-	rc = st_set_timeout(s, ST_CMD_TIMEOUT_MS);
+	/* A frozen server accepts connections: keep the set-up short too. */
+	rc = st_set_timeout(s, ST_CONNECT_TIMEOUT_MS);
 	if (rc)
 		goto fail;
 	rc = st_prepare(s);
+	if (rc)
+		goto fail;
+	rc = st_set_timeout(s, ST_CMD_TIMEOUT_MS);
 	if (rc)
 		goto fail;
 	if (s->down)
@@ -987,7 +1009,7 @@ store_get_message(struct store *s, const char *id, struct store_message_view *v)
 	rc = st_args_init(&a, 8);
 	if (rc)
 		return rc;
-	st_adds(&a, "HGETALL");
+	st_eval(&a, s, SC_VIEW, 1);
 	st_adds(&a, kmsg);
 	rc = st_format(&a, &cmds[0]);
 	if (rc)
@@ -1003,7 +1025,7 @@ store_get_message(struct store *s, const char *id, struct store_message_view *v)
 	if (rc)
 		goto out;
 	if (!st_is_array(rep[0], 0) || rep[0]->elements % 2 != 0) {
-		rc = st_bad("hgetall", rep[0]);
+		rc = st_bad("view", rep[0]);
 		goto out;
 	}
 	if (!st_is_array(rep[1], 0)) {
@@ -1024,6 +1046,53 @@ out:
 		freeReplyObject(rep[0]);
 	if (rep[1])
 		freeReplyObject(rep[1]);
+	st_args_release(&a);
+	return rc;
+}
+
+int
+store_cancel(struct store *s, const char *id, const char *timeline_json, int *ncanceled)
+{
+	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX];
+	struct st_args a;
+	redisReply *r = NULL;
+	int64_t v;
+	int rc;
+
+	if (ncanceled)
+		*ncanceled = 0;
+	if (!s)
+		return STORE_ERR_PROTO;
+	if (!st_id_ok(id) || st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", id, NULL) ||
+	    st_key(ktl, sizeof(ktl), ST_PREFIX "msg:", id, ":tl"))
+		return STORE_ERR_NOT_FOUND;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 12);
+	if (rc)
+		return rc;
+	st_eval(&a, s, SC_CANCEL, 3);
+	st_adds(&a, kmsg);
+	st_adds(&a, ktl);
+	st_adds(&a, ST_K_DUE);
+	st_adds(&a, id);
+	st_adds(&a, timeline_json);
+	st_addi(&a, s->retention_ms);
+	rc = st_do(s, &a, &r);
+	if (rc)
+		goto out;
+	if (st_int(r, &v) != 0 || v > ST_MAX_RCPTS) {
+		rc = st_bad("cancel", r);
+		goto out;
+	}
+	if (v < 0)
+		rc = STORE_ERR_NOT_FOUND;
+	else if (ncanceled)
+		*ncanceled = (int)v;
+out:
+	if (r)
+		freeReplyObject(r);
 	st_args_release(&a);
 	return rc;
 }
@@ -1281,8 +1350,12 @@ st_xread(struct store *s, const char *key, const char *group, const char *consum
 	if (rc)
 		goto out;
 	rc = st_do(s, &a, &r);
-	if (rc == 0)
-		rc = st_set_timeout(s, ST_CMD_TIMEOUT_MS);
+	if (s->c) {
+		int t = st_set_timeout(s, ST_CMD_TIMEOUT_MS);
+
+		if (rc == 0)
+			rc = t;
+	}
 	if (rc)
 		goto out;
 	if (r->type == REDIS_REPLY_NIL)
@@ -1457,7 +1530,8 @@ st_status_known(const char *st, int *terminal)
 		return 0;
 	*terminal = strcmp(st, "deferred") != 0;
 	return strcmp(st, "delivered") == 0 || strcmp(st, "deferred") == 0 ||
-	    strcmp(st, "failed") == 0 || strcmp(st, "expired") == 0;
+	    strcmp(st, "failed") == 0 || strcmp(st, "expired") == 0 ||
+	    strcmp(st, "suppressed") == 0;
 }
 
 int

@@ -37,6 +37,8 @@
  *   queued|scheduled --claim--> sending --record--> delivered | failed | expired
  *                                          \--record--> deferred --due--> queued
  *   (sending back to queued by reclaim after a worker death)
+ *   queued|scheduled|deferred --cancel--> canceled
+ *   "suppressed" is recorded like "failed" (terminal, no SMTP).
  */
 #ifndef SERVER_STORE_H
 #define SERVER_STORE_H
@@ -126,6 +128,14 @@ struct store_message_view {
 int store_get_message(struct store *s, const char *id, struct store_message_view *v);
 void store_message_view_free(struct store_message_view *v);
 
+/*
+ * store_cancel - recipients still queued, scheduled or deferred become
+ * "canceled" (terminal; in-flight "sending" ones finish normally), and
+ * timeline_json is appended when any changed. *ncanceled = how many (0:
+ * nothing left to cancel). STORE_ERR_NOT_FOUND when the message is unknown.
+ */
+int store_cancel(struct store *s, const char *id, const char *timeline_json, int *ncanceled);
+
 /* --- delivering --------------------------------------------------------- */
 
 struct store_delivery {
@@ -170,7 +180,7 @@ int store_heartbeat(struct store *s, const char *consumer,
 
 struct store_result {
 	const struct store_delivery *d;
-	const char *status;       /* "delivered", "deferred", "failed", "expired" */
+	const char *status;       /* "delivered", "deferred", "failed", "expired", "suppressed" */
 	int64_t next_ms;          /* deferred: when it is due again */
 	int64_t now_ms;
 	const char *smtp_json;    /* {"code":..,"enhanced":..,"response":..} or NULL */

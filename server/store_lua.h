@@ -100,7 +100,7 @@ static const char store_lua_record[] =
 	"redis.call('XDEL', KEYS[3], ARGV[1])\n"
 	"if st == 'deferred' then\n"
 	"  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[10])\n"
-	"elseif st == 'delivered' or st == 'failed' or st == 'expired' then\n"
+	"elseif st ~= 'sending' then\n"
 	"  local left = redis.call('HINCRBY', KEYS[1], 'pending', -1)\n"
 	"  if left <= 0 then\n"
 	"    redis.call('PEXPIRE', KEYS[1], ARGV[9])\n"
@@ -209,5 +209,58 @@ static const char store_lua_wh_retry[] =
 	"redis.call('HSET', k, 'attempts', ARGV[2])\n"
 	"redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])\n"
 	"return 1\n";
+
+/*
+ * view
+ * KEYS: msg
+ * Returns the message hash without the MIME body, as HGETALL would
+ * ({field, value, ...}); {} when the message does not exist.
+ */
+static const char store_lua_view[] =
+	"local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '-1')\n"
+	"if not n or n < 0 then return {} end\n"
+	"if n > 1000 then return redis.error_reply('ERR recipient count') end\n"
+	"local f = {'id', 'from', 'subject', 'metadata', 'tags', 'created', 'send_at', 'n'}\n"
+	"local names = {'email', 'kind', 'status', 'attempts', 'smtp'}\n"
+	"for i = 0, n - 1 do\n"
+	"  for _, x in ipairs(names) do f[#f + 1] = 'r' .. i .. ':' .. x end\n"
+	"end\n"
+	"local v = redis.call('HMGET', KEYS[1], unpack(f))\n"
+	"local out = {}\n"
+	"for i = 1, #f do\n"
+	"  if v[i] then out[#out + 1] = f[i]; out[#out + 1] = v[i] end\n"
+	"end\n"
+	"return out\n";
+
+/*
+ * cancel
+ * KEYS: msg, tl, due
+ * ARGV: id timeline retention_ms
+ * Recipients queued, scheduled or deferred become "canceled" (their ready
+ * entries are dropped by claim, their due members here). Returns how many,
+ * or -1 when the message does not exist.
+ */
+static const char store_lua_cancel[] =
+	"local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '-1')\n"
+	"if not n or n < 0 then return -1 end\n"
+	"local c = 0\n"
+	"for i = 0, n - 1 do\n"
+	"  local f = 'r' .. i .. ':status'\n"
+	"  local st = redis.call('HGET', KEYS[1], f)\n"
+	"  if st == 'queued' or st == 'scheduled' or st == 'deferred' then\n"
+	"    redis.call('HSET', KEYS[1], f, 'canceled')\n"
+	"    redis.call('ZREM', KEYS[3], ARGV[1] .. '/' .. i)\n"
+	"    c = c + 1\n"
+	"  end\n"
+	"end\n"
+	"if c > 0 then\n"
+	"  if ARGV[2] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[2]) end\n"
+	"  local left = redis.call('HINCRBY', KEYS[1], 'pending', -c)\n"
+	"  if left <= 0 then\n"
+	"    redis.call('PEXPIRE', KEYS[1], ARGV[3])\n"
+	"    redis.call('PEXPIRE', KEYS[2], ARGV[3])\n"
+	"  end\n"
+	"end\n"
+	"return c\n";
 
 #endif

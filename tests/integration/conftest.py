@@ -94,7 +94,10 @@ def workdir():
     # short paths: the dev-mode test puts a unix socket under here
     d = tempfile.mkdtemp(prefix="txm-it-")
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    if os.environ.get("TXMAIL_IT_KEEP"):
+        print("kept work dir %s" % d)
+    else:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -42,8 +42,11 @@ def wait_all_at_peer(smtp_peer, ids, timeout):
                           len(ids - set(peer_counts(smtp_peer))), sorted(ids - set(peer_counts(smtp_peer)))[:5]))
 
 
-def wait_all_delivered(txmail, ids, timeout, threads=4):
-    """GET every id until it says delivered (split over a few threads)."""
+def wait_all_delivered(txmail, ids, timeout, threads=4, tolerate_503=False, stats=None):
+    """GET every id until it says delivered (split over a few threads).
+    With tolerate_503, a 503 is retried and counted in stats["503"]."""
+    stats = stats if stats is not None else {}
+    stats.setdefault("503", 0)
     ids = list(ids)
     pending = [ids[i::threads] for i in range(threads)]
     errors = []
@@ -57,6 +60,10 @@ def wait_all_delivered(txmail, ids, timeout, threads=4):
                 left = []
                 for mid in todo:
                     r = c.get("/v1/messages/" + mid)
+                    if r.status == 503 and tolerate_503:
+                        stats["503"] += 1
+                        left.append(mid)
+                        continue
                     if r.status != 200:
                         errors.append("GET %s: %s %r" % (mid, r.status, r.body[:200]))
                         continue
@@ -106,7 +113,9 @@ def load_msg(seq):
 
 # --- 6 ---------------------------------------------------------------------------
 
-def test_kill9_1000(txmail, smtp_peer, webhook):
+def test_kill9_1000(txmail_factory, smtp_peer, webhook):
+    # a shorter webhook timeout shortens the lease a killed dispatcher held (timeout + 5 s)
+    txmail = txmail_factory(extra_env={"TXMAIL_WEBHOOK_TIMEOUT": "2"})
     lock = threading.Lock()
     accepted = {}          # seq -> id
     state = {"next": 0, "unknown": 0}
@@ -182,7 +191,11 @@ def test_kill9_1000(txmail, smtp_peer, webhook):
             len(strangers), state["unknown"], list(strangers)[:5])
 
     wait_all_delivered(txmail, ids, dl(30))
-    wait_all_webhooks(webhook, ids, dl(60))
+    log("kill9: all delivered per GET at %.1fs" % (time.monotonic() - t0))
+    # work held by the killed process must be handed over about
+    # TXMAIL_VISIBILITY_TIMEOUT (2 s) later, webhook events included
+    wait_all_webhooks(webhook, ids, dl(25))
+    log("kill9: all webhooks at %.1fs" % (time.monotonic() - t0))
 
 
 # --- 7 ---------------------------------------------------------------------------
@@ -207,7 +220,7 @@ def test_redis_restart(txmail, redis, smtp_peer, webhook):
                     continue
                 et = (r.json or {}).get("error", {}).get("type") if isinstance(r.json, dict) else None
                 results.append((phase["p"], r.status, r.headers.get("retry-after"),
-                                r.json.get("id") if r.status == 202 else None, et))
+                                r.json.get("id") if r.status == 202 else None, et, time.monotonic()))
                 time.sleep(0.01)  # pacing, not waiting: keep the load modest
         finally:
             c.close()
@@ -240,6 +253,7 @@ def test_redis_restart(txmail, redis, smtp_peer, webhook):
         redis.start()
         assert redis.cmd("DBSIZE") > 0, "AOF did not bring the data back"
         wait_until(lambda: readyz() == 200, dl(20), "/readyz 200 after Redis came back")
+        t_ready = time.monotonic()
         phase["p"] = "after"
         n = len(accepted())
         wait_until(lambda: len(accepted()) >= n + 20, dl(20), "20 more accepted after Redis came back",
@@ -266,5 +280,14 @@ def test_redis_restart(txmail, redis, smtp_peer, webhook):
 
     ids = accepted()
     wait_all_at_peer(smtp_peer, ids, dl(30))
-    wait_all_delivered(txmail, ids, dl(20))
+    stats = {}
+    wait_all_delivered(txmail, ids, dl(20), tolerate_503=True, stats=stats)
     wait_all_webhooks(webhook, ids, dl(30))
+    # Redis is back and /readyz said 200: after a short grace (the store
+    # reconnects at most every 200 ms) no request may be refused any more.
+    grace = dl(2)
+    late = [x for x in results if x[0] == "after" and x[1] == 503 and x[5] > t_ready + grace]
+    assert not late and not stats["503"], (
+        "503 long after Redis recovered (/readyz 200 at t=0): %d POST (at t=%s), %d GET "
+        "(an idle per-thread Redis connection made stale by the restart is not retried?)" % (
+            len(late), ["%.2f" % (x[5] - t_ready) for x in late[:5]], stats["503"]))

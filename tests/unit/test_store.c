@@ -59,10 +59,11 @@ free_port(void)
 static pid_t
 redis_spawn(uint16_t port)
 {
-	char p[16];
+	char p[16], sock[128];
 	pid_t pid;
 
 	snprintf(p, sizeof(p), "%u", (unsigned)port);
+	snprintf(sock, sizeof(sock), "%s/redis.sock", rs_dir);
 	pid = fork();
 	if (pid == 0) {
 		int devnull = open("/dev/null", O_RDWR);
@@ -74,7 +75,8 @@ redis_spawn(uint16_t port)
 			dup2(devnull, 2);
 		}
 		execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1",
-		    "--save", "", "--appendonly", "no", "--dir", rs_dir, (char *)NULL);
+		    "--save", "", "--appendonly", "no", "--dir", rs_dir,
+		    "--unixsocket", sock, "--unixsocketperm", "700", (char *)NULL);
 		_exit(127);
 	}
 	return pid;
@@ -173,6 +175,8 @@ teardown(void)
 		char path[128];
 
 		snprintf(path, sizeof(path), "%s/dump.rdb", rs_dir);
+		unlink(path);
+		snprintf(path, sizeof(path), "%s/redis.sock", rs_dir);
 		unlink(path);
 		rmdir(rs_dir);
 	}
@@ -657,6 +661,45 @@ Test(store, undeliverable_entries_are_skipped)
 	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 0);
 }
 
+Test(store, cancel)
+{
+	char id[64], key[128], member[96], sbuf[32];
+	struct store_delivery *d[4];
+	struct store_message_view v;
+	int n = -1, rc;
+
+	/* r0 in flight, r1 deferred, r2 queued */
+	enqueue_msg(id, sizeof(id), 3, 0);
+	cr_assert_eq(store_fetch(st, "c1", 2, 0, d), 2);
+	cr_assert_eq(record_one(d[1], "deferred", util_now_ms() + 60000, NULL), 0);
+	rc = store_cancel(st, id, "{\"type\":\"canceled\"}", &n);
+	cr_assert_eq(rc, 0, "cancel: got %d, want 0", rc);
+	cr_assert_eq(n, 2, "canceled: got %d, want 2", n);
+	snprintf(member, sizeof(member), "%s/1", id);
+	cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:due"), 0, "%s still due", member);
+	cr_assert_eq(store_get_message(st, id, &v), 0);
+	cr_assert_str_eq(v.rcpts[0].status, "sending");
+	cr_assert_str_eq(v.rcpts[1].status, "canceled");
+	cr_assert_str_eq(v.rcpts[2].status, "canceled");
+	cr_assert_eq(v.ntimeline, 3, "timeline: got %zu, want 3", v.ntimeline);
+	cr_assert_str_eq(v.timeline_json[2], "{\"type\":\"canceled\"}");
+	store_message_view_free(&v);
+	msg_key(key, sizeof(key), id, "");
+	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, "pending");
+	cr_assert_str_eq(sbuf, "1");
+	/* the queued one's ready entry is dropped when fetched */
+	cr_assert_eq(store_fetch(st, "c1", 2, 0, d + 2), 0);
+	/* the in-flight one finishes normally; the message then expires */
+	cr_assert_eq(record_one(d[0], "delivered", 0, NULL), 0);
+	cr_assert(rint_cmd("PTTL %s", key) > 0);
+	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 0);
+	cr_assert_eq(store_cancel(st, id, "{}", &n), 0);
+	cr_assert_eq(n, 0);
+	cr_assert_eq(store_cancel(st, "msg_nope", "{}", &n), STORE_ERR_NOT_FOUND);
+	store_delivery_free(d[0]);
+	store_delivery_free(d[1]);
+}
+
 Test(store, fifty_recipients_pipelined)
 {
 	char id[64], key[128], sbuf[32];
@@ -823,6 +866,60 @@ Test(store, redis_outage_fails_fast_and_recovers)
 	n = store_fetch(st, "c1", 2, 100, d);
 	cr_assert_eq(n, 1, "fetch after restart: got %d, want 1", n);
 	store_delivery_free(d[0]);
+}
+
+Test(store, frozen_redis_times_out)
+{
+	int64_t t0, dt;
+	int rc;
+
+	cr_assert_eq(store_ping(st), 0);
+	cr_assert_eq(kill(rs_pid, SIGSTOP), 0);
+	t0 = util_mono_ms();
+	rc = store_ping(st);
+	dt = util_mono_ms() - t0;
+	cr_assert_eq(rc, STORE_ERR_UNAVAILABLE, "ping: got %d, want %d", rc, STORE_ERR_UNAVAILABLE);
+	cr_assert(dt >= 4000 && dt < 7000, "first call took %lld ms, want about 5 s", (long long)dt);
+	/* reconnecting to a frozen server gives up after the 1 s set-up timeout */
+	t0 = util_mono_ms();
+	rc = store_ping(st);
+	dt = util_mono_ms() - t0;
+	cr_assert_eq(rc, STORE_ERR_UNAVAILABLE);
+	cr_assert(dt < 2000, "reconnect took %lld ms, want < 2000", (long long)dt);
+	cr_assert_eq(kill(rs_pid, SIGCONT), 0);
+	int64_t deadline = util_mono_ms() + 5000;
+	while ((rc = store_ping(st)) != 0 && util_mono_ms() < deadline)
+		usleep(50000);
+	cr_assert_eq(rc, 0, "ping after SIGCONT: got %d, want 0", rc);
+}
+
+Test(store, unix_socket_and_db)
+{
+	struct redis_addr addr;
+	struct store *s2;
+	struct store_message_view v;
+	char err[128], id[64];
+	int rc;
+
+	memset(&addr, 0, sizeof(addr));
+	addr.is_unix = 1;
+	snprintf(addr.path, sizeof(addr.path), "%s/redis.sock", rs_dir);
+	addr.db = 3;
+	s2 = store_open(&addr);
+	cr_assert(s2);
+	rc = store_init(s2, err, sizeof(err));
+	cr_assert_eq(rc, 0, "init over unix socket: got %d (%s), want 0", rc, err);
+	/* a message in db 0 is not visible in db 3 */
+	enqueue_msg(id, sizeof(id), 1, 0);
+	rc = store_get_message(s2, id, &v);
+	cr_assert_eq(rc, STORE_ERR_NOT_FOUND, "db 3: got %d, want %d", rc, STORE_ERR_NOT_FOUND);
+	cr_assert_eq(store_get_message(st, id, &v), 0);
+	store_message_view_free(&v);
+	redisReply *r = redisCommand(rc_ctx, "SELECT 3");
+	cr_assert(r && r->type == REDIS_REPLY_STATUS);
+	freeReplyObject(r);
+	cr_assert_eq(rint_cmd("EXISTS %s", "txm{0}:ready"), 1, "groups created in db 3");
+	store_close(s2);
 }
 
 Test(store, unreachable_at_open)
