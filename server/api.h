@@ -33,6 +33,8 @@ struct api_request {
 	const cJSON *json;          /* parsed body for routes that take JSON, else NULL */
 	int64_t now_ms;             /* wall clock when the request completed */
 	void *conn;                 /* opaque, for api_request_header() */
+	const char *tenant;         /* who is calling: the API key's name, or "env:<hash prefix>" for a
+	                             * TXMAIL_API_KEYS key; NULL on routes without auth */
 };
 
 struct api_header {

@@ -22,6 +22,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -511,6 +512,20 @@ st_prepare(struct store *s)
 	return st_create_groups(s);
 }
 
+/*
+ * st_peer_closed - between commands nothing is due from the server, so a
+ * readable socket means it closed the connection (restart, idle timeout).
+ * Checking costs one poll(2) and saves the caller a 503 on a connection
+ * that died while this thread was idle.
+ */
+static int
+st_peer_closed(struct store *s)
+{
+	struct pollfd pfd = { .fd = s->c->fd, .events = POLLIN | POLLRDHUP };
+
+	return poll(&pfd, 1, 0) > 0;
+}
+
 /* st_connect - ensure a connection; fails fast while Redis is down. */
 static int
 st_connect(struct store *s)
@@ -520,7 +535,9 @@ st_connect(struct store *s)
 	redisContext *c;
 	int rc;
 
-	if (s->c)
+	if (s->c && st_peer_closed(s))
+		st_drop(s, "closed by the server while idle");
+	else if (s->c)
 		return 0;
 	now = util_mono_ms();
 	if (s->last_try_ms && now - s->last_try_ms < ST_RECONNECT_MS)
@@ -1723,7 +1740,7 @@ st_collect_events(struct store *s, const redisReply *entries, int max,
 
 int
 store_read_events(struct store *s, const char *consumer, int max,
-    int block_ms, struct store_event **out)
+    int block_ms, int64_t min_idle_ms, struct store_event **out)
 {
 	const redisReply *entries = NULL;
 	redisReply *r = NULL;
@@ -1746,7 +1763,7 @@ store_read_events(struct store *s, const char *consumer, int max,
 	if (rc || count > 0)
 		goto out;
 	/* 2. entries of consumers that died */
-	rc = st_xautoclaim(s, ST_K_EVENTS, ST_G_WEBHOOKS, consumer, ST_EVENT_IDLE_MS, max,
+	rc = st_xautoclaim(s, ST_K_EVENTS, ST_G_WEBHOOKS, consumer, min_idle_ms > 0 ? min_idle_ms : ST_EVENT_IDLE_MS, max,
 	    s->event_cursor, sizeof(s->event_cursor), &r, &entries);
 	if (rc == 0 && entries)
 		rc = st_collect_events(s, entries, max, out, &count);
@@ -1856,9 +1873,10 @@ st_whd_from(const redisReply *const *el, struct store_whd **out)
 }
 
 int
-store_webhook_claim(struct store *s, int64_t now_ms, int64_t lease_ms, int max,
-    struct store_whd **out)
+store_webhook_claim(struct store *s, const char *endpoint, int64_t now_ms, int64_t lease_ms,
+    int max, struct store_whd **out)
 {
+	(void)endpoint;   /* TODO(issue 3): one due set per endpoint */
 	struct st_args a;
 	redisReply *r = NULL;
 	size_t i;
@@ -1970,8 +1988,9 @@ store_webhook_retry(struct store *s, const char *member, int attempts, int64_t n
 }
 
 int64_t
-store_webhook_next_due(struct store *s)
+store_webhook_next_due(struct store *s, const char *endpoint)
 {
+	(void)endpoint;
 	const char *argv[5] = { "ZRANGE", ST_K_WHQ, "0", "0", "WITHSCORES" };
 	redisReply *r = NULL;
 	int64_t v = 0;

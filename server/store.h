@@ -78,6 +78,15 @@ void store_set_retention(struct store *s, int64_t seconds);
 struct store_rcpt_in {
 	const char *email;
 	const char *kind;      /* "to", "cc" or "bcc" */
+	/*
+	 * Initial status: NULL means "queued" (or "scheduled" when send_at_ms
+	 * is set). "suppressed": terminal at once, never queued; then
+	 * event_json (the message.failed event, reason "suppressed") goes to
+	 * the outbox and timeline_json to the timeline, in the same script.
+	 */
+	const char *status;
+	const char *event_json;
+	const char *timeline_json;
 };
 
 struct store_message_in {
@@ -93,12 +102,32 @@ struct store_message_in {
 	const char *metadata_json;  /* "{}" when none */
 	const char *tags_json;      /* "[]" when none */
 	const char *timeline_json;  /* the first timeline entry ("queued") */
+	const char *tenant;         /* API key name (or "env:<hash prefix>"); "" when none */
 	const struct store_rcpt_in *rcpts;
 	size_t nrcpts;
 };
 
 /* store_enqueue - store the message and queue (or schedule) each recipient, atomically (one script). */
 int store_enqueue(struct store *s, const struct store_message_in *m);
+
+/* Idempotency record for a send (scoped by the caller: key includes the tenant). */
+struct store_idem {
+	const char *key;          /* e.g. "<tenant>:<sha256 hex of Idempotency-Key>" */
+	const char *request_hash; /* hex SHA-256 of the request body */
+	const char *response;     /* the 202 body to replay */
+	int64_t ttl_ms;           /* 24 h */
+};
+
+/*
+ * store_enqueue_batch - n messages (n >= 1) in one script: all stored or
+ * none. With idem (NULL for none): when the key already exists with the
+ * same request_hash nothing is stored and *replay gets the first response
+ * (malloc'd; caller frees); another request_hash -> STORE_ERR_CONFLICT.
+ * Two racing calls with one key store exactly one batch.
+ * Returns STORE_OK (then *replay is NULL unless replayed), or STORE_ERR_*.
+ */
+int store_enqueue_batch(struct store *s, const struct store_message_in *m, size_t n,
+    const struct store_idem *idem, char **replay);
 
 /* --- reading ------------------------------------------------------------ */
 
@@ -186,6 +215,9 @@ struct store_result {
 	const char *smtp_json;    /* {"code":..,"enhanced":..,"response":..} or NULL */
 	const char *event_json;   /* outbox (webhook) event body, or NULL for none */
 	const char *timeline_json;/* timeline entry for the message */
+	/* non-NULL: add the recipient to the suppression list with this reason
+	 * (the worker decides: a 5.1.x permanent failure) */
+	const char *suppress_reason;
 };
 
 /*
@@ -216,11 +248,11 @@ void store_event_free(struct store_event *ev);  /* contents and ev */
 
 /*
  * store_read_events - events for the webhook group (own pending first, then
- * entries idle > 60 s of dead consumers, then new, blocking up to block_ms).
+ * entries idle > min_idle_ms (the visibility timeout) of dead consumers, then new, blocking up to block_ms).
  * Returns the count written to out (malloc'd each) or STORE_ERR_*.
  */
 int store_read_events(struct store *s, const char *consumer, int max,
-    int block_ms, struct store_event **out);
+    int block_ms, int64_t min_idle_ms, struct store_event **out);
 
 /*
  * store_webhook_fanout - one delivery per endpoint id for this event,
@@ -239,14 +271,114 @@ struct store_whd {
 };
 void store_whd_free(struct store_whd *w);   /* contents and w */
 
-/* store_webhook_claim - up to max due deliveries, leased until now+lease_ms. Count or STORE_ERR_*. */
-int store_webhook_claim(struct store *s, int64_t now_ms, int64_t lease_ms, int max,
-    struct store_whd **out);
+/*
+ * store_webhook_claim - up to max due deliveries of one endpoint (each
+ * endpoint has its own due set, so a dead endpoint never delays another),
+ * leased until now+lease_ms. Count or STORE_ERR_*.
+ */
+int store_webhook_claim(struct store *s, const char *endpoint, int64_t now_ms,
+    int64_t lease_ms, int max, struct store_whd **out);
 /* store_webhook_done - delivered (or given up): remove it. */
 int store_webhook_done(struct store *s, const char *member);
 /* store_webhook_retry - record a failed attempt and reschedule at next_ms. */
 int store_webhook_retry(struct store *s, const char *member, int attempts, int64_t next_ms);
-/* store_webhook_next_due - earliest due score in ms, 0 when none; <0 error. */
-int64_t store_webhook_next_due(struct store *s);
+/* store_webhook_next_due - earliest due score of an endpoint's deliveries in ms, 0 when none; <0 error. */
+int64_t store_webhook_next_due(struct store *s, const char *endpoint);
+
+/* --- webhook endpoints ---------------------------------------------------- */
+
+struct store_endpoint {
+	char *id;           /* "wh_<26>" */
+	char *url;
+	char *secret;       /* "whsec_<base64>" */
+	char **events;      /* event types wanted ("message.delivered", ...); nevents 0 = all */
+	size_t nevents;
+	int64_t created_ms;
+};
+
+/* store_endpoint_create - store a new endpoint (id, url, secret, events given). */
+int store_endpoint_create(struct store *s, const struct store_endpoint *ep);
+/* store_endpoint_list - every endpoint, oldest first; caller frees with store_endpoints_free. */
+int store_endpoint_list(struct store *s, struct store_endpoint **out, size_t *n);
+/* store_endpoint_delete - remove it and its queued deliveries; STORE_ERR_NOT_FOUND. */
+int store_endpoint_delete(struct store *s, const char *id);
+void store_endpoints_free(struct store_endpoint *eps, size_t n);
+
+/* --- live events (SSE) ------------------------------------------------------ */
+
+/*
+ * store_events_since - up to max outbox events with stream id greater than
+ * `after` ("0" = oldest retained, "$" = only new ones), blocking up to
+ * block_ms when there are none. Plain XREAD: no consumer group, nothing
+ * acknowledged. Events are retained (not deleted at fan-out) and trimmed by
+ * store_trim_events. Count or STORE_ERR_*; entry_id is the SSE event id.
+ */
+int store_events_since(struct store *s, const char *after, int max, int block_ms,
+    struct store_event **out);
+/*
+ * store_trim_events - drop outbox events older than before_ms, but never
+ * one the webhook group has not yet read or acknowledged. Returns how many.
+ */
+int store_trim_events(struct store *s, int64_t before_ms);
+
+/* --- templates --------------------------------------------------------------- */
+
+/* store_template_put - store {"subject","text","html"} JSON under name; *created 1 when new. */
+int store_template_put(struct store *s, const char *name, const char *json, int64_t now_ms,
+    int *created);
+/* store_template_get - malloc'd JSON in *json (with "name","created_at","updated_at" added); STORE_ERR_NOT_FOUND. */
+int store_template_get(struct store *s, const char *name, char **json);
+/* store_template_delete - STORE_ERR_NOT_FOUND when absent. */
+int store_template_delete(struct store *s, const char *name);
+/* store_template_list - every template's JSON, sorted by name; free each and the array. */
+int store_template_list(struct store *s, char ***jsons, size_t *n);
+
+/* --- suppressions ------------------------------------------------------------ */
+
+struct store_suppression {
+	char *email;        /* lower-cased */
+	char *reason;       /* "bounced", "manual", ... */
+	int64_t created_ms;
+};
+
+/* store_suppression_check - flags[i] = 1 when emails[i] (lower-cased by the caller) is suppressed. One round trip. */
+int store_suppression_check(struct store *s, const char *const *emails, size_t n, int *flags);
+/* store_suppression_add - add or refresh an address. */
+int store_suppression_add(struct store *s, const char *email, const char *reason, int64_t now_ms);
+/* store_suppression_delete - STORE_ERR_NOT_FOUND when absent. */
+int store_suppression_delete(struct store *s, const char *email);
+/* store_suppression_list - every suppression, sorted by address; caller frees with store_suppressions_free. */
+int store_suppression_list(struct store *s, struct store_suppression **out, size_t *n);
+void store_suppressions_free(struct store_suppression *v, size_t n);
+
+/* --- API keys and rate limits ------------------------------------------------- */
+
+struct store_apikey {
+	char *name;
+	char *hash_prefix;  /* first 12 hex chars of the SHA-256, for display */
+	int64_t created_ms;
+	int64_t last_used_ms;   /* 0 = never */
+};
+
+/* store_key_create - store a key by the hex SHA-256 of its secret; STORE_ERR_CONFLICT when the name exists. */
+int store_key_create(struct store *s, const char *name, const char *hash_hex, int64_t now_ms);
+/* store_key_list - every key (never the secret: it is not stored); free with store_apikeys_free. */
+int store_key_list(struct store *s, struct store_apikey **out, size_t *n);
+/* store_key_revoke - delete the key by name; STORE_ERR_NOT_FOUND. */
+int store_key_revoke(struct store *s, const char *name);
+void store_apikeys_free(struct store_apikey *v, size_t n);
+
+/*
+ * store_auth - one round trip: find the key whose SHA-256 hex is hash_hex;
+ * STORE_ERR_NOT_FOUND when none. Else *tenant = its name (malloc'd),
+ * last_used is refreshed (at most once a minute), and the key's token
+ * bucket (rate tokens/s, burst) is charged one token: *retry_after_ms > 0
+ * when it is empty (then the request must get 429). rate <= 0: no limit.
+ */
+int store_auth(struct store *s, const char *hash_hex, int64_t now_ms, double rate,
+    double burst, char **tenant, int64_t *retry_after_ms);
+/* store_rate_limit - the same token bucket for a tenant that is not a stored key. */
+int store_rate_limit(struct store *s, const char *tenant, int64_t now_ms, double rate,
+    double burst, int64_t *retry_after_ms);
 
 #endif

@@ -36,6 +36,12 @@ struct msg_request {
 	struct mime_header *headers; size_t nheaders;
 	char *metadata_json;    /* compact JSON object, "{}" when absent */
 	char *tags_json;        /* compact JSON array, "[]" when absent */
+	/* issue 3 */
+	char *template_name;    /* NULL when absent; then subject/text/html come from the template */
+	cJSON *variables;       /* owned copy of "variables" (an object), NULL when absent */
+	struct mime_attachment *attachments; size_t nattachments;  /* data decoded, owned */
+	int64_t send_at_ms;     /* 0 when absent */
+	int64_t ttl_ms;         /* 0 when absent */
 };
 
 /*
@@ -44,6 +50,31 @@ struct msg_request {
  * -2 on out-of-memory. Always call msg_request_free afterwards.
  */
 int validate_message(const cJSON *body, struct msg_request *out, struct validate_error *err);
+
+/*
+ * validate_message_at - as validate_message, with the clock (for send_at:
+ * not more than 30 days ahead; a past send_at means now) and a field
+ * prefix for batches: prefix "messages[3]." makes fields read
+ * "messages[3].to[0]". Template rules: with "template" (a name),
+ * subject/text/html must be absent (422 naming the field) — the template
+ * gives them; "variables" (an object) requires "template"; without
+ * "template", text or html is required. Attachments: at most 20, total decoded
+ * size at most max_attach bytes (-> -3, a 413 "payload_too_large"),
+ * invalid base64 -> field "attachments[i].content".
+ * Returns 0, -1 invalid (422), -2 out of memory, -3 too large (413).
+ */
+int validate_message_at(const cJSON *body, int64_t now_ms, size_t max_attach,
+    const char *prefix, struct msg_request *out, struct validate_error *err);
+
+/* validate_template_name - 1 when name matches [A-Za-z0-9_-]{1,64}. */
+int validate_template_name(const char *name);
+
+/*
+ * validate_template_body - the body of PUT /v1/templates/{name}: an object
+ * with "subject", "text", "html" strings (at least one of text/html), each
+ * passing template_check; no other fields. 0 or -1 with err.
+ */
+int validate_template_body(const cJSON *body, struct validate_error *err);
 void msg_request_free(struct msg_request *r);
 
 /*

@@ -252,6 +252,7 @@ struct webhook {
 	char *secret;          /* "" when unsigned */
 	char *ca_file;         /* "" when the system store only */
 	double retry_base, retry_max, max_age, timeout;
+	int64_t visibility_ms;     /* a dead dispatcher's events are taken over after this */
 	char consumer[128];
 
 	struct store *st;
@@ -508,7 +509,8 @@ static int wh_read_events(struct webhook *w, int block_ms)
 	size_t nep = w->url[0] ? 1 : 0;
 	int n, i, rc = 0;
 
-	n = store_read_events(w->st, w->consumer, WH_READ_MAX, block_ms, evs);
+	n = store_read_events(w->st, w->consumer, WH_READ_MAX, block_ms,
+	    w->visibility_ms, evs);
 	if (n < 0) {
 		wh_store_error(w, "read_events", n);
 		return -1;
@@ -570,7 +572,7 @@ static int wh_claim(struct webhook *w)
 
 	if (max <= 0)
 		return 1;
-	n = store_webhook_claim(w->st, util_now_ms(), lease, max, ds);
+	n = store_webhook_claim(w->st, "default", util_now_ms(), lease, max, ds);
 	if (n < 0) {
 		wh_store_error(w, "claim", n);
 		return 0;
@@ -638,7 +640,7 @@ static void *wh_thread(void *arg)
 				full = wh_claim(w);
 			if (wh_redis_ok(w)) {
 				if (w->ninflight == 0 && w->nfinished == 0 && !full) {
-					int64_t nd = store_webhook_next_due(w->st);
+					int64_t nd = store_webhook_next_due(w->st, "default");
 					int64_t now = util_now_ms();
 
 					if (nd < 0)
@@ -735,6 +737,7 @@ struct webhook *webhook_start(const struct config *cfg, char *err, size_t errlen
 	w->retry_max = cfg->webhook_retry_max;
 	w->max_age = cfg->webhook_max_age;
 	w->timeout = cfg->webhook_timeout > 0 ? cfg->webhook_timeout : 10;
+	w->visibility_ms = (int64_t)(cfg->visibility_timeout * 1000);
 	if (gethostname(host, sizeof(host)) < 0 || !host[0])
 		util_strlcpy(host, "localhost", sizeof(host));
 	host[sizeof(host) - 1] = '\0';

@@ -25,6 +25,17 @@ struct mime_header {
 	const char *value;  /* validated: no CR/LF; may be UTF-8 (then encoded) */
 };
 
+/* An attachment: bytes already decoded from the API's base64. */
+struct mime_attachment {
+	const char *filename;       /* UTF-8; non-ASCII -> RFC 2231 filename*=utf-8''... */
+	const char *content_type;   /* "application/pdf"; NULL -> application/octet-stream */
+	const unsigned char *data;
+	size_t len;
+	const char *content_id;     /* non-NULL: inline part (Content-ID: <id>,
+	                             * Content-Disposition: inline) placed with the
+	                             * html in multipart/related */
+};
+
 struct mime_message {
 	struct mime_addr from;
 	const struct mime_addr *to; size_t nto;
@@ -37,6 +48,12 @@ struct mime_message {
 	int64_t date_s;                               /* Unix seconds for Date: (UTC "+0000") */
 	const char *message_id;                       /* "<id@host>" including brackets */
 	uint64_t boundary_seed;                       /* makes the boundary string */
+	/*
+	 * Structure with attachments: multipart/mixed { body, attachments... }
+	 * where body is text, html, or multipart/alternative; inline parts
+	 * (content_id set) wrap the html as multipart/related { html, inline... }.
+	 */
+	const struct mime_attachment *attachments; size_t nattachments;
 };
 
 enum {

@@ -7,7 +7,8 @@ random free loopback ports, torn down even when a test fails. When a test
 fails, the tails of the txmail logs are attached to its report. Under the
 sanitizer build (TXMAIL_ASAN=1) a txmail log with an ASan/UBSan/LSan report
 fails the test at teardown, as does a txmail that does not exit cleanly on
-SIGTERM.
+SIGTERM. TXMAIL_IT_KEEP=1 keeps each test's work dir (logs, maildir,
+redis data) for a post-mortem.
 
 Must never: use fixed ports, sleep instead of waiting for a condition, or
 leave processes behind.
@@ -49,6 +50,13 @@ def pytest_runtest_makereport(item, call):
     if rep.failed:
         for name, path in getattr(item, "_txm_logs", []):
             rep.sections.append(("%s (%s, last lines)" % (name, path), helpers.tail(path, 150)))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if helpers.NOTES:
+        terminalreporter.write_sep("-", "txmail integration notes")
+        for line in helpers.NOTES:
+            terminalreporter.write_line(line)
 
 
 def _on_alarm(signum, frame):

@@ -648,5 +648,12 @@ def find_redis_servers(mention=None, ppid=None):
     return out
 
 
+NOTES = []
+
+
 def log(*a):
-    print(*a, flush=True)
+    """Print (shown with -s or on failure) and keep the line for the
+    end-of-run summary (conftest's pytest_terminal_summary)."""
+    line = " ".join(str(x) for x in a)
+    NOTES.append(line)
+    print(line, flush=True)

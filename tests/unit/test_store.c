@@ -347,7 +347,7 @@ Test(store, enqueue_and_get_message)
 	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 2);
 
 	/* the same id again: conflict, nothing added */
-	struct store_rcpt_in r1 = { "x@example.com", "to" };
+	struct store_rcpt_in r1 = { .email = "x@example.com", .kind = "to" };
 	struct store_message_in m = { .id = id, .mime = "", .rcpts = &r1, .nrcpts = 1 };
 	rc = store_enqueue(st, &m);
 	cr_assert_eq(rc, STORE_ERR_CONFLICT, "dup enqueue: got %d, want %d", rc, STORE_ERR_CONFLICT);
@@ -361,7 +361,7 @@ Test(store, enqueue_and_get_message)
 
 Test(store, invalid_enqueue_rejected)
 {
-	struct store_rcpt_in r1 = { "x@example.com", "to" };
+	struct store_rcpt_in r1 = { .email = "x@example.com", .kind = "to" };
 	struct store_message_in cases[] = {
 		{ .id = NULL, .rcpts = &r1, .nrcpts = 1 },
 		{ .id = "", .rcpts = &r1, .nrcpts = 1 },
@@ -767,11 +767,11 @@ Test(store, webhooks)
 	cr_assert_eq(record_one(d, "delivered", 0, "{\"id\":\"evt_1\"}"), 0);
 	store_delivery_free(d);
 
-	n = store_read_events(st, "w1", 4, 100, ev);
+	n = store_read_events(st, "w1", 4, 100, 0, ev);
 	cr_assert_eq(n, 1, "read_events: got %d, want 1", n);
 	cr_assert_str_eq(ev[0]->json, "{\"id\":\"evt_1\"}");
 	/* not fanned out yet: our own pending entry comes back first */
-	n = store_read_events(st, "w1", 4, 100, ev2);
+	n = store_read_events(st, "w1", 4, 100, 0, ev2);
 	cr_assert_eq(n, 1, "re-read: got %d, want 1", n);
 	cr_assert_str_eq(ev2[0]->entry_id, ev[0]->entry_id);
 	store_event_free(ev2[0]);
@@ -781,14 +781,14 @@ Test(store, webhooks)
 	cr_assert_eq(pending_count("txm{0}:events", "webhooks"), 0);
 	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 0);
 	cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:whq"), 2);
-	nd = store_webhook_next_due(st);
+	nd = store_webhook_next_due(st, "default");
 	cr_assert_eq(nd, now, "next due: got %lld, want %lld", (long long)nd, (long long)now);
 	store_event_free(ev[0]);
 
-	n = store_read_events(st, "w1", 4, 50, ev);
+	n = store_read_events(st, "w1", 4, 50, 0, ev);
 	cr_assert_eq(n, 0, "after fanout: got %d, want 0", n);
 
-	n = store_webhook_claim(st, now, 30000, 4, w);
+	n = store_webhook_claim(st, "default", now, 30000, 4, w);
 	cr_assert_eq(n, 2, "claim: got %d, want 2", n);
 	cr_assert_str_eq(w[0]->event_id, "evt_1");
 	cr_assert_str_eq(w[0]->endpoint, "ep1");
@@ -799,20 +799,20 @@ Test(store, webhooks)
 	cr_assert_eq(w[0]->first_ms, now);
 	/* leased: not due again until the lease ends */
 	struct store_whd *w2[4];
-	cr_assert_eq(store_webhook_claim(st, now + 1000, 30000, 4, w2), 0);
-	cr_assert_eq(store_webhook_next_due(st), now + 30000);
+	cr_assert_eq(store_webhook_claim(st, "default", now + 1000, 30000, 4, w2), 0);
+	cr_assert_eq(store_webhook_next_due(st, "default"), now + 30000);
 
 	cr_assert_eq(store_webhook_retry(st, w[0]->member, 1, now + 5000), 0);
 	cr_assert_eq(store_webhook_done(st, w[1]->member), 0);
 	cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:whq"), 1);
 	snprintf(key, sizeof(key), "txm{0}:wh:%s", w[1]->member);
 	cr_assert_eq(rint_cmd("EXISTS %s", key), 0);
-	n = store_webhook_claim(st, now + 5000, 30000, 4, w2);
+	n = store_webhook_claim(st, "default", now + 5000, 30000, 4, w2);
 	cr_assert_eq(n, 1, "claim after retry: got %d, want 1", n);
 	cr_assert_eq(w2[0]->attempts, 1);
 	cr_assert_eq(store_webhook_done(st, w2[0]->member), 0);
 	store_whd_free(w2[0]);
-	cr_assert_eq(store_webhook_next_due(st), 0);
+	cr_assert_eq(store_webhook_next_due(st, "default"), 0);
 	n = store_webhook_retry(st, w[0]->member, 2, now);
 	cr_assert_eq(n, STORE_ERR_NOT_FOUND, "retry gone: got %d, want %d", n, STORE_ERR_NOT_FOUND);
 	snprintf(key, sizeof(key), "txm{0}:wh:%s", w[0]->member);
@@ -826,7 +826,7 @@ Test(store, webhooks)
 	cr_assert_eq(fetch_one("c1", &d), 1);
 	cr_assert_eq(record_one(d, "failed", 0, "{\"id\":\"evt_2\"}"), 0);
 	store_delivery_free(d);
-	cr_assert_eq(store_read_events(st, "w1", 4, 0, ev), 1);
+	cr_assert_eq(store_read_events(st, "w1", 4, 0, 0, ev), 1);
 	cr_assert_eq(store_webhook_fanout(st, ev[0], "evt_2", NULL, 0, now), 0);
 	store_event_free(ev[0]);
 	cr_assert_eq(pending_count("txm{0}:events", "webhooks"), 0);
