@@ -30,7 +30,7 @@ DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libssl-dev libcjson-dev
             libhiredis-dev libcurl4-openssl-dev libcriterion-dev redis-server \
             python3 python3-aiosmtpd python3-pytest python3-yaml openssl curl
 
-.PHONY: all deps build asan run test unit unit-asan integration integration-asan bench clean
+.PHONY: all deps build asan run test unit unit-asan integration integration-asan bench clean spec-lint spec-tools
 
 all: build
 
@@ -48,6 +48,33 @@ deps:
 	    echo "missing packages:$$missing (run as root, or: sudo apt-get install$$missing)"; exit 1; \
 	  fi; \
 	fi
+	@# node + npm for the spec tooling (tests/spec): checked by command, not by
+	@# package name: a node from elsewhere (NodeSource's nodejs bundles npm and
+	@# conflicts with Debian's npm package) is as good as Debian's 18.x.
+	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing: nodejs npm"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null || exit 1; \
+	  else \
+	    echo "missing: node/npm (run as root, or: sudo apt-get install nodejs npm)"; exit 1; \
+	  fi; \
+	fi
+
+# --- spec tooling ---------------------------------------------------------------
+# @redocly/cli (lint) and ajv (tests/spec/validate.mjs, used by the integration
+# tests) from tests/spec/package-lock.json into tests/spec/node_modules
+# (gitignored); reinstalled when the lock file is newer than the install.
+SPEC_TOOLS := tests/spec/node_modules/.package-lock.json
+
+$(SPEC_TOOLS): tests/spec/package-lock.json tests/spec/package.json
+	npm ci --prefix tests/spec --no-audit --no-fund --loglevel=error
+	@touch $@
+
+spec-tools: deps $(SPEC_TOOLS)
+
+spec-lint: spec-tools
+	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx --prefix tests/spec redocly lint --config tests/spec/redocly.yaml api-spec/openapi.yaml
 
 # --- build ------------------------------------------------------------------
 build: $(BUILD)/txmail
@@ -97,15 +124,16 @@ unit-asan: deps $(UNIT_BIN_ASAN)
 	@set -e; for t in $(UNIT_BIN_ASAN); do echo "== $$t (asan)"; \
 	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $$t --jobs 2; done
 
-integration: deps build
+integration: deps build spec-tools
 	TXMAIL_BIN=$(CURDIR)/$(BUILD)/txmail $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
-integration-asan: deps asan
+integration-asan: deps asan spec-tools
 	TXMAIL_BIN=$(CURDIR)/$(BUILD)/asan/txmail TXMAIL_ASAN=1 \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 test: deps
+	$(MAKE) spec-lint
 	$(MAKE) unit
 	$(MAKE) integration
 	$(MAKE) unit-asan

@@ -22,6 +22,8 @@
 
 #define API_MAX_RESP_HEADERS 8
 
+struct api_events_client;   /* a live event stream (api_events.h) */
+
 struct api_request {
 	const struct config *cfg;
 	struct store *store;        /* this HTTP thread's handle; NULL only on routes marked ROUTE_NO_STORE */
@@ -48,6 +50,12 @@ struct api_response {
 	size_t body_len;
 	struct api_header headers[API_MAX_RESP_HEADERS];
 	size_t nheaders;
+	/*
+	 * A streamed answer (Server-Sent Events) instead of body: http.c sends
+	 * `status` with these headers and then whatever the client yields
+	 * (api_events.h), and closes the client when the connection ends.
+	 */
+	struct api_events_client *stream;
 };
 
 typedef void api_handler_fn(const struct api_request *req, struct api_response *resp);
@@ -81,5 +89,39 @@ void api_store_error(struct api_response *resp, int rc);
 /* api_messages.c */
 api_handler_fn api_messages_create;   /* POST /v1/messages */
 api_handler_fn api_messages_get;      /* GET /v1/messages/{id} */
+api_handler_fn api_messages_batch;    /* POST /v1/messages/batch */
+api_handler_fn api_messages_cancel;   /* DELETE /v1/messages/{id} */
+
+/* pure helpers of api_messages.c (unit-tested) */
+/* api_messages_idem_key_ok - 1 when key is 1..255 printable ASCII characters (space allowed). */
+int api_messages_idem_key_ok(const char *key);
+/* api_messages_summary - the common status of n recipient statuses, else "partial" ("queued" when n is 0). */
+const char *api_messages_summary(const char *const *statuses, size_t n);
+/*
+ * api_messages_expiry - when an undelivered recipient expires: max_age after
+ * it becomes due (now, or send_at when later), but never later than now+ttl
+ * (ttl_ms 0: none).
+ */
+int64_t api_messages_expiry(int64_t now_ms, int64_t send_at_ms, int64_t ttl_ms,
+    int64_t max_age_ms);
+
+/* api_templates.c */
+api_handler_fn api_templates_put;     /* PUT /v1/templates/{name} */
+api_handler_fn api_templates_get;     /* GET /v1/templates/{name} */
+api_handler_fn api_templates_delete;  /* DELETE /v1/templates/{name} */
+api_handler_fn api_templates_list;    /* GET /v1/templates */
+
+/* api_suppressions.c */
+api_handler_fn api_suppressions_list;   /* GET /v1/suppressions */
+api_handler_fn api_suppressions_create; /* POST /v1/suppressions */
+api_handler_fn api_suppressions_delete; /* DELETE /v1/suppressions/{email} */
+
+/* api_webhooks.c */
+api_handler_fn api_webhooks_create;   /* POST /v1/webhooks */
+api_handler_fn api_webhooks_list;     /* GET /v1/webhooks */
+api_handler_fn api_webhooks_delete;   /* DELETE /v1/webhooks/{id} */
+
+/* api_events.c (see api_events.h for the stream itself) */
+api_handler_fn api_events_stream;     /* GET /v1/events/stream: resp->stream */
 
 #endif

@@ -1,26 +1,122 @@
 /*
- * api_messages.c - the /v1/messages resource: accept a send request
- * (validate, build the MIME bytes once, store durably, answer 202) and show
- * a message with its recipients and timeline.
+ * api_messages.c - the /v1/messages resource: accept one send or a batch
+ * (validate, render the template, build the MIME bytes once, pre-check the
+ * suppression list, store durably under an optional Idempotency-Key, answer
+ * 202), show a message with its recipients and timeline, and cancel what is
+ * not yet delivered.
  *
- * Owns the JSON shapes of POST /v1/messages and GET /v1/messages/{id}.
- * It must never answer 202 before store_enqueue succeeded, never touch
+ * Owns the JSON shapes of POST /v1/messages, POST /v1/messages/batch,
+ * GET and DELETE /v1/messages/{id}, and the idempotency scope
+ * ("<tenant>:<sha256 of the key>", request hash over method, path and body).
+ * It must never answer 202 before store_enqueue_batch succeeded, never touch
  * Redis for an id that cannot be one of ours, and never include
  * microhttpd.h (http.c does the wire; see api.h).
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
+#include "hash.h"
 #include "log.h"
 #include "store.h"
+#include "template.h"
 #include "util.h"
 #include "validate.h"
 #include "../smtp/mime.h"
 
 #define MSG_ID_PREFIX "msg_"
 #define MSG_ID_CHARS 26
+#define MESSAGES_BATCH_MAX 500
+#define MESSAGES_IDEM_KEY_MAX 255
+#define MESSAGES_IDEM_TTL_MS ((int64_t)24 * 3600 * 1000)
+#define MESSAGES_RENDER_MAX ((size_t)10 * 1024 * 1024)
+
+/* --- pure helpers (declared in api.h, unit-tested) ------------------------ */
+
+int
+api_messages_idem_key_ok(const char *key)
+{
+	size_t n;
+
+	if (key == NULL)
+		return 0;
+	n = strlen(key);
+	if (n == 0 || n > MESSAGES_IDEM_KEY_MAX)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)key[i] < 0x20 || (unsigned char)key[i] > 0x7e)
+			return 0;
+	return 1;
+}
+
+const char *
+api_messages_summary(const char *const *statuses, size_t n)
+{
+	if (n == 0 || statuses[0] == NULL)
+		return "queued";
+	for (size_t i = 1; i < n; i++)
+		if (statuses[i] == NULL || strcmp(statuses[i], statuses[0]) != 0)
+			return "partial";
+	return statuses[0];
+}
+
+int64_t
+api_messages_expiry(int64_t now_ms, int64_t send_at_ms, int64_t ttl_ms, int64_t max_age_ms)
+{
+	int64_t base = send_at_ms > now_ms ? send_at_ms : now_ms;
+	int64_t exp = base + max_age_ms;
+
+	if (ttl_ms > 0 && now_ms + ttl_ms < exp)
+		exp = now_ms + ttl_ms;
+	return exp;
+}
+
+/* --- one message being prepared ------------------------------------------- */
+
+struct messages_one {
+	const cJSON *json;
+	struct msg_request mr;
+	char id[64];
+	char msgid[400];
+	char *subject;          /* rendered from the template, until moved into mr */
+	char *text;
+	char *html;
+	char *mime;
+	size_t mime_len;
+	char *timeline;
+	struct store_rcpt_in *rcpts;
+	char **lower;           /* lower-cased recipient addresses */
+	char **events;          /* per recipient; only for suppressed ones */
+	char **tls;
+	size_t nrcpts;
+	const char *status;     /* message status answered */
+	struct store_message_in in;
+};
+
+static void
+messages_one_free(struct messages_one *m)
+{
+	for (size_t i = 0; i < m->nrcpts; i++) {
+		if (m->lower != NULL)
+			free(m->lower[i]);
+		if (m->events != NULL)
+			cJSON_free(m->events[i]);
+		if (m->tls != NULL)
+			cJSON_free(m->tls[i]);
+	}
+	free(m->lower);
+	free(m->events);
+	free(m->tls);
+	free(m->rcpts);
+	cJSON_free(m->timeline);
+	free(m->mime);
+	free(m->subject);
+	free(m->text);
+	free(m->html);
+	msg_request_free(&m->mr);
+}
 
 /* 1 when id matches ^msg_[0-9a-z]{26}$ */
 static int
@@ -38,144 +134,616 @@ messages_id_ok(const char *id)
 }
 
 static void
-messages_add_rcpts(struct store_rcpt_in *r, size_t *n, const struct mime_addr *a,
-    size_t na, const char *kind)
+messages_field(char *buf, size_t len, const char *prefix, const char *field)
+{
+	snprintf(buf, len, "%s%s", prefix != NULL ? prefix : "", field);
+}
+
+/* render one template part; 0, or -1 with a 422/413/500 in resp */
+static int
+messages_render_part(const cJSON *tpl, const char *key, const cJSON *vars, int html,
+    const char *prefix, char **out, struct api_response *resp)
+{
+	const cJSON *src = cJSON_GetObjectItemCaseSensitive(tpl, key);
+	char name[96], field[192], msg[256];
+	size_t olen = 0;
+	int rc;
+
+	*out = NULL;
+	if (!cJSON_IsString(src) || src->valuestring == NULL)
+		return 0;
+	rc = template_render(src->valuestring, strlen(src->valuestring), vars, html,
+	    MESSAGES_RENDER_MAX, out, &olen, name, sizeof(name));
+	if (rc == 0)
+		return 0;
+	free(*out);
+	*out = NULL;
+	switch (rc) {
+	case TEMPLATE_ERR_MISSING:
+		snprintf(field, sizeof(field), "%svariables.%s", prefix != NULL ? prefix : "", name);
+		snprintf(msg, sizeof(msg), "the template needs the variable \"%s\"", name);
+		api_error(resp, 422, "validation_error", msg, field);
+		break;
+	case TEMPLATE_ERR_SYNTAX:
+		messages_field(field, sizeof(field), prefix, "template");
+		snprintf(msg, sizeof(msg), "the template's %s cannot be rendered (%s)", key, name);
+		api_error(resp, 422, "validation_error", msg, field);
+		break;
+	case TEMPLATE_ERR_TOOBIG:
+		snprintf(msg, sizeof(msg), "the rendered %s is larger than %zu bytes", key,
+		    MESSAGES_RENDER_MAX);
+		api_error(resp, 413, "payload_too_large", msg, NULL);
+		break;
+	default:
+		api_error(resp, 500, "internal_error", "out of memory", NULL);
+		break;
+	}
+	return -1;
+}
+
+/* subject, text, html from the stored template; 0 or -1 with resp filled */
+static int
+messages_apply_template(const struct api_request *req, struct messages_one *m,
+    const char *prefix, struct api_response *resp)
+{
+	struct validate_error verr;
+	char *json = NULL, field[192];
+	cJSON *tpl = NULL;
+	int rc, ret = -1;
+
+	rc = store_template_get(req->store, m->mr.template_name, &json);
+	if (rc == STORE_ERR_NOT_FOUND) {
+		messages_field(field, sizeof(field), prefix, "template");
+		api_error(resp, 422, "validation_error", "unknown template", field);
+		goto out;
+	}
+	if (rc != STORE_OK) {
+		api_store_error(resp, rc == STORE_ERR_CONFLICT ? STORE_ERR_PROTO : rc);
+		goto out;
+	}
+	tpl = cJSON_Parse(json);
+	if (tpl == NULL) {
+		api_error(resp, 500, "internal_error", "stored template is damaged", NULL);
+		goto out;
+	}
+	if (messages_render_part(tpl, "subject", m->mr.variables, 0, prefix, &m->subject, resp) != 0 ||
+	    messages_render_part(tpl, "text", m->mr.variables, 0, prefix, &m->text, resp) != 0 ||
+	    messages_render_part(tpl, "html", m->mr.variables, 1, prefix, &m->html, resp) != 0)
+		goto out;
+	/* the template replaces subject/text/html (validation refused them alongside) */
+	free(m->mr.subject);
+	free(m->mr.text);
+	free(m->mr.html);
+	m->mr.subject = m->subject;
+	m->mr.text = m->text;
+	m->mr.html = m->html;
+	m->subject = m->text = m->html = NULL;
+	if (validate_rendered(&m->mr, prefix, &verr) != 0) {
+		api_error(resp, 422, "validation_error", verr.message, verr.field);
+		goto out;
+	}
+	ret = 0;
+out:
+	cJSON_Delete(tpl);
+	free(json);
+	return ret;
+}
+
+static int
+messages_add_rcpts(struct messages_one *m, const struct mime_addr *a, size_t na,
+    const char *kind)
 {
 	for (size_t i = 0; i < na; i++) {
-		r[*n].email = a[i].email;
-		r[*n].kind = kind;
-		(*n)++;
+		size_t k = m->nrcpts;
+		char *l = strdup(a[i].email);
+
+		if (l == NULL)
+			return -1;
+		for (char *p = l; *p != '\0'; p++)
+			*p = (char)tolower((unsigned char)*p);
+		m->lower[k] = l;
+		m->rcpts[k].email = a[i].email;
+		m->rcpts[k].kind = kind;
+		m->nrcpts++;
 	}
+	return 0;
+}
+
+/*
+ * messages_prepare - validate, render and build one message (everything but
+ * the suppression check). 0, or -1 with the error response in resp.
+ */
+static int
+messages_prepare(const struct api_request *req, const cJSON *json, const char *prefix,
+    struct messages_one *m, struct api_response *resp)
+{
+	struct validate_error verr;
+	struct mime_message mm;
+	int64_t max_age_ms = (int64_t)(req->cfg->max_age * 1000.0);
+	uint64_t seed = 0;
+	size_t total;
+	char field[192], at[40], sat[40];
+	cJSON *tl = NULL;
+	const cJSON *from_node;
+	int rc;
+
+	m->json = json;
+	rc = validate_message_at(json, req->now_ms, req->cfg->max_attach, prefix, &m->mr, &verr);
+	if (rc == -1) {
+		api_error(resp, 422, "validation_error", verr.message, verr.field);
+		return -1;
+	}
+	if (rc == -3) {
+		api_error(resp, 413, "payload_too_large",
+		    verr.message[0] != '\0' ? verr.message : "attachments exceed the size limit",
+		    verr.field);
+		return -1;
+	}
+	if (rc != 0) {
+		api_error(resp, 500, "internal_error", "out of memory", NULL);
+		return -1;
+	}
+	if (m->mr.send_at_ms <= req->now_ms)
+		m->mr.send_at_ms = 0;   /* a past send_at means now */
+	if (m->mr.template_name != NULL && messages_apply_template(req, m, prefix, resp) != 0)
+		return -1;
+
+	memset(&m->in, 0, sizeof(m->in));
+	m->in.expires_ms = api_messages_expiry(req->now_ms, m->mr.send_at_ms, m->mr.ttl_ms,
+	    max_age_ms);
+	if (m->mr.send_at_ms > 0 && m->in.expires_ms <= m->mr.send_at_ms) {
+		messages_field(field, sizeof(field), prefix, "ttl");
+		api_error(resp, 422, "validation_error",
+		    "the message would expire before send_at", field);
+		return -1;
+	}
+
+	if (util_random_id(MSG_ID_PREFIX, m->id, sizeof(m->id)) != 0 ||
+	    util_random_bytes(&seed, sizeof(seed)) != 0) {
+		api_error(resp, 500, "internal_error", "cannot generate an id", NULL);
+		return -1;
+	}
+	snprintf(m->msgid, sizeof(m->msgid), "<%s@%s>", m->id,
+	    req->cfg->helo_name[0] != '\0' ? req->cfg->helo_name : "localhost");
+
+	memset(&mm, 0, sizeof(mm));
+	mm.from = m->mr.from;
+	mm.to = m->mr.to;
+	mm.nto = m->mr.nto;
+	mm.cc = m->mr.cc;
+	mm.ncc = m->mr.ncc;
+	mm.reply_to = m->mr.reply_to;
+	mm.nreply_to = m->mr.nreply_to;
+	mm.subject = m->mr.subject;
+	mm.text = m->mr.text;
+	mm.html = m->mr.html;
+	mm.headers = m->mr.headers;
+	mm.nheaders = m->mr.nheaders;
+	mm.attachments = m->mr.attachments;
+	mm.nattachments = m->mr.nattachments;
+	mm.date_s = (m->mr.send_at_ms > 0 ? m->mr.send_at_ms : req->now_ms) / 1000;
+	mm.message_id = m->msgid;
+	mm.boundary_seed = seed;
+	rc = mime_build(&mm, &m->mime, &m->mime_len);
+	if (rc != 0) {
+		log_error("api: mime_build failed rc=%d", rc);
+		api_error(resp, 500, "internal_error", "cannot build the message", NULL);
+		return -1;
+	}
+
+	total = m->mr.nto + m->mr.ncc + m->mr.nbcc;
+	m->rcpts = calloc(total != 0 ? total : 1, sizeof(*m->rcpts));
+	m->lower = calloc(total != 0 ? total : 1, sizeof(*m->lower));
+	m->events = calloc(total != 0 ? total : 1, sizeof(*m->events));
+	m->tls = calloc(total != 0 ? total : 1, sizeof(*m->tls));
+	if (m->rcpts == NULL || m->lower == NULL || m->events == NULL || m->tls == NULL ||
+	    messages_add_rcpts(m, m->mr.to, m->mr.nto, "to") != 0 ||
+	    messages_add_rcpts(m, m->mr.cc, m->mr.ncc, "cc") != 0 ||
+	    messages_add_rcpts(m, m->mr.bcc, m->mr.nbcc, "bcc") != 0)
+		goto oom;
+
+	util_rfc3339(req->now_ms, at, sizeof(at));
+	tl = cJSON_CreateObject();
+	if (tl == NULL ||
+	    cJSON_AddStringToObject(tl, "type", m->mr.send_at_ms > 0 ? "scheduled" : "queued") == NULL ||
+	    cJSON_AddStringToObject(tl, "at", at) == NULL)
+		goto oom;
+	if (m->mr.send_at_ms > 0) {
+		util_rfc3339(m->mr.send_at_ms, sat, sizeof(sat));
+		if (cJSON_AddStringToObject(tl, "send_at", sat) == NULL)
+			goto oom;
+	}
+	m->timeline = cJSON_PrintUnformatted(tl);
+	if (m->timeline == NULL)
+		goto oom;
+	cJSON_Delete(tl);
+	tl = NULL;
+
+	from_node = cJSON_GetObjectItemCaseSensitive(json, "from");
+	m->in.id = m->id;
+	m->in.created_ms = req->now_ms;
+	m->in.send_at_ms = m->mr.send_at_ms;
+	m->in.from = cJSON_IsString(from_node) && from_node->valuestring != NULL ?
+	    from_node->valuestring : m->mr.from.email;
+	m->in.mail_from = m->mr.from.email;
+	m->in.subject = mm.subject != NULL ? mm.subject : "";
+	m->in.mime = m->mime;
+	m->in.mime_len = m->mime_len;
+	m->in.metadata_json = m->mr.metadata_json != NULL ? m->mr.metadata_json : "{}";
+	m->in.tags_json = m->mr.tags_json != NULL ? m->mr.tags_json : "[]";
+	m->in.timeline_json = m->timeline;
+	m->in.tenant = req->tenant != NULL ? req->tenant : "";
+	m->in.rcpts = m->rcpts;
+	m->in.nrcpts = m->nrcpts;
+	return 0;
+oom:
+	cJSON_Delete(tl);
+	api_error(resp, 500, "internal_error", "out of memory", NULL);
+	return -1;
+}
+
+/* the message.failed event and timeline entry of a suppressed recipient (worker.c's shape) */
+static int
+messages_suppressed(const struct api_request *req, struct messages_one *m, size_t i)
+{
+	char evt_id[48], at[40];
+	cJSON *ev = NULL, *tl = NULL, *data, *meta, *tags;
+	int rc = -1;
+
+	if (util_random_id("evt_", evt_id, sizeof(evt_id)) != 0)
+		return -1;
+	util_rfc3339(req->now_ms, at, sizeof(at));
+	ev = cJSON_CreateObject();
+	if (ev == NULL ||
+	    cJSON_AddStringToObject(ev, "id", evt_id) == NULL ||
+	    cJSON_AddStringToObject(ev, "type", "message.failed") == NULL ||
+	    cJSON_AddStringToObject(ev, "created_at", at) == NULL ||
+	    (data = cJSON_AddObjectToObject(ev, "data")) == NULL ||
+	    cJSON_AddStringToObject(data, "message_id", m->id) == NULL ||
+	    cJSON_AddStringToObject(data, "recipient", m->rcpts[i].email) == NULL ||
+	    cJSON_AddStringToObject(data, "status", "suppressed") == NULL ||
+	    cJSON_AddNumberToObject(data, "attempt", 0) == NULL ||
+	    cJSON_AddStringToObject(data, "reason", "suppressed") == NULL ||
+	    cJSON_AddNullToObject(data, "smtp") == NULL)
+		goto out;
+	meta = cJSON_Parse(m->in.metadata_json);
+	if (meta == NULL)
+		meta = cJSON_CreateObject();
+	if (meta == NULL || !cJSON_AddItemToObject(data, "metadata", meta)) {
+		cJSON_Delete(meta);
+		goto out;
+	}
+	tags = cJSON_Parse(m->in.tags_json);
+	if (tags == NULL)
+		tags = cJSON_CreateArray();
+	if (tags == NULL || !cJSON_AddItemToObject(data, "tags", tags)) {
+		cJSON_Delete(tags);
+		goto out;
+	}
+	tl = cJSON_CreateObject();
+	if (tl == NULL ||
+	    cJSON_AddStringToObject(tl, "type", "suppressed") == NULL ||
+	    cJSON_AddStringToObject(tl, "at", at) == NULL ||
+	    cJSON_AddStringToObject(tl, "recipient", m->rcpts[i].email) == NULL ||
+	    cJSON_AddNumberToObject(tl, "attempt", 0) == NULL ||
+	    cJSON_AddStringToObject(tl, "reason", "suppressed") == NULL ||
+	    cJSON_AddNullToObject(tl, "smtp") == NULL ||
+	    cJSON_AddStringToObject(tl, "detail", "the address is on the suppression list") == NULL)
+		goto out;
+	m->events[i] = cJSON_PrintUnformatted(ev);
+	m->tls[i] = cJSON_PrintUnformatted(tl);
+	if (m->events[i] == NULL || m->tls[i] == NULL)
+		goto out;
+	m->rcpts[i].status = "suppressed";
+	m->rcpts[i].event_json = m->events[i];
+	m->rcpts[i].timeline_json = m->tls[i];
+	rc = 0;
+out:
+	cJSON_Delete(ev);
+	cJSON_Delete(tl);
+	return rc;
+}
+
+/*
+ * messages_check_suppressions - one round trip for every recipient of every
+ * message; suppressed ones get their terminal status and event. Also sets
+ * each message's answered status. 0, or -1 with resp filled.
+ */
+static int
+messages_check_suppressions(const struct api_request *req, struct messages_one *ms, size_t n,
+    struct api_response *resp)
+{
+	const char **emails = NULL;
+	const char **st = NULL;
+	int *flags = NULL;
+	size_t total = 0, k = 0;
+	int rc, ret = -1;
+
+	for (size_t i = 0; i < n; i++)
+		total += ms[i].nrcpts;
+	if (total == 0)
+		total = 1;
+	emails = calloc(total, sizeof(*emails));
+	flags = calloc(total, sizeof(*flags));
+	st = calloc(total, sizeof(*st));
+	if (emails == NULL || flags == NULL || st == NULL) {
+		api_error(resp, 500, "internal_error", "out of memory", NULL);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < ms[i].nrcpts; j++)
+			emails[k++] = ms[i].lower[j];
+	rc = k > 0 ? store_suppression_check(req->store, emails, k, flags) : STORE_OK;
+	if (rc != STORE_OK) {
+		api_store_error(resp, rc == STORE_ERR_NOT_FOUND ? STORE_ERR_PROTO : rc);
+		goto out;
+	}
+	k = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct messages_one *m = &ms[i];
+
+		for (size_t j = 0; j < m->nrcpts; j++) {
+			if (flags[k++] && messages_suppressed(req, m, j) != 0) {
+				api_error(resp, 500, "internal_error", "out of memory", NULL);
+				goto out;
+			}
+			st[j] = m->rcpts[j].status != NULL ? m->rcpts[j].status :
+			    m->mr.send_at_ms > 0 ? "scheduled" : "queued";
+		}
+		m->status = api_messages_summary(st, m->nrcpts);
+	}
+	ret = 0;
+out:
+	free(emails);
+	free(flags);
+	free(st);
+	return ret;
+}
+
+/* {"id","status","recipients":[{"email","status"}]} for one prepared message */
+static cJSON *
+messages_accepted_json(const struct messages_one *m)
+{
+	cJSON *o = cJSON_CreateObject(), *arr;
+
+	if (o == NULL ||
+	    cJSON_AddStringToObject(o, "id", m->id) == NULL ||
+	    cJSON_AddStringToObject(o, "status", m->status) == NULL ||
+	    (arr = cJSON_AddArrayToObject(o, "recipients")) == NULL)
+		goto fail;
+	for (size_t i = 0; i < m->nrcpts; i++) {
+		cJSON *r = cJSON_CreateObject();
+		const char *s = m->rcpts[i].status != NULL ? m->rcpts[i].status :
+		    m->mr.send_at_ms > 0 ? "scheduled" : "queued";
+
+		if (r == NULL)
+			goto fail;
+		if (!cJSON_AddItemToArray(arr, r)) {
+			cJSON_Delete(r);
+			goto fail;
+		}
+		if (cJSON_AddStringToObject(r, "email", m->rcpts[i].email) == NULL ||
+		    cJSON_AddStringToObject(r, "status", s) == NULL)
+			goto fail;
+	}
+	return o;
+fail:
+	cJSON_Delete(o);
+	return NULL;
+}
+
+/*
+ * messages_idem - the Idempotency-Key of the request, if any, into idem
+ * (key and request hash in the caller's buffers). 0 (then *use says
+ * whether a key was given) or -1 with a 422 in resp.
+ */
+static int
+messages_idem(const struct api_request *req, struct store_idem *idem, char *key,
+    size_t keylen, char *hash, int *use, struct api_response *resp)
+{
+	const char *hk = api_request_header(req, "Idempotency-Key");
+	char khex[HASH_SHA256_HEX_LEN + 1], bhex[HASH_SHA256_HEX_LEN + 1], what[1200];
+	int n;
+
+	*use = 0;
+	if (hk == NULL)
+		return 0;
+	if (!api_messages_idem_key_ok(hk)) {
+		api_error(resp, 422, "validation_error",
+		    "Idempotency-Key must be 1 to 255 printable ASCII characters", "Idempotency-Key");
+		return -1;
+	}
+	if (hash_sha256_hex(hk, strlen(hk), khex) != 0 ||
+	    hash_sha256_hex(req->body, req->body_len, bhex) != 0)
+		goto fail;
+	snprintf(key, keylen, "%s:%s", req->tenant != NULL && req->tenant[0] != '\0' ?
+	    req->tenant : "-", khex);
+	/* the request: method, path and the body's digest, NUL-separated */
+	n = snprintf(what, sizeof(what), "%s%c%s%c%s", req->method, 0, req->path, 0, bhex);
+	if (n < 0 || (size_t)n >= sizeof(what) || hash_sha256_hex(what, (size_t)n, hash) != 0)
+		goto fail;
+	memset(idem, 0, sizeof(*idem));
+	idem->key = key;
+	idem->request_hash = hash;
+	idem->ttl_ms = MESSAGES_IDEM_TTL_MS;
+	*use = 1;
+	return 0;
+fail:
+	api_error(resp, 500, "internal_error", "cannot hash the request", NULL);
+	return -1;
+}
+
+/*
+ * messages_accept - the common tail of both sends: suppression check,
+ * answer body, one store_enqueue_batch under the Idempotency-Key, 202.
+ * single: answer the one message's object (with Location) instead of {"data"}.
+ */
+static void
+messages_accept(const struct api_request *req, struct messages_one *ms, size_t n, int single,
+    struct api_response *resp)
+{
+	struct store_message_in *ins = NULL;
+	struct store_idem idem;
+	char key[320], hash[65], location[128];
+	char *body = NULL, *replay = NULL;
+	cJSON *out = NULL, *arr = NULL;
+	size_t nrcpts = 0;
+	int use_idem = 0, rc;
+
+	if (messages_idem(req, &idem, key, sizeof(key), hash, &use_idem, resp) != 0)
+		goto out;
+	if (messages_check_suppressions(req, ms, n, resp) != 0)
+		goto out;
+
+	if (single) {
+		out = messages_accepted_json(&ms[0]);
+		if (out == NULL)
+			goto oom;
+	} else {
+		out = cJSON_CreateObject();
+		if (out == NULL || (arr = cJSON_AddArrayToObject(out, "data")) == NULL)
+			goto oom;
+		for (size_t i = 0; i < n; i++) {
+			cJSON *o = messages_accepted_json(&ms[i]);
+
+			if (o == NULL)
+				goto oom;
+			if (!cJSON_AddItemToArray(arr, o)) {
+				cJSON_Delete(o);
+				goto oom;
+			}
+		}
+	}
+	body = cJSON_PrintUnformatted(out);
+	if (body == NULL)
+		goto oom;
+	idem.response = body;
+
+	ins = calloc(n, sizeof(*ins));
+	if (ins == NULL)
+		goto oom;
+	for (size_t i = 0; i < n; i++) {
+		ins[i] = ms[i].in;
+		nrcpts += ms[i].nrcpts;
+	}
+	rc = store_enqueue_batch(req->store, ins, n, use_idem ? &idem : NULL, &replay);
+	if (rc == STORE_ERR_CONFLICT && use_idem) {
+		api_error(resp, 409, "idempotency_conflict",
+		    "this Idempotency-Key was used with a different request", "Idempotency-Key");
+		goto out;
+	}
+	if (rc != STORE_OK) {
+		log_warn("api: enqueue failed rc=%d", rc);
+		api_store_error(resp, rc == STORE_ERR_NOT_FOUND || rc == STORE_ERR_CONFLICT ?
+		    STORE_ERR_PROTO : rc);
+		goto out;
+	}
+
+	if (replay != NULL) {
+		cJSON *r = single ? cJSON_Parse(replay) : NULL;
+		const cJSON *rid = r != NULL ? cJSON_GetObjectItemCaseSensitive(r, "id") : NULL;
+
+		free(resp->body);
+		resp->status = 202;
+		resp->body = replay;
+		resp->body_len = strlen(replay);
+		replay = NULL;
+		api_header(resp, "Idempotent-Replayed", "true");
+		if (cJSON_IsString(rid) && messages_id_ok(rid->valuestring)) {
+			snprintf(location, sizeof(location), "/v1/messages/%s", rid->valuestring);
+			api_header(resp, "Location", location);
+		}
+		cJSON_Delete(r);
+		log_info("replayed an idempotent %s", single ? "send" : "batch");
+		goto out;
+	}
+
+	if (single)
+		log_info("accepted msg_id=%s rcpts=%zu bytes=%zu status=%s", ms[0].id,
+		    ms[0].nrcpts, ms[0].mime_len, ms[0].status);
+	else
+		log_info("accepted batch of %zu messages (first %s) rcpts=%zu", n, ms[0].id, nrcpts);
+	free(resp->body);
+	resp->status = 202;
+	resp->body = body;
+	resp->body_len = strlen(body);
+	body = NULL;
+	if (single) {
+		snprintf(location, sizeof(location), "/v1/messages/%s", ms[0].id);
+		api_header(resp, "Location", location);
+	}
+	goto out;
+oom:
+	api_error(resp, 500, "internal_error", "out of memory", NULL);
+out:
+	cJSON_Delete(out);
+	cJSON_free(body);
+	free(replay);
+	free(ins);
 }
 
 void
 api_messages_create(const struct api_request *req, struct api_response *resp)
 {
-	struct msg_request mr;
-	struct validate_error verr;
-	struct mime_message mm;
-	struct store_message_in in;
-	struct store_rcpt_in *rcpts = NULL;
-	char id[64], msgid[400], at[40], timeline[96], location[128];
-	char *mime = NULL;
-	size_t mime_len = 0, nrcpts = 0, total;
-	uint64_t seed = 0;
-	const cJSON *from_node;
-	cJSON *out = NULL, *arr;
-	int rc;
+	struct messages_one m;
 
-	rc = validate_message(req->json, &mr, &verr);
-	if (rc == -1) {
-		api_error(resp, 422, "validation_error", verr.message, verr.field);
-		goto out;
-	}
-	if (rc != 0) {
-		api_error(resp, 500, "internal_error", "out of memory", NULL);
-		goto out;
-	}
-	if (util_random_id(MSG_ID_PREFIX, id, sizeof(id)) != 0 ||
-	    util_random_bytes(&seed, sizeof(seed)) != 0) {
-		api_error(resp, 500, "internal_error", "cannot generate an id", NULL);
-		goto out;
-	}
-	snprintf(msgid, sizeof(msgid), "<%s@%s>", id,
-	    req->cfg->helo_name[0] != '\0' ? req->cfg->helo_name : "localhost");
-
-	memset(&mm, 0, sizeof(mm));
-	mm.from = mr.from;
-	mm.to = mr.to;
-	mm.nto = mr.nto;
-	mm.cc = mr.cc;
-	mm.ncc = mr.ncc;
-	mm.reply_to = mr.reply_to;
-	mm.nreply_to = mr.nreply_to;
-	mm.subject = mr.subject;
-	mm.text = mr.text;
-	mm.html = mr.html;
-	mm.headers = mr.headers;
-	mm.nheaders = mr.nheaders;
-	mm.date_s = req->now_ms / 1000;
-	mm.message_id = msgid;
-	mm.boundary_seed = seed;
-	rc = mime_build(&mm, &mime, &mime_len);
-	if (rc != 0) {
-		log_error("api: mime_build failed rc=%d", rc);
-		api_error(resp, 500, "internal_error", "cannot build the message", NULL);
-		goto out;
-	}
-
-	total = mr.nto + mr.ncc + mr.nbcc;
-	rcpts = calloc(total != 0 ? total : 1, sizeof(*rcpts));
-	if (rcpts == NULL) {
-		api_error(resp, 500, "internal_error", "out of memory", NULL);
-		goto out;
-	}
-	messages_add_rcpts(rcpts, &nrcpts, mr.to, mr.nto, "to");
-	messages_add_rcpts(rcpts, &nrcpts, mr.cc, mr.ncc, "cc");
-	messages_add_rcpts(rcpts, &nrcpts, mr.bcc, mr.nbcc, "bcc");
-
-	util_rfc3339(req->now_ms, at, sizeof(at));
-	snprintf(timeline, sizeof(timeline), "{\"type\":\"queued\",\"at\":\"%s\"}", at);
-
-	from_node = cJSON_GetObjectItemCaseSensitive(req->json, "from");
-	memset(&in, 0, sizeof(in));
-	in.id = id;
-	in.created_ms = req->now_ms;
-	in.expires_ms = req->now_ms + (int64_t)(req->cfg->max_age * 1000.0);
-	in.send_at_ms = 0;
-	in.from = cJSON_IsString(from_node) && from_node->valuestring != NULL ?
-	    from_node->valuestring : mr.from.email;
-	in.mail_from = mr.from.email;
-	in.subject = mr.subject != NULL ? mr.subject : "";
-	in.mime = mime;
-	in.mime_len = mime_len;
-	in.metadata_json = mr.metadata_json;
-	in.tags_json = mr.tags_json;
-	in.timeline_json = timeline;
-	in.rcpts = rcpts;
-	in.nrcpts = nrcpts;
-	rc = store_enqueue(req->store, &in);
-	if (rc != STORE_OK) {
-		log_warn("api: enqueue failed rc=%d", rc);
-		api_store_error(resp, rc == STORE_ERR_NOT_FOUND ? STORE_ERR_PROTO : rc);
-		goto out;
-	}
-
-	out = cJSON_CreateObject();
-	if (out == NULL ||
-	    cJSON_AddStringToObject(out, "id", id) == NULL ||
-	    cJSON_AddStringToObject(out, "status", "queued") == NULL ||
-	    (arr = cJSON_AddArrayToObject(out, "recipients")) == NULL)
-		goto oom;
-	for (size_t i = 0; i < nrcpts; i++) {
-		cJSON *r = cJSON_CreateObject();
-
-		if (r == NULL)
-			goto oom;
-		if (!cJSON_AddItemToArray(arr, r)) {
-			cJSON_Delete(r);
-			goto oom;
-		}
-		if (cJSON_AddStringToObject(r, "email", rcpts[i].email) == NULL ||
-		    cJSON_AddStringToObject(r, "status", "queued") == NULL)
-			goto oom;
-	}
-	log_info("accepted msg_id=%s rcpts=%zu bytes=%zu", id, nrcpts, mime_len);
-	snprintf(location, sizeof(location), "/v1/messages/%s", id);
-	api_json(resp, 202, out);
-	out = NULL;
-	api_header(resp, "Location", location);
-	goto out;
-oom:
-	/* stored, but we cannot say so: the client retries and may duplicate */
-	log_error("api: out of memory answering for accepted msg_id=%s", id);
-	api_error(resp, 500, "internal_error", "out of memory", NULL);
-out:
-	cJSON_Delete(out);
-	free(rcpts);
-	free(mime);
-	msg_request_free(&mr);
+	memset(&m, 0, sizeof(m));
+	if (messages_prepare(req, req->json, NULL, &m, resp) == 0)
+		messages_accept(req, &m, 1, 1, resp);
+	messages_one_free(&m);
 }
+
+void
+api_messages_batch(const struct api_request *req, struct api_response *resp)
+{
+	const cJSON *list = cJSON_GetObjectItemCaseSensitive(req->json, "messages");
+	struct messages_one *ms = NULL;
+	size_t n = 0;
+	char field[64], prefix[48];
+
+	for (const cJSON *c = req->json != NULL ? req->json->child : NULL; c != NULL; c = c->next)
+		if (c->string == NULL || strcmp(c->string, "messages") != 0) {
+			api_error(resp, 422, "validation_error", "unknown field",
+			    c->string != NULL ? c->string : "");
+			return;
+		}
+	if (!cJSON_IsArray(list)) {
+		api_error(resp, 422, "validation_error", "must be an array of messages", "messages");
+		return;
+	}
+	n = (size_t)cJSON_GetArraySize(list);
+	if (n == 0 || n > MESSAGES_BATCH_MAX) {
+		api_error(resp, 422, "validation_error",
+		    "must hold 1 to 500 messages", "messages");
+		return;
+	}
+	ms = calloc(n, sizeof(*ms));
+	if (ms == NULL) {
+		api_error(resp, 500, "internal_error", "out of memory", NULL);
+		return;
+	}
+	{
+		size_t i = 0;
+
+		for (const cJSON *c = list->child; c != NULL && i < n; c = c->next, i++) {
+			snprintf(prefix, sizeof(prefix), "messages[%zu].", i);
+			if (!cJSON_IsObject(c)) {
+				snprintf(field, sizeof(field), "messages[%zu]", i);
+				api_error(resp, 422, "validation_error", "must be an object", field);
+				goto out;
+			}
+			if (messages_prepare(req, c, prefix, &ms[i], resp) != 0)
+				goto out;
+		}
+	}
+	messages_accept(req, ms, n, 0, resp);
+out:
+	for (size_t i = 0; i < n; i++)
+		messages_one_free(&ms[i]);
+	free(ms);
+}
+
+/* --- reading and canceling --------------------------------------------------- */
 
 /* parse stored JSON or fall back to `dflt` (a fresh node of the expected kind) */
 static cJSON *
@@ -203,8 +771,10 @@ messages_status(const struct store_message_view *v)
 	return v->rcpts[0].status != NULL ? v->rcpts[0].status : "queued";
 }
 
-void
-api_messages_get(const struct api_request *req, struct api_response *resp)
+/* answer the message view of id with http status `status` */
+static void
+messages_show(const struct api_request *req, const char *id, int status,
+    struct api_response *resp)
 {
 	struct store_message_view v;
 	cJSON *out = NULL, *rcpts, *events;
@@ -212,11 +782,7 @@ api_messages_get(const struct api_request *req, struct api_response *resp)
 	int rc;
 
 	memset(&v, 0, sizeof(v));
-	if (!messages_id_ok(req->param)) {
-		api_error(resp, 404, "not_found", "no such message", NULL);
-		return;
-	}
-	rc = store_get_message(req->store, req->param, &v);
+	rc = store_get_message(req->store, id, &v);
 	if (rc == STORE_ERR_NOT_FOUND) {
 		api_error(resp, 404, "not_found", "no such message", NULL);
 		goto out;
@@ -229,7 +795,7 @@ api_messages_get(const struct api_request *req, struct api_response *resp)
 	if (out == NULL)
 		goto oom;
 	util_rfc3339(v.created_ms, at, sizeof(at));
-	if (cJSON_AddStringToObject(out, "id", v.id != NULL ? v.id : req->param) == NULL ||
+	if (cJSON_AddStringToObject(out, "id", v.id != NULL ? v.id : id) == NULL ||
 	    cJSON_AddStringToObject(out, "status", messages_status(&v)) == NULL ||
 	    cJSON_AddStringToObject(out, "created_at", at) == NULL ||
 	    cJSON_AddStringToObject(out, "from", v.from != NULL ? v.from : "") == NULL ||
@@ -292,7 +858,7 @@ api_messages_get(const struct api_request *req, struct api_response *resp)
 			goto oom;
 		}
 	}
-	api_json(resp, 200, out);
+	api_json(resp, status, out);
 	out = NULL;
 	goto out;
 oom:
@@ -300,4 +866,44 @@ oom:
 out:
 	cJSON_Delete(out);
 	store_message_view_free(&v);
+}
+
+void
+api_messages_get(const struct api_request *req, struct api_response *resp)
+{
+	if (!messages_id_ok(req->param)) {
+		api_error(resp, 404, "not_found", "no such message", NULL);
+		return;
+	}
+	messages_show(req, req->param, 200, resp);
+}
+
+void
+api_messages_cancel(const struct api_request *req, struct api_response *resp)
+{
+	char at[40], tl[96];
+	int n = 0, rc;
+
+	if (!messages_id_ok(req->param)) {
+		api_error(resp, 404, "not_found", "no such message", NULL);
+		return;
+	}
+	util_rfc3339(req->now_ms, at, sizeof(at));
+	snprintf(tl, sizeof(tl), "{\"type\":\"canceled\",\"at\":\"%s\"}", at);
+	rc = store_cancel(req->store, req->param, tl, &n);
+	if (rc == STORE_ERR_NOT_FOUND) {
+		api_error(resp, 404, "not_found", "no such message", NULL);
+		return;
+	}
+	if (rc != STORE_OK) {
+		api_store_error(resp, rc == STORE_ERR_CONFLICT ? STORE_ERR_PROTO : rc);
+		return;
+	}
+	if (n == 0) {
+		api_error(resp, 409, "conflict", "nothing left to cancel: every recipient "
+		    "is delivered, failed, canceled or in flight", NULL);
+		return;
+	}
+	log_info("canceled msg_id=%s rcpts=%d", req->param, n);
+	messages_show(req, req->param, 200, resp);
 }

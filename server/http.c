@@ -24,6 +24,8 @@
 #include <microhttpd.h>
 
 #include "api.h"
+#include "api_events.h"
+#include "keys.h"
 #include "log.h"
 #include "store.h"
 #include "util.h"
@@ -39,6 +41,7 @@
 
 struct http_server {
 	struct MHD_Daemon *daemon;
+	struct api_events_hub *events;  /* feeds GET /v1/events/stream */
 	const struct config *cfg;
 	size_t max_body;
 };
@@ -65,7 +68,20 @@ static const struct http_route http_routes[] = {
 	{ "GET",  "/healthz",        ROUTE_NO_STORE,         http_healthz },
 	{ "GET",  "/readyz",         0,                      http_readyz },
 	{ "POST", "/v1/messages",    ROUTE_AUTH | ROUTE_JSON, api_messages_create },
+	{ "POST", "/v1/messages/batch", ROUTE_AUTH | ROUTE_JSON, api_messages_batch },
 	{ "GET",  "/v1/messages/*",  ROUTE_AUTH,             api_messages_get },
+	{ "DELETE", "/v1/messages/*", ROUTE_AUTH,            api_messages_cancel },
+	{ "GET",  "/v1/templates",   ROUTE_AUTH,             api_templates_list },
+	{ "PUT",  "/v1/templates/*", ROUTE_AUTH | ROUTE_JSON, api_templates_put },
+	{ "GET",  "/v1/templates/*", ROUTE_AUTH,             api_templates_get },
+	{ "DELETE", "/v1/templates/*", ROUTE_AUTH,           api_templates_delete },
+	{ "GET",  "/v1/suppressions", ROUTE_AUTH,            api_suppressions_list },
+	{ "POST", "/v1/suppressions", ROUTE_AUTH | ROUTE_JSON, api_suppressions_create },
+	{ "DELETE", "/v1/suppressions/*", ROUTE_AUTH,        api_suppressions_delete },
+	{ "POST", "/v1/webhooks",    ROUTE_AUTH | ROUTE_JSON, api_webhooks_create },
+	{ "GET",  "/v1/webhooks",    ROUTE_AUTH,             api_webhooks_list },
+	{ "DELETE", "/v1/webhooks/*", ROUTE_AUTH,            api_webhooks_delete },
+	{ "GET",  "/v1/events/stream", ROUTE_AUTH | ROUTE_NO_STORE, api_events_stream },
 };
 #define HTTP_NROUTES (sizeof(http_routes) / sizeof(http_routes[0]))
 
@@ -73,6 +89,7 @@ static const struct http_route http_routes[] = {
 struct http_req {
 	const struct http_route *route;
 	char param[HTTP_MAX_PARAM];
+	char tenant[KEYS_TENANT_MAX];  /* set by http_authenticate; req.tenant points here */
 	char *buf;
 	size_t len;
 	size_t cap;
@@ -292,6 +309,7 @@ http_route_find(const char *method, const char *path, char *param, size_t paraml
 	for (size_t i = 0; i < HTTP_NROUTES; i++) {
 		const struct http_route *r = &http_routes[i];
 
+		tmp[0] = '\0';   /* patterns without '*' leave it untouched */
 		if (!http_match(r->pattern, path, tmp, sizeof(tmp)))
 			continue;
 		if (strcmp(r->method, method) == 0) {
@@ -310,48 +328,28 @@ http_route_find(const char *method, const char *path, char *param, size_t paraml
 	return NULL;
 }
 
-/* constant-time equality for the given lengths (time depends only on them) */
-static int
-http_ct_equal(const char *a, size_t alen, const char *b, size_t blen)
-{
-	size_t n = alen > blen ? alen : blen;
-	unsigned char diff = (unsigned char)(alen != blen);
-
-	for (size_t i = 0; i < n; i++) {
-		unsigned char x = i < alen ? (unsigned char)a[i] : 0;
-		unsigned char y = i < blen ? (unsigned char)b[i] : 0;
-
-		diff |= (unsigned char)(x ^ y);
-	}
-	return diff == 0;
-}
-
-/* 1 when the Authorization header carries one of cfg->api_keys. */
-static int
-http_authorized(const struct config *cfg, const char *auth)
+/*
+ * http_bearer - the token of "Authorization: Bearer <token>" (surrounding
+ * blanks trimmed); NULL when absent, empty or longer than HTTP_MAX_TOKEN.
+ */
+static const char *
+http_bearer(const char *auth, size_t *toklen)
 {
 	const char *tok;
-	size_t toklen;
-	int ok = 0;
+	size_t n;
 
 	if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
-		return 0;
+		return NULL;
 	tok = auth + 7;
-	while (*tok == ' ')
+	while (*tok == ' ' || *tok == '\t')
 		tok++;
-	toklen = strlen(tok);
-	while (toklen > 0 && (tok[toklen - 1] == ' ' || tok[toklen - 1] == '\t'))
-		toklen--;
-	if (toklen == 0 || toklen > HTTP_MAX_TOKEN)
-		return 0;
-	for (size_t i = 0; i < cfg->napi_keys && i < CONFIG_MAX_API_KEYS; i++) {
-		const char *k = cfg->api_keys[i];
-
-		if (k == NULL || k[0] == '\0')
-			continue;
-		ok |= http_ct_equal(tok, toklen, k, strlen(k));
-	}
-	return ok;
+	n = strnlen(tok, HTTP_MAX_TOKEN + 1);
+	while (n > 0 && (tok[n - 1] == ' ' || tok[n - 1] == '\t'))
+		n--;
+	if (n == 0 || n > HTTP_MAX_TOKEN)
+		return NULL;
+	*toklen = n;
+	return tok;
 }
 
 /* 1 for "application/json" with optional parameters, case-insensitive type */
@@ -396,12 +394,69 @@ http_json_depth(const cJSON *node, int limit)
 
 /* --- MHD glue ------------------------------------------------------------- */
 
+/*
+ * Streamed answers (SSE): MHD pulls bytes with http_stream_read from the
+ * HTTP thread; an empty buffer suspends the connection (called by
+ * api_events with its lock held, from inside the read) and the hub
+ * resumes it when data arrives, so no thread ever waits on a client.
+ */
+static void
+http_stream_park(void *arg)
+{
+	MHD_suspend_connection(arg);
+}
+
+static void
+http_stream_wake(void *arg)
+{
+	MHD_resume_connection(arg);
+}
+
+static ssize_t
+http_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	ssize_t n = api_events_client_read(cls, buf, max);
+
+	(void)pos;
+	return n < 0 ? MHD_CONTENT_READER_END_OF_STREAM : n;
+}
+
+static void
+http_stream_free(void *cls)
+{
+	api_events_client_close(cls);
+}
+
+static enum MHD_Result
+http_send_stream(struct MHD_Connection *conn, struct api_response *resp)
+{
+	struct api_events_client *c = resp->stream;
+	struct MHD_Response *r;
+	enum MHD_Result ret;
+
+	resp->stream = NULL;
+	api_events_client_attach(c, http_stream_park, http_stream_wake, conn);
+	r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, http_stream_read, c,
+	    http_stream_free);
+	if (r == NULL) {
+		api_events_client_close(c);
+		return MHD_NO;
+	}
+	for (size_t i = 0; i < resp->nheaders; i++)
+		MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value);
+	ret = MHD_queue_response(conn, (unsigned int)resp->status, r);
+	MHD_destroy_response(r);   /* the stream lives on until the connection ends */
+	return ret;
+}
+
 static enum MHD_Result
 http_send(struct MHD_Connection *conn, struct api_response *resp)
 {
 	struct MHD_Response *r;
 	enum MHD_Result ret;
 
+	if (resp->stream != NULL)
+		return http_send_stream(conn, resp);
 	if (resp->body == NULL)
 		http_set_body(resp, resp->status, strdup(""));
 	if (resp->body == NULL)
@@ -433,6 +488,60 @@ http_send_error(struct MHD_Connection *conn, int status, const char *type,
 	return http_send(conn, &resp);
 }
 
+/*
+ * http_authenticate - who is calling (before any body byte is read): 0 with
+ * rq->tenant set, or -1 after queueing 401 unauthorized, 429 rate_limited
+ * (Retry-After: whole seconds, rounded up, at least 1), 503 unavailable
+ * (a stored key while Redis is down) or 500. Never logs the token.
+ */
+static int
+http_authenticate(struct http_server *h, struct MHD_Connection *conn, struct http_req *rq,
+    enum MHD_Result *ret)
+{
+	const char *tok;
+	size_t toklen = 0;
+	int64_t retry_ms = 0;
+	char ra[32], msg[128];
+	int rc = KEYS_ERR_UNAUTHORIZED;
+
+	tok = http_bearer(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_AUTHORIZATION), &toklen);
+	if (tok != NULL)
+		rc = keys_authenticate(h->cfg, http_thread_store(h->cfg), tok, toklen, util_now_ms(),
+		    rq->tenant, sizeof(rq->tenant), &retry_ms);
+	switch (rc) {
+	case 0:
+		break;
+	case KEYS_ERR_UNAUTHORIZED:
+		*ret = http_send_error(conn, 401, "unauthorized",
+		    "missing or invalid API key (Authorization: Bearer <key>)", NULL,
+		    "WWW-Authenticate", "Bearer");
+		return -1;
+	case KEYS_ERR_UNAVAILABLE:
+		*ret = http_send_error(conn, 503, "unavailable",
+		    "storage is unavailable, cannot check the API key; retry later", NULL,
+		    "Retry-After", "1");
+		return -1;
+	default:
+		log_warn("http %s %s: authentication failed internally (%d)", rq->route->method,
+		    rq->route->pattern, rc);
+		*ret = http_send_error(conn, 500, "internal_error", "internal error", NULL, NULL, NULL);
+		return -1;
+	}
+	if (retry_ms > 0) {
+		long long secs = (long long)((retry_ms + 999) / 1000);
+
+		if (secs < 1)
+			secs = 1;
+		snprintf(ra, sizeof(ra), "%lld", secs);
+		snprintf(msg, sizeof(msg), "rate limit exceeded for this API key; retry in %lld s", secs);
+		*ret = http_send_error(conn, 429, "rate_limited", msg, NULL, "Retry-After", ra);
+		rq->tenant[0] = '\0';
+		return -1;
+	}
+	return 0;
+}
+
 /* header checks done before any body byte is read; 0 or a response was queued */
 static int
 http_precheck(struct http_server *h, struct MHD_Connection *conn, const char *method,
@@ -452,14 +561,8 @@ http_precheck(struct http_server *h, struct MHD_Connection *conn, const char *me
 			*ret = http_send_error(conn, 404, "not_found", "no such route", NULL, NULL, NULL);
 		return -1;
 	}
-	if ((rq->route->flags & ROUTE_AUTH) != 0 &&
-	    !http_authorized(h->cfg, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-	        MHD_HTTP_HEADER_AUTHORIZATION))) {
-		*ret = http_send_error(conn, 401, "unauthorized",
-		    "missing or invalid API key (Authorization: Bearer <key>)", NULL,
-		    "WWW-Authenticate", "Bearer");
+	if ((rq->route->flags & ROUTE_AUTH) != 0 && http_authenticate(h, conn, rq, ret) != 0)
 		return -1;
-	}
 	if ((rq->route->flags & ROUTE_JSON) != 0 &&
 	    !http_is_json(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 	        MHD_HTTP_HEADER_CONTENT_TYPE))) {
@@ -521,6 +624,7 @@ http_dispatch(struct http_server *h, struct MHD_Connection *conn, const char *me
 		.body_len = rq->len,
 		.now_ms = util_now_ms(),
 		.conn = conn,
+		.tenant = rq->tenant[0] != '\0' ? rq->tenant : NULL,
 	};
 	cJSON *json = NULL;
 	char field[128];
@@ -702,12 +806,15 @@ http_start(const struct config *cfg, char *err, size_t errlen)
 		goto fail;
 	}
 
-	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
 	flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
 	if (ai->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	threads = cfg->http_threads > 0 ? (unsigned)cfg->http_threads : 1;
 
+	h->events = api_events_hub_start(cfg, err, errlen);
+	if (h->events == NULL)
+		goto fail;
 	h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, http_access, h,
 	    MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, h,
 	    MHD_OPTION_SOCK_ADDR, ai->ai_addr,
@@ -737,6 +844,8 @@ http_start(const struct config *cfg, char *err, size_t errlen)
 fail:
 	if (ai != NULL)
 		freeaddrinfo(ai);
+	if (h != NULL)
+		api_events_hub_free(h->events);
 	free(h);
 	return NULL;
 }
@@ -746,8 +855,11 @@ http_stop(struct http_server *h)
 {
 	if (h == NULL)
 		return;
+	/* end every event stream first: MHD must not be stopped with suspended connections */
+	api_events_hub_shutdown(h->events);
 	if (h->daemon != NULL)
 		MHD_stop_daemon(h->daemon);
+	api_events_hub_free(h->events);
 	http_close_stores();
 	free(h);
 }

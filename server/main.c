@@ -19,6 +19,7 @@
 #include "config.h"
 #include "embed.h"
 #include "http.h"
+#include "keys.h"
 #include "log.h"
 #include "scheduler.h"
 #include "sink.h"
@@ -45,6 +46,7 @@ static const char usage_main[] =
     "  api           the HTTP API only\n"
     "  worker        delivery workers, scheduler and webhook dispatcher only\n"
     "  sink          a capture SMTP server writing .eml files (for development)\n"
+    "  keys          create|list|revoke API keys (stored as SHA-256 hashes in Redis)\n"
     "  version       print the version\n"
     "\n"
     "Configuration is read from TXMAIL_* environment variables; see README.md.\n"
@@ -396,6 +398,8 @@ main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "sink") == 0)
 		return sink_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "keys") == 0)
+		return keys_main(argc - 1, argv + 1);
 	fprintf(stderr, "txmail: unknown command '%s'\n\n%s", cmd, usage_main);
 	return 2;
 }

@@ -7,7 +7,9 @@
  * meanwhile is seen within a second), or until scheduler_stop. While Redis
  * is down it backs off 500 ms between attempts; the outage is logged once
  * by the store. It owns no state of its own in Redis and decides nothing
- * about retry timing: it only honours the scores others wrote.
+ * about retry timing: it only honours the scores others wrote. About once
+ * a minute it also trims outbox events older than TXMAIL_EVENTS_RETENTION
+ * (store_trim_events keeps those the webhook dispatcher has not read).
  */
 #include "scheduler.h"
 
@@ -26,6 +28,7 @@
 #define SCHEDULER_MAX_SLEEP_MS 1000
 #define SCHEDULER_BACKOFF_MS 500
 #define SCHEDULER_MAX_ROUNDS 100     /* full batches in a row before sleeping once */
+#define SCHEDULER_TRIM_MS 60000      /* outbox trimming period */
 
 struct scheduler {
 	pthread_t thread;
@@ -33,6 +36,8 @@ struct scheduler {
 	pthread_cond_t cond;        /* CLOCK_MONOTONIC */
 	int stop;
 	struct store *st;
+	int64_t events_retention_ms;    /* events older than this are trimmed */
+	int64_t next_trim_ms;           /* monotonic */
 };
 
 /* sched_wait - sleep up to ms or until stop; returns 1 when stopping. */
@@ -74,6 +79,26 @@ sched_stopping(struct scheduler *s)
 	return stop;
 }
 
+/*
+ * sched_trim - about once a minute, drop outbox events older than the
+ * retention (the store keeps those the webhook group has not read).
+ */
+static void
+sched_trim(struct scheduler *s)
+{
+	int64_t mono = util_mono_ms();
+	int n;
+
+	if (s->events_retention_ms <= 0 || mono < s->next_trim_ms)
+		return;
+	s->next_trim_ms = mono + SCHEDULER_TRIM_MS;
+	n = store_trim_events(s->st, util_now_ms() - s->events_retention_ms);
+	if (n > 0)
+		log_debug("msg=\"trimmed events\" count=%d", n);
+	else if (n < 0 && n != STORE_ERR_UNAVAILABLE)
+		log_warn("msg=\"trimming events failed\" rc=%d", n);
+}
+
 static void *
 sched_main(void *arg)
 {
@@ -108,6 +133,7 @@ sched_main(void *arg)
 				break;
 			continue;
 		}
+		sched_trim(s);
 		now = util_now_ms();
 		sleep_ms = SCHEDULER_MAX_SLEEP_MS;
 		if (next > 0 && next - now < sleep_ms)
@@ -149,6 +175,9 @@ scheduler_start(const struct config *cfg, char *err, size_t errlen)
 	}
 	pthread_condattr_destroy(&ca);
 	have_cond = 1;
+	if (cfg->events_retention > 0 && cfg->events_retention < 10.0 * 365 * 24 * 3600)
+		s->events_retention_ms = (int64_t)(cfg->events_retention * 1000.0);
+	s->next_trim_ms = 0;    /* first trim right after start */
 	s->st = store_open(&cfg->redis);
 	if (!s->st)
 		goto fail;

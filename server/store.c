@@ -39,7 +39,11 @@
 #define ST_K_READY ST_PREFIX "ready"
 #define ST_K_DUE ST_PREFIX "due"
 #define ST_K_EVENTS ST_PREFIX "events"
-#define ST_K_WHQ ST_PREFIX "whq"
+#define ST_K_WHQ ST_PREFIX "whq:"      /* + endpoint id */
+#define ST_K_WHEPS ST_PREFIX "wheps"
+#define ST_K_TPLS ST_PREFIX "tpls"
+#define ST_K_SUPP ST_PREFIX "supp"
+#define ST_K_KEYS ST_PREFIX "keys"
 #define ST_G_WORKERS "workers"
 #define ST_G_WEBHOOKS "webhooks"
 
@@ -66,6 +70,18 @@ enum st_script {
 	SC_WH_RETRY,
 	SC_VIEW,
 	SC_CANCEL,
+	SC_EP_CREATE,
+	SC_EP_LIST,
+	SC_EP_DELETE,
+	SC_TRIM,
+	SC_TPL_PUT,
+	SC_TPL_DEL,
+	SC_TPL_LIST,
+	SC_KEY_CREATE,
+	SC_KEY_REVOKE,
+	SC_KEY_LIST,
+	SC_AUTH,
+	SC_RATELIMIT,
 	SC_COUNT
 };
 
@@ -80,6 +96,18 @@ static const char *const st_scripts[SC_COUNT] = {
 	[SC_WH_RETRY] = store_lua_wh_retry,
 	[SC_VIEW] = store_lua_view,
 	[SC_CANCEL] = store_lua_cancel,
+	[SC_EP_CREATE] = store_lua_ep_create,
+	[SC_EP_LIST] = store_lua_ep_list,
+	[SC_EP_DELETE] = store_lua_ep_delete,
+	[SC_TRIM] = store_lua_trim,
+	[SC_TPL_PUT] = store_lua_tpl_put,
+	[SC_TPL_DEL] = store_lua_tpl_del,
+	[SC_TPL_LIST] = store_lua_tpl_list,
+	[SC_KEY_CREATE] = store_lua_key_create,
+	[SC_KEY_REVOKE] = store_lua_key_revoke,
+	[SC_KEY_LIST] = store_lua_key_list,
+	[SC_AUTH] = store_lua_auth,
+	[SC_RATELIMIT] = store_lua_ratelimit,
 };
 
 struct store {
@@ -782,63 +810,173 @@ st_id_ok(const char *id)
 	return n > 0 && n <= ST_MAX_ID && !strchr(id, '/');
 }
 
-int
-store_enqueue(struct store *s, const struct store_message_in *m)
+#define ST_MAX_MSGS 1000        /* messages per enqueue batch; the API allows 500 */
+#define ST_IDEM_TTL_MS (24LL * 3600 * 1000)
+
+/* st_rcpt_status_ok - NULL/"queued"/"scheduled" (the default) or "suppressed". */
+static int
+st_rcpt_status_ok(const char *st)
 {
+	return !st || strcmp(st, "queued") == 0 || strcmp(st, "scheduled") == 0 ||
+	    strcmp(st, "suppressed") == 0;
+}
+
+static int
+st_message_ok(const struct store_message_in *m)
+{
+	size_t i;
+
+	if (!st_id_ok(m->id) || m->nrcpts == 0 || m->nrcpts > ST_MAX_RCPTS || !m->rcpts ||
+	    (!m->mime && m->mime_len))
+		return 0;
+	for (i = 0; i < m->nrcpts; i++)
+		if (!m->rcpts[i].email || !st_rcpt_status_ok(m->rcpts[i].status))
+			return 0;
+	return 1;
+}
+
+/* Numbers of one message as strings (the argument vector only points). */
+struct st_msg_nums {
+	char created[24], expires[24], send_at[24], n[24];
+	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX];
+};
+
+int
+store_enqueue_batch(struct store *s, const struct store_message_in *m, size_t n,
+    const struct store_idem *idem, char **replay)
+{
+	struct st_msg_nums *nums = NULL;
 	struct st_args a;
 	redisReply *r = NULL;
-	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX];
+	char kidem[ST_KEY_MAX + 64];
+	size_t i, j, nargs;
 	int64_t v;
-	size_t i;
 	int rc;
 
-	if (!s || !m || !st_id_ok(m->id) || m->nrcpts == 0 || m->nrcpts > ST_MAX_RCPTS ||
-	    !m->rcpts || (!m->mime && m->mime_len)) {
-		log_error("msg=\"store_enqueue: invalid message\"");
+	memset(&a, 0, sizeof(a));
+	if (replay)
+		*replay = NULL;
+	if (!s || !m || n == 0 || n > ST_MAX_MSGS || (idem && !replay)) {
+		log_error("msg=\"store_enqueue_batch: invalid call\"");
 		return STORE_ERR_PROTO;
 	}
-	if (st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", m->id, NULL) ||
-	    st_key(ktl, sizeof(ktl), ST_PREFIX "msg:", m->id, ":tl"))
+	if (idem && (!idem->key || !*idem->key || strlen(idem->key) > 200 || !idem->request_hash ||
+	    !idem->response)) {
+		log_error("msg=\"store_enqueue_batch: invalid idempotency record\"");
 		return STORE_ERR_PROTO;
+	}
+	nargs = 3 + 4 + 6;
+	for (i = 0; i < n; i++) {
+		if (!st_message_ok(&m[i])) {
+			log_error("msg=\"store_enqueue_batch: invalid message\" index=%zu", i);
+			return STORE_ERR_PROTO;
+		}
+		nargs += 2 + 13 + 5 * m[i].nrcpts;
+	}
+	if (st_key(kidem, sizeof(kidem), ST_PREFIX "idem:", idem ? idem->key : "-", NULL))
+		return STORE_ERR_PROTO;
+	nums = calloc(n, sizeof(*nums));
+	if (!nums)
+		return STORE_ERR_NOMEM;
+	for (i = 0; i < n; i++) {
+		struct st_msg_nums *u = &nums[i];
+
+		if (st_key(u->kmsg, sizeof(u->kmsg), ST_PREFIX "msg:", m[i].id, NULL) ||
+		    st_key(u->ktl, sizeof(u->ktl), ST_PREFIX "msg:", m[i].id, ":tl")) {
+			rc = STORE_ERR_PROTO;
+			goto out;
+		}
+		snprintf(u->created, sizeof(u->created), "%" PRId64, m[i].created_ms);
+		snprintf(u->expires, sizeof(u->expires), "%" PRId64, m[i].expires_ms);
+		snprintf(u->send_at, sizeof(u->send_at), "%" PRId64,
+		    m[i].send_at_ms > 0 ? m[i].send_at_ms : (int64_t)0);
+		snprintf(u->n, sizeof(u->n), "%zu", m[i].nrcpts);
+	}
 	rc = st_connect(s);
 	if (rc)
-		return rc;
-	rc = st_args_init(&a, 3 + 4 + 12 + 2 * m->nrcpts);
+		goto out;
+	rc = st_args_init(&a, nargs);
 	if (rc)
-		return rc;
-	st_eval(&a, s, SC_ENQUEUE, 4);
-	st_adds(&a, kmsg);
-	st_adds(&a, ktl);
+		goto out;
+	st_eval(&a, s, SC_ENQUEUE, (int)(4 + 2 * n));
 	st_adds(&a, ST_K_READY);
 	st_adds(&a, ST_K_DUE);
-	st_adds(&a, m->id);
-	st_addi(&a, m->created_ms);
-	st_addi(&a, m->expires_ms);
-	st_addi(&a, m->send_at_ms > 0 ? m->send_at_ms : 0);
-	st_adds(&a, m->from);
-	st_adds(&a, m->mail_from);
-	st_adds(&a, m->subject);
-	st_add(&a, m->mime, m->mime_len);
-	st_adds(&a, m->metadata_json ? m->metadata_json : "{}");
-	st_adds(&a, m->tags_json ? m->tags_json : "[]");
-	st_adds(&a, m->timeline_json);
-	st_addi(&a, (int64_t)m->nrcpts);
-	for (i = 0; i < m->nrcpts; i++) {
-		st_adds(&a, m->rcpts[i].email);
-		st_adds(&a, m->rcpts[i].kind ? m->rcpts[i].kind : "to");
+	st_adds(&a, ST_K_EVENTS);
+	st_adds(&a, kidem);
+	for (i = 0; i < n; i++) {
+		st_adds(&a, nums[i].kmsg);
+		st_adds(&a, nums[i].ktl);
+	}
+	st_adds(&a, idem ? "1" : "0");
+	st_adds(&a, idem ? idem->request_hash : "");
+	st_adds(&a, idem ? idem->response : "");
+	st_addi(&a, idem && idem->ttl_ms > 0 ? idem->ttl_ms : ST_IDEM_TTL_MS);
+	st_addi(&a, s->retention_ms);
+	st_addi(&a, (int64_t)n);
+	for (i = 0; i < n; i++) {
+		const struct store_message_in *x = &m[i];
+
+		st_adds(&a, x->id);
+		st_adds(&a, nums[i].created);
+		st_adds(&a, nums[i].expires);
+		st_adds(&a, nums[i].send_at);
+		st_adds(&a, x->from);
+		st_adds(&a, x->mail_from);
+		st_adds(&a, x->subject);
+		st_add(&a, x->mime, x->mime_len);
+		st_adds(&a, x->metadata_json ? x->metadata_json : "{}");
+		st_adds(&a, x->tags_json ? x->tags_json : "[]");
+		st_adds(&a, x->timeline_json);
+		st_adds(&a, x->tenant);
+		st_adds(&a, nums[i].n);
+		for (j = 0; j < x->nrcpts; j++) {
+			const struct store_rcpt_in *rc_in = &x->rcpts[j];
+			int sup = rc_in->status && strcmp(rc_in->status, "suppressed") == 0;
+
+			st_adds(&a, rc_in->email);
+			st_adds(&a, rc_in->kind ? rc_in->kind : "to");
+			st_adds(&a, sup ? "suppressed" : "");
+			st_adds(&a, sup ? rc_in->event_json : "");
+			st_adds(&a, sup ? rc_in->timeline_json : "");
+		}
 	}
 	rc = st_do(s, &a, &r);
 	if (rc)
 		goto out;
-	if (st_int(r, &v) != 0)
+	if (!st_is_array(r, 2) || st_int(r->element[0], &v) != 0 || !st_is_str(r->element[1])) {
 		rc = st_bad("enqueue", r);
-	else if (v == 0)
+		goto out;
+	}
+	switch (v) {
+	case 1:
+		break;
+	case 2:
+		*replay = st_dup(r->element[1]);
+		if (!*replay)
+			rc = STORE_ERR_NOMEM;
+		break;
+	case 0:
+		log_warn("msg=\"enqueue: message id exists\" index=%.20s", r->element[1]->str);
 		rc = STORE_ERR_CONFLICT;
+		break;
+	case 3:
+		rc = STORE_ERR_CONFLICT;
+		break;
+	default:
+		rc = st_bad("enqueue result", r);
+	}
 out:
 	if (r)
 		freeReplyObject(r);
 	st_args_release(&a);
+	free(nums);
 	return rc;
+}
+
+int
+store_enqueue(struct store *s, const struct store_message_in *m)
+{
+	return store_enqueue_batch(s, m, 1, NULL, NULL);
 }
 
 /* --- reading ------------------------------------------------------------- */
@@ -1578,7 +1716,7 @@ store_record(struct store *s, const struct store_result *res, size_t n)
 		return rc;
 	cmds = calloc(n, sizeof(*cmds));
 	rep = calloc(n, sizeof(*rep));
-	rc = st_args_init(&a, 24);
+	rc = st_args_init(&a, 28);
 	if (!cmds || !rep || rc) {
 		rc = STORE_ERR_NOMEM;
 		goto out;
@@ -1593,12 +1731,13 @@ store_record(struct store *s, const struct store_result *res, size_t n)
 			rc = STORE_ERR_PROTO;
 			goto out;
 		}
-		st_eval(&a, s, SC_RECORD, 5);
+		st_eval(&a, s, SC_RECORD, 6);
 		st_adds(&a, kmsg);
 		st_adds(&a, ktl);
 		st_adds(&a, ST_K_READY);
 		st_adds(&a, ST_K_DUE);
 		st_adds(&a, ST_K_EVENTS);
+		st_adds(&a, ST_K_SUPP);
 		st_adds(&a, d->entry_id);
 		st_addi(&a, d->rcpt_idx);
 		st_adds(&a, res[i].status);
@@ -1609,6 +1748,8 @@ store_record(struct store *s, const struct store_result *res, size_t n)
 		st_addi(&a, d->attempts);
 		st_addi(&a, s->retention_ms);
 		st_adds(&a, member);
+		st_adds(&a, res[i].suppress_reason);
+		st_addi(&a, res[i].now_ms);
 		rc = st_format(&a, &cmds[i]);
 		if (rc)
 			goto out;
@@ -1787,29 +1928,62 @@ out:
 	return count;
 }
 
+#define ST_MAX_EP 64     /* endpoint id length */
+
+/* st_whq_key - the due set of one endpoint. */
+static int
+st_whq_key(char *buf, size_t len, const char *endpoint)
+{
+	if (!endpoint || !*endpoint || strlen(endpoint) > ST_MAX_EP || strchr(endpoint, '/'))
+		return -1;
+	return st_key(buf, len, ST_K_WHQ, endpoint, NULL);
+}
+
+/* st_whq_of_member - the due set of "<evt_id>/<endpoint>". */
+static int
+st_whq_of_member(char *buf, size_t len, const char *member)
+{
+	const char *slash;
+
+	if (!member || !*member || strlen(member) > 200)
+		return -1;
+	slash = strchr(member, '/');
+	if (!slash || slash == member)
+		return -1;
+	return st_whq_key(buf, len, slash + 1);
+}
+
 int
 store_webhook_fanout(struct store *s, const struct store_event *ev,
     const char *event_id, const char *const *endpoints, size_t nep, int64_t now_ms)
 {
+	char (*keys)[ST_KEY_MAX] = NULL;
 	struct st_args a;
 	redisReply *r = NULL;
 	size_t i;
 	int rc;
 
+	memset(&a, 0, sizeof(a));
 	if (!s || !ev || !ev->json || !st_id_ok(event_id) || (nep && !endpoints) || nep > 1000)
 		return STORE_ERR_PROTO;
+	keys = calloc(nep ? nep : 1, sizeof(*keys));
+	if (!keys)
+		return STORE_ERR_NOMEM;
 	for (i = 0; i < nep; i++)
-		if (!endpoints[i] || !*endpoints[i] || strlen(endpoints[i]) > 64)
-			return STORE_ERR_PROTO;
+		if (st_whq_key(keys[i], sizeof(keys[i]), endpoints[i])) {
+			rc = STORE_ERR_PROTO;
+			goto out;
+		}
 	rc = st_connect(s);
 	if (rc)
-		return rc;
-	rc = st_args_init(&a, 12 + nep);
+		goto out;
+	rc = st_args_init(&a, 12 + 2 * nep);
 	if (rc)
-		return rc;
-	st_eval(&a, s, SC_WH_FANOUT, 2);
+		goto out;
+	st_eval(&a, s, SC_WH_FANOUT, (int)(1 + nep));
 	st_adds(&a, ST_K_EVENTS);
-	st_adds(&a, ST_K_WHQ);
+	for (i = 0; i < nep; i++)
+		st_adds(&a, keys[i]);
 	st_adds(&a, ev->entry_id);
 	st_adds(&a, event_id);
 	st_addi(&a, now_ms);
@@ -1820,9 +1994,11 @@ store_webhook_fanout(struct store *s, const struct store_event *ev,
 	rc = st_do(s, &a, &r);
 	if (rc == 0 && r->type != REDIS_REPLY_INTEGER)
 		rc = st_bad("webhook fanout", r);
+out:
 	if (r)
 		freeReplyObject(r);
 	st_args_release(&a);
+	free(keys);
 	return rc;
 }
 
@@ -1876,13 +2052,13 @@ int
 store_webhook_claim(struct store *s, const char *endpoint, int64_t now_ms, int64_t lease_ms,
     int max, struct store_whd **out)
 {
-	(void)endpoint;   /* TODO(issue 3): one due set per endpoint */
+	char kq[ST_KEY_MAX];
 	struct st_args a;
 	redisReply *r = NULL;
 	size_t i;
 	int rc, count = 0;
 
-	if (!s || !out || max <= 0 || lease_ms < 0)
+	if (!s || !out || max <= 0 || lease_ms < 0 || st_whq_key(kq, sizeof(kq), endpoint))
 		return STORE_ERR_PROTO;
 	if (max > ST_MAX_BATCH)
 		max = ST_MAX_BATCH;
@@ -1893,7 +2069,7 @@ store_webhook_claim(struct store *s, const char *endpoint, int64_t now_ms, int64
 	if (rc)
 		return rc;
 	st_eval(&a, s, SC_WH_CLAIM, 1);
-	st_adds(&a, ST_K_WHQ);
+	st_adds(&a, kq);
 	st_addi(&a, now_ms);
 	st_addi(&a, now_ms + lease_ms);
 	st_addi(&a, max);
@@ -1928,11 +2104,12 @@ out:
 int
 store_webhook_done(struct store *s, const char *member)
 {
+	char kq[ST_KEY_MAX];
 	struct st_args a;
 	redisReply *r = NULL;
 	int rc;
 
-	if (!s || !member || !*member || strlen(member) > 200)
+	if (!s || st_whq_of_member(kq, sizeof(kq), member))
 		return STORE_ERR_PROTO;
 	rc = st_connect(s);
 	if (rc)
@@ -1941,7 +2118,7 @@ store_webhook_done(struct store *s, const char *member)
 	if (rc)
 		return rc;
 	st_eval(&a, s, SC_WH_DONE, 1);
-	st_adds(&a, ST_K_WHQ);
+	st_adds(&a, kq);
 	st_adds(&a, member);
 	st_adds(&a, ST_PREFIX);
 	rc = st_do(s, &a, &r);
@@ -1956,11 +2133,12 @@ store_webhook_done(struct store *s, const char *member)
 int
 store_webhook_retry(struct store *s, const char *member, int attempts, int64_t next_ms)
 {
+	char kq[ST_KEY_MAX];
 	struct st_args a;
 	redisReply *r = NULL;
 	int rc;
 
-	if (!s || !member || !*member || strlen(member) > 200 || attempts < 0)
+	if (!s || attempts < 0 || st_whq_of_member(kq, sizeof(kq), member))
 		return STORE_ERR_PROTO;
 	rc = st_connect(s);
 	if (rc)
@@ -1969,7 +2147,7 @@ store_webhook_retry(struct store *s, const char *member, int attempts, int64_t n
 	if (rc)
 		return rc;
 	st_eval(&a, s, SC_WH_RETRY, 1);
-	st_adds(&a, ST_K_WHQ);
+	st_adds(&a, kq);
 	st_adds(&a, member);
 	st_addi(&a, attempts);
 	st_addi(&a, next_ms);
@@ -1990,13 +2168,13 @@ store_webhook_retry(struct store *s, const char *member, int attempts, int64_t n
 int64_t
 store_webhook_next_due(struct store *s, const char *endpoint)
 {
-	(void)endpoint;
-	const char *argv[5] = { "ZRANGE", ST_K_WHQ, "0", "0", "WITHSCORES" };
+	char kq[ST_KEY_MAX];
+	const char *argv[5] = { "ZRANGE", kq, "0", "0", "WITHSCORES" };
 	redisReply *r = NULL;
 	int64_t v = 0;
 	int rc;
 
-	if (!s)
+	if (!s || st_whq_key(kq, sizeof(kq), endpoint))
 		return STORE_ERR_PROTO;
 	rc = st_connect(s);
 	if (rc)
@@ -2009,4 +2187,1062 @@ store_webhook_next_due(struct store *s, const char *endpoint)
 		rc = st_bad("webhook next due", r);
 	freeReplyObject(r);
 	return rc ? rc : v;
+}
+
+/* --- webhook endpoints ---------------------------------------------------- */
+
+#define ST_MAX_ENDPOINTS 1000
+#define ST_MAX_LIST 100000       /* templates, suppressions, keys returned by a list */
+
+void
+store_endpoints_free(struct store_endpoint *eps, size_t n)
+{
+	size_t i, j;
+
+	if (!eps)
+		return;
+	for (i = 0; i < n; i++) {
+		free(eps[i].id);
+		free(eps[i].url);
+		free(eps[i].secret);
+		for (j = 0; eps[i].events && j < eps[i].nevents; j++)
+			free(eps[i].events[j]);
+		free(eps[i].events);
+	}
+	free(eps);
+}
+
+int
+store_endpoint_create(struct store *s, const struct store_endpoint *ep)
+{
+	char kep[ST_KEY_MAX];
+	struct st_args a;
+	redisReply *r = NULL;
+	size_t i;
+	int rc;
+
+	if (!s || !ep || !ep->url || !ep->secret || (ep->nevents && !ep->events) ||
+	    ep->nevents > 100 || !ep->id || strlen(ep->id) > ST_MAX_EP || !*ep->id ||
+	    strchr(ep->id, '/') || strcmp(ep->id, "default") == 0 ||
+	    st_key(kep, sizeof(kep), ST_PREFIX "whep:", ep->id, NULL))
+		return STORE_ERR_PROTO;
+	for (i = 0; i < ep->nevents; i++)
+		if (!ep->events[i])
+			return STORE_ERR_PROTO;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 12 + ep->nevents);
+	if (rc)
+		return rc;
+	st_eval(&a, s, SC_EP_CREATE, 2);
+	st_adds(&a, kep);
+	st_adds(&a, ST_K_WHEPS);
+	st_adds(&a, ep->id);
+	st_adds(&a, ep->url);
+	st_adds(&a, ep->secret);
+	st_addi(&a, ep->created_ms);
+	for (i = 0; i < ep->nevents; i++)
+		st_adds(&a, ep->events[i]);
+	rc = st_do(s, &a, &r);
+	if (rc == 0) {
+		if (r->type != REDIS_REPLY_INTEGER)
+			rc = st_bad("endpoint create", r);
+		else if (r->integer == 0)
+			rc = STORE_ERR_CONFLICT;
+	}
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+static int
+st_endpoint_from(const redisReply *e, struct store_endpoint *ep)
+{
+	const redisReply *evs;
+	size_t i;
+
+	if (!st_is_array(e, 5))
+		return st_bad("endpoint list entry", e);
+	for (i = 0; i < 4; i++)
+		if (!st_is_str(e->element[i]))
+			return st_bad("endpoint list field", e->element[i]);
+	evs = e->element[4];
+	if (!st_is_array(evs, 0) || evs->elements > 100)
+		return st_bad("endpoint events", evs);
+	if (st_int(e->element[3], &ep->created_ms) != 0)
+		ep->created_ms = 0;
+	ep->id = st_dup(e->element[0]);
+	ep->url = st_dup(e->element[1]);
+	ep->secret = st_dup(e->element[2]);
+	if (!ep->id || !ep->url || !ep->secret)
+		return STORE_ERR_NOMEM;
+	if (evs->elements == 0)
+		return 0;
+	ep->events = calloc(evs->elements, sizeof(*ep->events));
+	if (!ep->events)
+		return STORE_ERR_NOMEM;
+	for (i = 0; i < evs->elements; i++) {
+		if (!st_is_str(evs->element[i]))
+			return st_bad("endpoint event", evs->element[i]);
+		ep->events[i] = st_dup(evs->element[i]);
+		if (!ep->events[i])
+			return STORE_ERR_NOMEM;
+		ep->nevents = i + 1;
+	}
+	return 0;
+}
+
+int
+store_endpoint_list(struct store *s, struct store_endpoint **out, size_t *n)
+{
+	struct store_endpoint *eps = NULL;
+	struct st_args a;
+	redisReply *r = NULL;
+	size_t i, cnt = 0;
+	int rc;
+
+	if (out)
+		*out = NULL;
+	if (n)
+		*n = 0;
+	if (!s || !out || !n)
+		return STORE_ERR_PROTO;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 8);
+	if (rc)
+		return rc;
+	st_eval(&a, s, SC_EP_LIST, 1);
+	st_adds(&a, ST_K_WHEPS);
+	st_adds(&a, ST_PREFIX);
+	st_addi(&a, ST_MAX_ENDPOINTS);
+	rc = st_do(s, &a, &r);
+	if (rc)
+		goto out;
+	if (!st_is_array(r, 0) || r->elements > ST_MAX_ENDPOINTS) {
+		rc = st_bad("endpoint list", r);
+		goto out;
+	}
+	if (r->elements) {
+		eps = calloc(r->elements, sizeof(*eps));
+		if (!eps) {
+			rc = STORE_ERR_NOMEM;
+			goto out;
+		}
+	}
+	for (i = 0; i < r->elements; i++) {
+		cnt = i + 1;
+		rc = st_endpoint_from(r->element[i], &eps[i]);
+		if (rc)
+			goto out;
+	}
+	*out = eps;
+	*n = cnt;
+	eps = NULL;
+out:
+	store_endpoints_free(eps, cnt);
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+int
+store_endpoint_delete(struct store *s, const char *id)
+{
+	char kep[ST_KEY_MAX], kq[ST_KEY_MAX];
+	struct st_args a;
+	redisReply *r = NULL;
+	int rc;
+
+	if (!s)
+		return STORE_ERR_PROTO;
+	if (st_whq_key(kq, sizeof(kq), id) || st_key(kep, sizeof(kep), ST_PREFIX "whep:", id, NULL))
+		return STORE_ERR_NOT_FOUND;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 10);
+	if (rc)
+		return rc;
+	st_eval(&a, s, SC_EP_DELETE, 3);
+	st_adds(&a, kep);
+	st_adds(&a, ST_K_WHEPS);
+	st_adds(&a, kq);
+	st_adds(&a, id);
+	st_adds(&a, ST_PREFIX);
+	rc = st_do(s, &a, &r);
+	if (rc == 0) {
+		if (r->type != REDIS_REPLY_INTEGER)
+			rc = st_bad("endpoint delete", r);
+		else if (r->integer == 0)
+			rc = STORE_ERR_NOT_FOUND;
+	}
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+/* --- live events (SSE) ------------------------------------------------------ */
+
+static int
+st_stream_id_ok(const char *id)
+{
+	size_t i, n;
+
+	if (!id)
+		return 0;
+	n = strlen(id);
+	if (n == 1 && id[0] == '$')
+		return 1;
+	if (n == 0 || n > ST_MAX_ENTRY_ID)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] == '-' && i > 0)))
+			return 0;
+	return 1;
+}
+
+int
+store_events_since(struct store *s, const char *after, int max, int block_ms,
+    struct store_event **out)
+{
+	struct st_args a;
+	redisReply *r = NULL;
+	const redisReply *entries;
+	size_t i;
+	int rc, count = 0;
+
+	if (!s || !out || max <= 0 || !st_stream_id_ok(after))
+		return STORE_ERR_PROTO;
+	if (max > ST_MAX_BATCH)
+		max = ST_MAX_BATCH;
+	if (block_ms > 3600 * 1000)
+		block_ms = 3600 * 1000;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 10);
+	if (rc)
+		return rc;
+	st_adds(&a, "XREAD");
+	st_adds(&a, "COUNT");
+	st_addi(&a, max);
+	if (block_ms > 0) {
+		st_adds(&a, "BLOCK");
+		st_addi(&a, block_ms);
+	}
+	st_adds(&a, "STREAMS");
+	st_adds(&a, ST_K_EVENTS);
+	st_adds(&a, after);
+	rc = st_set_timeout(s, st_block_timeout(block_ms));
+	if (rc)
+		goto out;
+	rc = st_do(s, &a, &r);
+	if (s->c) {
+		int t = st_set_timeout(s, ST_CMD_TIMEOUT_MS);
+
+		if (rc == 0)
+			rc = t;
+	}
+	if (rc || r->type == REDIS_REPLY_NIL)
+		goto out;
+	if (!st_is_array(r, 1) || !st_is_array(r->element[0], 2) ||
+	    !st_is_array(r->element[0]->element[1], 0)) {
+		rc = st_bad("xread", r);
+		goto out;
+	}
+	entries = r->element[0]->element[1];
+	for (i = 0; i < entries->elements && count < max; i++) {
+		const redisReply *id = NULL, *fields = NULL, *e;
+		struct store_event *ev;
+		int k = st_entry(entries->element[i], &id, &fields);
+
+		if (k == 1)
+			continue;
+		if (k < 0 || id->len > ST_MAX_ENTRY_ID) {
+			rc = st_bad("events entry", entries->element[i]);
+			goto out;
+		}
+		e = st_entry_field(fields, "e");
+		if (!e)
+			continue;
+		ev = calloc(1, sizeof(*ev));
+		if (!ev) {
+			rc = STORE_ERR_NOMEM;
+			goto out;
+		}
+		memcpy(ev->entry_id, id->str, id->len);
+		ev->entry_id[id->len] = '\0';
+		ev->json = st_dup(e);
+		if (!ev->json) {
+			free(ev);
+			rc = STORE_ERR_NOMEM;
+			goto out;
+		}
+		out[count++] = ev;
+	}
+out:
+	if (rc)
+		while (count > 0)
+			store_event_free(out[--count]);
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc ? rc : count;
+}
+
+int
+store_trim_events(struct store *s, int64_t before_ms)
+{
+	struct st_args a;
+	redisReply *r = NULL;
+	int64_t v = 0;
+	int rc;
+
+	if (!s)
+		return STORE_ERR_PROTO;
+	if (before_ms <= 0)
+		return 0;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 6);
+	if (rc)
+		return rc;
+	st_eval(&a, s, SC_TRIM, 1);
+	st_adds(&a, ST_K_EVENTS);
+	st_addi(&a, before_ms);
+	rc = st_do(s, &a, &r);
+	if (rc == 0 && (st_int(r, &v) != 0 || v < 0))
+		rc = st_bad("trim events", r);
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	if (rc)
+		return rc;
+	return v > INT32_MAX ? INT32_MAX : (int)v;
+}
+
+/* --- templates --------------------------------------------------------------- */
+
+static int
+st_name_ok(const char *name, size_t max)
+{
+	size_t n;
+
+	if (!name)
+		return 0;
+	n = strlen(name);
+	return n > 0 && n <= max;
+}
+
+/*
+ * st_template_json - {"name":..,"created_at":..,"updated_at":.., <stored
+ * members>}: the stored object with three members spliced in front.
+ */
+static char *
+st_template_json(const char *name, size_t namelen, const redisReply *json, int64_t created,
+    int64_t updated)
+{
+	char cat[40], uat[40], *buf;
+	const char *body = json->str, *end = json->str + json->len;
+	size_t i, len, pos = 0, cap;
+	int empty;
+
+	while (body < end && (*body == ' ' || *body == '\t' || *body == '\r' || *body == '\n'))
+		body++;
+	if (body >= end || *body != '{')
+		return NULL;
+	body++;
+	empty = 1;
+	for (i = 0; body + i < end; i++)
+		if (!(body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n')) {
+			empty = body[i] == '}';
+			break;
+		}
+	util_rfc3339(created, cat, sizeof(cat));
+	util_rfc3339(updated, uat, sizeof(uat));
+	len = (size_t)(end - body);
+	cap = 80 + 6 * namelen + strlen(cat) + strlen(uat) + len + 2;
+	buf = malloc(cap);
+	if (!buf)
+		return NULL;
+	pos = (size_t)snprintf(buf, cap, "{\"name\":\"");
+	for (i = 0; i < namelen; i++) {
+		unsigned char c = (unsigned char)name[i];
+
+		if (c == '"' || c == '\\') {
+			buf[pos++] = '\\';
+			buf[pos++] = (char)c;
+		} else if (c < 0x20) {
+			pos += (size_t)snprintf(buf + pos, cap - pos, "\\u%04x", c);
+		} else {
+			buf[pos++] = (char)c;
+		}
+	}
+	pos += (size_t)snprintf(buf + pos, cap - pos, "\",\"created_at\":\"%s\",\"updated_at\":\"%s\"%s",
+	    cat, uat, empty ? "" : ",");
+	memcpy(buf + pos, body, len);
+	buf[pos + len] = '\0';
+	return buf;
+}
+
+int
+store_template_put(struct store *s, const char *name, const char *json, int64_t now_ms,
+    int *created)
+{
+	char kt[ST_KEY_MAX];
+	struct st_args a;
+	redisReply *r = NULL;
+	int rc;
+
+	if (created)
+		*created = 0;
+	if (!s || !json || !st_name_ok(name, 100) ||
+	    st_key(kt, sizeof(kt), ST_PREFIX "tpl:", name, NULL))
+		return STORE_ERR_PROTO;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 10);
+	if (rc)
+		return rc;
+	st_eval(&a, s, SC_TPL_PUT, 2);
+	st_adds(&a, kt);
+	st_adds(&a, ST_K_TPLS);
+	st_adds(&a, name);
+	st_adds(&a, json);
+	st_addi(&a, now_ms);
+	rc = st_do(s, &a, &r);
+	if (rc == 0) {
+		if (r->type != REDIS_REPLY_INTEGER)
+			rc = st_bad("template put", r);
+		else if (created)
+			*created = r->integer == 1;
+	}
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+int
+store_template_get(struct store *s, const char *name, char **json)
+{
+	char kt[ST_KEY_MAX];
+	const char *argv[5] = { "HMGET", kt, "json", "created", "updated" };
+	redisReply *r = NULL;
+	int64_t c = 0, u = 0;
+	int rc;
+
+	if (json)
+		*json = NULL;
+	if (!s || !json)
+		return STORE_ERR_PROTO;
+	if (!st_name_ok(name, 100) || st_key(kt, sizeof(kt), ST_PREFIX "tpl:", name, NULL))
+		return STORE_ERR_NOT_FOUND;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_simple(s, 5, argv, &r);
+	if (rc)
+		return rc;
+	if (!st_is_array(r, 3)) {
+		rc = st_bad("template get", r);
+		goto out;
+	}
+	if (r->element[0]->type == REDIS_REPLY_NIL) {
+		rc = STORE_ERR_NOT_FOUND;
+		goto out;
+	}
+	if (!st_is_str(r->element[0])) {
+		rc = st_bad("template get json", r->element[0]);
+		goto out;
+	}
+	(void)st_int(r->element[1], &c);
+	(void)st_int(r->element[2], &u);
+	*json = st_template_json(name, strlen(name), r->element[0], c, u);
+	if (!*json)
+		rc = st_bad("template json", r->element[0]);
+out:
+	freeReplyObject(r);
+	return rc;
+}
+
+int
+store_template_delete(struct store *s, const char *name)
+{
+	char kt[ST_KEY_MAX];
+	struct st_args a;
+	redisReply *r = NULL;
+	int rc;
+
+	if (!s)
+		return STORE_ERR_PROTO;
+	if (!st_name_ok(name, 100) || st_key(kt, sizeof(kt), ST_PREFIX "tpl:", name, NULL))
+		return STORE_ERR_NOT_FOUND;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 8);
+	if (rc)
+		return rc;
+	st_eval(&a, s, SC_TPL_DEL, 2);
+	st_adds(&a, kt);
+	st_adds(&a, ST_K_TPLS);
+	st_adds(&a, name);
+	rc = st_do(s, &a, &r);
+	if (rc == 0) {
+		if (r->type != REDIS_REPLY_INTEGER)
+			rc = st_bad("template delete", r);
+		else if (r->integer == 0)
+			rc = STORE_ERR_NOT_FOUND;
+	}
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+int
+store_template_list(struct store *s, char ***jsons, size_t *n)
+{
+	struct st_args a;
+	redisReply *r = NULL;
+	char **v = NULL;
+	size_t i, cnt = 0;
+	int rc;
+
+	if (jsons)
+		*jsons = NULL;
+	if (n)
+		*n = 0;
+	if (!s || !jsons || !n)
+		return STORE_ERR_PROTO;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 8);
+	if (rc)
+		return rc;
+	st_eval(&a, s, SC_TPL_LIST, 1);
+	st_adds(&a, ST_K_TPLS);
+	st_adds(&a, ST_PREFIX);
+	st_addi(&a, ST_MAX_LIST);
+	rc = st_do(s, &a, &r);
+	if (rc)
+		goto out;
+	if (!st_is_array(r, 0) || r->elements % 4 != 0) {
+		rc = st_bad("template list", r);
+		goto out;
+	}
+	if (r->elements) {
+		v = calloc(r->elements / 4, sizeof(*v));
+		if (!v) {
+			rc = STORE_ERR_NOMEM;
+			goto out;
+		}
+	}
+	for (i = 0; i < r->elements; i += 4) {
+		int64_t c = 0, u = 0;
+
+		if (!st_is_str(r->element[i]) || !st_is_str(r->element[i + 1])) {
+			rc = st_bad("template list entry", r->element[i]);
+			goto out;
+		}
+		(void)st_int(r->element[i + 2], &c);
+		(void)st_int(r->element[i + 3], &u);
+		v[cnt] = st_template_json(r->element[i]->str, r->element[i]->len, r->element[i + 1], c, u);
+		if (!v[cnt]) {
+			log_warn("msg=\"skipping malformed template\" name=\"%.100s\"", r->element[i]->str);
+			continue;
+		}
+		cnt++;
+	}
+	*jsons = v;
+	*n = cnt;
+	v = NULL;
+out:
+	if (v) {
+		for (i = 0; i < cnt; i++)
+			free(v[i]);
+		free(v);
+	}
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+/* --- suppressions ------------------------------------------------------------ */
+
+#define ST_MAX_EMAIL 320
+
+void
+store_suppressions_free(struct store_suppression *v, size_t n)
+{
+	size_t i;
+
+	if (!v)
+		return;
+	for (i = 0; i < n; i++) {
+		free(v[i].email);
+		free(v[i].reason);
+	}
+	free(v);
+}
+
+int
+store_suppression_check(struct store *s, const char *const *emails, size_t n, int *flags)
+{
+	struct st_args a;
+	redisReply *r = NULL;
+	size_t i;
+	int rc;
+
+	if (!s || (n && (!emails || !flags)) || n > 100000)
+		return STORE_ERR_PROTO;
+	for (i = 0; i < n; i++) {
+		if (!emails[i])
+			return STORE_ERR_PROTO;
+		flags[i] = 0;
+	}
+	if (n == 0)
+		return 0;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 2 + n);
+	if (rc)
+		return rc;
+	st_adds(&a, "HMGET");
+	st_adds(&a, ST_K_SUPP);
+	for (i = 0; i < n; i++)
+		st_adds(&a, emails[i]);
+	rc = st_do(s, &a, &r);
+	if (rc == 0 && (!st_is_array(r, n) || r->elements != n))
+		rc = st_bad("suppression check", r);
+	for (i = 0; rc == 0 && i < n; i++)
+		flags[i] = r->element[i] && r->element[i]->type != REDIS_REPLY_NIL;
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+int
+store_suppression_add(struct store *s, const char *email, const char *reason, int64_t now_ms)
+{
+	char val[160];
+	const char *argv[4] = { "HSET", ST_K_SUPP, email, val };
+	redisReply *r = NULL;
+	int rc, len;
+
+	if (!s || !st_name_ok(email, ST_MAX_EMAIL) || !st_name_ok(reason, 100))
+		return STORE_ERR_PROTO;
+	len = snprintf(val, sizeof(val), "%" PRId64 ":%s", now_ms, reason);
+	if (len < 0 || (size_t)len >= sizeof(val))
+		return STORE_ERR_PROTO;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_simple(s, 4, argv, &r);
+	if (rc)
+		return rc;
+	if (r->type != REDIS_REPLY_INTEGER)
+		rc = st_bad("suppression add", r);
+	freeReplyObject(r);
+	return rc;
+}
+
+int
+store_suppression_delete(struct store *s, const char *email)
+{
+	const char *argv[3] = { "HDEL", ST_K_SUPP, email };
+	redisReply *r = NULL;
+	int rc;
+
+	if (!s)
+		return STORE_ERR_PROTO;
+	if (!st_name_ok(email, ST_MAX_EMAIL))
+		return STORE_ERR_NOT_FOUND;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_simple(s, 3, argv, &r);
+	if (rc)
+		return rc;
+	if (r->type != REDIS_REPLY_INTEGER)
+		rc = st_bad("suppression delete", r);
+	else if (r->integer == 0)
+		rc = STORE_ERR_NOT_FOUND;
+	freeReplyObject(r);
+	return rc;
+}
+
+static int
+st_supp_cmp(const void *a, const void *b)
+{
+	const struct store_suppression *x = a, *y = b;
+
+	return strcmp(x->email, y->email);
+}
+
+/* st_supp_from - a field "email" and value "<created_ms>:<reason>". */
+static int
+st_supp_from(const redisReply *f, const redisReply *val, struct store_suppression *o)
+{
+	const char *colon;
+
+	if (!st_is_str(f) || !st_is_str(val))
+		return st_bad("suppression entry", f);
+	colon = memchr(val->str, ':', val->len);
+	o->email = st_dup(f);
+	if (colon && st_parse_i64(val->str, (size_t)(colon - val->str), &o->created_ms) == 0)
+		o->reason = st_dupn(colon + 1, val->len - (size_t)(colon - val->str) - 1);
+	else
+		o->reason = st_dup(val);
+	if (!o->email || !o->reason)
+		return STORE_ERR_NOMEM;
+	return 0;
+}
+
+int
+store_suppression_list(struct store *s, struct store_suppression **out, size_t *n)
+{
+	const char *argv[2] = { "HGETALL", ST_K_SUPP };
+	struct store_suppression *v = NULL;
+	redisReply *r = NULL;
+	size_t i, cnt = 0;
+	int rc;
+
+	if (out)
+		*out = NULL;
+	if (n)
+		*n = 0;
+	if (!s || !out || !n)
+		return STORE_ERR_PROTO;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_simple(s, 2, argv, &r);
+	if (rc)
+		return rc;
+	if (!st_is_array(r, 0) || r->elements % 2 != 0) {
+		rc = st_bad("suppression list", r);
+		goto out;
+	}
+	if (r->elements) {
+		v = calloc(r->elements / 2, sizeof(*v));
+		if (!v) {
+			rc = STORE_ERR_NOMEM;
+			goto out;
+		}
+	}
+	for (i = 0; i < r->elements; i += 2) {
+		cnt++;
+		rc = st_supp_from(r->element[i], r->element[i + 1], &v[cnt - 1]);
+		if (rc)
+			goto out;
+	}
+	if (cnt > 1)
+		qsort(v, cnt, sizeof(*v), st_supp_cmp);
+	*out = v;
+	*n = cnt;
+	v = NULL;
+out:
+	store_suppressions_free(v, cnt);
+	freeReplyObject(r);
+	return rc;
+}
+
+/* --- API keys and rate limits ------------------------------------------------- */
+
+#define ST_MAX_KEYNAME 100
+
+static int
+st_hex_ok(const char *h)
+{
+	size_t i, n;
+
+	if (!h)
+		return 0;
+	n = strlen(h);
+	if (n != 64)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (!((h[i] >= '0' && h[i] <= '9') || (h[i] >= 'a' && h[i] <= 'f')))
+			return 0;
+	return 1;
+}
+
+void
+store_apikeys_free(struct store_apikey *v, size_t n)
+{
+	size_t i;
+
+	if (!v)
+		return;
+	for (i = 0; i < n; i++) {
+		free(v[i].name);
+		free(v[i].hash_prefix);
+	}
+	free(v);
+}
+
+int
+store_key_create(struct store *s, const char *name, const char *hash_hex, int64_t now_ms)
+{
+	char kk[ST_KEY_MAX], kn[ST_KEY_MAX];
+	struct st_args a;
+	redisReply *r = NULL;
+	int rc;
+
+	if (!s || !st_name_ok(name, ST_MAX_KEYNAME) || !st_hex_ok(hash_hex) ||
+	    st_key(kk, sizeof(kk), ST_PREFIX "key:", hash_hex, NULL) ||
+	    st_key(kn, sizeof(kn), ST_PREFIX "keyname:", name, NULL))
+		return STORE_ERR_PROTO;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 10);
+	if (rc)
+		return rc;
+	st_eval(&a, s, SC_KEY_CREATE, 3);
+	st_adds(&a, kk);
+	st_adds(&a, kn);
+	st_adds(&a, ST_K_KEYS);
+	st_adds(&a, name);
+	st_adds(&a, hash_hex);
+	st_addi(&a, now_ms);
+	rc = st_do(s, &a, &r);
+	if (rc == 0) {
+		if (r->type != REDIS_REPLY_INTEGER)
+			rc = st_bad("key create", r);
+		else if (r->integer == 0)
+			rc = STORE_ERR_CONFLICT;
+	}
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+int
+store_key_list(struct store *s, struct store_apikey **out, size_t *n)
+{
+	struct store_apikey *v = NULL;
+	struct st_args a;
+	redisReply *r = NULL;
+	size_t i, cnt = 0;
+	int rc;
+
+	if (out)
+		*out = NULL;
+	if (n)
+		*n = 0;
+	if (!s || !out || !n)
+		return STORE_ERR_PROTO;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 6);
+	if (rc)
+		return rc;
+	st_eval(&a, s, SC_KEY_LIST, 1);
+	st_adds(&a, ST_K_KEYS);
+	st_adds(&a, ST_PREFIX);
+	rc = st_do(s, &a, &r);
+	if (rc)
+		goto out;
+	if (!st_is_array(r, 0) || r->elements % 4 != 0) {
+		rc = st_bad("key list", r);
+		goto out;
+	}
+	if (r->elements) {
+		v = calloc(r->elements / 4, sizeof(*v));
+		if (!v) {
+			rc = STORE_ERR_NOMEM;
+			goto out;
+		}
+	}
+	for (i = 0; i < r->elements; i += 4) {
+		struct store_apikey *k = &v[cnt];
+
+		if (!st_is_str(r->element[i]) || !st_is_str(r->element[i + 1])) {
+			rc = st_bad("key list entry", r->element[i]);
+			goto out;
+		}
+		cnt++;
+		k->name = st_dup(r->element[i]);
+		k->hash_prefix = st_dupn(r->element[i + 1]->str,
+		    r->element[i + 1]->len < 12 ? r->element[i + 1]->len : 12);
+		if (!k->name || !k->hash_prefix) {
+			rc = STORE_ERR_NOMEM;
+			goto out;
+		}
+		if (st_int(r->element[i + 2], &k->created_ms) != 0)
+			k->created_ms = 0;
+		if (st_int(r->element[i + 3], &k->last_used_ms) != 0)
+			k->last_used_ms = 0;
+	}
+	*out = v;
+	*n = cnt;
+	v = NULL;
+out:
+	store_apikeys_free(v, cnt);
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+int
+store_key_revoke(struct store *s, const char *name)
+{
+	char kn[ST_KEY_MAX];
+	struct st_args a;
+	redisReply *r = NULL;
+	int rc;
+
+	if (!s)
+		return STORE_ERR_PROTO;
+	if (!st_name_ok(name, ST_MAX_KEYNAME) ||
+	    st_key(kn, sizeof(kn), ST_PREFIX "keyname:", name, NULL))
+		return STORE_ERR_NOT_FOUND;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 8);
+	if (rc)
+		return rc;
+	st_eval(&a, s, SC_KEY_REVOKE, 2);
+	st_adds(&a, kn);
+	st_adds(&a, ST_K_KEYS);
+	st_adds(&a, name);
+	st_adds(&a, ST_PREFIX);
+	rc = st_do(s, &a, &r);
+	if (rc == 0) {
+		if (r->type != REDIS_REPLY_INTEGER)
+			rc = st_bad("key revoke", r);
+		else if (r->integer == 0)
+			rc = STORE_ERR_NOT_FOUND;
+	}
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+/* st_rate_args - rate and burst as decimal strings for the bucket. */
+static int
+st_rate_args(double rate, double burst, char *rs, char *bs, size_t len)
+{
+	int a, b;
+
+	if (!(rate == rate) || !(burst == burst) || rate > 1e9 || burst > 1e9)
+		return -1;
+	a = snprintf(rs, len, "%.9g", rate > 0 ? rate : 0.0);
+	b = snprintf(bs, len, "%.9g", burst > 1 ? burst : 1.0);
+	return (a < 0 || (size_t)a >= len || b < 0 || (size_t)b >= len) ? -1 : 0;
+}
+
+int
+store_auth(struct store *s, const char *hash_hex, int64_t now_ms, double rate,
+    double burst, char **tenant, int64_t *retry_after_ms)
+{
+	char kk[ST_KEY_MAX], rs[32], bs[32];
+	struct st_args a;
+	redisReply *r = NULL;
+	int64_t retry = 0;
+	int rc;
+
+	if (tenant)
+		*tenant = NULL;
+	if (retry_after_ms)
+		*retry_after_ms = 0;
+	if (!s || !tenant || !retry_after_ms || st_rate_args(rate, burst, rs, bs, sizeof(rs)))
+		return STORE_ERR_PROTO;
+	if (!st_hex_ok(hash_hex) || st_key(kk, sizeof(kk), ST_PREFIX "key:", hash_hex, NULL))
+		return STORE_ERR_NOT_FOUND;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 10);
+	if (rc)
+		return rc;
+	st_eval(&a, s, SC_AUTH, 1);
+	st_adds(&a, kk);
+	st_addi(&a, now_ms);
+	st_adds(&a, rs);
+	st_adds(&a, bs);
+	st_adds(&a, ST_PREFIX);
+	rc = st_do(s, &a, &r);
+	if (rc)
+		goto out;
+	if (r->type == REDIS_REPLY_NIL) {
+		rc = STORE_ERR_NOT_FOUND;
+		goto out;
+	}
+	if (!st_is_array(r, 2) || !st_is_str(r->element[0]) || st_int(r->element[1], &retry) != 0 ||
+	    retry < 0) {
+		rc = st_bad("auth", r);
+		goto out;
+	}
+	*tenant = st_dup(r->element[0]);
+	if (!*tenant) {
+		rc = STORE_ERR_NOMEM;
+		goto out;
+	}
+	*retry_after_ms = retry;
+out:
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+int
+store_rate_limit(struct store *s, const char *tenant, int64_t now_ms, double rate,
+    double burst, int64_t *retry_after_ms)
+{
+	char kr[ST_KEY_MAX], rs[32], bs[32];
+	struct st_args a;
+	redisReply *r = NULL;
+	int64_t retry = 0;
+	int rc;
+
+	if (retry_after_ms)
+		*retry_after_ms = 0;
+	if (!s || !retry_after_ms || !st_name_ok(tenant, ST_MAX_KEYNAME) ||
+	    st_rate_args(rate, burst, rs, bs, sizeof(rs)) ||
+	    st_key(kr, sizeof(kr), ST_PREFIX "rl:", tenant, NULL))
+		return STORE_ERR_PROTO;
+	if (rate <= 0)
+		return 0;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 8);
+	if (rc)
+		return rc;
+	st_eval(&a, s, SC_RATELIMIT, 1);
+	st_adds(&a, kr);
+	st_addi(&a, now_ms);
+	st_adds(&a, rs);
+	st_adds(&a, bs);
+	rc = st_do(s, &a, &r);
+	if (rc == 0 && (st_int(r, &retry) != 0 || retry < 0))
+		rc = st_bad("rate limit", r);
+	if (rc == 0)
+		*retry_after_ms = retry;
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
 }

@@ -9,6 +9,8 @@
  * string it accepts has a cap and every cJSON node is type-checked before use.
  */
 #include "validate.h"
+#include "template.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -32,8 +34,15 @@
 #define VALIDATE_MAX_METADATA 4096
 #define VALIDATE_MAX_TAGS 20
 #define VALIDATE_MAX_TAG_CHARS 64
+#define VALIDATE_MAX_TEMPLATE_NAME 64
+#define VALIDATE_MAX_TEMPLATE_PART (1024 * 1024)
+#define VALIDATE_MAX_ATTACHMENTS 20
+#define VALIDATE_MAX_FILENAME 255
+#define VALIDATE_MAX_CONTENT_ID 128
+#define VALIDATE_DEFAULT_MAX_ATTACH ((size_t)7 * 1024 * 1024)
+#define VALIDATE_MAX_AHEAD_MS ((int64_t)30 * 24 * 3600 * 1000)
 
-enum { V_OK = 0, V_INVALID = -1, V_NOMEM = -2 };
+enum { V_OK = 0, V_INVALID = -1, V_NOMEM = -2, V_TOOBIG = -3 };
 
 static void verr(struct validate_error *err, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -374,6 +383,8 @@ addrs_free(struct mime_addr *a, size_t n)
 	free(a);
 }
 
+static void attachments_free(struct mime_attachment *a, size_t n);
+
 void
 msg_request_free(struct msg_request *r)
 {
@@ -395,6 +406,9 @@ msg_request_free(struct msg_request *r)
 	free(r->headers);
 	free(r->metadata_json);
 	free(r->tags_json);
+	free(r->template_name);
+	cJSON_Delete(r->variables);
+	attachments_free(r->attachments, r->nattachments);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -741,13 +755,11 @@ check_body_text(const char *s, const char *key, struct validate_error *err)
 	return V_OK;
 }
 
-/* top-level fields: accepted now, and named in the contract for later */
+/* top-level fields of a send request */
 static const char *const known_fields[] = {
 	"from", "to", "cc", "bcc", "reply_to", "subject", "text", "html",
-	"headers", "metadata", "tags",
-};
-static const char *const later_fields[] = {
-	"template", "variables", "attachments", "send_at", "ttl",
+	"headers", "metadata", "tags", "template", "variables", "attachments",
+	"send_at", "ttl",
 };
 
 static int
@@ -770,10 +782,6 @@ check_fields(const cJSON *body, struct validate_error *err)
 
 		snprintf(field, sizeof(field), "%.64s", k);
 		field_clean(field);
-		if (in_list(k, later_fields, sizeof(later_fields) / sizeof(later_fields[0]))) {
-			verr(err, field, "is not supported yet");
-			return V_INVALID;
-		}
 		if (!in_list(k, known_fields, sizeof(known_fields) / sizeof(known_fields[0]))) {
 			verr(err, field, "is not a known field");
 			return V_INVALID;
@@ -788,8 +796,415 @@ check_fields(const cJSON *body, struct validate_error *err)
 	return V_OK;
 }
 
+/* --- templates ------------------------------------------------------------ */
+
+int
+validate_template_name(const char *name)
+{
+	size_t len;
+
+	if (name == NULL)
+		return 0;
+	len = strlen(name);
+	if (len == 0 || len > VALIDATE_MAX_TEMPLATE_NAME)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)name[i];
+
+		if (!(isalnum(c) || c == '_' || c == '-') || c >= 0x80)
+			return 0;
+	}
+	return 1;
+}
+
+/* check_template_part - a template part's text: UTF-8, bounded, valid placeholders. */
+static int
+check_template_part(const cJSON *node, const char *key, struct validate_error *err)
+{
+	char where[48], why[96];
+	const char *s;
+	size_t len;
+	int rc;
+
+	if (!cJSON_IsString(node) || node->valuestring == NULL) {
+		verr(err, key, "must be a string");
+		return V_INVALID;
+	}
+	s = node->valuestring;
+	len = strlen(s);
+	if (strcmp(key, "subject") == 0) {
+		if (check_line(s, VALIDATE_MAX_SUBJECT, why, sizeof(why)) != 0) {
+			verr(err, key, "%s", why);
+			return V_INVALID;
+		}
+	} else if (len > VALIDATE_MAX_TEMPLATE_PART) {
+		verr(err, key, "must be at most %d octets", VALIDATE_MAX_TEMPLATE_PART);
+		return V_INVALID;
+	} else if (!utf8_check(s, len, NULL)) {
+		verr(err, key, "must be valid UTF-8");
+		return V_INVALID;
+	}
+	rc = template_check(s, len, where, sizeof(where));
+	if (rc == TEMPLATE_ERR_NOMEM) {
+		verr(err, key, "out of memory");
+		return V_NOMEM;
+	}
+	if (rc != 0) {
+		verr(err, key, "has a malformed placeholder at %s (use {{name}} or {{{name}}}, names [A-Za-z0-9_.-])",
+		    where);
+		return V_INVALID;
+	}
+	return V_OK;
+}
+
+int
+validate_template_body(const cJSON *body, struct validate_error *err)
+{
+	static const char *const parts[] = { "subject", "text", "html" };
+	const cJSON *it;
+	char field[72];
+	int have_body = 0, rc;
+
+	if (err != NULL)
+		memset(err, 0, sizeof(*err));
+	if (!cJSON_IsObject(body)) {
+		verr(err, "", "request body must be a JSON object");
+		return V_INVALID;
+	}
+	cJSON_ArrayForEach(it, body) {
+		const char *k = it->string != NULL ? it->string : "";
+
+		snprintf(field, sizeof(field), "%.64s", k);
+		field_clean(field);
+		if (!in_list(k, parts, 3)) {
+			verr(err, field, "is not a known field (subject, text, html)");
+			return V_INVALID;
+		}
+		for (const cJSON *jt = body->child; jt != it; jt = jt->next) {
+			if (jt->string != NULL && strcmp(jt->string, k) == 0) {
+				verr(err, field, "is given more than once");
+				return V_INVALID;
+			}
+		}
+		if (cJSON_IsNull(it))
+			continue;
+		rc = check_template_part(it, k, err);
+		if (rc != V_OK)
+			return rc;
+		if (strcmp(k, "subject") != 0 && it->valuestring[0] != '\0')
+			have_body = 1;
+	}
+	if (!have_body) {
+		verr(err, "text", "text or html is required");
+		return V_INVALID;
+	}
+	return V_OK;
+}
+
+/* --- attachments ------------------------------------------------------------ */
+
+/* content_type_ok - "type/subtype", each an RFC 2045 token of at most 127 octets. */
+static int
+content_type_ok(const char *s)
+{
+	size_t part = 0, slashes = 0;
+
+	for (const char *p = s;; p++) {
+		unsigned char c = (unsigned char)*p;
+
+		if (c == '\0' || c == '/') {
+			if (part == 0 || part > 127)
+				return 0;
+			if (c == '\0')
+				return slashes == 1;
+			slashes++;
+			part = 0;
+			continue;
+		}
+		if (c <= 0x20 || c >= 0x7f || strchr("()<>@,;:\\\"[]?=", c) != NULL)
+			return 0;
+		part++;
+	}
+}
+
+static int
+content_id_ok(const char *s)
+{
+	size_t len = strlen(s);
+
+	if (len == 0 || len > VALIDATE_MAX_CONTENT_ID)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (!(isalnum(c) || c == '.' || c == '_' || c == '@' || c == '-') || c >= 0x80)
+			return 0;
+	}
+	return 1;
+}
+
+static void
+attachments_free(struct mime_attachment *a, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free((void *)a[i].filename);
+		free((void *)a[i].content_type);
+		free((void *)a[i].data);
+		free((void *)a[i].content_id);
+	}
+	free(a);
+}
+
+/* parse_attachment - one element of "attachments"; *total counts decoded bytes. */
+static int
+parse_attachment(const cJSON *node, size_t idx, size_t max_attach, size_t *total,
+    struct mime_attachment *prev, size_t nprev, struct mime_attachment *a,
+    struct validate_error *err)
+{
+	static const char *const keys[] = { "filename", "content", "content_type", "content_id" };
+	const cJSON *it, *fn, *ct, *ty, *id;
+	char field[96], why[96];
+	const char *s;
+	size_t len, dlen = 0;
+	unsigned char *data = NULL;
+
+	snprintf(field, sizeof(field), "attachments[%zu]", idx);
+	if (!cJSON_IsObject(node)) {
+		verr(err, field, "must be an object with filename and content");
+		return V_INVALID;
+	}
+	cJSON_ArrayForEach(it, node) {
+		const char *k = it->string != NULL ? it->string : "";
+
+		snprintf(field, sizeof(field), "attachments[%zu].%.64s", idx, k);
+		field_clean(field);
+		if (!in_list(k, keys, 4)) {
+			verr(err, field, "is not a known field (filename, content, content_type, content_id)");
+			return V_INVALID;
+		}
+		for (const cJSON *jt = node->child; jt != it; jt = jt->next) {
+			if (jt->string != NULL && strcmp(jt->string, k) == 0) {
+				verr(err, field, "is given more than once");
+				return V_INVALID;
+			}
+		}
+	}
+	fn = cJSON_GetObjectItemCaseSensitive(node, "filename");
+	ct = cJSON_GetObjectItemCaseSensitive(node, "content");
+	ty = cJSON_GetObjectItemCaseSensitive(node, "content_type");
+	id = cJSON_GetObjectItemCaseSensitive(node, "content_id");
+
+	snprintf(field, sizeof(field), "attachments[%zu].filename", idx);
+	if (fn == NULL || cJSON_IsNull(fn)) {
+		verr(err, field, "is required");
+		return V_INVALID;
+	}
+	if (!cJSON_IsString(fn) || fn->valuestring == NULL) {
+		verr(err, field, "must be a string");
+		return V_INVALID;
+	}
+	s = fn->valuestring;
+	if (s[0] == '\0') {
+		verr(err, field, "must not be empty");
+		return V_INVALID;
+	}
+	if (check_line(s, VALIDATE_MAX_FILENAME, why, sizeof(why)) != 0) {
+		verr(err, field, "%s", why);
+		return V_INVALID;
+	}
+	if (strpbrk(s, "/\\") != NULL) {
+		verr(err, field, "must be a file name without '/' or '\\'");
+		return V_INVALID;
+	}
+
+	snprintf(field, sizeof(field), "attachments[%zu].content", idx);
+	if (ct == NULL || cJSON_IsNull(ct)) {
+		verr(err, field, "is required");
+		return V_INVALID;
+	}
+	if (!cJSON_IsString(ct) || ct->valuestring == NULL) {
+		verr(err, field, "must be a base64 string");
+		return V_INVALID;
+	}
+	len = strlen(ct->valuestring);
+	/* refuse by the encoded size before allocating: 4 chars carry 3 bytes */
+	if (len / 4 * 3 > max_attach - *total + 3 + len / 38) {
+		verr(err, "attachments", "total attachment size exceeds %zu bytes", max_attach);
+		return V_TOOBIG;
+	}
+	if (mime_base64_decode(ct->valuestring, len, &data, &dlen) != 0) {
+		verr(err, field, "must be valid base64 (RFC 4648, with padding)");
+		return V_INVALID;
+	}
+	a->data = data;
+	a->len = dlen;
+	if (dlen > max_attach - *total) {
+		verr(err, "attachments", "total attachment size exceeds %zu bytes", max_attach);
+		return V_TOOBIG;
+	}
+	*total += dlen;
+
+	snprintf(field, sizeof(field), "attachments[%zu].content_type", idx);
+	if (ty != NULL && !cJSON_IsNull(ty)) {
+		if (!cJSON_IsString(ty) || ty->valuestring == NULL) {
+			verr(err, field, "must be a string");
+			return V_INVALID;
+		}
+		if (!content_type_ok(ty->valuestring)) {
+			verr(err, field, "must be a MIME type \"type/subtype\" without parameters");
+			return V_INVALID;
+		}
+		s = ty->valuestring;
+	} else {
+		s = "application/octet-stream";
+	}
+	a->content_type = strdup(s);
+	a->filename = strdup(fn->valuestring);
+	if (a->content_type == NULL || a->filename == NULL) {
+		verr(err, field, "out of memory");
+		return V_NOMEM;
+	}
+
+	snprintf(field, sizeof(field), "attachments[%zu].content_id", idx);
+	if (id != NULL && !cJSON_IsNull(id)) {
+		if (!cJSON_IsString(id) || id->valuestring == NULL) {
+			verr(err, field, "must be a string");
+			return V_INVALID;
+		}
+		if (!content_id_ok(id->valuestring)) {
+			verr(err, field, "must be 1 to %d characters of A-Z a-z 0-9 . _ @ -",
+			    VALIDATE_MAX_CONTENT_ID);
+			return V_INVALID;
+		}
+		for (size_t k = 0; k < nprev; k++) {
+			if (prev[k].content_id != NULL && strcmp(prev[k].content_id, id->valuestring) == 0) {
+				verr(err, field, "is given more than once");
+				return V_INVALID;
+			}
+		}
+		a->content_id = strdup(id->valuestring);
+		if (a->content_id == NULL) {
+			verr(err, field, "out of memory");
+			return V_NOMEM;
+		}
+	}
+	return V_OK;
+}
+
+static int
+parse_attachments(const cJSON *node, size_t max_attach, struct msg_request *r,
+    struct validate_error *err)
+{
+	const cJSON *it;
+	size_t total = 0, i = 0;
+	int sz, rc;
+
+	if (node == NULL || cJSON_IsNull(node))
+		return V_OK;
+	if (!cJSON_IsArray(node)) {
+		verr(err, "attachments", "must be an array of objects");
+		return V_INVALID;
+	}
+	sz = cJSON_GetArraySize(node);
+	if (sz <= 0)
+		return V_OK;
+	if (sz > VALIDATE_MAX_ATTACHMENTS) {
+		verr(err, "attachments", "has too many attachments (max %d)", VALIDATE_MAX_ATTACHMENTS);
+		return V_INVALID;
+	}
+	r->attachments = calloc((size_t)sz, sizeof(*r->attachments));
+	if (r->attachments == NULL) {
+		verr(err, "attachments", "out of memory");
+		return V_NOMEM;
+	}
+	cJSON_ArrayForEach(it, node) {
+		/* counted first so that msg_request_free releases partial work */
+		r->nattachments = i + 1;
+		rc = parse_attachment(it, i, max_attach, &total, r->attachments, i,
+		    &r->attachments[i], err);
+		if (rc != V_OK)
+			return rc;
+		i++;
+	}
+	return V_OK;
+}
+
+/* --- time ------------------------------------------------------------------ */
+
+static int
+parse_send_at(const cJSON *node, int64_t now_ms, struct msg_request *r,
+    struct validate_error *err)
+{
+	int64_t t;
+
+	if (node == NULL || cJSON_IsNull(node))
+		return V_OK;
+	if (!cJSON_IsString(node) || node->valuestring == NULL ||
+	    strlen(node->valuestring) > 64 || util_parse_rfc3339(node->valuestring, &t) != 0) {
+		verr(err, "send_at", "must be an RFC 3339 date-time such as \"2026-11-23T15:58:00Z\"");
+		return V_INVALID;
+	}
+	if (now_ms > 0 && t <= now_ms) {
+		r->send_at_ms = 0;   /* in the past: send now */
+		return V_OK;
+	}
+	if (now_ms > 0 && t - now_ms > VALIDATE_MAX_AHEAD_MS) {
+		verr(err, "send_at", "must be at most 30 days ahead");
+		return V_INVALID;
+	}
+	r->send_at_ms = t;
+	return V_OK;
+}
+
+static int
+parse_ttl(const cJSON *node, struct msg_request *r, struct validate_error *err)
+{
+	double v;
+
+	if (node == NULL || cJSON_IsNull(node))
+		return V_OK;
+	if (!cJSON_IsNumber(node)) {
+		verr(err, "ttl", "must be an integer number of seconds");
+		return V_INVALID;
+	}
+	v = node->valuedouble;
+	if (!(v >= 1.0 && v <= (double)(VALIDATE_MAX_AHEAD_MS / 1000)) || v != (double)(int64_t)v) {
+		verr(err, "ttl", "must be an integer number of seconds from 1 to %lld",
+		    (long long)(VALIDATE_MAX_AHEAD_MS / 1000));
+		return V_INVALID;
+	}
+	r->ttl_ms = (int64_t)v * 1000;
+	return V_OK;
+}
+
+/* --- the send request --------------------------------------------------------- */
+
+/* add_prefix - "messages[3]." + field; the top level itself reads "messages[3]". */
+static void
+add_prefix(struct validate_error *err, const char *prefix)
+{
+	char f[sizeof(err->field)];
+	size_t plen;
+
+	if (err == NULL || prefix == NULL || prefix[0] == '\0')
+		return;
+	plen = strlen(prefix);
+	if (err->field[0] == '\0' && prefix[plen - 1] == '.')
+		snprintf(f, sizeof(f), "%.*s", (int)(plen - 1), prefix);
+	else
+		snprintf(f, sizeof(f), "%s%s", prefix, err->field);
+	memcpy(err->field, f, sizeof(f));
+}
+
 int
 validate_message(const cJSON *body, struct msg_request *out, struct validate_error *err)
+{
+	return validate_message_at(body, 0, VALIDATE_DEFAULT_MAX_ATTACH, NULL, out, err);
+}
+
+int
+validate_message_at(const cJSON *body, int64_t now_ms, size_t max_attach,
+    const char *prefix, struct msg_request *out, struct validate_error *err)
 {
 	struct seen_list seen[2];
 	char why[96];
@@ -801,7 +1216,8 @@ validate_message(const cJSON *body, struct msg_request *out, struct validate_err
 		memset(err, 0, sizeof(*err));
 	if (!cJSON_IsObject(body)) {
 		verr(err, "", "request body must be a JSON object");
-		return V_INVALID;
+		rc = V_INVALID;
+		goto out;
 	}
 	rc = check_fields(body, err);
 	if (rc != V_OK)
@@ -867,6 +1283,55 @@ validate_message(const cJSON *body, struct msg_request *out, struct validate_err
 	if (rc != V_OK)
 		goto out;
 
+	{
+		const cJSON *tpl = FIELD("template"), *vars = FIELD("variables");
+
+		if (tpl != NULL && !cJSON_IsNull(tpl)) {
+			static const char *const given[] = { "subject", "text", "html" };
+
+			if (!cJSON_IsString(tpl) || tpl->valuestring == NULL ||
+			    !validate_template_name(tpl->valuestring)) {
+				verr(err, "template", "must be a template name ([A-Za-z0-9_-], 1 to %d characters)",
+				    VALIDATE_MAX_TEMPLATE_NAME);
+				rc = V_INVALID;
+				goto out;
+			}
+			for (size_t k = 0; k < 3; k++) {
+				const cJSON *n = FIELD(given[k]);
+
+				if (n != NULL && !cJSON_IsNull(n)) {
+					verr(err, given[k], "must not be given with template (the template provides it)");
+					rc = V_INVALID;
+					goto out;
+				}
+			}
+			out->template_name = strdup(tpl->valuestring);
+			if (out->template_name == NULL) {
+				verr(err, "template", "out of memory");
+				rc = V_NOMEM;
+				goto out;
+			}
+		}
+		if (vars != NULL && !cJSON_IsNull(vars)) {
+			if (out->template_name == NULL) {
+				verr(err, "variables", "requires template");
+				rc = V_INVALID;
+				goto out;
+			}
+			if (!cJSON_IsObject(vars)) {
+				verr(err, "variables", "must be an object");
+				rc = V_INVALID;
+				goto out;
+			}
+			out->variables = cJSON_Duplicate(vars, 1);
+			if (out->variables == NULL) {
+				verr(err, "variables", "out of memory");
+				rc = V_NOMEM;
+				goto out;
+			}
+		}
+	}
+
 	rc = opt_string(FIELD("subject"), "subject", &out->subject, err);
 	if (rc != V_OK)
 		goto out;
@@ -886,7 +1351,7 @@ validate_message(const cJSON *body, struct msg_request *out, struct validate_err
 		rc = check_body_text(out->html, "html", err);
 	if (rc != V_OK)
 		goto out;
-	if (out->text == NULL && out->html == NULL) {
+	if (out->template_name == NULL && out->text == NULL && out->html == NULL) {
 		verr(err, "text", "text or html is required");
 		rc = V_INVALID;
 		goto out;
@@ -898,10 +1363,53 @@ validate_message(const cJSON *body, struct msg_request *out, struct validate_err
 	if (rc != V_OK)
 		goto out;
 	rc = parse_tags(FIELD("tags"), out, err);
+	if (rc != V_OK)
+		goto out;
+	rc = parse_attachments(FIELD("attachments"), max_attach, out, err);
+	if (rc != V_OK)
+		goto out;
+	rc = parse_send_at(FIELD("send_at"), now_ms, out, err);
+	if (rc != V_OK)
+		goto out;
+	rc = parse_ttl(FIELD("ttl"), out, err);
 #undef FIELD
 out:
-	if (rc != V_OK)
+	if (rc != V_OK) {
 		msg_request_free(out);
+		add_prefix(err, prefix);
+	}
+	return rc;
+}
+
+int
+validate_rendered(const struct msg_request *r, const char *prefix, struct validate_error *err)
+{
+	char why[96];
+	int rc = V_INVALID;
+
+	if (err != NULL)
+		memset(err, 0, sizeof(*err));
+	if (r->subject != NULL &&
+	    check_line(r->subject, VALIDATE_MAX_SUBJECT, why, sizeof(why)) != 0) {
+		verr(err, "subject", "after rendering the template %s", why);
+		goto out;
+	}
+	if (r->text != NULL && !utf8_check(r->text, strlen(r->text), NULL)) {
+		verr(err, "text", "must be valid UTF-8");
+		goto out;
+	}
+	if (r->html != NULL && !utf8_check(r->html, strlen(r->html), NULL)) {
+		verr(err, "html", "must be valid UTF-8");
+		goto out;
+	}
+	if ((r->text == NULL || r->text[0] == '\0') && (r->html == NULL || r->html[0] == '\0')) {
+		verr(err, "template", "renders an empty text and html");
+		goto out;
+	}
+	rc = V_OK;
+out:
+	if (rc != V_OK)
+		add_prefix(err, prefix);
 	return rc;
 }
 

@@ -78,6 +78,15 @@ int validate_template_body(const cJSON *body, struct validate_error *err);
 void msg_request_free(struct msg_request *r);
 
 /*
+ * validate_rendered - after the template filled r->subject/text/html: the
+ * subject has no CR/LF/control characters and fits 998 octets, the bodies are
+ * UTF-8, and text or html is not empty. 0, or -1 with err (field prefixed
+ * as in validate_message_at) for a 422.
+ */
+int validate_rendered(const struct msg_request *r, const char *prefix,
+    struct validate_error *err);
+
+/*
  * validate_address - parse "addr" or "Display Name <addr>" (quoted names
  * allowed, UTF-8 names allowed). On success 0 with malloc'd *name (NULL
  * when none) and *email; -1 with why filled.

@@ -1,15 +1,21 @@
 /*
  * webhook.c - the webhook dispatcher: the only file that speaks libcurl.
  *
- * One thread with its own struct store reads the events outbox, fans each
- * event out to the endpoints (for now only "default", from
- * TXMAIL_WEBHOOK_URL), claims due deliveries with a lease and POSTs them
+ * One thread with its own struct store reads the events outbox and fans
+ * each event out to the endpoints whose filter wants its type: "default"
+ * (TXMAIL_WEBHOOK_URL, every type) and the endpoints created through
+ * /v1/webhooks, whose list is re-read before every fan-out and about once
+ * a second. Each endpoint has its own due set in the store; the thread
+ * claims due deliveries with a lease, round-robin over the endpoints, at
+ * most WH_EP_MAX_INFLIGHT per endpoint and WH_MAX_INFLIGHT in all, so a
+ * dead or slow endpoint only ever holds its own slots. Requests run
  * concurrently through one curl multi handle, signed per Standard Webhooks
- * (webhook_sign). Outcomes go back to the store: 2xx is done, anything
- * else is retried with webhook_backoff_ms until webhook_max_age, then
- * given up (logged). While Redis is unreachable, requests in flight keep
- * going and their outcomes wait in memory until Redis is back; the lease
- * brings a delivery back if this process dies first (at-least-once).
+ * with the endpoint's own secret (webhook_sign). Outcomes go back to the
+ * store: 2xx is done, anything else is retried with webhook_backoff_ms
+ * until webhook_max_age, then given up (logged); a delivery whose endpoint
+ * was deleted is dropped. While Redis is unreachable, requests in flight
+ * keep going and their outcomes wait in memory until Redis is back; the
+ * lease brings a delivery back if this process dies first (at-least-once).
  *
  * It must never log a webhook secret or a request body, never follow
  * redirects, never turn TLS verification off, and never block longer than
@@ -27,6 +33,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <strings.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,7 +46,11 @@
 #define TXMAIL_VERSION "0.1.0"
 #endif
 
-#define WH_MAX_INFLIGHT 64
+#define WH_MAX_INFLIGHT 128        /* requests in flight, all endpoints */
+#define WH_EP_MAX_INFLIGHT 16      /* requests in flight per endpoint */
+#define WH_MAX_ENDPOINTS 500       /* endpoints from the store that get events */
+#define WH_EP_ID_MAX 65
+#define WH_EP_REFRESH_MS 1000
 #define WH_READ_MAX 100
 #define WH_IDLE_BLOCK_MS 100       /* XREADGROUP block when idle */
 #define WH_POLL_MS 50              /* curl poll while requests are in flight */
@@ -168,20 +179,108 @@ int64_t webhook_backoff_ms(double base_s, double max_s, int attempts)
 	return (int64_t)llround(d * 1000.0);
 }
 
-/* ---- event parsing ------------------------------------------------------------ */
+/* ---- endpoints, filters, event parsing (pure) ----------------------------- */
 
-/*
- * wh_event_id - the top-level "id" string of an event JSON object, copied
- * into out when it is [A-Za-z0-9_-]{1,63}. 0 or -1. Only scans: strings and
- * nesting are skipped, escapes in the id are refused.
- */
-static int wh_event_id(const char *json, char *out, size_t outlen)
+const char *const webhook_event_types[WEBHOOK_NTYPES] = {
+	"message.delivered",
+	"message.deferred",
+	"message.failed",
+};
+
+int webhook_type_known(const char *type)
+{
+	size_t i;
+
+	if (!type)
+		return 0;
+	for (i = 0; i < WEBHOOK_NTYPES; i++)
+		if (strcmp(type, webhook_event_types[i]) == 0)
+			return 1;
+	return 0;
+}
+
+int webhook_filter_match(const char *const *events, size_t n, const char *type)
+{
+	size_t i;
+
+	if (n == 0)
+		return 1;
+	if (!events || !type)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (events[i] && strcmp(events[i], type) == 0)
+			return 1;
+	return 0;
+}
+
+int webhook_url_check(const char *url, char *why, size_t whylen)
+{
+	const char *host, *p;
+	size_t n, hostlen;
+	CURLU *u = NULL;
+	char *scheme = NULL, *chost = NULL;
+	int rc = -1;
+
+	if (!url || !*url) {
+		snprintf(why, whylen, "url must not be empty");
+		return -1;
+	}
+	n = strlen(url);
+	if (n > WEBHOOK_URL_MAX) {
+		snprintf(why, whylen, "url is longer than %d bytes", WEBHOOK_URL_MAX);
+		return -1;
+	}
+	for (p = url; *p; p++) {
+		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
+			snprintf(why, whylen, "url must be printable ASCII without spaces "
+			    "(percent-encode the rest)");
+			return -1;
+		}
+	}
+	if (strncasecmp(url, "http://", 7) == 0)
+		host = url + 7;
+	else if (strncasecmp(url, "https://", 8) == 0)
+		host = url + 8;
+	else {
+		snprintf(why, whylen, "url must start with http:// or https://");
+		return -1;
+	}
+	hostlen = strcspn(host, "/?#");
+	if (hostlen == 0 || memchr(host, '@', hostlen) != NULL) {
+		snprintf(why, whylen, hostlen == 0 ? "url has no host" :
+		    "url must not carry credentials (use the signature to authenticate)");
+		return -1;
+	}
+	/* the same parser that will send the request must accept it */
+	u = curl_url();
+	if (!u) {
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, &chost, 0) != CURLUE_OK || !chost[0] ||
+	    (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
+		snprintf(why, whylen, "url is not a valid http(s) URL");
+		goto out;
+	}
+	rc = 0;
+out:
+	curl_free(scheme);
+	curl_free(chost);
+	curl_url_cleanup(u);
+	return rc;
+}
+
+int webhook_event_field(const char *json, const char *key, char *out, size_t outlen)
 {
 	const char *p = json;
+	size_t klen;
 	int depth = 0;
 
-	if (!json)
+	if (!json || !key || !out || outlen < 2)
 		return -1;
+	klen = strlen(key);
 	while (*p) {
 		if (*p == '{' || *p == '[') {
 			depth++;
@@ -202,12 +301,12 @@ static int wh_event_id(const char *json, char *out, size_t outlen)
 				return -1;
 			len = (size_t)(p - s);
 			p++;
-			if (depth != 1 || len != 2 || memcmp(s, "id", 2) != 0)
+			if (depth != 1 || len != klen || memcmp(s, key, klen) != 0)
 				continue;
 			while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
 				p++;
 			if (*p != ':')
-				continue;   /* "id" was a value, not a key */
+				continue;   /* the key's name was a value, not a key */
 			p++;
 			while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
 				p++;
@@ -215,10 +314,10 @@ static int wh_event_id(const char *json, char *out, size_t outlen)
 				return -1;
 			s = ++p;
 			while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-			    (*p >= '0' && *p <= '9') || *p == '_' || *p == '-')
+			    (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.')
 				p++;
 			len = (size_t)(p - s);
-			if (*p != '"' || len == 0 || len >= outlen || len >= WH_EVENT_ID_MAX)
+			if (*p != '"' || len == 0 || len >= outlen)
 				return -1;
 			memcpy(out, s, len);
 			out[len] = '\0';
@@ -230,9 +329,60 @@ static int wh_event_id(const char *json, char *out, size_t outlen)
 	return -1;
 }
 
+int webhook_new_secret(char *out, size_t outlen)
+{
+	unsigned char raw[24];
+	int n;
+
+	if (!out || outlen < WEBHOOK_SECRET_LEN + 1)
+		return -1;
+	if (util_random_bytes(raw, sizeof(raw)) != 0)
+		return -1;
+	memcpy(out, "whsec_", 6);
+	n = EVP_EncodeBlock((unsigned char *)out + 6, raw, (int)sizeof(raw));
+	OPENSSL_cleanse(raw, sizeof(raw));
+	if (n != 32) {
+		out[0] = '\0';
+		return -1;
+	}
+	out[6 + n] = '\0';
+	return 0;
+}
+
+static int wh_valid_id(const char *id)
+{
+	size_t n = strlen(id), i;
+
+	if (n == 0 || n >= WH_EVENT_ID_MAX)
+		return 0;
+	for (i = 0; i < n; i++) {
+		char c = id[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '_' || c == '-'))
+			return 0;
+	}
+	return 1;
+}
+
 /* ---- the dispatcher --------------------------------------------------------- */
 
 enum wh_outcome { WH_PENDING = 0, WH_DONE, WH_RETRY };
+
+/*
+ * One endpoint as the dispatcher knows it. "default" (TXMAIL_WEBHOOK_URL)
+ * is always entry 0, with url "" when unset: its leftover deliveries are
+ * then claimed and dropped.
+ */
+struct wh_ep {
+	char id[WH_EP_ID_MAX];
+	char *url;
+	char *secret;          /* "" when unsigned */
+	char **events;         /* filter; nevents 0 = every type */
+	size_t nevents;
+	int busy;              /* requests running or awaiting their store record */
+	int64_t next_due;      /* wall ms when a claim may find work; 0 = look now */
+};
 
 struct wh_req {
 	struct store_whd *d;
@@ -248,8 +398,6 @@ struct wh_req {
 struct webhook {
 	/* copied from the config: the thread never touches cfg */
 	struct redis_addr redis;
-	char *url;             /* "" when no default endpoint */
-	char *secret;          /* "" when unsigned */
 	char *ca_file;         /* "" when the system store only */
 	double retry_base, retry_max, max_age, timeout;
 	int64_t visibility_ms;     /* a dead dispatcher's events are taken over after this */
@@ -259,6 +407,13 @@ struct webhook {
 	CURLM *multi;
 	pthread_t thr;
 	atomic_int stop;
+
+	struct wh_ep *eps;         /* eps[0] is "default" */
+	size_t neps;
+	size_t rr;                 /* round-robin start for claims */
+	int eps_loaded;            /* the store's endpoints were read at least once */
+	int64_t eps_refresh_at;    /* monotonic ms of the next periodic refresh */
+	int64_t eps_warn_at;       /* monotonic ms: rate limit for refresh warnings */
 
 	struct wh_req *inflight;   /* requests curl is running */
 	int ninflight;
@@ -280,6 +435,71 @@ static size_t wh_discard(char *ptr, size_t size, size_t nmemb, void *ud)
 	(void)ptr;
 	(void)ud;
 	return size * nmemb;
+}
+
+static void wh_ep_release(struct wh_ep *ep)
+{
+	size_t i;
+
+	free(ep->url);
+	if (ep->secret) {
+		OPENSSL_cleanse(ep->secret, strlen(ep->secret));
+		free(ep->secret);
+	}
+	for (i = 0; i < ep->nevents; i++)
+		free(ep->events[i]);
+	free(ep->events);
+	memset(ep, 0, sizeof(*ep));
+}
+
+static void wh_eps_free(struct wh_ep *eps, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		wh_ep_release(&eps[i]);
+	free(eps);
+}
+
+/* wh_ep_set - fill ep with copies; 0 or -1 (OOM, ep released). */
+static int wh_ep_set(struct wh_ep *ep, const char *id, const char *url, const char *secret,
+    char *const *events, size_t nevents)
+{
+	size_t i;
+
+	memset(ep, 0, sizeof(*ep));
+	if (strlen(id) >= sizeof(ep->id))
+		return -1;
+	util_strlcpy(ep->id, id, sizeof(ep->id));
+	ep->url = strdup(url ? url : "");
+	ep->secret = strdup(secret ? secret : "");
+	if (nevents > 0) {
+		ep->events = calloc(nevents, sizeof(*ep->events));
+		if (!ep->events)
+			goto fail;
+		for (i = 0; i < nevents; i++) {
+			ep->events[i] = strdup(events[i] ? events[i] : "");
+			if (!ep->events[i])
+				goto fail;
+			ep->nevents++;
+		}
+	}
+	if (!ep->url || !ep->secret)
+		goto fail;
+	return 0;
+fail:
+	wh_ep_release(ep);
+	return -1;
+}
+
+static struct wh_ep *wh_ep_find(struct webhook *w, const char *id)
+{
+	size_t i;
+
+	for (i = 0; i < w->neps; i++)
+		if (strcmp(w->eps[i].id, id) == 0)
+			return &w->eps[i];
+	return NULL;
 }
 
 static void wh_req_free(struct webhook *w, struct wh_req *r)
@@ -324,6 +544,101 @@ static void wh_redis_back(struct webhook *w)
 	}
 }
 
+/*
+ * wh_refresh_eps - re-read the store's endpoints (keeping "default" first
+ * and each endpoint's busy count). 0; -1 when the list could not be read
+ * (the old one stays; a Redis outage is noted).
+ */
+static int wh_refresh_eps(struct webhook *w)
+{
+	struct store_endpoint *se = NULL;
+	struct wh_ep *ne = NULL;
+	size_t n = 0, i, k = 1;
+	struct wh_req *r;
+	int rc;
+
+	w->eps_refresh_at = util_mono_ms() + WH_EP_REFRESH_MS;
+	rc = store_endpoint_list(w->st, &se, &n);
+	if (rc != STORE_OK) {
+		if (rc == STORE_ERR_UNAVAILABLE) {
+			wh_store_error(w, "endpoint_list", rc);
+		} else if (util_mono_ms() >= w->eps_warn_at) {
+			log_warn("msg=\"webhook dispatcher: cannot read endpoints, using the last list\" rc=%d",
+			    rc);
+			w->eps_warn_at = util_mono_ms() + 60000;
+		}
+		return -1;
+	}
+	wh_redis_back(w);
+	if (n > WH_MAX_ENDPOINTS) {
+		if (util_mono_ms() >= w->eps_warn_at) {
+			log_warn("msg=\"webhook dispatcher: too many endpoints, using the oldest\" count=%zu max=%d",
+			    n, WH_MAX_ENDPOINTS);
+			w->eps_warn_at = util_mono_ms() + 60000;
+		}
+	}
+	ne = calloc(1 + (n < WH_MAX_ENDPOINTS ? n : WH_MAX_ENDPOINTS), sizeof(*ne));
+	if (!ne)
+		goto oom;
+	/* "default" moves over as it is */
+	ne[0] = w->eps[0];
+	memset(&w->eps[0], 0, sizeof(w->eps[0]));
+	for (i = 0; i < n && k <= WH_MAX_ENDPOINTS; i++) {
+		const struct wh_ep *old;
+
+		if (!se[i].id || !se[i].url || !se[i].secret || strcmp(se[i].id, WH_DEFAULT_EP) == 0 ||
+		    strlen(se[i].id) >= WH_EP_ID_MAX)
+			continue;
+		if (wh_ep_set(&ne[k], se[i].id, se[i].url, se[i].secret, se[i].events,
+		    se[i].nevents) != 0) {
+			goto oom_ne;
+		}
+		old = wh_ep_find(w, se[i].id);
+		ne[k].next_due = old ? old->next_due : 0;
+		k++;
+	}
+	wh_eps_free(w->eps, w->neps);
+	w->eps = ne;
+	w->neps = k;
+	for (i = 0; i < w->neps; i++)
+		w->eps[i].busy = 0;
+	for (r = w->inflight; r; r = r->next) {
+		struct wh_ep *ep = wh_ep_find(w, r->d->endpoint);
+
+		if (ep)
+			ep->busy++;
+	}
+	for (r = w->finished; r; r = r->next) {
+		struct wh_ep *ep = wh_ep_find(w, r->d->endpoint);
+
+		if (ep)
+			ep->busy++;
+	}
+	if (w->rr >= w->neps)
+		w->rr = 0;
+	w->eps_loaded = 1;
+	store_endpoints_free(se, n);
+	return 0;
+oom_ne:
+	/* put "default" back, drop the partial list */
+	w->eps[0] = ne[0];
+	memset(&ne[0], 0, sizeof(ne[0]));
+	wh_eps_free(ne, k);
+oom:
+	log_warn("msg=\"webhook dispatcher: out of memory reading endpoints\"");
+	store_endpoints_free(se, n);
+	return -1;
+}
+
+/* wh_release_busy - one request of d's endpoint is over (recorded or abandoned). */
+static void wh_release_busy(struct webhook *w, const struct store_whd *d)
+{
+	struct wh_ep *ep = wh_ep_find(w, d->endpoint);
+
+	if (ep && ep->busy > 0)
+		ep->busy--;
+}
+
 /* wh_flush - record finished outcomes; 0, or -1 when Redis went away (the rest stay queued). */
 static int wh_flush(struct webhook *w)
 {
@@ -338,6 +653,13 @@ static int wh_flush(struct webhook *w)
 		if (rc != STORE_OK && wh_store_error(w, r->outcome == WH_DONE ? "done" : "retry", rc))
 			return -1;
 		wh_redis_back(w);
+		if (rc == STORE_OK && r->outcome == WH_RETRY) {
+			struct wh_ep *ep = wh_ep_find(w, r->d->endpoint);
+
+			if (ep && (ep->next_due == 0 || r->next_ms < ep->next_due))
+				ep->next_due = r->next_ms;
+		}
+		wh_release_busy(w, r->d);
 		w->finished = r->next;
 		w->nfinished--;
 		wh_req_free(w, r);
@@ -353,8 +675,8 @@ static int wh_known(const struct wh_req *list, const char *member)
 	return 0;
 }
 
-/* wh_start_req - POST one delivery; takes d. 0, or -1 (d freed, outcome queued as retry). */
-static int wh_start_req(struct webhook *w, struct store_whd *d)
+/* wh_start_req - POST one delivery to ep; takes d. 0, or -1 (outcome queued as retry). */
+static int wh_start_req(struct webhook *w, const struct wh_ep *ep, struct store_whd *d)
 {
 	struct wh_req *r = calloc(1, sizeof(*r));
 	char hdr[256], sig[64];
@@ -369,6 +691,7 @@ static int wh_start_req(struct webhook *w, struct store_whd *d)
 	size_t i;
 
 	if (!r) {
+		wh_release_busy(w, d);
 		store_whd_free(d);
 		return -1;
 	}
@@ -388,8 +711,8 @@ static int wh_start_req(struct webhook *w, struct store_whd *d)
 	if (!(nh = curl_slist_append(r->hdrs, hdr)))
 		goto fail;
 	r->hdrs = nh;
-	if (w->secret[0]) {
-		if (webhook_sign(w->secret, d->event_id, now_s, d->body, strlen(d->body),
+	if (ep->secret[0]) {
+		if (webhook_sign(ep->secret, d->event_id, now_s, d->body, strlen(d->body),
 		    sig, sizeof(sig)) < 0)
 			goto fail;
 		snprintf(hdr, sizeof(hdr), "webhook-signature: %s", sig);
@@ -402,7 +725,7 @@ static int wh_start_req(struct webhook *w, struct store_whd *d)
 		goto fail;
 	if (timeout_ms <= 0)
 		timeout_ms = 10000;
-	curl_easy_setopt(r->easy, CURLOPT_URL, w->url);
+	curl_easy_setopt(r->easy, CURLOPT_URL, ep->url);
 	curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, d->body);
 	curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(d->body));
@@ -474,6 +797,10 @@ static void wh_complete(struct webhook *w, struct wh_req *r, CURLcode cc)
 		r->outcome = WH_DONE;
 		log_info("msg=\"webhook delivered\" event_id=%s endpoint=%s status=%ld attempt=%d",
 		    r->d->event_id, r->d->endpoint, status, r->attempts);
+	} else if (!wh_ep_find(w, r->d->endpoint)) {
+		r->outcome = WH_DONE;
+		log_info("msg=\"webhook endpoint deleted, dropping delivery\" event_id=%s endpoint=%s",
+		    r->d->event_id, r->d->endpoint);
 	} else if ((double)(now - r->d->first_ms) > w->max_age * 1000.0) {
 		r->outcome = WH_DONE;
 		if (err)
@@ -501,12 +828,16 @@ static void wh_complete(struct webhook *w, struct wh_req *r, CURLcode cc)
 	w->nfinished++;
 }
 
-/* wh_read_events - one batch from the outbox, fanned out; count handled, or -1 on Redis trouble. */
+/*
+ * wh_read_events - one batch from the outbox, each event fanned out to the
+ * endpoints whose filter wants its type (the list is re-read first, so an
+ * endpoint gets every event emitted after it was created). Count handled,
+ * or -1 on Redis trouble (unhandled events stay pending and come back).
+ */
 static int wh_read_events(struct webhook *w, int block_ms)
 {
 	struct store_event *evs[WH_READ_MAX];
-	const char *const eps[] = { WH_DEFAULT_EP };
-	size_t nep = w->url[0] ? 1 : 0;
+	const char **ids = NULL;
 	int n, i, rc = 0;
 
 	n = store_read_events(w->st, w->consumer, WH_READ_MAX, block_ms,
@@ -516,40 +847,43 @@ static int wh_read_events(struct webhook *w, int block_ms)
 		return -1;
 	}
 	wh_redis_back(w);
+	if (n == 0)
+		return 0;
+	if (wh_refresh_eps(w) != 0 && !wh_redis_ok(w))
+		rc = -1;    /* never fan out without the store's endpoints: read again later */
+	if (rc == 0 && !(ids = calloc(w->neps, sizeof(*ids))))
+		rc = -1;
 	for (i = 0; i < n; i++) {
-		char id[WH_EVENT_ID_MAX];
+		char id[WH_EVENT_ID_MAX], type[64];
+		size_t nep = 0, k;
 		int frc;
 
 		if (rc < 0) {
 			store_event_free(evs[i]);
 			continue;   /* stays pending in the group: read again later */
 		}
-		if (wh_event_id(evs[i]->json, id, sizeof(id)) < 0) {
+		if (webhook_event_field(evs[i]->json, "id", id, sizeof(id)) < 0 || !wh_valid_id(id)) {
 			log_warn("msg=\"webhook event without a usable id\" entry=%s", evs[i]->entry_id);
 			snprintf(id, sizeof(id), "evt_%.40s", evs[i]->entry_id);
 		}
-		frc = store_webhook_fanout(w->st, evs[i], id, eps, nep, util_now_ms());
+		if (webhook_event_field(evs[i]->json, "type", type, sizeof(type)) < 0)
+			type[0] = '\0';
+		for (k = 0; k < w->neps; k++) {
+			struct wh_ep *ep = &w->eps[k];
+
+			if (!ep->url[0] ||
+			    !webhook_filter_match((const char *const *)ep->events, ep->nevents, type))
+				continue;
+			ids[nep++] = ep->id;
+			ep->next_due = 0;   /* has work now */
+		}
+		frc = store_webhook_fanout(w->st, evs[i], id, ids, nep, util_now_ms());
 		if (frc != STORE_OK && wh_store_error(w, "fanout", frc))
 			rc = -1;
 		store_event_free(evs[i]);
 	}
+	free(ids);
 	return rc < 0 ? -1 : n;
-}
-
-static int wh_valid_id(const char *id)
-{
-	size_t n = strlen(id), i;
-
-	if (n == 0 || n >= WH_EVENT_ID_MAX)
-		return 0;
-	for (i = 0; i < n; i++) {
-		char c = id[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		    (c >= '0' && c <= '9') || c == '_' || c == '-'))
-			return 0;
-	}
-	return 1;
 }
 
 /* wh_drop - remove a delivery that can never be sent (it would come back after every lease). */
@@ -562,20 +896,23 @@ static void wh_drop(struct webhook *w, struct store_whd *d)
 	store_whd_free(d);
 }
 
-/* wh_claim - start due deliveries into the free slots; 1 when the slots were filled. */
-static int wh_claim(struct webhook *w)
+/*
+ * wh_claim_ep - start due deliveries of one endpoint into up to max slots.
+ * Returns how many were claimed, or -1 on a store error.
+ */
+static int wh_claim_ep(struct webhook *w, struct wh_ep *ep, int max)
 {
-	struct store_whd *ds[WH_MAX_INFLIGHT];
-	int max = WH_MAX_INFLIGHT - w->ninflight - w->nfinished;
+	struct store_whd *ds[WH_EP_MAX_INFLIGHT];
 	int64_t lease = (int64_t)(w->timeout * 1000.0) + 5000;
+	int64_t nd;
 	int n, i;
 
-	if (max <= 0)
-		return 1;
-	n = store_webhook_claim(w->st, "default", util_now_ms(), lease, max, ds);
+	if (max > WH_EP_MAX_INFLIGHT)
+		max = WH_EP_MAX_INFLIGHT;
+	n = store_webhook_claim(w->st, ep->id, util_now_ms(), lease, max, ds);
 	if (n < 0) {
 		wh_store_error(w, "claim", n);
-		return 0;
+		return -1;
 	}
 	wh_redis_back(w);
 	for (i = 0; i < n; i++) {
@@ -594,15 +931,66 @@ static int wh_claim(struct webhook *w)
 			wh_drop(w, d);
 			continue;
 		}
-		if (!w->url[0] || strcmp(d->endpoint, WH_DEFAULT_EP) != 0) {
+		if (!ep->url[0] || strcmp(d->endpoint, ep->id) != 0) {
 			log_warn("msg=\"webhook endpoint not configured, dropping delivery\" "
 			    "event_id=%s endpoint=%.64s", d->event_id, d->endpoint);
 			wh_drop(w, d);
 			continue;
 		}
-		wh_start_req(w, d);
+		ep->busy++;
+		wh_start_req(w, ep, d);
 	}
-	return n == max;
+	if (n < max) {
+		/* drained for now: learn when the next one is due */
+		nd = store_webhook_next_due(w->st, ep->id);
+		if (nd < 0) {
+			wh_store_error(w, "next_due", (int)nd);
+			ep->next_due = util_now_ms() + WH_IDLE_BLOCK_MS;
+		} else {
+			ep->next_due = nd == 0 ? INT64_MAX : nd;
+		}
+	}
+	return n;
+}
+
+/*
+ * wh_claim - fill free slots, round-robin over the endpoints, each capped
+ * at WH_EP_MAX_INFLIGHT so a slow or dead endpoint holds only its own
+ * slots. Returns the earliest wall ms at which more work may be claimable
+ * (0: now, INT64_MAX: nothing known).
+ */
+static int64_t wh_claim(struct webhook *w)
+{
+	int64_t now = util_now_ms(), soonest = INT64_MAX;
+	size_t j;
+
+	if (w->neps == 0)
+		return INT64_MAX;
+	for (j = 0; j < w->neps; j++) {
+		struct wh_ep *ep = &w->eps[(w->rr + j) % w->neps];
+		int global = WH_MAX_INFLIGHT - w->ninflight - w->nfinished;
+		int max = WH_EP_MAX_INFLIGHT - ep->busy;
+
+		if (!wh_redis_ok(w))
+			break;
+		if (ep->next_due > now) {
+			if (ep->next_due < soonest)
+				soonest = ep->next_due;
+			continue;
+		}
+		if (max <= 0 || global <= 0)
+			continue;   /* at its cap (or all are busy): a completion frees a slot */
+		if (max > global)
+			max = global;
+		if (wh_claim_ep(w, ep, max) < 0)
+			break;
+		if (ep->next_due <= now && ep->busy < WH_EP_MAX_INFLIGHT)
+			soonest = 0;
+		else if (ep->next_due < soonest)
+			soonest = ep->next_due;
+	}
+	w->rr = (w->rr + 1) % w->neps;
+	return soonest;
 }
 
 /* wh_drive - let curl run for up to timeout_ms and collect completions. */
@@ -633,22 +1021,30 @@ static void *wh_thread(void *arg)
 	struct webhook *w = arg;
 
 	while (!atomic_load(&w->stop)) {
-		int full = 0, block = 0, poll_ms;
+		int block = 0, poll_ms;
 
+		if (wh_redis_ok(w) && util_mono_ms() >= w->eps_refresh_at) {
+			if (wh_refresh_eps(w) == 0) {
+				size_t k;
+
+				/* another dispatcher may have queued work: look again */
+				for (k = 0; k < w->neps; k++)
+					w->eps[k].next_due = 0;
+			}
+		}
 		if (wh_redis_ok(w)) {
+			int64_t soonest = INT64_MAX;
+
 			if (wh_flush(w) == 0 && wh_redis_ok(w))
-				full = wh_claim(w);
+				soonest = wh_claim(w);
 			if (wh_redis_ok(w)) {
-				if (w->ninflight == 0 && w->nfinished == 0 && !full) {
-					int64_t nd = store_webhook_next_due(w->st, "default");
+				if (w->ninflight == 0 && w->nfinished == 0) {
 					int64_t now = util_now_ms();
 
-					if (nd < 0)
-						wh_store_error(w, "next_due", (int)nd);
-					else if (nd == 0 || nd - now >= WH_IDLE_BLOCK_MS)
+					if (soonest == INT64_MAX || soonest - now >= WH_IDLE_BLOCK_MS)
 						block = WH_IDLE_BLOCK_MS;
-					else if (nd > now + 10)
-						block = (int)(nd - now);
+					else if (soonest > now + 10)
+						block = (int)(soonest - now);
 					else
 						block = 10;   /* due now but not claimed: never spin */
 				}
@@ -694,11 +1090,7 @@ static void wh_free(struct webhook *w)
 	if (w->multi)
 		curl_multi_cleanup(w->multi);
 	store_close(w->st);
-	free(w->url);
-	if (w->secret) {
-		OPENSSL_cleanse(w->secret, strlen(w->secret));
-		free(w->secret);
-	}
+	wh_eps_free(w->eps, w->neps);
 	free(w->ca_file);
 	free(w);
 }
@@ -726,13 +1118,14 @@ struct webhook *webhook_start(const struct config *cfg, char *err, size_t errlen
 		return NULL;
 	}
 	w->redis = cfg->redis;
-	w->url = strdup(cfg->webhook_url);
-	w->secret = strdup(cfg->webhook_secret);
 	w->ca_file = strdup(cfg->tls_ca_file);
-	if (!w->url || !w->secret || !w->ca_file) {
+	w->eps = calloc(1, sizeof(*w->eps));
+	if (!w->ca_file || !w->eps ||
+	    wh_ep_set(&w->eps[0], WH_DEFAULT_EP, cfg->webhook_url, cfg->webhook_secret, NULL, 0) != 0) {
 		snprintf(err, errlen, "webhook: out of memory");
 		goto fail;
 	}
+	w->neps = 1;
 	w->retry_base = cfg->webhook_retry_base;
 	w->retry_max = cfg->webhook_retry_max;
 	w->max_age = cfg->webhook_max_age;
@@ -754,16 +1147,15 @@ struct webhook *webhook_start(const struct config *cfg, char *err, size_t errlen
 	}
 	curl_multi_setopt(w->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)WH_MAX_INFLIGHT);
 	atomic_init(&w->stop, 0);
+	wh_refresh_eps(w);   /* a failure is retried before the first fan-out */
 	rc = pthread_create(&w->thr, NULL, wh_thread, w);
 	if (rc != 0) {
 		snprintf(err, errlen, "webhook: cannot start thread: %s", strerror(rc));
 		goto fail;
 	}
-	if (!w->url[0])
-		log_info("msg=\"webhook dispatcher started without an endpoint: events are acknowledged and dropped\"");
-	else
-		log_info("msg=\"webhook dispatcher started\" consumer=%s signed=%s", w->consumer,
-		    w->secret[0] ? "yes" : "no");
+	log_info("msg=\"webhook dispatcher started\" consumer=%s default_endpoint=%s signed=%s "
+	    "endpoints=%zu", w->consumer, w->eps[0].url[0] ? "yes" : "no",
+	    w->eps[0].secret[0] ? "yes" : "no", w->neps - 1);
 	return w;
 fail:
 	wh_free(w);

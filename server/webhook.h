@@ -30,4 +30,35 @@ int webhook_sign(const char *secret, const char *msg_id, int64_t ts,
 /* webhook_backoff_ms - delay after `attempts` failures: base*2^(attempts-1) capped at max. */
 int64_t webhook_backoff_ms(double base_s, double max_s, int attempts);
 
+/* --- endpoints and filters (pure) ----------------------------------------- */
+
+#define WEBHOOK_URL_MAX 2048
+#define WEBHOOK_NTYPES 3
+/* the event types an endpoint can subscribe to, in a fixed order */
+extern const char *const webhook_event_types[WEBHOOK_NTYPES];
+
+/* webhook_type_known - 1 when type is one of webhook_event_types. */
+int webhook_type_known(const char *type);
+
+/* webhook_filter_match - 1 when an endpoint with this filter (n 0 = every type) wants type. */
+int webhook_filter_match(const char *const *events, size_t n, const char *type);
+
+/*
+ * webhook_url_check - 0 when url is an absolute http:// or https:// URL with
+ * a host, at most WEBHOOK_URL_MAX bytes, printable ASCII without spaces;
+ * else -1 with a reason in why.
+ */
+int webhook_url_check(const char *url, char *why, size_t whylen);
+
+/*
+ * webhook_event_field - the top-level string member `key` of an event JSON
+ * object, copied into out when it is [A-Za-z0-9_.-]{1,outlen-1}. Scans
+ * only (no allocation); escapes in the value are refused. 0 or -1.
+ */
+int webhook_event_field(const char *json, const char *key, char *out, size_t outlen);
+
+/* webhook_new_secret - "whsec_" + base64 of 24 random bytes into out (>= 40 bytes). 0 or -1. */
+#define WEBHOOK_SECRET_LEN 38
+int webhook_new_secret(char *out, size_t outlen);
+
 #endif

@@ -450,6 +450,9 @@ record_batch(struct worker *w, struct store *st, struct job **jobs, size_t n)
 		res[k].smtp_json = recs[k].smtp;
 		res[k].event_json = recs[k].event;
 		res[k].timeline_json = recs[k].timeline;
+		/* A 5.1.x bounce (bad mailbox, bad domain) will bounce again: stop sending to it. */
+		if (dec.verdict == RETRY_FAILED && strncmp(j->out.enhanced, "5.1.", 4) == 0)
+			res[k].suppress_reason = "bounced";
 		log_info("%s msg_id=%s rcpt=%s attempt=%d stage=%s code=%d reply=\"%.200s\"%s",
 		    status, j->d->msg_id, j->d->rcpt, j->d->attempts,
 		    j->out.stage ? j->out.stage : "-", j->out.code, j->out.text,

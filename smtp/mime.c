@@ -3,9 +3,10 @@
  *
  * Owns the bytes of every message txmail sends: header order and folding,
  * RFC 2047 encoded words, quoted-printable and base64 bodies, the
- * multipart/alternative boundary. Pure and reproducible: no clock, no
- * randomness, no I/O; the same input always gives the same bytes (golden
- * tests pin them). It must never emit a bare CR or LF, a line over 998
+ * multipart tree (mixed { alternative { text, related { html, inline
+ * parts } }, attachments }), its boundaries and RFC 2231 file names. Pure
+ * and reproducible: no clock, no randomness, no I/O; the same input always
+ * gives the same bytes (golden tests pin them). It must never emit a bare CR or LF, a line over 998
  * octets, or a boundary that occurs inside a part.
  */
 #include "mime.h"
@@ -21,6 +22,7 @@
 #define MIME_ATOM_MAX 900     /* longer unbreakable ASCII runs get encoded */
 #define MIME_BODY_LINE 998    /* RFC 5322 2.1.1 */
 #define MIME_QP_LINE 76
+#define MIME_MAX_ATTACHMENTS 100
 
 /* ---- growable output buffer; remembers out-of-memory, checked once ---- */
 
@@ -700,7 +702,7 @@ contains(const char *hay, size_t hlen, const char *needle, size_t nlen)
 
 /* make_boundary - "=_txm_" + 16 hex from the seed, remixed until unused. */
 static void
-make_boundary(char out[32], uint64_t seed, const struct part *parts, size_t nparts)
+make_boundary(char out[32], uint64_t seed, const struct part *const *parts, size_t nparts)
 {
 	uint64_t v = seed;
 
@@ -711,7 +713,7 @@ make_boundary(char out[32], uint64_t seed, const struct part *parts, size_t npar
 			out[6 + i] = "0123456789abcdef"[(v >> (60 - 4 * i)) & 15];
 		out[22] = '\0';
 		for (size_t k = 0; k < nparts; k++)
-			used |= contains(parts[k].body, parts[k].len, out, 22);
+			used |= contains(parts[k]->body, parts[k]->len, out, 22);
 		if (!used)
 			return;
 		v = splitmix64(v);
@@ -824,25 +826,269 @@ part_headers(struct sbuf *b, const struct part *p)
 	sb_put(b, "\r\n", 2);
 }
 
+/* ---- entities: a part's header block, blank line and body ---- */
+
+/* entity_finish - move the buffer into e (body/len); 0 or MIME_ERR_NOMEM. */
+static int
+entity_finish(struct part *e, struct sbuf *b)
+{
+	e->body = sb_finish(b, &e->len);
+	b->p = NULL;
+	return e->body != NULL ? 0 : MIME_ERR_NOMEM;
+}
+
+/* leaf_entity - a text part with its headers. */
+static int
+leaf_entity(struct part *e, const struct part *p)
+{
+	struct sbuf b = { 0 };
+
+	part_headers(&b, p);
+	sb_put(&b, "\r\n", 2);
+	sb_put(&b, p->body, p->len);
+	return entity_finish(e, &b);
+}
+
+/*
+ * multipart_entity - "multipart/<sub>" around kids; the boundary comes from
+ * seed and is checked against the kids' bytes, nested boundaries included,
+ * so levels never share one. Ends with the close delimiter, no CRLF.
+ */
+static int
+multipart_entity(struct part *e, const char *sub, uint64_t seed,
+    const struct part *const *kids, size_t n)
+{
+	struct sbuf b = { 0 };
+	char boundary[32];
+
+	make_boundary(boundary, seed, kids, n);
+	sb_puts(&b, "Content-Type: multipart/");
+	sb_puts(&b, sub);
+	if (strcmp(sub, "related") == 0)
+		sb_puts(&b, ";\r\n type=\"text/html\"");   /* RFC 2387 3.1 */
+	sb_puts(&b, ";\r\n boundary=\"");
+	sb_puts(&b, boundary);
+	sb_puts(&b, "\"\r\n\r\n");
+	for (size_t i = 0; i < n; i++) {
+		sb_puts(&b, "--");
+		sb_puts(&b, boundary);
+		sb_put(&b, "\r\n", 2);
+		sb_put(&b, kids[i]->body, kids[i]->len);
+		/* this CRLF belongs to the delimiter (RFC 2046 5.1.1) */
+		sb_put(&b, "\r\n", 2);
+	}
+	sb_puts(&b, "--");
+	sb_puts(&b, boundary);
+	sb_puts(&b, "--");
+	return entity_finish(e, &b);
+}
+
+/* RFC 2231 attribute-char: a CHAR that is no blank, CTL, '*', ''', '%' or tspecial */
+static int
+attr_char(unsigned char c)
+{
+	return c > 0x20 && c < 0x7f && strchr("*'%()<>@,;:\\\"/[]?=", c) == NULL;
+}
+
+/* quoted_ok - ASCII printable and blank only: fits a quoted-string. */
+static int
+quoted_ok(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+			return 0;
+	return 1;
+}
+
+/*
+ * param_append - ";" CRLF SP then pname=value. ASCII: quoted, split into
+ * RFC 2231 continuations pname*0="..." when a line would pass 78. Other
+ * text: RFC 2231 pname*=utf-8''%XX..., continued as pname*0*=utf-8''...,
+ * pname*1*=... without splitting a character.
+ */
+static void
+param_append(struct sbuf *b, const char *pname, const char *value)
+{
+	const unsigned char *v = (const unsigned char *)value;
+	size_t len = strlen(value), plen = strlen(pname), whole = 0;
+	int ascii = quoted_ok(value);
+
+	/* length of the single-line form */
+	for (size_t i = 0; i < len; i++) {
+		if (ascii)
+			whole += (v[i] == '"' || v[i] == '\\') ? 2 : 1;
+		else
+			whole += attr_char(v[i]) ? 1 : 3;
+	}
+	whole += plen + (ascii ? 3 : 10);   /* name="" or name*=utf-8'' */
+	sb_put(b, ";\r\n ", 4);
+	if (1 + whole + 1 <= MIME_LINE_SOFT) {
+		sb_puts(b, pname);
+		if (ascii) {
+			sb_put(b, "=\"", 2);
+			for (size_t i = 0; i < len; i++) {
+				if (v[i] == '"' || v[i] == '\\')
+					sb_putc(b, '\\');
+				sb_putc(b, (char)v[i]);
+			}
+			sb_putc(b, '"');
+		} else {
+			sb_puts(b, "*=utf-8''");
+			for (size_t i = 0; i < len; i++) {
+				if (attr_char(v[i])) {
+					sb_putc(b, (char)v[i]);
+				} else {
+					char e[3] = { '%', hex_upper[v[i] >> 4], hex_upper[v[i] & 15] };
+					sb_put(b, e, 3);
+				}
+			}
+		}
+		return;
+	}
+	for (size_t i = 0, seg = 0; i < len && !b->oom; seg++) {
+		char head[96];
+		size_t col, budget;
+
+		if (seg > 0)
+			sb_put(b, ";\r\n ", 4);
+		snprintf(head, sizeof head, "%s*%zu%s", pname, seg,
+		    ascii ? "=\"" : (seg == 0 ? "*=utf-8''" : "*="));
+		sb_puts(b, head);
+		col = 1 + strlen(head);
+		/* room for the closing quote and the ';' that may follow */
+		budget = MIME_LINE_SOFT > col + 2 ? MIME_LINE_SOFT - col - 2 : 8;
+		if (budget < 12)
+			budget = 12;
+		for (size_t used = 0; i < len;) {
+			size_t cl = ascii ? 1 : utf8_len(v + i, len - i), cost = 0;
+
+			for (size_t k = 0; k < cl; k++) {
+				if (ascii)
+					cost += (v[i + k] == '"' || v[i + k] == '\\') ? 2 : 1;
+				else
+					cost += attr_char(v[i + k]) ? 1 : 3;
+			}
+			if (used + cost > budget && used > 0)
+				break;
+			for (size_t k = 0; k < cl; k++) {
+				unsigned char c = v[i + k];
+
+				if (ascii) {
+					if (c == '"' || c == '\\')
+						sb_putc(b, '\\');
+					sb_putc(b, (char)c);
+				} else if (attr_char(c)) {
+					sb_putc(b, (char)c);
+				} else {
+					char e[3] = { '%', hex_upper[c >> 4], hex_upper[c & 15] };
+					sb_put(b, e, 3);
+				}
+			}
+			used += cost;
+			i += cl;
+		}
+		if (ascii)
+			sb_putc(b, '"');
+	}
+}
+
+/* ctype_ok - "type/subtype" of RFC 2045 token characters, bounded. */
+static int
+ctype_ok(const char *s)
+{
+	size_t len = strlen(s), slash = 0;
+
+	if (len < 3 || len > 255)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == '/') {
+			if (slash++ > 0 || i == 0 || i + 1 == len)
+				return 0;
+		} else if (!attr_char((unsigned char)s[i]) && s[i] != '*' && s[i] != '\'' &&
+		    s[i] != '%') {
+			return 0;
+		}
+	}
+	return slash == 1;
+}
+
+static int
+content_id_ok(const char *s)
+{
+	size_t len = strlen(s);
+
+	if (len == 0 || len > 900)
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if (!attr_char((unsigned char)s[i]) && s[i] != '%' && s[i] != '@' && s[i] != '\'')
+			return 0;
+	return 1;
+}
+
+static int
+attachment_ok(const struct mime_attachment *a)
+{
+	size_t flen = a->filename != NULL ? strlen(a->filename) : 0;
+
+	if (flen == 0 || flen > 4096 || !value_ok(a->filename))
+		return 0;
+	for (size_t i = 0; i < flen; i++)
+		if ((unsigned char)a->filename[i] < 0x20 || a->filename[i] == 0x7f)
+			return 0;
+	if (a->content_type != NULL && !ctype_ok(a->content_type))
+		return 0;
+	if (a->content_id != NULL && !content_id_ok(a->content_id))
+		return 0;
+	return a->data != NULL || a->len == 0;
+}
+
+/* attach_entity - base64 part with name, disposition and Content-ID. */
+static int
+attach_entity(struct part *e, const struct mime_attachment *a, int is_inline)
+{
+	struct sbuf b = { 0 };
+
+	sb_puts(&b, "Content-Type: ");
+	sb_puts(&b, a->content_type != NULL ? a->content_type : "application/octet-stream");
+	param_append(&b, "name", a->filename);
+	sb_puts(&b, "\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: ");
+	sb_puts(&b, is_inline ? "inline" : "attachment");
+	param_append(&b, "filename", a->filename);
+	sb_put(&b, "\r\n", 2);
+	if (a->content_id != NULL) {
+		sb_puts(&b, "Content-ID: <");
+		sb_puts(&b, a->content_id);
+		sb_puts(&b, ">\r\n");
+	}
+	sb_put(&b, "\r\n", 2);
+	b64_append(&b, a->data != NULL ? a->data : (const unsigned char *)"", a->len, 1);
+	return entity_finish(e, &b);
+}
+
 int
 mime_build(const struct mime_message *m, char **out, size_t *out_len)
 {
 	struct part parts[2];
-	size_t nparts = 0;
+	struct part *ents = NULL;   /* text, html, related, alternative, mixed, attachments... */
+	const struct part **kids = NULL;
+	const struct part *body = NULL;
+	size_t nparts = 0, ninline = 0, nents;
 	struct sbuf b = { 0 };
-	char date[64], boundary[32];
-	int rc = MIME_ERR_INVALID;
+	char date[64];
+	int has_text, has_html, rc = MIME_ERR_INVALID;
 
 	memset(parts, 0, sizeof parts);
 	*out = NULL;
+	has_text = m->text != NULL && m->text[0] != '\0';
+	has_html = m->html != NULL && m->html[0] != '\0';
 	if (m->from.email == NULL || !addr_ok(&m->from) ||
-	    !token_ok(m->message_id, 900) ||
-	    ((m->text == NULL || m->text[0] == '\0') &&
-	     (m->html == NULL || m->html[0] == '\0')))
+	    !token_ok(m->message_id, 900) || (!has_text && !has_html))
 		goto out;
 	if ((m->nto > 0 && m->to == NULL) || (m->ncc > 0 && m->cc == NULL) ||
 	    (m->nreply_to > 0 && m->reply_to == NULL) ||
-	    (m->nheaders > 0 && m->headers == NULL))
+	    (m->nheaders > 0 && m->headers == NULL) ||
+	    (m->nattachments > 0 && m->attachments == NULL) ||
+	    m->nattachments > MIME_MAX_ATTACHMENTS)
 		goto out;
 	for (size_t i = 0; i < m->nto; i++)
 		if (!addr_ok(&m->to[i]))
@@ -856,6 +1102,14 @@ mime_build(const struct mime_message *m, char **out, size_t *out_len)
 	for (size_t i = 0; i < m->nheaders; i++)
 		if (!header_name_ok(m->headers[i].name) || !value_ok(m->headers[i].value))
 			goto out;
+	for (size_t i = 0; i < m->nattachments; i++) {
+		if (!attachment_ok(&m->attachments[i]))
+			goto out;
+		if (m->attachments[i].content_id != NULL)
+			ninline++;
+	}
+	if (!has_html)
+		ninline = 0;   /* no html to refer to them: plain parts of the mixed */
 	if (m->subject != NULL && !value_ok(m->subject))
 		goto out;
 	mime_date(m->date_s, date, sizeof date);
@@ -863,15 +1117,63 @@ mime_build(const struct mime_message *m, char **out, size_t *out_len)
 		goto out;
 
 	rc = MIME_ERR_NOMEM;
-	if (m->text != NULL && m->text[0] != '\0') {
-		if (part_encode(&parts[nparts], "text/plain; charset=utf-8", m->text) != 0)
+	nents = 5 + m->nattachments;
+	ents = calloc(nents, sizeof(*ents));
+	kids = calloc(nents, sizeof(*kids));
+	if (ents == NULL || kids == NULL)
+		goto out;
+	if (has_text) {
+		if (part_encode(&parts[nparts], "text/plain; charset=utf-8", m->text) != 0 ||
+		    leaf_entity(&ents[0], &parts[nparts]) != 0)
 			goto out;
 		nparts++;
 	}
-	if (m->html != NULL && m->html[0] != '\0') {
-		if (part_encode(&parts[nparts], "text/html; charset=utf-8", m->html) != 0)
+	if (has_html) {
+		if (part_encode(&parts[nparts], "text/html; charset=utf-8", m->html) != 0 ||
+		    leaf_entity(&ents[1], &parts[nparts]) != 0)
 			goto out;
 		nparts++;
+	}
+	for (size_t i = 0; i < m->nattachments; i++) {
+		const struct mime_attachment *a = &m->attachments[i];
+
+		if (attach_entity(&ents[5 + i], a, a->content_id != NULL) != 0)
+			goto out;
+	}
+	/* html, or multipart/related { html, inline parts } */
+	body = has_html ? &ents[1] : NULL;
+	if (ninline > 0) {
+		size_t n = 0;
+
+		kids[n++] = &ents[1];
+		for (size_t i = 0; i < m->nattachments; i++)
+			if (m->attachments[i].content_id != NULL)
+				kids[n++] = &ents[5 + i];
+		if (multipart_entity(&ents[2], "related", splitmix64(m->boundary_seed ^ 0x72),
+		    kids, n) != 0)
+			goto out;
+		body = &ents[2];
+	}
+	if (has_text && has_html) {
+		kids[0] = &ents[0];
+		kids[1] = body;
+		if (multipart_entity(&ents[3], "alternative", m->boundary_seed, kids, 2) != 0)
+			goto out;
+		body = &ents[3];
+	} else if (has_text) {
+		body = &ents[0];
+	}
+	if (m->nattachments > ninline) {
+		size_t n = 0;
+
+		kids[n++] = body;
+		for (size_t i = 0; i < m->nattachments; i++)
+			if (ninline == 0 || m->attachments[i].content_id == NULL)
+				kids[n++] = &ents[5 + i];
+		if (multipart_entity(&ents[4], "mixed", splitmix64(m->boundary_seed ^ 0x6d),
+		    kids, n) != 0)
+			goto out;
+		body = &ents[4];
 	}
 
 	sb_puts(&b, "Date: ");
@@ -891,32 +1193,9 @@ mime_build(const struct mime_message *m, char **out, size_t *out_len)
 	sb_puts(&b, "\r\nMIME-Version: 1.0\r\n");
 	for (size_t i = 0; i < m->nheaders; i++)
 		text_header(&b, m->headers[i].name, m->headers[i].value);
-
-	if (nparts == 1) {
-		part_headers(&b, &parts[0]);
+	sb_put(&b, body->body, body->len);
+	if (!ends_crlf(body->body, body->len))
 		sb_put(&b, "\r\n", 2);
-		sb_put(&b, parts[0].body, parts[0].len);
-		if (!ends_crlf(parts[0].body, parts[0].len))
-			sb_put(&b, "\r\n", 2);
-	} else {
-		make_boundary(boundary, m->boundary_seed, parts, nparts);
-		sb_puts(&b, "Content-Type: multipart/alternative;\r\n boundary=\"");
-		sb_puts(&b, boundary);
-		sb_puts(&b, "\"\r\n\r\n");
-		for (size_t i = 0; i < nparts; i++) {
-			sb_puts(&b, "--");
-			sb_puts(&b, boundary);
-			sb_put(&b, "\r\n", 2);
-			part_headers(&b, &parts[i]);
-			sb_put(&b, "\r\n", 2);
-			sb_put(&b, parts[i].body, parts[i].len);
-			/* this CRLF belongs to the delimiter (RFC 2046 5.1.1) */
-			sb_put(&b, "\r\n", 2);
-		}
-		sb_puts(&b, "--");
-		sb_puts(&b, boundary);
-		sb_puts(&b, "--\r\n");
-	}
 	*out = sb_finish(&b, out_len);
 	b.p = NULL;
 	if (*out == NULL)
@@ -926,5 +1205,10 @@ out:
 	free(b.p);
 	for (size_t i = 0; i < 2; i++)
 		free(parts[i].body);
+	if (ents != NULL)
+		for (size_t i = 0; i < 5 + m->nattachments; i++)
+			free(ents[i].body);
+	free(ents);
+	free(kids);
 	return rc;
 }

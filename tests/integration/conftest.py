@@ -220,3 +220,25 @@ def api(txmail):
     c = txmail.client()
     yield c
     c.close()
+
+
+# --- spec-checked clients (tests/integration/spec_check.py) -------------------
+
+@pytest.fixture(scope="session")
+def spec_validator():
+    """One `node tests/spec/validate.mjs` for the session (ajv over api-spec/openapi.yaml)."""
+    import spec_check
+    v = spec_check.SpecValidator()
+    try:
+        yield v
+    finally:
+        v.close()
+
+
+@pytest.fixture
+def capi(txmail, spec_validator):
+    """Like `api`, but every answer is validated against the spec (route + status)."""
+    import spec_check
+    c = spec_check.CheckedClient(txmail.port, spec_validator, key=txmail.key)
+    yield c
+    c.close()

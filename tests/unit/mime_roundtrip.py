@@ -42,7 +42,7 @@ def main():
     text = html = ""
     for part in msg.walk():
         defects += len(part.defects)
-        if part.is_multipart():
+        if part.is_multipart() or part.get_content_maintype() != "text":
             continue
         # base64 text keeps its canonical CRLF (RFC 2045 2.10) through
         # get_content(); show line ends the way a mail reader does

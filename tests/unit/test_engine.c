@@ -1005,3 +1005,69 @@ Test(engine, invalid_address_permfails_without_sending)
 	free(js);
 	harness_free(&h);
 }
+
+Test(engine, helo_fallback_when_ehlo_refused)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+	const char *args[] = { "--no-ehlo", NULL };
+
+	peer_start(args);
+	default_cfg(&cfg);
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
+	submit(&h, &t);
+	run_until(&h, 1, 10);
+	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+	char logp[256];
+	snprintf(logp, sizeof(logp), "%s/log", g_peer.dir);
+	char *log = slurp(logp, NULL);
+	cr_assert_not_null(log, "no peer log");
+	cr_assert_not_null(strstr(log, "C: EHLO"), "got no EHLO in transcript, want EHLO first");
+	cr_assert_not_null(strstr(log, "C: HELO client.test"), "got no HELO after the 502, want fallback");
+	free(log);
+	harness_free(&h);
+}
+
+Test(engine, auth_login_when_plain_not_offered)
+{
+	char certs[128], cert[256], key[256], ca[256];
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+
+	make_certs("certs", certs, sizeof(certs));
+	snprintf(cert, sizeof(cert), "%s/cert.pem", certs);
+	snprintf(key, sizeof(key), "%s/key.pem", certs);
+	snprintf(ca, sizeof(ca), "%s/ca.pem", certs);
+	const char *args[] = { "--tls-cert", cert, "--tls-key", key, "--require-starttls",
+	    "--auth", "user:secretpw", "--auth-mechs", "LOGIN", NULL };
+	peer_start(args);
+	default_cfg(&cfg);
+	snprintf(cfg.ca_file, sizeof(cfg.ca_file), "%s", ca);
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	tg.tls = SMTP_TLS_REQUIRED;
+	snprintf(tg.user, sizeof(tg.user), "user");
+	snprintf(tg.pass, sizeof(tg.pass), "secretpw");
+	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
+	submit(&h, &t);
+	run_until(&h, 1, 15);
+	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+	char *js = msg_file(1, "json", NULL);
+	cr_assert_not_null(js, "1.json missing");
+	cr_assert_not_null(strstr(js, "\"auth_user\": \"user\""), "got %s, want auth_user user", js);
+	free(js);
+	char logp[256];
+	snprintf(logp, sizeof(logp), "%s/log", g_peer.dir);
+	char *log = slurp(logp, NULL);
+	cr_assert_not_null(log, "no peer log");
+	cr_assert_not_null(strstr(log, "C: AUTH LOGIN"), "got no AUTH LOGIN in transcript");
+	cr_assert_null(strstr(log, "secretpw"), "peer transcript shows the password");
+	free(log);
+	harness_free(&h);
+}

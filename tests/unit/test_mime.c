@@ -3,7 +3,10 @@
  * encoder vectors, RFC 2047 round trips through a small decoder here, line
  * limits, a golden message (tests/golden/basic_alternative.eml) and an
  * interoperability check through Python's `email` package
- * (tests/unit/mime_roundtrip.py, run with /usr/bin/python3).
+ * (tests/unit/mime_roundtrip.py, run with /usr/bin/python3). Attachments:
+ * structure (mixed / alternative / related), RFC 2231 file names and bytes
+ * checked through tests/unit/mime_parts.py, and a second golden message
+ * (tests/golden/attachments_inline.eml).
  *
  * Run from the repository root. TXMAIL_UPDATE_GOLDEN=1 rewrites the golden
  * file instead of comparing (inspect the result before committing it).
@@ -18,6 +21,8 @@
 
 #define GOLDEN_PATH "tests/golden/basic_alternative.eml"
 #define ROUNDTRIP_PY "tests/unit/mime_roundtrip.py"
+#define PARTS_PY "tests/unit/mime_parts.py"
+#define GOLDEN_ATTACH_PATH "tests/golden/attachments_inline.eml"
 
 static const char zh_subject[] = "验证码：您的登录验证码是 123456";
 
@@ -869,7 +874,7 @@ esc_append(char *dst, size_t cap, const char *key, const char *v)
 }
 
 static char *
-run_python(const char *msg, size_t len)
+run_script(const char *script, const char *msg, size_t len)
 {
 	char path[] = "/tmp/txmail_mime_XXXXXX";
 	int fd = mkstemp(path);
@@ -878,7 +883,7 @@ run_python(const char *msg, size_t len)
 	close(fd);
 
 	char cmd[512];
-	snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s %s", ROUNDTRIP_PY, path);
+	snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s %s", script, path);
 	FILE *p = popen(cmd, "r");
 	cr_assert_not_null(p, "popen failed");
 	size_t cap = 1 << 20, n = 0;
@@ -892,6 +897,12 @@ run_python(const char *msg, size_t len)
 	unlink(path);
 	cr_assert(st == 0, "python exited with status %d; output:\n%s", st, buf);
 	return buf;
+}
+
+static char *
+run_python(const char *msg, size_t len)
+{
+	return run_script(ROUNDTRIP_PY, msg, len);
 }
 
 static void
@@ -917,7 +928,7 @@ expect_python(const char *got, const char *want, const char *what)
 	    we ? (int)(we - w) : (int)strlen(w), w);
 }
 
-Test(mime, python_interop_golden, .timeout = 30)
+Test(mime, python_interop_golden)
 {
 	size_t len;
 	char *out = golden_message(&len);
@@ -942,7 +953,7 @@ Test(mime, python_interop_golden, .timeout = 30)
 	free(out);
 }
 
-Test(mime, python_interop_table, .timeout = 60)
+Test(mime, python_interop_table)
 {
 	static const struct {
 		const char *name, *from_name, *subject, *text, *html, *want_text, *want_ct;
@@ -995,4 +1006,361 @@ Test(mime, python_interop_table, .timeout = 60)
 		free(out);
 	}
 	free(longtext);
+}
+
+/* ---- attachments ---- */
+
+static const unsigned char png_bytes[] = {
+	0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 0x0d, 'I', 'H', 'D', 'R',
+	0, 0, 0, 1, 0, 0, 0, 1, 8, 6, 0, 0, 0, 0x1f, 0x15, 0xc4, 0x89, 0x00, 0xff, 0x80,
+};
+static const unsigned char pdf_bytes[] = "%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n%%EOF\n";
+
+/* hex_of - lower-case hex of data (malloc'd). */
+static char *
+hex_of(const unsigned char *data, size_t len)
+{
+	char *h = malloc(len * 2 + 1);
+
+	cr_assert_not_null(h);
+	for (size_t i = 0; i < len; i++) {
+		h[2 * i] = "0123456789abcdef"[data[i] >> 4];
+		h[2 * i + 1] = "0123456789abcdef"[data[i] & 15];
+	}
+	h[len * 2] = '\0';
+	return h;
+}
+
+/* parts_want - what mime_parts.py prints; order[] lists the attachments in walk order. */
+static char *
+parts_want(const char *structure, const struct mime_attachment *a, size_t n,
+    const int *order)
+{
+	size_t cap = 1 << 20, len = 0;
+	char *w = malloc(cap);
+
+	cr_assert_not_null(w);
+	len += (size_t)snprintf(w + len, cap - len, "structure: %s\n", structure);
+	for (size_t k = 0; k < n; k++) {
+		const struct mime_attachment *x = &a[order[k]];
+		char *hex = hex_of(x->data, x->len);
+		char cid[160] = "";
+
+		if (x->content_id != NULL)
+			snprintf(cid, sizeof cid, "<%s>", x->content_id);
+		len += (size_t)snprintf(w + len, cap - len, "part: %s|%s|%s|%s|%s\n",
+		    x->content_type != NULL ? x->content_type : "application/octet-stream",
+		    x->content_id != NULL ? "inline" : "attachment",
+		    x->filename, cid, hex);
+		free(hex);
+	}
+	snprintf(w + len, cap - len, "defects: 0\n");
+	return w;
+}
+
+/* boundaries_distinct - every boundary="..." value differs from the others. */
+static int
+boundaries_distinct(const char *s, int *count)
+{
+	char seen[8][64];
+	int n = 0;
+
+	for (const char *p = strstr(s, "boundary=\""); p != NULL; p = strstr(p + 1, "boundary=\"")) {
+		const char *b = p + 10, *e = strchr(b, '"');
+
+		if (e == NULL || e - b >= 64 || n >= 8)
+			return 0;
+		memcpy(seen[n], b, (size_t)(e - b));
+		seen[n][e - b] = '\0';
+		for (int k = 0; k < n; k++)
+			if (strcmp(seen[k], seen[n]) == 0)
+				return 0;
+		n++;
+	}
+	*count = n;
+	return 1;
+}
+
+Test(mime, attachments_structure_table)
+{
+	static const struct mime_attachment pdf = { "报告 2026.pdf", "application/pdf",
+		pdf_bytes, sizeof pdf_bytes - 1, NULL };
+	static const struct mime_attachment png = { "logo.png", "image/png",
+		png_bytes, sizeof png_bytes, "logo@acme" };
+	static const struct mime_attachment raw = { "data.bin", NULL,
+		png_bytes, 7, NULL };
+	const struct mime_attachment list_all[] = { pdf, png };
+	const struct mime_attachment list_png[] = { png };
+	const struct mime_attachment list_two[] = { raw, pdf };
+	static const int ord01[] = { 0, 1, 0 }, ord10[] = { 1, 0, 0 }, ord0[] = { 0, 0 };
+	const struct {
+		const char *name, *text, *html;
+		const struct mime_attachment *a;
+		size_t n;
+		const int *order;       /* attachments in walk order, then a 0 */
+		const char *structure;
+		int boundaries;
+	} cases[] = {
+		{ "text + attachment", "Hi\n", NULL, &pdf, 1, ord0,
+		  "multipart/mixed(text/plain,application/pdf)", 1 },
+		{ "html + inline", NULL, "<img src=\"cid:logo@acme\">", list_png, 1, ord0,
+		  "multipart/related(text/html,image/png)", 1 },
+		{ "alternative + inline + attachment", "Hi\n", "<img src=\"cid:logo@acme\">", list_all, 2, ord10,
+		  "multipart/mixed(multipart/alternative(text/plain,multipart/related(text/html,image/png)),application/pdf)", 3 },
+		{ "alternative + attachments", "Hi\n", "<p>Hi</p>", list_two, 2, ord01,
+		  "multipart/mixed(multipart/alternative(text/plain,text/html),application/octet-stream,application/pdf)", 2 },
+		{ "inline without html goes to mixed", "Hi\n", NULL, list_png, 1, ord0,
+		  "multipart/mixed(text/plain,image/png)", 1 },
+	};
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct mime_message m = base_message();
+		size_t len;
+		char *out, *got, *want;
+		const char *why;
+		int nb = -1;
+
+		m.text = cases[i].text;
+		m.html = cases[i].html;
+		m.attachments = cases[i].a;
+		m.nattachments = cases[i].n;
+		out = build(&m, &len);
+		why = check_lines(out, len, 998);
+		cr_expect(why == NULL, "%s: %s", cases[i].name, why);
+		cr_expect(boundaries_distinct(out, &nb), "%s: boundaries repeat", cases[i].name);
+		cr_expect(nb == cases[i].boundaries, "%s: got %d boundaries, want %d",
+		    cases[i].name, nb, cases[i].boundaries);
+		got = run_script(PARTS_PY, out, len);
+		want = parts_want(cases[i].structure, cases[i].a, cases[i].n, cases[i].order);
+		expect_python(got, want, cases[i].name);
+		/* the same input gives the same bytes */
+		{
+			size_t len2;
+			char *again = build(&m, &len2);
+			cr_expect(len2 == len && memcmp(again, out, len) == 0,
+			    "%s: output not reproducible", cases[i].name);
+			free(again);
+		}
+		free(want);
+		free(got);
+		free(out);
+	}
+}
+
+Test(mime, attachment_filenames_table)
+{
+	static const char *const names[] = {
+		"报告 2026.pdf",
+		"report.pdf",
+		"with \"quotes\" and spaces; a=b.txt",
+		"Ünïcödé-naïve café.txt",
+		/* long non-ASCII: RFC 2231 continuations */
+		"年度财务报告与审计说明以及附录和补充材料清单年度财务报告与审计说明以及附录和补充材料清单年度财务报告.pdf",
+		/* long ASCII: quoted continuations */
+		"a-very-long-file-name-that-goes-on-and-on-well-past-the-seventy-eight-column-soft-limit-of-header-lines-and-further-still-to-be-sure.tar.gz",
+		"emoji 😀🎉 party.png",
+		"%percent*star'apos.txt",
+	};
+	unsigned char data[3000];
+
+	for (size_t k = 0; k < sizeof data; k++)
+		data[k] = (unsigned char)((k * 131u + 7u) ^ (k >> 3));
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+		struct mime_attachment a = { names[i], "application/octet-stream",
+			data, i * 397 % sizeof data, NULL };
+		static const int ord[] = { 0, 0 };
+		struct mime_message m = base_message();
+		size_t len;
+		char *out, *got, *want;
+		const char *why;
+
+		m.attachments = &a;
+		m.nattachments = 1;
+		out = build(&m, &len);
+		/* every line, header or base64, stays within 78 here */
+		why = check_lines(out, len, 78);
+		cr_expect(why == NULL, "%s: %s", names[i], why);
+		got = run_script(PARTS_PY, out, len);
+		want = parts_want("multipart/mixed(text/plain,application/octet-stream)", &a, 1, ord);
+		expect_python(got, want, names[i]);
+		free(want);
+		free(got);
+		free(out);
+	}
+}
+
+Test(mime, attachment_rfc2231_form)
+{
+	struct mime_attachment a = { "报告 2026.pdf", "application/pdf", pdf_bytes, 4, NULL };
+	struct mime_message m = base_message();
+	size_t len;
+	char *out;
+
+	m.attachments = &a;
+	m.nattachments = 1;
+	out = build(&m, &len);
+	cr_expect(strstr(out, "Content-Disposition: attachment;\r\n filename*=utf-8''"
+	    "%E6%8A%A5%E5%91%8A%202026.pdf\r\n") != NULL,
+	    "got no RFC 2231 filename in:\n%s", out);
+	cr_expect(strstr(out, "Content-Type: application/pdf;\r\n name*=utf-8''"
+	    "%E6%8A%A5%E5%91%8A%202026.pdf\r\n") != NULL,
+	    "got no RFC 2231 name in:\n%s", out);
+	free(out);
+	a.filename = "plain.pdf";
+	out = build(&m, &len);
+	cr_expect(strstr(out, "Content-Disposition: attachment;\r\n filename=\"plain.pdf\"\r\n") != NULL,
+	    "got no quoted filename in:\n%s", out);
+	free(out);
+}
+
+Test(mime, attachment_base64_lines)
+{
+	static unsigned char big[100000];
+	struct mime_attachment a = { "big.bin", NULL, big, sizeof big, NULL };
+	struct mime_message m = base_message();
+	size_t len, n76 = 0;
+	char *out, *body;
+
+	for (size_t k = 0; k < sizeof big; k++)
+		big[k] = (unsigned char)(k * 2654435761u >> 13);
+	m.attachments = &a;
+	m.nattachments = 1;
+	out = build(&m, &len);
+	cr_expect(check_lines(out, len, 78) == NULL, "got %s, want lines within 78",
+	    check_lines(out, len, 78));
+	body = strstr(out, "Content-Disposition: attachment;");
+	cr_assert_not_null(body);
+	body = strstr(body, "\r\n\r\n");
+	cr_assert_not_null(body);
+	for (char *p = body + 4; *p != '\0' && *p != '-';) {
+		char *e = strstr(p, "\r\n");
+		cr_assert_not_null(e);
+		if (e - p == 76)
+			n76++;
+		else
+			cr_expect(e - p < 76 && e[2] == '-', "got a base64 line of %d, want 76",
+			    (int)(e - p));
+		p = e + 2;
+	}
+	cr_expect(n76 == sizeof big / 57, "got %zu full lines, want %zu", n76, sizeof big / 57);
+	free(out);
+}
+
+Test(mime, attachment_invalid)
+{
+	static const struct mime_attachment bad[] = {
+		{ "a\r\nBcc: x@y.z.txt", NULL, pdf_bytes, 3, NULL },
+		{ "", NULL, pdf_bytes, 3, NULL },
+		{ NULL, NULL, pdf_bytes, 3, NULL },
+		{ "a.txt", "text/plain\r\nBcc: x@y.z", pdf_bytes, 3, NULL },
+		{ "a.txt", "text/plain; charset=utf-8", pdf_bytes, 3, NULL },
+		{ "a.txt", "textplain", pdf_bytes, 3, NULL },
+		{ "a.txt", NULL, pdf_bytes, 3, "x>\r\nBcc: y" },
+		{ "a.txt", NULL, pdf_bytes, 3, "" },
+		{ "a.txt", NULL, NULL, 3, NULL },
+	};
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		struct mime_message m = base_message();
+		char *out = NULL;
+		size_t len = 0;
+		int rc;
+
+		m.attachments = &bad[i];
+		m.nattachments = 1;
+		rc = mime_build(&m, &out, &len);
+		cr_expect(rc == MIME_ERR_INVALID, "case %zu: got %d, want MIME_ERR_INVALID", i, rc);
+		cr_expect_null(out, "case %zu: output on error", i);
+		free(out);
+	}
+}
+
+static char *
+golden_attach_message(size_t *len)
+{
+	static const struct mime_attachment att[] = {
+		{ "报告 2026.pdf", "application/pdf", pdf_bytes, sizeof pdf_bytes - 1, NULL },
+		{ "logo.png", "image/png", png_bytes, sizeof png_bytes, "logo@acme.example" },
+	};
+	static const struct mime_addr to[] = { { "Zhang San 张三", "zhang@example.cn" } };
+	struct mime_message m;
+
+	memset(&m, 0, sizeof m);
+	m.from.name = "Acme Billing";
+	m.from.email = "billing@acme.example";
+	m.to = to;
+	m.nto = 1;
+	m.subject = "您的账单 — invoice 2026-11";
+	m.text = "Your invoice is attached.\n";
+	m.html = "<p><img src=\"cid:logo@acme.example\" alt=\"Acme\"></p>\n<p>Your invoice is attached.</p>\n";
+	m.attachments = att;
+	m.nattachments = 2;
+	m.date_s = 1795449480;
+	m.message_id = "<01jd0attach@mail.acme.example>";
+	m.boundary_seed = 0x5eedf00d12345678ULL;
+	return build(&m, len);
+}
+
+Test(mime, golden_attachments_inline)
+{
+	size_t len, wlen;
+	char *out = golden_attach_message(&len);
+	const char *upd = getenv("TXMAIL_UPDATE_GOLDEN");
+	FILE *f;
+	char *want;
+
+	if (upd != NULL && strcmp(upd, "1") == 0) {
+		f = fopen(GOLDEN_ATTACH_PATH, "wb");
+		cr_assert_not_null(f, "cannot write %s (run from the repo root)", GOLDEN_ATTACH_PATH);
+		cr_assert(fwrite(out, 1, len, f) == len);
+		cr_assert(fclose(f) == 0);
+		free(out);
+		return;
+	}
+	f = fopen(GOLDEN_ATTACH_PATH, "rb");
+	cr_assert_not_null(f, "cannot open %s (tests run from the repo root; "
+	    "TXMAIL_UPDATE_GOLDEN=1 creates it)", GOLDEN_ATTACH_PATH);
+	want = malloc(len + 65536);
+	cr_assert_not_null(want);
+	wlen = fread(want, 1, len + 65536, f);
+	fclose(f);
+	if (wlen != len || memcmp(want, out, len) != 0) {
+		size_t i = 0;
+		while (i < len && i < wlen && out[i] == want[i])
+			i++;
+		f = fopen("/tmp/txmail_golden_attach_actual.eml", "wb");
+		if (f != NULL) {
+			fwrite(out, 1, len, f);
+			fclose(f);
+		}
+		cr_expect(0, "golden mismatch at byte %zu; lengths got %zu, want %zu; "
+		    "see: diff %s /tmp/txmail_golden_attach_actual.eml", i, len, wlen,
+		    GOLDEN_ATTACH_PATH);
+	}
+	free(want);
+	free(out);
+}
+
+Test(mime, python_interop_golden_attachments)
+{
+	static const struct mime_attachment att[] = {
+		{ "logo.png", "image/png", png_bytes, sizeof png_bytes, "logo@acme.example" },
+		{ "报告 2026.pdf", "application/pdf", pdf_bytes, sizeof pdf_bytes - 1, NULL },
+	};
+	static const int ord[] = { 0, 1, 0 };
+	size_t len;
+	char *out = golden_attach_message(&len);
+	char *got = run_script(PARTS_PY, out, len);
+	char *want = parts_want("multipart/mixed(multipart/alternative(text/plain,"
+	    "multipart/related(text/html,image/png)),application/pdf)", att, 2, ord);
+
+	expect_python(got, want, "golden attachments");
+	cr_expect(check_lines(out, len, 998) == NULL, "got %s", check_lines(out, len, 998));
+	free(want);
+	free(got);
+	got = run_python(out, len);
+	cr_expect(strstr(got, "subject: 您的账单 — invoice 2026-11\n") != NULL, "got %s", got);
+	cr_expect(strstr(got, "defects: 0\n") != NULL, "got %s", got);
+	free(got);
+	free(out);
 }

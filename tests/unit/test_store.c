@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -249,6 +250,7 @@ enqueue_msg(char *id, size_t idlen, size_t nrcpts, int64_t send_at)
 	int rc_;
 
 	cr_assert(nrcpts <= 64);
+	memset(rc, 0, sizeof(rc));
 	cr_assert_eq(util_random_id("msg_", id, idlen), 0);
 	for (i = 0; i < nrcpts; i++) {
 		snprintf(emails[i], sizeof(emails[i]), "user%zu@example.com", i);
@@ -776,11 +778,18 @@ Test(store, webhooks)
 	cr_assert_str_eq(ev2[0]->entry_id, ev[0]->entry_id);
 	store_event_free(ev2[0]);
 
-	const char *eps[2] = { "ep1", "ep2" };
-	cr_assert_eq(store_webhook_fanout(st, ev[0], "evt_1", eps, 2, now), 0);
+	/* "default" needs no endpoint record; ep2 is a stored endpoint, ep3 is not (skipped) */
+	char ep_id[] = "ep2", ep_url[] = "http://x", ep_sec[] = "whsec_x";
+	struct store_endpoint ep = { .id = ep_id, .url = ep_url, .secret = ep_sec, .created_ms = 1 };
+	cr_assert_eq(store_endpoint_create(st, &ep), 0);
+	const char *eps[3] = { "default", "ep2", "ep3" };
+	cr_assert_eq(store_webhook_fanout(st, ev[0], "evt_1", eps, 3, now), 0);
 	cr_assert_eq(pending_count("txm{0}:events", "webhooks"), 0);
-	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 0);
-	cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:whq"), 2);
+	/* events are kept for live readers (acked, not deleted) */
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 1);
+	cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:whq:default"), 1);
+	cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:whq:ep2"), 1);
+	cr_assert_eq(rint_cmd("EXISTS %s", "txm{0}:whq:ep3"), 0);
 	nd = store_webhook_next_due(st, "default");
 	cr_assert_eq(nd, now, "next due: got %lld, want %lld", (long long)nd, (long long)now);
 	store_event_free(ev[0]);
@@ -789,10 +798,12 @@ Test(store, webhooks)
 	cr_assert_eq(n, 0, "after fanout: got %d, want 0", n);
 
 	n = store_webhook_claim(st, "default", now, 30000, 4, w);
-	cr_assert_eq(n, 2, "claim: got %d, want 2", n);
+	cr_assert_eq(n, 1, "claim default: got %d, want 1", n);
+	n = store_webhook_claim(st, "ep2", now, 30000, 4, w + 1);
+	cr_assert_eq(n, 1, "claim ep2: got %d, want 1", n);
 	cr_assert_str_eq(w[0]->event_id, "evt_1");
-	cr_assert_str_eq(w[0]->endpoint, "ep1");
-	cr_assert_str_eq(w[0]->member, "evt_1/ep1");
+	cr_assert_str_eq(w[0]->endpoint, "default");
+	cr_assert_str_eq(w[0]->member, "evt_1/default");
 	cr_assert_str_eq(w[1]->endpoint, "ep2");
 	cr_assert_str_eq(w[0]->body, "{\"id\":\"evt_1\"}");
 	cr_assert_eq(w[0]->attempts, 0);
@@ -804,7 +815,7 @@ Test(store, webhooks)
 
 	cr_assert_eq(store_webhook_retry(st, w[0]->member, 1, now + 5000), 0);
 	cr_assert_eq(store_webhook_done(st, w[1]->member), 0);
-	cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:whq"), 1);
+	cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:whq:ep2"), 0);
 	snprintf(key, sizeof(key), "txm{0}:wh:%s", w[1]->member);
 	cr_assert_eq(rint_cmd("EXISTS %s", key), 0);
 	n = store_webhook_claim(st, "default", now + 5000, 30000, 4, w2);
@@ -830,7 +841,7 @@ Test(store, webhooks)
 	cr_assert_eq(store_webhook_fanout(st, ev[0], "evt_2", NULL, 0, now), 0);
 	store_event_free(ev[0]);
 	cr_assert_eq(pending_count("txm{0}:events", "webhooks"), 0);
-	cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:whq"), 0);
+	cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:whq:default"), 0);
 }
 
 Test(store, redis_outage_fails_fast_and_recovers)
@@ -973,4 +984,556 @@ Test(store, scheduler_promotes_send_at)
 	cr_assert(util_mono_ms() - t0 < 500, "scheduler_stop took %lld ms",
 	    (long long)(util_mono_ms() - t0));
 	free(cfg);
+}
+
+/* --- issue 3: batch, idempotency, suppressions, templates, keys, endpoints, SSE --- */
+
+/* fill_msg - a one-recipient (or nr) message with a fresh id. */
+static void
+fill_msg(struct store_message_in *m, char *id, size_t idlen, struct store_rcpt_in *rc, size_t nr)
+{
+	cr_assert_eq(util_random_id("msg_", id, idlen), 0);
+	memset(m, 0, sizeof(*m));
+	m->id = id;
+	m->created_ms = 1700000000000LL;
+	m->expires_ms = 1700086400000LL;
+	m->from = "s@example.com";
+	m->mail_from = "s@example.com";
+	m->subject = "hi";
+	m->mime = mime_bytes;
+	m->mime_len = MIME_LEN;
+	m->timeline_json = "{\"type\":\"queued\"}";
+	m->tenant = "acme";
+	m->rcpts = rc;
+	m->nrcpts = nr;
+}
+
+static struct store_rcpt_in one_rcpt[1] = { { .email = "a@example.com", .kind = "to" } };
+
+Test(store, batch_all_or_nothing)
+{
+	struct store_message_in m[3];
+	char ids[3][64], key[128], sbuf[64];
+	char *replay = NULL;
+	int rc;
+
+	for (int i = 0; i < 3; i++)
+		fill_msg(&m[i], ids[i], sizeof(ids[i]), one_rcpt, 1);
+	m[2].nrcpts = 0;     /* invalid */
+	rc = store_enqueue_batch(st, m, 3, NULL, &replay);
+	cr_assert_eq(rc, STORE_ERR_PROTO, "invalid batch: got %d, want %d", rc, STORE_ERR_PROTO);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 0);
+	m[2].nrcpts = 1;
+	m[2].id = ids[0];    /* duplicate id inside the batch */
+	rc = store_enqueue_batch(st, m, 3, NULL, &replay);
+	cr_assert_eq(rc, STORE_ERR_CONFLICT, "duplicate id: got %d, want %d", rc, STORE_ERR_CONFLICT);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 0);
+	msg_key(key, sizeof(key), ids[0], "");
+	cr_assert_eq(rint_cmd("EXISTS %s", key), 0);
+	m[2].id = ids[2];
+	rc = store_enqueue_batch(st, m, 3, NULL, &replay);
+	cr_assert_eq(rc, 0, "batch: got %d, want 0", rc);
+	cr_assert_null(replay);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 3);
+	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, "tenant");
+	cr_assert_str_eq(sbuf, "acme");
+	/* an existing id in a later batch: nothing of that batch is stored */
+	char nid[64];
+	struct store_message_in m2[2];
+	fill_msg(&m2[0], nid, sizeof(nid), one_rcpt, 1);
+	m2[1] = m[1];
+	rc = store_enqueue_batch(st, m2, 2, NULL, &replay);
+	cr_assert_eq(rc, STORE_ERR_CONFLICT, "existing id: got %d, want %d", rc, STORE_ERR_CONFLICT);
+	msg_key(key, sizeof(key), nid, "");
+	cr_assert_eq(rint_cmd("EXISTS %s", key), 0);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 3);
+}
+
+Test(store, idempotency_replay_and_conflict)
+{
+	struct store_message_in m;
+	char id[64], id2[64];
+	char *replay = NULL;
+	struct store_idem idem = { .key = "acme:k1", .request_hash = "h1", .response = "{\"id\":\"first\"}",
+		.ttl_ms = 86400000 };
+	int rc;
+
+	fill_msg(&m, id, sizeof(id), one_rcpt, 1);
+	rc = store_enqueue_batch(st, &m, 1, &idem, &replay);
+	cr_assert_eq(rc, 0, "first: got %d, want 0", rc);
+	cr_assert_null(replay);
+	long long ttl = rint_cmd("PTTL %s", "txm{0}:idem:acme:k1");
+	cr_assert(ttl > 86000000 && ttl <= 86400000, "idem ttl: got %lld", ttl);
+	/* same key and body, new id: replayed, nothing stored */
+	fill_msg(&m, id2, sizeof(id2), one_rcpt, 1);
+	idem.response = "{\"id\":\"second\"}";
+	rc = store_enqueue_batch(st, &m, 1, &idem, &replay);
+	cr_assert_eq(rc, 0, "replay: got %d, want 0", rc);
+	cr_assert_not_null(replay);
+	cr_assert_str_eq(replay, "{\"id\":\"first\"}");
+	free(replay);
+	replay = NULL;
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 1);
+	/* same key, another body */
+	idem.request_hash = "h2";
+	rc = store_enqueue_batch(st, &m, 1, &idem, &replay);
+	cr_assert_eq(rc, STORE_ERR_CONFLICT, "conflict: got %d, want %d", rc, STORE_ERR_CONFLICT);
+	cr_assert_null(replay);
+	/* another tenant's key is independent */
+	idem.key = "other:k1";
+	rc = store_enqueue_batch(st, &m, 1, &idem, &replay);
+	cr_assert_eq(rc, 0);
+	cr_assert_null(replay);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 2);
+}
+
+struct race_arg {
+	int rc;
+	char *replay;
+	char id[64];
+};
+
+static void *
+race_thread(void *p)
+{
+	struct race_arg *ra = p;
+	struct store *s2 = store_open(&rs_addr);
+	struct store_message_in m;
+	struct store_idem idem = { .key = "acme:race", .request_hash = "same", .response = "{}", .ttl_ms = 60000 };
+
+	fill_msg(&m, ra->id, sizeof(ra->id), one_rcpt, 1);
+	ra->rc = s2 ? store_enqueue_batch(s2, &m, 1, &idem, &ra->replay) : -100;
+	store_close(s2);
+	return NULL;
+}
+
+Test(store, idempotency_concurrent)
+{
+	for (int round = 0; round < 10; round++) {
+		struct race_arg ra[2];
+		pthread_t th[2];
+		char key[128];
+		int stored = 0, replayed = 0;
+
+		memset(ra, 0, sizeof(ra));
+		for (int i = 0; i < 2; i++)
+			cr_assert_eq(pthread_create(&th[i], NULL, race_thread, &ra[i]), 0);
+		for (int i = 0; i < 2; i++)
+			pthread_join(th[i], NULL);
+		for (int i = 0; i < 2; i++) {
+			cr_assert_eq(ra[i].rc, 0, "racer %d: got %d, want 0", i, ra[i].rc);
+			msg_key(key, sizeof(key), ra[i].id, "");
+			stored += (int)rint_cmd("EXISTS %s", key);
+			replayed += ra[i].replay != NULL;
+			free(ra[i].replay);
+		}
+		cr_assert_eq(stored, 1, "round %d stored: got %d, want 1", round, stored);
+		cr_assert_eq(replayed, 1, "round %d replayed: got %d, want 1", round, replayed);
+		redisReply *r = redisCommand(rc_ctx, "DEL txm{0}:idem:acme:race");
+		freeReplyObject(r);
+	}
+}
+
+Test(store, suppressed_at_accept)
+{
+	struct store_rcpt_in rc[2] = {
+		{ .email = "ok@example.com", .kind = "to" },
+		{ .email = "bad@example.com", .kind = "cc", .status = "suppressed",
+		  .event_json = "{\"type\":\"message.failed\",\"reason\":\"suppressed\"}",
+		  .timeline_json = "{\"type\":\"suppressed\"}" },
+	};
+	struct store_message_in m;
+	struct store_message_view v;
+	struct store_delivery *d[4];
+	struct store_event *ev[4];
+	char id[64], key[128], sbuf[32];
+	int n;
+
+	fill_msg(&m, id, sizeof(id), rc, 2);
+	cr_assert_eq(store_enqueue(st, &m), 0);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 1);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 1);
+	msg_key(key, sizeof(key), id, "");
+	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, "pending");
+	cr_assert_str_eq(sbuf, "1");
+	cr_assert_eq(store_get_message(st, id, &v), 0);
+	cr_assert_str_eq(v.rcpts[0].status, "queued");
+	cr_assert_str_eq(v.rcpts[1].status, "suppressed");
+	cr_assert_eq(v.ntimeline, 2, "timeline: got %zu, want 2", v.ntimeline);
+	cr_assert_str_eq(v.timeline_json[1], "{\"type\":\"suppressed\"}");
+	store_message_view_free(&v);
+	n = store_fetch(st, "c1", 4, 0, d);
+	cr_assert_eq(n, 1);
+	cr_assert_str_eq(d[0]->rcpt, "ok@example.com");
+	store_delivery_free(d[0]);
+	n = store_read_events(st, "w1", 4, 0, 0, ev);
+	cr_assert_eq(n, 1);
+	cr_assert(strstr(ev[0]->json, "suppressed"));
+	store_event_free(ev[0]);
+
+	/* every recipient suppressed: nothing queued, the message expires */
+	rc[0] = rc[1];
+	fill_msg(&m, id, sizeof(id), rc, 2);
+	cr_assert_eq(store_enqueue(st, &m), 0);
+	msg_key(key, sizeof(key), id, "");
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 1);
+	cr_assert(rint_cmd("PTTL %s", key) > 0);
+}
+
+Test(store, record_suppress_reason)
+{
+	char id[64];
+	struct store_delivery *d = NULL;
+	int flags[2] = { -1, -1 };
+	const char *emails[2] = { "user0@example.com", "x@example.com" };
+	struct store_suppression *sv = NULL;
+	size_t n = 0;
+
+	enqueue_msg(id, sizeof(id), 1, 0);
+	cr_assert_eq(fetch_one("c1", &d), 1);
+	struct store_result r = { .d = d, .status = "failed", .now_ms = 1234, .timeline_json = "{}",
+		.suppress_reason = "bounced" };
+	cr_assert_eq(store_record(st, &r, 1), 0);
+	store_delivery_free(d);
+	cr_assert_eq(store_suppression_check(st, emails, 2, flags), 0);
+	cr_assert_eq(flags[0], 1, "suppressed: got %d, want 1", flags[0]);
+	cr_assert_eq(flags[1], 0);
+	cr_assert_eq(store_suppression_list(st, &sv, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_str_eq(sv[0].email, "user0@example.com");
+	cr_assert_str_eq(sv[0].reason, "bounced");
+	cr_assert_eq(sv[0].created_ms, 1234);
+	store_suppressions_free(sv, n);
+}
+
+Test(store, suppressions_crud)
+{
+	struct store_suppression *sv = NULL;
+	size_t n = 0;
+	int flags[3];
+	const char *emails[3] = { "b@x.com", "a@x.com", "c@x.com" };
+
+	cr_assert_eq(store_suppression_add(st, "b@x.com", "manual", 5), 0);
+	cr_assert_eq(store_suppression_add(st, "a@x.com", "bounced", 6), 0);
+	cr_assert_eq(store_suppression_add(st, "a@x.com", "manual", 7), 0);   /* refresh */
+	cr_assert_eq(store_suppression_check(st, emails, 3, flags), 0);
+	cr_assert(flags[0] == 1 && flags[1] == 1 && flags[2] == 0);
+	cr_assert_eq(store_suppression_list(st, &sv, &n), 0);
+	cr_assert_eq(n, 2);
+	cr_assert_str_eq(sv[0].email, "a@x.com");
+	cr_assert_str_eq(sv[0].reason, "manual");
+	cr_assert_eq(sv[0].created_ms, 7);
+	cr_assert_str_eq(sv[1].email, "b@x.com");
+	store_suppressions_free(sv, n);
+	cr_assert_eq(store_suppression_delete(st, "a@x.com"), 0);
+	cr_assert_eq(store_suppression_delete(st, "a@x.com"), STORE_ERR_NOT_FOUND);
+	cr_assert_eq(store_suppression_check(st, emails, 3, flags), 0);
+	cr_assert(flags[0] == 1 && flags[1] == 0 && flags[2] == 0);
+	cr_assert_eq(store_suppression_check(st, NULL, 0, NULL), 0);
+}
+
+Test(store, templates_crud)
+{
+	int created = -1;
+	char *json = NULL, **list = NULL;
+	size_t n = 0;
+
+	cr_assert_eq(store_template_put(st, "welcome", "{\"subject\":\"Hi {{name}}\"}", 1000, &created), 0);
+	cr_assert_eq(created, 1);
+	cr_assert_eq(store_template_put(st, "welcome", "{\"subject\":\"Hello\",\"text\":\"t\"}", 2000, &created), 0);
+	cr_assert_eq(created, 0);
+	cr_assert_eq(store_template_put(st, "alpha", "{}", 3000, &created), 0);
+	cr_assert_eq(store_template_get(st, "welcome", &json), 0);
+	cr_assert_str_eq(json, "{\"name\":\"welcome\",\"created_at\":\"1970-01-01T00:00:01.000Z\","
+	    "\"updated_at\":\"1970-01-01T00:00:02.000Z\",\"subject\":\"Hello\",\"text\":\"t\"}",
+	    "got %s", json);
+	free(json);
+	cr_assert_eq(store_template_get(st, "nope", &json), STORE_ERR_NOT_FOUND);
+	cr_assert_null(json);
+	cr_assert_eq(store_template_list(st, &list, &n), 0);
+	cr_assert_eq(n, 2);
+	cr_assert(strncmp(list[0], "{\"name\":\"alpha\",", 16) == 0, "got %s", list[0]);
+	cr_assert(strstr(list[0], "\"updated_at\":\"1970-01-01T00:00:03.000Z\"}") != NULL, "got %s", list[0]);
+	cr_assert(strncmp(list[1], "{\"name\":\"welcome\",", 18) == 0, "got %s", list[1]);
+	for (size_t i = 0; i < n; i++)
+		free(list[i]);
+	free(list);
+	cr_assert_eq(store_template_delete(st, "welcome"), 0);
+	cr_assert_eq(store_template_delete(st, "welcome"), STORE_ERR_NOT_FOUND);
+	cr_assert_eq(store_template_list(st, &list, &n), 0);
+	cr_assert_eq(n, 1);
+	free(list[0]);
+	free(list);
+}
+
+#define HASH_A "aaaaaaaaaaaa0000000000000000000000000000000000000000000000000000"
+#define HASH_B "bbbbbbbbbbbb0000000000000000000000000000000000000000000000000000"
+
+Test(store, api_keys)
+{
+	struct store_apikey *k = NULL;
+	size_t n = 0;
+	char *tenant = NULL;
+	int64_t retry = -1;
+
+	cr_assert_eq(store_key_create(st, "zeta", HASH_A, 1000), 0);
+	cr_assert_eq(store_key_create(st, "zeta", HASH_B, 1000), STORE_ERR_CONFLICT);
+	cr_assert_eq(store_key_create(st, "alpha", HASH_B, 2000), 0);
+	cr_assert_eq(store_key_list(st, &k, &n), 0);
+	cr_assert_eq(n, 2);
+	cr_assert_str_eq(k[0].name, "alpha");
+	cr_assert_str_eq(k[0].hash_prefix, "bbbbbbbbbbbb");
+	cr_assert_eq(k[0].created_ms, 2000);
+	cr_assert_eq(k[0].last_used_ms, 0);
+	cr_assert_str_eq(k[1].name, "zeta");
+	store_apikeys_free(k, n);
+
+	cr_assert_eq(store_auth(st, HASH_A, 5000000, 0, 0, &tenant, &retry), 0);
+	cr_assert_str_eq(tenant, "zeta");
+	cr_assert_eq(retry, 0);
+	free(tenant);
+	cr_assert_eq(store_auth(st, "cccccccccccc0000000000000000000000000000000000000000000000000000",
+	    5000000, 0, 0, &tenant, &retry), STORE_ERR_NOT_FOUND);
+	cr_assert_null(tenant);
+	cr_assert_eq(store_key_list(st, &k, &n), 0);
+	cr_assert_eq(k[1].last_used_ms, 5000000, "last_used: got %lld", (long long)k[1].last_used_ms);
+	store_apikeys_free(k, n);
+
+	cr_assert_eq(store_key_revoke(st, "zeta"), 0);
+	cr_assert_eq(store_key_revoke(st, "zeta"), STORE_ERR_NOT_FOUND);
+	cr_assert_eq(store_auth(st, HASH_A, 5000000, 0, 0, &tenant, &retry), STORE_ERR_NOT_FOUND);
+	cr_assert_eq(store_key_list(st, &k, &n), 0);
+	cr_assert_eq(n, 1);
+	store_apikeys_free(k, n);
+}
+
+Test(store, rate_limit)
+{
+	int64_t now = 1700000000000LL, retry = -1;
+	char *tenant = NULL;
+
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(store_rate_limit(st, "env:abc", now, 1.0, 3.0, &retry), 0);
+		cr_assert_eq(retry, 0, "request %d: got retry %lld, want 0", i, (long long)retry);
+	}
+	cr_assert_eq(store_rate_limit(st, "env:abc", now, 1.0, 3.0, &retry), 0);
+	cr_assert(retry >= 990 && retry <= 1000, "4th: got retry %lld, want ~1000", (long long)retry);
+	cr_assert_eq(store_rate_limit(st, "env:abc", now + 1000, 1.0, 3.0, &retry), 0);
+	cr_assert_eq(retry, 0, "after 1 s: got %lld, want 0", (long long)retry);
+	cr_assert_eq(store_rate_limit(st, "env:abc", now + 1000, 1.0, 3.0, &retry), 0);
+	cr_assert(retry > 0);
+	/* another tenant has its own bucket; rate 0 = no limit */
+	cr_assert_eq(store_rate_limit(st, "env:def", now, 1.0, 3.0, &retry), 0);
+	cr_assert_eq(retry, 0);
+	for (int i = 0; i < 10; i++) {
+		cr_assert_eq(store_rate_limit(st, "env:abc", now, 0, 0, &retry), 0);
+		cr_assert_eq(retry, 0);
+	}
+	cr_assert(rint_cmd("PTTL %s", "txm{0}:rl:env:abc") > 0);
+	/* auth charges the key's bucket */
+	cr_assert_eq(store_key_create(st, "k", HASH_A, 1), 0);
+	for (int i = 0; i < 2; i++) {
+		cr_assert_eq(store_auth(st, HASH_A, now, 1.0, 2.0, &tenant, &retry), 0);
+		cr_assert_eq(retry, 0);
+		free(tenant);
+	}
+	cr_assert_eq(store_auth(st, HASH_A, now + 500, 1.0, 2.0, &tenant, &retry), 0);
+	cr_assert(retry >= 490 && retry <= 500, "auth 3rd: got retry %lld, want ~500", (long long)retry);
+	free(tenant);
+}
+
+Test(store, endpoints_and_per_endpoint_claims)
+{
+	char id_a[] = "wh_a", id_b[] = "wh_b", url[] = "http://h/x", sec[] = "whsec_s";
+	char ev1[] = "message.delivered", ev2[] = "message.failed";
+	char *evs[2] = { ev1, ev2 };
+	struct store_endpoint a = { .id = id_a, .url = url, .secret = sec, .events = evs, .nevents = 2,
+		.created_ms = 20 };
+	struct store_endpoint b = { .id = id_b, .url = url, .secret = sec, .created_ms = 10 };
+	struct store_endpoint *eps = NULL;
+	struct store_whd *w[8];
+	size_t n = 0;
+	int64_t now = util_now_ms();
+	int k;
+
+	cr_assert_eq(store_endpoint_create(st, &a), 0);
+	cr_assert_eq(store_endpoint_create(st, &b), 0);
+	cr_assert_eq(store_endpoint_create(st, &b), STORE_ERR_CONFLICT);
+	cr_assert_eq(store_endpoint_list(st, &eps, &n), 0);
+	cr_assert_eq(n, 2);
+	cr_assert_str_eq(eps[0].id, "wh_b");     /* oldest first */
+	cr_assert_eq(eps[0].nevents, 0);
+	cr_assert_str_eq(eps[1].id, "wh_a");
+	cr_assert_eq(eps[1].nevents, 2);
+	cr_assert_str_eq(eps[1].events[1], "message.failed");
+	cr_assert_str_eq(eps[1].secret, "whsec_s");
+	cr_assert_eq(eps[1].created_ms, 20);
+	store_endpoints_free(eps, n);
+
+	/* B has many leased and failing deliveries; A's due one is still claimable */
+	for (int i = 0; i < 20; i++) {
+		struct store_event ev = { .json = (char[]){ "{}" } };
+		char eid[32];
+		const char *both[2] = { "wh_b", i == 19 ? "wh_a" : "wh_b" };
+
+		snprintf(ev.entry_id, sizeof(ev.entry_id), "%d-0", i + 1);
+		snprintf(eid, sizeof(eid), "evt_%02d", i);
+		cr_assert_eq(store_webhook_fanout(st, &ev, eid, both, i == 19 ? 2 : 1, now), 0);
+	}
+	k = store_webhook_claim(st, "wh_b", now, 60000, 8, w);
+	cr_assert_eq(k, 8);
+	for (int i = 0; i < k; i++) {
+		cr_assert_str_eq(w[i]->endpoint, "wh_b");
+		cr_assert_eq(store_webhook_retry(st, w[i]->member, 1, now + 3600000), 0);
+		store_whd_free(w[i]);
+	}
+	k = store_webhook_claim(st, "wh_a", now, 60000, 8, w);
+	cr_assert_eq(k, 1, "claim A: got %d, want 1", k);
+	cr_assert_str_eq(w[0]->member, "evt_19/wh_a");
+	store_whd_free(w[0]);
+	cr_assert_eq(store_webhook_next_due(st, "wh_b"), now);
+
+	/* deleting B removes its due set and delivery hashes */
+	cr_assert_eq(store_endpoint_delete(st, "wh_b"), 0);
+	cr_assert_eq(store_endpoint_delete(st, "wh_b"), STORE_ERR_NOT_FOUND);
+	cr_assert_eq(rint_cmd("EXISTS %s", "txm{0}:whq:wh_b"), 0);
+	cr_assert_eq(rint_cmd("EXISTS %s", "txm{0}:wh:evt_00/wh_b"), 0);
+	cr_assert_eq(rint_cmd("EXISTS %s", "txm{0}:wh:evt_19/wh_a"), 1);
+	cr_assert_eq(store_endpoint_list(st, &eps, &n), 0);
+	cr_assert_eq(n, 1);
+	store_endpoints_free(eps, n);
+	/* a fan-out to the deleted endpoint creates nothing */
+	struct store_event ev = { .entry_id = "99-0", .json = (char[]){ "{}" } };
+	const char *gone[1] = { "wh_b" };
+	cr_assert_eq(store_webhook_fanout(st, &ev, "evt_x", gone, 1, now), 0);
+	cr_assert_eq(rint_cmd("EXISTS %s", "txm{0}:whq:wh_b"), 0);
+}
+
+/* add_event - one outbox event via a recorded outcome. */
+static void
+add_event(const char *json)
+{
+	struct store_delivery *d = NULL;
+	char id[64];
+
+	enqueue_msg(id, sizeof(id), 1, 0);
+	cr_assert_eq(fetch_one("c1", &d), 1);
+	cr_assert_eq(record_one(d, "delivered", 0, json), 0);
+	store_delivery_free(d);
+}
+
+struct since_arg {
+	int n;
+	char json[64];
+};
+
+static void *
+since_thread(void *p)
+{
+	struct since_arg *sa = p;
+	struct store *s2 = store_open(&rs_addr);
+	struct store_event *ev[4];
+
+	sa->n = s2 ? store_events_since(s2, "$", 4, 5000, ev) : -100;
+	if (sa->n > 0) {
+		util_strlcpy(sa->json, ev[0]->json, sizeof(sa->json));
+		for (int i = 0; i < sa->n; i++)
+			store_event_free(ev[i]);
+	}
+	store_close(s2);
+	return NULL;
+}
+
+Test(store, events_since)
+{
+	struct store_event *ev[8];
+	char first[48];
+	int n;
+
+	add_event("{\"n\":1}");
+	add_event("{\"n\":2}");
+	add_event("{\"n\":3}");
+	n = store_events_since(st, "0", 8, 0, ev);
+	cr_assert_eq(n, 3, "since 0: got %d, want 3", n);
+	cr_assert_str_eq(ev[0]->json, "{\"n\":1}");
+	util_strlcpy(first, ev[0]->entry_id, sizeof(first));
+	for (int i = 0; i < n; i++)
+		store_event_free(ev[i]);
+	n = store_events_since(st, first, 8, 0, ev);
+	cr_assert_eq(n, 2, "since first: got %d, want 2", n);
+	cr_assert_str_eq(ev[0]->json, "{\"n\":2}");
+	char last[48];
+	util_strlcpy(last, ev[1]->entry_id, sizeof(last));
+	for (int i = 0; i < n; i++)
+		store_event_free(ev[i]);
+	cr_assert_eq(store_events_since(st, last, 8, 0, ev), 0);
+	cr_assert_eq(store_events_since(st, "$", 8, 0, ev), 0);
+	cr_assert_eq(store_events_since(st, "bad id", 8, 0, ev), STORE_ERR_PROTO);
+	/* fan-out does not remove them */
+	n = store_read_events(st, "w1", 8, 0, 0, ev);
+	cr_assert_eq(n, 3);
+	for (int i = 0; i < n; i++) {
+		cr_assert_eq(store_webhook_fanout(st, ev[i], "evt_a", NULL, 0, util_now_ms()), 0);
+		store_event_free(ev[i]);
+	}
+	cr_assert_eq(store_events_since(st, "0", 8, 0, ev), 3);
+	for (int i = 0; i < 3; i++)
+		store_event_free(ev[i]);
+
+	/* blocking: a reader waiting on "$" gets the next event */
+	struct since_arg sa = { 0 };
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, since_thread, &sa), 0);
+	int64_t deadline = util_mono_ms() + 5000;
+	for (;;) {
+		redisReply *r = redisCommand(rc_ctx, "CLIENT LIST TYPE normal");
+		int blocked = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "cmd=xread");
+		freeReplyObject(r);
+		if (blocked || util_mono_ms() > deadline)
+			break;
+		usleep(10000);
+	}
+	add_event("{\"n\":4}");
+	pthread_join(th, NULL);
+	cr_assert_eq(sa.n, 1, "blocked reader: got %d, want 1", sa.n);
+	cr_assert_str_eq(sa.json, "{\"n\":4}");
+}
+
+Test(store, trim_keeps_unread_events)
+{
+	struct store_event *ev[8];
+	int64_t future = util_now_ms() + 3600000;
+	int n;
+
+	add_event("{\"n\":1}");
+	add_event("{\"n\":2}");
+	add_event("{\"n\":3}");
+	/* nothing read by the webhook group: nothing trimmed */
+	cr_assert_eq(store_trim_events(st, future), 0);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 3);
+	/* two read, one of them still pending: only the acked one goes */
+	n = store_read_events(st, "w1", 2, 0, 0, ev);
+	cr_assert_eq(n, 2);
+	cr_assert_eq(store_webhook_fanout(st, ev[0], "evt_a", NULL, 0, util_now_ms()), 0);
+	n = store_trim_events(st, future);
+	cr_assert_eq(n, 1, "trim: got %d, want 1", n);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 2);
+	cr_assert_eq(store_webhook_fanout(st, ev[1], "evt_b", NULL, 0, util_now_ms()), 0);
+	store_event_free(ev[0]);
+	store_event_free(ev[1]);
+	/* read+acked up to the 2nd; the 3rd is unread */
+	n = store_trim_events(st, future);
+	cr_assert_eq(n, 1, "trim 2: got %d, want 1", n);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 1);
+	n = store_events_since(st, "0", 8, 0, ev);
+	cr_assert_eq(n, 1);
+	cr_assert_str_eq(ev[0]->json, "{\"n\":3}");
+	store_event_free(ev[0]);
+	/* before_ms in the past keeps recent ones */
+	n = store_read_events(st, "w1", 2, 0, 0, ev);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(store_webhook_fanout(st, ev[0], "evt_c", NULL, 0, util_now_ms()), 0);
+	store_event_free(ev[0]);
+	cr_assert_eq(store_trim_events(st, 1000), 0);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 1);
 }

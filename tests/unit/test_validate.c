@@ -216,11 +216,11 @@ static const struct bad_case bad_cases[] = {
 	{ "{" BASE ",\"tags\":[\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"]}", "tags[0]" },
 	{ "{" BASE ",\"tex\":\"typo\"}", "tex" },
 	{ "{" BASE ",\"From\":\"a@example.com\"}", "From" },
-	{ "{" BASE ",\"template\":\"welcome\"}", "template" },
+	{ "{" BASE ",\"template\":\"welcome\"}", "text" },
 	{ "{" BASE ",\"variables\":{}}", "variables" },
-	{ "{" BASE ",\"attachments\":[]}", "attachments" },
-	{ "{" BASE ",\"send_at\":\"2030-01-01T00:00:00Z\"}", "send_at" },
-	{ "{" BASE ",\"ttl\":600}", "ttl" },
+	{ "{" BASE ",\"attachments\":{}}", "attachments" },
+	{ "{" BASE ",\"send_at\":\"tomorrow\"}", "send_at" },
+	{ "{" BASE ",\"ttl\":0}", "ttl" },
 	{ "{" BASE ",\"to\":\"c@example.com\"}", "to" },
 	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"text\":\"bad \xc3\x28 utf8\"}", "text" },
 };
@@ -444,5 +444,307 @@ Test(validate, field_names_are_sanitized)
 		cr_expect(err.field[0] != '\0', "case %zu: got empty field, want one", i);
 		msg_request_free(&r);
 		cJSON_Delete(j);
+	}
+}
+
+/* --- issue 3: templates, attachments, send_at, ttl, batch prefixes -------- */
+
+#define NOW_MS 1795392000000LL   /* 2026-11-23T00:00:00Z */
+#define MIB ((size_t)1024 * 1024)
+
+struct at_case {
+	const char *json;
+	const char *prefix;
+	size_t max_attach;
+	int want_rc;
+	const char *want_field;
+};
+
+static const struct at_case at_bad_cases[] = {
+	/* template */
+	{ "{" BASE ",\"template\":\"welcome\"}", NULL, 7 * MIB, -1, "text" },
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"template\":\"w\",\"subject\":\"s\"}", NULL, 7 * MIB, -1, "subject" },
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"template\":\"w\",\"html\":\"<p>\"}", NULL, 7 * MIB, -1, "html" },
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"template\":\"bad name\"}", NULL, 7 * MIB, -1, "template" },
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"template\":\"\"}", NULL, 7 * MIB, -1, "template" },
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"template\":5}", NULL, 7 * MIB, -1, "template" },
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"template\":\"w\",\"variables\":[]}", NULL, 7 * MIB, -1, "variables" },
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"template\":\"w\",\"variables\":\"x\"}", NULL, 7 * MIB, -1, "variables" },
+	{ "{" BASE ",\"variables\":{\"a\":1}}", NULL, 7 * MIB, -1, "variables" },
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\"}", NULL, 7 * MIB, -1, "text" },
+	/* attachments */
+	{ "{" BASE ",\"attachments\":{}}", NULL, 7 * MIB, -1, "attachments" },
+	{ "{" BASE ",\"attachments\":[5]}", NULL, 7 * MIB, -1, "attachments[0]" },
+	{ "{" BASE ",\"attachments\":[{\"content\":\"aGk=\"}]}", NULL, 7 * MIB, -1, "attachments[0].filename" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"a.txt\"}]}", NULL, 7 * MIB, -1, "attachments[0].content" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"a.txt\",\"content\":\"aGk=\"},{\"filename\":\"b.txt\",\"content\":\"not base64!\"}]}", NULL, 7 * MIB, -1, "attachments[1].content" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"a.txt\",\"content\":\"aGk\"}]}", NULL, 7 * MIB, -1, "attachments[0].content" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"a.txt\",\"content\":5}]}", NULL, 7 * MIB, -1, "attachments[0].content" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"\",\"content\":\"aGk=\"}]}", NULL, 7 * MIB, -1, "attachments[0].filename" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":5,\"content\":\"aGk=\"}]}", NULL, 7 * MIB, -1, "attachments[0].filename" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"a\\r\\nb.txt\",\"content\":\"aGk=\"}]}", NULL, 7 * MIB, -1, "attachments[0].filename" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"../etc/passwd\",\"content\":\"aGk=\"}]}", NULL, 7 * MIB, -1, "attachments[0].filename" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"c:\\\\x.txt\",\"content\":\"aGk=\"}]}", NULL, 7 * MIB, -1, "attachments[0].filename" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"a.txt\",\"content\":\"aGk=\",\"content_type\":\"text\"}]}", NULL, 7 * MIB, -1, "attachments[0].content_type" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"a.txt\",\"content\":\"aGk=\",\"content_type\":\"text/plain; charset=x\"}]}", NULL, 7 * MIB, -1, "attachments[0].content_type" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"a.txt\",\"content\":\"aGk=\",\"content_type\":\"text/plain\\r\\nBcc: x\"}]}", NULL, 7 * MIB, -1, "attachments[0].content_type" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"a.txt\",\"content\":\"aGk=\",\"content_id\":\"a b\"}]}", NULL, 7 * MIB, -1, "attachments[0].content_id" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"a.txt\",\"content\":\"aGk=\",\"content_id\":\"<x>\"}]}", NULL, 7 * MIB, -1, "attachments[0].content_id" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"a.txt\",\"content\":\"aGk=\",\"content_id\":\"\"}]}", NULL, 7 * MIB, -1, "attachments[0].content_id" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"a\",\"content\":\"aGk=\",\"content_id\":\"x\"},"
+	  "{\"filename\":\"b\",\"content\":\"aGk=\",\"content_id\":\"x\"}]}", NULL, 7 * MIB, -1, "attachments[1].content_id" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"a.txt\",\"content\":\"aGk=\",\"size\":2}]}", NULL, 7 * MIB, -1, "attachments[0].size" },
+	/* size cap: 4 bytes allowed, 2 + 3 decoded */
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"a\",\"content\":\"aGk=\"},{\"filename\":\"b\",\"content\":\"aGk/\"}]}", NULL, 4, -3, "attachments" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"a\",\"content\":\"aGVsbG8gd29ybGQ=\"}]}", NULL, 4, -3, "attachments" },
+	/* send_at */
+	{ "{" BASE ",\"send_at\":\"tomorrow\"}", NULL, 7 * MIB, -1, "send_at" },
+	{ "{" BASE ",\"send_at\":\"2026-11-24T00:00:00\"}", NULL, 7 * MIB, -1, "send_at" },
+	{ "{" BASE ",\"send_at\":1795392000}", NULL, 7 * MIB, -1, "send_at" },
+	{ "{" BASE ",\"send_at\":\"2026-12-23T00:00:01Z\"}", NULL, 7 * MIB, -1, "send_at" },
+	/* ttl */
+	{ "{" BASE ",\"ttl\":0}", NULL, 7 * MIB, -1, "ttl" },
+	{ "{" BASE ",\"ttl\":-5}", NULL, 7 * MIB, -1, "ttl" },
+	{ "{" BASE ",\"ttl\":1.5}", NULL, 7 * MIB, -1, "ttl" },
+	{ "{" BASE ",\"ttl\":\"600\"}", NULL, 7 * MIB, -1, "ttl" },
+	{ "{" BASE ",\"ttl\":2592001}", NULL, 7 * MIB, -1, "ttl" },
+	/* batch prefixes */
+	{ "{\"from\":\"a@example.com\",\"to\":[\"bad\"],\"text\":\"x\"}", "messages[3].", 7 * MIB, -1, "messages[3].to[0]" },
+	{ "[]", "messages[0].", 7 * MIB, -1, "messages[0]" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"a\",\"content\":\"!\"}]}", "messages[12].", 7 * MIB, -1, "messages[12].attachments[0].content" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"a\",\"content\":\"aGVsbG8=\"}]}", "messages[1].", 2, -3, "messages[1].attachments" },
+	{ "{\"from\":\"a@example.com\",\"to\":[\"bad\"],\"text\":\"x\"}", "", 7 * MIB, -1, "to[0]" },
+};
+
+Test(validate, at_bad_table)
+{
+	for (size_t i = 0; i < sizeof(at_bad_cases) / sizeof(at_bad_cases[0]); i++) {
+		const struct at_case *c = &at_bad_cases[i];
+		cJSON *j = cJSON_Parse(c->json);
+		struct msg_request r;
+		struct validate_error err;
+		int rc;
+
+		cr_assert_not_null(j, "case %zu: test JSON does not parse: %s", i, c->json);
+		rc = validate_message_at(j, NOW_MS, c->max_attach, c->prefix, &r, &err);
+		cr_expect_eq(rc, c->want_rc, "case %zu %s: got rc %d, want %d (%s: %s)", i, c->json, rc,
+		    c->want_rc, err.field, err.message);
+		cr_expect_str_eq(err.field, c->want_field, "case %zu %s: got field \"%s\", want \"%s\" (%s)",
+		    i, c->json, err.field, c->want_field, err.message);
+		cr_expect(err.message[0] != '\0', "case %zu: empty message", i);
+		cr_expect(r.to == NULL && r.attachments == NULL && r.variables == NULL &&
+		    r.template_name == NULL, "case %zu: *out not left empty", i);
+		msg_request_free(&r);
+		cJSON_Delete(j);
+	}
+}
+
+/* 21 attachments: one too many */
+Test(validate, at_attachment_count)
+{
+	char *json = malloc(8192);
+	size_t n = 0;
+	cJSON *j;
+	struct msg_request r;
+	struct validate_error err;
+	int rc;
+
+	cr_assert_not_null(json);
+	n += (size_t)snprintf(json + n, 8192 - n, "{" BASE ",\"attachments\":[");
+	for (int k = 0; k < 21; k++)
+		n += (size_t)snprintf(json + n, 8192 - n, "%s{\"filename\":\"f%d\",\"content\":\"aGk=\"}",
+		    k ? "," : "", k);
+	snprintf(json + n, 8192 - n, "]}");
+	j = cJSON_Parse(json);
+	cr_assert_not_null(j);
+	rc = validate_message_at(j, NOW_MS, 7 * MIB, NULL, &r, &err);
+	cr_expect_eq(rc, -1, "got rc %d, want -1", rc);
+	cr_expect_str_eq(err.field, "attachments", "got field \"%s\", want \"attachments\"", err.field);
+	msg_request_free(&r);
+	cJSON_Delete(j);
+	/* 20 is fine */
+	*strstr(json, ",{\"filename\":\"f20\"") = '\0';
+	n = strlen(json);
+	snprintf(json + n, 8192 - n, "]}");
+	j = cJSON_Parse(json);
+	cr_assert_not_null(j, "got unparsable %s", json);
+	rc = validate_message_at(j, NOW_MS, 7 * MIB, NULL, &r, &err);
+	cr_expect_eq(rc, 0, "got rc %d (%s: %s), want 0", rc, err.field, err.message);
+	cr_expect_eq(r.nattachments, 20, "got %zu attachments, want 20", r.nattachments);
+	msg_request_free(&r);
+	cJSON_Delete(j);
+	free(json);
+}
+
+Test(validate, at_good_template_attachments_time)
+{
+	const char *json =
+	    "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"template\":\"verify-code_1\","
+	    "\"variables\":{\"code\":\"123456\",\"user\":{\"name\":\"Z\"}},"
+	    "\"attachments\":[{\"filename\":\"报告 2026.pdf\",\"content\":\"JVBERg==\",\"content_type\":\"application/pdf\"},"
+	    "{\"filename\":\"logo.png\",\"content\":\"iVBO\\r\\nRw==\",\"content_type\":\"image/png\",\"content_id\":\"logo@acme.example\"},"
+	    "{\"filename\":\"empty.bin\",\"content\":\"\"}],"
+	    "\"send_at\":\"2026-11-24T01:00:00+01:00\",\"ttl\":600}";
+	cJSON *j = cJSON_Parse(json);
+	struct msg_request r;
+	struct validate_error err;
+	int rc;
+
+	cr_assert_not_null(j);
+	rc = validate_message_at(j, NOW_MS, 7 * MIB, "messages[0].", &r, &err);
+	cr_assert_eq(rc, 0, "got rc %d (%s: %s), want 0", rc, err.field, err.message);
+	cr_expect_str_eq(r.template_name, "verify-code_1", "got template %s", r.template_name);
+	cr_expect(r.subject == NULL && r.text == NULL && r.html == NULL, "got bodies, want none");
+	cr_assert_not_null(r.variables);
+	cr_expect_str_eq(cJSON_GetObjectItemCaseSensitive(r.variables, "code")->valuestring, "123456",
+	    "got other variables");
+	cr_assert_eq(r.nattachments, 3, "got %zu attachments, want 3", r.nattachments);
+	cr_expect_str_eq(r.attachments[0].filename, "报告 2026.pdf", "got %s", r.attachments[0].filename);
+	cr_expect_str_eq(r.attachments[0].content_type, "application/pdf", "got %s", r.attachments[0].content_type);
+	cr_expect(r.attachments[0].len == 4 && memcmp(r.attachments[0].data, "%PDF", 4) == 0,
+	    "got %zu bytes, want %%PDF", r.attachments[0].len);
+	cr_expect_null(r.attachments[0].content_id, "got a content_id, want none");
+	cr_expect_str_eq(r.attachments[1].content_id, "logo@acme.example", "got %s", r.attachments[1].content_id);
+	cr_expect(r.attachments[1].len == 4 && memcmp(r.attachments[1].data, "\x89PNG", 4) == 0,
+	    "got %zu bytes, want \\x89PNG", r.attachments[1].len);
+	cr_expect_str_eq(r.attachments[2].content_type, "application/octet-stream", "got %s",
+	    r.attachments[2].content_type);
+	cr_expect_eq(r.attachments[2].len, 0, "got %zu, want 0", r.attachments[2].len);
+	cr_expect_eq(r.send_at_ms, NOW_MS + 86400000LL, "got send_at %lld, want %lld",
+	    (long long)r.send_at_ms, (long long)(NOW_MS + 86400000LL));
+	cr_expect_eq(r.ttl_ms, 600000, "got ttl %lld, want 600000", (long long)r.ttl_ms);
+	msg_request_free(&r);
+	cJSON_Delete(j);
+}
+
+Test(validate, at_send_at_table)
+{
+	static const struct {
+		const char *send_at;
+		int64_t now;
+		int64_t want;
+	} cases[] = {
+		{ "2026-11-22T00:00:00Z", NOW_MS, 0 },                       /* past: now */
+		{ "2026-11-23T00:00:00Z", NOW_MS, 0 },                       /* exactly now */
+		{ "2026-11-23T00:00:00.500Z", NOW_MS, NOW_MS + 500 },
+		{ "2026-12-23T00:00:00Z", NOW_MS, NOW_MS + 30LL * 86400000 },  /* 30 days: ok */
+		{ "2030-01-01T00:00:00Z", 0, 1893456000000LL },             /* no clock: as given */
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char json[256];
+		cJSON *j;
+		struct msg_request r;
+		struct validate_error err;
+		int rc;
+
+		snprintf(json, sizeof json, "{" BASE ",\"send_at\":\"%s\"}", cases[i].send_at);
+		j = cJSON_Parse(json);
+		cr_assert_not_null(j);
+		rc = validate_message_at(j, cases[i].now, 7 * MIB, NULL, &r, &err);
+		cr_expect_eq(rc, 0, "case %zu %s: got rc %d (%s), want 0", i, cases[i].send_at, rc, err.message);
+		cr_expect_eq(r.send_at_ms, cases[i].want, "case %zu %s: got %lld, want %lld", i,
+		    cases[i].send_at, (long long)r.send_at_ms, (long long)cases[i].want);
+		msg_request_free(&r);
+		cJSON_Delete(j);
+	}
+}
+
+Test(validate, template_name_table)
+{
+	static const struct {
+		const char *name;
+		int want;
+	} cases[] = {
+		{ "welcome", 1 }, { "verify-code_2", 1 }, { "A", 1 },
+		{ "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 1 },
+		{ "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 0 },
+		{ "", 0 }, { NULL, 0 }, { "a b", 0 }, { "a.b", 0 }, { "a/b", 0 }, { "..", 0 },
+		{ "名前", 0 }, { "a%2F", 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int got = validate_template_name(cases[i].name);
+		cr_expect_eq(got, cases[i].want, "validate_template_name(%s): got %d, want %d",
+		    cases[i].name ? cases[i].name : "NULL", got, cases[i].want);
+	}
+}
+
+Test(validate, template_body_table)
+{
+	static const struct {
+		const char *json;
+		int want_rc;
+		const char *want_field;
+	} cases[] = {
+		{ "{\"subject\":\"Your code is {{code}}\",\"text\":\"{{code}}\",\"html\":\"<b>{{code}}</b>\"}", 0, "" },
+		{ "{\"html\":\"<b>{{{raw}}}</b>\"}", 0, "" },
+		{ "{\"text\":\"plain\",\"subject\":null}", 0, "" },
+		{ "[]", -1, "" },
+		{ "{}", -1, "text" },
+		{ "{\"subject\":\"s\"}", -1, "text" },
+		{ "{\"subject\":\"s\",\"text\":\"\"}", -1, "text" },
+		{ "{\"text\":\"x\",\"from\":\"a@b.c\"}", -1, "from" },
+		{ "{\"text\":5}", -1, "text" },
+		{ "{\"text\":\"x\",\"html\":\"<b>{{code</b>\"}", -1, "html" },
+		{ "{\"text\":\"{{}}\"}", -1, "text" },
+		{ "{\"text\":\"x\",\"subject\":\"a {{b\"}", -1, "subject" },
+		{ "{\"text\":\"x\",\"subject\":\"a\\nb\"}", -1, "subject" },
+		{ "{\"text\":\"x\",\"text\":\"y\"}", -1, "text" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cJSON *j = cJSON_Parse(cases[i].json);
+		struct validate_error err;
+		int rc;
+
+		cr_assert_not_null(j, "case %zu does not parse", i);
+		rc = validate_template_body(j, &err);
+		cr_expect_eq(rc, cases[i].want_rc, "case %zu %s: got rc %d (%s), want %d", i,
+		    cases[i].json, rc, err.message, cases[i].want_rc);
+		if (cases[i].want_rc != 0)
+			cr_expect_str_eq(err.field, cases[i].want_field, "case %zu %s: got field \"%s\", want \"%s\"",
+			    i, cases[i].json, err.field, cases[i].want_field);
+		cJSON_Delete(j);
+	}
+	/* the syntax error names its offset */
+	{
+		cJSON *j = cJSON_Parse("{\"html\":\"<b>{{code</b>\"}");
+		struct validate_error err;
+
+		validate_template_body(j, &err);
+		cr_expect(strstr(err.message, "offset 3") != NULL, "got \"%s\", want offset 3", err.message);
+		cJSON_Delete(j);
+	}
+}
+
+Test(validate, rendered_table)
+{
+	static const struct {
+		const char *subject, *text, *html;
+		int want_rc;
+		const char *want_field;
+	} cases[] = {
+		{ "Your code is 1", "x", NULL, 0, "" },
+		{ NULL, NULL, "<b>1</b>", 0, "" },
+		{ "a\r\nBcc: x@y.z", "x", NULL, -1, "messages[2].subject" },
+		{ "ok", "", "", -1, "messages[2].template" },
+		{ "ok", NULL, NULL, -1, "messages[2].template" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct msg_request r;
+		struct validate_error err;
+		int rc;
+
+		memset(&r, 0, sizeof r);
+		r.subject = (char *)cases[i].subject;
+		r.text = (char *)cases[i].text;
+		r.html = (char *)cases[i].html;
+		rc = validate_rendered(&r, "messages[2].", &err);
+		cr_expect_eq(rc, cases[i].want_rc, "case %zu: got rc %d, want %d", i, rc, cases[i].want_rc);
+		if (cases[i].want_rc != 0)
+			cr_expect_str_eq(err.field, cases[i].want_field, "case %zu: got field \"%s\", want \"%s\"",
+			    i, err.field, cases[i].want_field);
 	}
 }

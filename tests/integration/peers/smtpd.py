@@ -139,6 +139,7 @@ class State:
         self.seq = 0
         self.conns = 0
         self.temp_seen = {}
+        self.no_ehlo = args.no_ehlo
         self.auth = None
         if args.auth:
             u, _, pw = args.auth.partition(":")
@@ -263,6 +264,9 @@ def _wrap(cmd):
             shown = mech + (" ***" if " " in shown else "")
         self.st.log.write("%d C: %s%s" % (self.conn_id, cmd,
                                           (" " + shown) if shown else ""))
+        if cmd == "EHLO" and self.st.no_ehlo:
+            # an old server: the client must fall back to HELO
+            return await self.push("502 5.5.1 EHLO not implemented")
         return await getattr(SMTP, "smtp_" + cmd)(self, arg)
     method.__name__ = "smtp_" + cmd
     # keep aiosmtpd's HELP metadata
@@ -306,6 +310,10 @@ def parse_args(argv):
     ap.add_argument("--auth", metavar="USER:PASS")
     ap.add_argument("--log")
     ap.add_argument("--make-cert", metavar="DIR")
+    ap.add_argument("--no-ehlo", action="store_true",
+                    help="answer EHLO with 502 (clients must fall back to HELO)")
+    ap.add_argument("--auth-mechs", default="PLAIN,LOGIN",
+                    help="AUTH mechanisms offered with --auth (default PLAIN,LOGIN)")
     a = ap.parse_args(argv)
     if a.make_cert:
         return a
@@ -337,6 +345,8 @@ async def serve(args):
     if state.auth is not None:
         kw["auth_required"] = True
         kw["authenticator"] = make_authenticator(state)
+        offered = {m.strip().upper() for m in args.auth_mechs.split(",") if m.strip()}
+        kw["auth_exclude_mechanism"] = [m for m in ("PLAIN", "LOGIN") if m not in offered]
     else:
         # no AUTH offered at all
         kw["auth_exclude_mechanism"] = ["PLAIN", "LOGIN"]
