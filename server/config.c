@@ -480,8 +480,8 @@ config_load(struct config *cfg, char *err, size_t errlen)
 			return cfg_err(err, errlen, "%s: want debug, info, warn or error", "TXMAIL_LOG_LEVEL");
 		cfg->log_level = lv;
 	}
-	if (env_seconds("TXMAIL_RATE_LIMIT", 50, 0, &cfg->rate_limit, err, errlen) ||
-	    env_seconds("TXMAIL_RATE_BURST", 100, 1, &cfg->rate_burst, err, errlen) ||
+	if (env_seconds("TXMAIL_RATE_LIMIT", 200, 0, &cfg->rate_limit, err, errlen) ||
+	    env_seconds("TXMAIL_RATE_BURST", 400, 1, &cfg->rate_burst, err, errlen) ||
 	    env_seconds("TXMAIL_EVENTS_RETENTION", 86400, 1, &cfg->events_retention, err, errlen))
 		return -1;
 	if (env_int("TXMAIL_MAX_ATTACHMENT_BYTES", 7L << 20, 0, 1L << 30, &l, err, errlen))

@@ -56,8 +56,8 @@ struct config {
 	struct smtp_timeouts smtp_timeouts;  /* TXMAIL_SMTP_TIMEOUT_<CMD> (CONNECT, BANNER, ...) */
 	int log_level;            /* TXMAIL_LOG_LEVEL */
 	char redis_server[PATH_MAX];  /* TXMAIL_REDIS_SERVER: binary for the embedded redis, "redis-server" */
-	double rate_limit;        /* TXMAIL_RATE_LIMIT: requests per second per API key, 50; 0 = off */
-	double rate_burst;        /* TXMAIL_RATE_BURST: bucket size, 100 */
+	double rate_limit;        /* TXMAIL_RATE_LIMIT: requests per second per API key, 200; 0 = off */
+	double rate_burst;        /* TXMAIL_RATE_BURST: bucket size, 400 */
 	size_t max_attach;        /* TXMAIL_MAX_ATTACHMENT_BYTES: decoded total per message, 7 MiB */
 	double events_retention;  /* TXMAIL_EVENTS_RETENTION: seconds events stay for SSE resume, 86400 */
 };

@@ -188,6 +188,8 @@ start_dev(struct app *a, char *key, size_t keylen, char *sink_addr, size_t sinkl
 		a->cfg.relay.tls = SMTP_TLS_NONE;
 		a->cfg.relay_set = 1;
 	}
+	if (getenv("TXMAIL_RATE_LIMIT") == NULL)
+		a->cfg.rate_limit = 0;   /* one developer, one key: no throttling */
 	if (getenv("TXMAIL_RETRY_BASE") == NULL) {
 		a->cfg.retry_base = 1;
 		if (getenv("TXMAIL_RETRY_MAX") == NULL)
@@ -309,7 +311,7 @@ serve(int roles, int dev)
 	}
 	config_describe(&a->cfg);
 	if ((roles & ROLE_API) && a->cfg.napi_keys == 0)
-		log_warn("no API keys configured (TXMAIL_API_KEYS): every /v1 request will get 401");
+		log_info("TXMAIL_API_KEYS is unset: only keys made with 'txmail keys create' are accepted");
 	init_store(&a->cfg, a->embedded ? 10 : 1);
 
 	if (roles & ROLE_WORK) {

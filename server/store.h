@@ -11,12 +11,14 @@
  * Redis Cluster; more tags later means sharding), prefix "txm{0}:":
  *
  *   msg:<id>          hash  id created expires send_at from mail_from subject
- *                           mime metadata(JSON) tags(JSON) n pending
+ *                           mime metadata(JSON) tags(JSON) tenant n pending
  *                           r<i>:email r<i>:kind r<i>:status r<i>:attempts
  *                           r<i>:smtp(JSON|"") for recipient i in 0..n-1.
  *                           When pending reaches 0 the key (and its
  *                           timeline) expire after the retention period.
  *   msg:<id>:tl       list  the message's event timeline, JSON entries.
+ *   idem:<key>        hash  h (request hash) r (response to replay); PEXPIRE
+ *                           ttl; written by the enqueue script itself.
  *   ready             stream, group "workers": one entry {m=<id>, r=<i>}
  *                           per recipient delivery due now. An entry stays
  *                           pending until its outcome is recorded (XACK +
@@ -28,10 +30,22 @@
  *   events            stream, group "webhooks": the outbox, {e=<event JSON>},
  *                           appended by the same script that records the
  *                           outcome, so state and event change together.
- *   whq               zset  webhook deliveries "<evt_id>/<endpoint>" scored
- *                           by due time; claiming leases them (score moved
- *                           to now+lease) so a crashed dispatcher loses none.
+ *                           Fan-out only XACKs: entries stay for SSE readers
+ *                           until store_trim_events (never unread ones).
+ *   whq:<endpoint>    zset  that endpoint's webhook deliveries
+ *                           "<evt_id>/<endpoint>" scored by due time;
+ *                           claiming leases them (score moved to now+lease)
+ *                           so a crashed dispatcher loses none.
  *   wh:<evt_id>/<ep>  hash  body attempts first
+ *   whep:<id>         hash  url secret events(JSON array) created
+ *   wheps             zset  endpoint ids scored by created (ms)
+ *   tpl:<name>        hash  json created updated
+ *   tpls              zset  template names, all score 0 (lexical order)
+ *   supp              hash  lower-cased email -> "<created_ms>:<reason>"
+ *   key:<sha256 hex>  hash  name created last_used
+ *   keyname:<name>    string  the key's sha256 hex
+ *   keys              set   key names
+ *   rl:<tenant>       hash  token bucket: tokens ts; PEXPIRE when full again
  *
  * Recipient state machine:
  *   queued|scheduled --claim--> sending --record--> delivered | failed | expired

@@ -338,16 +338,17 @@ static const char store_lua_ep_delete[] =
  * KEYS: events
  * ARGV: before_ms
  * XTRIM MINID to the smallest of <before_ms>-0, each group's
- * last-delivered-id and its oldest pending id: an event a group has not
- * read or not acknowledged stays. Returns how many entries went.
+ * last-delivered-id + 1 and its oldest pending id: an event a group has
+ * not read or not acknowledged stays. Returns how many entries went.
  */
 static const char store_lua_trim[] =
 	"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
 	"local lm, ls = tonumber(ARGV[1]), 0\n"
-	"local function lower(id)\n"
+	"local function lower(id, plus)\n"
 	"  if type(id) ~= 'string' then return end\n"
 	"  local a, b = string.match(id, '^(%d+)-(%d+)$')\n"
 	"  a = tonumber(a); b = tonumber(b)\n"
+	"  if b then b = b + plus end\n"
 	"  if a and b and (a < lm or (a == lm and b < ls)) then lm = a; ls = b end\n"
 	"end\n"
 	"for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do\n"
@@ -355,11 +356,11 @@ static const char store_lua_trim[] =
 	"  for i = 1, #g - 1, 2 do\n"
 	"    if g[i] == 'name' then name = g[i + 1]\n"
 	"    elseif g[i] == 'pending' then pend = g[i + 1]\n"
-	"    elseif g[i] == 'last-delivered-id' then lower(g[i + 1]) end\n"
+	"    elseif g[i] == 'last-delivered-id' then lower(g[i + 1], 1) end\n"
 	"  end\n"
 	"  if name and pend and pend > 0 then\n"
 	"    local p = redis.call('XPENDING', KEYS[1], name)\n"
-	"    lower(p[2])\n"
+	"    lower(p[2], 0)\n"
 	"  end\n"
 	"end\n"
 	"if lm <= 0 and ls <= 0 then return 0 end\n"

@@ -56,7 +56,8 @@ def run_txmail(binary, n, conc):
     tmp = tempfile.mkdtemp(prefix="txmail-bench-")
     api, sinkp = free_port(), free_port()
     env = dict(os.environ, TXMAIL_DATA_DIR=tmp, TXMAIL_LISTEN=f"127.0.0.1:{api}",
-               TXMAIL_SINK_LISTEN=f"127.0.0.1:{sinkp}", TXMAIL_LOG_LEVEL="warn")
+               TXMAIL_SINK_LISTEN=f"127.0.0.1:{sinkp}", TXMAIL_LOG_LEVEL="warn",
+               TXMAIL_RATE_LIMIT="0")
     proc = subprocess.Popen([binary, "run", "--dev"], env=env, stdout=subprocess.PIPE,
                             stderr=open(os.path.join(tmp, "txmail.log"), "w"), text=True)
     key = None

@@ -145,3 +145,30 @@ class CheckedClient(helpers.Client):
 
     def delete(self, path, **kw):
         return self.request("DELETE", path, **kw)
+
+
+# --- small helpers shared by the test_api_*.py suites ------------------------------
+
+TERMINAL = ("delivered", "failed", "expired", "suppressed", "canceled")
+
+
+def wait_message(client, mid, pred, timeout, what):
+    """GET /v1/messages/{mid} (spec-checked when client is a CheckedClient)
+    until pred(body) holds; return the body."""
+    last = {}
+
+    def check():
+        r = client.get("/v1/messages/" + mid)
+        assert r.status == 200, "GET %s: got %d, want 200: %r" % (mid, r.status, r)
+        last["body"] = r.json
+        return r.json if pred(r.json) else None
+    return helpers.wait_until(check, timeout, what, interval=0.05,
+                              diag=lambda: json.dumps(last.get("body"), ensure_ascii=False)[:1500])
+
+
+def all_terminal(body):
+    return all(r["status"] in TERMINAL for r in body["recipients"])
+
+
+def rcpt_status(body):
+    return {r["email"]: r["status"] for r in body["recipients"]}

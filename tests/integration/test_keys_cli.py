@@ -25,6 +25,8 @@ NO_SUCH_MSG = "/v1/messages/msg_00000000000000000000000000"
 def keys_cli(binary, env, *args):
     p = subprocess.run([binary, "keys"] + list(args), env=helpers.clean_env(env),
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=dl(20))
+    for pat in helpers.SANITIZER_PATTERNS:
+        assert pat not in p.stderr, "txmail keys %s: sanitizer report:\n%s" % (" ".join(args), p.stderr)
     return p.returncode, p.stdout, p.stderr
 
 

@@ -95,10 +95,11 @@ function deref(node) {
 	return node;
 }
 
-function matchPath(spec, reqPath) {
+// The spec's path templates that match reqPath, best first (more literal
+// segments win: /v1/messages/batch before /v1/messages/{id}).
+function matchPaths(spec, reqPath) {
 	const segs = reqPath.split('?')[0].split('/');
-	let best = null;
-	let bestScore = -1;
+	const out = [];
 	for (const tmpl of Object.keys(spec.paths || {})) {
 		const t = tmpl.split('/');
 		if (t.length !== segs.length) continue;
@@ -111,19 +112,20 @@ function matchPath(spec, reqPath) {
 				score++;
 			} else { ok = false; break; }
 		}
-		if (ok && score > bestScore) { best = tmpl; bestScore = score; }
+		if (ok) out.push([score, tmpl]);
 	}
-	return best;
+	return out.sort((a, b) => b[0] - a[0]).map((x) => x[1]);
 }
 
 // -> { pointer } of the schema to use, { none: true } for a documented
 // bodiless answer, or { error }
 function responseSchema(spec, req) {
 	const method = String(req.method || '').toLowerCase();
-	const tmpl = matchPath(spec, String(req.path || ''));
-	if (!tmpl) return { error: `path ${req.path} is not in the spec` };
+	const tmpls = matchPaths(spec, String(req.path || ''));
+	if (tmpls.length === 0) return { error: `path ${req.path} is not in the spec` };
+	const tmpl = tmpls.find((t) => spec.paths[t][method]);
+	if (!tmpl) return { error: `${method.toUpperCase()} ${tmpls[0]} is not in the spec` };
 	const item = spec.paths[tmpl];
-	if (!item[method]) return { error: `${method.toUpperCase()} ${tmpl} is not in the spec` };
 	const responses = item[method].responses || {};
 	const status = String(req.status);
 	let key = null;
@@ -175,7 +177,7 @@ function compilePointer(ptr) {
 }
 
 function handle(obj) {
-	const label = obj.label !== undefined ? String(obj.label) : '';
+	let label = obj.label !== undefined ? String(obj.label) : '';
 	if (obj.check === 'spec') {
 		for (const name of Object.keys(SPEC.components.schemas)) compilePointer(`/components/schemas/${name}`);
 		return { ok: true, label: label || 'spec' };

@@ -1,4 +1,4 @@
-/* test_api_messages.c - the pure helpers of api_messages.c: status summary, Idempotency-Key syntax, expiry. */
+/* test_api_messages.c - pure helpers of api_messages.c: status summary, Idempotency-Key, expiry. */
 #include <criterion/criterion.h>
 #include <stdint.h>
 #include <string.h>

@@ -184,3 +184,159 @@ Test(webhook_backoff, table)
 		    cases[i].base, cases[i].max, cases[i].attempts, got, cases[i].want);
 	}
 }
+
+/* ---- endpoints: filters, URLs, event fields, secrets ---------------------------- */
+
+Test(webhook_filter, table)
+{
+	static const char *const only_delivered[] = { "message.delivered" };
+	static const char *const two[] = { "message.deferred", "message.failed" };
+	static const struct {
+		const char *const *events;
+		size_t n;
+		const char *type;
+		int want;
+	} cases[] = {
+		{ NULL, 0, "message.delivered", 1 },          /* empty filter: every type */
+		{ NULL, 0, "message.failed", 1 },
+		{ NULL, 0, "", 1 },
+		{ only_delivered, 1, "message.delivered", 1 },
+		{ only_delivered, 1, "message.failed", 0 },
+		{ only_delivered, 1, "message.delivered.x", 0 },
+		{ only_delivered, 1, "message.deliver", 0 },
+		{ only_delivered, 1, "", 0 },
+		{ two, 2, "message.failed", 1 },
+		{ two, 2, "message.deferred", 1 },
+		{ two, 2, "message.delivered", 0 },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int got = webhook_filter_match(cases[i].events, cases[i].n, cases[i].type);
+
+		cr_expect_eq(got, cases[i].want, "filter case %zu (%s): got %d, want %d", i,
+		    cases[i].type, got, cases[i].want);
+	}
+	cr_expect_eq(webhook_filter_match(only_delivered, 1, NULL), 0, "NULL type: got match, want none");
+}
+
+Test(webhook_types, known)
+{
+	static const struct { const char *type; int want; } cases[] = {
+		{ "message.delivered", 1 }, { "message.deferred", 1 }, { "message.failed", 1 },
+		{ "message.*", 0 }, { "MESSAGE.FAILED", 0 }, { "", 0 }, { "message.failed ", 0 },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int got = webhook_type_known(cases[i].type);
+
+		cr_expect_eq(got, cases[i].want, "type_known(%s): got %d, want %d", cases[i].type, got,
+		    cases[i].want);
+	}
+	cr_expect_eq(webhook_type_known(NULL), 0, "type_known(NULL): got known, want unknown");
+}
+
+Test(webhook_url, table)
+{
+	static const struct { const char *url; int want; } cases[] = {
+		{ "http://127.0.0.1:8080/hook", 0 },
+		{ "https://example.com/a/b?c=d#e", 0 },
+		{ "HTTPS://Example.COM", 0 },
+		{ "http://[::1]:9000/x", 0 },
+		{ "", -1 },
+		{ "ftp://example.com/", -1 },
+		{ "example.com/hook", -1 },
+		{ "http://", -1 },
+		{ "http:///path", -1 },
+		{ "http://user:pw@example.com/", -1 },
+		{ "http://exa mple.com/", -1 },
+		{ "http://example.com/\x01", -1 },
+		{ "http://example.com/\xc3\xa9", -1 },
+		{ "javascript:alert(1)", -1 },
+		{ "http://example.com:99999/", -1 },
+	};
+	char why[128];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int got;
+
+		why[0] = '\0';
+		got = webhook_url_check(cases[i].url, why, sizeof(why));
+		cr_expect_eq(got, cases[i].want, "url_check(%s): got %d, want %d (%s)", cases[i].url,
+		    got, cases[i].want, why);
+		if (got != 0)
+			cr_expect_neq(why[0], '\0', "url_check(%s): no reason given", cases[i].url);
+	}
+}
+
+Test(webhook_url, length_cap)
+{
+	char url[WEBHOOK_URL_MAX + 2], why[128];
+	size_t n;
+
+	memcpy(url, "https://example.com/", 20);
+	for (n = 20; n < WEBHOOK_URL_MAX; n++)
+		url[n] = 'a';
+	url[n] = '\0';
+	cr_expect_eq(webhook_url_check(url, why, sizeof(why)), 0, "url of exactly %d bytes: got refused (%s), want ok",
+	    WEBHOOK_URL_MAX, why);
+	url[n] = 'a';
+	url[n + 1] = '\0';
+	cr_expect_eq(webhook_url_check(url, why, sizeof(why)), -1, "url of %d bytes: got ok, want refused",
+	    WEBHOOK_URL_MAX + 1);
+}
+
+Test(webhook_event_field, table)
+{
+	static const struct {
+		const char *json, *key, *want;   /* want NULL: -1 */
+	} cases[] = {
+		{ "{\"id\":\"evt_1\",\"type\":\"message.failed\"}", "type", "message.failed" },
+		{ "{\"id\":\"evt_1\",\"type\":\"message.failed\"}", "id", "evt_1" },
+		{ "{ \"type\" : \"message.deferred\" }", "type", "message.deferred" },
+		/* nested members and values named like the key do not count */
+		{ "{\"data\":{\"type\":\"inner\"},\"type\":\"outer\"}", "type", "outer" },
+		{ "{\"x\":\"type\",\"type\":\"t\"}", "type", "t" },
+		{ "{\"data\":{\"type\":\"inner\"}}", "type", NULL },
+		{ "{\"type\":\"a\\\"b\"}", "type", NULL },     /* escapes refused */
+		{ "{\"type\":5}", "type", NULL },
+		{ "{\"type\":\"\"}", "type", NULL },
+		{ "{\"type\":\"unterminated", "type", NULL },
+		{ "", "type", NULL },
+	};
+	char out[32];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int rc = webhook_event_field(cases[i].json, cases[i].key, out, sizeof(out));
+
+		if (!cases[i].want) {
+			cr_expect_eq(rc, -1, "field(%s, %s): got %d (%s), want -1", cases[i].json,
+			    cases[i].key, rc, rc == 0 ? out : "");
+			continue;
+		}
+		cr_expect_eq(rc, 0, "field(%s, %s): got %d, want 0", cases[i].json, cases[i].key, rc);
+		if (rc == 0)
+			cr_expect_str_eq(out, cases[i].want, "field(%s, %s): got %s, want %s",
+			    cases[i].json, cases[i].key, out, cases[i].want);
+	}
+	cr_expect_eq(webhook_event_field("{\"type\":\"abcdefgh\"}", "type", out, 8), -1,
+	    "value longer than the buffer: got accepted, want -1");
+}
+
+Test(webhook_secret, generated_secrets_sign_and_differ)
+{
+	char a[64], b[64], sig[64];
+
+	cr_assert_eq(webhook_new_secret(a, sizeof(a)), 0, "new_secret: got error, want 0");
+	cr_assert_eq(webhook_new_secret(b, sizeof(b)), 0, "new_secret: got error, want 0");
+	cr_expect_eq(strlen(a), (size_t)WEBHOOK_SECRET_LEN, "length: got %zu, want %d", strlen(a),
+	    WEBHOOK_SECRET_LEN);
+	cr_expect_eq(strncmp(a, "whsec_", 6), 0, "prefix: got %.6s, want whsec_", a);
+	cr_expect_str_neq(a, b, "two secrets: got the same %s twice", a);
+	cr_expect_eq(webhook_sign(a, "msg_1", 1, "{}", 2, sig, sizeof(sig)), 0,
+	    "a generated secret must be usable for signing");
+	cr_expect_eq(webhook_new_secret(a, WEBHOOK_SECRET_LEN), -1, "small buffer: got ok, want -1");
+}

@@ -171,6 +171,13 @@ class WebhookReceiver:
         if self._record:
             self._record.close()
 
+    def set_secret(self, secret):
+        """Verify from now on with another whsec_ secret (an endpoint's secret
+        is only known once txmail created it, after this receiver started)."""
+        with self.cond:
+            self.secret = secret
+            self.key = decode_secret(secret)
+
     def fail_first(self, n):
         """Answer the next n correctly signed requests with 500."""
         with self.cond:
