@@ -411,7 +411,6 @@ struct webhook {
 	struct wh_ep *eps;         /* eps[0] is "default" */
 	size_t neps;
 	size_t rr;                 /* round-robin start for claims */
-	int eps_loaded;            /* the store's endpoints were read at least once */
 	int64_t eps_refresh_at;    /* monotonic ms of the next periodic refresh */
 	int64_t eps_warn_at;       /* monotonic ms: rate limit for refresh warnings */
 
@@ -616,7 +615,6 @@ static int wh_refresh_eps(struct webhook *w)
 	}
 	if (w->rr >= w->neps)
 		w->rr = 0;
-	w->eps_loaded = 1;
 	store_endpoints_free(se, n);
 	return 0;
 oom_ne:

@@ -17,6 +17,7 @@ import os
 import select
 import shutil
 import subprocess
+import threading
 import time
 import urllib.parse
 
@@ -47,6 +48,7 @@ class SpecValidator:
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      start_new_session=True)
         self.checked = 0
+        self.lock = threading.Lock()  # one question at a time (tests use threads)
         self._ask({"check": "spec"})
 
     def close(self):
@@ -62,6 +64,10 @@ class SpecValidator:
         self.proc = None
 
     def _ask(self, obj, timeout=20.0):
+        with self.lock:
+            return self._ask_locked(obj, timeout)
+
+    def _ask_locked(self, obj, timeout):
         if self.proc is None or self.proc.poll() is not None:
             raise AssertionError("validate.mjs is not running: %s" % self._stderr())
         line = json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n"
