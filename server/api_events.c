@@ -400,6 +400,21 @@ static void *hub_thread(void *arg)
 		int behind, n, i;
 
 		behind = hub_catch_up(hub);
+		if (hub->cur.dollar) {
+			/* Read from an explicit id: "$" would skip what is appended between two reads. */
+			char last[HUB_ID_MAX];
+			uint64_t ms, seq;
+			if (store_events_last_id(hub->st, last, sizeof(last)) == STORE_OK &&
+			    api_events_parse_id(last, &ms, &seq) == 0) {
+				pthread_mutex_lock(&hub->lock);
+				if (hub->cur.dollar) {
+					hub->cur.ms = ms;
+					hub->cur.seq = seq;
+					hub->cur.dollar = 0;
+				}
+				pthread_mutex_unlock(&hub->lock);
+			}
+		}
 		pthread_mutex_lock(&hub->lock);
 		hub_cursor_str(&hub->cur, from, sizeof(from));
 		pthread_mutex_unlock(&hub->lock);

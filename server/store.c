@@ -2189,6 +2189,34 @@ store_webhook_next_due(struct store *s, const char *endpoint)
 	return rc ? rc : v;
 }
 
+int
+store_events_last_id(struct store *s, char *buf, size_t len)
+{
+	const char *argv[6] = { "XREVRANGE", ST_K_EVENTS, "+", "-", "COUNT", "1" };
+	redisReply *r = NULL;
+	int rc;
+
+	if (!s || !buf || len < 4)
+		return STORE_ERR_PROTO;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_simple(s, 6, argv, &r);
+	if (rc)
+		return rc;
+	if (!st_is_array(r, 0) || (r->elements > 0 &&
+	    (!st_is_array(r->element[0], 1) || !st_is_str(r->element[0]->element[0]) ||
+	    strlen(r->element[0]->element[0]->str) >= len))) {
+		rc = st_bad("events last id", r);
+	} else if (r->elements == 0) {
+		snprintf(buf, len, "0-0");
+	} else {
+		snprintf(buf, len, "%s", r->element[0]->element[0]->str);
+	}
+	freeReplyObject(r);
+	return rc;
+}
+
 /* --- webhook endpoints ---------------------------------------------------- */
 
 #define ST_MAX_ENDPOINTS 1000

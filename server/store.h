@@ -330,6 +330,12 @@ void store_endpoints_free(struct store_endpoint *eps, size_t n);
 int store_events_since(struct store *s, const char *after, int max, int block_ms,
     struct store_event **out);
 /*
+ * store_events_last_id - the id of the newest outbox event ("0-0" when
+ * none) into buf, so a live reader can continue from an explicit id
+ * instead of "$" (which would skip events appended between two reads).
+ */
+int store_events_last_id(struct store *s, char *buf, size_t len);
+/*
  * store_trim_events - drop outbox events older than before_ms, but never
  * one the webhook group has not yet read or acknowledged. Returns how many.
  */

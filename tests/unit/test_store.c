@@ -1444,6 +1444,31 @@ since_thread(void *p)
 	return NULL;
 }
 
+Test(store, events_last_id)
+{
+	struct store_event *ev[4];
+	char last[48];
+	int n;
+
+	cr_assert_eq(store_events_last_id(st, last, sizeof(last)), STORE_OK);
+	cr_assert_str_eq(last, "0-0", "empty stream: got %s, want 0-0", last);
+	add_event("{\"n\":1}");
+	add_event("{\"n\":2}");
+	cr_assert_eq(store_events_last_id(st, last, sizeof(last)), STORE_OK);
+	n = store_events_since(st, "0", 4, 0, ev);
+	cr_assert_eq(n, 2, "got %d events, want 2", n);
+	cr_assert_str_eq(last, ev[1]->entry_id, "got %s, want the newest id %s", last, ev[1]->entry_id);
+	for (int i = 0; i < n; i++)
+		store_event_free(ev[i]);
+	/* reading after it finds only what comes later */
+	cr_assert_eq(store_events_since(st, last, 4, 0, ev), 0);
+	add_event("{\"n\":3}");
+	n = store_events_since(st, last, 4, 0, ev);
+	cr_assert_eq(n, 1, "got %d, want 1 new event", n);
+	cr_assert_str_eq(ev[0]->json, "{\"n\":3}");
+	store_event_free(ev[0]);
+}
+
 Test(store, events_since)
 {
 	struct store_event *ev[8];
