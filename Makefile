@@ -28,7 +28,8 @@ UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
 
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libssl-dev libcjson-dev \
             libhiredis-dev libcurl4-openssl-dev libcriterion-dev redis-server \
-            python3 python3-aiosmtpd python3-pytest python3-yaml openssl curl
+            python3 python3-aiosmtpd python3-pytest python3-yaml openssl curl \
+            python3-dkim python3-nacl dnsmasq
 
 .PHONY: all deps build asan run test unit unit-asan integration integration-asan bench clean spec-lint spec-tools
 

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "dkim_keys.h"
 #include "hash.h"
 #include "log.h"
 #include "store.h"
@@ -328,6 +329,13 @@ messages_prepare(const struct api_request *req, const cJSON *json, const char *p
 	if (rc != 0) {
 		log_error("api: mime_build failed rc=%d", rc);
 		api_error(resp, 500, "internal_error", "cannot build the message", NULL);
+		return -1;
+	}
+	/* DKIM: signed once, here, with the key for the From domain (if any) */
+	if (dkim_keys_sign_message(req->cfg->dkim_keys, m->mr.from.email, req->now_ms / 1000,
+	    &m->mime, &m->mime_len) != 0) {
+		log_error("api: DKIM signing failed for %s", m->id);
+		api_error(resp, 500, "internal_error", "cannot sign the message", NULL);
 		return -1;
 	}
 

@@ -8,6 +8,7 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -19,6 +20,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "dkim_keys.h"
 #include "log.h"
 #include "util.h"
 
@@ -489,6 +491,45 @@ config_load(struct config *cfg, char *err, size_t errlen)
 	cfg->max_attach = (size_t)l;
 	if (env_str("TXMAIL_REDIS_SERVER", "redis-server", cfg->redis_server, sizeof(cfg->redis_server), err, errlen))
 		return -1;
+	{
+		char why[512];
+		if (dkim_keys_load(getenv("TXMAIL_DKIM_KEYS"), &cfg->dkim_keys, why, sizeof(why)) != 0)
+			return cfg_err(err, errlen, "TXMAIL_DKIM_KEYS: %s", why);
+	}
+	if (env_str("TXMAIL_DNS_SERVER", "", cfg->dns_server, sizeof(cfg->dns_server), err, errlen))
+		return -1;
+	if (cfg->dns_server[0] != '\0') {
+		char dh[64];
+		uint16_t dp;
+		struct in_addr ia;
+		if (config_parse_listen(cfg->dns_server, dh, sizeof(dh), &dp, err, errlen) != 0 ||
+		    inet_pton(AF_INET, dh, &ia) != 1)
+			return cfg_err(err, errlen, "%s: want an IPv4 ip:port", "TXMAIL_DNS_SERVER");
+	}
+	if (env_int("TXMAIL_MX_PORT", 25, 1, 65535, &l, err, errlen))
+		return -1;
+	cfg->mx_port = (uint16_t)l;
+	if (env_int("TXMAIL_MX_TLS_VERIFY", 0, 0, 1, &l, err, errlen))
+		return -1;
+	cfg->mx_tls_verify = (int)l;
+	if (env_str("TXMAIL_BOUNCE_DOMAIN", "", cfg->bounce_domain, sizeof(cfg->bounce_domain), err, errlen) ||
+	    env_str("TXMAIL_BOUNCE_SECRET", "", cfg->bounce_secret, sizeof(cfg->bounce_secret), err, errlen))
+		return -1;
+	if (cfg->bounce_domain[0] != '\0' && (strchr(cfg->bounce_domain, '@') ||
+	    strchr(cfg->bounce_domain, ' ') || strchr(cfg->bounce_domain, '<')))
+		return cfg_err(err, errlen, "%s", "TXMAIL_BOUNCE_DOMAIN: want a domain name");
+	if (cfg->bounce_domain[0] != '\0' && strlen(cfg->bounce_secret) < 16)
+		return cfg_err(err, errlen, "%s", "TXMAIL_BOUNCE_SECRET: required with TXMAIL_BOUNCE_DOMAIN, "
+		    "at least 16 characters (e.g. openssl rand -hex 32)");
+	if ((v = getenv("TXMAIL_BOUNCE_LISTEN")) != NULL && *v != '\0') {
+		char why[256];
+		if (config_parse_listen(v, cfg->bounce_listen_host, sizeof(cfg->bounce_listen_host),
+		    &cfg->bounce_listen_port, why, sizeof(why)) != 0)
+			return cfg_err(err, errlen, "TXMAIL_BOUNCE_LISTEN: %s", why);
+		if (cfg->bounce_domain[0] == '\0')
+			return cfg_err(err, errlen, "%s", "TXMAIL_BOUNCE_LISTEN needs TXMAIL_BOUNCE_DOMAIN and TXMAIL_BOUNCE_SECRET");
+		cfg->bounce_listen_set = 1;
+	}
 	return 0;
 }
 
@@ -504,6 +545,9 @@ config_free(struct config *cfg)
 	cfg->napi_keys = 0;
 	explicit_bzero(cfg->relay.pass, sizeof(cfg->relay.pass));
 	explicit_bzero(cfg->webhook_secret, sizeof(cfg->webhook_secret));
+	explicit_bzero(cfg->bounce_secret, sizeof(cfg->bounce_secret));
+	dkim_keys_free(cfg->dkim_keys);
+	cfg->dkim_keys = NULL;
 }
 
 void
@@ -521,9 +565,16 @@ config_describe(const struct config *cfg)
 		    cfg->relay.user[0] ? "yes (password masked)" : "no",
 		    cfg->relay.no_verify ? "OFF" : "on");
 	else
-		log_info("config relay=none (direct MX delivery)");
+		log_info("config relay=none (direct MX delivery) dns=%s mx_port=%u mx_tls=%s",
+		    cfg->dns_server[0] ? cfg->dns_server : "system", cfg->mx_port,
+		    cfg->mx_tls_verify ? "required+verified" : "opportunistic, unverified");
 	log_info("config retry_base=%.3gs retry_max=%.3gs max_age=%.3gs visibility=%.3gs "
 	    "webhook=%s webhook_retry_base=%.3gs", cfg->retry_base, cfg->retry_max,
 	    cfg->max_age, cfg->visibility_timeout,
 	    cfg->webhook_url[0] ? "set (secret masked)" : "none", cfg->webhook_retry_base);
+	log_info("config dkim_keys=%zu", dkim_keys_count(cfg->dkim_keys));
+	if (cfg->bounce_domain[0] != '\0')
+		log_info("config bounce_domain=%s (secret masked) bounce_listen=%s:%u", cfg->bounce_domain,
+		    cfg->bounce_listen_set ? cfg->bounce_listen_host : "off",
+		    cfg->bounce_listen_set ? cfg->bounce_listen_port : 0);
 }

@@ -17,6 +17,8 @@
 
 #define CONFIG_MAX_API_KEYS 64
 
+struct dkim_keys;   /* dkim_keys.h */
+
 struct redis_addr {
 	int is_unix;              /* 1: unix socket at path */
 	char path[PATH_MAX];
@@ -59,7 +61,16 @@ struct config {
 	double rate_limit;        /* TXMAIL_RATE_LIMIT: requests per second per API key, 200; 0 = off */
 	double rate_burst;        /* TXMAIL_RATE_BURST: bucket size, 400 */
 	size_t max_attach;        /* TXMAIL_MAX_ATTACHMENT_BYTES: decoded total per message, 7 MiB */
+	char bounce_domain[254];  /* TXMAIL_BOUNCE_DOMAIN: VERP return paths bounces+<token>@it; "" off */
+	char bounce_secret[256];  /* TXMAIL_BOUNCE_SECRET: token MAC key, >= 16 chars (required with the domain) */
+	int bounce_listen_set;    /* TXMAIL_BOUNCE_LISTEN given: `run` starts the DSN listener */
+	char bounce_listen_host[256];
+	uint16_t bounce_listen_port;
 	double events_retention;  /* TXMAIL_EVENTS_RETENTION: seconds events stay for SSE resume, 86400 */
+	struct dkim_keys *dkim_keys;  /* TXMAIL_DKIM_KEYS, key files read at load; NULL: no signing */
+	char dns_server[64];      /* TXMAIL_DNS_SERVER: "ip:port" (IPv4) for MX lookups, "" = system resolver */
+	uint16_t mx_port;         /* TXMAIL_MX_PORT: SMTP port of MX hosts, 25 */
+	int mx_tls_verify;        /* TXMAIL_MX_TLS_VERIFY: 1 = require STARTTLS with a verified certificate */
 };
 
 /*

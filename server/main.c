@@ -16,7 +16,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bounce.h"
 #include "config.h"
+#include "dkim_cli.h"
 #include "embed.h"
 #include "http.h"
 #include "keys.h"
@@ -47,6 +49,9 @@ static const char usage_main[] =
     "  worker        delivery workers, scheduler and webhook dispatcher only\n"
     "  sink          a capture SMTP server writing .eml files (for development)\n"
     "  keys          create|list|revoke API keys (stored as SHA-256 hashes in Redis)\n"
+    "  bounce        inbound SMTP listener for DSNs sent to the VERP return paths\n"
+    "                (TXMAIL_BOUNCE_DOMAIN); also part of 'run' with TXMAIL_BOUNCE_LISTEN\n"
+    "  dkim          keygen: make a DKIM signing key and print its DNS TXT record\n"
     "  version       print the version\n"
     "\n"
     "Configuration is read from TXMAIL_* environment variables; see README.md.\n"
@@ -89,6 +94,7 @@ struct app {
 	struct embed_redis redis;
 	int embedded;
 	struct sink *sink;
+	struct bounce *bounce;
 	struct http_server *http;
 	struct worker *workers[MAX_WORKERS];
 	int nworkers;
@@ -237,6 +243,9 @@ stop_all(struct app *a)
 	if (a->wh != NULL)
 		webhook_stop(a->wh);
 	a->wh = NULL;
+	if (a->bounce != NULL)
+		bounce_stop(a->bounce);
+	a->bounce = NULL;
 	if (a->sink != NULL)
 		sink_stop(a->sink);
 	a->sink = NULL;
@@ -332,6 +341,17 @@ serve(int roles, int dev)
 			goto out;
 		}
 	}
+	if (roles == (ROLE_API | ROLE_WORK) && a->cfg.bounce_listen_set) {
+		uint16_t bport = 0;
+
+		a->bounce = bounce_start(&a->cfg, a->cfg.bounce_listen_host, a->cfg.bounce_listen_port,
+		    &bport, err, sizeof(err));
+		if (a->bounce == NULL) {
+			log_error("%s", err);
+			goto out;
+		}
+		log_info("bounce listener on %s:%u", a->cfg.bounce_listen_host, (unsigned)bport);
+	}
 	if (roles & ROLE_API) {
 		if ((a->http = http_start(&a->cfg, err, sizeof(err))) == NULL) {
 			log_error("http: %s", err);
@@ -402,6 +422,10 @@ main(int argc, char **argv)
 		return sink_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "keys") == 0)
 		return keys_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "bounce") == 0)
+		return bounce_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "dkim") == 0)
+		return dkim_main(argc - 1, argv + 1);
 	fprintf(stderr, "txmail: unknown command '%s'\n\n%s", cmd, usage_main);
 	return 2;
 }

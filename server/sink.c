@@ -7,7 +7,10 @@
  * input is handled by processing every complete line in the buffer. Each
  * accepted message is written byte for byte (after dot-unstuffing) to
  * <dir>/tmp/<name> and renamed to <dir>/<name>, name "<unix ms>-<seq>.eml";
- * the 250 reply is sent only after the rename.
+ * the 250 reply is sent only after the rename. With hooks (sink.h) the
+ * caller decides on each recipient and takes each message instead: the
+ * envelope (MAIL FROM and the accepted RCPT addresses) is then kept per
+ * transaction, capped at SINK_ADDR_MAX octets per address.
  *
  * It must never relay, deliver or alter mail, never block on a single
  * client (all sockets are non-blocking), and never grow a buffer without a
@@ -44,6 +47,7 @@
 #define SINK_RCPT_MAX 1000
 #define SINK_CLIENTS_MAX 256
 #define SINK_IDLE_MS ((int64_t)5 * 60 * 1000)
+#define SINK_ADDR_MAX 320                     /* envelope address kept for hooks */
 
 enum sink_state {
 	SINK_ST_INIT = 0,   /* greeted, waiting for HELO/EHLO */
@@ -65,6 +69,8 @@ struct sink_client {
 	int msg_too_big;
 	int data_bol;        /* DATA: next byte starts a line */
 	int nrcpt;
+	char mail_from[SINK_ADDR_MAX + 1];   /* hooks only */
+	char **rcpts;                        /* hooks only: nrcpt accepted addresses */
 	int closing;         /* close once output is flushed */
 	int64_t last_ms;     /* monotonic time of last activity */
 };
@@ -74,6 +80,8 @@ struct sink {
 	int efd;             /* eventfd: sink_stop wakes the loop */
 	char *dir;
 	char host[256];
+	struct sink_hooks hooks;
+	int has_hooks;
 	unsigned long seq;
 	pthread_t thr;
 	int thr_started;
@@ -226,8 +234,22 @@ out:
 
 /* ---- the SMTP state machine ---------------------------------------------- */
 
+static void sink_free_rcpts(struct sink_client *c)
+{
+	int i;
+
+	if (c->rcpts) {
+		for (i = 0; i < c->nrcpt; i++)
+			free(c->rcpts[i]);
+		free(c->rcpts);
+	}
+	c->rcpts = NULL;
+	c->mail_from[0] = '\0';
+}
+
 static void sink_reset_txn(struct sink_client *c)
 {
+	sink_free_rcpts(c);
 	free(c->msg);
 	c->msg = NULL;
 	c->msg_len = 0;
@@ -275,6 +297,13 @@ static void sink_end_data(struct sink *s, struct sink_client *c)
 
 	if (c->msg_too_big) {
 		sink_reply(c, "552 5.3.4 Error: message too big");
+	} else if (s->has_hooks) {
+		reply[0] = '\0';
+		if (s->hooks.message(c->mail_from, (const char *const *)c->rcpts, (size_t)c->nrcpt,
+		    c->msg ? c->msg : "", c->msg_len, reply, sizeof(reply), s->hooks.arg) == 0)
+			sink_reply(c, "250 2.0.0 Ok");
+		else
+			sink_reply(c, reply[0] ? reply : "451 4.3.0 Error: cannot take the message");
 	} else if (sink_store(s, c->msg ? c->msg : "", c->msg_len, name, sizeof(name)) < 0) {
 		sink_reply(c, "451 4.3.0 Error: cannot store message");
 	} else {
@@ -318,6 +347,55 @@ static const char *sink_match(const char *line, const char *verb)
 	return NULL;
 }
 
+/* sink_addr - the address of "FROM:<a> params" / "TO:<a>" (after the colon) into out; 0 or -1. */
+static int sink_addr(const char *arg, char *out, size_t outlen)
+{
+	const char *p = arg, *e;
+	size_t n;
+
+	while (*p == ' ')
+		p++;
+	if (*p == '<') {
+		e = strchr(++p, '>');
+		if (!e)
+			return -1;
+	} else {
+		for (e = p; *e && *e != ' '; e++)
+			;
+	}
+	n = (size_t)(e - p);
+	if (n >= outlen)
+		return -1;
+	memcpy(out, p, n);
+	out[n] = '\0';
+	return 0;
+}
+
+/* sink_hook_rcpt - ask the hook about a recipient and keep it; 0 accepted, else replied. */
+static int sink_hook_rcpt(struct sink *s, struct sink_client *c, const char *arg)
+{
+	char addr[SINK_ADDR_MAX + 1], reply[256] = "";
+	char **nr;
+
+	if (sink_addr(arg, addr, sizeof(addr)) < 0) {
+		sink_reply(c, "501 5.1.3 Error: bad recipient address syntax");
+		return -1;
+	}
+	if (s->hooks.rcpt && s->hooks.rcpt(addr, reply, sizeof(reply), s->hooks.arg) != 0) {
+		sink_reply(c, reply[0] ? reply : "550 5.1.1 Error: recipient refused");
+		return -1;
+	}
+	nr = realloc(c->rcpts, ((size_t)c->nrcpt + 1) * sizeof(*nr));
+	if (!nr || !(nr[c->nrcpt] = strdup(addr))) {
+		if (nr)
+			c->rcpts = nr;
+		sink_reply(c, "452 4.3.0 Error: out of memory");
+		return -1;
+	}
+	c->rcpts = nr;
+	return 0;
+}
+
 static void sink_command(struct sink *s, struct sink_client *c, char *line)
 {
 	const char *arg;
@@ -356,6 +434,10 @@ static void sink_command(struct sink *s, struct sink_client *c, char *line)
 				sink_reply(c, "552 5.3.4 Message size exceeds fixed limit");
 				return;
 			}
+			if (s->has_hooks && sink_addr(arg + 5, c->mail_from, sizeof(c->mail_from)) < 0) {
+				sink_reply(c, "501 5.1.7 Error: bad sender address syntax");
+				return;
+			}
 			c->state = SINK_ST_MAIL;
 			c->nrcpt = 0;
 			sink_reply(c, "250 2.1.0 Ok");
@@ -367,6 +449,8 @@ static void sink_command(struct sink *s, struct sink_client *c, char *line)
 			sink_reply(c, "501 5.5.4 Syntax: RCPT TO:<address>");
 		else if (c->nrcpt >= SINK_RCPT_MAX)
 			sink_reply(c, "452 4.5.3 Error: too many recipients");
+		else if (s->has_hooks && sink_hook_rcpt(s, c, arg + 3) != 0)
+			return;
 		else {
 			c->nrcpt++;
 			c->state = SINK_ST_RCPT;
@@ -463,6 +547,7 @@ static void sink_client_free(struct sink_client *c)
 		return;
 	if (c->fd >= 0)
 		close(c->fd);
+	sink_free_rcpts(c);
 	free(c->out);
 	free(c->msg);
 	free(c);
@@ -498,7 +583,8 @@ static void sink_accept(struct sink *s)
 		c->fd = fd;
 		c->state = SINK_ST_INIT;
 		c->last_ms = util_mono_ms();
-		snprintf(buf, sizeof(buf), "220 %s txmail sink ESMTP", s->host);
+		snprintf(buf, sizeof(buf), "220 %s %s ESMTP", s->host,
+		    s->has_hooks && s->hooks.name ? s->hooks.name : "txmail sink");
 		sink_reply(c, buf);
 		if (sink_flush(c) < 0) {
 			sink_client_free(c);
@@ -661,15 +747,15 @@ static int sink_listen(const char *host, uint16_t port, uint16_t *bound, char *e
 	return fd;
 }
 
-struct sink *sink_start(const char *host, uint16_t port, const char *dir,
-    uint16_t *bound_port, char *err, size_t errlen)
+static struct sink *sink_start_common(const char *host, uint16_t port, const char *dir,
+    const struct sink_hooks *hooks, uint16_t *bound_port, char *err, size_t errlen)
 {
 	struct sink *s = NULL;
 	char tmpdir[PATH_MAX];
 	int n;
 
-	if (!dir || !*dir || strlen(dir) >= PATH_MAX - 64) {
-		snprintf(err, errlen, "sink: bad directory");
+	if (hooks ? !hooks->message : (!dir || !*dir || strlen(dir) >= PATH_MAX - 64)) {
+		snprintf(err, errlen, hooks ? "sink: no message hook" : "sink: bad directory");
 		return NULL;
 	}
 	s = calloc(1, sizeof(*s));
@@ -679,15 +765,20 @@ struct sink *sink_start(const char *host, uint16_t port, const char *dir,
 	}
 	s->lfd = -1;
 	s->efd = -1;
-	s->dir = strdup(dir);
-	if (!s->dir) {
-		snprintf(err, errlen, "sink: out of memory");
-		goto fail;
-	}
-	n = snprintf(tmpdir, sizeof(tmpdir), "%s/tmp", dir);
-	if (n < 0 || (size_t)n >= sizeof(tmpdir) || sink_mkdir_p(tmpdir) < 0) {
-		snprintf(err, errlen, "sink: cannot create %s: %s", tmpdir, strerror(errno));
-		goto fail;
+	if (hooks) {
+		s->hooks = *hooks;
+		s->has_hooks = 1;
+	} else {
+		s->dir = strdup(dir);
+		if (!s->dir) {
+			snprintf(err, errlen, "sink: out of memory");
+			goto fail;
+		}
+		n = snprintf(tmpdir, sizeof(tmpdir), "%s/tmp", dir);
+		if (n < 0 || (size_t)n >= sizeof(tmpdir) || sink_mkdir_p(tmpdir) < 0) {
+			snprintf(err, errlen, "sink: cannot create %s: %s", tmpdir, strerror(errno));
+			goto fail;
+		}
 	}
 	if (gethostname(s->host, sizeof(s->host)) < 0 || !s->host[0])
 		util_strlcpy(s->host, "localhost", sizeof(s->host));
@@ -710,6 +801,22 @@ struct sink *sink_start(const char *host, uint16_t port, const char *dir,
 fail:
 	sink_stop(s);
 	return NULL;
+}
+
+struct sink *sink_start(const char *host, uint16_t port, const char *dir,
+    uint16_t *bound_port, char *err, size_t errlen)
+{
+	return sink_start_common(host, port, dir, NULL, bound_port, err, errlen);
+}
+
+struct sink *sink_start_hooks(const char *host, uint16_t port, const struct sink_hooks *hooks,
+    uint16_t *bound_port, char *err, size_t errlen)
+{
+	if (!hooks) {
+		snprintf(err, errlen, "sink: no hooks");
+		return NULL;
+	}
+	return sink_start_common(host, port, NULL, hooks, bound_port, err, errlen);
 }
 
 void sink_stop(struct sink *s)

@@ -82,6 +82,7 @@ enum st_script {
 	SC_KEY_LIST,
 	SC_AUTH,
 	SC_RATELIMIT,
+	SC_BOUNCE,
 	SC_COUNT
 };
 
@@ -108,6 +109,7 @@ static const char *const st_scripts[SC_COUNT] = {
 	[SC_KEY_LIST] = store_lua_key_list,
 	[SC_AUTH] = store_lua_auth,
 	[SC_RATELIMIT] = store_lua_ratelimit,
+	[SC_BOUNCE] = store_lua_bounce,
 };
 
 struct store {
@@ -1245,6 +1247,64 @@ store_cancel(struct store *s, const char *id, const char *timeline_json, int *nc
 		rc = STORE_ERR_NOT_FOUND;
 	else if (ncanceled)
 		*ncanceled = (int)v;
+out:
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+int
+store_bounce(struct store *s, const struct store_bounce_in *b, int *applied)
+{
+	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX], member[ST_KEY_MAX];
+	struct st_args a;
+	redisReply *r = NULL;
+	int64_t v;
+	int rc, n;
+
+	if (applied)
+		*applied = 0;
+	if (!s || !b || !b->action || b->rcpt_idx < 0 || b->rcpt_idx >= ST_MAX_RCPTS ||
+	    (strcmp(b->action, "failed") != 0 && strcmp(b->action, "delayed") != 0))
+		return STORE_ERR_PROTO;
+	n = snprintf(member, sizeof(member), "%s/%d", b->msg_id ? b->msg_id : "", b->rcpt_idx);
+	if (!st_id_ok(b->msg_id) || n < 0 || (size_t)n >= sizeof(member) ||
+	    st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", b->msg_id, NULL) ||
+	    st_key(ktl, sizeof(ktl), ST_PREFIX "msg:", b->msg_id, ":tl"))
+		return STORE_ERR_NOT_FOUND;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 20);
+	if (rc)
+		return rc;
+	st_eval(&a, s, SC_BOUNCE, 5);
+	st_adds(&a, kmsg);
+	st_adds(&a, ktl);
+	st_adds(&a, ST_K_DUE);
+	st_adds(&a, ST_K_EVENTS);
+	st_adds(&a, ST_K_SUPP);
+	st_addi(&a, b->rcpt_idx);
+	st_adds(&a, b->action);
+	st_adds(&a, b->smtp_json ? b->smtp_json : "");
+	st_adds(&a, b->event_json ? b->event_json : "");
+	st_adds(&a, b->timeline_json ? b->timeline_json : "");
+	st_addi(&a, s->retention_ms);
+	st_adds(&a, member);
+	st_adds(&a, b->suppress_reason ? b->suppress_reason : "");
+	st_addi(&a, b->now_ms);
+	rc = st_do(s, &a, &r);
+	if (rc)
+		goto out;
+	if (st_int(r, &v) != 0 || v < -1 || v > 1) {
+		rc = st_bad("bounce", r);
+		goto out;
+	}
+	if (v < 0)
+		rc = STORE_ERR_NOT_FOUND;
+	else if (applied)
+		*applied = (int)v;
 out:
 	if (r)
 		freeReplyObject(r);

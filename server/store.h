@@ -243,6 +243,35 @@ struct store_result {
  */
 int store_record(struct store *s, const struct store_result *r, size_t n);
 
+/* --- asynchronous bounces (DSNs) ------------------------------------------ */
+
+struct store_bounce_in {
+	const char *msg_id;
+	int rcpt_idx;
+	/*
+	 * "failed": a recipient delivered, sending, deferred or queued
+	 * becomes "failed" (its smtp set to smtp_json, event_json to the
+	 * outbox, timeline_json to the timeline, pending and due kept
+	 * consistent, and with suppress_reason the address suppressed).
+	 * "delayed": only timeline_json is appended.
+	 */
+	const char *action;
+	const char *smtp_json;       /* {"code":..,"enhanced":..,"response":..} or NULL */
+	const char *event_json;      /* the message.failed event, or NULL */
+	const char *timeline_json;
+	const char *suppress_reason; /* NULL: no suppression */
+	int64_t now_ms;
+};
+
+/*
+ * store_bounce - apply one DSN to one recipient, atomically (one script).
+ * *applied = 1 when something changed, 0 when the recipient was already
+ * final in another way (failed, expired, suppressed, canceled, scheduled):
+ * nothing changed. STORE_ERR_NOT_FOUND when the message (or that
+ * recipient) does not exist any more.
+ */
+int store_bounce(struct store *s, const struct store_bounce_in *b, int *applied);
+
 /* --- scheduling --------------------------------------------------------- */
 
 /*

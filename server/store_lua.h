@@ -170,6 +170,46 @@ static const char store_lua_record[] =
 	"return 1\n";
 
 /*
+ * bounce
+ * KEYS: msg, tl, due, events, supp
+ * ARGV: idx action smtp event timeline retention_ms member suppress_reason now_ms
+ * action "delayed": timeline only. "failed": delivered|sending|deferred|
+ * queued -> failed; a deferred one leaves due; one that was not yet
+ * final leaves pending (a "sending" one's ready entry is acknowledged by
+ * its worker's record, which finds it no longer sending; a "queued" one's
+ * by claim). Returns 1 applied, 0 recipient in another state (nothing
+ * changed), -1 no such message or recipient.
+ */
+static const char store_lua_bounce[] =
+	"local p = 'r' .. ARGV[1] .. ':'\n"
+	"local v = redis.call('HMGET', KEYS[1], p .. 'status', p .. 'email')\n"
+	"if not v[1] then return -1 end\n"
+	"if ARGV[2] == 'delayed' then\n"
+	"  if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[5]) end\n"
+	"  return 1\n"
+	"end\n"
+	"local st = v[1]\n"
+	"if st ~= 'delivered' and st ~= 'sending' and st ~= 'deferred' and st ~= 'queued' then\n"
+	"  return 0\n"
+	"end\n"
+	"redis.call('HSET', KEYS[1], p .. 'status', 'failed')\n"
+	"if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], p .. 'smtp', ARGV[3]) end\n"
+	"if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[5]) end\n"
+	"if ARGV[4] ~= '' then redis.call('XADD', KEYS[4], '*', 'e', ARGV[4]) end\n"
+	"if ARGV[8] ~= '' and v[2] then\n"
+	"  redis.call('HSET', KEYS[5], string.lower(v[2]), ARGV[9] .. ':' .. ARGV[8])\n"
+	"end\n"
+	"if st == 'deferred' then redis.call('ZREM', KEYS[3], ARGV[7]) end\n"
+	"if st ~= 'delivered' then\n"
+	"  local left = redis.call('HINCRBY', KEYS[1], 'pending', -1)\n"
+	"  if left <= 0 then\n"
+	"    redis.call('PEXPIRE', KEYS[1], ARGV[6])\n"
+	"    redis.call('PEXPIRE', KEYS[2], ARGV[6])\n"
+	"  end\n"
+	"end\n"
+	"return 1\n";
+
+/*
  * promote
  * KEYS: due, ready
  * ARGV: now_ms max prefix

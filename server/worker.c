@@ -7,6 +7,11 @@
  *             the entries it holds (store_heartbeat) so that a slow but
  *             live delivery is never taken over;
  *   engine    runs smtp_engine_run: every SMTP session of this worker;
+ *   route     (direct delivery, no TXMAIL_RELAY) resolver threads that
+ *             turn a recipient's domain into MX addresses (server/route.c)
+ *             and submit the job to the engine; a connect-stage tempfail
+ *             (no connection, no banner, 421 greeting) is retried on the
+ *             next address before any outcome is recorded;
  *   recorder  turns outcomes into state with the pure retry policy
  *             (retry_decide) and records them, with their webhook events,
  *             in pipelined store_record calls.
@@ -32,8 +37,10 @@
 #include "../smtp/engine.h"
 #include "../smtp/retry.h"
 #include "log.h"
+#include "route.h"
 #include "store.h"
 #include "util.h"
+#include "verp.h"
 
 #define FETCH_BATCH 64
 #define RECORD_BATCH 128
@@ -42,6 +49,9 @@ struct job {
 	struct smtp_job sj;
 	struct store_delivery *d;
 	struct smtp_outcome out;
+	struct route_result *route;   /* direct delivery: addresses to try; NULL via relay */
+	size_t next_addr;             /* route->addrs[next_addr] is tried next */
+	char verp[VERP_ADDR_MAX + 1]; /* TXMAIL_BOUNCE_DOMAIN: this delivery's return path */
 	int done;
 	struct job *next_done;
 	struct job *prev_fly, *next_fly;   /* in-flight registry */
@@ -51,6 +61,7 @@ struct worker {
 	const struct config *cfg;
 	char consumer[160];
 	struct smtp_engine *engine;
+	struct route *route;       /* NULL in relay mode */
 	struct retry_policy policy;
 	pthread_t feeder_thr, engine_thr, recorder_thr;
 	int started_feeder, started_engine, started_recorder;
@@ -105,6 +116,7 @@ job_free(struct job *j)
 	if (j == NULL)
 		return;
 	store_delivery_free(j->d);
+	free(j->route);
 	free(j);
 }
 
@@ -133,6 +145,82 @@ set_outcome(struct smtp_outcome *o, enum smtp_result r, const char *stage, const
 	util_strlcpy(o->text, text, sizeof(o->text));
 }
 
+/* --- direct delivery ---------------------------------------------------- */
+
+/*
+ * Submit j to the next address of its route (any thread). MX hosts get
+ * opportunistic STARTTLS without certificate verification (most MX
+ * certificates do not match the MX name; Postfix's "may" level), or, with
+ * TXMAIL_MX_TLS_VERIFY=1, required STARTTLS verified against the MX name.
+ */
+static void
+submit_next(struct worker *w, struct job *j)
+{
+	const struct route_addr *a = &j->route->addrs[j->next_addr++];
+	struct smtp_target *t = &j->sj.target;
+
+	memset(t, 0, sizeof(*t));
+	if (w->cfg->mx_tls_verify) {
+		/* the name, for SSL_set1_host; the engine resolves it (system resolver) */
+		util_strlcpy(t->host, a->name, sizeof(t->host));
+		t->tls = SMTP_TLS_REQUIRED;
+	} else {
+		util_strlcpy(t->host, a->ip, sizeof(t->host));
+		t->tls = SMTP_TLS_STARTTLS;
+		t->no_verify = 1;
+	}
+	t->port = w->cfg->mx_port;
+	log_debug("worker %s: msg_id=%s rcpt_idx=%d via MX %s [%s]:%u", w->consumer,
+	    j->d->msg_id, j->d->rcpt_idx, a->name, a->ip, t->port);
+	if (smtp_engine_submit(w->engine, &j->sj) != 0) {
+		set_outcome(&j->out, SMTP_RESULT_TEMPFAIL, "shutdown", "worker shutting down");
+		push_done(w, j);
+	}
+}
+
+/* Resolver thread: the route of j's domain is known. */
+static void
+on_route(const struct route_result *r, void *udata, void *arg)
+{
+	struct worker *w = arg;
+	struct job *j = udata;
+
+	switch (r->status) {
+	case ROUTE_OK:
+		j->route = malloc(sizeof(*j->route));
+		if (j->route == NULL) {
+			set_outcome(&j->out, SMTP_RESULT_TEMPFAIL, "route", "out of memory");
+			push_done(w, j);
+			return;
+		}
+		*j->route = *r;
+		j->next_addr = 0;
+		submit_next(w, j);
+		return;
+	case ROUTE_PERMFAIL:
+		set_outcome(&j->out, SMTP_RESULT_PERMFAIL, "route", r->text);
+		util_strlcpy(j->out.enhanced, r->enhanced, sizeof(j->out.enhanced));
+		break;
+	case ROUTE_SHUTDOWN:
+		set_outcome(&j->out, SMTP_RESULT_TEMPFAIL, "shutdown", r->text);
+		break;
+	case ROUTE_TEMPFAIL:
+	default:
+		set_outcome(&j->out, SMTP_RESULT_TEMPFAIL, "dns", r->text);
+		break;
+	}
+	push_done(w, j);
+}
+
+/* A failure to reach a host at all: worth trying the next MX before recording. */
+static int
+connect_stage_tempfail(const struct smtp_outcome *o)
+{
+	return o->result == SMTP_RESULT_TEMPFAIL && o->stage != NULL &&
+	    (strcmp(o->stage, "connect") == 0 || strcmp(o->stage, "banner") == 0) &&
+	    (o->code == 0 || o->code == 421);
+}
+
 /* --- engine thread ---------------------------------------------------- */
 
 static void
@@ -142,6 +230,13 @@ on_engine_done(struct smtp_job *sj, const struct smtp_outcome *o, void *arg)
 	struct job *j = sj->udata;
 
 	j->out = *o;
+	if (j->route != NULL && j->next_addr < j->route->naddr && connect_stage_tempfail(o)) {
+		log_info("worker %s: msg_id=%s rcpt_idx=%d: %s:%u %s (%.120s); trying the next MX host",
+		    w->consumer, j->d->msg_id, j->d->rcpt_idx, sj->target.host, sj->target.port,
+		    o->stage, o->text);
+		submit_next(w, j);   /* on shutdown it records "shutdown": left pending */
+		return;
+	}
 	push_done(w, j);
 }
 
@@ -191,18 +286,32 @@ dispatch(struct worker *w, struct store_delivery *d)
 		push_done(w, j);
 		return;
 	}
-	if (!w->cfg->relay_set) {
-		set_outcome(&j->out, SMTP_RESULT_TEMPFAIL, "route",
-		    "direct MX delivery is not available yet; set TXMAIL_RELAY");
-		push_done(w, j);
-		return;
-	}
-	j->sj.target = w->cfg->relay;
 	j->sj.mail_from = d->mail_from;
+	if (w->cfg->bounce_domain[0] != '\0') {
+		/* VERP: DSNs for this recipient come back to bounces+<token>@domain (server/bounce.c) */
+		if (verp_make(w->cfg->bounce_secret, strlen(w->cfg->bounce_secret), w->cfg->bounce_domain,
+		    d->msg_id, d->rcpt_idx, j->verp, sizeof(j->verp)) == VERP_OK)
+			j->sj.mail_from = j->verp;
+		else
+			log_warn("worker: no VERP return path for msg_id=%s; using %s", d->msg_id, d->mail_from);
+	}
 	j->sj.rcpt = d->rcpt;
 	j->sj.data = d->mime;
 	j->sj.data_len = d->mime_len;
 	j->sj.udata = j;
+	if (!w->cfg->relay_set) {
+		const char *at = strrchr(d->rcpt, '@');
+
+		if (at == NULL || at[1] == '\0') {
+			set_outcome(&j->out, SMTP_RESULT_PERMFAIL, "route", "recipient has no domain");
+			push_done(w, j);
+		} else if (route_request(w->route, at + 1, j) != 0) {
+			set_outcome(&j->out, SMTP_RESULT_TEMPFAIL, "shutdown", "worker shutting down");
+			push_done(w, j);
+		}
+		return;
+	}
+	j->sj.target = w->cfg->relay;
 	log_debug("worker %s: sending msg_id=%s rcpt_idx=%d attempt=%d", w->consumer,
 	    d->msg_id, d->rcpt_idx, d->attempts);
 	if (smtp_engine_submit(w->engine, &j->sj) != 0) {
@@ -567,6 +676,18 @@ worker_start(const struct config *cfg, int index, char *err, size_t errlen)
 	w->engine = smtp_engine_new(&ec, err, errlen);
 	if (w->engine == NULL)
 		goto fail;
+	if (!cfg->relay_set) {
+		struct route_config rc;
+
+		memset(&rc, 0, sizeof(rc));
+		rc.dns_server = cfg->dns_server;
+		rc.timeout_s = 5;
+		rc.threads = 2;
+		rc.on_result = on_route;
+		rc.arg = w;
+		if ((w->route = route_new(&rc, err, errlen)) == NULL)
+			goto fail;
+	}
 	if (pthread_create(&w->engine_thr, NULL, engine_main, w) != 0)
 		goto fail_thr;
 	w->started_engine = 1;
@@ -605,6 +726,9 @@ worker_stop(struct worker *w, double grace_s)
 			break;
 		nap_ms(20);
 	}
+	/* Unresolved jobs come back as "shutdown"; after this nothing submits but the engine. */
+	route_free(w->route);
+	w->route = NULL;
 	atomic_store(&w->stop_engine, 1);
 	if (w->engine != NULL)
 		smtp_engine_wake(w->engine);

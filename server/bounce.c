@@ -1,0 +1,385 @@
+/*
+ * bounce.c - `txmail bounce` and the DSN listener of `run` (see bounce.h).
+ *
+ * Owns the policy that turns a received DSN into recipient state: which
+ * per-recipient group of the report applies (the one naming the
+ * recipient's address, else the first failed, else the first delayed),
+ * the SMTP reply recorded (Diagnostic-Code's reply code, else 550 for a
+ * failure / 450 for a delay; enhanced code from Status), and when an
+ * address is suppressed (Status 5.x.x). The listener is server/sink.c
+ * with hooks: its hooks run on the sink thread, which owns the one store
+ * connection used here, so a slow Redis holds up other DSN senders (low
+ * volume by nature) but never the delivery path.
+ *
+ * It must never accept mail for an address without a valid VERP token,
+ * never trust the DSN's Final-Recipient to choose the message (only the
+ * token does), and never lose a DSN on a Redis outage: the reply is then
+ * 451 so the sending MTA retries.
+ */
+#include "bounce.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cjson/cJSON.h>
+
+#include "dsn.h"
+#include "log.h"
+#include "sink.h"
+#include "store.h"
+#include "util.h"
+#include "verp.h"
+
+struct bounce {
+	const struct config *cfg;
+	struct store *st;
+	struct sink *sink;
+};
+
+static int
+bounce_rcpt(const char *addr, char *reply, size_t replylen, void *arg)
+{
+	struct bounce *b = arg;
+	char id[VERP_ID_MAX + 1];
+	int idx, rc;
+
+	rc = verp_parse(b->cfg->bounce_secret, strlen(b->cfg->bounce_secret), b->cfg->bounce_domain,
+	    addr, id, sizeof(id), &idx);
+	if (rc == VERP_OK)
+		return 0;
+	log_info("msg=\"bounce listener refused recipient\" rcpt=\"%.100s\" why=%s", addr,
+	    rc == VERP_ERR_NOT_OURS ? "not-bounce-address" : rc == VERP_ERR_MAC ? "bad-mac" : "bad-token");
+	snprintf(reply, replylen, "550 5.1.1 Recipient address rejected: not a bounce address here");
+	return -1;
+}
+
+/* bounce_pick - the DSN group that concerns email (see the file comment); NULL when none. */
+static const struct dsn_rcpt *
+bounce_pick(const struct dsn *d, const char *email)
+{
+	const struct dsn_rcpt *failed = NULL, *delayed = NULL;
+	size_t i;
+
+	for (i = 0; i < d->nrcpts; i++) {
+		const struct dsn_rcpt *r = &d->rcpts[i];
+		int act = strcmp(r->action, "failed") == 0 || strcmp(r->action, "delayed") == 0;
+
+		if (act && email && (strcasecmp(r->final_recipient, email) == 0 ||
+		    strcasecmp(r->original_recipient, email) == 0))
+			return r;
+		if (!failed && strcmp(r->action, "failed") == 0)
+			failed = r;
+		if (!delayed && strcmp(r->action, "delayed") == 0)
+			delayed = r;
+	}
+	return failed ? failed : delayed;
+}
+
+static cJSON *
+bounce_smtp_json(const struct dsn *d, const struct dsn_rcpt *r, int failed)
+{
+	cJSON *s = cJSON_CreateObject();
+	char text[600];
+	int code = r->diag_code;
+
+	if (!s)
+		return NULL;
+	/* the reply code must agree with the outcome's class; else a generic one */
+	if (code == 0 || (failed && code / 100 != 5) || (!failed && code / 100 != 4))
+		code = failed ? 550 : 450;
+	if (r->diagnostic[0])
+		util_strlcpy(text, r->diagnostic, sizeof(text));
+	else
+		snprintf(text, sizeof(text), "DSN from %s: Action %s%s%s",
+		    d->reporting_mta[0] ? d->reporting_mta : "unknown MTA", r->action,
+		    r->status[0] ? ", Status " : "", r->status);
+	cJSON_AddNumberToObject(s, "code", code);
+	cJSON_AddStringToObject(s, "enhanced",
+	    r->status[0] && ((failed && r->status[0] == '5') || (!failed && r->status[0] == '4')) ?
+	    r->status : "");
+	cJSON_AddStringToObject(s, "response", text);
+	return s;
+}
+
+/*
+ * bounce_apply - one DSN for (msg_id, idx). 0 done (or nothing to do), -1
+ * a temporary failure (the sender should retry).
+ */
+static int
+bounce_apply(struct bounce *b, const struct dsn *d, const char *msg_id, int idx)
+{
+	struct store_message_view v;
+	const struct store_rcpt_view *rv;
+	const struct dsn_rcpt *r;
+	struct store_bounce_in in;
+	char evt_id[48], at[40];
+	cJSON *ev = NULL, *data, *tl = NULL, *sj = NULL;
+	char *smtp = NULL, *evs = NULL, *tls = NULL;
+	int64_t now = util_now_ms();
+	int rc, failed, applied = 0, ret = -1;
+
+	memset(&v, 0, sizeof(v));
+	rc = store_get_message(b->st, msg_id, &v);
+	if (rc == STORE_ERR_NOT_FOUND) {
+		log_info("msg=\"DSN for an unknown or expired message ignored\" msg_id=%s rcpt_idx=%d",
+		    msg_id, idx);
+		return 0;
+	}
+	if (rc != STORE_OK) {
+		log_warn("msg=\"cannot read message for DSN\" msg_id=%s error=%d", msg_id, rc);
+		return -1;
+	}
+	if ((size_t)idx >= v.nrcpts) {
+		log_info("msg=\"DSN for an unknown recipient ignored\" msg_id=%s rcpt_idx=%d", msg_id, idx);
+		ret = 0;
+		goto out;
+	}
+	rv = &v.rcpts[idx];
+	r = bounce_pick(d, rv->email);
+	if (!r) {
+		log_info("msg=\"DSN without a failed or delayed recipient ignored\" msg_id=%s rcpt_idx=%d",
+		    msg_id, idx);
+		ret = 0;
+		goto out;
+	}
+	failed = strcmp(r->action, "failed") == 0;
+	util_rfc3339(now, at, sizeof(at));
+	if (util_random_id("evt_", evt_id, sizeof(evt_id)) != 0)
+		goto out;
+	if ((sj = bounce_smtp_json(d, r, failed)) == NULL || (smtp = cJSON_PrintUnformatted(sj)) == NULL)
+		goto out;
+
+	/* the same event and timeline shapes as server/worker.c build_rec */
+	if ((tl = cJSON_CreateObject()) == NULL)
+		goto out;
+	cJSON_AddStringToObject(tl, "type", failed ? "failed" : "delayed_dsn");
+	cJSON_AddStringToObject(tl, "at", at);
+	cJSON_AddStringToObject(tl, "recipient", rv->email);
+	cJSON_AddNumberToObject(tl, "attempt", rv->attempts);
+	if (failed)
+		cJSON_AddStringToObject(tl, "reason", "bounced");
+	cJSON_AddItemToObject(tl, "smtp", cJSON_Duplicate(sj, 1));
+	if ((tls = cJSON_PrintUnformatted(tl)) == NULL)
+		goto out;
+	if (failed) {
+		if ((ev = cJSON_CreateObject()) == NULL)
+			goto out;
+		cJSON_AddStringToObject(ev, "id", evt_id);
+		cJSON_AddStringToObject(ev, "type", "message.failed");
+		cJSON_AddStringToObject(ev, "created_at", at);
+		data = cJSON_AddObjectToObject(ev, "data");
+		if (data == NULL)
+			goto out;
+		cJSON_AddStringToObject(data, "message_id", msg_id);
+		cJSON_AddStringToObject(data, "recipient", rv->email);
+		cJSON_AddStringToObject(data, "status", "failed");
+		cJSON_AddNumberToObject(data, "attempt", rv->attempts);
+		cJSON_AddStringToObject(data, "reason", "bounced");
+		cJSON_AddItemToObject(data, "smtp", cJSON_Duplicate(sj, 1));
+		{
+			cJSON *m = cJSON_Parse(v.metadata_json ? v.metadata_json : "{}");
+			cJSON *t = cJSON_Parse(v.tags_json ? v.tags_json : "[]");
+			cJSON_AddItemToObject(data, "metadata", m != NULL ? m : cJSON_CreateObject());
+			cJSON_AddItemToObject(data, "tags", t != NULL ? t : cJSON_CreateArray());
+		}
+		if ((evs = cJSON_PrintUnformatted(ev)) == NULL)
+			goto out;
+	}
+	memset(&in, 0, sizeof(in));
+	in.msg_id = msg_id;
+	in.rcpt_idx = idx;
+	in.action = failed ? "failed" : "delayed";
+	in.smtp_json = failed ? smtp : NULL;
+	in.event_json = evs;
+	in.timeline_json = tls;
+	in.suppress_reason = failed && r->status[0] == '5' ? "bounced" : NULL;
+	in.now_ms = now;
+	rc = store_bounce(b->st, &in, &applied);
+	if (rc == STORE_ERR_NOT_FOUND) {
+		ret = 0;
+		goto out;
+	}
+	if (rc != STORE_OK) {
+		log_warn("msg=\"cannot record DSN\" msg_id=%s rcpt_idx=%d error=%d", msg_id, idx, rc);
+		goto out;
+	}
+	log_info("msg=\"DSN %s\" msg_id=%s rcpt_idx=%d rcpt=%s action=%s status=%s%s", applied ?
+	    "recorded" : "ignored (recipient already final)", msg_id, idx, rv->email, r->action,
+	    r->status[0] ? r->status : "-", in.suppress_reason && applied ? " suppressed=yes" : "");
+	ret = 0;
+out:
+	cJSON_Delete(sj);
+	cJSON_Delete(tl);
+	cJSON_Delete(ev);
+	cJSON_free(smtp);
+	cJSON_free(tls);
+	cJSON_free(evs);
+	store_message_view_free(&v);
+	return ret;
+}
+
+static int
+bounce_message(const char *mail_from, const char *const *rcpts, size_t nrcpts,
+    const char *msg, size_t len, char *reply, size_t replylen, void *arg)
+{
+	struct bounce *b = arg;
+	struct dsn *d = calloc(1, sizeof(*d));
+	char why[128] = "";
+	size_t i;
+	int rc, tempfail = 0;
+
+	if (!d) {
+		snprintf(reply, replylen, "451 4.3.0 Error: out of memory");
+		return -1;
+	}
+	rc = dsn_parse(msg, len, d, why, sizeof(why));
+	if (rc != DSN_OK) {
+		log_info("msg=\"mail to a bounce address that is not a DSN dropped\" from=\"%.100s\" "
+		    "size=%zu why=\"%s\"", mail_from, len, why);
+		free(d);
+		return 0;
+	}
+	for (i = 0; i < nrcpts; i++) {
+		char id[VERP_ID_MAX + 1];
+		int idx;
+
+		if (verp_parse(b->cfg->bounce_secret, strlen(b->cfg->bounce_secret),
+		    b->cfg->bounce_domain, rcpts[i], id, sizeof(id), &idx) != VERP_OK)
+			continue;   /* cannot happen: RCPT checked it */
+		if (bounce_apply(b, d, id, idx) != 0)
+			tempfail = 1;
+	}
+	free(d);
+	if (tempfail) {
+		/* a retry re-applies every recipient; applying one twice changes nothing */
+		snprintf(reply, replylen, "451 4.3.0 Error: cannot record the report now, try again later");
+		return -1;
+	}
+	return 0;
+}
+
+struct bounce *
+bounce_start(const struct config *cfg, const char *host, uint16_t port, uint16_t *bound_port,
+    char *err, size_t errlen)
+{
+	struct bounce *b;
+	struct sink_hooks h;
+
+	if (!cfg || !cfg->bounce_domain[0] || !cfg->bounce_secret[0]) {
+		snprintf(err, errlen, "bounce: TXMAIL_BOUNCE_DOMAIN and TXMAIL_BOUNCE_SECRET are required");
+		return NULL;
+	}
+	if ((b = calloc(1, sizeof(*b))) == NULL || (b->st = store_open(&cfg->redis)) == NULL) {
+		snprintf(err, errlen, "bounce: out of memory");
+		free(b);
+		return NULL;
+	}
+	b->cfg = cfg;
+	memset(&h, 0, sizeof(h));
+	h.name = "txmail bounce";
+	h.rcpt = bounce_rcpt;
+	h.message = bounce_message;
+	h.arg = b;
+	b->sink = sink_start_hooks(host, port, &h, bound_port, err, errlen);
+	if (!b->sink) {
+		store_close(b->st);
+		free(b);
+		return NULL;
+	}
+	return b;
+}
+
+void
+bounce_stop(struct bounce *b)
+{
+	if (!b)
+		return;
+	sink_stop(b->sink);   /* joins the thread that uses b->st */
+	store_close(b->st);
+	free(b);
+}
+
+static void
+bounce_usage(FILE *f)
+{
+	fprintf(f, "usage: txmail bounce [--listen host:port]\n"
+	    "\n"
+	    "Inbound SMTP listener for asynchronous bounces (RFC 3464 DSNs) sent to\n"
+	    "the VERP return paths bounces+<token>@$TXMAIL_BOUNCE_DOMAIN. Every other\n"
+	    "recipient is refused (550 5.1.1). Needs TXMAIL_REDIS_URL,\n"
+	    "TXMAIL_BOUNCE_DOMAIN and TXMAIL_BOUNCE_SECRET. Runs until SIGINT/SIGTERM.\n"
+	    "\n"
+	    "  --listen host:port  default $TXMAIL_BOUNCE_LISTEN, else 127.0.0.1:2526\n");
+}
+
+int
+bounce_main(int argc, char **argv)
+{
+	struct config *cfg = calloc(1, sizeof(*cfg));
+	char host[256] = "127.0.0.1", err[512];
+	const char *listen = NULL;
+	uint16_t port = 2526, bound = 0;
+	struct bounce *b = NULL;
+	sigset_t set;
+	int i, sig = 0, rc = 2;
+
+	if (!cfg)
+		return 1;
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			bounce_usage(stdout);
+			rc = 0;
+			goto out;
+		} else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
+			listen = argv[++i];
+		} else {
+			fprintf(stderr, "txmail bounce: unknown argument %s\n", argv[i]);
+			bounce_usage(stderr);
+			goto out;
+		}
+	}
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (config_load(cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "txmail bounce: configuration: %s\n", err);
+		goto out;
+	}
+	log_set_level(cfg->log_level);
+	if (!cfg->redis_set || !cfg->bounce_domain[0]) {
+		fprintf(stderr, "txmail bounce: TXMAIL_REDIS_URL, TXMAIL_BOUNCE_DOMAIN and "
+		    "TXMAIL_BOUNCE_SECRET are required\n");
+		goto out;
+	}
+	if (listen) {
+		if (config_parse_listen(listen, host, sizeof(host), &port, err, sizeof(err)) != 0) {
+			fprintf(stderr, "txmail bounce: bad --listen %s: %s\n", listen, err);
+			goto out;
+		}
+	} else if (cfg->bounce_listen_set) {
+		util_strlcpy(host, cfg->bounce_listen_host, sizeof(host));
+		port = cfg->bounce_listen_port;
+	}
+	rc = 1;
+	b = bounce_start(cfg, host, port, &bound, err, sizeof(err));
+	if (!b) {
+		log_error("msg=\"%s\"", err);
+		goto out;
+	}
+	log_info("msg=\"bounce listener on %s:%u\" domain=%s", host, (unsigned)bound, cfg->bounce_domain);
+	while (sigwait(&set, &sig) != 0)
+		;
+	log_info("msg=\"bounce listener stopping\" signal=%d", sig);
+	rc = 0;
+out:
+	bounce_stop(b);
+	config_free(cfg);
+	free(cfg);
+	return rc;
+}

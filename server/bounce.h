@@ -1,0 +1,37 @@
+/*
+ * bounce.h - the inbound listener for asynchronous bounces (RFC 3464 DSNs).
+ *
+ * An SMTP service (server/sink.c's state machine with hooks) that accepts
+ * mail only for bounces+<valid token>@TXMAIL_BOUNCE_DOMAIN (server/verp.h)
+ * and refuses every other recipient with 550 5.1.1 at RCPT. Each message
+ * is parsed as a DSN (server/dsn.h) and applied to the recipient the
+ * token names, with store_bounce: Action failed -> the recipient becomes
+ * failed (reason "bounced", a message.failed event, suppressed when the
+ * Status is 5.x.x); Action delayed -> a "delayed_dsn" timeline entry.
+ * Mail to a valid token that is not a DSN is accepted and dropped with a
+ * log line (refusing it after DATA would only make the sender's MTA
+ * generate a bounce of the bounce).
+ */
+#ifndef SERVER_BOUNCE_H
+#define SERVER_BOUNCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+struct bounce;
+
+/*
+ * bounce_start - listen on host:port (0 = any; *bound_port gets it) for
+ * cfg (bounce_domain and bounce_secret must be set; cfg must outlive the
+ * listener). NULL with err.
+ */
+struct bounce *bounce_start(const struct config *cfg, const char *host, uint16_t port,
+    uint16_t *bound_port, char *err, size_t errlen);
+void bounce_stop(struct bounce *b);
+
+/* bounce_main - `txmail bounce [--listen host:port]`, runs until SIGINT/SIGTERM. */
+int bounce_main(int argc, char **argv);
+
+#endif
