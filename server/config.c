@@ -22,6 +22,7 @@
 
 #include "dkim_keys.h"
 #include "log.h"
+#include "shaper.h"
 #include "util.h"
 
 static int cfg_err(char *err, size_t errlen, const char *fmt, ...)
@@ -176,7 +177,9 @@ config_parse_relay(const char *url, struct smtp_target *out, char *err, size_t e
 		implicit = 1;
 		p = url + 8;
 	} else {
-		return cfg_err(err, errlen, "relay URL must start with smtp:// or smtps:// (got \"%.32s\")", url);
+		/* echo the scheme only: the rest may hold a password */
+		return cfg_err(err, errlen, "relay URL must start with smtp:// or smtps:// (got \"%.*s...\")",
+		    (int)(strcspn(url, ":/@?") > 16 ? 16 : strcspn(url, ":/@?")), url);
 	}
 	end = url + len;
 	query = strchr(p, '?');
@@ -220,9 +223,20 @@ config_parse_relay(const char *url, struct smtp_target *out, char *err, size_t e
 				out->no_verify = 1;
 			else if (kl == 8 && strncmp(q, "verify=1", 8) == 0)
 				out->no_verify = 0;
-			else
-				return cfg_err(err, errlen, "relay URL: unknown option \"%.40s\" "
-				    "(want tls=none|starttls|required, verify=0|1)", q);
+			else {
+				/*
+				 * Echo the key only. An '@' after the '?' means the
+				 * password held an unencoded '?': echo nothing of it.
+				 */
+				size_t kn = strspn(q, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_");
+
+				if (strchr(query, '@') != NULL)
+					return cfg_err(err, errlen, "%s", "relay URL: '?' before '@' "
+					    "(percent-encode '?' in the user name or password as %3F)");
+				return cfg_err(err, errlen, "relay URL: unknown option \"%.*s\" "
+				    "(want tls=none|starttls|required, verify=0|1)",
+				    (int)(kn > 16 ? 16 : kn), q);
+			}
 			q += kl;
 			if (*q == '&')
 				q++;
@@ -286,7 +300,9 @@ config_parse_redis(const char *url, struct redis_addr *out, char *err, size_t er
 		}
 		return 0;
 	}
-	return cfg_err(err, errlen, "redis URL must be redis://host:port[/db] or unix:///path (got \"%.40s\")", url);
+	/* echo the scheme only: the rest may hold a password */
+	return cfg_err(err, errlen, "redis URL must be redis://host:port[/db] or unix:///path (got \"%.*s...\")",
+	    (int)(strcspn(url, ":/@?") > 16 ? 16 : strcspn(url, ":/@?")), url);
 }
 
 static int
@@ -463,12 +479,27 @@ config_load(struct config *cfg, char *err, size_t errlen)
 	if (env_int("TXMAIL_WORKER_CONCURRENCY", 256, 1, 10000, &l, err, errlen))
 		return -1;
 	cfg->worker_concurrency = (int)l;
-	if (env_int("TXMAIL_MAX_CONNS_PER_HOST", 16, 1, 1000, &l, err, errlen))
+	if (env_int("TXMAIL_MAX_CONNS_PER_HOST", 32, 1, 1000, &l, err, errlen))
 		return -1;
 	cfg->max_conns_per_target = (int)l;
-	if (env_int("TXMAIL_MAX_MSGS_PER_CONN", 100, 1, 100000, &l, err, errlen))
+	if (env_int("TXMAIL_MAX_MSGS_PER_CONN", 1024, 1, 100000, &l, err, errlen))
 		return -1;
 	cfg->max_msgs_per_conn = (int)l;
+	if ((v = getenv("TXMAIL_DOMAIN_RATE")) != NULL && *v != '\0') {
+		struct shaper_rates *rates = NULL;
+		if (shaper_rates_parse(v, &rates, err, errlen) != 0)
+			return -1;   /* the message names TXMAIL_DOMAIN_RATE */
+		shaper_rates_free(rates);
+		if ((cfg->domain_rate = strdup(v)) == NULL)
+			return cfg_err(err, errlen, "%s", "out of memory");
+	}
+	if (env_int("TXMAIL_DEST_FAIL_THRESHOLD", 5, 1, 1000000, &l, err, errlen) ||
+	    env_seconds("TXMAIL_DEST_BACKOFF_BASE", 10, 0.01, &cfg->dest_backoff_base, err, errlen) ||
+	    env_seconds("TXMAIL_DEST_BACKOFF_MAX", 600, 0.01, &cfg->dest_backoff_max, err, errlen))
+		return -1;
+	cfg->dest_fail_threshold = (int)l;
+	if (cfg->dest_backoff_max < cfg->dest_backoff_base)
+		cfg->dest_backoff_max = cfg->dest_backoff_base;
 	smtp_timeouts_default(&cfg->smtp_timeouts);
 	for (size_t i = 0; i < sizeof(timeout_vars) / sizeof(timeout_vars[0]); i++) {
 		double *field = (double *)(void *)((char *)&cfg->smtp_timeouts + timeout_vars[i].off);
@@ -548,6 +579,8 @@ config_free(struct config *cfg)
 	explicit_bzero(cfg->bounce_secret, sizeof(cfg->bounce_secret));
 	dkim_keys_free(cfg->dkim_keys);
 	cfg->dkim_keys = NULL;
+	free(cfg->domain_rate);
+	cfg->domain_rate = NULL;
 }
 
 void
@@ -573,6 +606,10 @@ config_describe(const struct config *cfg)
 	    cfg->max_age, cfg->visibility_timeout,
 	    cfg->webhook_url[0] ? "set (secret masked)" : "none", cfg->webhook_retry_base);
 	log_info("config dkim_keys=%zu", dkim_keys_count(cfg->dkim_keys));
+	log_info("config max_conns_per_host=%d max_msgs_per_conn=%d domain_rate=%s "
+	    "dest_fail_threshold=%d dest_backoff=%.3gs..%.3gs", cfg->max_conns_per_target,
+	    cfg->max_msgs_per_conn, cfg->domain_rate ? cfg->domain_rate : "none",
+	    cfg->dest_fail_threshold, cfg->dest_backoff_base, cfg->dest_backoff_max);
 	if (cfg->bounce_domain[0] != '\0')
 		log_info("config bounce_domain=%s (secret masked) bounce_listen=%s:%u", cfg->bounce_domain,
 		    cfg->bounce_listen_set ? cfg->bounce_listen_host : "off",

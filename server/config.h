@@ -53,8 +53,12 @@ struct config {
 	int http_threads;         /* TXMAIL_HTTP_THREADS, default nproc */
 	int workers;              /* TXMAIL_WORKERS: delivery loops per process, 1 */
 	int worker_concurrency;   /* TXMAIL_WORKER_CONCURRENCY: deliveries in flight per loop, 256 */
-	int max_conns_per_target; /* TXMAIL_MAX_CONNS_PER_HOST, 16 */
-	int max_msgs_per_conn;    /* TXMAIL_MAX_MSGS_PER_CONN, 100 */
+	int max_conns_per_target; /* TXMAIL_MAX_CONNS_PER_HOST, 32 (KumoMTA's default) */
+	int max_msgs_per_conn;    /* TXMAIL_MAX_MSGS_PER_CONN, 1024 (KumoMTA's default) */
+	char *domain_rate;        /* TXMAIL_DOMAIN_RATE "d=N,...,*=N" msgs/s per recipient domain (validated; malloc'd, NULL = none) */
+	int dest_fail_threshold;  /* TXMAIL_DEST_FAIL_THRESHOLD: connection failures before a destination is suspended, 5 */
+	double dest_backoff_base; /* TXMAIL_DEST_BACKOFF_BASE: first suspension, 10 s */
+	double dest_backoff_max;  /* TXMAIL_DEST_BACKOFF_MAX: longest suspension, 600 s */
 	struct smtp_timeouts smtp_timeouts;  /* TXMAIL_SMTP_TIMEOUT_<CMD> (CONNECT, BANNER, ...) */
 	int log_level;            /* TXMAIL_LOG_LEVEL */
 	char redis_server[PATH_MAX];  /* TXMAIL_REDIS_SERVER: binary for the embedded redis, "redis-server" */

@@ -1012,6 +1012,10 @@ parse_attachment(const cJSON *node, size_t idx, size_t max_attach, size_t *total
 		verr(err, field, "%s", why);
 		return V_INVALID;
 	}
+	if (strchr(s, '\t') != NULL) {   /* check_line lets TAB through; mime_build does not */
+		verr(err, field, "must not contain control characters");
+		return V_INVALID;
+	}
 	if (strpbrk(s, "/\\") != NULL) {
 		verr(err, field, "must be a file name without '/' or '\\'");
 		return V_INVALID;
@@ -1351,8 +1355,10 @@ validate_message_at(const cJSON *body, int64_t now_ms, size_t max_attach,
 		rc = check_body_text(out->html, "html", err);
 	if (rc != V_OK)
 		goto out;
-	if (out->template_name == NULL && out->text == NULL && out->html == NULL) {
-		verr(err, "text", "text or html is required");
+	/* "" counts as absent: mime_build needs a non-empty text or html */
+	if (out->template_name == NULL && (out->text == NULL || out->text[0] == '\0') &&
+	    (out->html == NULL || out->html[0] == '\0')) {
+		verr(err, "text", "text or html is required (and not empty)");
 		rc = V_INVALID;
 		goto out;
 	}

@@ -3,7 +3,10 @@
  *
  * Three threads, each with its own Redis connection where it needs one:
  *   feeder    claims due recipients (store_fetch, store_reclaim for dead
- *             workers' entries), hands them to the engine, and refreshes
+ *             workers' entries), hands them to the engine (recipients of one
+ *             message at one domain together, as one transaction with a
+ *             result per recipient, unless VERP gives each its own return
+ *             path), and refreshes
  *             the entries it holds (store_heartbeat) so that a slow but
  *             live delivery is never taken over;
  *   engine    runs smtp_engine_run: every SMTP session of this worker;
@@ -12,6 +15,9 @@
  *             and submit the job to the engine; a connect-stage tempfail
  *             (no connection, no banner, 421 greeting) is retried on the
  *             next address before any outcome is recorded;
+ *   shaper    (server/shaper.c) a release thread for deliveries held by
+ *             TXMAIL_DOMAIN_RATE; dispatch asks it first, and a destination
+ *             it has suspended is recorded deferred without an attempt;
  *   recorder  turns outcomes into state with the pure retry policy
  *             (retry_decide) and records them, with their webhook events,
  *             in pipelined store_record calls.
@@ -29,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,12 +45,14 @@
 #include "../smtp/retry.h"
 #include "log.h"
 #include "route.h"
+#include "shaper.h"
 #include "store.h"
 #include "util.h"
 #include "verp.h"
 
 #define FETCH_BATCH 64
 #define RECORD_BATCH 128
+#define GROUP_MAX 50      /* recipients of one message per SMTP transaction */
 
 struct job {
 	struct smtp_job sj;
@@ -52,9 +61,19 @@ struct job {
 	struct route_result *route;   /* direct delivery: addresses to try; NULL via relay */
 	size_t next_addr;             /* route->addrs[next_addr] is tried next */
 	char verp[VERP_ADDR_MAX + 1]; /* TXMAIL_BOUNCE_DOMAIN: this delivery's return path */
+	int64_t not_before_ms;        /* shaper: destination suspended; deferred until then, not attempted */
 	int done;
 	struct job *next_done;
 	struct job *prev_fly, *next_fly;   /* in-flight registry */
+	/*
+	 * Several recipients of one message at one domain go in one transaction:
+	 * the first job (the leader) carries the group to the engine with
+	 * sj.rcpts (one entry per member, in grp_next order); the others only
+	 * wait for their outcome. Every member is recorded on its own.
+	 */
+	struct job *grp_next;
+	struct smtp_rcpt *rcpts;      /* leader of a group of 2 or more */
+	int grp_own;                  /* members' outcomes already set from rcpts */
 };
 
 struct worker {
@@ -62,6 +81,8 @@ struct worker {
 	char consumer[160];
 	struct smtp_engine *engine;
 	struct route *route;       /* NULL in relay mode */
+	struct shaper *shaper;     /* domain rates, destination backoff (server/shaper.c) */
+	char relay_dest[300];      /* the relay as a shaper destination */
 	struct retry_policy policy;
 	pthread_t feeder_thr, engine_thr, recorder_thr;
 	int started_feeder, started_engine, started_recorder;
@@ -117,21 +138,31 @@ job_free(struct job *j)
 		return;
 	store_delivery_free(j->d);
 	free(j->route);
+	free(j->rcpts);
 	free(j);
 }
 
-/* Queue a finished job for the recorder (any thread). */
+/*
+ * Queue a finished job for the recorder (any thread), with the members of
+ * its group: they share its outcome unless each already has its own.
+ */
 static void
 push_done(struct worker *w, struct job *j)
 {
 	pthread_mutex_lock(&w->mu);
-	j->done = 1;
-	j->next_done = NULL;
-	if (w->done_tail != NULL)
-		w->done_tail->next_done = j;
-	else
-		w->done_head = j;
-	w->done_tail = j;
+	for (struct job *m = j; m != NULL; m = m->grp_next) {
+		if (m != j && !j->grp_own) {
+			m->out = j->out;
+			m->not_before_ms = j->not_before_ms;
+		}
+		m->done = 1;
+		m->next_done = NULL;
+		if (w->done_tail != NULL)
+			w->done_tail->next_done = m;
+		else
+			w->done_head = m;
+		w->done_tail = m;
+	}
 	pthread_cond_broadcast(&w->cv);
 	pthread_mutex_unlock(&w->mu);
 }
@@ -160,12 +191,12 @@ submit_next(struct worker *w, struct job *j)
 	struct smtp_target *t = &j->sj.target;
 
 	memset(t, 0, sizeof(*t));
+	/* connect to the address the resolver found; the MX name is for SNI and SSL_set1_host */
+	util_strlcpy(t->connect_addr, a->ip, sizeof(t->connect_addr));
+	util_strlcpy(t->host, a->name[0] != '\0' ? a->name : a->ip, sizeof(t->host));
 	if (w->cfg->mx_tls_verify) {
-		/* the name, for SSL_set1_host; the engine resolves it (system resolver) */
-		util_strlcpy(t->host, a->name, sizeof(t->host));
 		t->tls = SMTP_TLS_REQUIRED;
 	} else {
-		util_strlcpy(t->host, a->ip, sizeof(t->host));
 		t->tls = SMTP_TLS_STARTTLS;
 		t->no_verify = 1;
 	}
@@ -221,6 +252,70 @@ connect_stage_tempfail(const struct smtp_outcome *o)
 	    (o->code == 0 || o->code == 421);
 }
 
+/* --- shaping (server/shaper.c) ------------------------------------------- */
+
+static const char *
+job_domain(const struct job *j)
+{
+	const char *at = strrchr(j->d->rcpt, '@');
+
+	return at != NULL ? at + 1 : "";
+}
+
+/* What a failure counts against: the domain in direct delivery, else the relay. */
+static const char *
+job_dest(const struct worker *w, const struct job *j)
+{
+	return w->cfg->relay_set ? w->relay_dest : job_domain(j);
+}
+
+/* Not attempted: recorded deferred with the next try when the suspension ends. */
+static void
+defer_suspended(struct worker *w, struct job *j, int64_t until_ms)
+{
+	set_outcome(&j->out, SMTP_RESULT_TEMPFAIL, "suspended",
+	    "not attempted: destination suspended after repeated connection failures");
+	j->not_before_ms = until_ms;
+	push_done(w, j);
+}
+
+static void dispatch_send(struct worker *w, struct job *j);
+
+/* 0: send j now; 1: the shaper holds it (rate) or its destination is suspended. */
+static int
+shape(struct worker *w, struct job *j)
+{
+	int64_t until;
+
+	switch (shaper_admit(w->shaper, job_domain(j), job_dest(w, j), j, &until)) {
+	case SHAPER_HELD:
+		return 1;
+	case SHAPER_SUSPENDED:
+		defer_suspended(w, j, until);
+		return 1;
+	case SHAPER_SEND:
+	default:
+		return 0;
+	}
+}
+
+/* Shaper thread: a held job's slot has come. */
+static void
+on_shaper_release(void *item, int64_t until_ms, int shutdown, void *arg)
+{
+	struct worker *w = arg;
+	struct job *j = item;
+
+	if (shutdown) {
+		set_outcome(&j->out, SMTP_RESULT_TEMPFAIL, "shutdown", "worker shutting down");
+		push_done(w, j);
+	} else if (until_ms != 0) {
+		defer_suspended(w, j, until_ms);
+	} else {
+		dispatch_send(w, j);
+	}
+}
+
 /* --- engine thread ---------------------------------------------------- */
 
 static void
@@ -236,6 +331,17 @@ on_engine_done(struct smtp_job *sj, const struct smtp_outcome *o, void *arg)
 		    o->stage, o->text);
 		submit_next(w, j);   /* on shutdown it records "shutdown": left pending */
 		return;
+	}
+	if (o->stage == NULL || strcmp(o->stage, "shutdown") != 0)
+		shaper_report(w->shaper, job_dest(w, j),
+		    shaper_conn_fail(o->result == SMTP_RESULT_TEMPFAIL, o->stage, o->code));
+	if (j->sj.nrcpts > 0) {
+		/* a group: each member's own result (accepted, refused at RCPT, ...) */
+		size_t k = 0;
+
+		for (struct job *m = j; m != NULL && k < j->sj.nrcpts; m = m->grp_next)
+			m->out = j->sj.rcpts[k++].out;
+		j->grp_own = 1;
 	}
 	push_done(w, j);
 }
@@ -264,22 +370,31 @@ engine_main(void *arg)
 
 /* --- feeder thread ------------------------------------------------------ */
 
-static void
-dispatch(struct worker *w, struct store_delivery *d)
+/* A job for d, in the in-flight registry; NULL (d freed, left pending) on out of memory. */
+static struct job *
+job_new(struct worker *w, struct store_delivery *d)
 {
 	struct job *j = calloc(1, sizeof(*j));
-	int64_t now = util_now_ms();
 
 	if (j == NULL) {
 		/* Not acknowledged: the entry comes back after the visibility timeout. */
 		log_error("worker: out of memory; leaving %s for later", d->msg_id);
 		store_delivery_free(d);
-		return;
+		return NULL;
 	}
 	j->d = d;
 	pthread_mutex_lock(&w->mu);
 	fly_add(w, j);
 	pthread_mutex_unlock(&w->mu);
+	return j;
+}
+
+/* Send j (the leader of its group, if any): expiry, envelope, shaping, route. */
+static void
+dispatch_one(struct worker *w, struct job *j)
+{
+	const struct store_delivery *d = j->d;
+	int64_t now = util_now_ms();
 
 	if (now >= d->expires_ms) {
 		set_outcome(&j->out, SMTP_RESULT_TEMPFAIL, "queue", "expired before delivery");
@@ -299,6 +414,86 @@ dispatch(struct worker *w, struct store_delivery *d)
 	j->sj.data = d->mime;
 	j->sj.data_len = d->mime_len;
 	j->sj.udata = j;
+	if (shape(w, j) == 0)
+		dispatch_send(w, j);
+}
+
+static const char *
+rcpt_domain(const struct store_delivery *d)
+{
+	const char *at = strrchr(d->rcpt, '@');
+
+	return at != NULL ? at + 1 : "";
+}
+
+/*
+ * Can b ride in a's transaction? Same message (same id, sender and MIME
+ * bytes), same recipient domain, neither expired. Never with VERP: the
+ * return path names one recipient, so each gets its own transaction.
+ */
+static int
+same_txn(const struct worker *w, const struct store_delivery *a,
+    const struct store_delivery *b, int64_t now)
+{
+	return w->cfg->bounce_domain[0] == '\0' && now < a->expires_ms && now < b->expires_ms &&
+	    rcpt_domain(a)[0] != '\0' && strcasecmp(rcpt_domain(a), rcpt_domain(b)) == 0 &&
+	    strcmp(a->msg_id, b->msg_id) == 0 && strcmp(a->mail_from, b->mail_from) == 0 &&
+	    a->mime_len == b->mime_len && memcmp(a->mime, b->mime, a->mime_len) == 0;
+}
+
+/* Hand ds[0..n) to delivery: one job per delivery, grouped per transaction. */
+static void
+feed(struct worker *w, struct store_delivery **ds, int n)
+{
+	char used[FETCH_BATCH] = { 0 };
+	int64_t now = util_now_ms();
+
+	for (int i = 0; i < n && i < FETCH_BATCH; i++) {
+		struct job *lead, *tail, *j;
+		size_t m = 1, k = 0;
+
+		if (used[i])
+			continue;
+		used[i] = 1;
+		if ((lead = tail = job_new(w, ds[i])) == NULL)
+			continue;
+		for (int x = i + 1; x < n && x < FETCH_BATCH && m < GROUP_MAX; x++) {
+			if (used[x] || !same_txn(w, ds[i], ds[x], now))
+				continue;
+			used[x] = 1;
+			if ((j = job_new(w, ds[x])) == NULL)
+				continue;
+			tail->grp_next = j;
+			tail = j;
+			m++;
+		}
+		if (m > 1 && (lead->rcpts = calloc(m, sizeof(*lead->rcpts))) == NULL) {
+			/* no memory for the group: one transaction each */
+			for (j = lead; j != NULL; j = tail) {
+				tail = j->grp_next;
+				j->grp_next = NULL;
+				dispatch_one(w, j);
+			}
+			continue;
+		}
+		if (m > 1) {
+			for (j = lead; j != NULL; j = j->grp_next)
+				lead->rcpts[k++].addr = j->d->rcpt;
+			lead->sj.rcpts = lead->rcpts;
+			lead->sj.nrcpts = m;
+			log_debug("worker %s: msg_id=%s: %zu recipients at %s in one transaction",
+			    w->consumer, lead->d->msg_id, m, rcpt_domain(lead->d));
+		}
+		dispatch_one(w, lead);
+	}
+}
+
+/* Hand j to the resolver (direct delivery) or the engine (relay); any thread. */
+static void
+dispatch_send(struct worker *w, struct job *j)
+{
+	const struct store_delivery *d = j->d;
+
 	if (!w->cfg->relay_set) {
 		const char *at = strrchr(d->rcpt, '@');
 
@@ -399,8 +594,7 @@ feeder_main(void *arg)
 			if (n > 0) {
 				log_info("worker %s: took over %d deliveries from a stopped worker",
 				    w->consumer, n);
-				for (int i = 0; i < n; i++)
-					dispatch(w, out[i]);
+				feed(w, out, n);
 				continue;
 			}
 		}
@@ -416,8 +610,7 @@ feeder_main(void *arg)
 			log_info("worker %s: store reachable again", w->consumer);
 			down = 0;
 		}
-		for (int i = 0; i < n; i++)
-			dispatch(w, out[i]);
+		feed(w, out, n);
 	}
 	store_close(st);
 	return NULL;
@@ -540,6 +733,12 @@ record_batch(struct worker *w, struct store *st, struct job **jobs, size_t n)
 		if (j->out.stage != NULL && strcmp(j->out.stage, "shutdown") == 0)
 			continue;   /* aborted, not attempted: left pending for the next worker */
 		dec = retry_decide(&w->policy, j->out.result, j->d->attempts, now, j->d->expires_ms);
+		if (j->not_before_ms > 0 && dec.verdict == RETRY_DEFERRED) {
+			/* destination suspended (shaper): due again when the suspension ends */
+			dec.next_ms = j->not_before_ms > now ? j->not_before_ms : now;
+			if (dec.next_ms >= j->d->expires_ms)
+				dec.verdict = RETRY_EXPIRED;
+		}
 		status = retry_verdict_name(dec.verdict);
 		if (dec.verdict == RETRY_FAILED)
 			reason = "bounced";
@@ -676,6 +875,21 @@ worker_start(const struct config *cfg, int index, char *err, size_t errlen)
 	w->engine = smtp_engine_new(&ec, err, errlen);
 	if (w->engine == NULL)
 		goto fail;
+	{
+		struct shaper_config sc;
+
+		memset(&sc, 0, sizeof(sc));
+		sc.domain_rate = cfg->domain_rate;
+		sc.params.fail_threshold = cfg->dest_fail_threshold > 0 ? cfg->dest_fail_threshold : 5;
+		sc.params.backoff_base_ms = cfg->dest_backoff_base > 0 ? (int64_t)(cfg->dest_backoff_base * 1000) : 10000;
+		sc.params.backoff_max_ms = cfg->dest_backoff_max > 0 ? (int64_t)(cfg->dest_backoff_max * 1000) : 600000;
+		sc.params.rate_share = cfg->workers > 0 ? cfg->workers : 1;
+		sc.on_release = on_shaper_release;
+		sc.arg = w;
+		if ((w->shaper = shaper_new(&sc, err, errlen)) == NULL)
+			goto fail;
+		snprintf(w->relay_dest, sizeof(w->relay_dest), "relay %s:%u", cfg->relay.host, cfg->relay.port);
+	}
 	if (!cfg->relay_set) {
 		struct route_config rc;
 
@@ -726,7 +940,8 @@ worker_stop(struct worker *w, double grace_s)
 			break;
 		nap_ms(20);
 	}
-	/* Unresolved jobs come back as "shutdown"; after this nothing submits but the engine. */
+	/* Held jobs, then unresolved ones, come back as "shutdown"; then nothing submits but the engine. */
+	shaper_stop(w->shaper);
 	route_free(w->route);
 	w->route = NULL;
 	atomic_store(&w->stop_engine, 1);
@@ -736,6 +951,7 @@ worker_stop(struct worker *w, double grace_s)
 		pthread_join(w->engine_thr, NULL);
 	if (w->engine != NULL)
 		smtp_engine_free(w->engine);   /* unfinished jobs: outcome "shutdown" */
+	shaper_free(w->shaper);   /* after the engine: on_engine_done reports to it */
 	pthread_mutex_lock(&w->mu);
 	atomic_store(&w->stop_record, 2);
 	pthread_cond_broadcast(&w->cv);

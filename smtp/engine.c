@@ -207,6 +207,8 @@ static void report_shutdown(struct smtp_engine *e, struct smtp_job *job)
 	o.result = SMTP_RESULT_TEMPFAIL;
 	snprintf(o.text, sizeof(o.text), "engine shut down before delivery finished");
 	o.stage = "shutdown";
+	for (size_t i = 0; job->rcpts != NULL && i < job->nrcpts; i++)
+		job->rcpts[i].out = o;   /* never started: every recipient shares it */
 	report(e, job, &o);
 }
 
@@ -214,7 +216,7 @@ static int target_eq(const struct smtp_target *a, const struct smtp_target *b)
 {
 	return a->port == b->port && a->tls == b->tls && a->no_verify == b->no_verify &&
 	    strcmp(a->host, b->host) == 0 && strcmp(a->user, b->user) == 0 &&
-	    strcmp(a->pass, b->pass) == 0;
+	    strcmp(a->pass, b->pass) == 0 && strcmp(a->connect_addr, b->connect_addr) == 0;
 }
 
 static struct smtp_pool *pool_get(struct smtp_engine *e, const struct smtp_target *t)
@@ -231,6 +233,7 @@ static struct smtp_pool *pool_get(struct smtp_engine *e, const struct smtp_targe
 	p->target.host[sizeof(p->target.host) - 1] = '\0';
 	p->target.user[sizeof(p->target.user) - 1] = '\0';
 	p->target.pass[sizeof(p->target.pass) - 1] = '\0';
+	p->target.connect_addr[sizeof(p->target.connect_addr) - 1] = '\0';
 	p->next = e->pools;
 	e->pools = p;
 	return p;

@@ -7,6 +7,11 @@
  * command has its own timeout (RFC 5321 4.5.3.2). TLS (STARTTLS or implicit)
  * verifies the peer certificate and host name by default (SNI +
  * SSL_set1_host). AUTH PLAIN / LOGIN when the target has credentials.
+ * ESMTP: PIPELINING (RFC 2920: MAIL, RCPTs and DATA in one write) when
+ * offered, SIZE (RFC 1870: too big fails before sending, SIZE= on MAIL),
+ * BODY=8BITMIME (RFC 6152) for 8-bit data, SMTPUTF8 (RFC 6531) for a
+ * non-ASCII address (which fails permanently, unsent, when not offered),
+ * and several recipients per transaction, each with its own outcome.
  *
  * The outcome of a job is data (struct smtp_outcome), reported once through
  * on_done on the engine thread. This library knows nothing of HTTP or Redis.
@@ -33,6 +38,13 @@ struct smtp_target {
 	int no_verify;          /* 1: skip certificate verification (tests only) */
 	char user[256];         /* "" = no AUTH */
 	char pass[256];
+	/*
+	 * connect_addr: a numeric IP (v4 or v6, no brackets) to connect to, or ""
+	 * to resolve host. When set, the engine never resolves host (no
+	 * getaddrinfo lookup on the engine thread); host is then only the name for
+	 * SNI and the certificate check (direct delivery: the MX name).
+	 */
+	char connect_addr[64];
 };
 
 /* Per-command timeouts in seconds (defaults from RFC 5321 4.5.3.2). */
@@ -64,13 +76,35 @@ struct smtp_outcome {
 	                        * "auth", "mail", "rcpt", "data", "dot", "shutdown" */
 };
 
+/*
+ * One recipient of a multi-recipient job. The engine fills out before
+ * on_done: a refused RCPT gets its own reply (stage "rcpt"), accepted
+ * recipients share the reply to the final "." (or whatever ended the
+ * transaction), recipients never tried share the job's failure.
+ */
+struct smtp_rcpt {
+	const char *addr;          /* forward-path address */
+	struct smtp_outcome out;   /* written by the engine */
+};
+
+#define SMTP_MAX_RCPTS 100       /* recipients in one transaction (RFC 5321 4.5.3.1.8) */
+
 struct smtp_job {
 	struct smtp_target target;
 	const char *mail_from;   /* reverse-path address ("" for <>) */
-	const char *rcpt;        /* forward-path address */
+	const char *rcpt;        /* forward-path address (used when nrcpts == 0) */
 	const char *data;        /* message, CRLF lines, NOT dot-stuffed; valid until on_done */
 	size_t data_len;
 	void *udata;             /* caller's */
+	/*
+	 * Several recipients in one transaction (nrcpts 1..SMTP_MAX_RCPTS; rcpt
+	 * is then ignored). nrcpts 0: the single rcpt above. With rcpts, the
+	 * outcome given to on_done is the transaction's (the final-dot reply,
+	 * or the first refused recipient's when none was accepted); each
+	 * rcpts[i].out is that recipient's own result. Valid until on_done.
+	 */
+	struct smtp_rcpt *rcpts;
+	size_t nrcpts;
 	/* engine-private from here on */
 	struct smtp_job *next;
 };

@@ -412,25 +412,31 @@ words_append(struct sbuf *b, const char *in, size_t len, size_t *col)
 }
 
 /*
- * plain_ok - may in[0..len) go out as plain ASCII header text: printable
- * ASCII and blanks only, nothing that looks like an encoded word, and no
- * unbreakable run too long to fold.
+ * plain_ok - may in[0..len) go out as plain ASCII header text starting at
+ * column col: printable ASCII and blanks only, nothing that looks like an
+ * encoded word, and no token too long to fold. A token is what fold_append
+ * moves as one piece (leading blanks, then a word); the first one cannot
+ * be folded away from col, so it counts from there.
  */
 static int
-plain_ok(const char *in, size_t len)
+plain_ok(const char *in, size_t len, size_t col)
 {
-	size_t run = 0;
+	size_t run = col;
+	int in_word = 0;
 
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)in[i];
 		if (c == ' ' || c == '\t') {
-			run = 0;
-			continue;
+			if (in_word)
+				run = 0;   /* a new token: fold_append may break before it */
+			in_word = 0;
+		} else {
+			if (c < 0x21 || c > 0x7e)
+				return 0;
+			if (c == '=' && i + 1 < len && in[i + 1] == '?')
+				return 0;
+			in_word = 1;
 		}
-		if (c < 0x21 || c > 0x7e)
-			return 0;
-		if (c == '=' && i + 1 < len && in[i + 1] == '?')
-			return 0;
 		if (++run > MIME_ATOM_MAX)
 			return 0;
 	}
@@ -465,7 +471,7 @@ fold_append(struct sbuf *b, const char *in, size_t len, size_t *col)
 static void
 text_append(struct sbuf *b, const char *in, size_t len, size_t *col)
 {
-	if (plain_ok(in, len))
+	if (plain_ok(in, len, *col))
 		fold_append(b, in, len, col);
 	else
 		words_append(b, in, len, col);
@@ -496,7 +502,7 @@ phrase_append(struct sbuf *b, const char *in, size_t len, size_t *col)
 	int atoms = len > 0 && in[0] != ' ' && in[len - 1] != ' ';
 	size_t qlen = len + 2;
 
-	if (!plain_ok(in, len)) {
+	if (!plain_ok(in, len, *col)) {
 		words_append(b, in, len, col);
 		return;
 	}

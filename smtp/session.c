@@ -2,9 +2,11 @@
  * session.c - the SMTP client state machine for one connection.
  *
  * Owns one socket (and its TLS), the per-state timeout table, the protocol
- * dialogue (RFC 5321, 3207, 4954) and the streaming of one message at a
- * time with dot-stuffing, straight from the caller's buffer in chunks (the
- * message is never copied whole). It never blocks on the network (only
+ * dialogue (RFC 5321, 3207, 4954; ESMTP: PIPELINING 2920, SIZE 1870,
+ * 8BITMIME 6152, SMTPUTF8 6531), the per-recipient outcomes of a
+ * transaction, and the streaming of one message at a time with
+ * dot-stuffing, straight from the caller's buffer in chunks (the message is
+ * never copied whole). It never blocks on the network (only
  * getaddrinfo, at start, may), never calls on_done and never touches epoll:
  * the engine reads state, events(), deadline_ms and done_job after each call.
  * It must never log a password or the base64 of one.
@@ -56,6 +58,7 @@ static const struct state_info state_table[SMTP_STATE_COUNT] = {
 	[SMTP_STATE_BODY]          = { "BODY",      TMO(block),   "data" },
 	[SMTP_STATE_DOT]           = { "DOT",       TMO(dot),     "dot" },
 	[SMTP_STATE_QUIT]          = { "QUIT",      TMO(quit),    "connect" },
+	[SMTP_STATE_DRAIN]         = { "DRAIN",     TMO(mail),    "mail" },
 	[SMTP_STATE_CLOSED]        = { "CLOSED",    0,            "connect" },
 };
 #undef TMO
@@ -129,20 +132,71 @@ static void close_now(struct smtp_session *s)
 	s->deadline_ms = 0;
 }
 
-/* job_finish - record the outcome of the current job (the session may live on). */
-static void job_finish(struct smtp_session *s, enum smtp_result res, int code,
+static void fill_outcome(struct smtp_outcome *o, enum smtp_result res, int code,
     const char *enhanced, const char *text, const char *stage)
 {
-	struct smtp_outcome *o = &s->done;
-
-	if (s->job == NULL)
-		return;
 	memset(o, 0, sizeof(*o));
 	o->result = res;
 	o->code = code;
 	snprintf(o->enhanced, sizeof(o->enhanced), "%s", enhanced ? enhanced : "");
 	snprintf(o->text, sizeof(o->text), "%s", text ? text : "");
 	o->stage = stage;
+}
+
+/* recipients of the current job: rcpts[] or the single rcpt (as s->one) */
+static size_t job_nrcpt(const struct smtp_session *s)
+{
+	return s->job->nrcpts > 0 && s->job->rcpts != NULL ? s->job->nrcpts : 1;
+}
+
+static struct smtp_rcpt *job_rcpt(struct smtp_session *s, size_t i)
+{
+	return s->job->nrcpts > 0 && s->job->rcpts != NULL ? &s->job->rcpts[i] : &s->one;
+}
+
+/* txn_reset - nothing sent, no recipient decided (a job arrives or restarts) */
+static void txn_reset(struct smtp_session *s)
+{
+	size_t i, n;
+
+	s->tx_n = s->tx_sent = s->tx_replied = s->tx_accepted = 0;
+	s->tx_pipelined = s->tx_drain = s->tx_nulldot = 0;
+	s->mail_params[0] = '\0';
+	if (s->job == NULL)
+		return;
+	memset(&s->one, 0, sizeof(s->one));
+	s->one.addr = s->job->rcpt;
+	n = job_nrcpt(s);
+	for (i = 0; i < n; i++)
+		memset(&job_rcpt(s, i)->out, 0, sizeof(struct smtp_outcome));
+}
+
+/*
+ * job_finish - the current job is over (the session may live on). Every
+ * recipient without an outcome of its own (stage still NULL) gets this one.
+ * The job's outcome is this one too, unless no recipient was accepted: then
+ * it is the first recipient's own (its RCPT refusal), as for one recipient.
+ */
+static void job_finish(struct smtp_session *s, enum smtp_result res, int code,
+    const char *enhanced, const char *text, const char *stage)
+{
+	struct smtp_outcome o;
+	const struct smtp_rcpt *own = NULL;
+	size_t i, n;
+
+	if (s->job == NULL)
+		return;
+	fill_outcome(&o, res, code, enhanced, text, stage);
+	n = job_nrcpt(s);
+	for (i = 0; i < n; i++) {
+		struct smtp_rcpt *r = job_rcpt(s, i);
+
+		if (r->out.stage == NULL)
+			r->out = o;
+		else if (own == NULL && s->tx_accepted == 0)
+			own = r;
+	}
+	s->done = own != NULL ? own->out : o;
 	s->done_job = s->job;
 	s->job = NULL;
 }
@@ -231,23 +285,198 @@ static int bad_addr(const char *a)
 	return n > SMTP_ADDR_MAX || strpbrk(a, "\r\n<>") != NULL;
 }
 
+static int is_ascii(const char *a)
+{
+	for (; *a != '\0'; a++)
+		if ((unsigned char)*a >= 0x80)
+			return 0;
+	return 1;
+}
+
+static int has_8bit(const char *d, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)d[i] >= 0x80)
+			return 1;
+	return 0;
+}
+
+/*
+ * txn_refill - put the next commands of the transaction (MAIL, RCPTs, DATA)
+ * into an empty wbuf: all that fit with PIPELINING (RFC 2920: DATA ends the
+ * group), else one, and only once the previous reply is in. 1 when queued.
+ */
+static int txn_refill(struct smtp_session *s)
+{
+	int queued = 0;
+
+	if (s->job == NULL || s->woff < s->wlen ||
+	    (s->state != SMTP_STATE_MAIL && s->state != SMTP_STATE_RCPT && s->state != SMTP_STATE_DATA))
+		return 0;
+	wipe_wbuf(s);
+	s->wlen = s->woff = 0;
+	while (s->tx_sent < s->tx_n + 2 && (s->tx_pipelined || s->tx_sent == s->tx_replied)) {
+		char line[SMTP_ADDR_MAX + 128];
+		size_t k = s->tx_sent;
+		const char *label;
+		int n;
+
+		if (k == 0) {
+			label = "MAIL FROM";
+			n = snprintf(line, sizeof(line), "MAIL FROM:<%s>%s\r\n", s->job->mail_from,
+			    s->mail_params);
+		} else if (k <= s->tx_n) {
+			label = "RCPT TO";
+			n = snprintf(line, sizeof(line), "RCPT TO:<%s>\r\n",
+			    job_rcpt(s, s->tx_map[k - 1])->addr);
+		} else {
+			label = "DATA";
+			n = snprintf(line, sizeof(line), "DATA\r\n");
+		}
+		if (n < 0 || (size_t)n >= sizeof(line))
+			abort();   /* broken invariant: addresses are capped by bad_addr */
+		if ((size_t)n > sizeof(s->wbuf) - s->wlen)
+			break;     /* the rest of the group follows when this is written */
+		memcpy(s->wbuf + s->wlen, line, (size_t)n);
+		s->wlen += (size_t)n;
+		snprintf(s->last_cmd, sizeof(s->last_cmd), "%s", label);
+		s->tx_sent++;
+		queued = 1;
+	}
+	if (queued && s->tx_pipelined)
+		slog(s, 0, "pipelining %zu of %zu commands", s->tx_sent, s->tx_n + 2);
+	return queued;
+}
+
+/* txn_start - send MAIL (and with PIPELINING the RCPTs and DATA too) */
+static void txn_start(struct smtp_session *s)
+{
+	wipe_wbuf(s);
+	s->wlen = s->woff = 0;
+	set_state(s, SMTP_STATE_MAIL);
+	txn_refill(s);
+}
+
+/* txn_unsent - end a job before any command: the session stays usable */
+static void txn_unsent(struct smtp_session *s, const char *enhanced, const char *text,
+    const char *stage)
+{
+	slog(s, 2, "not sent: %s", text);
+	job_finish(s, SMTP_RESULT_PERMFAIL, 0, enhanced, text, stage);
+	set_state(s, SMTP_STATE_IDLE);
+}
+
+/*
+ * begin_txn - check the job against what the server offered, then RSET (on
+ * a reused session) and the transaction. Recipients that cannot be sent
+ * (bad syntax, non-ASCII without SMTPUTF8) fail on their own; the others go.
+ */
 static void begin_txn(struct smtp_session *s)
 {
 	struct smtp_job *j = s->job;
+	size_t i, n, plen = 0;
+	int utf8 = 0;
+	char text[256];
 
-	if (bad_addr(j->mail_from) || bad_addr(j->rcpt) || j->rcpt[0] == '\0') {
-		job_finish(s, SMTP_RESULT_PERMFAIL, 0, "",
-		    "invalid address (empty, too long or with CR, LF, < or >)", "mail");
-		set_state(s, SMTP_STATE_IDLE);
+	txn_reset(s);
+	n = job_nrcpt(s);
+	if (bad_addr(j->mail_from)) {
+		txn_unsent(s, "", "invalid address (empty, too long or with CR, LF, < or >)", "mail");
 		return;
 	}
+	if (n > SMTP_MAX_RCPTS) {
+		snprintf(text, sizeof(text), "too many recipients for one transaction (%zu, at most %d)",
+		    n, SMTP_MAX_RCPTS);
+		txn_unsent(s, "5.5.3", text, "mail");
+		return;
+	}
+	if (!is_ascii(j->mail_from)) {
+		if (!(s->ext & SMTP_EXT_SMTPUTF8)) {
+			txn_unsent(s, "5.6.7", "sender address needs SMTPUTF8, not offered by the server",
+			    "mail");
+			return;
+		}
+		utf8 = 1;
+	}
+	for (i = 0; i < n; i++) {
+		struct smtp_rcpt *r = job_rcpt(s, i);
+
+		if (bad_addr(r->addr) || r->addr[0] == '\0') {
+			fill_outcome(&r->out, SMTP_RESULT_PERMFAIL, 0, "",
+			    "invalid address (empty, too long or with CR, LF, < or >)", "mail");
+			continue;
+		}
+		if (!is_ascii(r->addr)) {
+			if (!(s->ext & SMTP_EXT_SMTPUTF8)) {
+				/* RFC 6531 3.4: no downgrade of an address; fail, do not send */
+				fill_outcome(&r->out, SMTP_RESULT_PERMFAIL, 0, "5.6.7",
+				    "recipient address needs SMTPUTF8, not offered by the server", "rcpt");
+				continue;
+			}
+			utf8 = 1;
+		}
+		s->tx_map[s->tx_n++] = (uint16_t)i;
+	}
+	if (s->tx_n == 0) {
+		txn_unsent(s, "", "no recipient can be sent", "mail");
+		return;
+	}
+	if ((s->ext & SMTP_EXT_SIZE) && s->size_limit > 0 && j->data_len > s->size_limit) {
+		/* RFC 1870: known too big before sending: a permanent failure, nothing sent */
+		snprintf(text, sizeof(text), "message of %zu bytes exceeds the server's SIZE limit "
+		    "of %lu bytes", j->data_len, s->size_limit);
+		txn_unsent(s, "5.3.4", text, "mail");
+		return;
+	}
+	if (s->ext & SMTP_EXT_SIZE)
+		plen += (size_t)snprintf(s->mail_params + plen, sizeof(s->mail_params) - plen,
+		    " SIZE=%zu", j->data_len);
+	if (has_8bit(j->data, j->data_len)) {
+		/*
+		 * Our MIME builder writes 7-bit, so this is forwarded content. Without
+		 * 8BITMIME RFC 6152 would want a conversion; like most MTAs we send it
+		 * as is rather than fail it.
+		 */
+		if (s->ext & SMTP_EXT_8BITMIME)
+			plen += (size_t)snprintf(s->mail_params + plen, sizeof(s->mail_params) - plen,
+			    " BODY=8BITMIME");
+		else
+			slog(s, 1, "8-bit message data but no 8BITMIME offered; sending as is");
+	}
+	if (utf8)
+		plen += (size_t)snprintf(s->mail_params + plen, sizeof(s->mail_params) - plen,
+		    " SMTPUTF8");
+	(void)plen;
+	s->tx_pipelined = (s->ext & SMTP_EXT_PIPELINING) != 0;
 	s->msgs++;
 	if (s->reused) {
 		send_cmd(s, SMTP_STATE_RSET, "RSET", 0, "RSET");
 		return;
 	}
 	s->reused = 1;
-	send_cmd(s, SMTP_STATE_MAIL, "MAIL FROM", 0, "MAIL FROM:<%s>", j->mail_from);
+	txn_start(s);
+}
+
+/* txn_drain - the job is decided; read the replies still owed to pipelined commands */
+static void ready(struct smtp_session *s);
+
+static void txn_drain(struct smtp_session *s)
+{
+	s->tx_drain = (int)(s->tx_sent - s->tx_replied);
+	if (s->tx_drain > 0)
+		set_state(s, SMTP_STATE_DRAIN);
+	else
+		ready(s);
+}
+
+/* rcpt_desc - "<a@x>" or "<a@x> and 2 more" for log lines */
+static const char *rcpt_desc(struct smtp_session *s, char *buf, size_t len)
+{
+	if (s->tx_n <= 1)
+		snprintf(buf, len, "<%.300s>", job_rcpt(s, s->tx_n ? s->tx_map[0] : 0)->addr);
+	else
+		snprintf(buf, len, "<%.300s> and %zu more", job_rcpt(s, s->tx_map[0])->addr, s->tx_n - 1);
+	return buf;
 }
 
 /* ready - the session is set up or a transaction ended. */
@@ -426,6 +655,7 @@ struct smtp_session *smtp_session_new(struct smtp_session_env *env,
 	s->target = *target;
 	s->fd = -1;
 	s->job = job;
+	txn_reset(s);
 	s->bol = 1;
 	s->state = SMTP_STATE_CONNECT;
 	format_peer(s);
@@ -435,15 +665,24 @@ struct smtp_session *smtp_session_new(struct smtp_session_env *env,
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-	rc = getaddrinfo(target->host, port, &hints, &s->ai_list);
-	if (rc != 0) {
-		hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
+	if (target->connect_addr[0] != '\0') {
+		/* a resolved address: numeric only, host is just the TLS name */
+		rc = getaddrinfo(target->connect_addr, port, &hints, &s->ai_list);
+	} else {
 		rc = getaddrinfo(target->host, port, &hints, &s->ai_list);
+		if (rc != 0) {
+			hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
+			rc = getaddrinfo(target->host, port, &hints, &s->ai_list);
+		}
 	}
 	if (rc != 0 || target->host[0] == '\0' || target->port == 0) {
 		char text[1024];
 		if (rc == 0) {
 			snprintf(text, sizeof(text), "invalid target %s", s->peer);
+		} else if (target->connect_addr[0] != '\0') {
+			snprintf(text, sizeof(text), "invalid connect address %.63s for %.255s: %s",
+			    target->connect_addr, target->host, gai_strerror(rc));
+			s->ai_list = NULL;
 		} else {
 			snprintf(text, sizeof(text), "DNS lookup of %.255s failed: %s",
 			    target->host, gai_strerror(rc));
@@ -483,7 +722,7 @@ static void handle_reply(struct smtp_session *s, const struct smtp_reply *r)
 {
 	int cls = smtp_reply_class(r);
 	const char *stage = state_table[s->state].stage;
-	char b64[600];
+	char b64[600], rd[400];
 
 	if (r->code == 421 && s->state != SMTP_STATE_QUIT) {
 		reply_fail(s, r, SMTP_RESULT_TEMPFAIL, stage);
@@ -499,6 +738,7 @@ static void handle_reply(struct smtp_session *s, const struct smtp_reply *r)
 	case SMTP_STATE_EHLO:
 		if (cls == 2) {
 			s->ext = r->ext;
+			s->size_limit = r->size_limit;
 			after_ehlo(s);
 		} else if (cls == 5 && !s->helo_fallback) {
 			s->helo_fallback = 1;
@@ -510,6 +750,7 @@ static void handle_reply(struct smtp_session *s, const struct smtp_reply *r)
 	case SMTP_STATE_HELO:
 		if (cls == 2) {
 			s->ext = 0;
+			s->size_limit = 0;
 			after_ehlo(s);
 		} else {
 			reply_fail(s, r, SMTP_RESULT_TEMPFAIL, stage);
@@ -553,30 +794,64 @@ static void handle_reply(struct smtp_session *s, const struct smtp_reply *r)
 		break;
 	case SMTP_STATE_RSET:
 		if (cls == 2) {
-			send_cmd(s, SMTP_STATE_MAIL, "MAIL FROM", 0, "MAIL FROM:<%s>", s->job->mail_from);
+			txn_start(s);
 		} else {
 			reply_fail(s, r, SMTP_RESULT_TEMPFAIL, stage);
 		}
 		break;
 	case SMTP_STATE_MAIL:
+		s->tx_replied++;
 		if (cls == 2) {
-			send_cmd(s, SMTP_STATE_RCPT, "RCPT TO", 0, "RCPT TO:<%s>", s->job->rcpt);
+			set_state(s, SMTP_STATE_RCPT);
+			txn_refill(s);
 		} else {
 			slog(s, 2, "MAIL FROM:<%s> refused: %d %s", s->job->mail_from, r->code, r->text);
 			job_finish(s, class_result(cls == 3 ? 4 : cls), r->code, r->enhanced, r->text, stage);
-			ready(s);
+			txn_drain(s);
 		}
 		break;
-	case SMTP_STATE_RCPT:
+	case SMTP_STATE_RCPT: {
+		struct smtp_rcpt *rc = job_rcpt(s, s->tx_map[s->tx_replied - 1]);
+
+		s->tx_replied++;
 		if (cls == 2) {
-			send_cmd(s, SMTP_STATE_DATA, "DATA", 0, "DATA");
+			s->tx_accepted++;
 		} else {
-			slog(s, 2, "RCPT TO:<%s> refused: %d %s", s->job->rcpt, r->code, r->text);
-			job_finish(s, class_result(cls == 3 ? 4 : cls), r->code, r->enhanced, r->text, stage);
+			slog(s, 2, "RCPT TO:<%s> refused: %d %s", rc->addr, r->code, r->text);
+			fill_outcome(&rc->out, class_result(cls == 3 ? 4 : cls), r->code, r->enhanced,
+			    r->text, stage);
+		}
+		if (s->tx_replied <= s->tx_n) {
+			set_state(s, SMTP_STATE_RCPT);   /* the next RCPT's reply */
+			txn_refill(s);
+		} else if (s->tx_accepted == 0 && !s->tx_pipelined) {
+			job_finish(s, SMTP_RESULT_TEMPFAIL, 0, "", "no recipient accepted", stage);
 			ready(s);
+		} else {
+			set_state(s, SMTP_STATE_DATA);
+			txn_refill(s);
 		}
 		break;
+	}
 	case SMTP_STATE_DATA:
+		s->tx_replied++;
+		if (s->tx_accepted == 0) {
+			/*
+			 * Pipelined and every RCPT refused. RFC 2920 3.1: the client may not
+			 * assume DATA is refused; after a 354 it "should send a single dot"
+			 * (an empty message, delivered to nobody); after a refusal nothing
+			 * (the next transaction starts with RSET). The job's outcome is the
+			 * recipients' own refusals.
+			 */
+			if (r->code == 354) {
+				send_cmd(s, SMTP_STATE_DOT, "end of data", 0, ".");
+				s->tx_nulldot = 1;
+			} else {
+				job_finish(s, SMTP_RESULT_TEMPFAIL, 0, "", "no recipient accepted", "rcpt");
+				ready(s);
+			}
+			break;
+		}
 		if (r->code == 354) {
 			wipe_wbuf(s);
 			s->wlen = s->woff = 0;
@@ -585,7 +860,8 @@ static void handle_reply(struct smtp_session *s, const struct smtp_reply *r)
 			s->body_tail = 0;
 			set_state(s, SMTP_STATE_BODY);
 		} else {
-			slog(s, 2, "DATA refused for <%s>: %d %s", s->job->rcpt, r->code, r->text);
+			slog(s, 2, "DATA refused for %s: %d %s", rcpt_desc(s, rd, sizeof(rd)), r->code,
+			    r->text);
 			job_finish(s, class_result(cls == 2 || cls == 3 ? 4 : cls), r->code, r->enhanced,
 			    r->text, stage);
 			if (cls == 2 || cls == 3)
@@ -595,15 +871,33 @@ static void handle_reply(struct smtp_session *s, const struct smtp_reply *r)
 		}
 		break;
 	case SMTP_STATE_DOT:
+		if (s->tx_nulldot) {
+			/* the reply to the lone "." of a transaction without recipients */
+			s->tx_nulldot = 0;
+			job_finish(s, SMTP_RESULT_TEMPFAIL, 0, "", "no recipient accepted", "rcpt");
+			ready(s);
+			break;
+		}
 		if (cls == 2)
-			slog(s, 1, "delivered to <%s>: %d %s", s->job->rcpt, r->code, r->text);
+			slog(s, 1, "delivered to %s: %d %s", rcpt_desc(s, rd, sizeof(rd)), r->code, r->text);
 		else
-			slog(s, 2, "message for <%s> refused: %d %s", s->job->rcpt, r->code, r->text);
+			slog(s, 2, "message for %s refused: %d %s", rcpt_desc(s, rd, sizeof(rd)), r->code,
+			    r->text);
 		job_finish(s, class_result(cls == 3 ? 4 : cls), r->code, r->enhanced, r->text, stage);
 		ready(s);
 		break;
 	case SMTP_STATE_QUIT:
 		close_now(s);
+		break;
+	case SMTP_STATE_DRAIN:
+		if (r->code == 354) {
+			/* DATA accepted after all: end the empty message (RFC 2920 3.1) */
+			s->tx_drain = 0;
+			send_cmd(s, SMTP_STATE_DOT, "end of data", 0, ".");
+			s->tx_nulldot = 1;
+		} else if (--s->tx_drain <= 0) {
+			ready(s);
+		}
 		break;
 	default:
 		/* a reply nobody asked for (while idle, or while sending the body) */
@@ -634,6 +928,14 @@ static const char *what_waiting(struct smtp_session *s, char *buf, size_t len)
 		return "during TLS handshake";
 	case SMTP_STATE_IDLE:
 		return "while idle";
+	case SMTP_STATE_MAIL:
+		return "waiting for reply to MAIL FROM";
+	case SMTP_STATE_RCPT:
+		return "waiting for reply to RCPT TO";
+	case SMTP_STATE_DATA:
+		return "waiting for reply to DATA";
+	case SMTP_STATE_DRAIN:
+		return "waiting for replies to pipelined commands";
 	default:
 		snprintf(buf, len, "waiting for reply to %s", s->last_cmd);
 		return buf;
@@ -696,6 +998,8 @@ static int flush(struct smtp_session *s)
 		if (s->woff >= s->wlen) {
 			wipe_wbuf(s);
 			s->wlen = s->woff = 0;
+			if (txn_refill(s))
+				continue;   /* the rest of a pipelined group */
 			if (s->state != SMTP_STATE_BODY)
 				return progress;
 			if (s->body_tail) {
@@ -841,6 +1145,7 @@ static int handshake_step(struct smtp_session *s)
 		set_state(s, SMTP_STATE_BANNER);
 	} else {
 		s->ext = 0;
+		s->size_limit = 0;
 		send_ehlo(s);
 	}
 	return 1;

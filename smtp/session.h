@@ -39,6 +39,7 @@ enum smtp_state {
 	SMTP_STATE_BODY,          /* streaming the message */
 	SMTP_STATE_DOT,           /* waiting for the reply to "." */
 	SMTP_STATE_QUIT,
+	SMTP_STATE_DRAIN,         /* job decided; reading replies to pipelined commands */
 	SMTP_STATE_CLOSED,        /* finished; the engine frees it */
 	SMTP_STATE_COUNT
 };
@@ -83,6 +84,24 @@ struct smtp_session {
 	struct smtp_job *done_job;      /* finished, outcome in done; engine reports */
 	struct smtp_outcome done;
 	struct smtp_job *requeue_job;   /* job to give back to the pool untouched */
+
+	/*
+	 * The transaction of the current job as numbered commands: 0 is MAIL,
+	 * 1..tx_n the RCPTs of job recipients tx_map[0..tx_n), tx_n + 1 DATA.
+	 * With PIPELINING they are written as one group and the replies read
+	 * in order; without, each is written after the previous reply.
+	 */
+	struct smtp_rcpt one;           /* the recipient of a single-rcpt job */
+	unsigned long size_limit;       /* from EHLO "SIZE n", 0 = none */
+	uint16_t tx_map[SMTP_MAX_RCPTS];
+	size_t tx_n;                    /* RCPT commands in this transaction */
+	size_t tx_sent;                 /* commands queued in wbuf so far */
+	size_t tx_replied;              /* replies handled so far */
+	size_t tx_accepted;             /* RCPTs accepted */
+	int tx_pipelined;
+	int tx_drain;                   /* DRAIN: replies still to read */
+	int tx_nulldot;                 /* DOT: "." sent after 354 with no recipient */
+	char mail_params[64];           /* " SIZE=n BODY=8BITMIME SMTPUTF8" */
 
 	/* message streaming */
 	size_t data_off;                /* bytes of job->data consumed */

@@ -7,10 +7,13 @@ Ed25519 through python3-nacl) with the public key served from the TXT
 record value keygen printed; a UTF-8 subject and an attachment are part of
 the signed message; a From domain without a key goes out unsigned; a key
 file that cannot be read stops txmail at start with an error naming
-TXMAIL_DKIM_KEYS.
+TXMAIL_DKIM_KEYS. The same verification again with the public key served
+by a real DNS server (dnsmasq on a loopback port, dns_server.py): the
+verifier's dnsfunc asks it over UDP, so the TXT record as published -
+split into 255-byte strings for RSA-2048 - is what verifies.
 
 Must never: wait without a deadline, or touch real DNS (the dnsfunc serves
-only the selector record this test made).
+only the selector record this test made, or asks only the test's dnsmasq).
 """
 import base64
 import os
@@ -19,6 +22,7 @@ import subprocess
 
 import pytest
 
+from dns_server import DnsServer, query_txt, txt_record_option
 from helpers import dl, reap, tail
 
 dkim = pytest.importorskip("dkim", reason="python3-dkim is not installed (make deps)")
@@ -149,3 +153,61 @@ def test_bad_config_refused(txmail_binary, txmail_env, workdir, spec, want):
     log = tail(logp, 20)
     assert p.returncode != 0, "got exit 0, want a configuration error"
     assert "TXMAIL_DKIM_KEYS" in log and want in log, "got log %r, want TXMAIL_DKIM_KEYS and %r" % (log, want)
+
+
+def dnsfunc_via(dns):
+    """A python3-dkim dnsfunc asking the test's dnsmasq (UDP, 127.0.0.1)."""
+    asked = []
+
+    def dnsfunc(name, timeout=5):
+        n = (name.decode() if isinstance(name, bytes) else name).rstrip(".").lower()
+        asked.append(n)
+        try:
+            recs = query_txt(dns.port, n, timeout=min(float(timeout), 2.0))
+        except LookupError:
+            return None
+        return recs[0] if recs else None
+    dnsfunc.asked = asked
+    return dnsfunc
+
+
+@pytest.mark.parametrize("ktype", ["rsa", "ed25519"])
+def test_verified_with_key_from_dns(txmail_binary, txmail_factory, smtp_peer, workdir, register_log, ktype):
+    key, txt_name, txt_value = keygen(txmail_binary, workdir, "dns.example", "sel1", ktype)
+    if ktype == "rsa":
+        # RSA-2048: more than one 255-byte TXT string, reassembled by the verifier
+        assert len(txt_value) > 255, "got an RSA TXT value of %d bytes, want > 255" % len(txt_value)
+    dns = DnsServer(workdir, ["dns.example"],
+                    ["host-record=probe.dns.example,127.0.0.9",
+                     txt_record_option(txt_name, txt_value.decode())], "probe.dns.example")
+    register_log("dnsmasq log", dns.log)
+    dns.start()
+    try:
+        assert query_txt(dns.port, txt_name) == [txt_value], "dnsmasq serves %r, want %r" % (
+            query_txt(dns.port, txt_name), txt_value)
+        tm = txmail_factory(extra_env={"TXMAIL_DKIM_KEYS": "dns.example:sel1:%s" % key})
+        c = tm.client()
+        try:
+            rcpt = "dns-%s@peer.example" % ktype
+            r = c.send({"from": "News <news@dns.example>", "to": rcpt,
+                        "subject": "DKIM key from DNS — %s" % ktype,
+                        "text": "verified with the key served by dnsmasq\r\n", "html": "<p>é</p>"})
+            assert r.status == 202, "got %r, want 202" % r
+            raw = smtp_peer.wait_for_rcpt(rcpt, dl(20))[0].raw
+        finally:
+            c.close()
+        assert len(dkim_headers(raw)) == 1, "got %d DKIM-Signature headers, want 1" % len(dkim_headers(raw))
+        fn = dnsfunc_via(dns)
+        assert dkim.verify(raw, dnsfunc=fn), "python3-dkim: got verify False, want True (%s, key from DNS)" % ktype
+        assert fn.asked == [txt_name], "got DNS lookups %r, want [%r]" % (fn.asked, txt_name)
+        with open(dns.log, errors="replace") as f:
+            log = f.read()
+        assert "query[TXT] %s" % txt_name in log, "dnsmasq log shows no TXT query for %s" % txt_name
+        head, body = raw.split(b"\r\n\r\n", 1)
+        assert not dkim.verify(head + b"\r\n\r\nX" + body, dnsfunc=fn), "tampered body verified"
+        # a signature naming a selector that DNS does not have must not verify
+        other = re.sub(rb"(\bs=)sel1;", rb"\1nosuch;", raw, count=1)
+        assert other != raw, "could not rewrite s= in %r" % dkim_headers(raw)
+        assert not dkim.verify(other, dnsfunc=fn), "verified with no key in DNS"
+    finally:
+        dns.stop()

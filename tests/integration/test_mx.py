@@ -5,7 +5,13 @@ null-MX records; receiving MX hosts are smtpd.py peers on 127.0.0.2 and
 
 Cases: delivered via the primary MX (preference 10), the backup (20) used
 when the primary is down, a domain with only an A record (RFC 5321 5.1),
-NXDOMAIN -> failed, null MX (RFC 7505) -> failed.
+NXDOMAIN -> failed, null MX (RFC 7505) -> failed. With TXMAIL_MX_TLS_VERIFY=1
+(and TXMAIL_TLS_CA_FILE for the test CA): an MX whose certificate names the
+MX host is verified and delivered to (the MX name is not resolvable by the
+system resolver, so txmail connects to the address dnsmasq gave), and one
+whose certificate does not name it is deferred, nothing delivered. In the
+default opportunistic mode, a TLS handshake that fails after STARTTLS was
+accepted defers the delivery; nothing is sent in plain text (README policy).
 
 Must never: wait without a deadline, or trust txmail's view where the
 peer's can be checked.
@@ -29,15 +35,18 @@ RECORDS = [
     "host-record=mx2.example.test,%s" % MX2,
     "host-record=aonly.test,%s" % MX1,
     "mx-host=nullmx.test,.,0",
+    "mx-host=tlsmx.test,mx.tlsmx.test,10",
+    "host-record=mx.tlsmx.test,%s" % MX1,
 ]
 
 
 class PlainPeer:
     """smtpd.py on one address: no TLS, no AUTH, stores what it accepts."""
 
-    def __init__(self, workdir, host, port):
+    def __init__(self, workdir, host, port, extra=()):
         self.host = host
         self.port = port
+        self.extra = list(extra)   # more smtpd.py options (e.g. --tls-cert ...)
         self.dir = os.path.join(workdir, "mx-" + host)
         self.maildir = os.path.join(self.dir, "mail")
         os.makedirs(self.maildir, exist_ok=True)
@@ -50,7 +59,7 @@ class PlainPeer:
             self.proc = subprocess.Popen(
                 [PYTHON, os.path.join(PEERS, "smtpd.py"), "--host", self.host, "--port", str(self.port),
                  "--maildir", self.maildir, "--ready-file", self.ready,
-                 "--log", os.path.join(self.dir, "transcript.log")],
+                 "--log", os.path.join(self.dir, "transcript.log")] + self.extra,
                 stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)
 
         def ready():
@@ -59,6 +68,15 @@ class PlainPeer:
             return os.path.exists(self.ready)
         wait_until(ready, dl(15), "smtpd.py on %s ready" % self.host)
         return self
+
+    def messages(self):
+        """The stored .json records, in order."""
+        out = []
+        for n in sorted(os.listdir(self.maildir)):
+            if n.endswith(".json") and not n.startswith("."):
+                with open(os.path.join(self.maildir, n)) as f:
+                    out.append(json.load(f))
+        return out
 
     def rcpts(self):
         out = []
@@ -98,8 +116,8 @@ def mx_port():
 def peers(workdir, mx_port, register_log):
     started = []
 
-    def start(host):
-        p = PlainPeer(workdir, host, mx_port)
+    def start(host, extra=()):
+        p = PlainPeer(workdir, host, mx_port, extra)
         register_log("smtpd.py %s stderr" % host, p.stderr)
         started.append(p)
         return p.start()
@@ -166,5 +184,77 @@ def test_mx_backup_when_primary_down(dns, peers, mx_port, txmail_factory):
         assert p2.rcpts() == ["backup@example.test"], "backup MX: got %r" % p2.rcpts()
         rc = j["recipients"][0]
         assert rc["attempts"] == 1, "attempts: got %r, want 1 (next MX tried in the same attempt)" % rc["attempts"]
+    finally:
+        api.close()
+
+
+def make_certs(workdir, name, names):
+    """A test CA and a server certificate for localhost + `names` (smtpd.py --make-cert)."""
+    d = os.path.join(workdir, name)
+    subprocess.run([PYTHON, os.path.join(PEERS, "smtpd.py"), "--make-cert", d,
+                    "--cert-names", ",".join(names)],
+                   check=True, timeout=dl(30), stdin=subprocess.DEVNULL, capture_output=True)
+    return d
+
+
+@pytest.mark.parametrize("cert_names,want", [
+    (["mx.tlsmx.test"], "delivered"),      # the certificate names the MX host
+    (["other.tlsmx.test"], "deferred"),    # it does not: verification fails
+])
+def test_mx_tls_verify(dns, peers, mx_port, txmail_factory, workdir, cert_names, want):
+    certs = make_certs(workdir, "mxcerts", cert_names)
+    p1 = peers(MX1, ["--tls-cert", os.path.join(certs, "cert.pem"),
+                     "--tls-key", os.path.join(certs, "key.pem"), "--require-starttls"])
+    env = direct_env(dns, mx_port)
+    env.update({"TXMAIL_MX_TLS_VERIFY": "1", "TXMAIL_TLS_CA_FILE": os.path.join(certs, "ca.pem"),
+                # one attempt is enough to see the outcome; no retry while we look
+                "TXMAIL_RETRY_BASE": "60", "TXMAIL_RETRY_MAX": "60"})
+    tx = txmail_factory(extra_env=env)
+    api = tx.client()
+    try:
+        rcpt = "verified@tlsmx.test"
+        mid = send(api, rcpt)
+        j = wait_rcpts(api, mid, {rcpt: want}, dl(20))
+        rc = j["recipients"][0]
+        if want == "delivered":
+            msgs = p1.messages()
+            assert [m["rcpt_tos"] for m in msgs] == [[rcpt]], "MX %s: got %r, want one message" % (MX1, msgs)
+            assert msgs[0]["tls"] is True, "got tls %r, want True (STARTTLS)" % msgs[0]["tls"]
+        else:
+            assert p1.rcpts() == [], "MX %s: got %r, want nothing delivered over a bad certificate" % (
+                MX1, p1.rcpts())
+            assert rc["attempts"] == 1, "attempts: got %r, want 1" % rc["attempts"]
+            text = json.dumps(j)   # the timeline's detail
+            assert "certificate verification failed" in text, \
+                "got %s, want a certificate verification error" % text
+            # the handshake was tried (STARTTLS offered and accepted), not skipped
+            with open(os.path.join(p1.dir, "transcript.log")) as f:
+                log = f.read()
+            assert "C: STARTTLS" in log, "got transcript %r, want STARTTLS attempted" % log[-2000:]
+            assert "C: MAIL" not in log, "got MAIL in transcript: fell back to plain text"
+    finally:
+        api.close()
+
+
+def test_mx_starttls_handshake_failure_deferred_not_plain(dns, peers, mx_port, txmail_factory, workdir):
+    certs = make_certs(workdir, "mxcerts", [])
+    p1 = peers(MX1, ["--tls-cert", os.path.join(certs, "cert.pem"),
+                     "--tls-key", os.path.join(certs, "key.pem"), "--broken-starttls"])
+    env = direct_env(dns, mx_port)   # opportunistic, unverified
+    env.update({"TXMAIL_RETRY_BASE": "60", "TXMAIL_RETRY_MAX": "60"})
+    tx = txmail_factory(extra_env=env)
+    api = tx.client()
+    try:
+        rcpt = "downgrade@tlsmx.test"
+        mid = send(api, rcpt)
+        j = wait_rcpts(api, mid, {rcpt: "deferred"}, dl(20))
+        assert j["recipients"][0]["attempts"] == 1, "attempts: got %r, want 1" % j["recipients"][0]["attempts"]
+        assert p1.rcpts() == [], "got %r delivered, want nothing after a failed handshake" % p1.rcpts()
+        with open(os.path.join(p1.dir, "transcript.log")) as f:
+            log = f.read()
+        assert "BROKEN TLS" in log, "got transcript %r, want the broken handshake" % log[-2000:]
+        assert "C: MAIL" not in log, "got MAIL in transcript: resent in plain text after a TLS failure"
+        assert log.count("CONNECT ") == 1, "got %d connections, want 1 (no plain-text retry): %r" % (
+            log.count("CONNECT "), log[-2000:])
     finally:
         api.close()

@@ -64,6 +64,20 @@ Test(config, relay_error_hides_password)
 
 	cr_assert_neq(config_parse_relay("smtp://u:SECRETPW@h:25?tls=bogus", &t, err, sizeof(err)), 0);
 	cr_assert(strstr(err, "SECRETPW") == NULL, "error text leaks the password: %s", err);
+	/* found by tests/fuzz/fuzz_config: a bad scheme or a '?' in the password echoed it */
+	static const char *const leaky[] = {
+		"smtpx://u:SECRETPW@h:25",
+		"smtp://u:SEC?RETPW@h:25",
+		"smtp://u:p@h:25?tls=SECRETPW",
+	};
+	for (size_t i = 0; i < sizeof(leaky) / sizeof(leaky[0]); i++) {
+		cr_assert_neq(config_parse_relay(leaky[i], &t, err, sizeof(err)), 0, "%s", leaky[i]);
+		cr_assert(strstr(err, "RETPW") == NULL, "%s: error text leaks the password: %s",
+		    leaky[i], err);
+	}
+	struct redis_addr a;
+	cr_assert_neq(config_parse_redis("rediss://:SECRETPW@h:6379", &a, err, sizeof(err)), 0);
+	cr_assert(strstr(err, "SECRETPW") == NULL, "redis: error text leaks the password: %s", err);
 }
 
 Test(config, redis_urls)
@@ -123,4 +137,29 @@ Test(config, load_rejects_bad_numbers)
 	config_free(&c);
 	unsetenv("TXMAIL_RETRY_BASE");
 	unsetenv("TXMAIL_API_KEYS");
+}
+
+Test(config, shaping_defaults_and_domain_rate)
+{
+	struct config c;
+	char err[256];
+
+	unsetenv("TXMAIL_DOMAIN_RATE");
+	cr_assert_eq(config_load(&c, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.max_conns_per_target, 32, "max conns per host: got %d, want 32", c.max_conns_per_target);
+	cr_expect_eq(c.max_msgs_per_conn, 1024, "msgs per conn: got %d, want 1024", c.max_msgs_per_conn);
+	cr_expect_null(c.domain_rate, "domain rate: got %s, want none", c.domain_rate);
+	cr_expect_eq(c.dest_fail_threshold, 5, "fail threshold: got %d, want 5", c.dest_fail_threshold);
+	cr_expect(c.dest_backoff_base == 10 && c.dest_backoff_max == 600, "backoff: got %g..%g, want 10..600",
+	    c.dest_backoff_base, c.dest_backoff_max);
+	config_free(&c);
+	setenv("TXMAIL_DOMAIN_RATE", "gmail.com=20,outlook.com=10,*=0", 1);
+	cr_assert_eq(config_load(&c, err, sizeof(err)), 0, "%s", err);
+	cr_expect_str_eq(c.domain_rate, "gmail.com=20,outlook.com=10,*=0");
+	config_free(&c);
+	setenv("TXMAIL_DOMAIN_RATE", "gmail.com=lots", 1);
+	cr_assert_neq(config_load(&c, err, sizeof(err)), 0, "bad rate: got success, want an error");
+	cr_expect(strstr(err, "TXMAIL_DOMAIN_RATE") != NULL, "got error \"%s\", want it to name TXMAIL_DOMAIN_RATE", err);
+	config_free(&c);
+	unsetenv("TXMAIL_DOMAIN_RATE");
 }

@@ -1071,3 +1071,405 @@ Test(engine, auth_login_when_plain_not_offered)
 	free(log);
 	harness_free(&h);
 }
+
+/*
+ * connect_addr: the engine connects to the given IP and never resolves host;
+ * host is only the TLS name (SNI + certificate check). The names below are
+ * not resolvable, so a lookup would fail at stage "connect", not "tls".
+ */
+Test(engine, connect_addr_name_checked_not_resolved)
+{
+	char certs[128], cert[256], key[256], ca[256];
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob ok, bad, unverified;
+
+	make_certs("certs", certs, sizeof(certs));
+	snprintf(cert, sizeof(cert), "%s/cert.pem", certs);
+	snprintf(key, sizeof(key), "%s/key.pem", certs);
+	snprintf(ca, sizeof(ca), "%s/ca.pem", certs);
+	const char *args[] = { "--tls-cert", cert, "--tls-key", key, "--require-starttls", NULL };
+	peer_start(args);
+	default_cfg(&cfg);
+	snprintf(cfg.ca_file, sizeof(cfg.ca_file), "%s", ca);
+	harness_init(&h, &cfg);
+
+	/* the certificate is for localhost: verified */
+	target_plain(&tg);
+	snprintf(tg.connect_addr, sizeof(tg.connect_addr), "127.0.0.1");
+	snprintf(tg.host, sizeof(tg.host), "localhost");
+	tg.tls = SMTP_TLS_REQUIRED;
+	job_init(&ok, &tg, "a@example.com", "ok@example.com", k_msg);
+	/* same address, another name: the certificate does not match */
+	snprintf(tg.host, sizeof(tg.host), "wrong.example");
+	job_init(&bad, &tg, "a@example.com", "bad@example.com", k_msg);
+	/* an unresolvable name without verification (opportunistic MX): delivered */
+	snprintf(tg.host, sizeof(tg.host), "mx.no-such-name.invalid");
+	tg.tls = SMTP_TLS_STARTTLS;
+	tg.no_verify = 1;
+	job_init(&unverified, &tg, "a@example.com", "unverified@example.com", k_msg);
+	submit(&h, &ok);
+	submit(&h, &bad);
+	submit(&h, &unverified);
+	run_until(&h, 3, 20);
+	assert_outcome(&ok, SMTP_RESULT_OK, 250, "dot");
+	assert_outcome(&bad, SMTP_RESULT_TEMPFAIL, 0, "tls");
+	cr_assert_not_null(strstr(bad.o.text, "certificate"),
+	    "got text %s, want a certificate verification error", bad.o.text);
+	assert_outcome(&unverified, SMTP_RESULT_OK, 250, "dot");
+	cr_assert_eq(count_files(g_peer.maildir, ".eml"), 2, "got %d messages stored, want 2",
+	    count_files(g_peer.maildir, ".eml"));
+	for (int i = 1; i <= 2; i++) {
+		char *js = msg_file(i, "json", NULL);
+		cr_assert_not_null(js, "%d.json missing", i);
+		cr_assert_not_null(strstr(js, "\"tls\": true"), "got %s, want tls true", js);
+		cr_assert_null(strstr(js, "bad@example.com"), "got %s: delivered despite a name mismatch", js);
+		free(js);
+	}
+	harness_free(&h);
+}
+
+/* --- ESMTP: PIPELINING, SIZE, 8BITMIME, SMTPUTF8, several recipients ------- */
+
+static char *peer_log(void)
+{
+	char path[160];
+	snprintf(path, sizeof(path), "%s/log", g_peer.dir);
+	char *s = slurp(path, NULL);
+	cr_assert_not_null(s, "transcript %s missing", path);
+	return s;
+}
+
+/*
+ * ahead_after - does the reply to the first command starting with cmd come
+ * with an "AHEAD" line (the server had later commands in hand when it sent
+ * that reply: the client did not wait for it)?
+ */
+static int ahead_after(const char *log, const char *cmd)
+{
+	char pat[64];
+	snprintf(pat, sizeof(pat), " C: %s", cmd);
+	const char *p = strstr(log, pat);
+	cr_assert_not_null(p, "no \"%s\" in transcript:\n%s", pat, log);
+	p = strstr(p, " S: ");   /* its reply */
+	cr_assert_not_null(p, "no reply to %s in transcript:\n%s", cmd, log);
+	p = strchr(p, '\n');
+	cr_assert_not_null(p, "transcript ends after the reply to %s", cmd);
+	const char *eol = strchr(p + 1, '\n');
+	const char *a = strstr(p + 1, " AHEAD ");
+	return a != NULL && (eol == NULL || a < eol);
+}
+
+static void rcpt_init(struct smtp_rcpt *r, const char *addr)
+{
+	memset(r, 0, sizeof(*r));
+	r->addr = addr;
+	r->out.stage = "garbage";   /* the engine must overwrite it */
+	r->out.code = 999;
+}
+
+static void assert_rcpt(const struct smtp_rcpt *r, enum smtp_result res, int code,
+    const char *stage)
+{
+	cr_assert_eq(r->out.result, res, "<%s>: got result %d (%d %s: %s), want %d", r->addr,
+	    r->out.result, r->out.code, r->out.stage ? r->out.stage : "-", r->out.text, res);
+	cr_assert_eq(r->out.code, code, "<%s>: got code %d (%s), want %d", r->addr, r->out.code,
+	    r->out.text, code);
+	cr_assert_not_null(r->out.stage, "<%s>: got no stage, want %s", r->addr, stage);
+	cr_assert_str_eq(r->out.stage, stage, "<%s>: got stage %s, want %s", r->addr,
+	    r->out.stage, stage);
+}
+
+Test(engine, pipelining_sends_group_in_one_write)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t, t2;
+
+	const char *args[] = { "--pipelining", NULL };
+	peer_start(args);
+	default_cfg(&cfg);
+	cfg.max_conns_per_target = 1;
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
+	job_init(&t2, &tg, "a@example.com", "c@example.com", k_msg);
+	submit(&h, &t);
+	submit(&h, &t2);
+	run_until(&h, 2, 10);
+	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+	assert_outcome(&t2, SMTP_RESULT_OK, 250, "dot");
+	char *log = peer_log();
+	cr_assert_not_null(strstr(log, "S: 250-PIPELINING"), "PIPELINING not offered:\n%s", log);
+	/* RCPT and DATA were already there when MAIL was answered, DATA when RCPT was */
+	cr_assert(ahead_after(log, "MAIL FROM:<a@example.com>"),
+	    "got MAIL answered before RCPT/DATA arrived (lock-step), want pipelined:\n%s", log);
+	cr_assert(ahead_after(log, "RCPT TO:<b@example.com>"),
+	    "got RCPT answered before DATA arrived, want pipelined:\n%s", log);
+	cr_assert(!ahead_after(log, "DATA"), "DATA must end the group (got data before 354):\n%s", log);
+	free(log);
+	cr_assert_eq(distinct_conns(2), 1, "want both messages on one connection");
+	harness_free(&h);
+}
+
+Test(engine, no_pipelining_is_lock_step)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
+	submit(&h, &t);
+	run_until(&h, 1, 10);
+	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+	char *log = peer_log();
+	cr_assert_null(strstr(log, " AHEAD "), "got a command sent ahead without PIPELINING:\n%s", log);
+	free(log);
+	harness_free(&h);
+}
+
+Test(engine, pipelining_refused_sender_drains_then_reuses)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t, t2;
+
+	const char *args[] = { "--pipelining", NULL };
+	peer_start(args);
+	default_cfg(&cfg);
+	cfg.max_conns_per_target = 1;
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	job_init(&t, &tg, "perm-a@example.com", "b@example.com", k_msg);
+	job_init(&t2, &tg, "a@example.com", "c@example.com", k_msg);
+	submit(&h, &t);
+	submit(&h, &t2);
+	run_until(&h, 2, 10);
+	assert_outcome(&t, SMTP_RESULT_PERMFAIL, 550, "mail");
+	assert_outcome(&t2, SMTP_RESULT_OK, 250, "dot");
+	cr_assert_eq(count_files(g_peer.maildir, ".json"), 1, "want only the second message stored");
+	char *js = msg_file(1, "json", NULL);
+	cr_assert_not_null(strstr(js, "\"rcpt_tos\": [\"c@example.com\"]"), "got %s", js);
+	free(js);
+	cr_assert_eq(distinct_conns(1), 1, "want one connection");
+	harness_free(&h);
+}
+
+/* several recipients in one transaction, with and without PIPELINING */
+static void multi_rcpt_case(int pipelining)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+	struct smtp_rcpt r[4];
+
+	const char *args[] = { "--pipelining", NULL };
+	peer_start(pipelining ? args : NULL);
+	default_cfg(&cfg);
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	job_init(&t, &tg, "a@example.com", "ignored@example.com", k_msg);
+	rcpt_init(&r[0], "ok1@example.com");
+	rcpt_init(&r[1], "perm-x@example.com");
+	rcpt_init(&r[2], "temp1-y@example.com");
+	rcpt_init(&r[3], "ok2@example.com");
+	t.job.rcpts = r;
+	t.job.nrcpts = 4;
+	submit(&h, &t);
+	run_until(&h, 1, 10);
+	cr_assert_eq(t.reports, 1, "got %d on_done calls, want 1", t.reports);
+	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+	assert_rcpt(&r[0], SMTP_RESULT_OK, 250, "dot");
+	assert_rcpt(&r[1], SMTP_RESULT_PERMFAIL, 550, "rcpt");
+	cr_assert_str_eq(r[1].out.enhanced, "5.1.1", "got %s, want 5.1.1", r[1].out.enhanced);
+	assert_rcpt(&r[2], SMTP_RESULT_TEMPFAIL, 451, "rcpt");
+	assert_rcpt(&r[3], SMTP_RESULT_OK, 250, "dot");
+	cr_assert_eq(count_files(g_peer.maildir, ".json"), 1, "want the message stored once");
+	char *js = msg_file(1, "json", NULL);
+	cr_assert_not_null(strstr(js, "\"rcpt_tos\": [\"ok1@example.com\", \"ok2@example.com\"]"),
+	    "got %s, want rcpt_tos ok1, ok2", js);
+	free(js);
+	char *log = peer_log();
+	cr_assert_eq(ahead_after(log, "MAIL FROM:") != 0, pipelining != 0,
+	    "pipelining %d: transcript:\n%s", pipelining, log);
+	free(log);
+
+	/* all refused: each its own outcome, the job's is the first one's */
+	job_init(&t, &tg, "a@example.com", "ignored@example.com", k_msg);
+	rcpt_init(&r[0], "perm-a@example.com");
+	rcpt_init(&r[1], "temp1-b@example.com");
+	t.job.rcpts = r;
+	t.job.nrcpts = 2;
+	submit(&h, &t);
+	run_until(&h, 2, 10);
+	assert_outcome(&t, SMTP_RESULT_PERMFAIL, 550, "rcpt");
+	assert_rcpt(&r[0], SMTP_RESULT_PERMFAIL, 550, "rcpt");
+	assert_rcpt(&r[1], SMTP_RESULT_TEMPFAIL, 451, "rcpt");
+	cr_assert_eq(count_files(g_peer.maildir, ".json"), 1, "nothing more may be stored");
+
+	/* and the connection still works */
+	job_init(&t, &tg, "a@example.com", "after@example.com", k_msg);
+	submit(&h, &t);
+	run_until(&h, 3, 10);
+	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+	cr_assert_eq(distinct_conns(2), 1, "want one connection for everything");
+	harness_free(&h);
+}
+
+Test(engine, multi_rcpt_partial_lock_step)
+{
+	multi_rcpt_case(0);
+}
+
+Test(engine, multi_rcpt_partial_pipelined)
+{
+	multi_rcpt_case(1);
+}
+
+Test(engine, multi_rcpt_shutdown_fills_every_recipient)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+	struct smtp_rcpt r[2];
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	job_init(&t, &tg, "a@example.com", "x@example.com", k_msg);
+	rcpt_init(&r[0], "a1@example.com");
+	rcpt_init(&r[1], "a2@example.com");
+	t.job.rcpts = r;
+	t.job.nrcpts = 2;
+	submit(&h, &t);
+	smtp_engine_free(h.e);   /* never run: reported at once */
+	h.e = NULL;
+	cr_assert_eq(t.reports, 1, "got %d reports, want 1", t.reports);
+	assert_rcpt(&r[0], SMTP_RESULT_TEMPFAIL, 0, "shutdown");
+	assert_rcpt(&r[1], SMTP_RESULT_TEMPFAIL, 0, "shutdown");
+}
+
+Test(engine, size_too_big_permfails_unsent)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t, t2;
+	static const char small[] = "Subject: s\r\n\r\nx\r\n";
+
+	const char *args[] = { "--size", "40", NULL };
+	peer_start(args);
+	default_cfg(&cfg);
+	cfg.max_conns_per_target = 1;
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	job_init(&t, &tg, "a@example.com", "big@example.com", k_msg);   /* 62 bytes */
+	job_init(&t2, &tg, "a@example.com", "small@example.com", small);
+	submit(&h, &t);
+	submit(&h, &t2);
+	run_until(&h, 2, 10);
+	assert_outcome(&t, SMTP_RESULT_PERMFAIL, 0, "mail");
+	cr_assert_str_eq(t.o.enhanced, "5.3.4", "got %s, want 5.3.4", t.o.enhanced);
+	cr_assert_not_null(strstr(t.o.text, "SIZE limit of 40"), "got text %s", t.o.text);
+	assert_outcome(&t2, SMTP_RESULT_OK, 250, "dot");
+	char *log = peer_log();
+	cr_assert_null(strstr(log, "big@example.com"), "the big message was sent:\n%s", log);
+	free(log);
+	char *js = msg_file(1, "json", NULL);
+	char want[64];
+	snprintf(want, sizeof(want), "\"SIZE=%zu\"", strlen(small));
+	cr_assert_not_null(strstr(js, want), "got %s, want %s in mail_options", js, want);
+	free(js);
+	harness_free(&h);
+}
+
+Test(engine, eightbit_body_and_smtputf8)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t, t2;
+	static const char msg8[] = "Subject: caf\xc3\xa9\r\n\r\nd\xc3\xa9j\xc3\xa0 vu\r\n";
+
+	const char *args[] = { "--smtputf8", "--pipelining", NULL };
+	peer_start(args);
+	default_cfg(&cfg);
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	job_init(&t, &tg, "a@example.com", "b@example.com", msg8);
+	job_init(&t2, &tg, "a@example.com", "j\xc3\xb6rg@example.com", k_msg);
+	submit(&h, &t);
+	run_until(&h, 1, 10);
+	submit(&h, &t2);
+	run_until(&h, 2, 10);
+	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+	assert_outcome(&t2, SMTP_RESULT_OK, 250, "dot");
+	char *js = msg_file(1, "json", NULL);
+	cr_assert_not_null(strstr(js, "\"BODY=8BITMIME\""), "got %s, want BODY=8BITMIME", js);
+	cr_assert_null(strstr(js, "\"SMTPUTF8\""), "got %s, want no SMTPUTF8 (ASCII addresses)", js);
+	free(js);
+	size_t len;
+	char *eml = msg_file(1, "eml", &len);
+	cr_assert_eq(len, strlen(msg8), "got %zu bytes, want %zu", len, strlen(msg8));
+	cr_assert_eq(memcmp(eml, msg8, len), 0, "8-bit bytes changed in transit");
+	free(eml);
+	js = msg_file(2, "json", NULL);
+	cr_assert_not_null(strstr(js, "\"SMTPUTF8\""), "got %s, want SMTPUTF8", js);
+	cr_assert_not_null(strstr(js, "j\\u00f6rg@example.com"), "got %s, want the UTF-8 rcpt", js);
+	cr_assert_null(strstr(js, "BODY=8BITMIME"), "got %s, want no BODY= for 7-bit data", js);
+	free(js);
+	harness_free(&h);
+}
+
+Test(engine, utf8_address_without_smtputf8_permfails_unsent)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t, t2, t3;
+	struct smtp_rcpt r[2];
+
+	const char *args[] = { "--no-8bitmime", NULL };
+	peer_start(args);
+	default_cfg(&cfg);
+	cfg.max_conns_per_target = 1;
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	job_init(&t, &tg, "a@example.com", "j\xc3\xb6rg@example.com", k_msg);
+	job_init(&t2, &tg, "a@example.com", "x@example.com", k_msg);
+	rcpt_init(&r[0], "\xc3\xa9@example.com");
+	rcpt_init(&r[1], "plain@example.com");
+	t2.job.rcpts = r;
+	t2.job.nrcpts = 2;
+	job_init(&t3, &tg, "s\xc3\xa9nder@example.com", "y@example.com", "Subject: 8\r\n\r\n\xc3\xa9\r\n");
+	submit(&h, &t);
+	submit(&h, &t2);
+	submit(&h, &t3);
+	run_until(&h, 3, 10);
+	assert_outcome(&t, SMTP_RESULT_PERMFAIL, 0, "rcpt");
+	cr_assert_str_eq(t.o.enhanced, "5.6.7", "got %s, want 5.6.7", t.o.enhanced);
+	cr_assert_not_null(strstr(t.o.text, "needs SMTPUTF8, not offered"), "got %s", t.o.text);
+	assert_rcpt(&r[0], SMTP_RESULT_PERMFAIL, 0, "rcpt");
+	assert_rcpt(&r[1], SMTP_RESULT_OK, 250, "dot");
+	assert_outcome(&t3, SMTP_RESULT_PERMFAIL, 0, "mail");
+	cr_assert_str_eq(t3.o.enhanced, "5.6.7", "got %s, want 5.6.7", t3.o.enhanced);
+	cr_assert_eq(count_files(g_peer.maildir, ".json"), 1, "want one message stored");
+	char *js = msg_file(1, "json", NULL);
+	cr_assert_not_null(strstr(js, "\"rcpt_tos\": [\"plain@example.com\"]"), "got %s", js);
+	free(js);
+	char *log = peer_log();
+	cr_assert_null(strstr(log, "500 Error: strict ASCII"), "a non-ASCII command was sent:\n%s", log);
+	free(log);
+	harness_free(&h);
+}

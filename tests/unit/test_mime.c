@@ -507,6 +507,30 @@ Test(mime, encode_header_ascii)
 	free(dec);
 	free(enc);
 	free(huge);
+
+	/*
+	 * found by tests/fuzz/fuzz_mime: an 846-char word after a 153-char
+	 * header name went out plain on a 999-octet line; blanks count too
+	 */
+	static const struct { size_t word, blanks, col; } longs[] = {
+		{ 846, 0, 153 }, { 900, 0, 202 }, { 10, 1500, 9 }, { 1, 950, 9 },
+	};
+	for (size_t i = 0; i < sizeof longs / sizeof longs[0]; i++) {
+		size_t n = 2 + longs[i].blanks + longs[i].word;
+		char *in = malloc(n + 1);
+		cr_assert_not_null(in);
+		memset(in, 'y', n);
+		memset(in + 2, ' ', longs[i].blanks);
+		in[n] = '\0';
+		if (longs[i].blanks == 0)
+			in[1] = 'y';
+		enc = mime_encode_header(in, longs[i].col, NULL);
+		cr_assert_not_null(enc);
+		cr_expect(max_line(enc, longs[i].col) <= 998, "case %zu: line got %zu, want <= 998",
+		    i, max_line(enc, longs[i].col));
+		free(enc);
+		free(in);
+	}
 }
 
 Test(mime, format_addr_table)

@@ -223,6 +223,10 @@ static const struct bad_case bad_cases[] = {
 	{ "{" BASE ",\"ttl\":0}", "ttl" },
 	{ "{" BASE ",\"to\":\"c@example.com\"}", "to" },
 	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"text\":\"bad \xc3\x28 utf8\"}", "text" },
+	/* found by tests/fuzz/fuzz_validate: passed here, then mime_build refused them (500) */
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"text\":\"\"}", "text" },
+	{ "{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"text\":\"\",\"html\":\"\"}", "text" },
+	{ "{" BASE ",\"attachments\":[{\"filename\":\"a\\tb.txt\",\"content\":\"aGk=\"}]}", "attachments[0].filename" },
 };
 
 Test(validate, bad_messages)

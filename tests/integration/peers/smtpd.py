@@ -10,7 +10,7 @@ Usage
   smtpd.py --host 127.0.0.1 --port 0 --maildir DIR --ready-file FILE
            [--tls-cert CERT --tls-key KEY] [--require-starttls]
            [--implicit-tls] [--auth USER:PASS] [--log FILE]
-  smtpd.py --make-cert DIR
+  smtpd.py --make-cert DIR [--cert-names NAME,...]
 
 Options
   --port 0            bind a free port. Once listening, the port number (and a
@@ -20,7 +20,8 @@ Options
                       received, dot-unstuffed, CRLF kept) and DIR/<seq>.json:
                         {"seq", "mail_from", "rcpt_tos", "tls": bool,
                          "auth_user": str|null, "conn": int, "peer": "ip:port",
-                         "helo": str}
+                         "helo": str, "mail_options": [str] (upper-cased
+                         MAIL parameters, e.g. "SIZE=123", "BODY=8BITMIME")}
                       Both are written tmp + rename (".eml" first, then the
                       ".json"), so a test that sees <seq>.json sees the whole
                       message. seq starts at 1. "conn" is the server's number
@@ -35,10 +36,24 @@ Options
                       "535 5.7.8 Authentication credentials invalid".
   --log FILE          transcript: "CONNECT n peer", "n C: <command>",
                       "n S: <reply>", "CLOSE n". AUTH payloads are masked.
+                      After a reply sent while bytes of later commands had
+                      already arrived, "n AHEAD <bytes>": the client did not
+                      wait for that reply (pipelining, RFC 2920). A lock-step
+                      client never causes it: it sends nothing before the reply.
+  --pipelining        advertise PIPELINING in the EHLO reply.
+  --size N            advertise "SIZE N" and refuse bigger messages (default
+                      64 MiB); --size 0 advertises no SIZE at all.
+  --no-8bitmime       do not advertise 8BITMIME.
+  --smtputf8          advertise and accept SMTPUTF8 (RFC 6531); without it a
+                      non-ASCII command gets "500 Error: strict ASCII mode".
   --make-cert DIR     write DIR/ca.pem (a test CA), DIR/cert.pem + DIR/key.pem
                       (server certificate for DNS:localhost and IP:127.0.0.1
                       signed by the CA), DIR/ca-key.pem, with the openssl CLI,
                       then exit. Verify clients against DIR/ca.pem.
+  --broken-starttls  offer STARTTLS and answer it with 220, then send plain
+                      bytes and close: the client's TLS handshake fails.
+  --cert-names N,...  with --make-cert: extra DNS names in the server
+                      certificate's subjectAltName (e.g. an MX host name).
 
 Behaviour chosen by the recipient's local part (per RCPT address; counters
 are kept across connections for the life of the process):
@@ -50,6 +65,8 @@ are kept across connections for the life of the process):
   slow-anything@...   the reply to the end of DATA comes 3 s late (the message
                       is stored only if the client is still there).
   anything else       accepted ("250 2.0.0 OK queued as <seq>").
+A sender (MAIL FROM) whose local part starts with "perm-" gets
+"550 5.7.1 sender refused".
 
 SIGTERM or SIGINT stops the server cleanly (exit status 0).
 """
@@ -87,8 +104,9 @@ def write_atomic(path, data):
         raise
 
 
-def make_cert(outdir):
-    """Create a test CA and a server cert for localhost/127.0.0.1 in outdir."""
+def make_cert(outdir, extra_names=()):
+    """Create a test CA and a server cert for localhost/127.0.0.1 (and
+    DNS:<name> for each of extra_names) in outdir."""
     os.makedirs(outdir, exist_ok=True)
     p = lambda n: os.path.join(outdir, n)  # noqa: E731
 
@@ -109,7 +127,8 @@ def make_cert(outdir):
         f.write("basicConstraints=CA:FALSE\n"
                 "keyUsage=critical,digitalSignature,keyEncipherment\n"
                 "extendedKeyUsage=serverAuth\n"
-                "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+                "subjectAltName=DNS:localhost,IP:127.0.0.1%s\n"
+                % "".join(",DNS:" + n for n in extra_names))
     run("x509", "-req", "-in", p("server.csr"), "-CA", p("ca.pem"),
         "-CAkey", p("ca-key.pem"), "-CAcreateserial", "-out", p("cert.pem"),
         "-days", "3650", "-sha256", "-extfile", ext)
@@ -140,6 +159,9 @@ class State:
         self.conns = 0
         self.temp_seen = {}
         self.no_ehlo = args.no_ehlo
+        self.broken_starttls = getattr(args, "broken_starttls", False)
+        self.pipelining = args.pipelining
+        self.no_8bitmime = args.no_8bitmime
         self.auth = None
         if args.auth:
             u, _, pw = args.auth.partition(":")
@@ -165,7 +187,19 @@ class Handler:
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
         # no "250-AUTH " line when no mechanism is offered (no --auth)
-        return [r for r in responses if r.rstrip() != "250-AUTH"]
+        out = [r for r in responses if r.rstrip() != "250-AUTH"]
+        if self.st.no_8bitmime:
+            out = [r for r in out if r.rstrip() != "250-8BITMIME"]
+        if self.st.pipelining:
+            out.insert(1, "250-PIPELINING")
+        return out
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if local_part(address).lower().startswith("perm-"):
+            return "550 5.7.1 sender refused"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         lp = local_part(address).lower()
@@ -204,6 +238,7 @@ class Handler:
             "conn": server.conn_id,
             "peer": "%s:%s" % (session.peer[0], session.peer[1]) if session.peer else "",
             "helo": session.host_name,
+            "mail_options": list(envelope.mail_options),
         }
         write_atomic(base + ".json", json.dumps(meta).encode())
         return "250 2.0.0 OK queued as %d" % seq
@@ -245,6 +280,11 @@ class PeerSMTP(SMTP):
     async def push(self, status):
         s = status.decode() if isinstance(status, bytes) else status
         self.st.log.write("%d S: %s" % (self.conn_id, s.rstrip("\r\n")))
+        # commands already buffered while this reply goes out: the client sent
+        # them without waiting for it (StreamReader keeps unread bytes here)
+        ahead = len(getattr(self._reader, "_buffer", b"") or b"")
+        if ahead and not self._in_auth:
+            self.st.log.write("%d AHEAD %d" % (self.conn_id, ahead))
         return await super().push(status)
 
     async def challenge_auth(self, *a, **kw):
@@ -267,6 +307,13 @@ def _wrap(cmd):
         if cmd == "EHLO" and self.st.no_ehlo:
             # an old server: the client must fall back to HELO
             return await self.push("502 5.5.1 EHLO not implemented")
+        if cmd == "STARTTLS" and self.st.broken_starttls and self.session.ssl is None:
+            # accept STARTTLS, then answer the handshake with plain bytes: it fails
+            await self.push("220 2.0.0 Ready to start TLS")
+            self.st.log.write("%d BROKEN TLS" % self.conn_id)
+            self.transport.write(b"this is not TLS\r\n")
+            self.transport.close()
+            return
         return await getattr(SMTP, "smtp_" + cmd)(self, arg)
     method.__name__ = "smtp_" + cmd
     # keep aiosmtpd's HELP metadata
@@ -310,8 +357,21 @@ def parse_args(argv):
     ap.add_argument("--auth", metavar="USER:PASS")
     ap.add_argument("--log")
     ap.add_argument("--make-cert", metavar="DIR")
+    ap.add_argument("--cert-names", default="", metavar="NAME,...",
+                    help="with --make-cert: extra DNS names in the certificate")
+    ap.add_argument("--broken-starttls", action="store_true",
+                    help="offer STARTTLS, answer 220, then send non-TLS bytes and close "
+                         "(the client's handshake fails); needs --tls-cert")
     ap.add_argument("--no-ehlo", action="store_true",
                     help="answer EHLO with 502 (clients must fall back to HELO)")
+    ap.add_argument("--pipelining", action="store_true",
+                    help="advertise PIPELINING")
+    ap.add_argument("--size", type=int, default=64 * 1024 * 1024,
+                    help="SIZE limit advertised and enforced (0: no SIZE)")
+    ap.add_argument("--no-8bitmime", action="store_true",
+                    help="do not advertise 8BITMIME")
+    ap.add_argument("--smtputf8", action="store_true",
+                    help="advertise and accept SMTPUTF8")
     ap.add_argument("--auth-mechs", default="PLAIN,LOGIN",
                     help="AUTH mechanisms offered with --auth (default PLAIN,LOGIN)")
     a = ap.parse_args(argv)
@@ -323,6 +383,8 @@ def parse_args(argv):
         ap.error("--tls-cert and --tls-key go together")
     if (a.implicit_tls or a.require_starttls) and not a.tls_cert:
         ap.error("--implicit-tls/--require-starttls need --tls-cert/--tls-key")
+    if a.broken_starttls and (not a.tls_cert or a.implicit_tls):
+        ap.error("--broken-starttls needs --tls-cert/--tls-key (and STARTTLS, not --implicit-tls)")
     if a.auth and ":" not in a.auth:
         ap.error("--auth wants USER:PASS")
     return a
@@ -338,7 +400,8 @@ async def serve(args):
     handler = Handler(state)
     kw = dict(hostname="smtpd.test", ident="txmail-test-smtpd",
               timeout=60, auth_require_tls=False,
-              data_size_limit=64 * 1024 * 1024)
+              data_size_limit=args.size or None,
+              enable_SMTPUTF8=args.smtputf8)
     if tls_ctx is not None and not args.implicit_tls:
         kw["tls_context"] = tls_ctx
         kw["require_starttls"] = args.require_starttls
@@ -372,7 +435,11 @@ async def serve(args):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.make_cert:
-        make_cert(args.make_cert)
+        names = [n.strip() for n in args.cert_names.split(",") if n.strip()]
+        for n in names:
+            if not all(c.isalnum() or c in "-." for c in n):
+                raise SystemExit("--cert-names: bad DNS name %r" % n)
+        make_cert(args.make_cert, names)
         return 0
     import logging
     import warnings

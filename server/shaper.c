@@ -1,0 +1,700 @@
+/*
+ * shaper.c - per-destination shaping: domain rates (one-token buckets) and
+ * suspension of destinations that keep refusing connections.
+ *
+ * Owns the key table, the held-delivery heap and the release thread. The
+ * core functions (shaper_rates_*, shaper_state_*, shaper_conn_fail) are
+ * pure: the caller passes "now", nothing here sleeps, logs or locks. The
+ * wrapper (shaper_new .. shaper_free) is the only part that reads clocks,
+ * logs and runs a thread. Never speaks SMTP or Redis, never frees an item
+ * it holds.
+ */
+#include "shaper.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "log.h"
+#include "util.h"
+
+/* --- rates ------------------------------------------------------------------ */
+
+struct shaper_rate {
+	char domain[SHAPER_KEY_MAX + 1];
+	double per_s;
+};
+
+struct shaper_rates {
+	size_t n;
+	double def;               /* "*" */
+	int has_def;
+	struct shaper_rate *r;
+};
+
+static int
+sh_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int
+sh_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static int
+domain_ok(const char *d, size_t len)
+{
+	if (len == 0 || len > SHAPER_KEY_MAX)
+		return 0;
+	if (len == 1 && d[0] == '*')
+		return 1;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)d[i];
+		if (!(isalnum(c) || c == '.' || c == '-' || c == '_'))
+			return 0;
+	}
+	return 1;
+}
+
+void
+shaper_rates_free(struct shaper_rates *r)
+{
+	if (r == NULL)
+		return;
+	free(r->r);
+	free(r);
+}
+
+int
+shaper_rates_parse(const char *spec, struct shaper_rates **out, char *err, size_t errlen)
+{
+	struct shaper_rates *r = NULL;
+	const char *p;
+	size_t cap = 0;
+	int rc = -1;
+
+	*out = NULL;
+	if ((r = calloc(1, sizeof(*r))) == NULL) {
+		sh_err(err, errlen, "TXMAIL_DOMAIN_RATE: out of memory");
+		goto out;
+	}
+	if (spec == NULL)
+		spec = "";
+	if (strlen(spec) > SHAPER_SPEC_MAX) {
+		sh_err(err, errlen, "TXMAIL_DOMAIN_RATE: longer than %d characters", SHAPER_SPEC_MAX);
+		goto out;
+	}
+	for (p = spec; *p != '\0';) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma != NULL ? (size_t)(comma - p) : strlen(p);
+		const char *eq, *d = p;
+		size_t dl;
+		char num[64], *e;
+		double v;
+
+		while (len > 0 && isspace((unsigned char)*d)) {
+			d++;
+			len--;
+		}
+		while (len > 0 && isspace((unsigned char)d[len - 1]))
+			len--;
+		p = comma != NULL ? comma + 1 : p + strlen(p);
+		if (len == 0)
+			continue;
+		eq = memchr(d, '=', len);
+		if (eq == NULL) {
+			sh_err(err, errlen, "TXMAIL_DOMAIN_RATE: \"%.*s\" is not domain=rate",
+			    (int)(len > 60 ? 60 : len), d);
+			goto out;
+		}
+		dl = (size_t)(eq - d);
+		while (dl > 0 && isspace((unsigned char)d[dl - 1]))
+			dl--;
+		if (!domain_ok(d, dl)) {
+			sh_err(err, errlen, "TXMAIL_DOMAIN_RATE: bad domain \"%.*s\"",
+			    (int)(dl > 60 ? 60 : dl), d);
+			goto out;
+		}
+		{
+			const char *vs = eq + 1;
+			size_t vl = (size_t)((d + len) - (eq + 1));
+			while (vl > 0 && isspace((unsigned char)*vs)) {
+				vs++;
+				vl--;
+			}
+			if (vl == 0 || vl >= sizeof(num)) {
+				sh_err(err, errlen, "TXMAIL_DOMAIN_RATE: bad rate for \"%.*s\"",
+				    (int)(dl > 60 ? 60 : dl), d);
+				goto out;
+			}
+			memcpy(num, vs, vl);
+			num[vl] = '\0';
+		}
+		errno = 0;
+		v = strtod(num, &e);
+		if (errno != 0 || e == num || *e != '\0' || !isfinite(v) || v < 0 || v > 1e6) {
+			sh_err(err, errlen, "TXMAIL_DOMAIN_RATE: bad rate \"%s\" for \"%.*s\" "
+			    "(want messages per second, 0..1000000)", num, (int)(dl > 60 ? 60 : dl), d);
+			goto out;
+		}
+		if (dl == 1 && d[0] == '*') {
+			if (r->has_def) {
+				sh_err(err, errlen, "TXMAIL_DOMAIN_RATE: \"*\" given twice");
+				goto out;
+			}
+			r->has_def = 1;
+			r->def = v;
+			continue;
+		}
+		for (size_t i = 0; i < r->n; i++) {
+			if (strlen(r->r[i].domain) == dl && strncasecmp(r->r[i].domain, d, dl) == 0) {
+				sh_err(err, errlen, "TXMAIL_DOMAIN_RATE: \"%.*s\" given twice",
+				    (int)(dl > 60 ? 60 : dl), d);
+				goto out;
+			}
+		}
+		if (r->n == SHAPER_RATES_MAX) {
+			sh_err(err, errlen, "TXMAIL_DOMAIN_RATE: more than %d entries", SHAPER_RATES_MAX);
+			goto out;
+		}
+		if (r->n == cap) {
+			size_t nc = cap == 0 ? 8 : cap * 2;
+			struct shaper_rate *nr = realloc(r->r, nc * sizeof(*nr));
+			if (nr == NULL) {
+				sh_err(err, errlen, "TXMAIL_DOMAIN_RATE: out of memory");
+				goto out;
+			}
+			r->r = nr;
+			cap = nc;
+		}
+		memcpy(r->r[r->n].domain, d, dl);
+		r->r[r->n].domain[dl] = '\0';
+		r->r[r->n].per_s = v;
+		r->n++;
+	}
+	*out = r;
+	r = NULL;
+	rc = 0;
+out:
+	shaper_rates_free(r);
+	return rc;
+}
+
+double
+shaper_rates_lookup(const struct shaper_rates *r, const char *domain)
+{
+	if (r == NULL || domain == NULL)
+		return 0;
+	for (size_t i = 0; i < r->n; i++)
+		if (strcasecmp(r->r[i].domain, domain) == 0)
+			return r->r[i].per_s;
+	return r->has_def ? r->def : 0;
+}
+
+size_t
+shaper_rates_count(const struct shaper_rates *r)
+{
+	return r == NULL ? 0 : r->n + (r->has_def ? 1 : 0);
+}
+
+/* --- key table ---------------------------------------------------------------- */
+
+#define SH_NBUCKETS 4096
+
+struct sh_entry {
+	struct sh_entry *next;
+	int64_t tat_us;          /* next free sending slot (rate), microseconds */
+	int fails;               /* consecutive connection failures */
+	int64_t until_ms;        /* suspended until; 0 = not suspended */
+	int64_t backoff_ms;      /* last suspension's length; 0 = never / cleared */
+	int end_seen;            /* the end of the last suspension was reported */
+	char key[SHAPER_KEY_MAX + 1];
+};
+
+struct shaper_state {
+	struct shaper_params p;
+	struct shaper_rates *rates;
+	size_t n;
+	struct sh_entry *b[SH_NBUCKETS];
+};
+
+static unsigned
+sh_hash(const char *k)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *k != '\0'; k++) {
+		h ^= (uint32_t)tolower((unsigned char)*k);
+		h *= 16777619u;
+	}
+	return h % SH_NBUCKETS;
+}
+
+struct shaper_state *
+shaper_state_new(const struct shaper_params *p, struct shaper_rates *rates)
+{
+	struct shaper_state *st = calloc(1, sizeof(*st));
+
+	if (st == NULL) {
+		shaper_rates_free(rates);
+		return NULL;
+	}
+	st->p = *p;
+	if (st->p.rate_share < 1)
+		st->p.rate_share = 1;
+	if (st->p.fail_threshold < 1)
+		st->p.fail_threshold = 1;
+	if (st->p.backoff_base_ms < 1)
+		st->p.backoff_base_ms = 1;
+	if (st->p.backoff_max_ms < st->p.backoff_base_ms)
+		st->p.backoff_max_ms = st->p.backoff_base_ms;
+	st->rates = rates;
+	return st;
+}
+
+void
+shaper_state_free(struct shaper_state *st)
+{
+	if (st == NULL)
+		return;
+	for (size_t i = 0; i < SH_NBUCKETS; i++) {
+		struct sh_entry *e = st->b[i], *nx;
+		for (; e != NULL; e = nx) {
+			nx = e->next;
+			free(e);
+		}
+	}
+	shaper_rates_free(st->rates);
+	free(st);
+}
+
+/* Drop entries that carry no state any more (slot in the past, no failures). */
+static void
+sh_evict_idle(struct shaper_state *st, int64_t now_ms)
+{
+	for (size_t i = 0; i < SH_NBUCKETS; i++) {
+		struct sh_entry **pp = &st->b[i];
+		while (*pp != NULL) {
+			struct sh_entry *e = *pp;
+			if (e->tat_us <= now_ms * 1000 && e->fails == 0 && e->until_ms == 0 &&
+			    e->backoff_ms == 0) {
+				*pp = e->next;
+				free(e);
+				st->n--;
+			} else {
+				pp = &e->next;
+			}
+		}
+	}
+}
+
+/* The entry for key, created when create; NULL when absent, too long, or the table is full. */
+static struct sh_entry *
+sh_get(struct shaper_state *st, const char *key, int create, int64_t now_ms)
+{
+	unsigned h;
+	struct sh_entry *e;
+	size_t kl = strlen(key);
+
+	if (kl == 0 || kl > SHAPER_KEY_MAX)
+		return NULL;
+	h = sh_hash(key);
+	for (e = st->b[h]; e != NULL; e = e->next)
+		if (strcasecmp(e->key, key) == 0)
+			return e;
+	if (!create)
+		return NULL;
+	if (st->n >= SHAPER_TABLE_MAX) {
+		sh_evict_idle(st, now_ms);
+		if (st->n >= SHAPER_TABLE_MAX)
+			return NULL;
+	}
+	if ((e = calloc(1, sizeof(*e))) == NULL)
+		return NULL;
+	memcpy(e->key, key, kl + 1);
+	e->end_seen = 1;
+	e->next = st->b[h];
+	st->b[h] = e;
+	st->n++;
+	return e;
+}
+
+int64_t
+shaper_state_reserve(struct shaper_state *st, const char *domain, int64_t now_ms)
+{
+	double rate = shaper_rates_lookup(st->rates, domain);
+	struct sh_entry *e;
+	int64_t now_us = now_ms * 1000, t_us, step_us;
+
+	if (rate <= 0)
+		return now_ms;
+	rate /= st->p.rate_share;
+	if ((e = sh_get(st, domain, 1, now_ms)) == NULL)
+		return now_ms;
+	step_us = (int64_t)(1e6 / rate);
+	if (step_us < 1)
+		step_us = 1;
+	t_us = e->tat_us > now_us ? e->tat_us : now_us;
+	e->tat_us = t_us + step_us;
+	return (t_us + 999) / 1000;
+}
+
+int64_t
+shaper_state_check(struct shaper_state *st, const char *dest, int64_t now_ms,
+    enum shaper_event *ev)
+{
+	struct sh_entry *e = sh_get(st, dest, 0, now_ms);
+
+	*ev = SHAPER_EV_NONE;
+	if (e == NULL || e->until_ms == 0)
+		return 0;
+	if (now_ms < e->until_ms)
+		return e->until_ms;
+	e->until_ms = 0;   /* over: on probation until the next outcome */
+	if (!e->end_seen) {
+		e->end_seen = 1;
+		*ev = SHAPER_EV_ENDED;
+	}
+	return 0;
+}
+
+enum shaper_event
+shaper_state_report(struct shaper_state *st, const char *dest, int conn_fail,
+    int64_t now_ms, int64_t *until_ms, int *fails)
+{
+	struct sh_entry *e = sh_get(st, dest, conn_fail, now_ms);
+	enum shaper_event ev = SHAPER_EV_NONE;
+
+	*until_ms = 0;
+	*fails = 0;
+	if (e == NULL)
+		return SHAPER_EV_NONE;
+	if (!conn_fail) {
+		if (e->backoff_ms > 0)
+			ev = SHAPER_EV_RECOVERED;
+		e->fails = 0;
+		e->until_ms = 0;
+		e->backoff_ms = 0;
+		e->end_seen = 1;
+		return ev;
+	}
+	if (e->fails < 1000000)
+		e->fails++;
+	if (e->until_ms != 0 && now_ms < e->until_ms)
+		return SHAPER_EV_NONE;   /* a straggler sent before the suspension began */
+	if (e->backoff_ms > 0) {
+		/* on probation after a suspension: the first failure suspends again, twice as long */
+		e->backoff_ms = e->backoff_ms > st->p.backoff_max_ms / 2 ? st->p.backoff_max_ms :
+		    e->backoff_ms * 2;
+	} else if (e->fails >= st->p.fail_threshold) {
+		e->backoff_ms = st->p.backoff_base_ms;
+	} else {
+		return SHAPER_EV_NONE;
+	}
+	e->until_ms = now_ms + e->backoff_ms;
+	e->end_seen = 0;
+	*until_ms = e->until_ms;
+	*fails = e->fails;
+	return SHAPER_EV_SUSPENDED;
+}
+
+int
+shaper_conn_fail(int tempfail, const char *stage, int code)
+{
+	return tempfail && stage != NULL &&
+	    (strcmp(stage, "connect") == 0 || strcmp(stage, "banner") == 0 ||
+	    strcmp(stage, "tls") == 0) && (code == 0 || code == 421);
+}
+
+/* --- wrapper: held deliveries and the release thread --------------------------- */
+
+struct sh_held {
+	int64_t at_ms;      /* monotonic */
+	uint64_t seq;       /* FIFO among equal times */
+	void *item;
+	char dest[SHAPER_KEY_MAX + 1];
+};
+
+struct shaper {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;          /* CLOCK_MONOTONIC */
+	pthread_t thr;
+	int started, stop;
+	struct shaper_state *st;
+	struct sh_held *heap;
+	size_t nheap, capheap;
+	uint64_t seq;
+	void (*on_release)(void *item, int64_t until_ms, int shutdown, void *arg);
+	void *arg;
+};
+
+static int
+held_before(const struct sh_held *a, const struct sh_held *b)
+{
+	return a->at_ms < b->at_ms || (a->at_ms == b->at_ms && a->seq < b->seq);
+}
+
+static void
+heap_swap(struct sh_held *a, struct sh_held *b)
+{
+	struct sh_held t = *a;
+
+	*a = *b;
+	*b = t;
+}
+
+static int
+heap_push(struct shaper *s, const struct sh_held *h)
+{
+	size_t i;
+
+	if (s->nheap == s->capheap) {
+		size_t nc = s->capheap == 0 ? 64 : s->capheap * 2;
+		struct sh_held *nh = realloc(s->heap, nc * sizeof(*nh));
+		if (nh == NULL)
+			return -1;
+		s->heap = nh;
+		s->capheap = nc;
+	}
+	i = s->nheap++;
+	s->heap[i] = *h;
+	while (i > 0 && held_before(&s->heap[i], &s->heap[(i - 1) / 2])) {
+		heap_swap(&s->heap[i], &s->heap[(i - 1) / 2]);
+		i = (i - 1) / 2;
+	}
+	return 0;
+}
+
+static void
+heap_pop(struct shaper *s, struct sh_held *out)
+{
+	size_t i = 0;
+
+	*out = s->heap[0];
+	s->heap[0] = s->heap[--s->nheap];
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+		if (l < s->nheap && held_before(&s->heap[l], &s->heap[m]))
+			m = l;
+		if (r < s->nheap && held_before(&s->heap[r], &s->heap[m]))
+			m = r;
+		if (m == i)
+			break;
+		heap_swap(&s->heap[i], &s->heap[m]);
+		i = m;
+	}
+}
+
+static int64_t
+mono_to_wall(int64_t mono_ms)
+{
+	return util_now_ms() + (mono_ms - util_mono_ms());
+}
+
+/* Suspension check with its log line; s->mu held. Returns the end (monotonic) or 0. */
+static int64_t
+check_locked(struct shaper *s, const char *dest, int64_t now)
+{
+	enum shaper_event ev;
+	int64_t until = shaper_state_check(s->st, dest, now, &ev);
+
+	if (ev == SHAPER_EV_ENDED)
+		log_info("shaper: destination %s: suspension over, trying it again", dest);
+	return until;
+}
+
+#define RELEASE_BATCH 64
+
+static void *
+release_main(void *arg)
+{
+	struct shaper *s = arg;
+	struct sh_held due[RELEASE_BATCH];
+	int64_t until[RELEASE_BATCH];
+
+	pthread_mutex_lock(&s->mu);
+	while (!s->stop) {
+		int64_t now = util_mono_ms();
+		size_t n = 0;
+
+		if (s->nheap == 0) {
+			pthread_cond_wait(&s->cv, &s->mu);
+			continue;
+		}
+		if (s->heap[0].at_ms > now) {
+			struct timespec ts;
+			int64_t wait = s->heap[0].at_ms - now;
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			ts.tv_sec += (time_t)(wait / 1000);
+			ts.tv_nsec += (long)(wait % 1000) * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+			continue;
+		}
+		while (n < RELEASE_BATCH && s->nheap > 0 && s->heap[0].at_ms <= now) {
+			heap_pop(s, &due[n]);
+			until[n] = check_locked(s, due[n].dest, now);
+			if (until[n] != 0)
+				until[n] = mono_to_wall(until[n]);
+			n++;
+		}
+		pthread_mutex_unlock(&s->mu);
+		for (size_t i = 0; i < n; i++)
+			s->on_release(due[i].item, until[i], 0, s->arg);
+		pthread_mutex_lock(&s->mu);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+struct shaper *
+shaper_new(const struct shaper_config *c, char *err, size_t errlen)
+{
+	struct shaper *s = NULL;
+	struct shaper_rates *rates = NULL;
+	pthread_condattr_t ca;
+
+	if (shaper_rates_parse(c->domain_rate, &rates, err, errlen) != 0)
+		return NULL;
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		goto oom;
+	if ((s->st = shaper_state_new(&c->params, rates)) == NULL) {
+		rates = NULL;
+		goto oom;
+	}
+	rates = NULL;
+	s->on_release = c->on_release;
+	s->arg = c->arg;
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (pthread_create(&s->thr, NULL, release_main, s) != 0) {
+		sh_err(err, errlen, "shaper: cannot start its thread");
+		shaper_free(s);
+		return NULL;
+	}
+	s->started = 1;
+	return s;
+oom:
+	shaper_rates_free(rates);
+	free(s);
+	sh_err(err, errlen, "shaper: out of memory");
+	return NULL;
+}
+
+enum shaper_verdict
+shaper_admit(struct shaper *s, const char *domain, const char *dest, void *item,
+    int64_t *until_ms)
+{
+	int64_t now = util_mono_ms(), until, at;
+	enum shaper_verdict v = SHAPER_SEND;
+
+	*until_ms = 0;
+	pthread_mutex_lock(&s->mu);
+	until = check_locked(s, dest, now);
+	if (until != 0) {
+		*until_ms = mono_to_wall(until);
+		v = SHAPER_SUSPENDED;
+		goto out;
+	}
+	at = shaper_state_reserve(s->st, domain, now);
+	if (at > now && !s->stop) {
+		struct sh_held h;
+		memset(&h, 0, sizeof(h));
+		h.at_ms = at;
+		h.seq = s->seq++;
+		h.item = item;
+		util_strlcpy(h.dest, dest, sizeof(h.dest));
+		if (heap_push(s, &h) == 0) {
+			v = SHAPER_HELD;
+			pthread_cond_signal(&s->cv);
+		}
+		/* out of memory: send now rather than lose it */
+	}
+out:
+	pthread_mutex_unlock(&s->mu);
+	return v;
+}
+
+void
+shaper_report(struct shaper *s, const char *dest, int conn_fail)
+{
+	int64_t until;
+	int fails;
+	enum shaper_event ev;
+
+	pthread_mutex_lock(&s->mu);
+	ev = shaper_state_report(s->st, dest, conn_fail, util_mono_ms(), &until, &fails);
+	pthread_mutex_unlock(&s->mu);
+	if (ev == SHAPER_EV_SUSPENDED)
+		log_warn("shaper: destination %s suspended for %llds after %d consecutive connection "
+		    "failures; its deliveries are deferred until then", dest,
+		    (long long)((until - util_mono_ms() + 999) / 1000), fails);
+	else if (ev == SHAPER_EV_RECOVERED)
+		log_info("shaper: destination %s answers again; backoff cleared", dest);
+}
+
+size_t
+shaper_held(struct shaper *s)
+{
+	size_t n;
+
+	pthread_mutex_lock(&s->mu);
+	n = s->nheap;
+	pthread_mutex_unlock(&s->mu);
+	return n;
+}
+
+void
+shaper_stop(struct shaper *s)
+{
+	struct sh_held h;
+
+	if (s == NULL)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->stop = 1;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	if (s->started) {
+		pthread_join(s->thr, NULL);
+		s->started = 0;
+	}
+	/* The thread is gone and nothing admits any more: callbacks run unlocked. */
+	while (s->nheap > 0) {
+		heap_pop(s, &h);
+		s->on_release(h.item, 0, 1, s->arg);
+	}
+}
+
+void
+shaper_free(struct shaper *s)
+{
+	if (s == NULL)
+		return;
+	shaper_stop(s);
+	free(s->heap);
+	shaper_state_free(s->st);
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+}

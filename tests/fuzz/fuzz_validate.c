@@ -1,0 +1,171 @@
+/*
+ * fuzz_validate.c - libFuzzer target for the JSON request path: cJSON parse,
+ * the nesting-depth cap, validate_json_nul, validate_message_at (single and
+ * batch prefix) and validate_template_body (server/validate.c).
+ *
+ * Mirrors what server/http.c does before a handler sees a body: refuse
+ * empty bodies and NUL bytes, parse with nothing allowed after the value,
+ * refuse nesting deeper than 32 (http_json_depth is static in http.c, so an
+ * identical copy lives here), then validate. Properties checked on success:
+ * recipients within VALIDATE_MAX_RCPTS, no CR/LF in any header value, name
+ * or address, and a validated message without a template always builds
+ * with mime_build (a failure there would be a 500 for a 202-worthy body).
+ * Never writes files; never aborts except on a broken property.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "../../server/validate.h"
+#include "../../smtp/mime.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define FUZZ_JSON_DEPTH 32            /* HTTP_MAX_JSON_DEPTH in server/http.c */
+#define FUZZ_MAX_ATTACH (64 * 1024)   /* small, so the 413 path is reachable */
+#define FUZZ_NOW_MS INT64_C(1767225600000)
+
+/* same as http_json_depth in server/http.c */
+static int
+fuzz_json_depth(const cJSON *node, int limit)
+{
+	int max = 0;
+
+	if (node == NULL || !(cJSON_IsArray(node) || cJSON_IsObject(node)))
+		return 0;
+	if (limit <= 0)
+		return 1;
+	for (const cJSON *c = node->child; c != NULL; c = c->next) {
+		int d = fuzz_json_depth(c, limit - 1);
+
+		if (d > max)
+			max = d;
+		if (max >= limit)
+			break;
+	}
+	return max + 1;
+}
+
+static int
+has_crlf(const char *s)
+{
+	return s != NULL && (strchr(s, '\r') != NULL || strchr(s, '\n') != NULL);
+}
+
+static void
+check_addrs(const struct mime_addr *a, size_t n)
+{
+	if (n > 0 && a == NULL)
+		abort();
+	for (size_t i = 0; i < n; i++)
+		if (a[i].email == NULL || a[i].email[0] == '\0' ||
+		    has_crlf(a[i].email) || has_crlf(a[i].name))
+			abort();
+}
+
+static void
+check_request(const struct msg_request *r)
+{
+	struct mime_message mm;
+	char *mime = NULL;
+	size_t mime_len = 0;
+
+	if (r->nto + r->ncc + r->nbcc > VALIDATE_MAX_RCPTS)
+		abort();
+	check_addrs(&r->from, 1);
+	check_addrs(r->to, r->nto);
+	check_addrs(r->cc, r->ncc);
+	check_addrs(r->bcc, r->nbcc);
+	check_addrs(r->reply_to, r->nreply_to);
+	if (has_crlf(r->subject))
+		abort();
+	for (size_t i = 0; i < r->nheaders; i++)
+		if (has_crlf(r->headers[i].name) || has_crlf(r->headers[i].value))
+			abort();
+	if (r->metadata_json == NULL || r->tags_json == NULL)
+		abort();
+	if (r->template_name != NULL)
+		return;   /* subject/text/html come later from the template */
+
+	memset(&mm, 0, sizeof(mm));
+	mm.from = r->from;
+	mm.to = r->to;
+	mm.nto = r->nto;
+	mm.cc = r->cc;
+	mm.ncc = r->ncc;
+	mm.reply_to = r->reply_to;
+	mm.nreply_to = r->nreply_to;
+	mm.subject = r->subject;
+	mm.text = r->text;
+	mm.html = r->html;
+	mm.headers = r->headers;
+	mm.nheaders = r->nheaders;
+	mm.attachments = r->attachments;
+	mm.nattachments = r->nattachments;
+	mm.date_s = (r->send_at_ms > 0 ? r->send_at_ms : FUZZ_NOW_MS) / 1000;
+	mm.message_id = "<fuzz.1@txmail.test>";
+	mm.boundary_seed = 42;
+	if (mime_build(&mm, &mime, &mime_len) != 0)
+		abort();   /* validated, yet unbuildable: the API would answer 500 */
+	if (mime == NULL || strlen(mime) != mime_len)
+		abort();
+	free(mime);
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct msg_request req;
+	struct validate_error err;
+	char field[128];
+	const char *end = NULL;
+	char *body = NULL;
+	cJSON *json = NULL;
+	int rc;
+
+	if (size == 0 || size > 256 * 1024 || memchr(data, '\0', size) != NULL)
+		return 0;
+	body = malloc(size + 1);
+	if (body == NULL)
+		return 0;
+	memcpy(body, data, size);
+	body[size] = '\0';
+	json = cJSON_ParseWithLengthOpts(body, size + 1, &end, 1);
+	if (json == NULL)
+		goto out;
+	if (fuzz_json_depth(json, FUZZ_JSON_DEPTH + 1) > FUZZ_JSON_DEPTH)
+		goto out;
+	if (!cJSON_IsObject(json))
+		goto out;
+	if (validate_json_nul(body, size, field, sizeof(field))) {
+		if (memchr(field, '\0', sizeof(field)) == NULL)
+			abort();
+		goto out;
+	}
+
+	for (int batch = 0; batch < 2; batch++) {
+		memset(&req, 0, sizeof(req));
+		memset(&err, 0, sizeof(err));
+		rc = validate_message_at(json, FUZZ_NOW_MS, FUZZ_MAX_ATTACH,
+		    batch ? "messages[7]." : "", &req, &err);
+		if (rc == 0)
+			check_request(&req);
+		else if (rc == -1 && err.message[0] == '\0')
+			abort();   /* every refusal says why */
+		else if (rc != -1 && rc != -2 && rc != -3)
+			abort();
+		msg_request_free(&req);
+	}
+
+	memset(&err, 0, sizeof(err));
+	rc = validate_template_body(json, &err);
+	if (rc != 0 && (rc != -1 || err.message[0] == '\0'))
+		abort();
+out:
+	cJSON_Delete(json);
+	free(body);
+	return 0;
+}

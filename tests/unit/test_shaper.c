@@ -1,0 +1,268 @@
+/*
+ * test_shaper.c - the pure shaping core with an injected clock: rate
+ * parsing, one-token buckets, suspension thresholds, doubling backoff,
+ * reset on success. Also the thread-safe wrapper's hold-and-release.
+ */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+#include "../../server/shaper.h"
+
+static struct shaper_state *
+new_state(const char *spec, int thr, int64_t base, int64_t max)
+{
+	struct shaper_rates *r = NULL;
+	struct shaper_params p = { thr, base, max, 1 };
+	char err[256];
+
+	cr_assert_eq(shaper_rates_parse(spec, &r, err, sizeof(err)), 0, "parse \"%s\": %s", spec, err);
+	return shaper_state_new(&p, r);
+}
+
+Test(shaper, rates_parse_good)
+{
+	static const struct {
+		const char *spec;
+		const char *domain;
+		double want;
+		size_t count;
+	} cases[] = {
+		{ NULL, "gmail.com", 0, 0 },
+		{ "", "gmail.com", 0, 0 },
+		{ "gmail.com=20,outlook.com=10,*=0", "gmail.com", 20, 3 },
+		{ "gmail.com=20,outlook.com=10,*=0", "OUTLOOK.com", 10, 3 },
+		{ "gmail.com=20,outlook.com=10,*=0", "other.org", 0, 3 },
+		{ "gmail.com=20,*=3", "other.org", 3, 2 },
+		{ " gmail.com = 0.5 , ", "gmail.com", 0.5, 1 },
+		{ "a.test=5", "sub.a.test", 0, 1 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct shaper_rates *r = NULL;
+		char err[256] = "";
+		double got;
+
+		cr_assert_eq(shaper_rates_parse(cases[i].spec, &r, err, sizeof(err)), 0,
+		    "case %zu: got error \"%s\", want success", i, err);
+		got = shaper_rates_lookup(r, cases[i].domain);
+		cr_expect(got == cases[i].want, "case %zu (%s): got %g, want %g", i,
+		    cases[i].domain, got, cases[i].want);
+		cr_expect_eq(shaper_rates_count(r), cases[i].count, "case %zu: got %zu entries, want %zu",
+		    i, shaper_rates_count(r), cases[i].count);
+		shaper_rates_free(r);
+	}
+}
+
+Test(shaper, rates_parse_bad)
+{
+	static const char *const bad[] = {
+		"gmail.com", "gmail.com=", "=5", "gmail.com=fast", "gmail.com=-1",
+		"gmail.com=5x", "gm ail.com=5", "gmail.com=5,gmail.com=6", "*=1,*=2",
+		"gmail.com=nan", "gmail.com=inf", "gmail.com=1e9", "a@b=1",
+	};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct shaper_rates *r = NULL;
+		char err[256] = "";
+
+		cr_expect_eq(shaper_rates_parse(bad[i], &r, err, sizeof(err)), -1,
+		    "\"%s\": got success, want an error", bad[i]);
+		cr_expect_null(r, "\"%s\": got rates on error", bad[i]);
+		cr_expect(strstr(err, "TXMAIL_DOMAIN_RATE") != NULL,
+		    "\"%s\": got error \"%s\", want it to name TXMAIL_DOMAIN_RATE", bad[i], err);
+	}
+}
+
+Test(shaper, bucket_spacing)
+{
+	struct shaper_state *st = new_state("slow.test=5,*=0", 5, 10000, 600000);
+	static const int64_t want[] = { 1000, 1200, 1400, 1600, 1800 };
+
+	cr_assert_not_null(st);
+	for (size_t i = 0; i < 5; i++) {
+		int64_t got = shaper_state_reserve(st, "slow.test", 1000);
+		cr_expect_eq(got, want[i], "slot %zu: got %lld, want %lld", i, (long long)got,
+		    (long long)want[i]);
+	}
+	/* an unlimited domain is never delayed */
+	for (int i = 0; i < 5; i++)
+		cr_expect_eq(shaper_state_reserve(st, "fast.test", 1000), 1000,
+		    "unlimited: got a delay, want none");
+	/* idle for a while: no burst is saved up beyond one token */
+	cr_expect_eq(shaper_state_reserve(st, "SLOW.test", 10000), 10000, "after idle: want now");
+	cr_expect_eq(shaper_state_reserve(st, "slow.test", 10000), 10200, "second after idle: want +200");
+	shaper_state_free(st);
+	/* split among 2 delivery loops: each gets half the rate */
+	{
+		struct shaper_rates *r = NULL;
+		struct shaper_params p = { 5, 10000, 600000, 2 };
+		char err[256];
+		cr_assert_eq(shaper_rates_parse("slow.test=5", &r, err, sizeof(err)), 0, "%s", err);
+		st = shaper_state_new(&p, r);
+		cr_expect_eq(shaper_state_reserve(st, "slow.test", 0), 0, "shared: first want now");
+		cr_expect_eq(shaper_state_reserve(st, "slow.test", 0), 400, "shared: got %lld, want 400",
+		    (long long)shaper_state_reserve(st, "x.test", 0));
+	}
+	/* fractional rates */
+	shaper_state_free(st);
+	st = new_state("half.test=0.5", 5, 10000, 600000);
+	cr_expect_eq(shaper_state_reserve(st, "half.test", 0), 0, "first: want now");
+	cr_expect_eq(shaper_state_reserve(st, "half.test", 100), 2000, "second: want 2000");
+	shaper_state_free(st);
+}
+
+Test(shaper, suspension_threshold_doubling_reset)
+{
+	struct shaper_state *st = new_state("", 3, 10000, 35000);
+	enum shaper_event ev;
+	int64_t until, now = 5000;
+	int fails;
+
+	cr_assert_not_null(st);
+	/* below the threshold: nothing */
+	for (int i = 0; i < 2; i++) {
+		ev = shaper_state_report(st, "relay:mx:25", 1, now, &until, &fails);
+		cr_expect_eq(ev, SHAPER_EV_NONE, "failure %d: got event %d, want none", i + 1, ev);
+		cr_expect_eq(shaper_state_check(st, "relay:mx:25", now, &ev), 0, "not suspended yet");
+	}
+	ev = shaper_state_report(st, "relay:mx:25", 1, now, &until, &fails);
+	cr_expect_eq(ev, SHAPER_EV_SUSPENDED, "3rd failure: got event %d, want suspended", ev);
+	cr_expect_eq(until, 15000, "got until %lld, want 15000", (long long)until);
+	cr_expect_eq(fails, 3, "got fails %d, want 3", fails);
+	/* another destination is not affected */
+	cr_expect_eq(shaper_state_check(st, "other.test", now, &ev), 0, "other destination suspended");
+	/* during the suspension */
+	cr_expect_eq(shaper_state_check(st, "relay:mx:25", 14999, &ev), 15000, "want suspended until 15000");
+	cr_expect_eq(ev, SHAPER_EV_NONE, "no event during suspension");
+	/* stragglers failing during the suspension do not extend it */
+	ev = shaper_state_report(st, "relay:mx:25", 1, 9000, &until, &fails);
+	cr_expect_eq(ev, SHAPER_EV_NONE, "straggler: got event %d, want none", ev);
+	cr_expect_eq(shaper_state_check(st, "relay:mx:25", 14000, &ev), 15000, "straggler moved the end");
+	/* over: reported once */
+	cr_expect_eq(shaper_state_check(st, "relay:mx:25", 15000, &ev), 0, "want over at 15000");
+	cr_expect_eq(ev, SHAPER_EV_ENDED, "got event %d, want ended", ev);
+	cr_expect_eq(shaper_state_check(st, "relay:mx:25", 15001, &ev), 0, "want over");
+	cr_expect_eq(ev, SHAPER_EV_NONE, "end reported twice");
+	/* probation: one failure suspends again, twice as long; then capped */
+	static const int64_t want_len[] = { 20000, 35000, 35000 };
+	now = 15001;
+	for (size_t i = 0; i < 3; i++) {
+		ev = shaper_state_report(st, "relay:mx:25", 1, now, &until, &fails);
+		cr_expect_eq(ev, SHAPER_EV_SUSPENDED, "probation %zu: got event %d, want suspended", i, ev);
+		cr_expect_eq(until - now, want_len[i], "probation %zu: got %lld ms, want %lld", i,
+		    (long long)(until - now), (long long)want_len[i]);
+		now = until;
+		cr_expect_eq(shaper_state_check(st, "relay:mx:25", now, &ev), 0, "want over");
+	}
+	/* one success clears everything */
+	ev = shaper_state_report(st, "relay:mx:25", 0, now, &until, &fails);
+	cr_expect_eq(ev, SHAPER_EV_RECOVERED, "success: got event %d, want recovered", ev);
+	for (int i = 0; i < 2; i++) {
+		ev = shaper_state_report(st, "relay:mx:25", 1, now, &until, &fails);
+		cr_expect_eq(ev, SHAPER_EV_NONE, "after reset, failure %d: got event %d, want none", i + 1, ev);
+	}
+	/* a success in between resets the count */
+	ev = shaper_state_report(st, "relay:mx:25", 0, now, &until, &fails);
+	cr_expect_eq(ev, SHAPER_EV_NONE, "success without suspension: got event %d, want none", ev);
+	for (int i = 0; i < 2; i++)
+		shaper_state_report(st, "relay:mx:25", 1, now, &until, &fails);
+	ev = shaper_state_report(st, "relay:mx:25", 1, now, &until, &fails);
+	cr_expect_eq(ev, SHAPER_EV_SUSPENDED, "3 fresh failures: got event %d, want suspended", ev);
+	cr_expect_eq(until - now, 10000, "back to the base backoff: got %lld", (long long)(until - now));
+	shaper_state_free(st);
+}
+
+Test(shaper, conn_fail_classification)
+{
+	static const struct {
+		int tempfail;
+		const char *stage;
+		int code;
+		int want;
+	} cases[] = {
+		{ 1, "connect", 0, 1 }, { 1, "banner", 421, 1 }, { 1, "tls", 0, 1 },
+		{ 1, "banner", 450, 0 }, { 1, "rcpt", 0, 0 }, { 1, "ehlo", 421, 0 },
+		{ 0, "connect", 0, 0 }, { 1, NULL, 0, 0 }, { 1, "shutdown", 0, 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int got = shaper_conn_fail(cases[i].tempfail, cases[i].stage, cases[i].code);
+		cr_expect_eq(got, cases[i].want, "case %zu (%s %d): got %d, want %d", i,
+		    cases[i].stage ? cases[i].stage : "NULL", cases[i].code, got, cases[i].want);
+	}
+}
+
+/* --- the wrapper ----------------------------------------------------------- */
+
+struct rel {
+	pthread_mutex_t mu;
+	int n, shut;
+	void *items[16];
+};
+
+static void
+on_rel(void *item, int64_t until_ms, int shutdown, void *arg)
+{
+	struct rel *r = arg;
+
+	(void)until_ms;
+	pthread_mutex_lock(&r->mu);
+	if (shutdown)
+		r->shut++;
+	else if (r->n < 16)
+		r->items[r->n++] = item;
+	pthread_mutex_unlock(&r->mu);
+}
+
+static int
+rel_count(struct rel *r)
+{
+	int n;
+
+	pthread_mutex_lock(&r->mu);
+	n = r->n;
+	pthread_mutex_unlock(&r->mu);
+	return n;
+}
+
+Test(shaper, wrapper_holds_and_releases_in_order)
+{
+	struct rel r = { .mu = PTHREAD_MUTEX_INITIALIZER };
+	struct shaper_config c = { "q.test=50,r.test=1", { 5, 10000, 600000, 1 }, on_rel, &r };
+	char err[256];
+	struct shaper *s = shaper_new(&c, err, sizeof(err));
+	int tags[4];
+	int64_t until;
+	struct timespec t0, t1, nap = { 0, 5000000 };
+
+	cr_assert_not_null(s, "shaper_new: %s", err);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	cr_expect_eq(shaper_admit(s, "q.test", "q.test", &tags[0], &until), SHAPER_SEND, "first: want send");
+	for (int i = 1; i < 4; i++)
+		cr_expect_eq(shaper_admit(s, "q.test", "q.test", &tags[i], &until), SHAPER_HELD,
+		    "%d: want held", i);
+	cr_expect_eq(shaper_admit(s, "z.test", "z.test", &tags[0], &until), SHAPER_SEND, "other domain: want send");
+	for (int i = 0; i < 400 && rel_count(&r) < 3; i++)
+		nanosleep(&nap, NULL);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	cr_assert_eq(rel_count(&r), 3, "got %d released, want 3", rel_count(&r));
+	for (int i = 0; i < 3; i++)
+		cr_expect_eq(r.items[i], &tags[i + 1], "release %d out of order", i);
+	{
+		double el = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+		cr_expect(el >= 0.055, "released after %.3fs, want >= 0.06s (3 slots of 20 ms)", el);
+	}
+	/* suspension through the wrapper; held items are handed back on free */
+	for (int i = 0; i < 5; i++)
+		shaper_report(s, "dead.test", 1);
+	cr_expect_eq(shaper_admit(s, "dead.test", "dead.test", &tags[0], &until), SHAPER_SUSPENDED,
+	    "want suspended");
+	cr_expect(until > 0, "got until %lld, want a wall-clock time", (long long)until);
+	cr_expect_eq(shaper_admit(s, "r.test", "r.test", &tags[0], &until), SHAPER_SEND, "want send");
+	cr_expect_eq(shaper_admit(s, "r.test", "r.test", &tags[1], &until), SHAPER_HELD, "want held");
+	cr_expect_eq(shaper_admit(s, "r.test", "r.test", &tags[2], &until), SHAPER_HELD, "want held");
+	shaper_free(s);
+	cr_expect_eq(r.shut, 2, "got %d handed back on free, want 2", r.shut);
+}
