@@ -63,7 +63,8 @@ run(const char *s)
 	} else {
 		/* a password is never echoed: find one the way the parser would */
 		const char *at = strrchr(s, '@'), *colon = strstr(s, "://");
-		if (colon != NULL && at != NULL && at > colon) {
+		size_t scheme = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-");
+		if (colon != NULL && colon == s + scheme && at != NULL && at > colon) {
 			const char *pw = memchr(colon + 3, ':', (size_t)(at - colon - 3));
 			if (pw != NULL && at - pw > 8 && memchr(pw + 1, '?', (size_t)(at - pw - 1)) == NULL) {
 				char pass[64];
