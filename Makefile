@@ -4,6 +4,7 @@
 #   make test    install what is missing, build, run unit + integration tests,
 #                then the same suite built with ASan+UBSan
 #   make bench   throughput through the dev sink
+#   make valgrind  unit tests and two integration files under valgrind memcheck
 #   make fuzz    libFuzzer targets (tests/fuzz), each FUZZ_SECONDS (60) long;
 #                make fuzz-smoke: 20 s each
 #
@@ -34,7 +35,7 @@ DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libssl-dev libcjson-dev
             python3-dkim python3-nacl dnsmasq clang libclang-rt-14-dev
 
 .PHONY: all deps build asan run test unit unit-asan integration integration-asan bench clean spec-lint spec-tools \
-        fuzz fuzz-smoke fuzz-build
+        fuzz fuzz-smoke fuzz-build valgrind
 
 all: build
 
@@ -142,6 +143,40 @@ test: deps
 	$(MAKE) integration
 	$(MAKE) unit-asan
 	$(MAKE) integration-asan
+
+# --- valgrind ---------------------------------------------------------------
+# Unit binaries (non-ASan build, Criterion --jobs 1: its forked workers are
+# followed) and test_delivery.py + test_bad_requests.py against
+# build/txmail-valgrind, a wrapper that runs build/txmail under memcheck
+# (TXMAIL_ASAN=1: the integration deadlines are scaled x3). One log per
+# process in build/valgrind/ (-q: a log is written only on an error); any
+# non-empty log, or an exit with --error-exitcode, fails the target.
+# redis-server children are not traced. Not part of `make test`.
+VALGRIND_DIR  := $(CURDIR)/$(BUILD)/valgrind
+VALGRIND_OPTS := -q --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \
+                 --error-exitcode=9 --trace-children=yes --trace-children-skip='*redis-server*,*python3*,*/sh,*swaks*,*openssl' \
+                 --num-callers=30
+VALGRIND_IT   := tests/integration/test_delivery.py tests/integration/test_bad_requests.py
+
+$(BUILD)/txmail-valgrind: $(BUILD)/txmail Makefile
+	@printf '#!/bin/sh\n# build/txmail under valgrind memcheck (make valgrind)\nexec valgrind %s --log-file=%s/txmail.%%p.log %s "$$@"\n' \
+	  "$(VALGRIND_OPTS)" "$(VALGRIND_DIR)" "$(CURDIR)/$(BUILD)/txmail" >$@
+	@chmod +x $@
+
+valgrind: deps $(UNIT_BIN) $(BUILD)/txmail-valgrind spec-tools
+	@command -v valgrind >/dev/null || { echo "valgrind missing (apt-get install valgrind)"; exit 1; }
+	@rm -rf $(VALGRIND_DIR); mkdir -p $(VALGRIND_DIR)
+	@set -e; start=$$(date +%s); fail=0; \
+	for t in $(UNIT_BIN); do echo "== $$t (valgrind)"; \
+	  valgrind $(VALGRIND_OPTS) --log-file=$(VALGRIND_DIR)/unit-$$(basename $$t).%p.log \
+	    $$t --jobs 1 || fail=1; done; \
+	TXMAIL_BIN=$(CURDIR)/$(BUILD)/txmail-valgrind TXMAIL_ASAN=1 \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider $(VALGRIND_IT) || fail=1; \
+	for f in $(VALGRIND_DIR)/*.log; do \
+	  if [ -s "$$f" ]; then echo "--- valgrind report: $$f"; head -n 80 "$$f"; fail=1; fi; \
+	done; \
+	echo "valgrind: $$(( $$(date +%s) - start )) s"; \
+	if [ $$fail != 0 ]; then echo "FAIL: valgrind (logs in $(VALGRIND_DIR))"; exit 1; fi
 
 bench: deps build
 	$(PYTHON) tests/bench/bench.py --bin $(CURDIR)/$(BUILD)/txmail

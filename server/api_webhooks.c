@@ -15,6 +15,7 @@
 
 #include "api.h"
 #include "log.h"
+#include "netguard.h"
 #include "store.h"
 #include "util.h"
 #include "webhook.h"
@@ -131,7 +132,7 @@ api_webhooks_create(const struct api_request *req, struct api_response *resp)
 	const cJSON *url = cJSON_GetObjectItemCaseSensitive(req->json, "url");
 	int wanted[WEBHOOK_NTYPES];
 	const char *types[WEBHOOK_NTYPES];
-	char id[64], secret[64], why[128];
+	char id[64], secret[64], why[512];
 	struct store_endpoint ep;
 	cJSON *out;
 	int rc;
@@ -146,6 +147,11 @@ api_webhooks_create(const struct api_request *req, struct api_response *resp)
 		goto out;
 	}
 	if (webhook_url_check(url->valuestring, why, sizeof(why)) != 0) {
+		api_error(resp, 422, "validation_error", why, "url");
+		goto out;
+	}
+	if (netguard_url_check(url->valuestring, req->cfg != NULL && req->cfg->webhook_allow_private,
+	    NETGUARD_RESOLVE_MS, why, sizeof(why)) != 0) {
 		api_error(resp, 422, "validation_error", why, "url");
 		goto out;
 	}

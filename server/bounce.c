@@ -2,8 +2,13 @@
  * bounce.c - `txmail bounce` and the DSN listener of `run` (see bounce.h).
  *
  * Owns the policy that turns a received DSN into recipient state: which
- * per-recipient group of the report applies (the one naming the
- * recipient's address, else the first failed, else the first delayed),
+ * per-recipient group of the report applies (recipient-level token: the
+ * one naming the recipient's address, else the first failed, else the
+ * first delayed; message-level token, sent for a transaction that carried
+ * several recipients: every failed or delayed group whose Final-Recipient
+ * or Original-Recipient names one of the message's recipients, compared
+ * case-insensitively, each applied to that recipient; a group naming
+ * none of them is logged and ignored),
  * the SMTP reply recorded (Diagnostic-Code's reply code, else 550 for a
  * failure / 450 for a delay; enhanced code from Status), and when an
  * address is suppressed (Status 5.x.x). The listener is server/sink.c
@@ -13,7 +18,8 @@
  *
  * It must never accept mail for an address without a valid VERP token,
  * never trust the DSN's Final-Recipient to choose the message (only the
- * token does), and never lose a DSN on a Redis outage: the reply is then
+ * token does; the fields only choose among that message's recipients
+ * when the token is message-level), and never lose a DSN on a Redis outage: the reply is then
  * 451 so the sending MTA retries.
  */
 #include "bounce.h"
@@ -106,15 +112,15 @@ bounce_smtp_json(const struct dsn *d, const struct dsn_rcpt *r, int failed)
 }
 
 /*
- * bounce_apply - one DSN for (msg_id, idx). 0 done (or nothing to do), -1
- * a temporary failure (the sender should retry).
+ * bounce_record - apply group r of DSN d to recipient idx of message v
+ * (msg_id). 0 done (or nothing to do), -1 a temporary failure (the sender
+ * should retry).
  */
 static int
-bounce_apply(struct bounce *b, const struct dsn *d, const char *msg_id, int idx)
+bounce_record(struct bounce *b, const struct dsn *d, const struct store_message_view *v,
+    const char *msg_id, int idx, const struct dsn_rcpt *r)
 {
-	struct store_message_view v;
-	const struct store_rcpt_view *rv;
-	const struct dsn_rcpt *r;
+	const struct store_rcpt_view *rv = &v->rcpts[idx];
 	struct store_bounce_in in;
 	char evt_id[48], at[40];
 	cJSON *ev = NULL, *data, *tl = NULL, *sj = NULL;
@@ -122,30 +128,6 @@ bounce_apply(struct bounce *b, const struct dsn *d, const char *msg_id, int idx)
 	int64_t now = util_now_ms();
 	int rc, failed, applied = 0, ret = -1;
 
-	memset(&v, 0, sizeof(v));
-	rc = store_get_message(b->st, msg_id, &v);
-	if (rc == STORE_ERR_NOT_FOUND) {
-		log_info("msg=\"DSN for an unknown or expired message ignored\" msg_id=%s rcpt_idx=%d",
-		    msg_id, idx);
-		return 0;
-	}
-	if (rc != STORE_OK) {
-		log_warn("msg=\"cannot read message for DSN\" msg_id=%s error=%d", msg_id, rc);
-		return -1;
-	}
-	if ((size_t)idx >= v.nrcpts) {
-		log_info("msg=\"DSN for an unknown recipient ignored\" msg_id=%s rcpt_idx=%d", msg_id, idx);
-		ret = 0;
-		goto out;
-	}
-	rv = &v.rcpts[idx];
-	r = bounce_pick(d, rv->email);
-	if (!r) {
-		log_info("msg=\"DSN without a failed or delayed recipient ignored\" msg_id=%s rcpt_idx=%d",
-		    msg_id, idx);
-		ret = 0;
-		goto out;
-	}
 	failed = strcmp(r->action, "failed") == 0;
 	util_rfc3339(now, at, sizeof(at));
 	if (util_random_id("evt_", evt_id, sizeof(evt_id)) != 0)
@@ -181,8 +163,8 @@ bounce_apply(struct bounce *b, const struct dsn *d, const char *msg_id, int idx)
 		cJSON_AddStringToObject(data, "reason", "bounced");
 		cJSON_AddItemToObject(data, "smtp", cJSON_Duplicate(sj, 1));
 		{
-			cJSON *m = cJSON_Parse(v.metadata_json ? v.metadata_json : "{}");
-			cJSON *t = cJSON_Parse(v.tags_json ? v.tags_json : "[]");
+			cJSON *m = cJSON_Parse(v->metadata_json ? v->metadata_json : "{}");
+			cJSON *t = cJSON_Parse(v->tags_json ? v->tags_json : "[]");
 			cJSON_AddItemToObject(data, "metadata", m != NULL ? m : cJSON_CreateObject());
 			cJSON_AddItemToObject(data, "tags", t != NULL ? t : cJSON_CreateArray());
 		}
@@ -218,6 +200,70 @@ out:
 	cJSON_free(smtp);
 	cJSON_free(tls);
 	cJSON_free(evs);
+	return ret;
+}
+
+/*
+ * bounce_apply - one DSN for (msg_id, idx), idx VERP_IDX_MESSAGE for a
+ * message-level token (see the file comment). 0 done (or nothing to do),
+ * -1 a temporary failure (the sender should retry).
+ */
+static int
+bounce_apply(struct bounce *b, const struct dsn *d, const char *msg_id, int idx)
+{
+	struct store_message_view v;
+	const struct dsn_rcpt *r;
+	size_t i, k;
+	int rc, ret = 0;
+
+	memset(&v, 0, sizeof(v));
+	rc = store_get_message(b->st, msg_id, &v);
+	if (rc == STORE_ERR_NOT_FOUND) {
+		log_info("msg=\"DSN for an unknown or expired message ignored\" msg_id=%s rcpt_idx=%d",
+		    msg_id, idx);
+		return 0;
+	}
+	if (rc != STORE_OK) {
+		log_warn("msg=\"cannot read message for DSN\" msg_id=%s error=%d", msg_id, rc);
+		return -1;
+	}
+	if (idx != VERP_IDX_MESSAGE) {
+		if (idx < 0 || (size_t)idx >= v.nrcpts) {
+			log_info("msg=\"DSN for an unknown recipient ignored\" msg_id=%s rcpt_idx=%d",
+			    msg_id, idx);
+			goto out;
+		}
+		r = bounce_pick(d, v.rcpts[idx].email);
+		if (!r) {
+			log_info("msg=\"DSN without a failed or delayed recipient ignored\" msg_id=%s "
+			    "rcpt_idx=%d", msg_id, idx);
+			goto out;
+		}
+		ret = bounce_record(b, d, &v, msg_id, idx, r);
+		goto out;
+	}
+	/* message level: each failed or delayed group names its recipient */
+	for (i = 0; i < d->nrcpts; i++) {
+		r = &d->rcpts[i];
+		if (strcmp(r->action, "failed") != 0 && strcmp(r->action, "delayed") != 0)
+			continue;
+		for (k = 0; k < v.nrcpts; k++) {
+			const char *e = v.rcpts[k].email;
+
+			if (e && e[0] && (strcasecmp(r->final_recipient, e) == 0 ||
+			    strcasecmp(r->original_recipient, e) == 0))
+				break;
+		}
+		if (k == v.nrcpts) {
+			log_info("msg=\"DSN group for an address not in the message ignored\" msg_id=%s "
+			    "final_recipient=\"%.100s\" original_recipient=\"%.100s\" action=%s", msg_id,
+			    r->final_recipient, r->original_recipient, r->action);
+			continue;
+		}
+		if (bounce_record(b, d, &v, msg_id, (int)k, r) != 0)
+			ret = -1;
+	}
+out:
 	store_message_view_free(&v);
 	return ret;
 }

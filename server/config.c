@@ -22,6 +22,7 @@
 
 #include "dkim_keys.h"
 #include "log.h"
+#include "netguard.h"
 #include "shaper.h"
 #include "util.h"
 
@@ -453,6 +454,20 @@ config_load(struct config *cfg, char *err, size_t errlen)
 		return cfg_err(err, errlen, "%s: want an http:// or https:// URL", "TXMAIL_WEBHOOK_URL");
 	if (cfg->webhook_url[0] != '\0' && cfg->webhook_secret[0] == '\0')
 		return cfg_err(err, errlen, "%s: required when TXMAIL_WEBHOOK_URL is set", "TXMAIL_WEBHOOK_SECRET");
+	if (env_int("TXMAIL_WEBHOOK_ALLOW_PRIVATE", 0, 0, 1, &l, err, errlen))
+		return -1;
+	cfg->webhook_allow_private = (int)l;
+	if (cfg->webhook_url[0] != '\0') {
+		/* refuse to start with a default endpoint we would never connect to */
+		char why[512];
+
+		if (netguard_url_check(cfg->webhook_url, cfg->webhook_allow_private,
+		    NETGUARD_RESOLVE_MS, why, sizeof(why)) != 0)
+			return cfg_err(err, errlen, "%s: %s", "TXMAIL_WEBHOOK_URL", why);
+	}
+	if (env_int("TXMAIL_HTTP_TIMEOUT", 30, 1, 86400, &l, err, errlen))
+		return -1;
+	cfg->http_timeout = (int)l;
 	if (env_seconds("TXMAIL_RETRY_BASE", 60, 0.001, &cfg->retry_base, err, errlen) ||
 	    env_seconds("TXMAIL_RETRY_MAX", 3600, 0.001, &cfg->retry_max, err, errlen) ||
 	    env_seconds("TXMAIL_MAX_AGE", 86400, 1, &cfg->max_age, err, errlen) ||
@@ -592,6 +607,8 @@ config_describe(const struct config *cfg)
 	    cfg->listen_host, cfg->listen_port,
 	    !cfg->redis_set ? "embedded" : cfg->redis.is_unix ? cfg->redis.path : cfg->redis.host,
 	    cfg->data_dir, cfg->napi_keys, cfg->helo_name);
+	log_info("config http_timeout=%ds webhook_allow_private=%d", cfg->http_timeout,
+	    cfg->webhook_allow_private);
 	if (cfg->relay_set)
 		log_info("config relay=%s:%u tls=%s auth=%s verify=%s", cfg->relay.host,
 		    cfg->relay.port, tls_names[cfg->relay.tls & 3],

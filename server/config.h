@@ -41,6 +41,8 @@ struct config {
 	char helo_name[256];      /* TXMAIL_HELO_NAME, default gethostname() */
 	char webhook_url[2048];   /* TXMAIL_WEBHOOK_URL */
 	char webhook_secret[256]; /* TXMAIL_WEBHOOK_SECRET ("whsec_<base64>") */
+	int webhook_allow_private;    /* TXMAIL_WEBHOOK_ALLOW_PRIVATE: 1 = loopback/private/link-local webhook targets allowed, 0 */
+	int http_timeout;         /* TXMAIL_HTTP_TIMEOUT: idle API connections closed after this many seconds, 30 */
 	double retry_base;        /* TXMAIL_RETRY_BASE, 60 */
 	double retry_max;         /* TXMAIL_RETRY_MAX, 3600 */
 	double max_age;           /* TXMAIL_MAX_AGE, 86400 */

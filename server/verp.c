@@ -21,7 +21,10 @@
 #define VERP_PREFIX_LEN 8
 #define VERP_IDX_MAX 100000
 
-/* verp_mac - the first VERP_MAC_LEN hex chars of HMAC-SHA256(secret, "id.idx"). */
+/*
+ * verp_mac - the first VERP_MAC_LEN hex chars of HMAC-SHA256(secret, "id.idx"),
+ * or of HMAC-SHA256(secret, "id") for idx VERP_IDX_MESSAGE.
+ */
 static int
 verp_mac(const char *secret, size_t secret_len, const char *msg_id, int idx,
     char mac[VERP_MAC_LEN + 1])
@@ -31,7 +34,10 @@ verp_mac(const char *secret, size_t secret_len, const char *msg_id, int idx,
 	char data[VERP_ID_MAX + 16], hex[2 * EVP_MAX_MD_SIZE + 1];
 	int n;
 
-	n = snprintf(data, sizeof(data), "%s.%d", msg_id, idx);
+	if (idx == VERP_IDX_MESSAGE)
+		n = snprintf(data, sizeof(data), "%s", msg_id);
+	else
+		n = snprintf(data, sizeof(data), "%s.%d", msg_id, idx);
 	if (n < 0 || (size_t)n >= sizeof(data))
 		return VERP_ERR_ARG;
 	if (HMAC(EVP_sha256(), secret, (int)secret_len, (const unsigned char *)data,
@@ -70,12 +76,16 @@ verp_make(const char *secret, size_t secret_len, const char *domain,
 		out[0] = '\0';
 	if (!secret || secret_len == 0 || secret_len > 4096 || !domain || !*domain ||
 	    strlen(domain) > 253 || strchr(domain, '@') || !msg_id ||
-	    !verp_id_ok(msg_id, strlen(msg_id)) || idx < 0 || idx >= VERP_IDX_MAX || !out)
+	    !verp_id_ok(msg_id, strlen(msg_id)) ||
+	    (idx != VERP_IDX_MESSAGE && (idx < 0 || idx >= VERP_IDX_MAX)) || !out)
 		return VERP_ERR_ARG;
 	rc = verp_mac(secret, secret_len, msg_id, idx, mac);
 	if (rc)
 		return rc;
-	n = snprintf(out, outlen, VERP_PREFIX "%s.%d.%s@%s", msg_id, idx, mac, domain);
+	if (idx == VERP_IDX_MESSAGE)
+		n = snprintf(out, outlen, VERP_PREFIX "%s.%s@%s", msg_id, mac, domain);
+	else
+		n = snprintf(out, outlen, VERP_PREFIX "%s.%d.%s@%s", msg_id, idx, mac, domain);
 	if (n < 0 || (size_t)n >= outlen || (size_t)n > VERP_ADDR_MAX) {
 		if (outlen)
 			out[0] = '\0';
@@ -110,20 +120,27 @@ verp_parse(const char *secret, size_t secret_len, const char *domain,
 	for (i = 0; i < toklen; i++)
 		tok[i] = (char)tolower((unsigned char)addr[VERP_PREFIX_LEN + i]);
 	tok[toklen] = '\0';
-	/* <id>.<idx>.<mac>: the id has no dots, so split at the first and the last */
+	/*
+	 * <id>.<idx>.<mac>, or <id>.<mac> for a message-level token: the id
+	 * has no dots, so split at the first and the last
+	 */
 	dot1 = strchr(tok, '.');
 	dot2 = strrchr(tok, '.');
-	if (!dot1 || dot1 == dot2)
+	if (!dot1)
 		return VERP_ERR_SYNTAX;
 	idl = (size_t)(dot1 - tok);
 	if (!verp_id_ok(tok, idl) || idl + 1 > idlen)
 		return VERP_ERR_SYNTAX;
-	if (dot2 - dot1 < 2 || dot2 - dot1 > 6 || (dot1[1] == '0' && dot2 - dot1 > 2))
-		return VERP_ERR_SYNTAX;
-	for (p = dot1 + 1; p < dot2; p++) {
-		if (*p < '0' || *p > '9')
+	if (dot1 == dot2) {
+		v = VERP_IDX_MESSAGE;
+	} else {
+		if (dot2 - dot1 < 2 || dot2 - dot1 > 6 || (dot1[1] == '0' && dot2 - dot1 > 2))
 			return VERP_ERR_SYNTAX;
-		v = v * 10 + (*p - '0');
+		for (p = dot1 + 1; p < dot2; p++) {
+			if (*p < '0' || *p > '9')
+				return VERP_ERR_SYNTAX;
+			v = v * 10 + (*p - '0');
+		}
 	}
 	if (v >= VERP_IDX_MAX || strlen(dot2 + 1) != VERP_MAC_LEN)
 		return VERP_ERR_SYNTAX;

@@ -1,13 +1,19 @@
 /*
  * verp.h - VERP return paths for asynchronous bounces.
  *
- * Each delivery gets its own envelope sender
+ * Two token forms. A delivery to one recipient gets the recipient-level
  *   bounces+<msg_id>.<rcpt_idx>.<mac>@<domain>
- * where mac is the first VERP_MAC_LEN lower-case hex characters of
- * HMAC-SHA256(secret, "<msg_id>.<rcpt_idx>"). A DSN sent back to that
- * address names the message and the recipient it is about; the MAC makes
- * tokens unforgeable, so nobody can fail someone else's recipient by
- * guessing ids.
+ * with mac the first VERP_MAC_LEN lower-case hex characters of
+ * HMAC-SHA256(secret, "<msg_id>.<rcpt_idx>"): a DSN sent back to it names
+ * the message and the recipient. A transaction carrying several
+ * recipients of one message gets the message-level
+ *   bounces+<msg_id>.<mac>@<domain>
+ * with the MAC over "<msg_id>" alone: it names only the message, and the
+ * DSN's own Final-Recipient fields say which recipients it is about
+ * (server/bounce.c). Ids never hold a dot, so the two MAC inputs can
+ * never coincide and neither form can be turned into the other. The MAC
+ * makes tokens unforgeable, so nobody can fail someone else's recipient
+ * by guessing ids.
  *
  * Pure: no I/O, no logging, no allocation. Parsing compares the MAC in
  * constant time and is case-insensitive in the local part's fixed prefix,
@@ -21,6 +27,7 @@
 #define VERP_MAC_LEN 10
 #define VERP_ID_MAX 63          /* message id length cap */
 #define VERP_ADDR_MAX 320       /* whole address cap (local 64 is not enforced for ids) */
+#define VERP_IDX_MESSAGE (-1)   /* idx of a message-level token (no recipient index) */
 
 enum {
 	VERP_OK = 0,
@@ -34,14 +41,17 @@ enum {
 
 /*
  * verp_make - write "bounces+<msg_id>.<idx>.<mac>@<domain>" into out
- * (outlen bytes, NUL-terminated). VERP_OK or VERP_ERR_*.
+ * (outlen bytes, NUL-terminated), or the message-level
+ * "bounces+<msg_id>.<mac>@<domain>" when idx is VERP_IDX_MESSAGE.
+ * VERP_OK or VERP_ERR_*.
  */
 int verp_make(const char *secret, size_t secret_len, const char *domain,
     const char *msg_id, int idx, char *out, size_t outlen);
 
 /*
  * verp_parse - check addr (bare, no angle brackets) against domain and
- * secret; on VERP_OK msg_id (idlen bytes) and *idx name the delivery.
+ * secret; on VERP_OK msg_id (idlen bytes) and *idx name the delivery,
+ * *idx being VERP_IDX_MESSAGE for a message-level token.
  * VERP_ERR_NOT_OURS, VERP_ERR_SYNTAX or VERP_ERR_MAC otherwise.
  */
 int verp_parse(const char *secret, size_t secret_len, const char *domain,

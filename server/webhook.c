@@ -23,6 +23,7 @@
  */
 #include "webhook.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -36,9 +37,11 @@
 #include <strings.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "netguard.h"
 #include "store.h"
 #include "util.h"
 
@@ -389,6 +392,8 @@ struct wh_req {
 	CURL *easy;
 	struct curl_slist *hdrs;
 	char errbuf[CURL_ERROR_SIZE];
+	char guard_why[160];   /* set when the address guard refused the connection */
+	int allow_private;     /* TXMAIL_WEBHOOK_ALLOW_PRIVATE */
 	enum wh_outcome outcome;
 	int attempts;          /* attempts made, including this one */
 	int64_t next_ms;       /* WH_RETRY: when */
@@ -400,6 +405,7 @@ struct webhook {
 	struct redis_addr redis;
 	char *ca_file;         /* "" when the system store only */
 	double retry_base, retry_max, max_age, timeout;
+	int allow_private;         /* TXMAIL_WEBHOOK_ALLOW_PRIVATE */
 	int64_t visibility_ms;     /* a dead dispatcher's events are taken over after this */
 	char consumer[128];
 
@@ -674,6 +680,39 @@ static int wh_known(const struct wh_req *list, const char *member)
 }
 
 /* wh_start_req - POST one delivery to ep; takes d. 0, or -1 (outcome queued as retry). */
+/*
+ * wh_opensocket - curl's socket opener: the address guard after DNS
+ * resolution, for every address curl tries (so DNS rebinding cannot reach a
+ * refused address). A refusal fails the attempt like a connection error.
+ */
+static curl_socket_t wh_opensocket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	struct wh_req *r = clientp;
+	const char *cls;
+	char ip[INET6_ADDRSTRLEN] = "?";
+
+	(void)purpose;
+	if (netguard_addr_allowed(&a->addr, r->allow_private))
+		return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+	cls = netguard_addr_class(&a->addr);
+	if (a->family == AF_INET) {
+		struct sockaddr_in in;
+
+		memcpy(&in, &a->addr, sizeof(in));
+		inet_ntop(AF_INET, &in.sin_addr, ip, sizeof(ip));
+	} else if (a->family == AF_INET6) {
+		struct sockaddr_in6 in6;
+
+		memcpy(&in6, &a->addr, sizeof(in6));
+		inet_ntop(AF_INET6, &in6.sin6_addr, ip, sizeof(ip));
+	}
+	snprintf(r->guard_why, sizeof(r->guard_why), "refused to connect to %s (%s address; "
+	    "TXMAIL_WEBHOOK_ALLOW_PRIVATE=1 allows it)", ip, cls ? cls : "refused");
+	log_warn("msg=\"webhook target address refused\" event_id=%s endpoint=%s address=%s class=%s",
+	    r->d->event_id, r->d->endpoint, ip, cls ? cls : "refused");
+	return CURL_SOCKET_BAD;
+}
+
 static int wh_start_req(struct webhook *w, const struct wh_ep *ep, struct store_whd *d)
 {
 	struct wh_req *r = calloc(1, sizeof(*r));
@@ -744,6 +783,9 @@ static int wh_start_req(struct webhook *w, const struct wh_ep *ep, struct store_
 	curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, wh_discard);
 	curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->errbuf);
 	curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
+	r->allow_private = w->allow_private;
+	curl_easy_setopt(r->easy, CURLOPT_OPENSOCKETFUNCTION, wh_opensocket);
+	curl_easy_setopt(r->easy, CURLOPT_OPENSOCKETDATA, r);
 	if (curl_multi_add_handle(w->multi, r->easy) != CURLM_OK)
 		goto fail;
 	r->next = w->inflight;
@@ -784,7 +826,7 @@ static void wh_complete(struct webhook *w, struct wh_req *r, CURLcode cc)
 	if (cc == CURLE_OK)
 		curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
 	else
-		err = r->errbuf[0] ? r->errbuf : curl_easy_strerror(cc);
+		err = r->guard_why[0] ? r->guard_why : r->errbuf[0] ? r->errbuf : curl_easy_strerror(cc);
 	curl_multi_remove_handle(w->multi, r->easy);
 	curl_easy_cleanup(r->easy);
 	r->easy = NULL;
@@ -1128,6 +1170,7 @@ struct webhook *webhook_start(const struct config *cfg, char *err, size_t errlen
 	w->retry_max = cfg->webhook_retry_max;
 	w->max_age = cfg->webhook_max_age;
 	w->timeout = cfg->webhook_timeout > 0 ? cfg->webhook_timeout : 10;
+	w->allow_private = cfg->webhook_allow_private;
 	w->visibility_ms = (int64_t)(cfg->visibility_timeout * 1000);
 	if (gethostname(host, sizeof(host)) < 0 || !host[0])
 		util_strlcpy(host, "localhost", sizeof(host));

@@ -5,10 +5,11 @@
  *   feeder    claims due recipients (store_fetch, store_reclaim for dead
  *             workers' entries), hands them to the engine (recipients of one
  *             message at one domain together, as one transaction with a
- *             result per recipient, unless VERP gives each its own return
- *             path), and refreshes
- *             the entries it holds (store_heartbeat) so that a slow but
- *             live delivery is never taken over;
+ *             result per recipient; with VERP such a transaction carries
+ *             the message-level return path, a lone recipient its own
+ *             recipient-level one), and refreshes the entries it holds
+ *             (store_heartbeat) so that a slow but live delivery is never
+ *             taken over;
  *   engine    runs smtp_engine_run: every SMTP session of this worker;
  *   route     (direct delivery, no TXMAIL_RELAY) resolver threads that
  *             turn a recipient's domain into MX addresses (server/route.c)
@@ -60,7 +61,7 @@ struct job {
 	struct smtp_outcome out;
 	struct route_result *route;   /* direct delivery: addresses to try; NULL via relay */
 	size_t next_addr;             /* route->addrs[next_addr] is tried next */
-	char verp[VERP_ADDR_MAX + 1]; /* TXMAIL_BOUNCE_DOMAIN: this delivery's return path */
+	char verp[VERP_ADDR_MAX + 1]; /* TXMAIL_BOUNCE_DOMAIN: this transaction's return path */
 	int64_t not_before_ms;        /* shaper: destination suspended; deferred until then, not attempted */
 	int done;
 	struct job *next_done;
@@ -403,9 +404,14 @@ dispatch_one(struct worker *w, struct job *j)
 	}
 	j->sj.mail_from = d->mail_from;
 	if (w->cfg->bounce_domain[0] != '\0') {
-		/* VERP: DSNs for this recipient come back to bounces+<token>@domain (server/bounce.c) */
+		/*
+		 * VERP: DSNs come back to bounces+<token>@domain (server/bounce.c).
+		 * One recipient: its own token. A group: the message-level token,
+		 * and the DSN's Final-Recipient says which member it is about.
+		 */
 		if (verp_make(w->cfg->bounce_secret, strlen(w->cfg->bounce_secret), w->cfg->bounce_domain,
-		    d->msg_id, d->rcpt_idx, j->verp, sizeof(j->verp)) == VERP_OK)
+		    d->msg_id, j->sj.nrcpts > 1 ? VERP_IDX_MESSAGE : d->rcpt_idx,
+		    j->verp, sizeof(j->verp)) == VERP_OK)
 			j->sj.mail_from = j->verp;
 		else
 			log_warn("worker: no VERP return path for msg_id=%s; using %s", d->msg_id, d->mail_from);
@@ -428,14 +434,13 @@ rcpt_domain(const struct store_delivery *d)
 
 /*
  * Can b ride in a's transaction? Same message (same id, sender and MIME
- * bytes), same recipient domain, neither expired. Never with VERP: the
- * return path names one recipient, so each gets its own transaction.
+ * bytes), same recipient domain, neither expired. With VERP the group
+ * gets the message-level return path (dispatch_one).
  */
 static int
-same_txn(const struct worker *w, const struct store_delivery *a,
-    const struct store_delivery *b, int64_t now)
+same_txn(const struct store_delivery *a, const struct store_delivery *b, int64_t now)
 {
-	return w->cfg->bounce_domain[0] == '\0' && now < a->expires_ms && now < b->expires_ms &&
+	return now < a->expires_ms && now < b->expires_ms &&
 	    rcpt_domain(a)[0] != '\0' && strcasecmp(rcpt_domain(a), rcpt_domain(b)) == 0 &&
 	    strcmp(a->msg_id, b->msg_id) == 0 && strcmp(a->mail_from, b->mail_from) == 0 &&
 	    a->mime_len == b->mime_len && memcmp(a->mime, b->mime, a->mime_len) == 0;
@@ -458,7 +463,7 @@ feed(struct worker *w, struct store_delivery **ds, int n)
 		if ((lead = tail = job_new(w, ds[i])) == NULL)
 			continue;
 		for (int x = i + 1; x < n && x < FETCH_BATCH && m < GROUP_MAX; x++) {
-			if (used[x] || !same_txn(w, ds[i], ds[x], now))
+			if (used[x] || !same_txn(ds[i], ds[x], now))
 				continue;
 			used[x] = 1;
 			if ((j = job_new(w, ds[x])) == NULL)

@@ -4,10 +4,12 @@
  *
  * The input, cut at its first NUL, is parsed as a bounce address for the
  * domain "bounce.example.com"; on VERP_OK the id must be a NUL-terminated
- * token without '.' or '@' and idx must be in 0..99999. The input is also
- * used as a message id (and its first byte as an index) for verp_make: a
- * made address must parse back to the same id and index, upper-cased must
- * still parse, and with one MAC character changed must give VERP_ERR_MAC.
+ * token without '.' or '@' and idx must be in 0..99999 or VERP_IDX_MESSAGE
+ * (a message-level token). The input is also used as a message id (and
+ * its first byte as an index, an odd byte meaning message level) for
+ * verp_make: a made address must parse back to the same id and index,
+ * upper-cased must still parse, and with one MAC character changed must
+ * give VERP_ERR_MAC.
  */
 #include <ctype.h>
 #include <stddef.h>
@@ -28,12 +30,12 @@ parse(const char *addr, char *id, size_t idlen, int *idx)
 	int rc;
 
 	memset(id, 'x', idlen);
-	*idx = -1;
+	*idx = -7;
 	rc = verp_parse(fuzz_secret, sizeof(fuzz_secret) - 1, fuzz_domain, addr, id, idlen, idx);
 	if (rc == VERP_OK) {
 		if (memchr(id, '\0', idlen) == NULL || id[0] == '\0' ||
 		    strchr(id, '.') != NULL || strchr(id, '@') != NULL ||
-		    *idx < 0 || *idx >= 100000)
+		    ((*idx < 0 || *idx >= 100000) && *idx != VERP_IDX_MESSAGE))
 			abort();
 	} else if (rc != VERP_ERR_NOT_OURS && rc != VERP_ERR_SYNTAX && rc != VERP_ERR_MAC &&
 	    rc != VERP_ERR_ARG && rc != VERP_ERR_CRYPTO) {
@@ -60,7 +62,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	parse(s, id, sizeof(id), &idx);
 	parse(s, id, 8, &idx);   /* a short id buffer must be respected */
 
-	made_idx = size > 0 ? data[0] * 389 : 0;
+	made_idx = size > 0 ? (data[0] % 2 == 1 ? VERP_IDX_MESSAGE : data[0] * 389) : 0;
 	rc = verp_make(fuzz_secret, sizeof(fuzz_secret) - 1, fuzz_domain, s, made_idx,
 	    addr, sizeof(addr));
 	for (size_t i = 0; i < n; i++)

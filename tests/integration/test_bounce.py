@@ -2,7 +2,9 @@
 delivery, and DSNs sent back to the bounce listener (`run` with
 TXMAIL_BOUNCE_LISTEN) turning a delivered recipient into failed/bounced,
 with the webhook and the suppression; forged tokens and other domains
-refused at RCPT.
+refused at RCPT. A transaction carrying several recipients gets the
+message-level token, and a DSN to it fails only the recipient its
+Final-Recipient names.
 
 Must never: build the return path itself (it is read from what the SMTP
 peer received), or wait without a deadline.
@@ -176,3 +178,65 @@ def test_forged_and_foreign_refused(bounce_txmail, smtp_peer):
         assert rmsg.startswith(b"5.1.1"), "%s: got %r, want 5.1.1" % (name, rmsg)
     j = get_msg(api, mid)
     assert j["recipients"][0]["status"] == "delivered", "status: got %r, want delivered" % j["recipients"][0]
+
+
+def test_message_level_token_fails_the_named_recipient(bounce_txmail, smtp_peer, webhook):
+    """Several recipients at one domain share one transaction, so the return
+    path is message level (bounces+<id>.<mac>@D); a DSN to it fails exactly
+    the recipient its Final-Recipient names, and one naming an address not
+    in the message changes nothing."""
+    rcpts = ["ann@example.net", "Bob.Gone@Example.net", "cy@example.net"]
+    api = bounce_txmail.client()
+    r = api.send({"from": "Shop <shop@example.com>", "to": rcpts, "subject": "Receipt",
+                  "text": "thanks\n", "metadata": {"order": "o-18"}, "tags": ["receipt"]})
+    assert r.status == 202, "POST /v1/messages: got %s %r, want 202" % (r.status, r.body)
+    mid = r.json["id"]
+    (got,) = smtp_peer.wait_for_rcpt(rcpts[0], dl(15))
+    assert [x.lower() for x in got.meta["rcpt_tos"]] == [x.lower() for x in rcpts], \
+        "peer rcpt_tos: got %r, want all of %r in one transaction" % (got.meta["rcpt_tos"], rcpts)
+    mail_from = got.meta["mail_from"]
+    local, _, domain = mail_from.rpartition("@")
+    assert domain == DOMAIN, "MAIL FROM domain: got %r, want %r" % (mail_from, DOMAIN)
+    prefix = "bounces+%s." % mid
+    assert local.startswith(prefix) and "." not in local[len(prefix):], \
+        "MAIL FROM: got %r, want the message-level bounces+%s.<mac>@%s" % (mail_from, mid, DOMAIN)
+    wait_until(lambda: all(x["status"] == "delivered" for x in get_msg(api, mid)["recipients"]),
+               dl(10), "%s: every recipient delivered" % mid)
+
+    # a DSN about an address that is not one of the message's recipients: nothing changes
+    body = dsn(mail_from, "stranger@example.net", "failed", "5.1.1", "550 5.1.1 unknown")
+    rcode, _, dcode = smtp_send(bounce_txmail.bounce_port, mail_from, body)
+    assert (rcode, dcode) == (250, 250), "DSN for a stranger: got RCPT %s DATA %s, want 250 250" % (rcode, dcode)
+    j = get_msg(api, mid)
+    assert [x["status"] for x in j["recipients"]] == ["delivered"] * 3, \
+        "statuses after a stranger's DSN: got %r, want all delivered" % (j["recipients"],)
+    assert not [e for e in j["events"] if e.get("type") == "failed"], "timeline: got %r" % (j["events"],)
+
+    # a DSN naming Bob (case differs): exactly Bob fails
+    diag = "550 5.1.1 <bob.gone@example.net>: Recipient address rejected: User unknown"
+    body = dsn(mail_from, "bob.gone@example.net", "failed", "5.1.1", diag)
+    rcode, _, dcode = smtp_send(bounce_txmail.bounce_port, mail_from, body)
+    assert (rcode, dcode) == (250, 250), "DSN: got RCPT %s DATA %s, want 250 250" % (rcode, dcode)
+    j = wait_until(lambda: (lambda m: m if m["recipients"][1]["status"] == "failed" else None)(get_msg(api, mid)),
+                   dl(10), "%s: Bob failed after the DSN" % mid)
+    st = [(x["email"], x["status"]) for x in j["recipients"]]
+    want = [("ann@example.net", "delivered"), ("Bob.Gone@Example.net", "failed"), ("cy@example.net", "delivered")]
+    assert st == want, "recipients: got %r, want %r" % (st, want)
+    assert j["recipients"][1]["smtp"] == {"code": 550, "enhanced": "5.1.1", "response": diag}, \
+        "smtp: got %r" % (j["recipients"][1]["smtp"],)
+    tl = [e for e in j["events"] if e.get("type") == "failed"]
+    assert len(tl) == 1 and tl[0].get("reason") == "bounced" and tl[0].get("recipient") == rcpts[1], \
+        "timeline: got %r, want one failed/bounced entry for %s" % (j["events"], rcpts[1])
+
+    evs = webhook.wait_events_for(mid, 1, dl(15), types=("message.failed",))
+    d = evs[0]["body"]["data"]
+    assert d["reason"] == "bounced" and d["recipient"] == rcpts[1] and d["status"] == "failed", \
+        "webhook data: got %r, want failed/bounced for %s" % (d, rcpts[1])
+    assert d["metadata"] == {"order": "o-18"}, "webhook metadata: got %r" % d["metadata"]
+
+    r = api.get("/v1/suppressions")
+    assert r.status == 200, "GET /v1/suppressions: got %s" % r.status
+    sup = {s["email"]: s["reason"] for s in r.json["data"]}
+    assert sup.get("bob.gone@example.net") == "bounced", "suppressions: got %r, want bob.gone bounced" % sup
+    assert "ann@example.net" not in sup and "cy@example.net" not in sup, "suppressions: got %r" % sup
+    api.close()

@@ -6,13 +6,16 @@ its own result (accepted ones delivered, a refused RCPT failed).
 The peer is smtpd.py with --pipelining (plus the usual STARTTLS + AUTH);
 its transcript shows pipelining as an "AHEAD" line after the reply to MAIL
 (RCPT and DATA had already arrived when MAIL was answered). Recipients at
-different domains, and recipients with VERP return paths (each names its
-recipient), get one transaction each.
+different domains get one transaction each. With VERP a group's
+transaction carries the message-level return path bounces+<id>.<mac>@D;
+a lone recipient keeps its recipient-level bounces+<id>.<idx>.<mac>@D.
 
 Must never: wait without a deadline, or trust txmail's view where the
 peer's can be checked.
 """
 
+import hashlib
+import hmac
 import os
 import subprocess
 
@@ -121,15 +124,40 @@ def test_other_domains_get_their_own_transaction(txmail_factory, pipe_peer):
     api.close()
 
 
-def test_verp_gives_each_recipient_its_own_transaction(txmail_factory, pipe_peer):
+BOUNCE_SECRET = "0123456789abcdef0123"
+
+
+def verp_addr(mid, idx=None, domain="bounces.example.com"):
+    """The return path txmail must use: message level (idx None) or recipient level."""
+    data = mid if idx is None else "%s.%d" % (mid, idx)
+    mac = hmac.new(BOUNCE_SECRET.encode(), data.encode(), hashlib.sha256).hexdigest()[:10]
+    token = mid if idx is None else "%s.%d" % (mid, idx)
+    return "bounces+%s.%s@%s" % (token, mac, domain)
+
+
+def test_verp_group_shares_one_transaction_with_message_level_token(txmail_factory, pipe_peer):
     t = txmail_factory(extra_env={"TXMAIL_RELAY": pipe_peer.relay_url(),
                                   "TXMAIL_BOUNCE_DOMAIN": "bounces.example.com",
-                                  "TXMAIL_BOUNCE_SECRET": "0123456789abcdef0123"})
+                                  "TXMAIL_BOUNCE_SECRET": BOUNCE_SECRET})
     api = t.client()
-    _, j = send_and_wait(api, ["x@example.com", "y@example.com"])
-    assert [s for _, s in statuses(j)] == ["delivered", "delivered"], statuses(j)
+    rcpts = ["x@example.com", "y@example.com", "z@example.com"]
+    mid, j = send_and_wait(api, rcpts)
+    assert [s for _, s in statuses(j)] == ["delivered"] * 3, statuses(j)
     msgs = pipe_peer.messages()
-    assert len(msgs) == 2, "peer: got %d messages, want 2 (one per VERP)" % len(msgs)
-    froms = {m.meta["mail_from"] for m in msgs}
-    assert len(froms) == 2 and all(f.startswith("bounces+") for f in froms), froms
+    assert len(msgs) == 1, "peer: got %d messages, want 1 transaction: %r" % (
+        len(msgs), [m.meta for m in msgs])
+    assert msgs[0].meta["rcpt_tos"] == rcpts, \
+        "peer rcpt_tos: got %r, want %r" % (msgs[0].meta["rcpt_tos"], rcpts)
+    want = verp_addr(mid)
+    assert msgs[0].meta["mail_from"] == want, \
+        "MAIL FROM: got %r, want the message-level VERP address %r" % (msgs[0].meta["mail_from"], want)
+
+    # a lone recipient keeps its own recipient-level token
+    mid1, j1 = send_and_wait(api, ["solo@example.com"])
+    assert statuses(j1) == [("solo@example.com", "delivered")], statuses(j1)
+    msgs = [m for m in pipe_peer.messages() if m.meta["rcpt_tos"] == ["solo@example.com"]]
+    assert len(msgs) == 1, "peer: got %d messages for solo@, want 1" % len(msgs)
+    want = verp_addr(mid1, 0)
+    assert msgs[0].meta["mail_from"] == want, \
+        "MAIL FROM: got %r, want the recipient-level VERP address %r" % (msgs[0].meta["mail_from"], want)
     api.close()

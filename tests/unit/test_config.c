@@ -163,3 +163,52 @@ Test(config, shaping_defaults_and_domain_rate)
 	config_free(&c);
 	unsetenv("TXMAIL_DOMAIN_RATE");
 }
+
+Test(config, webhook_guard_and_http_timeout)
+{
+	static const struct { const char *url, *allow; int want_ok; } cases[] = {
+		{ "http://127.0.0.1:9/hook", NULL, 0 },
+		{ "http://10.1.2.3/hook", "0", 0 },
+		{ "http://[::1]/hook", NULL, 0 },
+		{ "http://127.0.0.1:9/hook", "1", 1 },
+		{ "https://8.8.8.8/hook", NULL, 1 },
+	};
+	struct config c;
+	char err[256];
+	size_t i;
+	int rc;
+
+	cr_assert_eq(config_load(&c, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.http_timeout, 30, "http_timeout: got %d, want 30", c.http_timeout);
+	cr_expect_eq(c.webhook_allow_private, 0, "allow_private: got %d, want 0", c.webhook_allow_private);
+	config_free(&c);
+	setenv("TXMAIL_HTTP_TIMEOUT", "0", 1);
+	cr_expect_neq(config_load(&c, err, sizeof(err)), 0, "TXMAIL_HTTP_TIMEOUT=0: got ok, want error");
+	config_free(&c);
+	setenv("TXMAIL_HTTP_TIMEOUT", "5", 1);
+	cr_assert_eq(config_load(&c, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.http_timeout, 5, "http_timeout: got %d, want 5", c.http_timeout);
+	config_free(&c);
+	unsetenv("TXMAIL_HTTP_TIMEOUT");
+
+	setenv("TXMAIL_WEBHOOK_SECRET", "whsec_dGVzdHNlY3JldHRlc3RzZWNyZXQ=", 1);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		setenv("TXMAIL_WEBHOOK_URL", cases[i].url, 1);
+		if (cases[i].allow)
+			setenv("TXMAIL_WEBHOOK_ALLOW_PRIVATE", cases[i].allow, 1);
+		else
+			unsetenv("TXMAIL_WEBHOOK_ALLOW_PRIVATE");
+		err[0] = '\0';
+		rc = config_load(&c, err, sizeof(err));
+		cr_expect_eq(rc == 0, cases[i].want_ok, "%s (allow %s): got %s (%s), want %s",
+		    cases[i].url, cases[i].allow ? cases[i].allow : "unset", rc == 0 ? "ok" : "error", err,
+		    cases[i].want_ok ? "ok" : "error");
+		if (rc != 0)
+			cr_expect(strstr(err, "TXMAIL_WEBHOOK_URL") != NULL,
+			    "error does not name the variable: %s", err);
+		config_free(&c);
+	}
+	unsetenv("TXMAIL_WEBHOOK_URL");
+	unsetenv("TXMAIL_WEBHOOK_SECRET");
+	unsetenv("TXMAIL_WEBHOOK_ALLOW_PRIVATE");
+}
