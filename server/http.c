@@ -371,27 +371,6 @@ http_is_json(const char *ct)
 	return *ct == '\0' || *ct == ';';
 }
 
-/* depth of nested arrays/objects; stops counting past limit */
-static int
-http_json_depth(const cJSON *node, int limit)
-{
-	int max = 0;
-
-	if (node == NULL || !(cJSON_IsArray(node) || cJSON_IsObject(node)))
-		return 0;
-	if (limit <= 0)
-		return 1;
-	for (const cJSON *c = node->child; c != NULL; c = c->next) {
-		int d = http_json_depth(c, limit - 1);
-
-		if (d > max)
-			max = d;
-		if (max >= limit)
-			break;
-	}
-	return max + 1;
-}
-
 /* --- MHD glue ------------------------------------------------------------- */
 
 /*
@@ -657,7 +636,7 @@ http_dispatch(struct http_server *h, struct MHD_Connection *conn, const char *me
 			api_error(resp, 400, "invalid_json", msg, NULL);
 			goto out;
 		}
-		if (http_json_depth(json, HTTP_MAX_JSON_DEPTH + 1) > HTTP_MAX_JSON_DEPTH) {
+		if (validate_json_depth(json, HTTP_MAX_JSON_DEPTH + 1) > HTTP_MAX_JSON_DEPTH) {
 			api_error(resp, 400, "invalid_json", "JSON nesting is deeper than 32 levels", NULL);
 			goto out;
 		}

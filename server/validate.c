@@ -1518,3 +1518,23 @@ validate_json_nul(const char *json, size_t len, char *field, size_t fieldlen)
 	}
 	return 0;
 }
+
+int
+validate_json_depth(const cJSON *node, int limit)
+{
+	int max = 0;
+
+	if (node == NULL || !(cJSON_IsArray(node) || cJSON_IsObject(node)))
+		return 0;
+	if (limit <= 0)
+		return 1;
+	for (const cJSON *c = node->child; c != NULL; c = c->next) {
+		int d = validate_json_depth(c, limit - 1);
+
+		if (d > max)
+			max = d;
+		if (max >= limit)
+			break;
+	}
+	return max + 1;
+}

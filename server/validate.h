@@ -66,6 +66,13 @@ int validate_message(const cJSON *body, struct msg_request *out, struct validate
 int validate_message_at(const cJSON *body, int64_t now_ms, size_t max_attach,
     const char *prefix, struct msg_request *out, struct validate_error *err);
 
+/*
+ * validate_json_depth - nesting depth of arrays/objects under node (0 for a
+ * scalar), counting no further than limit (so a hostile document costs at
+ * most limit levels of recursion here).
+ */
+int validate_json_depth(const cJSON *node, int limit);
+
 /* validate_template_name - 1 when name matches [A-Za-z0-9_-]{1,64}. */
 int validate_template_name(const char *name);
 

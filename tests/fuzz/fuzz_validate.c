@@ -28,27 +28,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FUZZ_MAX_ATTACH (64 * 1024)   /* small, so the 413 path is reachable */
 #define FUZZ_NOW_MS INT64_C(1767225600000)
 
-/* same as http_json_depth in server/http.c */
-static int
-fuzz_json_depth(const cJSON *node, int limit)
-{
-	int max = 0;
-
-	if (node == NULL || !(cJSON_IsArray(node) || cJSON_IsObject(node)))
-		return 0;
-	if (limit <= 0)
-		return 1;
-	for (const cJSON *c = node->child; c != NULL; c = c->next) {
-		int d = fuzz_json_depth(c, limit - 1);
-
-		if (d > max)
-			max = d;
-		if (max >= limit)
-			break;
-	}
-	return max + 1;
-}
-
 static int
 has_crlf(const char *s)
 {
@@ -136,7 +115,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	json = cJSON_ParseWithLengthOpts(body, size + 1, &end, 1);
 	if (json == NULL)
 		goto out;
-	if (fuzz_json_depth(json, FUZZ_JSON_DEPTH + 1) > FUZZ_JSON_DEPTH)
+	if (validate_json_depth(json, FUZZ_JSON_DEPTH + 1) > FUZZ_JSON_DEPTH)
 		goto out;
 	if (!cJSON_IsObject(json))
 		goto out;

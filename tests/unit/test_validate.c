@@ -752,3 +752,23 @@ Test(validate, rendered_table)
 			    i, err.field, cases[i].want_field);
 	}
 }
+
+Test(validate, json_depth)
+{
+	static const struct { const char *json; int limit, want; } cases[] = {
+		{ "1", 5, 0 },
+		{ "{}", 5, 1 },
+		{ "[[[]]]", 5, 3 },
+		{ "{\"a\":[1,{\"b\":{}}],\"c\":2}", 10, 4 },
+		{ "[[[[[[[[[[]]]]]]]]]]", 4, 5 },   /* stops counting past the limit */
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cJSON *j = cJSON_Parse(cases[i].json);
+		cr_assert_not_null(j, "%s did not parse", cases[i].json);
+		int got = validate_json_depth(j, cases[i].limit);
+		cr_assert_eq(got, cases[i].want, "%s (limit %d): got %d, want %d", cases[i].json,
+		    cases[i].limit, got, cases[i].want);
+		cJSON_Delete(j);
+	}
+}
