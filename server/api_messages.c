@@ -21,6 +21,7 @@
 #include "dkim_keys.h"
 #include "hash.h"
 #include "log.h"
+#include "metrics.h"
 #include "store.h"
 #include "template.h"
 #include "util.h"
@@ -671,6 +672,11 @@ messages_accept(const struct api_request *req, struct messages_one *ms, size_t n
 		    ms[0].nrcpts, ms[0].mime_len, ms[0].status);
 	else
 		log_info("accepted batch of %zu messages (first %s) rcpts=%zu", n, ms[0].id, nrcpts);
+	metrics_messages_accepted(n);
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < ms[i].nrcpts; k++)
+			if (ms[i].rcpts[k].status != NULL && strcmp(ms[i].rcpts[k].status, "suppressed") == 0)
+				metrics_recipient("suppressed");
 	free(resp->body);
 	resp->status = 202;
 	resp->body = body;

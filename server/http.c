@@ -27,6 +27,7 @@
 #include "api_events.h"
 #include "keys.h"
 #include "log.h"
+#include "metrics.h"
 #include "store.h"
 #include "util.h"
 #include "validate.h"
@@ -67,6 +68,8 @@ static api_handler_fn http_readyz;
 static const struct http_route http_routes[] = {
 	{ "GET",  "/healthz",        ROUTE_NO_STORE,         http_healthz },
 	{ "GET",  "/readyz",         0,                      http_readyz },
+	{ "GET",  "/metrics",        0,                      metrics_http_get },
+	{ "GET",  "/",               ROUTE_NO_STORE,         metrics_dashboard_get },
 	{ "POST", "/v1/messages",    ROUTE_AUTH | ROUTE_JSON, api_messages_create },
 	{ "POST", "/v1/messages/batch", ROUTE_AUTH | ROUTE_JSON, api_messages_batch },
 	{ "GET",  "/v1/messages/*",  ROUTE_AUTH,             api_messages_get },
@@ -428,12 +431,17 @@ http_send_stream(struct MHD_Connection *conn, struct api_response *resp)
 	return ret;
 }
 
+/* the status http_send last queued on this thread, for metrics_http_request */
+static _Thread_local int http_tl_status;
+
 static enum MHD_Result
 http_send(struct MHD_Connection *conn, struct api_response *resp)
 {
 	struct MHD_Response *r;
 	enum MHD_Result ret;
+	int typed = 0;
 
+	http_tl_status = resp->status;
 	if (resp->stream != NULL)
 		return http_send_stream(conn, resp);
 	if (resp->body == NULL)
@@ -447,9 +455,12 @@ http_send(struct MHD_Connection *conn, struct api_response *resp)
 		return MHD_NO;
 	}
 	resp->body = NULL;  /* owned by r now */
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-	for (size_t i = 0; i < resp->nheaders; i++)
+	for (size_t i = 0; i < resp->nheaders; i++) {
+		typed |= strcasecmp(resp->headers[i].name, MHD_HTTP_HEADER_CONTENT_TYPE) == 0;
 		MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value);
+	}
+	if (!typed)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
 	ret = MHD_queue_response(conn, (unsigned int)resp->status, r);
 	MHD_destroy_response(r);
 	return ret;
@@ -672,8 +683,10 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 			return MHD_NO;
 		rq->start_ms = util_mono_ms();
 		*con_cls = rq;
-		if (http_precheck(h, conn, method, url, rq, &ret) != 0)
+		if (http_precheck(h, conn, method, url, rq, &ret) != 0) {
 			rq->answered = 1;
+			metrics_http_request(rq->route != NULL ? rq->route->pattern : NULL, http_tl_status);
+		}
 		return ret;
 	}
 	if (rq->answered) {
@@ -708,9 +721,11 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 		}
 		return MHD_YES;
 	}
-	if (rq->too_large)
+	if (rq->too_large) {
+		metrics_http_request(rq->route->pattern, 413);
 		return http_send_error(conn, 413, "payload_too_large",
 		    "request body exceeds the size limit", NULL, NULL, NULL);
+	}
 
 	http_dispatch(h, conn, method, url, rq, &resp);
 	/* the route pattern, not the raw URL: nothing the client chose reaches the log */
@@ -720,6 +735,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 		log_debug("http %s %s status=%d ms=%lld", rq->route->method, rq->route->pattern,
 		    resp.status, (long long)(util_mono_ms() - rq->start_ms));
 	ret = http_send(conn, &resp);
+	metrics_http_request(rq->route->pattern, resp.status);
 	free(resp.body);
 	return ret;
 }

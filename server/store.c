@@ -3334,3 +3334,67 @@ store_rate_limit(struct store *s, const char *tenant, int64_t now_ms, double rat
 	st_args_release(&a);
 	return rc;
 }
+
+/* --- metrics ------------------------------------------------------------- */
+
+int
+store_queue_stats(struct store *s, struct store_queue_stats *out)
+{
+	static const char *const argv[4][3] = {
+		{ "XLEN", ST_K_READY, NULL },
+		{ "XPENDING", ST_K_READY, ST_G_WORKERS },
+		{ "ZCARD", ST_K_DUE, NULL },
+		{ "XLEN", ST_K_EVENTS, NULL },
+	};
+	static const int argc[4] = { 2, 3, 2, 2 };
+	struct st_cmd cmds[4];
+	redisReply *rep[4] = { NULL, NULL, NULL, NULL };
+	int64_t *dst[4];
+	size_t i;
+	int rc;
+
+	if (!s || !out)
+		return STORE_ERR_PROTO;
+	memset(out, 0, sizeof(*out));
+	dst[0] = &out->ready;
+	dst[1] = &out->pending;
+	dst[2] = &out->due;
+	dst[3] = &out->events;
+	memset(cmds, 0, sizeof(cmds));
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	for (i = 0; i < 4; i++) {
+		int len = redisFormatCommandArgv(&cmds[i].buf, argc[i], (const char **)argv[i], NULL);
+
+		if (len < 0 || !cmds[i].buf) {
+			rc = STORE_ERR_NOMEM;
+			goto out;
+		}
+		cmds[i].len = (size_t)len;
+	}
+	rc = st_run(s, cmds, 4, rep);
+	if (rc)
+		goto out;
+	for (i = 0; i < 4; i++) {
+		const redisReply *r = rep[i];
+
+		/* XPENDING summary: [count, min id, max id, consumers] */
+		if (i == 1 && st_is_array(r, 1))
+			r = r->element[0];
+		if (i == 1 && st_is_error(r, "NOGROUP"))
+			continue;   /* no worker group yet: nothing pending */
+		if (!r || r->type != REDIS_REPLY_INTEGER || r->integer < 0) {
+			rc = st_bad("queue stats", rep[i]);
+			goto out;
+		}
+		*dst[i] = r->integer;
+	}
+out:
+	for (i = 0; i < 4; i++) {
+		if (rep[i])
+			freeReplyObject(rep[i]);
+		redisFreeCommand(cmds[i].buf);
+	}
+	return rc;
+}

@@ -430,4 +430,15 @@ int store_auth(struct store *s, const char *hash_hex, int64_t now_ms, double rat
 int store_rate_limit(struct store *s, const char *tenant, int64_t now_ms, double rate,
     double burst, int64_t *retry_after_ms);
 
+/* --- metrics ------------------------------------------------------------------ */
+
+struct store_queue_stats {
+	int64_t ready;      /* XLEN ready: deliveries due now, claimed or not */
+	int64_t pending;    /* XPENDING ready workers: claimed by a worker, not yet recorded */
+	int64_t due;        /* ZCARD due: retries and scheduled sends waiting for their time */
+	int64_t events;     /* XLEN events: outbox events retained (SSE replay, webhook fan-out) */
+};
+/* store_queue_stats - the four gauges in one pipelined round trip; 0 or STORE_ERR_*. */
+int store_queue_stats(struct store *s, struct store_queue_stats *out);
+
 #endif

@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "netguard.h"
 #include "store.h"
 #include "util.h"
@@ -835,14 +836,17 @@ static void wh_complete(struct webhook *w, struct wh_req *r, CURLcode cc)
 
 	if (cc == CURLE_OK && status >= 200 && status < 300) {
 		r->outcome = WH_DONE;
+		metrics_webhook_attempt(METRICS_WEBHOOK_SUCCESS);
 		log_info("msg=\"webhook delivered\" event_id=%s endpoint=%s status=%ld attempt=%d",
 		    r->d->event_id, r->d->endpoint, status, r->attempts);
 	} else if (!wh_ep_find(w, r->d->endpoint)) {
 		r->outcome = WH_DONE;
+		metrics_webhook_attempt(METRICS_WEBHOOK_DROPPED);
 		log_info("msg=\"webhook endpoint deleted, dropping delivery\" event_id=%s endpoint=%s",
 		    r->d->event_id, r->d->endpoint);
 	} else if ((double)(now - r->d->first_ms) > w->max_age * 1000.0) {
 		r->outcome = WH_DONE;
+		metrics_webhook_attempt(METRICS_WEBHOOK_GAVE_UP);
 		if (err)
 			log_warn("msg=\"webhook given up\" event_id=%s endpoint=%s error=\"%s\" attempt=%d",
 			    r->d->event_id, r->d->endpoint, err, r->attempts);
@@ -854,6 +858,7 @@ static void wh_complete(struct webhook *w, struct wh_req *r, CURLcode cc)
 
 		r->outcome = WH_RETRY;
 		r->next_ms = now + delay;
+		metrics_webhook_attempt(METRICS_WEBHOOK_RETRY);
 		if (err)
 			log_info("msg=\"webhook failed, will retry\" event_id=%s endpoint=%s error=\"%s\" "
 			    "attempt=%d retry_in_ms=%" PRId64, r->d->event_id, r->d->endpoint, err,

@@ -45,6 +45,7 @@
 #include "../smtp/engine.h"
 #include "../smtp/retry.h"
 #include "log.h"
+#include "metrics.h"
 #include "route.h"
 #include "shaper.h"
 #include "store.h"
@@ -333,6 +334,8 @@ on_engine_done(struct smtp_job *sj, const struct smtp_outcome *o, void *arg)
 		submit_next(w, j);   /* on shutdown it records "shutdown": left pending */
 		return;
 	}
+	if (o->stage == NULL || strcmp(o->stage, "shutdown") != 0)
+		metrics_smtp_transaction((int)o->result);
 	if (o->stage == NULL || strcmp(o->stage, "shutdown") != 0)
 		shaper_report(w->shaper, job_dest(w, j),
 		    shaper_conn_fail(o->result == SMTP_RESULT_TEMPFAIL, o->stage, o->code));
@@ -773,6 +776,8 @@ record_batch(struct worker *w, struct store *st, struct job **jobs, size_t n)
 		k++;
 	}
 	rc = k > 0 ? store_record(st, res, k) : STORE_OK;
+	for (size_t x = 0; rc == STORE_OK && x < k; x++)
+		metrics_recipient(res[x].status);
 	for (size_t x = 0; x < k; x++)
 		rec_free(&recs[x]);
 	return rc == STORE_OK ? 0 : -1;

@@ -90,6 +90,8 @@ ROUTES = [
     ("/v1/events/stream", "get", V1 | {"200"}),
     ("/healthz", "get", {"200"}),
     ("/readyz", "get", {"200", "503"}),
+    ("/metrics", "get", {"200"}),
+    ("/", "get", {"200"}),
 ]
 
 
@@ -100,7 +102,7 @@ def test_spec_paths(spec, path, method, codes):
     assert op is not None, "got no %s on %s" % (method.upper(), path)
     missing = codes - set(op["responses"])
     assert not missing, "got responses %s, want also %s" % (sorted(op["responses"]), sorted(missing))
-    if path in ("/healthz", "/readyz"):
+    if path in ("/healthz", "/readyz", "/metrics", "/"):
         assert op.get("security") == [], "got security %r on %s, want [] (no auth)" % (op.get("security"), path)
     else:
         assert "security" not in op, "got per-operation security %r on %s, want the global bearer" % (
@@ -289,6 +291,8 @@ def test_live_every_operation(spec, txmail, capi, webhook, smtp_peer, spec_valid
     st(c.get("/healthz", auth=False), 200)
     st(c.get("/readyz", auth=False), 200)
     st(c.request("POST", "/healthz", auth=False), 405)
+    st(c.get("/metrics", auth=False), 200)
+    st(c.get("/", auth=False), 200)
 
     # templates
     tmpl = {"subject": "Code {{code}}", "text": "code {{code}}", "html": "<b>{{code}}</b>"}
