@@ -712,6 +712,55 @@ st_do(struct store *s, struct st_args *a, redisReply **out)
 	return st_run1(s, &cmd, out);
 }
 
+/*
+ * st_eval_begin - connect, size a for cap arguments and start an EVALSHA
+ * of script sc with nkeys keys; the caller adds the keys and arguments.
+ * On failure a holds no memory.
+ */
+static int
+st_eval_begin(struct store *s, struct st_args *a, size_t cap, enum st_script sc, int nkeys)
+{
+	int rc;
+
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(a, cap);
+	if (rc)
+		return rc;
+	st_eval(a, s, sc, nkeys);
+	return 0;
+}
+
+/*
+ * st_eval_int - run the script call built in a, which must answer an
+ * integer (else st_bad(what)), and release a. The integer goes to *out
+ * when out is not NULL; an answer of 0 returns zero_rc (0: no error).
+ */
+static int
+st_eval_int(struct store *s, struct st_args *a, const char *what, int zero_rc,
+    long long *out)
+{
+	redisReply *r = NULL;
+	int rc;
+
+	rc = st_do(s, a, &r);
+	if (rc == 0) {
+		if (r->type != REDIS_REPLY_INTEGER) {
+			rc = st_bad(what, r);
+		} else {
+			if (out)
+				*out = r->integer;
+			if (r->integer == 0)
+				rc = zero_rc;
+		}
+	}
+	if (r)
+		freeReplyObject(r);
+	st_args_release(a);
+	return rc;
+}
+
 /* --- lifecycle ----------------------------------------------------------- */
 
 struct store *
@@ -1160,13 +1209,9 @@ store_get_message(struct store *s, const char *id, struct store_message_view *v)
 	if (st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", id, NULL) ||
 	    st_key(ktl, sizeof(ktl), ST_PREFIX "msg:", id, ":tl"))
 		return STORE_ERR_NOT_FOUND;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 8, SC_VIEW, 1);
 	if (rc)
 		return rc;
-	rc = st_args_init(&a, 8);
-	if (rc)
-		return rc;
-	st_eval(&a, s, SC_VIEW, 1);
 	st_adds(&a, kmsg);
 	rc = st_format(&a, &cmds[0]);
 	if (rc)
@@ -1223,13 +1268,9 @@ store_cancel(struct store *s, const char *id, const char *timeline_json, int *nc
 	if (!st_id_ok(id) || st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", id, NULL) ||
 	    st_key(ktl, sizeof(ktl), ST_PREFIX "msg:", id, ":tl"))
 		return STORE_ERR_NOT_FOUND;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 12, SC_CANCEL, 3);
 	if (rc)
 		return rc;
-	rc = st_args_init(&a, 12);
-	if (rc)
-		return rc;
-	st_eval(&a, s, SC_CANCEL, 3);
 	st_adds(&a, kmsg);
 	st_adds(&a, ktl);
 	st_adds(&a, ST_K_DUE);
@@ -1273,13 +1314,9 @@ store_bounce(struct store *s, const struct store_bounce_in *b, int *applied)
 	    st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", b->msg_id, NULL) ||
 	    st_key(ktl, sizeof(ktl), ST_PREFIX "msg:", b->msg_id, ":tl"))
 		return STORE_ERR_NOT_FOUND;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 20, SC_BOUNCE, 5);
 	if (rc)
 		return rc;
-	rc = st_args_init(&a, 20);
-	if (rc)
-		return rc;
-	st_eval(&a, s, SC_BOUNCE, 5);
 	st_adds(&a, kmsg);
 	st_adds(&a, ktl);
 	st_adds(&a, ST_K_DUE);
@@ -1850,13 +1887,9 @@ store_promote_due(struct store *s, int64_t now_ms, int max, int64_t *next_ms)
 		return STORE_ERR_PROTO;
 	if (max > 100000)
 		max = 100000;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 10, SC_PROMOTE, 2);
 	if (rc)
 		return rc;
-	rc = st_args_init(&a, 10);
-	if (rc)
-		return rc;
-	st_eval(&a, s, SC_PROMOTE, 2);
 	st_adds(&a, ST_K_DUE);
 	st_adds(&a, ST_K_READY);
 	st_addi(&a, now_ms);
@@ -2019,11 +2052,9 @@ store_webhook_fanout(struct store *s, const struct store_event *ev,
 {
 	char (*keys)[ST_KEY_MAX] = NULL;
 	struct st_args a;
-	redisReply *r = NULL;
 	size_t i;
 	int rc;
 
-	memset(&a, 0, sizeof(a));
 	if (!s || !ev || !ev->json || !st_id_ok(event_id) || (nep && !endpoints) || nep > 1000)
 		return STORE_ERR_PROTO;
 	keys = calloc(nep ? nep : 1, sizeof(*keys));
@@ -2034,13 +2065,9 @@ store_webhook_fanout(struct store *s, const struct store_event *ev,
 			rc = STORE_ERR_PROTO;
 			goto out;
 		}
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 12 + 2 * nep, SC_WH_FANOUT, (int)(1 + nep));
 	if (rc)
 		goto out;
-	rc = st_args_init(&a, 12 + 2 * nep);
-	if (rc)
-		goto out;
-	st_eval(&a, s, SC_WH_FANOUT, (int)(1 + nep));
 	st_adds(&a, ST_K_EVENTS);
 	for (i = 0; i < nep; i++)
 		st_adds(&a, keys[i]);
@@ -2051,13 +2078,8 @@ store_webhook_fanout(struct store *s, const struct store_event *ev,
 	st_adds(&a, ev->json);
 	for (i = 0; i < nep; i++)
 		st_adds(&a, endpoints[i]);
-	rc = st_do(s, &a, &r);
-	if (rc == 0 && r->type != REDIS_REPLY_INTEGER)
-		rc = st_bad("webhook fanout", r);
+	rc = st_eval_int(s, &a, "webhook fanout", 0, NULL);
 out:
-	if (r)
-		freeReplyObject(r);
-	st_args_release(&a);
 	free(keys);
 	return rc;
 }
@@ -2122,13 +2144,9 @@ store_webhook_claim(struct store *s, const char *endpoint, int64_t now_ms, int64
 		return STORE_ERR_PROTO;
 	if (max > ST_MAX_BATCH)
 		max = ST_MAX_BATCH;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 10, SC_WH_CLAIM, 1);
 	if (rc)
 		return rc;
-	rc = st_args_init(&a, 10);
-	if (rc)
-		return rc;
-	st_eval(&a, s, SC_WH_CLAIM, 1);
 	st_adds(&a, kq);
 	st_addi(&a, now_ms);
 	st_addi(&a, now_ms + lease_ms);
@@ -2166,28 +2184,17 @@ store_webhook_done(struct store *s, const char *member)
 {
 	char kq[ST_KEY_MAX];
 	struct st_args a;
-	redisReply *r = NULL;
 	int rc;
 
 	if (!s || st_whq_of_member(kq, sizeof(kq), member))
 		return STORE_ERR_PROTO;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 8, SC_WH_DONE, 1);
 	if (rc)
 		return rc;
-	rc = st_args_init(&a, 8);
-	if (rc)
-		return rc;
-	st_eval(&a, s, SC_WH_DONE, 1);
 	st_adds(&a, kq);
 	st_adds(&a, member);
 	st_adds(&a, ST_PREFIX);
-	rc = st_do(s, &a, &r);
-	if (rc == 0 && r->type != REDIS_REPLY_INTEGER)
-		rc = st_bad("webhook done", r);
-	if (r)
-		freeReplyObject(r);
-	st_args_release(&a);
-	return rc;
+	return st_eval_int(s, &a, "webhook done", 0, NULL);
 }
 
 int
@@ -2195,34 +2202,19 @@ store_webhook_retry(struct store *s, const char *member, int attempts, int64_t n
 {
 	char kq[ST_KEY_MAX];
 	struct st_args a;
-	redisReply *r = NULL;
 	int rc;
 
 	if (!s || attempts < 0 || st_whq_of_member(kq, sizeof(kq), member))
 		return STORE_ERR_PROTO;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 10, SC_WH_RETRY, 1);
 	if (rc)
 		return rc;
-	rc = st_args_init(&a, 10);
-	if (rc)
-		return rc;
-	st_eval(&a, s, SC_WH_RETRY, 1);
 	st_adds(&a, kq);
 	st_adds(&a, member);
 	st_addi(&a, attempts);
 	st_addi(&a, next_ms);
 	st_adds(&a, ST_PREFIX);
-	rc = st_do(s, &a, &r);
-	if (rc == 0) {
-		if (r->type != REDIS_REPLY_INTEGER)
-			rc = st_bad("webhook retry", r);
-		else if (r->integer == 0)
-			rc = STORE_ERR_NOT_FOUND;
-	}
-	if (r)
-		freeReplyObject(r);
-	st_args_release(&a);
-	return rc;
+	return st_eval_int(s, &a, "webhook retry", STORE_ERR_NOT_FOUND, NULL);
 }
 
 int64_t
@@ -2305,7 +2297,6 @@ store_endpoint_create(struct store *s, const struct store_endpoint *ep)
 {
 	char kep[ST_KEY_MAX];
 	struct st_args a;
-	redisReply *r = NULL;
 	size_t i;
 	int rc;
 
@@ -2317,13 +2308,9 @@ store_endpoint_create(struct store *s, const struct store_endpoint *ep)
 	for (i = 0; i < ep->nevents; i++)
 		if (!ep->events[i])
 			return STORE_ERR_PROTO;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 12 + ep->nevents, SC_EP_CREATE, 2);
 	if (rc)
 		return rc;
-	rc = st_args_init(&a, 12 + ep->nevents);
-	if (rc)
-		return rc;
-	st_eval(&a, s, SC_EP_CREATE, 2);
 	st_adds(&a, kep);
 	st_adds(&a, ST_K_WHEPS);
 	st_adds(&a, ep->id);
@@ -2332,17 +2319,7 @@ store_endpoint_create(struct store *s, const struct store_endpoint *ep)
 	st_addi(&a, ep->created_ms);
 	for (i = 0; i < ep->nevents; i++)
 		st_adds(&a, ep->events[i]);
-	rc = st_do(s, &a, &r);
-	if (rc == 0) {
-		if (r->type != REDIS_REPLY_INTEGER)
-			rc = st_bad("endpoint create", r);
-		else if (r->integer == 0)
-			rc = STORE_ERR_CONFLICT;
-	}
-	if (r)
-		freeReplyObject(r);
-	st_args_release(&a);
-	return rc;
+	return st_eval_int(s, &a, "endpoint create", STORE_ERR_CONFLICT, NULL);
 }
 
 static int
@@ -2397,13 +2374,9 @@ store_endpoint_list(struct store *s, struct store_endpoint **out, size_t *n)
 		*n = 0;
 	if (!s || !out || !n)
 		return STORE_ERR_PROTO;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 8, SC_EP_LIST, 1);
 	if (rc)
 		return rc;
-	rc = st_args_init(&a, 8);
-	if (rc)
-		return rc;
-	st_eval(&a, s, SC_EP_LIST, 1);
 	st_adds(&a, ST_K_WHEPS);
 	st_adds(&a, ST_PREFIX);
 	st_addi(&a, ST_MAX_ENDPOINTS);
@@ -2443,36 +2416,21 @@ store_endpoint_delete(struct store *s, const char *id)
 {
 	char kep[ST_KEY_MAX], kq[ST_KEY_MAX];
 	struct st_args a;
-	redisReply *r = NULL;
 	int rc;
 
 	if (!s)
 		return STORE_ERR_PROTO;
 	if (st_whq_key(kq, sizeof(kq), id) || st_key(kep, sizeof(kep), ST_PREFIX "whep:", id, NULL))
 		return STORE_ERR_NOT_FOUND;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 10, SC_EP_DELETE, 3);
 	if (rc)
 		return rc;
-	rc = st_args_init(&a, 10);
-	if (rc)
-		return rc;
-	st_eval(&a, s, SC_EP_DELETE, 3);
 	st_adds(&a, kep);
 	st_adds(&a, ST_K_WHEPS);
 	st_adds(&a, kq);
 	st_adds(&a, id);
 	st_adds(&a, ST_PREFIX);
-	rc = st_do(s, &a, &r);
-	if (rc == 0) {
-		if (r->type != REDIS_REPLY_INTEGER)
-			rc = st_bad("endpoint delete", r);
-		else if (r->integer == 0)
-			rc = STORE_ERR_NOT_FOUND;
-	}
-	if (r)
-		freeReplyObject(r);
-	st_args_release(&a);
-	return rc;
+	return st_eval_int(s, &a, "endpoint delete", STORE_ERR_NOT_FOUND, NULL);
 }
 
 /* --- live events (SSE) ------------------------------------------------------ */
@@ -2596,13 +2554,9 @@ store_trim_events(struct store *s, int64_t before_ms)
 		return STORE_ERR_PROTO;
 	if (before_ms <= 0)
 		return 0;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 6, SC_TRIM, 1);
 	if (rc)
 		return rc;
-	rc = st_args_init(&a, 6);
-	if (rc)
-		return rc;
-	st_eval(&a, s, SC_TRIM, 1);
 	st_adds(&a, ST_K_EVENTS);
 	st_addi(&a, before_ms);
 	rc = st_do(s, &a, &r);
@@ -2686,7 +2640,7 @@ store_template_put(struct store *s, const char *name, const char *json, int64_t 
 {
 	char kt[ST_KEY_MAX];
 	struct st_args a;
-	redisReply *r = NULL;
+	long long v = 0;
 	int rc;
 
 	if (created)
@@ -2694,28 +2648,17 @@ store_template_put(struct store *s, const char *name, const char *json, int64_t 
 	if (!s || !json || !st_name_ok(name, 100) ||
 	    st_key(kt, sizeof(kt), ST_PREFIX "tpl:", name, NULL))
 		return STORE_ERR_PROTO;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 10, SC_TPL_PUT, 2);
 	if (rc)
 		return rc;
-	rc = st_args_init(&a, 10);
-	if (rc)
-		return rc;
-	st_eval(&a, s, SC_TPL_PUT, 2);
 	st_adds(&a, kt);
 	st_adds(&a, ST_K_TPLS);
 	st_adds(&a, name);
 	st_adds(&a, json);
 	st_addi(&a, now_ms);
-	rc = st_do(s, &a, &r);
-	if (rc == 0) {
-		if (r->type != REDIS_REPLY_INTEGER)
-			rc = st_bad("template put", r);
-		else if (created)
-			*created = r->integer == 1;
-	}
-	if (r)
-		freeReplyObject(r);
-	st_args_release(&a);
+	rc = st_eval_int(s, &a, "template put", 0, &v);
+	if (rc == 0 && created)
+		*created = v == 1;
 	return rc;
 }
 
@@ -2767,34 +2710,19 @@ store_template_delete(struct store *s, const char *name)
 {
 	char kt[ST_KEY_MAX];
 	struct st_args a;
-	redisReply *r = NULL;
 	int rc;
 
 	if (!s)
 		return STORE_ERR_PROTO;
 	if (!st_name_ok(name, 100) || st_key(kt, sizeof(kt), ST_PREFIX "tpl:", name, NULL))
 		return STORE_ERR_NOT_FOUND;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 8, SC_TPL_DEL, 2);
 	if (rc)
 		return rc;
-	rc = st_args_init(&a, 8);
-	if (rc)
-		return rc;
-	st_eval(&a, s, SC_TPL_DEL, 2);
 	st_adds(&a, kt);
 	st_adds(&a, ST_K_TPLS);
 	st_adds(&a, name);
-	rc = st_do(s, &a, &r);
-	if (rc == 0) {
-		if (r->type != REDIS_REPLY_INTEGER)
-			rc = st_bad("template delete", r);
-		else if (r->integer == 0)
-			rc = STORE_ERR_NOT_FOUND;
-	}
-	if (r)
-		freeReplyObject(r);
-	st_args_release(&a);
-	return rc;
+	return st_eval_int(s, &a, "template delete", STORE_ERR_NOT_FOUND, NULL);
 }
 
 int
@@ -2812,13 +2740,9 @@ store_template_list(struct store *s, char ***jsons, size_t *n)
 		*n = 0;
 	if (!s || !jsons || !n)
 		return STORE_ERR_PROTO;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 8, SC_TPL_LIST, 1);
 	if (rc)
 		return rc;
-	rc = st_args_init(&a, 8);
-	if (rc)
-		return rc;
-	st_eval(&a, s, SC_TPL_LIST, 1);
 	st_adds(&a, ST_K_TPLS);
 	st_adds(&a, ST_PREFIX);
 	st_addi(&a, ST_MAX_LIST);
@@ -3088,37 +3012,22 @@ store_key_create(struct store *s, const char *name, const char *hash_hex, int64_
 {
 	char kk[ST_KEY_MAX], kn[ST_KEY_MAX];
 	struct st_args a;
-	redisReply *r = NULL;
 	int rc;
 
 	if (!s || !st_name_ok(name, ST_MAX_KEYNAME) || !st_hex_ok(hash_hex) ||
 	    st_key(kk, sizeof(kk), ST_PREFIX "key:", hash_hex, NULL) ||
 	    st_key(kn, sizeof(kn), ST_PREFIX "keyname:", name, NULL))
 		return STORE_ERR_PROTO;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 10, SC_KEY_CREATE, 3);
 	if (rc)
 		return rc;
-	rc = st_args_init(&a, 10);
-	if (rc)
-		return rc;
-	st_eval(&a, s, SC_KEY_CREATE, 3);
 	st_adds(&a, kk);
 	st_adds(&a, kn);
 	st_adds(&a, ST_K_KEYS);
 	st_adds(&a, name);
 	st_adds(&a, hash_hex);
 	st_addi(&a, now_ms);
-	rc = st_do(s, &a, &r);
-	if (rc == 0) {
-		if (r->type != REDIS_REPLY_INTEGER)
-			rc = st_bad("key create", r);
-		else if (r->integer == 0)
-			rc = STORE_ERR_CONFLICT;
-	}
-	if (r)
-		freeReplyObject(r);
-	st_args_release(&a);
-	return rc;
+	return st_eval_int(s, &a, "key create", STORE_ERR_CONFLICT, NULL);
 }
 
 int
@@ -3136,13 +3045,9 @@ store_key_list(struct store *s, struct store_apikey **out, size_t *n)
 		*n = 0;
 	if (!s || !out || !n)
 		return STORE_ERR_PROTO;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 6, SC_KEY_LIST, 1);
 	if (rc)
 		return rc;
-	rc = st_args_init(&a, 6);
-	if (rc)
-		return rc;
-	st_eval(&a, s, SC_KEY_LIST, 1);
 	st_adds(&a, ST_K_KEYS);
 	st_adds(&a, ST_PREFIX);
 	rc = st_do(s, &a, &r);
@@ -3195,7 +3100,6 @@ store_key_revoke(struct store *s, const char *name)
 {
 	char kn[ST_KEY_MAX];
 	struct st_args a;
-	redisReply *r = NULL;
 	int rc;
 
 	if (!s)
@@ -3203,28 +3107,14 @@ store_key_revoke(struct store *s, const char *name)
 	if (!st_name_ok(name, ST_MAX_KEYNAME) ||
 	    st_key(kn, sizeof(kn), ST_PREFIX "keyname:", name, NULL))
 		return STORE_ERR_NOT_FOUND;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 8, SC_KEY_REVOKE, 2);
 	if (rc)
 		return rc;
-	rc = st_args_init(&a, 8);
-	if (rc)
-		return rc;
-	st_eval(&a, s, SC_KEY_REVOKE, 2);
 	st_adds(&a, kn);
 	st_adds(&a, ST_K_KEYS);
 	st_adds(&a, name);
 	st_adds(&a, ST_PREFIX);
-	rc = st_do(s, &a, &r);
-	if (rc == 0) {
-		if (r->type != REDIS_REPLY_INTEGER)
-			rc = st_bad("key revoke", r);
-		else if (r->integer == 0)
-			rc = STORE_ERR_NOT_FOUND;
-	}
-	if (r)
-		freeReplyObject(r);
-	st_args_release(&a);
-	return rc;
+	return st_eval_int(s, &a, "key revoke", STORE_ERR_NOT_FOUND, NULL);
 }
 
 /* st_rate_args - rate and burst as decimal strings for the bucket. */
@@ -3258,13 +3148,9 @@ store_auth(struct store *s, const char *hash_hex, int64_t now_ms, double rate,
 		return STORE_ERR_PROTO;
 	if (!st_hex_ok(hash_hex) || st_key(kk, sizeof(kk), ST_PREFIX "key:", hash_hex, NULL))
 		return STORE_ERR_NOT_FOUND;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 10, SC_AUTH, 1);
 	if (rc)
 		return rc;
-	rc = st_args_init(&a, 10);
-	if (rc)
-		return rc;
-	st_eval(&a, s, SC_AUTH, 1);
 	st_adds(&a, kk);
 	st_addi(&a, now_ms);
 	st_adds(&a, rs);
@@ -3313,13 +3199,9 @@ store_rate_limit(struct store *s, const char *tenant, int64_t now_ms, double rat
 		return STORE_ERR_PROTO;
 	if (rate <= 0)
 		return 0;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 8, SC_RATELIMIT, 1);
 	if (rc)
 		return rc;
-	rc = st_args_init(&a, 8);
-	if (rc)
-		return rc;
-	st_eval(&a, s, SC_RATELIMIT, 1);
 	st_adds(&a, kr);
 	st_addi(&a, now_ms);
 	st_adds(&a, rs);
