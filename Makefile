@@ -180,6 +180,7 @@ valgrind: deps $(UNIT_BIN) $(BUILD)/txmail-valgrind spec-tools
 
 bench: deps build
 	$(PYTHON) tests/bench/bench.py --bin $(CURDIR)/$(BUILD)/txmail
+	$(PYTHON) tests/bench/bench_api.py --bin $(CURDIR)/$(BUILD)/txmail
 
 # --- fuzzing ----------------------------------------------------------------
 # libFuzzer targets in tests/fuzz/fuzz_<name>.c, built with clang. The library

@@ -1,0 +1,106 @@
+#!/usr/bin/python3
+"""bench_api.py - the accept path alone: `txmail api` against a real
+redis-server (AOF on), no workers, N POST /v1/messages from C keep-alive
+clients. Prints accepts per second and, as the reference measured in the
+same run on the same Redis, redis-benchmark's rate of unpipelined PINGs
+(one round trip each), so the ratio says how many Redis round trips' worth
+of time one accepted message costs (the design budget is about one). No assertion:
+machines are shared and noisy.
+"""
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=10):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"bench_api: port {port} never opened")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bin", default="build/txmail")
+    ap.add_argument("-n", type=int, default=4000)
+    ap.add_argument("-c", type=int, default=16)
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="txmail-bench-api-")
+    rport, hport = free_port(), free_port()
+    redis = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "yes", "--dir", tmp],
+                             stdout=subprocess.DEVNULL)
+    api = None
+    try:
+        wait_port(rport)
+        env = dict(os.environ, TXMAIL_REDIS_URL=f"redis://127.0.0.1:{rport}",
+                   TXMAIL_LISTEN=f"127.0.0.1:{hport}", TXMAIL_API_KEYS="bench-key",
+                   TXMAIL_RATE_LIMIT="0", TXMAIL_LOG_LEVEL="warn")
+        api = subprocess.Popen([a.bin, "api"], env=env, stderr=subprocess.DEVNULL)
+        wait_port(hport)
+        body = json.dumps({"from": "Bench <bench@example.com>", "to": "user@example.com",
+                           "subject": "Your code is 123456",
+                           "text": "Your verification code is 123456.\n"}).encode()
+        hdrs = {"Authorization": "Bearer bench-key", "Content-Type": "application/json"}
+        bad = []
+
+        def client(k):
+            c = http.client.HTTPConnection("127.0.0.1", hport, timeout=30)
+            for _ in range(k):
+                c.request("POST", "/v1/messages", body=body, headers=hdrs)
+                r = c.getresponse()
+                r.read()
+                if r.status != 202:
+                    bad.append(r.status)
+            c.close()
+
+        per = [a.n // a.c + (1 if i < a.n % a.c else 0) for i in range(a.c)]
+        t0 = time.monotonic()
+        ts = [threading.Thread(target=client, args=(k,)) for k in per]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        rate = a.n / (time.monotonic() - t0)
+        if bad:
+            raise SystemExit(f"bench_api: {len(bad)} sends refused: {bad[:5]}")
+        out = subprocess.run(["redis-benchmark", "-p", str(rport), "-c", str(a.c), "-n",
+                              str(a.n * 5), "-q", "-t", "ping_mbulk"],
+                             capture_output=True, text=True, timeout=120).stdout
+        m = re.search(r"([\d.]+) requests per second", out)
+        ref = float(m.group(1)) if m else 0.0
+        print(f"reference (redis-benchmark PING, {a.c} clients): {ref:9.0f} round trips/s")
+        print(f"txmail api accept (HTTP 202):           {rate:9.0f} msg/s")
+        if ref:
+            print(f"round trips' worth of time per accept:  {ref / rate:9.2f}")
+    finally:
+        if api is not None:
+            api.terminate()
+            api.wait(timeout=10)
+        redis.terminate()
+        redis.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
