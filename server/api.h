@@ -81,7 +81,11 @@ void api_json(struct api_response *resp, int status, cJSON *obj);
 void api_error(struct api_response *resp, int status, const char *type,
     const char *message, const char *field);
 
-/* api_store_error - map a STORE_ERR_* to 503 unavailable (+ Retry-After: 1), 404 or 500. */
+/*
+ * api_store_error - a store failure the handler did not expect: 503
+ * unavailable (+ Retry-After: 1) when Redis is unreachable, else 500.
+ * Handlers answer the outcomes they expect (404, 409) themselves.
+ */
 void api_store_error(struct api_response *resp, int rc);
 
 /* --- handlers ------------------------------------------------------------ */

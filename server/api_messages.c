@@ -200,7 +200,7 @@ messages_apply_template(const struct api_request *req, struct messages_one *m,
 		goto out;
 	}
 	if (rc != STORE_OK) {
-		api_store_error(resp, rc == STORE_ERR_CONFLICT ? STORE_ERR_PROTO : rc);
+		api_store_error(resp, rc);
 		goto out;
 	}
 	tpl = cJSON_Parse(json);
@@ -484,7 +484,7 @@ messages_check_suppressions(const struct api_request *req, struct messages_one *
 			emails[k++] = ms[i].lower[j];
 	rc = k > 0 ? store_suppression_check(req->store, emails, k, flags) : STORE_OK;
 	if (rc != STORE_OK) {
-		api_store_error(resp, rc == STORE_ERR_NOT_FOUND ? STORE_ERR_PROTO : rc);
+		api_store_error(resp, rc);
 		goto out;
 	}
 	k = 0;
@@ -643,8 +643,7 @@ messages_accept(const struct api_request *req, struct messages_one *ms, size_t n
 	}
 	if (rc != STORE_OK) {
 		log_warn("api: enqueue failed rc=%d", rc);
-		api_store_error(resp, rc == STORE_ERR_NOT_FOUND || rc == STORE_ERR_CONFLICT ?
-		    STORE_ERR_PROTO : rc);
+		api_store_error(resp, rc);
 		goto out;
 	}
 
@@ -910,7 +909,7 @@ api_messages_cancel(const struct api_request *req, struct api_response *resp)
 		return;
 	}
 	if (rc != STORE_OK) {
-		api_store_error(resp, rc == STORE_ERR_CONFLICT ? STORE_ERR_PROTO : rc);
+		api_store_error(resp, rc);
 		return;
 	}
 	if (n == 0) {

@@ -63,8 +63,7 @@ api_suppressions_list(const struct api_request *req, struct api_response *resp)
 
 	rc = store_suppression_list(req->store, &v, &n);
 	if (rc != STORE_OK) {
-		api_store_error(resp, rc == STORE_ERR_NOT_FOUND || rc == STORE_ERR_CONFLICT ?
-		    STORE_ERR_PROTO : rc);
+		api_store_error(resp, rc);
 		return;
 	}
 	out = cJSON_CreateObject();
@@ -142,8 +141,7 @@ api_suppressions_create(const struct api_request *req, struct api_response *resp
 	if (rc == STORE_OK)
 		rc = store_suppression_add(req->store, addr, why, req->now_ms);
 	if (rc != STORE_OK) {
-		api_store_error(resp, rc == STORE_ERR_NOT_FOUND || rc == STORE_ERR_CONFLICT ?
-		    STORE_ERR_PROTO : rc);
+		api_store_error(resp, rc);
 		return;
 	}
 	log_info("suppression %s (%s)", existed ? "refreshed" : "added", why);
@@ -166,7 +164,7 @@ api_suppressions_delete(const struct api_request *req, struct api_response *resp
 		return;
 	}
 	if (rc != STORE_OK) {
-		api_store_error(resp, rc == STORE_ERR_CONFLICT ? STORE_ERR_PROTO : rc);
+		api_store_error(resp, rc);
 		return;
 	}
 	log_info("suppression removed");

@@ -32,7 +32,7 @@ templates_show(const struct api_request *req, const char *name, int status,
 		return;
 	}
 	if (rc != STORE_OK) {
-		api_store_error(resp, rc == STORE_ERR_CONFLICT ? STORE_ERR_PROTO : rc);
+		api_store_error(resp, rc);
 		return;
 	}
 	obj = cJSON_Parse(json);
@@ -69,8 +69,7 @@ api_templates_put(const struct api_request *req, struct api_response *resp)
 	rc = store_template_put(req->store, req->param, json, req->now_ms, &created);
 	cJSON_free(json);
 	if (rc != STORE_OK) {
-		api_store_error(resp, rc == STORE_ERR_NOT_FOUND || rc == STORE_ERR_CONFLICT ?
-		    STORE_ERR_PROTO : rc);
+		api_store_error(resp, rc);
 		return;
 	}
 	log_info("template %s %s", req->param, created ? "created" : "replaced");
@@ -102,7 +101,7 @@ api_templates_delete(const struct api_request *req, struct api_response *resp)
 		return;
 	}
 	if (rc != STORE_OK) {
-		api_store_error(resp, rc == STORE_ERR_CONFLICT ? STORE_ERR_PROTO : rc);
+		api_store_error(resp, rc);
 		return;
 	}
 	log_info("template %s deleted", req->param);
@@ -122,8 +121,7 @@ api_templates_list(const struct api_request *req, struct api_response *resp)
 
 	rc = store_template_list(req->store, &jsons, &n);
 	if (rc != STORE_OK) {
-		api_store_error(resp, rc == STORE_ERR_NOT_FOUND || rc == STORE_ERR_CONFLICT ?
-		    STORE_ERR_PROTO : rc);
+		api_store_error(resp, rc);
 		return;
 	}
 	out = cJSON_CreateObject();

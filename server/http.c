@@ -229,13 +229,9 @@ api_store_error(struct api_response *resp, int rc)
 		api_error(resp, 503, "unavailable", "storage is unavailable, retry later", NULL);
 		api_header(resp, "Retry-After", "1");
 		break;
-	case STORE_ERR_NOT_FOUND:
-		api_error(resp, 404, "not_found", "not found", NULL);
-		break;
-	case STORE_ERR_CONFLICT:
-		api_error(resp, 409, "conflict", "conflict", NULL);
-		break;
 	default:
+		/* NOT_FOUND and CONFLICT mean something only to the handler that
+		 * expects them (it answers 404/409 itself); here they are unexpected. */
 		api_error(resp, 500, "internal_error", "internal error", NULL);
 		break;
 	}

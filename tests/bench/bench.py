@@ -36,6 +36,30 @@ def free_port():
     return p
 
 
+def post_messages(port, key, body, n, conc):
+    """POST body n times from conc keep-alive clients; the non-202 statuses."""
+    hdrs = {"Authorization": "Bearer " + key, "Content-Type": "application/json"}
+    errors = []
+    per = [n // conc + (1 if i < n % conc else 0) for i in range(conc)]
+
+    def client(k):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for _ in range(k):
+            c.request("POST", "/v1/messages", body=body, headers=hdrs)
+            r = c.getresponse()
+            r.read()
+            if r.status != 202:
+                errors.append(r.status)
+        c.close()
+
+    ts = [threading.Thread(target=client, args=(k,)) for k in per]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return errors
+
+
 def wait_for(cond, timeout, what):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -76,26 +100,8 @@ def run_txmail(binary, n, conc):
         body = json.dumps({"from": "Bench <bench@example.com>", "to": "user@example.com",
                            "subject": "Your code is 123456",
                            "text": "Your verification code is 123456.\n" * 4}).encode()
-        hdrs = {"Authorization": "Bearer " + key, "Content-Type": "application/json"}
-        errors = []
-        per = [n // conc + (1 if i < n % conc else 0) for i in range(conc)]
-
-        def client(k):
-            c = http.client.HTTPConnection("127.0.0.1", api, timeout=30)
-            for _ in range(k):
-                c.request("POST", "/v1/messages", body=body, headers=hdrs)
-                r = c.getresponse()
-                r.read()
-                if r.status != 202:
-                    errors.append(r.status)
-            c.close()
-
         t0 = time.monotonic()
-        ts = [threading.Thread(target=client, args=(k,)) for k in per]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
+        errors = post_messages(api, key, body, n, conc)
         t_accept = time.monotonic() - t0
         if errors:
             raise SystemExit(f"bench: {len(errors)} sends refused: {errors[:5]}")

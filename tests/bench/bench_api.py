@@ -8,7 +8,6 @@ of time one accepted message costs (the design budget is about one). No assertio
 machines are shared and noisy.
 """
 import argparse
-import http.client
 import json
 import os
 import re
@@ -16,16 +15,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+from bench import free_port, post_messages
 
 
 def wait_port(port, timeout=10):
@@ -61,26 +53,8 @@ def main():
         body = json.dumps({"from": "Bench <bench@example.com>", "to": "user@example.com",
                            "subject": "Your code is 123456",
                            "text": "Your verification code is 123456.\n"}).encode()
-        hdrs = {"Authorization": "Bearer bench-key", "Content-Type": "application/json"}
-        bad = []
-
-        def client(k):
-            c = http.client.HTTPConnection("127.0.0.1", hport, timeout=30)
-            for _ in range(k):
-                c.request("POST", "/v1/messages", body=body, headers=hdrs)
-                r = c.getresponse()
-                r.read()
-                if r.status != 202:
-                    bad.append(r.status)
-            c.close()
-
-        per = [a.n // a.c + (1 if i < a.n % a.c else 0) for i in range(a.c)]
         t0 = time.monotonic()
-        ts = [threading.Thread(target=client, args=(k,)) for k in per]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
+        bad = post_messages(hport, "bench-key", body, a.n, a.c)
         rate = a.n / (time.monotonic() - t0)
         if bad:
             raise SystemExit(f"bench_api: {len(bad)} sends refused: {bad[:5]}")
