@@ -7,6 +7,9 @@
 #   make valgrind  unit tests and two integration files under valgrind memcheck
 #   make fuzz    libFuzzer targets (tests/fuzz), each FUZZ_SECONDS (60) long;
 #                make fuzz-smoke: 20 s each
+#   make faults  50,000 messages through kills, Redis restarts, SMTP and
+#                webhook outages (fsync always, then everysec); docs/faults.md.
+#                make faults-short: the 3,000-message version run by make test
 #
 # Packages are installed with apt-get when missing (as root); CI and new
 # machines start bare.
@@ -35,7 +38,7 @@ DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libssl-dev libcjson-dev
             python3-dkim python3-nacl dnsmasq clang libclang-rt-14-dev
 
 .PHONY: all deps build asan run test unit unit-asan integration integration-asan bench clean spec-lint spec-tools \
-        fuzz fuzz-smoke fuzz-build valgrind
+        fuzz fuzz-smoke fuzz-build valgrind faults faults-short
 
 all: build
 
@@ -177,6 +180,22 @@ valgrind: deps $(UNIT_BIN) $(BUILD)/txmail-valgrind spec-tools
 	done; \
 	echo "valgrind: $$(( $$(date +%s) - start )) s"; \
 	if [ $$fail != 0 ]; then echo "FAIL: valgrind (logs in $(VALGRIND_DIR))"; exit 1; fi
+
+# --- fault injection ------------------------------------------------------------
+# tests/faults/faults.py: a real stack (redis-server, txmail api + 2 workers,
+# the SMTP peer with fault injection, the webhook receiver) under SIGKILLs,
+# Redis kill/restart, SMTP 421/tarpit/mid-DATA drops and a webhook outage;
+# prints accepted/delivered/failed/lost/duplicates/webhook lost/stuck and
+# fails on any loss. Figures: $(BUILD)/faults-*.json.
+FAULTS := $(PYTHON) tests/faults/faults.py --bin $(CURDIR)/$(BUILD)/txmail
+
+faults: deps build
+	$(FAULTS) --fsync always --min-kills 10 --json $(BUILD)/faults-always.json
+	$(FAULTS) --fsync everysec --min-kills 10 --json $(BUILD)/faults-everysec.json
+
+faults-short: deps build
+	$(FAULTS) --messages 3000 --load-seconds 30 --kills 5 --min-kills 5 --redis-restarts 1 \
+	  --storm-rounds 1 --webhook-down 10 --drain-seconds 90 --self-check --json $(BUILD)/faults-short.json
 
 bench: deps build
 	$(PYTHON) tests/bench/bench.py --bin $(CURDIR)/$(BUILD)/txmail

@@ -334,9 +334,11 @@ def _resp_read(f):
 
 
 class RedisServer:
-    """A real redis-server on 127.0.0.1:port with AOF (appendfsync always)."""
+    """A real redis-server on 127.0.0.1:port with AOF (appendfsync always
+    unless fsync= says otherwise: "everysec", "no")."""
 
-    def __init__(self, workdir, port=None):
+    def __init__(self, workdir, port=None, fsync="always"):
+        self.fsync = fsync
         self.dir = os.path.join(workdir, "redis")
         os.makedirs(self.dir, exist_ok=True)
         self.port = port or free_port()
@@ -351,7 +353,7 @@ class RedisServer:
     def start(self, timeout=None):
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", self.dir, "--appendonly", "yes", "--appendfsync", "always",
+             "--dir", self.dir, "--appendonly", "yes", "--appendfsync", self.fsync,
              "--save", "", "--daemonize", "no", "--logfile", self.log,
              "--protected-mode", "no"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
@@ -428,7 +430,9 @@ def make_certs(outdir):
 class SmtpPeer:
     """tests/integration/peers/smtpd.py with STARTTLS required and AUTH."""
 
-    def __init__(self, workdir, certdir, user="user", password="pass"):
+    def __init__(self, workdir, certdir, user="user", password="pass", extra_args=(), transcript=True):
+        self.extra_args = list(extra_args)
+        self.transcript = transcript
         self.dir = os.path.join(workdir, "smtp")
         self.maildir = os.path.join(self.dir, "mail")
         os.makedirs(self.maildir, exist_ok=True)
@@ -450,8 +454,8 @@ class SmtpPeer:
                  "--maildir", self.maildir, "--ready-file", self.ready,
                  "--tls-cert", os.path.join(self.certdir, "cert.pem"),
                  "--tls-key", os.path.join(self.certdir, "key.pem"),
-                 "--require-starttls", "--auth", "%s:%s" % (self.user, self.password),
-                 "--log", self.log],
+                 "--require-starttls", "--auth", "%s:%s" % (self.user, self.password)]
+                + (["--log", self.log] if self.transcript else []) + self.extra_args,
                 stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)
 
         def ready():

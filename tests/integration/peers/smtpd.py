@@ -68,6 +68,20 @@ are kept across connections for the life of the process):
 A sender (MAIL FROM) whose local part starts with "perm-" gets
 "550 5.7.1 sender refused".
 
+Fault injection (tests/faults/faults.py): --faults-file F names a JSON
+object {"banner421": p, "tarpit": p, "middata": p} of probabilities, re-read
+whenever the file changes (a missing file means no faults):
+  banner421  a new connection gets "421 4.3.2 ..." instead of the 220 banner
+             and is closed.
+  tarpit     a new connection is accepted and never answered (not even the
+             banner) until the client gives up.
+  middata    a DATA command gets its 354, the first line of the message is
+             read, then the connection is closed with no reply (nothing
+             stored: the client must not count it delivered).
+Each decision is a draw from a random.Random(--fault-seed); every injected
+fault is a "FAULT <kind>" transcript line and counted in --faults-count F
+(JSON, rewritten at each fault).
+
 SIGTERM or SIGINT stops the server cleanly (exit status 0).
 """
 
@@ -75,6 +89,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import signal
 import ssl
@@ -167,6 +182,8 @@ class State:
             u, _, pw = args.auth.partition(":")
             self.auth = (u.encode(), pw.encode())
         self.log = Transcript(args.log)
+        self.faults = Faults(getattr(args, "faults_file", None), getattr(args, "fault_seed", 1),
+                             getattr(args, "faults_count", None))
 
     def next_seq(self):
         # pick a seq not used by files already in the maildir
@@ -174,6 +191,50 @@ class State:
             self.seq += 1
             if not os.path.exists(os.path.join(self.maildir, "%d.json" % self.seq)):
                 return self.seq
+
+
+class Faults:
+    """The --faults-file probabilities and the draws against them."""
+
+    KINDS = ("banner421", "tarpit", "middata")
+
+    def __init__(self, path, seed, count_path):
+        self.path = path
+        self.count_path = count_path
+        self.rng = random.Random(seed)
+        self.mtime = None
+        self.p = {}
+        self.counts = {k: 0 for k in self.KINDS}
+
+    def _reload(self):
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            self.p, self.mtime = {}, None
+            return
+        if st.st_mtime_ns == self.mtime:
+            return
+        try:
+            with open(self.path) as f:
+                p = json.load(f)
+        except (OSError, ValueError):
+            return  # half-written: keep the old values until the rename lands
+        self.p = {k: float(p.get(k, 0)) for k in self.KINDS}
+        self.mtime = st.st_mtime_ns
+
+    def draw(self, kinds):
+        """The first of kinds that fires, or None."""
+        if not self.path:
+            return None
+        self._reload()
+        for k in kinds:
+            pk = self.p.get(k, 0.0)
+            if pk > 0 and self.rng.random() < pk:
+                self.counts[k] += 1
+                if self.count_path:
+                    write_atomic(self.count_path, json.dumps(self.counts).encode())
+                return k
+        return None
 
 
 def local_part(addr):
@@ -273,6 +334,20 @@ class PeerSMTP(SMTP):
         else:
             self.st.log.write("%d TLS established" % self.conn_id)
 
+    async def _handle_client(self):
+        fault = self.st.faults.draw(("banner421", "tarpit"))
+        if fault == "banner421":
+            self.st.log.write("%d FAULT banner421" % self.conn_id)
+            await self.push("421 4.3.2 fault injection: service not available")
+            self.transport.close()
+            return
+        if fault == "tarpit":
+            self.st.log.write("%d FAULT tarpit" % self.conn_id)
+            # say nothing; connection_lost cancels this when the client gives up
+            await asyncio.sleep(3600)
+            return
+        return await super()._handle_client()
+
     def connection_lost(self, error):
         self.st.log.write("CLOSE %d" % self.conn_id)
         super().connection_lost(error)
@@ -312,6 +387,13 @@ def _wrap(cmd):
             await self.push("220 2.0.0 Ready to start TLS")
             self.st.log.write("%d BROKEN TLS" % self.conn_id)
             self.transport.write(b"this is not TLS\r\n")
+            self.transport.close()
+            return
+        if cmd == "DATA" and self.envelope.rcpt_tos and not arg and \
+                self.st.faults.draw(("middata",)) == "middata":
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            await self._reader.readuntil(b"\r\n")
+            self.st.log.write("%d FAULT middata" % self.conn_id)
             self.transport.close()
             return
         return await getattr(SMTP, "smtp_" + cmd)(self, arg)
@@ -374,6 +456,10 @@ def parse_args(argv):
                     help="advertise and accept SMTPUTF8")
     ap.add_argument("--auth-mechs", default="PLAIN,LOGIN",
                     help="AUTH mechanisms offered with --auth (default PLAIN,LOGIN)")
+    ap.add_argument("--faults-file", metavar="F",
+                    help="JSON fault probabilities, re-read when it changes (see the module doc)")
+    ap.add_argument("--fault-seed", type=int, default=1, help="seed of the fault draws")
+    ap.add_argument("--faults-count", metavar="F", help="JSON counts of injected faults")
     a = ap.parse_args(argv)
     if a.make_cert:
         return a
