@@ -4,13 +4,16 @@
  * The URL and address parsers are pure (strings in, structs out) so they
  * are unit-tested and fuzzed; config_load is the only function here that
  * reads the environment. Secrets are parsed here and never printed:
- * config_describe masks them.
+ * config_describe masks them. Every secret-bearing variable goes through
+ * config_secret, so each also has a NAME_FILE form (Docker/Kubernetes
+ * secrets); no error message ever carries a secret's text.
  */
 #include "config.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dkim_keys.h"
@@ -306,6 +310,93 @@ config_parse_redis(const char *url, struct redis_addr *out, char *err, size_t er
 	    (int)(strcspn(url, ":/@?") > 16 ? 16 : strcspn(url, ":/@?")), url);
 }
 
+#define SECRET_NAME_MAX 64        /* longest variable name config_secret takes */
+#define SECRET_URL_MAX 4096        /* TXMAIL_RELAY, TXMAIL_REDIS_URL */
+#define API_KEYS_SPEC_MAX 32768    /* TXMAIL_API_KEYS: 64 keys of 256 and separators */
+
+int
+config_secret(const char *name, char *out, size_t outlen, char *err, size_t errlen)
+{
+	char fname[SECRET_NAME_MAX + sizeof("_FILE")];
+	const char *v, *path;
+	char *buf = NULL;
+	size_t cap, n = 0;
+	struct stat st;
+	int fd = -1, rc = -1;
+
+	if (outlen == 0 || strlen(name) > SECRET_NAME_MAX)
+		abort();   /* broken invariant: callers pass constant names and real buffers */
+	snprintf(fname, sizeof(fname), "%s_FILE", name);
+	out[0] = '\0';
+	v = getenv(name);
+	path = getenv(fname);
+	if (v != NULL && *v != '\0') {
+		size_t vl = strlen(v);
+
+		if (path != NULL && *path != '\0')
+			return cfg_err(err, errlen, "%s and %s are both set: use one", name, fname);
+		if (vl >= outlen)
+			return cfg_err(err, errlen, "%s: longer than %zu bytes", name, outlen - 1);
+		memcpy(out, v, vl + 1);
+		return 0;
+	}
+	if (path == NULL || *path == '\0')
+		return 0;
+	/* the longest value, its "\r\n", and one byte more to see that it is too long */
+	cap = outlen + 2;
+	if ((buf = malloc(cap)) == NULL)
+		return cfg_err(err, errlen, "%s", "out of memory");
+	/* O_NONBLOCK: a FIFO without a writer must not hang the start */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		cfg_err(err, errlen, "%s: cannot read %s: %s", fname, path, strerror(errno));
+		goto out;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		cfg_err(err, errlen, "%s: %s is not a regular file", fname, path);
+		goto out;
+	}
+	while (n < cap) {
+		ssize_t r = read(fd, buf + n, cap - n);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			cfg_err(err, errlen, "%s: cannot read %s: %s", fname, path, strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	if (n > 0 && buf[n - 1] == '\n') {
+		n--;
+		if (n > 0 && buf[n - 1] == '\r')
+			n--;
+	}
+	if (n >= outlen) {
+		cfg_err(err, errlen, "%s: %s is larger than %zu bytes", fname, path, outlen - 1);
+		goto out;
+	}
+	if (n == 0) {
+		cfg_err(err, errlen, "%s: %s is empty", fname, path);
+		goto out;
+	}
+	if (memchr(buf, '\0', n) != NULL) {
+		cfg_err(err, errlen, "%s: %s holds a NUL byte", fname, path);
+		goto out;
+	}
+	memcpy(out, buf, n);
+	out[n] = '\0';
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	explicit_bzero(buf, cap);
+	free(buf);
+	return rc;
+}
+
 static int
 env_seconds(const char *name, double def, double min, double *out, char *err, size_t errlen)
 {
@@ -355,13 +446,10 @@ env_str(const char *name, const char *def, char *out, size_t outlen, char *err, 
 	return 0;
 }
 
+/* Split the comma-separated TXMAIL_API_KEYS value v into cfg->api_keys. */
 static int
-load_api_keys(struct config *cfg, char *err, size_t errlen)
+load_api_keys(struct config *cfg, const char *v, char *err, size_t errlen)
 {
-	const char *v = getenv("TXMAIL_API_KEYS");
-
-	if (v == NULL)
-		return 0;
 	while (*v != '\0') {
 		const char *comma = strchr(v, ',');
 		size_t len = comma != NULL ? (size_t)(comma - v) : strlen(v);
@@ -388,6 +476,56 @@ load_api_keys(struct config *cfg, char *err, size_t errlen)
 			v++;
 	}
 	return 0;
+}
+
+/*
+ * The URL- and list-valued secrets: read through config_secret into a
+ * buffer of their own, parsed, and the buffer wiped.
+ */
+static int
+load_redis_url(struct config *cfg, char *err, size_t errlen)
+{
+	char url[SECRET_URL_MAX];
+	int rc = config_secret("TXMAIL_REDIS_URL", url, sizeof(url), err, errlen);
+
+	if (rc == 0 && url[0] != '\0') {
+		rc = config_parse_redis(url, &cfg->redis, err, errlen);
+		cfg->redis_set = rc == 0;
+	}
+	explicit_bzero(url, sizeof(url));
+	return rc;
+}
+
+static int
+load_relay(struct config *cfg, char *err, size_t errlen)
+{
+	char url[SECRET_URL_MAX], why[200];
+	int rc = config_secret("TXMAIL_RELAY", url, sizeof(url), err, errlen);
+
+	if (rc == 0 && url[0] != '\0') {
+		rc = config_parse_relay(url, &cfg->relay, why, sizeof(why));
+		if (rc != 0)
+			cfg_err(err, errlen, "TXMAIL_RELAY: %s", why);
+		cfg->relay_set = rc == 0;
+	}
+	explicit_bzero(url, sizeof(url));
+	return rc;
+}
+
+static int
+load_api_keys_var(struct config *cfg, char *err, size_t errlen)
+{
+	char *spec = malloc(API_KEYS_SPEC_MAX);
+	int rc;
+
+	if (spec == NULL)
+		return cfg_err(err, errlen, "%s", "out of memory");
+	rc = config_secret("TXMAIL_API_KEYS", spec, API_KEYS_SPEC_MAX, err, errlen);
+	if (rc == 0)
+		rc = load_api_keys(cfg, spec, err, errlen);
+	explicit_bzero(spec, API_KEYS_SPEC_MAX);
+	free(spec);
+	return rc;
 }
 
 static const struct {
@@ -420,21 +558,12 @@ config_load(struct config *cfg, char *err, size_t errlen)
 	if (config_parse_listen((v = getenv("TXMAIL_LISTEN")) && *v ? v : "127.0.0.1:8080",
 	    cfg->listen_host, sizeof(cfg->listen_host), &cfg->listen_port, err, errlen) != 0)
 		return -1;
-	if ((v = getenv("TXMAIL_REDIS_URL")) != NULL && *v != '\0') {
-		if (config_parse_redis(v, &cfg->redis, err, errlen) != 0)
-			return -1;
-		cfg->redis_set = 1;
-	}
+	if (load_redis_url(cfg, err, errlen) != 0)
+		return -1;
 	if (env_str("TXMAIL_DATA_DIR", "./var", cfg->data_dir, sizeof(cfg->data_dir), err, errlen) != 0)
 		return -1;
-	if (load_api_keys(cfg, err, errlen) != 0)
+	if (load_api_keys_var(cfg, err, errlen) != 0 || load_relay(cfg, err, errlen) != 0)
 		return -1;
-	if ((v = getenv("TXMAIL_RELAY")) != NULL && *v != '\0') {
-		char why[200];
-		if (config_parse_relay(v, &cfg->relay, why, sizeof(why)) != 0)
-			return cfg_err(err, errlen, "TXMAIL_RELAY: %s", why);
-		cfg->relay_set = 1;
-	}
 	if (env_str("TXMAIL_TLS_CA_FILE", "", cfg->tls_ca_file, sizeof(cfg->tls_ca_file), err, errlen) != 0)
 		return -1;
 	if (cfg->tls_ca_file[0] != '\0' && access(cfg->tls_ca_file, R_OK) != 0)
@@ -446,8 +575,9 @@ config_load(struct config *cfg, char *err, size_t errlen)
 		return -1;
 	if (!host_ok(cfg->helo_name, strlen(cfg->helo_name)))
 		return cfg_err(err, errlen, "TXMAIL_HELO_NAME: \"%.64s\" is not a host name", cfg->helo_name);
-	if (env_str("TXMAIL_WEBHOOK_URL", "", cfg->webhook_url, sizeof(cfg->webhook_url), err, errlen) != 0 ||
-	    env_str("TXMAIL_WEBHOOK_SECRET", "", cfg->webhook_secret, sizeof(cfg->webhook_secret), err, errlen) != 0)
+	/* a webhook URL may carry credentials or a token in its path */
+	if (config_secret("TXMAIL_WEBHOOK_URL", cfg->webhook_url, sizeof(cfg->webhook_url), err, errlen) != 0 ||
+	    config_secret("TXMAIL_WEBHOOK_SECRET", cfg->webhook_secret, sizeof(cfg->webhook_secret), err, errlen) != 0)
 		return -1;
 	if (cfg->webhook_url[0] != '\0' && strncmp(cfg->webhook_url, "http://", 7) != 0 &&
 	    strncmp(cfg->webhook_url, "https://", 8) != 0)
@@ -468,6 +598,8 @@ config_load(struct config *cfg, char *err, size_t errlen)
 	if (env_int("TXMAIL_HTTP_TIMEOUT", 30, 1, 86400, &l, err, errlen))
 		return -1;
 	cfg->http_timeout = (int)l;
+	if (env_seconds("TXMAIL_HTTP_HEADER_TIMEOUT", 10, 0.1, &cfg->http_header_timeout, err, errlen))
+		return -1;
 	if (env_seconds("TXMAIL_RETRY_BASE", 60, 0.001, &cfg->retry_base, err, errlen) ||
 	    env_seconds("TXMAIL_RETRY_MAX", 3600, 0.001, &cfg->retry_max, err, errlen) ||
 	    env_seconds("TXMAIL_MAX_AGE", 86400, 1, &cfg->max_age, err, errlen) ||
@@ -559,7 +691,7 @@ config_load(struct config *cfg, char *err, size_t errlen)
 		return -1;
 	cfg->mx_tls_verify = (int)l;
 	if (env_str("TXMAIL_BOUNCE_DOMAIN", "", cfg->bounce_domain, sizeof(cfg->bounce_domain), err, errlen) ||
-	    env_str("TXMAIL_BOUNCE_SECRET", "", cfg->bounce_secret, sizeof(cfg->bounce_secret), err, errlen))
+	    config_secret("TXMAIL_BOUNCE_SECRET", cfg->bounce_secret, sizeof(cfg->bounce_secret), err, errlen))
 		return -1;
 	if (cfg->bounce_domain[0] != '\0' && (strchr(cfg->bounce_domain, '@') ||
 	    strchr(cfg->bounce_domain, ' ') || strchr(cfg->bounce_domain, '<')))
@@ -590,6 +722,7 @@ config_free(struct config *cfg)
 	}
 	cfg->napi_keys = 0;
 	explicit_bzero(cfg->relay.pass, sizeof(cfg->relay.pass));
+	explicit_bzero(cfg->webhook_url, sizeof(cfg->webhook_url));
 	explicit_bzero(cfg->webhook_secret, sizeof(cfg->webhook_secret));
 	explicit_bzero(cfg->bounce_secret, sizeof(cfg->bounce_secret));
 	dkim_keys_free(cfg->dkim_keys);
@@ -598,10 +731,22 @@ config_free(struct config *cfg)
 	cfg->domain_rate = NULL;
 }
 
+/* The relay as a URL with the password masked: "smtp://user:***@host:587". */
+static void
+relay_masked(const struct smtp_target *t, char *out, size_t outlen)
+{
+	int v6 = strchr(t->host, ':') != NULL;
+
+	snprintf(out, outlen, "%s://%s%s%s%s%s%s:%u", t->tls == SMTP_TLS_IMPLICIT ? "smtps" : "smtp",
+	    t->user, t->user[0] && t->pass[0] ? ":***" : "", t->user[0] ? "@" : "",
+	    v6 ? "[" : "", t->host, v6 ? "]" : "", (unsigned)t->port);
+}
+
 void
 config_describe(const struct config *cfg)
 {
 	static const char *const tls_names[] = { "none", "starttls", "required", "implicit" };
+	char relay[sizeof(cfg->relay.user) + sizeof(cfg->relay.host) + 32];
 
 	log_info("config listen=%s:%u redis=%s data_dir=%s api_keys=%zu helo=%s",
 	    cfg->listen_host, cfg->listen_port,
@@ -609,12 +754,12 @@ config_describe(const struct config *cfg)
 	    cfg->data_dir, cfg->napi_keys, cfg->helo_name);
 	log_info("config http_timeout=%ds webhook_allow_private=%d", cfg->http_timeout,
 	    cfg->webhook_allow_private);
-	if (cfg->relay_set)
-		log_info("config relay=%s:%u tls=%s auth=%s verify=%s", cfg->relay.host,
-		    cfg->relay.port, tls_names[cfg->relay.tls & 3],
+	if (cfg->relay_set) {
+		relay_masked(&cfg->relay, relay, sizeof(relay));
+		log_info("config relay=%s tls=%s auth=%s verify=%s", relay, tls_names[cfg->relay.tls & 3],
 		    cfg->relay.user[0] ? "yes (password masked)" : "no",
 		    cfg->relay.no_verify ? "OFF" : "on");
-	else
+	} else
 		log_info("config relay=none (direct MX delivery) dns=%s mx_port=%u mx_tls=%s",
 		    cfg->dns_server[0] ? cfg->dns_server : "system", cfg->mx_port,
 		    cfg->mx_tls_verify ? "required+verified" : "opportunistic, unverified");

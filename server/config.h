@@ -2,9 +2,11 @@
  * config.h - configuration from TXMAIL_* environment variables.
  *
  * Parsing is pure where it can be (URL parsers take strings, not the
- * environment) so it is unit-tested and fuzzed. Secrets read here (relay
- * password, webhook secret, API keys) are never logged; config_describe()
- * prints the configuration with them masked.
+ * environment) so it is unit-tested and fuzzed. Secrets read here (API
+ * keys, relay URL, Redis URL, webhook URL and secret, bounce secret) are
+ * never logged; config_describe() prints the configuration with them
+ * masked. Each of them may instead come from a file named by NAME_FILE
+ * (Docker/Kubernetes secrets): see config_secret.
  */
 #ifndef SERVER_CONFIG_H
 #define SERVER_CONFIG_H
@@ -43,6 +45,7 @@ struct config {
 	char webhook_secret[256]; /* TXMAIL_WEBHOOK_SECRET ("whsec_<base64>") */
 	int webhook_allow_private;    /* TXMAIL_WEBHOOK_ALLOW_PRIVATE: 1 = loopback/private/link-local webhook targets allowed, 0 */
 	int http_timeout;         /* TXMAIL_HTTP_TIMEOUT: idle API connections closed after this many seconds, 30 */
+	double http_header_timeout;   /* TXMAIL_HTTP_HEADER_TIMEOUT: request headers due this many seconds after accept (kept-alive: after the previous request + http_timeout), 10 */
 	double retry_base;        /* TXMAIL_RETRY_BASE, 60 */
 	double retry_max;         /* TXMAIL_RETRY_MAX, 3600 */
 	double max_age;           /* TXMAIL_MAX_AGE, 86400 */
@@ -85,6 +88,17 @@ struct config {
  */
 int config_load(struct config *cfg, char *err, size_t errlen);
 void config_free(struct config *cfg);
+
+/*
+ * config_secret - the secret variable `name` into out: its own value, or
+ * else the content of the file named by name_FILE, one trailing "\n" or
+ * "\r\n" removed. out is "" when neither is set (an empty value counts as
+ * unset). Returns 0, or -1 with err naming the variable (and the file's
+ * path, never its content) when both are set, the value is longer than
+ * outlen - 1, or the file cannot be read, is not a regular file, is empty,
+ * holds a NUL or is longer than outlen - 1 bytes. name is at most 64 chars.
+ */
+int config_secret(const char *name, char *out, size_t outlen, char *err, size_t errlen);
 
 /*
  * config_parse_relay - "smtp://[user:pass@]host:port[?tls=none|starttls|required]"

@@ -8,6 +8,15 @@
  * api.h). It is the only file that includes microhttpd.h. It must never
  * buffer a body beyond cfg->max_body, log a key or an Authorization header,
  * or let any request, however malformed, crash the process.
+ *
+ * Limits against clients that hold connections: MHD's idle timeout
+ * (cfg->http_timeout), a deadline for each request's headers
+ * (cfg->http_header_timeout; see "header deadlines" below), and a
+ * connection limit taken from RLIMIT_NOFILE (whose soft limit http_start
+ * raises towards the hard one) less a reserve of descriptors for Redis,
+ * SMTP and webhooks, at most HTTP_CONNECTION_LIMIT_MAX. Against bodies
+ * that are cheap to send and dear to parse: at most VALIDATE_MAX_JSON_VALUES
+ * values, counted on the raw text before cJSON allocates a node for each.
  */
 #include "http.h"
 
@@ -19,7 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <microhttpd.h>
 
@@ -32,19 +43,46 @@
 #include "util.h"
 #include "validate.h"
 
-#define HTTP_CONNECTION_LIMIT 10000
+#define HTTP_CONNECTION_LIMIT_MAX 16384   /* the issue asks for 10,000 idle ones to be harmless */
+#define HTTP_CONNECTION_LIMIT_MIN 64
+#define HTTP_FD_RESERVE 1024        /* descriptors kept for everything but API connections */
 #define HTTP_CONNECTION_TIMEOUT_S 30
+#define HTTP_HEADER_TIMEOUT_S 10.0
+#define HTTP_SWEEP_BATCH 256        /* connections cut under one hold of the deadline lock */
+#define HTTP_CUT_LOG_MS 1000        /* at most one "closed N connections" line a second */
+#define HTTP_MHD_LOG_BURST 20       /* libmicrohttpd messages logged a second; the rest counted */
 #define HTTP_MAX_JSON_DEPTH 32
 #define HTTP_MAX_TOKEN 512
 #define HTTP_MAX_PARAM 256
 #define HTTP_DEFAULT_MAX_BODY ((size_t)10 * 1024 * 1024)
 #define HTTP_DRAIN_ALLOWANCE ((size_t)1024 * 1024)
 
+/* a connection waiting for request headers (socket_context of MHD) */
+struct http_conn {
+	struct http_conn *prev, *next;
+	int64_t deadline_ms;    /* util_mono_ms() */
+	int fd;                 /* MHD's; only ever shut down here, never closed */
+	int queue;              /* HTTP_Q_*, or -1 while no deadline runs */
+};
+
+enum { HTTP_Q_FRESH, HTTP_Q_KEPT, HTTP_NQ };
+
+struct http_deadlines {
+	pthread_mutex_t lock;
+	pthread_cond_t wake;    /* CLOCK_MONOTONIC; signalled to stop */
+	struct http_conn *head[HTTP_NQ], *tail[HTTP_NQ];  /* each in deadline order */
+	int64_t after_ms[HTTP_NQ];
+	pthread_t thread;
+	int running;
+	int stop;
+};
+
 struct http_server {
 	struct MHD_Daemon *daemon;
 	struct api_events_hub *events;  /* feeds GET /v1/events/stream */
 	const struct config *cfg;
 	size_t max_body;
+	struct http_deadlines hd;
 };
 
 /* --- routes --------------------------------------------------------------- */
@@ -370,6 +408,252 @@ http_is_json(const char *ct)
 	return *ct == '\0' || *ct == ';';
 }
 
+/* --- header deadlines ------------------------------------------------------- */
+
+/*
+ * MHD's connection timeout is an idle timeout: a client that trickles one
+ * header byte a second is never idle and would keep its connection (and,
+ * with enough of them, every connection) for ever. So each connection
+ * gets a deadline for its request headers: TXMAIL_HTTP_HEADER_TIMEOUT
+ * after it was accepted (queue FRESH), or, on a kept-alive connection,
+ * TXMAIL_HTTP_TIMEOUT + TXMAIL_HTTP_HEADER_TIMEOUT after the previous
+ * request ended (queue KEPT: the idle allowance MHD enforces, then the
+ * header allowance), so keep-alive idling is judged by MHD alone. MHD
+ * calls http_access once the headers are complete: that stops the clock.
+ * A sweeper thread shuts down (shutdown(2): MHD owns the descriptor and
+ * closes it) each socket past its deadline; MHD then sees the end of the
+ * stream and releases the connection.
+ *
+ * Every deadline is "now + a per-queue constant", so appending keeps each
+ * queue in deadline order: starting, stopping and re-arming the clock are
+ * O(1) under one short lock, and the sweeper only looks at queue heads.
+ * A descriptor is shut down only under that lock and only while its entry
+ * is linked; MHD's CLOSED notification unlinks the entry (under the lock)
+ * before MHD closes the descriptor, so a reused number is never touched.
+ */
+
+static void
+hd_unlink(struct http_deadlines *d, struct http_conn *c)
+{
+	int q = c->queue;
+
+	if (q < 0)
+		return;
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		d->head[q] = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	else
+		d->tail[q] = c->prev;
+	c->prev = c->next = NULL;
+	c->queue = -1;
+}
+
+/* (re)start c's clock in queue q; the lock is held */
+static void
+hd_arm(struct http_deadlines *d, struct http_conn *c, int q)
+{
+	hd_unlink(d, c);
+	c->deadline_ms = util_mono_ms() + d->after_ms[q];
+	c->queue = q;
+	c->prev = d->tail[q];
+	c->next = NULL;
+	if (d->tail[q] != NULL)
+		d->tail[q]->next = c;
+	else
+		d->head[q] = c;
+	d->tail[q] = c;
+}
+
+/* the tracking entry of conn, NULL when it has none (out of memory at accept) */
+static struct http_conn *
+hd_conn(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *info =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return info != NULL ? info->socket_context : NULL;
+}
+
+/* headers complete (q < 0: stop the clock) or request over (q = HTTP_Q_KEPT) */
+static void
+hd_mark(struct http_server *h, struct MHD_Connection *conn, int q)
+{
+	struct http_conn *c = hd_conn(conn);
+
+	if (c == NULL)
+		return;
+	pthread_mutex_lock(&h->hd.lock);
+	if (q < 0)
+		hd_unlink(&h->hd, c);
+	else
+		hd_arm(&h->hd, c, q);
+	pthread_mutex_unlock(&h->hd.lock);
+}
+
+static void
+http_notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+    enum MHD_ConnectionNotificationCode toe)
+{
+	struct http_server *h = cls;
+	struct http_conn *c = *socket_context;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *info =
+		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		if (info == NULL || (c = calloc(1, sizeof(*c))) == NULL)
+			return;   /* untracked: MHD's idle timeout still applies */
+		c->fd = info->connect_fd;
+		c->queue = -1;
+		pthread_mutex_lock(&h->hd.lock);
+		hd_arm(&h->hd, c, HTTP_Q_FRESH);
+		pthread_mutex_unlock(&h->hd.lock);
+		*socket_context = c;
+	} else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && c != NULL) {
+		pthread_mutex_lock(&h->hd.lock);
+		hd_unlink(&h->hd, c);
+		pthread_mutex_unlock(&h->hd.lock);
+		free(c);
+		*socket_context = NULL;
+	}
+}
+
+/*
+ * hd_sweeper - shuts down the connections past their deadline, at most
+ * HTTP_SWEEP_BATCH under one hold of the lock, and says how many it cut at
+ * most once a second (an attack must not become a flood of log lines).
+ */
+static void *
+hd_sweeper(void *arg)
+{
+	struct http_server *h = arg;
+	struct http_deadlines *d = &h->hd;
+	size_t cut = 0;
+	int64_t logged = 0;
+
+	pthread_mutex_lock(&d->lock);
+	while (!d->stop) {
+		int64_t now = util_mono_ms();
+		int64_t next = now + (d->after_ms[HTTP_Q_FRESH] < d->after_ms[HTTP_Q_KEPT] ?
+		    d->after_ms[HTTP_Q_FRESH] : d->after_ms[HTTP_Q_KEPT]);
+		size_t batch = 0;
+		struct timespec ts;
+
+		for (int q = 0; q < HTTP_NQ; q++) {
+			struct http_conn *c;
+
+			while ((c = d->head[q]) != NULL && c->deadline_ms <= now && batch < HTTP_SWEEP_BATCH) {
+				hd_unlink(d, c);
+				shutdown(c->fd, SHUT_RDWR);
+				batch++;
+			}
+			if (c != NULL && c->deadline_ms < next)
+				next = c->deadline_ms;
+		}
+		cut += batch;
+		if (batch == HTTP_SWEEP_BATCH || (cut > 0 && now - logged >= HTTP_CUT_LOG_MS)) {
+			pthread_mutex_unlock(&d->lock);   /* let MHD's threads in between batches */
+			if (cut > 0 && now - logged >= HTTP_CUT_LOG_MS) {
+				log_warn("http: closed %zu connection(s) whose request headers took over %.1fs",
+				    cut, (double)d->after_ms[HTTP_Q_FRESH] / 1000.0);
+				cut = 0;
+				logged = now;
+			}
+			pthread_mutex_lock(&d->lock);
+			continue;
+		}
+		if (cut > 0 && logged + HTTP_CUT_LOG_MS < next)
+			next = logged + HTTP_CUT_LOG_MS;
+		ts.tv_sec = (time_t)(next / 1000);
+		ts.tv_nsec = (long)(next % 1000) * 1000000L;
+		pthread_cond_timedwait(&d->wake, &d->lock, &ts);
+	}
+	pthread_mutex_unlock(&d->lock);
+	return NULL;
+}
+
+/* hd_start - the lock, the queues and the sweeper; 0 or -1 with err. */
+static int
+hd_start(struct http_server *h, char *err, size_t errlen)
+{
+	struct http_deadlines *d = &h->hd;
+	pthread_condattr_t ca;
+	double hdr = h->cfg->http_header_timeout > 0 ? h->cfg->http_header_timeout :
+	    HTTP_HEADER_TIMEOUT_S;
+	int idle = h->cfg->http_timeout > 0 ? h->cfg->http_timeout : HTTP_CONNECTION_TIMEOUT_S;
+
+	d->after_ms[HTTP_Q_FRESH] = (int64_t)(hdr * 1000.0);
+	d->after_ms[HTTP_Q_KEPT] = (int64_t)idle * 1000 + d->after_ms[HTTP_Q_FRESH];
+	if (d->after_ms[HTTP_Q_FRESH] < 1)
+		d->after_ms[HTTP_Q_FRESH] = 1;
+	pthread_mutex_init(&d->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&d->wake, &ca);
+	pthread_condattr_destroy(&ca);
+	if (pthread_create(&d->thread, NULL, hd_sweeper, h) != 0) {
+		snprintf(err, errlen, "cannot start the HTTP header-deadline thread");
+		return -1;
+	}
+	d->running = 1;
+	return 0;
+}
+
+/* hd_stop - ends the sweeper; the queues are empty once MHD has stopped */
+static void
+hd_stop(struct http_server *h)
+{
+	struct http_deadlines *d = &h->hd;
+
+	if (!d->running)
+		return;
+	pthread_mutex_lock(&d->lock);
+	d->stop = 1;
+	pthread_cond_signal(&d->wake);
+	pthread_mutex_unlock(&d->lock);
+	pthread_join(d->thread, NULL);
+	d->running = 0;
+}
+
+/*
+ * http_connection_limit - how many API connections to accept at once:
+ * RLIMIT_NOFILE (its soft limit first raised towards the hard one, as far
+ * as HTTP_CONNECTION_LIMIT_MAX needs) less a reserve of descriptors for
+ * Redis, SMTP, webhooks and files (a quarter of the limit, at most
+ * HTTP_FD_RESERVE), within [HTTP_CONNECTION_LIMIT_MIN, _MAX].
+ */
+static unsigned int
+http_connection_limit(unsigned long long *nofile)
+{
+	const rlim_t want = HTTP_CONNECTION_LIMIT_MAX + HTTP_FD_RESERVE;
+	struct rlimit rl;
+	rlim_t cur, reserve;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		rl.rlim_cur = 1024;
+		rl.rlim_max = 1024;
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want && rl.rlim_max > rl.rlim_cur) {
+		struct rlimit up = rl;
+
+		up.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+			rl.rlim_cur = up.rlim_cur;
+	}
+	cur = rl.rlim_cur == RLIM_INFINITY ? want : rl.rlim_cur;
+	*nofile = (unsigned long long)cur;
+	reserve = cur / 4 < HTTP_FD_RESERVE ? cur / 4 : HTTP_FD_RESERVE;
+	cur -= reserve;
+	if (cur > HTTP_CONNECTION_LIMIT_MAX)
+		cur = HTTP_CONNECTION_LIMIT_MAX;
+	if (cur < HTTP_CONNECTION_LIMIT_MIN)
+		cur = HTTP_CONNECTION_LIMIT_MIN;
+	return (unsigned int)cur;
+}
+
 /* --- MHD glue ------------------------------------------------------------- */
 
 /*
@@ -633,6 +917,16 @@ http_dispatch(struct http_server *h, struct MHD_Connection *conn, const char *me
 			api_error(resp, 400, "invalid_json", "request body contains a NUL byte", NULL);
 			goto out;
 		}
+		/* before the parse: cJSON would allocate a node for each value */
+		if (validate_json_count(req.body, rq->len, VALIDATE_MAX_JSON_VALUES) > VALIDATE_MAX_JSON_VALUES) {
+			char msg[160];
+
+			snprintf(msg, sizeof(msg), "request body has more than %d JSON values (each "
+			    "object member and array element is one); send fewer or smaller messages per request",
+			    VALIDATE_MAX_JSON_VALUES);
+			api_error(resp, 413, "payload_too_large", msg, NULL);
+			goto out;
+		}
 		/* length includes the terminating NUL: nothing may follow the value */
 		json = cJSON_ParseWithLengthOpts(req.body, rq->len + 1, &end, 1);
 		if (json == NULL) {
@@ -674,6 +968,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 
 	(void)version;
 	if (rq == NULL) {
+		hd_mark(h, conn, -1);   /* the headers are in: their deadline is met */
 		rq = calloc(1, sizeof(*rq));
 		if (rq == NULL)
 			return MHD_NO;
@@ -742,9 +1037,8 @@ http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
 	struct http_req *rq = *con_cls;
 
-	(void)cls;
-	(void)conn;
 	(void)toe;
+	hd_mark(cls, conn, HTTP_Q_KEPT);   /* the next request's headers, if any */
 	if (rq == NULL)
 		return;
 	free(rq->buf);
@@ -752,13 +1046,42 @@ http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	*con_cls = NULL;
 }
 
+/*
+ * http_mhd_log - libmicrohttpd's messages as warnings, at most
+ * HTTP_MHD_LOG_BURST a second: it writes one per connection that breaks
+ * off, so hostile clients (and the header deadline cutting them) would
+ * otherwise flood the log. What is dropped is counted and reported with
+ * the next message that is logged.
+ */
 static void
 http_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static int64_t window;
+	static unsigned int in_window, dropped;
+	int64_t sec = util_mono_ms() / 1000;
+	unsigned int was_dropped = 0;
 	char buf[512];
 	size_t n;
 
 	(void)cls;
+	pthread_mutex_lock(&lock);
+	if (sec != window) {
+		was_dropped = dropped;
+		dropped = 0;
+		in_window = 0;
+		window = sec;
+	}
+	if (in_window >= HTTP_MHD_LOG_BURST) {
+		dropped++;
+		pthread_mutex_unlock(&lock);
+		return;
+	}
+	in_window++;
+	pthread_mutex_unlock(&lock);
+	if (was_dropped > 0)
+		log_warn("http: libmicrohttpd: %u more message(s) not logged (over %d a second)",
+		    was_dropped, HTTP_MHD_LOG_BURST);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	n = strlen(buf);
 	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
@@ -774,7 +1097,8 @@ http_start(const struct config *cfg, char *err, size_t errlen)
 	const union MHD_DaemonInfo *info;
 	char port[8], host[300];
 	unsigned int flags;
-	unsigned int threads;
+	unsigned int threads, limit;
+	unsigned long long nofile = 0;
 	uint16_t bound;
 	int rc;
 
@@ -803,17 +1127,22 @@ http_start(const struct config *cfg, char *err, size_t errlen)
 		flags |= MHD_USE_IPv6;
 	threads = cfg->http_threads > 0 ? (unsigned)cfg->http_threads : 1;
 
+	limit = http_connection_limit(&nofile);
+
 	h->events = api_events_hub_start(cfg, err, errlen);
 	if (h->events == NULL)
+		goto fail;
+	if (hd_start(h, err, errlen) != 0)
 		goto fail;
 	h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, http_access, h,
 	    MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, h,
 	    MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 	    MHD_OPTION_THREAD_POOL_SIZE, threads,
-	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONNECTION_LIMIT,
+	    MHD_OPTION_CONNECTION_LIMIT, limit,
 	    MHD_OPTION_CONNECTION_TIMEOUT,
 	    (unsigned)(cfg->http_timeout > 0 ? cfg->http_timeout : HTTP_CONNECTION_TIMEOUT_S),
 	    MHD_OPTION_NOTIFY_COMPLETED, http_completed, h,
+	    MHD_OPTION_NOTIFY_CONNECTION, http_notify_connection, h,
 	    MHD_OPTION_END);
 	if (h->daemon == NULL) {
 		snprintf(err, errlen, "cannot listen on %s:%u (in use, or not permitted)",
@@ -831,13 +1160,19 @@ http_start(const struct config *cfg, char *err, size_t errlen)
 	else
 		snprintf(host, sizeof(host), "%s", cfg->listen_host);
 	log_info("listening on http://%s:%u", host, (unsigned)bound);
+	log_info("http: at most %u connections (RLIMIT_NOFILE %llu), idle timeout %ds, "
+	    "request headers within %.1fs", limit, nofile,
+	    cfg->http_timeout > 0 ? cfg->http_timeout : HTTP_CONNECTION_TIMEOUT_S,
+	    (double)h->hd.after_ms[HTTP_Q_FRESH] / 1000.0);
 	freeaddrinfo(ai);
 	return h;
 fail:
 	if (ai != NULL)
 		freeaddrinfo(ai);
-	if (h != NULL)
+	if (h != NULL) {
+		hd_stop(h);
 		api_events_hub_free(h->events);
+	}
 	free(h);
 	return NULL;
 }
@@ -849,8 +1184,11 @@ http_stop(struct http_server *h)
 		return;
 	/* end every event stream first: MHD must not be stopped with suspended connections */
 	api_events_hub_shutdown(h->events);
+	hd_stop(h);
 	if (h->daemon != NULL)
-		MHD_stop_daemon(h->daemon);
+		MHD_stop_daemon(h->daemon);   /* every CLOSED notification has run after this */
+	pthread_cond_destroy(&h->hd.wake);
+	pthread_mutex_destroy(&h->hd.lock);
 	api_events_hub_free(h->events);
 	http_close_stores();
 	free(h);

@@ -36,6 +36,14 @@
 
 #define MAX_WORKERS 64
 
+/* The NAME_FILE variants (config_secret), in every help text that lists configuration. */
+#define USAGE_SECRET_FILES \
+    "Secrets may come from files instead (Docker/Kubernetes secrets): each of\n" \
+    "TXMAIL_API_KEYS, TXMAIL_RELAY, TXMAIL_REDIS_URL, TXMAIL_WEBHOOK_URL,\n" \
+    "TXMAIL_WEBHOOK_SECRET and TXMAIL_BOUNCE_SECRET has a NAME_FILE form,\n" \
+    "e.g. TXMAIL_RELAY_FILE=/run/secrets/relay (one trailing newline is ignored;\n" \
+    "setting both NAME and NAME_FILE is an error).\n"
+
 static const char usage_main[] =
     "usage: txmail <command> [options]\n"
     "\n"
@@ -55,6 +63,7 @@ static const char usage_main[] =
     "  version       print the version\n"
     "\n"
     "Configuration is read from TXMAIL_* environment variables; see README.md.\n"
+    USAGE_SECRET_FILES
     "Run 'txmail <command> --help' for the options of a command.\n";
 
 static const char usage_run[] =
@@ -69,20 +78,26 @@ static const char usage_run[] =
     "          message under $TXMAIL_DATA_DIR/mail, deliver through it, and\n"
     "          print an API key and a curl line to try.\n"
     "\n"
-    "Stops cleanly on SIGINT (Ctrl-C) or SIGTERM.\n";
+    "Stops cleanly on SIGINT (Ctrl-C) or SIGTERM.\n"
+    "\n"
+    USAGE_SECRET_FILES;
 
 static const char usage_api[] =
     "usage: txmail api\n"
     "\n"
     "Runs only the HTTP API (scale it out behind a load balancer). Needs\n"
-    "TXMAIL_REDIS_URL. Listens on TXMAIL_LISTEN (127.0.0.1:8080).\n";
+    "TXMAIL_REDIS_URL. Listens on TXMAIL_LISTEN (127.0.0.1:8080).\n"
+    "\n"
+    USAGE_SECRET_FILES;
 
 static const char usage_worker[] =
     "usage: txmail worker\n"
     "\n"
     "Runs delivery workers (TXMAIL_WORKERS loops), the scheduler and the\n"
     "webhook dispatcher, without HTTP. Needs TXMAIL_REDIS_URL; delivers\n"
-    "through TXMAIL_RELAY.\n";
+    "through TXMAIL_RELAY.\n"
+    "\n"
+    USAGE_SECRET_FILES;
 
 enum role {
 	ROLE_API = 1,
@@ -289,6 +304,7 @@ serve(int roles, int dev)
 	block_signals(&set);
 	if (config_load(&a->cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "txmail: configuration: %s\n", err);
+		config_free(&a->cfg);   /* what was loaded before the error (API keys: secrets) */
 		free(a);
 		return 2;
 	}

@@ -2,7 +2,9 @@
  * validate.c - pure validation of API request bodies.
  *
  * Owns the rules for what a send request may contain: field types, address
- * syntax, recipient caps, header names and values, metadata and tag caps.
+ * syntax, recipient caps, header names and values, metadata, tag and
+ * variable caps, and the scans http.c runs on a body (value count before
+ * the parse, nesting depth, \u0000 escapes).
  * It turns a parsed cJSON body into a struct msg_request of malloc'd copies,
  * or refuses with the offending field named ("to[1]", "headers.X-Foo").
  * It must never do I/O, log, read the clock or allocate without bounds: every
@@ -755,6 +757,24 @@ check_body_text(const char *s, const char *key, struct validate_error *err)
 	return V_OK;
 }
 
+/*
+ * tree_values - the values in the sibling list starting at node and under
+ * it, counting no further than limit + 1 (so the recursion is at most
+ * limit + 1 deep, whatever the document).
+ */
+static size_t
+tree_values(const cJSON *node, size_t limit)
+{
+	size_t n = 0;
+
+	for (; node != NULL && n <= limit; node = node->next) {
+		n++;
+		if (node->child != NULL && n <= limit)
+			n += tree_values(node->child, limit - n);
+	}
+	return n;
+}
+
 /* top-level fields of a send request */
 static const char *const known_fields[] = {
 	"from", "to", "cc", "bcc", "reply_to", "subject", "text", "html",
@@ -1327,6 +1347,13 @@ validate_message_at(const cJSON *body, int64_t now_ms, size_t max_attach,
 				rc = V_INVALID;
 				goto out;
 			}
+			/* each placeholder is looked up by a walk of its object */
+			if (tree_values(vars->child, VALIDATE_MAX_VARIABLES) > VALIDATE_MAX_VARIABLES) {
+				verr(err, "variables", "has too many values (max %d, nested members included)",
+				    VALIDATE_MAX_VARIABLES);
+				rc = V_INVALID;
+				goto out;
+			}
 			out->variables = cJSON_Duplicate(vars, 1);
 			if (out->variables == NULL) {
 				verr(err, "variables", "out of memory");
@@ -1517,6 +1544,54 @@ validate_json_nul(const char *json, size_t len, char *field, size_t fieldlen)
 		}
 	}
 	return 0;
+}
+
+/* --- value count ------------------------------------------------------------ */
+
+/* a byte cJSON skips between tokens (it takes every byte up to space) */
+static int
+json_blank(unsigned char c)
+{
+	return c <= 0x20;
+}
+
+/* a byte of a number or literal: cJSON takes [0-9+-.eE], literals are letters */
+static int
+json_word(unsigned char c)
+{
+	return isalnum(c) || c == '+' || c == '-' || c == '.';
+}
+
+size_t
+validate_json_count(const char *json, size_t len, size_t limit)
+{
+	size_t n = 0, i = 0;
+
+	while (i < len && n <= limit) {
+		unsigned char c = (unsigned char)json[i];
+
+		if (c == '"') {
+			/* a string is a value unless it is a member name (':' follows) */
+			i++;
+			while (i < len && json[i] != '"')
+				i += json[i] == '\\' ? 2 : 1;
+			i++;
+			while (i < len && json_blank((unsigned char)json[i]))
+				i++;
+			if (i >= len || json[i] != ':')
+				n++;
+		} else if (c == '{' || c == '[') {
+			n++;
+			i++;
+		} else if (c == '-' || isdigit(c) || c == 't' || c == 'f' || c == 'n') {
+			n++;
+			while (i < len && json_word((unsigned char)json[i]))
+				i++;
+		} else {
+			i++;
+		}
+	}
+	return n > limit ? limit + 1 : n;
 }
 
 int

@@ -4,7 +4,8 @@
  * No I/O, no clock except what the caller passes. Every refusal names the
  * offending field ("to[1]", "headers.X-Foo") and says why, for a 422.
  * Caps: 50 recipients in to+cc+bcc, 998-octet header values, 320-octet
- * addresses, no CR/LF/NUL anywhere in a header value, name or address.
+ * addresses, no CR/LF/NUL anywhere in a header value, name or address,
+ * 50 headers, 20 tags, 4 KiB of metadata, 100 template variables.
  */
 #ifndef SERVER_VALIDATE_H
 #define SERVER_VALIDATE_H
@@ -17,6 +18,18 @@
 #include "../smtp/mime.h"
 
 #define VALIDATE_MAX_RCPTS 50
+#define VALIDATE_MAX_VARIABLES 100   /* values in "variables", members at every depth */
+/*
+ * Values (objects, arrays, scalars) in one request body, counted by
+ * validate_json_count before the parse. The largest legitimate body is a
+ * 500-message batch whose every message is at every cap here: the message
+ * object, 14 fields, 50 recipients, 10 reply-to, 50 headers, 20 tags, 20
+ * attachments of 4 fields (245 values), 100 variables and 50 metadata
+ * values: 2 + 500 * 395 = 197,502. cJSON spends some 80 bytes a value, so
+ * this bounds a parse to about 16 MB however the body is written
+ * ("[0,0,0,...]" would otherwise cost 40 times its size).
+ */
+#define VALIDATE_MAX_JSON_VALUES 200000
 
 struct validate_error {
 	char field[128];
@@ -57,7 +70,8 @@ int validate_message(const cJSON *body, struct msg_request *out, struct validate
  * prefix for batches: prefix "messages[3]." makes fields read
  * "messages[3].to[0]". Template rules: with "template" (a name),
  * subject/text/html must be absent (422 naming the field) — the template
- * gives them; "variables" (an object) requires "template"; without
+ * gives them; "variables" (an object of at most VALIDATE_MAX_VARIABLES
+ * values, nested members included) requires "template"; without
  * "template", text or html is required. Attachments: at most 20, total decoded
  * size at most max_attach bytes (-> -3, a 413 "payload_too_large"),
  * invalid base64 -> field "attachments[i].content".
@@ -72,6 +86,17 @@ int validate_message_at(const cJSON *body, int64_t now_ms, size_t max_attach,
  * most limit levels of recursion here).
  */
 int validate_json_depth(const cJSON *node, int limit);
+
+/*
+ * validate_json_count - how many JSON values the text json[0..len) holds:
+ * every object, array and scalar, the top level included (so one plus all
+ * object members and array elements), counting no further than limit + 1.
+ * A lexical scan of the raw text that allocates nothing, so a caller can
+ * refuse a body over its limit before a parser builds a node per value.
+ * Exact for valid JSON; for invalid JSON some number the parser refuses
+ * anyway.
+ */
+size_t validate_json_count(const char *json, size_t len, size_t limit);
 
 /* validate_template_name - 1 when name matches [A-Za-z0-9_-]{1,64}. */
 int validate_template_name(const char *name);

@@ -1,12 +1,15 @@
 /*
- * fuzz_validate.c - libFuzzer target for the JSON request path: cJSON parse,
- * the nesting-depth cap, validate_json_nul, validate_message_at (single and
- * batch prefix) and validate_template_body (server/validate.c).
+ * fuzz_validate.c - libFuzzer target for the JSON request path: the value
+ * count, cJSON parse, the nesting-depth cap, validate_json_nul,
+ * validate_message_at (single and batch prefix) and validate_template_body
+ * (server/validate.c).
  *
  * Mirrors what server/http.c does before a handler sees a body: refuse
- * empty bodies and NUL bytes, parse with nothing allowed after the value,
+ * empty bodies and NUL bytes, refuse more than VALIDATE_MAX_JSON_VALUES
+ * values (counted on the raw text), parse with nothing allowed after the value,
  * refuse nesting deeper than 32 (http_json_depth is static in http.c, so an
  * identical copy lives here), then validate. Properties checked on success:
+ * the raw-text value count equals the parsed tree's node count,
  * recipients within VALIDATE_MAX_RCPTS, no CR/LF in any header value, name
  * or address, and a validated message without a template always builds
  * with mime_build (a failure there would be a 500 for a 202-worthy body).
@@ -27,6 +30,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FUZZ_JSON_DEPTH 32            /* HTTP_MAX_JSON_DEPTH in server/http.c */
 #define FUZZ_MAX_ATTACH (64 * 1024)   /* small, so the 413 path is reachable */
 #define FUZZ_NOW_MS INT64_C(1767225600000)
+
+/* nodes of the parsed tree: what validate_json_count must have counted */
+static size_t
+tree_count(const cJSON *node)
+{
+	size_t n = 1;
+
+	for (const cJSON *c = node->child; c != NULL; c = c->next)
+		n += tree_count(c);
+	return n;
+}
 
 static int
 has_crlf(const char *s)
@@ -112,9 +126,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(body, data, size);
 	body[size] = '\0';
+	if (validate_json_count(body, size, VALIDATE_MAX_JSON_VALUES) > VALIDATE_MAX_JSON_VALUES)
+		goto out;
 	json = cJSON_ParseWithLengthOpts(body, size + 1, &end, 1);
 	if (json == NULL)
 		goto out;
+	if (validate_json_count(body, size, SIZE_MAX - 1) != tree_count(json))
+		abort();   /* the pre-parse cap would count something else than cJSON builds */
 	if (validate_json_depth(json, FUZZ_JSON_DEPTH + 1) > FUZZ_JSON_DEPTH)
 		goto out;
 	if (!cJSON_IsObject(json))

@@ -180,12 +180,14 @@ def txmail_env(redis, smtp_peer, webhook):
 
 @pytest.fixture
 def txmail_factory(txmail_binary, txmail_env, workdir, request):
-    """start(args=("run",), extra_env=None, http=True, wait=True) -> Txmail.
-    Every process started is stopped at teardown (SIGTERM, then SIGKILL);
-    sanitizer reports and unclean exits fail the test there."""
+    """start(args=("run",), extra_env=None, http=True, wait=True, key=None) -> Txmail.
+    extra_env values of None remove a variable; key is the client's API key
+    (default: the first of TXMAIL_API_KEYS). Every process started is stopped
+    at teardown (SIGTERM, then SIGKILL); sanitizer reports and unclean exits
+    fail the test there."""
     procs = []
 
-    def start(args=("run",), extra_env=None, http=True, wait=True, name=None):
+    def start(args=("run",), extra_env=None, http=True, wait=True, name=None, key=None):
         env = dict(txmail_env)
         port = None
         if http:
@@ -195,7 +197,7 @@ def txmail_factory(txmail_binary, txmail_env, workdir, request):
         name = name or "txmail %s #%d" % (" ".join(args), len(procs) + 1)
         logp = os.path.join(workdir, "txmail-%d.log" % (len(procs) + 1))
         t = Txmail(txmail_binary, args, helpers.clean_env(env), logp, port=port,
-                   key=env["TXMAIL_API_KEYS"].split(",")[0], http=http, name=name)
+                   key=key or (env["TXMAIL_API_KEYS"] or "").split(",")[0], http=http, name=name)
         procs.append(t)
         register_log(request, name + " log", logp)
         t.start(wait=wait)

@@ -3,6 +3,11 @@ requests against one txmail (TXMAIL_MAX_BODY=65536). Each must get its
 documented status and the error envelope {"error":{"type","message"}};
 afterwards the server is still healthy and still delivers.
 
+test_json_value_limits: at the default body cap, a body of more than
+200,000 JSON values is 413 before it is parsed (the exact boundary, a
+single send and a batch) and over 100 template variables is 422; every
+answer checked against the spec.
+
 Must never: accept a crash or a hang as an answer (every request has a
 client timeout; the process must still be alive at the end).
 """
@@ -214,3 +219,43 @@ def test_body_limits_raw(tx):
     assert r.status == 200
     c.close()
     assert tx.alive()
+
+
+MAX_VALUES = 200000  # VALIDATE_MAX_JSON_VALUES
+
+
+def with_array(n):
+    """OK_MSG plus metadata {"a": [0] * n}: 7 + n JSON values in all."""
+    return with_(metadata={"a": [0] * n})
+
+
+def test_json_value_limits(capi, smtp_peer):
+    # exactly at the limit: counted, parsed, then refused by validation (metadata over 4 KiB)
+    r = capi.send(with_array(MAX_VALUES - 7))
+    assert r.status == 422, "%d values: got %d %r, want 422" % (MAX_VALUES, r.status, r.body[:200])
+    assert r.json["error"]["field"] == "metadata", "got %r" % r.json
+    # one more: 413 before the parse, naming the limit
+    r = capi.send(with_array(MAX_VALUES - 6))
+    assert r.status == 413, "%d values: got %d %r, want 413" % (MAX_VALUES + 1, r.status, r.body[:200])
+    e = r.json["error"]
+    assert e["type"] == "payload_too_large" and "200000" in e["message"], "got %r" % e
+    # far more, in a body well under TXMAIL_MAX_BODY
+    r = capi.post_json("/v1/messages/batch", {"messages": [with_array(395)] * 500})
+    assert r.status == 413, "batch of 500 * 402 values: got %d %r, want 413" % (r.status, r.body[:200])
+    assert r.json["error"]["type"] == "payload_too_large", "got %r" % r.json
+
+    # template variables: 100 pass the cap (then the unknown template is named), 101 do not
+    tpl = {"from": "a@example.com", "to": "ok@example.com", "template": "no-such-template"}
+    r = capi.send(dict(tpl, variables={"v%d" % i: "x" for i in range(100)}))
+    assert r.status == 422 and r.json["error"]["field"] == "template", "100 variables: got %r" % r
+    r = capi.send(dict(tpl, variables={"v%d" % i: "x" for i in range(101)}))
+    assert r.status == 422 and r.json["error"]["field"] == "variables", "101 variables: got %r" % r
+    assert "100" in r.json["error"]["message"], "got %r" % r.json
+
+    # nothing refused was enqueued; the server still delivers
+    r = capi.get("/healthz", auth=False)
+    assert r.status == 200, "healthz: got %r" % r
+    r = capi.send(with_(to="after-limits@example.com"))
+    assert r.status == 202, "send after the limits: got %r" % r
+    smtp_peer.wait_for_rcpt("after-limits@example.com", dl(15))
+    assert smtp_peer.count() == 1, "the peer got %d messages, want 1" % smtp_peer.count()

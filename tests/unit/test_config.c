@@ -1,6 +1,15 @@
-/* test_config.c - the pure parsers of config.c: relay, redis and listen addresses. */
+/*
+ * test_config.c - the pure parsers of config.c (relay, redis and listen
+ * addresses), config_load, secrets from NAME_FILE (config_secret) and the
+ * masked configuration log (config_describe).
+ */
 #include <criterion/criterion.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "../../server/config.h"
 
@@ -211,4 +220,231 @@ Test(config, webhook_guard_and_http_timeout)
 	unsetenv("TXMAIL_WEBHOOK_URL");
 	unsetenv("TXMAIL_WEBHOOK_SECRET");
 	unsetenv("TXMAIL_WEBHOOK_ALLOW_PRIVATE");
+}
+
+/* --- secrets from NAME_FILE ------------------------------------------------ */
+
+/* A temporary file holding (data, len); its path in path (PATH_MAX). */
+static void
+secret_file(char *path, const char *data, size_t len)
+{
+	int fd;
+
+	snprintf(path, PATH_MAX, "/tmp/txm-test-secret-XXXXXX");
+	fd = mkstemp(path);
+	cr_assert(fd >= 0, "mkstemp failed");
+	cr_assert_eq(write(fd, data, len), (ssize_t)len, "short write to %s", path);
+	close(fd);
+}
+
+struct secret_case {
+	const char *content;
+	size_t len;          /* bytes of content (it may hold a NUL) */
+	int ok;
+	const char *want;    /* the value when ok; a word the error must hold otherwise */
+};
+
+#define S(lit) lit, sizeof(lit) - 1
+
+/* outlen 8 below: values of up to 7 bytes fit */
+static const struct secret_case secret_cases[] = {
+	{ S("abc\n"), 0, "abc" },
+	{ S("abc\r\n"), 0, "abc" },
+	{ S("abc"), 0, "abc" },
+	{ S("abc\n\n"), 0, "abc\n" },         /* only one newline is stripped */
+	{ S("abc\r"), 0, "abc\r" },           /* a lone CR is not a line end */
+	{ S(" a b \n"), 0, " a b " },          /* no other trimming */
+	{ S("1234567\r\n"), 0, "1234567" },   /* exactly fills the buffer */
+	{ S("12345678"), -1, "larger" },
+	{ S("12345678\n"), -1, "larger" },
+	{ S("123456789012345678901234567890"), -1, "larger" },
+	{ S(""), -1, "empty" },
+	{ S("\n"), -1, "empty" },
+	{ S("a\0b"), -1, "NUL" },
+};
+
+Test(config, secret_from_file)
+{
+	for (size_t i = 0; i < sizeof(secret_cases) / sizeof(secret_cases[0]); i++) {
+		const struct secret_case *c = &secret_cases[i];
+		char path[PATH_MAX], out[8], err[512] = "";
+		int rc;
+
+		secret_file(path, c->content, c->len);
+		unsetenv("TXMAIL_TEST_SECRET");
+		setenv("TXMAIL_TEST_SECRET_FILE", path, 1);
+		rc = config_secret("TXMAIL_TEST_SECRET", out, sizeof(out), err, sizeof(err));
+		unlink(path);
+		cr_assert_eq(rc, c->ok, "case %zu: got rc %d (%s), want %d", i, rc, err, c->ok);
+		if (rc == 0) {
+			cr_assert_str_eq(out, c->want, "case %zu: got \"%s\" (%zu bytes), want \"%s\" (%zu bytes)",
+			    i, out, strlen(out), c->want, strlen(c->want));
+			continue;
+		}
+		cr_assert(strstr(err, "TXMAIL_TEST_SECRET_FILE") != NULL, "case %zu: error does not name "
+		    "the variable: %s", i, err);
+		cr_assert(strstr(err, path) != NULL, "case %zu: error does not name %s: %s", i, path, err);
+		cr_assert(strstr(err, c->want) != NULL, "case %zu: got error \"%s\", want it to say %s",
+		    i, err, c->want);
+		cr_assert_str_eq(out, "", "case %zu: out not empty after an error", i);
+	}
+}
+
+Test(config, secret_value_and_unset)
+{
+	char out[16], err[256] = "";
+
+	unsetenv("TXMAIL_TEST_SECRET");
+	unsetenv("TXMAIL_TEST_SECRET_FILE");
+	cr_assert_eq(config_secret("TXMAIL_TEST_SECRET", out, sizeof(out), err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(out, "", "unset: got \"%s\", want \"\"", out);
+	setenv("TXMAIL_TEST_SECRET", "fromenv", 1);
+	setenv("TXMAIL_TEST_SECRET_FILE", "", 1);   /* empty counts as unset */
+	cr_assert_eq(config_secret("TXMAIL_TEST_SECRET", out, sizeof(out), err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(out, "fromenv", "got \"%s\", want the value", out);
+	setenv("TXMAIL_TEST_SECRET", "0123456789abcdefSECRETPW", 1);
+	cr_assert_neq(config_secret("TXMAIL_TEST_SECRET", out, sizeof(out), err, sizeof(err)), 0,
+	    "a value longer than the buffer was accepted");
+	cr_assert(strstr(err, "TXMAIL_TEST_SECRET") != NULL && strstr(err, "SECRETPW") == NULL,
+	    "too long: got error \"%s\", want the name and not the value", err);
+}
+
+Test(config, secret_both_set_refused)
+{
+	char path[PATH_MAX], out[64], err[512] = "";
+
+	secret_file(path, S("FILESECRET\n"));
+	setenv("TXMAIL_TEST_SECRET", "ENVSECRET", 1);
+	setenv("TXMAIL_TEST_SECRET_FILE", path, 1);
+	cr_assert_neq(config_secret("TXMAIL_TEST_SECRET", out, sizeof(out), err, sizeof(err)), 0,
+	    "both set: got success (\"%s\"), want an error", out);
+	unlink(path);
+	cr_assert(strstr(err, "TXMAIL_TEST_SECRET and TXMAIL_TEST_SECRET_FILE") != NULL,
+	    "got error \"%s\", want it to name both variables", err);
+	cr_assert(strstr(err, "ENVSECRET") == NULL && strstr(err, "FILESECRET") == NULL,
+	    "error leaks a secret: %s", err);
+}
+
+Test(config, secret_file_unreadable)
+{
+	char out[64], err[512] = "";
+	char dir[] = "/tmp/txm-test-secret-dir-XXXXXX";
+
+	setenv("TXMAIL_TEST_SECRET_FILE", "/nonexistent/txmail/secret", 1);
+	cr_assert_neq(config_secret("TXMAIL_TEST_SECRET", out, sizeof(out), err, sizeof(err)), 0,
+	    "missing file: got success");
+	cr_assert(strstr(err, "TXMAIL_TEST_SECRET_FILE") != NULL &&
+	    strstr(err, "/nonexistent/txmail/secret") != NULL,
+	    "missing file: got error \"%s\", want the variable and the path", err);
+	cr_assert(strstr(err, "No such file") != NULL, "missing file: got error \"%s\", want the reason", err);
+
+	cr_assert_not_null(mkdtemp(dir));
+	setenv("TXMAIL_TEST_SECRET_FILE", dir, 1);
+	cr_assert_neq(config_secret("TXMAIL_TEST_SECRET", out, sizeof(out), err, sizeof(err)), 0,
+	    "directory: got success");
+	rmdir(dir);
+	cr_assert(strstr(err, dir) != NULL && strstr(err, "not a regular file") != NULL,
+	    "directory: got error \"%s\"", err);
+}
+
+Test(config, load_secrets_from_files)
+{
+	char keys[PATH_MAX], relay[PATH_MAX], big[PATH_MAX], err[512] = "";
+	char bigsecret[300];
+	struct config c;
+
+	secret_file(keys, S(" k1 ,k2\n"));
+	secret_file(relay, S("smtp://relayuser:SECRETPW@relay.example:587?tls=required\r\n"));
+	unsetenv("TXMAIL_API_KEYS");
+	unsetenv("TXMAIL_RELAY");
+	setenv("TXMAIL_API_KEYS_FILE", keys, 1);
+	setenv("TXMAIL_RELAY_FILE", relay, 1);
+	cr_assert_eq(config_load(&c, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.napi_keys, 2, "got %zu keys, want 2", c.napi_keys);
+	cr_expect_str_eq(c.api_keys[1], "k2");
+	cr_expect(c.relay_set, "relay from a file: not set");
+	cr_expect_str_eq(c.relay.host, "relay.example");
+	cr_expect_eq(c.relay.port, 587);
+	cr_expect_str_eq(c.relay.user, "relayuser");
+	cr_expect_str_eq(c.relay.pass, "SECRETPW", "the password read from the file is wrong");
+	config_free(&c);
+
+	/* the bounce secret's buffer holds 255 bytes: a 299-byte file is refused */
+	memset(bigsecret, 'S', sizeof(bigsecret) - 1);
+	bigsecret[sizeof(bigsecret) - 1] = '\n';
+	secret_file(big, bigsecret, sizeof(bigsecret));
+	setenv("TXMAIL_BOUNCE_DOMAIN", "bounces.example", 1);
+	setenv("TXMAIL_BOUNCE_SECRET_FILE", big, 1);
+	cr_assert_neq(config_load(&c, err, sizeof(err)), 0, "too large a secret file was accepted");
+	cr_expect(strstr(err, "TXMAIL_BOUNCE_SECRET_FILE") != NULL && strstr(err, big) != NULL,
+	    "got error \"%s\", want the variable and the path", err);
+	cr_expect(strstr(err, "SSSS") == NULL, "error leaks the file's content: %s", err);
+	config_free(&c);
+
+	/* both forms of one variable */
+	unsetenv("TXMAIL_BOUNCE_DOMAIN");
+	unsetenv("TXMAIL_BOUNCE_SECRET_FILE");
+	setenv("TXMAIL_RELAY", "smtp://u:ENVPW@h:25", 1);
+	cr_assert_neq(config_load(&c, err, sizeof(err)), 0, "TXMAIL_RELAY and its _FILE: got success");
+	cr_expect(strstr(err, "TXMAIL_RELAY and TXMAIL_RELAY_FILE") != NULL, "got error \"%s\"", err);
+	cr_expect(strstr(err, "ENVPW") == NULL && strstr(err, "SECRETPW") == NULL, "error leaks: %s", err);
+	config_free(&c);
+	unlink(keys);
+	unlink(relay);
+	unlink(big);
+}
+
+/* Run config_describe with fd 2 going to a file; its text into out. */
+static void
+describe_to(const struct config *c, char *out, size_t outlen)
+{
+	char path[PATH_MAX];
+	int saved, fd;
+	ssize_t n;
+
+	secret_file(path, "", 0);
+	fd = open(path, O_RDWR);
+	cr_assert(fd >= 0);
+	saved = dup(STDERR_FILENO);
+	cr_assert(saved >= 0);
+	dup2(fd, STDERR_FILENO);
+	config_describe(c);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	n = pread(fd, out, outlen - 1, 0);
+	close(fd);
+	unlink(path);
+	cr_assert(n > 0, "config_describe wrote nothing");
+	out[n] = '\0';
+}
+
+Test(config, describe_masks_secrets)
+{
+	static const char *const secrets[] = {
+		"RELAYPW", "txm_KEYSECRET", "whsec_V0VCSE9PS1NFQ1JFVA==", "BOUNCESECRET0123456789",
+		"HOOKTOKEN",
+	};
+	char text[8192], err[512] = "";
+	struct config c;
+
+	setenv("TXMAIL_RELAY", "smtp://relay%40user:RELAYPW@relay.example:587?tls=required", 1);
+	setenv("TXMAIL_API_KEYS", "txm_KEYSECRET", 1);
+	setenv("TXMAIL_WEBHOOK_URL", "https://hooks.example/t/HOOKTOKEN", 1);
+	setenv("TXMAIL_WEBHOOK_ALLOW_PRIVATE", "1", 1);   /* no DNS lookup decides this test */
+	setenv("TXMAIL_WEBHOOK_SECRET", "whsec_V0VCSE9PS1NFQ1JFVA==", 1);
+	setenv("TXMAIL_BOUNCE_DOMAIN", "bounces.example", 1);
+	setenv("TXMAIL_BOUNCE_SECRET", "BOUNCESECRET0123456789", 1);
+	cr_assert_eq(config_load(&c, err, sizeof(err)), 0, "%s", err);
+	describe_to(&c, text, sizeof(text));
+	config_free(&c);
+	cr_expect(strstr(text, "relay=smtp://relay@user:***@relay.example:587 ") != NULL,
+	    "want the relay as smtp://relay@user:***@relay.example:587, got:\n%s", text);
+	for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
+		cr_expect(strstr(text, secrets[i]) == NULL, "config log leaks %s:\n%s", secrets[i], text);
+
+	setenv("TXMAIL_RELAY", "smtps://[::1]", 1);
+	cr_assert_eq(config_load(&c, err, sizeof(err)), 0, "%s", err);
+	describe_to(&c, text, sizeof(text));
+	config_free(&c);
+	cr_expect(strstr(text, "relay=smtps://[::1]:465 ") != NULL, "want relay=smtps://[::1]:465, got:\n%s", text);
 }

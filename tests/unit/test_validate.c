@@ -1,9 +1,10 @@
 /*
  * test_validate.c - table-driven tests of server/validate.c: addresses,
- * send-request bodies (good and bad, each bad one naming its field), and
- * the \u0000 path finder.
+ * send-request bodies (good and bad, each bad one naming its field), the
+ * \u0000 path finder, the JSON value count and the caps it backs.
  */
 #include <criterion/criterion.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -771,4 +772,255 @@ Test(validate, json_depth)
 		    cases[i].limit, got, cases[i].want);
 		cJSON_Delete(j);
 	}
+}
+
+/* --- validate_json_count and the caps it backs ---------------------------- */
+
+/* the values of a parsed document, counted on the tree */
+static size_t
+tree_count(const cJSON *node)
+{
+	size_t n = 1;
+
+	for (const cJSON *c = node->child; c != NULL; c = c->next)
+		n += tree_count(c);
+	return n;
+}
+
+Test(validate, json_count_table)
+{
+	static const struct { const char *json; size_t limit, want; } cases[] = {
+		{ "1", 10, 1 },
+		{ "{}", 10, 1 },
+		{ "[]", 10, 1 },
+		{ "\"just a string\"", 10, 1 },
+		{ "[1,2,3]", 10, 4 },
+		{ "{\"a\":1,\"b\":[true,false,null]}", 10, 6 },
+		{ "{\"a\":{\"b\":{\"c\":[]}}}", 10, 4 },
+		/* ':' and escaped quotes inside strings are not structure */
+		{ "{\"a\":\"x:y\",\"b\":\"\\\":\",\"c:\":\"\\\\\"}", 10, 4 },
+		/* blanks (cJSON takes any byte up to space) between a name and ':' */
+		{ "{ \"k\" \t\r\n: \"v\" , \"l\":\"w\" }", 10, 3 },
+		{ "[ \"a\" , \"b\" ]", 10, 3 },
+		{ "[-1.5e+10,0,2E-3,-0]", 10, 5 },
+		{ "{\"from\":\"a@example.com\",\"to\":[\"b@example.com\",\"c@example.com\"],\"metadata\":{}}", 10, 6 },
+		/* counting stops past the limit */
+		{ "[0,0,0,0,0,0,0,0,0,0]", 5, 6 },
+		{ "[0,0,0,0,0,0,0,0,0,0]", 11, 11 },
+		{ "[0,0,0,0,0,0,0,0,0,0]", 10, 11 },
+		{ "[[[[[[[[[[]]]]]]]]]]", 3, 4 },
+		/* not JSON: some number, never a read past the end */
+		{ "", 10, 0 },
+		{ "\"unterminated", 10, 1 },
+		{ "\"\\", 10, 1 },
+		{ "[1,2", 10, 3 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *js = cases[i].json;
+		size_t got = validate_json_count(js, strlen(js), cases[i].limit);
+		cJSON *j;
+
+		cr_expect_eq(got, cases[i].want, "validate_json_count(%s, limit %zu): got %zu, want %zu", js,
+		    cases[i].limit, got, cases[i].want);
+		/* where cJSON takes it, the scan agrees with the tree */
+		j = cJSON_Parse(js);
+		if (j != NULL && tree_count(j) <= cases[i].limit)
+			cr_expect_eq(got, tree_count(j), "%s: got %zu, the tree has %zu", js, got, tree_count(j));
+		cJSON_Delete(j);
+	}
+}
+
+/* random documents, printed compact and formatted: the scan counts the tree */
+static cJSON *
+random_tree(unsigned *seed, int depth)
+{
+	static const char *const strs[] = { "", "a", "x:y", "q\"uote", "back\\slash", "中文", "{[,:]}" };
+	int kind = depth > 4 ? rand_r(seed) % 5 : rand_r(seed) % 7;
+	cJSON *n;
+
+	switch (kind) {
+	case 0: return cJSON_CreateNumber((double)(rand_r(seed) % 2001 - 1000) / 7.0);
+	case 1: return cJSON_CreateString(strs[rand_r(seed) % 7]);
+	case 2: return cJSON_CreateBool(rand_r(seed) % 2);
+	case 3: return cJSON_CreateNull();
+	case 4: return cJSON_CreateNumber(1e300);
+	case 5:
+		n = cJSON_CreateArray();
+		for (int k = rand_r(seed) % 6; k > 0; k--)
+			cJSON_AddItemToArray(n, random_tree(seed, depth + 1));
+		return n;
+	default:
+		n = cJSON_CreateObject();
+		for (int k = rand_r(seed) % 6; k > 0; k--) {
+			char key[16];
+
+			snprintf(key, sizeof(key), "%s%d", strs[rand_r(seed) % 7], k);
+			cJSON_AddItemToObject(n, key, random_tree(seed, depth + 1));
+		}
+		return n;
+	}
+}
+
+Test(validate, json_count_random)
+{
+	unsigned seed = 5;
+
+	for (int i = 0; i < 2000; i++) {
+		cJSON *t = random_tree(&seed, 0);
+		char *texts[2] = { cJSON_PrintUnformatted(t), cJSON_Print(t) };
+		size_t want = tree_count(t);
+
+		for (int k = 0; k < 2; k++) {
+			size_t got;
+
+			cr_assert_not_null(texts[k]);
+			got = validate_json_count(texts[k], strlen(texts[k]), SIZE_MAX - 1);
+			cr_assert_eq(got, want, "case %d: got %zu, want %zu for %s", i, got, want, texts[k]);
+			free(texts[k]);
+		}
+		cJSON_Delete(t);
+	}
+}
+
+Test(validate, variables_cap)
+{
+	/* strings at the top, members of a nested object "n" (itself a value) */
+	static const struct { int top, nested, want_rc; } cases[] = {
+		{ 100, 0, 0 },      /* 100 values */
+		{ 101, 0, -1 },
+		{ 49, 50, 0 },      /* 49 + 1 + 50 */
+		{ 50, 50, -1 },     /* nested members count too */
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cJSON *j = cJSON_Parse("{\"from\":\"a@example.com\",\"to\":\"b@example.com\",\"template\":\"t\"}");
+		cJSON *v = cJSON_AddObjectToObject(j, "variables");
+		struct msg_request r;
+		struct validate_error err;
+		char key[16];
+		int rc;
+
+		for (int k = 0; k < cases[i].top; k++) {
+			snprintf(key, sizeof(key), "v%d", k);
+			cJSON_AddStringToObject(v, key, "x");
+		}
+		if (cases[i].nested > 0) {
+			cJSON *n = cJSON_AddObjectToObject(v, "n");
+
+			for (int k = 0; k < cases[i].nested; k++) {
+				snprintf(key, sizeof(key), "m%d", k);
+				cJSON_AddStringToObject(n, key, "x");
+			}
+		}
+		rc = validate_message_at(j, NOW_MS, 7 * MIB, "", &r, &err);
+		cr_expect_eq(rc, cases[i].want_rc, "case %zu (%zu values): got rc %d (%s: %s), want %d", i,
+		    tree_count(v) - 1, rc, err.field, err.message, cases[i].want_rc);
+		if (cases[i].want_rc != 0) {
+			cr_expect_str_eq(err.field, "variables", "case %zu: got field \"%s\", want variables", i,
+			    err.field);
+			cr_expect(strstr(err.message, "100") != NULL, "case %zu: got \"%s\", want the limit named",
+			    i, err.message);
+		}
+		msg_request_free(&r);
+		cJSON_Delete(j);
+	}
+}
+
+/* a message at every cap (template form), written out */
+static char *
+loaded_message(void)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	static const char *const lists[] = { "to", "cc", "bcc", "reply_to" };
+	static const int sizes[] = { 20, 20, 10, 10 };
+
+	cr_assert_not_null(f);
+	fprintf(f, "{\"from\":\"Sender <sender@example.com>\",\"template\":\"receipt\",\"send_at\":"
+	    "\"2026-11-24T00:00:00Z\",\"ttl\":600");
+	for (int l = 0; l < 4; l++) {
+		fprintf(f, ",\"%s\":[", lists[l]);
+		for (int k = 0; k < sizes[l]; k++)
+			fprintf(f, "%s\"%s%02d@example.com\"", k ? "," : "", lists[l], k);
+		fprintf(f, "]");
+	}
+	fprintf(f, ",\"variables\":{");
+	for (int k = 0; k < VALIDATE_MAX_VARIABLES; k++)
+		fprintf(f, "%s\"v%02d\":\"value %d\"", k ? "," : "", k, k);
+	fprintf(f, "},\"headers\":{");
+	for (int k = 0; k < 50; k++)
+		fprintf(f, "%s\"X-Header-%02d\":\"value %d\"", k ? "," : "", k, k);
+	fprintf(f, "},\"metadata\":{");
+	for (int k = 0; k < 50; k++)
+		fprintf(f, "%s\"m%02d\":%d", k ? "," : "", k, k);
+	fprintf(f, "},\"tags\":[");
+	for (int k = 0; k < 20; k++)
+		fprintf(f, "%s\"tag%02d\"", k ? "," : "", k);
+	fprintf(f, "],\"attachments\":[");
+	for (int k = 0; k < 20; k++)
+		fprintf(f, "%s{\"filename\":\"f%02d.txt\",\"content\":\"aGk=\",\"content_type\":\"text/plain\","
+		    "\"content_id\":\"c%02d\"}", k ? "," : "", k, k);
+	fprintf(f, "]}");
+	fclose(f);
+	return buf;
+}
+
+/* the documented arithmetic: a 500-message batch at every cap fits */
+Test(validate, json_values_fit_a_loaded_batch)
+{
+	char *msg = loaded_message(), *batch = NULL;
+	size_t mlen = strlen(msg), blen = 0, per, got;
+	cJSON *j = cJSON_Parse(msg);
+	struct msg_request r;
+	struct validate_error err;
+	FILE *f;
+	int rc;
+
+	cr_assert_not_null(j, "the loaded message does not parse");
+	rc = validate_message_at(j, NOW_MS, 7 * MIB, "", &r, &err);
+	cr_assert_eq(rc, 0, "loaded message: got rc %d (%s: %s), want 0", rc, err.field, err.message);
+	cr_expect_eq(r.nto + r.ncc + r.nbcc, VALIDATE_MAX_RCPTS, "got %zu recipients", r.nto + r.ncc + r.nbcc);
+	msg_request_free(&r);
+	per = validate_json_count(msg, mlen, SIZE_MAX - 1);
+	cr_expect_eq(per, tree_count(j), "scan %zu, tree %zu", per, tree_count(j));
+	cr_expect(per <= 395, "a loaded message has %zu values, the documented bound is 395", per);
+	cJSON_Delete(j);
+
+	f = open_memstream(&batch, &blen);
+	cr_assert_not_null(f);
+	fprintf(f, "{\"messages\":[");
+	for (int k = 0; k < 500; k++)
+		fprintf(f, "%s%s", k ? "," : "", msg);
+	fprintf(f, "]}");
+	fclose(f);
+	got = validate_json_count(batch, blen, VALIDATE_MAX_JSON_VALUES);
+	cr_expect_eq(got, 2 + 500 * per, "batch: got %zu values, want %zu", got, 2 + 500 * per);
+	cr_expect(got <= VALIDATE_MAX_JSON_VALUES, "a loaded 500-message batch has %zu values, over the %d limit",
+	    got, VALIDATE_MAX_JSON_VALUES);
+	cr_expect(blen < 10 * MIB, "the batch is %zu bytes, over the default body cap", blen);
+	free(batch);
+	free(msg);
+}
+
+/* over the limit: the count stops at limit + 1, whatever the size */
+Test(validate, json_values_over_limit)
+{
+	size_t n = (size_t)VALIDATE_MAX_JSON_VALUES * 3, len = 2 * n + 1;
+	char *big = malloc(len + 1);
+	size_t got;
+
+	cr_assert_not_null(big);
+	big[0] = '[';
+	for (size_t k = 0; k < n; k++) {
+		big[1 + 2 * k] = '0';
+		big[2 + 2 * k] = k + 1 < n ? ',' : ']';
+	}
+	big[len] = '\0';
+	got = validate_json_count(big, len, VALIDATE_MAX_JSON_VALUES);
+	cr_expect_eq(got, (size_t)VALIDATE_MAX_JSON_VALUES + 1, "got %zu, want limit + 1", got);
+	got = validate_json_count(big, len, SIZE_MAX - 1);
+	cr_expect_eq(got, n + 1, "got %zu, want %zu", got, n + 1);
+	free(big);
 }
