@@ -2,7 +2,8 @@
 #
 #   make run     install what is missing, build, start `txmail run --dev`
 #   make test    install what is missing, build, run unit + integration tests,
-#                then the same suite built with ASan+UBSan
+#                the short fault-injection run, the same suite built with
+#                ASan+UBSan, then every fuzz target for 20 s
 #   make bench   throughput through the dev sink
 #   make valgrind  unit tests and two integration files under valgrind memcheck
 #   make fuzz    libFuzzer targets (tests/fuzz), each FUZZ_SECONDS (60) long;
@@ -34,7 +35,7 @@ UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
 
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libssl-dev libcjson-dev \
             libhiredis-dev libcurl4-openssl-dev libcriterion-dev redis-server \
-            python3 python3-aiosmtpd python3-pytest python3-yaml openssl curl \
+            python3 python3-aiosmtpd python3-pytest python3-pytest-xdist python3-yaml openssl curl \
             python3-dkim python3-nacl dnsmasq clang libclang-rt-14-dev
 
 .PHONY: all deps build asan run test unit unit-asan integration integration-asan bench clean spec-lint spec-tools \
@@ -132,20 +133,28 @@ unit-asan: deps $(UNIT_BIN_ASAN)
 	@set -e; for t in $(UNIT_BIN_ASAN); do echo "== $$t (asan)"; \
 	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $$t --jobs 2; done
 
+# Integration tests run two at a time (pytest-xdist): most of their time is
+# spent waiting on peers, and every test has its own ports and processes.
+# PYTEST_JOBS=0 runs them one by one.
+PYTEST_JOBS ?= 2
+PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider $(if $(filter-out 0,$(PYTEST_JOBS)),-n $(PYTEST_JOBS))
+
 integration: deps build spec-tools
-	TXMAIL_BIN=$(CURDIR)/$(BUILD)/txmail $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+	TXMAIL_BIN=$(CURDIR)/$(BUILD)/txmail $(PYTEST) tests/integration
 
 integration-asan: deps asan spec-tools
 	TXMAIL_BIN=$(CURDIR)/$(BUILD)/asan/txmail TXMAIL_ASAN=1 \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+	$(PYTEST) tests/integration
 
 test: deps
 	$(MAKE) spec-lint
 	$(MAKE) unit
 	$(MAKE) integration
+	$(MAKE) faults-short
 	$(MAKE) unit-asan
 	$(MAKE) integration-asan
+	$(MAKE) -j2 fuzz-smoke
 
 # --- valgrind ---------------------------------------------------------------
 # Unit binaries (non-ASan build, Criterion --jobs 1: its forked workers are
