@@ -213,6 +213,15 @@ config_parse_relay(const char *url, struct smtp_target *out, char *err, size_t e
 	memcpy(out->host, h, hl);
 	out->host[hl] = '\0';
 	out->tls = implicit ? SMTP_TLS_IMPLICIT : SMTP_TLS_STARTTLS;
+	/*
+	 * With credentials and no tls= option, STARTTLS is required: an
+	 * opportunistic default would hand the password to anyone who strips
+	 * STARTTLS from the EHLO reply. tls=starttls or tls=none say otherwise
+	 * explicitly.
+	 */
+	if (!implicit && out->user[0] != '\0' &&
+	    (query == NULL || strstr(query, "tls=") == NULL))
+		out->tls = SMTP_TLS_REQUIRED;
 	if (query != NULL) {
 		const char *q = query + 1;
 		while (*q != '\0') {

@@ -430,7 +430,11 @@ def make_certs(outdir):
 class SmtpPeer:
     """tests/integration/peers/smtpd.py with STARTTLS required and AUTH."""
 
-    def __init__(self, workdir, certdir, user="user", password="pass", extra_args=(), transcript=True):
+    def __init__(self, workdir, certdir, user="user", password="pass", extra_args=(), transcript=True,
+                 tls=True):
+        """tls=False: no STARTTLS offered at all (a server, or a man in the
+        middle, that strips it)."""
+        self.tls = tls
         self.extra_args = list(extra_args)
         self.transcript = transcript
         self.dir = os.path.join(workdir, "smtp")
@@ -452,9 +456,9 @@ class SmtpPeer:
             self.proc = subprocess.Popen(
                 [PYTHON, os.path.join(PEERS, "smtpd.py"), "--host", "127.0.0.1", "--port", "0",
                  "--maildir", self.maildir, "--ready-file", self.ready,
-                 "--tls-cert", os.path.join(self.certdir, "cert.pem"),
-                 "--tls-key", os.path.join(self.certdir, "key.pem"),
-                 "--require-starttls", "--auth", "%s:%s" % (self.user, self.password)]
+                 "--auth", "%s:%s" % (self.user, self.password)]
+                + (["--tls-cert", os.path.join(self.certdir, "cert.pem"),
+                    "--tls-key", os.path.join(self.certdir, "key.pem"), "--require-starttls"] if self.tls else [])
                 + (["--log", self.log] if self.transcript else []) + self.extra_args,
                 stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)
 

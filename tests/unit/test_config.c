@@ -31,7 +31,11 @@ static const struct relay_case relay_cases[] = {
 	{ "smtp://h:25?tls=none", 0, "h", 25, SMTP_TLS_NONE, "", "", 0 },
 	{ "smtps://user%40corp:p%3Ass@smtp.example.com", 0, "smtp.example.com", 465, SMTP_TLS_IMPLICIT, "user@corp", "p:ss", 0 },
 	{ "smtp://a:b@[::1]:2525?tls=starttls&verify=0", 0, "::1", 2525, SMTP_TLS_STARTTLS, "a", "b", 1 },
-	{ "smtp://apikey:p@ss@h:25", 0, "h", 25, SMTP_TLS_STARTTLS, "apikey", "p@ss", 0 },
+	/* credentials without tls=: STARTTLS required, never opportunistic */
+	{ "smtp://apikey:p@ss@h:25", 0, "h", 25, SMTP_TLS_REQUIRED, "apikey", "p@ss", 0 },
+	{ "smtp://u:p@h:25?verify=0", 0, "h", 25, SMTP_TLS_REQUIRED, "u", "p", 1 },
+	{ "smtp://u:p@h:25?tls=none", 0, "h", 25, SMTP_TLS_NONE, "u", "p", 0 },
+	{ "smtp://h:25", 0, "h", 25, SMTP_TLS_STARTTLS, "", "", 0 },
 	{ "http://h:25", -1, NULL, 0, 0, NULL, NULL, 0 },
 	{ "smtp://h:99999", -1, NULL, 0, 0, NULL, NULL, 0 },
 	{ "smtp://h:0", -1, NULL, 0, 0, NULL, NULL, 0 },

@@ -19,7 +19,13 @@ to be empty), or talk to anything but loopback.
 Importable (tests use WebhookReceiver in-process) and runnable:
   webhook_receiver.py --secret whsec_... [--host 127.0.0.1] [--port 0]
                       [--fail-first N] [--ready-file F] [--record F.jsonl]
+                      [--tls-cert CERT --tls-key KEY]
   --fail-first N   answer the first N correctly signed requests with 500.
+  --tls-cert/--tls-key  serve HTTPS with this certificate (PEM; e.g. from
+                   smtpd.py --make-cert); the URL becomes https://. Each
+                   handshake runs in the connection's thread; one that fails
+                   (the client refused the certificate) is recorded in
+                   `tls_errors` and never reaches the checks above.
   --ready-file F   the bound port is written to F (tmp + rename) when listening.
   --record F       one JSON line per attempt (what tests see as `attempts`).
 """
@@ -32,6 +38,7 @@ import hmac
 import json
 import os
 import signal
+import ssl
 import sys
 import tempfile
 import threading
@@ -40,6 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TOLERANCE_S = 300
 MAX_BODY = 1 << 20
+TLS_HANDSHAKE_TIMEOUT_S = 10
 
 
 def decode_secret(secret):
@@ -103,6 +111,26 @@ class _Server(ThreadingHTTPServer):
     # connections at once, which looks like a slow receiver to txmail
     request_queue_size = 1024
     daemon_threads = True
+    tls_context = None   # an ssl.SSLContext: serve HTTPS
+    tls_failed = None    # called with the reason of a failed TLS handshake
+
+    def finish_request(self, request, client_address):
+        # runs in the connection's own thread, so a slow or failing
+        # handshake never holds up the accept loop
+        if self.tls_context is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(TLS_HANDSHAKE_TIMEOUT_S)
+        try:
+            conn = self.tls_context.wrap_socket(request, server_side=True)
+        except OSError as e:   # ssl.SSLError is an OSError
+            if self.tls_failed is not None:
+                self.tls_failed(str(e))
+            return
+        try:
+            super().finish_request(conn, client_address)
+        finally:
+            conn.close()
 
     def handle_error(self, request, client_address):
         # a client that dies mid-request (the kill -9 tests) is not news;
@@ -117,15 +145,17 @@ class WebhookReceiver:
               "valid"(bool),"reason","status"(answer sent),"at"}
     events:   every accepted request: {"webhook_id","id","type","body"(dict),"at"}
     failures: every request that failed a check: {"reason", "headers", "body"}
+    tls_errors: with tls_cert/tls_key, every failed TLS handshake: {"reason","at"}
     """
 
-    def __init__(self, secret, host="127.0.0.1", port=0, record=None):
+    def __init__(self, secret, host="127.0.0.1", port=0, record=None, tls_cert=None, tls_key=None):
         self.secret = secret
         self.key = decode_secret(secret)
         self.cond = threading.Condition()
         self.attempts = []
         self.events = []
         self.failures = []
+        self.tls_errors = []
         self._fail_remaining = 0
         self._record = open(record, "a", buffering=1) if record else None
         receiver = self
@@ -152,8 +182,13 @@ class WebhookReceiver:
         self._handler_cls = Handler
         self.httpd = _Server((host, port), Handler)
         self.httpd.daemon_threads = True
+        if tls_cert:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(tls_cert, tls_key)
+            self.httpd.tls_context = ctx
+            self.httpd.tls_failed = self._tls_failed
         self.port = self.httpd.server_address[1]
-        self.url = "http://%s:%d/webhook" % (host, self.port)
+        self.url = "%s://%s:%d/webhook" % ("https" if tls_cert else "http", host, self.port)
         self._thread = None
 
     # --- control ----------------------------------------------------------
@@ -177,6 +212,11 @@ class WebhookReceiver:
         with self.cond:
             self.secret = secret
             self.key = decode_secret(secret)
+
+    def _tls_failed(self, reason):
+        with self.cond:
+            self.tls_errors.append({"reason": reason, "at": time.time()})
+            self.cond.notify_all()
 
     def fail_first(self, n):
         """Answer the next n correctly signed requests with 500."""
@@ -243,6 +283,11 @@ class WebhookReceiver:
     def snapshot(self):
         with self.cond:
             return list(self.attempts), list(self.events), list(self.failures)
+
+    def tls_failures(self):
+        """The reasons of the failed TLS handshakes so far (HTTPS only)."""
+        with self.cond:
+            return [e["reason"] for e in self.tls_errors]
 
     def wait_for(self, pred, timeout, what):
         """Wait until pred(events) is truthy (called under the lock); return it."""
@@ -319,8 +364,12 @@ def main(argv=None):
     ap.add_argument("--fail-first", type=int, default=0)
     ap.add_argument("--ready-file")
     ap.add_argument("--record")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
     a = ap.parse_args(argv)
-    r = WebhookReceiver(a.secret, a.host, a.port, record=a.record)
+    if bool(a.tls_cert) != bool(a.tls_key):
+        ap.error("--tls-cert and --tls-key go together")
+    r = WebhookReceiver(a.secret, a.host, a.port, record=a.record, tls_cert=a.tls_cert, tls_key=a.tls_key)
     r.fail_first(a.fail_first)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
