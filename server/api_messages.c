@@ -1,14 +1,15 @@
 /*
  * api_messages.c - the /v1/messages resource: accept one send or a batch
- * (validate, render the template, build the MIME bytes once, pre-check the
- * suppression list, store durably under an optional Idempotency-Key, answer
- * 202), show a message with its recipients and timeline, and cancel what is
- * not yet delivered.
+ * (validate, render the template, build the MIME bytes once, store durably
+ * under an optional Idempotency-Key with the suppression list checked in
+ * the same script, answer 202), show a message with its recipients and
+ * timeline, and cancel what is not yet delivered. An accept is one Redis
+ * round trip; a second one only when a recipient turns out suppressed.
  *
  * Owns the JSON shapes of POST /v1/messages, POST /v1/messages/batch,
  * GET and DELETE /v1/messages/{id}, and the idempotency scope
  * ("<tenant>:<sha256 of the key>", request hash over method, path and body).
- * It must never answer 202 before store_enqueue_batch succeeded, never touch
+ * It must never answer 202 before the enqueue succeeded, never touch
  * Redis for an id that cannot be one of ours, and never include
  * microhttpd.h (http.c does the wire; see api.h).
  */
@@ -246,6 +247,7 @@ messages_add_rcpts(struct messages_one *m, const struct mime_addr *a, size_t na,
 		m->lower[k] = l;
 		m->rcpts[k].email = a[i].email;
 		m->rcpts[k].kind = kind;
+		m->rcpts[k].lower = l;
 		m->nrcpts++;
 	}
 	return 0;
@@ -454,48 +456,31 @@ out:
 }
 
 /*
- * messages_check_suppressions - one round trip for every recipient of every
- * message; suppressed ones get their terminal status and event. Also sets
- * each message's answered status. 0, or -1 with resp filled.
+ * messages_mark - flags (one per recipient of every message, in order;
+ * NULL for none) as store_enqueue_checked gives them: flagged recipients
+ * get their terminal status and event. Also sets each message's answered
+ * status. 0, or -1 (out of memory).
  */
 static int
-messages_check_suppressions(const struct api_request *req, struct messages_one *ms, size_t n,
-    struct api_response *resp)
+messages_mark(const struct api_request *req, struct messages_one *ms, size_t n,
+    const int *flags)
 {
-	const char **emails = NULL;
 	const char **st = NULL;
-	int *flags = NULL;
-	size_t total = 0, k = 0;
-	int rc, ret = -1;
+	size_t max = 1, k = 0;
+	int ret = -1;
 
 	for (size_t i = 0; i < n; i++)
-		total += ms[i].nrcpts;
-	if (total == 0)
-		total = 1;
-	emails = calloc(total, sizeof(*emails));
-	flags = calloc(total, sizeof(*flags));
-	st = calloc(total, sizeof(*st));
-	if (emails == NULL || flags == NULL || st == NULL) {
-		api_error(resp, 500, "internal_error", "out of memory", NULL);
-		goto out;
-	}
-	for (size_t i = 0; i < n; i++)
-		for (size_t j = 0; j < ms[i].nrcpts; j++)
-			emails[k++] = ms[i].lower[j];
-	rc = k > 0 ? store_suppression_check(req->store, emails, k, flags) : STORE_OK;
-	if (rc != STORE_OK) {
-		api_store_error(resp, rc);
-		goto out;
-	}
-	k = 0;
+		if (ms[i].nrcpts > max)
+			max = ms[i].nrcpts;
+	st = calloc(max, sizeof(*st));
+	if (st == NULL)
+		return -1;
 	for (size_t i = 0; i < n; i++) {
 		struct messages_one *m = &ms[i];
 
 		for (size_t j = 0; j < m->nrcpts; j++) {
-			if (flags[k++] && messages_suppressed(req, m, j) != 0) {
-				api_error(resp, 500, "internal_error", "out of memory", NULL);
+			if (flags != NULL && flags[k++] && messages_suppressed(req, m, j) != 0)
 				goto out;
-			}
 			st[j] = m->rcpts[j].status != NULL ? m->rcpts[j].status :
 			    m->mr.send_at_ms > 0 ? "scheduled" : "queued";
 		}
@@ -503,8 +488,6 @@ messages_check_suppressions(const struct api_request *req, struct messages_one *
 	}
 	ret = 0;
 out:
-	free(emails);
-	free(flags);
 	free(st);
 	return ret;
 }
@@ -582,9 +565,43 @@ fail:
 	return -1;
 }
 
+/* messages_body - the 202 body (also the one stored for replay); cJSON_free it. NULL: OOM. */
+static char *
+messages_body(const struct messages_one *ms, size_t n, int single)
+{
+	cJSON *out = NULL, *arr;
+	char *body = NULL;
+
+	if (single) {
+		out = messages_accepted_json(&ms[0]);
+		if (out == NULL)
+			goto out;
+	} else {
+		out = cJSON_CreateObject();
+		if (out == NULL || (arr = cJSON_AddArrayToObject(out, "data")) == NULL)
+			goto out;
+		for (size_t i = 0; i < n; i++) {
+			cJSON *o = messages_accepted_json(&ms[i]);
+
+			if (o == NULL)
+				goto out;
+			if (!cJSON_AddItemToArray(arr, o)) {
+				cJSON_Delete(o);
+				goto out;
+			}
+		}
+	}
+	body = cJSON_PrintUnformatted(out);
+out:
+	cJSON_Delete(out);
+	return body;
+}
+
 /*
- * messages_accept - the common tail of both sends: suppression check,
- * answer body, one store_enqueue_batch under the Idempotency-Key, 202.
+ * messages_accept - the common tail of both sends: answer body, then one
+ * store_enqueue_checked under the Idempotency-Key, which also checks the
+ * suppression list. Only when a recipient is suppressed: mark it, rebuild
+ * the body and store with store_enqueue_batch (a second round trip). 202.
  * single: answer the one message's object (with Location) instead of {"data"}.
  */
 static void
@@ -595,39 +612,12 @@ messages_accept(const struct api_request *req, struct messages_one *ms, size_t n
 	struct store_idem idem;
 	char key[320], hash[65], location[128];
 	char *body = NULL, *replay = NULL;
-	cJSON *out = NULL, *arr = NULL;
+	int *flags = NULL;
 	size_t nrcpts = 0;
 	int use_idem = 0, rc;
 
 	if (messages_idem(req, &idem, key, sizeof(key), hash, &use_idem, resp) != 0)
 		goto out;
-	if (messages_check_suppressions(req, ms, n, resp) != 0)
-		goto out;
-
-	if (single) {
-		out = messages_accepted_json(&ms[0]);
-		if (out == NULL)
-			goto oom;
-	} else {
-		out = cJSON_CreateObject();
-		if (out == NULL || (arr = cJSON_AddArrayToObject(out, "data")) == NULL)
-			goto oom;
-		for (size_t i = 0; i < n; i++) {
-			cJSON *o = messages_accepted_json(&ms[i]);
-
-			if (o == NULL)
-				goto oom;
-			if (!cJSON_AddItemToArray(arr, o)) {
-				cJSON_Delete(o);
-				goto oom;
-			}
-		}
-	}
-	body = cJSON_PrintUnformatted(out);
-	if (body == NULL)
-		goto oom;
-	idem.response = body;
-
 	ins = calloc(n, sizeof(*ins));
 	if (ins == NULL)
 		goto oom;
@@ -635,7 +625,26 @@ messages_accept(const struct api_request *req, struct messages_one *ms, size_t n
 		ins[i] = ms[i].in;
 		nrcpts += ms[i].nrcpts;
 	}
-	rc = store_enqueue_batch(req->store, ins, n, use_idem ? &idem : NULL, &replay);
+	flags = calloc(nrcpts != 0 ? nrcpts : 1, sizeof(*flags));
+	if (flags == NULL || messages_mark(req, ms, n, NULL) != 0)
+		goto oom;
+	body = messages_body(ms, n, single);
+	if (body == NULL)
+		goto oom;
+	idem.response = body;
+
+	rc = store_enqueue_checked(req->store, ins, n, use_idem ? &idem : NULL, &replay, flags);
+	if (rc == STORE_ERR_SUPPRESSED) {
+		/* ins[i].rcpts are ms[i].rcpts: marking them changes what is stored */
+		if (messages_mark(req, ms, n, flags) != 0)
+			goto oom;
+		cJSON_free(body);
+		body = messages_body(ms, n, single);
+		if (body == NULL)
+			goto oom;
+		idem.response = body;
+		rc = store_enqueue_batch(req->store, ins, n, use_idem ? &idem : NULL, &replay);
+	}
 	if (rc == STORE_ERR_CONFLICT && use_idem) {
 		api_error(resp, 409, "idempotency_conflict",
 		    "this Idempotency-Key was used with a different request", "Idempotency-Key");
@@ -689,9 +698,9 @@ messages_accept(const struct api_request *req, struct messages_one *ms, size_t n
 oom:
 	api_error(resp, 500, "internal_error", "out of memory", NULL);
 out:
-	cJSON_Delete(out);
 	cJSON_free(body);
 	free(replay);
+	free(flags);
 	free(ins);
 }
 

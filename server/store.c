@@ -892,15 +892,47 @@ struct st_msg_nums {
 	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX];
 };
 
-int
-store_enqueue_batch(struct store *s, const struct store_message_in *m, size_t n,
-    const struct store_idem *idem, char **replay)
+/* st_check_ok - every recipient that will be looked up has its lower-cased address. */
+static int
+st_check_ok(const struct store_message_in *m)
+{
+	size_t i;
+
+	for (i = 0; i < m->nrcpts; i++) {
+		const struct store_rcpt_in *x = &m->rcpts[i];
+
+		if (!x->lower && !(x->status && strcmp(x->status, "suppressed") == 0))
+			return 0;
+	}
+	return 1;
+}
+
+/* st_enqueue_flags - the {4, "0110..."} reply into flags[0..total); 0 or -1 (wrong shape). */
+static int
+st_enqueue_flags(const redisReply *f, size_t total, int *flags)
+{
+	size_t k;
+
+	if (f->len != total)
+		return -1;
+	for (k = 0; k < total; k++) {
+		if (f->str[k] != '0' && f->str[k] != '1')
+			return -1;
+		flags[k] = f->str[k] == '1';
+	}
+	return 0;
+}
+
+/* st_enqueue - store_enqueue_batch, and with flags the suppression check of store_enqueue_checked. */
+static int
+st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
+    const struct store_idem *idem, char **replay, int *flags)
 {
 	struct st_msg_nums *nums = NULL;
 	struct st_args a;
 	redisReply *r = NULL;
 	char kidem[ST_KEY_MAX + 64];
-	size_t i, j, nargs;
+	size_t i, j, nargs, total = 0;
 	int64_t v;
 	int rc;
 
@@ -916,14 +948,17 @@ store_enqueue_batch(struct store *s, const struct store_message_in *m, size_t n,
 		log_error("msg=\"store_enqueue_batch: invalid idempotency record\"");
 		return STORE_ERR_PROTO;
 	}
-	nargs = 3 + 4 + 6;
+	nargs = 3 + 5 + 7;
 	for (i = 0; i < n; i++) {
-		if (!st_message_ok(&m[i])) {
+		if (!st_message_ok(&m[i]) || (flags && !st_check_ok(&m[i]))) {
 			log_error("msg=\"store_enqueue_batch: invalid message\" index=%zu", i);
 			return STORE_ERR_PROTO;
 		}
-		nargs += 2 + 13 + 5 * m[i].nrcpts;
+		nargs += 2 + 13 + 6 * m[i].nrcpts;
+		total += m[i].nrcpts;
 	}
+	if (flags)
+		memset(flags, 0, total * sizeof(*flags));
 	if (st_key(kidem, sizeof(kidem), ST_PREFIX "idem:", idem ? idem->key : "-", NULL))
 		return STORE_ERR_PROTO;
 	nums = calloc(n, sizeof(*nums));
@@ -949,11 +984,12 @@ store_enqueue_batch(struct store *s, const struct store_message_in *m, size_t n,
 	rc = st_args_init(&a, nargs);
 	if (rc)
 		goto out;
-	st_eval(&a, s, SC_ENQUEUE, (int)(4 + 2 * n));
+	st_eval(&a, s, SC_ENQUEUE, (int)(5 + 2 * n));
 	st_adds(&a, ST_K_READY);
 	st_adds(&a, ST_K_DUE);
 	st_adds(&a, ST_K_EVENTS);
 	st_adds(&a, kidem);
+	st_adds(&a, ST_K_SUPP);
 	for (i = 0; i < n; i++) {
 		st_adds(&a, nums[i].kmsg);
 		st_adds(&a, nums[i].ktl);
@@ -964,6 +1000,7 @@ store_enqueue_batch(struct store *s, const struct store_message_in *m, size_t n,
 	st_addi(&a, idem && idem->ttl_ms > 0 ? idem->ttl_ms : ST_IDEM_TTL_MS);
 	st_addi(&a, s->retention_ms);
 	st_addi(&a, (int64_t)n);
+	st_adds(&a, flags ? "1" : "0");
 	for (i = 0; i < n; i++) {
 		const struct store_message_in *x = &m[i];
 
@@ -989,6 +1026,7 @@ store_enqueue_batch(struct store *s, const struct store_message_in *m, size_t n,
 			st_adds(&a, sup ? "suppressed" : "");
 			st_adds(&a, sup ? rc_in->event_json : "");
 			st_adds(&a, sup ? rc_in->timeline_json : "");
+			st_adds(&a, flags && !sup ? rc_in->lower : "");
 		}
 	}
 	rc = st_do(s, &a, &r);
@@ -1013,6 +1051,15 @@ store_enqueue_batch(struct store *s, const struct store_message_in *m, size_t n,
 	case 3:
 		rc = STORE_ERR_CONFLICT;
 		break;
+	case 4:
+		if (!flags || st_enqueue_flags(r->element[1], total, flags) != 0) {
+			rc = st_bad("enqueue suppressed", r);
+			if (flags)
+				memset(flags, 0, total * sizeof(*flags));
+			break;
+		}
+		rc = STORE_ERR_SUPPRESSED;
+		break;
 	default:
 		rc = st_bad("enqueue result", r);
 	}
@@ -1025,9 +1072,27 @@ out:
 }
 
 int
+store_enqueue_batch(struct store *s, const struct store_message_in *m, size_t n,
+    const struct store_idem *idem, char **replay)
+{
+	return st_enqueue(s, m, n, idem, replay, NULL);
+}
+
+int
+store_enqueue_checked(struct store *s, const struct store_message_in *m, size_t n,
+    const struct store_idem *idem, char **replay, int *flags)
+{
+	if (!flags) {
+		log_error("msg=\"store_enqueue_checked: invalid call\"");
+		return STORE_ERR_PROTO;
+	}
+	return st_enqueue(s, m, n, idem, replay, flags);
+}
+
+int
 store_enqueue(struct store *s, const struct store_message_in *m)
 {
-	return store_enqueue_batch(s, m, 1, NULL, NULL);
+	return st_enqueue(s, m, 1, NULL, NULL, NULL);
 }
 
 /* --- reading ------------------------------------------------------------- */

@@ -69,6 +69,8 @@ enum {
 	STORE_ERR_CONFLICT = -3,
 	STORE_ERR_PROTO = -4,        /* unexpected reply or script error (logged) */
 	STORE_ERR_NOMEM = -5,
+	STORE_ERR_SUPPRESSED = -6,   /* store_enqueue_checked: a recipient is on the
+	                              * suppression list; nothing was stored */
 };
 
 struct store;
@@ -101,6 +103,12 @@ struct store_rcpt_in {
 	const char *status;
 	const char *event_json;
 	const char *timeline_json;
+	/*
+	 * The address as the suppression list keys it (lower-cased, the same
+	 * string store_suppression_check would be given). Needed only by
+	 * store_enqueue_checked; NULL elsewhere.
+	 */
+	const char *lower;
 };
 
 struct store_message_in {
@@ -142,6 +150,23 @@ struct store_idem {
  */
 int store_enqueue_batch(struct store *s, const struct store_message_in *m, size_t n,
     const struct store_idem *idem, char **replay);
+
+/*
+ * store_enqueue_checked - store_enqueue_batch that, in the same script and
+ * after the idempotency record was looked at (a replay or a conflict is
+ * answered as there, never STORE_ERR_SUPPRESSED), looks up every
+ * recipient not already given status "suppressed" (by its .lower, which
+ * must be set) in the suppression list. When any is listed nothing is
+ * stored and STORE_ERR_SUPPRESSED is returned with flags[k] = 1 for each
+ * listed one, else 0; k counts the recipients of all messages in order
+ * (flags holds the sum of nrcpts; its contents mean something only with
+ * STORE_ERR_SUPPRESSED). The caller then marks those recipients
+ * "suppressed" and calls store_enqueue_batch (one more round trip only
+ * when someone is suppressed). Otherwise the same returns as
+ * store_enqueue_batch; STORE_ERR_PROTO also when a .lower is missing.
+ */
+int store_enqueue_checked(struct store *s, const struct store_message_in *m, size_t n,
+    const struct store_idem *idem, char **replay, int *flags);
 
 /* --- reading ------------------------------------------------------------ */
 

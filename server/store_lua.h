@@ -15,14 +15,20 @@
 
 /*
  * enqueue (a batch of messages; store_enqueue is a batch of one)
- * KEYS: ready, due, events, idem, then msg, tl per message
- * ARGV: has_idem request_hash response ttl_ms retention_ms nmsgs, then per
- *       message: id created expires send_at from mail_from subject mime
- *       metadata tags timeline tenant n, then per recipient: email kind
- *       status event timeline
+ * KEYS: ready, due, events, idem, supp, then msg, tl per message
+ * ARGV: has_idem request_hash response ttl_ms retention_ms nmsgs check,
+ *       then per message: id created expires send_at from mail_from
+ *       subject mime metadata tags timeline tenant n, then per recipient:
+ *       email kind status event timeline lower
  * Returns {1, ""} stored; {2, response} idempotent replay (nothing stored);
  * {3, ""} idempotency key used with another request hash; {0, index} a
- * message id exists already (or twice in the batch): nothing stored.
+ * message id exists already (or twice in the batch): nothing stored;
+ * {4, flags} (only with check "1") a recipient is on the suppression
+ * list: nothing stored, flags has one '0'/'1' per recipient of the whole
+ * batch, '1' for each one found (by its lower-cased address "lower";
+ * recipients given as "suppressed" are not looked up and get '0').
+ * The idempotency record is looked at first, so a replay or a conflict is
+ * never answered with {4, ...}.
  * Recipients with status "suppressed" are terminal at once: not queued,
  * not counted in pending, their event goes to the outbox and their
  * timeline entry after the message's first one.
@@ -41,15 +47,42 @@ static const char store_lua_enqueue[] =
 	"  end\n"
 	"end\n"
 	"local nm = tonumber(ARGV[6])\n"
+	"if ARGV[7] == '1' then\n"
+	"  local q, at, flags = {}, {}, {}\n"
+	"  local pos = 8\n"
+	"  for j = 1, nm do\n"
+	"    local n = tonumber(ARGV[pos + 12])\n"
+	"    pos = pos + 13\n"
+	"    for i = 1, n do\n"
+	"      flags[#flags + 1] = '0'\n"
+	"      if ARGV[pos + 2] ~= 'suppressed' then\n"
+	"        q[#q + 1] = ARGV[pos + 5]\n"
+	"        at[#at + 1] = #flags\n"
+	"      end\n"
+	"      pos = pos + 6\n"
+	"    end\n"
+	"  end\n"
+	"  local hit = false\n"
+	"  for i = 1, #q, 400 do\n"
+	"    local v = redis.call('HMGET', KEYS[5], unpack(q, i, math.min(i + 399, #q)))\n"
+	"    for x = 1, #v do\n"
+	"      if v[x] then\n"
+	"        flags[at[i + x - 1]] = '1'\n"
+	"        hit = true\n"
+	"      end\n"
+	"    end\n"
+	"  end\n"
+	"  if hit then return {4, table.concat(flags)} end\n"
+	"end\n"
 	"local seen = {}\n"
 	"for j = 1, nm do\n"
-	"  local k = KEYS[3 + 2 * j]\n"
+	"  local k = KEYS[4 + 2 * j]\n"
 	"  if seen[k] or redis.call('EXISTS', k) == 1 then return {0, tostring(j - 1)} end\n"
 	"  seen[k] = true\n"
 	"end\n"
-	"local pos = 7\n"
+	"local pos = 8\n"
 	"for j = 1, nm do\n"
-	"  local km, kt = KEYS[3 + 2 * j], KEYS[4 + 2 * j]\n"
+	"  local km, kt = KEYS[4 + 2 * j], KEYS[5 + 2 * j]\n"
 	"  local id, sa, tl = ARGV[pos], ARGV[pos + 3], ARGV[pos + 10]\n"
 	"  local n = tonumber(ARGV[pos + 12])\n"
 	"  local sched = tonumber(sa) > 0\n"
@@ -78,7 +111,7 @@ static const char store_lua_enqueue[] =
 	"    f[k + 5] = p .. 'status'; f[k + 6] = st\n"
 	"    f[k + 7] = p .. 'attempts'; f[k + 8] = '0'\n"
 	"    f[k + 9] = p .. 'smtp'; f[k + 10] = ''\n"
-	"    pos = pos + 5\n"
+	"    pos = pos + 6\n"
 	"  end\n"
 	"  f[#f + 1] = 'pending'; f[#f + 1] = tostring(pending)\n"
 	"  hset(km, f)\n"

@@ -1232,6 +1232,209 @@ Test(store, suppressions_crud)
 	cr_assert_eq(store_suppression_check(st, NULL, 0, NULL), 0);
 }
 
+/* --- optimistic enqueue: the suppression check inside the enqueue script --- */
+
+/* dbsize - DBSIZE of the test server. */
+static long long
+dbsize(void)
+{
+	redisReply *r = redisCommand(rc_ctx, "DBSIZE");
+	long long v;
+
+	cr_assert(r && r->type == REDIS_REPLY_INTEGER, "DBSIZE failed");
+	v = r->integer;
+	freeReplyObject(r);
+	return v;
+}
+
+/* evalsha_calls - cmdstat_evalsha calls so far (INFO commandstats), 0 when none yet. */
+static long long
+evalsha_calls(void)
+{
+	redisReply *r = redisCommand(rc_ctx, "INFO commandstats");
+	const char *p;
+	long long v = 0;
+
+	cr_assert(r && r->type == REDIS_REPLY_STRING, "INFO commandstats failed");
+	p = strstr(r->str, "cmdstat_evalsha:calls=");
+	if (p)
+		v = strtoll(p + strlen("cmdstat_evalsha:calls="), NULL, 10);
+	freeReplyObject(r);
+	return v;
+}
+
+/* key_count - how many keys match pattern (KEYS: the test server is tiny). */
+static size_t
+key_count(const char *pattern)
+{
+	redisReply *r = redisCommand(rc_ctx, "KEYS %s", pattern);
+	size_t n;
+
+	cr_assert(r && r->type == REDIS_REPLY_ARRAY, "KEYS failed");
+	n = r->elements;
+	freeReplyObject(r);
+	return n;
+}
+
+Test(store, enqueue_checked_suppressed_writes_nothing)
+{
+	struct store_rcpt_in r0[2] = {
+		{ .email = "ok@example.com", .kind = "to", .lower = "ok@example.com" },
+		{ .email = "Bad@Example.COM", .kind = "cc", .lower = "bad@example.com" },
+	};
+	struct store_rcpt_in r1[3] = {
+		{ .email = "x@example.com", .kind = "to", .lower = "x@example.com" },
+		/* given as suppressed already: not looked up, flag 0 though listed */
+		{ .email = "gone@example.com", .kind = "to", .status = "suppressed",
+		  .event_json = "{\"type\":\"message.failed\"}", .timeline_json = "{\"type\":\"suppressed\"}" },
+		{ .email = "bad@example.com", .kind = "bcc", .lower = "bad@example.com" },
+	};
+	static const int want[5] = { 0, 1, 0, 0, 1 };
+	struct store_message_in m[2];
+	struct store_idem idem = { .key = "acme:opt", .request_hash = "h1", .response = "{\"v\":1}",
+		.ttl_ms = 60000 };
+	char ids[2][64], key[128], sbuf[32];
+	char *replay = NULL;
+	int flags[5] = { 7, 7, 7, 7, 7 };
+	long long before, calls;
+	int rc;
+
+	cr_assert_eq(store_suppression_add(st, "bad@example.com", "bounced", 1), 0);
+	cr_assert_eq(store_suppression_add(st, "gone@example.com", "manual", 1), 0);
+	fill_msg(&m[0], ids[0], sizeof(ids[0]), r0, 2);
+	fill_msg(&m[1], ids[1], sizeof(ids[1]), r1, 3);
+	before = dbsize();
+	calls = evalsha_calls();
+	rc = store_enqueue_checked(st, m, 2, &idem, &replay, flags);
+	cr_assert_eq(rc, STORE_ERR_SUPPRESSED, "checked: got %d, want %d", rc, STORE_ERR_SUPPRESSED);
+	cr_assert_null(replay);
+	for (int k = 0; k < 5; k++)
+		cr_assert_eq(flags[k], want[k], "flags[%d]: got %d, want %d", k, flags[k], want[k]);
+	calls = evalsha_calls() - calls;
+	cr_assert_eq(calls, 1, "script calls: got %lld, want 1", calls);
+	/* nothing written: no message, no idempotency record, no stream entry */
+	cr_assert_eq(dbsize(), before, "DBSIZE: got %lld, want %lld", dbsize(), before);
+	cr_assert_eq(key_count("txm{0}:msg:*"), 0);
+	cr_assert_eq(rint_cmd("EXISTS %s", "txm{0}:idem:acme:opt"), 0);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 0);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 0);
+
+	/* the caller marks the flagged ones and stores without the check */
+	r0[1].status = "suppressed";
+	r0[1].event_json = "{\"type\":\"message.failed\"}";
+	r0[1].timeline_json = "{\"type\":\"suppressed\"}";
+	r1[2] = r0[1];
+	r1[2].email = "bad@example.com";
+	r1[2].kind = "bcc";
+	rc = store_enqueue_batch(st, m, 2, &idem, &replay);
+	cr_assert_eq(rc, 0, "second call: got %d, want 0", rc);
+	cr_assert_null(replay);
+	rcpt_status(ids[0], 1, sbuf, sizeof(sbuf));
+	cr_assert_str_eq(sbuf, "suppressed");
+	rcpt_status(ids[1], 0, sbuf, sizeof(sbuf));
+	cr_assert_str_eq(sbuf, "queued");
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 2);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 3);
+
+	/* a replay is answered before the check: never STORE_ERR_SUPPRESSED */
+	r0[1].status = NULL;
+	r1[2].status = NULL;
+	fill_msg(&m[0], ids[0], sizeof(ids[0]), r0, 2);
+	fill_msg(&m[1], ids[1], sizeof(ids[1]), r1, 3);
+	idem.response = "{\"v\":2}";
+	rc = store_enqueue_checked(st, m, 2, &idem, &replay, flags);
+	cr_assert_eq(rc, 0, "replay: got %d, want 0", rc);
+	cr_assert_not_null(replay);
+	cr_assert_str_eq(replay, "{\"v\":1}");
+	free(replay);
+	replay = NULL;
+	idem.request_hash = "h2";
+	rc = store_enqueue_checked(st, m, 2, &idem, &replay, flags);
+	cr_assert_eq(rc, STORE_ERR_CONFLICT, "conflict: got %d, want %d", rc, STORE_ERR_CONFLICT);
+	cr_assert_null(replay);
+	msg_key(key, sizeof(key), ids[0], "");
+	cr_assert_eq(rint_cmd("EXISTS %s", key), 0);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 2);
+}
+
+Test(store, enqueue_checked_clean_is_one_call)
+{
+	struct store_rcpt_in r[2] = {
+		{ .email = "A@Example.com", .kind = "to", .lower = "a@example.com" },
+		{ .email = "b@example.com", .kind = "cc", .lower = "b@example.com" },
+	};
+	struct store_message_in m;
+	struct store_idem idem = { .key = "acme:clean", .request_hash = "h", .response = "{}",
+		.ttl_ms = 60000 };
+	char id[64], key[128], sbuf[32];
+	char *replay = NULL;
+	int flags[2] = { 7, 7 };
+	long long calls;
+	int rc;
+
+	/* listed as given, not lower-cased: the lookup is by .lower, so no hit */
+	cr_assert_eq(store_suppression_add(st, "A@Example.com", "manual", 1), 0);
+	fill_msg(&m, id, sizeof(id), r, 2);
+	calls = evalsha_calls();
+	rc = store_enqueue_checked(st, &m, 1, &idem, &replay, flags);
+	cr_assert_eq(rc, 0, "clean: got %d, want 0", rc);
+	calls = evalsha_calls() - calls;
+	cr_assert_eq(calls, 1, "script calls: got %lld, want 1", calls);
+	cr_assert_null(replay);
+	msg_key(key, sizeof(key), id, "");
+	cr_assert_eq(rint_cmd("EXISTS %s", key), 1);
+	rcpt_status(id, 0, sbuf, sizeof(sbuf));
+	cr_assert_str_eq(sbuf, "queued");
+	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, "r0:email");
+	cr_assert_str_eq(sbuf, "A@Example.com");
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 2);
+	cr_assert_eq(rint_cmd("EXISTS %s", "txm{0}:idem:acme:clean"), 1);
+
+	/* a missing lower-cased address is a caller bug: refused before Redis */
+	r[1].lower = NULL;
+	fill_msg(&m, id, sizeof(id), r, 2);
+	rc = store_enqueue_checked(st, &m, 1, NULL, &replay, flags);
+	cr_assert_eq(rc, STORE_ERR_PROTO, "no lower: got %d, want %d", rc, STORE_ERR_PROTO);
+	rc = store_enqueue_checked(st, &m, 1, NULL, &replay, NULL);
+	cr_assert_eq(rc, STORE_ERR_PROTO, "no flags: got %d, want %d", rc, STORE_ERR_PROTO);
+}
+
+/* more recipients than one HMGET chunk (400): the flag lands on the right one */
+Test(store, enqueue_checked_many_recipients)
+{
+	enum { NR = 950, HIT = 871 };
+	struct store_rcpt_in *r = calloc(NR, sizeof(*r));
+	char (*emails)[32] = calloc(NR, sizeof(*emails));
+	int *flags = calloc(NR, sizeof(*flags));
+	struct store_message_in m;
+	char id[64];
+	long long before;
+	int rc;
+
+	cr_assert(r && emails && flags);
+	for (size_t i = 0; i < NR; i++) {
+		snprintf(emails[i], sizeof(emails[i]), "u%zu@example.com", i);
+		r[i].email = emails[i];
+		r[i].kind = "bcc";
+		r[i].lower = emails[i];
+	}
+	cr_assert_eq(store_suppression_add(st, emails[HIT], "manual", 1), 0);
+	fill_msg(&m, id, sizeof(id), r, NR);
+	before = dbsize();
+	rc = store_enqueue_checked(st, &m, 1, NULL, NULL, flags);
+	cr_assert_eq(rc, STORE_ERR_SUPPRESSED, "got %d, want %d", rc, STORE_ERR_SUPPRESSED);
+	for (size_t i = 0; i < NR; i++)
+		cr_assert_eq(flags[i], i == HIT, "flags[%zu]: got %d, want %d", i, flags[i], i == HIT);
+	cr_assert_eq(dbsize(), before);
+	cr_assert_eq(store_suppression_delete(st, emails[HIT]), 0);
+	rc = store_enqueue_checked(st, &m, 1, NULL, NULL, flags);
+	cr_assert_eq(rc, 0, "after delete: got %d, want 0", rc);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), NR);
+	free(r);
+	free(emails);
+	free(flags);
+}
+
 Test(store, templates_crud)
 {
 	int created = -1;

@@ -1,0 +1,187 @@
+"""test_accept_roundtrips.py - what one accepted send costs in Redis commands.
+
+Owns: the optimistic enqueue. A plain POST /v1/messages (env API key, no
+rate limit) is exactly one command on the API's Redis connection, the
+enqueue script (which also checks the suppression list); a send to a
+suppressed address is exactly two (the script answers "suppressed" and
+writes nothing, then the marked message is stored) and ends `suppressed`
+as before; a batch likewise; an idempotent replay of a suppressed send is
+one script call and answers the stored body, never the suppression.
+
+How: `txmail api` alone (no worker, scheduler or webhook loop) with one
+HTTP thread, warmed up by one send so its connection's set-up (SCRIPT
+LOAD, XGROUP) is done; the warm-up also tells which Redis connection
+serves requests. A raw MONITOR connection sees every command; a window is
+bracketed by two ECHO markers sent on their own connections, and commands
+run inside scripts (client "lua") are left out. The API's only other
+connection is the live-events hub, which reads the events stream (XREAD,
+XREVRANGE): commands of other connections must be just that.
+
+Must never: wait without a deadline (the MONITOR socket has one).
+"""
+import os
+import re
+import socket
+
+import pytest
+
+import helpers
+from helpers import dl
+
+LINE_RE = re.compile(r"^\+?[0-9.]+ \[\d+ ([^\]]+)\] (.*)$")
+ARG_RE = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+class Monitor:
+    """A MONITOR connection; window(fn) -> (fn's result, [(client, command,
+    args)] of what ran while fn() did, scripts' inner commands excluded)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=dl(10))
+        self.sock.sendall(b"*1\r\n$7\r\nMONITOR\r\n")
+        self.f = self.sock.makefile("rb")
+        first = self.f.readline()
+        assert first == b"+OK\r\n", "MONITOR: got %r, want +OK" % first
+
+    def close(self):
+        self.f.close()
+        self.sock.close()
+
+    def _until(self, marker):
+        """Commands up to the ECHO of marker (socket timeout = the deadline)."""
+        out = []
+        while True:
+            line = self.f.readline()
+            if not line:
+                raise AssertionError("MONITOR connection closed")
+            m = LINE_RE.match(line.decode("utf-8", "replace").rstrip("\r\n"))
+            if m is None:
+                continue
+            client, rest = m.group(1), m.group(2)
+            args = ARG_RE.findall(rest)
+            if args[:2] == ["ECHO", marker]:
+                return out
+            if client != "lua" and args:
+                out.append((client, args[0].upper(), args[1:]))
+
+    def window(self, fn):
+        tag = os.urandom(6).hex()
+        start, end = "txm-start-" + tag, "txm-end-" + tag
+        helpers.resp_cmd(self.port, "ECHO", start)
+        self._until(start)
+        result = fn()
+        helpers.resp_cmd(self.port, "ECHO", end)
+        return result, self._until(end)
+
+
+class Api:
+    """The client, the monitor, and the Redis connection that serves requests."""
+
+    def __init__(self, client, mon, conn):
+        self.c = client
+        self.mon = mon
+        self.conn = conn
+
+    def window(self, fn):
+        """fn()'s result and the command names the request connection sent meanwhile."""
+        result, cmds = self.mon.window(fn)
+        others = [x for x in cmds if x[0] != self.conn]
+        assert all(x[1] in ("XREAD", "XREVRANGE") and "txm{0}:events" in x[2] for x in others), \
+            "got commands from other connections: %r" % others
+        return result, [x[1] for x in cmds if x[0] == self.conn]
+
+
+@pytest.fixture
+def api_only(txmail_factory, redis):
+    t = txmail_factory(args=("api",), extra_env={"TXMAIL_HTTP_THREADS": "1"})
+    c = t.client()
+    mon = Monitor(redis.port)
+    try:
+        # warm-up: the one HTTP thread's store connects and loads its scripts
+        r, cmds = mon.window(lambda: c.send(
+            {"from": "w@example.com", "to": "warm@example.com", "subject": "w", "text": "w"}))
+        assert r.status == 202, "warm-up: got %r" % r
+        conns = {x[0] for x in cmds if x[1] == "EVALSHA"}
+        assert len(conns) == 1, "warm-up: got EVALSHA from %r, want one connection" % conns
+        yield Api(c, mon, conns.pop())
+    finally:
+        mon.close()
+        c.close()
+
+
+def test_plain_send_is_one_script_call(api_only):
+    a = api_only
+    c = a.c
+    r, cmds = a.window(lambda: c.send(
+        {"from": "a@example.com", "to": ["One@Example.com", "two@example.com"], "subject": "s", "text": "x"}))
+    assert r.status == 202, "got %r" % r
+    assert cmds == ["EVALSHA"], "got %r, want exactly one EVALSHA" % cmds
+    st = {x["email"]: x["status"] for x in r.json["recipients"]}
+    assert st == {"One@Example.com": "queued", "two@example.com": "queued"}, "got %r" % st
+
+
+def test_suppressed_send_is_two_script_calls(api_only):
+    a = api_only
+    c = a.c
+    r = c.post_json("/v1/suppressions", {"email": "Gone@Example.com"})
+    assert r.status in (200, 201), "got %r" % r
+    msg = {"from": "a@example.com", "to": ["GONE@example.com", "fine@example.com"], "subject": "s", "text": "x"}
+    r, cmds = a.window(lambda: c.send(msg))
+    assert r.status == 202, "got %r" % r
+    assert cmds == ["EVALSHA", "EVALSHA"], "got %r, want exactly two EVALSHA" % cmds
+    st = {x["email"]: x["status"] for x in r.json["recipients"]}
+    assert st == {"GONE@example.com": "suppressed", "fine@example.com": "queued"}, "got %r" % st
+    assert r.json["status"] == "partial", "got %r" % r.json
+    g = c.get("/v1/messages/" + r.json["id"])
+    assert g.status == 200, "got %r" % g
+    st = {x["email"]: x["status"] for x in g.json["recipients"]}
+    assert st == {"GONE@example.com": "suppressed", "fine@example.com": "queued"}, "got %r" % st
+    types = [e["type"] for e in g.json["events"]]
+    assert types == ["queued", "suppressed"], "got timeline %r" % types
+
+    # only suppressed: the whole message is
+    r, cmds = a.window(lambda: c.send(dict(msg, to="gone@example.com")))
+    assert r.status == 202 and r.json["status"] == "suppressed", "got %r" % r
+    assert cmds == ["EVALSHA", "EVALSHA"], "got %r" % cmds
+
+
+def test_batch_one_or_two_script_calls(api_only):
+    a = api_only
+    c = a.c
+    assert c.post_json("/v1/suppressions", {"email": "nope@example.com"}).status in (200, 201)
+    clean = [{"from": "a@example.com", "to": "b%d@example.com" % i, "subject": "s", "text": "x"}
+             for i in range(3)]
+    r, cmds = a.window(lambda: c.post_json("/v1/messages/batch", {"messages": clean}))
+    assert r.status == 202, "got %r" % r
+    assert cmds == ["EVALSHA"], "got %r, want exactly one EVALSHA" % cmds
+
+    mixed = clean[:1] + [dict(clean[1], to=["b1@example.com"], bcc="Nope@example.com")] + clean[2:]
+    r, cmds = a.window(lambda: c.post_json("/v1/messages/batch", {"messages": mixed}))
+    assert r.status == 202, "got %r" % r
+    assert cmds == ["EVALSHA", "EVALSHA"], "got %r, want two EVALSHA" % cmds
+    got = [{x["email"]: x["status"] for x in m["recipients"]} for m in r.json["data"]]
+    want = [{"b0@example.com": "queued"},
+            {"b1@example.com": "queued", "Nope@example.com": "suppressed"},
+            {"b2@example.com": "queued"}]
+    assert got == want, "got %r, want %r" % (got, want)
+    assert [m["status"] for m in r.json["data"]] == ["queued", "partial", "queued"], "got %r" % r.json
+
+
+def test_idempotent_replay_of_suppressed_send(api_only):
+    a = api_only
+    c = a.c
+    assert c.post_json("/v1/suppressions", {"email": "idem-gone@example.com"}).status in (200, 201)
+    msg = {"from": "a@example.com", "to": ["idem-gone@example.com", "ok@example.com"], "subject": "s", "text": "x"}
+    h = {"Idempotency-Key": "supp-1"}
+    r1, cmds = a.window(lambda: c.send(msg, headers=h))
+    assert r1.status == 202, "got %r" % r1
+    assert cmds == ["EVALSHA", "EVALSHA"], "got %r" % cmds
+    r2, cmds = a.window(lambda: c.send(msg, headers=h))
+    assert r2.status == 202, "got %r" % r2
+    assert r2.headers.get("idempotent-replayed") == "true", "got headers %r" % r2.headers
+    assert r2.body == r1.body, "got %r, want the first body %r" % (r2.body, r1.body)
+    assert cmds == ["EVALSHA"], "replay: got %r, want one EVALSHA" % cmds
+    r3, cmds = a.window(lambda: c.send(dict(msg, text="other"), headers=h))
+    assert r3.status == 409, "got %r" % r3
+    assert cmds == ["EVALSHA"], "conflict: got %r, want one EVALSHA" % cmds
