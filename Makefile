@@ -36,7 +36,7 @@ UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libssl-dev libcjson-dev \
             libhiredis-dev libcurl4-openssl-dev libcriterion-dev redis-server \
             python3 python3-aiosmtpd python3-pytest python3-pytest-xdist python3-yaml openssl curl \
-            python3-dkim python3-nacl dnsmasq clang libclang-rt-14-dev valgrind
+            python3-dkim python3-nacl dnsmasq clang libclang-rt-14-dev valgrind wrk
 
 .PHONY: all deps build asan run test unit unit-asan integration integration-asan bench clean spec-lint spec-tools \
         fuzz fuzz-smoke fuzz-build valgrind valgrind-smoke faults faults-short

@@ -16,6 +16,13 @@
  *             and submit the job to the engine; a connect-stage tempfail
  *             (no connection, no banner, 421 greeting) is retried on the
  *             next address before any outcome is recorded;
+ *   relaydns  (TXMAIL_RELAY with a host name) one lookup thread per
+ *             process, shared by its loops (server/relaydns.c): each job
+ *             gets one of the relay's addresses, round-robin, as its
+ *             connect address, so the engine never resolves; not resolved
+ *             yet is a "dns" tempfail without an attempt, and a
+ *             connect-stage tempfail is retried once on the relay's next
+ *             address before it is recorded;
  *   shaper    (server/shaper.c) a release thread for deliveries held by
  *             TXMAIL_DOMAIN_RATE; dispatch asks it first, and a destination
  *             it has suspended is recorded deferred without an attempt;
@@ -46,6 +53,7 @@
 #include "../smtp/retry.h"
 #include "log.h"
 #include "metrics.h"
+#include "relaydns.h"
 #include "route.h"
 #include "shaper.h"
 #include "store.h"
@@ -62,6 +70,7 @@ struct job {
 	struct smtp_outcome out;
 	struct route_result *route;   /* direct delivery: addresses to try; NULL via relay */
 	size_t next_addr;             /* route->addrs[next_addr] is tried next */
+	int relay_retried;            /* relay: already moved to the relay's next address once */
 	char verp[VERP_ADDR_MAX + 1]; /* TXMAIL_BOUNCE_DOMAIN: this transaction's return path */
 	int64_t not_before_ms;        /* shaper: destination suspended; deferred until then, not attempted */
 	int done;
@@ -83,6 +92,8 @@ struct worker {
 	char consumer[160];
 	struct smtp_engine *engine;
 	struct route *route;       /* NULL in relay mode */
+	struct relaydns *rdns;     /* relay mode: the relay's addresses; NULL otherwise */
+	int rdns_shared;           /* rdns is the process's shared one (relay_dns_get) */
 	struct shaper *shaper;     /* domain rates, destination backoff (server/shaper.c) */
 	char relay_dest[300];      /* the relay as a shaper destination */
 	struct retry_policy policy;
@@ -176,6 +187,56 @@ set_outcome(struct smtp_outcome *o, enum smtp_result r, const char *stage, const
 	o->result = r;
 	o->stage = stage;
 	util_strlcpy(o->text, text, sizeof(o->text));
+}
+
+/* --- relay addresses (server/relaydns.c) ---------------------------------- */
+
+/*
+ * One relaydns per process, shared by its loops (they all have the
+ * process's config); a loop whose relay differs gets its own.
+ */
+static pthread_mutex_t relay_dns_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct relaydns *relay_dns;        /* under relay_dns_mu */
+static char relay_dns_host[RELAYDNS_HOST_MAX];
+static uint16_t relay_dns_port;
+static int relay_dns_refs;
+
+/* The relay's addresses for a loop; NULL with err. *shared says which to put back. */
+static struct relaydns *
+relay_dns_get(const struct smtp_target *t, int *shared, char *err, size_t errlen)
+{
+	struct relaydns *r;
+
+	*shared = 0;
+	pthread_mutex_lock(&relay_dns_mu);
+	if (relay_dns != NULL && relay_dns_port == t->port && strcmp(relay_dns_host, t->host) == 0) {
+		r = relay_dns;
+		relay_dns_refs++;
+		*shared = 1;
+	} else if ((r = relaydns_new(t->host, t->port, NULL, err, errlen)) != NULL && relay_dns == NULL) {
+		relay_dns = r;
+		util_strlcpy(relay_dns_host, t->host, sizeof(relay_dns_host));
+		relay_dns_port = t->port;
+		relay_dns_refs = 1;
+		*shared = 1;
+	}
+	pthread_mutex_unlock(&relay_dns_mu);
+	return r;
+}
+
+static void
+relay_dns_put(struct relaydns *r, int shared)
+{
+	if (r == NULL || !shared) {
+		relaydns_free(r);
+		return;
+	}
+	pthread_mutex_lock(&relay_dns_mu);
+	if (--relay_dns_refs == 0) {
+		relaydns_free(relay_dns);   /* returns at once, even mid-lookup */
+		relay_dns = NULL;
+	}
+	pthread_mutex_unlock(&relay_dns_mu);
 }
 
 /* --- direct delivery ---------------------------------------------------- */
@@ -333,6 +394,23 @@ on_engine_done(struct smtp_job *sj, const struct smtp_outcome *o, void *arg)
 		    o->stage, o->text);
 		submit_next(w, j);   /* on shutdown it records "shutdown": left pending */
 		return;
+	}
+	if (j->route == NULL && w->rdns != NULL && !j->relay_retried && connect_stage_tempfail(o)) {
+		char next[RELAYDNS_ADDR_MAX];
+
+		if (relaydns_next(w->rdns, sj->target.connect_addr, next, sizeof(next)) == 0) {
+			/* once per job: the relay's next address, before recording anything */
+			log_info("worker %s: msg_id=%s rcpt_idx=%d: relay %s [%s]:%u %s (%.120s); "
+			    "trying its next address [%s]", w->consumer, j->d->msg_id, j->d->rcpt_idx,
+			    sj->target.host, sj->target.connect_addr, sj->target.port, o->stage, o->text, next);
+			j->relay_retried = 1;
+			util_strlcpy(j->sj.target.connect_addr, next, sizeof(j->sj.target.connect_addr));
+			if (smtp_engine_submit(w->engine, &j->sj) != 0) {
+				set_outcome(&j->out, SMTP_RESULT_TEMPFAIL, "shutdown", "worker shutting down");
+				push_done(w, j);
+			}
+			return;
+		}
 	}
 	if (o->stage == NULL || strcmp(o->stage, "shutdown") != 0)
 		metrics_smtp_transaction((int)o->result);
@@ -515,8 +593,22 @@ dispatch_send(struct worker *w, struct job *j)
 		return;
 	}
 	j->sj.target = w->cfg->relay;
-	log_debug("worker %s: sending msg_id=%s rcpt_idx=%d attempt=%d", w->consumer,
-	    d->msg_id, d->rcpt_idx, d->attempts);
+	{
+		/* the host stays the relay name, for SNI and the certificate check */
+		char ip[RELAYDNS_ADDR_MAX], why[256], text[600];
+
+		if (relaydns_pick(w->rdns, ip, sizeof(ip), why, sizeof(why)) != 0) {
+			/* never the engine's business: it would block on the lookup */
+			snprintf(text, sizeof(text), "relay host %s: not resolved yet (%s)",
+			    j->sj.target.host, why);
+			set_outcome(&j->out, SMTP_RESULT_TEMPFAIL, "dns", text);
+			push_done(w, j);
+			return;
+		}
+		util_strlcpy(j->sj.target.connect_addr, ip, sizeof(j->sj.target.connect_addr));
+	}
+	log_debug("worker %s: sending msg_id=%s rcpt_idx=%d attempt=%d via [%s]:%u", w->consumer,
+	    d->msg_id, d->rcpt_idx, d->attempts, j->sj.target.connect_addr, j->sj.target.port);
 	if (smtp_engine_submit(w->engine, &j->sj) != 0) {
 		set_outcome(&j->out, SMTP_RESULT_TEMPFAIL, "shutdown", "worker shutting down");
 		push_done(w, j);
@@ -561,6 +653,15 @@ feeder_main(void *arg)
 		log_error("worker %s: out of memory", w->consumer);
 		return NULL;
 	}
+	/*
+	 * Relay mode: give the relay's first lookup a moment (bounded, still
+	 * stoppable), so that work waiting at start is not deferred only
+	 * because it came first.
+	 */
+	for (int64_t until = util_mono_ms() + 5000; w->rdns != NULL &&
+	    !atomic_load(&w->stop_feed) && util_mono_ms() < until;)
+		if (relaydns_wait_first(w->rdns, 100) == 0)
+			break;
 	while (!atomic_load(&w->stop_feed)) {
 		int room, n;
 		int64_t mono = util_mono_ms();
@@ -900,6 +1001,9 @@ worker_start(const struct config *cfg, int index, char *err, size_t errlen)
 			goto fail;
 		snprintf(w->relay_dest, sizeof(w->relay_dest), "relay %s:%u", cfg->relay.host, cfg->relay.port);
 	}
+	if (cfg->relay_set &&
+	    (w->rdns = relay_dns_get(&cfg->relay, &w->rdns_shared, err, errlen)) == NULL)
+		goto fail;
 	if (!cfg->relay_set) {
 		struct route_config rc;
 
@@ -962,6 +1066,8 @@ worker_stop(struct worker *w, double grace_s)
 	if (w->engine != NULL)
 		smtp_engine_free(w->engine);   /* unfinished jobs: outcome "shutdown" */
 	shaper_free(w->shaper);   /* after the engine: on_engine_done reports to it */
+	relay_dns_put(w->rdns, w->rdns_shared);   /* after the engine and the shaper: both pick */
+	w->rdns = NULL;
 	pthread_mutex_lock(&w->mu);
 	atomic_store(&w->stop_record, 2);
 	pthread_cond_broadcast(&w->cv);

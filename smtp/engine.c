@@ -7,7 +7,12 @@
  * deadline; the epoll timeout is the nearest one) and the reporting of
  * outcomes: exactly one on_done per submitted job, always on the engine
  * thread. The protocol itself lives in session.c. Must never block except
- * in epoll_wait (and getaddrinfo, for now), never log secrets.
+ * in epoll_wait, never log secrets. One exception remains: a target
+ * without connect_addr has its host resolved with getaddrinfo on this
+ * thread (session.c). txmail's worker never submits one - MX hosts come
+ * from server/route.c and the relay's addresses from server/relaydns.c,
+ * both on their own threads - so that path is left to other callers (the
+ * unit tests).
  *
  * A write to a socket whose peer has gone must not kill the process: the
  * plain path uses MSG_NOSIGNAL, and because OpenSSL writes with write(2),

@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """bench_api.py - the accept path alone: `txmail api` against a real
-redis-server (AOF on), no workers, N POST /v1/messages from C keep-alive
-clients. Prints accepts per second and, as the reference measured in the
+redis-server (AOF on), no workers, POST /v1/messages from keep-alive
+clients: wrk (C, --client wrk, the default when installed; -d seconds) or
+the Python client of bench.py (--client python; -n messages). Prints
+accepts per second and, as the reference measured in the
 same run on the same Redis, redis-benchmark's rate of unpipelined PINGs
 (one round trip each), so the ratio says how many Redis round trips' worth
 of time one accepted message costs (the design budget is about one). No assertion:
@@ -31,11 +33,35 @@ def wait_port(port, timeout=10):
     raise SystemExit(f"bench_api: port {port} never opened")
 
 
+def run_wrk(tmp, port, body, conns, seconds):
+    """wrk with a POST script; every answer must be 202. (rate, requests)."""
+    script = os.path.join(tmp, "post.lua")
+    with open(script, "w") as f:
+        f.write('wrk.method = "POST"\n'
+                'wrk.headers["Content-Type"] = "application/json"\n'
+                'wrk.headers["Authorization"] = "Bearer bench-key"\n'
+                'wrk.body = %s\n' % json.dumps(body.decode()))
+    out = subprocess.run(["wrk", "-t2", "-c%d" % conns, "-d%ds" % seconds, "-s", script,
+                          "http://127.0.0.1:%d/v1/messages" % port],
+                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    m = re.search(r"(\d+) requests in ([\d.]+)s", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m or not rps:
+        raise SystemExit("bench_api: cannot read wrk's output:\n" + out)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if bad:
+        raise SystemExit(f"bench_api: {bad.group(1)} answers were not 2xx:\n{out}")
+    return float(rps.group(1)), int(m.group(1))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bin", default="build/txmail")
     ap.add_argument("-n", type=int, default=4000)
     ap.add_argument("-c", type=int, default=16)
+    ap.add_argument("-d", type=int, default=10, help="seconds of load (wrk)")
+    ap.add_argument("--client", choices=("wrk", "python"),
+                    default="wrk" if shutil.which("wrk") else "python")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="txmail-bench-api-")
     rport, hport = free_port(), free_port()
@@ -53,18 +79,22 @@ def main():
         body = json.dumps({"from": "Bench <bench@example.com>", "to": "user@example.com",
                            "subject": "Your code is 123456",
                            "text": "Your verification code is 123456.\n"}).encode()
-        t0 = time.monotonic()
-        bad = post_messages(hport, "bench-key", body, a.n, a.c)
-        rate = a.n / (time.monotonic() - t0)
-        if bad:
-            raise SystemExit(f"bench_api: {len(bad)} sends refused: {bad[:5]}")
+        if a.client == "wrk":
+            rate, n = run_wrk(tmp, hport, body, a.c, a.d)
+        else:
+            t0 = time.monotonic()
+            bad = post_messages(hport, "bench-key", body, a.n, a.c)
+            rate, n = a.n / (time.monotonic() - t0), a.n
+            if bad:
+                raise SystemExit(f"bench_api: {len(bad)} sends refused: {bad[:5]}")
+        a.n = n
         out = subprocess.run(["redis-benchmark", "-p", str(rport), "-c", str(a.c), "-n",
                               str(a.n * 5), "-q", "-t", "ping_mbulk"],
                              capture_output=True, text=True, timeout=120).stdout
         m = re.search(r"([\d.]+) requests per second", out)
         ref = float(m.group(1)) if m else 0.0
         print(f"reference (redis-benchmark PING, {a.c} clients): {ref:9.0f} round trips/s")
-        print(f"txmail api accept (HTTP 202):           {rate:9.0f} msg/s")
+        print(f"txmail api accept (HTTP 202, {a.client}):    {rate:9.0f} msg/s")
         if ref:
             print(f"round trips' worth of time per accept:  {ref / rate:9.2f}")
     finally:

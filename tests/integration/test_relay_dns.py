@@ -1,0 +1,259 @@
+"""test_relay_dns.py - a relay given by name (TXMAIL_RELAY=smtp://...@NAME:port)
+is resolved off the SMTP engine thread (server/relaydns.c) and each delivery
+connects to one of its addresses, while TLS still checks the name.
+
+  - by name: smtp://user:pass@localhost:PORT?tls=required (the test
+    certificate names DNS:localhost) delivers over verified STARTTLS + AUTH.
+    The peer listens on 127.0.0.1 only; where localhost also resolves to ::1
+    that address is refused and the job moves to the next one;
+  - a name that does not resolve (.invalid): each message is deferred after
+    one attempt with a "relay host NAME: not resolved yet (...)" detail, the
+    engine never looks the name up itself (no "DNS lookup of" from
+    smtp/session.c), nothing reaches the peer, and /healthz and the API stay
+    quick throughout, with two worker loops;
+  - with a private /etc/hosts (a mount namespace: `unshare -rm` and a bind
+    mount; skipped where the machine cannot make one):
+      * localhost -> 127.0.0.3 (nothing listens) and 127.0.0.1: every message
+        is delivered on its first attempt; the ones given 127.0.0.3 are
+        moved to the next address before anything is recorded;
+      * a name the certificate does not cover, pointing at the very peer
+        (127.0.0.1 is in the certificate as an IP): deferred with a
+        certificate failure and nothing sent past STARTTLS - verification
+        is of the relay name, not of the address connected to.
+
+Must never: wait without a deadline, or trust txmail's view where the peer's
+(its transcript and maildir) can be checked.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+
+import helpers
+from helpers import Txmail, dl, free_port, wait_until
+
+NO_RETRY = {"TXMAIL_RETRY_BASE": "60", "TXMAIL_RETRY_MAX": "60"}
+
+
+def send(api, to, subject="relay dns"):
+    r = api.send({"from": "sender@example.com", "to": to, "subject": subject, "text": "hello\n"})
+    assert r.status == 202, "POST /v1/messages: got %s %r, want 202" % (r.status, r.body)
+    return r.json["id"]
+
+
+def wait_status(api, mid, want, timeout):
+    """Wait until the message's first recipient is `want`; another final status fails at once."""
+    last = {}
+
+    def check():
+        r = api.get("/v1/messages/" + mid)
+        assert r.status == 200, "GET /v1/messages/%s: got %s %r" % (mid, r.status, r.body)
+        last["j"] = r.json
+        got = r.json["recipients"][0]["status"]
+        assert got == want or got not in ("delivered", "failed"), "%s: recipient got %r, want %r: %r" % (
+            mid, got, want, r.json)
+        return r.json if got == want else None
+    return wait_until(check, timeout, "%s: recipient %s" % (mid, want), interval=0.05,
+                      diag=lambda: "last GET: %r" % (last.get("j"),))
+
+
+def read(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def timed_get(c, path):
+    t0 = time.monotonic()
+    r = c.get(path, auth=False)
+    return r, time.monotonic() - t0
+
+
+# --- the system resolver -----------------------------------------------------------
+
+def test_relay_by_name_delivers(txmail_factory, smtp_peer):
+    env = dict(NO_RETRY)
+    env["TXMAIL_RELAY"] = "smtp://%s:%s@localhost:%d?tls=required" % (
+        smtp_peer.user, smtp_peer.password, smtp_peer.port)
+    tx = txmail_factory(extra_env=env)
+    api = tx.client()
+    try:
+        rcpts = ["rcpt%d@example.com" % i for i in range(3)]
+        mids = [send(api, to) for to in rcpts]
+        for mid in mids:
+            j = wait_status(api, mid, "delivered", dl(20))
+            assert j["recipients"][0]["attempts"] == 1, "attempts: got %r, want 1" % j["recipients"]
+        for to in rcpts:
+            (got,) = smtp_peer.wait_for_rcpt(to, dl(10))
+            assert got.meta["tls"] is True and got.meta["auth_user"] == "user", "got %r" % got.meta
+        log = read(tx.log)
+        assert re.search(r"relay host localhost: resolved to \S", log), \
+            "txmail log: want the relay's resolved addresses:\n%s" % log[-3000:]
+        assert "DNS lookup of" not in log, "the engine resolved the relay itself:\n%s" % log[-3000:]
+    finally:
+        api.close()
+
+
+def test_relay_unresolvable_defers_and_stays_responsive(txmail_factory, smtp_peer):
+    env = dict(NO_RETRY)
+    env["TXMAIL_WORKERS"] = "2"
+    env["TXMAIL_RELAY"] = "smtp://%s:%s@no-such-host.invalid:%d?tls=required" % (
+        smtp_peer.user, smtp_peer.password, smtp_peer.port)
+    tx = txmail_factory(extra_env=env)
+    api = tx.client()
+    probe = tx.client()
+    try:
+        worst = 0.0
+        mids = []
+        for i in range(10):
+            mids.append(send(api, "rcpt%d@example.com" % i))
+            r, took = timed_get(probe, "/healthz")
+            assert r.status == 200, "/healthz: got %s %r" % (r.status, r.body)
+            worst = max(worst, took)
+        want = "relay host no-such-host.invalid: not resolved yet ("
+        for mid in mids:
+            j = wait_status(api, mid, "deferred", dl(15))
+            rc = j["recipients"][0]
+            assert rc["attempts"] == 1, "attempts: got %r, want 1" % rc
+            text = json.dumps(j)
+            assert want in text, "GET /v1/messages/%s: got %s, want a %r detail" % (mid, text, want)
+            r, took = timed_get(probe, "/healthz")
+            assert r.status == 200, "/healthz: got %s %r" % (r.status, r.body)
+            worst = max(worst, took)
+        assert worst < dl(1), "/healthz took %.3fs at worst while the relay did not resolve" % worst
+        log = read(tx.log)
+        assert log.count(" started (concurrency") == 2, "want two worker loops:\n%s" % log[-3000:]
+        assert re.search(r"relay host no-such-host\.invalid: lookup failed \(", log), \
+            "txmail log: want the failed lookup:\n%s" % log[-3000:]
+        assert "DNS lookup of" not in log, "the engine resolved the relay itself:\n%s" % log[-3000:]
+        assert smtp_peer.count() == 0
+        assert "CONNECT " not in read(smtp_peer.log), "a connection reached the peer: %s" % read(smtp_peer.log)
+    finally:
+        probe.close()
+        api.close()
+
+
+# --- a private /etc/hosts -----------------------------------------------------------------
+
+def _hosts_ns_problem(workdir):
+    """None when `unshare -rm` + a bind mount over /etc/hosts works here, else why not."""
+    if shutil.which("unshare") is None or shutil.which("getent") is None:
+        return "unshare or getent missing"
+    hosts = os.path.join(workdir, "probe-hosts")
+    with open(hosts, "w") as f:
+        f.write("127.0.0.9 relaydns-probe.test\n")
+    try:
+        p = subprocess.run(["unshare", "-rm", "sh", "-c",
+                            'mount --bind "$1" /etc/hosts && exec getent ahosts relaydns-probe.test',
+                            "sh", hosts], capture_output=True, timeout=dl(10), stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return "unshare failed: %r" % (e,)
+    if p.returncode != 0 or b"127.0.0.9" not in p.stdout:
+        return "no private /etc/hosts (rc %s): %s" % (p.returncode, p.stderr.decode(errors="replace")[-300:])
+    return None
+
+
+@pytest.fixture
+def hosts_txmail(txmail_binary, txmail_env, workdir, register_log):
+    """start(hosts_text, extra_env) -> Txmail: a `txmail run` that sees hosts_text as /etc/hosts."""
+    why = _hosts_ns_problem(workdir)
+    if why is not None:
+        pytest.skip("cannot give txmail a private /etc/hosts: " + why)
+    procs = []
+
+    def start(hosts_text, extra_env):
+        n = len(procs) + 1
+        hosts = os.path.join(workdir, "hosts-%d" % n)
+        with open(hosts, "w") as f:
+            f.write(hosts_text)
+        wrapper = os.path.join(workdir, "txmail-hosts-%d" % n)
+        with open(wrapper, "w") as f:
+            f.write('#!/bin/sh\n# txmail with %s as /etc/hosts (test_relay_dns.py)\n'
+                    'exec unshare -rm sh -c \'mount --bind "$1" /etc/hosts && shift && exec "$@"\' '
+                    'sh "%s" "%s" "$@"\n' % (hosts, hosts, txmail_binary))
+        os.chmod(wrapper, 0o755)
+        env = dict(txmail_env)
+        port = free_port()
+        env["TXMAIL_LISTEN"] = "127.0.0.1:%d" % port
+        env.update(extra_env)
+        logp = os.path.join(workdir, "txmail-hosts-%d.log" % n)
+        name = "txmail run (private hosts) #%d" % n
+        t = Txmail(wrapper, ["run"], helpers.clean_env(env), logp, port=port,
+                   key=env["TXMAIL_API_KEYS"].split(",")[0], name=name)
+        procs.append(t)
+        register_log(name + " log", logp)
+        t.start()
+        return t
+
+    yield start
+    problems = []
+    for t in procs:
+        t.stop()
+        problems.extend(t.problems)
+    if problems:
+        pytest.fail("txmail teardown problems:\n" + "\n".join(problems), pytrace=False)
+
+
+def test_relay_next_address_after_a_refused_one(hosts_txmail, smtp_peer):
+    env = dict(NO_RETRY)
+    env["TXMAIL_RELAY"] = "smtp://%s:%s@localhost:%d?tls=required" % (
+        smtp_peer.user, smtp_peer.password, smtp_peer.port)
+    # nothing listens on 127.0.0.3: a connection there is refused at once
+    tx = hosts_txmail("127.0.0.3 localhost\n127.0.0.1 localhost\n", env)
+    api = tx.client()
+    try:
+        log_rx = re.compile(r"relay host localhost: resolved to (127\.0\.0\.[13]), (127\.0\.0\.[13])")
+        m = wait_until(lambda: log_rx.search(read(tx.log)), dl(10), "the relay's two addresses",
+                       diag=lambda: read(tx.log)[-2000:])
+        assert {m.group(1), m.group(2)} == {"127.0.0.1", "127.0.0.3"}, "got %r" % m.group(0)
+        rcpts = ["rcpt%d@example.com" % i for i in range(4)]
+        mids = [send(api, to) for to in rcpts]
+        for mid in mids:
+            j = wait_status(api, mid, "delivered", dl(20))
+            rc = j["recipients"][0]
+            assert rc["attempts"] == 1, "attempts: got %r, want 1 (moved on before recording)" % rc
+            assert "deferred" not in json.dumps(j["events"]), "a deferral was recorded: %r" % j["events"]
+        for to in rcpts:
+            (got,) = smtp_peer.wait_for_rcpt(to, dl(10))
+            assert got.meta["tls"] is True and got.meta["auth_user"] == "user", "got %r" % got.meta
+        # round-robin: half of the four were given 127.0.0.3 first
+        moved = re.findall(r"relay localhost \[127\.0\.0\.3\]:\d+ connect \([^\n]*\); "
+                           r"trying its next address \[127\.0\.0\.1\]", read(tx.log))
+        assert len(moved) == 2, "got %d moves from 127.0.0.3 to 127.0.0.1, want 2:\n%s" % (
+            len(moved), read(tx.log)[-3000:])
+        assert "DNS lookup of" not in read(tx.log)
+    finally:
+        api.close()
+
+
+def test_relay_tls_checks_the_name_not_the_address(hosts_txmail, smtp_peer):
+    env = dict(NO_RETRY)
+    env["TXMAIL_RELAY"] = "smtp://%s:%s@relay-not-in-cert.test:%d?tls=required" % (
+        smtp_peer.user, smtp_peer.password, smtp_peer.port)
+    # the very peer, whose certificate names DNS:localhost and IP:127.0.0.1
+    tx = hosts_txmail("127.0.0.1 relay-not-in-cert.test localhost\n", env)
+    api = tx.client()
+    try:
+        mid = send(api, "rcpt@example.com")
+        j = wait_status(api, mid, "deferred", dl(20))
+        assert j["recipients"][0]["attempts"] == 1, "attempts: got %r" % j["recipients"]
+        text = json.dumps(j)
+        assert "certificate verification failed" in text, "got %s, want a certificate failure" % text
+        assert smtp_peer.count() == 0, "peer stored %d message(s)" % smtp_peer.count()
+        transcript = read(smtp_peer.log)
+        assert "C: STARTTLS" in transcript, "got transcript %r, want STARTTLS" % transcript[-2000:]
+        for cmd in ("C: AUTH", "C: MAIL"):
+            assert cmd not in transcript, "%r sent past a refused certificate:\n%s" % (cmd, transcript[-2000:])
+        line = wait_until(lambda: re.search(r"TLS handshake with [^\n]*failed[^\n]*", read(tx.log)), dl(5),
+                          "the TLS failure in the log", diag=lambda: read(tx.log)[-2000:]).group(0)
+        assert "relay-not-in-cert.test" in line and "mismatch" in line, \
+            "got %r, want a host name mismatch for relay-not-in-cert.test" % line
+    finally:
+        api.close()
