@@ -265,58 +265,147 @@ config_parse_relay(const char *url, struct smtp_target *out, char *err, size_t e
 	return 0;
 }
 
+/* "[user]:password" of a Redis URL, in[0..len), percent-decoded into out. */
+static int
+redis_userinfo(const char *in, size_t len, struct redis_addr *out, char *err, size_t errlen)
+{
+	const char *colon = memchr(in, ':', len);
+
+	if (colon == NULL)
+		return cfg_err(err, errlen, "%s", "redis URL: credentials must be user:password@ "
+		    "or :password@ (AUTH needs a password)");
+	if (pct_decode(in, (size_t)(colon - in), out->user, sizeof(out->user)) != 0)
+		return cfg_err(err, errlen, "%s", "redis URL: bad user name");
+	if (pct_decode(colon + 1, len - (size_t)(colon - in) - 1, out->pass, sizeof(out->pass)) != 0 ||
+	    out->pass[0] == '\0')
+		return cfg_err(err, errlen, "%s", "redis URL: bad password");
+	return 0;
+}
+
+static int
+redis_db(const char *s, int *db, char *err, size_t errlen)
+{
+	char *e;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &e, 10);
+	if (errno != 0 || *e != '\0' || e == s || v < 0 || v > 1000000)
+		return cfg_err(err, errlen, "%s", "redis URL: bad db number");
+	*db = (int)v;
+	return 0;
+}
+
+/*
+ * unix://[userinfo@]/path[?db=N]: the credentials end at the first '/'
+ * (as in any URL), so the path may hold an '@'.
+ */
+static int
+redis_parse_unix(const char *p, struct redis_addr *out, char *err, size_t errlen)
+{
+	const char *q;
+	size_t pl;
+
+	if (*p != '/') {
+		const char *slash = strchr(p, '/');
+
+		if (slash == NULL || memchr(p, '@', (size_t)(slash - p)) == NULL)
+			return cfg_err(err, errlen, "%s", "redis URL: unix:// needs an absolute path");
+		if (slash[-1] != '@')
+			return cfg_err(err, errlen, "%s", "redis URL: unix://[[user]:password@]/path: "
+			    "percent-encode '/' in the user name or password as %2F");
+		if (redis_userinfo(p, (size_t)(slash - p - 1), out, err, errlen) != 0)
+			return -1;
+		p = slash;
+	}
+	q = strchr(p, '?');
+	pl = q != NULL ? (size_t)(q - p) : strlen(p);
+	if (pl == 0 || pl >= sizeof(out->path))
+		return cfg_err(err, errlen, "%s", "redis URL: unix:// needs an absolute path");
+	memcpy(out->path, p, pl);
+	out->path[pl] = '\0';
+	out->is_unix = 1;
+	if (q != NULL) {
+		if (strncmp(q, "?db=", 4) != 0)
+			return cfg_err(err, errlen, "%s", "redis URL: only ?db=N is understood");
+		if (redis_db(q + 4, &out->db, err, errlen) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/*
+ * redis://[userinfo@]host[:port][/db]: nothing after the host may hold an
+ * '@', so the last one ends the credentials and a password may hold any
+ * character unencoded but NUL.
+ */
+static int
+redis_parse_tcp(const char *p, struct redis_addr *out, char *err, size_t errlen)
+{
+	const char *at = strrchr(p, '@'), *slash, *h, *port;
+	size_t hl, pl, len;
+
+	if (at != NULL) {
+		if (redis_userinfo(p, (size_t)(at - p), out, err, errlen) != 0)
+			return -1;
+		p = at + 1;
+	}
+	slash = strchr(p, '/');
+	len = slash != NULL ? (size_t)(slash - p) : strlen(p);
+	if (split_hostport(p, len, &h, &hl, &port, &pl) != 0 || !host_ok(h, hl) ||
+	    hl >= sizeof(out->host))
+		return cfg_err(err, errlen, "%s", "redis URL: bad host");
+	memcpy(out->host, h, hl);
+	out->host[hl] = '\0';
+	out->port = 6379;
+	if (port != NULL && (parse_port(port, pl, &out->port) != 0 || out->port == 0))
+		return cfg_err(err, errlen, "%s", "redis URL: bad port");
+	if (slash != NULL && slash[1] != '\0' && redis_db(slash + 1, &out->db, err, errlen) != 0)
+		return -1;
+	return 0;
+}
+
 int
 config_parse_redis(const char *url, struct redis_addr *out, char *err, size_t errlen)
 {
+	int rc;
+
 	memset(out, 0, sizeof(*out));
-	if (strncmp(url, "unix://", 7) == 0) {
-		const char *path = url + 7, *q = strchr(path, '?');
-		size_t pl = q != NULL ? (size_t)(q - path) : strlen(path);
-		if (pl == 0 || path[0] != '/' || pl >= sizeof(out->path))
-			return cfg_err(err, errlen, "%s", "redis URL: unix:// needs an absolute path");
-		memcpy(out->path, path, pl);
-		out->path[pl] = '\0';
-		out->is_unix = 1;
-		if (q != NULL) {
-			char *e;
-			long db;
-			if (strncmp(q, "?db=", 4) != 0)
-				return cfg_err(err, errlen, "%s", "redis URL: only ?db=N is understood");
-			errno = 0;
-			db = strtol(q + 4, &e, 10);
-			if (errno != 0 || *e != '\0' || e == q + 4 || db < 0 || db > 1000000)
-				return cfg_err(err, errlen, "%s", "redis URL: bad db number");
-			out->db = (int)db;
-		}
-		return 0;
+	if (strncmp(url, "unix://", 7) == 0)
+		rc = redis_parse_unix(url + 7, out, err, errlen);
+	else if (strncmp(url, "redis://", 8) == 0)
+		rc = redis_parse_tcp(url + 8, out, err, errlen);
+	else if (strncmp(url, "rediss://", 9) == 0)
+		return cfg_err(err, errlen, "%s", "redis URL: rediss:// (TLS) is not supported: this "
+		    "build's hiredis has no TLS; use redis:// to a Redis on a private network");
+	else {
+		/* echo the scheme only (what ends at a ':'): the rest may hold a password */
+		size_t n = strcspn(url, ":/@?");
+
+		return cfg_err(err, errlen, "redis URL must be redis://[[user]:password@]host[:port][/db] "
+		    "or unix://[[user]:password@]/path[?db=N] (got \"%.*s...\")",
+		    url[n] != ':' ? 0 : n > 16 ? 16 : (int)n, url);
 	}
-	if (strncmp(url, "redis://", 8) == 0) {
-		const char *p = url + 8, *slash = strchr(p, '/'), *h, *port;
-		size_t hl, pl, len = slash != NULL ? (size_t)(slash - p) : strlen(p);
-		if (memchr(p, '@', len) != NULL)
-			return cfg_err(err, errlen, "%s", "redis URL: credentials are not supported yet");
-		if (split_hostport(p, len, &h, &hl, &port, &pl) != 0 || !host_ok(h, hl) ||
-		    hl >= sizeof(out->host))
-			return cfg_err(err, errlen, "%s", "redis URL: bad host");
-		memcpy(out->host, h, hl);
-		out->host[hl] = '\0';
-		out->port = 6379;
-		if (port != NULL && (parse_port(port, pl, &out->port) != 0 || out->port == 0))
-			return cfg_err(err, errlen, "%s", "redis URL: bad port");
-		if (slash != NULL && slash[1] != '\0') {
-			char *e;
-			long db;
-			errno = 0;
-			db = strtol(slash + 1, &e, 10);
-			if (errno != 0 || *e != '\0' || db < 0 || db > 1000000)
-				return cfg_err(err, errlen, "%s", "redis URL: bad db number");
-			out->db = (int)db;
-		}
-		return 0;
-	}
-	/* echo the scheme only: the rest may hold a password */
-	return cfg_err(err, errlen, "redis URL must be redis://host:port[/db] or unix:///path (got \"%.*s...\")",
-	    (int)(strcspn(url, ":/@?") > 16 ? 16 : strcspn(url, ":/@?")), url);
+	if (rc != 0)
+		explicit_bzero(out, sizeof(*out));
+	return rc;
+}
+
+void
+config_redis_masked(const struct redis_addr *a, char *out, size_t outlen)
+{
+	char cred[sizeof(a->user) + 8] = "", db[24] = "";
+	int v6 = strchr(a->host, ':') != NULL;
+
+	if (a->pass[0] != '\0')
+		snprintf(cred, sizeof(cred), "%s:***@", a->user);
+	if (a->db != 0)
+		snprintf(db, sizeof(db), a->is_unix ? "?db=%d" : "/%d", a->db);
+	if (a->is_unix)
+		snprintf(out, outlen, "unix://%s%s%s", cred, a->path, db);
+	else
+		snprintf(out, outlen, "redis://%s%s%s%s:%u%s", cred, v6 ? "[" : "", a->host,
+		    v6 ? "]" : "", (unsigned)a->port, db);
 }
 
 #define SECRET_NAME_MAX 64        /* longest variable name config_secret takes */
@@ -731,6 +820,7 @@ config_free(struct config *cfg)
 	}
 	cfg->napi_keys = 0;
 	explicit_bzero(cfg->relay.pass, sizeof(cfg->relay.pass));
+	explicit_bzero(cfg->redis.pass, sizeof(cfg->redis.pass));
 	explicit_bzero(cfg->webhook_url, sizeof(cfg->webhook_url));
 	explicit_bzero(cfg->webhook_secret, sizeof(cfg->webhook_secret));
 	explicit_bzero(cfg->bounce_secret, sizeof(cfg->bounce_secret));
@@ -756,10 +846,14 @@ config_describe(const struct config *cfg)
 {
 	static const char *const tls_names[] = { "none", "starttls", "required", "implicit" };
 	char relay[sizeof(cfg->relay.user) + sizeof(cfg->relay.host) + 32];
+	char redis[sizeof(cfg->redis.path) + sizeof(cfg->redis.user) + 32];
 
+	if (cfg->redis_set)
+		config_redis_masked(&cfg->redis, redis, sizeof(redis));
+	else
+		util_strlcpy(redis, "embedded", sizeof(redis));
 	log_info("config listen=%s:%u redis=%s data_dir=%s api_keys=%zu helo=%s",
-	    cfg->listen_host, cfg->listen_port,
-	    !cfg->redis_set ? "embedded" : cfg->redis.is_unix ? cfg->redis.path : cfg->redis.host,
+	    cfg->listen_host, cfg->listen_port, redis,
 	    cfg->data_dir, cfg->napi_keys, cfg->helo_name);
 	log_info("config http_timeout=%ds webhook_allow_private=%d", cfg->http_timeout,
 	    cfg->webhook_allow_private);

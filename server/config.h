@@ -27,6 +27,8 @@ struct redis_addr {
 	char host[256];
 	uint16_t port;
 	int db;
+	char user[256];           /* ACL user name; "" = AUTH with the password alone */
+	char pass[512];           /* "" = no AUTH; a secret: never logged */
 };
 
 struct config {
@@ -108,8 +110,21 @@ int config_secret(const char *name, char *out, size_t outlen, char *err, size_t 
  */
 int config_parse_relay(const char *url, struct smtp_target *out, char *err, size_t errlen);
 
-/* config_parse_redis - "redis://host:port[/db]" or "unix:///path[?db=N]". 0, or -1 with err. */
+/*
+ * config_parse_redis - "redis://[[user]:password@]host[:port][/db]" or
+ * "unix://[[user]:password@]/path[?db=N]". User and password are
+ * percent-decoded (a '/' in the unix form's credentials must be: %2F); a
+ * user needs a password. Defaults: port 6379, db 0. 0, or -1 with err,
+ * which never holds the password; on error out holds no credentials.
+ */
 int config_parse_redis(const char *url, struct redis_addr *out, char *err, size_t errlen);
+
+/*
+ * config_redis_masked - addr as a URL with the password masked, for logs:
+ * "redis://user:***@host:6379/2", "redis://:***@host:6379",
+ * "unix://:***@/path?db=1". Truncated to outlen - 1.
+ */
+void config_redis_masked(const struct redis_addr *addr, char *out, size_t outlen);
 
 /* config_parse_listen - "host:port" or "[v6]:port". 0, or -1 with err. */
 int config_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port,

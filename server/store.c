@@ -7,13 +7,18 @@
  * (store_lua.h) run with EVALSHA, reloaded and retried once on NOSCRIPT.
  * Batches (fetch claims, records) are pipelined: append all, read all.
  *
- * Connection policy: connect and set-up (SELECT, SCRIPT LOAD, groups) with
- * a 1 s timeout, commands time out after 5 s (a blocking read gets its
- * block time on top). Any I/O error frees the
+ * Connection policy: connect and set-up (AUTH when the URL has a password,
+ * SELECT, SCRIPT LOAD, groups) with a 1 s timeout, commands time out after
+ * 5 s (a blocking read gets its block time on top). Any I/O error frees the
  * context and the call returns STORE_ERR_UNAVAILABLE; the next call
  * reconnects, at most once per 200 ms, so an outage makes calls fail fast
  * instead of spinning or hanging. Each (re)connect loads the scripts and
  * creates the consumer groups. Outages are logged once, at the transition.
+ * st_connect is the only place a connection is made: every handle, hence
+ * every thread and CLI, authenticates the same way. A refused AUTH is an
+ * outage too (STORE_ERR_UNAVAILABLE, so /readyz answers 503) logged as
+ * "redis: AUTH failed: <server's error>"; the password is never logged,
+ * not even inside a server reply.
  *
  * It must never trust a reply's shape (every reply is type-checked; a wrong
  * shape is STORE_ERR_PROTO plus a log line), never abort on Redis trouble,
@@ -119,6 +124,8 @@ struct store {
 	int timeout_ms;             /* current socket timeout of c */
 	int64_t last_try_ms;        /* monotonic time of the last connect attempt */
 	int down;                   /* an outage was logged; cleared on connect */
+	int auth_failed;            /* the last connect attempt was refused AUTH */
+	char why[256];              /* why the last connect attempt failed, for store_init */
 	int64_t retention_ms;
 	char sha[SC_COUNT][41];
 	char work_cursor[48];       /* XAUTOCLAIM cursors */
@@ -382,6 +389,20 @@ st_type_name(const redisReply *r)
 	}
 }
 
+/* st_is_busy - 1 for an error that means "Redis cannot serve now" (see st_bad). */
+static int
+st_is_busy(const redisReply *r)
+{
+	static const char *const busy[] = { "LOADING", "OOM", "READONLY", "MASTERDOWN",
+		"BUSY", "TRYAGAIN", "CLUSTERDOWN" };
+	size_t i;
+
+	for (i = 0; i < sizeof(busy) / sizeof(busy[0]); i++)
+		if (st_is_error(r, busy[i]))
+			return 1;
+	return 0;
+}
+
 /*
  * st_bad - log an unexpected reply; returns STORE_ERR_PROTO, or
  * STORE_ERR_UNAVAILABLE for errors that mean "Redis cannot serve now"
@@ -390,16 +411,14 @@ st_type_name(const redisReply *r)
 static int
 st_bad(const char *op, const redisReply *r)
 {
-	static const char *const busy[] = { "LOADING", "OOM", "READONLY", "MASTERDOWN",
-		"BUSY", "TRYAGAIN", "CLUSTERDOWN" };
-	size_t i;
-
-	for (i = 0; i < sizeof(busy) / sizeof(busy[0]); i++)
-		if (st_is_error(r, busy[i])) {
-			log_debug("msg=\"redis cannot serve\" op=%s err=\"%.200s\"", op, r->str);
-			return STORE_ERR_UNAVAILABLE;
-		}
-	if (r && r->type == REDIS_REPLY_ERROR && r->str)
+	if (st_is_busy(r)) {
+		log_debug("msg=\"redis cannot serve\" op=%s err=\"%.200s\"", op, r->str);
+		return STORE_ERR_UNAVAILABLE;
+	}
+	if (st_is_error(r, "NOAUTH"))
+		log_error("msg=\"redis: AUTH required: TXMAIL_REDIS_URL has no password\" op=%s "
+		    "err=\"%.200s\"", op, r->str);
+	else if (r && r->type == REDIS_REPLY_ERROR && r->str)
 		log_error("msg=\"redis error\" op=%s err=\"%.200s\"", op, r->str);
 	else
 		log_error("msg=\"unexpected redis reply\" op=%s type=%s", op, st_type_name(r));
@@ -514,6 +533,51 @@ st_create_groups(struct store *s)
 	return 0;
 }
 
+/*
+ * st_auth - first command on a new connection when the URL has a password:
+ * "AUTH user pass" (Redis 6 ACL) or "AUTH pass". 0; STORE_ERR_UNAVAILABLE
+ * on I/O trouble or a busy server; STORE_ERR_PROTO when refused (then
+ * s->auth_failed is set, s->why says why, and the refusal is logged once
+ * until an AUTH succeeds or the server cannot be reached at all).
+ */
+static int
+st_auth(struct store *s)
+{
+	const char *argv[3];
+	redisReply *r = NULL;
+	int argc = 0, rc;
+
+	if (s->addr.pass[0] == '\0')
+		return 0;
+	argv[argc++] = "AUTH";
+	if (s->addr.user[0] != '\0')
+		argv[argc++] = s->addr.user;
+	argv[argc++] = s->addr.pass;
+	rc = st_simple(s, argc, argv, &r);
+	if (rc)
+		return rc;
+	if (r->type == REDIS_REPLY_STATUS) {
+		freeReplyObject(r);
+		return 0;
+	}
+	if (st_is_busy(r)) {
+		freeReplyObject(r);
+		return STORE_ERR_UNAVAILABLE;
+	}
+	/* "WRONGPASS ...", or "ERR ..." from a server without a password set. */
+	snprintf(s->why, sizeof(s->why), "AUTH failed: %.200s",
+	    r->type == REDIS_REPLY_ERROR && r->str ? r->str : "unexpected reply");
+	if (strstr(s->why, s->addr.pass) != NULL)
+		util_strlcpy(s->why, "AUTH failed (the server's reply is withheld: it holds the password)",
+		    sizeof(s->why));
+	if (!s->auth_failed)
+		log_error("msg=\"redis: %s\" addr=\"%s\" user=\"%.64s\"", s->why, s->desc,
+		    s->addr.user[0] ? s->addr.user : "default");
+	s->auth_failed = 1;
+	freeReplyObject(r);
+	return STORE_ERR_PROTO;
+}
+
 /* st_prepare - after connecting: SELECT, scripts, groups. */
 static int
 st_prepare(struct store *s)
@@ -581,6 +645,8 @@ st_connect(struct store *s)
 		if (!s->down)
 			log_warn("msg=\"redis unavailable\" addr=\"%s\" err=\"%s\"", s->desc,
 			    c ? c->errstr : "out of memory");
+		snprintf(s->why, sizeof(s->why), "%.200s", c ? c->errstr : "out of memory");
+		s->auth_failed = 0;
 		s->down = 1;
 		if (c)
 			redisFree(c);
@@ -594,6 +660,11 @@ st_connect(struct store *s)
 	rc = st_set_timeout(s, ST_CONNECT_TIMEOUT_MS);
 	if (rc)
 		goto fail;
+	s->why[0] = '\0';
+	rc = st_auth(s);
+	if (rc)
+		goto fail;
+	s->auth_failed = 0;
 	rc = st_prepare(s);
 	if (rc)
 		goto fail;
@@ -606,9 +677,9 @@ st_connect(struct store *s)
 	s->last_try_ms = now;
 	return 0;
 fail:
-	/* A LOADING or other error while preparing counts as unavailable. */
+	/* A refused AUTH, a LOADING or other error while preparing: unavailable. */
 	if (s->c) {
-		if (!s->down)
+		if (!s->down && !s->auth_failed)
 			log_warn("msg=\"redis not ready\" addr=\"%s\"", s->desc);
 		s->down = 1;
 		redisFree(s->c);
@@ -797,6 +868,7 @@ store_close(struct store *s)
 		return;
 	if (s->c)
 		redisFree(s->c);
+	explicit_bzero(s->addr.pass, sizeof(s->addr.pass));
 	free(s);
 }
 
@@ -814,8 +886,11 @@ store_init(struct store *s, char *err, size_t errlen)
 	else
 		rc = st_connect(s);
 	if (rc && err && errlen)
-		snprintf(err, errlen, "redis at %s: %s", s->desc,
+		snprintf(err, errlen, "redis at %s: %s", s->desc, s->why[0] ? s->why :
 		    rc == STORE_ERR_UNAVAILABLE ? "unavailable" : "unexpected reply");
+	/* Wrong credentials are no outage to wait out: the caller may stop. */
+	if (rc && s->auth_failed)
+		rc = STORE_ERR_PROTO;
 	return rc;
 }
 

@@ -8,8 +8,9 @@
  * fuzzer reaches past the scheme check at once). Checked on success: every
  * string out is NUL-terminated in its array, the host is not empty and has
  * no blank, CR, LF or '/', the port is not 0; on failure the error text is
- * NUL-terminated and not empty. Relay URLs carry passwords: the error text
- * must never echo the password of a URL that had user:pass@.
+ * NUL-terminated and not empty. Relay and Redis URLs carry passwords: the
+ * error text must never echo the password of a URL that had user:pass@
+ * (and a Redis URL's parsed password is NUL-terminated and wiped on error).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -40,6 +41,70 @@ check_err(int rc, const char *err, size_t cap)
 		abort();
 }
 
+static int
+parse_relay(const char *url, char *err, size_t errlen)
+{
+	struct smtp_target t;
+
+	return config_parse_relay(url, &t, err, errlen);
+}
+
+static int
+parse_redis(const char *url, char *err, size_t errlen)
+{
+	struct redis_addr r;
+
+	return config_parse_redis(url, &r, err, errlen);
+}
+
+/*
+ * abort if err (parse's error for s) echoes the password of s, found the
+ * way the parsers find it: from the first ':' after "scheme://" to the
+ * last '@'. relay: a '?' in it ends the URL for the relay parser, so such
+ * inputs are skipped. A password that happens to spell part of a fixed
+ * message is no echo: only one seen again, case-swapped, in the error for
+ * s with that password's letters case-swapped counts (swapping keeps every
+ * separator and every %XX escape as it was).
+ */
+static void
+check_no_password(const char *s, const char *err, int relay,
+    int (*parse)(const char *, char *, size_t))
+{
+	const char *at = strrchr(s, '@'), *colon = strstr(s, "://"), *pw;
+	size_t scheme = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-");
+	char pass[64], err2[256], *s2;
+	size_t off, n, i;
+	int letters = 0;
+
+	if (colon == NULL || colon != s + scheme || at == NULL || at < colon + 3)
+		return;
+	pw = memchr(colon + 3, ':', (size_t)(at - colon - 3));
+	if (pw == NULL || at - pw <= 8)
+		return;
+	if (relay && memchr(pw + 1, '?', (size_t)(at - pw - 1)) != NULL)
+		return;
+	snprintf(pass, sizeof(pass), "%.*s", (int)(at - pw - 1), pw + 1);
+	n = strlen(pass);
+	if (n <= 8 || strstr(err, pass) == NULL)
+		return;
+	if ((s2 = strdup(s)) == NULL)
+		abort();
+	off = (size_t)(pw + 1 - s);
+	for (i = 0; i < n; i++) {
+		char c = s2[off + i];
+
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
+			s2[off + i] = (char)(c ^ 0x20);
+			pass[i] = s2[off + i];
+			letters = 1;
+		}
+	}
+	memset(err2, 'x', sizeof(err2));
+	if (letters && parse(s2, err2, sizeof(err2)) != 0 && strstr(err2, pass) != NULL)
+		abort();
+	free(s2);
+}
+
 static void
 run(const char *s)
 {
@@ -61,18 +126,7 @@ run(const char *s)
 		    t.tls != SMTP_TLS_REQUIRED && t.tls != SMTP_TLS_IMPLICIT)
 			abort();
 	} else {
-		/* a password is never echoed: find one the way the parser would */
-		const char *at = strrchr(s, '@'), *colon = strstr(s, "://");
-		size_t scheme = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-");
-		if (colon != NULL && colon == s + scheme && at != NULL && at > colon) {
-			const char *pw = memchr(colon + 3, ':', (size_t)(at - colon - 3));
-			if (pw != NULL && at - pw > 8 && memchr(pw + 1, '?', (size_t)(at - pw - 1)) == NULL) {
-				char pass[64];
-				snprintf(pass, sizeof(pass), "%.*s", (int)(at - pw - 1), pw + 1);
-				if (strlen(pass) > 8 && strstr(err, pass) != NULL)
-					abort();
-			}
-		}
+		check_no_password(s, err, 1, parse_relay);
 	}
 
 	memset(err, 'x', sizeof(err));
@@ -87,8 +141,13 @@ run(const char *s)
 			if (r.port == 0)
 				abort();
 		}
-		if (r.db < 0)
+		if (r.db < 0 || memchr(r.user, '\0', sizeof(r.user)) == NULL ||
+		    memchr(r.pass, '\0', sizeof(r.pass)) == NULL || (r.user[0] != '\0' && r.pass[0] == '\0'))
 			abort();
+	} else {
+		if (r.user[0] != '\0' || r.pass[0] != '\0')
+			abort();
+		check_no_password(s, err, 0, parse_redis);
 	}
 
 	memset(err, 'x', sizeof(err));

@@ -113,7 +113,126 @@ Test(config, redis_urls)
 	cr_assert_neq(config_parse_redis("redis://h:70000", &a, err, sizeof(err)), 0);
 	cr_assert_neq(config_parse_redis("redis://h:1/x", &a, err, sizeof(err)), 0);
 	cr_assert_neq(config_parse_redis("memcached://h", &a, err, sizeof(err)), 0);
-	cr_assert_neq(config_parse_redis("redis://user:pw@h:1", &a, err, sizeof(err)), 0);
+}
+
+struct redis_case {
+	const char *url;
+	int ok;
+	int is_unix;
+	const char *host_or_path;
+	unsigned port;
+	int db;
+	const char *user, *pass;
+};
+
+static const struct redis_case redis_cases[] = {
+	{ "redis://h", 0, 0, "h", 6379, 0, "", "" },
+	{ "redis://h:6380/2", 0, 0, "h", 6380, 2, "", "" },
+	{ "redis://:pw@h", 0, 0, "h", 6379, 0, "", "pw" },
+	{ "redis://alice:pw@10.0.0.5:6390/3", 0, 0, "10.0.0.5", 6390, 3, "alice", "pw" },
+	{ "redis://:pw@[::1]:7000", 0, 0, "::1", 7000, 0, "", "pw" },
+	/* percent-decoded; the last '@' ends the credentials, so '/', '?', ':' need no escape */
+	{ "redis://us%40er:p%40ss%3Aw%2Fd@h/1", 0, 0, "h", 6379, 1, "us@er", "p@ss:w/d" },
+	{ "redis://u:a/b?c@d:e@h:1", 0, 0, "h", 1, 0, "u", "a/b?c@d:e" },
+	{ "redis://:%20x%25@h", 0, 0, "h", 6379, 0, "", " x%" },
+	{ "unix:///run/redis.sock", 0, 1, "/run/redis.sock", 0, 0, "", "" },
+	{ "unix://:pw@/run/redis.sock?db=4", 0, 1, "/run/redis.sock", 0, 4, "", "pw" },
+	{ "unix://bob:p%2Fw@/run/r@dis.sock", 0, 1, "/run/r@dis.sock", 0, 0, "bob", "p/w" },
+	{ "redis://user@h", -1, 0, NULL, 0, 0, NULL, NULL },       /* AUTH needs a password */
+	{ "redis://user:@h", -1, 0, NULL, 0, 0, NULL, NULL },
+	{ "redis://:@h", -1, 0, NULL, 0, 0, NULL, NULL },
+	{ "redis://:pw@", -1, 0, NULL, 0, 0, NULL, NULL },
+	{ "redis://:p%zz@h", -1, 0, NULL, 0, 0, NULL, NULL },
+	{ "redis://:p%00@h", -1, 0, NULL, 0, 0, NULL, NULL },
+	{ "redis://u%0:p@h", -1, 0, NULL, 0, 0, NULL, NULL },
+	{ "redis://:pw@h:0", -1, 0, NULL, 0, 0, NULL, NULL },
+	{ "redis://:pw@h/x", -1, 0, NULL, 0, 0, NULL, NULL },
+	{ "unix://:pw@relative.sock", -1, 0, NULL, 0, 0, NULL, NULL },
+	{ "unix://:p/w@/run/redis.sock", -1, 0, NULL, 0, 0, NULL, NULL },
+	{ "unix://pw@/run/redis.sock", -1, 0, NULL, 0, 0, NULL, NULL },
+	{ "unix://:pw@/run/redis.sock?db=x", -1, 0, NULL, 0, 0, NULL, NULL },
+	{ "rediss://:pw@h:6379", -1, 0, NULL, 0, 0, NULL, NULL },
+};
+
+Test(config, redis_urls_with_credentials)
+{
+	for (size_t i = 0; i < sizeof(redis_cases) / sizeof(redis_cases[0]); i++) {
+		const struct redis_case *c = &redis_cases[i];
+		struct redis_addr a;
+		char err[256] = "";
+		int rc = config_parse_redis(c->url, &a, err, sizeof(err));
+
+		cr_assert_eq(rc, c->ok, "%s: got rc %d (%s), want %d", c->url, rc, err, c->ok);
+		if (rc != 0) {
+			cr_assert(err[0] != '\0', "%s: error without a message", c->url);
+			cr_assert(a.user[0] == '\0' && a.pass[0] == '\0',
+			    "%s: credentials left in the output after an error", c->url);
+			continue;
+		}
+		cr_assert_eq(a.is_unix, c->is_unix, "%s: is_unix got %d, want %d", c->url, a.is_unix, c->is_unix);
+		if (c->is_unix)
+			cr_assert_str_eq(a.path, c->host_or_path, "%s: path got %s, want %s", c->url,
+			    a.path, c->host_or_path);
+		else {
+			cr_assert_str_eq(a.host, c->host_or_path, "%s: host got %s, want %s", c->url,
+			    a.host, c->host_or_path);
+			cr_assert_eq(a.port, c->port, "%s: port got %u, want %u", c->url, a.port, c->port);
+		}
+		cr_assert_eq(a.db, c->db, "%s: db got %d, want %d", c->url, a.db, c->db);
+		cr_assert_str_eq(a.user, c->user, "%s: user got %s, want %s", c->url, a.user, c->user);
+		cr_assert_str_eq(a.pass, c->pass, "%s: password got %s, want %s", c->url, a.pass, c->pass);
+	}
+}
+
+Test(config, redis_error_hides_password)
+{
+	static const char *const leaky[] = {
+		"rediss://:SECRETPW@h:6379",
+		"redis://:SECRETPW@h:99999",
+		"redis://:SECRETPW@h/x",
+		"redis://u:SECRETPW%zz@h",
+		"redis://:SECRETPW@",
+		"redis://:SECRETPW@bad host",
+		"redis://u:SEC?RETPW@h/db?x",
+		"redisx://u:SECRETPW@h",
+		"SECRETPW@h",
+		"unix://:SECRETPW@/p?db=x",
+		"unix://:SECRETPW@/p?x=1",
+		"unix://:SEC/RETPW@/p",
+		"unix://:SECRETPW@rel",
+	};
+	struct redis_addr a;
+	char err[256];
+
+	for (size_t i = 0; i < sizeof(leaky) / sizeof(leaky[0]); i++) {
+		err[0] = '\0';
+		cr_assert_neq(config_parse_redis(leaky[i], &a, err, sizeof(err)), 0, "%s", leaky[i]);
+		cr_assert(err[0] != '\0', "%s: error without a message", leaky[i]);
+		cr_assert(strstr(err, "RETPW") == NULL, "%s: error text leaks the password: %s",
+		    leaky[i], err);
+	}
+}
+
+Test(config, redis_masked)
+{
+	static const struct { const char *url, *want; } cases[] = {
+		{ "redis://h", "redis://h:6379" },
+		{ "redis://:SECRETPW@h", "redis://:***@h:6379" },
+		{ "redis://alice:SECRETPW@h:6390/3", "redis://alice:***@h:6390/3" },
+		{ "redis://:SECRETPW@[::1]:7000", "redis://:***@[::1]:7000" },
+		{ "unix://:SECRETPW@/run/redis.sock?db=2", "unix://:***@/run/redis.sock?db=2" },
+		{ "unix:///run/redis.sock", "unix:///run/redis.sock" },
+	};
+	struct redis_addr a;
+	char err[256], out[512];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cr_assert_eq(config_parse_redis(cases[i].url, &a, err, sizeof(err)), 0, "%s: %s",
+		    cases[i].url, err);
+		config_redis_masked(&a, out, sizeof(out));
+		cr_assert_str_eq(out, cases[i].want, "%s: got %s, want %s", cases[i].url, out,
+		    cases[i].want);
+	}
 }
 
 Test(config, listen_addresses)
@@ -426,7 +545,7 @@ Test(config, describe_masks_secrets)
 {
 	static const char *const secrets[] = {
 		"RELAYPW", "txm_KEYSECRET", "whsec_V0VCSE9PS1NFQ1JFVA==", "BOUNCESECRET0123456789",
-		"HOOKTOKEN",
+		"HOOKTOKEN", "REDISPW",
 	};
 	char text[8192], err[512] = "";
 	struct config c;
@@ -438,17 +557,27 @@ Test(config, describe_masks_secrets)
 	setenv("TXMAIL_WEBHOOK_SECRET", "whsec_V0VCSE9PS1NFQ1JFVA==", 1);
 	setenv("TXMAIL_BOUNCE_DOMAIN", "bounces.example", 1);
 	setenv("TXMAIL_BOUNCE_SECRET", "BOUNCESECRET0123456789", 1);
+	setenv("TXMAIL_REDIS_URL", "redis://txm:REDISPW%3F@redis.internal:6390/1", 1);
 	cr_assert_eq(config_load(&c, err, sizeof(err)), 0, "%s", err);
 	describe_to(&c, text, sizeof(text));
+	cr_expect_str_eq(c.redis.pass, "REDISPW?", "redis password: got %s", c.redis.pass);
 	config_free(&c);
+	cr_expect(c.redis.pass[0] == '\0', "config_free left the redis password in memory");
 	cr_expect(strstr(text, "relay=smtp://relay@user:***@relay.example:587 ") != NULL,
 	    "want the relay as smtp://relay@user:***@relay.example:587, got:\n%s", text);
+	cr_expect(strstr(text, "redis=redis://txm:***@redis.internal:6390/1 ") != NULL,
+	    "want redis=redis://txm:***@redis.internal:6390/1, got:\n%s", text);
 	for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
 		cr_expect(strstr(text, secrets[i]) == NULL, "config log leaks %s:\n%s", secrets[i], text);
 
 	setenv("TXMAIL_RELAY", "smtps://[::1]", 1);
+	setenv("TXMAIL_REDIS_URL", "redis://:REDISPW@127.0.0.1", 1);
 	cr_assert_eq(config_load(&c, err, sizeof(err)), 0, "%s", err);
 	describe_to(&c, text, sizeof(text));
 	config_free(&c);
+	unsetenv("TXMAIL_REDIS_URL");
 	cr_expect(strstr(text, "relay=smtps://[::1]:465 ") != NULL, "want relay=smtps://[::1]:465, got:\n%s", text);
+	cr_expect(strstr(text, "redis=redis://:***@127.0.0.1:6379 ") != NULL,
+	    "want redis=redis://:***@127.0.0.1:6379, got:\n%s", text);
+	cr_expect(strstr(text, "REDISPW") == NULL, "config log leaks the redis password:\n%s", text);
 }
