@@ -113,8 +113,8 @@ int config_parse_relay(const char *url, struct smtp_target *out, char *err, size
 /*
  * config_parse_redis - "redis://[[user]:password@]host[:port][/db]" or
  * "unix://[[user]:password@]/path[?db=N]". User and password are
- * percent-decoded (a '/' in the unix form's credentials must be: %2F); a
- * user needs a password. Defaults: port 6379, db 0. 0, or -1 with err,
+ * percent-decoded (in the unix form a '/' in them must be written %2F);
+ * a user needs a password. Defaults: port 6379, db 0. 0, or -1 with err,
  * which never holds the password; on error out holds no credentials.
  */
 int config_parse_redis(const char *url, struct redis_addr *out, char *err, size_t errlen);

@@ -269,26 +269,33 @@ stop_all(struct app *a)
 	a->embedded = 0;
 }
 
-/* Wait (bounded) for Redis, then create groups and load scripts. Not fatal: roles retry. */
-static void
+/*
+ * Wait (bounded) for Redis, then create groups and load scripts. An
+ * unavailable Redis is not fatal (roles retry); -1 when Redis refused the
+ * set-up (STORE_ERR_PROTO: wrong credentials, SELECT or scripts refused),
+ * which no wait cures.
+ */
+static int
 init_store(const struct config *cfg, int wait_s)
 {
 	struct store *st = store_open(&cfg->redis);
 	char err[256] = "";
-	int ok = 0;
+	int rc = STORE_ERR_UNAVAILABLE;
 
 	if (st == NULL)
-		return;
+		return 0;
 	for (int i = 0; i < wait_s * 10; i++) {
-		if (store_init(st, err, sizeof(err)) == STORE_OK) {
-			ok = 1;
+		rc = store_init(st, err, sizeof(err));
+		if (rc == STORE_OK || rc == STORE_ERR_PROTO)
 			break;
-		}
 		usleep(100000);
 	}
-	if (!ok)
+	if (rc == STORE_ERR_PROTO)
+		log_error("%s; stopping", err);
+	else if (rc != STORE_OK)
 		log_warn("redis not ready yet (%s); continuing, requests get 503 until it is", err);
 	store_close(st);
+	return rc == STORE_ERR_PROTO ? -1 : 0;
 }
 
 static int
@@ -337,7 +344,8 @@ serve(int roles, int dev)
 	config_describe(&a->cfg);
 	if ((roles & ROLE_API) && a->cfg.napi_keys == 0)
 		log_info("TXMAIL_API_KEYS is unset: only keys made with 'txmail keys create' are accepted");
-	init_store(&a->cfg, a->embedded ? 10 : 1);
+	if (init_store(&a->cfg, a->embedded ? 10 : 1) != 0)
+		goto out;
 
 	if (roles & ROLE_WORK) {
 		for (int i = 0; i < a->cfg.workers && i < MAX_WORKERS; i++) {
