@@ -386,6 +386,7 @@ struct wh_ep {
 	size_t nevents;
 	int busy;              /* requests running or awaiting their store record */
 	int64_t next_due;      /* wall ms when a claim may find work; 0 = look now */
+	int failing;           /* last attempt failed: logged once at warn, then info */
 };
 
 struct wh_req {
@@ -601,6 +602,7 @@ static int wh_refresh_eps(struct webhook *w)
 		}
 		old = wh_ep_find(w, se[i].id);
 		ne[k].next_due = old ? old->next_due : 0;
+		ne[k].failing = old ? old->failing : 0;
 		k++;
 	}
 	wh_eps_free(w->eps, w->neps);
@@ -813,6 +815,7 @@ fail:
 static void wh_complete(struct webhook *w, struct wh_req *r, CURLcode cc)
 {
 	struct wh_req **pp;
+	struct wh_ep *ep;
 	long status = 0;
 	int64_t now = util_now_ms();
 	const char *err = NULL;
@@ -839,6 +842,10 @@ static void wh_complete(struct webhook *w, struct wh_req *r, CURLcode cc)
 		metrics_webhook_attempt(METRICS_WEBHOOK_SUCCESS);
 		log_info("msg=\"webhook delivered\" event_id=%s endpoint=%s status=%ld attempt=%d",
 		    r->d->event_id, r->d->endpoint, status, r->attempts);
+		if ((ep = wh_ep_find(w, r->d->endpoint)) != NULL && ep->failing) {
+			ep->failing = 0;
+			log_warn("msg=\"webhook endpoint recovered\" endpoint=%s", r->d->endpoint);
+		}
 	} else if (!wh_ep_find(w, r->d->endpoint)) {
 		r->outcome = WH_DONE;
 		metrics_webhook_attempt(METRICS_WEBHOOK_DROPPED);
@@ -859,6 +866,17 @@ static void wh_complete(struct webhook *w, struct wh_req *r, CURLcode cc)
 		r->outcome = WH_RETRY;
 		r->next_ms = now + delay;
 		metrics_webhook_attempt(METRICS_WEBHOOK_RETRY);
+		/* the first failure of a healthy endpoint is worth a warning (a
+		 * certificate error, a dead receiver); the retries after it are not */
+		if ((ep = wh_ep_find(w, r->d->endpoint)) != NULL && !ep->failing) {
+			ep->failing = 1;
+			if (err)
+				log_warn("msg=\"webhook endpoint failing, retrying with backoff\" endpoint=%s "
+				    "event_id=%s error=\"%s\"", r->d->endpoint, r->d->event_id, err);
+			else
+				log_warn("msg=\"webhook endpoint failing, retrying with backoff\" endpoint=%s "
+				    "event_id=%s status=%ld", r->d->endpoint, r->d->event_id, status);
+		}
 		if (err)
 			log_info("msg=\"webhook failed, will retry\" event_id=%s endpoint=%s error=\"%s\" "
 			    "attempt=%d retry_in_ms=%" PRId64, r->d->event_id, r->d->endpoint, err,

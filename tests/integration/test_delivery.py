@@ -274,3 +274,14 @@ def test_webhook_retry(txmail, api, smtp_peer, webhook):
     assert ids == {wid}, "body ids across retries: %r" % ids
     bodies = {json.loads(a["body"])["data"]["message_id"] for a in mine}
     assert bodies == {mid}
+    # the operator hears of a failing endpoint once (warn), not once per retry,
+    # and hears that it recovered
+    def log_text():
+        with open(txmail.log, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    wait_until(lambda: "webhook endpoint recovered" in log_text(), dl(5), "the 'recovered' log line")
+    text = log_text()
+    failing = [ln for ln in text.splitlines() if "webhook endpoint failing" in ln]
+    assert len(failing) == 1 and "level=warn" in failing[0] and "status=500" in failing[0], \
+        "want one warn line for the failing endpoint, got %r" % failing
+    assert text.count("webhook failed, will retry") == 3
