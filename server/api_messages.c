@@ -384,6 +384,7 @@ messages_prepare(const struct api_request *req, const cJSON *json, const char *p
 	m->in.tags_json = m->mr.tags_json != NULL ? m->mr.tags_json : "[]";
 	m->in.timeline_json = m->timeline;
 	m->in.tenant = req->tenant != NULL ? req->tenant : "";
+	m->in.lane = m->mr.priority_high ? STORE_LANE_HIGH : STORE_LANE_NORMAL;
 	m->in.rcpts = m->rcpts;
 	m->in.nrcpts = m->nrcpts;
 	return 0;
@@ -821,7 +822,9 @@ messages_show(const struct api_request *req, const char *id, int status,
 	    cJSON_AddStringToObject(out, "status", messages_status(&v)) == NULL ||
 	    cJSON_AddStringToObject(out, "created_at", at) == NULL ||
 	    cJSON_AddStringToObject(out, "from", v.from != NULL ? v.from : "") == NULL ||
-	    cJSON_AddStringToObject(out, "subject", v.subject != NULL ? v.subject : "") == NULL)
+	    cJSON_AddStringToObject(out, "subject", v.subject != NULL ? v.subject : "") == NULL ||
+	    cJSON_AddStringToObject(out, "priority",
+	    v.lane == STORE_LANE_HIGH ? "high" : "normal") == NULL)
 		goto oom;
 	if (v.send_at_ms > 0) {
 		util_rfc3339(v.send_at_ms, at, sizeof(at));

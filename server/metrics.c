@@ -294,7 +294,7 @@ metrics_render(const struct metrics_snapshot *snap, const struct store_queue_sta
 
 	if (q != NULL) {
 		metrics_head(&b, "txmail_queue_ready", "gauge",
-		    "Recipient deliveries due now (ready stream length, Redis; all processes).");
+		    "Recipient deliveries due now (both priority lanes' ready streams, Redis; all processes).");
 		metrics_printf(&b, "txmail_queue_ready %" PRId64 "\n", q->ready);
 		metrics_head(&b, "txmail_queue_pending", "gauge",
 		    "Deliveries claimed by a worker and not yet recorded (Redis; all processes).");

@@ -1,6 +1,6 @@
 /*
  * scheduler.c - one thread that moves due work (retries, send_at) from the
- * due set to the ready stream, with its own store connection.
+ * due set to the ready stream of the message's lane, with its own store connection.
  *
  * Loop: promote batches of up to SCHEDULER_BATCH while full batches move, then
  * sleep until the earliest remaining due time, at most 1 s (work added

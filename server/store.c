@@ -41,7 +41,8 @@
 #include "util.h"
 
 #define ST_PREFIX "txm{0}:"
-#define ST_K_READY ST_PREFIX "ready"
+#define ST_K_READY ST_PREFIX "ready"            /* the normal lane */
+#define ST_K_READY_HIGH ST_PREFIX "ready:high"  /* the high lane, read first */
 #define ST_K_DUE ST_PREFIX "due"
 #define ST_K_EVENTS ST_PREFIX "events"
 #define ST_K_WHQ ST_PREFIX "whq:"      /* + endpoint id */
@@ -129,7 +130,11 @@ struct store {
 	int64_t retention_ms;
 	char sha[SC_COUNT][41];
 	char work_cursor[48];       /* XAUTOCLAIM cursors */
+	char work_cursor_high[48];
 	char event_cursor[48];
+	/* entries read by store_fetch beyond its max, claimed by the next call */
+	struct st_pend *carry;
+	size_t ncarry;
 };
 
 /* A formatted command, kept so it can be sent again after NOSCRIPT. */
@@ -510,14 +515,15 @@ st_load_scripts(struct store *s)
 static int
 st_create_groups(struct store *s)
 {
-	static const char *const keys[2][2] = {
+	static const char *const keys[3][2] = {
 		{ ST_K_READY, ST_G_WORKERS },
+		{ ST_K_READY_HIGH, ST_G_WORKERS },
 		{ ST_K_EVENTS, ST_G_WEBHOOKS },
 	};
 	redisReply *r = NULL;
 	int i, rc;
 
-	for (i = 0; i < 2; i++) {
+	for (i = 0; i < 3; i++) {
 		const char *argv[6] = { "XGROUP", "CREATE", keys[i][0], keys[i][1], "0", "MKSTREAM" };
 
 		rc = st_simple(s, 6, argv, &r);
@@ -856,6 +862,7 @@ store_open(const struct redis_addr *addr)
 	s->retention_ms = 7LL * 24 * 3600 * 1000;
 	s->timeout_ms = -1;
 	util_strlcpy(s->work_cursor, "0-0", sizeof(s->work_cursor));
+	util_strlcpy(s->work_cursor_high, "0-0", sizeof(s->work_cursor_high));
 	util_strlcpy(s->event_cursor, "0-0", sizeof(s->event_cursor));
 	(void)st_connect(s);
 	return s;
@@ -869,6 +876,7 @@ store_close(struct store *s)
 	if (s->c)
 		redisFree(s->c);
 	explicit_bzero(s->addr.pass, sizeof(s->addr.pass));
+	free(s->carry);
 	free(s);
 }
 
@@ -1023,13 +1031,13 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 		log_error("msg=\"store_enqueue_batch: invalid idempotency record\"");
 		return STORE_ERR_PROTO;
 	}
-	nargs = 3 + 5 + 7;
+	nargs = 3 + 6 + 7;
 	for (i = 0; i < n; i++) {
 		if (!st_message_ok(&m[i]) || (flags && !st_check_ok(&m[i]))) {
 			log_error("msg=\"store_enqueue_batch: invalid message\" index=%zu", i);
 			return STORE_ERR_PROTO;
 		}
-		nargs += 2 + 13 + 6 * m[i].nrcpts;
+		nargs += 2 + 14 + 6 * m[i].nrcpts;
 		total += m[i].nrcpts;
 	}
 	if (flags)
@@ -1059,12 +1067,13 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 	rc = st_args_init(&a, nargs);
 	if (rc)
 		goto out;
-	st_eval(&a, s, SC_ENQUEUE, (int)(5 + 2 * n));
+	st_eval(&a, s, SC_ENQUEUE, (int)(6 + 2 * n));
 	st_adds(&a, ST_K_READY);
 	st_adds(&a, ST_K_DUE);
 	st_adds(&a, ST_K_EVENTS);
 	st_adds(&a, kidem);
 	st_adds(&a, ST_K_SUPP);
+	st_adds(&a, ST_K_READY_HIGH);
 	for (i = 0; i < n; i++) {
 		st_adds(&a, nums[i].kmsg);
 		st_adds(&a, nums[i].ktl);
@@ -1092,6 +1101,7 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 		st_adds(&a, x->timeline_json);
 		st_adds(&a, x->tenant);
 		st_adds(&a, nums[i].n);
+		st_adds(&a, x->lane == STORE_LANE_HIGH ? "high" : "normal");
 		for (j = 0; j < x->nrcpts; j++) {
 			const struct store_rcpt_in *rc_in = &x->rcpts[j];
 			int sup = rc_in->status && strcmp(rc_in->status, "suppressed") == 0;
@@ -1304,6 +1314,8 @@ st_build_view(const redisReply *h, const redisReply *tl, struct store_message_vi
 			v->created_ms = t;
 		else if (st_field_is(f, "send_at") && st_int(val, &t) == 0)
 			v->send_at_ms = t;
+		else if (st_field_is(f, "prio"))
+			v->lane = st_field_is(val, "high") ? STORE_LANE_HIGH : STORE_LANE_NORMAL;
 	}
 	if (rc)
 		return rc;
@@ -1540,8 +1552,17 @@ struct st_pend {
 	char entry_id[48];
 	char msg_id[64];
 	int idx;
+	enum store_lane lane;
 	int claim;       /* 1: claim script sent, 0: just ack+del (malformed) */
+	int carried;     /* kept by an earlier fetch: claim only if still ours */
 };
+
+/* st_lane_key - the ready stream of a lane. */
+static const char *
+st_lane_key(enum store_lane lane)
+{
+	return lane == STORE_LANE_HIGH ? ST_K_READY_HIGH : ST_K_READY;
+}
 
 static int
 st_delivery_from(const struct st_pend *p, const redisReply *r, struct store_delivery **out)
@@ -1563,6 +1584,7 @@ st_delivery_from(const struct st_pend *p, const redisReply *r, struct store_deli
 	if (!d)
 		return STORE_ERR_NOMEM;
 	memcpy(d->entry_id, p->entry_id, sizeof(d->entry_id));
+	d->lane = p->lane;
 	memcpy(d->msg_id, p->msg_id, sizeof(d->msg_id));
 	d->rcpt_idx = p->idx;
 	d->rcpt = st_dup(r->element[0]);
@@ -1583,53 +1605,36 @@ st_delivery_from(const struct st_pend *p, const redisReply *r, struct store_deli
 }
 
 /*
- * st_claim_entries - claim each ready-stream entry of an XREADGROUP or
- * XAUTOCLAIM reply (pipelined) and write the deliverable ones to out.
+ * st_parse_entries - append the entries of one stream of an XREADGROUP or
+ * XAUTOCLAIM reply, read from lane's stream, to pend[*n..cap). Nil
+ * entries are skipped; malformed ones are kept with claim 0 (acked and
+ * deleted by st_claim_pend).
  */
 static int
-st_claim_entries(struct store *s, const redisReply *entries, int max,
-    struct store_delivery **out)
+st_parse_entries(const redisReply *entries, enum store_lane lane, struct st_pend *pend,
+    size_t cap, size_t *n)
 {
-	struct st_pend *pend = NULL;
-	struct st_cmd *cmds = NULL;
-	redisReply **rep = NULL;
-	struct st_args a;
-	char kmsg[ST_KEY_MAX], idxs[16];
-	size_t i, n = 0, ne;
-	int rc, count = 0;
+	size_t i;
 
-	memset(&a, 0, sizeof(a));
-	ne = entries->elements;
-	if (ne == 0)
-		return 0;
-	if (ne > (size_t)max)
-		ne = (size_t)max;
-	pend = calloc(ne, sizeof(*pend));
-	cmds = calloc(ne, sizeof(*cmds));
-	rep = calloc(ne, sizeof(*rep));
-	rc = st_args_init(&a, 16);
-	if (!pend || !cmds || !rep || rc) {
-		rc = STORE_ERR_NOMEM;
-		goto out;
-	}
-	for (i = 0; i < ne; i++) {
+	for (i = 0; i < entries->elements; i++) {
 		const redisReply *id = NULL, *fields = NULL, *m, *r;
-		struct st_pend *p = &pend[n];
+		struct st_pend *p;
 		int64_t idx = -1;
 		int e = st_entry(entries->element[i], &id, &fields);
 
 		if (e == 1)
 			continue;
-		if (e < 0) {
-			rc = st_bad("stream entry", entries->element[i]);
-			goto out;
-		}
-		if (id->len > ST_MAX_ENTRY_ID) {
-			rc = st_bad("stream entry id", id);
-			goto out;
-		}
+		if (e < 0)
+			return st_bad("stream entry", entries->element[i]);
+		if (id->len > ST_MAX_ENTRY_ID)
+			return st_bad("stream entry id", id);
+		if (*n >= cap)
+			return st_bad("stream entries beyond COUNT", entries);
+		p = &pend[(*n)++];
+		memset(p, 0, sizeof(*p));
 		memcpy(p->entry_id, id->str, id->len);
 		p->entry_id[id->len] = '\0';
+		p->lane = lane;
 		m = st_entry_field(fields, "m");
 		r = st_entry_field(fields, "r");
 		p->claim = m && r && m->len > 0 && m->len <= ST_MAX_ID &&
@@ -1638,6 +1643,41 @@ st_claim_entries(struct store *s, const redisReply *entries, int max,
 			memcpy(p->msg_id, m->str, m->len);
 			p->msg_id[m->len] = '\0';
 			p->idx = (int)idx;
+		}
+	}
+	return 0;
+}
+
+/*
+ * st_claim_pend - claim each parsed entry (pipelined, each on its own
+ * lane's stream) and write the deliverable ones to out (room for np).
+ * A carried entry is claimed only while consumer still holds it.
+ */
+static int
+st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend, size_t np,
+    struct store_delivery **out)
+{
+	struct st_cmd *cmds = NULL;
+	redisReply **rep = NULL;
+	struct st_args a;
+	char kmsg[ST_KEY_MAX], idxs[16];
+	size_t i, n = 0;
+	int rc, count = 0;
+
+	memset(&a, 0, sizeof(a));
+	if (np == 0)
+		return 0;
+	cmds = calloc(np, sizeof(*cmds));
+	rep = calloc(np, sizeof(*rep));
+	rc = st_args_init(&a, 16);
+	if (!cmds || !rep || rc) {
+		rc = STORE_ERR_NOMEM;
+		goto out;
+	}
+	for (i = 0; i < np; i++) {
+		const struct st_pend *p = &pend[i];
+
+		if (p->claim) {
 			snprintf(idxs, sizeof(idxs), "%d", p->idx);
 			if (st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", p->msg_id, NULL)) {
 				rc = STORE_ERR_PROTO;
@@ -1645,9 +1685,10 @@ st_claim_entries(struct store *s, const redisReply *entries, int max,
 			}
 			st_eval(&a, s, SC_CLAIM, 2);
 			st_adds(&a, kmsg);
-			st_adds(&a, ST_K_READY);
+			st_adds(&a, st_lane_key(p->lane));
 			st_adds(&a, p->entry_id);
 			st_adds(&a, idxs);
+			st_adds(&a, p->carried ? consumer : "");
 		} else {
 			/* Deleted or malformed entry: drop it from the group. */
 			log_warn("msg=\"dropping malformed ready entry\" entry=%s", p->entry_id);
@@ -1655,7 +1696,7 @@ st_claim_entries(struct store *s, const redisReply *entries, int max,
 			st_adds(&a, "redis.call('XACK', KEYS[1], 'workers', ARGV[1]) "
 			    "redis.call('XDEL', KEYS[1], ARGV[1]) return 0");
 			st_addi(&a, 1);
-			st_adds(&a, ST_K_READY);
+			st_adds(&a, st_lane_key(p->lane));
 			st_adds(&a, p->entry_id);
 		}
 		rc = st_format(&a, &cmds[n]);
@@ -1663,8 +1704,6 @@ st_claim_entries(struct store *s, const redisReply *entries, int max,
 			goto out;
 		n++;
 	}
-	if (n == 0)
-		goto out;
 	rc = st_run(s, cmds, n, rep);
 	if (rc)
 		goto out;
@@ -1692,7 +1731,6 @@ out:
 	}
 	st_replies_free(rep, n);
 	st_cmds_free(cmds, n);
-	free(pend);
 	st_args_release(&a);
 	return rc ? rc : count;
 }
@@ -1709,20 +1747,26 @@ st_block_timeout(int block_ms)
 }
 
 /*
- * st_xread - XREADGROUP for one stream; *entries points into *reply (the
- * entries array) or is NULL when nothing came. Caller frees *reply.
+ * st_xread - one XREADGROUP over nkeys (1 or 2) streams, COUNT max each;
+ * entries[k] points into *reply (the entries array of keys[k]) or is NULL
+ * when that stream gave nothing. Caller frees *reply.
  */
 static int
-st_xread(struct store *s, const char *key, const char *group, const char *consumer,
-    int max, int block_ms, const char *from, redisReply **reply, const redisReply **entries)
+st_xread(struct store *s, const char *const *keys, size_t nkeys, const char *group,
+    const char *consumer, int max, int block_ms, const char *from, redisReply **reply,
+    const redisReply **entries)
 {
 	struct st_args a;
 	redisReply *r = NULL;
+	size_t i, k;
 	int rc;
 
 	*reply = NULL;
-	*entries = NULL;
-	rc = st_args_init(&a, 12);
+	for (k = 0; k < nkeys; k++)
+		entries[k] = NULL;
+	if (nkeys < 1 || nkeys > 2)
+		return STORE_ERR_PROTO;
+	rc = st_args_init(&a, 16);
 	if (rc)
 		return rc;
 	st_adds(&a, "XREADGROUP");
@@ -1736,8 +1780,10 @@ st_xread(struct store *s, const char *key, const char *group, const char *consum
 		st_addi(&a, block_ms > 3600 * 1000 ? 3600 * 1000 : block_ms);
 	}
 	st_adds(&a, "STREAMS");
-	st_adds(&a, key);
-	st_adds(&a, from);
+	for (k = 0; k < nkeys; k++)
+		st_adds(&a, keys[k]);
+	for (k = 0; k < nkeys; k++)
+		st_adds(&a, from);
 	rc = st_set_timeout(s, st_block_timeout(block_ms));
 	if (rc)
 		goto out;
@@ -1759,17 +1805,34 @@ st_xread(struct store *s, const char *key, const char *group, const char *consum
 			rc = STORE_ERR_PROTO;
 		goto out;
 	}
-	if (!st_is_array(r, 1) || !st_is_array(r->element[0], 2) ||
-	    !st_is_array(r->element[0]->element[1], 0)) {
+	if (!st_is_array(r, 1) || r->elements > nkeys) {
 		rc = st_bad("xreadgroup", r);
 		goto out;
 	}
-	*entries = r->element[0]->element[1];
+	/* [[key, entries], ...]: streams without entries may be left out */
+	for (i = 0; i < r->elements; i++) {
+		const redisReply *st = r->element[i];
+
+		if (!st_is_array(st, 2) || !st_is_str(st->element[0]) ||
+		    !st_is_array(st->element[1], 0)) {
+			rc = st_bad("xreadgroup", r);
+			goto out;
+		}
+		for (k = 0; k < nkeys; k++)
+			if (st_field_is(st->element[0], keys[k]))
+				break;
+		if (k == nkeys || entries[k]) {
+			rc = st_bad("xreadgroup stream", st->element[0]);
+			goto out;
+		}
+		entries[k] = st->element[1];
+	}
 out:
 	if (rc && r) {
 		freeReplyObject(r);
 		r = NULL;
-		*entries = NULL;
+		for (k = 0; k < nkeys; k++)
+			entries[k] = NULL;
 	}
 	*reply = r;
 	st_args_release(&a);
@@ -1832,26 +1895,104 @@ out:
 	return rc;
 }
 
+/*
+ * st_carry_take - move up to want carried entries (read by an earlier
+ * fetch beyond its max) to pend[*n..).
+ */
+static void
+st_carry_take(struct store *s, struct st_pend *pend, size_t *n, size_t want)
+{
+	size_t k = s->ncarry < want ? s->ncarry : want;
+
+	if (k == 0)
+		return;
+	memcpy(&pend[*n], s->carry, k * sizeof(*pend));
+	for (size_t i = 0; i < k; i++)
+		pend[*n + i].carried = 1;
+	*n += k;
+	s->ncarry -= k;
+	memmove(s->carry, s->carry + k, s->ncarry * sizeof(*s->carry));
+}
+
+/* st_carry_keep - keep pend[0..n) for the next fetch; 0 or STORE_ERR_NOMEM. */
+static int
+st_carry_keep(struct store *s, const struct st_pend *pend, size_t n)
+{
+	struct st_pend *c;
+
+	if (n == 0)
+		return 0;
+	c = realloc(s->carry, (s->ncarry + n) * sizeof(*c));
+	if (!c)
+		return STORE_ERR_NOMEM;
+	memcpy(c + s->ncarry, pend, n * sizeof(*c));
+	s->carry = c;
+	s->ncarry += n;
+	return 0;
+}
+
 int
 store_fetch(struct store *s, const char *consumer, int max, int block_ms,
     struct store_delivery **out)
 {
-	const redisReply *entries = NULL;
+	static const char *const high[1] = { ST_K_READY_HIGH };
+	static const char *const both[2] = { ST_K_READY_HIGH, ST_K_READY };
+	const redisReply *entries[2] = { NULL, NULL };
+	struct st_pend *pend = NULL;
 	redisReply *r = NULL;
+	size_t n = 0, cap, want;
 	int rc;
 
 	if (!s || !consumer || !*consumer || !out || max <= 0)
 		return STORE_ERR_PROTO;
 	if (max > ST_MAX_BATCH)
 		max = ST_MAX_BATCH;
+	want = (size_t)max;
 	rc = st_connect(s);
 	if (rc)
 		return rc;
-	rc = st_xread(s, ST_K_READY, ST_G_WORKERS, consumer, max, block_ms, ">", &r, &entries);
-	if (rc == 0 && entries)
-		rc = st_claim_entries(s, entries, max, out);
+	/* COUNT is per stream: the read of both lanes may give twice its count */
+	cap = 2 * want;
+	pend = calloc(cap, sizeof(*pend));
+	if (!pend)
+		return STORE_ERR_NOMEM;
+	/* 1. the high lane, without waiting */
+	rc = st_xread(s, high, 1, ST_G_WORKERS, consumer, max, 0, ">", &r, entries);
+	if (rc == 0 && entries[0])
+		rc = st_parse_entries(entries[0], STORE_LANE_HIGH, pend, cap, &n);
 	if (r)
 		freeReplyObject(r);
+	r = NULL;
+	if (rc)
+		goto out;
+	/* 2. what an earlier call read beyond its max */
+	if (n < want)
+		st_carry_take(s, pend, &n, want - n);
+	/* 3. both lanes, high first, blocking only when nothing is at hand */
+	if (n < want) {
+		rc = st_xread(s, both, 2, ST_G_WORKERS, consumer, (int)(want - n),
+		    n == 0 ? block_ms : 0, ">", &r, entries);
+		if (rc == 0 && entries[0])
+			rc = st_parse_entries(entries[0], STORE_LANE_HIGH, pend, cap, &n);
+		if (rc == 0 && entries[1])
+			rc = st_parse_entries(entries[1], STORE_LANE_NORMAL, pend, cap, &n);
+		if (r)
+			freeReplyObject(r);
+		r = NULL;
+		if (rc && n > 0)
+			rc = 0;     /* claim what is at hand; the rest stays pending */
+		if (rc)
+			goto out;
+	}
+	if (n > want) {
+		rc = st_carry_keep(s, pend + want, n - want);
+		if (rc)
+			goto out;
+		n = want;
+	}
+	rc = st_claim_pend(s, consumer, pend, n, out);
+out:
+	free(pend);
 	return rc;
 }
 
@@ -1859,9 +2000,18 @@ int
 store_reclaim(struct store *s, const char *consumer, int64_t min_idle_ms,
     int max, struct store_delivery **out)
 {
+	static const struct {
+		const char *key;
+		enum store_lane lane;
+	} lanes[2] = {
+		{ ST_K_READY_HIGH, STORE_LANE_HIGH },
+		{ ST_K_READY, STORE_LANE_NORMAL },
+	};
 	const redisReply *entries = NULL;
+	struct st_pend *pend = NULL;
 	redisReply *r = NULL;
-	int rc;
+	size_t n = 0, k;
+	int rc = 0;
 
 	if (!s || !consumer || !*consumer || !out || max <= 0)
 		return STORE_ERR_PROTO;
@@ -1870,23 +2020,37 @@ store_reclaim(struct store *s, const char *consumer, int64_t min_idle_ms,
 	rc = st_connect(s);
 	if (rc)
 		return rc;
-	rc = st_xautoclaim(s, ST_K_READY, ST_G_WORKERS, consumer, min_idle_ms, max,
-	    s->work_cursor, sizeof(s->work_cursor), &r, &entries);
-	if (rc == 0 && entries)
-		rc = st_claim_entries(s, entries, max, out);
-	if (r)
-		freeReplyObject(r);
+	pend = calloc((size_t)max, sizeof(*pend));
+	if (!pend)
+		return STORE_ERR_NOMEM;
+	for (k = 0; k < 2 && n < (size_t)max && rc == 0; k++) {
+		char *cursor = lanes[k].lane == STORE_LANE_HIGH ? s->work_cursor_high : s->work_cursor;
+
+		rc = st_xautoclaim(s, lanes[k].key, ST_G_WORKERS, consumer, min_idle_ms,
+		    (int)((size_t)max - n), cursor, sizeof(s->work_cursor), &r, &entries);
+		if (rc == 0 && entries)
+			rc = st_parse_entries(entries, lanes[k].lane, pend, (size_t)max, &n);
+		if (r)
+			freeReplyObject(r);
+		r = NULL;
+	}
+	if (rc && n > 0)
+		rc = 0;     /* claim what is at hand */
+	if (rc == 0)
+		rc = st_claim_pend(s, consumer, pend, n, out);
+	free(pend);
 	return rc;
 }
 
 int
 store_heartbeat(struct store *s, const char *consumer,
-    const char *const *entry_ids, size_t n)
+    const char *const *entry_ids, const enum store_lane *lanes, size_t n)
 {
+	static const enum store_lane order[2] = { STORE_LANE_HIGH, STORE_LANE_NORMAL };
 	struct st_args a;
 	redisReply *r = NULL;
-	size_t i;
-	int rc;
+	size_t i, k, cnt;
+	int rc = 0;
 
 	if (!s || !consumer || !*consumer || (n && !entry_ids) || n > 100000)
 		return STORE_ERR_PROTO;
@@ -1898,19 +2062,30 @@ store_heartbeat(struct store *s, const char *consumer,
 	rc = st_args_init(&a, 6 + n);
 	if (rc)
 		return rc;
-	st_adds(&a, "XCLAIM");
-	st_adds(&a, ST_K_READY);
-	st_adds(&a, ST_G_WORKERS);
-	st_adds(&a, consumer);
-	st_adds(&a, "0");
-	for (i = 0; i < n; i++)
-		st_adds(&a, entry_ids[i]);
-	st_adds(&a, "JUSTID");
-	rc = st_do(s, &a, &r);
-	if (rc == 0 && !st_is_array(r, 0))
-		rc = st_bad("xclaim", r);
-	if (r)
-		freeReplyObject(r);
+	/* one XCLAIM per lane: an id means something only on its own stream */
+	for (k = 0; k < 2 && rc == 0; k++) {
+		cnt = 0;
+		for (i = 0; i < n; i++)
+			if ((lanes ? lanes[i] : STORE_LANE_NORMAL) == order[k])
+				cnt++;
+		if (cnt == 0)
+			continue;
+		st_adds(&a, "XCLAIM");
+		st_adds(&a, st_lane_key(order[k]));
+		st_adds(&a, ST_G_WORKERS);
+		st_adds(&a, consumer);
+		st_adds(&a, "0");
+		for (i = 0; i < n; i++)
+			if ((lanes ? lanes[i] : STORE_LANE_NORMAL) == order[k])
+				st_adds(&a, entry_ids[i]);
+		st_adds(&a, "JUSTID");
+		rc = st_do(s, &a, &r);
+		if (rc == 0 && !st_is_array(r, 0))
+			rc = st_bad("xclaim", r);
+		if (r)
+			freeReplyObject(r);
+		r = NULL;
+	}
 	st_args_release(&a);
 	return rc;
 }
@@ -1971,7 +2146,7 @@ store_record(struct store *s, const struct store_result *res, size_t n)
 		st_eval(&a, s, SC_RECORD, 6);
 		st_adds(&a, kmsg);
 		st_adds(&a, ktl);
-		st_adds(&a, ST_K_READY);
+		st_adds(&a, st_lane_key(d->lane));
 		st_adds(&a, ST_K_DUE);
 		st_adds(&a, ST_K_EVENTS);
 		st_adds(&a, ST_K_SUPP);
@@ -2027,11 +2202,12 @@ store_promote_due(struct store *s, int64_t now_ms, int max, int64_t *next_ms)
 		return STORE_ERR_PROTO;
 	if (max > 100000)
 		max = 100000;
-	rc = st_eval_begin(s, &a, 10, SC_PROMOTE, 2);
+	rc = st_eval_begin(s, &a, 10, SC_PROMOTE, 3);
 	if (rc)
 		return rc;
 	st_adds(&a, ST_K_DUE);
 	st_adds(&a, ST_K_READY);
+	st_adds(&a, ST_K_READY_HIGH);
 	st_addi(&a, now_ms);
 	st_addi(&a, max);
 	st_adds(&a, ST_PREFIX);
@@ -2116,6 +2292,7 @@ int
 store_read_events(struct store *s, const char *consumer, int max,
     int block_ms, int64_t min_idle_ms, struct store_event **out)
 {
+	static const char *const evkey[1] = { ST_K_EVENTS };
 	const redisReply *entries = NULL;
 	redisReply *r = NULL;
 	int rc, count = 0;
@@ -2128,7 +2305,7 @@ store_read_events(struct store *s, const char *consumer, int max,
 	if (rc)
 		return rc;
 	/* 1. our own pending entries (read before, not yet fanned out) */
-	rc = st_xread(s, ST_K_EVENTS, ST_G_WEBHOOKS, consumer, max, 0, "0", &r, &entries);
+	rc = st_xread(s, evkey, 1, ST_G_WEBHOOKS, consumer, max, 0, "0", &r, &entries);
 	if (rc == 0 && entries)
 		rc = st_collect_events(s, entries, max, out, &count);
 	if (r)
@@ -2147,7 +2324,7 @@ store_read_events(struct store *s, const char *consumer, int max,
 	if (rc || count > 0)
 		goto out;
 	/* 3. new ones, blocking */
-	rc = st_xread(s, ST_K_EVENTS, ST_G_WEBHOOKS, consumer, max, block_ms, ">", &r, &entries);
+	rc = st_xread(s, evkey, 1, ST_G_WEBHOOKS, consumer, max, block_ms, ">", &r, &entries);
 	if (rc == 0 && entries)
 		rc = st_collect_events(s, entries, max, out, &count);
 	if (r)
@@ -3362,16 +3539,19 @@ store_rate_limit(struct store *s, const char *tenant, int64_t now_ms, double rat
 int
 store_queue_stats(struct store *s, struct store_queue_stats *out)
 {
-	static const char *const argv[4][3] = {
+	/* both lanes of ready and pending are summed into one gauge each */
+	static const char *const argv[6][3] = {
 		{ "XLEN", ST_K_READY, NULL },
+		{ "XLEN", ST_K_READY_HIGH, NULL },
 		{ "XPENDING", ST_K_READY, ST_G_WORKERS },
+		{ "XPENDING", ST_K_READY_HIGH, ST_G_WORKERS },
 		{ "ZCARD", ST_K_DUE, NULL },
 		{ "XLEN", ST_K_EVENTS, NULL },
 	};
-	static const int argc[4] = { 2, 3, 2, 2 };
-	struct st_cmd cmds[4];
-	redisReply *rep[4] = { NULL, NULL, NULL, NULL };
-	int64_t *dst[4];
+	static const int argc[6] = { 2, 2, 3, 3, 2, 2 };
+	struct st_cmd cmds[6];
+	redisReply *rep[6] = { NULL, NULL, NULL, NULL, NULL, NULL };
+	int64_t *dst[6];
 	size_t i;
 	int rc;
 
@@ -3379,14 +3559,16 @@ store_queue_stats(struct store *s, struct store_queue_stats *out)
 		return STORE_ERR_PROTO;
 	memset(out, 0, sizeof(*out));
 	dst[0] = &out->ready;
-	dst[1] = &out->pending;
-	dst[2] = &out->due;
-	dst[3] = &out->events;
+	dst[1] = &out->ready;
+	dst[2] = &out->pending;
+	dst[3] = &out->pending;
+	dst[4] = &out->due;
+	dst[5] = &out->events;
 	memset(cmds, 0, sizeof(cmds));
 	rc = st_connect(s);
 	if (rc)
 		return rc;
-	for (i = 0; i < 4; i++) {
+	for (i = 0; i < 6; i++) {
 		int len = redisFormatCommandArgv(&cmds[i].buf, argc[i], (const char **)argv[i], NULL);
 
 		if (len < 0 || !cmds[i].buf) {
@@ -3395,25 +3577,26 @@ store_queue_stats(struct store *s, struct store_queue_stats *out)
 		}
 		cmds[i].len = (size_t)len;
 	}
-	rc = st_run(s, cmds, 4, rep);
+	rc = st_run(s, cmds, 6, rep);
 	if (rc)
 		goto out;
-	for (i = 0; i < 4; i++) {
+	for (i = 0; i < 6; i++) {
 		const redisReply *r = rep[i];
+		int xpending = i == 2 || i == 3;
 
 		/* XPENDING summary: [count, min id, max id, consumers] */
-		if (i == 1 && st_is_array(r, 1))
+		if (xpending && st_is_array(r, 1))
 			r = r->element[0];
-		if (i == 1 && st_is_error(r, "NOGROUP"))
+		if (xpending && st_is_error(r, "NOGROUP"))
 			continue;   /* no worker group yet: nothing pending */
 		if (!r || r->type != REDIS_REPLY_INTEGER || r->integer < 0) {
 			rc = st_bad("queue stats", rep[i]);
 			goto out;
 		}
-		*dst[i] = r->integer;
+		*dst[i] += r->integer;
 	}
 out:
-	for (i = 0; i < 4; i++) {
+	for (i = 0; i < 6; i++) {
 		if (rep[i])
 			freeReplyObject(rep[i]);
 		redisFreeCommand(cmds[i].buf);

@@ -12,6 +12,7 @@
  *
  *   msg:<id>          hash  id created expires send_at from mail_from subject
  *                           mime metadata(JSON) tags(JSON) tenant n pending
+ *                           prio ("high"|"normal"; absent: normal)
  *                           r<i>:email r<i>:kind r<i>:status r<i>:attempts
  *                           r<i>:smtp(JSON|"") for recipient i in 0..n-1.
  *                           When pending reaches 0 the key (and its
@@ -25,8 +26,13 @@
  *                           XDEL in the same script); entries of a dead
  *                           worker are taken over with XAUTOCLAIM after the
  *                           visibility timeout; live workers refresh theirs.
+ *                           This is the normal lane.
+ *   ready:high        stream, group "workers": the same, for messages of
+ *                           priority "high". Workers read it first (see
+ *                           store_fetch); an entry is acked on its own lane.
  *   due               zset  "<id>/<i>" scored by due time (ms): retries and
- *                           send_at. Promoted to ready by a script, in batches.
+ *                           send_at. Promoted to the message's lane (prio)
+ *                           by a script, in batches.
  *   events            stream, group "webhooks": the outbox, {e=<event JSON>},
  *                           appended by the same script that records the
  *                           outcome, so state and event change together.
@@ -89,6 +95,16 @@ int store_ping(struct store *s);
 /* store_set_retention - seconds a finished message is kept (default 7 days). */
 void store_set_retention(struct store *s, int64_t seconds);
 
+/*
+ * A delivery lane: which ready stream a message's recipients go through.
+ * Zero is normal, so a zeroed struct and a message hash without prio
+ * (stored before lanes existed) mean the normal lane.
+ */
+enum store_lane {
+	STORE_LANE_NORMAL = 0,   /* ready */
+	STORE_LANE_HIGH = 1,     /* ready:high, always read first */
+};
+
 /* --- accepting ---------------------------------------------------------- */
 
 struct store_rcpt_in {
@@ -125,6 +141,7 @@ struct store_message_in {
 	const char *tags_json;      /* "[]" when none */
 	const char *timeline_json;  /* the first timeline entry ("queued") */
 	const char *tenant;         /* API key name (or "env:<hash prefix>"); "" when none */
+	enum store_lane lane;       /* priority; STORE_LANE_NORMAL when zeroed */
 	const struct store_rcpt_in *rcpts;
 	size_t nrcpts;
 };
@@ -186,6 +203,7 @@ struct store_message_view {
 	char *tags_json;
 	int64_t created_ms;
 	int64_t send_at_ms;
+	enum store_lane lane;   /* normal when the hash has no prio */
 	struct store_rcpt_view *rcpts;
 	size_t nrcpts;
 	char **timeline_json;   /* JSON entries, oldest first */
@@ -208,6 +226,7 @@ int store_cancel(struct store *s, const char *id, const char *timeline_json, int
 
 struct store_delivery {
 	char entry_id[48];      /* ready-stream entry id */
+	enum store_lane lane;   /* the stream entry_id belongs to */
 	char msg_id[64];
 	int rcpt_idx;
 	char *rcpt;
@@ -225,8 +244,12 @@ struct store_delivery {
 void store_delivery_free(struct store_delivery *d);
 
 /*
- * store_fetch - XREADGROUP up to max new entries for `consumer` (blocking up
- * to block_ms when none), and claim each: status -> sending, attempts + 1.
+ * store_fetch - XREADGROUP up to max new entries for `consumer`, and claim
+ * each: status -> sending, attempts + 1. High lane first: a non-blocking
+ * read of ready:high for up to max; when that gave fewer than max, one
+ * read of both lanes (high listed first) for the rest, blocking up to
+ * block_ms only when the first read gave none (so neither lane starves
+ * the blocking wait and nothing already claimed waits behind it).
  * Entries whose recipient is no longer deliverable (terminal, canceled) are
  * acknowledged and skipped. Writes malloc'd deliveries to out[0..ret).
  * Returns the count, or a STORE_ERR_*.
@@ -236,15 +259,20 @@ int store_fetch(struct store *s, const char *consumer, int max, int block_ms,
 
 /*
  * store_reclaim - take over up to max entries pending longer than
- * min_idle_ms with another (dead) consumer (XAUTOCLAIM), claimed as in
- * store_fetch. Returns the count or a STORE_ERR_*.
+ * min_idle_ms with another (dead) consumer (XAUTOCLAIM, high lane first,
+ * then normal for the rest), claimed as in store_fetch. Returns the count
+ * or a STORE_ERR_*.
  */
 int store_reclaim(struct store *s, const char *consumer, int64_t min_idle_ms,
     int max, struct store_delivery **out);
 
-/* store_heartbeat - reset the idle time of entries this consumer holds (XCLAIM JUSTID). */
+/*
+ * store_heartbeat - reset the idle time of entries this consumer holds
+ * (XCLAIM JUSTID, one per lane): entry_ids[i] is on lane lanes[i] (lanes
+ * NULL: all normal). 0 or STORE_ERR_*.
+ */
 int store_heartbeat(struct store *s, const char *consumer,
-    const char *const *entry_ids, size_t n);
+    const char *const *entry_ids, const enum store_lane *lanes, size_t n);
 
 struct store_result {
 	const struct store_delivery *d;
@@ -261,7 +289,7 @@ struct store_result {
 
 /*
  * store_record - for each result, atomically: recipient state, timeline,
- * outbox event, XACK + XDEL of the ready entry, and ZADD to due when
+ * outbox event, XACK + XDEL of the ready entry (on its lane, d->lane), and ZADD to due when
  * deferred. Results are pipelined. A result whose recipient is not in
  * "sending" any more is acknowledged without changes. 0 or STORE_ERR_*
  * (then nothing unrecorded was acknowledged: the entries come back).
@@ -301,7 +329,7 @@ int store_bounce(struct store *s, const struct store_bounce_in *b, int *applied)
 
 /*
  * store_promote_due - move up to max members with score <= now_ms from due
- * to ready (status queued). Returns how many moved, or STORE_ERR_*;
+ * to the ready stream of the message's lane (status queued). Returns how many moved, or STORE_ERR_*;
  * *next_ms = the earliest remaining score, 0 when due is empty.
  */
 int store_promote_due(struct store *s, int64_t now_ms, int max, int64_t *next_ms);
@@ -458,8 +486,8 @@ int store_rate_limit(struct store *s, const char *tenant, int64_t now_ms, double
 /* --- metrics ------------------------------------------------------------------ */
 
 struct store_queue_stats {
-	int64_t ready;      /* XLEN ready: deliveries due now, claimed or not */
-	int64_t pending;    /* XPENDING ready workers: claimed by a worker, not yet recorded */
+	int64_t ready;      /* XLEN of both lanes: deliveries due now, claimed or not */
+	int64_t pending;    /* XPENDING workers, both lanes: claimed, not yet recorded */
 	int64_t due;        /* ZCARD due: retries and scheduled sends waiting for their time */
 	int64_t events;     /* XLEN events: outbox events retained (SSE replay, webhook fan-out) */
 };

@@ -15,11 +15,13 @@
 
 /*
  * enqueue (a batch of messages; store_enqueue is a batch of one)
- * KEYS: ready, due, events, idem, supp, then msg, tl per message
+ * KEYS: ready, due, events, idem, supp, ready:high, then msg, tl per message
  * ARGV: has_idem request_hash response ttl_ms retention_ms nmsgs check,
  *       then per message: id created expires send_at from mail_from
- *       subject mime metadata tags timeline tenant n, then per recipient:
- *       email kind status event timeline lower
+ *       subject mime metadata tags timeline tenant n prio, then per
+ *       recipient: email kind status event timeline lower
+ * prio is "high" (recipients go to ready:high) or "normal" (ready); it is
+ * kept in the message hash so promote puts retries back on the same lane.
  * Returns {1, ""} stored; {2, response} idempotent replay (nothing stored);
  * {3, ""} idempotency key used with another request hash; {0, index} a
  * message id exists already (or twice in the batch): nothing stored;
@@ -52,7 +54,7 @@ static const char store_lua_enqueue[] =
 	"  local pos = 8\n"
 	"  for j = 1, nm do\n"
 	"    local n = tonumber(ARGV[pos + 12])\n"
-	"    pos = pos + 13\n"
+	"    pos = pos + 14\n"
 	"    for i = 1, n do\n"
 	"      flags[#flags + 1] = '0'\n"
 	"      if ARGV[pos + 2] ~= 'suppressed' then\n"
@@ -76,23 +78,27 @@ static const char store_lua_enqueue[] =
 	"end\n"
 	"local seen = {}\n"
 	"for j = 1, nm do\n"
-	"  local k = KEYS[4 + 2 * j]\n"
+	"  local k = KEYS[5 + 2 * j]\n"
 	"  if seen[k] or redis.call('EXISTS', k) == 1 then return {0, tostring(j - 1)} end\n"
 	"  seen[k] = true\n"
 	"end\n"
 	"local pos = 8\n"
 	"for j = 1, nm do\n"
-	"  local km, kt = KEYS[4 + 2 * j], KEYS[5 + 2 * j]\n"
+	"  local km, kt = KEYS[5 + 2 * j], KEYS[6 + 2 * j]\n"
 	"  local id, sa, tl = ARGV[pos], ARGV[pos + 3], ARGV[pos + 10]\n"
 	"  local n = tonumber(ARGV[pos + 12])\n"
+	"  local prio = ARGV[pos + 13]\n"
+	"  local lane = KEYS[1]\n"
+	"  if prio == 'high' then lane = KEYS[6] end\n"
 	"  local sched = tonumber(sa) > 0\n"
 	"  local st0 = 'queued'\n"
 	"  if sched then st0 = 'scheduled' end\n"
 	"  local f = {'id', id, 'created', ARGV[pos + 1], 'expires', ARGV[pos + 2],\n"
 	"    'send_at', sa, 'from', ARGV[pos + 4], 'mail_from', ARGV[pos + 5],\n"
 	"    'subject', ARGV[pos + 6], 'mime', ARGV[pos + 7], 'metadata', ARGV[pos + 8],\n"
-	"    'tags', ARGV[pos + 9], 'tenant', ARGV[pos + 11], 'n', ARGV[pos + 12]}\n"
-	"  pos = pos + 13\n"
+	"    'tags', ARGV[pos + 9], 'tenant', ARGV[pos + 11], 'n', ARGV[pos + 12],\n"
+	"    'prio', prio}\n"
+	"  pos = pos + 14\n"
 	"  local pending, evs, tls, live = n, {}, {}, {}\n"
 	"  for i = 0, n - 1 do\n"
 	"    local p = 'r' .. i .. ':'\n"
@@ -122,7 +128,7 @@ static const char store_lua_enqueue[] =
 	"    if sched then\n"
 	"      redis.call('ZADD', KEYS[2], sa, id .. '/' .. i)\n"
 	"    else\n"
-	"      redis.call('XADD', KEYS[1], '*', 'm', id, 'r', tostring(i))\n"
+	"      redis.call('XADD', lane, '*', 'm', id, 'r', tostring(i))\n"
 	"    end\n"
 	"  end\n"
 	"  if pending <= 0 then\n"
@@ -138,14 +144,21 @@ static const char store_lua_enqueue[] =
 
 /*
  * claim
- * KEYS: msg, ready
- * ARGV: entry_id idx
+ * KEYS: msg, the entry's ready stream (its lane)
+ * ARGV: entry_id idx owner
+ * owner (a consumer name, or "" for no check): claim only while the entry
+ * is still pending with that consumer, else nil and nothing touched (an
+ * entry store_fetch read earlier and kept may have been reclaimed since).
  * A deliverable recipient ("queued", or "sending" when taken over from a
  * dead worker) becomes "sending" with attempts + 1; returns {rcpt,
  * mail_from, mime, metadata, tags, attempts, created, expires}. Anything
  * else (terminal, canceled, message gone): ack + delete the entry, nil.
  */
 static const char store_lua_claim[] =
+	"if ARGV[3] ~= '' and\n"
+	"  #redis.call('XPENDING', KEYS[2], 'workers', ARGV[1], ARGV[1], 1, ARGV[3]) == 0 then\n"
+	"  return false\n"
+	"end\n"
 	"local p = 'r' .. ARGV[2] .. ':'\n"
 	"local st = redis.call('HGET', KEYS[1], p .. 'status')\n"
 	"if st == 'queued' or st == 'sending' then\n"
@@ -162,7 +175,7 @@ static const char store_lua_claim[] =
 
 /*
  * record
- * KEYS: msg, tl, ready, due, events, supp
+ * KEYS: msg, tl, the entry's ready stream (its lane), due, events, supp
  * ARGV: entry_id idx status next_ms smtp event timeline attempt retention_ms
  *       member suppress_reason now_ms
  * A non-empty suppress_reason adds the (lower-cased) recipient to supp as
@@ -244,10 +257,12 @@ static const char store_lua_bounce[] =
 
 /*
  * promote
- * KEYS: due, ready
+ * KEYS: due, ready, ready:high
  * ARGV: now_ms max prefix
  * Returns {members taken from due, earliest remaining score or "0"}.
  * Members whose recipient is no longer deferred/scheduled are dropped.
+ * Each goes back to its message's lane: ready:high when prio is "high",
+ * else (normal, or no prio: stored before lanes) ready.
  */
 static const char store_lua_promote[] =
 	"local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1],\n"
@@ -258,10 +273,13 @@ static const char store_lua_promote[] =
 	"  if id then\n"
 	"    local key = ARGV[3] .. 'msg:' .. id\n"
 	"    local f = 'r' .. i .. ':status'\n"
-	"    local st = redis.call('HGET', key, f)\n"
+	"    local v = redis.call('HMGET', key, f, 'prio')\n"
+	"    local st = v[1]\n"
 	"    if st == 'deferred' or st == 'scheduled' then\n"
+	"      local lane = KEYS[2]\n"
+	"      if v[2] == 'high' then lane = KEYS[3] end\n"
 	"      redis.call('HSET', key, f, 'queued')\n"
-	"      redis.call('XADD', KEYS[2], '*', 'm', id, 'r', i)\n"
+	"      redis.call('XADD', lane, '*', 'm', id, 'r', i)\n"
 	"    end\n"
 	"  end\n"
 	"end\n"
@@ -596,7 +614,7 @@ static const char store_lua_view[] =
 	"local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '-1')\n"
 	"if not n or n < 0 then return {} end\n"
 	"if n > 1000 then return redis.error_reply('ERR recipient count') end\n"
-	"local f = {'id', 'from', 'subject', 'metadata', 'tags', 'created', 'send_at', 'n'}\n"
+	"local f = {'id', 'from', 'subject', 'metadata', 'tags', 'created', 'send_at', 'n', 'prio'}\n"
 	"local names = {'email', 'kind', 'status', 'attempts', 'smtp'}\n"
 	"for i = 0, n - 1 do\n"
 	"  for _, x in ipairs(names) do f[#f + 1] = 'r' .. i .. ':' .. x end\n"
@@ -613,7 +631,7 @@ static const char store_lua_view[] =
  * KEYS: msg, tl, due
  * ARGV: id timeline retention_ms
  * Recipients queued, scheduled or deferred become "canceled" (their ready
- * entries are dropped by claim, their due members here). Returns how many,
+ * entries, on either lane, are dropped by claim; their due members here). Returns how many,
  * or -1 when the message does not exist.
  */
 static const char store_lua_cancel[] =

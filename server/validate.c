@@ -779,7 +779,7 @@ tree_values(const cJSON *node, size_t limit)
 static const char *const known_fields[] = {
 	"from", "to", "cc", "bcc", "reply_to", "subject", "text", "html",
 	"headers", "metadata", "tags", "template", "variables", "attachments",
-	"send_at", "ttl",
+	"send_at", "ttl", "priority",
 };
 
 static int
@@ -1180,6 +1180,24 @@ parse_send_at(const cJSON *node, int64_t now_ms, struct msg_request *r,
 	return V_OK;
 }
 
+/* parse_priority - "high" or "normal" (the default, also for null). */
+static int
+parse_priority(const cJSON *node, struct msg_request *r, struct validate_error *err)
+{
+	if (node == NULL || cJSON_IsNull(node))
+		return V_OK;
+	if (cJSON_IsString(node) && node->valuestring != NULL) {
+		if (strcmp(node->valuestring, "high") == 0) {
+			r->priority_high = 1;
+			return V_OK;
+		}
+		if (strcmp(node->valuestring, "normal") == 0)
+			return V_OK;
+	}
+	verr(err, "priority", "must be \"high\" or \"normal\"");
+	return V_INVALID;
+}
+
 static int
 parse_ttl(const cJSON *node, struct msg_request *r, struct validate_error *err)
 {
@@ -1405,6 +1423,9 @@ validate_message_at(const cJSON *body, int64_t now_ms, size_t max_attach,
 	if (rc != V_OK)
 		goto out;
 	rc = parse_ttl(FIELD("ttl"), out, err);
+	if (rc != V_OK)
+		goto out;
+	rc = parse_priority(FIELD("priority"), out, err);
 #undef FIELD
 out:
 	if (rc != V_OK) {

@@ -55,6 +55,7 @@ struct msg_request {
 	struct mime_attachment *attachments; size_t nattachments;  /* data decoded, owned */
 	int64_t send_at_ms;     /* 0 when absent */
 	int64_t ttl_ms;         /* 0 when absent */
+	int priority_high;      /* "priority": "high" -> 1; "normal" or absent -> 0 */
 };
 
 /*
@@ -74,7 +75,8 @@ int validate_message(const cJSON *body, struct msg_request *out, struct validate
  * values, nested members included) requires "template"; without
  * "template", text or html is required. Attachments: at most 20, total decoded
  * size at most max_attach bytes (-> -3, a 413 "payload_too_large"),
- * invalid base64 -> field "attachments[i].content".
+ * invalid base64 -> field "attachments[i].content". "priority" is "high" or
+ * "normal" (the default); anything else -> field "priority".
  * Returns 0, -1 invalid (422), -2 out of memory, -3 too large (413).
  */
 int validate_message_at(const cJSON *body, int64_t now_ms, size_t max_attach,

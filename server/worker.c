@@ -619,22 +619,25 @@ static void
 heartbeat(struct worker *w, struct store *st)
 {
 	const char **ids = NULL;
+	enum store_lane *lanes = NULL;
 	size_t n = 0;
 
 	pthread_mutex_lock(&w->mu);
-	if (w->nfly > 0 && (ids = calloc((size_t)w->nfly, sizeof(*ids))) != NULL) {
+	if (w->nfly > 0 && (ids = calloc((size_t)w->nfly, sizeof(*ids))) != NULL &&
+	    (lanes = calloc((size_t)w->nfly, sizeof(*lanes))) != NULL) {
 		/* Copies: the strings live in deliveries the recorder may free. */
 		for (struct job *j = w->fly; j != NULL; j = j->next_fly) {
 			if ((ids[n] = strdup(j->d->entry_id)) != NULL)
-				n++;
+				lanes[n++] = j->d->lane;
 		}
 	}
 	pthread_mutex_unlock(&w->mu);
-	if (n > 0 && store_heartbeat(st, w->consumer, ids, n) != STORE_OK)
+	if (n > 0 && store_heartbeat(st, w->consumer, ids, lanes, n) != STORE_OK)
 		log_debug("worker %s: heartbeat failed", w->consumer);
 	for (size_t i = 0; i < n; i++)
 		free((void *)ids[i]);
 	free(ids);
+	free(lanes);
 }
 
 static void *

@@ -241,7 +241,7 @@ static const char mime_bytes[] = "Subject: hi\r\n\r\nbody\0with NUL\r\n";
 #define MIME_LEN (sizeof(mime_bytes) - 1)
 
 static void
-enqueue_msg(char *id, size_t idlen, size_t nrcpts, int64_t send_at)
+enqueue_lane(char *id, size_t idlen, size_t nrcpts, int64_t send_at, enum store_lane lane)
 {
 	struct store_rcpt_in rc[64];
 	char emails[64][32];
@@ -270,10 +270,17 @@ enqueue_msg(char *id, size_t idlen, size_t nrcpts, int64_t send_at)
 	m.metadata_json = "{\"k\":\"v\"}";
 	m.tags_json = "[\"t\"]";
 	m.timeline_json = "{\"type\":\"queued\"}";
+	m.lane = lane;
 	m.rcpts = rc;
 	m.nrcpts = nrcpts;
 	rc_ = store_enqueue(st, &m);
 	cr_assert_eq(rc_, 0, "store_enqueue: got %d, want 0", rc_);
+}
+
+static void
+enqueue_msg(char *id, size_t idlen, size_t nrcpts, int64_t send_at)
+{
+	enqueue_lane(id, idlen, nrcpts, send_at, STORE_LANE_NORMAL);
 }
 
 static void
@@ -526,6 +533,170 @@ Test(store, deferred_then_promoted)
 	store_delivery_free(d);
 }
 
+#define K_HIGH "txm{0}:ready:high"
+#define K_NORMAL "txm{0}:ready"
+
+Test(store, lanes_fetch_high_first)
+{
+	char nid[64], hid[64], key[128], sbuf[32];
+	struct store_delivery *d[8];
+	struct store_message_view v;
+	struct store_queue_stats q;
+	int n, total = 0;
+
+	enqueue_msg(nid, sizeof(nid), 3, 0);
+	enqueue_lane(hid, sizeof(hid), 1, 0, STORE_LANE_HIGH);
+	cr_assert_eq(rint_cmd("XLEN %s", K_NORMAL), 3);
+	cr_assert_eq(rint_cmd("XLEN %s", K_HIGH), 1);
+	msg_key(key, sizeof(key), hid, "");
+	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, "prio");
+	cr_assert_str_eq(sbuf, "high");
+	msg_key(key, sizeof(key), nid, "");
+	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, "prio");
+	cr_assert_str_eq(sbuf, "normal");
+	cr_assert_eq(store_get_message(st, hid, &v), 0);
+	cr_assert_eq(v.lane, STORE_LANE_HIGH, "view lane: got %d, want high", (int)v.lane);
+	store_message_view_free(&v);
+	cr_assert_eq(store_get_message(st, nid, &v), 0);
+	cr_assert_eq(v.lane, STORE_LANE_NORMAL, "view lane: got %d, want normal", (int)v.lane);
+	store_message_view_free(&v);
+	cr_assert_eq(store_queue_stats(st, &q), 0);
+	cr_assert_eq(q.ready, 4, "ready gauge: got %lld, want 4 (both lanes)", (long long)q.ready);
+
+	/* the high message was enqueued last but comes first */
+	n = store_fetch(st, "c1", 2, 100, d);
+	cr_assert_eq(n, 2, "fetch: got %d, want 2", n);
+	cr_assert_str_eq(d[0]->msg_id, hid, "first: got %s, want the high one %s", d[0]->msg_id, hid);
+	cr_assert_eq(d[0]->lane, STORE_LANE_HIGH);
+	cr_assert_str_eq(d[1]->msg_id, nid);
+	cr_assert_eq(d[1]->lane, STORE_LANE_NORMAL);
+	cr_assert_eq(pending_count(K_HIGH, "workers"), 1);
+	cr_assert_eq(pending_count(K_NORMAL, "workers"), 1);
+	cr_assert_eq(store_queue_stats(st, &q), 0);
+	cr_assert_eq(q.pending, 2, "pending gauge: got %lld, want 2 (both lanes)", (long long)q.pending);
+	for (int i = 0; i < n; i++)
+		cr_assert_eq(record_one(d[i], "delivered", 0, NULL), 0);
+	total += n;
+	free_deliveries(d, n);
+	cr_assert_eq(pending_count(K_HIGH, "workers"), 0, "the high entry is acked on ready:high");
+	cr_assert_eq(rint_cmd("XLEN %s", K_HIGH), 0);
+
+	/* the rest of the normal lane; both streams empty and acked after record */
+	n = store_fetch(st, "c1", 8, 100, d);
+	cr_assert_eq(n, 2, "second fetch: got %d, want 2", n);
+	for (int i = 0; i < n; i++) {
+		cr_assert_eq(d[i]->lane, STORE_LANE_NORMAL);
+		cr_assert_eq(record_one(d[i], "delivered", 0, NULL), 0);
+	}
+	total += n;
+	free_deliveries(d, n);
+	cr_assert_eq(total, 4);
+	cr_assert_eq(pending_count(K_HIGH, "workers"), 0);
+	cr_assert_eq(pending_count(K_NORMAL, "workers"), 0);
+	cr_assert_eq(rint_cmd("XLEN %s", K_HIGH), 0);
+	cr_assert_eq(rint_cmd("XLEN %s", K_NORMAL), 0);
+
+	/* a blocking fetch wakes up for the high lane too */
+	n = store_fetch(st, "c1", 8, 100, d);
+	cr_assert_eq(n, 0);
+	enqueue_lane(hid, sizeof(hid), 1, 0, STORE_LANE_HIGH);
+	n = store_fetch(st, "c1", 8, 2000, d);
+	cr_assert_eq(n, 1, "fetch high only: got %d, want 1", n);
+	cr_assert_eq(d[0]->lane, STORE_LANE_HIGH);
+	cr_assert_eq(record_one(d[0], "delivered", 0, NULL), 0);
+	free_deliveries(d, n);
+	cr_assert_eq(pending_count(K_HIGH, "workers"), 0);
+}
+
+Test(store, lanes_retry_stays_in_lane)
+{
+	char hid[64], oid[64], key[128];
+	struct store_delivery *d = NULL;
+	int64_t now = util_now_ms(), next = 0;
+
+	enqueue_lane(hid, sizeof(hid), 1, 0, STORE_LANE_HIGH);
+	cr_assert_eq(fetch_one("c1", &d), 1);
+	cr_assert_eq(d->lane, STORE_LANE_HIGH);
+	cr_assert_eq(record_one(d, "deferred", now + 1000, NULL), 0);
+	store_delivery_free(d);
+	cr_assert_eq(pending_count(K_HIGH, "workers"), 0);
+	cr_assert_eq(rint_cmd("XLEN %s", K_HIGH), 0);
+
+	/* a message stored before lanes (no prio) is normal */
+	enqueue_msg(oid, sizeof(oid), 1, 0);
+	msg_key(key, sizeof(key), oid, "");
+	redisReply *r = redisCommand(rc_ctx, "HDEL %s prio", key);
+	cr_assert(r && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+	freeReplyObject(r);
+	cr_assert_eq(fetch_one("c1", &d), 1);
+	cr_assert_str_eq(d->msg_id, oid);
+	cr_assert_eq(record_one(d, "deferred", now + 1000, NULL), 0);
+	store_delivery_free(d);
+
+	cr_assert_eq(store_promote_due(st, now + 1000, 10, &next), 2);
+	cr_assert_eq(rint_cmd("XLEN %s", K_HIGH), 1, "the retried high message is back on ready:high");
+	cr_assert_eq(rint_cmd("XLEN %s", K_NORMAL), 1, "the old message goes to ready");
+	cr_assert_eq(fetch_one("c1", &d), 1);
+	cr_assert_str_eq(d->msg_id, hid);
+	cr_assert_eq(d->lane, STORE_LANE_HIGH);
+	cr_assert_eq(d->attempts, 2, "attempts: got %d, want 2", d->attempts);
+	cr_assert_eq(record_one(d, "delivered", 0, NULL), 0);
+	store_delivery_free(d);
+	cr_assert_eq(fetch_one("c1", &d), 1);
+	cr_assert_str_eq(d->msg_id, oid);
+	cr_assert_eq(d->lane, STORE_LANE_NORMAL);
+	cr_assert_eq(record_one(d, "delivered", 0, NULL), 0);
+	store_delivery_free(d);
+	cr_assert_eq(pending_count(K_HIGH, "workers"), 0);
+	cr_assert_eq(pending_count(K_NORMAL, "workers"), 0);
+
+	/* send_at: scheduled high goes to ready:high when due */
+	enqueue_lane(hid, sizeof(hid), 1, 5000, STORE_LANE_HIGH);
+	cr_assert_eq(rint_cmd("XLEN %s", K_HIGH), 0);
+	cr_assert_eq(store_promote_due(st, 5000, 10, &next), 1);
+	cr_assert_eq(rint_cmd("XLEN %s", K_HIGH), 1);
+	cr_assert_eq(rint_cmd("XLEN %s", K_NORMAL), 0);
+}
+
+Test(store, lanes_reclaim_and_heartbeat)
+{
+	char hid[64], nid[64];
+	struct store_delivery *a[4], *b[4];
+	const char *ids[2];
+	enum store_lane lanes[2];
+	int n;
+
+	enqueue_msg(nid, sizeof(nid), 1, 0);
+	enqueue_lane(hid, sizeof(hid), 1, 0, STORE_LANE_HIGH);
+	n = store_fetch(st, "A", 4, 100, a);
+	cr_assert_eq(n, 2, "fetch: got %d, want 2", n);
+	cr_assert_eq(a[0]->lane, STORE_LANE_HIGH);
+	cr_assert_eq(a[1]->lane, STORE_LANE_NORMAL);
+
+	/* heartbeats on each entry's own stream keep both from being taken */
+	usleep(400000);
+	for (int i = 0; i < 2; i++) {
+		ids[i] = a[i]->entry_id;
+		lanes[i] = a[i]->lane;
+	}
+	cr_assert_eq(store_heartbeat(st, "A", ids, lanes, 2), 0);
+	n = store_reclaim(st, "B", 300, 4, b);
+	cr_assert_eq(n, 0, "reclaim after heartbeat: got %d, want 0", n);
+
+	n = store_reclaim(st, "B", 0, 4, b);
+	cr_assert_eq(n, 2, "reclaim: got %d, want 2 (one per lane)", n);
+	cr_assert_str_eq(b[0]->msg_id, hid, "high first");
+	cr_assert_eq(b[0]->lane, STORE_LANE_HIGH);
+	cr_assert_str_eq(b[1]->msg_id, nid);
+	cr_assert_eq(b[1]->lane, STORE_LANE_NORMAL);
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(record_one(b[i], "delivered", 0, NULL), 0);
+	cr_assert_eq(pending_count(K_HIGH, "workers"), 0);
+	cr_assert_eq(pending_count(K_NORMAL, "workers"), 0);
+	free_deliveries(a, 2);
+	free_deliveries(b, 2);
+}
+
 Test(store, promote_batches)
 {
 	char id[64];
@@ -607,7 +778,7 @@ Test(store, heartbeat_prevents_reclaim)
 	cr_assert_eq(fetch_one("A", &a), 1);
 	usleep(400000);   /* let the entry become idle for > 300 ms */
 	const char *ids[1] = { a->entry_id };
-	cr_assert_eq(store_heartbeat(st, "A", ids, 1), 0);
+	cr_assert_eq(store_heartbeat(st, "A", ids, NULL, 1), 0);
 	n = store_reclaim(st, "B", 300, 4, b);
 	cr_assert_eq(n, 0, "reclaim after heartbeat: got %d, want 0", n);
 
@@ -622,7 +793,7 @@ Test(store, heartbeat_prevents_reclaim)
 	cr_assert_eq(b[0]->attempts, 2);
 	store_delivery_free(b[0]);
 	store_delivery_free(a);
-	cr_assert_eq(store_heartbeat(st, "A", NULL, 0), 0);
+	cr_assert_eq(store_heartbeat(st, "A", NULL, NULL, 0), 0);
 }
 
 Test(store, undeliverable_entries_are_skipped)

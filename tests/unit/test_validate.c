@@ -513,6 +513,13 @@ static const struct at_case at_bad_cases[] = {
 	{ "{" BASE ",\"ttl\":1.5}", NULL, 7 * MIB, -1, "ttl" },
 	{ "{" BASE ",\"ttl\":\"600\"}", NULL, 7 * MIB, -1, "ttl" },
 	{ "{" BASE ",\"ttl\":2592001}", NULL, 7 * MIB, -1, "ttl" },
+	/* priority */
+	{ "{" BASE ",\"priority\":\"urgent\"}", NULL, 7 * MIB, -1, "priority" },
+	{ "{" BASE ",\"priority\":\"HIGH\"}", NULL, 7 * MIB, -1, "priority" },
+	{ "{" BASE ",\"priority\":\"\"}", NULL, 7 * MIB, -1, "priority" },
+	{ "{" BASE ",\"priority\":1}", NULL, 7 * MIB, -1, "priority" },
+	{ "{" BASE ",\"priority\":true}", NULL, 7 * MIB, -1, "priority" },
+	{ "{" BASE ",\"priority\":\"low\"}", "messages[2].", 7 * MIB, -1, "messages[2].priority" },
 	/* batch prefixes */
 	{ "{\"from\":\"a@example.com\",\"to\":[\"bad\"],\"text\":\"x\"}", "messages[3].", 7 * MIB, -1, "messages[3].to[0]" },
 	{ "[]", "messages[0].", 7 * MIB, -1, "messages[0]" },
@@ -620,6 +627,35 @@ Test(validate, at_good_template_attachments_time)
 	cr_expect_eq(r.ttl_ms, 600000, "got ttl %lld, want 600000", (long long)r.ttl_ms);
 	msg_request_free(&r);
 	cJSON_Delete(j);
+}
+
+Test(validate, at_priority_table)
+{
+	static const struct {
+		const char *json;
+		int want_high;
+	} cases[] = {
+		{ "{" BASE "}", 0 },
+		{ "{" BASE ",\"priority\":\"normal\"}", 0 },
+		{ "{" BASE ",\"priority\":null}", 0 },
+		{ "{" BASE ",\"priority\":\"high\"}", 1 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cJSON *j = cJSON_Parse(cases[i].json);
+		struct msg_request r;
+		struct validate_error err;
+		int rc;
+
+		cr_assert_not_null(j, "case %zu: test JSON does not parse", i);
+		rc = validate_message_at(j, NOW_MS, 7 * MIB, "", &r, &err);
+		cr_expect_eq(rc, 0, "case %zu %s: got rc %d (%s: %s), want 0", i, cases[i].json, rc,
+		    err.field, err.message);
+		cr_expect_eq(r.priority_high, cases[i].want_high, "case %zu %s: got priority_high %d, want %d",
+		    i, cases[i].json, r.priority_high, cases[i].want_high);
+		msg_request_free(&r);
+		cJSON_Delete(j);
+	}
 }
 
 Test(validate, at_send_at_table)
