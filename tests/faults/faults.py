@@ -202,9 +202,12 @@ class Run:
             rcpts = ["u%da@example.com" % seq, "u%db@example.com" % seq]
         else:
             rcpts = ["u%d@example.com" % seq]
-        return {"from": "Faults <faults@example.com>", "to": rcpts,
+        body = {"from": "Faults <faults@example.com>", "to": rcpts,
                 "subject": "fault run %d" % seq, "text": "message %d\nof the fault-injection run\n" % seq,
-                "metadata": {"seq": str(seq)}}, rcpts
+                "metadata": {"seq": str(seq)}}
+        if 0.10 <= r < 0.20 or seq % 10 == 7:
+            body["priority"] = "high"  # both lanes go through the same faults
+        return body, rcpts
 
     def sender(self, idx):
         c = Client(self.api.port, key=self.key, timeout=10)
