@@ -67,6 +67,32 @@ def wait_until(pred, timeout, what, interval=0.02, diag=None):
         time.sleep(interval)
 
 
+def read_text(path):
+    """A file's text ("" while it does not exist yet)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def wait_status(api, mid, want, timeout):
+    """Wait until the message's first recipient has status `want`; return the
+    message. A final status (delivered, failed) other than `want` fails at once."""
+    last = {}
+
+    def check():
+        r = api.get("/v1/messages/" + mid)
+        assert r.status == 200, "GET /v1/messages/%s: got %s %r" % (mid, r.status, r.body)
+        last["j"] = r.json
+        got = r.json["recipients"][0]["status"]
+        assert got == want or got not in ("delivered", "failed"), "%s: recipient got %r, want %r: %r" % (
+            mid, got, want, r.json)
+        return r.json if got == want else None
+    return wait_until(check, timeout, "%s: recipient %s" % (mid, want), interval=0.05,
+                      diag=lambda: "last GET: %r" % (last.get("j"),))
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

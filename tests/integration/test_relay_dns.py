@@ -35,7 +35,7 @@ import time
 import pytest
 
 import helpers
-from helpers import Txmail, dl, free_port, wait_until
+from helpers import Txmail, dl, free_port, read_text, wait_status, wait_until
 
 NO_RETRY = {"TXMAIL_RETRY_BASE": "60", "TXMAIL_RETRY_MAX": "60"}
 
@@ -44,30 +44,6 @@ def send(api, to, subject="relay dns"):
     r = api.send({"from": "sender@example.com", "to": to, "subject": subject, "text": "hello\n"})
     assert r.status == 202, "POST /v1/messages: got %s %r, want 202" % (r.status, r.body)
     return r.json["id"]
-
-
-def wait_status(api, mid, want, timeout):
-    """Wait until the message's first recipient is `want`; another final status fails at once."""
-    last = {}
-
-    def check():
-        r = api.get("/v1/messages/" + mid)
-        assert r.status == 200, "GET /v1/messages/%s: got %s %r" % (mid, r.status, r.body)
-        last["j"] = r.json
-        got = r.json["recipients"][0]["status"]
-        assert got == want or got not in ("delivered", "failed"), "%s: recipient got %r, want %r: %r" % (
-            mid, got, want, r.json)
-        return r.json if got == want else None
-    return wait_until(check, timeout, "%s: recipient %s" % (mid, want), interval=0.05,
-                      diag=lambda: "last GET: %r" % (last.get("j"),))
-
-
-def read(path):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
 
 
 def timed_get(c, path):
@@ -93,7 +69,7 @@ def test_relay_by_name_delivers(txmail_factory, smtp_peer):
         for to in rcpts:
             (got,) = smtp_peer.wait_for_rcpt(to, dl(10))
             assert got.meta["tls"] is True and got.meta["auth_user"] == "user", "got %r" % got.meta
-        log = read(tx.log)
+        log = read_text(tx.log)
         assert re.search(r"relay host localhost: resolved to \S", log), \
             "txmail log: want the relay's resolved addresses:\n%s" % log[-3000:]
         assert "DNS lookup of" not in log, "the engine resolved the relay itself:\n%s" % log[-3000:]
@@ -128,13 +104,13 @@ def test_relay_unresolvable_defers_and_stays_responsive(txmail_factory, smtp_pee
             assert r.status == 200, "/healthz: got %s %r" % (r.status, r.body)
             worst = max(worst, took)
         assert worst < dl(1), "/healthz took %.3fs at worst while the relay did not resolve" % worst
-        log = read(tx.log)
+        log = read_text(tx.log)
         assert log.count(" started (concurrency") == 2, "want two worker loops:\n%s" % log[-3000:]
         assert re.search(r"relay host no-such-host\.invalid: lookup failed \(", log), \
             "txmail log: want the failed lookup:\n%s" % log[-3000:]
         assert "DNS lookup of" not in log, "the engine resolved the relay itself:\n%s" % log[-3000:]
         assert smtp_peer.count() == 0
-        assert "CONNECT " not in read(smtp_peer.log), "a connection reached the peer: %s" % read(smtp_peer.log)
+        assert "CONNECT " not in read_text(smtp_peer.log), "a connection reached the peer: %s" % read_text(smtp_peer.log)
     finally:
         probe.close()
         api.close()
@@ -210,8 +186,8 @@ def test_relay_next_address_after_a_refused_one(hosts_txmail, smtp_peer):
     api = tx.client()
     try:
         log_rx = re.compile(r"relay host localhost: resolved to (127\.0\.0\.[13]), (127\.0\.0\.[13])")
-        m = wait_until(lambda: log_rx.search(read(tx.log)), dl(10), "the relay's two addresses",
-                       diag=lambda: read(tx.log)[-2000:])
+        m = wait_until(lambda: log_rx.search(read_text(tx.log)), dl(10), "the relay's two addresses",
+                       diag=lambda: read_text(tx.log)[-2000:])
         assert {m.group(1), m.group(2)} == {"127.0.0.1", "127.0.0.3"}, "got %r" % m.group(0)
         rcpts = ["rcpt%d@example.com" % i for i in range(4)]
         mids = [send(api, to) for to in rcpts]
@@ -225,10 +201,10 @@ def test_relay_next_address_after_a_refused_one(hosts_txmail, smtp_peer):
             assert got.meta["tls"] is True and got.meta["auth_user"] == "user", "got %r" % got.meta
         # round-robin: half of the four were given 127.0.0.3 first
         moved = re.findall(r"relay localhost \[127\.0\.0\.3\]:\d+ connect \([^\n]*\); "
-                           r"trying its next address \[127\.0\.0\.1\]", read(tx.log))
+                           r"trying its next address \[127\.0\.0\.1\]", read_text(tx.log))
         assert len(moved) == 2, "got %d moves from 127.0.0.3 to 127.0.0.1, want 2:\n%s" % (
-            len(moved), read(tx.log)[-3000:])
-        assert "DNS lookup of" not in read(tx.log)
+            len(moved), read_text(tx.log)[-3000:])
+        assert "DNS lookup of" not in read_text(tx.log)
     finally:
         api.close()
 
@@ -247,12 +223,12 @@ def test_relay_tls_checks_the_name_not_the_address(hosts_txmail, smtp_peer):
         text = json.dumps(j)
         assert "certificate verification failed" in text, "got %s, want a certificate failure" % text
         assert smtp_peer.count() == 0, "peer stored %d message(s)" % smtp_peer.count()
-        transcript = read(smtp_peer.log)
+        transcript = read_text(smtp_peer.log)
         assert "C: STARTTLS" in transcript, "got transcript %r, want STARTTLS" % transcript[-2000:]
         for cmd in ("C: AUTH", "C: MAIL"):
             assert cmd not in transcript, "%r sent past a refused certificate:\n%s" % (cmd, transcript[-2000:])
-        line = wait_until(lambda: re.search(r"TLS handshake with [^\n]*failed[^\n]*", read(tx.log)), dl(5),
-                          "the TLS failure in the log", diag=lambda: read(tx.log)[-2000:]).group(0)
+        line = wait_until(lambda: re.search(r"TLS handshake with [^\n]*failed[^\n]*", read_text(tx.log)), dl(5),
+                          "the TLS failure in the log", diag=lambda: read_text(tx.log)[-2000:]).group(0)
         assert "relay-not-in-cert.test" in line and "mismatch" in line, \
             "got %r, want a host name mismatch for relay-not-in-cert.test" % line
     finally:

@@ -37,7 +37,7 @@ import re
 import pytest
 
 from conftest import new_secret
-from helpers import SmtpPeer, dl, wait_until
+from helpers import SmtpPeer, dl, read_text, wait_status, wait_until
 from webhook_receiver import WebhookReceiver
 
 # one attempt per message while a test looks (no retry inside its window)
@@ -51,39 +51,11 @@ def send(api, to):
     return r.json["id"]
 
 
-FINAL = ("delivered", "failed")
-
-
-def wait_status(api, mid, want, timeout):
-    """Wait until the message's first recipient has status `want`; return the
-    message. A final status other than `want` fails at once."""
-    last = {}
-
-    def check():
-        r = api.get("/v1/messages/" + mid)
-        assert r.status == 200, "GET /v1/messages/%s: got %s %r" % (mid, r.status, r.body)
-        last["j"] = r.json
-        got = r.json["recipients"][0]["status"]
-        assert got == want or got not in FINAL, "%s: recipient got %r, want %r: %r" % (
-            mid, got, want, r.json)
-        return r.json if got == want else None
-    return wait_until(check, timeout, "%s: recipient %s" % (mid, want), interval=0.05,
-                      diag=lambda: "last GET: %r" % (last.get("j"),))
-
-
-def read(path):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
-
-
 def wait_log(tx, pattern, timeout, what):
     """Wait until txmail's log matches the regex `pattern`; return the match."""
     rx = re.compile(pattern)
-    return wait_until(lambda: rx.search(read(tx.log)), timeout, "txmail log: " + what,
-                      interval=0.05, diag=lambda: read(tx.log)[-3000:])
+    return wait_until(lambda: rx.search(read_text(tx.log)), timeout, "txmail log: " + what,
+                      interval=0.05, diag=lambda: read_text(tx.log)[-3000:])
 
 
 def assert_refused_relay(api, tx, peer, mid, host):
@@ -97,7 +69,7 @@ def assert_refused_relay(api, tx, peer, mid, host):
     line = wait_log(tx, r"TLS handshake with %s:%d failed: %s[^\n]*" % (
         re.escape(host), peer.port, CERT_FAILED), dl(5), "the certificate error").group(0)
     assert peer.count() == 0, "peer stored %d message(s) over a refused certificate" % peer.count()
-    log = read(peer.log)
+    log = read_text(peer.log)
     assert "C: STARTTLS" in log, "got transcript %r, want STARTTLS attempted" % log[-2000:]
     for cmd in ("C: AUTH", "C: MAIL", "C: RCPT", "C: DATA"):
         assert cmd not in log, "got %r in the transcript: sent past a refused certificate:\n%s" % (
@@ -185,13 +157,13 @@ def test_relay_credentials_never_in_clear_by_default(txmail_factory, workdir, ce
             mid = send(api, "rcpt@example.com")
             j = wait_status(api, mid, "deferred", dl(20))
             assert peer.count() == 0
-            log = read(peer.log)
+            log = read_text(peer.log)
             assert "C: EHLO" in log, "got transcript %r, want an EHLO" % log[-2000:]
             for cmd in ("C: AUTH", "C: MAIL"):
                 assert cmd not in log, "got %r in the transcript: credentials or mail sent without TLS:\n%s" % (
                     cmd, log[-2000:])
             assert "STARTTLS" in json.dumps(j["events"]), "deferral detail should name STARTTLS: %r" % j
-            assert peer.password not in read(tx.log)
+            assert peer.password not in read_text(tx.log)
         finally:
             api.close()
     finally:
@@ -231,9 +203,9 @@ def wait_webhook_refused(tx, rx, attempt):
         attempts, _, _ = rx.snapshot()
         assert attempts == [], "receiver got %d request(s) over a refused certificate: %r" % (
             len(attempts), [(a["webhook_id"], a["status"]) for a in attempts])
-        return rx_re.search(read(tx.log))
+        return rx_re.search(read_text(tx.log))
     m = wait_until(check, dl(15), "txmail log: failed webhook attempt %d" % attempt, interval=0.05,
-                   diag=lambda: read(tx.log)[-3000:])
+                   diag=lambda: read_text(tx.log)[-3000:])
     return m.group(1), m.group(2)
 
 
