@@ -3042,6 +3042,24 @@ store_template_delete(struct store *s, const char *name)
 	return st_eval_int(s, &a, "template delete", STORE_ERR_NOT_FOUND, NULL);
 }
 
+/*
+ * st_rows - check that r is an array of rows of `width` elements and
+ * return one zeroed element of `elsize` bytes per row (NULL when there are
+ * none). *rc is 0, or a STORE_ERR_* code naming `what`.
+ */
+static void *
+st_rows(const redisReply *r, size_t width, size_t elsize, const char *what, int *rc)
+{
+	void *v = NULL;
+
+	*rc = 0;
+	if (!st_is_array(r, 0) || r->elements % width != 0)
+		*rc = st_bad(what, r);
+	else if (r->elements && (v = calloc(r->elements / width, elsize)) == NULL)
+		*rc = STORE_ERR_NOMEM;
+	return v;
+}
+
 int
 store_template_list(struct store *s, char ***jsons, size_t *n)
 {
@@ -3066,17 +3084,9 @@ store_template_list(struct store *s, char ***jsons, size_t *n)
 	rc = st_do(s, &a, &r);
 	if (rc)
 		goto out;
-	if (!st_is_array(r, 0) || r->elements % 4 != 0) {
-		rc = st_bad("template list", r);
+	v = st_rows(r, 4, sizeof(*v), "template list", &rc);
+	if (rc)
 		goto out;
-	}
-	if (r->elements) {
-		v = calloc(r->elements / 4, sizeof(*v));
-		if (!v) {
-			rc = STORE_ERR_NOMEM;
-			goto out;
-		}
-	}
 	for (i = 0; i < r->elements; i += 4) {
 		int64_t c = 0, u = 0;
 
@@ -3262,17 +3272,9 @@ store_suppression_list(struct store *s, struct store_suppression **out, size_t *
 	rc = st_simple(s, 2, argv, &r);
 	if (rc)
 		return rc;
-	if (!st_is_array(r, 0) || r->elements % 2 != 0) {
-		rc = st_bad("suppression list", r);
+	v = st_rows(r, 2, sizeof(*v), "suppression list", &rc);
+	if (rc)
 		goto out;
-	}
-	if (r->elements) {
-		v = calloc(r->elements / 2, sizeof(*v));
-		if (!v) {
-			rc = STORE_ERR_NOMEM;
-			goto out;
-		}
-	}
 	for (i = 0; i < r->elements; i += 2) {
 		cnt++;
 		rc = st_supp_from(r->element[i], r->element[i + 1], &v[cnt - 1]);
@@ -3370,17 +3372,9 @@ store_key_list(struct store *s, struct store_apikey **out, size_t *n)
 	rc = st_do(s, &a, &r);
 	if (rc)
 		goto out;
-	if (!st_is_array(r, 0) || r->elements % 4 != 0) {
-		rc = st_bad("key list", r);
+	v = st_rows(r, 4, sizeof(*v), "key list", &rc);
+	if (rc)
 		goto out;
-	}
-	if (r->elements) {
-		v = calloc(r->elements / 4, sizeof(*v));
-		if (!v) {
-			rc = STORE_ERR_NOMEM;
-			goto out;
-		}
-	}
 	for (i = 0; i < r->elements; i += 4) {
 		struct store_apikey *k = &v[cnt];
 
