@@ -71,7 +71,7 @@ sys.path.insert(0, IT)
 sys.path.insert(0, os.path.join(IT, "peers"))
 
 from helpers import (PYTHON, RedisServer, SmtpPeer, Txmail, Client, clean_env, free_port,  # noqa: E402
-                     make_certs, tail, wait_until, kill_group, reap)
+                     make_certs, tail, wait_until, kill_group, reap, WaitTimeout)
 
 TERMINAL = ("delivered", "failed", "expired", "suppressed", "canceled")
 MSGID_RE = re.compile(rb"(?im)^message-id:\s*<[^>]*?(msg_[0-9a-z]{26})")
@@ -359,26 +359,24 @@ class Run:
         self.drain()
 
     def drain(self):
-        want = {}
-        for mid, rcpts in self.accepted.values():
-            for r in rcpts:
-                want[(mid, r.lower())] = True
-        end = now() + self.a.drain_seconds
-        last = -1
-        while True:
+        """Wait (bounded by --drain-seconds) until every accepted recipient
+        has its terminal webhook; the counting afterwards says what is missing."""
+        want = [(mid, r.lower()) for mid, rcpts in self.accepted.values() for r in rcpts]
+        last = {"n": -1}
+
+        def drained():
             got = self.terminal_events()
-            missing = [k for k in want if k not in got]
-            if not missing:
-                self.log("drain: every recipient has its terminal webhook")
-                break
-            if len(missing) != last:
+            n = sum(1 for k in want if k not in got)
+            if n != last["n"]:
                 self.log("drain: %d recipients without a terminal webhook yet, peer has %d" % (
-                    len(missing), self.peer.count()))
-                last = len(missing)
-            if now() > end:
-                self.log("drain: deadline (%ds) passed with %d missing" % (self.a.drain_seconds, len(missing)))
-                break
-            time.sleep(2)  # polling interval of the drain loop (bounded by the deadline above)
+                    n, self.peer.count()))
+                last["n"] = n
+            return n == 0
+        try:
+            wait_until(drained, self.a.drain_seconds, "a terminal webhook for every recipient", interval=2)
+            self.log("drain: every recipient has its terminal webhook")
+        except WaitTimeout:
+            self.log("drain: deadline (%ds) passed with %d missing" % (self.a.drain_seconds, last["n"]))
 
     def terminal_events(self):
         """(message_id, recipient) -> set of terminal event types received."""
