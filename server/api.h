@@ -37,6 +37,8 @@ struct api_request {
 	void *conn;                 /* opaque, for api_request_header() */
 	const char *tenant;         /* who is calling: the API key's name, or "env:<hash prefix>" for a
 	                             * TXMAIL_API_KEYS key; NULL on routes without auth */
+	const char *request_id;     /* the X-Request-Id of this request (the client's, when sane,
+	                             * else generated): log lines about it carry request_id= */
 };
 
 struct api_header {

@@ -207,7 +207,7 @@ static int client_queue(struct api_events_client *c, const char *p, size_t n)
 		return -1;
 	queued = c->len - c->off;
 	if (n > API_EVENTS_CLIENT_BUF || queued > API_EVENTS_CLIENT_BUF - n) {
-		log_info("msg=\"sse client too slow, disconnected\" queued=%zu", queued);
+		log_info("event stream client too slow, disconnected", "queued_bytes=%zu", queued);
 		client_end(c);
 		return -1;
 	}
@@ -224,7 +224,7 @@ static int client_queue(struct api_events_client *c, const char *p, size_t n)
 			cap *= 2;
 		nb = realloc(c->buf, cap);
 		if (!nb) {
-			log_warn("msg=\"sse client buffer: out of memory, disconnected\"");
+			log_warn("event stream client out of memory, disconnected");
 			client_end(c);
 			return -1;
 		}
@@ -421,14 +421,15 @@ static void *hub_thread(void *arg)
 		n = store_events_since(hub->st, from, HUB_READ_MAX, behind ? 0 : HUB_BLOCK_MS, evs);
 		if (n < 0) {
 			if (!redis_down)
-				log_warn("msg=\"sse hub: cannot read events, backing off\" rc=%d", n);
+				log_warn("event stream cannot read events, backing off", "error=%s",
+				    store_strerror(n));
 			redis_down = 1;
 			hub_keepalives(hub);
 			hub_sleep(hub, HUB_REDIS_BACKOFF_MS);
 			continue;
 		}
 		if (redis_down)
-			log_info("msg=\"sse hub: reading events again\"");
+			log_info("event stream reading events again");
 		redis_down = 0;
 		if (n > 0) {
 			struct api_events_client *c;

@@ -330,14 +330,15 @@ messages_prepare(const struct api_request *req, const cJSON *json, const char *p
 	mm.boundary_seed = seed;
 	rc = mime_build(&mm, &m->mime, &m->mime_len);
 	if (rc != 0) {
-		log_error("api: mime_build failed rc=%d", rc);
+		log_error("message not built", "msg_id=%s request_id=%s error=%d", m->id,
+		    req->request_id, rc);
 		api_error(resp, 500, "internal_error", "cannot build the message", NULL);
 		return -1;
 	}
 	/* DKIM: signed once, here, with the key for the From domain (if any) */
 	if (dkim_keys_sign_message(req->cfg->dkim_keys, m->mr.from.email, req->now_ms / 1000,
 	    &m->mime, &m->mime_len) != 0) {
-		log_error("api: DKIM signing failed for %s", m->id);
+		log_error("DKIM signing failed", "msg_id=%s request_id=%s", m->id, req->request_id);
 		api_error(resp, 500, "internal_error", "cannot sign the message", NULL);
 		return -1;
 	}
@@ -652,7 +653,8 @@ messages_accept(const struct api_request *req, struct messages_one *ms, size_t n
 		goto out;
 	}
 	if (rc != STORE_OK) {
-		log_warn("api: enqueue failed rc=%d", rc);
+		log_warn("enqueue failed", "msg_id=%s messages=%zu request_id=%s error=%s", ms[0].id, n,
+		    req->request_id, store_strerror(rc));
 		api_store_error(resp, rc);
 		goto out;
 	}
@@ -672,15 +674,17 @@ messages_accept(const struct api_request *req, struct messages_one *ms, size_t n
 			api_header(resp, "Location", location);
 		}
 		cJSON_Delete(r);
-		log_info("replayed an idempotent %s", single ? "send" : "batch");
+		log_info(single ? "idempotent send replayed" : "idempotent batch replayed",
+		    "msg_id=%s request_id=%s", cJSON_IsString(rid) ? rid->valuestring : "",
+		    req->request_id);
 		goto out;
 	}
 
-	if (single)
-		log_info("accepted msg_id=%s rcpts=%zu bytes=%zu status=%s", ms[0].id,
-		    ms[0].nrcpts, ms[0].mime_len, ms[0].status);
-	else
-		log_info("accepted batch of %zu messages (first %s) rcpts=%zu", n, ms[0].id, nrcpts);
+	/* one line per message, so each can be followed by its msg_id */
+	for (size_t i = 0; i < n; i++)
+		log_info("accepted", "msg_id=%s rcpts=%zu bytes=%zu status=%s batch=%s request_id=%s",
+		    ms[i].id, ms[i].nrcpts, ms[i].mime_len, ms[i].status, single ? "false" : "true",
+		    req->request_id);
 	metrics_messages_accepted(n);
 	for (size_t i = 0; i < n; i++)
 		for (size_t k = 0; k < ms[i].nrcpts; k++)
@@ -929,6 +933,6 @@ api_messages_cancel(const struct api_request *req, struct api_response *resp)
 		    "is delivered, failed, canceled or in flight", NULL);
 		return;
 	}
-	log_info("canceled msg_id=%s rcpts=%d", req->param, n);
+	log_info("canceled", "msg_id=%s rcpts=%d request_id=%s", req->param, n, req->request_id);
 	messages_show(req, req->param, 200, resp);
 }

@@ -144,7 +144,8 @@ api_suppressions_create(const struct api_request *req, struct api_response *resp
 		api_store_error(resp, rc);
 		return;
 	}
-	log_info("suppression %s (%s)", existed ? "refreshed" : "added", why);
+	log_info(existed ? "suppression refreshed" : "suppression added", "reason=%s request_id=%s",
+	    why, req->request_id);
 	api_json(resp, existed ? 200 : 201, suppr_entry_json(addr, why, req->now_ms));
 }
 
@@ -167,7 +168,7 @@ api_suppressions_delete(const struct api_request *req, struct api_response *resp
 		api_store_error(resp, rc);
 		return;
 	}
-	log_info("suppression removed");
+	log_info("suppression removed", "request_id=%s", req->request_id);
 	free(resp->body);
 	resp->body = NULL;
 	resp->body_len = 0;

@@ -72,7 +72,8 @@ api_templates_put(const struct api_request *req, struct api_response *resp)
 		api_store_error(resp, rc);
 		return;
 	}
-	log_info("template %s %s", req->param, created ? "created" : "replaced");
+	log_info(created ? "template created" : "template replaced", "template=%s request_id=%s",
+	    req->param, req->request_id);
 	templates_show(req, req->param, created ? 201 : 200, resp);
 }
 
@@ -104,7 +105,7 @@ api_templates_delete(const struct api_request *req, struct api_response *resp)
 		api_store_error(resp, rc);
 		return;
 	}
-	log_info("template %s deleted", req->param);
+	log_info("template deleted", "template=%s request_id=%s", req->param, req->request_id);
 	free(resp->body);
 	resp->body = NULL;
 	resp->body_len = 0;

@@ -178,7 +178,8 @@ api_webhooks_create(const struct api_request *req, struct api_response *resp)
 		api_store_error(resp, rc);
 		goto out;
 	}
-	log_info("webhook endpoint created id=%s events=%zu", id, ep.nevents);
+	log_info("webhook endpoint created", "endpoint=%s events=%zu request_id=%s", id, ep.nevents,
+	    req->request_id);
 	out = whapi_to_json(&ep, 1);
 	if (out == NULL) {
 		api_error(resp, 500, "internal_error", "out of memory", NULL);
@@ -248,6 +249,7 @@ api_webhooks_delete(const struct api_request *req, struct api_response *resp)
 		api_store_error(resp, rc);
 		return;
 	}
-	log_info("webhook endpoint deleted id=%s", req->param);
+	log_info("webhook endpoint deleted", "endpoint=%s request_id=%s", req->param,
+	    req->request_id);
 	resp->status = 204;
 }

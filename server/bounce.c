@@ -57,8 +57,8 @@ bounce_rcpt(const char *addr, char *reply, size_t replylen, void *arg)
 	    addr, id, sizeof(id), &idx);
 	if (rc == VERP_OK)
 		return 0;
-	log_info("msg=\"bounce listener refused recipient\" rcpt=\"%.100s\" why=%s", addr,
-	    rc == VERP_ERR_NOT_OURS ? "not-bounce-address" : rc == VERP_ERR_MAC ? "bad-mac" : "bad-token");
+	log_info("bounce recipient refused", "rcpt=%.100s reason=%s", addr,
+	    rc == VERP_ERR_NOT_OURS ? "not_bounce_address" : rc == VERP_ERR_MAC ? "bad_mac" : "bad_token");
 	snprintf(reply, replylen, "550 5.1.1 Recipient address rejected: not a bounce address here");
 	return -1;
 }
@@ -186,12 +186,13 @@ bounce_record(struct bounce *b, const struct dsn *d, const struct store_message_
 		goto out;
 	}
 	if (rc != STORE_OK) {
-		log_warn("msg=\"cannot record DSN\" msg_id=%s rcpt_idx=%d error=%d", msg_id, idx, rc);
+		log_warn("DSN not recorded", "msg_id=%s rcpt_idx=%d rcpt=%s error=%s", msg_id, idx,
+		    rv->email, store_strerror(rc));
 		goto out;
 	}
-	log_info("msg=\"DSN %s\" msg_id=%s rcpt_idx=%d rcpt=%s action=%s status=%s%s", applied ?
-	    "recorded" : "ignored (recipient already final)", msg_id, idx, rv->email, r->action,
-	    r->status[0] ? r->status : "-", in.suppress_reason && applied ? " suppressed=yes" : "");
+	log_info(applied ? "DSN applied" : "DSN ignored, recipient already final",
+	    "msg_id=%s rcpt_idx=%d rcpt=%s action=%s status=%s suppressed=%s", msg_id, idx,
+	    rv->email, r->action, r->status, in.suppress_reason && applied ? "true" : "false");
 	ret = 0;
 out:
 	cJSON_Delete(sj);
@@ -219,24 +220,23 @@ bounce_apply(struct bounce *b, const struct dsn *d, const char *msg_id, int idx)
 	memset(&v, 0, sizeof(v));
 	rc = store_get_message(b->st, msg_id, &v);
 	if (rc == STORE_ERR_NOT_FOUND) {
-		log_info("msg=\"DSN for an unknown or expired message ignored\" msg_id=%s rcpt_idx=%d",
-		    msg_id, idx);
+		log_info("DSN ignored, unknown or expired message", "msg_id=%s rcpt_idx=%d", msg_id, idx);
 		return 0;
 	}
 	if (rc != STORE_OK) {
-		log_warn("msg=\"cannot read message for DSN\" msg_id=%s error=%d", msg_id, rc);
+		log_warn("DSN not applied, cannot read message", "msg_id=%s rcpt_idx=%d error=%s", msg_id,
+		    idx, store_strerror(rc));
 		return -1;
 	}
 	if (idx != VERP_IDX_MESSAGE) {
 		if (idx < 0 || (size_t)idx >= v.nrcpts) {
-			log_info("msg=\"DSN for an unknown recipient ignored\" msg_id=%s rcpt_idx=%d",
-			    msg_id, idx);
+			log_info("DSN ignored, unknown recipient", "msg_id=%s rcpt_idx=%d", msg_id, idx);
 			goto out;
 		}
 		r = bounce_pick(d, v.rcpts[idx].email);
 		if (!r) {
-			log_info("msg=\"DSN without a failed or delayed recipient ignored\" msg_id=%s "
-			    "rcpt_idx=%d", msg_id, idx);
+			log_info("DSN ignored, no failed or delayed recipient", "msg_id=%s rcpt_idx=%d rcpt=%s",
+			    msg_id, idx, v.rcpts[idx].email);
 			goto out;
 		}
 		ret = bounce_record(b, d, &v, msg_id, idx, r);
@@ -255,8 +255,8 @@ bounce_apply(struct bounce *b, const struct dsn *d, const char *msg_id, int idx)
 				break;
 		}
 		if (k == v.nrcpts) {
-			log_info("msg=\"DSN group for an address not in the message ignored\" msg_id=%s "
-			    "final_recipient=\"%.100s\" original_recipient=\"%.100s\" action=%s", msg_id,
+			log_info("DSN group ignored, address not in the message",
+			    "msg_id=%s final_recipient=%.100s original_recipient=%.100s action=%s", msg_id,
 			    r->final_recipient, r->original_recipient, r->action);
 			continue;
 		}
@@ -284,8 +284,8 @@ bounce_message(const char *mail_from, const char *const *rcpts, size_t nrcpts,
 	}
 	rc = dsn_parse(msg, len, d, why, sizeof(why));
 	if (rc != DSN_OK) {
-		log_info("msg=\"mail to a bounce address that is not a DSN dropped\" from=\"%.100s\" "
-		    "size=%zu why=\"%s\"", mail_from, len, why);
+		log_info("non-DSN mail to a bounce address dropped", "from=%.100s size=%zu reason=%s",
+		    mail_from, len, why);
 		free(d);
 		return 0;
 	}
@@ -415,13 +415,14 @@ bounce_main(int argc, char **argv)
 	rc = 1;
 	b = bounce_start(cfg, host, port, &bound, err, sizeof(err));
 	if (!b) {
-		log_error("msg=\"%s\"", err);
+		log_error("bounce listener not started", "error=%s", err);
 		goto out;
 	}
-	log_info("msg=\"bounce listener on %s:%u\" domain=%s", host, (unsigned)bound, cfg->bounce_domain);
+	log_info("bounce listener started", "addr=%s:%u domain=%s", host, (unsigned)bound,
+	    cfg->bounce_domain);
 	while (sigwait(&set, &sig) != 0)
 		;
-	log_info("msg=\"bounce listener stopping\" signal=%d", sig);
+	log_info("bounce listener stopping", "signal=%d", sig);
 	rc = 0;
 out:
 	bounce_stop(b);

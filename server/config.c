@@ -852,31 +852,33 @@ config_describe(const struct config *cfg)
 		config_redis_masked(&cfg->redis, redis, sizeof(redis));
 	else
 		util_strlcpy(redis, "embedded", sizeof(redis));
-	log_info("config listen=%s:%u redis=%s data_dir=%s api_keys=%zu helo=%s",
+	log_info("config", "listen=%s:%u redis=%s data_dir=%s api_keys=%zu helo=%s",
 	    cfg->listen_host, cfg->listen_port, redis,
 	    cfg->data_dir, cfg->napi_keys, cfg->helo_name);
-	log_info("config http_timeout=%ds webhook_allow_private=%d", cfg->http_timeout,
+	log_info("config", "http_timeout=%ds webhook_allow_private=%d", cfg->http_timeout,
 	    cfg->webhook_allow_private);
 	if (cfg->relay_set) {
 		relay_masked(&cfg->relay, relay, sizeof(relay));
-		log_info("config relay=%s tls=%s auth=%s verify=%s", relay, tls_names[cfg->relay.tls & 3],
+		log_info("config", "relay=%s tls=%s auth=%s verify=%s", relay,
+		    tls_names[cfg->relay.tls & 3],
 		    cfg->relay.user[0] ? "yes (password masked)" : "no",
 		    cfg->relay.no_verify ? "OFF" : "on");
 	} else
-		log_info("config relay=none (direct MX delivery) dns=%s mx_port=%u mx_tls=%s",
+		log_info("config", "relay=none dns=%s mx_port=%u mx_tls=%s",
 		    cfg->dns_server[0] ? cfg->dns_server : "system", cfg->mx_port,
-		    cfg->mx_tls_verify ? "required+verified" : "opportunistic, unverified");
-	log_info("config retry_base=%.3gs retry_max=%.3gs max_age=%.3gs visibility=%.3gs "
-	    "webhook=%s webhook_retry_base=%.3gs", cfg->retry_base, cfg->retry_max,
+		    cfg->mx_tls_verify ? "required+verified" : "opportunistic");
+	log_info("config", "retry_base=%gs retry_max=%gs max_age=%gs visibility=%gs "
+	    "webhook=%s webhook_retry_base=%gs", cfg->retry_base, cfg->retry_max,
 	    cfg->max_age, cfg->visibility_timeout,
-	    cfg->webhook_url[0] ? "set (secret masked)" : "none", cfg->webhook_retry_base);
-	log_info("config dkim_keys=%zu", dkim_keys_count(cfg->dkim_keys));
-	log_info("config max_conns_per_host=%d max_msgs_per_conn=%d domain_rate=%s "
-	    "dest_fail_threshold=%d dest_backoff=%.3gs..%.3gs", cfg->max_conns_per_target,
+	    cfg->webhook_url[0] ? "set" : "none", cfg->webhook_retry_base);
+	log_info("config", "dkim_keys=%zu", dkim_keys_count(cfg->dkim_keys));
+	log_info("config", "max_conns_per_host=%d max_msgs_per_conn=%d domain_rate=%s "
+	    "dest_fail_threshold=%d dest_backoff_base=%gs dest_backoff_max=%gs",
+	    cfg->max_conns_per_target,
 	    cfg->max_msgs_per_conn, cfg->domain_rate ? cfg->domain_rate : "none",
 	    cfg->dest_fail_threshold, cfg->dest_backoff_base, cfg->dest_backoff_max);
 	if (cfg->bounce_domain[0] != '\0')
-		log_info("config bounce_domain=%s (secret masked) bounce_listen=%s:%u", cfg->bounce_domain,
+		log_info("config", "bounce_domain=%s bounce_listen=%s:%u", cfg->bounce_domain,
 		    cfg->bounce_listen_set ? cfg->bounce_listen_host : "off",
 		    cfg->bounce_listen_set ? cfg->bounce_listen_port : 0);
 }

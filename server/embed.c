@@ -86,7 +86,7 @@ wait_previous(const char *pidfile)
 		if (strstr(exe, "redis") == NULL)
 			return;   /* pid reused by something else */
 		if (i == 0)
-			log_info("embedded redis: waiting for previous redis-server pid=%ld to exit", pid);
+			log_info("embedded redis waiting for the previous one to exit", "pid=%ld", pid);
 		sleep_ms(50);
 	}
 }
@@ -186,7 +186,7 @@ embed_redis_start(struct embed_redis *r, const char *data_dir, const char *serve
 			memset(addr, 0, sizeof(*addr));
 			addr->is_unix = 1;
 			util_strlcpy(addr->path, r->socket_path, sizeof(addr->path));
-			log_info("embedded redis pid=%d socket=%s (AOF, appendfsync everysec)",
+			log_info("embedded redis started", "pid=%d socket=%s persistence=aof appendfsync=everysec",
 			    (int)pid, r->socket_path);
 			return 0;
 		}
@@ -213,7 +213,7 @@ embed_redis_stop(struct embed_redis *r)
 		}
 		sleep_ms(50);
 	}
-	log_warn("embedded redis did not stop in 10 s; killing it");
+	log_warn("embedded redis did not stop, killing it", "waited=10s");
 	kill(r->pid, SIGKILL);
 	waitpid(r->pid, &status, 0);
 	r->pid = -1;

@@ -9,6 +9,12 @@
  * buffer a body beyond cfg->max_body, log a key or an Authorization header,
  * or let any request, however malformed, crash the process.
  *
+ * Each request has an id (the client's X-Request-Id when sane, else a new
+ * one), echoed on every answer built here and handed to the handlers as
+ * req->request_id; when the request ends, http_completed writes its one
+ * access line (msg="request": method, route pattern, status, duration,
+ * bytes, tenant, request_id).
+ *
  * Limits against clients that hold connections: MHD's idle timeout
  * (cfg->http_timeout), a deadline for each request's headers
  * (cfg->http_header_timeout; see "header deadlines" below), and a
@@ -54,6 +60,8 @@
 #define HTTP_MAX_JSON_DEPTH 32
 #define HTTP_MAX_TOKEN 512
 #define HTTP_MAX_PARAM 256
+#define HTTP_REQUEST_ID_MAX 128     /* a client's X-Request-Id longer than this is replaced */
+#define HTTP_LOG_PATH_MAX 200       /* an unmatched path is logged cut to this */
 #define HTTP_DEFAULT_MAX_BODY ((size_t)10 * 1024 * 1024)
 #define HTTP_DRAIN_ALLOWANCE ((size_t)1024 * 1024)
 
@@ -131,13 +139,19 @@ struct http_req {
 	const struct http_route *route;
 	char param[HTTP_MAX_PARAM];
 	char tenant[KEYS_TENANT_MAX];  /* set by http_authenticate; req.tenant points here */
+	char request_id[HTTP_REQUEST_ID_MAX + 1];  /* echoed as X-Request-Id, logged */
+	char method[16];        /* as the client sent it, for the access line */
+	char path[HTTP_LOG_PATH_MAX + 1];  /* the raw path, cut; logged only when no route matched */
 	char *buf;
 	size_t len;
 	size_t cap;
 	int too_large;
 	size_t drained;         /* bytes discarded after too_large */
 	int answered;           /* a response was queued early */
-	int64_t start_ms;
+	int status;             /* the status queued, 0 while none */
+	size_t bytes_in;        /* body bytes received, kept or not */
+	size_t bytes_out;       /* the body queued (0 for a stream) */
+	double start_s;         /* http_mono_s() when the headers were in */
 };
 
 /* --- per-thread store handles ------------------------------------------- */
@@ -408,6 +422,42 @@ http_is_json(const char *ct)
 	return *ct == '\0' || *ct == ';';
 }
 
+/* http_mono_s - the monotonic clock in seconds, to the microsecond (access line durations) */
+static double
+http_mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * http_request_id - the request's id: the client's X-Request-Id when it is
+ * 1..HTTP_REQUEST_ID_MAX characters of [A-Za-z0-9._:-] (so it is safe in a
+ * header and a log line), else a new "req_" + 26-character random id.
+ */
+static void
+http_request_id(const char *given, char *out, size_t outlen)
+{
+	size_t n = given != NULL ? strnlen(given, HTTP_REQUEST_ID_MAX + 1) : 0;
+	int ok = n >= 1 && n <= HTTP_REQUEST_ID_MAX && n < outlen;
+
+	for (size_t i = 0; ok && i < n; i++) {
+		char c = given[i];
+
+		ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		    c == '.' || c == '_' || c == ':' || c == '-';
+	}
+	if (ok) {
+		memcpy(out, given, n);
+		out[n] = '\0';
+		return;
+	}
+	if (util_random_id("req_", out, outlen) != 0)
+		util_strlcpy(out, "req_unavailable", outlen);   /* getrandom failed */
+}
+
 /* --- header deadlines ------------------------------------------------------- */
 
 /*
@@ -557,8 +607,11 @@ hd_sweeper(void *arg)
 		if (batch == HTTP_SWEEP_BATCH || (cut > 0 && now - logged >= HTTP_CUT_LOG_MS)) {
 			pthread_mutex_unlock(&d->lock);   /* let MHD's threads in between batches */
 			if (cut > 0 && now - logged >= HTTP_CUT_LOG_MS) {
-				log_warn("http: closed %zu connection(s) whose request headers took over %.1fs",
-				    cut, (double)d->after_ms[HTTP_Q_FRESH] / 1000.0);
+				char dur[32];
+
+				log_warn("slow request headers, connections closed", "count=%zu header_timeout=%s",
+				    cut, util_fmt_duration((double)d->after_ms[HTTP_Q_FRESH] / 1000.0, dur,
+				    sizeof(dur)));
 				cut = 0;
 				logged = now;
 			}
@@ -690,7 +743,8 @@ http_stream_free(void *cls)
 }
 
 static enum MHD_Result
-http_send_stream(struct MHD_Connection *conn, struct api_response *resp)
+http_send_stream(struct MHD_Connection *conn, const struct http_req *rq,
+    struct api_response *resp)
 {
 	struct api_events_client *c = resp->stream;
 	struct MHD_Response *r;
@@ -704,6 +758,7 @@ http_send_stream(struct MHD_Connection *conn, struct api_response *resp)
 		api_events_client_close(c);
 		return MHD_NO;
 	}
+	MHD_add_response_header(r, "X-Request-Id", rq->request_id);
 	for (size_t i = 0; i < resp->nheaders; i++)
 		MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value);
 	ret = MHD_queue_response(conn, (unsigned int)resp->status, r);
@@ -711,19 +766,21 @@ http_send_stream(struct MHD_Connection *conn, struct api_response *resp)
 	return ret;
 }
 
-/* the status http_send last queued on this thread, for metrics_http_request */
-static _Thread_local int http_tl_status;
-
+/*
+ * http_send - queue resp (its body is freed either way), with the
+ * request's X-Request-Id; records the status and size in rq for the
+ * access line.
+ */
 static enum MHD_Result
-http_send(struct MHD_Connection *conn, struct api_response *resp)
+http_send(struct MHD_Connection *conn, struct http_req *rq, struct api_response *resp)
 {
 	struct MHD_Response *r;
 	enum MHD_Result ret;
 	int typed = 0;
 
-	http_tl_status = resp->status;
+	rq->status = resp->status;
 	if (resp->stream != NULL)
-		return http_send_stream(conn, resp);
+		return http_send_stream(conn, rq, resp);
 	if (resp->body == NULL)
 		http_set_body(resp, resp->status, strdup(""));
 	if (resp->body == NULL)
@@ -735,6 +792,8 @@ http_send(struct MHD_Connection *conn, struct api_response *resp)
 		return MHD_NO;
 	}
 	resp->body = NULL;  /* owned by r now */
+	rq->bytes_out = resp->body_len;
+	MHD_add_response_header(r, "X-Request-Id", rq->request_id);
 	for (size_t i = 0; i < resp->nheaders; i++) {
 		typed |= strcasecmp(resp->headers[i].name, MHD_HTTP_HEADER_CONTENT_TYPE) == 0;
 		MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value);
@@ -747,7 +806,7 @@ http_send(struct MHD_Connection *conn, struct api_response *resp)
 }
 
 static enum MHD_Result
-http_send_error(struct MHD_Connection *conn, int status, const char *type,
+http_send_error(struct MHD_Connection *conn, struct http_req *rq, int status, const char *type,
     const char *message, const char *field, const char *hname, const char *hvalue)
 {
 	struct api_response resp = { .status = 500 };
@@ -755,7 +814,7 @@ http_send_error(struct MHD_Connection *conn, int status, const char *type,
 	api_error(&resp, status, type, message, field);
 	if (hname != NULL)
 		api_header(&resp, hname, hvalue);
-	return http_send(conn, &resp);
+	return http_send(conn, rq, &resp);
 }
 
 /*
@@ -783,19 +842,19 @@ http_authenticate(struct http_server *h, struct MHD_Connection *conn, struct htt
 	case 0:
 		break;
 	case KEYS_ERR_UNAUTHORIZED:
-		*ret = http_send_error(conn, 401, "unauthorized",
+		*ret = http_send_error(conn, rq, 401, "unauthorized",
 		    "missing or invalid API key (Authorization: Bearer <key>)", NULL,
 		    "WWW-Authenticate", "Bearer");
 		return -1;
 	case KEYS_ERR_UNAVAILABLE:
-		*ret = http_send_error(conn, 503, "unavailable",
+		*ret = http_send_error(conn, rq, 503, "unavailable",
 		    "storage is unavailable, cannot check the API key; retry later", NULL,
 		    "Retry-After", "1");
 		return -1;
 	default:
-		log_warn("http %s %s: authentication failed internally (%d)", rq->route->method,
-		    rq->route->pattern, rc);
-		*ret = http_send_error(conn, 500, "internal_error", "internal error", NULL, NULL, NULL);
+		log_warn("authentication failed internally", "method=%s route=%s request_id=%s error=%d",
+		    rq->method, rq->route->pattern, rq->request_id, rc);
+		*ret = http_send_error(conn, rq, 500, "internal_error", "internal error", NULL, NULL, NULL);
 		return -1;
 	}
 	if (retry_ms > 0) {
@@ -805,7 +864,7 @@ http_authenticate(struct http_server *h, struct MHD_Connection *conn, struct htt
 			secs = 1;
 		snprintf(ra, sizeof(ra), "%lld", secs);
 		snprintf(msg, sizeof(msg), "rate limit exceeded for this API key; retry in %lld s", secs);
-		*ret = http_send_error(conn, 429, "rate_limited", msg, NULL, "Retry-After", ra);
+		*ret = http_send_error(conn, rq, 429, "rate_limited", msg, NULL, "Retry-After", ra);
 		rq->tenant[0] = '\0';
 		return -1;
 	}
@@ -825,10 +884,10 @@ http_precheck(struct http_server *h, struct MHD_Connection *conn, const char *me
 	    allow, sizeof(allow));
 	if (rq->route == NULL) {
 		if (status == 405)
-			*ret = http_send_error(conn, 405, "method_not_allowed",
+			*ret = http_send_error(conn, rq, 405, "method_not_allowed",
 			    "method not allowed on this path", NULL, "Allow", allow);
 		else
-			*ret = http_send_error(conn, 404, "not_found", "no such route", NULL, NULL, NULL);
+			*ret = http_send_error(conn, rq, 404, "not_found", "no such route", NULL, NULL, NULL);
 		return -1;
 	}
 	if ((rq->route->flags & ROUTE_AUTH) != 0 && http_authenticate(h, conn, rq, ret) != 0)
@@ -836,7 +895,7 @@ http_precheck(struct http_server *h, struct MHD_Connection *conn, const char *me
 	if ((rq->route->flags & ROUTE_JSON) != 0 &&
 	    !http_is_json(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 	        MHD_HTTP_HEADER_CONTENT_TYPE))) {
-		*ret = http_send_error(conn, 415, "unsupported_media_type",
+		*ret = http_send_error(conn, rq, 415, "unsupported_media_type",
 		    "Content-Type must be application/json", NULL, NULL, NULL);
 		return -1;
 	}
@@ -848,7 +907,7 @@ http_precheck(struct http_server *h, struct MHD_Connection *conn, const char *me
 		errno = 0;
 		v = strtoull(cl, &end, 10);
 		if (errno != 0 || end == cl || v > h->max_body) {
-			*ret = http_send_error(conn, 413, "payload_too_large",
+			*ret = http_send_error(conn, rq, 413, "payload_too_large",
 			    "request body exceeds the size limit", NULL, NULL, NULL);
 			return -1;
 		}
@@ -895,6 +954,7 @@ http_dispatch(struct http_server *h, struct MHD_Connection *conn, const char *me
 		.now_ms = util_now_ms(),
 		.conn = conn,
 		.tenant = rq->tenant[0] != '\0' ? rq->tenant : NULL,
+		.request_id = rq->request_id,
 	};
 	cJSON *json = NULL;
 	char field[128];
@@ -972,11 +1032,15 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 		rq = calloc(1, sizeof(*rq));
 		if (rq == NULL)
 			return MHD_NO;
-		rq->start_ms = util_mono_ms();
+		rq->start_s = http_mono_s();
+		http_request_id(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id"),
+		    rq->request_id, sizeof(rq->request_id));
+		util_strlcpy(rq->method, method, sizeof(rq->method));
+		util_strlcpy(rq->path, url, sizeof(rq->path));
 		*con_cls = rq;
 		if (http_precheck(h, conn, method, url, rq, &ret) != 0) {
 			rq->answered = 1;
-			metrics_http_request(rq->route != NULL ? rq->route->pattern : NULL, http_tl_status);
+			metrics_http_request(rq->route != NULL ? rq->route->pattern : NULL, rq->status);
 		}
 		return ret;
 	}
@@ -988,6 +1052,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 		size_t n = *upload_data_size;
 
 		*upload_data_size = 0;
+		rq->bytes_in += n;
 		if (rq->too_large) {
 			/*
 			 * libmicrohttpd 0.9.75 can queue a response only before the
@@ -1014,21 +1079,50 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 	}
 	if (rq->too_large) {
 		metrics_http_request(rq->route->pattern, 413);
-		return http_send_error(conn, 413, "payload_too_large",
+		return http_send_error(conn, rq, 413, "payload_too_large",
 		    "request body exceeds the size limit", NULL, NULL, NULL);
 	}
 
 	http_dispatch(h, conn, method, url, rq, &resp);
-	/* the route pattern, not the raw URL: nothing the client chose reaches the log */
-	if (resp.status >= 500)
-		log_warn("http %s %s status=%d", rq->route->method, rq->route->pattern, resp.status);
-	else
-		log_debug("http %s %s status=%d ms=%lld", rq->route->method, rq->route->pattern,
-		    resp.status, (long long)(util_mono_ms() - rq->start_ms));
-	ret = http_send(conn, &resp);
+	ret = http_send(conn, rq, &resp);   /* the access line is written by http_completed */
 	metrics_http_request(rq->route->pattern, resp.status);
 	free(resp.body);
 	return ret;
+}
+
+/* the access line's "end" field: how the request ended */
+static const char *
+http_termination(enum MHD_RequestTerminationCode toe)
+{
+	switch (toe) {
+	case MHD_REQUEST_TERMINATED_COMPLETED_OK: return "completed";
+	case MHD_REQUEST_TERMINATED_WITH_ERROR: return "error";
+	case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED: return "timeout";
+	case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN: return "shutdown";
+	case MHD_REQUEST_TERMINATED_READ_ERROR: return "read_error";
+	case MHD_REQUEST_TERMINATED_CLIENT_ABORT: return "client_abort";
+	default: return "unknown";
+	}
+}
+
+/*
+ * http_access_log - the one access line of a request, when it ends: the
+ * route pattern (never the raw path with its ids) when one matched, else
+ * the raw path cut to HTTP_LOG_PATH_MAX; warn for 5xx and for a request
+ * that got no answer (status 0). The tenant is the key's name, never the key.
+ */
+static void
+http_access_log(const struct http_req *rq, enum MHD_RequestTerminationCode toe)
+{
+	char dur[32];
+	enum log_level lv = rq->status >= 500 || rq->status == 0 ? LOG_WARN : LOG_INFO;
+
+	util_fmt_duration(http_mono_s() - rq->start_s, dur, sizeof(dur));
+	log_msg(lv, "request",
+	    " method=%s route=%s status=%d duration=%s bytes_in=%zu bytes_out=%zu tenant=%s"
+	    " request_id=%s end=%s",
+	    rq->method, rq->route != NULL ? rq->route->pattern : rq->path, rq->status, dur,
+	    rq->bytes_in, rq->bytes_out, rq->tenant, rq->request_id, http_termination(toe));
 }
 
 static void
@@ -1037,10 +1131,10 @@ http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
 	struct http_req *rq = *con_cls;
 
-	(void)toe;
 	hd_mark(cls, conn, HTTP_Q_KEPT);   /* the next request's headers, if any */
 	if (rq == NULL)
 		return;
+	http_access_log(rq, toe);
 	free(rq->buf);
 	free(rq);
 	*con_cls = NULL;
@@ -1080,13 +1174,13 @@ http_mhd_log(void *cls, const char *fmt, va_list ap)
 	in_window++;
 	pthread_mutex_unlock(&lock);
 	if (was_dropped > 0)
-		log_warn("http: libmicrohttpd: %u more message(s) not logged (over %d a second)",
+		log_warn("libmicrohttpd messages not logged", "count=%u limit_per_second=%d",
 		    was_dropped, HTTP_MHD_LOG_BURST);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	n = strlen(buf);
 	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
 		buf[--n] = '\0';
-	log_warn("http: libmicrohttpd: %s", buf);
+	log_warn("libmicrohttpd message", "detail=%s", buf);
 }
 
 struct http_server *
@@ -1095,7 +1189,7 @@ http_start(const struct config *cfg, char *err, size_t errlen)
 	struct http_server *h = NULL;
 	struct addrinfo hints = { 0 }, *ai = NULL;
 	const union MHD_DaemonInfo *info;
-	char port[8], host[300];
+	char port[8], host[300], hdr_to[32];
 	unsigned int flags;
 	unsigned int threads, limit;
 	unsigned long long nofile = 0;
@@ -1154,16 +1248,15 @@ http_start(const struct config *cfg, char *err, size_t errlen)
 	if (info != NULL && info->port != 0)
 		bound = info->port;
 	if (cfg->listen_port == 0)
-		log_info("http: bound port %u", (unsigned)bound);
+		log_info("http port bound", "port=%u", (unsigned)bound);
 	if (strchr(cfg->listen_host, ':') != NULL)
 		snprintf(host, sizeof(host), "[%s]", cfg->listen_host);
 	else
 		snprintf(host, sizeof(host), "%s", cfg->listen_host);
-	log_info("listening on http://%s:%u", host, (unsigned)bound);
-	log_info("http: at most %u connections (RLIMIT_NOFILE %llu), idle timeout %ds, "
-	    "request headers within %.1fs", limit, nofile,
-	    cfg->http_timeout > 0 ? cfg->http_timeout : HTTP_CONNECTION_TIMEOUT_S,
-	    (double)h->hd.after_ms[HTTP_Q_FRESH] / 1000.0);
+	log_info("http listening", "url=http://%s:%u", host, (unsigned)bound);
+	log_info("http limits", "max_connections=%u nofile=%llu idle_timeout=%ds header_timeout=%s",
+	    limit, nofile, cfg->http_timeout > 0 ? cfg->http_timeout : HTTP_CONNECTION_TIMEOUT_S,
+	    util_fmt_duration((double)h->hd.after_ms[HTTP_Q_FRESH] / 1000.0, hdr_to, sizeof(hdr_to)));
 	freeaddrinfo(ai);
 	return h;
 fail:

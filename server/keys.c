@@ -132,13 +132,14 @@ keys_authenticate(const struct config *cfg, struct store *s, const char *token,
 		if (cfg->rate_limit <= 0)
 			return 0;
 		if (s == NULL) {
-			log_debug("auth: no store handle; rate limit skipped for %s", tenant);
+			log_debug("rate limit skipped, no store handle", "tenant=%s", tenant);
 			return 0;
 		}
 		rc = store_rate_limit(s, tenant, now_ms, cfg->rate_limit, keys_burst(cfg), &ra);
 		if (rc != STORE_OK) {
 			/* fail open for the limiter only: the key itself is valid */
-			log_debug("auth: rate limiter unavailable (%d); allowed %s", rc, tenant);
+			log_debug("rate limiter unavailable, request allowed", "tenant=%s error=%s", tenant,
+			    store_strerror(rc));
 			return 0;
 		}
 		*retry_after_ms = ra > 0 ? ra : 0;

@@ -192,13 +192,13 @@ start_dev(struct app *a, char *key, size_t keylen, char *sink_addr, size_t sinkl
 	if (listen == NULL || *listen == '\0')
 		listen = "127.0.0.1:2525";
 	if (config_parse_listen(listen, host, sizeof(host), &port, err, sizeof(err)) != 0) {
-		log_error("TXMAIL_SINK_LISTEN: %s", err);
+		log_error("invalid TXMAIL_SINK_LISTEN", "error=%s", err);
 		return -1;
 	}
 	snprintf(dir, sizeof(dir), "%s/mail", a->cfg.data_dir);
 	a->sink = sink_start(host, port, dir, &bound, err, sizeof(err));
 	if (a->sink == NULL) {
-		log_error("dev sink: %s", err);
+		log_error("dev sink cannot start", "error=%s", err);
 		return -1;
 	}
 	snprintf(sink_addr, sinklen, "%s:%u", host, bound);
@@ -217,7 +217,7 @@ start_dev(struct app *a, char *key, size_t keylen, char *sink_addr, size_t sinkl
 			a->cfg.retry_max = 60;
 	}
 	if (dev_api_key(&a->cfg, key, keylen) != 0) {
-		log_error("cannot create the dev API key under %s", a->cfg.data_dir);
+		log_error("cannot create the dev API key", "dir=%s", a->cfg.data_dir);
 		return -1;
 	}
 	return 0;
@@ -291,9 +291,9 @@ init_store(const struct config *cfg, int wait_s)
 		usleep(100000);
 	}
 	if (rc == STORE_ERR_PROTO)
-		log_error("%s; stopping", err);
+		log_error("redis refused the set-up, stopping", "error=%s", err);
 	else if (rc != STORE_OK)
-		log_warn("redis not ready yet (%s); continuing, requests get 503 until it is", err);
+		log_warn("redis not ready yet, continuing (requests get 503 until it is)", "error=%s", err);
 	store_close(st);
 	return rc == STORE_ERR_PROTO ? -1 : 0;
 }
@@ -310,7 +310,7 @@ serve(int roles, int dev)
 		return 1;
 	block_signals(&set);
 	if (config_load(&a->cfg, err, sizeof(err)) != 0) {
-		fprintf(stderr, "txmail: configuration: %s\n", err);
+		log_error("invalid configuration", "error=%s", err);
 		config_free(&a->cfg);   /* what was loaded before the error (API keys: secrets) */
 		free(a);
 		return 2;
@@ -318,24 +318,25 @@ serve(int roles, int dev)
 	log_set_level(a->cfg.log_level);
 	if (!a->cfg.redis_set) {
 		if (roles != (ROLE_API | ROLE_WORK)) {
-			fprintf(stderr, "txmail: TXMAIL_REDIS_URL is required for 'api' and 'worker' "
-			    "(only 'run' embeds a redis-server)\n");
+			log_error("TXMAIL_REDIS_URL is required for 'api' and 'worker' (only 'run' embeds a redis-server)");
 			goto out;
 		}
 		if (mkdir_one(a->cfg.data_dir) != 0) {
-			log_error("cannot create TXMAIL_DATA_DIR %s: %s", a->cfg.data_dir, strerror(errno));
+			log_error("cannot create TXMAIL_DATA_DIR", "dir=%s error=%s", a->cfg.data_dir,
+			    strerror(errno));
 			goto out;
 		}
 		if (embed_redis_start(&a->redis, a->cfg.data_dir, a->cfg.redis_server,
 		    &a->cfg.redis, err, sizeof(err)) != 0) {
-			log_error("embedded redis: %s", err);
+			log_error("embedded redis cannot start", "error=%s", err);
 			goto out;
 		}
 		a->embedded = 1;
 	}
 	if (dev) {
 		if (mkdir_one(a->cfg.data_dir) != 0) {
-			log_error("cannot create TXMAIL_DATA_DIR %s: %s", a->cfg.data_dir, strerror(errno));
+			log_error("cannot create TXMAIL_DATA_DIR", "dir=%s error=%s", a->cfg.data_dir,
+			    strerror(errno));
 			goto out;
 		}
 		if (start_dev(a, key, sizeof(key), sink_addr, sizeof(sink_addr)) != 0)
@@ -351,17 +352,17 @@ serve(int roles, int dev)
 		for (int i = 0; i < a->cfg.workers && i < MAX_WORKERS; i++) {
 			a->workers[i] = worker_start(&a->cfg, i, err, sizeof(err));
 			if (a->workers[i] == NULL) {
-				log_error("worker: %s", err);
+				log_error("worker cannot start", "error=%s", err);
 				goto out;
 			}
 			a->nworkers++;
 		}
 		if ((a->sched = scheduler_start(&a->cfg, err, sizeof(err))) == NULL) {
-			log_error("scheduler: %s", err);
+			log_error("scheduler cannot start", "error=%s", err);
 			goto out;
 		}
 		if ((a->wh = webhook_start(&a->cfg, err, sizeof(err))) == NULL) {
-			log_error("webhooks: %s", err);
+			log_error("webhook dispatcher cannot start", "error=%s", err);
 			goto out;
 		}
 	}
@@ -371,29 +372,34 @@ serve(int roles, int dev)
 		a->bounce = bounce_start(&a->cfg, a->cfg.bounce_listen_host, a->cfg.bounce_listen_port,
 		    &bport, err, sizeof(err));
 		if (a->bounce == NULL) {
-			log_error("%s", err);
+			log_error("bounce listener cannot start", "error=%s", err);
 			goto out;
 		}
-		log_info("bounce listener on %s:%u", a->cfg.bounce_listen_host, (unsigned)bport);
+		log_info("bounce listener started", "addr=%s port=%u", a->cfg.bounce_listen_host,
+		    (unsigned)bport);
 	}
 	if (roles & ROLE_API) {
 		if ((a->http = http_start(&a->cfg, err, sizeof(err))) == NULL) {
-			log_error("http: %s", err);
+			log_error("HTTP server cannot start", "error=%s", err);
 			goto out;
 		}
 	}
-	log_info("txmail %s ready", TXMAIL_VERSION);
+	log_info("txmail ready", "version=%s roles=%s dev=%s", TXMAIL_VERSION,
+	    roles == (ROLE_API | ROLE_WORK) ? "api,worker" : roles == ROLE_API ? "api" : "worker",
+	    dev ? "true" : "false");
 	if (dev)
 		print_dev_banner(a, key, sink_addr);
 	for (;;) {
 		if (sigwait(&set, &sig) != 0)
 			continue;
-		log_info("received %s; stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+		log_info("stopping", "signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
 		break;
 	}
 	rc = 0;
 out:
 	stop_all(a);
+	if (rc == 0)
+		log_info("txmail stopped");
 	config_free(&a->cfg);
 	free(a);
 	return rc;

@@ -136,7 +136,7 @@ join_addrs(char (*addrs)[RELAYDNS_ADDR_MAX], size_t n, char *out, size_t outlen)
 
 	out[0] = '\0';
 	for (size_t i = 0; i < n && used + 1 < outlen; i++) {
-		int k = snprintf(out + used, outlen - used, "%s%s", i > 0 ? ", " : "", addrs[i]);
+		int k = snprintf(out + used, outlen - used, "%s%s", i > 0 ? "," : "", addrs[i]);
 
 		if (k < 0)
 			break;
@@ -144,24 +144,30 @@ join_addrs(char (*addrs)[RELAYDNS_ADDR_MAX], size_t n, char *out, size_t outlen)
 	}
 }
 
-/*
- * Take one lookup's result (caller holds mu). Returns the level to log msg
- * at, or -1 for nothing to say: only changes are logged (new addresses, the
- * first failure of a run or a new reason, the end of a run).
- */
-static int
-apply(struct relaydns *r, int rc, char (*addrs)[RELAYDNS_ADDR_MAX], size_t n,
-    const char *why, char *msg, size_t msglen)
-{
-	int level = -1;
+/* What a lookup has to say, logged by lookup_main once mu is released. */
+struct relaydns_note {
+	enum { NOTE_NONE, NOTE_RESOLVED, NOTE_FAILED_KEEPING, NOTE_FAILED } kind;
+	char list[RELAYDNS_MAX_ADDRS * (RELAYDNS_ADDR_MAX + 2)];   /* NOTE_RESOLVED */
+	char why[256];                                             /* NOTE_FAILED* */
+	size_t naddr;                                              /* NOTE_FAILED_KEEPING */
+};
 
+/*
+ * Take one lookup's result (caller holds mu) and say in *note what to log,
+ * if anything: only changes are logged (new addresses, the first failure
+ * of a run or a new reason, the end of a run).
+ */
+static void
+apply(struct relaydns *r, int rc, char (*addrs)[RELAYDNS_ADDR_MAX], size_t n,
+    const char *why, struct relaydns_note *note)
+{
+	note->kind = NOTE_NONE;
 	if (!r->looked_up) {
 		r->looked_up = 1;
 		pthread_cond_broadcast(&r->first);
 	}
 	if (rc == 0) {
 		int changed = n != r->naddr, was_failing = r->failing;
-		char list[RELAYDNS_MAX_ADDRS * (RELAYDNS_ADDR_MAX + 2)];
 
 		for (size_t i = 0; i < n && !changed; i++)
 			changed = strcmp(addrs[i], r->addrs[i]) != 0;
@@ -170,24 +176,43 @@ apply(struct relaydns *r, int rc, char (*addrs)[RELAYDNS_ADDR_MAX], size_t n,
 		r->failing = 0;
 		r->err[0] = '\0';
 		if (changed || was_failing) {
-			join_addrs(r->addrs, r->naddr, list, sizeof(list));
-			snprintf(msg, msglen, "relay host %s: resolved to %s", r->host, list);
-			level = LOG_INFO;
+			join_addrs(r->addrs, r->naddr, note->list, sizeof(note->list));
+			note->kind = NOTE_RESOLVED;
 		}
-		return level;
+		return;
 	}
 	if (!r->failing || strcmp(r->err, why) != 0) {
-		if (r->naddr > 0)
-			snprintf(msg, msglen, "relay host %s: lookup failed (%s); still using the %zu "
-			    "address(es) resolved before", r->host, why, r->naddr);
-		else
-			snprintf(msg, msglen, "relay host %s: lookup failed (%s); deliveries through it "
-			    "are deferred until it resolves (retrying every %d ms)", r->host, why, r->retry_ms);
-		level = LOG_WARN;
+		note->kind = r->naddr > 0 ? NOTE_FAILED_KEEPING : NOTE_FAILED;
+		note->naddr = r->naddr;
+		util_strlcpy(note->why, why, sizeof(note->why));
 	}
 	r->failing = 1;
 	util_strlcpy(r->err, why, sizeof(r->err));
-	return level;
+}
+
+/* note_log - the line for a note (mu not held: logging may block) */
+static void
+note_log(const struct relaydns *r, const struct relaydns_note *note)
+{
+	char every[48];
+
+	switch (note->kind) {
+	case NOTE_RESOLVED:
+		log_info("relay host resolved", "host=%s addrs=%s", r->host, note->list);
+		break;
+	case NOTE_FAILED_KEEPING:
+		log_warn("relay host lookup failed, using the addresses resolved before",
+		    "host=%s error=%s addrs=%zu", r->host, note->why, note->naddr);
+		break;
+	case NOTE_FAILED:
+		util_fmt_duration(r->retry_ms / 1000.0, every, sizeof(every));
+		log_warn("relay host lookup failed, deliveries through it deferred until it resolves",
+		    "host=%s error=%s retry_every=%s", r->host, note->why, every);
+		break;
+	case NOTE_NONE:
+	default:
+		break;
+	}
 }
 
 static void *
@@ -195,13 +220,14 @@ lookup_main(void *arg)
 {
 	struct relaydns *r = arg;
 	char addrs[RELAYDNS_MAX_ADDRS][RELAYDNS_ADDR_MAX];
-	char why[256], msg[RELAYDNS_MAX_ADDRS * (RELAYDNS_ADDR_MAX + 2) + 512];
+	char why[256];
+	struct relaydns_note note;
 
 	pthread_mutex_lock(&r->mu);
 	while (!r->stopping) {
 		struct timespec dl;
 		size_t n = 0;
-		int rc, level;
+		int rc;
 
 		pthread_mutex_unlock(&r->mu);
 		why[0] = '\0';
@@ -219,11 +245,11 @@ lookup_main(void *arg)
 		pthread_mutex_lock(&r->mu);
 		if (r->stopping)
 			break;   /* freed while we looked: the answer is of no use */
-		level = apply(r, rc, addrs, n, why, msg, sizeof(msg));
+		apply(r, rc, addrs, n, why, &note);
 		deadline_in(&dl, r->failing ? r->retry_ms : r->refresh_ms);
-		if (level >= 0) {
+		if (note.kind != NOTE_NONE) {
 			pthread_mutex_unlock(&r->mu);
-			log_msg((enum log_level)level, "%s", msg);
+			note_log(r, &note);
 			pthread_mutex_lock(&r->mu);
 		}
 		while (!r->stopping)

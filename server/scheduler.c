@@ -94,9 +94,9 @@ sched_trim(struct scheduler *s)
 	s->next_trim_ms = mono + SCHEDULER_TRIM_MS;
 	n = store_trim_events(s->st, util_now_ms() - s->events_retention_ms);
 	if (n > 0)
-		log_debug("msg=\"trimmed events\" count=%d", n);
+		log_debug("events trimmed", "count=%d", n);
 	else if (n < 0 && n != STORE_ERR_UNAVAILABLE)
-		log_warn("msg=\"trimming events failed\" rc=%d", n);
+		log_warn("events trim failed", "error=%s", store_strerror(n));
 }
 
 static void *
@@ -123,7 +123,7 @@ sched_main(void *arg)
 				break;
 			}
 			if (n > 0)
-				log_debug("msg=\"promoted due work\" count=%d", n);
+				log_debug("due work promoted", "count=%d", n);
 			rounds++;
 			if (n < SCHEDULER_BATCH)
 				break;

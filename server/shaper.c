@@ -513,7 +513,7 @@ check_locked(struct shaper *s, const char *dest, int64_t now)
 	int64_t until = shaper_state_check(s->st, dest, now, &ev);
 
 	if (ev == SHAPER_EV_ENDED)
-		log_info("shaper: destination %s: suspension over, trying it again", dest);
+		log_info("destination suspension over, trying it again", "destination=%s", dest);
 	return until;
 }
 
@@ -645,12 +645,16 @@ shaper_report(struct shaper *s, const char *dest, int conn_fail)
 	pthread_mutex_lock(&s->mu);
 	ev = shaper_state_report(s->st, dest, conn_fail, util_mono_ms(), &until, &fails);
 	pthread_mutex_unlock(&s->mu);
-	if (ev == SHAPER_EV_SUSPENDED)
-		log_warn("shaper: destination %s suspended for %llds after %d consecutive connection "
-		    "failures; its deliveries are deferred until then", dest,
-		    (long long)((until - util_mono_ms() + 999) / 1000), fails);
-	else if (ev == SHAPER_EV_RECOVERED)
-		log_info("shaper: destination %s answers again; backoff cleared", dest);
+	if (ev == SHAPER_EV_SUSPENDED) {
+		char dur[32];
+
+		/* whole seconds, rounded up: "suspended for 0s" would read as not at all */
+		log_warn("suspending destination, deliveries deferred",
+		    "destination=%s suspended_for=%s connection_failures=%d", dest,
+		    util_fmt_duration((double)((until - util_mono_ms() + 999) / 1000), dur, sizeof(dur)),
+		    fails);
+	} else if (ev == SHAPER_EV_RECOVERED)
+		log_info("destination answers again, backoff cleared", "destination=%s", dest);
 }
 
 size_t

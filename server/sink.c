@@ -19,6 +19,7 @@
  */
 #include "sink.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -226,7 +227,7 @@ out:
 	if (fd >= 0)
 		close(fd);
 	if (rc < 0) {
-		log_warn("msg=\"sink cannot store message\" file=%s error=\"%s\"", tmp, strerror(errno));
+		log_warn("sink cannot store message", "file=%s error=%s", tmp, strerror(errno));
 		unlink(tmp);
 	}
 	return rc;
@@ -291,6 +292,42 @@ static int sink_msg_append(struct sink_client *c, const char *p, size_t n)
 	return 0;
 }
 
+#define SINK_ID_MAX 96
+
+/*
+ * sink_msg_id - the local part of the message's Message-ID header (txmail
+ * writes "<msg_id@helo name>"), for the stored-message line; 0, or -1 when
+ * the header section has none usable ([A-Za-z0-9_-], shorter than outlen).
+ */
+static int sink_msg_id(const char *msg, size_t len, char *out, size_t outlen)
+{
+	static const char hdr[] = "Message-ID:";
+	size_t i = 0, k;
+
+	while (i < len) {
+		const char *eol = memchr(msg + i, '\n', len - i);
+		size_t ll = eol ? (size_t)(eol - (msg + i)) : len - i;
+
+		if (ll == 0 || (ll == 1 && msg[i] == '\r'))
+			return -1;   /* end of the header section */
+		if (ll > sizeof(hdr) - 1 && strncasecmp(msg + i, hdr, sizeof(hdr) - 1) == 0) {
+			size_t p = i + sizeof(hdr) - 1;
+
+			while (p < i + ll && (msg[p] == ' ' || msg[p] == '\t'))
+				p++;
+			if (p >= i + ll || msg[p] != '<')
+				return -1;
+			for (p++, k = 0; p < i + ll && k + 1 < outlen &&
+			    (isalnum((unsigned char)msg[p]) || msg[p] == '_' || msg[p] == '-'); p++)
+				out[k++] = msg[p];
+			out[k] = '\0';
+			return k > 0 && p < i + ll && msg[p] == '@' ? 0 : -1;
+		}
+		i += ll + 1;
+	}
+	return -1;
+}
+
 static void sink_end_data(struct sink *s, struct sink_client *c)
 {
 	char name[96], reply[160];
@@ -307,8 +344,14 @@ static void sink_end_data(struct sink *s, struct sink_client *c)
 	} else if (sink_store(s, c->msg ? c->msg : "", c->msg_len, name, sizeof(name)) < 0) {
 		sink_reply(c, "451 4.3.0 Error: cannot store message");
 	} else {
-		log_info("msg=\"sink stored message\" file=%s size=%zu rcpts=%d",
-		    name, c->msg_len, c->nrcpt);
+		char id[SINK_ID_MAX];
+
+		if (sink_msg_id(c->msg ? c->msg : "", c->msg_len, id, sizeof(id)) == 0)
+			log_info("sink stored message", "msg_id=%s file=%s size=%zu rcpts=%d",
+			    id, name, c->msg_len, c->nrcpt);
+		else
+			log_info("sink stored message", "file=%s size=%zu rcpts=%d",
+			    name, c->msg_len, c->nrcpt);
 		snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s", name);
 		sink_reply(c, reply);
 	}
@@ -564,7 +607,7 @@ static void sink_accept(struct sink *s)
 			if (errno == EINTR)
 				continue;
 			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				log_warn("msg=\"sink accept failed\" error=\"%s\"", strerror(errno));
+				log_warn("sink accept failed", "error=%s", strerror(errno));
 			return;
 		}
 		if (s->nclients >= SINK_CLIENTS_MAX) {
@@ -638,7 +681,7 @@ static void *sink_thread(void *arg)
 
 	pfd = calloc(npfd, sizeof(*pfd));
 	if (!pfd) {
-		log_error("msg=\"sink out of memory\"");
+		log_error("sink out of memory");
 		return NULL;
 	}
 	for (;;) {
@@ -663,7 +706,7 @@ static void *sink_thread(void *arg)
 		timeout = next <= now ? 0 : (int)(next - now);
 		rc = poll(pfd, n, timeout);
 		if (rc < 0 && errno != EINTR) {
-			log_error("msg=\"sink poll failed\" error=\"%s\"", strerror(errno));
+			log_error("sink poll failed", "error=%s", strerror(errno));
 			break;
 		}
 		if (rc > 0 && (pfd[0].revents & POLLIN))
@@ -916,14 +959,14 @@ int sink_main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	s = sink_start(host, port, dir, &bound, err, sizeof(err));
 	if (!s) {
-		log_error("msg=\"%s\"", err);
+		log_error("sink cannot start", "error=%s", err);
 		return 1;
 	}
-	log_info("msg=\"sink listening on %s%s%s:%u\" dir=%s", strchr(host, ':') ? "[" : "", host,
+	log_info("sink listening", "addr=%s%s%s:%u dir=%s", strchr(host, ':') ? "[" : "", host,
 	    strchr(host, ':') ? "]" : "", (unsigned)bound, dir);
 	while (sigwait(&set, &sig) != 0)
 		;
-	log_info("msg=\"sink stopping\" signal=%d", sig);
+	log_info("sink stopping", "signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
 	sink_stop(s);
 	return 0;
 }

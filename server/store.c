@@ -17,7 +17,7 @@
  * st_connect is the only place a connection is made: every handle, hence
  * every thread and CLI, authenticates the same way. A refused AUTH is an
  * outage too (STORE_ERR_UNAVAILABLE, so /readyz answers 503) logged as
- * "redis: AUTH failed: <server's error>"; the password is never logged,
+ * msg="redis AUTH failed" error="AUTH failed: <server's error>"; the password is never logged,
  * not even inside a server reply.
  *
  * It must never trust a reply's shape (every reply is type-checked; a wrong
@@ -417,16 +417,16 @@ static int
 st_bad(const char *op, const redisReply *r)
 {
 	if (st_is_busy(r)) {
-		log_debug("msg=\"redis cannot serve\" op=%s err=\"%.200s\"", op, r->str);
+		log_debug("redis cannot serve", "op=%s error=%.200s", op, r->str);
 		return STORE_ERR_UNAVAILABLE;
 	}
 	if (st_is_error(r, "NOAUTH"))
-		log_error("msg=\"redis: AUTH required: TXMAIL_REDIS_URL has no password\" op=%s "
-		    "err=\"%.200s\"", op, r->str);
+		log_error("redis AUTH required, TXMAIL_REDIS_URL has no password", "op=%s error=%.200s",
+		    op, r->str);
 	else if (r && r->type == REDIS_REPLY_ERROR && r->str)
-		log_error("msg=\"redis error\" op=%s err=\"%.200s\"", op, r->str);
+		log_error("redis error", "op=%s error=%.200s", op, r->str);
 	else
-		log_error("msg=\"unexpected redis reply\" op=%s type=%s", op, st_type_name(r));
+		log_error("unexpected redis reply", "op=%s type=%s", op, st_type_name(r));
 	return STORE_ERR_PROTO;
 }
 
@@ -444,7 +444,7 @@ static void
 st_drop(struct store *s, const char *why)
 {
 	if (!s->down)
-		log_warn("msg=\"redis connection lost\" addr=\"%s\" err=\"%s\"", s->desc, why);
+		log_warn("redis connection lost", "addr=%s error=%s", s->desc, why);
 	s->down = 1;
 	if (s->c)
 		redisFree(s->c);
@@ -577,8 +577,8 @@ st_auth(struct store *s)
 		util_strlcpy(s->why, "AUTH failed (the server's reply is withheld: it holds the password)",
 		    sizeof(s->why));
 	if (!s->auth_failed)
-		log_error("msg=\"redis: %s\" addr=\"%s\" user=\"%.64s\"", s->why, s->desc,
-		    s->addr.user[0] ? s->addr.user : "default");
+		log_error("redis AUTH failed", "addr=%s user=%.64s error=%s", s->desc,
+		    s->addr.user[0] ? s->addr.user : "default", s->why);
 	s->auth_failed = 1;
 	freeReplyObject(r);
 	return STORE_ERR_PROTO;
@@ -649,7 +649,7 @@ st_connect(struct store *s)
 		c = redisConnectWithTimeout(s->addr.host, s->addr.port, tv);
 	if (!c || c->err) {
 		if (!s->down)
-			log_warn("msg=\"redis unavailable\" addr=\"%s\" err=\"%s\"", s->desc,
+			log_warn("redis unavailable", "addr=%s error=%s", s->desc,
 			    c ? c->errstr : "out of memory");
 		snprintf(s->why, sizeof(s->why), "%.200s", c ? c->errstr : "out of memory");
 		s->auth_failed = 0;
@@ -678,7 +678,7 @@ st_connect(struct store *s)
 	if (rc)
 		goto fail;
 	if (s->down)
-		log_info("msg=\"redis connected\" addr=\"%s\"", s->desc);
+		log_info("redis connected", "addr=%s", s->desc);
 	s->down = 0;
 	s->last_try_ms = now;
 	return 0;
@@ -686,7 +686,7 @@ fail:
 	/* A refused AUTH, a LOADING or other error while preparing: unavailable. */
 	if (s->c) {
 		if (!s->down && !s->auth_failed)
-			log_warn("msg=\"redis not ready\" addr=\"%s\"", s->desc);
+			log_warn("redis not ready", "addr=%s", s->desc);
 		s->down = 1;
 		redisFree(s->c);
 		s->c = NULL;
@@ -730,7 +730,7 @@ st_run(struct store *s, const struct st_cmd *cmds, size_t n, redisReply **rep)
 	}
 	if (nos == 0)
 		goto out;
-	log_info("msg=\"redis scripts missing, reloading\"");
+	log_info("redis scripts missing, reloading");
 	rc = st_load_scripts(s);
 	if (rc)
 		goto out;
@@ -839,6 +839,21 @@ st_eval_int(struct store *s, struct st_args *a, const char *what, int zero_rc,
 }
 
 /* --- lifecycle ----------------------------------------------------------- */
+
+const char *
+store_strerror(int rc)
+{
+	switch (rc) {
+	case STORE_OK: return "ok";
+	case STORE_ERR_UNAVAILABLE: return "unavailable";
+	case STORE_ERR_NOT_FOUND: return "not_found";
+	case STORE_ERR_CONFLICT: return "conflict";
+	case STORE_ERR_PROTO: return "protocol";
+	case STORE_ERR_NOMEM: return "out_of_memory";
+	case STORE_ERR_SUPPRESSED: return "suppressed";
+	default: return "unknown";
+	}
+}
 
 struct store *
 store_open(const struct redis_addr *addr)
@@ -1023,18 +1038,19 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 	if (replay)
 		*replay = NULL;
 	if (!s || !m || n == 0 || n > ST_MAX_MSGS || (idem && !replay)) {
-		log_error("msg=\"store_enqueue_batch: invalid call\"");
+		log_error("enqueue called with invalid arguments");
 		return STORE_ERR_PROTO;
 	}
 	if (idem && (!idem->key || !*idem->key || strlen(idem->key) > 200 || !idem->request_hash ||
 	    !idem->response)) {
-		log_error("msg=\"store_enqueue_batch: invalid idempotency record\"");
+		log_error("enqueue called with an invalid idempotency record");
 		return STORE_ERR_PROTO;
 	}
 	nargs = 3 + 6 + 7;
 	for (i = 0; i < n; i++) {
 		if (!st_message_ok(&m[i]) || (flags && !st_check_ok(&m[i]))) {
-			log_error("msg=\"store_enqueue_batch: invalid message\" index=%zu", i);
+			log_error("enqueue called with an invalid message", "msg_id=%.64s index=%zu",
+			    m[i].id != NULL ? m[i].id : "", i);
 			return STORE_ERR_PROTO;
 		}
 		nargs += 2 + 14 + 6 * m[i].nrcpts;
@@ -1130,7 +1146,12 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 			rc = STORE_ERR_NOMEM;
 		break;
 	case 0:
-		log_warn("msg=\"enqueue: message id exists\" index=%.20s", r->element[1]->str);
+		{
+			long long at = strtoll(r->element[1]->str, NULL, 10);
+
+			log_warn("enqueue refused, message id exists", "msg_id=%.64s index=%lld",
+			    at >= 0 && (size_t)at < n ? m[at].id : "", at);
+		}
 		rc = STORE_ERR_CONFLICT;
 		break;
 	case 3:
@@ -1168,7 +1189,7 @@ store_enqueue_checked(struct store *s, const struct store_message_in *m, size_t 
     const struct store_idem *idem, char **replay, int *flags)
 {
 	if (!flags) {
-		log_error("msg=\"store_enqueue_checked: invalid call\"");
+		log_error("enqueue called with invalid arguments");
 		return STORE_ERR_PROTO;
 	}
 	return st_enqueue(s, m, n, idem, replay, flags);
@@ -1691,7 +1712,7 @@ st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend,
 			st_adds(&a, p->carried ? consumer : "");
 		} else {
 			/* Deleted or malformed entry: drop it from the group. */
-			log_warn("msg=\"dropping malformed ready entry\" entry=%s", p->entry_id);
+			log_warn("malformed ready entry dropped", "entry=%s", p->entry_id);
 			st_adds(&a, "EVAL");
 			st_adds(&a, "redis.call('XACK', KEYS[1], 'workers', ARGV[1]) "
 			    "redis.call('XDEL', KEYS[1], ARGV[1]) return 0");
@@ -2120,7 +2141,8 @@ store_record(struct store *s, const struct store_result *res, size_t n)
 	for (i = 0; i < n; i++)
 		if (!res[i].d || !st_status_known(res[i].status, &terminal) ||
 		    !st_id_ok(res[i].d->msg_id)) {
-			log_error("msg=\"store_record: invalid result\" index=%zu", i);
+			log_error("outcome record called with an invalid result", "msg_id=%.64s index=%zu",
+			    res[i].d != NULL ? res[i].d->msg_id : "", i);
 			return STORE_ERR_PROTO;
 		}
 	rc = st_connect(s);
@@ -2176,8 +2198,8 @@ store_record(struct store *s, const struct store_result *res, size_t n)
 			continue;
 		}
 		if (v < 0)
-			log_info("msg=\"stale outcome ignored\" msg_id=%s rcpt=%d attempt=%d",
-			    res[i].d->msg_id, res[i].d->rcpt_idx, res[i].d->attempts);
+			log_info("stale outcome ignored", "msg_id=%s rcpt_idx=%d rcpt=%s attempt=%d",
+			    res[i].d->msg_id, res[i].d->rcpt_idx, res[i].d->rcpt, res[i].d->attempts);
 	}
 out:
 	st_replies_free(rep, nc);
@@ -3098,7 +3120,7 @@ store_template_list(struct store *s, char ***jsons, size_t *n)
 		(void)st_int(r->element[i + 3], &u);
 		v[cnt] = st_template_json(r->element[i]->str, r->element[i]->len, r->element[i + 1], c, u);
 		if (!v[cnt]) {
-			log_warn("msg=\"skipping malformed template\" name=\"%.100s\"", r->element[i]->str);
+			log_warn("malformed template skipped", "template=%.100s", r->element[i]->str);
 			continue;
 		}
 		cnt++;

@@ -81,6 +81,9 @@ enum {
 
 struct store;
 
+/* store_strerror - a short constant name for STORE_OK or a STORE_ERR_* code (for logs). */
+const char *store_strerror(int rc);
+
 /*
  * store_open - a handle for one thread. Connects now; if Redis is down the
  * handle is still returned and later calls reconnect. NULL only on OOM.

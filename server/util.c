@@ -154,6 +154,31 @@ util_parse_rfc3339(const char *s, int64_t *ms)
 	return 0;
 }
 
+const char *
+util_fmt_duration(double secs, char *buf, size_t size)
+{
+	char tmp[64];
+	size_t n;
+
+	if (size == 0)
+		return buf;
+	if (secs != secs)
+		secs = 0;   /* NaN */
+	if (secs > 1e15)
+		secs = 1e15;
+	else if (secs < -1e15)
+		secs = -1e15;
+	snprintf(tmp, sizeof(tmp), "%.6f", secs);
+	n = strlen(tmp);
+	while (n > 0 && tmp[n - 1] == '0')
+		n--;
+	if (n > 0 && tmp[n - 1] == '.')
+		n--;
+	tmp[n] = '\0';
+	snprintf(buf, size, "%ss", strcmp(tmp, "-0") == 0 ? "0" : tmp);
+	return buf;
+}
+
 size_t
 util_strlcpy(char *dst, const char *src, size_t size)
 {

@@ -27,6 +27,14 @@ void util_rfc3339(int64_t ms, char *buf, size_t len);
 /* util_parse_rfc3339 - parse RFC 3339 (with offset or Z) to ms; 0 ok, -1 invalid. */
 int util_parse_rfc3339(const char *s, int64_t *ms);
 
+/*
+ * util_fmt_duration - secs as people write it, in seconds with an "s" and
+ * never an exponent: 86400 -> "86400s", 1.5 -> "1.5s", 0.25 -> "0.25s",
+ * 0.000412 -> "0.000412s" (to the microsecond, trailing zeros dropped). buf is
+ * always NUL-terminated; returns buf, for use as a printf argument.
+ */
+const char *util_fmt_duration(double secs, char *buf, size_t size);
+
 /* util_strlcpy - bounded copy, always NUL-terminates; returns strlen(src). */
 size_t util_strlcpy(char *dst, const char *src, size_t size);
 

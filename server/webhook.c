@@ -24,6 +24,7 @@
 #include "webhook.h"
 
 #include <arpa/inet.h>
+#include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -399,6 +400,10 @@ struct wh_req {
 	enum wh_outcome outcome;
 	int attempts;          /* attempts made, including this one */
 	int64_t next_ms;       /* WH_RETRY: when */
+	/* what the event is about, for log lines (wh_req_about); "" when absent */
+	char type[64];
+	char msg_id[96];
+	char rcpt[320];
 	struct wh_req *next;
 };
 
@@ -528,11 +533,11 @@ static int wh_store_error(struct webhook *w, const char *what, int rc)
 {
 	if (rc == STORE_ERR_UNAVAILABLE) {
 		if (w->redis_retry_at == 0)
-			log_warn("msg=\"webhook dispatcher: redis unavailable, backing off\" op=%s", what);
+			log_warn("redis unavailable for webhooks, backing off", "op=%s", what);
 		w->redis_retry_at = util_mono_ms() + WH_REDIS_BACKOFF_MS;
 		return 1;
 	}
-	log_warn("msg=\"webhook dispatcher: store error\" op=%s rc=%d", what, rc);
+	log_warn("webhook store error", "op=%s rc=%d", what, rc);
 	return 0;
 }
 
@@ -546,7 +551,7 @@ static int wh_redis_ok(struct webhook *w)
 static void wh_redis_back(struct webhook *w)
 {
 	if (w->redis_retry_at != 0) {
-		log_info("msg=\"webhook dispatcher: redis available again\"");
+		log_info("redis available again for webhooks");
 		w->redis_retry_at = 0;
 	}
 }
@@ -570,8 +575,7 @@ static int wh_refresh_eps(struct webhook *w)
 		if (rc == STORE_ERR_UNAVAILABLE) {
 			wh_store_error(w, "endpoint_list", rc);
 		} else if (util_mono_ms() >= w->eps_warn_at) {
-			log_warn("msg=\"webhook dispatcher: cannot read endpoints, using the last list\" rc=%d",
-			    rc);
+			log_warn("cannot read webhook endpoints, using the last list", "rc=%d", rc);
 			w->eps_warn_at = util_mono_ms() + 60000;
 		}
 		return -1;
@@ -579,7 +583,7 @@ static int wh_refresh_eps(struct webhook *w)
 	wh_redis_back(w);
 	if (n > WH_MAX_ENDPOINTS) {
 		if (util_mono_ms() >= w->eps_warn_at) {
-			log_warn("msg=\"webhook dispatcher: too many endpoints, using the oldest\" count=%zu max=%d",
+			log_warn("too many webhook endpoints, using the oldest", "count=%zu max=%d",
 			    n, WH_MAX_ENDPOINTS);
 			w->eps_warn_at = util_mono_ms() + 60000;
 		}
@@ -632,7 +636,7 @@ oom_ne:
 	memset(&ne[0], 0, sizeof(ne[0]));
 	wh_eps_free(ne, k);
 oom:
-	log_warn("msg=\"webhook dispatcher: out of memory reading endpoints\"");
+	log_warn("out of memory reading webhook endpoints");
 	store_endpoints_free(se, n);
 	return -1;
 }
@@ -711,9 +715,30 @@ static curl_socket_t wh_opensocket(void *clientp, curlsocktype purpose, struct c
 	}
 	snprintf(r->guard_why, sizeof(r->guard_why), "refused to connect to %s (%s address; "
 	    "TXMAIL_WEBHOOK_ALLOW_PRIVATE=1 allows it)", ip, cls ? cls : "refused");
-	log_warn("msg=\"webhook target address refused\" event_id=%s endpoint=%s address=%s class=%s",
-	    r->d->event_id, r->d->endpoint, ip, cls ? cls : "refused");
+	log_warn("webhook target address refused",
+	    "event_id=%s endpoint=%s msg_id=%s rcpt=%s type=%s address=%s class=%s",
+	    r->d->event_id, r->d->endpoint, r->msg_id, r->rcpt, r->type, ip, cls ? cls : "refused");
 	return CURL_SOCKET_BAD;
+}
+
+/*
+ * wh_req_about - type, message id and recipient of r's event, for its log
+ * lines (an event the store wrote; anything missing stays "").
+ */
+static void wh_req_about(struct wh_req *r)
+{
+	cJSON *ev = cJSON_Parse(r->d->body), *data, *v;
+
+	if (ev == NULL)
+		return;
+	if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(ev, "type")))
+		util_strlcpy(r->type, v->valuestring, sizeof(r->type));
+	data = cJSON_GetObjectItemCaseSensitive(ev, "data");
+	if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(data, "message_id")))
+		util_strlcpy(r->msg_id, v->valuestring, sizeof(r->msg_id));
+	if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(data, "recipient")))
+		util_strlcpy(r->rcpt, v->valuestring, sizeof(r->rcpt));
+	cJSON_Delete(ev);
 }
 
 static int wh_start_req(struct webhook *w, const struct wh_ep *ep, struct store_whd *d)
@@ -737,6 +762,7 @@ static int wh_start_req(struct webhook *w, const struct wh_ep *ep, struct store_
 	}
 	r->d = d;
 	r->attempts = d->attempts + 1;
+	wh_req_about(r);
 	for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
 		nh = curl_slist_append(r->hdrs, fixed[i]);
 		if (!nh)
@@ -796,8 +822,8 @@ static int wh_start_req(struct webhook *w, const struct wh_ep *ep, struct store_
 	w->ninflight++;
 	return 0;
 fail:
-	log_warn("msg=\"webhook request setup failed\" event_id=%s endpoint=%s", d->event_id,
-	    d->endpoint);
+	log_warn("webhook request setup failed", "event_id=%s endpoint=%s msg_id=%s rcpt=%s type=%s",
+	    d->event_id, d->endpoint, r->msg_id, r->rcpt, r->type);
 	curl_easy_cleanup(r->easy);
 	r->easy = NULL;
 	curl_slist_free_all(r->hdrs);
@@ -840,28 +866,33 @@ static void wh_complete(struct webhook *w, struct wh_req *r, CURLcode cc)
 	if (cc == CURLE_OK && status >= 200 && status < 300) {
 		r->outcome = WH_DONE;
 		metrics_webhook_attempt(METRICS_WEBHOOK_SUCCESS);
-		log_info("msg=\"webhook delivered\" event_id=%s endpoint=%s status=%ld attempt=%d",
-		    r->d->event_id, r->d->endpoint, status, r->attempts);
+		log_info("webhook delivered",
+		    "event_id=%s endpoint=%s msg_id=%s rcpt=%s type=%s status=%ld attempt=%d",
+		    r->d->event_id, r->d->endpoint, r->msg_id, r->rcpt, r->type, status, r->attempts);
 		if ((ep = wh_ep_find(w, r->d->endpoint)) != NULL && ep->failing) {
 			ep->failing = 0;
-			log_warn("msg=\"webhook endpoint recovered\" endpoint=%s", r->d->endpoint);
+			log_warn("webhook endpoint recovered", "endpoint=%s", r->d->endpoint);
 		}
 	} else if (!wh_ep_find(w, r->d->endpoint)) {
 		r->outcome = WH_DONE;
 		metrics_webhook_attempt(METRICS_WEBHOOK_DROPPED);
-		log_info("msg=\"webhook endpoint deleted, dropping delivery\" event_id=%s endpoint=%s",
-		    r->d->event_id, r->d->endpoint);
+		log_info("webhook endpoint deleted, dropping delivery",
+		    "event_id=%s endpoint=%s msg_id=%s rcpt=%s type=%s attempt=%d",
+		    r->d->event_id, r->d->endpoint, r->msg_id, r->rcpt, r->type, r->attempts);
 	} else if ((double)(now - r->d->first_ms) > w->max_age * 1000.0) {
 		r->outcome = WH_DONE;
 		metrics_webhook_attempt(METRICS_WEBHOOK_GAVE_UP);
 		if (err)
-			log_warn("msg=\"webhook given up\" event_id=%s endpoint=%s error=\"%s\" attempt=%d",
-			    r->d->event_id, r->d->endpoint, err, r->attempts);
+			log_warn("webhook given up",
+			    "event_id=%s endpoint=%s msg_id=%s rcpt=%s type=%s error=%s attempt=%d",
+			    r->d->event_id, r->d->endpoint, r->msg_id, r->rcpt, r->type, err, r->attempts);
 		else
-			log_warn("msg=\"webhook given up\" event_id=%s endpoint=%s status=%ld attempt=%d",
-			    r->d->event_id, r->d->endpoint, status, r->attempts);
+			log_warn("webhook given up",
+			    "event_id=%s endpoint=%s msg_id=%s rcpt=%s type=%s status=%ld attempt=%d",
+			    r->d->event_id, r->d->endpoint, r->msg_id, r->rcpt, r->type, status, r->attempts);
 	} else {
 		int64_t delay = webhook_backoff_ms(w->retry_base, w->retry_max, r->attempts);
+		char retry_in[48];
 
 		r->outcome = WH_RETRY;
 		r->next_ms = now + delay;
@@ -871,20 +902,25 @@ static void wh_complete(struct webhook *w, struct wh_req *r, CURLcode cc)
 		if ((ep = wh_ep_find(w, r->d->endpoint)) != NULL && !ep->failing) {
 			ep->failing = 1;
 			if (err)
-				log_warn("msg=\"webhook endpoint failing, retrying with backoff\" endpoint=%s "
-				    "event_id=%s error=\"%s\"", r->d->endpoint, r->d->event_id, err);
+				log_warn("webhook endpoint failing, retrying with backoff",
+				    "endpoint=%s event_id=%s msg_id=%s rcpt=%s type=%s error=%s",
+				    r->d->endpoint, r->d->event_id, r->msg_id, r->rcpt, r->type, err);
 			else
-				log_warn("msg=\"webhook endpoint failing, retrying with backoff\" endpoint=%s "
-				    "event_id=%s status=%ld", r->d->endpoint, r->d->event_id, status);
+				log_warn("webhook endpoint failing, retrying with backoff",
+				    "endpoint=%s event_id=%s msg_id=%s rcpt=%s type=%s status=%ld",
+				    r->d->endpoint, r->d->event_id, r->msg_id, r->rcpt, r->type, status);
 		}
+		util_fmt_duration((double)delay / 1000.0, retry_in, sizeof(retry_in));
 		if (err)
-			log_info("msg=\"webhook failed, will retry\" event_id=%s endpoint=%s error=\"%s\" "
-			    "attempt=%d retry_in_ms=%" PRId64, r->d->event_id, r->d->endpoint, err,
-			    r->attempts, delay);
+			log_info("webhook failed, will retry",
+			    "event_id=%s endpoint=%s msg_id=%s rcpt=%s type=%s error=%s attempt=%d retry_in=%s",
+			    r->d->event_id, r->d->endpoint, r->msg_id, r->rcpt, r->type, err, r->attempts,
+			    retry_in);
 		else
-			log_info("msg=\"webhook failed, will retry\" event_id=%s endpoint=%s status=%ld "
-			    "attempt=%d retry_in_ms=%" PRId64, r->d->event_id, r->d->endpoint, status,
-			    r->attempts, delay);
+			log_info("webhook failed, will retry",
+			    "event_id=%s endpoint=%s msg_id=%s rcpt=%s type=%s status=%ld attempt=%d retry_in=%s",
+			    r->d->event_id, r->d->endpoint, r->msg_id, r->rcpt, r->type, status, r->attempts,
+			    retry_in);
 	}
 	r->next = w->finished;
 	w->finished = r;
@@ -926,7 +962,7 @@ static int wh_read_events(struct webhook *w, int block_ms)
 			continue;   /* stays pending in the group: read again later */
 		}
 		if (webhook_event_field(evs[i]->json, "id", id, sizeof(id)) < 0 || !wh_valid_id(id)) {
-			log_warn("msg=\"webhook event without a usable id\" entry=%s", evs[i]->entry_id);
+			log_warn("webhook event without a usable id", "entry=%s", evs[i]->entry_id);
 			snprintf(id, sizeof(id), "evt_%.40s", evs[i]->entry_id);
 		}
 		if (webhook_event_field(evs[i]->json, "type", type, sizeof(type)) < 0)
@@ -990,12 +1026,12 @@ static int wh_claim_ep(struct webhook *w, struct wh_ep *ep, int max)
 			continue;
 		}
 		if (!d->body || !d->event_id || !d->endpoint || !wh_valid_id(d->event_id)) {
-			log_warn("msg=\"webhook delivery malformed, dropping\" member=%.80s", d->member);
+			log_warn("webhook delivery malformed, dropping", "member=%.80s", d->member);
 			wh_drop(w, d);
 			continue;
 		}
 		if (!ep->url[0] || strcmp(d->endpoint, ep->id) != 0) {
-			log_warn("msg=\"webhook endpoint not configured, dropping delivery\" "
+			log_warn("webhook endpoint not configured, dropping delivery",
 			    "event_id=%s endpoint=%.64s", d->event_id, d->endpoint);
 			wh_drop(w, d);
 			continue;
@@ -1217,9 +1253,9 @@ struct webhook *webhook_start(const struct config *cfg, char *err, size_t errlen
 		snprintf(err, errlen, "webhook: cannot start thread: %s", strerror(rc));
 		goto fail;
 	}
-	log_info("msg=\"webhook dispatcher started\" consumer=%s default_endpoint=%s signed=%s "
-	    "endpoints=%zu", w->consumer, w->eps[0].url[0] ? "yes" : "no",
-	    w->eps[0].secret[0] ? "yes" : "no", w->neps - 1);
+	log_info("webhook dispatcher started", "consumer=%s default_endpoint=%s signed=%s endpoints=%zu",
+	    w->consumer, w->eps[0].url[0] ? "yes" : "no", w->eps[0].secret[0] ? "yes" : "no",
+	    w->neps - 1);
 	return w;
 fail:
 	wh_free(w);

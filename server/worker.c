@@ -264,8 +264,8 @@ submit_next(struct worker *w, struct job *j)
 		t->no_verify = 1;
 	}
 	t->port = w->cfg->mx_port;
-	log_debug("worker %s: msg_id=%s rcpt_idx=%d via MX %s [%s]:%u", w->consumer,
-	    j->d->msg_id, j->d->rcpt_idx, a->name, a->ip, t->port);
+	log_debug("sending via MX", "msg_id=%s rcpt=%s worker=%s mx=%s addr=%s port=%u",
+	    j->d->msg_id, j->d->rcpt, w->consumer, a->name, a->ip, t->port);
 	if (smtp_engine_submit(w->engine, &j->sj) != 0) {
 		set_outcome(&j->out, SMTP_RESULT_TEMPFAIL, "shutdown", "worker shutting down");
 		push_done(w, j);
@@ -389,9 +389,10 @@ on_engine_done(struct smtp_job *sj, const struct smtp_outcome *o, void *arg)
 
 	j->out = *o;
 	if (j->route != NULL && j->next_addr < j->route->naddr && connect_stage_tempfail(o)) {
-		log_info("worker %s: msg_id=%s rcpt_idx=%d: %s:%u %s (%.120s); trying the next MX host",
-		    w->consumer, j->d->msg_id, j->d->rcpt_idx, sj->target.host, sj->target.port,
-		    o->stage, o->text);
+		log_info("MX host unreachable, trying the next",
+		    "msg_id=%s rcpt=%s worker=%s mx=%s addr=%s port=%u stage=%s error=%.200s",
+		    j->d->msg_id, j->d->rcpt, w->consumer, sj->target.host, sj->target.connect_addr,
+		    sj->target.port, o->stage, o->text);
 		submit_next(w, j);   /* on shutdown it records "shutdown": left pending */
 		return;
 	}
@@ -400,9 +401,10 @@ on_engine_done(struct smtp_job *sj, const struct smtp_outcome *o, void *arg)
 
 		if (relaydns_next(w->rdns, sj->target.connect_addr, next, sizeof(next)) == 0) {
 			/* once per job: the relay's next address, before recording anything */
-			log_info("worker %s: msg_id=%s rcpt_idx=%d: relay %s [%s]:%u %s (%.120s); "
-			    "trying its next address [%s]", w->consumer, j->d->msg_id, j->d->rcpt_idx,
-			    sj->target.host, sj->target.connect_addr, sj->target.port, o->stage, o->text, next);
+			log_info("relay address unreachable, trying the next",
+			    "msg_id=%s rcpt=%s worker=%s relay=%s addr=%s port=%u stage=%s error=%.200s next=%s",
+			    j->d->msg_id, j->d->rcpt, w->consumer, sj->target.host, sj->target.connect_addr,
+			    sj->target.port, o->stage, o->text, next);
 			j->relay_retried = 1;
 			util_strlcpy(j->sj.target.connect_addr, next, sizeof(j->sj.target.connect_addr));
 			if (smtp_engine_submit(w->engine, &j->sj) != 0) {
@@ -428,12 +430,90 @@ on_engine_done(struct smtp_job *sj, const struct smtp_outcome *o, void *arg)
 	push_done(w, j);
 }
 
+/* fmt_add - append s to the format being built (it always fits: see on_engine_log) */
 static void
-on_engine_log(int level, const char *msg, void *arg)
+fmt_add(char *fmt, size_t size, size_t *len, const char *s)
 {
+	*len += util_strlcpy(fmt + *len, s, size - *len);
+	if (*len >= size)
+		*len = size - 1;
+}
+
+static int
+log_key_ok(const char *k)
+{
+	size_t i = 0;
+
+	for (; k[i] != '\0' && i < 32; i++)
+		if (!((k[i] >= 'a' && k[i] <= 'z') || (k[i] >= '0' && k[i] <= '9') || k[i] == '_'))
+			return 0;
+	return i > 0 && k[i] == '\0';
+}
+
+/*
+ * on_engine_log - an engine event as one log line (engine thread): the job
+ * it is about gives msg_id, and the recipient unless the event names one
+ * (a transaction of several recipients: rcpts=n). The engine's fields are
+ * data, so the format is put together here from their keys (checked to be
+ * [a-z0-9_], so the format holds no conversion but ours); every value goes
+ * through a %s and is quoted by log.c. The reply code is the one integer.
+ */
+static void
+on_engine_log(const struct smtp_log_event *ev, void *arg)
+{
+	enum { NV = 4 + SMTP_LOG_FIELDS_MAX };   /* msg_id, rcpt, conn, peer, fields */
+	_Static_assert(NV == 10, "the log_msg calls below pass v[0..9]");
+	const struct job *j = ev->job != NULL ? ev->job->udata : NULL;
+	enum log_level lv = ev->level <= 0 ? LOG_DEBUG : ev->level == 1 ? LOG_INFO :
+	    ev->level == 2 ? LOG_WARN : LOG_ERROR;
+	const char *v[NV];
+	char fmt[64 + SMTP_LOG_FIELDS_MAX * 40], conn[24], nrcpt[24];
+	size_t fl = 0, nv = 0, nfixed;
+
 	(void)arg;
-	log_msg(level <= 0 ? LOG_DEBUG : level == 1 ? LOG_INFO : level == 2 ? LOG_WARN : LOG_ERROR,
-	    "smtp: %s", msg);
+	fmt[0] = '\0';
+	if (j != NULL) {
+		fmt_add(fmt, sizeof(fmt), &fl, " msg_id=%s");
+		v[nv++] = j->d->msg_id;
+		if (ev->rcpt == NULL && ev->job->nrcpts > 1) {
+			snprintf(nrcpt, sizeof(nrcpt), "%zu", ev->job->nrcpts);
+			fmt_add(fmt, sizeof(fmt), &fl, " rcpts=%s");
+			v[nv++] = nrcpt;
+		} else {
+			fmt_add(fmt, sizeof(fmt), &fl, " rcpt=%s");
+			v[nv++] = ev->rcpt != NULL ? ev->rcpt : j->d->rcpt;
+		}
+	}
+	if (ev->conn != 0) {
+		snprintf(conn, sizeof(conn), "%llu", ev->conn);
+		fmt_add(fmt, sizeof(fmt), &fl, " conn=%s peer=%s");
+		v[nv++] = conn;
+		v[nv++] = ev->peer;
+	}
+	nfixed = nv;
+	if (ev->code > 0 && ev->conn != 0)
+		fmt_add(fmt, sizeof(fmt), &fl, " code=%d");
+	for (size_t i = 0; i < ev->nfields && i < SMTP_LOG_FIELDS_MAX; i++) {
+		if (!log_key_ok(ev->fields[i].key) || ev->fields[i].value == NULL)
+			continue;
+		fmt_add(fmt, sizeof(fmt), &fl, " ");
+		fmt_add(fmt, sizeof(fmt), &fl, ev->fields[i].key);
+		fmt_add(fmt, sizeof(fmt), &fl, "=%s");
+		v[nv++] = ev->fields[i].value;
+	}
+	while (nv < NV)
+		v[nv++] = "";   /* not in the format: never read */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+	if (ev->code > 0 && ev->conn != 0 && nfixed == 2)
+		log_msg(lv, ev->msg, fmt, v[0], v[1], ev->code, v[2], v[3], v[4], v[5], v[6], v[7],
+		    v[8], v[9]);
+	else if (ev->code > 0 && ev->conn != 0)
+		log_msg(lv, ev->msg, fmt, v[0], v[1], v[2], v[3], ev->code, v[4], v[5], v[6], v[7],
+		    v[8], v[9]);
+	else
+		log_msg(lv, ev->msg, fmt, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]);
+#pragma GCC diagnostic pop
 }
 
 static void *
@@ -443,7 +523,7 @@ engine_main(void *arg)
 
 	while (!atomic_load(&w->stop_engine)) {
 		if (smtp_engine_run(w->engine, 200) != 0) {
-			log_error("worker %s: smtp engine loop failed", w->consumer);
+			log_error("smtp engine loop failed", "worker=%s", w->consumer);
 			nap_ms(100);
 		}
 	}
@@ -460,7 +540,7 @@ job_new(struct worker *w, struct store_delivery *d)
 
 	if (j == NULL) {
 		/* Not acknowledged: the entry comes back after the visibility timeout. */
-		log_error("worker: out of memory; leaving %s for later", d->msg_id);
+		log_error("out of memory, delivery left for later", "msg_id=%s rcpt=%s", d->msg_id, d->rcpt);
 		store_delivery_free(d);
 		return NULL;
 	}
@@ -495,7 +575,8 @@ dispatch_one(struct worker *w, struct job *j)
 		    j->verp, sizeof(j->verp)) == VERP_OK)
 			j->sj.mail_from = j->verp;
 		else
-			log_warn("worker: no VERP return path for msg_id=%s; using %s", d->msg_id, d->mail_from);
+			log_warn("no VERP return path, using the sender", "msg_id=%s rcpt=%s from=%s",
+			    d->msg_id, d->rcpt, d->mail_from);
 	}
 	j->sj.rcpt = d->rcpt;
 	j->sj.data = d->mime;
@@ -567,8 +648,8 @@ feed(struct worker *w, struct store_delivery **ds, int n)
 				lead->rcpts[k++].addr = j->d->rcpt;
 			lead->sj.rcpts = lead->rcpts;
 			lead->sj.nrcpts = m;
-			log_debug("worker %s: msg_id=%s: %zu recipients at %s in one transaction",
-			    w->consumer, lead->d->msg_id, m, rcpt_domain(lead->d));
+			log_debug("recipients grouped in one transaction", "msg_id=%s rcpts=%zu domain=%s worker=%s",
+			    lead->d->msg_id, m, rcpt_domain(lead->d), w->consumer);
 		}
 		dispatch_one(w, lead);
 	}
@@ -607,8 +688,8 @@ dispatch_send(struct worker *w, struct job *j)
 		}
 		util_strlcpy(j->sj.target.connect_addr, ip, sizeof(j->sj.target.connect_addr));
 	}
-	log_debug("worker %s: sending msg_id=%s rcpt_idx=%d attempt=%d via [%s]:%u", w->consumer,
-	    d->msg_id, d->rcpt_idx, d->attempts, j->sj.target.connect_addr, j->sj.target.port);
+	log_debug("sending via relay", "msg_id=%s rcpt=%s attempt=%d worker=%s addr=%s port=%u",
+	    d->msg_id, d->rcpt, d->attempts, w->consumer, j->sj.target.connect_addr, j->sj.target.port);
 	if (smtp_engine_submit(w->engine, &j->sj) != 0) {
 		set_outcome(&j->out, SMTP_RESULT_TEMPFAIL, "shutdown", "worker shutting down");
 		push_done(w, j);
@@ -633,7 +714,7 @@ heartbeat(struct worker *w, struct store *st)
 	}
 	pthread_mutex_unlock(&w->mu);
 	if (n > 0 && store_heartbeat(st, w->consumer, ids, lanes, n) != STORE_OK)
-		log_debug("worker %s: heartbeat failed", w->consumer);
+		log_debug("heartbeat failed", "worker=%s", w->consumer);
 	for (size_t i = 0; i < n; i++)
 		free((void *)ids[i]);
 	free(ids);
@@ -653,7 +734,7 @@ feeder_main(void *arg)
 	char err[256];
 
 	if (st == NULL) {
-		log_error("worker %s: out of memory", w->consumer);
+		log_error("out of memory", "worker=%s", w->consumer);
 		return NULL;
 	}
 	/*
@@ -672,7 +753,7 @@ feeder_main(void *arg)
 		if (!inited) {
 			if (store_init(st, err, sizeof(err)) != STORE_OK) {
 				if (!down++)
-					log_warn("worker %s: store not ready: %s", w->consumer, err);
+					log_warn("store not ready", "worker=%s error=%s", w->consumer, err);
 				nap_ms(500);
 				continue;
 			}
@@ -704,7 +785,7 @@ feeder_main(void *arg)
 			last_reclaim = mono;
 			n = store_reclaim(st, w->consumer, vis_ms, room, out);
 			if (n > 0) {
-				log_info("worker %s: took over %d deliveries from a stopped worker",
+				log_info("took over deliveries from a stopped worker", "worker=%s deliveries=%d",
 				    w->consumer, n);
 				feed(w, out, n);
 				continue;
@@ -713,13 +794,13 @@ feeder_main(void *arg)
 		n = store_fetch(st, w->consumer, room, block_ms, out);
 		if (n < 0) {
 			if (!down++)
-				log_warn("worker %s: cannot fetch work (redis unavailable?); retrying",
+				log_warn("cannot fetch work, retrying (redis unavailable?)", "worker=%s",
 				    w->consumer);
 			nap_ms(500);
 			continue;
 		}
 		if (down) {
-			log_info("worker %s: store reachable again", w->consumer);
+			log_info("store reachable again", "worker=%s", w->consumer);
 			down = 0;
 		}
 		feed(w, out, n);
@@ -827,6 +908,29 @@ rec_free(struct rec *r)
 	cJSON_free(r->timeline);
 }
 
+/*
+ * log_outcome - the line for one recorded outcome: msg is the status
+ * ("delivered", "deferred", "failed", "expired"); a deferral says when the
+ * next attempt is due, as a duration ("300s").
+ */
+static void
+log_outcome(const struct job *j, const char *status, const struct retry_decision *dec, int64_t now)
+{
+	const struct store_delivery *d = j->d;
+	const char *stage = j->out.stage != NULL ? j->out.stage : "";
+	char retry[48];
+
+	if (dec->verdict == RETRY_DEFERRED) {
+		util_fmt_duration((double)(dec->next_ms > now ? dec->next_ms - now : 0) / 1000.0, retry,
+		    sizeof(retry));
+		log_info(status, "msg_id=%s rcpt=%s attempt=%d stage=%s code=%d enhanced=%s reply=%.200s retry_in=%s",
+		    d->msg_id, d->rcpt, d->attempts, stage, j->out.code, j->out.enhanced, j->out.text, retry);
+	} else {
+		log_info(status, "msg_id=%s rcpt=%s attempt=%d stage=%s code=%d enhanced=%s reply=%.200s",
+		    d->msg_id, d->rcpt, d->attempts, stage, j->out.code, j->out.enhanced, j->out.text);
+	}
+}
+
 /* Record a batch; returns 0 when recorded, -1 to try again later. */
 static int
 record_batch(struct worker *w, struct store *st, struct job **jobs, size_t n)
@@ -873,10 +977,7 @@ record_batch(struct worker *w, struct store *st, struct job **jobs, size_t n)
 		/* A 5.1.x bounce (bad mailbox, bad domain) will bounce again: stop sending to it. */
 		if (dec.verdict == RETRY_FAILED && strncmp(j->out.enhanced, "5.1.", 4) == 0)
 			res[k].suppress_reason = "bounced";
-		log_info("%s msg_id=%s rcpt=%s attempt=%d stage=%s code=%d reply=\"%.200s\"%s",
-		    status, j->d->msg_id, j->d->rcpt, j->d->attempts,
-		    j->out.stage ? j->out.stage : "-", j->out.code, j->out.text,
-		    dec.verdict == RETRY_DEFERRED ? " (will retry)" : "");
+		log_outcome(j, status, &dec, now);
 		k++;
 	}
 	rc = k > 0 ? store_record(st, res, k) : STORE_OK;
@@ -896,7 +997,7 @@ recorder_main(void *arg)
 	int down = 0;
 
 	if (st == NULL) {
-		log_error("worker %s: out of memory", w->consumer);
+		log_error("out of memory", "worker=%s", w->consumer);
 		return NULL;
 	}
 	for (;;) {
@@ -915,8 +1016,8 @@ recorder_main(void *arg)
 
 		if (record_batch(w, st, batch, n) != 0) {
 			if (!down++)
-				log_warn("worker %s: cannot record outcomes (redis unavailable?); "
-				    "holding %zu, retrying", w->consumer, n);
+				log_warn("cannot record outcomes, retrying (redis unavailable?)",
+				    "worker=%s held=%zu", w->consumer, n);
 			if (atomic_load(&w->stop_record) > 1) {
 				/* hard stop: leave them pending; they are redelivered later */
 				pthread_mutex_lock(&w->mu);
@@ -934,7 +1035,7 @@ recorder_main(void *arg)
 			continue;
 		}
 		if (down) {
-			log_info("worker %s: recording outcomes again", w->consumer);
+			log_info("recording outcomes again", "worker=%s", w->consumer);
 			down = 0;
 		}
 		pthread_mutex_lock(&w->mu);
@@ -1028,7 +1129,7 @@ worker_start(const struct config *cfg, int index, char *err, size_t errlen)
 	if (pthread_create(&w->feeder_thr, NULL, feeder_main, w) != 0)
 		goto fail_thr;
 	w->started_feeder = 1;
-	log_info("worker %s started (concurrency %d)", w->consumer, cfg->worker_concurrency);
+	log_info("worker started", "worker=%s concurrency=%d", w->consumer, cfg->worker_concurrency);
 	return w;
 fail_thr:
 	snprintf(err, errlen, "cannot start worker threads");
@@ -1085,6 +1186,6 @@ worker_stop(struct worker *w, double grace_s)
 	}
 	pthread_cond_destroy(&w->cv);
 	pthread_mutex_destroy(&w->mu);
-	log_info("worker %s stopped", w->consumer);
+	log_info("worker stopped", "worker=%s", w->consumer);
 	free(w);
 }

@@ -21,7 +21,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,20 +56,29 @@ struct smtp_engine {
 	struct smtp_pool *pools;
 };
 
-static void elog(struct smtp_engine *e, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void elog(struct smtp_engine *e, int level, const char *fmt, ...)
+/*
+ * elog - an event of the engine itself: about session s (NULL: none) and
+ * job (NULL: none), with an error text ("" for none).
+ */
+static void elog(struct smtp_engine *e, int level, const char *msg,
+    const struct smtp_session *s, const struct smtp_job *job, const char *error)
 {
-	char msg[1024];
-	va_list ap;
+	struct smtp_log_event ev;
 
 	if (e->cfg.log == NULL)
 		return;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	e->cfg.log(level, msg, e->cfg.arg);
+	memset(&ev, 0, sizeof(ev));
+	ev.level = level;
+	ev.msg = msg;
+	ev.job = job;
+	ev.conn = s != NULL ? s->id : 0;
+	ev.peer = s != NULL ? s->peer : "";
+	if (error != NULL && error[0] != '\0') {
+		ev.fields[0].key = "error";
+		ev.fields[0].value = error;
+		ev.nfields = 1;
+	}
+	e->cfg.log(&ev, e->cfg.arg);
 }
 
 void smtp_timeouts_default(struct smtp_timeouts *t)
@@ -336,7 +344,7 @@ static void after(struct smtp_engine *e, struct smtp_session *s)
 			if (rc != 0 && s->ep_added && errno == ENOENT)   /* same fd number, new socket */
 				rc = epoll_ctl(e->epfd, EPOLL_CTL_ADD, s->fd, &ev);
 			if (rc != 0) {
-				elog(e, 3, "smtp: epoll_ctl: %s", strerror(errno));
+				elog(e, 3, "epoll_ctl failed", s, s->job, strerror(errno));
 				smtp_session_abort(s, "connect", "internal error: epoll_ctl failed");
 				after(e, s);
 				return;
@@ -375,7 +383,7 @@ static void dispatch(struct smtp_engine *e, struct smtp_pool *p)
 		s = smtp_session_new(&e->env, &p->target, j);
 		if (s == NULL) {
 			pool_push_front(p, j);
-			elog(e, 3, "smtp: out of memory for a session");
+			elog(e, 3, "out of memory for a session", NULL, j, "");
 			break;
 		}
 		s->pool = p;
@@ -477,7 +485,7 @@ int smtp_engine_run(struct smtp_engine *e, int timeout_ms)
 	if (n < 0) {
 		if (errno == EINTR)
 			return 0;
-		elog(e, 3, "smtp: epoll_wait: %s", strerror(errno));
+		elog(e, 3, "epoll_wait failed", NULL, NULL, strerror(errno));
 		return -1;
 	}
 	for (i = 0; i < n; i++) {

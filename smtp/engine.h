@@ -109,6 +109,32 @@ struct smtp_job {
 	struct smtp_job *next;
 };
 
+/*
+ * One log line, as data rather than text: the engine never formats a line,
+ * the caller renders (and quotes) it and adds what it knows about the job
+ * (its own ids through job->udata). msg is a constant phrase ("connected",
+ * "rcpt refused"); everything variable is in the fields. Field values may
+ * be text from the network (reply text) and are passed as they came.
+ */
+struct smtp_log_field {
+	const char *key;       /* constant, [a-z0-9_]+: "stage", "reply", "error", ... */
+	const char *value;     /* never NULL */
+};
+
+#define SMTP_LOG_FIELDS_MAX 6
+
+struct smtp_log_event {
+	int level;                  /* 0 debug, 1 info, 2 warn, 3 error */
+	const char *msg;            /* constant phrase */
+	const struct smtp_job *job; /* the job it is about; NULL: none (idle connection, engine) */
+	const char *rcpt;           /* the one recipient it is about; NULL: every recipient of job */
+	unsigned long long conn;    /* the session's number (1, 2, ...); 0: not about a session */
+	const char *peer;           /* "host[addr]:port" of the session; "" when conn is 0 */
+	int code;                   /* the SMTP reply code the line is about; 0: none */
+	struct smtp_log_field fields[SMTP_LOG_FIELDS_MAX];
+	size_t nfields;
+};
+
 struct smtp_engine_config {
 	char helo_name[256];
 	char ca_file[4096];              /* extra CA bundle, "" = system store only */
@@ -117,8 +143,8 @@ struct smtp_engine_config {
 	int max_msgs_per_conn;           /* default 100 when 0 */
 	/* Called on the engine thread exactly once per submitted job. */
 	void (*on_done)(struct smtp_job *job, const struct smtp_outcome *o, void *arg);
-	/* Optional log sink (level: 0 debug, 1 info, 2 warn, 3 error); no secrets are passed. */
-	void (*log)(int level, const char *msg, void *arg);
+	/* Optional log sink, engine thread: one event per line (below); no secret is ever in one. */
+	void (*log)(const struct smtp_log_event *ev, void *arg);
 	void *arg;
 };
 

@@ -76,25 +76,45 @@ int64_t smtp_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void slog(struct smtp_session *s, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/*
+ * slog - one log event about this session and its current job (if any):
+ * msg a constant phrase, rcpt the one recipient it is about (NULL: all of
+ * the job's), code the reply it is about (0: none), then (key, value)
+ * string pairs ending with NULL; a pair with an empty value is left out.
+ * Never give it a secret.
+ */
+static void slog(struct smtp_session *s, int level, const char *msg, const char *rcpt,
+    int code, ...) __attribute__((sentinel));
 
-static void slog(struct smtp_session *s, int level, const char *fmt, ...)
+static void slog(struct smtp_session *s, int level, const char *msg, const char *rcpt,
+    int code, ...)
 {
 	const struct smtp_engine_config *cfg = s->env->cfg;
-	char msg[1024];
-	int n;
+	struct smtp_log_event ev;
+	const char *k;
 	va_list ap;
 
 	if (cfg->log == NULL)
 		return;
-	n = snprintf(msg, sizeof(msg), "smtp[%llu] %s: ", (unsigned long long)s->id, s->peer);
-	if (n < 0 || (size_t)n >= sizeof(msg))
-		n = 0;
-	va_start(ap, fmt);
-	vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+	memset(&ev, 0, sizeof(ev));
+	ev.level = level;
+	ev.msg = msg;
+	ev.job = s->job;
+	ev.rcpt = rcpt;
+	ev.conn = (unsigned long long)s->id;
+	ev.peer = s->peer;
+	ev.code = code;
+	va_start(ap, code);
+	while ((k = va_arg(ap, const char *)) != NULL) {
+		const char *v = va_arg(ap, const char *);
+
+		if (v != NULL && v[0] != '\0' && ev.nfields < SMTP_LOG_FIELDS_MAX) {
+			ev.fields[ev.nfields].key = k;
+			ev.fields[ev.nfields++].value = v;
+		}
+	}
 	va_end(ap);
-	cfg->log(level, msg, cfg->arg);
+	cfg->log(&ev, cfg->arg);
 }
 
 static void set_state(struct smtp_session *s, enum smtp_state st)
@@ -218,16 +238,19 @@ static enum smtp_result class_result(int cls)
 static void conn_fail(struct smtp_session *s, const char *text)
 {
 	if (s->job != NULL && s->state == SMTP_STATE_RSET) {
+		slog(s, 1, "reused connection failed before MAIL, job requeued", NULL, 0,
+		    "error", text, NULL);
 		s->requeue_job = s->job;
 		s->job = NULL;
-		slog(s, 1, "reused connection failed before MAIL (%s); job goes back to the queue", text);
 	} else if (s->job != NULL) {
-		slog(s, 2, "%s", text);
+		slog(s, 2, "connection failed", NULL, 0, "stage", state_table[s->state].stage,
+		    "error", text, NULL);
 		job_finish(s, SMTP_RESULT_TEMPFAIL, 0, "", text, state_table[s->state].stage);
 	} else if (s->state != SMTP_STATE_IDLE && s->state != SMTP_STATE_QUIT) {
-		slog(s, 2, "%s", text);
+		slog(s, 2, "connection failed", NULL, 0, "stage", state_table[s->state].stage,
+		    "error", text, NULL);
 	} else {
-		slog(s, 0, "closed while idle: %s", text);
+		slog(s, 0, "idle connection closed", NULL, 0, "error", text, NULL);
 	}
 	close_now(s);
 }
@@ -237,10 +260,12 @@ static void reply_fail(struct smtp_session *s, const struct smtp_reply *r,
     enum smtp_result res, const char *stage)
 {
 	if (s->job != NULL && s->state == SMTP_STATE_RSET) {
+		slog(s, 1, "RSET refused, job requeued", NULL, r->code, "reply", r->text, NULL);
 		s->requeue_job = s->job;
 		s->job = NULL;
 	} else {
-		slog(s, 2, "%s failed: %d %s", stage, r->code, r->text);
+		slog(s, 2, "command refused", NULL, r->code, "stage", stage,
+		    "enhanced", r->enhanced, "reply", r->text, NULL);
 		job_finish(s, res, r->code, r->enhanced, r->text, stage);
 	}
 	close_now(s);
@@ -343,8 +368,13 @@ static int txn_refill(struct smtp_session *s)
 		s->tx_sent++;
 		queued = 1;
 	}
-	if (queued && s->tx_pipelined)
-		slog(s, 0, "pipelining %zu of %zu commands", s->tx_sent, s->tx_n + 2);
+	if (queued && s->tx_pipelined) {
+		char sent[24], total[24];
+
+		snprintf(sent, sizeof(sent), "%zu", s->tx_sent);
+		snprintf(total, sizeof(total), "%zu", s->tx_n + 2);
+		slog(s, 0, "pipelining", NULL, 0, "sent", sent, "commands", total, NULL);
+	}
 	return queued;
 }
 
@@ -361,7 +391,7 @@ static void txn_start(struct smtp_session *s)
 static void txn_unsent(struct smtp_session *s, const char *enhanced, const char *text,
     const char *stage)
 {
-	slog(s, 2, "not sent: %s", text);
+	slog(s, 2, "not sent", NULL, 0, "stage", stage, "enhanced", enhanced, "error", text, NULL);
 	job_finish(s, SMTP_RESULT_PERMFAIL, 0, enhanced, text, stage);
 	set_state(s, SMTP_STATE_IDLE);
 }
@@ -441,7 +471,7 @@ static void begin_txn(struct smtp_session *s)
 			plen += (size_t)snprintf(s->mail_params + plen, sizeof(s->mail_params) - plen,
 			    " BODY=8BITMIME");
 		else
-			slog(s, 1, "8-bit message data but no 8BITMIME offered; sending as is");
+			slog(s, 1, "8-bit data but no 8BITMIME offered, sent as is", NULL, 0, NULL);
 	}
 	if (utf8)
 		plen += (size_t)snprintf(s->mail_params + plen, sizeof(s->mail_params) - plen,
@@ -469,14 +499,22 @@ static void txn_drain(struct smtp_session *s)
 		ready(s);
 }
 
-/* rcpt_desc - "<a@x>" or "<a@x> and 2 more" for log lines */
-static const char *rcpt_desc(struct smtp_session *s, char *buf, size_t len)
+/*
+ * log_accepted - one line per recipient the server accepted in this
+ * transaction (those still without an outcome of their own), about reply r.
+ */
+static void log_accepted(struct smtp_session *s, int level, const char *msg,
+    const struct smtp_reply *r)
 {
-	if (s->tx_n <= 1)
-		snprintf(buf, len, "<%.300s>", job_rcpt(s, s->tx_n ? s->tx_map[0] : 0)->addr);
-	else
-		snprintf(buf, len, "<%.300s> and %zu more", job_rcpt(s, s->tx_map[0])->addr, s->tx_n - 1);
-	return buf;
+	size_t n = s->tx_n > 0 ? s->tx_n : 1;
+
+	for (size_t k = 0; k < n; k++) {
+		const struct smtp_rcpt *rc = job_rcpt(s, s->tx_n > 0 ? s->tx_map[k] : 0);
+
+		if (rc->out.stage == NULL)
+			slog(s, level, msg, rc->addr, r->code, "enhanced", r->enhanced,
+			    "reply", r->text, NULL);
+	}
 }
 
 /* ready - the session is set up or a transaction ended. */
@@ -531,7 +569,7 @@ static void after_ehlo(struct smtp_session *s)
 			conn_fail(s, "STARTTLS required but not offered by server");
 			return;
 		}
-		slog(s, 1, "STARTTLS not offered; continuing without TLS");
+		slog(s, 1, "STARTTLS not offered, continuing without TLS", NULL, 0, NULL);
 	}
 	auth_or_ready(s);
 }
@@ -556,7 +594,7 @@ static void connected(struct smtp_session *s)
 	int one = 1;
 
 	(void)setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	slog(s, 1, "connected");
+	slog(s, 1, "connected", NULL, 0, NULL);
 	if (s->target.tls == SMTP_TLS_IMPLICIT)
 		start_tls(s, SMTP_STATE_TLS_IMPLICIT);
 	else
@@ -607,7 +645,7 @@ static void try_connect(struct smtp_session *s)
 			return;
 		}
 		snprintf(text, sizeof(text), "connect to %s: %s", s->peer, strerror(errno));
-		slog(s, 0, "%s", text);
+		slog(s, 0, "connect failed", NULL, 0, "error", strerror(errno), NULL);
 		close(s->fd);
 		s->fd = -1;
 	}
@@ -631,7 +669,7 @@ static void connect_done(struct smtp_session *s)
 	close(s->fd);
 	s->fd = -1;
 	if (s->ai_cur != NULL && s->ai_cur->ai_next != NULL) {
-		slog(s, 0, "%s; trying next address", text);
+		slog(s, 0, "connect failed, trying next address", NULL, 0, "error", strerror(err), NULL);
 		s->ai_cur = s->ai_cur->ai_next;
 		try_connect(s);
 		return;
@@ -722,7 +760,7 @@ static void handle_reply(struct smtp_session *s, const struct smtp_reply *r)
 {
 	int cls = smtp_reply_class(r);
 	const char *stage = state_table[s->state].stage;
-	char b64[600], rd[400];
+	char b64[600];
 
 	if (r->code == 421 && s->state != SMTP_STATE_QUIT) {
 		reply_fail(s, r, SMTP_RESULT_TEMPFAIL, stage);
@@ -762,7 +800,8 @@ static void handle_reply(struct smtp_session *s, const struct smtp_reply *r)
 		else if (s->target.tls == SMTP_TLS_REQUIRED)
 			reply_fail(s, r, SMTP_RESULT_TEMPFAIL, stage);
 		else {
-			slog(s, 1, "STARTTLS refused (%d %s); continuing without TLS", r->code, r->text);
+			slog(s, 1, "STARTTLS refused, continuing without TLS", NULL, r->code,
+			    "enhanced", r->enhanced, "reply", r->text, NULL);
 			auth_or_ready(s);
 		}
 		break;
@@ -786,7 +825,7 @@ static void handle_reply(struct smtp_session *s, const struct smtp_reply *r)
 	case SMTP_STATE_AUTH_PASS:
 		if (cls == 2) {
 			s->authed = 1;
-			slog(s, 1, "authenticated as %s", s->target.user);
+			slog(s, 1, "authenticated", NULL, 0, "user", s->target.user, NULL);
 			ready(s);
 		} else {
 			reply_fail(s, r, cls == 5 ? SMTP_RESULT_PERMFAIL : SMTP_RESULT_TEMPFAIL, stage);
@@ -805,7 +844,8 @@ static void handle_reply(struct smtp_session *s, const struct smtp_reply *r)
 			set_state(s, SMTP_STATE_RCPT);
 			txn_refill(s);
 		} else {
-			slog(s, 2, "MAIL FROM:<%s> refused: %d %s", s->job->mail_from, r->code, r->text);
+			slog(s, 2, "MAIL FROM refused", NULL, r->code, "from", s->job->mail_from,
+			    "enhanced", r->enhanced, "reply", r->text, NULL);
 			job_finish(s, class_result(cls == 3 ? 4 : cls), r->code, r->enhanced, r->text, stage);
 			txn_drain(s);
 		}
@@ -817,7 +857,8 @@ static void handle_reply(struct smtp_session *s, const struct smtp_reply *r)
 		if (cls == 2) {
 			s->tx_accepted++;
 		} else {
-			slog(s, 2, "RCPT TO:<%s> refused: %d %s", rc->addr, r->code, r->text);
+			slog(s, 2, "RCPT TO refused", rc->addr, r->code, "enhanced", r->enhanced,
+			    "reply", r->text, NULL);
 			fill_outcome(&rc->out, class_result(cls == 3 ? 4 : cls), r->code, r->enhanced,
 			    r->text, stage);
 		}
@@ -860,8 +901,7 @@ static void handle_reply(struct smtp_session *s, const struct smtp_reply *r)
 			s->body_tail = 0;
 			set_state(s, SMTP_STATE_BODY);
 		} else {
-			slog(s, 2, "DATA refused for %s: %d %s", rcpt_desc(s, rd, sizeof(rd)), r->code,
-			    r->text);
+			log_accepted(s, 2, "DATA refused", r);
 			job_finish(s, class_result(cls == 2 || cls == 3 ? 4 : cls), r->code, r->enhanced,
 			    r->text, stage);
 			if (cls == 2 || cls == 3)
@@ -879,10 +919,9 @@ static void handle_reply(struct smtp_session *s, const struct smtp_reply *r)
 			break;
 		}
 		if (cls == 2)
-			slog(s, 1, "delivered to %s: %d %s", rcpt_desc(s, rd, sizeof(rd)), r->code, r->text);
+			log_accepted(s, 1, "message accepted by server", r);
 		else
-			slog(s, 2, "message for %s refused: %d %s", rcpt_desc(s, rd, sizeof(rd)), r->code,
-			    r->text);
+			log_accepted(s, 2, "message refused by server", r);
 		job_finish(s, class_result(cls == 3 ? 4 : cls), r->code, r->enhanced, r->text, stage);
 		ready(s);
 		break;
@@ -1140,7 +1179,8 @@ static int handshake_step(struct smtp_session *s)
 	s->tls_active = 1;
 	s->tls_want_write = 0;
 	smtp_tls_describe(s->tls, desc, sizeof(desc));
-	slog(s, 1, "TLS established (%s)%s", desc, s->target.no_verify ? ", certificate NOT verified" : "");
+	slog(s, 1, "TLS established", NULL, 0, "tls", desc,
+	    "cert", s->target.no_verify ? "not verified" : "verified", NULL);
 	if (s->state == SMTP_STATE_TLS_IMPLICIT) {
 		set_state(s, SMTP_STATE_BANNER);
 	} else {
@@ -1206,7 +1246,7 @@ void smtp_session_on_timeout(struct smtp_session *s)
 	case SMTP_STATE_CLOSED:
 		return;
 	case SMTP_STATE_IDLE:
-		slog(s, 0, "idle timeout; closing");
+		slog(s, 0, "idle timeout, closing", NULL, 0, NULL);
 		smtp_session_quit(s);
 		pump(s);
 		return;

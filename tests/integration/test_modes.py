@@ -16,6 +16,7 @@ import threading
 import time
 
 import helpers
+import logparse
 from helpers import dl, find_redis_servers, free_port, tail, wait_until
 
 
@@ -134,6 +135,11 @@ def test_dev_mode(txmail_binary, workdir, register_log):
     text = tail(errlog, 100000, max_bytes=10 << 20)
     for p in helpers.SANITIZER_PATTERNS:
         assert p not in text, "sanitizer report %r in the dev server log" % p
+    # the dev sink says which message it stored (from the Message-ID txmail wrote)
+    stored = [r for r in logparse.records(errlog, "sink stored message") if r.get("msg_id") == body["id"]]
+    assert len(stored) == 1 and stored[0].get("file") == name, \
+        "want one 'sink stored message' line with msg_id=%s file=%s, got %r" % (
+            body["id"], name, logparse.records(errlog, "sink stored message"))
 
 
 # --- 10 --------------------------------------------------------------------------

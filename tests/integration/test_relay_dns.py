@@ -35,6 +35,7 @@ import time
 import pytest
 
 import helpers
+import logparse
 from helpers import Txmail, dl, free_port, read_text, wait_status, wait_until
 
 NO_RETRY = {"TXMAIL_RETRY_BASE": "60", "TXMAIL_RETRY_MAX": "60"}
@@ -70,7 +71,8 @@ def test_relay_by_name_delivers(txmail_factory, smtp_peer):
             (got,) = smtp_peer.wait_for_rcpt(to, dl(10))
             assert got.meta["tls"] is True and got.meta["auth_user"] == "user", "got %r" % got.meta
         log = read_text(tx.log)
-        assert re.search(r"relay host localhost: resolved to \S", log), \
+        assert [r for r in logparse.records(tx.log, "relay host resolved")
+                if r.get("host") == "localhost" and r.get("addrs")], \
             "txmail log: want the relay's resolved addresses:\n%s" % log[-3000:]
         assert "DNS lookup of" not in log, "the engine resolved the relay itself:\n%s" % log[-3000:]
     finally:
@@ -105,8 +107,9 @@ def test_relay_unresolvable_defers_and_stays_responsive(txmail_factory, smtp_pee
             worst = max(worst, took)
         assert worst < dl(1), "/healthz took %.3fs at worst while the relay did not resolve" % worst
         log = read_text(tx.log)
-        assert log.count(" started (concurrency") == 2, "want two worker loops:\n%s" % log[-3000:]
-        assert re.search(r"relay host no-such-host\.invalid: lookup failed \(", log), \
+        assert len(logparse.records(tx.log, "worker started")) == 2, "want two worker loops:\n%s" % log[-3000:]
+        assert [r for r in logparse.records(tx.log) if r["msg"].startswith("relay host lookup failed")
+                and r.get("host") == "no-such-host.invalid" and r.get("error")], \
             "txmail log: want the failed lookup:\n%s" % log[-3000:]
         assert "DNS lookup of" not in log, "the engine resolved the relay itself:\n%s" % log[-3000:]
         assert smtp_peer.count() == 0
@@ -185,10 +188,12 @@ def test_relay_next_address_after_a_refused_one(hosts_txmail, smtp_peer):
     tx = hosts_txmail("127.0.0.3 localhost\n127.0.0.1 localhost\n", env)
     api = tx.client()
     try:
-        log_rx = re.compile(r"relay host localhost: resolved to (127\.0\.0\.[13]), (127\.0\.0\.[13])")
-        m = wait_until(lambda: log_rx.search(read_text(tx.log)), dl(10), "the relay's two addresses",
-                       diag=lambda: read_text(tx.log)[-2000:])
-        assert {m.group(1), m.group(2)} == {"127.0.0.1", "127.0.0.3"}, "got %r" % m.group(0)
+        def resolved():
+            return [r for r in logparse.records(tx.log, "relay host resolved")
+                    if r.get("host") == "localhost" and len(r.get("addrs", "").split(",")) == 2]
+        r = wait_until(resolved, dl(10), "the relay's two addresses",
+                       diag=lambda: read_text(tx.log)[-2000:])[-1]
+        assert set(r["addrs"].split(",")) == {"127.0.0.1", "127.0.0.3"}, "got %r" % r
         rcpts = ["rcpt%d@example.com" % i for i in range(4)]
         mids = [send(api, to) for to in rcpts]
         for mid in mids:
@@ -200,8 +205,9 @@ def test_relay_next_address_after_a_refused_one(hosts_txmail, smtp_peer):
             (got,) = smtp_peer.wait_for_rcpt(to, dl(10))
             assert got.meta["tls"] is True and got.meta["auth_user"] == "user", "got %r" % got.meta
         # round-robin: half of the four were given 127.0.0.3 first
-        moved = re.findall(r"relay localhost \[127\.0\.0\.3\]:\d+ connect \([^\n]*\); "
-                           r"trying its next address \[127\.0\.0\.1\]", read_text(tx.log))
+        moved = [r for r in logparse.records(tx.log, "relay address unreachable, trying the next")
+                 if r.get("relay") == "localhost" and r.get("addr") == "127.0.0.3"
+                 and r.get("stage") == "connect" and r.get("next") == "127.0.0.1" and r.get("msg_id")]
         assert len(moved) == 2, "got %d moves from 127.0.0.3 to 127.0.0.1, want 2:\n%s" % (
             len(moved), read_text(tx.log)[-3000:])
         assert "DNS lookup of" not in read_text(tx.log)

@@ -136,7 +136,10 @@ def test_failing_relay_is_suspended_not_hammered(txmail_factory):
         try:
             mids = [send(api, "r%d@dest.test" % i) for i in range(3)]
             dest = "relay 127.0.0.1:%d" % lis.port
-            susp_re = re.compile(r"destination %s suspended for (\d+)s after (\d+) consecutive" % re.escape(dest))
+            # shaper.c: msg="suspending destination, deliveries deferred" destination="relay h:p"
+            # suspended_for=6s connection_failures=3
+            susp_re = re.compile(r'msg="suspending destination, deliveries deferred" destination="%s" '
+                                 r'suspended_for=(\d+)s connection_failures=(\d+)' % re.escape(dest))
             m = wait_until(lambda: susp_re.search(read_log(tx)), dl(20), "suspension logged",
                            diag=lambda: "connections: %d" % lis.count())
             assert int(m.group(2)) >= 3, "suspended after %s failures, want >= 3" % m.group(2)
@@ -158,7 +161,8 @@ def test_failing_relay_is_suspended_not_hammered(txmail_factory):
                 assert st == "deferred", "%s: got status %r, want deferred" % (mid, st)
             # the end of the suspension is logged once, then a probe connects
             wait_until(lambda: lis.count() > c1, dl(base + 10), "a probe after the suspension")
-            wait_until(lambda: "destination %s: suspension over" % dest in read_log(tx), dl(5),
+            over = 'msg="destination suspension over, trying it again" destination="%s"' % dest
+            wait_until(lambda: over in read_log(tx), dl(5),
                        "suspension end logged")
             # the probe fails: suspended again at once, for twice as long
             m2 = wait_until(lambda: [x for x in susp_re.finditer(read_log(tx))][1:] or None,

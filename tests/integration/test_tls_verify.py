@@ -37,6 +37,7 @@ import re
 import pytest
 
 from conftest import new_secret
+import logparse
 from helpers import SmtpPeer, dl, read_text, wait_status, wait_until
 from webhook_receiver import WebhookReceiver
 
@@ -132,9 +133,10 @@ def test_relay_default_url_verifies(txmail_factory, smtp_peer):
     tx = txmail_factory(extra_env=env)
     api = tx.client()
     try:
-        cfg = wait_log(tx, r"config relay=\S+ tls=(\S+) auth=.* verify=(\S+)", dl(5), "the relay config line")
-        assert cfg.group(1) == "required" and cfg.group(2) == "on", \
-            "config line: got %r, want tls=required verify=on" % cfg.group(0)
+        cfg = wait_until(lambda: [r for r in logparse.records(tx.log, "config") if "relay" in r and "tls" in r],
+                         dl(5), "the relay config line", diag=lambda: read_text(tx.log)[-3000:])[0]
+        assert cfg["tls"] == "required" and cfg.get("verify") == "on", \
+            "config line: got %r, want tls=required verify=on" % cfg
         mid = send(api, "rcpt@example.com")
         assert_refused_relay(api, tx, smtp_peer, mid, "127.0.0.1")
     finally:
@@ -190,23 +192,19 @@ def webhook_env(w):
     return {"TXMAIL_WEBHOOK_URL": w.url, "TXMAIL_WEBHOOK_SECRET": w.secret}
 
 
-WH_RETRY_RE = r'webhook failed, will retry" event_id=(\S+) endpoint=\S+ error="([^"]*)" attempt=%d'
-
-
 def wait_webhook_refused(tx, rx, attempt):
     """Wait for txmail to log failed attempt number `attempt` of a webhook
     (retried, not dropped); fail at once if the receiver got any request.
     Returns (event_id, error)."""
-    rx_re = re.compile(WH_RETRY_RE % attempt)
-
     def check():
         attempts, _, _ = rx.snapshot()
         assert attempts == [], "receiver got %d request(s) over a refused certificate: %r" % (
             len(attempts), [(a["webhook_id"], a["status"]) for a in attempts])
-        return rx_re.search(read_text(tx.log))
-    m = wait_until(check, dl(15), "txmail log: failed webhook attempt %d" % attempt, interval=0.05,
-                   diag=lambda: read_text(tx.log)[-3000:])
-    return m.group(1), m.group(2)
+        return [r for r in logparse.records(tx.log, "webhook failed, will retry")
+                if str(r.get("attempt")) == str(attempt) and r.get("event_id") and "error" in r]
+    got = wait_until(check, dl(15), "txmail log: failed webhook attempt %d" % attempt, interval=0.05,
+                     diag=lambda: read_text(tx.log)[-3000:])
+    return got[0]["event_id"], got[0]["error"]
 
 
 def test_webhook_https_untrusted_then_trusted(txmail_factory, smtp_peer, https_receivers):

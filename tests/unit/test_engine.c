@@ -208,10 +208,24 @@ struct tjob {
 	double t_done;
 };
 
+/* one log event, copied (the engine's strings do not outlive the call) */
+struct tevent {
+	char msg[96];
+	const struct smtp_job *job;
+	char rcpt[128];       /* "" for NULL */
+	unsigned long long conn;
+	char peer[128];
+	int code;
+};
+
+#define HARNESS_EVENTS 256
+
 struct harness {
 	struct smtp_engine *e;
 	int ndone;
 	int nlogs;
+	struct tevent ev[HARNESS_EVENTS];   /* the first HARNESS_EVENTS events */
+	int nev;
 };
 
 static void on_done(struct smtp_job *job, const struct smtp_outcome *o, void *arg)
@@ -226,14 +240,41 @@ static void on_done(struct smtp_job *job, const struct smtp_outcome *o, void *ar
 	h->ndone++;
 }
 
-static void on_log(int level, const char *msg, void *arg)
+/* every log event: no secret in any part of it; TE_VERBOSE=1 prints them */
+static void on_log(const struct smtp_log_event *ev, void *arg)
 {
 	struct harness *h = arg;
+
 	h->nlogs++;
-	cr_assert_null(strstr(msg, "secretpw"), "log leaks password: %s", msg);
-	cr_assert_null(strstr(msg, "AHUAc2VjcmV0cHc"), "log leaks base64 credentials: %s", msg);
-	if (getenv("TE_VERBOSE"))
-		fprintf(stderr, "[%d] %s\n", level, msg);
+	cr_assert_not_null(ev->msg, "log event without msg");
+	if (h->nev < HARNESS_EVENTS) {
+		struct tevent *c = &h->ev[h->nev++];
+
+		snprintf(c->msg, sizeof(c->msg), "%s", ev->msg);
+		c->job = ev->job;
+		snprintf(c->rcpt, sizeof(c->rcpt), "%s", ev->rcpt != NULL ? ev->rcpt : "");
+		c->conn = ev->conn;
+		snprintf(c->peer, sizeof(c->peer), "%s", ev->peer != NULL ? ev->peer : "");
+		c->code = ev->code;
+	}
+	cr_assert_not_null(ev->peer, "log event without peer (want \"\" when none)");
+	cr_assert_null(strstr(ev->msg, "secretpw"), "log leaks password: %s", ev->msg);
+	cr_assert_null(strstr(ev->peer, "secretpw"), "log leaks password: %s", ev->peer);
+	for (size_t i = 0; i < ev->nfields; i++) {
+		const char *v = ev->fields[i].value;
+
+		cr_assert_not_null(v, "field %s without a value", ev->fields[i].key);
+		cr_assert_null(strstr(v, "secretpw"), "log leaks password: %s=%s", ev->fields[i].key, v);
+		cr_assert_null(strstr(v, "AHUAc2VjcmV0cHc"), "log leaks base64 credentials: %s=%s",
+		    ev->fields[i].key, v);
+	}
+	if (getenv("TE_VERBOSE")) {
+		fprintf(stderr, "[%d] %s job=%p rcpt=%s conn=%llu peer=%s code=%d", ev->level, ev->msg,
+		    (const void *)ev->job, ev->rcpt ? ev->rcpt : "-", ev->conn, ev->peer, ev->code);
+		for (size_t i = 0; i < ev->nfields; i++)
+			fprintf(stderr, " %s=%s", ev->fields[i].key, ev->fields[i].value);
+		fputc('\n', stderr);
+	}
 }
 
 static void harness_init(struct harness *h, struct smtp_engine_config *cfg)
@@ -1322,6 +1363,82 @@ static void multi_rcpt_case(int pipelining)
 	run_until(&h, 3, 10);
 	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
 	cr_assert_eq(distinct_conns(2), 1, "want one connection for everything");
+	harness_free(&h);
+}
+
+/* events with this msg (and rcpt, unless NULL); *last gets the last one */
+static int count_events(const struct harness *h, const char *msg, const char *rcpt,
+    const struct tevent **last)
+{
+	int n = 0;
+
+	for (int i = 0; i < h->nev; i++)
+		if (strcmp(h->ev[i].msg, msg) == 0 && (rcpt == NULL || strcmp(h->ev[i].rcpt, rcpt) == 0)) {
+			n++;
+			if (last != NULL)
+				*last = &h->ev[i];
+		}
+	return n;
+}
+
+/*
+ * The log callback gets data, not text: each event of a job's session names
+ * the job (the caller maps it to its own ids), the recipient it is about and
+ * the reply code, so txmail can put msg_id and rcpt on every SMTP line.
+ */
+Test(engine, log_events_name_job_recipient_and_code)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+	struct smtp_rcpt r[3];
+	const struct tevent *e = NULL;
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	job_init(&t, &tg, "a@example.com", "ignored@example.com", k_msg);
+	rcpt_init(&r[0], "ok1@example.com");
+	rcpt_init(&r[1], "perm-x@example.com");
+	rcpt_init(&r[2], "ok2@example.com");
+	t.job.rcpts = r;
+	t.job.nrcpts = 3;
+	submit(&h, &t);
+	run_until(&h, 1, 10);
+	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+	cr_assert_lt(h.nev, HARNESS_EVENTS, "too many events to check (%d)", h.nev);
+
+	cr_assert_eq(count_events(&h, "connected", NULL, &e), 1, "want one \"connected\" event");
+	cr_assert_eq(e->job, &t.job, "\"connected\": got job %p, want %p", (const void *)e->job,
+	    (const void *)&t.job);
+	cr_assert_gt(e->conn, 0, "\"connected\": got conn 0, want the session's number");
+	cr_assert_neq(strstr(e->peer, ":"), NULL, "\"connected\": got peer %s, want host:port", e->peer);
+	cr_assert_str_empty(e->rcpt, "\"connected\" is about the whole job, got rcpt %s", e->rcpt);
+
+	cr_assert_eq(count_events(&h, "RCPT TO refused", "perm-x@example.com", &e), 1,
+	    "want one \"RCPT TO refused\" for perm-x@example.com");
+	cr_assert_eq(e->job, &t.job, "\"RCPT TO refused\": wrong job");
+	cr_assert_eq(e->code, 550, "\"RCPT TO refused\": got code %d, want 550", e->code);
+
+	/* one line per accepted recipient, none for the refused one */
+	cr_assert_eq(count_events(&h, "message accepted by server", NULL, NULL), 2,
+	    "want 2 \"message accepted by server\" events");
+	for (int i = 0; i < 2; i++) {
+		const char *want = i == 0 ? "ok1@example.com" : "ok2@example.com";
+
+		cr_assert_eq(count_events(&h, "message accepted by server", want, &e), 1,
+		    "want one \"message accepted by server\" for %s", want);
+		cr_assert_eq(e->job, &t.job, "accepted %s: wrong job", want);
+		cr_assert_eq(e->code, 250, "accepted %s: got code %d, want 250", want, e->code);
+	}
+	/* nothing names another job, and every session event says which session */
+	for (int i = 0; i < h.nev; i++) {
+		cr_assert(h.ev[i].job == NULL || h.ev[i].job == &t.job, "event %s: got job %p",
+		    h.ev[i].msg, (const void *)h.ev[i].job);
+		cr_assert_gt(h.ev[i].conn, 0, "event %s: got conn 0", h.ev[i].msg);
+	}
 	harness_free(&h);
 }
 

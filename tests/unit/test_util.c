@@ -44,3 +44,33 @@ Test(util, rfc3339_round_trip)
 	cr_assert_neq(util_parse_rfc3339("2026-11-23T15:58:00", &ms), 0);
 	cr_assert_neq(util_parse_rfc3339("", &ms), 0);
 }
+
+Test(util, fmt_duration)
+{
+	static const struct { double secs; const char *want; } cases[] = {
+		{ 86400, "86400s" },
+		{ 1.5, "1.5s" },
+		{ 0.25, "0.25s" },
+		{ 0, "0s" },
+		{ 0.0004, "0.0004s" },
+		{ 0.000412, "0.000412s" },
+		{ 0.0000004, "0s" },
+		{ -0.0000001, "0s" },
+		{ 0.001, "0.001s" },
+		{ 2.0000006, "2.000001s" },
+		{ 25, "25s" },
+		{ 1e9, "1000000000s" },
+		{ -3, "-3s" },
+	};
+	char buf[32];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *got = util_fmt_duration(cases[i].secs, buf, sizeof(buf));
+
+		cr_assert_eq(got, buf);
+		cr_assert_str_eq(buf, cases[i].want, "%g: got %s, want %s", cases[i].secs, buf,
+		    cases[i].want);
+	}
+	util_fmt_duration(86400, buf, 4);
+	cr_assert_str_eq(buf, "864", "a short buffer: got %s, want 864", buf);
+}

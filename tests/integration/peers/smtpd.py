@@ -64,6 +64,9 @@ are kept across connections for the life of the process):
                       reply (message not stored).
   slow-anything@...   the reply to the end of DATA comes 3 s late (the message
                       is stored only if the client is still there).
+  hostile-anything@... accepted, with a two-line reply to the end of DATA whose
+                      text imitates a log line (quotes, "=", " level=error",
+                      a backslash): HOSTILE_REPLY below.
   anything else       accepted ("250 2.0.0 OK queued as <seq>").
 A sender (MAIL FROM) whose local part starts with "perm-" gets
 "550 5.7.1 sender refused".
@@ -302,8 +305,15 @@ class Handler:
             "mail_options": list(envelope.mail_options),
         }
         write_atomic(base + ".json", json.dumps(meta).encode())
+        if any(lp.startswith("hostile-") for lp in lps):
+            return HOSTILE_REPLY
         return "250 2.0.0 OK queued as %d" % seq
 
+
+# a reply whose text tries to end a log line's value and forge keys (and a
+# second line: the client joins them with a newline); sent as is
+HOSTILE_REPLY = ('250-2.0.0 OK "queued" as=1 level=error msg="forged"\r\n'
+                 '250 2.0.0 \\" ts=2000-01-01T00:00:00.000Z level=error msg=forged2')
 
 MASK_AUTH = re.compile(r"^(AUTH\s+\S+)(\s+.*)?$", re.IGNORECASE)
 
