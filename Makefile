@@ -1,9 +1,12 @@
 # txmail - build, run, test.
 #
-#   make run     install what is missing, build, start `txmail run --dev`
-#   make test    install what is missing, build, run unit + integration tests,
-#                the short fault-injection run, the same suite built with
-#                ASan+UBSan, then every fuzz target for 20 s
+#   make run     install what building and running need (deps-run), build,
+#                start `txmail run --dev`
+#   make test    install the test toolchain too (deps-test), build, run unit +
+#                integration tests, the short fault-injection run, the same
+#                suite built with ASan+UBSan, every fuzz target for 20 s and
+#                the parsers' unit tests under valgrind
+#   make build   build/txmail only: no apt; the -dev packages must be there
 #   make bench   throughput through the dev sink
 #   make valgrind  unit tests and two integration files under valgrind memcheck
 #   make fuzz    libFuzzer targets (tests/fuzz), each FUZZ_SECONDS (60) long;
@@ -12,8 +15,22 @@
 #                webhook outages (fsync always, then everysec); docs/faults.md.
 #                make faults-short: the 3,000-message version run by make test
 #
-# Packages are installed with apt-get when missing (as root); CI and new
-# machines start bare.
+# Packages are installed with apt-get when missing (as root; otherwise the
+# missing ones are listed): `make deps-run` (RUN_PKGS: compiler, -dev
+# libraries, redis-server, curl) for `make run`, `make deps-test` (= `make
+# deps`: RUN_PKGS + TEST_PKGS + node/npm) for every test, bench and fuzz
+# target. CI and new machines start bare; tests/bare/bare.sh proves both
+# commands on a debootstrap chroot.
+#
+# Two phases: the compile flags come from pkg-config, which make reads when
+# it parses this file, so nothing may be compiled in the make that installed
+# the -dev packages. Each target that installs (run, test, unit, ...) runs
+# its deps-* step and then re-enters make for do-<target> (the same work
+# without apt) in a fresh parse, pkg-config read after the install; the
+# rules that compile run only in that second make. `make build` (and every file
+# target) is the second phase alone, so a machine that has everything builds
+# without apt, and a missing -dev package is a clear error, never a link
+# without flags.
 
 CC      ?= cc
 PYTHON  := /usr/bin/python3
@@ -23,8 +40,14 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
            -Wcast-align -Wnull-dereference -Wdouble-promotion -Wimplicit-fallthrough
 CSTD    := -std=c17 -D_GNU_SOURCE
 OPT     ?= -O2 -g
+# The one version (VERSION): the binary, `txmail version`, the webhook
+# User-Agent; api-spec/openapi.yaml and the Dockerfile label are checked
+# against it by tests/integration/test_version.py.
+VERSION := $(shell cat VERSION)
 PKGS    := libmicrohttpd libcjson hiredis libcurl openssl
-CFLAGS  := $(CSTD) $(WARN) $(OPT) -fno-strict-aliasing $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKGS_OK := $(shell pkg-config --exists $(PKGS) 2>/dev/null && echo yes)
+CFLAGS  := $(CSTD) $(WARN) $(OPT) -fno-strict-aliasing -DTXMAIL_VERSION='"$(VERSION)"' \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lresolv -lpthread -lm
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
@@ -33,19 +56,43 @@ SERVER_SRC := $(sort $(filter-out server/main.c,$(wildcard server/*.c)))
 LIB_SRC    := $(SMTP_SRC) $(SERVER_SRC)
 UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
 
-DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libssl-dev libcjson-dev \
-            libhiredis-dev libcurl4-openssl-dev libcriterion-dev redis-server \
-            python3 python3-aiosmtpd python3-pytest python3-pytest-xdist python3-yaml openssl curl \
-            python3-dkim python3-nacl dnsmasq clang libclang-rt-14-dev valgrind wrk
+# What `make run` needs: a C compiler (gcc, libc6-dev; make itself is
+# there already), pkg-config and the -dev libraries to build; redis-server for
+# the embedded Redis of `txmail run` (server/embed.c runs it; it is the only
+# program txmail starts); curl for the line the dev server prints.
+RUN_PKGS  := gcc libc6-dev pkg-config libmicrohttpd-dev libssl-dev libcjson-dev \
+             libhiredis-dev libcurl4-openssl-dev redis-server curl
+# What the test, bench and fuzz targets add: Criterion (unit), python3 and
+# its test packages (pytest, xdist, aiosmtpd peers, yaml for the spec, dkim +
+# nacl to verify signatures), openssl (test certificates), dnsmasq (the DNS
+# of test_mx / test_dkim / test_relay_dns), clang + its runtime (fuzz),
+# valgrind, wrk (bench_api; redis-benchmark comes with redis-server);
+# unshare/mount/getent (test_relay_dns) are in every Debian (util-linux,
+# mount, libc-bin) and listed to say so. node/npm: see deps-test.
+TEST_PKGS := libcriterion-dev python3 python3-aiosmtpd python3-pytest python3-pytest-xdist \
+             python3-yaml python3-dkim python3-nacl openssl dnsmasq clang libclang-rt-14-dev \
+             valgrind wrk util-linux mount libc-bin
 
-.PHONY: all deps build asan run test unit unit-asan integration integration-asan bench clean spec-lint spec-tools \
-        fuzz fuzz-smoke fuzz-build valgrind valgrind-smoke faults faults-short
+# Targets that install first and then re-enter make as do-<target> (see the
+# top of this file); do-<target> alone is the same without apt.
+RUN_GOALS  := run
+TEST_GOALS := test unit unit-asan integration integration-asan spec-tools spec-lint \
+              bench valgrind valgrind-smoke faults faults-short fuzz fuzz-smoke fuzz-build
+
+.PHONY: all deps deps-run deps-test pkg-check build asan image clean $(RUN_GOALS) $(TEST_GOALS) \
+        $(addprefix do-,$(RUN_GOALS) $(TEST_GOALS))
 
 all: build
 
+$(RUN_GOALS): deps-run
+	@$(MAKE) --no-print-directory do-$@
+$(TEST_GOALS): deps-test
+	@$(MAKE) --no-print-directory do-$@
+
 # --- dependencies ---------------------------------------------------------
-deps:
-	@missing=""; for p in $(DEB_PKGS); do \
+# apt_install: install those of $(1) that dpkg does not list as installed.
+define apt_install
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -57,6 +104,14 @@ deps:
 	    echo "missing packages:$$missing (run as root, or: sudo apt-get install$$missing)"; exit 1; \
 	  fi; \
 	fi
+endef
+
+deps-run:
+	$(call apt_install,$(RUN_PKGS))
+
+deps: deps-test
+deps-test:
+	$(call apt_install,$(RUN_PKGS) $(TEST_PKGS))
 	@# node + npm for the spec tooling (tests/spec): checked by command, not by
 	@# package name: a node from elsewhere (NodeSource's nodejs bundles npm and
 	@# conflicts with Debian's npm package) is as good as Debian's 18.x.
@@ -80,20 +135,29 @@ $(SPEC_TOOLS): tests/spec/package-lock.json tests/spec/package.json
 	npm ci --prefix tests/spec --no-audit --no-fund --loglevel=error
 	@touch $@
 
-spec-tools: deps $(SPEC_TOOLS)
+do-spec-tools: $(SPEC_TOOLS)
 
-spec-lint: spec-tools
+do-spec-lint: do-spec-tools
 	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx --prefix tests/spec redocly lint --config tests/spec/redocly.yaml api-spec/openapi.yaml
 
 # --- build ------------------------------------------------------------------
 build: $(BUILD)/txmail
 asan: $(BUILD)/asan/txmail
 
-$(BUILD)/%.o: %.c
+# Every compile checks first that pkg-config found the libraries: without
+# them CFLAGS and LDLIBS are empty and the link fails far from the cause.
+pkg-check:
+ifneq ($(PKGS_OK),yes)
+	@echo "pkg-config does not find: $(PKGS)"; \
+	 echo "install the -dev packages with 'make deps-run' (as root), or use 'make run' / 'make test'"; exit 1
+endif
+
+# VERSION is compiled in (-DTXMAIL_VERSION): every object depends on it.
+$(BUILD)/%.o: %.c VERSION | pkg-check
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/asan/%.o: %.c
+$(BUILD)/asan/%.o: %.c VERSION | pkg-check
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SAN) -MMD -MP -c $< -o $@
 
@@ -122,14 +186,14 @@ UNIT_BIN      := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 UNIT_BIN_ASAN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan/tests/%)
 
 # --- run ----------------------------------------------------------------------
-run: deps build
+do-run: build
 	./$(BUILD)/txmail run --dev
 
 # --- tests ----------------------------------------------------------------
-unit: deps $(UNIT_BIN)
+do-unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t --jobs 2; done
 
-unit-asan: deps $(UNIT_BIN_ASAN)
+do-unit-asan: $(UNIT_BIN_ASAN)
 	@set -e; for t in $(UNIT_BIN_ASAN); do echo "== $$t (asan)"; \
 	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $$t --jobs 2; done
 
@@ -139,23 +203,23 @@ unit-asan: deps $(UNIT_BIN_ASAN)
 PYTEST_JOBS ?= 2
 PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider $(if $(filter-out 0,$(PYTEST_JOBS)),-n $(PYTEST_JOBS))
 
-integration: deps build spec-tools
+do-integration: build do-spec-tools
 	TXMAIL_BIN=$(CURDIR)/$(BUILD)/txmail $(PYTEST) tests/integration
 
-integration-asan: deps asan spec-tools
+do-integration-asan: asan do-spec-tools
 	TXMAIL_BIN=$(CURDIR)/$(BUILD)/asan/txmail TXMAIL_ASAN=1 \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	$(PYTEST) tests/integration
 
-test: deps
-	$(MAKE) spec-lint
-	$(MAKE) unit
-	$(MAKE) integration
-	$(MAKE) faults-short
-	$(MAKE) unit-asan
-	$(MAKE) integration-asan
-	$(MAKE) -j2 fuzz-smoke
-	$(MAKE) valgrind-smoke
+do-test:
+	$(MAKE) do-spec-lint
+	$(MAKE) do-unit
+	$(MAKE) do-integration
+	$(MAKE) do-faults-short
+	$(MAKE) do-unit-asan
+	$(MAKE) do-integration-asan
+	$(MAKE) -j2 do-fuzz-smoke
+	$(MAKE) do-valgrind-smoke
 
 # --- valgrind ---------------------------------------------------------------
 # Unit binaries (non-ASan build, Criterion --jobs 1: its forked workers are
@@ -176,7 +240,7 @@ $(BUILD)/txmail-valgrind: $(BUILD)/txmail Makefile
 	  "$(VALGRIND_OPTS)" "$(VALGRIND_DIR)" "$(CURDIR)/$(BUILD)/txmail" >$@
 	@chmod +x $@
 
-valgrind: deps $(UNIT_BIN) $(BUILD)/txmail-valgrind spec-tools
+do-valgrind: $(UNIT_BIN) $(BUILD)/txmail-valgrind do-spec-tools
 	@command -v valgrind >/dev/null || { echo "valgrind missing (apt-get install valgrind)"; exit 1; }
 	@rm -rf $(VALGRIND_DIR); mkdir -p $(VALGRIND_DIR)
 	@set -e; start=$$(date +%s); fail=0; \
@@ -199,11 +263,11 @@ valgrind: deps $(UNIT_BIN) $(BUILD)/txmail-valgrind spec-tools
 # fails on any loss. Figures: $(BUILD)/faults-*.json.
 FAULTS := $(PYTHON) tests/faults/faults.py --bin $(CURDIR)/$(BUILD)/txmail
 
-faults: deps build
+do-faults: build
 	$(FAULTS) --fsync always --min-kills 10 --json $(BUILD)/faults-always.json
 	$(FAULTS) --fsync everysec --min-kills 10 --json $(BUILD)/faults-everysec.json
 
-faults-short: deps build
+do-faults-short: build
 	$(FAULTS) --messages 3000 --load-seconds 30 --kills 5 --min-kills 5 --redis-restarts 1 \
 	  --storm-rounds 1 --webhook-down 10 --drain-seconds 90 --self-check --json $(BUILD)/faults-short.json
 
@@ -213,7 +277,7 @@ faults-short: deps build
 # 2 cores; part of `make test`. The whole `make valgrind` takes ~10 min.
 VALGRIND_SMOKE := validate mime reply template dsn config verp mx
 
-valgrind-smoke: deps $(VALGRIND_SMOKE:%=$(BUILD)/tests/test_%)
+do-valgrind-smoke: $(VALGRIND_SMOKE:%=$(BUILD)/tests/test_%)
 	@command -v valgrind >/dev/null || { echo "valgrind missing (apt-get install valgrind)"; exit 1; }
 	@rm -rf $(VALGRIND_DIR)-smoke; mkdir -p $(VALGRIND_DIR)-smoke
 	@set -e; start=$$(date +%s); fail=0; \
@@ -225,7 +289,7 @@ valgrind-smoke: deps $(VALGRIND_SMOKE:%=$(BUILD)/tests/test_%)
 	echo "valgrind-smoke: $$(( $$(date +%s) - start )) s"; \
 	if [ $$fail != 0 ]; then echo "FAIL: valgrind-smoke (logs in $(VALGRIND_DIR)-smoke)"; exit 1; fi
 
-bench: deps build
+do-bench: build
 	$(PYTHON) tests/bench/bench.py --bin $(CURDIR)/$(BUILD)/txmail
 	$(PYTHON) tests/bench/bench_api.py --bin $(CURDIR)/$(BUILD)/txmail
 
@@ -248,7 +312,7 @@ FUZZ_LIB_SRC := $(LIB_SRC)
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS  := $(CFLAGS) $(FUZZ_SAN) -Wno-format-nonliteral -Wno-string-concatenation
 
-$(FUZZ)/obj/%.o: %.c
+$(FUZZ)/obj/%.o: %.c VERSION | pkg-check
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 
@@ -258,7 +322,7 @@ $(FUZZ)/libtxmail-fuzz.a: $(FUZZ_LIB_SRC:%.c=$(FUZZ)/obj/%.o)
 $(FUZZ)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ)/libtxmail-fuzz.a
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -MMD -MP -MF $@.d -o $@ $< $(FUZZ)/libtxmail-fuzz.a $(LDLIBS)
 
-fuzz-build: deps $(FUZZ_TARGETS:%=$(FUZZ)/%)
+do-fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ)/%)
 
 fuzz-run-%: $(FUZZ)/%
 	@rm -rf $(FUZZ)/corpus-$*; mkdir -p $(FUZZ)/artifacts; \
@@ -274,11 +338,16 @@ fuzz-run-%: $(FUZZ)/%
 	  tail -n 60 $(FUZZ)/$*.log; echo "FAIL: $* (log $(FUZZ)/$*.log)"; exit 1; \
 	fi
 
-fuzz: fuzz-build
+do-fuzz: do-fuzz-build
 	@$(MAKE) --no-print-directory -k $(FUZZ_TARGETS:%=fuzz-run-%)
 
-fuzz-smoke:
-	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=20
+do-fuzz-smoke:
+	@$(MAKE) --no-print-directory do-fuzz FUZZ_SECONDS=20
+
+# The container image, labelled with VERSION (the Dockerfile checks the
+# label against the binary it builds). Needs a docker engine; not in make test.
+image:
+	docker build --build-arg TXMAIL_VERSION=$(VERSION) -t txmail:$(VERSION) -t txmail:local .
 
 clean:
 	rm -rf $(BUILD)
