@@ -7,7 +7,7 @@
 # links against, runs as an unprivileged user and holds no secrets: keys,
 # relay credentials and webhook secrets come from the environment.
 #
-#   docker build -t txmail .
+#   docker build --build-arg TXMAIL_VERSION="$(cat VERSION)" -t txmail .   # or: make image
 #   docker run --rm -e TXMAIL_REDIS_URL=redis://redis:6379/0 \
 #              -e TXMAIL_API_KEYS=... -p 8080:8080 txmail           # all roles
 #   docker run ... txmail worker                                     # one role
@@ -17,8 +17,17 @@
 # `make run` on a workstation, not for containers. See deploy/ for compose
 # and Kubernetes.
 
+# The version is the VERSION file (the one the Makefile compiles in). A
+# LABEL cannot read a file, so it comes in as the TXMAIL_VERSION build
+# argument, and the build stage fails unless the binary it built reports
+# that same version: an image whose label differs from its binary (or has
+# no label) is never built. tests/integration/test_version.py checks this
+# file's side of it.
+ARG TXMAIL_VERSION
+
 # --- build ------------------------------------------------------------------
 FROM debian:bookworm-slim AS build
+ARG TXMAIL_VERSION
 
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
@@ -29,14 +38,20 @@ RUN apt-get update \
 WORKDIR /src
 # Only what the binary is built from (see .dockerignore), so editing docs
 # or tests does not invalidate the compile layer.
-COPY Makefile ./
+COPY Makefile VERSION ./
 COPY smtp/ smtp/
 COPY server/ server/
 RUN make -j"$(nproc)" build \
- && ./build/txmail version
+ && ./build/txmail version \
+ && if [ "$(./build/txmail version)" != "txmail ${TXMAIL_VERSION}" ]; then \
+      echo "build with --build-arg TXMAIL_VERSION=$(cat VERSION) (got '${TXMAIL_VERSION}')" >&2; exit 1; \
+    fi
 
 # --- runtime ----------------------------------------------------------------
 FROM debian:bookworm-slim
+ARG TXMAIL_VERSION
+LABEL org.opencontainers.image.title="txmail" \
+      org.opencontainers.image.version="${TXMAIL_VERSION}"
 
 # libmicrohttpd12 (HTTP), libssl3 (TLS, HMAC), libcjson1 (JSON),
 # libhiredis0.14 (Redis), libcurl4 (webhooks; the OpenSSL flavour the

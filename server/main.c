@@ -31,7 +31,7 @@
 #include "worker.h"
 
 #ifndef TXMAIL_VERSION
-#define TXMAIL_VERSION "0.1.0"
+#error "TXMAIL_VERSION is the VERSION file, passed by the Makefile as -DTXMAIL_VERSION"
 #endif
 
 #define MAX_WORKERS 64
@@ -45,6 +45,7 @@
     "setting both NAME and NAME_FILE is an error).\n"
 
 static const char usage_main[] =
+    "txmail " TXMAIL_VERSION "\n"
     "usage: txmail <command> [options]\n"
     "\n"
     "Transactional email HTTP API server: accepts JSON over HTTP, stores it\n"

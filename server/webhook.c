@@ -48,7 +48,7 @@
 #include "util.h"
 
 #ifndef TXMAIL_VERSION
-#define TXMAIL_VERSION "0.1.0"
+#error "TXMAIL_VERSION is the VERSION file, passed by the Makefile as -DTXMAIL_VERSION"
 #endif
 
 #define WH_MAX_INFLIGHT 128        /* requests in flight, all endpoints */

@@ -142,7 +142,7 @@ class WebhookReceiver:
     """In-process receiver. Thread-safe views: attempts, events, failures.
 
     attempts: every request: {"webhook_id","timestamp","signature","body"(bytes),
-              "valid"(bool),"reason","status"(answer sent),"at"}
+              "valid"(bool),"reason","status"(answer sent),"at","user_agent"}
     events:   every accepted request: {"webhook_id","id","type","body"(dict),"at"}
     failures: every request that failed a check: {"reason", "headers", "body"}
     tls_errors: with tls_cert/tls_key, every failed TLS handshake: {"reason","at"}
@@ -270,7 +270,8 @@ class WebhookReceiver:
                                     "type": obj.get("type"), "body": obj, "at": now})
             att = {"webhook_id": headers.get("webhook-id"), "timestamp": headers.get("webhook-timestamp"),
                    "signature": headers.get("webhook-signature"), "body": body, "valid": ok,
-                   "reason": reason, "status": status, "at": now}
+                   "reason": reason, "status": status, "at": now,
+                   "user_agent": headers.get("user-agent")}
             self.attempts.append(att)
             if self._record:
                 rec = dict(att)
