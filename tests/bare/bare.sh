@@ -19,10 +19,16 @@
 # bootstrap anew. Each run unpacks it into a fresh $BARE_DIR/root-<time>,
 # removed on exit (--keep keeps it).
 #
-# Needs root (chroot, mounts) and network access to the Debian mirror this
+# Every command runs in its own mount namespace whose root is the tree
+# (pivot_root, with /proc, /sys and /dev mounted inside), not under a plain
+# chroot: the kernel refuses user namespaces to a chrooted process, and the
+# tests that give txmail a private /etc/hosts (`unshare -rm`) must run as
+# they do on a real machine. The mounts vanish with the namespace.
+#
+# Needs root (namespaces, mounts) and network access to the Debian mirror this
 # machine's apt uses (read from /etc/apt/sources.list.d/debian.sources, or
-# MIRROR=...). Never kills anything it did not start: it stops processes whose
-# root is its own chroot, and fails with a message when the dev server's
+# MIRROR=...). Never kills anything it did not start: it stops the processes
+# of its own mount namespace and their descendants, and fails with a message when the dev server's
 # ports (127.0.0.1:8080 and :2525, shared with the host's network) are taken.
 # Daemons that packages start on install (redis-server, dnsmasq) are held
 # back by a policy-rc.d in the chroot, as in Debian's container images.
@@ -62,7 +68,7 @@ die() { echo "bare.sh: $*" >&2; exit 1; }
 now() { date +%s; }
 say() { echo "[bare $(date +%H:%M:%S)] $*"; }
 
-[ "$(id -u)" = 0 ] || die "needs root (debootstrap, chroot, mounts)"
+[ "$(id -u)" = 0 ] || die "needs root (debootstrap, namespaces, mounts)"
 [ -n "$commit" ] || commit=$(git -C "$repo" rev-parse HEAD)
 commit=$(git -C "$repo" rev-parse --verify "$commit^{commit}") || die "no commit $commit in $repo"
 
@@ -94,37 +100,63 @@ mkdir -p "$logs"
 : >"$report"
 rep() { echo "$*" | tee -a "$report"; }
 
-# --- cleanup: our chroot's processes, then the mounts, then the tree -----------
-pgid=""
-chroot_pids() {
-	local p r
-	for p in /proc/[0-9]*; do
-		r=$(readlink "$p/root" 2>/dev/null) || continue
-		[ "$r" = "$root" ] && echo "${p#/proc/}"
-	done
+# --- cleanup: the processes of our namespace, then the tree ----------------------
+leader=""       # the pid of the namespace's first process (make run / make test)
+leader_ns=""    # its mount namespace, once it has entered it
+host_ns=$(readlink /proc/self/ns/mnt)
+note_ns() {
+	local ns
+	[ -n "$leader_ns" ] && return 0
+	ns=$(readlink "/proc/$leader/ns/mnt" 2>/dev/null) || return 0
+	[ "$ns" != "$host_ns" ] || return 0
+	# fd 9 holds the namespace: while it is open its id cannot be reused by
+	# somebody else's namespace, so ns_procs never matches a stranger
+	exec 9<"/proc/$leader/ns/mnt" || return 0
+	leader_ns=$(readlink "/proc/$$/fd/9")
 	return 0
 }
-stop_chroot_procs() {
+ns_procs() {    # the processes in the leader's mount namespace and all their descendants
+	local p line more
+	local -A ppid=() keep=()
+	note_ns
+	[ -n "$leader_ns" ] || return 0
+	for p in /proc/[0-9]*; do
+		p=${p#/proc/}
+		read -r line <"/proc/$p/stat" 2>/dev/null || continue
+		line=${line##*) }
+		line=${line#* }
+		ppid[$p]=${line%% *}
+		[ "$(readlink "/proc/$p/ns/mnt" 2>/dev/null)" = "$leader_ns" ] && keep[$p]=1
+	done
+	more=1
+	while [ "$more" = 1 ]; do
+		more=0
+		for p in "${!ppid[@]}"; do
+			if [ -z "${keep[$p]:-}" ] && [ -n "${keep[${ppid[$p]}]:-}" ]; then keep[$p]=1; more=1; fi
+		done
+	done
+	echo "${!keep[@]}"
+}
+stop_ns_procs() {
 	local pids i
-	[ -n "$pgid" ] && kill -TERM -- "-$pgid" 2>/dev/null || true
-	for i in $(seq 1 100); do          # txmail stops its redis child on SIGTERM
-		pids=$(chroot_pids)
-		[ -z "$pids" ] && return 0
-		[ "$i" = 50 ] && kill -TERM $pids 2>/dev/null || true
+	[ -n "$leader" ] || return 0
+	pids=$(ns_procs)
+	[ -n "$pids" ] || { leader=""; leader_ns=""; exec 9<&-; return 0; }
+	kill -TERM $pids 2>/dev/null   # txmail stops its redis child on SIGTERM
+	for i in $(seq 1 100); do
+		kill -0 $pids 2>/dev/null || break
 		sleep 0.1
 	done
-	pids=$(chroot_pids)
-	[ -n "$pids" ] && kill -KILL $pids 2>/dev/null || true
+	kill -KILL $pids 2>/dev/null
+	leader=""; leader_ns=""
+	exec 9<&-
 	return 0
 }
 cleanup() {
-	local rc=$? m
+	local rc=$?
 	set +e
-	stop_chroot_procs
-	for m in dev/pts dev sys proc; do
-		mountpoint -q "$root/$m" && { umount "$root/$m" || umount -l "$root/$m"; }
-	done
-	if [ "$keep" = 0 ] && [ -d "$root" ] && ! grep -q " $root/" /proc/mounts; then
+	stop_ns_procs
+	if [ "$keep" = 0 ] && [ -d "$root" ] && ! grep -q " $root" /proc/mounts; then
 		rm -rf "$root"
 	fi
 	[ "$rc" = 0 ] || echo "bare.sh: failed (rc $rc); logs in $logs" >&2
@@ -162,20 +194,30 @@ if [ -f /etc/apt/sources.list.d/debian.sources ] && [ "$mirror_from_env" = 0 ]; 
 fi
 printf '#!/bin/sh\n# bare.sh: no daemons started by package installs\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 chmod 755 "$root/usr/sbin/policy-rc.d"
-mount -t proc proc "$root/proc"
-mount -t sysfs sys "$root/sys"
-mount --bind /dev "$root/dev"
-mount --bind /dev/pts "$root/dev/pts"
 
 git clone -q "$repo" "$root/root/txmail"
 git -C "$root/root/txmail" checkout -q --detach "$commit"
 rep "commit:             $commit"
 
-# in_chroot CMD: CMD under sh in the clone, with a login-like environment.
+# in_chroot CMD: CMD under sh in the clone, with a login-like environment, in
+# a new mount namespace whose root is the tree (see the top of this file).
 in_chroot() {
-	chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
-		PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-		/bin/sh -c "cd /root/txmail && $1"
+	unshare --mount --propagation private /bin/sh -c '
+		set -e
+		r=$1
+		mount --bind "$r" "$r"
+		mount -t proc proc "$r/proc"
+		mount -t sysfs sys "$r/sys"
+		mount --rbind /dev "$r/dev"
+		mkdir -p "$r/.oldroot"
+		cd "$r"
+		pivot_root . .oldroot
+		cd /
+		umount -l /.oldroot
+		rmdir /.oldroot
+		exec /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+			PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+			/bin/sh -c "cd /root/txmail && $2"' sh "$root" "$1"
 }
 pkgs() { in_chroot "dpkg-query -W -f='\${Package}\n' | sort"; }
 inst_kib() { in_chroot "dpkg-query -W -f='\${Installed-Size}\n'" | awk '{ s += $1 } END { print s + 0 }'; }
@@ -194,15 +236,14 @@ p0=$(pkgs); k0=$(inst_kib); d0=$(debs_mib)
 rep "bare packages:      $(echo "$p0" | wc -l) ($(( k0 / 1024 )) MiB)"
 say "make run (log $logs/make-run.log)"
 t0=$(now)
-setsid chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
-	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-	/bin/sh -c 'cd /root/txmail && exec make run' >"$logs/make-run.log" 2>&1 </dev/null &
-pgid=$!
+in_chroot 'exec make run' >"$logs/make-run.log" 2>&1 </dev/null &
+leader=$!
 line=""
 while [ -z "$line" ]; do
 	line=$(grep -m1 '^curl ' "$logs/make-run.log" || true)
 	[ -n "$line" ] && break
-	kill -0 "$pgid" 2>/dev/null || { tail -n 40 "$logs/make-run.log"; die "make run exited before printing the curl line"; }
+	note_ns
+	kill -0 "$leader" 2>/dev/null || { tail -n 40 "$logs/make-run.log"; die "make run exited before printing the curl line"; }
 	[ $(( $(now) - t0 )) -lt "$RUN_TIMEOUT" ] || { tail -n 40 "$logs/make-run.log"; die "no curl line after ${RUN_TIMEOUT}s"; }
 	sleep 0.5
 done
@@ -221,18 +262,27 @@ while [ -z "$eml" ]; do
 done
 grep -q '^Subject: Hello from txmail' "$eml" || die "$eml is not the message the curl line sent"
 rep "curl line:          delivered into var/mail/$(basename "$eml") in $(( $(now) - t1 )) s"
-stop_chroot_procs
-pgid=""
-[ -z "$(chroot_pids)" ] || die "processes left in the chroot after stopping make run"
+left=$(ns_procs)
+stop_ns_procs
+for p in $left; do
+	if kill -0 "$p" 2>/dev/null; then die "process $p of make run is still there after SIGKILL"; fi
+done
 
 # --- 2. make test --------------------------------------------------------------
 if [ "$run_only" = 0 ]; then
 	say "make test (log $logs/make-test.log)"
 	t0=$(now)
 	set +e
-	timeout --kill-after=30 "$TEST_TIMEOUT" setsid chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
-		PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-		/bin/sh -c 'cd /root/txmail && exec make test' >"$logs/make-test.log" 2>&1 </dev/null
+	in_chroot 'exec make test' >"$logs/make-test.log" 2>&1 </dev/null &
+	tpid=$!
+	leader=$tpid
+	t_end=$(( t0 + TEST_TIMEOUT ))
+	while kill -0 "$tpid" 2>/dev/null && [ "$(now)" -lt "$t_end" ]; do note_ns; sleep 1; done
+	if kill -0 "$tpid" 2>/dev/null; then
+		echo "make test still running after ${TEST_TIMEOUT}s: stopping it" | tee -a "$logs/make-test.log"
+	fi
+	stop_ns_procs      # what is left of it (nothing, when the tests clean up)
+	wait "$tpid"
 	rc=$?
 	set -e
 	rep "make test:          $(( $(now) - t0 )) s, exit $rc"
