@@ -201,8 +201,7 @@ rep "commit:             $commit"
 
 # in_chroot CMD: CMD under sh in the clone, with a login-like environment, in
 # a new mount namespace whose root is the tree (see the top of this file).
-in_chroot() {
-	unshare --mount --propagation private /bin/sh -c '
+NS_SCRIPT='
 		set -e
 		r=$1
 		mount --bind "$r" "$r"
@@ -217,7 +216,16 @@ in_chroot() {
 		rmdir /.oldroot
 		exec /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
 			PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-			/bin/sh -c "cd /root/txmail && $2"' sh "$root" "$1"
+			/bin/sh -c "cd /root/txmail && $2"'
+in_chroot() {
+	unshare --mount --propagation private /bin/sh -c "$NS_SCRIPT" sh "$root" "$1"
+}
+# start_in_chroot CMD LOG: in_chroot in the background; $! (the leader) is the
+# unshare process itself, which becomes the namespace's first process.
+start_in_chroot() {
+	(exec unshare --mount --propagation private /bin/sh -c "$NS_SCRIPT" sh "$root" "$1") \
+		>"$2" 2>&1 </dev/null &
+	leader=$!
 }
 pkgs() { in_chroot "dpkg-query -W -f='\${Package}\n' | sort"; }
 inst_kib() { in_chroot "dpkg-query -W -f='\${Installed-Size}\n'" | awk '{ s += $1 } END { print s + 0 }'; }
@@ -236,8 +244,7 @@ p0=$(pkgs); k0=$(inst_kib); d0=$(debs_mib)
 rep "bare packages:      $(echo "$p0" | wc -l) ($(( k0 / 1024 )) MiB)"
 say "make run (log $logs/make-run.log)"
 t0=$(now)
-in_chroot 'exec make run' >"$logs/make-run.log" 2>&1 </dev/null &
-leader=$!
+start_in_chroot 'exec make run' "$logs/make-run.log"
 line=""
 while [ -z "$line" ]; do
 	line=$(grep -m1 '^curl ' "$logs/make-run.log" || true)
@@ -262,7 +269,10 @@ while [ -z "$eml" ]; do
 done
 grep -q '^Subject: Hello from txmail' "$eml" || die "$eml is not the message the curl line sent"
 rep "curl line:          delivered into var/mail/$(basename "$eml") in $(( $(now) - t1 )) s"
+note_ns
+[ -n "$leader_ns" ] || die "cannot see make run's mount namespace: not stopping blindly"
 left=$(ns_procs)
+case " $left " in *" $leader "*) ;; *) die "make run ($leader) is not among its namespace's processes ($left)" ;; esac
 stop_ns_procs
 for p in $left; do
 	if kill -0 "$p" 2>/dev/null; then die "process $p of make run is still there after SIGKILL"; fi
@@ -273,9 +283,8 @@ if [ "$run_only" = 0 ]; then
 	say "make test (log $logs/make-test.log)"
 	t0=$(now)
 	set +e
-	in_chroot 'exec make test' >"$logs/make-test.log" 2>&1 </dev/null &
-	tpid=$!
-	leader=$tpid
+	start_in_chroot 'exec make test' "$logs/make-test.log"
+	tpid=$leader
 	t_end=$(( t0 + TEST_TIMEOUT ))
 	while kill -0 "$tpid" 2>/dev/null && [ "$(now)" -lt "$t_end" ]; do note_ns; sleep 1; done
 	if kill -0 "$tpid" 2>/dev/null; then
