@@ -122,7 +122,7 @@ ns_procs() {    # the processes in the leader's mount namespace and all their de
 	[ -n "$leader_ns" ] || return 0
 	for p in /proc/[0-9]*; do
 		p=${p#/proc/}
-		read -r line <"/proc/$p/stat" 2>/dev/null || continue
+		{ read -r line <"/proc/$p/stat"; } 2>/dev/null || continue
 		line=${line##*) }
 		line=${line#* }
 		ppid[$p]=${line%% *}
@@ -142,12 +142,12 @@ stop_ns_procs() {
 	[ -n "$leader" ] || return 0
 	pids=$(ns_procs)
 	[ -n "$pids" ] || { leader=""; leader_ns=""; exec 9<&-; return 0; }
-	kill -TERM $pids 2>/dev/null   # txmail stops its redis child on SIGTERM
+	kill -TERM $pids 2>/dev/null || true   # txmail stops its redis child on SIGTERM
 	for i in $(seq 1 100); do
 		kill -0 $pids 2>/dev/null || break
 		sleep 0.1
 	done
-	kill -KILL $pids 2>/dev/null
+	kill -KILL $pids 2>/dev/null || true
 	leader=""; leader_ns=""
 	exec 9<&-
 	return 0
