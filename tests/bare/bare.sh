@@ -255,7 +255,7 @@ while [ -z "$line" ]; do
 	sleep 0.5
 done
 rep "make run:           $(( $(now) - t0 )) s to the curl line"
-installed "make run installed:" "$p0" "$k0" "$d0"
+installed "run installed:" "$p0" "$k0" "$d0"
 p1=$(pkgs); k1=$(inst_kib); d1=$(debs_mib)
 
 in_chroot "$line" >"$logs/curl.out" 2>&1 || { cat "$logs/curl.out"; die "the printed curl line failed"; }
@@ -295,7 +295,7 @@ if [ "$run_only" = 0 ]; then
 	rc=$?
 	set -e
 	rep "make test:          $(( $(now) - t0 )) s, exit $rc"
-	installed "make test installed:" "$p1" "$k1" "$d1"
+	installed "test installed:" "$p1" "$k1" "$d1"
 	if [ "$rc" != 0 ]; then
 		tail -n 40 "$logs/make-test.log"
 		die "make test failed (exit $rc)"
