@@ -495,53 +495,1262 @@ out:
 	return rc;
 }
 
+
+/* --- the variable table ------------------------------------------------------ */
+
+enum cv_kind {
+	CV_STR,       /* char[size] at off */
+	CV_INT,       /* int at off: a whole number in min..max */
+	CV_PORT,      /* uint16_t at off: a whole number in min..max */
+	CV_SECONDS,   /* double at off: seconds, fractions allowed */
+	CV_NUM,       /* double at off, in `unit` */
+	CV_SIZE,      /* size_t at off: bytes, or a number with K, M or G (1024-based) */
+	CV_BOOL,      /* int at off: 0 or 1 (also true/false, yes/no, on/off) */
+	CV_CUSTOM,    /* parsed by set, shown by show */
+};
+
+#define CV_SECRET 1u    /* has a NAME_FILE form (config_secret); shown masked, never echoed */
+#define CV_DYNAMIC 2u   /* unset: set(cfg, NULL) computes the default; def is text only */
+
+/*
+ * One variable. Unset (or empty), the value is def, parsed like any other
+ * ("" = off/none); def NULL: the field keeps the value config_defaults
+ * gave it (the SMTP timeouts, whose defaults the engine owns). For a
+ * generic kind, set (if any) validates after the value is stored; for
+ * CV_CUSTOM it parses the value ("" = unset). Both write their error text
+ * without the variable's name; the loader puts it in front.
+ */
+struct config_var {
+	const char *name;
+	enum cv_kind kind;
+	unsigned flags;
+	const char *def;
+	const char *note;     /* shown with the default, or alone when def is "" or dynamic */
+	double min, max;
+	const char *unit;     /* "seconds", "requests per second", "bytes", ...; NULL: none */
+	const char *help;     /* one line; `code` in backticks (dropped in plain text) */
+	size_t off, size;     /* the field; CV_STR and secrets: the value's buffer size */
+	int (*set)(struct config *cfg, const char *v, char *err, size_t errlen);
+	void (*show)(const struct config *cfg, char *out, size_t outlen);
+};
+
+#define FIELD(f) .off = offsetof(struct config, f), .size = sizeof(((struct config *)0)->f)
+#define SECONDS(lo, hi) .kind = CV_SECONDS, .min = (lo), .max = (hi), .unit = "seconds"
+
+static int set_listen(struct config *, const char *, char *, size_t);
+static int set_redis(struct config *, const char *, char *, size_t);
+static int set_api_keys(struct config *, const char *, char *, size_t);
+static int set_relay(struct config *, const char *, char *, size_t);
+static int check_ca_file(struct config *, const char *, char *, size_t);
+static int set_helo(struct config *, const char *, char *, size_t);
+static int check_webhook_url(struct config *, const char *, char *, size_t);
+static int set_http_threads(struct config *, const char *, char *, size_t);
+static int set_domain_rate(struct config *, const char *, char *, size_t);
+static int set_log_level(struct config *, const char *, char *, size_t);
+static int set_log_format(struct config *, const char *, char *, size_t);
+static int set_sink_listen(struct config *, const char *, char *, size_t);
+static int set_dkim_keys(struct config *, const char *, char *, size_t);
+static int check_dns_server(struct config *, const char *, char *, size_t);
+static int check_bounce_domain(struct config *, const char *, char *, size_t);
+static int set_bounce_listen(struct config *, const char *, char *, size_t);
+static void show_listen(const struct config *, char *, size_t);
+static void show_redis(const struct config *, char *, size_t);
+static void show_api_keys(const struct config *, char *, size_t);
+static void show_relay(const struct config *, char *, size_t);
+static void show_webhook_url(const struct config *, char *, size_t);
+static void show_webhook_secret(const struct config *, char *, size_t);
+static void show_bounce_secret(const struct config *, char *, size_t);
+static void show_domain_rate(const struct config *, char *, size_t);
+static void show_log_level(const struct config *, char *, size_t);
+static void show_log_format(const struct config *, char *, size_t);
+static void show_sink_listen(const struct config *, char *, size_t);
+static void show_dkim_keys(const struct config *, char *, size_t);
+static void show_bounce_listen(const struct config *, char *, size_t);
+
+static const struct config_var config_vars[] = {
+	{ .name = "TXMAIL_LISTEN", .kind = CV_CUSTOM, .def = "127.0.0.1:8080",
+	  .note = "the Docker image sets `0.0.0.0:8080`",
+	  .help = "HTTP listen address, `host:port` or `[v6]:port`",
+	  .set = set_listen, .show = show_listen },
+	{ .name = "TXMAIL_REDIS_URL", .kind = CV_CUSTOM, .flags = CV_SECRET, .def = "",
+	  .note = "unset: `run` spawns an embedded `redis-server` (no password, Unix socket under `$TXMAIL_DATA_DIR`)",
+	  .help = "`redis://[[user]:password@]host[:port][/db]` or `unix://[[user]:password@]/path[?db=N]`; "
+	    "with a password every connection and reconnect starts with `AUTH [user] password` "
+	    "(user: a Redis 6+ ACL user); user and password percent-encoded (`%40` for `@`; in the "
+	    "`unix://` form `%2F` for `/`); logged as `redis://user:***@host:port`; a refused AUTH is "
+	    "logged as `redis: AUTH failed: ...` and `/readyz` answers 503. No TLS (`rediss://`): "
+	    "keep Redis on a private network",
+	  .size = SECRET_URL_MAX, .set = set_redis, .show = show_redis },
+	{ .name = "TXMAIL_DATA_DIR", .kind = CV_STR, .def = "./var",
+	  .help = "embedded Redis data, dev key, dev mail", FIELD(data_dir) },
+	{ .name = "TXMAIL_REDIS_SERVER", .kind = CV_STR, .def = "redis-server",
+	  .help = "the `redis-server` binary for the embedded Redis", FIELD(redis_server) },
+	{ .name = "TXMAIL_API_KEYS", .kind = CV_CUSTOM, .flags = CV_SECRET, .def = "", .note = "unset",
+	  .help = "comma-separated bearer keys accepted on `/v1`, besides those made with `txmail keys create`",
+	  .size = API_KEYS_SPEC_MAX, .set = set_api_keys, .show = show_api_keys },
+	{ .name = "TXMAIL_RELAY", .kind = CV_CUSTOM, .flags = CV_SECRET, .def = "",
+	  .note = "unset: direct delivery to each domain's MX hosts (see below; in `--dev`: the sink)",
+	  .help = "`smtp://[user:pass@]host:port[?tls=none|starttls|required]` or "
+	    "`smtps://[user:pass@]host[:port]`; user and password percent-decoded; `starttls` is "
+	    "opportunistic, `required` fails (temporarily) without TLS; with a user and no `tls=` the "
+	    "default is `required`, so a man in the middle who strips STARTTLS never sees the password",
+	  .size = SECRET_URL_MAX, .set = set_relay, .show = show_relay },
+	{ .name = "TXMAIL_TLS_CA_FILE", .kind = CV_STR, .def = "", .note = "system store",
+	  .help = "extra CA bundle for verifying the relay's certificate", FIELD(tls_ca_file),
+	  .set = check_ca_file },
+	{ .name = "TXMAIL_HELO_NAME", .kind = CV_STR, .flags = CV_DYNAMIC, .note = "the host name",
+	  .help = "EHLO name and Message-ID domain", FIELD(helo_name), .set = set_helo },
+	{ .name = "TXMAIL_WEBHOOK_URL", .kind = CV_STR, .flags = CV_SECRET, .def = "",
+	  .note = "unset: no webhooks",
+	  .help = "default webhook endpoint (`http://` or `https://`); a secret (it may carry credentials "
+	    "or a token): shown as `https://host/***`",
+	  FIELD(webhook_url), .set = check_webhook_url, .show = show_webhook_url },
+	{ .name = "TXMAIL_WEBHOOK_SECRET", .kind = CV_STR, .flags = CV_SECRET, .def = "", .note = "unset",
+	  .help = "its signing secret, `whsec_<base64>`; required with the URL",
+	  FIELD(webhook_secret), .show = show_webhook_secret },
+	{ .name = "TXMAIL_WEBHOOK_ALLOW_PRIVATE", .kind = CV_BOOL, .def = "0",
+	  .note = "loopback, private and link-local targets refused",
+	  .help = "`1` allows webhook targets on loopback, private and link-local addresses",
+	  FIELD(webhook_allow_private) },
+	{ .name = "TXMAIL_RETRY_BASE", SECONDS(0.001, 86400), .def = "60", .note = "`1` in `--dev`",
+	  .help = "first delay between delivery attempts", FIELD(retry_base) },
+	{ .name = "TXMAIL_RETRY_MAX", SECONDS(0.001, 604800), .def = "3600", .note = "`60` in `--dev`",
+	  .help = "largest delay between delivery attempts (at least `TXMAIL_RETRY_BASE`)", FIELD(retry_max) },
+	{ .name = "TXMAIL_MAX_AGE", SECONDS(1, 31536000), .def = "86400",
+	  .help = "an undelivered recipient expires this long after acceptance", FIELD(max_age) },
+	{ .name = "TXMAIL_WEBHOOK_RETRY_BASE", SECONDS(0.001, 86400), .def = "5",
+	  .help = "first delay between webhook attempts", FIELD(webhook_retry_base) },
+	{ .name = "TXMAIL_WEBHOOK_RETRY_MAX", SECONDS(0.001, 604800), .def = "3600",
+	  .help = "largest delay between webhook attempts (at least `TXMAIL_WEBHOOK_RETRY_BASE`)",
+	  FIELD(webhook_retry_max) },
+	{ .name = "TXMAIL_WEBHOOK_MAX_AGE", SECONDS(1, 31536000), .def = "259200", .note = "3 days",
+	  .help = "a webhook delivery is given up (and logged) after this", FIELD(webhook_max_age) },
+	{ .name = "TXMAIL_WEBHOOK_TIMEOUT", SECONDS(0.1, 3600), .def = "10",
+	  .help = "a webhook request without an answer in this time is retried", FIELD(webhook_timeout) },
+	{ .name = "TXMAIL_VISIBILITY_TIMEOUT", SECONDS(0.5, 86400), .def = "30",
+	  .help = "work held by a worker that stopped (crashed, killed, hung) is handed to another after this",
+	  FIELD(visibility_timeout) },
+	{ .name = "TXMAIL_SHUTDOWN_GRACE", SECONDS(0, 3600), .def = "25",
+	  .note = "inside Kubernetes' 30 s",
+	  .help = "SIGTERM: how long in-flight SMTP transactions may take before the rest is handed back "
+	    "to the queue", FIELD(shutdown_grace) },
+	{ .name = "TXMAIL_MAX_BODY", .kind = CV_SIZE, .min = 1024, .max = 1073741824, .unit = "bytes",
+	  .def = "10485760", .note = "10 MiB",
+	  .help = "largest request body", FIELD(max_body) },
+	{ .name = "TXMAIL_MAX_ATTACHMENT_BYTES", .kind = CV_SIZE, .min = 0, .max = 1073741824,
+	  .unit = "bytes", .def = "7340032", .note = "7 MiB",
+	  .help = "largest total of one message's decoded attachments (413 above it)", FIELD(max_attach) },
+	{ .name = "TXMAIL_RATE_LIMIT", .kind = CV_NUM, .min = 0, .max = 1000000,
+	  .unit = "requests per second", .def = "200", .note = "off in `--dev`",
+	  .help = "requests per second per API key (token bucket in Redis); `0` turns it off",
+	  FIELD(rate_limit) },
+	{ .name = "TXMAIL_RATE_BURST", .kind = CV_NUM, .min = 1, .max = 10000000, .unit = "requests",
+	  .def = "400", .help = "token bucket size: the largest burst per API key", FIELD(rate_burst) },
+	{ .name = "TXMAIL_EVENTS_RETENTION", SECONDS(1, 31536000), .def = "86400",
+	  .help = "events are kept this long for `Last-Event-ID` resume of `/v1/events/stream`",
+	  FIELD(events_retention) },
+	{ .name = "TXMAIL_HTTP_THREADS", .kind = CV_INT, .flags = CV_DYNAMIC, .min = 1, .max = 256,
+	  .note = "number of CPUs, at most 64", .help = "HTTP threads", FIELD(http_threads),
+	  .set = set_http_threads },
+	{ .name = "TXMAIL_HTTP_TIMEOUT", .kind = CV_INT, .min = 1, .max = 86400, .unit = "seconds",
+	  .def = "30", .help = "an API connection idle this long (no byte in or out) is closed, whole seconds",
+	  FIELD(http_timeout) },
+	{ .name = "TXMAIL_HTTP_HEADER_TIMEOUT", SECONDS(0.1, 3600), .def = "10",
+	  .help = "a request's headers must be complete this long after the connection was accepted (on a "
+	    "kept-alive connection: `TXMAIL_HTTP_TIMEOUT` plus this after the previous response), however "
+	    "slowly they trickle in; else the connection is cut", FIELD(http_header_timeout) },
+	{ .name = "TXMAIL_WORKERS", .kind = CV_INT, .min = 1, .max = 64, .def = "1",
+	  .help = "delivery loops per process", FIELD(workers) },
+	{ .name = "TXMAIL_WORKER_CONCURRENCY", .kind = CV_INT, .min = 1, .max = 10000, .def = "256",
+	  .help = "deliveries in flight per loop", FIELD(worker_concurrency) },
+	{ .name = "TXMAIL_MAX_CONNS_PER_HOST", .kind = CV_INT, .min = 1, .max = 1000, .def = "32",
+	  .note = "KumoMTA's default",
+	  .help = "SMTP connections per destination (MX host or relay) per loop", FIELD(max_conns_per_target) },
+	{ .name = "TXMAIL_MAX_MSGS_PER_CONN", .kind = CV_INT, .min = 1, .max = 100000, .def = "1024",
+	  .note = "KumoMTA's default",
+	  .help = "messages sent over one SMTP connection before it is closed", FIELD(max_msgs_per_conn) },
+	{ .name = "TXMAIL_DOMAIN_RATE", .kind = CV_CUSTOM, .def = "", .note = "none: unlimited",
+	  .help = "messages per second per recipient domain, `domain=rate,...,*=rate` (e.g. "
+	    "`gmail.com=20,outlook.com=10,*=0`; see Shaping)", .set = set_domain_rate, .show = show_domain_rate },
+	{ .name = "TXMAIL_DEST_FAIL_THRESHOLD", .kind = CV_INT, .min = 1, .max = 1000000, .def = "5",
+	  .help = "consecutive connection failures before a destination is suspended (see Shaping)",
+	  FIELD(dest_fail_threshold) },
+	{ .name = "TXMAIL_DEST_BACKOFF_BASE", SECONDS(0.01, 86400), .def = "10",
+	  .help = "first suspension of a failing destination; doubles on each new suspension",
+	  FIELD(dest_backoff_base) },
+	{ .name = "TXMAIL_DEST_BACKOFF_MAX", SECONDS(0.01, 604800), .def = "600",
+	  .help = "longest suspension (at least `TXMAIL_DEST_BACKOFF_BASE`)", FIELD(dest_backoff_max) },
+	{ .name = "TXMAIL_SMTP_TIMEOUT_CONNECT", SECONDS(0.01, 86400),
+	  .help = "SMTP: TCP connect, per address", FIELD(smtp_timeouts.connect) },
+	{ .name = "TXMAIL_SMTP_TIMEOUT_BANNER", SECONDS(0.01, 86400),
+	  .help = "SMTP: the greeting (RFC 5321 4.5.3.2)", FIELD(smtp_timeouts.banner) },
+	{ .name = "TXMAIL_SMTP_TIMEOUT_EHLO", SECONDS(0.01, 86400),
+	  .help = "SMTP: the EHLO reply", FIELD(smtp_timeouts.ehlo) },
+	{ .name = "TXMAIL_SMTP_TIMEOUT_TLS", SECONDS(0.01, 86400),
+	  .help = "SMTP: the STARTTLS reply and the TLS handshake", FIELD(smtp_timeouts.tls) },
+	{ .name = "TXMAIL_SMTP_TIMEOUT_AUTH", SECONDS(0.01, 86400),
+	  .help = "SMTP: each AUTH reply", FIELD(smtp_timeouts.auth) },
+	{ .name = "TXMAIL_SMTP_TIMEOUT_MAIL", SECONDS(0.01, 86400),
+	  .help = "SMTP: the MAIL FROM reply", FIELD(smtp_timeouts.mail) },
+	{ .name = "TXMAIL_SMTP_TIMEOUT_RCPT", SECONDS(0.01, 86400),
+	  .help = "SMTP: each RCPT TO reply", FIELD(smtp_timeouts.rcpt) },
+	{ .name = "TXMAIL_SMTP_TIMEOUT_DATA", SECONDS(0.01, 86400),
+	  .help = "SMTP: the DATA command's reply", FIELD(smtp_timeouts.data) },
+	{ .name = "TXMAIL_SMTP_TIMEOUT_BLOCK", SECONDS(0.01, 86400),
+	  .help = "SMTP: each write of message data", FIELD(smtp_timeouts.block) },
+	{ .name = "TXMAIL_SMTP_TIMEOUT_DOT", SECONDS(0.01, 86400),
+	  .help = "SMTP: the reply after the final `.`", FIELD(smtp_timeouts.dot) },
+	{ .name = "TXMAIL_SMTP_TIMEOUT_RSET", SECONDS(0.01, 86400),
+	  .help = "SMTP: the RSET reply", FIELD(smtp_timeouts.rset) },
+	{ .name = "TXMAIL_SMTP_TIMEOUT_QUIT", SECONDS(0.01, 86400),
+	  .help = "SMTP: the QUIT reply", FIELD(smtp_timeouts.quit) },
+	{ .name = "TXMAIL_SMTP_TIMEOUT_IDLE", SECONDS(0.01, 86400),
+	  .help = "SMTP: how long a pooled idle connection is kept", FIELD(smtp_timeouts.idle) },
+	{ .name = "TXMAIL_LOG_LEVEL", .kind = CV_CUSTOM, .def = "info",
+	  .help = "`debug`, `info`, `warn` or `error`", .set = set_log_level, .show = show_log_level },
+	{ .name = "TXMAIL_LOG_FORMAT", .kind = CV_CUSTOM, .def = "logfmt",
+	  .help = "`logfmt` (`ts=... level=... msg=\"...\" key=value`) or `json` (one object per line, same keys)",
+	  .set = set_log_format, .show = show_log_format },
+	{ .name = "TXMAIL_SINK_LISTEN", .kind = CV_CUSTOM, .def = "127.0.0.1:2525",
+	  .help = "`run --dev` only: the capture sink's address", .set = set_sink_listen, .show = show_sink_listen },
+	{ .name = "TXMAIL_DKIM_KEYS", .kind = CV_CUSTOM, .def = "", .note = "none: unsigned",
+	  .help = "DKIM signing keys, `domain:selector:/path/key.pem[,...]` (see below)",
+	  .set = set_dkim_keys, .show = show_dkim_keys },
+	{ .name = "TXMAIL_DNS_SERVER", .kind = CV_STR, .def = "",
+	  .note = "the system resolver (`/etc/resolv.conf`)",
+	  .help = "direct delivery: the DNS server for MX/A/AAAA lookups, IPv4 `ip:port`",
+	  FIELD(dns_server), .set = check_dns_server },
+	{ .name = "TXMAIL_MX_PORT", .kind = CV_PORT, .min = 1, .max = 65535, .def = "25",
+	  .help = "direct delivery: SMTP port of MX hosts", FIELD(mx_port) },
+	{ .name = "TXMAIL_MX_TLS_VERIFY", .kind = CV_BOOL, .def = "0", .note = "opportunistic, unverified",
+	  .help = "direct delivery: `1` requires STARTTLS with a certificate verified against the MX name",
+	  FIELD(mx_tls_verify) },
+	{ .name = "TXMAIL_BOUNCE_DOMAIN", .kind = CV_STR, .def = "", .note = "none: the message's own sender",
+	  .help = "VERP return paths `bounces+<token>@` this domain on every delivery (see below)",
+	  FIELD(bounce_domain), .set = check_bounce_domain },
+	{ .name = "TXMAIL_BOUNCE_SECRET", .kind = CV_STR, .flags = CV_SECRET, .def = "", .note = "none",
+	  .help = "key of the tokens' HMAC, at least 16 characters; required with the domain",
+	  FIELD(bounce_secret), .show = show_bounce_secret },
+	{ .name = "TXMAIL_BOUNCE_LISTEN", .kind = CV_CUSTOM, .def = "", .note = "off",
+	  .help = "`run` also starts the DSN listener on this `host:port`",
+	  .set = set_bounce_listen, .show = show_bounce_listen },
+};
+
+#define NVARS (sizeof(config_vars) / sizeof(config_vars[0]))
+_Static_assert(NVARS <= CONFIG_MAX_VARS, "raise CONFIG_MAX_VARS");
+
+static const char *const source_names[] = { "default", "environment", "file" };
+
 static int
-env_seconds(const char *name, double def, double min, double *out, char *err, size_t errlen)
+cv_index(const char *name)
 {
-	const char *v = getenv(name);
+	for (size_t i = 0; i < NVARS; i++)
+		if (strcmp(config_vars[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+enum config_source
+config_source_of(const struct config *cfg, const char *name)
+{
+	int i = cv_index(name);
+
+	return i < 0 ? CONFIG_SRC_DEFAULT : (enum config_source)cfg->source[i];
+}
+
+/* --- numbers ------------------------------------------------------------------ */
+
+/* d as people write it: "86400", "0.25", "0.001" (no exponent). */
+static void
+fmt_num(double d, char *out, size_t outlen)
+{
+	size_t n;
+
+	if (d == floor(d) && fabs(d) < 1e15) {
+		snprintf(out, outlen, "%.0f", d);
+		return;
+	}
+	snprintf(out, outlen, "%.6f", d);
+	n = strlen(out);
+	while (n > 0 && out[n - 1] == '0')
+		out[--n] = '\0';
+	if (n > 0 && out[n - 1] == '.')
+		out[--n] = '\0';
+}
+
+/* "min..max unit", or "0 or 1" for a bool. */
+static void
+range_text(const struct config_var *var, char *out, size_t outlen)
+{
+	char lo[40], hi[40];
+
+	if (var->kind == CV_BOOL) {
+		util_strlcpy(out, "0 or 1", outlen);
+		return;
+	}
+	fmt_num(var->min, lo, sizeof(lo));
+	fmt_num(var->max, hi, sizeof(hi));
+	snprintf(out, outlen, "%s..%s%s%s", lo, hi, var->unit ? " " : "", var->unit ? var->unit : "");
+}
+
+static int
+range_err(const struct config_var *var, const char *v, char *err, size_t errlen)
+{
+	char range[128];
+
+	range_text(var, range, sizeof(range));
+	return cfg_err(err, errlen, "%.32s is out of range (%s)", v, range);
+}
+
+/* A size: digits, then optionally K, M or G (1024-based; "KiB", "MB" ... accepted). */
+static int
+parse_size(const char *v, double *out)
+{
+	static const char *const suffixes[] = { "", "K", "M", "G" };
+	unsigned long long n;
+	char *e;
+
+	if (!isdigit((unsigned char)v[0]))
+		return -1;
+	errno = 0;
+	n = strtoull(v, &e, 10);
+	if (errno != 0)
+		return -1;
+	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+		size_t sl = strlen(suffixes[i]);
+
+		if (strncasecmp(e, suffixes[i], sl) != 0)
+			continue;
+		if (e[sl] == '\0' || (i > 0 && (strcasecmp(e + sl, "B") == 0 || strcasecmp(e + sl, "iB") == 0))) {
+			*out = (double)n * (double)(1ULL << (10 * i));
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static int
+parse_bool(const char *v, int *out)
+{
+	static const char *const yes[] = { "1", "true", "yes", "on" }, *const no[] = { "0", "false", "no", "off" };
+
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(v, yes[i]) == 0) {
+			*out = 1;
+			return 0;
+		}
+		if (strcasecmp(v, no[i]) == 0) {
+			*out = 0;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* Parse v (not empty) for a generic kind and store it in cfg. 0, or -1 with err. */
+static int
+cv_store(struct config *cfg, const struct config_var *var, const char *v, char *err, size_t errlen)
+{
+	void *field = (char *)cfg + var->off;
 	char *e;
 	double d;
+	int b;
 
-	*out = def;
-	if (v == NULL || *v == '\0')
+	switch (var->kind) {
+	case CV_STR:
+		if (strlen(v) >= var->size)
+			return cfg_err(err, errlen, "longer than %zu bytes", var->size - 1);
+		util_strlcpy(field, v, var->size);
 		return 0;
-	errno = 0;
-	d = strtod(v, &e);
-	if (errno != 0 || e == v || *e != '\0' || !isfinite(d) || d < min || d > 1e9)
-		return cfg_err(err, errlen, "%s: want a number of seconds", name);
-	*out = d;
+	case CV_BOOL:
+		if (parse_bool(v, &b) != 0)
+			return cfg_err(err, errlen, "\"%.32s\" is not 0 or 1", v);
+		*(int *)field = b;
+		return 0;
+	case CV_INT:
+	case CV_PORT: {
+		long l;
+
+		errno = 0;
+		l = strtol(v, &e, 10);
+		if (errno == ERANGE)
+			return range_err(var, v, err, errlen);
+		if (e == v || *e != '\0')
+			return cfg_err(err, errlen, "\"%.32s\" is not a whole number%s%s", v,
+			    var->unit ? " of " : "", var->unit ? var->unit : "");
+		if ((double)l < var->min || (double)l > var->max)
+			return range_err(var, v, err, errlen);
+		if (var->kind == CV_PORT)
+			*(uint16_t *)field = (uint16_t)l;
+		else
+			*(int *)field = (int)l;
+		return 0;
+	}
+	case CV_SIZE:
+		if (parse_size(v, &d) != 0)
+			return cfg_err(err, errlen, "\"%.32s\" is not a size in bytes (e.g. 10485760 or 10M)", v);
+		if (d < var->min || d > var->max)
+			return range_err(var, v, err, errlen);
+		*(size_t *)field = (size_t)d;
+		return 0;
+	case CV_SECONDS:
+	case CV_NUM:
+		errno = 0;
+		d = strtod(v, &e);
+		if (e == v || *e != '\0' || !isfinite(d))
+			return cfg_err(err, errlen, "\"%.32s\" is not a number%s%s", v,
+			    var->kind == CV_SECONDS ? " of seconds" : " of ", var->kind == CV_SECONDS ? "" : var->unit);
+		if (errno == ERANGE || d < var->min || d > var->max)
+			return range_err(var, v, err, errlen);
+		*(double *)field = d;
+		return 0;
+	case CV_CUSTOM:
+		break;
+	}
+	abort();   /* broken invariant: a custom variable without set */
+}
+
+/* The value of var in cfg, as it would be written in the environment; secrets masked. */
+static void
+cv_show(const struct config *cfg, const struct config_var *var, char *out, size_t outlen)
+{
+	const void *field = (const char *)cfg + var->off;
+
+	if (var->show != NULL) {
+		var->show(cfg, out, outlen);
+		return;
+	}
+	switch (var->kind) {
+	case CV_STR:
+		util_strlcpy(out, field, outlen);
+		return;
+	case CV_INT:
+	case CV_BOOL:
+		snprintf(out, outlen, "%d", *(const int *)field);
+		return;
+	case CV_PORT:
+		snprintf(out, outlen, "%u", (unsigned)*(const uint16_t *)field);
+		return;
+	case CV_SIZE:
+		snprintf(out, outlen, "%zu", *(const size_t *)field);
+		return;
+	case CV_SECONDS:
+	case CV_NUM:
+		fmt_num(*(const double *)field, out, outlen);
+		return;
+	case CV_CUSTOM:
+		break;
+	}
+	abort();   /* broken invariant: a custom variable without show */
+}
+
+/* --- parsers and views of the custom variables ------------------------------- */
+
+static void
+show_hostport(const char *host, uint16_t port, char *out, size_t outlen)
+{
+	int v6 = strchr(host, ':') != NULL;
+
+	snprintf(out, outlen, "%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "", (unsigned)port);
+}
+
+static int
+set_listen(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	return config_parse_listen(v, cfg->listen_host, sizeof(cfg->listen_host), &cfg->listen_port,
+	    err, errlen);
+}
+
+static void
+show_listen(const struct config *cfg, char *out, size_t outlen)
+{
+	show_hostport(cfg->listen_host, cfg->listen_port, out, outlen);
+}
+
+static int
+set_sink_listen(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	return config_parse_listen(v, cfg->sink_listen_host, sizeof(cfg->sink_listen_host),
+	    &cfg->sink_listen_port, err, errlen);
+}
+
+static void
+show_sink_listen(const struct config *cfg, char *out, size_t outlen)
+{
+	show_hostport(cfg->sink_listen_host, cfg->sink_listen_port, out, outlen);
+}
+
+static int
+set_redis(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	int rc;
+
+	if (*v == '\0')
+		return 0;
+	rc = config_parse_redis(v, &cfg->redis, err, errlen);
+	cfg->redis_set = rc == 0;
+	return rc;
+}
+
+static void
+show_redis(const struct config *cfg, char *out, size_t outlen)
+{
+	if (cfg->redis_set)
+		config_redis_masked(&cfg->redis, out, outlen);
+	else
+		util_strlcpy(out, "", outlen);
+}
+
+static int load_api_keys(struct config *cfg, const char *v, char *err, size_t errlen);
+
+static int
+set_api_keys(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	return load_api_keys(cfg, v, err, errlen);
+}
+
+static void
+show_api_keys(const struct config *cfg, char *out, size_t outlen)
+{
+	if (cfg->napi_keys == 0)
+		util_strlcpy(out, "", outlen);
+	else
+		snprintf(out, outlen, "*** (%zu key%s)", cfg->napi_keys, cfg->napi_keys == 1 ? "" : "s");
+}
+
+static int
+set_relay(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	int rc;
+
+	if (*v == '\0')
+		return 0;
+	rc = config_parse_relay(v, &cfg->relay, err, errlen);
+	cfg->relay_set = rc == 0;
+	if (rc != 0)
+		explicit_bzero(&cfg->relay, sizeof(cfg->relay));
+	return rc;
+}
+
+static void relay_masked(const struct smtp_target *t, char *out, size_t outlen);
+
+static void
+show_relay(const struct config *cfg, char *out, size_t outlen)
+{
+	static const char *const tls_names[] = { "none", "starttls", "required", "implicit" };
+	char url[sizeof(cfg->relay.user) + sizeof(cfg->relay.host) + 32];
+
+	if (!cfg->relay_set) {
+		util_strlcpy(out, "", outlen);
+		return;
+	}
+	relay_masked(&cfg->relay, url, sizeof(url));
+	if (cfg->relay.tls == SMTP_TLS_IMPLICIT)
+		snprintf(out, outlen, "%s%s", url, cfg->relay.no_verify ? "?verify=0" : "");
+	else
+		snprintf(out, outlen, "%s?tls=%s%s", url, tls_names[cfg->relay.tls & 3],
+		    cfg->relay.no_verify ? "&verify=0" : "");
+}
+
+static int
+check_ca_file(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	(void)v;
+	if (access(cfg->tls_ca_file, R_OK) != 0)
+		return cfg_err(err, errlen, "cannot read %s: %s", cfg->tls_ca_file, strerror(errno));
 	return 0;
 }
 
 static int
-env_int(const char *name, long def, long min, long max, long *out, char *err, size_t errlen)
+set_helo(struct config *cfg, const char *v, char *err, size_t errlen)
 {
-	const char *v = getenv(name);
-	char *e;
-	long l;
-
-	*out = def;
-	if (v == NULL || *v == '\0')
-		return 0;
-	errno = 0;
-	l = strtol(v, &e, 10);
-	if (errno != 0 || e == v || *e != '\0' || l < min || l > max)
-		return cfg_err(err, errlen, "%s: want a whole number in range", name);
-	*out = l;
+	if (v == NULL) {
+		if (gethostname(cfg->helo_name, sizeof(cfg->helo_name)) != 0 || cfg->helo_name[0] == '\0')
+			util_strlcpy(cfg->helo_name, "localhost", sizeof(cfg->helo_name));
+		cfg->helo_name[sizeof(cfg->helo_name) - 1] = '\0';
+	}
+	if (!host_ok(cfg->helo_name, strlen(cfg->helo_name)))
+		return cfg_err(err, errlen, "\"%.64s\" is not a host name", cfg->helo_name);
 	return 0;
 }
 
 static int
-env_str(const char *name, const char *def, char *out, size_t outlen, char *err, size_t errlen)
+check_webhook_url(struct config *cfg, const char *v, char *err, size_t errlen)
 {
-	const char *v = getenv(name);
-
-	if (v == NULL || *v == '\0')
-		v = def;
-	if (strlen(v) >= outlen)
-		return cfg_err(err, errlen, "%s: too long", name);
-	util_strlcpy(out, v, outlen);
+	(void)v;
+	if (strncmp(cfg->webhook_url, "http://", 7) != 0 && strncmp(cfg->webhook_url, "https://", 8) != 0)
+		return cfg_err(err, errlen, "%s", "want an http:// or https:// URL");
 	return 0;
+}
+
+/*
+ * The webhook URL with anything that may be a credential masked: the
+ * password of user:password@, and the path and query (shown as "/" and
+ * three stars).
+ */
+static void
+show_webhook_url(const struct config *cfg, char *out, size_t outlen)
+{
+	const char *u = cfg->webhook_url, *p, *end, *at;
+	size_t scheme;
+
+	if (*u == '\0') {
+		util_strlcpy(out, "", outlen);
+		return;
+	}
+	scheme = strncmp(u, "https://", 8) == 0 ? 8 : 7;
+	p = u + scheme;
+	end = p + strcspn(p, "/?#");
+	at = NULL;
+	for (const char *q = p; q < end; q++)
+		if (*q == '@')
+			at = q;
+	if (at != NULL) {
+		const char *colon = memchr(p, ':', (size_t)(at - p));
+		size_t ul = colon != NULL ? (size_t)(colon - p) : (size_t)(at - p);
+
+		snprintf(out, outlen, "%.*s%.*s%s@%.*s%s", (int)scheme, u, (int)ul, p,
+		    colon != NULL ? ":***" : "", (int)(end - at - 1), at + 1,
+		    *end != '\0' && strcmp(end, "/") != 0 ? "/***" : "");
+		return;
+	}
+	snprintf(out, outlen, "%.*s%s", (int)(end - u), u, *end != '\0' && strcmp(end, "/") != 0 ? "/***" : "");
+}
+
+static void
+show_masked(const char *secret, char *out, size_t outlen)
+{
+	util_strlcpy(out, secret[0] != '\0' ? "***" : "", outlen);
+}
+
+static void
+show_webhook_secret(const struct config *cfg, char *out, size_t outlen)
+{
+	show_masked(cfg->webhook_secret, out, outlen);
+}
+
+static void
+show_bounce_secret(const struct config *cfg, char *out, size_t outlen)
+{
+	show_masked(cfg->bounce_secret, out, outlen);
+}
+
+static int
+set_http_threads(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	long n;
+
+	(void)err;
+	(void)errlen;
+	if (v == NULL) {
+		n = sysconf(_SC_NPROCESSORS_ONLN);
+		cfg->http_threads = n > 0 ? (n < 64 ? (int)n : 64) : 2;
+	}
+	return 0;
+}
+
+static int
+set_domain_rate(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	struct shaper_rates *rates = NULL;
+	char why[256];
+
+	if (*v == '\0')
+		return 0;
+	if (shaper_rates_parse(v, &rates, why, sizeof(why)) != 0) {
+		/* its message names TXMAIL_DOMAIN_RATE: without it, the loader puts it back */
+		const char *w = strncmp(why, "TXMAIL_DOMAIN_RATE: ", 20) == 0 ? why + 20 : why;
+
+		return cfg_err(err, errlen, "%s", w);
+	}
+	shaper_rates_free(rates);
+	if ((cfg->domain_rate = strdup(v)) == NULL)
+		return cfg_err(err, errlen, "%s", "out of memory");
+	return 0;
+}
+
+static void
+show_domain_rate(const struct config *cfg, char *out, size_t outlen)
+{
+	util_strlcpy(out, cfg->domain_rate != NULL ? cfg->domain_rate : "", outlen);
+}
+
+static const char *const log_level_names[] = { "debug", "info", "warn", "error" };
+
+static int
+set_log_level(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	int lv = log_level_parse(v);
+
+	if (lv < 0)
+		return cfg_err(err, errlen, "\"%.32s\": want debug, info, warn or error", v);
+	cfg->log_level = lv;
+	return 0;
+}
+
+static void
+show_log_level(const struct config *cfg, char *out, size_t outlen)
+{
+	util_strlcpy(out, log_level_names[cfg->log_level & 3], outlen);
+}
+
+static int
+set_log_format(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	int f = log_format_parse(v);
+
+	if (f < 0)
+		return cfg_err(err, errlen, "\"%.32s\": want logfmt or json", v);
+	cfg->log_format = f;
+	return 0;
+}
+
+static void
+show_log_format(const struct config *cfg, char *out, size_t outlen)
+{
+	util_strlcpy(out, cfg->log_format == LOG_FORMAT_JSON ? "json" : "logfmt", outlen);
+}
+
+static int
+set_dkim_keys(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	return dkim_keys_load(*v != '\0' ? v : NULL, &cfg->dkim_keys, err, errlen);
+}
+
+static void
+show_dkim_keys(const struct config *cfg, char *out, size_t outlen)
+{
+	size_t n = dkim_keys_count(cfg->dkim_keys);
+
+	if (n == 0)
+		util_strlcpy(out, "", outlen);
+	else
+		snprintf(out, outlen, "(%zu key%s loaded)", n, n == 1 ? "" : "s");
+}
+
+static int
+check_dns_server(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	char dh[64], why[256];
+	uint16_t dp;
+	struct in_addr ia;
+
+	(void)v;
+	if (config_parse_listen(cfg->dns_server, dh, sizeof(dh), &dp, why, sizeof(why)) != 0 ||
+	    inet_pton(AF_INET, dh, &ia) != 1)
+		return cfg_err(err, errlen, "%s", "want an IPv4 ip:port");
+	return 0;
+}
+
+static int
+check_bounce_domain(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	(void)v;
+	if (strchr(cfg->bounce_domain, '@') || strchr(cfg->bounce_domain, ' ') ||
+	    strchr(cfg->bounce_domain, '<'))
+		return cfg_err(err, errlen, "%s", "want a domain name");
+	return 0;
+}
+
+static int
+set_bounce_listen(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	if (*v == '\0')
+		return 0;
+	if (config_parse_listen(v, cfg->bounce_listen_host, sizeof(cfg->bounce_listen_host),
+	    &cfg->bounce_listen_port, err, errlen) != 0)
+		return -1;
+	cfg->bounce_listen_set = 1;
+	return 0;
+}
+
+static void
+show_bounce_listen(const struct config *cfg, char *out, size_t outlen)
+{
+	if (cfg->bounce_listen_set)
+		show_hostport(cfg->bounce_listen_host, cfg->bounce_listen_port, out, outlen);
+	else
+		util_strlcpy(out, "", outlen);
+}
+
+/* --- problems ------------------------------------------------------------------ */
+
+static void rep_add(struct config_report *rep, enum config_severity sev, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+rep_add(struct config_report *rep, enum config_severity sev, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (sev == CONFIG_ERROR)
+		rep->nerrors++;
+	else
+		rep->nwarnings++;
+	if (rep->n == CONFIG_MAX_PROBLEMS) {
+		rep->dropped++;
+		return;
+	}
+	rep->p[rep->n].severity = sev;
+	va_start(ap, fmt);
+	vsnprintf(rep->p[rep->n].text, sizeof(rep->p[rep->n].text), fmt, ap);
+	va_end(ap);
+	rep->n++;
+}
+
+/* --- unknown variables ---------------------------------------------------------- */
+
+#define NAME_CMP_MAX 64
+
+/*
+ * Optimal string alignment distance (Damerau-Levenshtein with adjacent
+ * transpositions), case-insensitive; a, b at most NAME_CMP_MAX chars.
+ */
+static size_t
+osa_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	size_t d[NAME_CMP_MAX + 1][NAME_CMP_MAX + 1];
+
+	if (la > NAME_CMP_MAX || lb > NAME_CMP_MAX)
+		return SIZE_MAX;
+	for (size_t i = 0; i <= la; i++)
+		d[i][0] = i;
+	for (size_t j = 0; j <= lb; j++)
+		d[0][j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		for (size_t j = 1; j <= lb; j++) {
+			int ca = toupper((unsigned char)a[i - 1]), cb = toupper((unsigned char)b[j - 1]);
+			size_t cost = ca != cb, best = d[i - 1][j] + 1;
+
+			if (d[i][j - 1] + 1 < best)
+				best = d[i][j - 1] + 1;
+			if (d[i - 1][j - 1] + cost < best)
+				best = d[i - 1][j - 1] + cost;
+			if (i > 1 && j > 1 && ca == toupper((unsigned char)b[j - 2]) &&
+			    toupper((unsigned char)a[i - 2]) == cb && d[i - 2][j - 2] + 1 < best)
+				best = d[i - 2][j - 2] + 1;
+			d[i][j] = best;
+		}
+	}
+	return d[la][lb];
+}
+
+/* Known: a table name, or NAME_FILE of a secret one. */
+static int
+name_known(const char *name)
+{
+	size_t nl = strlen(name);
+
+	for (size_t i = 0; i < NVARS; i++) {
+		const char *k = config_vars[i].name;
+		size_t kl = strlen(k);
+
+		if (strcmp(name, k) == 0)
+			return 1;
+		if ((config_vars[i].flags & CV_SECRET) && nl == kl + 5 && strncmp(name, k, kl) == 0 &&
+		    strcmp(name + kl, "_FILE") == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * The known name closest to `name` (both past "TXMAIL_"), or NULL when
+ * none is within a fifth of its length (at least 1 edit) - close enough
+ * to be a typo, not a different word. *file is set when the match is the
+ * NAME_FILE form of a secret.
+ */
+static const char *
+name_suggest(const char *name, int *file)
+{
+	const char *best = NULL, *s = name + 7;
+	size_t bestd = SIZE_MAX, limit = strlen(s) / 5;
+	char buf[NAME_CMP_MAX + 8];
+
+	if (limit < 1)
+		limit = 1;
+	*file = 0;
+	for (size_t i = 0; i < NVARS; i++) {
+		for (int f = 0; f < 2; f++) {
+			size_t d;
+
+			if (f == 1 && !(config_vars[i].flags & CV_SECRET))
+				continue;
+			snprintf(buf, sizeof(buf), "%s%s", config_vars[i].name + 7, f ? "_FILE" : "");
+			d = osa_distance(s, buf);
+			if (d < bestd) {
+				bestd = d;
+				best = config_vars[i].name;
+				*file = f;
+			}
+		}
+	}
+	return bestd <= limit ? best : NULL;
+}
+
+extern char **environ;
+
+void
+config_unknown_vars(struct config_report *rep)
+{
+	for (char **e = environ; e != NULL && *e != NULL; e++) {
+		const char *eq = strchr(*e, '=');
+		size_t nl = eq != NULL ? (size_t)(eq - *e) : strlen(*e);
+		char name[NAME_CMP_MAX + 1], base[NAME_CMP_MAX + 1];
+		const char *sugg;
+		int file;
+
+		if (strncmp(*e, "TXMAIL_", 7) != 0)
+			continue;
+		/* printable names only: the text goes to logs */
+		if (nl > NAME_CMP_MAX)
+			nl = NAME_CMP_MAX;
+		for (size_t i = 0; i < nl; i++) {
+			unsigned char c = (unsigned char)(*e)[i];
+			name[i] = isalnum(c) || c == '_' ? (char)c : '?';
+		}
+		name[nl] = '\0';
+		if (name_known(name))
+			continue;
+		if (nl > 12 && strcmp(name + nl - 5, "_FILE") == 0) {
+			snprintf(base, sizeof(base), "%.*s", (int)(nl - 5), name);
+			if (cv_index(base) >= 0) {
+				rep_add(rep, CONFIG_WARNING, "%s: unknown variable, ignored: only secrets have "
+				    "a _FILE form, %s does not", name, base);
+				continue;
+			}
+		}
+		sugg = name_suggest(name, &file);
+		if (sugg != NULL)
+			rep_add(rep, CONFIG_WARNING, "%s: unknown variable, ignored; did you mean %s%s?",
+			    name, sugg, file ? "_FILE" : "");
+		else
+			rep_add(rep, CONFIG_WARNING, "%s: unknown variable, ignored "
+			    "('txmail config list' lists the known ones)", name);
+	}
+}
+
+/* --- loading ---------------------------------------------------------------------- */
+
+/* Fields whose defaults are not a table value. */
+static void
+config_defaults(struct config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	smtp_timeouts_default(&cfg->smtp_timeouts);
+}
+
+/*
+ * Apply one variable: its value from the environment (or its file), else
+ * its default. bad[i] is set on an error.
+ */
+static void
+load_var(struct config *cfg, size_t i, struct config_report *rep, unsigned char *bad)
+{
+	const struct config_var *var = &config_vars[i];
+	char err[CONFIG_PROBLEM_MAX - 80] = "";
+	char *buf = NULL;
+	const char *v = NULL;
+	int rc;
+
+	cfg->source[i] = CONFIG_SRC_DEFAULT;
+	if (var->flags & CV_SECRET) {
+		const char *ev = getenv(var->name);
+
+		if ((buf = malloc(var->size)) == NULL) {
+			rep_add(rep, CONFIG_ERROR, "%s: out of memory", var->name);
+			bad[i] = 1;
+			return;
+		}
+		if (config_secret(var->name, buf, var->size, err, sizeof(err)) != 0) {
+			rep_add(rep, CONFIG_ERROR, "%s", err);   /* it names the variable */
+			bad[i] = 1;
+			goto out;
+		}
+		if (buf[0] != '\0') {
+			v = buf;
+			cfg->source[i] = ev != NULL && *ev != '\0' ? CONFIG_SRC_ENV : CONFIG_SRC_FILE;
+		}
+	} else {
+		v = getenv(var->name);
+		if (v != NULL && *v != '\0')
+			cfg->source[i] = CONFIG_SRC_ENV;
+		else
+			v = NULL;
+	}
+	if (v == NULL && (var->flags & CV_DYNAMIC)) {
+		rc = var->set(cfg, NULL, err, sizeof(err));
+	} else {
+		if (v == NULL)
+			v = var->def;
+		if (v == NULL)
+			goto out;   /* the field keeps config_defaults' value */
+		if (var->kind == CV_CUSTOM)
+			rc = var->set(cfg, v, err, sizeof(err));
+		else if (*v == '\0')
+			rc = 0;     /* "" default: the zeroed field */
+		else if ((rc = cv_store(cfg, var, v, err, sizeof(err))) == 0 && var->set != NULL)
+			rc = var->set(cfg, v, err, sizeof(err));
+	}
+	if (rc != 0) {
+		size_t nl = strlen(var->name);
+
+		bad[i] = 1;
+		if (strncmp(err, var->name, nl) == 0 && (err[nl] == ':' || err[nl] == ' '))
+			rep_add(rep, CONFIG_ERROR, "%s", err);
+		else
+			rep_add(rep, CONFIG_ERROR, "%s: %s", var->name, err);
+	}
+out:
+	if (buf != NULL) {
+		explicit_bzero(buf, var->size);
+		free(buf);
+	}
+}
+
+/* The pairs where one value bounds another: the larger one is raised, and said so. */
+static const struct {
+	const char *base, *max;
+	size_t base_off, max_off;
+} config_bounds[] = {
+	{ "TXMAIL_RETRY_BASE", "TXMAIL_RETRY_MAX",
+	  offsetof(struct config, retry_base), offsetof(struct config, retry_max) },
+	{ "TXMAIL_WEBHOOK_RETRY_BASE", "TXMAIL_WEBHOOK_RETRY_MAX",
+	  offsetof(struct config, webhook_retry_base), offsetof(struct config, webhook_retry_max) },
+	{ "TXMAIL_DEST_BACKOFF_BASE", "TXMAIL_DEST_BACKOFF_MAX",
+	  offsetof(struct config, dest_backoff_base), offsetof(struct config, dest_backoff_max) },
+};
+
+static int
+is_bad(const unsigned char *bad, const char *name)
+{
+	int i = cv_index(name);
+
+	return i < 0 || bad[i];
+}
+
+/* Checks that involve more than one variable, on the ones that parsed. */
+static void
+cross_checks(struct config *cfg, struct config_report *rep, const unsigned char *bad)
+{
+	for (size_t i = 0; i < sizeof(config_bounds) / sizeof(config_bounds[0]); i++) {
+		double *base = (double *)(void *)((char *)cfg + config_bounds[i].base_off);
+		double *max = (double *)(void *)((char *)cfg + config_bounds[i].max_off);
+		char b[40], m[40];
+
+		if (is_bad(bad, config_bounds[i].base) || is_bad(bad, config_bounds[i].max) || *max >= *base)
+			continue;
+		fmt_num(*base, b, sizeof(b));
+		fmt_num(*max, m, sizeof(m));
+		rep_add(rep, CONFIG_WARNING, "%s: %s is below %s (%s): using %s for both",
+		    config_bounds[i].max, m, config_bounds[i].base, b, b);
+		*max = *base;
+	}
+	if (!is_bad(bad, "TXMAIL_MAX_AGE") && !is_bad(bad, "TXMAIL_RETRY_BASE") &&
+	    cfg->max_age <= cfg->retry_base)
+		rep_add(rep, CONFIG_WARNING, "%s: not above TXMAIL_RETRY_BASE: a temporary failure is never retried",
+		    "TXMAIL_MAX_AGE");
+	if (!is_bad(bad, "TXMAIL_WEBHOOK_URL") && !is_bad(bad, "TXMAIL_WEBHOOK_SECRET") &&
+	    cfg->webhook_url[0] != '\0' && cfg->webhook_secret[0] == '\0')
+		rep_add(rep, CONFIG_ERROR, "%s: required when TXMAIL_WEBHOOK_URL is set", "TXMAIL_WEBHOOK_SECRET");
+	if (!is_bad(bad, "TXMAIL_WEBHOOK_URL") && !is_bad(bad, "TXMAIL_WEBHOOK_ALLOW_PRIVATE") &&
+	    cfg->webhook_url[0] != '\0') {
+		/* refuse to start with a default endpoint we would never connect to */
+		char why[256];
+
+		if (netguard_url_check(cfg->webhook_url, cfg->webhook_allow_private,
+		    NETGUARD_RESOLVE_MS, why, sizeof(why)) != 0)
+			rep_add(rep, CONFIG_ERROR, "%s: %s", "TXMAIL_WEBHOOK_URL", why);
+	}
+	if (!is_bad(bad, "TXMAIL_BOUNCE_DOMAIN") && !is_bad(bad, "TXMAIL_BOUNCE_SECRET") &&
+	    cfg->bounce_domain[0] != '\0' && strlen(cfg->bounce_secret) < 16)
+		rep_add(rep, CONFIG_ERROR, "%s", "TXMAIL_BOUNCE_SECRET: required with TXMAIL_BOUNCE_DOMAIN, "
+		    "at least 16 characters (e.g. openssl rand -hex 32)");
+	if (!is_bad(bad, "TXMAIL_BOUNCE_LISTEN") && !is_bad(bad, "TXMAIL_BOUNCE_DOMAIN") &&
+	    cfg->bounce_listen_set && cfg->bounce_domain[0] == '\0')
+		rep_add(rep, CONFIG_ERROR, "%s", "TXMAIL_BOUNCE_LISTEN needs TXMAIL_BOUNCE_DOMAIN and TXMAIL_BOUNCE_SECRET");
+}
+
+int
+config_load_report(struct config *cfg, struct config_report *rep)
+{
+	unsigned char bad[NVARS];
+
+	memset(rep, 0, sizeof(*rep));
+	memset(bad, 0, sizeof(bad));
+	config_defaults(cfg);
+	for (size_t i = 0; i < NVARS; i++)
+		load_var(cfg, i, rep, bad);
+	cross_checks(cfg, rep, bad);
+	config_unknown_vars(rep);
+	return rep->nerrors == 0 ? 0 : -1;
+}
+
+int
+config_load(struct config *cfg, char *err, size_t errlen)
+{
+	struct config_report *rep = malloc(sizeof(*rep));
+	size_t o = 0;
+	int rc;
+
+	if (rep == NULL) {
+		config_defaults(cfg);
+		return cfg_err(err, errlen, "%s", "out of memory");
+	}
+	rc = config_load_report(cfg, rep);
+	if (errlen > 0)
+		err[0] = '\0';
+	for (size_t i = 0; i < rep->n; i++) {
+		if (rep->p[i].severity == CONFIG_WARNING) {
+			log_warn("configuration warning", "problem=%s", rep->p[i].text);
+			continue;
+		}
+		if (o < errlen) {
+			int w = snprintf(err + o, errlen - o, "%s%s", o > 0 ? "; " : "", rep->p[i].text);
+			o = w < 0 ? errlen : o + (size_t)w;
+		}
+	}
+	free(rep);
+	return rc;
+}
+
+/* --- config list / config check ---------------------------------------------------- */
+
+/* The default of var as config list shows it (markdown: values in backticks). */
+static void
+default_text(const struct config_var *var, int markdown, char *out, size_t outlen)
+{
+	const char *q = markdown ? "`" : "";
+	char val[256];
+
+	if (var->def == NULL && !(var->flags & CV_DYNAMIC)) {
+		struct config d;
+
+		config_defaults(&d);
+		cv_show(&d, var, val, sizeof(val));
+	} else {
+		util_strlcpy(val, var->def != NULL ? var->def : "", sizeof(val));
+	}
+	if (val[0] == '\0')
+		util_strlcpy(out, var->note != NULL ? var->note : "unset", outlen);
+	else if (var->note != NULL)
+		snprintf(out, outlen, "%s%s%s (%s)", q, val, q, var->note);
+	else
+		snprintf(out, outlen, "%s%s%s", q, val, q);
+}
+
+/* The meaning of var: its help, then unit and range for numbers. */
+static void
+meaning_text(const struct config_var *var, char *out, size_t outlen)
+{
+	char range[128];
+
+	switch (var->kind) {
+	case CV_INT:
+	case CV_PORT:
+	case CV_SECONDS:
+	case CV_NUM:
+	case CV_SIZE:
+		range_text(var, range, sizeof(range));
+		snprintf(out, outlen, "%s (%s)", var->help, range);
+		break;
+	default:
+		util_strlcpy(out, var->help, outlen);
+		break;
+	}
+	if (var->flags & CV_SECRET) {
+		size_t n = strlen(out);
+		snprintf(out + n, outlen - n, "; secret: also `%s_FILE`", var->name);
+	}
+}
+
+/* s to out: markdown escapes '|'; plain text drops the backticks. */
+static void
+put_text(FILE *out, const char *s, int markdown)
+{
+	for (; *s != '\0'; s++) {
+		if (markdown && *s == '|')
+			fputs("\\|", out);
+		else if (!markdown && *s == '`')
+			continue;
+		else
+			fputc(*s, out);
+	}
+}
+
+void
+config_list(FILE *out, int markdown)
+{
+	char meaning[1536], def[512];
+
+	if (markdown)
+		fputs("| variable | meaning | default |\n|---|---|---|\n", out);
+	for (size_t i = 0; i < NVARS; i++) {
+		const struct config_var *var = &config_vars[i];
+
+		meaning_text(var, meaning, sizeof(meaning));
+		default_text(var, markdown, def, sizeof(def));
+		if (markdown) {
+			fprintf(out, "| `%s` | ", var->name);
+			put_text(out, meaning, 1);
+			fputs(" | ", out);
+			put_text(out, def, 1);
+			fputs(" |\n", out);
+		} else {
+			fprintf(out, "%s\n    ", var->name);
+			put_text(out, meaning, 0);
+			fputs("\n    default: ", out);
+			put_text(out, def, 0);
+			fputs("\n", out);
+		}
+	}
+}
+
+int
+config_check(FILE *out, FILE *errout)
+{
+	struct config_report *rep = malloc(sizeof(*rep));
+	struct config *cfg = malloc(sizeof(*cfg));
+	char val[4096];
+	int rc = 1;
+
+	if (rep == NULL || cfg == NULL) {
+		fputs("txmail config check: out of memory\n", errout);
+		free(rep);
+		free(cfg);
+		return 1;
+	}
+	rc = config_load_report(cfg, rep) == 0 ? 0 : 1;
+	for (size_t i = 0; i < NVARS; i++) {
+		const struct config_var *var = &config_vars[i];
+		int invalid = 0;
+
+		for (size_t j = 0; j < rep->n && !invalid; j++) {
+			size_t nl = strlen(var->name);
+			const char *t = rep->p[j].text;
+
+			invalid = rep->p[j].severity == CONFIG_ERROR && strncmp(t, var->name, nl) == 0 &&
+			    (t[nl] == ':' || (t[nl] == '_' && strncmp(t + nl, "_FILE", 5) == 0) ||
+			    (t[nl] == ' ' && strncmp(t + nl, " and ", 5) == 0));
+		}
+		if (invalid)
+			util_strlcpy(val, "(invalid)", sizeof(val));
+		else
+			cv_show(cfg, var, val, sizeof(val));
+		fprintf(out, "%-11s %s=%s\n", source_names[cfg->source[i] % 3], var->name, val);
+	}
+	for (size_t j = 0; j < rep->n; j++)
+		fprintf(errout, "%s: %s\n", rep->p[j].severity == CONFIG_ERROR ? "error" : "warning",
+		    rep->p[j].text);
+	if (rep->dropped > 0)
+		fprintf(errout, "error: %zu more problems not shown\n", rep->dropped);
+	fprintf(errout, "config check: %zu error%s, %zu warning%s\n", rep->nerrors,
+	    rep->nerrors == 1 ? "" : "s", rep->nwarnings, rep->nwarnings == 1 ? "" : "s");
+	config_free(cfg);
+	free(cfg);
+	free(rep);
+	return rc;
 }
 
 /* Split the comma-separated TXMAIL_API_KEYS value v into cfg->api_keys. */
@@ -572,239 +1781,6 @@ load_api_keys(struct config *cfg, const char *v, char *err, size_t errlen)
 			v++;
 		if (*v == ',')
 			v++;
-	}
-	return 0;
-}
-
-/*
- * The URL- and list-valued secrets: read through config_secret into a
- * buffer of their own, parsed, and the buffer wiped.
- */
-static int
-load_redis_url(struct config *cfg, char *err, size_t errlen)
-{
-	char url[SECRET_URL_MAX];
-	int rc = config_secret("TXMAIL_REDIS_URL", url, sizeof(url), err, errlen);
-
-	if (rc == 0 && url[0] != '\0') {
-		rc = config_parse_redis(url, &cfg->redis, err, errlen);
-		cfg->redis_set = rc == 0;
-	}
-	explicit_bzero(url, sizeof(url));
-	return rc;
-}
-
-static int
-load_relay(struct config *cfg, char *err, size_t errlen)
-{
-	char url[SECRET_URL_MAX], why[200];
-	int rc = config_secret("TXMAIL_RELAY", url, sizeof(url), err, errlen);
-
-	if (rc == 0 && url[0] != '\0') {
-		rc = config_parse_relay(url, &cfg->relay, why, sizeof(why));
-		if (rc != 0)
-			cfg_err(err, errlen, "TXMAIL_RELAY: %s", why);
-		cfg->relay_set = rc == 0;
-	}
-	explicit_bzero(url, sizeof(url));
-	return rc;
-}
-
-static int
-load_api_keys_var(struct config *cfg, char *err, size_t errlen)
-{
-	char *spec = malloc(API_KEYS_SPEC_MAX);
-	int rc;
-
-	if (spec == NULL)
-		return cfg_err(err, errlen, "%s", "out of memory");
-	rc = config_secret("TXMAIL_API_KEYS", spec, API_KEYS_SPEC_MAX, err, errlen);
-	if (rc == 0)
-		rc = load_api_keys(cfg, spec, err, errlen);
-	explicit_bzero(spec, API_KEYS_SPEC_MAX);
-	free(spec);
-	return rc;
-}
-
-static const struct {
-	const char *env;
-	size_t off;
-} timeout_vars[] = {
-	{ "TXMAIL_SMTP_TIMEOUT_CONNECT", offsetof(struct smtp_timeouts, connect) },
-	{ "TXMAIL_SMTP_TIMEOUT_BANNER", offsetof(struct smtp_timeouts, banner) },
-	{ "TXMAIL_SMTP_TIMEOUT_EHLO", offsetof(struct smtp_timeouts, ehlo) },
-	{ "TXMAIL_SMTP_TIMEOUT_TLS", offsetof(struct smtp_timeouts, tls) },
-	{ "TXMAIL_SMTP_TIMEOUT_AUTH", offsetof(struct smtp_timeouts, auth) },
-	{ "TXMAIL_SMTP_TIMEOUT_MAIL", offsetof(struct smtp_timeouts, mail) },
-	{ "TXMAIL_SMTP_TIMEOUT_RCPT", offsetof(struct smtp_timeouts, rcpt) },
-	{ "TXMAIL_SMTP_TIMEOUT_DATA", offsetof(struct smtp_timeouts, data) },
-	{ "TXMAIL_SMTP_TIMEOUT_BLOCK", offsetof(struct smtp_timeouts, block) },
-	{ "TXMAIL_SMTP_TIMEOUT_DOT", offsetof(struct smtp_timeouts, dot) },
-	{ "TXMAIL_SMTP_TIMEOUT_RSET", offsetof(struct smtp_timeouts, rset) },
-	{ "TXMAIL_SMTP_TIMEOUT_QUIT", offsetof(struct smtp_timeouts, quit) },
-	{ "TXMAIL_SMTP_TIMEOUT_IDLE", offsetof(struct smtp_timeouts, idle) },
-};
-
-int
-config_load(struct config *cfg, char *err, size_t errlen)
-{
-	const char *v;
-	long l;
-	char host[256];
-
-	memset(cfg, 0, sizeof(*cfg));
-	if (config_parse_listen((v = getenv("TXMAIL_LISTEN")) && *v ? v : "127.0.0.1:8080",
-	    cfg->listen_host, sizeof(cfg->listen_host), &cfg->listen_port, err, errlen) != 0)
-		return -1;
-	if (load_redis_url(cfg, err, errlen) != 0)
-		return -1;
-	if (env_str("TXMAIL_DATA_DIR", "./var", cfg->data_dir, sizeof(cfg->data_dir), err, errlen) != 0)
-		return -1;
-	if (load_api_keys_var(cfg, err, errlen) != 0 || load_relay(cfg, err, errlen) != 0)
-		return -1;
-	if (env_str("TXMAIL_TLS_CA_FILE", "", cfg->tls_ca_file, sizeof(cfg->tls_ca_file), err, errlen) != 0)
-		return -1;
-	if (cfg->tls_ca_file[0] != '\0' && access(cfg->tls_ca_file, R_OK) != 0)
-		return cfg_err(err, errlen, "TXMAIL_TLS_CA_FILE: cannot read %s", cfg->tls_ca_file);
-	if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
-		util_strlcpy(host, "localhost", sizeof(host));
-	host[sizeof(host) - 1] = '\0';
-	if (env_str("TXMAIL_HELO_NAME", host, cfg->helo_name, sizeof(cfg->helo_name), err, errlen) != 0)
-		return -1;
-	if (!host_ok(cfg->helo_name, strlen(cfg->helo_name)))
-		return cfg_err(err, errlen, "TXMAIL_HELO_NAME: \"%.64s\" is not a host name", cfg->helo_name);
-	/* a webhook URL may carry credentials or a token in its path */
-	if (config_secret("TXMAIL_WEBHOOK_URL", cfg->webhook_url, sizeof(cfg->webhook_url), err, errlen) != 0 ||
-	    config_secret("TXMAIL_WEBHOOK_SECRET", cfg->webhook_secret, sizeof(cfg->webhook_secret), err, errlen) != 0)
-		return -1;
-	if (cfg->webhook_url[0] != '\0' && strncmp(cfg->webhook_url, "http://", 7) != 0 &&
-	    strncmp(cfg->webhook_url, "https://", 8) != 0)
-		return cfg_err(err, errlen, "%s: want an http:// or https:// URL", "TXMAIL_WEBHOOK_URL");
-	if (cfg->webhook_url[0] != '\0' && cfg->webhook_secret[0] == '\0')
-		return cfg_err(err, errlen, "%s: required when TXMAIL_WEBHOOK_URL is set", "TXMAIL_WEBHOOK_SECRET");
-	if (env_int("TXMAIL_WEBHOOK_ALLOW_PRIVATE", 0, 0, 1, &l, err, errlen))
-		return -1;
-	cfg->webhook_allow_private = (int)l;
-	if (cfg->webhook_url[0] != '\0') {
-		/* refuse to start with a default endpoint we would never connect to */
-		char why[512];
-
-		if (netguard_url_check(cfg->webhook_url, cfg->webhook_allow_private,
-		    NETGUARD_RESOLVE_MS, why, sizeof(why)) != 0)
-			return cfg_err(err, errlen, "%s: %s", "TXMAIL_WEBHOOK_URL", why);
-	}
-	if (env_int("TXMAIL_HTTP_TIMEOUT", 30, 1, 86400, &l, err, errlen))
-		return -1;
-	cfg->http_timeout = (int)l;
-	if (env_seconds("TXMAIL_HTTP_HEADER_TIMEOUT", 10, 0.1, &cfg->http_header_timeout, err, errlen))
-		return -1;
-	if (env_seconds("TXMAIL_RETRY_BASE", 60, 0.001, &cfg->retry_base, err, errlen) ||
-	    env_seconds("TXMAIL_RETRY_MAX", 3600, 0.001, &cfg->retry_max, err, errlen) ||
-	    env_seconds("TXMAIL_MAX_AGE", 86400, 1, &cfg->max_age, err, errlen) ||
-	    env_seconds("TXMAIL_WEBHOOK_RETRY_BASE", 5, 0.001, &cfg->webhook_retry_base, err, errlen) ||
-	    env_seconds("TXMAIL_WEBHOOK_RETRY_MAX", 3600, 0.001, &cfg->webhook_retry_max, err, errlen) ||
-	    env_seconds("TXMAIL_WEBHOOK_MAX_AGE", 259200, 1, &cfg->webhook_max_age, err, errlen) ||
-	    env_seconds("TXMAIL_WEBHOOK_TIMEOUT", 10, 0.1, &cfg->webhook_timeout, err, errlen) ||
-	    env_seconds("TXMAIL_VISIBILITY_TIMEOUT", 30, 0.5, &cfg->visibility_timeout, err, errlen))
-		return -1;
-	if (cfg->retry_max < cfg->retry_base)
-		cfg->retry_max = cfg->retry_base;
-	if (cfg->webhook_retry_max < cfg->webhook_retry_base)
-		cfg->webhook_retry_max = cfg->webhook_retry_base;
-	if (env_int("TXMAIL_MAX_BODY", 10L << 20, 1024, 1L << 30, &l, err, errlen))
-		return -1;
-	cfg->max_body = (size_t)l;
-	l = sysconf(_SC_NPROCESSORS_ONLN);
-	if (env_int("TXMAIL_HTTP_THREADS", l > 0 ? (l < 64 ? l : 64) : 2, 1, 256, &l, err, errlen))
-		return -1;
-	cfg->http_threads = (int)l;
-	if (env_int("TXMAIL_WORKERS", 1, 1, 64, &l, err, errlen))
-		return -1;
-	cfg->workers = (int)l;
-	if (env_int("TXMAIL_WORKER_CONCURRENCY", 256, 1, 10000, &l, err, errlen))
-		return -1;
-	cfg->worker_concurrency = (int)l;
-	if (env_int("TXMAIL_MAX_CONNS_PER_HOST", 32, 1, 1000, &l, err, errlen))
-		return -1;
-	cfg->max_conns_per_target = (int)l;
-	if (env_int("TXMAIL_MAX_MSGS_PER_CONN", 1024, 1, 100000, &l, err, errlen))
-		return -1;
-	cfg->max_msgs_per_conn = (int)l;
-	if ((v = getenv("TXMAIL_DOMAIN_RATE")) != NULL && *v != '\0') {
-		struct shaper_rates *rates = NULL;
-		if (shaper_rates_parse(v, &rates, err, errlen) != 0)
-			return -1;   /* the message names TXMAIL_DOMAIN_RATE */
-		shaper_rates_free(rates);
-		if ((cfg->domain_rate = strdup(v)) == NULL)
-			return cfg_err(err, errlen, "%s", "out of memory");
-	}
-	if (env_int("TXMAIL_DEST_FAIL_THRESHOLD", 5, 1, 1000000, &l, err, errlen) ||
-	    env_seconds("TXMAIL_DEST_BACKOFF_BASE", 10, 0.01, &cfg->dest_backoff_base, err, errlen) ||
-	    env_seconds("TXMAIL_DEST_BACKOFF_MAX", 600, 0.01, &cfg->dest_backoff_max, err, errlen))
-		return -1;
-	cfg->dest_fail_threshold = (int)l;
-	if (cfg->dest_backoff_max < cfg->dest_backoff_base)
-		cfg->dest_backoff_max = cfg->dest_backoff_base;
-	smtp_timeouts_default(&cfg->smtp_timeouts);
-	for (size_t i = 0; i < sizeof(timeout_vars) / sizeof(timeout_vars[0]); i++) {
-		double *field = (double *)(void *)((char *)&cfg->smtp_timeouts + timeout_vars[i].off);
-		if (env_seconds(timeout_vars[i].env, *field, 0.01, field, err, errlen))
-			return -1;
-	}
-	cfg->log_level = LOG_INFO;
-	if ((v = getenv("TXMAIL_LOG_LEVEL")) != NULL && *v != '\0') {
-		int lv = log_level_parse(v);
-		if (lv < 0)
-			return cfg_err(err, errlen, "%s: want debug, info, warn or error", "TXMAIL_LOG_LEVEL");
-		cfg->log_level = lv;
-	}
-	if (env_seconds("TXMAIL_RATE_LIMIT", 200, 0, &cfg->rate_limit, err, errlen) ||
-	    env_seconds("TXMAIL_RATE_BURST", 400, 1, &cfg->rate_burst, err, errlen) ||
-	    env_seconds("TXMAIL_EVENTS_RETENTION", 86400, 1, &cfg->events_retention, err, errlen))
-		return -1;
-	if (env_int("TXMAIL_MAX_ATTACHMENT_BYTES", 7L << 20, 0, 1L << 30, &l, err, errlen))
-		return -1;
-	cfg->max_attach = (size_t)l;
-	if (env_str("TXMAIL_REDIS_SERVER", "redis-server", cfg->redis_server, sizeof(cfg->redis_server), err, errlen))
-		return -1;
-	{
-		char why[512];
-		if (dkim_keys_load(getenv("TXMAIL_DKIM_KEYS"), &cfg->dkim_keys, why, sizeof(why)) != 0)
-			return cfg_err(err, errlen, "TXMAIL_DKIM_KEYS: %s", why);
-	}
-	if (env_str("TXMAIL_DNS_SERVER", "", cfg->dns_server, sizeof(cfg->dns_server), err, errlen))
-		return -1;
-	if (cfg->dns_server[0] != '\0') {
-		char dh[64];
-		uint16_t dp;
-		struct in_addr ia;
-		if (config_parse_listen(cfg->dns_server, dh, sizeof(dh), &dp, err, errlen) != 0 ||
-		    inet_pton(AF_INET, dh, &ia) != 1)
-			return cfg_err(err, errlen, "%s: want an IPv4 ip:port", "TXMAIL_DNS_SERVER");
-	}
-	if (env_int("TXMAIL_MX_PORT", 25, 1, 65535, &l, err, errlen))
-		return -1;
-	cfg->mx_port = (uint16_t)l;
-	if (env_int("TXMAIL_MX_TLS_VERIFY", 0, 0, 1, &l, err, errlen))
-		return -1;
-	cfg->mx_tls_verify = (int)l;
-	if (env_str("TXMAIL_BOUNCE_DOMAIN", "", cfg->bounce_domain, sizeof(cfg->bounce_domain), err, errlen) ||
-	    config_secret("TXMAIL_BOUNCE_SECRET", cfg->bounce_secret, sizeof(cfg->bounce_secret), err, errlen))
-		return -1;
-	if (cfg->bounce_domain[0] != '\0' && (strchr(cfg->bounce_domain, '@') ||
-	    strchr(cfg->bounce_domain, ' ') || strchr(cfg->bounce_domain, '<')))
-		return cfg_err(err, errlen, "%s", "TXMAIL_BOUNCE_DOMAIN: want a domain name");
-	if (cfg->bounce_domain[0] != '\0' && strlen(cfg->bounce_secret) < 16)
-		return cfg_err(err, errlen, "%s", "TXMAIL_BOUNCE_SECRET: required with TXMAIL_BOUNCE_DOMAIN, "
-		    "at least 16 characters (e.g. openssl rand -hex 32)");
-	if ((v = getenv("TXMAIL_BOUNCE_LISTEN")) != NULL && *v != '\0') {
-		char why[256];
-		if (config_parse_listen(v, cfg->bounce_listen_host, sizeof(cfg->bounce_listen_host),
-		    &cfg->bounce_listen_port, why, sizeof(why)) != 0)
-			return cfg_err(err, errlen, "TXMAIL_BOUNCE_LISTEN: %s", why);
-		if (cfg->bounce_domain[0] == '\0')
-			return cfg_err(err, errlen, "%s", "TXMAIL_BOUNCE_LISTEN needs TXMAIL_BOUNCE_DOMAIN and TXMAIL_BOUNCE_SECRET");
-		cfg->bounce_listen_set = 1;
 	}
 	return 0;
 }
@@ -841,44 +1817,32 @@ relay_masked(const struct smtp_target *t, char *out, size_t outlen)
 	    v6 ? "[" : "", t->host, v6 ? "]" : "", (unsigned)t->port);
 }
 
+
 void
 config_describe(const struct config *cfg)
 {
-	static const char *const tls_names[] = { "none", "starttls", "required", "implicit" };
-	char relay[sizeof(cfg->relay.user) + sizeof(cfg->relay.host) + 32];
 	char redis[sizeof(cfg->redis.path) + sizeof(cfg->redis.user) + 32];
+	char relay[sizeof(cfg->relay.user) + sizeof(cfg->relay.host) + 64];
+	char val[4096];
 
 	if (cfg->redis_set)
 		config_redis_masked(&cfg->redis, redis, sizeof(redis));
 	else
 		util_strlcpy(redis, "embedded", sizeof(redis));
-	log_info("config", "listen=%s:%u redis=%s data_dir=%s api_keys=%zu helo=%s",
-	    cfg->listen_host, cfg->listen_port, redis,
-	    cfg->data_dir, cfg->napi_keys, cfg->helo_name);
-	log_info("config", "http_timeout=%ds webhook_allow_private=%d", cfg->http_timeout,
-	    cfg->webhook_allow_private);
-	if (cfg->relay_set) {
-		relay_masked(&cfg->relay, relay, sizeof(relay));
-		log_info("config", "relay=%s tls=%s auth=%s verify=%s", relay,
-		    tls_names[cfg->relay.tls & 3],
-		    cfg->relay.user[0] ? "yes (password masked)" : "no",
-		    cfg->relay.no_verify ? "OFF" : "on");
-	} else
-		log_info("config", "relay=none dns=%s mx_port=%u mx_tls=%s",
-		    cfg->dns_server[0] ? cfg->dns_server : "system", cfg->mx_port,
-		    cfg->mx_tls_verify ? "required+verified" : "opportunistic");
-	log_info("config", "retry_base=%gs retry_max=%gs max_age=%gs visibility=%gs "
-	    "webhook=%s webhook_retry_base=%gs", cfg->retry_base, cfg->retry_max,
-	    cfg->max_age, cfg->visibility_timeout,
-	    cfg->webhook_url[0] ? "set" : "none", cfg->webhook_retry_base);
-	log_info("config", "dkim_keys=%zu", dkim_keys_count(cfg->dkim_keys));
-	log_info("config", "max_conns_per_host=%d max_msgs_per_conn=%d domain_rate=%s "
-	    "dest_fail_threshold=%d dest_backoff_base=%gs dest_backoff_max=%gs",
-	    cfg->max_conns_per_target,
-	    cfg->max_msgs_per_conn, cfg->domain_rate ? cfg->domain_rate : "none",
-	    cfg->dest_fail_threshold, cfg->dest_backoff_base, cfg->dest_backoff_max);
-	if (cfg->bounce_domain[0] != '\0')
-		log_info("config", "bounce_domain=%s bounce_listen=%s:%u", cfg->bounce_domain,
-		    cfg->bounce_listen_set ? cfg->bounce_listen_host : "off",
-		    cfg->bounce_listen_set ? cfg->bounce_listen_port : 0);
+	if (cfg->relay_set)
+		show_relay(cfg, relay, sizeof(relay));
+	else
+		util_strlcpy(relay, "none(direct-MX)", sizeof(relay));
+	log_info("config", "listen=%s:%u redis=%s relay=%s api_keys=%zu webhook=%s workers=%d dkim_keys=%zu",
+	    cfg->listen_host, (unsigned)cfg->listen_port, redis, relay, cfg->napi_keys,
+	    cfg->webhook_url[0] ? "set" : "none", cfg->workers, dkim_keys_count(cfg->dkim_keys));
+	for (size_t i = 0; i < NVARS; i++) {
+		const struct config_var *var = &config_vars[i];
+		enum config_source src = (enum config_source)(cfg->source[i] % 3);
+
+		cv_show(cfg, var, val, sizeof(val));
+		log_msg(src == CONFIG_SRC_DEFAULT ? LOG_DEBUG : LOG_INFO, "config setting",
+		    " name=%s value=%s source=%s",
+		    var->name, val, source_names[src]);
+	}
 }

@@ -1,12 +1,16 @@
 /*
  * config.h - configuration from TXMAIL_* environment variables.
  *
- * Parsing is pure where it can be (URL parsers take strings, not the
- * environment) so it is unit-tested and fuzzed. Secrets read here (API
- * keys, relay URL, Redis URL, webhook URL and secret, bounce secret) are
- * never logged; config_describe() prints the configuration with them
- * masked. Each of them may instead come from a file named by NAME_FILE
- * (Docker/Kubernetes secrets): see config_secret.
+ * Every variable is one row of a static table in config.c (name, kind,
+ * default, range, unit, one line of meaning, where it is stored); that
+ * table drives parsing, `txmail config list` (and the README's table,
+ * generated from it), `txmail config check` and the warning for unknown
+ * TXMAIL_* variables. Parsing is pure where it can be (URL parsers take
+ * strings, not the environment) so it is unit-tested and fuzzed. Secrets
+ * read here (API keys, relay URL, Redis URL, webhook URL and secret, bounce
+ * secret) are never logged or printed unmasked. Each of them may instead
+ * come from a file named by NAME_FILE (Docker/Kubernetes secrets): see
+ * config_secret.
  */
 #ifndef SERVER_CONFIG_H
 #define SERVER_CONFIG_H
@@ -14,10 +18,21 @@
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "../smtp/engine.h"
 
 #define CONFIG_MAX_API_KEYS 64
+#define CONFIG_MAX_VARS 96        /* rows of the variable table (checked at compile time) */
+#define CONFIG_MAX_PROBLEMS 128
+#define CONFIG_PROBLEM_MAX 384
+
+/* Where a setting's value came from. */
+enum config_source {
+	CONFIG_SRC_DEFAULT = 0,
+	CONFIG_SRC_ENV,           /* the variable itself */
+	CONFIG_SRC_FILE,          /* NAME_FILE (secrets only) */
+};
 
 struct dkim_keys;   /* dkim_keys.h */
 
@@ -68,6 +83,10 @@ struct config {
 	double dest_backoff_max;  /* TXMAIL_DEST_BACKOFF_MAX: longest suspension, 600 s */
 	struct smtp_timeouts smtp_timeouts;  /* TXMAIL_SMTP_TIMEOUT_<CMD> (CONNECT, BANNER, ...) */
 	int log_level;            /* TXMAIL_LOG_LEVEL */
+	int log_format;           /* TXMAIL_LOG_FORMAT: 0 logfmt, 1 json */
+	double shutdown_grace;    /* TXMAIL_SHUTDOWN_GRACE: SIGTERM: seconds in-flight SMTP transactions may take, 25 */
+	char sink_listen_host[256];   /* TXMAIL_SINK_LISTEN: `run --dev`'s capture sink, 127.0.0.1:2525 */
+	uint16_t sink_listen_port;
 	char redis_server[PATH_MAX];  /* TXMAIL_REDIS_SERVER: binary for the embedded redis, "redis-server" */
 	double rate_limit;        /* TXMAIL_RATE_LIMIT: requests per second per API key, 200; 0 = off */
 	double rate_burst;        /* TXMAIL_RATE_BURST: bucket size, 400 */
@@ -82,13 +101,60 @@ struct config {
 	char dns_server[64];      /* TXMAIL_DNS_SERVER: "ip:port" (IPv4) for MX lookups, "" = system resolver */
 	uint16_t mx_port;         /* TXMAIL_MX_PORT: SMTP port of MX hosts, 25 */
 	int mx_tls_verify;        /* TXMAIL_MX_TLS_VERIFY: 1 = require STARTTLS with a verified certificate */
+	unsigned char source[CONFIG_MAX_VARS];  /* enum config_source of each table row */
+};
+
+enum config_severity { CONFIG_WARNING, CONFIG_ERROR };
+
+/* The problems config_load_report found, in the order found. */
+struct config_report {
+	size_t n, nerrors, nwarnings;
+	size_t dropped;           /* problems beyond CONFIG_MAX_PROBLEMS, counted only */
+	struct {
+		enum config_severity severity;
+		char text[CONFIG_PROBLEM_MAX];   /* "TXMAIL_X: ...", never a secret's value */
+	} p[CONFIG_MAX_PROBLEMS];
 };
 
 /*
- * config_load - defaults, then the environment. Returns 0, or -1 with a
- * message naming the variable in err. Caller calls config_free.
+ * config_load_report - defaults, then the environment. Every variable is
+ * parsed even after an error; each problem is one line in rep (errors:
+ * bad values, missing companions; warnings: unknown TXMAIL_* variables,
+ * a value that another one overrides). Returns 0 when rep holds no error,
+ * -1 otherwise. Logs nothing. Caller calls config_free in both cases.
+ */
+int config_load_report(struct config *cfg, struct config_report *rep);
+
+/*
+ * config_load - config_load_report that logs the warnings (log_warn) and
+ * puts the errors, joined by "; ", in err. 0, or -1. Caller calls
+ * config_free in both cases.
  */
 int config_load(struct config *cfg, char *err, size_t errlen);
+
+/*
+ * config_unknown_vars - warnings for the unknown TXMAIL_* variables of the
+ * environment only, with a suggestion for a name close to a known one
+ * (for commands that read no other configuration, e.g. `txmail sink`).
+ */
+void config_unknown_vars(struct config_report *rep);
+
+/* config_source_of - where variable `name` came from; CONFIG_SRC_DEFAULT for unknown names. */
+enum config_source config_source_of(const struct config *cfg, const char *name);
+
+/*
+ * config_list - every variable, its meaning and default, from the table
+ * the parser uses: one line each, or (markdown != 0) the README's table.
+ */
+void config_list(FILE *out, int markdown);
+
+/*
+ * config_check - load the configuration and print every effective
+ * setting as "source NAME=value" (secrets masked) to out, then each
+ * problem as one line to errout. Returns 0 when there is no error (warnings
+ * allowed), 1 otherwise.
+ */
+int config_check(FILE *out, FILE *errout);
 void config_free(struct config *cfg);
 
 /*
@@ -130,7 +196,11 @@ void config_redis_masked(const struct redis_addr *addr, char *out, size_t outlen
 int config_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port,
     char *err, size_t errlen);
 
-/* config_describe - one log line per setting, secrets masked. */
+/*
+ * config_describe - log the configuration at start: a summary line, one
+ * info line per setting not at its default, the rest at debug; secrets
+ * masked.
+ */
 void config_describe(const struct config *cfg);
 
 #endif

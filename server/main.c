@@ -61,9 +61,13 @@ static const char usage_main[] =
     "  bounce        inbound SMTP listener for DSNs sent to the VERP return paths\n"
     "                (TXMAIL_BOUNCE_DOMAIN); also part of 'run' with TXMAIL_BOUNCE_LISTEN\n"
     "  dkim          keygen: make a DKIM signing key and print its DNS TXT record\n"
+    "  config        check: print every effective setting and its source, secrets\n"
+    "                masked, and every problem (exit 1 on an error);\n"
+    "                list [--markdown]: every variable, its meaning and default\n"
     "  version       print the version\n"
     "\n"
-    "Configuration is read from TXMAIL_* environment variables; see README.md.\n"
+    "Configuration is read from TXMAIL_* environment variables: 'txmail config list'\n"
+    "lists them, 'txmail config check' checks the current environment.\n"
     USAGE_SECRET_FILES
     "Run 'txmail <command> --help' for the options of a command.\n";
 
@@ -80,6 +84,21 @@ static const char usage_run[] =
     "          print an API key and a curl line to try.\n"
     "\n"
     "Stops cleanly on SIGINT (Ctrl-C) or SIGTERM.\n"
+    "\n"
+    USAGE_SECRET_FILES;
+
+static const char usage_config[] =
+    "usage: txmail config check\n"
+    "       txmail config list [--markdown]\n"
+    "\n"
+    "check  loads the configuration from the environment as the server does and\n"
+    "       prints every effective setting as 'SOURCE NAME=VALUE' (SOURCE: default,\n"
+    "       environment, or file for a NAME_FILE secret; secrets masked), then one\n"
+    "       line per problem on stderr: errors (bad values, out of range, missing\n"
+    "       companions) and warnings (unknown TXMAIL_* variables, a value raised\n"
+    "       to match another). Exit 0 without errors, 1 with.\n"
+    "list   every variable with its meaning and default; --markdown prints the\n"
+    "       table of README.md.\n"
     "\n"
     USAGE_SECRET_FILES;
 
@@ -186,16 +205,10 @@ add:
 static int
 start_dev(struct app *a, char *key, size_t keylen, char *sink_addr, size_t sinklen)
 {
-	const char *listen = getenv("TXMAIL_SINK_LISTEN");
-	char host[256], err[256], dir[PATH_MAX + 16];
-	uint16_t port, bound = 0;
+	const char *host = a->cfg.sink_listen_host;
+	char err[256], dir[PATH_MAX + 16];
+	uint16_t port = a->cfg.sink_listen_port, bound = 0;
 
-	if (listen == NULL || *listen == '\0')
-		listen = "127.0.0.1:2525";
-	if (config_parse_listen(listen, host, sizeof(host), &port, err, sizeof(err)) != 0) {
-		log_error("invalid TXMAIL_SINK_LISTEN", "error=%s", err);
-		return -1;
-	}
 	snprintf(dir, sizeof(dir), "%s/mail", a->cfg.data_dir);
 	a->sink = sink_start(host, port, dir, &bound, err, sizeof(err));
 	if (a->sink == NULL) {
@@ -210,11 +223,11 @@ start_dev(struct app *a, char *key, size_t keylen, char *sink_addr, size_t sinkl
 		a->cfg.relay.tls = SMTP_TLS_NONE;
 		a->cfg.relay_set = 1;
 	}
-	if (getenv("TXMAIL_RATE_LIMIT") == NULL)
+	if (config_source_of(&a->cfg, "TXMAIL_RATE_LIMIT") == CONFIG_SRC_DEFAULT)
 		a->cfg.rate_limit = 0;   /* one developer, one key: no throttling */
-	if (getenv("TXMAIL_RETRY_BASE") == NULL) {
+	if (config_source_of(&a->cfg, "TXMAIL_RETRY_BASE") == CONFIG_SRC_DEFAULT) {
 		a->cfg.retry_base = 1;
-		if (getenv("TXMAIL_RETRY_MAX") == NULL)
+		if (config_source_of(&a->cfg, "TXMAIL_RETRY_MAX") == CONFIG_SRC_DEFAULT)
 			a->cfg.retry_max = 60;
 	}
 	if (dev_api_key(&a->cfg, key, keylen) != 0) {
@@ -299,24 +312,46 @@ init_store(const struct config *cfg, int wait_s)
 	return rc == STORE_ERR_PROTO ? -1 : 0;
 }
 
+/* Log the warnings of rep (unknown variables, values raised to match another). */
+static void
+log_config_warnings(const struct config_report *rep)
+{
+	for (size_t i = 0; i < rep->n; i++)
+		if (rep->p[i].severity == CONFIG_WARNING)
+			log_warn("configuration warning", "problem=%s", rep->p[i].text);
+}
+
 static int
 serve(int roles, int dev)
 {
 	struct app *a = calloc(1, sizeof(*a));
+	struct config_report *rep = calloc(1, sizeof(*rep));
 	char err[512], key[128] = "", sink_addr[300] = "";
 	sigset_t set;
 	int sig, rc = 1;
 
-	if (a == NULL)
+	if (a == NULL || rep == NULL) {
+		free(a);
+		free(rep);
 		return 1;
+	}
 	block_signals(&set);
-	if (config_load(&a->cfg, err, sizeof(err)) != 0) {
-		log_error("invalid configuration", "error=%s", err);
-		config_free(&a->cfg);   /* what was loaded before the error (API keys: secrets) */
+	if (config_load_report(&a->cfg, rep) != 0) {
+		for (size_t i = 0; i < rep->n; i++)
+			log_msg(rep->p[i].severity == CONFIG_ERROR ? LOG_ERROR : LOG_WARN,
+			    rep->p[i].severity == CONFIG_ERROR ? "configuration error" : "configuration warning",
+			    " problem=%s", rep->p[i].text);
+		if (rep->dropped > 0)
+			log_error("more configuration problems not shown", "count=%zu", rep->dropped);
+		config_free(&a->cfg);   /* what was loaded (API keys: secrets) */
+		free(rep);
 		free(a);
 		return 2;
 	}
 	log_set_level(a->cfg.log_level);
+	log_set_format(a->cfg.log_format);
+	log_config_warnings(rep);
+	free(rep);
 	if (!a->cfg.redis_set) {
 		if (roles != (ROLE_API | ROLE_WORK)) {
 			log_error("TXMAIL_REDIS_URL is required for 'api' and 'worker' (only 'run' embeds a redis-server)");
@@ -406,6 +441,25 @@ out:
 	return rc;
 }
 
+static int
+config_main(int argc, char **argv)
+{
+	const char *sub = argc > 1 ? argv[1] : NULL;
+
+	if (sub == NULL || wants_help(argc, argv)) {
+		fputs(usage_config, sub == NULL ? stderr : stdout);
+		return sub == NULL ? 2 : 0;
+	}
+	if (strcmp(sub, "check") == 0 && argc == 2)
+		return config_check(stdout, stderr);
+	if (strcmp(sub, "list") == 0 && (argc == 2 || (argc == 3 && strcmp(argv[2], "--markdown") == 0))) {
+		config_list(stdout, argc == 3);
+		return 0;
+	}
+	fprintf(stderr, "txmail config: unknown arguments\n\n%s", usage_config);
+	return 2;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -449,8 +503,18 @@ main(int argc, char **argv)
 		}
 		return serve(api ? ROLE_API : ROLE_WORK, 0);
 	}
-	if (strcmp(cmd, "sink") == 0)
+	if (strcmp(cmd, "sink") == 0) {
+		struct config_report *rep = calloc(1, sizeof(*rep));
+
+		if (rep != NULL) {
+			config_unknown_vars(rep);
+			log_config_warnings(rep);
+			free(rep);
+		}
 		return sink_main(argc - 1, argv + 1);
+	}
+	if (strcmp(cmd, "config") == 0)
+		return config_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "keys") == 0)
 		return keys_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "bounce") == 0)

@@ -1,7 +1,9 @@
 /*
  * test_config.c - the pure parsers of config.c (relay, redis and listen
- * addresses), config_load, secrets from NAME_FILE (config_secret) and the
- * masked configuration log (config_describe).
+ * addresses), config_load, secrets from NAME_FILE (config_secret), the
+ * masked configuration log (config_describe), and the table-driven
+ * checks: every problem collected, ranges named, unknown variables with
+ * suggestions, sources, config list and config check.
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -563,8 +565,8 @@ Test(config, describe_masks_secrets)
 	cr_expect_str_eq(c.redis.pass, "REDISPW?", "redis password: got %s", c.redis.pass);
 	config_free(&c);
 	cr_expect(c.redis.pass[0] == '\0', "config_free left the redis password in memory");
-	cr_expect(strstr(text, "relay=smtp://relay@user:***@relay.example:587 ") != NULL,
-	    "want the relay as smtp://relay@user:***@relay.example:587, got:\n%s", text);
+	cr_expect(strstr(text, "relay=smtp://relay@user:***@relay.example:587?tls=required ") != NULL,
+	    "want the relay as smtp://relay@user:***@relay.example:587?tls=required, got:\n%s", text);
 	cr_expect(strstr(text, "redis=redis://txm:***@redis.internal:6390/1 ") != NULL,
 	    "want redis=redis://txm:***@redis.internal:6390/1, got:\n%s", text);
 	for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
@@ -577,7 +579,311 @@ Test(config, describe_masks_secrets)
 	config_free(&c);
 	unsetenv("TXMAIL_REDIS_URL");
 	cr_expect(strstr(text, "relay=smtps://[::1]:465 ") != NULL, "want relay=smtps://[::1]:465, got:\n%s", text);
+	cr_expect(strstr(text, "setting name=TXMAIL_RELAY value=smtps://[::1]:465 source=environment") != NULL,
+	    "want a line for the relay setting and its source, got:\n%s", text);
 	cr_expect(strstr(text, "redis=redis://:***@127.0.0.1:6379 ") != NULL,
 	    "want redis=redis://:***@127.0.0.1:6379, got:\n%s", text);
 	cr_expect(strstr(text, "REDISPW") == NULL, "config log leaks the redis password:\n%s", text);
+}
+
+/* --- the variable table: problems, ranges, unknown names, sources ---------- */
+
+static struct config_report rep;
+
+/* The text of the first problem of rep holding `want`, or NULL. */
+static const char *
+rep_find(const char *want, enum config_severity sev)
+{
+	for (size_t i = 0; i < rep.n; i++)
+		if (rep.p[i].severity == sev && strstr(rep.p[i].text, want) != NULL)
+			return rep.p[i].text;
+	return NULL;
+}
+
+/* All of rep, one problem a line, for failure messages. */
+static const char *
+rep_text(void)
+{
+	static char buf[16384];
+	size_t o = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < rep.n && o < sizeof(buf); i++) {
+		int w = snprintf(buf + o, sizeof(buf) - o, "  %s: %s\n",
+		    rep.p[i].severity == CONFIG_ERROR ? "error" : "warning", rep.p[i].text);
+		o += w > 0 ? (size_t)w : 0;
+	}
+	return buf;
+}
+
+struct range_case {
+	const char *var, *value;
+	const char *want;      /* the whole problem line */
+};
+
+static const struct range_case range_cases[] = {
+	{ "TXMAIL_RETRY_BASE", "0", "TXMAIL_RETRY_BASE: 0 is out of range (0.001..86400 seconds)" },
+	{ "TXMAIL_RETRY_BASE", "soon", "TXMAIL_RETRY_BASE: \"soon\" is not a number of seconds" },
+	{ "TXMAIL_RETRY_MAX", "1e9", "TXMAIL_RETRY_MAX: 1e9 is out of range (0.001..604800 seconds)" },
+	{ "TXMAIL_HTTP_TIMEOUT", "0", "TXMAIL_HTTP_TIMEOUT: 0 is out of range (1..86400 seconds)" },
+	{ "TXMAIL_HTTP_TIMEOUT", "1.5", "TXMAIL_HTTP_TIMEOUT: \"1.5\" is not a whole number of seconds" },
+	{ "TXMAIL_RATE_LIMIT", "-1", "TXMAIL_RATE_LIMIT: -1 is out of range (0..1000000 requests per second)" },
+	{ "TXMAIL_RATE_LIMIT", "fast", "TXMAIL_RATE_LIMIT: \"fast\" is not a number of requests per second" },
+	{ "TXMAIL_RATE_BURST", "0", "TXMAIL_RATE_BURST: 0 is out of range (1..10000000 requests)" },
+	{ "TXMAIL_WORKERS", "65", "TXMAIL_WORKERS: 65 is out of range (1..64)" },
+	{ "TXMAIL_MAX_BODY", "100", "TXMAIL_MAX_BODY: 100 is out of range (1024..1073741824 bytes)" },
+	{ "TXMAIL_MAX_BODY", "2G", "TXMAIL_MAX_BODY: 2G is out of range (1024..1073741824 bytes)" },
+	{ "TXMAIL_MAX_BODY", "ten", "TXMAIL_MAX_BODY: \"ten\" is not a size in bytes (e.g. 10485760 or 10M)" },
+	{ "TXMAIL_MX_PORT", "0", "TXMAIL_MX_PORT: 0 is out of range (1..65535)" },
+	{ "TXMAIL_MX_TLS_VERIFY", "2", "TXMAIL_MX_TLS_VERIFY: \"2\" is not 0 or 1" },
+	{ "TXMAIL_SHUTDOWN_GRACE", "-1", "TXMAIL_SHUTDOWN_GRACE: -1 is out of range (0..3600 seconds)" },
+	{ "TXMAIL_SMTP_TIMEOUT_DOT", "0", "TXMAIL_SMTP_TIMEOUT_DOT: 0 is out of range (0.01..86400 seconds)" },
+	{ "TXMAIL_LOG_FORMAT", "xml", "TXMAIL_LOG_FORMAT: \"xml\": want logfmt or json" },
+	{ "TXMAIL_LOG_LEVEL", "loud", "TXMAIL_LOG_LEVEL: \"loud\": want debug, info, warn or error" },
+};
+
+Test(config, range_errors_name_the_range)
+{
+	for (size_t i = 0; i < sizeof(range_cases) / sizeof(range_cases[0]); i++) {
+		const struct range_case *c = &range_cases[i];
+		struct config cfg;
+		int rc;
+
+		setenv(c->var, c->value, 1);
+		rc = config_load_report(&cfg, &rep);
+		config_free(&cfg);
+		unsetenv(c->var);
+		cr_expect_eq(rc, -1, "%s=%s: got success, want an error", c->var, c->value);
+		cr_expect_eq(rep.nerrors, 1, "%s=%s: got %zu errors, want 1:\n%s", c->var, c->value,
+		    rep.nerrors, rep_text());
+		cr_expect(rep.n >= 1 && strcmp(rep.p[0].text, c->want) == 0, "%s=%s: got\n%s want\n  %s",
+		    c->var, c->value, rep_text(), c->want);
+	}
+}
+
+Test(config, good_values_and_units)
+{
+	struct config cfg;
+
+	setenv("TXMAIL_MAX_BODY", "2M", 1);
+	setenv("TXMAIL_MX_TLS_VERIFY", "yes", 1);
+	setenv("TXMAIL_RATE_LIMIT", "0.5", 1);
+	setenv("TXMAIL_LOG_FORMAT", "json", 1);
+	setenv("TXMAIL_SHUTDOWN_GRACE", "0", 1);
+	cr_assert_eq(config_load_report(&cfg, &rep), 0, "got errors:\n%s", rep_text());
+	cr_expect_eq(cfg.max_body, 2u << 20, "max_body: got %zu, want %u", cfg.max_body, 2u << 20);
+	cr_expect_eq(cfg.mx_tls_verify, 1, "mx_tls_verify: got %d, want 1", cfg.mx_tls_verify);
+	cr_expect(cfg.rate_limit == 0.5, "rate_limit: got %g, want 0.5", cfg.rate_limit);
+	cr_expect_eq(cfg.log_format, 1, "log_format: got %d, want 1 (json)", cfg.log_format);
+	cr_expect(cfg.shutdown_grace == 0, "shutdown_grace: got %g, want 0", cfg.shutdown_grace);
+	config_free(&cfg);
+	unsetenv("TXMAIL_SHUTDOWN_GRACE");
+	unsetenv("TXMAIL_LOG_FORMAT");
+	cr_assert_eq(config_load_report(&cfg, &rep), 0, "got errors:\n%s", rep_text());
+	cr_expect(cfg.shutdown_grace == 25, "shutdown_grace default: got %g, want 25", cfg.shutdown_grace);
+	cr_expect_eq(cfg.log_format, 0, "log_format default: got %d, want 0 (logfmt)", cfg.log_format);
+	cr_expect_eq(cfg.smtp_timeouts.dot, 600, "SMTP DOT default: got %g, want 600", cfg.smtp_timeouts.dot);
+	cr_expect_str_eq(cfg.sink_listen_host, "127.0.0.1");
+	cr_expect_eq(cfg.sink_listen_port, 2525);
+	config_free(&cfg);
+}
+
+/* A base above its max: a warning naming both, the max raised, never silent. */
+Test(config, base_above_max_warns)
+{
+	static const struct { const char *base, *max; size_t base_off, max_off; } cases[] = {
+		{ "TXMAIL_RETRY_BASE", "TXMAIL_RETRY_MAX",
+		  offsetof(struct config, retry_base), offsetof(struct config, retry_max) },
+		{ "TXMAIL_WEBHOOK_RETRY_BASE", "TXMAIL_WEBHOOK_RETRY_MAX",
+		  offsetof(struct config, webhook_retry_base), offsetof(struct config, webhook_retry_max) },
+		{ "TXMAIL_DEST_BACKOFF_BASE", "TXMAIL_DEST_BACKOFF_MAX",
+		  offsetof(struct config, dest_backoff_base), offsetof(struct config, dest_backoff_max) },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config cfg;
+		char want[256];
+		double got;
+
+		setenv(cases[i].base, "120", 1);
+		setenv(cases[i].max, "30", 1);
+		cr_assert_eq(config_load_report(&cfg, &rep), 0, "%s > %s: got errors:\n%s", cases[i].base,
+		    cases[i].max, rep_text());
+		memcpy(&got, (char *)&cfg + cases[i].max_off, sizeof(got));
+		config_free(&cfg);
+		unsetenv(cases[i].base);
+		unsetenv(cases[i].max);
+		snprintf(want, sizeof(want), "%s: 30 is below %s (120): using 120 for both", cases[i].max,
+		    cases[i].base);
+		cr_expect(rep_find(want, CONFIG_WARNING) != NULL, "got\n%s want the warning\n  %s", rep_text(), want);
+		cr_expect(got == 120, "%s: got %g, want 120 (raised to the base)", cases[i].max, got);
+	}
+	/* equal is fine, and a base with the default max below it warns too */
+	struct config cfg;
+	setenv("TXMAIL_RETRY_BASE", "7200", 1);
+	cr_assert_eq(config_load_report(&cfg, &rep), 0, "%s", rep_text());
+	config_free(&cfg);
+	unsetenv("TXMAIL_RETRY_BASE");
+	cr_expect(rep_find("TXMAIL_RETRY_MAX: 3600 is below TXMAIL_RETRY_BASE (7200)", CONFIG_WARNING) != NULL,
+	    "got\n%s", rep_text());
+}
+
+Test(config, every_problem_collected)
+{
+	static const char *const want[] = {
+		"TXMAIL_LISTEN: invalid listen address",
+		"TXMAIL_RETRY_BASE: 0 is out of range",
+		"TXMAIL_WORKERS: \"many\" is not a whole number",
+		"TXMAIL_DOMAIN_RATE: ",
+		"TXMAIL_LOG_LEVEL: ",
+		"TXMAIL_BOUNCE_SECRET: required with TXMAIL_BOUNCE_DOMAIN",
+	};
+	struct config cfg;
+
+	setenv("TXMAIL_LISTEN", "nowhere", 1);
+	setenv("TXMAIL_RETRY_BASE", "0", 1);
+	setenv("TXMAIL_WORKERS", "many", 1);
+	setenv("TXMAIL_DOMAIN_RATE", "gmail.com=lots", 1);
+	setenv("TXMAIL_LOG_LEVEL", "chatty", 1);
+	setenv("TXMAIL_BOUNCE_DOMAIN", "bounces.example", 1);
+	setenv("TXMAIL_RETRY_BSAE", "1", 1);
+	cr_assert_eq(config_load_report(&cfg, &rep), -1, "got success, want errors");
+	config_free(&cfg);
+	cr_expect_eq(rep.nerrors, 6, "got %zu errors, want 6:\n%s", rep.nerrors, rep_text());
+	cr_expect_eq(rep.nwarnings, 1, "got %zu warnings, want 1:\n%s", rep.nwarnings, rep_text());
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+		cr_expect(rep_find(want[i], CONFIG_ERROR) != NULL, "want an error with \"%s\", got\n%s",
+		    want[i], rep_text());
+	/* config_load: the same errors in one message, the first no longer hides the rest */
+	char err[2048];
+	cr_assert_neq(config_load(&cfg, err, sizeof(err)), 0);
+	config_free(&cfg);
+	cr_expect(strstr(err, "TXMAIL_LISTEN") != NULL && strstr(err, "TXMAIL_BOUNCE_SECRET") != NULL &&
+	    strstr(err, "TXMAIL_WORKERS") != NULL, "config_load error: got %s", err);
+}
+
+struct unknown_case {
+	const char *name;
+	const char *want;      /* in the warning; NULL: no warning at all */
+};
+
+static const struct unknown_case unknown_cases[] = {
+	{ "TXMAIL_RETRY_BSAE", "TXMAIL_RETRY_BSAE: unknown variable, ignored; did you mean TXMAIL_RETRY_BASE?" },
+	{ "TXMAIL_HTTP_TIMOUT", "did you mean TXMAIL_HTTP_TIMEOUT?" },
+	{ "TXMAIL_WORKER", "did you mean TXMAIL_WORKERS?" },
+	{ "TXMAIL_retry_max", "did you mean TXMAIL_RETRY_MAX?" },
+	{ "TXMAIL_API_KEY_FILE", "did you mean TXMAIL_API_KEYS_FILE?" },
+	{ "TXMAIL_SMTP_TIMEOUT_DATE", "did you mean TXMAIL_SMTP_TIMEOUT_DATA?" },
+	{ "TXMAIL_COMPLETELY_DIFFERENT", "TXMAIL_COMPLETELY_DIFFERENT: unknown variable, ignored ('txmail config list'" },
+	{ "TXMAIL_BIN", "TXMAIL_BIN: unknown variable, ignored (" },
+	{ "TXMAIL_LISTEN_FILE", "TXMAIL_LISTEN_FILE: unknown variable, ignored: only secrets have a _FILE form" },
+	{ "TXMAIL_RETRY_BASE", NULL },
+	{ "TXMAIL_SHUTDOWN_GRACE", NULL },
+	{ "TXMAIL_LOG_FORMAT", NULL },
+	{ "TXMAIL_SINK_LISTEN", NULL },
+};
+
+Test(config, unknown_variables_warned_with_suggestion)
+{
+	for (size_t i = 0; i < sizeof(unknown_cases) / sizeof(unknown_cases[0]); i++) {
+		const struct unknown_case *c = &unknown_cases[i];
+		struct config cfg;
+
+		/* a value valid for any of them, so only the name decides */
+		setenv(c->name, strstr(c->name, "LISTEN") ? "127.0.0.1:1" : strstr(c->name, "FORMAT") ? "json" : "1", 1);
+		cr_assert_eq(config_load_report(&cfg, &rep), 0, "%s: got errors:\n%s", c->name, rep_text());
+		config_free(&cfg);
+		unsetenv(c->name);
+		if (c->want == NULL) {
+			cr_expect_eq(rep.nwarnings, 0, "%s: a known name, got warnings:\n%s", c->name, rep_text());
+			continue;
+		}
+		cr_expect_eq(rep.nwarnings, 1, "%s: got %zu warnings, want 1:\n%s", c->name, rep.nwarnings, rep_text());
+		cr_expect(rep_find(c->want, CONFIG_WARNING) != NULL, "%s: got\n%s want\n  %s", c->name,
+		    rep_text(), c->want);
+		if (strstr(c->want, "did you mean") == NULL)
+			cr_expect(rep_find("did you mean", CONFIG_WARNING) == NULL, "%s: no suggestion wanted, got\n%s",
+			    c->name, rep_text());
+	}
+}
+
+Test(config, secret_file_forms_are_known)
+{
+	char path[PATH_MAX];
+	struct config cfg;
+
+	secret_file(path, S("k1,k2\n"));
+	setenv("TXMAIL_API_KEYS_FILE", path, 1);
+	setenv("TXMAIL_WEBHOOK_SECRET_FILE", "", 1);   /* empty: unset, and still a known name */
+	cr_assert_eq(config_load_report(&cfg, &rep), 0, "%s", rep_text());
+	unlink(path);
+	cr_expect_eq(rep.nwarnings, 0, "NAME_FILE of a secret: got warnings:\n%s", rep_text());
+	cr_expect_eq(cfg.napi_keys, 2);
+	cr_expect_eq(config_source_of(&cfg, "TXMAIL_API_KEYS"), CONFIG_SRC_FILE, "source: got %d, want file",
+	    config_source_of(&cfg, "TXMAIL_API_KEYS"));
+	cr_expect_eq(config_source_of(&cfg, "TXMAIL_WEBHOOK_SECRET"), CONFIG_SRC_DEFAULT);
+	config_free(&cfg);
+	setenv("TXMAIL_WORKERS", "3", 1);
+	cr_assert_eq(config_load_report(&cfg, &rep), -1, "the file is gone: want an error");
+	cr_expect(rep_find("TXMAIL_API_KEYS_FILE: cannot read", CONFIG_ERROR) != NULL, "%s", rep_text());
+	cr_expect_eq(config_source_of(&cfg, "TXMAIL_WORKERS"), CONFIG_SRC_ENV);
+	cr_expect_eq(config_source_of(&cfg, "TXMAIL_RETRY_BASE"), CONFIG_SRC_DEFAULT);
+	cr_expect_eq(cfg.workers, 3, "other variables are still parsed: workers got %d, want 3", cfg.workers);
+	config_free(&cfg);
+}
+
+/* Run f(out) with out a memory stream; its text in a static buffer. */
+static const char *
+capture(void (*f)(FILE *, void *), void *arg)
+{
+	static char *text;
+	size_t len;
+	FILE *out;
+
+	free(text);
+	text = NULL;
+	out = open_memstream(&text, &len);
+	cr_assert_not_null(out);
+	f(out, arg);
+	fclose(out);
+	return text;
+}
+
+static void
+list_plain(FILE *out, void *arg)
+{
+	(void)arg;
+	config_list(out, 0);
+}
+
+static void
+list_markdown(FILE *out, void *arg)
+{
+	(void)arg;
+	config_list(out, 1);
+}
+
+Test(config, list_names_every_variable)
+{
+	static const struct { const char *name, *want; } rows[] = {
+		{ "TXMAIL_RETRY_BASE", "| `TXMAIL_RETRY_BASE` | first delay between delivery attempts (0.001..86400 seconds) | `60` (`1` in `--dev`) |\n" },
+		{ "TXMAIL_RATE_LIMIT", "(0..1000000 requests per second) | `200` (off in `--dev`) |\n" },
+		{ "TXMAIL_SHUTDOWN_GRACE", "| `TXMAIL_SHUTDOWN_GRACE` | SIGTERM: how long in-flight SMTP transactions may take before the rest is handed back to the queue (0..3600 seconds) | `25`" },
+		{ "TXMAIL_LOG_FORMAT", "| `TXMAIL_LOG_FORMAT` |" },
+		{ "TXMAIL_SMTP_TIMEOUT_DOT", "(0.01..86400 seconds) | `600` |\n" },
+		{ "TXMAIL_RELAY", "`smtp://[user:pass@]host:port[?tls=none\\|starttls\\|required]`" },
+		{ "TXMAIL_RELAY", "secret: also `TXMAIL_RELAY_FILE`" },
+	};
+	const char *md = capture(list_markdown, NULL), *plain;
+	size_t lines = 0;
+
+	for (const char *p = md; *p != '\0'; p++)
+		lines += *p == '\n';
+	cr_expect(lines > 60, "markdown: got %zu lines, want one per variable and two of header", lines);
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		cr_expect(strstr(md, rows[i].want) != NULL, "%s: want \"%s\" in\n%s", rows[i].name, rows[i].want, md);
+	plain = capture(list_plain, NULL);
+	cr_expect(strchr(plain, '`') == NULL, "plain list holds backticks");
+	cr_expect(strstr(plain, "TXMAIL_RETRY_BASE\n    first delay between delivery attempts (0.001..86400 seconds)\n"
+	    "    default: 60 (1 in --dev)\n") != NULL, "plain list:\n%s", plain);
 }
