@@ -1821,6 +1821,7 @@ relay_masked(const struct smtp_target *t, char *out, size_t outlen)
 void
 config_describe(const struct config *cfg)
 {
+	static const char *const tls_names[] = { "none", "starttls", "required", "implicit" };
 	char redis[sizeof(cfg->redis.path) + sizeof(cfg->redis.user) + 32];
 	char relay[sizeof(cfg->relay.user) + sizeof(cfg->relay.host) + 64];
 	char val[4096];
@@ -1830,11 +1831,13 @@ config_describe(const struct config *cfg)
 	else
 		util_strlcpy(redis, "embedded", sizeof(redis));
 	if (cfg->relay_set)
-		show_relay(cfg, relay, sizeof(relay));
+		relay_masked(&cfg->relay, relay, sizeof(relay));
 	else
-		util_strlcpy(relay, "none(direct-MX)", sizeof(relay));
-	log_info("config", "listen=%s:%u redis=%s relay=%s api_keys=%zu webhook=%s workers=%d dkim_keys=%zu",
-	    cfg->listen_host, (unsigned)cfg->listen_port, redis, relay, cfg->napi_keys,
+		util_strlcpy(relay, "none", sizeof(relay));
+	log_info("config", "listen=%s:%u redis=%s relay=%s relay_tls=%s relay_verify=%s api_keys=%zu "
+	    "webhook=%s workers=%d dkim_keys=%zu", cfg->listen_host, (unsigned)cfg->listen_port, redis,
+	    relay, cfg->relay_set ? tls_names[cfg->relay.tls & 3] : "none",
+	    cfg->relay_set && cfg->relay.no_verify ? "off" : "on", cfg->napi_keys,
 	    cfg->webhook_url[0] ? "set" : "none", cfg->workers, dkim_keys_count(cfg->dkim_keys));
 	for (size_t i = 0; i < NVARS; i++) {
 		const struct config_var *var = &config_vars[i];

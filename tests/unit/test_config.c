@@ -565,8 +565,8 @@ Test(config, describe_masks_secrets)
 	cr_expect_str_eq(c.redis.pass, "REDISPW?", "redis password: got %s", c.redis.pass);
 	config_free(&c);
 	cr_expect(c.redis.pass[0] == '\0', "config_free left the redis password in memory");
-	cr_expect(strstr(text, "relay=smtp://relay@user:***@relay.example:587?tls=required ") != NULL,
-	    "want the relay as smtp://relay@user:***@relay.example:587?tls=required, got:\n%s", text);
+	cr_expect(strstr(text, "relay=smtp://relay@user:***@relay.example:587 relay_tls=required ") != NULL,
+	    "want the relay as smtp://relay@user:***@relay.example:587 relay_tls=required, got:\n%s", text);
 	cr_expect(strstr(text, "redis=redis://txm:***@redis.internal:6390/1 ") != NULL,
 	    "want redis=redis://txm:***@redis.internal:6390/1, got:\n%s", text);
 	for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
