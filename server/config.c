@@ -1,12 +1,17 @@
 /*
  * config.c - configuration from TXMAIL_* environment variables.
  *
+ * Every variable is one row of config_vars (name, kind, default, range,
+ * unit, one line of meaning, field or parser): the one table that drives
+ * parsing, `txmail config list` (and so the README's table), `txmail
+ * config check` and the warning for unknown TXMAIL_* names. Loading parses
+ * every row even after an error and collects each problem as one line.
  * The URL and address parsers are pure (strings in, structs out) so they
- * are unit-tested and fuzzed; config_load is the only function here that
- * reads the environment. Secrets are parsed here and never printed:
- * config_describe masks them. Every secret-bearing variable goes through
- * config_secret, so each also has a NAME_FILE form (Docker/Kubernetes
- * secrets); no error message ever carries a secret's text.
+ * are unit-tested and fuzzed; only the loader reads the environment.
+ * Secrets are parsed here and never printed: every view of them is masked.
+ * Every secret-bearing variable goes through config_secret, so each also
+ * has a NAME_FILE form (Docker/Kubernetes secrets); no error message ever
+ * carries a secret's text.
  */
 #include "config.h"
 
