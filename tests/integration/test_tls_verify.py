@@ -133,10 +133,10 @@ def test_relay_default_url_verifies(txmail_factory, smtp_peer):
     tx = txmail_factory(extra_env=env)
     api = tx.client()
     try:
-        cfg = wait_until(lambda: [r for r in logparse.records(tx.log, "config") if "relay" in r and "tls" in r],
+        cfg = wait_until(lambda: [r for r in logparse.records(tx.log, "config") if "relay_tls" in r],
                          dl(5), "the relay config line", diag=lambda: read_text(tx.log)[-3000:])[0]
-        assert cfg["tls"] == "required" and cfg.get("verify") == "on", \
-            "config line: got %r, want tls=required verify=on" % cfg
+        assert cfg["relay_tls"] == "required" and cfg.get("relay_verify") == "on", \
+            "config line: got %r, want relay_tls=required relay_verify=on" % cfg
         mid = send(api, "rcpt@example.com")
         assert_refused_relay(api, tx, smtp_peer, mid, "127.0.0.1")
     finally:

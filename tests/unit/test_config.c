@@ -579,7 +579,7 @@ Test(config, describe_masks_secrets)
 	config_free(&c);
 	unsetenv("TXMAIL_REDIS_URL");
 	cr_expect(strstr(text, "relay=smtps://[::1]:465 ") != NULL, "want relay=smtps://[::1]:465, got:\n%s", text);
-	cr_expect(strstr(text, "setting name=TXMAIL_RELAY value=smtps://[::1]:465 source=environment") != NULL,
+	cr_expect(strstr(text, "msg=\"config setting\" name=TXMAIL_RELAY value=smtps://[::1]:465 source=environment") != NULL,
 	    "want a line for the relay setting and its source, got:\n%s", text);
 	cr_expect(strstr(text, "redis=redis://:***@127.0.0.1:6379 ") != NULL,
 	    "want redis=redis://:***@127.0.0.1:6379, got:\n%s", text);
