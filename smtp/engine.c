@@ -334,15 +334,18 @@ static void after(struct smtp_engine *e, struct smtp_session *s)
 		uint32_t want = smtp_session_events(s);
 		struct epoll_event ev;
 
-		if (s->ep_added && s->ep_fd != s->fd)
-			s->ep_added = 0;   /* new socket (next address); the old fd was closed */
+		/*
+		 * A new socket (the next address of the target): closing the old
+		 * one took it out of the epoll set, and the new one often has the
+		 * same fd number, so the number alone does not tell.
+		 */
+		if (s->ep_added && (s->ep_fd != s->fd || s->ep_seq != s->fd_seq))
+			s->ep_added = 0;
 		if (!s->ep_added || want != s->ep_events) {
 			memset(&ev, 0, sizeof(ev));
 			ev.events = want;
 			ev.data.ptr = s;
 			int rc = epoll_ctl(e->epfd, s->ep_added ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s->fd, &ev);
-			if (rc != 0 && s->ep_added && errno == ENOENT)   /* same fd number, new socket */
-				rc = epoll_ctl(e->epfd, EPOLL_CTL_ADD, s->fd, &ev);
 			if (rc != 0) {
 				elog(e, 3, "epoll_ctl failed", s, s->job, strerror(errno));
 				smtp_session_abort(s, "connect", "internal error: epoll_ctl failed");
@@ -351,6 +354,7 @@ static void after(struct smtp_engine *e, struct smtp_session *s)
 			}
 			s->ep_added = 1;
 			s->ep_fd = s->fd;
+			s->ep_seq = s->fd_seq;
 			s->ep_events = want;
 		}
 	}

@@ -40,7 +40,9 @@ struct smtp_target {
 	char pass[256];
 	/*
 	 * connect_addr: a numeric IP (v4 or v6, no brackets) to connect to, or ""
-	 * to resolve host. When set, the engine never resolves host (no
+	 * to resolve host and try each of its addresses in turn (a refused or
+	 * timed-out connect moves to the next; the outcome of a job none of them
+	 * took names each one). When set, the engine never resolves host (no
 	 * getaddrinfo lookup on the engine thread); host is then only the name for
 	 * SNI and the certificate check (direct delivery: the MX name).
 	 */
@@ -49,7 +51,7 @@ struct smtp_target {
 
 /* Per-command timeouts in seconds (defaults from RFC 5321 4.5.3.2). */
 struct smtp_timeouts {
-	double connect;      /* 30 */
+	double connect;      /* 30, for each address of the target on its own */
 	double banner;       /* 300 (greeting) */
 	double ehlo;         /* 300 */
 	double tls;          /* 60: STARTTLS reply + handshake */

@@ -6,7 +6,12 @@
  * 8BITMIME 6152, SMTPUTF8 6531), the per-recipient outcomes of a
  * transaction, and the streaming of one message at a time with
  * dot-stuffing, straight from the caller's buffer in chunks (the message is
- * never copied whole). It never blocks on the network (only
+ * never copied whole). Every address of the target is tried in turn (see
+ * order_addrs) until one connects: a refused connect, or one that is not
+ * done within the connect timeout - which applies to each address on its
+ * own - moves to the next, and when none works the outcome names each
+ * address and how it failed ("connect to localhost: [::1]:25 refused;
+ * 127.0.0.1:25 timed out after 30s"). It never blocks on the network (only
  * getaddrinfo, at start, may), never calls on_done and never touches epoll:
  * the engine reads state, events(), deadline_ms and done_job after each call.
  * It must never log a password or the base64 of one.
@@ -594,70 +599,193 @@ static void connected(struct smtp_session *s)
 	int one = 1;
 
 	(void)setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	slog(s, 1, "connected", NULL, 0, NULL);
+	/* tried: the addresses moved past first ("[::1]:25 refused"); no field when none */
+	slog(s, 1, "connected", NULL, 0, "tried", s->tried, NULL);
 	if (s->target.tls == SMTP_TLS_IMPLICIT)
 		start_tls(s, SMTP_STATE_TLS_IMPLICIT);
 	else
 		set_state(s, SMTP_STATE_BANNER);
 }
 
+/* cur_ai - the address being tried, NULL when none is left. */
+static const struct addrinfo *cur_ai(const struct smtp_session *s)
+{
+	return s->ai_i < s->ai_n ? s->ai_order[s->ai_i] : NULL;
+}
+
+/*
+ * addr_text - ai as "[::1]:25" or "127.0.0.1:25" into buf (len at least
+ * sizeof(s->addr)); its numeric host alone into host. "" in both when ai
+ * is NULL or has no numeric form.
+ */
+static void addr_text(const struct addrinfo *ai, unsigned port, char *buf, size_t len,
+    char *host, size_t hostlen)
+{
+	buf[0] = '\0';
+	host[0] = '\0';
+	if (ai == NULL || getnameinfo(ai->ai_addr, ai->ai_addrlen, host, (socklen_t)hostlen,
+	    NULL, 0, NI_NUMERICHOST) != 0) {
+		host[0] = '\0';
+		return;
+	}
+	if (ai->ai_family == AF_INET6)
+		snprintf(buf, len, "[%.*s]:%u", (int)len - 9, host, port);
+	else
+		snprintf(buf, len, "%.*s:%u", (int)len - 7, host, port);
+}
+
+/*
+ * format_peer - s->addr ("[::1]:25", "127.0.0.1:25") and s->peer
+ * ("host[addr]:port", or "addr:port" when host is that address) for the
+ * address being tried.
+ */
 static void format_peer(struct smtp_session *s)
 {
-	char addr[INET6_ADDRSTRLEN + 2] = "";
 	char hostbuf[NI_MAXHOST];
 	const char *h = s->target.host;
 
-	if (s->ai_cur != NULL &&
-	    getnameinfo(s->ai_cur->ai_addr, s->ai_cur->ai_addrlen, hostbuf, sizeof(hostbuf),
-	    NULL, 0, NI_NUMERICHOST) == 0)
-		snprintf(addr, sizeof(addr), "%.*s", (int)sizeof(addr) - 1, hostbuf);
-	if (addr[0] == '\0' || strcmp(addr, h) == 0) {
+	addr_text(cur_ai(s), s->target.port, s->addr, sizeof(s->addr), hostbuf, sizeof(hostbuf));
+	if (s->addr[0] == '\0' || strcmp(hostbuf, h) == 0) {
 		if (strchr(h, ':') != NULL)
-			snprintf(s->peer, sizeof(s->peer), "[%s]:%u", h, s->target.port);
+			snprintf(s->peer, sizeof(s->peer), "[%.255s]:%u", h, s->target.port);
 		else
-			snprintf(s->peer, sizeof(s->peer), "%s:%u", h, s->target.port);
+			snprintf(s->peer, sizeof(s->peer), "%.255s:%u", h, s->target.port);
 	} else {
-		snprintf(s->peer, sizeof(s->peer), "%.255s[%s]:%u", h, addr, s->target.port);
+		snprintf(s->peer, sizeof(s->peer), "%.240s[%.*s]:%u", h, (int)sizeof(s->addr),
+		    hostbuf, s->target.port);
 	}
 }
 
-/* try_connect - connect to ai_cur or the addresses after it. */
+/*
+ * order_addrs - s->ai_order from s->ai_list: getaddrinfo's order (RFC 6724
+ * destination selection), the two families interleaved starting with the
+ * first one's (RFC 8305 4), so that a family that does not work (no route,
+ * a name in /etc/hosts nothing listens on) costs one try, not all of them.
+ */
+static void order_addrs(struct smtp_session *s)
+{
+	struct addrinfo *first[SMTP_SESSION_MAX_ADDRS], *other[SMTP_SESSION_MAX_ADDRS];
+	size_t nf = 0, no = 0, i = 0, j = 0;
+	int fam = 0;
+
+	for (struct addrinfo *ai = s->ai_list; ai != NULL; ai = ai->ai_next) {
+		if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+			continue;
+		if (fam == 0)
+			fam = ai->ai_family;
+		if (ai->ai_family == fam) {
+			if (nf < SMTP_SESSION_MAX_ADDRS)
+				first[nf++] = ai;
+		} else if (no < SMTP_SESSION_MAX_ADDRS) {
+			other[no++] = ai;
+		}
+	}
+	s->ai_n = 0;
+	while ((i < nf || j < no) && s->ai_n < SMTP_SESSION_MAX_ADDRS) {
+		if (i < nf)
+			s->ai_order[s->ai_n++] = first[i++];
+		if (j < no && s->ai_n < SMTP_SESSION_MAX_ADDRS)
+			s->ai_order[s->ai_n++] = other[j++];
+	}
+	s->ai_i = 0;
+}
+
+/* secs_text - a duration as people write it: "30s", "250ms". */
+static const char *secs_text(double t, char *buf, size_t len)
+{
+	long long ms = (long long)(t * 1000.0 + 0.5);
+
+	if (ms % 1000 == 0)
+		snprintf(buf, len, "%llds", ms / 1000);
+	else
+		snprintf(buf, len, "%lldms", ms);
+	return buf;
+}
+
+static const char *connect_err_text(int err)
+{
+	return err == ECONNREFUSED ? "refused" : err == ETIMEDOUT ? "timed out" : strerror(err);
+}
+
+/*
+ * addr_failed - the address being tried did not work (why: "refused",
+ * "timed out after 30s", ...): note it in tried, log it, close the socket
+ * and move to the next address.
+ */
+static void addr_failed(struct smtp_session *s, const char *why)
+{
+	size_t used = strlen(s->tried);
+
+	if (used + 1 < sizeof(s->tried))
+		snprintf(s->tried + used, sizeof(s->tried) - used, "%s%s %s", used > 0 ? "; " : "",
+		    s->addr[0] != '\0' ? s->addr : s->peer, why);
+	if (s->fd >= 0) {
+		close(s->fd);
+		s->fd = -1;
+	}
+	s->ai_i++;
+	if (s->ai_i < s->ai_n) {
+		char next[sizeof(s->addr)], host[NI_MAXHOST];
+
+		addr_text(cur_ai(s), s->target.port, next, sizeof(next), host, sizeof(host));
+		slog(s, 1, "connect failed, trying the next address", NULL, 0, "addr", s->addr,
+		    "error", why, "next", next, NULL);
+	}
+}
+
+/* all_failed - no address of the target worked: the job tempfails naming each one. */
+static void all_failed(struct smtp_session *s)
+{
+	char text[sizeof(s->tried) + 300];
+	struct in6_addr a6;
+	struct in_addr a4;
+	const char *h = s->target.host;
+
+	format_peer(s);
+	set_state(s, SMTP_STATE_CONNECT);
+	if (s->tried[0] == '\0')
+		snprintf(text, sizeof(text), "connect to %.255s: no address", h);
+	else if (s->ai_n == 1 && (inet_pton(AF_INET, h, &a4) == 1 || inet_pton(AF_INET6, h, &a6) == 1))
+		snprintf(text, sizeof(text), "connect to %s", s->tried);   /* an IP literal: its own address */
+	else
+		snprintf(text, sizeof(text), "connect to %.255s: %s", h, s->tried);
+	conn_fail(s, text);
+}
+
+/* try_connect - connect to the current address or, failing that, the ones after it. */
 static void try_connect(struct smtp_session *s)
 {
-	char text[1024] = "";
-
-	for (; s->ai_cur != NULL; s->ai_cur = s->ai_cur->ai_next) {
-		struct addrinfo *ai = s->ai_cur;
+	for (; s->ai_i < s->ai_n;) {
+		const struct addrinfo *ai = s->ai_order[s->ai_i];
 
 		format_peer(s);
 		s->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
 		    ai->ai_protocol);
 		if (s->fd < 0) {
-			snprintf(text, sizeof(text), "connect to %s: socket: %s", s->peer, strerror(errno));
+			char why[160];
+
+			snprintf(why, sizeof(why), "socket: %s", strerror(errno));
+			addr_failed(s, why);
 			continue;
 		}
+		s->fd_seq++;
 		if (connect(s->fd, ai->ai_addr, ai->ai_addrlen) == 0) {
 			connected(s);
 			return;
 		}
 		if (errno == EINPROGRESS) {
-			set_state(s, SMTP_STATE_CONNECT);
+			set_state(s, SMTP_STATE_CONNECT);   /* the connect timeout, for this address */
 			return;
 		}
-		snprintf(text, sizeof(text), "connect to %s: %s", s->peer, strerror(errno));
-		slog(s, 0, "connect failed", NULL, 0, "error", strerror(errno), NULL);
-		close(s->fd);
-		s->fd = -1;
+		addr_failed(s, connect_err_text(errno));
 	}
-	set_state(s, SMTP_STATE_CONNECT);
-	conn_fail(s, text[0] ? text : "connect: no address");
+	all_failed(s);
 }
 
 static void connect_done(struct smtp_session *s)
 {
 	int err = 0;
 	socklen_t len = sizeof(err);
-	char text[1024];
 
 	if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
 		err = errno;
@@ -665,16 +793,19 @@ static void connect_done(struct smtp_session *s)
 		connected(s);
 		return;
 	}
-	snprintf(text, sizeof(text), "connect to %s: %s", s->peer, strerror(err));
-	close(s->fd);
-	s->fd = -1;
-	if (s->ai_cur != NULL && s->ai_cur->ai_next != NULL) {
-		slog(s, 0, "connect failed, trying next address", NULL, 0, "error", strerror(err), NULL);
-		s->ai_cur = s->ai_cur->ai_next;
-		try_connect(s);
-		return;
-	}
-	conn_fail(s, text);
+	addr_failed(s, connect_err_text(err));
+	try_connect(s);
+}
+
+/* connect_timed_out - the connect timeout passed for the current address. */
+static void connect_timed_out(struct smtp_session *s)
+{
+	char why[64], d[32];
+
+	snprintf(why, sizeof(why), "timed out after %s",
+	    secs_text(s->env->cfg->timeouts.connect, d, sizeof(d)));
+	addr_failed(s, why);
+	try_connect(s);
 }
 
 struct smtp_session *smtp_session_new(struct smtp_session_env *env,
@@ -707,9 +838,14 @@ struct smtp_session *smtp_session_new(struct smtp_session_env *env,
 		/* a resolved address: numeric only, host is just the TLS name */
 		rc = getaddrinfo(target->connect_addr, port, &hints, &s->ai_list);
 	} else {
+		/*
+		 * No AI_ADDRCONFIG: every address is tried, and one of a family
+		 * this host cannot reach fails at once (and is named in the
+		 * outcome) instead of silently vanishing from the list.
+		 */
 		rc = getaddrinfo(target->host, port, &hints, &s->ai_list);
 		if (rc != 0) {
-			hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
+			hints.ai_flags = AI_NUMERICSERV;
 			rc = getaddrinfo(target->host, port, &hints, &s->ai_list);
 		}
 	}
@@ -729,7 +865,7 @@ struct smtp_session *smtp_session_new(struct smtp_session_env *env,
 		conn_fail(s, text);
 		return s;
 	}
-	s->ai_cur = s->ai_list;
+	order_addrs(s);
 	try_connect(s);
 	return s;
 }
@@ -1254,8 +1390,8 @@ void smtp_session_on_timeout(struct smtp_session *s)
 		close_now(s);
 		return;
 	case SMTP_STATE_CONNECT:
-		snprintf(text, sizeof(text), "timeout connecting to %s", s->peer);
-		break;
+		connect_timed_out(s);
+		return;
 	default:
 		snprintf(text, sizeof(text), "timeout %s (%s)", what_waiting(s, wb, sizeof(wb)), s->peer);
 		break;

@@ -12,6 +12,7 @@
 #define SMTP_SESSION_H
 
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,6 +47,7 @@ enum smtp_state {
 
 #define SMTP_SESSION_RBUF 16384
 #define SMTP_SESSION_WBUF 16384
+#define SMTP_SESSION_MAX_ADDRS 16   /* addresses of one name tried per session */
 
 /* What a session needs from its engine; shared by all sessions of an engine. */
 struct smtp_session_env {
@@ -61,6 +63,7 @@ struct smtp_session {
 	uint32_t ep_events;             /* currently registered with epoll, 0 = none */
 	int ep_added;
 	int ep_fd;                      /* the fd registered (changes on address fallback) */
+	unsigned ep_seq;                /* fd_seq of the socket registered */
 
 	struct smtp_session_env *env;
 	uint64_t id;
@@ -71,7 +74,19 @@ struct smtp_session {
 	int tls_want_write;             /* last TLS op wanted EPOLLOUT */
 	enum smtp_state state;
 	int64_t deadline_ms;            /* 0 = none */
-	struct addrinfo *ai_list, *ai_cur;
+	unsigned fd_seq;                /* bumped for every new socket (same fd number or not) */
+	struct addrinfo *ai_list;
+	/*
+	 * The addresses to try, in order: getaddrinfo's (RFC 6724) order with
+	 * the families interleaved (RFC 8305 4), at most SMTP_SESSION_MAX_ADDRS.
+	 * A refused or failed connect, or one that takes longer than the
+	 * connect timeout (per address), moves to the next; tried[] says how
+	 * each failed, for the outcome and the log.
+	 */
+	struct addrinfo *ai_order[SMTP_SESSION_MAX_ADDRS];
+	size_t ai_n, ai_i;              /* ai_order[ai_i] is being tried */
+	char addr[INET6_ADDRSTRLEN + 16];   /* "[::1]:25" or "127.0.0.1:25": the current one */
+	char tried[400];                /* "[::1]:25 refused; 127.0.0.1:25 timed out after 30s" */
 	char peer[320];                 /* "host[addr]:port" for messages */
 
 	unsigned ext;                   /* EHLO extensions */

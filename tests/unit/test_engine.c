@@ -15,7 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -216,6 +221,7 @@ struct tevent {
 	unsigned long long conn;
 	char peer[128];
 	int code;
+	char fields[512];     /* " key=value key=value" (truncated) */
 };
 
 #define HARNESS_EVENTS 256
@@ -256,6 +262,15 @@ static void on_log(const struct smtp_log_event *ev, void *arg)
 		c->conn = ev->conn;
 		snprintf(c->peer, sizeof(c->peer), "%s", ev->peer != NULL ? ev->peer : "");
 		c->code = ev->code;
+		c->fields[0] = '\0';
+		for (size_t i = 0, used = 0; i < ev->nfields && used + 1 < sizeof(c->fields); i++) {
+			int n = snprintf(c->fields + used, sizeof(c->fields) - used, " %s=%s",
+			    ev->fields[i].key, ev->fields[i].value != NULL ? ev->fields[i].value : "");
+
+			if (n < 0)
+				break;
+			used += (size_t)n;
+		}
 	}
 	cr_assert_not_null(ev->peer, "log event without peer (want \"\" when none)");
 	cr_assert_null(strstr(ev->msg, "secretpw"), "log leaks password: %s", ev->msg);
@@ -438,7 +453,15 @@ Test(engine, plain_delivery)
 	harness_free(&h);
 }
 
-Test(engine, starttls_auth_verified)
+static void hosts_v6_first(void);
+
+/*
+ * starttls_auth_case - by name and by IP literal over verified STARTTLS +
+ * AUTH; with v6_first, "localhost" reads as ::1 (nothing listens there: the
+ * peer is on 127.0.0.1) then 127.0.0.1, as in Debian's, Ubuntu's and
+ * Docker's /etc/hosts.
+ */
+static void starttls_auth_case(int v6_first)
 {
 	char certs[128], cert[256], key[256], ca[256];
 	struct smtp_engine_config cfg;
@@ -446,6 +469,8 @@ Test(engine, starttls_auth_verified)
 	struct smtp_target tg;
 	struct tjob t1, t2;
 
+	if (v6_first)
+		hosts_v6_first();
 	make_certs("certs", certs, sizeof(certs));
 	snprintf(cert, sizeof(cert), "%s/cert.pem", certs);
 	snprintf(key, sizeof(key), "%s/key.pem", certs);
@@ -488,6 +513,17 @@ Test(engine, starttls_auth_verified)
 	cr_assert_not_null(strstr(log, "AUTH PLAIN ***"), "got no AUTH PLAIN in transcript, want PLAIN preferred");
 	free(log);
 	harness_free(&h);
+}
+
+Test(engine, starttls_auth_verified)
+{
+	starttls_auth_case(0);
+}
+
+/* the same with "::1 localhost" first in /etc/hosts (issue 9) */
+Test(engine, starttls_auth_verified_localhost_v6_first)
+{
+	starttls_auth_case(1);
 }
 
 Test(engine, starttls_wrong_ca_fails)
@@ -706,7 +742,9 @@ Test(engine, connection_refused)
 	run_until(&h, 3, 10);
 	for (int i = 0; i < 3; i++) {
 		assert_outcome(&t[i], SMTP_RESULT_TEMPFAIL, 0, "connect");
-		cr_assert_not_null(strstr(t[i].o.text, "Connection refused"), "got %s", t[i].o.text);
+		char want[64];
+		snprintf(want, sizeof(want), "connect to 127.0.0.1:%d refused", port);
+		cr_assert_str_eq(t[i].o.text, want, "got %s, want %s", t[i].o.text, want);
 		cr_assert_eq(t[i].reports, 1, "got %d reports, want 1", t[i].reports);
 	}
 	harness_free(&h);
@@ -1589,4 +1627,246 @@ Test(engine, utf8_address_without_smtputf8_permfails_unsent)
 	cr_assert_null(strstr(log, "500 Error: strict ASCII"), "a non-ASCII command was sent:\n%s", log);
 	free(log);
 	harness_free(&h);
+}
+
+/* --- every address of a name (issue 9) --------------------------------------- */
+
+/* first_family - the family of getaddrinfo's first answer for name, 0 when none. */
+static int first_family(const char *name)
+{
+	struct addrinfo hints, *res = NULL;
+	int fam = 0;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	if (getaddrinfo(name, "25", &hints, &res) == 0 && res != NULL)
+		fam = res->ai_family;
+	if (res != NULL)
+		freeaddrinfo(res);
+	return fam;
+}
+
+/*
+ * hosts_v6_first - these tests need "localhost" to resolve to ::1 first
+ * and 127.0.0.1 after it, as with Debian's, Ubuntu's and Docker's
+ * /etc/hosts; skipped where it does not. A Criterion test cannot make its
+ * own /etc/hosts (unshare(CLONE_NEWUSER) refuses a threaded process), so
+ * tests/integration/test_every_address.py runs them under `unshare -rm`
+ * with a bind-mounted /etc/hosts and requires that they pass, not skip.
+ */
+static void hosts_v6_first(void)
+{
+	int fam = first_family("localhost");
+
+	if (fam != AF_INET6)
+		cr_skip_test("localhost resolves to %s first here, not ::1 "
+		    "(tests/integration/test_every_address.py runs this with ::1 first)",
+		    fam == AF_INET ? "an IPv4 address" : "nothing");
+}
+
+/*
+ * blackhole_listen - a listener on ip:port whose accept queue is full, so
+ * that the kernel drops further SYNs and a connect to it hangs, as to a
+ * host that never answers - on loopback. fds gets the listener and the
+ * connections that filled its queue (the caller closes them); returns how
+ * many.
+ */
+static int blackhole_listen(const char *ip, int port, int *fds, int max)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	int one = 1, n = 0, family = strchr(ip, ':') != NULL ? AF_INET6 : AF_INET;
+
+	memset(&ss, 0, sizeof(ss));
+	if (family == AF_INET6) {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons((uint16_t)port);
+		cr_assert_eq(inet_pton(AF_INET6, ip, &a->sin6_addr), 1, "bad address %s", ip);
+		sl = sizeof(*a);
+	} else {
+		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+		a->sin_family = AF_INET;
+		a->sin_port = htons((uint16_t)port);
+		cr_assert_eq(inet_pton(AF_INET, ip, &a->sin_addr), 1, "bad address %s", ip);
+		sl = sizeof(*a);
+	}
+	int l = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(l, 0, "socket: %s", strerror(errno));
+	if (family == AF_INET6)
+		(void)setsockopt(l, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	cr_assert_eq(bind(l, (struct sockaddr *)&ss, sl), 0, "bind %s:%d: %s", ip, port, strerror(errno));
+	cr_assert_eq(listen(l, 0), 0, "listen: %s", strerror(errno));
+	fds[n++] = l;
+	while (n < max) {
+		int c = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		cr_assert_geq(c, 0, "socket: %s", strerror(errno));
+		fds[n++] = c;
+		int rc = connect(c, (struct sockaddr *)&ss, sl);
+		cr_assert(rc == 0 || errno == EINPROGRESS, "connect %s:%d: %s", ip, port, strerror(errno));
+		struct pollfd p = { .fd = c, .events = POLLOUT };
+		if (rc != 0 && poll(&p, 1, 300) == 0)
+			return n;   /* this one hangs: the queue is full */
+	}
+	cr_assert_fail("the accept queue of %s:%d did not fill with %d connections", ip, port, max);
+	return n;
+}
+
+static void close_all(const int *fds, int n)
+{
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+/* assert one event with msg whose fields (" k=v k=v") contain want */
+static void assert_event(const struct harness *h, const char *msg, const char *want)
+{
+	char got[4096] = "";
+	size_t used = 0;
+
+	for (int i = 0; i < h->nev; i++) {
+		if (strcmp(h->ev[i].msg, msg) == 0 && strstr(h->ev[i].fields, want) != NULL)
+			return;
+		if (used + 1 < sizeof(got)) {
+			int n = snprintf(got + used, sizeof(got) - used, "%s%s\n", h->ev[i].msg,
+			    h->ev[i].fields);
+			if (n > 0)
+				used += (size_t)n;
+		}
+	}
+	cr_assert_fail("got events\n%s\nwant \"%s\" with%s", got, msg, want);
+}
+
+static void target_localhost(struct smtp_target *tg, int port)
+{
+	memset(tg, 0, sizeof(*tg));
+	snprintf(tg->host, sizeof(tg->host), "localhost");
+	tg->port = (uint16_t)port;
+	tg->tls = SMTP_TLS_NONE;
+}
+
+/* ::1 refuses (nothing listens there), 127.0.0.1 delivers: one attempt, both in the log */
+Test(engine, next_address_after_a_refused_one)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+	char want[128];
+
+	hosts_v6_first();
+	peer_start(NULL);
+	default_cfg(&cfg);
+	harness_init(&h, &cfg);
+	target_localhost(&tg, g_peer.port);
+	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
+	submit(&h, &t);
+	run_until(&h, 1, 10);
+	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+	cr_assert_eq(count_files(g_peer.maildir, ".eml"), 1, "got %d messages stored, want 1",
+	    count_files(g_peer.maildir, ".eml"));
+	snprintf(want, sizeof(want), " addr=[::1]:%d error=refused next=127.0.0.1:%d", g_peer.port,
+	    g_peer.port);
+	assert_event(&h, "connect failed, trying the next address", want);
+	snprintf(want, sizeof(want), " tried=[::1]:%d refused", g_peer.port);
+	assert_event(&h, "connected", want);
+	harness_free(&h);
+}
+
+/* ::1 never answers: after the connect timeout (for that address) 127.0.0.1 delivers */
+Test(engine, next_address_after_a_connect_timeout)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+	char want[128];
+	int fds[8], nfds;
+
+	hosts_v6_first();
+	peer_start(NULL);
+	nfds = blackhole_listen("::1", g_peer.port, fds, 8);
+	default_cfg(&cfg);
+	cfg.timeouts.connect = 1;
+	harness_init(&h, &cfg);
+	target_localhost(&tg, g_peer.port);
+	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
+	double t0 = now_s();
+	submit(&h, &t);
+	run_until(&h, 1, 10);
+	double took = t.t_done - t0;
+	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+	cr_assert(took >= 0.9 && took < 5, "took %.2fs, want about the 1s connect timeout", took);
+	snprintf(want, sizeof(want), " addr=[::1]:%d error=timed out after 1s next=127.0.0.1:%d",
+	    g_peer.port, g_peer.port);
+	assert_event(&h, "connect failed, trying the next address", want);
+	snprintf(want, sizeof(want), " tried=[::1]:%d timed out after 1s", g_peer.port);
+	assert_event(&h, "connected", want);
+	harness_free(&h);
+	close_all(fds, nfds);
+}
+
+/* both refuse: one tempfail naming each address and how it failed */
+Test(engine, every_address_refused_names_each)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+	char want[200];
+
+	hosts_v6_first();
+	peer_start(NULL);
+	int port = g_peer.port;
+	peer_stop();   /* nothing listens there now */
+	default_cfg(&cfg);
+	harness_init(&h, &cfg);
+	target_localhost(&tg, port);
+	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
+	submit(&h, &t);
+	run_until(&h, 1, 10);
+	assert_outcome(&t, SMTP_RESULT_TEMPFAIL, 0, "connect");
+	snprintf(want, sizeof(want), "connect to localhost: [::1]:%d refused; 127.0.0.1:%d refused",
+	    port, port);
+	cr_assert_str_eq(t.o.text, want, "got %s, want %s", t.o.text, want);
+	cr_assert_eq(t.reports, 1, "got %d reports, want 1", t.reports);
+	harness_free(&h);
+}
+
+/*
+ * Both never answer: each gets the whole connect timeout (it is per
+ * address, not one for all), and the outcome names both.
+ */
+Test(engine, connect_timeout_is_per_address)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+	char want[200];
+	int fds[16], nfds;
+
+	hosts_v6_first();
+	peer_start(NULL);
+	int port = g_peer.port;
+	peer_stop();
+	nfds = blackhole_listen("::1", port, fds, 8);
+	nfds += blackhole_listen("127.0.0.1", port, fds + nfds, 8);
+	default_cfg(&cfg);
+	cfg.timeouts.connect = 1;
+	harness_init(&h, &cfg);
+	target_localhost(&tg, port);
+	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
+	double t0 = now_s();
+	submit(&h, &t);
+	run_until(&h, 1, 10);
+	double took = t.t_done - t0;
+	assert_outcome(&t, SMTP_RESULT_TEMPFAIL, 0, "connect");
+	snprintf(want, sizeof(want), "connect to localhost: [::1]:%d timed out after 1s; "
+	    "127.0.0.1:%d timed out after 1s", port, port);
+	cr_assert_str_eq(t.o.text, want, "got %s, want %s", t.o.text, want);
+	cr_assert(took >= 1.9 && took < 6, "took %.2fs, want about 2 x the 1s connect timeout", took);
+	harness_free(&h);
+	close_all(fds, nfds);
 }
