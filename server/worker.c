@@ -14,15 +14,19 @@
  *   route     (direct delivery, no TXMAIL_RELAY) resolver threads that
  *             turn a recipient's domain into MX addresses (server/route.c)
  *             and submit the job to the engine; a connect-stage tempfail
- *             (no connection, no banner, 421 greeting) is retried on the
+ *             (no connection, no banner, 421 greeting) moves on to the
  *             next address before any outcome is recorded;
  *   relaydns  (TXMAIL_RELAY with a host name) one lookup thread per
  *             process, shared by its loops (server/relaydns.c): each job
  *             gets one of the relay's addresses, round-robin, as its
  *             connect address, so the engine never resolves; not resolved
  *             yet is a "dns" tempfail without an attempt, and a
- *             connect-stage tempfail is retried once on the relay's next
- *             address before it is recorded;
+ *             connect-stage tempfail moves on to the relay's next address,
+ *             through all of them, before it is recorded;
+ *             either way each address has the whole connect timeout, and
+ *             when none works the recorded text names each one and how it
+ *             failed ("connect to relay: [::1]:25 refused; 10.0.0.5:25
+ *             timed out after 30s");
  *   shaper    (server/shaper.c) a release thread for deliveries held by
  *             TXMAIL_DOMAIN_RATE; dispatch asks it first, and a destination
  *             it has suspended is recorded deferred without an attempt;
@@ -70,7 +74,9 @@ struct job {
 	struct smtp_outcome out;
 	struct route_result *route;   /* direct delivery: addresses to try; NULL via relay */
 	size_t next_addr;             /* route->addrs[next_addr] is tried next */
-	int relay_retried;            /* relay: already moved to the relay's next address once */
+	char relay_first[RELAYDNS_ADDR_MAX];   /* relay: the address this attempt began with */
+	size_t relay_tries;           /* relay: addresses tried in this attempt */
+	char tried[sizeof(((struct smtp_outcome *)0)->text)];   /* how each address failed, "; " between */
 	char verp[VERP_ADDR_MAX + 1]; /* TXMAIL_BOUNCE_DOMAIN: this transaction's return path */
 	int64_t not_before_ms;        /* shaper: destination suspended; deferred until then, not attempted */
 	int done;
@@ -189,6 +195,30 @@ set_outcome(struct smtp_outcome *o, enum smtp_result r, const char *stage, const
 	util_strlcpy(o->text, text, sizeof(o->text));
 }
 
+/*
+ * tried_add - add one address's connect-stage failure text to buf ("; "
+ * between), without repeating a "connect to NAME: " the list already
+ * starts with: "connect to localhost: [::1]:25 refused; 127.0.0.1:25 refused".
+ */
+static void
+tried_add(char *buf, size_t len, const char *text)
+{
+	size_t used = strlen(buf);
+	const char *colon;
+
+	if (used == 0) {
+		util_strlcpy(buf, text, len);
+		return;
+	}
+	if (strncmp(text, "connect to ", 11) == 0 && (colon = strstr(text, ": ")) != NULL &&
+	    strncmp(buf, text, (size_t)(colon + 2 - text)) == 0)
+		text = colon + 2;
+	if (used + 3 < len) {
+		memcpy(buf + used, "; ", 2);
+		util_strlcpy(buf + used + 2, text, len - used - 2);
+	}
+}
+
 /* --- relay addresses (server/relaydns.c) ---------------------------------- */
 
 /*
@@ -289,6 +319,7 @@ on_route(const struct route_result *r, void *udata, void *arg)
 		}
 		*j->route = *r;
 		j->next_addr = 0;
+		j->tried[0] = '\0';
 		submit_next(w, j);
 		return;
 	case ROUTE_PERMFAIL:
@@ -388,24 +419,26 @@ on_engine_done(struct smtp_job *sj, const struct smtp_outcome *o, void *arg)
 	struct job *j = sj->udata;
 
 	j->out = *o;
-	if (j->route != NULL && j->next_addr < j->route->naddr && connect_stage_tempfail(o)) {
-		log_info("MX host unreachable, trying the next",
-		    "msg_id=%s rcpt=%s worker=%s mx=%s addr=%s port=%u stage=%s error=%.200s",
-		    j->d->msg_id, j->d->rcpt, w->consumer, sj->target.host, sj->target.connect_addr,
-		    sj->target.port, o->stage, o->text);
-		submit_next(w, j);   /* on shutdown it records "shutdown": left pending */
-		return;
-	}
-	if (j->route == NULL && w->rdns != NULL && !j->relay_retried && connect_stage_tempfail(o)) {
+	if (connect_stage_tempfail(o)) {
+		/* this address did not take it: the next one, before recording anything */
+		tried_add(j->tried, sizeof(j->tried), o->text);
+		if (j->route != NULL && j->next_addr < j->route->naddr) {
+			log_info("MX host unreachable, trying the next",
+			    "msg_id=%s rcpt=%s worker=%s mx=%s addr=%s port=%u stage=%s error=%.200s",
+			    j->d->msg_id, j->d->rcpt, w->consumer, sj->target.host, sj->target.connect_addr,
+			    sj->target.port, o->stage, o->text);
+			submit_next(w, j);   /* on shutdown it records "shutdown": left pending */
+			return;
+		}
 		char next[RELAYDNS_ADDR_MAX];
-
-		if (relaydns_next(w->rdns, sj->target.connect_addr, next, sizeof(next)) == 0) {
-			/* once per job: the relay's next address, before recording anything */
+		if (j->route == NULL && w->rdns != NULL && j->relay_tries < RELAYDNS_MAX_ADDRS &&
+		    relaydns_next(w->rdns, sj->target.connect_addr, next, sizeof(next)) == 0 &&
+		    strcmp(next, j->relay_first) != 0) {
 			log_info("relay address unreachable, trying the next",
 			    "msg_id=%s rcpt=%s worker=%s relay=%s addr=%s port=%u stage=%s error=%.200s next=%s",
 			    j->d->msg_id, j->d->rcpt, w->consumer, sj->target.host, sj->target.connect_addr,
 			    sj->target.port, o->stage, o->text, next);
-			j->relay_retried = 1;
+			j->relay_tries++;
 			util_strlcpy(j->sj.target.connect_addr, next, sizeof(j->sj.target.connect_addr));
 			if (smtp_engine_submit(w->engine, &j->sj) != 0) {
 				set_outcome(&j->out, SMTP_RESULT_TEMPFAIL, "shutdown", "worker shutting down");
@@ -413,6 +446,8 @@ on_engine_done(struct smtp_job *sj, const struct smtp_outcome *o, void *arg)
 			}
 			return;
 		}
+		/* none left: the text names every address tried */
+		util_strlcpy(j->out.text, j->tried, sizeof(j->out.text));
 	}
 	if (o->stage == NULL || strcmp(o->stage, "shutdown") != 0)
 		metrics_smtp_transaction((int)o->result);
@@ -423,8 +458,11 @@ on_engine_done(struct smtp_job *sj, const struct smtp_outcome *o, void *arg)
 		/* a group: each member's own result (accepted, refused at RCPT, ...) */
 		size_t k = 0;
 
-		for (struct job *m = j; m != NULL && k < j->sj.nrcpts; m = m->grp_next)
+		for (struct job *m = j; m != NULL && k < j->sj.nrcpts; m = m->grp_next) {
 			m->out = j->sj.rcpts[k++].out;
+			if (connect_stage_tempfail(o) && connect_stage_tempfail(&m->out))
+				util_strlcpy(m->out.text, j->out.text, sizeof(m->out.text));
+		}
 		j->grp_own = 1;
 	}
 	push_done(w, j);
@@ -687,6 +725,9 @@ dispatch_send(struct worker *w, struct job *j)
 			return;
 		}
 		util_strlcpy(j->sj.target.connect_addr, ip, sizeof(j->sj.target.connect_addr));
+		util_strlcpy(j->relay_first, ip, sizeof(j->relay_first));
+		j->relay_tries = 1;
+		j->tried[0] = '\0';
 	}
 	log_debug("sending via relay", "msg_id=%s rcpt=%s attempt=%d worker=%s addr=%s port=%u",
 	    d->msg_id, d->rcpt, d->attempts, w->consumer, j->sj.target.connect_addr, j->sj.target.port);

@@ -248,3 +248,46 @@ def capi(txmail, spec_validator):
     c = spec_check.CheckedClient(txmail.port, spec_validator, key=txmail.key)
     yield c
     c.close()
+
+
+# --- a private /etc/hosts (unshare -rm + a bind mount) ----------------------------------
+
+@pytest.fixture
+def hosts_txmail(txmail_binary, txmail_env, workdir, register_log):
+    """start(hosts_text, extra_env) -> Txmail: a `txmail run` that sees hosts_text as /etc/hosts."""
+    why = helpers.hosts_ns_problem(workdir)
+    if why is not None:
+        pytest.skip("cannot give txmail a private /etc/hosts: " + why)
+    procs = []
+
+    def start(hosts_text, extra_env):
+        n = len(procs) + 1
+        hosts = os.path.join(workdir, "hosts-%d" % n)
+        with open(hosts, "w") as f:
+            f.write(hosts_text)
+        wrapper = os.path.join(workdir, "txmail-hosts-%d" % n)
+        with open(wrapper, "w") as f:
+            f.write('#!/bin/sh\n# txmail with %s as /etc/hosts (conftest.py hosts_txmail)\n'
+                    'exec unshare -rm sh -c \'mount --bind "$1" /etc/hosts && shift && exec "$@"\' '
+                    'sh "%s" "%s" "$@"\n' % (hosts, hosts, txmail_binary))
+        os.chmod(wrapper, 0o755)
+        env = dict(txmail_env)
+        port = free_port()
+        env["TXMAIL_LISTEN"] = "127.0.0.1:%d" % port
+        env.update(extra_env)
+        logp = os.path.join(workdir, "txmail-hosts-%d.log" % n)
+        name = "txmail run (private hosts) #%d" % n
+        t = Txmail(wrapper, ["run"], helpers.clean_env(env), logp, port=port,
+                   key=env["TXMAIL_API_KEYS"].split(",")[0], name=name)
+        procs.append(t)
+        register_log(name + " log", logp)
+        t.start()
+        return t
+
+    yield start
+    problems = []
+    for t in procs:
+        t.stop()
+        problems.extend(t.problems)
+    if problems:
+        pytest.fail("txmail teardown problems:\n" + "\n".join(problems), pytrace=False)

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -691,3 +692,54 @@ def log(*a):
     line = " ".join(str(x) for x in a)
     NOTES.append(line)
     print(line, flush=True)
+
+
+# --- a private /etc/hosts ----------------------------------------------------------------
+
+def hosts_ns_problem(workdir):
+    """None when `unshare -rm` + a bind mount over /etc/hosts works here, else why not."""
+    if shutil.which("unshare") is None or shutil.which("getent") is None:
+        return "unshare or getent missing"
+    hosts = os.path.join(workdir, "probe-hosts")
+    with open(hosts, "w") as f:
+        f.write("127.0.0.9 relaydns-probe.test\n")
+    try:
+        p = subprocess.run(["unshare", "-rm", "sh", "-c",
+                            'mount --bind "$1" /etc/hosts && exec getent ahosts relaydns-probe.test',
+                            "sh", hosts], capture_output=True, timeout=dl(10), stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return "unshare failed: %r" % (e,)
+    if p.returncode != 0 or b"127.0.0.9" not in p.stdout:
+        return "no private /etc/hosts (rc %s): %s" % (p.returncode, p.stderr.decode(errors="replace")[-300:])
+    return None
+
+
+def with_hosts(hosts_path, argv):
+    """argv run with hosts_path as its /etc/hosts (a user + mount namespace of its own)."""
+    return ["unshare", "-rm", "sh", "-c", 'mount --bind "$1" /etc/hosts && shift && exec "$@"',
+            "sh", hosts_path] + list(argv)
+
+
+def blackhole_listen(ip, port):
+    """A listener on ip:port (loopback) whose accept queue is full, so the kernel
+    drops further SYNs and a connect there hangs, as to a host that never
+    answers. Returns the sockets to close (the listener and its fillers)."""
+    fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    lst = socket.socket(fam, socket.SOCK_STREAM)
+    if fam == socket.AF_INET6:
+        lst.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    lst.bind((ip, port))
+    lst.listen(0)
+    socks = [lst]
+    for _ in range(8):
+        c = socket.socket(fam, socket.SOCK_STREAM)
+        c.setblocking(False)
+        socks.append(c)
+        if c.connect_ex((ip, port)) not in (0, 115):   # 115: EINPROGRESS
+            break
+        _, w, _ = select.select([], [c], [], 0.3)
+        if not w:
+            return socks   # this one hangs: the queue is full
+    for c in socks:
+        c.close()
+    raise AssertionError("the accept queue of %s:%d did not fill" % (ip, port))

@@ -26,17 +26,13 @@ Must never: wait without a deadline, or trust txmail's view where the peer's
 """
 
 import json
-import os
 import re
-import shutil
-import subprocess
 import time
 
 import pytest
 
-import helpers
 import logparse
-from helpers import Txmail, dl, free_port, read_text, wait_status, wait_until
+from helpers import dl, read_text, wait_status, wait_until
 
 NO_RETRY = {"TXMAIL_RETRY_BASE": "60", "TXMAIL_RETRY_MAX": "60"}
 
@@ -117,67 +113,6 @@ def test_relay_unresolvable_defers_and_stays_responsive(txmail_factory, smtp_pee
     finally:
         probe.close()
         api.close()
-
-
-# --- a private /etc/hosts -----------------------------------------------------------------
-
-def _hosts_ns_problem(workdir):
-    """None when `unshare -rm` + a bind mount over /etc/hosts works here, else why not."""
-    if shutil.which("unshare") is None or shutil.which("getent") is None:
-        return "unshare or getent missing"
-    hosts = os.path.join(workdir, "probe-hosts")
-    with open(hosts, "w") as f:
-        f.write("127.0.0.9 relaydns-probe.test\n")
-    try:
-        p = subprocess.run(["unshare", "-rm", "sh", "-c",
-                            'mount --bind "$1" /etc/hosts && exec getent ahosts relaydns-probe.test',
-                            "sh", hosts], capture_output=True, timeout=dl(10), stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return "unshare failed: %r" % (e,)
-    if p.returncode != 0 or b"127.0.0.9" not in p.stdout:
-        return "no private /etc/hosts (rc %s): %s" % (p.returncode, p.stderr.decode(errors="replace")[-300:])
-    return None
-
-
-@pytest.fixture
-def hosts_txmail(txmail_binary, txmail_env, workdir, register_log):
-    """start(hosts_text, extra_env) -> Txmail: a `txmail run` that sees hosts_text as /etc/hosts."""
-    why = _hosts_ns_problem(workdir)
-    if why is not None:
-        pytest.skip("cannot give txmail a private /etc/hosts: " + why)
-    procs = []
-
-    def start(hosts_text, extra_env):
-        n = len(procs) + 1
-        hosts = os.path.join(workdir, "hosts-%d" % n)
-        with open(hosts, "w") as f:
-            f.write(hosts_text)
-        wrapper = os.path.join(workdir, "txmail-hosts-%d" % n)
-        with open(wrapper, "w") as f:
-            f.write('#!/bin/sh\n# txmail with %s as /etc/hosts (test_relay_dns.py)\n'
-                    'exec unshare -rm sh -c \'mount --bind "$1" /etc/hosts && shift && exec "$@"\' '
-                    'sh "%s" "%s" "$@"\n' % (hosts, hosts, txmail_binary))
-        os.chmod(wrapper, 0o755)
-        env = dict(txmail_env)
-        port = free_port()
-        env["TXMAIL_LISTEN"] = "127.0.0.1:%d" % port
-        env.update(extra_env)
-        logp = os.path.join(workdir, "txmail-hosts-%d.log" % n)
-        name = "txmail run (private hosts) #%d" % n
-        t = Txmail(wrapper, ["run"], helpers.clean_env(env), logp, port=port,
-                   key=env["TXMAIL_API_KEYS"].split(",")[0], name=name)
-        procs.append(t)
-        register_log(name + " log", logp)
-        t.start()
-        return t
-
-    yield start
-    problems = []
-    for t in procs:
-        t.stop()
-        problems.extend(t.problems)
-    if problems:
-        pytest.fail("txmail teardown problems:\n" + "\n".join(problems), pytrace=False)
 
 
 def test_relay_next_address_after_a_refused_one(hosts_txmail, smtp_peer):
