@@ -1215,10 +1215,6 @@ http_start(const struct config *cfg, char *err, size_t errlen)
 		goto fail;
 	}
 
-	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
-	flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
-	if (ai->ai_family == AF_INET6)
-		flags |= MHD_USE_IPv6;
 	threads = cfg->http_threads > 0 ? (unsigned)cfg->http_threads : 1;
 
 	limit = http_connection_limit(&nofile);
@@ -1228,16 +1224,27 @@ http_start(const struct config *cfg, char *err, size_t errlen)
 		goto fail;
 	if (hd_start(h, err, errlen) != 0)
 		goto fail;
-	h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, http_access, h,
-	    MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, h,
-	    MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-	    MHD_OPTION_THREAD_POOL_SIZE, threads,
-	    MHD_OPTION_CONNECTION_LIMIT, limit,
-	    MHD_OPTION_CONNECTION_TIMEOUT,
-	    (unsigned)(cfg->http_timeout > 0 ? cfg->http_timeout : HTTP_CONNECTION_TIMEOUT_S),
-	    MHD_OPTION_NOTIFY_COMPLETED, http_completed, h,
-	    MHD_OPTION_NOTIFY_CONNECTION, http_notify_connection, h,
-	    MHD_OPTION_END);
+	/*
+	 * A name with several addresses (localhost: ::1 and 127.0.0.1) is
+	 * served on the first of them that can be bound, in getaddrinfo's
+	 * order; one listener only.
+	 */
+	for (const struct addrinfo *cur = ai; cur != NULL && h->daemon == NULL; cur = cur->ai_next) {
+		flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
+		flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
+		if (cur->ai_family == AF_INET6)
+			flags |= MHD_USE_IPv6;
+		h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, http_access, h,
+		    MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, h,
+		    MHD_OPTION_SOCK_ADDR, cur->ai_addr,
+		    MHD_OPTION_THREAD_POOL_SIZE, threads,
+		    MHD_OPTION_CONNECTION_LIMIT, limit,
+		    MHD_OPTION_CONNECTION_TIMEOUT,
+		    (unsigned)(cfg->http_timeout > 0 ? cfg->http_timeout : HTTP_CONNECTION_TIMEOUT_S),
+		    MHD_OPTION_NOTIFY_COMPLETED, http_completed, h,
+		    MHD_OPTION_NOTIFY_CONNECTION, http_notify_connection, h,
+		    MHD_OPTION_END);
+	}
 	if (h->daemon == NULL) {
 		snprintf(err, errlen, "cannot listen on %s:%u (in use, or not permitted)",
 		    cfg->listen_host, (unsigned)cfg->listen_port);
