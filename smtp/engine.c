@@ -52,6 +52,7 @@ struct smtp_engine {
 	pthread_mutex_t mu;
 	struct smtp_job *sub_head, *sub_tail;   /* under mu */
 	int closing;                            /* under mu */
+	int draining;                           /* under mu: smtp_engine_drain was called */
 	atomic_int inflight;
 	struct smtp_pool *pools;
 };
@@ -182,7 +183,7 @@ int smtp_engine_submit(struct smtp_engine *e, struct smtp_job *job)
 	int rc = 0;
 
 	pthread_mutex_lock(&e->mu);
-	if (e->closing) {
+	if (e->closing || e->draining) {
 		rc = -1;
 		goto out;
 	}
@@ -218,7 +219,7 @@ static void report_shutdown(struct smtp_engine *e, struct smtp_job *job)
 
 	memset(&o, 0, sizeof(o));
 	o.result = SMTP_RESULT_TEMPFAIL;
-	snprintf(o.text, sizeof(o.text), "engine shut down before delivery finished");
+	snprintf(o.text, sizeof(o.text), "engine shut down before delivery started");
 	o.stage = "shutdown";
 	for (size_t i = 0; job->rcpts != NULL && i < job->nrcpts; i++)
 		job->rcpts[i].out = o;   /* never started: every recipient shares it */
@@ -472,6 +473,50 @@ static void run_timers(struct smtp_engine *e)
 	}
 }
 
+/*
+ * drain_now - while draining: jobs not started (waiting in a pool, or on a
+ * session that has not sent MAIL yet) are reported "shutdown" and idle
+ * sessions quit, so only transactions already begun go on.
+ */
+static void drain_now(struct smtp_engine *e)
+{
+	struct smtp_pool *p;
+	struct smtp_session *s, *next;
+	struct smtp_job *j;
+	int draining;
+
+	pthread_mutex_lock(&e->mu);
+	draining = e->draining;
+	pthread_mutex_unlock(&e->mu);
+	if (!draining)
+		return;
+	for (p = e->pools; p != NULL; p = p->next) {
+		while ((j = pool_pop(p)) != NULL)
+			report_shutdown(e, j);
+		for (s = p->sessions; s != NULL; s = next) {
+			next = s->next;   /* after() may free s; it never frees others */
+			if (s->job != NULL && !smtp_session_in_transaction(s)) {
+				smtp_session_abort(s, "shutdown", "engine shut down before delivery started");
+				after(e, s);
+			} else if (s->job == NULL && s->state == SMTP_STATE_IDLE) {
+				smtp_session_quit(s);
+				after(e, s);
+			}
+		}
+		while ((j = pool_pop(p)) != NULL)   /* given back by a session just now */
+			report_shutdown(e, j);
+		p->dirty = 0;
+	}
+}
+
+void smtp_engine_drain(struct smtp_engine *e)
+{
+	pthread_mutex_lock(&e->mu);
+	e->draining = 1;
+	pthread_mutex_unlock(&e->mu);
+	smtp_engine_wake(e);
+}
+
 int smtp_engine_run(struct smtp_engine *e, int timeout_ms)
 {
 	struct epoll_event evs[ENGINE_MAX_EVENTS];
@@ -503,6 +548,7 @@ int smtp_engine_run(struct smtp_engine *e, int timeout_ms)
 		after(e, s);
 	}
 	run_timers(e);
+	drain_now(e);
 	dispatch_all(e);
 	return 0;
 }
@@ -522,7 +568,10 @@ void smtp_engine_free(struct smtp_engine *e)
 		struct smtp_session *s;
 
 		while ((s = p->sessions) != NULL) {
-			smtp_session_abort(s, "shutdown", "engine shut down before delivery finished");
+			if (smtp_session_in_transaction(s))
+				smtp_session_abort(s, "cut", "engine shut down during the transaction");
+			else
+				smtp_session_abort(s, "shutdown", "engine shut down before delivery started");
 			if (s->done_job != NULL) {
 				report(e, s->done_job, &s->done);
 				s->done_job = NULL;

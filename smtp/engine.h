@@ -75,7 +75,10 @@ struct smtp_outcome {
 	char enhanced[16];     /* "5.1.1" or "" */
 	char text[512];        /* server text, or our own description of the failure */
 	const char *stage;     /* static string: "connect", "tls", "banner", "ehlo", "starttls",
-	                        * "auth", "mail", "rcpt", "data", "dot", "shutdown" */
+	                        * "auth", "mail", "rcpt", "data", "dot", "shutdown"
+	                        * (stopped before the transaction began: nothing was
+	                        * sent), "cut" (stopped during it: the server may
+	                        * have the message) */
 };
 
 /*
@@ -173,12 +176,22 @@ int smtp_engine_run(struct smtp_engine *e, int timeout_ms);
 /* smtp_engine_wake - make a blocked smtp_engine_run return early (any thread). */
 void smtp_engine_wake(struct smtp_engine *e);
 
+/*
+ * smtp_engine_drain - start stopping (any thread): from the next turn of
+ * the loop, jobs whose transaction has not begun (queued, or on a session
+ * still connecting, greeting or in RSET) get on_done with a tempfail at
+ * stage "shutdown", idle sessions QUIT, and smtp_engine_submit returns -1;
+ * transactions already begun (MAIL sent) go on to their end.
+ */
+void smtp_engine_drain(struct smtp_engine *e);
+
 /* smtp_engine_inflight - jobs submitted and not yet reported (any thread). */
 int smtp_engine_inflight(const struct smtp_engine *e);
 
 /*
  * smtp_engine_free - close every session (QUIT is not waited for); jobs not
- * yet done get on_done with a tempfail at stage "shutdown". Engine thread.
+ * yet done get on_done with a tempfail at stage "cut" when their
+ * transaction had begun, else "shutdown". Engine thread.
  */
 void smtp_engine_free(struct smtp_engine *e);
 

@@ -883,6 +883,22 @@ void smtp_session_quit(struct smtp_session *s)
 	send_cmd(s, SMTP_STATE_QUIT, "QUIT", 0, "QUIT");
 }
 
+int smtp_session_in_transaction(const struct smtp_session *s)
+{
+	if (s->job == NULL)
+		return 0;
+	switch (s->state) {
+	case SMTP_STATE_MAIL:
+	case SMTP_STATE_RCPT:
+	case SMTP_STATE_DATA:
+	case SMTP_STATE_BODY:
+	case SMTP_STATE_DOT:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
 void smtp_session_abort(struct smtp_session *s, const char *stage, const char *text)
 {
 	if (s->job != NULL)

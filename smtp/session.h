@@ -158,6 +158,14 @@ void smtp_session_on_timeout(struct smtp_session *s);
  */
 void smtp_session_abort(struct smtp_session *s, const char *stage, const char *text);
 
+/*
+ * smtp_session_in_transaction - 1 when the current job's transaction has
+ * begun (MAIL sent, up to the reply to "."): stopping now may leave the
+ * message with the server. 0 with no job, or before MAIL (connecting,
+ * greeting, EHLO, STARTTLS, AUTH, RSET).
+ */
+int smtp_session_in_transaction(const struct smtp_session *s);
+
 /* smtp_session_events - EPOLL* interest for the current state (0 when closed). */
 uint32_t smtp_session_events(const struct smtp_session *s);
 

@@ -1013,6 +1013,85 @@ Test(engine, shutdown_reports_unfinished)
 	}
 }
 
+/* run the loop until the peer's transcript contains needle, or fail after limit seconds */
+static void run_until_peer_log(struct harness *h, const char *needle, double limit)
+{
+	char logp[256];
+	double deadline = now_s() + limit;
+
+	snprintf(logp, sizeof(logp), "%s/log", g_peer.dir);
+	for (;;) {
+		char *log = slurp(logp, NULL);
+		int hit = log != NULL && strstr(log, needle) != NULL;
+
+		free(log);
+		if (hit)
+			return;
+		cr_assert_lt(now_s(), deadline, "timed out waiting for \"%s\" in the peer transcript", needle);
+		cr_assert_eq(smtp_engine_run(h->e, 20), 0, "smtp_engine_run failed");
+	}
+}
+
+Test(engine, drain_gives_back_unstarted_and_finishes_begun)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t[3], late;
+	double t0;
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	cfg.max_conns_per_target = 1;
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	for (int i = 0; i < 3; i++) {
+		job_init(&t[i], &tg, "a@example.com", "slow-x@example.com", k_msg);
+		submit(&h, &t[i]);
+	}
+	run_until_peer_log(&h, "1 C: DATA", 10);   /* job 0 is in its transaction, 1 and 2 wait */
+	cr_assert_eq(h.ndone, 0, "got %d reports before the drain, want 0", h.ndone);
+	smtp_engine_drain(h.e);
+	t0 = now_s();
+	job_init(&late, &tg, "a@example.com", "b@example.com", k_msg);
+	cr_assert_eq(smtp_engine_submit(h.e, &late.job), -1, "submit after drain: got 0, want -1");
+	run_until(&h, 2, 2);
+	cr_assert_lt(now_s() - t0, 1.0, "the waiting jobs came back after %.2fs, want at once", now_s() - t0);
+	for (int i = 1; i < 3; i++)
+		assert_outcome(&t[i], SMTP_RESULT_TEMPFAIL, 0, "shutdown");
+	cr_assert(!t[0].done, "the job in its transaction was stopped: %s", t[0].o.text);
+	run_until(&h, 3, 10);
+	assert_outcome(&t[0], SMTP_RESULT_OK, 250, "dot");
+	cr_assert_eq(count_files(g_peer.maildir, ".json"), 1, "got %d messages at the peer, want 1",
+	    count_files(g_peer.maildir, ".json"));
+	harness_free(&h);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(t[i].reports, 1, "job %d: got %d reports, want 1", i, t[i].reports);
+}
+
+Test(engine, free_during_transaction_reports_cut)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t[2];
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	cfg.max_conns_per_target = 1;
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	for (int i = 0; i < 2; i++) {
+		job_init(&t[i], &tg, "a@example.com", "slow-x@example.com", k_msg);
+		submit(&h, &t[i]);
+	}
+	run_until_peer_log(&h, "1 C: DATA", 10);
+	harness_free(&h);
+	cr_assert_eq(h.ndone, 2, "got %d reports, want 2", h.ndone);
+	assert_outcome(&t[0], SMTP_RESULT_TEMPFAIL, 0, "cut");
+	assert_outcome(&t[1], SMTP_RESULT_TEMPFAIL, 0, "shutdown");
+}
+
 struct submitter {
 	struct harness *h;
 	struct tjob *jobs;
