@@ -30,6 +30,7 @@
 #include <netdb.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,8 @@ struct http_server {
 	const struct config *cfg;
 	size_t max_body;
 	struct http_deadlines hd;
+	atomic_int draining;    /* http_drain: every route but /healthz answers 503 */
+	atomic_int active;      /* requests begun and not completed */
 };
 
 /* --- routes --------------------------------------------------------------- */
@@ -882,6 +885,17 @@ http_precheck(struct http_server *h, struct MHD_Connection *conn, const char *me
 
 	rq->route = http_route_find(method, url, rq->param, sizeof(rq->param), &status,
 	    allow, sizeof(allow));
+	if (atomic_load(&h->draining) &&
+	    (rq->route == NULL || rq->route->handler != http_healthz)) {
+		/* shutting down: /readyz fails so load balancers move on; clients retry elsewhere */
+		struct api_response resp = { .status = 500 };
+
+		api_error(&resp, 503, "unavailable", "server is shutting down; retry later", NULL);
+		api_header(&resp, "Retry-After", "5");
+		api_header(&resp, "Connection", "close");
+		*ret = http_send(conn, rq, &resp);   /* X-Request-Id; access line in http_completed */
+		return -1;
+	}
 	if (rq->route == NULL) {
 		if (status == 405)
 			*ret = http_send_error(conn, rq, 405, "method_not_allowed",
@@ -1038,6 +1052,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 		util_strlcpy(rq->method, method, sizeof(rq->method));
 		util_strlcpy(rq->path, url, sizeof(rq->path));
 		*con_cls = rq;
+		atomic_fetch_add(&h->active, 1);
 		if (http_precheck(h, conn, method, url, rq, &ret) != 0) {
 			rq->answered = 1;
 			metrics_http_request(rq->route != NULL ? rq->route->pattern : NULL, rq->status);
@@ -1135,6 +1150,7 @@ http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (rq == NULL)
 		return;
 	http_access_log(rq, toe);
+	atomic_fetch_sub(&((struct http_server *)cls)->active, 1);   /* after its access line */
 	free(rq->buf);
 	free(rq);
 	*con_cls = NULL;
@@ -1275,6 +1291,21 @@ fail:
 	}
 	free(h);
 	return NULL;
+}
+
+void
+http_drain(struct http_server *h)
+{
+	if (h == NULL)
+		return;
+	atomic_store(&h->draining, 1);
+	api_events_hub_shutdown(h->events);   /* event streams end; new ones get 503 */
+}
+
+int
+http_active(struct http_server *h)
+{
+	return h != NULL ? atomic_load(&h->active) : 0;
 }
 
 void

@@ -11,6 +11,19 @@ struct http_server;
 
 /* http_start - listen on cfg->listen_host:listen_port. NULL with err. */
 struct http_server *http_start(const struct config *cfg, char *err, size_t errlen);
+
+/*
+ * http_drain - begin shutting down (any thread, returns at once): from now
+ * every request but GET /healthz is answered 503 unavailable with
+ * Retry-After and Connection: close (so /readyz fails and load balancers
+ * move traffic away), and event streams end. Requests already being
+ * handled finish normally.
+ */
+void http_drain(struct http_server *h);
+
+/* http_active - requests begun and not yet completed (to wait for them after http_drain). */
+int http_active(struct http_server *h);
+
 void http_stop(struct http_server *h);
 
 #endif

@@ -3,17 +3,23 @@
  *
  * Owns the order in which roles start and stop, and signal handling
  * (SIGINT/SIGTERM are waited for with sigwait in the main thread; every
- * other thread runs with them blocked). Knows nothing of HTTP, SMTP or
- * Redis details: it only starts the modules that do.
+ * other thread runs with them blocked). The first one starts a graceful
+ * stop on a thread of its own (shutdown_graceful: HTTP answers 503, SMTP
+ * transactions in flight get TXMAIL_SHUTDOWN_GRACE to finish, the rest is
+ * handed back to the queue, one summary line, exit 0) while the main
+ * thread keeps listening: a second signal exits at once. Knows nothing of
+ * HTTP, SMTP or Redis details: it only starts the modules that do.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bounce.h"
@@ -35,6 +41,7 @@
 #endif
 
 #define MAX_WORKERS 64
+#define STOP_HARD_MARGIN_MS 10000   /* a stop still running this long after the grace: exit anyway */
 
 /* The NAME_FILE variants (config_secret), in every help text that lists configuration. */
 #define USAGE_SECRET_FILES \
@@ -83,7 +90,9 @@ static const char usage_run[] =
     "          message under $TXMAIL_DATA_DIR/mail, deliver through it, and\n"
     "          print an API key and a curl line to try.\n"
     "\n"
-    "Stops cleanly on SIGINT (Ctrl-C) or SIGTERM.\n"
+    "Stops cleanly on SIGINT (Ctrl-C) or SIGTERM: SMTP transactions in flight get\n"
+    "TXMAIL_SHUTDOWN_GRACE (25 s) to finish, the rest goes back to the queue; a\n"
+    "second signal exits at once.\n"
     "\n"
     USAGE_SECRET_FILES;
 
@@ -135,6 +144,7 @@ struct app {
 	int nworkers;
 	struct scheduler *sched;
 	struct webhook *wh;
+	atomic_int stopped;        /* shutdown_graceful has returned */
 };
 
 static int
@@ -258,19 +268,37 @@ print_dev_banner(const struct app *a, const char *key, const char *sink_addr)
 }
 
 static void
-stop_all(struct app *a)
+nap_ms(long ms)
 {
-	if (a->http != NULL)
-		http_stop(a->http);
-	a->http = NULL;
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* Stop whatever runs; nothing waits past deadline_ms (util_mono_ms). */
+static void
+stop_all(struct app *a, int64_t deadline_ms, struct worker_stop_stats *ws,
+    struct webhook_stop_stats *whs)
+{
+	http_drain(a->http);
 	for (int i = 0; i < a->nworkers; i++)
-		worker_stop(a->workers[i], 10);
-	a->nworkers = 0;
+		worker_drain(a->workers[i]);   /* all at once: they drain together */
 	if (a->sched != NULL)
 		scheduler_stop(a->sched);
 	a->sched = NULL;
+	for (int i = 0; i < a->nworkers; i++)
+		worker_stop(a->workers[i], deadline_ms, ws);
+	a->nworkers = 0;
+	/* requests being handled (an accept half-way) finish too */
+	while (http_active(a->http) > 0 && util_mono_ms() < deadline_ms)
+		nap_ms(20);
+	if (a->http != NULL)
+		http_stop(a->http);
+	a->http = NULL;
+	/* webhooks: the POSTs in flight may finish within what is left of the grace */
 	if (a->wh != NULL)
-		webhook_stop(a->wh);
+		webhook_stop(a->wh, deadline_ms, whs);
 	a->wh = NULL;
 	if (a->bounce != NULL)
 		bounce_stop(a->bounce);
@@ -321,12 +349,92 @@ log_config_warnings(const struct config_report *rep)
 			log_warn("configuration warning", "problem=%s", rep->p[i].text);
 }
 
+/*
+ * shutdown_graceful - the stop after SIGTERM/SIGINT: /readyz and the API
+ * answer 503 at once, workers stop fetching and hand back what has not
+ * started, transactions in flight get the grace, webhooks in flight too;
+ * then one summary line.
+ */
+static void
+shutdown_graceful(struct app *a)
+{
+	struct worker_stop_stats ws;
+	struct webhook_stop_stats whs;
+	int64_t t0 = util_mono_ms();
+	char took[32];
+
+	memset(&ws, 0, sizeof(ws));
+	memset(&whs, 0, sizeof(whs));
+	stop_all(a, t0 + (int64_t)(a->cfg.shutdown_grace * 1000), &ws, &whs);
+	/* the receiving server may have accepted a cut one: it can arrive twice */
+	if (ws.cut > 0)
+		log_warn("deliveries cut mid-transaction at the end of the grace and handed back, "
+		    "they may arrive twice", "cut=%zu", ws.cut);
+	/* redis unreachable: another worker takes them over after the visibility timeout */
+	if (ws.left_pending > 0)
+		log_warn("deliveries could not be handed back, they are taken over after the "
+		    "visibility timeout", "left_pending=%zu", ws.left_pending);
+	log_info("shutdown complete",
+	    "finished=%zu handed_back=%zu not_started=%zu cut=%zu left_pending=%zu"
+	    " webhooks_finished=%zu webhooks_abandoned=%zu took=%s",
+	    ws.finished, ws.not_started + ws.cut, ws.not_started, ws.cut, ws.left_pending,
+	    whs.finished, whs.abandoned,
+	    util_fmt_duration((double)(util_mono_ms() - t0) / 1000.0, took, sizeof(took)));
+}
+
+static void *
+stopper_main(void *arg)
+{
+	struct app *a = arg;
+
+	shutdown_graceful(a);
+	atomic_store(&a->stopped, 1);
+	return NULL;
+}
+
+/*
+ * wait_stopped - run the graceful stop on its own thread and keep
+ * listening: a second signal, or a stop stuck well past the grace, exits
+ * the process at once (what is unfinished stays pending in Redis).
+ * Returns 0 when the stop completed.
+ */
+static int
+wait_stopped(struct app *a, const sigset_t *set)
+{
+	int64_t hard = util_mono_ms() + (int64_t)(a->cfg.shutdown_grace * 1000) + STOP_HARD_MARGIN_MS;
+	struct timespec tick = { 0, 100 * 1000000L };
+	char dur[32];
+	pthread_t thr;
+	int sig;
+
+	if (pthread_create(&thr, NULL, stopper_main, a) != 0) {
+		shutdown_graceful(a);
+		return 0;
+	}
+	while (!atomic_load(&a->stopped)) {
+		sig = sigtimedwait(set, NULL, &tick);
+		if (sig == SIGINT || sig == SIGTERM) {
+			/* unfinished deliveries stay pending: taken over after the visibility timeout */
+			log_warn("received the signal again, exiting now without waiting", "signal=%s",
+			    sig == SIGINT ? "SIGINT" : "SIGTERM");
+			_exit(1);
+		}
+		if (util_mono_ms() >= hard) {
+			log_error("shutdown still not done after the grace, exiting now", "margin=%s",
+			    util_fmt_duration(STOP_HARD_MARGIN_MS / 1000.0, dur, sizeof(dur)));
+			_exit(1);
+		}
+	}
+	pthread_join(thr, NULL);
+	return 0;
+}
+
 static int
 serve(int roles, int dev)
 {
 	struct app *a = calloc(1, sizeof(*a));
 	struct config_report *rep = calloc(1, sizeof(*rep));
-	char err[512], key[128] = "", sink_addr[300] = "";
+	char err[512], key[128] = "", sink_addr[300] = "", dur[32];
 	sigset_t set;
 	int sig, rc = 1;
 
@@ -428,12 +536,14 @@ serve(int roles, int dev)
 	for (;;) {
 		if (sigwait(&set, &sig) != 0)
 			continue;
-		log_info("stopping", "signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+		/* the API answers 503, SMTP transactions in flight have the grace, the rest goes back */
+		log_info("stopping", "signal=%s grace=%s", sig == SIGINT ? "SIGINT" : "SIGTERM",
+		    util_fmt_duration(a->cfg.shutdown_grace, dur, sizeof(dur)));
 		break;
 	}
-	rc = 0;
+	rc = wait_stopped(a, &set);
 out:
-	stop_all(a);
+	stop_all(a, util_mono_ms(), NULL, NULL);   /* after a start-up failure: what did start */
 	if (rc == 0)
 		log_info("txmail stopped");
 	config_free(&a->cfg);

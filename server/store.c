@@ -89,6 +89,7 @@ enum st_script {
 	SC_AUTH,
 	SC_RATELIMIT,
 	SC_BOUNCE,
+	SC_HAND_BACK,
 	SC_COUNT
 };
 
@@ -116,6 +117,7 @@ static const char *const st_scripts[SC_COUNT] = {
 	[SC_AUTH] = store_lua_auth,
 	[SC_RATELIMIT] = store_lua_ratelimit,
 	[SC_BOUNCE] = store_lua_bounce,
+	[SC_HAND_BACK] = store_lua_hand_back,
 };
 
 struct store {
@@ -2108,6 +2110,145 @@ store_heartbeat(struct store *s, const char *consumer,
 		r = NULL;
 	}
 	st_args_release(&a);
+	return rc;
+}
+
+/* One entry to hand back (st_hand_back). */
+struct st_back {
+	const char *entry_id;
+	enum store_lane lane;
+	const char *msg_id;
+	int idx;
+	int attempt;     /* 0: never claimed */
+	int counted;
+};
+
+/*
+ * st_hand_back - run the hand_back script for b[0..n) (pipelined); adds
+ * the ones that went back to *back. 0 or STORE_ERR_*.
+ */
+static int
+st_hand_back(struct store *s, const char *consumer, const struct st_back *b, size_t n,
+    size_t *back)
+{
+	struct st_cmd *cmds = NULL;
+	redisReply **rep = NULL;
+	struct st_args a;
+	char kmsg[ST_KEY_MAX];
+	size_t i, nc = 0;
+	int64_t v;
+	int rc;
+
+	memset(&a, 0, sizeof(a));
+	if (n == 0)
+		return 0;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	cmds = calloc(n, sizeof(*cmds));
+	rep = calloc(n, sizeof(*rep));
+	rc = st_args_init(&a, 12);
+	if (!cmds || !rep || rc) {
+		rc = STORE_ERR_NOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		if (!st_id_ok(b[i].msg_id) ||
+		    st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", b[i].msg_id, NULL)) {
+			rc = STORE_ERR_PROTO;
+			goto out;
+		}
+		st_eval(&a, s, SC_HAND_BACK, 2);
+		st_adds(&a, kmsg);
+		st_adds(&a, st_lane_key(b[i].lane));
+		st_adds(&a, b[i].entry_id);
+		st_addi(&a, b[i].idx);
+		st_addi(&a, b[i].attempt);
+		st_adds(&a, b[i].counted ? "1" : "0");
+		st_adds(&a, consumer);
+		st_adds(&a, b[i].msg_id);
+		rc = st_format(&a, &cmds[i]);
+		if (rc)
+			goto out;
+		nc++;
+	}
+	rc = st_run(s, cmds, nc, rep);
+	if (rc)
+		goto out;
+	for (i = 0; i < nc; i++) {
+		if (st_int(rep[i], &v) != 0)
+			rc = st_bad("hand_back", rep[i]);
+		else if (v == 1)
+			(*back)++;
+	}
+out:
+	st_replies_free(rep, nc);
+	st_cmds_free(cmds, nc);
+	st_args_release(&a);
+	return rc;
+}
+
+int
+store_hand_back(struct store *s, const char *consumer, const struct store_handback *h,
+    size_t n, size_t *back)
+{
+	struct st_back *b;
+	int rc;
+
+	if (!s || !consumer || !*consumer || (n && !h) || !back || n > 100000)
+		return STORE_ERR_PROTO;
+	*back = 0;
+	if (n == 0)
+		return 0;
+	b = calloc(n, sizeof(*b));
+	if (!b)
+		return STORE_ERR_NOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (!h[i].d || h[i].d->attempts <= 0) {
+			free(b);
+			return STORE_ERR_PROTO;
+		}
+		b[i].entry_id = h[i].d->entry_id;
+		b[i].lane = h[i].d->lane;
+		b[i].msg_id = h[i].d->msg_id;
+		b[i].idx = h[i].d->rcpt_idx;
+		b[i].attempt = h[i].d->attempts;
+		b[i].counted = h[i].counted;
+	}
+	rc = st_hand_back(s, consumer, b, n, back);
+	free(b);
+	return rc;
+}
+
+int
+store_hand_back_carried(struct store *s, const char *consumer, size_t *back)
+{
+	struct st_back *b;
+	size_t n = 0;
+	int rc;
+
+	if (!s || !consumer || !*consumer || !back)
+		return STORE_ERR_PROTO;
+	*back = 0;
+	if (s->ncarry == 0)
+		return 0;
+	b = calloc(s->ncarry, sizeof(*b));
+	if (!b)
+		return STORE_ERR_NOMEM;
+	/* malformed entries (claim 0) stay pending: a reclaim acknowledges them */
+	for (size_t i = 0; i < s->ncarry; i++) {
+		if (!s->carry[i].claim)
+			continue;
+		b[n].entry_id = s->carry[i].entry_id;
+		b[n].lane = s->carry[i].lane;
+		b[n].msg_id = s->carry[i].msg_id;
+		b[n].idx = s->carry[i].idx;
+		n++;
+	}
+	rc = st_hand_back(s, consumer, b, n, back);
+	free(b);
+	if (rc == 0)
+		s->ncarry = 0;
 	return rc;
 }
 

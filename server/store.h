@@ -57,6 +57,7 @@
  *   queued|scheduled --claim--> sending --record--> delivered | failed | expired
  *                                          \--record--> deferred --due--> queued
  *   (sending back to queued by reclaim after a worker death)
+ *   sending --hand back (shutdown, no outcome)--> queued
  *   queued|scheduled|deferred --cancel--> canceled
  *   "suppressed" is recorded like "failed" (terminal, no SMTP).
  */
@@ -298,6 +299,37 @@ struct store_result {
  * (then nothing unrecorded was acknowledged: the entries come back).
  */
 int store_record(struct store *s, const struct store_result *r, size_t n);
+
+/* One delivery to give back without an outcome (store_hand_back). */
+struct store_handback {
+	const struct store_delivery *d;
+	int counted;   /* 1: the attempt had begun (SMTP transaction cut): it stays counted */
+};
+
+/*
+ * store_hand_back - shutdown: give deliveries this consumer claimed back
+ * to their lane without an outcome, so that any worker fetches them at
+ * once (not after the visibility timeout). For each one still pending
+ * with consumer and still "sending" with its attempt number, atomically:
+ * status "queued", attempts - 1 unless counted (an attempt that never
+ * began is not counted), XACK + XDEL of its entry and a new entry at the
+ * end of its lane. One that moved on meanwhile (recorded, canceled,
+ * reclaimed by another worker) is left as it is. Pipelined. *back = how
+ * many went back. 0 or STORE_ERR_* (then what did not go back stays
+ * pending and is reclaimed after the visibility timeout, as if the worker
+ * had died).
+ */
+int store_hand_back(struct store *s, const char *consumer, const struct store_handback *h,
+    size_t n, size_t *back);
+
+/*
+ * store_hand_back_carried - shutdown: the entries store_fetch read beyond
+ * its max and kept for the next call (never claimed: attempts untouched)
+ * go back to their lane the same way; the handle forgets them. *back =
+ * how many went back. 0 or STORE_ERR_* (then they stay pending and are
+ * reclaimed).
+ */
+int store_hand_back_carried(struct store *s, const char *consumer, size_t *back);
 
 /* --- asynchronous bounces (DSNs) ------------------------------------------ */
 

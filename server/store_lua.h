@@ -216,6 +216,45 @@ static const char store_lua_record[] =
 	"return 1\n";
 
 /*
+ * hand_back (shutdown: a delivery goes back without an outcome)
+ * KEYS: msg, the entry's ready stream (its lane)
+ * ARGV: entry_id idx attempt counted consumer msg_id
+ * Only while the entry is still pending with consumer. attempt "0": an
+ * entry read but never claimed (store_fetch's carry): one whose recipient
+ * is "queued" goes back; "sending" is left alone (reclaimed as usual).
+ * Otherwise the recipient must be "sending" with that attempt number: it
+ * becomes "queued" again, with attempts - 1 unless counted is "1" (the
+ * attempt had begun). Either way the entry is acked and deleted and,
+ * when the recipient went back, a new entry {m, r} is added to the same
+ * lane, so the next fetch of any worker takes it at once.
+ * Returns 1 handed back; 0 entry acked, recipient had moved on (recorded,
+ * canceled); -1 nothing touched (not ours any more, or reclaimed since).
+ */
+static const char store_lua_hand_back[] =
+	"if #redis.call('XPENDING', KEYS[2], 'workers', ARGV[1], ARGV[1], 1, ARGV[5]) == 0 then\n"
+	"  return -1\n"
+	"end\n"
+	"local p = 'r' .. ARGV[2] .. ':'\n"
+	"local v = redis.call('HMGET', KEYS[1], p .. 'status', p .. 'attempts')\n"
+	"local back = false\n"
+	"if ARGV[3] == '0' then\n"
+	"  if v[1] == 'sending' then return -1 end\n"
+	"  back = v[1] == 'queued'\n"
+	"elseif v[1] == 'sending' then\n"
+	"  if v[2] ~= ARGV[3] then return -1 end\n"
+	"  redis.call('HSET', KEYS[1], p .. 'status', 'queued')\n"
+	"  if ARGV[4] ~= '1' and tonumber(v[2]) > 0 then\n"
+	"    redis.call('HINCRBY', KEYS[1], p .. 'attempts', -1)\n"
+	"  end\n"
+	"  back = true\n"
+	"end\n"
+	"redis.call('XACK', KEYS[2], 'workers', ARGV[1])\n"
+	"redis.call('XDEL', KEYS[2], ARGV[1])\n"
+	"if not back then return 0 end\n"
+	"redis.call('XADD', KEYS[2], '*', 'm', ARGV[6], 'r', ARGV[2])\n"
+	"return 1\n";
+
+/*
  * bounce
  * KEYS: msg, tl, due, events, supp
  * ARGV: idx action smtp event timeline retention_ms member suppress_reason now_ms

@@ -420,6 +420,8 @@ struct webhook {
 	CURLM *multi;
 	pthread_t thr;
 	atomic_int stop;
+	int64_t stop_deadline;     /* util_mono_ms: requests in flight may finish until then */
+	struct webhook_stop_stats stats;
 
 	struct wh_ep *eps;         /* eps[0] is "default" */
 	size_t neps;
@@ -1092,14 +1094,17 @@ static int64_t wh_claim(struct webhook *w)
 	return soonest;
 }
 
-/* wh_drive - let curl run for up to timeout_ms and collect completions. */
-static void wh_drive(struct webhook *w, int timeout_ms)
+/*
+ * wh_drive - let curl run for up to timeout_ms and collect completions;
+ * once stopping, only when finishing is set (the last requests in flight).
+ */
+static void wh_drive(struct webhook *w, int timeout_ms, int finishing)
 {
 	int running = 0, left = 0;
 	CURLMsg *msg;
 
 	curl_multi_perform(w->multi, &running);
-	if (atomic_load(&w->stop))
+	if (!finishing && atomic_load(&w->stop))
 		return;
 	if (timeout_ms > 0)
 		curl_multi_poll(w->multi, NULL, 0, timeout_ms, NULL);
@@ -1162,7 +1167,21 @@ static void *wh_thread(void *arg)
 		if (poll_ms > WH_REDIS_BACKOFF_MS)
 			poll_ms = WH_REDIS_BACKOFF_MS;
 		if (w->ninflight > 0 || poll_ms > 0)
-			wh_drive(w, poll_ms);
+			wh_drive(w, poll_ms, 0);
+	}
+	/* stopping: claim nothing new, let the requests in flight finish until the deadline */
+	{
+		int before = w->ninflight;
+
+		while (w->ninflight > 0) {
+			int64_t left = w->stop_deadline - util_mono_ms();
+
+			if (left <= 0)
+				break;
+			wh_drive(w, left < WH_POLL_MS ? (int)left : WH_POLL_MS, 1);
+		}
+		w->stats.finished = (size_t)(before - w->ninflight);
+		w->stats.abandoned = (size_t)w->ninflight;
 	}
 	/* record what we know if Redis is up; unfinished requests come back after their lease */
 	if (w->finished && wh_redis_ok(w))
@@ -1262,12 +1281,18 @@ fail:
 	return NULL;
 }
 
-void webhook_stop(struct webhook *w)
+void webhook_stop(struct webhook *w, int64_t deadline_ms, struct webhook_stop_stats *stats)
 {
 	if (!w)
 		return;
+	w->stop_deadline = deadline_ms;
 	atomic_store(&w->stop, 1);
 	curl_multi_wakeup(w->multi);
 	pthread_join(w->thr, NULL);
+	if (w->stats.finished > 0 || w->stats.abandoned > 0)
+		log_info("webhook dispatcher stopped", "finished=%zu abandoned=%zu",
+		    w->stats.finished, w->stats.abandoned);
+	if (stats)
+		*stats = w->stats;
 	wh_free(w);
 }

@@ -16,7 +16,20 @@
 
 struct webhook;
 struct webhook *webhook_start(const struct config *cfg, char *err, size_t errlen);
-void webhook_stop(struct webhook *w);
+
+/* What webhook_stop did with the POSTs it had in flight. */
+struct webhook_stop_stats {
+	size_t finished;    /* answered (or failed) before the deadline; outcomes recorded */
+	size_t abandoned;   /* still running at the deadline: sent again after their lease */
+};
+
+/*
+ * webhook_stop - stop claiming and reading events, let the POSTs in flight
+ * finish until util_mono_ms() deadline_ms, record their outcomes (when
+ * Redis answers), then free w. Events not yet sent stay in Redis. *stats
+ * (NULL: not wanted) says what happened.
+ */
+void webhook_stop(struct webhook *w, int64_t deadline_ms, struct webhook_stop_stats *stats);
 
 /*
  * webhook_sign - Standard Webhooks signature: "v1,<base64(HMAC-SHA256(key,

@@ -105,7 +105,9 @@ struct worker {
 	struct retry_policy policy;
 	pthread_t feeder_thr, engine_thr, recorder_thr;
 	int started_feeder, started_engine, started_recorder;
-	atomic_int stop_feed;      /* no more fetching */
+	atomic_int stop_feed;      /* no more fetching: the stop has begun */
+	atomic_int fed_out;        /* the feeder has stopped fetching and drained (feeder_drain) */
+	atomic_int stop_hb;        /* the feeder stops heartbeating and returns */
 	atomic_int stop_engine;    /* engine thread returns */
 	atomic_int stop_record;    /* recorder drains and returns */
 
@@ -114,6 +116,7 @@ struct worker {
 	struct job *done_head, *done_tail;
 	struct job *fly;           /* every job fetched and not yet recorded */
 	int nfly;
+	struct worker_stop_stats stats;   /* since the stop began */
 };
 
 /* --- small helpers ------------------------------------------------------ */
@@ -184,6 +187,22 @@ push_done(struct worker *w, struct job *j)
 	}
 	pthread_cond_broadcast(&w->cv);
 	pthread_mutex_unlock(&w->mu);
+}
+
+/*
+ * stopped_stage - what a stop did to a delivery, from its outcome's stage:
+ * 1 "shutdown" (its SMTP transaction never began: handed back with the
+ * attempt uncounted), 2 "cut" (stopped during the transaction: handed
+ * back, the attempt counted), 0 anything else (a real outcome).
+ */
+static int
+stopped_stage(const char *stage)
+{
+	if (stage == NULL)
+		return 0;
+	if (strcmp(stage, "shutdown") == 0)
+		return 1;
+	return strcmp(stage, "cut") == 0 ? 2 : 0;
 }
 
 static void
@@ -449,11 +468,11 @@ on_engine_done(struct smtp_job *sj, const struct smtp_outcome *o, void *arg)
 		/* none left: the text names every address tried */
 		util_strlcpy(j->out.text, j->tried, sizeof(j->out.text));
 	}
-	if (o->stage == NULL || strcmp(o->stage, "shutdown") != 0)
+	if (stopped_stage(o->stage) == 0) {
 		metrics_smtp_transaction((int)o->result);
-	if (o->stage == NULL || strcmp(o->stage, "shutdown") != 0)
 		shaper_report(w->shaper, job_dest(w, j),
 		    shaper_conn_fail(o->result == SMTP_RESULT_TEMPFAIL, o->stage, o->code));
+	}
 	if (j->sj.nrcpts > 0) {
 		/* a group: each member's own result (accepted, refused at RCPT, ...) */
 		size_t k = 0;
@@ -762,6 +781,34 @@ heartbeat(struct worker *w, struct store *st)
 	free(lanes);
 }
 
+/*
+ * feeder_drain - the stop has begun and nothing more is fetched: entries
+ * read but not claimed go back (st: NULL when the store was never
+ * reached), held and unresolved jobs come back as "shutdown", and the
+ * engine gives back every job whose transaction has not begun. The
+ * recorder hands those back to the queue.
+ */
+static void
+feeder_drain(struct worker *w, struct store *st)
+{
+	size_t back = 0;
+
+	if (st != NULL && store_hand_back_carried(st, w->consumer, &back) != STORE_OK)
+		/* they are reclaimed after the visibility timeout */
+		log_warn("cannot hand back entries read ahead", "worker=%s", w->consumer);
+	if (back > 0) {
+		pthread_mutex_lock(&w->mu);
+		w->stats.not_started += back;
+		pthread_mutex_unlock(&w->mu);
+	}
+	shaper_stop(w->shaper);
+	route_free(w->route);   /* unanswered lookups come back as "shutdown" */
+	w->route = NULL;
+	if (w->engine != NULL)
+		smtp_engine_drain(w->engine);
+	atomic_store(&w->fed_out, 1);
+}
+
 static void *
 feeder_main(void *arg)
 {
@@ -776,6 +823,7 @@ feeder_main(void *arg)
 
 	if (st == NULL) {
 		log_error("out of memory", "worker=%s", w->consumer);
+		feeder_drain(w, NULL);
 		return NULL;
 	}
 	/*
@@ -845,6 +893,15 @@ feeder_main(void *arg)
 			down = 0;
 		}
 		feed(w, out, n);
+	}
+	feeder_drain(w, inited ? st : NULL);
+	/* the transactions still in flight keep their entries until worker_stop has waited */
+	while (!atomic_load(&w->stop_hb)) {
+		if (util_mono_ms() - last_hb >= vis_ms / 3) {
+			heartbeat(w, st);
+			last_hb = util_mono_ms();
+		}
+		nap_ms(50);
 	}
 	store_close(st);
 	return NULL;
@@ -978,17 +1035,24 @@ record_batch(struct worker *w, struct store *st, struct job **jobs, size_t n)
 {
 	struct store_result res[RECORD_BATCH];
 	struct rec recs[RECORD_BATCH];
+	struct store_handback hb[RECORD_BATCH];
 	int64_t now = util_now_ms();
-	size_t k = 0;
+	size_t k = 0, nhb = 0, ncut = 0, back = 0;
 	int rc;
 
 	for (size_t i = 0; i < n; i++) {
 		struct job *j = jobs[i];
 		struct retry_decision dec;
 		const char *status, *reason = NULL;
+		int stopped = stopped_stage(j->out.stage);
 
-		if (j->out.stage != NULL && strcmp(j->out.stage, "shutdown") == 0)
-			continue;   /* aborted, not attempted: left pending for the next worker */
+		if (stopped != 0) {
+			/* stopped, no outcome: back to the queue (counted only if the transaction began) */
+			hb[nhb].d = j->d;
+			hb[nhb++].counted = stopped == 2;
+			ncut += stopped == 2;
+			continue;
+		}
 		dec = retry_decide(&w->policy, j->out.result, j->d->attempts, now, j->d->expires_ms);
 		if (j->not_before_ms > 0 && dec.verdict == RETRY_DEFERRED) {
 			/* destination suspended (shaper): due again when the suspension ends */
@@ -1026,7 +1090,25 @@ record_batch(struct worker *w, struct store *st, struct job **jobs, size_t n)
 		metrics_recipient(res[x].status);
 	for (size_t x = 0; x < k; x++)
 		rec_free(&recs[x]);
-	return rc == STORE_OK ? 0 : -1;
+	/* after the records: a retry of the batch finds them recorded and changes nothing */
+	if (rc == STORE_OK && nhb > 0)
+		rc = store_hand_back(st, w->consumer, hb, nhb, &back);
+	if (rc != STORE_OK)
+		return -1;
+	for (size_t x = 0; x < nhb; x++)
+		/* stage cut: during the SMTP transaction, it may be delivered twice;
+		 * not_started: the attempt is not counted */
+		log_info("handed back", "msg_id=%s rcpt=%s attempts=%d stage=%s worker=%s",
+		    hb[x].d->msg_id, hb[x].d->rcpt,
+		    hb[x].counted ? hb[x].d->attempts : hb[x].d->attempts - 1,
+		    hb[x].counted ? "cut" : "not_started", w->consumer);
+	pthread_mutex_lock(&w->mu);
+	if (atomic_load(&w->stop_feed))
+		w->stats.finished += k;
+	w->stats.not_started += nhb - ncut;
+	w->stats.cut += ncut;
+	pthread_mutex_unlock(&w->mu);
+	return 0;
 }
 
 static void *
@@ -1062,6 +1144,7 @@ recorder_main(void *arg)
 			if (atomic_load(&w->stop_record) > 1) {
 				/* hard stop: leave them pending; they are redelivered later */
 				pthread_mutex_lock(&w->mu);
+				w->stats.left_pending += n;
 				for (size_t i = 0; i < n; i++) {
 					w->done_head = batch[i]->next_done;
 					fly_del(w, batch[i]);
@@ -1175,31 +1258,49 @@ worker_start(const struct config *cfg, int index, char *err, size_t errlen)
 fail_thr:
 	snprintf(err, errlen, "cannot start worker threads");
 fail:
-	worker_stop(w, 0);
+	worker_stop(w, util_mono_ms(), NULL);
 	return NULL;
 }
 
 void
-worker_stop(struct worker *w, double grace_s)
+worker_drain(struct worker *w)
 {
-	int64_t deadline = util_mono_ms() + (int64_t)(grace_s * 1000);
-
 	if (w == NULL)
 		return;
 	atomic_store(&w->stop_feed, 1);
-	if (w->started_feeder)
-		pthread_join(w->feeder_thr, NULL);
-	/* Let deliveries in flight finish and be recorded, within the grace period. */
+	pthread_mutex_lock(&w->mu);
+	pthread_cond_broadcast(&w->cv);   /* a feeder waiting for room */
+	pthread_mutex_unlock(&w->mu);
+}
+
+void
+worker_stop(struct worker *w, int64_t deadline_ms, struct worker_stop_stats *stats)
+{
+	size_t left = 0;
+
+	if (w == NULL)
+		return;
+	worker_drain(w);
+	/*
+	 * Let the transactions in flight finish and be recorded, and the rest
+	 * be handed back, within the grace period. The feeder keeps
+	 * heartbeating meanwhile, so no other worker takes them over.
+	 */
 	for (;;) {
 		int n;
+
 		pthread_mutex_lock(&w->mu);
 		n = w->nfly;
 		pthread_mutex_unlock(&w->mu);
-		if (n == 0 || util_mono_ms() >= deadline)
+		if ((n == 0 && (atomic_load(&w->fed_out) || !w->started_feeder)) ||
+		    util_mono_ms() >= deadline_ms)
 			break;
 		nap_ms(20);
 	}
-	/* Held jobs, then unresolved ones, come back as "shutdown"; then nothing submits but the engine. */
+	atomic_store(&w->stop_hb, 1);
+	if (w->started_feeder)
+		pthread_join(w->feeder_thr, NULL);
+	/* idempotent: already done by the feeder unless it never ran */
 	shaper_stop(w->shaper);
 	route_free(w->route);
 	w->route = NULL;
@@ -1209,7 +1310,7 @@ worker_stop(struct worker *w, double grace_s)
 	if (w->started_engine)
 		pthread_join(w->engine_thr, NULL);
 	if (w->engine != NULL)
-		smtp_engine_free(w->engine);   /* unfinished jobs: outcome "shutdown" */
+		smtp_engine_free(w->engine);   /* transactions still running: outcome "cut" */
 	shaper_free(w->shaper);   /* after the engine: on_engine_done reports to it */
 	relay_dns_put(w->rdns, w->rdns_shared);   /* after the engine and the shaper: both pick */
 	w->rdns = NULL;
@@ -1219,14 +1320,27 @@ worker_stop(struct worker *w, double grace_s)
 	pthread_mutex_unlock(&w->mu);
 	if (w->started_recorder)
 		pthread_join(w->recorder_thr, NULL);
-	/* Whatever is left was never recorded: it stays pending in Redis. */
+	/* Whatever is left was never recorded: it stays pending in Redis and is reclaimed. */
 	while (w->fly != NULL) {
 		struct job *j = w->fly;
 		fly_del(w, j);
 		job_free(j);
+		left++;
+	}
+	w->stats.left_pending += left;
+	if (w->started_feeder)
+		log_info("worker stopped",
+		    "worker=%s finished=%zu handed_back=%zu not_started=%zu cut=%zu left_pending=%zu",
+		    w->consumer, w->stats.finished,
+		    w->stats.not_started + w->stats.cut, w->stats.not_started, w->stats.cut,
+		    w->stats.left_pending);
+	if (stats != NULL) {
+		stats->finished += w->stats.finished;
+		stats->not_started += w->stats.not_started;
+		stats->cut += w->stats.cut;
+		stats->left_pending += w->stats.left_pending;
 	}
 	pthread_cond_destroy(&w->cv);
 	pthread_mutex_destroy(&w->mu);
-	log_info("worker stopped", "worker=%s", w->consumer);
 	free(w);
 }
