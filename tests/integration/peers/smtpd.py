@@ -62,8 +62,9 @@ are kept across connections for the life of the process):
   perm-anything@...   RCPT gets "550 5.1.1 no such user".
   drop-anything@...   after the end of DATA the connection is closed with no
                       reply (message not stored).
-  slow-anything@...   the reply to the end of DATA comes 3 s late (the message
-                      is stored only if the client is still there).
+  slow-anything@...   the reply to the end of DATA comes 3 s late (--slow-delay
+                      S to change it; the message is stored only if the client
+                      is still there).
   hostile-anything@... accepted, with a two-line reply to the end of DATA whose
                       text imitates a log line (quotes, "=", " level=error",
                       a backslash): HOSTILE_REPLY below.
@@ -177,6 +178,7 @@ class State:
         self.conns = 0
         self.temp_seen = {}
         self.no_ehlo = args.no_ehlo
+        self.slow_delay = getattr(args, "slow_delay", SLOW_DELAY_S)
         self.broken_starttls = getattr(args, "broken_starttls", False)
         self.pipelining = args.pipelining
         self.no_8bitmime = args.no_8bitmime
@@ -289,7 +291,7 @@ class Handler:
             await asyncio.sleep(3600)
             return "421 not reached"
         if any(lp.startswith("slow-") for lp in lps):
-            await asyncio.sleep(SLOW_DELAY_S)
+            await asyncio.sleep(self.st.slow_delay)
         seq = self.st.next_seq()
         base = os.path.join(self.st.maildir, str(seq))
         write_atomic(base + ".eml", envelope.original_content)
@@ -466,6 +468,8 @@ def parse_args(argv):
                     help="advertise and accept SMTPUTF8")
     ap.add_argument("--auth-mechs", default="PLAIN,LOGIN",
                     help="AUTH mechanisms offered with --auth (default PLAIN,LOGIN)")
+    ap.add_argument("--slow-delay", type=float, default=SLOW_DELAY_S, metavar="S",
+                    help="seconds slow-* recipients wait for the reply to the end of DATA (3)")
     ap.add_argument("--faults-file", metavar="F",
                     help="JSON fault probabilities, re-read when it changes (see the module doc)")
     ap.add_argument("--fault-seed", type=int, default=1, help="seed of the fault draws")
