@@ -83,7 +83,12 @@ EXPOSE 8080
 # (deploy/k8s/api.yaml), compose with a bash /dev/tcp request
 # (deploy/docker-compose.yml).
 
-# SIGTERM (the default stop signal) stops fetching work, lets deliveries in
-# flight finish briefly and leaves the rest pending for another worker.
+# SIGTERM stops gracefully (README "Shutdown"): /readyz and the API answer
+# 503, SMTP transactions in flight get TXMAIL_SHUTDOWN_GRACE (25 s) to
+# finish, deliveries not started go back to the queue uncounted, exit 0.
+# Give the container at least the grace plus 10 s before SIGKILL (docker
+# stop -t 35, compose stop_grace_period, Kubernetes
+# terminationGracePeriodSeconds); a second SIGTERM exits at once.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["txmail"]
 CMD ["run"]
