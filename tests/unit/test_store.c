@@ -425,6 +425,58 @@ Test(store, fetch_claims)
 	cr_assert(dt >= 150 && dt < 2000, "block 200 ms took %lld ms", (long long)dt);
 }
 
+Test(store, hand_back_on_shutdown)
+{
+	char id[64], sbuf[32], key[128];
+	struct store_delivery *d[8], *again[8];
+	struct store_handback hb[2];
+	size_t back = 99;
+	int n;
+
+	enqueue_msg(id, sizeof(id), 2, 0);
+	n = store_fetch(st, "c1", 8, 100, d);
+	cr_assert_eq(n, 2, "fetch: got %d, want 2", n);
+	msg_key(key, sizeof(key), id, "");
+	/* recipient 0 never started (attempt uncounted), recipient 1 was cut (counted) */
+	hb[0].d = d[0];
+	hb[0].counted = 0;
+	hb[1].d = d[1];
+	hb[1].counted = 1;
+	cr_assert_eq(store_hand_back(st, "c1", hb, 2, &back), STORE_OK);
+	cr_assert_eq(back, 2, "handed back: got %zu, want 2", back);
+	for (int i = 0; i < 2; i++) {
+		rcpt_status(id, i, sbuf, sizeof(sbuf));
+		cr_assert_str_eq(sbuf, "queued", "recipient %d: got %s, want queued", i, sbuf);
+	}
+	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, "r0:attempts");
+	cr_assert_str_eq(sbuf, "0", "never started: attempts %s, want 0", sbuf);
+	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, "r1:attempts");
+	cr_assert_str_eq(sbuf, "1", "cut: attempts %s, want 1", sbuf);
+	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 0);
+	/* again: not ours any more, nothing touched */
+	cr_assert_eq(store_hand_back(st, "c1", hb, 2, &back), STORE_OK);
+	cr_assert_eq(back, 0, "second hand back: got %zu, want 0", back);
+	free_deliveries(d, n);
+
+	/* any consumer fetches them at once, no visibility timeout */
+	n = store_fetch(st, "c2", 8, 100, again);
+	cr_assert_eq(n, 2, "fetch after hand back: got %d, want 2", n);
+	for (int i = 0; i < n; i++)
+		cr_assert_eq(again[i]->attempts, again[i]->rcpt_idx == 0 ? 1 : 2,
+		    "recipient %d: attempts %d", again[i]->rcpt_idx, again[i]->attempts);
+	/* another consumer's delivery is not ours to hand back */
+	hb[0].d = again[0];
+	hb[0].counted = 0;
+	cr_assert_eq(store_hand_back(st, "c1", hb, 1, &back), STORE_OK);
+	cr_assert_eq(back, 0, "foreign hand back: got %zu, want 0", back);
+	rcpt_status(id, again[0]->rcpt_idx, sbuf, sizeof(sbuf));
+	cr_assert_str_eq(sbuf, "sending");
+	free_deliveries(again, n);
+	/* nothing read ahead: carried hand back is a no-op */
+	cr_assert_eq(store_hand_back_carried(st, "c2", &back), STORE_OK);
+	cr_assert_eq(back, 0);
+}
+
 Test(store, fetch_block_longer_than_command_timeout)
 {
 	struct store_delivery *d[2];
