@@ -171,6 +171,9 @@ def txmail_env(redis, smtp_peer, webhook):
         "TXMAIL_RETRY_BASE": "0.2",
         "TXMAIL_RETRY_MAX": "1",
         "TXMAIL_VISIBILITY_TIMEOUT": "2",
+        # a SIGTERM at teardown waits at most this for SMTP in flight (the
+        # harness allows 10 s); test_shutdown.py tests the default of 25 s
+        "TXMAIL_SHUTDOWN_GRACE": "5",
         "TXMAIL_WEBHOOK_RETRY_BASE": "0.2",
         "TXMAIL_LOG_LEVEL": "info",
         # load tests send far more than 50/s with one key; tests of the limit set their own

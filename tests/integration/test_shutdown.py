@@ -52,7 +52,7 @@ def base_env(redis, peer, **extra):
         "TXMAIL_MAX_CONNS_PER_HOST": "2",
         "TXMAIL_VISIBILITY_TIMEOUT": "60",
     }
-    env.update({k: str(v) for k, v in extra.items()})
+    env.update({k: None if v is None else str(v) for k, v in extra.items()})
     return env
 
 
@@ -149,7 +149,8 @@ def wait_delivered_get(api, ids, timeout):
 # --- the grace is long enough: in-flight transactions finish ---------------------
 
 def test_sigterm_finishes_in_flight_hands_back_the_rest(txmail_factory, redis, slow_peer):
-    env = base_env(redis, slow_peer, TXMAIL_WORKER_CONCURRENCY=6)   # default grace: 25 s
+    # the default grace (25 s): conftest's 5 s removed
+    env = base_env(redis, slow_peer, TXMAIL_WORKER_CONCURRENCY=6, TXMAIL_SHUTDOWN_GRACE=None)
     txm = txmail_factory(("run",), extra_env=env)
     api = txm.client()
     slow = [send(api, "slow-%d@example.com" % i, i) for i in range(2)]
@@ -198,6 +199,8 @@ def test_sigterm_finishes_in_flight_hands_back_the_rest(txmail_factory, redis, s
     s = summary(txm)
     assert (s.get("finished"), s.get("handed_back"), s.get("not_started"), s.get("cut")) == ("2", "4", "4", "0"), \
         "summary line: %r" % s
+    with open(txm.log, encoding="utf-8", errors="replace") as f:
+        assert "in flight have 25s to finish" in f.read(), "the default TXMAIL_SHUTDOWN_GRACE is not 25 s"
     assert slow_peer.count() == 2, "the 2 in-flight transactions were not finished: %d at the peer" % slow_peer.count()
     for m in slow:
         assert rcpt_state(redis, m) == ("delivered", 1), "%s: %r" % (m, rcpt_state(redis, m))
