@@ -26,11 +26,14 @@ import time
 import pytest
 
 from helpers import SmtpPeer, dl, wait_until
+from logparse import records
 
 SLOW_S = 6            # the peer's delay before it answers the end of DATA
 PREFIX = "txm{0}:"
 ID_IN_MSGID = re.compile(r"msg_[0-9a-z]{26}")
-SUMMARY_RE = re.compile(r"shutdown complete\b.*")
+DURATION_RE = re.compile(r"\d+(\.\d+)?s\Z")   # util_fmt_duration
+COUNTERS = ("finished", "handed_back", "not_started", "cut", "left_pending",
+            "webhooks_finished", "webhooks_abandoned")
 
 
 @pytest.fixture
@@ -103,11 +106,20 @@ def peer_counts(peer):
 
 
 def summary(txm):
-    """The key=value fields of the last "shutdown complete" line of txm's log."""
-    with open(txm.log, encoding="utf-8", errors="replace") as f:
-        lines = [ln for ln in f if SUMMARY_RE.search(ln)]
-    assert lines, "no \"shutdown complete\" line in %s" % txm.log
-    return dict(re.findall(r"(\w+)=(\S+)", lines[-1]))
+    """The fields of the last "shutdown complete" record of txm's log, checked:
+    every counter a number, took= a duration."""
+    recs = records(txm.log, "shutdown complete")
+    assert recs, "no \"shutdown complete\" line in %s" % txm.log
+    s = recs[-1]
+    for k in COUNTERS:
+        assert re.fullmatch(r"\d+", str(s.get(k, ""))), "summary %s=%r is not a count: %r" % (k, s.get(k), s)
+    assert DURATION_RE.match(s.get("took", "")), "summary took=%r is not a duration: %r" % (s.get("took"), s)
+    return s
+
+
+def handed_back(txm):
+    """msg_id -> the last "handed back" record about it in txm's log."""
+    return {r.get("msg_id"): r for r in records(txm.log, "handed back")}
 
 
 def sigterm(txm):
@@ -170,21 +182,33 @@ def test_sigterm_finishes_in_flight_hands_back_the_rest(txmail_factory, redis, s
     # readiness fails at once (503 or refused), and so does the API
     probe = txm.client(timeout=dl(2))
 
+    probe_ids = []
+
     def not_ready():
+        rid = "shutdown-readyz-%d" % len(probe_ids)
+        probe_ids.append(rid)
         try:
-            r = probe.get("/readyz", auth=False)
+            r = probe.get("/readyz", auth=False, headers={"X-Request-Id": rid})
         except OSError:
             probe.close()
             return "refused"
-        return r if r.status != 200 else None
+        return (r, rid) if r.status != 200 else None
     got = wait_until(not_ready, dl(1), "/readyz != 200 after SIGTERM")
+    answered = []   # (request id, route) of the 503s, to find their access lines
     if got != "refused":
+        got, rid = got
         assert got.status == 503 and got.json["error"]["type"] == "unavailable", got
         assert got.headers.get("retry-after"), "503 without Retry-After: %r" % got.headers
+        assert got.headers.get("x-request-id") == rid, "503 /readyz: X-Request-Id %r, want %r" % (
+            got.headers.get("x-request-id"), rid)
+        answered.append((rid, "/readyz"))
         try:
-            r = probe.send(msg("after@example.com", 99))
+            r = probe.send(msg("after@example.com", 99), headers={"X-Request-Id": "shutdown-send"})
             assert r.status == 503 and r.json["error"]["type"] == "unavailable", r
             assert r.headers.get("retry-after"), "503 without Retry-After: %r" % r.headers
+            assert r.headers.get("x-request-id") == "shutdown-send", "503 send: X-Request-Id %r" % (
+                r.headers.get("x-request-id"),)
+            answered.append(("shutdown-send", "/v1/messages"))
         except OSError:
             pass  # the listener closed meanwhile: refusing is fine too
     probe.close()
@@ -199,8 +223,22 @@ def test_sigterm_finishes_in_flight_hands_back_the_rest(txmail_factory, redis, s
     s = summary(txm)
     assert (s.get("finished"), s.get("handed_back"), s.get("not_started"), s.get("cut")) == ("2", "4", "4", "0"), \
         "summary line: %r" % s
-    with open(txm.log, encoding="utf-8", errors="replace") as f:
-        assert "in flight have 25s to finish" in f.read(), "the default TXMAIL_SHUTDOWN_GRACE is not 25 s"
+    stopping = records(txm.log, "stopping")
+    assert stopping and stopping[-1].get("signal") == "SIGTERM", "no stopping line: %r" % stopping
+    assert stopping[-1].get("grace") == "25s", "the default TXMAIL_SHUTDOWN_GRACE is not 25 s: %r" % stopping[-1]
+    # every 503 while draining got its access line, like any other answer
+    access = {r.get("request_id"): r for r in records(txm.log, "request")}
+    for rid, route in answered:
+        a = access.get(rid)
+        assert a is not None, "no access line for the 503 %s (request_id=%s)" % (route, rid)
+        assert (a.get("status"), a.get("route")) == ("503", route), "access line: %r" % a
+    back = handed_back(txm)
+    for m in waiting:
+        b = back.get(m)
+        assert b is not None, "no \"handed back\" line for %s: %r" % (m, sorted(back))
+        assert (b.get("attempts"), b.get("stage")) == ("0", "not_started") and b.get("rcpt"), \
+            "handed back %s: %r, want attempts=0 stage=not_started and its rcpt" % (m, b)
+    assert not any(m in back for m in slow), "a finished transaction was handed back: %r" % back
     assert slow_peer.count() == 2, "the 2 in-flight transactions were not finished: %d at the peer" % slow_peer.count()
     for m in slow:
         assert rcpt_state(redis, m) == ("delivered", 1), "%s: %r" % (m, rcpt_state(redis, m))
@@ -241,9 +279,17 @@ def test_short_grace_cuts_and_hands_back(txmail_factory, redis, slow_peer):
     s = summary(worker)
     assert (s.get("finished"), s.get("handed_back"), s.get("not_started"), s.get("cut")) == ("0", "4", "2", "2"), \
         "summary line: %r" % s
-    with open(worker.log, encoding="utf-8", errors="replace") as f:
-        text = f.read()
-    assert re.search(r"2 deliveries were cut mid-transaction", text), "no warning about the cut transactions"
+    warn = [r for r in records(worker.log) if r.get("cut") == "2" and r["level"] == "warn"]
+    assert warn, "no warning about the 2 cut transactions"
+    back = handed_back(worker)
+    for m in slow:
+        b = back.get(m)
+        assert b is not None and (b.get("attempts"), b.get("stage")) == ("1", "cut"), \
+            "handed back (cut) %s: %r, want attempts=1 stage=cut" % (m, b)
+    for m in waiting:
+        b = back.get(m)
+        assert b is not None and (b.get("attempts"), b.get("stage")) == ("0", "not_started"), \
+            "handed back (never started) %s: %r, want attempts=0 stage=not_started" % (m, b)
     # cut: back in the queue with the attempt counted; never started: attempt uncounted
     for m in slow:
         assert rcpt_state(redis, m) == ("queued", 1), "cut %s: %r, want queued with 1 attempt" % (m, rcpt_state(redis, m))
@@ -275,14 +321,15 @@ def test_second_sigterm_exits_at_once(txmail_factory, redis, slow_peer):
     t0 = sigterm(txm)
 
     def stopping():
-        with open(txm.log, encoding="utf-8", errors="replace") as f:
-            return "received SIGTERM; stopping" in f.read()
+        return any(r.get("signal") == "SIGTERM" for r in records(txm.log, "stopping"))
     wait_until(stopping, dl(3), "the stop to begin")
     txm.proc.send_signal(signal.SIGTERM)
     rc, took = wait_exit(txm, t0, dl(3))
     assert rc == 1, "exit status after a second SIGTERM: got %s, want 1" % rc
-    with open(txm.log, encoding="utf-8", errors="replace") as f:
-        assert "received SIGTERM again: exiting now" in f.read(), "the forced exit is not logged"
+    forced = records(txm.log, "received the signal again, exiting now without waiting")
+    assert forced and forced[-1].get("signal") == "SIGTERM" and forced[-1]["level"] == "warn", \
+        "the forced exit is not logged: %r" % forced
+    assert not records(txm.log, "shutdown complete"), "a forced exit logged a completed shutdown"
     txm.proc = None  # already gone on purpose: not a teardown problem
 
 
