@@ -7,10 +7,16 @@
  * input is handled by processing every complete line in the buffer. Each
  * accepted message is written byte for byte (after dot-unstuffing) to
  * <dir>/tmp/<name> and renamed to <dir>/<name>, name "<unix ms>-<seq>.eml";
- * the 250 reply is sent only after the rename. With hooks (sink.h) the
- * caller decides on each recipient and takes each message instead: the
- * envelope (MAIL FROM and the accepted RCPT addresses) is then kept per
- * transaction, capped at SINK_ADDR_MAX octets per address.
+ * the 250 reply is sent only after the rename. The envelope (MAIL FROM
+ * and the accepted RCPT addresses) is kept per transaction, capped at
+ * SINK_ADDR_MAX octets per address. Without hooks, each recipient's local
+ * part picks the answer (sink.h: the pure sink_behaviour_for,
+ * sink_rcpt_reply and sink_data_reply decide; the attempt table behind
+ * defer+ is capped at SINK_TRIES_CAP entries). A slow+ answer is held in
+ * the client (held, held_until) and sent by the loop when due, reading
+ * nothing more from that client meanwhile, so no other session waits. With
+ * hooks (sink.h) the caller decides on each recipient and takes each
+ * message instead.
  *
  * It must never relay, deliver or alter mail, never block on a single
  * client (all sockets are non-blocking), and never grow a buffer without a
@@ -48,7 +54,8 @@
 #define SINK_RCPT_MAX 1000
 #define SINK_CLIENTS_MAX 256
 #define SINK_IDLE_MS ((int64_t)5 * 60 * 1000)
-#define SINK_ADDR_MAX 320                     /* envelope address kept for hooks */
+#define SINK_ADDR_MAX 320                     /* envelope address kept per transaction */
+#define SINK_MID_MAX 998                      /* Message-ID kept for the defer+ count */
 
 enum sink_state {
 	SINK_ST_INIT = 0,   /* greeted, waiting for HELO/EHLO */
@@ -70,8 +77,10 @@ struct sink_client {
 	int msg_too_big;
 	int data_bol;        /* DATA: next byte starts a line */
 	int nrcpt;
-	char mail_from[SINK_ADDR_MAX + 1];   /* hooks only */
-	char **rcpts;                        /* hooks only: nrcpt accepted addresses */
+	char mail_from[SINK_ADDR_MAX + 1];
+	char **rcpts;                        /* nrcpt accepted addresses */
+	char held[256];      /* slow+: the reply waiting to be sent ... */
+	int64_t held_until;  /* ... at this monotonic time; 0: none (input is not read meanwhile) */
 	int closing;         /* close once output is flushed */
 	int64_t last_ms;     /* monotonic time of last activity */
 };
@@ -83,12 +92,216 @@ struct sink {
 	char host[256];
 	struct sink_hooks hooks;
 	int has_hooks;
+	struct sink_tries *tries;   /* without hooks: defer+ attempts */
+	enum sink_behaviour beh[SINK_RCPT_MAX];   /* end of DATA: per recipient */
+	unsigned attempt[SINK_RCPT_MAX];
 	unsigned long seq;
 	pthread_t thr;
 	int thr_started;
 	struct sink_client *clients[SINK_CLIENTS_MAX];
 	size_t nclients;
 };
+
+/* ---- answers by local part (pure) ------------------------------------------ */
+
+static const struct {
+	const char *word;
+	enum sink_behaviour b;
+} sink_words[] = {
+	{ "bounce", SINK_BEHAVE_BOUNCE },
+	{ "defer", SINK_BEHAVE_DEFER },
+	{ "full", SINK_BEHAVE_FULL },
+	{ "reject", SINK_BEHAVE_REJECT },
+	{ "slow", SINK_BEHAVE_SLOW },
+};
+
+enum sink_behaviour sink_behaviour_for(const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+	size_t local = at ? (size_t)(at - addr) : strlen(addr);
+	const char *plus = memchr(addr, '+', local);
+	size_t n = plus ? (size_t)(plus - addr) : local;
+	size_t i;
+
+	for (i = 0; i < sizeof(sink_words) / sizeof(sink_words[0]); i++)
+		if (strlen(sink_words[i].word) == n && strncasecmp(addr, sink_words[i].word, n) == 0)
+			return sink_words[i].b;
+	return SINK_BEHAVE_ACCEPT;
+}
+
+const char *sink_behaviour_name(enum sink_behaviour b)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(sink_words) / sizeof(sink_words[0]); i++)
+		if (sink_words[i].b == b)
+			return sink_words[i].word;
+	return "accept";
+}
+
+const char *sink_rcpt_reply(enum sink_behaviour b)
+{
+	if (b == SINK_BEHAVE_BOUNCE)
+		return "550 5.1.1 Recipient address rejected: user unknown (txmail dev sink: bounce+)";
+	return NULL;
+}
+
+const char *sink_data_reply(const enum sink_behaviour *b, const unsigned *attempt, size_t n,
+    int *delay_ms)
+{
+	int full = 0, reject = 0, defer = 0;
+	size_t i;
+
+	*delay_ms = 0;
+	for (i = 0; i < n; i++) {
+		if (b[i] == SINK_BEHAVE_FULL)
+			full = 1;
+		else if (b[i] == SINK_BEHAVE_REJECT)
+			reject = 1;
+		else if (b[i] == SINK_BEHAVE_DEFER && attempt[i] <= SINK_DEFER_TIMES)
+			defer = 1;
+		else if (b[i] == SINK_BEHAVE_SLOW)
+			*delay_ms = SINK_SLOW_MS;
+	}
+	if (full)
+		return "552 5.2.2 Mailbox full (txmail dev sink: full+)";
+	if (reject)
+		return "554 5.7.1 Message refused by policy (txmail dev sink: reject+)";
+	if (defer)
+		return "451 4.3.0 Temporary failure, try again later (txmail dev sink: defer+)";
+	return NULL;
+}
+
+/* sink_header_is - line [p, p+n) starts with field name `name` and a colon; its value, or NULL. */
+static const char *sink_header_is(const char *p, size_t n, const char *name)
+{
+	size_t k = strlen(name);
+
+	if (n <= k || strncasecmp(p, name, k) != 0 || p[k] != ':')
+		return NULL;
+	return p + k + 1;
+}
+
+int sink_message_id(const char *msg, size_t len, char *out, size_t outlen)
+{
+	const char *p = msg, *end = msg + len, *v = NULL;
+	size_t o = 0;
+
+	if (outlen == 0)
+		return -1;
+	while (p < end) {
+		const char *lf = memchr(p, '\n', (size_t)(end - p));
+		const char *eol = lf ? lf : end, *next = lf ? lf + 1 : end;
+		size_t n = (size_t)(eol - p);
+
+		if (n > 0 && p[n - 1] == '\r')
+			n--;
+		if (v != NULL) {
+			if (n == 0 || (p[0] != ' ' && p[0] != '\t'))
+				break;          /* the field ends where a line does not continue it */
+			v = p;
+		} else if (n == 0) {
+			return -1;          /* end of the header section */
+		} else if ((v = sink_header_is(p, n, "Message-ID")) == NULL) {
+			p = next;
+			continue;
+		}
+		for (; v < p + n; v++) {
+			if (o == 0 && (*v == ' ' || *v == '\t'))
+				continue;
+			if (o + 1 >= outlen)
+				return -1;
+			out[o++] = *v;
+		}
+		p = next;
+	}
+	while (o > 0 && (out[o - 1] == ' ' || out[o - 1] == '\t'))
+		o--;
+	out[o] = '\0';
+	return o > 0 ? 0 : -1;
+}
+
+/* ---- the defer+ attempt table ---------------------------------------------- */
+
+struct sink_try {
+	uint64_t key;
+	int64_t seen_ms;
+	unsigned count;
+};
+
+struct sink_tries {
+	size_t cap, n;
+	int64_t ttl_ms;
+	struct sink_try e[];
+};
+
+struct sink_tries *sink_tries_new(size_t cap, int64_t ttl_ms)
+{
+	struct sink_tries *t;
+
+	if (cap == 0 || ttl_ms <= 0 || cap > (SIZE_MAX - sizeof(*t)) / sizeof(t->e[0]))
+		return NULL;
+	t = calloc(1, sizeof(*t) + cap * sizeof(t->e[0]));
+	if (!t)
+		return NULL;
+	t->cap = cap;
+	t->ttl_ms = ttl_ms;
+	return t;
+}
+
+void sink_tries_free(struct sink_tries *t)
+{
+	free(t);
+}
+
+size_t sink_tries_count(const struct sink_tries *t)
+{
+	return t->n;
+}
+
+/* sink_fnv - FNV-1a over s (lower-cased when fold), continuing from h. */
+static uint64_t sink_fnv(uint64_t h, const char *s, int fold)
+{
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (fold && ch >= 'A' && ch <= 'Z')
+			ch = (unsigned char)(ch - 'A' + 'a');
+		h = (h ^ ch) * 0x100000001b3ULL;
+	}
+	return h;
+}
+
+unsigned sink_tries_hit(struct sink_tries *t, const char *msg, const char *rcpt, int64_t now_ms)
+{
+	uint64_t key = sink_fnv(sink_fnv(0xcbf29ce484222325ULL, msg, 0) * 0x100000001b3ULL, rcpt, 1);
+	size_t i, j, old;
+
+	for (i = 0; i < t->n; i++) {
+		struct sink_try *e = &t->e[i];
+
+		if (e->key != key)
+			continue;
+		if (now_ms - e->seen_ms >= t->ttl_ms)
+			e->count = 0;
+		if (e->count < UINT_MAX)
+			e->count++;
+		e->seen_ms = now_ms;
+		return e->count;
+	}
+	for (i = 0, j = 0; i < t->n; i++)     /* forget what has expired */
+		if (now_ms - t->e[i].seen_ms < t->ttl_ms)
+			t->e[j++] = t->e[i];
+	t->n = j;
+	if (t->n == t->cap) {                 /* full: the least recently seen makes room */
+		for (i = 1, old = 0; i < t->n; i++)
+			if (t->e[i].seen_ms < t->e[old].seen_ms)
+				old = i;
+		t->e[old] = t->e[--t->n];
+	}
+	t->e[t->n++] = (struct sink_try){ .key = key, .seen_ms = now_ms, .count = 1 };
+	return 1;
+}
 
 /* ---- output -------------------------------------------------------------- */
 
@@ -295,42 +508,103 @@ static int sink_msg_append(struct sink_client *c, const char *p, size_t n)
 #define SINK_ID_MAX 96
 
 /*
- * sink_msg_id - the local part of the message's Message-ID header (txmail
- * writes "<msg_id@helo name>"), for the stored-message line; 0, or -1 when
- * the header section has none usable ([A-Za-z0-9_-], shorter than outlen).
+ * sink_msg_id - the local part of a Message-ID field body (txmail writes
+ * "<msg_id@helo name>"), for the lines about a message; 0, or -1 when it
+ * is not of that form ([A-Za-z0-9_-] before the '@', shorter than outlen).
  */
-static int sink_msg_id(const char *msg, size_t len, char *out, size_t outlen)
+static int sink_msg_id(const char *mid, char *out, size_t outlen)
 {
-	static const char hdr[] = "Message-ID:";
-	size_t i = 0, k;
+	size_t k = 0;
 
-	while (i < len) {
-		const char *eol = memchr(msg + i, '\n', len - i);
-		size_t ll = eol ? (size_t)(eol - (msg + i)) : len - i;
+	if (outlen == 0 || *mid++ != '<')
+		return -1;
+	for (; k + 1 < outlen && (isalnum((unsigned char)*mid) || *mid == '_' || *mid == '-'); mid++)
+		out[k++] = *mid;
+	out[k] = '\0';
+	return k > 0 && *mid == '@' ? 0 : -1;
+}
 
-		if (ll == 0 || (ll == 1 && msg[i] == '\r'))
-			return -1;   /* end of the header section */
-		if (ll > sizeof(hdr) - 1 && strncasecmp(msg + i, hdr, sizeof(hdr) - 1) == 0) {
-			size_t p = i + sizeof(hdr) - 1;
-
-			while (p < i + ll && (msg[p] == ' ' || msg[p] == '\t'))
-				p++;
-			if (p >= i + ll || msg[p] != '<')
-				return -1;
-			for (p++, k = 0; p < i + ll && k + 1 < outlen &&
-			    (isalnum((unsigned char)msg[p]) || msg[p] == '_' || msg[p] == '-'); p++)
-				out[k++] = msg[p];
-			out[k] = '\0';
-			return k > 0 && p < i + ll && msg[p] == '@' ? 0 : -1;
-		}
-		i += ll + 1;
+/* sink_answer - send text now, or hold it for delay_ms (slow+). */
+static void sink_answer(struct sink_client *c, const char *text, int delay_ms)
+{
+	if (delay_ms <= 0) {
+		sink_reply(c, text);
+		return;
 	}
-	return -1;
+	util_strlcpy(c->held, text, sizeof(c->held));
+	c->held_until = util_mono_ms() + delay_ms;
+}
+
+/*
+ * sink_refused_by - the recipient whose behaviour gave the end-of-DATA
+ * refusal (same precedence as sink_data_reply: full, reject, defer).
+ */
+static size_t sink_refused_by(const enum sink_behaviour *b, const unsigned *attempt, size_t n)
+{
+	static const enum sink_behaviour order[] = { SINK_BEHAVE_FULL, SINK_BEHAVE_REJECT, SINK_BEHAVE_DEFER };
+	size_t i, k;
+
+	for (k = 0; k < sizeof(order) / sizeof(order[0]); k++)
+		for (i = 0; i < n; i++)
+			if (b[i] == order[k] && (b[i] != SINK_BEHAVE_DEFER || attempt[i] <= SINK_DEFER_TIMES))
+				return i;
+	return 0;
+}
+
+/* sink_end_plain - end of DATA without hooks: answer by local part, store what is accepted. */
+static void sink_end_plain(struct sink *s, struct sink_client *c)
+{
+	enum sink_behaviour *b = s->beh;
+	unsigned *attempt = s->attempt;
+	char mid[SINK_MID_MAX + 1], id[SINK_ID_MAX], name[96], reply[160], held[32];
+	const char *key, *refusal;
+	const char *msg = c->msg ? c->msg : "";
+	int64_t now = util_now_ms();
+	size_t i, n = (size_t)c->nrcpt;
+	int delay = 0;
+
+	if (sink_message_id(msg, c->msg_len, mid, sizeof(mid)) != 0)
+		mid[0] = '\0';
+	if (sink_msg_id(mid, id, sizeof(id)) != 0)
+		id[0] = '\0';     /* not txmail's "<msg_id@helo>": the lines have no msg_id */
+	key = mid[0] ? mid : c->mail_from;   /* no Message-ID: count per sender and recipient */
+	if (n > SINK_RCPT_MAX)
+		n = SINK_RCPT_MAX;    /* cannot happen: RCPT stops at the cap */
+	for (i = 0; i < n; i++) {
+		b[i] = sink_behaviour_for(c->rcpts[i]);
+		attempt[i] = b[i] == SINK_BEHAVE_DEFER ? sink_tries_hit(s->tries, key, c->rcpts[i], now) : 1;
+	}
+	refusal = sink_data_reply(b, attempt, n, &delay);
+	util_fmt_duration(delay / 1000.0, held, sizeof(held));
+	if (refusal) {
+		const char *who = n ? c->rcpts[sink_refused_by(b, attempt, n)] : "";
+
+		if (id[0])
+			log_info("sink refused message", "msg_id=%s rcpt=%s rcpts=%zu code=%.3s held=%s",
+			    id, who, n, refusal, held);
+		else
+			log_info("sink refused message", "rcpt=%s rcpts=%zu code=%.3s held=%s",
+			    who, n, refusal, held);
+		sink_answer(c, refusal, delay);
+	} else if (sink_store(s, msg, c->msg_len, name, sizeof(name)) < 0) {
+		sink_reply(c, "451 4.3.0 Error: cannot store message");
+	} else {
+		const char *who = n ? c->rcpts[0] : "";
+
+		if (id[0])
+			log_info("sink stored message", "msg_id=%s rcpt=%s file=%s size=%zu rcpts=%zu held=%s",
+			    id, who, name, c->msg_len, n, held);
+		else
+			log_info("sink stored message", "rcpt=%s file=%s size=%zu rcpts=%zu held=%s",
+			    who, name, c->msg_len, n, held);
+		snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s", name);
+		sink_answer(c, reply, delay);
+	}
 }
 
 static void sink_end_data(struct sink *s, struct sink_client *c)
 {
-	char name[96], reply[160];
+	char reply[160];
 
 	if (c->msg_too_big) {
 		sink_reply(c, "552 5.3.4 Error: message too big");
@@ -341,19 +615,8 @@ static void sink_end_data(struct sink *s, struct sink_client *c)
 			sink_reply(c, "250 2.0.0 Ok");
 		else
 			sink_reply(c, reply[0] ? reply : "451 4.3.0 Error: cannot take the message");
-	} else if (sink_store(s, c->msg ? c->msg : "", c->msg_len, name, sizeof(name)) < 0) {
-		sink_reply(c, "451 4.3.0 Error: cannot store message");
 	} else {
-		char id[SINK_ID_MAX];
-
-		if (sink_msg_id(c->msg ? c->msg : "", c->msg_len, id, sizeof(id)) == 0)
-			log_info("sink stored message", "msg_id=%s file=%s size=%zu rcpts=%d",
-			    id, name, c->msg_len, c->nrcpt);
-		else
-			log_info("sink stored message", "file=%s size=%zu rcpts=%d",
-			    name, c->msg_len, c->nrcpt);
-		snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s", name);
-		sink_reply(c, reply);
+		sink_end_plain(s, c);
 	}
 	c->state = SINK_ST_READY;
 	sink_reset_txn(c);
@@ -414,18 +677,26 @@ static int sink_addr(const char *arg, char *out, size_t outlen)
 	return 0;
 }
 
-/* sink_hook_rcpt - ask the hook about a recipient and keep it; 0 accepted, else replied. */
-static int sink_hook_rcpt(struct sink *s, struct sink_client *c, const char *arg)
+/* sink_take_rcpt - decide on a recipient (hook or local part) and keep it; 0 accepted, else replied. */
+static int sink_take_rcpt(struct sink *s, struct sink_client *c, const char *arg)
 {
 	char addr[SINK_ADDR_MAX + 1], reply[256] = "";
+	const char *refusal;
 	char **nr;
 
 	if (sink_addr(arg, addr, sizeof(addr)) < 0) {
 		sink_reply(c, "501 5.1.3 Error: bad recipient address syntax");
 		return -1;
 	}
-	if (s->hooks.rcpt && s->hooks.rcpt(addr, reply, sizeof(reply), s->hooks.arg) != 0) {
-		sink_reply(c, reply[0] ? reply : "550 5.1.1 Error: recipient refused");
+	if (s->has_hooks) {
+		if (s->hooks.rcpt && s->hooks.rcpt(addr, reply, sizeof(reply), s->hooks.arg) != 0) {
+			sink_reply(c, reply[0] ? reply : "550 5.1.1 Error: recipient refused");
+			return -1;
+		}
+	} else if ((refusal = sink_rcpt_reply(sink_behaviour_for(addr))) != NULL) {
+		/* no msg_id: at RCPT the message (its Message-ID) has not been sent yet */
+		log_info("sink refused recipient", "rcpt=%s from=%s code=%.3s", addr, c->mail_from, refusal);
+		sink_reply(c, refusal);
 		return -1;
 	}
 	nr = realloc(c->rcpts, ((size_t)c->nrcpt + 1) * sizeof(*nr));
@@ -477,7 +748,7 @@ static void sink_command(struct sink *s, struct sink_client *c, char *line)
 				sink_reply(c, "552 5.3.4 Message size exceeds fixed limit");
 				return;
 			}
-			if (s->has_hooks && sink_addr(arg + 5, c->mail_from, sizeof(c->mail_from)) < 0) {
+			if (sink_addr(arg + 5, c->mail_from, sizeof(c->mail_from)) < 0) {
 				sink_reply(c, "501 5.1.7 Error: bad sender address syntax");
 				return;
 			}
@@ -492,7 +763,7 @@ static void sink_command(struct sink *s, struct sink_client *c, char *line)
 			sink_reply(c, "501 5.5.4 Syntax: RCPT TO:<address>");
 		else if (c->nrcpt >= SINK_RCPT_MAX)
 			sink_reply(c, "452 4.5.3 Error: too many recipients");
-		else if (s->has_hooks && sink_hook_rcpt(s, c, arg + 3) != 0)
+		else if (sink_take_rcpt(s, c, arg + 3) != 0)
 			return;
 		else {
 			c->nrcpt++;
@@ -530,7 +801,7 @@ static void sink_process(struct sink *s, struct sink_client *c)
 {
 	size_t off = 0;
 
-	while (!c->closing && off < c->in_len) {
+	while (!c->closing && !c->held_until && off < c->in_len) {
 		char *start = c->in + off;
 		size_t avail = c->in_len - off;
 		char *lf = memchr(start, '\n', avail);
@@ -695,13 +966,15 @@ static void *sink_thread(void *arg)
 			struct sink_client *c = s->clients[i];
 			short ev = 0;
 
-			if (!c->closing && c->out_len - c->out_off <= SINK_OUT_HIGH)
+			if (!c->closing && !c->held_until && c->out_len - c->out_off <= SINK_OUT_HIGH)
 				ev |= POLLIN;
 			if (c->out_off < c->out_len)
 				ev |= POLLOUT;
 			pfd[n++] = (struct pollfd){ .fd = c->fd, .events = ev };
 			if (c->last_ms + SINK_IDLE_MS < next)
 				next = c->last_ms + SINK_IDLE_MS;
+			if (c->held_until && c->held_until < next)
+				next = c->held_until;
 		}
 		timeout = next <= now ? 0 : (int)(next - now);
 		rc = poll(pfd, n, timeout);
@@ -720,6 +993,13 @@ static void *sink_thread(void *arg)
 
 			if (re & (POLLIN | POLLHUP | POLLERR))
 				dead = sink_read(s, c) < 0;
+			if (!dead && c->held_until && now >= c->held_until) {
+				/* slow+: the held answer is due; then whatever was pipelined behind it */
+				c->held_until = 0;
+				c->last_ms = now;
+				sink_reply(c, c->held);
+				sink_process(s, c);
+			}
 			if (!dead && (c->out_off < c->out_len))
 				dead = sink_flush(c) < 0;
 			if (!dead && c->closing == 2)
@@ -813,7 +1093,8 @@ static struct sink *sink_start_common(const char *host, uint16_t port, const cha
 		s->has_hooks = 1;
 	} else {
 		s->dir = strdup(dir);
-		if (!s->dir) {
+		s->tries = sink_tries_new(SINK_TRIES_CAP, SINK_TRIES_TTL_MS);
+		if (!s->dir || !s->tries) {
 			snprintf(err, errlen, "sink: out of memory");
 			goto fail;
 		}
@@ -882,6 +1163,7 @@ void sink_stop(struct sink *s)
 	if (s->efd >= 0)
 		close(s->efd);
 	free(s->dir);
+	sink_tries_free(s->tries);
 	free(s);
 }
 

@@ -1,11 +1,25 @@
 /*
  * sink.h - the capture SMTP server (txmail sink; part of `run --dev`).
  *
- * Accepts any mail on a loopback port and writes each message, as
- * received, to <dir>/<time>-<seq>.eml (written to a temporary name, then
- * renamed, so a reader never sees half a file). A Received-like
- * X-Txmail-Envelope header line is NOT added: files are byte-identical to
- * the DATA. One thread, poll(2), many connections.
+ * Accepts mail on a loopback port and writes each message, as received,
+ * to <dir>/<time>-<seq>.eml (written to a temporary name, then renamed, so
+ * a reader never sees half a file). A Received-like X-Txmail-Envelope
+ * header line is NOT added: files are byte-identical to the DATA. One
+ * thread, poll(2), many connections.
+ *
+ * So that a developer sees every delivery outcome without writing a
+ * server, the recipient's local part picks the answer (README, "Failure
+ * paths in dev mode"); any other address is accepted:
+ *   bounce[+tag]@   550 5.1.1 at RCPT (that recipient only)
+ *   defer[+tag]@    451 4.3.0 at end of DATA on the first SINK_DEFER_TIMES
+ *                   attempts of a message (counted per Message-ID and
+ *                   recipient), then 250
+ *   full[+tag]@     552 5.2.2 at end of DATA
+ *   reject[+tag]@   554 5.7.1 at end of DATA
+ *   slow[+tag]@     the end-of-DATA reply after SINK_SLOW_MS (other
+ *                   sessions go on meanwhile)
+ * An end-of-DATA answer covers the whole transaction, as with any SMTP
+ * server. Refused messages are not stored.
  */
 #ifndef SERVER_SINK_H
 #define SERVER_SINK_H
@@ -15,7 +29,76 @@
 
 struct sink;
 
-/* sink_start - listen on host:port (port 0 = any; *bound_port gets it). NULL with err. */
+#define SINK_DEFER_TIMES 2        /* defer+: 451 this many times per message and recipient */
+#define SINK_SLOW_MS 5000         /* slow+: the end-of-DATA reply waits this long */
+#define SINK_TRIES_CAP 4096       /* attempts remembered (least recently seen dropped first) */
+#define SINK_TRIES_TTL_MS ((int64_t)6 * 3600 * 1000)   /* ... and forgotten after this */
+
+/* What the sink does for one recipient, picked by its local part. */
+enum sink_behaviour {
+	SINK_BEHAVE_ACCEPT = 0,   /* 250, stored */
+	SINK_BEHAVE_BOUNCE,       /* 550 5.1.1 at RCPT */
+	SINK_BEHAVE_DEFER,        /* 451 4.3.0 at end of DATA, SINK_DEFER_TIMES times, then 250 */
+	SINK_BEHAVE_FULL,         /* 552 5.2.2 at end of DATA */
+	SINK_BEHAVE_REJECT,       /* 554 5.7.1 at end of DATA */
+	SINK_BEHAVE_SLOW,         /* 250 after SINK_SLOW_MS */
+};
+
+/*
+ * sink_behaviour_for - the behaviour of address addr (no angle brackets):
+ * its local part (before the last '@'), up to the first '+', compared
+ * without case with the keywords above. Pure; never fails.
+ */
+enum sink_behaviour sink_behaviour_for(const char *addr);
+
+/* sink_behaviour_name - "accept", "bounce", "defer", "full", "reject", "slow". */
+const char *sink_behaviour_name(enum sink_behaviour b);
+
+/* sink_rcpt_reply - the RCPT refusal line for behaviour b, or NULL to accept the recipient. */
+const char *sink_rcpt_reply(enum sink_behaviour b);
+
+/*
+ * sink_data_reply - the end-of-DATA answer for a transaction whose
+ * accepted recipients have behaviours b[0..n-1]; attempt[i] is the
+ * attempt number (1 = first) of recipient i for this message, read only
+ * for SINK_BEHAVE_DEFER. Returns the refusal line, or NULL when the message
+ * is to be stored and answered 250. *delay_ms gets how long to hold the
+ * answer (SINK_SLOW_MS when a recipient is slow+, else 0). Precedence:
+ * full, reject, defer. Pure.
+ */
+const char *sink_data_reply(const enum sink_behaviour *b, const unsigned *attempt, size_t n,
+    int *delay_ms);
+
+/*
+ * sink_message_id - the Message-ID field body of the header section of
+ * msg (unfolded, blanks trimmed) into out; 0, or -1 when there is none or
+ * it does not fit. Pure.
+ */
+int sink_message_id(const char *msg, size_t len, char *out, size_t outlen);
+
+/*
+ * The attempt counter behind defer+: how often a (message, recipient)
+ * has been seen, in a table of at most cap entries; an entry not seen
+ * for ttl_ms is forgotten, and when the table is full the least recently
+ * seen entry makes room. Keys are 64-bit hashes of the pair. Not
+ * thread-safe (the sink thread is its only user).
+ */
+struct sink_tries;
+
+/* sink_tries_new - an empty table (cap >= 1, ttl_ms > 0); NULL when out of memory. */
+struct sink_tries *sink_tries_new(size_t cap, int64_t ttl_ms);
+void sink_tries_free(struct sink_tries *t);
+
+/* sink_tries_hit - count one more attempt of (msg, rcpt) at now_ms; returns its number, 1 first. */
+unsigned sink_tries_hit(struct sink_tries *t, const char *msg, const char *rcpt, int64_t now_ms);
+
+/* sink_tries_count - entries held (for tests). */
+size_t sink_tries_count(const struct sink_tries *t);
+
+/*
+ * sink_start - listen on host:port (port 0 = any; *bound_port gets it),
+ * answering by local part as above. NULL with err.
+ */
 struct sink *sink_start(const char *host, uint16_t port, const char *dir,
     uint16_t *bound_port, char *err, size_t errlen);
 void sink_stop(struct sink *s);
@@ -23,7 +106,7 @@ void sink_stop(struct sink *s);
 /*
  * Hooks turn the capture server into another inbound SMTP service (the
  * bounce listener): the same state machine, caps and poll loop, with the
- * decisions made by the caller. Both run on the sink thread and must not
+ * decisions made by the caller (no local-part behaviours). Both run on the sink thread and must not
  * block for long (they hold up every other client of this sink).
  */
 struct sink_hooks {

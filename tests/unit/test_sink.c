@@ -1,7 +1,9 @@
 /*
  * test_sink.c - the capture SMTP sink over real loopback sockets: pipelined
  * sessions, dot-unstuffing, exact file bytes, sequence errors, line caps,
- * swaks as an independent client, and clean shutdown with clients attached.
+ * swaks as an independent client, and clean shutdown with clients attached;
+ * the answers by local part (bounce+, defer+, full+, reject+, slow+) as
+ * pure functions, table-driven, and over a socket.
  */
 #include <criterion/criterion.h>
 
@@ -91,11 +93,18 @@ static void t_send(int fd, const char *p, size_t n)
 	}
 }
 
+static size_t t_read_until_ms(int fd, char *buf, size_t cap, const char *want, int64_t ms);
+
 /* t_read_until - read into buf until `want` appears (or EOF when want is NULL); returns length. */
 static size_t t_read_until(int fd, char *buf, size_t cap, const char *want)
 {
+	return t_read_until_ms(fd, buf, cap, want, T_DEADLINE_MS);
+}
+
+static size_t t_read_until_ms(int fd, char *buf, size_t cap, const char *want, int64_t ms)
+{
 	size_t len = 0;
-	int64_t deadline = t_mono_ms() + T_DEADLINE_MS;
+	int64_t deadline = t_mono_ms() + ms;
 
 	buf[0] = '\0';
 	for (;;) {
@@ -457,4 +466,308 @@ Test(sink, half_closed_client_still_gets_its_replies)
 	close(fd);
 	t_codes(buf, codes, sizeof(codes));
 	cr_assert_str_eq(codes, "220 250 250 250", "codes: got %s, want 220 250 250 250", codes);
+}
+
+/* ---- answers by local part ------------------------------------------------------ */
+
+struct t_behave_case {
+	const char *addr;
+	enum sink_behaviour want;
+};
+
+Test(sink_rules, behaviour_by_local_part)
+{
+	static const struct t_behave_case cases[] = {
+		{ "you@example.com", SINK_BEHAVE_ACCEPT },
+		{ "bounce+x@example.com", SINK_BEHAVE_BOUNCE },
+		{ "bounce@example.com", SINK_BEHAVE_BOUNCE },
+		{ "BOUNCE+Tag@Example.COM", SINK_BEHAVE_BOUNCE },
+		{ "defer+anything@example.org", SINK_BEHAVE_DEFER },
+		{ "defer+a+b@x", SINK_BEHAVE_DEFER },
+		{ "full+x@example.com", SINK_BEHAVE_FULL },
+		{ "reject+x@example.com", SINK_BEHAVE_REJECT },
+		{ "slow+x@example.com", SINK_BEHAVE_SLOW },
+		{ "slow+@example.com", SINK_BEHAVE_SLOW },
+		{ "deferred@example.com", SINK_BEHAVE_ACCEPT },   /* the whole word only */
+		{ "xdefer+y@example.com", SINK_BEHAVE_ACCEPT },
+		{ "x+defer@example.com", SINK_BEHAVE_ACCEPT },    /* the keyword comes first */
+		{ "bou@example.com", SINK_BEHAVE_ACCEPT },
+		{ "example.com@bounce", SINK_BEHAVE_ACCEPT },     /* the domain does not count */
+		{ "full", SINK_BEHAVE_FULL },                     /* no domain: all local part */
+		{ "", SINK_BEHAVE_ACCEPT },
+		{ "@example.com", SINK_BEHAVE_ACCEPT },
+		{ "+defer@example.com", SINK_BEHAVE_ACCEPT },
+		{ "\"bounce\"@example.com", SINK_BEHAVE_ACCEPT }, /* quoted: taken literally */
+		{ "a@b@bounce+x@c", SINK_BEHAVE_ACCEPT },         /* local part is up to the last '@' */
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		enum sink_behaviour got = sink_behaviour_for(cases[i].addr);
+
+		cr_expect_eq(got, cases[i].want, "%s: got %s, want %s", cases[i].addr,
+		    sink_behaviour_name(got), sink_behaviour_name(cases[i].want));
+	}
+}
+
+Test(sink_rules, rcpt_replies)
+{
+	static const struct { enum sink_behaviour b; const char *want; } cases[] = {
+		{ SINK_BEHAVE_ACCEPT, NULL },
+		{ SINK_BEHAVE_BOUNCE, "550 5.1.1 " },
+		{ SINK_BEHAVE_DEFER, NULL },    /* decided at end of DATA */
+		{ SINK_BEHAVE_FULL, NULL },
+		{ SINK_BEHAVE_REJECT, NULL },
+		{ SINK_BEHAVE_SLOW, NULL },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *got = sink_rcpt_reply(cases[i].b);
+
+		if (!cases[i].want)
+			cr_expect_null(got, "%s: got %s, want NULL", sink_behaviour_name(cases[i].b), got);
+		else
+			cr_expect(got && strncmp(got, cases[i].want, strlen(cases[i].want)) == 0,
+			    "%s: got %s, want %s...", sink_behaviour_name(cases[i].b),
+			    got ? got : "NULL", cases[i].want);
+	}
+}
+
+#define T_A SINK_BEHAVE_ACCEPT
+#define T_D SINK_BEHAVE_DEFER
+#define T_F SINK_BEHAVE_FULL
+#define T_R SINK_BEHAVE_REJECT
+#define T_S SINK_BEHAVE_SLOW
+
+Test(sink_rules, data_replies)
+{
+	static const struct {
+		const char *name;
+		size_t n;
+		enum sink_behaviour b[3];
+		unsigned attempt[3];
+		const char *want;     /* reply prefix, NULL: store and 250 */
+		int delay_ms;
+	} cases[] = {
+		{ "accept", 1, { T_A }, { 1 }, NULL, 0 },
+		{ "no recipients", 0, { T_A }, { 1 }, NULL, 0 },
+		{ "defer, attempt 1", 1, { T_D }, { 1 }, "451 4.3.0 ", 0 },
+		{ "defer, attempt 2", 1, { T_D }, { 2 }, "451 4.3.0 ", 0 },
+		{ "defer, attempt 3", 1, { T_D }, { 3 }, NULL, 0 },
+		{ "defer, attempt 9", 1, { T_D }, { 9 }, NULL, 0 },
+		{ "full", 1, { T_F }, { 1 }, "552 5.2.2 ", 0 },
+		{ "reject", 1, { T_R }, { 1 }, "554 5.7.1 ", 0 },
+		{ "slow", 1, { T_S }, { 1 }, NULL, SINK_SLOW_MS },
+		{ "slow and full", 2, { T_S, T_F }, { 1, 1 }, "552 5.2.2 ", SINK_SLOW_MS },
+		{ "full before reject", 2, { T_R, T_F }, { 1, 1 }, "552 5.2.2 ", 0 },
+		{ "reject before defer", 2, { T_D, T_R }, { 1, 1 }, "554 5.7.1 ", 0 },
+		{ "defer covers the transaction", 2, { T_A, T_D }, { 1, 1 }, "451 4.3.0 ", 0 },
+		{ "one defer still due", 3, { T_D, T_A, T_D }, { 3, 1, 2 }, "451 4.3.0 ", 0 },
+		{ "all defers done", 3, { T_D, T_S, T_D }, { 3, 1, 4 }, NULL, SINK_SLOW_MS },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int delay = -1;
+		const char *got = sink_data_reply(cases[i].b, cases[i].attempt, cases[i].n, &delay);
+
+		if (!cases[i].want)
+			cr_expect_null(got, "%s: got %s, want NULL (store, 250)", cases[i].name, got);
+		else
+			cr_expect(got && strncmp(got, cases[i].want, strlen(cases[i].want)) == 0,
+			    "%s: got %s, want %s...", cases[i].name, got ? got : "NULL", cases[i].want);
+		cr_expect_eq(delay, cases[i].delay_ms, "%s: delay got %d, want %d", cases[i].name,
+		    delay, cases[i].delay_ms);
+	}
+}
+
+Test(sink_rules, message_id_from_header_section)
+{
+	static const struct { const char *name, *msg, *want; } cases[] = {
+		{ "plain", "From: a\r\nMessage-ID: <msg_1@h>\r\n\r\nbody\r\n", "<msg_1@h>" },
+		{ "case and blanks", "message-id:\t  <x@y>  \r\n\r\n", "<x@y>" },
+		{ "folded", "Message-ID:\r\n <f@g>\r\nTo: b\r\n\r\n", "<f@g>" },
+		{ "bare LF", "Subject: s\nMessage-Id: <lf@h>\n\nbody\n", "<lf@h>" },
+		{ "last header, no body", "Message-ID: <end@h>", "<end@h>" },
+		{ "none", "From: a\r\nTo: b\r\n\r\nMessage-ID: <in@body>\r\n", NULL },
+		{ "empty value", "Message-ID:   \r\n\r\n", NULL },
+		{ "not that field", "X-Message-ID: <no@h>\r\nMessage-IDs: <no@h>\r\n\r\n", NULL },
+		{ "empty message", "", NULL },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char out[64] = "unset";
+		int rc = sink_message_id(cases[i].msg, strlen(cases[i].msg), out, sizeof(out));
+
+		if (!cases[i].want)
+			cr_expect_eq(rc, -1, "%s: got %d (%s), want -1", cases[i].name, rc, out);
+		else
+			cr_expect(rc == 0 && strcmp(out, cases[i].want) == 0, "%s: got %d %s, want 0 %s",
+			    cases[i].name, rc, out, cases[i].want);
+	}
+	{
+		char small[8];
+		const char *m = "Message-ID: <much-too-long@h>\r\n\r\n";
+
+		cr_expect_eq(sink_message_id(m, strlen(m), small, sizeof(small)), -1,
+		    "too long for the buffer: got 0, want -1");
+	}
+}
+
+Test(sink_rules, tries_count_per_message_and_recipient)
+{
+	struct sink_tries *t = sink_tries_new(8, 1000);
+	unsigned got;
+
+	cr_assert_not_null(t);
+	cr_expect_eq((got = sink_tries_hit(t, "<m1@h>", "defer+a@x", 0)), 1, "m1/a: got %u, want 1", got);
+	cr_expect_eq((got = sink_tries_hit(t, "<m1@h>", "defer+a@x", 10)), 2, "m1/a: got %u, want 2", got);
+	cr_expect_eq((got = sink_tries_hit(t, "<m1@h>", "DEFER+A@X", 20)), 3,
+	    "m1/a, other case: got %u, want 3 (the address counts without case)", got);
+	cr_expect_eq((got = sink_tries_hit(t, "<m1@h>", "defer+b@x", 30)), 1, "m1/b: got %u, want 1", got);
+	cr_expect_eq((got = sink_tries_hit(t, "<m2@h>", "defer+a@x", 40)), 1, "m2/a: got %u, want 1", got);
+	cr_expect_eq((got = sink_tries_hit(t, "<M1@h>", "defer+a@x", 50)), 1,
+	    "the Message-ID counts with case: got %u, want 1", got);
+	/* no separator confusion: ("ab", "c") is not ("a", "bc") */
+	sink_tries_hit(t, "ab", "c", 60);
+	cr_expect_eq((got = sink_tries_hit(t, "a", "bc", 70)), 1, "a/bc: got %u, want 1", got);
+	cr_expect_eq(sink_tries_count(t), 6, "entries: got %zu, want 6", sink_tries_count(t));
+	sink_tries_free(t);
+}
+
+Test(sink_rules, tries_expire_and_stay_within_the_cap)
+{
+	struct sink_tries *t = sink_tries_new(4, 1000);
+	char id[32];
+	unsigned got;
+	int i;
+
+	cr_assert_not_null(t);
+	cr_assert_null(sink_tries_new(0, 1000), "cap 0: got a table, want NULL");
+	cr_assert_null(sink_tries_new(4, 0), "ttl 0: got a table, want NULL");
+	sink_tries_hit(t, "old", "r", 0);
+	sink_tries_hit(t, "old", "r", 500);
+	/* seen 999 ms ago: still counted; 1000 ms: forgotten, counting starts again */
+	cr_expect_eq((got = sink_tries_hit(t, "old", "r", 1499)), 3, "before ttl: got %u, want 3", got);
+	cr_expect_eq((got = sink_tries_hit(t, "old", "r", 2499)), 1, "after ttl: got %u, want 1", got);
+
+	/* full table: the least recently seen entry makes room */
+	sink_tries_hit(t, "a", "r", 3000);
+	sink_tries_hit(t, "b", "r", 3001);
+	sink_tries_hit(t, "c", "r", 3002);
+	sink_tries_hit(t, "a", "r", 3003);     /* now "old" (2499) is the least recent, then b */
+	cr_expect_eq(sink_tries_count(t), 4, "entries: got %zu, want 4", sink_tries_count(t));
+	sink_tries_hit(t, "d", "r", 3004);     /* evicts "old" */
+	cr_expect_eq(sink_tries_count(t), 4, "entries after eviction: got %zu, want 4", sink_tries_count(t));
+	cr_expect_eq((got = sink_tries_hit(t, "a", "r", 3005)), 3, "a kept: got %u, want 3", got);
+	cr_expect_eq((got = sink_tries_hit(t, "old", "r", 3006)), 1, "old evicted: got %u, want 1", got);
+	cr_expect_eq((got = sink_tries_hit(t, "c", "r", 3007)), 2, "c kept: got %u, want 2", got);
+	cr_expect_eq((got = sink_tries_hit(t, "b", "r", 3008)), 1, "b evicted by old: got %u, want 1", got);
+
+	/* many distinct keys never grow it past the cap; expired ones go first */
+	for (i = 0; i < 1000; i++) {
+		snprintf(id, sizeof(id), "<%d@h>", i);
+		sink_tries_hit(t, id, "r", 10000 + i * 10);
+		cr_assert_leq(sink_tries_count(t), 4, "entries: got %zu, want <= 4", sink_tries_count(t));
+	}
+	sink_tries_hit(t, "late", "r", 10000000);
+	cr_expect_eq(sink_tries_count(t), 1, "after everything expired: got %zu, want 1", sink_tries_count(t));
+	sink_tries_free(t);
+}
+
+/* t_txn - one session: EHLO, MAIL, the RCPTs, DATA with msg when any RCPT was taken, QUIT; the codes. */
+static void t_txn(const char *const *rcpts, size_t n, const char *msg, char *codes, size_t cap)
+{
+	char buf[8192], wire[4096];
+	size_t i, len = 0;
+	int fd = t_connect();
+
+	len += (size_t)snprintf(wire + len, sizeof(wire) - len, "EHLO x\r\nMAIL FROM:<dev@example.com>\r\n");
+	for (i = 0; i < n; i++)
+		len += (size_t)snprintf(wire + len, sizeof(wire) - len, "RCPT TO:<%s>\r\n", rcpts[i]);
+	len += (size_t)snprintf(wire + len, sizeof(wire) - len, "DATA\r\n%s.\r\nQUIT\r\n", msg);
+	cr_assert_lt(len, sizeof(wire));
+	t_send(fd, wire, len);
+	t_read_until_ms(fd, buf, sizeof(buf), NULL, T_DEADLINE_MS + SINK_SLOW_MS);
+	close(fd);
+	t_codes(buf, codes, cap);
+}
+
+Test(sink, answers_by_local_part_over_smtp)
+{
+	static const char m1[] = "Message-ID: <m1@h>\r\nSubject: one\r\n\r\nbody\r\n";
+	static const char m2[] = "Message-ID: <m2@h>\r\nSubject: two\r\n\r\nbody\r\n";
+	static const char *const bounce[] = { "bounce+x@example.com" };
+	static const char *const mixed[] = { "bounce+x@example.com", "ok@example.com" };
+	static const char *const full[] = { "full+x@example.com" };
+	static const char *const reject[] = { "reject+x@example.com" };
+	static const char *const defer[] = { "defer+x@example.com" };
+	static const struct {
+		const char *name;
+		const char *const *rcpts;
+		size_t n;
+		const char *msg, *codes;
+		int files;     /* .eml files after this case */
+	} cases[] = {
+		/* all refused at RCPT: DATA has no recipient (503, then 500 for each
+		 * line of the message and its dot), nothing stored */
+		{ "bounce", bounce, 1, m1, "220 250 250 550 503 500 500 500 500 500 221", 0 },
+		{ "bounce and ok", mixed, 2, m1, "220 250 250 550 250 354 250 221", 1 },
+		{ "full", full, 1, m1, "220 250 250 250 354 552 221", 1 },
+		{ "reject", reject, 1, m1, "220 250 250 250 354 554 221", 1 },
+		{ "defer m1, 1", defer, 1, m1, "220 250 250 250 354 451 221", 1 },
+		{ "defer m2, 1", defer, 1, m2, "220 250 250 250 354 451 221", 1 },
+		{ "defer m1, 2", defer, 1, m1, "220 250 250 250 354 451 221", 1 },
+		{ "defer m1, 3", defer, 1, m1, "220 250 250 250 354 250 221", 2 },
+		{ "defer m2, 2", defer, 1, m2, "220 250 250 250 354 451 221", 2 },
+		{ "defer m2, 3", defer, 1, m2, "220 250 250 250 354 250 221", 3 },
+		{ "defer m1, 4", defer, 1, m1, "220 250 250 250 354 250 221", 4 },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char codes[256];
+		int files;
+
+		t_txn(cases[i].rcpts, cases[i].n, cases[i].msg, codes, sizeof(codes));
+		cr_expect_str_eq(codes, cases[i].codes, "%s: got %s, want %s", cases[i].name, codes,
+		    cases[i].codes);
+		files = t_eml_files(NULL, 0);
+		cr_expect_eq(files, cases[i].files, "%s: eml files got %d, want %d", cases[i].name,
+		    files, cases[i].files);
+	}
+}
+
+Test(sink, slow_reply_does_not_hold_up_other_sessions)
+{
+	static const char wire[] =
+	    "EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<slow+x@example.com>\r\nDATA\r\n"
+	    "Subject: slow\r\n\r\nbody\r\n.\r\nNOOP\r\nQUIT\r\n";
+	static const char *const fast[] = { "fast@example.com" };
+	char buf[4096], codes[256];
+	int64_t t0, waited;
+	int fd = t_connect();
+
+	t0 = t_mono_ms();
+	t_send(fd, wire, sizeof(wire) - 1);
+	t_read_until(fd, buf, sizeof(buf), "354 ");
+	/* while the slow session waits for its answer, another one goes through */
+	t_txn(fast, 1, "Subject: fast\r\n\r\nx\r\n", codes, sizeof(codes));
+	cr_expect_str_eq(codes, "220 250 250 250 354 250 221", "other session: got %s", codes);
+	cr_expect_lt(t_mono_ms() - t0, SINK_SLOW_MS - 1000, "other session took %lld ms, want well under %d",
+	    (long long)(t_mono_ms() - t0), SINK_SLOW_MS);
+	/* a slow server that has taken the message: stored before the answer */
+	cr_expect_eq(t_eml_files(NULL, 0), 2, "eml files during the wait: got %d, want 2",
+	    t_eml_files(NULL, 0));
+	t_read_until_ms(fd, buf, sizeof(buf), NULL, T_DEADLINE_MS + SINK_SLOW_MS);
+	waited = t_mono_ms() - t0;
+	close(fd);
+	t_codes(buf, codes, sizeof(codes));
+	/* after the 354: the held 250, then the pipelined NOOP and QUIT, in order */
+	cr_expect_str_eq(codes, "250 250 221", "slow session after 354: got %s, want 250 250 221", codes);
+	cr_expect_geq(waited, SINK_SLOW_MS - 50, "slow answer after %lld ms, want >= %d",
+	    (long long)waited, SINK_SLOW_MS);
+	cr_expect_eq(t_eml_files(NULL, 0), 2, "eml files: got %d, want 2", t_eml_files(NULL, 0));
 }
