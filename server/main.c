@@ -43,6 +43,10 @@
 #define MAX_WORKERS 64
 #define STOP_HARD_MARGIN_MS 10000   /* a stop still running this long after the grace: exit anyway */
 
+/* run --dev: retries unless TXMAIL_RETRY_BASE / TXMAIL_RETRY_MAX are set (defer+ lands in ~3 s) */
+#define DEV_RETRY_BASE_S 1.0
+#define DEV_RETRY_MAX_S 30.0
+
 /* The NAME_FILE variants (config_secret), in every help text that lists configuration. */
 #define USAGE_SECRET_FILES \
     "Secrets may come from files instead (Docker/Kubernetes secrets): each of\n" \
@@ -88,7 +92,12 @@ static const char usage_run[] =
     "  --dev   development mode: also start a capture SMTP sink on\n"
     "          TXMAIL_SINK_LISTEN (127.0.0.1:2525) storing every delivered\n"
     "          message under $TXMAIL_DATA_DIR/mail, deliver through it, and\n"
-    "          print an API key and a curl line to try.\n"
+    "          print an API key and a curl line to try. The sink answers by\n"
+    "          local part (bounce+, defer+, full+, reject+, slow+; see\n"
+    "          README.md), webhook targets on loopback and private networks\n"
+    "          are allowed (TXMAIL_WEBHOOK_ALLOW_PRIVATE defaults to 1), and\n"
+    "          retries start after 1 s, up to 30 s (unless TXMAIL_RETRY_BASE\n"
+    "          or TXMAIL_RETRY_MAX is set).\n"
     "\n"
     "Stops cleanly on SIGINT (Ctrl-C) or SIGTERM: SMTP transactions in flight get\n"
     "TXMAIL_SHUTDOWN_GRACE (25 s) to finish, the rest goes back to the queue; a\n"
@@ -236,10 +245,17 @@ start_dev(struct app *a, char *key, size_t keylen, char *sink_addr, size_t sinkl
 	if (config_source_of(&a->cfg, "TXMAIL_RATE_LIMIT") == CONFIG_SRC_DEFAULT)
 		a->cfg.rate_limit = 0;   /* one developer, one key: no throttling */
 	if (config_source_of(&a->cfg, "TXMAIL_RETRY_BASE") == CONFIG_SRC_DEFAULT) {
-		a->cfg.retry_base = 1;
+		a->cfg.retry_base = DEV_RETRY_BASE_S;
 		if (config_source_of(&a->cfg, "TXMAIL_RETRY_MAX") == CONFIG_SRC_DEFAULT)
-			a->cfg.retry_max = 60;
+			a->cfg.retry_max = DEV_RETRY_MAX_S;
+		else if (a->cfg.retry_max < a->cfg.retry_base)
+			a->cfg.retry_base = a->cfg.retry_max;
 	}
+	log_info("msg=\"dev mode retries\" retry_base=%gs retry_max=%gs", a->cfg.retry_base,
+	    a->cfg.retry_max);
+	if (a->cfg.webhook_allow_private)
+		log_warn("msg=\"dev mode: webhook targets on loopback and private networks are allowed\" "
+		    "webhook_allow_private=1");
 	if (dev_api_key(&a->cfg, key, keylen) != 0) {
 		log_error("cannot create the dev API key", "dir=%s", a->cfg.data_dir);
 		return -1;
@@ -259,11 +275,19 @@ print_dev_banner(const struct app *a, const char *key, const char *sink_addr)
 	    "  API:      http://%s:%u\n"
 	    "  API key:  %s\n"
 	    "  Mail:     %s/mail (captured by the dev SMTP sink on %s)\n"
+	    "  Outcomes: the sink answers bounce+x@ 550 5.1.1, defer+x@ 451 twice then 250,\n"
+	    "            full+x@ 552 5.2.2, reject+x@ 554 5.7.1, slow+x@ after 5 s (README.md)\n"
+	    "  Retries:  after %gs, doubling up to %gs (TXMAIL_RETRY_BASE, TXMAIL_RETRY_MAX)\n"
+	    "  Webhooks: %s\n"
 	    "Try:\n"
 	    "curl -sS http://%s:%u/v1/messages -H 'Authorization: Bearer %s' "
 	    "-H 'Content-Type: application/json' -d '{\"from\":\"Dev <dev@example.com>\","
 	    "\"to\":\"you@example.com\",\"subject\":\"Hello from txmail\",\"text\":\"It works.\"}'\n",
-	    h, p, key, a->cfg.data_dir, sink_addr, h, p, key);
+	    h, p, key, a->cfg.data_dir, sink_addr, a->cfg.retry_base, a->cfg.retry_max,
+	    a->cfg.webhook_allow_private
+	    ? "loopback and private targets allowed (dev mode; TXMAIL_WEBHOOK_ALLOW_PRIVATE=0 refuses them)"
+	    : "public targets only (TXMAIL_WEBHOOK_ALLOW_PRIVATE=0)",
+	    h, p, key);
 	fflush(stdout);
 }
 
@@ -444,6 +468,13 @@ serve(int roles, int dev)
 		return 1;
 	}
 	block_signals(&set);
+	/*
+	 * Dev mode: a webhook receiver on this machine is the normal case, so
+	 * loopback/private targets are allowed unless the variable says
+	 * otherwise. Set before config_load_report, which checks TXMAIL_WEBHOOK_URL.
+	 */
+	if (dev && getenv("TXMAIL_WEBHOOK_ALLOW_PRIVATE") == NULL)
+		setenv("TXMAIL_WEBHOOK_ALLOW_PRIVATE", "1", 0);
 	if (config_load_report(&a->cfg, rep) != 0) {
 		for (size_t i = 0; i < rep->n; i++)
 			log_msg(rep->p[i].severity == CONFIG_ERROR ? LOG_ERROR : LOG_WARN,
