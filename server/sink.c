@@ -1202,8 +1202,15 @@ static void sink_usage(FILE *f)
 {
 	fprintf(f, "usage: txmail sink [--listen host:port] [--dir DIR]\n"
 	    "\n"
-	    "Capture SMTP server: accepts any mail and writes each message to\n"
-	    "DIR/<unix ms>-<seq>.eml. Runs until SIGINT or SIGTERM.\n"
+	    "Capture SMTP server: accepts mail and writes each message to\n"
+	    "DIR/<unix ms>-<seq>.eml. Runs until SIGINT or SIGTERM. The recipient's\n"
+	    "local part picks the answer (any domain; see README.md):\n"
+	    "  bounce+x@  550 5.1.1 at RCPT\n"
+	    "  defer+x@   451 4.3.0 at end of DATA, twice per message, then 250\n"
+	    "  full+x@    552 5.2.2 at end of DATA\n"
+	    "  reject+x@  554 5.7.1 at end of DATA\n"
+	    "  slow+x@    250 after 5 s\n"
+	    "Refused messages are not written.\n"
 	    "\n"
 	    "  --listen host:port  address to listen on (default 127.0.0.1:2525)\n"
 	    "  --dir DIR           where messages are written (default ./var/mail)\n");
