@@ -221,21 +221,6 @@ add:
 	return 0;
 }
 
-/* dev_secs - seconds as people write them ("1", "0.2", "86400"), into buf. */
-static const char *
-dev_secs(double v, char *buf, size_t len)
-{
-	size_t n;
-
-	snprintf(buf, len, "%.3f", v);
-	n = strlen(buf);
-	while (n > 0 && buf[n - 1] == '0')
-		buf[--n] = '\0';
-	if (n > 0 && buf[n - 1] == '.')
-		buf[--n] = '\0';
-	return buf;
-}
-
 static int
 start_dev(struct app *a, char *key, size_t keylen, char *sink_addr, size_t sinklen)
 {
@@ -266,11 +251,11 @@ start_dev(struct app *a, char *key, size_t keylen, char *sink_addr, size_t sinkl
 		else if (a->cfg.retry_max < a->cfg.retry_base)
 			a->cfg.retry_base = a->cfg.retry_max;
 	}
-	log_info("msg=\"dev mode retries\" retry_base=%ss retry_max=%ss",
-	    dev_secs(a->cfg.retry_base, b1, sizeof(b1)), dev_secs(a->cfg.retry_max, b2, sizeof(b2)));
+	log_info("dev mode retries", "retry_base=%s retry_max=%s",
+	    util_fmt_duration(a->cfg.retry_base, b1, sizeof(b1)),
+	    util_fmt_duration(a->cfg.retry_max, b2, sizeof(b2)));
 	if (a->cfg.webhook_allow_private)
-		log_warn("msg=\"dev mode: webhook targets on loopback and private networks are allowed\" "
-		    "webhook_allow_private=1");
+		log_warn("dev mode: loopback and private webhook targets allowed");
 	if (dev_api_key(&a->cfg, key, keylen) != 0) {
 		log_error("cannot create the dev API key", "dir=%s", a->cfg.data_dir);
 		return -1;
@@ -293,14 +278,14 @@ print_dev_banner(const struct app *a, const char *key, const char *sink_addr)
 	    "  Mail:     %s/mail (captured by the dev SMTP sink on %s)\n"
 	    "  Outcomes: the sink answers bounce+x@ 550 5.1.1, defer+x@ 451 twice then 250,\n"
 	    "            full+x@ 552 5.2.2, reject+x@ 554 5.7.1, slow+x@ after 5 s (README.md)\n"
-	    "  Retries:  after %ss, doubling up to %ss (TXMAIL_RETRY_BASE, TXMAIL_RETRY_MAX)\n"
+	    "  Retries:  after %s, doubling up to %s (TXMAIL_RETRY_BASE, TXMAIL_RETRY_MAX)\n"
 	    "  Webhooks: %s\n"
 	    "Try:\n"
 	    "curl -sS http://%s:%u/v1/messages -H 'Authorization: Bearer %s' "
 	    "-H 'Content-Type: application/json' -d '{\"from\":\"Dev <dev@example.com>\","
 	    "\"to\":\"you@example.com\",\"subject\":\"Hello from txmail\",\"text\":\"It works.\"}'\n",
-	    h, p, key, a->cfg.data_dir, sink_addr, dev_secs(a->cfg.retry_base, b1, sizeof(b1)),
-	    dev_secs(a->cfg.retry_max, b2, sizeof(b2)),
+	    h, p, key, a->cfg.data_dir, sink_addr, util_fmt_duration(a->cfg.retry_base, b1, sizeof(b1)),
+	    util_fmt_duration(a->cfg.retry_max, b2, sizeof(b2)),
 	    a->cfg.webhook_allow_private
 	    ? "loopback and private targets allowed (dev mode; TXMAIL_WEBHOOK_ALLOW_PRIVATE=0 refuses them)"
 	    : "public targets only (TXMAIL_WEBHOOK_ALLOW_PRIVATE=0)",

@@ -24,6 +24,7 @@ import time
 import pytest
 
 import helpers
+import logparse
 from helpers import RAW_MSGID_RE, Txmail, dl, free_port, read_text, wait_until
 
 
@@ -86,8 +87,12 @@ def test_dev_sink_failure_paths(dev, webhook):
         "banner does not say that loopback webhooks are allowed:\n%s" % helpers.tail(t.log, 20)
     assert re.search(r"Retries: +after 1s, doubling up to 30s", text), \
         "banner does not print the dev retry delays:\n%s" % helpers.tail(t.log, 20)
-    assert re.search(r"level=warn .*webhook targets on loopback .*allowed", text), \
-        "no log line saying loopback webhooks are allowed:\n%s" % helpers.tail(t.log, 40)
+    warned = [r for r in logparse.records(t.log, "dev mode: loopback and private webhook targets allowed")
+              if r["level"] == "warn"]
+    assert len(warned) == 1, "want one warn line saying loopback webhooks are allowed:\n%s" % (
+        helpers.tail(t.log, 40),)
+    retries = [(r.get("retry_base"), r.get("retry_max")) for r in logparse.records(t.log, "dev mode retries")]
+    assert retries == [("1s", "30s")], "dev mode retries lines: got %r" % retries
 
     c = t.client()
     sent = {}
@@ -163,6 +168,21 @@ def test_dev_sink_failure_paths(dev, webhook):
         "defer+dev": 1, "bounce+dev": 0, "full+dev": 0, "reject+dev": 0, "slow+dev": 1, "ok": 1}, \
         "files in %s by message: got %r (Message-IDs %r)" % (maildir, by_msg, ids)
     assert len(ids) == 3, "files: got %r, want 3" % ids
+
+    # the sink's own lines name the message (local part of its Message-ID) and the recipient
+    def sink_lines(msg):
+        return {(r.get("msg_id"), r.get("rcpt"), r.get("code")) for r in logparse.records(t.log, msg)}
+    stored, refused, refused_rcpt = (sink_lines("sink stored message"), sink_lines("sink refused message"),
+                                     sink_lines("sink refused recipient"))
+    for k in ("defer+dev", "slow+dev", "ok"):
+        assert (sent[k], "%s@example.com" % k, None) in stored, \
+            "no 'sink stored message' line with msg_id=%s rcpt=%s@example.com: %r" % (sent[k], k, stored)
+    for k, code in (("defer+dev", "451"), ("full+dev", "552"), ("reject+dev", "554")):
+        assert (sent[k], "%s@example.com" % k, code) in refused, \
+            "no 'sink refused message' line with msg_id=%s rcpt=%s@example.com code=%s: %r" % (
+                sent[k], k, code, refused)
+    assert refused_rcpt == {(None, "bounce+dev@example.com", "550")}, \
+        "'sink refused recipient' lines: got %r" % refused_rcpt
     assert os.listdir(os.path.join(maildir, "tmp")) == [], "left in mail/tmp"
     c.close()
 
