@@ -531,6 +531,7 @@ struct config_var {
 	unsigned flags;
 	const char *def;
 	const char *note;     /* shown with the default, or alone when def is "" or dynamic */
+	const char *dev_def;  /* `run --dev`'s default when the variable is unset (CONFIG_SRC_DEV), or NULL */
 	double min, max;
 	const char *unit;     /* "seconds", "requests per second", "bytes", ...; NULL: none */
 	const char *help;     /* one line; `code` in backticks (dropped in plain text) */
@@ -613,13 +614,13 @@ static const struct config_var config_vars[] = {
 	{ .name = "TXMAIL_WEBHOOK_SECRET", .kind = CV_STR, .flags = CV_SECRET, .def = "", .note = "unset",
 	  .help = "its signing secret, `whsec_<base64>`; required with the URL",
 	  FIELD(webhook_secret), .show = show_webhook_secret },
-	{ .name = "TXMAIL_WEBHOOK_ALLOW_PRIVATE", .kind = CV_BOOL, .def = "0",
+	{ .name = "TXMAIL_WEBHOOK_ALLOW_PRIVATE", .kind = CV_BOOL, .def = "0", .dev_def = "1",
 	  .note = "loopback, private and link-local targets refused",
 	  .help = "`1` allows webhook targets on loopback, private and link-local addresses",
 	  FIELD(webhook_allow_private) },
-	{ .name = "TXMAIL_RETRY_BASE", SECONDS(0.001, 86400), .def = "60", .note = "`1` in `--dev`",
+	{ .name = "TXMAIL_RETRY_BASE", SECONDS(0.001, 86400), .def = "60", .dev_def = "1",
 	  .help = "first delay between delivery attempts", FIELD(retry_base) },
-	{ .name = "TXMAIL_RETRY_MAX", SECONDS(0.001, 604800), .def = "3600", .note = "`60` in `--dev`",
+	{ .name = "TXMAIL_RETRY_MAX", SECONDS(0.001, 604800), .def = "3600", .dev_def = "30",
 	  .help = "largest delay between delivery attempts (at least `TXMAIL_RETRY_BASE`)", FIELD(retry_max) },
 	{ .name = "TXMAIL_MAX_AGE", SECONDS(1, 31536000), .def = "86400",
 	  .help = "an undelivered recipient expires this long after acceptance", FIELD(max_age) },
@@ -646,7 +647,7 @@ static const struct config_var config_vars[] = {
 	  .unit = "bytes", .def = "7340032", .note = "7 MiB",
 	  .help = "largest total of one message's decoded attachments (413 above it)", FIELD(max_attach) },
 	{ .name = "TXMAIL_RATE_LIMIT", .kind = CV_NUM, .min = 0, .max = 1000000,
-	  .unit = "requests per second", .def = "200", .note = "off in `--dev`",
+	  .unit = "requests per second", .def = "200", .dev_def = "0",
 	  .help = "requests per second per API key (token bucket in Redis); `0` turns it off",
 	  FIELD(rate_limit) },
 	{ .name = "TXMAIL_RATE_BURST", .kind = CV_NUM, .min = 1, .max = 10000000, .unit = "requests",
@@ -744,7 +745,8 @@ static const struct config_var config_vars[] = {
 #define NVARS (sizeof(config_vars) / sizeof(config_vars[0]))
 _Static_assert(NVARS <= CONFIG_MAX_VARS, "raise CONFIG_MAX_VARS");
 
-static const char *const source_names[] = { "default", "environment", "file" };
+static const char *const source_names[] = { "default", "environment", "file", "dev" };
+#define NSOURCES (sizeof(source_names) / sizeof(source_names[0]))
 
 static int
 cv_index(const char *name)
@@ -1448,10 +1450,10 @@ config_defaults(struct config *cfg)
 
 /*
  * Apply one variable: its value from the environment (or its file), else
- * its default. bad[i] is set on an error.
+ * (dev) its dev default, else its default. bad[i] is set on an error.
  */
 static void
-load_var(struct config *cfg, size_t i, struct config_report *rep, unsigned char *bad)
+load_var(struct config *cfg, size_t i, struct config_report *rep, unsigned char *bad, int dev)
 {
 	const struct config_var *var = &config_vars[i];
 	char err[CONFIG_PROBLEM_MAX - 80] = "";
@@ -1483,6 +1485,10 @@ load_var(struct config *cfg, size_t i, struct config_report *rep, unsigned char 
 			cfg->source[i] = CONFIG_SRC_ENV;
 		else
 			v = NULL;
+	}
+	if (v == NULL && dev && var->dev_def != NULL) {
+		v = var->dev_def;
+		cfg->source[i] = CONFIG_SRC_DEV;
 	}
 	if (v == NULL && (var->flags & CV_DYNAMIC)) {
 		rc = var->set(cfg, NULL, err, sizeof(err));
@@ -1546,6 +1552,15 @@ cross_checks(struct config *cfg, struct config_report *rep, const unsigned char 
 
 		if (is_bad(bad, config_bounds[i].base) || is_bad(bad, config_bounds[i].max) || *max >= *base)
 			continue;
+		/* a dev default gives way to the value that was set, without a warning */
+		if (config_source_of(cfg, config_bounds[i].base) == CONFIG_SRC_DEV) {
+			*base = *max;
+			continue;
+		}
+		if (config_source_of(cfg, config_bounds[i].max) == CONFIG_SRC_DEV) {
+			*max = *base;
+			continue;
+		}
 		fmt_num(*base, b, sizeof(b));
 		fmt_num(*max, m, sizeof(m));
 		rep_add(rep, CONFIG_WARNING, "%s: %s is below %s (%s): using %s for both",
@@ -1580,13 +1595,19 @@ cross_checks(struct config *cfg, struct config_report *rep, const unsigned char 
 int
 config_load_report(struct config *cfg, struct config_report *rep)
 {
+	return config_load_report_dev(cfg, rep, 0);
+}
+
+int
+config_load_report_dev(struct config *cfg, struct config_report *rep, int dev)
+{
 	unsigned char bad[NVARS];
 
 	memset(rep, 0, sizeof(*rep));
 	memset(bad, 0, sizeof(bad));
 	config_defaults(cfg);
 	for (size_t i = 0; i < NVARS; i++)
-		load_var(cfg, i, rep, bad);
+		load_var(cfg, i, rep, bad, dev);
 	cross_checks(cfg, rep, bad);
 	config_unknown_vars(rep);
 	return rep->nerrors == 0 ? 0 : -1;
@@ -1643,6 +1664,15 @@ default_text(const struct config_var *var, int markdown, char *out, size_t outle
 		snprintf(out, outlen, "%s%s%s (%s)", q, val, q, var->note);
 	else
 		snprintf(out, outlen, "%s%s%s", q, val, q);
+	if (var->dev_def != NULL) {
+		size_t n = strlen(out);
+		int paren = n > 0 && out[n - 1] == ')';
+
+		if (paren)
+			out[--n] = '\0';
+		snprintf(out + n, outlen - n, "%s%s%s%s in %s--dev%s)", paren ? "; " : " (",
+		    q, var->dev_def, q, q, q);
+	}
 }
 
 /* The meaning of var: its help, then unit and range for numbers. */
@@ -1713,7 +1743,7 @@ config_list(FILE *out, int markdown)
 }
 
 int
-config_check(FILE *out, FILE *errout)
+config_check(FILE *out, FILE *errout, int dev)
 {
 	struct config_report *rep = malloc(sizeof(*rep));
 	struct config *cfg = malloc(sizeof(*cfg));
@@ -1726,7 +1756,7 @@ config_check(FILE *out, FILE *errout)
 		free(cfg);
 		return 1;
 	}
-	rc = config_load_report(cfg, rep) == 0 ? 0 : 1;
+	rc = config_load_report_dev(cfg, rep, dev) == 0 ? 0 : 1;
 	for (size_t i = 0; i < NVARS; i++) {
 		const struct config_var *var = &config_vars[i];
 		int invalid = 0;
@@ -1743,7 +1773,7 @@ config_check(FILE *out, FILE *errout)
 			util_strlcpy(val, "(invalid)", sizeof(val));
 		else
 			cv_show(cfg, var, val, sizeof(val));
-		fprintf(out, "%-11s %s=%s\n", source_names[cfg->source[i] % 3], var->name, val);
+		fprintf(out, "%-11s %s=%s\n", source_names[cfg->source[i] % NSOURCES], var->name, val);
 	}
 	for (size_t j = 0; j < rep->n; j++)
 		fprintf(errout, "%s: %s\n", rep->p[j].severity == CONFIG_ERROR ? "error" : "warning",
@@ -1846,7 +1876,7 @@ config_describe(const struct config *cfg)
 	    cfg->webhook_url[0] ? "set" : "none", cfg->workers, dkim_keys_count(cfg->dkim_keys));
 	for (size_t i = 0; i < NVARS; i++) {
 		const struct config_var *var = &config_vars[i];
-		enum config_source src = (enum config_source)(cfg->source[i] % 3);
+		enum config_source src = (enum config_source)(cfg->source[i] % NSOURCES);
 
 		cv_show(cfg, var, val, sizeof(val));
 		log_msg(src == CONFIG_SRC_DEFAULT ? LOG_DEBUG : LOG_INFO, "config setting",

@@ -32,6 +32,7 @@ enum config_source {
 	CONFIG_SRC_DEFAULT = 0,
 	CONFIG_SRC_ENV,           /* the variable itself */
 	CONFIG_SRC_FILE,          /* NAME_FILE (secrets only) */
+	CONFIG_SRC_DEV,           /* unset, and `run --dev` has its own default (config_load_report_dev) */
 };
 
 struct dkim_keys;   /* dkim_keys.h */
@@ -126,6 +127,16 @@ struct config_report {
 int config_load_report(struct config *cfg, struct config_report *rep);
 
 /*
+ * config_load_report_dev - config_load_report; with dev != 0 (`run --dev`)
+ * an unset variable that has a dev default takes it, source
+ * CONFIG_SRC_DEV: TXMAIL_WEBHOOK_ALLOW_PRIVATE 1, TXMAIL_RETRY_BASE 1,
+ * TXMAIL_RETRY_MAX 30, TXMAIL_RATE_LIMIT 0 (config list shows them).
+ * Where a base is above its maximum and one of the two is a dev default,
+ * the dev default is moved to the other's value, without a warning.
+ */
+int config_load_report_dev(struct config *cfg, struct config_report *rep, int dev);
+
+/*
  * config_load - config_load_report that logs the warnings (log_warn) and
  * puts the errors, joined by "; ", in err. 0, or -1. Caller calls
  * config_free in both cases.
@@ -149,12 +160,13 @@ enum config_source config_source_of(const struct config *cfg, const char *name);
 void config_list(FILE *out, int markdown);
 
 /*
- * config_check - load the configuration and print every effective
- * setting as "source NAME=value" (secrets masked) to out, then each
- * problem as one line to errout. Returns 0 when there is no error (warnings
- * allowed), 1 otherwise.
+ * config_check - load the configuration (dev != 0: as `run --dev` does)
+ * and print every effective setting as "source NAME=value" (secrets
+ * masked; source default, environment, file or dev) to out, then each
+ * problem as one line to errout. Returns 0 when there is no error
+ * (warnings allowed), 1 otherwise.
  */
-int config_check(FILE *out, FILE *errout);
+int config_check(FILE *out, FILE *errout, int dev);
 void config_free(struct config *cfg);
 
 /*

@@ -43,10 +43,6 @@
 #define MAX_WORKERS 64
 #define STOP_HARD_MARGIN_MS 10000   /* a stop still running this long after the grace: exit anyway */
 
-/* run --dev: retries unless TXMAIL_RETRY_BASE / TXMAIL_RETRY_MAX are set (defer+ lands in ~3 s) */
-#define DEV_RETRY_BASE_S 1.0
-#define DEV_RETRY_MAX_S 30.0
-
 /* The NAME_FILE variants (config_secret), in every help text that lists configuration. */
 #define USAGE_SECRET_FILES \
     "Secrets may come from files instead (Docker/Kubernetes secrets): each of\n" \
@@ -106,15 +102,16 @@ static const char usage_run[] =
     USAGE_SECRET_FILES;
 
 static const char usage_config[] =
-    "usage: txmail config check\n"
+    "usage: txmail config check [--dev]\n"
     "       txmail config list [--markdown]\n"
     "\n"
     "check  loads the configuration from the environment as the server does and\n"
     "       prints every effective setting as 'SOURCE NAME=VALUE' (SOURCE: default,\n"
-    "       environment, or file for a NAME_FILE secret; secrets masked), then one\n"
+    "       environment, file for a NAME_FILE secret, or dev; secrets masked), then one\n"
     "       line per problem on stderr: errors (bad values, out of range, missing\n"
     "       companions) and warnings (unknown TXMAIL_* variables, a value raised\n"
-    "       to match another). Exit 0 without errors, 1 with.\n"
+    "       to match another). Exit 0 without errors, 1 with. --dev: as 'run --dev'\n"
+    "       loads it, with its dev defaults (source dev) for the variables unset.\n"
     "list   every variable with its meaning and default; --markdown prints the\n"
     "       table of README.md.\n"
     "\n"
@@ -242,15 +239,10 @@ start_dev(struct app *a, char *key, size_t keylen, char *sink_addr, size_t sinkl
 		a->cfg.relay.tls = SMTP_TLS_NONE;
 		a->cfg.relay_set = 1;
 	}
-	if (config_source_of(&a->cfg, "TXMAIL_RATE_LIMIT") == CONFIG_SRC_DEFAULT)
-		a->cfg.rate_limit = 0;   /* one developer, one key: no throttling */
-	if (config_source_of(&a->cfg, "TXMAIL_RETRY_BASE") == CONFIG_SRC_DEFAULT) {
-		a->cfg.retry_base = DEV_RETRY_BASE_S;
-		if (config_source_of(&a->cfg, "TXMAIL_RETRY_MAX") == CONFIG_SRC_DEFAULT)
-			a->cfg.retry_max = DEV_RETRY_MAX_S;
-		else if (a->cfg.retry_max < a->cfg.retry_base)
-			a->cfg.retry_base = a->cfg.retry_max;
-	}
+	/*
+	 * The dev defaults (no rate limit, retries 1 s..30 s so defer+ lands in
+	 * ~3 s, loopback webhooks) came from config_load_report_dev.
+	 */
 	log_info("dev mode retries", "retry_base=%s retry_max=%s",
 	    util_fmt_duration(a->cfg.retry_base, b1, sizeof(b1)),
 	    util_fmt_duration(a->cfg.retry_max, b2, sizeof(b2)));
@@ -470,14 +462,8 @@ serve(int roles, int dev)
 		return 1;
 	}
 	block_signals(&set);
-	/*
-	 * Dev mode: a webhook receiver on this machine is the normal case, so
-	 * loopback/private targets are allowed unless the variable says
-	 * otherwise. Set before config_load_report, which checks TXMAIL_WEBHOOK_URL.
-	 */
-	if (dev && getenv("TXMAIL_WEBHOOK_ALLOW_PRIVATE") == NULL)
-		setenv("TXMAIL_WEBHOOK_ALLOW_PRIVATE", "1", 0);
-	if (config_load_report(&a->cfg, rep) != 0) {
+	/* --dev: the variables' dev defaults (source "dev"), e.g. loopback webhook targets allowed */
+	if (config_load_report_dev(&a->cfg, rep, dev) != 0) {
 		for (size_t i = 0; i < rep->n; i++)
 			log_msg(rep->p[i].severity == CONFIG_ERROR ? LOG_ERROR : LOG_WARN,
 			    rep->p[i].severity == CONFIG_ERROR ? "configuration error" : "configuration warning",
@@ -593,8 +579,8 @@ config_main(int argc, char **argv)
 		fputs(usage_config, sub == NULL ? stderr : stdout);
 		return sub == NULL ? 2 : 0;
 	}
-	if (strcmp(sub, "check") == 0 && argc == 2)
-		return config_check(stdout, stderr);
+	if (strcmp(sub, "check") == 0 && (argc == 2 || (argc == 3 && strcmp(argv[2], "--dev") == 0)))
+		return config_check(stdout, stderr, argc == 3);
 	if (strcmp(sub, "list") == 0 && (argc == 2 || (argc == 3 && strcmp(argv[2], "--markdown") == 0))) {
 		config_list(stdout, argc == 3);
 		return 0;

@@ -43,7 +43,7 @@ def settings(out):
     """{NAME: (source, value)} from config check's stdout."""
     rows = {}
     for ln in out.splitlines():
-        m = re.match(r"^(default|environment|file) +(TXMAIL_[A-Z0-9_]+)=(.*)$", ln)
+        m = re.match(r"^(default|environment|file|dev) +(TXMAIL_[A-Z0-9_]+)=(.*)$", ln)
         assert m, "config check: line %r is not 'SOURCE NAME=VALUE'" % ln
         rows[m.group(2)] = (m.group(1), m.group(3))
     return rows
@@ -166,6 +166,27 @@ def test_check_warnings_exit_zero(txmail_binary):
         "warning: TXMAIL_HTTP_TIMOUT: unknown variable, ignored; did you mean TXMAIL_HTTP_TIMEOUT?",
     ], "got:\n%s" % err
     assert settings(out)["TXMAIL_RETRY_MAX"] == ("environment", "120"), "the effective (raised) max"
+
+
+def test_check_dev_defaults(txmail_binary):
+    """`config check --dev` shows run --dev's defaults as source dev; a variable that is set
+    (TXMAIL_WEBHOOK_ALLOW_PRIVATE=0 included) stays environment; without --dev, no dev source."""
+    rc, out, err = config_cli(txmail_binary, {}, "check", "--dev")
+    assert rc == 0 and problems(err) == [], "check --dev: exit %d, stderr:\n%s" % (rc, err)
+    got = settings(out)
+    want = {"TXMAIL_WEBHOOK_ALLOW_PRIVATE": ("dev", "1"), "TXMAIL_RETRY_BASE": ("dev", "1"),
+            "TXMAIL_RETRY_MAX": ("dev", "30"), "TXMAIL_RATE_LIMIT": ("dev", "0")}
+    assert {k: got.get(k) for k in want} == want, "check --dev: got %r" % {k: got.get(k) for k in want}
+    assert [k for k, (src, _) in got.items() if src == "dev"] == list(want), "dev sources: %r" % got
+    rc, out, err = config_cli(txmail_binary, {"TXMAIL_WEBHOOK_ALLOW_PRIVATE": "0", "TXMAIL_RETRY_MAX": "0.5"},
+                              "check", "--dev")
+    got = settings(out)
+    assert rc == 0 and problems(err) == [], "check --dev with a max: exit %d, stderr:\n%s" % (rc, err)
+    assert (got["TXMAIL_WEBHOOK_ALLOW_PRIVATE"], got["TXMAIL_RETRY_BASE"], got["TXMAIL_RETRY_MAX"]) == \
+        (("environment", "0"), ("dev", "0.5"), ("environment", "0.5")), "got %r" % got
+    rc, out, err = config_cli(txmail_binary, {}, "check")
+    assert rc == 0 and "dev" not in {src for src, _ in settings(out).values()}, "check without --dev: %s" % out
+    assert settings(out)["TXMAIL_WEBHOOK_ALLOW_PRIVATE"] == ("default", "0")
 
 
 def test_api_start_warns_about_unknown_variable(txmail_factory):

@@ -93,6 +93,10 @@ def test_dev_sink_failure_paths(dev, webhook):
         helpers.tail(t.log, 40),)
     retries = [(r.get("retry_base"), r.get("retry_max")) for r in logparse.records(t.log, "dev mode retries")]
     assert retries == [("1s", "30s")], "dev mode retries lines: got %r" % retries
+    # the start-up config lines say where the loopback permission came from: run --dev's default
+    allow = [(r["value"], r["source"]) for r in logparse.records(t.log, "config setting")
+             if r.get("name") == "TXMAIL_WEBHOOK_ALLOW_PRIVATE"]
+    assert allow == [("1", "dev")], "config setting TXMAIL_WEBHOOK_ALLOW_PRIVATE: got %r" % allow
 
     c = t.client()
     sent = {}

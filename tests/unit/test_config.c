@@ -728,6 +728,48 @@ Test(config, base_above_max_warns)
 	    "got\n%s", rep_text());
 }
 
+/* run --dev's defaults: taken only for unset variables, recorded as source dev. */
+Test(config, dev_defaults)
+{
+	struct config cfg;
+
+	cr_assert_eq(config_load_report_dev(&cfg, &rep, 1), 0, "got errors:\n%s", rep_text());
+	cr_expect_eq(cfg.webhook_allow_private, 1, "webhook_allow_private: got %d", cfg.webhook_allow_private);
+	cr_expect(cfg.retry_base == 1 && cfg.retry_max == 30 && cfg.rate_limit == 0,
+	    "retry %g..%g, rate_limit %g: want 1..30, 0", cfg.retry_base, cfg.retry_max, cfg.rate_limit);
+	cr_expect_eq(config_source_of(&cfg, "TXMAIL_WEBHOOK_ALLOW_PRIVATE"), CONFIG_SRC_DEV);
+	cr_expect_eq(config_source_of(&cfg, "TXMAIL_RETRY_MAX"), CONFIG_SRC_DEV);
+	cr_expect_eq(config_source_of(&cfg, "TXMAIL_RATE_BURST"), CONFIG_SRC_DEFAULT);
+	config_free(&cfg);
+
+	/* without dev: the plain defaults */
+	cr_assert_eq(config_load_report(&cfg, &rep), 0, "got errors:\n%s", rep_text());
+	cr_expect(cfg.webhook_allow_private == 0 && cfg.retry_base == 60 && cfg.retry_max == 3600,
+	    "no dev: allow_private %d retry %g..%g", cfg.webhook_allow_private, cfg.retry_base, cfg.retry_max);
+	cr_expect_eq(config_source_of(&cfg, "TXMAIL_WEBHOOK_ALLOW_PRIVATE"), CONFIG_SRC_DEFAULT);
+	config_free(&cfg);
+
+	/* a variable that is set wins, an explicit 0 included; a dev default gives way silently */
+	setenv("TXMAIL_WEBHOOK_ALLOW_PRIVATE", "0", 1);
+	setenv("TXMAIL_RETRY_MAX", "0.5", 1);
+	cr_assert_eq(config_load_report_dev(&cfg, &rep, 1), 0, "got errors:\n%s", rep_text());
+	unsetenv("TXMAIL_WEBHOOK_ALLOW_PRIVATE");
+	unsetenv("TXMAIL_RETRY_MAX");
+	cr_expect_eq(cfg.webhook_allow_private, 0, "ALLOW_PRIVATE=0 in --dev: got %d", cfg.webhook_allow_private);
+	cr_expect_eq(config_source_of(&cfg, "TXMAIL_WEBHOOK_ALLOW_PRIVATE"), CONFIG_SRC_ENV);
+	cr_expect(cfg.retry_base == 0.5 && cfg.retry_max == 0.5, "retry %g..%g, want 0.5..0.5",
+	    cfg.retry_base, cfg.retry_max);
+	cr_expect_eq(rep.nwarnings, 0, "got warnings:\n%s", rep_text());
+	config_free(&cfg);
+	setenv("TXMAIL_RETRY_BASE", "120", 1);
+	cr_assert_eq(config_load_report_dev(&cfg, &rep, 1), 0, "got errors:\n%s", rep_text());
+	unsetenv("TXMAIL_RETRY_BASE");
+	cr_expect(cfg.retry_base == 120 && cfg.retry_max == 120, "retry %g..%g, want 120..120",
+	    cfg.retry_base, cfg.retry_max);
+	cr_expect_eq(rep.nwarnings, 0, "got warnings:\n%s", rep_text());
+	config_free(&cfg);
+}
+
 Test(config, every_problem_collected)
 {
 	static const char *const want[] = {
@@ -867,7 +909,9 @@ Test(config, list_names_every_variable)
 {
 	static const struct { const char *name, *want; } rows[] = {
 		{ "TXMAIL_RETRY_BASE", "| `TXMAIL_RETRY_BASE` | first delay between delivery attempts (0.001..86400 seconds) | `60` (`1` in `--dev`) |\n" },
-		{ "TXMAIL_RATE_LIMIT", "(0..1000000 requests per second) | `200` (off in `--dev`) |\n" },
+		{ "TXMAIL_RETRY_MAX", "| `3600` (`30` in `--dev`) |\n" },
+		{ "TXMAIL_WEBHOOK_ALLOW_PRIVATE", "| `0` (loopback, private and link-local targets refused; `1` in `--dev`) |\n" },
+		{ "TXMAIL_RATE_LIMIT", "(0..1000000 requests per second) | `200` (`0` in `--dev`) |\n" },
 		{ "TXMAIL_SHUTDOWN_GRACE", "| `TXMAIL_SHUTDOWN_GRACE` | SIGTERM: how long in-flight SMTP transactions may take before the rest is handed back to the queue (0..3600 seconds) | `25`" },
 		{ "TXMAIL_LOG_FORMAT", "| `TXMAIL_LOG_FORMAT` |" },
 		{ "TXMAIL_SMTP_TIMEOUT_DOT", "(0.01..86400 seconds) | `600` |\n" },
