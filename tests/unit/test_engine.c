@@ -419,6 +419,23 @@ static void assert_outcome(const struct tjob *t, enum smtp_result res, int code,
 
 static const char *k_msg = "From: a@example.com\r\nTo: b@example.com\r\nSubject: hi\r\n\r\nhello\r\n";
 
+/*
+ * submit_serial - start h with cfg and one connection per target, then
+ * submit n jobs from a@example.com to rcpt on the plain target, job i with
+ * body bodies[i] (k_msg when bodies is NULL).
+ */
+static void submit_serial(struct harness *h, struct smtp_engine_config *cfg, struct smtp_target *tg,
+    struct tjob *t, int n, const char *rcpt, const char *const *bodies)
+{
+	cfg->max_conns_per_target = 1;
+	harness_init(h, cfg);
+	target_plain(tg);
+	for (int i = 0; i < n; i++) {
+		job_init(&t[i], tg, "a@example.com", rcpt, bodies != NULL ? bodies[i] : k_msg);
+		submit(h, &t[i]);
+	}
+}
+
 /* --- tests ------------------------------------------------------------------ */
 
 Test(engine, plain_delivery)
@@ -732,13 +749,7 @@ Test(engine, connection_refused)
 	peer_stop();   /* nothing listens there now */
 	g_peer.port = port;
 	default_cfg(&cfg);
-	cfg.max_conns_per_target = 1;
-	harness_init(&h, &cfg);
-	target_plain(&tg);
-	for (int i = 0; i < 3; i++) {
-		job_init(&t[i], &tg, "a@example.com", "b@example.com", k_msg);
-		submit(&h, &t[i]);
-	}
+	submit_serial(&h, &cfg, &tg, t, 3, "b@example.com", NULL);
 	run_until(&h, 3, 10);
 	for (int i = 0; i < 3; i++) {
 		assert_outcome(&t[i], SMTP_RESULT_TEMPFAIL, 0, "connect");
@@ -808,14 +819,8 @@ Test(engine, max_msgs_per_conn)
 
 	peer_start(NULL);
 	default_cfg(&cfg);
-	cfg.max_conns_per_target = 1;
 	cfg.max_msgs_per_conn = 3;
-	harness_init(&h, &cfg);
-	target_plain(&tg);
-	for (int i = 0; i < N; i++) {
-		job_init(&t[i], &tg, "a@example.com", "b@example.com", k_msg);
-		submit(&h, &t[i]);
-	}
+	submit_serial(&h, &cfg, &tg, t, N, "b@example.com", NULL);
 	run_until(&h, N, 20);
 	for (int i = 0; i < N; i++)
 		assert_outcome(&t[i], SMTP_RESULT_OK, 250, "dot");
@@ -838,13 +843,7 @@ Test(engine, dot_stuffing)
 
 	peer_start(NULL);
 	default_cfg(&cfg);
-	cfg.max_conns_per_target = 1;
-	harness_init(&h, &cfg);
-	target_plain(&tg);
-	for (int i = 0; i < 3; i++) {
-		job_init(&t[i], &tg, "a@example.com", "b@example.com", bodies[i]);
-		submit(&h, &t[i]);
-	}
+	submit_serial(&h, &cfg, &tg, t, 3, "b@example.com", bodies);
 	run_until(&h, 3, 10);
 	for (int i = 0; i < 3; i++) {
 		assert_outcome(&t[i], SMTP_RESULT_OK, 250, "dot");
@@ -953,66 +952,6 @@ Test(engine, dot_timeout)
 	harness_free(&h);
 }
 
-Test(engine, idle_timeout_closes_then_reconnects)
-{
-	struct smtp_engine_config cfg;
-	struct harness h;
-	struct smtp_target tg;
-	struct tjob t;
-	char logp[256];
-
-	peer_start(NULL);
-	default_cfg(&cfg);
-	cfg.timeouts.idle = 0.2;
-	harness_init(&h, &cfg);
-	target_plain(&tg);
-	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
-	submit(&h, &t);
-	run_until(&h, 1, 10);
-	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
-	snprintf(logp, sizeof(logp), "%s/log", g_peer.dir);
-	double deadline = now_s() + 5;
-	for (;;) {
-		char *log = slurp(logp, NULL);
-		int closed = log != NULL && strstr(log, "1 C: QUIT") != NULL && strstr(log, "CLOSE 1") != NULL;
-		free(log);
-		if (closed)
-			break;
-		cr_assert_lt(now_s(), deadline, "idle connection not closed with QUIT");
-		smtp_engine_run(h.e, 50);
-	}
-	submit(&h, &t);
-	run_until(&h, 2, 10);
-	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
-	cr_assert_eq(distinct_conns(2), 2, "want a second connection after the idle close");
-	harness_free(&h);
-}
-
-Test(engine, shutdown_reports_unfinished)
-{
-	struct smtp_engine_config cfg;
-	struct harness h;
-	struct smtp_target tg;
-	struct tjob t[5];
-
-	peer_start(NULL);
-	default_cfg(&cfg);
-	cfg.max_conns_per_target = 1;
-	harness_init(&h, &cfg);
-	target_plain(&tg);
-	for (int i = 0; i < 5; i++) {
-		job_init(&t[i], &tg, "a@example.com", "slow-x@example.com", k_msg);
-		submit(&h, &t[i]);
-	}
-	smtp_engine_run(h.e, 50);   /* one session starts, the rest queue */
-	harness_free(&h);
-	cr_assert_eq(h.ndone, 5, "got %d reports, want 5", h.ndone);
-	for (int i = 0; i < 5; i++) {
-		assert_outcome(&t[i], SMTP_RESULT_TEMPFAIL, 0, "shutdown");
-		cr_assert_eq(t[i].reports, 1, "job %d: got %d reports, want 1", i, t[i].reports);
-	}
-}
-
 /* run the loop until the peer's transcript contains needle, or fail after limit seconds */
 static void run_until_peer_log(struct harness *h, const char *needle, double limit)
 {
@@ -1032,6 +971,51 @@ static void run_until_peer_log(struct harness *h, const char *needle, double lim
 	}
 }
 
+Test(engine, idle_timeout_closes_then_reconnects)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t;
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	cfg.timeouts.idle = 0.2;
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
+	submit(&h, &t);
+	run_until(&h, 1, 10);
+	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+	/* the idle connection is closed with QUIT */
+	run_until_peer_log(&h, "1 C: QUIT", 5);
+	run_until_peer_log(&h, "CLOSE 1", 5);
+	submit(&h, &t);
+	run_until(&h, 2, 10);
+	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+	cr_assert_eq(distinct_conns(2), 2, "want a second connection after the idle close");
+	harness_free(&h);
+}
+
+Test(engine, shutdown_reports_unfinished)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t[5];
+
+	peer_start(NULL);
+	default_cfg(&cfg);
+	submit_serial(&h, &cfg, &tg, t, 5, "slow-x@example.com", NULL);
+	smtp_engine_run(h.e, 50);   /* one session starts, the rest queue */
+	harness_free(&h);
+	cr_assert_eq(h.ndone, 5, "got %d reports, want 5", h.ndone);
+	for (int i = 0; i < 5; i++) {
+		assert_outcome(&t[i], SMTP_RESULT_TEMPFAIL, 0, "shutdown");
+		cr_assert_eq(t[i].reports, 1, "job %d: got %d reports, want 1", i, t[i].reports);
+	}
+}
+
 Test(engine, drain_gives_back_unstarted_and_finishes_begun)
 {
 	struct smtp_engine_config cfg;
@@ -1042,13 +1026,7 @@ Test(engine, drain_gives_back_unstarted_and_finishes_begun)
 
 	peer_start(NULL);
 	default_cfg(&cfg);
-	cfg.max_conns_per_target = 1;
-	harness_init(&h, &cfg);
-	target_plain(&tg);
-	for (int i = 0; i < 3; i++) {
-		job_init(&t[i], &tg, "a@example.com", "slow-x@example.com", k_msg);
-		submit(&h, &t[i]);
-	}
+	submit_serial(&h, &cfg, &tg, t, 3, "slow-x@example.com", NULL);
 	run_until_peer_log(&h, "1 C: DATA", 10);   /* job 0 is in its transaction, 1 and 2 wait */
 	cr_assert_eq(h.ndone, 0, "got %d reports before the drain, want 0", h.ndone);
 	smtp_engine_drain(h.e);
@@ -1078,13 +1056,7 @@ Test(engine, free_during_transaction_reports_cut)
 
 	peer_start(NULL);
 	default_cfg(&cfg);
-	cfg.max_conns_per_target = 1;
-	harness_init(&h, &cfg);
-	target_plain(&tg);
-	for (int i = 0; i < 2; i++) {
-		job_init(&t[i], &tg, "a@example.com", "slow-x@example.com", k_msg);
-		submit(&h, &t[i]);
-	}
+	submit_serial(&h, &cfg, &tg, t, 2, "slow-x@example.com", NULL);
 	run_until_peer_log(&h, "1 C: DATA", 10);
 	harness_free(&h);
 	cr_assert_eq(h.ndone, 2, "got %d reports, want 2", h.ndone);
@@ -1327,6 +1299,19 @@ static void rcpt_init(struct smtp_rcpt *r, const char *addr)
 	r->out.code = 999;
 }
 
+/* rcpts_set - t's recipients become r[0..], one per address of the NULL-terminated addrs (at most max) */
+static void rcpts_set(struct tjob *t, struct smtp_rcpt *r, size_t max, const char *const *addrs)
+{
+	size_t n = 0;
+
+	for (; addrs[n] != NULL; n++) {
+		cr_assert_lt(n, max, "more than %zu recipients", max);
+		rcpt_init(&r[n], addrs[n]);
+	}
+	t->job.rcpts = r;
+	t->job.nrcpts = n;
+}
+
 static void assert_rcpt(const struct smtp_rcpt *r, enum smtp_result res, int code,
     const char *stage)
 {
@@ -1436,12 +1421,9 @@ static void multi_rcpt_case(int pipelining)
 	harness_init(&h, &cfg);
 	target_plain(&tg);
 	job_init(&t, &tg, "a@example.com", "ignored@example.com", k_msg);
-	rcpt_init(&r[0], "ok1@example.com");
-	rcpt_init(&r[1], "perm-x@example.com");
-	rcpt_init(&r[2], "temp1-y@example.com");
-	rcpt_init(&r[3], "ok2@example.com");
-	t.job.rcpts = r;
-	t.job.nrcpts = 4;
+	rcpts_set(&t, r, sizeof(r) / sizeof(r[0]),
+	    (const char *const[]){ "ok1@example.com", "perm-x@example.com", "temp1-y@example.com",
+	    "ok2@example.com", NULL });
 	submit(&h, &t);
 	run_until(&h, 1, 10);
 	cr_assert_eq(t.reports, 1, "got %d on_done calls, want 1", t.reports);
@@ -1463,10 +1445,8 @@ static void multi_rcpt_case(int pipelining)
 
 	/* all refused: each its own outcome, the job's is the first one's */
 	job_init(&t, &tg, "a@example.com", "ignored@example.com", k_msg);
-	rcpt_init(&r[0], "perm-a@example.com");
-	rcpt_init(&r[1], "temp1-b@example.com");
-	t.job.rcpts = r;
-	t.job.nrcpts = 2;
+	rcpts_set(&t, r, sizeof(r) / sizeof(r[0]),
+	    (const char *const[]){ "perm-a@example.com", "temp1-b@example.com", NULL });
 	submit(&h, &t);
 	run_until(&h, 2, 10);
 	assert_outcome(&t, SMTP_RESULT_PERMFAIL, 550, "rcpt");
@@ -1517,11 +1497,8 @@ Test(engine, log_events_name_job_recipient_and_code)
 	harness_init(&h, &cfg);
 	target_plain(&tg);
 	job_init(&t, &tg, "a@example.com", "ignored@example.com", k_msg);
-	rcpt_init(&r[0], "ok1@example.com");
-	rcpt_init(&r[1], "perm-x@example.com");
-	rcpt_init(&r[2], "ok2@example.com");
-	t.job.rcpts = r;
-	t.job.nrcpts = 3;
+	rcpts_set(&t, r, sizeof(r) / sizeof(r[0]),
+	    (const char *const[]){ "ok1@example.com", "perm-x@example.com", "ok2@example.com", NULL });
 	submit(&h, &t);
 	run_until(&h, 1, 10);
 	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
@@ -1582,10 +1559,8 @@ Test(engine, multi_rcpt_shutdown_fills_every_recipient)
 	harness_init(&h, &cfg);
 	target_plain(&tg);
 	job_init(&t, &tg, "a@example.com", "x@example.com", k_msg);
-	rcpt_init(&r[0], "a1@example.com");
-	rcpt_init(&r[1], "a2@example.com");
-	t.job.rcpts = r;
-	t.job.nrcpts = 2;
+	rcpts_set(&t, r, sizeof(r) / sizeof(r[0]),
+	    (const char *const[]){ "a1@example.com", "a2@example.com", NULL });
 	submit(&h, &t);
 	smtp_engine_free(h.e);   /* never run: reported at once */
 	h.e = NULL;
@@ -1682,10 +1657,8 @@ Test(engine, utf8_address_without_smtputf8_permfails_unsent)
 	target_plain(&tg);
 	job_init(&t, &tg, "a@example.com", "j\xc3\xb6rg@example.com", k_msg);
 	job_init(&t2, &tg, "a@example.com", "x@example.com", k_msg);
-	rcpt_init(&r[0], "\xc3\xa9@example.com");
-	rcpt_init(&r[1], "plain@example.com");
-	t2.job.rcpts = r;
-	t2.job.nrcpts = 2;
+	rcpts_set(&t2, r, sizeof(r) / sizeof(r[0]),
+	    (const char *const[]){ "\xc3\xa9@example.com", "plain@example.com", NULL });
 	job_init(&t3, &tg, "s\xc3\xa9nder@example.com", "y@example.com", "Subject: 8\r\n\r\n\xc3\xa9\r\n");
 	submit(&h, &t);
 	submit(&h, &t2);
@@ -1825,127 +1798,112 @@ static void target_localhost(struct smtp_target *tg, int port)
 	tg->tls = SMTP_TLS_NONE;
 }
 
-/* ::1 refuses (nothing listens there), 127.0.0.1 delivers: one attempt, both in the log */
-Test(engine, next_address_after_a_refused_one)
+/*
+ * localhost_attempt - one job to localhost:port through a fresh h (connect
+ * timeout connect_s seconds when > 0, else the default), run until it is
+ * reported; returns how long that took.
+ */
+static double localhost_attempt(struct harness *h, struct tjob *t, int port, double connect_s)
 {
 	struct smtp_engine_config cfg;
-	struct harness h;
 	struct smtp_target tg;
-	struct tjob t;
-	char want[128];
+	double t0;
 
-	hosts_v6_first();
-	peer_start(NULL);
 	default_cfg(&cfg);
-	harness_init(&h, &cfg);
-	target_localhost(&tg, g_peer.port);
-	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
-	submit(&h, &t);
-	run_until(&h, 1, 10);
-	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
-	cr_assert_eq(count_files(g_peer.maildir, ".eml"), 1, "got %d messages stored, want 1",
-	    count_files(g_peer.maildir, ".eml"));
-	snprintf(want, sizeof(want), " addr=[::1]:%d error=refused next=127.0.0.1:%d", g_peer.port,
-	    g_peer.port);
-	assert_event(&h, "connect failed, trying the next address", want);
-	snprintf(want, sizeof(want), " tried=[::1]:%d refused", g_peer.port);
-	assert_event(&h, "connected", want);
-	harness_free(&h);
-}
-
-/* ::1 never answers: after the connect timeout (for that address) 127.0.0.1 delivers */
-Test(engine, next_address_after_a_connect_timeout)
-{
-	struct smtp_engine_config cfg;
-	struct harness h;
-	struct smtp_target tg;
-	struct tjob t;
-	char want[128];
-	int fds[8], nfds;
-
-	hosts_v6_first();
-	peer_start(NULL);
-	nfds = blackhole_listen("::1", g_peer.port, fds, 8);
-	default_cfg(&cfg);
-	cfg.timeouts.connect = 1;
-	harness_init(&h, &cfg);
-	target_localhost(&tg, g_peer.port);
-	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
-	double t0 = now_s();
-	submit(&h, &t);
-	run_until(&h, 1, 10);
-	double took = t.t_done - t0;
-	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
-	cr_assert(took >= 0.9 && took < 5, "took %.2fs, want about the 1s connect timeout", took);
-	snprintf(want, sizeof(want), " addr=[::1]:%d error=timed out after 1s next=127.0.0.1:%d",
-	    g_peer.port, g_peer.port);
-	assert_event(&h, "connect failed, trying the next address", want);
-	snprintf(want, sizeof(want), " tried=[::1]:%d timed out after 1s", g_peer.port);
-	assert_event(&h, "connected", want);
-	harness_free(&h);
-	close_all(fds, nfds);
-}
-
-/* both refuse: one tempfail naming each address and how it failed */
-Test(engine, every_address_refused_names_each)
-{
-	struct smtp_engine_config cfg;
-	struct harness h;
-	struct smtp_target tg;
-	struct tjob t;
-	char want[200];
-
-	hosts_v6_first();
-	peer_start(NULL);
-	int port = g_peer.port;
-	peer_stop();   /* nothing listens there now */
-	default_cfg(&cfg);
-	harness_init(&h, &cfg);
+	if (connect_s > 0)
+		cfg.timeouts.connect = connect_s;
+	harness_init(h, &cfg);
 	target_localhost(&tg, port);
-	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
-	submit(&h, &t);
-	run_until(&h, 1, 10);
-	assert_outcome(&t, SMTP_RESULT_TEMPFAIL, 0, "connect");
-	snprintf(want, sizeof(want), "connect to localhost: [::1]:%d refused; 127.0.0.1:%d refused",
-	    port, port);
-	cr_assert_str_eq(t.o.text, want, "got %s, want %s", t.o.text, want);
-	cr_assert_eq(t.reports, 1, "got %d reports, want 1", t.reports);
-	harness_free(&h);
+	job_init(t, &tg, "a@example.com", "b@example.com", k_msg);
+	t0 = now_s();
+	submit(h, t);
+	run_until(h, 1, 10);
+	return t->t_done - t0;
 }
 
 /*
- * Both never answer: each gets the whole connect timeout (it is per
- * address, not one for all), and the outcome names both.
+ * next_address_case - ::1 fails (refused: nothing listens there; with
+ * v6_blackhole it never answers, and fails after the 1 s connect timeout
+ * for that address), then 127.0.0.1 delivers: one attempt, both in the log.
  */
-Test(engine, connect_timeout_is_per_address)
+static void next_address_case(int v6_blackhole)
 {
-	struct smtp_engine_config cfg;
+	const char *how = v6_blackhole ? "timed out after 1s" : "refused";
 	struct harness h;
-	struct smtp_target tg;
 	struct tjob t;
-	char want[200];
-	int fds[16], nfds;
+	char want[128];
+	int fds[8], nfds = 0;
+	double took;
 
 	hosts_v6_first();
 	peer_start(NULL);
-	int port = g_peer.port;
-	peer_stop();
-	nfds = blackhole_listen("::1", port, fds, 8);
-	nfds += blackhole_listen("127.0.0.1", port, fds + nfds, 8);
-	default_cfg(&cfg);
-	cfg.timeouts.connect = 1;
-	harness_init(&h, &cfg);
-	target_localhost(&tg, port);
-	job_init(&t, &tg, "a@example.com", "b@example.com", k_msg);
-	double t0 = now_s();
-	submit(&h, &t);
-	run_until(&h, 1, 10);
-	double took = t.t_done - t0;
-	assert_outcome(&t, SMTP_RESULT_TEMPFAIL, 0, "connect");
-	snprintf(want, sizeof(want), "connect to localhost: [::1]:%d timed out after 1s; "
-	    "127.0.0.1:%d timed out after 1s", port, port);
-	cr_assert_str_eq(t.o.text, want, "got %s, want %s", t.o.text, want);
-	cr_assert(took >= 1.9 && took < 6, "took %.2fs, want about 2 x the 1s connect timeout", took);
+	if (v6_blackhole)
+		nfds = blackhole_listen("::1", g_peer.port, fds, 8);
+	took = localhost_attempt(&h, &t, g_peer.port, v6_blackhole ? 1 : 0);
+	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+	if (v6_blackhole)
+		cr_assert(took >= 0.9 && took < 5, "took %.2fs, want about the 1s connect timeout", took);
+	cr_assert_eq(count_files(g_peer.maildir, ".eml"), 1, "got %d messages stored, want 1",
+	    count_files(g_peer.maildir, ".eml"));
+	snprintf(want, sizeof(want), " addr=[::1]:%d error=%s next=127.0.0.1:%d", g_peer.port, how,
+	    g_peer.port);
+	assert_event(&h, "connect failed, trying the next address", want);
+	snprintf(want, sizeof(want), " tried=[::1]:%d %s", g_peer.port, how);
+	assert_event(&h, "connected", want);
 	harness_free(&h);
 	close_all(fds, nfds);
+}
+
+/*
+ * every_address_fails_case - both addresses refuse (with blackhole: never
+ * answer, each getting the whole 1 s connect timeout: it is per address,
+ * not one for all): one tempfail naming each address and how it failed.
+ */
+static void every_address_fails_case(int blackhole)
+{
+	const char *how = blackhole ? "timed out after 1s" : "refused";
+	struct harness h;
+	struct tjob t;
+	char want[200];
+	int fds[16], nfds = 0, port;
+	double took;
+
+	hosts_v6_first();
+	peer_start(NULL);
+	port = g_peer.port;
+	peer_stop();   /* nothing listens there now */
+	if (blackhole) {
+		nfds = blackhole_listen("::1", port, fds, 8);
+		nfds += blackhole_listen("127.0.0.1", port, fds + nfds, 8);
+	}
+	took = localhost_attempt(&h, &t, port, blackhole ? 1 : 0);
+	assert_outcome(&t, SMTP_RESULT_TEMPFAIL, 0, "connect");
+	snprintf(want, sizeof(want), "connect to localhost: [::1]:%d %s; 127.0.0.1:%d %s", port, how,
+	    port, how);
+	cr_assert_str_eq(t.o.text, want, "got %s, want %s", t.o.text, want);
+	cr_assert_eq(t.reports, 1, "got %d reports, want 1", t.reports);
+	if (blackhole)
+		cr_assert(took >= 1.9 && took < 6, "took %.2fs, want about 2 x the 1s connect timeout", took);
+	harness_free(&h);
+	close_all(fds, nfds);
+}
+
+Test(engine, next_address_after_a_refused_one)
+{
+	next_address_case(0);
+}
+
+Test(engine, next_address_after_a_connect_timeout)
+{
+	next_address_case(1);
+}
+
+Test(engine, every_address_refused_names_each)
+{
+	every_address_fails_case(0);
+}
+
+Test(engine, connect_timeout_is_per_address)
+{
+	every_address_fails_case(1);
 }
