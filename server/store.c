@@ -777,6 +777,62 @@ st_run1(struct store *s, struct st_cmd *cmd, redisReply **out)
 	return rc;
 }
 
+/*
+ * st_batch - commands built one at a time in a, formatted into cmds[] and
+ * sent pipelined by st_batch_run, their replies in rep[] (in order).
+ */
+struct st_batch {
+	struct st_cmd *cmds;
+	redisReply **rep;
+	size_t n;            /* commands formatted so far */
+	struct st_args a;    /* the one being built */
+};
+
+static void
+st_batch_release(struct st_batch *b)
+{
+	st_replies_free(b->rep, b->n);
+	st_cmds_free(b->cmds, b->n);
+	st_args_release(&b->a);
+	memset(b, 0, sizeof(*b));
+}
+
+/*
+ * st_batch_init - room for max commands of up to cap arguments each (max
+ * > 0). 0 or STORE_ERR_NOMEM; b can be released either way.
+ */
+static int
+st_batch_init(struct st_batch *b, size_t max, size_t cap)
+{
+	int rc;
+
+	memset(b, 0, sizeof(*b));
+	b->cmds = calloc(max, sizeof(*b->cmds));
+	b->rep = calloc(max, sizeof(*b->rep));
+	rc = st_args_init(&b->a, cap);
+	if (!b->cmds || !b->rep || rc)
+		return STORE_ERR_NOMEM;
+	return 0;
+}
+
+/* st_batch_add - format the command built in b->a as the next one (the caller keeps n < max). */
+static int
+st_batch_add(struct st_batch *b)
+{
+	int rc = st_format(&b->a, &b->cmds[b->n]);
+
+	if (rc == 0)
+		b->n++;
+	return rc;
+}
+
+/* st_batch_run - send the n commands pipelined, replies to b->rep (see st_run). */
+static int
+st_batch_run(struct store *s, struct st_batch *b)
+{
+	return st_run(s, b->cmds, b->n, b->rep);
+}
+
 /* st_do - connect, format and run the command in a; frees nothing of a. */
 static int
 st_do(struct store *s, struct st_args *a, redisReply **out)
@@ -1680,23 +1736,16 @@ static int
 st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend, size_t np,
     struct store_delivery **out)
 {
-	struct st_cmd *cmds = NULL;
-	redisReply **rep = NULL;
-	struct st_args a;
+	struct st_batch b;
 	char kmsg[ST_KEY_MAX], idxs[16];
-	size_t i, n = 0;
+	size_t i;
 	int rc, count = 0;
 
-	memset(&a, 0, sizeof(a));
 	if (np == 0)
 		return 0;
-	cmds = calloc(np, sizeof(*cmds));
-	rep = calloc(np, sizeof(*rep));
-	rc = st_args_init(&a, 16);
-	if (!cmds || !rep || rc) {
-		rc = STORE_ERR_NOMEM;
+	rc = st_batch_init(&b, np, 16);
+	if (rc)
 		goto out;
-	}
 	for (i = 0; i < np; i++) {
 		const struct st_pend *p = &pend[i];
 
@@ -1706,40 +1755,39 @@ st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend,
 				rc = STORE_ERR_PROTO;
 				goto out;
 			}
-			st_eval(&a, s, SC_CLAIM, 2);
-			st_adds(&a, kmsg);
-			st_adds(&a, st_lane_key(p->lane));
-			st_adds(&a, p->entry_id);
-			st_adds(&a, idxs);
-			st_adds(&a, p->carried ? consumer : "");
+			st_eval(&b.a, s, SC_CLAIM, 2);
+			st_adds(&b.a, kmsg);
+			st_adds(&b.a, st_lane_key(p->lane));
+			st_adds(&b.a, p->entry_id);
+			st_adds(&b.a, idxs);
+			st_adds(&b.a, p->carried ? consumer : "");
 		} else {
 			/* Deleted or malformed entry: drop it from the group. */
 			log_warn("malformed ready entry dropped", "entry=%s", p->entry_id);
-			st_adds(&a, "EVAL");
-			st_adds(&a, "redis.call('XACK', KEYS[1], 'workers', ARGV[1]) "
+			st_adds(&b.a, "EVAL");
+			st_adds(&b.a, "redis.call('XACK', KEYS[1], 'workers', ARGV[1]) "
 			    "redis.call('XDEL', KEYS[1], ARGV[1]) return 0");
-			st_addi(&a, 1);
-			st_adds(&a, st_lane_key(p->lane));
-			st_adds(&a, p->entry_id);
+			st_addi(&b.a, 1);
+			st_adds(&b.a, st_lane_key(p->lane));
+			st_adds(&b.a, p->entry_id);
 		}
-		rc = st_format(&a, &cmds[n]);
+		rc = st_batch_add(&b);
 		if (rc)
 			goto out;
-		n++;
 	}
-	rc = st_run(s, cmds, n, rep);
+	rc = st_batch_run(s, &b);
 	if (rc)
 		goto out;
-	for (i = 0; i < n; i++) {
+	for (i = 0; i < b.n; i++) {
 		int e;
 
-		if (!pend[i].claim || (rep[i] && rep[i]->type == REDIS_REPLY_NIL))
+		if (!pend[i].claim || (b.rep[i] && b.rep[i]->type == REDIS_REPLY_NIL))
 			continue;   /* not deliverable: the script acked it */
-		if (rep[i] && rep[i]->type == REDIS_REPLY_ERROR) {
-			(void)st_bad("claim", rep[i]);
+		if (b.rep[i] && b.rep[i]->type == REDIS_REPLY_ERROR) {
+			(void)st_bad("claim", b.rep[i]);
 			continue;   /* stays pending; reclaimed later */
 		}
-		e = st_delivery_from(&pend[i], rep[i], &out[count]);
+		e = st_delivery_from(&pend[i], b.rep[i], &out[count]);
 		if (e == STORE_ERR_NOMEM) {
 			rc = e;
 			goto out;
@@ -1752,9 +1800,7 @@ out:
 		while (count > 0)
 			store_delivery_free(out[--count]);
 	}
-	st_replies_free(rep, n);
-	st_cmds_free(cmds, n);
-	st_args_release(&a);
+	st_batch_release(&b);
 	return rc ? rc : count;
 }
 
@@ -2131,60 +2177,50 @@ static int
 st_hand_back(struct store *s, const char *consumer, const struct st_back *b, size_t n,
     size_t *back)
 {
-	struct st_cmd *cmds = NULL;
-	redisReply **rep = NULL;
-	struct st_args a;
+	struct st_batch bt;
 	char kmsg[ST_KEY_MAX];
-	size_t i, nc = 0;
+	size_t i;
 	int64_t v;
 	int rc;
 
-	memset(&a, 0, sizeof(a));
 	if (n == 0)
 		return 0;
 	rc = st_connect(s);
 	if (rc)
 		return rc;
-	cmds = calloc(n, sizeof(*cmds));
-	rep = calloc(n, sizeof(*rep));
-	rc = st_args_init(&a, 12);
-	if (!cmds || !rep || rc) {
-		rc = STORE_ERR_NOMEM;
+	rc = st_batch_init(&bt, n, 12);
+	if (rc)
 		goto out;
-	}
 	for (i = 0; i < n; i++) {
 		if (!st_id_ok(b[i].msg_id) ||
 		    st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", b[i].msg_id, NULL)) {
 			rc = STORE_ERR_PROTO;
 			goto out;
 		}
-		st_eval(&a, s, SC_HAND_BACK, 2);
-		st_adds(&a, kmsg);
-		st_adds(&a, st_lane_key(b[i].lane));
-		st_adds(&a, b[i].entry_id);
-		st_addi(&a, b[i].idx);
-		st_addi(&a, b[i].attempt);
-		st_adds(&a, b[i].counted ? "1" : "0");
-		st_adds(&a, consumer);
-		st_adds(&a, b[i].msg_id);
-		rc = st_format(&a, &cmds[i]);
+		st_eval(&bt.a, s, SC_HAND_BACK, 2);
+		st_adds(&bt.a, kmsg);
+		st_adds(&bt.a, st_lane_key(b[i].lane));
+		st_adds(&bt.a, b[i].entry_id);
+		st_addi(&bt.a, b[i].idx);
+		st_addi(&bt.a, b[i].attempt);
+		st_adds(&bt.a, b[i].counted ? "1" : "0");
+		st_adds(&bt.a, consumer);
+		st_adds(&bt.a, b[i].msg_id);
+		rc = st_batch_add(&bt);
 		if (rc)
 			goto out;
-		nc++;
 	}
-	rc = st_run(s, cmds, nc, rep);
+	rc = st_batch_run(s, &bt);
 	if (rc)
 		goto out;
-	for (i = 0; i < nc; i++) {
-		if (st_int(rep[i], &v) != 0)
-			rc = st_bad("hand_back", rep[i]);
+	for (i = 0; i < bt.n; i++) {
+		if (st_int(bt.rep[i], &v) != 0)
+			rc = st_bad("hand_back", bt.rep[i]);
 		else if (v == 1)
 			(*back)++;
 	}
 out:
-	st_replies_free(rep, nc);
-	st_cmds_free(cmds, nc);
-	st_args_release(&a);
+	st_batch_release(&bt);
 	return rc;
 }
 
@@ -2266,15 +2302,12 @@ st_status_known(const char *st, int *terminal)
 int
 store_record(struct store *s, const struct store_result *res, size_t n)
 {
-	struct st_cmd *cmds = NULL;
-	redisReply **rep = NULL;
-	struct st_args a;
+	struct st_batch b;
 	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX], member[ST_KEY_MAX];
-	size_t i, nc = 0;
+	size_t i;
 	int rc, terminal;
 	int64_t v;
 
-	memset(&a, 0, sizeof(a));
 	if (!s || (n && !res) || n > 100000)
 		return STORE_ERR_PROTO;
 	if (n == 0)
@@ -2289,13 +2322,9 @@ store_record(struct store *s, const struct store_result *res, size_t n)
 	rc = st_connect(s);
 	if (rc)
 		return rc;
-	cmds = calloc(n, sizeof(*cmds));
-	rep = calloc(n, sizeof(*rep));
-	rc = st_args_init(&a, 28);
-	if (!cmds || !rep || rc) {
-		rc = STORE_ERR_NOMEM;
+	rc = st_batch_init(&b, n, 28);
+	if (rc)
 		goto out;
-	}
 	for (i = 0; i < n; i++) {
 		const struct store_delivery *d = res[i].d;
 		int sn = snprintf(member, sizeof(member), "%s/%d", d->msg_id, d->rcpt_idx);
@@ -2306,36 +2335,35 @@ store_record(struct store *s, const struct store_result *res, size_t n)
 			rc = STORE_ERR_PROTO;
 			goto out;
 		}
-		st_eval(&a, s, SC_RECORD, 6);
-		st_adds(&a, kmsg);
-		st_adds(&a, ktl);
-		st_adds(&a, st_lane_key(d->lane));
-		st_adds(&a, ST_K_DUE);
-		st_adds(&a, ST_K_EVENTS);
-		st_adds(&a, ST_K_SUPP);
-		st_adds(&a, d->entry_id);
-		st_addi(&a, d->rcpt_idx);
-		st_adds(&a, res[i].status);
-		st_addi(&a, res[i].next_ms > 0 ? res[i].next_ms : res[i].now_ms);
-		st_adds(&a, res[i].smtp_json);
-		st_adds(&a, res[i].event_json);
-		st_adds(&a, res[i].timeline_json);
-		st_addi(&a, d->attempts);
-		st_addi(&a, s->retention_ms);
-		st_adds(&a, member);
-		st_adds(&a, res[i].suppress_reason);
-		st_addi(&a, res[i].now_ms);
-		rc = st_format(&a, &cmds[i]);
+		st_eval(&b.a, s, SC_RECORD, 6);
+		st_adds(&b.a, kmsg);
+		st_adds(&b.a, ktl);
+		st_adds(&b.a, st_lane_key(d->lane));
+		st_adds(&b.a, ST_K_DUE);
+		st_adds(&b.a, ST_K_EVENTS);
+		st_adds(&b.a, ST_K_SUPP);
+		st_adds(&b.a, d->entry_id);
+		st_addi(&b.a, d->rcpt_idx);
+		st_adds(&b.a, res[i].status);
+		st_addi(&b.a, res[i].next_ms > 0 ? res[i].next_ms : res[i].now_ms);
+		st_adds(&b.a, res[i].smtp_json);
+		st_adds(&b.a, res[i].event_json);
+		st_adds(&b.a, res[i].timeline_json);
+		st_addi(&b.a, d->attempts);
+		st_addi(&b.a, s->retention_ms);
+		st_adds(&b.a, member);
+		st_adds(&b.a, res[i].suppress_reason);
+		st_addi(&b.a, res[i].now_ms);
+		rc = st_batch_add(&b);
 		if (rc)
 			goto out;
-		nc++;
 	}
-	rc = st_run(s, cmds, nc, rep);
+	rc = st_batch_run(s, &b);
 	if (rc)
 		goto out;
-	for (i = 0; i < nc; i++) {
-		if (st_int(rep[i], &v) != 0) {
-			rc = st_bad("record", rep[i]);
+	for (i = 0; i < b.n; i++) {
+		if (st_int(b.rep[i], &v) != 0) {
+			rc = st_bad("record", b.rep[i]);
 			continue;
 		}
 		if (v < 0)
@@ -2343,9 +2371,7 @@ store_record(struct store *s, const struct store_result *res, size_t n)
 			    res[i].d->msg_id, res[i].d->rcpt_idx, res[i].d->rcpt, res[i].d->attempts);
 	}
 out:
-	st_replies_free(rep, nc);
-	st_cmds_free(cmds, nc);
-	st_args_release(&a);
+	st_batch_release(&b);
 	return rc;
 }
 
