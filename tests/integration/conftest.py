@@ -181,6 +181,21 @@ def txmail_env(redis, smtp_peer, webhook):
     }
 
 
+def stop_all(procs):
+    """Stop every Txmail of procs; fail the test on any teardown problem, with
+    the log tail of each process that had one."""
+    problems = []
+    for t in procs:
+        t.stop()
+        problems.extend(t.problems)
+    if problems:
+        details = "\n".join(problems)
+        for t in procs:
+            if t.problems:
+                details += "\n--- %s log tail ---\n%s" % (t.name, helpers.tail(t.log, 80))
+        pytest.fail("txmail teardown problems:\n" + details, pytrace=False)
+
+
 @pytest.fixture
 def txmail_factory(txmail_binary, txmail_env, workdir, request):
     """start(args=("run",), extra_env=None, http=True, wait=True, key=None) -> Txmail.
@@ -207,16 +222,7 @@ def txmail_factory(txmail_binary, txmail_env, workdir, request):
         return t
 
     yield start
-    problems = []
-    for t in procs:
-        t.stop()
-        problems.extend(t.problems)
-    if problems:
-        details = "\n".join(problems)
-        for t in procs:
-            if t.problems:
-                details += "\n--- %s log tail ---\n%s" % (t.name, helpers.tail(t.log, 80))
-        pytest.fail("txmail teardown problems:\n" + details, pytrace=False)
+    stop_all(procs)
 
 
 @pytest.fixture
@@ -288,9 +294,4 @@ def hosts_txmail(txmail_binary, txmail_env, workdir, register_log):
         return t
 
     yield start
-    problems = []
-    for t in procs:
-        t.stop()
-        problems.extend(t.problems)
-    if problems:
-        pytest.fail("txmail teardown problems:\n" + "\n".join(problems), pytrace=False)
+    stop_all(procs)
