@@ -94,6 +94,29 @@ def wait_status(api, mid, want, timeout):
                       diag=lambda: "last GET: %r" % (last.get("j"),))
 
 
+def send_text(api, to, subject):
+    """POST a one-recipient text message; its id (202 or the test fails)."""
+    r = api.send({"from": "sender@example.com", "to": to, "subject": subject, "text": "hello\n"})
+    assert r.status == 202, "POST /v1/messages: got %s %r, want 202" % (r.status, r.body)
+    return r.json["id"]
+
+
+def deliver_once_each(api, smtp_peer, rcpts, subject, timeout=20):
+    """Send one message to each of rcpts; each must be delivered at its
+    first attempt and reach smtp_peer once. -> [(message json, Received)]."""
+    mids = [send_text(api, to, subject) for to in rcpts]
+    msgs = []
+    for mid in mids:
+        j = wait_status(api, mid, "delivered", dl(timeout))
+        assert j["recipients"][0]["attempts"] == 1, "attempts: got %r, want 1" % j["recipients"]
+        msgs.append(j)
+    out = []
+    for j, to in zip(msgs, rcpts):
+        (got,) = smtp_peer.wait_for_rcpt(to, dl(10))
+        out.append((j, got))
+    return out
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
