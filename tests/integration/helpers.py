@@ -572,6 +572,27 @@ class SmtpPeer:
 # txmail
 
 
+def wait_readyz(proc, port, name, log, timeout=None):
+    """Wait until GET /readyz on port answers 200; fails at once if proc
+    exits first, with the tail of its log file."""
+    c = Client(port, timeout=dl(2))
+
+    def ready():
+        if proc.poll() is not None:
+            raise AssertionError("%s exited with %s before /readyz was 200; log:\n%s" % (
+                name, proc.returncode, tail(log, 60)))
+        try:
+            return c.get("/readyz", auth=False).status == 200
+        except OSError:
+            c.close()
+            return False
+    try:
+        wait_until(ready, timeout or dl(20), "%s GET /readyz == 200" % name, interval=0.05,
+                   diag=lambda: tail(log, 40))
+    finally:
+        c.close()
+
+
 class Txmail:
     """One txmail process (`run`, `api` or `worker`), restartable with the
     same environment. stdout+stderr go to a log file (appended across
@@ -609,22 +630,7 @@ class Txmail:
         return Client(self.port, key=self.key, **kw)
 
     def wait_ready(self, timeout=None):
-        c = Client(self.port, timeout=dl(2))
-
-        def ready():
-            if not self.alive():
-                raise AssertionError("%s exited with %s before /readyz was 200; log:\n%s" % (
-                    self.name, self.proc.returncode, tail(self.log, 60)))
-            try:
-                return c.get("/readyz", auth=False).status == 200
-            except OSError:
-                c.close()
-                return False
-        try:
-            wait_until(ready, timeout or dl(20), "%s GET /readyz == 200" % self.name, interval=0.05,
-                       diag=lambda: tail(self.log, 40))
-        finally:
-            c.close()
+        wait_readyz(self.proc, self.port, self.name, self.log, timeout)
 
     def kill9(self):
         if self.proc is None:

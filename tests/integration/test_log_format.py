@@ -106,22 +106,7 @@ class Stack:
             self.proc = subprocess.Popen([binary, "run"], env=helpers.clean_env(env),
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                          start_new_session=True)
-        c = Client(self.port, timeout=dl(2))
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise AssertionError("txmail exited with %s; stderr:\n%s" % (
-                    self.proc.returncode, tail(self.stderr, 40)))
-            try:
-                return c.get("/readyz", auth=False).status == 200
-            except OSError:
-                c.close()
-                return False
-        try:
-            wait_until(ready, dl(20), "txmail GET /readyz == 200", interval=0.05,
-                       diag=lambda: tail(self.stderr, 30))
-        finally:
-            c.close()
+        helpers.wait_readyz(self.proc, self.port, "txmail", self.stderr)
 
     def stop_txmail(self):
         """SIGTERM; the exit status (None if it had to be killed)."""
