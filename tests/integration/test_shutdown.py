@@ -158,6 +158,19 @@ def wait_delivered_get(api, ids, timeout):
     return out
 
 
+
+def busy_then_waiting(api, redis, slow_peer, nwait):
+    """Two slow messages, then nwait more; returns (slow ids, waiting ids)
+    once both connections are busy with a slow transaction (at DATA) and
+    the waiting ones are fetched and claimed (attempt 1) but wait for a
+    connection: never started."""
+    slow = [send(api, "slow-%d@example.com" % i, i) for i in range(2)]
+    wait_until(lambda: data_commands(slow_peer) >= 2, dl(10), "the 2 slow transactions at DATA",
+               diag=lambda: "DATA commands: %d" % data_commands(slow_peer))
+    waiting = [send(api, "wait-%d@example.com" % i, 10 + i) for i in range(nwait)]
+    wait_states(redis, waiting, ("sending", 1), dl(5), "the %d waiting deliveries claimed" % nwait)
+    return slow, waiting
+
 # --- the grace is long enough: in-flight transactions finish ---------------------
 
 def test_sigterm_finishes_in_flight_hands_back_the_rest(txmail_factory, redis, slow_peer):
@@ -165,13 +178,7 @@ def test_sigterm_finishes_in_flight_hands_back_the_rest(txmail_factory, redis, s
     env = base_env(redis, slow_peer, TXMAIL_WORKER_CONCURRENCY=6, TXMAIL_SHUTDOWN_GRACE=None)
     txm = txmail_factory(("run",), extra_env=env)
     api = txm.client()
-    slow = [send(api, "slow-%d@example.com" % i, i) for i in range(2)]
-    # both connections are now busy with a slow transaction
-    wait_until(lambda: data_commands(slow_peer) >= 2, dl(10), "the 2 slow transactions at DATA",
-               diag=lambda: "DATA commands: %d" % data_commands(slow_peer))
-    waiting = [send(api, "wait-%d@example.com" % i, 10 + i) for i in range(4)]
-    # fetched and claimed (attempt 1) but waiting for a connection: never started
-    wait_states(redis, waiting, ("sending", 1), dl(5), "the 4 waiting deliveries claimed")
+    slow, waiting = busy_then_waiting(api, redis, slow_peer, 4)
     unfetched = [send(api, "later-%d@example.com" % i, 20 + i) for i in range(2)]
     assert slow_peer.count() == 0, "a slow transaction finished before SIGTERM: the test lost its setup"
     assert data_commands(slow_peer) == 2, "a waiting delivery started: got %d DATA commands" % data_commands(slow_peer)
@@ -265,11 +272,7 @@ def test_short_grace_cuts_and_hands_back(txmail_factory, redis, slow_peer):
     api_proc = txmail_factory(("api",), extra_env=env, name="txmail api")
     worker = txmail_factory(("worker",), extra_env=env, http=False, name="txmail worker")
     api = api_proc.client()
-    slow = [send(api, "slow-%d@example.com" % i, i) for i in range(2)]
-    wait_until(lambda: data_commands(slow_peer) >= 2, dl(10), "the 2 slow transactions at DATA",
-               diag=lambda: "DATA commands: %d" % data_commands(slow_peer))
-    waiting = [send(api, "wait-%d@example.com" % i, 10 + i) for i in range(2)]
-    wait_states(redis, waiting, ("sending", 1), dl(5), "the 2 waiting deliveries claimed")
+    slow, waiting = busy_then_waiting(api, redis, slow_peer, 2)
     assert slow_peer.count() == 0, "a slow transaction finished before SIGTERM: the test lost its setup"
 
     t0 = sigterm(worker)
