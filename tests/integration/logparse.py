@@ -2,7 +2,8 @@ r"""logparse.py - txmail's log lines, parsed strictly (logfmt or JSON lines).
 
 Owns: parse_logfmt / parse_json_line (one line -> (key, value) pairs, or
 LogSyntaxError saying where it broke), parse_log (a whole stderr file,
-every line strict, first keys ts, level, msg) and records (the lines of a
+every line strict, first keys ts, level, msg; optionally skipping the
+harness's start lines) and records (the lines of a
 mixed file - the harness's "=== test harness" lines, stdout - that parse,
 as dicts), the one way tests look for a log line by its fields rather than
 by its text.
@@ -22,6 +23,8 @@ LEVELS = ("debug", "info", "warn", "error")
 KEY_RE = re.compile(r"([a-z0-9_.]+)=")
 # a bare value: printable ASCII without space, '"', '=' and '\' (log.c quotes anything else)
 BARE_RE = re.compile(r"[\x21\x23-\x3c\x3e-\x5b\x5d-\x7e]+")
+# the line helpers.Txmail writes into its log at each start of the process
+HARNESS_MARK = b"=== test harness:"
 ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
 
 
@@ -144,15 +147,19 @@ def records(path, msg=None):
     return out
 
 
-def parse_log(path, fmt):
+def parse_log(path, fmt, harness=False):
     """Every line of the file -> a list of dicts (with "_n", the line number).
-    Fails the test on the first line that is not strictly one record."""
+    Fails the test on the first line that is not strictly one record.
+    harness: the file is a helpers.Txmail log, whose own start lines
+    ("=== test harness: ...") are skipped; every other line must be a record."""
     with open(path, "rb") as f:
         raw = f.read()
     assert raw, "empty log %s" % path
     assert raw.endswith(b"\n"), "log does not end with a newline: %r" % raw[-200:]
     recs = []
     for n, b in enumerate(raw[:-1].split(b"\n"), 1):
+        if harness and b.startswith(HARNESS_MARK):
+            continue
         try:
             line = b.decode("utf-8")
         except UnicodeDecodeError as e:

@@ -8,53 +8,24 @@ access line (msg="request") with that request_id, the method, the route
 pattern (never the raw path with its ids; an unmatched path is logged cut
 to 200 bytes), the status and a duration in seconds; the "accepted" line
 of the send carries the same request_id and the message's msg_id. Every
-txmail log line is read with a strict logfmt parser, and the same access
-line is checked as a JSON object under TXMAIL_LOG_FORMAT=json. The API key
-never appears in the log.
+txmail log line is read with logparse's strict logfmt parser, and the same
+access line is checked as a JSON object (logparse's JSON lines) under
+TXMAIL_LOG_FORMAT=json. The API key never appears in the log.
 
 Must never: sleep "long enough" (the access line is written when the
 request ends, after the answer: every look for it is a wait_until).
 """
 
-import json
 import os
 import re
 
+import logparse
 from helpers import dl, raw_http, wait_until
 
 MAX_BODY = 65536
 GEN_ID_RE = re.compile(r"^req_[0-9a-z]{26}$")
 OK_MSG = {"from": "a@example.com", "to": "logs@example.com", "subject": "hi", "text": "x"}
 DURATION_RE = re.compile(r"^(0|[1-9][0-9]*)(\.[0-9]{1,6})?s$")
-
-_LF_FIELD = re.compile(r'([a-z0-9_.]+)=("(?:[^"\\\x00-\x1f\x7f]|\\["\\nrt]|\\x[0-9a-f]{2})*"|[^ "=\x00-\x1f\x7f]+)')
-_LF_ESC = re.compile(r'\\(["\\nrt]|x[0-9a-f]{2})')
-
-
-def _unescape(v):
-    if not v.startswith('"'):
-        return v
-    m = {'"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
-    return _LF_ESC.sub(lambda x: m.get(x.group(1)) or chr(int(x.group(1)[1:], 16)), v[1:-1])
-
-
-def parse_logfmt(line):
-    """A strict logfmt line -> dict; fields separated by exactly one space,
-    starting ts, level, msg; raises AssertionError on anything else."""
-    fields, pos = [], 0
-    while pos < len(line):
-        if fields:
-            assert line[pos] == " ", "not logfmt at byte %d: %r" % (pos, line)
-            pos += 1
-        m = _LF_FIELD.match(line, pos)
-        assert m and (m.end() == len(line) or line[m.end()] == " "), \
-            "not logfmt at byte %d: %r" % (pos, line)
-        fields.append((m.group(1), _unescape(m.group(2))))
-        pos = m.end()
-    keys = [k for k, _ in fields]
-    assert keys[:3] == ["ts", "level", "msg"], "got keys %r, want ts, level, msg first: %r" % (keys[:3], line)
-    assert len(set(keys)) == len(keys), "got a repeated key in %r" % line
-    return dict(fields)
 
 
 def read_lines(t):
@@ -63,22 +34,9 @@ def read_lines(t):
 
 
 def log_records(t, fmt="logfmt"):
-    """Every log line of txmail, parsed strictly (a line that is not ours fails)."""
-    out = []
-    for ln in read_lines(t):
-        if not ln.strip() or ln.startswith("=== test harness:"):
-            continue   # the harness marks each start of the process in its log
-        if fmt == "json":
-            try:
-                rec = json.loads(ln)
-            except ValueError:
-                raise AssertionError("got a line that is not JSON: %r" % ln)
-            assert isinstance(rec, dict) and list(rec)[:3] == ["ts", "level", "msg"], \
-                "got %r, want an object starting ts, level, msg" % ln
-        else:
-            rec = parse_logfmt(ln)
-        out.append(rec)
-    return out
+    """Every log line of txmail, parsed strictly by logparse (a line that is
+    not ours fails; the harness's start lines are skipped)."""
+    return logparse.parse_log(t.log, fmt, harness=True)
 
 
 def access_lines(t, rid, fmt="logfmt"):
