@@ -673,10 +673,10 @@ messages_accept(const struct api_request *req, struct messages_one *ms, size_t n
 			snprintf(location, sizeof(location), "/v1/messages/%s", rid->valuestring);
 			api_header(resp, "Location", location);
 		}
-		cJSON_Delete(r);
 		log_info(single ? "idempotent send replayed" : "idempotent batch replayed",
 		    "msg_id=%s request_id=%s", cJSON_IsString(rid) ? rid->valuestring : "",
 		    req->request_id);
+		cJSON_Delete(r);   /* after the log line: rid points into r */
 		goto out;
 	}
 
