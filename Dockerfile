@@ -19,11 +19,12 @@
 
 # The version is the VERSION file (the one the Makefile compiles in). A
 # LABEL cannot read a file, so it comes in as the TXMAIL_VERSION build
-# argument, and the build stage fails unless the binary it built reports
-# that same version: an image whose label differs from its binary (or has
-# no label) is never built. tests/integration/test_version.py checks this
-# file's side of it.
-ARG TXMAIL_VERSION
+# argument, whose default below is VERSION's content (so `docker build .`
+# and `docker compose up --build` work without arguments;
+# tests/integration/test_version.py fails when the two differ), and the
+# build stage fails unless the binary it built reports that same version:
+# an image whose label differs from its binary is never built.
+ARG TXMAIL_VERSION=0.2.0
 
 # --- build ------------------------------------------------------------------
 FROM debian:bookworm-slim AS build

@@ -211,7 +211,10 @@ do-integration-asan: asan do-spec-tools
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	$(PYTEST) tests/integration
 
+# Everything is compiled first, with both cores (the phases after it only
+# run); then the phases in order, cheapest first.
 do-test:
+	$(MAKE) -j2 build asan $(UNIT_BIN) $(UNIT_BIN_ASAN) do-fuzz-build do-spec-tools
 	$(MAKE) do-spec-lint
 	$(MAKE) do-unit
 	$(MAKE) do-integration
@@ -272,10 +275,10 @@ do-faults-short: build
 	  --storm-rounds 1 --webhook-down 10 --drain-seconds 90 --self-check --json $(BUILD)/faults-short.json
 
 # The CI-sized part: the unit tests of the modules that parse untrusted
-# input (requests, replies, DSNs, URLs, templates, MIME) under memcheck,
+# input (requests, replies, DSNs, URLs, templates, MIME, log lines) under memcheck,
 # which sees what ASan does not (reads of uninitialised memory). ~60 s on
 # 2 cores; part of `make test`. The whole `make valgrind` takes ~10 min.
-VALGRIND_SMOKE := validate mime reply template dsn config verp mx
+VALGRIND_SMOKE := validate mime reply template dsn config verp mx log
 
 do-valgrind-smoke: $(VALGRIND_SMOKE:%=$(BUILD)/tests/test_%)
 	@command -v valgrind >/dev/null || { echo "valgrind missing (apt-get install valgrind)"; exit 1; }

@@ -786,6 +786,23 @@ fmt_num(double d, char *out, size_t outlen)
 }
 
 /* "min..max unit", or "0 or 1" for a bool. */
+/* size_text - a size as people write it and parse_size reads it: "10M", "1536", "0" */
+static void
+size_text(size_t n, char *out, size_t outlen)
+{
+	static const char units[] = "GMK";
+
+	for (int i = 0; i < 3 && n != 0; i++) {
+		size_t u = (size_t)1 << (10 * (3 - i));
+
+		if (n % u == 0) {
+			snprintf(out, outlen, "%zu%c", n / u, units[i]);
+			return;
+		}
+	}
+	snprintf(out, outlen, "%zu", n);
+}
+
 static void
 range_text(const struct config_var *var, char *out, size_t outlen)
 {
@@ -795,8 +812,13 @@ range_text(const struct config_var *var, char *out, size_t outlen)
 		util_strlcpy(out, "0 or 1", outlen);
 		return;
 	}
-	fmt_num(var->min, lo, sizeof(lo));
-	fmt_num(var->max, hi, sizeof(hi));
+	if (var->kind == CV_SIZE) {
+		size_text((size_t)var->min, lo, sizeof(lo));
+		size_text((size_t)var->max, hi, sizeof(hi));
+	} else {
+		fmt_num(var->min, lo, sizeof(lo));
+		fmt_num(var->max, hi, sizeof(hi));
+	}
 	snprintf(out, outlen, "%s..%s%s%s", lo, hi, var->unit ? " " : "", var->unit ? var->unit : "");
 }
 
@@ -939,7 +961,7 @@ cv_show(const struct config *cfg, const struct config_var *var, char *out, size_
 		snprintf(out, outlen, "%u", (unsigned)*(const uint16_t *)field);
 		return;
 	case CV_SIZE:
-		snprintf(out, outlen, "%zu", *(const size_t *)field);
+		size_text(*(const size_t *)field, out, outlen);
 		return;
 	case CV_SECONDS:
 	case CV_NUM:

@@ -114,7 +114,7 @@ def test_check_sources_and_masked_secrets(txmail_binary, workdir):
         "TXMAIL_WEBHOOK_SECRET": ("file", "***"),
         "TXMAIL_BOUNCE_SECRET": ("environment", "***"),
         "TXMAIL_RETRY_BASE": ("environment", "0.25"),
-        "TXMAIL_MAX_BODY": ("environment", "2097152"),
+        "TXMAIL_MAX_BODY": ("environment", "2M"),
         "TXMAIL_RETRY_MAX": ("default", "3600"),
         "TXMAIL_SHUTDOWN_GRACE": ("default", "25"),
         "TXMAIL_LOG_FORMAT": ("default", "logfmt"),

@@ -3,8 +3,8 @@
 The Makefile compiles VERSION in (-DTXMAIL_VERSION); everything that shows a
 version must agree with it: `txmail version` / `--version` / `--help`, the
 webhook User-Agent, api-spec/openapi.yaml's info.version, and the Docker
-image label (the Dockerfile takes it as the TXMAIL_VERSION build argument and
-its build stage refuses an argument that differs from the binary it built;
+image label (the Dockerfile takes it as the TXMAIL_VERSION build argument,
+whose default must be VERSION's content, and its build stage refuses an argument that differs from the binary it built;
 there is no docker engine here, so this test reads the Dockerfile's stages).
 
 Must never: compare a value with itself (each side is read from its own
@@ -83,7 +83,9 @@ def test_dockerfile_label_is_the_checked_build_arg():
     stages = dockerfile_stages()
     assert len(stages) >= 3, "Dockerfile: got %d stages, want build + runtime" % (len(stages) - 1)
     glob, build, runtime = stages[0][1], stages[1], stages[-1]
-    assert "ARG TXMAIL_VERSION" in glob, "Dockerfile: no global ARG TXMAIL_VERSION before the first FROM"
+    defaults = [i.split("=", 1)[1].strip().strip('"') for i in glob if i.startswith("ARG TXMAIL_VERSION=")]
+    assert defaults == [version_file()], "Dockerfile: global ARG TXMAIL_VERSION default: got %r, want [%r] " \
+        "(VERSION), so a plain docker build / compose build labels the image right" % (defaults, version_file())
     for name, (frm, ins) in (("build", build), ("runtime", runtime)):
         assert "ARG TXMAIL_VERSION" in ins, "Dockerfile %s stage (%s): no ARG TXMAIL_VERSION" % (name, frm)
 
