@@ -394,13 +394,14 @@ bounce_main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	if (config_load(cfg, err, sizeof(err)) != 0) {
-		fprintf(stderr, "txmail bounce: configuration: %s\n", err);
+		log_error("bounce listener cannot start: invalid configuration", "problem=%s", err);
 		goto out;
 	}
 	log_set_level(cfg->log_level);
+	log_set_format((enum log_format)cfg->log_format);
 	if (!cfg->redis_set || !cfg->bounce_domain[0]) {
-		fprintf(stderr, "txmail bounce: TXMAIL_REDIS_URL, TXMAIL_BOUNCE_DOMAIN and "
-		    "TXMAIL_BOUNCE_SECRET are required\n");
+		log_error("bounce listener cannot start: TXMAIL_REDIS_URL, TXMAIL_BOUNCE_DOMAIN and "
+		    "TXMAIL_BOUNCE_SECRET are required");
 		goto out;
 	}
 	if (listen) {

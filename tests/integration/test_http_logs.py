@@ -34,9 +34,10 @@ def read_lines(t):
 
 
 def log_records(t, fmt="logfmt"):
-    """Every log line of txmail, parsed strictly by logparse (a line that is
-    not ours fails; the harness's start lines are skipped)."""
-    return logparse.parse_log(t.log, fmt, harness=True)
+    """Every log line of the running txmail, parsed strictly by logparse (a
+    line that is not ours fails; the harness's start lines are skipped; a
+    last line still being written is left for the next read)."""
+    return logparse.parse_log(t.log, fmt, harness=True, live=True)
 
 
 def access_lines(t, rid, fmt="logfmt"):
