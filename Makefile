@@ -47,6 +47,7 @@ VERSION := $(shell cat VERSION)
 PKGS    := libmicrohttpd libcjson hiredis libcurl openssl
 PKGS_OK := $(shell pkg-config --exists $(PKGS) 2>/dev/null && echo yes)
 CFLAGS  := $(CSTD) $(WARN) $(OPT) -fno-strict-aliasing -DTXMAIL_VERSION='"$(VERSION)"' \
+           -I$(BUILD)/gen \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lresolv -lpthread -lm
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -151,6 +152,29 @@ ifneq ($(PKGS_OK),yes)
 	@echo "pkg-config does not find: $(PKGS)"; \
 	 echo "install the -dev packages with 'make deps-run' (as root), or use 'make run' / 'make test'"; exit 1
 endif
+
+# The Lua scripts: each server/lua/<name>.lua (a script; lib/*.lua are
+# pieces they `-- @include`) becomes `static const char store_lua_<name>[]`
+# in $(BUILD)/gen/store_lua.h, written by server/lua/luagen.c (compiled
+# here first, with the compiler alone: nothing else is needed). The store
+# file holding the script table includes "store_lua.h", found through
+# -I$(BUILD)/gen; every server/store*.c object (of each build: plain, asan,
+# fuzz) depends on the header, so editing a .lua file rebuilds them. The
+# header also depends on the directory, so adding, removing or renaming a
+# script regenerates it. Generated, never in git.
+LUA_SRC := $(sort $(wildcard server/lua/*.lua))
+LUA_LIB := $(sort $(wildcard server/lua/lib/*.lua))
+LUA_GEN := $(BUILD)/gen/store_lua.h
+STORE_OBJ := $(patsubst %.c,%.o,$(sort $(wildcard server/store*.c)))
+
+$(BUILD)/gen/luagen: server/lua/luagen.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(OPT) -o $@ $<
+
+$(LUA_GEN): $(BUILD)/gen/luagen $(LUA_SRC) $(LUA_LIB) server/lua server/lua/lib
+	$(BUILD)/gen/luagen $@ $(LUA_SRC)
+
+$(addprefix $(BUILD)/,$(STORE_OBJ)) $(addprefix $(BUILD)/asan/,$(STORE_OBJ)): $(LUA_GEN)
 
 # VERSION is compiled in (-DTXMAIL_VERSION): every object depends on it.
 $(BUILD)/%.o: %.c VERSION | pkg-check
@@ -318,6 +342,8 @@ FUZZ_CFLAGS  := $(CFLAGS) $(FUZZ_SAN) -Wno-format-nonliteral -Wno-string-concate
 $(FUZZ)/obj/%.o: %.c VERSION | pkg-check
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+$(addprefix $(FUZZ)/obj/,$(STORE_OBJ)): $(LUA_GEN)
 
 $(FUZZ)/libtxmail-fuzz.a: $(FUZZ_LIB_SRC:%.c=$(FUZZ)/obj/%.o)
 	@rm -f $@; ar rcs $@ $^

@@ -1,0 +1,37 @@
+-- bounce.lua - store.c's SC_BOUNCE
+-- KEYS: msg, tl, due, events, supp
+-- ARGV: idx action smtp event timeline retention_ms member suppress_reason now_ms
+-- action "delayed": timeline only. "failed": delivered|sending|deferred|
+-- queued -> failed; a deferred one leaves due; one that was not yet
+-- final leaves pending (a "sending" one's ready entry is acknowledged by
+-- its worker's record, which finds it no longer sending; a "queued" one's
+-- by claim). Returns 1 applied, 0 recipient in another state (nothing
+-- changed), -1 no such message or recipient.
+
+local p = 'r' .. ARGV[1] .. ':'
+local v = redis.call('HMGET', KEYS[1], p .. 'status', p .. 'email')
+if not v[1] then return -1 end
+if ARGV[2] == 'delayed' then
+  if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[5]) end
+  return 1
+end
+local st = v[1]
+if st ~= 'delivered' and st ~= 'sending' and st ~= 'deferred' and st ~= 'queued' then
+  return 0
+end
+redis.call('HSET', KEYS[1], p .. 'status', 'failed')
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], p .. 'smtp', ARGV[3]) end
+if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[5]) end
+if ARGV[4] ~= '' then redis.call('XADD', KEYS[4], '*', 'e', ARGV[4]) end
+if ARGV[8] ~= '' and v[2] then
+  redis.call('HSET', KEYS[5], string.lower(v[2]), ARGV[9] .. ':' .. ARGV[8])
+end
+if st == 'deferred' then redis.call('ZREM', KEYS[3], ARGV[7]) end
+if st ~= 'delivered' then
+  local left = redis.call('HINCRBY', KEYS[1], 'pending', -1)
+  if left <= 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[6])
+    redis.call('PEXPIRE', KEYS[2], ARGV[6])
+  end
+end
+return 1

@@ -1,0 +1,28 @@
+-- cancel.lua - store.c's SC_CANCEL
+-- KEYS: msg, tl, due
+-- ARGV: id timeline retention_ms
+-- Recipients queued, scheduled or deferred become "canceled" (their ready
+-- entries, on either lane, are dropped by claim; their due members here). Returns how many,
+-- or -1 when the message does not exist.
+
+local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '-1')
+if not n or n < 0 then return -1 end
+local c = 0
+for i = 0, n - 1 do
+  local f = 'r' .. i .. ':status'
+  local st = redis.call('HGET', KEYS[1], f)
+  if st == 'queued' or st == 'scheduled' or st == 'deferred' then
+    redis.call('HSET', KEYS[1], f, 'canceled')
+    redis.call('ZREM', KEYS[3], ARGV[1] .. '/' .. i)
+    c = c + 1
+  end
+end
+if c > 0 then
+  if ARGV[2] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[2]) end
+  local left = redis.call('HINCRBY', KEYS[1], 'pending', -c)
+  if left <= 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  end
+end
+return c

@@ -1,0 +1,28 @@
+-- claim.lua - store.c's SC_CLAIM
+-- KEYS: msg, the entry's ready stream (its lane)
+-- ARGV: entry_id idx owner
+-- owner (a consumer name, or "" for no check): claim only while the entry
+-- is still pending with that consumer, else nil and nothing touched (an
+-- entry store_fetch read earlier and kept may have been reclaimed since).
+-- A deliverable recipient ("queued", or "sending" when taken over from a
+-- dead worker) becomes "sending" with attempts + 1; returns {rcpt,
+-- mail_from, mime, metadata, tags, attempts, created, expires}. Anything
+-- else (terminal, canceled, message gone): ack + delete the entry, nil.
+
+if ARGV[3] ~= '' and
+  #redis.call('XPENDING', KEYS[2], 'workers', ARGV[1], ARGV[1], 1, ARGV[3]) == 0 then
+  return false
+end
+local p = 'r' .. ARGV[2] .. ':'
+local st = redis.call('HGET', KEYS[1], p .. 'status')
+if st == 'queued' or st == 'sending' then
+  redis.call('HSET', KEYS[1], p .. 'status', 'sending')
+  local a = redis.call('HINCRBY', KEYS[1], p .. 'attempts', 1)
+  local v = redis.call('HMGET', KEYS[1], p .. 'email', 'mail_from', 'mime',
+    'metadata', 'tags', 'created', 'expires')
+  return {v[1] or '', v[2] or '', v[3] or '', v[4] or '{}', v[5] or '[]',
+    a, v[6] or '0', v[7] or '0'}
+end
+redis.call('XACK', KEYS[2], 'workers', ARGV[1])
+redis.call('XDEL', KEYS[2], ARGV[1])
+return false

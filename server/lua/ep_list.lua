@@ -1,0 +1,21 @@
+-- ep_list.lua - store.c's SC_EP_LIST
+-- KEYS: wheps
+-- ARGV: prefix max
+-- Returns {{id, url, secret, created, {event, ...}}, ...}, oldest first.
+
+local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+local out = {}
+for _, id in ipairs(ids) do
+  local v = redis.call('HMGET', ARGV[1] .. 'whep:' .. id, 'url', 'secret', 'events', 'created')
+  if v[1] then
+    local ok, ev = pcall(cjson.decode, v[3] or '[]')
+    local evs = {}
+    if ok and type(ev) == 'table' then
+      for _, e in ipairs(ev) do
+        if type(e) == 'string' then evs[#evs + 1] = e end
+      end
+    end
+    out[#out + 1] = {id, v[1], v[2] or '', v[4] or '0', evs}
+  end
+end
+return out

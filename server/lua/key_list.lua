@@ -1,0 +1,17 @@
+-- key_list.lua - store.c's SC_KEY_LIST
+-- KEYS: keys
+-- ARGV: prefix
+-- Returns a flat list {name, hash, created, last_used, ...} sorted by name.
+
+local names = redis.call('SMEMBERS', KEYS[1])
+table.sort(names)
+local out = {}
+for _, n in ipairs(names) do
+  local h = redis.call('GET', ARGV[1] .. 'keyname:' .. n)
+  if h then
+    local v = redis.call('HMGET', ARGV[1] .. 'key:' .. h, 'created', 'last_used')
+    out[#out + 1] = n; out[#out + 1] = h
+    out[#out + 1] = v[1] or '0'; out[#out + 1] = v[2] or '0'
+  end
+end
+return out

@@ -1,0 +1,30 @@
+-- promote.lua - store.c's SC_PROMOTE
+-- KEYS: due, ready, ready:high
+-- ARGV: now_ms max prefix
+-- Returns {members taken from due, earliest remaining score or "0"}.
+-- Members whose recipient is no longer deferred/scheduled are dropped.
+-- Each goes back to its message's lane: ready:high when prio is "high",
+-- else (normal, or no prio: stored before lanes) ready.
+
+local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1],
+  'LIMIT', 0, tonumber(ARGV[2]))
+for _, m in ipairs(items) do
+  redis.call('ZREM', KEYS[1], m)
+  local id, i = string.match(m, '^(.+)/(%d+)$')
+  if id then
+    local key = ARGV[3] .. 'msg:' .. id
+    local f = 'r' .. i .. ':status'
+    local v = redis.call('HMGET', key, f, 'prio')
+    local st = v[1]
+    if st == 'deferred' or st == 'scheduled' then
+      local lane = KEYS[2]
+      if v[2] == 'high' then lane = KEYS[3] end
+      redis.call('HSET', key, f, 'queued')
+      redis.call('XADD', lane, '*', 'm', id, 'r', i)
+    end
+  end
+end
+local nx = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local nextv = '0'
+if nx[2] then nextv = nx[2] end
+return {#items, nextv}
