@@ -1,11 +1,13 @@
 /*
  * api.h - the interface between http.c (libmicrohttpd glue) and the
- * resource handlers in api_*.c.
+ * resource handlers in api_*.c (and metrics.c, dashboard.c).
  *
  * http.c owns the socket, routing, authentication, body caps, JSON parsing
  * and the error envelope; a handler sees one complete, authenticated request
  * (struct api_request) and fills one struct api_response. Handlers never
- * include microhttpd.h and never write to the network. To add a resource:
+ * include microhttpd.h, never write to the network and never call into
+ * http.c: the response helpers below live in api.c, under both. The graph
+ * is one-way (tests/integration/test_layering.py). To add a resource:
  * write api_<name>.c with handlers of type api_handler_fn, declare them
  * below, and add one line per method+path to the route table in http.c.
  */
@@ -34,7 +36,9 @@ struct api_request {
 	size_t body_len;
 	const cJSON *json;          /* parsed body for routes that take JSON, else NULL */
 	int64_t now_ms;             /* wall clock when the request completed */
-	void *conn;                 /* opaque, for api_request_header() */
+	/* how api_request_header() reads a request header: set by http.c, called with conn */
+	const char *(*lookup_header)(void *conn, const char *name);
+	void *conn;                 /* opaque to everyone but http.c */
 	const char *tenant;         /* who is calling: the API key's name, or "env:<hash prefix>" for a
 	                             * TXMAIL_API_KEYS key; NULL on routes without auth */
 	const char *request_id;     /* the X-Request-Id of this request (the client's, when sane,
@@ -62,13 +66,22 @@ struct api_response {
 
 typedef void api_handler_fn(const struct api_request *req, struct api_response *resp);
 
-/* --- helpers (implemented in http.c) ------------------------------------ */
+/*
+ * --- helpers (api.c) -------------------------------------------------------
+ * Below both http.c and the resources: a resource never calls into http.c.
+ */
 
 /* api_request_header - a request header (case-insensitive name) or NULL. */
 const char *api_request_header(const struct api_request *req, const char *name);
 
 /* api_header - add a response header (silently dropped past the cap). */
 void api_header(struct api_response *resp, const char *name, const char *value);
+
+/* api_body - respond with `status` and a malloc'd NUL-terminated body (taken; NULL: empty). */
+void api_body(struct api_response *resp, int status, char *body);
+
+/* api_json_text - respond with `status` and a copy of constant JSON text. On OOM a 500. */
+void api_json_text(struct api_response *resp, int status, const char *json);
 
 /*
  * api_json - respond with `status` and the compact JSON of obj. Takes
@@ -129,5 +142,10 @@ api_handler_fn api_webhooks_delete;   /* DELETE /v1/webhooks/{id} */
 
 /* api_events.c (see api_events.h for the stream itself) */
 api_handler_fn api_events_stream;     /* GET /v1/events/stream: resp->stream */
+
+/* metrics.c, dashboard.c (the counters themselves are in metrics.h, which
+ * does not include this file: modules that only count see no HTTP types) */
+api_handler_fn metrics_http_get;      /* GET /metrics: text/plain; version=0.0.4. No auth. */
+api_handler_fn metrics_dashboard_get; /* GET /: the HTML dashboard. No auth, no Redis. */
 
 #endif

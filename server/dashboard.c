@@ -6,7 +6,7 @@
  * never need an API key, touch Redis, or embed anything secret: the page is
  * public like /metrics, and /v1 calls still need a bearer key.
  */
-#include "metrics.h"
+#include "api.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -208,88 +208,11 @@ http_close_stores(void)
 	}
 }
 
-/* --- response helpers (api.h) --------------------------------------------- */
-
-const char *
-api_request_header(const struct api_request *req, const char *name)
+/* api_request_header's view of a request (api.h): conn is the MHD connection */
+static const char *
+http_lookup_header(void *conn, const char *name)
 {
-	if (req == NULL || req->conn == NULL)
-		return NULL;
-	return MHD_lookup_connection_value((struct MHD_Connection *)req->conn,
-	    MHD_HEADER_KIND, name);
-}
-
-void
-api_header(struct api_response *resp, const char *name, const char *value)
-{
-	struct api_header *h;
-
-	if (resp->nheaders >= API_MAX_RESP_HEADERS)
-		return;
-	h = &resp->headers[resp->nheaders++];
-	util_strlcpy(h->name, name, sizeof(h->name));
-	util_strlcpy(h->value, value, sizeof(h->value));
-}
-
-static void
-http_set_body(struct api_response *resp, int status, char *body)
-{
-	free(resp->body);
-	resp->status = status;
-	resp->body = body;
-	resp->body_len = body != NULL ? strlen(body) : 0;
-}
-
-/* a constant body used when even the error envelope cannot be allocated */
-static const char http_oom_body[] =
-    "{\"error\":{\"type\":\"internal_error\",\"message\":\"out of memory\"}}";
-
-void
-api_json(struct api_response *resp, int status, cJSON *obj)
-{
-	char *s = obj != NULL ? cJSON_PrintUnformatted(obj) : NULL;
-
-	cJSON_Delete(obj);
-	if (s == NULL) {
-		http_set_body(resp, 500, strdup(http_oom_body));
-		return;
-	}
-	http_set_body(resp, status, s);
-}
-
-void
-api_error(struct api_response *resp, int status, const char *type,
-    const char *message, const char *field)
-{
-	cJSON *root = cJSON_CreateObject();
-	cJSON *e = cJSON_AddObjectToObject(root, "error");
-
-	if (e == NULL ||
-	    cJSON_AddStringToObject(e, "type", type) == NULL ||
-	    cJSON_AddStringToObject(e, "message", message != NULL ? message : "") == NULL ||
-	    (field != NULL && field[0] != '\0' &&
-	     cJSON_AddStringToObject(e, "field", field) == NULL)) {
-		cJSON_Delete(root);
-		http_set_body(resp, 500, strdup(http_oom_body));
-		return;
-	}
-	api_json(resp, status, root);
-}
-
-void
-api_store_error(struct api_response *resp, int rc)
-{
-	switch (rc) {
-	case STORE_ERR_UNAVAILABLE:
-		api_error(resp, 503, "unavailable", "storage is unavailable, retry later", NULL);
-		api_header(resp, "Retry-After", "1");
-		break;
-	default:
-		/* NOT_FOUND and CONFLICT mean something only to the handler that
-		 * expects them (it answers 404/409 itself); here they are unexpected. */
-		api_error(resp, 500, "internal_error", "internal error", NULL);
-		break;
-	}
+	return MHD_lookup_connection_value((struct MHD_Connection *)conn, MHD_HEADER_KIND, name);
 }
 
 /* --- health --------------------------------------------------------------- */
@@ -298,9 +221,7 @@ static void
 http_healthz(const struct api_request *req, struct api_response *resp)
 {
 	(void)req;
-	http_set_body(resp, 200, strdup("{\"status\":\"ok\"}"));
-	if (resp->body == NULL)
-		http_set_body(resp, 500, strdup(http_oom_body));
+	api_json_text(resp, 200, "{\"status\":\"ok\"}");
 }
 
 static void
@@ -311,9 +232,7 @@ http_readyz(const struct api_request *req, struct api_response *resp)
 		api_header(resp, "Retry-After", "1");
 		return;
 	}
-	http_set_body(resp, 200, strdup("{\"status\":\"ready\"}"));
-	if (resp->body == NULL)
-		http_set_body(resp, 500, strdup(http_oom_body));
+	api_json_text(resp, 200, "{\"status\":\"ready\"}");
 }
 
 /* --- routing and checks --------------------------------------------------- */
@@ -785,7 +704,7 @@ http_send(struct MHD_Connection *conn, struct http_req *rq, struct api_response 
 	if (resp->stream != NULL)
 		return http_send_stream(conn, rq, resp);
 	if (resp->body == NULL)
-		http_set_body(resp, resp->status, strdup(""));
+		api_body(resp, resp->status, strdup(""));
 	if (resp->body == NULL)
 		return MHD_NO;
 	r = MHD_create_response_from_buffer(resp->body_len, resp->body, MHD_RESPMEM_MUST_FREE);
@@ -966,6 +885,7 @@ http_dispatch(struct http_server *h, struct MHD_Connection *conn, const char *me
 		.body = rq->buf != NULL ? rq->buf : "",
 		.body_len = rq->len,
 		.now_ms = util_now_ms(),
+		.lookup_header = http_lookup_header,
 		.conn = conn,
 		.tenant = rq->tenant[0] != '\0' ? rq->tenant : NULL,
 		.request_id = rq->request_id,

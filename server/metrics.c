@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api.h"
+
 #define METRICS_MAX_OUT ((size_t)1024 * 1024)
 
 static _Atomic(const char *) metrics_routes[METRICS_MAX_ROUTES];

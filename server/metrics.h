@@ -16,7 +16,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "api.h"
 #include "store.h"
 
 #define METRICS_MAX_ROUTES 48       /* distinct route patterns counted; more go to "other" */
@@ -86,9 +85,6 @@ void metrics_reset(void);
 char *metrics_render(const struct metrics_snapshot *snap, const struct store_queue_stats *q,
     int redis_up);
 
-/* GET /metrics: text/plain; version=0.0.4. No auth. */
-api_handler_fn metrics_http_get;
-/* GET /: the HTML dashboard (dashboard.c). No auth, no Redis. */
-api_handler_fn metrics_dashboard_get;
+/* The handlers of GET /metrics and GET / (dashboard.c) are declared in api.h. */
 
 #endif
