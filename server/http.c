@@ -1,6 +1,7 @@
 /*
  * http.c - the HTTP front door: libmicrohttpd glue, routing, bearer-key
- * authentication, body caps, JSON parsing and the error envelope.
+ * authentication, body caps and JSON parsing (the error envelope and the
+ * other response helpers are api.c's, shared with the resources).
  *
  * Owns the listening socket and the MHD daemon (a pool of cfg->http_threads
  * polling threads), one lazily opened struct store per HTTP thread, and the

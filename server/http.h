@@ -1,6 +1,8 @@
 /*
- * http.h - libmicrohttpd glue: listening, routing, auth, body caps, the
- * error envelope. The only module that includes microhttpd.h.
+ * http.h - libmicrohttpd glue: listening, routing, auth, body caps. The
+ * only module that includes microhttpd.h, and the top of the HTTP side:
+ * only main.c calls it (resources reach back through nothing here; the
+ * response helpers they share with http.c are in api.c).
  */
 #ifndef SERVER_HTTP_H
 #define SERVER_HTTP_H
