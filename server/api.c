@@ -25,7 +25,7 @@ static const char api_oom_body[] =
 const char *
 api_request_header(const struct api_request *req, const char *name)
 {
-	if (req == NULL || req->lookup_header == NULL)
+	if (req == NULL || req->lookup_header == NULL || req->conn == NULL)
 		return NULL;
 	return req->lookup_header(req->conn, name);
 }

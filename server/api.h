@@ -2,8 +2,8 @@
  * api.h - the interface between http.c (libmicrohttpd glue) and the
  * resource handlers in api_*.c (and metrics.c, dashboard.c).
  *
- * http.c owns the socket, routing, authentication, body caps, JSON parsing
- * and the error envelope; a handler sees one complete, authenticated request
+ * http.c owns the socket, routing, authentication, body caps and JSON
+ * parsing; a handler sees one complete, authenticated request
  * (struct api_request) and fills one struct api_response. Handlers never
  * include microhttpd.h, never write to the network and never call into
  * http.c: the response helpers below live in api.c, under both. The graph
