@@ -24,7 +24,7 @@
  * shape is STORE_ERR_PROTO plus a log line), never abort on Redis trouble,
  * and never decide policy (retry times, webhook routing): callers do.
  */
-#include "store.h"
+#include "store_internal.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -34,64 +34,9 @@
 #include <string.h>
 #include <sys/time.h>
 
-#include <hiredis/hiredis.h>
-
 #include "log.h"
 #include "store_lua.h"
 #include "util.h"
-
-#define ST_PREFIX "txm{0}:"
-#define ST_K_READY ST_PREFIX "ready"            /* the normal lane */
-#define ST_K_READY_HIGH ST_PREFIX "ready:high"  /* the high lane, read first */
-#define ST_K_DUE ST_PREFIX "due"
-#define ST_K_EVENTS ST_PREFIX "events"
-#define ST_K_WHQ ST_PREFIX "whq:"      /* + endpoint id */
-#define ST_K_WHEPS ST_PREFIX "wheps"
-#define ST_K_TPLS ST_PREFIX "tpls"
-#define ST_K_SUPP ST_PREFIX "supp"
-#define ST_K_KEYS ST_PREFIX "keys"
-#define ST_G_WORKERS "workers"
-#define ST_G_WEBHOOKS "webhooks"
-
-#define ST_CONNECT_TIMEOUT_MS 1000
-#define ST_CMD_TIMEOUT_MS 5000
-#define ST_RECONNECT_MS 200
-#define ST_MAX_RCPTS 1000        /* per message; the API allows 50 */
-#define ST_MAX_BATCH 1000        /* entries per fetch/reclaim/claim call */
-#define ST_MAX_TIMELINE 5000     /* timeline entries returned by get_message */
-#define ST_MAX_ID 63             /* message id length (msg_id[64]) */
-#define ST_MAX_ENTRY_ID 47       /* stream entry id length (entry_id[48]) */
-#define ST_EVENT_IDLE_MS 60000   /* webhook events of dead consumers */
-#define ST_KEY_MAX 160
-#define ST_NUMS 16
-
-enum st_script {
-	SC_ENQUEUE,
-	SC_CLAIM,
-	SC_RECORD,
-	SC_PROMOTE,
-	SC_WH_FANOUT,
-	SC_WH_CLAIM,
-	SC_WH_DONE,
-	SC_WH_RETRY,
-	SC_VIEW,
-	SC_CANCEL,
-	SC_EP_CREATE,
-	SC_EP_LIST,
-	SC_EP_DELETE,
-	SC_TRIM,
-	SC_TPL_PUT,
-	SC_TPL_DEL,
-	SC_TPL_LIST,
-	SC_KEY_CREATE,
-	SC_KEY_REVOKE,
-	SC_KEY_LIST,
-	SC_AUTH,
-	SC_RATELIMIT,
-	SC_BOUNCE,
-	SC_HAND_BACK,
-	SC_COUNT
-};
 
 static const char *const st_scripts[SC_COUNT] = {
 	[SC_ENQUEUE] = store_lua_enqueue,
@@ -120,45 +65,9 @@ static const char *const st_scripts[SC_COUNT] = {
 	[SC_HAND_BACK] = store_lua_hand_back,
 };
 
-struct store {
-	struct redis_addr addr;
-	char desc[300];             /* host:port or socket path, for logs */
-	redisContext *c;
-	int timeout_ms;             /* current socket timeout of c */
-	int64_t last_try_ms;        /* monotonic time of the last connect attempt */
-	int down;                   /* an outage was logged; cleared on connect */
-	int auth_failed;            /* the last connect attempt was refused AUTH */
-	char why[256];              /* why the last connect attempt failed, for store_init */
-	int64_t retention_ms;
-	char sha[SC_COUNT][41];
-	char work_cursor[48];       /* XAUTOCLAIM cursors */
-	char work_cursor_high[48];
-	char event_cursor[48];
-	/* entries read by store_fetch beyond its max, claimed by the next call */
-	struct st_pend *carry;
-	size_t ncarry;
-};
-
-/* A formatted command, kept so it can be sent again after NOSCRIPT. */
-struct st_cmd {
-	char *buf;
-	size_t len;
-};
-
-/* Argument vector under construction; numbers live in num[]. */
-struct st_args {
-	const char **v;
-	size_t *l;
-	int n;
-	int cap;
-	char num[ST_NUMS][24];
-	int nnum;
-	int err;
-};
-
 /* --- small helpers ------------------------------------------------------- */
 
-static int
+int
 st_args_init(struct st_args *a, size_t cap)
 {
 	memset(a, 0, sizeof(*a));
@@ -177,7 +86,7 @@ st_args_init(struct st_args *a, size_t cap)
 	return 0;
 }
 
-static void
+void
 st_args_release(struct st_args *a)
 {
 	free(a->v);
@@ -194,7 +103,7 @@ st_args_reset(struct st_args *a)
 	a->err = 0;
 }
 
-static void
+void
 st_add(struct st_args *a, const char *p, size_t len)
 {
 	if (a->n >= a->cap) {
@@ -206,13 +115,13 @@ st_add(struct st_args *a, const char *p, size_t len)
 	a->n++;
 }
 
-static void
+void
 st_adds(struct st_args *a, const char *p)
 {
 	st_add(a, p, p ? strlen(p) : 0);
 }
 
-static void
+void
 st_addi(struct st_args *a, int64_t v)
 {
 	int len;
@@ -226,7 +135,7 @@ st_addi(struct st_args *a, int64_t v)
 	a->nnum++;
 }
 
-static void
+void
 st_eval(struct st_args *a, const struct store *s, enum st_script sc, int nkeys)
 {
 	st_adds(a, "EVALSHA");
@@ -235,7 +144,7 @@ st_eval(struct st_args *a, const struct store *s, enum st_script sc, int nkeys)
 }
 
 /* st_format - turn the vector into a wire command; resets a for reuse. */
-static int
+int
 st_format(struct st_args *a, struct st_cmd *cmd)
 {
 	char *buf = NULL;
@@ -281,20 +190,20 @@ st_replies_free(redisReply **rep, size_t n)
 	free(rep);
 }
 
-static int
+int
 st_is_str(const redisReply *r)
 {
 	return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) && r->str;
 }
 
-static int
+int
 st_is_array(const redisReply *r, size_t min)
 {
 	return r && r->type == REDIS_REPLY_ARRAY && r->elements >= min &&
 	    (r->elements == 0 || r->element);
 }
 
-static int
+int
 st_is_error(const redisReply *r, const char *prefix)
 {
 	size_t n = strlen(prefix);
@@ -303,7 +212,7 @@ st_is_error(const redisReply *r, const char *prefix)
 	    memcmp(r->str, prefix, n) == 0;
 }
 
-static char *
+char *
 st_dupn(const char *p, size_t len)
 {
 	char *d = malloc(len + 1);
@@ -316,13 +225,13 @@ st_dupn(const char *p, size_t len)
 	return d;
 }
 
-static char *
+char *
 st_dup(const redisReply *r)
 {
 	return st_dupn(r->str, r->len);
 }
 
-static int
+int
 st_parse_i64(const char *p, size_t len, int64_t *out)
 {
 	char buf[32];
@@ -342,7 +251,7 @@ st_parse_i64(const char *p, size_t len, int64_t *out)
 }
 
 /* st_int - an integer reply, or a string holding a decimal integer. */
-static int
+int
 st_int(const redisReply *r, int64_t *out)
 {
 	if (!r)
@@ -357,7 +266,7 @@ st_int(const redisReply *r, int64_t *out)
 }
 
 /* st_score - a zset score (may be printed as a float) in ms. */
-static int
+int
 st_score(const redisReply *r, int64_t *out)
 {
 	char buf[64];
@@ -415,7 +324,7 @@ st_is_busy(const redisReply *r)
  * STORE_ERR_UNAVAILABLE for errors that mean "Redis cannot serve now"
  * (loading, out of memory, read-only replica, busy script).
  */
-static int
+int
 st_bad(const char *op, const redisReply *r)
 {
 	if (st_is_busy(r)) {
@@ -432,7 +341,7 @@ st_bad(const char *op, const redisReply *r)
 	return STORE_ERR_PROTO;
 }
 
-static int
+int
 st_key(char *buf, size_t len, const char *a, const char *b, const char *c)
 {
 	int n = snprintf(buf, len, "%s%s%s", a, b, c ? c : "");
@@ -455,7 +364,7 @@ st_drop(struct store *s, const char *why)
 	s->last_try_ms = 0;
 }
 
-static int
+int
 st_set_timeout(struct store *s, int ms)
 {
 	struct timeval tv;
@@ -473,7 +382,7 @@ st_set_timeout(struct store *s, int ms)
 }
 
 /* st_simple - one command without NOSCRIPT handling; *out on success. */
-static int
+int
 st_simple(struct store *s, int argc, const char **argv, redisReply **out)
 {
 	void *r;
@@ -514,7 +423,7 @@ st_load_scripts(struct store *s)
 	return 0;
 }
 
-static int
+int
 st_create_groups(struct store *s)
 {
 	static const char *const keys[3][2] = {
@@ -629,7 +538,7 @@ st_peer_closed(struct store *s)
 }
 
 /* st_connect - ensure a connection; fails fast while Redis is down. */
-static int
+int
 st_connect(struct store *s)
 {
 	struct timeval tv = { ST_CONNECT_TIMEOUT_MS / 1000, (ST_CONNECT_TIMEOUT_MS % 1000) * 1000 };
@@ -702,7 +611,7 @@ fail:
  * freed by the caller). Commands answered NOSCRIPT are sent again once
  * after reloading the scripts. On I/O error every reply is freed.
  */
-static int
+int
 st_run(struct store *s, const struct st_cmd *cmds, size_t n, redisReply **rep)
 {
 	size_t i, nos = 0;
@@ -777,18 +686,7 @@ st_run1(struct store *s, struct st_cmd *cmd, redisReply **out)
 	return rc;
 }
 
-/*
- * st_batch - commands built one at a time in a, formatted into cmds[] and
- * sent pipelined by st_batch_run, their replies in rep[] (in order).
- */
-struct st_batch {
-	struct st_cmd *cmds;
-	redisReply **rep;
-	size_t n;            /* commands formatted so far */
-	struct st_args a;    /* the one being built */
-};
-
-static void
+void
 st_batch_release(struct st_batch *b)
 {
 	st_replies_free(b->rep, b->n);
@@ -801,7 +699,7 @@ st_batch_release(struct st_batch *b)
  * st_batch_init - room for max commands of up to cap arguments each (max
  * > 0). 0 or STORE_ERR_NOMEM; b can be released either way.
  */
-static int
+int
 st_batch_init(struct st_batch *b, size_t max, size_t cap)
 {
 	int rc;
@@ -816,7 +714,7 @@ st_batch_init(struct st_batch *b, size_t max, size_t cap)
 }
 
 /* st_batch_add - format the command built in b->a as the next one (the caller keeps n < max). */
-static int
+int
 st_batch_add(struct st_batch *b)
 {
 	int rc = st_format(&b->a, &b->cmds[b->n]);
@@ -827,14 +725,14 @@ st_batch_add(struct st_batch *b)
 }
 
 /* st_batch_run - send the n commands pipelined, replies to b->rep (see st_run). */
-static int
+int
 st_batch_run(struct store *s, struct st_batch *b)
 {
 	return st_run(s, b->cmds, b->n, b->rep);
 }
 
 /* st_do - connect, format and run the command in a; frees nothing of a. */
-static int
+int
 st_do(struct store *s, struct st_args *a, redisReply **out)
 {
 	struct st_cmd cmd;
@@ -852,7 +750,7 @@ st_do(struct store *s, struct st_args *a, redisReply **out)
  * of script sc with nkeys keys; the caller adds the keys and arguments.
  * On failure a holds no memory.
  */
-static int
+int
 st_eval_begin(struct store *s, struct st_args *a, size_t cap, enum st_script sc, int nkeys)
 {
 	int rc;
@@ -872,7 +770,7 @@ st_eval_begin(struct store *s, struct st_args *a, size_t cap, enum st_script sc,
  * integer (else st_bad(what)), and release a. The integer goes to *out
  * when out is not NULL; an answer of 0 returns zero_rc (0: no error).
  */
-static int
+int
 st_eval_int(struct store *s, struct st_args *a, const char *what, int zero_rc,
     long long *out)
 {
@@ -1006,7 +904,7 @@ store_set_retention(struct store *s, int64_t seconds)
 
 /* --- accepting ----------------------------------------------------------- */
 
-static int
+int
 st_id_ok(const char *id)
 {
 	size_t n;
@@ -1286,7 +1184,7 @@ store_message_view_free(struct store_message_view *v)
 	memset(v, 0, sizeof(*v));
 }
 
-static int
+int
 st_field_is(const redisReply *f, const char *name)
 {
 	size_t n = strlen(name);
@@ -1596,7 +1494,7 @@ store_delivery_free(struct store_delivery *d)
 }
 
 /* st_entry - a stream entry [id, [field, value, ...]]; 1: skip (nil). */
-static int
+int
 st_entry(const redisReply *e, const redisReply **id, const redisReply **fields)
 {
 	if (!e || e->type == REDIS_REPLY_NIL)
@@ -1612,7 +1510,7 @@ st_entry(const redisReply *e, const redisReply **id, const redisReply **fields)
 	return 0;
 }
 
-static const redisReply *
+const redisReply *
 st_entry_field(const redisReply *fields, const char *name)
 {
 	size_t i;
@@ -1625,16 +1523,6 @@ st_entry_field(const redisReply *fields, const char *name)
 			return fields->element[i + 1];
 	return NULL;
 }
-
-/* An entry seen by fetch/reclaim, before its claim. */
-struct st_pend {
-	char entry_id[48];
-	char msg_id[64];
-	int idx;
-	enum store_lane lane;
-	int claim;       /* 1: claim script sent, 0: just ack+del (malformed) */
-	int carried;     /* kept by an earlier fetch: claim only if still ours */
-};
 
 /* st_lane_key - the ready stream of a lane. */
 static const char *
@@ -1805,7 +1693,7 @@ out:
 }
 
 /* st_block_timeout - the socket timeout for a read blocking block_ms. */
-static int
+int
 st_block_timeout(int block_ms)
 {
 	if (block_ms <= 0)
@@ -1820,7 +1708,7 @@ st_block_timeout(int block_ms)
  * entries[k] points into *reply (the entries array of keys[k]) or is NULL
  * when that stream gave nothing. Caller frees *reply.
  */
-static int
+int
 st_xread(struct store *s, const char *const *keys, size_t nkeys, const char *group,
     const char *consumer, int max, int block_ms, const char *from, redisReply **reply,
     const redisReply **entries)
@@ -1913,7 +1801,7 @@ out:
  * into *reply. Redis 7 answers [cursor, entries, deleted]; 6.2 has no
  * third element and may put nil in entries. Caller frees *reply.
  */
-static int
+int
 st_xautoclaim(struct store *s, const char *key, const char *group, const char *consumer,
     int64_t min_idle_ms, int max, char *cursor, size_t cursorlen,
     redisReply **reply, const redisReply **entries)

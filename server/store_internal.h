@@ -1,0 +1,286 @@
+/*
+ * store_internal.h - what the store files (server/store*.c) share behind
+ * store.h: the key names, the script ids, struct store (one connection owned
+ * by one thread), the argument vector, the pipelined batch and the reply
+ * helpers. Included by server/store*.c only: the rest of the server reaches
+ * Redis through store.h and never sees hiredis.
+ *
+ * Names: st_* is private to the store files (store.h's store_* is the public
+ * interface). A helper here must stay policy-free: it type-checks replies,
+ * builds commands and runs them; what a reply means is the caller's file.
+ * The script texts (store_lua.h) are included by store_conn.c alone, which
+ * holds the script table; everyone else names a script by its enum st_script.
+ *
+ * Which file owns what (docs/store.md, "Where each kind of change goes"):
+ *   store_conn.c      connection, AUTH, script loading, the eval/reply helpers,
+ *                     open/close/init/ping
+ *   store_messages.c  accept (enqueue), read (get_message), cancel, bounce
+ *   store_delivery.c  fetch, claim, reclaim, heartbeat, hand back, record,
+ *                     promote (scheduling), queue stats
+ *   store_webhooks.c  the events stream for webhooks, fan-out, endpoint queues,
+ *                     endpoints
+ *   store_events.c    live events (SSE) and event trimming
+ *   store_admin.c     templates, suppressions, API keys and rate limits
+ */
+#ifndef SERVER_STORE_INTERNAL_H
+#define SERVER_STORE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+#include "store.h"
+
+#define ST_PREFIX "txm{0}:"
+#define ST_K_READY ST_PREFIX "ready"            /* the normal lane */
+#define ST_K_READY_HIGH ST_PREFIX "ready:high"  /* the high lane, read first */
+#define ST_K_DUE ST_PREFIX "due"
+#define ST_K_EVENTS ST_PREFIX "events"
+#define ST_K_WHQ ST_PREFIX "whq:"      /* + endpoint id */
+#define ST_K_WHEPS ST_PREFIX "wheps"
+#define ST_K_TPLS ST_PREFIX "tpls"
+#define ST_K_SUPP ST_PREFIX "supp"
+#define ST_K_KEYS ST_PREFIX "keys"
+#define ST_G_WORKERS "workers"
+#define ST_G_WEBHOOKS "webhooks"
+
+#define ST_CONNECT_TIMEOUT_MS 1000
+#define ST_CMD_TIMEOUT_MS 5000
+#define ST_RECONNECT_MS 200
+#define ST_MAX_RCPTS 1000        /* per message; the API allows 50 */
+#define ST_MAX_BATCH 1000        /* entries per fetch/reclaim/claim call */
+#define ST_MAX_TIMELINE 5000     /* timeline entries returned by get_message */
+#define ST_MAX_ID 63             /* message id length (msg_id[64]) */
+#define ST_MAX_ENTRY_ID 47       /* stream entry id length (entry_id[48]) */
+#define ST_EVENT_IDLE_MS 60000   /* webhook events of dead consumers */
+#define ST_KEY_MAX 160
+#define ST_NUMS 16
+
+enum st_script {
+	SC_ENQUEUE,
+	SC_CLAIM,
+	SC_RECORD,
+	SC_PROMOTE,
+	SC_WH_FANOUT,
+	SC_WH_CLAIM,
+	SC_WH_DONE,
+	SC_WH_RETRY,
+	SC_VIEW,
+	SC_CANCEL,
+	SC_EP_CREATE,
+	SC_EP_LIST,
+	SC_EP_DELETE,
+	SC_TRIM,
+	SC_TPL_PUT,
+	SC_TPL_DEL,
+	SC_TPL_LIST,
+	SC_KEY_CREATE,
+	SC_KEY_REVOKE,
+	SC_KEY_LIST,
+	SC_AUTH,
+	SC_RATELIMIT,
+	SC_BOUNCE,
+	SC_HAND_BACK,
+	SC_COUNT
+};
+
+struct store {
+	struct redis_addr addr;
+	char desc[300];             /* host:port or socket path, for logs */
+	redisContext *c;
+	int timeout_ms;             /* current socket timeout of c */
+	int64_t last_try_ms;        /* monotonic time of the last connect attempt */
+	int down;                   /* an outage was logged; cleared on connect */
+	int auth_failed;            /* the last connect attempt was refused AUTH */
+	char why[256];              /* why the last connect attempt failed, for store_init */
+	int64_t retention_ms;
+	char sha[SC_COUNT][41];
+	char work_cursor[48];       /* XAUTOCLAIM cursors */
+	char work_cursor_high[48];
+	char event_cursor[48];
+	/* entries read by store_fetch beyond its max, claimed by the next call */
+	struct st_pend *carry;
+	size_t ncarry;
+};
+
+/* A formatted command, kept so it can be sent again after NOSCRIPT. */
+struct st_cmd {
+	char *buf;
+	size_t len;
+};
+
+/* Argument vector under construction; numbers live in num[]. */
+struct st_args {
+	const char **v;
+	size_t *l;
+	int n;
+	int cap;
+	char num[ST_NUMS][24];
+	int nnum;
+	int err;
+};
+
+/*
+ * st_batch - commands built one at a time in a, formatted into cmds[] and
+ * sent pipelined by st_batch_run, their replies in rep[] (in order).
+ */
+struct st_batch {
+	struct st_cmd *cmds;
+	redisReply **rep;
+	size_t n;            /* commands formatted so far */
+	struct st_args a;    /* the one being built */
+};
+
+/* An entry seen by fetch/reclaim, before its claim. */
+struct st_pend {
+	char entry_id[48];
+	char msg_id[64];
+	int idx;
+	enum store_lane lane;
+	int claim;       /* 1: claim script sent, 0: just ack+del (malformed) */
+	int carried;     /* kept by an earlier fetch: claim only if still ours */
+};
+
+/* --- shared helpers (definitions in the file named above each group) --- */
+
+/* st_args_init - room for cap arguments (0 < cap <= 1e6); 0 or STORE_ERR_NOMEM, a holds no memory on failure. */
+int st_args_init(struct st_args *a, size_t cap);
+
+/* st_args_release - free the vector (not the strings it points to); a may be zeroed or released. */
+void st_args_release(struct st_args *a);
+
+/* st_add - append p[0..len) (NULL: empty); a full vector sets a->err, reported by st_format. */
+void st_add(struct st_args *a, const char *p, size_t len);
+
+/* st_adds - append a C string (NULL: empty). */
+void st_adds(struct st_args *a, const char *p);
+
+/* st_addi - append a decimal integer, kept in a->num (at most ST_NUMS per vector). */
+void st_addi(struct st_args *a, int64_t v);
+
+/* st_eval - start "EVALSHA <sha of sc> <nkeys>" in a; keys and arguments follow. */
+void st_eval(struct st_args *a, const struct store *s, enum st_script sc, int nkeys);
+
+/* st_format - turn the vector into a wire command; resets a for reuse. */
+int st_format(struct st_args *a, struct st_cmd *cmd);
+
+/* st_is_str - 1 for a string or status reply with a body. */
+int st_is_str(const redisReply *r);
+
+/* st_is_array - 1 for an array reply of at least min elements. */
+int st_is_array(const redisReply *r, size_t min);
+
+/* st_is_error - 1 for an error reply starting with prefix (e.g. "NOGROUP"). */
+int st_is_error(const redisReply *r, const char *prefix);
+
+/* st_dupn - a NUL-terminated malloc copy of p[0..len), or NULL. */
+char *st_dupn(const char *p, size_t len);
+
+/* st_dup - a malloc copy of a string reply (st_is_str checked by the caller), or NULL. */
+char *st_dup(const redisReply *r);
+
+/* st_parse_i64 - parse a whole decimal integer of len bytes; 0 or -1. */
+int st_parse_i64(const char *p, size_t len, int64_t *out);
+
+/* st_int - an integer reply, or a string holding a decimal integer. */
+int st_int(const redisReply *r, int64_t *out);
+
+/* st_score - a zset score (may be printed as a float) in ms. */
+int st_score(const redisReply *r, int64_t *out);
+
+/*
+ * st_bad - log an unexpected reply; returns STORE_ERR_PROTO, or
+ * STORE_ERR_UNAVAILABLE for errors that mean "Redis cannot serve now"
+ * (loading, out of memory, read-only replica, busy script).
+ */
+int st_bad(const char *op, const redisReply *r);
+
+/* st_key - buf = a b c (c may be NULL); 0, or -1 when it does not fit in len. */
+int st_key(char *buf, size_t len, const char *a, const char *b, const char *c);
+
+/* st_set_timeout - set the socket timeout of the connection to ms (no-op when unchanged); 0 or STORE_ERR_UNAVAILABLE (dropped). */
+int st_set_timeout(struct store *s, int ms);
+
+/* st_simple - one command without NOSCRIPT handling; *out on success. */
+int st_simple(struct store *s, int argc, const char **argv, redisReply **out);
+
+/* st_create_groups - create the consumer groups (BUSYGROUP is fine); 0 or STORE_ERR_*. */
+int st_create_groups(struct store *s);
+
+/* st_connect - ensure a connection; fails fast while Redis is down. */
+int st_connect(struct store *s);
+
+/*
+ * st_run - send n commands pipelined and read n replies into rep[] (each
+ * freed by the caller). Commands answered NOSCRIPT are sent again once
+ * after reloading the scripts. On I/O error every reply is freed.
+ */
+int st_run(struct store *s, const struct st_cmd *cmds, size_t n, redisReply **rep);
+
+/* st_batch_release - free commands, replies and the vector; b is zeroed. */
+void st_batch_release(struct st_batch *b);
+
+/*
+ * st_batch_init - room for max commands of up to cap arguments each (max >
+ * 0). 0 or STORE_ERR_NOMEM; b can be released either way.
+ */
+int st_batch_init(struct st_batch *b, size_t max, size_t cap);
+
+/* st_batch_add - format the command built in b->a as the next one (the caller keeps n < max). */
+int st_batch_add(struct st_batch *b);
+
+/* st_batch_run - send the n commands pipelined, replies to b->rep (see st_run). */
+int st_batch_run(struct store *s, struct st_batch *b);
+
+/* st_do - connect, format and run the command in a; frees nothing of a. */
+int st_do(struct store *s, struct st_args *a, redisReply **out);
+
+/*
+ * st_eval_begin - connect, size a for cap arguments and start an EVALSHA
+ * of script sc with nkeys keys; the caller adds the keys and arguments. On
+ * failure a holds no memory.
+ */
+int st_eval_begin(struct store *s, struct st_args *a, size_t cap, enum st_script sc, int nkeys);
+
+/*
+ * st_eval_int - run the script call built in a, which must answer an
+ * integer (else st_bad(what)), and release a. The integer goes to *out
+ * when out is not NULL; an answer of 0 returns zero_rc (0: no error).
+ */
+int st_eval_int(struct store *s, struct st_args *a, const char *what, int zero_rc,
+    long long *out);
+
+/* st_id_ok - 1 for a usable message id: 1..ST_MAX_ID bytes, no "/". */
+int st_id_ok(const char *id);
+
+/* st_field_is - 1 when the string reply f is exactly name. */
+int st_field_is(const redisReply *f, const char *name);
+
+/* st_entry - a stream entry [id, [field, value, ...]]; 1: skip (nil). */
+int st_entry(const redisReply *e, const redisReply **id, const redisReply **fields);
+
+/* st_entry_field - the string value of field name in a stream entry's [field, value, ...], or NULL. */
+const redisReply *st_entry_field(const redisReply *fields, const char *name);
+
+/* st_block_timeout - the socket timeout for a read blocking block_ms. */
+int st_block_timeout(int block_ms);
+
+/*
+ * st_xread - one XREADGROUP over nkeys (1 or 2) streams, COUNT max each;
+ * entries[k] points into *reply (the entries array of keys[k]) or is NULL
+ * when that stream gave nothing. Caller frees *reply.
+ */
+int st_xread(struct store *s, const char *const *keys, size_t nkeys, const char *group,
+    const char *consumer, int max, int block_ms, const char *from, redisReply **reply,
+    const redisReply **entries);
+
+/*
+ * st_xautoclaim - XAUTOCLAIM from *cursor; updates it. *entries points
+ * into *reply. Redis 7 answers [cursor, entries, deleted]; 6.2 has no
+ * third element and may put nil in entries. Caller frees *reply.
+ */
+int st_xautoclaim(struct store *s, const char *key, const char *group, const char *consumer,
+    int64_t min_idle_ms, int max, char *cursor, size_t cursorlen,
+    redisReply **reply, const redisReply **entries);
+#endif
