@@ -56,6 +56,7 @@
 #define ST_EVENT_IDLE_MS 60000   /* webhook events of dead consumers */
 #define ST_KEY_MAX 160
 #define ST_NUMS 16
+#define ST_MAX_LIST 100000       /* templates, suppressions, keys returned by a list */
 
 enum st_script {
 	SC_ENQUEUE,
