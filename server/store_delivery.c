@@ -1,0 +1,922 @@
+/*
+ * store_delivery.c - the recipient state machine as the workers drive it:
+ * fetch (XREADGROUP on both lanes, high first, plus the claim script per
+ * recipient, pipelined; entries beyond max are carried to the next call),
+ * reclaim (XAUTOCLAIM of dead workers' entries), heartbeat, hand back,
+ * record (the outcome, its timeline entry and its outbox event in one
+ * script), promotion of due retries and send_at messages to their lane
+ * (scheduling), and the queue gauges for /metrics (store_queue_stats).
+ *
+ * It must never decide retry times or outcomes (worker.c does) and never
+ * change a recipient's state outside a script: claim, record, hand back and
+ * promote are each one script run, so a crash between commands leaves an
+ * entry pending (reclaimed later), never half moved.
+ */
+#include "store_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "util.h"
+
+/* --- delivering ---------------------------------------------------------- */
+
+void
+store_delivery_free(struct store_delivery *d)
+{
+	if (!d)
+		return;
+	free(d->rcpt);
+	free(d->mail_from);
+	free(d->mime);
+	free(d->metadata_json);
+	free(d->tags_json);
+	free(d);
+}
+
+/* st_entry - a stream entry [id, [field, value, ...]]; 1: skip (nil). */
+int
+st_entry(const redisReply *e, const redisReply **id, const redisReply **fields)
+{
+	if (!e || e->type == REDIS_REPLY_NIL)
+		return 1;
+	if (!st_is_array(e, 2) || !st_is_str(e->element[0]))
+		return -1;
+	*id = e->element[0];
+	*fields = e->element[1];
+	if (!(*fields) || (*fields)->type == REDIS_REPLY_NIL)
+		*fields = NULL;     /* deleted entry still pending */
+	else if (!st_is_array(*fields, 0) || (*fields)->elements % 2 != 0)
+		return -1;
+	return 0;
+}
+
+const redisReply *
+st_entry_field(const redisReply *fields, const char *name)
+{
+	size_t i;
+
+	if (!fields)
+		return NULL;
+	for (i = 0; i + 1 < fields->elements; i += 2)
+		if (st_is_str(fields->element[i]) && st_field_is(fields->element[i], name) &&
+		    st_is_str(fields->element[i + 1]))
+			return fields->element[i + 1];
+	return NULL;
+}
+
+/* st_lane_key - the ready stream of a lane. */
+static const char *
+st_lane_key(enum store_lane lane)
+{
+	return lane == STORE_LANE_HIGH ? ST_K_READY_HIGH : ST_K_READY;
+}
+
+static int
+st_delivery_from(const struct st_pend *p, const redisReply *r, struct store_delivery **out)
+{
+	struct store_delivery *d;
+	int64_t att, created, expires;
+	size_t i;
+
+	*out = NULL;
+	if (!st_is_array(r, 8))
+		return st_bad("claim", r);
+	for (i = 0; i < 8; i++)
+		if (i != 5 && !st_is_str(r->element[i]))
+			return st_bad("claim field", r->element[i]);
+	if (st_int(r->element[5], &att) != 0 || st_int(r->element[6], &created) != 0 ||
+	    st_int(r->element[7], &expires) != 0 || att < 0 || att > INT32_MAX)
+		return st_bad("claim numbers", r);
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return STORE_ERR_NOMEM;
+	memcpy(d->entry_id, p->entry_id, sizeof(d->entry_id));
+	d->lane = p->lane;
+	memcpy(d->msg_id, p->msg_id, sizeof(d->msg_id));
+	d->rcpt_idx = p->idx;
+	d->rcpt = st_dup(r->element[0]);
+	d->mail_from = st_dup(r->element[1]);
+	d->mime = st_dup(r->element[2]);
+	d->mime_len = r->element[2]->len;
+	d->metadata_json = st_dup(r->element[3]);
+	d->tags_json = st_dup(r->element[4]);
+	d->attempts = (int)att;
+	d->created_ms = created;
+	d->expires_ms = expires;
+	if (!d->rcpt || !d->mail_from || !d->mime || !d->metadata_json || !d->tags_json) {
+		store_delivery_free(d);
+		return STORE_ERR_NOMEM;
+	}
+	*out = d;
+	return 0;
+}
+
+/*
+ * st_parse_entries - append the entries of one stream of an XREADGROUP or
+ * XAUTOCLAIM reply, read from lane's stream, to pend[*n..cap). Nil
+ * entries are skipped; malformed ones are kept with claim 0 (acked and
+ * deleted by st_claim_pend).
+ */
+static int
+st_parse_entries(const redisReply *entries, enum store_lane lane, struct st_pend *pend,
+    size_t cap, size_t *n)
+{
+	size_t i;
+
+	for (i = 0; i < entries->elements; i++) {
+		const redisReply *id = NULL, *fields = NULL, *m, *r;
+		struct st_pend *p;
+		int64_t idx = -1;
+		int e = st_entry(entries->element[i], &id, &fields);
+
+		if (e == 1)
+			continue;
+		if (e < 0)
+			return st_bad("stream entry", entries->element[i]);
+		if (id->len > ST_MAX_ENTRY_ID)
+			return st_bad("stream entry id", id);
+		if (*n >= cap)
+			return st_bad("stream entries beyond COUNT", entries);
+		p = &pend[(*n)++];
+		memset(p, 0, sizeof(*p));
+		memcpy(p->entry_id, id->str, id->len);
+		p->entry_id[id->len] = '\0';
+		p->lane = lane;
+		m = st_entry_field(fields, "m");
+		r = st_entry_field(fields, "r");
+		p->claim = m && r && m->len > 0 && m->len <= ST_MAX_ID &&
+		    st_int(r, &idx) == 0 && idx >= 0 && idx < ST_MAX_RCPTS;
+		if (p->claim) {
+			memcpy(p->msg_id, m->str, m->len);
+			p->msg_id[m->len] = '\0';
+			p->idx = (int)idx;
+		}
+	}
+	return 0;
+}
+
+/*
+ * st_claim_pend - claim each parsed entry (pipelined, each on its own
+ * lane's stream) and write the deliverable ones to out (room for np).
+ * A carried entry is claimed only while consumer still holds it.
+ */
+static int
+st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend, size_t np,
+    struct store_delivery **out)
+{
+	struct st_batch b;
+	char kmsg[ST_KEY_MAX], idxs[16];
+	size_t i;
+	int rc, count = 0;
+
+	if (np == 0)
+		return 0;
+	rc = st_batch_init(&b, np, 16);
+	if (rc)
+		goto out;
+	for (i = 0; i < np; i++) {
+		const struct st_pend *p = &pend[i];
+
+		if (p->claim) {
+			snprintf(idxs, sizeof(idxs), "%d", p->idx);
+			if (st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", p->msg_id, NULL)) {
+				rc = STORE_ERR_PROTO;
+				goto out;
+			}
+			st_eval(&b.a, s, SC_CLAIM, 2);
+			st_adds(&b.a, kmsg);
+			st_adds(&b.a, st_lane_key(p->lane));
+			st_adds(&b.a, p->entry_id);
+			st_adds(&b.a, idxs);
+			st_adds(&b.a, p->carried ? consumer : "");
+		} else {
+			/* Deleted or malformed entry: drop it from the group. */
+			log_warn("malformed ready entry dropped", "entry=%s", p->entry_id);
+			st_adds(&b.a, "EVAL");
+			st_adds(&b.a, "redis.call('XACK', KEYS[1], 'workers', ARGV[1]) "
+			    "redis.call('XDEL', KEYS[1], ARGV[1]) return 0");
+			st_addi(&b.a, 1);
+			st_adds(&b.a, st_lane_key(p->lane));
+			st_adds(&b.a, p->entry_id);
+		}
+		rc = st_batch_add(&b);
+		if (rc)
+			goto out;
+	}
+	rc = st_batch_run(s, &b);
+	if (rc)
+		goto out;
+	for (i = 0; i < b.n; i++) {
+		int e;
+
+		if (!pend[i].claim || (b.rep[i] && b.rep[i]->type == REDIS_REPLY_NIL))
+			continue;   /* not deliverable: the script acked it */
+		if (b.rep[i] && b.rep[i]->type == REDIS_REPLY_ERROR) {
+			(void)st_bad("claim", b.rep[i]);
+			continue;   /* stays pending; reclaimed later */
+		}
+		e = st_delivery_from(&pend[i], b.rep[i], &out[count]);
+		if (e == STORE_ERR_NOMEM) {
+			rc = e;
+			goto out;
+		}
+		if (e == 0)
+			count++;
+	}
+out:
+	if (rc) {
+		while (count > 0)
+			store_delivery_free(out[--count]);
+	}
+	st_batch_release(&b);
+	return rc ? rc : count;
+}
+
+/* st_block_timeout - the socket timeout for a read blocking block_ms. */
+int
+st_block_timeout(int block_ms)
+{
+	if (block_ms <= 0)
+		return ST_CMD_TIMEOUT_MS;
+	if (block_ms > 3600 * 1000)
+		block_ms = 3600 * 1000;
+	return block_ms + ST_CMD_TIMEOUT_MS;
+}
+
+/*
+ * st_xread - one XREADGROUP over nkeys (1 or 2) streams, COUNT max each;
+ * entries[k] points into *reply (the entries array of keys[k]) or is NULL
+ * when that stream gave nothing. Caller frees *reply.
+ */
+int
+st_xread(struct store *s, const char *const *keys, size_t nkeys, const char *group,
+    const char *consumer, int max, int block_ms, const char *from, redisReply **reply,
+    const redisReply **entries)
+{
+	struct st_args a;
+	redisReply *r = NULL;
+	size_t i, k;
+	int rc;
+
+	*reply = NULL;
+	for (k = 0; k < nkeys; k++)
+		entries[k] = NULL;
+	if (nkeys < 1 || nkeys > 2)
+		return STORE_ERR_PROTO;
+	rc = st_args_init(&a, 16);
+	if (rc)
+		return rc;
+	st_adds(&a, "XREADGROUP");
+	st_adds(&a, "GROUP");
+	st_adds(&a, group);
+	st_adds(&a, consumer);
+	st_adds(&a, "COUNT");
+	st_addi(&a, max);
+	if (block_ms > 0) {
+		st_adds(&a, "BLOCK");
+		st_addi(&a, block_ms > 3600 * 1000 ? 3600 * 1000 : block_ms);
+	}
+	st_adds(&a, "STREAMS");
+	for (k = 0; k < nkeys; k++)
+		st_adds(&a, keys[k]);
+	for (k = 0; k < nkeys; k++)
+		st_adds(&a, from);
+	rc = st_set_timeout(s, st_block_timeout(block_ms));
+	if (rc)
+		goto out;
+	rc = st_do(s, &a, &r);
+	if (s->c) {
+		int t = st_set_timeout(s, ST_CMD_TIMEOUT_MS);
+
+		if (rc == 0)
+			rc = t;
+	}
+	if (rc)
+		goto out;
+	if (r->type == REDIS_REPLY_NIL)
+		goto out;
+	if (st_is_error(r, "NOGROUP")) {
+		(void)st_bad("xreadgroup", r);
+		rc = st_create_groups(s);
+		if (rc == 0)
+			rc = STORE_ERR_PROTO;
+		goto out;
+	}
+	if (!st_is_array(r, 1) || r->elements > nkeys) {
+		rc = st_bad("xreadgroup", r);
+		goto out;
+	}
+	/* [[key, entries], ...]: streams without entries may be left out */
+	for (i = 0; i < r->elements; i++) {
+		const redisReply *st = r->element[i];
+
+		if (!st_is_array(st, 2) || !st_is_str(st->element[0]) ||
+		    !st_is_array(st->element[1], 0)) {
+			rc = st_bad("xreadgroup", r);
+			goto out;
+		}
+		for (k = 0; k < nkeys; k++)
+			if (st_field_is(st->element[0], keys[k]))
+				break;
+		if (k == nkeys || entries[k]) {
+			rc = st_bad("xreadgroup stream", st->element[0]);
+			goto out;
+		}
+		entries[k] = st->element[1];
+	}
+out:
+	if (rc && r) {
+		freeReplyObject(r);
+		r = NULL;
+		for (k = 0; k < nkeys; k++)
+			entries[k] = NULL;
+	}
+	*reply = r;
+	st_args_release(&a);
+	return rc;
+}
+
+/*
+ * st_xautoclaim - XAUTOCLAIM from *cursor; updates it. *entries points
+ * into *reply. Redis 7 answers [cursor, entries, deleted]; 6.2 has no
+ * third element and may put nil in entries. Caller frees *reply.
+ */
+int
+st_xautoclaim(struct store *s, const char *key, const char *group, const char *consumer,
+    int64_t min_idle_ms, int max, char *cursor, size_t cursorlen,
+    redisReply **reply, const redisReply **entries)
+{
+	struct st_args a;
+	redisReply *r = NULL;
+	int rc;
+
+	*reply = NULL;
+	*entries = NULL;
+	rc = st_args_init(&a, 10);
+	if (rc)
+		return rc;
+	st_adds(&a, "XAUTOCLAIM");
+	st_adds(&a, key);
+	st_adds(&a, group);
+	st_adds(&a, consumer);
+	st_addi(&a, min_idle_ms < 0 ? 0 : min_idle_ms);
+	st_adds(&a, cursor);
+	st_adds(&a, "COUNT");
+	st_addi(&a, max);
+	rc = st_do(s, &a, &r);
+	if (rc)
+		goto out;
+	if (st_is_error(r, "NOGROUP")) {
+		(void)st_bad("xautoclaim", r);
+		rc = st_create_groups(s);
+		if (rc == 0)
+			rc = STORE_ERR_PROTO;
+		goto out;
+	}
+	if (!st_is_array(r, 2) || !st_is_str(r->element[0]) || r->element[0]->len >= cursorlen ||
+	    !st_is_array(r->element[1], 0)) {
+		rc = st_bad("xautoclaim", r);
+		goto out;
+	}
+	memcpy(cursor, r->element[0]->str, r->element[0]->len);
+	cursor[r->element[0]->len] = '\0';
+	*entries = r->element[1];
+out:
+	if (rc && r) {
+		freeReplyObject(r);
+		r = NULL;
+		*entries = NULL;
+	}
+	*reply = r;
+	st_args_release(&a);
+	return rc;
+}
+
+/*
+ * st_carry_take - move up to want carried entries (read by an earlier
+ * fetch beyond its max) to pend[*n..).
+ */
+static void
+st_carry_take(struct store *s, struct st_pend *pend, size_t *n, size_t want)
+{
+	size_t k = s->ncarry < want ? s->ncarry : want;
+
+	if (k == 0)
+		return;
+	memcpy(&pend[*n], s->carry, k * sizeof(*pend));
+	for (size_t i = 0; i < k; i++)
+		pend[*n + i].carried = 1;
+	*n += k;
+	s->ncarry -= k;
+	memmove(s->carry, s->carry + k, s->ncarry * sizeof(*s->carry));
+}
+
+/* st_carry_keep - keep pend[0..n) for the next fetch; 0 or STORE_ERR_NOMEM. */
+static int
+st_carry_keep(struct store *s, const struct st_pend *pend, size_t n)
+{
+	struct st_pend *c;
+
+	if (n == 0)
+		return 0;
+	c = realloc(s->carry, (s->ncarry + n) * sizeof(*c));
+	if (!c)
+		return STORE_ERR_NOMEM;
+	memcpy(c + s->ncarry, pend, n * sizeof(*c));
+	s->carry = c;
+	s->ncarry += n;
+	return 0;
+}
+
+int
+store_fetch(struct store *s, const char *consumer, int max, int block_ms,
+    struct store_delivery **out)
+{
+	static const char *const high[1] = { ST_K_READY_HIGH };
+	static const char *const both[2] = { ST_K_READY_HIGH, ST_K_READY };
+	const redisReply *entries[2] = { NULL, NULL };
+	struct st_pend *pend = NULL;
+	redisReply *r = NULL;
+	size_t n = 0, cap, want;
+	int rc;
+
+	if (!s || !consumer || !*consumer || !out || max <= 0)
+		return STORE_ERR_PROTO;
+	if (max > ST_MAX_BATCH)
+		max = ST_MAX_BATCH;
+	want = (size_t)max;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	/* COUNT is per stream: the read of both lanes may give twice its count */
+	cap = 2 * want;
+	pend = calloc(cap, sizeof(*pend));
+	if (!pend)
+		return STORE_ERR_NOMEM;
+	/* 1. the high lane, without waiting */
+	rc = st_xread(s, high, 1, ST_G_WORKERS, consumer, max, 0, ">", &r, entries);
+	if (rc == 0 && entries[0])
+		rc = st_parse_entries(entries[0], STORE_LANE_HIGH, pend, cap, &n);
+	if (r)
+		freeReplyObject(r);
+	r = NULL;
+	if (rc)
+		goto out;
+	/* 2. what an earlier call read beyond its max */
+	if (n < want)
+		st_carry_take(s, pend, &n, want - n);
+	/* 3. both lanes, high first, blocking only when nothing is at hand */
+	if (n < want) {
+		rc = st_xread(s, both, 2, ST_G_WORKERS, consumer, (int)(want - n),
+		    n == 0 ? block_ms : 0, ">", &r, entries);
+		if (rc == 0 && entries[0])
+			rc = st_parse_entries(entries[0], STORE_LANE_HIGH, pend, cap, &n);
+		if (rc == 0 && entries[1])
+			rc = st_parse_entries(entries[1], STORE_LANE_NORMAL, pend, cap, &n);
+		if (r)
+			freeReplyObject(r);
+		r = NULL;
+		if (rc && n > 0)
+			rc = 0;     /* claim what is at hand; the rest stays pending */
+		if (rc)
+			goto out;
+	}
+	if (n > want) {
+		rc = st_carry_keep(s, pend + want, n - want);
+		if (rc)
+			goto out;
+		n = want;
+	}
+	rc = st_claim_pend(s, consumer, pend, n, out);
+out:
+	free(pend);
+	return rc;
+}
+
+int
+store_reclaim(struct store *s, const char *consumer, int64_t min_idle_ms,
+    int max, struct store_delivery **out)
+{
+	static const struct {
+		const char *key;
+		enum store_lane lane;
+	} lanes[2] = {
+		{ ST_K_READY_HIGH, STORE_LANE_HIGH },
+		{ ST_K_READY, STORE_LANE_NORMAL },
+	};
+	const redisReply *entries = NULL;
+	struct st_pend *pend = NULL;
+	redisReply *r = NULL;
+	size_t n = 0, k;
+	int rc = 0;
+
+	if (!s || !consumer || !*consumer || !out || max <= 0)
+		return STORE_ERR_PROTO;
+	if (max > ST_MAX_BATCH)
+		max = ST_MAX_BATCH;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	pend = calloc((size_t)max, sizeof(*pend));
+	if (!pend)
+		return STORE_ERR_NOMEM;
+	for (k = 0; k < 2 && n < (size_t)max && rc == 0; k++) {
+		char *cursor = lanes[k].lane == STORE_LANE_HIGH ? s->work_cursor_high : s->work_cursor;
+
+		rc = st_xautoclaim(s, lanes[k].key, ST_G_WORKERS, consumer, min_idle_ms,
+		    (int)((size_t)max - n), cursor, sizeof(s->work_cursor), &r, &entries);
+		if (rc == 0 && entries)
+			rc = st_parse_entries(entries, lanes[k].lane, pend, (size_t)max, &n);
+		if (r)
+			freeReplyObject(r);
+		r = NULL;
+	}
+	if (rc && n > 0)
+		rc = 0;     /* claim what is at hand */
+	if (rc == 0)
+		rc = st_claim_pend(s, consumer, pend, n, out);
+	free(pend);
+	return rc;
+}
+
+int
+store_heartbeat(struct store *s, const char *consumer,
+    const char *const *entry_ids, const enum store_lane *lanes, size_t n)
+{
+	static const enum store_lane order[2] = { STORE_LANE_HIGH, STORE_LANE_NORMAL };
+	struct st_args a;
+	redisReply *r = NULL;
+	size_t i, k, cnt;
+	int rc = 0;
+
+	if (!s || !consumer || !*consumer || (n && !entry_ids) || n > 100000)
+		return STORE_ERR_PROTO;
+	if (n == 0)
+		return 0;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 6 + n);
+	if (rc)
+		return rc;
+	/* one XCLAIM per lane: an id means something only on its own stream */
+	for (k = 0; k < 2 && rc == 0; k++) {
+		cnt = 0;
+		for (i = 0; i < n; i++)
+			if ((lanes ? lanes[i] : STORE_LANE_NORMAL) == order[k])
+				cnt++;
+		if (cnt == 0)
+			continue;
+		st_adds(&a, "XCLAIM");
+		st_adds(&a, st_lane_key(order[k]));
+		st_adds(&a, ST_G_WORKERS);
+		st_adds(&a, consumer);
+		st_adds(&a, "0");
+		for (i = 0; i < n; i++)
+			if ((lanes ? lanes[i] : STORE_LANE_NORMAL) == order[k])
+				st_adds(&a, entry_ids[i]);
+		st_adds(&a, "JUSTID");
+		rc = st_do(s, &a, &r);
+		if (rc == 0 && !st_is_array(r, 0))
+			rc = st_bad("xclaim", r);
+		if (r)
+			freeReplyObject(r);
+		r = NULL;
+	}
+	st_args_release(&a);
+	return rc;
+}
+
+/* One entry to hand back (st_hand_back). */
+struct st_back {
+	const char *entry_id;
+	enum store_lane lane;
+	const char *msg_id;
+	int idx;
+	int attempt;     /* 0: never claimed */
+	int counted;
+};
+
+/*
+ * st_hand_back - run the hand_back script for b[0..n) (pipelined); adds
+ * the ones that went back to *back. 0 or STORE_ERR_*.
+ */
+static int
+st_hand_back(struct store *s, const char *consumer, const struct st_back *b, size_t n,
+    size_t *back)
+{
+	struct st_batch bt;
+	char kmsg[ST_KEY_MAX];
+	size_t i;
+	int64_t v;
+	int rc;
+
+	if (n == 0)
+		return 0;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_batch_init(&bt, n, 12);
+	if (rc)
+		goto out;
+	for (i = 0; i < n; i++) {
+		if (!st_id_ok(b[i].msg_id) ||
+		    st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", b[i].msg_id, NULL)) {
+			rc = STORE_ERR_PROTO;
+			goto out;
+		}
+		st_eval(&bt.a, s, SC_HAND_BACK, 2);
+		st_adds(&bt.a, kmsg);
+		st_adds(&bt.a, st_lane_key(b[i].lane));
+		st_adds(&bt.a, b[i].entry_id);
+		st_addi(&bt.a, b[i].idx);
+		st_addi(&bt.a, b[i].attempt);
+		st_adds(&bt.a, b[i].counted ? "1" : "0");
+		st_adds(&bt.a, consumer);
+		st_adds(&bt.a, b[i].msg_id);
+		rc = st_batch_add(&bt);
+		if (rc)
+			goto out;
+	}
+	rc = st_batch_run(s, &bt);
+	if (rc)
+		goto out;
+	for (i = 0; i < bt.n; i++) {
+		if (st_int(bt.rep[i], &v) != 0)
+			rc = st_bad("hand_back", bt.rep[i]);
+		else if (v == 1)
+			(*back)++;
+	}
+out:
+	st_batch_release(&bt);
+	return rc;
+}
+
+int
+store_hand_back(struct store *s, const char *consumer, const struct store_handback *h,
+    size_t n, size_t *back)
+{
+	struct st_back *b;
+	int rc;
+
+	if (!s || !consumer || !*consumer || (n && !h) || !back || n > 100000)
+		return STORE_ERR_PROTO;
+	*back = 0;
+	if (n == 0)
+		return 0;
+	b = calloc(n, sizeof(*b));
+	if (!b)
+		return STORE_ERR_NOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (!h[i].d || h[i].d->attempts <= 0) {
+			free(b);
+			return STORE_ERR_PROTO;
+		}
+		b[i].entry_id = h[i].d->entry_id;
+		b[i].lane = h[i].d->lane;
+		b[i].msg_id = h[i].d->msg_id;
+		b[i].idx = h[i].d->rcpt_idx;
+		b[i].attempt = h[i].d->attempts;
+		b[i].counted = h[i].counted;
+	}
+	rc = st_hand_back(s, consumer, b, n, back);
+	free(b);
+	return rc;
+}
+
+int
+store_hand_back_carried(struct store *s, const char *consumer, size_t *back)
+{
+	struct st_back *b;
+	size_t n = 0;
+	int rc;
+
+	if (!s || !consumer || !*consumer || !back)
+		return STORE_ERR_PROTO;
+	*back = 0;
+	if (s->ncarry == 0)
+		return 0;
+	b = calloc(s->ncarry, sizeof(*b));
+	if (!b)
+		return STORE_ERR_NOMEM;
+	/* malformed entries (claim 0) stay pending: a reclaim acknowledges them */
+	for (size_t i = 0; i < s->ncarry; i++) {
+		if (!s->carry[i].claim)
+			continue;
+		b[n].entry_id = s->carry[i].entry_id;
+		b[n].lane = s->carry[i].lane;
+		b[n].msg_id = s->carry[i].msg_id;
+		b[n].idx = s->carry[i].idx;
+		n++;
+	}
+	rc = st_hand_back(s, consumer, b, n, back);
+	free(b);
+	if (rc == 0)
+		s->ncarry = 0;
+	return rc;
+}
+
+static int
+st_status_known(const char *st, int *terminal)
+{
+	if (!st)
+		return 0;
+	*terminal = strcmp(st, "deferred") != 0;
+	return strcmp(st, "delivered") == 0 || strcmp(st, "deferred") == 0 ||
+	    strcmp(st, "failed") == 0 || strcmp(st, "expired") == 0 ||
+	    strcmp(st, "suppressed") == 0;
+}
+
+int
+store_record(struct store *s, const struct store_result *res, size_t n)
+{
+	struct st_batch b;
+	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX], member[ST_KEY_MAX];
+	size_t i;
+	int rc, terminal;
+	int64_t v;
+
+	if (!s || (n && !res) || n > 100000)
+		return STORE_ERR_PROTO;
+	if (n == 0)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (!res[i].d || !st_status_known(res[i].status, &terminal) ||
+		    !st_id_ok(res[i].d->msg_id)) {
+			log_error("outcome record called with an invalid result", "msg_id=%.64s index=%zu",
+			    res[i].d != NULL ? res[i].d->msg_id : "", i);
+			return STORE_ERR_PROTO;
+		}
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_batch_init(&b, n, 28);
+	if (rc)
+		goto out;
+	for (i = 0; i < n; i++) {
+		const struct store_delivery *d = res[i].d;
+		int sn = snprintf(member, sizeof(member), "%s/%d", d->msg_id, d->rcpt_idx);
+
+		if (sn < 0 || (size_t)sn >= sizeof(member) ||
+		    st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", d->msg_id, NULL) ||
+		    st_key(ktl, sizeof(ktl), ST_PREFIX "msg:", d->msg_id, ":tl")) {
+			rc = STORE_ERR_PROTO;
+			goto out;
+		}
+		st_eval(&b.a, s, SC_RECORD, 6);
+		st_adds(&b.a, kmsg);
+		st_adds(&b.a, ktl);
+		st_adds(&b.a, st_lane_key(d->lane));
+		st_adds(&b.a, ST_K_DUE);
+		st_adds(&b.a, ST_K_EVENTS);
+		st_adds(&b.a, ST_K_SUPP);
+		st_adds(&b.a, d->entry_id);
+		st_addi(&b.a, d->rcpt_idx);
+		st_adds(&b.a, res[i].status);
+		st_addi(&b.a, res[i].next_ms > 0 ? res[i].next_ms : res[i].now_ms);
+		st_adds(&b.a, res[i].smtp_json);
+		st_adds(&b.a, res[i].event_json);
+		st_adds(&b.a, res[i].timeline_json);
+		st_addi(&b.a, d->attempts);
+		st_addi(&b.a, s->retention_ms);
+		st_adds(&b.a, member);
+		st_adds(&b.a, res[i].suppress_reason);
+		st_addi(&b.a, res[i].now_ms);
+		rc = st_batch_add(&b);
+		if (rc)
+			goto out;
+	}
+	rc = st_batch_run(s, &b);
+	if (rc)
+		goto out;
+	for (i = 0; i < b.n; i++) {
+		if (st_int(b.rep[i], &v) != 0) {
+			rc = st_bad("record", b.rep[i]);
+			continue;
+		}
+		if (v < 0)
+			log_info("stale outcome ignored", "msg_id=%s rcpt_idx=%d rcpt=%s attempt=%d",
+			    res[i].d->msg_id, res[i].d->rcpt_idx, res[i].d->rcpt, res[i].d->attempts);
+	}
+out:
+	st_batch_release(&b);
+	return rc;
+}
+
+/* --- scheduling ---------------------------------------------------------- */
+
+int
+store_promote_due(struct store *s, int64_t now_ms, int max, int64_t *next_ms)
+{
+	struct st_args a;
+	redisReply *r = NULL;
+	int64_t moved = 0, nx = 0;
+	int rc;
+
+	if (next_ms)
+		*next_ms = 0;
+	if (!s || max <= 0)
+		return STORE_ERR_PROTO;
+	if (max > 100000)
+		max = 100000;
+	rc = st_eval_begin(s, &a, 10, SC_PROMOTE, 3);
+	if (rc)
+		return rc;
+	st_adds(&a, ST_K_DUE);
+	st_adds(&a, ST_K_READY);
+	st_adds(&a, ST_K_READY_HIGH);
+	st_addi(&a, now_ms);
+	st_addi(&a, max);
+	st_adds(&a, ST_PREFIX);
+	rc = st_do(s, &a, &r);
+	if (rc)
+		goto out;
+	if (!st_is_array(r, 2) || st_int(r->element[0], &moved) != 0 ||
+	    st_score(r->element[1], &nx) != 0 || moved < 0 || moved > max) {
+		rc = st_bad("promote", r);
+		goto out;
+	}
+	if (next_ms)
+		*next_ms = nx;
+	rc = (int)moved;
+out:
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+/* --- metrics ------------------------------------------------------------- */
+
+int
+store_queue_stats(struct store *s, struct store_queue_stats *out)
+{
+	/* both lanes of ready and pending are summed into one gauge each */
+	static const char *const argv[6][3] = {
+		{ "XLEN", ST_K_READY, NULL },
+		{ "XLEN", ST_K_READY_HIGH, NULL },
+		{ "XPENDING", ST_K_READY, ST_G_WORKERS },
+		{ "XPENDING", ST_K_READY_HIGH, ST_G_WORKERS },
+		{ "ZCARD", ST_K_DUE, NULL },
+		{ "XLEN", ST_K_EVENTS, NULL },
+	};
+	static const int argc[6] = { 2, 2, 3, 3, 2, 2 };
+	struct st_cmd cmds[6];
+	redisReply *rep[6] = { NULL, NULL, NULL, NULL, NULL, NULL };
+	int64_t *dst[6];
+	size_t i;
+	int rc;
+
+	if (!s || !out)
+		return STORE_ERR_PROTO;
+	memset(out, 0, sizeof(*out));
+	dst[0] = &out->ready;
+	dst[1] = &out->ready;
+	dst[2] = &out->pending;
+	dst[3] = &out->pending;
+	dst[4] = &out->due;
+	dst[5] = &out->events;
+	memset(cmds, 0, sizeof(cmds));
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	for (i = 0; i < 6; i++) {
+		int len = redisFormatCommandArgv(&cmds[i].buf, argc[i], (const char **)argv[i], NULL);
+
+		if (len < 0 || !cmds[i].buf) {
+			rc = STORE_ERR_NOMEM;
+			goto out;
+		}
+		cmds[i].len = (size_t)len;
+	}
+	rc = st_run(s, cmds, 6, rep);
+	if (rc)
+		goto out;
+	for (i = 0; i < 6; i++) {
+		const redisReply *r = rep[i];
+		int xpending = i == 2 || i == 3;
+
+		/* XPENDING summary: [count, min id, max id, consumers] */
+		if (xpending && st_is_array(r, 1))
+			r = r->element[0];
+		if (xpending && st_is_error(r, "NOGROUP"))
+			continue;   /* no worker group yet: nothing pending */
+		if (!r || r->type != REDIS_REPLY_INTEGER || r->integer < 0) {
+			rc = st_bad("queue stats", rep[i]);
+			goto out;
+		}
+		*dst[i] += r->integer;
+	}
+out:
+	for (i = 0; i < 6; i++) {
+		if (rep[i])
+			freeReplyObject(rep[i]);
+		redisFreeCommand(cmds[i].buf);
+	}
+	return rc;
+}
