@@ -1,0 +1,581 @@
+/*
+ * store_messages.c - a message's life outside delivery: accepting (one
+ * enqueue script per message writes the message hash, its recipients, its
+ * timeline, the idempotency key and the ready or due entries; batches are
+ * pipelined; store_enqueue_checked also has the script look up each
+ * recipient in the suppression list and store nothing when one is listed),
+ * reading (store_get_message: the view script, parsed into a
+ * struct store_message_view), cancel and bounce (one script each, applied
+ * only to recipients still in a state that allows it).
+ *
+ * It must never trust a caller's message blindly (ids, counts and statuses
+ * are checked before anything is sent) and never decide what a bounce
+ * means for policy: bounce.c classifies, this applies.
+ */
+#include "store_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "util.h"
+
+/* --- accepting ----------------------------------------------------------- */
+
+#define ST_MAX_MSGS 1000        /* messages per enqueue batch; the API allows 500 */
+#define ST_IDEM_TTL_MS (24LL * 3600 * 1000)
+
+/* st_rcpt_status_ok - NULL/"queued"/"scheduled" (the default) or "suppressed". */
+static int
+st_rcpt_status_ok(const char *st)
+{
+	return !st || strcmp(st, "queued") == 0 || strcmp(st, "scheduled") == 0 ||
+	    strcmp(st, "suppressed") == 0;
+}
+
+static int
+st_message_ok(const struct store_message_in *m)
+{
+	size_t i;
+
+	if (!st_id_ok(m->id) || m->nrcpts == 0 || m->nrcpts > ST_MAX_RCPTS || !m->rcpts ||
+	    (!m->mime && m->mime_len))
+		return 0;
+	for (i = 0; i < m->nrcpts; i++)
+		if (!m->rcpts[i].email || !st_rcpt_status_ok(m->rcpts[i].status))
+			return 0;
+	return 1;
+}
+
+/* Numbers of one message as strings (the argument vector only points). */
+struct st_msg_nums {
+	char created[24], expires[24], send_at[24], n[24];
+	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX];
+};
+
+/* st_check_ok - every recipient that will be looked up has its lower-cased address. */
+static int
+st_check_ok(const struct store_message_in *m)
+{
+	size_t i;
+
+	for (i = 0; i < m->nrcpts; i++) {
+		const struct store_rcpt_in *x = &m->rcpts[i];
+
+		if (!x->lower && !(x->status && strcmp(x->status, "suppressed") == 0))
+			return 0;
+	}
+	return 1;
+}
+
+/* st_enqueue_flags - the {4, "0110..."} reply into flags[0..total); 0 or -1 (wrong shape). */
+static int
+st_enqueue_flags(const redisReply *f, size_t total, int *flags)
+{
+	size_t k;
+
+	if (f->len != total)
+		return -1;
+	for (k = 0; k < total; k++) {
+		if (f->str[k] != '0' && f->str[k] != '1')
+			return -1;
+		flags[k] = f->str[k] == '1';
+	}
+	return 0;
+}
+
+/* st_enqueue - store_enqueue_batch, and with flags the suppression check of store_enqueue_checked. */
+static int
+st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
+    const struct store_idem *idem, char **replay, int *flags)
+{
+	struct st_msg_nums *nums = NULL;
+	struct st_args a;
+	redisReply *r = NULL;
+	char kidem[ST_KEY_MAX + 64];
+	size_t i, j, nargs, total = 0;
+	int64_t v;
+	int rc;
+
+	memset(&a, 0, sizeof(a));
+	if (replay)
+		*replay = NULL;
+	if (!s || !m || n == 0 || n > ST_MAX_MSGS || (idem && !replay)) {
+		log_error("enqueue called with invalid arguments");
+		return STORE_ERR_PROTO;
+	}
+	if (idem && (!idem->key || !*idem->key || strlen(idem->key) > 200 || !idem->request_hash ||
+	    !idem->response)) {
+		log_error("enqueue called with an invalid idempotency record");
+		return STORE_ERR_PROTO;
+	}
+	nargs = 3 + 6 + 7;
+	for (i = 0; i < n; i++) {
+		if (!st_message_ok(&m[i]) || (flags && !st_check_ok(&m[i]))) {
+			log_error("enqueue called with an invalid message", "msg_id=%.64s index=%zu",
+			    m[i].id != NULL ? m[i].id : "", i);
+			return STORE_ERR_PROTO;
+		}
+		nargs += 2 + 14 + 6 * m[i].nrcpts;
+		total += m[i].nrcpts;
+	}
+	if (flags)
+		memset(flags, 0, total * sizeof(*flags));
+	if (st_key(kidem, sizeof(kidem), ST_PREFIX "idem:", idem ? idem->key : "-", NULL))
+		return STORE_ERR_PROTO;
+	nums = calloc(n, sizeof(*nums));
+	if (!nums)
+		return STORE_ERR_NOMEM;
+	for (i = 0; i < n; i++) {
+		struct st_msg_nums *u = &nums[i];
+
+		if (st_key(u->kmsg, sizeof(u->kmsg), ST_PREFIX "msg:", m[i].id, NULL) ||
+		    st_key(u->ktl, sizeof(u->ktl), ST_PREFIX "msg:", m[i].id, ":tl")) {
+			rc = STORE_ERR_PROTO;
+			goto out;
+		}
+		snprintf(u->created, sizeof(u->created), "%" PRId64, m[i].created_ms);
+		snprintf(u->expires, sizeof(u->expires), "%" PRId64, m[i].expires_ms);
+		snprintf(u->send_at, sizeof(u->send_at), "%" PRId64,
+		    m[i].send_at_ms > 0 ? m[i].send_at_ms : (int64_t)0);
+		snprintf(u->n, sizeof(u->n), "%zu", m[i].nrcpts);
+	}
+	rc = st_connect(s);
+	if (rc)
+		goto out;
+	rc = st_args_init(&a, nargs);
+	if (rc)
+		goto out;
+	st_eval(&a, s, SC_ENQUEUE, (int)(6 + 2 * n));
+	st_adds(&a, ST_K_READY);
+	st_adds(&a, ST_K_DUE);
+	st_adds(&a, ST_K_EVENTS);
+	st_adds(&a, kidem);
+	st_adds(&a, ST_K_SUPP);
+	st_adds(&a, ST_K_READY_HIGH);
+	for (i = 0; i < n; i++) {
+		st_adds(&a, nums[i].kmsg);
+		st_adds(&a, nums[i].ktl);
+	}
+	st_adds(&a, idem ? "1" : "0");
+	st_adds(&a, idem ? idem->request_hash : "");
+	st_adds(&a, idem ? idem->response : "");
+	st_addi(&a, idem && idem->ttl_ms > 0 ? idem->ttl_ms : ST_IDEM_TTL_MS);
+	st_addi(&a, s->retention_ms);
+	st_addi(&a, (int64_t)n);
+	st_adds(&a, flags ? "1" : "0");
+	for (i = 0; i < n; i++) {
+		const struct store_message_in *x = &m[i];
+
+		st_adds(&a, x->id);
+		st_adds(&a, nums[i].created);
+		st_adds(&a, nums[i].expires);
+		st_adds(&a, nums[i].send_at);
+		st_adds(&a, x->from);
+		st_adds(&a, x->mail_from);
+		st_adds(&a, x->subject);
+		st_add(&a, x->mime, x->mime_len);
+		st_adds(&a, x->metadata_json ? x->metadata_json : "{}");
+		st_adds(&a, x->tags_json ? x->tags_json : "[]");
+		st_adds(&a, x->timeline_json);
+		st_adds(&a, x->tenant);
+		st_adds(&a, nums[i].n);
+		st_adds(&a, x->lane == STORE_LANE_HIGH ? "high" : "normal");
+		for (j = 0; j < x->nrcpts; j++) {
+			const struct store_rcpt_in *rc_in = &x->rcpts[j];
+			int sup = rc_in->status && strcmp(rc_in->status, "suppressed") == 0;
+
+			st_adds(&a, rc_in->email);
+			st_adds(&a, rc_in->kind ? rc_in->kind : "to");
+			st_adds(&a, sup ? "suppressed" : "");
+			st_adds(&a, sup ? rc_in->event_json : "");
+			st_adds(&a, sup ? rc_in->timeline_json : "");
+			st_adds(&a, flags && !sup ? rc_in->lower : "");
+		}
+	}
+	rc = st_do(s, &a, &r);
+	if (rc)
+		goto out;
+	if (!st_is_array(r, 2) || st_int(r->element[0], &v) != 0 || !st_is_str(r->element[1])) {
+		rc = st_bad("enqueue", r);
+		goto out;
+	}
+	switch (v) {
+	case 1:
+		break;
+	case 2:
+		*replay = st_dup(r->element[1]);
+		if (!*replay)
+			rc = STORE_ERR_NOMEM;
+		break;
+	case 0:
+		{
+			long long at = strtoll(r->element[1]->str, NULL, 10);
+
+			log_warn("enqueue refused, message id exists", "msg_id=%.64s index=%lld",
+			    at >= 0 && (size_t)at < n ? m[at].id : "", at);
+		}
+		rc = STORE_ERR_CONFLICT;
+		break;
+	case 3:
+		rc = STORE_ERR_CONFLICT;
+		break;
+	case 4:
+		if (!flags || st_enqueue_flags(r->element[1], total, flags) != 0) {
+			rc = st_bad("enqueue suppressed", r);
+			if (flags)
+				memset(flags, 0, total * sizeof(*flags));
+			break;
+		}
+		rc = STORE_ERR_SUPPRESSED;
+		break;
+	default:
+		rc = st_bad("enqueue result", r);
+	}
+out:
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	free(nums);
+	return rc;
+}
+
+int
+store_enqueue_batch(struct store *s, const struct store_message_in *m, size_t n,
+    const struct store_idem *idem, char **replay)
+{
+	return st_enqueue(s, m, n, idem, replay, NULL);
+}
+
+int
+store_enqueue_checked(struct store *s, const struct store_message_in *m, size_t n,
+    const struct store_idem *idem, char **replay, int *flags)
+{
+	if (!flags) {
+		log_error("enqueue called with invalid arguments");
+		return STORE_ERR_PROTO;
+	}
+	return st_enqueue(s, m, n, idem, replay, flags);
+}
+
+int
+store_enqueue(struct store *s, const struct store_message_in *m)
+{
+	return st_enqueue(s, m, 1, NULL, NULL, NULL);
+}
+
+/* --- reading ------------------------------------------------------------- */
+
+void
+store_message_view_free(struct store_message_view *v)
+{
+	size_t i;
+
+	if (!v)
+		return;
+	free(v->id);
+	free(v->from);
+	free(v->subject);
+	free(v->metadata_json);
+	free(v->tags_json);
+	for (i = 0; v->rcpts && i < v->nrcpts; i++) {
+		free(v->rcpts[i].email);
+		free(v->rcpts[i].kind);
+		free(v->rcpts[i].status);
+		free(v->rcpts[i].smtp_json);
+	}
+	free(v->rcpts);
+	for (i = 0; v->timeline_json && i < v->ntimeline; i++)
+		free(v->timeline_json[i]);
+	free(v->timeline_json);
+	memset(v, 0, sizeof(*v));
+}
+
+/* st_set_str - replace *dst with a copy of the reply string. */
+static int
+st_set_str(char **dst, const redisReply *val)
+{
+	char *d = st_dup(val);
+
+	if (!d)
+		return STORE_ERR_NOMEM;
+	free(*dst);
+	*dst = d;
+	return 0;
+}
+
+/* st_view_rcpt_field - "r<i>:<name>" into the recipient array. */
+static int
+st_view_rcpt_field(struct store_message_view *v, const redisReply *f, const redisReply *val)
+{
+	const char *p = f->str + 1, *end = f->str + f->len, *colon;
+	struct store_rcpt_view *rv;
+	int64_t idx, att;
+	size_t nlen;
+
+	colon = memchr(p, ':', (size_t)(end - p));
+	if (!colon || st_parse_i64(p, (size_t)(colon - p), &idx) != 0 || idx < 0 ||
+	    (uint64_t)idx >= v->nrcpts)
+		return 0;   /* not ours: ignore */
+	rv = &v->rcpts[idx];
+	p = colon + 1;
+	nlen = (size_t)(end - p);
+	if (nlen == 5 && memcmp(p, "email", 5) == 0)
+		return st_set_str(&rv->email, val);
+	if (nlen == 4 && memcmp(p, "kind", 4) == 0)
+		return st_set_str(&rv->kind, val);
+	if (nlen == 6 && memcmp(p, "status", 6) == 0)
+		return st_set_str(&rv->status, val);
+	if (nlen == 4 && memcmp(p, "smtp", 4) == 0) {
+		if (val->len == 0)
+			return 0;
+		return st_set_str(&rv->smtp_json, val);
+	}
+	if (nlen == 8 && memcmp(p, "attempts", 8) == 0) {
+		if (st_int(val, &att) == 0 && att >= 0 && att < 1000000)
+			rv->attempts = (int)att;
+		return 0;
+	}
+	return 0;
+}
+
+static int
+st_fill_missing(char **p, const char *dflt)
+{
+	if (*p)
+		return 0;
+	*p = st_dupn(dflt, strlen(dflt));
+	return *p ? 0 : STORE_ERR_NOMEM;
+}
+
+static int
+st_build_view(const redisReply *h, const redisReply *tl, struct store_message_view *v)
+{
+	size_t i;
+	int64_t n = -1, t;
+	int rc = 0;
+
+	/* First pass: the recipient count. */
+	for (i = 0; i + 1 < h->elements; i += 2)
+		if (st_is_str(h->element[i]) && st_field_is(h->element[i], "n")) {
+			if (st_int(h->element[i + 1], &n) != 0)
+				n = -1;
+		}
+	if (n < 0 || n > ST_MAX_RCPTS)
+		return st_bad("get_message: bad n", h);
+	v->nrcpts = (size_t)n;
+	if (n > 0) {
+		v->rcpts = calloc((size_t)n, sizeof(*v->rcpts));
+		if (!v->rcpts)
+			return STORE_ERR_NOMEM;
+	}
+	for (i = 0; i + 1 < h->elements && rc == 0; i += 2) {
+		const redisReply *f = h->element[i], *val = h->element[i + 1];
+
+		if (!st_is_str(f) || !st_is_str(val))
+			return st_bad("get_message: field", f);
+		if (f->len > 1 && f->str[0] == 'r' && f->str[1] >= '0' && f->str[1] <= '9')
+			rc = st_view_rcpt_field(v, f, val);
+		else if (st_field_is(f, "id"))
+			rc = st_set_str(&v->id, val);
+		else if (st_field_is(f, "from"))
+			rc = st_set_str(&v->from, val);
+		else if (st_field_is(f, "subject"))
+			rc = st_set_str(&v->subject, val);
+		else if (st_field_is(f, "metadata"))
+			rc = st_set_str(&v->metadata_json, val);
+		else if (st_field_is(f, "tags"))
+			rc = st_set_str(&v->tags_json, val);
+		else if (st_field_is(f, "created") && st_int(val, &t) == 0)
+			v->created_ms = t;
+		else if (st_field_is(f, "send_at") && st_int(val, &t) == 0)
+			v->send_at_ms = t;
+		else if (st_field_is(f, "prio"))
+			v->lane = st_field_is(val, "high") ? STORE_LANE_HIGH : STORE_LANE_NORMAL;
+	}
+	if (rc)
+		return rc;
+	if (st_fill_missing(&v->id, "") || st_fill_missing(&v->from, "") ||
+	    st_fill_missing(&v->subject, "") || st_fill_missing(&v->metadata_json, "{}") ||
+	    st_fill_missing(&v->tags_json, "[]"))
+		return STORE_ERR_NOMEM;
+	for (i = 0; i < v->nrcpts; i++)
+		if (st_fill_missing(&v->rcpts[i].email, "") ||
+		    st_fill_missing(&v->rcpts[i].kind, "to") ||
+		    st_fill_missing(&v->rcpts[i].status, "queued"))
+			return STORE_ERR_NOMEM;
+	if (tl->elements > 0) {
+		v->timeline_json = calloc(tl->elements, sizeof(*v->timeline_json));
+		if (!v->timeline_json)
+			return STORE_ERR_NOMEM;
+	}
+	for (i = 0; i < tl->elements; i++) {
+		if (!st_is_str(tl->element[i]))
+			return st_bad("get_message: timeline", tl->element[i]);
+		v->timeline_json[i] = st_dup(tl->element[i]);
+		if (!v->timeline_json[i])
+			return STORE_ERR_NOMEM;
+		v->ntimeline = i + 1;
+	}
+	return 0;
+}
+
+int
+store_get_message(struct store *s, const char *id, struct store_message_view *v)
+{
+	struct st_cmd cmds[2] = { { NULL, 0 }, { NULL, 0 } };
+	redisReply *rep[2] = { NULL, NULL };
+	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX];
+	struct st_args a;
+	int rc;
+
+	if (!v)
+		return STORE_ERR_PROTO;
+	memset(v, 0, sizeof(*v));
+	if (!s || !st_id_ok(id))
+		return STORE_ERR_NOT_FOUND;
+	if (st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", id, NULL) ||
+	    st_key(ktl, sizeof(ktl), ST_PREFIX "msg:", id, ":tl"))
+		return STORE_ERR_NOT_FOUND;
+	rc = st_eval_begin(s, &a, 8, SC_VIEW, 1);
+	if (rc)
+		return rc;
+	st_adds(&a, kmsg);
+	rc = st_format(&a, &cmds[0]);
+	if (rc)
+		goto out;
+	st_adds(&a, "LRANGE");
+	st_adds(&a, ktl);
+	st_addi(&a, 0);
+	st_addi(&a, ST_MAX_TIMELINE - 1);
+	rc = st_format(&a, &cmds[1]);
+	if (rc)
+		goto out;
+	rc = st_run(s, cmds, 2, rep);
+	if (rc)
+		goto out;
+	if (!st_is_array(rep[0], 0) || rep[0]->elements % 2 != 0) {
+		rc = st_bad("view", rep[0]);
+		goto out;
+	}
+	if (!st_is_array(rep[1], 0)) {
+		rc = st_bad("lrange", rep[1]);
+		goto out;
+	}
+	if (rep[0]->elements == 0) {
+		rc = STORE_ERR_NOT_FOUND;
+		goto out;
+	}
+	rc = st_build_view(rep[0], rep[1], v);
+out:
+	if (rc)
+		store_message_view_free(v);
+	redisFreeCommand(cmds[0].buf);
+	redisFreeCommand(cmds[1].buf);
+	if (rep[0])
+		freeReplyObject(rep[0]);
+	if (rep[1])
+		freeReplyObject(rep[1]);
+	st_args_release(&a);
+	return rc;
+}
+
+int
+store_cancel(struct store *s, const char *id, const char *timeline_json, int *ncanceled)
+{
+	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX];
+	struct st_args a;
+	redisReply *r = NULL;
+	int64_t v;
+	int rc;
+
+	if (ncanceled)
+		*ncanceled = 0;
+	if (!s)
+		return STORE_ERR_PROTO;
+	if (!st_id_ok(id) || st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", id, NULL) ||
+	    st_key(ktl, sizeof(ktl), ST_PREFIX "msg:", id, ":tl"))
+		return STORE_ERR_NOT_FOUND;
+	rc = st_eval_begin(s, &a, 12, SC_CANCEL, 3);
+	if (rc)
+		return rc;
+	st_adds(&a, kmsg);
+	st_adds(&a, ktl);
+	st_adds(&a, ST_K_DUE);
+	st_adds(&a, id);
+	st_adds(&a, timeline_json);
+	st_addi(&a, s->retention_ms);
+	rc = st_do(s, &a, &r);
+	if (rc)
+		goto out;
+	if (st_int(r, &v) != 0 || v > ST_MAX_RCPTS) {
+		rc = st_bad("cancel", r);
+		goto out;
+	}
+	if (v < 0)
+		rc = STORE_ERR_NOT_FOUND;
+	else if (ncanceled)
+		*ncanceled = (int)v;
+out:
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+int
+store_bounce(struct store *s, const struct store_bounce_in *b, int *applied)
+{
+	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX], member[ST_KEY_MAX];
+	struct st_args a;
+	redisReply *r = NULL;
+	int64_t v;
+	int rc, n;
+
+	if (applied)
+		*applied = 0;
+	if (!s || !b || !b->action || b->rcpt_idx < 0 || b->rcpt_idx >= ST_MAX_RCPTS ||
+	    (strcmp(b->action, "failed") != 0 && strcmp(b->action, "delayed") != 0))
+		return STORE_ERR_PROTO;
+	n = snprintf(member, sizeof(member), "%s/%d", b->msg_id ? b->msg_id : "", b->rcpt_idx);
+	if (!st_id_ok(b->msg_id) || n < 0 || (size_t)n >= sizeof(member) ||
+	    st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", b->msg_id, NULL) ||
+	    st_key(ktl, sizeof(ktl), ST_PREFIX "msg:", b->msg_id, ":tl"))
+		return STORE_ERR_NOT_FOUND;
+	rc = st_eval_begin(s, &a, 20, SC_BOUNCE, 5);
+	if (rc)
+		return rc;
+	st_adds(&a, kmsg);
+	st_adds(&a, ktl);
+	st_adds(&a, ST_K_DUE);
+	st_adds(&a, ST_K_EVENTS);
+	st_adds(&a, ST_K_SUPP);
+	st_addi(&a, b->rcpt_idx);
+	st_adds(&a, b->action);
+	st_adds(&a, b->smtp_json ? b->smtp_json : "");
+	st_adds(&a, b->event_json ? b->event_json : "");
+	st_adds(&a, b->timeline_json ? b->timeline_json : "");
+	st_addi(&a, s->retention_ms);
+	st_adds(&a, member);
+	st_adds(&a, b->suppress_reason ? b->suppress_reason : "");
+	st_addi(&a, b->now_ms);
+	rc = st_do(s, &a, &r);
+	if (rc)
+		goto out;
+	if (st_int(r, &v) != 0 || v < -1 || v > 1) {
+		rc = st_bad("bounce", r);
+		goto out;
+	}
+	if (v < 0)
+		rc = STORE_ERR_NOT_FOUND;
+	else if (applied)
+		*applied = (int)v;
+out:
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
