@@ -143,9 +143,9 @@ struct st_pend {
 	int carried;     /* kept by an earlier fetch: claim only if still ours */
 };
 
-/* --- shared helpers (definitions in the file named above each group) --- */
+/* --- in store_conn.c: arguments, replies, connection, running ------------ */
 
-/* st_args_init - room for cap arguments (0 < cap <= 1e6); 0 or STORE_ERR_NOMEM, a holds no memory on failure. */
+/* st_args_init - room for cap arguments (0 < cap <= 1e6); 0 or STORE_ERR_NOMEM (a empty). */
 int st_args_init(struct st_args *a, size_t cap);
 
 /* st_args_release - free the vector (not the strings it points to); a may be zeroed or released. */
@@ -200,7 +200,7 @@ int st_bad(const char *op, const redisReply *r);
 /* st_key - buf = a b c (c may be NULL); 0, or -1 when it does not fit in len. */
 int st_key(char *buf, size_t len, const char *a, const char *b, const char *c);
 
-/* st_set_timeout - set the socket timeout of the connection to ms (no-op when unchanged); 0 or STORE_ERR_UNAVAILABLE (dropped). */
+/* st_set_timeout - socket timeout of the connection to ms; 0 or STORE_ERR_UNAVAILABLE (dropped). */
 int st_set_timeout(struct store *s, int ms);
 
 /* st_simple - one command without NOSCRIPT handling; *out on success. */
@@ -258,10 +258,13 @@ int st_id_ok(const char *id);
 /* st_field_is - 1 when the string reply f is exactly name. */
 int st_field_is(const redisReply *f, const char *name);
 
+/* --- in store_delivery.c: stream reading, also used by store_webhooks.c and
+ * store_events.c ------------------------------------------------------------ */
+
 /* st_entry - a stream entry [id, [field, value, ...]]; 1: skip (nil). */
 int st_entry(const redisReply *e, const redisReply **id, const redisReply **fields);
 
-/* st_entry_field - the string value of field name in a stream entry's [field, value, ...], or NULL. */
+/* st_entry_field - the string value of field name in an entry's [field, value, ...], or NULL. */
 const redisReply *st_entry_field(const redisReply *fields, const char *name);
 
 /* st_block_timeout - the socket timeout for a read blocking block_ms. */

@@ -1,11 +1,13 @@
 /*
- * store.c - the Redis store: the only file that speaks Redis (hiredis 0.14,
- * synchronous API). One struct store is one connection owned by one thread.
- *
- * It owns the key layout and the recipient state machine (store.h,
- * docs/store.md); every state change that must be atomic is one Lua script
- * (store_lua.h) run with EVALSHA, reloaded and retried once on NOSCRIPT.
- * Batches (fetch claims, records) are pipelined: append all, read all.
+ * store_conn.c - the store's connection and script machinery, and the
+ * helpers every other store file builds on (store_internal.h): connect and
+ * reconnect, AUTH, SELECT, SCRIPT LOAD of every script by SHA (the script
+ * table: the only file that includes store_lua.h), consumer groups, the
+ * argument vector, pipelined runs with the NOSCRIPT reload-and-retry, the
+ * reply type checks, and the lifecycle calls of store.h (open, close, init,
+ * ping, retention). One struct store is one connection owned by one thread
+ * (hiredis 0.14, synchronous API). The concerns live in store_messages.c,
+ * store_delivery.c, store_webhooks.c, store_events.c and store_admin.c.
  *
  * Connection policy: connect and set-up (AUTH when the URL has a password,
  * SELECT, SCRIPT LOAD, groups) with a 1 s timeout, commands time out after
@@ -22,7 +24,8 @@
  *
  * It must never trust a reply's shape (every reply is type-checked; a wrong
  * shape is STORE_ERR_PROTO plus a log line), never abort on Redis trouble,
- * and never decide policy (retry times, webhook routing): callers do.
+ * and never decide policy (retry times, webhook routing): callers do. It
+ * knows no key of a concern beyond the ones the groups are created on.
  */
 #include "store_internal.h"
 
