@@ -3,7 +3,7 @@
  *
  * Owns the child's configuration file, its data directory
  * (<data_dir>/redis: AOF, log, pid file, unix socket) and its lifetime. It
- * does not speak the Redis protocol (store.c does): readiness here means
+ * does not speak the Redis protocol (the store does): readiness here means
  * the unix socket accepts connections; the caller then waits for PING.
  */
 #include "embed.h"

@@ -168,7 +168,7 @@ def test_requirepass_delivers_and_survives_restart(txmail_factory, txmail_binary
 
 
 def auth_failed_line(log):
-    """The log line of a refused AUTH (store.c: msg="redis AUTH failed" error="AUTH failed: WRONGPASS ...")."""
+    """The log line of a refused AUTH (store_conn.c: msg="redis AUTH failed" error="AUTH failed: WRONGPASS ...")."""
     return [ln for ln in log.splitlines()
             if 'msg="redis AUTH failed"' in ln and "error=\"AUTH failed: WRONGPASS" in ln]
 
