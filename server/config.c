@@ -6,14 +6,15 @@
  * parsing, `txmail config list` (and so the README's table), `txmail
  * config check` and the warning for unknown TXMAIL_* names. Loading parses
  * every row even after an error and collects each problem as one line.
- * The URL and address parsers are pure (strings in, structs out) so they
- * are unit-tested and fuzzed; only the loader reads the environment.
- * Secrets are parsed here and never printed: every view of them is masked.
- * Every secret-bearing variable goes through config_secret, so each also
- * has a NAME_FILE form (Docker/Kubernetes secrets); no error message ever
- * carries a secret's text.
+ * The URL and address parsers are pure (strings in, structs out) and live
+ * in config_parse.c, so they are unit-tested and fuzzed; only the loader
+ * (and config_secret) reads the environment. Secrets are never printed:
+ * every view of them is masked. Every secret-bearing variable goes through
+ * config_secret (config_parse.c), so each also has a NAME_FILE form
+ * (Docker/Kubernetes secrets); no error message ever carries a secret's text.
  */
 #include "config.h"
+#include "config_internal.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -34,472 +35,6 @@
 #include "netguard.h"
 #include "shaper.h"
 #include "util.h"
-
-static int cfg_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int
-cfg_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -1;
-}
-
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Percent-decode in[0..len) into out (size outlen). 0, or -1 on bad escape / too long / NUL. */
-static int
-pct_decode(const char *in, size_t len, char *out, size_t outlen)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < len; i++) {
-		int c = (unsigned char)in[i];
-		if (c == '%') {
-			int hi, lo;
-			if (i + 2 >= len)
-				return -1;
-			hi = hexval((unsigned char)in[i + 1]);
-			lo = hexval((unsigned char)in[i + 2]);
-			if (hi < 0 || lo < 0)
-				return -1;
-			c = hi * 16 + lo;
-			i += 2;
-		}
-		if (c == 0 || o + 1 >= outlen)
-			return -1;
-		out[o++] = (char)c;
-	}
-	out[o] = '\0';
-	return 0;
-}
-
-static int
-parse_port(const char *s, size_t len, uint16_t *port)
-{
-	unsigned long v = 0;
-
-	if (len == 0 || len > 5)
-		return -1;
-	for (size_t i = 0; i < len; i++) {
-		if (!isdigit((unsigned char)s[i]))
-			return -1;
-		v = v * 10 + (unsigned long)(s[i] - '0');
-	}
-	if (v > 65535)
-		return -1;
-	*port = (uint16_t)v;
-	return 0;
-}
-
-/* Split "host:port" / "[v6]:port" / "host" into parts. port_len 0 when absent. */
-static int
-split_hostport(const char *s, size_t len, const char **host, size_t *hlen,
-    const char **port, size_t *plen)
-{
-	const char *colon;
-
-	*port = NULL;
-	*plen = 0;
-	if (len > 0 && s[0] == '[') {
-		const char *rb = memchr(s, ']', len);
-		if (rb == NULL)
-			return -1;
-		*host = s + 1;
-		*hlen = (size_t)(rb - s - 1);
-		if ((size_t)(rb - s) + 1 < len) {
-			if (rb[1] != ':')
-				return -1;
-			*port = rb + 2;
-			*plen = len - (size_t)(rb - s) - 2;
-		}
-		return *hlen > 0 ? 0 : -1;
-	}
-	colon = memrchr(s, ':', len);
-	*host = s;
-	if (colon != NULL) {
-		if (memchr(s, ':', (size_t)(colon - s)) != NULL)
-			return -1;   /* bare IPv6 without brackets */
-		*hlen = (size_t)(colon - s);
-		*port = colon + 1;
-		*plen = len - (size_t)(colon - s) - 1;
-	} else {
-		*hlen = len;
-	}
-	return 0;
-}
-
-static int
-host_ok(const char *h, size_t len)
-{
-	if (len == 0 || len > 253)
-		return 0;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)h[i];
-		if (!(isalnum(c) || c == '.' || c == '-' || c == ':' || c == '_'))
-			return 0;
-	}
-	return 1;
-}
-
-int
-config_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port,
-    char *err, size_t errlen)
-{
-	const char *h, *p;
-	size_t hl, pl;
-
-	if (split_hostport(s, strlen(s), &h, &hl, &p, &pl) != 0 || p == NULL ||
-	    !host_ok(h, hl) || hl >= hostlen || parse_port(p, pl, port) != 0)
-		return cfg_err(err, errlen, "invalid listen address \"%s\" (want host:port)", s);
-	memcpy(host, h, hl);
-	host[hl] = '\0';
-	return 0;
-}
-
-int
-config_parse_relay(const char *url, struct smtp_target *out, char *err, size_t errlen)
-{
-	const char *p, *end, *at, *hp, *query;
-	const char *h, *port;
-	size_t hl, pl, len = strlen(url);
-	int implicit;
-
-	memset(out, 0, sizeof(*out));
-	if (strncasecmp(url, "smtp://", 7) == 0) {
-		implicit = 0;
-		p = url + 7;
-	} else if (strncasecmp(url, "smtps://", 8) == 0) {
-		implicit = 1;
-		p = url + 8;
-	} else {
-		/* echo the scheme only: the rest may hold a password */
-		return cfg_err(err, errlen, "relay URL must start with smtp:// or smtps:// (got \"%.*s...\")",
-		    (int)(strcspn(url, ":/@?") > 16 ? 16 : strcspn(url, ":/@?")), url);
-	}
-	end = url + len;
-	query = strchr(p, '?');
-	hp = query != NULL ? query : end;
-	if (hp > p && hp[-1] == '/')
-		hp--;
-	at = NULL;
-	for (const char *q = p; q < hp; q++)
-		if (*q == '@')
-			at = q;
-	if (at != NULL) {
-		const char *colon = memchr(p, ':', (size_t)(at - p));
-		if (colon == NULL)
-			colon = at;
-		if (pct_decode(p, (size_t)(colon - p), out->user, sizeof(out->user)) != 0 ||
-		    out->user[0] == '\0')
-			return cfg_err(err, errlen, "%s", "relay URL: bad user name");
-		if (colon < at && pct_decode(colon + 1, (size_t)(at - colon - 1),
-		    out->pass, sizeof(out->pass)) != 0)
-			return cfg_err(err, errlen, "%s", "relay URL: bad password");
-		p = at + 1;
-	}
-	if (split_hostport(p, (size_t)(hp - p), &h, &hl, &port, &pl) != 0 ||
-	    !host_ok(h, hl) || hl >= sizeof(out->host))
-		return cfg_err(err, errlen, "%s", "relay URL: bad host");
-	memcpy(out->host, h, hl);
-	out->host[hl] = '\0';
-	out->tls = implicit ? SMTP_TLS_IMPLICIT : SMTP_TLS_STARTTLS;
-	/*
-	 * With credentials and no tls= option, STARTTLS is required: an
-	 * opportunistic default would hand the password to anyone who strips
-	 * STARTTLS from the EHLO reply. tls=starttls or tls=none say otherwise
-	 * explicitly.
-	 */
-	if (!implicit && out->user[0] != '\0' &&
-	    (query == NULL || strstr(query, "tls=") == NULL))
-		out->tls = SMTP_TLS_REQUIRED;
-	if (query != NULL) {
-		const char *q = query + 1;
-		while (*q != '\0') {
-			const char *amp = strchr(q, '&');
-			size_t kl = amp != NULL ? (size_t)(amp - q) : strlen(q);
-			if (kl == 8 && strncmp(q, "tls=none", 8) == 0 && !implicit)
-				out->tls = SMTP_TLS_NONE;
-			else if (kl == 12 && strncmp(q, "tls=starttls", 12) == 0 && !implicit)
-				out->tls = SMTP_TLS_STARTTLS;
-			else if (kl == 12 && strncmp(q, "tls=required", 12) == 0 && !implicit)
-				out->tls = SMTP_TLS_REQUIRED;
-			else if (kl == 8 && strncmp(q, "verify=0", 8) == 0)
-				out->no_verify = 1;
-			else if (kl == 8 && strncmp(q, "verify=1", 8) == 0)
-				out->no_verify = 0;
-			else {
-				/*
-				 * Echo the key only. An '@' after the '?' means the
-				 * password held an unencoded '?': echo nothing of it.
-				 */
-				size_t kn = strspn(q, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_");
-
-				if (strchr(query, '@') != NULL)
-					return cfg_err(err, errlen, "%s", "relay URL: '?' before '@' "
-					    "(percent-encode '?' in the user name or password as %3F)");
-				return cfg_err(err, errlen, "relay URL: unknown option \"%.*s\" "
-				    "(want tls=none|starttls|required, verify=0|1)",
-				    (int)(kn > 16 ? 16 : kn), q);
-			}
-			q += kl;
-			if (*q == '&')
-				q++;
-		}
-	}
-	if (port != NULL) {
-		if (parse_port(port, pl, &out->port) != 0 || out->port == 0)
-			return cfg_err(err, errlen, "%s", "relay URL: bad port");
-	} else {
-		out->port = implicit ? 465 : out->tls == SMTP_TLS_REQUIRED ? 587 : 25;
-	}
-	return 0;
-}
-
-/* "[user]:password" of a Redis URL, in[0..len), percent-decoded into out. */
-static int
-redis_userinfo(const char *in, size_t len, struct redis_addr *out, char *err, size_t errlen)
-{
-	const char *colon = memchr(in, ':', len);
-
-	if (colon == NULL)
-		return cfg_err(err, errlen, "%s", "redis URL: credentials must be user:password@ "
-		    "or :password@ (AUTH needs a password)");
-	if (pct_decode(in, (size_t)(colon - in), out->user, sizeof(out->user)) != 0)
-		return cfg_err(err, errlen, "%s", "redis URL: bad user name");
-	if (pct_decode(colon + 1, len - (size_t)(colon - in) - 1, out->pass, sizeof(out->pass)) != 0 ||
-	    out->pass[0] == '\0')
-		return cfg_err(err, errlen, "%s", "redis URL: bad password");
-	return 0;
-}
-
-static int
-redis_db(const char *s, int *db, char *err, size_t errlen)
-{
-	char *e;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &e, 10);
-	if (errno != 0 || *e != '\0' || e == s || v < 0 || v > 1000000)
-		return cfg_err(err, errlen, "%s", "redis URL: bad db number");
-	*db = (int)v;
-	return 0;
-}
-
-/*
- * unix://[userinfo@]/path[?db=N]: the credentials end at the first '/'
- * (as in any URL), so the path may hold an '@'.
- */
-static int
-redis_parse_unix(const char *p, struct redis_addr *out, char *err, size_t errlen)
-{
-	const char *q;
-	size_t pl;
-
-	if (*p != '/') {
-		const char *slash = strchr(p, '/');
-
-		if (slash == NULL || memchr(p, '@', (size_t)(slash - p)) == NULL)
-			return cfg_err(err, errlen, "%s", "redis URL: unix:// needs an absolute path");
-		if (slash[-1] != '@')
-			return cfg_err(err, errlen, "%s", "redis URL: unix://[[user]:password@]/path: "
-			    "percent-encode '/' in the user name or password as %2F");
-		if (redis_userinfo(p, (size_t)(slash - p - 1), out, err, errlen) != 0)
-			return -1;
-		p = slash;
-	}
-	q = strchr(p, '?');
-	pl = q != NULL ? (size_t)(q - p) : strlen(p);
-	if (pl == 0 || pl >= sizeof(out->path))
-		return cfg_err(err, errlen, "%s", "redis URL: unix:// needs an absolute path");
-	memcpy(out->path, p, pl);
-	out->path[pl] = '\0';
-	out->is_unix = 1;
-	if (q != NULL) {
-		if (strncmp(q, "?db=", 4) != 0)
-			return cfg_err(err, errlen, "%s", "redis URL: only ?db=N is understood");
-		if (redis_db(q + 4, &out->db, err, errlen) != 0)
-			return -1;
-	}
-	return 0;
-}
-
-/*
- * redis://[userinfo@]host[:port][/db]: nothing after the host may hold an
- * '@', so the last one ends the credentials and a password may hold any
- * character unencoded but NUL.
- */
-static int
-redis_parse_tcp(const char *p, struct redis_addr *out, char *err, size_t errlen)
-{
-	const char *at = strrchr(p, '@'), *slash, *h, *port;
-	size_t hl, pl, len;
-
-	if (at != NULL) {
-		if (redis_userinfo(p, (size_t)(at - p), out, err, errlen) != 0)
-			return -1;
-		p = at + 1;
-	}
-	slash = strchr(p, '/');
-	len = slash != NULL ? (size_t)(slash - p) : strlen(p);
-	if (split_hostport(p, len, &h, &hl, &port, &pl) != 0 || !host_ok(h, hl) ||
-	    hl >= sizeof(out->host))
-		return cfg_err(err, errlen, "%s", "redis URL: bad host");
-	memcpy(out->host, h, hl);
-	out->host[hl] = '\0';
-	out->port = 6379;
-	if (port != NULL && (parse_port(port, pl, &out->port) != 0 || out->port == 0))
-		return cfg_err(err, errlen, "%s", "redis URL: bad port");
-	if (slash != NULL && slash[1] != '\0' && redis_db(slash + 1, &out->db, err, errlen) != 0)
-		return -1;
-	return 0;
-}
-
-int
-config_parse_redis(const char *url, struct redis_addr *out, char *err, size_t errlen)
-{
-	int rc;
-
-	memset(out, 0, sizeof(*out));
-	if (strncmp(url, "unix://", 7) == 0)
-		rc = redis_parse_unix(url + 7, out, err, errlen);
-	else if (strncmp(url, "redis://", 8) == 0)
-		rc = redis_parse_tcp(url + 8, out, err, errlen);
-	else if (strncmp(url, "rediss://", 9) == 0)
-		return cfg_err(err, errlen, "%s", "redis URL: rediss:// (TLS) is not supported: this "
-		    "build's hiredis has no TLS; use redis:// to a Redis on a private network");
-	else {
-		/* echo the scheme only (what ends at a ':'): the rest may hold a password */
-		size_t n = strcspn(url, ":/@?");
-
-		return cfg_err(err, errlen, "redis URL must be redis://[[user]:password@]host[:port][/db] "
-		    "or unix://[[user]:password@]/path[?db=N] (got \"%.*s...\")",
-		    url[n] != ':' ? 0 : n > 16 ? 16 : (int)n, url);
-	}
-	if (rc != 0)
-		explicit_bzero(out, sizeof(*out));
-	return rc;
-}
-
-void
-config_redis_masked(const struct redis_addr *a, char *out, size_t outlen)
-{
-	char cred[sizeof(a->user) + 8] = "", db[24] = "";
-	int v6 = strchr(a->host, ':') != NULL;
-
-	if (a->pass[0] != '\0')
-		snprintf(cred, sizeof(cred), "%s:***@", a->user);
-	if (a->db != 0)
-		snprintf(db, sizeof(db), a->is_unix ? "?db=%d" : "/%d", a->db);
-	if (a->is_unix)
-		snprintf(out, outlen, "unix://%s%s%s", cred, a->path, db);
-	else
-		snprintf(out, outlen, "redis://%s%s%s%s:%u%s", cred, v6 ? "[" : "", a->host,
-		    v6 ? "]" : "", (unsigned)a->port, db);
-}
-
-#define SECRET_NAME_MAX 64        /* longest variable name config_secret takes */
-#define SECRET_URL_MAX 4096        /* TXMAIL_RELAY, TXMAIL_REDIS_URL */
-#define API_KEYS_SPEC_MAX 32768    /* TXMAIL_API_KEYS: 64 keys of 256 and separators */
-
-int
-config_secret(const char *name, char *out, size_t outlen, char *err, size_t errlen)
-{
-	char fname[SECRET_NAME_MAX + sizeof("_FILE")];
-	const char *v, *path;
-	char *buf = NULL;
-	size_t cap, n = 0;
-	struct stat st;
-	int fd = -1, rc = -1;
-
-	if (outlen == 0 || strlen(name) > SECRET_NAME_MAX)
-		abort();   /* broken invariant: callers pass constant names and real buffers */
-	snprintf(fname, sizeof(fname), "%s_FILE", name);
-	out[0] = '\0';
-	v = getenv(name);
-	path = getenv(fname);
-	if (v != NULL && *v != '\0') {
-		size_t vl = strlen(v);
-
-		if (path != NULL && *path != '\0')
-			return cfg_err(err, errlen, "%s and %s are both set: use one", name, fname);
-		if (vl >= outlen)
-			return cfg_err(err, errlen, "%s: longer than %zu bytes", name, outlen - 1);
-		memcpy(out, v, vl + 1);
-		return 0;
-	}
-	if (path == NULL || *path == '\0')
-		return 0;
-	/* the longest value, its "\r\n", and one byte more to see that it is too long */
-	cap = outlen + 2;
-	if ((buf = malloc(cap)) == NULL)
-		return cfg_err(err, errlen, "%s", "out of memory");
-	/* O_NONBLOCK: a FIFO without a writer must not hang the start */
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (fd < 0) {
-		cfg_err(err, errlen, "%s: cannot read %s: %s", fname, path, strerror(errno));
-		goto out;
-	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		cfg_err(err, errlen, "%s: %s is not a regular file", fname, path);
-		goto out;
-	}
-	while (n < cap) {
-		ssize_t r = read(fd, buf + n, cap - n);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			cfg_err(err, errlen, "%s: cannot read %s: %s", fname, path, strerror(errno));
-			goto out;
-		}
-		if (r == 0)
-			break;
-		n += (size_t)r;
-	}
-	if (n > 0 && buf[n - 1] == '\n') {
-		n--;
-		if (n > 0 && buf[n - 1] == '\r')
-			n--;
-	}
-	if (n >= outlen) {
-		cfg_err(err, errlen, "%s: %s is larger than %zu bytes", fname, path, outlen - 1);
-		goto out;
-	}
-	if (n == 0) {
-		cfg_err(err, errlen, "%s: %s is empty", fname, path);
-		goto out;
-	}
-	if (memchr(buf, '\0', n) != NULL) {
-		cfg_err(err, errlen, "%s: %s holds a NUL byte", fname, path);
-		goto out;
-	}
-	memcpy(out, buf, n);
-	out[n] = '\0';
-	rc = 0;
-out:
-	if (fd >= 0)
-		close(fd);
-	explicit_bzero(buf, cap);
-	free(buf);
-	return rc;
-}
-
 
 /* --- the variable table ------------------------------------------------------ */
 
@@ -828,7 +363,7 @@ range_err(const struct config_var *var, const char *v, char *err, size_t errlen)
 	char range[128];
 
 	range_text(var, range, sizeof(range));
-	return cfg_err(err, errlen, "%.32s is out of range (%s)", v, range);
+	return config_err(err, errlen, "%.32s is out of range (%s)", v, range);
 }
 
 /* A size: digits, then optionally K, M or G (1024-based; "KiB", "MB" ... accepted). */
@@ -888,12 +423,12 @@ cv_store(struct config *cfg, const struct config_var *var, const char *v, char *
 	switch (var->kind) {
 	case CV_STR:
 		if (strlen(v) >= var->size)
-			return cfg_err(err, errlen, "longer than %zu bytes", var->size - 1);
+			return config_err(err, errlen, "longer than %zu bytes", var->size - 1);
 		util_strlcpy(field, v, var->size);
 		return 0;
 	case CV_BOOL:
 		if (parse_bool(v, &b) != 0)
-			return cfg_err(err, errlen, "\"%.32s\" is not 0 or 1", v);
+			return config_err(err, errlen, "\"%.32s\" is not 0 or 1", v);
 		*(int *)field = b;
 		return 0;
 	case CV_INT:
@@ -905,7 +440,7 @@ cv_store(struct config *cfg, const struct config_var *var, const char *v, char *
 		if (errno == ERANGE)
 			return range_err(var, v, err, errlen);
 		if (e == v || *e != '\0')
-			return cfg_err(err, errlen, "\"%.32s\" is not a whole number%s%s", v,
+			return config_err(err, errlen, "\"%.32s\" is not a whole number%s%s", v,
 			    var->unit ? " of " : "", var->unit ? var->unit : "");
 		if ((double)l < var->min || (double)l > var->max)
 			return range_err(var, v, err, errlen);
@@ -917,7 +452,7 @@ cv_store(struct config *cfg, const struct config_var *var, const char *v, char *
 	}
 	case CV_SIZE:
 		if (parse_size(v, &d) != 0)
-			return cfg_err(err, errlen, "\"%.32s\" is not a size in bytes (e.g. 10485760 or 10M)", v);
+			return config_err(err, errlen, "\"%.32s\" is not a size in bytes (e.g. 10485760 or 10M)", v);
 		if (d < var->min || d > var->max)
 			return range_err(var, v, err, errlen);
 		*(size_t *)field = (size_t)d;
@@ -927,7 +462,7 @@ cv_store(struct config *cfg, const struct config_var *var, const char *v, char *
 		errno = 0;
 		d = strtod(v, &e);
 		if (e == v || *e != '\0' || !isfinite(d))
-			return cfg_err(err, errlen, "\"%.32s\" is not a number%s%s", v,
+			return config_err(err, errlen, "\"%.32s\" is not a number%s%s", v,
 			    var->kind == CV_SECONDS ? " of seconds" : " of ", var->kind == CV_SECONDS ? "" : var->unit);
 		if (errno == ERANGE || d < var->min || d > var->max)
 			return range_err(var, v, err, errlen);
@@ -1086,7 +621,7 @@ check_ca_file(struct config *cfg, const char *v, char *err, size_t errlen)
 {
 	(void)v;
 	if (access(cfg->tls_ca_file, R_OK) != 0)
-		return cfg_err(err, errlen, "cannot read %s: %s", cfg->tls_ca_file, strerror(errno));
+		return config_err(err, errlen, "cannot read %s: %s", cfg->tls_ca_file, strerror(errno));
 	return 0;
 }
 
@@ -1098,8 +633,8 @@ set_helo(struct config *cfg, const char *v, char *err, size_t errlen)
 			util_strlcpy(cfg->helo_name, "localhost", sizeof(cfg->helo_name));
 		cfg->helo_name[sizeof(cfg->helo_name) - 1] = '\0';
 	}
-	if (!host_ok(cfg->helo_name, strlen(cfg->helo_name)))
-		return cfg_err(err, errlen, "\"%.64s\" is not a host name", cfg->helo_name);
+	if (!config_host_ok(cfg->helo_name, strlen(cfg->helo_name)))
+		return config_err(err, errlen, "\"%.64s\" is not a host name", cfg->helo_name);
 	return 0;
 }
 
@@ -1108,7 +643,7 @@ check_webhook_url(struct config *cfg, const char *v, char *err, size_t errlen)
 {
 	(void)v;
 	if (strncmp(cfg->webhook_url, "http://", 7) != 0 && strncmp(cfg->webhook_url, "https://", 8) != 0)
-		return cfg_err(err, errlen, "%s", "want an http:// or https:// URL");
+		return config_err(err, errlen, "%s", "want an http:// or https:// URL");
 	return 0;
 }
 
@@ -1190,11 +725,11 @@ set_domain_rate(struct config *cfg, const char *v, char *err, size_t errlen)
 		/* its message names TXMAIL_DOMAIN_RATE: without it, the loader puts it back */
 		const char *w = strncmp(why, "TXMAIL_DOMAIN_RATE: ", 20) == 0 ? why + 20 : why;
 
-		return cfg_err(err, errlen, "%s", w);
+		return config_err(err, errlen, "%s", w);
 	}
 	shaper_rates_free(rates);
 	if ((cfg->domain_rate = strdup(v)) == NULL)
-		return cfg_err(err, errlen, "%s", "out of memory");
+		return config_err(err, errlen, "%s", "out of memory");
 	return 0;
 }
 
@@ -1212,7 +747,7 @@ set_log_level(struct config *cfg, const char *v, char *err, size_t errlen)
 	int lv = log_level_parse(v);
 
 	if (lv < 0)
-		return cfg_err(err, errlen, "\"%.32s\": want debug, info, warn or error", v);
+		return config_err(err, errlen, "\"%.32s\": want debug, info, warn or error", v);
 	cfg->log_level = lv;
 	return 0;
 }
@@ -1229,7 +764,7 @@ set_log_format(struct config *cfg, const char *v, char *err, size_t errlen)
 	int f = log_format_parse(v);
 
 	if (f < 0)
-		return cfg_err(err, errlen, "\"%.32s\": want logfmt or json", v);
+		return config_err(err, errlen, "\"%.32s\": want logfmt or json", v);
 	cfg->log_format = f;
 	return 0;
 }
@@ -1267,7 +802,7 @@ check_dns_server(struct config *cfg, const char *v, char *err, size_t errlen)
 	(void)v;
 	if (config_parse_listen(cfg->dns_server, dh, sizeof(dh), &dp, why, sizeof(why)) != 0 ||
 	    inet_pton(AF_INET, dh, &ia) != 1)
-		return cfg_err(err, errlen, "%s", "want an IPv4 ip:port");
+		return config_err(err, errlen, "%s", "want an IPv4 ip:port");
 	return 0;
 }
 
@@ -1277,7 +812,7 @@ check_bounce_domain(struct config *cfg, const char *v, char *err, size_t errlen)
 	(void)v;
 	if (strchr(cfg->bounce_domain, '@') || strchr(cfg->bounce_domain, ' ') ||
 	    strchr(cfg->bounce_domain, '<'))
-		return cfg_err(err, errlen, "%s", "want a domain name");
+		return config_err(err, errlen, "%s", "want a domain name");
 	return 0;
 }
 
@@ -1644,7 +1179,7 @@ config_load(struct config *cfg, char *err, size_t errlen)
 
 	if (rep == NULL) {
 		config_defaults(cfg);
-		return cfg_err(err, errlen, "%s", "out of memory");
+		return config_err(err, errlen, "%s", "out of memory");
 	}
 	rc = config_load_report(cfg, rep);
 	if (errlen > 0)
@@ -1825,12 +1360,12 @@ load_api_keys(struct config *cfg, const char *v, char *err, size_t errlen)
 			len--;
 		if (len > 0) {
 			if (cfg->napi_keys == CONFIG_MAX_API_KEYS)
-				return cfg_err(err, errlen, "%s: too many keys", "TXMAIL_API_KEYS");
+				return config_err(err, errlen, "%s: too many keys", "TXMAIL_API_KEYS");
 			if (len > 256)
-				return cfg_err(err, errlen, "%s: a key is longer than 256 characters", "TXMAIL_API_KEYS");
+				return config_err(err, errlen, "%s: a key is longer than 256 characters", "TXMAIL_API_KEYS");
 			cfg->api_keys[cfg->napi_keys] = strndup(v, len);
 			if (cfg->api_keys[cfg->napi_keys] == NULL)
-				return cfg_err(err, errlen, "%s", "out of memory");
+				return config_err(err, errlen, "%s", "out of memory");
 			cfg->napi_keys++;
 		}
 		v += len;
