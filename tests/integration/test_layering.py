@@ -36,7 +36,9 @@ INCLUDE_RE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)
 
 # Third-party headers (prefix of the <...> path) and the files allowed to include them.
 OWNERS = {
-    "hiredis/": ["server/store.c", "server/store_*.c"],
+    # store_internal.h is the store files' private header (included by
+    # server/store*.c only), so hiredis types stay inside the store.
+    "hiredis/": ["server/store_*.c", "server/store_internal.h"],
     # webhook.c sends; netguard.c parses a webhook URL with curl's own parser so
     # the host it checks is the host libcurl will connect to.
     "curl/": ["server/webhook.c", "server/netguard.c"],
@@ -224,6 +226,23 @@ def test_third_party_headers_stay_with_their_owners():
     assert bad == [], "\n".join(bad)
 
 
+def private_header_user_ok(relpath, target):
+    """A <x>_internal.h is included only by x.c, x_*.c and x_*.h (its own module)."""
+    name = os.path.basename(target)
+    if not name.endswith("_internal.h"):
+        return True
+    owner = name[:-len("_internal.h")]
+    d, base = os.path.split(relpath)
+    return d == os.path.dirname(target) and (
+        base == owner + ".c" or (base.startswith(owner + "_") and base.endswith((".c", ".h"))))
+
+
+def test_private_headers_stay_in_their_module():
+    bad = [f"{f} includes {t}" for f in sources() for k, t in includes(f)
+           if k == '"' and not private_header_user_ok(f, t)]
+    assert bad == [], "\n".join(bad)
+
+
 # --- the checks can fail ----------------------------------------------------------------
 
 def test_cycle_finder_finds_cycles():
@@ -232,3 +251,8 @@ def test_cycle_finder_finds_cycles():
     assert module_of("server/store_conn.c") == "server/store"
     assert module_of("smtp/../server/api.h") != "server/api"   # callers normalise first
     assert module_of(os.path.normpath("smtp/../server/api.h")) == "server/api"
+    assert private_header_user_ok("server/store_conn.c", "server/store_internal.h")
+    assert private_header_user_ok("server/config.c", "server/config_internal.h")
+    assert not private_header_user_ok("server/worker.c", "server/store_internal.h")
+    assert not private_header_user_ok("server/storefront.c", "server/store_internal.h")
+    assert not private_header_user_ok("smtp/store_x.c", "server/store_internal.h")
