@@ -1,4 +1,4 @@
--- auth.lua - store.c's SC_AUTH
+-- auth.lua - store_conn.c's SC_AUTH
 -- KEYS: key:<hash>
 -- ARGV: now_ms rate burst prefix
 -- Returns nil when no such key, else {name, retry_after_ms}; last_used is

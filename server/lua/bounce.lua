@@ -1,4 +1,4 @@
--- bounce.lua - store.c's SC_BOUNCE
+-- bounce.lua - store_conn.c's SC_BOUNCE
 -- KEYS: msg, tl, due, events, supp
 -- ARGV: idx action smtp event timeline retention_ms member suppress_reason now_ms
 -- action "delayed": timeline only. "failed": delivered|sending|deferred|

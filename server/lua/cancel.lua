@@ -1,4 +1,4 @@
--- cancel.lua - store.c's SC_CANCEL
+-- cancel.lua - store_conn.c's SC_CANCEL
 -- KEYS: msg, tl, due
 -- ARGV: id timeline retention_ms
 -- Recipients queued, scheduled or deferred become "canceled" (their ready

@@ -1,4 +1,4 @@
--- claim.lua - store.c's SC_CLAIM
+-- claim.lua - store_conn.c's SC_CLAIM
 -- KEYS: msg, the entry's ready stream (its lane)
 -- ARGV: entry_id idx owner
 -- owner (a consumer name, or "" for no check): claim only while the entry

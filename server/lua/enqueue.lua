@@ -1,4 +1,4 @@
--- enqueue.lua - store.c's SC_ENQUEUE: a batch of messages (store_enqueue is a batch of one)
+-- enqueue.lua - store_conn.c's SC_ENQUEUE: a batch of messages (store_enqueue is a batch of one)
 -- KEYS: ready, due, events, idem, supp, ready:high, then msg, tl per message
 -- ARGV: has_idem request_hash response ttl_ms retention_ms nmsgs check,
 --       then per message: id created expires send_at from mail_from

@@ -1,4 +1,4 @@
--- ep_create.lua - store.c's SC_EP_CREATE
+-- ep_create.lua - store_conn.c's SC_EP_CREATE
 -- KEYS: whep:<id>, wheps
 -- ARGV: id url secret created, then event types
 -- Returns 1, or 0 when the id exists.

@@ -1,4 +1,4 @@
--- ep_delete.lua - store.c's SC_EP_DELETE
+-- ep_delete.lua - store_conn.c's SC_EP_DELETE
 -- KEYS: whep:<id>, wheps, whq:<id>
 -- ARGV: id prefix
 -- Removes the endpoint, its due set and every delivery hash in it.

@@ -1,4 +1,4 @@
--- ep_list.lua - store.c's SC_EP_LIST
+-- ep_list.lua - store_conn.c's SC_EP_LIST
 -- KEYS: wheps
 -- ARGV: prefix max
 -- Returns {{id, url, secret, created, {event, ...}}, ...}, oldest first.

@@ -1,4 +1,4 @@
--- hand_back.lua - store.c's SC_HAND_BACK (shutdown: a delivery goes back without an outcome)
+-- hand_back.lua - store_conn.c's SC_HAND_BACK (shutdown: a delivery goes back without an outcome)
 -- KEYS: msg, the entry's ready stream (its lane)
 -- ARGV: entry_id idx attempt counted consumer msg_id
 -- Only while the entry is still pending with consumer. attempt "0": an

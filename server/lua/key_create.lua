@@ -1,4 +1,4 @@
--- key_create.lua - store.c's SC_KEY_CREATE
+-- key_create.lua - store_conn.c's SC_KEY_CREATE
 -- KEYS: key:<hash>, keyname:<name>, keys
 -- ARGV: name hash now_ms
 -- Returns 1, or 0 when the name (or the hash) exists.

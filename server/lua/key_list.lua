@@ -1,4 +1,4 @@
--- key_list.lua - store.c's SC_KEY_LIST
+-- key_list.lua - store_conn.c's SC_KEY_LIST
 -- KEYS: keys
 -- ARGV: prefix
 -- Returns a flat list {name, hash, created, last_used, ...} sorted by name.

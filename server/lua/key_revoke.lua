@@ -1,4 +1,4 @@
--- key_revoke.lua - store.c's SC_KEY_REVOKE
+-- key_revoke.lua - store_conn.c's SC_KEY_REVOKE
 -- KEYS: keyname:<name>, keys
 -- ARGV: name prefix
 -- Deletes the key, its name and its rate bucket. Returns 1, or 0 when absent.

@@ -1,4 +1,4 @@
--- promote.lua - store.c's SC_PROMOTE
+-- promote.lua - store_conn.c's SC_PROMOTE
 -- KEYS: due, ready, ready:high
 -- ARGV: now_ms max prefix
 -- Returns {members taken from due, earliest remaining score or "0"}.

@@ -1,4 +1,4 @@
--- ratelimit.lua - store.c's SC_RATELIMIT
+-- ratelimit.lua - store_conn.c's SC_RATELIMIT
 -- KEYS: rl:<tenant>
 -- ARGV: now_ms rate burst
 -- Returns retry_after_ms (0: allowed).

@@ -1,4 +1,4 @@
--- record.lua - store.c's SC_RECORD
+-- record.lua - store_conn.c's SC_RECORD
 -- KEYS: msg, tl, the entry's ready stream (its lane), due, events, supp
 -- ARGV: entry_id idx status next_ms smtp event timeline attempt retention_ms
 --       member suppress_reason now_ms

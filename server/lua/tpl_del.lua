@@ -1,4 +1,4 @@
--- tpl_del.lua - store.c's SC_TPL_DEL
+-- tpl_del.lua - store_conn.c's SC_TPL_DEL
 -- KEYS: tpl:<name>, tpls
 -- ARGV: name
 -- Returns 1, or 0 when absent.

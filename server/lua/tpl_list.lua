@@ -1,4 +1,4 @@
--- tpl_list.lua - store.c's SC_TPL_LIST
+-- tpl_list.lua - store_conn.c's SC_TPL_LIST
 -- KEYS: tpls (all scores 0, so ZRANGE is sorted by name)
 -- ARGV: prefix max
 -- Returns a flat list {name, json, created, updated, ...}.

@@ -1,4 +1,4 @@
--- tpl_put.lua - store.c's SC_TPL_PUT
+-- tpl_put.lua - store_conn.c's SC_TPL_PUT
 -- KEYS: tpl:<name>, tpls
 -- ARGV: name json now_ms
 -- Returns 1 when the template is new, 0 when replaced (created is kept).

@@ -1,4 +1,4 @@
--- trim.lua - store.c's SC_TRIM
+-- trim.lua - store_conn.c's SC_TRIM
 -- KEYS: events
 -- ARGV: before_ms
 -- XTRIM MINID to the smallest of <before_ms>-0, each group's

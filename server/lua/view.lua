@@ -1,4 +1,4 @@
--- view.lua - store.c's SC_VIEW
+-- view.lua - store_conn.c's SC_VIEW
 -- KEYS: msg
 -- Returns the message hash without the MIME body, as HGETALL would
 -- ({field, value, ...}); {} when the message does not exist.

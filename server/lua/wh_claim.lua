@@ -1,4 +1,4 @@
--- wh_claim.lua - store.c's SC_WH_CLAIM
+-- wh_claim.lua - store_conn.c's SC_WH_CLAIM
 -- KEYS: whq:<endpoint>
 -- ARGV: now_ms lease_until_ms max prefix
 -- Returns a flat list {member, body, attempts, first, ...}; each claimed

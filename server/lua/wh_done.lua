@@ -1,4 +1,4 @@
--- wh_done.lua - store.c's SC_WH_DONE
+-- wh_done.lua - store_conn.c's SC_WH_DONE
 -- KEYS: whq:<endpoint>
 -- ARGV: member prefix
 -- Returns 1 when the delivery existed, else 0.

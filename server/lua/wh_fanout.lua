@@ -1,4 +1,4 @@
--- wh_fanout.lua - store.c's SC_WH_FANOUT
+-- wh_fanout.lua - store_conn.c's SC_WH_FANOUT
 -- KEYS: events, then whq:<ep> per endpoint
 -- ARGV: entry_id event_id now_ms prefix body, then endpoint ids
 -- Creates wh:<event_id>/<ep> (unless it exists) due now in the endpoint's

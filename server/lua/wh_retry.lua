@@ -1,4 +1,4 @@
--- wh_retry.lua - store.c's SC_WH_RETRY
+-- wh_retry.lua - store_conn.c's SC_WH_RETRY
 -- KEYS: whq:<endpoint>
 -- ARGV: member attempts next_ms prefix
 -- Returns 1, or 0 when the delivery does not exist (then nothing changes).
