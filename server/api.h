@@ -41,6 +41,8 @@ struct api_request {
 	void *conn;                 /* opaque to everyone but http.c */
 	const char *tenant;         /* who is calling: the API key's name, or "env:<hash prefix>" for a
 	                             * TXMAIL_API_KEYS key; NULL on routes without auth */
+	const char *project;        /* the project whose data this request may see: "default" for a
+	                             * TXMAIL_API_KEYS key, else the key's project; NULL without auth */
 	const char *request_id;     /* the X-Request-Id of this request (the client's, when sane,
 	                             * else generated): log lines about it carry request_id= */
 };

@@ -143,6 +143,7 @@ struct http_req {
 	const struct http_route *route;
 	char param[HTTP_MAX_PARAM];
 	char tenant[KEYS_TENANT_MAX];  /* set by http_authenticate; req.tenant points here */
+	char project[KEYS_TENANT_MAX]; /* set by http_authenticate; req.project points here */
 	char request_id[HTTP_REQUEST_ID_MAX + 1];  /* echoed as X-Request-Id, logged */
 	char method[16];        /* as the client sent it, for the access line */
 	char path[HTTP_LOG_PATH_MAX + 1];  /* the raw path, cut; logged only when no route matched */
@@ -791,6 +792,9 @@ http_authenticate(struct http_server *h, struct MHD_Connection *conn, struct htt
 		rq->tenant[0] = '\0';
 		return -1;
 	}
+	/* a TXMAIL_API_KEYS key belongs to the project "default"; a stored key is its own project */
+	util_strlcpy(rq->project, strncmp(rq->tenant, "env:", 4) == 0 ? "default" : rq->tenant,
+	    sizeof(rq->project));
 	return 0;
 }
 
@@ -889,6 +893,7 @@ http_dispatch(struct http_server *h, struct MHD_Connection *conn, const char *me
 		.lookup_header = http_lookup_header,
 		.conn = conn,
 		.tenant = rq->tenant[0] != '\0' ? rq->tenant : NULL,
+		.project = rq->project[0] != '\0' ? rq->project : NULL,
 		.request_id = rq->request_id,
 	};
 	cJSON *json = NULL;
