@@ -43,6 +43,9 @@ struct api_request {
 	                             * TXMAIL_API_KEYS key; NULL on routes without auth */
 	const char *project;        /* the project whose data this request may see: "default" for a
 	                             * TXMAIL_API_KEYS key, else the key's project; NULL without auth */
+	int all_projects;           /* 1 for a key of scope "admin": the data layer ignores project and
+	                             * sees (and lists) every project's data; project still names the
+	                             * key's own project (where what it creates belongs). 0 otherwise. */
 	const char *request_id;     /* the X-Request-Id of this request (the client's, when sane,
 	                             * else generated): log lines about it carry request_id= */
 };

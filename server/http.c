@@ -144,6 +144,7 @@ struct http_req {
 	char param[HTTP_MAX_PARAM];
 	char tenant[KEYS_TENANT_MAX];  /* set by http_authenticate; req.tenant points here */
 	char project[KEYS_TENANT_MAX]; /* set by http_authenticate; req.project points here */
+	int all_projects;       /* set by http_authenticate (scope admin); copied to req */
 	char request_id[HTTP_REQUEST_ID_MAX + 1];  /* echoed as X-Request-Id, logged */
 	char method[16];        /* as the client sent it, for the access line */
 	char path[HTTP_LOG_PATH_MAX + 1];  /* the raw path, cut; logged only when no route matched */
@@ -894,6 +895,7 @@ http_dispatch(struct http_server *h, struct MHD_Connection *conn, const char *me
 		.conn = conn,
 		.tenant = rq->tenant[0] != '\0' ? rq->tenant : NULL,
 		.project = rq->project[0] != '\0' ? rq->project : NULL,
+		.all_projects = rq->all_projects,
 		.request_id = rq->request_id,
 	};
 	cJSON *json = NULL;
