@@ -39,11 +39,11 @@ st_name_ok(const char *name, size_t max)
  * members>}: the stored object with three members spliced in front.
  */
 static char *
-st_template_json(const char *name, size_t namelen, const redisReply *json, int64_t created,
-    int64_t updated)
+st_template_json(const char *name, size_t namelen, const char *json, size_t jsonlen,
+    int64_t created, int64_t updated)
 {
 	char cat[40], uat[40], *buf;
-	const char *body = json->str, *end = json->str + json->len;
+	const char *body = json, *end = json + jsonlen;
 	size_t i, len, pos = 0, cap;
 	int empty;
 
@@ -113,13 +113,38 @@ store_template_put(struct store *s, const char *name, const char *json, int64_t 
 	return rc;
 }
 
+/* a row of the template list: name, stored JSON, created and updated (ms) */
+struct st_tpl_row {
+	char *name;
+	size_t name_len;
+	char *json;
+	size_t json_len;
+	int64_t created_ms, updated_ms;
+};
+static const struct st_col st_tpl_cols[] = {
+	{ ST_COL_BYTES, 0, offsetof(struct st_tpl_row, name), offsetof(struct st_tpl_row, name_len),
+	  0, NULL },
+	{ ST_COL_BYTES, 0, offsetof(struct st_tpl_row, json), offsetof(struct st_tpl_row, json_len),
+	  0, NULL },
+	{ ST_COL_I64, 1, offsetof(struct st_tpl_row, created_ms), 0, 0, NULL },
+	{ ST_COL_I64, 1, offsetof(struct st_tpl_row, updated_ms), 0, 0, NULL },
+};
+static const struct st_table st_tpl_table = {
+	"template list", st_tpl_cols, sizeof(st_tpl_cols) / sizeof(st_tpl_cols[0]),
+	sizeof(struct st_tpl_row), 0, ST_MAX_LIST,
+};
+/* store_template_get's HMGET json created updated: the same row without the name */
+static const struct st_table st_tpl_get_table = {
+	"template get", st_tpl_cols + 1, 3, sizeof(struct st_tpl_row), 0, 1,
+};
+
 int
 store_template_get(struct store *s, const char *name, char **json)
 {
 	char kt[ST_KEY_MAX];
 	const char *argv[5] = { "HMGET", kt, "json", "created", "updated" };
+	struct st_tpl_row row = { 0 };
 	redisReply *r = NULL;
-	int64_t c = 0, u = 0;
 	int rc;
 
 	if (json)
@@ -142,16 +167,15 @@ store_template_get(struct store *s, const char *name, char **json)
 		rc = STORE_ERR_NOT_FOUND;
 		goto out;
 	}
-	if (!st_is_str(r->element[0])) {
-		rc = st_bad("template get json", r->element[0]);
+	rc = st_row_read(&st_tpl_get_table, (const redisReply *const *)r->element, r->elements, &row);
+	if (rc)
 		goto out;
-	}
-	(void)st_int(r->element[1], &c);
-	(void)st_int(r->element[2], &u);
-	*json = st_template_json(name, strlen(name), r->element[0], c, u);
+	*json = st_template_json(name, strlen(name), row.json, row.json_len, row.created_ms,
+	    row.updated_ms);
 	if (!*json)
 		rc = st_bad("template json", r->element[0]);
 out:
+	st_row_clear(&st_tpl_get_table, &row);
 	freeReplyObject(r);
 	return rc;
 }
@@ -176,31 +200,14 @@ store_template_delete(struct store *s, const char *name)
 	return st_eval_int(s, &a, "template delete", STORE_ERR_NOT_FOUND, NULL);
 }
 
-/*
- * st_rows - check that r is an array of rows of `width` elements and
- * return one zeroed element of `elsize` bytes per row (NULL when there are
- * none). *rc is 0, or a STORE_ERR_* code naming `what`.
- */
-static void *
-st_rows(const redisReply *r, size_t width, size_t elsize, const char *what, int *rc)
-{
-	void *v = NULL;
-
-	*rc = 0;
-	if (!st_is_array(r, 0) || r->elements % width != 0)
-		*rc = st_bad(what, r);
-	else if (r->elements && (v = calloc(r->elements / width, elsize)) == NULL)
-		*rc = STORE_ERR_NOMEM;
-	return v;
-}
-
 int
 store_template_list(struct store *s, char ***jsons, size_t *n)
 {
+	struct st_tpl_row *rows = NULL;
 	struct st_args a;
-	redisReply *r = NULL;
+	void *p = NULL;
 	char **v = NULL;
-	size_t i, cnt = 0;
+	size_t i, nrows = 0, cnt = 0;
 	int rc;
 
 	if (jsons)
@@ -215,40 +222,28 @@ store_template_list(struct store *s, char ***jsons, size_t *n)
 	st_adds(&a, ST_K_TPLS);
 	st_adds(&a, ST_PREFIX);
 	st_addi(&a, ST_MAX_LIST);
-	rc = st_do(s, &a, &r);
-	if (rc)
+	rc = st_eval_rows(s, &a, &st_tpl_table, &p, &nrows);
+	rows = p;
+	if (rc || nrows == 0)
 		goto out;
-	v = st_rows(r, 4, sizeof(*v), "template list", &rc);
-	if (rc)
+	v = calloc(nrows, sizeof(*v));
+	if (!v) {
+		rc = STORE_ERR_NOMEM;
 		goto out;
-	for (i = 0; i < r->elements; i += 4) {
-		int64_t c = 0, u = 0;
-
-		if (!st_is_str(r->element[i]) || !st_is_str(r->element[i + 1])) {
-			rc = st_bad("template list entry", r->element[i]);
-			goto out;
-		}
-		(void)st_int(r->element[i + 2], &c);
-		(void)st_int(r->element[i + 3], &u);
-		v[cnt] = st_template_json(r->element[i]->str, r->element[i]->len, r->element[i + 1], c, u);
+	}
+	for (i = 0; i < nrows; i++) {
+		v[cnt] = st_template_json(rows[i].name, rows[i].name_len, rows[i].json,
+		    rows[i].json_len, rows[i].created_ms, rows[i].updated_ms);
 		if (!v[cnt]) {
-			log_warn("malformed template skipped", "template=%.100s", r->element[i]->str);
+			log_warn("malformed template skipped", "template=%.100s", rows[i].name);
 			continue;
 		}
 		cnt++;
 	}
 	*jsons = v;
 	*n = cnt;
-	v = NULL;
 out:
-	if (v) {
-		for (i = 0; i < cnt; i++)
-			free(v[i]);
-		free(v);
-	}
-	if (r)
-		freeReplyObject(r);
-	st_args_release(&a);
+	st_rows_free(&st_tpl_table, rows, nrows);
 	return rc;
 }
 
@@ -256,18 +251,21 @@ out:
 
 #define ST_MAX_EMAIL 320
 
+static const struct st_col st_supp_cols[] = {
+	{ ST_COL_STR, 0, offsetof(struct store_suppression, email), 0, 0, NULL },
+	/* the value is "<created_ms>:<reason>" */
+	{ ST_COL_STAMPED, 0, offsetof(struct store_suppression, reason),
+	  offsetof(struct store_suppression, created_ms), 0, NULL },
+};
+static const struct st_table st_supp_table = {
+	"suppression list", st_supp_cols, sizeof(st_supp_cols) / sizeof(st_supp_cols[0]),
+	sizeof(struct store_suppression), 0, SIZE_MAX,  /* HGETALL: as many as there are */
+};
+
 void
 store_suppressions_free(struct store_suppression *v, size_t n)
 {
-	size_t i;
-
-	if (!v)
-		return;
-	for (i = 0; i < n; i++) {
-		free(v[i].email);
-		free(v[i].reason);
-	}
-	free(v);
+	st_rows_free(&st_supp_table, v, n);
 }
 
 int
@@ -366,32 +364,12 @@ st_supp_cmp(const void *a, const void *b)
 	return strcmp(x->email, y->email);
 }
 
-/* st_supp_from - a field "email" and value "<created_ms>:<reason>". */
-static int
-st_supp_from(const redisReply *f, const redisReply *val, struct store_suppression *o)
-{
-	const char *colon;
-
-	if (!st_is_str(f) || !st_is_str(val))
-		return st_bad("suppression entry", f);
-	colon = memchr(val->str, ':', val->len);
-	o->email = st_dup(f);
-	if (colon && st_parse_i64(val->str, (size_t)(colon - val->str), &o->created_ms) == 0)
-		o->reason = st_dupn(colon + 1, val->len - (size_t)(colon - val->str) - 1);
-	else
-		o->reason = st_dup(val);
-	if (!o->email || !o->reason)
-		return STORE_ERR_NOMEM;
-	return 0;
-}
-
 int
 store_suppression_list(struct store *s, struct store_suppression **out, size_t *n)
 {
 	const char *argv[2] = { "HGETALL", ST_K_SUPP };
-	struct store_suppression *v = NULL;
 	redisReply *r = NULL;
-	size_t i, cnt = 0;
+	void *v = NULL;
 	int rc;
 
 	if (out)
@@ -406,22 +384,10 @@ store_suppression_list(struct store *s, struct store_suppression **out, size_t *
 	rc = st_simple(s, 2, argv, &r);
 	if (rc)
 		return rc;
-	v = st_rows(r, 2, sizeof(*v), "suppression list", &rc);
-	if (rc)
-		goto out;
-	for (i = 0; i < r->elements; i += 2) {
-		cnt++;
-		rc = st_supp_from(r->element[i], r->element[i + 1], &v[cnt - 1]);
-		if (rc)
-			goto out;
-	}
-	if (cnt > 1)
-		qsort(v, cnt, sizeof(*v), st_supp_cmp);
+	rc = st_rows_read(&st_supp_table, r, &v, n);
+	if (rc == 0 && *n > 1)
+		qsort(v, *n, sizeof(struct store_suppression), st_supp_cmp);
 	*out = v;
-	*n = cnt;
-	v = NULL;
-out:
-	store_suppressions_free(v, cnt);
 	freeReplyObject(r);
 	return rc;
 }
@@ -446,18 +412,21 @@ st_hex_ok(const char *h)
 	return 1;
 }
 
+static const struct st_col st_key_cols[] = {
+	{ ST_COL_STR, 0, offsetof(struct store_apikey, name), 0, 0, NULL },
+	{ ST_COL_STR, 0, offsetof(struct store_apikey, hash_prefix), 0, 12, NULL },
+	{ ST_COL_I64, 1, offsetof(struct store_apikey, created_ms), 0, 0, NULL },
+	{ ST_COL_I64, 1, offsetof(struct store_apikey, last_used_ms), 0, 0, NULL },
+};
+static const struct st_table st_key_table = {
+	"key list", st_key_cols, sizeof(st_key_cols) / sizeof(st_key_cols[0]),
+	sizeof(struct store_apikey), 0, ST_MAX_LIST,
+};
+
 void
 store_apikeys_free(struct store_apikey *v, size_t n)
 {
-	size_t i;
-
-	if (!v)
-		return;
-	for (i = 0; i < n; i++) {
-		free(v[i].name);
-		free(v[i].hash_prefix);
-	}
-	free(v);
+	st_rows_free(&st_key_table, v, n);
 }
 
 int
@@ -486,10 +455,8 @@ store_key_create(struct store *s, const char *name, const char *hash_hex, int64_
 int
 store_key_list(struct store *s, struct store_apikey **out, size_t *n)
 {
-	struct store_apikey *v = NULL;
 	struct st_args a;
-	redisReply *r = NULL;
-	size_t i, cnt = 0;
+	void *v = NULL;
 	int rc;
 
 	if (out)
@@ -503,40 +470,8 @@ store_key_list(struct store *s, struct store_apikey **out, size_t *n)
 		return rc;
 	st_adds(&a, ST_K_KEYS);
 	st_adds(&a, ST_PREFIX);
-	rc = st_do(s, &a, &r);
-	if (rc)
-		goto out;
-	v = st_rows(r, 4, sizeof(*v), "key list", &rc);
-	if (rc)
-		goto out;
-	for (i = 0; i < r->elements; i += 4) {
-		struct store_apikey *k = &v[cnt];
-
-		if (!st_is_str(r->element[i]) || !st_is_str(r->element[i + 1])) {
-			rc = st_bad("key list entry", r->element[i]);
-			goto out;
-		}
-		cnt++;
-		k->name = st_dup(r->element[i]);
-		k->hash_prefix = st_dupn(r->element[i + 1]->str,
-		    r->element[i + 1]->len < 12 ? r->element[i + 1]->len : 12);
-		if (!k->name || !k->hash_prefix) {
-			rc = STORE_ERR_NOMEM;
-			goto out;
-		}
-		if (st_int(r->element[i + 2], &k->created_ms) != 0)
-			k->created_ms = 0;
-		if (st_int(r->element[i + 3], &k->last_used_ms) != 0)
-			k->last_used_ms = 0;
-	}
+	rc = st_eval_rows(s, &a, &st_key_table, &v, n);
 	*out = v;
-	*n = cnt;
-	v = NULL;
-out:
-	store_apikeys_free(v, cnt);
-	if (r)
-		freeReplyObject(r);
-	st_args_release(&a);
 	return rc;
 }
 
@@ -575,14 +510,28 @@ st_rate_args(double rate, double burst, char *rs, char *bs, size_t len)
 	return (a < 0 || (size_t)a >= len || b < 0 || (size_t)b >= len) ? -1 : 0;
 }
 
+/* the auth script's answer for a known key: [name, retry_after_ms] */
+struct st_auth_row {
+	char *tenant;
+	int64_t retry_ms;
+};
+static const struct st_col st_auth_cols[] = {
+	{ ST_COL_STR, 0, offsetof(struct st_auth_row, tenant), 0, 0, NULL },
+	{ ST_COL_I64, 0, offsetof(struct st_auth_row, retry_ms), 0, 0, NULL },
+};
+static const struct st_table st_auth_table = {
+	"auth", st_auth_cols, sizeof(st_auth_cols) / sizeof(st_auth_cols[0]),
+	sizeof(struct st_auth_row), 1, 1,
+};
+
 int
 store_auth(struct store *s, const char *hash_hex, int64_t now_ms, double rate,
     double burst, char **tenant, int64_t *retry_after_ms)
 {
 	char kk[ST_KEY_MAX], rs[32], bs[32];
+	struct st_auth_row row = { 0 };
 	struct st_args a;
 	redisReply *r = NULL;
-	int64_t retry = 0;
 	int rc;
 
 	if (tenant)
@@ -608,17 +557,19 @@ store_auth(struct store *s, const char *hash_hex, int64_t now_ms, double rate,
 		rc = STORE_ERR_NOT_FOUND;
 		goto out;
 	}
-	if (!st_is_array(r, 2) || !st_is_str(r->element[0]) || st_int(r->element[1], &retry) != 0 ||
-	    retry < 0) {
+	if (!st_is_array(r, st_auth_table.ncols)) {
 		rc = st_bad("auth", r);
 		goto out;
 	}
-	*tenant = st_dup(r->element[0]);
-	if (!*tenant) {
-		rc = STORE_ERR_NOMEM;
+	rc = st_row_read(&st_auth_table, (const redisReply *const *)r->element, r->elements, &row);
+	if (rc == 0 && row.retry_ms < 0)
+		rc = st_bad("auth", r);
+	if (rc) {
+		st_row_clear(&st_auth_table, &row);
 		goto out;
 	}
-	*retry_after_ms = retry;
+	*tenant = row.tenant;
+	*retry_after_ms = row.retry_ms;
 out:
 	if (r)
 		freeReplyObject(r);

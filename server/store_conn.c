@@ -816,6 +816,205 @@ st_eval_int(struct store *s, struct st_args *a, const char *what, int zero_rc,
 	return rc;
 }
 
+/* --- reply tables -------------------------------------------------------- */
+
+#define ST_FIELD(row, off, type) ((type *)(void *)((char *)(row) + (off)))
+
+/* st_col_str - a malloc'd copy of at most maxlen bytes (all when 0) of string reply e */
+static char *
+st_col_str(const redisReply *e, size_t maxlen)
+{
+	return st_dupn(e->str, maxlen && e->len > maxlen ? maxlen : e->len);
+}
+
+static int
+st_col_strv(const struct st_table *t, const struct st_col *c, const redisReply *e, void *row)
+{
+	char **v;
+	size_t i;
+
+	if (!st_is_array(e, 0) || (c->maxlen && e->elements > c->maxlen))
+		return st_bad(t->what, e);
+	if (e->elements == 0)
+		return 0;
+	v = calloc(e->elements, sizeof(*v));
+	if (!v)
+		return STORE_ERR_NOMEM;
+	*ST_FIELD(row, c->off, char **) = v;
+	for (i = 0; i < e->elements; i++) {
+		if (!st_is_str(e->element[i]))
+			return st_bad(t->what, e->element[i]);
+		v[i] = st_dup(e->element[i]);
+		if (!v[i])
+			return STORE_ERR_NOMEM;
+		*ST_FIELD(row, c->off2, size_t) = i + 1;
+	}
+	return 0;
+}
+
+static int
+st_col_read(const struct st_table *t, const struct st_col *c, const redisReply *e, void *row)
+{
+	const char *colon;
+	int64_t v = 0;
+	char *p;
+
+	switch (c->kind) {
+	case ST_COL_STR:
+	case ST_COL_BYTES:
+	case ST_COL_STAMPED:
+		if (!st_is_str(e))
+			return c->optional ? 0 : st_bad(t->what, e);
+		colon = c->kind == ST_COL_STAMPED ? memchr(e->str, ':', e->len) : NULL;
+		if (colon && st_parse_i64(e->str, (size_t)(colon - e->str), &v) == 0) {
+			*ST_FIELD(row, c->off2, int64_t) = v;
+			p = st_dupn(colon + 1, e->len - (size_t)(colon - e->str) - 1);
+		} else {
+			p = st_col_str(e, c->kind == ST_COL_STR ? c->maxlen : 0);
+		}
+		if (!p)
+			return STORE_ERR_NOMEM;
+		free(*ST_FIELD(row, c->off, char *));
+		*ST_FIELD(row, c->off, char *) = p;
+		if (c->kind == ST_COL_BYTES)
+			*ST_FIELD(row, c->off2, size_t) = e->len;
+		return 0;
+	case ST_COL_I64:
+	case ST_COL_INT:
+		if (st_int(e, &v) != 0 || (c->kind == ST_COL_INT && (v < 0 || v > INT32_MAX)))
+			return c->optional ? 0 : st_bad(t->what, e);
+		if (c->kind == ST_COL_INT)
+			*ST_FIELD(row, c->off, int) = (int)v;
+		else
+			*ST_FIELD(row, c->off, int64_t) = v;
+		return 0;
+	case ST_COL_STRV:
+		return st_col_strv(t, c, e, row);
+	}
+	return STORE_ERR_PROTO;
+}
+
+int
+st_row_read(const struct st_table *t, const redisReply *const *el, size_t nel, void *row)
+{
+	size_t i;
+	int rc;
+
+	if (nel < t->ncols)
+		return st_bad(t->what, NULL);
+	for (i = 0; i < t->ncols; i++) {
+		rc = st_col_read(t, &t->cols[i], el[i], row);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int
+st_field_read(const struct st_table *t, const char *f, size_t len, const redisReply *val,
+    void *row)
+{
+	size_t i;
+
+	for (i = 0; i < t->ncols; i++) {
+		const char *name = t->cols[i].name;
+
+		if (name && strlen(name) == len && memcmp(name, f, len) == 0)
+			return st_col_read(t, &t->cols[i], val, row);
+	}
+	return 0;
+}
+
+void
+st_row_clear(const struct st_table *t, void *row)
+{
+	const struct st_col *c;
+	char **v;
+	size_t i, k, n;
+
+	for (i = 0; i < t->ncols; i++) {
+		c = &t->cols[i];
+		if (c->kind == ST_COL_STRV) {
+			v = *ST_FIELD(row, c->off, char **);
+			n = *ST_FIELD(row, c->off2, size_t);
+			for (k = 0; v && k < n; k++)
+				free(v[k]);
+			free(v);
+			*ST_FIELD(row, c->off, char **) = NULL;
+			*ST_FIELD(row, c->off2, size_t) = 0;
+		} else if (c->kind != ST_COL_I64 && c->kind != ST_COL_INT) {
+			free(*ST_FIELD(row, c->off, char *));
+			*ST_FIELD(row, c->off, char *) = NULL;
+		}
+	}
+}
+
+void
+st_rows_free(const struct st_table *t, void *rows, size_t n)
+{
+	size_t i;
+
+	for (i = 0; rows && i < n; i++)
+		st_row_clear(t, (char *)rows + i * t->elsize);
+	free(rows);
+}
+
+int
+st_rows_read(const struct st_table *t, const redisReply *r, void **rows, size_t *n)
+{
+	const redisReply *e;
+	size_t i, cnt;
+	void *v;
+	int rc = 0;
+
+	*rows = NULL;
+	*n = 0;
+	if (!st_is_array(r, 0) || t->ncols == 0 || (!t->nested && r->elements % t->ncols != 0))
+		return st_bad(t->what, r);
+	cnt = t->nested ? r->elements : r->elements / t->ncols;
+	if (cnt > t->max)
+		return st_bad(t->what, r);
+	if (cnt == 0)
+		return 0;
+	v = calloc(cnt, t->elsize);
+	if (!v)
+		return STORE_ERR_NOMEM;
+	for (i = 0; rc == 0 && i < cnt; i++) {
+		e = t->nested ? r->element[i] : NULL;
+		if (t->nested && !st_is_array(e, t->ncols))
+			rc = st_bad(t->what, e);
+		else if (t->nested)
+			rc = st_row_read(t, (const redisReply *const *)e->element, e->elements,
+			    (char *)v + i * t->elsize);
+		else
+			rc = st_row_read(t, (const redisReply *const *)r->element + i * t->ncols,
+			    t->ncols, (char *)v + i * t->elsize);
+	}
+	if (rc) {
+		st_rows_free(t, v, cnt);
+		return rc;
+	}
+	*rows = v;
+	*n = cnt;
+	return 0;
+}
+
+int
+st_eval_rows(struct store *s, struct st_args *a, const struct st_table *t, void **rows,
+    size_t *n)
+{
+	redisReply *r = NULL;
+	int rc;
+
+	rc = st_do(s, a, &r);
+	if (rc == 0)
+		rc = st_rows_read(t, r, rows, n);
+	if (r)
+		freeReplyObject(r);
+	st_args_release(a);
+	return rc;
+}
+
 /* --- lifecycle ----------------------------------------------------------- */
 
 const char *

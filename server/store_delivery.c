@@ -25,16 +25,29 @@
 
 /* --- delivering ---------------------------------------------------------- */
 
+/* the claim script's answer for one recipient */
+static const struct st_col st_delivery_cols[] = {
+	{ ST_COL_STR, 0, offsetof(struct store_delivery, rcpt), 0, 0, NULL },
+	{ ST_COL_STR, 0, offsetof(struct store_delivery, mail_from), 0, 0, NULL },
+	{ ST_COL_BYTES, 0, offsetof(struct store_delivery, mime),
+	  offsetof(struct store_delivery, mime_len), 0, NULL },
+	{ ST_COL_STR, 0, offsetof(struct store_delivery, metadata_json), 0, 0, NULL },
+	{ ST_COL_STR, 0, offsetof(struct store_delivery, tags_json), 0, 0, NULL },
+	{ ST_COL_INT, 0, offsetof(struct store_delivery, attempts), 0, 0, NULL },
+	{ ST_COL_I64, 0, offsetof(struct store_delivery, created_ms), 0, 0, NULL },
+	{ ST_COL_I64, 0, offsetof(struct store_delivery, expires_ms), 0, 0, NULL },
+};
+static const struct st_table st_delivery_table = {
+	"claim", st_delivery_cols, sizeof(st_delivery_cols) / sizeof(st_delivery_cols[0]),
+	sizeof(struct store_delivery), 1, 1,
+};
+
 void
 store_delivery_free(struct store_delivery *d)
 {
 	if (!d)
 		return;
-	free(d->rcpt);
-	free(d->mail_from);
-	free(d->mime);
-	free(d->metadata_json);
-	free(d->tags_json);
+	st_row_clear(&st_delivery_table, d);
 	free(d);
 }
 
@@ -80,38 +93,23 @@ static int
 st_delivery_from(const struct st_pend *p, const redisReply *r, struct store_delivery **out)
 {
 	struct store_delivery *d;
-	int64_t att, created, expires;
-	size_t i;
+	int rc;
 
 	*out = NULL;
-	if (!st_is_array(r, 8))
+	if (!st_is_array(r, st_delivery_table.ncols))
 		return st_bad("claim", r);
-	for (i = 0; i < 8; i++)
-		if (i != 5 && !st_is_str(r->element[i]))
-			return st_bad("claim field", r->element[i]);
-	if (st_int(r->element[5], &att) != 0 || st_int(r->element[6], &created) != 0 ||
-	    st_int(r->element[7], &expires) != 0 || att < 0 || att > INT32_MAX)
-		return st_bad("claim numbers", r);
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return STORE_ERR_NOMEM;
+	rc = st_row_read(&st_delivery_table, (const redisReply *const *)r->element, r->elements, d);
+	if (rc) {
+		store_delivery_free(d);
+		return rc;
+	}
 	memcpy(d->entry_id, p->entry_id, sizeof(d->entry_id));
 	d->lane = p->lane;
 	memcpy(d->msg_id, p->msg_id, sizeof(d->msg_id));
 	d->rcpt_idx = p->idx;
-	d->rcpt = st_dup(r->element[0]);
-	d->mail_from = st_dup(r->element[1]);
-	d->mime = st_dup(r->element[2]);
-	d->mime_len = r->element[2]->len;
-	d->metadata_json = st_dup(r->element[3]);
-	d->tags_json = st_dup(r->element[4]);
-	d->attempts = (int)att;
-	d->created_ms = created;
-	d->expires_ms = expires;
-	if (!d->rcpt || !d->mail_from || !d->mime || !d->metadata_json || !d->tags_json) {
-		store_delivery_free(d);
-		return STORE_ERR_NOMEM;
-	}
 	*out = d;
 	return 0;
 }

@@ -252,6 +252,74 @@ int st_eval_begin(struct store *s, struct st_args *a, size_t cap, enum st_script
 int st_eval_int(struct store *s, struct st_args *a, const char *what, int zero_rc,
     long long *out);
 
+/*
+ * --- reply tables ----------------------------------------------------------
+ * A reply row (an array reply, or ncols consecutive elements of one) is read
+ * into a C struct by a table of columns: what each element must be and where
+ * it goes. One reader serves every list the store returns (keys, templates,
+ * suppressions, endpoints, webhook and delivery claims): a new field in a
+ * row is a new column, never a new parser.
+ */
+enum st_col_kind {
+	ST_COL_STR,     /* string: malloc'd char * at off (at most maxlen bytes when maxlen) */
+	ST_COL_BYTES,   /* the same, with its length (size_t) at off2 */
+	ST_COL_I64,     /* integer, or a string holding one: int64_t at off */
+	ST_COL_INT,     /* the same in 0..INT32_MAX: int at off */
+	ST_COL_STRV,    /* array of at most maxlen strings: char ** at off, size_t count at off2 */
+	ST_COL_STAMPED, /* "<ms>:<text>" or plain "<text>": char * text at off, int64_t ms at off2 */
+};
+
+struct st_col {
+	enum st_col_kind kind;
+	int optional;       /* nil, missing or malformed leaves NULL / 0 instead of failing the row */
+	size_t off, off2;   /* offsetof() the value, and of its length, count or stamp */
+	size_t maxlen;
+	const char *name;   /* st_field_read: the hash field this column reads (else unused) */
+};
+
+struct st_table {
+	const char *what;           /* names the reply in st_bad's log line */
+	const struct st_col *cols;
+	size_t ncols;
+	size_t elsize;              /* sizeof the struct one row fills */
+	int nested;                 /* 1: each row is an array reply; 0: runs of ncols elements */
+	size_t max;                 /* a list of more rows is malformed */
+};
+
+/*
+ * st_row_read - fill the zeroed struct row from el[0..nel) (nel >= ncols) by
+ * t's columns. 0, or st_bad(t->what)/STORE_ERR_NOMEM; on failure row may
+ * hold part of its allocations: st_row_clear frees them.
+ */
+int st_row_read(const struct st_table *t, const redisReply *const *el, size_t nel, void *row);
+
+/* st_row_clear - free what t's columns allocated in row (not row itself). */
+void st_row_clear(const struct st_table *t, void *row);
+
+/*
+ * st_rows_read - the list reply r as a calloc'd array of *n structs (NULL
+ * when empty). 0, or an error with nothing left allocated.
+ */
+int st_rows_read(const struct st_table *t, const redisReply *r, void **rows, size_t *n);
+
+/* st_rows_free - st_row_clear every row, then free the array. */
+void st_rows_free(const struct st_table *t, void *rows, size_t n);
+
+/*
+ * st_field_read - a hash field (HGETALL-style: name f of len bytes, value
+ * val) into row by the column of that name; 0 when no column has it. A
+ * string column replaces what it held.
+ */
+int st_field_read(const struct st_table *t, const char *f, size_t len, const redisReply *val,
+    void *row);
+
+/*
+ * st_eval_rows - run the script call built in a (st_eval_begin), read its
+ * answer with st_rows_read and release a. 0 or STORE_ERR_*.
+ */
+int st_eval_rows(struct store *s, struct st_args *a, const struct st_table *t, void **rows,
+    size_t *n);
+
 /* st_id_ok - 1 for a usable message id: 1..ST_MAX_ID bytes, no "/". */
 int st_id_ok(const char *id);
 

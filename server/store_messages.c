@@ -269,6 +269,45 @@ store_enqueue(struct store *s, const struct store_message_in *m)
 
 /* --- reading ------------------------------------------------------------- */
 
+
+/* a message hash's own fields (HGETALL); the rest are "r<i>:<name>" and prio */
+static const struct st_col st_view_cols[] = {
+	{ ST_COL_STR, 1, offsetof(struct store_message_view, id), 0, 0, "id" },
+	{ ST_COL_STR, 1, offsetof(struct store_message_view, from), 0, 0, "from" },
+	{ ST_COL_STR, 1, offsetof(struct store_message_view, subject), 0, 0, "subject" },
+	{ ST_COL_STR, 1, offsetof(struct store_message_view, metadata_json), 0, 0, "metadata" },
+	{ ST_COL_STR, 1, offsetof(struct store_message_view, tags_json), 0, 0, "tags" },
+	{ ST_COL_I64, 1, offsetof(struct store_message_view, created_ms), 0, 0, "created" },
+	{ ST_COL_I64, 1, offsetof(struct store_message_view, send_at_ms), 0, 0, "send_at" },
+};
+static const struct st_table st_view_table = {
+	"get_message: field", st_view_cols, sizeof(st_view_cols) / sizeof(st_view_cols[0]),
+	sizeof(struct store_message_view), 0, 1,
+};
+
+/* a recipient's fields "r<i>:<name>" (smtp stays NULL while empty) */
+static const struct st_col st_rcpt_view_cols[] = {
+	{ ST_COL_STR, 1, offsetof(struct store_rcpt_view, email), 0, 0, "email" },
+	{ ST_COL_STR, 1, offsetof(struct store_rcpt_view, kind), 0, 0, "kind" },
+	{ ST_COL_STR, 1, offsetof(struct store_rcpt_view, status), 0, 0, "status" },
+	{ ST_COL_STR, 1, offsetof(struct store_rcpt_view, smtp_json), 0, 0, "smtp" },
+	{ ST_COL_INT, 1, offsetof(struct store_rcpt_view, attempts), 0, 0, "attempts" },
+};
+static const struct st_table st_rcpt_view_table = {
+	"get_message: recipient", st_rcpt_view_cols,
+	sizeof(st_rcpt_view_cols) / sizeof(st_rcpt_view_cols[0]),
+	sizeof(struct store_rcpt_view), 0, 1,
+};
+
+/* the timeline (LRANGE): one column of JSON strings */
+static const struct st_col st_tl_cols[] = {
+	{ ST_COL_STRV, 0, offsetof(struct store_message_view, timeline_json),
+	  offsetof(struct store_message_view, ntimeline), ST_MAX_TIMELINE, NULL },
+};
+static const struct st_table st_tl_table = {
+	"get_message: timeline", st_tl_cols, 1, sizeof(struct store_message_view), 0, 1,
+};
+
 void
 store_message_view_free(struct store_message_view *v)
 {
@@ -276,35 +315,12 @@ store_message_view_free(struct store_message_view *v)
 
 	if (!v)
 		return;
-	free(v->id);
-	free(v->from);
-	free(v->subject);
-	free(v->metadata_json);
-	free(v->tags_json);
-	for (i = 0; v->rcpts && i < v->nrcpts; i++) {
-		free(v->rcpts[i].email);
-		free(v->rcpts[i].kind);
-		free(v->rcpts[i].status);
-		free(v->rcpts[i].smtp_json);
-	}
+	st_row_clear(&st_view_table, v);
+	for (i = 0; v->rcpts && i < v->nrcpts; i++)
+		st_row_clear(&st_rcpt_view_table, &v->rcpts[i]);
 	free(v->rcpts);
-	for (i = 0; v->timeline_json && i < v->ntimeline; i++)
-		free(v->timeline_json[i]);
-	free(v->timeline_json);
+	st_row_clear(&st_tl_table, v);
 	memset(v, 0, sizeof(*v));
-}
-
-/* st_set_str - replace *dst with a copy of the reply string. */
-static int
-st_set_str(char **dst, const redisReply *val)
-{
-	char *d = st_dup(val);
-
-	if (!d)
-		return STORE_ERR_NOMEM;
-	free(*dst);
-	*dst = d;
-	return 0;
 }
 
 /* st_view_rcpt_field - "r<i>:<name>" into the recipient array. */
@@ -312,34 +328,16 @@ static int
 st_view_rcpt_field(struct store_message_view *v, const redisReply *f, const redisReply *val)
 {
 	const char *p = f->str + 1, *end = f->str + f->len, *colon;
-	struct store_rcpt_view *rv;
-	int64_t idx, att;
-	size_t nlen;
+	int64_t idx;
 
 	colon = memchr(p, ':', (size_t)(end - p));
 	if (!colon || st_parse_i64(p, (size_t)(colon - p), &idx) != 0 || idx < 0 ||
 	    (uint64_t)idx >= v->nrcpts)
 		return 0;   /* not ours: ignore */
-	rv = &v->rcpts[idx];
-	p = colon + 1;
-	nlen = (size_t)(end - p);
-	if (nlen == 5 && memcmp(p, "email", 5) == 0)
-		return st_set_str(&rv->email, val);
-	if (nlen == 4 && memcmp(p, "kind", 4) == 0)
-		return st_set_str(&rv->kind, val);
-	if (nlen == 6 && memcmp(p, "status", 6) == 0)
-		return st_set_str(&rv->status, val);
-	if (nlen == 4 && memcmp(p, "smtp", 4) == 0) {
-		if (val->len == 0)
-			return 0;
-		return st_set_str(&rv->smtp_json, val);
-	}
-	if (nlen == 8 && memcmp(p, "attempts", 8) == 0) {
-		if (st_int(val, &att) == 0 && att >= 0 && att < 1000000)
-			rv->attempts = (int)att;
+	if (val->len == 0 && (size_t)(end - colon - 1) == 4 && memcmp(colon + 1, "smtp", 4) == 0)
 		return 0;
-	}
-	return 0;
+	return st_field_read(&st_rcpt_view_table, colon + 1, (size_t)(end - colon - 1), val,
+	    &v->rcpts[idx]);
 }
 
 static int
@@ -355,7 +353,7 @@ static int
 st_build_view(const redisReply *h, const redisReply *tl, struct store_message_view *v)
 {
 	size_t i;
-	int64_t n = -1, t;
+	int64_t n = -1;
 	int rc = 0;
 
 	/* First pass: the recipient count. */
@@ -379,22 +377,10 @@ st_build_view(const redisReply *h, const redisReply *tl, struct store_message_vi
 			return st_bad("get_message: field", f);
 		if (f->len > 1 && f->str[0] == 'r' && f->str[1] >= '0' && f->str[1] <= '9')
 			rc = st_view_rcpt_field(v, f, val);
-		else if (st_field_is(f, "id"))
-			rc = st_set_str(&v->id, val);
-		else if (st_field_is(f, "from"))
-			rc = st_set_str(&v->from, val);
-		else if (st_field_is(f, "subject"))
-			rc = st_set_str(&v->subject, val);
-		else if (st_field_is(f, "metadata"))
-			rc = st_set_str(&v->metadata_json, val);
-		else if (st_field_is(f, "tags"))
-			rc = st_set_str(&v->tags_json, val);
-		else if (st_field_is(f, "created") && st_int(val, &t) == 0)
-			v->created_ms = t;
-		else if (st_field_is(f, "send_at") && st_int(val, &t) == 0)
-			v->send_at_ms = t;
 		else if (st_field_is(f, "prio"))
 			v->lane = st_field_is(val, "high") ? STORE_LANE_HIGH : STORE_LANE_NORMAL;
+		else
+			rc = st_field_read(&st_view_table, f->str, f->len, val, v);
 	}
 	if (rc)
 		return rc;
@@ -407,20 +393,7 @@ st_build_view(const redisReply *h, const redisReply *tl, struct store_message_vi
 		    st_fill_missing(&v->rcpts[i].kind, "to") ||
 		    st_fill_missing(&v->rcpts[i].status, "queued"))
 			return STORE_ERR_NOMEM;
-	if (tl->elements > 0) {
-		v->timeline_json = calloc(tl->elements, sizeof(*v->timeline_json));
-		if (!v->timeline_json)
-			return STORE_ERR_NOMEM;
-	}
-	for (i = 0; i < tl->elements; i++) {
-		if (!st_is_str(tl->element[i]))
-			return st_bad("get_message: timeline", tl->element[i]);
-		v->timeline_json[i] = st_dup(tl->element[i]);
-		if (!v->timeline_json[i])
-			return STORE_ERR_NOMEM;
-		v->ntimeline = i + 1;
-	}
-	return 0;
+	return st_row_read(&st_tl_table, &tl, 1, v);
 }
 
 int

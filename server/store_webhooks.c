@@ -206,35 +206,41 @@ store_whd_free(struct store_whd *w)
 	free(w);
 }
 
+/* a claimed delivery: member "<evt_id>/<endpoint>", body, attempts, first_ms */
+static const struct st_col st_whd_cols[] = {
+	{ ST_COL_STR, 0, offsetof(struct store_whd, member), 0, 0, NULL },
+	{ ST_COL_STR, 0, offsetof(struct store_whd, body), 0, 0, NULL },
+	{ ST_COL_INT, 0, offsetof(struct store_whd, attempts), 0, 0, NULL },
+	{ ST_COL_I64, 0, offsetof(struct store_whd, first_ms), 0, 0, NULL },
+};
+static const struct st_table st_whd_table = {
+	"webhook claim", st_whd_cols, sizeof(st_whd_cols) / sizeof(st_whd_cols[0]),
+	sizeof(struct store_whd), 0, ST_MAX_BATCH,
+};
+
 static int
 st_whd_from(const redisReply *const *el, struct store_whd **out)
 {
 	struct store_whd *w;
 	const char *slash;
-	int64_t att, first;
-	size_t i;
+	int rc;
 
 	*out = NULL;
-	for (i = 0; i < 4; i++)
-		if (!st_is_str(el[i]))
-			return st_bad("webhook claim", el[i]);
-	if (st_int(el[2], &att) != 0 || st_int(el[3], &first) != 0 || att < 0 || att > INT32_MAX)
-		return st_bad("webhook claim numbers", el[2]);
-	slash = memchr(el[0]->str, '/', el[0]->len);
-	if (!slash)
-		return st_bad("webhook member", el[0]);
 	w = calloc(1, sizeof(*w));
 	if (!w)
 		return STORE_ERR_NOMEM;
-	w->member = st_dup(el[0]);
-	w->event_id = st_dupn(el[0]->str, (size_t)(slash - el[0]->str));
-	w->endpoint = st_dupn(slash + 1, el[0]->len - (size_t)(slash - el[0]->str) - 1);
-	w->body = st_dup(el[1]);
-	w->attempts = (int)att;
-	w->first_ms = first;
-	if (!w->member || !w->event_id || !w->endpoint || !w->body) {
+	rc = st_row_read(&st_whd_table, el, st_whd_table.ncols, w);
+	if (rc == 0 && (slash = strchr(w->member, '/')) == NULL)
+		rc = st_bad("webhook member", el[0]);
+	if (rc == 0) {
+		w->event_id = st_dupn(w->member, (size_t)(slash - w->member));
+		w->endpoint = st_dupn(slash + 1, strlen(slash + 1));
+		if (!w->event_id || !w->endpoint)
+			rc = STORE_ERR_NOMEM;
+	}
+	if (rc) {
 		store_whd_free(w);
-		return STORE_ERR_NOMEM;
+		return rc;
 	}
 	*out = w;
 	return 0;
@@ -265,11 +271,12 @@ store_webhook_claim(struct store *s, const char *endpoint, int64_t now_ms, int64
 	rc = st_do(s, &a, &r);
 	if (rc)
 		goto out;
-	if (!st_is_array(r, 0) || r->elements % 4 != 0 || r->elements / 4 > (size_t)max) {
+	if (!st_is_array(r, 0) || r->elements % st_whd_table.ncols != 0 ||
+	    r->elements / st_whd_table.ncols > (size_t)max) {
 		rc = st_bad("webhook claim", r);
 		goto out;
 	}
-	for (i = 0; i < r->elements; i += 4) {
+	for (i = 0; i < r->elements; i += st_whd_table.ncols) {
 		int e = st_whd_from((const redisReply *const *)&r->element[i], &out[count]);
 
 		if (e == STORE_ERR_NOMEM) {
@@ -355,22 +362,24 @@ store_webhook_next_due(struct store *s, const char *endpoint)
 
 #define ST_MAX_ENDPOINTS 1000
 
+/* a row of the endpoint list: [id, url, secret, created_ms, [event, ...]] */
+static const struct st_col st_ep_cols[] = {
+	{ ST_COL_STR, 0, offsetof(struct store_endpoint, id), 0, 0, NULL },
+	{ ST_COL_STR, 0, offsetof(struct store_endpoint, url), 0, 0, NULL },
+	{ ST_COL_STR, 0, offsetof(struct store_endpoint, secret), 0, 0, NULL },
+	{ ST_COL_I64, 1, offsetof(struct store_endpoint, created_ms), 0, 0, NULL },
+	{ ST_COL_STRV, 0, offsetof(struct store_endpoint, events),
+	  offsetof(struct store_endpoint, nevents), 100, NULL },
+};
+static const struct st_table st_ep_table = {
+	"endpoint list", st_ep_cols, sizeof(st_ep_cols) / sizeof(st_ep_cols[0]),
+	sizeof(struct store_endpoint), 1, ST_MAX_ENDPOINTS,
+};
+
 void
 store_endpoints_free(struct store_endpoint *eps, size_t n)
 {
-	size_t i, j;
-
-	if (!eps)
-		return;
-	for (i = 0; i < n; i++) {
-		free(eps[i].id);
-		free(eps[i].url);
-		free(eps[i].secret);
-		for (j = 0; eps[i].events && j < eps[i].nevents; j++)
-			free(eps[i].events[j]);
-		free(eps[i].events);
-	}
-	free(eps);
+	st_rows_free(&st_ep_table, eps, n);
 }
 
 int
@@ -403,50 +412,11 @@ store_endpoint_create(struct store *s, const struct store_endpoint *ep)
 	return st_eval_int(s, &a, "endpoint create", STORE_ERR_CONFLICT, NULL);
 }
 
-static int
-st_endpoint_from(const redisReply *e, struct store_endpoint *ep)
-{
-	const redisReply *evs;
-	size_t i;
-
-	if (!st_is_array(e, 5))
-		return st_bad("endpoint list entry", e);
-	for (i = 0; i < 4; i++)
-		if (!st_is_str(e->element[i]))
-			return st_bad("endpoint list field", e->element[i]);
-	evs = e->element[4];
-	if (!st_is_array(evs, 0) || evs->elements > 100)
-		return st_bad("endpoint events", evs);
-	if (st_int(e->element[3], &ep->created_ms) != 0)
-		ep->created_ms = 0;
-	ep->id = st_dup(e->element[0]);
-	ep->url = st_dup(e->element[1]);
-	ep->secret = st_dup(e->element[2]);
-	if (!ep->id || !ep->url || !ep->secret)
-		return STORE_ERR_NOMEM;
-	if (evs->elements == 0)
-		return 0;
-	ep->events = calloc(evs->elements, sizeof(*ep->events));
-	if (!ep->events)
-		return STORE_ERR_NOMEM;
-	for (i = 0; i < evs->elements; i++) {
-		if (!st_is_str(evs->element[i]))
-			return st_bad("endpoint event", evs->element[i]);
-		ep->events[i] = st_dup(evs->element[i]);
-		if (!ep->events[i])
-			return STORE_ERR_NOMEM;
-		ep->nevents = i + 1;
-	}
-	return 0;
-}
-
 int
 store_endpoint_list(struct store *s, struct store_endpoint **out, size_t *n)
 {
-	struct store_endpoint *eps = NULL;
 	struct st_args a;
-	redisReply *r = NULL;
-	size_t i, cnt = 0;
+	void *v = NULL;
 	int rc;
 
 	if (out)
@@ -461,34 +431,8 @@ store_endpoint_list(struct store *s, struct store_endpoint **out, size_t *n)
 	st_adds(&a, ST_K_WHEPS);
 	st_adds(&a, ST_PREFIX);
 	st_addi(&a, ST_MAX_ENDPOINTS);
-	rc = st_do(s, &a, &r);
-	if (rc)
-		goto out;
-	if (!st_is_array(r, 0) || r->elements > ST_MAX_ENDPOINTS) {
-		rc = st_bad("endpoint list", r);
-		goto out;
-	}
-	if (r->elements) {
-		eps = calloc(r->elements, sizeof(*eps));
-		if (!eps) {
-			rc = STORE_ERR_NOMEM;
-			goto out;
-		}
-	}
-	for (i = 0; i < r->elements; i++) {
-		cnt = i + 1;
-		rc = st_endpoint_from(r->element[i], &eps[i]);
-		if (rc)
-			goto out;
-	}
-	*out = eps;
-	*n = cnt;
-	eps = NULL;
-out:
-	store_endpoints_free(eps, cnt);
-	if (r)
-		freeReplyObject(r);
-	st_args_release(&a);
+	rc = st_eval_rows(s, &a, &st_ep_table, &v, n);
+	*out = v;
 	return rc;
 }
 
