@@ -12,7 +12,14 @@ Python smtplib client sends N messages straight to the same kind of sink
 txmail e2e / reference tells how much the whole pipeline (HTTP, JSON,
 MIME, Redis with AOF, SMTP engine) costs against raw SMTP. No timing is
 asserted: machines are shared and noisy.
+
+--callgrind N runs `txmail run --dev` under valgrind's callgrind instead and
+prints the instructions txmail executes per message end to end (accept,
+store, claim, SMTP to the in-process sink, record, webhook-less outcome) over
+N messages after a warm-up of N/4: a load-independent figure for comparing
+two builds (run it once per --bin).
 """
+import re
 import argparse
 import http.client
 import json
@@ -76,17 +83,21 @@ def count_eml(d):
         return 0
 
 
-def run_txmail(binary, n, conc):
+def run_txmail(binary, n, conc, callgrind=False):
     tmp = tempfile.mkdtemp(prefix="txmail-bench-")
     api, sinkp = free_port(), free_port()
     env = dict(os.environ, TXMAIL_DATA_DIR=tmp, TXMAIL_LISTEN=f"127.0.0.1:{api}",
                TXMAIL_SINK_LISTEN=f"127.0.0.1:{sinkp}", TXMAIL_LOG_LEVEL="warn",
                TXMAIL_RATE_LIMIT="0")
-    proc = subprocess.Popen([binary, "run", "--dev"], env=env, stdout=subprocess.PIPE,
+    cmd = [binary, "run", "--dev"]
+    if callgrind:
+        cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" +
+               os.path.join(tmp, "cg.%p")] + cmd
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                             stderr=open(os.path.join(tmp, "txmail.log"), "w"), text=True)
     key = None
     try:
-        end = time.monotonic() + 20
+        end = time.monotonic() + (120 if callgrind else 20)
         while time.monotonic() < end:
             line = proc.stdout.readline()
             if not line:
@@ -100,12 +111,14 @@ def run_txmail(binary, n, conc):
         body = json.dumps({"from": "Bench <bench@example.com>", "to": "user@example.com",
                            "subject": "Your code is 123456",
                            "text": "Your verification code is 123456.\n" * 4}).encode()
+        mail = os.path.join(tmp, "mail")
+        if callgrind:
+            return callgrind_per_message(tmp, proc.pid, api, key, body, n, mail)
         t0 = time.monotonic()
         errors = post_messages(api, key, body, n, conc)
         t_accept = time.monotonic() - t0
         if errors:
             raise SystemExit(f"bench: {len(errors)} sends refused: {errors[:5]}")
-        mail = os.path.join(tmp, "mail")
         wait_for(lambda: count_eml(mail) >= n, 300, f"{n} messages in the sink")
         t_e2e = time.monotonic() - t0
         return n / t_accept, n / t_e2e
@@ -116,6 +129,30 @@ def run_txmail(binary, n, conc):
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def callgrind_per_message(tmp, pid, api, key, body, n, mail):
+    """Ir per message, POST to .eml, over n messages after a warm-up of n/4."""
+    def ctl(*args):
+        subprocess.run(["callgrind_control", *args, str(pid)], check=True,
+                       capture_output=True, timeout=60)
+    warm = max(1, n // 4)
+    if post_messages(api, key, body, warm, 4):
+        raise SystemExit("bench: warm-up sends refused")
+    wait_for(lambda: count_eml(mail) >= warm, 300, "the warm-up messages in the sink")
+    ctl("-z")
+    errors = post_messages(api, key, body, n, 4)
+    if errors:
+        raise SystemExit(f"bench: {len(errors)} sends refused: {errors[:5]}")
+    wait_for(lambda: count_eml(mail) >= warm + n, 600, f"{n} messages in the sink")
+    ctl("-d")
+    for name in os.listdir(tmp):        # cg.<pid>.1: the dump asked for, since the zeroing
+        if re.fullmatch(r"cg\.\d+\.1", name):
+            with open(os.path.join(tmp, name)) as f:
+                m = re.search(r"^(?:totals|summary):\s+(\d+)", f.read(), re.M)
+            if m:
+                return int(m.group(1)) / n
+    raise SystemExit("bench: no callgrind dump found")
 
 
 def run_reference(binary, n, conc):
@@ -162,7 +199,13 @@ def main():
     ap.add_argument("--bin", default="build/txmail")
     ap.add_argument("-n", type=int, default=5000, help="messages (default 5000)")
     ap.add_argument("-c", type=int, default=16, help="concurrent HTTP clients (default 16)")
+    ap.add_argument("--callgrind", type=int, metavar="N",
+                    help="instructions per message end to end over N messages under callgrind")
     a = ap.parse_args()
+    if a.callgrind:
+        ir = run_txmail(a.bin, a.callgrind, a.c, callgrind=True)
+        print(f"{a.bin}: {ir:,.0f} instructions per message end to end (callgrind)")
+        return 0
     ref = run_reference(a.bin, a.n, a.c)
     acc, e2e = run_txmail(a.bin, a.n, a.c)
     print(f"reference (python smtplib -> sink): {ref:8.0f} msg/s")

@@ -8,6 +8,12 @@ same run on the same Redis, redis-benchmark's rate of unpipelined PINGs
 (one round trip each), so the ratio says how many Redis round trips' worth
 of time one accepted message costs (the design budget is about one). No assertion:
 machines are shared and noisy.
+
+--callgrind N runs `txmail api` under valgrind's callgrind instead and
+prints the instructions executed per accepted message over N sends (after
+a warm-up of N/4, counters zeroed in between with callgrind_control): a
+figure that does not move with the machine's load, for comparing two builds
+(run it once per --bin).
 """
 import argparse
 import json
@@ -54,12 +60,37 @@ def run_wrk(tmp, port, body, conns, seconds):
     return float(rps.group(1)), int(m.group(1))
 
 
+def callgrind_per_accept(tmp, pid, port, body, n):
+    """Ir per accepted message over n sends, after a warm-up."""
+    def ctl(*args):
+        subprocess.run(["callgrind_control", *args, str(pid)], check=True,
+                       capture_output=True, timeout=60)
+    if post_messages(port, "bench-key", body, max(1, n // 4), 4):
+        raise SystemExit("bench_api: warm-up sends refused")
+    ctl("-z")
+    bad = post_messages(port, "bench-key", body, n, 4)
+    if bad:
+        raise SystemExit(f"bench_api: {len(bad)} sends refused: {bad[:5]}")
+    ctl("-d")
+    total = 0
+    for name in os.listdir(tmp):        # cg.<pid>.1: the dump asked for, since the zeroing
+        if re.fullmatch(r"cg\.\d+\.1", name):
+            with open(os.path.join(tmp, name)) as f:
+                m = re.search(r"^(?:totals|summary):\s+(\d+)", f.read(), re.M)
+            total = int(m.group(1)) if m else 0
+    if not total:
+        raise SystemExit("bench_api: no callgrind dump found")
+    return total / n
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bin", default="build/txmail")
     ap.add_argument("-n", type=int, default=4000)
     ap.add_argument("-c", type=int, default=16)
     ap.add_argument("-d", type=int, default=10, help="seconds of load (wrk)")
+    ap.add_argument("--callgrind", type=int, metavar="N",
+                    help="instructions per accept over N sends under callgrind")
     ap.add_argument("--client", choices=("wrk", "python"),
                     default="wrk" if shutil.which("wrk") else "python")
     a = ap.parse_args()
@@ -74,11 +105,19 @@ def main():
         env = dict(os.environ, TXMAIL_REDIS_URL=f"redis://127.0.0.1:{rport}",
                    TXMAIL_LISTEN=f"127.0.0.1:{hport}", TXMAIL_API_KEYS="bench-key",
                    TXMAIL_RATE_LIMIT="0", TXMAIL_LOG_LEVEL="warn")
-        api = subprocess.Popen([a.bin, "api"], env=env, stderr=subprocess.DEVNULL)
-        wait_port(hport)
+        cmd = [a.bin, "api"]
+        if a.callgrind:
+            cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" +
+                   os.path.join(tmp, "cg.%p")] + cmd
+        api = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+        wait_port(hport, 60 if a.callgrind else 10)
         body = json.dumps({"from": "Bench <bench@example.com>", "to": "user@example.com",
                            "subject": "Your code is 123456",
                            "text": "Your verification code is 123456.\n"}).encode()
+        if a.callgrind:
+            print(f"{a.bin}: {callgrind_per_accept(tmp, api.pid, hport, body, a.callgrind):,.0f}"
+                  " instructions per accept (callgrind)")
+            return
         if a.client == "wrk":
             rate, n = run_wrk(tmp, hport, body, a.c, a.d)
         else:
