@@ -200,6 +200,15 @@ static const struct config_var config_vars[] = {
 	  .help = "a request's headers must be complete this long after the connection was accepted (on a "
 	    "kept-alive connection: `TXMAIL_HTTP_TIMEOUT` plus this after the previous response), however "
 	    "slowly they trickle in; else the connection is cut", FIELD(http_header_timeout) },
+	{ .name = "TXMAIL_HTTP_BODY_TIMEOUT", SECONDS(0.1, 3600), .def = "30",
+	  .help = "a request body must be complete this long after its headers, however slowly it "
+	    "trickles in; else the connection is cut and the body freed", FIELD(http_body_timeout) },
+	{ .name = "TXMAIL_HTTP_BODY_BUDGET", .kind = CV_SIZE, .min = 1024, .max = 68719476736,
+	  .unit = "bytes", .def = "268435456", .note = "256 MiB",
+	  .help = "request bodies being received at once, all connections together, at most this many bytes "
+	    "(at least `TXMAIL_MAX_BODY`; unset, raised to it); past it a new request with a body gets 503 "
+	    "with `Retry-After`",
+	  FIELD(http_body_budget) },
 	{ .name = "TXMAIL_WORKERS", .kind = CV_INT, .min = 1, .max = 64, .def = "1",
 	  .help = "delivery loops per process", FIELD(workers) },
 	{ .name = "TXMAIL_WORKER_CONCURRENCY", .kind = CV_INT, .min = 1, .max = 10000, .def = "256",
@@ -1123,6 +1132,15 @@ cross_checks(struct config *cfg, struct config_report *rep, const unsigned char 
 		rep_add(rep, CONFIG_WARNING, "%s: %s is below %s (%s): using %s for both",
 		    config_bounds[i].max, m, config_bounds[i].base, b, b);
 		*max = *base;
+	}
+	if (!is_bad(bad, "TXMAIL_HTTP_BODY_BUDGET") && !is_bad(bad, "TXMAIL_MAX_BODY") &&
+	    cfg->http_body_budget < cfg->max_body) {
+		/* the default gives way to a larger TXMAIL_MAX_BODY; a budget that was set must be right */
+		if (config_source_of(cfg, "TXMAIL_HTTP_BODY_BUDGET") == CONFIG_SRC_DEFAULT)
+			cfg->http_body_budget = cfg->max_body;
+		else
+			rep_add(rep, CONFIG_ERROR, "%s: below TXMAIL_MAX_BODY (%zu bytes): a body of the largest "
+			    "size could never be received", "TXMAIL_HTTP_BODY_BUDGET", cfg->max_body);
 	}
 	if (!is_bad(bad, "TXMAIL_MAX_AGE") && !is_bad(bad, "TXMAIL_RETRY_BASE") &&
 	    cfg->max_age <= cfg->retry_base)

@@ -64,6 +64,8 @@ struct config {
 	int webhook_allow_private;    /* TXMAIL_WEBHOOK_ALLOW_PRIVATE: 1 = loopback/private/link-local webhook targets allowed, 0 */
 	int http_timeout;         /* TXMAIL_HTTP_TIMEOUT: idle API connections closed after this many seconds, 30 */
 	double http_header_timeout;   /* TXMAIL_HTTP_HEADER_TIMEOUT: request headers due this many seconds after accept (kept-alive: after the previous request + http_timeout), 10 */
+	double http_body_timeout; /* TXMAIL_HTTP_BODY_TIMEOUT: a request body due this many seconds after its headers, 30 */
+	size_t http_body_budget;  /* TXMAIL_HTTP_BODY_BUDGET: bytes of request bodies being received at once, 256 MiB */
 	double retry_base;        /* TXMAIL_RETRY_BASE, 60 */
 	double retry_max;         /* TXMAIL_RETRY_MAX, 3600 */
 	double max_age;           /* TXMAIL_MAX_AGE, 86400 */

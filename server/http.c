@@ -7,8 +7,10 @@
  * polling threads), one lazily opened struct store per HTTP thread, and the
  * route table that maps method + path to the handlers of api_*.c (see
  * api.h). It is the only file that includes microhttpd.h. It must never
- * buffer a body beyond cfg->max_body, log a key or an Authorization header,
- * or let any request, however malformed, crash the process.
+ * buffer a body beyond cfg->max_body (nor all bodies together beyond
+ * cfg->http_body_budget), store a body for a route that reads none, log a
+ * key or an Authorization header, or let any request, however malformed,
+ * crash the process.
  *
  * Each request has an id (the client's X-Request-Id when sane, else a new
  * one), echoed on every answer built here and handed to the handlers as
@@ -24,10 +26,18 @@
  * SMTP and webhooks, at most HTTP_CONNECTION_LIMIT_MAX. Against bodies
  * that are cheap to send and dear to parse: at most VALIDATE_MAX_JSON_VALUES
  * values, counted on the raw text before cJSON allocates a node for each.
+ *
+ * Against bodies that pin memory (see "request bodies" below): only the
+ * routes marked ROUTE_JSON take one (the others answer 413 before a body
+ * byte is read), only after the key was checked; each body must be complete
+ * cfg->http_body_timeout after its headers (else the connection is cut);
+ * and all bodies being received stay within cfg->http_body_budget bytes
+ * together (past it, 503 with Retry-After).
  */
 #include "http.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -66,6 +76,9 @@
 #define HTTP_LOG_PATH_MAX 200       /* an unmatched path is logged cut to this */
 #define HTTP_DEFAULT_MAX_BODY ((size_t)10 * 1024 * 1024)
 #define HTTP_DRAIN_ALLOWANCE ((size_t)1024 * 1024)
+#define HTTP_BODY_TIMEOUT_S 30.0
+#define HTTP_DEFAULT_BODY_BUDGET ((size_t)256 * 1024 * 1024)
+#define HTTP_BODY_FIRST ((size_t)4096)   /* a chunked body's first buffer (and reservation) */
 
 /* a connection waiting for request headers (socket_context of MHD) */
 struct http_conn {
@@ -73,9 +86,11 @@ struct http_conn {
 	int64_t deadline_ms;    /* util_mono_ms() */
 	int fd;                 /* MHD's; only ever shut down here, never closed */
 	int queue;              /* HTTP_Q_*, or -1 while no deadline runs */
+	int body_cut;           /* the sweeper cut it past its body deadline */
 };
 
-enum { HTTP_Q_FRESH, HTTP_Q_KEPT, HTTP_NQ };
+/* FRESH, KEPT: waiting for request headers; BODY: for the rest of a request body */
+enum { HTTP_Q_FRESH, HTTP_Q_KEPT, HTTP_Q_BODY, HTTP_NQ };
 
 struct http_deadlines {
 	pthread_mutex_t lock;
@@ -92,6 +107,8 @@ struct http_server {
 	struct api_events_hub *events;  /* feeds GET /v1/events/stream */
 	const struct config *cfg;
 	size_t max_body;
+	size_t body_budget;     /* cfg->http_body_budget, at least max_body + 1 */
+	atomic_size_t body_bytes;   /* reserved by the bodies being received (struct http_req.reserved) */
 	struct http_deadlines hd;
 	atomic_int draining;    /* http_drain: every route but /healthz answers 503 */
 	atomic_int active;      /* requests begun and not completed */
@@ -101,7 +118,7 @@ struct http_server {
 
 enum {
 	ROUTE_AUTH = 1,     /* needs Authorization: Bearer <key> */
-	ROUTE_JSON = 2,     /* body must be application/json, parsed, an object */
+	ROUTE_JSON = 2,     /* body must be application/json, parsed, an object; the others take no body */
 	ROUTE_NO_STORE = 4, /* never touches Redis (req->store is NULL) */
 };
 
@@ -151,8 +168,9 @@ struct http_req {
 	char *buf;
 	size_t len;
 	size_t cap;
-	int too_large;
-	size_t drained;         /* bytes discarded after too_large */
+	size_t reserved;        /* bytes of http_server.body_bytes held for buf (at least cap) */
+	int refused;            /* 413 (over max_body) or 503 (over the budget): the rest is drained */
+	size_t drained;         /* bytes discarded after refused */
 	int answered;           /* a response was queued early */
 	int status;             /* the status queued, 0 while none */
 	size_t bytes_in;        /* body bytes received, kept or not */
@@ -405,6 +423,12 @@ http_request_id(const char *given, char *out, size_t outlen)
  * A descriptor is shut down only under that lock and only while its entry
  * is linked; MHD's CLOSED notification unlinks the entry (under the lock)
  * before MHD closes the descriptor, so a reused number is never touched.
+ *
+ * A request that takes a body gets a second clock when its headers are in
+ * (queue BODY, TXMAIL_HTTP_BODY_TIMEOUT), stopped when the last body byte
+ * arrived: MHD cannot queue an answer in the middle of a body, so a body
+ * past its deadline is cut the same way (no answer; the access line says
+ * end=body_timeout) and http_completed frees it.
  */
 
 static void
@@ -452,20 +476,28 @@ hd_conn(struct MHD_Connection *conn)
 	return info != NULL ? info->socket_context : NULL;
 }
 
-/* headers complete (q < 0: stop the clock) or request over (q = HTTP_Q_KEPT) */
-static void
+/*
+ * hd_mark - headers or body complete (q < 0: stop the clock), body due
+ * (q = HTTP_Q_BODY) or request over (q = HTTP_Q_KEPT). Returns 1 when the
+ * sweeper had cut this connection past a body deadline (and forgets it).
+ */
+static int
 hd_mark(struct http_server *h, struct MHD_Connection *conn, int q)
 {
 	struct http_conn *c = hd_conn(conn);
+	int cut;
 
 	if (c == NULL)
-		return;
+		return 0;
 	pthread_mutex_lock(&h->hd.lock);
 	if (q < 0)
 		hd_unlink(&h->hd, c);
 	else
 		hd_arm(&h->hd, c, q);
+	cut = c->body_cut;
+	c->body_cut = 0;
 	pthread_mutex_unlock(&h->hd.lock);
+	return cut;
 }
 
 static void
@@ -496,6 +528,20 @@ http_notify_connection(void *cls, struct MHD_Connection *conn, void **socket_con
 	}
 }
 
+/* hd_log_cuts - the sweeper's report of what it cut (headers, bodies); the lock is not held */
+static void
+hd_log_cuts(const struct http_deadlines *d, size_t hdr, size_t body)
+{
+	char dur[32];
+
+	if (hdr > 0)
+		log_warn("slow request headers, connections closed", "count=%zu header_timeout=%s",
+		    hdr, util_fmt_duration((double)d->after_ms[HTTP_Q_FRESH] / 1000.0, dur, sizeof(dur)));
+	if (body > 0)
+		log_warn("slow request bodies, connections closed", "count=%zu body_timeout=%s",
+		    body, util_fmt_duration((double)d->after_ms[HTTP_Q_BODY] / 1000.0, dur, sizeof(dur)));
+}
+
 /*
  * hd_sweeper - shuts down the connections past their deadline, at most
  * HTTP_SWEEP_BATCH under one hold of the lock, and says how many it cut at
@@ -506,44 +552,45 @@ hd_sweeper(void *arg)
 {
 	struct http_server *h = arg;
 	struct http_deadlines *d = &h->hd;
-	size_t cut = 0;
+	size_t cut = 0, cut_body = 0;
 	int64_t logged = 0;
 
 	pthread_mutex_lock(&d->lock);
 	while (!d->stop) {
 		int64_t now = util_mono_ms();
-		int64_t next = now + (d->after_ms[HTTP_Q_FRESH] < d->after_ms[HTTP_Q_KEPT] ?
-		    d->after_ms[HTTP_Q_FRESH] : d->after_ms[HTTP_Q_KEPT]);
+		int64_t next = now + d->after_ms[HTTP_Q_FRESH];
 		size_t batch = 0;
 		struct timespec ts;
 
 		for (int q = 0; q < HTTP_NQ; q++) {
 			struct http_conn *c;
 
+			if (now + d->after_ms[q] < next)
+				next = now + d->after_ms[q];
 			while ((c = d->head[q]) != NULL && c->deadline_ms <= now && batch < HTTP_SWEEP_BATCH) {
 				hd_unlink(d, c);
 				shutdown(c->fd, SHUT_RDWR);
+				c->body_cut = q == HTTP_Q_BODY;
+				if (q == HTTP_Q_BODY)
+					cut_body++;
+				else
+					cut++;
 				batch++;
 			}
 			if (c != NULL && c->deadline_ms < next)
 				next = c->deadline_ms;
 		}
-		cut += batch;
-		if (batch == HTTP_SWEEP_BATCH || (cut > 0 && now - logged >= HTTP_CUT_LOG_MS)) {
+		if (batch == HTTP_SWEEP_BATCH || (cut + cut_body > 0 && now - logged >= HTTP_CUT_LOG_MS)) {
 			pthread_mutex_unlock(&d->lock);   /* let MHD's threads in between batches */
-			if (cut > 0 && now - logged >= HTTP_CUT_LOG_MS) {
-				char dur[32];
-
-				log_warn("slow request headers, connections closed", "count=%zu header_timeout=%s",
-				    cut, util_fmt_duration((double)d->after_ms[HTTP_Q_FRESH] / 1000.0, dur,
-				    sizeof(dur)));
-				cut = 0;
+			if (cut + cut_body > 0 && now - logged >= HTTP_CUT_LOG_MS) {
+				hd_log_cuts(d, cut, cut_body);
+				cut = cut_body = 0;
 				logged = now;
 			}
 			pthread_mutex_lock(&d->lock);
 			continue;
 		}
-		if (cut > 0 && logged + HTTP_CUT_LOG_MS < next)
+		if (cut + cut_body > 0 && logged + HTTP_CUT_LOG_MS < next)
 			next = logged + HTTP_CUT_LOG_MS;
 		ts.tv_sec = (time_t)(next / 1000);
 		ts.tv_nsec = (long)(next % 1000) * 1000000L;
@@ -562,11 +609,15 @@ hd_start(struct http_server *h, char *err, size_t errlen)
 	double hdr = h->cfg->http_header_timeout > 0 ? h->cfg->http_header_timeout :
 	    HTTP_HEADER_TIMEOUT_S;
 	int idle = h->cfg->http_timeout > 0 ? h->cfg->http_timeout : HTTP_CONNECTION_TIMEOUT_S;
+	double body = h->cfg->http_body_timeout > 0 ? h->cfg->http_body_timeout : HTTP_BODY_TIMEOUT_S;
 
 	d->after_ms[HTTP_Q_FRESH] = (int64_t)(hdr * 1000.0);
 	d->after_ms[HTTP_Q_KEPT] = (int64_t)idle * 1000 + d->after_ms[HTTP_Q_FRESH];
+	d->after_ms[HTTP_Q_BODY] = (int64_t)(body * 1000.0);
 	if (d->after_ms[HTTP_Q_FRESH] < 1)
 		d->after_ms[HTTP_Q_FRESH] = 1;
+	if (d->after_ms[HTTP_Q_BODY] < 1)
+		d->after_ms[HTTP_Q_BODY] = 1;
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -799,13 +850,109 @@ http_authenticate(struct http_server *h, struct MHD_Connection *conn, struct htt
 	return 0;
 }
 
+/* --- request bodies -------------------------------------------------------- */
+
+/*
+ * A body is stored only for a route that reads one (ROUTE_JSON), after the
+ * key was checked, and only within the budget: every body being received
+ * holds a reservation of h->body_bytes covering its buffer - Content-Length
+ * + 1 up front when the length is known, else HTTP_BODY_FIRST, grown (by
+ * doubling) as chunks arrive. A request whose reservation does not fit is
+ * answered 503 before its body is read; a chunked one that outgrows the
+ * budget is drained like one over max_body and answered 503 at its end.
+ * The reservation is given back by http_body_release once the handler ran,
+ * and in http_completed on every other path (error, timeout, client gone).
+ */
+
+/* http_body_reserve - hold total bytes for rq in all (more than it holds): 0, or -1 over the budget */
+static int
+http_body_reserve(struct http_server *h, struct http_req *rq, size_t total)
+{
+	size_t cur, delta;
+
+	if (total <= rq->reserved)
+		return 0;
+	delta = total - rq->reserved;
+	cur = atomic_load(&h->body_bytes);
+	do {
+		if (cur > h->body_budget || delta > h->body_budget - cur)
+			return -1;
+	} while (!atomic_compare_exchange_weak(&h->body_bytes, &cur, cur + delta));
+	rq->reserved = total;
+	metrics_http_body_bytes((int64_t)delta);
+	return 0;
+}
+
+/* http_body_release - free rq's buffer and give its reservation back; idempotent */
+static void
+http_body_release(struct http_server *h, struct http_req *rq)
+{
+	free(rq->buf);
+	rq->buf = NULL;
+	rq->len = rq->cap = 0;
+	if (rq->reserved > 0) {
+		atomic_fetch_sub(&h->body_bytes, rq->reserved);
+		metrics_http_body_bytes(-(int64_t)rq->reserved);
+		rq->reserved = 0;
+	}
+}
+
+/*
+ * http_body_admit - the body checks done with the headers: a route without
+ * ROUTE_JSON takes no body (Content-Length above 0, or any Transfer-Encoding:
+ * 413, so a chunked body is refused before its first byte), a Content-Length
+ * must be a number within max_body (413), and the body's first reservation
+ * must fit the budget (503). 0, or -1 with the answer queued.
+ */
+static int
+http_body_admit(struct http_server *h, struct MHD_Connection *conn, struct http_req *rq,
+    int check_size, enum MHD_Result *ret)
+{
+	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_CONTENT_LENGTH);
+	const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	unsigned long long v = 0;
+
+	if (cl != NULL) {
+		char *end = NULL;
+
+		errno = 0;
+		v = strtoull(cl, &end, 10);
+		if (errno != 0 || end == cl)
+			v = ULLONG_MAX;   /* MHD refuses a malformed length before this; be safe */
+	}
+	if ((rq->route->flags & ROUTE_JSON) == 0) {
+		if (v > 0 || te != NULL) {
+			*ret = http_send_error(conn, rq, 413, "payload_too_large",
+			    "this route takes no request body; send none (Content-Length: 0 or no body)",
+			    NULL, "Connection", "close");
+			return -1;
+		}
+		return 0;
+	}
+	if (!check_size)
+		return 0;
+	if (cl != NULL && v > h->max_body) {
+		*ret = http_send_error(conn, rq, 413, "payload_too_large",
+		    "request body exceeds the size limit", NULL, NULL, NULL);
+		return -1;
+	}
+	if (http_body_reserve(h, rq, cl != NULL ? (size_t)v + 1 : HTTP_BODY_FIRST) != 0) {
+		*ret = http_send_error(conn, rq, 503, "unavailable",
+		    "too many request bodies are being received at once; retry later", NULL,
+		    "Retry-After", "1");
+		return -1;
+	}
+	return 0;
+}
+
 /* header checks done before any body byte is read; 0 or a response was queued */
 static int
 http_precheck(struct http_server *h, struct MHD_Connection *conn, const char *method,
     const char *url, struct http_req *rq, enum MHD_Result *ret)
 {
 	char allow[128];
-	const char *cl;
 	int status = 404;
 
 	rq->route = http_route_find(method, url, rq->param, sizeof(rq->param), &status,
@@ -829,6 +976,8 @@ http_precheck(struct http_server *h, struct MHD_Connection *conn, const char *me
 			*ret = http_send_error(conn, rq, 404, "not_found", "no such route", NULL, NULL, NULL);
 		return -1;
 	}
+	if (http_body_admit(h, conn, rq, 0, ret) != 0)   /* no body where none is read, before any work */
+		return -1;
 	if ((rq->route->flags & ROUTE_AUTH) != 0 && http_authenticate(h, conn, rq, ret) != 0)
 		return -1;
 	if ((rq->route->flags & ROUTE_JSON) != 0 &&
@@ -838,35 +987,32 @@ http_precheck(struct http_server *h, struct MHD_Connection *conn, const char *me
 		    "Content-Type must be application/json", NULL, NULL, NULL);
 		return -1;
 	}
-	cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-	if (cl != NULL) {
-		char *end = NULL;
-		unsigned long long v;
-
-		errno = 0;
-		v = strtoull(cl, &end, 10);
-		if (errno != 0 || end == cl || v > h->max_body) {
-			*ret = http_send_error(conn, rq, 413, "payload_too_large",
-			    "request body exceeds the size limit", NULL, NULL, NULL);
-			return -1;
-		}
-	}
-	return 0;
+	/* after authentication: only a known key's body is stored, or counted in the budget */
+	return http_body_admit(h, conn, rq, 1, ret);
 }
 
+/*
+ * http_append - add n body bytes to rq->buf (kept NUL-terminated): 0, -1
+ * past max_body, -2 out of memory, -3 over the body budget.
+ */
 static int
-http_append(struct http_req *rq, const char *data, size_t n, size_t max_body)
+http_append(struct http_server *h, struct http_req *rq, const char *data, size_t n)
 {
+	size_t max_body = h->max_body;
+
 	if (n > max_body || rq->len > max_body - n)
 		return -1;
 	if (rq->len + n + 1 > rq->cap) {
-		size_t cap = rq->cap != 0 ? rq->cap : 4096;
+		/* first the reservation made with the headers: a known length's whole body, in one buffer */
+		size_t cap = rq->cap != 0 ? rq->cap : rq->reserved != 0 ? rq->reserved : HTTP_BODY_FIRST;
 		char *nb;
 
 		while (cap < rq->len + n + 1)
 			cap *= 2;
 		if (cap > max_body + 1)
 			cap = max_body + 1;
+		if (http_body_reserve(h, rq, cap) != 0)
+			return -3;
 		nb = realloc(rq->buf, cap);
 		if (nb == NULL)
 			return -2;
@@ -984,6 +1130,8 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 		if (http_precheck(h, conn, method, url, rq, &ret) != 0) {
 			rq->answered = 1;
 			metrics_http_request(rq->route != NULL ? rq->route->pattern : NULL, rq->status);
+		} else if ((rq->route->flags & ROUTE_JSON) != 0) {
+			hd_mark(h, conn, HTTP_Q_BODY);   /* the body's clock starts */
 		}
 		return ret;
 	}
@@ -996,7 +1144,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 
 		*upload_data_size = 0;
 		rq->bytes_in += n;
-		if (rq->too_large) {
+		if (rq->refused != 0) {
 			/*
 			 * libmicrohttpd 0.9.75 can queue a response only before the
 			 * body is read or after all of it was: a chunked body over
@@ -1007,26 +1155,33 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 			rq->drained += n;
 			return rq->drained > HTTP_DRAIN_ALLOWANCE ? MHD_NO : MHD_YES;
 		}
-		int r = http_append(rq, upload_data, n, h->max_body);
+		int r = http_append(h, rq, upload_data, n);
 
 		if (r == -2)
 			return MHD_NO;
 		if (r != 0) {
-			rq->too_large = 1;
+			rq->refused = r == -3 ? 503 : 413;
 			rq->drained = n;
-			free(rq->buf);
-			rq->buf = NULL;
-			rq->len = rq->cap = 0;
+			http_body_release(h, rq);
 		}
 		return MHD_YES;
 	}
-	if (rq->too_large) {
+	if ((rq->route->flags & ROUTE_JSON) != 0)
+		hd_mark(h, conn, -1);   /* the whole body is in: its deadline is met */
+	if (rq->refused == 503) {
+		metrics_http_request(rq->route->pattern, 503);
+		return http_send_error(conn, rq, 503, "unavailable",
+		    "too many request bodies are being received at once; retry later", NULL,
+		    "Retry-After", "1");
+	}
+	if (rq->refused != 0) {
 		metrics_http_request(rq->route->pattern, 413);
 		return http_send_error(conn, rq, 413, "payload_too_large",
 		    "request body exceeds the size limit", NULL, NULL, NULL);
 	}
 
 	http_dispatch(h, conn, method, url, rq, &resp);
+	http_body_release(h, rq);   /* the handler is done with the body */
 	ret = http_send(conn, rq, &resp);   /* the access line is written by http_completed */
 	metrics_http_request(rq->route->pattern, resp.status);
 	free(resp.body);
@@ -1053,9 +1208,10 @@ http_termination(enum MHD_RequestTerminationCode toe)
  * route pattern (never the raw path with its ids) when one matched, else
  * the raw path cut to HTTP_LOG_PATH_MAX; warn for 5xx and for a request
  * that got no answer (status 0). The tenant is the key's name, never the key.
+ * body_cut: the body deadline cut the connection (end=body_timeout).
  */
 static void
-http_access_log(const struct http_req *rq, enum MHD_RequestTerminationCode toe)
+http_access_log(const struct http_req *rq, enum MHD_RequestTerminationCode toe, int body_cut)
 {
 	char dur[32];
 	enum log_level lv = rq->status >= 500 || rq->status == 0 ? LOG_WARN : LOG_INFO;
@@ -1065,7 +1221,8 @@ http_access_log(const struct http_req *rq, enum MHD_RequestTerminationCode toe)
 	    " method=%s route=%s status=%d duration=%s bytes_in=%zu bytes_out=%zu tenant=%s"
 	    " request_id=%s end=%s",
 	    rq->method, rq->route != NULL ? rq->route->pattern : rq->path, rq->status, dur,
-	    rq->bytes_in, rq->bytes_out, rq->tenant, rq->request_id, http_termination(toe));
+	    rq->bytes_in, rq->bytes_out, rq->tenant, rq->request_id,
+	    body_cut ? "body_timeout" : http_termination(toe));
 }
 
 static void
@@ -1073,13 +1230,13 @@ http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     enum MHD_RequestTerminationCode toe)
 {
 	struct http_req *rq = *con_cls;
+	int body_cut = hd_mark(cls, conn, HTTP_Q_KEPT);   /* the next request's headers, if any */
 
-	hd_mark(cls, conn, HTTP_Q_KEPT);   /* the next request's headers, if any */
 	if (rq == NULL)
 		return;
-	http_access_log(rq, toe);
+	http_access_log(rq, toe, body_cut);
 	atomic_fetch_sub(&((struct http_server *)cls)->active, 1);   /* after its access line */
-	free(rq->buf);
+	http_body_release(cls, rq);   /* every path: error, timeout, client gone */
 	free(rq);
 	*con_cls = NULL;
 }
@@ -1133,7 +1290,7 @@ http_start(const struct config *cfg, char *err, size_t errlen)
 	struct http_server *h = NULL;
 	struct addrinfo hints = { 0 }, *ai = NULL;
 	const union MHD_DaemonInfo *info;
-	char port[8], host[300], hdr_to[32];
+	char port[8], host[300], hdr_to[32], body_to[32];
 	unsigned int flags;
 	unsigned int threads, limit;
 	unsigned long long nofile = 0;
@@ -1147,6 +1304,10 @@ http_start(const struct config *cfg, char *err, size_t errlen)
 	}
 	h->cfg = cfg;
 	h->max_body = cfg->max_body != 0 ? cfg->max_body : HTTP_DEFAULT_MAX_BODY;
+	h->body_budget = cfg->http_body_budget != 0 ? cfg->http_body_budget : HTTP_DEFAULT_BODY_BUDGET;
+	if (h->body_budget < h->max_body + 1)
+		h->body_budget = h->max_body + 1;   /* config check refuses less; a largest body always fits alone */
+	atomic_init(&h->body_bytes, 0);
 
 	snprintf(port, sizeof(port), "%u", (unsigned)cfg->listen_port);
 	hints.ai_family = AF_UNSPEC;
@@ -1205,9 +1366,12 @@ http_start(const struct config *cfg, char *err, size_t errlen)
 	else
 		snprintf(host, sizeof(host), "%s", cfg->listen_host);
 	log_info("http listening", "url=http://%s:%u", host, (unsigned)bound);
-	log_info("http limits", "max_connections=%u nofile=%llu idle_timeout=%ds header_timeout=%s",
+	log_info("http limits", "max_connections=%u nofile=%llu idle_timeout=%ds header_timeout=%s"
+	    " body_timeout=%s max_body=%zu body_budget=%zu",
 	    limit, nofile, cfg->http_timeout > 0 ? cfg->http_timeout : HTTP_CONNECTION_TIMEOUT_S,
-	    util_fmt_duration((double)h->hd.after_ms[HTTP_Q_FRESH] / 1000.0, hdr_to, sizeof(hdr_to)));
+	    util_fmt_duration((double)h->hd.after_ms[HTTP_Q_FRESH] / 1000.0, hdr_to, sizeof(hdr_to)),
+	    util_fmt_duration((double)h->hd.after_ms[HTTP_Q_BODY] / 1000.0, body_to, sizeof(body_to)),
+	    h->max_body, h->body_budget);
 	freeaddrinfo(ai);
 	return h;
 fail:

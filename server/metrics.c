@@ -31,6 +31,7 @@ static _Atomic uint64_t metrics_accepted;
 static _Atomic uint64_t metrics_rcpt[METRICS_RCPT_COUNT];
 static _Atomic uint64_t metrics_webhook[METRICS_WEBHOOK_COUNT];
 static _Atomic uint64_t metrics_smtp[METRICS_SMTP_COUNT];
+static _Atomic int64_t metrics_body_bytes;
 
 static const char *const metrics_rcpt_names[METRICS_RCPT_COUNT] = {
 	"delivered", "deferred", "failed", "expired", "suppressed",
@@ -117,6 +118,12 @@ metrics_smtp_transaction(int smtp_result)
 }
 
 void
+metrics_http_body_bytes(int64_t delta)
+{
+	atomic_fetch_add_explicit(&metrics_body_bytes, delta, memory_order_relaxed);
+}
+
+void
 metrics_snapshot(struct metrics_snapshot *out)
 {
 	memset(out, 0, sizeof(*out));
@@ -139,6 +146,7 @@ metrics_snapshot(struct metrics_snapshot *out)
 		out->webhook[i] = metrics_load(&metrics_webhook[i]);
 	for (size_t i = 0; i < METRICS_SMTP_COUNT; i++)
 		out->smtp[i] = metrics_load(&metrics_smtp[i]);
+	out->http_body_bytes = atomic_load_explicit(&metrics_body_bytes, memory_order_relaxed);
 }
 
 void
@@ -158,6 +166,7 @@ metrics_reset(void)
 		atomic_store(&metrics_webhook[i], 0);
 	for (size_t i = 0; i < METRICS_SMTP_COUNT; i++)
 		atomic_store(&metrics_smtp[i], 0);
+	atomic_store(&metrics_body_bytes, 0);
 }
 
 /* --- exposition ---------------------------------------------------------- */
@@ -293,6 +302,10 @@ metrics_render(const struct metrics_snapshot *snap, const struct store_queue_sta
 	for (size_t i = 0; i < METRICS_WEBHOOK_COUNT; i++)
 		metrics_printf(&b, "txmail_webhook_attempts_total{result=\"%s\"} %" PRIu64 "\n",
 		    metrics_webhook_names[i], snap->webhook[i]);
+
+	metrics_head(&b, "txmail_http_body_bytes_in_flight", "gauge",
+	    "Bytes reserved by the request bodies this process is receiving (at most TXMAIL_HTTP_BODY_BUDGET).");
+	metrics_printf(&b, "txmail_http_body_bytes_in_flight %" PRId64 "\n", snap->http_body_bytes);
 
 	if (q != NULL) {
 		metrics_head(&b, "txmail_queue_ready", "gauge",

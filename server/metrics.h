@@ -3,7 +3,7 @@
  *
  * Owns a fixed set of C11 atomic counters (HTTP requests by route pattern
  * and status class, messages accepted, recipient outcomes, webhook
- * attempts, SMTP transactions), bumped from any thread without a lock, and
+ * attempts, SMTP transactions, request-body bytes in flight), bumped from any thread without a lock, and
  * the GET /metrics handler that adds queue gauges read from Redis at scrape
  * time. Counters are per process: with the roles split over several
  * processes each one counts only what it did itself. This module must never
@@ -55,6 +55,7 @@ struct metrics_snapshot {
 	uint64_t rcpt[METRICS_RCPT_COUNT];
 	uint64_t webhook[METRICS_WEBHOOK_COUNT];
 	uint64_t smtp[METRICS_SMTP_COUNT];
+	int64_t http_body_bytes;        /* a gauge: request body bytes reserved now */
 };
 
 /*
@@ -71,6 +72,9 @@ void metrics_recipient(const char *status);
 void metrics_webhook_attempt(enum metrics_webhook result);
 /* metrics_smtp_transaction - one finished SMTP transaction by its smtp_result value (0 ok, 1 temp, 2 perm). */
 void metrics_smtp_transaction(int smtp_result);
+
+/* metrics_http_body_bytes - the request-body bytes reserved (http.c's budget) grew or shrank by delta. */
+void metrics_http_body_bytes(int64_t delta);
 
 /* metrics_snapshot - copy the current counters into out (relaxed reads). */
 void metrics_snapshot(struct metrics_snapshot *out);

@@ -739,6 +739,50 @@ Test(config, base_above_max_warns)
 	    "got\n%s", rep_text());
 }
 
+/* The body limits: defaults, sizes and durations, and a budget below TXMAIL_MAX_BODY. */
+Test(config, http_body_budget_and_timeout)
+{
+	struct config cfg;
+
+	cr_assert_eq(config_load_report(&cfg, &rep), 0, "got errors:\n%s", rep_text());
+	cr_expect_eq(cfg.http_body_budget, (size_t)256 << 20, "budget default: got %zu, want 256 MiB",
+	    cfg.http_body_budget);
+	cr_expect(cfg.http_body_timeout == 30, "body timeout default: got %g, want 30", cfg.http_body_timeout);
+	config_free(&cfg);
+
+	set_vars((const char *const[][2]){
+		{ "TXMAIL_MAX_BODY", "4M" },
+		{ "TXMAIL_HTTP_BODY_BUDGET", "16M" },
+		{ "TXMAIL_HTTP_BODY_TIMEOUT", "1.5" },
+		{ NULL, NULL },
+	});
+	cr_assert_eq(config_load_report(&cfg, &rep), 0, "got errors:\n%s", rep_text());
+	cr_expect_eq(cfg.http_body_budget, (size_t)16 << 20, "budget: got %zu, want 16 MiB", cfg.http_body_budget);
+	cr_expect(cfg.http_body_timeout == 1.5, "body timeout: got %g, want 1.5", cfg.http_body_timeout);
+	config_free(&cfg);
+
+	/* a budget that was set below the largest body: refused, naming both */
+	setenv("TXMAIL_HTTP_BODY_BUDGET", "2M", 1);
+	cr_expect_neq(config_load_report(&cfg, &rep), 0, "budget 2M < max body 4M: got ok, want an error");
+	cr_expect(rep_find("TXMAIL_HTTP_BODY_BUDGET: below TXMAIL_MAX_BODY (4194304 bytes)", CONFIG_ERROR) != NULL,
+	    "got\n%s", rep_text());
+	config_free(&cfg);
+
+	/* the default budget gives way to a larger TXMAIL_MAX_BODY */
+	unsetenv("TXMAIL_HTTP_BODY_BUDGET");
+	setenv("TXMAIL_MAX_BODY", "512M", 1);
+	cr_assert_eq(config_load_report(&cfg, &rep), 0, "got errors:\n%s", rep_text());
+	cr_expect_eq(cfg.http_body_budget, (size_t)512 << 20, "budget: got %zu, want 512 MiB (raised)",
+	    cfg.http_body_budget);
+	config_free(&cfg);
+	unsetenv("TXMAIL_MAX_BODY");
+	unsetenv("TXMAIL_HTTP_BODY_TIMEOUT");
+	setenv("TXMAIL_HTTP_BODY_TIMEOUT", "0", 1);
+	cr_expect_neq(config_load_report(&cfg, &rep), 0, "body timeout 0: got ok, want an error");
+	config_free(&cfg);
+	unsetenv("TXMAIL_HTTP_BODY_TIMEOUT");
+}
+
 /* run --dev's defaults: taken only for unset variables, recorded as source dev. */
 Test(config, dev_defaults)
 {

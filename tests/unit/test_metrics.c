@@ -49,6 +49,7 @@ Test(metrics, render_exact_lines)
 	snap.webhook[METRICS_WEBHOOK_SUCCESS] = 8;
 	snap.webhook[METRICS_WEBHOOK_RETRY] = 2;
 	snap.smtp[METRICS_SMTP_TEMPFAIL] = 12;
+	snap.http_body_bytes = 4097;
 	t = metrics_render(&snap, &q, 1);
 	cr_assert_not_null(t);
 	static const char *const want[] = {
@@ -72,6 +73,8 @@ Test(metrics, render_exact_lines)
 		"txmail_webhook_attempts_total{result=\"retry\"} 2",
 		"txmail_webhook_attempts_total{result=\"gave_up\"} 0",
 		"txmail_smtp_transactions_total{result=\"tempfail\"} 12",
+		"# TYPE txmail_http_body_bytes_in_flight gauge",
+		"txmail_http_body_bytes_in_flight 4097",
 		"# TYPE txmail_queue_ready gauge",
 		"txmail_queue_ready 3",
 		"txmail_queue_pending 2",
