@@ -155,6 +155,45 @@ check_line(const char *s, size_t maxlen, char *why, size_t whylen)
 	return 0;
 }
 
+/*
+ * addr_forbidden - the first code point of the valid UTF-8 s[0..len) that an
+ * address or display name must not hold: C0 controls (TAB too), DEL, C1
+ * controls, U+2028/U+2029 (line and paragraph separators), the bidi controls
+ * U+200E/U+200F, U+202A-U+202E, U+2066-U+2069, and U+FEFF. Each of these
+ * would reach MAIL FROM, RCPT TO or a From/To header as it is, where it can
+ * end a line for some reader or make an address display as another. -1 when
+ * there is none.
+ */
+static long
+addr_forbidden(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0;
+
+	while (i < len) {
+		unsigned long cp = p[i];
+		size_t n = 1;
+
+		if (cp >= 0xF0) {
+			n = 4;
+		} else if (cp >= 0xE0) {
+			n = 3;
+			if (i + 2 < len)
+				cp = ((cp & 0x0F) << 12) | ((p[i + 1] & 0x3Fu) << 6) | (p[i + 2] & 0x3Fu);
+		} else if (cp >= 0xC0) {
+			n = 2;
+			if (i + 1 < len)
+				cp = ((cp & 0x1F) << 6) | (p[i + 1] & 0x3Fu);
+		}
+		if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F) || cp == 0x200E || cp == 0x200F ||
+		    cp == 0x2028 || cp == 0x2029 || (cp >= 0x202A && cp <= 0x202E) ||
+		    (cp >= 0x2066 && cp <= 0x2069) || cp == 0xFEFF)
+			return (long)cp;
+		i += n;
+	}
+	return -1;
+}
+
 static int
 is_atext(unsigned char c)
 {
@@ -238,7 +277,9 @@ validate_email(const char *s)
 	}
 	if (!utf8_check(s, local_len, NULL))
 		return 0;
-	return domain_ok(p + 1, len - at - 1);
+	if (!domain_ok(p + 1, len - at - 1))
+		return 0;
+	return addr_forbidden(s, len) < 0;
 }
 
 static const char *
@@ -265,6 +306,7 @@ validate_address(const char *in, char **name, char **email, char *why, size_t wh
 {
 	char *n = NULL, *em = NULL;
 	const char *lt, *gt, *end;
+	long forbidden;
 	int rc = -1;
 
 	*name = NULL;
@@ -275,6 +317,12 @@ validate_address(const char *in, char **name, char **email, char *why, size_t wh
 	}
 	if (check_line(in, VALIDATE_MAX_ADDR_INPUT, why, whylen) != 0)
 		return -1;
+	forbidden = addr_forbidden(in, strlen(in));
+	if (forbidden >= 0) {
+		snprintf(why, whylen, "must not contain control, line separator, bidi control "
+		    "or BOM characters (U+%04lX)", (unsigned long)forbidden);
+		return -1;
+	}
 	in = skip_ws(in);
 	end = in + strlen(in);
 	while (end > in && (end[-1] == ' ' || end[-1] == '\t'))

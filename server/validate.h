@@ -5,7 +5,8 @@
  * offending field ("to[1]", "headers.X-Foo") and says why, for a 422.
  * Caps: 50 recipients in to+cc+bcc, 998-octet header values, 320-octet
  * addresses, no CR/LF/NUL anywhere in a header value, name or address,
- * 50 headers, 20 tags, 4 KiB of metadata, 100 template variables.
+ * no control (C0, DEL, C1), line separator, bidi control or BOM code point
+ * in an address or display name, 50 headers, 20 tags, 4 KiB of metadata, 100 template variables.
  */
 #ifndef SERVER_VALIDATE_H
 #define SERVER_VALIDATE_H
@@ -122,12 +123,18 @@ int validate_rendered(const struct msg_request *r, const char *prefix,
 
 /*
  * validate_address - parse "addr" or "Display Name <addr>" (quoted names
- * allowed, UTF-8 names allowed). On success 0 with malloc'd *name (NULL
- * when none) and *email; -1 with why filled.
+ * allowed, UTF-8 names allowed; no C0/C1 control, DEL, U+2028/U+2029,
+ * bidi control U+200E/F, U+202A-E, U+2066-9 or U+FEFF anywhere, TAB
+ * included). On success 0 with malloc'd *name (NULL when none) and *email;
+ * -1 with why filled.
  */
 int validate_address(const char *in, char **name, char **email, char *why, size_t whylen);
 
-/* validate_email - 1 when `s` is a plausible addr-spec (local@domain, ASCII or UTF-8, no spaces/CR/LF/<>), else 0. */
+/*
+ * validate_email - 1 when `s` is a plausible addr-spec (local@domain, ASCII
+ * or UTF-8, no spaces/CR/LF/<>, none of the code points validate_address
+ * refuses), else 0.
+ */
 int validate_email(const char *s);
 
 /*

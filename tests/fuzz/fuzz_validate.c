@@ -11,7 +11,8 @@
  * identical copy lives here), then validate. Properties checked on success:
  * the raw-text value count equals the parsed tree's node count,
  * recipients within VALIDATE_MAX_RCPTS, no CR/LF in any header value, name
- * or address, and a validated message without a template always builds
+ * or address, no control, separator, bidi or BOM code point in a name or
+ * address, and a validated message without a template always builds
  * with mime_build (a failure there would be a 500 for a 202-worthy body).
  * Never writes files; never aborts except on a broken property.
  */
@@ -48,6 +49,32 @@ has_crlf(const char *s)
 	return s != NULL && (strchr(s, '\r') != NULL || strchr(s, '\n') != NULL);
 }
 
+/*
+ * has_refused_cp - 1 when s holds a code point no address or name may
+ * (C0, DEL, C1, U+200E/F, U+2028-U+202E, U+2066-9, U+FEFF), judged on the
+ * UTF-8 bytes rather than by a decoder like validate.c's.
+ */
+static int
+has_refused_cp(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	for (; s != NULL && *p != '\0'; p++) {
+		if (*p < 0x20 || *p == 0x7F)
+			return 1;
+		if (p[0] == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F)
+			return 1;
+		if (p[0] == 0xE2 && p[1] == 0x80 &&
+		    (p[2] == 0x8E || p[2] == 0x8F || (p[2] >= 0xA8 && p[2] <= 0xAE)))
+			return 1;
+		if (p[0] == 0xE2 && p[1] == 0x81 && p[2] >= 0xA6 && p[2] <= 0xA9)
+			return 1;
+		if (p[0] == 0xEF && p[1] == 0xBB && p[2] == 0xBF)
+			return 1;
+	}
+	return 0;
+}
+
 static void
 check_addrs(const struct mime_addr *a, size_t n)
 {
@@ -55,7 +82,8 @@ check_addrs(const struct mime_addr *a, size_t n)
 		abort();
 	for (size_t i = 0; i < n; i++)
 		if (a[i].email == NULL || a[i].email[0] == '\0' ||
-		    has_crlf(a[i].email) || has_crlf(a[i].name))
+		    has_crlf(a[i].email) || has_crlf(a[i].name) ||
+		    has_refused_cp(a[i].email) || has_refused_cp(a[i].name))
 			abort();
 }
 

@@ -1060,3 +1060,200 @@ Test(validate, json_values_over_limit)
 	cr_expect_eq(got, n + 1, "got %zu, want %zu", got, n + 1);
 	free(big);
 }
+
+/* --- control, separator, bidi and BOM code points in addresses (issue 11) --- */
+
+/* every code point an address or display name must not hold (U+0000 is the \u0000 scan's) */
+static size_t
+forbidden_cps(unsigned long *out)
+{
+	static const unsigned long named[] = {
+		0x7F, 0x200E, 0x200F, 0x2028, 0x2029, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E,
+		0x2066, 0x2067, 0x2068, 0x2069, 0xFEFF,
+	};
+	size_t n = 0;
+
+	for (unsigned long cp = 0x01; cp <= 0x1F; cp++)
+		out[n++] = cp;
+	for (unsigned long cp = 0x80; cp <= 0x9F; cp++)
+		out[n++] = cp;
+	for (size_t i = 0; i < sizeof(named) / sizeof(named[0]); i++)
+		out[n++] = named[i];
+	return n;
+}
+
+static void
+utf8_put(unsigned long cp, char *out)
+{
+	if (cp < 0x80) {
+		out[0] = (char)cp;
+		out[1] = '\0';
+	} else if (cp < 0x800) {
+		out[0] = (char)(0xC0 | (cp >> 6));
+		out[1] = (char)(0x80 | (cp & 0x3F));
+		out[2] = '\0';
+	} else {
+		out[0] = (char)(0xE0 | (cp >> 12));
+		out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+		out[2] = (char)(0x80 | (cp & 0x3F));
+		out[3] = '\0';
+	}
+}
+
+/* where a code point goes: between pre and post; bare ones are addr-specs */
+static const struct {
+	const char *pre, *post;
+	int bare;
+} cp_places[] = {
+	{ "jo", "n@example.com", 1 },           /* local part */
+	{ "", "john@example.com", 1 },
+	{ "john@exa", "mple.com", 1 },          /* domain */
+	{ "john@example.com", "", 1 },
+	{ "Jo", "n <john@example.com>", 0 },    /* display name */
+	{ "", "John <john@example.com>", 0 },
+	{ "\"Jo", "n\" <john@example.com>", 0 },
+	{ "John <jo", "n@example.com>", 0 },
+	{ "John <john@example.com", ">", 0 },
+};
+
+Test(validate, address_forbidden_code_points)
+{
+	unsigned long cps[128];
+	size_t ncp = forbidden_cps(cps);
+
+	cr_assert_eq(ncp, 31 + 32 + 15, "got %zu code points, want 78", ncp);
+	for (size_t i = 0; i < ncp; i++) {
+		char ch[8];
+
+		utf8_put(cps[i], ch);
+		for (size_t p = 0; p < sizeof(cp_places) / sizeof(cp_places[0]); p++) {
+			char in[128], why[160] = "", *name = NULL, *email = NULL;
+			int rc;
+
+			snprintf(in, sizeof(in), "%s%s%s", cp_places[p].pre, ch, cp_places[p].post);
+			rc = validate_address(in, &name, &email, why, sizeof(why));
+			cr_expect_eq(rc, -1, "validate_address(%s<U+%04lX>%s): got %d (name %s, email %s), want -1",
+			    cp_places[p].pre, cps[i], cp_places[p].post, rc, name ? name : "(null)",
+			    email ? email : "(null)");
+			cr_expect(why[0] != '\0', "U+%04lX in place %zu: no reason given", cps[i], p);
+			free(name);
+			free(email);
+			if (cp_places[p].bare)
+				cr_expect_eq(validate_email(in), 0, "validate_email(%s<U+%04lX>%s): got 1, want 0",
+				    cp_places[p].pre, cps[i], cp_places[p].post);
+		}
+	}
+}
+
+/* each address field of a send request, alone and in a batch, names itself */
+Test(validate, address_forbidden_code_points_name_the_field)
+{
+	static const struct {
+		const char *key;
+		int list;   /* also given as an array */
+	} fields[] = {
+		{ "from", 0 }, { "to", 1 }, { "cc", 1 }, { "bcc", 1 }, { "reply_to", 1 },
+	};
+	static const char *const bad_pre[] = { "Jo", "jo" };
+	static const char *const bad_post[] = { "n <john@example.com>", "n@example.com" };
+	unsigned long cps[128];
+	size_t ncp = forbidden_cps(cps);
+
+	for (size_t i = 0; i < ncp; i++) {
+		char bad[64], esc[16];
+
+		/* as JSON text: a \u escape, so C0 controls are valid JSON too */
+		snprintf(esc, sizeof(esc), "\\u%04lx", cps[i]);
+		for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
+			for (size_t b = 0; b < 2; b++) {
+				for (int arr = 0; arr <= fields[f].list; arr++) {
+					char json[512], want[64];
+					const char *prefix = (i + f + b) % 2 ? "messages[4]." : NULL;
+					struct msg_request r;
+					struct validate_error err;
+					cJSON *j;
+					int rc;
+
+					snprintf(bad, sizeof(bad), "%s%s%s", bad_pre[b], esc, bad_post[b]);
+					if (strcmp(fields[f].key, "from") == 0)
+						snprintf(json, sizeof(json),
+						    "{\"from\":\"%s\",\"to\":\"b@example.com\",\"text\":\"hi\"}", bad);
+					else if (arr)
+						snprintf(json, sizeof(json),
+						    "{\"from\":\"a@example.com\",\"to\":\"t@example.com\",\"%s\":[\"ok@example.com\",\"%s\"],\"text\":\"hi\"}",
+						    fields[f].key, bad);
+					else
+						snprintf(json, sizeof(json),
+						    "{\"from\":\"a@example.com\",\"to\":\"t@example.com\",\"%s\":\"%s\",\"text\":\"hi\"}",
+						    fields[f].key, bad);
+					if (strcmp(fields[f].key, "to") == 0)   /* to given twice otherwise */
+						snprintf(json, sizeof(json), arr ?
+						    "{\"from\":\"a@example.com\",\"to\":[\"ok@example.com\",\"%s\"],\"text\":\"hi\"}" :
+						    "{\"from\":\"a@example.com\",\"to\":\"%s\",\"text\":\"hi\"}", bad);
+					snprintf(want, sizeof(want), "%s%s%s", prefix ? prefix : "", fields[f].key,
+					    arr ? "[1]" : "");
+					j = cJSON_Parse(json);
+					cr_assert_not_null(j, "test JSON does not parse: %s", json);
+					rc = validate_message_at(j, NOW_MS, 7 * MIB, prefix, &r, &err);
+					cr_expect_eq(rc, -1, "%s: got rc %d, want -1", json, rc);
+					cr_expect_str_eq(err.field, want, "%s: got field \"%s\", want \"%s\" (%s)",
+					    json, err.field, want, err.message);
+					msg_request_free(&r);
+					cJSON_Delete(j);
+				}
+			}
+		}
+	}
+}
+
+/* U+0000 never reaches validate_address (cJSON would cut the string): the scan names the field */
+Test(validate, address_nul_names_the_field)
+{
+	static const struct {
+		const char *json;
+		const char *want;
+	} cases[] = {
+		{ "{\"from\":\"Jo\\u0000n <a@example.com>\"}", "from" },
+		{ "{\"to\":[\"ok@example.com\",\"a\\u0000@example.com\"]}", "to[1]" },
+		{ "{\"messages\":[{},{\"reply_to\":\"x@exa\\u0000mple.com\"}]}", "messages[1].reply_to" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char field[128];
+		int got = validate_json_nul(cases[i].json, strlen(cases[i].json), field, sizeof(field));
+
+		cr_expect_eq(got, 1, "%s: got %d, want 1", cases[i].json, got);
+		cr_expect_str_eq(field, cases[i].want, "%s: got field \"%s\", want \"%s\"",
+		    cases[i].json, field, cases[i].want);
+	}
+}
+
+/* ordinary non-ASCII, and the neighbours of every refused range, are still accepted */
+Test(validate, address_ordinary_unicode_accepted)
+{
+	static const char *const good[] = {
+		"Jörg <joerg@example.com>",
+		"Jörg Müller <jörg@bücher.de>",
+		"用户 <user@example.com>",
+		"用户@例子.广告",
+		"\"Ünïcødé, Ltd\" <a@example.com>",
+		"Zoë\xc2\xa0" "Smith <z@example.com>",       /* U+00A0, after C1 */
+		"Family \xe2\x80\x8d <f@example.com>",       /* U+200D ZWJ, before U+200E */
+		"a\xe2\x80\xa7" "b <a@example.com>",          /* U+2027 */
+		"a\xe2\x80\xaf" "b <a@example.com>",          /* U+202F */
+		"a\xe2\x81\xa5" "b <a@example.com>",          /* U+2065 */
+		"a\xe2\x81\xaa" "b <a@example.com>",          /* U+206A */
+		"a\xef\xbb\xbe" "b <a@example.com>",          /* U+FEFE */
+		"Emoji \xf0\x9f\x98\x80 <e@example.com>",    /* U+1F600 */
+		"~ <tilde@example.com>",                       /* U+007E, before DEL */
+	};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		char why[160] = "", *name = NULL, *email = NULL;
+		int rc = validate_address(good[i], &name, &email, why, sizeof(why));
+
+		cr_expect_eq(rc, 0, "validate_address(\"%s\"): got %d (%s), want 0", good[i], rc, why);
+		free(name);
+		free(email);
+	}
+	cr_expect_eq(validate_email("jörg@bücher.de"), 1, "validate_email(jörg@bücher.de): got 0, want 1");
+	cr_expect_eq(validate_email("用户@例子.广告"), 1, "validate_email(用户@例子.广告): got 0, want 1");
+}
