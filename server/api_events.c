@@ -8,7 +8,13 @@
  * to each live client's buffer, catches up clients that resumed with
  * Last-Event-ID from the store (flow-controlled: a client is read for only
  * while its buffer is less than half full), and queues a ": keepalive"
- * comment after API_EVENTS_KEEPALIVE_MS of silence. HTTP threads only copy
+ * comment after API_EVENTS_KEEPALIVE_MS of silence. A key holds at most
+ * TXMAIL_SSE_PER_KEY streams at once (of the process's API_EVENTS_MAX_CLIENTS).
+ * A parked connection is not watched by libmicrohttpd, so the hub polls the
+ * sockets of parked clients on every pass and ends a client whose peer hung
+ * up: the connection resumes, the stream ends, and the response's free
+ * callback (api_events_client_close) gives the slot back within a pass
+ * (HUB_BLOCK_MS), not at the next keepalive. HTTP threads only copy
  * bytes out of a buffer under the hub's lock; they never wait on Redis or
  * on a client. A client that falls API_EVENTS_CLIENT_BUF behind is
  * disconnected (it resumes with Last-Event-ID); the event stream's
@@ -23,6 +29,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -31,6 +38,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "keys.h"
 #include "log.h"
 #include "store.h"
 #include "util.h"
@@ -61,12 +69,15 @@ struct api_events_client {
 	int64_t last_queued_ms;      /* monotonic: for keepalives */
 	api_events_conn_fn *park, *wake;
 	void *arg;
+	int fd;                      /* the connection's socket, watched while parked; -1: none */
+	char tenant[API_EVENTS_TENANT_MAX];  /* the API key it counts against */
 };
 
 struct api_events_hub {
 	pthread_mutex_t lock;        /* everything below but st */
 	struct api_events_client *clients;
 	int nclients;
+	int per_key;                 /* TXMAIL_SSE_PER_KEY */
 	int closing;
 	uint64_t next_serial;
 	struct hub_cursor cur;       /* the last event the live tail read */
@@ -76,6 +87,8 @@ struct api_events_hub {
 	int thr_started;
 	atomic_int stop;
 };
+
+_Static_assert(API_EVENTS_TENANT_MAX >= KEYS_TENANT_MAX, "a tenant must fit a client's copy");
 
 /* The hub of this process (one HTTP server per process); set by start, cleared by free. */
 static struct api_events_hub *api_events_current;
@@ -378,6 +391,41 @@ static void hub_keepalives(struct api_events_hub *hub)
 	pthread_mutex_unlock(&hub->lock);
 }
 
+/*
+ * hub_reap_gone - end every parked client whose peer closed its socket
+ * (libmicrohttpd watches no suspended connection). Under the lock, so a
+ * parked client's fd is its live connection's: the connection cannot end
+ * while suspended, and the client is freed only when it ends.
+ */
+static void hub_reap_gone(struct api_events_hub *hub)
+{
+	struct pollfd pfd[API_EVENTS_MAX_CLIENTS];
+	struct api_events_client *who[API_EVENTS_MAX_CLIENTS];
+	struct api_events_client *c;
+	int n = 0, gone = 0;
+
+	pthread_mutex_lock(&hub->lock);
+	for (c = hub->clients; c && n < API_EVENTS_MAX_CLIENTS; c = c->next) {
+		if (!c->parked || c->closed || c->fd < 0)
+			continue;
+		pfd[n].fd = c->fd;
+		pfd[n].events = POLLRDHUP;
+		pfd[n].revents = 0;
+		who[n++] = c;
+	}
+	if (n > 0 && poll(pfd, (nfds_t)n, 0) > 0) {
+		for (int i = 0; i < n; i++) {
+			if (pfd[i].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) {
+				client_end(who[i]);
+				gone++;
+			}
+		}
+	}
+	pthread_mutex_unlock(&hub->lock);
+	if (gone > 0)
+		log_debug("event stream clients hung up, slots freed", "count=%d", gone);
+}
+
 static void hub_sleep(struct api_events_hub *hub, int ms)
 {
 	while (ms > 0 && !atomic_load(&hub->stop)) {
@@ -425,6 +473,7 @@ static void *hub_thread(void *arg)
 				    store_strerror(n));
 			redis_down = 1;
 			hub_keepalives(hub);
+			hub_reap_gone(hub);
 			hub_sleep(hub, HUB_REDIS_BACKOFF_MS);
 			continue;
 		}
@@ -451,6 +500,7 @@ static void *hub_thread(void *arg)
 				store_event_free(evs[i]);
 		}
 		hub_keepalives(hub);
+		hub_reap_gone(hub);
 	}
 	return NULL;
 }
@@ -469,6 +519,7 @@ struct api_events_hub *api_events_hub_start(const struct config *cfg, char *err,
 	pthread_mutex_init(&hub->lock, NULL);
 	hub->cur.dollar = 1;
 	hub->next_serial = 1;
+	hub->per_key = cfg->sse_per_key > 0 ? cfg->sse_per_key : API_EVENTS_PER_KEY_DEFAULT;
 	atomic_init(&hub->stop, 0);
 	hub->st = store_open(&cfg->redis);
 	if (!hub->st) {
@@ -529,21 +580,35 @@ void api_events_hub_free(struct api_events_hub *hub)
 
 /* ---- clients ------------------------------------------------------------------------ */
 
-/* events_client_open - a new client after `last` (NULL: only new events). NULL when full or closing. */
+enum { OPEN_NOMEM, OPEN_FULL, OPEN_KEY_FULL };
+
+/*
+ * events_client_open - a new client of tenant after `last` (NULL: only new
+ * events). NULL with *why OPEN_FULL (closing, or API_EVENTS_MAX_CLIENTS
+ * open), OPEN_KEY_FULL (tenant holds hub->per_key; *open gets its count)
+ * or OPEN_NOMEM.
+ */
 static struct api_events_client *events_client_open(struct api_events_hub *hub, const char *last,
-    int *full)
+    const char *tenant, int *why, int *open)
 {
 	static const char hello[] = ": txmail event stream\n\n";
-	struct api_events_client *c = calloc(1, sizeof(*c));
+	struct api_events_client *c = calloc(1, sizeof(*c)), *o;
 	uint64_t ms, seq;
+	int mine = 0;
 
-	*full = 0;
+	*why = OPEN_NOMEM;
+	*open = 0;
 	if (!c)
 		return NULL;
 	c->hub = hub;
+	c->fd = -1;
+	util_strlcpy(c->tenant, tenant ? tenant : "", sizeof(c->tenant));
 	pthread_mutex_lock(&hub->lock);
-	if (hub->closing || hub->nclients >= API_EVENTS_MAX_CLIENTS) {
-		*full = 1;
+	for (o = hub->clients; o; o = o->next)
+		mine += strcmp(o->tenant, c->tenant) == 0;
+	if (hub->closing || hub->nclients >= API_EVENTS_MAX_CLIENTS || mine >= hub->per_key) {
+		*why = hub->closing || hub->nclients >= API_EVENTS_MAX_CLIENTS ? OPEN_FULL : OPEN_KEY_FULL;
+		*open = mine;
 		pthread_mutex_unlock(&hub->lock);
 		free(c);
 		return NULL;
@@ -570,12 +635,13 @@ static struct api_events_client *events_client_open(struct api_events_hub *hub, 
 }
 
 void api_events_client_attach(struct api_events_client *c, api_events_conn_fn *park,
-    api_events_conn_fn *wake, void *arg)
+    api_events_conn_fn *wake, void *arg, int fd)
 {
 	pthread_mutex_lock(&c->hub->lock);
 	c->park = park;
 	c->wake = wake;
 	c->arg = arg;
+	c->fd = fd;
 	pthread_mutex_unlock(&c->hub->lock);
 }
 
@@ -639,16 +705,35 @@ void api_events_stream(const struct api_request *req, struct api_response *resp)
 	struct api_events_hub *hub = api_events_current;
 	const char *last = api_request_header(req, "Last-Event-ID");
 	struct api_events_client *c;
-	int full = 0;
+	int why = OPEN_NOMEM, open = 0;
 
 	if (!hub) {
 		api_error(resp, 503, "unavailable", "the event stream is not running", NULL);
 		api_header(resp, "Retry-After", "5");
 		return;
 	}
-	c = events_client_open(hub, last, &full);
+	if (req->method && strcmp(req->method, "HEAD") == 0) {
+		/* the headers a GET would get, and no stream: HEAD holds no slot */
+		resp->status = 200;
+		api_header(resp, "Content-Type", "text/event-stream");
+		api_header(resp, "Cache-Control", "no-cache");
+		return;
+	}
+	c = events_client_open(hub, last, req->tenant, &why, &open);
+	if (!c && why == OPEN_KEY_FULL) {
+		char msg[128];
+
+		log_warn("event stream refused, too many open for this key",
+		    "request_id=%s tenant=%s open=%d limit=%d", req->request_id ? req->request_id : "",
+		    req->tenant ? req->tenant : "", open, hub->per_key);
+		snprintf(msg, sizeof(msg), "this API key already has %d event streams open "
+		    "(TXMAIL_SSE_PER_KEY); close one first", open);
+		api_error(resp, 429, "rate_limited", msg, NULL);
+		api_header(resp, "Retry-After", "5");
+		return;
+	}
 	if (!c) {
-		api_error(resp, 503, "unavailable", full ? "too many event streams are open" :
+		api_error(resp, 503, "unavailable", why == OPEN_FULL ? "too many event streams are open" :
 		    "out of memory", NULL);
 		api_header(resp, "Retry-After", "5");
 		return;

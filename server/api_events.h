@@ -9,6 +9,10 @@
  * A client whose buffer overflows (it reads too slowly) is disconnected;
  * it can resume with Last-Event-ID.
  *
+ * Fairness: one API key (req->tenant) holds at most TXMAIL_SSE_PER_KEY
+ * streams of a process; the next gets 429 rate_limited with Retry-After.
+ * HEAD answers the headers alone and opens no stream.
+ *
  * Lifecycle: api_events_hub_start (in http_start) -> the api_events_stream
  * handler opens clients -> api_events_hub_shutdown (closes every client,
  * wakes parked ones, refuses new ones) -> the HTTP daemon stops (each
@@ -26,6 +30,8 @@
 #define API_EVENTS_MAX_CLIENTS 256
 #define API_EVENTS_CLIENT_BUF ((size_t)1024 * 1024)   /* bytes queued per client */
 #define API_EVENTS_KEEPALIVE_MS 15000
+#define API_EVENTS_PER_KEY_DEFAULT 8                 /* TXMAIL_SSE_PER_KEY */
+#define API_EVENTS_TENANT_MAX 72                     /* KEYS_TENANT_MAX */
 
 struct api_events_hub;
 struct api_events_client;
@@ -43,9 +49,13 @@ void api_events_hub_free(struct api_events_hub *hub);
  */
 typedef void api_events_conn_fn(void *arg);
 
-/* api_events_client_attach - how to park and wake this client's connection. */
+/*
+ * api_events_client_attach - how to park and wake this client's connection,
+ * and its socket (-1: unknown), which the hub polls while the connection is
+ * parked to end the stream at once when the peer hangs up.
+ */
 void api_events_client_attach(struct api_events_client *c, api_events_conn_fn *park,
-    api_events_conn_fn *wake, void *arg);
+    api_events_conn_fn *wake, void *arg, int fd);
 
 /*
  * api_events_client_read - copy up to max queued bytes into buf. Returns the

@@ -100,6 +100,7 @@ struct config {
 	char bounce_listen_host[256];
 	uint16_t bounce_listen_port;
 	double events_retention;  /* TXMAIL_EVENTS_RETENTION: seconds events stay for SSE resume, 86400 */
+	int sse_per_key;          /* TXMAIL_SSE_PER_KEY: open event streams per API key and process, 8 */
 	struct dkim_keys *dkim_keys;  /* TXMAIL_DKIM_KEYS, key files read at load; NULL: no signing */
 	char dns_server[64];      /* TXMAIL_DNS_SERVER: "ip:port" (IPv4) for MX lookups, "" = system resolver */
 	uint16_t mx_port;         /* TXMAIL_MX_PORT: SMTP port of MX hosts, 25 */

@@ -723,11 +723,14 @@ http_send_stream(struct MHD_Connection *conn, const struct http_req *rq,
     struct api_response *resp)
 {
 	struct api_events_client *c = resp->stream;
+	const union MHD_ConnectionInfo *fdi =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 	struct MHD_Response *r;
 	enum MHD_Result ret;
 
 	resp->stream = NULL;
-	api_events_client_attach(c, http_stream_park, http_stream_wake, conn);
+	api_events_client_attach(c, http_stream_park, http_stream_wake, conn,
+	    fdi != NULL ? fdi->connect_fd : -1);
 	r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, http_stream_read, c,
 	    http_stream_free);
 	if (r == NULL) {
