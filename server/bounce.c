@@ -20,7 +20,14 @@
  * never trust the DSN's Final-Recipient to choose the message (only the
  * token does; the fields only choose among that message's recipients
  * when the token is message-level), and never lose a DSN on a Redis outage: the reply is then
- * 451 so the sending MTA retries.
+ * 451 so the sending MTA retries. Nor may it let senders grow the process:
+ * the sink's limits (sink.h struct sink_limits) come from
+ * TXMAIL_BOUNCE_MAX_BYTES (a larger message is discarded as it arrives and
+ * answered 552 5.3.4, nothing recorded), TXMAIL_BOUNCE_MAX_CLIENTS and
+ * TXMAIL_BOUNCE_MAX_CLIENTS_PER_IP (421 4.7.0 to the excess),
+ * TXMAIL_BOUNCE_IDLE_TIMEOUT and TXMAIL_BOUNCE_DATA_TIMEOUT, and
+ * BOUNCE_RCPT_MAX recipients per transaction: the listener holds at most
+ * max clients x (max bytes + SINK_CLIENT_OVERHEAD + recipients).
  */
 #include "bounce.h"
 
@@ -39,6 +46,8 @@
 #include "store.h"
 #include "util.h"
 #include "verp.h"
+
+#define BOUNCE_RCPT_MAX 100   /* recipients per transaction (a DSN has one); each costs store reads */
 
 struct bounce {
 	const struct config *cfg;
@@ -330,6 +339,12 @@ bounce_start(const struct config *cfg, const char *host, uint16_t port, uint16_t
 	h.rcpt = bounce_rcpt;
 	h.message = bounce_message;
 	h.arg = b;
+	h.limits.max_msg = cfg->bounce_max_bytes;
+	h.limits.max_clients = cfg->bounce_max_clients;
+	h.limits.max_per_peer = cfg->bounce_max_clients_per_ip;
+	h.limits.max_rcpts = BOUNCE_RCPT_MAX;
+	h.limits.idle_ms = (int64_t)(cfg->bounce_idle_timeout * 1000.0);
+	h.limits.data_ms = (int64_t)(cfg->bounce_data_timeout * 1000.0);
 	b->sink = sink_start_hooks(host, port, &h, bound_port, err, errlen);
 	if (!b->sink) {
 		store_close(b->st);

@@ -85,6 +85,7 @@ static int set_relay(struct config *, const char *, char *, size_t);
 static int check_ca_file(struct config *, const char *, char *, size_t);
 static int set_helo(struct config *, const char *, char *, size_t);
 static int check_webhook_url(struct config *, const char *, char *, size_t);
+static int check_webhook_proxy(struct config *, const char *, char *, size_t);
 static int set_http_threads(struct config *, const char *, char *, size_t);
 static int set_domain_rate(struct config *, const char *, char *, size_t);
 static int set_log_level(struct config *, const char *, char *, size_t);
@@ -100,6 +101,7 @@ static void show_api_keys(const struct config *, char *, size_t);
 static void show_relay(const struct config *, char *, size_t);
 static void show_webhook_url(const struct config *, char *, size_t);
 static void show_webhook_secret(const struct config *, char *, size_t);
+static void show_webhook_proxy(const struct config *, char *, size_t);
 static void show_bounce_secret(const struct config *, char *, size_t);
 static void show_domain_rate(const struct config *, char *, size_t);
 static void show_log_level(const struct config *, char *, size_t);
@@ -153,6 +155,13 @@ static const struct config_var config_vars[] = {
 	  .note = "loopback, private and link-local targets refused",
 	  .help = "`1` allows webhook targets on loopback, private and link-local addresses",
 	  FIELD(webhook_allow_private) },
+	{ .name = "TXMAIL_WEBHOOK_PROXY", .kind = CV_STR, .flags = CV_SECRET, .def = "",
+	  .note = "none: direct connections; `http_proxy`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` are ignored",
+	  .help = "the proxy for webhook requests, `http://`, `https://`, `socks5://` or `socks5h://host:port` "
+	    "(every request goes through it; `NO_PROXY` is ignored); only with "
+	    "`TXMAIL_WEBHOOK_ALLOW_PRIVATE=1`, since the address guard cannot judge what a proxy connects "
+	    "to: the proxy must enforce the egress policy; shown without its credentials",
+	  FIELD(webhook_proxy), .set = check_webhook_proxy, .show = show_webhook_proxy },
 	{ .name = "TXMAIL_RETRY_BASE", SECONDS(0.001, 86400), .def = "60", .dev_def = "1",
 	  .help = "first delay between delivery attempts", FIELD(retry_base) },
 	{ .name = "TXMAIL_RETRY_MAX", SECONDS(0.001, 604800), .def = "3600", .dev_def = "30",
@@ -288,6 +297,21 @@ static const struct config_var config_vars[] = {
 	{ .name = "TXMAIL_BOUNCE_LISTEN", .kind = CV_CUSTOM, .def = "", .note = "off",
 	  .help = "`run` also starts the DSN listener on this `host:port`",
 	  .set = set_bounce_listen, .show = show_bounce_listen },
+	{ .name = "TXMAIL_BOUNCE_MAX_BYTES", .kind = CV_SIZE, .min = 1024, .max = 52428800, .unit = "bytes",
+	  .def = "1048576", .note = "1 MiB; a real DSN is a few kB",
+	  .help = "DSN listener: largest message kept; past it the rest is read and discarded and the end "
+	    "of DATA answered `552 5.3.4`", FIELD(bounce_max_bytes) },
+	{ .name = "TXMAIL_BOUNCE_MAX_CLIENTS", .kind = CV_INT, .min = 1, .max = 256, .def = "64",
+	  .help = "DSN listener: connections at once; more are greeted `421 4.7.0` and closed (memory held: "
+	    "at most this times `TXMAIL_BOUNCE_MAX_BYTES` plus ~0.5 MiB each)", FIELD(bounce_max_clients) },
+	{ .name = "TXMAIL_BOUNCE_MAX_CLIENTS_PER_IP", .kind = CV_INT, .min = 1, .max = 256, .def = "8",
+	  .help = "DSN listener: connections at once from one IPv4 address or IPv6 /64; more get `421 4.7.0`",
+	  FIELD(bounce_max_clients_per_ip) },
+	{ .name = "TXMAIL_BOUNCE_IDLE_TIMEOUT", SECONDS(0.1, 3600), .def = "300",
+	  .help = "DSN listener: a client silent this long is cut (`421 4.4.2`)", FIELD(bounce_idle_timeout) },
+	{ .name = "TXMAIL_BOUNCE_DATA_TIMEOUT", SECONDS(0.1, 3600), .def = "120",
+	  .help = "DSN listener: the whole DATA phase (354 to the final dot) must end within this, however "
+	    "slowly it trickles; else the client is cut (`421 4.4.2`)", FIELD(bounce_data_timeout) },
 };
 
 #define NVARS (sizeof(config_vars) / sizeof(config_vars[0]))
@@ -658,6 +682,46 @@ check_webhook_url(struct config *cfg, const char *v, char *err, size_t errlen)
 	if (strncmp(cfg->webhook_url, "http://", 7) != 0 && strncmp(cfg->webhook_url, "https://", 8) != 0)
 		return config_err(err, errlen, "%s", "want an http:// or https:// URL");
 	return 0;
+}
+
+static int
+check_webhook_proxy(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	static const char *const schemes[] = { "http://", "https://", "socks5://", "socks5h://" };
+	const char *p = cfg->webhook_proxy;
+	size_t i;
+
+	(void)v;
+	if (*p == '\0')
+		return 0;
+	for (i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+		if (strncmp(p, schemes[i], strlen(schemes[i])) == 0)
+			break;
+	if (i == sizeof(schemes) / sizeof(schemes[0]))
+		return config_err(err, errlen, "%s", "want an http://, https://, socks5:// or socks5h:// URL");
+	p += strlen(schemes[i]);
+	if (*p == '\0' || *p == '/' || strpbrk(p, " \t\r\n") != NULL)
+		return config_err(err, errlen, "%s", "want scheme://host:port");
+	return 0;
+}
+
+/* The proxy as scheme://host[:port], without credentials or a path. */
+static void
+show_webhook_proxy(const struct config *cfg, char *out, size_t outlen)
+{
+	const char *u = cfg->webhook_proxy, *sep = strstr(u, "://"), *p, *end, *at = NULL;
+
+	if (*u == '\0' || sep == NULL) {
+		util_strlcpy(out, *u ? "***" : "", outlen);
+		return;
+	}
+	p = sep + 3;
+	end = p + strcspn(p, "/?#");
+	for (const char *q = p; q < end; q++)
+		if (*q == '@')
+			at = q;
+	snprintf(out, outlen, "%.*s%s%.*s", (int)(p - u), u, at ? "***@" : "",
+	    (int)(end - (at ? at + 1 : p)), at ? at + 1 : p);
 }
 
 /*
@@ -1162,6 +1226,12 @@ cross_checks(struct config *cfg, struct config_report *rep, const unsigned char 
 		    NETGUARD_RESOLVE_MS, why, sizeof(why)) != 0)
 			rep_add(rep, CONFIG_ERROR, "%s: %s", "TXMAIL_WEBHOOK_URL", why);
 	}
+	if (!is_bad(bad, "TXMAIL_WEBHOOK_PROXY") && !is_bad(bad, "TXMAIL_WEBHOOK_ALLOW_PRIVATE") &&
+	    cfg->webhook_proxy[0] != '\0' && !cfg->webhook_allow_private)
+		rep_add(rep, CONFIG_ERROR, "%s", "TXMAIL_WEBHOOK_PROXY: refused while the webhook address guard "
+		    "is on: through a proxy txmail connects only to the proxy, which resolves and reaches the "
+		    "target itself, so the guard cannot judge the target; make the proxy enforce the egress "
+		    "policy and set TXMAIL_WEBHOOK_ALLOW_PRIVATE=1");
 	if (!is_bad(bad, "TXMAIL_BOUNCE_DOMAIN") && !is_bad(bad, "TXMAIL_BOUNCE_SECRET") &&
 	    cfg->bounce_domain[0] != '\0' && strlen(cfg->bounce_secret) < 16)
 		rep_add(rep, CONFIG_ERROR, "%s", "TXMAIL_BOUNCE_SECRET: required with TXMAIL_BOUNCE_DOMAIN, "
@@ -1413,6 +1483,7 @@ config_free(struct config *cfg)
 	explicit_bzero(cfg->redis.pass, sizeof(cfg->redis.pass));
 	explicit_bzero(cfg->webhook_url, sizeof(cfg->webhook_url));
 	explicit_bzero(cfg->webhook_secret, sizeof(cfg->webhook_secret));
+	explicit_bzero(cfg->webhook_proxy, sizeof(cfg->webhook_proxy));
 	explicit_bzero(cfg->bounce_secret, sizeof(cfg->bounce_secret));
 	dkim_keys_free(cfg->dkim_keys);
 	cfg->dkim_keys = NULL;

@@ -62,6 +62,7 @@ struct config {
 	char webhook_url[2048];   /* TXMAIL_WEBHOOK_URL */
 	char webhook_secret[256]; /* TXMAIL_WEBHOOK_SECRET ("whsec_<base64>") */
 	int webhook_allow_private;    /* TXMAIL_WEBHOOK_ALLOW_PRIVATE: 1 = loopback/private/link-local webhook targets allowed, 0 */
+	char webhook_proxy[1024];     /* TXMAIL_WEBHOOK_PROXY: the only proxy webhooks use ("" none; *_proxy variables ignored) */
 	int http_timeout;         /* TXMAIL_HTTP_TIMEOUT: idle API connections closed after this many seconds, 30 */
 	double http_header_timeout;   /* TXMAIL_HTTP_HEADER_TIMEOUT: request headers due this many seconds after accept (kept-alive: after the previous request + http_timeout), 10 */
 	double http_body_timeout; /* TXMAIL_HTTP_BODY_TIMEOUT: a request body due this many seconds after its headers, 30 */
@@ -99,6 +100,11 @@ struct config {
 	int bounce_listen_set;    /* TXMAIL_BOUNCE_LISTEN given: `run` starts the DSN listener */
 	char bounce_listen_host[256];
 	uint16_t bounce_listen_port;
+	size_t bounce_max_bytes;      /* TXMAIL_BOUNCE_MAX_BYTES: DSN listener message cap, 1 MiB */
+	int bounce_max_clients;       /* TXMAIL_BOUNCE_MAX_CLIENTS: DSN listener connections, 64 */
+	int bounce_max_clients_per_ip;    /* TXMAIL_BOUNCE_MAX_CLIENTS_PER_IP: ... per IPv4 address / IPv6 /64, 8 */
+	double bounce_idle_timeout;   /* TXMAIL_BOUNCE_IDLE_TIMEOUT: seconds, 300 */
+	double bounce_data_timeout;   /* TXMAIL_BOUNCE_DATA_TIMEOUT: seconds for the whole DATA phase, 120 */
 	double events_retention;  /* TXMAIL_EVENTS_RETENTION: seconds events stay for SSE resume, 86400 */
 	int sse_per_key;          /* TXMAIL_SSE_PER_KEY: open event streams per API key and process, 8 */
 	struct dkim_keys *dkim_keys;  /* TXMAIL_DKIM_KEYS, key files read at load; NULL: no signing */

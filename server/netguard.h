@@ -9,6 +9,9 @@
  * It is checked twice: when a URL is configured (netguard_url_check: IP
  * literals, and names that resolve only to refused addresses) and at connect
  * time after DNS resolution (webhook.c, so DNS rebinding cannot bypass it).
+ * The connect-time check sees only the address txmail itself connects to,
+ * so webhook.c turns libcurl's environment proxies off and config.c accepts
+ * TXMAIL_WEBHOOK_PROXY only with the guard off (the proxy then decides).
  * Never opens a connection itself.
  */
 #ifndef SERVER_NETGUARD_H

@@ -20,8 +20,11 @@
  *
  * It must never relay, deliver or alter mail, never block on a single
  * client (all sockets are non-blocking), and never grow a buffer without a
- * cap: command lines are capped at SINK_LINE_MAX, messages at SINK_MSG_MAX,
- * recipients at SINK_RCPT_MAX, clients at SINK_CLIENTS_MAX.
+ * cap: command lines are capped at SINK_LINE_MAX, and each listener's
+ * struct sink_limits (sink.h) caps messages, recipients, clients (in all
+ * and per peer) and time (idle, and the whole DATA phase); no reply is
+ * produced while SINK_OUT_HIGH octets of output wait for a client that
+ * does not read, so the memory held stays under the bound sink.h states.
  */
 #include "sink.h"
 
@@ -38,6 +41,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -50,11 +55,11 @@
 #define SINK_LINE_MAX 4096                    /* command / data line, octets incl. CRLF */
 #define SINK_INBUF (64 * 1024)                /* per-client read buffer */
 #define SINK_OUT_HIGH (256 * 1024)            /* stop reading while this much output is pending */
-#define SINK_MSG_MAX ((size_t)50 * 1024 * 1024)  /* 552 beyond this */
-#define SINK_RCPT_MAX 1000
-#define SINK_CLIENTS_MAX 256
 #define SINK_IDLE_MS ((int64_t)5 * 60 * 1000)
-#define SINK_ADDR_MAX 320                     /* envelope address kept per transaction */
+#define SINK_DATA_MS ((int64_t)10 * 60 * 1000)
+#define SINK_REPLY_MAX 1024                   /* longest reply line we produce (EHLO's) */
+#define SINK_REFUSED_LOG_MS 10000             /* refused connections: one line per this */
+_Static_assert(SINK_INBUF + SINK_OUT_HIGH + 64 * 1024 <= SINK_CLIENT_OVERHEAD, "raise SINK_CLIENT_OVERHEAD");
 #define SINK_MID_MAX 998                      /* Message-ID kept for the defer+ count */
 
 enum sink_state {
@@ -75,6 +80,10 @@ struct sink_client {
 	char *msg;
 	size_t msg_len, msg_cap;
 	int msg_too_big;
+	size_t msg_seen;     /* DATA octets received this transaction (saturating), kept or not */
+	int64_t data_until;  /* monotonic deadline of the DATA phase; 0 outside DATA */
+	unsigned char peer_key[17];   /* family byte + address (IPv6: its /64), for max_per_peer */
+	char peer[INET6_ADDRSTRLEN];  /* for log lines */
 	int data_bol;        /* DATA: next byte starts a line */
 	int nrcpt;
 	char mail_from[SINK_ADDR_MAX + 1];
@@ -92,6 +101,9 @@ struct sink {
 	char host[256];
 	struct sink_hooks hooks;
 	int has_hooks;
+	struct sink_limits lim;
+	unsigned long refused;      /* connections refused since the last line about it */
+	int64_t refused_log_ms;     /* monotonic time of that line */
 	struct sink_tries *tries;   /* without hooks: defer+ attempts */
 	enum sink_behaviour beh[SINK_RCPT_MAX];   /* end of DATA: per recipient */
 	unsigned attempt[SINK_RCPT_MAX];
@@ -101,6 +113,40 @@ struct sink {
 	struct sink_client *clients[SINK_CLIENTS_MAX];
 	size_t nclients;
 };
+
+struct sink_limits sink_limits_default(void)
+{
+	struct sink_limits l = {
+		.max_msg = SINK_MSG_MAX,
+		.max_clients = SINK_CLIENTS_MAX,
+		.max_per_peer = SINK_CLIENTS_MAX,
+		.max_rcpts = SINK_RCPT_MAX,
+		.idle_ms = SINK_IDLE_MS,
+		.data_ms = SINK_DATA_MS,
+	};
+
+	return l;
+}
+
+/* sink_limits_fill - l with each zero (or out of range) field taken from the defaults. */
+static struct sink_limits sink_limits_fill(const struct sink_limits *l)
+{
+	struct sink_limits d = sink_limits_default(), r = *l;
+
+	if (r.max_msg == 0 || r.max_msg > d.max_msg)
+		r.max_msg = d.max_msg;
+	if (r.max_clients <= 0 || r.max_clients > d.max_clients)
+		r.max_clients = d.max_clients;
+	if (r.max_per_peer <= 0 || r.max_per_peer > r.max_clients)
+		r.max_per_peer = r.max_clients;
+	if (r.max_rcpts <= 0 || r.max_rcpts > d.max_rcpts)
+		r.max_rcpts = d.max_rcpts;
+	if (r.idle_ms <= 0)
+		r.idle_ms = d.idle_ms;
+	if (r.data_ms <= 0)
+		r.data_ms = d.data_ms;
+	return r;
+}
 
 /* ---- answers by local part (pure) ------------------------------------------ */
 
@@ -469,16 +515,22 @@ static void sink_reset_txn(struct sink_client *c)
 	c->msg_len = 0;
 	c->msg_cap = 0;
 	c->msg_too_big = 0;
+	c->msg_seen = 0;
+	c->data_until = 0;
 	c->nrcpt = 0;
 	if (c->state != SINK_ST_INIT)
 		c->state = SINK_ST_READY;
 }
 
-static int sink_msg_append(struct sink_client *c, const char *p, size_t n)
+static int sink_msg_append(struct sink *s, struct sink_client *c, const char *p, size_t n)
 {
+	size_t max = s->lim.max_msg;
+
+	c->msg_seen = n > SIZE_MAX - c->msg_seen ? SIZE_MAX : c->msg_seen + n;
 	if (c->msg_too_big)
 		return 0;
-	if (n > SINK_MSG_MAX - c->msg_len) {
+	if (n > max - c->msg_len) {
+		/* past the cap: drop what was kept at once, count and discard the rest */
 		c->msg_too_big = 1;
 		free(c->msg);
 		c->msg = NULL;
@@ -492,8 +544,8 @@ static int sink_msg_append(struct sink_client *c, const char *p, size_t n)
 
 		while (cap < c->msg_len + n)
 			cap *= 2;
-		if (cap > SINK_MSG_MAX)
-			cap = SINK_MSG_MAX;
+		if (cap > max)
+			cap = max;
 		nb = realloc(c->msg, cap);
 		if (!nb)
 			return -1;
@@ -607,6 +659,9 @@ static void sink_end_data(struct sink *s, struct sink_client *c)
 	char reply[160];
 
 	if (c->msg_too_big) {
+		log_info("inbound message refused, too big", "listener=%s peer=%s size=%zu max=%zu",
+		    s->has_hooks && s->hooks.name ? s->hooks.name : "txmail sink", c->peer, c->msg_seen,
+		    s->lim.max_msg);
 		sink_reply(c, "552 5.3.4 Error: message too big");
 	} else if (s->has_hooks) {
 		reply[0] = '\0';
@@ -634,7 +689,7 @@ static void sink_data_line(struct sink *s, struct sink_client *c, const char *p,
 		p++;
 		n--;
 	}
-	if (sink_msg_append(c, p, n) < 0)
+	if (sink_msg_append(s, c, p, n) < 0)
 		c->closing = 2;
 	c->data_bol = complete;
 }
@@ -723,7 +778,7 @@ static void sink_command(struct sink *s, struct sink_client *c, char *line)
 		c->state = SINK_ST_READY;
 		sink_reset_txn(c);
 		snprintf(buf, sizeof(buf), "250-%s\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
-		    "250-SIZE %zu\r\n250 ENHANCEDSTATUSCODES", s->host, SINK_MSG_MAX);
+		    "250-SIZE %zu\r\n250 ENHANCEDSTATUSCODES", s->host, s->lim.max_msg);
 		sink_reply(c, buf);
 	} else if ((arg = sink_match(line, "HELO")) != NULL) {
 		if (*arg == '\0') {
@@ -744,7 +799,7 @@ static void sink_command(struct sink *s, struct sink_client *c, char *line)
 		else {
 			const char *size = strcasestr(arg, " SIZE=");
 
-			if (size && strtoull(size + 6, NULL, 10) > SINK_MSG_MAX) {
+			if (size && strtoull(size + 6, NULL, 10) > s->lim.max_msg) {
 				sink_reply(c, "552 5.3.4 Message size exceeds fixed limit");
 				return;
 			}
@@ -761,7 +816,7 @@ static void sink_command(struct sink *s, struct sink_client *c, char *line)
 			sink_reply(c, "503 5.5.1 Error: need MAIL command");
 		else if (strncasecmp(arg, "TO:", 3) != 0)
 			sink_reply(c, "501 5.5.4 Syntax: RCPT TO:<address>");
-		else if (c->nrcpt >= SINK_RCPT_MAX)
+		else if (c->nrcpt >= s->lim.max_rcpts)
 			sink_reply(c, "452 4.5.3 Error: too many recipients");
 		else if (sink_take_rcpt(s, c, arg + 3) != 0)
 			return;
@@ -781,6 +836,8 @@ static void sink_command(struct sink *s, struct sink_client *c, char *line)
 			c->data_bol = 1;
 			c->msg_len = 0;
 			c->msg_too_big = 0;
+			c->msg_seen = 0;
+			c->data_until = util_mono_ms() + s->lim.data_ms;
 			sink_reply(c, "354 End data with <CR><LF>.<CR><LF>");
 		}
 	} else if (sink_match(line, "RSET") != NULL) {
@@ -801,7 +858,9 @@ static void sink_process(struct sink *s, struct sink_client *c)
 {
 	size_t off = 0;
 
-	while (!c->closing && !c->held_until && off < c->in_len) {
+	/* no reply past the high water: a client that does not read gets no more output */
+	while (!c->closing && !c->held_until && off < c->in_len &&
+	    c->out_len - c->out_off <= SINK_OUT_HIGH - SINK_REPLY_MAX) {
 		char *start = c->in + off;
 		size_t avail = c->in_len - off;
 		char *lf = memchr(start, '\n', avail);
@@ -867,13 +926,72 @@ static void sink_client_free(struct sink_client *c)
 	free(c);
 }
 
+/*
+ * sink_peer - the key max_per_peer counts by (a family byte, then an IPv4
+ * address, or the /64 of an IPv6 one; IPv4-mapped IPv6 counts as IPv4) and
+ * the address as text. Unknown families get key 0 (one shared bucket).
+ */
+static void sink_peer(const struct sockaddr_storage *ss, unsigned char key[17], char *text, size_t textlen)
+{
+	memset(key, 0, 17);
+	util_strlcpy(text, "unknown", textlen);
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+
+		key[0] = 4;
+		memcpy(key + 1, &in->sin_addr, 4);
+		inet_ntop(AF_INET, &in->sin_addr, text, (socklen_t)textlen);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+		const unsigned char *b = in6->sin6_addr.s6_addr;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, text, (socklen_t)textlen);
+		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+			key[0] = 4;
+			memcpy(key + 1, b + 12, 4);
+		} else {
+			key[0] = 6;
+			memcpy(key + 1, b, 8);
+		}
+	}
+}
+
+/* sink_refuse - greet an excess connection with 421 and close it; the log line is rate-limited. */
+static void sink_refuse(struct sink *s, int fd, const char *peer, const char *line, const char *reason)
+{
+	int64_t now = util_mono_ms();
+	ssize_t w = send(fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
+
+	(void)w;
+	close(fd);
+	s->refused++;
+	if (s->refused_log_ms != 0 && now - s->refused_log_ms < SINK_REFUSED_LOG_MS)
+		return;
+	log_warn("inbound connection refused, too many clients",
+	    "listener=%s peer=%s reason=%s clients=%zu max_clients=%d max_per_peer=%d refused=%lu",
+	    s->has_hooks && s->hooks.name ? s->hooks.name : "txmail sink", peer, reason, s->nclients,
+	    s->lim.max_clients, s->lim.max_per_peer, s->refused);
+	s->refused = 0;
+	s->refused_log_ms = now;
+}
+
 static void sink_accept(struct sink *s)
 {
+	static const char busy[] = "421 4.7.0 Error: too many connections, try again later\r\n";
+	static const char busy_peer[] = "421 4.7.0 Error: too many connections from your address, "
+	    "try again later\r\n";
+
 	for (;;) {
 		struct sink_client *c;
-		char buf[320];
-		int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		unsigned char key[17];
+		char buf[320], peer[INET6_ADDRSTRLEN];
+		size_t i, same = 0;
+		int fd;
 
+		memset(&ss, 0, sizeof(ss));
+		fd = accept4(s->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EINTR)
 				continue;
@@ -881,12 +999,16 @@ static void sink_accept(struct sink *s)
 				log_warn("sink accept failed", "error=%s", strerror(errno));
 			return;
 		}
-		if (s->nclients >= SINK_CLIENTS_MAX) {
-			static const char busy[] = "421 4.3.2 Too many connections\r\n";
-			ssize_t w = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL);
-
-			(void)w;
-			close(fd);
+		sink_peer(&ss, key, peer, sizeof(peer));
+		if (s->nclients >= (size_t)s->lim.max_clients) {
+			sink_refuse(s, fd, peer, busy, "max_clients");
+			continue;
+		}
+		for (i = 0; i < s->nclients; i++)
+			if (memcmp(s->clients[i]->peer_key, key, sizeof(key)) == 0)
+				same++;
+		if (same >= (size_t)s->lim.max_per_peer) {
+			sink_refuse(s, fd, peer, busy_peer, "max_per_peer");
 			continue;
 		}
 		c = calloc(1, sizeof(*c));
@@ -897,6 +1019,8 @@ static void sink_accept(struct sink *s)
 		c->fd = fd;
 		c->state = SINK_ST_INIT;
 		c->last_ms = util_mono_ms();
+		memcpy(c->peer_key, key, sizeof(key));
+		util_strlcpy(c->peer, peer, sizeof(c->peer));
 		snprintf(buf, sizeof(buf), "220 %s %s ESMTP", s->host,
 		    s->has_hooks && s->hooks.name ? s->hooks.name : "txmail sink");
 		sink_reply(c, buf);
@@ -919,8 +1043,11 @@ static int sink_read(struct sink *s, struct sink_client *c)
 
 		if (c->in_len == sizeof(c->in)) {
 			sink_process(s, c);
-			if (c->in_len == sizeof(c->in))
+			if (c->in_len == sizeof(c->in)) {
+				if (c->held_until || c->out_len - c->out_off > SINK_OUT_HIGH - SINK_REPLY_MAX)
+					break;   /* waiting to answer: read more later */
 				return -1;  /* cannot happen: lines are capped below the buffer */
+			}
 		}
 		r = recv(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len, 0);
 		if (r < 0) {
@@ -938,7 +1065,7 @@ static int sink_read(struct sink *s, struct sink_client *c)
 		c->in_len += (size_t)r;
 		c->last_ms = util_mono_ms();
 		sink_process(s, c);
-		if (c->closing || c->out_len - c->out_off > SINK_OUT_HIGH)
+		if (c->closing || c->out_len - c->out_off > SINK_OUT_HIGH - SINK_REPLY_MAX)
 			break;
 	}
 	return 0;
@@ -956,7 +1083,7 @@ static void *sink_thread(void *arg)
 		return NULL;
 	}
 	for (;;) {
-		int64_t now = util_mono_ms(), next = now + SINK_IDLE_MS;
+		int64_t now = util_mono_ms(), next = now + s->lim.idle_ms;
 		size_t i, n = 0;
 		int timeout, rc;
 
@@ -966,13 +1093,16 @@ static void *sink_thread(void *arg)
 			struct sink_client *c = s->clients[i];
 			short ev = 0;
 
-			if (!c->closing && !c->held_until && c->out_len - c->out_off <= SINK_OUT_HIGH)
+			if (!c->closing && !c->held_until &&
+			    c->out_len - c->out_off <= SINK_OUT_HIGH - SINK_REPLY_MAX)
 				ev |= POLLIN;
 			if (c->out_off < c->out_len)
 				ev |= POLLOUT;
 			pfd[n++] = (struct pollfd){ .fd = c->fd, .events = ev };
-			if (c->last_ms + SINK_IDLE_MS < next)
-				next = c->last_ms + SINK_IDLE_MS;
+			if (c->last_ms + s->lim.idle_ms < next)
+				next = c->last_ms + s->lim.idle_ms;
+			if (c->data_until && c->data_until < next)
+				next = c->data_until;
 			if (c->held_until && c->held_until < next)
 				next = c->held_until;
 		}
@@ -1002,11 +1132,23 @@ static void *sink_thread(void *arg)
 			}
 			if (!dead && (c->out_off < c->out_len))
 				dead = sink_flush(c) < 0;
+			if (!dead && !c->closing && !c->held_until && c->in_len > 0 &&
+			    c->out_len - c->out_off <= SINK_OUT_HIGH - SINK_REPLY_MAX) {
+				/* lines left unanswered while output was high (the client reads again) */
+				sink_process(s, c);
+				if (c->out_off < c->out_len)
+					dead = sink_flush(c) < 0;
+			}
 			if (!dead && c->closing == 2)
 				dead = 1;
 			if (!dead && c->closing && c->out_off >= c->out_len)
 				dead = 1;
-			if (!dead && now - c->last_ms >= SINK_IDLE_MS) {
+			if (!dead && (now - c->last_ms >= s->lim.idle_ms ||
+			    (c->data_until && now >= c->data_until))) {
+				log_info("inbound client cut, timeout",
+				    "listener=%s peer=%s phase=%s received=%zu",
+				    s->has_hooks && s->hooks.name ? s->hooks.name : "txmail sink", c->peer,
+				    c->data_until && now >= c->data_until ? "data" : "idle", c->msg_seen);
 				sink_reply(c, "421 4.4.2 Error: timeout exceeded");
 				sink_flush(c);
 				dead = 1;
@@ -1091,7 +1233,9 @@ static struct sink *sink_start_common(const char *host, uint16_t port, const cha
 	if (hooks) {
 		s->hooks = *hooks;
 		s->has_hooks = 1;
+		s->lim = sink_limits_fill(&hooks->limits);
 	} else {
+		s->lim = sink_limits_default();
 		s->dir = strdup(dir);
 		s->tries = sink_tries_new(SINK_TRIES_CAP, SINK_TRIES_TTL_MS);
 		if (!s->dir || !s->tries) {

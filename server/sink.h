@@ -104,10 +104,44 @@ struct sink *sink_start(const char *host, uint16_t port, const char *dir,
 void sink_stop(struct sink *s);
 
 /*
+ * What one listener lets its clients hold. The memory a listener holds is
+ * bounded by max_clients x (max_msg + SINK_CLIENT_OVERHEAD + max_rcpts x
+ * (SINK_ADDR_MAX + 1 + malloc's few words)): a message
+ * past max_msg is dropped at once (what follows is read and discarded up
+ * to the final dot, answered 552 5.3.4), and output is not produced past
+ * SINK_OUT_HIGH. A connection over max_clients, or over max_per_peer from
+ * one peer (an IPv4 address; an IPv6 /64), is greeted with 421 4.7.0 and
+ * closed. A client is cut (421 4.4.2) after idle_ms without a byte, and
+ * when its DATA phase has not ended data_ms after the 354.
+ */
+struct sink_limits {
+	size_t max_msg;        /* DATA octets kept (dot-unstuffed), at most SINK_MSG_MAX */
+	int max_clients;       /* connections at once, at most SINK_CLIENTS_MAX */
+	int max_per_peer;      /* connections at once from one peer */
+	int max_rcpts;         /* recipients per transaction, at most SINK_RCPT_MAX */
+	int64_t idle_ms;       /* no byte from the client this long: cut */
+	int64_t data_ms;       /* DATA (354 to the final dot) longer than this: cut */
+};
+
+#define SINK_MSG_MAX ((size_t)50 * 1024 * 1024)  /* the largest max_msg (and the sink's own) */
+#define SINK_CLIENTS_MAX 256                     /* the largest max_clients (and the sink's own) */
+#define SINK_RCPT_MAX 1000                       /* the largest max_rcpts (and the sink's own) */
+#define SINK_ADDR_MAX 320                        /* envelope address kept per transaction */
+#define SINK_CLIENT_OVERHEAD ((size_t)384 * 1024)   /* per client besides message and recipients */
+
+/*
+ * sink_limits_default - the capture sink's limits: SINK_MSG_MAX,
+ * SINK_CLIENTS_MAX clients (all from one peer allowed), SINK_RCPT_MAX,
+ * idle 5 minutes, DATA 10 minutes. Pure.
+ */
+struct sink_limits sink_limits_default(void);
+
+/*
  * Hooks turn the capture server into another inbound SMTP service (the
  * bounce listener): the same state machine, caps and poll loop, with the
- * decisions made by the caller (no local-part behaviours). Both run on the sink thread and must not
- * block for long (they hold up every other client of this sink).
+ * decisions made by the caller (no local-part behaviours) and the caller's
+ * limits. Both run on the sink thread and must not block for long (they
+ * hold up every other client of this sink).
  */
 struct sink_hooks {
 	const char *name;   /* in the banner: "220 <host> <name> ESMTP"; NULL: "txmail sink" */
@@ -126,6 +160,7 @@ struct sink_hooks {
 	int (*message)(const char *mail_from, const char *const *rcpts, size_t nrcpts,
 	    const char *msg, size_t len, char *reply, size_t replylen, void *arg);
 	void *arg;
+	struct sink_limits limits;   /* zeros: the capture sink's own (sink_limits_default) */
 };
 
 /* sink_start_hooks - like sink_start, but each message goes to hooks (copied). NULL with err. */

@@ -18,8 +18,13 @@
  * lease brings a delivery back if this process dies first (at-least-once).
  *
  * It must never log a webhook secret or a request body, never follow
- * redirects, never turn TLS verification off, and never block longer than
- * ~200 ms without checking the stop flag.
+ * redirects, never turn TLS verification off, never use a proxy other than
+ * TXMAIL_WEBHOOK_PROXY (libcurl's http_proxy/HTTPS_PROXY/ALL_PROXY/NO_PROXY
+ * environment variables are turned off on every request: the connect-time
+ * address guard would judge the proxy's address, not the target's; and
+ * config.c accepts a proxy only with the guard off, the proxy then being
+ * the egress policy), and never block longer than ~200 ms without checking
+ * the stop flag.
  */
 #include "webhook.h"
 
@@ -411,6 +416,7 @@ struct webhook {
 	/* copied from the config: the thread never touches cfg */
 	struct redis_addr redis;
 	char *ca_file;         /* "" when the system store only */
+	char *proxy;           /* TXMAIL_WEBHOOK_PROXY; "": none, whatever the environment says */
 	double retry_base, retry_max, max_age, timeout;
 	int allow_private;         /* TXMAIL_WEBHOOK_ALLOW_PRIVATE */
 	int64_t visibility_ms;     /* a dead dispatcher's events are taken over after this */
@@ -699,6 +705,7 @@ static curl_socket_t wh_opensocket(void *clientp, curlsocktype purpose, struct c
 	struct wh_req *r = clientp;
 	const char *cls;
 	char ip[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
 
 	(void)purpose;
 	if (netguard_addr_allowed(&a->addr, r->allow_private))
@@ -709,17 +716,19 @@ static curl_socket_t wh_opensocket(void *clientp, curlsocktype purpose, struct c
 
 		memcpy(&in, &a->addr, sizeof(in));
 		inet_ntop(AF_INET, &in.sin_addr, ip, sizeof(ip));
+		port = ntohs(in.sin_port);
 	} else if (a->family == AF_INET6) {
 		struct sockaddr_in6 in6;
 
 		memcpy(&in6, &a->addr, sizeof(in6));
 		inet_ntop(AF_INET6, &in6.sin6_addr, ip, sizeof(ip));
+		port = ntohs(in6.sin6_port);
 	}
 	snprintf(r->guard_why, sizeof(r->guard_why), "refused to connect to %s (%s address; "
 	    "TXMAIL_WEBHOOK_ALLOW_PRIVATE=1 allows it)", ip, cls ? cls : "refused");
 	log_warn("webhook target address refused",
-	    "event_id=%s endpoint=%s msg_id=%s rcpt=%s type=%s address=%s class=%s",
-	    r->d->event_id, r->d->endpoint, r->msg_id, r->rcpt, r->type, ip, cls ? cls : "refused");
+	    "event_id=%s endpoint=%s msg_id=%s rcpt=%s type=%s address=%s port=%u class=%s",
+	    r->d->event_id, r->d->endpoint, r->msg_id, r->rcpt, r->type, ip, port, cls ? cls : "refused");
 	return CURL_SOCKET_BAD;
 }
 
@@ -803,6 +812,11 @@ static int wh_start_req(struct webhook *w, const struct wh_ep *ep, struct store_
 	curl_easy_setopt(r->easy, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(r->easy, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(r->easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	/* "" disables libcurl's http_proxy/HTTPS_PROXY/ALL_PROXY: else the guard
+	 * would judge the proxy's address while the proxy reaches the target;
+	 * NOPROXY "" makes NO_PROXY unable to route around TXMAIL_WEBHOOK_PROXY */
+	curl_easy_setopt(r->easy, CURLOPT_PROXY, w->proxy);
+	curl_easy_setopt(r->easy, CURLOPT_NOPROXY, "");
 	if (w->ca_file[0]) {
 		/* with the OpenSSL backend CAINFO and CAPATH are both used: keep the system directory */
 		const curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
@@ -1210,6 +1224,9 @@ static void wh_free(struct webhook *w)
 	store_close(w->st);
 	wh_eps_free(w->eps, w->neps);
 	free(w->ca_file);
+	if (w->proxy)
+		OPENSSL_cleanse(w->proxy, strlen(w->proxy));   /* may hold credentials */
+	free(w->proxy);
 	free(w);
 }
 
@@ -1225,6 +1242,11 @@ struct webhook *webhook_start(const struct config *cfg, char *err, size_t errlen
 		snprintf(err, errlen, "webhook: curl_global_init: %s", curl_easy_strerror(wh_curl_rc));
 		return NULL;
 	}
+	if (cfg->webhook_proxy[0] && !cfg->webhook_allow_private) {
+		/* config.c refuses it too: the guard cannot judge what a proxy connects to */
+		snprintf(err, errlen, "webhook: TXMAIL_WEBHOOK_PROXY needs TXMAIL_WEBHOOK_ALLOW_PRIVATE=1");
+		return NULL;
+	}
 	if (cfg->webhook_url[0] && cfg->webhook_secret[0] &&
 	    webhook_sign(cfg->webhook_secret, "msg_probe", 0, "", 0, probe, sizeof(probe)) < 0) {
 		snprintf(err, errlen, "webhook: TXMAIL_WEBHOOK_SECRET is not a valid whsec_<base64> secret");
@@ -1237,8 +1259,9 @@ struct webhook *webhook_start(const struct config *cfg, char *err, size_t errlen
 	}
 	w->redis = cfg->redis;
 	w->ca_file = strdup(cfg->tls_ca_file);
+	w->proxy = strdup(cfg->webhook_proxy);
 	w->eps = calloc(1, sizeof(*w->eps));
-	if (!w->ca_file || !w->eps ||
+	if (!w->ca_file || !w->proxy || !w->eps ||
 	    wh_ep_set(&w->eps[0], WH_DEFAULT_EP, cfg->webhook_url, cfg->webhook_secret, NULL, 0) != 0) {
 		snprintf(err, errlen, "webhook: out of memory");
 		goto fail;

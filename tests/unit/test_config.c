@@ -586,6 +586,62 @@ Test(config, describe_masks_secrets)
 	cr_expect(strstr(text, "REDISPW") == NULL, "config log leaks the redis password:\n%s", text);
 }
 
+Test(config, webhook_proxy_needs_guard_off_and_is_masked)
+{
+	char text[8192], err[512] = "";
+	struct config c;
+
+	setenv("TXMAIL_WEBHOOK_PROXY", "http://puser:PROXYPW@proxy.internal:3128/x", 1);
+	unsetenv("TXMAIL_WEBHOOK_ALLOW_PRIVATE");
+	cr_expect_neq(config_load(&c, err, sizeof(err)), 0, "proxy with the guard on: got ok, want an error");
+	cr_expect(strstr(err, "TXMAIL_WEBHOOK_PROXY") != NULL && strstr(err, "cannot judge") != NULL &&
+	    strstr(err, "TXMAIL_WEBHOOK_ALLOW_PRIVATE=1") != NULL, "got error \"%s\", want the reason", err);
+	cr_expect(strstr(err, "PROXYPW") == NULL, "error leaks the proxy password: %s", err);
+	config_free(&c);
+
+	setenv("TXMAIL_WEBHOOK_ALLOW_PRIVATE", "1", 1);
+	cr_assert_eq(config_load(&c, err, sizeof(err)), 0, "%s", err);
+	describe_to(&c, text, sizeof(text));
+	config_free(&c);
+	cr_expect(c.webhook_proxy[0] == '\0', "config_free left the proxy URL in memory");
+	cr_expect(strstr(text, "name=TXMAIL_WEBHOOK_PROXY value=http://***@proxy.internal:3128 ") != NULL,
+	    "want the proxy as http://***@proxy.internal:3128, got:\n%s", text);
+	cr_expect(strstr(text, "PROXYPW") == NULL && strstr(text, "puser") == NULL,
+	    "config log leaks the proxy credentials:\n%s", text);
+
+	setenv("TXMAIL_WEBHOOK_PROXY", "ftp://proxy.internal:21", 1);
+	cr_expect_neq(config_load(&c, err, sizeof(err)), 0, "ftp:// proxy: got ok, want an error");
+	config_free(&c);
+	setenv("TXMAIL_WEBHOOK_PROXY", "socks5h://127.0.0.1:1080", 1);
+	cr_expect_eq(config_load(&c, err, sizeof(err)), 0, "socks5h proxy: %s", err);
+	cr_expect_str_eq(c.webhook_proxy, "socks5h://127.0.0.1:1080");
+	config_free(&c);
+	unsetenv("TXMAIL_WEBHOOK_PROXY");
+	unsetenv("TXMAIL_WEBHOOK_ALLOW_PRIVATE");
+}
+
+Test(config, bounce_listener_limits)
+{
+	char err[512] = "";
+	struct config c;
+
+	cr_assert_eq(config_load(&c, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.bounce_max_bytes, (size_t)1048576, "max bytes: got %zu, want 1 MiB", c.bounce_max_bytes);
+	cr_expect_eq(c.bounce_max_clients, 64, "max clients: got %d, want 64", c.bounce_max_clients);
+	cr_expect_eq(c.bounce_max_clients_per_ip, 8, "per ip: got %d, want 8", c.bounce_max_clients_per_ip);
+	cr_expect(c.bounce_idle_timeout == 300 && c.bounce_data_timeout == 120, "timeouts: got %g and %g, want 300 and 120",
+	    c.bounce_idle_timeout, c.bounce_data_timeout);
+	config_free(&c);
+	setenv("TXMAIL_BOUNCE_MAX_BYTES", "100M", 1);
+	cr_expect_neq(config_load(&c, err, sizeof(err)), 0, "100M: got ok, want an error (at most 50 MiB)");
+	config_free(&c);
+	setenv("TXMAIL_BOUNCE_MAX_BYTES", "64K", 1);
+	cr_assert_eq(config_load(&c, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.bounce_max_bytes, (size_t)65536, "64K: got %zu", c.bounce_max_bytes);
+	config_free(&c);
+	unsetenv("TXMAIL_BOUNCE_MAX_BYTES");
+}
+
 /* --- the variable table: problems, ranges, unknown names, sources ---------- */
 
 static struct config_report rep;
