@@ -8,8 +8,10 @@
  * store failure to 503/500. It sits below both the HTTP layer and the
  * resources, so neither calls into the other for them: a resource reads
  * request headers through the lookup function http.c put in the request.
- * It must never include microhttpd.h, touch the network or Redis, or call
- * into http.c; on OOM the response becomes a 500 with a constant body.
+ * It also holds the one rule of which project's data a request may see
+ * (api_project_sees). It must never include microhttpd.h, touch the network
+ * or Redis, or call into http.c; on OOM the response becomes a 500 with a
+ * constant body.
  */
 #include "api.h"
 
@@ -17,6 +19,24 @@
 #include <string.h>
 
 #include "util.h"
+
+const char *
+api_project(const struct api_request *req)
+{
+	return req != NULL && req->project != NULL && req->project[0] != '\0' ? req->project :
+	    STORE_PROJECT_DEFAULT;
+}
+
+int
+api_project_sees(const struct api_request *req, const char *owner)
+{
+	if (req == NULL)
+		return 0;
+	if (req->all_projects)
+		return 1;   /* a key of scope admin sees every project */
+	return strcmp(api_project(req), owner != NULL && owner[0] != '\0' ? owner :
+	    STORE_PROJECT_DEFAULT) == 0;
+}
 
 /* a constant body used when even the error envelope cannot be allocated */
 static const char api_oom_body[] =

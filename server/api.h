@@ -79,6 +79,21 @@ typedef void api_handler_fn(const struct api_request *req, struct api_response *
 /* api_request_header - a request header (case-insensitive name) or NULL. */
 const char *api_request_header(const struct api_request *req, const char *name);
 
+/*
+ * api_project - the project a request works in: where what it creates
+ * belongs, and whose templates and suppressions it reads and writes
+ * (req->project; "default" when none).
+ */
+const char *api_project(const struct api_request *req);
+
+/*
+ * api_project_sees - 1 when the request may see an object of project owner
+ * (NULL or "": "default", as data stored before projects): its own project,
+ * or any with all_projects. A handler answers an object it may not see
+ * exactly as a missing one (404, same body: no existence oracle).
+ */
+int api_project_sees(const struct api_request *req, const char *owner);
+
 /* api_header - add a response header (silently dropped past the cap). */
 void api_header(struct api_response *resp, const char *name, const char *value);
 

@@ -14,7 +14,9 @@
  * sockets of parked clients on every pass and ends a client whose peer hung
  * up: the connection resumes, the stream ends, and the response's free
  * callback (api_events_client_close) gives the slot back within a pass
- * (HUB_BLOCK_MS), not at the next keepalive. HTTP threads only copy
+ * (HUB_BLOCK_MS), not at the next keepalive. A client gets only its
+ * project's events (each event carries its project; another project's are
+ * stepped over, live and on resume alike). HTTP threads only copy
  * bytes out of a buffer under the hub's lock; they never wait on Redis or
  * on a client. A client that falls API_EVENTS_CLIENT_BUF behind is
  * disconnected (it resumes with Last-Event-ID); the event stream's
@@ -65,6 +67,8 @@ struct api_events_client {
 	int closed;                  /* overflow or shutdown: the stream ends */
 	int parked;                  /* park() was called; wake() is owed */
 	int catching_up;             /* resumed with Last-Event-ID, not yet at the live edge */
+	char project[STORE_PROJECT_MAX + 1];  /* whose events it gets */
+	int all_projects;            /* a key of scope admin: every project's */
 	struct hub_cursor cur;       /* the last event queued for it */
 	int64_t last_queued_ms;      /* monotonic: for keepalives */
 	api_events_conn_fn *park, *wake;
@@ -267,6 +271,7 @@ struct hub_frame {
 	uint64_t ms, seq;
 	char *text;
 	size_t len;
+	const char *project;         /* the event's (points into its store_event) */
 };
 
 /* hub_frames - frame each event (malloc'd text); events with a bad id get text NULL. */
@@ -280,6 +285,7 @@ static void hub_frames(struct store_event **evs, int n, struct hub_frame *fr)
 		int len;
 
 		memset(&fr[i], 0, sizeof(fr[i]));
+		fr[i].project = evs[i]->project;
 		if (api_events_parse_id(evs[i]->entry_id, &fr[i].ms, &fr[i].seq) != 0)
 			continue;
 		if (webhook_event_field(evs[i]->json, "type", type, sizeof(type)) != 0)
@@ -303,15 +309,22 @@ static void hub_frames_free(struct hub_frame *fr, int n)
 		free(fr[i].text);
 }
 
-/* hub_deliver - queue frames to c in order, skipping what it already has. */
+/*
+ * hub_deliver - queue frames to c in order, skipping what it already has;
+ * another project's events are stepped over (the cursor moves past them, so
+ * a resumed client never reads them again, and never sees them at all).
+ */
 static void hub_deliver(struct api_events_client *c, const struct hub_frame *fr, int n)
 {
 	int i;
 
 	for (i = 0; i < n && !c->closed; i++) {
+		int mine;
+
 		if (!hub_after(&c->cur, fr[i].ms, fr[i].seq))
 			continue;
-		if (fr[i].text && client_queue(c, fr[i].text, fr[i].len) != 0)
+		mine = c->all_projects || (fr[i].project && strcmp(fr[i].project, c->project) == 0);
+		if (mine && fr[i].text && client_queue(c, fr[i].text, fr[i].len) != 0)
 			return;
 		c->cur.dollar = 0;
 		c->cur.ms = fr[i].ms;
@@ -583,13 +596,13 @@ void api_events_hub_free(struct api_events_hub *hub)
 enum { OPEN_NOMEM, OPEN_FULL, OPEN_KEY_FULL };
 
 /*
- * events_client_open - a new client of tenant after `last` (NULL: only new
- * events). NULL with *why OPEN_FULL (closing, or API_EVENTS_MAX_CLIENTS
- * open), OPEN_KEY_FULL (tenant holds hub->per_key; *open gets its count)
- * or OPEN_NOMEM.
+ * events_client_open - a new client of tenant, getting the events of project
+ * (all: every project's), after `last` (NULL: only new events). NULL with
+ * *why OPEN_FULL (closing, or API_EVENTS_MAX_CLIENTS open), OPEN_KEY_FULL
+ * (tenant holds hub->per_key; *open gets its count) or OPEN_NOMEM.
  */
 static struct api_events_client *events_client_open(struct api_events_hub *hub, const char *last,
-    const char *tenant, int *why, int *open)
+    const char *tenant, const char *project, int all, int *why, int *open)
 {
 	static const char hello[] = ": txmail event stream\n\n";
 	struct api_events_client *c = calloc(1, sizeof(*c)), *o;
@@ -603,6 +616,8 @@ static struct api_events_client *events_client_open(struct api_events_hub *hub, 
 	c->hub = hub;
 	c->fd = -1;
 	util_strlcpy(c->tenant, tenant ? tenant : "", sizeof(c->tenant));
+	util_strlcpy(c->project, project, sizeof(c->project));
+	c->all_projects = all;
 	pthread_mutex_lock(&hub->lock);
 	for (o = hub->clients; o; o = o->next)
 		mine += strcmp(o->tenant, c->tenant) == 0;
@@ -719,7 +734,8 @@ void api_events_stream(const struct api_request *req, struct api_response *resp)
 		api_header(resp, "Cache-Control", "no-cache");
 		return;
 	}
-	c = events_client_open(hub, last, req->tenant, &why, &open);
+	c = events_client_open(hub, last, req->tenant, api_project(req), req->all_projects, &why,
+	    &open);
 	if (!c && why == OPEN_KEY_FULL) {
 		char msg[128];
 

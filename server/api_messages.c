@@ -194,7 +194,7 @@ messages_apply_template(const struct api_request *req, struct messages_one *m,
 	cJSON *tpl = NULL;
 	int rc, ret = -1;
 
-	rc = store_template_get(req->store, m->mr.template_name, &json);
+	rc = store_template_get(req->store, api_project(req), m->mr.template_name, &json);
 	if (rc == STORE_ERR_NOT_FOUND) {
 		messages_field(field, sizeof(field), prefix, "template");
 		api_error(resp, 422, "validation_error", "unknown template", field);
@@ -385,6 +385,7 @@ messages_prepare(const struct api_request *req, const cJSON *json, const char *p
 	m->in.tags_json = m->mr.tags_json != NULL ? m->mr.tags_json : "[]";
 	m->in.timeline_json = m->timeline;
 	m->in.tenant = req->tenant != NULL ? req->tenant : "";
+	m->in.project = api_project(req);
 	m->in.lane = m->mr.priority_high ? STORE_LANE_HIGH : STORE_LANE_NORMAL;
 	m->in.rcpts = m->rcpts;
 	m->in.nrcpts = m->nrcpts;
@@ -810,6 +811,8 @@ messages_show(const struct api_request *req, const char *id, int status,
 
 	memset(&v, 0, sizeof(v));
 	rc = store_get_message(req->store, id, &v);
+	if (rc == STORE_OK && !api_project_sees(req, v.project))
+		rc = STORE_ERR_NOT_FOUND;   /* another project's: answered as missing */
 	if (rc == STORE_ERR_NOT_FOUND) {
 		api_error(resp, 404, "not_found", "no such message", NULL);
 		goto out;
@@ -919,7 +922,8 @@ api_messages_cancel(const struct api_request *req, struct api_response *resp)
 	}
 	util_rfc3339(req->now_ms, at, sizeof(at));
 	snprintf(tl, sizeof(tl), "{\"type\":\"canceled\",\"at\":\"%s\"}", at);
-	rc = store_cancel(req->store, req->param, tl, &n);
+	rc = store_cancel(req->store, req->param, req->all_projects ? NULL : api_project(req), tl,
+	    &n);
 	if (rc == STORE_ERR_NOT_FOUND) {
 		api_error(resp, 404, "not_found", "no such message", NULL);
 		return;

@@ -61,7 +61,7 @@ api_suppressions_list(const struct api_request *req, struct api_response *resp)
 	cJSON *out = NULL, *arr;
 	int rc;
 
-	rc = store_suppression_list(req->store, &v, &n);
+	rc = store_suppression_list(req->store, api_project(req), &v, &n);
 	if (rc != STORE_OK) {
 		api_store_error(resp, rc);
 		return;
@@ -137,9 +137,9 @@ api_suppressions_create(const struct api_request *req, struct api_response *resp
 		why = reason->valuestring;
 	}
 	one[0] = addr;
-	rc = store_suppression_check(req->store, one, 1, &existed);
+	rc = store_suppression_check(req->store, api_project(req), one, 1, &existed);
 	if (rc == STORE_OK)
-		rc = store_suppression_add(req->store, addr, why, req->now_ms);
+		rc = store_suppression_add(req->store, api_project(req), addr, why, req->now_ms);
 	if (rc != STORE_OK) {
 		api_store_error(resp, rc);
 		return;
@@ -159,7 +159,7 @@ api_suppressions_delete(const struct api_request *req, struct api_response *resp
 		api_error(resp, 404, "not_found", "no such suppression", NULL);
 		return;
 	}
-	rc = store_suppression_delete(req->store, addr);
+	rc = store_suppression_delete(req->store, api_project(req), addr);
 	if (rc == STORE_ERR_NOT_FOUND) {
 		api_error(resp, 404, "not_found", "no such suppression", NULL);
 		return;

@@ -26,7 +26,7 @@ templates_show(const struct api_request *req, const char *name, int status,
 	cJSON *obj;
 	int rc;
 
-	rc = store_template_get(req->store, name, &json);
+	rc = store_template_get(req->store, api_project(req), name, &json);
 	if (rc == STORE_ERR_NOT_FOUND) {
 		api_error(resp, 404, "not_found", "no such template", NULL);
 		return;
@@ -66,7 +66,8 @@ api_templates_put(const struct api_request *req, struct api_response *resp)
 		api_error(resp, 500, "internal_error", "out of memory", NULL);
 		return;
 	}
-	rc = store_template_put(req->store, req->param, json, req->now_ms, &created);
+	rc = store_template_put(req->store, api_project(req), req->param, json, req->now_ms,
+	    &created);
 	cJSON_free(json);
 	if (rc != STORE_OK) {
 		api_store_error(resp, rc);
@@ -96,7 +97,7 @@ api_templates_delete(const struct api_request *req, struct api_response *resp)
 		api_error(resp, 404, "not_found", "no such template", NULL);
 		return;
 	}
-	rc = store_template_delete(req->store, req->param);
+	rc = store_template_delete(req->store, api_project(req), req->param);
 	if (rc == STORE_ERR_NOT_FOUND) {
 		api_error(resp, 404, "not_found", "no such template", NULL);
 		return;
@@ -120,7 +121,7 @@ api_templates_list(const struct api_request *req, struct api_response *resp)
 	cJSON *out = NULL, *arr;
 	int rc;
 
-	rc = store_template_list(req->store, &jsons, &n);
+	rc = store_template_list(req->store, api_project(req), &jsons, &n);
 	if (rc != STORE_OK) {
 		api_store_error(resp, rc);
 		return;

@@ -7,7 +7,10 @@
  * /v1/webhooks/{id}. A new endpoint gets a generated "whsec_" secret, shown
  * once in the 201 answer and never again (the list leaves it out). The
  * dispatcher (webhook.c) picks a new endpoint up before it fans out the
- * next event. It must never log a secret and never include microhttpd.h.
+ * next event. An endpoint belongs to the project that created it: it gets
+ * only that project's events, and another project neither lists nor deletes
+ * it (404, as a missing one). It must never log a secret and never include
+ * microhttpd.h.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,7 +135,7 @@ api_webhooks_create(const struct api_request *req, struct api_response *resp)
 	const cJSON *url = cJSON_GetObjectItemCaseSensitive(req->json, "url");
 	int wanted[WEBHOOK_NTYPES];
 	const char *types[WEBHOOK_NTYPES];
-	char id[64], secret[64], why[512];
+	char id[64], secret[64], why[512], project[STORE_PROJECT_MAX + 1];
 	struct store_endpoint ep;
 	cJSON *out;
 	int rc;
@@ -173,6 +176,8 @@ api_webhooks_create(const struct api_request *req, struct api_response *resp)
 	ep.secret = secret;
 	ep.events = (char **)types;
 	ep.created_ms = req->now_ms;
+	util_strlcpy(project, api_project(req), sizeof(project));
+	ep.project = project;   /* it gets this project's events only */
 	rc = store_endpoint_create(req->store, &ep);
 	if (rc != STORE_OK) {
 		api_store_error(resp, rc);
@@ -214,8 +219,11 @@ api_webhooks_list(const struct api_request *req, struct api_response *resp)
 	if (data == NULL)
 		goto oom;
 	for (size_t i = 0; i < n; i++) {
-		cJSON *o = whapi_to_json(&eps[i], 0);
+		cJSON *o;
 
+		if (!api_project_sees(req, eps[i].project))
+			continue;   /* another project's endpoint */
+		o = whapi_to_json(&eps[i], 0);
 		if (o == NULL || !cJSON_AddItemToArray(data, o)) {
 			cJSON_Delete(o);
 			goto oom;
@@ -240,7 +248,9 @@ api_webhooks_delete(const struct api_request *req, struct api_response *resp)
 		api_error(resp, 404, "not_found", "no such webhook endpoint", NULL);
 		return;
 	}
-	rc = store_endpoint_delete(req->store, req->param);
+	/* another project's endpoint is answered as a missing one */
+	rc = store_endpoint_delete(req->store, req->param,
+	    req->all_projects ? NULL : api_project(req));
 	if (rc == STORE_ERR_NOT_FOUND) {
 		api_error(resp, 404, "not_found", "no such webhook endpoint", NULL);
 		return;

@@ -86,6 +86,7 @@ static int check_ca_file(struct config *, const char *, char *, size_t);
 static int set_helo(struct config *, const char *, char *, size_t);
 static int check_webhook_url(struct config *, const char *, char *, size_t);
 static int check_webhook_proxy(struct config *, const char *, char *, size_t);
+static int check_webhook_projects(struct config *, const char *, char *, size_t);
 static int set_http_threads(struct config *, const char *, char *, size_t);
 static int set_domain_rate(struct config *, const char *, char *, size_t);
 static int set_log_level(struct config *, const char *, char *, size_t);
@@ -151,6 +152,11 @@ static const struct config_var config_vars[] = {
 	{ .name = "TXMAIL_WEBHOOK_SECRET", .kind = CV_STR, .flags = CV_SECRET, .def = "", .note = "unset",
 	  .help = "its signing secret, `whsec_<base64>`; required with the URL",
 	  FIELD(webhook_secret), .show = show_webhook_secret },
+	{ .name = "TXMAIL_WEBHOOK_PROJECTS", .kind = CV_STR, .def = "default",
+	  .help = "whose events the `TXMAIL_WEBHOOK_URL` endpoint gets: comma-separated project names, "
+	    "or `*` for every project (endpoints made with `POST /v1/webhooks` get their own "
+	    "project's only)",
+	  FIELD(webhook_projects), .set = check_webhook_projects },
 	{ .name = "TXMAIL_WEBHOOK_ALLOW_PRIVATE", .kind = CV_BOOL, .def = "0", .dev_def = "1",
 	  .note = "loopback, private and link-local targets refused",
 	  .help = "`1` allows webhook targets on loopback, private and link-local addresses",
@@ -722,6 +728,36 @@ show_webhook_proxy(const struct config *cfg, char *out, size_t outlen)
 			at = q;
 	snprintf(out, outlen, "%.*s%s%.*s", (int)(p - u), u, at ? "***@" : "",
 	    (int)(end - (at ? at + 1 : p)), at ? at + 1 : p);
+}
+
+/* "*", or a comma-separated list of project names ([A-Za-z0-9_.-]{1,64} each). */
+static int
+check_webhook_projects(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	const char *p = cfg->webhook_projects;
+	size_t len = 0;
+
+	(void)v;
+	if (strcmp(p, "*") == 0)
+		return 0;
+	for (;; p++) {
+		char c = *p;
+
+		if (c == ',' || c == '\0') {
+			if (len == 0 || len > 64)
+				return config_err(err, errlen, "%s", "want `*` or comma-separated project "
+				    "names (1 to 64 of A-Z a-z 0-9 _ . -)");
+			if (c == '\0')
+				return 0;
+			len = 0;
+		} else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    c == '_' || c == '.' || c == '-') {
+			len++;
+		} else {
+			return config_err(err, errlen, "%s", "want `*` or comma-separated project "
+			    "names (1 to 64 of A-Z a-z 0-9 _ . -)");
+		}
+	}
 }
 
 /*

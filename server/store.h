@@ -13,6 +13,7 @@
  *   msg:<id>          hash  id created expires send_at from mail_from subject
  *                           mime metadata(JSON) tags(JSON) tenant n pending
  *                           prio ("high"|"normal"; absent: normal)
+ *                           project (absent: "default", stored before projects)
  *                           r<i>:email r<i>:kind r<i>:status r<i>:attempts
  *                           r<i>:smtp(JSON|"") for recipient i in 0..n-1.
  *                           When pending reaches 0 the key (and its
@@ -33,9 +34,10 @@
  *   due               zset  "<id>/<i>" scored by due time (ms): retries and
  *                           send_at. Promoted to the message's lane (prio)
  *                           by a script, in batches.
- *   events            stream, group "webhooks": the outbox, {e=<event JSON>},
- *                           appended by the same script that records the
- *                           outcome, so state and event change together.
+ *   events            stream, group "webhooks": the outbox, {e=<event JSON>,
+ *                           p=<project>} (no p: "default"), appended by the
+ *                           same script that records the outcome, so state
+ *                           and event change together.
  *                           Fan-out only XACKs: entries stay for SSE readers
  *                           until store_trim_events (never unread ones).
  *   whq:<endpoint>    zset  that endpoint's webhook deliveries
@@ -43,11 +45,17 @@
  *                           claiming leases them (score moved to now+lease)
  *                           so a crashed dispatcher loses none.
  *   wh:<evt_id>/<ep>  hash  body attempts first
- *   whep:<id>         hash  url secret events(JSON array) created
- *   wheps             zset  endpoint ids scored by created (ms)
- *   tpl:<name>        hash  json created updated
- *   tpls              zset  template names, all score 0 (lexical order)
- *   supp              hash  lower-cased email -> "<created_ms>:<reason>"
+ *   whep:<id>         hash  url secret events(JSON array) created project
+ *                           (absent: "default"); ids are global, each
+ *                           endpoint gets only its project's events
+ *   wheps             zset  endpoint ids scored by created (ms), all projects
+ *   <pp>tpl:<name>    hash  json created updated
+ *   <pp>tpls          zset  template names, all score 0 (lexical order)
+ *   <pp>supp          hash  lower-cased email -> "<created_ms>:<reason>"
+ *                     <pp> is the project's prefix: "" for "default" (so data
+ *                     written before projects is the default project's, no
+ *                     migration), "prj:<project>:" for any other project
+ *                     (st_project_prefix, lib/project.lua)
  *   key:<sha256 hex>  hash  name created last_used
  *   keyname:<name>    string  the key's sha256 hex
  *   keys              set   key names
@@ -68,6 +76,16 @@
 #include <stdint.h>
 
 #include "config.h"
+
+/*
+ * Projects: every message, event, endpoint, template and suppression
+ * belongs to one. A project name is [A-Za-z0-9_.-]{1,STORE_PROJECT_MAX};
+ * NULL or "" given to a store call means STORE_PROJECT_DEFAULT, and data
+ * stored before projects existed (no project field, the original keys)
+ * belongs to STORE_PROJECT_DEFAULT.
+ */
+#define STORE_PROJECT_DEFAULT "default"
+#define STORE_PROJECT_MAX 64
 
 enum {
 	STORE_OK = 0,
@@ -145,6 +163,8 @@ struct store_message_in {
 	const char *tags_json;      /* "[]" when none */
 	const char *timeline_json;  /* the first timeline entry ("queued") */
 	const char *tenant;         /* API key name (or "env:<hash prefix>"); "" when none */
+	const char *project;        /* owner (NULL: "default"); one batch is one project, whose
+	                             * suppression list store_enqueue_checked reads */
 	enum store_lane lane;       /* priority; STORE_LANE_NORMAL when zeroed */
 	const struct store_rcpt_in *rcpts;
 	size_t nrcpts;
@@ -208,6 +228,7 @@ struct store_message_view {
 	int64_t created_ms;
 	int64_t send_at_ms;
 	enum store_lane lane;   /* normal when the hash has no prio */
+	char *project;          /* owner; "default" when the hash has none */
 	struct store_rcpt_view *rcpts;
 	size_t nrcpts;
 	char **timeline_json;   /* JSON entries, oldest first */
@@ -222,9 +243,12 @@ void store_message_view_free(struct store_message_view *v);
  * store_cancel - recipients still queued, scheduled or deferred become
  * "canceled" (terminal; in-flight "sending" ones finish normally), and
  * timeline_json is appended when any changed. *ncanceled = how many (0:
- * nothing left to cancel). STORE_ERR_NOT_FOUND when the message is unknown.
+ * nothing left to cancel). STORE_ERR_NOT_FOUND when the message is unknown
+ * or, with project not NULL, belongs to another project (checked in the same
+ * script; project NULL: any project).
  */
-int store_cancel(struct store *s, const char *id, const char *timeline_json, int *ncanceled);
+int store_cancel(struct store *s, const char *id, const char *project,
+    const char *timeline_json, int *ncanceled);
 
 /* --- delivering --------------------------------------------------------- */
 
@@ -286,8 +310,8 @@ struct store_result {
 	const char *smtp_json;    /* {"code":..,"enhanced":..,"response":..} or NULL */
 	const char *event_json;   /* outbox (webhook) event body, or NULL for none */
 	const char *timeline_json;/* timeline entry for the message */
-	/* non-NULL: add the recipient to the suppression list with this reason
-	 * (the worker decides: a 5.1.x permanent failure) */
+	/* non-NULL: add the recipient to the suppression list of the message's
+	 * project with this reason (the worker decides: a 5.1.x permanent failure) */
 	const char *suppress_reason;
 };
 
@@ -340,7 +364,8 @@ struct store_bounce_in {
 	 * "failed": a recipient delivered, sending, deferred or queued
 	 * becomes "failed" (its smtp set to smtp_json, event_json to the
 	 * outbox, timeline_json to the timeline, pending and due kept
-	 * consistent, and with suppress_reason the address suppressed).
+	 * consistent, and with suppress_reason the address suppressed in the
+	 * message's project).
 	 * "delayed": only timeline_json is appended.
 	 */
 	const char *action;
@@ -373,6 +398,7 @@ int store_promote_due(struct store *s, int64_t now_ms, int max, int64_t *next_ms
 
 struct store_event {
 	char entry_id[48];
+	char project[STORE_PROJECT_MAX + 1];  /* the entry's p field; "default" when none */
 	char *json;
 };
 void store_event_free(struct store_event *ev);  /* contents and ev */
@@ -425,14 +451,20 @@ struct store_endpoint {
 	char **events;      /* event types wanted ("message.delivered", ...); nevents 0 = all */
 	size_t nevents;
 	int64_t created_ms;
+	char *project;      /* owner: gets only this project's events (create: NULL = "default";
+	                     * list: "default" for an endpoint stored before projects) */
 };
 
 /* store_endpoint_create - store a new endpoint (id, url, secret, events given). */
 int store_endpoint_create(struct store *s, const struct store_endpoint *ep);
-/* store_endpoint_list - every endpoint, oldest first; caller frees with store_endpoints_free. */
+/* store_endpoint_list - every endpoint of every project, oldest first; caller frees with store_endpoints_free. */
 int store_endpoint_list(struct store *s, struct store_endpoint **out, size_t *n);
-/* store_endpoint_delete - remove it and its queued deliveries; STORE_ERR_NOT_FOUND. */
-int store_endpoint_delete(struct store *s, const char *id);
+/*
+ * store_endpoint_delete - remove it and its queued deliveries;
+ * STORE_ERR_NOT_FOUND when absent or, with project not NULL, another
+ * project's (checked in the same script; NULL: any project).
+ */
+int store_endpoint_delete(struct store *s, const char *id, const char *project);
 void store_endpoints_free(struct store_endpoint *eps, size_t n);
 
 /* --- live events (SSE) ------------------------------------------------------ */
@@ -458,17 +490,17 @@ int store_events_last_id(struct store *s, char *buf, size_t len);
  */
 int store_trim_events(struct store *s, int64_t before_ms);
 
-/* --- templates --------------------------------------------------------------- */
+/* --- templates (each project has its own; project NULL: "default") ------------ */
 
 /* store_template_put - store {"subject","text","html"} JSON under name; *created 1 when new. */
-int store_template_put(struct store *s, const char *name, const char *json, int64_t now_ms,
-    int *created);
+int store_template_put(struct store *s, const char *project, const char *name, const char *json,
+    int64_t now_ms, int *created);
 /* store_template_get - malloc'd JSON in *json (with "name","created_at","updated_at" added); STORE_ERR_NOT_FOUND. */
-int store_template_get(struct store *s, const char *name, char **json);
+int store_template_get(struct store *s, const char *project, const char *name, char **json);
 /* store_template_delete - STORE_ERR_NOT_FOUND when absent. */
-int store_template_delete(struct store *s, const char *name);
-/* store_template_list - every template's JSON, sorted by name; free each and the array. */
-int store_template_list(struct store *s, char ***jsons, size_t *n);
+int store_template_delete(struct store *s, const char *project, const char *name);
+/* store_template_list - every template's JSON of the project, sorted by name; free each and the array. */
+int store_template_list(struct store *s, const char *project, char ***jsons, size_t *n);
 
 /* --- suppressions ------------------------------------------------------------ */
 
@@ -478,14 +510,21 @@ struct store_suppression {
 	int64_t created_ms;
 };
 
+/*
+ * Each project has its own list (project NULL: "default"). The record and
+ * bounce scripts suppress into the list of the message's project.
+ */
 /* store_suppression_check - flags[i] = 1 when emails[i] (lower-cased by the caller) is suppressed. One round trip. */
-int store_suppression_check(struct store *s, const char *const *emails, size_t n, int *flags);
+int store_suppression_check(struct store *s, const char *project, const char *const *emails,
+    size_t n, int *flags);
 /* store_suppression_add - add or refresh an address. */
-int store_suppression_add(struct store *s, const char *email, const char *reason, int64_t now_ms);
+int store_suppression_add(struct store *s, const char *project, const char *email,
+    const char *reason, int64_t now_ms);
 /* store_suppression_delete - STORE_ERR_NOT_FOUND when absent. */
-int store_suppression_delete(struct store *s, const char *email);
-/* store_suppression_list - every suppression, sorted by address; caller frees with store_suppressions_free. */
-int store_suppression_list(struct store *s, struct store_suppression **out, size_t *n);
+int store_suppression_delete(struct store *s, const char *project, const char *email);
+/* store_suppression_list - the project's suppressions, sorted by address; caller frees with store_suppressions_free. */
+int store_suppression_list(struct store *s, const char *project, struct store_suppression **out,
+    size_t *n);
 void store_suppressions_free(struct store_suppression *v, size_t n);
 
 /* --- API keys and rate limits ------------------------------------------------- */

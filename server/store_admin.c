@@ -85,11 +85,22 @@ st_template_json(const char *name, size_t namelen, const char *json, size_t json
 	return buf;
 }
 
-int
-store_template_put(struct store *s, const char *name, const char *json, int64_t now_ms,
-    int *created)
+/* st_tpl_keys - a project's tpl:<name> (name may be NULL: then only tpls) and tpls. */
+static int
+st_tpl_keys(const char *project, const char *name, char *kt, char *kts, size_t len)
 {
-	char kt[ST_KEY_MAX];
+	char pp[ST_KEY_MAX];
+
+	if (st_project_prefix(pp, sizeof(pp), project) || st_key(kts, len, pp, "tpls", NULL))
+		return -1;
+	return name ? st_key(kt, len, pp, "tpl:", name) : 0;
+}
+
+int
+store_template_put(struct store *s, const char *project, const char *name, const char *json,
+    int64_t now_ms, int *created)
+{
+	char kt[ST_KEY_MAX], kts[ST_KEY_MAX];
 	struct st_args a;
 	long long v = 0;
 	int rc;
@@ -97,13 +108,13 @@ store_template_put(struct store *s, const char *name, const char *json, int64_t 
 	if (created)
 		*created = 0;
 	if (!s || !json || !st_name_ok(name, 100) ||
-	    st_key(kt, sizeof(kt), ST_PREFIX "tpl:", name, NULL))
+	    st_tpl_keys(project, name, kt, kts, sizeof(kt)))
 		return STORE_ERR_PROTO;
 	rc = st_eval_begin(s, &a, 10, SC_TPL_PUT, 2);
 	if (rc)
 		return rc;
 	st_adds(&a, kt);
-	st_adds(&a, ST_K_TPLS);
+	st_adds(&a, kts);
 	st_adds(&a, name);
 	st_adds(&a, json);
 	st_addi(&a, now_ms);
@@ -139,9 +150,9 @@ static const struct st_table st_tpl_get_table = {
 };
 
 int
-store_template_get(struct store *s, const char *name, char **json)
+store_template_get(struct store *s, const char *project, const char *name, char **json)
 {
-	char kt[ST_KEY_MAX];
+	char kt[ST_KEY_MAX], kts[ST_KEY_MAX];
 	const char *argv[5] = { "HMGET", kt, "json", "created", "updated" };
 	struct st_tpl_row row = { 0 };
 	redisReply *r = NULL;
@@ -151,7 +162,7 @@ store_template_get(struct store *s, const char *name, char **json)
 		*json = NULL;
 	if (!s || !json)
 		return STORE_ERR_PROTO;
-	if (!st_name_ok(name, 100) || st_key(kt, sizeof(kt), ST_PREFIX "tpl:", name, NULL))
+	if (!st_name_ok(name, 100) || st_tpl_keys(project, name, kt, kts, sizeof(kt)))
 		return STORE_ERR_NOT_FOUND;
 	rc = st_connect(s);
 	if (rc)
@@ -181,28 +192,29 @@ out:
 }
 
 int
-store_template_delete(struct store *s, const char *name)
+store_template_delete(struct store *s, const char *project, const char *name)
 {
-	char kt[ST_KEY_MAX];
+	char kt[ST_KEY_MAX], kts[ST_KEY_MAX];
 	struct st_args a;
 	int rc;
 
 	if (!s)
 		return STORE_ERR_PROTO;
-	if (!st_name_ok(name, 100) || st_key(kt, sizeof(kt), ST_PREFIX "tpl:", name, NULL))
+	if (!st_name_ok(name, 100) || st_tpl_keys(project, name, kt, kts, sizeof(kt)))
 		return STORE_ERR_NOT_FOUND;
 	rc = st_eval_begin(s, &a, 8, SC_TPL_DEL, 2);
 	if (rc)
 		return rc;
 	st_adds(&a, kt);
-	st_adds(&a, ST_K_TPLS);
+	st_adds(&a, kts);
 	st_adds(&a, name);
 	return st_eval_int(s, &a, "template delete", STORE_ERR_NOT_FOUND, NULL);
 }
 
 int
-store_template_list(struct store *s, char ***jsons, size_t *n)
+store_template_list(struct store *s, const char *project, char ***jsons, size_t *n)
 {
+	char kts[ST_KEY_MAX], pp[ST_KEY_MAX];
 	struct st_tpl_row *rows = NULL;
 	struct st_args a;
 	void *p = NULL;
@@ -214,13 +226,14 @@ store_template_list(struct store *s, char ***jsons, size_t *n)
 		*jsons = NULL;
 	if (n)
 		*n = 0;
-	if (!s || !jsons || !n)
+	if (!s || !jsons || !n || st_project_prefix(pp, sizeof(pp), project) ||
+	    st_key(kts, sizeof(kts), pp, "tpls", NULL))
 		return STORE_ERR_PROTO;
 	rc = st_eval_begin(s, &a, 8, SC_TPL_LIST, 1);
 	if (rc)
 		return rc;
-	st_adds(&a, ST_K_TPLS);
-	st_adds(&a, ST_PREFIX);
+	st_adds(&a, kts);
+	st_adds(&a, pp);
 	st_addi(&a, ST_MAX_LIST);
 	rc = st_eval_rows(s, &a, &st_tpl_table, &p, &nrows);
 	rows = p;
@@ -268,15 +281,27 @@ store_suppressions_free(struct store_suppression *v, size_t n)
 	st_rows_free(&st_supp_table, v, n);
 }
 
-int
-store_suppression_check(struct store *s, const char *const *emails, size_t n, int *flags)
+/* st_supp_key - the suppression list of a project. */
+static int
+st_supp_key(char *buf, size_t len, const char *project)
 {
+	char pp[ST_KEY_MAX];
+
+	return st_project_prefix(pp, sizeof(pp), project) || st_key(buf, len, pp, "supp", NULL) ?
+	    -1 : 0;
+}
+
+int
+store_suppression_check(struct store *s, const char *project, const char *const *emails,
+    size_t n, int *flags)
+{
+	char ks[ST_KEY_MAX];
 	struct st_args a;
 	redisReply *r = NULL;
 	size_t i;
 	int rc;
 
-	if (!s || (n && (!emails || !flags)) || n > 100000)
+	if (!s || (n && (!emails || !flags)) || n > 100000 || st_supp_key(ks, sizeof(ks), project))
 		return STORE_ERR_PROTO;
 	for (i = 0; i < n; i++) {
 		if (!emails[i])
@@ -292,7 +317,7 @@ store_suppression_check(struct store *s, const char *const *emails, size_t n, in
 	if (rc)
 		return rc;
 	st_adds(&a, "HMGET");
-	st_adds(&a, ST_K_SUPP);
+	st_adds(&a, ks);
 	for (i = 0; i < n; i++)
 		st_adds(&a, emails[i]);
 	rc = st_do(s, &a, &r);
@@ -307,14 +332,16 @@ store_suppression_check(struct store *s, const char *const *emails, size_t n, in
 }
 
 int
-store_suppression_add(struct store *s, const char *email, const char *reason, int64_t now_ms)
+store_suppression_add(struct store *s, const char *project, const char *email,
+    const char *reason, int64_t now_ms)
 {
-	char val[160];
-	const char *argv[4] = { "HSET", ST_K_SUPP, email, val };
+	char val[160], ks[ST_KEY_MAX];
+	const char *argv[4] = { "HSET", ks, email, val };
 	redisReply *r = NULL;
 	int rc, len;
 
-	if (!s || !st_name_ok(email, ST_MAX_EMAIL) || !st_name_ok(reason, 100))
+	if (!s || !st_name_ok(email, ST_MAX_EMAIL) || !st_name_ok(reason, 100) ||
+	    st_supp_key(ks, sizeof(ks), project))
 		return STORE_ERR_PROTO;
 	len = snprintf(val, sizeof(val), "%" PRId64 ":%s", now_ms, reason);
 	if (len < 0 || (size_t)len >= sizeof(val))
@@ -332,13 +359,14 @@ store_suppression_add(struct store *s, const char *email, const char *reason, in
 }
 
 int
-store_suppression_delete(struct store *s, const char *email)
+store_suppression_delete(struct store *s, const char *project, const char *email)
 {
-	const char *argv[3] = { "HDEL", ST_K_SUPP, email };
+	char ks[ST_KEY_MAX];
+	const char *argv[3] = { "HDEL", ks, email };
 	redisReply *r = NULL;
 	int rc;
 
-	if (!s)
+	if (!s || st_supp_key(ks, sizeof(ks), project))
 		return STORE_ERR_PROTO;
 	if (!st_name_ok(email, ST_MAX_EMAIL))
 		return STORE_ERR_NOT_FOUND;
@@ -365,9 +393,11 @@ st_supp_cmp(const void *a, const void *b)
 }
 
 int
-store_suppression_list(struct store *s, struct store_suppression **out, size_t *n)
+store_suppression_list(struct store *s, const char *project, struct store_suppression **out,
+    size_t *n)
 {
-	const char *argv[2] = { "HGETALL", ST_K_SUPP };
+	char ks[ST_KEY_MAX];
+	const char *argv[2] = { "HGETALL", ks };
 	redisReply *r = NULL;
 	void *v = NULL;
 	int rc;
@@ -376,7 +406,7 @@ store_suppression_list(struct store *s, struct store_suppression **out, size_t *
 		*out = NULL;
 	if (n)
 		*n = 0;
-	if (!s || !out || !n)
+	if (!s || !out || !n || st_supp_key(ks, sizeof(ks), project))
 		return STORE_ERR_PROTO;
 	rc = st_connect(s);
 	if (rc)

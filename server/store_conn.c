@@ -371,6 +371,33 @@ st_field_is(const redisReply *f, const char *name)
 	return f->len == n && memcmp(f->str, name, n) == 0;
 }
 
+const char *
+st_project_name(const char *project)
+{
+	return project && *project ? project : STORE_PROJECT_DEFAULT;
+}
+
+int
+st_project_prefix(char *buf, size_t len, const char *project)
+{
+	size_t i, n;
+
+	project = st_project_name(project);
+	if (strcmp(project, STORE_PROJECT_DEFAULT) == 0)
+		return st_key(buf, len, ST_PREFIX, "", NULL);
+	n = strlen(project);
+	if (n > STORE_PROJECT_MAX)
+		return -1;
+	for (i = 0; i < n; i++) {
+		char c = project[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    c == '_' || c == '.' || c == '-'))
+			return -1;
+	}
+	return st_key(buf, len, ST_PREFIX "prj:", project, ":");
+}
+
 /* --- connection ---------------------------------------------------------- */
 
 static void

@@ -785,6 +785,7 @@ store_record(struct store *s, const struct store_result *res, size_t n)
 		st_adds(&b.a, member);
 		st_adds(&b.a, res[i].suppress_reason);
 		st_addi(&b.a, res[i].now_ms);
+		st_adds(&b.a, ST_PREFIX);
 		rc = st_batch_add(&b);
 		if (rc)
 			goto out;

@@ -108,6 +108,7 @@ store_events_since(struct store *s, const char *after, int max, int block_ms,
 		}
 		memcpy(ev->entry_id, id->str, id->len);
 		ev->entry_id[id->len] = '\0';
+		st_event_project(ev, fields);
 		ev->json = st_dup(e);
 		if (!ev->json) {
 			free(ev);

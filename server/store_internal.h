@@ -39,8 +39,7 @@
 #define ST_K_EVENTS ST_PREFIX "events"
 #define ST_K_WHQ ST_PREFIX "whq:"      /* + endpoint id */
 #define ST_K_WHEPS ST_PREFIX "wheps"
-#define ST_K_TPLS ST_PREFIX "tpls"
-#define ST_K_SUPP ST_PREFIX "supp"
+#define ST_K_SUPP ST_PREFIX "supp"            /* the project "default"'s (st_project_prefix) */
 #define ST_K_KEYS ST_PREFIX "keys"
 #define ST_G_WORKERS "workers"
 #define ST_G_WEBHOOKS "webhooks"
@@ -326,6 +325,18 @@ int st_id_ok(const char *id);
 /* st_field_is - 1 when the string reply f is exactly name. */
 int st_field_is(const redisReply *f, const char *name);
 
+/*
+ * st_project_prefix - the key prefix of a project's own data (templates,
+ * suppressions): ST_PREFIX for "default" (NULL and "" mean "default": data
+ * written before projects keeps its keys), else ST_PREFIX "prj:<project>:".
+ * -1 when project is not [A-Za-z0-9_.-]{1,STORE_PROJECT_MAX} or buf is short.
+ * lib/project.lua is the same rule for the scripts.
+ */
+int st_project_prefix(char *buf, size_t len, const char *project);
+
+/* st_project_name - project, or "default" for NULL and "" (data from before projects). */
+const char *st_project_name(const char *project);
+
 /* --- in store_delivery.c: stream reading, also used by store_webhooks.c and
  * store_events.c ------------------------------------------------------------ */
 
@@ -334,6 +345,15 @@ int st_entry(const redisReply *e, const redisReply **id, const redisReply **fiel
 
 /* st_entry_field - the string value of field name in an entry's [field, value, ...], or NULL. */
 const redisReply *st_entry_field(const redisReply *fields, const char *name);
+
+/* --- in store_webhooks.c: also used by store_events.c --------------------- */
+
+/*
+ * st_event_project - ev->project from an outbox entry's fields: its "p"
+ * (an event appended before projects has none: "default"; one too long is
+ * cut, so it matches no project).
+ */
+void st_event_project(struct store_event *ev, const redisReply *fields);
 
 /* st_block_timeout - the socket timeout for a read blocking block_ms. */
 int st_block_timeout(int block_ms);

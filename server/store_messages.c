@@ -95,7 +95,8 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 	struct st_msg_nums *nums = NULL;
 	struct st_args a;
 	redisReply *r = NULL;
-	char kidem[ST_KEY_MAX + 64];
+	char kidem[ST_KEY_MAX + 64], pp[ST_KEY_MAX], ksupp[ST_KEY_MAX];
+	const char *project = st_project_name(m && n ? m[0].project : NULL);
 	size_t i, j, nargs, total = 0;
 	int64_t v;
 	int rc;
@@ -112,9 +113,16 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 		log_error("enqueue called with an invalid idempotency record");
 		return STORE_ERR_PROTO;
 	}
-	nargs = 3 + 6 + 7;
+	if (st_project_prefix(pp, sizeof(pp), project) ||
+	    st_key(ksupp, sizeof(ksupp), pp, "supp", NULL)) {
+		log_error("enqueue called with an invalid project");
+		return STORE_ERR_PROTO;
+	}
+	nargs = 3 + 6 + 8;
 	for (i = 0; i < n; i++) {
-		if (!st_message_ok(&m[i]) || (flags && !st_check_ok(&m[i]))) {
+		/* one batch, one project: its suppression list is the one looked at */
+		if (!st_message_ok(&m[i]) || (flags && !st_check_ok(&m[i])) ||
+		    strcmp(st_project_name(m[i].project), project) != 0) {
 			log_error("enqueue called with an invalid message", "msg_id=%.64s index=%zu",
 			    m[i].id != NULL ? m[i].id : "", i);
 			return STORE_ERR_PROTO;
@@ -154,7 +162,7 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 	st_adds(&a, ST_K_DUE);
 	st_adds(&a, ST_K_EVENTS);
 	st_adds(&a, kidem);
-	st_adds(&a, ST_K_SUPP);
+	st_adds(&a, ksupp);
 	st_adds(&a, ST_K_READY_HIGH);
 	for (i = 0; i < n; i++) {
 		st_adds(&a, nums[i].kmsg);
@@ -167,6 +175,7 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 	st_addi(&a, s->retention_ms);
 	st_addi(&a, (int64_t)n);
 	st_adds(&a, flags ? "1" : "0");
+	st_adds(&a, project);
 	for (i = 0; i < n; i++) {
 		const struct store_message_in *x = &m[i];
 
@@ -279,6 +288,7 @@ static const struct st_col st_view_cols[] = {
 	{ ST_COL_STR, 1, offsetof(struct store_message_view, tags_json), 0, 0, "tags" },
 	{ ST_COL_I64, 1, offsetof(struct store_message_view, created_ms), 0, 0, "created" },
 	{ ST_COL_I64, 1, offsetof(struct store_message_view, send_at_ms), 0, 0, "send_at" },
+	{ ST_COL_STR, 1, offsetof(struct store_message_view, project), 0, STORE_PROJECT_MAX, "project" },
 };
 static const struct st_table st_view_table = {
 	"get_message: field", st_view_cols, sizeof(st_view_cols) / sizeof(st_view_cols[0]),
@@ -386,7 +396,8 @@ st_build_view(const redisReply *h, const redisReply *tl, struct store_message_vi
 		return rc;
 	if (st_fill_missing(&v->id, "") || st_fill_missing(&v->from, "") ||
 	    st_fill_missing(&v->subject, "") || st_fill_missing(&v->metadata_json, "{}") ||
-	    st_fill_missing(&v->tags_json, "[]"))
+	    st_fill_missing(&v->tags_json, "[]") ||
+	    st_fill_missing(&v->project, STORE_PROJECT_DEFAULT))
 		return STORE_ERR_NOMEM;
 	for (i = 0; i < v->nrcpts; i++)
 		if (st_fill_missing(&v->rcpts[i].email, "") ||
@@ -457,7 +468,8 @@ out:
 }
 
 int
-store_cancel(struct store *s, const char *id, const char *timeline_json, int *ncanceled)
+store_cancel(struct store *s, const char *id, const char *project,
+    const char *timeline_json, int *ncanceled)
 {
 	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX];
 	struct st_args a;
@@ -481,6 +493,7 @@ store_cancel(struct store *s, const char *id, const char *timeline_json, int *nc
 	st_adds(&a, id);
 	st_adds(&a, timeline_json);
 	st_addi(&a, s->retention_ms);
+	st_adds(&a, project ? st_project_name(project) : "");
 	rc = st_do(s, &a, &r);
 	if (rc)
 		goto out;
@@ -535,6 +548,7 @@ store_bounce(struct store *s, const struct store_bounce_in *b, int *applied)
 	st_adds(&a, member);
 	st_adds(&a, b->suppress_reason ? b->suppress_reason : "");
 	st_addi(&a, b->now_ms);
+	st_adds(&a, ST_PREFIX);
 	rc = st_do(s, &a, &r);
 	if (rc)
 		goto out;

@@ -33,6 +33,23 @@ store_event_free(struct store_event *ev)
 	free(ev);
 }
 
+void
+st_event_project(struct store_event *ev, const redisReply *fields)
+{
+	const redisReply *p = st_entry_field(fields, "p");
+	size_t n;
+
+	if (!p || p->len == 0) {
+		util_strlcpy(ev->project, STORE_PROJECT_DEFAULT, sizeof(ev->project));
+		return;
+	}
+	n = p->len < sizeof(ev->project) - 1 ? p->len : sizeof(ev->project) - 1;
+	memcpy(ev->project, p->str, n);
+	ev->project[n] = '\0';
+	if (p->len > n)
+		ev->project[0] = '\0';   /* too long: no project has this name */
+}
+
 /*
  * st_collect_events - copy events out of stream entries; entries without
  * an "e" field (deleted, malformed) are acked and deleted.
@@ -71,6 +88,7 @@ st_collect_events(struct store *s, const redisReply *entries, int max,
 			return STORE_ERR_NOMEM;
 		memcpy(ev->entry_id, id->str, id->len);
 		ev->entry_id[id->len] = '\0';
+		st_event_project(ev, fields);
 		ev->json = st_dup(e);
 		if (!ev->json) {
 			free(ev);
@@ -175,7 +193,7 @@ store_webhook_fanout(struct store *s, const struct store_event *ev,
 			rc = STORE_ERR_PROTO;
 			goto out;
 		}
-	rc = st_eval_begin(s, &a, 12 + 2 * nep, SC_WH_FANOUT, (int)(1 + nep));
+	rc = st_eval_begin(s, &a, 13 + 2 * nep, SC_WH_FANOUT, (int)(1 + nep));
 	if (rc)
 		goto out;
 	st_adds(&a, ST_K_EVENTS);
@@ -186,6 +204,7 @@ store_webhook_fanout(struct store *s, const struct store_event *ev,
 	st_addi(&a, now_ms);
 	st_adds(&a, ST_PREFIX);
 	st_adds(&a, ev->json);
+	st_adds(&a, st_project_name(ev->project));
 	for (i = 0; i < nep; i++)
 		st_adds(&a, endpoints[i]);
 	rc = st_eval_int(s, &a, "webhook fanout", 0, NULL);
@@ -362,7 +381,7 @@ store_webhook_next_due(struct store *s, const char *endpoint)
 
 #define ST_MAX_ENDPOINTS 1000
 
-/* a row of the endpoint list: [id, url, secret, created_ms, [event, ...]] */
+/* a row of the endpoint list: [id, url, secret, created_ms, [event, ...], project] */
 static const struct st_col st_ep_cols[] = {
 	{ ST_COL_STR, 0, offsetof(struct store_endpoint, id), 0, 0, NULL },
 	{ ST_COL_STR, 0, offsetof(struct store_endpoint, url), 0, 0, NULL },
@@ -370,6 +389,7 @@ static const struct st_col st_ep_cols[] = {
 	{ ST_COL_I64, 1, offsetof(struct store_endpoint, created_ms), 0, 0, NULL },
 	{ ST_COL_STRV, 0, offsetof(struct store_endpoint, events),
 	  offsetof(struct store_endpoint, nevents), 100, NULL },
+	{ ST_COL_STR, 0, offsetof(struct store_endpoint, project), 0, STORE_PROJECT_MAX, NULL },
 };
 static const struct st_table st_ep_table = {
 	"endpoint list", st_ep_cols, sizeof(st_ep_cols) / sizeof(st_ep_cols[0]),
@@ -385,20 +405,20 @@ store_endpoints_free(struct store_endpoint *eps, size_t n)
 int
 store_endpoint_create(struct store *s, const struct store_endpoint *ep)
 {
-	char kep[ST_KEY_MAX];
+	char kep[ST_KEY_MAX], pp[ST_KEY_MAX];
 	struct st_args a;
 	size_t i;
 	int rc;
 
-	if (!s || !ep || !ep->url || !ep->secret || (ep->nevents && !ep->events) ||
-	    ep->nevents > 100 || !ep->id || strlen(ep->id) > ST_MAX_EP || !*ep->id ||
+	if (!s || !ep || st_project_prefix(pp, sizeof(pp), ep->project) || !ep->url ||
+	    !ep->secret || (ep->nevents && !ep->events) || ep->nevents > 100 || !ep->id || strlen(ep->id) > ST_MAX_EP || !*ep->id ||
 	    strchr(ep->id, '/') || strcmp(ep->id, "default") == 0 ||
 	    st_key(kep, sizeof(kep), ST_PREFIX "whep:", ep->id, NULL))
 		return STORE_ERR_PROTO;
 	for (i = 0; i < ep->nevents; i++)
 		if (!ep->events[i])
 			return STORE_ERR_PROTO;
-	rc = st_eval_begin(s, &a, 12 + ep->nevents, SC_EP_CREATE, 2);
+	rc = st_eval_begin(s, &a, 13 + ep->nevents, SC_EP_CREATE, 2);
 	if (rc)
 		return rc;
 	st_adds(&a, kep);
@@ -407,6 +427,7 @@ store_endpoint_create(struct store *s, const struct store_endpoint *ep)
 	st_adds(&a, ep->url);
 	st_adds(&a, ep->secret);
 	st_addi(&a, ep->created_ms);
+	st_adds(&a, st_project_name(ep->project));
 	for (i = 0; i < ep->nevents; i++)
 		st_adds(&a, ep->events[i]);
 	return st_eval_int(s, &a, "endpoint create", STORE_ERR_CONFLICT, NULL);
@@ -437,7 +458,7 @@ store_endpoint_list(struct store *s, struct store_endpoint **out, size_t *n)
 }
 
 int
-store_endpoint_delete(struct store *s, const char *id)
+store_endpoint_delete(struct store *s, const char *id, const char *project)
 {
 	char kep[ST_KEY_MAX], kq[ST_KEY_MAX];
 	struct st_args a;
@@ -455,5 +476,6 @@ store_endpoint_delete(struct store *s, const char *id)
 	st_adds(&a, kq);
 	st_adds(&a, id);
 	st_adds(&a, ST_PREFIX);
+	st_adds(&a, project ? st_project_name(project) : "");
 	return st_eval_int(s, &a, "endpoint delete", STORE_ERR_NOT_FOUND, NULL);
 }

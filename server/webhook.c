@@ -2,10 +2,11 @@
  * webhook.c - the webhook dispatcher: the only file that speaks libcurl.
  *
  * One thread with its own struct store reads the events outbox and fans
- * each event out to the endpoints whose filter wants its type: "default"
- * (TXMAIL_WEBHOOK_URL, every type) and the endpoints created through
- * /v1/webhooks, whose list is re-read before every fan-out and about once
- * a second. Each endpoint has its own due set in the store; the thread
+ * each event out to the endpoints whose filter wants its type and whose
+ * project is the event's: "default" (TXMAIL_WEBHOOK_URL, every type, the
+ * projects of TXMAIL_WEBHOOK_PROJECTS) and the endpoints created through
+ * /v1/webhooks (each its own project's events only), whose list is re-read
+ * before every fan-out and about once a second. Each endpoint has its own due set in the store; the thread
  * claims due deliveries with a lease, round-robin over the endpoints, at
  * most WH_EP_MAX_INFLIGHT per endpoint and WH_MAX_INFLIGHT in all, so a
  * dead or slow endpoint only ever holds its own slots. Requests run
@@ -209,6 +210,30 @@ int webhook_type_known(const char *type)
 	return 0;
 }
 
+int webhook_projects_match(const char *list, const char *project)
+{
+	const char *p;
+	size_t n;
+
+	if (!list)
+		return 0;
+	if (strcmp(list, "*") == 0)
+		return 1;
+	if (!project || !*project)
+		project = STORE_PROJECT_DEFAULT;
+	n = strlen(project);
+	for (p = list; *p; ) {
+		size_t len = strcspn(p, ",");
+
+		if (len == n && memcmp(p, project, n) == 0)
+			return 1;
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	return 0;
+}
+
 int webhook_filter_match(const char *const *events, size_t n, const char *type)
 {
 	size_t i;
@@ -390,6 +415,7 @@ struct wh_ep {
 	char *secret;          /* "" when unsigned */
 	char **events;         /* filter; nevents 0 = every type */
 	size_t nevents;
+	char project[STORE_PROJECT_MAX + 1];  /* whose events it gets; unused for "default" */
 	int busy;              /* requests running or awaiting their store record */
 	int64_t next_due;      /* wall ms when a claim may find work; 0 = look now */
 	int failing;           /* last attempt failed: logged once at warn, then info */
@@ -430,6 +456,7 @@ struct webhook {
 	struct webhook_stop_stats stats;
 
 	struct wh_ep *eps;         /* eps[0] is "default" */
+	char *default_projects;    /* TXMAIL_WEBHOOK_PROJECTS: whose events "default" gets */
 	size_t neps;
 	size_t rr;                 /* round-robin start for claims */
 	int64_t eps_refresh_at;    /* monotonic ms of the next periodic refresh */
@@ -612,6 +639,8 @@ static int wh_refresh_eps(struct webhook *w)
 		    se[i].nevents) != 0) {
 			goto oom_ne;
 		}
+		util_strlcpy(ne[k].project, se[i].project ? se[i].project : STORE_PROJECT_DEFAULT,
+		    sizeof(ne[k].project));
 		old = wh_ep_find(w, se[i].id);
 		ne[k].next_due = old ? old->next_due : 0;
 		ne[k].failing = old ? old->failing : 0;
@@ -989,6 +1018,10 @@ static int wh_read_events(struct webhook *w, int block_ms)
 			if (!ep->url[0] ||
 			    !webhook_filter_match((const char *const *)ep->events, ep->nevents, type))
 				continue;
+			/* an endpoint gets its own project's events only (the fan-out script checks again) */
+			if (k == 0 ? !webhook_projects_match(w->default_projects, evs[i]->project) :
+			    strcmp(ep->project, evs[i]->project) != 0)
+				continue;
 			ids[nep++] = ep->id;
 			ep->next_due = 0;   /* has work now */
 		}
@@ -1227,6 +1260,7 @@ static void wh_free(struct webhook *w)
 	if (w->proxy)
 		OPENSSL_cleanse(w->proxy, strlen(w->proxy));   /* may hold credentials */
 	free(w->proxy);
+	free(w->default_projects);
 	free(w);
 }
 
@@ -1260,8 +1294,10 @@ struct webhook *webhook_start(const struct config *cfg, char *err, size_t errlen
 	w->redis = cfg->redis;
 	w->ca_file = strdup(cfg->tls_ca_file);
 	w->proxy = strdup(cfg->webhook_proxy);
+	w->default_projects = strdup(cfg->webhook_projects[0] ? cfg->webhook_projects :
+	    STORE_PROJECT_DEFAULT);
 	w->eps = calloc(1, sizeof(*w->eps));
-	if (!w->ca_file || !w->proxy || !w->eps ||
+	if (!w->ca_file || !w->proxy || !w->default_projects || !w->eps ||
 	    wh_ep_set(&w->eps[0], WH_DEFAULT_EP, cfg->webhook_url, cfg->webhook_secret, NULL, 0) != 0) {
 		snprintf(err, errlen, "webhook: out of memory");
 		goto fail;

@@ -53,6 +53,13 @@ extern const char *const webhook_event_types[WEBHOOK_NTYPES];
 /* webhook_type_known - 1 when type is one of webhook_event_types. */
 int webhook_type_known(const char *type);
 
+/*
+ * webhook_projects_match - 1 when project is in list: "*" (every project)
+ * or comma-separated names (TXMAIL_WEBHOOK_PROJECTS, for the default
+ * endpoint). NULL or "" project is "default".
+ */
+int webhook_projects_match(const char *list, const char *project);
+
 /* webhook_filter_match - 1 when an endpoint with this filter (n 0 = every type) wants type. */
 int webhook_filter_match(const char *const *events, size_t n, const char *type);
 

@@ -1,6 +1,10 @@
 -- bounce.lua - store_conn.c's SC_BOUNCE
--- KEYS: msg, tl, due, events, supp
+-- KEYS: msg, tl, due, events, supp (of the project "default")
 -- ARGV: idx action smtp event timeline retention_ms member suppress_reason now_ms
+--       prefix
+-- The suppression (suppress_reason) goes to the list of the message's
+-- project ("project" field; none: "default", KEYS[5]); the event to the
+-- outbox with p = that project.
 -- action "delayed": timeline only. "failed": delivered|sending|deferred|
 -- queued -> failed; a deferred one leaves due; one that was not yet
 -- final leaves pending (a "sending" one's ready entry is acknowledged by
@@ -8,8 +12,11 @@
 -- by claim). Returns 1 applied, 0 recipient in another state (nothing
 -- changed), -1 no such message or recipient.
 
+-- @include lib/project.lua
 local p = 'r' .. ARGV[1] .. ':'
-local v = redis.call('HMGET', KEYS[1], p .. 'status', p .. 'email')
+local v = redis.call('HMGET', KEYS[1], p .. 'status', p .. 'email', 'project')
+local proj = v[3]
+if not proj or proj == '' then proj = 'default' end
 if not v[1] then return -1 end
 if ARGV[2] == 'delayed' then
   if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[5]) end
@@ -22,9 +29,11 @@ end
 redis.call('HSET', KEYS[1], p .. 'status', 'failed')
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], p .. 'smtp', ARGV[3]) end
 if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[5]) end
-if ARGV[4] ~= '' then redis.call('XADD', KEYS[4], '*', 'e', ARGV[4]) end
+if ARGV[4] ~= '' then redis.call('XADD', KEYS[4], '*', 'e', ARGV[4], 'p', proj) end
 if ARGV[8] ~= '' and v[2] then
-  redis.call('HSET', KEYS[5], string.lower(v[2]), ARGV[9] .. ':' .. ARGV[8])
+  local supp = KEYS[5]
+  if proj ~= 'default' then supp = project_prefix(ARGV[10], proj) .. 'supp' end
+  redis.call('HSET', supp, string.lower(v[2]), ARGV[9] .. ':' .. ARGV[8])
 end
 if st == 'deferred' then redis.call('ZREM', KEYS[3], ARGV[7]) end
 if st ~= 'delivered' then

@@ -1,12 +1,16 @@
 -- cancel.lua - store_conn.c's SC_CANCEL
 -- KEYS: msg, tl, due
--- ARGV: id timeline retention_ms
+-- ARGV: id timeline retention_ms project
+-- A non-empty project must own the message ("project" field; none:
+-- "default"), else it is answered as missing (-1): nothing changes.
 -- Recipients queued, scheduled or deferred become "canceled" (their ready
 -- entries, on either lane, are dropped by claim; their due members here). Returns how many,
 -- or -1 when the message does not exist.
 
-local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '-1')
+local h = redis.call('HMGET', KEYS[1], 'n', 'project')
+local n = tonumber(h[1] or '-1')
 if not n or n < 0 then return -1 end
+if ARGV[4] ~= '' and ARGV[4] ~= (h[2] or 'default') then return -1 end
 local c = 0
 for i = 0, n - 1 do
   local f = 'r' .. i .. ':status'

@@ -1,11 +1,13 @@
 -- enqueue.lua - store_conn.c's SC_ENQUEUE: a batch of messages (store_enqueue is a batch of one)
 -- KEYS: ready, due, events, idem, supp, ready:high, then msg, tl per message
--- ARGV: has_idem request_hash response ttl_ms retention_ms nmsgs check,
---       then per message: id created expires send_at from mail_from
+-- ARGV: has_idem request_hash response ttl_ms retention_ms nmsgs check
+--       project, then per message: id created expires send_at from mail_from
 --       subject mime metadata tags timeline tenant n prio, then per
 --       recipient: email kind status event timeline lower
 -- prio is "high" (recipients go to ready:high) or "normal" (ready); it is
 -- kept in the message hash so promote puts retries back on the same lane.
+-- project owns every message of the batch (the hash's "project" field, p
+-- of its outbox events); supp is that project's suppression list.
 -- Returns {1, ""} stored; {2, response} idempotent replay (nothing stored);
 -- {3, ""} idempotency key used with another request hash; {0, index} a
 -- message id exists already (or twice in the batch): nothing stored;
@@ -34,7 +36,7 @@ end
 local nm = tonumber(ARGV[6])
 if ARGV[7] == '1' then
   local q, at, flags = {}, {}, {}
-  local pos = 8
+  local pos = 9
   for j = 1, nm do
     local n = tonumber(ARGV[pos + 12])
     pos = pos + 14
@@ -65,7 +67,7 @@ for j = 1, nm do
   if seen[k] or redis.call('EXISTS', k) == 1 then return {0, tostring(j - 1)} end
   seen[k] = true
 end
-local pos = 8
+local pos = 9
 for j = 1, nm do
   local km, kt = KEYS[5 + 2 * j], KEYS[6 + 2 * j]
   local id, sa, tl = ARGV[pos], ARGV[pos + 3], ARGV[pos + 10]
@@ -80,7 +82,7 @@ for j = 1, nm do
     'send_at', sa, 'from', ARGV[pos + 4], 'mail_from', ARGV[pos + 5],
     'subject', ARGV[pos + 6], 'mime', ARGV[pos + 7], 'metadata', ARGV[pos + 8],
     'tags', ARGV[pos + 9], 'tenant', ARGV[pos + 11], 'n', ARGV[pos + 12],
-    'prio', prio}
+    'prio', prio, 'project', ARGV[8]}
   pos = pos + 14
   local pending, evs, tls, live = n, {}, {}, {}
   for i = 0, n - 1 do
@@ -106,7 +108,7 @@ for j = 1, nm do
   hset(km, f)
   if tl ~= '' then redis.call('RPUSH', kt, tl) end
   for _, x in ipairs(tls) do redis.call('RPUSH', kt, x) end
-  for _, x in ipairs(evs) do redis.call('XADD', KEYS[3], '*', 'e', x) end
+  for _, x in ipairs(evs) do redis.call('XADD', KEYS[3], '*', 'e', x, 'p', ARGV[8]) end
   for _, i in ipairs(live) do
     if sched then
       redis.call('ZADD', KEYS[2], sa, id .. '/' .. i)

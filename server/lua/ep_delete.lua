@@ -1,9 +1,15 @@
 -- ep_delete.lua - store_conn.c's SC_EP_DELETE
 -- KEYS: whep:<id>, wheps, whq:<id>
--- ARGV: id prefix
--- Removes the endpoint, its due set and every delivery hash in it.
--- Returns 1, or 0 when the endpoint does not exist.
+-- ARGV: id prefix project
+-- Removes the endpoint, its due set and every delivery hash in it. A
+-- non-empty project must own it ("project" field; none: "default").
+-- Returns 1, or 0 when the endpoint does not exist or is another
+-- project's (then nothing changes).
 
+if ARGV[3] ~= '' then
+  local v = redis.call('HMGET', KEYS[1], 'url', 'project')
+  if not v[1] or (v[2] or 'default') ~= ARGV[3] then return 0 end
+end
 local n = redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 while true do

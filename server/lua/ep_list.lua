@@ -1,12 +1,14 @@
 -- ep_list.lua - store_conn.c's SC_EP_LIST
 -- KEYS: wheps
 -- ARGV: prefix max
--- Returns {{id, url, secret, created, {event, ...}}, ...}, oldest first.
+-- Returns {{id, url, secret, created, {event, ...}, project}, ...}, oldest
+-- first, of every project (project "default" for an endpoint stored before
+-- projects).
 
 local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 local out = {}
 for _, id in ipairs(ids) do
-  local v = redis.call('HMGET', ARGV[1] .. 'whep:' .. id, 'url', 'secret', 'events', 'created')
+  local v = redis.call('HMGET', ARGV[1] .. 'whep:' .. id, 'url', 'secret', 'events', 'created', 'project')
   if v[1] then
     local ok, ev = pcall(cjson.decode, v[3] or '[]')
     local evs = {}
@@ -15,7 +17,7 @@ for _, id in ipairs(ids) do
         if type(e) == 'string' then evs[#evs + 1] = e end
       end
     end
-    out[#out + 1] = {id, v[1], v[2] or '', v[4] or '0', evs}
+    out[#out + 1] = {id, v[1], v[2] or '', v[4] or '0', evs, v[5] or 'default'}
   end
 end
 return out

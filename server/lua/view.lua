@@ -1,12 +1,13 @@
 -- view.lua - store_conn.c's SC_VIEW
 -- KEYS: msg
 -- Returns the message hash without the MIME body, as HGETALL would
--- ({field, value, ...}); {} when the message does not exist.
+-- ({field, value, ...}, with "project" when set); {} when the message does
+-- not exist.
 
 local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '-1')
 if not n or n < 0 then return {} end
 if n > 1000 then return redis.error_reply('ERR recipient count') end
-local f = {'id', 'from', 'subject', 'metadata', 'tags', 'created', 'send_at', 'n', 'prio'}
+local f = {'id', 'from', 'subject', 'metadata', 'tags', 'created', 'send_at', 'n', 'prio', 'project'}
 local names = {'email', 'kind', 'status', 'attempts', 'smtp'}
 for i = 0, n - 1 do
   for _, x in ipairs(names) do f[#f + 1] = 'r' .. i .. ':' .. x end

@@ -241,7 +241,8 @@ static const char mime_bytes[] = "Subject: hi\r\n\r\nbody\0with NUL\r\n";
 #define MIME_LEN (sizeof(mime_bytes) - 1)
 
 static void
-enqueue_lane(char *id, size_t idlen, size_t nrcpts, int64_t send_at, enum store_lane lane)
+enqueue_in(char *id, size_t idlen, size_t nrcpts, int64_t send_at, enum store_lane lane,
+    const char *project)
 {
 	struct store_rcpt_in rc[64];
 	char emails[64][32];
@@ -271,10 +272,17 @@ enqueue_lane(char *id, size_t idlen, size_t nrcpts, int64_t send_at, enum store_
 	m.tags_json = "[\"t\"]";
 	m.timeline_json = "{\"type\":\"queued\"}";
 	m.lane = lane;
+	m.project = project;
 	m.rcpts = rc;
 	m.nrcpts = nrcpts;
 	rc_ = store_enqueue(st, &m);
 	cr_assert_eq(rc_, 0, "store_enqueue: got %d, want 0", rc_);
+}
+
+static void
+enqueue_lane(char *id, size_t idlen, size_t nrcpts, int64_t send_at, enum store_lane lane)
+{
+	enqueue_in(id, idlen, nrcpts, send_at, lane, NULL);
 }
 
 static void
@@ -897,7 +905,7 @@ Test(store, cancel)
 	enqueue_msg(id, sizeof(id), 3, 0);
 	cr_assert_eq(store_fetch(st, "c1", 2, 0, d), 2);
 	cr_assert_eq(record_one(d[1], "deferred", util_now_ms() + 60000, NULL), 0);
-	rc = store_cancel(st, id, "{\"type\":\"canceled\"}", &n);
+	rc = store_cancel(st, id, NULL, "{\"type\":\"canceled\"}", &n);
 	cr_assert_eq(rc, 0, "cancel: got %d, want 0", rc);
 	cr_assert_eq(n, 2, "canceled: got %d, want 2", n);
 	snprintf(member, sizeof(member), "%s/1", id);
@@ -918,9 +926,9 @@ Test(store, cancel)
 	cr_assert_eq(record_one(d[0], "delivered", 0, NULL), 0);
 	cr_assert(rint_cmd("PTTL %s", key) > 0);
 	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 0);
-	cr_assert_eq(store_cancel(st, id, "{}", &n), 0);
+	cr_assert_eq(store_cancel(st, id, NULL, "{}", &n), 0);
 	cr_assert_eq(n, 0);
-	cr_assert_eq(store_cancel(st, "msg_nope", "{}", &n), STORE_ERR_NOT_FOUND);
+	cr_assert_eq(store_cancel(st, "msg_nope", NULL, "{}", &n), STORE_ERR_NOT_FOUND);
 	store_delivery_free(d[0]);
 	store_delivery_free(d[1]);
 }
@@ -1418,10 +1426,10 @@ Test(store, record_suppress_reason)
 		.suppress_reason = "bounced" };
 	cr_assert_eq(store_record(st, &r, 1), 0);
 	store_delivery_free(d);
-	cr_assert_eq(store_suppression_check(st, emails, 2, flags), 0);
+	cr_assert_eq(store_suppression_check(st, NULL, emails, 2, flags), 0);
 	cr_assert_eq(flags[0], 1, "suppressed: got %d, want 1", flags[0]);
 	cr_assert_eq(flags[1], 0);
-	cr_assert_eq(store_suppression_list(st, &sv, &n), 0);
+	cr_assert_eq(store_suppression_list(st, NULL, &sv, &n), 0);
 	cr_assert_eq(n, 1);
 	cr_assert_str_eq(sv[0].email, "user0@example.com");
 	cr_assert_str_eq(sv[0].reason, "bounced");
@@ -1436,23 +1444,23 @@ Test(store, suppressions_crud)
 	int flags[3];
 	const char *emails[3] = { "b@x.com", "a@x.com", "c@x.com" };
 
-	cr_assert_eq(store_suppression_add(st, "b@x.com", "manual", 5), 0);
-	cr_assert_eq(store_suppression_add(st, "a@x.com", "bounced", 6), 0);
-	cr_assert_eq(store_suppression_add(st, "a@x.com", "manual", 7), 0);   /* refresh */
-	cr_assert_eq(store_suppression_check(st, emails, 3, flags), 0);
+	cr_assert_eq(store_suppression_add(st, NULL, "b@x.com", "manual", 5), 0);
+	cr_assert_eq(store_suppression_add(st, NULL, "a@x.com", "bounced", 6), 0);
+	cr_assert_eq(store_suppression_add(st, NULL, "a@x.com", "manual", 7), 0);   /* refresh */
+	cr_assert_eq(store_suppression_check(st, NULL, emails, 3, flags), 0);
 	cr_assert(flags[0] == 1 && flags[1] == 1 && flags[2] == 0);
-	cr_assert_eq(store_suppression_list(st, &sv, &n), 0);
+	cr_assert_eq(store_suppression_list(st, NULL, &sv, &n), 0);
 	cr_assert_eq(n, 2);
 	cr_assert_str_eq(sv[0].email, "a@x.com");
 	cr_assert_str_eq(sv[0].reason, "manual");
 	cr_assert_eq(sv[0].created_ms, 7);
 	cr_assert_str_eq(sv[1].email, "b@x.com");
 	store_suppressions_free(sv, n);
-	cr_assert_eq(store_suppression_delete(st, "a@x.com"), 0);
-	cr_assert_eq(store_suppression_delete(st, "a@x.com"), STORE_ERR_NOT_FOUND);
-	cr_assert_eq(store_suppression_check(st, emails, 3, flags), 0);
+	cr_assert_eq(store_suppression_delete(st, NULL, "a@x.com"), 0);
+	cr_assert_eq(store_suppression_delete(st, NULL, "a@x.com"), STORE_ERR_NOT_FOUND);
+	cr_assert_eq(store_suppression_check(st, NULL, emails, 3, flags), 0);
 	cr_assert(flags[0] == 1 && flags[1] == 0 && flags[2] == 0);
-	cr_assert_eq(store_suppression_check(st, NULL, 0, NULL), 0);
+	cr_assert_eq(store_suppression_check(st, NULL, NULL, 0, NULL), 0);
 }
 
 /* --- optimistic enqueue: the suppression check inside the enqueue script --- */
@@ -1522,8 +1530,8 @@ Test(store, enqueue_checked_suppressed_writes_nothing)
 	long long before, calls;
 	int rc;
 
-	cr_assert_eq(store_suppression_add(st, "bad@example.com", "bounced", 1), 0);
-	cr_assert_eq(store_suppression_add(st, "gone@example.com", "manual", 1), 0);
+	cr_assert_eq(store_suppression_add(st, NULL, "bad@example.com", "bounced", 1), 0);
+	cr_assert_eq(store_suppression_add(st, NULL, "gone@example.com", "manual", 1), 0);
 	fill_msg(&m[0], ids[0], sizeof(ids[0]), r0, 2);
 	fill_msg(&m[1], ids[1], sizeof(ids[1]), r1, 3);
 	before = dbsize();
@@ -1596,7 +1604,7 @@ Test(store, enqueue_checked_clean_is_one_call)
 	int rc;
 
 	/* listed as given, not lower-cased: the lookup is by .lower, so no hit */
-	cr_assert_eq(store_suppression_add(st, "A@Example.com", "manual", 1), 0);
+	cr_assert_eq(store_suppression_add(st, NULL, "A@Example.com", "manual", 1), 0);
 	fill_msg(&m, id, sizeof(id), r, 2);
 	calls = evalsha_calls();
 	rc = store_enqueue_checked(st, &m, 1, &idem, &replay, flags);
@@ -1641,7 +1649,7 @@ Test(store, enqueue_checked_many_recipients)
 		r[i].kind = "bcc";
 		r[i].lower = emails[i];
 	}
-	cr_assert_eq(store_suppression_add(st, emails[HIT], "manual", 1), 0);
+	cr_assert_eq(store_suppression_add(st, NULL, emails[HIT], "manual", 1), 0);
 	fill_msg(&m, id, sizeof(id), r, NR);
 	before = dbsize();
 	rc = store_enqueue_checked(st, &m, 1, NULL, NULL, flags);
@@ -1649,7 +1657,7 @@ Test(store, enqueue_checked_many_recipients)
 	for (size_t i = 0; i < NR; i++)
 		cr_assert_eq(flags[i], i == HIT, "flags[%zu]: got %d, want %d", i, flags[i], i == HIT);
 	cr_assert_eq(dbsize(), before);
-	cr_assert_eq(store_suppression_delete(st, emails[HIT]), 0);
+	cr_assert_eq(store_suppression_delete(st, NULL, emails[HIT]), 0);
 	rc = store_enqueue_checked(st, &m, 1, NULL, NULL, flags);
 	cr_assert_eq(rc, 0, "after delete: got %d, want 0", rc);
 	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), NR);
@@ -1664,19 +1672,19 @@ Test(store, templates_crud)
 	char *json = NULL, **list = NULL;
 	size_t n = 0;
 
-	cr_assert_eq(store_template_put(st, "welcome", "{\"subject\":\"Hi {{name}}\"}", 1000, &created), 0);
+	cr_assert_eq(store_template_put(st, NULL, "welcome", "{\"subject\":\"Hi {{name}}\"}", 1000, &created), 0);
 	cr_assert_eq(created, 1);
-	cr_assert_eq(store_template_put(st, "welcome", "{\"subject\":\"Hello\",\"text\":\"t\"}", 2000, &created), 0);
+	cr_assert_eq(store_template_put(st, NULL, "welcome", "{\"subject\":\"Hello\",\"text\":\"t\"}", 2000, &created), 0);
 	cr_assert_eq(created, 0);
-	cr_assert_eq(store_template_put(st, "alpha", "{}", 3000, &created), 0);
-	cr_assert_eq(store_template_get(st, "welcome", &json), 0);
+	cr_assert_eq(store_template_put(st, NULL, "alpha", "{}", 3000, &created), 0);
+	cr_assert_eq(store_template_get(st, NULL, "welcome", &json), 0);
 	cr_assert_str_eq(json, "{\"name\":\"welcome\",\"created_at\":\"1970-01-01T00:00:01.000Z\","
 	    "\"updated_at\":\"1970-01-01T00:00:02.000Z\",\"subject\":\"Hello\",\"text\":\"t\"}",
 	    "got %s", json);
 	free(json);
-	cr_assert_eq(store_template_get(st, "nope", &json), STORE_ERR_NOT_FOUND);
+	cr_assert_eq(store_template_get(st, NULL, "nope", &json), STORE_ERR_NOT_FOUND);
 	cr_assert_null(json);
-	cr_assert_eq(store_template_list(st, &list, &n), 0);
+	cr_assert_eq(store_template_list(st, NULL, &list, &n), 0);
 	cr_assert_eq(n, 2);
 	cr_assert(strncmp(list[0], "{\"name\":\"alpha\",", 16) == 0, "got %s", list[0]);
 	cr_assert(strstr(list[0], "\"updated_at\":\"1970-01-01T00:00:03.000Z\"}") != NULL, "got %s", list[0]);
@@ -1684,9 +1692,9 @@ Test(store, templates_crud)
 	for (size_t i = 0; i < n; i++)
 		free(list[i]);
 	free(list);
-	cr_assert_eq(store_template_delete(st, "welcome"), 0);
-	cr_assert_eq(store_template_delete(st, "welcome"), STORE_ERR_NOT_FOUND);
-	cr_assert_eq(store_template_list(st, &list, &n), 0);
+	cr_assert_eq(store_template_delete(st, NULL, "welcome"), 0);
+	cr_assert_eq(store_template_delete(st, NULL, "welcome"), STORE_ERR_NOT_FOUND);
+	cr_assert_eq(store_template_list(st, NULL, &list, &n), 0);
 	cr_assert_eq(n, 1);
 	free(list[0]);
 	free(list);
@@ -1820,8 +1828,8 @@ Test(store, endpoints_and_per_endpoint_claims)
 	cr_assert_eq(store_webhook_next_due(st, "wh_b"), now);
 
 	/* deleting B removes its due set and delivery hashes */
-	cr_assert_eq(store_endpoint_delete(st, "wh_b"), 0);
-	cr_assert_eq(store_endpoint_delete(st, "wh_b"), STORE_ERR_NOT_FOUND);
+	cr_assert_eq(store_endpoint_delete(st, "wh_b", NULL), 0);
+	cr_assert_eq(store_endpoint_delete(st, "wh_b", NULL), STORE_ERR_NOT_FOUND);
 	cr_assert_eq(rint_cmd("EXISTS %s", "txm{0}:whq:wh_b"), 0);
 	cr_assert_eq(rint_cmd("EXISTS %s", "txm{0}:wh:evt_00/wh_b"), 0);
 	cr_assert_eq(rint_cmd("EXISTS %s", "txm{0}:wh:evt_19/wh_a"), 1);
@@ -1987,4 +1995,138 @@ Test(store, trim_keeps_unread_events)
 	store_event_free(ev[0]);
 	cr_assert_eq(store_trim_events(st, 1000), 0);
 	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 1);
+}
+
+/* Projects (issue 11): each project's messages, events, endpoints, templates
+ * and suppressions are its own; "default" keeps the keys of before. */
+Test(store, projects_scope_data)
+{
+	char ida[64], idd[64], ids[64], tl[64];
+	struct store_message_view v;
+	struct store_delivery *d = NULL;
+	struct store_event *ev[8];
+	struct store_suppression *sv = NULL;
+	char **list = NULL, *json = NULL;
+	size_t n = 0;
+	int created = 0, k, flags[1] = { -1 };
+	const char *user0[1] = { "user0@example.com" };
+
+	/* a message knows its project; one stored without says "default" */
+	enqueue_in(ida, sizeof(ida), 1, util_now_ms() + 3600000, STORE_LANE_NORMAL, "A");
+	enqueue_msg(idd, sizeof(idd), 1, 0);
+	cr_assert_eq(store_get_message(st, ida, &v), 0);
+	cr_assert_str_eq(v.project, "A");
+	store_message_view_free(&v);
+	cr_assert_eq(store_get_message(st, idd, &v), 0);
+	cr_assert_str_eq(v.project, "default");
+	store_message_view_free(&v);
+
+	/* cancel by another project: answered as missing, nothing changes */
+	cr_assert_eq(store_cancel(st, ida, "B", "{}", &k), STORE_ERR_NOT_FOUND);
+	rcpt_status(ida, 0, tl, sizeof(tl));
+	cr_assert_str_eq(tl, "scheduled");
+	cr_assert_eq(store_cancel(st, idd, "A", "{}", &k), STORE_ERR_NOT_FOUND);
+	cr_assert_eq(store_cancel(st, ida, "A", "{}", &k), 0);
+	cr_assert_eq(k, 1);
+
+	/* templates: one name, two projects, two templates; default keeps tpl:<name> */
+	cr_assert_eq(store_template_put(st, "A", "welcome", "{\"subject\":\"A\"}", 1, &created), 0);
+	cr_assert_eq(created, 1);
+	cr_assert_eq(store_template_put(st, "B", "welcome", "{\"subject\":\"B\"}", 1, &created), 0);
+	cr_assert_eq(created, 1, "B's put replaced A's template");
+	cr_assert_eq(store_template_get(st, "A", "welcome", &json), 0);
+	cr_assert(strstr(json, "\"subject\":\"A\"") != NULL, "A's template: got %s", json);
+	free(json);
+	cr_assert_eq(store_template_get(st, NULL, "welcome", &json), STORE_ERR_NOT_FOUND);
+	cr_assert_eq(store_template_list(st, "B", &list, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert(strstr(list[0], "\"subject\":\"B\"") != NULL);
+	free(list[0]);
+	free(list);
+	cr_assert_eq(store_template_delete(st, "C", "welcome"), STORE_ERR_NOT_FOUND);
+	cr_assert_eq(rint_cmd("EXISTS %s", "txm{0}:prj:A:tpl:welcome"), 1);
+	cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:prj:B:tpls"), 1);
+	cr_assert_eq(store_template_put(st, "a:b", "x", "{}", 1, &created), STORE_ERR_PROTO);
+	cr_assert_eq(store_template_put(st, "default", "old", "{}", 1, &created), 0);
+	cr_assert_eq(rint_cmd("EXISTS %s", "txm{0}:tpl:old"), 1);
+
+	/* suppressions: A's list is not B's; the send path reads the batch's project's */
+	cr_assert_eq(store_suppression_add(st, "A", "user0@example.com", "manual", 5), 0);
+	cr_assert_eq(store_suppression_check(st, "B", user0, 1, flags), 0);
+	cr_assert_eq(flags[0], 0);
+	cr_assert_eq(store_suppression_check(st, "A", user0, 1, flags), 0);
+	cr_assert_eq(flags[0], 1);
+	cr_assert_eq(store_suppression_list(st, NULL, &sv, &n), 0);
+	cr_assert_eq(n, 0, "default's list: got %zu entries, want 0", n);
+	store_suppressions_free(sv, n);
+	cr_assert_eq(store_suppression_delete(st, "B", "user0@example.com"), STORE_ERR_NOT_FOUND);
+	{
+		struct store_rcpt_in r = { .email = "user0@example.com", .kind = "to",
+			.lower = "user0@example.com" };
+		struct store_message_in m = { .id = ids, .mime = "", .from = "f", .mail_from = "f",
+			.subject = "", .timeline_json = "{}", .tenant = "", .rcpts = &r, .nrcpts = 1 };
+		int fl[1] = { 0 };
+
+		cr_assert_eq(util_random_id("msg_", ids, sizeof(ids)), 0);
+		m.project = "A";
+		cr_assert_eq(store_enqueue_checked(st, &m, 1, NULL, NULL, fl), STORE_ERR_SUPPRESSED);
+		cr_assert_eq(fl[0], 1);
+		m.project = "B";
+		cr_assert_eq(store_enqueue_checked(st, &m, 1, NULL, NULL, fl), 0,
+		    "B's send was refused by A's suppression");
+		/* one batch is one project */
+		struct store_message_in two[2] = { m, m };
+		char id2[64];
+		cr_assert_eq(util_random_id("msg_", id2, sizeof(id2)), 0);
+		two[1].id = id2;
+		two[1].project = "A";
+		cr_assert_eq(store_enqueue_batch(st, two, 2, NULL, NULL), STORE_ERR_PROTO);
+	}
+
+	/* record: the hard bounce suppresses in B (the message's project), the event says p=B */
+	while ((k = fetch_one("c1", &d)) == 1 && strcmp(d->msg_id, ids) != 0) {
+		cr_assert_eq(record_one(d, "delivered", 0, NULL), 0);
+		store_delivery_free(d);
+	}
+	cr_assert_eq(k, 1, "B's message was not fetched");
+	{
+		struct store_result r = { .d = d, .status = "failed", .now_ms = 7, .timeline_json = "{}",
+			.event_json = "{\"type\":\"message.failed\"}", .suppress_reason = "bounced",
+			.smtp_json = "" };
+		cr_assert_eq(store_record(st, &r, 1), 0);
+	}
+	store_delivery_free(d);
+	cr_assert_eq(store_suppression_check(st, "B", user0, 1, flags), 0);
+	cr_assert_eq(flags[0], 1, "the bounce did not suppress in B");
+	cr_assert_eq(store_suppression_check(st, NULL, user0, 1, flags), 0);
+	cr_assert_eq(flags[0], 0, "the bounce suppressed in default");
+	k = store_events_since(st, "0", 8, 0, ev);
+	cr_assert_eq(k, 1, "events: got %d, want 1", k);
+	cr_assert_str_eq(ev[0]->project, "B");
+	store_event_free(ev[0]);
+
+	/* endpoints: owned by a project; another's delete is a miss; fan-out checks the owner */
+	{
+		char id_e[] = "wh_pa", url[] = "http://h/x", sec[] = "whsec_s", pa[] = "A";
+		struct store_endpoint e = { .id = id_e, .url = url, .secret = sec, .created_ms = 1,
+			.project = pa };
+		struct store_endpoint *eps = NULL;
+		struct store_event fev = { .entry_id = "1-0", .project = "B", .json = (char[]){ "{}" } };
+		const char *to[1] = { "wh_pa" };
+
+		cr_assert_eq(store_endpoint_create(st, &e), 0);
+		cr_assert_eq(store_endpoint_list(st, &eps, &n), 0);
+		cr_assert_eq(n, 1);
+		cr_assert_str_eq(eps[0].project, "A");
+		store_endpoints_free(eps, n);
+		cr_assert_eq(store_webhook_fanout(st, &fev, "evt_b", to, 1, 1), 0);
+		cr_assert_eq(rint_cmd("EXISTS %s", "txm{0}:wh:evt_b/wh_pa"), 0,
+		    "A's endpoint got a delivery of B's event");
+		util_strlcpy(fev.project, "A", sizeof(fev.project));
+		cr_assert_eq(store_webhook_fanout(st, &fev, "evt_a", to, 1, 1), 0);
+		cr_assert_eq(rint_cmd("EXISTS %s", "txm{0}:wh:evt_a/wh_pa"), 1);
+		cr_assert_eq(store_endpoint_delete(st, "wh_pa", "B"), STORE_ERR_NOT_FOUND);
+		cr_assert_eq(rint_cmd("EXISTS %s", "txm{0}:whep:wh_pa"), 1);
+		cr_assert_eq(store_endpoint_delete(st, "wh_pa", "A"), 0);
+	}
 }

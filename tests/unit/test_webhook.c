@@ -340,3 +340,18 @@ Test(webhook_secret, generated_secrets_sign_and_differ)
 	    "a generated secret must be usable for signing");
 	cr_expect_eq(webhook_new_secret(a, WEBHOOK_SECRET_LEN), -1, "small buffer: got ok, want -1");
 }
+
+Test(webhook, projects_match)
+{
+	cr_assert_eq(webhook_projects_match("default", "default"), 1);
+	cr_assert_eq(webhook_projects_match("default", NULL), 1);   /* an event from before projects */
+	cr_assert_eq(webhook_projects_match("default", ""), 1);
+	cr_assert_eq(webhook_projects_match("default", "A"), 0);
+	cr_assert_eq(webhook_projects_match("*", "A"), 1);
+	cr_assert_eq(webhook_projects_match("A,billing", "billing"), 1);
+	cr_assert_eq(webhook_projects_match("A,billing", "A"), 1);
+	cr_assert_eq(webhook_projects_match("A,billing", "bill"), 0);    /* whole names only */
+	cr_assert_eq(webhook_projects_match("A,billing", "billing2"), 0);
+	cr_assert_eq(webhook_projects_match("A,billing", "default"), 0);
+	cr_assert_eq(webhook_projects_match(NULL, "default"), 0);
+}
