@@ -4,7 +4,9 @@
  * reason and time), API keys (kept by the SHA-256 of a key, never the key)
  * and the token-bucket rate limits checked with them (store_auth,
  * store_rate_limit). Each write that must be atomic is one script (SC_TPL_*,
- * SC_KEY_*, SC_AUTH, SC_RATELIMIT).
+ * SC_KEY_*, SC_AUTH, SC_RATELIMIT). Templates and suppressions are per
+ * project, under the project's key prefix (st_project_prefix); keys and
+ * rate limits are global.
  *
  * It must never see a raw API key or decide a limit (callers pass rate and
  * burst), and never trust a reply's shape: list replies go through st_rows
