@@ -2105,6 +2105,28 @@ Test(store, projects_scope_data)
 	cr_assert_str_eq(ev[0]->project, "B");
 	store_event_free(ev[0]);
 
+	/* an asynchronous bounce (DSN) of a message of project C suppresses in C */
+	{
+		char idc[64];
+		int applied = 0;
+		const char *c0[1] = { "user0@example.com" };
+
+		enqueue_in(idc, sizeof(idc), 1, 0, STORE_LANE_NORMAL, "C");
+		struct store_bounce_in bi = { .msg_id = idc, .rcpt_idx = 0, .action = "failed",
+			.event_json = "{\"type\":\"message.failed\"}", .timeline_json = "{}",
+			.suppress_reason = "bounced", .now_ms = 9 };
+		cr_assert_eq(store_bounce(st, &bi, &applied), 0);
+		cr_assert_eq(applied, 1);
+		cr_assert_eq(store_suppression_check(st, "C", c0, 1, flags), 0);
+		cr_assert_eq(flags[0], 1, "the DSN did not suppress in C");
+		cr_assert_eq(rint_cmd("HLEN %s", "txm{0}:supp"), 0);
+		k = store_events_since(st, "0", 8, 0, ev);
+		cr_assert_eq(k, 2);
+		cr_assert_str_eq(ev[1]->project, "C");
+		store_event_free(ev[0]);
+		store_event_free(ev[1]);
+	}
+
 	/* endpoints: owned by a project; another's delete is a miss; fan-out checks the owner */
 	{
 		char id_e[] = "wh_pa", url[] = "http://h/x", sec[] = "whsec_s", pa[] = "A";
