@@ -61,7 +61,7 @@ struct config {
 	char helo_name[256];      /* TXMAIL_HELO_NAME, default gethostname() */
 	char webhook_url[2048];   /* TXMAIL_WEBHOOK_URL */
 	char webhook_secret[256]; /* TXMAIL_WEBHOOK_SECRET ("whsec_<base64>") */
-	char webhook_projects[1024];  /* TXMAIL_WEBHOOK_PROJECTS: whose events the URL gets, "default"; "*" = all */
+	char webhook_projects[1024];  /* TXMAIL_WEBHOOK_PROJECTS: whose events the URL gets; "*" = all */
 	int webhook_allow_private;    /* TXMAIL_WEBHOOK_ALLOW_PRIVATE: 1 = loopback/private/link-local webhook targets allowed, 0 */
 	char webhook_proxy[1024];     /* TXMAIL_WEBHOOK_PROXY: the only proxy webhooks use ("" none; *_proxy variables ignored) */
 	int http_timeout;         /* TXMAIL_HTTP_TIMEOUT: idle API connections closed after this many seconds, 30 */

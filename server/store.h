@@ -457,7 +457,7 @@ struct store_endpoint {
 
 /* store_endpoint_create - store a new endpoint (id, url, secret, events given). */
 int store_endpoint_create(struct store *s, const struct store_endpoint *ep);
-/* store_endpoint_list - every endpoint of every project, oldest first; caller frees with store_endpoints_free. */
+/* store_endpoint_list - every endpoint of every project, oldest first; free with store_endpoints_free. */
 int store_endpoint_list(struct store *s, struct store_endpoint **out, size_t *n);
 /*
  * store_endpoint_delete - remove it and its queued deliveries;
@@ -499,7 +499,7 @@ int store_template_put(struct store *s, const char *project, const char *name, c
 int store_template_get(struct store *s, const char *project, const char *name, char **json);
 /* store_template_delete - STORE_ERR_NOT_FOUND when absent. */
 int store_template_delete(struct store *s, const char *project, const char *name);
-/* store_template_list - every template's JSON of the project, sorted by name; free each and the array. */
+/* store_template_list - the project's templates' JSON, sorted by name; free each and the array. */
 int store_template_list(struct store *s, const char *project, char ***jsons, size_t *n);
 
 /* --- suppressions ------------------------------------------------------------ */
@@ -522,7 +522,7 @@ int store_suppression_add(struct store *s, const char *project, const char *emai
     const char *reason, int64_t now_ms);
 /* store_suppression_delete - STORE_ERR_NOT_FOUND when absent. */
 int store_suppression_delete(struct store *s, const char *project, const char *email);
-/* store_suppression_list - the project's suppressions, sorted by address; caller frees with store_suppressions_free. */
+/* store_suppression_list - the project's suppressions, sorted by address; free with store_suppressions_free. */
 int store_suppression_list(struct store *s, const char *project, struct store_suppression **out,
     size_t *n);
 void store_suppressions_free(struct store_suppression *v, size_t n);

@@ -411,8 +411,8 @@ store_endpoint_create(struct store *s, const struct store_endpoint *ep)
 	int rc;
 
 	if (!s || !ep || st_project_prefix(pp, sizeof(pp), ep->project) || !ep->url ||
-	    !ep->secret || (ep->nevents && !ep->events) || ep->nevents > 100 || !ep->id || strlen(ep->id) > ST_MAX_EP || !*ep->id ||
-	    strchr(ep->id, '/') || strcmp(ep->id, "default") == 0 ||
+	    !ep->secret || (ep->nevents && !ep->events) || ep->nevents > 100 || !ep->id ||
+	    strlen(ep->id) > ST_MAX_EP || !*ep->id || strchr(ep->id, '/') || strcmp(ep->id, "default") == 0 ||
 	    st_key(kep, sizeof(kep), ST_PREFIX "whep:", ep->id, NULL))
 		return STORE_ERR_PROTO;
 	for (i = 0; i < ep->nevents; i++)
