@@ -8,7 +8,8 @@
  *
  * Owns the JSON shapes of POST /v1/messages, POST /v1/messages/batch,
  * GET and DELETE /v1/messages/{id}, and the idempotency scope
- * ("<tenant>:<sha256 of the key>", request hash over method, path and body).
+ * ("<project>:<sha256 of the key>", request hash over method, path and
+ * body: the keys of one project share their Idempotency-Keys).
  * It must never answer 202 before the enqueue succeeded, never touch
  * Redis for an id that cannot be one of ours, and never include
  * microhttpd.h (http.c does the wire; see api.h).
@@ -551,8 +552,10 @@ messages_idem(const struct api_request *req, struct store_idem *idem, char *key,
 	if (hash_sha256_hex(hk, strlen(hk), khex) != 0 ||
 	    hash_sha256_hex(req->body, req->body_len, bhex) != 0)
 		goto fail;
-	snprintf(key, keylen, "%s:%s", req->tenant != NULL && req->tenant[0] != '\0' ?
-	    req->tenant : "-", khex);
+	/* by project: before projects it was the key name (the same text for a key whose
+	 * project is its name; env keys' "env:<hash>:..." records just expire, 24 h) */
+	snprintf(key, keylen, "%s:%s", req->project != NULL && req->project[0] != '\0' ?
+	    req->project : "-", khex);
 	/* the request: method, path and the body's digest, NUL-separated */
 	n = snprintf(what, sizeof(what), "%s%c%s%c%s", req->method, 0, req->path, 0, bhex);
 	if (n < 0 || (size_t)n >= sizeof(what) || hash_sha256_hex(what, (size_t)n, hash) != 0)

@@ -96,6 +96,7 @@ static int set_dkim_keys(struct config *, const char *, char *, size_t);
 static int check_dns_server(struct config *, const char *, char *, size_t);
 static int check_bounce_domain(struct config *, const char *, char *, size_t);
 static int set_bounce_listen(struct config *, const char *, char *, size_t);
+static int set_trusted_proxies(struct config *, const char *, char *, size_t);
 static void show_listen(const struct config *, char *, size_t);
 static void show_redis(const struct config *, char *, size_t);
 static void show_api_keys(const struct config *, char *, size_t);
@@ -110,6 +111,7 @@ static void show_log_format(const struct config *, char *, size_t);
 static void show_sink_listen(const struct config *, char *, size_t);
 static void show_dkim_keys(const struct config *, char *, size_t);
 static void show_bounce_listen(const struct config *, char *, size_t);
+static void show_trusted_proxies(const struct config *, char *, size_t);
 
 static const struct config_var config_vars[] = {
 	{ .name = "TXMAIL_LISTEN", .kind = CV_CUSTOM, .def = "127.0.0.1:8080",
@@ -198,10 +200,16 @@ static const struct config_var config_vars[] = {
 	  .help = "largest total of one message's decoded attachments (413 above it)", FIELD(max_attach) },
 	{ .name = "TXMAIL_RATE_LIMIT", .kind = CV_NUM, .min = 0, .max = 1000000,
 	  .unit = "requests per second", .def = "200", .dev_def = "0",
-	  .help = "requests per second per API key (token bucket in Redis); `0` turns it off",
+	  .help = "requests per second per project (one token bucket in Redis, shared by the project's keys; `TXMAIL_API_KEYS` keys are the project `default`); `0` turns it off",
 	  FIELD(rate_limit) },
 	{ .name = "TXMAIL_RATE_BURST", .kind = CV_NUM, .min = 1, .max = 10000000, .unit = "requests",
-	  .def = "400", .help = "token bucket size: the largest burst per API key", FIELD(rate_burst) },
+	  .def = "400", .help = "token bucket size: the largest burst per project", FIELD(rate_burst) },
+	{ .name = "TXMAIL_TRUSTED_PROXIES", .kind = CV_CUSTOM, .def = "", .note = "none: the TCP peer is the client",
+	  .help = "comma-separated IPv4/IPv6 networks (CIDR; a bare address is one host) of reverse proxies: "
+	    "a request from one of them comes from the right-most `X-Forwarded-For` entry that is not "
+	    "one of them (used by a key's `--allow-ip`); a malformed entry there makes the address "
+	    "unknown, and keys with an allowlist get 403",
+	  .set = set_trusted_proxies, .show = show_trusted_proxies },
 	{ .name = "TXMAIL_EVENTS_RETENTION", SECONDS(1, 31536000), .def = "86400",
 	  .help = "events are kept this long for `Last-Event-ID` resume of `/v1/events/stream`",
 	  FIELD(events_retention) },
@@ -948,6 +956,22 @@ show_bounce_listen(const struct config *cfg, char *out, size_t outlen)
 		show_hostport(cfg->bounce_listen_host, cfg->bounce_listen_port, out, outlen);
 	else
 		util_strlcpy(out, "", outlen);
+}
+
+static int
+set_trusted_proxies(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	char why[160];
+
+	if (cidr_list_parse(v, strlen(v), &cfg->trusted_proxies, why, sizeof(why)) != CIDR_OK)
+		return config_err(err, errlen, "%s", why);
+	return 0;
+}
+
+static void
+show_trusted_proxies(const struct config *cfg, char *out, size_t outlen)
+{
+	cidr_list_format(&cfg->trusted_proxies, out, outlen);
 }
 
 /* --- problems ------------------------------------------------------------------ */

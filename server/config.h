@@ -21,6 +21,7 @@
 #include <stdio.h>
 
 #include "../smtp/engine.h"
+#include "cidr.h"
 
 #define CONFIG_MAX_API_KEYS 64
 #define CONFIG_MAX_VARS 96        /* rows of the variable table (checked at compile time) */
@@ -55,6 +56,7 @@ struct config {
 	char data_dir[PATH_MAX];  /* TXMAIL_DATA_DIR, default ./var */
 	char *api_keys[CONFIG_MAX_API_KEYS];  /* TXMAIL_API_KEYS, malloc'd */
 	size_t napi_keys;
+	struct cidr_list trusted_proxies; /* TXMAIL_TRUSTED_PROXIES: peers whose X-Forwarded-For is believed */
 	int relay_set;            /* TXMAIL_RELAY given */
 	struct smtp_target relay;
 	char tls_ca_file[PATH_MAX];   /* TXMAIL_TLS_CA_FILE */

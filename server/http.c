@@ -54,6 +54,7 @@
 
 #include "api.h"
 #include "api_events.h"
+#include "cidr.h"
 #include "keys.h"
 #include "log.h"
 #include "metrics.h"
@@ -126,32 +127,38 @@ struct http_route {
 	const char *method;
 	const char *pattern;    /* '*' matches exactly one non-empty segment */
 	int flags;
+	enum keys_scope scope;  /* ROUTE_AUTH: the scope a key needs (keys_scope_allows), else NONE */
 	api_handler_fn *handler;
 };
+
+#define SC_NONE  KEYS_SCOPE_NONE
+#define SC_SEND  KEYS_SCOPE_SEND    /* send, full, admin */
+#define SC_READ  KEYS_SCOPE_READ    /* read, full, admin */
+#define SC_FULL  KEYS_SCOPE_FULL    /* full, admin */
 
 static api_handler_fn http_healthz;
 static api_handler_fn http_readyz;
 
 static const struct http_route http_routes[] = {
-	{ "GET",  "/healthz",        ROUTE_NO_STORE,         http_healthz },
-	{ "GET",  "/readyz",         0,                      http_readyz },
-	{ "GET",  "/metrics",        0,                      metrics_http_get },
-	{ "GET",  "/",               ROUTE_NO_STORE,         metrics_dashboard_get },
-	{ "POST", "/v1/messages",    ROUTE_AUTH | ROUTE_JSON, api_messages_create },
-	{ "POST", "/v1/messages/batch", ROUTE_AUTH | ROUTE_JSON, api_messages_batch },
-	{ "GET",  "/v1/messages/*",  ROUTE_AUTH,             api_messages_get },
-	{ "DELETE", "/v1/messages/*", ROUTE_AUTH,            api_messages_cancel },
-	{ "GET",  "/v1/templates",   ROUTE_AUTH,             api_templates_list },
-	{ "PUT",  "/v1/templates/*", ROUTE_AUTH | ROUTE_JSON, api_templates_put },
-	{ "GET",  "/v1/templates/*", ROUTE_AUTH,             api_templates_get },
-	{ "DELETE", "/v1/templates/*", ROUTE_AUTH,           api_templates_delete },
-	{ "GET",  "/v1/suppressions", ROUTE_AUTH,            api_suppressions_list },
-	{ "POST", "/v1/suppressions", ROUTE_AUTH | ROUTE_JSON, api_suppressions_create },
-	{ "DELETE", "/v1/suppressions/*", ROUTE_AUTH,        api_suppressions_delete },
-	{ "POST", "/v1/webhooks",    ROUTE_AUTH | ROUTE_JSON, api_webhooks_create },
-	{ "GET",  "/v1/webhooks",    ROUTE_AUTH,             api_webhooks_list },
-	{ "DELETE", "/v1/webhooks/*", ROUTE_AUTH,            api_webhooks_delete },
-	{ "GET",  "/v1/events/stream", ROUTE_AUTH | ROUTE_NO_STORE, api_events_stream },
+	{ "GET",  "/healthz",        ROUTE_NO_STORE,         SC_NONE, http_healthz },
+	{ "GET",  "/readyz",         0,                      SC_NONE, http_readyz },
+	{ "GET",  "/metrics",        0,                      SC_NONE, metrics_http_get },
+	{ "GET",  "/",               ROUTE_NO_STORE,         SC_NONE, metrics_dashboard_get },
+	{ "POST", "/v1/messages",    ROUTE_AUTH | ROUTE_JSON, SC_SEND, api_messages_create },
+	{ "POST", "/v1/messages/batch", ROUTE_AUTH | ROUTE_JSON, SC_SEND, api_messages_batch },
+	{ "GET",  "/v1/messages/*",  ROUTE_AUTH,             SC_READ, api_messages_get },
+	{ "DELETE", "/v1/messages/*", ROUTE_AUTH,            SC_FULL, api_messages_cancel },
+	{ "GET",  "/v1/templates",   ROUTE_AUTH,             SC_READ, api_templates_list },
+	{ "PUT",  "/v1/templates/*", ROUTE_AUTH | ROUTE_JSON, SC_FULL, api_templates_put },
+	{ "GET",  "/v1/templates/*", ROUTE_AUTH,             SC_READ, api_templates_get },
+	{ "DELETE", "/v1/templates/*", ROUTE_AUTH,           SC_FULL, api_templates_delete },
+	{ "GET",  "/v1/suppressions", ROUTE_AUTH,            SC_READ, api_suppressions_list },
+	{ "POST", "/v1/suppressions", ROUTE_AUTH | ROUTE_JSON, SC_FULL, api_suppressions_create },
+	{ "DELETE", "/v1/suppressions/*", ROUTE_AUTH,        SC_FULL, api_suppressions_delete },
+	{ "POST", "/v1/webhooks",    ROUTE_AUTH | ROUTE_JSON, SC_FULL, api_webhooks_create },
+	{ "GET",  "/v1/webhooks",    ROUTE_AUTH,             SC_READ, api_webhooks_list },
+	{ "DELETE", "/v1/webhooks/*", ROUTE_AUTH,            SC_FULL, api_webhooks_delete },
+	{ "GET",  "/v1/events/stream", ROUTE_AUTH | ROUTE_NO_STORE, SC_READ, api_events_stream },
 };
 #define HTTP_NROUTES (sizeof(http_routes) / sizeof(http_routes[0]))
 
@@ -796,11 +803,60 @@ http_send_error(struct MHD_Connection *conn, struct http_req *rq, int status, co
 	return http_send(conn, rq, &resp);
 }
 
+/* the X-Forwarded-For lines of a request, in order (MHD_get_connection_values) */
+struct http_xff {
+	const char *v[CIDR_XFF_MAX_VALUES + 1];
+	size_t n;               /* may reach CIDR_XFF_MAX_VALUES + 1: too many */
+};
+
+static enum MHD_Result
+http_xff_collect(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct http_xff *x = cls;
+
+	(void)kind;
+	if (key == NULL || strcasecmp(key, "X-Forwarded-For") != 0)
+		return MHD_YES;
+	if (x->n > CIDR_XFF_MAX_VALUES)
+		return MHD_NO;
+	x->v[x->n++] = value;
+	return MHD_YES;
+}
+
+/*
+ * http_client_addr - the address the request comes from into out: the TCP
+ * peer, or behind a peer in TXMAIL_TRUSTED_PROXIES the right-most untrusted
+ * X-Forwarded-For entry (cidr_client). 0, or -1 when it is unknown (no peer
+ * address, a malformed entry): then keys with an allowlist are refused.
+ */
+static int
+http_client_addr(const struct config *cfg, struct MHD_Connection *conn,
+    unsigned char out[CIDR_ADDR_LEN])
+{
+	const union MHD_ConnectionInfo *ci;
+	unsigned char peer[CIDR_ADDR_LEN];
+	struct http_xff x = { .n = 0 };
+
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (ci == NULL || cidr_from_sockaddr(ci->client_addr, peer) != CIDR_OK)
+		return -1;
+	if (cfg->trusted_proxies.n == 0 || !cidr_list_match(&cfg->trusted_proxies, peer)) {
+		memcpy(out, peer, CIDR_ADDR_LEN);
+		return 0;
+	}
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, http_xff_collect, &x);
+	return cidr_client(peer, &cfg->trusted_proxies, x.v, x.n, out) == CIDR_OK ? 0 : -1;
+}
+
 /*
  * http_authenticate - who is calling (before any body byte is read): 0 with
- * rq->tenant set, or -1 after queueing 401 unauthorized, 429 rate_limited
- * (Retry-After: whole seconds, rounded up, at least 1), 503 unavailable
- * (a stored key while Redis is down) or 500. Never logs the token.
+ * rq->tenant, rq->project and rq->all_projects set, or -1 after queueing
+ * 401 unauthorized, 403 forbidden (a key with an allowlist from another
+ * address: one fixed answer for every key, naming neither the key nor
+ * the addresses; or a route the key's scope does not allow, naming the
+ * scope it needs), 429 rate_limited (Retry-After: whole seconds, rounded
+ * up, at least 1), 503 unavailable (a stored key while Redis is down) or
+ * 500. Never logs the token.
  */
 static int
 http_authenticate(struct http_server *h, struct MHD_Connection *conn, struct http_req *rq,
@@ -809,14 +865,18 @@ http_authenticate(struct http_server *h, struct MHD_Connection *conn, struct htt
 	const char *tok;
 	size_t toklen = 0;
 	int64_t retry_ms = 0;
-	char ra[32], msg[128];
-	int rc = KEYS_ERR_UNAUTHORIZED;
+	char ra[32], msg[160];
+	unsigned char client[CIDR_ADDR_LEN];
+	struct keys_identity who;
+	int rc = KEYS_ERR_UNAUTHORIZED, known;
 
 	tok = http_bearer(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 	    MHD_HTTP_HEADER_AUTHORIZATION), &toklen);
-	if (tok != NULL)
-		rc = keys_authenticate(h->cfg, http_thread_store(h->cfg), tok, toklen, util_now_ms(),
-		    rq->tenant, sizeof(rq->tenant), &retry_ms);
+	if (tok != NULL) {
+		known = http_client_addr(h->cfg, conn, client) == 0;
+		rc = keys_authenticate(h->cfg, http_thread_store(h->cfg), tok, toklen,
+		    known ? client : NULL, util_now_ms(), &who, &retry_ms);
+	}
 	switch (rc) {
 	case 0:
 		break;
@@ -824,6 +884,10 @@ http_authenticate(struct http_server *h, struct MHD_Connection *conn, struct htt
 		*ret = http_send_error(conn, rq, 401, "unauthorized",
 		    "missing or invalid API key (Authorization: Bearer <key>)", NULL,
 		    "WWW-Authenticate", "Bearer");
+		return -1;
+	case KEYS_ERR_FORBIDDEN:
+		*ret = http_send_error(conn, rq, 403, "forbidden",
+		    "this API key may not be used from this address", NULL, NULL, NULL);
 		return -1;
 	case KEYS_ERR_UNAVAILABLE:
 		*ret = http_send_error(conn, rq, 503, "unavailable",
@@ -836,20 +900,30 @@ http_authenticate(struct http_server *h, struct MHD_Connection *conn, struct htt
 		*ret = http_send_error(conn, rq, 500, "internal_error", "internal error", NULL, NULL, NULL);
 		return -1;
 	}
+	util_strlcpy(rq->tenant, who.tenant, sizeof(rq->tenant));
 	if (retry_ms > 0) {
 		long long secs = (long long)((retry_ms + 999) / 1000);
 
 		if (secs < 1)
 			secs = 1;
 		snprintf(ra, sizeof(ra), "%lld", secs);
-		snprintf(msg, sizeof(msg), "rate limit exceeded for this API key; retry in %lld s", secs);
+		snprintf(msg, sizeof(msg), "rate limit exceeded for this API key's project; retry in %lld s",
+		    secs);
 		*ret = http_send_error(conn, rq, 429, "rate_limited", msg, NULL, "Retry-After", ra);
 		rq->tenant[0] = '\0';
 		return -1;
 	}
-	/* a TXMAIL_API_KEYS key belongs to the project "default"; a stored key is its own project */
-	util_strlcpy(rq->project, strncmp(rq->tenant, "env:", 4) == 0 ? "default" : rq->tenant,
-	    sizeof(rq->project));
+	if (!keys_scope_allows(who.scope, rq->route->scope)) {
+		snprintf(msg, sizeof(msg), "this API key has scope %s; %s %s needs scope %s%s",
+		    keys_scope_name(who.scope), rq->route->method, rq->route->pattern,
+		    keys_scope_name(rq->route->scope),
+		    rq->route->scope == KEYS_SCOPE_SEND || rq->route->scope == KEYS_SCOPE_READ ?
+		    " (or full)" : "");
+		*ret = http_send_error(conn, rq, 403, "forbidden", msg, NULL, NULL, NULL);
+		return -1;
+	}
+	util_strlcpy(rq->project, who.project, sizeof(rq->project));
+	rq->all_projects = who.scope == KEYS_SCOPE_ADMIN;
 	return 0;
 }
 

@@ -1,13 +1,16 @@
 /*
  * keys.c - API keys: the `txmail keys create|list|revoke` command and the
- * decision "which tenant is this bearer token, and may it call now".
+ * decision "which key is this bearer token, in which project and scope,
+ * may it call from this address, and may it call now".
  *
  * Owns the key format ("txm_" + 40 base62 characters from getrandom), the
- * tenant names of TXMAIL_API_KEYS keys ("env:<12 hex>") and the order of
- * the checks (env keys first, in constant time; then the store, which also
- * charges the rate limit in the same round trip). It must never store,
- * log or print a key except the single time `keys create` shows it, and
- * never compare a secret with an early exit.
+ * tenant names of TXMAIL_API_KEYS keys ("env:<12 hex>", project
+ * "default"), the scope names and the order of the checks (env keys first,
+ * in constant time; then the store, which also charges the project's rate
+ * limit in the same round trip, except for a key with an allowlist: its
+ * address is checked first, so a refused address charges nothing). It must
+ * never store, log or print a key except the single time `keys create`
+ * shows it, and never compare a secret with an early exit.
  */
 #include "keys.h"
 
@@ -107,18 +110,91 @@ keys_burst(const struct config *cfg)
 	return cfg->rate_burst >= 1 ? cfg->rate_burst : 1;
 }
 
+static const char *const keys_scope_names[] = {
+	[KEYS_SCOPE_NONE] = "none",
+	[KEYS_SCOPE_SEND] = "send",
+	[KEYS_SCOPE_READ] = "read",
+	[KEYS_SCOPE_FULL] = "full",
+	[KEYS_SCOPE_ADMIN] = "admin",
+};
+
+int
+keys_scope_parse(const char *s, enum keys_scope *out)
+{
+	for (int i = KEYS_SCOPE_SEND; i <= KEYS_SCOPE_ADMIN; i++) {
+		if (s != NULL && strcmp(s, keys_scope_names[i]) == 0) {
+			*out = (enum keys_scope)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+const char *
+keys_scope_name(enum keys_scope sc)
+{
+	if (sc < KEYS_SCOPE_NONE || sc > KEYS_SCOPE_ADMIN)
+		return "none";
+	return keys_scope_names[sc];
+}
+
+int
+keys_scope_allows(enum keys_scope have, enum keys_scope need)
+{
+	switch (have) {
+	case KEYS_SCOPE_ADMIN:
+		return 1;
+	case KEYS_SCOPE_FULL:
+		return need != KEYS_SCOPE_ADMIN;
+	case KEYS_SCOPE_SEND:
+	case KEYS_SCOPE_READ:
+		return need == have;
+	case KEYS_SCOPE_NONE:
+	default:
+		return 0;
+	}
+}
+
+/* keys_allowed_from - 1 when the stored allowlist allow ("" for none) admits client. */
+static int
+keys_allowed_from(const char *allow, const unsigned char *client)
+{
+	struct cidr_list l;
+
+	if (allow[0] == '\0')
+		return 1;
+	/* an allowlist this release cannot read admits nobody */
+	if (client == NULL || cidr_list_parse(allow, strlen(allow), &l, NULL, 0) != CIDR_OK || l.n == 0)
+		return 0;
+	return cidr_list_match(&l, client);
+}
+
+static int
+keys_store_rc(int rc)
+{
+	switch (rc) {
+	case STORE_ERR_NOT_FOUND:
+		return KEYS_ERR_UNAUTHORIZED;
+	case STORE_ERR_UNAVAILABLE:
+		return KEYS_ERR_UNAVAILABLE;
+	default:
+		return KEYS_ERR_INTERNAL;
+	}
+}
+
 int
 keys_authenticate(const struct config *cfg, struct store *s, const char *token,
-    size_t toklen, int64_t now_ms, char *tenant, size_t tenantlen, int64_t *retry_after_ms)
+    size_t toklen, const unsigned char *client, int64_t now_ms, struct keys_identity *who,
+    int64_t *retry_after_ms)
 {
 	unsigned char digest[HASH_SHA256_LEN];
 	char hex[HASH_SHA256_HEX_LEN + 1];
-	char *name = NULL;
+	struct store_auth_result ar = { 0 };
 	int64_t ra = 0;
 	int rc, m;
 
 	*retry_after_ms = 0;
-	tenant[0] = '\0';
+	memset(who, 0, sizeof(*who));
 	if (token == NULL || toklen == 0 || toklen > KEYS_MAX_TOKEN)
 		return KEYS_ERR_UNAUTHORIZED;
 	if (hash_sha256(token, toklen, digest) != 0)
@@ -128,18 +204,20 @@ keys_authenticate(const struct config *cfg, struct store *s, const char *token,
 	if (m < 0)
 		return KEYS_ERR_INTERNAL;
 	if (m == 1) {
-		keys_env_tenant(digest, tenant, tenantlen);
+		keys_env_tenant(digest, who->tenant, sizeof(who->tenant));
+		util_strlcpy(who->project, KEYS_PROJECT_DEFAULT, sizeof(who->project));
+		who->scope = KEYS_SCOPE_FULL;
 		if (cfg->rate_limit <= 0)
 			return 0;
 		if (s == NULL) {
-			log_debug("rate limit skipped, no store handle", "tenant=%s", tenant);
+			log_debug("rate limit skipped, no store handle", "tenant=%s", who->tenant);
 			return 0;
 		}
-		rc = store_rate_limit(s, tenant, now_ms, cfg->rate_limit, keys_burst(cfg), &ra);
+		rc = store_rate_limit(s, who->project, now_ms, cfg->rate_limit, keys_burst(cfg), &ra);
 		if (rc != STORE_OK) {
 			/* fail open for the limiter only: the key itself is valid */
-			log_debug("rate limiter unavailable, request allowed", "tenant=%s error=%s", tenant,
-			    store_strerror(rc));
+			log_debug("rate limiter unavailable, request allowed", "tenant=%s error=%s",
+			    who->tenant, store_strerror(rc));
 			return 0;
 		}
 		*retry_after_ms = ra > 0 ? ra : 0;
@@ -149,25 +227,41 @@ keys_authenticate(const struct config *cfg, struct store *s, const char *token,
 	if (s == NULL)
 		return KEYS_ERR_UNAVAILABLE;
 	hash_hex(digest, sizeof(digest), hex);
-	rc = store_auth(s, hex, now_ms, cfg->rate_limit, keys_burst(cfg), &name, &ra);
-	switch (rc) {
-	case STORE_OK:
-		break;
-	case STORE_ERR_NOT_FOUND:
-		return KEYS_ERR_UNAUTHORIZED;
-	case STORE_ERR_UNAVAILABLE:
-		return KEYS_ERR_UNAVAILABLE;
-	default:
-		return KEYS_ERR_INTERNAL;
+	rc = store_auth(s, hex, now_ms, cfg->rate_limit, keys_burst(cfg), 0, &ar);
+	if (rc != STORE_OK)
+		return keys_store_rc(rc);
+	if (!keys_allowed_from(ar.allow, client)) {
+		rc = KEYS_ERR_FORBIDDEN;
+		goto out;
 	}
-	if (name == NULL || util_strlcpy(tenant, name, tenantlen) >= tenantlen) {
-		free(name);
-		tenant[0] = '\0';
-		return KEYS_ERR_INTERNAL;
+	if (!ar.charged) {
+		/* allowed: now charge (a key revoked in between is simply gone) */
+		store_auth_release(&ar);
+		rc = store_auth(s, hex, now_ms, cfg->rate_limit, keys_burst(cfg), 1, &ar);
+		if (rc != STORE_OK) {
+			rc = keys_store_rc(rc);
+			goto out;
+		}
+		if (!keys_allowed_from(ar.allow, client)) {
+			rc = KEYS_ERR_FORBIDDEN;
+			goto out;
+		}
 	}
-	free(name);
-	*retry_after_ms = ra > 0 ? ra : 0;
-	return 0;
+	if (keys_scope_parse(ar.scope, &who->scope) != 0)
+		who->scope = KEYS_SCOPE_NONE;
+	if (!keys_valid_name(ar.project) ||
+	    util_strlcpy(who->tenant, ar.name, sizeof(who->tenant)) >= sizeof(who->tenant) ||
+	    util_strlcpy(who->project, ar.project, sizeof(who->project)) >= sizeof(who->project)) {
+		rc = KEYS_ERR_INTERNAL;
+		goto out;
+	}
+	*retry_after_ms = ar.retry_after_ms > 0 ? ar.retry_after_ms : 0;
+	rc = 0;
+out:
+	if (rc != 0)
+		memset(who, 0, sizeof(*who));
+	store_auth_release(&ar);
+	return rc;
 }
 
 /* --- the command ---------------------------------------------------------- */
@@ -179,8 +273,10 @@ static const char keys_usage[] =
     "TXMAIL_API_KEYS. Only a key's SHA-256 hash is stored, in Redis.\n"
     "\n"
     "commands:\n"
-    "  create --name NAME   make a key and print it once (it cannot be shown again)\n"
-    "  list                 every key: name, created, last used, hash prefix\n"
+    "  create --name NAME [--project P] [--scope S] [--allow-ip CIDR[,CIDR]]\n"
+    "                       make a key and print it once (it cannot be shown again)\n"
+    "  list                 every key: name, project, scope, created, last used,\n"
+    "                       hash prefix, allowed addresses\n"
     "  revoke NAME          delete a key; requests using it get 401 from then on\n"
     "\n"
     "Redis is TXMAIL_REDIS_URL or, when that is unset, the embedded redis of a\n"
@@ -188,20 +284,37 @@ static const char keys_usage[] =
     "Run 'txmail keys <command> --help' for details.\n";
 
 static const char keys_usage_create[] =
-    "usage: txmail keys create --name NAME\n"
+    "usage: txmail keys create --name NAME [--project PROJECT] [--scope SCOPE]\n"
+    "                          [--allow-ip CIDR[,CIDR...]]\n"
     "\n"
     "Creates an API key named NAME ([A-Za-z0-9_.-], 1 to 64 characters) and\n"
     "prints it once on stdout; only its SHA-256 hash is stored, so it cannot\n"
-    "be shown again. The name is the tenant that scopes idempotency keys and\n"
-    "the rate limit (TXMAIL_RATE_LIMIT per second, burst TXMAIL_RATE_BURST).\n"
+    "be shown again.\n"
+    "\n"
+    "  --project PROJECT  the project whose data the key sees (same syntax as a\n"
+    "                     name; default: NAME, so two keys made without --project\n"
+    "                     are two projects). Keys of one project share its data,\n"
+    "                     idempotency keys and rate limit (TXMAIL_RATE_LIMIT per\n"
+    "                     second, burst TXMAIL_RATE_BURST). TXMAIL_API_KEYS keys\n"
+    "                     are in the project \"default\".\n"
+    "  --scope SCOPE      send  POST /v1/messages and /v1/messages/batch only\n"
+    "                     read  GET routes only (the event stream included)\n"
+    "                     full  everything in its project (the default)\n"
+    "                     admin everything in every project\n"
+    "  --allow-ip LIST    IPv4/IPv6 networks (a bare address is a /32 or /128) the\n"
+    "                     key may be used from; from any other address it gets\n"
+    "                     403. The address is the TCP peer, or behind a proxy in\n"
+    "                     TXMAIL_TRUSTED_PROXIES the right-most untrusted entry\n"
+    "                     of X-Forwarded-For.\n"
     "Exit status: 0 created, 1 the name exists or Redis failed, 2 usage.\n";
 
 static const char keys_usage_list[] =
     "usage: txmail keys list\n"
     "\n"
-    "Prints one line per key: NAME, CREATED, LAST USED (\"never\" when unused;\n"
-    "refreshed at most once a minute) and HASH PREFIX (the first 12 hex digits\n"
-    "of the key's SHA-256). Keys themselves are never stored or shown.\n";
+    "Prints one line per key: NAME, PROJECT, SCOPE, CREATED, LAST USED (\"never\"\n"
+    "when unused; refreshed at most once a minute), HASH PREFIX (the first 12\n"
+    "hex digits of the key's SHA-256) and ALLOW IP (the networks it may be used\n"
+    "from, \"any\" for no limit). Keys themselves are never stored or shown.\n";
 
 static const char keys_usage_revoke[] =
     "usage: txmail keys revoke NAME\n"
@@ -297,24 +410,45 @@ keys_store_strerror(int rc)
 	}
 }
 
+/* keys_opt - "--opt VALUE" or "--opt=VALUE" at argv[*i]: 1 with *val set, 0 when not this option. */
+static int
+keys_opt(int argc, char **argv, int *i, const char *opt, const char **val)
+{
+	size_t n = strlen(opt);
+
+	if (strcmp(argv[*i], opt) == 0 && *i + 1 < argc) {
+		*val = argv[++*i];
+		return 1;
+	}
+	if (strncmp(argv[*i], opt, n) == 0 && argv[*i][n] == '=') {
+		*val = argv[*i] + n + 1;
+		return 1;
+	}
+	return 0;
+}
+
 static int
 keys_create(int argc, char **argv)
 {
-	const char *name = NULL;
+	const char *name = NULL, *project = NULL, *scope = "full", *allow = NULL;
 	char key[KEYS_TOKEN_LEN + 1], hex[HASH_SHA256_HEX_LEN + 1];
+	char allow_norm[CIDR_LIST_TEXT_MAX], err[160];
+	struct cidr_list cl;
+	struct store_key_attrs attrs;
+	enum keys_scope sc;
 	struct store *s = NULL;
 	int status = 1, rc;
 
+	memset(key, 0, sizeof(key));
 	for (int i = 1; i < argc; i++) {
 		if (keys_is_help(argv[i])) {
 			fputs(keys_usage_create, stdout);
 			return 0;
 		}
-		if (strcmp(argv[i], "--name") == 0 && i + 1 < argc) {
-			name = argv[++i];
-		} else if (strncmp(argv[i], "--name=", 7) == 0) {
-			name = argv[i] + 7;
-		} else {
+		if (!keys_opt(argc, argv, &i, "--name", &name) &&
+		    !keys_opt(argc, argv, &i, "--project", &project) &&
+		    !keys_opt(argc, argv, &i, "--scope", &scope) &&
+		    !keys_opt(argc, argv, &i, "--allow-ip", &allow)) {
 			fprintf(stderr, "txmail keys create: unexpected argument '%s'\n\n%s", argv[i],
 			    keys_usage_create);
 			return 2;
@@ -328,13 +462,40 @@ keys_create(int argc, char **argv)
 		fprintf(stderr, "txmail keys create: invalid name: use 1 to 64 of A-Z a-z 0-9 _ . -\n");
 		return 2;
 	}
+	if (project == NULL)
+		project = name;
+	if (!keys_valid_name(project)) {
+		fprintf(stderr, "txmail keys create: invalid project: use 1 to 64 of A-Z a-z 0-9 _ . -\n");
+		return 2;
+	}
+	if (keys_scope_parse(scope, &sc) != 0) {
+		fprintf(stderr, "txmail keys create: invalid scope '%.32s': use send, read, full or admin\n",
+		    scope);
+		return 2;
+	}
+	allow_norm[0] = '\0';
+	if (allow != NULL) {
+		rc = cidr_list_parse(allow, strlen(allow), &cl, err, sizeof(err));
+		if (rc == CIDR_OK && cl.n == 0) {
+			rc = CIDR_ERR_SYNTAX;
+			util_strlcpy(err, "the list is empty (leave --allow-ip out for any address)",
+			    sizeof(err));
+		}
+		if (rc != CIDR_OK) {
+			fprintf(stderr, "txmail keys create: invalid --allow-ip: %s\n", err);
+			return 2;
+		}
+		cidr_list_format(&cl, allow_norm, sizeof(allow_norm));
+	}
 	if ((s = keys_open("create")) == NULL)
 		goto out;
 	if (keys_generate(key, sizeof(key)) != 0 || hash_sha256_hex(key, strlen(key), hex) != 0) {
 		fprintf(stderr, "txmail keys create: cannot generate a key (random source failed)\n");
 		goto out;
 	}
-	rc = store_key_create(s, name, hex, util_now_ms());
+	attrs = (struct store_key_attrs){ .name = name, .project = project,
+	    .scope = keys_scope_name(sc), .allow = allow_norm };
+	rc = store_key_create(s, &attrs, hex, util_now_ms());
 	if (rc == STORE_ERR_CONFLICT) {
 		fprintf(stderr, "txmail keys create: a key named '%s' already exists "
 		    "(revoke it first, or pick another name)\n", name);
@@ -346,8 +507,9 @@ keys_create(int argc, char **argv)
 	}
 	printf("%s\n", key);
 	fflush(stdout);
-	fprintf(stderr, "Created API key '%s'. Copy it now: it cannot be shown again "
-	    "(only its SHA-256 hash is stored).\n", name);
+	fprintf(stderr, "Created API key '%s' (project '%s', scope %s, from %s). Copy it now: it "
+	    "cannot be shown again (only its SHA-256 hash is stored).\n", name, project,
+	    keys_scope_name(sc), allow_norm[0] != '\0' ? allow_norm : "any address");
 	status = 0;
 out:
 	memset(key, 0, sizeof(key));
@@ -369,7 +531,7 @@ keys_list(int argc, char **argv)
 	struct store_apikey *v = NULL;
 	struct store *s = NULL;
 	size_t n = 0;
-	int width = 4, status = 1, rc;
+	int width = 4, pwidth = 7, status = 1, rc;
 
 	for (int i = 1; i < argc; i++) {
 		if (keys_is_help(argv[i])) {
@@ -395,19 +557,26 @@ keys_list(int argc, char **argv)
 	qsort(v, n, sizeof(*v), keys_cmp_name);
 	for (size_t i = 0; i < n; i++) {
 		size_t l = v[i].name != NULL ? strlen(v[i].name) : 0;
+		size_t lp = v[i].project != NULL ? strlen(v[i].project) : 0;
 
 		if (l > (size_t)width)
 			width = l > KEYS_NAME_MAX ? KEYS_NAME_MAX : (int)l;
+		if (lp > (size_t)pwidth)
+			pwidth = lp > KEYS_NAME_MAX ? KEYS_NAME_MAX : (int)lp;
 	}
-	printf("%-*s  %-20s  %-20s  %s\n", width, "NAME", "CREATED", "LAST USED", "HASH PREFIX");
+	printf("%-*s  %-*s  %-5s  %-20s  %-20s  %-12s  %s\n", width, "NAME", pwidth, "PROJECT",
+	    "SCOPE", "CREATED", "LAST USED", "HASH PREFIX", "ALLOW IP");
 	for (size_t i = 0; i < n; i++) {
 		char created[32], used[32];
 
 		keys_time(v[i].created_ms, created, sizeof(created));
 		keys_time(v[i].last_used_ms, used, sizeof(used));
-		printf("%-*.*s  %-20s  %-20s  %.12s\n", width, KEYS_NAME_MAX,
-		    v[i].name != NULL ? v[i].name : "?", created, used,
-		    v[i].hash_prefix != NULL ? v[i].hash_prefix : "?");
+		printf("%-*.*s  %-*.*s  %-5.5s  %-20s  %-20s  %-12.12s  %s\n", width, KEYS_NAME_MAX,
+		    v[i].name != NULL ? v[i].name : "?", pwidth, KEYS_NAME_MAX,
+		    v[i].project != NULL ? v[i].project : "?",
+		    v[i].scope != NULL ? v[i].scope : "?", created, used,
+		    v[i].hash_prefix != NULL ? v[i].hash_prefix : "?",
+		    v[i].allow != NULL && v[i].allow[0] != '\0' ? v[i].allow : "any");
 	}
 	status = 0;
 out:

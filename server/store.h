@@ -56,10 +56,18 @@
  *                     written before projects is the default project's, no
  *                     migration), "prj:<project>:" for any other project
  *                     (st_project_prefix, lib/project.lua)
- *   key:<sha256 hex>  hash  name created last_used
+ *   key:<sha256 hex>  hash  name created last_used project scope allow
+ *                           (allow: comma list of CIDR networks, "" for
+ *                           none). A key written before projects has no
+ *                           project/scope/allow: it reads as project = its
+ *                           name, scope "full", no allowlist.
  *   keyname:<name>    string  the key's sha256 hex
  *   keys              set   key names
- *   rl:<tenant>       hash  token bucket: tokens ts; PEXPIRE when full again
+ *   rl:<project>      hash  token bucket: tokens ts; PEXPIRE when full again.
+ *                           One per project (every key of it, and the
+ *                           TXMAIL_API_KEYS keys in "default"); before
+ *                           projects it was per key name, the same key for
+ *                           a key whose project is its name.
  *
  * Recipient state machine:
  *   queued|scheduled --claim--> sending --record--> delivered | failed | expired
@@ -173,9 +181,9 @@ struct store_message_in {
 /* store_enqueue - store the message and queue (or schedule) each recipient, atomically (one script). */
 int store_enqueue(struct store *s, const struct store_message_in *m);
 
-/* Idempotency record for a send (scoped by the caller: key includes the tenant). */
+/* Idempotency record for a send (scoped by the caller: key includes the project). */
 struct store_idem {
-	const char *key;          /* e.g. "<tenant>:<sha256 hex of Idempotency-Key>" */
+	const char *key;          /* e.g. "<project>:<sha256 hex of Idempotency-Key>" */
 	const char *request_hash; /* hex SHA-256 of the request body */
 	const char *response;     /* the 202 body to replay */
 	int64_t ttl_ms;           /* 24 h */
@@ -532,29 +540,55 @@ void store_suppressions_free(struct store_suppression *v, size_t n);
 struct store_apikey {
 	char *name;
 	char *hash_prefix;  /* first 12 hex chars of the SHA-256, for display */
+	char *project;      /* the name, for a key written before projects */
+	char *scope;        /* "send", "read", "full" or "admin" as stored ("full" before scopes) */
+	char *allow;        /* comma list of CIDR networks, "" for none */
 	int64_t created_ms;
 	int64_t last_used_ms;   /* 0 = never */
 };
 
+/* What store_key_create stores besides the hash; every field a valid name/scope/list. */
+struct store_key_attrs {
+	const char *name;
+	const char *project;    /* [A-Za-z0-9_.-]{1,64} */
+	const char *scope;      /* "send", "read", "full" or "admin" (checked by the caller) */
+	const char *allow;      /* normalized comma list of CIDR networks, "" for none */
+};
+
 /* store_key_create - store a key by the hex SHA-256 of its secret; STORE_ERR_CONFLICT when the name exists. */
-int store_key_create(struct store *s, const char *name, const char *hash_hex, int64_t now_ms);
+int store_key_create(struct store *s, const struct store_key_attrs *k, const char *hash_hex,
+    int64_t now_ms);
 /* store_key_list - every key (never the secret: it is not stored); free with store_apikeys_free. */
 int store_key_list(struct store *s, struct store_apikey **out, size_t *n);
 /* store_key_revoke - delete the key by name; STORE_ERR_NOT_FOUND. */
 int store_key_revoke(struct store *s, const char *name);
 void store_apikeys_free(struct store_apikey *v, size_t n);
 
+/* store_auth's answer: malloc'd strings, freed with store_auth_release. */
+struct store_auth_result {
+	char *name;         /* the key's name (the tenant) */
+	char *project;      /* its project (the name for a key written before projects) */
+	char *scope;        /* as stored ("full" for a key written before scopes) */
+	char *allow;        /* comma list of CIDR networks, "" for none */
+	int charged;        /* 1: last_used and the bucket were charged, retry_after_ms is valid */
+	int64_t retry_after_ms;
+};
+
 /*
  * store_auth - one round trip: find the key whose SHA-256 hex is hash_hex;
- * STORE_ERR_NOT_FOUND when none. Else *tenant = its name (malloc'd),
- * last_used is refreshed (at most once a minute), and the key's token
- * bucket (rate tokens/s, burst) is charged one token: *retry_after_ms > 0
- * when it is empty (then the request must get 429). rate <= 0: no limit.
+ * STORE_ERR_NOT_FOUND when none. Else out is filled and, when charge is 1
+ * or the key has no allowlist, last_used is refreshed (at most once a
+ * minute) and the project's token bucket rl:<project> (rate tokens/s,
+ * burst) is charged one token (out->charged 1): out->retry_after_ms > 0
+ * when it is empty (then the request must get 429). With charge 0 a key
+ * with an allowlist is only read (out->charged 0): the caller checks the
+ * address and then calls again with charge 1. rate <= 0: no limit.
  */
 int store_auth(struct store *s, const char *hash_hex, int64_t now_ms, double rate,
-    double burst, char **tenant, int64_t *retry_after_ms);
-/* store_rate_limit - the same token bucket for a tenant that is not a stored key. */
-int store_rate_limit(struct store *s, const char *tenant, int64_t now_ms, double rate,
+    double burst, int charge, struct store_auth_result *out);
+void store_auth_release(struct store_auth_result *r);
+/* store_rate_limit - the same token bucket for a project that has no stored key in hand (env keys: "default"). */
+int store_rate_limit(struct store *s, const char *project, int64_t now_ms, double rate,
     double burst, int64_t *retry_after_ms);
 
 /* --- metrics ------------------------------------------------------------------ */

@@ -444,11 +444,15 @@ st_hex_ok(const char *h)
 	return 1;
 }
 
+/* key_list.lua's rows: name hash created last_used project scope allow */
 static const struct st_col st_key_cols[] = {
 	{ ST_COL_STR, 0, offsetof(struct store_apikey, name), 0, 0, NULL },
 	{ ST_COL_STR, 0, offsetof(struct store_apikey, hash_prefix), 0, 12, NULL },
 	{ ST_COL_I64, 1, offsetof(struct store_apikey, created_ms), 0, 0, NULL },
 	{ ST_COL_I64, 1, offsetof(struct store_apikey, last_used_ms), 0, 0, NULL },
+	{ ST_COL_STR, 0, offsetof(struct store_apikey, project), 0, 0, NULL },
+	{ ST_COL_STR, 0, offsetof(struct store_apikey, scope), 0, 0, NULL },
+	{ ST_COL_STR, 0, offsetof(struct store_apikey, allow), 0, 0, NULL },
 };
 static const struct st_table st_key_table = {
 	"key list", st_key_cols, sizeof(st_key_cols) / sizeof(st_key_cols[0]),
@@ -461,26 +465,50 @@ store_apikeys_free(struct store_apikey *v, size_t n)
 	st_rows_free(&st_key_table, v, n);
 }
 
+/* st_allow_ok - 1 when allow is a short string of what a CIDR list holds. */
+static int
+st_allow_ok(const char *allow)
+{
+	size_t n = 0;
+
+	if (!allow)
+		return 0;
+	for (; allow[n]; n++) {
+		char c = allow[n];
+
+		if (n >= 4096 || !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+		    (c >= 'A' && c <= 'F') || c == ':' || c == '.' || c == '/' || c == ','))
+			return 0;
+	}
+	return 1;
+}
+
 int
-store_key_create(struct store *s, const char *name, const char *hash_hex, int64_t now_ms)
+store_key_create(struct store *s, const struct store_key_attrs *k, const char *hash_hex,
+    int64_t now_ms)
 {
 	char kk[ST_KEY_MAX], kn[ST_KEY_MAX];
 	struct st_args a;
 	int rc;
 
-	if (!s || !st_name_ok(name, ST_MAX_KEYNAME) || !st_hex_ok(hash_hex) ||
+	if (!s || !k || !st_name_ok(k->name, ST_MAX_KEYNAME) ||
+	    !st_name_ok(k->project, ST_MAX_KEYNAME) || !st_name_ok(k->scope, 16) ||
+	    !st_allow_ok(k->allow) || !st_hex_ok(hash_hex) ||
 	    st_key(kk, sizeof(kk), ST_PREFIX "key:", hash_hex, NULL) ||
-	    st_key(kn, sizeof(kn), ST_PREFIX "keyname:", name, NULL))
+	    st_key(kn, sizeof(kn), ST_PREFIX "keyname:", k->name, NULL))
 		return STORE_ERR_PROTO;
-	rc = st_eval_begin(s, &a, 10, SC_KEY_CREATE, 3);
+	rc = st_eval_begin(s, &a, 13, SC_KEY_CREATE, 3);
 	if (rc)
 		return rc;
 	st_adds(&a, kk);
 	st_adds(&a, kn);
 	st_adds(&a, ST_K_KEYS);
-	st_adds(&a, name);
+	st_adds(&a, k->name);
 	st_adds(&a, hash_hex);
 	st_addi(&a, now_ms);
+	st_adds(&a, k->project);
+	st_adds(&a, k->scope);
+	st_adds(&a, k->allow);
 	return st_eval_int(s, &a, "key create", STORE_ERR_CONFLICT, NULL);
 }
 
@@ -542,39 +570,44 @@ st_rate_args(double rate, double burst, char *rs, char *bs, size_t len)
 	return (a < 0 || (size_t)a >= len || b < 0 || (size_t)b >= len) ? -1 : 0;
 }
 
-/* the auth script's answer for a known key: [name, retry_after_ms] */
-struct st_auth_row {
-	char *tenant;
-	int64_t retry_ms;
-};
+/* the auth script's answer for a known key: [name, project, scope, allow, retry_after_ms] */
 static const struct st_col st_auth_cols[] = {
-	{ ST_COL_STR, 0, offsetof(struct st_auth_row, tenant), 0, 0, NULL },
-	{ ST_COL_I64, 0, offsetof(struct st_auth_row, retry_ms), 0, 0, NULL },
+	{ ST_COL_STR, 0, offsetof(struct store_auth_result, name), 0, 0, NULL },
+	{ ST_COL_STR, 0, offsetof(struct store_auth_result, project), 0, 0, NULL },
+	{ ST_COL_STR, 0, offsetof(struct store_auth_result, scope), 0, 0, NULL },
+	{ ST_COL_STR, 0, offsetof(struct store_auth_result, allow), 0, 0, NULL },
+	{ ST_COL_I64, 0, offsetof(struct store_auth_result, retry_after_ms), 0, 0, NULL },
 };
 static const struct st_table st_auth_table = {
 	"auth", st_auth_cols, sizeof(st_auth_cols) / sizeof(st_auth_cols[0]),
-	sizeof(struct st_auth_row), 1, 1,
+	sizeof(struct store_auth_result), 1, 1,
 };
+
+void
+store_auth_release(struct store_auth_result *r)
+{
+	if (!r)
+		return;
+	st_row_clear(&st_auth_table, r);
+	memset(r, 0, sizeof(*r));
+}
 
 int
 store_auth(struct store *s, const char *hash_hex, int64_t now_ms, double rate,
-    double burst, char **tenant, int64_t *retry_after_ms)
+    double burst, int charge, struct store_auth_result *out)
 {
 	char kk[ST_KEY_MAX], rs[32], bs[32];
-	struct st_auth_row row = { 0 };
 	struct st_args a;
 	redisReply *r = NULL;
 	int rc;
 
-	if (tenant)
-		*tenant = NULL;
-	if (retry_after_ms)
-		*retry_after_ms = 0;
-	if (!s || !tenant || !retry_after_ms || st_rate_args(rate, burst, rs, bs, sizeof(rs)))
+	if (out)
+		memset(out, 0, sizeof(*out));
+	if (!s || !out || st_rate_args(rate, burst, rs, bs, sizeof(rs)))
 		return STORE_ERR_PROTO;
 	if (!st_hex_ok(hash_hex) || st_key(kk, sizeof(kk), ST_PREFIX "key:", hash_hex, NULL))
 		return STORE_ERR_NOT_FOUND;
-	rc = st_eval_begin(s, &a, 10, SC_AUTH, 1);
+	rc = st_eval_begin(s, &a, 11, SC_AUTH, 1);
 	if (rc)
 		return rc;
 	st_adds(&a, kk);
@@ -582,6 +615,7 @@ store_auth(struct store *s, const char *hash_hex, int64_t now_ms, double rate,
 	st_adds(&a, rs);
 	st_adds(&a, bs);
 	st_adds(&a, ST_PREFIX);
+	st_adds(&a, charge ? "1" : "0");
 	rc = st_do(s, &a, &r);
 	if (rc)
 		goto out;
@@ -593,15 +627,17 @@ store_auth(struct store *s, const char *hash_hex, int64_t now_ms, double rate,
 		rc = st_bad("auth", r);
 		goto out;
 	}
-	rc = st_row_read(&st_auth_table, (const redisReply *const *)r->element, r->elements, &row);
-	if (rc == 0 && row.retry_ms < 0)
+	rc = st_row_read(&st_auth_table, (const redisReply *const *)r->element, r->elements, out);
+	/* retry -1: a key with an allowlist, read and not charged (charge 0) */
+	if (rc == 0 && (out->retry_after_ms < -1 || (charge && out->retry_after_ms < 0)))
 		rc = st_bad("auth", r);
 	if (rc) {
-		st_row_clear(&st_auth_table, &row);
+		store_auth_release(out);
 		goto out;
 	}
-	*tenant = row.tenant;
-	*retry_after_ms = row.retry_ms;
+	out->charged = out->retry_after_ms >= 0;
+	if (out->retry_after_ms < 0)
+		out->retry_after_ms = 0;
 out:
 	if (r)
 		freeReplyObject(r);
@@ -610,7 +646,7 @@ out:
 }
 
 int
-store_rate_limit(struct store *s, const char *tenant, int64_t now_ms, double rate,
+store_rate_limit(struct store *s, const char *project, int64_t now_ms, double rate,
     double burst, int64_t *retry_after_ms)
 {
 	char kr[ST_KEY_MAX], rs[32], bs[32];
@@ -621,9 +657,9 @@ store_rate_limit(struct store *s, const char *tenant, int64_t now_ms, double rat
 
 	if (retry_after_ms)
 		*retry_after_ms = 0;
-	if (!s || !retry_after_ms || !st_name_ok(tenant, ST_MAX_KEYNAME) ||
+	if (!s || !retry_after_ms || !st_name_ok(project, ST_MAX_KEYNAME) ||
 	    st_rate_args(rate, burst, rs, bs, sizeof(rs)) ||
-	    st_key(kr, sizeof(kr), ST_PREFIX "rl:", tenant, NULL))
+	    st_key(kr, sizeof(kr), ST_PREFIX "rl:", project, NULL))
 		return STORE_ERR_PROTO;
 	if (rate <= 0)
 		return 0;

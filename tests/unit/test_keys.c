@@ -166,35 +166,81 @@ Test(keys, authenticate_without_store)
 {
 	static const char *const keys[] = { "abc" };
 	struct config cfg = env_config(keys, 1);
-	char tenant[KEYS_TENANT_MAX];
+	struct keys_identity who;
+	unsigned char lo[CIDR_ADDR_LEN];
 	int64_t ra = -1;
 	int rc;
 
 	cfg.rate_limit = 50;
 	cfg.rate_burst = 100;
-	/* an env key authenticates even with no Redis (limiter fails open) */
-	rc = keys_authenticate(&cfg, NULL, "abc", 3, 1000, tenant, sizeof(tenant), &ra);
+	cr_assert_eq(cidr_addr_parse("127.0.0.1", 9, lo), CIDR_OK);
+	/* an env key authenticates even with no Redis (limiter fails open), from anywhere */
+	rc = keys_authenticate(&cfg, NULL, "abc", 3, lo, 1000, &who, &ra);
 	cr_assert_eq(rc, 0, "env key: got %d, want 0", rc);
-	cr_assert_str_eq(tenant, "env:ba7816bf8f01", "got tenant %s, want env:ba7816bf8f01", tenant);
+	cr_assert_str_eq(who.tenant, "env:ba7816bf8f01", "got tenant %s, want env:ba7816bf8f01", who.tenant);
+	cr_assert_str_eq(who.project, "default", "got project %s, want default", who.project);
+	cr_assert_eq(who.scope, KEYS_SCOPE_FULL, "got scope %d, want full", who.scope);
 	cr_assert_eq(ra, 0, "got retry_after %lld, want 0", (long long)ra);
+	rc = keys_authenticate(&cfg, NULL, "abc", 3, NULL, 1000, &who, &ra);
+	cr_assert_eq(rc, 0, "env key, unknown address: got %d, want 0", rc);
 	/* any other token needs the store: unavailable, not unauthorized */
-	rc = keys_authenticate(&cfg, NULL, "abd", 3, 1000, tenant, sizeof(tenant), &ra);
+	rc = keys_authenticate(&cfg, NULL, "abd", 3, lo, 1000, &who, &ra);
 	cr_assert_eq(rc, KEYS_ERR_UNAVAILABLE, "unknown key, no store: got %d, want %d", rc,
 	    KEYS_ERR_UNAVAILABLE);
-	cr_assert_str_eq(tenant, "", "got tenant '%s', want empty", tenant);
+	cr_assert_str_eq(who.tenant, "", "got tenant '%s', want empty", who.tenant);
 	/* empty and oversized tokens are rejected before hashing */
-	rc = keys_authenticate(&cfg, NULL, "", 0, 1000, tenant, sizeof(tenant), &ra);
+	rc = keys_authenticate(&cfg, NULL, "", 0, lo, 1000, &who, &ra);
 	cr_assert_eq(rc, KEYS_ERR_UNAUTHORIZED, "empty token: got %d, want %d", rc, KEYS_ERR_UNAUTHORIZED);
 	{
 		char big[KEYS_MAX_TOKEN + 2];
 
 		memset(big, 'a', sizeof(big) - 1);
 		big[sizeof(big) - 1] = '\0';
-		rc = keys_authenticate(&cfg, NULL, big, strlen(big), 1000, tenant, sizeof(tenant), &ra);
+		rc = keys_authenticate(&cfg, NULL, big, strlen(big), lo, 1000, &who, &ra);
 		cr_assert_eq(rc, KEYS_ERR_UNAUTHORIZED, "oversized token: got %d, want %d", rc,
 		    KEYS_ERR_UNAUTHORIZED);
 	}
 	env_config_free(&cfg);
+}
+
+Test(keys, scopes)
+{
+	static const struct {
+		enum keys_scope have, need;
+		int want;
+	} cases[] = {
+		{ KEYS_SCOPE_SEND, KEYS_SCOPE_SEND, 1 },
+		{ KEYS_SCOPE_SEND, KEYS_SCOPE_READ, 0 },
+		{ KEYS_SCOPE_SEND, KEYS_SCOPE_FULL, 0 },
+		{ KEYS_SCOPE_READ, KEYS_SCOPE_READ, 1 },
+		{ KEYS_SCOPE_READ, KEYS_SCOPE_SEND, 0 },
+		{ KEYS_SCOPE_READ, KEYS_SCOPE_FULL, 0 },
+		{ KEYS_SCOPE_FULL, KEYS_SCOPE_SEND, 1 },
+		{ KEYS_SCOPE_FULL, KEYS_SCOPE_READ, 1 },
+		{ KEYS_SCOPE_FULL, KEYS_SCOPE_FULL, 1 },
+		{ KEYS_SCOPE_FULL, KEYS_SCOPE_ADMIN, 0 },
+		{ KEYS_SCOPE_ADMIN, KEYS_SCOPE_ADMIN, 1 },
+		{ KEYS_SCOPE_ADMIN, KEYS_SCOPE_FULL, 1 },
+		{ KEYS_SCOPE_ADMIN, KEYS_SCOPE_SEND, 1 },
+		{ KEYS_SCOPE_NONE, KEYS_SCOPE_SEND, 0 },
+		{ KEYS_SCOPE_NONE, KEYS_SCOPE_READ, 0 },
+	};
+	static const char *const names[] = { "send", "read", "full", "admin" };
+	enum keys_scope sc;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int got = keys_scope_allows(cases[i].have, cases[i].need);
+
+		cr_assert_eq(got, cases[i].want, "scope %s on a %s route: got %d, want %d",
+		    keys_scope_name(cases[i].have), keys_scope_name(cases[i].need), got, cases[i].want);
+	}
+	for (size_t i = 0; i < 4; i++) {
+		cr_assert_eq(keys_scope_parse(names[i], &sc), 0, "parse %s", names[i]);
+		cr_assert_str_eq(keys_scope_name(sc), names[i]);
+	}
+	cr_assert_eq(keys_scope_parse("Full", &sc), -1);
+	cr_assert_eq(keys_scope_parse("none", &sc), -1, "none is not a scope one can give");
+	cr_assert_eq(keys_scope_parse("", &sc), -1);
 }
 
 static void

@@ -1703,48 +1703,105 @@ Test(store, templates_crud)
 #define HASH_A "aaaaaaaaaaaa0000000000000000000000000000000000000000000000000000"
 #define HASH_B "bbbbbbbbbbbb0000000000000000000000000000000000000000000000000000"
 
+static int
+key_create(const char *name, const char *project, const char *scope, const char *allow,
+    const char *hash, int64_t now)
+{
+	struct store_key_attrs a = { .name = name, .project = project, .scope = scope, .allow = allow };
+
+	return store_key_create(st, &a, hash, now);
+}
+
 Test(store, api_keys)
 {
 	struct store_apikey *k = NULL;
+	struct store_auth_result ar;
 	size_t n = 0;
-	char *tenant = NULL;
-	int64_t retry = -1;
 
-	cr_assert_eq(store_key_create(st, "zeta", HASH_A, 1000), 0);
-	cr_assert_eq(store_key_create(st, "zeta", HASH_B, 1000), STORE_ERR_CONFLICT);
-	cr_assert_eq(store_key_create(st, "alpha", HASH_B, 2000), 0);
+	cr_assert_eq(key_create("zeta", "zeta", "full", "", HASH_A, 1000), 0);
+	cr_assert_eq(key_create("zeta", "zeta", "full", "", HASH_B, 1000), STORE_ERR_CONFLICT);
+	cr_assert_eq(key_create("alpha", "shop", "send", "10.0.0.0/8,::1/128", HASH_B, 2000), 0);
 	cr_assert_eq(store_key_list(st, &k, &n), 0);
 	cr_assert_eq(n, 2);
 	cr_assert_str_eq(k[0].name, "alpha");
 	cr_assert_str_eq(k[0].hash_prefix, "bbbbbbbbbbbb");
+	cr_assert_str_eq(k[0].project, "shop");
+	cr_assert_str_eq(k[0].scope, "send");
+	cr_assert_str_eq(k[0].allow, "10.0.0.0/8,::1/128");
 	cr_assert_eq(k[0].created_ms, 2000);
 	cr_assert_eq(k[0].last_used_ms, 0);
 	cr_assert_str_eq(k[1].name, "zeta");
+	cr_assert_str_eq(k[1].allow, "");
 	store_apikeys_free(k, n);
 
-	cr_assert_eq(store_auth(st, HASH_A, 5000000, 0, 0, &tenant, &retry), 0);
-	cr_assert_str_eq(tenant, "zeta");
-	cr_assert_eq(retry, 0);
-	free(tenant);
+	cr_assert_eq(store_auth(st, HASH_A, 5000000, 0, 0, 0, &ar), 0);
+	cr_assert_str_eq(ar.name, "zeta");
+	cr_assert_str_eq(ar.project, "zeta");
+	cr_assert_str_eq(ar.scope, "full");
+	cr_assert_eq(ar.charged, 1, "no allowlist: got charged %d, want 1", ar.charged);
+	cr_assert_eq(ar.retry_after_ms, 0);
+	store_auth_release(&ar);
+	/* a key with an allowlist is only read until the caller charges it */
+	cr_assert_eq(store_auth(st, HASH_B, 5000000, 0, 0, 0, &ar), 0);
+	cr_assert_str_eq(ar.project, "shop");
+	cr_assert_str_eq(ar.allow, "10.0.0.0/8,::1/128");
+	cr_assert_eq(ar.charged, 0, "allowlist, charge 0: got charged %d, want 0", ar.charged);
+	store_auth_release(&ar);
+	cr_assert_eq(store_key_list(st, &k, &n), 0);
+	cr_assert_eq(k[0].last_used_ms, 0, "not charged: last_used got %lld", (long long)k[0].last_used_ms);
+	store_apikeys_free(k, n);
+	cr_assert_eq(store_auth(st, HASH_B, 5000000, 0, 0, 1, &ar), 0);
+	cr_assert_eq(ar.charged, 1);
+	store_auth_release(&ar);
 	cr_assert_eq(store_auth(st, "cccccccccccc0000000000000000000000000000000000000000000000000000",
-	    5000000, 0, 0, &tenant, &retry), STORE_ERR_NOT_FOUND);
-	cr_assert_null(tenant);
+	    5000000, 0, 0, 1, &ar), STORE_ERR_NOT_FOUND);
+	cr_assert_null(ar.name);
 	cr_assert_eq(store_key_list(st, &k, &n), 0);
 	cr_assert_eq(k[1].last_used_ms, 5000000, "last_used: got %lld", (long long)k[1].last_used_ms);
+	cr_assert_eq(k[0].last_used_ms, 5000000, "charged: last_used got %lld", (long long)k[0].last_used_ms);
 	store_apikeys_free(k, n);
 
 	cr_assert_eq(store_key_revoke(st, "zeta"), 0);
 	cr_assert_eq(store_key_revoke(st, "zeta"), STORE_ERR_NOT_FOUND);
-	cr_assert_eq(store_auth(st, HASH_A, 5000000, 0, 0, &tenant, &retry), STORE_ERR_NOT_FOUND);
+	cr_assert_eq(store_auth(st, HASH_A, 5000000, 0, 0, 1, &ar), STORE_ERR_NOT_FOUND);
 	cr_assert_eq(store_key_list(st, &k, &n), 0);
 	cr_assert_eq(n, 1);
+	store_apikeys_free(k, n);
+}
+
+/* a record written by the previous release (no project, scope, allow) */
+Test(store, api_key_of_previous_release)
+{
+	struct store_apikey *k = NULL;
+	struct store_auth_result ar;
+	size_t n = 0;
+
+	char ok[16];
+
+	/* exactly what the previous key_create.lua wrote */
+	cr_assert_eq(rint_cmd("HSET txm{0}:key:%s name old created 1000 last_used 0", HASH_A), 3);
+	rstr_cmd(ok, sizeof(ok), "SET txm{0}:keyname:old %s", HASH_A, NULL);
+	cr_assert_eq(rint_cmd("SADD txm{0}:keys %s", "old"), 1);
+	cr_assert_eq(store_auth(st, HASH_A, 5000000, 1.0, 2.0, 0, &ar), 0);
+	cr_assert_str_eq(ar.name, "old");
+	cr_assert_str_eq(ar.project, "old", "project: got %s, want the name", ar.project);
+	cr_assert_str_eq(ar.scope, "full");
+	cr_assert_str_eq(ar.allow, "");
+	cr_assert_eq(ar.charged, 1);
+	store_auth_release(&ar);
+	cr_assert(rint_cmd("EXISTS %s", "txm{0}:rl:old") == 1, "the bucket is rl:<project>");
+	cr_assert_eq(store_key_list(st, &k, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_str_eq(k[0].project, "old");
+	cr_assert_str_eq(k[0].scope, "full");
+	cr_assert_str_eq(k[0].allow, "");
 	store_apikeys_free(k, n);
 }
 
 Test(store, rate_limit)
 {
 	int64_t now = 1700000000000LL, retry = -1;
-	char *tenant = NULL;
+	struct store_auth_result ar;
 
 	for (int i = 0; i < 3; i++) {
 		cr_assert_eq(store_rate_limit(st, "env:abc", now, 1.0, 3.0, &retry), 0);
@@ -1764,16 +1821,22 @@ Test(store, rate_limit)
 		cr_assert_eq(retry, 0);
 	}
 	cr_assert(rint_cmd("PTTL %s", "txm{0}:rl:env:abc") > 0);
-	/* auth charges the key's bucket */
-	cr_assert_eq(store_key_create(st, "k", HASH_A, 1), 0);
+	/* auth charges the project's bucket, shared by the project's keys */
+	cr_assert_eq(key_create("k", "proj", "full", "", HASH_A, 1), 0);
+	cr_assert_eq(key_create("k2", "proj", "full", "", HASH_B, 1), 0);
 	for (int i = 0; i < 2; i++) {
-		cr_assert_eq(store_auth(st, HASH_A, now, 1.0, 2.0, &tenant, &retry), 0);
-		cr_assert_eq(retry, 0);
-		free(tenant);
+		cr_assert_eq(store_auth(st, i == 0 ? HASH_A : HASH_B, now, 1.0, 2.0, 0, &ar), 0);
+		cr_assert_eq(ar.retry_after_ms, 0);
+		store_auth_release(&ar);
 	}
-	cr_assert_eq(store_auth(st, HASH_A, now + 500, 1.0, 2.0, &tenant, &retry), 0);
-	cr_assert(retry >= 490 && retry <= 500, "auth 3rd: got retry %lld, want ~500", (long long)retry);
-	free(tenant);
+	cr_assert_eq(store_auth(st, HASH_A, now + 500, 1.0, 2.0, 0, &ar), 0);
+	cr_assert(ar.retry_after_ms >= 490 && ar.retry_after_ms <= 500,
+	    "auth 3rd (2 keys, 1 project): got retry %lld, want ~500", (long long)ar.retry_after_ms);
+	store_auth_release(&ar);
+	cr_assert(rint_cmd("EXISTS %s", "txm{0}:rl:proj") == 1, "the bucket is rl:<project>");
+	/* revoking a key keeps the project's bucket */
+	cr_assert_eq(store_key_revoke(st, "k"), 0);
+	cr_assert(rint_cmd("EXISTS %s", "txm{0}:rl:proj") == 1, "revoke deleted the project's bucket");
 }
 
 Test(store, endpoints_and_per_endpoint_claims)
