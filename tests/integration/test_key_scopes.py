@@ -110,7 +110,7 @@ def test_cli_refuses_bad_arguments(txmail_binary, workdir):
             "keys create %s: got exit %d out=%r err=%r, want 2 and %r" % (" ".join(args), rc, out, err, what)
 
 
-def test_scopes_allowlists_projects(txmail_binary, redis, txmail_factory):
+def test_scopes_allowlists_projects(txmail_binary, redis, txmail_factory, spec_validator):
     env = {"TXMAIL_REDIS_URL": redis.url}
     keys = {
         "send1": create(txmail_binary, env, "send1", "--scope", "send"),
@@ -154,6 +154,8 @@ def test_scopes_allowlists_projects(txmail_binary, redis, txmail_factory):
                 else:
                     assert r.status == 403 and r.json["error"]["type"] == "forbidden", \
                         "scope %s, %s: got %r, want 403 forbidden" % (scope, route, r)
+                    if route == "GET /v1/templates":
+                        spec_validator.check_response("GET", "/v1/templates", r)
                     msg = r.json["error"]["message"]
                     assert "scope %s" % need in msg and "has scope %s" % scope in msg, \
                         "scope %s, %s: the message %r does not name the scope needed (%s)" % (
@@ -170,6 +172,8 @@ def test_scopes_allowlists_projects(txmail_binary, redis, txmail_factory):
             "key allowed from 10.0.0.0/8, from 127.0.0.1: got %r, want 403" % r_ten
         r_web = client("web").send(MSG)
         assert r_web.status == 403, "key allowed from 203.0.113.0/24: got %r, want 403" % r_web
+        spec_validator.check_response("GET", NO_SUCH_MSG, r_ten)
+        spec_validator.check_response("POST", "/v1/messages", r_web)
         assert r_ten.body == r_web.body, "403 bodies differ between keys: %r vs %r" % (r_ten.body, r_web.body)
         for leak in (b"10.0.0.0", b"203.0.113", b"ten", b"web", b"scope"):
             assert leak not in r_ten.body, "the 403 body names %r: %r" % (leak, r_ten.body)

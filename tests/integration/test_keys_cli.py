@@ -1,6 +1,7 @@
 """test_keys_cli.py - `txmail keys create|list|revoke` against a real
-redis-server, the keys used against a running txmail, and the per-key rate
-limit (token bucket in Redis -> 429 rate_limited with Retry-After).
+redis-server, the keys used against a running txmail, and the rate limit
+(a token bucket per project in Redis -> 429 rate_limited with Retry-After;
+two keys made without --project are two projects, two buckets).
 
 Owns: nothing but its own processes (through the conftest fixtures, plus one
 unix-socket redis-server for the embedded-socket case, killed in a finally).
@@ -51,13 +52,15 @@ def list_rows(binary, env):
     rc, out, err = keys_cli(binary, env, "list")
     assert rc == 0, "keys list: got exit %d, want 0; stderr: %s" % (rc, err)
     lines = out.splitlines()
-    assert lines and lines[0].split() == ["NAME", "CREATED", "LAST", "USED", "HASH", "PREFIX"], \
+    # issue 11 added PROJECT, SCOPE (after NAME) and ALLOW IP (last); test_key_scopes.py checks them
+    assert lines and lines[0].split() == ["NAME", "PROJECT", "SCOPE", "CREATED", "LAST", "USED", "HASH",
+                                          "PREFIX", "ALLOW", "IP"], \
         "keys list header: got %r" % (lines[:1],)
     rows = {}
     for ln in lines[1:]:
         f = ln.split()
-        assert len(f) == 4, "keys list row: got %r, want 4 columns" % ln
-        rows[f[0]] = {"created": f[1], "last_used": f[2], "hash_prefix": f[3]}
+        assert len(f) == 7, "keys list row: got %r, want 7 columns" % ln
+        rows[f[0]] = {"created": f[3], "last_used": f[4], "hash_prefix": f[5]}
     return rows
 
 

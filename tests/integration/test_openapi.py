@@ -71,7 +71,7 @@ def test_spec_is_openapi_31(spec):
     assert spec["security"] == [{"bearerAuth": []}], "got %r, want bearer on every route" % spec["security"]
 
 
-V1 = {"401", "429", "503"}
+V1 = {"401", "403", "429", "503"}
 ROUTES = [
     ("/v1/messages", "post", V1 | {"202", "400", "409", "413", "415", "422"}),
     ("/v1/messages/batch", "post", V1 | {"202", "400", "409", "413", "415", "422"}),
@@ -152,7 +152,7 @@ def test_spec_enums(spec):
     s = spec["components"]["schemas"]
     assert s["RecipientStatus"]["enum"] == want, "got %r, want %r" % (s["RecipientStatus"]["enum"], want)
     assert s["MessageStatus"]["enum"] == want + ["partial"], "got %r" % s["MessageStatus"]["enum"]
-    types = ["invalid_json", "unauthorized", "not_found", "method_not_allowed", "idempotency_conflict",
+    types = ["invalid_json", "unauthorized", "forbidden", "not_found", "method_not_allowed", "idempotency_conflict",
              "conflict", "payload_too_large", "unsupported_media_type", "validation_error",
              "rate_limited", "unavailable", "internal_error"]
     assert s["ErrorType"]["enum"] == types, "got %r, want %r" % (s["ErrorType"]["enum"], types)
