@@ -9,7 +9,8 @@ admits 127.0.0.1 and refuses a key allowed only from 10.0.0.0/8 with one
 fixed 403 body for every key; behind TXMAIL_TRUSTED_PROXIES=127.0.0.1/32 the
 right-most untrusted X-Forwarded-For entry is the client (a malformed one:
 unknown, so allowlisted keys are refused); a refused address charges no
-rate-limit token; TXMAIL_API_KEYS keys are the project "default"
+rate-limit token; a key of scope admin reads another project's message,
+a full key of a third project gets 404; TXMAIL_API_KEYS keys are the project "default"
 (idempotency keys and the rate bucket); keys of one project share
 Idempotency-Keys, two projects do not; a key record written by the
 previous release (no project, scope or allow) still authenticates, as a
@@ -221,6 +222,12 @@ def test_scopes_allowlists_projects(txmail_binary, redis, txmail_factory, spec_v
             r2.json["id"] == r1.json["id"], \
             "the same Idempotency-Key from another key of project shop: got %r, want the replay of %s" % (
                 r2, r1.json["id"])
+        # scope admin sees every project (api_request.all_projects); another project's key does not
+        mid = "/v1/messages/" + r1.json["id"]
+        for name, want_status in (("read1", 200), ("admin1", 200), ("lo", 404)):
+            r = client(name).get(mid)
+            assert r.status == want_status, "GET project shop's message with key %s: got %r, want %d" % (
+                name, r, want_status)
         r3 = client("send1").send(MSG, headers=idem)
         assert r3.status == 202 and r3.headers.get("idempotent-replayed") is None and \
             r3.json["id"] != r1.json["id"], "the same Idempotency-Key in another project: got %r" % r3
