@@ -80,6 +80,7 @@ struct config_var {
 
 static int set_listen(struct config *, const char *, char *, size_t);
 static int set_redis(struct config *, const char *, char *, size_t);
+static int set_redis_timeout(struct config *, const char *, char *, size_t);
 static int set_api_keys(struct config *, const char *, char *, size_t);
 static int set_relay(struct config *, const char *, char *, size_t);
 static int check_ca_file(struct config *, const char *, char *, size_t);
@@ -127,6 +128,12 @@ static const struct config_var config_vars[] = {
 	    "logged as `redis: AUTH failed: ...` and `/readyz` answers 503. No TLS (`rediss://`): "
 	    "keep Redis on a private network",
 	  .size = SECRET_URL_MAX, .set = set_redis, .show = show_redis },
+	/* after TXMAIL_REDIS_URL: its parser resets cfg->redis, this row then sets redis.timeout_ms */
+	{ .name = "TXMAIL_REDIS_TIMEOUT", SECONDS(0.05, 600), .def = "5",
+	  .help = "a Redis command not answered in this time fails (the set-up after a reconnect: 1 s "
+	    "per command; a blocking read: its block time + 5 s): the request answers 503 `unavailable`; "
+	    "a send whose enqueue was not answered is first settled (see Delivery semantics): 202, 503 "
+	    "(nothing stored) or 504 `outcome_unknown`", FIELD(redis_timeout), .set = set_redis_timeout },
 	{ .name = "TXMAIL_DATA_DIR", .kind = CV_STR, .def = "./var",
 	  .help = "embedded Redis data, dev key, dev mail", FIELD(data_dir) },
 	{ .name = "TXMAIL_REDIS_SERVER", .kind = CV_STR, .def = "redis-server",
@@ -605,6 +612,17 @@ set_redis(struct config *cfg, const char *v, char *err, size_t errlen)
 	rc = config_parse_redis(v, &cfg->redis, err, errlen);
 	cfg->redis_set = rc == 0;
 	return rc;
+}
+
+/* the command timeout travels with the address, so every store handle (store_open) gets it */
+static int
+set_redis_timeout(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	(void)v;
+	(void)err;
+	(void)errlen;
+	cfg->redis.timeout_ms = (int)(cfg->redis_timeout * 1000.0 + 0.5);
+	return 0;
 }
 
 static void

@@ -46,6 +46,7 @@ struct redis_addr {
 	int db;
 	char user[256];           /* ACL user name; "" = AUTH with the password alone */
 	char pass[512];           /* "" = no AUTH; a secret: never logged */
+	int timeout_ms;           /* TXMAIL_REDIS_TIMEOUT: a command's answer is due within this; 0 = 5000 */
 };
 
 struct config {
@@ -53,6 +54,7 @@ struct config {
 	uint16_t listen_port;
 	int redis_set;            /* TXMAIL_REDIS_URL given; else `run` embeds redis */
 	struct redis_addr redis;
+	double redis_timeout;     /* TXMAIL_REDIS_TIMEOUT, 5 (also in redis.timeout_ms) */
 	char data_dir[PATH_MAX];  /* TXMAIL_DATA_DIR, default ./var */
 	char *api_keys[CONFIG_MAX_API_KEYS];  /* TXMAIL_API_KEYS, malloc'd */
 	size_t napi_keys;

@@ -11,7 +11,8 @@
  *
  * Connection policy: connect and set-up (AUTH when the URL has a password,
  * SELECT, SCRIPT LOAD, groups) with a 1 s timeout, commands time out after
- * 5 s (a blocking read gets its block time on top). Any I/O error frees the
+ * TXMAIL_REDIS_TIMEOUT (redis_addr.timeout_ms, default 5 s; a blocking read
+ * gets its block time on top of 5 s). Any I/O error frees the
  * context and the call returns STORE_ERR_UNAVAILABLE; the next call
  * reconnects, at most once per 200 ms, so an outage makes calls fail fast
  * instead of spinning or hanging. Each (re)connect loads the scripts and
@@ -634,7 +635,7 @@ st_connect(struct store *s)
 	rc = st_prepare(s);
 	if (rc)
 		goto fail;
-	rc = st_set_timeout(s, ST_CMD_TIMEOUT_MS);
+	rc = st_set_timeout(s, s->cmd_timeout_ms);
 	if (rc)
 		goto fail;
 	if (s->down)
@@ -1080,6 +1081,7 @@ store_open(const struct redis_addr *addr)
 		snprintf(s->desc, sizeof(s->desc), "%.255s:%u", s->addr.host, (unsigned)s->addr.port);
 	s->retention_ms = 7LL * 24 * 3600 * 1000;
 	s->timeout_ms = -1;
+	s->cmd_timeout_ms = s->addr.timeout_ms > 0 ? s->addr.timeout_ms : ST_CMD_TIMEOUT_MS;
 	util_strlcpy(s->work_cursor, "0-0", sizeof(s->work_cursor));
 	util_strlcpy(s->work_cursor_high, "0-0", sizeof(s->work_cursor_high));
 	util_strlcpy(s->event_cursor, "0-0", sizeof(s->event_cursor));

@@ -289,7 +289,7 @@ st_xread(struct store *s, const char *const *keys, size_t nkeys, const char *gro
 		goto out;
 	rc = st_do(s, &a, &r);
 	if (s->c) {
-		int t = st_set_timeout(s, ST_CMD_TIMEOUT_MS);
+		int t = st_set_timeout(s, s->cmd_timeout_ms);
 
 		if (rc == 0)
 			rc = t;

@@ -74,7 +74,7 @@ store_events_since(struct store *s, const char *after, int max, int block_ms,
 		goto out;
 	rc = st_do(s, &a, &r);
 	if (s->c) {
-		int t = st_set_timeout(s, ST_CMD_TIMEOUT_MS);
+		int t = st_set_timeout(s, s->cmd_timeout_ms);
 
 		if (rc == 0)
 			rc = t;

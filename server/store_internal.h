@@ -45,7 +45,7 @@
 #define ST_G_WEBHOOKS "webhooks"
 
 #define ST_CONNECT_TIMEOUT_MS 1000
-#define ST_CMD_TIMEOUT_MS 5000
+#define ST_CMD_TIMEOUT_MS 5000    /* the default of TXMAIL_REDIS_TIMEOUT (struct store.cmd_timeout_ms) */
 #define ST_RECONNECT_MS 200
 #define ST_MAX_RCPTS 1000        /* per message; the API allows 50 */
 #define ST_MAX_BATCH 1000        /* entries per fetch/reclaim/claim call */
@@ -90,6 +90,7 @@ struct store {
 	char desc[300];             /* host:port or socket path, for logs */
 	redisContext *c;
 	int timeout_ms;             /* current socket timeout of c */
+	int cmd_timeout_ms;         /* a command's timeout (addr.timeout_ms, else ST_CMD_TIMEOUT_MS) */
 	int64_t last_try_ms;        /* monotonic time of the last connect attempt */
 	int down;                   /* an outage was logged; cleared on connect */
 	int auth_failed;            /* the last connect attempt was refused AUTH */

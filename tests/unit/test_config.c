@@ -273,6 +273,31 @@ Test(config, load_rejects_bad_numbers)
 	unsetenv("TXMAIL_API_KEYS");
 }
 
+Test(config, redis_timeout_reaches_the_address)
+{
+	struct config c;
+	char err[256];
+
+	unsetenv("TXMAIL_REDIS_TIMEOUT");
+	unsetenv("TXMAIL_REDIS_URL");
+	cr_assert_eq(config_load(&c, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.redis.timeout_ms, 5000, "default: got %d ms, want 5000", c.redis.timeout_ms);
+	config_free(&c);
+	/* the URL's parser resets the address: the timeout must survive it */
+	setenv("TXMAIL_REDIS_URL", "redis://127.0.0.1:6390/1", 1);
+	setenv("TXMAIL_REDIS_TIMEOUT", "0.3", 1);
+	cr_assert_eq(config_load(&c, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.redis.timeout_ms, 300, "with a URL: got %d ms, want 300", c.redis.timeout_ms);
+	cr_expect_eq(c.redis.port, 6390);
+	config_free(&c);
+	setenv("TXMAIL_REDIS_TIMEOUT", "0.001", 1);
+	cr_assert_neq(config_load(&c, err, sizeof(err)), 0, "1 ms: got success, want an error");
+	cr_expect(strstr(err, "TXMAIL_REDIS_TIMEOUT") != NULL, "got error \"%s\", want it to name the variable", err);
+	config_free(&c);
+	unsetenv("TXMAIL_REDIS_TIMEOUT");
+	unsetenv("TXMAIL_REDIS_URL");
+}
+
 Test(config, shaping_defaults_and_domain_rate)
 {
 	struct config c;
