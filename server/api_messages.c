@@ -10,6 +10,10 @@
  * GET and DELETE /v1/messages/{id}, and the idempotency scope
  * ("<project>:<sha256 of the key>", request hash over method, path and
  * body: the keys of one project share their Idempotency-Keys).
+ * When Redis did not answer the enqueue in time, the store settles whether
+ * it was stored before this answers (store.h): 202 when it was, 503 only
+ * when nothing was stored, 504 outcome_unknown when Redis could not be
+ * asked; a batch is one script, so it has one outcome for all its messages.
  * It must never answer 202 before the enqueue succeeded, never touch
  * Redis for an id that cannot be one of ours, and never include
  * microhttpd.h (http.c does the wire; see api.h).
@@ -659,7 +663,18 @@ messages_accept(const struct api_request *req, struct messages_one *ms, size_t n
 	if (rc != STORE_OK) {
 		log_warn("enqueue failed", "msg_id=%s messages=%zu request_id=%s error=%s", ms[0].id, n,
 		    req->request_id, store_strerror(rc));
-		api_store_error(resp, rc);
+		if (rc == STORE_ERR_OUTCOME_UNKNOWN) {
+			api_error(resp, 504, "outcome_unknown", single ?
+			    "storage did not confirm in time whether the message was accepted, and cannot "
+			    "be asked now: it may or may not be sent. Retry with the same Idempotency-Key "
+			    "(a retry without one may send it twice)" :
+			    "storage did not confirm in time whether the batch was accepted, and cannot "
+			    "be asked now: all of its messages may or may not be sent. Retry with the same "
+			    "Idempotency-Key (a retry without one may send them twice)", NULL);
+			api_header(resp, "Retry-After", "1");
+		} else {
+			api_store_error(resp, rc);
+		}
 		goto out;
 	}
 

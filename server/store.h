@@ -21,6 +21,9 @@
  *   msg:<id>:tl       list  the message's event timeline, JSON entries.
  *   idem:<key>        hash  h (request hash) r (response to replay); PEXPIRE
  *                           ttl; written by the enqueue script itself.
+ *   abandoned:<id>    string  "1": an accept whose reply was lost, settled as
+ *                           not stored (first message of its batch); the
+ *                           enqueue script refuses to run for it. 24 h.
  *   ready             stream, group "workers": one entry {m=<id>, r=<i>}
  *                           per recipient delivery due now. An entry stays
  *                           pending until its outcome is recorded (XACK +
@@ -104,6 +107,8 @@ enum {
 	STORE_ERR_NOMEM = -5,
 	STORE_ERR_SUPPRESSED = -6,   /* store_enqueue_checked: a recipient is on the
 	                              * suppression list; nothing was stored */
+	STORE_ERR_OUTCOME_UNKNOWN = -7,  /* enqueue: Redis did not answer and could not be
+	                                  * asked whether the batch was stored */
 };
 
 struct store;
@@ -196,6 +201,18 @@ struct store_idem {
  * (malloc'd; caller frees); another request_hash -> STORE_ERR_CONFLICT.
  * Two racing calls with one key store exactly one batch.
  * Returns STORE_OK (then *replay is NULL unless replayed), or STORE_ERR_*.
+ *
+ * When Redis does not answer the script in time (or the connection
+ * breaks), the outcome is settled before returning: on a new connection,
+ * one script (abandon.lua) either finds msg:<first id> (the batch was
+ * stored: STORE_OK) or writes abandoned:<first id>, which the enqueue
+ * script checks first, so a copy of the call still on its way to Redis
+ * can never store it later (STORE_ERR_UNAVAILABLE: certainly nothing
+ * stored). When Redis cannot be reached for that either:
+ * STORE_ERR_OUTCOME_UNKNOWN (stored or not; a retry with the same
+ * idempotency key settles it). So STORE_ERR_UNAVAILABLE from an enqueue
+ * always means nothing was stored. The settling costs at most one
+ * reconnect (1 s per set-up command) plus one command timeout.
  */
 int store_enqueue_batch(struct store *s, const struct store_message_in *m, size_t n,
     const struct store_idem *idem, char **replay);

@@ -67,6 +67,7 @@ static const char *const st_scripts[SC_COUNT] = {
 	[SC_RATELIMIT] = store_lua_ratelimit,
 	[SC_BOUNCE] = store_lua_bounce,
 	[SC_HAND_BACK] = store_lua_hand_back,
+	[SC_ABANDON] = store_lua_abandon,
 };
 
 /* --- small helpers ------------------------------------------------------- */
@@ -1056,6 +1057,7 @@ store_strerror(int rc)
 	case STORE_ERR_PROTO: return "protocol";
 	case STORE_ERR_NOMEM: return "out_of_memory";
 	case STORE_ERR_SUPPRESSED: return "suppressed";
+	case STORE_ERR_OUTCOME_UNKNOWN: return "outcome_unknown";
 	default: return "unknown";
 	}
 }

@@ -41,6 +41,7 @@
 #define ST_K_WHEPS ST_PREFIX "wheps"
 #define ST_K_SUPP ST_PREFIX "supp"            /* the project "default"'s (st_project_prefix) */
 #define ST_K_KEYS ST_PREFIX "keys"
+#define ST_K_ABANDONED ST_PREFIX "abandoned:"   /* + message id: an accept settled as not stored */
 #define ST_G_WORKERS "workers"
 #define ST_G_WEBHOOKS "webhooks"
 
@@ -82,6 +83,7 @@ enum st_script {
 	SC_RATELIMIT,
 	SC_BOUNCE,
 	SC_HAND_BACK,
+	SC_ABANDON,
 	SC_COUNT
 };
 

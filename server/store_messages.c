@@ -3,7 +3,9 @@
  * enqueue script per message writes the message hash, its recipients, its
  * timeline, the idempotency key and the ready or due entries; batches are
  * pipelined; store_enqueue_checked also has the script look up each
- * recipient in the suppression list and store nothing when one is listed),
+ * recipient in the suppression list and store nothing when one is listed;
+ * an enqueue whose reply is lost is settled before returning, see
+ * st_enqueue_settle),
  * reading (store_get_message: the view script, parsed into a
  * struct store_message_view), cancel and bounce (one script each, applied
  * only to recipients still in a state that allows it).
@@ -27,6 +29,7 @@
 
 #define ST_MAX_MSGS 1000        /* messages per enqueue batch; the API allows 500 */
 #define ST_IDEM_TTL_MS (24LL * 3600 * 1000)
+#define ST_ABANDON_TTL_MS (24LL * 3600 * 1000)
 
 /* st_rcpt_status_ok - NULL/"queued"/"scheduled" (the default) or "suppressed". */
 static int
@@ -87,6 +90,62 @@ st_enqueue_flags(const redisReply *f, size_t total, int *flags)
 	return 0;
 }
 
+/*
+ * st_enqueue_settle - the enqueue script of the batch whose first message
+ * is id (key kmsg) was sent but not answered (timeout or a broken
+ * connection; the connection is gone). It may have run, may still run
+ * (queued in a stalled Redis or in a socket buffer), or never arrive. One
+ * reconnect and abandon.lua decide it for good: msg:<id> exists (0: the
+ * batch is stored, the caller answers as if the reply had come), or the
+ * abandoned mark is set, which enqueue.lua checks first, so the late copy
+ * stores nothing (STORE_ERR_UNAVAILABLE: certainly not stored). Scripts run
+ * one at a time, so there is no order in between. Redis unreachable for
+ * this too: STORE_ERR_OUTCOME_UNKNOWN. A mark is tiny and only written
+ * after a lost reply; it expires after ST_ABANDON_TTL_MS.
+ *
+ * A deadline in ARGV (the script comparing Redis TIME) was the other way:
+ * it needs no key, but trusts clocks - the Redis host's against this one's,
+ * and not stepping back - which this does not.
+ */
+static int
+st_enqueue_settle(struct store *s, const char *id, const char *kmsg, size_t n)
+{
+	char kab[ST_KEY_MAX];
+	struct st_args a;
+	long long v = -1;
+	int64_t t0 = util_mono_ms();
+	char took[32];
+	int rc;
+
+	if (st_key(kab, sizeof(kab), ST_K_ABANDONED, id, NULL))
+		return STORE_ERR_OUTCOME_UNKNOWN;
+	rc = st_eval_begin(s, &a, 8, SC_ABANDON, 2);
+	if (rc == 0) {
+		st_adds(&a, kmsg);
+		st_adds(&a, kab);
+		st_addi(&a, ST_ABANDON_TTL_MS);
+		rc = st_eval_int(s, &a, "abandon", 0, &v);
+	}
+	util_fmt_duration((double)(util_mono_ms() - t0) / 1000.0, took, sizeof(took));
+	if (rc == 0 && v == 1) {
+		log_info("enqueue reply lost, the batch is stored", "msg_id=%s messages=%zu took=%s",
+		    id, n, took);
+		return 0;
+	}
+	if (rc == 0 && v == 0) {
+		log_info("enqueue reply lost, settled as not stored", "msg_id=%s messages=%zu took=%s",
+		    id, n, took);
+		return STORE_ERR_UNAVAILABLE;
+	}
+	if (rc == 0) {
+		log_error("unexpected redis reply", "op=abandon value=%lld", v);
+		rc = STORE_ERR_PROTO;
+	}
+	log_warn("enqueue outcome unknown, redis cannot be asked", "msg_id=%s messages=%zu took=%s error=%s",
+	    id, n, took, store_strerror(rc));
+	return STORE_ERR_OUTCOME_UNKNOWN;
+}
+
 /* st_enqueue - store_enqueue_batch, and with flags the suppression check of store_enqueue_checked. */
 static int
 st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
@@ -95,7 +154,7 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 	struct st_msg_nums *nums = NULL;
 	struct st_args a;
 	redisReply *r = NULL;
-	char kidem[ST_KEY_MAX + 64], pp[ST_KEY_MAX], ksupp[ST_KEY_MAX];
+	char kidem[ST_KEY_MAX + 64], pp[ST_KEY_MAX], ksupp[ST_KEY_MAX], kab[ST_KEY_MAX];
 	const char *project = st_project_name(m && n ? m[0].project : NULL);
 	size_t i, j, nargs, total = 0;
 	int64_t v;
@@ -118,7 +177,7 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 		log_error("enqueue called with an invalid project");
 		return STORE_ERR_PROTO;
 	}
-	nargs = 3 + 6 + 8;
+	nargs = 3 + 7 + 8;
 	for (i = 0; i < n; i++) {
 		/* one batch, one project: its suppression list is the one looked at */
 		if (!st_message_ok(&m[i]) || (flags && !st_check_ok(&m[i])) ||
@@ -132,7 +191,8 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 	}
 	if (flags)
 		memset(flags, 0, total * sizeof(*flags));
-	if (st_key(kidem, sizeof(kidem), ST_PREFIX "idem:", idem ? idem->key : "-", NULL))
+	if (st_key(kidem, sizeof(kidem), ST_PREFIX "idem:", idem ? idem->key : "-", NULL) ||
+	    st_key(kab, sizeof(kab), ST_K_ABANDONED, m[0].id, NULL))
 		return STORE_ERR_PROTO;
 	nums = calloc(n, sizeof(*nums));
 	if (!nums)
@@ -157,7 +217,7 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 	rc = st_args_init(&a, nargs);
 	if (rc)
 		goto out;
-	st_eval(&a, s, SC_ENQUEUE, (int)(6 + 2 * n));
+	st_eval(&a, s, SC_ENQUEUE, (int)(7 + 2 * n));
 	st_adds(&a, ST_K_READY);
 	st_adds(&a, ST_K_DUE);
 	st_adds(&a, ST_K_EVENTS);
@@ -168,6 +228,7 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 		st_adds(&a, nums[i].kmsg);
 		st_adds(&a, nums[i].ktl);
 	}
+	st_adds(&a, kab);
 	st_adds(&a, idem ? "1" : "0");
 	st_adds(&a, idem ? idem->request_hash : "");
 	st_adds(&a, idem ? idem->response : "");
@@ -205,7 +266,17 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 			st_adds(&a, flags && !sup ? rc_in->lower : "");
 		}
 	}
+	/*
+	 * Up to here a failure means nothing was sent (st_connect failed fast):
+	 * certainly not stored. From here STORE_ERR_UNAVAILABLE without a reply
+	 * means it may have been: settle it. A reply refusing the script (BUSY,
+	 * LOADING, ...: st_bad below) means it did not run.
+	 */
 	rc = st_do(s, &a, &r);
+	if (rc == STORE_ERR_UNAVAILABLE) {
+		rc = st_enqueue_settle(s, m[0].id, nums[0].kmsg, n);
+		goto out;
+	}
 	if (rc)
 		goto out;
 	if (!st_is_array(r, 2) || st_int(r->element[0], &v) != 0 || !st_is_str(r->element[1])) {
@@ -231,6 +302,11 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 		break;
 	case 3:
 		rc = STORE_ERR_CONFLICT;
+		break;
+	case 5:
+		/* only a late copy of a settled call meets its mark; never a live one */
+		log_error("enqueue refused, the message id was abandoned", "msg_id=%.64s", m[0].id);
+		rc = STORE_ERR_UNAVAILABLE;
 		break;
 	case 4:
 		if (!flags || st_enqueue_flags(r->element[1], total, flags) != 0) {

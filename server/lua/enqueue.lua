@@ -1,5 +1,6 @@
 -- enqueue.lua - store_conn.c's SC_ENQUEUE: a batch of messages (store_enqueue is a batch of one)
--- KEYS: ready, due, events, idem, supp, ready:high, then msg, tl per message
+-- KEYS: ready, due, events, idem, supp, ready:high, then msg, tl per message,
+--       then abandoned (abandoned:<id> of the first message)
 -- ARGV: has_idem request_hash response ttl_ms retention_ms nmsgs check
 --       project, then per message: id created expires send_at from mail_from
 --       subject mime metadata tags timeline tenant n prio, then per
@@ -15,7 +16,12 @@
 -- list: nothing stored, flags has one '0'/'1' per recipient of the whole
 -- batch, '1' for each one found (by its lower-cased address "lower";
 -- recipients given as "suppressed" are not looked up and get '0').
--- The idempotency record is looked at first, so a replay or a conflict is
+-- {5, ""} the first message's id is marked abandoned: nothing stored. The
+-- mark is set by abandon.lua when an earlier reply was lost and this call
+-- was settled as not stored (store_messages.c), so this copy of it, late
+-- from a stalled Redis or a slow socket, must not store it now. Checked
+-- before anything else.
+-- The idempotency record is looked at next, so a replay or a conflict is
 -- never answered with {4, ...}.
 -- Recipients with status "suppressed" are terminal at once: not queued,
 -- not counted in pending, their event goes to the outbox and their
@@ -26,6 +32,7 @@ local function hset(k, f)
     redis.call('HSET', k, unpack(f, i, math.min(i + 399, #f)))
   end
 end
+if redis.call('EXISTS', KEYS[#KEYS]) == 1 then return {5, ''} end
 if ARGV[1] == '1' then
   local h = redis.call('HMGET', KEYS[4], 'h', 'r')
   if h[1] then

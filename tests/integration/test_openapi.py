@@ -154,7 +154,7 @@ def test_spec_enums(spec):
     assert s["MessageStatus"]["enum"] == want + ["partial"], "got %r" % s["MessageStatus"]["enum"]
     types = ["invalid_json", "unauthorized", "forbidden", "not_found", "method_not_allowed", "idempotency_conflict",
              "conflict", "payload_too_large", "unsupported_media_type", "validation_error",
-             "rate_limited", "unavailable", "internal_error"]
+             "rate_limited", "unavailable", "outcome_unknown", "internal_error"]
     assert s["ErrorType"]["enum"] == types, "got %r, want %r" % (s["ErrorType"]["enum"], types)
     assert s["FailureReason"]["enum"] == ["bounced", "expired", "suppressed"], "got %r" % s["FailureReason"]["enum"]
 
