@@ -858,6 +858,35 @@ http_client_addr(const struct config *cfg, struct MHD_Connection *conn,
  * up, at least 1), 503 unavailable (a stored key while Redis is down) or
  * 500. Never logs the token.
  */
+/*
+ * http_choose_project - `?project=P`: a scope admin key acts inside project
+ * P alone (its templates, suppressions, endpoints; a send is stored as P's);
+ * any other key may name only its own project. 0, or -1 after queueing 422
+ * validation_error (not a project name) or 403.
+ */
+static int
+http_choose_project(struct MHD_Connection *conn, struct http_req *rq,
+    const struct keys_identity *who, enum MHD_Result *ret)
+{
+	const char *sel = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "project");
+
+	if (sel == NULL)
+		return 0;
+	if (!keys_valid_name(sel)) {
+		*ret = http_send_error(conn, rq, 422, "validation_error",
+		    "project must be 1 to 64 of A-Z a-z 0-9 _ . -", "project", NULL, NULL);
+		return -1;
+	}
+	if (who->scope != KEYS_SCOPE_ADMIN && strcmp(sel, who->project) != 0) {
+		*ret = http_send_error(conn, rq, 403, "forbidden",
+		    "only a scope admin key may name another project", "project", NULL, NULL);
+		return -1;
+	}
+	util_strlcpy(rq->project, sel, sizeof(rq->project));
+	rq->all_projects = 0;
+	return 0;
+}
+
 static int
 http_authenticate(struct http_server *h, struct MHD_Connection *conn, struct http_req *rq,
     enum MHD_Result *ret)
@@ -924,7 +953,7 @@ http_authenticate(struct http_server *h, struct MHD_Connection *conn, struct htt
 	}
 	util_strlcpy(rq->project, who.project, sizeof(rq->project));
 	rq->all_projects = who.scope == KEYS_SCOPE_ADMIN;
-	return 0;
+	return http_choose_project(conn, rq, &who, ret);
 }
 
 /* --- request bodies -------------------------------------------------------- */

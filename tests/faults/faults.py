@@ -16,7 +16,8 @@ process) - sends --messages messages through the API at an even pace over
     in short storms plus a low background rate;
   - takes the webhook receiver down for --webhook-down seconds.
 
-Senders retry a request whose answer was lost (connection reset, 503) with
+Senders retry a request whose answer was lost (connection reset, 503, 504
+outcome_unknown) with
 the same Idempotency-Key, as a careful caller would, so every message has
 one id. After the load, faults stop and the harness waits (bounded by
 --drain-seconds) until every recipient is terminal and its terminal webhook
@@ -239,7 +240,7 @@ class Run:
                             if r.headers.get("idempotent-replayed"):
                                 self.replays += 1
                         break
-                    if r is not None and r.status not in (500, 502, 503):
+                    if r is not None and r.status not in (500, 502, 503, 504):
                         self.errors.append("seq %d: %s %r" % (seq, r.status, r.body[:200]))
                         break
                     with self.lock:

@@ -298,13 +298,17 @@ def test_redis_restart(txmail_factory, redis, smtp_peer, webhook):
     log("redis restart: %d answers, %d during the outage (%d x 503), exceptions %d" % (
         len(results), len(outage), sum(1 for x in outage if x[1] == 503), len(excs)))
     assert not excs, "requests failed without an HTTP answer: %r" % excs[:5]
-    other = [x for x in results if x[1] not in (202, 503)]
-    assert not other, "answers other than 202/503: %r" % other[:5]
+    # a send in flight when Redis died may get 504 outcome_unknown (its reply was
+    # lost and the store could not be asked whether it was stored: issue 11,
+    # point 4); only during the outage, never before or after it
+    other = [x for x in results if x[1] not in (202, 503) and not (x[1] == 504 and x[0] == "outage")]
+    assert not other, "answers other than 202/503 (or 504 during the outage): %r" % other[:5]
     for x in results:
-        if x[1] == 503:
-            assert x[4] == "unavailable", "503 error type: got %r" % (x[4],)
+        if x[1] in (503, 504):
+            want = "unavailable" if x[1] == 503 else "outcome_unknown"
+            assert x[4] == want, "%d error type: got %r, want %r" % (x[1], x[4], want)
             assert x[2] is not None and x[2].strip().isdigit() and int(x[2]) >= 1, \
-                "503 without a usable Retry-After: %r" % (x[2],)
+                "%d without a usable Retry-After: %r" % (x[1], x[2])
     assert not [x for x in results if x[0] == "before" and x[1] != 202], "non-202 before the outage"
 
     ids = accepted()

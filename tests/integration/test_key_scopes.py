@@ -268,3 +268,47 @@ def test_key_of_previous_release(txmail_binary, redis, txmail):
             "old key: idempotency record not under its project (its name)"
     finally:
         c.close()
+
+
+def test_admin_names_a_project(txmail_binary, redis, txmail_factory, spec_validator):
+    """`?project=P`: an admin key acts inside project P alone; other keys may name only their own."""
+    env = {"TXMAIL_REDIS_URL": redis.url}
+    keys = {"admin1": create(txmail_binary, env, "admin1", "--scope", "admin"),
+            "shop": create(txmail_binary, env, "shop"),
+            "other": create(txmail_binary, env, "other")}
+    tx = txmail_factory()
+    cs = {n: helpers.Client(tx.port, key=k) for n, k in keys.items()}
+    tpl = {"subject": "Hi {{name}}", "text": "Hello {{name}}"}
+    try:
+        admin, shop, other = cs["admin1"], cs["shop"], cs["other"]
+        # a template written by the admin in project shop is shop's, not the admin's own
+        r = admin.request("PUT", "/v1/templates/welcome?project=shop", json_body=tpl)
+        assert r.status == 201, "admin PUT ?project=shop: got %r, want 201" % r
+        assert shop.get("/v1/templates/welcome").status == 200, "shop does not see the admin's template"
+        assert admin.get("/v1/templates/welcome").status == 404, \
+            "without ?project the admin acts in its own project: the template should be missing"
+        assert other.get("/v1/templates/welcome").status == 404, "another project sees shop's template"
+        # a suppression too, and a send on shop's behalf is stored as shop's
+        r = admin.post_json("/v1/suppressions?project=shop", {"email": "gone@example.com"})
+        assert r.status in (200, 201), "admin POST suppression ?project=shop: got %r" % r
+        listed = [s["email"] for s in shop.get("/v1/suppressions").json["data"]]
+        assert listed == ["gone@example.com"], "shop's suppressions: got %r" % listed
+        assert other.get("/v1/suppressions").json["data"] == [], "another project sees shop's suppression"
+        r = admin.request("POST", "/v1/messages?project=shop", json_body=MSG)
+        assert r.status == 202, "admin send ?project=shop: got %r" % r
+        mid = "/v1/messages/" + r.json["id"]
+        assert shop.get(mid).status == 200, "shop cannot read the message sent on its behalf"
+        assert other.get(mid).status == 404, "another project reads shop's message"
+        # a key naming its own project is fine; another project is 403; a bad name 422
+        assert shop.get("/v1/templates/welcome?project=shop").status == 200
+        r = shop.get("/v1/templates/welcome?project=other")
+        assert r.status == 403 and r.json["error"]["type"] == "forbidden" and \
+            r.json["error"].get("field") == "project", "a full key naming another project: got %r" % r
+        spec_validator.check_response("GET", "/v1/templates/welcome", r)
+        r = admin.request("POST", "/v1/messages?project=no%20such!", json_body=MSG)
+        assert r.status == 422 and r.json["error"]["type"] == "validation_error" and \
+            r.json["error"].get("field") == "project", "admin with a bad project name: got %r" % r
+        spec_validator.check_response("POST", "/v1/messages", r)
+    finally:
+        for c in cs.values():
+            c.close()
