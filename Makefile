@@ -69,10 +69,11 @@ RUN_PKGS  := gcc libc6-dev pkg-config libmicrohttpd-dev libssl-dev libcjson-dev 
 # of test_mx / test_dkim / test_relay_dns), clang + its runtime (fuzz),
 # valgrind, wrk (bench_api; redis-benchmark comes with redis-server);
 # unshare/mount/getent (test_relay_dns) are in every Debian (util-linux,
-# mount, libc-bin) and listed to say so. node/npm: see deps-test.
+# mount, libc-bin) and listed to say so; golang-go, php-cli and php-curl run
+# README.md's client examples (test_readme_snippets). node/npm: see deps-test.
 TEST_PKGS := libcriterion-dev python3 python3-aiosmtpd python3-pytest python3-pytest-xdist \
              python3-yaml python3-dkim python3-nacl openssl dnsmasq clang libclang-rt-14-dev \
-             valgrind wrk util-linux mount libc-bin
+             valgrind wrk util-linux mount libc-bin golang-go php-cli php-curl
 
 # Targets that install first and then re-enter make as do-<target> (see the
 # top of this file); do-<target> alone is the same without apt.
@@ -127,8 +128,9 @@ deps-test:
 	fi
 
 # --- spec tooling ---------------------------------------------------------------
-# @redocly/cli (lint) and ajv (tests/spec/validate.mjs, used by the integration
-# tests) from tests/spec/package-lock.json into tests/spec/node_modules
+# @redocly/cli (lint), ajv (tests/spec/validate.mjs, used by the integration
+# tests) and standardwebhooks (README.md's Node webhook receiver, run by
+# test_readme_snippets) from tests/spec/package-lock.json into tests/spec/node_modules
 # (gitignored); reinstalled when the lock file is newer than the install.
 SPEC_TOOLS := tests/spec/node_modules/.package-lock.json
 
