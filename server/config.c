@@ -1055,11 +1055,21 @@ osa_distance(const char *a, const char *b)
 	return d[la][lb];
 }
 
-/* Known: a table name, or NAME_FILE of a secret one. */
+/*
+ * Names the server never reads but a shell that starts it may hold: the
+ * README's client examples take the API's address and key from these.
+ */
+static const char *const client_names[] = { "TXMAIL_URL", "TXMAIL_KEY" };
+
+/* Known: a table name, NAME_FILE of a secret one, or a client-side name. */
 static int
 name_known(const char *name)
 {
 	size_t nl = strlen(name);
+
+	for (size_t i = 0; i < sizeof(client_names) / sizeof(client_names[0]); i++)
+		if (strcmp(name, client_names[i]) == 0)
+			return 1;
 
 	for (size_t i = 0; i < NVARS; i++) {
 		const char *k = config_vars[i].name;

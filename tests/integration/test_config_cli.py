@@ -201,3 +201,16 @@ def test_api_start_warns_about_unknown_variable(txmail_factory):
         assert r.status == 200, "the API still starts: /readyz got %s" % r.status
     finally:
         c.close()
+
+
+def test_client_side_names_do_not_warn(txmail_binary):
+    """TXMAIL_URL and TXMAIL_KEY are what the README's client examples read from the
+    caller's shell: a txmail started from that shell takes them silently, while a
+    near miss of them still warns."""
+    rc, out, err = config_cli(txmail_binary, {"TXMAIL_URL": "http://127.0.0.1:8080",
+                                              "TXMAIL_KEY": "txm_x", "TXMAIL_KEYS": "1"}, "check")
+    assert rc == 0, "config check: exit %d: %s" % (rc, err)
+    warned = [ln for ln in problems(err) if "unknown variable" in ln]
+    assert [ln for ln in warned if "TXMAIL_URL" in ln or "TXMAIL_KEY:" in ln] == [], \
+        "client-side names warned: %r" % warned
+    assert any("TXMAIL_KEYS" in ln for ln in warned), "an unknown neighbour no longer warns: %r" % warned
