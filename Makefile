@@ -178,6 +178,23 @@ $(LUA_GEN): $(BUILD)/gen/luagen $(LUA_SRC) $(LUA_LIB) server/lua server/lua/lib
 
 $(addprefix $(BUILD)/,$(STORE_OBJ)) $(addprefix $(BUILD)/asan/,$(STORE_OBJ)): $(LUA_GEN)
 
+# The operator pages: every server/ui/NAME.{html,js,css,svg} becomes one
+# entry of the asset table in $(BUILD)/gen/ui_assets.h, written by
+# server/ui/uigen.c (built like luagen: the compiler alone). Only
+# server/dashboard.c includes it; editing, adding or removing a file
+# regenerates it. Generated, never in git.
+UI_SRC := $(sort $(wildcard server/ui/*.html server/ui/*.js server/ui/*.css server/ui/*.svg))
+UI_GEN := $(BUILD)/gen/ui_assets.h
+
+$(BUILD)/gen/uigen: server/ui/uigen.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(OPT) -o $@ $<
+
+$(UI_GEN): $(BUILD)/gen/uigen $(UI_SRC) server/ui
+	$(BUILD)/gen/uigen $@ $(UI_SRC)
+
+$(BUILD)/server/dashboard.o $(BUILD)/asan/server/dashboard.o: $(UI_GEN)
+
 # VERSION is compiled in (-DTXMAIL_VERSION): every object depends on it.
 $(BUILD)/%.o: %.c VERSION | pkg-check
 	@mkdir -p $(dir $@)
@@ -348,6 +365,7 @@ $(FUZZ)/obj/%.o: %.c VERSION | pkg-check
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 
 $(addprefix $(FUZZ)/obj/,$(STORE_OBJ)): $(LUA_GEN)
+$(FUZZ)/obj/server/dashboard.o: $(UI_GEN)
 
 $(FUZZ)/libtxmail-fuzz.a: $(FUZZ_LIB_SRC:%.c=$(FUZZ)/obj/%.o)
 	@rm -f $@; ar rcs $@ $^

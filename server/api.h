@@ -163,9 +163,13 @@ api_handler_fn api_webhooks_delete;   /* DELETE /v1/webhooks/{id} */
 /* api_events.c (see api_events.h for the stream itself) */
 api_handler_fn api_events_stream;     /* GET /v1/events/stream: resp->stream */
 
-/* metrics.c, dashboard.c (the counters themselves are in metrics.h, which
- * does not include this file: modules that only count see no HTTP types) */
+/* metrics.c (the counters themselves are in metrics.h, which does not
+ * include this file: modules that only count see no HTTP types) */
 api_handler_fn metrics_http_get;      /* GET /metrics: text/plain; version=0.0.4. No auth. */
-api_handler_fn metrics_dashboard_get; /* GET /: the HTML dashboard. No auth, no Redis. */
+
+/* dashboard.c: the embedded operator pages (server/ui). No auth, no Redis. */
+api_handler_fn dashboard_index_get;   /* GET /: index.html */
+api_handler_fn dashboard_asset_get;   /* GET /ui/{name} */
+api_handler_fn dashboard_favicon_get; /* GET /favicon.ico: 204 */
 
 #endif

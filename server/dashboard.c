@@ -1,91 +1,129 @@
 /*
- * dashboard.c - GET /: a small self-contained HTML dashboard.
+ * dashboard.c - the operator pages: GET / (index.html), GET /ui/<name>
+ * (its scripts, styles and icon) and GET /favicon.ico.
  *
- * Owns one static page (inline CSS and JS, no external assets) that polls
- * GET /metrics every 2 s and shows the counters and queue gauges. It must
- * never need an API key, touch Redis, or embed anything secret: the page is
- * public like /metrics, and /v1 calls still need a bearer key.
+ * Owns the answers for the files of server/ui, embedded at build time by
+ * server/ui/uigen.c into the generated "ui_assets.h" (name, Content-Type,
+ * bytes, ETag): the page works offline, with no CDN and nothing read from
+ * disk. Every answer carries the same strict Content-Security-Policy
+ * (DASHBOARD_CSP: scripts and styles from this origin only, no inline
+ * script, no plugin, no framing of the page; frames only for the dev-mail
+ * viewer, whose sandboxed srcdoc/blob frames inherit this policy and so
+ * reach no other host), X-Content-Type-Options: nosniff, no referrer, and
+ * Cache-Control: no-cache with an ETag (a browser revalidates and gets a
+ * 304 while the binary is the same). The pages themselves are public like
+ * /metrics and hold nothing secret: the data comes from /v1 calls the
+ * browser makes with the key the operator types in (server/ui/app.js), so
+ * nothing here needs a key, touches Redis or sees a project.
  */
 #include "api.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static const char dashboard_html[] =
-"<!doctype html>\n"
-"<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
-"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\n"
-"<title>txmail dashboard</title>\n"
-"<style>\n"
-"body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;background:#fafafa}\n"
-"h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.05em;margin:1.4em 0 .4em}\n"
-".grid{display:flex;flex-wrap:wrap;gap:.6em}\n"
-".card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.6em .9em;min-width:9em}\n"
-".card b{display:block;font-size:1.6em;font-variant-numeric:tabular-nums}\n"
-".card span{color:#666;font-size:.85em}\n"
-"table{border-collapse:collapse;background:#fff}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}\n"
-"td:first-child,th:first-child{text-align:left;font-family:monospace}\n"
-"#state{color:#666}.bad{color:#b00}.note{color:#555;margin-top:2em;font-size:.9em}\n"
-"</style></head><body>\n"
-"<h1>txmail</h1><div id=\"state\">loading /metrics&hellip;</div>\n"
-"<h2>Queue (Redis, all processes)</h2><div class=\"grid\" id=\"queue\"></div>\n"
-"<h2>Recipients (this process)</h2><div class=\"grid\" id=\"rcpt\"></div>\n"
-"<h2>Messages, SMTP and webhooks (this process)</h2><div class=\"grid\" id=\"misc\"></div>\n"
-"<h2>HTTP requests (this process)</h2>\n"
-"<table><thead><tr><th>route</th><th>1xx</th><th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th></tr></thead>\n"
-"<tbody id=\"http\"></tbody></table>\n"
-"<p class=\"note\">Counters are per process and start at zero when it starts; queue gauges are read "
-"from Redis at each scrape. This page and <a href=\"/metrics\">/metrics</a> need no key; every "
-"<code>/v1</code> call needs <code>Authorization: Bearer &lt;key&gt;</code>.</p>\n"
-"<script>\n"
-"'use strict';\n"
-"function parse(text){var out=[];text.split('\\n').forEach(function(l){\n"
-" if(!l||l[0]==='#')return;var m=/^([a-zA-Z_:][a-zA-Z0-9_:]*)(\\{(.*)\\})? (\\S+)$/.exec(l);if(!m)return;\n"
-" var labels={};if(m[3]){var re=/(\\w+)=\"((?:[^\"\\\\]|\\\\.)*)\"/g,x;while((x=re.exec(m[3]))!==null)labels[x[1]]=x[2];}\n"
-" out.push({name:m[1],labels:labels,value:Number(m[4])});});return out;}\n"
-"function card(parent,label,value){var d=document.createElement('div');d.className='card';\n"
-" var b=document.createElement('b');b.textContent=value===undefined?'\\u2013':String(value);\n"
-" var s=document.createElement('span');s.textContent=label;d.appendChild(b);d.appendChild(s);parent.appendChild(d);}\n"
-"function get(ms,name,key,val){for(var i=0;i<ms.length;i++){var m=ms[i];\n"
-" if(m.name===name&&(key===undefined||m.labels[key]===val))return m.value;}return undefined;}\n"
-"function render(ms){var q=document.getElementById('queue'),r=document.getElementById('rcpt'),\n"
-" o=document.getElementById('misc'),h=document.getElementById('http');\n"
-" q.textContent='';r.textContent='';o.textContent='';h.textContent='';\n"
-" [['ready','txmail_queue_ready'],['pending (claimed)','txmail_queue_pending'],['due (retry/scheduled)','txmail_queue_due'],\n"
-"  ['events retained','txmail_events_retained']].forEach(function(p){card(q,p[0],get(ms,p[1]));});\n"
-" ['delivered','deferred','failed','expired','suppressed'].forEach(function(s){card(r,s,get(ms,'txmail_recipients_total','status',s));});\n"
-" card(o,'messages accepted',get(ms,'txmail_messages_accepted_total'));\n"
-" ['ok','tempfail','permfail'].forEach(function(s){card(o,'smtp '+s,get(ms,'txmail_smtp_transactions_total','result',s));});\n"
-" ['success','retry','gave_up','dropped'].forEach(function(s){card(o,'webhook '+s,get(ms,'txmail_webhook_attempts_total','result',s));});\n"
-" var rows={};ms.forEach(function(m){if(m.name!=='txmail_http_requests_total')return;\n"
-"  var k=m.labels.route;rows[k]=rows[k]||{};rows[k][m.labels.code_class]=m.value;});\n"
-" Object.keys(rows).sort().forEach(function(k){var tr=document.createElement('tr');\n"
-"  var td=document.createElement('td');td.textContent=k;tr.appendChild(td);\n"
-"  ['1xx','2xx','3xx','4xx','5xx'].forEach(function(c){var t=document.createElement('td');t.textContent=rows[k][c]||0;tr.appendChild(t);});\n"
-"  h.appendChild(tr);});\n"
-" var st=document.getElementById('state');var up=get(ms,'txmail_redis_up');\n"
-" st.className=up===1?'':'bad';st.textContent='updated '+new Date().toLocaleTimeString()+(up===1?' \\u2013 redis up':' \\u2013 redis unreachable');}\n"
-"function tick(){fetch('/metrics',{cache:'no-store'}).then(function(r){if(!r.ok)throw new Error('HTTP '+r.status);return r.text();})\n"
-" .then(function(t){render(parse(t));}).catch(function(e){var st=document.getElementById('state');st.className='bad';\n"
-" st.textContent='cannot read /metrics: '+e.message;}).finally(function(){setTimeout(tick,2000);});}\n"
-"tick();\n"
-"</script></body></html>\n";
+#include "ui_assets.h"
+
+/*
+ * style-src allows inline styles: captured mail is HTML with <style> and
+ * style="" everywhere, rendered in a frame that inherits this policy; the
+ * page itself never builds markup from data (textContent only), and no
+ * inline script runs anywhere (script-src 'self').
+ */
+#define DASHBOARD_CSP \
+	"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; " \
+	"img-src 'self' data: blob:; font-src 'self'; connect-src 'self'; " \
+	"frame-src 'self' blob:; child-src 'self' blob:; worker-src 'none'; " \
+	"object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+static void
+dashboard_headers(struct api_response *resp)
+{
+	api_header(resp, "Content-Security-Policy", DASHBOARD_CSP);
+	api_header(resp, "X-Content-Type-Options", "nosniff");
+	api_header(resp, "Referrer-Policy", "no-referrer");
+	api_header(resp, "X-Frame-Options", "DENY");
+}
+
+static const struct ui_asset *
+dashboard_find(const char *name)
+{
+	if (name == NULL)
+		return NULL;
+	for (const struct ui_asset *a = ui_assets; a->name != NULL; a++)
+		if (strcmp(a->name, name) == 0)
+			return a;
+	return NULL;
+}
+
+/* dashboard_fresh - 1 when If-None-Match names this ETag (or is "*"). */
+static int
+dashboard_fresh(const struct api_request *req, const struct ui_asset *a)
+{
+	const char *inm = api_request_header(req, "If-None-Match");
+
+	if (inm == NULL)
+		return 0;
+	return strcmp(inm, "*") == 0 || strstr(inm, a->etag) != NULL;
+}
+
+static void
+dashboard_send(const struct api_request *req, struct api_response *resp,
+    const struct ui_asset *a)
+{
+	char *body;
+
+	if (dashboard_fresh(req, a)) {
+		api_body(resp, 304, NULL);
+		api_header(resp, "Content-Type", a->type);
+	} else {
+		body = malloc(a->len + 1);
+		if (body == NULL) {
+			api_error(resp, 500, "internal_error", "out of memory", NULL);
+			return;
+		}
+		memcpy(body, a->data, a->len);
+		body[a->len] = '\0';
+		api_body(resp, 200, body);
+		resp->body_len = a->len;
+		api_header(resp, "Content-Type", a->type);
+	}
+	api_header(resp, "Cache-Control", "no-cache");
+	api_header(resp, "ETag", a->etag);
+	dashboard_headers(resp);
+}
 
 void
-metrics_dashboard_get(const struct api_request *req, struct api_response *resp)
+dashboard_index_get(const struct api_request *req, struct api_response *resp)
 {
-	char *body = malloc(sizeof(dashboard_html));
+	const struct ui_asset *a = dashboard_find("index.html");
 
-	(void)req;
-	if (body == NULL) {
-		api_error(resp, 500, "internal_error", "out of memory", NULL);
+	if (a == NULL) {
+		api_error(resp, 500, "internal_error", "the dashboard was built without index.html",
+		    NULL);
 		return;
 	}
-	memcpy(body, dashboard_html, sizeof(dashboard_html));
-	free(resp->body);
-	resp->status = 200;
-	resp->body = body;
-	resp->body_len = sizeof(dashboard_html) - 1;
-	api_header(resp, "Content-Type", "text/html; charset=utf-8");
-	api_header(resp, "Cache-Control", "no-store");
+	dashboard_send(req, resp, a);
+}
+
+void
+dashboard_asset_get(const struct api_request *req, struct api_response *resp)
+{
+	const struct ui_asset *a = dashboard_find(req->param);
+
+	if (a == NULL) {
+		api_error(resp, 404, "not_found", "no such file", NULL);
+		dashboard_headers(resp);
+		return;
+	}
+	dashboard_send(req, resp, a);
+}
+
+/* Browsers ask for /favicon.ico whatever the page says: no content, cached for a day. */
+void
+dashboard_favicon_get(const struct api_request *req, struct api_response *resp)
+{
+	(void)req;
+	api_body(resp, 204, NULL);
+	api_header(resp, "Cache-Control", "public, max-age=86400");
+	dashboard_headers(resp);
 }

@@ -92,6 +92,8 @@ ROUTES = [
     ("/readyz", "get", {"200", "503"}),
     ("/metrics", "get", {"200"}),
     ("/", "get", {"200"}),
+    ("/ui/{name}", "get", {"200", "404"}),
+    ("/favicon.ico", "get", {"204"}),
 ]
 
 
@@ -102,7 +104,7 @@ def test_spec_paths(spec, path, method, codes):
     assert op is not None, "got no %s on %s" % (method.upper(), path)
     missing = codes - set(op["responses"])
     assert not missing, "got responses %s, want also %s" % (sorted(op["responses"]), sorted(missing))
-    if path in ("/healthz", "/readyz", "/metrics", "/"):
+    if path in ("/healthz", "/readyz", "/metrics", "/", "/ui/{name}", "/favicon.ico"):
         assert op.get("security") == [], "got security %r on %s, want [] (no auth)" % (op.get("security"), path)
     else:
         assert "security" not in op, "got per-operation security %r on %s, want the global bearer" % (
@@ -293,6 +295,9 @@ def test_live_every_operation(spec, txmail, capi, webhook, smtp_peer, spec_valid
     st(c.request("POST", "/healthz", auth=False), 405)
     st(c.get("/metrics", auth=False), 200)
     st(c.get("/", auth=False), 200)
+    st(c.get("/ui/app.js", auth=False), 200)
+    st(c.get("/ui/nope.js", auth=False), 404)
+    st(c.get("/favicon.ico", auth=False), 204)
 
     # templates
     tmpl = {"subject": "Code {{code}}", "text": "code {{code}}", "html": "<b>{{code}}</b>"}
