@@ -70,10 +70,11 @@ RUN_PKGS  := gcc libc6-dev pkg-config libmicrohttpd-dev libssl-dev libcjson-dev 
 # valgrind, wrk (bench_api; redis-benchmark comes with redis-server);
 # unshare/mount/getent (test_relay_dns) are in every Debian (util-linux,
 # mount, libc-bin) and listed to say so; golang-go, php-cli and php-curl run
-# README.md's client examples (test_readme_snippets). node/npm: see deps-test.
+# README.md's client examples (test_readme_snippets); chromium (test_dashboard,
+# driven by playwright-core from tests/ui). node/npm: see deps-test.
 TEST_PKGS := libcriterion-dev python3 python3-aiosmtpd python3-pytest python3-pytest-xdist \
              python3-yaml python3-dkim python3-nacl openssl dnsmasq clang libclang-rt-14-dev \
-             valgrind wrk util-linux mount libc-bin golang-go php-cli php-curl
+             valgrind wrk util-linux mount libc-bin golang-go php-cli php-curl chromium
 
 # Targets that install first and then re-enter make as do-<target> (see the
 # top of this file); do-<target> alone is the same without apt.
@@ -138,7 +139,15 @@ $(SPEC_TOOLS): tests/spec/package-lock.json tests/spec/package.json
 	npm ci --prefix tests/spec --no-audit --no-fund --loglevel=error
 	@touch $@
 
-do-spec-tools: $(SPEC_TOOLS)
+# playwright-core (tests/ui/dashboard.mjs drives Debian's chromium; it
+# downloads no browser) from tests/ui/package-lock.json, the same way.
+UI_TOOLS := tests/ui/node_modules/.package-lock.json
+
+$(UI_TOOLS): tests/ui/package-lock.json tests/ui/package.json
+	npm ci --prefix tests/ui --no-audit --no-fund --loglevel=error
+	@touch $@
+
+do-spec-tools: $(SPEC_TOOLS) $(UI_TOOLS)
 
 do-spec-lint: do-spec-tools
 	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx --prefix tests/spec redocly lint --config tests/spec/redocly.yaml api-spec/openapi.yaml

@@ -256,11 +256,12 @@
 		clear(grid);
 		RATES.forEach(function (r, i) {
 			var d = el('div', 'card'), b = el('b', null, '\u2013'), s = el('span', null, r.label);
-			var c = el('canvas');
+			var c = el('canvas'), peak = el('i', 'peak', '');
 			c.setAttribute('aria-label', r.label + ', last 15 minutes');
 			d.dataset.rate = String(i);
 			d.appendChild(b);
 			d.appendChild(s);
+			d.appendChild(peak);
 			d.appendChild(c);
 			grid.appendChild(d);
 			r.card = d;
@@ -274,6 +275,7 @@
 			var peak = 0;
 			series.forEach(function (p) { if (p.v > peak) peak = p.v; });
 			r.card.title = 'peak ' + fmt(peak) + ' / s in the last 15 minutes';
+			r.card.querySelector('i').textContent = series.length ? 'peak ' + fmt(peak) : '';
 			draw(r.card.querySelector('canvas'), series, now);
 		});
 	}

@@ -4,11 +4,19 @@ The files of server/ui are embedded in the binary (server/ui/uigen.c) and
 served with their Content-Type, an ETag (304 on If-None-Match), a strict
 Content-Security-Policy and nosniff. The browser test drives the page in
 headless Chromium (tests/ui/dashboard.mjs, playwright-core)."""
+import json
 import os
 import re
+import subprocess
+
+import pytest
+
+import helpers
+from helpers import Txmail, dl, free_port, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+CHROMIUM = "/usr/bin/chromium"
 CSP_MUST = ["default-src 'self'", "script-src 'self'", "object-src 'none'",
             "frame-ancestors 'none'", "base-uri 'none'"]
 
@@ -64,3 +72,63 @@ def test_ui_assets_are_embedded_and_typed(txmail):
         assert r.status == 204 and r.body == b"", "got %d %r for /favicon.ico, want 204" % (r.status, r.body[:40])
     finally:
         c.close()
+
+
+UI_DIR = os.path.join(REPO, "tests", "ui")
+ARTIFACTS = os.path.join(REPO, "build", "artifacts", "dashboard")
+
+
+@pytest.fixture
+def dev(txmail_binary, workdir, redis, webhook, register_log):
+    """A `txmail run --dev` (its capture sink: defer+ and reject+ local parts)
+    on the test's redis-server, with one webhook endpoint; yields the Txmail
+    with its dev key."""
+    data = os.path.join(workdir, "data")
+    os.makedirs(data)
+    port = free_port()
+    env = helpers.clean_env({
+        "TXMAIL_DATA_DIR": data,
+        "TXMAIL_REDIS_URL": redis.url,
+        "TXMAIL_LISTEN": "127.0.0.1:%d" % port,
+        "TXMAIL_SINK_LISTEN": "127.0.0.1:%d" % free_port(),
+        "TXMAIL_WEBHOOK_URL": webhook.url,
+        "TXMAIL_WEBHOOK_SECRET": webhook.secret,
+        "TXMAIL_LOG_LEVEL": "info",
+    })
+    logp = os.path.join(workdir, "dev.log")
+    register_log("txmail run --dev log", logp)
+    t = Txmail(txmail_binary, ("run", "--dev"), env, logp, port=port, name="txmail run --dev")
+    try:
+        t.start()
+        wait_until(lambda: os.path.exists(os.path.join(data, "dev-api-key")), dl(10), "the dev key")
+        with open(os.path.join(data, "dev-api-key")) as f:
+            t.key = f.read().strip()
+        yield t
+    finally:
+        t.stop()
+    assert not t.problems, "txmail run --dev: %s" % t.problems
+
+
+def test_dashboard_in_chromium(dev):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("no %s: run make deps-test (Debian package chromium)" % CHROMIUM)
+    if not os.path.isdir(os.path.join(UI_DIR, "node_modules", "playwright-core")):
+        pytest.fail("no tests/ui/node_modules/playwright-core: run make spec-tools")
+    env = helpers.clean_env({
+        "DASH_URL": "http://127.0.0.1:%d" % dev.port,
+        "DASH_KEY": dev.key,
+        "DASH_ARTIFACTS": ARTIFACTS,
+        "DASH_TIMEOUT_MS": str(int(dl(10) * 1000)),
+    })
+    env["HOME"] = os.path.join(os.path.dirname(dev.log), "home")   # chromium's profile bits
+    os.makedirs(env["HOME"], exist_ok=True)
+    p = subprocess.run(["node", os.path.join(UI_DIR, "dashboard.mjs")], env=env, cwd=UI_DIR,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=dl(60))
+    text = p.stdout.decode("utf-8", "replace")
+    fail = [l for l in text.splitlines() if l.startswith("FAIL: ")]
+    assert p.returncode == 0 and not fail, "dashboard.mjs: %s\n%s" % (fail, text[-6000:])
+    report = json.loads(text.strip().splitlines()[-1])
+    for name in ("login.png", "overview.png", "message.png"):
+        path = os.path.join(ARTIFACTS, name)
+        assert path in report["screenshots"] and os.path.getsize(path) > 1000, \
+            "got no screenshot %s (%r)" % (path, report["screenshots"])
