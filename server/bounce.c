@@ -31,8 +31,6 @@
  */
 #include "bounce.h"
 
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -345,6 +343,9 @@ bounce_start(const struct config *cfg, const char *host, uint16_t port, uint16_t
 	h.limits.max_rcpts = BOUNCE_RCPT_MAX;
 	h.limits.idle_ms = (int64_t)(cfg->bounce_idle_timeout * 1000.0);
 	h.limits.data_ms = (int64_t)(cfg->bounce_data_timeout * 1000.0);
+	/* a round runs the hooks of one client: a few store reads and one store_bounce */
+	h.loop = "bounce";
+	h.loop_wait_ms = 2 * (int64_t)(cfg->redis.timeout_ms > 0 ? cfg->redis.timeout_ms : 5000);
 	b->sink = sink_start_hooks(host, port, &h, bound_port, err, errlen);
 	if (!b->sink) {
 		store_close(b->st);
@@ -374,75 +375,50 @@ bounce_usage(FILE *f)
 	    "recipient is refused (550 5.1.1). Needs TXMAIL_REDIS_URL,\n"
 	    "TXMAIL_BOUNCE_DOMAIN and TXMAIL_BOUNCE_SECRET. Runs until SIGINT/SIGTERM.\n"
 	    "\n"
-	    "  --listen host:port  default $TXMAIL_BOUNCE_LISTEN, else 127.0.0.1:2526\n");
+	    "  --listen host:port  default $TXMAIL_BOUNCE_LISTEN, else 127.0.0.1:2526\n"
+	    "\n"
+	    "GET /metrics, /healthz and /readyz are served on TXMAIL_ADMIN_LISTEN\n"
+	    "(127.0.0.1:9090; off: none).\n");
 }
 
 int
-bounce_main(int argc, char **argv)
+bounce_cli(int argc, char **argv, const char **listen)
 {
-	struct config *cfg = calloc(1, sizeof(*cfg));
-	char host[256] = "127.0.0.1", err[512];
-	const char *listen = NULL;
-	uint16_t port = 2526, bound = 0;
-	struct bounce *b = NULL;
-	sigset_t set;
-	int i, sig = 0, rc = 2;
-
-	if (!cfg)
-		return 1;
-	for (i = 1; i < argc; i++) {
+	*listen = NULL;
+	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 			bounce_usage(stdout);
-			rc = 0;
-			goto out;
+			return 1;
 		} else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
-			listen = argv[++i];
+			*listen = argv[++i];
 		} else {
 			fprintf(stderr, "txmail bounce: unknown argument %s\n", argv[i]);
 			bounce_usage(stderr);
-			goto out;
+			return 2;
 		}
 	}
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	if (config_load(cfg, err, sizeof(err)) != 0) {
-		log_error("bounce listener cannot start: invalid configuration", "problem=%s", err);
-		goto out;
-	}
-	log_set_level(cfg->log_level);
-	log_set_format((enum log_format)cfg->log_format);
-	if (!cfg->redis_set || !cfg->bounce_domain[0]) {
-		log_error("bounce listener cannot start: TXMAIL_REDIS_URL, TXMAIL_BOUNCE_DOMAIN and "
-		    "TXMAIL_BOUNCE_SECRET are required");
-		goto out;
-	}
-	if (listen) {
-		if (config_parse_listen(listen, host, sizeof(host), &port, err, sizeof(err)) != 0) {
-			fprintf(stderr, "txmail bounce: bad --listen %s: %s\n", listen, err);
-			goto out;
+	return 0;
+}
+
+int
+bounce_addr(const struct config *cfg, const char *listen, char *host, size_t hostlen,
+    uint16_t *port, char *err, size_t errlen)
+{
+	char why[256];
+
+	if (listen != NULL) {
+		if (config_parse_listen(listen, host, hostlen, port, why, sizeof(why)) != 0) {
+			snprintf(err, errlen, "bad --listen %s: %s", listen, why);
+			return -1;
 		}
-	} else if (cfg->bounce_listen_set) {
-		util_strlcpy(host, cfg->bounce_listen_host, sizeof(host));
-		port = cfg->bounce_listen_port;
+		return 0;
 	}
-	rc = 1;
-	b = bounce_start(cfg, host, port, &bound, err, sizeof(err));
-	if (!b) {
-		log_error("bounce listener not started", "error=%s", err);
-		goto out;
+	if (cfg->bounce_listen_set) {
+		util_strlcpy(host, cfg->bounce_listen_host, hostlen);
+		*port = cfg->bounce_listen_port;
+		return 0;
 	}
-	log_info("bounce listener started", "addr=%s:%u domain=%s", host, (unsigned)bound,
-	    cfg->bounce_domain);
-	while (sigwait(&set, &sig) != 0)
-		;
-	log_info("bounce listener stopping", "signal=%d", sig);
-	rc = 0;
-out:
-	bounce_stop(b);
-	config_free(cfg);
-	free(cfg);
-	return rc;
+	util_strlcpy(host, "127.0.0.1", hostlen);
+	*port = 2526;
+	return 0;
 }

@@ -31,7 +31,18 @@ struct bounce *bounce_start(const struct config *cfg, const char *host, uint16_t
     uint16_t *bound_port, char *err, size_t errlen);
 void bounce_stop(struct bounce *b);
 
-/* bounce_main - `txmail bounce [--listen host:port]`, runs until SIGINT/SIGTERM. */
-int bounce_main(int argc, char **argv);
+/*
+ * bounce_cli - the arguments of `txmail bounce [--listen host:port]`
+ * (main.c runs the command): 0 to run (*listen: the --listen value, or
+ * NULL), 1 after printing --help (exit 0), 2 after a usage error on stderr.
+ */
+int bounce_cli(int argc, char **argv, const char **listen);
+
+/*
+ * bounce_addr - where `txmail bounce` listens: listen (--listen) when not
+ * NULL, else TXMAIL_BOUNCE_LISTEN, else 127.0.0.1:2526. 0, or -1 with err.
+ */
+int bounce_addr(const struct config *cfg, const char *listen, char *host, size_t hostlen,
+    uint16_t *port, char *err, size_t errlen);
 
 #endif

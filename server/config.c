@@ -79,6 +79,7 @@ struct config_var {
 #define SECONDS(lo, hi) .kind = CV_SECONDS, .min = (lo), .max = (hi), .unit = "seconds"
 
 static int set_listen(struct config *, const char *, char *, size_t);
+static int set_admin_listen(struct config *, const char *, char *, size_t);
 static int set_redis(struct config *, const char *, char *, size_t);
 static int set_redis_timeout(struct config *, const char *, char *, size_t);
 static int set_api_keys(struct config *, const char *, char *, size_t);
@@ -99,6 +100,7 @@ static int check_bounce_domain(struct config *, const char *, char *, size_t);
 static int set_bounce_listen(struct config *, const char *, char *, size_t);
 static int set_trusted_proxies(struct config *, const char *, char *, size_t);
 static void show_listen(const struct config *, char *, size_t);
+static void show_admin_listen(const struct config *, char *, size_t);
 static void show_redis(const struct config *, char *, size_t);
 static void show_api_keys(const struct config *, char *, size_t);
 static void show_relay(const struct config *, char *, size_t);
@@ -119,6 +121,21 @@ static const struct config_var config_vars[] = {
 	  .note = "the Docker image sets `0.0.0.0:8080`",
 	  .help = "HTTP listen address, `host:port` or `[v6]:port`",
 	  .set = set_listen, .show = show_listen },
+	{ .name = "TXMAIL_ADMIN_LISTEN", .kind = CV_CUSTOM, .def = "127.0.0.1:9090",
+	  .note = "`worker` and `bounce`; `run` and `api` open it only when it is set",
+	  .help = "the admin listener, `host:port` (port `0`: any free one, logged) or `off`: `GET /metrics`, "
+	    "`/healthz` and `/readyz` only, no key (the API port serves them too); `/readyz` is 200 while "
+	    "Redis answers and every loop of the process runs (see Health and readiness)",
+	  .set = set_admin_listen, .show = show_admin_listen },
+	{ .name = "TXMAIL_LOOP_STALL", SECONDS(1, 3600), .def = "10",
+	  .help = "`/readyz` answers 503 naming a loop (delivery feeder, engine, recorder; scheduler; "
+	    "webhooks; DSN listener) that has not come round for this long, or for 3 times its longest "
+	    "legitimate wait (a Redis command: `TXMAIL_REDIS_TIMEOUT`) when that is longer",
+	  FIELD(loop_stall) },
+	{ .name = "TXMAIL_TEST_WEDGE", .kind = CV_STR, .def = "", .note = "none",
+	  .help = "tests only: `<loop>:<file>` makes that loop (e.g. `delivery.0.engine`) stop while `<file>` "
+	    "exists, to test `/readyz`; never set it in production",
+	  FIELD(test_wedge) },
 	{ .name = "TXMAIL_REDIS_URL", .kind = CV_CUSTOM, .flags = CV_SECRET, .def = "",
 	  .note = "unset: `run` spawns an embedded `redis-server` (no password, Unix socket under `$TXMAIL_DATA_DIR`)",
 	  .help = "`redis://[[user]:password@]host[:port][/db]` or `unix://[[user]:password@]/path[?db=N]`; "
@@ -587,6 +604,25 @@ static void
 show_listen(const struct config *cfg, char *out, size_t outlen)
 {
 	show_hostport(cfg->listen_host, cfg->listen_port, out, outlen);
+}
+
+static int
+set_admin_listen(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	cfg->admin_listen_off = strcasecmp(v, "off") == 0;
+	if (cfg->admin_listen_off)
+		return 0;
+	return config_parse_listen(v, cfg->admin_listen_host, sizeof(cfg->admin_listen_host),
+	    &cfg->admin_listen_port, err, errlen);
+}
+
+static void
+show_admin_listen(const struct config *cfg, char *out, size_t outlen)
+{
+	if (cfg->admin_listen_off)
+		util_strlcpy(out, "off", outlen);
+	else
+		show_hostport(cfg->admin_listen_host, cfg->admin_listen_port, out, outlen);
 }
 
 static int

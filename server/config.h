@@ -52,6 +52,11 @@ struct redis_addr {
 struct config {
 	char listen_host[256];    /* TXMAIL_LISTEN, default 127.0.0.1:8080 */
 	uint16_t listen_port;
+	char admin_listen_host[256];  /* TXMAIL_ADMIN_LISTEN: /metrics, /healthz, /readyz; 127.0.0.1:9090 */
+	uint16_t admin_listen_port;
+	int admin_listen_off;     /* TXMAIL_ADMIN_LISTEN=off: no admin listener in any role */
+	double loop_stall;        /* TXMAIL_LOOP_STALL: least seconds without a round before /readyz calls a loop stalled, 10 */
+	char test_wedge[600];     /* TXMAIL_TEST_WEDGE "<loop>:<file>" (tests only), "" none */
 	int redis_set;            /* TXMAIL_REDIS_URL given; else `run` embeds redis */
 	struct redis_addr redis;
 	double redis_timeout;     /* TXMAIL_REDIS_TIMEOUT, 5 (also in redis.timeout_ms) */

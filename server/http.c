@@ -55,6 +55,7 @@
 #include "api.h"
 #include "api_events.h"
 #include "cidr.h"
+#include "health.h"
 #include "keys.h"
 #include "log.h"
 #include "metrics.h"
@@ -80,6 +81,9 @@
 #define HTTP_BODY_TIMEOUT_S 30.0
 #define HTTP_DEFAULT_BODY_BUDGET ((size_t)256 * 1024 * 1024)
 #define HTTP_BODY_FIRST ((size_t)4096)   /* a chunked body's first buffer (and reservation) */
+#define HTTP_ADMIN_CONNECTIONS 64   /* the admin listener: probes and scrapers, not clients */
+#define HTTP_ADMIN_THREADS 1
+#define HTTP_READY_WHY_MAX 600      /* /readyz: the stalled loops, named */
 
 /* a connection waiting for request headers (socket_context of MHD) */
 struct http_conn {
@@ -103,10 +107,17 @@ struct http_deadlines {
 	int stop;
 };
 
+struct http_store_node;
+struct http_route;
+
 struct http_server {
 	struct MHD_Daemon *daemon;
-	struct api_events_hub *events;  /* feeds GET /v1/events/stream */
+	struct api_events_hub *events;  /* feeds GET /v1/events/stream; NULL on the admin listener */
 	const struct config *cfg;
+	const struct http_route *routes;    /* http_routes, or http_admin_routes */
+	size_t nroutes;
+	pthread_mutex_t stores_lock;
+	struct http_store_node *stores; /* one per MHD thread of this server (http_thread_store) */
 	size_t max_body;
 	size_t body_budget;     /* cfg->http_body_budget, at least max_body + 1 */
 	atomic_size_t body_bytes;   /* reserved by the bodies being received (struct http_req.reserved) */
@@ -164,6 +175,14 @@ static const struct http_route http_routes[] = {
 };
 #define HTTP_NROUTES (sizeof(http_routes) / sizeof(http_routes[0]))
 
+/* The admin listener (http_start_admin): probes and the scrape, no key, no body. */
+static const struct http_route http_admin_routes[] = {
+	{ "GET",  "/healthz",        ROUTE_NO_STORE,         SC_NONE, http_healthz },
+	{ "GET",  "/readyz",         0,                      SC_NONE, http_readyz },
+	{ "GET",  "/metrics",        0,                      SC_NONE, metrics_http_get },
+};
+#define HTTP_ADMIN_NROUTES (sizeof(http_admin_routes) / sizeof(http_admin_routes[0]))
+
 /* per-request state, MHD's con_cls */
 struct http_req {
 	const struct http_route *route;
@@ -194,12 +213,11 @@ struct http_store_node {
 	struct http_store_node *next;
 };
 
-static pthread_mutex_t http_stores_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct http_store_node *http_stores;
+/* each MHD thread belongs to one server: its handle is on that server's list */
 static _Thread_local struct store *http_tl_store;
 
 static struct store *
-http_thread_store(const struct config *cfg)
+http_thread_store(struct http_server *h)
 {
 	struct http_store_node *node;
 
@@ -208,29 +226,29 @@ http_thread_store(const struct config *cfg)
 	node = calloc(1, sizeof(*node));
 	if (node == NULL)
 		return NULL;
-	node->store = store_open(&cfg->redis);
+	node->store = store_open(&h->cfg->redis);
 	if (node->store == NULL) {
 		free(node);
 		return NULL;
 	}
-	pthread_mutex_lock(&http_stores_lock);
-	node->next = http_stores;
-	http_stores = node;
-	pthread_mutex_unlock(&http_stores_lock);
+	pthread_mutex_lock(&h->stores_lock);
+	node->next = h->stores;
+	h->stores = node;
+	pthread_mutex_unlock(&h->stores_lock);
 	http_tl_store = node->store;
 	return http_tl_store;
 }
 
-/* closes every handle; only after the daemon (and its threads) stopped */
+/* closes every handle of h; only after its daemon (and its threads) stopped */
 static void
-http_close_stores(void)
+http_close_stores(struct http_server *h)
 {
 	struct http_store_node *node, *next;
 
-	pthread_mutex_lock(&http_stores_lock);
-	node = http_stores;
-	http_stores = NULL;
-	pthread_mutex_unlock(&http_stores_lock);
+	pthread_mutex_lock(&h->stores_lock);
+	node = h->stores;
+	h->stores = NULL;
+	pthread_mutex_unlock(&h->stores_lock);
 	for (; node != NULL; node = next) {
 		next = node->next;
 		store_close(node->store);
@@ -254,11 +272,24 @@ http_healthz(const struct api_request *req, struct api_response *resp)
 	api_json_text(resp, 200, "{\"status\":\"ok\"}");
 }
 
+/*
+ * /readyz: Redis answers a PING, and every loop this process runs (worker,
+ * scheduler, webhooks, DSN listener: health.h) came round within its bound;
+ * else 503 whose message says which (the stalled loops by name).
+ */
 static void
 http_readyz(const struct api_request *req, struct api_response *resp)
 {
+	char why[HTTP_READY_WHY_MAX], msg[HTTP_READY_WHY_MAX + 32];
+
 	if (store_ping(req->store) != 0) {
 		api_error(resp, 503, "unavailable", "storage is unreachable", NULL);
+		api_header(resp, "Retry-After", "1");
+		return;
+	}
+	if (health_check(util_mono_ms(), why, sizeof(why)) > 0) {
+		snprintf(msg, sizeof(msg), "stalled: %s", why);
+		api_error(resp, 503, "unavailable", msg, NULL);
 		api_header(resp, "Retry-After", "1");
 		return;
 	}
@@ -299,8 +330,8 @@ http_match(const char *pattern, const char *path, char *param, size_t paramlen)
  * 405 (allow filled with the methods that path accepts).
  */
 static const struct http_route *
-http_route_find(const char *method, const char *path, char *param, size_t paramlen,
-    int *status, char *allow, size_t allowlen)
+http_route_find(const struct http_server *h, const char *method, const char *path, char *param,
+    size_t paramlen, int *status, char *allow, size_t allowlen)
 {
 	char tmp[HTTP_MAX_PARAM];
 	int path_known = 0;
@@ -309,8 +340,8 @@ http_route_find(const char *method, const char *path, char *param, size_t paraml
 	if (strcmp(method, "HEAD") == 0)
 		method = "GET";
 	allow[0] = '\0';
-	for (size_t i = 0; i < HTTP_NROUTES; i++) {
-		const struct http_route *r = &http_routes[i];
+	for (size_t i = 0; i < h->nroutes; i++) {
+		const struct http_route *r = &h->routes[i];
 
 		tmp[0] = '\0';   /* patterns without '*' leave it untouched */
 		if (!http_match(r->pattern, path, tmp, sizeof(tmp)))
@@ -905,7 +936,7 @@ http_authenticate(struct http_server *h, struct MHD_Connection *conn, struct htt
 	    MHD_HTTP_HEADER_AUTHORIZATION), &toklen);
 	if (tok != NULL) {
 		known = http_client_addr(h->cfg, conn, client) == 0;
-		rc = keys_authenticate(h->cfg, http_thread_store(h->cfg), tok, toklen,
+		rc = keys_authenticate(h->cfg, http_thread_store(h), tok, toklen,
 		    known ? client : NULL, util_now_ms(), &who, &retry_ms);
 	}
 	switch (rc) {
@@ -1063,7 +1094,7 @@ http_precheck(struct http_server *h, struct MHD_Connection *conn, const char *me
 	char allow[128];
 	int status = 404;
 
-	rq->route = http_route_find(method, url, rq->param, sizeof(rq->param), &status,
+	rq->route = http_route_find(h, method, url, rq->param, sizeof(rq->param), &status,
 	    allow, sizeof(allow));
 	if (atomic_load(&h->draining) &&
 	    (rq->route == NULL || rq->route->handler != http_healthz)) {
@@ -1156,7 +1187,7 @@ http_dispatch(struct http_server *h, struct MHD_Connection *conn, const char *me
 	char field[128];
 
 	if ((rq->route->flags & ROUTE_NO_STORE) == 0)
-		req.store = http_thread_store(h->cfg);
+		req.store = http_thread_store(h);
 	if (req.store == NULL && (rq->route->flags & ROUTE_NO_STORE) == 0) {
 		api_error(resp, 503, "unavailable", "out of resources, retry later", NULL);
 		api_header(resp, "Retry-After", "1");
@@ -1392,15 +1423,22 @@ http_mhd_log(void *cls, const char *fmt, va_list ap)
 	log_warn("libmicrohttpd message", "detail=%s", buf);
 }
 
-struct http_server *
-http_start(const struct config *cfg, char *err, size_t errlen)
+/*
+ * http_listen - the common start of both listeners: routes, where, how
+ * many threads and connections; events: the API (start the event hub),
+ * else the admin listener (its log lines say "admin").
+ */
+static struct http_server *
+http_listen(const struct config *cfg, const struct http_route *routes,
+    size_t nroutes, const char *lhost, uint16_t lport, unsigned int threads,
+    unsigned int max_conns, int events, char *err, size_t errlen)
 {
 	struct http_server *h = NULL;
 	struct addrinfo hints = { 0 }, *ai = NULL;
 	const union MHD_DaemonInfo *info;
 	char port[8], host[300], hdr_to[32], body_to[32];
 	unsigned int flags;
-	unsigned int threads, limit;
+	unsigned int limit;
 	unsigned long long nofile = 0;
 	uint16_t bound;
 	int rc;
@@ -1411,29 +1449,31 @@ http_start(const struct config *cfg, char *err, size_t errlen)
 		goto fail;
 	}
 	h->cfg = cfg;
+	h->routes = routes;
+	h->nroutes = nroutes;
+	pthread_mutex_init(&h->stores_lock, NULL);
 	h->max_body = cfg->max_body != 0 ? cfg->max_body : HTTP_DEFAULT_MAX_BODY;
 	h->body_budget = cfg->http_body_budget != 0 ? cfg->http_body_budget : HTTP_DEFAULT_BODY_BUDGET;
 	if (h->body_budget < h->max_body + 1)
 		h->body_budget = h->max_body + 1;   /* config check refuses less; a largest body always fits alone */
 	atomic_init(&h->body_bytes, 0);
 
-	snprintf(port, sizeof(port), "%u", (unsigned)cfg->listen_port);
+	snprintf(port, sizeof(port), "%u", (unsigned)lport);
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-	rc = getaddrinfo(cfg->listen_host[0] != '\0' ? cfg->listen_host : NULL, port, &hints, &ai);
+	rc = getaddrinfo(lhost[0] != '\0' ? lhost : NULL, port, &hints, &ai);
 	if (rc != 0 || ai == NULL) {
-		snprintf(err, errlen, "cannot resolve listen address %s: %s",
-		    cfg->listen_host, gai_strerror(rc));
+		snprintf(err, errlen, "cannot resolve listen address %s: %s", lhost, gai_strerror(rc));
 		goto fail;
 	}
-
-	threads = cfg->http_threads > 0 ? (unsigned)cfg->http_threads : 1;
-
+	if (threads < 1)
+		threads = 1;
 	limit = http_connection_limit(&nofile);
+	if (limit > max_conns)
+		limit = max_conns;
 
-	h->events = api_events_hub_start(cfg, err, errlen);
-	if (h->events == NULL)
+	if (events && (h->events = api_events_hub_start(cfg, err, errlen)) == NULL)
 		goto fail;
 	if (hd_start(h, err, errlen) != 0)
 		goto fail;
@@ -1459,27 +1499,29 @@ http_start(const struct config *cfg, char *err, size_t errlen)
 		    MHD_OPTION_END);
 	}
 	if (h->daemon == NULL) {
-		snprintf(err, errlen, "cannot listen on %s:%u (in use, or not permitted)",
-		    cfg->listen_host, (unsigned)cfg->listen_port);
+		snprintf(err, errlen, "cannot listen on %s:%u (in use, or not permitted)", lhost,
+		    (unsigned)lport);
 		goto fail;
 	}
-	bound = cfg->listen_port;
+	bound = lport;
 	info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
 	if (info != NULL && info->port != 0)
 		bound = info->port;
-	if (cfg->listen_port == 0)
-		log_info("http port bound", "port=%u", (unsigned)bound);
-	if (strchr(cfg->listen_host, ':') != NULL)
-		snprintf(host, sizeof(host), "[%s]", cfg->listen_host);
+	if (strchr(lhost, ':') != NULL)
+		snprintf(host, sizeof(host), "[%s]", lhost);
 	else
-		snprintf(host, sizeof(host), "%s", cfg->listen_host);
-	log_info("http listening", "url=http://%s:%u", host, (unsigned)bound);
-	log_info("http limits", "max_connections=%u nofile=%llu idle_timeout=%ds header_timeout=%s"
-	    " body_timeout=%s max_body=%zu body_budget=%zu",
+		snprintf(host, sizeof(host), "%s", lhost);
+	if (lport == 0)
+		log_msg(LOG_INFO, events ? "http port bound" : "admin port bound", " port=%u",
+		    (unsigned)bound);
+	log_msg(LOG_INFO, events ? "http listening" : "admin listening", " url=http://%s:%u", host,
+	    (unsigned)bound);
+	log_msg(LOG_INFO, events ? "http limits" : "admin limits", " max_connections=%u nofile=%llu idle_timeout=%ds header_timeout=%s"
+	    " body_timeout=%s max_body=%zu body_budget=%zu threads=%u",
 	    limit, nofile, cfg->http_timeout > 0 ? cfg->http_timeout : HTTP_CONNECTION_TIMEOUT_S,
 	    util_fmt_duration((double)h->hd.after_ms[HTTP_Q_FRESH] / 1000.0, hdr_to, sizeof(hdr_to)),
 	    util_fmt_duration((double)h->hd.after_ms[HTTP_Q_BODY] / 1000.0, body_to, sizeof(body_to)),
-	    h->max_body, h->body_budget);
+	    h->max_body, h->body_budget, threads);
 	freeaddrinfo(ai);
 	return h;
 fail:
@@ -1488,9 +1530,25 @@ fail:
 	if (h != NULL) {
 		hd_stop(h);
 		api_events_hub_free(h->events);
+		pthread_mutex_destroy(&h->stores_lock);
 	}
 	free(h);
 	return NULL;
+}
+
+struct http_server *
+http_start(const struct config *cfg, char *err, size_t errlen)
+{
+	return http_listen(cfg, http_routes, HTTP_NROUTES, cfg->listen_host, cfg->listen_port,
+	    cfg->http_threads > 0 ? (unsigned)cfg->http_threads : 1, HTTP_CONNECTION_LIMIT_MAX, 1,
+	    err, errlen);
+}
+
+struct http_server *
+http_start_admin(const struct config *cfg, char *err, size_t errlen)
+{
+	return http_listen(cfg, http_admin_routes, HTTP_ADMIN_NROUTES, cfg->admin_listen_host,
+	    cfg->admin_listen_port, HTTP_ADMIN_THREADS, HTTP_ADMIN_CONNECTIONS, 0, err, errlen);
 }
 
 void
@@ -1521,6 +1579,7 @@ http_stop(struct http_server *h)
 	pthread_cond_destroy(&h->hd.wake);
 	pthread_mutex_destroy(&h->hd.lock);
 	api_events_hub_free(h->events);
-	http_close_stores();
+	http_close_stores(h);
+	pthread_mutex_destroy(&h->stores_lock);
 	free(h);
 }

@@ -11,8 +11,17 @@
 
 struct http_server;
 
-/* http_start - listen on cfg->listen_host:listen_port. NULL with err. */
+/* http_start - the API: listen on cfg->listen_host:listen_port. NULL with err. */
 struct http_server *http_start(const struct config *cfg, char *err, size_t errlen);
+
+/*
+ * http_start_admin - the admin listener on cfg->admin_listen_host:port:
+ * GET /healthz, /readyz and /metrics only (the same handlers as the API's,
+ * no key, no request body), one thread, at most 64 connections, the API's
+ * timeouts. Every other path is 404. Stopped like the API (http_drain,
+ * http_stop). NULL with err.
+ */
+struct http_server *http_start_admin(const struct config *cfg, char *err, size_t errlen);
 
 /*
  * http_drain - begin shutting down (any thread, returns at once): from now

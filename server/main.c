@@ -26,6 +26,7 @@
 #include "config.h"
 #include "dkim_cli.h"
 #include "embed.h"
+#include "health.h"
 #include "http.h"
 #include "keys.h"
 #include "log.h"
@@ -121,7 +122,9 @@ static const char usage_api[] =
     "usage: txmail api\n"
     "\n"
     "Runs only the HTTP API (scale it out behind a load balancer). Needs\n"
-    "TXMAIL_REDIS_URL. Listens on TXMAIL_LISTEN (127.0.0.1:8080).\n"
+    "TXMAIL_REDIS_URL. Listens on TXMAIL_LISTEN (127.0.0.1:8080), which also\n"
+    "serves /metrics, /healthz and /readyz; TXMAIL_ADMIN_LISTEN, when set,\n"
+    "opens a second listener with those three alone.\n"
     "\n"
     USAGE_SECRET_FILES;
 
@@ -129,8 +132,9 @@ static const char usage_worker[] =
     "usage: txmail worker\n"
     "\n"
     "Runs delivery workers (TXMAIL_WORKERS loops), the scheduler and the\n"
-    "webhook dispatcher, without HTTP. Needs TXMAIL_REDIS_URL; delivers\n"
-    "through TXMAIL_RELAY.\n"
+    "webhook dispatcher. Needs TXMAIL_REDIS_URL; delivers through TXMAIL_RELAY.\n"
+    "Serves GET /metrics, /healthz and /readyz (200 while Redis answers and\n"
+    "every loop runs) on TXMAIL_ADMIN_LISTEN (127.0.0.1:9090; off: none).\n"
     "\n"
     USAGE_SECRET_FILES;
 
@@ -146,6 +150,7 @@ struct app {
 	struct sink *sink;
 	struct bounce *bounce;
 	struct http_server *http;
+	struct http_server *admin;  /* TXMAIL_ADMIN_LISTEN: /metrics, /healthz, /readyz */
 	struct worker *workers[MAX_WORKERS];
 	int nworkers;
 	struct scheduler *sched;
@@ -299,6 +304,8 @@ static void
 stop_all(struct app *a, int64_t deadline_ms, struct worker_stop_stats *ws,
     struct webhook_stop_stats *whs)
 {
+	health_release_wedge();   /* a test wedge must not hold a loop past its stop */
+	http_drain(a->admin);     /* /readyz 503 at once; /healthz keeps answering until the end */
 	http_drain(a->http);
 	for (int i = 0; i < a->nworkers; i++)
 		worker_drain(a->workers[i]);   /* all at once: they drain together */
@@ -324,6 +331,9 @@ stop_all(struct app *a, int64_t deadline_ms, struct worker_stop_stats *ws,
 	if (a->sink != NULL)
 		sink_stop(a->sink);
 	a->sink = NULL;
+	if (a->admin != NULL)
+		http_stop(a->admin);
+	a->admin = NULL;
 	if (a->embedded)
 		embed_redis_stop(&a->redis);
 	a->embedded = 0;
@@ -356,6 +366,30 @@ init_store(const struct config *cfg, int wait_s)
 		log_warn("redis not ready yet, continuing (requests get 503 until it is)", "error=%s", err);
 	store_close(st);
 	return rc == STORE_ERR_PROTO ? -1 : 0;
+}
+
+/*
+ * admin_wanted - whether this role opens TXMAIL_ADMIN_LISTEN: `worker` and
+ * `bounce` always (its default 127.0.0.1:9090 when unset), `run` and `api`
+ * (whose API port serves the same routes) only when it is set; never when
+ * it is "off".
+ */
+static int
+admin_wanted(const struct config *cfg, int always)
+{
+	if (cfg->admin_listen_off)
+		return 0;
+	return always || config_source_of(cfg, "TXMAIL_ADMIN_LISTEN") != CONFIG_SRC_DEFAULT;
+}
+
+/* health_configure from cfg; says so when the test wedge is armed */
+static void
+configure_health(const struct config *cfg)
+{
+	health_configure((int64_t)(cfg->loop_stall * 1000.0), cfg->test_wedge);
+	if (cfg->test_wedge[0] != '\0')
+		log_warn("TXMAIL_TEST_WEDGE is set: a test can stop a loop (never set it in production)",
+		    "wedge=%s", cfg->test_wedge);
 }
 
 /* Log the warnings of rep (unknown variables, values raised to match another). */
@@ -506,6 +540,7 @@ serve(int roles, int dev)
 			goto out;
 	}
 	config_describe(&a->cfg);
+	configure_health(&a->cfg);
 	if ((roles & ROLE_API) && a->cfg.napi_keys == 0)
 		log_info("TXMAIL_API_KEYS is unset: only keys made with 'txmail keys create' are accepted");
 	if (init_store(&a->cfg, a->embedded ? 10 : 1) != 0)
@@ -547,6 +582,11 @@ serve(int roles, int dev)
 			goto out;
 		}
 	}
+	if (admin_wanted(&a->cfg, roles == ROLE_WORK) &&
+	    (a->admin = http_start_admin(&a->cfg, err, sizeof(err))) == NULL) {
+		log_error("admin listener cannot start (TXMAIL_ADMIN_LISTEN; off: none)", "error=%s", err);
+		goto out;
+	}
 	log_info("txmail ready", "version=%s roles=%s dev=%s", TXMAIL_VERSION,
 	    roles == (ROLE_API | ROLE_WORK) ? "api,worker" : roles == ROLE_API ? "api" : "worker",
 	    dev ? "true" : "false");
@@ -567,6 +607,74 @@ out:
 		log_info("txmail stopped");
 	config_free(&a->cfg);
 	free(a);
+	return rc;
+}
+
+/*
+ * bounce_serve - `txmail bounce`: the DSN listener (bounce.c) and the admin
+ * listener, until SIGINT/SIGTERM; then /readyz 503, the listener stops,
+ * the admin listener last.
+ */
+static int
+bounce_serve(int argc, char **argv)
+{
+	struct config *cfg = calloc(1, sizeof(*cfg));
+	struct bounce *b = NULL;
+	struct http_server *admin = NULL;
+	const char *listen = NULL;
+	char host[256], err[512];
+	uint16_t port = 0, bound = 0;
+	sigset_t set;
+	int sig = 0, rc;
+
+	if (cfg == NULL)
+		return 1;
+	rc = bounce_cli(argc, argv, &listen);
+	if (rc != 0) {
+		free(cfg);
+		return rc == 1 ? 0 : 2;
+	}
+	rc = 2;
+	block_signals(&set);
+	if (config_load(cfg, err, sizeof(err)) != 0) {
+		log_error("bounce listener cannot start: invalid configuration", "problem=%s", err);
+		goto out;
+	}
+	log_set_level(cfg->log_level);
+	log_set_format((enum log_format)cfg->log_format);
+	if (!cfg->redis_set || !cfg->bounce_domain[0]) {
+		log_error("bounce listener cannot start: TXMAIL_REDIS_URL, TXMAIL_BOUNCE_DOMAIN and "
+		    "TXMAIL_BOUNCE_SECRET are required");
+		goto out;
+	}
+	if (bounce_addr(cfg, listen, host, sizeof(host), &port, err, sizeof(err)) != 0) {
+		fprintf(stderr, "txmail bounce: %s\n", err);
+		goto out;
+	}
+	configure_health(cfg);
+	rc = 1;
+	b = bounce_start(cfg, host, port, &bound, err, sizeof(err));
+	if (!b) {
+		log_error("bounce listener not started", "error=%s", err);
+		goto out;
+	}
+	log_info("bounce listener started", "addr=%s:%u domain=%s", host, (unsigned)bound,
+	    cfg->bounce_domain);
+	if (admin_wanted(cfg, 1) && (admin = http_start_admin(cfg, err, sizeof(err))) == NULL) {
+		log_error("admin listener cannot start (TXMAIL_ADMIN_LISTEN; off: none)", "error=%s", err);
+		goto out;
+	}
+	while (sigwait(&set, &sig) != 0)
+		;
+	log_info("bounce listener stopping", "signal=%d", sig);
+	rc = 0;
+out:
+	http_drain(admin);
+	bounce_stop(b);
+	if (admin != NULL)
+		http_stop(admin);
+	config_free(cfg);
+	free(cfg);
 	return rc;
 }
 
@@ -647,7 +755,7 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "keys") == 0)
 		return keys_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "bounce") == 0)
-		return bounce_main(argc - 1, argv + 1);
+		return bounce_serve(argc - 1, argv + 1);
 	if (strcmp(cmd, "dkim") == 0)
 		return dkim_main(argc - 1, argv + 1);
 	fprintf(stderr, "txmail: unknown command '%s'\n\n%s", cmd, usage_main);

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "health.h"
 #include "log.h"
 #include "store.h"
 #include "util.h"
@@ -32,6 +33,7 @@
 
 struct scheduler {
 	pthread_t thread;
+	int64_t cmd_ms;             /* TXMAIL_REDIS_TIMEOUT: a command's longest legitimate wait */
 	pthread_mutex_t mu;
 	pthread_cond_t cond;        /* CLOCK_MONOTONIC */
 	int stop;
@@ -105,10 +107,14 @@ sched_main(void *arg)
 	struct scheduler *s = arg;
 	char err[256];
 	int inited = 0;
+	/* a round: a promote (or the set-up) within the command timeout, a sleep of at most 1 s */
+	struct health_loop *hl = health_register("scheduler", SCHEDULER_MAX_SLEEP_MS + s->cmd_ms);
 
 	while (!sched_stopping(s)) {
 		int64_t next = 0, now = 0, sleep_ms;
 		int n = 0, rounds = 0, rc = 0;
+
+		health_beat(hl);
 
 		if (!inited) {
 			rc = store_init(s->st, err, sizeof(err));
@@ -124,6 +130,7 @@ sched_main(void *arg)
 			}
 			if (n > 0)
 				log_debug("due work promoted", "count=%d", n);
+			health_beat(hl);
 			rounds++;
 			if (n < SCHEDULER_BATCH)
 				break;
@@ -143,6 +150,7 @@ sched_main(void *arg)
 		if (sched_wait(s, sleep_ms))
 			break;
 	}
+	health_unregister(hl);
 	return NULL;
 }
 
@@ -178,6 +186,7 @@ scheduler_start(const struct config *cfg, char *err, size_t errlen)
 	if (cfg->events_retention > 0 && cfg->events_retention < 10.0 * 365 * 24 * 3600)
 		s->events_retention_ms = (int64_t)(cfg->events_retention * 1000.0);
 	s->next_trim_ms = 0;    /* first trim right after start */
+	s->cmd_ms = cfg->redis.timeout_ms > 0 ? cfg->redis.timeout_ms : 5000;
 	s->st = store_open(&cfg->redis);
 	if (!s->st)
 		goto fail;

@@ -49,6 +49,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "health.h"
 #include "log.h"
 #include "util.h"
 
@@ -59,6 +60,7 @@
 #define SINK_DATA_MS ((int64_t)10 * 60 * 1000)
 #define SINK_REPLY_MAX 1024                   /* longest reply line we produce (EHLO's) */
 #define SINK_REFUSED_LOG_MS 10000             /* refused connections: one line per this */
+#define SINK_BEAT_MS 1000                     /* hooks.loop: the thread wakes at least this often */
 _Static_assert(SINK_INBUF + SINK_OUT_HIGH + 64 * 1024 <= SINK_CLIENT_OVERHEAD, "raise SINK_CLIENT_OVERHEAD");
 #define SINK_MID_MAX 998                      /* Message-ID kept for the defer+ count */
 
@@ -1076,16 +1078,23 @@ static void *sink_thread(void *arg)
 	struct sink *s = arg;
 	struct pollfd *pfd;
 	size_t npfd = SINK_CLIENTS_MAX + 2;
+	struct health_loop *hl = NULL;
 
 	pfd = calloc(npfd, sizeof(*pfd));
 	if (!pfd) {
 		log_error("sink out of memory");
 		return NULL;
 	}
+	if (s->has_hooks && s->hooks.loop != NULL)
+		hl = health_register(s->hooks.loop, SINK_BEAT_MS + s->hooks.loop_wait_ms);
 	for (;;) {
 		int64_t now = util_mono_ms(), next = now + s->lim.idle_ms;
 		size_t i, n = 0;
 		int timeout, rc;
+
+		health_beat(hl);
+		if (hl != NULL && next > now + SINK_BEAT_MS)
+			next = now + SINK_BEAT_MS;
 
 		pfd[n++] = (struct pollfd){ .fd = s->efd, .events = POLLIN };
 		pfd[n++] = (struct pollfd){ .fd = s->lfd, .events = POLLIN };
@@ -1165,6 +1174,7 @@ static void *sink_thread(void *arg)
 		if (rc > 0 && (pfd[1].revents & POLLIN))
 			sink_accept(s);
 	}
+	health_unregister(hl);
 	free(pfd);
 	return NULL;
 }

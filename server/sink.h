@@ -161,6 +161,13 @@ struct sink_hooks {
 	    const char *msg, size_t len, char *reply, size_t replylen, void *arg);
 	void *arg;
 	struct sink_limits limits;   /* zeros: the capture sink's own (sink_limits_default) */
+	/*
+	 * loop - when not NULL, the listener thread is a loop of health.h by
+	 * this name (it wakes at least once a second to beat); loop_wait_ms:
+	 * the longest one round of the hooks may legitimately take.
+	 */
+	const char *loop;
+	int64_t loop_wait_ms;
 };
 
 /* sink_start_hooks - like sink_start, but each message goes to hooks (copied). NULL with err. */

@@ -47,6 +47,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "netguard.h"
@@ -1170,9 +1171,17 @@ static void wh_drive(struct webhook *w, int timeout_ms, int finishing)
 static void *wh_thread(void *arg)
 {
 	struct webhook *w = arg;
+	int64_t cmd_ms = w->redis.timeout_ms > 0 ? w->redis.timeout_ms : 5000;
+	/*
+	 * a round: a few Redis commands (refresh, flush, claim, a blocking read
+	 * of WH_IDLE_BLOCK_MS), then curl's poll; each command within the timeout
+	 */
+	struct health_loop *hl = health_register("webhooks", WH_IDLE_BLOCK_MS + 2 * cmd_ms);
 
 	while (!atomic_load(&w->stop)) {
 		int block = 0, poll_ms;
+
+		health_beat(hl);
 
 		if (wh_redis_ok(w) && util_mono_ms() >= w->eps_refresh_at) {
 			if (wh_refresh_eps(w) == 0) {
@@ -1216,6 +1225,7 @@ static void *wh_thread(void *arg)
 		if (w->ninflight > 0 || poll_ms > 0)
 			wh_drive(w, poll_ms, 0);
 	}
+	health_unregister(hl);
 	/* stopping: claim nothing new, let the requests in flight finish until the deadline */
 	{
 		int before = w->ninflight;

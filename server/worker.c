@@ -55,6 +55,7 @@
 
 #include "../smtp/engine.h"
 #include "../smtp/retry.h"
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "relaydns.h"
@@ -95,6 +96,7 @@ struct job {
 
 struct worker {
 	const struct config *cfg;
+	int index;                 /* the loop's number: its threads are delivery.<index>.<thread> in health.h */
 	char consumer[160];
 	struct smtp_engine *engine;
 	struct route *route;       /* NULL in relay mode */
@@ -120,6 +122,23 @@ struct worker {
 };
 
 /* --- small helpers ------------------------------------------------------ */
+
+/* the longest a Redis command may legitimately take (TXMAIL_REDIS_TIMEOUT) */
+static int64_t
+redis_wait_ms(const struct worker *w)
+{
+	return w->cfg->redis.timeout_ms > 0 ? w->cfg->redis.timeout_ms : 5000;
+}
+
+/* register thread `what` of w with health.h: a round may legitimately take wait_ms */
+static struct health_loop *
+loop_register(const struct worker *w, const char *what, int64_t wait_ms)
+{
+	char name[HEALTH_NAME_MAX];
+
+	snprintf(name, sizeof(name), "delivery.%d.%s", w->index, what);
+	return health_register(name, wait_ms);
+}
 
 static void
 nap_ms(long ms)
@@ -577,13 +596,17 @@ static void *
 engine_main(void *arg)
 {
 	struct worker *w = arg;
+	/* a round: up to 200 ms of poll, then the callbacks (no Redis, no DNS) */
+	struct health_loop *hl = loop_register(w, "engine", 1000);
 
 	while (!atomic_load(&w->stop_engine)) {
+		health_beat(hl);
 		if (smtp_engine_run(w->engine, 200) != 0) {
 			log_error("smtp engine loop failed", "worker=%s", w->consumer);
 			nap_ms(100);
 		}
 	}
+	health_unregister(hl);
 	return NULL;
 }
 
@@ -820,10 +843,13 @@ feeder_main(void *arg)
 	int block_ms = (int)(vis_ms / 4 < 500 ? vis_ms / 4 : 500);
 	int inited = 0, down = 0;
 	char err[256];
+	/* a round: a blocking fetch (block_ms + the command timeout), a reclaim, a heartbeat */
+	struct health_loop *hl = loop_register(w, "feeder", block_ms + redis_wait_ms(w));
 
 	if (st == NULL) {
 		log_error("out of memory", "worker=%s", w->consumer);
 		feeder_drain(w, NULL);
+		health_unregister(hl);
 		return NULL;
 	}
 	/*
@@ -832,12 +858,16 @@ feeder_main(void *arg)
 	 * because it came first.
 	 */
 	for (int64_t until = util_mono_ms() + 5000; w->rdns != NULL &&
-	    !atomic_load(&w->stop_feed) && util_mono_ms() < until;)
+	    !atomic_load(&w->stop_feed) && util_mono_ms() < until;) {
+		health_beat(hl);
 		if (relaydns_wait_first(w->rdns, 100) == 0)
 			break;
+	}
 	while (!atomic_load(&w->stop_feed)) {
 		int room, n;
 		int64_t mono = util_mono_ms();
+
+		health_beat(hl);
 
 		if (!inited) {
 			if (store_init(st, err, sizeof(err)) != STORE_OK) {
@@ -894,6 +924,7 @@ feeder_main(void *arg)
 		}
 		feed(w, out, n);
 	}
+	health_unregister(hl);   /* stopping: /readyz is 503 (draining) from here on anyway */
 	feeder_drain(w, inited ? st : NULL);
 	/* the transactions still in flight keep their entries until worker_stop has waited */
 	while (!atomic_load(&w->stop_hb)) {
@@ -1118,17 +1149,30 @@ recorder_main(void *arg)
 	struct store *st = store_open(&w->cfg->redis);
 	struct job *batch[RECORD_BATCH];
 	int down = 0;
+	/* a round: one pipelined store_record (the command timeout); idle, it wakes each second */
+	struct health_loop *hl = loop_register(w, "recorder", redis_wait_ms(w));
 
 	if (st == NULL) {
 		log_error("out of memory", "worker=%s", w->consumer);
+		health_unregister(hl);
 		return NULL;
 	}
 	for (;;) {
 		size_t n = 0;
 
+		health_beat(hl);
 		pthread_mutex_lock(&w->mu);
-		while (w->done_head == NULL && !atomic_load(&w->stop_record))
-			pthread_cond_wait(&w->cv, &w->mu);
+		if (w->done_head == NULL && !atomic_load(&w->stop_record)) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += 1;
+			pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+			if (w->done_head == NULL && !atomic_load(&w->stop_record)) {
+				pthread_mutex_unlock(&w->mu);
+				continue;   /* idle: beat again */
+			}
+		}
 		if (w->done_head == NULL) {
 			pthread_mutex_unlock(&w->mu);
 			break;
@@ -1173,6 +1217,7 @@ recorder_main(void *arg)
 		pthread_cond_broadcast(&w->cv);
 		pthread_mutex_unlock(&w->mu);
 	}
+	health_unregister(hl);
 	store_close(st);
 	return NULL;
 }
@@ -1191,6 +1236,7 @@ worker_start(const struct config *cfg, int index, char *err, size_t errlen)
 		return NULL;
 	}
 	w->cfg = cfg;
+	w->index = index;
 	w->policy.base_s = cfg->retry_base;
 	w->policy.max_s = cfg->retry_max;
 	if (gethostname(host, sizeof(host)) != 0)

@@ -156,7 +156,8 @@ class Run:
         self.procs.append(self.api)
         self.workers = []
         for i in range(a.workers):
-            w = Txmail(a.bin, ["worker"], clean_env(env), os.path.join(self.dir, "worker%d.log" % (i + 1)),
+            wenv = dict(env, TXMAIL_ADMIN_LISTEN="127.0.0.1:%d" % free_port())  # not 9090 for each
+            w = Txmail(a.bin, ["worker"], clean_env(wenv), os.path.join(self.dir, "worker%d.log" % (i + 1)),
                        http=False, name="worker%d" % (i + 1))
             self.workers.append(w)
             self.procs.append(w)

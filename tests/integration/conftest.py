@@ -199,7 +199,8 @@ def stop_all(procs):
 @pytest.fixture
 def txmail_factory(txmail_binary, txmail_env, workdir, request):
     """start(args=("run",), extra_env=None, http=True, wait=True, key=None) -> Txmail.
-    extra_env values of None remove a variable; key is the client's API key
+    `worker` and `bounce` get TXMAIL_ADMIN_LISTEN=127.0.0.1:<free port> (t.admin_port;
+    None when not on 127.0.0.1 or off) unless extra_env sets it; extra_env values of None remove a variable; key is the client's API key
     (default: the first of TXMAIL_API_KEYS). Every process started is stopped
     at teardown (SIGTERM, then SIGKILL); sanitizer reports and unclean exits
     fail the test there."""
@@ -211,11 +212,16 @@ def txmail_factory(txmail_binary, txmail_env, workdir, request):
         if http:
             port = free_port()
             env["TXMAIL_LISTEN"] = "127.0.0.1:%d" % port
+        if args and args[0] in ("worker", "bounce"):
+            # their admin listener (default 127.0.0.1:9090) gets a port of its own
+            env["TXMAIL_ADMIN_LISTEN"] = "127.0.0.1:%d" % free_port()
         env.update(extra_env or {})
         name = name or "txmail %s #%d" % (" ".join(args), len(procs) + 1)
         logp = os.path.join(workdir, "txmail-%d.log" % (len(procs) + 1))
         t = Txmail(txmail_binary, args, helpers.clean_env(env), logp, port=port,
                    key=key or (env["TXMAIL_API_KEYS"] or "").split(",")[0], http=http, name=name)
+        admin = env.get("TXMAIL_ADMIN_LISTEN") or ""
+        t.admin_port = int(admin.rsplit(":", 1)[1]) if admin.startswith("127.0.0.1:") else None
         procs.append(t)
         register_log(request, name + " log", logp)
         t.start(wait=wait)
