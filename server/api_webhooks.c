@@ -201,6 +201,42 @@ out:
 	memset(secret, 0, sizeof(secret));
 }
 
+/*
+ * whapi_add_health - "backlog" (deliveries queued for the endpoint) and
+ * "last_failure" ({at, error} of its latest failed attempt, or null) into o.
+ * 0, or -1 with the error answer in resp.
+ */
+static int
+whapi_add_health(const struct api_request *req, const struct store_endpoint *ep, cJSON *o,
+    struct api_response *resp)
+{
+	char fail[256], at[40];
+	int64_t backlog = 0, fail_ms = 0;
+	cJSON *lf;
+	int rc = store_endpoint_health(req->store, ep->id, &backlog, &fail_ms, fail, sizeof(fail));
+
+	if (rc != STORE_OK) {
+		api_store_error(resp, rc);
+		return -1;
+	}
+	if (cJSON_AddNumberToObject(o, "backlog", (double)backlog) == NULL)
+		goto oom;
+	if (fail_ms == 0) {
+		if (cJSON_AddNullToObject(o, "last_failure") == NULL)
+			goto oom;
+		return 0;
+	}
+	util_rfc3339(fail_ms, at, sizeof(at));
+	if ((lf = cJSON_AddObjectToObject(o, "last_failure")) == NULL ||
+	    cJSON_AddStringToObject(lf, "at", at) == NULL ||
+	    cJSON_AddStringToObject(lf, "error", fail) == NULL)
+		goto oom;
+	return 0;
+oom:
+	api_error(resp, 500, "internal_error", "out of memory", NULL);
+	return -1;
+}
+
 void
 api_webhooks_list(const struct api_request *req, struct api_response *resp)
 {
@@ -228,6 +264,8 @@ api_webhooks_list(const struct api_request *req, struct api_response *resp)
 			cJSON_Delete(o);
 			goto oom;
 		}
+		if (whapi_add_health(req, &eps[i], o, resp) != 0)
+			goto out;
 	}
 	api_json(resp, 200, root);
 	root = NULL;

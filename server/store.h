@@ -485,6 +485,15 @@ int store_endpoint_create(struct store *s, const struct store_endpoint *ep);
 /* store_endpoint_list - every endpoint of every project, oldest first; free with store_endpoints_free. */
 int store_endpoint_list(struct store *s, struct store_endpoint **out, size_t *n);
 /*
+ * store_endpoint_health - an endpoint's backlog (deliveries queued for it,
+ * due or waiting for a retry) and its last failed attempt (*fail_ms 0 and
+ * fail "" when none was recorded). 0 or STORE_ERR_*.
+ */
+int store_endpoint_health(struct store *s, const char *id, int64_t *backlog, int64_t *fail_ms,
+    char *fail, size_t faillen);
+/* store_webhook_note_failure - record endpoint's latest failed attempt ("HTTP 500", a curl error). */
+int store_webhook_note_failure(struct store *s, const char *endpoint, int64_t at_ms, const char *text);
+/*
  * store_endpoint_delete - remove it and its queued deliveries;
  * STORE_ERR_NOT_FOUND when absent or, with project not NULL, another
  * project's (checked in the same script; NULL: any project).

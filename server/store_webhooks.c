@@ -5,7 +5,9 @@
  * delivery per endpoint queue (whq:<endpoint>, a zset by due time) in the
  * same script that acks the event, claiming, finishing and rescheduling
  * those deliveries, and the endpoint records themselves (wheps: create,
- * list, delete with their queues).
+ * list, delete with their queues), with what the dashboard shows of each:
+ * its backlog (the size of its queue) and its last failed attempt (whfail,
+ * a hash of endpoint id -> "<ms> <text>", written by the dispatcher).
  *
  * It must never decide routing or retry times (webhook.c passes the
  * endpoints and next_ms) and never delete outbox entries: SSE readers
@@ -379,6 +381,8 @@ store_webhook_next_due(struct store *s, const char *endpoint)
 
 /* --- webhook endpoints ---------------------------------------------------- */
 
+static void st_endpoint_forget_failure(struct store *s, const char *id);
+
 #define ST_MAX_ENDPOINTS 1000
 
 /* a row of the endpoint list: [id, url, secret, created_ms, [event, ...], project] */
@@ -477,5 +481,101 @@ store_endpoint_delete(struct store *s, const char *id, const char *project)
 	st_adds(&a, id);
 	st_adds(&a, ST_PREFIX);
 	st_adds(&a, project ? st_project_name(project) : "");
-	return st_eval_int(s, &a, "endpoint delete", STORE_ERR_NOT_FOUND, NULL);
+	rc = st_eval_int(s, &a, "endpoint delete", STORE_ERR_NOT_FOUND, NULL);
+	if (rc == STORE_OK)
+		st_endpoint_forget_failure(s, id);
+	return rc;
+}
+
+/* --- endpoint health (the dashboard's backlog and last failure) ------------ */
+
+#define ST_K_WHFAIL ST_PREFIX "whfail"   /* hash: endpoint id -> "<ms> <text>" */
+#define ST_FAIL_TEXT_MAX 200
+
+int
+store_webhook_note_failure(struct store *s, const char *endpoint, int64_t at_ms, const char *text)
+{
+	char val[ST_FAIL_TEXT_MAX + 32], kq[ST_KEY_MAX];
+	const char *argv[4] = { "HSET", ST_K_WHFAIL, endpoint, val };
+	redisReply *r = NULL;
+	int rc;
+
+	if (!s || st_whq_key(kq, sizeof(kq), endpoint) || at_ms < 0)
+		return STORE_ERR_PROTO;
+	snprintf(val, sizeof(val), "%" PRId64 " %.*s", at_ms, ST_FAIL_TEXT_MAX, text ? text : "");
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_simple(s, 4, argv, &r);
+	if (rc)
+		return rc;
+	if (r->type != REDIS_REPLY_INTEGER)
+		rc = st_bad("webhook note failure", r);
+	freeReplyObject(r);
+	return rc;
+}
+
+int
+store_endpoint_health(struct store *s, const char *id, int64_t *backlog, int64_t *fail_ms,
+    char *fail, size_t faillen)
+{
+	char kq[ST_KEY_MAX];
+	const char *zc[2] = { "ZCARD", kq };
+	const char *hg[3] = { "HGET", ST_K_WHFAIL, id };
+	redisReply *r = NULL;
+	int rc;
+
+	if (!s || !backlog || !fail_ms || !fail || faillen == 0 || st_whq_key(kq, sizeof(kq), id))
+		return STORE_ERR_PROTO;
+	*backlog = 0;
+	*fail_ms = 0;
+	fail[0] = '\0';
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_simple(s, 2, zc, &r);
+	if (rc)
+		return rc;
+	if (r->type != REDIS_REPLY_INTEGER) {
+		rc = st_bad("endpoint backlog", r);
+		freeReplyObject(r);
+		return rc;
+	}
+	*backlog = r->integer;
+	freeReplyObject(r);
+	rc = st_simple(s, 3, hg, &r);
+	if (rc)
+		return rc;
+	if (r->type == REDIS_REPLY_STRING) {
+		/* "<ms> <text>"; anything else is ignored (no failure shown) */
+		const char *sp = memchr(r->str, ' ', r->len);
+		int64_t ms = 0;
+		size_t i, n;
+
+		for (i = 0; sp && r->str + i < sp && r->str[i] >= '0' && r->str[i] <= '9' && ms < INT64_MAX / 10 - 10; i++)
+			ms = ms * 10 + (r->str[i] - '0');
+		if (sp && i > 0 && r->str + i == sp) {
+			n = r->len - (size_t)(sp + 1 - r->str);
+			if (n >= faillen)
+				n = faillen - 1;
+			memcpy(fail, sp + 1, n);
+			fail[n] = '\0';
+			*fail_ms = ms;
+		}
+	} else if (r->type != REDIS_REPLY_NIL) {
+		rc = st_bad("endpoint last failure", r);
+	}
+	freeReplyObject(r);
+	return rc;
+}
+
+/* store_endpoint_forget_failure - after a delete: its last failure goes too (best effort). */
+static void
+st_endpoint_forget_failure(struct store *s, const char *id)
+{
+	const char *argv[3] = { "HDEL", ST_K_WHFAIL, id };
+	redisReply *r = NULL;
+
+	if (st_simple(s, 3, argv, &r) == 0)
+		freeReplyObject(r);
 }

@@ -432,6 +432,7 @@ struct wh_req {
 	enum wh_outcome outcome;
 	int attempts;          /* attempts made, including this one */
 	int64_t next_ms;       /* WH_RETRY: when */
+	char fail[160];        /* a failed attempt: "HTTP 500" or the error, for the dashboard; else "" */
 	/* what the event is about, for log lines (wh_req_about); "" when absent */
 	char type[64];
 	char msg_id[96];
@@ -702,6 +703,9 @@ static int wh_flush(struct webhook *w)
 		if (rc != STORE_OK && wh_store_error(w, r->outcome == WH_DONE ? "done" : "retry", rc))
 			return -1;
 		wh_redis_back(w);
+		/* best effort: only the dashboard reads it (GET /v1/webhooks last_failure) */
+		if (rc == STORE_OK && r->fail[0] != '\0' && wh_ep_find(w, r->d->endpoint) != NULL)
+			(void)store_webhook_note_failure(w->st, r->d->endpoint, util_now_ms(), r->fail);
 		if (rc == STORE_OK && r->outcome == WH_RETRY) {
 			struct wh_ep *ep = wh_ep_find(w, r->d->endpoint);
 
@@ -876,6 +880,7 @@ fail:
 	r->hdrs = NULL;
 	/* count it as a failed attempt so it is retried later, not spun on */
 	r->outcome = WH_RETRY;
+	util_strlcpy(r->fail, "request setup failed", sizeof(r->fail));
 	r->next_ms = util_now_ms() + webhook_backoff_ms(w->retry_base, w->retry_max, r->attempts);
 	r->next = w->finished;
 	w->finished = r;
@@ -908,6 +913,10 @@ static void wh_complete(struct webhook *w, struct wh_req *r, CURLcode cc)
 	r->easy = NULL;
 	curl_slist_free_all(r->hdrs);
 	r->hdrs = NULL;
+	if (err)
+		util_strlcpy(r->fail, err, sizeof(r->fail));
+	else if (status < 200 || status >= 300)
+		snprintf(r->fail, sizeof(r->fail), "HTTP %ld", status);
 
 	if (cc == CURLE_OK && status >= 200 && status < 300) {
 		r->outcome = WH_DONE;

@@ -31,7 +31,7 @@
 'use strict';
 (function () {
 	var KEY_STORE = 'txmail.key';
-	var SCRAPE_MS = 3000;
+	var SCRAPE_MS = 2000;
 	var WINDOW_MS = 15 * 60 * 1000;
 	var FEED_MAX = 200;          /* feed lines kept in the page */
 	var RCPT_MAX = 50000;        /* recipients tracked for the destination table */
@@ -187,7 +187,7 @@
 		} },
 		{ label: 'failed / s', f: function (ms) { return sum(ms, 'txmail_recipients_total', { status: ['failed', 'expired'] }); } },
 		{ label: 'webhooks ok / s', f: function (ms) { return sum(ms, 'txmail_webhook_attempts_total', { result: 'success' }); } },
-		{ label: 'HTTP requests / s', f: function (ms) { return sum(ms, 'txmail_http_requests_total', {}); } },
+		{ label: 'HTTP req / s', f: function (ms) { return sum(ms, 'txmail_http_requests_total', {}); } },
 	];
 
 	/* rateSeries - [{t, v}] of the i-th rate over the samples kept. */
@@ -226,6 +226,9 @@
 		g.moveTo(0, h - 0.5);
 		g.lineTo(w, h - 0.5);
 		g.stroke();
+		g.fillStyle = '#9aa1ab';
+		g.font = '9px system-ui, sans-serif';
+		g.fillText('\u221215 min', 0, 9);
 		if (series.length < 1)
 			return;
 		var max = 0;
@@ -505,8 +508,8 @@
 			}
 			list.forEach(function (w) {
 				var lf = w.last_failure;
-				var lfText = lf ? [lf.at, lf.status ? 'HTTP ' + lf.status : '', lf.error || ''].filter(Boolean).join(' ') : '';
-				row(tb, [{ cls: 'text', text: w.url }, (w.events || []).join(', '),
+				var lfText = lf ? String(lf.at || '').replace('T', ' ').replace(/\.\d+Z$/, 'Z') + ' \u2013 ' + (lf.error || '') : '';
+				row(tb, [{ cls: 'text', text: w.url }, { cls: 'text', text: (w.events || []).join(', ') },
 					w.backlog === undefined ? '\u2013' : w.backlog, { cls: 'text', text: lfText }]);
 			});
 		}).catch(function (e) {
@@ -620,14 +623,26 @@
 		renderDests();
 		scrape();
 		timers.push(setInterval(scrape, SCRAPE_MS));
+		/* the tables fed by events are redrawn at most once a second; the
+		 * webhook list is re-read every 10 s, and 1 s after events arrive
+		 * (they are what fills the endpoints' backlogs) */
+		var hooksAt = Date.now();
+		renderWebhooks();
 		timers.push(setInterval(function () {
+			var now = Date.now();
 			if (destsDirty) {
 				destsDirty = false;
 				renderDests();
+				if (now - hooksAt > 2000) {
+					hooksAt = now;
+					renderWebhooks();
+				}
+			}
+			if (now - hooksAt > 10000) {
+				hooksAt = now;
+				renderWebhooks();
 			}
 		}, 1000));
-		renderWebhooks();
-		timers.push(setInterval(renderWebhooks, 10000));
 		stream(1000);
 		probeMail();
 	}

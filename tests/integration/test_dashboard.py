@@ -79,10 +79,9 @@ ARTIFACTS = os.path.join(REPO, "build", "artifacts", "dashboard")
 
 
 @pytest.fixture
-def dev(txmail_binary, workdir, redis, webhook, register_log):
+def dev(txmail_binary, workdir, redis, register_log):
     """A `txmail run --dev` (its capture sink: defer+ and reject+ local parts)
-    on the test's redis-server, with one webhook endpoint; yields the Txmail
-    with its dev key."""
+    on the test's redis-server; yields the Txmail with its dev key."""
     data = os.path.join(workdir, "data")
     os.makedirs(data)
     port = free_port()
@@ -91,8 +90,6 @@ def dev(txmail_binary, workdir, redis, webhook, register_log):
         "TXMAIL_REDIS_URL": redis.url,
         "TXMAIL_LISTEN": "127.0.0.1:%d" % port,
         "TXMAIL_SINK_LISTEN": "127.0.0.1:%d" % free_port(),
-        "TXMAIL_WEBHOOK_URL": webhook.url,
-        "TXMAIL_WEBHOOK_SECRET": webhook.secret,
         "TXMAIL_LOG_LEVEL": "info",
     })
     logp = os.path.join(workdir, "dev.log")
@@ -109,16 +106,30 @@ def dev(txmail_binary, workdir, redis, webhook, register_log):
     assert not t.problems, "txmail run --dev: %s" % t.problems
 
 
-def test_dashboard_in_chromium(dev):
+def test_dashboard_in_chromium(dev, webhook):
     if not os.path.exists(CHROMIUM):
         pytest.fail("no %s: run make deps-test (Debian package chromium)" % CHROMIUM)
     if not os.path.isdir(os.path.join(UI_DIR, "node_modules", "playwright-core")):
         pytest.fail("no tests/ui/node_modules/playwright-core: run make spec-tools")
+    # two webhook endpoints: the receiver (verifying with the endpoint's
+    # secret) and a port nobody listens on (a backlog and a last failure)
+    dead = "http://127.0.0.1:%d/dead" % free_port()
+    c = dev.client()
+    try:
+        for url in (webhook.url, dead):
+            r = c.post_json("/v1/webhooks", {"url": url})
+            assert r.status == 201, "POST /v1/webhooks %s: got %d %r" % (url, r.status, r.body[:200])
+            if url == webhook.url:
+                webhook.set_secret(r.json["secret"])
+    finally:
+        c.close()
     env = helpers.clean_env({
         "DASH_URL": "http://127.0.0.1:%d" % dev.port,
         "DASH_KEY": dev.key,
         "DASH_ARTIFACTS": ARTIFACTS,
         "DASH_TIMEOUT_MS": str(int(dl(10) * 1000)),
+        "DASH_HOOK_OK": webhook.url,
+        "DASH_HOOK_DEAD": dead,
     })
     env["HOME"] = os.path.join(os.path.dirname(dev.log), "home")   # chromium's profile bits
     os.makedirs(env["HOME"], exist_ok=True)

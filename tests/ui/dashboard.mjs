@@ -87,7 +87,7 @@ try {
 	current = p1;
 	await p1.goto(base + '/');
 	await p1.locator('#login').waitFor({ state: 'visible', timeout: T });
-	await p1.waitForTimeout(1500);   // the page would scrape at once; give it the chance
+	await p1.waitForTimeout(1000);   // the page would scrape at once; give it the chance
 	if (await p1.locator('#app').isVisible())
 		fail('the dashboard is visible without a key');
 	report.requests_without_key = requests.slice();
@@ -164,10 +164,17 @@ try {
 	const com = report.destinations.find((r) => r[0] === 'example.com');
 	if (!com || Number(com[1]) < 5)
 		fail('example.com row: got ' + JSON.stringify(com) + ', want at least 5 delivered');
-	await p.locator('#webhooks tr').first().waitFor({ timeout: T });
+	// the dead endpoint: a backlog and its last failure; the live one: none
+	await p.locator('#webhooks tr', { hasText: process.env.DASH_HOOK_DEAD }).filter({ hasText: '\u2013 ' })
+		.waitFor({ timeout: T });
 	report.webhooks = await p.locator('#webhooks tr').evaluateAll((rows) =>
 		rows.map((r) => [...r.children].map((td) => td.textContent)));
-	await p.waitForTimeout(3200);    // one more scrape, so the charts have a few points
+	const dead = report.webhooks.find((r) => r[0] === process.env.DASH_HOOK_DEAD);
+	const live = report.webhooks.find((r) => r[0] === process.env.DASH_HOOK_OK);
+	if (!dead || !(Number(dead[2]) >= 1) || !/refused|connect/i.test(dead[3]))
+		fail('dead webhook row: got ' + JSON.stringify(dead) + ', want a backlog and a connect error');
+	if (!live || live[3] !== '')
+		fail('live webhook row: got ' + JSON.stringify(live) + ', want no failure');
 	await shot(p, 'overview.png');
 
 	// 5. look a message up: recipients and timeline; the subject's markup is text
