@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cpuquota.h"
 #include "dkim_keys.h"
 #include "log.h"
 #include "netguard.h"
@@ -51,6 +52,9 @@ enum cv_kind {
 
 #define CV_SECRET 1u    /* has a NAME_FILE form (config_secret); shown masked, never echoed */
 #define CV_DYNAMIC 2u   /* unset: set(cfg, NULL) computes the default; def is text only */
+#define CV_CPUS 4u      /* CV_DYNAMIC from the CPU quota: config check says where it came from */
+
+_Static_assert(sizeof(((struct config *)0)->cpu_basis) == CPUQUOTA_BASIS_MAX, "cpu_basis size");
 
 /*
  * One variable. Unset (or empty), the value is def, parsed like any other
@@ -90,6 +94,7 @@ static int check_webhook_url(struct config *, const char *, char *, size_t);
 static int check_webhook_proxy(struct config *, const char *, char *, size_t);
 static int check_webhook_projects(struct config *, const char *, char *, size_t);
 static int set_http_threads(struct config *, const char *, char *, size_t);
+static int set_workers(struct config *, const char *, char *, size_t);
 static int set_domain_rate(struct config *, const char *, char *, size_t);
 static int set_log_level(struct config *, const char *, char *, size_t);
 static int set_log_format(struct config *, const char *, char *, size_t);
@@ -241,8 +246,10 @@ static const struct config_var config_vars[] = {
 	  .unit = "streams",
 	  .help = "open `/v1/events/stream` connections one API key may hold in one process; more get 429",
 	  FIELD(sse_per_key) },
-	{ .name = "TXMAIL_HTTP_THREADS", .kind = CV_INT, .flags = CV_DYNAMIC, .min = 1, .max = 256,
-	  .note = "number of CPUs, at most 64", .help = "HTTP threads", FIELD(http_threads),
+	{ .name = "TXMAIL_HTTP_THREADS", .kind = CV_INT, .flags = CV_DYNAMIC | CV_CPUS, .min = 1, .max = 256,
+	  .note = "the CPU quota, at most 64", .help = "HTTP threads; unset: the cgroup CPU quota "
+	    "(v2 `cpu.max`, v1 `cpu.cfs_quota_us`/`cpu.cfs_period_us`, the smallest up the tree) rounded "
+	    "up, at least 1, at most the usable CPUs (`config check` says which)", FIELD(http_threads),
 	  .set = set_http_threads },
 	{ .name = "TXMAIL_HTTP_TIMEOUT", .kind = CV_INT, .min = 1, .max = 86400, .unit = "seconds",
 	  .def = "30", .help = "an API connection idle this long (no byte in or out) is closed, whole seconds",
@@ -260,8 +267,10 @@ static const struct config_var config_vars[] = {
 	    "(at least `TXMAIL_MAX_BODY`; unset, raised to it); past it a new request with a body gets 503 "
 	    "with `Retry-After`",
 	  FIELD(http_body_budget) },
-	{ .name = "TXMAIL_WORKERS", .kind = CV_INT, .min = 1, .max = 64, .def = "1",
-	  .help = "delivery loops per process", FIELD(workers) },
+	{ .name = "TXMAIL_WORKERS", .kind = CV_INT, .flags = CV_DYNAMIC | CV_CPUS, .min = 1, .max = 64,
+	  .note = "the CPU quota, as `TXMAIL_HTTP_THREADS`",
+	  .help = "delivery loops per process (each an asynchronous SMTP engine on a thread of its own)",
+	  FIELD(workers), .set = set_workers },
 	{ .name = "TXMAIL_WORKER_CONCURRENCY", .kind = CV_INT, .min = 1, .max = 10000, .def = "256",
 	  .help = "deliveries in flight per loop", FIELD(worker_concurrency) },
 	{ .name = "TXMAIL_MAX_CONNS_PER_HOST", .kind = CV_INT, .min = 1, .max = 1000, .def = "32",
@@ -874,16 +883,44 @@ show_bounce_secret(const struct config *cfg, char *out, size_t outlen)
 	show_masked(cfg->bounce_secret, out, outlen);
 }
 
+/* cfg->cpu_count, detected once per load (cpuquota.h) */
+static int
+config_cpus(struct config *cfg)
+{
+	struct cpuquota q;
+
+	if (cfg->cpu_count == 0) {
+		cpuquota_detect("", cpuquota_usable(), &q);
+		cfg->cpu_count = q.count;
+		util_strlcpy(cfg->cpu_basis, q.basis, sizeof(cfg->cpu_basis));
+	}
+	return cfg->cpu_count;
+}
+
 static int
 set_http_threads(struct config *cfg, const char *v, char *err, size_t errlen)
 {
-	long n;
+	int n;
 
 	(void)err;
 	(void)errlen;
 	if (v == NULL) {
-		n = sysconf(_SC_NPROCESSORS_ONLN);
-		cfg->http_threads = n > 0 ? (n < 64 ? (int)n : 64) : 2;
+		n = config_cpus(cfg);
+		cfg->http_threads = n < 64 ? n : 64;
+	}
+	return 0;
+}
+
+static int
+set_workers(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	int n;
+
+	(void)err;
+	(void)errlen;
+	if (v == NULL) {
+		n = config_cpus(cfg);
+		cfg->workers = n < 64 ? n : 64;
 	}
 	return 0;
 }
@@ -1546,7 +1583,11 @@ config_check(FILE *out, FILE *errout, int dev)
 			util_strlcpy(val, "(invalid)", sizeof(val));
 		else
 			cv_show(cfg, var, val, sizeof(val));
-		fprintf(out, "%-11s %s=%s\n", source_names[cfg->source[i] % NSOURCES], var->name, val);
+		fprintf(out, "%-11s %s=%s", source_names[cfg->source[i] % NSOURCES], var->name, val);
+		/* a default from the CPU quota: where it came from, as a comment */
+		if ((var->flags & CV_CPUS) && cfg->source[i] == CONFIG_SRC_DEFAULT && cfg->cpu_basis[0] != '\0')
+			fprintf(out, "  # %s", cfg->cpu_basis);
+		fputc('\n', out);
 	}
 	for (size_t j = 0; j < rep->n; j++)
 		fprintf(errout, "%s: %s\n", rep->p[j].severity == CONFIG_ERROR ? "error" : "warning",
@@ -1648,6 +1689,9 @@ config_describe(const struct config *cfg)
 	    relay, cfg->relay_set ? tls_names[cfg->relay.tls & 3] : "none",
 	    cfg->relay_set && cfg->relay.no_verify ? "off" : "on", cfg->napi_keys,
 	    cfg->webhook_url[0] ? "set" : "none", cfg->workers, dkim_keys_count(cfg->dkim_keys));
+	if (cfg->cpu_basis[0] != '\0')
+		log_info("cpu quota", "cpus=%d http_threads=%d workers=%d basis=%s", cfg->cpu_count,
+		    cfg->http_threads, cfg->workers, cfg->cpu_basis);
 	for (size_t i = 0; i < NVARS; i++) {
 		const struct config_var *var = &config_vars[i];
 		enum config_source src = (enum config_source)(cfg->source[i] % NSOURCES);

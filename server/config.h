@@ -86,8 +86,10 @@ struct config {
 	double webhook_timeout;       /* TXMAIL_WEBHOOK_TIMEOUT, 10 */
 	double visibility_timeout;    /* TXMAIL_VISIBILITY_TIMEOUT, 30 */
 	size_t max_body;          /* TXMAIL_MAX_BODY bytes, 10 MiB */
-	int http_threads;         /* TXMAIL_HTTP_THREADS, default nproc */
-	int workers;              /* TXMAIL_WORKERS: delivery loops per process, 1 */
+	int http_threads;         /* TXMAIL_HTTP_THREADS, default cpu_count (at most 64) */
+	int workers;              /* TXMAIL_WORKERS: delivery loops per process, default cpu_count (at most 64) */
+	int cpu_count;            /* the cgroup CPU quota rounded up, within 1..usable CPUs (cpuquota.h); 0 until needed */
+	char cpu_basis[320];      /* where cpu_count came from, for config check and the start-up log */
 	int worker_concurrency;   /* TXMAIL_WORKER_CONCURRENCY: deliveries in flight per loop, 256 */
 	int max_conns_per_target; /* TXMAIL_MAX_CONNS_PER_HOST, 32 (KumoMTA's default) */
 	int max_msgs_per_conn;    /* TXMAIL_MAX_MSGS_PER_CONN, 1024 (KumoMTA's default) */

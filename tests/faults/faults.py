@@ -148,6 +148,7 @@ class Run:
             "TXMAIL_SMTP_TIMEOUT_BANNER": "3",
             "TXMAIL_RATE_LIMIT": "0",
             "TXMAIL_LOG_LEVEL": "warn",
+            "TXMAIL_WORKERS": "1",   # the former default (now the CPU quota): the same run as before
         }
         self.key = key
         api_env = dict(env, TXMAIL_LISTEN="127.0.0.1:%d" % free_port(), TXMAIL_HTTP_THREADS="4")

@@ -178,6 +178,9 @@ def txmail_env(redis, smtp_peer, webhook):
         "TXMAIL_LOG_LEVEL": "info",
         # load tests send far more than 50/s with one key; tests of the limit set their own
         "TXMAIL_RATE_LIMIT": "0",
+        # one delivery loop, as before it defaulted to the CPU quota (2 here): every test
+        # keeps its timing and thread count on a shared machine; test_cpu_quota.py unsets it
+        "TXMAIL_WORKERS": "1",
     }
 
 
