@@ -71,10 +71,11 @@ RUN_PKGS  := gcc libc6-dev pkg-config libmicrohttpd-dev libssl-dev libcjson-dev 
 # unshare/mount/getent (test_relay_dns) are in every Debian (util-linux,
 # mount, libc-bin) and listed to say so; golang-go, php-cli and php-curl run
 # README.md's client examples (test_readme_snippets); chromium (test_dashboard,
-# driven by playwright-core from tests/ui). node/npm: see deps-test.
+# driven by playwright-core from tests/ui); prometheus for promtool
+# (test_metrics_names checks a live scrape). node/npm: see deps-test.
 TEST_PKGS := libcriterion-dev python3 python3-aiosmtpd python3-pytest python3-pytest-xdist \
              python3-yaml python3-dkim python3-nacl openssl dnsmasq clang libclang-rt-14-dev \
-             valgrind wrk util-linux mount libc-bin golang-go php-cli php-curl chromium
+             valgrind wrk util-linux mount libc-bin golang-go php-cli php-curl chromium prometheus
 
 # Targets that install first and then re-enter make as do-<target> (see the
 # top of this file); do-<target> alone is the same without apt.

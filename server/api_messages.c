@@ -956,5 +956,7 @@ api_messages_cancel(const struct api_request *req, struct api_response *resp)
 		return;
 	}
 	log_info("canceled", "msg_id=%s rcpts=%d request_id=%s", req->param, n, req->request_id);
+	for (int i = 0; i < n; i++)
+		metrics_recipient("canceled");
 	messages_show(req, req->param, 200, resp);
 }

@@ -132,6 +132,7 @@ enum {
 	ROUTE_AUTH = 1,     /* needs Authorization: Bearer <key> */
 	ROUTE_JSON = 2,     /* body must be application/json, parsed, an object; the others take no body */
 	ROUTE_NO_STORE = 4, /* never touches Redis (req->store is NULL) */
+	ROUTE_ACCEPT = 8,   /* a send: timed in txmail_accept_duration_seconds */
 };
 
 struct http_route {
@@ -157,8 +158,8 @@ static const struct http_route http_routes[] = {
 	{ "GET",  "/",               ROUTE_NO_STORE,         SC_NONE, dashboard_index_get },
 	{ "GET",  "/ui/*",           ROUTE_NO_STORE,         SC_NONE, dashboard_asset_get },
 	{ "GET",  "/favicon.ico",    ROUTE_NO_STORE,         SC_NONE, dashboard_favicon_get },
-	{ "POST", "/v1/messages",    ROUTE_AUTH | ROUTE_JSON, SC_SEND, api_messages_create },
-	{ "POST", "/v1/messages/batch", ROUTE_AUTH | ROUTE_JSON, SC_SEND, api_messages_batch },
+	{ "POST", "/v1/messages",    ROUTE_AUTH | ROUTE_JSON | ROUTE_ACCEPT, SC_SEND, api_messages_create },
+	{ "POST", "/v1/messages/batch", ROUTE_AUTH | ROUTE_JSON | ROUTE_ACCEPT, SC_SEND, api_messages_batch },
 	{ "GET",  "/v1/messages/*",  ROUTE_AUTH,             SC_READ, api_messages_get },
 	{ "DELETE", "/v1/messages/*", ROUTE_AUTH,            SC_FULL, api_messages_cancel },
 	{ "GET",  "/v1/templates",   ROUTE_AUTH,             SC_READ, api_templates_list },
@@ -1323,6 +1324,8 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 	http_body_release(h, rq);   /* the handler is done with the body */
 	ret = http_send(conn, rq, &resp);   /* the access line is written by http_completed */
 	metrics_http_request(rq->route->pattern, resp.status);
+	if ((rq->route->flags & ROUTE_ACCEPT) != 0)
+		metrics_accept_duration(rq->route->pattern, http_mono_s() - rq->start_s);
 	free(resp.body);
 	return ret;
 }
@@ -1443,6 +1446,9 @@ http_listen(const struct config *cfg, const struct http_route *routes,
 	uint16_t bound;
 	int rc;
 
+	for (size_t i = 0; i < nroutes; i++)
+		if ((routes[i].flags & ROUTE_ACCEPT) != 0)
+			metrics_accept_route(routes[i].pattern);   /* a series from the start */
 	h = calloc(1, sizeof(*h));
 	if (h == NULL) {
 		snprintf(err, errlen, "out of memory");

@@ -372,6 +372,17 @@ shaper_state_check(struct shaper_state *st, const char *dest, int64_t now_ms,
 	return 0;
 }
 
+size_t
+shaper_state_suspended(const struct shaper_state *st, int64_t now_ms)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < SH_NBUCKETS; i++)
+		for (const struct sh_entry *e = st->b[i]; e != NULL; e = e->next)
+			n += e->until_ms != 0 && now_ms < e->until_ms;
+	return n;
+}
+
 enum shaper_event
 shaper_state_report(struct shaper_state *st, const char *dest, int conn_fail,
     int64_t now_ms, int64_t *until_ms, int *fails)
@@ -655,6 +666,17 @@ shaper_report(struct shaper *s, const char *dest, int conn_fail)
 		    fails);
 	} else if (ev == SHAPER_EV_RECOVERED)
 		log_info("destination answers again, backoff cleared", "destination=%s", dest);
+}
+
+size_t
+shaper_suspended(struct shaper *s)
+{
+	size_t n;
+
+	pthread_mutex_lock(&s->mu);
+	n = shaper_state_suspended(s->st, util_mono_ms());
+	pthread_mutex_unlock(&s->mu);
+	return n;
 }
 
 size_t

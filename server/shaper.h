@@ -102,6 +102,9 @@ int64_t shaper_state_check(struct shaper_state *st, const char *dest, int64_t no
 enum shaper_event shaper_state_report(struct shaper_state *st, const char *dest, int conn_fail,
     int64_t now_ms, int64_t *until_ms, int *fails);
 
+/* shaper_state_suspended - destinations suspended at now_ms (the suspension not over yet). */
+size_t shaper_state_suspended(const struct shaper_state *st, int64_t now_ms);
+
 /*
  * shaper_conn_fail - 1 when an outcome is a connection-level tempfail:
  * result tempfail at stage "connect", "banner" or "tls" with no reply code
@@ -144,6 +147,9 @@ enum shaper_verdict shaper_admit(struct shaper *s, const char *domain, const cha
 
 /* shaper_report - the outcome of an attempt through dest (see shaper_conn_fail). Any thread. */
 void shaper_report(struct shaper *s, const char *dest, int conn_fail);
+
+/* shaper_suspended - destinations suspended now (metrics). Any thread. */
+size_t shaper_suspended(struct shaper *s);
 
 /* shaper_held - deliveries held now. */
 size_t shaper_held(struct shaper *s);

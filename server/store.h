@@ -15,7 +15,7 @@
  *                           prio ("high"|"normal"; absent: normal)
  *                           project (absent: "default", stored before projects)
  *                           r<i>:email r<i>:kind r<i>:status r<i>:attempts
- *                           r<i>:smtp(JSON|"") for recipient i in 0..n-1.
+ *                           r<i>:smtp(JSON|"") r<i>:dfr (1: deferred once) for recipient i in 0..n-1.
  *                           When pending reaches 0 the key (and its
  *                           timeline) expire after the retention period.
  *   msg:<id>:tl       list  the message's event timeline, JSON entries.
@@ -338,16 +338,21 @@ struct store_result {
 	/* non-NULL: add the recipient to the suppression list of the message's
 	 * project with this reason (the worker decides: a 5.1.x permanent failure) */
 	const char *suppress_reason;
+	/* out, set by store_record: 1 when this result changed the recipient's
+	 * state and is the first of its kind for it (a terminal state, or its
+	 * first deferral), 0 when not (a later deferral, stale, already recorded) */
+	int counted;
 };
 
 /*
  * store_record - for each result, atomically: recipient state, timeline,
  * outbox event, XACK + XDEL of the ready entry (on its lane, d->lane), and ZADD to due when
- * deferred. Results are pipelined. A result whose recipient is not in
- * "sending" any more is acknowledged without changes. 0 or STORE_ERR_*
+ * deferred (a first deferral also sets r<i>:dfr). Results are pipelined.
+ * A result whose recipient is not in "sending" any more is acknowledged
+ * without changes. Sets each r[i].counted. 0 or STORE_ERR_*
  * (then nothing unrecorded was acknowledged: the entries come back).
  */
-int store_record(struct store *s, const struct store_result *r, size_t n);
+int store_record(struct store *s, struct store_result *r, size_t n);
 
 /* One delivery to give back without an outcome (store_hand_back). */
 struct store_handback {
@@ -619,13 +624,30 @@ int store_rate_limit(struct store *s, const char *project, int64_t now_ms, doubl
 
 /* --- metrics ------------------------------------------------------------------ */
 
+#define STORE_WH_BACKLOG_TOP 20     /* endpoints with a backlog gauge of their own; the rest summed */
+#define STORE_WH_ENDPOINTS_MAX 1000  /* endpoints looked at per scrape */
+
 struct store_queue_stats {
-	int64_t ready;      /* XLEN of both lanes: deliveries due now, claimed or not */
-	int64_t pending;    /* XPENDING workers, both lanes: claimed, not yet recorded */
-	int64_t due;        /* ZCARD due: retries and scheduled sends waiting for their time */
-	int64_t events;     /* XLEN events: outbox events retained (SSE replay, webhook fan-out) */
+	/* by enum store_lane */
+	int64_t ready[2];       /* due now and not claimed by any worker (stream length - claimed) */
+	int64_t claimed[2];     /* XPENDING workers: claimed by a worker, not yet recorded */
+	int64_t oldest_ms[2];   /* age of the lane's oldest entry, claimed or not (Redis clock); 0 when empty */
+	int64_t due;            /* ZCARD due: retries and scheduled sends waiting for their time */
+	int64_t events;         /* XLEN events: outbox events retained (SSE replay, webhook fan-out) */
+	/* webhook deliveries waiting per endpoint (ZCARD whq:<id>), largest first */
+	size_t nwh;
+	struct {
+		char endpoint[40];  /* "wh_<26>" or "default" (TXMAIL_WEBHOOK_URL) */
+		int64_t n;
+	} wh[STORE_WH_BACKLOG_TOP];
+	int64_t wh_other;       /* the endpoints past the top ones, summed */
+	int wh_has_other;       /* there were more endpoints than STORE_WH_BACKLOG_TOP */
 };
-/* store_queue_stats - the four gauges in one pipelined round trip; 0 or STORE_ERR_*. */
+/*
+ * store_queue_stats - the queue gauges: one pipelined round trip for the
+ * lanes, due, events, the Redis clock and the endpoint list, a second for
+ * the endpoints' backlogs; 0 or STORE_ERR_*.
+ */
 int store_queue_stats(struct store *s, struct store_queue_stats *out);
 
 #endif

@@ -731,7 +731,7 @@ st_status_known(const char *st, int *terminal)
 }
 
 int
-store_record(struct store *s, const struct store_result *res, size_t n)
+store_record(struct store *s, struct store_result *res, size_t n)
 {
 	struct st_batch b;
 	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX], member[ST_KEY_MAX];
@@ -750,6 +750,8 @@ store_record(struct store *s, const struct store_result *res, size_t n)
 			    res[i].d != NULL ? res[i].d->msg_id : "", i);
 			return STORE_ERR_PROTO;
 		}
+	for (i = 0; i < n; i++)
+		res[i].counted = 0;
 	rc = st_connect(s);
 	if (rc)
 		return rc;
@@ -798,6 +800,8 @@ store_record(struct store *s, const struct store_result *res, size_t n)
 			rc = st_bad("record", b.rep[i]);
 			continue;
 		}
+		/* 2: a first deferral; 1: a terminal state (or a later deferral) */
+		res[i].counted = v == 2 || (v == 1 && strcmp(res[i].status, "deferred") != 0);
 		if (v < 0)
 			log_info("stale outcome ignored", "msg_id=%s rcpt_idx=%d rcpt=%s attempt=%d",
 			    res[i].d->msg_id, res[i].d->rcpt_idx, res[i].d->rcpt, res[i].d->attempts);
@@ -852,53 +856,163 @@ out:
 
 /* --- metrics ------------------------------------------------------------- */
 
+/* st_stream_first_ms - the ms part of the first entry id of an XRANGE .. COUNT 1 reply; 0 when empty. */
+static int
+st_stream_first_ms(const redisReply *r, int64_t *ms)
+{
+	const redisReply *id, *fields;
+	const char *dash;
+
+	*ms = 0;
+	if (!r || r->type != REDIS_REPLY_ARRAY)
+		return -1;
+	if (r->elements == 0)
+		return 0;
+	if (st_entry(r->element[0], &id, &fields) != 0)
+		return -1;
+	dash = memchr(id->str, '-', id->len);
+	return dash != NULL && st_parse_i64(id->str, (size_t)(dash - id->str), ms) == 0 ? 0 : -1;
+}
+
+/* st_time_ms - the reply of TIME ([seconds, microseconds]) in ms. */
+static int
+st_time_ms(const redisReply *r, int64_t *ms)
+{
+	int64_t sec, us;
+
+	if (!st_is_array(r, 2) || st_int(r->element[0], &sec) != 0 || st_int(r->element[1], &us) != 0)
+		return -1;
+	*ms = sec * 1000 + us / 1000;
+	return 0;
+}
+
+/*
+ * st_wh_backlogs - ZCARD of every endpoint's due set (and default's), the
+ * largest STORE_WH_BACKLOG_TOP kept by name, the rest summed.
+ */
+static int
+st_wh_backlogs(struct store *s, const redisReply *eps, struct store_queue_stats *out)
+{
+	struct st_batch b;
+	char key[ST_KEY_MAX];
+	size_t n = 1, i;
+	int rc;
+
+	if (st_is_array(eps, 0))
+		n += eps->elements > STORE_WH_ENDPOINTS_MAX ? STORE_WH_ENDPOINTS_MAX : eps->elements;
+	rc = st_batch_init(&b, n, 2);
+	if (rc)
+		goto out;
+	for (i = 0; i < n; i++) {
+		const char *ep = "default";
+		char name[40];
+
+		if (i > 0) {
+			const redisReply *e = eps->element[i - 1];
+
+			if (!st_is_str(e) || e->len >= sizeof(name)) {
+				rc = st_bad("queue stats: endpoint", e);
+				goto out;
+			}
+			memcpy(name, e->str, e->len);
+			name[e->len] = '\0';
+			ep = name;
+		}
+		if (st_key(key, sizeof(key), ST_K_WHQ, ep, NULL)) {
+			rc = STORE_ERR_PROTO;
+			goto out;
+		}
+		st_adds(&b.a, "ZCARD");
+		st_adds(&b.a, key);
+		rc = st_batch_add(&b);
+		if (rc)
+			goto out;
+	}
+	rc = st_batch_run(s, &b);
+	if (rc)
+		goto out;
+	for (i = 0; i < b.n; i++) {
+		int64_t v;
+		size_t at;
+
+		if (st_int(b.rep[i], &v) != 0 || v < 0) {
+			rc = st_bad("queue stats: backlog", b.rep[i]);
+			goto out;
+		}
+		if (i > 0 && v == 0)
+			continue;   /* an endpoint with nothing waiting: no series of its own */
+		/* insertion into the top list, largest first; the one pushed out goes to other */
+		at = out->nwh;
+		while (at > 0 && out->wh[at - 1].n < v)
+			at--;
+		if (at >= STORE_WH_BACKLOG_TOP) {
+			out->wh_other += v;
+			out->wh_has_other = 1;
+			continue;
+		}
+		if (out->nwh == STORE_WH_BACKLOG_TOP) {
+			out->wh_other += out->wh[STORE_WH_BACKLOG_TOP - 1].n;
+			out->wh_has_other = 1;
+			out->nwh--;
+		}
+		memmove(&out->wh[at + 1], &out->wh[at], (out->nwh - at) * sizeof(out->wh[0]));
+		util_strlcpy(out->wh[at].endpoint, i == 0 ? "default" : eps->element[i - 1]->str,
+		    sizeof(out->wh[at].endpoint));
+		out->wh[at].n = v;
+		out->nwh++;
+	}
+out:
+	st_batch_release(&b);
+	return rc;
+}
+
 int
 store_queue_stats(struct store *s, struct store_queue_stats *out)
 {
-	/* both lanes of ready and pending are summed into one gauge each */
-	static const char *const argv[6][3] = {
+	enum { Q_LEN = 0, Q_PEND = 2, Q_DUE = 4, Q_EVENTS = 5, Q_FIRST = 6, Q_TIME = 8, Q_EPS = 9, Q_N = 10 };
+	static const char *const argv[Q_N][6] = {
 		{ "XLEN", ST_K_READY, NULL },
 		{ "XLEN", ST_K_READY_HIGH, NULL },
-		{ "XPENDING", ST_K_READY, ST_G_WORKERS },
-		{ "XPENDING", ST_K_READY_HIGH, ST_G_WORKERS },
+		{ "XPENDING", ST_K_READY, ST_G_WORKERS, NULL },
+		{ "XPENDING", ST_K_READY_HIGH, ST_G_WORKERS, NULL },
 		{ "ZCARD", ST_K_DUE, NULL },
 		{ "XLEN", ST_K_EVENTS, NULL },
+		{ "XRANGE", ST_K_READY, "-", "+", "COUNT", "1" },
+		{ "XRANGE", ST_K_READY_HIGH, "-", "+", "COUNT", "1" },
+		{ "TIME", NULL },
+		{ "ZRANGE", ST_K_WHEPS, "0", "999", NULL },
 	};
-	static const int argc[6] = { 2, 2, 3, 3, 2, 2 };
-	struct st_cmd cmds[6];
-	redisReply *rep[6] = { NULL, NULL, NULL, NULL, NULL, NULL };
-	int64_t *dst[6];
+	static const int argc[Q_N] = { 2, 2, 3, 3, 2, 2, 6, 6, 1, 4 };
+	struct st_cmd cmds[Q_N];
+	redisReply *rep[Q_N];
+	int64_t len[2] = { 0, 0 }, first[2] = { 0, 0 }, now = 0;
 	size_t i;
 	int rc;
 
 	if (!s || !out)
 		return STORE_ERR_PROTO;
 	memset(out, 0, sizeof(*out));
-	dst[0] = &out->ready;
-	dst[1] = &out->ready;
-	dst[2] = &out->pending;
-	dst[3] = &out->pending;
-	dst[4] = &out->due;
-	dst[5] = &out->events;
 	memset(cmds, 0, sizeof(cmds));
+	memset(rep, 0, sizeof(rep));
 	rc = st_connect(s);
 	if (rc)
 		return rc;
-	for (i = 0; i < 6; i++) {
-		int len = redisFormatCommandArgv(&cmds[i].buf, argc[i], (const char **)argv[i], NULL);
+	for (i = 0; i < Q_N; i++) {
+		int n = redisFormatCommandArgv(&cmds[i].buf, argc[i], (const char **)argv[i], NULL);
 
-		if (len < 0 || !cmds[i].buf) {
+		if (n < 0 || !cmds[i].buf) {
 			rc = STORE_ERR_NOMEM;
 			goto out;
 		}
-		cmds[i].len = (size_t)len;
+		cmds[i].len = (size_t)n;
 	}
-	rc = st_run(s, cmds, 6, rep);
+	rc = st_run(s, cmds, Q_N, rep);
 	if (rc)
 		goto out;
-	for (i = 0; i < 6; i++) {
+	for (i = 0; i < Q_EVENTS + 1; i++) {
 		const redisReply *r = rep[i];
-		int xpending = i == 2 || i == 3;
+		int xpending = i == Q_PEND || i == Q_PEND + 1;
+		int64_t *dst;
 
 		/* XPENDING summary: [count, min id, max id, consumers] */
 		if (xpending && st_is_array(r, 1))
@@ -909,10 +1023,23 @@ store_queue_stats(struct store *s, struct store_queue_stats *out)
 			rc = st_bad("queue stats", rep[i]);
 			goto out;
 		}
-		*dst[i] += r->integer;
+		dst = i < Q_PEND ? &len[i] : xpending ? &out->claimed[i - Q_PEND] :
+		    i == Q_DUE ? &out->due : &out->events;
+		*dst = r->integer;
 	}
+	if (st_stream_first_ms(rep[Q_FIRST], &first[0]) != 0 ||
+	    st_stream_first_ms(rep[Q_FIRST + 1], &first[1]) != 0 || st_time_ms(rep[Q_TIME], &now) != 0) {
+		rc = st_bad("queue stats: oldest", rep[Q_TIME]);
+		goto out;
+	}
+	for (i = 0; i < 2; i++) {
+		/* claimed and recorded entries are deleted (XACK + XDEL): the rest wait for a worker */
+		out->ready[i] = len[i] > out->claimed[i] ? len[i] - out->claimed[i] : 0;
+		out->oldest_ms[i] = first[i] > 0 && now > first[i] ? now - first[i] : 0;
+	}
+	rc = st_wh_backlogs(s, rep[Q_EPS], out);
 out:
-	for (i = 0; i < 6; i++) {
+	for (i = 0; i < Q_N; i++) {
 		if (rep[i])
 			freeReplyObject(rep[i]);
 		redisFreeCommand(cmds[i].buf);

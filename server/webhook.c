@@ -437,6 +437,7 @@ struct wh_req {
 	char type[64];
 	char msg_id[96];
 	char rcpt[320];
+	int64_t created_ms;    /* the event's created_at (recorded), 0 when absent: latency metric */
 	struct wh_req *next;
 };
 
@@ -778,6 +779,9 @@ static void wh_req_about(struct wh_req *r)
 		return;
 	if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(ev, "type")))
 		util_strlcpy(r->type, v->valuestring, sizeof(r->type));
+	if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(ev, "created_at")) &&
+	    util_parse_rfc3339(v->valuestring, &r->created_ms) != 0)
+		r->created_ms = 0;
 	data = cJSON_GetObjectItemCaseSensitive(ev, "data");
 	if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(data, "message_id")))
 		util_strlcpy(r->msg_id, v->valuestring, sizeof(r->msg_id));
@@ -921,6 +925,7 @@ static void wh_complete(struct webhook *w, struct wh_req *r, CURLcode cc)
 	if (cc == CURLE_OK && status >= 200 && status < 300) {
 		r->outcome = WH_DONE;
 		metrics_webhook_attempt(METRICS_WEBHOOK_SUCCESS);
+		metrics_webhook_latency((double)(now - (r->created_ms > 0 ? r->created_ms : r->d->first_ms)) / 1000.0);
 		log_info("webhook delivered",
 		    "event_id=%s endpoint=%s msg_id=%s rcpt=%s type=%s status=%ld attempt=%d",
 		    r->d->event_id, r->d->endpoint, r->msg_id, r->rcpt, r->type, status, r->attempts);

@@ -80,6 +80,7 @@ struct job {
 	char tried[sizeof(((struct smtp_outcome *)0)->text)];   /* how each address failed, "; " between */
 	char verp[VERP_ADDR_MAX + 1]; /* TXMAIL_BOUNCE_DOMAIN: this transaction's return path */
 	int64_t not_before_ms;        /* shaper: destination suspended; deferred until then, not attempted */
+	uint64_t dispatch_us;         /* metrics_clock_us() at dispatch: the SMTP transaction's duration */
 	int done;
 	struct job *next_done;
 	struct job *prev_fly, *next_fly;   /* in-flight registry */
@@ -489,6 +490,8 @@ on_engine_done(struct smtp_job *sj, const struct smtp_outcome *o, void *arg)
 	}
 	if (stopped_stage(o->stage) == 0) {
 		metrics_smtp_transaction((int)o->result);
+		metrics_smtp_duration((int)o->result, (double)(metrics_clock_us() - j->dispatch_us) / 1e6);
+		metrics_smtp_reply(o->code, o->enhanced);
 		shaper_report(w->shaper, job_dest(w, j),
 		    shaper_conn_fail(o->result == SMTP_RESULT_TEMPFAIL, o->stage, o->code));
 	}
@@ -498,6 +501,8 @@ on_engine_done(struct smtp_job *sj, const struct smtp_outcome *o, void *arg)
 
 		for (struct job *m = j; m != NULL && k < j->sj.nrcpts; m = m->grp_next) {
 			m->out = j->sj.rcpts[k++].out;
+			if (m->out.stage != NULL && strcmp(m->out.stage, "rcpt") == 0 && m->out.code != o->code)
+				metrics_smtp_reply(m->out.code, m->out.enhanced);   /* its own refusal */
 			if (connect_stage_tempfail(o) && connect_stage_tempfail(&m->out))
 				util_strlcpy(m->out.text, j->out.text, sizeof(m->out.text));
 		}
@@ -740,6 +745,8 @@ static void
 dispatch_send(struct worker *w, struct job *j)
 {
 	const struct store_delivery *d = j->d;
+
+	j->dispatch_us = metrics_clock_us();
 
 	if (!w->cfg->relay_set) {
 		const char *at = strrchr(d->rcpt, '@');
@@ -1060,6 +1067,24 @@ log_outcome(const struct job *j, const char *status, const struct retry_decision
 	}
 }
 
+/* count_outcome - the metrics of one recorded outcome (metrics.h). */
+static void
+count_outcome(const struct worker *w, const struct job *j, const struct store_result *r, int64_t now)
+{
+	struct metrics_outcome mo;
+
+	memset(&mo, 0, sizeof(mo));
+	mo.status = r->status;
+	mo.counted = r->counted;
+	mo.code = j->out.code;
+	mo.enhanced = j->out.enhanced;
+	mo.stage = j->out.stage;
+	mo.destination = job_dest(w, j);
+	mo.lane = j->d->lane;
+	mo.latency_ms = j->d->created_ms > 0 && now >= j->d->created_ms ? now - j->d->created_ms : -1;
+	metrics_delivery_outcome(&mo);
+}
+
 /* Record a batch; returns 0 when recorded, -1 to try again later. */
 static int
 record_batch(struct worker *w, struct store *st, struct job **jobs, size_t n)
@@ -1067,6 +1092,7 @@ record_batch(struct worker *w, struct store *st, struct job **jobs, size_t n)
 	struct store_result res[RECORD_BATCH];
 	struct rec recs[RECORD_BATCH];
 	struct store_handback hb[RECORD_BATCH];
+	struct job *rjob[RECORD_BATCH];
 	int64_t now = util_now_ms();
 	size_t k = 0, nhb = 0, ncut = 0, back = 0;
 	int rc;
@@ -1103,6 +1129,7 @@ record_batch(struct worker *w, struct store *st, struct job **jobs, size_t n)
 			return -1;
 		}
 		memset(&res[k], 0, sizeof(res[k]));
+		rjob[k] = j;
 		res[k].d = j->d;
 		res[k].status = status;
 		res[k].next_ms = dec.next_ms;
@@ -1118,7 +1145,7 @@ record_batch(struct worker *w, struct store *st, struct job **jobs, size_t n)
 	}
 	rc = k > 0 ? store_record(st, res, k) : STORE_OK;
 	for (size_t x = 0; rc == STORE_OK && x < k; x++)
-		metrics_recipient(res[x].status);
+		count_outcome(w, rjob[x], &res[x], now);
 	for (size_t x = 0; x < k; x++)
 		rec_free(&recs[x]);
 	/* after the records: a retry of the batch finds them recorded and changes nothing */
@@ -1224,6 +1251,15 @@ recorder_main(void *arg)
 
 /* --- lifecycle ------------------------------------------------------------ */
 
+/* metrics collector: this loop's suspended destinations */
+static void
+worker_collect(void *arg, struct metrics_collect *out)
+{
+	struct worker *w = arg;
+
+	out->suspended += (int64_t)shaper_suspended(w->shaper);
+}
+
 struct worker *
 worker_start(const struct config *cfg, int index, char *err, size_t errlen)
 {
@@ -1273,6 +1309,7 @@ worker_start(const struct config *cfg, int index, char *err, size_t errlen)
 		sc.arg = w;
 		if ((w->shaper = shaper_new(&sc, err, errlen)) == NULL)
 			goto fail;
+		(void)metrics_collector_add(worker_collect, w);   /* full (64 loops): not counted */
 		snprintf(w->relay_dest, sizeof(w->relay_dest), "relay %s:%u", cfg->relay.host, cfg->relay.port);
 	}
 	if (cfg->relay_set &&
@@ -1357,6 +1394,7 @@ worker_stop(struct worker *w, int64_t deadline_ms, struct worker_stop_stats *sta
 		pthread_join(w->engine_thr, NULL);
 	if (w->engine != NULL)
 		smtp_engine_free(w->engine);   /* transactions still running: outcome "cut" */
+	metrics_collector_del(worker_collect, w);   /* no scrape reads the shaper after this */
 	shaper_free(w->shaper);   /* after the engine: on_engine_done reports to it */
 	relay_dns_put(w->rdns, w->rdns_shared);   /* after the engine and the shaper: both pick */
 	w->rdns = NULL;

@@ -7,7 +7,9 @@
 -- suppression list of the message's project (its "project" field; none:
 -- "default", whose list is KEYS[6]) as "<now_ms>:<reason>", in the same
 -- step as the outcome. The event goes to the outbox with p = that project.
--- Returns 1 recorded; 0 recipient not "sending" (entry acked, nothing
+-- A deferral sets r<i>:dfr = 1 (only metrics read it: whether the
+-- recipient was deferred before).
+-- Returns 1 recorded; 2 recorded, the recipient's first deferral; 0 recipient not "sending" (entry acked, nothing
 -- else); -1 stale: another consumer has claimed the recipient since
 -- (attempts differ), nothing touched, the entry is theirs now.
 
@@ -35,8 +37,10 @@ if ARGV[7] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[7]) end
 if ARGV[6] ~= '' then redis.call('XADD', KEYS[5], '*', 'e', ARGV[6], 'p', proj) end
 redis.call('XACK', KEYS[3], 'workers', ARGV[1])
 redis.call('XDEL', KEYS[3], ARGV[1])
+local ret = 1
 if st == 'deferred' then
   redis.call('ZADD', KEYS[4], ARGV[4], ARGV[10])
+  if redis.call('HSETNX', KEYS[1], p .. 'dfr', '1') == 1 then ret = 2 end
 elseif st ~= 'sending' then
   local left = redis.call('HINCRBY', KEYS[1], 'pending', -1)
   if left <= 0 then
@@ -44,4 +48,4 @@ elseif st ~= 'sending' then
     redis.call('PEXPIRE', KEYS[2], ARGV[9])
   end
 end
-return 1
+return ret

@@ -3,7 +3,8 @@
 Owns: a message to a temp1- recipient (the SMTP peer answers 4xx once, then
 accepts) shows up in the per-process counters of a `txmail run` process
 (accepted >= 1, deferred >= 1, delivered >= 1), the HTTP counter counts the
-send, the queue gauges read from Redis are present and parse, every sample
+send, the queue gauges read from Redis (ready and claimed per lane, due,
+events) are present and parse, every sample
 line is well-formed exposition text with a TYPE line, neither route needs a
 key, and GET / is a self-contained HTML page. Answers are checked against
 the spec (capi).
@@ -25,7 +26,7 @@ def parse(text):
             continue
         if line.startswith("# TYPE "):
             parts = line.split()
-            assert len(parts) == 4 and parts[3] in ("counter", "gauge"), "got TYPE line %r" % line
+            assert len(parts) == 4 and parts[3] in ("counter", "gauge", "histogram"), "got TYPE line %r" % line
             typed.add(parts[2])
             continue
         if line.startswith("#"):
@@ -33,9 +34,16 @@ def parse(text):
             continue
         m = SAMPLE_RE.match(line)
         assert m, "got malformed sample line %r" % line
-        assert m.group(1) in typed, "got sample %r before its # TYPE line" % line
+        base = re.sub(r"_(bucket|sum|count)$", "", m.group(1))
+        assert m.group(1) in typed or base in typed, "got sample %r before its # TYPE line" % line
         out[(m.group(1), m.group(2) or "")] = float(m.group(3))
     return out
+
+
+def by_status(m, status):
+    """txmail_recipients_total of one status, summed over its reasons."""
+    return sum(v for (n, lb), v in m.items()
+               if n == "txmail_recipients_total" and ('status="%s"' % status) in lb)
 
 
 def scrape(capi):
@@ -65,8 +73,7 @@ def test_metrics_counts_a_deferred_then_delivered_recipient(txmail, capi, smtp_p
 
     def counted():
         m = scrape(capi)
-        ok = (m.get(("txmail_recipients_total", '{status="delivered"}'), 0) >= 1 and
-              m.get(("txmail_recipients_total", '{status="deferred"}'), 0) >= 1)
+        ok = by_status(m, "delivered") >= 1 and by_status(m, "deferred") >= 1
         return m if ok else None
     m = wait_until(counted, dl(10), "delivered and deferred counted")
 
@@ -78,9 +85,13 @@ def test_metrics_counts_a_deferred_then_delivered_recipient(txmail, capi, smtp_p
         "got no tempfail SMTP transaction counted"
     assert m.get(("txmail_smtp_transactions_total", '{result="ok"}'), 0) >= 1, \
         "got no ok SMTP transaction counted"
-    for g in ("txmail_queue_ready", "txmail_queue_pending", "txmail_queue_due", "txmail_events_retained"):
-        assert (g, "") in m, "got no gauge %s in %s" % (g, sorted(k for k, _ in m))
-        assert m[(g, "")] >= 0 and m[(g, "")] == int(m[(g, "")]), "got %s %r, want a count" % (g, m[(g, "")])
+    # ready (not claimed) and claimed are separate gauges, one per lane
+    for g, labels in (("txmail_queue_ready", '{lane="normal"}'), ("txmail_queue_ready", '{lane="high"}'),
+                      ("txmail_queue_claimed", '{lane="normal"}'), ("txmail_queue_claimed", '{lane="high"}'),
+                      ("txmail_queue_due", ""), ("txmail_events_retained", "")):
+        assert (g, labels) in m, "got no gauge %s%s in %s" % (g, labels, sorted(k for k, _ in m))
+        v = m[(g, labels)]
+        assert v >= 0 and v == int(v), "got %s%s %r, want a count" % (g, labels, v)
     # the outbox holds at least the deferred and delivered events of this message
     assert m[("txmail_events_retained", "")] >= 2, "got events_retained %r, want >= 2" % (
         m[("txmail_events_retained", "")],)

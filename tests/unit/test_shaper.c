@@ -174,6 +174,29 @@ Test(shaper, suspension_threshold_doubling_reset)
 	shaper_state_free(st);
 }
 
+Test(shaper, suspended_count_for_metrics)
+{
+	struct shaper_state *st = new_state("", 1, 10000, 35000);
+	enum shaper_event ev;
+	int64_t until;
+	int fails;
+
+	cr_assert_not_null(st);
+	cr_expect_eq(shaper_state_suspended(st, 0), 0, "got suspended before any failure");
+	shaper_state_report(st, "a.test", 1, 1000, &until, &fails);     /* until 11000 */
+	shaper_state_report(st, "b.test", 1, 5000, &until, &fails);     /* until 15000 */
+	shaper_state_report(st, "c.test", 0, 5000, &until, &fails);     /* answered: not suspended */
+	cr_expect_eq(shaper_state_suspended(st, 6000), 2, "got %zu suspended, want 2",
+	    shaper_state_suspended(st, 6000));
+	/* a suspension that ran out is not counted, checked or not */
+	cr_expect_eq(shaper_state_suspended(st, 12000), 1, "got %zu suspended at 12000, want 1",
+	    shaper_state_suspended(st, 12000));
+	cr_expect_eq(shaper_state_check(st, "a.test", 12000, &ev), 0, "a.test still suspended");
+	cr_expect_eq(shaper_state_suspended(st, 16000), 0, "got %zu suspended at 16000, want 0",
+	    shaper_state_suspended(st, 16000));
+	shaper_state_free(st);
+}
+
 Test(shaper, conn_fail_classification)
 {
 	static const struct {

@@ -590,6 +590,47 @@ Test(store, deferred_then_promoted)
 
 	cr_assert_eq(fetch_one("c1", &d), 1);
 	cr_assert_eq(d->attempts, 2, "attempts: got %d, want 2", d->attempts);
+	{
+		/* a second deferral is recorded but not counted again (metrics count recipients) */
+		struct store_result r = {
+			.d = d, .status = "deferred", .next_ms = due, .now_ms = util_now_ms(),
+			.smtp_json = "", .event_json = "", .timeline_json = "", .counted = 7,
+		};
+
+		cr_assert_eq(store_record(st, &r, 1), 0);
+		cr_assert_eq(r.counted, 0, "second deferral: got counted %d, want 0", r.counted);
+		rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, "r0:dfr");
+		cr_assert_str_eq(sbuf, "1");
+	}
+	store_delivery_free(d);
+}
+
+Test(store, record_sets_counted)
+{
+	char id[64];
+	struct store_delivery *d = NULL;
+	int64_t now = util_now_ms();
+	struct store_result r;
+
+	enqueue_msg(id, sizeof(id), 1, 0);
+	cr_assert_eq(fetch_one("c1", &d), 1);
+	memset(&r, 0, sizeof(r));
+	r.d = d;
+	r.status = "deferred";
+	r.next_ms = now;
+	r.now_ms = now;
+	cr_assert_eq(store_record(st, &r, 1), 0);
+	cr_assert_eq(r.counted, 1, "first deferral: got counted %d, want 1", r.counted);
+	/* the same result again: the recipient is not "sending" any more, nothing counted */
+	cr_assert_eq(store_record(st, &r, 1), 0);
+	cr_assert_eq(r.counted, 0, "replayed record: got counted %d, want 0", r.counted);
+	store_delivery_free(d);
+	cr_assert_eq(store_promote_due(st, now + 1, 100, &now), 1);
+	cr_assert_eq(fetch_one("c1", &d), 1);
+	r.d = d;
+	r.status = "delivered";
+	cr_assert_eq(store_record(st, &r, 1), 0);
+	cr_assert_eq(r.counted, 1, "delivered after a deferral: got counted %d, want 1", r.counted);
 	store_delivery_free(d);
 }
 
@@ -621,7 +662,13 @@ Test(store, lanes_fetch_high_first)
 	cr_assert_eq(v.lane, STORE_LANE_NORMAL, "view lane: got %d, want normal", (int)v.lane);
 	store_message_view_free(&v);
 	cr_assert_eq(store_queue_stats(st, &q), 0);
-	cr_assert_eq(q.ready, 4, "ready gauge: got %lld, want 4 (both lanes)", (long long)q.ready);
+	cr_assert_eq(q.ready[STORE_LANE_NORMAL], 3, "ready normal: got %lld, want 3", (long long)q.ready[0]);
+	cr_assert_eq(q.ready[STORE_LANE_HIGH], 1, "ready high: got %lld, want 1", (long long)q.ready[1]);
+	cr_assert_eq(q.claimed[0] + q.claimed[1], 0, "claimed before any fetch");
+	cr_assert(q.oldest_ms[0] >= 0 && q.oldest_ms[0] < 60000, "oldest normal: got %lld ms",
+	    (long long)q.oldest_ms[0]);
+	cr_assert_eq(q.nwh, 1, "backlogs: got %zu rows, want 1 (default)", q.nwh);
+	cr_assert_str_eq(q.wh[0].endpoint, "default");
 
 	/* the high message was enqueued last but comes first */
 	n = store_fetch(st, "c1", 2, 100, d);
@@ -633,7 +680,11 @@ Test(store, lanes_fetch_high_first)
 	cr_assert_eq(pending_count(K_HIGH, "workers"), 1);
 	cr_assert_eq(pending_count(K_NORMAL, "workers"), 1);
 	cr_assert_eq(store_queue_stats(st, &q), 0);
-	cr_assert_eq(q.pending, 2, "pending gauge: got %lld, want 2 (both lanes)", (long long)q.pending);
+	/* claimed entries are not ready any more (they were, before: ready counted XLEN) */
+	cr_assert_eq(q.claimed[STORE_LANE_NORMAL], 1, "claimed normal: got %lld, want 1", (long long)q.claimed[0]);
+	cr_assert_eq(q.claimed[STORE_LANE_HIGH], 1, "claimed high: got %lld, want 1", (long long)q.claimed[1]);
+	cr_assert_eq(q.ready[STORE_LANE_NORMAL], 2, "ready normal: got %lld, want 2", (long long)q.ready[0]);
+	cr_assert_eq(q.ready[STORE_LANE_HIGH], 0, "ready high: got %lld, want 0", (long long)q.ready[1]);
 	for (int i = 0; i < n; i++)
 		cr_assert_eq(record_one(d[i], "delivered", 0, NULL), 0);
 	total += n;
