@@ -11,8 +11,9 @@
  * handler that adds queue gauges read from Redis and this process's own
  * figures (CPU, RSS, fds) at scrape time. Counters are per process: with
  * the roles split over several processes each one counts only what it did
- * itself (a worker renders its own with metrics_scrape on its admin
- * listener). This module must never block a caller that counts, allocate
+ * itself (a worker serves its own on its admin listener: http.c's admin
+ * routes use the same handler; metrics_scrape is that handler's text for
+ * any other listener). This module must never block a caller that counts, allocate
  * on the counting path, or let a label value a client chose reach the
  * output (routes are the static patterns, destinations a bounded table).
  *

@@ -13,8 +13,10 @@ enhanced class as reason, while txmail_delivery_attempts_total counts its
 three deferred attempts), the delivered ones have latency observations, the
 replies are counted by enhanced class, the per-destination outcomes add up
 to the attempts, and every histogram, gauge and process figure is there.
-In the split deployment, the same names come from the worker's own admin
-listener (see test_worker_scrape below, when the admin port exists).
+In the split deployment (`txmail api` + `txmail worker`) each process
+counts what it did: the worker's admin listener (TXMAIL_ADMIN_LISTEN) shows
+the deliveries and webhooks, the api's port the accepts, both pass
+promtool, and both show the same queue gauges.
 
 Must never: wait without a deadline, depend on another test's process.
 """
@@ -25,7 +27,7 @@ import subprocess
 
 import pytest
 
-from helpers import SmtpPeer, dl, wait_until, wait_status, send_text
+from helpers import Client, SmtpPeer, dl, free_port, send_text, wait_status, wait_until
 
 PROMTOOL = shutil.which("promtool")
 SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
@@ -107,8 +109,7 @@ class Scrape:
 
 
 def scrape(port):
-    import helpers
-    c = helpers.Client(port)
+    c = Client(port)
     try:
         r = c.get("/metrics", auth=False)
     finally:
@@ -117,12 +118,16 @@ def scrape(port):
     return Scrape(r.body.decode("utf-8"))
 
 
-def check_names(s):
-    """Every name exists with its type and labels."""
+def check_names(s, accepts=True):
+    """Every name exists with its type and labels (accepts=False: a process
+    without the API, whose accept histogram has its TYPE but no series)."""
     for name, label in HISTOGRAMS.items():
         assert s.types.get(name) == "histogram", "got TYPE %r for %s, want histogram" % (s.types.get(name), name)
         for suffix in ("_bucket", "_sum", "_count"):
             got = s.series(name + suffix)
+            if not accepts and name == "txmail_accept_duration_seconds":
+                assert not got, "got accept series %r in a process without the API" % got
+                continue
             assert got, "got no %s%s series" % (name, suffix)
             if label is not None and name != "txmail_accept_duration_seconds":
                 assert all(label in lb for lb, _ in got), "got %s%s without label %s" % (name, suffix, label)
@@ -227,3 +232,49 @@ def test_metric_names_after_real_mail(txmail, capi, smtp_peer, workdir):
     assert m.one("process_cpu_seconds_total") > 0
     # no label value a client chose (the recipients' local parts)
     assert "metrics@" not in m.text and "slow-" not in m.text
+
+
+def test_split_roles_each_scrape_their_own(txmail_factory, smtp_peer, workdir):
+    api = txmail_factory(args=("api",))
+    admin = free_port()
+    worker = txmail_factory(args=("worker",), http=False, name="txmail worker",
+                            extra_env={"TXMAIL_ADMIN_LISTEN": "127.0.0.1:%d" % admin})
+    c = api.client()
+    try:
+        mids = [(send_text(c, to, "split"), want) for to, want in (
+            ("ok-split@example.com", "delivered"), ("temp1-split@example.com", "delivered"),
+            ("perm-split@example.com", "failed"))]
+        for mid, want in mids:
+            wait_status(c, mid, want, dl(20))
+    finally:
+        c.close()
+
+    def settled():
+        try:
+            w = scrape(admin)
+        except OSError:
+            return None
+        return w if (w.sum("txmail_recipients_total", status="delivered") == 2 and
+                     w.sum("txmail_webhook_latency_seconds_count") >= 1) else None
+    wait_until(settled, dl(15), "the worker's /metrics counting its deliveries")
+    w = scrape(admin)   # again: this one counts the scrapes before it (txmail_http_requests_total)
+    a = scrape(api.port)
+    check_names(w, accepts=False)
+    check_names(a)
+    promtool_check(w.text, workdir)
+    promtool_check(a.text, workdir)
+    # the worker counts the deliveries, the api the accepts
+    assert w.sum("txmail_recipients_total", status="deferred") == 1
+    assert w.one("txmail_recipients_total", status="failed", reason="5.1") == 1
+    assert w.one("txmail_delivery_attempts_total", result="deferred") == 1
+    assert w.one("txmail_delivery_latency_seconds_count", priority="normal") == 2
+    assert w.one("txmail_smtp_replies_total", **{"class": "4.3"}) == 1
+    assert w.one("txmail_messages_accepted_total") == 0
+    assert a.one("txmail_messages_accepted_total") == 3
+    assert a.one("txmail_accept_duration_seconds_count", route="/v1/messages") == 3
+    assert a.sum("txmail_recipients_total", status="delivered") == 0
+    assert a.one("txmail_delivery_latency_seconds_count", priority="normal") == 0
+    # the queue gauges come from Redis: the same in both
+    for lane in ("normal", "high"):
+        assert w.one("txmail_queue_ready", lane=lane) == a.one("txmail_queue_ready", lane=lane) == 0
+    assert w.one("txmail_redis_up") == a.one("txmail_redis_up") == 1
