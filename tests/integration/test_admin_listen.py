@@ -9,8 +9,8 @@ test-only TXMAIL_TEST_WEDGE hook: the engine thread really blocks while a
 file exists) turns /readyz 503 naming the loop, holds the delivery back, and
 /readyz is 200 again once it runs; `txmail bounce` serves the same three on
 its admin port; `txmail api` keeps serving them on its own port and opens an
-admin port only when TXMAIL_ADMIN_LISTEN is set; TXMAIL_ADMIN_LISTEN=off
-turns the worker's off.
+admin port only when TXMAIL_ADMIN_LISTEN is set, as does `txmail run`;
+TXMAIL_ADMIN_LISTEN=off turns the worker's off.
 
 Must never: use port 9090 (each process gets a free port), wait without a
 deadline.
@@ -199,6 +199,17 @@ def test_api_serves_them_on_its_port_and_admin_only_when_set(txmail_factory):
     finally:
         c.close()
     assert len(logparse.records(api2.log, "admin listening")) == 1
+
+
+def test_run_opens_admin_when_set(txmail_factory):
+    env = admin_env()
+    t = txmail_factory(extra_env=env)    # `run`: API, worker loops, scheduler, webhooks
+    c = Client(port_of(env), timeout=dl(5))
+    try:
+        check_three_routes(c, "run admin port")
+    finally:
+        c.close()
+    assert len(logparse.records(t.log, "admin listening")) == 1
 
 
 def test_worker_admin_off(txmail_factory):
