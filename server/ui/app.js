@@ -182,7 +182,8 @@
 		{ label: 'accepted / s', f: function (ms) { return sum(ms, 'txmail_messages_accepted_total', {}); } },
 		{ label: 'delivered / s', f: function (ms) { return sum(ms, 'txmail_recipients_total', { status: 'delivered' }); } },
 		{ label: 'deferred / s', f: function (ms) {
-			var v = sum(ms, 'txmail_recipient_deferrals_total', {});
+			/* deferred attempts (a recipient deferred twice counts twice) */
+			var v = sum(ms, 'txmail_delivery_attempts_total', { result: 'deferred' });
 			return v !== undefined ? v : sum(ms, 'txmail_recipients_total', { status: 'deferred' });
 		} },
 		{ label: 'failed / s', f: function (ms) { return sum(ms, 'txmail_recipients_total', { status: ['failed', 'expired'] }); } },
@@ -283,35 +284,57 @@
 		});
 	}
 
-	/* queues - per lane (label lane or priority; "all" without one): ready, claimed, due. */
+	/*
+	 * queues - a row per lane (label lane, or priority) with ready, claimed
+	 * and the oldest entry's age, then the total row with due (retries and
+	 * scheduled sends, which have no lane until they are due). Older
+	 * servers have no lane label and txmail_queue_pending for claimed.
+	 */
 	function renderQueues(ms) {
-		var lanes = new Map();
-		function put(name, col) {
+		var lanes = new Map(), total = {};
+		function put(names, col) {
+			var name = names.find(function (n) { return ms.some(function (m) { return m.name === n; }); });
 			ms.forEach(function (m) {
 				if (m.name !== name)
 					return;
-				var lane = m.labels.lane || m.labels.priority || 'all';
+				var lane = m.labels.lane || m.labels.priority;
+				if (col === 'age')
+					total.age = Math.max(total.age || 0, m.value);
+				else
+					total[col] = (total[col] || 0) + m.value;
+				if (!lane)
+					return;
 				var r = lanes.get(lane) || {};
 				r[col] = (r[col] || 0) + m.value;
 				lanes.set(lane, r);
 			});
 		}
-		put('txmail_queue_ready', 'ready');
-		if (ms.some(function (m) { return m.name === 'txmail_queue_claimed'; }))
-			put('txmail_queue_claimed', 'claimed');
-		else
-			put('txmail_queue_pending', 'claimed');
-		put('txmail_queue_due', 'due');
+		put(['txmail_queue_ready'], 'ready');
+		put(['txmail_queue_claimed', 'txmail_queue_pending'], 'claimed');
+		put(['txmail_queue_due'], 'due');
+		put(['txmail_queue_oldest_age_seconds'], 'age');
 		var tb = $('queues');
 		clear(tb);
-		if (lanes.size === 0) {
-			emptyRow(tb, 4, 'no queue gauges in /metrics (Redis unreachable?)');
+		if (total.ready === undefined && total.due === undefined) {
+			emptyRow(tb, 5, 'no queue gauges in /metrics (Redis unreachable?)');
 			return;
 		}
 		Array.from(lanes.keys()).sort().forEach(function (lane) {
 			var r = lanes.get(lane);
-			row(tb, [lane, fmt0(r.ready), fmt0(r.claimed), fmt0(r.due)]);
+			row(tb, [lane, fmt0(r.ready), fmt0(r.claimed), r.due === undefined ? '' : fmt0(r.due), age(r.age)]);
 		});
+		var tr = row(tb, ['all lanes', fmt0(total.ready), fmt0(total.claimed), fmt0(total.due), age(total.age)]);
+		tr.className = 'total';
+	}
+
+	function age(v) {
+		if (v === undefined)
+			return '\u2013';
+		if (v < 120)
+			return v.toFixed(v < 10 ? 1 : 0) + ' s';
+		if (v < 7200)
+			return (v / 60).toFixed(0) + ' min';
+		return (v / 3600).toFixed(1) + ' h';
 	}
 
 	function fmt0(v) { return v === undefined ? '\u2013' : String(v); }

@@ -111,13 +111,36 @@ try {
 	watch(p, 'dashboard', probe404);
 	current = p;
 	const before = requests.length;
+	// the first event stream ends at once after one id: the page must
+	// reconnect, resuming with Last-Event-ID (fetch, as EventSource cannot
+	// send the Authorization header)
+	const resumeId = String(Date.now() - 60000) + '-7';
+	const streamIds = [];
+	await p.route('**/v1/events/stream', (route) => {
+		streamIds.push(route.request().headers()['last-event-id'] || '');
+		if (streamIds.length === 1)
+			return route.fulfill({ status: 200, contentType: 'text/event-stream',
+				body: ': txmail event stream\n\nid: ' + resumeId + '\n\n' });
+		return route.continue();
+	});
 	await p.goto(base + '/#key=' + encodeURIComponent(key));
 	await p.locator('#app').waitFor({ state: 'visible', timeout: T });
 	if (p.url().includes('key='))
 		fail('the key stayed in the address bar: ' + p.url());
 	if (!(await p.evaluate(() => sessionStorage.getItem('txmail.key'))))
 		fail('the key is not in sessionStorage');
+	for (const end = Date.now() + T; streamIds.length < 2;) {
+		if (Date.now() > end)
+			fail('the page did not reconnect the event stream (requests: ' + JSON.stringify(streamIds) + ')');
+		await p.waitForTimeout(50);
+	}
 	await p.waitForFunction(() => document.getElementById('feed-state').textContent === 'live', null, { timeout: T });
+	const first = /^(\d+)-0$/.exec(streamIds[0]);
+	if (!first || Math.abs(Number(first[1]) - (Date.now() - 15 * 60 * 1000)) > 60000)
+		fail('first stream: got Last-Event-ID ' + JSON.stringify(streamIds[0]) + ', want 15 minutes ago');
+	if (streamIds[1] !== resumeId)
+		fail('reconnect: got Last-Event-ID ' + JSON.stringify(streamIds[1]) + ', want ' + resumeId);
+	report.stream_last_event_ids = streamIds.slice();
 	await p.locator('#queues tr').first().waitFor({ timeout: T });
 
 	// 4. send: delivered, deferred (defer+), rejected (reject+), markup in the subject
