@@ -236,23 +236,27 @@
 		series.forEach(function (p) { if (p.v > max) max = p.v; });
 		if (max <= 0)
 			max = 1;
+		/* one bar per scrape interval (at least 2 px, so a burst of a few
+		 * seconds stays visible in 15 minutes), and a line over the tops */
+		var xs = function (t) { return w - (now - t) / WINDOW_MS * w; };
+		g.fillStyle = 'rgba(29,79,145,0.35)';
+		series.forEach(function (p, k) {
+			var x1 = xs(p.t), x0 = k > 0 ? xs(series[k - 1].t) : x1 - 2;
+			if (x1 - x0 < 2)
+				x0 = x1 - 2;
+			var bh = p.v / max * (h - 12);
+			g.fillRect(x0, h - 1 - bh, x1 - x0, bh);
+		});
 		g.strokeStyle = '#1d4f91';
-		g.fillStyle = 'rgba(29,79,145,0.12)';
-		g.lineWidth = 1.5;
+		g.lineWidth = 1.2;
 		g.beginPath();
 		series.forEach(function (p, k) {
-			var x = w - (now - p.t) / WINDOW_MS * w, y = h - 2 - p.v / max * (h - 4);
+			var y = h - 1 - p.v / max * (h - 12);
 			if (k === 0)
-				g.moveTo(x, y);
-			else
-				g.lineTo(x, y);
+				g.moveTo(xs(p.t) - 2, y);
+			g.lineTo(xs(p.t), y);
 		});
 		g.stroke();
-		var last = series[series.length - 1], first = series[0];
-		g.lineTo(w - (now - last.t) / WINDOW_MS * w, h);
-		g.lineTo(w - (now - first.t) / WINDOW_MS * w, h);
-		g.closePath();
-		g.fill();
 	}
 
 	function buildRates() {

@@ -198,6 +198,7 @@ try {
 		fail('dead webhook row: got ' + JSON.stringify(dead) + ', want a backlog and a connect error');
 	if (!live || live[3] !== '')
 		fail('live webhook row: got ' + JSON.stringify(live) + ', want no failure');
+	await p.waitForTimeout(2100);    // one more scrape: the charts show the burst and after
 	await shot(p, 'overview.png');
 
 	// 5. look a message up: recipients and timeline; the subject's markup is text
