@@ -40,6 +40,7 @@
 
 #include "dsn.h"
 #include "log.h"
+#include "metrics.h"
 #include "sink.h"
 #include "store.h"
 #include "util.h"
@@ -197,6 +198,8 @@ bounce_record(struct bounce *b, const struct dsn *d, const struct store_message_
 		    rv->email, store_strerror(rc));
 		goto out;
 	}
+	if (failed && applied)
+		metrics_recipient_as("failed", METRICS_REASON_BOUNCED);   /* once: bounce.lua applies it once */
 	log_info(applied ? "DSN applied" : "DSN ignored, recipient already final",
 	    "msg_id=%s rcpt_idx=%d rcpt=%s action=%s status=%s suppressed=%s", msg_id, idx,
 	    rv->email, r->action, r->status, in.suppress_reason && applied ? "true" : "false");

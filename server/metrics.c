@@ -107,7 +107,7 @@ static const enum metrics_reason metrics_rcpt_default[METRICS_RCPT_COUNT] = {
 	METRICS_REASON_REPLY_4XX, METRICS_REASON_SUPPRESSED, METRICS_REASON_CANCELED,
 };
 static const char *const metrics_reason_names[METRICS_REASON_COUNT] = {
-	"ok", "suppressed", "canceled", "dns", "connect", "suspended", "timeout", "4xx", "5xx",
+	"ok", "suppressed", "canceled", "dns", "connect", "suspended", "timeout", "bounced", "4xx", "5xx",
 	"4.0", "4.1", "4.2", "4.3", "4.4", "4.5", "4.6", "4.7",
 	"5.0", "5.1", "5.2", "5.3", "5.4", "5.5", "5.6", "5.7",
 	"other",
@@ -349,6 +349,15 @@ metrics_recipient(const char *status)
 
 	if (i >= 0)
 		metrics_add(&metrics_rcpt[i][metrics_rcpt_default[i]], 1);
+}
+
+void
+metrics_recipient_as(const char *status, enum metrics_reason r)
+{
+	int i = metrics_status_index(status);
+
+	if (i >= 0 && (unsigned)r < METRICS_REASON_COUNT)
+		metrics_add(&metrics_rcpt[i][r], 1);
 }
 
 /* a named slot holding dest, or -1; any thread */

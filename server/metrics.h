@@ -57,6 +57,7 @@ enum metrics_reason {
 	METRICS_REASON_CONNECT,         /* no connection, no banner, TLS failed (no reply) */
 	METRICS_REASON_SUSPENDED,       /* not attempted: the destination is suspended */
 	METRICS_REASON_TIMEOUT,         /* the server stopped answering mid-transaction */
+	METRICS_REASON_BOUNCED,         /* failed after delivery: an asynchronous bounce (DSN) */
 	METRICS_REASON_REPLY_4XX,       /* a 4xx reply without an enhanced code */
 	METRICS_REASON_REPLY_5XX,       /* a 5xx reply without an enhanced code */
 	METRICS_REASON_ENH_4,           /* "4.0" .. "4.7": 8 values from here */
@@ -147,6 +148,8 @@ void metrics_messages_accepted(uint64_t n);
  * own. Unknown names are ignored.
  */
 void metrics_recipient(const char *status);
+/* metrics_recipient_as - one recipient reached status for reason r (the bounce role: "failed", BOUNCED). */
+void metrics_recipient_as(const char *status, enum metrics_reason r);
 
 /* One recorded outcome of a delivery attempt (worker.c's recorder, after store_record). */
 struct metrics_outcome {

@@ -137,6 +137,11 @@ def test_verp_and_hard_bounce(bounce_txmail, smtp_peer, webhook):
     assert (rcode, dcode) == (250, 250), "repeated DSN: got %s %s" % (rcode, dcode)
     j = get_msg(api, mid)
     assert len([e for e in j["events"] if e.get("type") == "failed"]) == 1, "timeline: %r" % j["events"]
+    # the metrics count the bounced recipient once, as failed/bounced (README "Metrics")
+    m = api.get("/metrics", auth=False).body.decode()
+    line = 'txmail_recipients_total{status="failed",reason="bounced"} 1'
+    assert line in m.splitlines(), "metrics: got %r, want %r" % (
+        [x for x in m.splitlines() if x.startswith("txmail_recipients_total")], line)
 
 
 def test_delayed_dsn_and_non_dsn(bounce_txmail, smtp_peer):

@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -244,6 +245,12 @@ def test_split_roles_each_scrape_their_own(txmail_factory, smtp_peer, workdir):
         mids = [(send_text(c, to, "split"), want) for to, want in (
             ("ok-split@example.com", "delivered"), ("temp1-split@example.com", "delivered"),
             ("perm-split@example.com", "failed"))]
+        later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+        r = c.send({"from": "sender@example.com", "to": "later-split@example.com", "subject": "later",
+                    "text": "hello\n", "send_at": later})
+        assert r.status == 202, "scheduled send: got %s %r" % (r.status, r.body)
+        r = c.request("DELETE", "/v1/messages/" + r.json["id"])
+        assert r.status == 200, "cancel: got %s %r" % (r.status, r.body)
         for mid, want in mids:
             wait_status(c, mid, want, dl(20))
     finally:
@@ -270,8 +277,10 @@ def test_split_roles_each_scrape_their_own(txmail_factory, smtp_peer, workdir):
     assert w.one("txmail_delivery_latency_seconds_count", priority="normal") == 2
     assert w.one("txmail_smtp_replies_total", **{"class": "4.3"}) == 1
     assert w.one("txmail_messages_accepted_total") == 0
-    assert a.one("txmail_messages_accepted_total") == 3
-    assert a.one("txmail_accept_duration_seconds_count", route="/v1/messages") == 3
+    assert a.one("txmail_messages_accepted_total") == 4
+    assert a.one("txmail_accept_duration_seconds_count", route="/v1/messages") == 4
+    assert a.one("txmail_recipients_total", status="canceled", reason="canceled") == 1
+    assert w.one("txmail_recipients_total", status="canceled", reason="canceled") == 0
     assert a.sum("txmail_recipients_total", status="delivered") == 0
     assert a.one("txmail_delivery_latency_seconds_count", priority="normal") == 0
     # the queue gauges come from Redis: the same in both

@@ -172,6 +172,8 @@ Test(metrics, counters_and_snapshot)
 	metrics_recipient("canceled");
 	metrics_recipient("nonsense");                /* ignored */
 	metrics_recipient(NULL);
+	metrics_recipient_as("failed", METRICS_REASON_BOUNCED);
+	metrics_recipient_as("failed", METRICS_REASON_COUNT);   /* ignored */
 	metrics_webhook_attempt(METRICS_WEBHOOK_GAVE_UP);
 	metrics_smtp_transaction(2);
 	metrics_smtp_transaction(7);                  /* ignored */
@@ -189,6 +191,12 @@ Test(metrics, counters_and_snapshot)
 	    (unsigned long long)snap.rcpt[METRICS_RCPT_SUPPRESSED][METRICS_REASON_SUPPRESSED]);
 	cr_expect_eq(snap.rcpt[METRICS_RCPT_CANCELED][METRICS_REASON_CANCELED], 2, "got canceled %llu, want 2",
 	    (unsigned long long)snap.rcpt[METRICS_RCPT_CANCELED][METRICS_REASON_CANCELED]);
+	cr_expect_eq(snap.rcpt[METRICS_RCPT_FAILED][METRICS_REASON_BOUNCED], 1, "got bounced %llu, want 1",
+	    (unsigned long long)snap.rcpt[METRICS_RCPT_FAILED][METRICS_REASON_BOUNCED]);
+	cr_expect_str_eq(metrics_reason_name(METRICS_REASON_BOUNCED), "bounced");
+	cr_expect_str_eq(metrics_reason_name(METRICS_REASON_ENH_4 + 7), "4.7");
+	cr_expect_str_eq(metrics_reason_name(METRICS_REASON_ENH_5), "5.0");
+	cr_expect_str_eq(metrics_reason_name(METRICS_REASON_OTHER), "other");
 	cr_expect_eq(snap.webhook[METRICS_WEBHOOK_GAVE_UP], 1, "got gave_up %llu, want 1",
 	    (unsigned long long)snap.webhook[METRICS_WEBHOOK_GAVE_UP]);
 	cr_expect_eq(snap.smtp[METRICS_SMTP_PERMFAIL], 1, "got permfail %llu, want 1",
