@@ -62,6 +62,14 @@ api_header(struct api_response *resp, const char *name, const char *value)
 	util_strlcpy(h->value, value, sizeof(h->value));
 }
 
+const char *
+api_request_query(const struct api_request *req, const char *name)
+{
+	if (req == NULL || req->lookup_query == NULL || req->conn == NULL)
+		return NULL;
+	return req->lookup_query(req->conn, name);
+}
+
 void
 api_body(struct api_response *resp, int status, char *body)
 {

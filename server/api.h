@@ -38,6 +38,8 @@ struct api_request {
 	int64_t now_ms;             /* wall clock when the request completed */
 	/* how api_request_header() reads a request header: set by http.c, called with conn */
 	const char *(*lookup_header)(void *conn, const char *name);
+	/* how api_request_query() reads a query argument (decoded): set by http.c */
+	const char *(*lookup_query)(void *conn, const char *name);
 	void *conn;                 /* opaque to everyone but http.c */
 	const char *tenant;         /* who is calling: the API key's name, or "env:<hash prefix>" for a
 	                             * TXMAIL_API_KEYS key; NULL on routes without auth */
@@ -78,6 +80,9 @@ typedef void api_handler_fn(const struct api_request *req, struct api_response *
 
 /* api_request_header - a request header (case-insensitive name) or NULL. */
 const char *api_request_header(const struct api_request *req, const char *name);
+
+/* api_request_query - a query-string argument (decoded; "" when given without a value) or NULL. */
+const char *api_request_query(const struct api_request *req, const char *name);
 
 /*
  * api_project - the project a request works in: where what it creates
@@ -162,6 +167,15 @@ api_handler_fn api_webhooks_delete;   /* DELETE /v1/webhooks/{id} */
 
 /* api_events.c (see api_events.h for the stream itself) */
 api_handler_fn api_events_stream;     /* GET /v1/events/stream: resp->stream */
+
+/* api_devmail.c: the dev sink's captured mail (`run --dev` only, cfg->dev; else 404) */
+api_handler_fn api_devmail_list;        /* GET /dev/mail */
+api_handler_fn api_devmail_get;         /* GET /dev/mail/{id} */
+api_handler_fn api_devmail_raw;         /* GET /dev/mail/{id}/raw */
+api_handler_fn api_devmail_attachment;  /* GET /dev/mail/{id}/attachments/{n} */
+api_handler_fn api_devmail_delete;      /* DELETE /dev/mail */
+/* api_devmail_id_ok - 1 when id is a captured message id: "<digits>-<digits>", no leading zeros. */
+int api_devmail_id_ok(const char *id);
 
 /* metrics.c (the counters themselves are in metrics.h, which does not
  * include this file: modules that only count see no HTTP types) */

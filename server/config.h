@@ -123,6 +123,7 @@ struct config {
 	char dns_server[64];      /* TXMAIL_DNS_SERVER: "ip:port" (IPv4) for MX lookups, "" = system resolver */
 	uint16_t mx_port;         /* TXMAIL_MX_PORT: SMTP port of MX hosts, 25 */
 	int mx_tls_verify;        /* TXMAIL_MX_TLS_VERIFY: 1 = require STARTTLS with a verified certificate */
+	int dev;                  /* set by `run --dev` (no variable): /dev/mail serves $data_dir/mail */
 	unsigned char source[CONFIG_MAX_VARS];  /* enum config_source of each table row */
 };
 

@@ -133,6 +133,7 @@ enum {
 	ROUTE_JSON = 2,     /* body must be application/json, parsed, an object; the others take no body */
 	ROUTE_NO_STORE = 4, /* never touches Redis (req->store is NULL) */
 	ROUTE_ACCEPT = 8,   /* a send: timed in txmail_accept_duration_seconds */
+	ROUTE_DEV = 16,     /* exists in `run --dev` only (cfg->dev): else 404 like any unknown path */
 };
 
 struct http_route {
@@ -173,6 +174,12 @@ static const struct http_route http_routes[] = {
 	{ "GET",  "/v1/webhooks",    ROUTE_AUTH,             SC_READ, api_webhooks_list },
 	{ "DELETE", "/v1/webhooks/*", ROUTE_AUTH,            SC_FULL, api_webhooks_delete },
 	{ "GET",  "/v1/events/stream", ROUTE_AUTH | ROUTE_NO_STORE, SC_READ, api_events_stream },
+	{ "GET",  "/dev/mail",       ROUTE_AUTH | ROUTE_NO_STORE | ROUTE_DEV, SC_READ, api_devmail_list },
+	{ "DELETE", "/dev/mail",     ROUTE_AUTH | ROUTE_NO_STORE | ROUTE_DEV, SC_FULL, api_devmail_delete },
+	{ "GET",  "/dev/mail/*",     ROUTE_AUTH | ROUTE_NO_STORE | ROUTE_DEV, SC_READ, api_devmail_get },
+	{ "GET",  "/dev/mail/*/raw", ROUTE_AUTH | ROUTE_NO_STORE | ROUTE_DEV, SC_READ, api_devmail_raw },
+	{ "GET",  "/dev/mail/*/attachments/*", ROUTE_AUTH | ROUTE_NO_STORE | ROUTE_DEV, SC_READ,
+	  api_devmail_attachment },
 };
 #define HTTP_NROUTES (sizeof(http_routes) / sizeof(http_routes[0]))
 
@@ -264,6 +271,13 @@ http_lookup_header(void *conn, const char *name)
 	return MHD_lookup_connection_value((struct MHD_Connection *)conn, MHD_HEADER_KIND, name);
 }
 
+/* api_request_query's view: a decoded query argument */
+static const char *
+http_lookup_query(void *conn, const char *name)
+{
+	return MHD_lookup_connection_value((struct MHD_Connection *)conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
 /* --- health --------------------------------------------------------------- */
 
 static void
@@ -344,6 +358,8 @@ http_route_find(const struct http_server *h, const char *method, const char *pat
 	for (size_t i = 0; i < h->nroutes; i++) {
 		const struct http_route *r = &h->routes[i];
 
+		if ((r->flags & ROUTE_DEV) != 0 && (h->cfg == NULL || !h->cfg->dev))
+			continue;
 		tmp[0] = '\0';   /* patterns without '*' leave it untouched */
 		if (!http_match(r->pattern, path, tmp, sizeof(tmp)))
 			continue;
@@ -1178,6 +1194,7 @@ http_dispatch(struct http_server *h, struct MHD_Connection *conn, const char *me
 		.body_len = rq->len,
 		.now_ms = util_now_ms(),
 		.lookup_header = http_lookup_header,
+		.lookup_query = http_lookup_query,
 		.conn = conn,
 		.tenant = rq->tenant[0] != '\0' ? rq->tenant : NULL,
 		.project = rq->project[0] != '\0' ? rq->project : NULL,

@@ -237,6 +237,7 @@ start_dev(struct app *a, char *key, size_t keylen, char *sink_addr, size_t sinkl
 		return -1;
 	}
 	snprintf(sink_addr, sinklen, "%s:%u", host, bound);
+	a->cfg.dev = 1;   /* GET /dev/mail reads what the sink writes */
 	if (!a->cfg.relay_set) {
 		memset(&a->cfg.relay, 0, sizeof(a->cfg.relay));
 		util_strlcpy(a->cfg.relay.host, host, sizeof(a->cfg.relay.host));

@@ -1,0 +1,267 @@
+"""test_dev_mail.py - the captured-mail API of `txmail run --dev` (issue 12, item 3).
+
+Owns: a real `txmail run --dev` (embedded redis-server, its capture sink)
+on random loopback ports with a temporary TXMAIL_DATA_DIR; three messages
+sent through POST /v1/messages (text only; text + HTML with a tracking
+pixel, a non-ASCII subject, an attachment and an inline image; a third for
+paging), delivered by the worker to the dev sink, then read back through
+GET /dev/mail (newest first, the fields, ?limit= and ?before= paging, ?q=),
+GET /dev/mail/{id} (headers, text, html, attachments, raw source equal to
+the file), /raw and /attachments/{n} (bytes equal to what was sent), the
+attempts that must not reach a file (path traversal, a symlink planted in
+the mail directory, malformed ids, a bad attachment index), 401 without a
+key, 404 for a key of another project (the captured mail is the dev
+project's, "default"), 200 for an admin key, DELETE /dev/mail; and outside
+dev mode every /dev/mail route is a 404, with a key or without.
+
+Must never: use fixed ports, wait without a deadline, or leave the dev
+redis-server behind.
+"""
+
+import base64
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+import helpers
+from helpers import Txmail, dl, free_port, read_text, wait_until
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40 + b"\n%%EOF\n"
+
+
+def start_dev(binary, workdir, register_log, name="dev"):
+    """A `txmail run --dev` in its own data dir; returns (Txmail with the dev key, data dir)."""
+    data = os.path.join(workdir, name + "-data")
+    os.makedirs(data)
+    env = helpers.clean_env({
+        "TXMAIL_DATA_DIR": data,
+        "TXMAIL_LISTEN": "127.0.0.1:%d" % free_port(),
+        "TXMAIL_SINK_LISTEN": "127.0.0.1:%d" % free_port(),
+        "TXMAIL_LOG_LEVEL": "info",
+    })
+    port = int(env["TXMAIL_LISTEN"].rsplit(":", 1)[1])
+    logp = os.path.join(workdir, name + ".log")
+    register_log("txmail run --dev log", logp)
+    t = Txmail(binary, ("run", "--dev"), env, logp, port=port, name="txmail run --dev")
+    t.data = data
+    t.start()
+    wait_until(lambda: "curl -sS" in read_text(logp), dl(10), "the dev banner",
+               diag=lambda: helpers.tail(logp, 30))
+    with open(os.path.join(data, "dev-api-key")) as f:
+        t.key = f.read().strip()
+    return t
+
+
+def stop_dev(t):
+    t.stop()
+    for pid in helpers.find_redis_servers(mention=t.data):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    assert not t.problems, "txmail run --dev: %s" % t.problems
+
+
+@pytest.fixture
+def dev(txmail_binary, workdir, register_log):
+    t = start_dev(txmail_binary, workdir, register_log)
+    try:
+        yield t
+    finally:
+        stop_dev(t)
+
+
+def make_key(t, name, *args):
+    p = subprocess.run([t.binary, "keys", "create", "--name", name] + list(args),
+                       env=helpers.clean_env({"TXMAIL_DATA_DIR": t.data}),
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=dl(20))
+    assert p.returncode == 0, "keys create --name %s: exit %d: %s" % (name, p.returncode, p.stderr)
+    return p.stdout.strip()
+
+
+def b64(b):
+    return base64.b64encode(b).decode()
+
+
+def wait_captured(c, n):
+    last = {}
+
+    def enough():
+        r = last["r"] = c.get("/dev/mail?limit=100")
+        return r.status == 200 and r.json["total"] >= n
+    wait_until(enough, dl(20), "%d captured messages" % n, interval=0.05, diag=lambda: last.get("r"))
+    return last["r"].json
+
+
+def send_three(c):
+    msgs = [
+        {"from": "Dev <dev@example.com>", "to": "plain@example.com", "subject": "plain one",
+         "text": "hello plain\nsecond line"},
+        {"from": "Shop <shop@example.com>", "to": "Kunde <kunde@example.com>",
+         "subject": "Grüße ✓ your order",
+         "text": "order text", "html": "<p>Hi <b>there</b><img src=\"http://127.0.0.1:9/pixel\"></p>"
+                                      "<img src=\"cid:logo\">",
+         "attachments": [{"filename": "Rechnung März.pdf", "content": b64(PDF),
+                          "content_type": "application/pdf"},
+                         {"filename": "logo.png", "content": b64(PNG), "content_type": "image/png",
+                          "content_id": "logo"}]},
+        {"from": "dev@example.com", "to": "third@example.com", "subject": "third", "text": "3"},
+    ]
+    ids = []
+    for m in msgs:
+        r = c.send(m)
+        assert r.status == 202, "POST /v1/messages: got %r" % r
+        ids.append(r.json["id"])
+    return msgs
+
+
+def test_dev_mail_api(dev):
+    c = dev.client()
+    send_three(c)
+    listing = wait_captured(c, 3)
+    items = listing["data"]
+    files = sorted(f[:-4] for f in os.listdir(os.path.join(dev.data, "mail")) if f.endswith(".eml"))
+    assert sorted(i["id"] for i in items) == files, "ids %r, files %r" % ([i["id"] for i in items], files)
+    key = [tuple(int(x) for x in i["id"].split("-")) for i in items]
+    assert key == sorted(key, reverse=True), "not newest first: %r" % key
+    times = [i["time"] for i in items]
+    assert times == sorted(times, reverse=True), "times not newest first: %r" % times
+    by_subj = {i["subject"]: i for i in items}
+    assert set(by_subj) == {"plain one", "Grüße ✓ your order", "third"}, "subjects: %r" % list(by_subj)
+    shop = by_subj["Grüße ✓ your order"]
+    assert shop["from"] == "Shop <shop@example.com>" and shop["to"] == "Kunde <kunde@example.com>", shop
+    assert shop["size"] == os.path.getsize(os.path.join(dev.data, "mail", shop["id"] + ".eml")), shop
+    assert shop["time"].endswith("Z") and shop["time"][:2] == "20", shop
+    assert set(shop) == {"id", "from", "to", "subject", "time", "size"}, shop
+
+    # paging: limit + before, and the end of the list
+    r = c.get("/dev/mail?limit=2")
+    assert r.status == 200 and [i["id"] for i in r.json["data"]] == [i["id"] for i in items[:2]], r
+    assert r.json["next_before"] == items[1]["id"], r.json
+    r = c.get("/dev/mail?limit=2&before=" + r.json["next_before"])
+    assert [i["id"] for i in r.json["data"]] == [items[2]["id"]] and r.json["next_before"] is None, r.json
+    # search: from, to or subject, any case
+    for q, want in (("PLAIN", {"plain one"}), ("kunde", {"Grüße ✓ your order"}), ("Grüße", {"Grüße ✓ your order"}),
+                    ("dev@example", {"plain one", "third"}), ("nothing-like-it", set())):
+        r = c.get("/dev/mail?q=" + helpers_quote(q))
+        assert r.status == 200 and {i["subject"] for i in r.json["data"]} == want, "q=%s: got %r" % (q, r)
+    for bad in ("limit=0", "limit=101", "limit=x", "before=abc", "before=1-01", "q=" + "x" * 201):
+        r = c.get("/dev/mail?" + bad)
+        assert r.status == 422 and r.json["error"]["type"] == "validation_error", "%s: got %r" % (bad, r)
+
+    # one message: headers, bodies, attachments, raw source
+    path = os.path.join(dev.data, "mail", shop["id"] + ".eml")
+    with open(path, "rb") as f:
+        raw = f.read()
+    r = c.get("/dev/mail/" + shop["id"])
+    assert r.status == 200, r
+    j = r.json
+    assert j["raw"] == raw.decode("utf-8"), "raw differs from the file"
+    assert j["subject"] == "Grüße ✓ your order" and j["truncated"] is False, j["subject"]
+    assert j["text"].rstrip("\n") == "order text", "text: %r" % j["text"]
+    assert "http://127.0.0.1:9/pixel" in j["html"] and "<b>there</b>" in j["html"], "html: %r" % j["html"]
+    names = {h["name"].lower() for h in j["headers"]}
+    assert {"from", "to", "subject", "message-id", "date", "mime-version"} <= names, names
+    subj_hdr = [h["value"] for h in j["headers"] if h["name"].lower() == "subject"]
+    assert subj_hdr == ["Grüße ✓ your order"], subj_hdr
+    atts = j["attachments"]
+    assert [a["index"] for a in atts] == [0, 1], "attachment indexes: %r" % atts
+    got = sorted((a["name"], a["type"], a["size"], a.get("content_id")) for a in atts)
+    want = [("Rechnung März.pdf", "application/pdf", len(PDF), None), ("logo.png", "image/png", len(PNG), "logo")]
+    assert got == want, "attachments: got %r, want %r" % (got, want)
+    for a in atts:
+        r = c.get("/dev/mail/%s/attachments/%d" % (shop["id"], a["index"]))
+        body = PDF if a["name"].endswith(".pdf") else PNG
+        assert r.status == 200 and r.body == body, "attachment %d: got %s, %d bytes" % (
+            a["index"], r.status, len(r.body))
+        assert r.headers.get("content-type") == a["type"], r.headers
+        disp = r.headers.get("content-disposition", "")
+        assert disp.startswith("attachment;") and "filename*=UTF-8''" in disp, disp
+        assert r.headers.get("x-content-type-options") == "nosniff", r.headers
+    if any(a["name"] == "Rechnung März.pdf" for a in atts):
+        i = [a["index"] for a in atts if a["name"].endswith(".pdf")][0]
+        disp = c.get("/dev/mail/%s/attachments/%d" % (shop["id"], i)).headers["content-disposition"]
+        assert "Rechnung%20M%C3%A4rz.pdf" in disp, disp
+    r = c.get("/dev/mail/%s/attachments/2" % shop["id"])
+    assert r.status == 404, "attachment 2 of 2: got %r" % r
+    for bad in ("x", "-1", "00000", "1e3"):
+        r = c.get("/dev/mail/%s/attachments/%s" % (shop["id"], bad))
+        assert r.status in (400, 404), "attachment %s: got %r" % (bad, r)
+    r = c.get("/dev/mail/%s/raw" % shop["id"])
+    assert r.status == 200 and r.body == raw, "raw: got %s, %d bytes" % (r.status, len(r.body))
+    assert r.headers.get("content-type") == "message/rfc822", r.headers
+    plain = by_subj["plain one"]
+    j = c.get("/dev/mail/" + plain["id"]).json
+    assert j["text"].rstrip("\n") == "hello plain\nsecond line" and j["html"] is None and j["attachments"] == [], j
+
+    # what must never reach a file: traversal, symlinks, names not made by the sink
+    secret_path = os.path.join(dev.data, "dev-api-key")
+    os.symlink(secret_path, os.path.join(dev.data, "mail", "1700000000000-777.eml"))
+    with open(os.path.join(dev.data, "mail", "tmp", "1700000000000-778.eml"), "w") as f:
+        f.write("Subject: half\r\n\r\nnot renamed yet\r\n")
+    for p in ("/dev/mail/..%2Fdev-api-key", "/dev/mail/../dev-api-key", "/dev/mail/%2e%2e",
+              "/dev/mail/..", "/dev/mail/1700000000000-777", "/dev/mail/1700000000000-777/raw",
+              "/dev/mail/1700000000000-778", "/dev/mail/tmp%2F1700000000000-778",
+              "/dev/mail/" + shop["id"] + ".eml", "/dev/mail/0" + shop["id"], "/dev/mail/1-2-3",
+              "/dev/mail/-1", "/dev/mail/1-", "/dev/mail/%00", "/dev/mail/" + "9" * 20 + "-1",
+              "/dev/mail/..%2F..%2Fdev-api-key/raw", "/dev/mail/1-1%2F..%2F..%2Fdev-api-key"):
+        r = c.get(p)
+        assert r.status in (400, 404), "%s: got %r" % (p, r)
+        assert dev.key.encode() not in r.body and b"not renamed" not in r.body, "%s leaked: %r" % (p, r)
+    r = c.get("/dev/mail/1700000000000-777")
+    assert r.status == 404, "a symlink in the mail dir: got %r" % r
+    r = c.get("/dev/mail/abc")
+    assert r.status == 400 and r.json["error"]["type"] == "invalid_id", r
+
+    # keys: none, wrong, another project's, an admin's
+    for h in ({}, {"Authorization": "Bearer nope"}):
+        r = c.request("GET", "/dev/mail", headers=h, auth=False)
+        assert r.status == 401, "GET /dev/mail with %r: got %r" % (h, r)
+        r = c.request("GET", "/dev/mail/" + shop["id"], headers=h, auth=False)
+        assert r.status == 401, "GET one with %r: got %r" % (h, r)
+    other = helpers.Client(dev.port, key=make_key(dev, "other", "--project", "other"))
+    r404 = c.get("/dev/nothing")
+    for p in ("/dev/mail", "/dev/mail/" + shop["id"], "/dev/mail/%s/raw" % shop["id"]):
+        r = other.get(p)
+        assert r.status == 404 and r.body == r404.body, "%s for project other: got %r" % (p, r)
+    admin = helpers.Client(dev.port, key=make_key(dev, "root", "--project", "other", "--scope", "admin"))
+    r = admin.get("/dev/mail")
+    assert r.status == 200 and r.json["total"] == 4, "admin key: got %r" % r   # 3 + the symlink's name
+    reader = helpers.Client(dev.port, key=make_key(dev, "reader", "--project", "default", "--scope", "read"))
+    assert reader.get("/dev/mail").status == 200
+    r = reader.request("DELETE", "/dev/mail")
+    assert r.status == 403, "DELETE with a read key: got %r" % r
+
+    r = c.request("DELETE", "/dev/mail")
+    assert r.status == 200 and r.json["deleted"] == 4, "DELETE /dev/mail: got %r" % r
+    r = c.get("/dev/mail")
+    assert r.status == 200 and r.json == {"data": [], "total": 0, "next_before": None}, r
+    assert os.path.exists(secret_path), "DELETE followed the symlink"
+    assert os.path.exists(os.path.join(dev.data, "mail", "tmp", "1700000000000-778.eml"))
+    for x in (other, admin, reader):
+        x.close()
+    c.close()
+
+
+def helpers_quote(s):
+    from urllib.parse import quote
+    return quote(s, safe="")
+
+
+def test_dev_mail_absent_outside_dev_mode(txmail):
+    c = txmail.client()
+    r404 = c.get("/no/such/path")
+    assert r404.status == 404, r404
+    for method, p in (("GET", "/dev/mail"), ("GET", "/dev/mail/1700000000000-1"),
+                      ("GET", "/dev/mail/1700000000000-1/raw"),
+                      ("GET", "/dev/mail/1700000000000-1/attachments/0"), ("DELETE", "/dev/mail")):
+        for auth in (True, False):
+            r = c.request(method, p, auth=auth)
+            assert r.status == 404 and r.body == r404.body, "%s %s (key: %s) without --dev: got %r" % (
+                method, p, auth, r)
+    c.close()
