@@ -430,8 +430,7 @@ devmail_load(const struct api_request *req, struct api_response *resp, const cha
 	*buf = NULL;
 	*m = NULL;
 	if (id == NULL || strlen(id) > 40 || devmail_id_parse(id, strlen(id), e) != 0) {
-		api_error(resp, 400, "invalid_id", "a captured message id is <unix ms>-<seq>, digits only",
-		    NULL);
+		api_error(resp, 404, "not_found", "no such captured message", NULL);
 		return -1;
 	}
 	rc = devmail_read(req->cfg, e, DEVMAIL_READ_MAX, buf, len, size);
@@ -590,8 +589,7 @@ api_devmail_raw(const struct api_request *req, struct api_response *resp)
 		return;
 	if (req->param == NULL || strlen(req->param) > 40 ||
 	    devmail_id_parse(req->param, strlen(req->param), &e) != 0) {
-		api_error(resp, 400, "invalid_id", "a captured message id is <unix ms>-<seq>, digits only",
-		    NULL);
+		api_error(resp, 404, "not_found", "no such captured message", NULL);
 		return;
 	}
 	rc = devmail_read(req->cfg, &e, DEVMAIL_READ_MAX, &buf, &len, &size);
@@ -677,8 +675,7 @@ api_devmail_attachment(const struct api_request *req, struct api_response *resp)
 	p = strncmp(req->path, pre, strlen(pre)) == 0 ? req->path + strlen(pre) : "";
 	slash = strchr(p, '/');
 	if (slash == NULL || (size_t)(slash - p) >= sizeof(id)) {
-		api_error(resp, 400, "invalid_id", "a captured message id is <unix ms>-<seq>, digits only",
-		    NULL);
+		api_error(resp, 404, "not_found", "no such captured message", NULL);
 		return;
 	}
 	memcpy(id, p, (size_t)(slash - p));
@@ -687,7 +684,7 @@ api_devmail_attachment(const struct api_request *req, struct api_response *resp)
 	want = req->param != NULL && req->param[0] >= '0' && req->param[0] <= '9' &&
 	    strlen(req->param) <= 4 ? strtoul(req->param, &end, 10) : ULONG_MAX;
 	if (want == ULONG_MAX || end == NULL || *end != '\0') {
-		api_error(resp, 400, "invalid_index", "an attachment index is a number from 0", NULL);
+		api_error(resp, 404, "not_found", "no such attachment", NULL);
 		return;
 	}
 	if (devmail_load(req, resp, id, &e, &buf, &len, &size, &m) != 0)
