@@ -271,3 +271,108 @@ def test_dev_mail_absent_outside_dev_mode(txmail):
             assert r.status == 404 and r.body == r404.body, "%s %s (key: %s) without --dev: got %r" % (
                 method, p, auth, r)
     c.close()
+
+
+# --- the viewer, in headless Chromium (tests/ui/devmail.mjs) -------------------------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+UI_DIR = os.path.join(REPO, "tests", "ui")
+ARTIFACTS = os.path.join(REPO, "build", "artifacts", "devmail")
+CHROMIUM = "/usr/bin/chromium"
+
+
+class PixelServer:
+    """An HTTP server on loopback that records every request: what a captured
+    mail references (tracking pixel, styles, fonts, frames) must never reach it."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        hits = self.hits = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def _any(self):
+                hits.append(self.command + " " + self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "image/gif")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            do_GET = do_POST = do_HEAD = _any
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.srv.server_address[1]
+        self.url = "http://127.0.0.1:%d/" % self.port
+        self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def tracking_html(pix, self_probe):
+    return ("<html><head>"
+            "<link rel=\"stylesheet\" href=\"{p}style.css\"><link rel=\"prefetch\" href=\"{p}prefetch\">"
+            "<style>@import url(\"{p}import.css\"); @font-face{{font-family:x;src:url({p}font.woff)}}"
+            " body{{font-family:x,sans-serif;background:url({p}bg.png)}}</style>"
+            "<meta http-equiv=\"refresh\" content=\"0;url={p}refresh\">"
+            "</head><body><h1>Your order</h1><p>Thanks for your order! <img src=\"{p}pixel?u=1\" width=1 height=1></p>"
+            "<p><img id=\"logo\" src=\"cid:logo\" width=\"32\" height=\"32\" alt=\"logo\"> inline logo</p>"
+            "<img src=\"{s}\" alt=\"\">"
+            "<script>document.body.insertAdjacentHTML('beforeend','<p id=ran>ran</p>');parent.pwned=1;</script>"
+            "<img src=\"x\" onerror=\"parent.pwned=1\"><iframe src=\"{p}frame\"></iframe>"
+            "<form action=\"{p}form\" method=\"post\"><button>go</button></form>"
+            "<p><a href=\"{p}link\">a link</a></p></body></html>").format(p=pix, s=self_probe)
+
+
+def test_dev_mail_viewer_in_chromium(dev):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("no %s: run make deps-test (Debian package chromium)" % CHROMIUM)
+    if not os.path.isdir(os.path.join(UI_DIR, "node_modules", "playwright-core")):
+        pytest.fail("no tests/ui/node_modules/playwright-core: run make spec-tools")
+    pix = PixelServer()
+    try:
+        c = dev.client()
+        # an image on txmail's own origin: the page's CSP allows 'self', only the frame's own CSP refuses it
+        self_probe = "http://127.0.0.1:%d/ui/favicon.svg?probe=1" % dev.port
+        subject = "Your order <b id=\"pwn-subject\">tracking</b> test"
+        for m in ({"from": "a@example.com", "to": "first@example.com", "subject": "first", "text": "one"},
+                  {"from": "Shop <shop@example.com>", "to": "buyer@example.com", "subject": subject,
+                   "text": "plain part of the order", "html": tracking_html(pix.url, self_probe),
+                   "attachments": [{"filename": "report.txt", "content": b64(b"attached report\n"),
+                                    "content_type": "text/plain"},
+                                   {"filename": "logo.png", "content": b64(PNG), "content_type": "image/png",
+                                    "content_id": "logo"}]},
+                  {"from": "a@example.com", "to": "third@example.com", "subject": "third", "text": "three"}):
+            r = c.send(m)
+            assert r.status == 202, "POST /v1/messages: got %r" % r
+        wait_captured(c, 3)
+        c.close()
+        env = helpers.clean_env({
+            "MAIL_URL": "http://127.0.0.1:%d" % dev.port,
+            "MAIL_KEY": dev.key,
+            "MAIL_ARTIFACTS": ARTIFACTS,
+            "MAIL_COUNT": "3",
+            "MAIL_HTML_SUBJECT": subject,
+            "MAIL_PIXEL": pix.url + "," + self_probe,
+            "MAIL_TIMEOUT_MS": str(int(dl(10) * 1000)),
+        })
+        env["HOME"] = os.path.join(os.path.dirname(dev.log), "home")   # chromium's profile bits
+        os.makedirs(env["HOME"], exist_ok=True)
+        p = subprocess.run(["node", os.path.join(UI_DIR, "devmail.mjs")], env=env, cwd=UI_DIR,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=dl(60))
+        text = p.stdout.decode("utf-8", "replace")
+        fail = [ln for ln in text.splitlines() if ln.startswith("FAIL: ")]
+        assert p.returncode == 0 and not fail, "devmail.mjs: %s\n%s" % (fail, text[-6000:])
+        report = json.loads(text.strip().splitlines()[-1])
+        helpers.log("devmail.mjs report: %s" % json.dumps(report)[:3000])
+        assert pix.hits == [], "the pixel server got requests: %r" % pix.hits
+        for name in ("list.png", "html.png", "text.png", "raw.png", "attachments.png"):
+            path = os.path.join(ARTIFACTS, name)
+            assert path in report["screenshots"] and os.path.getsize(path) > 1000, \
+                "got no screenshot %s (%r)" % (path, report["screenshots"])
+    finally:
+        pix.stop()
