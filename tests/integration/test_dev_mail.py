@@ -243,8 +243,19 @@ def test_dev_mail_api(dev, spec_validator):
     r = reader.request("DELETE", "/dev/mail")
     assert r.status == 403, "DELETE with a read key: got %r" % r
 
+    # bounded reads: a 17 MiB file is shown from its first 16 MiB, /raw refuses it
+    big = os.path.join(dev.data, "mail", "1700000000001-1.eml")
+    with open(big, "wb") as f:
+        f.write(b"Subject: big\r\nContent-Type: text/plain\r\n\r\n" + b"x" * (17 << 20))
+    r = plain_c.get("/dev/mail/1700000000001-1")   # 16 MiB of JSON: not through the validator
+    assert r.status == 200 and r.json["truncated"] is True and r.json["size"] == os.path.getsize(big), \
+        "17 MiB: got %s truncated=%r" % (r.status, (r.json or {}).get("truncated"))
+    assert len(r.json["raw"]) <= 16 << 20 and r.json["subject"] == "big", len(r.json["raw"])
+    r = plain_c.get("/dev/mail/1700000000001-1/raw")
+    assert r.status == 413 and r.json["error"]["type"] == "payload_too_large", "17 MiB raw: got %r" % r
+
     r = c.request("DELETE", "/dev/mail")
-    assert r.status == 200 and r.json["deleted"] == 4, "DELETE /dev/mail: got %r" % r
+    assert r.status == 200 and r.json["deleted"] == 5, "DELETE /dev/mail: got %r" % r
     r = c.get("/dev/mail")
     assert r.status == 200 and r.json == {"data": [], "total": 0, "next_before": None}, r
     assert os.path.exists(secret_path), "DELETE followed the symlink"
