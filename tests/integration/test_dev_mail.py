@@ -348,7 +348,7 @@ def test_dev_mail_viewer_in_chromium(dev):
     try:
         c = dev.client()
         # an image on txmail's own origin: the page's CSP allows 'self', only the frame's own CSP refuses it
-        self_probe = "http://127.0.0.1:%d/ui/favicon.svg?probe=1" % dev.port
+        self_probe = "http://127.0.0.1:%d/probe-pixel-from-mail" % dev.port
         subject = "Your order <b id=\"pwn-subject\">tracking</b> test"
         for m in ({"from": "a@example.com", "to": "first@example.com", "subject": "first", "text": "one"},
                   {"from": "Shop <shop@example.com>", "to": "buyer@example.com", "subject": subject,
@@ -381,6 +381,8 @@ def test_dev_mail_viewer_in_chromium(dev):
         report = json.loads(text.strip().splitlines()[-1])
         helpers.log("devmail.mjs report: %s" % json.dumps(report)[:3000])
         assert pix.hits == [], "the pixel server got requests: %r" % pix.hits
+        probes = [ln for ln in read_text(dev.log).splitlines() if "probe-pixel-from-mail" in ln]
+        assert probes == [], "txmail got the mail's same-origin image request: %r" % probes
         for name in ("list.png", "html.png", "text.png", "raw.png", "attachments.png"):
             path = os.path.join(ARTIFACTS, name)
             assert path in report["screenshots"] and os.path.getsize(path) > 1000, \

@@ -69,9 +69,22 @@ const browser = await chromium.launch({
 let rc = 0;
 try {
 	const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
-	ctx.on('request', (r) => {
-		if (forbidden.some((f) => r.url().startsWith(f)))
+	// Chromium reports some loads its CSP then refuses (CSS backgrounds, fonts) as requests
+	// too: what counts is a request that got an answer, or failed for any other reason
+	// (the servers behind MAIL_PIXEL are checked by the caller as well)
+	const isForbidden = (r) => forbidden.some((f) => r.url().startsWith(f));
+	ctx.on('requestfinished', (r) => {
+		if (isForbidden(r))
 			report.forbidden_requests.push(r.url());
+	});
+	ctx.on('requestfailed', (r) => {
+		if (!isForbidden(r))
+			return;
+		const why = (r.failure() && r.failure().errorText) || '';
+		if (/^csp$|BLOCKED_BY_CSP|BLOCKED_BY_CLIENT|BLOCKED_BY_RESPONSE/.test(why))
+			report.blocked.push('request refused: ' + r.url() + ' (' + why + ')');
+		else
+			report.forbidden_requests.push(r.url() + ' (' + why + ')');
 	});
 	page = await ctx.newPage();
 	page.on('console', (m) => {
@@ -181,6 +194,7 @@ try {
 	step = 'nothing the mail references was requested';
 	if (report.forbidden_requests.length)
 		fail('the browser requested ' + report.forbidden_requests.join(', '));
+	step = 'no console errors';
 	if (report.console.length)
 		fail('console errors: ' + report.console.join(' | '));
 	console.log(JSON.stringify(report));
