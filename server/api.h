@@ -181,9 +181,10 @@ int api_devmail_id_ok(const char *id);
  * include this file: modules that only count see no HTTP types) */
 api_handler_fn metrics_http_get;      /* GET /metrics: text/plain; version=0.0.4. No auth. */
 
-/* dashboard.c: the embedded operator pages (server/ui). No auth, no Redis. */
+/* dashboard.c: the embedded operator pages (server/ui); no Redis. */
 api_handler_fn dashboard_index_get;   /* GET /: index.html */
 api_handler_fn dashboard_asset_get;   /* GET /ui/{name} */
 api_handler_fn dashboard_favicon_get; /* GET /favicon.ico: 204 */
+api_handler_fn dashboard_whoami_get;  /* GET /v1/whoami: the key's name and project (auth) */
 
 #endif

@@ -14,7 +14,9 @@
  * 304 while the binary is the same). The pages themselves are public like
  * /metrics and hold nothing secret: the data comes from /v1 calls the
  * browser makes with the key the operator types in (server/ui/app.js), so
- * nothing here needs a key, touches Redis or sees a project.
+ * nothing here needs a key, touches Redis or sees a project - but for
+ * GET /v1/whoami, with which the page checks the key it was given and
+ * names the project it shows (the key's, or every one for an admin key).
  */
 #include "api.h"
 
@@ -126,4 +128,20 @@ dashboard_favicon_get(const struct api_request *req, struct api_response *resp)
 	api_body(resp, 204, NULL);
 	api_header(resp, "Cache-Control", "public, max-age=86400");
 	dashboard_headers(resp);
+}
+
+/* GET /v1/whoami (a read key): who the key is and which project's data it sees. */
+void
+dashboard_whoami_get(const struct api_request *req, struct api_response *resp)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (o == NULL || cJSON_AddStringToObject(o, "key", req->tenant ? req->tenant : "") == NULL ||
+	    cJSON_AddStringToObject(o, "project", api_project(req)) == NULL ||
+	    cJSON_AddBoolToObject(o, "all_projects", req->all_projects != 0) == NULL) {
+		cJSON_Delete(o);
+		api_error(resp, 500, "internal_error", "out of memory", NULL);
+		return;
+	}
+	api_json(resp, 200, o);
 }

@@ -174,6 +174,7 @@ static const struct http_route http_routes[] = {
 	{ "GET",  "/v1/webhooks",    ROUTE_AUTH,             SC_READ, api_webhooks_list },
 	{ "DELETE", "/v1/webhooks/*", ROUTE_AUTH,            SC_FULL, api_webhooks_delete },
 	{ "GET",  "/v1/events/stream", ROUTE_AUTH | ROUTE_NO_STORE, SC_READ, api_events_stream },
+	{ "GET",  "/v1/whoami",      ROUTE_AUTH | ROUTE_NO_STORE, SC_READ, dashboard_whoami_get },
 	{ "GET",  "/dev/mail",       ROUTE_AUTH | ROUTE_NO_STORE | ROUTE_DEV, SC_READ, api_devmail_list },
 	{ "DELETE", "/dev/mail",     ROUTE_AUTH | ROUTE_NO_STORE | ROUTE_DEV, SC_FULL, api_devmail_delete },
 	{ "GET",  "/dev/mail/*",     ROUTE_AUTH | ROUTE_NO_STORE | ROUTE_DEV, SC_READ, api_devmail_get },

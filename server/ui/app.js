@@ -20,6 +20,8 @@
  *    error) starts from what the server retained.
  *  - webhook endpoints: GET /v1/webhooks (the key's project).
  *  - message lookup: GET /v1/messages/{id} (404 for another project's).
+ *  - whose: GET /v1/whoami (the key's project, or every one for an admin
+ *    key), asked first: a key it refuses opens nothing else.
  * Everything rendered from data goes through textContent, never innerHTML.
  *
  * The hook for the dev-mail viewer (/ui/mail.js, loaded only when
@@ -128,6 +130,7 @@
 		if (streamAbort)
 			streamAbort.abort();
 		streamAbort = null;
+		$('who').textContent = '';
 		showLogin(message);
 	}
 
@@ -641,7 +644,28 @@
 
 	/* --- start ------------------------------------------------------------ */
 
+	/* start - check the key (GET /v1/whoami: 401 unknown, 403 may not read), then everything */
 	function start() {
+		setState('checking the key\u2026');
+		api('/v1/whoami', { cache: 'no-store' }).then(function (r) {
+			if (r.status === 403)
+				throw new Error('this key may not read (a send key?): the dashboard needs a read, full or admin key');
+			if (!r.ok)
+				throw new Error('GET /v1/whoami: HTTP ' + r.status);
+			return r.json();
+		}).then(function (who) {
+			if (!key)
+				return;
+			$('who').textContent = (who.all_projects ? 'every project (admin key)' : 'project ' + who.project) +
+				' \u00b7 key ' + who.key;
+			run();
+		}).catch(function (e) {
+			if (key)
+				forget(e.message);
+		});
+	}
+
+	function run() {
 		$('login').hidden = true;
 		$('app').hidden = false;
 		$('forget').hidden = false;

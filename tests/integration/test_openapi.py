@@ -88,6 +88,7 @@ ROUTES = [
     ("/v1/suppressions", "post", V1 | {"200", "201", "400", "415", "422"}),
     ("/v1/suppressions/{email}", "delete", V1 | {"204", "404"}),
     ("/v1/events/stream", "get", V1 | {"200"}),
+    ("/v1/whoami", "get", V1 | {"200"}),
     ("/healthz", "get", {"200"}),
     ("/readyz", "get", {"200", "503"}),
     ("/metrics", "get", {"200"}),
@@ -305,6 +306,7 @@ def test_live_every_operation(spec, txmail, capi, webhook, smtp_peer, spec_valid
     st(c.get("/ui/app.js", auth=False), 200)
     st(c.get("/ui/nope.js", auth=False), 404)
     st(c.get("/favicon.ico", auth=False), 204)
+    st(c.get("/v1/whoami"), 200)
 
     # templates
     tmpl = {"subject": "Code {{code}}", "text": "code {{code}}", "html": "<b>{{code}}</b>"}

@@ -99,9 +99,12 @@ try {
 	// 2. a wrong key is refused (401), and the form says so
 	step = 'a wrong key is refused (401), and the form says so';
 	await p1.fill('#key', 'txm_wrong_key');
-	const p1err = report.console.length;
+	const p1err = report.console.length, p1req = requests.length;
 	await p1.locator('#login button[type=submit]').click();
 	await p1.locator('#login-error').filter({ hasText: '401' }).waitFor({ timeout: T });
+	const wrongKeyCalls = requests.slice(p1req).filter((u) => /\/(v1|metrics|dev)\b/.test(new URL(u).pathname));
+	if (wrongKeyCalls.some((u) => new URL(u).pathname !== '/v1/whoami'))
+		fail('a refused key still opened ' + wrongKeyCalls.join(', '));
 	report.console.splice(p1err).filter((l) => !/status of 401/.test(l)).forEach((l) => report.console.push(l));
 	await p1.close();
 
@@ -125,6 +128,10 @@ try {
 	});
 	await p.goto(base + '/#key=' + encodeURIComponent(key));
 	await p.locator('#app').waitFor({ state: 'visible', timeout: T });
+	const who = await text(p, '#who');
+	if (!/^project default \u00b7 key /.test(who))
+		fail('header: got ' + JSON.stringify(who) + ', want the key\'s project (default) and name');
+	report.who = who;
 	if (p.url().includes('key='))
 		fail('the key stayed in the address bar: ' + p.url());
 	if (!(await p.evaluate(() => sessionStorage.getItem('txmail.key'))))
