@@ -870,6 +870,7 @@ messages_show(const struct api_request *req, const char *id, int status,
 			goto oom;
 		}
 		if (cJSON_AddStringToObject(r, "email", rv->email != NULL ? rv->email : "") == NULL ||
+		    cJSON_AddStringToObject(r, "kind", rv->kind != NULL ? rv->kind : "to") == NULL ||
 		    cJSON_AddStringToObject(r, "status", rv->status != NULL ? rv->status : "queued") == NULL ||
 		    cJSON_AddNumberToObject(r, "attempts", rv->attempts) == NULL)
 			goto oom;

@@ -358,6 +358,9 @@ def test_live_every_operation(spec, txmail, capi, webhook, smtp_peer, spec_valid
         assert time.monotonic() < deadline, "recipients not terminal in time: %r" % r.json["recipients"]
         time.sleep(0.05)
     assert r.json["status"] == "partial", "got %r, want partial" % r.json["status"]
+    kinds = [(x["email"], x.get("kind")) for x in r.json["recipients"]]
+    assert kinds == [("one@example.com", "to"), ("two@example.com", "to"), ("temp1-three@example.com", "cc"),
+                     ("perm-four@example.com", "bcc")], "recipient kinds: got %r" % kinds
     st(c.delete("/v1/messages/" + mid), 409)   # nothing left to cancel
 
     # schedule + cancel
