@@ -5,7 +5,8 @@
 # Makefile's own flags (`make build`: no apt, no tests - CI runs those with
 # `make test`). The runtime stage has only the shared libraries the binary
 # links against, runs as an unprivileged user and holds no secrets: keys,
-# relay credentials and webhook secrets come from the environment.
+# relay credentials and webhook secrets come from the environment or from
+# files named by the *_FILE variables (Docker and Kubernetes secrets).
 #
 #   docker build --build-arg TXMAIL_VERSION="$(cat VERSION)" -t txmail .   # or: make image
 #   docker run --rm -e TXMAIL_REDIS_URL=redis://redis:6379/0 \
@@ -75,14 +76,19 @@ ENV TXMAIL_LISTEN=0.0.0.0:8080 \
 
 USER 10001:10001
 WORKDIR /var/lib/txmail
-EXPOSE 8080
+# 8080: the API (and its /metrics, /healthz, /readyz); 9090: the admin
+# listener of `txmail worker` (TXMAIL_ADMIN_LISTEN: /metrics, /healthz,
+# /readyz). Its default, 127.0.0.1:9090, serves a check from inside the
+# container only; the deployments set TXMAIL_ADMIN_LISTEN=0.0.0.0:9090 so
+# that Prometheus and the kubelet reach it.
+EXPOSE 8080 9090
 
-# No HEALTHCHECK on purpose: the image has no curl or wget, and the same
-# image runs `txmail worker`, which serves no HTTP at all, so one built-in
-# check would mark every worker unhealthy. Orchestrators check the roles
-# that have HTTP: Kubernetes with httpGet probes on /healthz and /readyz
-# (deploy/k8s/api.yaml), compose with a bash /dev/tcp request
-# (deploy/docker-compose.yml).
+# No HEALTHCHECK on purpose: the image has no curl or wget, and the roles
+# answer on different ports (api 8080, worker 9090, sink none), so one
+# built-in check would mark some role unhealthy. Orchestrators check each
+# role: Kubernetes with httpGet probes on /healthz and /readyz
+# (deploy/k8s/base/api.yaml, worker.yaml), compose with a bash /dev/tcp
+# request (deploy/docker-compose.yml).
 
 # SIGTERM stops gracefully (README "Shutdown"): /readyz and the API answer
 # 503, SMTP transactions in flight get TXMAIL_SHUTDOWN_GRACE (25 s) to

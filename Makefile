@@ -71,11 +71,14 @@ RUN_PKGS  := gcc libc6-dev pkg-config libmicrohttpd-dev libssl-dev libcjson-dev 
 # unshare/mount/getent (test_relay_dns) are in every Debian (util-linux,
 # mount, libc-bin) and listed to say so; golang-go, php-cli and php-curl run
 # README.md's client examples (test_readme_snippets); chromium (test_dashboard,
-# driven by playwright-core from tests/ui); prometheus for promtool
-# (test_metrics_names checks a live scrape). node/npm: see deps-test.
+# driven by playwright-core from tests/ui); prometheus for promtool and
+# prometheus itself (test_metrics_names checks a live scrape; test_deploy the
+# alert rules and the dashboard's queries), docker-compose (test_deploy:
+# deploy/docker-compose.yml). node/npm, kubectl: see deps-test.
 TEST_PKGS := libcriterion-dev python3 python3-aiosmtpd python3-pytest python3-pytest-xdist \
              python3-yaml python3-dkim python3-nacl openssl dnsmasq clang libclang-rt-14-dev \
-             valgrind wrk util-linux mount libc-bin golang-go php-cli php-curl chromium prometheus
+             valgrind wrk util-linux mount libc-bin golang-go php-cli php-curl chromium prometheus \
+             docker-compose
 
 # Targets that install first and then re-enter make as do-<target> (see the
 # top of this file); do-<target> alone is the same without apt.
@@ -126,6 +129,18 @@ deps-test:
 	    apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null || exit 1; \
 	  else \
 	    echo "missing: node/npm (run as root, or: sudo apt-get install nodejs npm)"; exit 1; \
+	  fi; \
+	fi
+	@# kubectl (test_deploy: kubectl kustomize deploy/k8s), by command too: a
+	@# kubectl from elsewhere (Google's kubectl package) conflicts with Debian's
+	@# kubernetes-client, whose 1.20 is enough.
+	@if ! command -v kubectl >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing: kubernetes-client"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null || exit 1; \
+	  else \
+	    echo "missing: kubectl (run as root, or: sudo apt-get install kubernetes-client)"; exit 1; \
 	  fi; \
 	fi
 
