@@ -28,6 +28,10 @@ Owns:
   provisioned with the dashboard; the Redis start command of compose and of
   the StatefulSet is run with a real redis-server: it requires the password
   from the secret file, and the healthcheck passes with it and fails without;
+- the settings each txmail container gets (k8s base with the example secret,
+  the dev overlay with its generated one, compose with the values its set-up
+  lines make: environment, ConfigMap and secret files) pass `txmail config
+  check` with no error and no warning;
 - every TXMAIL_* name in deploy/ and the Dockerfile is in `txmail config list`
   (a secret's NAME_FILE included; the Dockerfile's build ARGs are not
   configuration); the Dockerfile's apt packages exist in bookworm and its
@@ -172,11 +176,12 @@ def missing_series(exprs, samples, types):
             for suf in ("_bucket", "_sum", "_count"):
                 if n.endswith(suf) and types.get(n[:-len(suf)]) == "histogram":
                     fam = n[:-len(suf)]
+            if types.get(n) == "histogram":
+                problems.append("%s: %s is a histogram: use %s_bucket/_sum/_count" % (where, n, n))
+                continue
             if n not in samples:
                 problems.append("%s: series %s is not in the scrape" % (where, n))
                 continue
-            if types.get(n) == "histogram":
-                problems.append("%s: %s is a histogram: use %s_bucket/_sum/_count" % (where, n, n))
             if n.endswith("_bucket") and fam is None:
                 problems.append("%s: %s is not the bucket of a histogram" % (where, n))
             have |= samples[n]
@@ -184,9 +189,9 @@ def missing_series(exprs, samples, types):
                 if k not in samples[n] and k not in SCRAPE_LABELS:
                     problems.append("%s: %s has no label %r (it has %s)" % (where, n, k, sorted(samples[n])))
         for k in sorted(grouping):
-            if names and k not in have and k not in SCRAPE_LABELS:
+            if names and names <= set(samples) and k not in have and k not in SCRAPE_LABELS:
                 problems.append("%s: groups by %r, which none of %s has" % (where, k, sorted(names)))
-    return problems
+    return sorted(set(problems))
 
 
 # --- Prometheus rules and the dashboard ------------------------------------------
@@ -262,9 +267,12 @@ def test_promql_name_extraction():
         '# TYPE txmail_x_seconds histogram\ntxmail_x_seconds_bucket{le="1",route="/v1"} 1\n'
         'txmail_x_seconds_sum{route="/v1"} 1\ntxmail_x_seconds_count{route="/v1"} 1\n')
     assert not missing_series([("ok", 'sum by (le, route) (rate(txmail_x_seconds_bucket[1m]))')], samples, types)
-    bad = missing_series([("q", 'sum by (lane) (rate(txmail_x_seconds_bucket{code="1"}[1m])) + txmail_y'),
-                          ("h", 'txmail_x_seconds')], samples, types)
-    assert len(bad) == 4, bad
+    bad = missing_series([("q", 'sum by (lane) (rate(txmail_x_seconds_bucket{code="1"}[1m]))'),
+                          ("m", 'txmail_y + txmail_x_seconds_sum'), ("h", 'txmail_x_seconds')], samples, types)
+    assert bad == ["h: txmail_x_seconds is a histogram: use txmail_x_seconds_bucket/_sum/_count",
+                   "m: series txmail_y is not in the scrape",
+                   "q: groups by 'lane', which none of ['txmail_x_seconds_bucket'] has",
+                   "q: txmail_x_seconds_bucket has no label 'code' (it has ['le', 'route'])"], bad
 
 
 # --- a live split deployment ---------------------------------------------------------
@@ -854,3 +862,69 @@ def test_dockerfile_packages_exist_in_bookworm(txmail_binary):
         if not owners & runtime:
             problems.append("%s (from %s)" % (so, ", ".join(sorted(owners)) or "no package"))
     assert not problems, "the Dockerfile's runtime stage lacks the package of: %s" % "; ".join(problems)
+
+
+# --- the deployments' settings, as the binary reads them -------------------------------
+
+def config_check(binary, where, env, files, tmp_path):
+    """`txmail config check` with a container's environment, its secret files
+    (container path -> content) written under tmp_path: no error, no warning."""
+    env = dict(env)
+    d = tmp_path / re.sub(r"[^A-Za-z0-9]+", "-", where)
+    d.mkdir()
+    for i, (cpath, content) in enumerate(sorted(files.items())):
+        local = d / ("f%d" % i)
+        local.write_text(content)
+        for k, v in env.items():
+            if v == cpath:
+                env[k] = str(local)
+    for k, v in env.items():
+        assert not (k.endswith("_FILE") and v.startswith("/run/secrets/")), \
+            "%s: %s=%s names no secret file it mounts" % (where, k, v)
+    r = run([binary, "config", "check"], env=dict(env, PATH=os.environ.get("PATH", "/usr/bin:/bin")))
+    summary = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("config check: ")]
+    assert r.returncode == 0 and summary == ["config check: 0 errors, 0 warnings"], \
+        "%s: txmail config check with its settings: exit %d\n%s" % (where, r.returncode, r.stderr)
+
+
+def k8s_container_settings(docs, secret_values):
+    """[(where, env, files)] of each txmail container of a render."""
+    cms = by_kind(docs, "ConfigMap")
+    out = []
+    for name, d in sorted(by_kind(docs, "Deployment").items()):
+        pod = d["spec"]["template"]["spec"]
+        for c in pod["containers"]:
+            if c["args"][0] not in ("api", "worker", "run", "bounce"):
+                continue
+            env = {}
+            for src in c.get("envFrom", []):
+                env.update(cms[src["configMapRef"]["name"]]["data"])
+            env.update({e["name"]: e["value"] for e in c.get("env", []) if "value" in e})
+            files = {p: secret_values[key] for p, (_, key) in secret_files(pod, c).items()}
+            out.append(("%s/%s" % (name, c["name"]), env, files))
+    return out
+
+
+def test_deployments_settings_pass_config_check(txmail_binary, tmp_path):
+    import base64
+    dev = kustomize(os.path.join(K8S, "overlays", "dev"))
+    (secret,) = by_kind(dev, "Secret").values()
+    values = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    cases = [("k8s dev " + w, e, f) for w, e, f in k8s_container_settings(dev, values)]
+    with open(os.path.join(K8S, "base", "secret.example.yaml"), encoding="utf-8") as f:
+        example = yaml.safe_load(f)["stringData"]
+    cases += [("k8s base " + w, e, f) for w, e, f in k8s_container_settings(kustomize(K8S), example)]
+    # compose, with the values its set-up lines make
+    svc = compose_doc()["services"]
+    compose_secrets = {"redis_url": "redis://:%s@redis:6379/0" % ("ab" * 24), "api_keys": "cd" * 24,
+                       "redis_password": "ab" * 24, "grafana_admin_password": "ef" * 16}
+    for name in ("api", "worker"):
+        env = {k: str(v) for k, v in svc[name]["environment"].items()}
+        # the ${VAR:-default} and ${VAR-default} interpolations, with nothing exported
+        env = {k: re.sub(r"\$\{[A-Z_]+:?-([^}]*)\}", r"\1", v) for k, v in env.items()}
+        assert not any("${" in v for v in env.values()), "compose %s: uninterpolated %r" % (name, env)
+        files = {"/run/secrets/" + s: compose_secrets[s] for s in svc[name]["secrets"]}
+        cases.append(("compose " + name, env, files))
+    assert len(cases) >= 6, [c[0] for c in cases]
+    for where, env, files in cases:
+        config_check(txmail_binary, where, env, files, tmp_path)
