@@ -11,8 +11,9 @@ Owns:
   label they match on or group by) exists in a live scrape of a split
   deployment - `txmail api` and `txmail worker` (its admin port), real Redis,
   SMTP peer and webhook receiver - after mail went through it (delivered,
-  deferred then delivered, failed); the compose healthcheck commands are run
-  against those same live ports;
+  deferred then delivered, failed); a real Prometheus (Debian's) scrapes
+  both, and every dashboard query evaluated there returns a result; the
+  compose healthcheck commands are run against those same live ports;
 - deploy/k8s (`kubectl kustomize`, base and overlays/dev): probes (the
   worker's on its admin port), resources, the restrictive securityContext,
   PodDisruptionBudgets, an HPA for each role, the NetworkPolicy that lets only
@@ -47,7 +48,7 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
+import urllib.parse
 
 import pytest
 import yaml
@@ -299,10 +300,89 @@ def healthcheck_argv(test, port_from, port_to):
     return [a.replace("/127.0.0.1/%d" % port_from, "/127.0.0.1/%d" % port_to) for a in test[1:]]
 
 
-def test_dashboard_and_alert_series_exist_in_a_live_scrape(txmail_factory, smtp_peer, webhook):
-    admin = free_port()
-    api = txmail_factory(("api",))
-    worker = txmail_factory(("worker",), http=False, extra_env={"TXMAIL_ADMIN_LISTEN": "127.0.0.1:%d" % admin})
+class Prometheus:
+    """A real Prometheus (Debian's package) scraping {job: [host:port]} every
+    second, on a random loopback port, its TSDB under workdir."""
+
+    def __init__(self, workdir, jobs):
+        self.dir = os.path.join(workdir, "prometheus")
+        os.makedirs(self.dir)
+        self.port = free_port()
+        self.log = os.path.join(self.dir, "log")
+        cfg = {"global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+               "scrape_configs": [{"job_name": j, "static_configs": [{"targets": t}]} for j, t in jobs.items()]}
+        self.config = os.path.join(self.dir, "prometheus.yml")
+        with open(self.config, "w", encoding="utf-8") as f:
+            yaml.safe_dump(cfg, f)
+        self.proc = None
+
+    def start(self):
+        binary = need("prometheus", "prometheus")
+        with open(self.log, "wb") as lf:
+            self.proc = subprocess.Popen(
+                [binary, "--config.file=" + self.config, "--storage.tsdb.path=" + os.path.join(self.dir, "data"),
+                 "--web.listen-address=127.0.0.1:%d" % self.port, "--log.level=warn"],
+                stdin=subprocess.DEVNULL, stdout=lf, stderr=lf, start_new_session=True)
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError("prometheus exited: %s" % tail(self.log, 40))
+            try:
+                return self.get("/-/ready")[0] == 200
+            except OSError:
+                return False
+        wait_until(ready, dl(20), "prometheus /-/ready", interval=0.05)
+
+    def get(self, path):
+        c = Client(self.port, timeout=dl(5))
+        try:
+            r = c.get(path, auth=False)
+            return r.status, r.body
+        finally:
+            c.close()
+
+    def query(self, expr):
+        status, body = self.get("/api/v1/query?query=" + urllib.parse.quote(expr, safe=""))
+        j = json.loads(body)
+        assert status == 200 and j["status"] == "success", "query %r: %s %r" % (expr, status, j)
+        return j["data"]["result"]
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=dl(10))
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
+def test_dashboard_and_alert_series_exist_in_a_live_scrape(txmail_factory, smtp_peer, webhook, workdir):
+    api_port, admin = free_port(), free_port()
+    # the job names of deploy/prometheus/prometheus.yml and the ServiceMonitor's
+    # Services. Started first: its service discovery hands the targets to the
+    # scrapers only after about 5 s, which the start of txmail and the first
+    # round of mail overlap.
+    prom = Prometheus(workdir, {"txmail-api": ["127.0.0.1:%d" % api_port],
+                                "txmail-worker": ["127.0.0.1:%d" % admin]})
+    try:
+        prom.start()
+        api = txmail_factory(("api",), http=False, extra_env={"TXMAIL_LISTEN": "127.0.0.1:%d" % api_port})
+        api.port = api_port
+        api.wait_ready()
+        worker = txmail_factory(("worker",), http=False, extra_env={"TXMAIL_ADMIN_LISTEN": "127.0.0.1:%d" % admin})
+        live_series_and_queries(api, worker, admin, webhook, prom)
+    finally:
+        prom.stop()
+
+
+def live_series_and_queries(api, worker, admin, webhook, prom):
 
     def admin_ready():
         if not worker.alive():
@@ -317,16 +397,19 @@ def test_dashboard_and_alert_series_exist_in_a_live_scrape(txmail_factory, smtp_
     wait_until(admin_ready, dl(20), "worker admin /readyz 200 on %d" % admin, interval=0.05,
                diag=lambda: tail(worker.log, 40))
 
-    c = api.client()
-    try:
-        mids = {to: send_text(c, to, "deploy series") for to in
-                ("ok-deploy@example.com", "temp1-deploy@example.com", "perm-deploy@example.com")}
-        wait_status(c, mids["ok-deploy@example.com"], "delivered", dl(20))
-        wait_status(c, mids["temp1-deploy@example.com"], "delivered", dl(20))
-        wait_status(c, mids["perm-deploy@example.com"], "failed", dl(20))
-    finally:
-        c.close()
-    wait_until(lambda: len(webhook.events) >= 3, dl(20), "webhook events received")
+    def mail_round(n):
+        """delivered, deferred then delivered, failed: one recipient each"""
+        c = api.client()
+        try:
+            mids = {to: send_text(c, to, "deploy series %d" % n) for to in
+                    ("ok-deploy%d@example.com" % n, "temp1-deploy%d@example.com" % n,
+                     "perm-deploy%d@example.com" % n)}
+            for to, mid in mids.items():
+                wait_status(c, mid, "failed" if to.startswith("perm-") else "delivered", dl(20))
+        finally:
+            c.close()
+        wait_until(lambda: len(webhook.events) >= 3 * n, dl(20), "webhook events of round %d received" % n)
+    mail_round(1)
 
     def worker_counted():
         text = scrape(admin)
@@ -344,6 +427,30 @@ def test_dashboard_and_alert_series_exist_in_a_live_scrape(txmail_factory, smtp_
     problems = missing_series(exprs, samples, types)
     assert not problems, "series used by deploy/grafana/txmail.json or deploy/prometheus/alerts.yaml " \
         "but not served by txmail api + worker:\n  " + "\n  ".join(problems)
+
+    # every dashboard query, evaluated by the real Prometheus scraping both
+    # processes, returns something. Prometheus has scraped the first round
+    # (so every series it made has a baseline: increase() of a series that
+    # starts at 1 is 0), then a second round goes through inside the windows.
+    def diag():
+        return "targets %s; log %s" % (prom.get("/api/v1/targets")[1][:600], tail(prom.log, 20))
+    wait_until(lambda: prom.query('sum(txmail_recipients_total{status="failed"}) >= 1'), dl(20),
+               "prometheus scraped the first round", interval=0.2, diag=diag)
+    mail_round(2)
+
+    def scraped():
+        up = prom.query('count_over_time(up{job=~"txmail-.*"}[30s]) >= 3')
+        moved = prom.query('sum(increase(txmail_recipients_total{status="failed"}[30s])) > 0')
+        return len(up) == 2 and moved
+    wait_until(scraped, dl(20), "prometheus scraped both processes 3 times and the second round",
+               interval=0.2, diag=diag)
+    empty = []
+    for title, expr in dashboard_exprs():
+        q = grafana_to_promql(expr).replace("[1m]", "[30s]").replace("[1h]", "[5m]")
+        if not prom.query(q):
+            empty.append("%s: %s" % (title, q))
+    assert not empty, "dashboard queries with no result against a live txmail api + worker " \
+        "(scraped by prometheus):\n  " + "\n  ".join(empty)
 
     # the compose healthchecks, run against the same live ports: they pass
     # on a ready process and fail on a port nothing listens on
