@@ -961,13 +961,20 @@ def test_dockerfile_packages_exist_in_bookworm(txmail_binary):
     assert r.returncode == 0, r.stderr
     needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", r.stdout)
     assert "libc.so.6" in needed, needed
+    # the sanitizer runtimes of the ASan build are not the image's business
+    needed = [so for so in needed if not re.match(r"^lib(asan|ubsan|lsan|tsan)\.so", so)]
     runtime = set(pkgs[1]) | {"libc6"}   # libc6 is in every Debian image
-    problems = []
-    for so in needed:
-        r = run(["dpkg", "-S", "*/" + so])
-        owners = {line.split(":")[0] for line in r.stdout.splitlines() if line.strip()}
-        if not owners & runtime:
-            problems.append("%s (from %s)" % (so, ", ".join(sorted(owners)) or "no package"))
+    # the files of the runtime packages, from dpkg's lists (they are installed
+    # here: the build needs them); faster than `dpkg -S`, which reads them all
+    shipped = set()
+    for pkg in sorted(runtime):
+        lists = [os.path.join("/var/lib/dpkg/info", pkg + suf) for suf in (".list", ":amd64.list", ":arm64.list")]
+        lists = [x for x in lists if os.path.exists(x)]
+        if not lists:
+            continue
+        with open(lists[0], encoding="utf-8", errors="replace") as f:
+            shipped |= {os.path.basename(line.strip()) for line in f}
+    problems = [so for so in needed if so not in shipped]
     assert not problems, "the Dockerfile's runtime stage lacks the package of: %s" % "; ".join(problems)
 
 
