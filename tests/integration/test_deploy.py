@@ -42,6 +42,7 @@ Must never: need a container engine, a cluster or the network; wait without
 a deadline; leave a process behind.
 """
 
+import base64
 import json
 import os
 import re
@@ -707,7 +708,6 @@ def test_k8s_dev_overlay_renders_complete():
     check_redis(docs, by_kind(docs, "ConfigMap"))
     check_network_and_scaling(docs)
     no_latest(docs)
-    import base64
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
     services = by_kind(docs, "Service")
     host = redis_host_of(data["redis-url"])
@@ -1020,7 +1020,6 @@ def k8s_container_settings(docs, secret_values):
 
 
 def test_deployments_settings_pass_config_check(txmail_binary, tmp_path):
-    import base64
     dev = kustomize(os.path.join(K8S, "overlays", "dev"))
     (secret,) = by_kind(dev, "Secret").values()
     values = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
