@@ -117,11 +117,60 @@ def deliver_once_each(api, smtp_peer, rcpts, subject, timeout=20):
     return out
 
 
+def _port_block():
+    """(first, count): the ports this test process hands out.
+
+    Not from the kernel's ephemeral range: a port found free there can be
+    taken, between free_port() and the child's bind, as the source port of
+    any outgoing connection on the machine (CI saw txmail fail to listen
+    that way with four pytest workers side by side). Below that range the
+    kernel never picks a port by itself, and each process gets a block of
+    its own: TXM_PORT_GROUP (default 1 under ASan, else 0; integration and
+    integration-asan run side by side) times the xdist worker number.
+    """
+    lo, hi = 32768, 60999
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split()[:2])
+    except (OSError, ValueError):
+        pass
+    if lo - 1 - 10000 >= 8000:
+        first, last = 10000, lo - 1
+    elif 65535 - hi >= 8000:
+        first, last = hi + 1, 65535
+    else:
+        first, last = 1024, 65535
+    groups, workers = 4, 8
+    size = (last - first + 1) // (groups * workers)
+    group = int(os.environ.get("TXM_PORT_GROUP", "1" if ASAN else "0")) % groups
+    m = re.match(r"gw(\d+)$", os.environ.get("PYTEST_XDIST_WORKER", ""))
+    worker = int(m.group(1)) % workers if m else 0
+    return first + (group * workers + worker) * size, size
+
+
+_PORTS = {"block": None, "next": 0}
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1, free now and outside the ephemeral range.
+
+    Ports are handed out in turn from this process's block (see _port_block),
+    so no two callers of one process get the same port until the block wraps.
+    """
+    if _PORTS["block"] is None:
+        _PORTS["block"] = _port_block()
+        _PORTS["next"] = int.from_bytes(os.urandom(2), "big")
+    first, size = _PORTS["block"]
+    for _ in range(size):
+        port = first + _PORTS["next"] % size
+        _PORTS["next"] += 1
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port in %d..%d" % (first, first + size - 1))
 
 
 def tail(path, lines=150, max_bytes=200000):
