@@ -849,7 +849,8 @@ messages_show(const struct api_request *req, const char *id, int status,
 	    cJSON_AddStringToObject(out, "from", v.from != NULL ? v.from : "") == NULL ||
 	    cJSON_AddStringToObject(out, "subject", v.subject != NULL ? v.subject : "") == NULL ||
 	    cJSON_AddStringToObject(out, "priority",
-	    v.lane == STORE_LANE_HIGH ? "high" : "normal") == NULL)
+	    v.lane == STORE_LANE_HIGH ? "high" : "normal") == NULL ||
+	    cJSON_AddStringToObject(out, "content", v.content_stored ? "stored" : "deleted") == NULL)
 		goto oom;
 	if (v.send_at_ms > 0) {
 		util_rfc3339(v.send_at_ms, at, sizeof(at));

@@ -86,6 +86,7 @@ static int set_listen(struct config *, const char *, char *, size_t);
 static int set_admin_listen(struct config *, const char *, char *, size_t);
 static int set_redis(struct config *, const char *, char *, size_t);
 static int set_redis_timeout(struct config *, const char *, char *, size_t);
+static int set_content_retention(struct config *, const char *, char *, size_t);
 static int set_api_keys(struct config *, const char *, char *, size_t);
 static int set_relay(struct config *, const char *, char *, size_t);
 static int check_ca_file(struct config *, const char *, char *, size_t);
@@ -156,6 +157,14 @@ static const struct config_var config_vars[] = {
 	    "per command; a blocking read: its block time + 5 s): the request answers 503 `unavailable`; "
 	    "a send whose enqueue was not answered is first settled (see Delivery semantics): 202, 503 "
 	    "(nothing stored) or 504 `outcome_unknown`", FIELD(redis_timeout), .set = set_redis_timeout },
+	/* after TXMAIL_REDIS_URL too: this row sets redis.content_keep_ms */
+	{ .name = "TXMAIL_CONTENT_RETENTION", SECONDS(0, 604800), .def = "0",
+	  .note = "delete it at once",
+	  .help = "how long a message's content (its MIME: body, attachments, headers) stays in Redis "
+	    "once no recipient can be attempted again (delivered, failed, canceled, suppressed); deferred "
+	    "recipients keep it. At most 7 days, the time a finished message's summary and timeline "
+	    "stay for `GET /v1/messages/{id}`, which keeps answering without it (`content`: `deleted`)",
+	  FIELD(content_retention), .set = set_content_retention },
 	{ .name = "TXMAIL_DATA_DIR", .kind = CV_STR, .def = "./var",
 	  .help = "embedded Redis data, dev key, dev mail", FIELD(data_dir) },
 	{ .name = "TXMAIL_REDIS_SERVER", .kind = CV_STR, .def = "redis-server",
@@ -667,6 +676,17 @@ set_redis_timeout(struct config *cfg, const char *v, char *err, size_t errlen)
 	(void)err;
 	(void)errlen;
 	cfg->redis.timeout_ms = (int)(cfg->redis_timeout * 1000.0 + 0.5);
+	return 0;
+}
+
+/* like the timeout: the content retention travels with the address to every store handle */
+static int
+set_content_retention(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	(void)v;
+	(void)err;
+	(void)errlen;
+	cfg->redis.content_keep_ms = (int64_t)(cfg->content_retention * 1000.0 + 0.5);
 	return 0;
 }
 

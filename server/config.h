@@ -47,6 +47,7 @@ struct redis_addr {
 	char user[256];           /* ACL user name; "" = AUTH with the password alone */
 	char pass[512];           /* "" = no AUTH; a secret: never logged */
 	int timeout_ms;           /* TXMAIL_REDIS_TIMEOUT: a command's answer is due within this; 0 = 5000 */
+	int64_t content_keep_ms;  /* TXMAIL_CONTENT_RETENTION: a finished message's MIME stays this long; 0 */
 };
 
 struct config {
@@ -60,6 +61,7 @@ struct config {
 	int redis_set;            /* TXMAIL_REDIS_URL given; else `run` embeds redis */
 	struct redis_addr redis;
 	double redis_timeout;     /* TXMAIL_REDIS_TIMEOUT, 5 (also in redis.timeout_ms) */
+	double content_retention; /* TXMAIL_CONTENT_RETENTION, 0 (also in redis.content_keep_ms) */
 	char data_dir[PATH_MAX];  /* TXMAIL_DATA_DIR, default ./var */
 	char *api_keys[CONFIG_MAX_API_KEYS];  /* TXMAIL_API_KEYS, malloc'd */
 	size_t napi_keys;

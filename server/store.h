@@ -11,13 +11,19 @@
  * Redis Cluster; more tags later means sharding), prefix "txm{0}:":
  *
  *   msg:<id>          hash  id created expires send_at from mail_from subject
- *                           mime metadata(JSON) tags(JSON) tenant n pending
+ *                           metadata(JSON) tags(JSON) tenant n pending
  *                           prio ("high"|"normal"; absent: normal)
  *                           project (absent: "default", stored before projects)
  *                           r<i>:email r<i>:kind r<i>:status r<i>:attempts
  *                           r<i>:smtp(JSON|"") r<i>:dfr (1: deferred once) for recipient i in 0..n-1.
  *                           When pending reaches 0 the key (and its
  *                           timeline) expire after the retention period.
+ *                           (A message stored by an earlier release also
+ *                           holds "mime"; it goes like msg:<id>:mime.)
+ *   msg:<id>:mime     string  the built message (MIME), while a recipient can
+ *                           still be attempted; deleted in the step that makes
+ *                           the last one terminal, or expiring then after
+ *                           TXMAIL_CONTENT_RETENTION (server/lua/lib/content.lua).
  *   msg:<id>:tl       list  the message's event timeline, JSON entries.
  *   idem:<key>        hash  h (request hash) r (response to replay); PEXPIRE
  *                           ttl; written by the enqueue script itself.
@@ -254,6 +260,7 @@ struct store_message_view {
 	int64_t send_at_ms;
 	enum store_lane lane;   /* normal when the hash has no prio */
 	char *project;          /* owner; "default" when the hash has none */
+	int content_stored;     /* 1 while the MIME is kept, 0 once deleted (TXMAIL_CONTENT_RETENTION) */
 	struct store_rcpt_view *rcpts;
 	size_t nrcpts;
 	char **timeline_json;   /* JSON entries, oldest first */

@@ -1146,6 +1146,16 @@ store_ping(struct store *s)
 	return rc;
 }
 
+int64_t
+st_content_keep_ms(const struct store *s)
+{
+	int64_t keep = s->addr.content_keep_ms;
+
+	if (keep <= 0)
+		return 0;
+	return keep < s->retention_ms ? keep : s->retention_ms;
+}
+
 void
 store_set_retention(struct store *s, int64_t seconds)
 {

@@ -788,6 +788,7 @@ store_record(struct store *s, struct store_result *res, size_t n)
 		st_adds(&b.a, res[i].suppress_reason);
 		st_addi(&b.a, res[i].now_ms);
 		st_adds(&b.a, ST_PREFIX);
+		st_addi(&b.a, st_content_keep_ms(s));
 		rc = st_batch_add(&b);
 		if (rc)
 			goto out;

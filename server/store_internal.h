@@ -97,7 +97,7 @@ struct store {
 	int down;                   /* an outage was logged; cleared on connect */
 	int auth_failed;            /* the last connect attempt was refused AUTH */
 	char why[256];              /* why the last connect attempt failed, for store_init */
-	int64_t retention_ms;
+	int64_t retention_ms;       /* a finished message's summary and timeline stay this long */
 	char sha[SC_COUNT][41];
 	char work_cursor[48];       /* XAUTOCLAIM cursors */
 	char work_cursor_high[48];
@@ -336,6 +336,14 @@ int st_field_is(const redisReply *f, const char *name);
  * lib/project.lua is the same rule for the scripts.
  */
 int st_project_prefix(char *buf, size_t len, const char *project);
+
+/*
+ * st_content_keep_ms - how long a finished message's content stays
+ * (addr.content_keep_ms, TXMAIL_CONTENT_RETENTION; 0 = deleted at once),
+ * never longer than the message itself (retention_ms). The content_ms
+ * argument of every script that can finish a message (lib/content.lua).
+ */
+int64_t st_content_keep_ms(const struct store *s);
 
 /* st_project_name - project, or "default" for NULL and "" (data from before projects). */
 const char *st_project_name(const char *project);

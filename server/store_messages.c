@@ -177,7 +177,7 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 		log_error("enqueue called with an invalid project");
 		return STORE_ERR_PROTO;
 	}
-	nargs = 3 + 7 + 8;
+	nargs = 3 + 7 + 9;
 	for (i = 0; i < n; i++) {
 		/* one batch, one project: its suppression list is the one looked at */
 		if (!st_message_ok(&m[i]) || (flags && !st_check_ok(&m[i])) ||
@@ -237,6 +237,7 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 	st_addi(&a, (int64_t)n);
 	st_adds(&a, flags ? "1" : "0");
 	st_adds(&a, project);
+	st_addi(&a, st_content_keep_ms(s));
 	for (i = 0; i < n; i++) {
 		const struct store_message_in *x = &m[i];
 
@@ -365,6 +366,7 @@ static const struct st_col st_view_cols[] = {
 	{ ST_COL_I64, 1, offsetof(struct store_message_view, created_ms), 0, 0, "created" },
 	{ ST_COL_I64, 1, offsetof(struct store_message_view, send_at_ms), 0, 0, "send_at" },
 	{ ST_COL_STR, 1, offsetof(struct store_message_view, project), 0, STORE_PROJECT_MAX, "project" },
+	{ ST_COL_INT, 1, offsetof(struct store_message_view, content_stored), 0, 0, "content" },
 };
 static const struct st_table st_view_table = {
 	"get_message: field", st_view_cols, sizeof(st_view_cols) / sizeof(st_view_cols[0]),
@@ -570,6 +572,7 @@ store_cancel(struct store *s, const char *id, const char *project,
 	st_adds(&a, timeline_json);
 	st_addi(&a, s->retention_ms);
 	st_adds(&a, project ? st_project_name(project) : "");
+	st_addi(&a, st_content_keep_ms(s));
 	rc = st_do(s, &a, &r);
 	if (rc)
 		goto out;
@@ -625,6 +628,7 @@ store_bounce(struct store *s, const struct store_bounce_in *b, int *applied)
 	st_adds(&a, b->suppress_reason ? b->suppress_reason : "");
 	st_addi(&a, b->now_ms);
 	st_adds(&a, ST_PREFIX);
+	st_addi(&a, st_content_keep_ms(s));
 	rc = st_do(s, &a, &r);
 	if (rc)
 		goto out;

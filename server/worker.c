@@ -648,6 +648,18 @@ dispatch_one(struct worker *w, struct job *j)
 		push_done(w, j);
 		return;
 	}
+	if (d->mime_len == 0) {
+		/*
+		 * The content goes only when no recipient can be attempted again
+		 * (lib/content.lua), so a deliverable one without it is a broken
+		 * store: say so, fail the recipient, never send an empty message.
+		 */
+		log_error("message content missing from the store, not sent", "msg_id=%s rcpt=%s attempt=%d",
+		    d->msg_id, d->rcpt, d->attempts);
+		set_outcome(&j->out, SMTP_RESULT_PERMFAIL, "queue", "message content missing from the store");
+		push_done(w, j);
+		return;
+	}
 	j->sj.mail_from = d->mail_from;
 	if (w->cfg->bounce_domain[0] != '\0') {
 		/*

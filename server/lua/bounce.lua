@@ -1,10 +1,11 @@
 -- bounce.lua - store_conn.c's SC_BOUNCE
 -- KEYS: msg, tl, due, events, supp (of the project "default")
 -- ARGV: idx action smtp event timeline retention_ms member suppress_reason now_ms
---       prefix
+--       prefix content_ms
 -- The suppression (suppress_reason) goes to the list of the message's
 -- project ("project" field; none: "default", KEYS[5]); the event to the
--- outbox with p = that project.
+-- outbox with p = that project. When the last recipient becomes terminal
+-- the content goes (lib/content.lua: deleted, or kept content_ms more).
 -- action "delayed": timeline only. "failed": delivered|sending|deferred|
 -- queued -> failed; a deferred one leaves due; one that was not yet
 -- final leaves pending (a "sending" one's ready entry is acknowledged by
@@ -13,6 +14,7 @@
 -- changed), -1 no such message or recipient.
 
 -- @include lib/project.lua
+-- @include lib/content.lua
 local p = 'r' .. ARGV[1] .. ':'
 local v = redis.call('HMGET', KEYS[1], p .. 'status', p .. 'email', 'project')
 local proj = v[3]
@@ -41,6 +43,7 @@ if st ~= 'delivered' then
   if left <= 0 then
     redis.call('PEXPIRE', KEYS[1], ARGV[6])
     redis.call('PEXPIRE', KEYS[2], ARGV[6])
+    content_done(KEYS[1], ARGV[11])
   end
 end
 return 1

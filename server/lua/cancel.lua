@@ -1,11 +1,14 @@
 -- cancel.lua - store_conn.c's SC_CANCEL
 -- KEYS: msg, tl, due
--- ARGV: id timeline retention_ms project
+-- ARGV: id timeline retention_ms project content_ms
 -- A non-empty project must own the message ("project" field; none:
 -- "default"), else it is answered as missing (-1): nothing changes.
 -- Recipients queued, scheduled or deferred become "canceled" (their ready
 -- entries, on either lane, are dropped by claim; their due members here). Returns how many,
--- or -1 when the message does not exist.
+-- or -1 when the message does not exist. When no recipient is left pending
+-- the content goes (lib/content.lua: deleted, or kept content_ms more).
+
+-- @include lib/content.lua
 
 local h = redis.call('HMGET', KEYS[1], 'n', 'project')
 local n = tonumber(h[1] or '-1')
@@ -27,6 +30,7 @@ if c > 0 then
   if left <= 0 then
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
     redis.call('PEXPIRE', KEYS[2], ARGV[3])
+    content_done(KEYS[1], ARGV[5])
   end
 end
 return c

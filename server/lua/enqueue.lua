@@ -2,7 +2,7 @@
 -- KEYS: ready, due, events, idem, supp, ready:high, then msg, tl per message,
 --       then abandoned (abandoned:<id> of the first message)
 -- ARGV: has_idem request_hash response ttl_ms retention_ms nmsgs check
---       project, then per message: id created expires send_at from mail_from
+--       project content_ms, then per message: id created expires send_at from mail_from
 --       subject mime metadata tags timeline tenant n prio, then per
 --       recipient: email kind status event timeline lower
 -- prio is "high" (recipients go to ready:high) or "normal" (ready); it is
@@ -26,6 +26,11 @@
 -- Recipients with status "suppressed" are terminal at once: not queued,
 -- not counted in pending, their event goes to the outbox and their
 -- timeline entry after the message's first one.
+-- The MIME goes to its own key, "<msg>:mime", not into the hash (see
+-- lib/content.lua); a message whose recipients are all suppressed is
+-- finished at once, and its content goes in the same step.
+
+-- @include lib/content.lua
 
 local function hset(k, f)
   for i = 1, #f, 400 do
@@ -43,7 +48,7 @@ end
 local nm = tonumber(ARGV[6])
 if ARGV[7] == '1' then
   local q, at, flags = {}, {}, {}
-  local pos = 9
+  local pos = 10
   for j = 1, nm do
     local n = tonumber(ARGV[pos + 12])
     pos = pos + 14
@@ -74,12 +79,13 @@ for j = 1, nm do
   if seen[k] or redis.call('EXISTS', k) == 1 then return {0, tostring(j - 1)} end
   seen[k] = true
 end
-local pos = 9
+local pos = 10
 for j = 1, nm do
   local km, kt = KEYS[5 + 2 * j], KEYS[6 + 2 * j]
   local id, sa, tl = ARGV[pos], ARGV[pos + 3], ARGV[pos + 10]
   local n = tonumber(ARGV[pos + 12])
   local prio = ARGV[pos + 13]
+  local mime = ARGV[pos + 7]
   local lane = KEYS[1]
   if prio == 'high' then lane = KEYS[6] end
   local sched = tonumber(sa) > 0
@@ -87,7 +93,7 @@ for j = 1, nm do
   if sched then st0 = 'scheduled' end
   local f = {'id', id, 'created', ARGV[pos + 1], 'expires', ARGV[pos + 2],
     'send_at', sa, 'from', ARGV[pos + 4], 'mail_from', ARGV[pos + 5],
-    'subject', ARGV[pos + 6], 'mime', ARGV[pos + 7], 'metadata', ARGV[pos + 8],
+    'subject', ARGV[pos + 6], 'metadata', ARGV[pos + 8],
     'tags', ARGV[pos + 9], 'tenant', ARGV[pos + 11], 'n', ARGV[pos + 12],
     'prio', prio, 'project', ARGV[8]}
   pos = pos + 14
@@ -113,6 +119,7 @@ for j = 1, nm do
   end
   f[#f + 1] = 'pending'; f[#f + 1] = tostring(pending)
   hset(km, f)
+  redis.call('SET', km .. ':mime', mime)
   if tl ~= '' then redis.call('RPUSH', kt, tl) end
   for _, x in ipairs(tls) do redis.call('RPUSH', kt, x) end
   for _, x in ipairs(evs) do redis.call('XADD', KEYS[3], '*', 'e', x, 'p', ARGV[8]) end
@@ -126,6 +133,7 @@ for j = 1, nm do
   if pending <= 0 then
     redis.call('PEXPIRE', km, ARGV[5])
     redis.call('PEXPIRE', kt, ARGV[5])
+    content_done(km, ARGV[9])
   end
 end
 if ARGV[1] == '1' then

@@ -2,11 +2,13 @@
 -- KEYS: msg, tl, the entry's ready stream (its lane), due, events, supp (of
 --       the project "default")
 -- ARGV: entry_id idx status next_ms smtp event timeline attempt retention_ms
---       member suppress_reason now_ms prefix
+--       member suppress_reason now_ms prefix content_ms
 -- A non-empty suppress_reason adds the (lower-cased) recipient to the
 -- suppression list of the message's project (its "project" field; none:
 -- "default", whose list is KEYS[6]) as "<now_ms>:<reason>", in the same
 -- step as the outcome. The event goes to the outbox with p = that project.
+-- When the last recipient becomes terminal the content goes
+-- (lib/content.lua: deleted, or kept content_ms more).
 -- A deferral sets r<i>:dfr = 1 (only metrics read it: whether the
 -- recipient was deferred before).
 -- Returns 1 recorded; 2 recorded, the recipient's first deferral; 0 recipient not "sending" (entry acked, nothing
@@ -14,6 +16,7 @@
 -- (attempts differ), nothing touched, the entry is theirs now.
 
 -- @include lib/project.lua
+-- @include lib/content.lua
 local p = 'r' .. ARGV[2] .. ':'
 local v = redis.call('HMGET', KEYS[1], p .. 'status', p .. 'attempts', 'project')
 local proj = v[3]
@@ -46,6 +49,7 @@ elseif st ~= 'sending' then
   if left <= 0 then
     redis.call('PEXPIRE', KEYS[1], ARGV[9])
     redis.call('PEXPIRE', KEYS[2], ARGV[9])
+    content_done(KEYS[1], ARGV[14])
   end
 end
 return ret

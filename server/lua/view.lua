@@ -2,7 +2,9 @@
 -- KEYS: msg
 -- Returns the message hash without the MIME body, as HGETALL would
 -- ({field, value, ...}, with "project" when set); {} when the message does
--- not exist.
+-- not exist. It ends with "content", "1" while the MIME is still stored
+-- (the key "<msg>:mime", or the hash's "mime" field for a message stored by
+-- an earlier release), "0" once it is deleted (lib/content.lua).
 
 local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '-1')
 if not n or n < 0 then return {} end
@@ -17,4 +19,6 @@ local out = {}
 for i = 1, #f do
   if v[i] then out[#out + 1] = f[i]; out[#out + 1] = v[i] end
 end
+local c = redis.call('EXISTS', KEYS[1] .. ':mime') + redis.call('HEXISTS', KEYS[1], 'mime')
+out[#out + 1] = 'content'; out[#out + 1] = tostring(math.min(c, 1))
 return out
