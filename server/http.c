@@ -20,7 +20,7 @@
  *
  * Limits against clients that hold connections: MHD's idle timeout
  * (cfg->http_timeout), a deadline for each request's headers
- * (cfg->http_header_timeout; see "header deadlines" below), and a
+ * (cfg->http_header_timeout; http_deadlines.c), and a
  * connection limit taken from RLIMIT_NOFILE (whose soft limit http_start
  * raises towards the hard one) less a reserve of descriptors for Redis,
  * SMTP and webhooks, at most HTTP_CONNECTION_LIMIT_MAX. Against bodies
@@ -35,6 +35,7 @@
  * together (past it, 503 with Retry-After).
  */
 #include "http.h"
+#include "http_internal.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -66,10 +67,6 @@
 #define HTTP_CONNECTION_LIMIT_MAX 16384   /* the issue asks for 10,000 idle ones to be harmless */
 #define HTTP_CONNECTION_LIMIT_MIN 64
 #define HTTP_FD_RESERVE 1024        /* descriptors kept for everything but API connections */
-#define HTTP_CONNECTION_TIMEOUT_S 30
-#define HTTP_HEADER_TIMEOUT_S 10.0
-#define HTTP_SWEEP_BATCH 256        /* connections cut under one hold of the deadline lock */
-#define HTTP_CUT_LOG_MS 1000        /* at most one "closed N connections" line a second */
 #define HTTP_MHD_LOG_BURST 20       /* libmicrohttpd messages logged a second; the rest counted */
 #define HTTP_MAX_JSON_DEPTH 32
 #define HTTP_MAX_TOKEN 512
@@ -78,53 +75,11 @@
 #define HTTP_LOG_PATH_MAX 200       /* an unmatched path is logged cut to this */
 #define HTTP_DEFAULT_MAX_BODY ((size_t)10 * 1024 * 1024)
 #define HTTP_DRAIN_ALLOWANCE ((size_t)1024 * 1024)
-#define HTTP_BODY_TIMEOUT_S 30.0
 #define HTTP_DEFAULT_BODY_BUDGET ((size_t)256 * 1024 * 1024)
 #define HTTP_BODY_FIRST ((size_t)4096)   /* a chunked body's first buffer (and reservation) */
 #define HTTP_ADMIN_CONNECTIONS 64   /* the admin listener: probes and scrapers, not clients */
 #define HTTP_ADMIN_THREADS 1
 #define HTTP_READY_WHY_MAX 600      /* /readyz: the stalled loops, named */
-
-/* a connection waiting for request headers (socket_context of MHD) */
-struct http_conn {
-	struct http_conn *prev, *next;
-	int64_t deadline_ms;    /* util_mono_ms() */
-	int fd;                 /* MHD's; only ever shut down here, never closed */
-	int queue;              /* HTTP_Q_*, or -1 while no deadline runs */
-	int body_cut;           /* the sweeper cut it past its body deadline */
-};
-
-/* FRESH, KEPT: waiting for request headers; BODY: for the rest of a request body */
-enum { HTTP_Q_FRESH, HTTP_Q_KEPT, HTTP_Q_BODY, HTTP_NQ };
-
-struct http_deadlines {
-	pthread_mutex_t lock;
-	pthread_cond_t wake;    /* CLOCK_MONOTONIC; signalled to stop */
-	struct http_conn *head[HTTP_NQ], *tail[HTTP_NQ];  /* each in deadline order */
-	int64_t after_ms[HTTP_NQ];
-	pthread_t thread;
-	int running;
-	int stop;
-};
-
-struct http_store_node;
-struct http_route;
-
-struct http_server {
-	struct MHD_Daemon *daemon;
-	struct api_events_hub *events;  /* feeds GET /v1/events/stream; NULL on the admin listener */
-	const struct config *cfg;
-	const struct http_route *routes;    /* http_routes, or http_admin_routes */
-	size_t nroutes;
-	pthread_mutex_t stores_lock;
-	struct http_store_node *stores; /* one per MHD thread of this server (http_thread_store) */
-	size_t max_body;
-	size_t body_budget;     /* cfg->http_body_budget, at least max_body + 1 */
-	atomic_size_t body_bytes;   /* reserved by the bodies being received (struct http_req.reserved) */
-	struct http_deadlines hd;
-	atomic_int draining;    /* http_drain: every route but /healthz answers 503 */
-	atomic_int active;      /* requests begun and not completed */
-};
 
 /* --- routes --------------------------------------------------------------- */
 
@@ -457,252 +412,6 @@ http_request_id(const char *given, char *out, size_t outlen)
 	}
 	if (util_random_id("req_", out, outlen) != 0)
 		util_strlcpy(out, "req_unavailable", outlen);   /* getrandom failed */
-}
-
-/* --- header deadlines ------------------------------------------------------- */
-
-/*
- * MHD's connection timeout is an idle timeout: a client that trickles one
- * header byte a second is never idle and would keep its connection (and,
- * with enough of them, every connection) for ever. So each connection
- * gets a deadline for its request headers: TXMAIL_HTTP_HEADER_TIMEOUT
- * after it was accepted (queue FRESH), or, on a kept-alive connection,
- * TXMAIL_HTTP_TIMEOUT + TXMAIL_HTTP_HEADER_TIMEOUT after the previous
- * request ended (queue KEPT: the idle allowance MHD enforces, then the
- * header allowance), so keep-alive idling is judged by MHD alone. MHD
- * calls http_access once the headers are complete: that stops the clock.
- * A sweeper thread shuts down (shutdown(2): MHD owns the descriptor and
- * closes it) each socket past its deadline; MHD then sees the end of the
- * stream and releases the connection.
- *
- * Every deadline is "now + a per-queue constant", so appending keeps each
- * queue in deadline order: starting, stopping and re-arming the clock are
- * O(1) under one short lock, and the sweeper only looks at queue heads.
- * A descriptor is shut down only under that lock and only while its entry
- * is linked; MHD's CLOSED notification unlinks the entry (under the lock)
- * before MHD closes the descriptor, so a reused number is never touched.
- *
- * A request that takes a body gets a second clock when its headers are in
- * (queue BODY, TXMAIL_HTTP_BODY_TIMEOUT), stopped when the last body byte
- * arrived: MHD cannot queue an answer in the middle of a body, so a body
- * past its deadline is cut the same way (no answer; the access line says
- * end=body_timeout) and http_completed frees it.
- */
-
-static void
-hd_unlink(struct http_deadlines *d, struct http_conn *c)
-{
-	int q = c->queue;
-
-	if (q < 0)
-		return;
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		d->head[q] = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
-	else
-		d->tail[q] = c->prev;
-	c->prev = c->next = NULL;
-	c->queue = -1;
-}
-
-/* (re)start c's clock in queue q; the lock is held */
-static void
-hd_arm(struct http_deadlines *d, struct http_conn *c, int q)
-{
-	hd_unlink(d, c);
-	c->deadline_ms = util_mono_ms() + d->after_ms[q];
-	c->queue = q;
-	c->prev = d->tail[q];
-	c->next = NULL;
-	if (d->tail[q] != NULL)
-		d->tail[q]->next = c;
-	else
-		d->head[q] = c;
-	d->tail[q] = c;
-}
-
-/* the tracking entry of conn, NULL when it has none (out of memory at accept) */
-static struct http_conn *
-hd_conn(struct MHD_Connection *conn)
-{
-	const union MHD_ConnectionInfo *info =
-	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-
-	return info != NULL ? info->socket_context : NULL;
-}
-
-/*
- * hd_mark - headers or body complete (q < 0: stop the clock), body due
- * (q = HTTP_Q_BODY) or request over (q = HTTP_Q_KEPT). Returns 1 when the
- * sweeper had cut this connection past a body deadline (and forgets it).
- */
-static int
-hd_mark(struct http_server *h, struct MHD_Connection *conn, int q)
-{
-	struct http_conn *c = hd_conn(conn);
-	int cut;
-
-	if (c == NULL)
-		return 0;
-	pthread_mutex_lock(&h->hd.lock);
-	if (q < 0)
-		hd_unlink(&h->hd, c);
-	else
-		hd_arm(&h->hd, c, q);
-	cut = c->body_cut;
-	c->body_cut = 0;
-	pthread_mutex_unlock(&h->hd.lock);
-	return cut;
-}
-
-static void
-http_notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-    enum MHD_ConnectionNotificationCode toe)
-{
-	struct http_server *h = cls;
-	struct http_conn *c = *socket_context;
-
-	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-		const union MHD_ConnectionInfo *info =
-		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-
-		if (info == NULL || (c = calloc(1, sizeof(*c))) == NULL)
-			return;   /* untracked: MHD's idle timeout still applies */
-		c->fd = info->connect_fd;
-		c->queue = -1;
-		pthread_mutex_lock(&h->hd.lock);
-		hd_arm(&h->hd, c, HTTP_Q_FRESH);
-		pthread_mutex_unlock(&h->hd.lock);
-		*socket_context = c;
-	} else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && c != NULL) {
-		pthread_mutex_lock(&h->hd.lock);
-		hd_unlink(&h->hd, c);
-		pthread_mutex_unlock(&h->hd.lock);
-		free(c);
-		*socket_context = NULL;
-	}
-}
-
-/* hd_log_cuts - the sweeper's report of what it cut (headers, bodies); the lock is not held */
-static void
-hd_log_cuts(const struct http_deadlines *d, size_t hdr, size_t body)
-{
-	char dur[32];
-
-	if (hdr > 0)
-		log_warn("slow request headers, connections closed", "count=%zu header_timeout=%s",
-		    hdr, util_fmt_duration((double)d->after_ms[HTTP_Q_FRESH] / 1000.0, dur, sizeof(dur)));
-	if (body > 0)
-		log_warn("slow request bodies, connections closed", "count=%zu body_timeout=%s",
-		    body, util_fmt_duration((double)d->after_ms[HTTP_Q_BODY] / 1000.0, dur, sizeof(dur)));
-}
-
-/*
- * hd_sweeper - shuts down the connections past their deadline, at most
- * HTTP_SWEEP_BATCH under one hold of the lock, and says how many it cut at
- * most once a second (an attack must not become a flood of log lines).
- */
-static void *
-hd_sweeper(void *arg)
-{
-	struct http_server *h = arg;
-	struct http_deadlines *d = &h->hd;
-	size_t cut = 0, cut_body = 0;
-	int64_t logged = 0;
-
-	pthread_mutex_lock(&d->lock);
-	while (!d->stop) {
-		int64_t now = util_mono_ms();
-		int64_t next = now + d->after_ms[HTTP_Q_FRESH];
-		size_t batch = 0;
-		struct timespec ts;
-
-		for (int q = 0; q < HTTP_NQ; q++) {
-			struct http_conn *c;
-
-			if (now + d->after_ms[q] < next)
-				next = now + d->after_ms[q];
-			while ((c = d->head[q]) != NULL && c->deadline_ms <= now && batch < HTTP_SWEEP_BATCH) {
-				hd_unlink(d, c);
-				shutdown(c->fd, SHUT_RDWR);
-				c->body_cut = q == HTTP_Q_BODY;
-				if (q == HTTP_Q_BODY)
-					cut_body++;
-				else
-					cut++;
-				batch++;
-			}
-			if (c != NULL && c->deadline_ms < next)
-				next = c->deadline_ms;
-		}
-		if (batch == HTTP_SWEEP_BATCH || (cut + cut_body > 0 && now - logged >= HTTP_CUT_LOG_MS)) {
-			pthread_mutex_unlock(&d->lock);   /* let MHD's threads in between batches */
-			if (cut + cut_body > 0 && now - logged >= HTTP_CUT_LOG_MS) {
-				hd_log_cuts(d, cut, cut_body);
-				cut = cut_body = 0;
-				logged = now;
-			}
-			pthread_mutex_lock(&d->lock);
-			continue;
-		}
-		if (cut + cut_body > 0 && logged + HTTP_CUT_LOG_MS < next)
-			next = logged + HTTP_CUT_LOG_MS;
-		ts.tv_sec = (time_t)(next / 1000);
-		ts.tv_nsec = (long)(next % 1000) * 1000000L;
-		pthread_cond_timedwait(&d->wake, &d->lock, &ts);
-	}
-	pthread_mutex_unlock(&d->lock);
-	return NULL;
-}
-
-/* hd_start - the lock, the queues and the sweeper; 0 or -1 with err. */
-static int
-hd_start(struct http_server *h, char *err, size_t errlen)
-{
-	struct http_deadlines *d = &h->hd;
-	pthread_condattr_t ca;
-	double hdr = h->cfg->http_header_timeout > 0 ? h->cfg->http_header_timeout :
-	    HTTP_HEADER_TIMEOUT_S;
-	int idle = h->cfg->http_timeout > 0 ? h->cfg->http_timeout : HTTP_CONNECTION_TIMEOUT_S;
-	double body = h->cfg->http_body_timeout > 0 ? h->cfg->http_body_timeout : HTTP_BODY_TIMEOUT_S;
-
-	d->after_ms[HTTP_Q_FRESH] = (int64_t)(hdr * 1000.0);
-	d->after_ms[HTTP_Q_KEPT] = (int64_t)idle * 1000 + d->after_ms[HTTP_Q_FRESH];
-	d->after_ms[HTTP_Q_BODY] = (int64_t)(body * 1000.0);
-	if (d->after_ms[HTTP_Q_FRESH] < 1)
-		d->after_ms[HTTP_Q_FRESH] = 1;
-	if (d->after_ms[HTTP_Q_BODY] < 1)
-		d->after_ms[HTTP_Q_BODY] = 1;
-	pthread_mutex_init(&d->lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&d->wake, &ca);
-	pthread_condattr_destroy(&ca);
-	if (pthread_create(&d->thread, NULL, hd_sweeper, h) != 0) {
-		snprintf(err, errlen, "cannot start the HTTP header-deadline thread");
-		return -1;
-	}
-	d->running = 1;
-	return 0;
-}
-
-/* hd_stop - ends the sweeper; the queues are empty once MHD has stopped */
-static void
-hd_stop(struct http_server *h)
-{
-	struct http_deadlines *d = &h->hd;
-
-	if (!d->running)
-		return;
-	pthread_mutex_lock(&d->lock);
-	d->stop = 1;
-	pthread_cond_signal(&d->wake);
-	pthread_mutex_unlock(&d->lock);
-	pthread_join(d->thread, NULL);
-	d->running = 0;
 }
 
 /*
@@ -1274,7 +983,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 
 	(void)version;
 	if (rq == NULL) {
-		hd_mark(h, conn, -1);   /* the headers are in: their deadline is met */
+		http_deadlines_mark(h, conn, -1);   /* the headers are in: their deadline is met */
 		rq = calloc(1, sizeof(*rq));
 		if (rq == NULL)
 			return MHD_NO;
@@ -1289,7 +998,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 			rq->answered = 1;
 			metrics_http_request(rq->route != NULL ? rq->route->pattern : NULL, rq->status);
 		} else if ((rq->route->flags & ROUTE_JSON) != 0) {
-			hd_mark(h, conn, HTTP_Q_BODY);   /* the body's clock starts */
+			http_deadlines_mark(h, conn, HTTP_Q_BODY);   /* the body's clock starts */
 		}
 		return ret;
 	}
@@ -1325,7 +1034,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 		return MHD_YES;
 	}
 	if ((rq->route->flags & ROUTE_JSON) != 0)
-		hd_mark(h, conn, -1);   /* the whole body is in: its deadline is met */
+		http_deadlines_mark(h, conn, -1);   /* the whole body is in: its deadline is met */
 	if (rq->refused == 503) {
 		metrics_http_request(rq->route->pattern, 503);
 		return http_send_error(conn, rq, 503, "unavailable",
@@ -1390,7 +1099,7 @@ http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     enum MHD_RequestTerminationCode toe)
 {
 	struct http_req *rq = *con_cls;
-	int body_cut = hd_mark(cls, conn, HTTP_Q_KEPT);   /* the next request's headers, if any */
+	int body_cut = http_deadlines_mark(cls, conn, HTTP_Q_KEPT);   /* the next request's headers, if any */
 
 	if (rq == NULL)
 		return;
@@ -1499,7 +1208,7 @@ http_listen(const struct config *cfg, const struct http_route *routes,
 
 	if (events && (h->events = api_events_hub_start(cfg, err, errlen)) == NULL)
 		goto fail;
-	if (hd_start(h, err, errlen) != 0)
+	if (http_deadlines_start(h, err, errlen) != 0)
 		goto fail;
 	/*
 	 * A name with several addresses (localhost: ::1 and 127.0.0.1) is
@@ -1552,7 +1261,7 @@ fail:
 	if (ai != NULL)
 		freeaddrinfo(ai);
 	if (h != NULL) {
-		hd_stop(h);
+		http_deadlines_stop(h);
 		api_events_hub_free(h->events);
 		pthread_mutex_destroy(&h->stores_lock);
 	}
@@ -1597,7 +1306,7 @@ http_stop(struct http_server *h)
 		return;
 	/* end every event stream first: MHD must not be stopped with suspended connections */
 	api_events_hub_shutdown(h->events);
-	hd_stop(h);
+	http_deadlines_stop(h);
 	if (h->daemon != NULL)
 		MHD_stop_daemon(h->daemon);   /* every CLOSED notification has run after this */
 	pthread_cond_destroy(&h->hd.wake);
