@@ -6,7 +6,8 @@
  * Owns the listening socket and the MHD daemon (a pool of cfg->http_threads
  * polling threads), one lazily opened struct store per HTTP thread, and the
  * route table that maps method + path to the handlers of api_*.c (see
- * api.h). It is the only file that includes microhttpd.h. It must never
+ * api.h). With http_deadlines.c (the header and body deadlines) it is the
+ * only code that includes microhttpd.h. It must never
  * buffer a body beyond cfg->max_body (nor all bodies together beyond
  * cfg->http_body_budget), store a body for a route that reads none, log a
  * key or an Authorization header, or let any request, however malformed,
