@@ -182,6 +182,11 @@ const struct config_var config_vars[] = {
 	  .help = "a webhook delivery is given up (and logged) after this", FIELD(webhook_max_age) },
 	{ .name = "TXMAIL_WEBHOOK_TIMEOUT", SECONDS(0.1, 3600), .def = "10",
 	  .help = "a webhook request without an answer in this time is retried", FIELD(webhook_timeout) },
+	{ .name = "TXMAIL_TEST_WEBHOOK_POLL", SECONDS(0.001, 3600), .def = "0.05",
+	  .help = "tests only: how long the webhook dispatcher waits in curl's poll while requests are in "
+	    "flight, unless woken (an event recorded by this process wakes it at once; one from another "
+	    "process is seen within this time, or at once by an idle dispatcher); never set it in production",
+	  FIELD(test_webhook_poll) },
 	{ .name = "TXMAIL_VISIBILITY_TIMEOUT", SECONDS(0.5, 86400), .def = "30",
 	  .help = "work held by a worker that stopped (crashed, killed, hung) is handed to another after this",
 	  FIELD(visibility_timeout) },

@@ -18,6 +18,15 @@
  * keep going and their outcomes wait in memory until Redis is back; the
  * lease brings a delivery back if this process dies first (at-least-once).
  *
+ * Waking up: with nothing in flight the thread waits in the store's
+ * blocking read of the outbox, which Redis ends as soon as any process
+ * appends an event. With requests in flight it waits in curl's poll
+ * instead; a producer in this process (the delivery recorder) ends that
+ * wait with webhook_notify, and an event from another process is seen
+ * within the poll's interval (WH_POLL_MS) unless a dispatcher there is idle
+ * and takes it at once. Events just fanned out are claimed in the next
+ * round without waiting in the poll.
+ *
  * It must never log a webhook secret or a request body, never follow
  * redirects, never turn TLS verification off, never use a proxy other than
  * TXMAIL_WEBHOOK_PROXY (libcurl's http_proxy/HTTPS_PROXY/ALL_PROXY/NO_PROXY
@@ -65,7 +74,7 @@
 #define WH_EP_REFRESH_MS 1000
 #define WH_READ_MAX 100
 #define WH_IDLE_BLOCK_MS 100       /* XREADGROUP block when idle */
-#define WH_POLL_MS 50              /* curl poll while requests are in flight */
+#define WH_POLL_MS 50              /* curl poll while requests are in flight (TXMAIL_TEST_WEBHOOK_POLL) */
 #define WH_REDIS_BACKOFF_MS 500
 #define WH_SECRET_MAX 1024         /* base64 chars after whsec_ */
 #define WH_EVENT_ID_MAX 64
@@ -470,7 +479,16 @@ struct webhook {
 	struct wh_req *finished;   /* outcomes not yet recorded in the store */
 	int nfinished;
 	int64_t redis_retry_at;    /* monotonic ms; 0 = Redis believed up */
+
+	int poll_ms;               /* curl poll while requests are in flight: WH_POLL_MS */
+	atomic_int notified;       /* webhook_notify: an event may be waiting in the outbox */
+	atomic_int in_poll;        /* the thread is in, or about to enter, curl's poll */
+	struct webhook *next_live; /* the process's running dispatchers (wh_live) */
 };
+
+/* This process's running dispatchers, woken by webhook_notify. */
+static pthread_mutex_t wh_live_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct webhook *wh_live;
 
 static pthread_once_t wh_curl_once = PTHREAD_ONCE_INIT;
 static CURLcode wh_curl_rc = CURLE_OK;
@@ -1188,14 +1206,18 @@ static void *wh_thread(void *arg)
 	int64_t cmd_ms = w->redis.timeout_ms > 0 ? w->redis.timeout_ms : 5000;
 	/*
 	 * a round: a few Redis commands (refresh, flush, claim, a blocking read
-	 * of WH_IDLE_BLOCK_MS), then curl's poll; each command within the timeout
+	 * of WH_IDLE_BLOCK_MS), then curl's poll (poll_ms); each command within
+	 * the timeout
 	 */
-	struct health_loop *hl = health_register("webhooks", WH_IDLE_BLOCK_MS + 2 * cmd_ms);
+	struct health_loop *hl = health_register("webhooks",
+	    (w->poll_ms > WH_IDLE_BLOCK_MS ? w->poll_ms : WH_IDLE_BLOCK_MS) + 2 * cmd_ms);
 
 	while (!atomic_load(&w->stop)) {
-		int block = 0, poll_ms;
+		int block = 0, poll_ms, fresh = 0;
 
 		health_beat(hl);
+		/* the read below sees every event notified until now */
+		atomic_store(&w->notified, 0);
 
 		if (wh_redis_ok(w) && util_mono_ms() >= w->eps_refresh_at) {
 			if (wh_refresh_eps(w) == 0) {
@@ -1223,21 +1245,31 @@ static void *wh_thread(void *arg)
 						block = 10;   /* due now but not claimed: never spin */
 				}
 				if (wh_redis_ok(w) && wh_read_events(w, block) > 0)
-					block = 0;   /* more may be waiting: go round at once */
+					fresh = 1;   /* fanned out, claimed next round: go round at once */
 			}
 		}
 		if (atomic_load(&w->stop))
 			break;
 		if (!wh_redis_ok(w))
 			poll_ms = (int)(w->redis_retry_at - util_mono_ms());
-		else if (w->ninflight > 0)
-			poll_ms = WH_POLL_MS;
+		else if (w->ninflight > 0 && !fresh)
+			poll_ms = w->poll_ms;
 		else
 			poll_ms = 0;
-		if (poll_ms > WH_REDIS_BACKOFF_MS)
+		if (poll_ms > WH_REDIS_BACKOFF_MS && !wh_redis_ok(w))
 			poll_ms = WH_REDIS_BACKOFF_MS;
-		if (w->ninflight > 0 || poll_ms > 0)
+		if (w->ninflight > 0 || poll_ms > 0) {
+			/*
+			 * webhook_notify sets notified, then wakes the poll if in_poll
+			 * is set; here in_poll is set before notified is looked at, so
+			 * an event recorded now either skips the poll or ends it.
+			 */
+			atomic_store(&w->in_poll, 1);
+			if (atomic_exchange(&w->notified, 0) && wh_redis_ok(w))
+				poll_ms = 0;
 			wh_drive(w, poll_ms, 0);
+			atomic_store(&w->in_poll, 0);
+		}
 	}
 	health_unregister(hl);
 	/* stopping: claim nothing new, let the requests in flight finish until the deadline */
@@ -1349,12 +1381,21 @@ struct webhook *webhook_start(const struct config *cfg, char *err, size_t errlen
 	}
 	curl_multi_setopt(w->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)WH_MAX_INFLIGHT);
 	atomic_init(&w->stop, 0);
+	atomic_init(&w->notified, 0);
+	atomic_init(&w->in_poll, 0);
+	w->poll_ms = cfg->test_webhook_poll > 0 ? (int)(cfg->test_webhook_poll * 1000.0) : WH_POLL_MS;
+	if (w->poll_ms < 1)
+		w->poll_ms = 1;
 	wh_refresh_eps(w);   /* a failure is retried before the first fan-out */
 	rc = pthread_create(&w->thr, NULL, wh_thread, w);
 	if (rc != 0) {
 		snprintf(err, errlen, "webhook: cannot start thread: %s", strerror(rc));
 		goto fail;
 	}
+	pthread_mutex_lock(&wh_live_mu);
+	w->next_live = wh_live;
+	wh_live = w;
+	pthread_mutex_unlock(&wh_live_mu);
 	log_info("webhook dispatcher started", "consumer=%s default_endpoint=%s signed=%s endpoints=%zu",
 	    w->consumer, w->eps[0].url[0] ? "yes" : "no", w->eps[0].secret[0] ? "yes" : "no",
 	    w->neps - 1);
@@ -1368,6 +1409,14 @@ void webhook_stop(struct webhook *w, int64_t deadline_ms, struct webhook_stop_st
 {
 	if (!w)
 		return;
+	pthread_mutex_lock(&wh_live_mu);
+	for (struct webhook **pp = &wh_live; *pp != NULL; pp = &(*pp)->next_live) {
+		if (*pp == w) {
+			*pp = w->next_live;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&wh_live_mu);
 	w->stop_deadline = deadline_ms;
 	atomic_store(&w->stop, 1);
 	curl_multi_wakeup(w->multi);
@@ -1378,4 +1427,15 @@ void webhook_stop(struct webhook *w, int64_t deadline_ms, struct webhook_stop_st
 	if (stats)
 		*stats = w->stats;
 	wh_free(w);
+}
+
+void webhook_notify(void)
+{
+	pthread_mutex_lock(&wh_live_mu);
+	for (struct webhook *w = wh_live; w != NULL; w = w->next_live) {
+		atomic_store(&w->notified, 1);
+		if (atomic_load(&w->in_poll))
+			curl_multi_wakeup(w->multi);   /* latched: a poll about to begin returns at once */
+	}
+	pthread_mutex_unlock(&wh_live_mu);
 }

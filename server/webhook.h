@@ -32,6 +32,17 @@ struct webhook_stop_stats {
 void webhook_stop(struct webhook *w, int64_t deadline_ms, struct webhook_stop_stats *stats);
 
 /*
+ * webhook_notify - an event was just appended to the outbox by this
+ * process (any thread): a dispatcher of this process waiting in curl's
+ * poll with requests in flight looks at the outbox at once instead of
+ * after its poll interval. Cheap (a flag) when none is in the poll; a no-op
+ * when no dispatcher runs. A dispatcher with nothing in flight is woken by
+ * Redis itself (its blocking read), so events of other processes need no
+ * notify.
+ */
+void webhook_notify(void);
+
+/*
  * webhook_sign - Standard Webhooks signature: "v1,<base64(HMAC-SHA256(key,
  * id "." ts "." body))>" where key is the base64-decoded part after "whsec_"
  * (a secret without the prefix is used as raw bytes). 0, or -1 (bad secret,

@@ -32,7 +32,9 @@
  *             it has suspended is recorded deferred without an attempt;
  *   recorder  turns outcomes into state with the pure retry policy
  *             (retry_decide) and records them, with their webhook events,
- *             in pipelined store_record calls.
+ *             in pipelined store_record calls, then tells this process's
+ *             webhook dispatcher (webhook_notify), which may be waiting on
+ *             requests in flight rather than on the outbox.
  * They share only the done queue and the in-flight registry below, under
  * one mutex. Nothing is acknowledged in Redis before its outcome is
  * recorded, so killing the process at any point loses nothing: unrecorded
@@ -64,6 +66,7 @@
 #include "store.h"
 #include "util.h"
 #include "verp.h"
+#include "webhook.h"
 
 #define FETCH_BATCH 64
 #define RECORD_BATCH 128
@@ -1156,6 +1159,8 @@ record_batch(struct worker *w, struct store *st, struct job **jobs, size_t n)
 		k++;
 	}
 	rc = k > 0 ? store_record(st, res, k) : STORE_OK;
+	if (rc == STORE_OK && k > 0)
+		webhook_notify();   /* each record added an event: this process's dispatcher looks now */
 	for (size_t x = 0; rc == STORE_OK && x < k; x++)
 		count_outcome(w, rjob[x], &res[x], now);
 	for (size_t x = 0; x < k; x++)
