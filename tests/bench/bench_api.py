@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """bench_api.py - the accept path alone: `txmail api` against a real
 redis-server (AOF on), no workers, POST /v1/messages from keep-alive
-clients: wrk (C, --client wrk, the default when installed; -d seconds) or
+clients: wrk (C, --client wrk, the default when installed; -d seconds;
+benchlib.run_wrk: every body unique, tests/bench/unique.lua) or
 the Python client of bench.py (--client python; -n messages). Prints
 accepts per second and, as the reference measured in the
 same run on the same Redis, redis-benchmark's rate of unpipelined PINGs
@@ -26,6 +27,7 @@ import tempfile
 import time
 
 from bench import free_port, post_messages
+from benchlib import run_wrk
 
 
 def wait_port(port, timeout=10):
@@ -37,27 +39,6 @@ def wait_port(port, timeout=10):
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"bench_api: port {port} never opened")
-
-
-def run_wrk(tmp, port, body, conns, seconds):
-    """wrk with a POST script; every answer must be 202. (rate, requests)."""
-    script = os.path.join(tmp, "post.lua")
-    with open(script, "w") as f:
-        f.write('wrk.method = "POST"\n'
-                'wrk.headers["Content-Type"] = "application/json"\n'
-                'wrk.headers["Authorization"] = "Bearer bench-key"\n'
-                'wrk.body = %s\n' % json.dumps(body.decode()))
-    out = subprocess.run(["wrk", "-t2", "-c%d" % conns, "-d%ds" % seconds, "-s", script,
-                          "http://127.0.0.1:%d/v1/messages" % port],
-                         capture_output=True, text=True, timeout=seconds + 60).stdout
-    m = re.search(r"(\d+) requests in ([\d.]+)s", out)
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not m or not rps:
-        raise SystemExit("bench_api: cannot read wrk's output:\n" + out)
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if bad:
-        raise SystemExit(f"bench_api: {bad.group(1)} answers were not 2xx:\n{out}")
-    return float(rps.group(1)), int(m.group(1))
 
 
 def callgrind_per_accept(tmp, pid, port, body, n):
@@ -118,8 +99,12 @@ def main():
             print(f"{a.bin}: {callgrind_per_accept(tmp, api.pid, hport, body, a.callgrind):,.0f}"
                   " instructions per accept (callgrind)")
             return
+        p99 = None
         if a.client == "wrk":
-            rate, n = run_wrk(tmp, hport, body, a.c, a.d)
+            w = run_wrk(hport, "bench-key", conns=a.c, seconds=a.d)
+            if w["refused"]:
+                raise SystemExit(f"bench_api: {w['refused']} answers were not 202")
+            rate, n, p99 = w["rate"], w["accepted"], w["p99"]
         else:
             t0 = time.monotonic()
             bad = post_messages(hport, "bench-key", body, a.n, a.c)
@@ -133,7 +118,8 @@ def main():
         m = re.search(r"([\d.]+) requests per second", out)
         ref = float(m.group(1)) if m else 0.0
         print(f"reference (redis-benchmark PING, {a.c} clients): {ref:9.0f} round trips/s")
-        print(f"txmail api accept (HTTP 202, {a.client}):    {rate:9.0f} msg/s")
+        print(f"txmail api accept (HTTP 202, {a.client}):    {rate:9.0f} msg/s"
+              + (f", p99 {p99:.2f} ms" if p99 is not None else ""))
         if ref:
             print(f"round trips' worth of time per accept:  {ref / rate:9.2f}")
     finally:
