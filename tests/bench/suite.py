@@ -197,6 +197,25 @@ def phase_reference(a, procs):
     return {"rate": rate, "n": n, "cmd": " ".join(cmd[:-1]) + " HOST:PORT"}
 
 
+def phase_receiver(a, procs):
+    """whrecv's own rate (wrk, unsigned, unique ids): the e2e figures mean
+    something only while this is well above them."""
+    port = free_port()
+    p = procs.start("whrecv-load", [a.whrecv, "--port", str(port), "--threads", "2"])
+    wait_http_ok(port, "/stats", 10, p)
+    cmd = ["wrk", "-t2", "-c%d" % a.conns, "-d3s", "-s", os.path.join(HERE, "whload.lua"),
+           "http://127.0.0.1:%d/webhook" % port]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+    st = wh_stats(port)
+    procs.stop(p)
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    rate = float(m.group(1)) if m else 0.0
+    if st["unique"] != st["received"] or st["duplicates"]:
+        raise SystemExit("bench: whrecv counted %s for unique requests" % st)
+    log("receiver: whrecv takes %.0f POST/s (wrk, %d connections)" % (rate, a.conns))
+    return {"rate": rate, "received": st["received"]}
+
+
 def phase_e2e(a, procs):
     rport, over = start_redis(procs, "redis-e2e")
     sink, sport, sink_out = start_sink(procs, "sink")
@@ -451,6 +470,11 @@ def build_rows(a, res):
                      met(grow_ok)))
         rows.append(("  last webhook after the last delivery, s", fnum(e["tail_s"], "{:.1f}"), "-", "-", "-", "-"))
         w = e["wrk"]
+        rc = res.get("receiver")
+        if rc:
+            rows.append(("  the webhook receiver alone (whrecv, wrk, unsigned), POST/s", fnum(rc["rate"]),
+                         fnum(e["rate"]) + " (e2e msg/s)", fnum(rc["rate"] / e["rate"] if e["rate"] else None, "{:.1f}"),
+                         ">= 3 x e2e (not the bottleneck)", met(rc["rate"] >= 3 * e["rate"])))
         rows.append(("accept while delivering, POST/s (p99 %s ms)" % fnum(w["p99"], "{:.1f}"),
                      fnum(w["rate"]), "-", "-", ">= 10,000", met(w["rate"] >= 10000)))
     acc = res.get("accept")
@@ -564,6 +588,7 @@ def main():
     try:
         if "e2e" in phases:
             res["reference"] = phase_reference(a, procs)
+            res["receiver"] = phase_receiver(a, procs)
             res["e2e"] = phase_e2e(a, procs)
         if "accept" in phases:
             res["accept"] = phase_accept(a, procs)

@@ -122,24 +122,36 @@ static int set_add(const char *id)
 	return 1;
 }
 
-/* The JSON string value of the first "name": in body, copied into out (no
- * unescaping: the fields read here never hold escapes). "" when absent. */
+/* The JSON string value of the first "name" key in body (whitespace
+ * around the colon allowed), copied into out without unescaping (the
+ * fields read here never hold escapes). "" when absent. */
 static void json_field(const char *body, size_t len, const char *name, char *out, size_t outsz)
 {
 	char pat[64];
 	out[0] = '\0';
-	int n = snprintf(pat, sizeof(pat), "\"%s\":\"", name);
+	int n = snprintf(pat, sizeof(pat), "\"%s\"", name);
 	if (n < 0 || (size_t)n >= sizeof(pat))
 		return;
-	const char *p = memmem(body, len, pat, (size_t)n);
-	if (!p)
-		return;
-	p += n;
 	const char *end = body + len;
-	size_t k = 0;
-	while (p < end && *p != '"' && k + 1 < outsz)
-		out[k++] = *p++;
-	out[k] = '\0';
+	const char *p = body;
+	while ((p = memmem(p, (size_t)(end - p), pat, (size_t)n)) != NULL) {
+		p += n;
+		while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+			p++;
+		if (p >= end || *p != ':')
+			continue;       /* a value that happens to read "name" */
+		p++;
+		while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+			p++;
+		if (p >= end || *p != '"')
+			return;
+		p++;
+		size_t k = 0;
+		while (p < end && *p != '"' && k + 1 < outsz)
+			out[k++] = *p++;
+		out[k] = '\0';
+		return;
+	}
 }
 
 static int signature_ok(const char *id, const char *ts, const char *sigs, const struct upload *u)
