@@ -90,13 +90,15 @@ class Procs:
 REDIS_OVERRIDES = ("port", "bind", "dir", "daemonize")
 
 
-def start_redis(procs, name="redis"):
+def start_redis(procs, name="redis", extra=()):
     """redis-server on a copy of deploy/redis.conf with REDIS_OVERRIDES
-    changed; returns (port, [override lines])."""
+    changed, and the settings of `extra` ("name value" lines, e.g.
+    "appendfsync everysec") too; returns (port, [override lines])."""
     d = os.path.join(procs.dir, name)
     os.makedirs(d, exist_ok=True)
     port = free_port()
-    over = ["port %d" % port, "bind 127.0.0.1", "dir %s" % d, "daemonize no"]
+    over = ["port %d" % port, "bind 127.0.0.1", "dir %s" % d, "daemonize no"] + list(extra)
+    names = set(REDIS_OVERRIDES) | {e.split(None, 1)[0].lower() for e in extra}
     # The shipped lines of those settings are commented out, not just
     # followed by ours: redis-server applies `dir` while it reads the file
     # (a shipped /data that does not exist here is fatal).
@@ -104,7 +106,7 @@ def start_redis(procs, name="redis"):
     with open(REDIS_CONF) as f:
         for line in f:
             word = line.split(None, 1)[0].lower() if line.strip() else ""
-            lines.append(("# make bench: " + line) if word in REDIS_OVERRIDES else line)
+            lines.append(("# make bench: " + line) if word in names else line)
     path = os.path.join(d, "redis.conf")
     with open(path, "w") as f:
         f.write("".join(lines) + "\n# make bench: overrides\n" + "\n".join(over) + "\n")
