@@ -512,7 +512,9 @@ def build_rows(a, res):
                      fnum(e["calls"], "{:.1f}"), "-", "-", "-", "-"))
         rows.append(("  top commands, calls per message",
                      ", ".join("%s %.2f" % (c.split("|")[0], k) for c, k, _ in e["top"]), "-", "-", "-", "-"))
-        rows.append(("  AOF bytes per message (aof_current_size delta)", fnum(e["aof_bytes"]), "-", "-", "-", "-"))
+        rows.append(("  AOF bytes per message (aof_current_size delta%s)" %
+                     ("; a rewrite ran, so this is not the bytes written" if e["aof_rewrites"] else ""),
+                     fnum(e["aof_bytes"]), "-", "-", "-", "-"))
         rows.append(("  BGREWRITEAOF during the run (aof_rewrites delta)", str(e["aof_rewrites"]), "-", "-", "0",
                      met(e["aof_rewrites"] == 0)))
         rows.append(("  BGSAVE during the run (rdb_saves delta; deploy/redis.conf save rules)", str(e["rdb_saves"]),
