@@ -24,7 +24,10 @@ keep-alive connections take the slots in turn).
                [--silent-endpoint] [--appendfsync always|everysec|no] [--keep]
 
 --json PATH writes {"n": N, "data_ms": {"p50", "p90", "p99", "p999",
-"max"}, "webhook_ms": {...}, "accept_ms": {...}} (accept_ms: POST -> 202).
+"max"}, "webhook_ms": {...}, "accept_ms": {...}, "redis_fsync_ms": {...}}
+(accept_ms: POST -> 202; redis_fsync_ms: from Redis's latency monitor,
+in how many seconds an AOF fsync took 1 ms or more and the worst one of
+each such second: what the durable store adds, see appendfsync below).
 --silent-endpoint also registers an endpoint that never answers, so
 webhook requests are always in flight (a stuck customer endpoint beside
 the one measured). --appendfsync overrides the shipped setting, for
@@ -179,6 +182,31 @@ def read_lines(path):
         return []
 
 
+def redis_cmd(port, *args):
+    """One command on a fresh connection; the reply (str, int, list, None)."""
+    out = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in
+                                             (str(x).encode() for x in args))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(out)
+        f = s.makefile("rb")
+
+        def read():
+            line = f.readline()
+            t, rest = line[:1], line[1:-2]
+            if t in (b"+", b"-"):
+                return rest.decode()
+            if t == b":":
+                return int(rest)
+            if t == b"$":
+                n = int(rest)
+                return None if n < 0 else f.read(n + 2)[:-2].decode()
+            if t == b"*":
+                n = int(rest)
+                return None if n < 0 else [read() for _ in range(n)]
+            raise SystemExit(f"bench_otp: bad reply from redis: {line!r}")
+        return read()
+
+
 def start_redis(tmp, fsync=None):
     port = free_port()
     with open(os.path.join(ROOT, "deploy", "redis.conf")) as f:
@@ -329,6 +357,9 @@ def run(binary, seconds, rate, keep=False, fsync=None, silent=False):
                 raise SystemExit(f"bench_otp: POST /v1/webhooks: {r.status} {r.read()[:200]!r}")
             c.close()
 
+        # Redis's latency monitor (monitoring only): the worst fsync of each second
+        redis_cmd(rport, "CONFIG", "SET", "latency-monitor-threshold", "1")
+        mon_t0 = int(time.time())     # the monitor keys its samples by wall-clock second
         total = WARMUP + int(seconds * rate)
         sent = [None] * total
         errors = post_schedule(api, total, rate, sent)
@@ -346,8 +377,12 @@ def run(binary, seconds, rate, keep=False, fsync=None, silent=False):
             dms.append((data_at[i] - t) / 1e6)
             wms.append((wh_at[mid] - t) / 1e6)
             ams.append((t202 - t) / 1e6)
+        hist = redis_cmd(rport, "LATENCY", "HISTORY", "aof-fsync-always") or []
+        worst = [int(h[1]) for h in hist]
         return {"n": total - WARMUP, "data_ms": percentiles(dms), "webhook_ms": percentiles(wms),
-                "accept_ms": percentiles(ams)}
+                "accept_ms": percentiles(ams),
+                "redis_fsync_ms": {"seconds_over_1ms": len(worst), "seconds": int(time.time()) - mon_t0 + 1,
+                                   "worst_per_second": percentiles(worst)}}
     finally:
         stop.set()
         for p in reversed(procs):
@@ -392,6 +427,14 @@ def main():
                     ("POST -> webhook received", "webhook_ms")):
         p = res[k]
         print(f"{name:<28}" + "".join(f"{p[x]:>9.2f}" for x in ("p50", "p90", "p99", "p999", "max")))
+    f = res["redis_fsync_ms"]
+    if f["seconds_over_1ms"]:
+        w = f["worst_per_second"]
+        print(f"redis appendfsync always: a write's fsync took >= 1 ms in {f['seconds_over_1ms']} of "
+              f"{f['seconds']} s; the worst of each such second: p50 {w['p50']:.0f}, "
+              f"max {w['max']:.0f} ms")
+    else:
+        print("redis appendfsync always: no fsync took 1 ms or more")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)
