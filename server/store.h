@@ -17,14 +17,18 @@
  *                           r<i>:email r<i>:kind r<i>:status r<i>:attempts
  *                           r<i>:smtp(JSON|"") r<i>:dfr (1: deferred once) for recipient i in 0..n-1.
  *                           When pending reaches 0 the key (and its
- *                           timeline) expire after the retention period.
+ *                           timeline) expire after the retention period,
+ *                           and the key is compacted (lib/content.lua): tl
+ *                           (the timeline, entries joined by "\n") is
+ *                           folded in, id mail_from expires tenant go.
  *                           (A message stored by an earlier release also
  *                           holds "mime"; it goes like msg:<id>:mime.)
  *   msg:<id>:mime     string  the built message (MIME), while a recipient can
  *                           still be attempted; deleted in the step that makes
  *                           the last one terminal, or expiring then after
  *                           TXMAIL_CONTENT_RETENTION (server/lua/lib/content.lua).
- *   msg:<id>:tl       list  the message's event timeline, JSON entries.
+ *   msg:<id>:tl       list  the message's event timeline, JSON entries,
+ *                           until it is finished (then the hash's tl).
  *   idem:<key>        hash  h (request hash) r (response to replay); PEXPIRE
  *                           ttl; written by the enqueue script itself.
  *   abandoned:<id>    string  "1": an accept whose reply was lost, settled as

@@ -437,9 +437,44 @@ st_fill_missing(char **p, const char *dflt)
 	return *p ? 0 : STORE_ERR_NOMEM;
 }
 
+/*
+ * st_view_tl_folded - a finished message's timeline, folded into the hash's
+ * "tl" field by lib/content.lua (entries joined by "\n"), into
+ * v->timeline_json: at most ST_MAX_TIMELINE entries, empty ones skipped.
+ */
 static int
-st_build_view(const redisReply *h, const redisReply *tl, struct store_message_view *v)
+st_view_tl_folded(const redisReply *val, struct store_message_view *v)
 {
+	const char *p = val->str, *end = val->str + val->len;
+	size_t cap = 1, k = 0;
+
+	for (const char *q = p; q < end; q++)
+		cap += *q == '\n';
+	if (cap > ST_MAX_TIMELINE)
+		cap = ST_MAX_TIMELINE;
+	v->timeline_json = calloc(cap, sizeof(*v->timeline_json));
+	if (!v->timeline_json)
+		return STORE_ERR_NOMEM;
+	while (p < end && k < cap) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t len = (size_t)((nl ? nl : end) - p);
+
+		if (len > 0) {
+			v->timeline_json[k] = st_dupn(p, len);
+			if (!v->timeline_json[k])
+				return STORE_ERR_NOMEM;
+			v->ntimeline = ++k;
+		}
+		p += len + 1;
+	}
+	return 0;
+}
+
+static int
+st_build_view(const redisReply *h, const redisReply *tl, const char *id,
+    struct store_message_view *v)
+{
+	const redisReply *folded = NULL;
 	size_t i;
 	int64_t n = -1;
 	int rc = 0;
@@ -467,12 +502,15 @@ st_build_view(const redisReply *h, const redisReply *tl, struct store_message_vi
 			rc = st_view_rcpt_field(v, f, val);
 		else if (st_field_is(f, "prio"))
 			v->lane = st_field_is(val, "high") ? STORE_LANE_HIGH : STORE_LANE_NORMAL;
+		else if (st_field_is(f, "tl"))
+			folded = val;
 		else
 			rc = st_field_read(&st_view_table, f->str, f->len, val, v);
 	}
 	if (rc)
 		return rc;
-	if (st_fill_missing(&v->id, "") || st_fill_missing(&v->from, "") ||
+	/* a finished message's hash no longer holds its id: the key names it */
+	if (st_fill_missing(&v->id, id) || st_fill_missing(&v->from, "") ||
 	    st_fill_missing(&v->subject, "") || st_fill_missing(&v->metadata_json, "{}") ||
 	    st_fill_missing(&v->tags_json, "[]") ||
 	    st_fill_missing(&v->project, STORE_PROJECT_DEFAULT))
@@ -482,6 +520,9 @@ st_build_view(const redisReply *h, const redisReply *tl, struct store_message_vi
 		    st_fill_missing(&v->rcpts[i].kind, "to") ||
 		    st_fill_missing(&v->rcpts[i].status, "queued"))
 			return STORE_ERR_NOMEM;
+	/* folded when the message finished; a message finished by an earlier release keeps the list */
+	if (folded && folded->len > 0)
+		return st_view_tl_folded(folded, v);
 	return st_row_read(&st_tl_table, &tl, 1, v);
 }
 
@@ -531,7 +572,7 @@ store_get_message(struct store *s, const char *id, struct store_message_view *v)
 		rc = STORE_ERR_NOT_FOUND;
 		goto out;
 	}
-	rc = st_build_view(rep[0], rep[1], v);
+	rc = st_build_view(rep[0], rep[1], id, v);
 out:
 	if (rc)
 		store_message_view_free(v);

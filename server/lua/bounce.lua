@@ -5,7 +5,9 @@
 -- The suppression (suppress_reason) goes to the list of the message's
 -- project ("project" field; none: "default", KEYS[5]); the event to the
 -- outbox with p = that project. When the last recipient becomes terminal
--- the content goes (lib/content.lua: deleted, or kept content_ms more).
+-- the content goes (lib/content.lua: deleted, or kept content_ms more) and
+-- the timeline is folded into the hash; a DSN after that (a failure of a
+-- delivered recipient, a delay) appends to the folded timeline.
 -- action "delayed": timeline only. "failed": delivered|sending|deferred|
 -- queued -> failed; a deferred one leaves due; one that was not yet
 -- final leaves pending (a "sending" one's ready entry is acknowledged by
@@ -21,7 +23,7 @@ local proj = v[3]
 if not proj or proj == '' then proj = 'default' end
 if not v[1] then return -1 end
 if ARGV[2] == 'delayed' then
-  if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[5]) end
+  if ARGV[5] ~= '' then tl_append(KEYS[1], KEYS[2], ARGV[5]) end
   return 1
 end
 local st = v[1]
@@ -30,7 +32,7 @@ if st ~= 'delivered' and st ~= 'sending' and st ~= 'deferred' and st ~= 'queued'
 end
 redis.call('HSET', KEYS[1], p .. 'status', 'failed')
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], p .. 'smtp', ARGV[3]) end
-if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[5]) end
+if ARGV[5] ~= '' then tl_append(KEYS[1], KEYS[2], ARGV[5]) end
 if ARGV[4] ~= '' then redis.call('XADD', KEYS[4], '*', 'e', ARGV[4], 'p', proj) end
 if ARGV[8] ~= '' and v[2] then
   local supp = KEYS[5]
@@ -43,7 +45,7 @@ if st ~= 'delivered' then
   if left <= 0 then
     redis.call('PEXPIRE', KEYS[1], ARGV[6])
     redis.call('PEXPIRE', KEYS[2], ARGV[6])
-    content_done(KEYS[1], ARGV[11])
+    content_done(KEYS[1], KEYS[2], ARGV[11])
   end
 end
 return 1

@@ -30,7 +30,7 @@ if c > 0 then
   if left <= 0 then
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
     redis.call('PEXPIRE', KEYS[2], ARGV[3])
-    content_done(KEYS[1], ARGV[5])
+    content_done(KEYS[1], KEYS[2], ARGV[5])
   end
 end
 return c

@@ -133,7 +133,7 @@ for j = 1, nm do
   if pending <= 0 then
     redis.call('PEXPIRE', km, ARGV[5])
     redis.call('PEXPIRE', kt, ARGV[5])
-    content_done(km, ARGV[9])
+    content_done(km, kt, ARGV[9])
   end
 end
 if ARGV[1] == '1' then

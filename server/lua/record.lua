@@ -49,7 +49,7 @@ elseif st ~= 'sending' then
   if left <= 0 then
     redis.call('PEXPIRE', KEYS[1], ARGV[9])
     redis.call('PEXPIRE', KEYS[2], ARGV[9])
-    content_done(KEYS[1], ARGV[14])
+    content_done(KEYS[1], KEYS[2], ARGV[14])
   end
 end
 return ret

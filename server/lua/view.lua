@@ -4,12 +4,14 @@
 -- ({field, value, ...}, with "project" when set); {} when the message does
 -- not exist. It ends with "content", "1" while the MIME is still stored
 -- (the key "<msg>:mime", or the hash's "mime" field for a message stored by
--- an earlier release), "0" once it is deleted (lib/content.lua).
+-- an earlier release), "0" once it is deleted (lib/content.lua). "tl" is
+-- the timeline of a finished message, folded into the hash (entries joined
+-- by "\n"); before that the caller reads the list msg:<id>:tl.
 
 local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '-1')
 if not n or n < 0 then return {} end
 if n > 1000 then return redis.error_reply('ERR recipient count') end
-local f = {'id', 'from', 'subject', 'metadata', 'tags', 'created', 'send_at', 'n', 'prio', 'project'}
+local f = {'id', 'from', 'subject', 'metadata', 'tags', 'created', 'send_at', 'n', 'prio', 'project', 'tl'}
 local names = {'email', 'kind', 'status', 'attempts', 'smtp'}
 for i = 0, n - 1 do
   for _, x in ipairs(names) do f[#f + 1] = 'r' .. i .. ':' .. x end

@@ -6,7 +6,10 @@ dir, log file and daemonize overridden) and `txmail run --dev` on it (the dev
 sink delivers), warms up with W messages, then sends N messages with
 unique ~1 KB verification-code bodies, waits until every one is delivered
 and nothing is left in flight, and prints:
-  used_memory delta / N             everything Redis keeps per message
+  used_memory delta / N             everything Redis keeps per message, and
+                                    that without the outbox's growth (MEMORY
+                                    USAGE of `events` before and after): what
+                                    is kept for lookup
   per key kind (MEMORY USAGE of a sample, and the encoding): the message
   hash msg:<id>, its timeline msg:<id>:tl, its content msg:<id>:mime (gone
   with TXMAIL_CONTENT_RETENTION=0), and the outbox `events` stream per
@@ -156,10 +159,12 @@ def main():
         wait_for(lambda: settled(rport, mail, a.w), 120, "the warm-up")
         m0 = info_int(rport, "used_memory")
         k0 = int(rraw(rport, "DBSIZE"))
+        e0 = int(rraw(rport, "MEMORY", "USAGE", "txm{0}:events", "SAMPLES", "0") or 0)
         post_range(api, key, a.w, a.w + a.n)
         wait_for(lambda: settled(rport, mail, a.w + a.n), 300, "%d messages delivered" % a.n)
         m1 = info_int(rport, "used_memory")
         k1 = int(rraw(rport, "DBSIZE"))
+        e1 = int(rraw(rport, "MEMORY", "USAGE", "txm{0}:events", "SAMPLES", "0") or 0)
         sample = None
         for k in rraw(rport, "SCAN", "0", "MATCH", "txm{0}:msg:*", "COUNT", "1000").splitlines()[1:]:
             if k.count(":") == 2:
@@ -168,6 +173,8 @@ def main():
         print("binary          %s" % a.bin)
         print("messages        %d (after %d warm-up), unique ~1 KB bodies, deploy/redis.conf" % (a.n, a.w))
         print("used_memory     %+d bytes = %.0f bytes per delivered message" % (m1 - m0, (m1 - m0) / a.n))
+        print("  of which the outbox (events, kept 24 h for SSE resume): %.0f; kept for lookup: %.0f"
+              % ((e1 - e0) / a.n, (m1 - m0 - (e1 - e0)) / a.n))
         print("keys            %+d = %.2f per message" % (k1 - k0, (k1 - k0) / a.n))
         if sample:
             for k in (sample, sample + ":tl", sample + ":mime"):

@@ -498,7 +498,7 @@ Test(store, fetch_block_longer_than_command_timeout)
 
 Test(store, record_delivered)
 {
-	char id[64], key[128], sbuf[64];
+	char id[64], key[128], sbuf[64], tlbuf[512];
 	struct store_delivery *d = NULL;
 	struct store_message_view v;
 	int rc;
@@ -513,9 +513,12 @@ Test(store, record_delivered)
 	cr_assert_str_eq(sbuf, "0");
 	long long ttl = rint_cmd("PTTL %s", key);
 	cr_assert(ttl > 0 && ttl <= 7LL * 24 * 3600 * 1000, "msg PTTL: got %lld, want (0, 7d]", ttl);
+	/* finished: the timeline is folded into the hash (and expires with it), its list is gone */
+	rstr_cmd(tlbuf, sizeof(tlbuf), "HGET %s %s", key, "tl");
+	cr_assert(strchr(tlbuf, '\n') != NULL, "folded timeline: got \"%s\", want 2 entries", tlbuf);
 	msg_key(key, sizeof(key), id, ":tl");
 	ttl = rint_cmd("PTTL %s", key);
-	cr_assert(ttl > 0, "timeline PTTL: got %lld, want > 0", ttl);
+	cr_assert_eq(ttl, -2, "timeline list PTTL: got %lld, want -2 (no key)", ttl);
 	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 1);
 	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 0);
 	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 0);

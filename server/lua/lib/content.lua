@@ -1,16 +1,26 @@
--- lib/content.lua - not a script: what happens to a message's content when the message is
--- finished, included by every script that can make a message's last recipient terminal
--- (enqueue: all suppressed; record; cancel; bounce)
+-- lib/content.lua - not a script: what happens to a message when it is finished, included
+-- by every script that can make a message's last recipient terminal (enqueue: all
+-- suppressed; record; cancel; bounce), and the timeline append of bounce
 -- The MIME is kept in its own key, "<msg key>:mime" (a string), not in
 -- the message hash, so it can go on its own while the summary and the
--- timeline stay for GET. content_done(km, keep_ms) runs in the step in
--- which no recipient of the message km can be attempted again: keep_ms
--- 0 deletes the content at once, keep_ms > 0 lets it expire keep_ms
--- later (TXMAIL_CONTENT_RETENTION). A message stored by an earlier
--- release holds its MIME in the hash's "mime" field: that field goes the
--- same way (moved into the key with the expiry, or deleted).
+-- timeline stay for GET. content_done(km, kt, keep_ms) runs in the step
+-- in which no recipient of the message km can be attempted again:
+-- * keep_ms 0 deletes the content at once, keep_ms > 0 lets it expire
+--   keep_ms later (TXMAIL_CONTENT_RETENTION). A message stored by an
+--   earlier release holds its MIME in the hash's "mime" field: that field
+--   goes the same way (moved into the key with the expiry, or deleted).
+-- * What only delivery needed leaves the hash (mail_from, expires,
+--   tenant; id: the key names it; send_at 0, prio normal and project
+--   default are what GET and every script read for an absent field).
+-- * The timeline list kt is folded into the hash's "tl" field, its
+--   entries joined by "\n" (JSON text never holds a raw newline), and kt
+--   is deleted: one key per finished message instead of two, and a small
+--   hash stays a listpack. GET reads "tl" when present, else kt.
+-- tl_append(km, kt, entry) appends to whichever of the two holds the
+-- timeline, so an entry after the fold (bounce) never recreates kt
+-- without an expiry.
 
-local function content_done(km, keep_ms)
+local function content_done(km, kt, keep_ms)
   local kc = km .. ':mime'
   local keep = tonumber(keep_ms) or 0
   local old = redis.call('HGET', km, 'mime')
@@ -22,5 +32,25 @@ local function content_done(km, keep_ms)
     redis.call('PEXPIRE', kc, keep)
   else
     redis.call('DEL', kc)
+  end
+  redis.call('HDEL', km, 'mail_from', 'expires', 'tenant', 'id')
+  local d = redis.call('HMGET', km, 'send_at', 'prio', 'tl', 'project')
+  if d[1] == '0' then redis.call('HDEL', km, 'send_at') end
+  if d[2] == 'normal' then redis.call('HDEL', km, 'prio') end
+  if d[4] == 'default' then redis.call('HDEL', km, 'project') end
+  local tl = redis.call('LRANGE', kt, 0, -1)
+  if #tl > 0 then
+    if d[3] then table.insert(tl, 1, d[3]) end
+    redis.call('HSET', km, 'tl', table.concat(tl, '\n'))
+    redis.call('DEL', kt)
+  end
+end
+
+local function tl_append(km, kt, entry)
+  local cur = redis.call('HGET', km, 'tl')
+  if cur then
+    redis.call('HSET', km, 'tl', cur .. '\n' .. entry)
+  else
+    redis.call('RPUSH', kt, entry)
   end
 end
