@@ -453,6 +453,45 @@ int store_read_events(struct store *s, const char *consumer, int max,
     int block_ms, int64_t min_idle_ms, struct store_event **out);
 
 /*
+ * store_read_events_flags - store_read_events with a choice of steps:
+ * STORE_EVENTS_OWN reads the consumer's own pending entries first,
+ * STORE_EVENTS_RECLAIM then takes over entries idle > min_idle_ms; new
+ * entries are read when those gave none. A dispatcher that keeps what it
+ * read in memory until it acks it reads its own pending entries only once,
+ * at start, and reclaims about once a second. Same returns.
+ */
+#define STORE_EVENTS_OWN 1
+#define STORE_EVENTS_RECLAIM 2
+int store_read_events_flags(struct store *s, const char *consumer, int max,
+    int block_ms, int64_t min_idle_ms, int flags, struct store_event **out);
+
+/*
+ * store_events_touch - reset the idle time of n outbox entries this
+ * consumer holds (XCLAIM ... JUSTID), so they are not taken over while it
+ * still works on them. 0 or STORE_ERR_*.
+ */
+int store_events_touch(struct store *s, const char *consumer, const char *const *entry_ids, size_t n);
+
+/* one delivery for store_webhook_settle to put in its endpoint's due set */
+struct store_whpark {
+	const char *member;    /* "<evt_id>/<endpoint>" */
+	const char *body;
+	const char *project;   /* the event's; the endpoint must belong to it */
+	int attempts;          /* attempts made */
+	int64_t first_ms;      /* when the delivery was created (max age) */
+	int64_t due_ms;        /* when it is due */
+};
+
+/*
+ * store_webhook_settle - in one script: park nitems deliveries (each
+ * created unless it exists, skipped for an endpoint that is gone or not the
+ * item's project's), then XACK nack outbox entries. Deliveries created, or
+ * STORE_ERR_*; nothing is written on an error. At most 1000 of each.
+ */
+int store_webhook_settle(struct store *s, const struct store_whpark *items, size_t nitems,
+    const char *const *ack_ids, size_t nack);
+
+/*
  * store_webhook_fanout - one delivery per endpoint id for this event,
  * due at now_ms, and XACK the event, atomically. nep may be 0 (just acks).
  */

@@ -48,6 +48,7 @@ static const char *const st_scripts[SC_COUNT] = {
 	[SC_RECORD] = store_lua_record,
 	[SC_PROMOTE] = store_lua_promote,
 	[SC_WH_FANOUT] = store_lua_wh_fanout,
+	[SC_WH_SETTLE] = store_lua_wh_settle,
 	[SC_WH_CLAIM] = store_lua_wh_claim,
 	[SC_WH_DONE] = store_lua_wh_done,
 	[SC_WH_RETRY] = store_lua_wh_retry,

@@ -64,6 +64,7 @@ enum st_script {
 	SC_RECORD,
 	SC_PROMOTE,
 	SC_WH_FANOUT,
+	SC_WH_SETTLE,
 	SC_WH_CLAIM,
 	SC_WH_DONE,
 	SC_WH_RETRY,

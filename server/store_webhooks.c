@@ -105,6 +105,14 @@ int
 store_read_events(struct store *s, const char *consumer, int max,
     int block_ms, int64_t min_idle_ms, struct store_event **out)
 {
+	return store_read_events_flags(s, consumer, max, block_ms, min_idle_ms,
+	    STORE_EVENTS_OWN | STORE_EVENTS_RECLAIM, out);
+}
+
+int
+store_read_events_flags(struct store *s, const char *consumer, int max,
+    int block_ms, int64_t min_idle_ms, int flags, struct store_event **out)
+{
 	static const char *const evkey[1] = { ST_K_EVENTS };
 	const redisReply *entries = NULL;
 	redisReply *r = NULL;
@@ -118,24 +126,29 @@ store_read_events(struct store *s, const char *consumer, int max,
 	if (rc)
 		return rc;
 	/* 1. our own pending entries (read before, not yet fanned out) */
-	rc = st_xread(s, evkey, 1, ST_G_WEBHOOKS, consumer, max, 0, "0", &r, &entries);
-	if (rc == 0 && entries)
-		rc = st_collect_events(s, entries, max, out, &count);
-	if (r)
-		freeReplyObject(r);
-	r = NULL;
-	if (rc || count > 0)
-		goto out;
+	if (flags & STORE_EVENTS_OWN) {
+		rc = st_xread(s, evkey, 1, ST_G_WEBHOOKS, consumer, max, 0, "0", &r, &entries);
+		if (rc == 0 && entries)
+			rc = st_collect_events(s, entries, max, out, &count);
+		if (r)
+			freeReplyObject(r);
+		r = NULL;
+		if (rc || count > 0)
+			goto out;
+	}
 	/* 2. entries of consumers that died */
-	rc = st_xautoclaim(s, ST_K_EVENTS, ST_G_WEBHOOKS, consumer, min_idle_ms > 0 ? min_idle_ms : ST_EVENT_IDLE_MS, max,
-	    s->event_cursor, sizeof(s->event_cursor), &r, &entries);
-	if (rc == 0 && entries)
-		rc = st_collect_events(s, entries, max, out, &count);
-	if (r)
-		freeReplyObject(r);
-	r = NULL;
-	if (rc || count > 0)
-		goto out;
+	if (flags & STORE_EVENTS_RECLAIM) {
+		rc = st_xautoclaim(s, ST_K_EVENTS, ST_G_WEBHOOKS, consumer,
+		    min_idle_ms > 0 ? min_idle_ms : ST_EVENT_IDLE_MS, max,
+		    s->event_cursor, sizeof(s->event_cursor), &r, &entries);
+		if (rc == 0 && entries)
+			rc = st_collect_events(s, entries, max, out, &count);
+		if (r)
+			freeReplyObject(r);
+		r = NULL;
+		if (rc || count > 0)
+			goto out;
+	}
 	/* 3. new ones, blocking */
 	rc = st_xread(s, evkey, 1, ST_G_WEBHOOKS, consumer, max, block_ms, ">", &r, &entries);
 	if (rc == 0 && entries)
@@ -213,6 +226,108 @@ store_webhook_fanout(struct store *s, const struct store_event *ev,
 out:
 	free(keys);
 	return rc;
+}
+
+int
+store_events_touch(struct store *s, const char *consumer, const char *const *entry_ids, size_t n)
+{
+	struct st_args a;
+	redisReply *r = NULL;
+	size_t i;
+	int rc;
+
+	if (!s || !consumer || !*consumer || (n && !entry_ids) || n > ST_MAX_BATCH)
+		return STORE_ERR_PROTO;
+	if (n == 0)
+		return 0;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_args_init(&a, 6 + n);
+	if (rc)
+		return rc;
+	st_adds(&a, "XCLAIM");
+	st_adds(&a, ST_K_EVENTS);
+	st_adds(&a, ST_G_WEBHOOKS);
+	st_adds(&a, consumer);
+	st_adds(&a, "0");
+	for (i = 0; i < n; i++)
+		st_adds(&a, entry_ids[i]);
+	st_adds(&a, "JUSTID");
+	rc = st_do(s, &a, &r);
+	if (rc == 0 && !st_is_array(r, 0))
+		rc = st_bad("events touch", r);
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+int
+store_webhook_settle(struct store *s, const struct store_whpark *items, size_t nitems,
+    const char *const *ack_ids, size_t nack)
+{
+	char (*keys)[ST_KEY_MAX] = NULL;
+	char (*nums)[3][24] = NULL;
+	long long created = 0;
+	struct st_args a;
+	size_t i;
+	int rc;
+
+	if (!s || (nitems && !items) || (nack && !ack_ids) || nitems > ST_MAX_BATCH || nack > ST_MAX_BATCH)
+		return STORE_ERR_PROTO;
+	if (nitems == 0 && nack == 0)
+		return 0;
+	keys = calloc(nitems ? nitems : 1, sizeof(*keys));
+	nums = calloc(nitems ? nitems : 1, sizeof(*nums));
+	if (!keys || !nums) {
+		rc = STORE_ERR_NOMEM;
+		goto out;
+	}
+	for (i = 0; i < nitems; i++) {
+		const struct store_whpark *p = &items[i];
+
+		if (!p->body || !p->project || p->attempts < 0 ||
+		    st_whq_of_member(keys[i], sizeof(keys[i]), p->member)) {
+			rc = STORE_ERR_PROTO;
+			goto out;
+		}
+		snprintf(nums[i][0], sizeof(nums[i][0]), "%d", p->attempts);
+		snprintf(nums[i][1], sizeof(nums[i][1]), "%" PRId64, p->first_ms);
+		snprintf(nums[i][2], sizeof(nums[i][2]), "%" PRId64, p->due_ms);
+	}
+	for (i = 0; i < nack; i++)
+		if (!ack_ids[i] || !*ack_ids[i] || strlen(ack_ids[i]) > ST_MAX_ENTRY_ID) {
+			rc = STORE_ERR_PROTO;
+			goto out;
+		}
+	rc = st_eval_begin(s, &a, 6 + 8 * nitems + nack, SC_WH_SETTLE, (int)(1 + nitems));
+	if (rc)
+		goto out;
+	st_adds(&a, ST_K_EVENTS);
+	for (i = 0; i < nitems; i++)
+		st_adds(&a, keys[i]);
+	st_adds(&a, ST_PREFIX);
+	st_addi(&a, (int64_t)nitems);
+	for (i = 0; i < nitems; i++) {
+		const struct store_whpark *p = &items[i];
+		const char *slash = strchr(p->member, '/');
+
+		st_adds(&a, p->member);
+		st_adds(&a, slash + 1);
+		st_adds(&a, st_project_name(p->project));
+		st_adds(&a, p->body);
+		st_adds(&a, nums[i][0]);
+		st_adds(&a, nums[i][1]);
+		st_adds(&a, nums[i][2]);
+	}
+	for (i = 0; i < nack; i++)
+		st_adds(&a, ack_ids[i]);
+	rc = st_eval_int(s, &a, "webhook settle", 0, &created);
+out:
+	free(keys);
+	free(nums);
+	return rc ? rc : (int)created;
 }
 
 void

@@ -67,8 +67,13 @@
 #error "TXMAIL_VERSION is the VERSION file, passed by the Makefile as -DTXMAIL_VERSION"
 #endif
 
-#define WH_MAX_INFLIGHT 128        /* requests in flight, all endpoints */
-#define WH_EP_MAX_INFLIGHT 16      /* requests in flight per endpoint */
+#define WH_EP_CONN_MAX 256         /* TXMAIL_WEBHOOK_CONNECTIONS' largest value */
+#define WH_MAX_INFLIGHT_MIN 128    /* requests in flight, all endpoints: at least this, */
+#define WH_MAX_INFLIGHT_MAX 1024   /* 4 x the per-endpoint cap, at most this */
+#define WH_HOLD_MAX 4096           /* events held for sending at once */
+#define WH_EP_WAIT_MAX 1024        /* per endpoint: direct deliveries waiting for a slot */
+#define WH_SETTLE_MAX 500          /* deliveries and acks per settle script */
+#define WH_RECLAIM_MS 1000         /* take over a dead dispatcher's events this often */
 #define WH_MAX_ENDPOINTS 500       /* endpoints from the store that get events */
 #define WH_EP_ID_MAX 65
 #define WH_EP_REFRESH_MS 1000
@@ -427,12 +432,36 @@ struct wh_ep {
 	size_t nevents;
 	char project[STORE_PROJECT_MAX + 1];  /* whose events it gets; unused for "default" */
 	int busy;              /* requests running or awaiting their store record */
+	int nwait;             /* direct deliveries waiting for a slot */
 	int64_t next_due;      /* wall ms when a claim may find work; 0 = look now */
 	int failing;           /* last attempt failed: logged once at warn, then info */
 };
 
+/*
+ * An outbox entry this dispatcher read and sends directly: it stays
+ * pending in the "webhooks" group (its lease, renewed by
+ * store_events_touch) until each of its deliveries was either answered
+ * 2xx or parked in its endpoint's queue; then it is acked.
+ */
+struct wh_evt {
+	char entry_id[48];
+	char project[STORE_PROJECT_MAX + 1];
+	int refs;              /* direct deliveries not settled yet */
+	int noack;             /* out of memory on the way: never ack, let it be reclaimed */
+	struct wh_evt *prev, *next;
+};
+
+/* a delivery for its endpoint's queue, until store_webhook_settle has it */
+struct wh_park {
+	struct store_whd *d;   /* attempts: made so far */
+	char project[STORE_PROJECT_MAX + 1];
+	int64_t due_ms;
+};
+
 struct wh_req {
 	struct store_whd *d;
+	struct wh_evt *evt;    /* sent directly from the outbox; NULL: claimed from a queue */
+	size_t epi;            /* index of its endpoint in eps when last looked up (a hint) */
 	CURL *easy;
 	struct curl_slist *hdrs;
 	char errbuf[CURL_ERROR_SIZE];
@@ -478,6 +507,19 @@ struct webhook {
 	int ninflight;
 	struct wh_req *finished;   /* outcomes not yet recorded in the store */
 	int nfinished;
+	struct wh_req *wait_head, *wait_tail;   /* direct deliveries waiting for a slot, oldest first */
+	int nwait;
+	struct wh_evt *held;       /* outbox entries being sent directly */
+	size_t nheld;
+	struct wh_park *park;      /* deliveries for the queues, written by wh_settle */
+	size_t npark, cappark;
+	char (*acks)[48];          /* outbox entries to ack, written by wh_settle */
+	size_t nack, capack;
+	int ep_cap;                /* TXMAIL_WEBHOOK_CONNECTIONS: requests in flight per endpoint */
+	int max_inflight;          /* all endpoints */
+	int read_own;              /* next read starts with this consumer's own pending entries */
+	int64_t reclaim_at;        /* monotonic ms of the next XAUTOCLAIM */
+	int64_t touch_at;          /* monotonic ms of the next lease renewal of held entries */
 	int64_t redis_retry_at;    /* monotonic ms; 0 = Redis believed up */
 
 	int poll_ms;               /* curl poll while requests are in flight: WH_POLL_MS */
@@ -670,8 +712,16 @@ static int wh_refresh_eps(struct webhook *w)
 	wh_eps_free(w->eps, w->neps);
 	w->eps = ne;
 	w->neps = k;
-	for (i = 0; i < w->neps; i++)
+	for (i = 0; i < w->neps; i++) {
 		w->eps[i].busy = 0;
+		w->eps[i].nwait = 0;
+	}
+	for (r = w->wait_head; r; r = r->next) {
+		struct wh_ep *ep = wh_ep_find(w, r->d->endpoint);
+
+		if (ep)
+			ep->nwait++;
+	}
 	for (r = w->inflight; r; r = r->next) {
 		struct wh_ep *ep = wh_ep_find(w, r->d->endpoint);
 
@@ -708,13 +758,163 @@ static void wh_release_busy(struct webhook *w, const struct store_whd *d)
 		ep->busy--;
 }
 
+/* wh_ep_of - r's endpoint (eps[r->epi] when that is still it), or NULL when gone. */
+static struct wh_ep *wh_ep_of(struct webhook *w, struct wh_req *r)
+{
+	size_t i;
+
+	if (r->epi < w->neps && strcmp(w->eps[r->epi].id, r->d->endpoint) == 0)
+		return &w->eps[r->epi];
+	for (i = 0; i < w->neps; i++)
+		if (strcmp(w->eps[i].id, r->d->endpoint) == 0) {
+			r->epi = i;
+			return &w->eps[i];
+		}
+	return NULL;
+}
+
+/* wh_park_add - queue d (taken) for its endpoint's due set at due_ms; 0, or -1 (out of memory, d freed). */
+static int wh_park_add(struct webhook *w, struct store_whd *d, const char *project, int64_t due_ms)
+{
+	if (w->npark == w->cappark) {
+		size_t cap = w->cappark ? w->cappark * 2 : 64;
+		struct wh_park *np = realloc(w->park, cap * sizeof(*np));
+
+		if (!np) {
+			log_warn("out of memory parking a webhook delivery", "event_id=%s endpoint=%s",
+			    d->event_id, d->endpoint);
+			store_whd_free(d);
+			return -1;
+		}
+		w->park = np;
+		w->cappark = cap;
+	}
+	w->park[w->npark].d = d;
+	util_strlcpy(w->park[w->npark].project, project, sizeof(w->park[w->npark].project));
+	w->park[w->npark].due_ms = due_ms;
+	w->npark++;
+	return 0;
+}
+
+/* wh_ack_add - ack entry_id at the next settle; 0, or -1 (out of memory: it is reclaimed later). */
+static int wh_ack_add(struct webhook *w, const char *entry_id)
+{
+	if (w->nack == w->capack) {
+		size_t cap = w->capack ? w->capack * 2 : 128;
+		char (*na)[48] = realloc(w->acks, cap * sizeof(*na));
+
+		if (!na)
+			return -1;
+		w->acks = na;
+		w->capack = cap;
+	}
+	util_strlcpy(w->acks[w->nack++], entry_id, sizeof(w->acks[0]));
+	return 0;
+}
+
+/* wh_evt_release - drop ev from the held list and free it; acked at the next settle unless noack. */
+static void wh_evt_release(struct webhook *w, struct wh_evt *ev)
+{
+	if (!ev->noack && wh_ack_add(w, ev->entry_id) != 0)
+		log_warn("out of memory acking a webhook event, it comes back later", "entry=%s", ev->entry_id);
+	if (ev->prev)
+		ev->prev->next = ev->next;
+	else if (w->held == ev)
+		w->held = ev->next;
+	if (ev->next)
+		ev->next->prev = ev->prev;
+	w->nheld--;
+	free(ev);
+}
+
+/* wh_evt_unref - one direct delivery of ev is settled (answered or parked). */
+static void wh_evt_unref(struct webhook *w, struct wh_evt *ev)
+{
+	if (--ev->refs <= 0)
+		wh_evt_release(w, ev);
+}
+
+/*
+ * wh_settle - write the parked deliveries, then the acks, in scripts of
+ * up to WH_SETTLE_MAX each; acks go only with (or after) the last parked
+ * deliveries, so an event is never acked before its deliveries are kept.
+ * 0, or -1 on a store error (what is left is tried again next time).
+ */
+static int wh_settle(struct webhook *w)
+{
+	struct store_whpark items[WH_SETTLE_MAX];
+	const char *ids[WH_SETTLE_MAX];
+
+	while (w->npark > 0 || w->nack > 0) {
+		size_t np = w->npark < WH_SETTLE_MAX ? w->npark : WH_SETTLE_MAX;
+		size_t na = np == w->npark ? (w->nack < WH_SETTLE_MAX ? w->nack : WH_SETTLE_MAX) : 0;
+		int64_t now = util_now_ms();
+		size_t i;
+		int rc;
+
+		for (i = 0; i < np; i++) {
+			const struct wh_park *p = &w->park[i];
+
+			items[i].member = p->d->member;
+			items[i].body = p->d->body;
+			items[i].project = p->project;
+			items[i].attempts = p->d->attempts;
+			items[i].first_ms = p->d->first_ms;
+			items[i].due_ms = p->due_ms;
+		}
+		for (i = 0; i < na; i++)
+			ids[i] = w->acks[i];
+		rc = store_webhook_settle(w->st, items, np, ids, na);
+		if (rc < 0) {
+			if (wh_store_error(w, "settle", rc))
+				return -1;
+			/* not Redis being away: a bug; drop it rather than spin (the
+			 * events not acked come back after the visibility timeout) */
+			log_warn("webhook settle refused, dropping the batch", "deliveries=%zu acks=%zu", np, na);
+		}
+		wh_redis_back(w);
+		for (i = 0; i < np; i++) {
+			struct wh_ep *ep = wh_ep_find(w, w->park[i].d->endpoint);
+
+			/* its queue has work from then on */
+			if (rc >= 0 && ep && (ep->next_due == 0 || ep->next_due > w->park[i].due_ms))
+				ep->next_due = w->park[i].due_ms <= now ? 0 : w->park[i].due_ms;
+			store_whd_free(w->park[i].d);
+		}
+		memmove(w->park, w->park + np, (w->npark - np) * sizeof(*w->park));
+		w->npark -= np;
+		memmove(w->acks, w->acks + na, (w->nack - na) * sizeof(*w->acks));
+		w->nack -= na;
+	}
+	return 0;
+}
+
 /* wh_flush - record finished outcomes; 0, or -1 when Redis went away (the rest stay queued). */
 static int wh_flush(struct webhook *w)
 {
 	while (w->finished) {
 		struct wh_req *r = w->finished;
-		int rc;
+		int rc = STORE_OK;
 
+		if (r->evt) {
+			/* sent straight from the outbox: only a retry is written (parked) */
+			struct wh_evt *ev = r->evt;
+
+			if (r->fail[0] != '\0' && wh_ep_find(w, r->d->endpoint) != NULL)
+				(void)store_webhook_note_failure(w->st, r->d->endpoint, util_now_ms(), r->fail);
+			wh_release_busy(w, r->d);
+			if (r->outcome == WH_RETRY) {
+				r->d->attempts = r->attempts;
+				if (wh_park_add(w, r->d, ev->project, r->next_ms) != 0)
+					ev->noack = 1;
+				r->d = NULL;
+			}
+			w->finished = r->next;
+			w->nfinished--;
+			wh_req_free(w, r);
+			wh_evt_unref(w, ev);
+			continue;
+		}
 		if (r->outcome == WH_DONE)
 			rc = store_webhook_done(w->st, r->d->member);
 		else
@@ -736,7 +936,7 @@ static int wh_flush(struct webhook *w)
 		w->nfinished--;
 		wh_req_free(w, r);
 	}
-	return 0;
+	return wh_settle(w);
 }
 
 static int wh_known(const struct wh_req *list, const char *member)
@@ -747,7 +947,7 @@ static int wh_known(const struct wh_req *list, const char *member)
 	return 0;
 }
 
-/* wh_start_req - POST one delivery to ep; takes d. 0, or -1 (outcome queued as retry). */
+/* wh_start_req - POST one delivery to ep; takes d (and a reference on evt). 0, or -1 (outcome queued as retry). */
 /*
  * wh_opensocket - curl's socket opener: the address guard after DNS
  * resolution, for every address curl tries (so DNS rebinding cannot reach a
@@ -808,7 +1008,8 @@ static void wh_req_about(struct wh_req *r)
 	cJSON_Delete(ev);
 }
 
-static int wh_start_req(struct webhook *w, const struct wh_ep *ep, struct store_whd *d)
+static int wh_start_req(struct webhook *w, const struct wh_ep *ep, struct store_whd *d,
+    struct wh_evt *evt)
 {
 	struct wh_req *r = calloc(1, sizeof(*r));
 	char hdr[256], sig[64];
@@ -825,9 +1026,15 @@ static int wh_start_req(struct webhook *w, const struct wh_ep *ep, struct store_
 	if (!r) {
 		wh_release_busy(w, d);
 		store_whd_free(d);
+		if (evt) {
+			evt->noack = 1;   /* comes back after the visibility timeout */
+			wh_evt_unref(w, evt);
+		}
 		return -1;
 	}
 	r->d = d;
+	r->evt = evt;
+	r->epi = (size_t)(ep - w->eps);
 	r->attempts = d->attempts + 1;
 	wh_req_about(r);
 	for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
@@ -1005,66 +1212,182 @@ static void wh_complete(struct webhook *w, struct wh_req *r, CURLcode cc)
 	w->nfinished++;
 }
 
+/* wh_held_find - the held event of an outbox entry, or NULL. */
+static struct wh_evt *wh_held_find(struct webhook *w, const char *entry_id)
+{
+	struct wh_evt *ev;
+
+	for (ev = w->held; ev; ev = ev->next)
+		if (strcmp(ev->entry_id, entry_id) == 0)
+			return ev;
+	return NULL;
+}
+
+/* wh_whd_new - a new delivery of event id to endpoint ep; NULL when out of memory. */
+static struct store_whd *wh_whd_new(const char *id, const char *ep, const char *body, int64_t now)
+{
+	struct store_whd *d = calloc(1, sizeof(*d));
+	size_t n;
+
+	if (!d)
+		return NULL;
+	n = strlen(id) + 1 + strlen(ep) + 1;
+	d->member = malloc(n);
+	d->event_id = strdup(id);
+	d->endpoint = strdup(ep);
+	d->body = strdup(body);
+	if (!d->member || !d->event_id || !d->endpoint || !d->body) {
+		store_whd_free(d);
+		return NULL;
+	}
+	snprintf(d->member, n, "%s/%s", id, ep);
+	d->first_ms = now;
+	return d;
+}
+
 /*
- * wh_read_events - one batch from the outbox, each event fanned out to the
- * endpoints whose filter wants its type (the list is re-read first, so an
- * endpoint gets every event emitted after it was created). Count handled,
- * or -1 on Redis trouble (unhandled events stay pending and come back).
+ * wh_take_event - route one outbox event: to each endpoint whose filter
+ * wants its type and whose project is the event's, directly (a request
+ * waiting for a slot, the entry held unacked meanwhile) while the endpoint
+ * is healthy and not too far behind, else parked in the endpoint's queue.
+ * An event with nothing sent directly is acked at the next settle.
+ */
+static void wh_take_event(struct webhook *w, const struct store_event *sev)
+{
+	char id[WH_EVENT_ID_MAX], type[64];
+	int64_t now = util_now_ms();
+	struct wh_evt *ev;
+	size_t k;
+
+	if (wh_held_find(w, sev->entry_id))
+		return;   /* already ours: the reclaim only took it back */
+	ev = calloc(1, sizeof(*ev));
+	if (!ev) {
+		w->read_own = 1;   /* read again later */
+		return;
+	}
+	util_strlcpy(ev->entry_id, sev->entry_id, sizeof(ev->entry_id));
+	util_strlcpy(ev->project, sev->project, sizeof(ev->project));
+	/* held from here on, so a delivery settled at once finds it */
+	ev->next = w->held;
+	if (w->held)
+		w->held->prev = ev;
+	w->held = ev;
+	w->nheld++;
+	ev->refs = 1;   /* ours while routing */
+	if (webhook_event_field(sev->json, "id", id, sizeof(id)) < 0 || !wh_valid_id(id)) {
+		log_warn("webhook event without a usable id", "entry=%s", sev->entry_id);
+		snprintf(id, sizeof(id), "evt_%.40s", sev->entry_id);
+	}
+	if (webhook_event_field(sev->json, "type", type, sizeof(type)) < 0)
+		type[0] = '\0';
+	for (k = 0; k < w->neps; k++) {
+		struct wh_ep *ep = &w->eps[k];
+		struct store_whd *d;
+		struct wh_req *r;
+
+		if (!ep->url[0] ||
+		    !webhook_filter_match((const char *const *)ep->events, ep->nevents, type))
+			continue;
+		/* an endpoint gets its own project's events only (the settle script checks again) */
+		if (k == 0 ? !webhook_projects_match(w->default_projects, sev->project) :
+		    strcmp(ep->project, sev->project) != 0)
+			continue;
+		d = wh_whd_new(id, ep->id, sev->json, now);
+		if (!d) {
+			ev->noack = 1;
+			continue;
+		}
+		if (ep->failing || ep->nwait >= WH_EP_WAIT_MAX || w->nheld > WH_HOLD_MAX ||
+		    !(r = calloc(1, sizeof(*r)))) {
+			if (wh_park_add(w, d, sev->project, now) != 0)
+				ev->noack = 1;
+			continue;
+		}
+		r->d = d;
+		r->evt = ev;
+		r->epi = k;
+		ev->refs++;
+		ep->nwait++;
+		if (w->wait_tail)
+			w->wait_tail->next = r;
+		else
+			w->wait_head = r;
+		w->wait_tail = r;
+		w->nwait++;
+	}
+	wh_evt_unref(w, ev);
+}
+
+/*
+ * wh_read_events - one batch from the outbox, each event routed by
+ * wh_take_event (the endpoint list is re-read first, so an endpoint gets
+ * every event emitted after it was created), then what was parked or is
+ * done is settled. Count read, or -1 on Redis trouble (events not routed
+ * stay pending and come back).
  */
 static int wh_read_events(struct webhook *w, int block_ms)
 {
 	struct store_event *evs[WH_READ_MAX];
-	const char **ids = NULL;
-	int n, i, rc = 0;
+	int n, i, rc = 0, flags = 0;
 
-	n = store_read_events(w->st, w->consumer, WH_READ_MAX, block_ms,
-	    w->visibility_ms, evs);
+	if (w->read_own)
+		flags |= STORE_EVENTS_OWN;
+	if (util_mono_ms() >= w->reclaim_at)
+		flags |= STORE_EVENTS_RECLAIM;
+	n = store_read_events_flags(w->st, w->consumer, WH_READ_MAX, block_ms,
+	    w->visibility_ms, flags, evs);
 	if (n < 0) {
 		wh_store_error(w, "read_events", n);
 		return -1;
 	}
 	wh_redis_back(w);
+	w->read_own = 0;
+	if (flags & STORE_EVENTS_RECLAIM)
+		w->reclaim_at = util_mono_ms() + WH_RECLAIM_MS;
 	if (n == 0)
 		return 0;
 	if (wh_refresh_eps(w) != 0 && !wh_redis_ok(w))
 		rc = -1;    /* never fan out without the store's endpoints: read again later */
-	if (rc == 0 && !(ids = calloc(w->neps, sizeof(*ids))))
-		rc = -1;
 	for (i = 0; i < n; i++) {
-		char id[WH_EVENT_ID_MAX], type[64];
-		size_t nep = 0, k;
-		int frc;
-
-		if (rc < 0) {
-			store_event_free(evs[i]);
-			continue;   /* stays pending in the group: read again later */
-		}
-		if (webhook_event_field(evs[i]->json, "id", id, sizeof(id)) < 0 || !wh_valid_id(id)) {
-			log_warn("webhook event without a usable id", "entry=%s", evs[i]->entry_id);
-			snprintf(id, sizeof(id), "evt_%.40s", evs[i]->entry_id);
-		}
-		if (webhook_event_field(evs[i]->json, "type", type, sizeof(type)) < 0)
-			type[0] = '\0';
-		for (k = 0; k < w->neps; k++) {
-			struct wh_ep *ep = &w->eps[k];
-
-			if (!ep->url[0] ||
-			    !webhook_filter_match((const char *const *)ep->events, ep->nevents, type))
-				continue;
-			/* an endpoint gets its own project's events only (the fan-out script checks again) */
-			if (k == 0 ? !webhook_projects_match(w->default_projects, evs[i]->project) :
-			    strcmp(ep->project, evs[i]->project) != 0)
-				continue;
-			ids[nep++] = ep->id;
-			ep->next_due = 0;   /* has work now */
-		}
-		frc = store_webhook_fanout(w->st, evs[i], id, ids, nep, util_now_ms());
-		if (frc != STORE_OK && wh_store_error(w, "fanout", frc))
-			rc = -1;
+		if (rc == 0)
+			wh_take_event(w, evs[i]);
 		store_event_free(evs[i]);
 	}
-	free(ids);
-	return rc < 0 ? -1 : n;
+	if (rc < 0) {
+		w->read_own = 1;   /* they stay pending in the group: read again */
+		return -1;
+	}
+	if (w->npark > 0 && wh_settle(w) != 0)
+		return -1;
+	return n;
+}
+
+/*
+ * wh_touch_held - renew the lease (the idle time in the group) of the
+ * events held, every third of the visibility timeout, so another
+ * dispatcher does not take over an event still being sent.
+ */
+static void wh_touch_held(struct webhook *w)
+{
+	const char *ids[WH_SETTLE_MAX];
+	struct wh_evt *ev;
+	int64_t period = w->visibility_ms / 3;
+	size_t n = 0;
+	int rc = 0;
+
+	if (util_mono_ms() < w->touch_at)
+		return;
+	w->touch_at = util_mono_ms() + (period > 200 ? period : 200);
+	for (ev = w->held; ev && rc == 0; ev = ev->next) {
+		ids[n++] = ev->entry_id;
+		if (n == WH_SETTLE_MAX || !ev->next) {
+			rc = store_events_touch(w->st, w->consumer, ids, n);
+			n = 0;
+		}
+	}
+	if (rc != 0)
+		wh_store_error(w, "touch", rc);
 }
 
 /* wh_drop - remove a delivery that can never be sent (it would come back after every lease). */
@@ -1083,13 +1406,13 @@ static void wh_drop(struct webhook *w, struct store_whd *d)
  */
 static int wh_claim_ep(struct webhook *w, struct wh_ep *ep, int max)
 {
-	struct store_whd *ds[WH_EP_MAX_INFLIGHT];
+	struct store_whd *ds[WH_EP_CONN_MAX];
 	int64_t lease = (int64_t)(w->timeout * 1000.0) + 5000;
 	int64_t nd;
 	int n, i;
 
-	if (max > WH_EP_MAX_INFLIGHT)
-		max = WH_EP_MAX_INFLIGHT;
+	if (max > WH_EP_CONN_MAX)
+		max = WH_EP_CONN_MAX;
 	n = store_webhook_claim(w->st, ep->id, util_now_ms(), lease, max, ds);
 	if (n < 0) {
 		wh_store_error(w, "claim", n);
@@ -1119,7 +1442,7 @@ static int wh_claim_ep(struct webhook *w, struct wh_ep *ep, int max)
 			continue;
 		}
 		ep->busy++;
-		wh_start_req(w, ep, d);
+		wh_start_req(w, ep, d, NULL);
 	}
 	if (n < max) {
 		/* drained for now: learn when the next one is due */
@@ -1135,10 +1458,66 @@ static int wh_claim_ep(struct webhook *w, struct wh_ep *ep, int max)
 }
 
 /*
- * wh_claim - fill free slots, round-robin over the endpoints, each capped
- * at WH_EP_MAX_INFLIGHT so a slow or dead endpoint holds only its own
- * slots. Returns the earliest wall ms at which more work may be claimable
- * (0: now, INT64_MAX: nothing known).
+ * wh_start_waiting - start the direct deliveries waiting for a slot, oldest
+ * first, each endpoint up to its cap (less a quarter while its queue has
+ * due work, so retries are not starved). One whose endpoint is gone is
+ * dropped; one whose endpoint is failing goes to its queue instead (it
+ * then waits with the backoff there, and holds no outbox entry).
+ */
+static void wh_start_waiting(struct webhook *w)
+{
+	struct wh_req **pp = &w->wait_head, *prev = NULL;
+	int64_t now = util_now_ms();
+
+	while (*pp && w->ninflight + w->nfinished < w->max_inflight) {
+		struct wh_req *r = *pp;
+		struct wh_ep *ep = wh_ep_of(w, r);
+		struct wh_evt *ev = r->evt;
+		struct store_whd *d = r->d;
+		int room;
+
+		if (ep && ep->url[0] && !ep->failing) {
+			room = w->ep_cap - ep->busy;
+			if (ep->next_due <= now)
+				room -= w->ep_cap / 4;
+			if (room <= 0) {
+				prev = r;
+				pp = &r->next;
+				continue;
+			}
+		}
+		/* off the list */
+		*pp = r->next;
+		if (w->wait_tail == r)
+			w->wait_tail = prev;
+		w->nwait--;
+		r->d = NULL;
+		r->evt = NULL;
+		wh_req_free(w, r);
+		if (ep && ep->nwait > 0)
+			ep->nwait--;
+		if (!ep) {
+			metrics_webhook_attempt(METRICS_WEBHOOK_DROPPED);
+			log_info("webhook endpoint deleted, dropping delivery", "event_id=%s endpoint=%s attempt=0",
+			    d->event_id, d->endpoint);
+			store_whd_free(d);
+		} else if (!ep->url[0] || ep->failing) {
+			if (wh_park_add(w, d, ev->project, now) != 0)
+				ev->noack = 1;
+		} else {
+			ep->busy++;
+			wh_start_req(w, ep, d, ev);
+			continue;   /* the reference moved to the request */
+		}
+		wh_evt_unref(w, ev);
+	}
+}
+
+/*
+ * wh_claim - start the direct deliveries waiting, then fill free slots from
+ * the queues, round-robin over the endpoints, each capped at ep_cap so a
+ * slow or dead endpoint holds only its own slots. Returns the earliest wall
+ * ms at which more work may be claimable (0: now, INT64_MAX: nothing known).
  */
 static int64_t wh_claim(struct webhook *w)
 {
@@ -1147,10 +1526,11 @@ static int64_t wh_claim(struct webhook *w)
 
 	if (w->neps == 0)
 		return INT64_MAX;
+	wh_start_waiting(w);
 	for (j = 0; j < w->neps; j++) {
 		struct wh_ep *ep = &w->eps[(w->rr + j) % w->neps];
-		int global = WH_MAX_INFLIGHT - w->ninflight - w->nfinished;
-		int max = WH_EP_MAX_INFLIGHT - ep->busy;
+		int global = w->max_inflight - w->ninflight - w->nfinished;
+		int max = w->ep_cap - ep->busy;
 
 		if (!wh_redis_ok(w))
 			break;
@@ -1165,7 +1545,7 @@ static int64_t wh_claim(struct webhook *w)
 			max = global;
 		if (wh_claim_ep(w, ep, max) < 0)
 			break;
-		if (ep->next_due <= now && ep->busy < WH_EP_MAX_INFLIGHT)
+		if (ep->next_due <= now && ep->busy < w->ep_cap)
 			soonest = 0;
 		else if (ep->next_due < soonest)
 			soonest = ep->next_due;
@@ -1233,8 +1613,10 @@ static void *wh_thread(void *arg)
 
 			if (wh_flush(w) == 0 && wh_redis_ok(w))
 				soonest = wh_claim(w);
+			if (wh_redis_ok(w) && w->held)
+				wh_touch_held(w);
 			if (wh_redis_ok(w)) {
-				if (w->ninflight == 0 && w->nfinished == 0) {
+				if (w->ninflight == 0 && w->nfinished == 0 && w->nwait == 0) {
 					int64_t now = util_now_ms();
 
 					if (soonest == INT64_MAX || soonest - now >= WH_IDLE_BLOCK_MS)
@@ -1308,6 +1690,23 @@ static void wh_free(struct webhook *w)
 		w->finished = r->next;
 		wh_req_free(w, r);
 	}
+	while (w->wait_head) {
+		struct wh_req *r = w->wait_head;
+
+		w->wait_head = r->next;
+		wh_req_free(w, r);
+	}
+	/* events held but not acked come back to a dispatcher after the visibility timeout */
+	while (w->held) {
+		struct wh_evt *ev = w->held;
+
+		w->held = ev->next;
+		free(ev);
+	}
+	while (w->npark > 0)
+		store_whd_free(w->park[--w->npark].d);
+	free(w->park);
+	free(w->acks);
 	if (w->multi)
 		curl_multi_cleanup(w->multi);
 	store_close(w->st);
@@ -1363,6 +1762,15 @@ struct webhook *webhook_start(const struct config *cfg, char *err, size_t errlen
 	w->retry_max = cfg->webhook_retry_max;
 	w->max_age = cfg->webhook_max_age;
 	w->timeout = cfg->webhook_timeout > 0 ? cfg->webhook_timeout : 10;
+	w->ep_cap = cfg->webhook_connections > 0 ? cfg->webhook_connections : 32;
+	if (w->ep_cap > WH_EP_CONN_MAX)
+		w->ep_cap = WH_EP_CONN_MAX;
+	w->max_inflight = 4 * w->ep_cap;
+	if (w->max_inflight < WH_MAX_INFLIGHT_MIN)
+		w->max_inflight = WH_MAX_INFLIGHT_MIN;
+	if (w->max_inflight > WH_MAX_INFLIGHT_MAX)
+		w->max_inflight = WH_MAX_INFLIGHT_MAX;
+	w->read_own = 1;
 	w->allow_private = cfg->webhook_allow_private;
 	w->visibility_ms = (int64_t)(cfg->visibility_timeout * 1000);
 	if (gethostname(host, sizeof(host)) < 0 || !host[0])
@@ -1379,7 +1787,10 @@ struct webhook *webhook_start(const struct config *cfg, char *err, size_t errlen
 		snprintf(err, errlen, "webhook: curl_multi_init failed");
 		goto fail;
 	}
-	curl_multi_setopt(w->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)WH_MAX_INFLIGHT);
+	curl_multi_setopt(w->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)w->max_inflight);
+	/* keep every connection open between requests (keep-alive): the cache would otherwise be
+	 * 4 x the handles added, which drops connections when the load dips */
+	curl_multi_setopt(w->multi, CURLMOPT_MAXCONNECTS, (long)w->max_inflight);
 	atomic_init(&w->stop, 0);
 	atomic_init(&w->notified, 0);
 	atomic_init(&w->in_poll, 0);

@@ -1040,6 +1040,58 @@ Test(store, noscript_reload)
 	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 1);
 }
 
+Test(store, webhook_settle)
+{
+	char id[64];
+	struct store_delivery *d = NULL;
+	struct store_event *ev[4], *ev2[4];
+	struct store_whd *w[4];
+	int64_t now = util_now_ms();
+	int n;
+
+	enqueue_msg(id, sizeof(id), 1, 0);
+	cr_assert_eq(fetch_one("c1", &d), 1);
+	cr_assert_eq(record_one(d, "delivered", 0, "{\"id\":\"evt_7\"}"), 0);
+	store_delivery_free(d);
+
+	n = store_read_events_flags(st, "w1", 4, 100, 0, STORE_EVENTS_OWN, ev);
+	cr_assert_eq(n, 1, "read: got %d, want 1", n);
+	/* held, not acked: without STORE_EVENTS_OWN it is not read again */
+	n = store_read_events_flags(st, "w1", 4, 0, 0, 0, ev2);
+	cr_assert_eq(n, 0, "re-read without own: got %d, want 0", n);
+	cr_assert_eq(store_events_touch(st, "w1", (const char *const []){ ev[0]->entry_id }, 1), 0);
+	cr_assert_eq(pending_count("txm{0}:events", "webhooks"), 1);
+
+	/* a failed direct attempt parked with its attempts, a second one for a
+	 * missing endpoint skipped, and the ack in the same script */
+	struct store_whpark p[2] = {
+		{ .member = "evt_7/default", .body = ev[0]->json, .project = "default",
+		  .attempts = 1, .first_ms = now - 10, .due_ms = now },
+		{ .member = "evt_7/ep9", .body = ev[0]->json, .project = "default",
+		  .attempts = 0, .first_ms = now, .due_ms = now },
+	};
+	const char *ids[1] = { ev[0]->entry_id };
+
+	n = store_webhook_settle(st, p, 2, ids, 1);
+	cr_assert_eq(n, 1, "settle: got %d, want 1 created", n);
+	cr_assert_eq(pending_count("txm{0}:events", "webhooks"), 0);
+	cr_assert_eq(rint_cmd("EXISTS %s", "txm{0}:whq:ep9"), 0);
+	/* again: an existing delivery is never reset */
+	p[0].attempts = 5;
+	n = store_webhook_settle(st, p, 1, NULL, 0);
+	cr_assert_eq(n, 0, "settle again: got %d, want 0 created", n);
+	n = store_webhook_claim(st, "default", now, 30000, 4, w);
+	cr_assert_eq(n, 1, "claim: got %d, want 1", n);
+	cr_assert_str_eq(w[0]->body, "{\"id\":\"evt_7\"}");
+	cr_assert_eq(w[0]->attempts, 1);
+	cr_assert_eq(w[0]->first_ms, now - 10);
+	store_whd_free(w[0]);
+	store_event_free(ev[0]);
+	cr_assert_eq(store_webhook_settle(st, NULL, 0, NULL, 0), 0);
+	p[0].member = "no-slash";
+	cr_assert_eq(store_webhook_settle(st, p, 1, NULL, 0), STORE_ERR_PROTO);
+}
+
 Test(store, webhooks)
 {
 	char id[64], sbuf[64], key[160];
