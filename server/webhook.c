@@ -6,10 +6,17 @@
  * project is the event's: "default" (TXMAIL_WEBHOOK_URL, every type, the
  * projects of TXMAIL_WEBHOOK_PROJECTS) and the endpoints created through
  * /v1/webhooks (each its own project's events only), whose list is re-read
- * before every fan-out and about once a second. Each endpoint has its own due set in the store; the thread
- * claims due deliveries with a lease, round-robin over the endpoints, at
- * most WH_EP_MAX_INFLIGHT per endpoint and WH_MAX_INFLIGHT in all, so a
- * dead or slow endpoint only ever holds its own slots. Requests run
+ * before every fan-out and about once a second. An event is sent straight
+ * from memory while it stays pending in the outbox's consumer group (its
+ * lease, renewed every third of the visibility timeout), and acked once
+ * every endpoint answered 2xx or holds the delivery in its queue: a failed
+ * attempt is parked there with its retry time, and so is an event for an
+ * endpoint that is failing or too far behind (wh_settle, one script per
+ * batch). Each endpoint has its own due set in the store; the thread
+ * claims due deliveries from it with a lease, round-robin over the
+ * endpoints, at most TXMAIL_WEBHOOK_CONNECTIONS requests per endpoint
+ * (direct and queued together) and 4 times that in all, so a dead or slow
+ * endpoint only ever holds its own slots. Requests run
  * concurrently through one curl multi handle, signed per Standard Webhooks
  * with the endpoint's own secret (webhook_sign). Outcomes go back to the
  * store: 2xx is done, anything else is retried with webhook_backoff_ms
@@ -72,6 +79,7 @@
 #define WH_MAX_INFLIGHT_MAX 1024   /* 4 x the per-endpoint cap, at most this */
 #define WH_HOLD_MAX 4096           /* events held for sending at once */
 #define WH_EP_WAIT_MAX 1024        /* per endpoint: direct deliveries waiting for a slot */
+#define WH_STALL_MS 1000           /* an endpoint at its cap whose oldest request is older is behind */
 #define WH_SETTLE_MAX 500          /* deliveries and acks per settle script */
 #define WH_RECLAIM_MS 1000         /* take over a dead dispatcher's events this often */
 #define WH_MAX_ENDPOINTS 500       /* endpoints from the store that get events */
@@ -123,47 +131,72 @@ static int wh_b64_decode(const char *in, size_t inlen, unsigned char *out, size_
 	return n;
 }
 
-int webhook_sign(const char *secret, const char *msg_id, int64_t ts,
-    const char *body, size_t body_len, char *out, size_t outlen)
+/*
+ * wh_mac_new - an HMAC-SHA256 context keyed with secret (whsec_<base64>:
+ * the decoded bytes; else the string itself), ready for updates; each
+ * signature works on a copy (EVP_MAC_CTX_dup), so the key is decoded and
+ * the MAC set up once per endpoint, not once per request. NULL on a bad
+ * secret or out of memory.
+ */
+static EVP_MAC_CTX *wh_mac_new(const char *secret)
 {
-	unsigned char key[WH_SECRET_MAX], mac[EVP_MAX_MD_SIZE];
-	char tsbuf[32], params_digest[] = "SHA256";
+	unsigned char key[WH_SECRET_MAX];
+	char params_digest[] = "SHA256";
 	const unsigned char *k;
-	size_t klen, maclen = 0;
+	size_t klen;
 	EVP_MAC *m = NULL;
 	EVP_MAC_CTX *ctx = NULL;
 	OSSL_PARAM params[2];
-	int rc = -1, n;
+	int n;
 
-	if (!secret || !msg_id || (!body && body_len > 0) || !out)
-		return -1;
+	if (!secret)
+		return NULL;
 	if (strncmp(secret, "whsec_", 6) == 0) {
 		n = wh_b64_decode(secret + 6, strlen(secret + 6), key, sizeof(key));
 		if (n <= 0)
-			return -1;
+			return NULL;
 		k = key;
 		klen = (size_t)n;
 	} else {
 		k = (const unsigned char *)secret;
 		klen = strlen(secret);
 		if (klen == 0 || klen > WH_SECRET_MAX)
-			return -1;
+			return NULL;
 	}
+	m = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	if (m)
+		ctx = EVP_MAC_CTX_new(m);
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, params_digest, 0);
+	params[1] = OSSL_PARAM_construct_end();
+	if (ctx && !EVP_MAC_init(ctx, k, klen, params)) {
+		EVP_MAC_CTX_free(ctx);
+		ctx = NULL;
+	}
+	EVP_MAC_free(m);
+	OPENSSL_cleanse(key, sizeof(key));
+	return ctx;
+}
+
+/* wh_mac_sign - webhook_sign with a context from wh_mac_new (left as it is). */
+static int wh_mac_sign(const EVP_MAC_CTX *keyed, const char *msg_id, int64_t ts,
+    const char *body, size_t body_len, char *out, size_t outlen)
+{
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	char tsbuf[32];
+	size_t maclen = 0;
+	EVP_MAC_CTX *ctx = NULL;
+	int rc = -1, n;
+
+	if (!keyed || !msg_id || (!body && body_len > 0) || !out)
+		return -1;
 	n = snprintf(tsbuf, sizeof(tsbuf), "%" PRId64, ts);
 	if (n < 0 || (size_t)n >= sizeof(tsbuf))
 		goto out;
 	/* "v1," + base64 of 32 bytes (44) + NUL */
 	if (outlen < 3 + 44 + 1)
 		goto out;
-	m = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	if (!m)
-		goto out;
-	ctx = EVP_MAC_CTX_new(m);
-	if (!ctx)
-		goto out;
-	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, params_digest, 0);
-	params[1] = OSSL_PARAM_construct_end();
-	if (!EVP_MAC_init(ctx, k, klen, params) ||
+	ctx = EVP_MAC_CTX_dup(keyed);
+	if (!ctx ||
 	    !EVP_MAC_update(ctx, (const unsigned char *)msg_id, strlen(msg_id)) ||
 	    !EVP_MAC_update(ctx, (const unsigned char *)".", 1) ||
 	    !EVP_MAC_update(ctx, (const unsigned char *)tsbuf, (size_t)n) ||
@@ -179,9 +212,24 @@ int webhook_sign(const char *secret, const char *msg_id, int64_t ts,
 	rc = 0;
 out:
 	EVP_MAC_CTX_free(ctx);
-	EVP_MAC_free(m);
-	OPENSSL_cleanse(key, sizeof(key));
+	OPENSSL_cleanse(mac, sizeof(mac));
 	if (rc < 0 && out && outlen > 0)
+		out[0] = '\0';
+	return rc;
+}
+
+int webhook_sign(const char *secret, const char *msg_id, int64_t ts,
+    const char *body, size_t body_len, char *out, size_t outlen)
+{
+	EVP_MAC_CTX *ctx;
+	int rc;
+
+	if (!secret || !msg_id || (!body && body_len > 0) || !out)
+		return -1;
+	ctx = wh_mac_new(secret);
+	rc = ctx ? wh_mac_sign(ctx, msg_id, ts, body, body_len, out, outlen) : -1;
+	EVP_MAC_CTX_free(ctx);
+	if (rc < 0 && outlen > 0)
 		out[0] = '\0';
 	return rc;
 }
@@ -428,11 +476,13 @@ struct wh_ep {
 	char id[WH_EP_ID_MAX];
 	char *url;
 	char *secret;          /* "" when unsigned */
+	EVP_MAC_CTX *mac;      /* keyed with secret (wh_mac_new); NULL when unsigned or the secret is bad */
 	char **events;         /* filter; nevents 0 = every type */
 	size_t nevents;
 	char project[STORE_PROJECT_MAX + 1];  /* whose events it gets; unused for "default" */
 	int busy;              /* requests running or awaiting their store record */
 	int nwait;             /* direct deliveries waiting for a slot */
+	int64_t oldest_ms;     /* monotonic start of its oldest request in flight; 0: none */
 	int64_t next_due;      /* wall ms when a claim may find work; 0 = look now */
 	int failing;           /* last attempt failed: logged once at warn, then info */
 };
@@ -476,6 +526,7 @@ struct wh_req {
 	char msg_id[96];
 	char rcpt[320];
 	int64_t created_ms;    /* the event's created_at (recorded), 0 when absent: latency metric */
+	int64_t started_ms;    /* monotonic, when the request was handed to curl */
 	struct wh_req *next;
 };
 
@@ -552,6 +603,7 @@ static void wh_ep_release(struct wh_ep *ep)
 	size_t i;
 
 	free(ep->url);
+	EVP_MAC_CTX_free(ep->mac);
 	if (ep->secret) {
 		OPENSSL_cleanse(ep->secret, strlen(ep->secret));
 		free(ep->secret);
@@ -571,7 +623,7 @@ static void wh_eps_free(struct wh_ep *eps, size_t n)
 	free(eps);
 }
 
-/* wh_ep_set - fill ep with copies; 0 or -1 (OOM, ep released). */
+/* wh_ep_set - fill ep with copies (mac left NULL: the caller keys it); 0 or -1 (OOM, ep released). */
 static int wh_ep_set(struct wh_ep *ep, const char *id, const char *url, const char *secret,
     char *const *events, size_t nevents)
 {
@@ -705,6 +757,14 @@ static int wh_refresh_eps(struct webhook *w)
 		util_strlcpy(ne[k].project, se[i].project ? se[i].project : STORE_PROJECT_DEFAULT,
 		    sizeof(ne[k].project));
 		old = wh_ep_find(w, se[i].id);
+		/* the keyed MAC moves over while the secret is the same; else a new one
+		 * (NULL for a bad secret: each request then fails its setup) */
+		if (old && old->mac && strcmp(old->secret, ne[k].secret) == 0) {
+			ne[k].mac = old->mac;
+			w->eps[old - w->eps].mac = NULL;
+		} else if (ne[k].secret[0]) {
+			ne[k].mac = wh_mac_new(ne[k].secret);
+		}
 		ne[k].next_due = old ? old->next_due : 0;
 		ne[k].failing = old ? old->failing : 0;
 		k++;
@@ -832,6 +892,34 @@ static void wh_evt_unref(struct webhook *w, struct wh_evt *ev)
 {
 	if (--ev->refs <= 0)
 		wh_evt_release(w, ev);
+}
+
+/* wh_note_oldest - each endpoint's oldest request in flight, for wh_behind. */
+static void wh_note_oldest(struct webhook *w)
+{
+	struct wh_req *r;
+	size_t i;
+
+	for (i = 0; i < w->neps; i++)
+		w->eps[i].oldest_ms = 0;
+	for (r = w->inflight; r; r = r->next) {
+		struct wh_ep *ep = wh_ep_of(w, r);
+
+		if (ep && (ep->oldest_ms == 0 || r->started_ms < ep->oldest_ms))
+			ep->oldest_ms = r->started_ms;
+	}
+}
+
+/*
+ * wh_behind - ep's new events go to its queue, not to memory: it is
+ * failing, or it has all its slots taken by requests of which the oldest
+ * has waited more than WH_STALL_MS (a hanging receiver: its events must
+ * not hold the outbox up for the others while the requests time out).
+ */
+static int wh_behind(const struct webhook *w, const struct wh_ep *ep)
+{
+	return ep->failing || (ep->busy >= w->ep_cap && ep->oldest_ms != 0 &&
+	    util_mono_ms() - ep->oldest_ms > WH_STALL_MS);
 }
 
 /*
@@ -1052,7 +1140,7 @@ static int wh_start_req(struct webhook *w, const struct wh_ep *ep, struct store_
 		goto fail;
 	r->hdrs = nh;
 	if (ep->secret[0]) {
-		if (webhook_sign(ep->secret, d->event_id, now_s, d->body, strlen(d->body),
+		if (wh_mac_sign(ep->mac, d->event_id, now_s, d->body, strlen(d->body),
 		    sig, sizeof(sig)) < 0)
 			goto fail;
 		snprintf(hdr, sizeof(hdr), "webhook-signature: %s", sig);
@@ -1096,6 +1184,7 @@ static int wh_start_req(struct webhook *w, const struct wh_ep *ep, struct store_
 	curl_easy_setopt(r->easy, CURLOPT_OPENSOCKETDATA, r);
 	if (curl_multi_add_handle(w->multi, r->easy) != CURLM_OK)
 		goto fail;
+	r->started_ms = util_mono_ms();
 	r->next = w->inflight;
 	w->inflight = r;
 	w->ninflight++;
@@ -1250,16 +1339,17 @@ static struct store_whd *wh_whd_new(const char *id, const char *ep, const char *
  * wants its type and whose project is the event's, directly (a request
  * waiting for a slot, the entry held unacked meanwhile) while the endpoint
  * is healthy and not too far behind, else parked in the endpoint's queue.
- * An event with nothing sent directly is acked at the next settle.
+ * An event with nothing sent directly is acked at the next settle. seen:
+ * it may be one already held (read from the pending list, not as new).
  */
-static void wh_take_event(struct webhook *w, const struct store_event *sev)
+static void wh_take_event(struct webhook *w, const struct store_event *sev, int seen)
 {
 	char id[WH_EVENT_ID_MAX], type[64];
 	int64_t now = util_now_ms();
 	struct wh_evt *ev;
 	size_t k;
 
-	if (wh_held_find(w, sev->entry_id))
+	if (seen && wh_held_find(w, sev->entry_id))
 		return;   /* already ours: the reclaim only took it back */
 	ev = calloc(1, sizeof(*ev));
 	if (!ev) {
@@ -1298,7 +1388,7 @@ static void wh_take_event(struct webhook *w, const struct store_event *sev)
 			ev->noack = 1;
 			continue;
 		}
-		if (ep->failing || ep->nwait >= WH_EP_WAIT_MAX || w->nheld > WH_HOLD_MAX ||
+		if (wh_behind(w, ep) || ep->nwait >= WH_EP_WAIT_MAX || w->nheld > WH_HOLD_MAX ||
 		    !(r = calloc(1, sizeof(*r)))) {
 			if (wh_park_add(w, d, sev->project, now) != 0)
 				ev->noack = 1;
@@ -1351,7 +1441,7 @@ static int wh_read_events(struct webhook *w, int block_ms)
 		rc = -1;    /* never fan out without the store's endpoints: read again later */
 	for (i = 0; i < n; i++) {
 		if (rc == 0)
-			wh_take_event(w, evs[i]);
+			wh_take_event(w, evs[i], flags != 0);
 		store_event_free(evs[i]);
 	}
 	if (rc < 0) {
@@ -1461,14 +1551,15 @@ static int wh_claim_ep(struct webhook *w, struct wh_ep *ep, int max)
  * wh_start_waiting - start the direct deliveries waiting for a slot, oldest
  * first, each endpoint up to its cap (less a quarter while its queue has
  * due work, so retries are not starved). One whose endpoint is gone is
- * dropped; one whose endpoint is failing goes to its queue instead (it
- * then waits with the backoff there, and holds no outbox entry).
+ * dropped; one whose endpoint is behind (wh_behind) goes to its queue
+ * instead (it then waits with the backoff there, and holds no outbox entry).
  */
 static void wh_start_waiting(struct webhook *w)
 {
 	struct wh_req **pp = &w->wait_head, *prev = NULL;
 	int64_t now = util_now_ms();
 
+	wh_note_oldest(w);
 	while (*pp && w->ninflight + w->nfinished < w->max_inflight) {
 		struct wh_req *r = *pp;
 		struct wh_ep *ep = wh_ep_of(w, r);
@@ -1476,7 +1567,7 @@ static void wh_start_waiting(struct webhook *w)
 		struct store_whd *d = r->d;
 		int room;
 
-		if (ep && ep->url[0] && !ep->failing) {
+		if (ep && ep->url[0] && !wh_behind(w, ep)) {
 			room = w->ep_cap - ep->busy;
 			if (ep->next_due <= now)
 				room -= w->ep_cap / 4;
@@ -1501,7 +1592,7 @@ static void wh_start_waiting(struct webhook *w)
 			log_info("webhook endpoint deleted, dropping delivery", "event_id=%s endpoint=%s attempt=0",
 			    d->event_id, d->endpoint);
 			store_whd_free(d);
-		} else if (!ep->url[0] || ep->failing) {
+		} else if (!ep->url[0] || wh_behind(w, ep)) {
 			if (wh_park_add(w, d, ev->project, now) != 0)
 				ev->noack = 1;
 		} else {
@@ -1626,8 +1717,11 @@ static void *wh_thread(void *arg)
 					else
 						block = 10;   /* due now but not claimed: never spin */
 				}
-				if (wh_redis_ok(w) && wh_read_events(w, block) > 0)
-					fresh = 1;   /* fanned out, claimed next round: go round at once */
+				/* enough waiting in memory: leave the rest in the outbox (a
+				 * backlog there costs nothing; parking it would) */
+				if (wh_redis_ok(w) && w->nwait < 4 * w->max_inflight &&
+				    wh_read_events(w, block) > 0)
+					fresh = 1;   /* routed, started next round: go round at once */
 			}
 		}
 		if (atomic_load(&w->stop))
@@ -1755,6 +1849,10 @@ struct webhook *webhook_start(const struct config *cfg, char *err, size_t errlen
 	if (!w->ca_file || !w->proxy || !w->default_projects || !w->eps ||
 	    wh_ep_set(&w->eps[0], WH_DEFAULT_EP, cfg->webhook_url, cfg->webhook_secret, NULL, 0) != 0) {
 		snprintf(err, errlen, "webhook: out of memory");
+		goto fail;
+	}
+	if (w->eps[0].secret[0] && !(w->eps[0].mac = wh_mac_new(w->eps[0].secret))) {
+		snprintf(err, errlen, "webhook: cannot set up the signing key");
 		goto fail;
 	}
 	w->neps = 1;
