@@ -458,10 +458,12 @@ int store_read_events(struct store *s, const char *consumer, int max,
  * STORE_EVENTS_RECLAIM then takes over entries idle > min_idle_ms; new
  * entries are read when those gave none. A dispatcher that keeps what it
  * read in memory until it acks it reads its own pending entries only once,
- * at start, and reclaims about once a second. Same returns.
+ * at start, and reclaims about once a second. STORE_EVENTS_NO_NEW skips
+ * the new ones (so everything returned was pending before). Same returns.
  */
 #define STORE_EVENTS_OWN 1
 #define STORE_EVENTS_RECLAIM 2
+#define STORE_EVENTS_NO_NEW 4
 int store_read_events_flags(struct store *s, const char *consumer, int max,
     int block_ms, int64_t min_idle_ms, int flags, struct store_event **out);
 

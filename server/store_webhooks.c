@@ -150,6 +150,8 @@ store_read_events_flags(struct store *s, const char *consumer, int max,
 			goto out;
 	}
 	/* 3. new ones, blocking */
+	if (flags & STORE_EVENTS_NO_NEW)
+		goto out;
 	rc = st_xread(s, evkey, 1, ST_G_WEBHOOKS, consumer, max, block_ms, ">", &r, &entries);
 	if (rc == 0 && entries)
 		rc = st_collect_events(s, entries, max, out, &count);

@@ -1416,15 +1416,12 @@ static void wh_take_event(struct webhook *w, const struct store_event *sev, int 
  * done is settled. Count read, or -1 on Redis trouble (events not routed
  * stay pending and come back).
  */
-static int wh_read_events(struct webhook *w, int block_ms)
+/* wh_read_batch - one store_read_events_flags call, each event routed; count, or -1 (see below). */
+static int wh_read_batch(struct webhook *w, int flags, int block_ms)
 {
 	struct store_event *evs[WH_READ_MAX];
-	int n, i, rc = 0, flags = 0;
+	int n, i, rc = 0;
 
-	if (w->read_own)
-		flags |= STORE_EVENTS_OWN;
-	if (util_mono_ms() >= w->reclaim_at)
-		flags |= STORE_EVENTS_RECLAIM;
 	n = store_read_events_flags(w->st, w->consumer, WH_READ_MAX, block_ms,
 	    w->visibility_ms, flags, evs);
 	if (n < 0) {
@@ -1432,25 +1429,56 @@ static int wh_read_events(struct webhook *w, int block_ms)
 		return -1;
 	}
 	wh_redis_back(w);
-	w->read_own = 0;
-	if (flags & STORE_EVENTS_RECLAIM)
-		w->reclaim_at = util_mono_ms() + WH_RECLAIM_MS;
-	if (n == 0)
-		return 0;
-	if (wh_refresh_eps(w) != 0 && !wh_redis_ok(w))
+	if (n > 0 && wh_refresh_eps(w) != 0 && !wh_redis_ok(w))
 		rc = -1;    /* never fan out without the store's endpoints: read again later */
 	for (i = 0; i < n; i++) {
 		if (rc == 0)
-			wh_take_event(w, evs[i], flags != 0);
+			wh_take_event(w, evs[i], (flags & STORE_EVENTS_NO_NEW) != 0);
 		store_event_free(evs[i]);
 	}
 	if (rc < 0) {
 		w->read_own = 1;   /* they stay pending in the group: read again */
 		return -1;
 	}
+	return n;
+}
+
+/*
+ * wh_read_events - what was pending before (this consumer's own at start,
+ * dead consumers' about once a second; those may be held already), then
+ * one batch of new events, blocking up to block_ms when nothing came;
+ * each routed by wh_take_event (the endpoint list is re-read first, so an
+ * endpoint gets every event emitted after it was created), then what was
+ * parked is settled. Count read, or -1 on Redis trouble (events not
+ * routed stay pending and come back).
+ */
+static int wh_read_events(struct webhook *w, int block_ms)
+{
+	int flags = 0, n, total = 0;
+
+	if (w->read_own)
+		flags |= STORE_EVENTS_OWN;
+	if (util_mono_ms() >= w->reclaim_at)
+		flags |= STORE_EVENTS_RECLAIM;
+	if (flags) {
+		n = wh_read_batch(w, flags | STORE_EVENTS_NO_NEW, 0);
+		if (n < 0)
+			return -1;
+		if (flags & STORE_EVENTS_OWN)
+			w->read_own = 0;
+		if (flags & STORE_EVENTS_RECLAIM)
+			w->reclaim_at = util_mono_ms() + WH_RECLAIM_MS;
+		if (n > 0)
+			block_ms = 0;   /* work at hand: do not wait for new ones */
+		total = n;
+	}
+	n = wh_read_batch(w, 0, block_ms);
+	if (n < 0)
+		return -1;
+	total += n;
 	if (w->npark > 0 && wh_settle(w) != 0)
 		return -1;
-	return n;
+	return total;
 }
 
 /*

@@ -1059,6 +1059,13 @@ Test(store, webhook_settle)
 	/* held, not acked: without STORE_EVENTS_OWN it is not read again */
 	n = store_read_events_flags(st, "w1", 4, 0, 0, 0, ev2);
 	cr_assert_eq(n, 0, "re-read without own: got %d, want 0", n);
+	/* pending ones only: the own entry, never a new one */
+	n = store_read_events_flags(st, "w1", 4, 0, 0, STORE_EVENTS_OWN | STORE_EVENTS_NO_NEW, ev2);
+	cr_assert_eq(n, 1, "own, no new: got %d, want 1", n);
+	cr_assert_str_eq(ev2[0]->entry_id, ev[0]->entry_id);
+	store_event_free(ev2[0]);
+	n = store_read_events_flags(st, "w2", 4, 0, 0, STORE_EVENTS_OWN | STORE_EVENTS_NO_NEW, ev2);
+	cr_assert_eq(n, 0, "another consumer, no new: got %d, want 0", n);
 	cr_assert_eq(store_events_touch(st, "w1", (const char *const []){ ev[0]->entry_id }, 1), 0);
 	cr_assert_eq(pending_count("txm{0}:events", "webhooks"), 1);
 
