@@ -969,9 +969,11 @@ static int wh_settle(struct webhook *w)
 				ep->next_due = w->park[i].due_ms <= now ? 0 : w->park[i].due_ms;
 			store_whd_free(w->park[i].d);
 		}
-		memmove(w->park, w->park + np, (w->npark - np) * sizeof(*w->park));
+		if (w->npark > np)
+			memmove(w->park, w->park + np, (w->npark - np) * sizeof(*w->park));
 		w->npark -= np;
-		memmove(w->acks, w->acks + na, (w->nack - na) * sizeof(*w->acks));
+		if (w->nack > na)
+			memmove(w->acks, w->acks + na, (w->nack - na) * sizeof(*w->acks));
 		w->nack -= na;
 	}
 	return 0;
