@@ -263,10 +263,12 @@ def phase_e2e(a, procs):
         elif time.monotonic() - state["since"] > 30:
             return True        # no progress for 30 s: count what is missing as lost
         return False
-    deadline = time.monotonic() + max(300, n / 100)
+    deadline = time.monotonic() + a.drain_seconds
+    timed_out = False
     while not drained():
         if time.monotonic() > deadline:
-            log("e2e: deadline passed with webhooks missing: counted as lost")
+            log("e2e: %d s after the last POST webhooks are still missing: counted as lost" % a.drain_seconds)
+            timed_out = True
             break
         time.sleep(0.2)
     stop.set()
@@ -301,12 +303,13 @@ def phase_e2e(a, procs):
     r = {
         "n": n, "accepted": acc, "refused": w["refused"], "wrk": w,
         # 202s wrk never read (answers in flight when it stopped) reach the sink too
-        "rate": acc / elapsed if elapsed > 0 else 0.0,
+        "rate": len(notified) / elapsed if elapsed > 0 else 0.0,   # messages through every stage
         "sink_rate": (min(at_sink, acc) / t_sink_done) if t_sink_done else None,
         "lost": len(ids - notified), "unseen": len(notified - ids), "dup_webhooks": st["duplicates"],
+        "timed_out": timed_out,
         "dup_sink": max(0, at_sink - len(ids | notified)), "bad_webhooks": st["bad"],
         "max_lag": max(lag) if lag else 0, "lag_slope": slope(load),
-        "tail_s": (t_end - t0 - t_sink_done) if t_sink_done else None,
+        "tail_s": (t_end - t0 - t_sink_done) if t_sink_done and not timed_out else None,
         "samples": samples, "cpu": cpu,
         "redis_cpu_us": (redis_cpu(after_run) - redis_cpu(before)) * 1e6 / max(1, acc),
         "calls": calls / max(1, acc),
@@ -464,8 +467,9 @@ def build_rows(a, res):
                      met(e["rate"] >= 10000 and ratio is not None and ratio >= 0.5)))
         rows.append(("  delivered at smtp-sink, msg/s", fnum(e["sink_rate"]), fnum(refr) if refr else "-",
                      fnum(e["sink_rate"] / refr if refr and e["sink_rate"] else None, "{:.2f}"), "-", "-"))
-        rows.append(("  lost (answered 202, no message.delivered webhook)%s" %
-                     (" [+%d delivered whose 202 wrk never saw]" % e["unseen"] if e["unseen"] else ""),
+        rows.append(("  lost (answered 202, no message.delivered webhook%s)%s" %
+                     (" within --drain-seconds %d" % a.drain_seconds if e["timed_out"] else "",
+                      " [+%d delivered whose 202 wrk never saw]" % e["unseen"] if e["unseen"] else ""),
                      fnum(e["lost"]), "-", "-", "0", met(e["lost"] == 0)))
         rows.append(("  duplicates (webhook-ids again + extra copies at the sink)",
                      "%d + %d" % (e["dup_webhooks"], e["dup_sink"]), "-", "-", "0",
@@ -569,6 +573,8 @@ def main():
     ap.add_argument("--otp-seconds", type=int, help="lone-OTP run (30 s; --quick 10)")
     ap.add_argument("--otp-warmup", type=int, default=20)
     ap.add_argument("--rss-messages", type=int, help="queued with the relay down (100,000; --quick 20,000)")
+    ap.add_argument("--drain-seconds", type=int, default=180,
+                    help="after the last POST, how long the e2e run waits for missing webhooks (180)")
     ap.add_argument("--only", default="e2e,accept,otp,rss", help="phases to run (e2e includes the reference)")
     ap.add_argument("--redis-set", metavar="'NAME VALUE'", action="append", default=[],
                     help="also change this deploy/redis.conf setting (e.g. 'appendfsync everysec'; "
@@ -598,6 +604,7 @@ def main():
     log("load average at the start: %.2f %.2f %.2f" % load0)
     log("temporary directory: %s" % procs.dir)
     res = {}
+    interrupted = None
     try:
         if "e2e" in phases:
             res["reference"] = phase_reference(a, procs)
@@ -609,8 +616,12 @@ def main():
             res["otp"] = phase_otp(a, procs)
         if "rss" in phases:
             res["rss"] = phase_rss(a, procs)
+    except SystemExit as e:
+        interrupted = e         # the phases done so far are still shown
     finally:
         procs.cleanup()
+    if interrupted is not None and not res:
+        raise interrupted
     load1 = os.getloadavg()
     rows = build_rows(a, res)
     over = ", ".join(REDIS_OVERRIDES)
@@ -626,6 +637,8 @@ def main():
         % (load0 + load1),
         "run time: %.0f s%s" % (time.monotonic() - t_start, "; --quick: fewer messages than the goals are stated for" if q else ""),
     ]
+    if interrupted is not None:
+        header.append("INCOMPLETE: %s; only the phases done before are shown" % interrupted)
     print()
     print(render(rows, header), flush=True)
     if "e2e" in res:
@@ -638,7 +651,7 @@ def main():
         with open(a.markdown, "w") as f:
             f.write(render(rows, ["- " + h for h in header], markdown=True))
         log("markdown table written to " + a.markdown)
-    return 0
+    return 1 if interrupted is not None else 0
 
 
 if __name__ == "__main__":
