@@ -200,6 +200,12 @@ int st_score(const redisReply *r, int64_t *out);
  */
 int st_bad(const char *op, const redisReply *r);
 
+/*
+ * st_i64 - v in decimal into buf (NUL-terminated); returns its length.
+ * By hand, not snprintf: several numbers go into every accept's command.
+ */
+#define ST_I64_LEN 24
+size_t st_i64(char buf[ST_I64_LEN], int64_t v);
 /* st_key - buf = a b c (c may be NULL); 0, or -1 when it does not fit in len. */
 int st_key(char *buf, size_t len, const char *a, const char *b, const char *c);
 

@@ -55,7 +55,7 @@ st_message_ok(const struct store_message_in *m)
 
 /* Numbers of one message as strings (the argument vector only points). */
 struct st_msg_nums {
-	char created[24], expires[24], send_at[24], n[24];
+	char created[ST_I64_LEN], expires[ST_I64_LEN], send_at[ST_I64_LEN], n[ST_I64_LEN];
 	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX];
 };
 
@@ -205,11 +205,10 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 			rc = STORE_ERR_PROTO;
 			goto out;
 		}
-		snprintf(u->created, sizeof(u->created), "%" PRId64, m[i].created_ms);
-		snprintf(u->expires, sizeof(u->expires), "%" PRId64, m[i].expires_ms);
-		snprintf(u->send_at, sizeof(u->send_at), "%" PRId64,
-		    m[i].send_at_ms > 0 ? m[i].send_at_ms : (int64_t)0);
-		snprintf(u->n, sizeof(u->n), "%zu", m[i].nrcpts);
+		st_i64(u->created, m[i].created_ms);
+		st_i64(u->expires, m[i].expires_ms);
+		st_i64(u->send_at, m[i].send_at_ms > 0 ? m[i].send_at_ms : (int64_t)0);
+		st_i64(u->n, (int64_t)m[i].nrcpts);
 	}
 	rc = st_connect(s);
 	if (rc)

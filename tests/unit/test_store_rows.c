@@ -259,3 +259,57 @@ Test(store_rows, named_fields)
 	freeReplyObject(junk);
 	freeReplyObject(badint);
 }
+
+/* --- the wire format ---------------------------------------------------------- */
+
+/* st_format and st_addi write by hand what hiredis's formatter writes: byte for byte */
+Test(store_rows, format_matches_hiredis)
+{
+	static const char big[] = "0123456789abcdefghijklmnopqrstuvwxyz\r\n\0binary";
+	const int64_t nums[] = { 0, 7, -1, 10, 999, -1000, INT64_MAX, INT64_MIN };
+	struct st_args a;
+	struct st_cmd cmd;
+	char *want = NULL;
+	int wlen;
+
+	cr_assert_eq(st_args_init(&a, 64), 0);
+	st_adds(&a, "EVALSHA");
+	st_adds(&a, "");
+	st_add(&a, big, sizeof(big));
+	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
+		st_addi(&a, nums[i]);
+	st_adds(&a, NULL);
+	wlen = redisFormatCommandArgv(&want, a.n, a.v, a.l);
+	cr_assert_gt(wlen, 0);
+	cr_assert_eq(st_format(&a, &cmd), 0);
+	cr_assert_eq(cmd.len, (size_t)wlen, "got %zu bytes, want %d", cmd.len, wlen);
+	cr_assert_eq(memcmp(cmd.buf, want, cmd.len), 0, "got %.*s, want %s", (int)cmd.len,
+	    cmd.buf, want);
+	cr_assert_str_eq(a.num[6], "9223372036854775807");
+	cr_assert_str_eq(a.num[7], "-9223372036854775808");
+	cr_assert_eq(a.n, 0, "st_format resets the vector");
+	redisFreeCommand(cmd.buf);
+	redisFreeCommand(want);
+
+	/* a vector that overflowed is refused, and reset */
+	for (int i = 0; i < 65; i++)
+		st_adds(&a, "x");
+	cr_assert_eq(st_format(&a, &cmd), STORE_ERR_NOMEM);
+	cr_assert_null(cmd.buf);
+	cr_assert_eq(a.n, 0);
+	st_args_release(&a);
+}
+
+/* st_key concatenates within the buffer, and refuses what does not fit */
+Test(store_rows, key_concatenates_or_refuses)
+{
+	char buf[8];
+
+	cr_assert_eq(st_key(buf, sizeof(buf), "ab", "cd", "ef"), 0);
+	cr_assert_str_eq(buf, "abcdef");
+	cr_assert_eq(st_key(buf, sizeof(buf), "ab", "cd", NULL), 0);
+	cr_assert_str_eq(buf, "abcd");
+	cr_assert_eq(st_key(buf, sizeof(buf), "abc", "defg", ""), 0);
+	cr_assert_str_eq(buf, "abcdefg");
+	cr_assert_eq(st_key(buf, sizeof(buf), "abcd", "efgh", NULL), -1);
+}
