@@ -1,19 +1,35 @@
 /*
  * hash.c - SHA-256 (OpenSSL EVP) and constant-time comparison.
  *
- * Owns nothing but these pure helpers. It must never log, keep state
- * between calls, or compare secrets with an early exit.
+ * Owns nothing but these pure helpers and one SHA-256 implementation
+ * fetched from OpenSSL once (EVP_sha256() looks it up in the provider on
+ * every digest: more than half the cost of hashing a short key; a fetched
+ * EVP_MD is immutable and shared by all threads). It must never log, keep
+ * other state between calls, or compare secrets with an early exit.
  */
 #include "hash.h"
 
+#include <pthread.h>
+
 #include <openssl/evp.h>
+
+static pthread_once_t hash_once = PTHREAD_ONCE_INIT;
+static EVP_MD *hash_md;     /* NULL if the fetch failed: EVP_sha256() then */
+
+static void
+hash_fetch(void)
+{
+	hash_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
 
 int
 hash_sha256(const void *data, size_t len, unsigned char out[HASH_SHA256_LEN])
 {
 	unsigned int n = 0;
 
-	if (EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) != 1 || n != HASH_SHA256_LEN)
+	(void)pthread_once(&hash_once, hash_fetch);
+	if (EVP_Digest(data, len, out, &n, hash_md != NULL ? hash_md : EVP_sha256(), NULL) != 1 ||
+	    n != HASH_SHA256_LEN)
 		return -1;
 	return 0;
 }
