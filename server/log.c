@@ -34,6 +34,12 @@ log_set_level(enum log_level level)
 }
 
 int
+log_enabled(enum log_level level)
+{
+	return (int)level >= atomic_load(&log_threshold);
+}
+
+int
 log_level_parse(const char *s)
 {
 	for (int i = 0; i < 4; i++)

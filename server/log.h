@@ -26,6 +26,8 @@ enum log_format { LOG_FORMAT_LOGFMT = 0, LOG_FORMAT_JSON = 1 };
 
 /* log_set_level - messages below `level` are dropped (default LOG_INFO; TXMAIL_LOG_LEVEL). */
 void log_set_level(enum log_level level);
+/* log_enabled - 1 when a message of this level is written (to skip building its fields). */
+int log_enabled(enum log_level level);
 /* log_level_parse - "debug|info|warn|error" -> level, -1 if unknown. */
 int log_level_parse(const char *s);
 /* log_set_format - logfmt (default) or JSON lines (TXMAIL_LOG_FORMAT). */
