@@ -1,6 +1,8 @@
 /* test_util.c - ids and RFC 3339 times. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "../../server/util.h"
 
@@ -43,6 +45,25 @@ Test(util, rfc3339_round_trip)
 	cr_assert_neq(util_parse_rfc3339("2026-11-23 15:58", &ms), 0);
 	cr_assert_neq(util_parse_rfc3339("2026-11-23T15:58:00", &ms), 0);
 	cr_assert_neq(util_parse_rfc3339("", &ms), 0);
+}
+
+/* util_rfc3339 writes its digits by hand: the same text as strftime, over many dates */
+Test(util, rfc3339_matches_strftime)
+{
+	char got[40], want[40], tmp[32];
+
+	for (int64_t ms = 0; ms < 4102444800000LL; ms += 86399999LL * 17 + 7) {
+		time_t s = (time_t)(ms / 1000);
+		struct tm tm;
+
+		gmtime_r(&s, &tm);
+		strftime(tmp, sizeof(tmp), "%Y-%m-%dT%H:%M:%S", &tm);
+		snprintf(want, sizeof(want), "%s.%03dZ", tmp, (int)(ms % 1000));
+		util_rfc3339(ms, got, sizeof(got));
+		cr_assert_str_eq(got, want, "%lld: got %s, want %s", (long long)ms, got, want);
+	}
+	util_rfc3339(1795449480123LL, got, 10);
+	cr_assert_str_eq(got, "2026-11-2", "a short buffer gets the text cut, NUL-terminated");
 }
 
 Test(util, fmt_duration)
