@@ -815,6 +815,8 @@ config_free(struct config *cfg)
 		cfg->api_keys[i] = NULL;
 	}
 	cfg->napi_keys = 0;
+	explicit_bzero(cfg->api_key_digest, sizeof(cfg->api_key_digest));
+	cfg->napi_key_digests = 0;
 	explicit_bzero(cfg->relay.pass, sizeof(cfg->relay.pass));
 	explicit_bzero(cfg->redis.pass, sizeof(cfg->redis.pass));
 	explicit_bzero(cfg->webhook_url, sizeof(cfg->webhook_url));

@@ -65,6 +65,10 @@ struct config {
 	char data_dir[PATH_MAX];  /* TXMAIL_DATA_DIR, default ./var */
 	char *api_keys[CONFIG_MAX_API_KEYS];  /* TXMAIL_API_KEYS, malloc'd */
 	size_t napi_keys;
+	/* SHA-256 of api_keys[i], made once by the loader (keys.c hashes a key itself when
+	 * napi_key_digests != napi_keys, e.g. a config built by hand) */
+	unsigned char api_key_digest[CONFIG_MAX_API_KEYS][32];
+	size_t napi_key_digests;
 	struct cidr_list trusted_proxies; /* TXMAIL_TRUSTED_PROXIES: peers whose X-Forwarded-For is believed */
 	int relay_set;            /* TXMAIL_RELAY given */
 	struct smtp_target relay;

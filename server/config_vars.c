@@ -31,11 +31,13 @@
 
 #include "cpuquota.h"
 #include "dkim_keys.h"
+#include "hash.h"
 #include "log.h"
 #include "netguard.h"
 #include "shaper.h"
 #include "util.h"
 
+_Static_assert(sizeof(((struct config *)0)->api_key_digest[0]) == HASH_SHA256_LEN, "digest size");
 _Static_assert(sizeof(((struct config *)0)->cpu_basis) == CPUQUOTA_BASIS_MAX, "cpu_basis size");
 
 #define FIELD(f) .off = offsetof(struct config, f), .size = sizeof(((struct config *)0)->f)
@@ -845,6 +847,10 @@ load_api_keys(struct config *cfg, const char *v, char *err, size_t errlen)
 			cfg->api_keys[cfg->napi_keys] = strndup(v, len);
 			if (cfg->api_keys[cfg->napi_keys] == NULL)
 				return config_err(err, errlen, "%s", "out of memory");
+			/* hashed once here, not on every request (keys_match_env) */
+			if (cfg->napi_key_digests == cfg->napi_keys &&
+			    hash_sha256(v, len, cfg->api_key_digest[cfg->napi_keys]) == 0)
+				cfg->napi_key_digests++;
 			cfg->napi_keys++;
 		}
 		v += len;

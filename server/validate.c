@@ -486,18 +486,19 @@ check_fields(const cJSON *body, struct validate_error *err)
 
 	cJSON_ArrayForEach(it, body) {
 		const char *k = it->string != NULL ? it->string : "";
+		const char *why = NULL;
 
-		snprintf(field, sizeof(field), "%.64s", k);
-		validate_field_clean(field);
-		if (!in_list(k, known_fields, sizeof(known_fields) / sizeof(known_fields[0]))) {
-			verr(err, field, "is not a known field");
+		if (!in_list(k, known_fields, sizeof(known_fields) / sizeof(known_fields[0])))
+			why = "is not a known field";
+		for (jt = body->child; why == NULL && jt != it; jt = jt->next)
+			if (jt->string != NULL && strcmp(jt->string, k) == 0)
+				why = "is given more than once";
+		if (why != NULL) {
+			/* the field's name only for the error: every accept passes here */
+			snprintf(field, sizeof(field), "%.64s", k);
+			validate_field_clean(field);
+			verr(err, field, "%s", why);
 			return V_INVALID;
-		}
-		for (jt = body->child; jt != it; jt = jt->next) {
-			if (jt->string != NULL && strcmp(jt->string, k) == 0) {
-				verr(err, field, "is given more than once");
-				return V_INVALID;
-			}
 		}
 	}
 	return V_OK;
