@@ -19,6 +19,7 @@
  * microhttpd.h (http.c does the wire; see api.h).
  */
 #include <ctype.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,12 +119,97 @@ messages_one_free(struct messages_one *m)
 	free(m->events);
 	free(m->tls);
 	free(m->rcpts);
-	cJSON_free(m->timeline);
+	free(m->timeline);
 	free(m->mime);
 	free(m->subject);
 	free(m->text);
 	free(m->html);
 	msg_request_free(&m->mr);
+}
+
+/*
+ * The 202 body and the first timeline entry are written here by hand, the
+ * bytes cJSON_PrintUnformatted would write for the same object (strings
+ * escaped as cJSON escapes them): building, printing and freeing a cJSON
+ * tree for them was ~10k instructions of each accept.
+ */
+struct messages_json {
+	char *p;
+	size_t len, cap;
+	int oom;
+};
+
+static void
+mj_put(struct messages_json *b, const char *s, size_t n)
+{
+	if (b->oom)
+		return;
+	if (n > SIZE_MAX / 2 - b->len - 1) {
+		b->oom = 1;
+		return;
+	}
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap != 0 ? b->cap : 256;
+		char *np;
+
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		np = realloc(b->p, cap);
+		if (np == NULL) {
+			b->oom = 1;
+			return;
+		}
+		b->p = np;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void
+mj_lit(struct messages_json *b, const char *s)
+{
+	mj_put(b, s, strlen(s));
+}
+
+/* s as a JSON string, quotes included, escaped as cJSON does */
+static void
+mj_str(struct messages_json *b, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	const char *run = s;
+
+	mj_put(b, "\"", 1);
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		char esc[6];
+		size_t en = 2;
+
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		mj_put(b, run, (size_t)(s - run));
+		run = s + 1;
+		esc[0] = '\\';
+		switch (c) {
+		case '"': esc[1] = '"'; break;
+		case '\\': esc[1] = '\\'; break;
+		case '\b': esc[1] = 'b'; break;
+		case '\f': esc[1] = 'f'; break;
+		case '\n': esc[1] = 'n'; break;
+		case '\r': esc[1] = 'r'; break;
+		case '\t': esc[1] = 't'; break;
+		default:
+			memcpy(esc + 1, "u00", 3);
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 0x0f];
+			en = 6;
+			break;
+		}
+		mj_put(b, esc, en);
+	}
+	mj_put(b, run, (size_t)(s - run));
+	mj_put(b, "\"", 1);
 }
 
 /* 1 when id matches ^msg_[0-9a-z]{26}$ */
@@ -272,7 +358,7 @@ messages_prepare(const struct api_request *req, const cJSON *json, const char *p
 	uint64_t seed = 0;
 	size_t total;
 	char field[192], at[40], sat[40];
-	cJSON *tl = NULL;
+	struct messages_json tl = { 0 };
 	const cJSON *from_node;
 	int rc;
 
@@ -359,22 +445,22 @@ messages_prepare(const struct api_request *req, const cJSON *json, const char *p
 	    messages_add_rcpts(m, m->mr.bcc, m->mr.nbcc, "bcc") != 0)
 		goto oom;
 
+	/* {"type":"queued"|"scheduled","at":...[,"send_at":...]}, as cJSON would print it */
 	util_rfc3339(req->now_ms, at, sizeof(at));
-	tl = cJSON_CreateObject();
-	if (tl == NULL ||
-	    cJSON_AddStringToObject(tl, "type", m->mr.send_at_ms > 0 ? "scheduled" : "queued") == NULL ||
-	    cJSON_AddStringToObject(tl, "at", at) == NULL)
-		goto oom;
+	mj_lit(&tl, m->mr.send_at_ms > 0 ? "{\"type\":\"scheduled\",\"at\":" :
+	    "{\"type\":\"queued\",\"at\":");
+	mj_str(&tl, at);
 	if (m->mr.send_at_ms > 0) {
 		util_rfc3339(m->mr.send_at_ms, sat, sizeof(sat));
-		if (cJSON_AddStringToObject(tl, "send_at", sat) == NULL)
-			goto oom;
+		mj_lit(&tl, ",\"send_at\":");
+		mj_str(&tl, sat);
 	}
-	m->timeline = cJSON_PrintUnformatted(tl);
-	if (m->timeline == NULL)
+	mj_put(&tl, "}", 1);
+	if (tl.oom) {
+		free(tl.p);
 		goto oom;
-	cJSON_Delete(tl);
-	tl = NULL;
+	}
+	m->timeline = tl.p;
 
 	from_node = cJSON_GetObjectItemCaseSensitive(json, "from");
 	m->in.id = m->id;
@@ -396,7 +482,6 @@ messages_prepare(const struct api_request *req, const cJSON *json, const char *p
 	m->in.nrcpts = m->nrcpts;
 	return 0;
 oom:
-	cJSON_Delete(tl);
 	api_error(resp, 500, "internal_error", "out of memory", NULL);
 	return -1;
 }
@@ -501,35 +586,25 @@ out:
 }
 
 /* {"id","status","recipients":[{"email","status"}]} for one prepared message */
-static cJSON *
-messages_accepted_json(const struct messages_one *m)
+static void
+messages_accepted_json(struct messages_json *b, const struct messages_one *m)
 {
-	cJSON *o = cJSON_CreateObject(), *arr;
-
-	if (o == NULL ||
-	    cJSON_AddStringToObject(o, "id", m->id) == NULL ||
-	    cJSON_AddStringToObject(o, "status", m->status) == NULL ||
-	    (arr = cJSON_AddArrayToObject(o, "recipients")) == NULL)
-		goto fail;
+	mj_lit(b, "{\"id\":");
+	mj_str(b, m->id);
+	mj_lit(b, ",\"status\":");
+	mj_str(b, m->status);
+	mj_lit(b, ",\"recipients\":[");
 	for (size_t i = 0; i < m->nrcpts; i++) {
-		cJSON *r = cJSON_CreateObject();
-		const char *s = m->rcpts[i].status != NULL ? m->rcpts[i].status :
+		const char *st = m->rcpts[i].status != NULL ? m->rcpts[i].status :
 		    m->mr.send_at_ms > 0 ? "scheduled" : "queued";
 
-		if (r == NULL)
-			goto fail;
-		if (!cJSON_AddItemToArray(arr, r)) {
-			cJSON_Delete(r);
-			goto fail;
-		}
-		if (cJSON_AddStringToObject(r, "email", m->rcpts[i].email) == NULL ||
-		    cJSON_AddStringToObject(r, "status", s) == NULL)
-			goto fail;
+		mj_lit(b, i == 0 ? "{\"email\":" : ",{\"email\":");
+		mj_str(b, m->rcpts[i].email);
+		mj_lit(b, ",\"status\":");
+		mj_str(b, st);
+		mj_put(b, "}", 1);
 	}
-	return o;
-fail:
-	cJSON_Delete(o);
-	return NULL;
+	mj_lit(b, "]}");
 }
 
 /*
@@ -575,36 +650,28 @@ fail:
 	return -1;
 }
 
-/* messages_body - the 202 body (also the one stored for replay); cJSON_free it. NULL: OOM. */
+/* messages_body - the 202 body (also the one stored for replay); free it. NULL: OOM. */
 static char *
 messages_body(const struct messages_one *ms, size_t n, int single)
 {
-	cJSON *out = NULL, *arr;
-	char *body = NULL;
+	struct messages_json b = { 0 };
 
 	if (single) {
-		out = messages_accepted_json(&ms[0]);
-		if (out == NULL)
-			goto out;
+		messages_accepted_json(&b, &ms[0]);
 	} else {
-		out = cJSON_CreateObject();
-		if (out == NULL || (arr = cJSON_AddArrayToObject(out, "data")) == NULL)
-			goto out;
+		mj_lit(&b, "{\"data\":[");
 		for (size_t i = 0; i < n; i++) {
-			cJSON *o = messages_accepted_json(&ms[i]);
-
-			if (o == NULL)
-				goto out;
-			if (!cJSON_AddItemToArray(arr, o)) {
-				cJSON_Delete(o);
-				goto out;
-			}
+			if (i > 0)
+				mj_put(&b, ",", 1);
+			messages_accepted_json(&b, &ms[i]);
 		}
+		mj_lit(&b, "]}");
 	}
-	body = cJSON_PrintUnformatted(out);
-out:
-	cJSON_Delete(out);
-	return body;
+	if (b.oom) {
+		free(b.p);
+		return NULL;
+	}
+	return b.p;
 }
 
 /*
@@ -648,7 +715,7 @@ messages_accept(const struct api_request *req, struct messages_one *ms, size_t n
 		/* ins[i].rcpts are ms[i].rcpts: marking them changes what is stored */
 		if (messages_mark(req, ms, n, flags) != 0)
 			goto oom;
-		cJSON_free(body);
+		free(body);
 		body = messages_body(ms, n, single);
 		if (body == NULL)
 			goto oom;
@@ -722,7 +789,7 @@ messages_accept(const struct api_request *req, struct messages_one *ms, size_t n
 oom:
 	api_error(resp, 500, "internal_error", "out of memory", NULL);
 out:
-	cJSON_free(body);
+	free(body);
 	free(replay);
 	free(flags);
 	free(ins);

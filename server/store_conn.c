@@ -180,21 +180,20 @@ st_eval(struct st_args *a, const struct store *s, enum st_script sc, int nkeys)
 }
 
 /*
- * st_format - turn the vector into a wire command (RESP, the bytes
- * redisFormatCommandArgv makes, in one malloc that redisFreeCommand frees);
- * resets a for reuse. Written here rather than by hiredis: its formatter
- * runs sprintf once per argument, the largest cost of an accept (a send is
- * ~40 arguments).
+ * st_format_in - the wire command of a (RESP, the bytes redisFormatCommandArgv
+ * makes) into *buf of *cap bytes, grown with realloc as needed; its length
+ * in *len. Resets a for reuse. Written here rather than by hiredis: its
+ * formatter runs sprintf once per argument, the largest cost of an accept
+ * (a send is ~40 arguments).
  */
-int
-st_format(struct st_args *a, struct st_cmd *cmd)
+static int
+st_format_in(struct st_args *a, char **buf, size_t *cap, size_t *len)
 {
-	size_t total = 1 + 20 + 2, off;
-	char *buf;
+	size_t total = 1 + 20 + 2 + 1, off;
+	char *p;
 	int i;
 
-	cmd->buf = NULL;
-	cmd->len = 0;
+	*len = 0;
 	if (a->err || a->n < 0) {
 		st_args_reset(a);
 		return STORE_ERR_NOMEM;
@@ -206,31 +205,52 @@ st_format(struct st_args *a, struct st_cmd *cmd)
 		}
 		total += 1 + 20 + 2 + a->l[i] + 2;
 	}
-	buf = malloc(total + 1);
-	if (!buf) {
-		st_args_reset(a);
-		return STORE_ERR_NOMEM;
+	if (total > *cap) {
+		p = realloc(*buf, total);
+		if (!p) {
+			st_args_reset(a);
+			return STORE_ERR_NOMEM;
+		}
+		*buf = p;
+		*cap = total;
 	}
-	buf[0] = '*';
-	off = 1 + st_udec(buf + 1, (uint64_t)a->n);
-	buf[off++] = '\r';
-	buf[off++] = '\n';
+	p = *buf;
+	p[0] = '*';
+	off = 1 + st_udec(p + 1, (uint64_t)a->n);
+	p[off++] = '\r';
+	p[off++] = '\n';
 	for (i = 0; i < a->n; i++) {
-		buf[off++] = '$';
-		off += st_udec(buf + off, (uint64_t)a->l[i]);
-		buf[off++] = '\r';
-		buf[off++] = '\n';
+		p[off++] = '$';
+		off += st_udec(p + off, (uint64_t)a->l[i]);
+		p[off++] = '\r';
+		p[off++] = '\n';
 		if (a->l[i] > 0)
-			memcpy(buf + off, a->v[i], a->l[i]);
+			memcpy(p + off, a->v[i], a->l[i]);
 		off += a->l[i];
-		buf[off++] = '\r';
-		buf[off++] = '\n';
+		p[off++] = '\r';
+		p[off++] = '\n';
 	}
-	buf[off] = '\0';
+	p[off] = '\0';
 	st_args_reset(a);
-	cmd->buf = buf;
-	cmd->len = off;
+	*len = off;
 	return 0;
+}
+
+/* st_format - turn the vector into a wire command, one malloc that redisFreeCommand frees; resets a. */
+int
+st_format(struct st_args *a, struct st_cmd *cmd)
+{
+	size_t cap = 0;
+	int rc;
+
+	cmd->buf = NULL;
+	cmd->len = 0;
+	rc = st_format_in(a, &cmd->buf, &cap, &cmd->len);
+	if (rc) {
+		free(cmd->buf);
+		cmd->buf = NULL;
+	}
+	return rc;
 }
 
 static void
@@ -801,17 +821,6 @@ out:
 	return rc;
 }
 
-/* st_run1 - one formatted command; frees cmd->buf. */
-static int
-st_run1(struct store *s, struct st_cmd *cmd, redisReply **out)
-{
-	int rc = st_run(s, cmd, 1, out);
-
-	redisFreeCommand(cmd->buf);
-	cmd->buf = NULL;
-	return rc;
-}
-
 void
 st_batch_release(struct st_batch *b)
 {
@@ -865,10 +874,19 @@ st_do(struct store *s, struct st_args *a, redisReply **out)
 	int rc;
 
 	*out = NULL;
-	rc = st_format(a, &cmd);
+	/* in the handle's buffer, not a malloc per command: one command per accept */
+	rc = st_format_in(a, &s->scratch, &s->scratch_cap, &cmd.len);
 	if (rc)
 		return rc;
-	return st_run1(s, &cmd, out);
+	cmd.buf = s->scratch;
+	rc = st_run(s, &cmd, 1, out);
+	if (s->scratch_cap > ST_SCRATCH_KEEP) {
+		/* a large message's command: not kept for the life of the thread */
+		free(s->scratch);
+		s->scratch = NULL;
+		s->scratch_cap = 0;
+	}
+	return rc;
 }
 
 /*
@@ -1175,6 +1193,7 @@ store_close(struct store *s)
 		redisFree(s->c);
 	explicit_bzero(s->addr.pass, sizeof(s->addr.pass));
 	free(s->carry);
+	free(s->scratch);
 	free(s);
 }
 

@@ -56,6 +56,7 @@
 #define ST_EVENT_IDLE_MS 60000   /* webhook events of dead consumers */
 #define ST_KEY_MAX 160
 #define ST_NUMS 16
+#define ST_SCRATCH_KEEP ((size_t)64 * 1024)   /* st_do keeps a buffer this large */
 #define ST_MAX_LIST 100000       /* templates, suppressions, keys returned by a list */
 
 enum st_script {
@@ -106,6 +107,9 @@ struct store {
 	/* entries read by store_fetch beyond its max, claimed by the next call */
 	struct st_pend *carry;
 	size_t ncarry;
+	/* st_do's formatted command, kept for the next one when at most ST_SCRATCH_KEEP */
+	char *scratch;
+	size_t scratch_cap;
 };
 
 /* A formatted command, kept so it can be sent again after NOSCRIPT. */
