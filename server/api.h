@@ -139,6 +139,12 @@ api_handler_fn api_messages_cancel;   /* DELETE /v1/messages/{id} */
 /* pure helpers of api_messages.c (unit-tested) */
 /* api_messages_idem_key_ok - 1 when key is 1..255 printable ASCII characters (space allowed). */
 int api_messages_idem_key_ok(const char *key);
+/*
+ * api_messages_quote - s as a JSON string, quotes included, escaped byte for
+ * byte as cJSON_PrintUnformatted escapes it (the 202 body is written by
+ * hand with it); malloc'd, NULL when out of memory.
+ */
+char *api_messages_quote(const char *s);
 /* api_messages_summary - the common status of n recipient statuses, else "partial" ("queued" when n is 0). */
 const char *api_messages_summary(const char *const *statuses, size_t n);
 /*

@@ -585,6 +585,19 @@ out:
 	return ret;
 }
 
+char *
+api_messages_quote(const char *s)
+{
+	struct messages_json b = { 0 };
+
+	mj_str(&b, s);
+	if (b.oom) {
+		free(b.p);
+		return NULL;
+	}
+	return b.p;
+}
+
 /* {"id","status","recipients":[{"email","status"}]} for one prepared message */
 static void
 messages_accepted_json(struct messages_json *b, const struct messages_one *m)

@@ -1,7 +1,10 @@
-/* test_api_messages.c - pure helpers of api_messages.c: status summary, Idempotency-Key, expiry. */
+/* test_api_messages.c - pure helpers of api_messages.c: status summary, Idempotency-Key, expiry, JSON quoting. */
 #include <criterion/criterion.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <cJSON.h>
 
 #include "../../server/api.h"
 
@@ -81,5 +84,40 @@ Test(api_messages, expiry)
 
 		cr_assert_eq(got, cases[i].want, "case %zu: got %lld, want %lld", i,
 		    (long long)got, (long long)cases[i].want);
+	}
+}
+
+/* the hand-written 202 body quotes strings exactly as cJSON prints them */
+Test(api_messages, quote_matches_cjson)
+{
+	static const char *const cases[] = {
+		"", "msg_01abc", "user@example.com", "a\"b\\c", "tab\tnl\ncr\rbs\bff\f",
+		"\x01\x1f\x7f", "caf\xc3\xa9 \xe2\x80\xa8 \xf0\x9f\x98\x80", "</script>",
+	};
+	char all[32];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cJSON *s = cJSON_CreateString(cases[i]);
+		char *want = cJSON_PrintUnformatted(s), *got = api_messages_quote(cases[i]);
+
+		cr_assert_not_null(want);
+		cr_assert_not_null(got);
+		cr_assert_str_eq(got, want, "case %zu: got %s, want %s", i, got, want);
+		free(got);
+		cJSON_free(want);
+		cJSON_Delete(s);
+	}
+	/* every byte from 1 to 31 */
+	for (int c = 1; c < 32; c++)
+		all[c - 1] = (char)c;
+	all[31] = '\0';
+	{
+		cJSON *s = cJSON_CreateString(all);
+		char *want = cJSON_PrintUnformatted(s), *got = api_messages_quote(all);
+
+		cr_assert_str_eq(got, want, "got %s, want %s", got, want);
+		free(got);
+		cJSON_free(want);
+		cJSON_Delete(s);
 	}
 }
