@@ -212,6 +212,26 @@ mj_str(struct messages_json *b, const char *s)
 	mj_put(b, "\"", 1);
 }
 
+/* buf = a b c, cut to len like snprintf: for the Message-ID and Location of every accept */
+static void
+messages_cat3(char *buf, size_t len, const char *a, const char *b, const char *c)
+{
+	const char *parts[3] = { a, b, c };
+	size_t off = 0;
+
+	if (len == 0)
+		return;
+	for (size_t i = 0; i < 3; i++) {
+		size_t n = strlen(parts[i]);
+
+		if (n > len - 1 - off)
+			n = len - 1 - off;
+		memcpy(buf + off, parts[i], n);
+		off += n;
+	}
+	buf[off] = '\0';
+}
+
 /* 1 when id matches ^msg_[0-9a-z]{26}$ */
 static int
 messages_id_ok(const char *id)
@@ -398,8 +418,9 @@ messages_prepare(const struct api_request *req, const cJSON *json, const char *p
 		api_error(resp, 500, "internal_error", "cannot generate an id", NULL);
 		return -1;
 	}
-	snprintf(m->msgid, sizeof(m->msgid), "<%s@%s>", m->id,
-	    req->cfg->helo_name[0] != '\0' ? req->cfg->helo_name : "localhost");
+	messages_cat3(m->msgid, sizeof(m->msgid), "<", m->id, "@");
+	messages_cat3(m->msgid + strlen(m->msgid), sizeof(m->msgid) - strlen(m->msgid),
+	    req->cfg->helo_name[0] != '\0' ? req->cfg->helo_name : "localhost", ">", "");
 
 	memset(&mm, 0, sizeof(mm));
 	mm.from = m->mr.from;
@@ -795,7 +816,7 @@ messages_accept(const struct api_request *req, struct messages_one *ms, size_t n
 	resp->body_len = strlen(body);
 	body = NULL;
 	if (single) {
-		snprintf(location, sizeof(location), "/v1/messages/%s", ms[0].id);
+		messages_cat3(location, sizeof(location), "/v1/messages/", ms[0].id, "");
 		api_header(resp, "Location", location);
 	}
 	goto out;
