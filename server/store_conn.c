@@ -134,6 +134,16 @@ st_udec(char *p, uint64_t v)
 	char tmp[20];
 	size_t n = 0, i;
 
+	/* most are argument lengths and small numbers */
+	if (v < 10) {
+		p[0] = (char)('0' + v);
+		return 1;
+	}
+	if (v < 100) {
+		p[0] = (char)('0' + v / 10);
+		p[1] = (char)('0' + v % 10);
+		return 2;
+	}
 	do {
 		tmp[n++] = (char)('0' + v % 10);
 		v /= 10;
