@@ -53,13 +53,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
-
 #include "../smtp/engine.h"
 #include "../smtp/retry.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
+#include "outcome_json.h"
 #include "relaydns.h"
 #include "route.h"
 #include "shaper.h"
@@ -962,101 +961,36 @@ feeder_main(void *arg)
 
 /* --- recorder thread ------------------------------------------------------ */
 
-static cJSON *
-smtp_json(const struct smtp_outcome *o)
-{
-	cJSON *s;
-
-	if (o->code == 0)
-		return cJSON_CreateNull();
-	s = cJSON_CreateObject();
-	if (s == NULL)
-		return NULL;
-	cJSON_AddNumberToObject(s, "code", o->code);
-	cJSON_AddStringToObject(s, "enhanced", o->enhanced);
-	cJSON_AddStringToObject(s, "response", o->text);
-	return s;
-}
-
-/* Fields of one recorded outcome, kept until store_record has run. */
-struct rec {
-	char *smtp;
-	char *event;
-	char *timeline;
-};
-
+/*
+ * build_rec - the texts store_record writes for one outcome (the smtp
+ * field, the event, the timeline entry: outcome_json.c); 0 or -1 (out of
+ * memory, nothing to free).
+ */
 static int
 build_rec(const struct job *j, const char *status, const char *reason, int64_t now,
-    struct rec *r)
+    struct outcome_json *r)
 {
 	const struct store_delivery *d = j->d;
 	char evt_id[48], at[40];
-	const char *type;
-	cJSON *ev = NULL, *data, *tl = NULL, *sj;
-	int rc = -1;
+	struct outcome_json_in in;
 
 	memset(r, 0, sizeof(*r));
 	util_rfc3339(now, at, sizeof(at));
 	if (util_random_id("evt_", evt_id, sizeof(evt_id)) != 0)
-		goto out;
-	type = strcmp(status, "delivered") == 0 ? "message.delivered" :
+		return -1;
+	in.evt_id = evt_id;
+	in.type = strcmp(status, "delivered") == 0 ? "message.delivered" :
 	    strcmp(status, "deferred") == 0 ? "message.deferred" : "message.failed";
-
-	if ((sj = smtp_json(&j->out)) == NULL)
-		goto out;
-	r->smtp = cJSON_IsNull(sj) ? NULL : cJSON_PrintUnformatted(sj);
-	cJSON_Delete(sj);
-
-	if ((ev = cJSON_CreateObject()) == NULL)
-		goto out;
-	cJSON_AddStringToObject(ev, "id", evt_id);
-	cJSON_AddStringToObject(ev, "type", type);
-	cJSON_AddStringToObject(ev, "created_at", at);
-	data = cJSON_AddObjectToObject(ev, "data");
-	if (data == NULL)
-		goto out;
-	cJSON_AddStringToObject(data, "message_id", d->msg_id);
-	cJSON_AddStringToObject(data, "recipient", d->rcpt);
-	cJSON_AddStringToObject(data, "status", status);
-	cJSON_AddNumberToObject(data, "attempt", d->attempts);
-	if (reason != NULL)
-		cJSON_AddStringToObject(data, "reason", reason);
-	cJSON_AddItemToObject(data, "smtp", smtp_json(&j->out));
-	{
-		cJSON *m = cJSON_Parse(d->metadata_json ? d->metadata_json : "{}");
-		cJSON *t = cJSON_Parse(d->tags_json ? d->tags_json : "[]");
-		cJSON_AddItemToObject(data, "metadata", m != NULL ? m : cJSON_CreateObject());
-		cJSON_AddItemToObject(data, "tags", t != NULL ? t : cJSON_CreateArray());
-	}
-	if ((r->event = cJSON_PrintUnformatted(ev)) == NULL)
-		goto out;
-
-	if ((tl = cJSON_CreateObject()) == NULL)
-		goto out;
-	cJSON_AddStringToObject(tl, "type", status);
-	cJSON_AddStringToObject(tl, "at", at);
-	cJSON_AddStringToObject(tl, "recipient", d->rcpt);
-	cJSON_AddNumberToObject(tl, "attempt", d->attempts);
-	if (reason != NULL)
-		cJSON_AddStringToObject(tl, "reason", reason);
-	cJSON_AddItemToObject(tl, "smtp", smtp_json(&j->out));
-	if (j->out.code == 0 && j->out.text[0] != '\0')
-		cJSON_AddStringToObject(tl, "detail", j->out.text);
-	if ((r->timeline = cJSON_PrintUnformatted(tl)) == NULL)
-		goto out;
-	rc = 0;
-out:
-	cJSON_Delete(ev);
-	cJSON_Delete(tl);
-	return rc;
-}
-
-static void
-rec_free(struct rec *r)
-{
-	cJSON_free(r->smtp);
-	cJSON_free(r->event);
-	cJSON_free(r->timeline);
+	in.at = at;
+	in.msg_id = d->msg_id;
+	in.rcpt = d->rcpt;
+	in.status = status;
+	in.reason = reason;
+	in.attempt = d->attempts;
+	in.out = &j->out;
+	in.metadata_json = d->metadata_json;
+	in.tags_json = d->tags_json;
+	return outcome_json_build(&in, r);
 }
 
 /*
@@ -1105,7 +1039,7 @@ static int
 record_batch(struct worker *w, struct store *st, struct job **jobs, size_t n)
 {
 	struct store_result res[RECORD_BATCH];
-	struct rec recs[RECORD_BATCH];
+	struct outcome_json recs[RECORD_BATCH];
 	struct store_handback hb[RECORD_BATCH];
 	struct job *rjob[RECORD_BATCH];
 	int64_t now = util_now_ms();
@@ -1138,9 +1072,8 @@ record_batch(struct worker *w, struct store *st, struct job **jobs, size_t n)
 		else if (dec.verdict == RETRY_EXPIRED)
 			reason = "expired";
 		if (build_rec(j, status, reason, now, &recs[k]) != 0) {
-			rec_free(&recs[k]);
 			for (size_t x = 0; x < k; x++)
-				rec_free(&recs[x]);
+				outcome_json_free(&recs[x]);
 			return -1;
 		}
 		memset(&res[k], 0, sizeof(res[k]));
@@ -1164,7 +1097,7 @@ record_batch(struct worker *w, struct store *st, struct job **jobs, size_t n)
 	for (size_t x = 0; rc == STORE_OK && x < k; x++)
 		count_outcome(w, rjob[x], &res[x], now);
 	for (size_t x = 0; x < k; x++)
-		rec_free(&recs[x]);
+		outcome_json_free(&recs[x]);
 	/* after the records: a retry of the batch finds them recorded and changes nothing */
 	if (rc == STORE_OK && nhb > 0)
 		rc = store_hand_back(st, w->consumer, hb, nhb, &back);

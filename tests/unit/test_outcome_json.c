@@ -1,0 +1,158 @@
+/*
+ * test_outcome_json.c - server/outcome_json.c writes the texts of a
+ * recorded outcome without cJSON trees; each must be byte for byte what
+ * the cJSON code it replaced printed. The reference below is that code
+ * (worker.c's build_rec before outcome_json.c), run on a table of outcomes:
+ * replies with and without a code, every escape, UTF-8 and DEL, stored
+ * metadata and tags that are unset, empty, not JSON or need a reprint.
+ */
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "../../server/outcome_json.h"
+
+static cJSON *
+ref_smtp(const struct smtp_outcome *o)
+{
+	cJSON *s;
+
+	if (o->code == 0)
+		return cJSON_CreateNull();
+	s = cJSON_CreateObject();
+	cr_assert(s);
+	cJSON_AddNumberToObject(s, "code", o->code);
+	cJSON_AddStringToObject(s, "enhanced", o->enhanced);
+	cJSON_AddStringToObject(s, "response", o->text);
+	return s;
+}
+
+static void
+reference(const struct outcome_json_in *in, struct outcome_json *r)
+{
+	cJSON *ev, *data, *tl, *sj, *m, *t;
+
+	sj = ref_smtp(in->out);
+	r->smtp = cJSON_IsNull(sj) ? NULL : cJSON_PrintUnformatted(sj);
+	cJSON_Delete(sj);
+	ev = cJSON_CreateObject();
+	cJSON_AddStringToObject(ev, "id", in->evt_id);
+	cJSON_AddStringToObject(ev, "type", in->type);
+	cJSON_AddStringToObject(ev, "created_at", in->at);
+	data = cJSON_AddObjectToObject(ev, "data");
+	cJSON_AddStringToObject(data, "message_id", in->msg_id);
+	cJSON_AddStringToObject(data, "recipient", in->rcpt);
+	cJSON_AddStringToObject(data, "status", in->status);
+	cJSON_AddNumberToObject(data, "attempt", in->attempt);
+	if (in->reason != NULL)
+		cJSON_AddStringToObject(data, "reason", in->reason);
+	cJSON_AddItemToObject(data, "smtp", ref_smtp(in->out));
+	m = cJSON_Parse(in->metadata_json ? in->metadata_json : "{}");
+	t = cJSON_Parse(in->tags_json ? in->tags_json : "[]");
+	cJSON_AddItemToObject(data, "metadata", m != NULL ? m : cJSON_CreateObject());
+	cJSON_AddItemToObject(data, "tags", t != NULL ? t : cJSON_CreateArray());
+	r->event = cJSON_PrintUnformatted(ev);
+	tl = cJSON_CreateObject();
+	cJSON_AddStringToObject(tl, "type", in->status);
+	cJSON_AddStringToObject(tl, "at", in->at);
+	cJSON_AddStringToObject(tl, "recipient", in->rcpt);
+	cJSON_AddNumberToObject(tl, "attempt", in->attempt);
+	if (in->reason != NULL)
+		cJSON_AddStringToObject(tl, "reason", in->reason);
+	cJSON_AddItemToObject(tl, "smtp", ref_smtp(in->out));
+	if (in->out->code == 0 && in->out->text[0] != '\0')
+		cJSON_AddStringToObject(tl, "detail", in->out->text);
+	r->timeline = cJSON_PrintUnformatted(tl);
+	cJSON_Delete(ev);
+	cJSON_Delete(tl);
+}
+
+static void
+same(const char *what, const char *part, const char *got, const char *want)
+{
+	if (want == NULL) {
+		cr_assert_null(got, "%s, %s: got %s, want NULL", what, part, got);
+		return;
+	}
+	cr_assert_not_null(got, "%s, %s: got NULL, want %s", what, part, want);
+	cr_assert_str_eq(got, want, "%s, %s:\n got %s\nwant %s", what, part, got, want);
+}
+
+struct row {
+	const char *what;
+	int code;
+	const char *enhanced, *text, *rcpt, *reason, *metadata, *tags;
+	int attempt;
+};
+
+static const struct row rows[] = {
+	{ "delivered", 250, "2.0.0", "OK queued as 1234", "user@example.com", NULL, NULL, NULL, 1 },
+	{ "no reply code", 0, "", "connect to localhost: [::1]:2525 refused", "a@b.c", NULL, NULL, NULL, 3 },
+	{ "no code, no text", 0, "", "", "a@b.c", "expired", "", "", 12 },
+	{ "bounced", 550, "5.1.1", "No such user \"x\"\\here", "x@y.z", "bounced", "{}", "[]", 1 },
+	{ "escapes", 451, "4.3.0", "a\tb\r\nc\bd\fe\x01\x1f\x7f end", "t@e.st", NULL, NULL, NULL, 2 },
+	{ "UTF-8", 250, "", "d\xc3\xa9j\xc3\xa0 vu \xe2\x82\xac", "\xc3\xa9@example.com", NULL, NULL, NULL, 1 },
+	{ "metadata reprinted", 250, "2.0.0", "ok", "a@b.c", NULL,
+	  "{\"order\":\"A-1\",\"n\":1.50,\"big\":12345678901234567890,\"e\":\"\\u00e9\\/x\",\"l\":[1, 2]}",
+	  "[\"otp\", \"login\"]", 1 },
+	{ "not JSON", 250, "2.0.0", "ok", "a@b.c", NULL, "{broken", "nope", 1 },
+	{ "other JSON types", 250, "2.0.0", "ok", "a@b.c", NULL, "null", "5", 1 },
+	{ "no recipient", 250, "2.0.0", "ok", NULL, NULL, NULL, NULL, -7 },
+};
+
+Test(outcome_json, same_bytes_as_cjson)
+{
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		const struct row *w = &rows[i];
+		struct smtp_outcome o;
+		struct outcome_json_in in;
+		struct outcome_json got, want;
+
+		memset(&o, 0, sizeof(o));
+		o.code = w->code;
+		snprintf(o.enhanced, sizeof(o.enhanced), "%s", w->enhanced);
+		snprintf(o.text, sizeof(o.text), "%s", w->text);
+		memset(&in, 0, sizeof(in));
+		in.evt_id = "evt_01abc";
+		in.type = w->code >= 500 ? "message.failed" : "message.delivered";
+		in.at = "2026-12-02T05:00:00.123Z";
+		in.msg_id = "msg_01xyz";
+		in.rcpt = w->rcpt;
+		in.status = w->code >= 500 ? "failed" : "delivered";
+		in.reason = w->reason;
+		in.attempt = w->attempt;
+		in.out = &o;
+		in.metadata_json = w->metadata;
+		in.tags_json = w->tags;
+		cr_assert_eq(outcome_json_build(&in, &got), 0, "%s: build failed", w->what);
+		reference(&in, &want);
+		same(w->what, "smtp", got.smtp, want.smtp);
+		same(w->what, "event", got.event, want.event);
+		same(w->what, "timeline", got.timeline, want.timeline);
+		outcome_json_free(&got);
+		cJSON_free(want.smtp);
+		cJSON_free(want.event);
+		cJSON_free(want.timeline);
+	}
+}
+
+Test(outcome_json, free_twice_is_harmless)
+{
+	struct smtp_outcome o;
+	struct outcome_json_in in;
+	struct outcome_json r;
+
+	memset(&o, 0, sizeof(o));
+	memset(&in, 0, sizeof(in));
+	in.status = "deferred";
+	in.out = &o;
+	cr_assert_eq(outcome_json_build(&in, &r), 0);
+	cr_assert_null(r.smtp, "no reply code: no smtp text");
+	cr_assert_str_eq(r.timeline, "{\"type\":\"deferred\",\"attempt\":0,\"smtp\":null}");
+	outcome_json_free(&r);
+	outcome_json_free(&r);
+}
