@@ -74,41 +74,42 @@ jw_str(struct jw *w, const char *s)
 {
 	static const char hex[] = "0123456789abcdef";
 	const unsigned char *u = (const unsigned char *)s;
-	size_t n = strlen(s), i;
+	size_t n = strlen(s), i, len;
+	char *o;
 
 	jw_reserve(w, 6 * n + 2);
 	if (w->err)
 		return;
-	w->p[w->len++] = '"';
+	o = w->p;
+	len = w->len;   /* in a local: the byte stores below may alias w->len */
+	o[len++] = '"';
 	for (i = 0; i < n; i++) {
 		unsigned char c = u[i];
-		char *o = w->p + w->len;
 
 		if (c > 31 && c != '"' && c != '\\') {
-			*o = (char)c;
-			w->len++;
+			o[len++] = (char)c;
 			continue;
 		}
-		o[0] = '\\';
+		o[len++] = '\\';
 		switch (c) {
-		case '\\': o[1] = '\\'; w->len += 2; break;
-		case '"': o[1] = '"'; w->len += 2; break;
-		case '\b': o[1] = 'b'; w->len += 2; break;
-		case '\f': o[1] = 'f'; w->len += 2; break;
-		case '\n': o[1] = 'n'; w->len += 2; break;
-		case '\r': o[1] = 'r'; w->len += 2; break;
-		case '\t': o[1] = 't'; w->len += 2; break;
+		case '\\': o[len++] = '\\'; break;
+		case '"': o[len++] = '"'; break;
+		case '\b': o[len++] = 'b'; break;
+		case '\f': o[len++] = 'f'; break;
+		case '\n': o[len++] = 'n'; break;
+		case '\r': o[len++] = 'r'; break;
+		case '\t': o[len++] = 't'; break;
 		default:
-			o[1] = 'u';
-			o[2] = '0';
-			o[3] = '0';
-			o[4] = hex[c >> 4];
-			o[5] = hex[c & 15];
-			w->len += 6;
+			o[len++] = 'u';
+			o[len++] = '0';
+			o[len++] = '0';
+			o[len++] = hex[c >> 4];
+			o[len++] = hex[c & 15];
 			break;
 		}
 	}
-	w->p[w->len++] = '"';
+	o[len++] = '"';
+	w->len = len;
 }
 
 static void

@@ -554,6 +554,8 @@ on_engine_log(const struct smtp_log_event *ev, void *arg)
 	size_t fl = 0, nv = 0, nfixed;
 
 	(void)arg;
+	if (!log_enabled(lv))
+		return;   /* the engine's debug lines: not worth building when not written */
 	fmt[0] = '\0';
 	if (j != NULL) {
 		fmt_add(fmt, sizeof(fmt), &fl, " msg_id=%s");
@@ -1005,6 +1007,8 @@ log_outcome(const struct job *j, const char *status, const struct retry_decision
 	const char *stage = j->out.stage != NULL ? j->out.stage : "";
 	char retry[48];
 
+	if (!log_enabled(LOG_INFO))
+		return;
 	if (dec->verdict == RETRY_DEFERRED) {
 		util_fmt_duration((double)(dec->next_ms > now ? dec->next_ms - now : 0) / 1000.0, retry,
 		    sizeof(retry));

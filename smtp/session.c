@@ -331,6 +331,43 @@ static int has_8bit(const char *d, size_t len)
 	return 0;
 }
 
+/* copy_label - s into out (size > 0), cut to fit, NUL-terminated: snprintf("%s") without the cost */
+static void copy_label(char *out, size_t size, const char *s)
+{
+	size_t l = strlen(s);
+
+	if (l >= size)
+		l = size - 1;
+	memcpy(out, s, l);
+	out[l] = '\0';
+}
+
+/*
+ * cmd_line - a+b+c+d+CRLF into line (size bytes, NUL-terminated); the
+ * length, or -1 when it does not fit (as snprintf's >= size).
+ */
+static int cmd_line(char *line, size_t size, const char *a, const char *b, const char *c,
+    const char *d)
+{
+	const char *part[4] = { a, b, c, d };
+	size_t n = 0;
+
+	for (int i = 0; i < 4; i++) {
+		size_t l = strlen(part[i]);
+
+		if (l >= size - n)
+			return -1;
+		memcpy(line + n, part[i], l);
+		n += l;
+	}
+	if (size - n < 3)
+		return -1;
+	line[n++] = '\r';
+	line[n++] = '\n';
+	line[n] = '\0';
+	return (int)n;
+}
+
 /*
  * txn_refill - put the next commands of the transaction (MAIL, RCPTs, DATA)
  * into an empty wbuf: all that fit with PIPELINING (RFC 2920: DATA ends the
@@ -351,17 +388,18 @@ static int txn_refill(struct smtp_session *s)
 		const char *label;
 		int n;
 
+		/* pieces copied, not snprintf: these lines are built for every delivery */
 		if (k == 0) {
 			label = "MAIL FROM";
-			n = snprintf(line, sizeof(line), "MAIL FROM:<%s>%s\r\n", s->job->mail_from,
+			n = cmd_line(line, sizeof(line), "MAIL FROM:<", s->job->mail_from, ">",
 			    s->mail_params);
 		} else if (k <= s->tx_n) {
 			label = "RCPT TO";
-			n = snprintf(line, sizeof(line), "RCPT TO:<%s>\r\n",
-			    job_rcpt(s, s->tx_map[k - 1])->addr);
+			n = cmd_line(line, sizeof(line), "RCPT TO:<", job_rcpt(s, s->tx_map[k - 1])->addr,
+			    ">", "");
 		} else {
 			label = "DATA";
-			n = snprintf(line, sizeof(line), "DATA\r\n");
+			n = cmd_line(line, sizeof(line), "DATA", "", "", "");
 		}
 		if (n < 0 || (size_t)n >= sizeof(line))
 			abort();   /* broken invariant: addresses are capped by bad_addr */
@@ -369,7 +407,7 @@ static int txn_refill(struct smtp_session *s)
 			break;     /* the rest of the group follows when this is written */
 		memcpy(s->wbuf + s->wlen, line, (size_t)n);
 		s->wlen += (size_t)n;
-		snprintf(s->last_cmd, sizeof(s->last_cmd), "%s", label);
+		copy_label(s->last_cmd, sizeof(s->last_cmd), label);
 		s->tx_sent++;
 		queued = 1;
 	}
