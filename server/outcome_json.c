@@ -35,7 +35,7 @@ jw_reserve(struct jw *w, size_t add)
 
 	if (w->err || w->cap - w->len > add)
 		return;
-	cap = w->cap != 0 ? w->cap : 256;
+	cap = w->cap != 0 ? w->cap : 1024;   /* an event is ~500 bytes: usually one malloc */
 	while (cap - w->len <= add) {
 		if (cap > ((size_t)-1) / 2) {
 			w->err = 1;
@@ -74,10 +74,14 @@ jw_str(struct jw *w, const char *s)
 {
 	static const char hex[] = "0123456789abcdef";
 	const unsigned char *u = (const unsigned char *)s;
-	size_t n = strlen(s), i, len;
+	size_t n = strlen(s), i, len, extra = 0;
 	char *o;
 
-	jw_reserve(w, 6 * n + 2);
+	for (i = 0; i < n; i++)   /* what the escapes add: 1 for \" \\ \b \f \n \r \t, 5 for \u00xx */
+		if (u[i] < 32 || u[i] == '"' || u[i] == '\\')
+			extra += u[i] == '"' || u[i] == '\\' || u[i] == '\b' || u[i] == '\f' ||
+			    u[i] == '\n' || u[i] == '\r' || u[i] == '\t' ? 1 : 5;
+	jw_reserve(w, n + extra + 2);
 	if (w->err)
 		return;
 	o = w->p;
@@ -128,15 +132,26 @@ jw_int(struct jw *w, int v)
 	jw_raw(w, tmp + sizeof(tmp) - n, n);
 }
 
-/* ,"key": before a value; the first field of an object has no comma */
+/*
+ * ,"key": before a value; the first field of an object has no comma. Keys
+ * are this file's own literals (letters and '_'): nothing to escape.
+ */
 static void
 jw_key(struct jw *w, const char *key, int *first)
 {
+	size_t n = strlen(key);
+
+	jw_reserve(w, n + 4);
+	if (w->err)
+		return;
 	if (!*first)
-		jw_raw(w, ",", 1);
+		w->p[w->len++] = ',';
 	*first = 0;
-	jw_str(w, key);
-	jw_raw(w, ":", 1);
+	w->p[w->len++] = '"';
+	memcpy(w->p + w->len, key, n);
+	w->len += n;
+	w->p[w->len++] = '"';
+	w->p[w->len++] = ':';
 }
 
 /* a string field, left out when v is NULL (cJSON_AddStringToObject adds nothing then) */
