@@ -77,6 +77,18 @@ jw_str(struct jw *w, const char *s)
 	size_t n = strlen(s), i, len, extra = 0;
 	char *o;
 
+	for (i = 0; i < n && u[i] > 31 && u[i] != '"' && u[i] != '\\'; i++)
+		;
+	if (i == n) {   /* the usual case: nothing to escape, one copy */
+		jw_reserve(w, n + 2);
+		if (w->err)
+			return;
+		w->p[w->len++] = '"';
+		memcpy(w->p + w->len, s, n);
+		w->len += n;
+		w->p[w->len++] = '"';
+		return;
+	}
 	for (i = 0; i < n; i++)   /* what the escapes add: 1 for \" \\ \b \f \n \r \t, 5 for \u00xx */
 		if (u[i] < 32 || u[i] == '"' || u[i] == '\\')
 			extra += u[i] == '"' || u[i] == '\\' || u[i] == '\b' || u[i] == '\f' ||

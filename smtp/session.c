@@ -325,7 +325,17 @@ static int is_ascii(const char *a)
 
 static int has_8bit(const char *d, size_t len)
 {
-	for (size_t i = 0; i < len; i++)
+	size_t i = 0;
+
+	/* eight bytes a step (the whole message is scanned for every transaction) */
+	for (; i + 8 <= len; i += 8) {
+		uint64_t w;
+
+		memcpy(&w, d + i, 8);
+		if (w & 0x8080808080808080ULL)
+			return 1;
+	}
+	for (; i < len; i++)
 		if ((unsigned char)d[i] >= 0x80)
 			return 1;
 	return 0;
