@@ -8,10 +8,11 @@
  * (64:ff9b::/96) IPv6 addresses are judged by the IPv4 address they carry.
  * It is checked twice: when a URL is configured (netguard_url_check: IP
  * literals, and names that resolve only to refused addresses) and at connect
- * time after DNS resolution (webhook.c, so DNS rebinding cannot bypass it).
- * The connect-time check sees only the address txmail itself connects to,
- * so webhook.c turns libcurl's environment proxies off and config.c accepts
- * TXMAIL_WEBHOOK_PROXY only with the guard off (the proxy then decides).
+ * time after DNS resolution (webhook_request.c, so DNS rebinding cannot
+ * bypass it). The connect-time check sees only the address txmail itself
+ * connects to, so webhook_request.c turns libcurl's environment proxies off
+ * and config.c accepts TXMAIL_WEBHOOK_PROXY only with the guard off (the
+ * proxy then decides).
  * Never opens a connection itself.
  */
 #ifndef SERVER_NETGUARD_H

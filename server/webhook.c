@@ -1,5 +1,7 @@
 /*
- * webhook.c - the webhook dispatcher: the only file that speaks libcurl.
+ * webhook.c - the webhook dispatcher. With webhook_request.c (signing and
+ * building one request; the two share webhook_internal.h) it is the only
+ * module that sends through libcurl.
  *
  * One thread with its own struct store reads the events outbox and fans
  * each event out to the endpoints whose filter wants its type and whose
@@ -18,7 +20,8 @@
  * (direct and queued together) and 4 times that in all, so a dead or slow
  * endpoint only ever holds its own slots. Requests run
  * concurrently through one curl multi handle, signed per Standard Webhooks
- * with the endpoint's own secret (webhook_sign). Outcomes go back to the
+ * with the endpoint's own secret (webhook_sign, wh_start_req: both in
+ * webhook_request.c). Outcomes go back to the
  * store: 2xx is done, anything else is retried with webhook_backoff_ms
  * until webhook_max_age, then given up (logged); a delivery whose endpoint
  * was deleted is dropped. While Redis is unreachable, requests in flight
@@ -43,24 +46,16 @@
  * the egress policy), and never block longer than ~200 ms without checking
  * the stop flag.
  */
-#include "webhook.h"
+#include "webhook_internal.h"
 
-#include <arpa/inet.h>
-#include <cjson/cJSON.h>
 #include <curl/curl.h>
-#include <errno.h>
-#include <inttypes.h>
 #include <math.h>
-#include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/params.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
-#include <strings.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "health.h"
@@ -69,10 +64,6 @@
 #include "netguard.h"
 #include "store.h"
 #include "util.h"
-
-#ifndef TXMAIL_VERSION
-#error "TXMAIL_VERSION is the VERSION file, passed by the Makefile as -DTXMAIL_VERSION"
-#endif
 
 #define WH_EP_CONN_MAX 256         /* TXMAIL_WEBHOOK_CONNECTIONS' largest value */
 #define WH_MAX_INFLIGHT_MIN 128    /* requests in flight, all endpoints: at least this, */
@@ -83,156 +74,13 @@
 #define WH_SETTLE_MAX 500          /* deliveries and acks per settle script */
 #define WH_RECLAIM_MS 1000         /* take over a dead dispatcher's events this often */
 #define WH_MAX_ENDPOINTS 500       /* endpoints from the store that get events */
-#define WH_EP_ID_MAX 65
 #define WH_EP_REFRESH_MS 1000
 #define WH_READ_MAX 100
 #define WH_IDLE_BLOCK_MS 100       /* XREADGROUP block when idle */
 #define WH_POLL_MS 50              /* curl poll while requests are in flight (TXMAIL_TEST_WEBHOOK_POLL) */
 #define WH_REDIS_BACKOFF_MS 500
-#define WH_SECRET_MAX 1024         /* base64 chars after whsec_ */
 #define WH_EVENT_ID_MAX 64
 #define WH_DEFAULT_EP "default"
-
-/* ---- signing ------------------------------------------------------------------ */
-
-/* wh_b64_decode - standard base64 (padding optional) into out; length or -1. */
-static int wh_b64_decode(const char *in, size_t inlen, unsigned char *out, size_t outcap)
-{
-	char padded[WH_SECRET_MAX + 4];
-	unsigned char tmp[(WH_SECRET_MAX + 4) / 4 * 3];
-	size_t plen, pad = 0, i;
-	int n;
-
-	if (inlen == 0 || inlen > WH_SECRET_MAX)
-		return -1;
-	for (i = 0; i < inlen; i++) {
-		char ch = in[i];
-
-		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-		    (ch >= '0' && ch <= '9') || ch == '+' || ch == '/' ||
-		    (ch == '=' && i >= inlen - 2)))
-			return -1;
-	}
-	memcpy(padded, in, inlen);
-	plen = inlen;
-	while (plen % 4 != 0)
-		padded[plen++] = '=';
-	for (i = plen; i > 0 && padded[i - 1] == '='; i--)
-		pad++;
-	if (pad > 2)
-		return -1;
-	n = EVP_DecodeBlock(tmp, (const unsigned char *)padded, (int)plen);
-	if (n < 0 || (size_t)n < pad)
-		return -1;
-	n -= (int)pad;
-	if ((size_t)n > outcap)
-		return -1;
-	memcpy(out, tmp, (size_t)n);
-	return n;
-}
-
-/*
- * wh_mac_new - an HMAC-SHA256 context keyed with secret (whsec_<base64>:
- * the decoded bytes; else the string itself), ready for updates; each
- * signature works on a copy (EVP_MAC_CTX_dup), so the key is decoded and
- * the MAC set up once per endpoint, not once per request. NULL on a bad
- * secret or out of memory.
- */
-static EVP_MAC_CTX *wh_mac_new(const char *secret)
-{
-	unsigned char key[WH_SECRET_MAX];
-	char params_digest[] = "SHA256";
-	const unsigned char *k;
-	size_t klen;
-	EVP_MAC *m = NULL;
-	EVP_MAC_CTX *ctx = NULL;
-	OSSL_PARAM params[2];
-	int n;
-
-	if (!secret)
-		return NULL;
-	if (strncmp(secret, "whsec_", 6) == 0) {
-		n = wh_b64_decode(secret + 6, strlen(secret + 6), key, sizeof(key));
-		if (n <= 0)
-			return NULL;
-		k = key;
-		klen = (size_t)n;
-	} else {
-		k = (const unsigned char *)secret;
-		klen = strlen(secret);
-		if (klen == 0 || klen > WH_SECRET_MAX)
-			return NULL;
-	}
-	m = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	if (m)
-		ctx = EVP_MAC_CTX_new(m);
-	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, params_digest, 0);
-	params[1] = OSSL_PARAM_construct_end();
-	if (ctx && !EVP_MAC_init(ctx, k, klen, params)) {
-		EVP_MAC_CTX_free(ctx);
-		ctx = NULL;
-	}
-	EVP_MAC_free(m);
-	OPENSSL_cleanse(key, sizeof(key));
-	return ctx;
-}
-
-/* wh_mac_sign - webhook_sign with a context from wh_mac_new (left as it is). */
-static int wh_mac_sign(const EVP_MAC_CTX *keyed, const char *msg_id, int64_t ts,
-    const char *body, size_t body_len, char *out, size_t outlen)
-{
-	unsigned char mac[EVP_MAX_MD_SIZE];
-	char tsbuf[32];
-	size_t maclen = 0;
-	EVP_MAC_CTX *ctx = NULL;
-	int rc = -1, n;
-
-	if (!keyed || !msg_id || (!body && body_len > 0) || !out)
-		return -1;
-	n = snprintf(tsbuf, sizeof(tsbuf), "%" PRId64, ts);
-	if (n < 0 || (size_t)n >= sizeof(tsbuf))
-		goto out;
-	/* "v1," + base64 of 32 bytes (44) + NUL */
-	if (outlen < 3 + 44 + 1)
-		goto out;
-	ctx = EVP_MAC_CTX_dup(keyed);
-	if (!ctx ||
-	    !EVP_MAC_update(ctx, (const unsigned char *)msg_id, strlen(msg_id)) ||
-	    !EVP_MAC_update(ctx, (const unsigned char *)".", 1) ||
-	    !EVP_MAC_update(ctx, (const unsigned char *)tsbuf, (size_t)n) ||
-	    !EVP_MAC_update(ctx, (const unsigned char *)".", 1) ||
-	    (body_len > 0 && !EVP_MAC_update(ctx, (const unsigned char *)body, body_len)) ||
-	    !EVP_MAC_final(ctx, mac, &maclen, sizeof(mac)) || maclen != 32)
-		goto out;
-	memcpy(out, "v1,", 3);
-	n = EVP_EncodeBlock((unsigned char *)out + 3, mac, (int)maclen);
-	if (n != 44)
-		goto out;
-	out[3 + n] = '\0';
-	rc = 0;
-out:
-	EVP_MAC_CTX_free(ctx);
-	OPENSSL_cleanse(mac, sizeof(mac));
-	if (rc < 0 && out && outlen > 0)
-		out[0] = '\0';
-	return rc;
-}
-
-int webhook_sign(const char *secret, const char *msg_id, int64_t ts,
-    const char *body, size_t body_len, char *out, size_t outlen)
-{
-	EVP_MAC_CTX *ctx;
-	int rc;
-
-	if (!secret || !msg_id || (!body && body_len > 0) || !out)
-		return -1;
-	ctx = wh_mac_new(secret);
-	rc = ctx ? wh_mac_sign(ctx, msg_id, ts, body, body_len, out, outlen) : -1;
-	EVP_MAC_CTX_free(ctx);
-	if (rc < 0 && outlen > 0)
-		out[0] = '\0';
-	return rc;
-}
 
 int64_t webhook_backoff_ms(double base_s, double max_s, int attempts)
 {
@@ -311,65 +159,6 @@ int webhook_filter_match(const char *const *events, size_t n, const char *type)
 	return 0;
 }
 
-int webhook_url_check(const char *url, char *why, size_t whylen)
-{
-	const char *host, *p;
-	size_t n, hostlen;
-	CURLU *u = NULL;
-	char *scheme = NULL, *chost = NULL;
-	int rc = -1;
-
-	if (!url || !*url) {
-		snprintf(why, whylen, "url must not be empty");
-		return -1;
-	}
-	n = strlen(url);
-	if (n > WEBHOOK_URL_MAX) {
-		snprintf(why, whylen, "url is longer than %d bytes", WEBHOOK_URL_MAX);
-		return -1;
-	}
-	for (p = url; *p; p++) {
-		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
-			snprintf(why, whylen, "url must be printable ASCII without spaces "
-			    "(percent-encode the rest)");
-			return -1;
-		}
-	}
-	if (strncasecmp(url, "http://", 7) == 0)
-		host = url + 7;
-	else if (strncasecmp(url, "https://", 8) == 0)
-		host = url + 8;
-	else {
-		snprintf(why, whylen, "url must start with http:// or https://");
-		return -1;
-	}
-	hostlen = strcspn(host, "/?#");
-	if (hostlen == 0 || memchr(host, '@', hostlen) != NULL) {
-		snprintf(why, whylen, hostlen == 0 ? "url has no host" :
-		    "url must not carry credentials (use the signature to authenticate)");
-		return -1;
-	}
-	/* the same parser that will send the request must accept it */
-	u = curl_url();
-	if (!u) {
-		snprintf(why, whylen, "out of memory");
-		return -1;
-	}
-	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
-	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-	    curl_url_get(u, CURLUPART_HOST, &chost, 0) != CURLUE_OK || !chost[0] ||
-	    (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
-		snprintf(why, whylen, "url is not a valid http(s) URL");
-		goto out;
-	}
-	rc = 0;
-out:
-	curl_free(scheme);
-	curl_free(chost);
-	curl_url_cleanup(u);
-	return rc;
-}
-
 int webhook_event_field(const char *json, const char *key, char *out, size_t outlen)
 {
 	const char *p = json;
@@ -427,26 +216,6 @@ int webhook_event_field(const char *json, const char *key, char *out, size_t out
 	return -1;
 }
 
-int webhook_new_secret(char *out, size_t outlen)
-{
-	unsigned char raw[24];
-	int n;
-
-	if (!out || outlen < WEBHOOK_SECRET_LEN + 1)
-		return -1;
-	if (util_random_bytes(raw, sizeof(raw)) != 0)
-		return -1;
-	memcpy(out, "whsec_", 6);
-	n = EVP_EncodeBlock((unsigned char *)out + 6, raw, (int)sizeof(raw));
-	OPENSSL_cleanse(raw, sizeof(raw));
-	if (n != 32) {
-		out[0] = '\0';
-		return -1;
-	}
-	out[6 + n] = '\0';
-	return 0;
-}
-
 static int wh_valid_id(const char *id)
 {
 	size_t n = strlen(id), i;
@@ -465,120 +234,6 @@ static int wh_valid_id(const char *id)
 
 /* ---- the dispatcher --------------------------------------------------------- */
 
-enum wh_outcome { WH_PENDING = 0, WH_DONE, WH_RETRY };
-
-/*
- * One endpoint as the dispatcher knows it. "default" (TXMAIL_WEBHOOK_URL)
- * is always entry 0, with url "" when unset: its leftover deliveries are
- * then claimed and dropped.
- */
-struct wh_ep {
-	char id[WH_EP_ID_MAX];
-	char *url;
-	char *secret;          /* "" when unsigned */
-	EVP_MAC_CTX *mac;      /* keyed with secret (wh_mac_new); NULL when unsigned or the secret is bad */
-	char **events;         /* filter; nevents 0 = every type */
-	size_t nevents;
-	char project[STORE_PROJECT_MAX + 1];  /* whose events it gets; unused for "default" */
-	int busy;              /* requests running or awaiting their store record */
-	int nwait;             /* direct deliveries waiting for a slot */
-	int64_t oldest_ms;     /* monotonic start of its oldest request in flight; 0: none */
-	int64_t next_due;      /* wall ms when a claim may find work; 0 = look now */
-	int failing;           /* last attempt failed: logged once at warn, then info */
-};
-
-/*
- * An outbox entry this dispatcher read and sends directly: it stays
- * pending in the "webhooks" group (its lease, renewed by
- * store_events_touch) until each of its deliveries was either answered
- * 2xx or parked in its endpoint's queue; then it is acked.
- */
-struct wh_evt {
-	char entry_id[48];
-	char project[STORE_PROJECT_MAX + 1];
-	int refs;              /* direct deliveries not settled yet */
-	int noack;             /* out of memory on the way: never ack, let it be reclaimed */
-	struct wh_evt *prev, *next;
-};
-
-/* a delivery for its endpoint's queue, until store_webhook_settle has it */
-struct wh_park {
-	struct store_whd *d;   /* attempts: made so far */
-	char project[STORE_PROJECT_MAX + 1];
-	int64_t due_ms;
-};
-
-struct wh_req {
-	struct store_whd *d;
-	struct wh_evt *evt;    /* sent directly from the outbox; NULL: claimed from a queue */
-	size_t epi;            /* index of its endpoint in eps when last looked up (a hint) */
-	CURL *easy;
-	struct curl_slist *hdrs;
-	char errbuf[CURL_ERROR_SIZE];
-	char guard_why[160];   /* set when the address guard refused the connection */
-	int allow_private;     /* TXMAIL_WEBHOOK_ALLOW_PRIVATE */
-	enum wh_outcome outcome;
-	int attempts;          /* attempts made, including this one */
-	int64_t next_ms;       /* WH_RETRY: when */
-	char fail[160];        /* a failed attempt: "HTTP 500" or the error, for the dashboard; else "" */
-	/* what the event is about, for log lines (wh_req_about); "" when absent */
-	char type[64];
-	char msg_id[96];
-	char rcpt[320];
-	int64_t created_ms;    /* the event's created_at (recorded), 0 when absent: latency metric */
-	int64_t started_ms;    /* monotonic, when the request was handed to curl */
-	struct wh_req *next;
-};
-
-struct webhook {
-	/* copied from the config: the thread never touches cfg */
-	struct redis_addr redis;
-	char *ca_file;         /* "" when the system store only */
-	char *proxy;           /* TXMAIL_WEBHOOK_PROXY; "": none, whatever the environment says */
-	double retry_base, retry_max, max_age, timeout;
-	int allow_private;         /* TXMAIL_WEBHOOK_ALLOW_PRIVATE */
-	int64_t visibility_ms;     /* a dead dispatcher's events are taken over after this */
-	char consumer[128];
-
-	struct store *st;
-	CURLM *multi;
-	pthread_t thr;
-	atomic_int stop;
-	int64_t stop_deadline;     /* util_mono_ms: requests in flight may finish until then */
-	struct webhook_stop_stats stats;
-
-	struct wh_ep *eps;         /* eps[0] is "default" */
-	char *default_projects;    /* TXMAIL_WEBHOOK_PROJECTS: whose events "default" gets */
-	size_t neps;
-	size_t rr;                 /* round-robin start for claims */
-	int64_t eps_refresh_at;    /* monotonic ms of the next periodic refresh */
-	int64_t eps_warn_at;       /* monotonic ms: rate limit for refresh warnings */
-
-	struct wh_req *inflight;   /* requests curl is running */
-	int ninflight;
-	struct wh_req *finished;   /* outcomes not yet recorded in the store */
-	int nfinished;
-	struct wh_req *wait_head, *wait_tail;   /* direct deliveries waiting for a slot, oldest first */
-	int nwait;
-	struct wh_evt *held;       /* outbox entries being sent directly */
-	size_t nheld;
-	struct wh_park *park;      /* deliveries for the queues, written by wh_settle */
-	size_t npark, cappark;
-	char (*acks)[48];          /* outbox entries to ack, written by wh_settle */
-	size_t nack, capack;
-	int ep_cap;                /* TXMAIL_WEBHOOK_CONNECTIONS: requests in flight per endpoint */
-	int max_inflight;          /* all endpoints */
-	int read_own;              /* next read starts with this consumer's own pending entries */
-	int64_t reclaim_at;        /* monotonic ms of the next XAUTOCLAIM */
-	int64_t touch_at;          /* monotonic ms of the next lease renewal of held entries */
-	int64_t redis_retry_at;    /* monotonic ms; 0 = Redis believed up */
-
-	int poll_ms;               /* curl poll while requests are in flight: WH_POLL_MS */
-	atomic_int notified;       /* webhook_notify: an event may be waiting in the outbox */
-	atomic_int in_poll;        /* the thread is in, or about to enter, curl's poll */
-	struct webhook *next_live; /* the process's running dispatchers (wh_live) */
-};
-
 /* This process's running dispatchers, woken by webhook_notify. */
 static pthread_mutex_t wh_live_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct webhook *wh_live;
@@ -589,13 +244,6 @@ static CURLcode wh_curl_rc = CURLE_OK;
 static void wh_curl_init(void)
 {
 	wh_curl_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-static size_t wh_discard(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-	(void)ptr;
-	(void)ud;
-	return size * nmemb;
 }
 
 static void wh_ep_release(struct wh_ep *ep)
@@ -810,7 +458,7 @@ oom:
 }
 
 /* wh_release_busy - one request of d's endpoint is over (recorded or abandoned). */
-static void wh_release_busy(struct webhook *w, const struct store_whd *d)
+void wh_release_busy(struct webhook *w, const struct store_whd *d)
 {
 	struct wh_ep *ep = wh_ep_find(w, d->endpoint);
 
@@ -888,7 +536,7 @@ static void wh_evt_release(struct webhook *w, struct wh_evt *ev)
 }
 
 /* wh_evt_unref - one direct delivery of ev is settled (answered or parked). */
-static void wh_evt_unref(struct webhook *w, struct wh_evt *ev)
+void wh_evt_unref(struct webhook *w, struct wh_evt *ev)
 {
 	if (--ev->refs <= 0)
 		wh_evt_release(w, ev);
@@ -1035,177 +683,6 @@ static int wh_known(const struct wh_req *list, const char *member)
 		if (strcmp(list->d->member, member) == 0)
 			return 1;
 	return 0;
-}
-
-/* wh_start_req - POST one delivery to ep; takes d (and a reference on evt). 0, or -1 (outcome queued as retry). */
-/*
- * wh_opensocket - curl's socket opener: the address guard after DNS
- * resolution, for every address curl tries (so DNS rebinding cannot reach a
- * refused address). A refusal fails the attempt like a connection error.
- */
-static curl_socket_t wh_opensocket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
-{
-	struct wh_req *r = clientp;
-	const char *cls;
-	char ip[INET6_ADDRSTRLEN] = "?";
-	unsigned port = 0;
-
-	(void)purpose;
-	if (netguard_addr_allowed(&a->addr, r->allow_private))
-		return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-	cls = netguard_addr_class(&a->addr);
-	if (a->family == AF_INET) {
-		struct sockaddr_in in;
-
-		memcpy(&in, &a->addr, sizeof(in));
-		inet_ntop(AF_INET, &in.sin_addr, ip, sizeof(ip));
-		port = ntohs(in.sin_port);
-	} else if (a->family == AF_INET6) {
-		struct sockaddr_in6 in6;
-
-		memcpy(&in6, &a->addr, sizeof(in6));
-		inet_ntop(AF_INET6, &in6.sin6_addr, ip, sizeof(ip));
-		port = ntohs(in6.sin6_port);
-	}
-	snprintf(r->guard_why, sizeof(r->guard_why), "refused to connect to %s (%s address; "
-	    "TXMAIL_WEBHOOK_ALLOW_PRIVATE=1 allows it)", ip, cls ? cls : "refused");
-	log_warn("webhook target address refused",
-	    "event_id=%s endpoint=%s msg_id=%s rcpt=%s type=%s address=%s port=%u class=%s",
-	    r->d->event_id, r->d->endpoint, r->msg_id, r->rcpt, r->type, ip, port, cls ? cls : "refused");
-	return CURL_SOCKET_BAD;
-}
-
-/*
- * wh_req_about - type, message id and recipient of r's event, for its log
- * lines (an event the store wrote; anything missing stays "").
- */
-static void wh_req_about(struct wh_req *r)
-{
-	cJSON *ev = cJSON_Parse(r->d->body), *data, *v;
-
-	if (ev == NULL)
-		return;
-	if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(ev, "type")))
-		util_strlcpy(r->type, v->valuestring, sizeof(r->type));
-	if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(ev, "created_at")) &&
-	    util_parse_rfc3339(v->valuestring, &r->created_ms) != 0)
-		r->created_ms = 0;
-	data = cJSON_GetObjectItemCaseSensitive(ev, "data");
-	if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(data, "message_id")))
-		util_strlcpy(r->msg_id, v->valuestring, sizeof(r->msg_id));
-	if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(data, "recipient")))
-		util_strlcpy(r->rcpt, v->valuestring, sizeof(r->rcpt));
-	cJSON_Delete(ev);
-}
-
-static int wh_start_req(struct webhook *w, const struct wh_ep *ep, struct store_whd *d,
-    struct wh_evt *evt)
-{
-	struct wh_req *r = calloc(1, sizeof(*r));
-	char hdr[256], sig[64];
-	int64_t now_s = util_now_ms() / 1000;
-	long timeout_ms = (long)(w->timeout * 1000.0);
-	struct curl_slist *nh;
-	const char *const fixed[] = {
-		"Content-Type: application/json",
-		"User-Agent: txmail/" TXMAIL_VERSION,
-		"Expect:",
-	};
-	size_t i;
-
-	if (!r) {
-		wh_release_busy(w, d);
-		store_whd_free(d);
-		if (evt) {
-			evt->noack = 1;   /* comes back after the visibility timeout */
-			wh_evt_unref(w, evt);
-		}
-		return -1;
-	}
-	r->d = d;
-	r->evt = evt;
-	r->epi = (size_t)(ep - w->eps);
-	r->attempts = d->attempts + 1;
-	wh_req_about(r);
-	for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
-		nh = curl_slist_append(r->hdrs, fixed[i]);
-		if (!nh)
-			goto fail;
-		r->hdrs = nh;
-	}
-	snprintf(hdr, sizeof(hdr), "webhook-id: %s", d->event_id);
-	if (!(nh = curl_slist_append(r->hdrs, hdr)))
-		goto fail;
-	r->hdrs = nh;
-	snprintf(hdr, sizeof(hdr), "webhook-timestamp: %" PRId64, now_s);
-	if (!(nh = curl_slist_append(r->hdrs, hdr)))
-		goto fail;
-	r->hdrs = nh;
-	if (ep->secret[0]) {
-		if (wh_mac_sign(ep->mac, d->event_id, now_s, d->body, strlen(d->body),
-		    sig, sizeof(sig)) < 0)
-			goto fail;
-		snprintf(hdr, sizeof(hdr), "webhook-signature: %s", sig);
-		if (!(nh = curl_slist_append(r->hdrs, hdr)))
-			goto fail;
-		r->hdrs = nh;
-	}
-	r->easy = curl_easy_init();
-	if (!r->easy)
-		goto fail;
-	if (timeout_ms <= 0)
-		timeout_ms = 10000;
-	curl_easy_setopt(r->easy, CURLOPT_URL, ep->url);
-	curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, d->body);
-	curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(d->body));
-	curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->hdrs);
-	curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
-	curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(r->easy, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(r->easy, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(r->easy, CURLOPT_SSL_VERIFYHOST, 2L);
-	/* "" disables libcurl's http_proxy/HTTPS_PROXY/ALL_PROXY: else the guard
-	 * would judge the proxy's address while the proxy reaches the target;
-	 * NOPROXY "" makes NO_PROXY unable to route around TXMAIL_WEBHOOK_PROXY */
-	curl_easy_setopt(r->easy, CURLOPT_PROXY, w->proxy);
-	curl_easy_setopt(r->easy, CURLOPT_NOPROXY, "");
-	if (w->ca_file[0]) {
-		/* with the OpenSSL backend CAINFO and CAPATH are both used: keep the system directory */
-		const curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
-
-		curl_easy_setopt(r->easy, CURLOPT_CAINFO, w->ca_file);
-		curl_easy_setopt(r->easy, CURLOPT_CAPATH,
-		    vi && vi->capath ? vi->capath : "/etc/ssl/certs");
-	}
-	curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, wh_discard);
-	curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->errbuf);
-	curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
-	r->allow_private = w->allow_private;
-	curl_easy_setopt(r->easy, CURLOPT_OPENSOCKETFUNCTION, wh_opensocket);
-	curl_easy_setopt(r->easy, CURLOPT_OPENSOCKETDATA, r);
-	if (curl_multi_add_handle(w->multi, r->easy) != CURLM_OK)
-		goto fail;
-	r->started_ms = util_mono_ms();
-	r->next = w->inflight;
-	w->inflight = r;
-	w->ninflight++;
-	return 0;
-fail:
-	log_warn("webhook request setup failed", "event_id=%s endpoint=%s msg_id=%s rcpt=%s type=%s",
-	    d->event_id, d->endpoint, r->msg_id, r->rcpt, r->type);
-	curl_easy_cleanup(r->easy);
-	r->easy = NULL;
-	curl_slist_free_all(r->hdrs);
-	r->hdrs = NULL;
-	/* count it as a failed attempt so it is retried later, not spun on */
-	r->outcome = WH_RETRY;
-	util_strlcpy(r->fail, "request setup failed", sizeof(r->fail));
-	r->next_ms = util_now_ms() + webhook_backoff_ms(w->retry_base, w->retry_max, r->attempts);
-	r->next = w->finished;
-	w->finished = r;
-	w->nfinished++;
-	return -1;
 }
 
 /* wh_complete - decide the outcome of a finished request and queue it for the store. */

@@ -17,7 +17,8 @@ Owns the checks that keep the layering of docs/architecture.md true:
 The store files (store.c and store_*.c, one interface behind store.h) are
 one module for (a) and (c); so are the HTTP files (http.c and http_*.c,
 one interface behind http.h, sharing the private http_internal.h), so (b)
-means nothing outside them calls in.
+means nothing outside them calls in; and so are the webhook files
+(webhook.c and webhook_*.c behind webhook.h, sharing webhook_internal.h).
 
 Must never: start a process or open a port (it reads files and runs nm),
 or skip because the objects are missing - it fails and says how to build.
@@ -41,9 +42,12 @@ OWNERS = {
     # store_internal.h is the store files' private header (included by
     # server/store*.c only), so hiredis types stay inside the store.
     "hiredis/": ["server/store_*.c", "server/store_internal.h"],
-    # webhook.c sends; netguard.c parses a webhook URL with curl's own parser so
-    # the host it checks is the host libcurl will connect to.
-    "curl/": ["server/webhook.c", "server/netguard.c"],
+    # the webhook module sends: webhook.c and its split-out files
+    # (webhook_request.c), and their private header, whose shared types name
+    # curl's; netguard.c parses a webhook URL with curl's own parser so the
+    # host it checks is the host libcurl will connect to.
+    "curl/": ["server/webhook.c", "server/webhook_*.c", "server/webhook_internal.h",
+              "server/netguard.c"],
     # the HTTP module: http.c and its split-out files (http_deadlines.c), and
     # their private header, whose shared types name MHD's.
     "microhttpd.h": ["server/http.c", "server/http_*.c", "server/http_internal.h"],
@@ -62,13 +66,16 @@ API_USERS = ["server/http.c", "server/api.c", "server/api_*.c", "server/metrics.
 
 
 def module_of(relpath):
-    """server/store_conn.c -> server/store; server/http_deadlines.c, server/http.h -> server/http."""
+    """server/store_conn.c -> server/store; server/http_deadlines.c, server/http.h -> server/http;
+    server/webhook_request.c -> server/webhook."""
     stem = os.path.splitext(relpath)[0]
     d, base = os.path.split(stem)
     if d == "server" and (base == "store" or base.startswith("store_")):
         base = "store"
     if d == "server" and (base == "http" or base.startswith("http_")):
         base = "http"
+    if d == "server" and (base == "webhook" or base.startswith("webhook_")):
+        base = "webhook"
     return d + "/" + base
 
 
@@ -257,6 +264,9 @@ def test_cycle_finder_finds_cycles():
     assert module_of("server/store_conn.c") == "server/store"
     assert module_of("server/http_deadlines.c") == "server/http"
     assert module_of("server/httpd.c") == "server/httpd"
+    assert module_of("server/webhook_request.c") == "server/webhook"
+    assert module_of("server/webhook_internal.h") == "server/webhook"
+    assert module_of("server/webhooks.c") == "server/webhooks"
     assert module_of("smtp/../server/api.h") != "server/api"   # callers normalise first
     assert module_of(os.path.normpath("smtp/../server/api.h")) == "server/api"
     assert private_header_user_ok("server/store_conn.c", "server/store_internal.h")
@@ -265,4 +275,8 @@ def test_cycle_finder_finds_cycles():
     assert not private_header_user_ok("server/storefront.c", "server/store_internal.h")
     assert private_header_user_ok("server/http_deadlines.c", "server/http_internal.h")
     assert not private_header_user_ok("server/api_messages.c", "server/http_internal.h")
+    assert private_header_user_ok("server/webhook_request.c", "server/webhook_internal.h")
+    assert private_header_user_ok("server/webhook.c", "server/webhook_internal.h")
+    assert not private_header_user_ok("server/api_webhooks.c", "server/webhook_internal.h")
+    assert not private_header_user_ok("server/store_webhooks.c", "server/webhook_internal.h")
     assert not private_header_user_ok("smtp/store_x.c", "server/store_internal.h")

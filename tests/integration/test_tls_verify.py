@@ -18,7 +18,7 @@ handshake is a connection failure in smtp/session.c, so a temporary one):
     `connect_addr_name_checked_not_resolved` and test_mx.py::test_mx_tls_verify;
   - the default relay URL (no ?tls=, no verify=): opportunistic STARTTLS,
     still verified; verify=0 is the only switch and has to be written.
-Webhooks (server/webhook.c: CURLOPT_SSL_VERIFYPEER 1, VERIFYHOST 2, no switch):
+Webhooks (server/webhook_request.c: CURLOPT_SSL_VERIFYPEER 1, VERIFYHOST 2, no switch):
   - HTTPS receiver, CA not trusted: the receiver sees only refused handshakes,
     no request; txmail logs the certificate error and keeps retrying; a txmail
     restarted with the CA trusted delivers that same event (same webhook-id),
