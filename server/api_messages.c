@@ -27,6 +27,7 @@
 #include "api.h"
 #include "dkim_keys.h"
 #include "hash.h"
+#include "jsonw.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
@@ -128,89 +129,11 @@ messages_one_free(struct messages_one *m)
 }
 
 /*
- * The 202 body and the first timeline entry are written here by hand, the
- * bytes cJSON_PrintUnformatted would write for the same object (strings
- * escaped as cJSON escapes them): building, printing and freeing a cJSON
- * tree for them was ~10k instructions of each accept.
+ * The 202 body and the first timeline entry are written by hand (jsonw.h),
+ * the bytes cJSON_PrintUnformatted would write for the same object:
+ * building, printing and freeing a cJSON tree for them was ~10k
+ * instructions of each accept.
  */
-struct messages_json {
-	char *p;
-	size_t len, cap;
-	int oom;
-};
-
-static void
-mj_put(struct messages_json *b, const char *s, size_t n)
-{
-	if (b->oom)
-		return;
-	if (n > SIZE_MAX / 2 - b->len - 1) {
-		b->oom = 1;
-		return;
-	}
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap != 0 ? b->cap : 256;
-		char *np;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		np = realloc(b->p, cap);
-		if (np == NULL) {
-			b->oom = 1;
-			return;
-		}
-		b->p = np;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void
-mj_lit(struct messages_json *b, const char *s)
-{
-	mj_put(b, s, strlen(s));
-}
-
-/* s as a JSON string, quotes included, escaped as cJSON does */
-static void
-mj_str(struct messages_json *b, const char *s)
-{
-	static const char hex[] = "0123456789abcdef";
-	const char *run = s;
-
-	mj_put(b, "\"", 1);
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-		char esc[6];
-		size_t en = 2;
-
-		if (c >= 0x20 && c != '"' && c != '\\')
-			continue;
-		mj_put(b, run, (size_t)(s - run));
-		run = s + 1;
-		esc[0] = '\\';
-		switch (c) {
-		case '"': esc[1] = '"'; break;
-		case '\\': esc[1] = '\\'; break;
-		case '\b': esc[1] = 'b'; break;
-		case '\f': esc[1] = 'f'; break;
-		case '\n': esc[1] = 'n'; break;
-		case '\r': esc[1] = 'r'; break;
-		case '\t': esc[1] = 't'; break;
-		default:
-			memcpy(esc + 1, "u00", 3);
-			esc[4] = hex[c >> 4];
-			esc[5] = hex[c & 0x0f];
-			en = 6;
-			break;
-		}
-		mj_put(b, esc, en);
-	}
-	mj_put(b, run, (size_t)(s - run));
-	mj_put(b, "\"", 1);
-}
 
 /* buf = a b c, cut to len like snprintf: for the Message-ID and Location of every accept */
 static void
@@ -378,7 +301,7 @@ messages_prepare(const struct api_request *req, const cJSON *json, const char *p
 	uint64_t seed = 0;
 	size_t total;
 	char field[192], at[40], sat[40];
-	struct messages_json tl = { 0 };
+	struct jsonw tl = { 0 };
 	const cJSON *from_node;
 	int rc;
 
@@ -468,20 +391,17 @@ messages_prepare(const struct api_request *req, const cJSON *json, const char *p
 
 	/* {"type":"queued"|"scheduled","at":...[,"send_at":...]}, as cJSON would print it */
 	util_rfc3339(req->now_ms, at, sizeof(at));
-	mj_lit(&tl, m->mr.send_at_ms > 0 ? "{\"type\":\"scheduled\",\"at\":" :
+	jsonw_lit(&tl, m->mr.send_at_ms > 0 ? "{\"type\":\"scheduled\",\"at\":" :
 	    "{\"type\":\"queued\",\"at\":");
-	mj_str(&tl, at);
+	jsonw_str(&tl, at);
 	if (m->mr.send_at_ms > 0) {
 		util_rfc3339(m->mr.send_at_ms, sat, sizeof(sat));
-		mj_lit(&tl, ",\"send_at\":");
-		mj_str(&tl, sat);
+		jsonw_lit(&tl, ",\"send_at\":");
+		jsonw_str(&tl, sat);
 	}
-	mj_put(&tl, "}", 1);
-	if (tl.oom) {
-		free(tl.p);
+	jsonw_raw(&tl, "}", 1);
+	if ((m->timeline = jsonw_take(&tl)) == NULL)
 		goto oom;
-	}
-	m->timeline = tl.p;
 
 	from_node = cJSON_GetObjectItemCaseSensitive(json, "from");
 	m->in.id = m->id;
@@ -609,36 +529,32 @@ out:
 char *
 api_messages_quote(const char *s)
 {
-	struct messages_json b = { 0 };
+	struct jsonw b = { 0 };
 
-	mj_str(&b, s);
-	if (b.oom) {
-		free(b.p);
-		return NULL;
-	}
-	return b.p;
+	jsonw_str(&b, s);
+	return jsonw_take(&b);
 }
 
 /* {"id","status","recipients":[{"email","status"}]} for one prepared message */
 static void
-messages_accepted_json(struct messages_json *b, const struct messages_one *m)
+messages_accepted_json(struct jsonw *b, const struct messages_one *m)
 {
-	mj_lit(b, "{\"id\":");
-	mj_str(b, m->id);
-	mj_lit(b, ",\"status\":");
-	mj_str(b, m->status);
-	mj_lit(b, ",\"recipients\":[");
+	jsonw_lit(b, "{\"id\":");
+	jsonw_str(b, m->id);
+	jsonw_lit(b, ",\"status\":");
+	jsonw_str(b, m->status);
+	jsonw_lit(b, ",\"recipients\":[");
 	for (size_t i = 0; i < m->nrcpts; i++) {
 		const char *st = m->rcpts[i].status != NULL ? m->rcpts[i].status :
 		    m->mr.send_at_ms > 0 ? "scheduled" : "queued";
 
-		mj_lit(b, i == 0 ? "{\"email\":" : ",{\"email\":");
-		mj_str(b, m->rcpts[i].email);
-		mj_lit(b, ",\"status\":");
-		mj_str(b, st);
-		mj_put(b, "}", 1);
+		jsonw_lit(b, i == 0 ? "{\"email\":" : ",{\"email\":");
+		jsonw_str(b, m->rcpts[i].email);
+		jsonw_lit(b, ",\"status\":");
+		jsonw_str(b, st);
+		jsonw_raw(b, "}", 1);
 	}
-	mj_lit(b, "]}");
+	jsonw_lit(b, "]}");
 }
 
 /*
@@ -688,24 +604,20 @@ fail:
 static char *
 messages_body(const struct messages_one *ms, size_t n, int single)
 {
-	struct messages_json b = { 0 };
+	struct jsonw b = { 0 };
 
 	if (single) {
 		messages_accepted_json(&b, &ms[0]);
 	} else {
-		mj_lit(&b, "{\"data\":[");
+		jsonw_lit(&b, "{\"data\":[");
 		for (size_t i = 0; i < n; i++) {
 			if (i > 0)
-				mj_put(&b, ",", 1);
+				jsonw_raw(&b, ",", 1);
 			messages_accepted_json(&b, &ms[i]);
 		}
-		mj_lit(&b, "]}");
+		jsonw_lit(&b, "]}");
 	}
-	if (b.oom) {
-		free(b.p);
-		return NULL;
-	}
-	return b.p;
+	return jsonw_take(&b);
 }
 
 /*
