@@ -545,50 +545,58 @@ store_reclaim(struct store *s, const char *consumer, int64_t min_idle_ms,
 }
 
 int
-store_heartbeat(struct store *s, const char *consumer,
-    const char *const *entry_ids, const enum store_lane *lanes, size_t n)
+st_xtouch(struct store *s, const char *what, const char *key, const char *group,
+    const char *consumer, const char *const *ids, const enum store_lane *lanes,
+    enum store_lane lane, size_t n)
 {
-	static const enum store_lane order[2] = { STORE_LANE_HIGH, STORE_LANE_NORMAL };
 	struct st_args a;
 	redisReply *r = NULL;
-	size_t i, k, cnt;
-	int rc = 0;
+	size_t i, cnt = 0;
+	int rc;
 
-	if (!s || !consumer || !*consumer || (n && !entry_ids) || n > 100000)
-		return STORE_ERR_PROTO;
-	if (n == 0)
+	for (i = 0; i < n; i++)
+		if ((lanes ? lanes[i] : STORE_LANE_NORMAL) == lane)
+			cnt++;
+	if (cnt == 0)
 		return 0;
 	rc = st_connect(s);
 	if (rc)
 		return rc;
-	rc = st_args_init(&a, 6 + n);
+	rc = st_args_init(&a, 6 + cnt);
 	if (rc)
 		return rc;
-	/* one XCLAIM per lane: an id means something only on its own stream */
-	for (k = 0; k < 2 && rc == 0; k++) {
-		cnt = 0;
-		for (i = 0; i < n; i++)
-			if ((lanes ? lanes[i] : STORE_LANE_NORMAL) == order[k])
-				cnt++;
-		if (cnt == 0)
-			continue;
-		st_adds(&a, "XCLAIM");
-		st_adds(&a, st_lane_key(order[k]));
-		st_adds(&a, ST_G_WORKERS);
-		st_adds(&a, consumer);
-		st_adds(&a, "0");
-		for (i = 0; i < n; i++)
-			if ((lanes ? lanes[i] : STORE_LANE_NORMAL) == order[k])
-				st_adds(&a, entry_ids[i]);
-		st_adds(&a, "JUSTID");
-		rc = st_do(s, &a, &r);
-		if (rc == 0 && !st_is_array(r, 0))
-			rc = st_bad("xclaim", r);
-		if (r)
-			freeReplyObject(r);
-		r = NULL;
-	}
+	st_adds(&a, "XCLAIM");
+	st_adds(&a, key);
+	st_adds(&a, group);
+	st_adds(&a, consumer);
+	st_adds(&a, "0");
+	for (i = 0; i < n; i++)
+		if ((lanes ? lanes[i] : STORE_LANE_NORMAL) == lane)
+			st_adds(&a, ids[i]);
+	st_adds(&a, "JUSTID");
+	rc = st_do(s, &a, &r);
+	if (rc == 0 && !st_is_array(r, 0))
+		rc = st_bad(what, r);
+	if (r)
+		freeReplyObject(r);
 	st_args_release(&a);
+	return rc;
+}
+
+int
+store_heartbeat(struct store *s, const char *consumer,
+    const char *const *entry_ids, const enum store_lane *lanes, size_t n)
+{
+	int rc;
+
+	if (!s || !consumer || !*consumer || (n && !entry_ids) || n > 100000)
+		return STORE_ERR_PROTO;
+	/* one XCLAIM per lane: an id means something only on its own stream */
+	rc = st_xtouch(s, "xclaim", st_lane_key(STORE_LANE_HIGH), ST_G_WORKERS, consumer,
+	    entry_ids, lanes, STORE_LANE_HIGH, n);
+	if (rc == 0)
+		rc = st_xtouch(s, "xclaim", st_lane_key(STORE_LANE_NORMAL), ST_G_WORKERS, consumer,
+		    entry_ids, lanes, STORE_LANE_NORMAL, n);
 	return rc;
 }
 

@@ -390,6 +390,17 @@ int st_xread(struct store *s, const char *const *keys, size_t nkeys, const char 
     const redisReply **entries);
 
 /*
+ * st_xtouch - renew the lease of entries consumer holds on stream key
+ * (XCLAIM key group consumer 0 <ids> JUSTID: the idle time back to 0, the
+ * owner unchanged). With lanes, only the ids whose lane is lane (NULL:
+ * all count as STORE_LANE_NORMAL); none: nothing sent, 0. what names the
+ * command in an error.
+ */
+int st_xtouch(struct store *s, const char *what, const char *key, const char *group,
+    const char *consumer, const char *const *ids, const enum store_lane *lanes,
+    enum store_lane lane, size_t n);
+
+/*
  * st_xautoclaim - XAUTOCLAIM from *cursor; updates it. *entries points
  * into *reply. Redis 7 answers [cursor, entries, deleted]; 6.2 has no
  * third element and may put nil in entries. Caller frees *reply.

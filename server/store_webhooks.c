@@ -233,36 +233,10 @@ out:
 int
 store_events_touch(struct store *s, const char *consumer, const char *const *entry_ids, size_t n)
 {
-	struct st_args a;
-	redisReply *r = NULL;
-	size_t i;
-	int rc;
-
 	if (!s || !consumer || !*consumer || (n && !entry_ids) || n > ST_MAX_BATCH)
 		return STORE_ERR_PROTO;
-	if (n == 0)
-		return 0;
-	rc = st_connect(s);
-	if (rc)
-		return rc;
-	rc = st_args_init(&a, 6 + n);
-	if (rc)
-		return rc;
-	st_adds(&a, "XCLAIM");
-	st_adds(&a, ST_K_EVENTS);
-	st_adds(&a, ST_G_WEBHOOKS);
-	st_adds(&a, consumer);
-	st_adds(&a, "0");
-	for (i = 0; i < n; i++)
-		st_adds(&a, entry_ids[i]);
-	st_adds(&a, "JUSTID");
-	rc = st_do(s, &a, &r);
-	if (rc == 0 && !st_is_array(r, 0))
-		rc = st_bad("events touch", r);
-	if (r)
-		freeReplyObject(r);
-	st_args_release(&a);
-	return rc;
+	return st_xtouch(s, "events touch", ST_K_EVENTS, ST_G_WEBHOOKS, consumer, entry_ids,
+	    NULL, STORE_LANE_NORMAL, n);
 }
 
 int
