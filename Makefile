@@ -301,8 +301,12 @@ do-test:
 	@$(PHASES) test-build \
 	  'integration-asan+integration,faults-short+spec-lint,nice:test-build-rest,unit,unit-asan,nice:valgrind-smoke,nice:test-fuzz-smoke'
 
+# test_engine (plain and ASan) too: tests/integration/test_every_address.py
+# runs it from the integration lanes, and test-build-rest, beside them,
+# would otherwise link it while a test executes it ("Text file busy").
 do-test-build:
-	@$(MAKE) --no-print-directory -j2 build asan do-spec-tools
+	@$(MAKE) --no-print-directory -j2 build asan do-spec-tools \
+	  $(BUILD)/tests/test_engine $(BUILD)/asan/tests/test_engine
 
 do-test-build-rest:
 	@$(MAKE) --no-print-directory -j2 $(UNIT_BIN) $(UNIT_BIN_ASAN) do-fuzz-build
