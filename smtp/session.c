@@ -185,7 +185,7 @@ static void txn_reset(struct smtp_session *s)
 	size_t i, n;
 
 	s->tx_n = s->tx_sent = s->tx_replied = s->tx_accepted = 0;
-	s->tx_pipelined = s->tx_drain = s->tx_nulldot = 0;
+	s->tx_pipelined = s->tx_drain = s->tx_nulldot = s->tx_rset_ahead = 0;
 	s->mail_params[0] = '\0';
 	if (s->job == NULL)
 		return;
@@ -383,15 +383,23 @@ static int cmd_line(char *line, size_t size, const char *a, const char *b, const
  * into an empty wbuf: all that fit with PIPELINING (RFC 2920: DATA ends the
  * group), else one, and only once the previous reply is in. 1 when queued.
  */
+static int txn_queue(struct smtp_session *s);
+
 static int txn_refill(struct smtp_session *s)
 {
-	int queued = 0;
-
 	if (s->job == NULL || s->woff < s->wlen ||
 	    (s->state != SMTP_STATE_MAIL && s->state != SMTP_STATE_RCPT && s->state != SMTP_STATE_DATA))
 		return 0;
 	wipe_wbuf(s);
 	s->wlen = s->woff = 0;
+	return txn_queue(s);
+}
+
+/* txn_queue - append what txn_refill puts into wbuf after what it holds; 1 when queued */
+static int txn_queue(struct smtp_session *s)
+{
+	int queued = 0;
+
 	while (s->tx_sent < s->tx_n + 2 && (s->tx_pipelined || s->tx_sent == s->tx_replied)) {
 		char line[SMTP_ADDR_MAX + 128];
 		size_t k = s->tx_sent;
@@ -532,6 +540,21 @@ static void begin_txn(struct smtp_session *s)
 	(void)plen;
 	s->tx_pipelined = (s->ext & SMTP_EXT_PIPELINING) != 0;
 	s->msgs++;
+	if (s->reused && s->tx_pipelined) {
+		/*
+		 * RFC 2920 3.1: RSET may be anywhere in a group, so it goes with
+		 * MAIL, RCPT and DATA: no round trip of its own per message. Its
+		 * reply still comes first: a reused connection that died fails in
+		 * state RSET and the job goes back untried, as when sent alone
+		 * (nothing is accepted for delivery before the body follows 354).
+		 */
+		send_cmd(s, SMTP_STATE_MAIL, "RSET", 0, "RSET");
+		txn_queue(s);
+		copy_label(s->last_cmd, sizeof(s->last_cmd), "RSET");
+		set_state(s, SMTP_STATE_RSET);
+		s->tx_rset_ahead = 1;
+		return;
+	}
 	if (s->reused) {
 		send_cmd(s, SMTP_STATE_RSET, "RSET", 0, "RSET");
 		return;
@@ -1032,7 +1055,10 @@ static void handle_reply(struct smtp_session *s, const struct smtp_reply *r)
 		}
 		break;
 	case SMTP_STATE_RSET:
-		if (cls == 2) {
+		if (cls == 2 && s->tx_rset_ahead) {
+			set_state(s, SMTP_STATE_MAIL);   /* its group is out, or follows from flush */
+			txn_refill(s);
+		} else if (cls == 2) {
 			txn_start(s);
 		} else {
 			reply_fail(s, r, SMTP_RESULT_TEMPFAIL, stage);

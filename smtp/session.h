@@ -116,6 +116,7 @@ struct smtp_session {
 	int tx_pipelined;
 	int tx_drain;                   /* DRAIN: replies still to read */
 	int tx_nulldot;                 /* DOT: "." sent after 354 with no recipient */
+	int tx_rset_ahead;              /* RSET: the group went with it (PIPELINING) */
 	char mail_params[64];           /* " SIZE=n BODY=8BITMIME SMTPUTF8" */
 
 	/* message streaming */

@@ -1352,9 +1352,62 @@ Test(engine, pipelining_sends_group_in_one_write)
 	cr_assert(ahead_after(log, "RCPT TO:<b@example.com>"),
 	    "got RCPT answered before DATA arrived, want pipelined:\n%s", log);
 	cr_assert(!ahead_after(log, "DATA"), "DATA must end the group (got data before 354):\n%s", log);
+	/* the second message on the connection: its RSET opens the group, no round trip of its own */
+	cr_assert(ahead_after(log, "RSET"),
+	    "got RSET answered before MAIL arrived (a round trip per message), want it in the group:\n%s",
+	    log);
 	free(log);
 	cr_assert_eq(distinct_conns(2), 1, "want both messages on one connection");
 	harness_free(&h);
+}
+
+static int count_events(const struct harness *h, const char *msg, const char *rcpt,
+    const struct tevent **last);
+
+/*
+ * A reused connection that the server drops at the next transaction's RSET:
+ * the job goes back untried (reported once, delivered on a new connection),
+ * whether the RSET went alone or with MAIL, RCPT and DATA behind it.
+ */
+static void reused_gone_case(int pipelining)
+{
+	struct smtp_engine_config cfg;
+	struct harness h;
+	struct smtp_target tg;
+	struct tjob t, t2;
+
+	const char *args[] = { "--pipelining", NULL };
+	peer_start(pipelining ? args : NULL);
+	default_cfg(&cfg);
+	cfg.max_conns_per_target = 1;
+	harness_init(&h, &cfg);
+	target_plain(&tg);
+	job_init(&t, &tg, "a@example.com", "gone-x@example.com", k_msg);
+	job_init(&t2, &tg, "a@example.com", "after@example.com", k_msg);
+	submit(&h, &t);
+	submit(&h, &t2);
+	run_until(&h, 2, 10);
+	assert_outcome(&t, SMTP_RESULT_OK, 250, "dot");
+	assert_outcome(&t2, SMTP_RESULT_OK, 250, "dot");
+	cr_assert_eq(t2.reports, 1, "got %d reports for the requeued job, want 1", t2.reports);
+	cr_assert_eq(count_events(&h, "reused connection failed before MAIL, job requeued", NULL, NULL),
+	    1, "want the requeue logged once");
+	char *log = peer_log();
+	cr_assert_not_null(strstr(log, "1 GONE"), "the server did not drop at RSET:\n%s", log);
+	free(log);
+	cr_assert_eq(count_files(g_peer.maildir, ".eml"), 2, "want each message stored once");
+	cr_assert_eq(distinct_conns(2), 2, "want the second message on a new connection");
+	harness_free(&h);
+}
+
+Test(engine, reused_connection_gone_at_rset_requeues_pipelined)
+{
+	reused_gone_case(1);
+}
+
+Test(engine, reused_connection_gone_at_rset_requeues_lock_step)
+{
+	reused_gone_case(0);
 }
 
 Test(engine, no_pipelining_is_lock_step)

@@ -62,6 +62,10 @@ are kept across connections for the life of the process):
   perm-anything@...   RCPT gets "550 5.1.1 no such user".
   drop-anything@...   after the end of DATA the connection is closed with no
                       reply (message not stored).
+  gone-anything@...   accepted and stored; the connection's next RSET gets no
+                      reply, the connection is closed (a server that dropped
+                      a reused connection as the client began its next
+                      transaction).
   slow-anything@...   the reply to the end of DATA comes 3 s late (--slow-delay
                       S to change it; the message is stored only if the client
                       is still there).
@@ -307,6 +311,8 @@ class Handler:
             "mail_options": list(envelope.mail_options),
         }
         write_atomic(base + ".json", json.dumps(meta).encode())
+        if any(lp.startswith("gone-") for lp in lps):
+            server.gone_at_rset = True
         if any(lp.startswith("hostile-") for lp in lps):
             return HOSTILE_REPLY
         return "250 2.0.0 OK queued as %d" % seq
@@ -399,6 +405,10 @@ def _wrap(cmd):
             await self.push("220 2.0.0 Ready to start TLS")
             self.st.log.write("%d BROKEN TLS" % self.conn_id)
             self.transport.write(b"this is not TLS\r\n")
+            self.transport.close()
+            return
+        if cmd == "RSET" and getattr(self, "gone_at_rset", False):
+            self.st.log.write("%d GONE" % self.conn_id)
             self.transport.close()
             return
         if cmd == "DATA" and self.envelope.rcpt_tos and not arg and \
