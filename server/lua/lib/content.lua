@@ -23,26 +23,27 @@
 local function content_done(km, kt, keep_ms)
   local kc = km .. ':mime'
   local keep = tonumber(keep_ms) or 0
-  local old = redis.call('HGET', km, 'mime')
-  if old then
-    redis.call('HDEL', km, 'mime')
-    if keep > 0 then redis.call('SET', kc, old, 'PX', keep) end
+  -- one read, one HDEL, one DEL: this runs once for every message
+  local d = redis.call('HMGET', km, 'mime', 'send_at', 'prio', 'tl', 'project')
+  local drop = {'mail_from', 'expires', 'tenant', 'id'}
+  if d[1] then
+    drop[#drop + 1] = 'mime'
+    if keep > 0 then redis.call('SET', kc, d[1], 'PX', keep) end
+  end
+  if d[2] == '0' then drop[#drop + 1] = 'send_at' end
+  if d[3] == 'normal' then drop[#drop + 1] = 'prio' end
+  if d[5] == 'default' then drop[#drop + 1] = 'project' end
+  redis.call('HDEL', km, unpack(drop))
+  local tl = redis.call('LRANGE', kt, 0, -1)
+  if #tl > 0 then
+    if d[4] then table.insert(tl, 1, d[4]) end
+    redis.call('HSET', km, 'tl', table.concat(tl, '\n'))
   end
   if keep > 0 then
     redis.call('PEXPIRE', kc, keep)
-  else
-    redis.call('DEL', kc)
-  end
-  redis.call('HDEL', km, 'mail_from', 'expires', 'tenant', 'id')
-  local d = redis.call('HMGET', km, 'send_at', 'prio', 'tl', 'project')
-  if d[1] == '0' then redis.call('HDEL', km, 'send_at') end
-  if d[2] == 'normal' then redis.call('HDEL', km, 'prio') end
-  if d[4] == 'default' then redis.call('HDEL', km, 'project') end
-  local tl = redis.call('LRANGE', kt, 0, -1)
-  if #tl > 0 then
-    if d[3] then table.insert(tl, 1, d[3]) end
-    redis.call('HSET', km, 'tl', table.concat(tl, '\n'))
     redis.call('DEL', kt)
+  else
+    redis.call('DEL', kc, kt)
   end
 end
 
