@@ -358,10 +358,13 @@ struct store_result {
 /*
  * store_record - for each result, atomically: recipient state, timeline,
  * outbox event, XACK + XDEL of the ready entry (on its lane, d->lane), and ZADD to due when
- * deferred (a first deferral also sets r<i>:dfr). Results are pipelined.
- * A result whose recipient is not in "sending" any more is acknowledged
- * without changes. Sets each r[i].counted. 0 or STORE_ERR_*
- * (then nothing unrecorded was acknowledged: the entries come back).
+ * deferred (a first deferral also sets r<i>:dfr). One script call per
+ * ST_SCRIPT_BATCH results (the calls pipelined). A result whose recipient
+ * is not in "sending" any more is acknowledged without changes, so the
+ * same results sent again change nothing. Sets each r[i].counted. 0 or
+ * STORE_ERR_* (one result failing fails the call; the others may be
+ * recorded, and nothing unrecorded was acknowledged: the entries come
+ * back; send them again).
  */
 int store_record(struct store *s, struct store_result *r, size_t n);
 

@@ -1,11 +1,12 @@
 /*
  * store_delivery.c - the recipient state machine as the workers drive it:
- * fetch (XREADGROUP on both lanes, high first, plus the claim script per
- * recipient, pipelined; entries beyond max are carried to the next call),
+ * fetch (XREADGROUP on both lanes, high first, plus one claim script call
+ * for the whole batch; entries beyond max are carried to the next call),
  * reclaim (XAUTOCLAIM of dead workers' entries), heartbeat, hand back,
- * record (the outcome, its timeline entry and its outbox event in one
- * script), promotion of due retries and send_at messages to their lane
- * (scheduling), and the queue gauges for /metrics (store_queue_stats).
+ * record (each outcome, its timeline entry and its outbox event in one
+ * script call per batch of outcomes), promotion of due retries and
+ * send_at messages to their lane (scheduling), and the queue gauges for
+ * /metrics (store_queue_stats).
  *
  * It must never decide retry times or outcomes (worker.c does) and never
  * change a recipient's state outside a script: claim, record, hand back and
@@ -159,48 +160,105 @@ st_parse_entries(const redisReply *entries, enum store_lane lane, struct st_pend
 }
 
 /*
- * st_claim_pend - claim each parsed entry (pipelined, each on its own
- * lane's stream) and write the deliverable ones to out (room for np).
- * A carried entry is claimed only while consumer still holds it.
+ * st_rfield - buf = "r<idx>:<name>", a recipient's field in the message
+ * hash (idx < ST_MAX_RCPTS, so it always fits ST_RFIELD_MAX).
+ */
+#define ST_RFIELD_MAX 24
+static void
+st_rfield(char buf[ST_RFIELD_MAX], int idx, const char *name)
+{
+	char num[ST_I64_LEN];
+	size_t n = st_i64(num, idx), len = strlen(name);
+
+	buf[0] = 'r';
+	memcpy(buf + 1, num, n);
+	n++;
+	buf[n++] = ':';
+	if (n + len >= ST_RFIELD_MAX)
+		len = ST_RFIELD_MAX - 1 - n;
+	memcpy(buf + n, name, len);
+	buf[n + len] = '\0';
+}
+
+/* st_lane_arg - the claim and record scripts' lane argument: "1" ready, "2" ready:high. */
+static const char *
+st_lane_arg(enum store_lane lane)
+{
+	return lane == STORE_LANE_HIGH ? "2" : "1";
+}
+
+/* The strings of one entry in a claim call (the script concatenates nothing). */
+struct st_claim_arg {
+	char kmsg[ST_KEY_MAX];
+	char kmime[ST_KEY_MAX];
+	char fstatus[ST_RFIELD_MAX];
+	char fattempts[ST_RFIELD_MAX];
+	char femail[ST_RFIELD_MAX];
+};
+
+/*
+ * st_claim_pend - claim the parsed entries, ST_SCRIPT_BATCH to a claim
+ * script call (the calls pipelined), and write the deliverable ones to
+ * out (room for np). A carried entry is claimed only while consumer
+ * still holds it; a malformed one is dropped from the group. An entry
+ * the script answers with an error, or every entry of a call that failed
+ * as a whole, is left out: it stays pending and is reclaimed later.
  */
 static int
 st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend, size_t np,
     struct store_delivery **out)
 {
 	struct st_batch b;
-	char kmsg[ST_KEY_MAX], idxs[16];
-	size_t i;
+	struct st_claim_arg *ca = NULL;
+	size_t i, c, nc;
 	int rc, count = 0;
 
+	memset(&b, 0, sizeof(b));
 	if (np == 0)
 		return 0;
-	rc = st_batch_init(&b, np, 16);
+	nc = (np + ST_SCRIPT_BATCH - 1) / ST_SCRIPT_BATCH;
+	ca = malloc(np * sizeof(*ca));
+	rc = ca ? st_batch_init(&b, nc, 6 + 8 * ST_SCRIPT_BATCH) : STORE_ERR_NOMEM;
 	if (rc)
 		goto out;
 	for (i = 0; i < np; i++) {
 		const struct st_pend *p = &pend[i];
 
-		if (p->claim) {
-			snprintf(idxs, sizeof(idxs), "%d", p->idx);
-			if (st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", p->msg_id, NULL)) {
-				rc = STORE_ERR_PROTO;
-				goto out;
-			}
-			st_eval(&b.a, s, SC_CLAIM, 2);
-			st_adds(&b.a, kmsg);
-			st_adds(&b.a, st_lane_key(p->lane));
-			st_adds(&b.a, p->entry_id);
-			st_adds(&b.a, idxs);
-			st_adds(&b.a, p->carried ? consumer : "");
-		} else {
-			/* Deleted or malformed entry: drop it from the group. */
+		if (!p->claim) {
 			log_warn("malformed ready entry dropped", "entry=%s", p->entry_id);
-			st_adds(&b.a, "EVAL");
-			st_adds(&b.a, "redis.call('XACK', KEYS[1], 'workers', ARGV[1]) "
-			    "redis.call('XDEL', KEYS[1], ARGV[1]) return 0");
-			st_addi(&b.a, 1);
-			st_adds(&b.a, st_lane_key(p->lane));
-			st_adds(&b.a, p->entry_id);
+			/* keys unused by the script, but in the slot of the others */
+			util_strlcpy(ca[i].kmsg, st_lane_key(p->lane), sizeof(ca[i].kmsg));
+			util_strlcpy(ca[i].kmime, st_lane_key(p->lane), sizeof(ca[i].kmime));
+			ca[i].fstatus[0] = ca[i].fattempts[0] = ca[i].femail[0] = '\0';
+			continue;
+		}
+		if (st_key(ca[i].kmsg, sizeof(ca[i].kmsg), ST_PREFIX "msg:", p->msg_id, NULL) ||
+		    st_key(ca[i].kmime, sizeof(ca[i].kmime), ST_PREFIX "msg:", p->msg_id, ":mime")) {
+			rc = STORE_ERR_PROTO;
+			goto out;
+		}
+		st_rfield(ca[i].fstatus, p->idx, "status");
+		st_rfield(ca[i].fattempts, p->idx, "attempts");
+		st_rfield(ca[i].femail, p->idx, "email");
+	}
+	for (c = 0; c < nc; c++) {
+		size_t lo = c * ST_SCRIPT_BATCH, hi = lo + ST_SCRIPT_BATCH < np ? lo + ST_SCRIPT_BATCH : np;
+
+		st_eval(&b.a, s, SC_CLAIM, (int)(2 + 2 * (hi - lo)));
+		st_adds(&b.a, ST_K_READY);
+		st_adds(&b.a, ST_K_READY_HIGH);
+		for (i = lo; i < hi; i++) {
+			st_adds(&b.a, ca[i].kmsg);
+			st_adds(&b.a, ca[i].kmime);
+		}
+		st_adds(&b.a, consumer);
+		for (i = lo; i < hi; i++) {
+			st_adds(&b.a, pend[i].entry_id);
+			st_adds(&b.a, st_lane_arg(pend[i].lane));
+			st_adds(&b.a, !pend[i].claim ? "2" : pend[i].carried ? "1" : "0");
+			st_adds(&b.a, ca[i].fstatus);
+			st_adds(&b.a, ca[i].fattempts);
+			st_adds(&b.a, ca[i].femail);
 		}
 		rc = st_batch_add(&b);
 		if (rc)
@@ -209,22 +267,32 @@ st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend,
 	rc = st_batch_run(s, &b);
 	if (rc)
 		goto out;
-	for (i = 0; i < b.n; i++) {
-		int e;
+	for (c = 0; c < b.n; c++) {
+		size_t lo = c * ST_SCRIPT_BATCH, hi = lo + ST_SCRIPT_BATCH < np ? lo + ST_SCRIPT_BATCH : np;
+		const redisReply *r = b.rep[c];
 
-		if (!pend[i].claim || (b.rep[i] && b.rep[i]->type == REDIS_REPLY_NIL))
-			continue;   /* not deliverable: the script acked it */
-		if (b.rep[i] && b.rep[i]->type == REDIS_REPLY_ERROR) {
-			(void)st_bad("claim", b.rep[i]);
-			continue;   /* stays pending; reclaimed later */
+		if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != hi - lo) {
+			(void)st_bad("claim", r);
+			continue;   /* all of them stay pending; reclaimed later */
 		}
-		e = st_delivery_from(&pend[i], b.rep[i], &out[count]);
-		if (e == STORE_ERR_NOMEM) {
-			rc = e;
-			goto out;
+		for (i = lo; i < hi; i++) {
+			const redisReply *e = r->element[i - lo];
+			int er;
+
+			if (!pend[i].claim || !e || e->type == REDIS_REPLY_NIL)
+				continue;   /* not deliverable: the script acked it */
+			if (e->type == REDIS_REPLY_ERROR) {
+				(void)st_bad("claim", e);
+				continue;   /* stays pending; reclaimed later */
+			}
+			er = st_delivery_from(&pend[i], e, &out[count]);
+			if (er == STORE_ERR_NOMEM) {
+				rc = er;
+				goto out;
+			}
+			if (er == 0)
+				count++;
 		}
-		if (e == 0)
-			count++;
 	}
 out:
 	if (rc) {
@@ -232,6 +300,7 @@ out:
 			store_delivery_free(out[--count]);
 	}
 	st_batch_release(&b);
+	free(ca);
 	return rc ? rc : count;
 }
 
@@ -740,15 +809,72 @@ st_status_known(const char *st, int *terminal)
 	    strcmp(st, "suppressed") == 0;
 }
 
+/* The strings of one outcome in a record call (the script concatenates nothing). */
+struct st_record_arg {
+	char kmsg[ST_KEY_MAX];
+	char ktl[ST_KEY_MAX];
+	char member[ST_KEY_MAX];
+	char next[ST_I64_LEN];
+	char attempt[ST_I64_LEN];
+	char fstatus[ST_RFIELD_MAX];
+	char fattempts[ST_RFIELD_MAX];
+	char fsmtp[ST_RFIELD_MAX];
+	char fdfr[ST_RFIELD_MAX];
+	char *supp_email;    /* suppress_reason set: the recipient, lower-cased */
+	char *supp_value;    /* and "<now_ms>:<reason>" */
+};
+
+/* st_record_arg_fill - ra for res (validated by store_record); 0 or STORE_ERR_*. */
+static int
+st_record_arg_fill(struct st_record_arg *ra, const struct store_result *res)
+{
+	const struct store_delivery *d = res->d;
+	size_t ml = strlen(d->msg_id), i, rl;
+	char num[ST_I64_LEN];
+
+	if (st_key(ra->kmsg, sizeof(ra->kmsg), ST_PREFIX "msg:", d->msg_id, NULL) ||
+	    st_key(ra->ktl, sizeof(ra->ktl), ST_PREFIX "msg:", d->msg_id, ":tl") ||
+	    ml + 1 + ST_I64_LEN > sizeof(ra->member))
+		return STORE_ERR_PROTO;
+	memcpy(ra->member, d->msg_id, ml);
+	ra->member[ml] = '/';
+	i = st_i64(num, d->rcpt_idx);
+	memcpy(ra->member + ml + 1, num, i + 1);
+	(void)st_i64(ra->next, res->next_ms > 0 ? res->next_ms : res->now_ms);
+	(void)st_i64(ra->attempt, d->attempts);
+	st_rfield(ra->fstatus, d->rcpt_idx, "status");
+	st_rfield(ra->fattempts, d->rcpt_idx, "attempts");
+	st_rfield(ra->fsmtp, d->rcpt_idx, "smtp");
+	st_rfield(ra->fdfr, d->rcpt_idx, "dfr");
+	if (!res->suppress_reason || !*res->suppress_reason || !d->rcpt || !*d->rcpt)
+		return 0;
+	/* the address as claimed (the hash's r<i>:email), lower-cased as
+	 * string.lower does: ASCII only */
+	ra->supp_email = st_dupn(d->rcpt, strlen(d->rcpt));
+	rl = strlen(res->suppress_reason);
+	ra->supp_value = rl < SIZE_MAX - ST_I64_LEN - 2 ? malloc(ST_I64_LEN + 1 + rl + 1) : NULL;
+	if (!ra->supp_email || !ra->supp_value)
+		return STORE_ERR_NOMEM;
+	for (i = 0; ra->supp_email[i]; i++)
+		if (ra->supp_email[i] >= 'A' && ra->supp_email[i] <= 'Z')
+			ra->supp_email[i] = (char)(ra->supp_email[i] - 'A' + 'a');
+	i = st_i64(num, res->now_ms);
+	memcpy(ra->supp_value, num, i);
+	ra->supp_value[i] = ':';
+	memcpy(ra->supp_value + i + 1, res->suppress_reason, rl + 1);
+	return 0;
+}
+
 int
 store_record(struct store *s, struct store_result *res, size_t n)
 {
 	struct st_batch b;
-	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX], member[ST_KEY_MAX];
-	size_t i;
+	struct st_record_arg *ra = NULL;
+	size_t i, c, nc;
 	int rc, terminal;
 	int64_t v;
 
+	memset(&b, 0, sizeof(b));
 	if (!s || (n && !res) || n > 100000)
 		return STORE_ERR_PROTO;
 	if (n == 0)
@@ -765,40 +891,48 @@ store_record(struct store *s, struct store_result *res, size_t n)
 	rc = st_connect(s);
 	if (rc)
 		return rc;
-	rc = st_batch_init(&b, n, 28);
+	nc = (n + ST_SCRIPT_BATCH - 1) / ST_SCRIPT_BATCH;
+	ra = calloc(n, sizeof(*ra));
+	rc = ra ? st_batch_init(&b, nc, 11 + 17 * ST_SCRIPT_BATCH) : STORE_ERR_NOMEM;
+	for (i = 0; rc == 0 && i < n; i++)
+		rc = st_record_arg_fill(&ra[i], &res[i]);
 	if (rc)
 		goto out;
-	for (i = 0; i < n; i++) {
-		const struct store_delivery *d = res[i].d;
-		int sn = snprintf(member, sizeof(member), "%s/%d", d->msg_id, d->rcpt_idx);
+	for (c = 0; c < nc; c++) {
+		size_t lo = c * ST_SCRIPT_BATCH, hi = lo + ST_SCRIPT_BATCH < n ? lo + ST_SCRIPT_BATCH : n;
 
-		if (sn < 0 || (size_t)sn >= sizeof(member) ||
-		    st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", d->msg_id, NULL) ||
-		    st_key(ktl, sizeof(ktl), ST_PREFIX "msg:", d->msg_id, ":tl")) {
-			rc = STORE_ERR_PROTO;
-			goto out;
-		}
-		st_eval(&b.a, s, SC_RECORD, 6);
-		st_adds(&b.a, kmsg);
-		st_adds(&b.a, ktl);
-		st_adds(&b.a, st_lane_key(d->lane));
+		st_eval(&b.a, s, SC_RECORD, (int)(5 + 2 * (hi - lo)));
+		st_adds(&b.a, ST_K_READY);
+		st_adds(&b.a, ST_K_READY_HIGH);
 		st_adds(&b.a, ST_K_DUE);
 		st_adds(&b.a, ST_K_EVENTS);
 		st_adds(&b.a, ST_K_SUPP);
-		st_adds(&b.a, d->entry_id);
-		st_addi(&b.a, d->rcpt_idx);
-		st_adds(&b.a, res[i].status);
-		st_addi(&b.a, res[i].next_ms > 0 ? res[i].next_ms : res[i].now_ms);
-		st_adds(&b.a, res[i].smtp_json);
-		st_adds(&b.a, res[i].event_json);
-		st_adds(&b.a, res[i].timeline_json);
-		st_addi(&b.a, d->attempts);
+		for (i = lo; i < hi; i++) {
+			st_adds(&b.a, ra[i].kmsg);
+			st_adds(&b.a, ra[i].ktl);
+		}
 		st_addi(&b.a, s->retention_ms);
-		st_adds(&b.a, member);
-		st_adds(&b.a, res[i].suppress_reason);
-		st_addi(&b.a, res[i].now_ms);
 		st_adds(&b.a, ST_PREFIX);
 		st_addi(&b.a, st_content_keep_ms(s));
+		for (i = lo; i < hi; i++) {
+			const struct st_record_arg *x = &ra[i];
+
+			st_adds(&b.a, res[i].d->entry_id);
+			st_adds(&b.a, st_lane_arg(res[i].d->lane));
+			st_adds(&b.a, res[i].status);
+			st_adds(&b.a, x->next);
+			st_adds(&b.a, res[i].smtp_json);
+			st_adds(&b.a, res[i].event_json);
+			st_adds(&b.a, res[i].timeline_json);
+			st_adds(&b.a, x->attempt);
+			st_adds(&b.a, x->member);
+			st_adds(&b.a, x->supp_email);
+			st_adds(&b.a, x->supp_value);
+			st_adds(&b.a, x->fstatus);
+			st_adds(&b.a, x->fattempts);
+			st_adds(&b.a, x->fsmtp);
+			st_adds(&b.a, x->fdfr);
+		}
 		rc = st_batch_add(&b);
 		if (rc)
 			goto out;
@@ -806,19 +940,37 @@ store_record(struct store *s, struct store_result *res, size_t n)
 	rc = st_batch_run(s, &b);
 	if (rc)
 		goto out;
-	for (i = 0; i < b.n; i++) {
-		if (st_int(b.rep[i], &v) != 0) {
-			rc = st_bad("record", b.rep[i]);
+	/* An outcome answered with an error (or every one of a call that
+	 * failed as a whole) makes the call fail: the caller sends the batch
+	 * again (worker.c), and what was recorded answers 0 then: nothing is
+	 * written twice. */
+	for (c = 0; c < b.n; c++) {
+		size_t lo = c * ST_SCRIPT_BATCH, hi = lo + ST_SCRIPT_BATCH < n ? lo + ST_SCRIPT_BATCH : n;
+		const redisReply *r = b.rep[c];
+
+		if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != hi - lo) {
+			rc = st_bad("record", r);
 			continue;
 		}
-		/* 2: a first deferral; 1: a terminal state (or a later deferral) */
-		res[i].counted = v == 2 || (v == 1 && strcmp(res[i].status, "deferred") != 0);
-		if (v < 0)
-			log_info("stale outcome ignored", "msg_id=%s rcpt_idx=%d rcpt=%s attempt=%d",
-			    res[i].d->msg_id, res[i].d->rcpt_idx, res[i].d->rcpt, res[i].d->attempts);
+		for (i = lo; i < hi; i++) {
+			if (st_int(r->element[i - lo], &v) != 0) {
+				rc = st_bad("record", r->element[i - lo]);
+				continue;
+			}
+			/* 2: a first deferral; 1: a terminal state (or a later deferral) */
+			res[i].counted = v == 2 || (v == 1 && strcmp(res[i].status, "deferred") != 0);
+			if (v < 0)
+				log_info("stale outcome ignored", "msg_id=%s rcpt_idx=%d rcpt=%s attempt=%d",
+				    res[i].d->msg_id, res[i].d->rcpt_idx, res[i].d->rcpt, res[i].d->attempts);
+		}
 	}
 out:
 	st_batch_release(&b);
+	for (i = 0; ra && i < n; i++) {
+		free(ra[i].supp_email);
+		free(ra[i].supp_value);
+	}
+	free(ra);
 	return rc;
 }
 

@@ -50,6 +50,10 @@
 #define ST_RECONNECT_MS 200
 #define ST_MAX_RCPTS 1000        /* per message; the API allows 50 */
 #define ST_MAX_BATCH 1000        /* entries per fetch/reclaim/claim call */
+/* entries (outcomes) per claim (record) script call: a call's Lua
+ * overhead is paid once for all of them, and one call still never holds
+ * Redis for long (~1 ms at 64) */
+#define ST_SCRIPT_BATCH 64
 #define ST_MAX_TIMELINE 5000     /* timeline entries returned by get_message */
 #define ST_MAX_ID 63             /* message id length (msg_id[64]) */
 #define ST_MAX_ENTRY_ID 47       /* stream entry id length (entry_id[48]) */
@@ -146,7 +150,7 @@ struct st_pend {
 	char msg_id[64];
 	int idx;
 	enum store_lane lane;
-	int claim;       /* 1: claim script sent, 0: just ack+del (malformed) */
+	int claim;       /* 1: claim it, 0: just ack+del (malformed) */
 	int carried;     /* kept by an earlier fetch: claim only if still ours */
 };
 

@@ -32,7 +32,7 @@
  *             it has suspended is recorded deferred without an attempt;
  *   recorder  turns outcomes into state with the pure retry policy
  *             (retry_decide) and records them, with their webhook events,
- *             in pipelined store_record calls, then tells this process's
+ *             in batched store_record calls, then tells this process's
  *             webhook dispatcher (webhook_notify), which may be waiting on
  *             requests in flight rather than on the outbox.
  * They share only the done queue and the in-flight registry below, under
@@ -1130,7 +1130,7 @@ recorder_main(void *arg)
 	struct store *st = store_open(&w->cfg->redis);
 	struct job *batch[RECORD_BATCH];
 	int down = 0;
-	/* a round: one pipelined store_record (the command timeout); idle, it wakes each second */
+	/* a round: one batched store_record (the command timeout); idle, it wakes each second */
 	struct health_loop *hl = loop_register(w, "recorder", redis_wait_ms(w));
 
 	if (st == NULL) {

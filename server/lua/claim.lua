@@ -1,33 +1,71 @@
--- claim.lua - store_conn.c's SC_CLAIM
--- KEYS: msg, the entry's ready stream (its lane)
--- ARGV: entry_id idx owner
--- owner (a consumer name, or "" for no check): claim only while the entry
--- is still pending with that consumer, else nil and nothing touched (an
--- entry store_fetch read earlier and kept may have been reclaimed since).
+-- claim.lua - store_conn.c's SC_CLAIM: the entries of one fetch or reclaim, claimed in one call
+-- KEYS: ready, ready:high, then per entry i (1-based): msg (KEYS[1 + 2i]),
+--       its content "<msg>:mime" (KEYS[2 + 2i])
+-- ARGV: consumer, then per entry i, 6 values from ARGV[2 + 6(i-1)]:
+--       entry_id lane mode f_status f_attempts f_email
+-- lane: 1 the entry is on ready, 2 on ready:high. f_*: the recipient's
+-- field names, "r<idx>:status" and so on (built by C, not here).
+-- mode "1" (an entry store_fetch read earlier and kept): claim only while
+-- it is still pending with consumer, else nil and nothing touched (it may
+-- have been reclaimed since); "0": claim; "2" (a malformed entry, no
+-- message): ack + delete it, nil.
 -- A deliverable recipient ("queued", or "sending" when taken over from a
--- dead worker) becomes "sending" with attempts + 1; returns {rcpt,
+-- dead worker) becomes "sending" with attempts + 1; its row is {rcpt,
 -- mail_from, mime, metadata, tags, attempts, created, expires}. Anything
 -- else (terminal, canceled, message gone): ack + delete the entry, nil.
 -- mime is the key "<msg>:mime" or, for a message stored by an earlier
 -- release, the hash's "mime" field; "" when both are gone (content is
 -- deleted only once no recipient can be attempted again, so the worker
 -- treats "" as a broken store, never sends it).
+-- Returns one element per entry, in order: its row, nil, or an error
+-- reply when a command failed for that entry alone (each entry runs under
+-- pcall: the others are still claimed; a script does not roll back, so
+-- that entry may be half claimed - "sending", attempts + 1 - and stays
+-- pending until a reclaim takes it, which claims a "sending" one again).
+-- The acks of the not-deliverable entries are sent once per lane at the
+-- end (XACK and XDEL take many ids).
 
-if ARGV[3] ~= '' and
-  #redis.call('XPENDING', KEYS[2], 'workers', ARGV[1], ARGV[1], 1, ARGV[3]) == 0 then
+local drop = { {}, {} }
+local function claim(i)
+  local a = 2 + 6 * (i - 1)
+  local id, lane, mode = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2]
+  if mode == '2' then
+    table.insert(drop[lane], id)
+    return false
+  end
+  if mode == '1' and
+    #redis.call('XPENDING', KEYS[lane], 'workers', id, id, 1, ARGV[1]) == 0 then
+    return false
+  end
+  local km = KEYS[1 + 2 * i]
+  local v = redis.call('HMGET', km, ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], 'mail_from',
+    'mime', 'metadata', 'tags', 'created', 'expires')
+  if v[1] == 'queued' or v[1] == 'sending' then
+    local n = (tonumber(v[2]) or 0) + 1
+    redis.call('HSET', km, ARGV[a + 3], 'sending', ARGV[a + 4], n)
+    local mime = redis.call('GET', KEYS[2 + 2 * i]) or v[5]
+    return {v[3] or '', v[4] or '', mime or '', v[6] or '{}', v[7] or '[]',
+      n, v[8] or '0', v[9] or '0'}
+  end
+  table.insert(drop[lane], id)
   return false
 end
-local p = 'r' .. ARGV[2] .. ':'
-local st = redis.call('HGET', KEYS[1], p .. 'status')
-if st == 'queued' or st == 'sending' then
-  redis.call('HSET', KEYS[1], p .. 'status', 'sending')
-  local a = redis.call('HINCRBY', KEYS[1], p .. 'attempts', 1)
-  local v = redis.call('HMGET', KEYS[1], p .. 'email', 'mail_from', 'mime',
-    'metadata', 'tags', 'created', 'expires')
-  local mime = redis.call('GET', KEYS[1] .. ':mime') or v[3]
-  return {v[1] or '', v[2] or '', mime or '', v[4] or '{}', v[5] or '[]',
-    a, v[6] or '0', v[7] or '0'}
+
+local out = {}
+for i = 1, (#ARGV - 1) / 6 do
+  local ok, r = pcall(claim, i)
+  if ok then
+    out[i] = r
+  elseif type(r) == 'table' and r.err then
+    out[i] = r
+  else
+    out[i] = { err = 'ERR claim: ' .. tostring(r) }
+  end
 end
-redis.call('XACK', KEYS[2], 'workers', ARGV[1])
-redis.call('XDEL', KEYS[2], ARGV[1])
-return false
+for lane = 1, 2 do
+  if #drop[lane] > 0 then
+    redis.call('XACK', KEYS[lane], 'workers', unpack(drop[lane]))
+    redis.call('XDEL', KEYS[lane], unpack(drop[lane]))
+  end
+end
+return out

@@ -1,55 +1,99 @@
--- record.lua - store_conn.c's SC_RECORD
--- KEYS: msg, tl, the entry's ready stream (its lane), due, events, supp (of
---       the project "default")
--- ARGV: entry_id idx status next_ms smtp event timeline attempt retention_ms
---       member suppress_reason now_ms prefix content_ms
--- A non-empty suppress_reason adds the (lower-cased) recipient to the
+-- record.lua - store_conn.c's SC_RECORD: a batch of delivery outcomes recorded in one call
+-- KEYS: ready, ready:high, due, events, supp (of the project "default"),
+--       then per outcome i (1-based): msg (KEYS[4 + 2i]), tl (KEYS[5 + 2i])
+-- ARGV: retention_ms prefix content_ms, then per outcome i, 15 values from
+--       ARGV[4 + 15(i-1)]: entry_id lane status next_ms smtp event timeline
+--       attempt member supp_email supp_value f_status f_attempts f_smtp f_dfr
+-- lane: 1 the entry is on ready, 2 on ready:high. f_*: the recipient's
+-- field names ("r<idx>:status" ...) and member "<msg id>/<idx>" (its due
+-- set member), built by C, not here.
+-- A non-empty supp_email (the recipient, lower-cased by C) is added to the
 -- suppression list of the message's project (its "project" field; none:
--- "default", whose list is KEYS[6]) as "<now_ms>:<reason>", in the same
--- step as the outcome. The event goes to the outbox with p = that project.
--- When the last recipient becomes terminal the content goes
+-- "default", whose list is KEYS[5]) with supp_value ("<now_ms>:<reason>"),
+-- in the same step as the outcome. The event goes to the outbox with p =
+-- that project. When the last recipient becomes terminal the content goes
 -- (lib/content.lua: deleted, or kept content_ms more).
 -- A deferral sets r<i>:dfr = 1 (only metrics read it: whether the
 -- recipient was deferred before).
--- Returns 1 recorded; 2 recorded, the recipient's first deferral; 0 recipient not "sending" (entry acked, nothing
--- else); -1 stale: another consumer has claimed the recipient since
--- (attempts differ), nothing touched, the entry is theirs now.
+-- Returns one element per outcome, in order: 1 recorded; 2 recorded, the
+-- recipient's first deferral; 0 recipient not "sending" (entry acked,
+-- nothing else: an outcome recorded before, so a batch sent again after
+-- an error changes nothing); -1 stale: another consumer has claimed the
+-- recipient since (attempts differ), nothing touched, the entry is theirs
+-- now; or an error reply when a command failed for that outcome alone
+-- (each runs under pcall, the others are recorded; no roll back, so it
+-- may be half written, and its entry stays pending: a reclaim finds the
+-- recipient recorded, or "sending" and delivers it again). The acks of
+-- the outcomes' entries are sent once per lane at the end.
 
 -- @include lib/project.lua
 -- @include lib/content.lua
-local p = 'r' .. ARGV[2] .. ':'
-local v = redis.call('HMGET', KEYS[1], p .. 'status', p .. 'attempts', 'project')
-local proj = v[3]
-if not proj or proj == '' then proj = 'default' end
-if v[1] ~= 'sending' then
-  redis.call('XACK', KEYS[3], 'workers', ARGV[1])
-  redis.call('XDEL', KEYS[3], ARGV[1])
-  return 0
+local ack = { {}, {} }
+local function record(i)
+  local a = 4 + 15 * (i - 1)
+  local km, kt = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
+  local id, lane, st = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2]
+  local fst, fsmtp, fdfr = ARGV[a + 11], ARGV[a + 13], ARGV[a + 14]
+  local v = redis.call('HMGET', km, fst, ARGV[a + 12], 'project', fdfr, 'pending')
+  if v[1] ~= 'sending' then
+    table.insert(ack[lane], id)
+    return 0
+  end
+  if ARGV[a + 7] ~= '0' and v[2] ~= ARGV[a + 7] then return -1 end
+  local proj = v[3]
+  if not proj or proj == '' then proj = 'default' end
+  if ARGV[a + 9] ~= '' then
+    local supp = KEYS[5]
+    if proj ~= 'default' then supp = project_prefix(ARGV[2], proj) .. 'supp' end
+    redis.call('HSET', supp, ARGV[a + 9], ARGV[a + 10])
+  end
+  local ret, left = 1, nil
+  local h = { fst, st }
+  if ARGV[a + 4] ~= '' then
+    h[3] = fsmtp
+    h[4] = ARGV[a + 4]
+  end
+  if st == 'deferred' then
+    if not v[4] then
+      table.insert(h, fdfr)
+      table.insert(h, '1')
+      ret = 2
+    end
+  elseif st ~= 'sending' then
+    left = (tonumber(v[5]) or 0) - 1
+    table.insert(h, 'pending')
+    table.insert(h, left)
+  end
+  redis.call('HSET', km, unpack(h))
+  if ARGV[a + 6] ~= '' then redis.call('RPUSH', kt, ARGV[a + 6]) end
+  if ARGV[a + 5] ~= '' then redis.call('XADD', KEYS[4], '*', 'e', ARGV[a + 5], 'p', proj) end
+  if st == 'deferred' then
+    redis.call('ZADD', KEYS[3], ARGV[a + 3], ARGV[a + 8])
+  elseif left and left <= 0 then
+    redis.call('PEXPIRE', km, ARGV[1])
+    redis.call('PEXPIRE', kt, ARGV[1])
+    content_done(km, kt, ARGV[3])
+  end
+  -- last: an outcome that failed half-way keeps its entry pending
+  table.insert(ack[lane], id)
+  return ret
 end
-if ARGV[8] ~= '0' and v[2] ~= ARGV[8] then return -1 end
-local st = ARGV[3]
-redis.call('HSET', KEYS[1], p .. 'status', st)
-if ARGV[11] ~= '' then
-  local e = redis.call('HGET', KEYS[1], p .. 'email')
-  local supp = KEYS[6]
-  if proj ~= 'default' then supp = project_prefix(ARGV[13], proj) .. 'supp' end
-  if e then redis.call('HSET', supp, string.lower(e), ARGV[12] .. ':' .. ARGV[11]) end
-end
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], p .. 'smtp', ARGV[5]) end
-if ARGV[7] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[7]) end
-if ARGV[6] ~= '' then redis.call('XADD', KEYS[5], '*', 'e', ARGV[6], 'p', proj) end
-redis.call('XACK', KEYS[3], 'workers', ARGV[1])
-redis.call('XDEL', KEYS[3], ARGV[1])
-local ret = 1
-if st == 'deferred' then
-  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[10])
-  if redis.call('HSETNX', KEYS[1], p .. 'dfr', '1') == 1 then ret = 2 end
-elseif st ~= 'sending' then
-  local left = redis.call('HINCRBY', KEYS[1], 'pending', -1)
-  if left <= 0 then
-    redis.call('PEXPIRE', KEYS[1], ARGV[9])
-    redis.call('PEXPIRE', KEYS[2], ARGV[9])
-    content_done(KEYS[1], KEYS[2], ARGV[14])
+
+local out = {}
+for i = 1, (#ARGV - 3) / 15 do
+  local ok, r = pcall(record, i)
+  if ok then
+    out[i] = r
+  elseif type(r) == 'table' and r.err then
+    out[i] = r
+  else
+    out[i] = { err = 'ERR record: ' .. tostring(r) }
   end
 end
-return ret
+for lane = 1, 2 do
+  if #ack[lane] > 0 then
+    redis.call('XACK', KEYS[lane], 'workers', unpack(ack[lane]))
+    redis.call('XDEL', KEYS[lane], unpack(ack[lane]))
+  end
+end
+return out

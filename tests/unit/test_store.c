@@ -27,6 +27,7 @@
 
 #include "../../server/scheduler.h"
 #include "../../server/store.h"
+#include "../../server/store_internal.h"   /* the fetch carry (struct store), for batch_carried_reclaimed */
 #include "../../server/util.h"
 
 static pid_t rs_pid = -1;
@@ -2327,4 +2328,233 @@ Test(store, projects_scope_data)
 		cr_assert_eq(rint_cmd("EXISTS %s", "txm{0}:whep:wh_pa"), 1);
 		cr_assert_eq(store_endpoint_delete(st, "wh_pa", "A"), 0);
 	}
+}
+
+/* --- claim and record in batches: one script call for many entries ----------- */
+
+/* reset_stats - CONFIG RESETSTAT: evalsha_calls() counts from 0 again. */
+static void
+reset_stats(void)
+{
+	redisReply *r = redisCommand(rc_ctx, "CONFIG RESETSTAT");
+
+	cr_assert(r && r->type == REDIS_REPLY_STATUS);
+	freeReplyObject(r);
+}
+
+/* one fetch of 5 entries (one canceled meanwhile): one claim call, 4 deliveries, the canceled one acked */
+Test(store, batch_claim_one_call)
+{
+	char id[5][64], key[128];
+	struct store_delivery *d[8];
+	int n;
+
+	for (int i = 0; i < 5; i++)
+		enqueue_msg(id[i], sizeof(id[i]), 1, 0);
+	msg_key(key, sizeof(key), id[2], "");
+	hset_cmd(key, "r0:status", "canceled");
+	reset_stats();
+	n = store_fetch(st, "c1", 8, 0, d);
+	cr_assert_eq(n, 4, "fetch: got %d deliveries, want 4", n);
+	cr_assert_eq(evalsha_calls(), 1, "claim calls: got %lld, want 1", evalsha_calls());
+	for (int i = 0; i < n; i++) {
+		cr_assert_neq(strcmp(d[i]->msg_id, id[2]), 0, "the canceled message was claimed");
+		cr_assert_eq(d[i]->attempts, 1);
+		cr_assert_eq(d[i]->mime_len, MIME_LEN);
+		cr_assert_str_eq(d[i]->rcpt, "user0@example.com");
+	}
+	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 4);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 4, "the canceled entry is deleted");
+	free_deliveries(d, n);
+}
+
+/* a message whose hash is broken fails its own claim only: the others are claimed, it stays pending */
+Test(store, batch_claim_error_isolated)
+{
+	char id[3][64], key[128];
+	struct store_delivery *d[8];
+	redisReply *r;
+	int n;
+
+	for (int i = 0; i < 3; i++)
+		enqueue_msg(id[i], sizeof(id[i]), 1, 0);
+	msg_key(key, sizeof(key), id[1], "");
+	r = redisCommand(rc_ctx, "DEL %s", key);
+	freeReplyObject(r);
+	r = redisCommand(rc_ctx, "SET %s x", key);
+	freeReplyObject(r);
+	n = store_fetch(st, "c1", 8, 0, d);
+	cr_assert_eq(n, 2, "fetch: got %d deliveries, want 2", n);
+	cr_assert_neq(strcmp(d[0]->msg_id, id[1]), 0);
+	cr_assert_neq(strcmp(d[1]->msg_id, id[1]), 0);
+	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 3, "the broken one's entry stays pending");
+	free_deliveries(d, n);
+}
+
+/*
+ * several outcomes in one call: delivered, deferred, failed with
+ * suppression, and one stale (another worker reclaimed it: attempts moved
+ * on); one record call; the stale one untouched and still pending.
+ */
+Test(store, batch_record_mixed_and_stale)
+{
+	char id[4][64], key[128], sbuf[64];
+	struct store_delivery *d[8];
+	struct store_result r[4];
+	int64_t now = util_now_ms();
+	int n, rc, stale = -1;
+
+	for (int i = 0; i < 4; i++)
+		enqueue_msg(id[i], sizeof(id[i]), 1, 0);
+	n = store_fetch(st, "c1", 8, 0, d);
+	cr_assert_eq(n, 4);
+	memset(r, 0, sizeof(r));
+	for (int i = 0; i < 4; i++) {
+		r[i].d = d[i];
+		r[i].now_ms = now;
+		r[i].smtp_json = "{\"code\":250}";
+		r[i].event_json = "{\"type\":\"e\"}";
+		r[i].timeline_json = "{\"type\":\"x\"}";
+	}
+	r[0].status = "delivered";
+	r[1].status = "deferred";
+	r[1].next_ms = now + 60000;
+	r[2].status = "failed";
+	r[2].suppress_reason = "bounced";
+	r[3].status = "delivered";
+	for (int i = 0; i < 4; i++)
+		if (strcmp(d[i]->msg_id, id[0]) == 0)
+			stale = i;
+	cr_assert(stale >= 0);
+	/* the stale one: reclaimed by another worker since (attempt 2 now) */
+	msg_key(key, sizeof(key), d[stale]->msg_id, "");
+	hset_cmd(key, "r0:attempts", "2");
+	reset_stats();
+	rc = store_record(st, r, 4);
+	cr_assert_eq(rc, 0, "record: got %d, want 0", rc);
+	cr_assert_eq(evalsha_calls(), 1, "record calls: got %lld, want 1", evalsha_calls());
+	for (int i = 0; i < 4; i++) {
+		rcpt_status(d[i]->msg_id, 0, sbuf, sizeof(sbuf));
+		if (i == stale) {
+			cr_assert_str_eq(sbuf, "sending", "stale: got %s, want sending (untouched)", sbuf);
+			cr_assert_eq(r[i].counted, 0);
+		} else {
+			cr_assert_str_eq(sbuf, r[i].status, "outcome %d: got %s, want %s", i, sbuf, r[i].status);
+			cr_assert_eq(r[i].counted, 1, "outcome %d: counted %d, want 1", i, r[i].counted);
+		}
+	}
+	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 1, "only the stale entry stays pending");
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 3);
+	cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:due"), 1);
+	snprintf(key, sizeof(key), "%s/0", d[1]->msg_id);
+	rstr_cmd(sbuf, sizeof(sbuf), "ZSCORE %s %s", "txm{0}:due", key);
+	cr_assert_neq(sbuf[0], '\0', "the deferred one's due member %s is missing", key);
+	msg_key(key, sizeof(key), d[1]->msg_id, "");
+	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, "r0:dfr");
+	cr_assert_str_eq(sbuf, "1");
+	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", "txm{0}:supp", "user0@example.com");
+	cr_assert(strstr(sbuf, ":bounced") != NULL, "suppression: got \"%s\"", sbuf);
+	msg_key(key, sizeof(key), d[2]->msg_id, ":mime");
+	cr_assert_eq(rint_cmd("EXISTS %s", key), 0, "a finished message's content is kept");
+	/* the same batch again (as after an error): nothing written twice */
+	rc = store_record(st, r, 4);
+	cr_assert_eq(rc, 0);
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(r[i].counted, 0, "replay %d: counted %d, want 0", i, r[i].counted);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 3);
+	free_deliveries(d, n);
+}
+
+/* one outcome whose message hash is broken: the others are recorded, its entry stays pending, the call fails */
+Test(store, batch_record_error_isolated)
+{
+	char id[3][64], key[128], sbuf[64];
+	struct store_delivery *d[8];
+	struct store_result r[3];
+	redisReply *x;
+	int n, rc, bad = -1;
+
+	for (int i = 0; i < 3; i++)
+		enqueue_msg(id[i], sizeof(id[i]), 1, 0);
+	n = store_fetch(st, "c1", 8, 0, d);
+	cr_assert_eq(n, 3);
+	memset(r, 0, sizeof(r));
+	for (int i = 0; i < 3; i++) {
+		r[i].d = d[i];
+		r[i].status = "delivered";
+		r[i].now_ms = util_now_ms();
+		r[i].event_json = "{\"type\":\"e\"}";
+		r[i].timeline_json = "{\"type\":\"x\"}";
+		if (strcmp(d[i]->msg_id, id[1]) == 0)
+			bad = i;
+	}
+	msg_key(key, sizeof(key), id[1], "");
+	x = redisCommand(rc_ctx, "DEL %s", key);
+	freeReplyObject(x);
+	x = redisCommand(rc_ctx, "SET %s x", key);
+	freeReplyObject(x);
+	rc = store_record(st, r, 3);
+	cr_assert_neq(rc, 0, "record with a broken message: got 0, want an error");
+	for (int i = 0; i < 3; i++) {
+		if (i == bad)
+			continue;
+		rcpt_status(d[i]->msg_id, 0, sbuf, sizeof(sbuf));
+		cr_assert_str_eq(sbuf, "delivered", "outcome %d: got %s", i, sbuf);
+	}
+	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 1, "the broken one's entry stays pending");
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 2);
+	free_deliveries(d, n);
+}
+
+/*
+ * entries a fetch carried (read beyond its max): one was reclaimed by
+ * another worker meanwhile, so the claim of the carried batch skips it and
+ * claims the rest, in one call.
+ */
+Test(store, batch_carried_reclaimed)
+{
+	char id[3][64], sbuf[64];
+	const char *entry[3];
+	struct store_delivery *d[8];
+	redisReply *r, *x;
+	int n;
+
+	for (int i = 0; i < 3; i++)
+		enqueue_msg(id[i], sizeof(id[i]), 1, 0);
+	/* read by c1 (as a fetch reading ahead would), kept in the handle's carry */
+	r = redisCommand(rc_ctx, "XREADGROUP GROUP workers c1 COUNT 10 STREAMS %s >", "txm{0}:ready");
+	cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1);
+	cr_assert_eq(r->element[0]->element[1]->elements, 3);
+	st->carry = calloc(3, sizeof(*st->carry));
+	cr_assert(st->carry);
+	for (int i = 0; i < 3; i++) {
+		const redisReply *e = r->element[0]->element[1]->element[i];
+		const redisReply *f = e->element[1];
+		struct st_pend *p = &st->carry[i];
+
+		entry[i] = e->element[0]->str;
+		util_strlcpy(p->entry_id, entry[i], sizeof(p->entry_id));
+		for (size_t k = 0; k + 1 < f->elements; k += 2)
+			if (strcmp(f->element[k]->str, "m") == 0)
+				util_strlcpy(p->msg_id, f->element[k + 1]->str, sizeof(p->msg_id));
+		p->idx = 0;
+		p->lane = STORE_LANE_NORMAL;
+		p->claim = 1;
+	}
+	st->ncarry = 3;
+	/* the second one taken over by c2 (a reclaim) */
+	x = redisCommand(rc_ctx, "XCLAIM %s workers c2 0 %s JUSTID", "txm{0}:ready", entry[1]);
+	cr_assert(x && x->type == REDIS_REPLY_ARRAY && x->elements == 1);
+	freeReplyObject(x);
+	reset_stats();
+	n = store_fetch(st, "c1", 8, 0, d);
+	cr_assert_eq(n, 2, "fetch of the carried: got %d deliveries, want 2", n);
+	cr_assert_eq(evalsha_calls(), 1, "claim calls: got %lld, want 1", evalsha_calls());
+	for (int i = 0; i < n; i++)
+		cr_assert_neq(strcmp(d[i]->entry_id, entry[1]), 0, "c2's entry was claimed by c1");
+	rcpt_status(id[1], 0, sbuf, sizeof(sbuf));
+	cr_assert_str_eq(sbuf, "queued", "c2's recipient: got %s, want queued (untouched)", sbuf);
+	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 3);
+	freeReplyObject(r);
+	free_deliveries(d, n);
 }
