@@ -71,7 +71,7 @@ local function record(i)
     redis.call('ZADD', KEYS[3], ARGV[a + 3], ARGV[a + 8])
   elseif left and left <= 0 then
     redis.call('PEXPIRE', km, ARGV[1])
-    redis.call('PEXPIRE', kt, ARGV[1])
+    -- no PEXPIRE of kt: content_done folds it into km and deletes it
     content_done(km, kt, ARGV[3])
   end
   -- last: an outcome that failed half-way keeps its entry pending
