@@ -50,9 +50,10 @@
 #define ST_RECONNECT_MS 200
 #define ST_MAX_RCPTS 1000        /* per message; the API allows 50 */
 #define ST_MAX_BATCH 1000        /* entries per fetch/reclaim/claim call */
-/* entries (outcomes) per claim (record) script call: a call's Lua
- * overhead is paid once for all of them, and one call still never holds
- * Redis for long (~1 ms at 64) */
+/* entries (outcomes) per claim (record) script call: a call's fixed Lua
+ * cost is paid once for all of them, while the cap keeps one call from
+ * holding Redis for a whole fetch of ST_MAX_BATCH (other clients wait
+ * for the end of a script, not only for the end of a pipeline) */
 #define ST_SCRIPT_BATCH 64
 #define ST_MAX_TIMELINE 5000     /* timeline entries returned by get_message */
 #define ST_MAX_ID 63             /* message id length (msg_id[64]) */
