@@ -22,6 +22,14 @@
  * disconnected (it resumes with Last-Event-ID); the event stream's
  * retention bounds how far back it can resume.
  *
+ * The hub reads the stream only while a client is connected: with none it
+ * forgets its position and sleeps on a condition variable (no Redis call,
+ * no timer), the first client's open wakes it at once, and it reads the
+ * stream's last id again before tailing. A client that asked for new
+ * events while the hub had no position starts just before its open's wall
+ * time (api_events_start_at), so what was appended between the open and
+ * that read reaches it, as it would have from a hub that never stopped.
+ *
  * It must never block an HTTP thread, never let one client's pace affect
  * another or the API, and never include microhttpd.h (http.c parks and
  * wakes connections through the callbacks of api_events_client_attach).
@@ -70,6 +78,7 @@ struct api_events_client {
 	char project[STORE_PROJECT_MAX + 1];  /* whose events it gets */
 	int all_projects;            /* a key of scope admin: every project's */
 	struct hub_cursor cur;       /* the last event queued for it */
+	int64_t open_ms;             /* wall clock at open, for a "$" cursor (hub had no position) */
 	int64_t last_queued_ms;      /* monotonic: for keepalives */
 	api_events_conn_fn *park, *wake;
 	void *arg;
@@ -81,10 +90,11 @@ struct api_events_hub {
 	pthread_mutex_t lock;        /* everything below but st */
 	struct api_events_client *clients;
 	int nclients;
+	pthread_cond_t wake;         /* signalled by the first client's open and by shutdown */
 	int per_key;                 /* TXMAIL_SSE_PER_KEY */
 	int closing;
 	uint64_t next_serial;
-	struct hub_cursor cur;       /* the last event the live tail read */
+	struct hub_cursor cur;       /* the last event the live tail read; "$" while idle */
 
 	struct store *st;            /* the hub thread's own */
 	pthread_t thr;
@@ -127,6 +137,23 @@ int api_events_parse_id(const char *s, uint64_t *ms, uint64_t *seq)
 	*ms = v[0];
 	*seq = v[1];
 	return 0;
+}
+
+int api_events_start_at(int64_t open_ms, uint64_t last_ms, uint64_t last_seq, uint64_t *ms,
+    uint64_t *seq)
+{
+	uint64_t floor = last_ms > API_EVENTS_NOW_SLACK_MS ? last_ms - API_EVENTS_NOW_SLACK_MS : 0;
+	uint64_t at;
+
+	if (open_ms <= 0 || (uint64_t)open_ms > last_ms) {
+		*ms = last_ms;
+		*seq = last_seq;
+		return 0;
+	}
+	at = (uint64_t)open_ms - 1;
+	*ms = at > floor ? at : floor;
+	*seq = UINT64_MAX;   /* everything from millisecond *ms + 1 on */
+	return 1;
 }
 
 /* fr_put - append (p, n) at *len when it fits in outlen - 1; *len always advances. */
@@ -449,6 +476,55 @@ static void hub_sleep(struct api_events_hub *hub, int ms)
 	}
 }
 
+/*
+ * hub_idle - with no client, forget the position and wait for the first one
+ * (or stop): nothing is read for nobody. Returns at once when one is there.
+ */
+static void hub_idle(struct api_events_hub *hub)
+{
+	pthread_mutex_lock(&hub->lock);
+	if (hub->nclients == 0 && !atomic_load(&hub->stop)) {
+		hub->cur.dollar = 1;
+		log_debug("event stream idle, no client");
+		while (hub->nclients == 0 && !atomic_load(&hub->stop))
+			pthread_cond_wait(&hub->wake, &hub->lock);
+	}
+	pthread_mutex_unlock(&hub->lock);
+}
+
+/*
+ * hub_position - the hub has no position ("$": just started, or woken by a
+ * first client): read the stream's last id and start there, and place each
+ * client that asked for "now" meanwhile (api_events_start_at; one before
+ * the last id catches up from its place). Read from an explicit id, never
+ * "$", which would skip what is appended between two reads. 0 or a store
+ * error (the caller backs off).
+ */
+static int hub_position(struct api_events_hub *hub)
+{
+	char last[HUB_ID_MAX];
+	uint64_t ms, seq;
+	struct api_events_client *c;
+	int rc = store_events_last_id(hub->st, last, sizeof(last));
+
+	if (rc != STORE_OK)
+		return rc;
+	if (api_events_parse_id(last, &ms, &seq) != 0)
+		return STORE_ERR_PROTO;
+	pthread_mutex_lock(&hub->lock);
+	hub->cur.dollar = 0;
+	hub->cur.ms = ms;
+	hub->cur.seq = seq;
+	for (c = hub->clients; c; c = c->next) {
+		if (!c->cur.dollar || c->closed)
+			continue;
+		c->cur.dollar = 0;
+		c->catching_up = api_events_start_at(c->open_ms, ms, seq, &c->cur.ms, &c->cur.seq);
+	}
+	pthread_mutex_unlock(&hub->lock);
+	return 0;
+}
+
 static void *hub_thread(void *arg)
 {
 	struct api_events_hub *hub = arg;
@@ -458,28 +534,21 @@ static void *hub_thread(void *arg)
 
 	while (!atomic_load(&hub->stop)) {
 		char from[HUB_ID_MAX];
-		int behind, n, i;
+		int behind, n = 0, i;
 
-		behind = hub_catch_up(hub);
-		if (hub->cur.dollar) {
-			/* Read from an explicit id: "$" would skip what is appended between two reads. */
-			char last[HUB_ID_MAX];
-			uint64_t ms, seq;
-			if (store_events_last_id(hub->st, last, sizeof(last)) == STORE_OK &&
-			    api_events_parse_id(last, &ms, &seq) == 0) {
-				pthread_mutex_lock(&hub->lock);
-				if (hub->cur.dollar) {
-					hub->cur.ms = ms;
-					hub->cur.seq = seq;
-					hub->cur.dollar = 0;
-				}
-				pthread_mutex_unlock(&hub->lock);
-			}
+		hub_idle(hub);
+		if (atomic_load(&hub->stop))
+			break;
+		/* the position first: a client catching up then ends at or past it, leaving no gap */
+		if (hub->cur.dollar)
+			n = hub_position(hub);
+		if (n == 0) {
+			behind = hub_catch_up(hub);
+			pthread_mutex_lock(&hub->lock);
+			hub_cursor_str(&hub->cur, from, sizeof(from));
+			pthread_mutex_unlock(&hub->lock);
+			n = store_events_since(hub->st, from, HUB_READ_MAX, behind ? 0 : HUB_BLOCK_MS, evs);
 		}
-		pthread_mutex_lock(&hub->lock);
-		hub_cursor_str(&hub->cur, from, sizeof(from));
-		pthread_mutex_unlock(&hub->lock);
-		n = store_events_since(hub->st, from, HUB_READ_MAX, behind ? 0 : HUB_BLOCK_MS, evs);
 		if (n < 0) {
 			if (!redis_down)
 				log_warn("event stream cannot read events, backing off", "error=%s",
@@ -530,6 +599,7 @@ struct api_events_hub *api_events_hub_start(const struct config *cfg, char *err,
 		return NULL;
 	}
 	pthread_mutex_init(&hub->lock, NULL);
+	pthread_cond_init(&hub->wake, NULL);
 	hub->cur.dollar = 1;
 	hub->next_serial = 1;
 	hub->per_key = cfg->sse_per_key > 0 ? cfg->sse_per_key : API_EVENTS_PER_KEY_DEFAULT;
@@ -549,6 +619,7 @@ struct api_events_hub *api_events_hub_start(const struct config *cfg, char *err,
 	return hub;
 fail:
 	store_close(hub->st);
+	pthread_cond_destroy(&hub->wake);
 	pthread_mutex_destroy(&hub->lock);
 	free(hub);
 	return NULL;
@@ -560,7 +631,10 @@ void api_events_hub_shutdown(struct api_events_hub *hub)
 
 	if (!hub)
 		return;
+	pthread_mutex_lock(&hub->lock);
 	atomic_store(&hub->stop, 1);
+	pthread_cond_signal(&hub->wake);
+	pthread_mutex_unlock(&hub->lock);
 	if (hub->thr_started) {
 		pthread_join(hub->thr, NULL);
 		hub->thr_started = 0;
@@ -587,6 +661,7 @@ void api_events_hub_free(struct api_events_hub *hub)
 		free(c);
 	}
 	store_close(hub->st);
+	pthread_cond_destroy(&hub->wake);
 	pthread_mutex_destroy(&hub->lock);
 	free(hub);
 }
@@ -634,7 +709,8 @@ static struct api_events_client *events_client_open(struct api_events_hub *hub, 
 		c->cur.seq = seq;
 		c->catching_up = 1;
 	} else {
-		c->cur = hub->cur;   /* "$": what is new from now on */
+		c->cur = hub->cur;   /* what is new from now on */
+		c->open_ms = util_now_ms();   /* "$" (idle hub): hub_position places it */
 	}
 	if (client_queue(c, hello, sizeof(hello) - 1) != 0) {
 		pthread_mutex_unlock(&hub->lock);
@@ -644,7 +720,8 @@ static struct api_events_client *events_client_open(struct api_events_hub *hub, 
 	}
 	c->next = hub->clients;
 	hub->clients = c;
-	hub->nclients++;
+	if (hub->nclients++ == 0)
+		pthread_cond_signal(&hub->wake);   /* the hub was idle: start reading now */
 	pthread_mutex_unlock(&hub->lock);
 	return c;
 }

@@ -3,7 +3,7 @@
  *
  * One hub thread per API process tails the events stream in the store and
  * appends every event, framed for SSE, to each connected client's bounded
- * buffer. The HTTP side (http.c) never waits on Redis or on the hub: it
+ * buffer; with no client connected it sleeps and reads nothing. The HTTP side (http.c) never waits on Redis or on the hub: it
  * reads what a client's buffer holds (api_events_client_read) and, when it
  * is empty, parks the connection (suspends it) until the hub has more.
  * A client whose buffer overflows (it reads too slowly) is disconnected;
@@ -32,6 +32,7 @@
 #define API_EVENTS_KEEPALIVE_MS 15000
 #define API_EVENTS_PER_KEY_DEFAULT 8                 /* TXMAIL_SSE_PER_KEY */
 #define API_EVENTS_TENANT_MAX 72                     /* KEYS_TENANT_MAX */
+#define API_EVENTS_NOW_SLACK_MS 1000                 /* api_events_start_at */
 
 struct api_events_hub;
 struct api_events_client;
@@ -72,6 +73,20 @@ void api_events_client_close(struct api_events_client *c);
 
 /* api_events_parse_id - a stream id "<ms>-<seq>" (decimal, no sign, ms 1..20 digits). 0 or -1. */
 int api_events_parse_id(const char *s, uint64_t *ms, uint64_t *seq);
+
+/*
+ * api_events_start_at - where a client that asked for new events at wall
+ * time open_ms (ms since the epoch) starts when the hub reads the stream's
+ * last id (last_ms-last_seq) only after the open (it was idle): at the last
+ * id when that is older than open_ms; else just before open_ms, at most
+ * API_EVENTS_NOW_SLACK_MS before the last id (Redis's clock ahead of this
+ * one's, or ids ahead of its clock), so an event appended between the open
+ * and the read is not lost. The start is the position after which events
+ * are sent (*ms, *seq; *seq may be UINT64_MAX). 1 when it is before the last
+ * id (the client catches up from it), 0 when it is the last id.
+ */
+int api_events_start_at(int64_t open_ms, uint64_t last_ms, uint64_t last_seq, uint64_t *ms,
+    uint64_t *seq);
 
 /*
  * api_events_frame - one SSE event: "id: <id>\nevent: <type>\n" then one

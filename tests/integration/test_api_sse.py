@@ -2,8 +2,9 @@
 
 Owns: events arrive live (each frame's data validated against the spec's
 WebhookEvent schema), authentication, `Last-Event-ID` resume delivering
-exactly what was missed, and a stuck client (tiny receive buffer, never
-reads) that does not slow deliveries or the API.
+exactly what was missed, a stuck client (tiny receive buffer, never
+reads) that does not slow deliveries or the API, and the hub reading
+nothing from Redis while no client is connected (issue 13).
 
 Must never: read without a deadline, or leave a socket open.
 """
@@ -11,7 +12,8 @@ import json
 import socket
 import time
 
-from helpers import dl
+import logparse
+from helpers import dl, wait_until
 
 
 class SseClient:
@@ -199,3 +201,41 @@ def test_stuck_client_does_not_slow_delivery(txmail, capi, smtp_peer, webhook):
     finally:
         for s in stuck:
             s.close()
+
+
+def xread_calls(redis):
+    for ln in redis.cmd("INFO", "commandstats").splitlines():
+        if ln.startswith("cmdstat_xread:"):
+            return int(ln.split("calls=")[1].split(",")[0])
+    return 0
+
+
+def test_hub_reads_nothing_without_a_client(txmail_factory, redis, webhook):
+    """No SSE client: no XREAD at all (the hub is the only plain-XREAD user);
+    the first client wakes it and gets what happens next; after the last one
+    leaves (the hub logs that it is idle) messages cause no XREAD again."""
+    tx = txmail_factory(extra_env={"TXMAIL_LOG_LEVEL": "debug"})
+    api = tx.client()
+
+    def idle(n):
+        return lambda: len(logparse.records(tx.log, "event stream idle, no client")) >= n
+
+    m0 = api.send({"from": "a@example.com", "to": "idle0@example.com", "subject": "0", "text": "t"}).json["id"]
+    webhook.wait_events_for(m0, 1, dl(15), types=("message.delivered",))
+    assert xread_calls(redis) == 0, "got %d XREAD with no SSE client, want 0" % xread_calls(redis)
+
+    c = SseClient(tx.port, tx.key)
+    try:
+        assert c.read_head(dl(5)) == 200, "got %s" % c.status
+        m1 = api.send({"from": "a@example.com", "to": "idle1@example.com", "subject": "1", "text": "t"}).json["id"]
+        c.wait(for_msg(m1, "message.delivered"), dl(10), "message.delivered of the first client")
+    finally:
+        c.close()
+    # idle once at start (before m0), once more now
+    wait_until(idle(2), dl(5), "the hub idle again after the last client left")
+    before = xread_calls(redis)
+    assert before > 0, "got no XREAD while a client was connected"
+    m2 = api.send({"from": "a@example.com", "to": "idle2@example.com", "subject": "2", "text": "t"}).json["id"]
+    webhook.wait_events_for(m2, 1, dl(15), types=("message.delivered",))
+    assert xread_calls(redis) == before, "got %d XREAD after the last client left, want 0" % (
+        xread_calls(redis) - before)

@@ -101,3 +101,37 @@ Test(api_events_parse_id, table)
 	}
 	cr_expect_eq(api_events_parse_id(NULL, NULL, NULL), -1, "NULL: got ok, want -1");
 }
+
+Test(api_events_start_at, table)
+{
+	static const struct {
+		int64_t open_ms;
+		uint64_t last_ms, last_seq;
+		int want_rc;
+		uint64_t want_ms, want_seq;
+	} cases[] = {
+		/* the last event is older than the open: start at it */
+		{ 5000, 4000, 7, 0, 4000, 7 },
+		{ 5000, 4999, 3, 0, 4999, 3 },
+		/* empty stream ("0-0") */
+		{ 5000, 0, 0, 0, 0, 0 },
+		/* no open time known: the last id */
+		{ 0, 4000, 1, 0, 4000, 1 },
+		/* events of the open's millisecond or later: from just before it */
+		{ 5000, 5000, 0, 1, 4999, UINT64_MAX },
+		{ 5000, 5400, 2, 1, 4999, UINT64_MAX },
+		/* never more than the slack before the last id */
+		{ 5000, 5000 + API_EVENTS_NOW_SLACK_MS + 10, 0, 1, 5010, UINT64_MAX },
+		{ 1, 1, 0, 1, 0, UINT64_MAX },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t ms = 12345, seq = 12345;
+		int rc = api_events_start_at(cases[i].open_ms, cases[i].last_ms, cases[i].last_seq, &ms, &seq);
+
+		cr_expect(rc == cases[i].want_rc && ms == cases[i].want_ms && seq == cases[i].want_seq,
+		    "case %zu: got %d %llu-%llu, want %d %llu-%llu", i, rc, (unsigned long long)ms,
+		    (unsigned long long)seq, cases[i].want_rc, (unsigned long long)cases[i].want_ms,
+		    (unsigned long long)cases[i].want_seq);
+	}
+}
