@@ -53,11 +53,50 @@ st_message_ok(const struct store_message_in *m)
 	return 1;
 }
 
-/* Numbers of one message as strings (the argument vector only points). */
+/* Numbers and keys of one message as strings (the argument vector only points). */
 struct st_msg_nums {
 	char created[ST_I64_LEN], expires[ST_I64_LEN], send_at[ST_I64_LEN], n[ST_I64_LEN];
-	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX];
+	char pending[ST_I64_LEN], nh[ST_I64_LEN], nt[ST_I64_LEN], ne[ST_I64_LEN], nl[ST_I64_LEN];
+	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX], kmime[ST_KEY_MAX];
 };
+
+/* The recipient fields of the message hash, "r<i>:<name>" (enqueue.lua, get_message). */
+static const char *const st_rcpt_fields[] = { "email", "kind", "status", "attempts", "smtp" };
+#define ST_RCPT_FIELDS (sizeof(st_rcpt_fields) / sizeof(st_rcpt_fields[0]))
+
+/* The strings of one recipient's arguments, made in C so the script concatenates nothing. */
+struct st_rcpt_strs {
+	char field[ST_RCPT_FIELDS][24];            /* "r<i>:email", ... (i < ST_MAX_RCPTS) */
+	char idx[ST_I64_LEN];                      /* its ready entry's "r": i */
+	char member[ST_MAX_ID + 2 + ST_I64_LEN];   /* its due member "<id>/<i>" (scheduled) */
+};
+
+/* st_rcpt_sup - 1 when the caller gives the recipient as suppressed (terminal at once). */
+static int
+st_rcpt_sup(const struct store_rcpt_in *x)
+{
+	return x->status && strcmp(x->status, "suppressed") == 0;
+}
+
+/* st_rcpt_strs_fill - the strings of recipient i of message id. */
+static void
+st_rcpt_strs_fill(struct st_rcpt_strs *r, const char *id, size_t i)
+{
+	size_t k, n = st_i64(r->idx, (int64_t)i), idl = strlen(id);
+
+	for (k = 0; k < ST_RCPT_FIELDS; k++) {
+		size_t fl = strlen(st_rcpt_fields[k]);
+
+		/* "r" + at most 4 digits + ":" + at most 8: fits in 24 */
+		r->field[k][0] = 'r';
+		memcpy(r->field[k] + 1, r->idx, n);
+		r->field[k][1 + n] = ':';
+		memcpy(r->field[k] + 2 + n, st_rcpt_fields[k], fl + 1);
+	}
+	memcpy(r->member, id, idl);   /* st_message_ok: idl <= ST_MAX_ID */
+	r->member[idl] = '/';
+	memcpy(r->member + idl + 1, r->idx, n + 1);
+}
 
 /* st_check_ok - every recipient that will be looked up has its lower-cased address. */
 static int
@@ -74,18 +113,27 @@ st_check_ok(const struct store_message_in *m)
 	return 1;
 }
 
-/* st_enqueue_flags - the {4, "0110..."} reply into flags[0..total); 0 or -1 (wrong shape). */
+/*
+ * st_enqueue_flags - the {4, "0110..."} reply, one flag per looked-up address
+ * (nq: every recipient not given as suppressed, in order), into flags[] of
+ * every recipient of the batch; 0 or -1 (wrong shape).
+ */
 static int
-st_enqueue_flags(const redisReply *f, size_t total, int *flags)
+st_enqueue_flags(const redisReply *f, const struct store_message_in *m, size_t n, size_t nq,
+    int *flags)
 {
-	size_t k;
+	size_t i, j, k = 0, q = 0;
 
-	if (f->len != total)
+	if (f->len != nq)
 		return -1;
-	for (k = 0; k < total; k++) {
-		if (f->str[k] != '0' && f->str[k] != '1')
-			return -1;
-		flags[k] = f->str[k] == '1';
+	for (i = 0; i < n; i++) {
+		for (j = 0; j < m[i].nrcpts; j++, k++) {
+			if (st_rcpt_sup(&m[i].rcpts[j]))
+				continue;
+			if (f->str[q] != '0' && f->str[q] != '1')
+				return -1;
+			flags[k] = f->str[q++] == '1';
+		}
 	}
 	return 0;
 }
@@ -146,17 +194,106 @@ st_enqueue_settle(struct store *s, const char *id, const char *kmsg, size_t n)
 	return STORE_ERR_OUTCOME_UNKNOWN;
 }
 
+/*
+ * st_enqueue_msg_args - the arguments of message x (enqueue.lua: nh nt ne nl
+ * mode id mime, the values of the hash's own fields, the recipients' fields
+ * and values, the timeline, the outbox events, the ready or due arguments),
+ * with its strings in u and rs (one per recipient).
+ */
+static void
+st_enqueue_msg_args(struct st_args *a, const struct store_message_in *x, struct st_msg_nums *u,
+    struct st_rcpt_strs *rs)
+{
+	int sched = x->send_at_ms > 0;
+	const char *st0 = sched ? "scheduled" : "queued";
+	size_t j, live = 0, nt = 0, ne = 0;
+	int has_tl = x->timeline_json && *x->timeline_json;
+
+	for (j = 0; j < x->nrcpts; j++) {
+		const struct store_rcpt_in *r = &x->rcpts[j];
+
+		if (!st_rcpt_sup(r)) {
+			live++;
+			continue;
+		}
+		nt += r->timeline_json && *r->timeline_json;
+		ne += r->event_json && *r->event_json;
+	}
+	nt += has_tl;
+	st_i64(u->pending, (int64_t)live);
+	st_i64(u->nh, (int64_t)(2 * ST_RCPT_FIELDS * x->nrcpts));
+	st_i64(u->nt, (int64_t)nt);
+	st_i64(u->ne, (int64_t)ne);
+	st_i64(u->nl, (int64_t)(sched ? 2 * live : live));
+	st_adds(a, u->nh);
+	st_adds(a, u->nt);
+	st_adds(a, u->ne);
+	st_adds(a, u->nl);
+	st_adds(a, sched ? "s" : x->lane == STORE_LANE_HIGH ? "h" : "n");
+	st_adds(a, x->id);
+	st_add(a, x->mime, x->mime_len);
+	/* the values of the hash's own fields (the script names them), then 5 pairs per recipient */
+	st_adds(a, u->created);
+	st_adds(a, u->expires);
+	st_adds(a, u->send_at);
+	st_adds(a, x->from);
+	st_adds(a, x->mail_from);
+	st_adds(a, x->subject);
+	st_adds(a, x->metadata_json ? x->metadata_json : "{}");
+	st_adds(a, x->tags_json ? x->tags_json : "[]");
+	st_adds(a, x->tenant);
+	st_adds(a, u->n);
+	st_adds(a, x->lane == STORE_LANE_HIGH ? "high" : "normal");
+	st_adds(a, u->pending);
+	for (j = 0; j < x->nrcpts; j++) {
+		const struct store_rcpt_in *r = &x->rcpts[j];
+
+		st_rcpt_strs_fill(&rs[j], x->id, j);
+		st_adds(a, rs[j].field[0]);
+		st_adds(a, r->email);
+		st_adds(a, rs[j].field[1]);
+		st_adds(a, r->kind ? r->kind : "to");
+		st_adds(a, rs[j].field[2]);
+		st_adds(a, st_rcpt_sup(r) ? "suppressed" : st0);
+		st_adds(a, rs[j].field[3]);
+		st_adds(a, "0");
+		st_adds(a, rs[j].field[4]);
+		st_adds(a, "");
+	}
+	/* the timeline: the message's entry first, then each suppressed recipient's */
+	if (has_tl)
+		st_adds(a, x->timeline_json);
+	for (j = 0; j < x->nrcpts; j++)
+		if (st_rcpt_sup(&x->rcpts[j]) && x->rcpts[j].timeline_json && *x->rcpts[j].timeline_json)
+			st_adds(a, x->rcpts[j].timeline_json);
+	for (j = 0; j < x->nrcpts; j++)
+		if (st_rcpt_sup(&x->rcpts[j]) && x->rcpts[j].event_json && *x->rcpts[j].event_json)
+			st_adds(a, x->rcpts[j].event_json);
+	for (j = 0; j < x->nrcpts; j++) {
+		if (st_rcpt_sup(&x->rcpts[j]))
+			continue;
+		if (sched) {
+			st_adds(a, u->send_at);
+			st_adds(a, rs[j].member);
+		} else {
+			st_adds(a, rs[j].idx);
+		}
+	}
+}
+
 /* st_enqueue - store_enqueue_batch, and with flags the suppression check of store_enqueue_checked. */
 static int
 st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
     const struct store_idem *idem, char **replay, int *flags)
 {
 	struct st_msg_nums *nums = NULL;
+	struct st_rcpt_strs *rstrs = NULL;
 	struct st_args a;
 	redisReply *r = NULL;
 	char kidem[ST_KEY_MAX + 64], pp[ST_KEY_MAX], ksupp[ST_KEY_MAX], kab[ST_KEY_MAX];
+	char nqs[ST_I64_LEN];
 	const char *project = st_project_name(m && n ? m[0].project : NULL);
-	size_t i, j, nargs, total = 0;
+	size_t i, j, nargs, total = 0, nq = 0, off;
 	int64_t v;
 	int rc;
 
@@ -177,7 +314,7 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 		log_error("enqueue called with an invalid project");
 		return STORE_ERR_PROTO;
 	}
-	nargs = 3 + 7 + 9;
+	nargs = 3 + 7 + 10;
 	for (i = 0; i < n; i++) {
 		/* one batch, one project: its suppression list is the one looked at */
 		if (!st_message_ok(&m[i]) || (flags && !st_check_ok(&m[i])) ||
@@ -186,8 +323,11 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 			    m[i].id != NULL ? m[i].id : "", i);
 			return STORE_ERR_PROTO;
 		}
-		nargs += 2 + 14 + 6 * m[i].nrcpts;
+		/* 3 keys, 19 + 1 arguments, per recipient at most 10 hash, 1 lookup, 2 + 2 */
+		nargs += 3 + 19 + 1 + 15 * m[i].nrcpts;
 		total += m[i].nrcpts;
+		for (j = 0; flags && j < m[i].nrcpts; j++)
+			nq += !st_rcpt_sup(&m[i].rcpts[j]);
 	}
 	if (flags)
 		memset(flags, 0, total * sizeof(*flags));
@@ -195,13 +335,17 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 	    st_key(kab, sizeof(kab), ST_K_ABANDONED, m[0].id, NULL))
 		return STORE_ERR_PROTO;
 	nums = calloc(n, sizeof(*nums));
-	if (!nums)
-		return STORE_ERR_NOMEM;
+	rstrs = calloc(total, sizeof(*rstrs));
+	if (!nums || !rstrs) {
+		rc = STORE_ERR_NOMEM;
+		goto out;
+	}
 	for (i = 0; i < n; i++) {
 		struct st_msg_nums *u = &nums[i];
 
 		if (st_key(u->kmsg, sizeof(u->kmsg), ST_PREFIX "msg:", m[i].id, NULL) ||
-		    st_key(u->ktl, sizeof(u->ktl), ST_PREFIX "msg:", m[i].id, ":tl")) {
+		    st_key(u->ktl, sizeof(u->ktl), ST_PREFIX "msg:", m[i].id, ":tl") ||
+		    st_key(u->kmime, sizeof(u->kmime), ST_PREFIX "msg:", m[i].id, ":mime")) {
 			rc = STORE_ERR_PROTO;
 			goto out;
 		}
@@ -210,23 +354,26 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 		st_i64(u->send_at, m[i].send_at_ms > 0 ? m[i].send_at_ms : (int64_t)0);
 		st_i64(u->n, (int64_t)m[i].nrcpts);
 	}
+	st_i64(nqs, (int64_t)nq);
 	rc = st_connect(s);
 	if (rc)
 		goto out;
 	rc = st_args_init(&a, nargs);
 	if (rc)
 		goto out;
-	st_eval(&a, s, SC_ENQUEUE, (int)(7 + 2 * n));
+	st_eval(&a, s, SC_ENQUEUE, (int)(7 + 3 * n));
 	st_adds(&a, ST_K_READY);
 	st_adds(&a, ST_K_DUE);
 	st_adds(&a, ST_K_EVENTS);
 	st_adds(&a, kidem);
 	st_adds(&a, ksupp);
 	st_adds(&a, ST_K_READY_HIGH);
-	for (i = 0; i < n; i++) {
+	for (i = 0; i < n; i++)
 		st_adds(&a, nums[i].kmsg);
+	for (i = 0; i < n; i++)
 		st_adds(&a, nums[i].ktl);
-	}
+	for (i = 0; i < n; i++)
+		st_adds(&a, nums[i].kmime);
 	st_adds(&a, kab);
 	st_adds(&a, idem ? "1" : "0");
 	st_adds(&a, idem ? idem->request_hash : "");
@@ -237,35 +384,13 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 	st_adds(&a, flags ? "1" : "0");
 	st_adds(&a, project);
 	st_addi(&a, st_content_keep_ms(s));
-	for (i = 0; i < n; i++) {
-		const struct store_message_in *x = &m[i];
-
-		st_adds(&a, x->id);
-		st_adds(&a, nums[i].created);
-		st_adds(&a, nums[i].expires);
-		st_adds(&a, nums[i].send_at);
-		st_adds(&a, x->from);
-		st_adds(&a, x->mail_from);
-		st_adds(&a, x->subject);
-		st_add(&a, x->mime, x->mime_len);
-		st_adds(&a, x->metadata_json ? x->metadata_json : "{}");
-		st_adds(&a, x->tags_json ? x->tags_json : "[]");
-		st_adds(&a, x->timeline_json);
-		st_adds(&a, x->tenant);
-		st_adds(&a, nums[i].n);
-		st_adds(&a, x->lane == STORE_LANE_HIGH ? "high" : "normal");
-		for (j = 0; j < x->nrcpts; j++) {
-			const struct store_rcpt_in *rc_in = &x->rcpts[j];
-			int sup = rc_in->status && strcmp(rc_in->status, "suppressed") == 0;
-
-			st_adds(&a, rc_in->email);
-			st_adds(&a, rc_in->kind ? rc_in->kind : "to");
-			st_adds(&a, sup ? "suppressed" : "");
-			st_adds(&a, sup ? rc_in->event_json : "");
-			st_adds(&a, sup ? rc_in->timeline_json : "");
-			st_adds(&a, flags && !sup ? rc_in->lower : "");
-		}
-	}
+	st_adds(&a, nqs);
+	for (i = 0; flags && i < n; i++)
+		for (j = 0; j < m[i].nrcpts; j++)
+			if (!st_rcpt_sup(&m[i].rcpts[j]))
+				st_adds(&a, m[i].rcpts[j].lower);
+	for (i = 0, off = 0; i < n; off += m[i].nrcpts, i++)
+		st_enqueue_msg_args(&a, &m[i], &nums[i], &rstrs[off]);
 	/*
 	 * Up to here a failure means nothing was sent (st_connect failed fast):
 	 * certainly not stored. From here STORE_ERR_UNAVAILABLE without a reply
@@ -309,7 +434,7 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 		rc = STORE_ERR_UNAVAILABLE;
 		break;
 	case 4:
-		if (!flags || st_enqueue_flags(r->element[1], total, flags) != 0) {
+		if (!flags || st_enqueue_flags(r->element[1], m, n, nq, flags) != 0) {
 			rc = st_bad("enqueue suppressed", r);
 			if (flags)
 				memset(flags, 0, total * sizeof(*flags));
@@ -324,6 +449,7 @@ out:
 	if (r)
 		freeReplyObject(r);
 	st_args_release(&a);
+	free(rstrs);
 	free(nums);
 	return rc;
 }

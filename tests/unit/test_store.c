@@ -1744,37 +1744,59 @@ Test(store, enqueue_checked_clean_is_one_call)
 	cr_assert_eq(rc, STORE_ERR_PROTO, "no flags: got %d, want %d", rc, STORE_ERR_PROTO);
 }
 
-/* more recipients than one HMGET chunk (400): the flag lands on the right one */
+/*
+ * more lookups than one HMGET and more hash arguments than one HSET of the
+ * script (chunks of 4000): the flag lands on the right recipient of the
+ * right message, and a clean batch stores every recipient's fields
+ */
 Test(store, enqueue_checked_many_recipients)
 {
-	enum { NR = 950, HIT = 871 };
+	enum { NM = 5, NR = 950, HIT_M = 4, HIT = 871 };
 	struct store_rcpt_in *r = calloc(NR, sizeof(*r));
-	char (*emails)[32] = calloc(NR, sizeof(*emails));
-	int *flags = calloc(NR, sizeof(*flags));
-	struct store_message_in m;
-	char id[64];
+	char (*emails)[32] = calloc(NR * NM, sizeof(*emails));
+	int *flags = calloc(NR * NM, sizeof(*flags));
+	struct store_rcpt_in *rs[NM];
+	struct store_message_in m[NM];
+	char id[NM][64], key[128], sbuf[64];
 	long long before;
 	int rc;
 
 	cr_assert(r && emails && flags);
-	for (size_t i = 0; i < NR; i++) {
-		snprintf(emails[i], sizeof(emails[i]), "u%zu@example.com", i);
-		r[i].email = emails[i];
-		r[i].kind = "bcc";
-		r[i].lower = emails[i];
+	for (size_t j = 0; j < NM; j++) {
+		rs[j] = j == 0 ? r : calloc(NR, sizeof(*r));
+		cr_assert(rs[j]);
+		for (size_t i = 0; i < NR; i++) {
+			char *e = emails[j * NR + i];
+
+			snprintf(e, sizeof(emails[0]), "u%zu.%zu@example.com", j, i);
+			rs[j][i].email = e;
+			rs[j][i].kind = "bcc";
+			rs[j][i].lower = e;
+		}
+		fill_msg(&m[j], id[j], sizeof(id[j]), rs[j], NR);
 	}
-	cr_assert_eq(store_suppression_add(st, NULL, emails[HIT], "manual", 1), 0);
-	fill_msg(&m, id, sizeof(id), r, NR);
+	cr_assert_eq(store_suppression_add(st, NULL, emails[HIT_M * NR + HIT], "manual", 1), 0);
 	before = dbsize();
-	rc = store_enqueue_checked(st, &m, 1, NULL, NULL, flags);
+	rc = store_enqueue_checked(st, m, NM, NULL, NULL, flags);
 	cr_assert_eq(rc, STORE_ERR_SUPPRESSED, "got %d, want %d", rc, STORE_ERR_SUPPRESSED);
-	for (size_t i = 0; i < NR; i++)
-		cr_assert_eq(flags[i], i == HIT, "flags[%zu]: got %d, want %d", i, flags[i], i == HIT);
+	for (size_t k = 0; k < NM * NR; k++)
+		cr_assert_eq(flags[k], k == HIT_M * NR + HIT, "flags[%zu]: got %d, want %d", k, flags[k],
+		    k == HIT_M * NR + HIT);
 	cr_assert_eq(dbsize(), before);
-	cr_assert_eq(store_suppression_delete(st, NULL, emails[HIT]), 0);
-	rc = store_enqueue_checked(st, &m, 1, NULL, NULL, flags);
+	cr_assert_eq(store_suppression_delete(st, NULL, emails[HIT_M * NR + HIT]), 0);
+	rc = store_enqueue_checked(st, m, NM, NULL, NULL, flags);
 	cr_assert_eq(rc, 0, "after delete: got %d, want 0", rc);
-	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), NR);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), NM * NR);
+	msg_key(key, sizeof(key), id[HIT_M], "");
+	cr_assert_eq(rint_cmd("HLEN %s", key), 14 + 5 * NR, "fields of the last message");
+	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, "r949:email");
+	cr_assert_str_eq(sbuf, "u4.949@example.com");
+	rcpt_status(id[HIT_M], NR - 1, sbuf, sizeof(sbuf));
+	cr_assert_str_eq(sbuf, "queued");
+	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, "pending");
+	cr_assert_str_eq(sbuf, "950");
+	for (size_t j = 1; j < NM; j++)
+		free(rs[j]);
 	free(r);
 	free(emails);
 	free(flags);
