@@ -317,11 +317,13 @@ static void wh_req_free(struct webhook *w, struct wh_req *r)
 	if (!r)
 		return;
 	if (r->easy) {
-		if (w && w->multi)
+		if (w && w->multi) {
 			curl_multi_remove_handle(w->multi, r->easy);
-		curl_easy_cleanup(r->easy);
+			wh_easy_put(w, r->easy);
+		} else {
+			curl_easy_cleanup(r->easy);
+		}
 	}
-	curl_slist_free_all(r->hdrs);
 	store_whd_free(r->d);
 	free(r);
 }
@@ -706,10 +708,8 @@ static void wh_complete(struct webhook *w, struct wh_req *r, CURLcode cc)
 	else
 		err = r->guard_why[0] ? r->guard_why : r->errbuf[0] ? r->errbuf : curl_easy_strerror(cc);
 	curl_multi_remove_handle(w->multi, r->easy);
-	curl_easy_cleanup(r->easy);
+	wh_easy_put(w, r->easy);
 	r->easy = NULL;
-	curl_slist_free_all(r->hdrs);
-	r->hdrs = NULL;
 	if (err)
 		util_strlcpy(r->fail, err, sizeof(r->fail));
 	else if (status < 200 || status >= 300)
@@ -1308,6 +1308,7 @@ static void wh_free(struct webhook *w)
 		store_whd_free(w->park[--w->npark].d);
 	free(w->park);
 	free(w->acks);
+	wh_easy_free_all(w);
 	if (w->multi)
 		curl_multi_cleanup(w->multi);
 	store_close(w->st);

@@ -88,6 +88,28 @@ int webhook_url_check(const char *url, char *why, size_t whylen);
  */
 int webhook_event_field(const char *json, const char *key, char *out, size_t outlen);
 
+/*
+ * What an event is about, for log lines and the latency metric: the
+ * top-level "type" and "created_at" and data.message_id, data.recipient
+ * of an event JSON object. "" for a member that is absent or not a
+ * string; a longer value is cut to the field (always NUL-terminated).
+ */
+struct webhook_about {
+	char type[64];
+	char created_at[40];
+	char msg_id[96];
+	char rcpt[320];
+};
+
+/*
+ * webhook_event_about - fill *out from the event json in one scan, no
+ * allocation (the dispatcher's per-request log fields, which a full JSON
+ * parse per request made its most expensive step). String escapes are
+ * decoded except \uXXXX, which stays as written. It stops once all four
+ * are found; a malformed body leaves what was not found "".
+ */
+void webhook_event_about(const char *json, struct webhook_about *out);
+
 /* webhook_new_secret - "whsec_" + base64 of 24 random bytes into out (>= 40 bytes). 0 or -1. */
 #define WEBHOOK_SECRET_LEN 38
 int webhook_new_secret(char *out, size_t outlen);

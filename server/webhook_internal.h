@@ -22,6 +22,8 @@
 
 #define WH_EP_ID_MAX 65
 
+#define WH_FIXED_HEADERS 3
+
 enum wh_outcome { WH_PENDING = 0, WH_DONE, WH_RETRY };
 
 /*
@@ -69,8 +71,12 @@ struct wh_req {
 	struct store_whd *d;
 	struct wh_evt *evt;    /* sent directly from the outbox; NULL: claimed from a queue */
 	size_t epi;            /* index of its endpoint in eps when last looked up (a hint) */
-	CURL *easy;
-	struct curl_slist *hdrs;
+	CURL *easy;            /* from w->easy_free or new; back there when done (wh_easy_put) */
+	/* the webhook-* headers, linked in front of w->hfixed (curl only reads them) */
+	struct curl_slist hnode[3];
+	char h_id[96];
+	char h_ts[48];
+	char h_sig[96];
 	char errbuf[CURL_ERROR_SIZE];
 	char guard_why[160];   /* set when the address guard refused the connection */
 	int allow_private;     /* TXMAIL_WEBHOOK_ALLOW_PRIVATE */
@@ -130,6 +136,10 @@ struct webhook {
 	int64_t touch_at;          /* monotonic ms of the next lease renewal of held entries */
 	int64_t redis_retry_at;    /* monotonic ms; 0 = Redis believed up */
 
+	CURL **easy_free;          /* easy handles set up and free for the next request */
+	size_t neasy, capeasy;
+	struct curl_slist hfixed[WH_FIXED_HEADERS];  /* the headers of every request (wh_fixed_headers) */
+
 	int poll_ms;               /* curl poll while requests are in flight: WH_POLL_MS */
 	atomic_int notified;       /* webhook_notify: an event may be waiting in the outbox */
 	atomic_int in_poll;        /* the thread is in, or about to enter, curl's poll */
@@ -153,6 +163,12 @@ int wh_mac_sign(const EVP_MAC_CTX *keyed, const char *msg_id, int64_t ts,
  */
 int wh_start_req(struct webhook *w, const struct wh_ep *ep, struct store_whd *d,
     struct wh_evt *evt);
+
+/* wh_easy_put - a handle out of the multi, kept for reuse (or cleaned up beyond max_inflight). */
+void wh_easy_put(struct webhook *w, CURL *e);
+
+/* wh_easy_free_all - clean up the handles kept for reuse. */
+void wh_easy_free_all(struct webhook *w);
 
 /* wh_release_busy - one request of d's endpoint is over (recorded or abandoned). */
 void wh_release_busy(struct webhook *w, const struct store_whd *d);

@@ -18,7 +18,6 @@
 #include "webhook_internal.h"
 
 #include <arpa/inet.h>
-#include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <inttypes.h>
 #include <openssl/core_names.h>
@@ -307,27 +306,227 @@ static curl_socket_t wh_opensocket(void *clientp, curlsocktype purpose, struct c
 	return CURL_SOCKET_BAD;
 }
 
+/* ---- what an event is about (for log lines) ------------------------------- */
+
+/*
+ * wh_json_string - p is just past a string's opening quote: the string is
+ * copied into out (outlen > 0; NULL: skipped), cut to fit, with its escapes
+ * decoded except \uXXXX; returns just past the closing quote, or NULL when
+ * it does not end.
+ */
+static const char *wh_json_string(const char *p, char *out, size_t outlen)
+{
+	size_t n = 0;
+
+	for (; *p && *p != '"'; p++) {
+		char c = *p;
+
+		if (c == '\\' && p[1]) {
+			c = *++p;
+			switch (c) {
+			case 'n': c = '\n'; break;
+			case 't': c = '\t'; break;
+			case 'r': c = '\r'; break;
+			case 'b': c = '\b'; break;
+			case 'f': c = '\f'; break;
+			case 'u':
+				if (out && n + 1 < outlen)
+					out[n++] = '\\';
+				break;
+			default: break;   /* \" \\ \/ stand for themselves */
+			}
+		}
+		if (out && n + 1 < outlen)
+			out[n++] = c;
+	}
+	if (out)
+		out[*p == '"' ? n : 0] = '\0';   /* a string that does not end is not taken */
+	return *p == '"' ? p + 1 : NULL;
+}
+
+static const char *wh_json_ws(const char *p)
+{
+	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+		p++;
+	return p;
+}
+
+void webhook_event_about(const char *json, struct webhook_about *out)
+{
+	const char *p = json;
+	int depth = 0, data_depth = 0, found = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (!json)
+		return;
+	while (*p && found < 4) {
+		if (*p == '{' || *p == '[') {
+			depth++;
+			p++;
+		} else if (*p == '}' || *p == ']') {
+			if (depth-- == data_depth)
+				data_depth = 0;   /* left "data" */
+			p++;
+		} else if (*p == '"') {
+			char key[16];
+			char *dst = NULL;
+			size_t cap = 0;
+			const char *v;
+
+			if (!(p = wh_json_string(p + 1, key, sizeof(key))))
+				return;
+			v = wh_json_ws(p);
+			if (*v != ':')
+				continue;   /* a value, not a key */
+			v = wh_json_ws(v + 1);
+			if (depth == 1 && strcmp(key, "data") == 0 && *v == '{') {
+				data_depth = 2;
+			} else if (depth == 1 && strcmp(key, "type") == 0) {
+				dst = out->type;
+				cap = sizeof(out->type);
+			} else if (depth == 1 && strcmp(key, "created_at") == 0) {
+				dst = out->created_at;
+				cap = sizeof(out->created_at);
+			} else if (depth == 2 && data_depth == 2 && strcmp(key, "message_id") == 0) {
+				dst = out->msg_id;
+				cap = sizeof(out->msg_id);
+			} else if (depth == 2 && data_depth == 2 && strcmp(key, "recipient") == 0) {
+				dst = out->rcpt;
+				cap = sizeof(out->rcpt);
+			}
+			p = v;
+			if (dst && *v == '"') {
+				if (!(p = wh_json_string(v + 1, dst, cap)))
+					return;
+				found++;
+			}
+		} else {
+			p++;
+		}
+	}
+}
+
 /*
  * wh_req_about - type, message id and recipient of r's event, for its log
- * lines (an event the store wrote; anything missing stays "").
+ * lines, and its created_at for the latency metric (anything missing
+ * stays "", 0).
  */
 static void wh_req_about(struct wh_req *r)
 {
-	cJSON *ev = cJSON_Parse(r->d->body), *data, *v;
+	struct webhook_about a;
 
-	if (ev == NULL)
-		return;
-	if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(ev, "type")))
-		util_strlcpy(r->type, v->valuestring, sizeof(r->type));
-	if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(ev, "created_at")) &&
-	    util_parse_rfc3339(v->valuestring, &r->created_ms) != 0)
+	webhook_event_about(r->d->body, &a);
+	util_strlcpy(r->type, a.type, sizeof(r->type));
+	util_strlcpy(r->msg_id, a.msg_id, sizeof(r->msg_id));
+	util_strlcpy(r->rcpt, a.rcpt, sizeof(r->rcpt));
+	if (!a.created_at[0] || util_parse_rfc3339(a.created_at, &r->created_ms) != 0)
 		r->created_ms = 0;
-	data = cJSON_GetObjectItemCaseSensitive(ev, "data");
-	if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(data, "message_id")))
-		util_strlcpy(r->msg_id, v->valuestring, sizeof(r->msg_id));
-	if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(data, "recipient")))
-		util_strlcpy(r->rcpt, v->valuestring, sizeof(r->rcpt));
-	cJSON_Delete(ev);
+}
+
+/* ---- curl easy handles, reused ----------------------------------------------- */
+
+/*
+ * wh_easy_new - an easy handle with everything that is the same for every
+ * request of this dispatcher: protocols, timeout, no redirects, TLS
+ * verification, the proxy setting, the CA file, the body discarded, and
+ * the address guard at every new connection. NULL when out of memory.
+ */
+static CURL *wh_easy_new(const struct webhook *w)
+{
+	long timeout_ms = (long)(w->timeout * 1000.0);
+	CURL *e = curl_easy_init();
+
+	if (!e)
+		return NULL;
+	if (timeout_ms <= 0)
+		timeout_ms = 10000;
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	/* "" disables libcurl's http_proxy/HTTPS_PROXY/ALL_PROXY: else the guard
+	 * would judge the proxy's address while the proxy reaches the target;
+	 * NOPROXY "" makes NO_PROXY unable to route around TXMAIL_WEBHOOK_PROXY */
+	curl_easy_setopt(e, CURLOPT_PROXY, w->proxy);
+	curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+	if (w->ca_file[0]) {
+		/* with the OpenSSL backend CAINFO and CAPATH are both used: keep the system directory */
+		const curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
+
+		curl_easy_setopt(e, CURLOPT_CAINFO, w->ca_file);
+		curl_easy_setopt(e, CURLOPT_CAPATH,
+		    vi && vi->capath ? vi->capath : "/etc/ssl/certs");
+	}
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, wh_discard);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, wh_opensocket);
+	return e;
+}
+
+/*
+ * wh_easy_put - e (out of the multi) is free again: kept for the next
+ * request, up to max_inflight handles, with its pointers into the request
+ * that used it cleared; beyond that, cleaned up. The connection it used
+ * stays in the multi's cache either way.
+ */
+void wh_easy_put(struct webhook *w, CURL *e)
+{
+	if (!e)
+		return;
+	if (w->neasy >= (size_t)w->max_inflight) {
+		curl_easy_cleanup(e);
+		return;
+	}
+	if (w->neasy == w->capeasy) {
+		size_t cap = w->capeasy ? w->capeasy * 2 : 16;
+		CURL **ne = realloc(w->easy_free, cap * sizeof(*ne));
+
+		if (!ne) {
+			curl_easy_cleanup(e);
+			return;
+		}
+		w->easy_free = ne;
+		w->capeasy = cap;
+	}
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, NULL);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, NULL);
+	w->easy_free[w->neasy++] = e;
+}
+
+/* wh_easy_free_all - clean up the free handles (the dispatcher is going). */
+void wh_easy_free_all(struct webhook *w)
+{
+	while (w->neasy > 0)
+		curl_easy_cleanup(w->easy_free[--w->neasy]);
+	free(w->easy_free);
+	w->easy_free = NULL;
+	w->capeasy = 0;
+}
+
+/*
+ * wh_fixed_headers - the headers every request carries, linked once into
+ * w->hfixed (curl only reads the list; each request puts its webhook-*
+ * headers in front, in nodes of its own).
+ */
+static struct curl_slist *wh_fixed_headers(struct webhook *w)
+{
+	static const char *const fixed[WH_FIXED_HEADERS] = {
+		"Content-Type: application/json",
+		"User-Agent: txmail/" TXMAIL_VERSION,
+		"Expect:",
+	};
+	size_t i;
+
+	if (!w->hfixed[0].data) {
+		for (i = 0; i < WH_FIXED_HEADERS; i++) {
+			w->hfixed[i].data = (char *)fixed[i];
+			w->hfixed[i].next = i + 1 < WH_FIXED_HEADERS ? &w->hfixed[i + 1] : NULL;
+		}
+	}
+	return &w->hfixed[0];
 }
 
 /* wh_start_req - POST one delivery to ep; takes d (and a reference on evt). 0, or -1 (outcome queued as retry). */
@@ -335,16 +534,10 @@ int wh_start_req(struct webhook *w, const struct wh_ep *ep, struct store_whd *d,
     struct wh_evt *evt)
 {
 	struct wh_req *r = calloc(1, sizeof(*r));
-	char hdr[256], sig[64];
+	char sig[64];
 	int64_t now_s = util_now_ms() / 1000;
-	long timeout_ms = (long)(w->timeout * 1000.0);
-	struct curl_slist *nh;
-	const char *const fixed[] = {
-		"Content-Type: application/json",
-		"User-Agent: txmail/" TXMAIL_VERSION,
-		"Expect:",
-	};
-	size_t i;
+	size_t blen, nh = 0;
+	int n;
 
 	if (!r) {
 		wh_release_busy(w, d);
@@ -360,62 +553,32 @@ int wh_start_req(struct webhook *w, const struct wh_ep *ep, struct store_whd *d,
 	r->epi = (size_t)(ep - w->eps);
 	r->attempts = d->attempts + 1;
 	wh_req_about(r);
-	for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
-		nh = curl_slist_append(r->hdrs, fixed[i]);
-		if (!nh)
-			goto fail;
-		r->hdrs = nh;
-	}
-	snprintf(hdr, sizeof(hdr), "webhook-id: %s", d->event_id);
-	if (!(nh = curl_slist_append(r->hdrs, hdr)))
+	blen = strlen(d->body);
+	/* the webhook-* headers in r's own nodes, in front of the fixed ones */
+	n = snprintf(r->h_id, sizeof(r->h_id), "webhook-id: %s", d->event_id);
+	if (n < 0 || (size_t)n >= sizeof(r->h_id))
 		goto fail;
-	r->hdrs = nh;
-	snprintf(hdr, sizeof(hdr), "webhook-timestamp: %" PRId64, now_s);
-	if (!(nh = curl_slist_append(r->hdrs, hdr)))
-		goto fail;
-	r->hdrs = nh;
+	snprintf(r->h_ts, sizeof(r->h_ts), "webhook-timestamp: %" PRId64, now_s);
+	r->hnode[nh++].data = r->h_id;
+	r->hnode[nh++].data = r->h_ts;
 	if (ep->secret[0]) {
-		if (wh_mac_sign(ep->mac, d->event_id, now_s, d->body, strlen(d->body),
-		    sig, sizeof(sig)) < 0)
+		if (wh_mac_sign(ep->mac, d->event_id, now_s, d->body, blen, sig, sizeof(sig)) < 0)
 			goto fail;
-		snprintf(hdr, sizeof(hdr), "webhook-signature: %s", sig);
-		if (!(nh = curl_slist_append(r->hdrs, hdr)))
-			goto fail;
-		r->hdrs = nh;
+		snprintf(r->h_sig, sizeof(r->h_sig), "webhook-signature: %s", sig);
+		r->hnode[nh++].data = r->h_sig;
 	}
-	r->easy = curl_easy_init();
+	for (size_t i = 0; i < nh; i++)
+		r->hnode[i].next = i + 1 < nh ? &r->hnode[i + 1] : wh_fixed_headers(w);
+	r->easy = w->neasy > 0 ? w->easy_free[--w->neasy] : wh_easy_new(w);
 	if (!r->easy)
 		goto fail;
-	if (timeout_ms <= 0)
-		timeout_ms = 10000;
 	curl_easy_setopt(r->easy, CURLOPT_URL, ep->url);
-	curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, d->body);
-	curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(d->body));
-	curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->hdrs);
-	curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
-	curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(r->easy, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(r->easy, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(r->easy, CURLOPT_SSL_VERIFYHOST, 2L);
-	/* "" disables libcurl's http_proxy/HTTPS_PROXY/ALL_PROXY: else the guard
-	 * would judge the proxy's address while the proxy reaches the target;
-	 * NOPROXY "" makes NO_PROXY unable to route around TXMAIL_WEBHOOK_PROXY */
-	curl_easy_setopt(r->easy, CURLOPT_PROXY, w->proxy);
-	curl_easy_setopt(r->easy, CURLOPT_NOPROXY, "");
-	if (w->ca_file[0]) {
-		/* with the OpenSSL backend CAINFO and CAPATH are both used: keep the system directory */
-		const curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
-
-		curl_easy_setopt(r->easy, CURLOPT_CAINFO, w->ca_file);
-		curl_easy_setopt(r->easy, CURLOPT_CAPATH,
-		    vi && vi->capath ? vi->capath : "/etc/ssl/certs");
-	}
-	curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, wh_discard);
+	curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+	curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, &r->hnode[0]);
 	curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->errbuf);
 	curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
 	r->allow_private = w->allow_private;
-	curl_easy_setopt(r->easy, CURLOPT_OPENSOCKETFUNCTION, wh_opensocket);
 	curl_easy_setopt(r->easy, CURLOPT_OPENSOCKETDATA, r);
 	if (curl_multi_add_handle(w->multi, r->easy) != CURLM_OK)
 		goto fail;
@@ -427,10 +590,8 @@ int wh_start_req(struct webhook *w, const struct wh_ep *ep, struct store_whd *d,
 fail:
 	log_warn("webhook request setup failed", "event_id=%s endpoint=%s msg_id=%s rcpt=%s type=%s",
 	    d->event_id, d->endpoint, r->msg_id, r->rcpt, r->type);
-	curl_easy_cleanup(r->easy);
+	wh_easy_put(w, r->easy);
 	r->easy = NULL;
-	curl_slist_free_all(r->hdrs);
-	r->hdrs = NULL;
 	/* count it as a failed attempt so it is retried later, not spun on */
 	r->outcome = WH_RETRY;
 	util_strlcpy(r->fail, "request setup failed", sizeof(r->fail));

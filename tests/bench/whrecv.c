@@ -14,6 +14,7 @@
  *   bad         requests without the headers or with a wrong signature
  *               (answered 400, so txmail retries them)
  *   first_ns, last_ns  CLOCK_REALTIME of the first and last good request
+ *   connections TCP connections accepted (keep-alive reuse keeps it small)
  * GET /stats answers them as one JSON object. With --log FILE each good
  * request also writes a line "<realtime ns> <webhook-id> <type>
  * <message_id>" (stdio-buffered, flushed at every /stats and at exit), which
@@ -54,7 +55,7 @@ static struct {
 	pthread_mutex_t mu;
 	char **slot;            /* the set of webhook-ids: NULL = empty */
 	size_t cap, used;
-	uint64_t received, duplicates, delivered, bad;
+	uint64_t received, duplicates, delivered, bad, connections;
 	int64_t first_ns, last_ns;
 	FILE *log;
 	unsigned char key[64];
@@ -215,8 +216,9 @@ static enum MHD_Result stats(struct MHD_Connection *c)
 	snprintf(buf, sizeof(buf),
 	         "{\"received\":%" PRIu64 ",\"unique\":%zu,\"duplicates\":%" PRIu64
 	         ",\"delivered\":%" PRIu64 ",\"bad\":%" PRIu64 ",\"first_ns\":%" PRId64
-	         ",\"last_ns\":%" PRId64 "}\n",
-	         st.received, st.used, st.duplicates, st.delivered, st.bad, st.first_ns, st.last_ns);
+	         ",\"last_ns\":%" PRId64 ",\"connections\":%" PRIu64 "}\n",
+	         st.received, st.used, st.duplicates, st.delivered, st.bad, st.first_ns, st.last_ns,
+	         st.connections);
 	pthread_mutex_unlock(&st.mu);
 	return reply(c, MHD_HTTP_OK, buf, "application/json");
 }
@@ -327,6 +329,20 @@ static int set_secret(const char *s)
 	return 0;
 }
 
+/* every accepted TCP connection, so a bench or test can see whether a client reuses them */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode code)
+{
+	(void)cls;
+	(void)c;
+	(void)socket_ctx;
+	if (code != MHD_CONNECTION_NOTIFY_STARTED)
+		return;
+	pthread_mutex_lock(&st.mu);
+	st.connections++;
+	pthread_mutex_unlock(&st.mu);
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: whrecv --port P [--secret whsec_...] [--threads N] [--log FILE] [--ready-file F]\n");
@@ -379,7 +395,8 @@ int main(int argc, char **argv)
 	        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port, NULL, NULL, handle, NULL,
 	        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, threads,
 	        MHD_OPTION_CONNECTION_LIMIT, 4096u, MHD_OPTION_CONNECTION_TIMEOUT, 60u,
-	        MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
+	        MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+	        MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL, MHD_OPTION_END);
 	if (!d) {
 		fprintf(stderr, "whrecv: cannot listen on 127.0.0.1:%u\n", port);
 		return 1;

@@ -326,6 +326,59 @@ Test(webhook_event_field, table)
 	    "value longer than the buffer: got accepted, want -1");
 }
 
+Test(webhook_event_about, table)
+{
+	static const struct {
+		const char *json, *type, *created, *msg_id, *rcpt;
+	} cases[] = {
+		/* as outcome_json.c writes it */
+		{ "{\"id\":\"evt_1\",\"type\":\"message.delivered\",\"created_at\":\"2026-01-02T03:04:05.678Z\","
+		  "\"data\":{\"message_id\":\"msg_1\",\"recipient\":\"a@b.example\",\"status\":\"delivered\","
+		  "\"attempt\":1,\"smtp\":{\"code\":250}}}",
+		  "message.delivered", "2026-01-02T03:04:05.678Z", "msg_1", "a@b.example" },
+		/* any order, white space, nested and look-alike members ignored */
+		{ "{ \"data\" : { \"smtp\": {\"recipient\":\"inner\"}, \"recipient\" : \"r@x\", "
+		  "\"message_id\":\"m\" }, \"message_id\":\"top\", \"type\":\"message.failed\" }",
+		  "message.failed", "", "m", "r@x" },
+		{ "{\"x\":\"type\",\"meta\":{\"type\":\"no\"},\"type\":\"t\"}", "t", "", "", "" },
+		/* escapes decoded, \u kept as written */
+		{ "{\"data\":{\"recipient\":\"\\\"q\\\"@x\\u00e9\"}}", "", "", "", "\"q\"@x\\u00e9" },
+		/* a data that is not an object, a non-string type, broken JSON */
+		{ "{\"data\":\"message_id\",\"type\":1,\"message_id\":\"no\"}", "", "", "", "" },
+		{ "{\"type\":\"message.deferred\",\"data\":{\"message_id\":\"unterminated", "message.deferred",
+		  "", "", "" },
+		{ "", "", "", "", "" },
+	};
+	struct webhook_about a;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		webhook_event_about(cases[i].json, &a);
+		cr_expect_str_eq(a.type, cases[i].type, "about(%s).type: got %s, want %s", cases[i].json,
+		    a.type, cases[i].type);
+		cr_expect_str_eq(a.created_at, cases[i].created, "about(%s).created_at: got %s, want %s",
+		    cases[i].json, a.created_at, cases[i].created);
+		cr_expect_str_eq(a.msg_id, cases[i].msg_id, "about(%s).msg_id: got %s, want %s",
+		    cases[i].json, a.msg_id, cases[i].msg_id);
+		cr_expect_str_eq(a.rcpt, cases[i].rcpt, "about(%s).rcpt: got %s, want %s", cases[i].json,
+		    a.rcpt, cases[i].rcpt);
+	}
+	/* a value longer than its field is cut, still terminated */
+	{
+		static const char head[] = "{\"data\":{\"recipient\":\"";
+		char big[600];
+		size_t hl = sizeof(head) - 1;
+
+		memset(big, 0, sizeof(big));
+		memcpy(big, head, hl);
+		memset(big + hl, 'r', 500);
+		memcpy(big + hl + 500, "\"}}", 3);
+		webhook_event_about(big, &a);
+		cr_expect_eq(strlen(a.rcpt), sizeof(a.rcpt) - 1, "long rcpt: got %zu bytes, want %zu",
+		    strlen(a.rcpt), sizeof(a.rcpt) - 1);
+	}
+}
+
 Test(webhook_secret, generated_secrets_sign_and_differ)
 {
 	char a[64], b[64], sig[64];
