@@ -71,7 +71,7 @@ def post(port, n, conc, tag):
         raise SystemExit("bench: %d POSTs refused: %s" % (len(errors), errors[:5]))
 
 
-SYSCALLS = ("sendto", "recvfrom", "poll", "ppoll", "write", "read", "epoll_wait", "futex",
+SYSCALLS = ("sendto", "recvfrom", "poll", "ppoll", "write", "read", "epoll_wait", "epoll_ctl", "futex",
             "socket", "connect", "close", "getsockopt", "setsockopt", "getsockname", "getpeername")
 
 
@@ -102,6 +102,8 @@ def main():
     ap.add_argument("-n", type=int, default=2000, help="measured messages (default 2000)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--native", action="store_true", help="no valgrind: thread CPU and syscalls")
+    ap.add_argument("--wrk", action="store_true",
+                    help="POST the measured messages with wrk (64 connections, unique.lua) at full rate")
     ap.add_argument("--strace", metavar="FILE", help="with --native: also strace the dispatcher to FILE")
     a = ap.parse_args()
     a.bin, a.whrecv = os.path.abspath(a.bin), os.path.abspath(a.whrecv)
@@ -149,7 +151,13 @@ def main():
     else:
         ctl("-z")
     st0, i0 = suite.wh_stats(whp), benchlib.info(rport)
-    post(api, a.n, 4, "m")
+    if a.wrk:
+        w = benchlib.run_wrk(api, suite.KEY, conns=64, seconds=120, limit=a.n,
+                             idfile=os.path.join(procs.dir, "ids.txt"))
+        print("bench_webhook: wrk accepted %d (%.0f/s)" % (w["accepted"], w["rate"]))
+        a.n = w["accepted"]
+    else:
+        post(api, a.n, 4, "m")
     benchlib.wait_until(lambda: delivered() >= warm + a.n, 900, "the webhooks")
     st1, i1 = suite.wh_stats(whp), benchlib.info(rport)
     n = st1["delivered"] - st0["delivered"]
