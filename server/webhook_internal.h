@@ -153,8 +153,11 @@ struct webhook {
  */
 EVP_MAC_CTX *wh_mac_new(const char *secret);
 
-/* wh_mac_sign - webhook_sign with a context from wh_mac_new (left as it is). */
-int wh_mac_sign(const EVP_MAC_CTX *keyed, const char *msg_id, int64_t ts,
+/*
+ * wh_mac_sign - webhook_sign with a context from wh_mac_new, re-initialised
+ * and used in place (one thread at a time: the dispatcher's).
+ */
+int wh_mac_sign(EVP_MAC_CTX *keyed, const char *msg_id, int64_t ts,
     const char *body, size_t body_len, char *out, size_t outlen);
 
 /*

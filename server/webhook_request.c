@@ -81,7 +81,7 @@ static int wh_b64_decode(const char *in, size_t inlen, unsigned char *out, size_
 /*
  * wh_mac_new - an HMAC-SHA256 context keyed with secret (whsec_<base64>:
  * the decoded bytes; else the string itself), ready for updates; each
- * signature works on a copy (EVP_MAC_CTX_dup), so the key is decoded and
+ * signature re-initialises it (wh_mac_sign), so the key is decoded and
  * the MAC set up once per endpoint, not once per request. NULL on a bad
  * secret or out of memory.
  */
@@ -124,14 +124,19 @@ EVP_MAC_CTX *wh_mac_new(const char *secret)
 	return ctx;
 }
 
-/* wh_mac_sign - webhook_sign with a context from wh_mac_new (left as it is). */
-int wh_mac_sign(const EVP_MAC_CTX *keyed, const char *msg_id, int64_t ts,
+/*
+ * wh_mac_sign - webhook_sign with a context from wh_mac_new, which is
+ * re-initialised with the key it holds (EVP_MAC_init with no key resets
+ * the HMAC to its keyed start) and used in place: no copy of the three
+ * digest contexts per signature. The context is the caller's alone while
+ * this runs.
+ */
+int wh_mac_sign(EVP_MAC_CTX *keyed, const char *msg_id, int64_t ts,
     const char *body, size_t body_len, char *out, size_t outlen)
 {
 	unsigned char mac[EVP_MAX_MD_SIZE];
 	char tsbuf[32];
 	size_t maclen = 0;
-	EVP_MAC_CTX *ctx = NULL;
 	int rc = -1, n;
 
 	if (!keyed || !msg_id || (!body && body_len > 0) || !out)
@@ -142,14 +147,13 @@ int wh_mac_sign(const EVP_MAC_CTX *keyed, const char *msg_id, int64_t ts,
 	/* "v1," + base64 of 32 bytes (44) + NUL */
 	if (outlen < 3 + 44 + 1)
 		goto out;
-	ctx = EVP_MAC_CTX_dup(keyed);
-	if (!ctx ||
-	    !EVP_MAC_update(ctx, (const unsigned char *)msg_id, strlen(msg_id)) ||
-	    !EVP_MAC_update(ctx, (const unsigned char *)".", 1) ||
-	    !EVP_MAC_update(ctx, (const unsigned char *)tsbuf, (size_t)n) ||
-	    !EVP_MAC_update(ctx, (const unsigned char *)".", 1) ||
-	    (body_len > 0 && !EVP_MAC_update(ctx, (const unsigned char *)body, body_len)) ||
-	    !EVP_MAC_final(ctx, mac, &maclen, sizeof(mac)) || maclen != 32)
+	if (!EVP_MAC_init(keyed, NULL, 0, NULL) ||
+	    !EVP_MAC_update(keyed, (const unsigned char *)msg_id, strlen(msg_id)) ||
+	    !EVP_MAC_update(keyed, (const unsigned char *)".", 1) ||
+	    !EVP_MAC_update(keyed, (const unsigned char *)tsbuf, (size_t)n) ||
+	    !EVP_MAC_update(keyed, (const unsigned char *)".", 1) ||
+	    (body_len > 0 && !EVP_MAC_update(keyed, (const unsigned char *)body, body_len)) ||
+	    !EVP_MAC_final(keyed, mac, &maclen, sizeof(mac)) || maclen != 32)
 		goto out;
 	memcpy(out, "v1,", 3);
 	n = EVP_EncodeBlock((unsigned char *)out + 3, mac, (int)maclen);
@@ -158,7 +162,6 @@ int wh_mac_sign(const EVP_MAC_CTX *keyed, const char *msg_id, int64_t ts,
 	out[3 + n] = '\0';
 	rc = 0;
 out:
-	EVP_MAC_CTX_free(ctx);
 	OPENSSL_cleanse(mac, sizeof(mac));
 	if (rc < 0 && out && outlen > 0)
 		out[0] = '\0';

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "../../server/webhook.h"
+#include "../../server/webhook_internal.h"
 
 #define T_PYTHON "/usr/bin/python3"
 
@@ -127,6 +128,32 @@ Test(webhook_sign, any_change_changes_the_signature)
 	/* body_len is honoured: a prefix of the body is a different body */
 	cr_assert_eq(webhook_sign(secret, "evt_a", 100, "{\"a\":1}", 6, other, sizeof(other)), 0);
 	cr_expect_str_neq(base, other, "shorter body_len: got the same signature %s", base);
+}
+
+Test(webhook_sign, keyed_context_reused)
+{
+	/* the dispatcher signs every request of an endpoint with one context
+	 * (wh_mac_sign re-initialises it): each must equal a fresh signature */
+	static const char *const bodies[] = { "{\"id\":\"evt_a\"}", "", "{\"id\":\"evt_b\",\"x\":[1,2,3]}" };
+	const char *secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+	EVP_MAC_CTX *ctx = wh_mac_new(secret);
+	char got[64], want[64];
+	size_t i;
+	int round;
+
+	cr_assert(ctx != NULL, "wh_mac_new: got NULL, want a context");
+	for (round = 0; round < 2; round++) {
+		for (i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+			int64_t ts = 1674087231 + (int64_t)i + round;
+
+			cr_assert_eq(wh_mac_sign(ctx, "msg_x", ts, bodies[i], strlen(bodies[i]), got,
+			    sizeof(got)), 0, "wh_mac_sign: got error, want 0");
+			cr_assert_eq(webhook_sign(secret, "msg_x", ts, bodies[i], strlen(bodies[i]), want,
+			    sizeof(want)), 0, "webhook_sign: got error, want 0");
+			cr_expect_str_eq(got, want, "round %d body %zu: got %s, want %s", round, i, got, want);
+		}
+	}
+	EVP_MAC_CTX_free(ctx);
 }
 
 Test(webhook_sign, refuses_bad_input)
