@@ -12,6 +12,9 @@ one matching v1 signature is enough. It also checks that the timestamp is
 within 5 minutes of now, that the body is a JSON object whose "id" equals
 the webhook-id header, and that Content-Type is application/json.
 
+It also counts the TCP connections it accepted (`connections()`), so a
+test can see whether txmail keeps them alive between requests.
+
 Must never: trust anything computed by txmail, accept a request that fails
 a check (those get 400 and are recorded in `failures`, which tests assert
 to be empty), or talk to anything but loopback.
@@ -113,6 +116,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     tls_context = None   # an ssl.SSLContext: serve HTTPS
     tls_failed = None    # called with the reason of a failed TLS handshake
+    accepted = 0         # TCP connections accepted (keep-alive reuse keeps it small)
+
+    def process_request(self, request, client_address):
+        # the accept loop's thread only: a plain counter is enough
+        self.accepted += 1
+        super().process_request(request, client_address)
 
     def finish_request(self, request, client_address):
         # runs in the connection's own thread, so a slow or failing
@@ -284,6 +293,10 @@ class WebhookReceiver:
     def snapshot(self):
         with self.cond:
             return list(self.attempts), list(self.events), list(self.failures)
+
+    def connections(self):
+        """TCP connections accepted so far (a client reusing them opens few)."""
+        return self.httpd.accepted
 
     def tls_failures(self):
         """The reasons of the failed TLS handshakes so far (HTTPS only)."""
