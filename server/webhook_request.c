@@ -2,13 +2,17 @@
  * webhook_request.c - what one webhook POST is made of: the Standard
  * Webhooks signature (HMAC-SHA256 keyed with the endpoint's secret,
  * webhook_sign, and the per-endpoint keyed context wh_mac_new/wh_mac_sign),
- * new secrets, the URL check (libcurl's own parser), and the curl easy
+ * new secrets, the URL check (libcurl's own parser), what an event is
+ * about for log lines (webhook_event_about, a scan), and the curl easy
  * handle of a delivery (wh_start_req: the webhook-* headers, the body as
  * the store wrote it, TLS verification, the proxy setting and the address
- * guard after DNS resolution, wh_opensocket).
+ * guard after DNS resolution, wh_opensocket). Easy handles are set up once
+ * (wh_easy_new) and kept in the dispatcher's free list between requests
+ * (wh_easy_put): only the URL, body, headers and the request's own
+ * pointers change per request.
  *
  * Part of the webhook module (webhook.c drives it through
- * webhook_internal.h): it owns no state of its own; a request it builds is
+ * webhook_internal.h): it owns no state but the free handles; a request it builds is
  * handed to the dispatcher's multi handle and lists (w->inflight, or
  * w->finished as a retry when setup fails). It must never log a secret or
  * a request body, never follow redirects, never turn TLS verification off,
