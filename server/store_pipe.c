@@ -74,7 +74,7 @@ struct store_pipe {
 	struct st_cmd *cmds;
 	redisReply **rep;
 	pthread_cond_t **wake;     /* the callers to wake once the lock is dropped (+1: the next leader) */
-	/* counters, under lock: round trips and commands sent (for tests and logs) */
+	/* counters, under lock: round trips made and commands written (for tests and logs) */
 	uint64_t rounds, sent;
 };
 
@@ -211,10 +211,6 @@ st_pipe_lead(struct store_pipe *p, struct st_pipe_job *self)
 		p->cmds[n] = *job->cmd;
 		n++;
 	}
-	if (n > 0) {
-		p->rounds++;
-		p->sent += n;
-	}
 	pthread_mutex_unlock(&p->lock);
 	for (i = 0; i < nwake; i++)
 		pthread_cond_signal(p->wake[i]);
@@ -230,6 +226,10 @@ st_pipe_lead(struct store_pipe *p, struct st_pipe_job *self)
 			p->rep[i] = NULL;
 
 	pthread_mutex_lock(&p->lock);
+	if (ran) {
+		p->rounds++;
+		p->sent += n;
+	}
 	for (i = 0; i < n; i++) {
 		struct st_pipe_job *job = p->jobs[i];
 

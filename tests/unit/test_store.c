@@ -2580,3 +2580,128 @@ Test(store, batch_carried_reclaimed)
 	freeReplyObject(r);
 	free_deliveries(d, n);
 }
+
+/* --- group commit (store_pipe.c) ---------------------------------------- */
+
+#define PIPE_THREADS 8
+#define PIPE_EACH 20
+
+struct pipe_arg {
+	struct store_pipe *p;
+	struct redis_addr addr;
+	pthread_barrier_t *ready;   /* NULL, or waited on once the store is connected */
+	char id[PIPE_EACH][64];
+	int rc[PIPE_EACH];
+	int64_t took_ms;
+};
+
+static void *
+pipe_thread(void *v)
+{
+	struct pipe_arg *pa = v;
+	struct store *s2 = store_open(&pa->addr);
+	struct store_message_in m;
+	int64_t t0 = util_mono_ms();
+
+	store_use_pipe(s2, pa->p);
+	if (pa->ready != NULL) {
+		pthread_barrier_wait(pa->ready);   /* connected; the test stops Redis */
+		pthread_barrier_wait(pa->ready);
+		t0 = util_mono_ms();
+	}
+	for (int k = 0; k < PIPE_EACH; k++) {
+		fill_msg(&m, pa->id[k], sizeof(pa->id[k]), one_rcpt, 1);
+		pa->rc[k] = s2 ? store_enqueue(s2, &m) : -100;
+	}
+	pa->took_ms = util_mono_ms() - t0;
+	store_close(s2);
+	return NULL;
+}
+
+/* many threads, one pipe: every message stored under its own id, fewer round trips than commands */
+Test(store, pipe_threads_share_round_trips)
+{
+	static struct pipe_arg pa[PIPE_THREADS];
+	struct store_pipe *p = store_pipe_open(&rs_addr);
+	pthread_t th[PIPE_THREADS];
+	uint64_t rounds, sent;
+	char key[128];
+
+	cr_assert_not_null(p);
+	/* the scripts wait in Redis meanwhile: the threads queue behind the first */
+	freeReplyObject(redisCommand(rc_ctx, "CLIENT PAUSE 300 WRITE"));
+	for (int i = 0; i < PIPE_THREADS; i++) {
+		memset(&pa[i], 0, sizeof(pa[i]));
+		pa[i].p = p;
+		pa[i].addr = rs_addr;
+		cr_assert_eq(pthread_create(&th[i], NULL, pipe_thread, &pa[i]), 0);
+	}
+	for (int i = 0; i < PIPE_THREADS; i++)
+		pthread_join(th[i], NULL);
+	for (int i = 0; i < PIPE_THREADS; i++)
+		for (int k = 0; k < PIPE_EACH; k++) {
+			cr_assert_eq(pa[i].rc[k], 0, "thread %d send %d: got %d, want 0", i, k, pa[i].rc[k]);
+			msg_key(key, sizeof(key), pa[i].id[k], "");
+			cr_assert_eq(rint_cmd("EXISTS %s", key), 1, "%s not stored", pa[i].id[k]);
+		}
+	store_pipe_counts(p, &rounds, &sent);
+	cr_assert_eq(sent, (uint64_t)PIPE_THREADS * PIPE_EACH, "sent: got %llu, want %d",
+	    (unsigned long long)sent, PIPE_THREADS * PIPE_EACH);
+	cr_assert(rounds < sent, "round trips %llu for %llu commands: none shared",
+	    (unsigned long long)rounds, (unsigned long long)sent);
+	store_pipe_close(p);
+}
+
+/*
+ * A frozen Redis: the first round trip stalls, the commands queued behind
+ * it leave unsent at their deadline (STORE_ERR_UNAVAILABLE: certainly not
+ * stored) and the stalled ones cannot be settled (STORE_ERR_OUTCOME_UNKNOWN);
+ * none waits much past its timeout and the set-up and settle after it.
+ */
+Test(store, pipe_frozen_redis_bounded)
+{
+	static struct pipe_arg pa[PIPE_THREADS];
+	struct redis_addr a = rs_addr;
+	struct store_pipe *p;
+	pthread_t th[PIPE_THREADS];
+	pthread_barrier_t ready;
+	int unknown = 0;
+
+	a.timeout_ms = 300;
+	p = store_pipe_open(&a);
+	cr_assert_not_null(p);
+	cr_assert_eq(pthread_barrier_init(&ready, NULL, PIPE_THREADS + 1), 0);
+	for (int i = 0; i < PIPE_THREADS; i++) {
+		memset(&pa[i], 0, sizeof(pa[i]));
+		pa[i].p = p;
+		pa[i].addr = a;
+		pa[i].ready = &ready;
+		cr_assert_eq(pthread_create(&th[i], NULL, pipe_thread, &pa[i]), 0);
+	}
+	pthread_barrier_wait(&ready);
+	cr_assert_eq(kill(rs_pid, SIGSTOP), 0);
+	pthread_barrier_wait(&ready);
+	for (int i = 0; i < PIPE_THREADS; i++)
+		pthread_join(th[i], NULL);
+	cr_assert_eq(kill(rs_pid, SIGCONT), 0);
+	pthread_barrier_destroy(&ready);
+	for (int i = 0; i < PIPE_THREADS; i++) {
+		for (int k = 0; k < PIPE_EACH; k++) {
+			int rc = pa[i].rc[k];
+
+			cr_assert(rc == STORE_ERR_UNAVAILABLE || rc == STORE_ERR_OUTCOME_UNKNOWN,
+			    "thread %d send %d: got %d, want unavailable or outcome_unknown", i, k, rc);
+			unknown += rc == STORE_ERR_OUTCOME_UNKNOWN;
+		}
+		/* at worst each send waits a round trip or a set-up, then a settle */
+		cr_assert(pa[i].took_ms < PIPE_EACH * 2600, "thread %d: %d sends took %lld ms", i,
+		    PIPE_EACH, (long long)pa[i].took_ms);
+	}
+	cr_assert(unknown > 0, "no send was in the stalled round trip");
+	store_pipe_close(p);
+	int64_t deadline = util_mono_ms() + 5000;
+	int rc;
+	while ((rc = store_ping(st)) != 0 && util_mono_ms() < deadline)
+		usleep(50000);
+	cr_assert_eq(rc, 0, "ping after SIGCONT: got %d, want 0", rc);
+}
