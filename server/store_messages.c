@@ -394,8 +394,9 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 	/*
 	 * Up to here a failure means nothing was sent (st_connect failed fast):
 	 * certainly not stored. From here STORE_ERR_UNAVAILABLE without a reply
-	 * means it may have been: settle it. A reply refusing the script (BUSY,
-	 * LOADING, ...: st_bad below) means it did not run.
+	 * means it may have been (sent: st_do_shared says whether the shared
+	 * connection ever wrote it): settle it. A reply refusing the script
+	 * (BUSY, LOADING, ...: st_bad below) means it did not run.
 	 */
 	rc = st_do_shared(s, &a, &r, &sent);
 	if (rc == STORE_ERR_UNAVAILABLE && sent) {
