@@ -25,7 +25,8 @@
  *
  * Bounds: the queue holds at most one command per waiting thread (each
  * caller blocks on its own), at most ST_PIPE_QUEUE in all (more: refused
- * unsent); a round trip carries at most ST_PIPE_BATCH commands; a caller
+ * unsent); a round trip carries at most ST_PIPE_BATCH commands and
+ * ST_PIPE_BATCH_BYTES (but always one, however large); a caller
  * waits at most its deadline while queued, then the command timeout of the
  * round trip it is in (the socket timeout), as with a connection of its
  * own.
@@ -42,6 +43,8 @@
 #include "util.h"
 
 #define ST_PIPE_BATCH 256    /* commands per round trip */
+/* bytes per round trip (hiredis copies them into its output buffer); a larger command goes alone */
+#define ST_PIPE_BATCH_BYTES ((size_t)4 * 1024 * 1024)
 #define ST_PIPE_QUEUE 4096   /* commands waiting; more are refused unsent */
 
 enum st_job_state {
@@ -191,12 +194,15 @@ static void
 st_pipe_lead(struct store_pipe *p, struct st_pipe_job *self)
 {
 	int64_t now = util_mono_ms();
-	size_t n = 0, nwake = 0, i;
+	size_t n = 0, nwake = 0, i, bytes = 0;
 	int rc, ran;
 
 	self->lead = 0;
 	while (p->head != NULL && n < ST_PIPE_BATCH) {
 		struct st_pipe_job *job = p->head;
+
+		if (n > 0 && bytes + job->cmd->len > ST_PIPE_BATCH_BYTES)
+			break;   /* the next round trip's */
 
 		st_pipe_unlink(p, job);
 		if (now > job->deadline_ms) {
@@ -209,6 +215,7 @@ st_pipe_lead(struct store_pipe *p, struct st_pipe_job *self)
 		job->state = ST_JOB_SENT;
 		p->jobs[n] = job;
 		p->cmds[n] = *job->cmd;
+		bytes += job->cmd->len;
 		n++;
 	}
 	pthread_mutex_unlock(&p->lock);
