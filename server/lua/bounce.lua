@@ -44,7 +44,6 @@ if st ~= 'delivered' then
   local left = redis.call('HINCRBY', KEYS[1], 'pending', -1)
   if left <= 0 then
     redis.call('PEXPIRE', KEYS[1], ARGV[6])
-    redis.call('PEXPIRE', KEYS[2], ARGV[6])
     content_done(KEYS[1], KEYS[2], ARGV[11])
   end
 end

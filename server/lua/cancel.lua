@@ -25,11 +25,10 @@ for i = 0, n - 1 do
   end
 end
 if c > 0 then
-  if ARGV[2] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[2]) end
+  if ARGV[2] ~= '' then tl_append(KEYS[1], KEYS[2], ARGV[2]) end
   local left = redis.call('HINCRBY', KEYS[1], 'pending', -c)
   if left <= 0 then
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
-    redis.call('PEXPIRE', KEYS[2], ARGV[3])
     content_done(KEYS[1], KEYS[2], ARGV[5])
   end
 end

@@ -11,7 +11,9 @@
 -- named here, in the one HSET that unpacks the recipients' fields and values
 -- after them (r<i>:email r<i>:kind r<i>:status r<i>:attempts r<i>:smtp, names
 -- and values made in C; a name costs more as an argument than as a constant);
--- the timeline is the message's first entry, then each suppressed recipient's;
+-- the timeline is the message's first entry, then each suppressed recipient's,
+-- joined by "\n" into the hash's "tl" field (the tl key is only deleted, by
+-- content_done: a list exists for messages stored by earlier releases);
 -- the events are the suppressed recipients'; per live recipient, its ready
 -- entry's "r" (mode "n": lane ready, "h": ready:high) or, mode "s" (scheduled),
 -- a "send_at member" pair of due ("<id>/<i>"). nl 0: every recipient is suppressed.
@@ -94,21 +96,22 @@ for j = 1, nm do
   local mode = ARGV[pos + 4]
   local a = pos + 19
   local b = math.min(a + nh - 1, a + 3999)
+  -- the timeline is the hash's "tl" field from the start, entries joined
+  -- by "\n": no list key to write, expire, read and fold per message
+  local tlv = ''
+  if nt == 1 then tlv = ARGV[a + nh] elseif nt > 1 then tlv = table.concat(ARGV, '\n', a + nh, a + nh + nt - 1) end
   redis.call('HSET', km, 'id', ARGV[pos + 5], 'created', ARGV[pos + 7], 'expires', ARGV[pos + 8],
     'send_at', ARGV[pos + 9], 'from', ARGV[pos + 10], 'mail_from', ARGV[pos + 11],
     'subject', ARGV[pos + 12], 'metadata', ARGV[pos + 13], 'tags', ARGV[pos + 14],
     'tenant', ARGV[pos + 15], 'n', ARGV[pos + 16], 'prio', ARGV[pos + 17], 'project', ARGV[8],
-    'pending', ARGV[pos + 18], unpack(ARGV, a, b))
+    'pending', ARGV[pos + 18], 'tl', tlv, unpack(ARGV, a, b))
   if b < a + nh - 1 then calln('HSET', km, b + 1, a + nh - 1) end
   redis.call('SET', KEYS[6 + 2 * nm + j], ARGV[pos + 6])
-  a = a + nh
-  if nt > 0 then calln('RPUSH', kt, a, a + nt - 1) end
-  a = a + nt
+  a = a + nh + nt
   for i = a, a + ne - 1 do redis.call('XADD', KEYS[3], '*', 'e', ARGV[i], 'p', ARGV[8]) end
   a = a + ne
   if nl == 0 then
     redis.call('PEXPIRE', km, ARGV[5])
-    redis.call('PEXPIRE', kt, ARGV[5])
     content_done(km, kt, ARGV[9])
   elseif mode == 's' then
     calln('ZADD', KEYS[2], a, a + nl - 1)

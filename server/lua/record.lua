@@ -34,7 +34,7 @@ local function record(i)
   local km, kt = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
   local id, lane, st = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2]
   local fst, fsmtp, fdfr = ARGV[a + 11], ARGV[a + 13], ARGV[a + 14]
-  local v = redis.call('HMGET', km, fst, ARGV[a + 12], 'project', fdfr, 'pending')
+  local v = redis.call('HMGET', km, fst, ARGV[a + 12], 'project', fdfr, 'pending', 'tl')
   if v[1] ~= 'sending' then
     table.insert(ack[lane], id)
     return 0
@@ -64,8 +64,19 @@ local function record(i)
     table.insert(h, 'pending')
     table.insert(h, left)
   end
+  -- the timeline entry goes into the hash's "tl" in the same HSET; a
+  -- message stored by an earlier release keeps its list until it is folded
+  local tlist = false
+  if ARGV[a + 6] ~= '' then
+    if v[6] then
+      table.insert(h, 'tl')
+      table.insert(h, v[6] .. '\n' .. ARGV[a + 6])
+    else
+      tlist = true
+    end
+  end
   redis.call('HSET', km, unpack(h))
-  if ARGV[a + 6] ~= '' then redis.call('RPUSH', kt, ARGV[a + 6]) end
+  if tlist then redis.call('RPUSH', kt, ARGV[a + 6]) end
   if ARGV[a + 5] ~= '' then redis.call('XADD', KEYS[4], '*', 'e', ARGV[a + 5], 'p', proj) end
   if st == 'deferred' then
     redis.call('ZADD', KEYS[3], ARGV[a + 3], ARGV[a + 8])

@@ -497,6 +497,64 @@ Test(store, fetch_block_longer_than_command_timeout)
 	cr_assert_eq(store_ping(st), 0);
 }
 
+/*
+ * The timeline is the hash's "tl" from the enqueue on (no list key); a
+ * message stored by an earlier release keeps its list msg:<id>:tl, gets its
+ * entries appended there and folded into "tl" when it finishes.
+ */
+Test(store, timeline_in_hash_and_list_of_earlier_release_folded)
+{
+	char id[64], id2[64], key[128], tkey[128], sbuf[64], tlbuf[512];
+	struct store_delivery *d = NULL;
+	struct store_message_view v;
+	redisReply *r;
+
+	enqueue_msg(id, sizeof(id), 1, 0);
+	msg_key(key, sizeof(key), id, "");
+	msg_key(tkey, sizeof(tkey), id, ":tl");
+	cr_assert_eq(rint_cmd("EXISTS %s", tkey), 0, "a new message has no timeline list");
+	rstr_cmd(tlbuf, sizeof(tlbuf), "HGET %s %s", key, "tl");
+	cr_assert(tlbuf[0] == '{' && strchr(tlbuf, '\n') == NULL, "tl: got \"%s\", want 1 entry", tlbuf);
+	cr_assert_eq(store_get_message(st, id, &v), 0);
+	cr_assert_eq(v.ntimeline, 1, "queued: got %zu entries, want 1", v.ntimeline);
+	store_message_view_free(&v);
+	cr_assert_eq(fetch_one("c1", &d), 1);
+	cr_assert_eq(record_one(d, "delivered", 0, "{\"type\":\"message.delivered\"}"), 0);
+	store_delivery_free(d);
+	cr_assert_eq(store_get_message(st, id, &v), 0);
+	cr_assert_eq(v.ntimeline, 2, "delivered: got %zu entries, want 2", v.ntimeline);
+	cr_assert_str_eq(v.timeline_json[1], "{\"type\":\"x\"}");
+	store_message_view_free(&v);
+
+	/* the layout of an earlier release: the first entry in the list, no "tl" */
+	enqueue_msg(id2, sizeof(id2), 1, 0);
+	msg_key(key, sizeof(key), id2, "");
+	msg_key(tkey, sizeof(tkey), id2, ":tl");
+	rstr_cmd(tlbuf, sizeof(tlbuf), "HGET %s %s", key, "tl");
+	r = redisCommand(rc_ctx, "RPUSH %s %s", tkey, tlbuf);
+	cr_assert(r && r->type == REDIS_REPLY_INTEGER);
+	freeReplyObject(r);
+	cr_assert_eq(rint_cmd("HDEL %s tl", key), 1);
+	cr_assert_eq(fetch_one("c1", &d), 1);
+	cr_assert_eq(record_one(d, "deferred", util_now_ms() + 60000, ""), 0);
+	store_delivery_free(d);
+	cr_assert_eq(rint_cmd("LLEN %s", tkey), 2, "the deferral appended to the old list");
+	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, "tl");
+	cr_assert_str_eq(sbuf, "", "no \"tl\" while the list holds the timeline");
+	cr_assert_eq(store_get_message(st, id2, &v), 0);
+	cr_assert_eq(v.ntimeline, 2, "from the list: got %zu entries, want 2", v.ntimeline);
+	store_message_view_free(&v);
+	int nc = 0;
+
+	cr_assert_eq(store_cancel(st, id2, NULL, "{\"type\":\"canceled\"}", &nc), 0);
+	cr_assert_eq(nc, 1, "canceled: got %d, want 1", nc);
+	cr_assert_eq(rint_cmd("EXISTS %s", tkey), 0, "the list is folded and deleted when finished");
+	cr_assert_eq(store_get_message(st, id2, &v), 0);
+	cr_assert_eq(v.ntimeline, 3, "folded: got %zu entries, want 3", v.ntimeline);
+	cr_assert_str_eq(v.timeline_json[2], "{\"type\":\"canceled\"}");
+	store_message_view_free(&v);
+}
+
 Test(store, record_delivered)
 {
 	char id[64], key[128], sbuf[64], tlbuf[512];
@@ -1788,7 +1846,8 @@ Test(store, enqueue_checked_many_recipients)
 	cr_assert_eq(rc, 0, "after delete: got %d, want 0", rc);
 	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), NM * NR);
 	msg_key(key, sizeof(key), id[HIT_M], "");
-	cr_assert_eq(rint_cmd("HLEN %s", key), 14 + 5 * NR, "fields of the last message");
+	/* 14 of the message's own, "tl" (its timeline), 5 per recipient */
+	cr_assert_eq(rint_cmd("HLEN %s", key), 15 + 5 * NR, "fields of the last message");
 	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, "r949:email");
 	cr_assert_str_eq(sbuf, "u4.949@example.com");
 	rcpt_status(id[HIT_M], NR - 1, sbuf, sizeof(sbuf));

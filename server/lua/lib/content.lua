@@ -12,10 +12,11 @@
 -- * What only delivery needed leaves the hash (mail_from, expires,
 --   tenant; id: the key names it; send_at 0, prio normal and project
 --   default are what GET and every script read for an absent field).
--- * The timeline list kt is folded into the hash's "tl" field, its
---   entries joined by "\n" (JSON text never holds a raw newline), and kt
---   is deleted: one key per finished message instead of two, and a small
---   hash stays a listpack. GET reads "tl" when present, else kt.
+-- * The timeline is the hash's "tl" field, its entries joined by "\n"
+--   (JSON text never holds a raw newline), written there from the
+--   enqueue on. A message stored by an earlier release has it in the
+--   list kt instead: that is folded into "tl" here and kt deleted (one
+--   key per finished message). GET reads "tl" when present, else kt.
 -- tl_append(km, kt, entry) appends to whichever of the two holds the
 -- timeline, so an entry after the fold (bounce) never recreates kt
 -- without an expiry.
@@ -34,10 +35,10 @@ local function content_done(km, kt, keep_ms)
   if d[3] == 'normal' then drop[#drop + 1] = 'prio' end
   if d[5] == 'default' then drop[#drop + 1] = 'project' end
   redis.call('HDEL', km, unpack(drop))
-  local tl = redis.call('LRANGE', kt, 0, -1)
-  if #tl > 0 then
-    if d[4] then table.insert(tl, 1, d[4]) end
-    redis.call('HSET', km, 'tl', table.concat(tl, '\n'))
+  if not d[4] then
+    -- a message stored by an earlier release: its timeline is the list kt
+    local tl = redis.call('LRANGE', kt, 0, -1)
+    if #tl > 0 then redis.call('HSET', km, 'tl', table.concat(tl, '\n')) end
   end
   if keep > 0 then
     redis.call('PEXPIRE', kc, keep)
