@@ -27,8 +27,10 @@
  *                           still be attempted; deleted in the step that makes
  *                           the last one terminal, or expiring then after
  *                           TXMAIL_CONTENT_RETENTION (server/lua/lib/content.lua).
- *   msg:<id>:tl       list  the message's event timeline, JSON entries,
- *                           until it is finished (then the hash's tl).
+ *   msg:<id>:tl       list  a message stored by an earlier release: its event
+ *                           timeline until it is finished (then folded into
+ *                           the hash's tl, where new messages keep it from the
+ *                           enqueue on, entries joined by "\n").
  *   idem:<key>        hash  h (request hash) r (response to replay); PEXPIRE
  *                           ttl; written by the enqueue script itself.
  *   abandoned:<id>    string  "1": an accept whose reply was lost, settled as
