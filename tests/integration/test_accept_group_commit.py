@@ -82,34 +82,6 @@ def send_all(t, msgs, keys=None, timeout=dl(20)):
     return out
 
 
-def warm_http_threads(t, redis, n=32, rounds=2):
-    """Each HTTP thread opens its own Redis connection (which settles a lost
-    reply) at its first request; one that has none when Redis stops fails
-    before its enqueue is sent. Rounds of n concurrent /readyz while Redis
-    pauses its clients for 150 ms: a thread waiting on its PING accepts no
-    connection, so the others get them (as test_accept_outcome.py does)."""
-    errors = []
-
-    def probe():
-        c = t.client()
-        try:
-            r = c.get("/readyz", auth=False, headers={"Connection": "close"})
-            if r.status != 200:
-                errors.append(r)
-        except OSError as e:
-            errors.append(e)
-        finally:
-            c.close()
-    for _ in range(rounds):
-        redis.cmd("CLIENT", "PAUSE", "150", "ALL")
-        ths = [threading.Thread(target=probe) for _ in range(n)]
-        for th in ths:
-            th.start()
-        for th in ths:
-            th.join(dl(10))
-    assert not errors, "warm-up /readyz: %r" % errors[:3]
-
-
 def pipe_counts(t):
     """(round_trips, commands) from the last "enqueue pipe closed" line of t's log."""
     recs = records(t.log, "enqueue pipe closed")
@@ -144,7 +116,7 @@ def test_stopped_redis_many_queued_each_503_or_504(txmail_factory, redis):
     redis.cmd("CONFIG", "SET", "appendfsync", "no")
     t = txmail_factory(args=("api",), extra_env={"TXMAIL_REDIS_TIMEOUT": str(TIMEOUT_S),
                                                  "TXMAIL_HTTP_THREADS": THREADS})
-    warm_http_threads(t, redis)
+    helpers.warm_http_threads(t, redis, n=32)
     # fewer sends than threads: a thread waiting on Redis reads no other
     # connection, so one that took several would hold them past their deadline
     toks = [token() for _ in range(12)]

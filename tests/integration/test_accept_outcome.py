@@ -93,34 +93,6 @@ def retry_202(capi, tok, key):
     return wait_until(once, dl(5), "a 202 for the retry of %s" % tok, interval=0.1)
 
 
-def warm_http_threads(t, redis, n=24, rounds=2):
-    """Each HTTP thread opens its Redis connection at its first request.
-    Make every one do so now, before Redis is stopped: rounds of n
-    concurrent /readyz while Redis pauses its clients for 150 ms (below the
-    0.3 s timeout), so a thread waiting on its PING accepts no connection
-    and the others get them."""
-    errors = []
-
-    def probe():
-        c = t.client()
-        try:
-            r = c.get("/readyz", auth=False, headers={"Connection": "close"})
-            if r.status != 200:
-                errors.append(r)
-        except OSError as e:
-            errors.append(e)
-        finally:
-            c.close()
-    for _ in range(rounds):
-        redis.cmd("CLIENT", "PAUSE", "150", "ALL")
-        ths = [threading.Thread(target=probe) for _ in range(n)]
-        for th in ths:
-            th.start()
-        for th in ths:
-            th.join(dl(10))
-    assert not errors, "warm-up /readyz: %r" % errors[:3]
-
-
 def abandoned_ids(redis):
     keys = redis.cmd("KEYS", ABANDONED + "*")
     return [k[len(ABANDONED):] for k in keys]
@@ -294,7 +266,7 @@ def test_stalled_redis_503_only_when_nothing_was_stored(redis, smtp_peer, txmail
     t = txmail_factory(extra_env={"TXMAIL_REDIS_TIMEOUT": str(TIMEOUT_S), "TXMAIL_HTTP_THREADS": "12"})
     capi = spec_check.CheckedClient(t.port, spec_validator, key=t.key)
     settle_control(capi, smtp_peer)
-    warm_http_threads(t, redis)
+    helpers.warm_http_threads(t, redis, n=24)
 
     # (start offset s, with an Idempotency-Key): answered while stopped,
     # being settled when Redis resumes, still pending when it resumes
