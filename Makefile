@@ -269,9 +269,11 @@ do-unit-asan: $(UNIT_BIN_ASAN)
 
 # Integration tests run two at a time (pytest-xdist): most of their time is
 # spent waiting on peers, and every test has its own ports and processes.
-# PYTEST_JOBS=0 runs them one by one.
+# PYTEST_JOBS=0 runs them one by one. --durations: the slowest tests close
+# each run's output (make test: build/phases/integration*.log), where the
+# time of the longest lanes goes.
 PYTEST_JOBS ?= 2
-PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider $(if $(filter-out 0,$(PYTEST_JOBS)),-n $(PYTEST_JOBS))
+PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider --durations=15 $(if $(filter-out 0,$(PYTEST_JOBS)),-n $(PYTEST_JOBS))
 
 do-integration: build do-spec-tools
 	TXMAIL_BIN=$(CURDIR)/$(BUILD)/txmail $(PYTEST) tests/integration
