@@ -89,7 +89,7 @@ TEST_GOALS := test unit unit-asan integration integration-asan spec-tools spec-l
               bench valgrind valgrind-smoke faults faults-short fuzz fuzz-smoke fuzz-build
 
 .PHONY: all deps deps-run deps-test deps-bench pkg-check build asan image clean $(RUN_GOALS) $(TEST_GOALS) \
-        $(addprefix do-,$(RUN_GOALS) $(TEST_GOALS)) do-test-build do-test-build-rest do-test-fuzz-smoke do-test-serial
+        $(addprefix do-,$(RUN_GOALS) $(TEST_GOALS)) do-test-build do-test-fuzz-smoke do-test-serial
 
 all: build
 
@@ -285,15 +285,24 @@ do-integration-asan: asan do-spec-tools
 
 # make test runs its phases through tests/phases.sh: each phase's output in
 # build/phases/<phase>.log, a "phase X: N s (cpu, load)" line after each and
-# a table at the end. First what the integration passes need is compiled with
-# both cores (test-build); then three lanes side by side, as the integration
-# passes spend most of their time waiting on peers and deadlines (~0.5 core
-# each) while the unit, valgrind and fuzz phases are CPU-bound:
+# a table at the end. First everything the phases run is compiled with both
+# cores (test-build: the binary, its ASan build, the unit test binaries of
+# both, the fuzz targets); then lanes side by side, as the integration passes
+# spend most of their time waiting on peers and deadlines (~0.35 core each),
+# and so do the unit passes (redis-server, SMTP peers, timeouts: ~0.4 core),
+# while valgrind-smoke and fuzz-smoke are CPU-bound:
 #   - integration-asan
 #   - integration, then faults-short (also mostly waiting)
-#   - spec-lint, the rest of the compile (unit binaries, fuzz targets), unit,
-#     unit-asan, valgrind-smoke, fuzz-smoke (last: by then the integration
+#   - spec-lint, valgrind-smoke, fuzz-smoke (last: by then the integration
 #     lanes have usually ended and the fuzzers get both cores for their 20 s)
+#   - unit
+#   - unit-asan
+# Nothing is linked while the lanes run, so no test can execute a binary
+# that is being written ("Text file busy"). The unit and fuzz binaries were
+# built in the CPU-bound lane before, under nice beside the integration
+# lanes: on a machine busy with other work that lane got a fraction of a
+# core, and it was the longest (make test 968 s, its builds 551 s of it);
+# with both cores before the lanes they take ~100 CPU-s more of test-build.
 # The CPU-bound ones run under nice -n 10 (phases.sh "nice:"): the processes
 # of the waiting phases get the CPU at once when they wake, so their
 # deadlines see the same latency as when they run alone.
@@ -301,17 +310,10 @@ PHASES := MAKE="$(MAKE)" tests/phases.sh
 
 do-test:
 	@$(PHASES) test-build \
-	  'integration-asan+integration,faults-short+spec-lint,nice:test-build-rest,unit,unit-asan,nice:valgrind-smoke,nice:test-fuzz-smoke'
+	  'integration-asan+integration,faults-short+spec-lint,nice:valgrind-smoke,nice:test-fuzz-smoke+unit+unit-asan'
 
-# test_engine (plain and ASan) too: tests/integration/test_every_address.py
-# runs it from the integration lanes, and test-build-rest, beside them,
-# would otherwise link it while a test executes it ("Text file busy").
 do-test-build:
-	@$(MAKE) --no-print-directory -j2 build asan do-spec-tools \
-	  $(BUILD)/tests/test_engine $(BUILD)/asan/tests/test_engine
-
-do-test-build-rest:
-	@$(MAKE) --no-print-directory -j2 $(UNIT_BIN) $(UNIT_BIN_ASAN) do-fuzz-build
+	@$(MAKE) --no-print-directory -j2 build asan do-spec-tools $(UNIT_BIN) $(UNIT_BIN_ASAN) do-fuzz-build
 
 do-test-fuzz-smoke:
 	@$(MAKE) --no-print-directory -j2 do-fuzz-smoke
@@ -319,7 +321,7 @@ do-test-fuzz-smoke:
 # The same phases one after the other (the arrangement before the lanes),
 # to compare: make do-test-serial.
 do-test-serial:
-	@$(PHASES) test-build test-build-rest spec-lint unit integration faults-short unit-asan \
+	@$(PHASES) test-build spec-lint unit integration faults-short unit-asan \
 	  integration-asan test-fuzz-smoke valgrind-smoke
 
 # --- valgrind ---------------------------------------------------------------
@@ -461,8 +463,6 @@ FUZZ_TARGETS := $(sort $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.
 FUZZ_LIB_SRC := $(addprefix server/,cidr.c config_parse.c dsn.c hash.c log.c mailparse.c template.c \
                   util.c validate.c validate_addr.c validate_scan.c verp.c) \
                 $(addprefix smtp/,mime.c mx.c reply.c)
-FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-FUZZ_CFLAGS  := $(CFLAGS) $(FUZZ_SAN) -Wno-format-nonliteral -Wno-string-concatenation
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS  := $(CFLAGS) $(FUZZ_SAN) -Wno-format-nonliteral -Wno-string-concatenation
 
