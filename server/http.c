@@ -4,8 +4,7 @@
  * other response helpers are api.c's, shared with the resources).
  *
  * Owns the listening socket and the MHD daemon (a pool of cfg->http_threads
- * polling threads), one lazily opened struct store per HTTP thread (their
- * enqueues share one connection, h->pipe: store_pipe.c), and the
+ * polling threads), one lazily opened struct store per HTTP thread, and the
  * route table that maps method + path to the handlers of api_*.c (see
  * api.h). With http_deadlines.c (the header and body deadlines) it is the
  * only code that includes microhttpd.h. It must never
@@ -205,8 +204,6 @@ http_thread_store(struct http_server *h)
 		free(node);
 		return NULL;
 	}
-	/* its enqueues share one round trip with the other threads' (store_pipe.c) */
-	store_use_pipe(node->store, h->pipe);
 	pthread_mutex_lock(&h->stores_lock);
 	node->next = h->stores;
 	h->stores = node;
@@ -1222,10 +1219,6 @@ http_listen(const struct config *cfg, const struct http_route *routes,
 
 	if (events && (h->events = api_events_hub_start(cfg, err, errlen)) == NULL)
 		goto fail;
-	if (events && (h->pipe = store_pipe_open(&cfg->redis)) == NULL) {
-		snprintf(err, errlen, "out of memory");
-		goto fail;
-	}
 	if (http_deadlines_start(h, err, errlen) != 0)
 		goto fail;
 	/*
@@ -1282,7 +1275,6 @@ fail:
 	if (h != NULL) {
 		http_deadlines_stop(h);
 		api_events_hub_free(h->events);
-		store_pipe_close(h->pipe);
 		pthread_mutex_destroy(&h->stores_lock);
 	}
 	free(h);
@@ -1333,7 +1325,6 @@ http_stop(struct http_server *h)
 	pthread_mutex_destroy(&h->hd.lock);
 	api_events_hub_free(h->events);
 	http_close_stores(h);
-	store_pipe_close(h->pipe);   /* its users were the MHD threads, all stopped */
 	pthread_mutex_destroy(&h->stores_lock);
 	free(h);
 }

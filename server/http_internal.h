@@ -56,7 +56,6 @@ struct http_server {
 	size_t nroutes;
 	pthread_mutex_t stores_lock;
 	struct http_store_node *stores; /* one per MHD thread of this server (http_thread_store) */
-	struct store_pipe *pipe;        /* their shared enqueue connection (group commit); NULL on the admin listener */
 	size_t max_body;
 	size_t body_budget;     /* cfg->http_body_budget, at least max_body + 1 */
 	atomic_size_t body_bytes;   /* reserved by the bodies being received (struct http_req.reserved) */

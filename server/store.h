@@ -143,27 +143,6 @@ int store_ping(struct store *s);
 void store_set_retention(struct store *s, int64_t seconds);
 
 /*
- * Group commit (store_pipe.c): one connection shared by the threads that
- * accept, so that the enqueues waiting at one moment share a round trip
- * (and, with appendfsync always, one fsync). A handle given a pipe sends
- * its enqueue scripts there; everything else stays on its own connection,
- * which also settles an enqueue whose reply was lost.
- */
-struct store_pipe;
-
-/* store_pipe_open - a pipe on its own connection to addr (connects now). NULL only on OOM. */
-struct store_pipe *store_pipe_open(const struct redis_addr *addr);
-
-/* store_pipe_close - free p; only once no handle uses it any more (their threads stopped). */
-void store_pipe_close(struct store_pipe *p);
-
-/* store_use_pipe - s's enqueues go through p (NULL: its own connection again). */
-void store_use_pipe(struct store *s, struct store_pipe *p);
-
-/* store_pipe_counts - round trips made and commands sent through p so far. */
-void store_pipe_counts(struct store_pipe *p, uint64_t *rounds, uint64_t *sent);
-
-/*
  * A delivery lane: which ready stream a message's recipients go through.
  * Zero is normal, so a zeroed struct and a message hash without prio
  * (stored before lanes existed) mean the normal lane.

@@ -196,7 +196,7 @@ st_eval(struct st_args *a, const struct store *s, enum st_script sc, int nkeys)
  * formatter runs sprintf once per argument, the largest cost of an accept
  * (a send is ~40 arguments).
  */
-int
+static int
 st_format_in(struct st_args *a, char **buf, size_t *cap, size_t *len)
 {
 	size_t total = 1 + 20 + 2 + 1, off;
@@ -758,13 +758,7 @@ fail:
 		redisFree(s->c);
 		s->c = NULL;
 	}
-	/*
-	 * The rate limit counts from the end of a failed set-up, not its start:
-	 * a frozen Redis takes the whole set-up timeout, and the next call (an
-	 * accept queued behind this one on the shared enqueue connection, or
-	 * the next request of this thread) must fail fast, not wait it again.
-	 */
-	s->last_try_ms = util_mono_ms();
+	s->last_try_ms = now;
 	return STORE_ERR_UNAVAILABLE;
 }
 
@@ -1210,8 +1204,6 @@ store_close(struct store *s)
 	explicit_bzero(s->addr.pass, sizeof(s->addr.pass));
 	free(s->carry);
 	free(s->scratch);
-	if (s->pipe_cond_ok)
-		pthread_cond_destroy(&s->pipe_cond);
 	free(s);
 }
 

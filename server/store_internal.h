@@ -21,14 +21,11 @@
  *                     endpoints
  *   store_events.c    live events (SSE) and event trimming
  *   store_admin.c     templates, suppressions, API keys and rate limits
- *   store_pipe.c      group commit: the accept's enqueues of many threads on
- *                     one shared connection, many per round trip
  */
 #ifndef SERVER_STORE_INTERNAL_H
 #define SERVER_STORE_INTERNAL_H
 
 #include <stddef.h>
-#include <pthread.h>
 #include <stdint.h>
 
 #include <hiredis/hiredis.h>
@@ -118,10 +115,6 @@ struct store {
 	/* st_do's formatted command, kept for the next one when at most ST_SCRATCH_KEEP */
 	char *scratch;
 	size_t scratch_cap;
-	/* st_do_shared's shared connection (store_use_pipe), or NULL: this one */
-	struct store_pipe *pipe;
-	pthread_cond_t pipe_cond;   /* this handle's caller waits on it in st_do_shared */
-	int pipe_cond_ok;           /* pipe_cond was initialised */
 };
 
 /* A formatted command, kept so it can be sent again after NOSCRIPT. */
@@ -184,12 +177,6 @@ void st_eval(struct st_args *a, const struct store *s, enum st_script sc, int nk
 
 /* st_format - turn the vector into a wire command; resets a for reuse. */
 int st_format(struct st_args *a, struct st_cmd *cmd);
-
-/*
- * st_format_in - st_format into *buf (capacity *cap, grown by realloc; the
- * caller frees it), its length to *len. 0, STORE_ERR_NOMEM or _PROTO.
- */
-int st_format_in(struct st_args *a, char **buf, size_t *cap, size_t *len);
 
 /* st_is_str - 1 for a string or status reply with a body. */
 int st_is_str(const redisReply *r);
@@ -267,16 +254,6 @@ int st_batch_run(struct store *s, struct st_batch *b);
 
 /* st_do - connect, format and run the command in a; frees nothing of a. */
 int st_do(struct store *s, struct st_args *a, redisReply **out);
-
-/*
- * st_do_shared (store_pipe.c) - st_do on s's shared connection when it has
- * one (store_use_pipe), sent in one write with whatever other threads have
- * queued; else st_do. Blocks until its reply, its round trip's failure, or
- * (still queued, unsent) s's command timeout. *sent: 0 when the command
- * certainly never reached Redis (refused, timed out in the queue, no
- * connection), 1 when it may have. 0 or STORE_ERR_*; *out on success.
- */
-int st_do_shared(struct store *s, struct st_args *a, redisReply **out, int *sent);
 
 /*
  * st_eval_begin - connect, size a for cap arguments and start an EVALSHA

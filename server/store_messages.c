@@ -295,7 +295,7 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 	const char *project = st_project_name(m && n ? m[0].project : NULL);
 	size_t i, j, nargs, total = 0, nq = 0, off;
 	int64_t v;
-	int rc, sent;
+	int rc;
 
 	memset(&a, 0, sizeof(a));
 	if (replay)
@@ -394,12 +394,11 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 	/*
 	 * Up to here a failure means nothing was sent (st_connect failed fast):
 	 * certainly not stored. From here STORE_ERR_UNAVAILABLE without a reply
-	 * means it may have been (sent: st_do_shared says whether the shared
-	 * connection ever wrote it): settle it. A reply refusing the script
-	 * (BUSY, LOADING, ...: st_bad below) means it did not run.
+	 * means it may have been: settle it. A reply refusing the script (BUSY,
+	 * LOADING, ...: st_bad below) means it did not run.
 	 */
-	rc = st_do_shared(s, &a, &r, &sent);
-	if (rc == STORE_ERR_UNAVAILABLE && sent) {
+	rc = st_do(s, &a, &r);
+	if (rc == STORE_ERR_UNAVAILABLE) {
 		rc = st_enqueue_settle(s, m[0].id, nums[0].kmsg, n);
 		goto out;
 	}

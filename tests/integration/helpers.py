@@ -23,7 +23,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -822,32 +821,3 @@ def blackhole_listen(ip, port):
     for c in socks:
         c.close()
     raise AssertionError("the accept queue of %s:%d did not fill" % (ip, port))
-
-
-def warm_http_threads(t, redis, n=24, rounds=2):
-    """Make each HTTP thread of txmail t open its own Redis connection (the
-    one that settles a lost enqueue reply) now, before a test stops Redis:
-    a thread that has none then fails before its enqueue is sent. Rounds of
-    n concurrent /readyz while Redis pauses its clients for 150 ms (below
-    the tests' 0.3 s timeout): a thread waiting on its PING accepts no
-    connection, so the other threads get them."""
-    errors = []
-
-    def probe():
-        c = t.client()
-        try:
-            r = c.get("/readyz", auth=False, headers={"Connection": "close"})
-            if r.status != 200:
-                errors.append(r)
-        except OSError as e:
-            errors.append(e)
-        finally:
-            c.close()
-    for _ in range(rounds):
-        redis.cmd("CLIENT", "PAUSE", "150", "ALL")
-        ths = [threading.Thread(target=probe) for _ in range(n)]
-        for th in ths:
-            th.start()
-        for th in ths:
-            th.join(dl(10))
-    assert not errors, "warm-up /readyz: %r" % errors[:3]
