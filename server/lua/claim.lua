@@ -25,6 +25,7 @@
 -- The acks of the not-deliverable entries are sent once per lane at the
 -- end (XACK and XDEL take many ids).
 
+-- @include lib/batch.lua
 local drop = { {}, {} }
 local function claim(i)
   local a = 2 + 6 * (i - 1)
@@ -51,21 +52,6 @@ local function claim(i)
   return false
 end
 
-local out = {}
-for i = 1, (#ARGV - 1) / 6 do
-  local ok, r = pcall(claim, i)
-  if ok then
-    out[i] = r
-  elseif type(r) == 'table' and r.err then
-    out[i] = r
-  else
-    out[i] = { err = 'ERR claim: ' .. tostring(r) }
-  end
-end
-for lane = 1, 2 do
-  if #drop[lane] > 0 then
-    redis.call('XACK', KEYS[lane], 'workers', unpack(drop[lane]))
-    redis.call('XDEL', KEYS[lane], unpack(drop[lane]))
-  end
-end
+local out = batch_run('claim', claim, (#ARGV - 1) / 6)
+batch_ack(KEYS, drop)
 return out

@@ -28,6 +28,7 @@
 
 -- @include lib/project.lua
 -- @include lib/content.lua
+-- @include lib/batch.lua
 local ack = { {}, {} }
 local function record(i)
   local a = 4 + 15 * (i - 1)
@@ -90,21 +91,6 @@ local function record(i)
   return ret
 end
 
-local out = {}
-for i = 1, (#ARGV - 3) / 15 do
-  local ok, r = pcall(record, i)
-  if ok then
-    out[i] = r
-  elseif type(r) == 'table' and r.err then
-    out[i] = r
-  else
-    out[i] = { err = 'ERR record: ' .. tostring(r) }
-  end
-end
-for lane = 1, 2 do
-  if #ack[lane] > 0 then
-    redis.call('XACK', KEYS[lane], 'workers', unpack(ack[lane]))
-    redis.call('XDEL', KEYS[lane], unpack(ack[lane]))
-  end
-end
+local out = batch_run('record', record, (#ARGV - 3) / 15)
+batch_ack(KEYS, ack)
 return out
