@@ -153,6 +153,22 @@ st_udec(char *p, uint64_t v)
 	return n;
 }
 
+void
+st_rfield(char buf[ST_RFIELD_MAX], int idx, const char *name)
+{
+	char num[ST_I64_LEN];
+	size_t n = st_i64(num, idx), len = strlen(name);
+
+	buf[0] = 'r';
+	memcpy(buf + 1, num, n);
+	n++;
+	buf[n++] = ':';
+	if (n + len >= ST_RFIELD_MAX)
+		len = ST_RFIELD_MAX - 1 - n;
+	memcpy(buf + n, name, len);
+	buf[n + len] = '\0';
+}
+
 size_t
 st_i64(char buf[ST_I64_LEN], int64_t v)
 {

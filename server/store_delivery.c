@@ -159,27 +159,6 @@ st_parse_entries(const redisReply *entries, enum store_lane lane, struct st_pend
 	return 0;
 }
 
-/*
- * st_rfield - buf = "r<idx>:<name>", a recipient's field in the message
- * hash (idx < ST_MAX_RCPTS, so it always fits ST_RFIELD_MAX).
- */
-#define ST_RFIELD_MAX 24
-static void
-st_rfield(char buf[ST_RFIELD_MAX], int idx, const char *name)
-{
-	char num[ST_I64_LEN];
-	size_t n = st_i64(num, idx), len = strlen(name);
-
-	buf[0] = 'r';
-	memcpy(buf + 1, num, n);
-	n++;
-	buf[n++] = ':';
-	if (n + len >= ST_RFIELD_MAX)
-		len = ST_RFIELD_MAX - 1 - n;
-	memcpy(buf + n, name, len);
-	buf[n + len] = '\0';
-}
-
 /* st_lane_arg - the claim and record scripts' lane argument: "1" ready, "2" ready:high. */
 static const char *
 st_lane_arg(enum store_lane lane)

@@ -215,6 +215,14 @@ int st_bad(const char *op, const redisReply *r);
  */
 #define ST_I64_LEN 24
 size_t st_i64(char buf[ST_I64_LEN], int64_t v);
+
+/*
+ * st_rfield - buf = "r<idx>:<name>", a recipient's field in the message
+ * hash (idx < ST_MAX_RCPTS, so it always fits ST_RFIELD_MAX; a longer
+ * name is cut). Built in C for the scripts, which concatenate nothing.
+ */
+#define ST_RFIELD_MAX 24
+void st_rfield(char buf[ST_RFIELD_MAX], int idx, const char *name);
 /* st_key - buf = a b c (c may be NULL); 0, or -1 when it does not fit in len. */
 int st_key(char *buf, size_t len, const char *a, const char *b, const char *c);
 

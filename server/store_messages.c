@@ -66,7 +66,7 @@ static const char *const st_rcpt_fields[] = { "email", "kind", "status", "attemp
 
 /* The strings of one recipient's arguments, made in C so the script concatenates nothing. */
 struct st_rcpt_strs {
-	char field[ST_RCPT_FIELDS][24];            /* "r<i>:email", ... (i < ST_MAX_RCPTS) */
+	char field[ST_RCPT_FIELDS][ST_RFIELD_MAX];   /* "r<i>:email", ... (st_rfield) */
 	char idx[ST_I64_LEN];                      /* its ready entry's "r": i */
 	char member[ST_MAX_ID + 2 + ST_I64_LEN];   /* its due member "<id>/<i>" (scheduled) */
 };
@@ -84,15 +84,8 @@ st_rcpt_strs_fill(struct st_rcpt_strs *r, const char *id, size_t i)
 {
 	size_t k, n = st_i64(r->idx, (int64_t)i), idl = strlen(id);
 
-	for (k = 0; k < ST_RCPT_FIELDS; k++) {
-		size_t fl = strlen(st_rcpt_fields[k]);
-
-		/* "r" + at most 4 digits + ":" + at most 8: fits in 24 */
-		r->field[k][0] = 'r';
-		memcpy(r->field[k] + 1, r->idx, n);
-		r->field[k][1 + n] = ':';
-		memcpy(r->field[k] + 2 + n, st_rcpt_fields[k], fl + 1);
-	}
+	for (k = 0; k < ST_RCPT_FIELDS; k++)
+		st_rfield(r->field[k], (int)i, st_rcpt_fields[k]);
 	memcpy(r->member, id, idl);   /* st_message_ok: idl <= ST_MAX_ID */
 	r->member[idl] = '/';
 	memcpy(r->member + idl + 1, r->idx, n + 1);
