@@ -50,6 +50,25 @@ struct api_request {
 	                             * key's own project (where what it creates belongs). 0 otherwise. */
 	const char *request_id;     /* the X-Request-Id of this request (the client's, when sane,
 	                             * else generated): log lines about it carry request_id= */
+	int can_defer;              /* 1: the handler may answer with resp->deferred (http.c runs
+	                             * its store work on the accept pipe, enqpipe.h) */
+};
+
+struct api_response;
+
+/*
+ * A deferred answer: the handler built its store work (op) but did not
+ * run it. http.c suspends the connection, has the accept pipe run op and,
+ * back on the HTTP thread, calls finish with the same request (body and
+ * JSON still there) to fill the response; finish frees d, or sets
+ * resp->deferred = d again for one more round trip. discard frees
+ * d when it is never finished (the server stopped first).
+ */
+struct api_deferred {
+	struct store_enqueue_op op;
+	void (*finish)(struct api_deferred *d, const struct api_request *req,
+	    struct api_response *resp);
+	void (*discard)(struct api_deferred *d);
 };
 
 struct api_header {
@@ -69,6 +88,8 @@ struct api_response {
 	 * (api_events.h), and closes the client when the connection ends.
 	 */
 	struct api_events_client *stream;
+	/* set instead of status and body when the handler defers (req->can_defer) */
+	struct api_deferred *deferred;
 };
 
 typedef void api_handler_fn(const struct api_request *req, struct api_response *resp);

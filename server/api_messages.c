@@ -621,54 +621,86 @@ messages_body(const struct messages_one *ms, size_t n, int single)
 }
 
 /*
- * messages_accept - the common tail of both sends: answer body, then one
- * store_enqueue_checked under the Idempotency-Key, which also checks the
- * suppression list. Only when a recipient is suppressed: mark it, rebuild
- * the body and store with store_enqueue_batch (a second round trip). 202.
- * single: answer the one message's object (with Location) instead of {"data"}.
+ * The accept of a send in two halves: messages_accept builds the answer
+ * body and the enqueue (store_enqueue_checked's arguments) and either runs
+ * it at once or, when the caller can wait (req->can_defer), hands it back
+ * as resp->deferred for the accept pipe; messages_accept_finish reads its
+ * outcome and answers. Both halves share one struct messages_accept,
+ * which owns the messages.
+ */
+struct messages_accept {
+	struct api_deferred d;          /* first: the state is found from d */
+	struct messages_one *ms;        /* n of them, owned */
+	size_t n;
+	int single;
+	struct store_message_in *ins;
+	struct store_idem idem;
+	int use_idem;
+	char key[320], hash[65];
+	char *body;
+	int *flags;
+};
+
+static void
+messages_accept_free(struct messages_accept *st)
+{
+	for (size_t i = 0; i < st->n; i++)
+		messages_one_free(&st->ms[i]);
+	free(st->ms);
+	free(st->ins);
+	free(st->flags);
+	free(st->body);
+	free(st->d.op.replay);
+	free(st);
+}
+
+static void
+messages_accept_discard(struct api_deferred *d)
+{
+	messages_accept_free((struct messages_accept *)(void *)d);
+}
+
+/*
+ * messages_accept_finish - answer from the enqueue's outcome (d->op):
+ * only when a recipient is suppressed, mark it, rebuild the body and
+ * store with store_enqueue_batch (a second round trip: deferred again
+ * when req->can_defer, then finish runs once more). 202, or the error.
+ * Frees d, unless deferred again.
  */
 static void
-messages_accept(const struct api_request *req, struct messages_one *ms, size_t n, int single,
+messages_accept_finish(struct api_deferred *d, const struct api_request *req,
     struct api_response *resp)
 {
-	struct store_message_in *ins = NULL;
-	struct store_idem idem;
-	char key[320], hash[65], location[128];
-	char *body = NULL, *replay = NULL;
-	int *flags = NULL;
-	size_t nrcpts = 0;
-	int use_idem = 0, rc;
+	struct messages_accept *st = (struct messages_accept *)(void *)d;
+	struct messages_one *ms = st->ms;
+	size_t n = st->n;
+	int single = st->single, rc = d->op.rc;
+	char *replay = d->op.replay;
+	char location[128];
 
-	if (messages_idem(req, &idem, key, sizeof(key), hash, &use_idem, resp) != 0)
-		goto out;
-	ins = calloc(n, sizeof(*ins));
-	if (ins == NULL)
-		goto oom;
-	for (size_t i = 0; i < n; i++) {
-		ins[i] = ms[i].in;
-		nrcpts += ms[i].nrcpts;
-	}
-	flags = calloc(nrcpts != 0 ? nrcpts : 1, sizeof(*flags));
-	if (flags == NULL || messages_mark(req, ms, n, NULL) != 0)
-		goto oom;
-	body = messages_body(ms, n, single);
-	if (body == NULL)
-		goto oom;
-	idem.response = body;
+	d->op.replay = NULL;
+	if (rc == STORE_ERR_SUPPRESSED && d->op.flags != NULL) {
+		struct store_enqueue_op *op = &d->op;
 
-	rc = store_enqueue_checked(req->store, ins, n, use_idem ? &idem : NULL, &replay, flags);
-	if (rc == STORE_ERR_SUPPRESSED) {
 		/* ins[i].rcpts are ms[i].rcpts: marking them changes what is stored */
-		if (messages_mark(req, ms, n, flags) != 0)
+		if (messages_mark(req, ms, n, st->flags) != 0)
 			goto oom;
-		free(body);
-		body = messages_body(ms, n, single);
-		if (body == NULL)
+		free(st->body);
+		st->body = messages_body(ms, n, single);
+		if (st->body == NULL)
 			goto oom;
-		idem.response = body;
-		rc = store_enqueue_batch(req->store, ins, n, use_idem ? &idem : NULL, &replay);
+		st->idem.response = st->body;
+		op->flags = NULL;   /* now store_enqueue_batch: stored as marked, never "suppressed" */
+		if (req->can_defer) {
+			resp->deferred = d;   /* the second round trip on the pipe too */
+			return;
+		}
+		store_enqueue_ops(req->store, &op, 1);
+		rc = op->rc;
+		replay = op->replay;
+		op->replay = NULL;
 	}
-	if (rc == STORE_ERR_CONFLICT && use_idem) {
+	if (rc == STORE_ERR_CONFLICT && st->use_idem) {
 		api_error(resp, 409, "idempotency_conflict",
 		    "this Idempotency-Key was used with a different request", "Idempotency-Key");
 		goto out;
@@ -724,9 +756,9 @@ messages_accept(const struct api_request *req, struct messages_one *ms, size_t n
 				metrics_recipient("suppressed");
 	free(resp->body);
 	resp->status = 202;
-	resp->body = body;
-	resp->body_len = strlen(body);
-	body = NULL;
+	resp->body = st->body;
+	resp->body_len = strlen(st->body);
+	st->body = NULL;
 	if (single) {
 		messages_cat3(location, sizeof(location), "/v1/messages/", ms[0].id, "");
 		api_header(resp, "Location", location);
@@ -735,21 +767,88 @@ messages_accept(const struct api_request *req, struct messages_one *ms, size_t n
 oom:
 	api_error(resp, 500, "internal_error", "out of memory", NULL);
 out:
-	free(body);
 	free(replay);
-	free(flags);
-	free(ins);
+	messages_accept_free(st);
+}
+
+/*
+ * messages_accept - the common tail of both sends (ms: n messages, owned
+ * from here on): the answer body, then one store_enqueue_checked under
+ * the Idempotency-Key, which also checks the suppression list; run here,
+ * or deferred (resp->deferred) when req->can_defer.
+ * single: answer the one message's object (with Location) instead of {"data"}.
+ */
+static void
+messages_accept(const struct api_request *req, struct messages_one *ms, size_t n, int single,
+    struct api_response *resp)
+{
+	struct messages_accept *st = calloc(1, sizeof(*st));
+	struct store_enqueue_op *op;
+	size_t nrcpts = 0;
+
+	if (st == NULL) {
+		for (size_t i = 0; i < n; i++)
+			messages_one_free(&ms[i]);
+		free(ms);
+		goto oom;
+	}
+	st->ms = ms;
+	st->n = n;
+	st->single = single;
+	st->d.finish = messages_accept_finish;
+	st->d.discard = messages_accept_discard;
+	if (messages_idem(req, &st->idem, st->key, sizeof(st->key), st->hash, &st->use_idem,
+	    resp) != 0) {
+		messages_accept_free(st);
+		return;
+	}
+	st->ins = calloc(n, sizeof(*st->ins));
+	if (st->ins == NULL)
+		goto oom_free;
+	for (size_t i = 0; i < n; i++) {
+		st->ins[i] = ms[i].in;
+		nrcpts += ms[i].nrcpts;
+	}
+	st->flags = calloc(nrcpts != 0 ? nrcpts : 1, sizeof(*st->flags));
+	if (st->flags == NULL || messages_mark(req, ms, n, NULL) != 0)
+		goto oom_free;
+	st->body = messages_body(ms, n, single);
+	if (st->body == NULL)
+		goto oom_free;
+	st->idem.response = st->body;
+	op = &st->d.op;
+	op->m = st->ins;
+	op->n = n;
+	op->idem = st->use_idem ? &st->idem : NULL;
+	op->flags = st->flags;
+	if (req->can_defer) {
+		resp->deferred = &st->d;
+		return;
+	}
+	store_enqueue_ops(req->store, &op, 1);
+	messages_accept_finish(&st->d, req, resp);
+	return;
+oom_free:
+	messages_accept_free(st);
+oom:
+	api_error(resp, 500, "internal_error", "out of memory", NULL);
 }
 
 void
 api_messages_create(const struct api_request *req, struct api_response *resp)
 {
-	struct messages_one m;
+	struct messages_one *m = calloc(1, sizeof(*m));
 
-	memset(&m, 0, sizeof(m));
-	if (messages_prepare(req, req->json, NULL, &m, resp) == 0)
-		messages_accept(req, &m, 1, 1, resp);
-	messages_one_free(&m);
+	if (m == NULL) {
+		api_error(resp, 500, "internal_error", "out of memory", NULL);
+		return;
+	}
+	if (messages_prepare(req, req->json, NULL, m, resp) != 0) {
+		messages_one_free(m);
+		free(m);
+		return;
+	}
+	messages_accept(req, m, 1, 1, resp);
 }
 
 void
@@ -789,14 +888,15 @@ api_messages_batch(const struct api_request *req, struct api_response *resp)
 			if (!cJSON_IsObject(c)) {
 				snprintf(field, sizeof(field), "messages[%zu]", i);
 				api_error(resp, 422, "validation_error", "must be an object", field);
-				goto out;
+				goto fail;
 			}
 			if (messages_prepare(req, c, prefix, &ms[i], resp) != 0)
-				goto out;
+				goto fail;
 		}
 	}
-	messages_accept(req, ms, n, 0, resp);
-out:
+	messages_accept(req, ms, n, 0, resp);   /* owns ms from here */
+	return;
+fail:
 	for (size_t i = 0; i < n; i++)
 		messages_one_free(&ms[i]);
 	free(ms);

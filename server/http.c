@@ -61,6 +61,7 @@
 #include "keys.h"
 #include "log.h"
 #include "metrics.h"
+#include "enqpipe.h"
 #include "store.h"
 #include "util.h"
 #include "validate.h"
@@ -177,6 +178,11 @@ struct http_req {
 	size_t bytes_in;        /* body bytes received, kept or not */
 	size_t bytes_out;       /* the body queued (0 for a stream) */
 	double start_s;         /* http_mono_s() when the headers were in */
+	/* a deferred answer (api.h): the request and its JSON live on while the pipe runs */
+	struct api_request req;
+	cJSON *json;
+	struct api_deferred *deferred;
+	struct enqpipe_job job;
 };
 
 /* --- per-thread store handles ------------------------------------------- */
@@ -904,7 +910,7 @@ static void
 http_dispatch(struct http_server *h, struct MHD_Connection *conn, const char *method,
     const char *url, struct http_req *rq, struct api_response *resp)
 {
-	struct api_request req = {
+	struct api_request req_init = {
 		.cfg = h->cfg,
 		.method = method,
 		.path = url,
@@ -919,13 +925,16 @@ http_dispatch(struct http_server *h, struct MHD_Connection *conn, const char *me
 		.project = rq->project[0] != '\0' ? rq->project : NULL,
 		.all_projects = rq->all_projects,
 		.request_id = rq->request_id,
+		.can_defer = h->pipe != NULL,
 	};
+	struct api_request *req = &rq->req;
 	cJSON *json = NULL;
 	char field[128];
 
+	rq->req = req_init;
 	if ((rq->route->flags & ROUTE_NO_STORE) == 0)
-		req.store = http_thread_store(h);
-	if (req.store == NULL && (rq->route->flags & ROUTE_NO_STORE) == 0) {
+		req->store = http_thread_store(h);
+	if (req->store == NULL && (rq->route->flags & ROUTE_NO_STORE) == 0) {
 		api_error(resp, 503, "unavailable", "out of resources, retry later", NULL);
 		api_header(resp, "Retry-After", "1");
 		return;
@@ -937,12 +946,12 @@ http_dispatch(struct http_server *h, struct MHD_Connection *conn, const char *me
 			api_error(resp, 400, "invalid_json", "request body is empty", NULL);
 			goto out;
 		}
-		if (memchr(req.body, '\0', rq->len) != NULL) {
+		if (memchr(req->body, '\0', rq->len) != NULL) {
 			api_error(resp, 400, "invalid_json", "request body contains a NUL byte", NULL);
 			goto out;
 		}
 		/* before the parse: cJSON would allocate a node for each value */
-		if (validate_json_count(req.body, rq->len, VALIDATE_MAX_JSON_VALUES) > VALIDATE_MAX_JSON_VALUES) {
+		if (validate_json_count(req->body, rq->len, VALIDATE_MAX_JSON_VALUES) > VALIDATE_MAX_JSON_VALUES) {
 			char msg[160];
 
 			snprintf(msg, sizeof(msg), "request body has more than %d JSON values (each "
@@ -952,10 +961,10 @@ http_dispatch(struct http_server *h, struct MHD_Connection *conn, const char *me
 			goto out;
 		}
 		/* length includes the terminating NUL: nothing may follow the value */
-		json = cJSON_ParseWithLengthOpts(req.body, rq->len + 1, &end, 1);
+		json = cJSON_ParseWithLengthOpts(req->body, rq->len + 1, &end, 1);
 		if (json == NULL) {
 			char msg[96];
-			size_t at = end != NULL && end >= req.body ? (size_t)(end - req.body) : 0;
+			size_t at = end != NULL && end >= req->body ? (size_t)(end - req->body) : 0;
 
 			snprintf(msg, sizeof(msg), "request body is not valid JSON (near byte %zu)", at);
 			api_error(resp, 400, "invalid_json", msg, NULL);
@@ -969,16 +978,47 @@ http_dispatch(struct http_server *h, struct MHD_Connection *conn, const char *me
 			api_error(resp, 422, "validation_error", "request body must be a JSON object", NULL);
 			goto out;
 		}
-		if (validate_json_nul(req.body, rq->len, field, sizeof(field))) {
+		if (validate_json_nul(req->body, rq->len, field, sizeof(field))) {
 			api_error(resp, 422, "validation_error",
 			    "strings must not contain NUL (\\u0000)", field);
 			goto out;
 		}
-		req.json = json;
+		req->json = json;
 	}
-	rq->route->handler(&req, resp);
+	rq->route->handler(req, resp);
 out:
-	cJSON_Delete(json);
+	if (resp->deferred != NULL)
+		rq->json = json;    /* the handler's messages point into it until finish */
+	else
+		cJSON_Delete(json);
+}
+
+/* the pipe has answered the enqueue (on its thread): let MHD call http_access again */
+static void
+http_deferred_done(void *arg)
+{
+	MHD_resume_connection(arg);
+}
+
+/*
+ * http_defer - park the connection and have the accept pipe run d's
+ * enqueue; when the pipe refuses (stopping), run it here. Either way the
+ * connection is resumed once d->op is answered and http_access finishes.
+ * Suspended before the job can complete: a resume never comes first.
+ */
+static void
+http_defer(struct http_server *h, struct MHD_Connection *conn, struct http_req *rq,
+    struct api_deferred *d)
+{
+	struct store_enqueue_op *op = &d->op;
+
+	rq->deferred = d;
+	rq->job = (struct enqpipe_job){ .op = op, .done = http_deferred_done, .arg = conn };
+	MHD_suspend_connection(conn);
+	if (enqpipe_submit(h->pipe, &rq->job) != 0) {
+		store_enqueue_ops(rq->req.store, &op, 1);
+		http_deferred_done(conn);
+	}
 }
 
 static enum MHD_Result
@@ -1056,7 +1096,22 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 		    "request body exceeds the size limit", NULL, NULL, NULL);
 	}
 
-	http_dispatch(h, conn, method, url, rq, &resp);
+	if (rq->deferred != NULL) {
+		/* resumed: the pipe ran the enqueue; answer on this thread, with its store handle */
+		struct api_deferred *d = rq->deferred;
+
+		rq->deferred = NULL;
+		rq->req.store = http_thread_store(h);
+		d->finish(d, &rq->req, &resp);
+	} else {
+		http_dispatch(h, conn, method, url, rq, &resp);
+	}
+	if (resp.deferred != NULL) {
+		http_defer(h, conn, rq, resp.deferred);   /* the first round trip, or one more */
+		return MHD_YES;
+	}
+	cJSON_Delete(rq->json);
+	rq->json = NULL;
 	http_body_release(h, rq);   /* the handler is done with the body */
 	ret = http_send(conn, rq, &resp);   /* the access line is written by http_completed */
 	metrics_http_request(rq->route->pattern, resp.status);
@@ -1117,6 +1172,9 @@ http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	http_access_log(rq, toe, body_cut);
 	atomic_fetch_sub(&((struct http_server *)cls)->active, 1);   /* after its access line */
 	http_body_release(cls, rq);   /* every path: error, timeout, client gone */
+	if (rq->deferred != NULL)
+		rq->deferred->discard(rq->deferred);   /* resumed, never finished: the server stops */
+	cJSON_Delete(rq->json);
 	free(rq);
 	*con_cls = NULL;
 }
@@ -1219,6 +1277,8 @@ http_listen(const struct config *cfg, const struct http_route *routes,
 
 	if (events && (h->events = api_events_hub_start(cfg, err, errlen)) == NULL)
 		goto fail;
+	if (events && (h->pipe = enqpipe_start(&cfg->redis, err, errlen)) == NULL)
+		goto fail;
 	if (http_deadlines_start(h, err, errlen) != 0)
 		goto fail;
 	/*
@@ -1274,6 +1334,7 @@ fail:
 		freeaddrinfo(ai);
 	if (h != NULL) {
 		http_deadlines_stop(h);
+		enqpipe_stop(h->pipe);
 		api_events_hub_free(h->events);
 		pthread_mutex_destroy(&h->stores_lock);
 	}
@@ -1318,6 +1379,7 @@ http_stop(struct http_server *h)
 		return;
 	/* end every event stream first: MHD must not be stopped with suspended connections */
 	api_events_hub_shutdown(h->events);
+	enqpipe_stop(h->pipe);   /* every parked send answered and its connection resumed */
 	http_deadlines_stop(h);
 	if (h->daemon != NULL)
 		MHD_stop_daemon(h->daemon);   /* every CLOSED notification has run after this */

@@ -51,6 +51,7 @@ struct http_route;
 struct http_server {
 	struct MHD_Daemon *daemon;
 	struct api_events_hub *events;  /* feeds GET /v1/events/stream; NULL on the admin listener */
+	struct enqpipe *pipe;           /* runs the sends' enqueues (enqpipe.h); NULL on the admin listener */
 	const struct config *cfg;
 	const struct http_route *routes;    /* http_routes, or http_admin_routes */
 	size_t nroutes;

@@ -74,6 +74,7 @@ static _Atomic uint64_t metrics_replies[METRICS_NREPLY];
 static _Atomic uint64_t metrics_webhook[METRICS_WEBHOOK_COUNT];
 static _Atomic uint64_t metrics_smtp[METRICS_SMTP_COUNT];
 static _Atomic int64_t metrics_body_bytes;
+static _Atomic int64_t metrics_pipe_waiting;
 static _Atomic(const char *) metrics_accept_routes[METRICS_ACCEPT_ROUTES];
 static struct metrics_shard metrics_shards[METRICS_SHARDS];
 static _Atomic unsigned metrics_next_shard;
@@ -501,6 +502,12 @@ metrics_http_body_bytes(int64_t delta)
 	atomic_fetch_add_explicit(&metrics_body_bytes, delta, memory_order_relaxed);
 }
 
+void
+metrics_accept_waiting(int64_t delta)
+{
+	atomic_fetch_add_explicit(&metrics_pipe_waiting, delta, memory_order_relaxed);
+}
+
 int
 metrics_collector_add(metrics_collect_fn *fn, void *arg)
 {
@@ -678,6 +685,7 @@ metrics_snapshot(struct metrics_snapshot *out)
 	for (size_t i = 0; i < METRICS_SMTP_COUNT; i++)
 		out->smtp[i] = metrics_load(&metrics_smtp[i]);
 	out->http_body_bytes = atomic_load_explicit(&metrics_body_bytes, memory_order_relaxed);
+	out->accept_waiting = atomic_load_explicit(&metrics_pipe_waiting, memory_order_relaxed);
 	for (size_t i = 0; i < METRICS_ACCEPT_ROUTES; i++) {
 		const char *r = atomic_load_explicit(&metrics_accept_routes[i], memory_order_acquire);
 
@@ -1061,6 +1069,9 @@ metrics_render(const struct metrics_snapshot *snap, const struct store_queue_sta
 	metrics_head(&b, "txmail_http_body_bytes_in_flight", "gauge",
 	    "Bytes reserved by the request bodies this process is receiving (at most TXMAIL_HTTP_BODY_BUDGET).");
 	metrics_printf(&b, "txmail_http_body_bytes_in_flight %" PRId64 "\n", snap->http_body_bytes);
+	metrics_head(&b, "txmail_accept_waiting", "gauge",
+	    "Sends of this process waiting for Redis to store them (on the accept pipe, their connections parked).");
+	metrics_printf(&b, "txmail_accept_waiting %" PRId64 "\n", snap->accept_waiting);
 	metrics_render_process(&b, snap);
 	if (q != NULL)
 		metrics_render_queue(&b, q);

@@ -114,6 +114,7 @@ struct metrics_snapshot {
 	uint64_t webhook[METRICS_WEBHOOK_COUNT];
 	uint64_t smtp[METRICS_SMTP_COUNT];
 	int64_t http_body_bytes;        /* a gauge: request body bytes reserved now */
+	int64_t accept_waiting;         /* a gauge: sends on the accept pipe now (enqpipe.h) */
 	size_t naccept;
 	const char *accept_route[METRICS_ACCEPT_ROUTES];
 	struct metrics_hist accept[METRICS_ACCEPT_ROUTES];
@@ -177,6 +178,9 @@ void metrics_smtp_duration(int smtp_result, double seconds);
 
 /* metrics_http_body_bytes - the request-body bytes reserved (http.c's budget) grew or shrank by delta. */
 void metrics_http_body_bytes(int64_t delta);
+
+/* metrics_accept_waiting - sends waiting on the accept pipe grew or shrank by delta. */
+void metrics_accept_waiting(int64_t delta);
 
 /*
  * Collectors: a module whose figures are state, not events (a worker's

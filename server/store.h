@@ -246,6 +246,29 @@ int store_enqueue_batch(struct store *s, const struct store_message_in *m, size_
 int store_enqueue_checked(struct store *s, const struct store_message_in *m, size_t n,
     const struct store_idem *idem, char **replay, int *flags);
 
+/*
+ * One enqueue of store_enqueue_ops: the arguments of store_enqueue_batch
+ * (flags NULL) or store_enqueue_checked (flags set), and what that call
+ * would return (rc, and replay: malloc'd, the caller frees it).
+ */
+struct store_enqueue_op {
+	const struct store_message_in *m;
+	size_t n;
+	const struct store_idem *idem;
+	int *flags;
+	int rc;
+	char *replay;
+};
+
+/*
+ * store_enqueue_ops - n enqueues pipelined: written together, their
+ * scripts run one after another in Redis, n replies read; each op's rc
+ * and replay are what its own store_enqueue_batch or _checked call would
+ * give (a lost reply is settled for each op, as there). One op's refusal
+ * or invalid arguments never touch another. Every op is answered.
+ */
+void store_enqueue_ops(struct store *s, struct store_enqueue_op *const *ops, size_t n);
+
 /* --- reading ------------------------------------------------------------ */
 
 struct store_rcpt_view {

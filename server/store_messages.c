@@ -275,25 +275,39 @@ st_enqueue_msg_args(struct st_args *a, const struct store_message_in *x, struct 
 }
 
 /* st_enqueue - store_enqueue_batch, and with flags the suppression check of store_enqueue_checked. */
+/* What st_enq_build knows about an op that reading its reply needs. */
+struct st_enq_aux {
+	size_t total;              /* recipients of the batch */
+	size_t nq;                 /* of them, looked up in the suppression list */
+	char kmsg[ST_KEY_MAX];     /* msg:<first id>, for st_enqueue_settle */
+	int sent;                  /* its command is in cmds[] */
+};
+
+/*
+ * st_enq_build - check op and format its enqueue script call into cmd
+ * (malloc'd; NULL on failure); nothing is sent. 0 or STORE_ERR_PROTO (an
+ * invalid call: logged) / STORE_ERR_NOMEM.
+ */
 static int
-st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
-    const struct store_idem *idem, char **replay, int *flags)
+st_enq_build(const struct store *s, const struct store_enqueue_op *op, struct st_enq_aux *x,
+    struct st_cmd *cmd)
 {
+	struct st_args args, *a = &args;
+	const struct store_message_in *m = op->m;
+	const struct store_idem *idem = op->idem;
+	const int *flags = op->flags;
+	size_t n = op->n, i, j, nargs, off;
 	struct st_msg_nums *nums = NULL;
 	struct st_rcpt_strs *rstrs = NULL;
-	struct st_args a;
-	redisReply *r = NULL;
 	char kidem[ST_KEY_MAX + 64], pp[ST_KEY_MAX], ksupp[ST_KEY_MAX], kab[ST_KEY_MAX];
 	char nqs[ST_I64_LEN];
 	const char *project = st_project_name(m && n ? m[0].project : NULL);
-	size_t i, j, nargs, total = 0, nq = 0, off;
-	int64_t v;
 	int rc;
 
-	memset(&a, 0, sizeof(a));
-	if (replay)
-		*replay = NULL;
-	if (!s || !m || n == 0 || n > ST_MAX_MSGS || (idem && !replay)) {
+	memset(&args, 0, sizeof(args));
+	cmd->buf = NULL;
+	x->total = x->nq = 0;
+	if (!m || n == 0 || n > ST_MAX_MSGS) {
 		log_error("enqueue called with invalid arguments");
 		return STORE_ERR_PROTO;
 	}
@@ -318,17 +332,15 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 		}
 		/* 3 keys, 19 + 1 arguments, per recipient at most 10 hash, 1 lookup, 2 + 2 */
 		nargs += 3 + 19 + 1 + 15 * m[i].nrcpts;
-		total += m[i].nrcpts;
+		x->total += m[i].nrcpts;
 		for (j = 0; flags && j < m[i].nrcpts; j++)
-			nq += !st_rcpt_sup(&m[i].rcpts[j]);
+			x->nq += !st_rcpt_sup(&m[i].rcpts[j]);
 	}
-	if (flags)
-		memset(flags, 0, total * sizeof(*flags));
 	if (st_key(kidem, sizeof(kidem), ST_PREFIX "idem:", idem ? idem->key : "-", NULL) ||
 	    st_key(kab, sizeof(kab), ST_K_ABANDONED, m[0].id, NULL))
 		return STORE_ERR_PROTO;
 	nums = calloc(n, sizeof(*nums));
-	rstrs = calloc(total, sizeof(*rstrs));
+	rstrs = calloc(x->total, sizeof(*rstrs));
 	if (!nums || !rstrs) {
 		rc = STORE_ERR_NOMEM;
 		goto out;
@@ -347,66 +359,65 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 		st_i64(u->send_at, m[i].send_at_ms > 0 ? m[i].send_at_ms : (int64_t)0);
 		st_i64(u->n, (int64_t)m[i].nrcpts);
 	}
-	st_i64(nqs, (int64_t)nq);
-	rc = st_connect(s);
+	memcpy(x->kmsg, nums[0].kmsg, sizeof(x->kmsg));
+	st_i64(nqs, (int64_t)x->nq);
+	rc = st_args_init(a, nargs);
 	if (rc)
 		goto out;
-	rc = st_args_init(&a, nargs);
-	if (rc)
-		goto out;
-	st_eval(&a, s, SC_ENQUEUE, (int)(7 + 3 * n));
-	st_adds(&a, ST_K_READY);
-	st_adds(&a, ST_K_DUE);
-	st_adds(&a, ST_K_EVENTS);
-	st_adds(&a, kidem);
-	st_adds(&a, ksupp);
-	st_adds(&a, ST_K_READY_HIGH);
+	st_eval(a, s, SC_ENQUEUE, (int)(7 + 3 * n));
+	st_adds(a, ST_K_READY);
+	st_adds(a, ST_K_DUE);
+	st_adds(a, ST_K_EVENTS);
+	st_adds(a, kidem);
+	st_adds(a, ksupp);
+	st_adds(a, ST_K_READY_HIGH);
 	for (i = 0; i < n; i++)
-		st_adds(&a, nums[i].kmsg);
+		st_adds(a, nums[i].kmsg);
 	for (i = 0; i < n; i++)
-		st_adds(&a, nums[i].ktl);
+		st_adds(a, nums[i].ktl);
 	for (i = 0; i < n; i++)
-		st_adds(&a, nums[i].kmime);
-	st_adds(&a, kab);
-	st_adds(&a, idem ? "1" : "0");
-	st_adds(&a, idem ? idem->request_hash : "");
-	st_adds(&a, idem ? idem->response : "");
-	st_addi(&a, idem && idem->ttl_ms > 0 ? idem->ttl_ms : ST_IDEM_TTL_MS);
-	st_addi(&a, s->retention_ms);
-	st_addi(&a, (int64_t)n);
-	st_adds(&a, flags ? "1" : "0");
-	st_adds(&a, project);
-	st_addi(&a, st_content_keep_ms(s));
-	st_adds(&a, nqs);
+		st_adds(a, nums[i].kmime);
+	st_adds(a, kab);
+	st_adds(a, idem ? "1" : "0");
+	st_adds(a, idem ? idem->request_hash : "");
+	st_adds(a, idem ? idem->response : "");
+	st_addi(a, idem && idem->ttl_ms > 0 ? idem->ttl_ms : ST_IDEM_TTL_MS);
+	st_addi(a, s->retention_ms);
+	st_addi(a, (int64_t)n);
+	st_adds(a, flags ? "1" : "0");
+	st_adds(a, project);
+	st_addi(a, st_content_keep_ms(s));
+	st_adds(a, nqs);
 	for (i = 0; flags && i < n; i++)
 		for (j = 0; j < m[i].nrcpts; j++)
 			if (!st_rcpt_sup(&m[i].rcpts[j]))
-				st_adds(&a, m[i].rcpts[j].lower);
+				st_adds(a, m[i].rcpts[j].lower);
 	for (i = 0, off = 0; i < n; off += m[i].nrcpts, i++)
-		st_enqueue_msg_args(&a, &m[i], &nums[i], &rstrs[off]);
-	/*
-	 * Up to here a failure means nothing was sent (st_connect failed fast):
-	 * certainly not stored. From here STORE_ERR_UNAVAILABLE without a reply
-	 * means it may have been: settle it. A reply refusing the script (BUSY,
-	 * LOADING, ...: st_bad below) means it did not run.
-	 */
-	rc = st_do(s, &a, &r);
-	if (rc == STORE_ERR_UNAVAILABLE) {
-		rc = st_enqueue_settle(s, m[0].id, nums[0].kmsg, n);
-		goto out;
-	}
-	if (rc)
-		goto out;
-	if (!st_is_array(r, 2) || st_int(r->element[0], &v) != 0 || !st_is_str(r->element[1])) {
-		rc = st_bad("enqueue", r);
-		goto out;
-	}
+		st_enqueue_msg_args(a, &m[i], &nums[i], &rstrs[off]);
+	rc = st_format(a, cmd);   /* the arguments point into this frame, nums and rstrs */
+out:
+	st_args_release(a);
+	free(rstrs);
+	free(nums);
+	return rc;
+}
+
+/* st_enq_reply - what the enqueue script's reply r means for op (op->replay set on a replay). */
+static int
+st_enq_reply(struct store_enqueue_op *op, const struct st_enq_aux *x, const redisReply *r)
+{
+	const struct store_message_in *m = op->m;
+	int64_t v;
+	int rc = 0;
+
+	if (!st_is_array(r, 2) || st_int(r->element[0], &v) != 0 || !st_is_str(r->element[1]))
+		return st_bad("enqueue", r);
 	switch (v) {
 	case 1:
 		break;
 	case 2:
-		*replay = st_dup(r->element[1]);
-		if (!*replay)
+		op->replay = st_dup(r->element[1]);
+		if (!op->replay)
 			rc = STORE_ERR_NOMEM;
 		break;
 	case 0:
@@ -414,7 +425,7 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 			long long at = strtoll(r->element[1]->str, NULL, 10);
 
 			log_warn("enqueue refused, message id exists", "msg_id=%.64s index=%lld",
-			    at >= 0 && (size_t)at < n ? m[at].id : "", at);
+			    at >= 0 && (size_t)at < op->n ? m[at].id : "", at);
 		}
 		rc = STORE_ERR_CONFLICT;
 		break;
@@ -427,10 +438,10 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 		rc = STORE_ERR_UNAVAILABLE;
 		break;
 	case 4:
-		if (!flags || st_enqueue_flags(r->element[1], m, n, nq, flags) != 0) {
+		if (!op->flags || st_enqueue_flags(r->element[1], m, op->n, x->nq, op->flags) != 0) {
 			rc = st_bad("enqueue suppressed", r);
-			if (flags)
-				memset(flags, 0, total * sizeof(*flags));
+			if (op->flags)
+				memset(op->flags, 0, x->total * sizeof(*op->flags));
 			break;
 		}
 		rc = STORE_ERR_SUPPRESSED;
@@ -438,37 +449,125 @@ st_enqueue(struct store *s, const struct store_message_in *m, size_t n,
 	default:
 		rc = st_bad("enqueue result", r);
 	}
-out:
-	if (r)
-		freeReplyObject(r);
-	st_args_release(&a);
-	free(rstrs);
-	free(nums);
 	return rc;
+}
+
+void
+store_enqueue_ops(struct store *s, struct store_enqueue_op *const *ops, size_t n)
+{
+	struct st_enq_aux *aux = NULL;
+	struct st_cmd *cmds = NULL;
+	redisReply **rep = NULL;
+	size_t i, j, k = 0;
+	int rc, sent = 0;
+
+	for (i = 0; i < n; i++) {
+		ops[i]->rc = STORE_ERR_NOMEM;
+		ops[i]->replay = NULL;
+	}
+	if (!s) {
+		for (i = 0; i < n; i++)
+			ops[i]->rc = STORE_ERR_PROTO;
+		return;
+	}
+	aux = calloc(n, sizeof(*aux));
+	cmds = calloc(n, sizeof(*cmds));
+	rep = calloc(n, sizeof(*rep));
+	if (!aux || !cmds || !rep)
+		goto out;
+	for (i = 0; i < n; i++) {
+		struct store_enqueue_op *op = ops[i];
+
+		rc = st_enq_build(s, op, &aux[i], &cmds[k]);
+		if (op->flags && aux[i].total > 0)
+			memset(op->flags, 0, aux[i].total * sizeof(*op->flags));
+		op->rc = rc;
+		if (rc == 0) {
+			aux[i].sent = 1;
+			k++;
+		}
+	}
+	if (k == 0)
+		goto out;
+	/*
+	 * Up to the write a failure means nothing was sent (st_connect fails
+	 * fast): certainly not stored. After it, STORE_ERR_UNAVAILABLE without
+	 * a reply means each may have been: settle each. A reply refusing a
+	 * script (BUSY, LOADING, ...: st_bad) means it did not run.
+	 */
+	rc = st_connect(s);
+	if (rc == 0) {
+		sent = 1;
+		rc = st_run(s, cmds, k, rep);
+	}
+	for (i = 0, j = 0; i < n; i++) {
+		struct store_enqueue_op *op = ops[i];
+
+		if (!aux[i].sent)
+			continue;
+		if (rc == STORE_ERR_UNAVAILABLE && sent)
+			op->rc = st_enqueue_settle(s, op->m[0].id, aux[i].kmsg, op->n);
+		else
+			op->rc = rc ? rc : st_enq_reply(op, &aux[i], rep[j]);
+		j++;
+	}
+out:
+	for (i = 0; rep && i < k; i++)
+		if (rep[i])
+			freeReplyObject(rep[i]);
+	for (i = 0; cmds && i < k; i++)
+		redisFreeCommand(cmds[i].buf);
+	free(rep);
+	free(cmds);
+	free(aux);
 }
 
 int
 store_enqueue_batch(struct store *s, const struct store_message_in *m, size_t n,
     const struct store_idem *idem, char **replay)
 {
-	return st_enqueue(s, m, n, idem, replay, NULL);
+	struct store_enqueue_op op = { .m = m, .n = n, .idem = idem };
+	struct store_enqueue_op *p = &op;
+
+	if (replay)
+		*replay = NULL;
+	if (idem && !replay) {
+		log_error("enqueue called with invalid arguments");
+		return STORE_ERR_PROTO;
+	}
+	store_enqueue_ops(s, &p, 1);
+	if (replay)
+		*replay = op.replay;
+	else
+		free(op.replay);
+	return op.rc;
 }
 
 int
 store_enqueue_checked(struct store *s, const struct store_message_in *m, size_t n,
     const struct store_idem *idem, char **replay, int *flags)
 {
-	if (!flags) {
+	struct store_enqueue_op op = { .m = m, .n = n, .idem = idem, .flags = flags };
+	struct store_enqueue_op *p = &op;
+
+	if (replay)
+		*replay = NULL;
+	if (!flags || (idem && !replay)) {
 		log_error("enqueue called with invalid arguments");
 		return STORE_ERR_PROTO;
 	}
-	return st_enqueue(s, m, n, idem, replay, flags);
+	store_enqueue_ops(s, &p, 1);
+	if (replay)
+		*replay = op.replay;
+	else
+		free(op.replay);
+	return op.rc;
 }
 
 int
 store_enqueue(struct store *s, const struct store_message_in *m)
 {
-	return st_enqueue(s, m, 1, NULL, NULL, NULL);
+	return store_enqueue_batch(s, m, 1, NULL, NULL);
 }
 
 /* --- reading ------------------------------------------------------------- */

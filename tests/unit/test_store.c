@@ -1760,6 +1760,71 @@ Test(store, enqueue_checked_suppressed_writes_nothing)
 	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 2);
 }
 
+/*
+ * store_enqueue_ops (the accept pipe's call): several enqueues in one
+ * write, each answered as its own call would be - stored, invalid
+ * (nothing sent for it), replayed, a duplicate id of an op before it in
+ * the same write, suppressed with its flags - one EVALSHA each, and none
+ * touches another.
+ */
+Test(store, enqueue_ops_pipelined_each_its_own)
+{
+	static struct store_rcpt_in sup[1] = { { .email = "Gone@example.com", .kind = "to",
+		.lower = "gone@example.com" } };
+	struct store_message_in m[5];
+	struct store_enqueue_op op[5], *ops[5];
+	struct store_idem idem = { .key = "acme:ops", .request_hash = "h1", .response = "{\"v\":1}",
+		.ttl_ms = 60000 };
+	char ids[5][64], key[128];
+	char *replay = NULL;
+	int flags[1] = { 7 };
+	long long calls;
+
+	cr_assert_eq(store_suppression_add(st, NULL, "gone@example.com", "manual", 1), 0);
+	for (int i = 0; i < 5; i++)
+		fill_msg(&m[i], ids[i], sizeof(ids[i]), one_rcpt, 1);
+	/* an earlier send under the key the third op replays */
+	cr_assert_eq(store_enqueue_batch(st, &m[2], 1, &idem, &replay), 0);
+	fill_msg(&m[2], ids[2], sizeof(ids[2]), one_rcpt, 1);
+	m[1].nrcpts = 0;          /* invalid */
+	m[3].id = ids[0];         /* the first op's id */
+	m[4].rcpts = sup;
+	memset(op, 0, sizeof(op));
+	for (int i = 0; i < 5; i++) {
+		op[i].m = &m[i];
+		op[i].n = 1;
+		ops[i] = &op[i];
+	}
+	op[2].idem = &idem;
+	op[4].flags = flags;
+	calls = evalsha_calls();
+	store_enqueue_ops(st, ops, 5);
+	calls = evalsha_calls() - calls;
+	cr_assert_eq(op[0].rc, 0, "plain: got %d", op[0].rc);
+	cr_assert_eq(op[1].rc, STORE_ERR_PROTO, "invalid: got %d", op[1].rc);
+	cr_assert_eq(op[2].rc, 0, "replay: got %d", op[2].rc);
+	cr_assert_not_null(op[2].replay);
+	cr_assert_str_eq(op[2].replay, "{\"v\":1}");
+	cr_assert_eq(op[3].rc, STORE_ERR_CONFLICT, "duplicate id: got %d", op[3].rc);
+	cr_assert_eq(op[4].rc, STORE_ERR_SUPPRESSED, "suppressed: got %d", op[4].rc);
+	cr_assert_eq(flags[0], 1);
+	for (int i = 0; i < 5; i++)
+		if (i != 2)
+			cr_assert_null(op[i].replay, "op %d: a replay", i);
+	free(op[2].replay);
+	cr_assert_eq(calls, 4, "script calls: got %lld, want 4 (none for the invalid op)", calls);
+	msg_key(key, sizeof(key), ids[0], "");
+	cr_assert_eq(rint_cmd("EXISTS %s", key), 1);
+	for (int i = 1; i < 5; i++) {
+		if (i == 3)
+			continue;
+		msg_key(key, sizeof(key), ids[i], "");
+		cr_assert_eq(rint_cmd("EXISTS %s", key), 0, "op %d stored", i);
+	}
+	/* the earlier send and the first op */
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 2);
+}
+
 Test(store, enqueue_checked_clean_is_one_call)
 {
 	struct store_rcpt_in r[2] = {
