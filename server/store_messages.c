@@ -1,8 +1,9 @@
 /*
  * store_messages.c - a message's life outside delivery: accepting (one
  * enqueue script per message writes the message hash, its recipients, its
- * timeline, the idempotency key and the ready or due entries; batches are
- * pipelined; store_enqueue_checked also has the script look up each
+ * timeline, the idempotency key and the ready or due entries; the accept
+ * pipe's sends are written together by store_enqueue_ops, each its own
+ * call and outcome; store_enqueue_checked also has the script look up each
  * recipient in the suppression list and store nothing when one is listed;
  * an enqueue whose reply is lost is settled before returning, see
  * st_enqueue_settle),
@@ -274,7 +275,6 @@ st_enqueue_msg_args(struct st_args *a, const struct store_message_in *x, struct 
 	}
 }
 
-/* st_enqueue - store_enqueue_batch, and with flags the suppression check of store_enqueue_checked. */
 /* What st_enq_build knows about an op that reading its reply needs. */
 struct st_enq_aux {
 	size_t total;              /* recipients of the batch */
