@@ -91,7 +91,7 @@ struct config {
 	double webhook_max_age;       /* TXMAIL_WEBHOOK_MAX_AGE, 259200 (3 days) */
 	double webhook_timeout;       /* TXMAIL_WEBHOOK_TIMEOUT, 10 */
 	double test_webhook_poll;     /* TXMAIL_TEST_WEBHOOK_POLL (tests only), 0.05 */
-	int webhook_connections;      /* TXMAIL_WEBHOOK_CONNECTIONS: requests in flight per endpoint, 32 */
+	int webhook_connections;      /* TXMAIL_WEBHOOK_CONNECTIONS: requests in flight per endpoint, 128 */
 	double visibility_timeout;    /* TXMAIL_VISIBILITY_TIMEOUT, 30 */
 	size_t max_body;          /* TXMAIL_MAX_BODY bytes, 10 MiB */
 	int http_threads;         /* TXMAIL_HTTP_THREADS, default cpu_count (at most 64) */

@@ -189,9 +189,10 @@ const struct config_var config_vars[] = {
 	    "flight, unless woken (an event recorded by this process wakes it at once; one from another "
 	    "process is seen within this time, or at once by an idle dispatcher); never set it in production",
 	  FIELD(test_webhook_poll) },
-	{ .name = "TXMAIL_WEBHOOK_CONNECTIONS", .kind = CV_INT, .min = 1, .max = 256, .def = "32",
+	{ .name = "TXMAIL_WEBHOOK_CONNECTIONS", .kind = CV_INT, .min = 1, .max = 256, .def = "128",
 	  .help = "webhook requests in flight per endpoint, each on a keep-alive connection of its own "
-	    "(so one endpoint can take more than 10,000 events/s; a dead or slow endpoint holds only these)",
+	    "(events/s one endpoint can take: about this divided by its answer time, 128 / 10 ms = "
+	    "12,800; a dead or slow endpoint holds only these)",
 	  FIELD(webhook_connections) },
 	{ .name = "TXMAIL_VISIBILITY_TIMEOUT", SECONDS(0.5, 86400), .def = "30",
 	  .help = "work held by a worker that stopped (crashed, killed, hung) is handed to another after this",

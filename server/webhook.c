@@ -1368,7 +1368,7 @@ struct webhook *webhook_start(const struct config *cfg, char *err, size_t errlen
 	w->retry_max = cfg->webhook_retry_max;
 	w->max_age = cfg->webhook_max_age;
 	w->timeout = cfg->webhook_timeout > 0 ? cfg->webhook_timeout : 10;
-	w->ep_cap = cfg->webhook_connections > 0 ? cfg->webhook_connections : 32;
+	w->ep_cap = cfg->webhook_connections > 0 ? cfg->webhook_connections : 128;
 	if (w->ep_cap > WH_EP_CONN_MAX)
 		w->ep_cap = WH_EP_CONN_MAX;
 	w->max_inflight = 4 * w->ep_cap;

@@ -176,6 +176,8 @@ def start_txmail(procs, a, name, rport, relay, wh_port=None, secret=None, role="
                 "TXMAIL_LISTEN": "127.0.0.1:%d" % port, "TXMAIL_API_KEYS": KEY,
                 "TXMAIL_RATE_LIMIT": "0", "TXMAIL_LOG_LEVEL": "warn",
                 "TXMAIL_HELO_NAME": "bench.txmail.local"})
+    # BENCH_TXMAIL_X=v in the environment: txmail gets TXMAIL_X=v (to compare settings)
+    env.update({k[6:]: v for k, v in os.environ.items() if k.startswith("BENCH_TXMAIL_")})
     if relay:
         env["TXMAIL_RELAY"] = relay
     if wh_port:
