@@ -522,11 +522,12 @@ out:
 	free(aux);
 }
 
-int
-store_enqueue_batch(struct store *s, const struct store_message_in *m, size_t n,
-    const struct store_idem *idem, char **replay)
+/* st_enqueue_one - one op of store_enqueue_ops: store_enqueue_batch (flags NULL) or _checked. */
+static int
+st_enqueue_one(struct store *s, const struct store_message_in *m, size_t n,
+    const struct store_idem *idem, char **replay, int *flags)
 {
-	struct store_enqueue_op op = { .m = m, .n = n, .idem = idem };
+	struct store_enqueue_op op = { .m = m, .n = n, .idem = idem, .flags = flags };
 	struct store_enqueue_op *p = &op;
 
 	if (replay)
@@ -544,24 +545,23 @@ store_enqueue_batch(struct store *s, const struct store_message_in *m, size_t n,
 }
 
 int
+store_enqueue_batch(struct store *s, const struct store_message_in *m, size_t n,
+    const struct store_idem *idem, char **replay)
+{
+	return st_enqueue_one(s, m, n, idem, replay, NULL);
+}
+
+int
 store_enqueue_checked(struct store *s, const struct store_message_in *m, size_t n,
     const struct store_idem *idem, char **replay, int *flags)
 {
-	struct store_enqueue_op op = { .m = m, .n = n, .idem = idem, .flags = flags };
-	struct store_enqueue_op *p = &op;
-
-	if (replay)
-		*replay = NULL;
-	if (!flags || (idem && !replay)) {
+	if (!flags) {
+		if (replay)
+			*replay = NULL;
 		log_error("enqueue called with invalid arguments");
 		return STORE_ERR_PROTO;
 	}
-	store_enqueue_ops(s, &p, 1);
-	if (replay)
-		*replay = op.replay;
-	else
-		free(op.replay);
-	return op.rc;
+	return st_enqueue_one(s, m, n, idem, replay, flags);
 }
 
 int
