@@ -1,6 +1,7 @@
 /*
  * webhook.c - the webhook dispatcher. With webhook_request.c (signing and
- * building one request; the two share webhook_internal.h) it is the only
+ * building one request; the two share webhook_internal.h) and
+ * webhook_event.c (reading an event's id, type and log fields) it is the only
  * module that sends through libcurl.
  *
  * One thread with its own struct store reads the events outbox and fans
@@ -157,63 +158,6 @@ int webhook_filter_match(const char *const *events, size_t n, const char *type)
 		if (events[i] && strcmp(events[i], type) == 0)
 			return 1;
 	return 0;
-}
-
-int webhook_event_field(const char *json, const char *key, char *out, size_t outlen)
-{
-	const char *p = json;
-	size_t klen;
-	int depth = 0;
-
-	if (!json || !key || !out || outlen < 2)
-		return -1;
-	klen = strlen(key);
-	while (*p) {
-		if (*p == '{' || *p == '[') {
-			depth++;
-			p++;
-		} else if (*p == '}' || *p == ']') {
-			depth--;
-			p++;
-		} else if (*p == '"') {
-			const char *s = ++p;
-			size_t len;
-
-			while (*p && *p != '"') {
-				if (*p == '\\' && p[1])
-					p++;
-				p++;
-			}
-			if (!*p)
-				return -1;
-			len = (size_t)(p - s);
-			p++;
-			if (depth != 1 || len != klen || memcmp(s, key, klen) != 0)
-				continue;
-			while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
-				p++;
-			if (*p != ':')
-				continue;   /* the key's name was a value, not a key */
-			p++;
-			while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
-				p++;
-			if (*p != '"')
-				return -1;
-			s = ++p;
-			while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-			    (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.')
-				p++;
-			len = (size_t)(p - s);
-			if (*p != '"' || len == 0 || len >= outlen)
-				return -1;
-			memcpy(out, s, len);
-			out[len] = '\0';
-			return 0;
-		} else {
-			p++;
-		}
-	}
-	return -1;
 }
 
 static int wh_valid_id(const char *id)

@@ -2,8 +2,7 @@
  * webhook_request.c - what one webhook POST is made of: the Standard
  * Webhooks signature (HMAC-SHA256 keyed with the endpoint's secret,
  * webhook_sign, and the per-endpoint keyed context wh_mac_new/wh_mac_sign),
- * new secrets, the URL check (libcurl's own parser), what an event is
- * about for log lines (webhook_event_about, a scan), and the curl easy
+ * new secrets, the URL check (libcurl's own parser), and the curl easy
  * handle of a delivery (wh_start_req: the webhook-* headers, the body as
  * the store wrote it, TLS verification, the proxy setting and the address
  * guard after DNS resolution, wh_opensocket). Easy handles are set up once
@@ -311,106 +310,6 @@ static curl_socket_t wh_opensocket(void *clientp, curlsocktype purpose, struct c
 	    "event_id=%s endpoint=%s msg_id=%s rcpt=%s type=%s address=%s port=%u class=%s",
 	    r->d->event_id, r->d->endpoint, r->msg_id, r->rcpt, r->type, ip, port, cls ? cls : "refused");
 	return CURL_SOCKET_BAD;
-}
-
-/* ---- what an event is about (for log lines) ------------------------------- */
-
-/*
- * wh_json_string - p is just past a string's opening quote: the string is
- * copied into out (outlen > 0; NULL: skipped), cut to fit, with its escapes
- * decoded except \uXXXX; returns just past the closing quote, or NULL when
- * it does not end.
- */
-static const char *wh_json_string(const char *p, char *out, size_t outlen)
-{
-	size_t n = 0;
-
-	for (; *p && *p != '"'; p++) {
-		char c = *p;
-
-		if (c == '\\' && p[1]) {
-			c = *++p;
-			switch (c) {
-			case 'n': c = '\n'; break;
-			case 't': c = '\t'; break;
-			case 'r': c = '\r'; break;
-			case 'b': c = '\b'; break;
-			case 'f': c = '\f'; break;
-			case 'u':
-				if (out && n + 1 < outlen)
-					out[n++] = '\\';
-				break;
-			default: break;   /* \" \\ \/ stand for themselves */
-			}
-		}
-		if (out && n + 1 < outlen)
-			out[n++] = c;
-	}
-	if (out)
-		out[*p == '"' ? n : 0] = '\0';   /* a string that does not end is not taken */
-	return *p == '"' ? p + 1 : NULL;
-}
-
-static const char *wh_json_ws(const char *p)
-{
-	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
-		p++;
-	return p;
-}
-
-void webhook_event_about(const char *json, struct webhook_about *out)
-{
-	const char *p = json;
-	int depth = 0, data_depth = 0, found = 0;
-
-	memset(out, 0, sizeof(*out));
-	if (!json)
-		return;
-	while (*p && found < 4) {
-		if (*p == '{' || *p == '[') {
-			depth++;
-			p++;
-		} else if (*p == '}' || *p == ']') {
-			if (depth-- == data_depth)
-				data_depth = 0;   /* left "data" */
-			p++;
-		} else if (*p == '"') {
-			char key[16];
-			char *dst = NULL;
-			size_t cap = 0;
-			const char *v;
-
-			if (!(p = wh_json_string(p + 1, key, sizeof(key))))
-				return;
-			v = wh_json_ws(p);
-			if (*v != ':')
-				continue;   /* a value, not a key */
-			v = wh_json_ws(v + 1);
-			if (depth == 1 && strcmp(key, "data") == 0 && *v == '{') {
-				data_depth = 2;
-			} else if (depth == 1 && strcmp(key, "type") == 0) {
-				dst = out->type;
-				cap = sizeof(out->type);
-			} else if (depth == 1 && strcmp(key, "created_at") == 0) {
-				dst = out->created_at;
-				cap = sizeof(out->created_at);
-			} else if (depth == 2 && data_depth == 2 && strcmp(key, "message_id") == 0) {
-				dst = out->msg_id;
-				cap = sizeof(out->msg_id);
-			} else if (depth == 2 && data_depth == 2 && strcmp(key, "recipient") == 0) {
-				dst = out->rcpt;
-				cap = sizeof(out->rcpt);
-			}
-			p = v;
-			if (dst && *v == '"') {
-				if (!(p = wh_json_string(v + 1, dst, cap)))
-					return;
-				found++;
-			}
-		} else {
-			p++;
-		}
-	}
 }
 
 /*
