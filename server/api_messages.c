@@ -660,6 +660,24 @@ messages_accept_discard(struct api_deferred *d)
 	messages_accept_free((struct messages_accept *)(void *)d);
 }
 
+static void messages_accept_finish(struct api_deferred *d, const struct api_request *req,
+    struct api_response *resp);
+
+/* messages_accept_run - run st's enqueue: deferred to the accept pipe when req->can_defer, else here; then finish. */
+static void
+messages_accept_run(struct messages_accept *st, const struct api_request *req,
+    struct api_response *resp)
+{
+	struct store_enqueue_op *op = &st->d.op;
+
+	if (req->can_defer) {
+		resp->deferred = &st->d;
+		return;
+	}
+	store_enqueue_ops(req->store, &op, 1);
+	messages_accept_finish(&st->d, req, resp);
+}
+
 /*
  * messages_accept_finish - answer from the enqueue's outcome (d->op):
  * only when a recipient is suppressed, mark it, rebuild the body and
@@ -680,8 +698,6 @@ messages_accept_finish(struct api_deferred *d, const struct api_request *req,
 
 	d->op.replay = NULL;
 	if (rc == STORE_ERR_SUPPRESSED && d->op.flags != NULL) {
-		struct store_enqueue_op *op = &d->op;
-
 		/* ins[i].rcpts are ms[i].rcpts: marking them changes what is stored */
 		if (messages_mark(req, ms, n, st->flags) != 0)
 			goto oom;
@@ -690,15 +706,9 @@ messages_accept_finish(struct api_deferred *d, const struct api_request *req,
 		if (st->body == NULL)
 			goto oom;
 		st->idem.response = st->body;
-		op->flags = NULL;   /* now store_enqueue_batch: stored as marked, never "suppressed" */
-		if (req->can_defer) {
-			resp->deferred = d;   /* the second round trip on the pipe too */
-			return;
-		}
-		store_enqueue_ops(req->store, &op, 1);
-		rc = op->rc;
-		replay = op->replay;
-		op->replay = NULL;
+		d->op.flags = NULL;   /* now store_enqueue_batch: stored as marked, never "suppressed" */
+		messages_accept_run(st, req, resp);   /* the second round trip, then finish again */
+		return;
 	}
 	if (rc == STORE_ERR_CONFLICT && st->use_idem) {
 		api_error(resp, 409, "idempotency_conflict",
@@ -821,12 +831,7 @@ messages_accept(const struct api_request *req, struct messages_one *ms, size_t n
 	op->n = n;
 	op->idem = st->use_idem ? &st->idem : NULL;
 	op->flags = st->flags;
-	if (req->can_defer) {
-		resp->deferred = &st->d;
-		return;
-	}
-	store_enqueue_ops(req->store, &op, 1);
-	messages_accept_finish(&st->d, req, resp);
+	messages_accept_run(st, req, resp);
 	return;
 oom_free:
 	messages_accept_free(st);

@@ -491,8 +491,9 @@ store_enqueue_ops(struct store *s, struct store_enqueue_op *const *ops, size_t n
 		goto out;
 	/*
 	 * Up to the write a failure means nothing was sent (st_connect fails
-	 * fast): certainly not stored. After it, STORE_ERR_UNAVAILABLE without
-	 * a reply means each may have been: settle each. A reply refusing a
+	 * fast): certainly not stored. After it, a run that failed (no reply,
+	 * or the NOSCRIPT reload failing after some of the batch had run)
+	 * leaves each op's outcome open: settle each. A reply refusing a
 	 * script (BUSY, LOADING, ...: st_bad) means it did not run.
 	 */
 	rc = st_connect(s);
@@ -505,7 +506,7 @@ store_enqueue_ops(struct store *s, struct store_enqueue_op *const *ops, size_t n
 
 		if (!aux[i].sent)
 			continue;
-		if (rc == STORE_ERR_UNAVAILABLE && sent)
+		if (rc != 0 && sent)
 			op->rc = st_enqueue_settle(s, op->m[0].id, aux[i].kmsg, op->n);
 		else
 			op->rc = rc ? rc : st_enq_reply(op, &aux[i], rep[j]);
