@@ -99,6 +99,9 @@ struct config {
 	int cpu_count;            /* the cgroup CPU quota rounded up, within 1..usable CPUs (cpuquota.h); 0 until needed */
 	char cpu_basis[320];      /* where cpu_count came from, for config check and the start-up log */
 	int worker_concurrency;   /* TXMAIL_WORKER_CONCURRENCY: deliveries in flight per loop, 256 */
+	int dest_max_inflight;    /* TXMAIL_DEST_MAX_INFLIGHT: transactions per destination per loop; 0 = concurrency / 4 direct, all via a relay */
+	int lane_weight_high;     /* TXMAIL_LANE_WEIGHTS high:9,normal:1 - the lanes' shares of the slots */
+	int lane_weight_normal;
 	int max_conns_per_target; /* TXMAIL_MAX_CONNS_PER_HOST, 32 (KumoMTA's default) */
 	int max_msgs_per_conn;    /* TXMAIL_MAX_MSGS_PER_CONN, 1024 (KumoMTA's default) */
 	char *domain_rate;        /* TXMAIL_DOMAIN_RATE "d=N,...,*=N" msgs/s per recipient domain (validated; malloc'd, NULL = none) */

@@ -58,6 +58,7 @@ static int check_webhook_projects(struct config *, const char *, char *, size_t)
 static int set_http_threads(struct config *, const char *, char *, size_t);
 static int set_workers(struct config *, const char *, char *, size_t);
 static int set_domain_rate(struct config *, const char *, char *, size_t);
+static int set_lane_weights(struct config *, const char *, char *, size_t);
 static int set_log_level(struct config *, const char *, char *, size_t);
 static int set_log_format(struct config *, const char *, char *, size_t);
 static int set_sink_listen(struct config *, const char *, char *, size_t);
@@ -76,6 +77,7 @@ static void show_webhook_secret(const struct config *, char *, size_t);
 static void show_webhook_proxy(const struct config *, char *, size_t);
 static void show_bounce_secret(const struct config *, char *, size_t);
 static void show_domain_rate(const struct config *, char *, size_t);
+static void show_lane_weights(const struct config *, char *, size_t);
 static void show_log_level(const struct config *, char *, size_t);
 static void show_log_format(const struct config *, char *, size_t);
 static void show_sink_listen(const struct config *, char *, size_t);
@@ -253,6 +255,17 @@ const struct config_var config_vars[] = {
 	  FIELD(workers), .set = set_workers },
 	{ .name = "TXMAIL_WORKER_CONCURRENCY", .kind = CV_INT, .min = 1, .max = 10000, .def = "256",
 	  .help = "deliveries in flight per loop", FIELD(worker_concurrency) },
+	{ .name = "TXMAIL_DEST_MAX_INFLIGHT", .kind = CV_INT, .min = 0, .max = 10000, .def = "0",
+	  .note = "0: a quarter of `TXMAIL_WORKER_CONCURRENCY` in direct delivery, all of it through a relay",
+	  .help = "SMTP transactions in flight per destination (an MX host set, or the relay) per loop; more "
+	    "wait for a slot, and beyond as many again they go back to the queue to be tried later, so a "
+	    "destination that holds connections open (a tarpit) never takes every slot (see Fairness)",
+	  FIELD(dest_max_inflight) },
+	{ .name = "TXMAIL_LANE_WEIGHTS", .kind = CV_CUSTOM, .def = "high:9,normal:1",
+	  .help = "how the delivery slots are shared between the priority lanes while both have work: `high` "
+	    "first, but `normal` still gets its share during a flood of `high` (each weight 1 to 1000; see "
+	    "Fairness)",
+	  .set = set_lane_weights, .show = show_lane_weights },
 	{ .name = "TXMAIL_MAX_CONNS_PER_HOST", .kind = CV_INT, .min = 1, .max = 1000, .def = "32",
 	  .note = "KumoMTA's default",
 	  .help = "SMTP connections per destination (MX host or relay) per loop", FIELD(max_conns_per_target) },
@@ -711,6 +724,61 @@ static void
 show_domain_rate(const struct config *cfg, char *out, size_t outlen)
 {
 	util_strlcpy(out, cfg->domain_rate != NULL ? cfg->domain_rate : "", outlen);
+}
+
+/* "high:9,normal:1": each lane at most once, in any order; a lane not named keeps its default */
+static int
+set_lane_weights(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	int w[2] = { 9, 1 }, seen[2] = { 0, 0 };
+	const char *p = v;
+
+	while (*p != '\0') {
+		char name[16];
+		size_t n = 0;
+		long val;
+		char *end;
+		int lane;
+
+		while (*p == ' ' || *p == '\t')
+			p++;
+		while (*p != ':' && *p != ',' && *p != '\0' && n + 1 < sizeof(name))
+			name[n++] = *p++;
+		name[n] = '\0';
+		while (n > 0 && (name[n - 1] == ' ' || name[n - 1] == '\t'))
+			name[--n] = '\0';
+		if (strcmp(name, "high") == 0)
+			lane = 0;
+		else if (strcmp(name, "normal") == 0)
+			lane = 1;
+		else
+			return config_err(err, errlen, "\"%.64s\": want high:N,normal:N (lane \"%.16s\"?)", v, name);
+		if (*p != ':')
+			return config_err(err, errlen, "\"%.64s\": want high:N,normal:N (no weight for %s)", v, name);
+		p++;
+		val = strtol(p, &end, 10);
+		if (end == p || val < 1 || val > 1000)
+			return config_err(err, errlen, "\"%.64s\": the weight of %s must be 1 to 1000", v, name);
+		if (seen[lane]++)
+			return config_err(err, errlen, "\"%.64s\": %s given twice", v, name);
+		w[lane] = (int)val;
+		p = end;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == ',')
+			p++;
+		else if (*p != '\0')
+			return config_err(err, errlen, "\"%.64s\": want high:N,normal:N", v);
+	}
+	cfg->lane_weight_high = w[0];
+	cfg->lane_weight_normal = w[1];
+	return 0;
+}
+
+static void
+show_lane_weights(const struct config *cfg, char *out, size_t outlen)
+{
+	snprintf(out, outlen, "high:%d,normal:%d", cfg->lane_weight_high, cfg->lane_weight_normal);
 }
 
 static const char *const log_level_names[] = { "debug", "info", "warn", "error" };

@@ -75,6 +75,7 @@ static _Atomic uint64_t metrics_webhook[METRICS_WEBHOOK_COUNT];
 static _Atomic uint64_t metrics_smtp[METRICS_SMTP_COUNT];
 static _Atomic int64_t metrics_body_bytes;
 static _Atomic int64_t metrics_pipe_waiting;
+static _Atomic uint64_t metrics_parked_n;
 static _Atomic(const char *) metrics_accept_routes[METRICS_ACCEPT_ROUTES];
 static struct metrics_shard metrics_shards[METRICS_SHARDS];
 static _Atomic unsigned metrics_next_shard;
@@ -508,6 +509,13 @@ metrics_accept_waiting(int64_t delta)
 	atomic_fetch_add_explicit(&metrics_pipe_waiting, delta, memory_order_relaxed);
 }
 
+void
+metrics_parked(int64_t n)
+{
+	if (n > 0)
+		atomic_fetch_add_explicit(&metrics_parked_n, (uint64_t)n, memory_order_relaxed);
+}
+
 int
 metrics_collector_add(metrics_collect_fn *fn, void *arg)
 {
@@ -716,6 +724,9 @@ metrics_snapshot(struct metrics_snapshot *out)
 			metrics_coll[i].fn(metrics_coll[i].arg, &col);
 	pthread_mutex_unlock(&metrics_coll_mu);
 	out->suspended = col.suspended;
+	out->dest_waiting = col.dest_waiting;
+	out->dest_full = col.dest_full;
+	out->parked = atomic_load_explicit(&metrics_parked_n, memory_order_relaxed);
 	metrics_process_read(&out->proc);
 }
 
@@ -742,6 +753,7 @@ metrics_reset(void)
 	for (size_t i = 0; i < METRICS_SMTP_COUNT; i++)
 		atomic_store(&metrics_smtp[i], 0);
 	atomic_store(&metrics_body_bytes, 0);
+	atomic_store(&metrics_parked_n, 0);
 	for (size_t i = 0; i < METRICS_ACCEPT_ROUTES; i++)
 		atomic_store(&metrics_accept_routes[i], NULL);
 	memset(metrics_shards, 0, sizeof(metrics_shards));
@@ -994,6 +1006,15 @@ metrics_render_process(struct metrics_buf *b, const struct metrics_snapshot *sna
 	metrics_head(b, "txmail_destinations_suspended", "gauge",
 	    "Destinations this process's delivery loops have suspended now (summed over loops).");
 	metrics_printf(b, "txmail_destinations_suspended %" PRId64 "\n", snap->suspended);
+	metrics_head(b, "txmail_destinations_at_cap", "gauge",
+	    "Destinations holding TXMAIL_DEST_MAX_INFLIGHT transactions now (summed over loops).");
+	metrics_printf(b, "txmail_destinations_at_cap %" PRId64 "\n", snap->dest_full);
+	metrics_head(b, "txmail_destination_waiting", "gauge",
+	    "Transactions waiting for a slot of their destination now (summed over loops).");
+	metrics_printf(b, "txmail_destination_waiting %" PRId64 "\n", snap->dest_waiting);
+	metrics_head(b, "txmail_deliveries_parked_total", "counter",
+	    "Deliveries handed back to be tried later because their destination was at its cap.");
+	metrics_printf(b, "txmail_deliveries_parked_total %" PRIu64 "\n", snap->parked);
 	if (!p->ok)
 		return;
 	metrics_head(b, "process_cpu_seconds_total", "counter", "User and system CPU time spent, in seconds.");

@@ -126,6 +126,9 @@ struct metrics_snapshot {
 	uint64_t dest_n[METRICS_TOP_DESTINATIONS][METRICS_ATTEMPT_COUNT];
 	uint64_t dest_other[METRICS_ATTEMPT_COUNT];
 	int64_t suspended;              /* a gauge: destinations suspended now (collectors) */
+	int64_t dest_waiting;           /* a gauge: transactions waiting for a destination slot (fair.h) */
+	int64_t dest_full;              /* a gauge: destinations at their in-flight cap, summed over loops */
+	uint64_t parked;                /* deliveries parked because their destination was at its cap */
 	struct metrics_process proc;
 };
 
@@ -182,6 +185,9 @@ void metrics_http_body_bytes(int64_t delta);
 /* metrics_accept_waiting - sends waiting on the accept pipe grew or shrank by delta. */
 void metrics_accept_waiting(int64_t delta);
 
+/* metrics_parked - n deliveries were parked: their destination was at its in-flight cap (fair.h). */
+void metrics_parked(int64_t n);
+
 /*
  * Collectors: a module whose figures are state, not events (a worker's
  * suspended destinations), registers a function called at every snapshot
@@ -191,6 +197,8 @@ void metrics_accept_waiting(int64_t delta);
  */
 struct metrics_collect {
 	int64_t suspended;        /* destinations suspended now */
+	int64_t dest_waiting;     /* transactions waiting for a destination slot now */
+	int64_t dest_full;        /* destinations at their in-flight cap now */
 };
 typedef void metrics_collect_fn(void *arg, struct metrics_collect *out);
 int metrics_collector_add(metrics_collect_fn *fn, void *arg);

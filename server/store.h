@@ -333,12 +333,23 @@ struct store_delivery {
 void store_delivery_free(struct store_delivery *d);
 
 /*
+ * store_set_lane_weights - how store_fetch shares its slots between the lanes
+ * when both have work (TXMAIL_LANE_WEIGHTS; each >= 1, 9:1 when never
+ * set): smooth weighted round robin, kept on the handle across calls.
+ */
+void store_set_lane_weights(struct store *s, int high, int normal);
+
+/*
  * store_fetch - XREADGROUP up to max new entries for `consumer`, and claim
- * each: status -> sending, attempts + 1. High lane first: a non-blocking
- * read of ready:high for up to max; when that gave fewer than max, one
- * read of both lanes (high listed first) for the rest, blocking up to
- * block_ms only when the first read gave none (so neither lane starves
- * the blocking wait and nothing already claimed waits behind it).
+ * each: status -> sending, attempts + 1. The lanes share max by their
+ * weights (store_set_lane_weights): high:9,normal:1 gives normal one slot
+ * in ten during a flood of high, and a lane with less work than its share
+ * leaves the rest to the other (no credit banked). Entries already read
+ * (carried) come first on their lane; then one non-blocking read of the
+ * lanes still short; only when nothing at all is at hand, one read of both
+ * lanes blocking up to block_ms (so neither lane starves the blocking wait
+ * and nothing already claimed waits behind it). Entries read beyond the
+ * shares are kept for the next call (store_hand_back_carried at shutdown).
  * Entries whose recipient is no longer deliverable (terminal, canceled) are
  * acknowledged and skipped. Writes malloc'd deliveries to out[0..ret).
  * Returns the count, or a STORE_ERR_*.
@@ -415,6 +426,26 @@ struct store_handback {
 int store_hand_back(struct store *s, const char *consumer, const struct store_handback *h,
     size_t n, size_t *back);
 
+/* One delivery to park (store_park). */
+struct store_park {
+	const struct store_delivery *d;
+	int64_t until_ms;   /* wall clock, > 0: when it goes back to its lane */
+};
+
+/*
+ * store_park - its destination is at its in-flight cap (server/fair.h):
+ * give deliveries this consumer claimed back without an attempt, to come
+ * back at until_ms. For each one still pending with consumer and still
+ * "sending" with its attempt number, atomically: status "queued",
+ * attempts - 1, XACK + XDEL of its entry and ZADD due (<msg_id>/<idx> at
+ * until_ms), from where store_promote_due puts it back on its lane. One
+ * that moved on meanwhile is left as it is. No event, no timeline entry.
+ * Pipelined. *parked = how many were parked. 0 or STORE_ERR_* (what was
+ * not parked stays pending and is reclaimed after the visibility timeout).
+ */
+int store_park(struct store *s, const char *consumer, const struct store_park *p, size_t n,
+    size_t *parked);
+
 /*
  * store_hand_back_carried - shutdown: the entries store_fetch read beyond
  * its max and kept for the next call (never claimed: attempts untouched)
@@ -458,7 +489,8 @@ int store_bounce(struct store *s, const struct store_bounce_in *b, int *applied)
 
 /*
  * store_promote_due - move up to max members with score <= now_ms from due
- * to the ready stream of the message's lane (status queued). Returns how many moved, or STORE_ERR_*;
+ * to the ready stream of the message's lane (status queued; deferred,
+ * scheduled and parked - queued - recipients). Returns how many moved, or STORE_ERR_*;
  * *next_ms = the earliest remaining score, 0 when due is empty.
  */
 int store_promote_due(struct store *s, int64_t now_ms, int max, int64_t *next_ms);

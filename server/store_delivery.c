@@ -444,22 +444,25 @@ out:
 }
 
 /*
- * st_carry_take - move up to want carried entries (read by an earlier
- * fetch beyond its max) to pend[*n..).
+ * st_carry_take - move up to want carried entries of lane (read by an
+ * earlier fetch beyond what it handed out) to pend[*n..), in order.
  */
 static void
-st_carry_take(struct store *s, struct st_pend *pend, size_t *n, size_t want)
+st_carry_take(struct store *s, enum store_lane lane, struct st_pend *pend, size_t *n, size_t want)
 {
-	size_t k = s->ncarry < want ? s->ncarry : want;
+	size_t i, k = 0, took = 0;
 
-	if (k == 0)
-		return;
-	memcpy(&pend[*n], s->carry, k * sizeof(*pend));
-	for (size_t i = 0; i < k; i++)
-		pend[*n + i].carried = 1;
-	*n += k;
-	s->ncarry -= k;
-	memmove(s->carry, s->carry + k, s->ncarry * sizeof(*s->carry));
+	for (i = 0; i < s->ncarry; i++) {
+		if (took < want && s->carry[i].lane == lane) {
+			pend[*n] = s->carry[i];
+			pend[*n].carried = 1;
+			(*n)++;
+			took++;
+		} else {
+			s->carry[k++] = s->carry[i];
+		}
+	}
+	s->ncarry = k;
 }
 
 /* st_carry_keep - keep pend[0..n) for the next fetch; 0 or STORE_ERR_NOMEM. */
@@ -479,16 +482,75 @@ st_carry_keep(struct store *s, const struct st_pend *pend, size_t n)
 	return 0;
 }
 
+void
+store_set_lane_weights(struct store *s, int high, int normal)
+{
+	if (!s)
+		return;
+	s->lane_w[STORE_LANE_HIGH] = high >= 1 ? high : 1;
+	s->lane_w[STORE_LANE_NORMAL] = normal >= 1 ? normal : 1;
+	s->lane_credit[0] = s->lane_credit[1] = 0;
+}
+
+/*
+ * st_lane_quotas - how many of want slots each lane gets, by smooth
+ * weighted round robin on the handle's credits (kept across calls, so a
+ * fetch of one slot at a time still alternates 9:1).
+ */
+static void
+st_lane_quotas(struct store *s, size_t want, size_t q[2])
+{
+	int64_t w[2], total;
+
+	w[STORE_LANE_HIGH] = s->lane_w[STORE_LANE_HIGH] > 0 ? s->lane_w[STORE_LANE_HIGH] : 9;
+	w[STORE_LANE_NORMAL] = s->lane_w[STORE_LANE_NORMAL] > 0 ? s->lane_w[STORE_LANE_NORMAL] : 1;
+	total = w[0] + w[1];
+	q[0] = q[1] = 0;
+	for (size_t i = 0; i < want; i++) {
+		int pick;
+
+		s->lane_credit[0] += w[0];
+		s->lane_credit[1] += w[1];
+		pick = s->lane_credit[STORE_LANE_HIGH] >= s->lane_credit[STORE_LANE_NORMAL] ?
+		    STORE_LANE_HIGH : STORE_LANE_NORMAL;
+		s->lane_credit[pick] -= total;
+		q[pick]++;
+	}
+}
+
+/* st_read_lanes - a non-blocking (or blocking) read of one or both lanes into the per-lane lists. */
+static int
+st_read_lanes(struct store *s, const char *consumer, size_t count_high, size_t count_normal,
+    int block_ms, struct st_pend *lp[2], size_t ln[2], size_t cap)
+{
+	static const char *const keys[2] = { ST_K_READY_HIGH, ST_K_READY };
+	static const enum store_lane lanes[2] = { STORE_LANE_HIGH, STORE_LANE_NORMAL };
+	const redisReply *entries[2] = { NULL, NULL };
+	redisReply *r = NULL;
+	size_t count = count_high > count_normal ? count_high : count_normal;
+	int rc;
+
+	if (count_high > 0 && count_normal > 0)
+		rc = st_xread(s, keys, 2, ST_G_WORKERS, consumer, (int)count, block_ms, ">", &r, entries);
+	else if (count_high > 0)
+		rc = st_xread(s, keys, 1, ST_G_WORKERS, consumer, (int)count_high, block_ms, ">", &r, entries);
+	else
+		rc = st_xread(s, keys + 1, 1, ST_G_WORKERS, consumer, (int)count_normal, block_ms, ">", &r,
+		    entries + 1);
+	for (int k = 0; k < 2 && rc == 0; k++)
+		if (entries[k])
+			rc = st_parse_entries(entries[k], lanes[k], lp[lanes[k]], cap, &ln[lanes[k]]);
+	if (r)
+		freeReplyObject(r);
+	return rc;
+}
+
 int
 store_fetch(struct store *s, const char *consumer, int max, int block_ms,
     struct store_delivery **out)
 {
-	static const char *const high[1] = { ST_K_READY_HIGH };
-	static const char *const both[2] = { ST_K_READY_HIGH, ST_K_READY };
-	const redisReply *entries[2] = { NULL, NULL };
-	struct st_pend *pend = NULL;
-	redisReply *r = NULL;
-	size_t n = 0, cap, want;
+	struct st_pend *pend = NULL, *lp[2];
+	size_t ln[2] = { 0, 0 }, q[2], take[2], want, cap, n = 0;
 	int rc;
 
 	if (!s || !consumer || !*consumer || !out || max <= 0)
@@ -499,48 +561,61 @@ store_fetch(struct store *s, const char *consumer, int max, int block_ms,
 	rc = st_connect(s);
 	if (rc)
 		return rc;
-	/* COUNT is per stream: the read of both lanes may give twice its count. Not
-	 * calloc: up to 256 KB, and st_parse_entries and st_carry_take write each
-	 * entry they hand out, so zeroing the rest costs per fetch for nothing. */
+	/*
+	 * Per lane: its carried entries (up to want), then what a read gives
+	 * (up to want; a read of both lanes has one COUNT, so one lane may
+	 * give more than it needs: carried). 2 x want per lane and want for
+	 * the claim; st_parse_entries writes every entry it hands out, so not
+	 * calloc. The lanes share the slots by weight (TXMAIL_LANE_WEIGHTS):
+	 * high first but not forever.
+	 */
 	cap = 2 * want;
-	pend = malloc(cap * sizeof(*pend));
+	pend = malloc(5 * want * sizeof(*pend));
 	if (!pend)
 		return STORE_ERR_NOMEM;
-	/* 1. the high lane, without waiting */
-	rc = st_xread(s, high, 1, ST_G_WORKERS, consumer, max, 0, ">", &r, entries);
-	if (rc == 0 && entries[0])
-		rc = st_parse_entries(entries[0], STORE_LANE_HIGH, pend, cap, &n);
-	if (r)
-		freeReplyObject(r);
-	r = NULL;
+	lp[STORE_LANE_HIGH] = pend;
+	lp[STORE_LANE_NORMAL] = pend + cap;
+	st_lane_quotas(s, want, q);
+	for (int l = 0; l < 2; l++)
+		st_carry_take(s, (enum store_lane)l, lp[l], &ln[l], want);
+	/* 1. without waiting: each lane up to want (a lane short of its share leaves it to the other) */
+	if (ln[STORE_LANE_HIGH] < want || ln[STORE_LANE_NORMAL] < want) {
+		rc = st_read_lanes(s, consumer, want - ln[STORE_LANE_HIGH], want - ln[STORE_LANE_NORMAL],
+		    0, lp, ln, cap);
+		if (rc && ln[0] + ln[1] == 0)
+			goto out;
+		rc = 0;     /* claim what is at hand; the rest stays pending */
+	}
+	/* 2. nothing at hand: wait on both lanes */
+	if (ln[0] + ln[1] == 0) {
+		rc = st_read_lanes(s, consumer, want, want, block_ms, lp, ln, cap);
+		if (rc && ln[0] + ln[1] == 0)
+			goto out;
+		rc = 0;
+	}
+	/* 3. the shares: a lane with fewer entries than its quota gives the rest to the other */
+	take[0] = ln[0] < q[0] ? ln[0] : q[0];
+	take[1] = ln[1] < q[1] ? ln[1] : q[1];
+	if (take[0] < q[0] || take[1] < q[1]) {
+		/* one lane ran dry: no credit is banked for later (no burst to catch up) */
+		s->lane_credit[0] = s->lane_credit[1] = 0;
+		for (int l = 0; l < 2; l++) {
+			size_t more = want - take[0] - take[1], room = ln[l] - take[l];
+
+			take[l] += more < room ? more : room;
+		}
+	}
+	/* the rest waits for the next call, at the head of its lane */
+	for (int l = 0; l < 2 && rc == 0; l++)
+		rc = st_carry_keep(s, lp[l] + take[l], ln[l] - take[l]);
 	if (rc)
 		goto out;
-	/* 2. what an earlier call read beyond its max */
-	if (n < want)
-		st_carry_take(s, pend, &n, want - n);
-	/* 3. both lanes, high first, blocking only when nothing is at hand */
-	if (n < want) {
-		rc = st_xread(s, both, 2, ST_G_WORKERS, consumer, (int)(want - n),
-		    n == 0 ? block_ms : 0, ">", &r, entries);
-		if (rc == 0 && entries[0])
-			rc = st_parse_entries(entries[0], STORE_LANE_HIGH, pend, cap, &n);
-		if (rc == 0 && entries[1])
-			rc = st_parse_entries(entries[1], STORE_LANE_NORMAL, pend, cap, &n);
-		if (r)
-			freeReplyObject(r);
-		r = NULL;
-		if (rc && n > 0)
-			rc = 0;     /* claim what is at hand; the rest stays pending */
-		if (rc)
-			goto out;
-	}
-	if (n > want) {
-		rc = st_carry_keep(s, pend + want, n - want);
-		if (rc)
-			goto out;
-		n = want;
-	}
-	rc = st_claim_pend(s, consumer, pend, n, out);
+	/* high first, then normal, in stream order */
+	memcpy(pend + 2 * cap, lp[STORE_LANE_HIGH], take[STORE_LANE_HIGH] * sizeof(*pend));
+	memcpy(pend + 2 * cap + take[STORE_LANE_HIGH], lp[STORE_LANE_NORMAL],
+	    take[STORE_LANE_NORMAL] * sizeof(*pend));
+	n = take[0] + take[1];
+	rc = st_claim_pend(s, consumer, pend + 2 * cap, n, out);
 out:
 	free(pend);
 	return rc;
@@ -656,6 +731,7 @@ struct st_back {
 	int idx;
 	int attempt;     /* 0: never claimed */
 	int counted;
+	int64_t until_ms;   /* > 0: parked in due until then instead of back on its lane */
 };
 
 /*
@@ -677,7 +753,7 @@ st_hand_back(struct store *s, const char *consumer, const struct st_back *b, siz
 	rc = st_connect(s);
 	if (rc)
 		return rc;
-	rc = st_batch_init(&bt, n, 12);
+	rc = st_batch_init(&bt, n, 14);
 	if (rc)
 		goto out;
 	for (i = 0; i < n; i++) {
@@ -686,15 +762,17 @@ st_hand_back(struct store *s, const char *consumer, const struct st_back *b, siz
 			rc = STORE_ERR_PROTO;
 			goto out;
 		}
-		st_eval(&bt.a, s, SC_HAND_BACK, 2);
+		st_eval(&bt.a, s, SC_HAND_BACK, 3);
 		st_adds(&bt.a, kmsg);
 		st_adds(&bt.a, st_lane_key(b[i].lane));
+		st_adds(&bt.a, ST_K_DUE);
 		st_adds(&bt.a, b[i].entry_id);
 		st_addi(&bt.a, b[i].idx);
 		st_addi(&bt.a, b[i].attempt);
 		st_adds(&bt.a, b[i].counted ? "1" : "0");
 		st_adds(&bt.a, consumer);
 		st_adds(&bt.a, b[i].msg_id);
+		st_addi(&bt.a, b[i].until_ms > 0 ? b[i].until_ms : 0);
 		rc = st_batch_add(&bt);
 		if (rc)
 			goto out;
@@ -741,6 +819,38 @@ store_hand_back(struct store *s, const char *consumer, const struct store_handba
 		b[i].counted = h[i].counted;
 	}
 	rc = st_hand_back(s, consumer, b, n, back);
+	free(b);
+	return rc;
+}
+
+int
+store_park(struct store *s, const char *consumer, const struct store_park *p, size_t n,
+    size_t *parked)
+{
+	struct st_back *b;
+	int rc;
+
+	if (!s || !consumer || !*consumer || (n && !p) || !parked || n > 100000)
+		return STORE_ERR_PROTO;
+	*parked = 0;
+	if (n == 0)
+		return 0;
+	b = calloc(n, sizeof(*b));
+	if (!b)
+		return STORE_ERR_NOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (!p[i].d || p[i].d->attempts <= 0 || p[i].until_ms <= 0) {
+			free(b);
+			return STORE_ERR_PROTO;
+		}
+		b[i].entry_id = p[i].d->entry_id;
+		b[i].lane = p[i].d->lane;
+		b[i].msg_id = p[i].d->msg_id;
+		b[i].idx = p[i].d->rcpt_idx;
+		b[i].attempt = p[i].d->attempts;
+		b[i].until_ms = p[i].until_ms;
+	}
+	rc = st_hand_back(s, consumer, b, n, parked);
 	free(b);
 	return rc;
 }

@@ -112,6 +112,9 @@ struct store {
 	/* entries read by store_fetch beyond its max, claimed by the next call */
 	struct st_pend *carry;
 	size_t ncarry;
+	/* store_fetch's lane shares (TXMAIL_LANE_WEIGHTS): weights and smooth round robin credits */
+	int lane_w[2];
+	int64_t lane_credit[2];
 	/* st_do's formatted command, kept for the next one when at most ST_SCRATCH_KEEP */
 	char *scratch;
 	size_t scratch_cap;

@@ -55,6 +55,7 @@
 
 #include "../smtp/engine.h"
 #include "../smtp/retry.h"
+#include "fair.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
@@ -82,6 +83,9 @@ struct job {
 	char tried[sizeof(((struct smtp_outcome *)0)->text)];   /* how each address failed, "; " between */
 	char verp[VERP_ADDR_MAX + 1]; /* TXMAIL_BOUNCE_DOMAIN: this transaction's return path */
 	int64_t not_before_ms;        /* shaper: destination suspended; deferred until then, not attempted */
+	struct fair_dest *fdest;      /* the destination slot this transaction holds (server/fair.h); NULL: none */
+	int64_t fair_start_ms;        /* when it took the slot (monotonic) */
+	int fair_waiting;             /* 1 while in its destination's line (fair.h) */
 	uint64_t dispatch_us;         /* metrics_clock_us() at dispatch: the SMTP transaction's duration */
 	int done;
 	struct job *next_done;
@@ -106,6 +110,10 @@ struct worker {
 	struct relaydns *rdns;     /* relay mode: the relay's addresses; NULL otherwise */
 	int rdns_shared;           /* rdns is the process's shared one (relay_dns_get) */
 	struct shaper *shaper;     /* domain rates, destination backoff (server/shaper.c) */
+	struct fair *fair;         /* per-destination in-flight caps (server/fair.c), under mu */
+	int dest_cap;              /* TXMAIL_DEST_MAX_INFLIGHT as applied */
+	uint64_t parked_since_log; /* deliveries parked since the last "parked" line */
+	int64_t parked_log_ms;     /* when that line was last written (monotonic) */
 	char relay_dest[300];      /* the relay as a shaper destination */
 	struct retry_policy policy;
 	pthread_t feeder_thr, engine_thr, recorder_thr;
@@ -121,6 +129,9 @@ struct worker {
 	struct job *done_head, *done_tail;
 	struct job *fly;           /* every job fetched and not yet recorded */
 	int nfly;
+	int nwait;                 /* jobs of fly waiting in a destination's line (not using a slot) */
+	int fair_closed;           /* feeder_drain: waiting jobs are not dispatched any more */
+	int fair_busy;             /* waiting jobs given a slot and not yet through dispatch_one */
 	struct worker_stop_stats stats;   /* since the stop began */
 };
 
@@ -186,14 +197,42 @@ job_free(struct job *j)
 	free(j);
 }
 
+static void dispatch_one(struct worker *w, struct job *j);
+
+/*
+ * Jobs given a destination slot by a finishing transaction, dispatched by
+ * the outermost push_done on this thread (dispatching one can finish it at
+ * once - expired, suspended - which would otherwise recurse).
+ */
+static _Thread_local struct job *fair_next_head;
+static _Thread_local int fair_dispatching;
+
 /*
  * Queue a finished job for the recorder (any thread), with the members of
- * its group: they share its outcome unless each already has its own.
+ * its group: they share its outcome unless each already has its own. Its
+ * destination slot goes to the next job waiting for it, dispatched here.
  */
 static void
 push_done(struct worker *w, struct job *j)
 {
+	struct job *next = NULL;
+
 	pthread_mutex_lock(&w->mu);
+	if (j->fdest != NULL) {
+		struct fair_dest *nd = NULL;
+
+		/* once feeder_drain has begun, the line stays as it is: it takes it */
+		next = w->fair_closed ? NULL :
+		    fair_done(w->fair, j->fdest, j->fair_start_ms, util_mono_ms(), &nd);
+		j->fdest = NULL;
+		if (next != NULL) {
+			next->fdest = nd;
+			next->fair_start_ms = util_mono_ms();
+			next->fair_waiting = 0;
+			w->nwait--;
+			w->fair_busy++;
+		}
+	}
 	for (struct job *m = j; m != NULL; m = m->grp_next) {
 		if (m != j && !j->grp_own) {
 			m->out = j->out;
@@ -209,6 +248,23 @@ push_done(struct worker *w, struct job *j)
 	}
 	pthread_cond_broadcast(&w->cv);
 	pthread_mutex_unlock(&w->mu);
+	if (next == NULL)
+		return;
+	next->next_done = fair_next_head;
+	fair_next_head = next;
+	if (fair_dispatching)
+		return;
+	fair_dispatching = 1;
+	while ((next = fair_next_head) != NULL) {
+		fair_next_head = next->next_done;
+		next->next_done = NULL;
+		dispatch_one(w, next);
+		pthread_mutex_lock(&w->mu);
+		w->fair_busy--;
+		pthread_cond_broadcast(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+	}
+	fair_dispatching = 0;
 }
 
 /*
@@ -343,6 +399,8 @@ submit_next(struct worker *w, struct job *j)
 	}
 }
 
+static const char *job_domain(const struct job *j);
+
 /* Resolver thread: the route of j's domain is known. */
 static void
 on_route(const struct route_result *r, void *udata, void *arg)
@@ -351,7 +409,18 @@ on_route(const struct route_result *r, void *udata, void *arg)
 	struct job *j = udata;
 
 	switch (r->status) {
-	case ROUTE_OK:
+	case ROUTE_OK: {
+		/* later deliveries to this domain count against its MX host set (fair.h) */
+		const char *names[ROUTE_MAX_ADDRS];
+		char key[FAIR_KEY_MAX + 1];
+
+		for (size_t i = 0; i < r->naddr && i < ROUTE_MAX_ADDRS; i++)
+			names[i] = r->addrs[i].name[0] != '\0' ? r->addrs[i].name : r->addrs[i].ip;
+		fair_mx_key(names, r->naddr < ROUTE_MAX_ADDRS ? r->naddr : ROUTE_MAX_ADDRS, key, sizeof(key));
+		pthread_mutex_lock(&w->mu);
+		fair_alias(w->fair, job_domain(j), key);
+		pthread_mutex_unlock(&w->mu);
+	}
 		j->route = malloc(sizeof(*j->route));
 		if (j->route == NULL) {
 			set_outcome(&j->out, SMTP_RESULT_TEMPFAIL, "route", "out of memory");
@@ -709,11 +778,98 @@ same_txn(const struct store_delivery *a, const struct store_delivery *b, int64_t
 	    a->mime_len == b->mime_len && memcmp(a->mime, b->mime, a->mime_len) == 0;
 }
 
+/* What a transaction's slot counts against: the relay, or the domain (its MX host set once known). */
+static const char *
+fair_key(const struct worker *w, const struct job *j)
+{
+	return w->cfg->relay_set ? w->relay_dest : job_domain(j);
+}
+
+/*
+ * park - give parked[0..n) (leaders, with their groups) back to the store
+ * to be tried at until[i]; they leave the in-flight registry. When the
+ * store cannot take them they stay pending and are reclaimed after the
+ * visibility timeout (as if this worker had died).
+ */
+static void
+park(struct worker *w, struct store *st, struct job **parked, const int64_t *until, size_t n)
+{
+	struct store_park p[FETCH_BATCH];
+	size_t np = 0, done = 0;
+	int64_t mono = util_mono_ms();
+
+	for (size_t i = 0; i < n; i++)
+		for (struct job *m = parked[i]; m != NULL && np < FETCH_BATCH; m = m->grp_next) {
+			p[np].d = m->d;
+			p[np].until_ms = until[i];
+			np++;
+		}
+	if (np > 0 && store_park(st, w->consumer, p, np, &done) != STORE_OK)
+		log_warn("cannot park deliveries over their destination's cap, left for the visibility timeout",
+		    "worker=%s deliveries=%zu", w->consumer, np);
+	metrics_parked((int64_t)done);
+	pthread_mutex_lock(&w->mu);
+	for (size_t i = 0; i < n; i++) {
+		struct job *m = parked[i], *nx;
+
+		for (; m != NULL; m = nx) {
+			nx = m->grp_next;
+			fly_del(w, m);
+			job_free(m);
+		}
+	}
+	w->parked_since_log += done;
+	if (w->parked_since_log > 0 && mono - w->parked_log_ms >= 10000) {
+		log_info("destinations at their in-flight cap: deliveries parked, to be tried later",
+		    "worker=%s parked=%llu cap=%d waiting=%d", w->consumer,
+		    (unsigned long long)w->parked_since_log, w->dest_cap, w->nwait);
+		w->parked_since_log = 0;
+		w->parked_log_ms = mono;
+	}
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/*
+ * admit - the destination's in-flight cap (fair.h): 0 dispatch j now (its
+ * slot taken), 1 it waits in its destination's line, 2 park it at *until.
+ */
+static int
+admit(struct worker *w, struct job *j, int64_t *until)
+{
+	struct fair_dest *fd = NULL;
+	enum fair_verdict v;
+	int64_t mono = util_mono_ms();
+
+	if (util_now_ms() >= j->d->expires_ms)
+		return 0;   /* dispatch_one records it expired: no slot, never parked past its end */
+	pthread_mutex_lock(&w->mu);
+	v = fair_admit(w->fair, fair_key(w, j), j, mono, &fd, until);
+	if (v == FAIR_GO) {
+		j->fdest = fd;
+		j->fair_start_ms = mono;
+	} else if (v == FAIR_WAIT) {
+		j->fair_waiting = 1;
+		w->nwait++;
+	}
+	pthread_mutex_unlock(&w->mu);
+	if (v == FAIR_PARK) {
+		/* monotonic to wall clock; never past the message's expiry (it then fails as expired) */
+		*until = util_now_ms() + (*until - mono);
+		if (*until > j->d->expires_ms)
+			*until = j->d->expires_ms;
+	}
+	return v == FAIR_GO ? 0 : v == FAIR_WAIT ? 1 : 2;
+}
+
 /* Hand ds[0..n) to delivery: one job per delivery, grouped per transaction. */
 static void
-feed(struct worker *w, struct store_delivery **ds, int n)
+feed(struct worker *w, struct store *st, struct store_delivery **ds, int n)
 {
 	char used[FETCH_BATCH] = { 0 };
+	struct job *parked[FETCH_BATCH];
+	int64_t until[FETCH_BATCH];
+	size_t nparked = 0;
 	int64_t now = util_now_ms();
 
 	for (int i = 0; i < n && i < FETCH_BATCH; i++) {
@@ -740,7 +896,11 @@ feed(struct worker *w, struct store_delivery **ds, int n)
 			for (j = lead; j != NULL; j = tail) {
 				tail = j->grp_next;
 				j->grp_next = NULL;
-				dispatch_one(w, j);
+				switch (admit(w, j, &until[nparked])) {
+				case 0: dispatch_one(w, j); break;
+				case 2: parked[nparked++] = j; break;
+				default: break;
+				}
 			}
 			continue;
 		}
@@ -752,8 +912,14 @@ feed(struct worker *w, struct store_delivery **ds, int n)
 			log_debug("recipients grouped in one transaction", "msg_id=%s rcpts=%zu domain=%s worker=%s",
 			    lead->d->msg_id, m, rcpt_domain(lead->d), w->consumer);
 		}
-		dispatch_one(w, lead);
+		switch (admit(w, lead, &until[nparked])) {
+		case 0: dispatch_one(w, lead); break;
+		case 2: parked[nparked++] = lead; break;
+		default: break;   /* waits: push_done of a transaction to its destination dispatches it */
+		}
 	}
+	if (nparked > 0)
+		park(w, st, parked, until, nparked);
 }
 
 /* Hand j to the resolver (direct delivery) or the engine (relay); any thread. */
@@ -838,6 +1004,30 @@ static void
 feeder_drain(struct worker *w, struct store *st)
 {
 	size_t back = 0;
+	struct job *waiting = NULL, *j;
+
+	/*
+	 * Jobs waiting for a destination slot never began: "shutdown", handed
+	 * back uncounted. A finishing transaction stops giving its slot away
+	 * first, and the ones it gave are let through dispatch_one before the
+	 * shaper and the resolver go.
+	 */
+	pthread_mutex_lock(&w->mu);
+	w->fair_closed = 1;
+	while ((j = fair_take_waiting(w->fair)) != NULL) {
+		j->fair_waiting = 0;
+		w->nwait--;
+		j->next_done = waiting;
+		waiting = j;
+	}
+	while (w->fair_busy > 0)
+		pthread_cond_wait(&w->cv, &w->mu);
+	pthread_mutex_unlock(&w->mu);
+	while ((j = waiting) != NULL) {
+		waiting = j->next_done;
+		set_outcome(&j->out, SMTP_RESULT_TEMPFAIL, "shutdown", "worker shutting down");
+		push_done(w, j);
+	}
 
 	if (st != NULL && store_hand_back_carried(st, w->consumer, &back) != STORE_OK)
 		/* they are reclaimed after the visibility timeout */
@@ -875,6 +1065,7 @@ feeder_main(void *arg)
 		health_unregister(hl);
 		return NULL;
 	}
+	store_set_lane_weights(st, w->cfg->lane_weight_high, w->cfg->lane_weight_normal);
 	/*
 	 * Relay mode: give the relay's first lookup a moment (bounded, still
 	 * stoppable), so that work waiting at start is not deferred only
@@ -906,7 +1097,7 @@ feeder_main(void *arg)
 			last_hb = mono;
 		}
 		pthread_mutex_lock(&w->mu);
-		room = w->cfg->worker_concurrency - w->nfly;
+		room = w->cfg->worker_concurrency - (w->nfly - w->nwait);
 		if (room <= 0) {
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
@@ -929,7 +1120,7 @@ feeder_main(void *arg)
 			if (n > 0) {
 				log_info("took over deliveries from a stopped worker", "worker=%s deliveries=%d",
 				    w->consumer, n);
-				feed(w, out, n);
+				feed(w, st, out, n);
 				continue;
 			}
 		}
@@ -945,7 +1136,7 @@ feeder_main(void *arg)
 			log_info("store reachable again", "worker=%s", w->consumer);
 			down = 0;
 		}
-		feed(w, out, n);
+		feed(w, st, out, n);
 	}
 	health_unregister(hl);   /* stopping: /readyz is 503 (draining) from here on anyway */
 	feeder_drain(w, inited ? st : NULL);
@@ -1212,6 +1403,10 @@ worker_collect(void *arg, struct metrics_collect *out)
 	struct worker *w = arg;
 
 	out->suspended += (int64_t)shaper_suspended(w->shaper);
+	pthread_mutex_lock(&w->mu);
+	out->dest_waiting += w->nwait;
+	out->dest_full += (int64_t)fair_full(w->fair);
+	pthread_mutex_unlock(&w->mu);
 }
 
 struct worker *
@@ -1266,6 +1461,31 @@ worker_start(const struct config *cfg, int index, char *err, size_t errlen)
 		(void)metrics_collector_add(worker_collect, w);   /* full (64 loops): not counted */
 		snprintf(w->relay_dest, sizeof(w->relay_dest), "relay %s:%u", cfg->relay.host, cfg->relay.port);
 	}
+	{
+		/*
+		 * Per-destination caps: by default a quarter of the slots per MX
+		 * host set; through a relay, the relay is the only destination,
+		 * so all of them unless TXMAIL_DEST_MAX_INFLIGHT says otherwise.
+		 * At most as many again wait per destination, and the loop's
+		 * slots in all.
+		 */
+		struct fair_params fp;
+
+		memset(&fp, 0, sizeof(fp));
+		w->dest_cap = cfg->dest_max_inflight > 0 ? cfg->dest_max_inflight :
+		    cfg->relay_set ? cfg->worker_concurrency : cfg->worker_concurrency / 4;
+		if (w->dest_cap < 1)
+			w->dest_cap = 1;
+		if (w->dest_cap > cfg->worker_concurrency)
+			w->dest_cap = cfg->worker_concurrency;
+		fp.cap = w->dest_cap;
+		fp.wait_cap = w->dest_cap;
+		fp.wait_total = cfg->worker_concurrency;
+		if ((w->fair = fair_new(&fp)) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+	}
 	if (cfg->relay_set &&
 	    (w->rdns = relay_dns_get(&cfg->relay, &w->rdns_shared, err, errlen)) == NULL)
 		goto fail;
@@ -1290,7 +1510,9 @@ worker_start(const struct config *cfg, int index, char *err, size_t errlen)
 	if (pthread_create(&w->feeder_thr, NULL, feeder_main, w) != 0)
 		goto fail_thr;
 	w->started_feeder = 1;
-	log_info("worker started", "worker=%s concurrency=%d", w->consumer, cfg->worker_concurrency);
+	log_info("worker started", "worker=%s concurrency=%d dest_max_inflight=%d lanes=high:%d,normal:%d",
+	    w->consumer, cfg->worker_concurrency, w->dest_cap, cfg->lane_weight_high,
+	    cfg->lane_weight_normal);
 	return w;
 fail_thr:
 	snprintf(err, errlen, "cannot start worker threads");
@@ -1350,6 +1572,7 @@ worker_stop(struct worker *w, int64_t deadline_ms, struct worker_stop_stats *sta
 		smtp_engine_free(w->engine);   /* transactions still running: outcome "cut" */
 	metrics_collector_del(worker_collect, w);   /* no scrape reads the shaper after this */
 	shaper_free(w->shaper);   /* after the engine: on_engine_done reports to it */
+	fair_free(w->fair);       /* its line is empty: feeder_drain took it */
 	relay_dns_put(w->rdns, w->rdns_shared);   /* after the engine and the shaper: both pick */
 	w->rdns = NULL;
 	pthread_mutex_lock(&w->mu);

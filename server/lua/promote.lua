@@ -2,7 +2,8 @@
 -- KEYS: due, ready, ready:high
 -- ARGV: now_ms max prefix
 -- Returns {members taken from due, earliest remaining score or "0"}.
--- Members whose recipient is no longer deferred/scheduled are dropped.
+-- Members whose recipient is no longer deferred/scheduled/queued are
+-- dropped ("queued": parked by hand_back.lua, which took it off its lane).
 -- Each goes back to its message's lane: ready:high when prio is "high",
 -- else (normal, or no prio: stored before lanes) ready.
 
@@ -16,7 +17,7 @@ for _, m in ipairs(items) do
     local f = 'r' .. i .. ':status'
     local v = redis.call('HMGET', key, f, 'prio')
     local st = v[1]
-    if st == 'deferred' or st == 'scheduled' then
+    if st == 'deferred' or st == 'scheduled' or st == 'queued' then
       local lane = KEYS[2]
       if v[2] == 'high' then lane = KEYS[3] end
       redis.call('HSET', key, f, 'queued')

@@ -47,6 +47,7 @@ COUNTERS = {
     "txmail_destination_outcomes_total": ("destination", "result"),
     "txmail_messages_accepted_total": (),
     "txmail_http_requests_total": ("route", "code_class"),
+    "txmail_deliveries_parked_total": (),
     "process_cpu_seconds_total": (),
 }
 GAUGES = {
@@ -56,6 +57,8 @@ GAUGES = {
     "txmail_queue_due": (),
     "txmail_events_retained": (),
     "txmail_destinations_suspended": (),
+    "txmail_destinations_at_cap": (),
+    "txmail_destination_waiting": (),
     "txmail_webhook_backlog": ("endpoint",),
     "txmail_build_info": ("version",),
     "txmail_redis_up": (),

@@ -740,12 +740,13 @@ Test(store, lanes_fetch_high_first)
 	cr_assert_str_eq(d[1]->msg_id, nid);
 	cr_assert_eq(d[1]->lane, STORE_LANE_NORMAL);
 	cr_assert_eq(pending_count(K_HIGH, "workers"), 1);
-	cr_assert_eq(pending_count(K_NORMAL, "workers"), 1);
+	/* one read of both lanes (COUNT 2 each): the second normal entry is read ahead, carried */
+	cr_assert_eq(pending_count(K_NORMAL, "workers"), 2);
 	cr_assert_eq(store_queue_stats(st, &q), 0);
-	/* claimed entries are not ready any more (they were, before: ready counted XLEN) */
-	cr_assert_eq(q.claimed[STORE_LANE_NORMAL], 1, "claimed normal: got %lld, want 1", (long long)q.claimed[0]);
+	/* read entries are not ready any more (they were, before: ready counted XLEN) */
+	cr_assert_eq(q.claimed[STORE_LANE_NORMAL], 2, "claimed normal: got %lld, want 2", (long long)q.claimed[0]);
 	cr_assert_eq(q.claimed[STORE_LANE_HIGH], 1, "claimed high: got %lld, want 1", (long long)q.claimed[1]);
-	cr_assert_eq(q.ready[STORE_LANE_NORMAL], 2, "ready normal: got %lld, want 2", (long long)q.ready[0]);
+	cr_assert_eq(q.ready[STORE_LANE_NORMAL], 1, "ready normal: got %lld, want 1", (long long)q.ready[0]);
 	cr_assert_eq(q.ready[STORE_LANE_HIGH], 0, "ready high: got %lld, want 0", (long long)q.ready[1]);
 	for (int i = 0; i < n; i++)
 		cr_assert_eq(record_one(d[i], "delivered", 0, NULL), 0);
@@ -779,6 +780,115 @@ Test(store, lanes_fetch_high_first)
 	cr_assert_eq(record_one(d[0], "delivered", 0, NULL), 0);
 	free_deliveries(d, n);
 	cr_assert_eq(pending_count(K_HIGH, "workers"), 0);
+}
+
+/* Count high and normal among the next k single fetches (each recorded delivered). */
+static void
+fetch_lanes(int k, int *high, int *normal)
+{
+	struct store_delivery *d[1];
+
+	*high = *normal = 0;
+	for (int i = 0; i < k; i++) {
+		int n = store_fetch(st, "c1", 1, 0, d);
+
+		cr_assert_eq(n, 1, "fetch %d: got %d, want 1", i, n);
+		if (d[0]->lane == STORE_LANE_HIGH)
+			(*high)++;
+		else
+			(*normal)++;
+		cr_assert_eq(record_one(d[0], "delivered", 0, NULL), 0);
+		free_deliveries(d, 1);
+	}
+}
+
+/*
+ * TXMAIL_LANE_WEIGHTS: with both lanes full, high gets 9 slots in 10, not
+ * all of them (strict priority gave normal 0 of 20), one slot at a time as
+ * well as in batches; 1:1 alternates; a lane with nothing leaves its share
+ * to the other and banks no credit.
+ */
+Test(store, lanes_weighted_share)
+{
+	char id[64];
+	struct store_delivery *d[16];
+	int h, nn, n;
+
+	enqueue_lane(id, sizeof(id), 40, 0, STORE_LANE_HIGH);
+	enqueue_lane(id, sizeof(id), 40, 0, STORE_LANE_HIGH);
+	enqueue_lane(id, sizeof(id), 20, 0, STORE_LANE_NORMAL);
+	fetch_lanes(20, &h, &nn);
+	cr_assert_eq(nn, 2, "9:1 over 20 single fetches: got %d normal, want 2", nn);
+	n = store_fetch(st, "c1", 10, 0, d);
+	cr_assert_eq(n, 10);
+	nn = 0;
+	for (int i = 0; i < n; i++) {
+		nn += d[i]->lane == STORE_LANE_NORMAL;
+		cr_assert_eq(record_one(d[i], "delivered", 0, NULL), 0);
+	}
+	free_deliveries(d, n);
+	cr_assert_eq(nn, 1, "9:1 in one batch of 10: got %d normal, want 1", nn);
+	store_set_lane_weights(st, 1, 1);
+	fetch_lanes(10, &h, &nn);
+	cr_assert_eq(nn, 5, "1:1: got %d normal of 10, want 5", nn);
+	/* high has 80 - 18 - 9 - 5 = 48 left; normal 20 - 2 - 1 - 5 = 12: normal runs dry first */
+	store_set_lane_weights(st, 1, 9);
+	fetch_lanes(12 + 2, &h, &nn);
+	cr_assert_geq(nn, 10, "1:9: got %d normal of 14", nn);
+	fetch_lanes(10, &h, &nn);
+	cr_assert_eq(h, 10, "normal empty: high takes every slot (got %d)", h);
+	cr_assert_eq(nn, 0);
+}
+
+/*
+ * store_park: a claimed delivery goes back without an attempt and waits in
+ * due, not on its lane; promote puts it back; one not ours is left alone.
+ */
+Test(store, park_then_promote)
+{
+	char id[64], sbuf[32], key[128], member[96];
+	struct store_delivery *d[4], *other[4];
+	struct store_park p[2];
+	size_t parked = 99;
+	int64_t next = 0, until = util_now_ms() + 60000;
+	int n;
+
+	enqueue_msg(id, sizeof(id), 2, 0);
+	n = store_fetch(st, "c1", 4, 0, d);
+	cr_assert_eq(n, 2);
+	p[0].d = d[0];
+	p[0].until_ms = until;
+	cr_assert_eq(store_park(st, "c1", p, 1, &parked), STORE_OK);
+	cr_assert_eq(parked, 1);
+	rcpt_status(id, 0, sbuf, sizeof(sbuf));
+	cr_assert_str_eq(sbuf, "queued", "parked: got %s, want queued", sbuf);
+	msg_key(key, sizeof(key), id, "");
+	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, "r0:attempts");
+	cr_assert_str_eq(sbuf, "0", "the attempt is not counted: got %s", sbuf);
+	snprintf(member, sizeof(member), "%s/0", id);
+	rstr_cmd(sbuf, sizeof(sbuf), "ZSCORE %s %s", "txm{0}:due", member);
+	cr_assert_eq(strtoll(sbuf, NULL, 10), until, "due score: got %s", sbuf);
+	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 1, "its entry is acked");
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 1, "and deleted; no new one on the lane");
+	/* not ours: left alone */
+	p[0].d = d[1];
+	cr_assert_eq(store_park(st, "c2", p, 1, &parked), STORE_OK);
+	cr_assert_eq(parked, 0);
+	rcpt_status(id, 1, sbuf, sizeof(sbuf));
+	cr_assert_str_eq(sbuf, "sending");
+	/* not due yet: nothing moves; at until it is back on its lane */
+	cr_assert_eq(store_promote_due(st, until - 1, 100, &next), 0);
+	cr_assert_eq(next, until);
+	cr_assert_eq(store_promote_due(st, until, 100, &next), 1);
+	n = store_fetch(st, "c2", 4, 0, other);
+	cr_assert_eq(n, 1, "promoted: fetched %d, want 1", n);
+	cr_assert_eq(other[0]->rcpt_idx, 0);
+	cr_assert_eq(other[0]->attempts, 1, "first real attempt: got %d", other[0]->attempts);
+	free_deliveries(other, n);
+	free_deliveries(d, 2);
+	/* bad input */
+	p[0].d = NULL;
+	cr_assert_eq(store_park(st, "c1", p, 1, &parked), STORE_ERR_PROTO);
 }
 
 Test(store, lanes_retry_stays_in_lane)

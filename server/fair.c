@@ -1,0 +1,418 @@
+/*
+ * fair.c - per-destination in-flight caps (see fair.h). Two chained hash
+ * tables keyed by lowercased strings: destinations (slots taken, the line
+ * of waiting items, the parking clock) and aliases (domain -> MX host
+ * set). Pure and single-threaded; never logs, never frees an item.
+ */
+#include "fair.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define FAIR_BUCKETS 4096
+
+struct fair_wait {
+	void *item;
+	struct fair_wait *next;
+};
+
+struct fair_dest {
+	char key[FAIR_KEY_MAX + 1];
+	struct fair_dest *next;       /* hash chain */
+	int inflight;
+	int nwait;
+	struct fair_wait *head, *tail;
+	int64_t mean_ms;              /* moving average of a transaction's duration; 0: none seen */
+	int64_t busy_since_ms;        /* when the last slot was taken or freed */
+	int64_t park_next_ms;         /* the next parked delivery comes back no sooner */
+};
+
+struct fair_alias {
+	char domain[FAIR_KEY_MAX + 1];
+	char key[FAIR_KEY_MAX + 1];
+	struct fair_alias *next;
+};
+
+struct fair {
+	struct fair_params p;
+	struct fair_dest *dests[FAIR_BUCKETS];
+	size_t ndests;
+	struct fair_alias *aliases[FAIR_BUCKETS];
+	size_t naliases;
+	size_t nwait;
+};
+
+static unsigned
+fair_hash(const char *s)
+{
+	unsigned h = 2166136261u;
+
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c >= 'A' && c <= 'Z')
+			c = (unsigned char)(c - 'A' + 'a');
+		h = (h ^ c) * 16777619u;
+	}
+	return h % FAIR_BUCKETS;
+}
+
+static void
+fair_copy_lower(char *dst, const char *src, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i + 1 < len && src[i] != '\0'; i++)
+		dst[i] = (src[i] >= 'A' && src[i] <= 'Z') ? (char)(src[i] - 'A' + 'a') : src[i];
+	dst[i] = '\0';
+}
+
+struct fair *
+fair_new(const struct fair_params *p)
+{
+	struct fair *f = calloc(1, sizeof(*f));
+
+	if (f == NULL)
+		return NULL;
+	f->p = *p;
+	if (f->p.cap < 1)
+		f->p.cap = 1;
+	if (f->p.wait_cap <= 0)
+		f->p.wait_cap = f->p.cap;
+	if (f->p.wait_total <= 0)
+		f->p.wait_total = 4 * f->p.cap;
+	if (f->p.park_min_ms <= 0)
+		f->p.park_min_ms = 1000;
+	if (f->p.park_max_ms <= 0)
+		f->p.park_max_ms = 600000;
+	if (f->p.park_max_ms < f->p.park_min_ms)
+		f->p.park_max_ms = f->p.park_min_ms;
+	return f;
+}
+
+static void
+fair_aliases_clear(struct fair *f)
+{
+	for (size_t b = 0; b < FAIR_BUCKETS; b++) {
+		struct fair_alias *a = f->aliases[b], *n;
+
+		for (; a != NULL; a = n) {
+			n = a->next;
+			free(a);
+		}
+		f->aliases[b] = NULL;
+	}
+	f->naliases = 0;
+}
+
+void
+fair_free(struct fair *f)
+{
+	if (f == NULL)
+		return;
+	for (size_t b = 0; b < FAIR_BUCKETS; b++) {
+		struct fair_dest *d = f->dests[b], *n;
+
+		for (; d != NULL; d = n) {
+			struct fair_wait *w = d->head, *wn;
+
+			for (; w != NULL; w = wn) {
+				wn = w->next;
+				free(w);
+			}
+			n = d->next;
+			free(d);
+		}
+	}
+	fair_aliases_clear(f);
+	free(f);
+}
+
+void
+fair_alias(struct fair *f, const char *domain, const char *key)
+{
+	char dom[FAIR_KEY_MAX + 1];
+	unsigned h;
+	struct fair_alias *a;
+
+	if (f == NULL || domain == NULL || key == NULL || *domain == '\0' || *key == '\0')
+		return;
+	fair_copy_lower(dom, domain, sizeof(dom));
+	h = fair_hash(dom);
+	for (a = f->aliases[h]; a != NULL; a = a->next) {
+		if (strcmp(a->domain, dom) == 0) {
+			fair_copy_lower(a->key, key, sizeof(a->key));
+			return;
+		}
+	}
+	if (f->naliases >= FAIR_ALIASES_MAX)
+		fair_aliases_clear(f);
+	if ((a = calloc(1, sizeof(*a))) == NULL)
+		return;
+	memcpy(a->domain, dom, sizeof(a->domain));
+	fair_copy_lower(a->key, key, sizeof(a->key));
+	a->next = f->aliases[h];
+	f->aliases[h] = a;
+	f->naliases++;
+}
+
+/* The destination key domain counts against, written to key (lowercase). */
+static void
+fair_key_of(const struct fair *f, const char *domain, char *key, size_t len)
+{
+	char dom[FAIR_KEY_MAX + 1];
+
+	fair_copy_lower(dom, domain, sizeof(dom));
+	for (const struct fair_alias *a = f->aliases[fair_hash(dom)]; a != NULL; a = a->next) {
+		if (strcmp(a->domain, dom) == 0) {
+			memcpy(key, a->key, len < sizeof(a->key) ? len : sizeof(a->key));
+			key[len - 1] = '\0';
+			return;
+		}
+	}
+	memcpy(key, dom, len < sizeof(dom) ? len : sizeof(dom));
+	key[len - 1] = '\0';
+}
+
+static struct fair_dest *
+fair_find(const struct fair *f, const char *key)
+{
+	for (struct fair_dest *d = f->dests[fair_hash(key)]; d != NULL; d = d->next)
+		if (strcmp(d->key, key) == 0)
+			return d;
+	return NULL;
+}
+
+/* Drop destinations with nothing taken, nothing waiting and no parking clock running. */
+static void
+fair_evict_idle(struct fair *f, int64_t now_ms)
+{
+	for (size_t b = 0; b < FAIR_BUCKETS; b++) {
+		struct fair_dest **pp = &f->dests[b];
+
+		while (*pp != NULL) {
+			struct fair_dest *d = *pp;
+
+			if (d->inflight == 0 && d->nwait == 0 && d->park_next_ms <= now_ms) {
+				*pp = d->next;
+				free(d);
+				f->ndests--;
+			} else {
+				pp = &d->next;
+			}
+		}
+	}
+}
+
+static struct fair_dest *
+fair_get(struct fair *f, const char *key, int64_t now_ms)
+{
+	struct fair_dest *d = fair_find(f, key);
+	unsigned h;
+
+	if (d != NULL)
+		return d;
+	if (f->ndests >= FAIR_DESTS_MAX)
+		fair_evict_idle(f, now_ms);
+	if (f->ndests >= FAIR_DESTS_MAX || (d = calloc(1, sizeof(*d))) == NULL)
+		return NULL;
+	fair_copy_lower(d->key, key, sizeof(d->key));
+	h = fair_hash(d->key);
+	d->next = f->dests[h];
+	f->dests[h] = d;
+	f->ndests++;
+	return d;
+}
+
+/*
+ * When a parked delivery of d should come back: the line ahead of it
+ * (what is in flight and waiting, and what was parked before it) moves at
+ * cap transactions per "how long one takes" - the moving average, or, while
+ * nothing has finished for longer than that (a tarpit), the time since a
+ * slot last changed hands.
+ */
+static int64_t
+fair_park_at(const struct fair *f, struct fair_dest *d, int64_t now_ms)
+{
+	int64_t per = d->mean_ms, stuck = now_ms - d->busy_since_ms, step, at;
+
+	if (stuck > per)
+		per = stuck;
+	step = per / f->p.cap;
+	if (step < 1)
+		step = 1;
+	at = now_ms + f->p.park_min_ms;
+	if (d->park_next_ms > at)
+		at = d->park_next_ms;
+	if (at > now_ms + f->p.park_max_ms)
+		at = now_ms + f->p.park_max_ms;
+	d->park_next_ms = at + step;
+	return at;
+}
+
+enum fair_verdict
+fair_admit(struct fair *f, const char *domain, void *item, int64_t now_ms,
+    struct fair_dest **dest, int64_t *until_ms)
+{
+	char key[FAIR_KEY_MAX + 1];
+	struct fair_dest *d;
+	struct fair_wait *w;
+
+	*dest = NULL;
+	*until_ms = 0;
+	if (f == NULL || domain == NULL)
+		return FAIR_GO;
+	fair_key_of(f, domain, key, sizeof(key));
+	if ((d = fair_get(f, key, now_ms)) == NULL)
+		return FAIR_GO;    /* not capped: fail open */
+	if (d->inflight < f->p.cap && d->nwait == 0) {
+		d->inflight++;
+		d->busy_since_ms = now_ms;
+		*dest = d;
+		return FAIR_GO;
+	}
+	if (d->nwait < f->p.wait_cap && f->nwait < (size_t)f->p.wait_total &&
+	    (w = malloc(sizeof(*w))) != NULL) {
+		w->item = item;
+		w->next = NULL;
+		if (d->tail != NULL)
+			d->tail->next = w;
+		else
+			d->head = w;
+		d->tail = w;
+		d->nwait++;
+		f->nwait++;
+		return FAIR_WAIT;
+	}
+	*until_ms = fair_park_at(f, d, now_ms);
+	return FAIR_PARK;
+}
+
+void *
+fair_done(struct fair *f, struct fair_dest *d, int64_t started_ms, int64_t now_ms,
+    struct fair_dest **next_dest)
+{
+	struct fair_wait *w;
+	void *item;
+	int64_t took = now_ms - started_ms;
+
+	*next_dest = NULL;
+	if (f == NULL || d == NULL)
+		return NULL;
+	if (took < 0)
+		took = 0;
+	/* a moving average over about 8 transactions */
+	d->mean_ms = d->mean_ms == 0 ? took : d->mean_ms + (took - d->mean_ms) / 8;
+	d->busy_since_ms = now_ms;
+	if (d->inflight > 0)
+		d->inflight--;
+	if ((w = d->head) == NULL)
+		return NULL;
+	d->head = w->next;
+	if (d->head == NULL)
+		d->tail = NULL;
+	d->nwait--;
+	f->nwait--;
+	item = w->item;
+	free(w);
+	d->inflight++;
+	*next_dest = d;
+	return item;
+}
+
+void *
+fair_take_waiting(struct fair *f)
+{
+	if (f == NULL || f->nwait == 0)
+		return NULL;
+	for (size_t b = 0; b < FAIR_BUCKETS; b++) {
+		for (struct fair_dest *d = f->dests[b]; d != NULL; d = d->next) {
+			struct fair_wait *w = d->head;
+			void *item;
+
+			if (w == NULL)
+				continue;
+			d->head = w->next;
+			if (d->head == NULL)
+				d->tail = NULL;
+			d->nwait--;
+			f->nwait--;
+			item = w->item;
+			free(w);
+			return item;
+		}
+	}
+	return NULL;
+}
+
+size_t
+fair_waiting(const struct fair *f)
+{
+	return f != NULL ? f->nwait : 0;
+}
+
+size_t
+fair_full(const struct fair *f)
+{
+	size_t n = 0;
+
+	if (f == NULL)
+		return 0;
+	for (size_t b = 0; b < FAIR_BUCKETS; b++)
+		for (const struct fair_dest *d = f->dests[b]; d != NULL; d = d->next)
+			n += d->inflight >= f->p.cap;
+	return n;
+}
+
+int
+fair_inflight(const struct fair *f, const char *domain)
+{
+	char key[FAIR_KEY_MAX + 1];
+	const struct fair_dest *d;
+
+	if (f == NULL || domain == NULL)
+		return 0;
+	fair_key_of(f, domain, key, sizeof(key));
+	d = fair_find(f, key);
+	return d != NULL ? d->inflight : 0;
+}
+
+static int
+fair_cmp(const void *a, const void *b)
+{
+	return strcasecmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+void
+fair_mx_key(const char *const *names, size_t n, char *out, size_t outlen)
+{
+	const char *sorted[64];
+	size_t k = 0, used;
+
+	if (outlen == 0)
+		return;
+	if (n > 64)
+		n = 64;
+	for (size_t i = 0; i < n; i++)
+		if (names[i] != NULL && names[i][0] != '\0')
+			sorted[k++] = names[i];
+	qsort(sorted, k, sizeof(sorted[0]), fair_cmp);
+	used = 0;
+	out[0] = '\0';
+	for (size_t i = 0; i < k; i++) {
+		const char *s = sorted[i];
+		const char *lead = i == 0 ? "mx:" : ",";
+		size_t ll = strlen(lead);
+
+		if (i > 0 && strcasecmp(s, sorted[i - 1]) == 0)
+			continue;
+		if (used + ll >= outlen || used + ll >= FAIR_KEY_MAX)
+			break;
+		memcpy(out + used, lead, ll);
+		used += ll;
+		for (; *s != '\0' && used + 1 < outlen && used < FAIR_KEY_MAX; s++)
+			out[used++] = (*s >= 'A' && *s <= 'Z') ? (char)(*s - 'A' + 'a') : *s;
+		out[used] = '\0';
+	}
+}
