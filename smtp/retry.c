@@ -2,7 +2,8 @@
  * retry.c - the delivery retry policy (see retry.h).
  *
  * Owns the only answer to "what happens after this attempt": exponential
- * backoff from base to max, bounded by the recipient's expiry. Pure: no
+ * backoff from base to max, lengthened to the delay a reply named (the
+ * hint, read by retry_hint.c), bounded by the recipient's expiry. Pure: no
  * clock, no I/O, no logging, no allocation. Must never overflow, whatever
  * the attempt count or times it is handed.
  */
@@ -45,7 +46,14 @@ struct retry_decision
 retry_decide(const struct retry_policy *p, enum smtp_result result,
     int attempts, int64_t now_ms, int64_t expires_ms)
 {
-	struct retry_decision d = { RETRY_DEFERRED, 0 };
+	return retry_decide_hint(p, result, attempts, now_ms, expires_ms, 0);
+}
+
+struct retry_decision
+retry_decide_hint(const struct retry_policy *p, enum smtp_result result,
+    int attempts, int64_t now_ms, int64_t expires_ms, int64_t hint_ms)
+{
+	struct retry_decision d = { RETRY_DEFERRED, 0, 0 };
 	int64_t delay;
 
 	switch (result) {
@@ -60,8 +68,13 @@ retry_decide(const struct retry_policy *p, enum smtp_result result,
 		break;
 	}
 	delay = retry_delay_ms(p, attempts < 1 ? 1 : attempts);
+	if (hint_ms > delay) {
+		delay = hint_ms < RETRY_DELAY_CAP_MS ? hint_ms : RETRY_DELAY_CAP_MS;
+		d.hinted = 1;
+	}
 	if (now_ms > INT64_MAX - delay || now_ms + delay >= expires_ms) {
 		d.verdict = RETRY_EXPIRED;
+		d.hinted = 0;
 		return d;
 	}
 	d.next_ms = now_ms + delay;

@@ -32,6 +32,7 @@ enum retry_verdict {
 struct retry_decision {
 	enum retry_verdict verdict;
 	int64_t next_ms;      /* RETRY_DEFERRED: when to try again */
+	int hinted;           /* RETRY_DEFERRED, 1: next_ms is the server's delay (hint_ms), longer than the policy's */
 };
 
 /*
@@ -47,6 +48,18 @@ int64_t retry_delay_ms(const struct retry_policy *p, int attempts);
  */
 struct retry_decision retry_decide(const struct retry_policy *p,
     enum smtp_result result, int attempts, int64_t now_ms, int64_t expires_ms);
+
+/*
+ * retry_decide_hint - retry_decide, for a tempfail whose reply named a delay
+ * of hint_ms (retry_hint_parse, in ms; <= 0: none): the next attempt is the
+ * later of the policy's and the hint's, never earlier than the policy's
+ * (a server asking for less does not make txmail retry faster), and it
+ * expires as retry_decide does when that falls at or after expires_ms.
+ * Other results ignore hint_ms. retry_decide is this with hint_ms 0.
+ */
+struct retry_decision retry_decide_hint(const struct retry_policy *p,
+    enum smtp_result result, int attempts, int64_t now_ms, int64_t expires_ms,
+    int64_t hint_ms);
 
 /* retry_classify_code - result for an SMTP reply code (2xx/3xx ok, 4xx temp, 5xx perm, else temp). */
 enum smtp_result retry_classify_code(int code);

@@ -120,3 +120,47 @@ Test(retry, verdict_names)
 		    "verdict %d: got %s, want %s", cases[i].v,
 		    retry_verdict_name(cases[i].v), cases[i].want);
 }
+
+Test(retry, decide_hint_table)
+{
+	static const struct {
+		const char *name;
+		enum smtp_result result;
+		int attempts;
+		int64_t now, expires, hint;
+		enum retry_verdict want;
+		int64_t want_next;
+		int want_hinted;
+	} cases[] = {
+		{ "no hint", SMTP_RESULT_TEMPFAIL, 1, 1000, 1000000, 0, RETRY_DEFERRED, 61000, 0 },
+		{ "negative hint", SMTP_RESULT_TEMPFAIL, 1, 1000, 1000000, -5, RETRY_DEFERRED, 61000, 0 },
+		{ "hint shorter: policy", SMTP_RESULT_TEMPFAIL, 1, 1000, 1000000, 30000, RETRY_DEFERRED, 61000, 0 },
+		{ "hint equal: policy", SMTP_RESULT_TEMPFAIL, 1, 1000, 1000000, 60000, RETRY_DEFERRED, 61000, 0 },
+		{ "hint longer: hint", SMTP_RESULT_TEMPFAIL, 1, 1000, 1000000, 300000, RETRY_DEFERRED, 301000, 1 },
+		{ "hint longer than max", SMTP_RESULT_TEMPFAIL, 1, 1000, INT64_MAX, 86400000, RETRY_DEFERRED, 86401000, 1 },
+		{ "hint shorter than backoff", SMTP_RESULT_TEMPFAIL, 3, 1000, 1000000, 200000, RETRY_DEFERRED, 241000, 0 },
+		{ "hint past expiry", SMTP_RESULT_TEMPFAIL, 1, 1000, 200000, 300000, RETRY_EXPIRED, 0, 0 },
+		{ "hint lands on expiry", SMTP_RESULT_TEMPFAIL, 1, 1000, 301000, 300000, RETRY_EXPIRED, 0, 0 },
+		{ "hint just fits", SMTP_RESULT_TEMPFAIL, 1, 1000, 301001, 300000, RETRY_DEFERRED, 301000, 1 },
+		{ "hint INT64_MAX: capped", SMTP_RESULT_TEMPFAIL, 1, 1000, INT64_MAX, INT64_MAX, RETRY_DEFERRED,
+		  1000 + (int64_t)100 * 365 * 24 * 3600 * 1000, 1 },
+		{ "hint, now near INT64_MAX", SMTP_RESULT_TEMPFAIL, 1, INT64_MAX - 100000, INT64_MAX, 300000,
+		  RETRY_EXPIRED, 0, 0 },
+		{ "ok ignores hint", SMTP_RESULT_OK, 1, 1000, 1000000, 300000, RETRY_DELIVERED, 0, 0 },
+		{ "perm ignores hint", SMTP_RESULT_PERMFAIL, 1, 1000, 1000000, 300000, RETRY_FAILED, 0, 0 },
+	};
+	struct retry_policy p = { 60, 3600 };
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct retry_decision d = retry_decide_hint(&p, cases[i].result, cases[i].attempts,
+		    cases[i].now, cases[i].expires, cases[i].hint);
+
+		cr_expect(d.verdict == cases[i].want, "%s: verdict got %s, want %s", cases[i].name,
+		    retry_verdict_name(d.verdict), retry_verdict_name(cases[i].want));
+		cr_expect(d.hinted == cases[i].want_hinted, "%s: hinted got %d, want %d",
+		    cases[i].name, d.hinted, cases[i].want_hinted);
+		if (cases[i].want == RETRY_DEFERRED)
+			cr_expect(d.next_ms == cases[i].want_next, "%s: next_ms got %lld, want %lld",
+			    cases[i].name, (long long)d.next_ms, (long long)cases[i].want_next);
+	}
+}
