@@ -31,7 +31,8 @@
  *             TXMAIL_DOMAIN_RATE; dispatch asks it first, and a destination
  *             it has suspended is recorded deferred without an attempt;
  *   recorder  turns outcomes into state with the pure retry policy
- *             (retry_decide) and records them, with their webhook events,
+ *             (retry_decide_hint: a 4xx reply naming a delay, "try again
+ *             in 5 minutes", is not retried sooner) and records them, with their webhook events,
  *             in batched store_record calls, then tells this process's
  *             webhook dispatcher (webhook_notify), which may be waiting on
  *             requests in flight rather than on the outbox.
@@ -55,6 +56,7 @@
 
 #include "../smtp/engine.h"
 #include "../smtp/retry.h"
+#include "../smtp/retry_hint.h"
 #include "fair.h"
 #include "health.h"
 #include "log.h"
@@ -1189,7 +1191,8 @@ build_rec(const struct job *j, const char *status, const char *reason, int64_t n
 /*
  * log_outcome - the line for one recorded outcome: msg is the status
  * ("delivered", "deferred", "failed", "expired"); a deferral says when the
- * next attempt is due, as a duration ("300s").
+ * next attempt is due, as a duration ("300s"), and retry_hint=honoured when
+ * that is the delay the server's reply named, longer than the policy's.
  */
 static void
 log_outcome(const struct job *j, const char *status, const struct retry_decision *dec, int64_t now)
@@ -1203,12 +1206,22 @@ log_outcome(const struct job *j, const char *status, const struct retry_decision
 	if (dec->verdict == RETRY_DEFERRED) {
 		util_fmt_duration((double)(dec->next_ms > now ? dec->next_ms - now : 0) / 1000.0, retry,
 		    sizeof(retry));
-		log_info(status, "msg_id=%s rcpt=%s attempt=%d stage=%s code=%d enhanced=%s reply=%.200s retry_in=%s",
-		    d->msg_id, d->rcpt, d->attempts, stage, j->out.code, j->out.enhanced, j->out.text, retry);
+		log_info(status, "msg_id=%s rcpt=%s attempt=%d stage=%s code=%d enhanced=%s reply=%.200s retry_in=%s%s",
+		    d->msg_id, d->rcpt, d->attempts, stage, j->out.code, j->out.enhanced, j->out.text, retry,
+		    dec->hinted ? " retry_hint=honoured" : "");
 	} else {
 		log_info(status, "msg_id=%s rcpt=%s attempt=%d stage=%s code=%d enhanced=%s reply=%.200s",
 		    d->msg_id, d->rcpt, d->attempts, stage, j->out.code, j->out.enhanced, j->out.text);
 	}
+}
+
+/* reply_hint_ms - the delay a server's 4xx reply names ("try again in 5 minutes"), 0 if none. */
+static int64_t
+reply_hint_ms(const struct smtp_outcome *o)
+{
+	if (o->code < 400 || o->code > 499)
+		return 0;   /* no reply (our own text), or not a tempfail reply */
+	return (int64_t)retry_hint_parse(o->text, strnlen(o->text, sizeof(o->text))) * 1000;
 }
 
 /* count_outcome - the metrics of one recorded outcome (metrics.h). */
@@ -1254,7 +1267,8 @@ record_batch(struct worker *w, struct store *st, struct job **jobs, size_t n)
 			ncut += stopped == 2;
 			continue;
 		}
-		dec = retry_decide(&w->policy, j->out.result, j->d->attempts, now, j->d->expires_ms);
+		dec = retry_decide_hint(&w->policy, j->out.result, j->d->attempts, now, j->d->expires_ms,
+		    reply_hint_ms(&j->out));
 		if (j->not_before_ms > 0 && dec.verdict == RETRY_DEFERRED) {
 			/* destination suspended (shaper): due again when the suspension ends */
 			dec.next_ms = j->not_before_ms > now ? j->not_before_ms : now;
