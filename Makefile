@@ -375,12 +375,12 @@ do-faults-short: build
 	  --storm-rounds 1 --webhook-down 10 --drain-seconds 90 --self-check --json $(BUILD)/faults-short.json
 
 # The CI-sized part: the unit tests of the modules that parse untrusted
-# input (requests, replies, DSNs, URLs, templates, MIME, log lines) under memcheck,
+# input (requests, replies, retry hints, DSNs, URLs, templates, MIME, log lines) under memcheck,
 # which sees what ASan does not (reads of uninitialised memory), two
 # binaries at a time, the longest first (validate ~37 s, mime ~35 s, config
 # ~26 s, the rest 3-11 s each: each prints its time): ~70 s on 2 cores;
 # part of `make test`. The whole `make valgrind` takes ~10 min.
-VALGRIND_SMOKE := validate mime config log verp mx reply dsn template
+VALGRIND_SMOKE := validate mime config log verp mx reply dsn template retry_hint
 
 do-valgrind-smoke: $(VALGRIND_SMOKE:%=$(BUILD)/tests/test_%)
 	@command -v valgrind >/dev/null || { echo "valgrind missing (apt-get install valgrind)"; exit 1; }
@@ -444,7 +444,7 @@ do-bench: build $(WHRECV)
 # libFuzzer targets in tests/fuzz/fuzz_<name>.c, built with clang. The library
 # is compiled with the project flags plus -fsanitize=fuzzer-no-link,address,
 # undefined into its own archive (a target links only the objects it needs),
-# of the files the targets reach (FUZZ_LIB_SRC: 16 of the ~60; compiling
+# of the files the targets reach (FUZZ_LIB_SRC: 18 of the ~60; compiling
 # the other 44 as well took ~25 s of CPU in make test, two thirds of the
 # fuzz build, for objects no target linked; a new target that needs
 # another file fails to link with an undefined reference naming what is
@@ -462,7 +462,7 @@ FUZZ         := $(BUILD)/fuzz
 FUZZ_TARGETS := $(sort $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c)))
 FUZZ_LIB_SRC := $(addprefix server/,cidr.c config_parse.c dsn.c hash.c log.c mailparse.c template.c \
                   util.c validate.c validate_addr.c validate_scan.c verp.c webhook_event.c) \
-                $(addprefix smtp/,mime.c mx.c reply.c)
+                $(addprefix smtp/,mime.c mx.c reply.c retry.c retry_hint.c)
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS  := $(CFLAGS) $(FUZZ_SAN) -Wno-format-nonliteral -Wno-string-concatenation
 

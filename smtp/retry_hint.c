@@ -191,7 +191,7 @@ hint_after(const char *t, size_t len, size_t j, unsigned flags, int colon)
 				return 0;
 			return n * 3600 + mm * 60 + ss;
 		}
-		if ((t[j] == '.' || t[j] == ',') && j + 1 < len && is_digit(t[j + 1]))
+		if (j + 1 < len && (t[j] == '.' || t[j] == ',') && is_digit(t[j + 1]))
 			return 0;
 		bare = colon && no_more_number(t, len, j);
 	} else if ((k = match_words(t, len, j, "a")) != 0 || (k = match_words(t, len, j, "an")) != 0 ||
