@@ -1206,9 +1206,13 @@ log_outcome(const struct job *j, const char *status, const struct retry_decision
 	if (dec->verdict == RETRY_DEFERRED) {
 		util_fmt_duration((double)(dec->next_ms > now ? dec->next_ms - now : 0) / 1000.0, retry,
 		    sizeof(retry));
-		log_info(status, "msg_id=%s rcpt=%s attempt=%d stage=%s code=%d enhanced=%s reply=%.200s retry_in=%s%s",
-		    d->msg_id, d->rcpt, d->attempts, stage, j->out.code, j->out.enhanced, j->out.text, retry,
-		    dec->hinted ? " retry_hint=honoured" : "");
+		if (dec->hinted)
+			log_info(status, "msg_id=%s rcpt=%s attempt=%d stage=%s code=%d enhanced=%s reply=%.200s "
+			    "retry_in=%s retry_hint=honoured", d->msg_id, d->rcpt, d->attempts, stage, j->out.code,
+			    j->out.enhanced, j->out.text, retry);
+		else
+			log_info(status, "msg_id=%s rcpt=%s attempt=%d stage=%s code=%d enhanced=%s reply=%.200s retry_in=%s",
+			    d->msg_id, d->rcpt, d->attempts, stage, j->out.code, j->out.enhanced, j->out.text, retry);
 	} else {
 		log_info(status, "msg_id=%s rcpt=%s attempt=%d stage=%s code=%d enhanced=%s reply=%.200s",
 		    d->msg_id, d->rcpt, d->attempts, stage, j->out.code, j->out.enhanced, j->out.text);

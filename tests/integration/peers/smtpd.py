@@ -52,6 +52,11 @@ Options
                       then exit. Verify clients against DIR/ca.pem.
   --broken-starttls  offer STARTTLS and answer it with 220, then send plain
                       bytes and close: the client's TLS handshake fails.
+  --rcpt-times FILE   one JSON line per RCPT command, appended as it is
+                      answered: {"rcpt", "code", "t"} with t from
+                      time.monotonic() (system-wide on Linux), so a test can
+                      measure the gap between two attempts from the server's
+                      side.
   --cert-names N,...  with --make-cert: extra DNS names in the server
                       certificate's subjectAltName (e.g. an MX host name).
 
@@ -59,6 +64,10 @@ Behaviour chosen by the recipient's local part (per RCPT address; counters
 are kept across connections for the life of the process):
   tempN-anything@...  RCPT gets "451 4.3.0 try again later" the first N times
                       the address is tried, then it is accepted (temp2-x@...).
+  greyN-Ss-anything@... RCPT gets "451 4.7.1 Greylisted, please try again in
+                      S seconds" the first N times the address is tried, then
+                      it is accepted (grey1-3s-x@...: a greylisting server
+                      that names its delay).
   perm-anything@...   RCPT gets "550 5.1.1 no such user".
   drop-anything@...   after the end of DATA the connection is closed with no
                       reply (message not stored).
@@ -104,10 +113,12 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import time
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 TEMP_RE = re.compile(r"^temp(\d+)-", re.IGNORECASE)
+GREY_RE = re.compile(r"^grey(\d+)-(\d+)s-", re.IGNORECASE)
 SLOW_DELAY_S = 3.0
 
 
@@ -191,8 +202,14 @@ class State:
             u, _, pw = args.auth.partition(":")
             self.auth = (u.encode(), pw.encode())
         self.log = Transcript(args.log)
+        self.rcpt_times = open(args.rcpt_times, "a", buffering=1) if getattr(args, "rcpt_times", None) else None
         self.faults = Faults(getattr(args, "faults_file", None), getattr(args, "fault_seed", 1),
                              getattr(args, "faults_count", None))
+
+    def rcpt_time(self, rcpt, code):
+        """--rcpt-times: one line for this RCPT and its reply code."""
+        if self.rcpt_times:
+            self.rcpt_times.write(json.dumps({"rcpt": rcpt, "code": code, "t": time.monotonic()}) + "\n")
 
     def next_seq(self):
         # pick a seq not used by files already in the maildir
@@ -272,6 +289,11 @@ class Handler:
         return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self._rcpt_reply(envelope, address, rcpt_options)
+        self.st.rcpt_time(address, int(reply[:3]))
+        return reply
+
+    def _rcpt_reply(self, envelope, address, rcpt_options):
         lp = local_part(address).lower()
         m = TEMP_RE.match(lp)
         if m:
@@ -280,6 +302,13 @@ class Handler:
             if seen < n:
                 self.st.temp_seen[address.lower()] = seen + 1
                 return "451 4.3.0 try again later"
+        m = GREY_RE.match(lp)
+        if m:
+            n, delay = int(m.group(1)), int(m.group(2))
+            seen = self.st.temp_seen.get(address.lower(), 0)
+            if seen < n:
+                self.st.temp_seen[address.lower()] = seen + 1
+                return "451 4.7.1 Greylisted, please try again in %d seconds" % delay
         if lp.startswith("perm-"):
             return "550 5.1.1 no such user"
         envelope.rcpt_tos.append(address)
@@ -480,6 +509,8 @@ def parse_args(argv):
                     help="AUTH mechanisms offered with --auth (default PLAIN,LOGIN)")
     ap.add_argument("--slow-delay", type=float, default=SLOW_DELAY_S, metavar="S",
                     help="seconds slow-* recipients wait for the reply to the end of DATA (3)")
+    ap.add_argument("--rcpt-times", metavar="FILE",
+                    help="append one JSON line per RCPT: rcpt, reply code, time.monotonic()")
     ap.add_argument("--faults-file", metavar="F",
                     help="JSON fault probabilities, re-read when it changes (see the module doc)")
     ap.add_argument("--fault-seed", type=int, default=1, help="seed of the fault draws")
