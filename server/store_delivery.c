@@ -661,6 +661,25 @@ store_reclaim(struct store *s, const char *consumer, int64_t min_idle_ms,
 	}
 	if (rc && n > 0)
 		rc = 0;     /* claim what is at hand */
+	/*
+	 * An entry this handle read ahead and still carries is ours already
+	 * (idle only because it waited for a slot): the carry claims it; were
+	 * it claimed here too, it would be sent twice.
+	 */
+	if (rc == 0 && s->ncarry > 0) {
+		size_t kept = 0;
+
+		for (size_t i = 0; i < n; i++) {
+			int carried = 0;
+
+			for (size_t c = 0; c < s->ncarry && !carried; c++)
+				carried = s->carry[c].lane == pend[i].lane &&
+				    strcmp(s->carry[c].entry_id, pend[i].entry_id) == 0;
+			if (!carried)
+				pend[kept++] = pend[i];
+		}
+		n = kept;
+	}
 	if (rc == 0)
 		rc = st_claim_pend(s, consumer, pend, n, out);
 	free(pend);

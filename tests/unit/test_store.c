@@ -841,6 +841,35 @@ Test(store, lanes_weighted_share)
 }
 
 /*
+ * An entry read ahead and carried is not claimed a second time by the
+ * same handle's reclaim (it is idle only because it waited for a slot):
+ * fetched once, by the carry.
+ */
+Test(store, reclaim_skips_own_carry)
+{
+	char hid[64], nid[64];
+	struct store_delivery *d[4], *r[4];
+	int n, total = 0;
+
+	enqueue_lane(hid, sizeof(hid), 1, 0, STORE_LANE_HIGH);
+	enqueue_msg(nid, sizeof(nid), 3, 0);
+	n = store_fetch(st, "c1", 2, 0, d);   /* 1 high + 1 normal, 2 normal carried */
+	cr_assert_eq(n, 2);
+	free_deliveries(d, n);
+	total += n;
+	n = store_reclaim(st, "c1", 0, 4, r);
+	cr_assert_eq(n, 2, "reclaim gives the two claimed ones (idle 0), not the carried: got %d", n);
+	free_deliveries(r, n);
+	n = store_fetch(st, "c1", 4, 0, d);
+	cr_assert_eq(n, 2, "the carried ones, once: got %d", n);
+	for (int i = 0; i < n; i++)
+		cr_assert_eq(d[i]->attempts, 1, "claimed once: attempt %d", d[i]->attempts);
+	free_deliveries(d, n);
+	total += n;
+	cr_assert_eq(total, 4);
+}
+
+/*
  * store_park: a claimed delivery goes back without an attempt and waits in
  * due, not on its lane; promote puts it back; one not ours is left alone.
  */
