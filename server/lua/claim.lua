@@ -7,7 +7,7 @@
 -- field names, "r<idx>:status" and so on (built by C, not here).
 -- mode "1" (an entry store_fetch read earlier and kept): claim only while
 -- it is still pending with consumer, else nil and nothing touched (it may
--- have been reclaimed since); "0": claim; "2" (a malformed entry, no
+-- have been reclaimed since), and reset its idle time (XCLAIM JUSTID); "0": claim; "2" (a malformed entry, no
 -- message): ack + delete it, nil.
 -- A deliverable recipient ("queued", or "sending" when taken over from a
 -- dead worker) becomes "sending" with attempts + 1; its row is {rcpt,
@@ -34,9 +34,13 @@ local function claim(i)
     table.insert(drop[lane], id)
     return false
   end
-  if mode == '1' and
-    #redis.call('XPENDING', KEYS[lane], 'workers', id, id, 1, ARGV[1]) == 0 then
-    return false
+  if mode == '1' then
+    if #redis.call('XPENDING', KEYS[lane], 'workers', id, id, 1, ARGV[1]) == 0 then
+      return false
+    end
+    -- its idle time counts from the read, maybe long ago: reset it, or a
+    -- reclaim (visibility timeout) could take it while it is being sent
+    redis.call('XCLAIM', KEYS[lane], 'workers', ARGV[1], 0, id, 'JUSTID')
   end
   local km = KEYS[1 + 2 * i]
   local v = redis.call('HMGET', km, ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], 'mail_from',

@@ -870,6 +870,36 @@ Test(store, reclaim_skips_own_carry)
 }
 
 /*
+ * A carried entry's idle time counts from its read: claiming it resets it,
+ * so another worker's reclaim does not take it while it is being sent
+ * (on the old claim it did: sent twice).
+ */
+Test(store, carried_claim_resets_idle)
+{
+	char hid[64], nid[64];
+	struct store_delivery *d[4], *b[4];
+	struct timespec ts = { 0, 700 * 1000000L };
+	int n;
+
+	enqueue_lane(hid, sizeof(hid), 1, 0, STORE_LANE_HIGH);
+	enqueue_msg(nid, sizeof(nid), 2, 0);
+	n = store_fetch(st, "c1", 2, 0, d);   /* 1 high + 1 normal, 1 normal carried */
+	cr_assert_eq(n, 2);
+	free_deliveries(d, n);
+	while (nanosleep(&ts, &ts) != 0)
+		;
+	n = store_fetch(st, "c1", 4, 0, d);
+	cr_assert_eq(n, 1, "the carried one: got %d", n);
+	n = store_reclaim(st, "B", 500, 4, b);
+	for (int i = 0; i < n; i++)
+		cr_assert_neq(b[i]->rcpt_idx == d[0]->rcpt_idx && strcmp(b[i]->msg_id, d[0]->msg_id) == 0, 1,
+		    "the carried entry, just claimed, was reclaimed by another worker");
+	cr_assert_eq(n, 2, "B takes the two claimed 700 ms ago (idle > 500 ms), not the fresh claim: got %d", n);
+	free_deliveries(b, n);
+	free_deliveries(d, 1);
+}
+
+/*
  * store_park: a claimed delivery goes back without an attempt and waits in
  * due, not on its lane; promote puts it back; one not ours is left alone.
  */
