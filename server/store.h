@@ -78,6 +78,13 @@
  *                           name, scope "full", no allowlist.
  *   keyname:<name>    string  the key's sha256 hex
  *   keys              set   key names
+ *   shape:rate:<domain>  string  TXMAIL_DOMAIN_RATE: the domain's next free
+ *                           sending slot (us, Redis clock), shared by every
+ *                           worker; PX until it is in the past (store_shape_reserve).
+ *   shape:susp        hash  destination -> "<until_ms> <backoff_ms>" (Redis
+ *                           clock): suspended destinations, shared by every
+ *                           worker; over ones dropped by the next call, at
+ *                           most SHAPER_TABLE_MAX (store_shape_suspensions).
  *   rl:<project>      hash  token bucket: tokens ts; PEXPIRE when full again.
  *                           One per project (every key of it, and the
  *                           TXMAIL_API_KEYS keys in "default"); before
@@ -733,6 +740,63 @@ void store_auth_release(struct store_auth_result *r);
 /* store_rate_limit - the same token bucket for a project that has no stored key in hand (env keys: "default"). */
 int store_rate_limit(struct store *s, const char *project, int64_t now_ms, double rate,
     double burst, int64_t *retry_after_ms);
+
+/* --- shared shaping (store_shaping.c) ------------------------------------------
+ * TXMAIL_DOMAIN_RATE slots and destination suspensions kept in Redis, so
+ * that every worker process shapes as one (server/shaper.c decides what to
+ * ask; this only books and lists). Times are Redis's clock (TIME in the
+ * scripts): each reply carries Redis's now, and the caller maps what it
+ * got onto its own clock, so workers whose clocks disagree still agree.
+ */
+
+#define STORE_SHAPE_KEY_MAX 255      /* a domain or destination, in bytes */
+#define STORE_SHAPE_BATCH_MAX 256    /* domains per store_shape_reserve */
+#define STORE_SHAPE_SLOTS_MAX 100000 /* slots per domain per call */
+#define STORE_SHAPE_OPS_MAX 1024     /* changes per store_shape_suspensions */
+
+struct store_slot_req {
+	const char *domain;     /* 1..STORE_SHAPE_KEY_MAX bytes; case does not matter */
+	int64_t interval_us;    /* between two slots, >= 1 */
+	int k;                  /* slots wanted, 1..STORE_SHAPE_SLOTS_MAX */
+	int64_t start_us;       /* out: the first of the k slots (Redis clock, us) */
+};
+
+/*
+ * store_shape_reserve - book r[i].k consecutive sending slots for each of
+ * r[0..n) (0 < n <= STORE_SHAPE_BATCH_MAX) in one script call
+ * (shape_rate.lua): slot j of r[i] is r[i].start_us + j * interval_us,
+ * and no other call ever gets an overlapping slot of that domain
+ * (shape:rate:<domain> holds the next free one). *now_us is Redis's clock
+ * when the script ran. 0, STORE_ERR_PROTO (bad arguments or reply),
+ * STORE_ERR_UNAVAILABLE, STORE_ERR_NOMEM; on error nothing in r is set.
+ */
+int store_shape_reserve(struct store *s, struct store_slot_req *r, size_t n, int64_t *now_us);
+
+/* A change to the shared suspensions: remaining_ms > 0 suspends dest that long, 0 clears it. */
+struct store_susp_op {
+	const char *dest;       /* 1..STORE_SHAPE_KEY_MAX bytes, as the shapers name it */
+	int64_t remaining_ms;
+	int64_t backoff_ms;     /* the length of this suspension (the next one doubles it) */
+};
+
+/* A suspension running now. */
+struct store_susp {
+	char dest[STORE_SHAPE_KEY_MAX + 1];
+	int64_t remaining_ms;   /* > 0 */
+	int64_t backoff_ms;
+};
+
+/*
+ * store_shape_suspensions - one script call (shape_susp.lua): apply
+ * ops[0..nops) (nops <= STORE_SHAPE_OPS_MAX) to the shared set
+ * (shape:susp), drop what is over, and list every suspension still
+ * running into *out (malloc'd, *nout of them, at most cap; caller frees;
+ * NULL when none). A new destination is not added when cap are already
+ * kept; *full is then 1 (also when the set is at cap). 0 or STORE_ERR_*
+ * (then *out is NULL and nothing is to be freed).
+ */
+int store_shape_suspensions(struct store *s, const struct store_susp_op *ops, size_t nops,
+    size_t cap, struct store_susp **out, size_t *nout, int *full);
 
 /* --- metrics ------------------------------------------------------------------ */
 

@@ -69,6 +69,8 @@ static const char *const st_scripts[SC_COUNT] = {
 	[SC_BOUNCE] = store_lua_bounce,
 	[SC_HAND_BACK] = store_lua_hand_back,
 	[SC_ABANDON] = store_lua_abandon,
+	[SC_SHAPE_RATE] = store_lua_shape_rate,
+	[SC_SHAPE_SUSP] = store_lua_shape_susp,
 };
 
 /* --- small helpers ------------------------------------------------------- */

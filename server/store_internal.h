@@ -21,6 +21,7 @@
  *                     endpoints
  *   store_events.c    live events (SSE) and event trimming
  *   store_admin.c     templates, suppressions, API keys and rate limits
+ *   store_shaping.c   shared delivery shaping: domain rate slots, suspensions
  */
 #ifndef SERVER_STORE_INTERNAL_H
 #define SERVER_STORE_INTERNAL_H
@@ -42,6 +43,8 @@
 #define ST_K_SUPP ST_PREFIX "supp"            /* the project "default"'s (st_project_prefix) */
 #define ST_K_KEYS ST_PREFIX "keys"
 #define ST_K_ABANDONED ST_PREFIX "abandoned:"   /* + message id: an accept settled as not stored */
+#define ST_K_SHAPE_RATE ST_PREFIX "shape:rate:"   /* + lower-cased domain */
+#define ST_K_SHAPE_SUSP ST_PREFIX "shape:susp"
 #define ST_G_WORKERS "workers"
 #define ST_G_WEBHOOKS "webhooks"
 
@@ -91,6 +94,8 @@ enum st_script {
 	SC_BOUNCE,
 	SC_HAND_BACK,
 	SC_ABANDON,
+	SC_SHAPE_RATE,
+	SC_SHAPE_SUSP,
 	SC_COUNT
 };
 

@@ -1,0 +1,411 @@
+/*
+ * test_store_shaping.c - store_shaping.c against a real redis-server (one
+ * per test, started as in test_store.c): the shared rate slots (two
+ * handles booking from one bucket never overlap, an idle domain's key
+ * expires) and the shared suspensions (set, listed, cleared, over, capped).
+ * Inspected with a separate hiredis connection.
+ */
+#include <criterion/criterion.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "../../server/store.h"
+#include "../../server/util.h"
+
+static pid_t rs_pid = -1;
+static uint16_t rs_port;
+static char rs_dir[64];
+static struct redis_addr rs_addr;
+static redisContext *rc_ctx;
+static struct store *st;
+
+/* --- redis-server child ------------------------------------------------- */
+
+static uint16_t
+free_port(void)
+{
+	struct sockaddr_in sa;
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	uint16_t port = 0;
+
+	cr_assert(fd >= 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+		port = ntohs(sa.sin_port);
+	close(fd);
+	return port;
+}
+
+static pid_t
+redis_spawn(uint16_t port)
+{
+	char p[16], sock[128];
+	pid_t pid;
+
+	snprintf(p, sizeof(p), "%u", (unsigned)port);
+	snprintf(sock, sizeof(sock), "%s/redis.sock", rs_dir);
+	pid = fork();
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_RDWR);
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (devnull >= 0) {
+			dup2(devnull, 0);
+			dup2(devnull, 1);
+			dup2(devnull, 2);
+		}
+		execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1",
+		    "--save", "", "--appendonly", "no", "--dir", rs_dir,
+		    "--unixsocket", sock, "--unixsocketperm", "700", (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+/* redis_wait - PING until PONG or the deadline; 0 when up. */
+static int
+redis_wait(pid_t pid, uint16_t port, int64_t timeout_ms)
+{
+	int64_t deadline = util_mono_ms() + timeout_ms;
+	struct timeval tv = { 0, 200000 };
+
+	while (util_mono_ms() < deadline) {
+		redisContext *c;
+		int status;
+
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return -1;   /* exited: port taken? */
+		c = redisConnectWithTimeout("127.0.0.1", port, tv);
+		if (c && !c->err) {
+			redisReply *r = redisCommand(c, "PING");
+			int ok = r && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
+
+			if (r)
+				freeReplyObject(r);
+			redisFree(c);
+			if (ok)
+				return 0;
+		} else if (c) {
+			redisFree(c);
+		}
+		usleep(20000);
+	}
+	return -1;
+}
+
+static void
+redis_kill(void)
+{
+	if (rs_pid > 0) {
+		kill(rs_pid, SIGKILL);
+		waitpid(rs_pid, NULL, 0);
+	}
+	rs_pid = -1;
+}
+
+static void
+inspector_connect(void)
+{
+	struct timeval tv = { 2, 0 };
+
+	if (rc_ctx)
+		redisFree(rc_ctx);
+	rc_ctx = redisConnectWithTimeout("127.0.0.1", rs_port, tv);
+	cr_assert(rc_ctx && !rc_ctx->err, "inspector connect failed");
+	redisSetTimeout(rc_ctx, tv);
+}
+
+static void
+setup(void)
+{
+	int attempt;
+
+	util_strlcpy(rs_dir, "/tmp/txm-test-shaping-XXXXXX", sizeof(rs_dir));
+	cr_assert(mkdtemp(rs_dir) != NULL);
+	for (attempt = 0; attempt < 5; attempt++) {
+		rs_port = free_port();
+		cr_assert(rs_port != 0);
+		rs_pid = redis_spawn(rs_port);
+		cr_assert(rs_pid > 0);
+		if (redis_wait(rs_pid, rs_port, 5000) == 0)
+			break;
+		redis_kill();
+	}
+	cr_assert(rs_pid > 0, "redis-server did not start");
+	memset(&rs_addr, 0, sizeof(rs_addr));
+	util_strlcpy(rs_addr.host, "127.0.0.1", sizeof(rs_addr.host));
+	rs_addr.port = rs_port;
+	inspector_connect();
+	st = store_open(&rs_addr);
+	cr_assert(st);
+	char err[256];
+	cr_assert_eq(store_init(st, err, sizeof(err)), 0, "store_init: %s", err);
+}
+
+static void
+teardown(void)
+{
+	store_close(st);
+	st = NULL;
+	if (rc_ctx)
+		redisFree(rc_ctx);
+	rc_ctx = NULL;
+	redis_kill();
+	if (rs_dir[0]) {
+		char path[128];
+
+		snprintf(path, sizeof(path), "%s/dump.rdb", rs_dir);
+		unlink(path);
+		snprintf(path, sizeof(path), "%s/redis.sock", rs_dir);
+		unlink(path);
+		rmdir(rs_dir);
+	}
+}
+
+TestSuite(store_shaping, .init = setup, .fini = teardown);
+
+/* --- helpers --------------------------------------------------------------- */
+
+static long long
+rint_cmd(const char *fmt, const char *arg)
+{
+	redisReply *r = redisCommand(rc_ctx, fmt, arg);
+	long long v;
+
+	cr_assert(r, "inspector command failed: %s", fmt);
+	cr_assert_eq(r->type, REDIS_REPLY_INTEGER, "%s: got reply type %d, want integer", fmt, r->type);
+	v = r->integer;
+	freeReplyObject(r);
+	return v;
+}
+
+static int
+cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* --- rate slots ------------------------------------------------------------ */
+
+Test(store_shaping, reserve_blocks_follow_each_other)
+{
+	struct store_slot_req r = { "Slow.Test", 200000, 3, 0 };
+	int64_t now = 0, first;
+	long long ttl;
+
+	cr_assert_eq(store_shape_reserve(st, &r, 1, &now), 0);
+	cr_expect(now > 1600000000LL * 1000000, "got now %lld us, want Redis's clock in us", (long long)now);
+	cr_expect_eq(r.start_us, now, "idle domain: got start %lld, want now %lld",
+	    (long long)r.start_us, (long long)now);
+	first = r.start_us;
+	r.domain = "slow.test";   /* one bucket whatever the case */
+	r.k = 2;
+	cr_assert_eq(store_shape_reserve(st, &r, 1, &now), 0);
+	cr_expect_eq(r.start_us, first + 3 * 200000, "got start %lld, want %lld (after the first block)",
+	    (long long)r.start_us, (long long)(first + 3 * 200000));
+	ttl = rint_cmd("PTTL %s", "txm{0}:shape:rate:slow.test");
+	cr_expect(ttl > 1000 && ttl <= 1000 + 5 * 200 + 50, "got PTTL %lld, want the block's end + 1 s", ttl);
+}
+
+Test(store_shaping, reserve_many_domains_in_one_call)
+{
+	struct store_slot_req r[3] = {
+		{ "a.test", 1000, 10, 0 }, { "b.test", 50000, 1, 0 }, { "a.test", 1000, 5, 0 },
+	};
+	int64_t now = 0;
+
+	cr_assert_eq(store_shape_reserve(st, r, 3, &now), 0);
+	cr_expect_eq(r[0].start_us, now, "a.test: got %lld, want now", (long long)r[0].start_us);
+	cr_expect_eq(r[1].start_us, now, "b.test: got %lld, want now", (long long)r[1].start_us);
+	cr_expect_eq(r[2].start_us, now + 10 * 1000, "a.test again: got %lld, want now + 10 ms",
+	    (long long)(r[2].start_us - now));
+}
+
+Test(store_shaping, reserve_bad_arguments)
+{
+	struct store_slot_req r = { "a.test", 1000, 1, 0 };
+	char longd[STORE_SHAPE_KEY_MAX + 2];
+	int64_t now;
+
+	memset(longd, 'a', sizeof(longd) - 1);
+	longd[sizeof(longd) - 1] = '\0';
+	cr_expect_eq(store_shape_reserve(st, &r, 0, &now), STORE_ERR_PROTO);
+	r.k = 0;
+	cr_expect_eq(store_shape_reserve(st, &r, 1, &now), STORE_ERR_PROTO);
+	r.k = 1;
+	r.interval_us = 0;
+	cr_expect_eq(store_shape_reserve(st, &r, 1, &now), STORE_ERR_PROTO);
+	r.interval_us = 1;
+	r.domain = longd;
+	cr_expect_eq(store_shape_reserve(st, &r, 1, &now), STORE_ERR_PROTO);
+	r.domain = "";
+	cr_expect_eq(store_shape_reserve(st, &r, 1, &now), STORE_ERR_PROTO);
+}
+
+#define RACE_CALLS 200
+#define RACE_K 3
+#define RACE_IV 100
+
+struct racer {
+	struct store *s;
+	int64_t slots[RACE_CALLS * RACE_K];
+	int fails;
+};
+
+static void *
+race_main(void *arg)
+{
+	struct racer *rc = arg;
+
+	for (int i = 0; i < RACE_CALLS; i++) {
+		struct store_slot_req r = { "race.test", RACE_IV, RACE_K, 0 };
+		int64_t now;
+
+		if (store_shape_reserve(rc->s, &r, 1, &now) != 0) {
+			rc->fails++;
+			continue;
+		}
+		for (int j = 0; j < RACE_K; j++)
+			rc->slots[i * RACE_K + j] = r.start_us + (int64_t)j * RACE_IV;
+	}
+	return NULL;
+}
+
+/* Two handles (two processes' worth) booking from one bucket at once: no two slots closer than the interval. */
+Test(store_shaping, two_handles_never_overlap)
+{
+	static struct racer rc[2];
+	static int64_t all[2 * RACE_CALLS * RACE_K];
+	pthread_t t[2];
+	size_t n = 0;
+
+	memset(rc, 0, sizeof(rc));
+	for (int i = 0; i < 2; i++) {
+		rc[i].s = store_open(&rs_addr);
+		cr_assert(rc[i].s);
+	}
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, race_main, &rc[i]), 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	for (int i = 0; i < 2; i++) {
+		cr_expect_eq(rc[i].fails, 0, "handle %d: %d calls failed", i, rc[i].fails);
+		memcpy(all + n, rc[i].slots, sizeof(rc[i].slots));
+		n += RACE_CALLS * RACE_K;
+		store_close(rc[i].s);
+	}
+	qsort(all, n, sizeof(all[0]), cmp_i64);
+	for (size_t i = 1; i < n; i++)
+		cr_assert(all[i] - all[i - 1] >= RACE_IV, "slots %zu and %zu are %lld us apart, want >= %d",
+		    i - 1, i, (long long)(all[i] - all[i - 1]), RACE_IV);
+}
+
+Test(store_shaping, reserve_redis_down_is_unavailable)
+{
+	struct store_slot_req r = { "a.test", 1000, 1, 0 };
+	int64_t now, t0;
+
+	redis_kill();
+	t0 = util_mono_ms();
+	cr_expect_eq(store_shape_reserve(st, &r, 1, &now), STORE_ERR_UNAVAILABLE);
+	cr_expect(util_mono_ms() - t0 < 3000, "took %lld ms, want a quick failure",
+	    (long long)(util_mono_ms() - t0));
+}
+
+/* --- suspensions ------------------------------------------------------------- */
+
+Test(store_shaping, suspensions_set_list_clear)
+{
+	struct store_susp_op ops[2] = { { "relay 127.0.0.1:25", 5000, 5000 }, { "slow.test", 60000, 60000 } };
+	struct store_susp *l = NULL;
+	size_t n = 0;
+	int full = -1;
+
+	cr_assert_eq(store_shape_suspensions(st, ops, 2, 100, &l, &n, &full), 0);
+	cr_assert_eq(n, 2, "got %zu suspensions, want 2", n);
+	cr_expect_eq(full, 0);
+	for (size_t i = 0; i < n; i++) {
+		int64_t want = strcmp(l[i].dest, "slow.test") == 0 ? 60000 : 5000;
+		cr_expect(l[i].remaining_ms > want - 1000 && l[i].remaining_ms <= want,
+		    "%s: got %lld ms left, want about %lld", l[i].dest, (long long)l[i].remaining_ms,
+		    (long long)want);
+		cr_expect_eq(l[i].backoff_ms, want, "%s: got backoff %lld, want %lld", l[i].dest,
+		    (long long)l[i].backoff_ms, (long long)want);
+	}
+	free(l);
+	/* another handle (another process) sees them with no change of its own */
+	{
+		struct store *o = store_open(&rs_addr);
+		cr_assert(o);
+		cr_assert_eq(store_shape_suspensions(o, NULL, 0, 100, &l, &n, &full), 0);
+		cr_expect_eq(n, 2, "other handle: got %zu, want 2", n);
+		free(l);
+		store_close(o);
+	}
+	ops[0].remaining_ms = 0;   /* recovered */
+	cr_assert_eq(store_shape_suspensions(st, ops, 1, 100, &l, &n, &full), 0);
+	cr_assert_eq(n, 1, "after the clear: got %zu, want 1", n);
+	cr_expect_str_eq(l[0].dest, "slow.test");
+	free(l);
+}
+
+Test(store_shaping, suspensions_over_are_dropped)
+{
+	struct store_susp_op op = { "short.test", 50, 50 };
+	struct store_susp *l = NULL;
+	size_t n = 9;
+	int full;
+
+	cr_assert_eq(store_shape_suspensions(st, &op, 1, 100, &l, &n, &full), 0);
+	cr_expect_eq(n, 1);
+	free(l);
+	usleep(120000);
+	cr_assert_eq(store_shape_suspensions(st, NULL, 0, 100, &l, &n, &full), 0);
+	cr_expect_eq(n, 0, "got %zu, want 0 once over", n);
+	cr_expect_null(l);
+	cr_expect_eq(rint_cmd("HLEN %s", "txm{0}:shape:susp"), 0, "the over one is still stored");
+}
+
+Test(store_shaping, suspensions_capped)
+{
+	struct store_susp_op ops[3] = { { "a.test", 10000, 10000 }, { "b.test", 10000, 10000 },
+		{ "c.test", 10000, 10000 } };
+	struct store_susp *l = NULL;
+	size_t n;
+	int full;
+
+	cr_assert_eq(store_shape_suspensions(st, ops, 3, 2, &l, &n, &full), 0);
+	cr_expect_eq(n, 2, "got %zu, want the cap 2", n);
+	cr_expect_eq(full, 1);
+	free(l);
+	/* one already kept is still updated when full */
+	ops[0].remaining_ms = 20000;
+	cr_assert_eq(store_shape_suspensions(st, ops, 1, 2, &l, &n, &full), 0);
+	cr_assert_eq(n, 2);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(l[i].dest, "a.test") == 0)
+			cr_expect(l[i].remaining_ms > 15000, "a.test: got %lld ms, want the update",
+			    (long long)l[i].remaining_ms);
+	free(l);
+	cr_expect_eq(rint_cmd("HLEN %s", "txm{0}:shape:susp"), 2);
+}
