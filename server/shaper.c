@@ -218,16 +218,20 @@ shaper_rates_count(const struct shaper_rates *r)
 struct sh_entry {
 	struct sh_entry *next;
 	int64_t tat_us;          /* next free sending slot (rate), microseconds */
+	int64_t blk_end_us;      /* shared: the end of the block of slots booked (tat_us is in it) */
 	int fails;               /* consecutive connection failures */
 	int64_t until_ms;        /* suspended until; 0 = not suspended */
 	int64_t backoff_ms;      /* last suspension's length; 0 = never / cleared */
 	int end_seen;            /* the end of the last suspension was reported */
+	uint64_t susp_sync;      /* shared: the exchange current when the suspension was set */
+	uint64_t seen_sync;      /* shared: the last exchange that listed it */
 	char key[SHAPER_KEY_MAX + 1];
 };
 
 struct shaper_state {
 	struct shaper_params p;
 	struct shaper_rates *rates;
+	uint64_t sync;           /* the last shared exchange begun */
 	size_t n;
 	struct sh_entry *b[SH_NBUCKETS];
 };
@@ -353,6 +357,131 @@ shaper_state_reserve(struct shaper_state *st, const char *domain, int64_t now_ms
 	return (t_us + 999) / 1000;
 }
 
+/* A domain's rate and its spacing in us; 0 when unlimited. */
+static double
+sh_step(const struct shaper_state *st, const char *domain, int64_t *step_us)
+{
+	double rate = shaper_rates_lookup(st->rates, domain);
+
+	*step_us = 0;
+	if (rate <= 0)
+		return 0;
+	*step_us = (int64_t)(1e6 / rate);
+	if (*step_us < 1)
+		*step_us = 1;
+	return rate;
+}
+
+/* The slots of a full block of domain (the rate's SHAPER_BLOCK_MS worth, 1..SHAPER_BLOCK_MAX). */
+static int
+sh_block_max(double rate)
+{
+	double k = rate * SHAPER_BLOCK_MS / 1000.0;
+
+	return k < 1 ? 1 : k > SHAPER_BLOCK_MAX ? SHAPER_BLOCK_MAX : (int)k;
+}
+
+int
+shaper_state_take(struct shaper_state *st, const char *domain, int64_t now_ms, int64_t *at_ms)
+{
+	int64_t step_us, now_us = now_ms * 1000, t_us, span_us;
+	double rate = sh_step(st, domain, &step_us);
+	struct sh_entry *e;
+
+	*at_ms = now_ms;
+	if (rate <= 0 || (e = sh_get(st, domain, 1, now_ms)) == NULL)
+		return 0;
+	t_us = e->tat_us > now_us ? e->tat_us : now_us;
+	if (t_us < e->blk_end_us) {
+		e->tat_us = t_us + step_us;
+		*at_ms = (t_us + 999) / 1000;
+		return 0;
+	}
+	/* used up: the next block no earlier than one full block before this one ends */
+	span_us = (int64_t)sh_block_max(rate) * step_us;
+	if (e->blk_end_us - span_us > now_us)
+		*at_ms = (e->blk_end_us - span_us + 999) / 1000;
+	return 1;
+}
+
+int
+shaper_state_block(const struct shaper_state *st, const char *domain, size_t demand,
+    int64_t *interval_us)
+{
+	double rate = sh_step(st, domain, interval_us);
+	int kmax;
+
+	if (rate <= 0)
+		return 0;
+	kmax = sh_block_max(rate);
+	if (demand < 1)
+		return 1;
+	return demand < (size_t)kmax ? (int)demand : kmax;
+}
+
+void
+shaper_state_grant(struct shaper_state *st, const char *domain, int64_t start_us, int k,
+    int64_t interval_us)
+{
+	struct sh_entry *e = sh_get(st, domain, 1, start_us / 1000);
+
+	if (e == NULL || k < 1 || interval_us < 1)
+		return;
+	e->tat_us = start_us;
+	e->blk_end_us = start_us + (int64_t)k * interval_us;
+}
+
+uint64_t
+shaper_state_sync_begin(struct shaper_state *st)
+{
+	return ++st->sync;
+}
+
+int
+shaper_state_learn(struct shaper_state *st, uint64_t sync, const char *dest,
+    int64_t remaining_ms, int64_t backoff_ms, int64_t now_ms)
+{
+	struct sh_entry *e;
+	int news;
+
+	if (remaining_ms <= 0 || (e = sh_get(st, dest, 1, now_ms)) == NULL)
+		return 0;
+	news = e->until_ms == 0 || now_ms >= e->until_ms;
+	if (news || now_ms + remaining_ms > e->until_ms)
+		e->until_ms = now_ms + remaining_ms;
+	if (backoff_ms > st->p.backoff_max_ms)
+		backoff_ms = st->p.backoff_max_ms;
+	if (backoff_ms > e->backoff_ms)
+		e->backoff_ms = backoff_ms;   /* on probation when it ends, as where it was found */
+	if (news) {
+		e->end_seen = 0;
+		e->susp_sync = sync;
+	}
+	e->seen_sync = sync;
+	return news;
+}
+
+size_t
+shaper_state_sync_end(struct shaper_state *st, uint64_t sync, int complete, int64_t now_ms)
+{
+	size_t n = 0;
+
+	if (!complete)
+		return 0;
+	for (size_t i = 0; i < SH_NBUCKETS; i++)
+		for (struct sh_entry *e = st->b[i]; e != NULL; e = e->next) {
+			if (e->until_ms == 0 || now_ms >= e->until_ms || e->susp_sync >= sync ||
+			    e->seen_sync == sync)
+				continue;
+			e->fails = 0;
+			e->until_ms = 0;
+			e->backoff_ms = 0;
+			e->end_seen = 1;
+			n++;
+		}
+	return n;
+}
+
 int64_t
 shaper_state_check(struct shaper_state *st, const char *dest, int64_t now_ms,
     enum shaper_event *ev)
@@ -418,6 +547,7 @@ shaper_state_report(struct shaper_state *st, const char *dest, int conn_fail,
 	}
 	e->until_ms = now_ms + e->backoff_ms;
 	e->end_seen = 0;
+	e->susp_sync = st->sync;
 	*until_ms = e->until_ms;
 	*fails = e->fails;
 	return SHAPER_EV_SUSPENDED;

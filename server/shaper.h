@@ -6,8 +6,10 @@
  * Two layers. The pure core (shaper_rates_*, shaper_state_*) takes "now"
  * as an argument, does no I/O, no logging, no locking, and is unit-tested
  * with an injected clock. The wrapper (struct shaper) adds a mutex, a
- * min-heap of held deliveries and one release thread; it never speaks SMTP
- * or Redis and never frees the items it holds.
+ * min-heap of held deliveries, one release thread and, when given Redis,
+ * one sync thread that shares the rates and suspensions with every other
+ * shaper through the store (store_shape_*, server/store_shaping.c); it
+ * never speaks SMTP or Redis itself and never frees the items it holds.
  *
  * Semantics (documented in README "Shaping"):
  *  - Rate: TXMAIL_DOMAIN_RATE="gmail.com=20,outlook.com=10,*=0", messages
@@ -19,6 +21,18 @@
  *    released when its slot comes; held deliveries stay "in flight" for the
  *    worker, so its concurrency cap bounds them and fetching stops when it
  *    is reached (back-pressure).
+ *  - Shared (shaper_config.redis set): the bucket is in Redis, one for
+ *    every process. The sync thread books a block of slots for a domain
+ *    (up to SHAPER_BLOCK_MS worth at the rate, as many as are waiting, at
+ *    most SHAPER_BLOCK_MAX; all domains that need one in one round trip)
+ *    and the deliveries take the block's slots in order; a block is asked
+ *    for at most one block ahead of time. Slots of a block nobody used are
+ *    lost (under the rate, never over). Suspensions are written to Redis
+ *    at once and every shaper reads the set at least once a second, so a
+ *    destination suspended by one process is suspended in all of them
+ *    within about a second, and lifted in all when one sees it answer.
+ *    Redis unreachable: each loop shapes alone (its rate_share of the
+ *    rate, its own suspensions) until Redis answers again; logged once.
  *  - Backoff: a destination (the domain in direct mode, the relay
  *    otherwise) that gives `fail_threshold` consecutive connection-level
  *    tempfails is suspended for backoff_base; while suspended, admitting a
@@ -33,6 +47,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+struct redis_addr;
 
 #define SHAPER_KEY_MAX 255          /* longest domain / destination key */
 #define SHAPER_RATES_MAX 1000       /* entries in TXMAIL_DOMAIN_RATE */
@@ -62,8 +78,11 @@ struct shaper_params {
 	int fail_threshold;        /* consecutive connection failures before suspending, >= 1 */
 	int64_t backoff_base_ms;   /* first suspension */
 	int64_t backoff_max_ms;    /* longest suspension, >= base */
-	int rate_share;            /* the rates are split among this many shapers (delivery loops); 1 when 0 */
+	int rate_share;            /* local buckets: the rates are split among this many shapers (delivery loops); 1 when 0 */
 };
+
+#define SHAPER_BLOCK_MS 200       /* a shared block covers about this long at the domain's rate */
+#define SHAPER_BLOCK_MAX 1000     /* slots in one shared block */
 
 enum shaper_event {
 	SHAPER_EV_NONE = 0,
@@ -102,6 +121,59 @@ int64_t shaper_state_check(struct shaper_state *st, const char *dest, int64_t no
 enum shaper_event shaper_state_report(struct shaper_state *st, const char *dest, int conn_fail,
     int64_t now_ms, int64_t *until_ms, int *fails);
 
+/*
+ * --- shared buckets: the slots come in blocks booked elsewhere (the sync
+ * thread, store_shape_reserve); the full rate applies, not rate_share.
+ *
+ * shaper_state_take - the next slot of domain's block, booked: 0 with
+ * *at_ms (>= now_ms; now_ms when unlimited or the key table is full).
+ * 1 when the block is used up: nothing booked, and *at_ms is the earliest
+ * time a new block may be asked for (never more than one block ahead).
+ */
+int shaper_state_take(struct shaper_state *st, const char *domain, int64_t now_ms, int64_t *at_ms);
+
+/*
+ * shaper_state_block - the slots to ask for domain when demand deliveries
+ * wait: min(demand, the rate's SHAPER_BLOCK_MS worth, SHAPER_BLOCK_MAX),
+ * at least 1, with *interval_us the full rate's spacing. 0 when unlimited.
+ */
+int shaper_state_block(const struct shaper_state *st, const char *domain, size_t demand,
+    int64_t *interval_us);
+
+/*
+ * shaper_state_grant - domain's block is now k slots interval_us apart
+ * from start_us (this clock, microseconds); what was left of the last one
+ * is dropped. Nothing when the key table is full.
+ */
+void shaper_state_grant(struct shaper_state *st, const char *domain, int64_t start_us, int k,
+    int64_t interval_us);
+
+/*
+ * --- shared suspensions: an exchange with the shared set (the sync
+ * thread, store_shape_suspensions) is begin, learn for each suspension
+ * listed, end.
+ *
+ * shaper_state_sync_begin - the exchange's number; suspensions set from
+ * here on were not in what it wrote and are left alone by its end.
+ */
+uint64_t shaper_state_sync_begin(struct shaper_state *st);
+
+/*
+ * shaper_state_learn - dest is suspended for remaining_ms more, a
+ * suspension of backoff_ms (its probation doubles that), as the shared set
+ * says. 1 when it was not suspended here before (news), else 0.
+ */
+int shaper_state_learn(struct shaper_state *st, uint64_t sync, const char *dest,
+    int64_t remaining_ms, int64_t backoff_ms, int64_t now_ms);
+
+/*
+ * shaper_state_sync_end - complete 1 (the list was whole): a suspension
+ * running here, set before the exchange began and not listed, was lifted
+ * by another shaper that saw the destination answer: cleared like a
+ * report of success. Returns how many were cleared (0 when !complete).
+ */
+size_t shaper_state_sync_end(struct shaper_state *st, uint64_t sync, int complete, int64_t now_ms);
+
 /* shaper_state_suspended - destinations suspended at now_ms (the suspension not over yet). */
 size_t shaper_state_suspended(const struct shaper_state *st, int64_t now_ms);
 
@@ -124,6 +196,12 @@ struct shaper_config {
 	 */
 	void (*on_release)(void *item, int64_t until_ms, int shutdown, void *arg);
 	void *arg;
+	/*
+	 * Redis to share the rates and suspensions through (read by the sync
+	 * thread, which opens its own store handle; must outlive the shaper).
+	 * NULL: this shaper alone (rate_share of each rate).
+	 */
+	const struct redis_addr *redis;
 };
 
 enum shaper_verdict {
@@ -151,7 +229,7 @@ void shaper_report(struct shaper *s, const char *dest, int conn_fail);
 /* shaper_suspended - destinations suspended now (metrics). Any thread. */
 size_t shaper_suspended(struct shaper *s);
 
-/* shaper_held - deliveries held now. */
+/* shaper_held - deliveries held now (waiting for a slot or for a block of them). */
 size_t shaper_held(struct shaper *s);
 
 /*

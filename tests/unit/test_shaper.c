@@ -113,6 +113,91 @@ Test(shaper, bucket_spacing)
 	shaper_state_free(st);
 }
 
+Test(shaper, shared_blocks_take_and_grant)
+{
+	/* 100/s: 10 ms apart, a full block is 200 ms = 20 slots */
+	struct shaper_state *st = new_state("busy.test=100,slow.test=5", 5, 10000, 600000);
+	int64_t at, iv;
+
+	cr_assert_not_null(st);
+	cr_expect_eq(shaper_state_take(st, "free.test", 1000, &at), 0, "unlimited: want a slot");
+	cr_expect_eq(at, 1000, "unlimited: got %lld, want now", (long long)at);
+	cr_expect_eq(shaper_state_take(st, "busy.test", 1000, &at), 1, "no block yet: want 1");
+	cr_expect_eq(at, 1000, "no block yet: ask now, got %lld", (long long)at);
+	/* block sizes: as many as wait, at most 200 ms worth */
+	cr_expect_eq(shaper_state_block(st, "busy.test", 3, &iv), 3);
+	cr_expect_eq(iv, 10000, "got interval %lld us, want 10000", (long long)iv);
+	cr_expect_eq(shaper_state_block(st, "busy.test", 500, &iv), 20);
+	cr_expect_eq(shaper_state_block(st, "slow.test", 30, &iv), 1, "5/s: one slot a block");
+	cr_expect_eq(iv, 200000);
+	cr_expect_eq(shaper_state_block(st, "free.test", 30, &iv), 0, "unlimited: no block");
+	/* a granted block is taken slot by slot, the full rate (rate_share does not apply) */
+	shaper_state_grant(st, "BUSY.test", 1005 * 1000, 3, 10000);
+	for (int i = 0; i < 3; i++) {
+		cr_expect_eq(shaper_state_take(st, "busy.test", 1000, &at), 0, "slot %d: want booked", i);
+		cr_expect_eq(at, 1005 + 10 * i, "slot %d: got %lld, want %d", i, (long long)at, 1005 + 10 * i);
+	}
+	cr_expect_eq(shaper_state_take(st, "busy.test", 1000, &at), 1, "used up: want 1");
+	cr_expect_eq(at, 1000, "3-slot block ends 1035, less than a full block ahead: ask now");
+	/* slots gone by unused are skipped, never sent together */
+	shaper_state_grant(st, "busy.test", 2000 * 1000, 20, 10000);
+	cr_expect_eq(shaper_state_take(st, "busy.test", 2100, &at), 0);
+	cr_expect_eq(at, 2100, "late: got %lld, want now", (long long)at);
+	cr_expect_eq(shaper_state_take(st, "busy.test", 2100, &at), 0);
+	cr_expect_eq(at, 2110, "late, next: got %lld, want 2110", (long long)at);
+	/* a full block ahead: the next one is asked for no sooner than a block before it ends */
+	shaper_state_grant(st, "busy.test", 5000 * 1000, 20, 10000);
+	while (shaper_state_take(st, "busy.test", 3000, &at) == 0)
+		;
+	cr_expect_eq(at, 5000, "got %lld, want 5000 (block ends 5200, a block is 200 ms)", (long long)at);
+	shaper_state_free(st);
+}
+
+Test(shaper, shared_suspensions_learned_and_lifted)
+{
+	struct shaper_state *st = new_state("", 2, 10000, 40000);
+	enum shaper_event ev;
+	int64_t until;
+	int fails;
+	uint64_t n;
+
+	/* learned from the shared set: suspended here too, and on probation after */
+	n = shaper_state_sync_begin(st);
+	cr_expect_eq(shaper_state_learn(st, n, "far.test", 5000, 10000, 1000), 1, "want news");
+	cr_expect_eq(shaper_state_learn(st, n, "far.test", 4000, 10000, 1000), 0, "again: no news");
+	cr_expect_eq(shaper_state_sync_end(st, n, 1, 1000), 0);
+	cr_expect_eq(shaper_state_check(st, "far.test", 2000, &ev), 6000, "got %lld, want 6000",
+	    (long long)shaper_state_check(st, "far.test", 2000, &ev));
+	cr_expect_eq(shaper_state_check(st, "far.test", 6000, &ev), 0);
+	cr_expect_eq(ev, SHAPER_EV_ENDED, "the end is reported here too");
+	ev = shaper_state_report(st, "far.test", 1, 6100, &until, &fails);
+	cr_expect_eq(ev, SHAPER_EV_SUSPENDED, "probation: one failure suspends again");
+	cr_expect_eq(until, 6100 + 20000, "got %lld, want twice the learned backoff", (long long)until);
+
+	/* set here before an exchange and not listed by it: lifted elsewhere */
+	for (int i = 0; i < 2; i++)
+		ev = shaper_state_report(st, "near.test", 1, 10000, &until, &fails);
+	cr_assert_eq(ev, SHAPER_EV_SUSPENDED);
+	n = shaper_state_sync_begin(st);
+	/* a suspension set during the exchange is not in its list: kept */
+	for (int i = 0; i < 2; i++)
+		ev = shaper_state_report(st, "new.test", 1, 10001, &until, &fails);
+	cr_assert_eq(ev, SHAPER_EV_SUSPENDED);
+	/* an incomplete list lifts nothing */
+	cr_expect_eq(shaper_state_sync_end(st, n, 0, 10002), 0);
+	cr_expect_neq(shaper_state_check(st, "near.test", 10002, &ev), 0, "incomplete: kept");
+	n = shaper_state_sync_begin(st);
+	shaper_state_learn(st, n, "new.test", 9000, 10000, 10002);
+	cr_expect_eq(shaper_state_sync_end(st, n, 1, 10002), 2, "near.test and far.test lifted");
+	cr_expect_eq(shaper_state_check(st, "near.test", 10002, &ev), 0, "near.test: want lifted");
+	cr_expect_eq(shaper_state_check(st, "far.test", 10002, &ev), 0, "far.test: want lifted");
+	cr_expect_neq(shaper_state_check(st, "new.test", 10002, &ev), 0, "new.test: listed, kept");
+	/* lifted like a success: the count starts again */
+	ev = shaper_state_report(st, "near.test", 1, 10003, &until, &fails);
+	cr_expect_eq(ev, SHAPER_EV_NONE, "after the lift one failure is below the threshold");
+	shaper_state_free(st);
+}
+
 Test(shaper, suspension_threshold_doubling_reset)
 {
 	struct shaper_state *st = new_state("", 3, 10000, 35000);
@@ -253,7 +338,7 @@ rel_count(struct rel *r)
 Test(shaper, wrapper_holds_and_releases_in_order)
 {
 	struct rel r = { .mu = PTHREAD_MUTEX_INITIALIZER };
-	struct shaper_config c = { "q.test=50,r.test=1", { 5, 10000, 600000, 1 }, on_rel, &r };
+	struct shaper_config c = { "q.test=50,r.test=1", { 5, 10000, 600000, 1 }, on_rel, &r, NULL };
 	char err[256];
 	struct shaper *s = shaper_new(&c, err, sizeof(err));
 	int tags[4];
