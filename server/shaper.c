@@ -2,12 +2,15 @@
  * shaper.c - per-destination shaping: domain rates (one-token buckets) and
  * suspension of destinations that keep refusing connections.
  *
- * Owns the key table, the held-delivery heap and the release thread. The
- * core functions (shaper_rates_*, shaper_state_*, shaper_conn_fail) are
- * pure: the caller passes "now", nothing here sleeps, logs or locks. The
- * wrapper (shaper_new .. shaper_free) is the only part that reads clocks,
- * logs and runs a thread. Never speaks SMTP or Redis, never frees an item
- * it holds.
+ * Owns the key table, the held-delivery heap, the release thread and,
+ * shared through Redis, the sync thread with its store handle, the
+ * deliveries waiting for a block of slots and the suspension changes not
+ * written yet. The core functions (shaper_rates_*, shaper_state_*,
+ * shaper_conn_fail) are pure: the caller passes "now", nothing here
+ * sleeps, logs or locks. The wrapper (shaper_new .. shaper_free) is the
+ * only part that reads clocks, logs and runs threads. Never speaks SMTP,
+ * reaches Redis only through store.h (store_shape_*), never holds its
+ * mutex across a round trip, never frees an item it holds.
  */
 #include "shaper.h"
 
@@ -23,6 +26,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "store.h"
 #include "util.h"
 
 /* --- rates ------------------------------------------------------------------ */
@@ -570,9 +574,26 @@ struct sh_held {
 	char dest[SHAPER_KEY_MAX + 1];
 };
 
+/* shared: a delivery waiting for its domain's next block of slots */
+struct sh_wait {
+	void *item;
+	char domain[SHAPER_KEY_MAX + 1];
+	char dest[SHAPER_KEY_MAX + 1];
+};
+
+/* shared: a suspension change not written to Redis yet */
+struct sh_op {
+	char dest[SHAPER_KEY_MAX + 1];
+	int64_t until_ms;       /* monotonic; 0: cleared (the destination answered) */
+	int64_t backoff_ms;
+};
+
+#define SH_SYNC_MS 1000     /* the shared suspensions are read at least this often */
+#define SH_COALESCE_MS 1    /* a block request waits this long for the rest of a fetch */
+
 struct shaper {
 	pthread_mutex_t mu;
-	pthread_cond_t cv;          /* CLOCK_MONOTONIC */
+	pthread_cond_t cv;          /* release thread; CLOCK_MONOTONIC */
 	pthread_t thr;
 	int started, stop;
 	struct shaper_state *st;
@@ -581,6 +602,17 @@ struct shaper {
 	uint64_t seq;
 	void (*on_release)(void *item, int64_t until_ms, int shutdown, void *arg);
 	void *arg;
+	/* shared through Redis (redis != NULL) */
+	const struct redis_addr *redis;
+	pthread_t sync_thr;
+	int sync_started;
+	pthread_cond_t scv;         /* sync thread: deliveries wait, a change to write; CLOCK_MONOTONIC */
+	int down;                   /* Redis did not answer: shaping alone until it does (logged once) */
+	struct sh_wait *wait;       /* FIFO */
+	size_t nwait, capwait;
+	struct sh_op *ops;          /* FIFO, at most STORE_SHAPE_OPS_MAX */
+	size_t nops;
+	int64_t next_sync_ms;       /* monotonic: the next read of the shared suspensions */
 };
 
 static int
@@ -646,6 +678,33 @@ mono_to_wall(int64_t mono_ms)
 	return util_now_ms() + (mono_ms - util_mono_ms());
 }
 
+static int64_t
+mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Wait on cv (CLOCK_MONOTONIC) for at most wait_ms; s->mu held. */
+static void
+cond_wait_ms(struct shaper *s, pthread_cond_t *cv, int64_t wait_ms)
+{
+	struct timespec ts;
+
+	if (wait_ms < 0)
+		wait_ms = 0;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += (time_t)(wait_ms / 1000);
+	ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(cv, &s->mu, &ts);
+}
+
 /* Suspension check with its log line; s->mu held. Returns the end (monotonic) or 0. */
 static int64_t
 check_locked(struct shaper *s, const char *dest, int64_t now)
@@ -677,16 +736,7 @@ release_main(void *arg)
 			continue;
 		}
 		if (s->heap[0].at_ms > now) {
-			struct timespec ts;
-			int64_t wait = s->heap[0].at_ms - now;
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			ts.tv_sec += (time_t)(wait / 1000);
-			ts.tv_nsec += (long)(wait % 1000) * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
-			pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+			cond_wait_ms(s, &s->cv, s->heap[0].at_ms - now);
 			continue;
 		}
 		while (n < RELEASE_BATCH && s->nheap > 0 && s->heap[0].at_ms <= now) {
@@ -702,6 +752,280 @@ release_main(void *arg)
 		pthread_mutex_lock(&s->mu);
 	}
 	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+/* --- wrapper: sharing through Redis (the sync thread) ------------------------- */
+
+/* Hold item at at_ms (monotonic) for the release thread; -1 on OOM. s->mu held. */
+static int
+hold_locked(struct shaper *s, void *item, const char *dest, int64_t at_ms)
+{
+	struct sh_held h;
+
+	memset(&h, 0, sizeof(h));
+	h.at_ms = at_ms;
+	h.seq = s->seq++;
+	h.item = item;
+	util_strlcpy(h.dest, dest, sizeof(h.dest));
+	if (heap_push(s, &h) != 0)
+		return -1;
+	pthread_cond_signal(&s->cv);
+	return 0;
+}
+
+/* Queue item until its domain gets a block; -1 on OOM. s->mu held. */
+static int
+wait_locked(struct shaper *s, void *item, const char *domain, const char *dest)
+{
+	struct sh_wait *w;
+
+	if (s->nwait == s->capwait) {
+		size_t nc = s->capwait == 0 ? 64 : s->capwait * 2;
+		struct sh_wait *nw = realloc(s->wait, nc * sizeof(*nw));
+		if (nw == NULL)
+			return -1;
+		s->wait = nw;
+		s->capwait = nc;
+	}
+	w = &s->wait[s->nwait++];
+	w->item = item;
+	util_strlcpy(w->domain, domain, sizeof(w->domain));
+	util_strlcpy(w->dest, dest, sizeof(w->dest));
+	pthread_cond_signal(&s->scv);
+	return 0;
+}
+
+/* A suspension change for Redis (dropped when STORE_SHAPE_OPS_MAX wait already). s->mu held. */
+static void
+op_locked(struct shaper *s, const char *dest, int64_t until_ms, int64_t backoff_ms)
+{
+	struct sh_op *o;
+
+	if (s->redis == NULL || s->ops == NULL || s->nops >= STORE_SHAPE_OPS_MAX)
+		return;
+	o = &s->ops[s->nops++];
+	util_strlcpy(o->dest, dest, sizeof(o->dest));
+	o->until_ms = until_ms;
+	o->backoff_ms = backoff_ms;
+	pthread_cond_signal(&s->scv);
+}
+
+/*
+ * Give every waiting delivery whose domain's block has a slot its slot, in
+ * order; the others stay. A delivery with no memory to hold it is sent now
+ * (never lost, as in shaper_admit). s->mu held; nothing is called back.
+ */
+static void
+assign_locked(struct shaper *s, int64_t now)
+{
+	size_t keep = 0;
+
+	for (size_t i = 0; i < s->nwait; i++) {
+		struct sh_wait *w = &s->wait[i];
+		int64_t at;
+
+		if (s->down)
+			at = shaper_state_reserve(s->st, w->domain, now);
+		else if (shaper_state_take(s->st, w->domain, now, &at) != 0) {
+			s->wait[keep++] = *w;
+			continue;
+		}
+		if (hold_locked(s, w->item, w->dest, at) != 0 &&
+		    hold_locked(s, w->item, w->dest, now) != 0)
+			s->wait[keep++] = *w;   /* no memory at all: try again next round */
+	}
+	s->nwait = keep;
+}
+
+/* Redis did not answer: shape alone from now on, logged once. s->mu held. */
+static void
+go_down_locked(struct shaper *s, int rc, int64_t now)
+{
+	if (!s->down)
+		log_warn("shared shaping unavailable, each delivery loop shapes alone until redis answers",
+		    "error=%s", store_strerror(rc));
+	s->down = 1;
+	s->next_sync_ms = now + SH_SYNC_MS;   /* the next suspension read is the probe */
+	assign_locked(s, now);
+}
+
+struct sh_round {
+	struct store_slot_req req[STORE_SHAPE_BATCH_MAX];
+	char dom[STORE_SHAPE_BATCH_MAX][SHAPER_KEY_MAX + 1];
+	size_t demand[STORE_SHAPE_BATCH_MAX];
+	size_t nreq;
+	struct store_susp_op ops[STORE_SHAPE_OPS_MAX];
+	char opdest[STORE_SHAPE_OPS_MAX][SHAPER_KEY_MAX + 1];
+	size_t nops, nsnap;
+};
+
+/*
+ * The domains that need a block now (all of them in one call) and when
+ * the next one will; s->mu held. Returns the time to look again.
+ */
+static int64_t
+plan_rates_locked(struct shaper *s, struct sh_round *r, int64_t now)
+{
+	int64_t wake = now + SH_SYNC_MS;
+
+	r->nreq = 0;
+	if (s->down)
+		return wake;
+	for (size_t i = 0; i < s->nwait; i++) {
+		size_t d;
+		int64_t at;
+
+		for (d = 0; d < r->nreq; d++)
+			if (strcasecmp(r->dom[d], s->wait[i].domain) == 0)
+				break;
+		if (d < r->nreq) {
+			r->demand[d]++;
+			continue;
+		}
+		if (shaper_state_take(s->st, s->wait[i].domain, now, &at) == 0) {
+			/* a slot came free (assign_locked missed it): next round */
+			wake = now;
+			continue;
+		}
+		if (at > now) {
+			if (at < wake)
+				wake = at;
+			continue;
+		}
+		if (r->nreq == STORE_SHAPE_BATCH_MAX) {
+			wake = now;
+			continue;
+		}
+		util_strlcpy(r->dom[r->nreq], s->wait[i].domain, sizeof(r->dom[0]));
+		r->demand[r->nreq] = 1;
+		r->nreq++;
+	}
+	for (size_t d = 0; d < r->nreq; d++) {
+		r->req[d].domain = r->dom[d];
+		r->req[d].k = shaper_state_block(s->st, r->dom[d], r->demand[d], &r->req[d].interval_us);
+		if (r->req[d].k < 1)
+			r->req[d].k = 1;
+		if (r->req[d].interval_us < 1)
+			r->req[d].interval_us = 1;
+	}
+	return wake;
+}
+
+/* The suspension changes to write (a snapshot: those made during the call stay queued). */
+static void
+plan_ops_locked(struct shaper *s, struct sh_round *r, int64_t now)
+{
+	r->nops = 0;
+	r->nsnap = s->nops;
+	for (size_t i = 0; i < s->nops; i++) {
+		const struct sh_op *o = &s->ops[i];
+		struct store_susp_op *so = &r->ops[r->nops];
+
+		if (o->until_ms != 0 && o->until_ms <= now)
+			continue;   /* over already */
+		util_strlcpy(r->opdest[r->nops], o->dest, sizeof(r->opdest[0]));
+		so->dest = r->opdest[r->nops];
+		so->remaining_ms = o->until_ms == 0 ? 0 : o->until_ms - now;
+		so->backoff_ms = o->backoff_ms;
+		r->nops++;
+	}
+}
+
+static void *
+sync_main(void *arg)
+{
+	struct shaper *s = arg;
+	struct store *store = store_open(s->redis);
+	struct sh_round *r = calloc(1, sizeof(*r));
+
+	pthread_mutex_lock(&s->mu);
+	if (store == NULL || r == NULL) {
+		log_error("out of memory", "what=shared shaping");
+		s->down = 1;
+		assign_locked(s, util_mono_ms());
+		/* shaper_admit shapes alone from now on; nothing is ever sent to this thread again */
+		while (!s->stop)
+			pthread_cond_wait(&s->scv, &s->mu);
+		goto out;
+	}
+	while (!s->stop) {
+		int64_t now = util_mono_ms(), wake, t0, t1, t2, rnow = 0;
+		int due, rrc = 0, src = 0, full = 0;
+		uint64_t sync = 0;
+		struct store_susp *list = NULL;
+		size_t nl = 0;
+
+		assign_locked(s, now);
+		wake = plan_rates_locked(s, r, now);
+		due = now >= s->next_sync_ms || s->nops > 0;
+		if (r->nreq == 0 && !due) {
+			if (wake > s->next_sync_ms)
+				wake = s->next_sync_ms;
+			cond_wait_ms(s, &s->scv, wake - now);
+			continue;
+		}
+		if (r->nreq > 0 && SH_COALESCE_MS > 0) {
+			/* the rest of this fetch is being admitted: one round trip for all its domains */
+			cond_wait_ms(s, &s->scv, SH_COALESCE_MS);
+			if (s->stop)
+				break;
+			now = util_mono_ms();
+			assign_locked(s, now);
+			(void)plan_rates_locked(s, r, now);
+		}
+		if (due) {
+			plan_ops_locked(s, r, now);
+			sync = shaper_state_sync_begin(s->st);
+		}
+		pthread_mutex_unlock(&s->mu);
+		t0 = mono_us();
+		if (r->nreq > 0)
+			rrc = store_shape_reserve(store, r->req, r->nreq, &rnow);
+		t1 = mono_us();
+		if (due)
+			src = store_shape_suspensions(store, r->ops, r->nops, SHAPER_TABLE_MAX, &list, &nl, &full);
+		t2 = mono_us();
+		pthread_mutex_lock(&s->mu);
+		now = util_mono_ms();
+		if (r->nreq > 0 && rrc == 0) {
+			/* Redis's clock onto ours: the call's midpoint is Redis's now */
+			int64_t mid = t0 + (t1 - t0) / 2;
+			for (size_t d = 0; d < r->nreq; d++)
+				shaper_state_grant(s->st, r->dom[d], mid + (r->req[d].start_us - rnow),
+				    r->req[d].k, r->req[d].interval_us);
+		}
+		if (due && src == 0) {
+			int64_t mid_ms = (t1 + (t2 - t1) / 2) / 1000;
+			size_t lifted;
+
+			if (s->down)
+				log_info("shared shaping available again");
+			s->down = 0;
+			memmove(s->ops, s->ops + r->nsnap, (s->nops - r->nsnap) * sizeof(*s->ops));
+			s->nops -= r->nsnap;
+			for (size_t i = 0; i < nl; i++)
+				if (shaper_state_learn(s->st, sync, list[i].dest, list[i].remaining_ms,
+				    list[i].backoff_ms, mid_ms))
+					log_info("destination suspended by another delivery loop, deferring here too",
+					    "destination=%s remaining_ms=%lld", list[i].dest,
+					    (long long)list[i].remaining_ms);
+			lifted = shaper_state_sync_end(s->st, sync, !full, now);
+			if (lifted > 0)
+				log_info("destination answers again elsewhere, suspension lifted",
+				    "destinations=%zu", lifted);
+			s->next_sync_ms = now + SH_SYNC_MS;
+		} else if (due) {
+			s->next_sync_ms = now + SH_SYNC_MS;
+		}
+		free(list);
+		if ((r->nreq > 0 && rrc != 0) || (due && src != 0))
+			go_down_locked(s, rrc != 0 ? rrc : src, now);
+	}
+out:
+	pthread_mutex_unlock(&s->mu);
+	free(r);
+	store_close(store);
 	return NULL;
 }
 
@@ -723,17 +1047,32 @@ shaper_new(const struct shaper_config *c, char *err, size_t errlen)
 	rates = NULL;
 	s->on_release = c->on_release;
 	s->arg = c->arg;
+	s->redis = c->redis;
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->cv, &ca);
+	pthread_cond_init(&s->scv, &ca);
 	pthread_condattr_destroy(&ca);
+	if (s->redis != NULL && (s->ops = calloc(STORE_SHAPE_OPS_MAX, sizeof(*s->ops))) == NULL) {
+		sh_err(err, errlen, "shaper: out of memory");
+		shaper_free(s);
+		return NULL;
+	}
 	if (pthread_create(&s->thr, NULL, release_main, s) != 0) {
 		sh_err(err, errlen, "shaper: cannot start its thread");
 		shaper_free(s);
 		return NULL;
 	}
 	s->started = 1;
+	if (s->redis != NULL) {
+		if (pthread_create(&s->sync_thr, NULL, sync_main, s) != 0) {
+			sh_err(err, errlen, "shaper: cannot start its sync thread");
+			shaper_free(s);
+			return NULL;
+		}
+		s->sync_started = 1;
+	}
 	return s;
 oom:
 	shaper_rates_free(rates);
@@ -757,20 +1096,21 @@ shaper_admit(struct shaper *s, const char *domain, const char *dest, void *item,
 		v = SHAPER_SUSPENDED;
 		goto out;
 	}
-	at = shaper_state_reserve(s->st, domain, now);
-	if (at > now && !s->stop) {
-		struct sh_held h;
-		memset(&h, 0, sizeof(h));
-		h.at_ms = at;
-		h.seq = s->seq++;
-		h.item = item;
-		util_strlcpy(h.dest, dest, sizeof(h.dest));
-		if (heap_push(s, &h) == 0) {
-			v = SHAPER_HELD;
-			pthread_cond_signal(&s->cv);
+	if (s->stop)
+		goto out;
+	if (s->redis != NULL && !s->down) {
+		if (shaper_state_take(s->st, domain, now, &at) != 0) {
+			/* the block is used up: wait for the sync thread's next one */
+			if (wait_locked(s, item, domain, dest) == 0)
+				v = SHAPER_HELD;
+			goto out;
 		}
-		/* out of memory: send now rather than lose it */
+	} else {
+		at = shaper_state_reserve(s->st, domain, now);
 	}
+	if (at > now && hold_locked(s, item, dest, at) == 0)
+		v = SHAPER_HELD;
+	/* out of memory: send now rather than lose it */
 out:
 	pthread_mutex_unlock(&s->mu);
 	return v;
@@ -785,6 +1125,10 @@ shaper_report(struct shaper *s, const char *dest, int conn_fail)
 
 	pthread_mutex_lock(&s->mu);
 	ev = shaper_state_report(s->st, dest, conn_fail, util_mono_ms(), &until, &fails);
+	if (ev == SHAPER_EV_SUSPENDED)
+		op_locked(s, dest, until, until - util_mono_ms());
+	else if (ev == SHAPER_EV_RECOVERED)
+		op_locked(s, dest, 0, 0);
 	pthread_mutex_unlock(&s->mu);
 	if (ev == SHAPER_EV_SUSPENDED) {
 		char dur[32];
@@ -815,7 +1159,7 @@ shaper_held(struct shaper *s)
 	size_t n;
 
 	pthread_mutex_lock(&s->mu);
-	n = s->nheap;
+	n = s->nheap + s->nwait;
 	pthread_mutex_unlock(&s->mu);
 	return n;
 }
@@ -830,16 +1174,24 @@ shaper_stop(struct shaper *s)
 	pthread_mutex_lock(&s->mu);
 	s->stop = 1;
 	pthread_cond_broadcast(&s->cv);
+	pthread_cond_broadcast(&s->scv);
 	pthread_mutex_unlock(&s->mu);
 	if (s->started) {
 		pthread_join(s->thr, NULL);
 		s->started = 0;
 	}
-	/* The thread is gone and nothing admits any more: callbacks run unlocked. */
+	if (s->sync_started) {
+		pthread_join(s->sync_thr, NULL);   /* at most one round trip (the command timeout) */
+		s->sync_started = 0;
+	}
+	/* The threads are gone and nothing admits any more: callbacks run unlocked. */
 	while (s->nheap > 0) {
 		heap_pop(s, &h);
 		s->on_release(h.item, 0, 1, s->arg);
 	}
+	for (size_t i = 0; i < s->nwait; i++)
+		s->on_release(s->wait[i].item, 0, 1, s->arg);
+	s->nwait = 0;
 }
 
 void
@@ -849,7 +1201,10 @@ shaper_free(struct shaper *s)
 		return;
 	shaper_stop(s);
 	free(s->heap);
+	free(s->wait);
+	free(s->ops);
 	shaper_state_free(s->st);
+	pthread_cond_destroy(&s->scv);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	free(s);

@@ -28,8 +28,11 @@
  *             failed ("connect to relay: [::1]:25 refused; 10.0.0.5:25
  *             timed out after 30s");
  *   shaper    (server/shaper.c) a release thread for deliveries held by
- *             TXMAIL_DOMAIN_RATE; dispatch asks it first, and a destination
- *             it has suspended is recorded deferred without an attempt;
+ *             TXMAIL_DOMAIN_RATE and a sync thread (its own Redis
+ *             connection, through store.h) sharing the rates and the
+ *             suspensions with every other worker; dispatch asks it first,
+ *             and a destination it has suspended is recorded deferred
+ *             without an attempt;
  *   recorder  turns outcomes into state with the pure retry policy
  *             (retry_decide_hint: a 4xx reply naming a delay, "try again
  *             in 5 minutes", is not retried sooner) and records them, with their webhook events,
@@ -1474,6 +1477,7 @@ worker_start(const struct config *cfg, int index, char *err, size_t errlen)
 		sc.params.rate_share = cfg->workers > 0 ? cfg->workers : 1;
 		sc.on_release = on_shaper_release;
 		sc.arg = w;
+		sc.redis = &cfg->redis;   /* the rates and suspensions are shared by every worker */
 		if ((w->shaper = shaper_new(&sc, err, errlen)) == NULL)
 			goto fail;
 		(void)metrics_collector_add(worker_collect, w);   /* full (64 loops): not counted */

@@ -338,6 +338,7 @@ class Handler:
             "peer": "%s:%s" % (session.peer[0], session.peer[1]) if session.peer else "",
             "helo": session.host_name,
             "mail_options": list(envelope.mail_options),
+            "t": time.time(),   # when DATA ended: arrival times for the rate tests
         }
         write_atomic(base + ".json", json.dumps(meta).encode())
         if any(lp.startswith("gone-") for lp in lps):
