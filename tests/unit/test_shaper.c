@@ -8,7 +8,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "../../server/config.h"
 #include "../../server/shaper.h"
+#include "../../server/util.h"
 
 static struct shaper_state *
 new_state(const char *spec, int thr, int64_t base, int64_t max)
@@ -373,4 +375,50 @@ Test(shaper, wrapper_holds_and_releases_in_order)
 	cr_expect_eq(shaper_admit(s, "r.test", "r.test", &tags[2], &until), SHAPER_HELD, "want held");
 	shaper_free(s);
 	cr_expect_eq(r.shut, 2, "got %d handed back on free, want 2", r.shut);
+}
+
+/* Shared, but Redis is unreachable: nothing waits for it; each shaper spaces its own deliveries. */
+Test(shaper, wrapper_shared_fails_open_without_redis)
+{
+	struct rel r = { .mu = PTHREAD_MUTEX_INITIALIZER };
+	static struct redis_addr ra;   /* static: PATH_MAX inside */
+	struct shaper_config c = { "q.test=50", { 5, 10000, 600000, 1 }, on_rel, &r, &ra };
+	char err[256];
+	struct shaper *s;
+	int tags[4];
+	int64_t until;
+	struct timespec t0, t1, nap = { 0, 5000000 };
+
+	memset(&ra, 0, sizeof(ra));
+	util_strlcpy(ra.host, "127.0.0.1", sizeof(ra.host));
+	ra.port = 1;   /* nothing listens there: refused at once */
+	ra.timeout_ms = 500;
+	s = shaper_new(&c, err, sizeof(err));
+	cr_assert_not_null(s, "shaper_new: %s", err);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < 4; i++) {
+		enum shaper_verdict v = shaper_admit(s, "q.test", "q.test", &tags[i], &until);
+		cr_expect(v == SHAPER_HELD || v == SHAPER_SEND, "%d: got %d, want held or send", i, (int)v);
+		if (v == SHAPER_SEND) {
+			pthread_mutex_lock(&r.mu);
+			r.items[r.n++] = &tags[i];
+			pthread_mutex_unlock(&r.mu);
+		}
+	}
+	for (int i = 0; i < 600 && rel_count(&r) < 4; i++)
+		nanosleep(&nap, NULL);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	cr_assert_eq(rel_count(&r), 4, "got %d released, want all 4 (not stuck waiting for redis)", rel_count(&r));
+	for (int i = 0; i < 4; i++)
+		cr_expect_eq(r.items[i], &tags[i], "release %d out of order", i);
+	{
+		double el = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+		cr_expect(el >= 0.055, "released after %.3fs, want >= 0.06s (still shaped, locally)", el);
+	}
+	/* suspensions still work alone */
+	for (int i = 0; i < 5; i++)
+		shaper_report(s, "dead.test", 1);
+	cr_expect_eq(shaper_admit(s, "dead.test", "dead.test", &tags[0], &until), SHAPER_SUSPENDED);
+	shaper_free(s);
+	cr_expect_eq(r.shut, 0);
 }

@@ -18,11 +18,13 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
 
+#include "../../server/shaper.h"
 #include "../../server/store.h"
 #include "../../server/util.h"
 
@@ -408,4 +410,102 @@ Test(store_shaping, suspensions_capped)
 			    (long long)l[i].remaining_ms);
 	free(l);
 	cr_expect_eq(rint_cmd("HLEN %s", "txm{0}:shape:susp"), 2);
+}
+
+/* --- two shapers (two processes' worth) on one Redis ---------------------------- */
+
+struct rel {
+	pthread_mutex_t mu;
+	int n, shut;
+	int64_t at_us[64];
+};
+
+static int64_t
+now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void
+on_rel(void *item, int64_t until_ms, int shutdown, void *arg)
+{
+	struct rel *r = arg;
+
+	(void)item;
+	(void)until_ms;
+	pthread_mutex_lock(&r->mu);
+	if (shutdown)
+		r->shut++;
+	else if (r->n < 64)
+		r->at_us[r->n++] = now_us();
+	pthread_mutex_unlock(&r->mu);
+}
+
+static int
+rel_count(struct rel *r)
+{
+	int n;
+
+	pthread_mutex_lock(&r->mu);
+	n = r->n;
+	pthread_mutex_unlock(&r->mu);
+	return n;
+}
+
+Test(store_shaping, two_shapers_share_one_rate)
+{
+	static struct rel r = { .mu = PTHREAD_MUTEX_INITIALIZER };
+	struct shaper_config c = { "q.test=50", { 5, 10000, 600000, 1 }, on_rel, &r, &rs_addr };
+	struct shaper *s[2];
+	char err[256];
+	int tags[2][10];
+	int64_t until, all[20];
+	double el;
+
+	for (int k = 0; k < 2; k++) {
+		s[k] = shaper_new(&c, err, sizeof(err));
+		cr_assert_not_null(s[k], "shaper_new: %s", err);
+	}
+	for (int i = 0; i < 10; i++)
+		for (int k = 0; k < 2; k++) {
+			enum shaper_verdict v = shaper_admit(s[k], "q.test", "q.test", &tags[k][i], &until);
+			cr_expect_eq(v, SHAPER_HELD, "shaper %d item %d: got %d, want held (a block first)", k, i,
+			    (int)v);
+		}
+	for (int i = 0; i < 1000 && rel_count(&r) < 20; i++)
+		usleep(5000);
+	cr_assert_eq(rel_count(&r), 20, "got %d released, want 20", rel_count(&r));
+	memcpy(all, r.at_us, sizeof(all));
+	qsort(all, 20, sizeof(all[0]), cmp_i64);
+	el = (double)(all[19] - all[0]) / 1e6;
+	/* one bucket for both: 19 gaps of 20 ms (each alone would take 9 gaps) */
+	cr_expect(el >= 0.34, "20 releases over %.3fs, want >= 0.34s (50/s shared by both)", el);
+	/* a suspension found by one is read by the other within about a second */
+	for (int i = 0; i < 5; i++)
+		shaper_report(s[0], "dead.test", 1);
+	{
+		int64_t deadline = util_mono_ms() + 3000;
+		enum shaper_verdict v = SHAPER_SEND;
+
+		while (util_mono_ms() < deadline &&
+		    (v = shaper_admit(s[1], "free.test", "dead.test", &tags[1][0], &until)) != SHAPER_SUSPENDED)
+			usleep(20000);
+		cr_expect_eq(v, SHAPER_SUSPENDED, "the other shaper never learned the suspension");
+		cr_expect_eq(shaper_suspended(s[1]), 1);
+	}
+	/* and lifted for both when one sees it answer */
+	shaper_report(s[0], "dead.test", 0);
+	{
+		int64_t deadline = util_mono_ms() + 3000;
+
+		while (util_mono_ms() < deadline && shaper_suspended(s[1]) != 0)
+			usleep(20000);
+		cr_expect_eq(shaper_suspended(s[1]), 0, "the other shaper kept a lifted suspension");
+	}
+	for (int k = 0; k < 2; k++)
+		shaper_free(s[k]);
+	cr_expect_eq(r.shut, 0);
 }
