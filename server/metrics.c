@@ -1004,7 +1004,8 @@ metrics_render_process(struct metrics_buf *b, const struct metrics_snapshot *sna
 	metrics_label(b, TXMAIL_VERSION);
 	metrics_printf(b, "\"} 1\n");
 	metrics_head(b, "txmail_destinations_suspended", "gauge",
-	    "Destinations this process's delivery loops have suspended now (summed over loops).");
+	    "Destinations this process's delivery loops have suspended now, their own and those "
+	    "learned from other processes (summed over loops).");
 	metrics_printf(b, "txmail_destinations_suspended %" PRId64 "\n", snap->suspended);
 	metrics_head(b, "txmail_destinations_at_cap", "gauge",
 	    "Destinations holding TXMAIL_DEST_MAX_INFLIGHT transactions now (summed over loops).");
