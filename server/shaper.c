@@ -474,8 +474,9 @@ shaper_state_sync_end(struct shaper_state *st, uint64_t sync, int complete, int6
 		return 0;
 	for (size_t i = 0; i < SH_NBUCKETS; i++)
 		for (struct sh_entry *e = st->b[i]; e != NULL; e = e->next) {
-			if (e->until_ms == 0 || now_ms >= e->until_ms || e->susp_sync >= sync ||
-			    e->seen_sync == sync)
+			/* about to end anyway: the shared set may have dropped it a moment early */
+			if (e->until_ms == 0 || e->until_ms - now_ms <= SHAPER_LIFT_SLACK_MS ||
+			    e->susp_sync >= sync || e->seen_sync == sync)
 				continue;
 			e->fails = 0;
 			e->until_ms = 0;
@@ -958,7 +959,8 @@ sync_main(void *arg)
 
 		assign_locked(s, now);
 		wake = plan_rates_locked(s, r, now);
-		due = now >= s->next_sync_ms || s->nops > 0;
+		/* a change is written at once, but with Redis down only at the probe, once a second */
+		due = now >= s->next_sync_ms || (s->nops > 0 && !s->down);
 		if (r->nreq == 0 && !due) {
 			if (wake > s->next_sync_ms)
 				wake = s->next_sync_ms;

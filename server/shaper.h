@@ -168,10 +168,13 @@ int shaper_state_learn(struct shaper_state *st, uint64_t sync, const char *dest,
 
 /*
  * shaper_state_sync_end - complete 1 (the list was whole): a suspension
- * running here, set before the exchange began and not listed, was lifted
- * by another shaper that saw the destination answer: cleared like a
- * report of success. Returns how many were cleared (0 when !complete).
+ * running here for more than SHAPER_LIFT_SLACK_MS, set before the exchange
+ * began and not listed, was lifted by another shaper that saw the
+ * destination answer: cleared like a report of success (one about to end
+ * is left to end: the clocks mapped onto each other differ a little).
+ * Returns how many were cleared (0 when !complete).
  */
+#define SHAPER_LIFT_SLACK_MS 500
 size_t shaper_state_sync_end(struct shaper_state *st, uint64_t sync, int complete, int64_t now_ms);
 
 /* shaper_state_suspended - destinations suspended at now_ms (the suspension not over yet). */

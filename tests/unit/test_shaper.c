@@ -419,6 +419,17 @@ Test(shaper, wrapper_shared_fails_open_without_redis)
 	for (int i = 0; i < 5; i++)
 		shaper_report(s, "dead.test", 1);
 	cr_expect_eq(shaper_admit(s, "dead.test", "dead.test", &tags[0], &until), SHAPER_SUSPENDED);
+	/* the change waiting for Redis is tried once a second, not in a loop */
+	{
+		struct timespec c0, c1, idle = { 0, 300000000 };
+		double cpu;
+
+		clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+		nanosleep(&idle, NULL);
+		clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+		cpu = (double)(c1.tv_sec - c0.tv_sec) + (double)(c1.tv_nsec - c0.tv_nsec) / 1e9;
+		cr_expect(cpu < 0.1, "%.3fs of CPU in 0.3s idle, want the sync thread asleep", cpu);
+	}
 	shaper_free(s);
 	cr_expect_eq(r.shut, 0);
 }
