@@ -37,7 +37,6 @@
 #include "dkim_keys.h"
 #include "log.h"
 #include "netguard.h"
-#include "shaper.h"
 #include "util.h"
 
 static const char *const source_names[] = { "default", "environment", "file", "dev" };
