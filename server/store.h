@@ -752,7 +752,7 @@ int store_rate_limit(struct store *s, const char *project, int64_t now_ms, doubl
 #define STORE_SHAPE_KEY_MAX 255      /* a domain or destination, in bytes */
 #define STORE_SHAPE_BATCH_MAX 256    /* domains per store_shape_reserve */
 #define STORE_SHAPE_SLOTS_MAX 100000 /* slots per domain per call */
-#define STORE_SHAPE_OPS_MAX 1024     /* changes per store_shape_suspensions */
+#define STORE_SHAPE_OPS_MAX 256      /* changes per store_shape_suspensions (and queued per shaper) */
 
 struct store_slot_req {
 	const char *domain;     /* 1..STORE_SHAPE_KEY_MAX bytes; case does not matter */
