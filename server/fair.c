@@ -26,6 +26,8 @@ struct fair_dest {
 	int64_t mean_ms;              /* moving average of a transaction's duration; 0: none seen */
 	int64_t busy_since_ms;        /* when the last slot was taken or freed */
 	int64_t park_next_ms;         /* the next parked delivery comes back no sooner */
+	int refs;                     /* transactions holding this entry as their slot (fair_done's dest) */
+	struct fair_dest *fwd;        /* a domain merged into its MX host set: its slots count there */
 };
 
 struct fair_alias {
@@ -129,6 +131,45 @@ fair_free(struct fair *f)
 	free(f);
 }
 
+static struct fair_dest *fair_find(const struct fair *f, const char *key);
+static struct fair_dest *fair_get(struct fair *f, const char *key, int64_t now_ms);
+
+/*
+ * fair_merge - the domain's slots and line move to the destination key
+ * names: transactions admitted under the domain before its route was known
+ * count against its MX host set from now on (else the set would get a
+ * second cap's worth). The domain's entry forwards there while any of
+ * them holds it.
+ */
+static void
+fair_merge(struct fair *f, const char *dom, const char *key)
+{
+	char k[FAIR_KEY_MAX + 1];
+	struct fair_dest *d = fair_find(f, dom), *m;
+
+	if (d == NULL || d->fwd != NULL || (d->inflight == 0 && d->nwait == 0))
+		return;
+	fair_copy_lower(k, key, sizeof(k));
+	if (strcmp(d->key, k) == 0 || (m = fair_get(f, k, d->busy_since_ms)) == NULL)
+		return;
+	m->inflight += d->inflight;
+	d->inflight = 0;
+	if (d->head != NULL) {
+		if (m->tail != NULL)
+			m->tail->next = d->head;
+		else
+			m->head = d->head;
+		m->tail = d->tail;
+		m->nwait += d->nwait;
+		d->head = d->tail = NULL;
+		d->nwait = 0;
+	}
+	if (d->park_next_ms > m->park_next_ms)
+		m->park_next_ms = d->park_next_ms;
+	if (d->refs > 0)
+		d->fwd = m;
+}
+
 void
 fair_alias(struct fair *f, const char *domain, const char *key)
 {
@@ -140,6 +181,7 @@ fair_alias(struct fair *f, const char *domain, const char *key)
 		return;
 	fair_copy_lower(dom, domain, sizeof(dom));
 	h = fair_hash(dom);
+	fair_merge(f, dom, key);
 	for (a = f->aliases[h]; a != NULL; a = a->next) {
 		if (strcmp(a->domain, dom) == 0) {
 			fair_copy_lower(a->key, key, sizeof(a->key));
@@ -194,7 +236,7 @@ fair_evict_idle(struct fair *f, int64_t now_ms)
 		while (*pp != NULL) {
 			struct fair_dest *d = *pp;
 
-			if (d->inflight == 0 && d->nwait == 0 && d->park_next_ms <= now_ms) {
+			if (d->inflight == 0 && d->nwait == 0 && d->refs == 0 && d->park_next_ms <= now_ms) {
 				*pp = d->next;
 				free(d);
 				f->ndests--;
@@ -266,8 +308,16 @@ fair_admit(struct fair *f, const char *domain, void *item, int64_t now_ms,
 	fair_key_of(f, domain, key, sizeof(key));
 	if ((d = fair_get(f, key, now_ms)) == NULL)
 		return FAIR_GO;    /* not capped: fail open */
+	if (d->fwd != NULL) {
+		/* merged into its MX host set (its alias since forgotten): count there while held */
+		if (d->refs > 0)
+			d = d->fwd;
+		else
+			d->fwd = NULL;
+	}
 	if (d->inflight < f->p.cap && d->nwait == 0) {
 		d->inflight++;
+		d->refs++;
 		d->busy_since_ms = now_ms;
 		*dest = d;
 		return FAIR_GO;
@@ -300,6 +350,15 @@ fair_done(struct fair *f, struct fair_dest *d, int64_t started_ms, int64_t now_m
 	*next_dest = NULL;
 	if (f == NULL || d == NULL)
 		return NULL;
+	if (d->refs > 0)
+		d->refs--;
+	if (d->fwd != NULL) {
+		struct fair_dest *m = d->fwd;
+
+		if (d->refs == 0)
+			d->fwd = NULL;
+		d = m;
+	}
 	if (took < 0)
 		took = 0;
 	/* a moving average over about 8 transactions */
@@ -317,6 +376,7 @@ fair_done(struct fair *f, struct fair_dest *d, int64_t started_ms, int64_t now_m
 	item = w->item;
 	free(w);
 	d->inflight++;
+	d->refs++;
 	*next_dest = d;
 	return item;
 }

@@ -56,8 +56,9 @@ void fair_free(struct fair *f);
 
 /*
  * fair_alias - from now on deliveries for domain count against key (the
- * MX host set, see fair_mx_key). Transactions already admitted keep the
- * slot they hold. The table is cleared when full.
+ * MX host set, see fair_mx_key). Transactions already admitted under the
+ * domain, and its line, move there: the set never gets a cap's worth per
+ * name it was reached by. The table is cleared when full.
  */
 void fair_alias(struct fair *f, const char *domain, const char *key);
 

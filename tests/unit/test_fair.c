@@ -144,6 +144,40 @@ Test(fair, mx_alias_shares_slots)
 	fair_free(f);
 }
 
+/*
+ * Transactions admitted under the domain before its route was known count
+ * against the MX host set once it is: the set never gets two caps' worth
+ * (16 connections at a tarpit with a cap of 8, before).
+ */
+Test(fair, alias_merges_earlier_slots)
+{
+	struct fair *f = new_fair(2, 2, 10);
+	struct fair_dest *d[2], *x, *nd;
+	int items[3];
+	int64_t until;
+
+	cr_assert_eq(fair_admit(f, "tarpit.test", &items[0], 0, &d[0], &until), FAIR_GO);
+	cr_assert_eq(fair_admit(f, "tarpit.test", &items[1], 0, &d[1], &until), FAIR_GO);
+	cr_assert_eq(fair_admit(f, "tarpit.test", &items[2], 0, &x, &until), FAIR_WAIT);
+	fair_alias(f, "tarpit.test", "mx:mx.tarpit.test");
+	cr_assert_eq(fair_inflight(f, "tarpit.test"), 2, "the two earlier slots count against the MX set");
+	cr_assert_eq(fair_admit(f, "tarpit.test", NULL, 0, &x, &until), FAIR_WAIT,
+	    "at the cap under the MX key too: the line (moved there), not a new slot");
+	cr_assert_eq(fair_waiting(f), 2);
+	/* an earlier transaction ends: its slot (counted at the MX set) goes to the first in line */
+	cr_assert_eq(fair_done(f, d[0], 0, 10, &nd), &items[2]);
+	cr_assert_eq(fair_inflight(f, "tarpit.test"), 2);
+	cr_assert_null(fair_done(f, d[1], 0, 10, &x), "the next in line is the NULL item");
+	cr_assert_not_null(x, "it took the slot");
+	cr_assert_eq(fair_inflight(f, "tarpit.test"), 2);
+	cr_assert_null(fair_done(f, nd, 10, 20, &nd));
+	cr_assert_null(fair_done(f, x, 10, 20, &nd));
+	cr_assert_eq(fair_inflight(f, "tarpit.test"), 0);
+	/* forgotten alias: the domain entry is plain again */
+	cr_assert_eq(fair_admit(f, "other.test", NULL, 0, &x, &until), FAIR_GO);
+	fair_free(f);
+}
+
 Test(fair, mx_key_bounded)
 {
 	char big[400][8];
