@@ -21,7 +21,9 @@ Options
                         {"seq", "mail_from", "rcpt_tos", "tls": bool,
                          "auth_user": str|null, "conn": int, "peer": "ip:port",
                          "helo": str, "mail_options": [str] (upper-cased
-                         MAIL parameters, e.g. "SIZE=123", "BODY=8BITMIME")}
+                         MAIL parameters, e.g. "SIZE=123", "BODY=8BITMIME"),
+                         "at": float (time.time() when the end of DATA
+                         was read: the arrival time, for latency tests)}
                       Both are written tmp + rename (".eml" first, then the
                       ".json"), so a test that sees <seq>.json sees the whole
                       message. seq starts at 1. "conn" is the server's number
@@ -316,6 +318,7 @@ class Handler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        at = time.time()
         lps = [local_part(r).lower() for r in envelope.rcpt_tos]
         if any(lp.startswith("drop-") for lp in lps):
             self.st.log.write("%d DROP" % server.conn_id)
@@ -339,6 +342,7 @@ class Handler:
             "helo": session.host_name,
             "mail_options": list(envelope.mail_options),
             "t": time.time(),   # when DATA ended: arrival times for the rate tests
+            "at": at,
         }
         write_atomic(base + ".json", json.dumps(meta).encode())
         if any(lp.startswith("gone-") for lp in lps):
