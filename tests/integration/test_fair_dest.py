@@ -25,7 +25,9 @@ and written to <workdir>/fair_dest.json (tests/bench/fairness.py measures
 it with and without the cap). Before the cap (main at 46dd6ff) the tarpit
 took all 32 slots and no healthy message of phase 3 arrived.
 
-Also: `txmail config check` knows TXMAIL_DEST_MAX_INFLIGHT.
+Also: unset, the cap is a quarter of the slots (8 of 32: the tarpit holds
+no more, and a shorter healthy flow all arrives), and `txmail config
+check` knows TXMAIL_DEST_MAX_INFLIGHT.
 
 Must never: wait without a deadline, trust txmail's view where a peer's
 can be checked, or leave the tarpit's connections open (fixtures stop it).
@@ -142,6 +144,29 @@ def test_tarpit_takes_at_most_its_cap(dns, mx_port, tarpit, healthy, txmail_fact
         problems.append("healthy p99 beside the tarpit %s, want under %.0fs (alone: %s)" % (
             fmt_s(loaded["p99"]), P99_BOUND * helpers.SCALE, fmt_s(base["p99"])))
     assert not problems, "; ".join(problems)
+
+
+def test_default_cap_is_a_quarter_of_the_slots(dns, mx_port, tarpit, healthy, txmail_factory):
+    """TXMAIL_DEST_MAX_INFLIGHT unset: in direct delivery a destination gets
+    at most a quarter of the loop's slots (8 of 32); a shorter healthy flow
+    (100 messages at 50/s) must all arrive beside the tarpit."""
+    tx = txmail_factory(extra_env=dest_env(dns.address, mx_port, CONCURRENCY))
+    api = tx.client()
+    quarter = CONCURRENCY // 4
+    try:
+        tarpit_backlog(tx.port, tx.key, BACKLOG)
+        wait_until(lambda: tarpit.now_held() >= quarter, dl(20),
+                   "the tarpit holding %d connections" % quarter, diag=tarpit.stats)
+        sent, lat = healthy_phase(api, healthy, "d", 100, RATE, dl(15))
+    finally:
+        api.close()
+    st, got = tarpit.stats(), summary(lat, len(sent))
+    helpers.log("fair_dest default cap: tarpit held at most %d connections (want <= %d), %d of %d healthy "
+                "arrived beside it, p99 %s" % (st["max_held"], quarter, got["arrived"], len(sent), fmt_s(got["p99"])))
+    assert st["max_held"] <= quarter and got["arrived"] == len(sent), \
+        "default cap: the tarpit held %d connections at once (want at most %d of %d slots); %d of %d healthy " \
+        "messages arrived within %.0fs of the last POST" % (st["max_held"], quarter, CONCURRENCY, got["arrived"],
+                                                           len(sent), dl(15))
 
 
 def test_config_check_knows_dest_max_inflight(txmail_binary):
