@@ -299,6 +299,8 @@ def summary(lat, n):
 
 
 def fmt_s(x):
+    if x != x:   # nan: nothing was sent
+        return "n/a"
     return "never" if x == math.inf else "%.3fs" % x
 
 

@@ -120,7 +120,11 @@ def test_tarpit_takes_at_most_its_cap(dns, mx_port, tarpit, healthy, txmail_fact
     result = {"concurrency": CONCURRENCY, "dest_max_inflight": CAP, "tarpit_backlog": BACKLOG,
               "rate": RATE, "baseline": base, "with_tarpit": loaded, "p99_ratio": ratio,
               "tarpit": st, "tarpit_held_when_phase3_began": held_before,
-              "healthy_arrived_while_tarpit_saturated": while_saturated}
+              "healthy_arrived_while_tarpit_saturated": while_saturated,
+              # per message in the order sent (None: never arrived), and the tarpit's count over time
+              "baseline_latencies": [lat0.get(r) for r in sorted(sent0, key=sent0.get)],
+              "with_tarpit_latencies": [lat1.get(r) for r in sorted(sent1, key=sent1.get)],
+              "phase3_start": min(sent1.values()), "tarpit_timeline": tarpit.timeline}
     with open(os.path.join(workdir, "fair_dest.json"), "w") as f:
         json.dump(result, f, indent=1, default=str)
     helpers.log("fair_dest: healthy p50/p99 alone %s/%s, beside the tarpit %s/%s (%d of %d arrived), "
