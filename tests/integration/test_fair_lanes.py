@@ -26,6 +26,7 @@ Must never: start the worker before the lanes are full (the order would
 prove nothing), wait without a deadline, or count on timing.
 """
 
+import collections
 import os
 import re
 import subprocess
@@ -111,8 +112,10 @@ def test_high_flood_leaves_normal_its_share(txmail_factory, sink, weights, lo, h
                     weights or "default", WINDOW, 100 * share, 100 * lo, 100 * hi, first_normal,
                     at[-1] if at else None, len(lanes)))
     want = {m["to"] for m in msgs}
+    dups = sorted(r for r, k in collections.Counter(order).items() if k > 1)
     assert len(order) == len(want) and set(order) == want, \
-        "got %d deliveries (%d distinct), want each of %d once" % (len(order), len(set(order)), len(want))
+        "got %d deliveries (%d distinct), want each of %d once; delivered twice or more: %r; missing: %r" % (
+            len(order), len(set(order)), len(want), dups[:10], sorted(want - set(order))[:10])
     assert lo <= share <= hi, "normal share of the first %d deliveries: got %.1f %%, want %.0f-%.0f %% " \
         "(first normal delivery #%s)" % (WINDOW, 100 * share, 100 * lo, 100 * hi, first_normal)
     assert first_normal is not None and first_normal <= FIRST_NORMAL_BY, \
