@@ -12,8 +12,8 @@ fill: `txmail api` alone enqueues (batch endpoint), then the sink and one
     with the default weights, among the first 1,000 deliveries 5-20 % are
     normal (9:1 gives ~10 %) and the first normal is among the first 200;
     with high:1,normal:1, 35-65 % (~50 %); in both every message arrives
-    once. Before the weights (strict priority, main at 46dd6ff) no normal
-    message came before the 20,000th delivery.
+    once. Before the weights (strict priority, main at 46dd6ff) the first
+    normal message was delivery #19,976 or later.
   - a fresh high message sent while 20,000 normal ones drain goes out
     within its turn: at most CONCURRENCY + 2 fetch batches + slack
     deliveries after its POST was answered, with most of the normal flood
