@@ -85,7 +85,7 @@ fair_new(const struct fair_params *p)
 	if (f->p.wait_total <= 0)
 		f->p.wait_total = 4 * f->p.cap;
 	if (f->p.park_min_ms <= 0)
-		f->p.park_min_ms = 1000;
+		f->p.park_min_ms = 100;
 	if (f->p.park_max_ms <= 0)
 		f->p.park_max_ms = 600000;
 	if (f->p.park_max_ms < f->p.park_min_ms)
@@ -166,6 +166,11 @@ fair_merge(struct fair *f, const char *dom, const char *key)
 	}
 	if (d->park_next_ms > m->park_next_ms)
 		m->park_next_ms = d->park_next_ms;
+	/* the pace learned under the domain (a set made here has seen nothing yet) */
+	if (d->busy_since_ms > m->busy_since_ms)
+		m->busy_since_ms = d->busy_since_ms;
+	if (m->mean_ms == 0)
+		m->mean_ms = d->mean_ms;
 	if (d->refs > 0)
 		d->fwd = m;
 }
@@ -260,6 +265,7 @@ fair_get(struct fair *f, const char *key, int64_t now_ms)
 	if (f->ndests >= FAIR_DESTS_MAX || (d = calloc(1, sizeof(*d))) == NULL)
 		return NULL;
 	fair_copy_lower(d->key, key, sizeof(d->key));
+	d->busy_since_ms = now_ms;
 	h = fair_hash(d->key);
 	d->next = f->dests[h];
 	f->dests[h] = d;

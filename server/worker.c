@@ -860,6 +860,8 @@ admit(struct worker *w, struct job *j, int64_t *until)
 	pthread_mutex_unlock(&w->mu);
 	if (v == FAIR_PARK) {
 		/* monotonic to wall clock; never past the message's expiry (it then fails as expired) */
+		log_debug("destination at its in-flight cap, delivery parked", "msg_id=%s rcpt=%s dest=%s in_s=%lld",
+		    j->d->msg_id, j->d->rcpt, fair_key(w, j), (long long)((*until - mono) / 1000));
 		*until = util_now_ms() + (*until - mono);
 		if (*until > j->d->expires_ms)
 			*until = j->d->expires_ms;

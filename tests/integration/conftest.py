@@ -175,7 +175,7 @@ def txmail_env(redis, smtp_peer, webhook):
         # harness allows 10 s); test_shutdown.py tests the default of 25 s
         "TXMAIL_SHUTDOWN_GRACE": "5",
         "TXMAIL_WEBHOOK_RETRY_BASE": "0.2",
-        "TXMAIL_LOG_LEVEL": "info",
+        "TXMAIL_LOG_LEVEL": os.environ.get("TXM_LOG_LEVEL", "info"),
         # load tests send far more than 50/s with one key; tests of the limit set their own
         "TXMAIL_RATE_LIMIT": "0",
         # one delivery loop, as before it defaulted to the CPU quota (2 here): every test

@@ -154,27 +154,33 @@ Test(fair, alias_merges_earlier_slots)
 	struct fair *f = new_fair(2, 2, 10);
 	struct fair_dest *d[2], *x, *nd;
 	int items[3];
-	int64_t until;
+	int64_t until, prev, t = 5000000;   /* a monotonic clock long after boot */
 
-	cr_assert_eq(fair_admit(f, "tarpit.test", &items[0], 0, &d[0], &until), FAIR_GO);
-	cr_assert_eq(fair_admit(f, "tarpit.test", &items[1], 0, &d[1], &until), FAIR_GO);
-	cr_assert_eq(fair_admit(f, "tarpit.test", &items[2], 0, &x, &until), FAIR_WAIT);
+	cr_assert_eq(fair_admit(f, "tarpit.test", &items[0], t, &d[0], &until), FAIR_GO);
+	cr_assert_eq(fair_admit(f, "tarpit.test", &items[1], t, &d[1], &until), FAIR_GO);
+	cr_assert_eq(fair_admit(f, "tarpit.test", &items[2], t, &x, &until), FAIR_WAIT);
 	fair_alias(f, "tarpit.test", "mx:mx.tarpit.test");
 	cr_assert_eq(fair_inflight(f, "tarpit.test"), 2, "the two earlier slots count against the MX set");
-	cr_assert_eq(fair_admit(f, "tarpit.test", NULL, 0, &x, &until), FAIR_WAIT,
+	cr_assert_eq(fair_admit(f, "tarpit.test", NULL, t, &x, &until), FAIR_WAIT,
 	    "at the cap under the MX key too: the line (moved there), not a new slot");
 	cr_assert_eq(fair_waiting(f), 2);
+	/* the set has the domain's pace: parked deliveries come back after park_min, spaced by
+	 * what is known (nothing finished for 10 ms), not as if stuck since the clock began */
+	cr_assert_eq(fair_admit(f, "tarpit.test", NULL, t + 10, &x, &until), FAIR_PARK);
+	cr_assert_eq(until, t + 10 + 1000, "parked in %lld ms, want park_min (1000)", (long long)(until - t - 10));
+	prev = until;
+	cr_assert_eq(fair_admit(f, "tarpit.test", NULL, t + 10, &x, &until), FAIR_PARK);
+	cr_assert_leq(until - prev, 10, "the next one %lld ms later, want <= 10 / 2 slots", (long long)(until - prev));
 	/* an earlier transaction ends: its slot (counted at the MX set) goes to the first in line */
-	cr_assert_eq(fair_done(f, d[0], 0, 10, &nd), &items[2]);
+	cr_assert_eq(fair_done(f, d[0], t, t + 20, &nd), &items[2]);
 	cr_assert_eq(fair_inflight(f, "tarpit.test"), 2);
-	cr_assert_null(fair_done(f, d[1], 0, 10, &x), "the next in line is the NULL item");
+	cr_assert_null(fair_done(f, d[1], t, t + 20, &x), "the next in line is the NULL item");
 	cr_assert_not_null(x, "it took the slot");
 	cr_assert_eq(fair_inflight(f, "tarpit.test"), 2);
-	cr_assert_null(fair_done(f, nd, 10, 20, &nd));
-	cr_assert_null(fair_done(f, x, 10, 20, &nd));
+	cr_assert_null(fair_done(f, nd, t + 20, t + 30, &nd));
+	cr_assert_null(fair_done(f, x, t + 20, t + 30, &nd));
 	cr_assert_eq(fair_inflight(f, "tarpit.test"), 0);
-	/* forgotten alias: the domain entry is plain again */
-	cr_assert_eq(fair_admit(f, "other.test", NULL, 0, &x, &until), FAIR_GO);
+	cr_assert_eq(fair_admit(f, "other.test", NULL, t, &x, &until), FAIR_GO);
 	fair_free(f);
 }
 
