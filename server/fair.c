@@ -345,11 +345,29 @@ fair_admit(struct fair *f, const char *domain, void *item, int64_t now_ms,
 	return FAIR_PARK;
 }
 
+/* fair_pop - the first item of d's line, removed; NULL when the line is empty. */
+static void *
+fair_pop(struct fair *f, struct fair_dest *d)
+{
+	struct fair_wait *w = d->head;
+	void *item;
+
+	if (w == NULL)
+		return NULL;
+	d->head = w->next;
+	if (d->head == NULL)
+		d->tail = NULL;
+	d->nwait--;
+	f->nwait--;
+	item = w->item;
+	free(w);
+	return item;
+}
+
 void *
 fair_done(struct fair *f, struct fair_dest *d, int64_t started_ms, int64_t now_ms,
     struct fair_dest **next_dest)
 {
-	struct fair_wait *w;
 	void *item;
 	int64_t took = now_ms - started_ms;
 
@@ -372,15 +390,9 @@ fair_done(struct fair *f, struct fair_dest *d, int64_t started_ms, int64_t now_m
 	d->busy_since_ms = now_ms;
 	if (d->inflight > 0)
 		d->inflight--;
-	if ((w = d->head) == NULL)
-		return NULL;
-	d->head = w->next;
 	if (d->head == NULL)
-		d->tail = NULL;
-	d->nwait--;
-	f->nwait--;
-	item = w->item;
-	free(w);
+		return NULL;
+	item = fair_pop(f, d);
 	d->inflight++;
 	d->refs++;
 	*next_dest = d;
@@ -393,21 +405,9 @@ fair_take_waiting(struct fair *f)
 	if (f == NULL || f->nwait == 0)
 		return NULL;
 	for (size_t b = 0; b < FAIR_BUCKETS; b++) {
-		for (struct fair_dest *d = f->dests[b]; d != NULL; d = d->next) {
-			struct fair_wait *w = d->head;
-			void *item;
-
-			if (w == NULL)
-				continue;
-			d->head = w->next;
-			if (d->head == NULL)
-				d->tail = NULL;
-			d->nwait--;
-			f->nwait--;
-			item = w->item;
-			free(w);
-			return item;
-		}
+		for (struct fair_dest *d = f->dests[b]; d != NULL; d = d->next)
+			if (d->head != NULL)
+				return fair_pop(f, d);
 	}
 	return NULL;
 }
