@@ -322,7 +322,11 @@ int store_cancel(struct store *s, const char *id, const char *project,
 
 struct store_delivery {
 	char entry_id[48];      /* ready-stream entry id */
-	enum store_lane lane;   /* the stream entry_id belongs to */
+	/* the stream entry_id belongs to: lane and the project whose stream it is
+	 * ("default": the lane's original stream, which also holds what an
+	 * earlier release queued for any project; not the message's project) */
+	enum store_lane lane;
+	char stream_project[STORE_PROJECT_MAX + 1];
 	char msg_id[64];
 	int rcpt_idx;
 	char *rcpt;
@@ -375,11 +379,13 @@ int store_reclaim(struct store *s, const char *consumer, int64_t min_idle_ms,
 
 /*
  * store_heartbeat - reset the idle time of entries this consumer holds
- * (XCLAIM JUSTID, one per lane): entry_ids[i] is on lane lanes[i] (lanes
- * NULL: all normal). 0 or STORE_ERR_*.
+ * (XCLAIM JUSTID, one per stream): entry_ids[i] is on the stream of lane
+ * lanes[i] and project projects[i] (the delivery's lane and
+ * stream_project; lanes NULL: all normal, projects NULL: all "default").
+ * 0 or STORE_ERR_*.
  */
-int store_heartbeat(struct store *s, const char *consumer,
-    const char *const *entry_ids, const enum store_lane *lanes, size_t n);
+int store_heartbeat(struct store *s, const char *consumer, const char *const *entry_ids,
+    const enum store_lane *lanes, const char *const *projects, size_t n);
 
 struct store_result {
 	const struct store_delivery *d;

@@ -523,6 +523,21 @@ st_project_prefix(char *buf, size_t len, const char *project)
 	return st_key(buf, len, ST_PREFIX "prj:", project, ":");
 }
 
+int
+st_stream_key(char *buf, size_t len, enum store_lane lane, const char *project)
+{
+	char pp[ST_KEY_MAX];
+	const char *base = lane == STORE_LANE_HIGH ? ST_K_READY_HIGH : ST_K_READY;
+
+	if (st_project_prefix(pp, sizeof(pp), project))   /* the name check */
+		return -1;
+	project = st_project_name(project);
+	if (strcmp(project, STORE_PROJECT_DEFAULT) == 0)
+		return st_key(buf, len, base, "", NULL);
+	return lane == STORE_LANE_HIGH ? st_key(buf, len, ST_K_READY_HIGH ":p:", project, NULL) :
+	    st_key(buf, len, ST_K_READY ":p:", project, NULL);
+}
+
 /* --- connection ---------------------------------------------------------- */
 
 static void
@@ -610,6 +625,21 @@ st_create_groups(struct store *s)
 
 	for (i = 0; i < 3; i++) {
 		const char *argv[6] = { "XGROUP", "CREATE", keys[i][0], keys[i][1], "0", "MKSTREAM" };
+
+		rc = st_simple(s, 6, argv, &r);
+		if (rc)
+			return rc;
+		if (!(r->type == REDIS_REPLY_STATUS || st_is_error(r, "BUSYGROUP"))) {
+			rc = st_bad("xgroup create", r);
+			freeReplyObject(r);
+			return rc;
+		}
+		freeReplyObject(r);
+	}
+	/* the projects' ready streams known to this handle (created with their first entry) */
+	for (size_t k = 2; k < s->nstreams; k++) {
+		const char *argv[6] = { "XGROUP", "CREATE", s->streams[k].key, ST_G_WORKERS, "0",
+			"MKSTREAM" };
 
 		rc = st_simple(s, 6, argv, &r);
 		if (rc)
@@ -1205,8 +1235,6 @@ store_open(const struct redis_addr *addr)
 	s->retention_ms = 7LL * 24 * 3600 * 1000;
 	s->timeout_ms = -1;
 	s->cmd_timeout_ms = s->addr.timeout_ms > 0 ? s->addr.timeout_ms : ST_CMD_TIMEOUT_MS;
-	util_strlcpy(s->work_cursor, "0-0", sizeof(s->work_cursor));
-	util_strlcpy(s->work_cursor_high, "0-0", sizeof(s->work_cursor_high));
 	util_strlcpy(s->event_cursor, "0-0", sizeof(s->event_cursor));
 	(void)st_connect(s);
 	return s;
@@ -1221,6 +1249,7 @@ store_close(struct store *s)
 		redisFree(s->c);
 	explicit_bzero(s->addr.pass, sizeof(s->addr.pass));
 	free(s->carry);
+	free(s->streams);
 	free(s->scratch);
 	free(s);
 }

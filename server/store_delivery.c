@@ -83,15 +83,128 @@ st_entry_field(const redisReply *fields, const char *name)
 	return NULL;
 }
 
-/* st_lane_key - the ready stream of a lane. */
-static const char *
-st_lane_key(enum store_lane lane)
+/* --- the ready streams ----------------------------------------------------- */
+
+/* st_stream_add - append (lane, project) unless known; 0, 1 when full or invalid, STORE_ERR_NOMEM. */
+static int
+st_stream_add(struct store *s, enum store_lane lane, const char *project, size_t plen)
 {
-	return lane == STORE_LANE_HIGH ? ST_K_READY_HIGH : ST_K_READY;
+	struct st_stream *st, *v;
+	char name[STORE_PROJECT_MAX + 1];
+	size_t i;
+
+	if (plen == 0 || plen > STORE_PROJECT_MAX)
+		return 1;
+	memcpy(name, project, plen);
+	name[plen] = '\0';
+	for (i = 0; i < s->nstreams; i++)
+		if (s->streams[i].lane == lane && strcmp(s->streams[i].project, name) == 0)
+			return 0;
+	if (s->nstreams >= ST_MAX_STREAMS)
+		return 1;
+	v = realloc(s->streams, (s->nstreams + 1) * sizeof(*v));
+	if (!v)
+		return STORE_ERR_NOMEM;
+	s->streams = v;
+	st = &v[s->nstreams];
+	memset(st, 0, sizeof(*st));
+	st->lane = lane;
+	util_strlcpy(st->project, name, sizeof(st->project));
+	util_strlcpy(st->cursor, "0-0", sizeof(st->cursor));
+	if (st_stream_key(st->key, sizeof(st->key), lane, name))
+		return 1;   /* not a project name: not kept */
+	s->nstreams++;
+	return 0;
+}
+
+int
+st_streams_refresh(struct store *s, int force)
+{
+	static const char *const sets[2] = { ST_K_READY_PROJECTS, ST_K_READY_HIGH_PROJECTS };
+	static const enum store_lane lanes[2] = { STORE_LANE_NORMAL, STORE_LANE_HIGH };
+	struct st_batch b;
+	int64_t now = util_mono_ms();
+	size_t i, k;
+	int rc, full = 0;
+
+	memset(&b, 0, sizeof(b));
+	if (s->nstreams == 0) {
+		rc = st_stream_add(s, STORE_LANE_NORMAL, STORE_PROJECT_DEFAULT, strlen(STORE_PROJECT_DEFAULT));
+		if (rc == 0)
+			rc = st_stream_add(s, STORE_LANE_HIGH, STORE_PROJECT_DEFAULT,
+			    strlen(STORE_PROJECT_DEFAULT));
+		if (rc)
+			return rc < 0 ? rc : STORE_ERR_PROTO;
+	}
+	if (!force && s->streams_ms != 0 && now - s->streams_ms < ST_STREAMS_REFRESH_MS)
+		return 0;
+	s->streams_ms = now;    /* also when it fails: not again before the next period */
+	rc = st_batch_init(&b, 2, 2);
+	for (k = 0; k < 2 && rc == 0; k++) {
+		st_adds(&b.a, "SMEMBERS");
+		st_adds(&b.a, sets[k]);
+		rc = st_batch_add(&b);
+	}
+	if (rc == 0)
+		rc = st_batch_run(s, &b);
+	for (k = 0; k < b.n && rc == 0; k++) {
+		const redisReply *r = b.rep[k];
+
+		if (!r || r->type != REDIS_REPLY_ARRAY) {
+			rc = st_bad("smembers", r);
+			break;
+		}
+		for (i = 0; i < r->elements && rc == 0; i++) {
+			const redisReply *e = r->element[i];
+
+			if (!st_is_str(e) || (e->len == strlen(STORE_PROJECT_DEFAULT) &&
+			    memcmp(e->str, STORE_PROJECT_DEFAULT, e->len) == 0))
+				continue;
+			rc = st_stream_add(s, lanes[k], e->str, e->len);
+			if (rc == 1) {
+				full = 1;
+				rc = 0;
+			}
+		}
+	}
+	if (full)
+		log_warn("ready streams beyond the handle's table (or misnamed) are not read",
+		    "max=%d", ST_MAX_STREAMS);
+	st_batch_release(&b);
+	return rc;
+}
+
+/* A growing list of entries seen by fetch/reclaim. */
+struct st_pendv {
+	struct st_pend *v;
+	size_t n;
+	size_t cap;
+};
+
+static int
+st_pendv_room(struct st_pendv *pv, size_t more)
+{
+	struct st_pend *v;
+	size_t cap;
+
+	if (pv->cap - pv->n >= more)
+		return 0;
+	if (more > ST_MAX_BATCH * 64 || pv->n > ST_MAX_BATCH * 64)
+		return STORE_ERR_PROTO;
+	cap = pv->cap ? pv->cap : 64;
+	while (cap - pv->n < more)
+		cap *= 2;
+	v = realloc(pv->v, cap * sizeof(*v));
+	if (!v)
+		return STORE_ERR_NOMEM;
+	pv->v = v;
+	pv->cap = cap;
+	return 0;
 }
 
 static int
-st_delivery_from(const struct st_pend *p, const redisReply *r, struct store_delivery **out)
+st_delivery_from(const struct store *s, const struct st_pend *p, const redisReply *r,
+    struct store_delivery **out)
 {
 	struct store_delivery *d;
 	int rc;
@@ -109,6 +222,7 @@ st_delivery_from(const struct st_pend *p, const redisReply *r, struct store_deli
 	}
 	memcpy(d->entry_id, p->entry_id, sizeof(d->entry_id));
 	d->lane = p->lane;
+	util_strlcpy(d->stream_project, s->streams[p->stream].project, sizeof(d->stream_project));
 	memcpy(d->msg_id, p->msg_id, sizeof(d->msg_id));
 	d->rcpt_idx = p->idx;
 	*out = d;
@@ -117,16 +231,22 @@ st_delivery_from(const struct st_pend *p, const redisReply *r, struct store_deli
 
 /*
  * st_parse_entries - append the entries of one stream of an XREADGROUP or
- * XAUTOCLAIM reply, read from lane's stream, to pend[*n..cap). Nil
- * entries are skipped; malformed ones are kept with claim 0 (acked and
- * deleted by st_claim_pend).
+ * XAUTOCLAIM reply, read from s->streams[stream], to pv. Nil entries are
+ * skipped; malformed ones are kept with claim 0 (acked and deleted by
+ * st_claim_pend). *got (when not NULL) counts the entries of the reply.
  */
 static int
-st_parse_entries(const redisReply *entries, enum store_lane lane, struct st_pend *pend,
-    size_t cap, size_t *n)
+st_parse_entries(const struct store *s, const redisReply *entries, size_t stream,
+    struct st_pendv *pv, size_t *got)
 {
 	size_t i;
+	int rc;
 
+	if (got)
+		*got = entries->elements;
+	rc = st_pendv_room(pv, entries->elements);
+	if (rc)
+		return rc;
 	for (i = 0; i < entries->elements; i++) {
 		const redisReply *id = NULL, *fields = NULL, *m, *r;
 		struct st_pend *p;
@@ -139,13 +259,12 @@ st_parse_entries(const redisReply *entries, enum store_lane lane, struct st_pend
 			return st_bad("stream entry", entries->element[i]);
 		if (id->len > ST_MAX_ENTRY_ID)
 			return st_bad("stream entry id", id);
-		if (*n >= cap)
-			return st_bad("stream entries beyond COUNT", entries);
-		p = &pend[(*n)++];
+		p = &pv->v[pv->n++];
 		memset(p, 0, sizeof(*p));
 		memcpy(p->entry_id, id->str, id->len);
 		p->entry_id[id->len] = '\0';
-		p->lane = lane;
+		p->lane = s->streams[stream].lane;
+		p->stream = stream;
 		m = st_entry_field(fields, "m");
 		r = st_entry_field(fields, "r");
 		p->claim = m && r && m->len > 0 && m->len <= ST_MAX_ID &&
@@ -159,11 +278,22 @@ st_parse_entries(const redisReply *entries, enum store_lane lane, struct st_pend
 	return 0;
 }
 
-/* st_lane_arg - the claim and record scripts' lane argument: "1" ready, "2" ready:high. */
-static const char *
-st_lane_arg(enum store_lane lane)
+/*
+ * st_stream_slot - the 1-based position of key in keys[0..*n) (the
+ * streams of one claim or record call), appended when new; its decimal
+ * text to num.
+ */
+static void
+st_stream_slot(const char **keys, size_t *n, const char *key, char num[ST_I64_LEN])
 {
-	return lane == STORE_LANE_HIGH ? "2" : "1";
+	size_t i;
+
+	for (i = 0; i < *n; i++)
+		if (strcmp(keys[i], key) == 0)
+			break;
+	if (i == *n)
+		keys[(*n)++] = key;
+	(void)st_i64(num, (int64_t)(i + 1));
 }
 
 /* The strings of one entry in a claim call (the script concatenates nothing). */
@@ -173,6 +303,7 @@ struct st_claim_arg {
 	char fstatus[ST_RFIELD_MAX];
 	char fattempts[ST_RFIELD_MAX];
 	char femail[ST_RFIELD_MAX];
+	char slot[ST_I64_LEN];      /* its stream's place in the call's keys */
 };
 
 /*
@@ -189,7 +320,8 @@ st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend,
 {
 	struct st_batch b;
 	struct st_claim_arg *ca = NULL;
-	size_t i, c, nc;
+	const char *skeys[ST_SCRIPT_BATCH];
+	size_t i, c, nc, ns;
 	int rc, count = 0;
 
 	memset(&b, 0, sizeof(b));
@@ -197,7 +329,7 @@ st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend,
 		return 0;
 	nc = (np + ST_SCRIPT_BATCH - 1) / ST_SCRIPT_BATCH;
 	ca = malloc(np * sizeof(*ca));
-	rc = ca ? st_batch_init(&b, nc, 6 + 8 * ST_SCRIPT_BATCH) : STORE_ERR_NOMEM;
+	rc = ca ? st_batch_init(&b, nc, 4 + 9 * ST_SCRIPT_BATCH) : STORE_ERR_NOMEM;
 	if (rc)
 		goto out;
 	for (i = 0; i < np; i++) {
@@ -206,8 +338,8 @@ st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend,
 		if (!p->claim) {
 			log_warn("malformed ready entry dropped", "entry=%s", p->entry_id);
 			/* keys unused by the script, but in the slot of the others */
-			util_strlcpy(ca[i].kmsg, st_lane_key(p->lane), sizeof(ca[i].kmsg));
-			util_strlcpy(ca[i].kmime, st_lane_key(p->lane), sizeof(ca[i].kmime));
+			util_strlcpy(ca[i].kmsg, s->streams[p->stream].key, sizeof(ca[i].kmsg));
+			util_strlcpy(ca[i].kmime, s->streams[p->stream].key, sizeof(ca[i].kmime));
 			ca[i].fstatus[0] = ca[i].fattempts[0] = ca[i].femail[0] = '\0';
 			continue;
 		}
@@ -223,17 +355,20 @@ st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend,
 	for (c = 0; c < nc; c++) {
 		size_t lo = c * ST_SCRIPT_BATCH, hi = lo + ST_SCRIPT_BATCH < np ? lo + ST_SCRIPT_BATCH : np;
 
-		st_eval(&b.a, s, SC_CLAIM, (int)(2 + 2 * (hi - lo)));
-		st_adds(&b.a, ST_K_READY);
-		st_adds(&b.a, ST_K_READY_HIGH);
+		ns = 0;
+		for (i = lo; i < hi; i++)
+			st_stream_slot(skeys, &ns, s->streams[pend[i].stream].key, ca[i].slot);
+		st_eval(&b.a, s, SC_CLAIM, (int)(2 * (hi - lo) + ns));
 		for (i = lo; i < hi; i++) {
 			st_adds(&b.a, ca[i].kmsg);
 			st_adds(&b.a, ca[i].kmime);
 		}
+		for (i = 0; i < ns; i++)
+			st_adds(&b.a, skeys[i]);
 		st_adds(&b.a, consumer);
 		for (i = lo; i < hi; i++) {
 			st_adds(&b.a, pend[i].entry_id);
-			st_adds(&b.a, st_lane_arg(pend[i].lane));
+			st_adds(&b.a, ca[i].slot);
 			st_adds(&b.a, !pend[i].claim ? "2" : pend[i].carried ? "1" : "0");
 			st_adds(&b.a, ca[i].fstatus);
 			st_adds(&b.a, ca[i].fattempts);
@@ -264,7 +399,7 @@ st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend,
 				(void)st_bad("claim", e);
 				continue;   /* stays pending; reclaimed later */
 			}
-			er = st_delivery_from(&pend[i], e, &out[count]);
+			er = st_delivery_from(s, &pend[i], e, &out[count]);
 			if (er == STORE_ERR_NOMEM) {
 				rc = er;
 				goto out;
@@ -312,9 +447,9 @@ st_xread(struct store *s, const char *const *keys, size_t nkeys, const char *gro
 	*reply = NULL;
 	for (k = 0; k < nkeys; k++)
 		entries[k] = NULL;
-	if (nkeys < 1 || nkeys > 2)
+	if (nkeys < 1 || nkeys > 2 * ST_READ_STREAMS)
 		return STORE_ERR_PROTO;
-	rc = st_args_init(&a, 16);
+	rc = st_args_init(&a, 10 + 2 * nkeys);
 	if (rc)
 		return rc;
 	st_adds(&a, "XREADGROUP");
@@ -444,25 +579,33 @@ out:
 }
 
 /*
- * st_carry_take - move up to want carried entries of lane (read by an
- * earlier fetch beyond what it handed out) to pend[*n..), in order.
+ * st_carry_take - move every carried entry (read by an earlier fetch
+ * beyond what it handed out) to its lane's list, in order; cnt[stream]
+ * counts them.
  */
-static void
-st_carry_take(struct store *s, enum store_lane lane, struct st_pend *pend, size_t *n, size_t want)
+static int
+st_carry_take(struct store *s, struct st_pendv lp[2], size_t *cnt)
 {
-	size_t i, k = 0, took = 0;
+	size_t i, per[2] = { 0, 0 };
+	int rc;
 
-	for (i = 0; i < s->ncarry; i++) {
-		if (took < want && s->carry[i].lane == lane) {
-			pend[*n] = s->carry[i];
-			pend[*n].carried = 1;
-			(*n)++;
-			took++;
-		} else {
-			s->carry[k++] = s->carry[i];
-		}
+	for (i = 0; i < s->ncarry; i++)
+		per[s->carry[i].lane]++;
+	for (i = 0; i < 2; i++) {
+		rc = st_pendv_room(&lp[i], per[i]);
+		if (rc)
+			return rc;
 	}
-	s->ncarry = k;
+	for (i = 0; i < s->ncarry; i++) {
+		struct st_pendv *pv = &lp[s->carry[i].lane];
+
+		pv->v[pv->n] = s->carry[i];
+		pv->v[pv->n].carried = 1;
+		pv->n++;
+		cnt[s->carry[i].stream]++;
+	}
+	s->ncarry = 0;
+	return 0;
 }
 
 /* st_carry_keep - keep pend[0..n) for the next fetch; 0 or STORE_ERR_NOMEM. */
@@ -518,41 +661,196 @@ st_lane_quotas(struct store *s, size_t want, size_t q[2])
 	}
 }
 
-/* st_read_lanes - a non-blocking (or blocking) read of one or both lanes into the per-lane lists. */
+/*
+ * st_read_streams - one XREADGROUP (">", COUNT count each, blocking up to
+ * block_ms when > 0) of the streams idx[0..nidx), their entries appended
+ * to their lane's list; cnt[stream] += what each gave, got[k] = what
+ * idx[k] gave (got may be NULL).
+ */
 static int
-st_read_lanes(struct store *s, const char *consumer, size_t count_high, size_t count_normal,
-    int block_ms, struct st_pend *lp[2], size_t ln[2], size_t cap)
+st_read_streams(struct store *s, const char *consumer, const size_t *idx, size_t nidx,
+    size_t count, int block_ms, struct st_pendv lp[2], size_t *cnt, size_t *got)
 {
-	static const char *const keys[2] = { ST_K_READY_HIGH, ST_K_READY };
-	static const enum store_lane lanes[2] = { STORE_LANE_HIGH, STORE_LANE_NORMAL };
-	const redisReply *entries[2] = { NULL, NULL };
+	const char **keys = NULL;
+	const redisReply **entries = NULL;
 	redisReply *r = NULL;
-	size_t count = count_high > count_normal ? count_high : count_normal;
+	size_t k;
 	int rc;
 
-	if (count_high > 0 && count_normal > 0)
-		rc = st_xread(s, keys, 2, ST_G_WORKERS, consumer, (int)count, block_ms, ">", &r, entries);
-	else if (count_high > 0)
-		rc = st_xread(s, keys, 1, ST_G_WORKERS, consumer, (int)count_high, block_ms, ">", &r, entries);
-	else
-		rc = st_xread(s, keys + 1, 1, ST_G_WORKERS, consumer, (int)count_normal, block_ms, ">", &r,
-		    entries + 1);
-	for (int k = 0; k < 2 && rc == 0; k++)
-		if (entries[k])
-			rc = st_parse_entries(entries[k], lanes[k], lp[lanes[k]], cap, &ln[lanes[k]]);
+	if (got)
+		memset(got, 0, nidx * sizeof(*got));
+	if (nidx == 0)
+		return 0;
+	keys = malloc(nidx * sizeof(*keys));
+	entries = malloc(nidx * sizeof(*entries));
+	rc = keys && entries ? 0 : STORE_ERR_NOMEM;
+	for (k = 0; rc == 0 && k < nidx; k++)
+		keys[k] = s->streams[idx[k]].key;
+	if (rc == 0)
+		rc = st_xread(s, keys, nidx, ST_G_WORKERS, consumer, count > INT32_MAX ? INT32_MAX :
+		    (int)count, block_ms, ">", &r, entries);
+	for (k = 0; k < nidx && rc == 0; k++) {
+		size_t g = 0;
+
+		if (!entries[k])
+			continue;
+		rc = st_parse_entries(s, entries[k], idx[k], &lp[s->streams[idx[k]].lane], &g);
+		cnt[idx[k]] += g;
+		if (got)
+			got[k] = g;
+	}
 	if (r)
 		freeReplyObject(r);
+	free(keys);
+	free(entries);
 	return rc;
+}
+
+/*
+ * st_read_set - the streams of lane (both: lane < 0) for a read: from the
+ * lane's window start, those with fewer than below carried (cnt), up to
+ * ST_READ_STREAMS per lane; the window moves on past the last one taken.
+ * Appends to idx[*n..) (room for 2 x ST_READ_STREAMS).
+ */
+static void
+st_read_set(struct store *s, int lane, const size_t *cnt, size_t below, size_t *idx, size_t *n)
+{
+	for (int l = 0; l < 2; l++) {
+		size_t i, taken = 0, last = s->read_from[l];
+
+		if (lane >= 0 && l != lane)
+			continue;
+		for (i = 0; i < s->nstreams && taken < ST_READ_STREAMS; i++) {
+			size_t k = (s->read_from[l] + i) % s->nstreams;
+
+			if ((int)s->streams[k].lane != l || cnt[k] >= below)
+				continue;
+			idx[(*n)++] = k;
+			taken++;
+			last = k;
+		}
+		if (taken == ST_READ_STREAMS)
+			s->read_from[l] = (last + 1) % s->nstreams;
+	}
+}
+
+/* st_div_up - ceil(a / b), b > 0. */
+static size_t
+st_div_up(size_t a, size_t b)
+{
+	return (a + b - 1) / b;
+}
+
+/*
+ * st_read_short - without waiting, read the lanes short of want entries:
+ * COUNT per stream the lane's want over the streams that had entries last
+ * time (so a lane with one busy project reads a whole batch from it, and
+ * with n busy ones about want / n from each), and the read-ahead bounded
+ * by ST_READ_AHEAD. Streams that gave a full COUNT while their lane is
+ * still short are read once more (only then a second round trip).
+ */
+static int
+st_read_short(struct store *s, const char *consumer, size_t want, struct st_pendv lp[2],
+    size_t *cnt)
+{
+	size_t idx[2 * ST_READ_STREAMS], got[2 * ST_READ_STREAMS], nidx = 0, count = 0;
+	size_t per[2] = { 0, 0 }, k;
+	int rc;
+
+	for (int l = 0; l < 2; l++) {
+		size_t na = s->nactive[l] > 0 ? s->nactive[l] : 1;
+
+		if (lp[l].n >= want)
+			continue;
+		per[l] = st_div_up(want - lp[l].n, na);
+		st_read_set(s, l, cnt, per[l], idx, &nidx);
+		if (per[l] > count)
+			count = per[l];
+	}
+	if (nidx == 0)
+		return 0;
+	if (count * nidx > ST_READ_AHEAD)
+		count = ST_READ_AHEAD / nidx > 0 ? ST_READ_AHEAD / nidx : 1;
+	rc = st_read_streams(s, consumer, idx, nidx, count, 0, lp, cnt, got);
+	if (rc)
+		return rc;
+	/* streams that may have more, of lanes still short */
+	{
+		size_t again[2 * ST_READ_STREAMS], na = 0, more = 0, nfull[2] = { 0, 0 };
+
+		for (k = 0; k < nidx; k++) {
+			enum store_lane l = s->streams[idx[k]].lane;
+
+			if (got[k] == count && lp[l].n < want) {
+				again[na++] = idx[k];
+				nfull[l]++;
+			}
+		}
+		for (int l = 0; l < 2; l++)
+			if (nfull[l] > 0 && st_div_up(want - lp[l].n, nfull[l]) > more)
+				more = st_div_up(want - lp[l].n, nfull[l]);
+		if (na == 0)
+			return 0;
+		if (more * na > ST_READ_AHEAD)
+			more = ST_READ_AHEAD / na > 0 ? ST_READ_AHEAD / na : 1;
+		return st_read_streams(s, consumer, again, na, more, 0, lp, cnt, NULL);
+	}
+}
+
+/* st_pend_order - qsort by the round robin order st_round_robin set. */
+static int
+st_pend_order(const void *a, const void *b)
+{
+	const struct st_pend *x = a, *y = b;
+
+	return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/*
+ * st_round_robin - order lane's entries (carried first, each stream's in
+ * stream order) so that its first take go one per stream in turn: the
+ * first entry of every stream, then the second..., starting at the
+ * stream after the one the last fetch ended with. Each stream keeps its
+ * own order, so what is left is carried in order. Sets the lane's count
+ * of streams with entries (cnt) for the next read's COUNT.
+ */
+static int
+st_round_robin(struct store *s, enum store_lane lane, struct st_pendv *pv, size_t take,
+    const size_t *cnt)
+{
+	size_t *ord, i, ns = s->nstreams, active = 0;
+
+	for (i = 0; i < ns; i++)
+		if (s->streams[i].lane == lane && cnt[i] > 0)
+			active++;
+	s->nactive[lane] = active;
+	if (pv->n == 0)
+		return 0;
+	ord = calloc(ns, sizeof(*ord));
+	if (!ord)
+		return STORE_ERR_NOMEM;
+	for (i = 0; i < pv->n; i++) {
+		struct st_pend *p = &pv->v[i];
+
+		p->order = (uint64_t)ord[p->stream]++ * ns + (p->stream + ns - s->rr[lane] % ns) % ns;
+	}
+	qsort(pv->v, pv->n, sizeof(*pv->v), st_pend_order);
+	if (take > 0)
+		s->rr[lane] = (pv->v[take - 1].stream + 1) % ns;
+	free(ord);
+	return 0;
 }
 
 int
 store_fetch(struct store *s, const char *consumer, int max, int block_ms,
     struct store_delivery **out)
 {
-	struct st_pend *pend = NULL, *lp[2];
-	size_t ln[2] = { 0, 0 }, q[2], take[2], want, cap, n = 0;
+	struct st_pendv lp[2];
+	struct st_pend *sel = NULL;
+	size_t q[2], take[2], want, *cnt = NULL, n = 0;
 	int rc;
 
+	memset(lp, 0, sizeof(lp));
 	if (!s || !consumer || !*consumer || !out || max <= 0)
 		return STORE_ERR_PROTO;
 	if (max > ST_MAX_BATCH)
@@ -561,63 +859,75 @@ store_fetch(struct store *s, const char *consumer, int max, int block_ms,
 	rc = st_connect(s);
 	if (rc)
 		return rc;
-	/*
-	 * Per lane: its carried entries (up to want), then what a read gives
-	 * (up to want; a read of both lanes has one COUNT, so one lane may
-	 * give more than it needs: carried). 2 x want per lane and want for
-	 * the claim; st_parse_entries writes every entry it hands out, so not
-	 * calloc. The lanes share the slots by weight (TXMAIL_LANE_WEIGHTS):
-	 * high first but not forever.
-	 */
-	cap = 2 * want;
-	pend = malloc(5 * want * sizeof(*pend));
-	if (!pend)
+	/* the project sets at most once a second; on trouble the streams known so far */
+	if (st_streams_refresh(s, 0) != 0 && s->nstreams == 0)
+		return STORE_ERR_PROTO;
+	cnt = calloc(s->nstreams, sizeof(*cnt));
+	if (!cnt)
 		return STORE_ERR_NOMEM;
-	lp[STORE_LANE_HIGH] = pend;
-	lp[STORE_LANE_NORMAL] = pend + cap;
+	/*
+	 * Per lane: its carried entries, then what a read gives (each lane up
+	 * to want, so a lane short of its share leaves it to the other). The
+	 * lanes share the slots by weight (TXMAIL_LANE_WEIGHTS): high first
+	 * but not forever; within a lane the projects' streams share its slots
+	 * by round robin (st_round_robin).
+	 */
 	st_lane_quotas(s, want, q);
-	for (int l = 0; l < 2; l++)
-		st_carry_take(s, (enum store_lane)l, lp[l], &ln[l], want);
-	/* 1. without waiting: each lane up to want (a lane short of its share leaves it to the other) */
-	if (ln[STORE_LANE_HIGH] < want || ln[STORE_LANE_NORMAL] < want) {
-		rc = st_read_lanes(s, consumer, want - ln[STORE_LANE_HIGH], want - ln[STORE_LANE_NORMAL],
-		    0, lp, ln, cap);
-		if (rc && ln[0] + ln[1] == 0)
-			goto out;
-		rc = 0;     /* claim what is at hand; the rest stays pending */
-	}
-	/* 2. nothing at hand: wait on both lanes */
-	if (ln[0] + ln[1] == 0) {
-		rc = st_read_lanes(s, consumer, want, want, block_ms, lp, ln, cap);
-		if (rc && ln[0] + ln[1] == 0)
+	rc = st_carry_take(s, lp, cnt);
+	if (rc)
+		goto out;
+	/* 1. without waiting: the lanes short of want */
+	rc = st_read_short(s, consumer, want, lp, cnt);
+	if (rc && lp[0].n + lp[1].n == 0)
+		goto out;
+	rc = 0;     /* claim what is at hand; the rest stays pending */
+	/* 2. nothing at hand: wait on every stream of both lanes */
+	if (lp[0].n + lp[1].n == 0) {
+		size_t idx[2 * ST_READ_STREAMS], nidx = 0, count;
+
+		st_read_set(s, -1, cnt, 1, idx, &nidx);
+		count = nidx > 0 && want * nidx > ST_READ_AHEAD ? ST_READ_AHEAD / nidx : want;
+		rc = st_read_streams(s, consumer, idx, nidx, count > 0 ? count : 1, block_ms, lp, cnt,
+		    NULL);
+		if (rc && lp[0].n + lp[1].n == 0)
 			goto out;
 		rc = 0;
 	}
 	/* 3. the shares: a lane with fewer entries than its quota gives the rest to the other */
-	take[0] = ln[0] < q[0] ? ln[0] : q[0];
-	take[1] = ln[1] < q[1] ? ln[1] : q[1];
+	take[0] = lp[0].n < q[0] ? lp[0].n : q[0];
+	take[1] = lp[1].n < q[1] ? lp[1].n : q[1];
 	if (take[0] < q[0] || take[1] < q[1]) {
 		/* one lane ran dry: no credit is banked for later (no burst to catch up) */
 		s->lane_credit[0] = s->lane_credit[1] = 0;
 		for (int l = 0; l < 2; l++) {
-			size_t more = want - take[0] - take[1], room = ln[l] - take[l];
+			size_t more = want - take[0] - take[1], room = lp[l].n - take[l];
 
 			take[l] += more < room ? more : room;
 		}
 	}
-	/* the rest waits for the next call, at the head of its lane */
+	/* 4. within each lane, round robin between its streams; the rest waits for the next call */
 	for (int l = 0; l < 2 && rc == 0; l++)
-		rc = st_carry_keep(s, lp[l] + take[l], ln[l] - take[l]);
-	if (rc)
-		goto out;
-	/* high first, then normal, in stream order */
-	memcpy(pend + 2 * cap, lp[STORE_LANE_HIGH], take[STORE_LANE_HIGH] * sizeof(*pend));
-	memcpy(pend + 2 * cap + take[STORE_LANE_HIGH], lp[STORE_LANE_NORMAL],
-	    take[STORE_LANE_NORMAL] * sizeof(*pend));
+		rc = st_round_robin(s, (enum store_lane)l, &lp[l], take[l], cnt);
+	for (int l = 0; l < 2 && rc == 0; l++)
+		rc = st_carry_keep(s, lp[l].v + take[l], lp[l].n - take[l]);
 	n = take[0] + take[1];
-	rc = st_claim_pend(s, consumer, pend + 2 * cap, n, out);
+	sel = rc == 0 && n > 0 ? malloc(n * sizeof(*sel)) : NULL;
+	if (rc || n == 0)
+		goto out;   /* entries not kept stay pending with this consumer: a reclaim takes them */
+	if (!sel) {
+		rc = STORE_ERR_NOMEM;
+		goto out;
+	}
+	/* high first, then normal */
+	memcpy(sel, lp[STORE_LANE_HIGH].v, take[STORE_LANE_HIGH] * sizeof(*sel));
+	memcpy(sel + take[STORE_LANE_HIGH], lp[STORE_LANE_NORMAL].v,
+	    take[STORE_LANE_NORMAL] * sizeof(*sel));
+	rc = st_claim_pend(s, consumer, sel, n, out);
 out:
-	free(pend);
+	free(sel);
+	free(lp[0].v);
+	free(lp[1].v);
+	free(cnt);
 	return rc;
 }
 
@@ -625,19 +935,13 @@ int
 store_reclaim(struct store *s, const char *consumer, int64_t min_idle_ms,
     int max, struct store_delivery **out)
 {
-	static const struct {
-		const char *key;
-		enum store_lane lane;
-	} lanes[2] = {
-		{ ST_K_READY_HIGH, STORE_LANE_HIGH },
-		{ ST_K_READY, STORE_LANE_NORMAL },
-	};
 	const redisReply *entries = NULL;
-	struct st_pend *pend = NULL;
+	struct st_pendv pv;
 	redisReply *r = NULL;
-	size_t n = 0, k;
+	size_t k, seen = 0, last = 0;
 	int rc = 0;
 
+	memset(&pv, 0, sizeof(pv));
 	if (!s || !consumer || !*consumer || !out || max <= 0)
 		return STORE_ERR_PROTO;
 	if (max > ST_MAX_BATCH)
@@ -645,21 +949,37 @@ store_reclaim(struct store *s, const char *consumer, int64_t min_idle_ms,
 	rc = st_connect(s);
 	if (rc)
 		return rc;
-	pend = calloc((size_t)max, sizeof(*pend));
-	if (!pend)
-		return STORE_ERR_NOMEM;
-	for (k = 0; k < 2 && n < (size_t)max && rc == 0; k++) {
-		char *cursor = lanes[k].lane == STORE_LANE_HIGH ? s->work_cursor_high : s->work_cursor;
+	if (st_streams_refresh(s, 0) != 0 && s->nstreams == 0)
+		return STORE_ERR_PROTO;
+	/*
+	 * The high lane's streams first, then the normal lane's; each stream
+	 * its own cursor; at most ST_RECLAIM_STREAMS a call (the next call
+	 * goes on from there).
+	 */
+	for (int pass = 0; pass < 2; pass++) {
+		enum store_lane lane = pass == 0 ? STORE_LANE_HIGH : STORE_LANE_NORMAL;
 
-		rc = st_xautoclaim(s, lanes[k].key, ST_G_WORKERS, consumer, min_idle_ms,
-		    (int)((size_t)max - n), cursor, sizeof(s->work_cursor), &r, &entries);
-		if (rc == 0 && entries)
-			rc = st_parse_entries(entries, lanes[k].lane, pend, (size_t)max, &n);
-		if (r)
-			freeReplyObject(r);
-		r = NULL;
+		for (k = 0; k < s->nstreams && seen < ST_RECLAIM_STREAMS && pv.n < (size_t)max &&
+		    rc == 0; k++) {
+			size_t i = (s->reclaim_at + k) % s->nstreams;
+			struct st_stream *st = &s->streams[i];
+
+			if (st->lane != lane)
+				continue;
+			seen++;
+			last = i;
+			rc = st_xautoclaim(s, st->key, ST_G_WORKERS, consumer, min_idle_ms,
+			    (int)((size_t)max - pv.n), st->cursor, sizeof(st->cursor), &r, &entries);
+			if (rc == 0 && entries)
+				rc = st_parse_entries(s, entries, i, &pv, NULL);
+			if (r)
+				freeReplyObject(r);
+			r = NULL;
+		}
 	}
-	if (rc && n > 0)
+	if (seen == ST_RECLAIM_STREAMS)
+		s->reclaim_at = (last + 1) % s->nstreams;
+	if (rc && pv.n > 0)
 		rc = 0;     /* claim what is at hand */
 	/*
 	 * An entry this handle read ahead and still carries is ours already
@@ -669,20 +989,20 @@ store_reclaim(struct store *s, const char *consumer, int64_t min_idle_ms,
 	if (rc == 0 && s->ncarry > 0) {
 		size_t kept = 0;
 
-		for (size_t i = 0; i < n; i++) {
+		for (size_t i = 0; i < pv.n; i++) {
 			int carried = 0;
 
 			for (size_t c = 0; c < s->ncarry && !carried; c++)
-				carried = s->carry[c].lane == pend[i].lane &&
-				    strcmp(s->carry[c].entry_id, pend[i].entry_id) == 0;
+				carried = s->carry[c].stream == pv.v[i].stream &&
+				    strcmp(s->carry[c].entry_id, pv.v[i].entry_id) == 0;
 			if (!carried)
-				pend[kept++] = pend[i];
+				pv.v[kept++] = pv.v[i];
 		}
-		n = kept;
+		pv.n = kept;
 	}
 	if (rc == 0)
-		rc = st_claim_pend(s, consumer, pend, n, out);
-	free(pend);
+		rc = st_claim_pend(s, consumer, pv.v, pv.n, out);
+	free(pv.v);
 	return rc;
 }
 
@@ -726,19 +1046,48 @@ st_xtouch(struct store *s, const char *what, const char *key, const char *group,
 }
 
 int
-store_heartbeat(struct store *s, const char *consumer,
-    const char *const *entry_ids, const enum store_lane *lanes, size_t n)
+store_heartbeat(struct store *s, const char *consumer, const char *const *entry_ids,
+    const enum store_lane *lanes, const char *const *projects, size_t n)
 {
-	int rc;
+	char (*keys)[ST_KEY_MAX] = NULL;
+	const char **sub = NULL;
+	unsigned char *done = NULL;
+	size_t i, j, m;
+	int rc = 0;
 
 	if (!s || !consumer || !*consumer || (n && !entry_ids) || n > 100000)
 		return STORE_ERR_PROTO;
-	/* one XCLAIM per lane: an id means something only on its own stream */
-	rc = st_xtouch(s, "xclaim", st_lane_key(STORE_LANE_HIGH), ST_G_WORKERS, consumer,
-	    entry_ids, lanes, STORE_LANE_HIGH, n);
-	if (rc == 0)
-		rc = st_xtouch(s, "xclaim", st_lane_key(STORE_LANE_NORMAL), ST_G_WORKERS, consumer,
-		    entry_ids, lanes, STORE_LANE_NORMAL, n);
+	if (n == 0)
+		return 0;
+	keys = malloc(n * sizeof(*keys));
+	sub = malloc(n * sizeof(*sub));
+	done = calloc(n, 1);
+	if (!keys || !sub || !done) {
+		rc = STORE_ERR_NOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++)
+		if (st_stream_key(keys[i], sizeof(keys[i]), lanes ? lanes[i] : STORE_LANE_NORMAL,
+		    projects ? projects[i] : NULL)) {
+			rc = STORE_ERR_PROTO;
+			goto out;
+		}
+	/* one XCLAIM per stream: an id means something only on its own stream */
+	for (i = 0; i < n && rc == 0; i++) {
+		if (done[i])
+			continue;
+		for (j = i, m = 0; j < n; j++)
+			if (!done[j] && strcmp(keys[j], keys[i]) == 0) {
+				sub[m++] = entry_ids[j];
+				done[j] = 1;
+			}
+		rc = st_xtouch(s, "xclaim", keys[i], ST_G_WORKERS, consumer, sub, NULL,
+		    STORE_LANE_NORMAL, m);
+	}
+out:
+	free(keys);
+	free(sub);
+	free(done);
 	return rc;
 }
 
@@ -746,6 +1095,7 @@ store_heartbeat(struct store *s, const char *consumer,
 struct st_back {
 	const char *entry_id;
 	enum store_lane lane;
+	const char *project;    /* with lane, the entry's stream */
 	const char *msg_id;
 	int idx;
 	int attempt;     /* 0: never claimed */
@@ -762,7 +1112,7 @@ st_hand_back(struct store *s, const char *consumer, const struct st_back *b, siz
     size_t *back)
 {
 	struct st_batch bt;
-	char kmsg[ST_KEY_MAX];
+	char kmsg[ST_KEY_MAX], kstream[ST_KEY_MAX];
 	size_t i;
 	int64_t v;
 	int rc;
@@ -777,13 +1127,14 @@ st_hand_back(struct store *s, const char *consumer, const struct st_back *b, siz
 		goto out;
 	for (i = 0; i < n; i++) {
 		if (!st_id_ok(b[i].msg_id) ||
-		    st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", b[i].msg_id, NULL)) {
+		    st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", b[i].msg_id, NULL) ||
+		    st_stream_key(kstream, sizeof(kstream), b[i].lane, b[i].project)) {
 			rc = STORE_ERR_PROTO;
 			goto out;
 		}
 		st_eval(&bt.a, s, SC_HAND_BACK, 3);
 		st_adds(&bt.a, kmsg);
-		st_adds(&bt.a, st_lane_key(b[i].lane));
+		st_adds(&bt.a, kstream);
 		st_adds(&bt.a, ST_K_DUE);
 		st_adds(&bt.a, b[i].entry_id);
 		st_addi(&bt.a, b[i].idx);
@@ -832,6 +1183,7 @@ store_hand_back(struct store *s, const char *consumer, const struct store_handba
 		}
 		b[i].entry_id = h[i].d->entry_id;
 		b[i].lane = h[i].d->lane;
+		b[i].project = h[i].d->stream_project;
 		b[i].msg_id = h[i].d->msg_id;
 		b[i].idx = h[i].d->rcpt_idx;
 		b[i].attempt = h[i].d->attempts;
@@ -864,6 +1216,7 @@ store_park(struct store *s, const char *consumer, const struct store_park *p, si
 		}
 		b[i].entry_id = p[i].d->entry_id;
 		b[i].lane = p[i].d->lane;
+		b[i].project = p[i].d->stream_project;
 		b[i].msg_id = p[i].d->msg_id;
 		b[i].idx = p[i].d->rcpt_idx;
 		b[i].attempt = p[i].d->attempts;
@@ -895,6 +1248,7 @@ store_hand_back_carried(struct store *s, const char *consumer, size_t *back)
 			continue;
 		b[n].entry_id = s->carry[i].entry_id;
 		b[n].lane = s->carry[i].lane;
+		b[n].project = s->streams[s->carry[i].stream].project;
 		b[n].msg_id = s->carry[i].msg_id;
 		b[n].idx = s->carry[i].idx;
 		n++;
@@ -928,6 +1282,8 @@ struct st_record_arg {
 	char fattempts[ST_RFIELD_MAX];
 	char fsmtp[ST_RFIELD_MAX];
 	char fdfr[ST_RFIELD_MAX];
+	char kstream[ST_KEY_MAX];   /* the entry's stream */
+	char slot[ST_I64_LEN];      /* its place in the call's keys */
 	char *supp_email;    /* suppress_reason set: the recipient, lower-cased */
 	char *supp_value;    /* and "<now_ms>:<reason>" */
 };
@@ -942,7 +1298,8 @@ st_record_arg_fill(struct st_record_arg *ra, const struct store_result *res)
 
 	if (st_key(ra->kmsg, sizeof(ra->kmsg), ST_PREFIX "msg:", d->msg_id, NULL) ||
 	    st_key(ra->ktl, sizeof(ra->ktl), ST_PREFIX "msg:", d->msg_id, ":tl") ||
-	    ml + 1 + ST_I64_LEN > sizeof(ra->member))
+	    ml + 1 + ST_I64_LEN > sizeof(ra->member) ||
+	    st_stream_key(ra->kstream, sizeof(ra->kstream), d->lane, d->stream_project))
 		return STORE_ERR_PROTO;
 	memcpy(ra->member, d->msg_id, ml);
 	ra->member[ml] = '/';
@@ -978,7 +1335,8 @@ store_record(struct store *s, struct store_result *res, size_t n)
 {
 	struct st_batch b;
 	struct st_record_arg *ra = NULL;
-	size_t i, c, nc;
+	const char *skeys[ST_SCRIPT_BATCH];
+	size_t i, c, nc, ns;
 	int rc, terminal;
 	int64_t v;
 
@@ -1001,7 +1359,7 @@ store_record(struct store *s, struct store_result *res, size_t n)
 		return rc;
 	nc = (n + ST_SCRIPT_BATCH - 1) / ST_SCRIPT_BATCH;
 	ra = calloc(n, sizeof(*ra));
-	rc = ra ? st_batch_init(&b, nc, 11 + 17 * ST_SCRIPT_BATCH) : STORE_ERR_NOMEM;
+	rc = ra ? st_batch_init(&b, nc, 9 + 18 * ST_SCRIPT_BATCH) : STORE_ERR_NOMEM;
 	for (i = 0; rc == 0 && i < n; i++)
 		rc = st_record_arg_fill(&ra[i], &res[i]);
 	if (rc)
@@ -1009,9 +1367,10 @@ store_record(struct store *s, struct store_result *res, size_t n)
 	for (c = 0; c < nc; c++) {
 		size_t lo = c * ST_SCRIPT_BATCH, hi = lo + ST_SCRIPT_BATCH < n ? lo + ST_SCRIPT_BATCH : n;
 
-		st_eval(&b.a, s, SC_RECORD, (int)(5 + 2 * (hi - lo)));
-		st_adds(&b.a, ST_K_READY);
-		st_adds(&b.a, ST_K_READY_HIGH);
+		ns = 0;
+		for (i = lo; i < hi; i++)
+			st_stream_slot(skeys, &ns, ra[i].kstream, ra[i].slot);
+		st_eval(&b.a, s, SC_RECORD, (int)(3 + 2 * (hi - lo) + ns));
 		st_adds(&b.a, ST_K_DUE);
 		st_adds(&b.a, ST_K_EVENTS);
 		st_adds(&b.a, ST_K_SUPP);
@@ -1019,6 +1378,8 @@ store_record(struct store *s, struct store_result *res, size_t n)
 			st_adds(&b.a, ra[i].kmsg);
 			st_adds(&b.a, ra[i].ktl);
 		}
+		for (i = 0; i < ns; i++)
+			st_adds(&b.a, skeys[i]);
 		st_addi(&b.a, s->retention_ms);
 		st_adds(&b.a, ST_PREFIX);
 		st_addi(&b.a, st_content_keep_ms(s));
@@ -1026,7 +1387,7 @@ store_record(struct store *s, struct store_result *res, size_t n)
 			const struct st_record_arg *x = &ra[i];
 
 			st_adds(&b.a, res[i].d->entry_id);
-			st_adds(&b.a, st_lane_arg(res[i].d->lane));
+			st_adds(&b.a, x->slot);
 			st_adds(&b.a, res[i].status);
 			st_adds(&b.a, x->next);
 			st_adds(&b.a, res[i].smtp_json);
@@ -1098,12 +1459,14 @@ store_promote_due(struct store *s, int64_t now_ms, int max, int64_t *next_ms)
 		return STORE_ERR_PROTO;
 	if (max > 100000)
 		max = 100000;
-	rc = st_eval_begin(s, &a, 10, SC_PROMOTE, 3);
+	rc = st_eval_begin(s, &a, 12, SC_PROMOTE, 5);
 	if (rc)
 		return rc;
 	st_adds(&a, ST_K_DUE);
 	st_adds(&a, ST_K_READY);
 	st_adds(&a, ST_K_READY_HIGH);
+	st_adds(&a, ST_K_READY_PROJECTS);
+	st_adds(&a, ST_K_READY_HIGH_PROJECTS);
 	st_addi(&a, now_ms);
 	st_addi(&a, max);
 	st_adds(&a, ST_PREFIX);
@@ -1240,80 +1603,108 @@ out:
 int
 store_queue_stats(struct store *s, struct store_queue_stats *out)
 {
-	enum { Q_LEN = 0, Q_PEND = 2, Q_DUE = 4, Q_EVENTS = 5, Q_FIRST = 6, Q_TIME = 8, Q_EPS = 9, Q_N = 10 };
-	static const char *const argv[Q_N][6] = {
-		{ "XLEN", ST_K_READY, NULL },
-		{ "XLEN", ST_K_READY_HIGH, NULL },
-		{ "XPENDING", ST_K_READY, ST_G_WORKERS, NULL },
-		{ "XPENDING", ST_K_READY_HIGH, ST_G_WORKERS, NULL },
-		{ "ZCARD", ST_K_DUE, NULL },
-		{ "XLEN", ST_K_EVENTS, NULL },
-		{ "XRANGE", ST_K_READY, "-", "+", "COUNT", "1" },
-		{ "XRANGE", ST_K_READY_HIGH, "-", "+", "COUNT", "1" },
-		{ "TIME", NULL },
-		{ "ZRANGE", ST_K_WHEPS, "0", "999", NULL },
-	};
-	static const int argc[Q_N] = { 2, 2, 3, 3, 2, 2, 6, 6, 1, 4 };
-	struct st_cmd cmds[Q_N];
-	redisReply *rep[Q_N];
+	/* the fixed commands, then XLEN, XPENDING, XRANGE - + COUNT 1 of each ready stream */
+	enum { Q_DUE = 0, Q_EVENTS = 1, Q_TIME = 2, Q_EPS = 3, Q_N = 4 };
+	struct st_batch b;
 	int64_t len[2] = { 0, 0 }, first[2] = { 0, 0 }, now = 0;
 	size_t i;
 	int rc;
 
+	memset(&b, 0, sizeof(b));
 	if (!s || !out)
 		return STORE_ERR_PROTO;
 	memset(out, 0, sizeof(*out));
-	memset(cmds, 0, sizeof(cmds));
-	memset(rep, 0, sizeof(rep));
 	rc = st_connect(s);
 	if (rc)
 		return rc;
-	for (i = 0; i < Q_N; i++) {
-		int n = redisFormatCommandArgv(&cmds[i].buf, argc[i], (const char **)argv[i], NULL);
-
-		if (n < 0 || !cmds[i].buf) {
-			rc = STORE_ERR_NOMEM;
-			goto out;
-		}
-		cmds[i].len = (size_t)n;
-	}
-	rc = st_run(s, cmds, Q_N, rep);
+	if (st_streams_refresh(s, 0) != 0 && s->nstreams == 0)
+		return STORE_ERR_PROTO;
+	rc = st_batch_init(&b, Q_N + 3 * s->nstreams, 6);
 	if (rc)
 		goto out;
-	for (i = 0; i < Q_EVENTS + 1; i++) {
-		const redisReply *r = rep[i];
-		int xpending = i == Q_PEND || i == Q_PEND + 1;
-		int64_t *dst;
+	st_adds(&b.a, "ZCARD");
+	st_adds(&b.a, ST_K_DUE);
+	rc = st_batch_add(&b);
+	st_adds(&b.a, "XLEN");
+	st_adds(&b.a, ST_K_EVENTS);
+	rc = rc ? rc : st_batch_add(&b);
+	st_adds(&b.a, "TIME");
+	rc = rc ? rc : st_batch_add(&b);
+	st_adds(&b.a, "ZRANGE");
+	st_adds(&b.a, ST_K_WHEPS);
+	st_adds(&b.a, "0");
+	st_adds(&b.a, "999");
+	rc = rc ? rc : st_batch_add(&b);
+	for (i = 0; i < s->nstreams && rc == 0; i++) {
+		const char *key = s->streams[i].key;
 
-		/* XPENDING summary: [count, min id, max id, consumers] */
-		if (xpending && st_is_array(r, 1))
-			r = r->element[0];
-		if (xpending && st_is_error(r, "NOGROUP"))
-			continue;   /* no worker group yet: nothing pending */
+		st_adds(&b.a, "XLEN");
+		st_adds(&b.a, key);
+		rc = st_batch_add(&b);
+		st_adds(&b.a, "XPENDING");
+		st_adds(&b.a, key);
+		st_adds(&b.a, ST_G_WORKERS);
+		rc = rc ? rc : st_batch_add(&b);
+		st_adds(&b.a, "XRANGE");
+		st_adds(&b.a, key);
+		st_adds(&b.a, "-");
+		st_adds(&b.a, "+");
+		st_adds(&b.a, "COUNT");
+		st_adds(&b.a, "1");
+		rc = rc ? rc : st_batch_add(&b);
+	}
+	if (rc == 0)
+		rc = st_batch_run(s, &b);
+	if (rc)
+		goto out;
+	for (i = Q_DUE; i <= Q_EVENTS; i++) {
+		const redisReply *r = b.rep[i];
+
 		if (!r || r->type != REDIS_REPLY_INTEGER || r->integer < 0) {
-			rc = st_bad("queue stats", rep[i]);
+			rc = st_bad("queue stats", r);
 			goto out;
 		}
-		dst = i < Q_PEND ? &len[i] : xpending ? &out->claimed[i - Q_PEND] :
-		    i == Q_DUE ? &out->due : &out->events;
-		*dst = r->integer;
+		*(i == Q_DUE ? &out->due : &out->events) = r->integer;
 	}
-	if (st_stream_first_ms(rep[Q_FIRST], &first[0]) != 0 ||
-	    st_stream_first_ms(rep[Q_FIRST + 1], &first[1]) != 0 || st_time_ms(rep[Q_TIME], &now) != 0) {
-		rc = st_bad("queue stats: oldest", rep[Q_TIME]);
+	if (st_time_ms(b.rep[Q_TIME], &now) != 0) {
+		rc = st_bad("queue stats: time", b.rep[Q_TIME]);
 		goto out;
+	}
+	/* per lane: the sums over its streams, the oldest entry of any */
+	for (i = 0; i < s->nstreams; i++) {
+		const redisReply *xl = b.rep[Q_N + 3 * i], *xp = b.rep[Q_N + 3 * i + 1];
+		enum store_lane l = s->streams[i].lane;
+		int64_t f = 0;
+
+		if (!xl || xl->type != REDIS_REPLY_INTEGER || xl->integer < 0) {
+			rc = st_bad("queue stats", xl);
+			goto out;
+		}
+		len[l] += xl->integer;
+		/* XPENDING summary: [count, min id, max id, consumers]; no group yet: nothing pending */
+		if (st_is_array(xp, 1))
+			xp = xp->element[0];
+		if (!st_is_error(xp, "NOGROUP")) {
+			if (!xp || xp->type != REDIS_REPLY_INTEGER || xp->integer < 0) {
+				rc = st_bad("queue stats", b.rep[Q_N + 3 * i + 1]);
+				goto out;
+			}
+			out->claimed[l] += xp->integer;
+		}
+		if (st_stream_first_ms(b.rep[Q_N + 3 * i + 2], &f) != 0) {
+			rc = st_bad("queue stats: oldest", b.rep[Q_N + 3 * i + 2]);
+			goto out;
+		}
+		if (f > 0 && (first[l] == 0 || f < first[l]))
+			first[l] = f;
 	}
 	for (i = 0; i < 2; i++) {
 		/* claimed and recorded entries are deleted (XACK + XDEL): the rest wait for a worker */
 		out->ready[i] = len[i] > out->claimed[i] ? len[i] - out->claimed[i] : 0;
 		out->oldest_ms[i] = first[i] > 0 && now > first[i] ? now - first[i] : 0;
 	}
-	rc = st_wh_backlogs(s, rep[Q_EPS], out);
+	rc = st_wh_backlogs(s, b.rep[Q_EPS], out);
 out:
-	for (i = 0; i < Q_N; i++) {
-		if (rep[i])
-			freeReplyObject(rep[i]);
-		redisFreeCommand(cmds[i].buf);
-	}
+	st_batch_release(&b);
 	return rc;
 }

@@ -36,6 +36,11 @@
 #define ST_PREFIX "txm{0}:"
 #define ST_K_READY ST_PREFIX "ready"            /* the normal lane */
 #define ST_K_READY_HIGH ST_PREFIX "ready:high"  /* the high lane, read first */
+/* a project P other than "default" has its own ready stream per lane,
+ * ST_K_READY ":p:" P and ST_K_READY_HIGH ":p:" P (st_stream_key); these
+ * sets name the projects that have (had) one, per lane */
+#define ST_K_READY_PROJECTS ST_PREFIX "ready:projects"
+#define ST_K_READY_HIGH_PROJECTS ST_PREFIX "ready:high:projects"
 #define ST_K_DUE ST_PREFIX "due"
 #define ST_K_EVENTS ST_PREFIX "events"
 #define ST_K_WHQ ST_PREFIX "whq:"      /* + endpoint id */
@@ -61,6 +66,11 @@
 #define ST_MAX_TIMELINE 5000     /* timeline entries returned by get_message */
 #define ST_MAX_ID 63             /* message id length (msg_id[64]) */
 #define ST_MAX_ENTRY_ID 47       /* stream entry id length (entry_id[48]) */
+#define ST_MAX_STREAMS 1024      /* ready streams a handle knows, both lanes (s->streams) */
+#define ST_READ_STREAMS 256      /* streams of one lane in one XREADGROUP (rotating beyond) */
+#define ST_READ_AHEAD 4000       /* entries one read may give at most (COUNT x streams) */
+#define ST_RECLAIM_STREAMS 32    /* streams one store_reclaim looks at (rotating beyond) */
+#define ST_STREAMS_REFRESH_MS 1000   /* how often the project sets are read again */
 #define ST_EVENT_IDLE_MS 60000   /* webhook events of dead consumers */
 #define ST_KEY_MAX 160
 #define ST_NUMS 16
@@ -111,9 +121,21 @@ struct store {
 	char why[256];              /* why the last connect attempt failed, for store_init */
 	int64_t retention_ms;       /* a finished message's summary and timeline stay this long */
 	char sha[SC_COUNT][41];
-	char work_cursor[48];       /* XAUTOCLAIM cursors */
-	char work_cursor_high[48];
-	char event_cursor[48];
+	char event_cursor[48];      /* XAUTOCLAIM cursor of the events stream */
+	/*
+	 * The ready streams this handle reads (store_fetch): [0] the normal
+	 * lane's, [1] the high lane's (the project "default"'s, which also
+	 * hold entries an earlier release wrote for any project), then one
+	 * per (lane, project) named by the project sets, appended as they
+	 * appear (never removed: an index stays valid for st_pend.stream).
+	 */
+	struct st_stream *streams;
+	size_t nstreams;
+	int64_t streams_ms;         /* monotonic time the sets were last read; 0: never */
+	size_t read_from[2];        /* per lane: where the next read's window starts */
+	size_t rr[2];               /* per lane: the stream the next round robin starts at */
+	size_t nactive[2];          /* per lane: streams that had entries at the last fetch */
+	size_t reclaim_at;          /* the stream the next store_reclaim starts at */
 	/* entries read by store_fetch beyond its max, claimed by the next call */
 	struct st_pend *carry;
 	size_t ncarry;
@@ -153,14 +175,24 @@ struct st_batch {
 	struct st_args a;    /* the one being built */
 };
 
+/* One ready stream: a lane's, of one project. */
+struct st_stream {
+	enum store_lane lane;
+	char project[STORE_PROJECT_MAX + 1];
+	char key[ST_KEY_MAX];
+	char cursor[48];            /* XAUTOCLAIM cursor */
+};
+
 /* An entry seen by fetch/reclaim, before its claim. */
 struct st_pend {
 	char entry_id[48];
 	char msg_id[64];
 	int idx;
 	enum store_lane lane;
+	size_t stream;   /* s->streams[stream], whose lane is lane */
 	int claim;       /* 1: claim it, 0: just ack+del (malformed) */
 	int carried;     /* kept by an earlier fetch: claim only if still ours */
+	uint64_t order;  /* store_fetch's round robin place */
 };
 
 /* --- in store_conn.c: arguments, replies, connection, running ------------ */
@@ -380,6 +412,22 @@ int64_t st_content_keep_ms(const struct store *s);
 /* st_project_name - project, or "default" for NULL and "" (data from before projects). */
 const char *st_project_name(const char *project);
 
+/*
+ * st_stream_key - the ready stream of (lane, project): ST_K_READY or
+ * ST_K_READY_HIGH for "default" (NULL, ""), else that ":p:" project.
+ * 0, or -1 when project is not a valid name or buf is short.
+ */
+int st_stream_key(char *buf, size_t len, enum store_lane lane, const char *project);
+
+/* --- in store_delivery.c: the ready streams -------------------------------- */
+
+/*
+ * st_streams_refresh - make sure s->streams holds the two default streams
+ * and, at most every ST_STREAMS_REFRESH_MS (force: now), the projects of
+ * the sets. 0 or STORE_ERR_* (what was known stays usable).
+ */
+int st_streams_refresh(struct store *s, int force);
+
 /* --- in store_delivery.c: stream reading, also used by store_webhooks.c and
  * store_events.c ------------------------------------------------------------ */
 
@@ -402,7 +450,7 @@ void st_event_project(struct store_event *ev, const redisReply *fields);
 int st_block_timeout(int block_ms);
 
 /*
- * st_xread - one XREADGROUP over nkeys (1 or 2) streams, COUNT max each;
+ * st_xread - one XREADGROUP over nkeys (1 to 2 x ST_READ_STREAMS) streams, COUNT max each;
  * entries[k] points into *reply (the entries array of keys[k]) or is NULL
  * when that stream gave nothing. Caller frees *reply.
  */

@@ -978,25 +978,34 @@ dispatch_send(struct worker *w, struct job *j)
 static void
 heartbeat(struct worker *w, struct store *st)
 {
-	const char **ids = NULL;
+	const char **ids = NULL, **projects = NULL;
 	enum store_lane *lanes = NULL;
 	size_t n = 0;
 
 	pthread_mutex_lock(&w->mu);
 	if (w->nfly > 0 && (ids = calloc((size_t)w->nfly, sizeof(*ids))) != NULL &&
+	    (projects = calloc((size_t)w->nfly, sizeof(*projects))) != NULL &&
 	    (lanes = calloc((size_t)w->nfly, sizeof(*lanes))) != NULL) {
 		/* Copies: the strings live in deliveries the recorder may free. */
 		for (struct job *j = w->fly; j != NULL; j = j->next_fly) {
-			if ((ids[n] = strdup(j->d->entry_id)) != NULL)
-				lanes[n++] = j->d->lane;
+			if ((ids[n] = strdup(j->d->entry_id)) == NULL)
+				continue;
+			if ((projects[n] = strdup(j->d->stream_project)) == NULL) {
+				free((void *)ids[n]);
+				continue;
+			}
+			lanes[n++] = j->d->lane;
 		}
 	}
 	pthread_mutex_unlock(&w->mu);
-	if (n > 0 && store_heartbeat(st, w->consumer, ids, lanes, n) != STORE_OK)
+	if (n > 0 && store_heartbeat(st, w->consumer, ids, lanes, projects, n) != STORE_OK)
 		log_debug("heartbeat failed", "worker=%s", w->consumer);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		free((void *)ids[i]);
+		free((void *)projects[i]);
+	}
 	free(ids);
+	free(projects);
 	free(lanes);
 }
 

@@ -1,10 +1,11 @@
 -- claim.lua - store_conn.c's SC_CLAIM: the entries of one fetch or reclaim, claimed in one call
--- KEYS: ready, ready:high, then per entry i (1-based): msg (KEYS[1 + 2i]),
---       its content "<msg>:mime" (KEYS[2 + 2i])
+-- KEYS: per entry i (1-based): msg (KEYS[2i - 1]), its content "<msg>:mime"
+--       (KEYS[2i]); then the ready streams the entries are on (KEYS[2n + s])
 -- ARGV: consumer, then per entry i, 6 values from ARGV[2 + 6(i-1)]:
---       entry_id lane mode f_status f_attempts f_email
--- lane: 1 the entry is on ready, 2 on ready:high. f_*: the recipient's
--- field names, "r<idx>:status" and so on (built by C, not here).
+--       entry_id stream mode f_status f_attempts f_email
+-- stream: s, the entry is on KEYS[2n + s] (its lane's stream of its
+-- project, store_delivery.c). f_*: the recipient's field names,
+-- "r<idx>:status" and so on (built by C, not here).
 -- mode "1" (an entry store_fetch read earlier and kept): claim only while
 -- it is still pending with consumer, else nil and nothing touched (it may
 -- have been reclaimed since), and reset its idle time (XCLAIM JUSTID); "0": claim; "2" (a malformed entry, no
@@ -22,40 +23,41 @@
 -- pcall: the others are still claimed; a script does not roll back, so
 -- that entry may be half claimed - "sending", attempts + 1 - and stays
 -- pending until a reclaim takes it, which claims a "sending" one again).
--- The acks of the not-deliverable entries are sent once per lane at the
--- end (XACK and XDEL take many ids).
+-- The acks of the not-deliverable entries are sent once per stream at
+-- the end (XACK and XDEL take many ids).
 
 -- @include lib/batch.lua
-local drop = { {}, {} }
+local n = (#ARGV - 1) / 6
+local drop = {}
 local function claim(i)
   local a = 2 + 6 * (i - 1)
-  local id, lane, mode = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2]
+  local id, st, mode = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2]
   if mode == '2' then
-    table.insert(drop[lane], id)
+    batch_mark(drop, st, id)
     return false
   end
   if mode == '1' then
-    if #redis.call('XPENDING', KEYS[lane], 'workers', id, id, 1, ARGV[1]) == 0 then
+    if #redis.call('XPENDING', KEYS[2 * n + st], 'workers', id, id, 1, ARGV[1]) == 0 then
       return false
     end
     -- its idle time counts from the read, maybe long ago: reset it, or a
     -- reclaim (visibility timeout) could take it while it is being sent
-    redis.call('XCLAIM', KEYS[lane], 'workers', ARGV[1], 0, id, 'JUSTID')
+    redis.call('XCLAIM', KEYS[2 * n + st], 'workers', ARGV[1], 0, id, 'JUSTID')
   end
-  local km = KEYS[1 + 2 * i]
+  local km = KEYS[2 * i - 1]
   local v = redis.call('HMGET', km, ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], 'mail_from',
     'mime', 'metadata', 'tags', 'created', 'expires')
   if v[1] == 'queued' or v[1] == 'sending' then
-    local n = (tonumber(v[2]) or 0) + 1
-    redis.call('HSET', km, ARGV[a + 3], 'sending', ARGV[a + 4], n)
-    local mime = redis.call('GET', KEYS[2 + 2 * i]) or v[5]
+    local c = (tonumber(v[2]) or 0) + 1
+    redis.call('HSET', km, ARGV[a + 3], 'sending', ARGV[a + 4], c)
+    local mime = redis.call('GET', KEYS[2 * i]) or v[5]
     return {v[3] or '', v[4] or '', mime or '', v[6] or '{}', v[7] or '[]',
-      n, v[8] or '0', v[9] or '0'}
+      c, v[8] or '0', v[9] or '0'}
   end
-  table.insert(drop[lane], id)
+  batch_mark(drop, st, id)
   return false
 end
 
-local out = batch_run('claim', claim, (#ARGV - 1) / 6)
-batch_ack(KEYS, drop)
+local out = batch_run('claim', claim, n)
+batch_ack(KEYS, 2 * n, drop)
 return out

@@ -17,6 +17,10 @@
 -- the events are the suppressed recipients'; per live recipient, its ready
 -- entry's "r" (mode "n": lane ready, "h": ready:high) or, mode "s" (scheduled),
 -- a "send_at member" pair of due ("<id>/<i>"). nl 0: every recipient is suppressed.
+-- The lane's stream is the project's (lib/project.lua's project_ready:
+-- the key itself for "default", else "<key>:p:<project>", its set
+-- "<key>:projects"; the first message of a project on a lane adds it to
+-- the set and makes the stream's group: one SADD per call and lane).
 -- prio ("high" or "normal") is kept in the message hash so promote puts
 -- retries back on the same lane.
 -- project owns every message of the batch (the hash's "project" field, p
@@ -43,6 +47,7 @@
 -- finished at once, and its content goes in the same step.
 
 -- @include lib/content.lua
+-- @include lib/project.lua
 
 -- cmd k ARGV[a..b], in calls of at most 4000 arguments (unpack's stack); a
 -- chunk starts an even distance from a, so field/value and score/member pairs stay whole
@@ -89,6 +94,7 @@ if taken or nm > 1 then
   end
 end
 local pos = 11 + nq
+local made = {}
 for j = 1, nm do
   local km, kt = KEYS[6 + j], KEYS[6 + nm + j]
   local nh, nt = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
@@ -118,6 +124,7 @@ for j = 1, nm do
   else
     local lane, id = KEYS[1], ARGV[pos + 5]
     if mode == 'h' then lane = KEYS[6] end
+    lane = project_ready(lane, lane .. ':projects', ARGV[8], made)
     for i = a, a + nl - 1 do redis.call('XADD', lane, '*', 'm', id, 'r', ARGV[i]) end
   end
   pos = a + nl

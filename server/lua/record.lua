@@ -1,15 +1,16 @@
 -- record.lua - store_conn.c's SC_RECORD: a batch of delivery outcomes recorded in one call
--- KEYS: ready, ready:high, due, events, supp (of the project "default"),
---       then per outcome i (1-based): msg (KEYS[4 + 2i]), tl (KEYS[5 + 2i])
+-- KEYS: due, events, supp (of the project "default"), then per outcome i
+--       (1-based): msg (KEYS[2 + 2i]), tl (KEYS[3 + 2i]); then the ready
+--       streams the outcomes' entries are on (KEYS[3 + 2n + s])
 -- ARGV: retention_ms prefix content_ms, then per outcome i, 15 values from
---       ARGV[4 + 15(i-1)]: entry_id lane status next_ms smtp event timeline
+--       ARGV[4 + 15(i-1)]: entry_id stream status next_ms smtp event timeline
 --       attempt member supp_email supp_value f_status f_attempts f_smtp f_dfr
--- lane: 1 the entry is on ready, 2 on ready:high. f_*: the recipient's
--- field names ("r<idx>:status" ...) and member "<msg id>/<idx>" (its due
--- set member), built by C, not here.
+-- stream: s, the entry is on KEYS[3 + 2n + s]. f_*: the recipient's field
+-- names ("r<idx>:status" ...) and member "<msg id>/<idx>" (its due set
+-- member), built by C, not here.
 -- A non-empty supp_email (the recipient, lower-cased by C) is added to the
 -- suppression list of the message's project (its "project" field; none:
--- "default", whose list is KEYS[5]) with supp_value ("<now_ms>:<reason>"),
+-- "default", whose list is KEYS[3]) with supp_value ("<now_ms>:<reason>"),
 -- in the same step as the outcome. The event goes to the outbox with p =
 -- that project. When the last recipient becomes terminal the content goes
 -- (lib/content.lua: deleted, or kept content_ms more).
@@ -24,27 +25,28 @@
 -- (each runs under pcall, the others are recorded; no roll back, so it
 -- may be half written, and its entry stays pending: a reclaim finds the
 -- recipient recorded, or "sending" and delivers it again). The acks of
--- the outcomes' entries are sent once per lane at the end.
+-- the outcomes' entries are sent once per stream at the end.
 
 -- @include lib/project.lua
 -- @include lib/content.lua
 -- @include lib/batch.lua
-local ack = { {}, {} }
+local n = (#ARGV - 3) / 15
+local ack = {}
 local function record(i)
   local a = 4 + 15 * (i - 1)
-  local km, kt = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
-  local id, lane, st = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2]
+  local km, kt = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+  local id, sk, st = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2]
   local fst, fsmtp, fdfr = ARGV[a + 11], ARGV[a + 13], ARGV[a + 14]
   local v = redis.call('HMGET', km, fst, ARGV[a + 12], 'project', fdfr, 'pending', 'tl')
   if v[1] ~= 'sending' then
-    table.insert(ack[lane], id)
+    batch_mark(ack, sk, id)
     return 0
   end
   if ARGV[a + 7] ~= '0' and v[2] ~= ARGV[a + 7] then return -1 end
   local proj = v[3]
   if not proj or proj == '' then proj = 'default' end
   if ARGV[a + 9] ~= '' then
-    local supp = KEYS[5]
+    local supp = KEYS[3]
     if proj ~= 'default' then supp = project_prefix(ARGV[2], proj) .. 'supp' end
     redis.call('HSET', supp, ARGV[a + 9], ARGV[a + 10])
   end
@@ -78,19 +80,19 @@ local function record(i)
   end
   redis.call('HSET', km, unpack(h))
   if tlist then redis.call('RPUSH', kt, ARGV[a + 6]) end
-  if ARGV[a + 5] ~= '' then redis.call('XADD', KEYS[4], '*', 'e', ARGV[a + 5], 'p', proj) end
+  if ARGV[a + 5] ~= '' then redis.call('XADD', KEYS[2], '*', 'e', ARGV[a + 5], 'p', proj) end
   if st == 'deferred' then
-    redis.call('ZADD', KEYS[3], ARGV[a + 3], ARGV[a + 8])
+    redis.call('ZADD', KEYS[1], ARGV[a + 3], ARGV[a + 8])
   elseif left and left <= 0 then
     redis.call('PEXPIRE', km, ARGV[1])
     -- no PEXPIRE of kt: content_done folds it into km and deletes it
     content_done(km, kt, ARGV[3])
   end
   -- last: an outcome that failed half-way keeps its entry pending
-  table.insert(ack[lane], id)
+  batch_mark(ack, sk, id)
   return ret
 end
 
-local out = batch_run('record', record, (#ARGV - 3) / 15)
-batch_ack(KEYS, ack)
+local out = batch_run('record', record, n)
+batch_ack(KEYS, 3 + 2 * n, ack)
 return out

@@ -3,8 +3,9 @@
 -- returns their results in order: what fn returned, or an error reply for
 -- an item whose command failed (the others still run; nothing is rolled
 -- back, so the caller's documentation says what a half-done item leaves).
--- batch_ack(keys, ids) XACKs and XDELs ids[lane] on keys[lane] (group
--- "workers") for both lanes, one call of each per lane.
+-- batch_mark(ids, k, id) puts id on the list of stream k; batch_ack(keys,
+-- base, ids) XACKs and XDELs each list ids[k] on keys[base + k] (group
+-- "workers"), one call of each per stream.
 
 local function batch_run(name, fn, n)
   local out = {}
@@ -21,11 +22,18 @@ local function batch_run(name, fn, n)
   return out
 end
 
-local function batch_ack(keys, ids)
-  for lane = 1, 2 do
-    if #ids[lane] > 0 then
-      redis.call('XACK', keys[lane], 'workers', unpack(ids[lane]))
-      redis.call('XDEL', keys[lane], unpack(ids[lane]))
-    end
+local function batch_mark(ids, k, id)
+  local l = ids[k]
+  if not l then
+    l = {}
+    ids[k] = l
+  end
+  l[#l + 1] = id
+end
+
+local function batch_ack(keys, base, ids)
+  for k, l in pairs(ids) do
+    redis.call('XACK', keys[base + k], 'workers', unpack(l))
+    redis.call('XDEL', keys[base + k], unpack(l))
   end
 end
