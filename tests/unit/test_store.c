@@ -2709,3 +2709,217 @@ Test(store, batch_carried_reclaimed)
 	freeReplyObject(r);
 	free_deliveries(d, n);
 }
+
+/* --- fairness between projects inside a lane (issue 14 item 4) --------- */
+
+#define K_PA "txm{0}:ready:p:A"
+#define K_PB "txm{0}:ready:p:B"
+
+/* a project's messages go to its own stream of the lane, named in the lane's set */
+Test(store, projects_have_their_streams)
+{
+	char a[64], b[64], h[64], d[64];
+
+	enqueue_in(a, sizeof(a), 2, 0, STORE_LANE_NORMAL, "A");
+	enqueue_in(b, sizeof(b), 1, 0, STORE_LANE_NORMAL, "B");
+	enqueue_in(h, sizeof(h), 1, 0, STORE_LANE_HIGH, "A");
+	enqueue_in(d, sizeof(d), 1, 0, STORE_LANE_NORMAL, NULL);
+	cr_assert_eq(rint_cmd("XLEN %s", K_PA), 2);
+	cr_assert_eq(rint_cmd("XLEN %s", K_PB), 1);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready:high:p:A"), 1);
+	cr_assert_eq(rint_cmd("XLEN %s", K_NORMAL), 1, "default keeps the lane's own stream");
+	cr_assert_eq(rint_cmd("XLEN %s", K_HIGH), 0);
+	cr_assert_eq(rint_cmd("SCARD %s", "txm{0}:ready:projects"), 2);
+	cr_assert_eq(rint_cmd("SISMEMBER txm{0}:ready:high:projects %s", "A"), 1);
+	cr_assert_eq(rint_cmd("SISMEMBER txm{0}:ready:projects %s", "default"), 0);
+	cr_assert_eq(pending_count(K_PA, "workers"), 0, "the group exists");
+}
+
+/*
+ * Project A has 1,000 messages queued (a batch) and is being delivered;
+ * then project B queues one: B's is among the first few fetched after it
+ * is seen (the stream list is read again at most once a second), not
+ * behind A's 1,000. On a single stream it came after all of A's.
+ */
+Test(store, projects_fair_in_lane, .timeout = 60)
+{
+	char id[64], bid[64];
+	struct store_delivery *d[8];
+	int n, pos = -1, seen = 0;
+
+	for (int i = 0; i < 1000; i++)
+		enqueue_in(id, sizeof(id), 1, 0, STORE_LANE_NORMAL, "A");
+	n = store_fetch(st, "c1", 8, 0, d);
+	cr_assert_eq(n, 8, "fetch of A's: got %d, want 8", n);
+	for (int i = 0; i < n; i++) {
+		cr_assert_str_eq(d[i]->stream_project, "A");
+		cr_assert_eq(record_one(d[i], "delivered", 0, NULL), 0);
+	}
+	free_deliveries(d, n);
+	enqueue_in(bid, sizeof(bid), 1, 0, STORE_LANE_NORMAL, "B");
+	usleep(1100 * 1000);    /* the handle's stream list is at most a second old */
+	while (pos < 0 && seen < 1000) {
+		n = store_fetch(st, "c1", 8, 0, d);
+		cr_assert_gt(n, 0, "fetch: got %d", n);
+		for (int i = 0; i < n; i++) {
+			if (strcmp(d[i]->msg_id, bid) == 0) {
+				pos = seen;
+				cr_assert_str_eq(d[i]->stream_project, "B");
+			}
+			seen++;
+			cr_assert_eq(record_one(d[i], "delivered", 0, NULL), 0);
+		}
+		free_deliveries(d, n);
+	}
+	/* 3 streams in the lane (default, A, B): within the first 2 x 3 */
+	cr_assert(pos >= 0 && pos < 6, "B's message: fetched at %d after it was queued, want < 6", pos);
+	cr_assert_eq(pending_count(K_PB, "workers"), 0);
+	cr_assert_eq(rint_cmd("XLEN %s", K_PB), 0, "recorded on its own stream");
+}
+
+/* many messages of a lone busy project still fill whole batches (one stream's COUNT) */
+Test(store, projects_lone_busy_fills_batch)
+{
+	char id[64];
+	struct store_delivery *d[64];
+	int n;
+
+	for (int i = 0; i < 3; i++) {
+		enqueue_in(id, sizeof(id), 1, 0, STORE_LANE_NORMAL, i == 0 ? "B" : NULL);
+		cr_assert_eq(store_fetch(st, "c1", 8, 0, d), 1);
+		cr_assert_eq(record_one(d[0], "delivered", 0, NULL), 0);
+		free_deliveries(d, 1);
+	}
+	for (int i = 0; i < 200; i++)
+		enqueue_in(id, sizeof(id), 1, 0, STORE_LANE_NORMAL, "A");
+	usleep(1100 * 1000);
+	for (int round = 0; round < 3; round++) {
+		n = store_fetch(st, "c1", 64, 0, d);
+		cr_assert_eq(n, 64, "round %d: got %d, want 64", round, n);
+		for (int i = 0; i < n; i++)
+			cr_assert_eq(record_one(d[i], "delivered", 0, NULL), 0);
+		free_deliveries(d, n);
+	}
+}
+
+/* entries the previous release wrote to the lane's own stream, for any project, are still delivered */
+Test(store, projects_legacy_stream_entries)
+{
+	char id[64], cmd[160], key[128];
+	struct store_delivery *d[4];
+	redisReply *r;
+	int n;
+
+
+	/* a message of A whose entry the previous release put on the lane's own stream */
+	enqueue_in(id, sizeof(id), 1, util_now_ms() + 3600000, STORE_LANE_NORMAL, "A");
+	msg_key(key, sizeof(key), id, "");
+	hset_cmd(key, "r0:status", "queued");
+	snprintf(cmd, sizeof(cmd), "XADD %s * m %s r 0", K_NORMAL, id);
+	r = redisCommand(rc_ctx, cmd);
+	cr_assert(r && r->type == REDIS_REPLY_STRING);
+	freeReplyObject(r);
+	n = store_fetch(st, "c1", 4, 0, d);
+	cr_assert_eq(n, 1, "fetch: got %d, want 1", n);
+	cr_assert_str_eq(d[0]->msg_id, id);
+	cr_assert_str_eq(d[0]->stream_project, "default", "the entry's stream, not the message's project");
+	cr_assert_eq(record_one(d[0], "delivered", 0, NULL), 0);
+	cr_assert_eq(pending_count(K_NORMAL, "workers"), 0);
+	cr_assert_eq(rint_cmd("XLEN %s", K_NORMAL), 0);
+	free_deliveries(d, n);
+}
+
+/* reclaim, heartbeat, hand back, park and promote keep a project's entry on its own stream */
+Test(store, projects_entry_stays_on_its_stream)
+{
+	char id[64];
+	struct store_delivery *a[4], *b[4];
+	struct store_handback h;
+	struct store_park p;
+	const char *ids[1], *projects[1];
+	enum store_lane lanes[1] = { STORE_LANE_NORMAL };
+	size_t back = 0;
+	int64_t next = 0, until = util_now_ms() + 60000;
+	int n;
+
+	enqueue_in(id, sizeof(id), 1, 0, STORE_LANE_NORMAL, "A");
+	cr_assert_eq(store_fetch(st, "c1", 4, 0, a), 1);
+	usleep(400000);
+	ids[0] = a[0]->entry_id;
+	projects[0] = a[0]->stream_project;
+	cr_assert_eq(store_heartbeat(st, "c1", ids, lanes, projects, 1), 0);
+	cr_assert_eq(store_reclaim(st, "c2", 300, 4, b), 0, "the heartbeat reached its stream");
+	n = store_reclaim(st, "c2", 0, 4, b);
+	cr_assert_eq(n, 1, "reclaim: got %d, want 1", n);
+	cr_assert_str_eq(b[0]->stream_project, "A");
+	/* hand back: a new entry on A's stream */
+	memset(&h, 0, sizeof(h));
+	h.d = b[0];
+	cr_assert_eq(store_hand_back(st, "c2", &h, 1, &back), 0);
+	cr_assert_eq(back, 1);
+	cr_assert_eq(rint_cmd("XLEN %s", K_PA), 1);
+	cr_assert_eq(rint_cmd("XLEN %s", K_NORMAL), 0);
+	free_deliveries(a, 1);
+	free_deliveries(b, 1);
+	/* park, then promote: back on A's stream */
+	cr_assert_eq(store_fetch(st, "c1", 4, 0, a), 1);
+	p.d = a[0];
+	p.until_ms = until;
+	cr_assert_eq(store_park(st, "c1", &p, 1, &back), 0);
+	cr_assert_eq(back, 1);
+	cr_assert_eq(rint_cmd("XLEN %s", K_PA), 0);
+	cr_assert_eq(store_promote_due(st, until, 10, &next), 1);
+	cr_assert_eq(rint_cmd("XLEN %s", K_PA), 1);
+	cr_assert_eq(rint_cmd("XLEN %s", K_NORMAL), 0);
+	free_deliveries(a, 1);
+	cr_assert_eq(store_fetch(st, "c1", 4, 0, a), 1);
+	cr_assert_eq(record_one(a[0], "delivered", 0, NULL), 0);
+	cr_assert_eq(rint_cmd("XLEN %s", K_PA), 0);
+	cr_assert_eq(pending_count(K_PA, "workers"), 0);
+	free_deliveries(a, 1);
+}
+
+/* a deferred retry of a project goes back to its project's stream */
+Test(store, projects_retry_on_its_stream)
+{
+	char id[64];
+	struct store_delivery *d[4];
+	int64_t next = 0, now = util_now_ms();
+
+	enqueue_in(id, sizeof(id), 1, 0, STORE_LANE_HIGH, "B");
+	cr_assert_eq(store_fetch(st, "c1", 4, 0, d), 1);
+	cr_assert_eq(record_one(d[0], "deferred", now + 10, NULL), 0);
+	free_deliveries(d, 1);
+	cr_assert_eq(store_promote_due(st, now + 10, 10, &next), 1);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready:high:p:B"), 1);
+	cr_assert_eq(rint_cmd("XLEN %s", K_HIGH), 0);
+}
+
+/* the queue gauges are sums over a lane's streams */
+Test(store, projects_queue_stats_sum)
+{
+	char id[64];
+	struct store_delivery *d[4];
+	struct store_queue_stats q;
+	int n;
+
+	for (int i = 0; i < 3; i++)
+		enqueue_in(id, sizeof(id), 1, 0, STORE_LANE_NORMAL, "A");
+	for (int i = 0; i < 2; i++)
+		enqueue_in(id, sizeof(id), 1, 0, STORE_LANE_NORMAL, "B");
+	enqueue_in(id, sizeof(id), 1, 0, STORE_LANE_NORMAL, NULL);
+	enqueue_in(id, sizeof(id), 1, 0, STORE_LANE_HIGH, "B");
+	cr_assert_eq(store_queue_stats(st, &q), 0);
+	cr_assert_eq(q.ready[STORE_LANE_NORMAL], 6, "ready: got %lld, want 6",
+	    (long long)q.ready[STORE_LANE_NORMAL]);
+	cr_assert_eq(q.ready[STORE_LANE_HIGH], 1);
+	cr_assert_gt(q.oldest_ms[STORE_LANE_NORMAL], -1);
+	n = store_fetch(st, "c1", 3, 0, d);
+	cr_assert_eq(n, 3);
+	cr_assert_eq(store_queue_stats(st, &q), 0);
+	/* claimed: pending with a worker, the entries read ahead (carried) too */
+	cr_assert_geq(q.claimed[STORE_LANE_NORMAL] + q.claimed[STORE_LANE_HIGH], 3);
+	cr_assert_eq(q.claimed[STORE_LANE_NORMAL] + q.claimed[STORE_LANE_HIGH] +
+	    q.ready[STORE_LANE_NORMAL] + q.ready[STORE_LANE_HIGH], 7);
+	free_deliveries(d, n);
+}
