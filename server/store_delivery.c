@@ -919,9 +919,11 @@ store_fetch(struct store *s, const char *consumer, int max, int block_ms,
 		goto out;
 	}
 	/* high first, then normal */
-	memcpy(sel, lp[STORE_LANE_HIGH].v, take[STORE_LANE_HIGH] * sizeof(*sel));
-	memcpy(sel + take[STORE_LANE_HIGH], lp[STORE_LANE_NORMAL].v,
-	    take[STORE_LANE_NORMAL] * sizeof(*sel));
+	if (take[STORE_LANE_HIGH] > 0)
+		memcpy(sel, lp[STORE_LANE_HIGH].v, take[STORE_LANE_HIGH] * sizeof(*sel));
+	if (take[STORE_LANE_NORMAL] > 0)
+		memcpy(sel + take[STORE_LANE_HIGH], lp[STORE_LANE_NORMAL].v,
+		    take[STORE_LANE_NORMAL] * sizeof(*sel));
 	rc = st_claim_pend(s, consumer, sel, n, out);
 out:
 	free(sel);
