@@ -743,11 +743,13 @@ st_div_up(size_t a, size_t b)
 
 /*
  * st_read_short - without waiting, read the lanes short of want entries:
- * COUNT per stream the lane's want over the streams that had entries last
+ * COUNT per stream the lane's need over the streams that had entries last
  * time (so a lane with one busy project reads a whole batch from it, and
- * with n busy ones about want / n from each), and the read-ahead bounded
- * by ST_READ_AHEAD. Streams that gave a full COUNT while their lane is
- * still short are read once more (only then a second round trip).
+ * with n busy ones about need / n from each), the streams carrying that
+ * many already left out, and the read-ahead bounded by ST_READ_AHEAD. A
+ * lane with want carried reads only the streams it carries nothing of.
+ * Streams that gave a full COUNT while their lane is still short are read
+ * once more (only then a second round trip).
  */
 static int
 st_read_short(struct store *s, const char *consumer, size_t want, struct st_pendv lp[2],
@@ -760,9 +762,9 @@ st_read_short(struct store *s, const char *consumer, size_t want, struct st_pend
 	for (int l = 0; l < 2; l++) {
 		size_t na = s->nactive[l] > 0 ? s->nactive[l] : 1;
 
-		if (lp[l].n >= want)
-			continue;
-		per[l] = st_div_up(want - lp[l].n, na);
+		/* a lane carrying enough still reads the streams it carries nothing
+		 * of: a project that was idle is not kept behind the others' carry */
+		per[l] = lp[l].n < want ? st_div_up(want - lp[l].n, na) : 1;
 		st_read_set(s, l, cnt, per[l], idx, &nidx);
 		if (per[l] > count)
 			count = per[l];

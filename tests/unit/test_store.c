@@ -2923,3 +2923,45 @@ Test(store, projects_queue_stats_sum)
 	    q.ready[STORE_LANE_NORMAL] + q.ready[STORE_LANE_HIGH], 7);
 	free_deliveries(d, n);
 }
+
+/*
+ * The same with both lanes busy: a flood of high keeps the normal lane at
+ * its tenth, so the normal lane carries what it read ahead for A; B's
+ * message is still among the first few of the normal lane's slots, not
+ * behind that carry.
+ */
+Test(store, projects_fair_in_lane_with_carry, .timeout = 60)
+{
+	char id[64], bid[64];
+	struct store_delivery *d[10];
+	int n, pos = -1, normal = 0;
+
+	for (int i = 0; i < 400; i++) {
+		enqueue_in(id, sizeof(id), 1, 0, STORE_LANE_HIGH, NULL);
+		enqueue_in(id, sizeof(id), 1, 0, STORE_LANE_NORMAL, "A");
+	}
+	for (int round = 0; round < 5; round++) {
+		n = store_fetch(st, "c1", 10, 0, d);
+		cr_assert_eq(n, 10, "round %d: got %d, want 10", round, n);
+		for (int i = 0; i < n; i++)
+			cr_assert_eq(record_one(d[i], "delivered", 0, NULL), 0);
+		free_deliveries(d, n);
+	}
+	enqueue_in(bid, sizeof(bid), 1, 0, STORE_LANE_NORMAL, "B");
+	usleep(1100 * 1000);
+	for (int round = 0; pos < 0 && round < 200; round++) {
+		n = store_fetch(st, "c1", 10, 0, d);
+		cr_assert_gt(n, 0);
+		for (int i = 0; i < n; i++) {
+			if (d[i]->lane != STORE_LANE_NORMAL)
+				continue;
+			if (strcmp(d[i]->msg_id, bid) == 0)
+				pos = normal;
+			normal++;
+		}
+		for (int i = 0; i < n; i++)
+			cr_assert_eq(record_one(d[i], "delivered", 0, NULL), 0);
+		free_deliveries(d, n);
+	}
+	cr_assert(pos >= 0 && pos < 6, "B's message: normal-lane slot %d after it was queued, want < 6", pos);
+}
