@@ -42,10 +42,19 @@
  *                           XDEL in the same script); entries of a dead
  *                           worker are taken over with XAUTOCLAIM after the
  *                           visibility timeout; live workers refresh theirs.
- *                           This is the normal lane.
+ *                           This is the normal lane of the project
+ *                           "default" (and what an earlier release queued
+ *                           for any project).
  *   ready:high        stream, group "workers": the same, for messages of
- *                           priority "high". Workers read it first (see
- *                           store_fetch); an entry is acked on its own lane.
+ *                           priority "high" (see store_fetch); an entry is
+ *                           acked on its own stream.
+ *   ready:p:<project>, ready:high:p:<project>
+ *                     stream, group "workers": the same lanes of any other
+ *                           project, so that one project's backlog does not
+ *                           hold back another's (store_fetch takes a lane's
+ *                           projects in turn).
+ *   ready:projects, ready:high:projects
+ *                     set   the projects that have (had) such a stream.
  *   due               zset  "<id>/<i>" scored by due time (ms): retries and
  *                           send_at. Promoted to the message's lane (prio)
  *                           by a script, in batches.
@@ -355,11 +364,15 @@ void store_set_lane_weights(struct store *s, int high, int normal);
  * each: status -> sending, attempts + 1. The lanes share max by their
  * weights (store_set_lane_weights): high:9,normal:1 gives normal one slot
  * in ten during a flood of high, and a lane with less work than its share
- * leaves the rest to the other (no credit banked). Entries already read
- * (carried) come first on their lane; then one non-blocking read of the
- * lanes still short; only when nothing at all is at hand, one read of both
- * lanes blocking up to block_ms (so neither lane starves the blocking wait
- * and nothing already claimed waits behind it). Entries read beyond the
+ * leaves the rest to the other (no credit banked). Within a lane, its
+ * projects' streams are taken one entry each in turn (the stream list is
+ * read from Redis at most once a second, so a project's very first entry
+ * on a lane may wait that long). Entries already read (carried) come first
+ * on their stream; then one non-blocking read of the lanes still short
+ * (a second one only for streams that may have more); only when nothing
+ * at all is at hand, one read of every stream blocking up to block_ms (so
+ * neither lane starves the blocking wait and nothing already claimed
+ * waits behind it). Entries read beyond the
  * shares are kept for the next call (store_hand_back_carried at shutdown).
  * Entries whose recipient is no longer deliverable (terminal, canceled) are
  * acknowledged and skipped. Writes malloc'd deliveries to out[0..ret).
@@ -370,8 +383,9 @@ int store_fetch(struct store *s, const char *consumer, int max, int block_ms,
 
 /*
  * store_reclaim - take over up to max entries pending longer than
- * min_idle_ms with another (dead) consumer (XAUTOCLAIM, high lane first,
- * then normal for the rest), claimed as in store_fetch. Returns the count
+ * min_idle_ms with another (dead) consumer (XAUTOCLAIM per stream, the
+ * high lane's first, then the normal lane's for the rest; at most 32
+ * streams a call, the next call going on), claimed as in store_fetch. Returns the count
  * or a STORE_ERR_*.
  */
 int store_reclaim(struct store *s, const char *consumer, int64_t min_idle_ms,

@@ -1,7 +1,9 @@
 /*
  * store_delivery.c - the recipient state machine as the workers drive it:
- * fetch (XREADGROUP on both lanes, high first, plus one claim script call
- * for the whole batch; entries beyond max are carried to the next call),
+ * the ready streams (one per lane and project, s->streams), fetch
+ * (XREADGROUP of every stream of both lanes, shared by lane weight and,
+ * within a lane, by project in turn, plus one claim script call for the
+ * whole batch; entries beyond max are carried to the next call),
  * reclaim (XAUTOCLAIM of dead workers' entries), heartbeat, hand back,
  * record (each outcome, its timeline entry and its outbox event in one
  * script call per batch of outcomes), promotion of due retries and

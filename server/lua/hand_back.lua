@@ -1,5 +1,5 @@
 -- hand_back.lua - store_conn.c's SC_HAND_BACK (shutdown: a delivery goes back without an outcome)
--- KEYS: msg, the entry's ready stream (its lane), due
+-- KEYS: msg, the entry's ready stream (its lane's, of its project), due
 -- ARGV: entry_id idx attempt counted consumer msg_id until_ms
 -- Only while the entry is still pending with consumer. attempt "0": an
 -- entry read but never claimed (store_fetch's carry): one whose recipient
@@ -8,7 +8,7 @@
 -- becomes "queued" again, with attempts - 1 unless counted is "1" (the
 -- attempt had begun). Either way the entry is acked and deleted and,
 -- when the recipient went back, a new entry {m, r} is added to the same
--- lane, so the next fetch of any worker takes it at once - or, with
+-- stream, so the next fetch of any worker takes it at once - or, with
 -- until_ms other than "0" (parked: its destination is at its in-flight
 -- cap, server/fair.h), the recipient stays "queued" and waits in due
 -- (member <msg_id>/<idx>, score until_ms) until promote.lua puts it back.
