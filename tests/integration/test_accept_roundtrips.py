@@ -10,7 +10,8 @@ one script call and answers the stored body, never the suppression; the
 script itself runs one command per key it reads or writes (one EXISTS for
 the abandoned mark and the id, one HMGET of the suppression list, one HSET
 of the whole message hash with its timeline, SET, one XADD per recipient:
-issue 13).
+issue 13). A project other than `default` queues on its own ready stream
+(issue 14): one SADD more per call, and on its first send the group made.
 
 How: `txmail api` alone (no worker, scheduler or webhook loop) with one
 HTTP thread, warmed up by one send so its connection's set-up (SCRIPT
@@ -26,6 +27,7 @@ Must never: wait without a deadline (the MONITOR socket has one).
 import os
 import re
 import socket
+import subprocess
 
 import pytest
 
@@ -195,3 +197,39 @@ def test_idempotent_replay_of_suppressed_send(api_only):
     r3, cmds = a.window(lambda: c.send(dict(msg, text="other"), headers=h))
     assert r3.status == 409, "got %r" % r3
     assert cmds == ["EVALSHA"], "conflict: got %r, want one EVALSHA" % cmds
+
+
+def test_project_send_adds_its_stream(txmail_binary, txmail_factory, redis):
+    """A project other than `default` queues on its own stream (issue 14 item 4):
+    its first send on a lane SADDs it to the lane's set and makes the group,
+    every later one costs one SADD more than a `default` send."""
+    p = subprocess.run([txmail_binary, "keys", "create", "--name", "A"],
+                       env=helpers.clean_env({"TXMAIL_REDIS_URL": redis.url}),
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=dl(20))
+    assert p.returncode == 0, "keys create: %s" % p.stderr
+    t = txmail_factory(args=("api",), extra_env={"TXMAIL_HTTP_THREADS": "1"})
+    c = helpers.Client(t.port, key=p.stdout.strip())
+    mon = Monitor(redis.port)
+    msg = {"from": "a@example.com", "to": "one@example.com", "subject": "s", "text": "x"}
+
+    def enqueue_inner(cmds):
+        inner = [x[1] for x in cmds if x[0] == "lua"]
+        # the enqueue script's commands: from its EXISTS (an auth script, if any, ran before)
+        return inner[len(inner) - 1 - inner[::-1].index("EXISTS"):]
+
+    try:
+        r, cmds = mon.window(lambda: c.send(msg))
+        assert r.status == 202, "first send: got %r" % r
+        got = enqueue_inner(cmds)
+        want = ["EXISTS", "HMGET", "HSET", "SET", "SADD", "XGROUP", "XADD"]
+        assert got == want, "first send of A: the enqueue ran %r, want %r" % (got, want)
+        r, cmds = mon.window(lambda: c.send(msg))
+        assert r.status == 202, "second send: got %r" % r
+        got = enqueue_inner(cmds)
+        want = ["EXISTS", "HMGET", "HSET", "SET", "SADD", "XADD"]
+        assert got == want, "a later send of A: the enqueue ran %r, want %r" % (got, want)
+        xadds = [x[2][0] for x in cmds if x[0] == "lua" and x[1] == "XADD"]
+        assert xadds == ["txm{0}:ready:p:A"], "XADD to %r, want A's stream" % xadds
+    finally:
+        mon.close()
+        c.close()
