@@ -169,9 +169,11 @@ st_streams_refresh(struct store *s, int force)
 			}
 		}
 	}
-	if (full)
+	if (full && !s->streams_warned) {
+		s->streams_warned = 1;  /* once per handle: it is read again every second */
 		log_warn("ready streams beyond the handle's table (or misnamed) are not read",
 		    "max=%d", ST_MAX_STREAMS);
+	}
 	st_batch_release(&b);
 	return rc;
 }

@@ -132,6 +132,7 @@ struct store {
 	struct st_stream *streams;
 	size_t nstreams;
 	int64_t streams_ms;         /* monotonic time the sets were last read; 0: never */
+	int streams_warned;         /* "not read" logged (a set names more than ST_MAX_STREAMS) */
 	size_t read_from[2];        /* per lane: where the next read's window starts */
 	size_t rr[2];               /* per lane: the stream the next round robin starts at */
 	size_t nactive[2];          /* per lane: streams that had entries at the last fetch */
