@@ -43,6 +43,7 @@ struct fair {
 	struct fair_alias *aliases[FAIR_BUCKETS];
 	size_t naliases;
 	size_t nwait;
+	uint32_t rnd;                 /* spreads deliveries parked beyond park_max (fair_park_at) */
 };
 
 static unsigned
@@ -90,6 +91,7 @@ fair_new(const struct fair_params *p)
 		f->p.park_max_ms = 600000;
 	if (f->p.park_max_ms < f->p.park_min_ms)
 		f->p.park_max_ms = f->p.park_min_ms;
+	f->rnd = 2463534242u;
 	return f;
 }
 
@@ -281,7 +283,7 @@ fair_get(struct fair *f, const char *key, int64_t now_ms)
  * slot last changed hands.
  */
 static int64_t
-fair_park_at(const struct fair *f, struct fair_dest *d, int64_t now_ms)
+fair_park_at(struct fair *f, struct fair_dest *d, int64_t now_ms)
 {
 	int64_t per = d->mean_ms, stuck = now_ms - d->busy_since_ms, step, at;
 
@@ -293,9 +295,22 @@ fair_park_at(const struct fair *f, struct fair_dest *d, int64_t now_ms)
 	at = now_ms + f->p.park_min_ms;
 	if (d->park_next_ms > at)
 		at = d->park_next_ms;
-	if (at > now_ms + f->p.park_max_ms)
-		at = now_ms + f->p.park_max_ms;
 	d->park_next_ms = at + step;
+	if (at > now_ms + f->p.park_max_ms) {
+		/*
+		 * The line reaches past the horizon: anywhere in its second half
+		 * (xorshift), so that a backlog parked in one read-through does
+		 * not come back in one burst every park_max, holding up the mail
+		 * behind it while it is read through again.
+		 */
+		int64_t half = f->p.park_max_ms / 2;
+
+		f->rnd ^= f->rnd << 13;
+		f->rnd ^= f->rnd >> 17;
+		f->rnd ^= f->rnd << 5;
+		at = now_ms + f->p.park_max_ms - (half > 0 ? (int64_t)(f->rnd % (uint64_t)half) : 0);
+		d->park_next_ms = now_ms + f->p.park_max_ms;
+	}
 	return at;
 }
 

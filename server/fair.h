@@ -36,7 +36,7 @@ struct fair_params {
 	int wait_cap;            /* waiting per destination; <= 0: cap */
 	int wait_total;          /* waiting over all destinations; <= 0: 4 x cap */
 	int64_t park_min_ms;     /* a parked delivery comes back no sooner; <= 0: 100 */
-	int64_t park_max_ms;     /* nor later (conditions change); <= 0: 600000 */
+	int64_t park_max_ms;     /* nor later (conditions change; a longer line is spread over its second half); <= 0: 600000 */
 };
 
 enum fair_verdict {

@@ -4,6 +4,7 @@
  * by the destination's pace, MX host set aliases, fail-open bounds.
  */
 #include <criterion/criterion.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -118,10 +119,22 @@ Test(fair, park_spaced_by_pace)
 	prev = until;
 	cr_assert_eq(fair_admit(f, "slow.test", NULL, 108000, &x, &until), FAIR_PARK);
 	cr_assert_eq(until - prev, 25000, "100 s stuck / 4 slots, got %lld", (long long)(until - prev));
-	/* never beyond park_max (10 min) from now */
-	for (int i = 0; i < 100; i++)
-		cr_assert_eq(fair_admit(f, "slow.test", NULL, 108000, &x, &until), FAIR_PARK);
-	cr_assert_leq(until, 108000 + 600000, "got %lld", (long long)until);
+	/* never beyond park_max (10 min) from now, and spread over its second half, not one burst */
+	{
+		int64_t lo = INT64_MAX, hi = 0;
+
+		for (int i = 0; i < 1000; i++) {
+			cr_assert_eq(fair_admit(f, "slow.test", NULL, 108000, &x, &until), FAIR_PARK);
+			cr_assert_leq(until, 108000 + 600000, "got %lld", (long long)until);
+			if (i >= 100) {
+				cr_assert_geq(until, 108000 + 300000, "got %lld", (long long)until);
+				lo = until < lo ? until : lo;
+				hi = until > hi ? until : hi;
+			}
+		}
+		cr_assert_geq(hi - lo, 200000, "900 beyond the horizon spread over %lld ms, want most of 300 s",
+		    (long long)(hi - lo));
+	}
 	fair_free(f);
 }
 
