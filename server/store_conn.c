@@ -612,6 +612,22 @@ st_load_scripts(struct store *s)
 	return 0;
 }
 
+/* st_group_create - XGROUP CREATE key group 0 MKSTREAM; BUSYGROUP (it exists) is fine. 0 or STORE_ERR_*. */
+static int
+st_group_create(struct store *s, const char *key, const char *group)
+{
+	const char *argv[6] = { "XGROUP", "CREATE", key, group, "0", "MKSTREAM" };
+	redisReply *r = NULL;
+	int rc = st_simple(s, 6, argv, &r);
+
+	if (rc)
+		return rc;
+	if (!(r->type == REDIS_REPLY_STATUS || st_is_error(r, "BUSYGROUP")))
+		rc = st_bad("xgroup create", r);
+	freeReplyObject(r);
+	return rc;
+}
+
 int
 st_create_groups(struct store *s)
 {
@@ -620,37 +636,15 @@ st_create_groups(struct store *s)
 		{ ST_K_READY_HIGH, ST_G_WORKERS },
 		{ ST_K_EVENTS, ST_G_WEBHOOKS },
 	};
-	redisReply *r = NULL;
 	int i, rc;
 
-	for (i = 0; i < 3; i++) {
-		const char *argv[6] = { "XGROUP", "CREATE", keys[i][0], keys[i][1], "0", "MKSTREAM" };
-
-		rc = st_simple(s, 6, argv, &r);
-		if (rc)
+	for (i = 0; i < 3; i++)
+		if ((rc = st_group_create(s, keys[i][0], keys[i][1])) != 0)
 			return rc;
-		if (!(r->type == REDIS_REPLY_STATUS || st_is_error(r, "BUSYGROUP"))) {
-			rc = st_bad("xgroup create", r);
-			freeReplyObject(r);
-			return rc;
-		}
-		freeReplyObject(r);
-	}
 	/* the projects' ready streams known to this handle (created with their first entry) */
-	for (size_t k = 2; k < s->nstreams; k++) {
-		const char *argv[6] = { "XGROUP", "CREATE", s->streams[k].key, ST_G_WORKERS, "0",
-			"MKSTREAM" };
-
-		rc = st_simple(s, 6, argv, &r);
-		if (rc)
+	for (size_t k = 2; k < s->nstreams; k++)
+		if ((rc = st_group_create(s, s->streams[k].key, ST_G_WORKERS)) != 0)
 			return rc;
-		if (!(r->type == REDIS_REPLY_STATUS || st_is_error(r, "BUSYGROUP"))) {
-			rc = st_bad("xgroup create", r);
-			freeReplyObject(r);
-			return rc;
-		}
-		freeReplyObject(r);
-	}
 	return 0;
 }
 

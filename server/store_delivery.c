@@ -1169,6 +1169,21 @@ out:
 	return rc;
 }
 
+/* st_back_of - b describes the claimed delivery d (its own stream and attempt); -1 for none. */
+static int
+st_back_of(struct st_back *b, const struct store_delivery *d)
+{
+	if (!d || d->attempts <= 0)
+		return -1;
+	b->entry_id = d->entry_id;
+	b->lane = d->lane;
+	b->project = d->stream_project;
+	b->msg_id = d->msg_id;
+	b->idx = d->rcpt_idx;
+	b->attempt = d->attempts;
+	return 0;
+}
+
 int
 store_hand_back(struct store *s, const char *consumer, const struct store_handback *h,
     size_t n, size_t *back)
@@ -1185,16 +1200,10 @@ store_hand_back(struct store *s, const char *consumer, const struct store_handba
 	if (!b)
 		return STORE_ERR_NOMEM;
 	for (size_t i = 0; i < n; i++) {
-		if (!h[i].d || h[i].d->attempts <= 0) {
+		if (st_back_of(&b[i], h[i].d) != 0) {
 			free(b);
 			return STORE_ERR_PROTO;
 		}
-		b[i].entry_id = h[i].d->entry_id;
-		b[i].lane = h[i].d->lane;
-		b[i].project = h[i].d->stream_project;
-		b[i].msg_id = h[i].d->msg_id;
-		b[i].idx = h[i].d->rcpt_idx;
-		b[i].attempt = h[i].d->attempts;
 		b[i].counted = h[i].counted;
 	}
 	rc = st_hand_back(s, consumer, b, n, back);
@@ -1218,16 +1227,10 @@ store_park(struct store *s, const char *consumer, const struct store_park *p, si
 	if (!b)
 		return STORE_ERR_NOMEM;
 	for (size_t i = 0; i < n; i++) {
-		if (!p[i].d || p[i].d->attempts <= 0 || p[i].until_ms <= 0) {
+		if (p[i].until_ms <= 0 || st_back_of(&b[i], p[i].d) != 0) {
 			free(b);
 			return STORE_ERR_PROTO;
 		}
-		b[i].entry_id = p[i].d->entry_id;
-		b[i].lane = p[i].d->lane;
-		b[i].project = p[i].d->stream_project;
-		b[i].msg_id = p[i].d->msg_id;
-		b[i].idx = p[i].d->rcpt_idx;
-		b[i].attempt = p[i].d->attempts;
 		b[i].until_ms = p[i].until_ms;
 	}
 	rc = st_hand_back(s, consumer, b, n, parked);
