@@ -19,11 +19,10 @@ import math
 import os
 import selectors
 import socket
-import subprocess
 import threading
 import time
 
-from helpers import PEERS, PYTHON, Client, dl, kill_group, reap, tail, wait_until
+from helpers import Client, PlainPeer, dl, wait_until
 
 BATCH_MAX = 500   # POST /v1/messages/batch takes at most 500 messages
 
@@ -129,34 +128,13 @@ class Tarpit:
             self._sel = None
 
 
-class MxPeer:
-    """tests/integration/peers/smtpd.py on host:port without TLS or AUTH; each
-    accepted message is a .json record with its envelope and arrival time."""
+class MxPeer(PlainPeer):
+    """helpers.PlainPeer whose .json records also give each arrival's time
+    ("at"), read incrementally."""
 
     def __init__(self, workdir, host, port):
-        self.host = host
-        self.port = port
-        self.dir = os.path.join(workdir, "mx-" + host)
-        self.maildir = os.path.join(self.dir, "mail")
-        os.makedirs(self.maildir, exist_ok=True)
-        self.ready = os.path.join(self.dir, "ready")
-        self.stderr = os.path.join(self.dir, "stderr.log")
-        self.proc = None
+        super().__init__(workdir, host, port)
         self._seen = {}    # file name -> parsed record
-
-    def start(self):
-        with open(self.stderr, "ab") as err:
-            self.proc = subprocess.Popen(
-                [PYTHON, os.path.join(PEERS, "smtpd.py"), "--host", self.host, "--port", str(self.port),
-                 "--maildir", self.maildir, "--ready-file", self.ready],
-                stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise AssertionError("smtpd.py on %s exited: %s" % (self.host, tail(self.stderr, 30)))
-            return os.path.exists(self.ready)
-        wait_until(ready, dl(15), "smtpd.py on %s ready" % self.host)
-        return self
 
     def arrivals(self):
         """{recipient (lower case): arrival time} of everything accepted so far
@@ -176,16 +154,6 @@ class MxPeer:
         """How many recipient deliveries arrived (duplicates counted)."""
         self.arrivals()
         return sum(len(r["rcpt_tos"]) for r in self._seen.values())
-
-    def stop(self):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            if not reap(self.proc, dl(5)):
-                kill_group(self.proc)
-                reap(self.proc, dl(5))
-        kill_group(self.proc)
 
 
 def sink_names(maildir):

@@ -24,7 +24,7 @@ import subprocess
 import pytest
 
 from dns_server import DnsServer
-from helpers import PEERS, PYTHON, dl, free_port, kill_group, reap, tail, wait_until
+from helpers import PEERS, PYTHON, PlainPeer, dl, free_port, wait_until
 
 MX1, MX2 = "127.0.0.2", "127.0.0.3"
 
@@ -38,63 +38,6 @@ RECORDS = [
     "mx-host=tlsmx.test,mx.tlsmx.test,10",
     "host-record=mx.tlsmx.test,%s" % MX1,
 ]
-
-
-class PlainPeer:
-    """smtpd.py on one address: no TLS, no AUTH, stores what it accepts."""
-
-    def __init__(self, workdir, host, port, extra=()):
-        self.host = host
-        self.port = port
-        self.extra = list(extra)   # more smtpd.py options (e.g. --tls-cert ...)
-        self.dir = os.path.join(workdir, "mx-" + host)
-        self.maildir = os.path.join(self.dir, "mail")
-        os.makedirs(self.maildir, exist_ok=True)
-        self.ready = os.path.join(self.dir, "ready")
-        self.stderr = os.path.join(self.dir, "stderr.log")
-        self.proc = None
-
-    def start(self):
-        with open(self.stderr, "ab") as err:
-            self.proc = subprocess.Popen(
-                [PYTHON, os.path.join(PEERS, "smtpd.py"), "--host", self.host, "--port", str(self.port),
-                 "--maildir", self.maildir, "--ready-file", self.ready,
-                 "--log", os.path.join(self.dir, "transcript.log")] + self.extra,
-                stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise AssertionError("smtpd.py on %s exited: %s" % (self.host, tail(self.stderr, 30)))
-            return os.path.exists(self.ready)
-        wait_until(ready, dl(15), "smtpd.py on %s ready" % self.host)
-        return self
-
-    def messages(self):
-        """The stored .json records, in order."""
-        out = []
-        for n in sorted(os.listdir(self.maildir)):
-            if n.endswith(".json") and not n.startswith("."):
-                with open(os.path.join(self.maildir, n)) as f:
-                    out.append(json.load(f))
-        return out
-
-    def rcpts(self):
-        out = []
-        for n in sorted(os.listdir(self.maildir)):
-            if n.endswith(".json") and not n.startswith("."):
-                with open(os.path.join(self.maildir, n)) as f:
-                    out.extend(r.lower() for r in json.load(f).get("rcpt_tos", []))
-        return out
-
-    def stop(self):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            if not reap(self.proc, dl(5)):
-                kill_group(self.proc)
-                reap(self.proc, dl(5))
-        kill_group(self.proc)
 
 
 @pytest.fixture
