@@ -879,3 +879,12 @@ class PlainPeer:
                 kill_group(self.proc)
                 reap(self.proc, dl(5))
         kill_group(self.proc)
+
+
+def make_key(binary, redis, name):
+    """A stored API key of project `name` (`txmail keys create --name`), its secret."""
+    p = subprocess.run([binary, "keys", "create", "--name", name],
+                       env=clean_env({"TXMAIL_REDIS_URL": redis.url}),
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=dl(20))
+    assert p.returncode == 0, "keys create --name %s: exit %d: %s" % (name, p.returncode, p.stderr)
+    return p.stdout.strip()

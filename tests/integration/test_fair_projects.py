@@ -14,7 +14,6 @@ everything arrives, each message once.
 Must never: assert on time (only on the order the peer saw), post B's
 message before A's batch is stored, or wait without a deadline.
 """
-import subprocess
 import time
 
 import helpers
@@ -24,14 +23,6 @@ BATCH = 2000
 CHUNK = 500          # messages per POST /v1/messages/batch
 CONCURRENCY = 4
 AHEAD_MAX = 40       # A's messages that may still arrive before B's: the in-flight ones and a few fetches
-
-
-def make_key(binary, redis, name):
-    p = subprocess.run([binary, "keys", "create", "--name", name],
-                       env=helpers.clean_env({"TXMAIL_REDIS_URL": redis.url}),
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=dl(20))
-    assert p.returncode == 0, "keys create --name %s: exit %d: %s" % (name, p.returncode, p.stderr)
-    return p.stdout.strip()
 
 
 def send(c, to):
@@ -46,7 +37,7 @@ def rcpt_of(m):
 
 def test_one_message_not_behind_another_projects_batch(txmail_binary, redis, txmail_factory,
                                                        smtp_peer):
-    ka, kb = make_key(txmail_binary, redis, "A"), make_key(txmail_binary, redis, "B")
+    ka, kb = helpers.make_key(txmail_binary, redis, "A"), helpers.make_key(txmail_binary, redis, "B")
     t = txmail_factory(extra_env={"TXMAIL_WORKER_CONCURRENCY": str(CONCURRENCY)})
     a, b = helpers.Client(t.port, key=ka), helpers.Client(t.port, key=kb)
     try:

@@ -21,7 +21,6 @@ between tests.
 """
 import json
 import os
-import subprocess
 import time
 
 import helpers
@@ -34,14 +33,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURE = os.path.join(HERE, "fixtures", "store_before_projects.txt")
 MISSING_MSG = "/v1/messages/msg_00000000000000000000000000"
 MISSING_EP = "/v1/webhooks/wh_00000000000000000000000000"
-
-
-def make_key(binary, redis, name):
-    p = subprocess.run([binary, "keys", "create", "--name", name],
-                       env=helpers.clean_env({"TXMAIL_REDIS_URL": redis.url}),
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=dl(20))
-    assert p.returncode == 0, "keys create --name %s: exit %d: %s" % (name, p.returncode, p.stderr)
-    return p.stdout.strip()
 
 
 def client(txmail, key):
@@ -70,7 +61,7 @@ def send(api, to, subject, **extra):
 
 
 def test_two_projects_isolated(txmail_binary, redis, txmail_factory, webhook, smtp_peer):
-    ka, kb = make_key(txmail_binary, redis, "A"), make_key(txmail_binary, redis, "B")
+    ka, kb = helpers.make_key(txmail_binary, redis, "A"), helpers.make_key(txmail_binary, redis, "B")
     t = txmail_factory()
     a, b, d = client(t, ka), client(t, kb), t.client()
     rx_a, rx_b = WebhookReceiver(new_secret()).start(), WebhookReceiver(new_secret()).start()
@@ -216,7 +207,7 @@ def test_upgrade_from_store_before_projects(txmail_binary, redis, txmail_factory
     assert len(msgs) == 2 and len(eps) == 1, "fixture: messages %r endpoints %r" % (msgs, eps)
     old_event_msg = [m for m in msgs if redis.cmd("HGET", "txm{0}:msg:" + m, "subject") == "Old suppressed"][0]
     sched = [m for m in msgs if m != old_event_msg][0]
-    ka = make_key(txmail_binary, redis, "A")
+    ka = helpers.make_key(txmail_binary, redis, "A")
     t = txmail_factory(extra_env={"TXMAIL_WEBHOOK_PROJECTS": "default,A"})
     d, a = t.client(), client(t, ka)
     try:
