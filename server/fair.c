@@ -27,6 +27,7 @@ struct fair_dest {
 	int64_t busy_since_ms;        /* when the last slot was taken or freed */
 	int64_t park_next_ms;         /* the next parked delivery comes back no sooner */
 	int refs;                     /* transactions holding this entry as their slot (fair_done's dest) */
+	int64_t pub_ms;               /* when fair_saturated last said to publish it; 0: never */
 	struct fair_dest *fwd;        /* a domain merged into its MX host set: its slots count there */
 };
 
@@ -282,16 +283,35 @@ fair_get(struct fair *f, const char *key, int64_t now_ms)
  * nothing has finished for longer than that (a tarpit), the time since a
  * slot last changed hands.
  */
-static int64_t
-fair_park_at(struct fair *f, struct fair_dest *d, int64_t now_ms)
-{
-	int64_t per = d->mean_ms, stuck = now_ms - d->busy_since_ms, step, at;
+/*
+ * fair_step - how far apart d's parked deliveries come back: its time per
+ * transaction (the moving average, or how long its slots have been taken
+ * when longer) over the cap. A destination that has not finished one yet
+ * counts at least FAIR_UNKNOWN_PER_MS a transaction: else a backlog parked
+ * the moment its slots filled (stuck for a few ms) comes back within
+ * seconds, to be read and parked again while other mail waits behind it.
+ */
+#define FAIR_UNKNOWN_PER_MS 1000
 
+static int64_t
+fair_step(const struct fair *f, const struct fair_dest *d, int64_t now_ms)
+{
+	int64_t per = d->mean_ms, stuck = now_ms - d->busy_since_ms, step;
+
+	if (per == 0 && stuck < FAIR_UNKNOWN_PER_MS)
+		stuck = FAIR_UNKNOWN_PER_MS;
 	if (stuck > per)
 		per = stuck;
 	step = per / f->p.cap;
-	if (step < 1)
-		step = 1;
+	return step < 1 ? 1 : step;
+}
+
+/* fair_park_at - when the next delivery parked for d comes back (moves d's parking clock on) */
+static int64_t
+fair_park_at(struct fair *f, struct fair_dest *d, int64_t now_ms)
+{
+	int64_t step = fair_step(f, d, now_ms), at;
+
 	at = now_ms + f->p.park_min_ms;
 	if (d->park_next_ms > at)
 		at = d->park_next_ms;
@@ -444,6 +464,49 @@ fair_full(const struct fair *f)
 		for (const struct fair_dest *d = f->dests[b]; d != NULL; d = d->next)
 			n += d->inflight >= f->p.cap;
 	return n;
+}
+
+/* fair_live - the entry domain counts against now (following a merge while it is held); NULL: none */
+static struct fair_dest *
+fair_live(const struct fair *f, const char *domain)
+{
+	char key[FAIR_KEY_MAX + 1];
+	struct fair_dest *d;
+
+	fair_key_of(f, domain, key, sizeof(key));
+	d = fair_find(f, key);
+	if (d != NULL && d->fwd != NULL && d->refs > 0)
+		d = d->fwd;
+	return d;
+}
+
+int
+fair_saturated(struct fair *f, const char *domain, int64_t now_ms, int64_t every_ms,
+    struct fair_sat *out)
+{
+	struct fair_dest *d;
+
+	if (f == NULL || domain == NULL || out == NULL || (d = fair_live(f, domain)) == NULL)
+		return 0;
+	if (d->inflight < f->p.cap || d->park_next_ms <= now_ms)
+		return 0;   /* not at its cap, or nothing parked ahead: nothing to say */
+	if (d->pub_ms != 0 && now_ms - d->pub_ms < every_ms)
+		return 0;
+	d->pub_ms = now_ms;
+	out->next_ms = d->park_next_ms;
+	out->step_ms = fair_step(f, d, now_ms);
+	out->min_ms = f->p.park_min_ms;
+	out->max_ms = f->p.park_max_ms;
+	return 1;
+}
+
+void
+fair_park_after(struct fair *f, const char *domain, int64_t next_ms)
+{
+	struct fair_dest *d;
+
+	if (f != NULL && domain != NULL && (d = fair_live(f, domain)) != NULL && next_ms > d->park_next_ms)
+		d->park_next_ms = next_ms;
 }
 
 int

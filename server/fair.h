@@ -89,6 +89,27 @@ size_t fair_waiting(const struct fair *f);
 /* fair_full - destinations at their cap now (metrics). */
 size_t fair_full(const struct fair *f);
 
+/* A saturated destination as the store publishes it (store_saturate), monotonic ms. */
+struct fair_sat {
+	int64_t next_ms;   /* the next parked delivery comes back no sooner */
+	int64_t step_ms;   /* and the ones after it this far apart */
+	int64_t min_ms;    /* park_min_ms */
+	int64_t max_ms;    /* park_max_ms */
+};
+
+/*
+ * fair_saturated - should the destination domain counts against be
+ * published as saturated (new mail for it then waits in due at its slots
+ * instead of the ready stream, enqueue.lua)? 1 with *out filled when it is
+ * at its cap with deliveries parked ahead of now_ms and it was not said in
+ * the last every_ms; else 0.
+ */
+int fair_saturated(struct fair *f, const char *domain, int64_t now_ms, int64_t every_ms,
+    struct fair_sat *out);
+
+/* fair_park_after - slots up to next_ms (monotonic) were given out elsewhere: park after them. */
+void fair_park_after(struct fair *f, const char *domain, int64_t next_ms);
+
 /* fair_inflight - slots taken at the destination domain counts against (tests, logs). */
 int fair_inflight(const struct fair *f, const char *domain);
 

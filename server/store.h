@@ -818,6 +818,30 @@ struct store_susp {
 int store_shape_suspensions(struct store *s, const struct store_susp_op *ops, size_t nops,
     size_t cap, struct store_susp **out, size_t *nout, int *full);
 
+/* A destination at its in-flight cap, published for new mail (store_saturate). */
+struct store_sat {
+	const char *domain;     /* a recipient domain, 1..STORE_SHAPE_KEY_MAX bytes; case does not matter */
+	int64_t until_ms;       /* wall clock: new mail for it waits in due until then */
+	int64_t next_ms;        /* wall clock: its next slot; out: the later of it and the stored one */
+	int64_t step_ms;        /* between two slots, >= 1 */
+	int64_t max_ms;         /* no slot further than this from the accept (spread over its second half) */
+	int64_t min_ms;         /* nor sooner */
+};
+
+#define STORE_SAT_MAX 10000   /* domains kept in sat (the feeder's table holds 20,000 destinations) */
+
+/*
+ * store_saturate - one script call (sat.lua): publish v[0..n) (n <=
+ * STORE_SHAPE_BATCH_MAX) in sat, where enqueue.lua finds them: a new
+ * recipient of such a domain waits in due at the domain's next slot
+ * instead of going into the ready stream (where every delivery behind it
+ * would wait while a feeder reads it, only to park it). v[i].next_ms comes
+ * back as the slot after those enqueue has given out. At most
+ * STORE_SAT_MAX domains are kept (a new one is not added beyond them). 0 or
+ * STORE_ERR_* (then v is unchanged).
+ */
+int store_saturate(struct store *s, struct store_sat *v, size_t n);
+
 /* --- metrics ------------------------------------------------------------------ */
 
 #define STORE_WH_BACKLOG_TOP 20     /* endpoints with a backlog gauge of their own; the rest summed */

@@ -71,6 +71,7 @@ static const char *const st_scripts[SC_COUNT] = {
 	[SC_ABANDON] = store_lua_abandon,
 	[SC_SHAPE_RATE] = store_lua_shape_rate,
 	[SC_SHAPE_SUSP] = store_lua_shape_susp,
+	[SC_SAT] = store_lua_sat,
 };
 
 /* --- small helpers ------------------------------------------------------- */

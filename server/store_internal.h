@@ -42,6 +42,7 @@
 #define ST_K_READY_PROJECTS ST_PREFIX "ready:projects"
 #define ST_K_READY_HIGH_PROJECTS ST_PREFIX "ready:high:projects"
 #define ST_K_DUE ST_PREFIX "due"
+#define ST_K_SAT ST_PREFIX "sat"   /* saturated destinations: domain -> "until next step max min count" (sat.lua) */
 #define ST_K_EVENTS ST_PREFIX "events"
 #define ST_K_WHQ ST_PREFIX "whq:"      /* + endpoint id */
 #define ST_K_WHEPS ST_PREFIX "wheps"
@@ -106,6 +107,7 @@ enum st_script {
 	SC_ABANDON,
 	SC_SHAPE_RATE,
 	SC_SHAPE_SUSP,
+	SC_SAT,
 	SC_COUNT
 };
 

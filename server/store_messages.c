@@ -69,6 +69,7 @@ static const char *const st_rcpt_fields[] = { "email", "kind", "status", "attemp
 struct st_rcpt_strs {
 	char field[ST_RCPT_FIELDS][ST_RFIELD_MAX];   /* "r<i>:email", ... (st_rfield) */
 	char idx[ST_I64_LEN];                      /* its ready entry's "r": i */
+	char dnum[ST_I64_LEN];                     /* its domain's number in the call's domains (1-based) */
 	char member[ST_MAX_ID + 2 + ST_I64_LEN];   /* its due member "<id>/<i>" (scheduled) */
 };
 
@@ -218,7 +219,7 @@ st_enqueue_msg_args(struct st_args *a, const struct store_message_in *x, struct 
 	st_i64(u->nh, (int64_t)(2 * ST_RCPT_FIELDS * x->nrcpts));
 	st_i64(u->nt, (int64_t)nt);
 	st_i64(u->ne, (int64_t)ne);
-	st_i64(u->nl, (int64_t)(sched ? 2 * live : live));
+	st_i64(u->nl, (int64_t)(2 * live));
 	st_adds(a, u->nh);
 	st_adds(a, u->nt);
 	st_adds(a, u->ne);
@@ -271,8 +272,71 @@ st_enqueue_msg_args(struct st_args *a, const struct store_message_in *x, struct 
 			st_adds(a, rs[j].member);
 		} else {
 			st_adds(a, rs[j].idx);
+			st_adds(a, rs[j].dnum);
 		}
 	}
+}
+
+/* The recipient domains of an enqueue call (enqueue.lua's nd), lower-cased, in buf. */
+struct st_domains {
+	char *buf;                 /* every domain, NUL-terminated, one after the other */
+	const char **d;            /* d[0..n) point into buf */
+	size_t n;
+};
+
+#define ST_DOMAINS_DEDUP 32    /* a domain is looked for among the first 32 only (bounded work) */
+
+/*
+ * st_domains_make - the domains of m[0..n)'s live recipients that go to a
+ * ready stream (not scheduled, not suppressed), each recipient's number
+ * set in rs[].dnum. Repeats are found among the first ST_DOMAINS_DEDUP
+ * distinct ones (a repeat past them is listed again: harmless). 0 or
+ * STORE_ERR_NOMEM.
+ */
+static int
+st_domains_make(struct st_domains *ds, const struct store_message_in *m, size_t n,
+    struct st_rcpt_strs *rs)
+{
+	size_t i, j, k, off, total = 0, bytes = 0;
+	char *p;
+
+	for (i = 0; i < n; i++)
+		for (j = 0; j < m[i].nrcpts; j++) {
+			total++;
+			bytes += strlen(m[i].rcpts[j].email) + 1;
+		}
+	ds->n = 0;
+	ds->buf = malloc(bytes + 1);
+	ds->d = malloc((total + 1) * sizeof(*ds->d));
+	if (ds->buf == NULL || ds->d == NULL)
+		return STORE_ERR_NOMEM;
+	p = ds->buf;
+	for (i = 0, off = 0; i < n; off += m[i].nrcpts, i++) {
+		if (m[i].send_at_ms > 0)
+			continue;
+		for (j = 0; j < m[i].nrcpts; j++) {
+			const struct store_rcpt_in *r = &m[i].rcpts[j];
+			const char *e = r->lower != NULL ? r->lower : r->email, *at = strrchr(e, '@');
+			char *dom = p;
+
+			if (st_rcpt_sup(r))
+				continue;
+			for (at = at != NULL ? at + 1 : e; *at != '\0'; at++)
+				*p++ = (*at >= 'A' && *at <= 'Z') ? (char)(*at - 'A' + 'a') : *at;
+			*p++ = '\0';
+			for (k = 0; k < ds->n && k < ST_DOMAINS_DEDUP; k++)
+				if (strcmp(ds->d[k], dom) == 0)
+					break;
+			if (k < ds->n && k < ST_DOMAINS_DEDUP) {
+				p = dom;   /* known: its copy is dropped */
+			} else {
+				k = ds->n;
+				ds->d[ds->n++] = dom;
+			}
+			st_i64(rs[off + j].dnum, (int64_t)(k + 1));
+		}
+	}
+	return 0;
 }
 
 /* What st_enq_build knows about an op that reading its reply needs. */
@@ -300,8 +364,9 @@ st_enq_build(const struct store *s, const struct store_enqueue_op *op, struct st
 	struct st_msg_nums *nums = NULL;
 	struct st_rcpt_strs *rstrs = NULL;
 	char kidem[ST_KEY_MAX + 64], pp[ST_KEY_MAX], ksupp[ST_KEY_MAX], kab[ST_KEY_MAX];
-	char nqs[ST_I64_LEN];
+	char nqs[ST_I64_LEN], nds[ST_I64_LEN];
 	const char *project = st_project_name(m && n ? m[0].project : NULL);
+	struct st_domains doms = { 0 };
 	int rc;
 
 	memset(&args, 0, sizeof(args));
@@ -321,7 +386,7 @@ st_enq_build(const struct store *s, const struct store_enqueue_op *op, struct st
 		log_error("enqueue called with an invalid project");
 		return STORE_ERR_PROTO;
 	}
-	nargs = 3 + 7 + 10;
+	nargs = 4 + 7 + 11;
 	for (i = 0; i < n; i++) {
 		/* one batch, one project: its suppression list is the one looked at */
 		if (!st_message_ok(&m[i]) || (flags && !st_check_ok(&m[i])) ||
@@ -330,8 +395,8 @@ st_enq_build(const struct store *s, const struct store_enqueue_op *op, struct st
 			    m[i].id != NULL ? m[i].id : "", i);
 			return STORE_ERR_PROTO;
 		}
-		/* 3 keys, 19 + 1 arguments, per recipient at most 10 hash, 1 lookup, 2 + 2 */
-		nargs += 3 + 19 + 1 + 15 * m[i].nrcpts;
+		/* 3 keys, 19 + 1 arguments, per recipient at most 10 hash, 1 lookup, 1 domain, 2 + 2 */
+		nargs += 3 + 19 + 1 + 16 * m[i].nrcpts;
 		x->total += m[i].nrcpts;
 		for (j = 0; flags && j < m[i].nrcpts; j++)
 			x->nq += !st_rcpt_sup(&m[i].rcpts[j]);
@@ -361,10 +426,14 @@ st_enq_build(const struct store *s, const struct store_enqueue_op *op, struct st
 	}
 	memcpy(x->kmsg, nums[0].kmsg, sizeof(x->kmsg));
 	st_i64(nqs, (int64_t)x->nq);
+	rc = st_domains_make(&doms, m, n, rstrs);
+	if (rc)
+		goto out;
+	st_i64(nds, (int64_t)doms.n);
 	rc = st_args_init(a, nargs);
 	if (rc)
 		goto out;
-	st_eval(a, s, SC_ENQUEUE, (int)(7 + 3 * n));
+	st_eval(a, s, SC_ENQUEUE, (int)(8 + 3 * n));
 	st_adds(a, ST_K_READY);
 	st_adds(a, ST_K_DUE);
 	st_adds(a, ST_K_EVENTS);
@@ -377,6 +446,7 @@ st_enq_build(const struct store *s, const struct store_enqueue_op *op, struct st
 		st_adds(a, nums[i].ktl);
 	for (i = 0; i < n; i++)
 		st_adds(a, nums[i].kmime);
+	st_adds(a, ST_K_SAT);
 	st_adds(a, kab);
 	st_adds(a, idem ? "1" : "0");
 	st_adds(a, idem ? idem->request_hash : "");
@@ -392,11 +462,16 @@ st_enq_build(const struct store *s, const struct store_enqueue_op *op, struct st
 		for (j = 0; j < m[i].nrcpts; j++)
 			if (!st_rcpt_sup(&m[i].rcpts[j]))
 				st_adds(a, m[i].rcpts[j].lower);
+	st_adds(a, nds);
+	for (i = 0; i < doms.n; i++)
+		st_adds(a, doms.d[i]);
 	for (i = 0, off = 0; i < n; off += m[i].nrcpts, i++)
 		st_enqueue_msg_args(a, &m[i], &nums[i], &rstrs[off]);
-	rc = st_format(a, cmd);   /* the arguments point into this frame, nums and rstrs */
+	rc = st_format(a, cmd);   /* the arguments point into this frame, nums, rstrs and doms */
 out:
 	st_args_release(a);
+	free(doms.buf);
+	free(doms.d);
 	free(rstrs);
 	free(nums);
 	return rc;

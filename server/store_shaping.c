@@ -1,9 +1,11 @@
 /*
  * store_shaping.c - delivery shaping shared by every worker process:
  * TXMAIL_DOMAIN_RATE sending slots booked in blocks (shape_rate.lua) and
- * the suspended destinations (shape_susp.lua), each one script call.
+ * the suspended destinations (shape_susp.lua), each one script call; and
+ * the destinations a feeder found at their in-flight cap (sat.lua), which
+ * enqueue.lua reads.
  *
- * Owns the keys shape:rate:<domain> and shape:susp. Decides nothing: how
+ * Owns the keys shape:rate:<domain>, shape:susp and sat. Decides nothing: how
  * many slots to ask for, when to ask and what a suspension is belongs to
  * server/shaper.c, which calls this from its own thread with its own
  * handle. Never waits longer than the handle's command timeout, never
@@ -172,6 +174,70 @@ out:
 		freeReplyObject(rep);
 	st_args_release(&a);
 	free(list);
+	free(nums);
+	return rc;
+}
+
+int
+store_saturate(struct store *s, struct store_sat *v, size_t n)
+{
+	struct st_args a;
+	redisReply *rep = NULL;
+	char (*doms)[STORE_SHAPE_KEY_MAX + 1] = NULL;
+	char (*nums)[ST_I64_LEN] = NULL;
+	char capn[ST_I64_LEN];
+	int rc;
+
+	memset(&a, 0, sizeof(a));
+	if (s == NULL || v == NULL || n == 0 || n > STORE_SHAPE_BATCH_MAX)
+		return STORE_ERR_PROTO;
+	for (size_t i = 0; i < n; i++)
+		if (!shape_key_ok(v[i].domain) || v[i].until_ms <= 0 || v[i].next_ms <= 0 ||
+		    v[i].step_ms < 1 || v[i].max_ms < 1 || v[i].min_ms < 0)
+			return STORE_ERR_PROTO;
+	doms = calloc(n, sizeof(*doms));
+	nums = calloc(5 * n, sizeof(*nums));
+	if (doms == NULL || nums == NULL) {
+		rc = STORE_ERR_NOMEM;
+		goto out;
+	}
+	rc = st_eval_begin(s, &a, 5 + 6 * n, SC_SAT, 1);
+	if (rc)
+		goto out;
+	st_adds(&a, ST_K_SAT);
+	st_add(&a, capn, st_i64(capn, STORE_SAT_MAX));
+	for (size_t i = 0; i < n; i++) {
+		const int64_t x[5] = { v[i].until_ms, v[i].next_ms, v[i].step_ms, v[i].max_ms, v[i].min_ms };
+		size_t dl = strlen(v[i].domain);
+
+		for (size_t c = 0; c < dl; c++)
+			doms[i][c] = (char)tolower((unsigned char)v[i].domain[c]);
+		st_add(&a, doms[i], dl);
+		for (size_t k = 0; k < 5; k++)
+			st_add(&a, nums[5 * i + k], st_i64(nums[5 * i + k], x[k]));
+	}
+	rc = st_do(s, &a, &rep);
+	if (rc)
+		goto out;
+	if (!st_is_array(rep, n) || rep->elements != n) {
+		rc = st_bad("saturate", rep);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		int64_t nx;
+
+		if (st_int(rep->element[i], &nx) != 0 || nx <= 0) {
+			rc = st_bad("saturate", rep);
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		(void)st_int(rep->element[i], &v[i].next_ms);
+out:
+	if (rep)
+		freeReplyObject(rep);
+	st_args_release(&a);
+	free(doms);
 	free(nums);
 	return rc;
 }

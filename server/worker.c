@@ -118,6 +118,7 @@ struct worker {
 	struct fair *fair;         /* per-destination in-flight caps (server/fair.c), under mu */
 	int dest_cap;              /* TXMAIL_DEST_MAX_INFLIGHT as applied */
 	uint64_t parked_since_log; /* deliveries parked since the last "parked" line */
+	uint64_t published_since_log; /* saturated domains published since (publish_saturated) */
 	int64_t parked_log_ms;     /* when that line was last written (monotonic) */
 	char relay_dest[300];      /* the relay as a shaper destination */
 	struct retry_policy policy;
@@ -790,6 +791,65 @@ fair_key(const struct worker *w, const struct job *j)
 	return w->cfg->relay_set ? w->relay_dest : job_domain(j);
 }
 
+#define SAT_EVERY_MS 1000        /* a saturated destination is published at most once a second */
+#define SAT_HOLD_MIN_MS 5000     /* and new mail for it waits in due for this long after */
+#define SAT_HOLD_MAX_MS 60000    /* (twice its step, within these) */
+
+/*
+ * publish_saturated - the domains of parked[0..n) whose destination is at
+ * its cap with deliveries parked ahead (fair_saturated) go to the store's
+ * sat (store_saturate): new mail for them then waits in due at their next
+ * slots instead of going into the ready stream, where the mail of every
+ * other destination would wait behind it while this feeder reads it only
+ * to park it. The slots enqueue gave out come back: parking goes on after
+ * them. Best effort: on an error the new mail goes into the stream and is
+ * parked when read, as before.
+ */
+static void
+publish_saturated(struct worker *w, struct store *st, struct job **parked, size_t n)
+{
+	struct store_sat v[FETCH_BATCH];
+	const char *key[FETCH_BATCH];
+	size_t nv = 0;
+	int64_t mono = util_mono_ms(), off = util_now_ms() - mono;
+
+	pthread_mutex_lock(&w->mu);
+	for (size_t i = 0; i < n && nv < FETCH_BATCH; i++) {
+		struct fair_sat fs;
+		const char *dom = job_domain(parked[i]);
+		size_t k;
+
+		for (k = 0; k < nv; k++)
+			if (strcasecmp(v[k].domain, dom) == 0)
+				break;
+		if (k < nv || dom[0] == '\0' || strlen(dom) > STORE_SHAPE_KEY_MAX ||
+		    !fair_saturated(w->fair, fair_key(w, parked[i]), mono, SAT_EVERY_MS, &fs))
+			continue;
+		v[nv].domain = dom;
+		v[nv].next_ms = fs.next_ms + off;
+		v[nv].step_ms = fs.step_ms;
+		v[nv].until_ms = mono + off + (2 * fs.step_ms < SAT_HOLD_MIN_MS ? SAT_HOLD_MIN_MS :
+		    2 * fs.step_ms > SAT_HOLD_MAX_MS ? SAT_HOLD_MAX_MS : 2 * fs.step_ms);
+		v[nv].max_ms = fs.max_ms;
+		v[nv].min_ms = fs.min_ms;
+		key[nv] = fair_key(w, parked[i]);
+		nv++;
+	}
+	pthread_mutex_unlock(&w->mu);
+	if (nv == 0)
+		return;
+	if (store_saturate(st, v, nv) != STORE_OK) {
+		log_debug("cannot publish destinations at their in-flight cap", "worker=%s domains=%zu",
+		    w->consumer, nv);
+		return;
+	}
+	pthread_mutex_lock(&w->mu);
+	for (size_t k = 0; k < nv; k++)
+		fair_park_after(w->fair, key[k], v[k].next_ms - off);
+	w->published_since_log += nv;
+	pthread_mutex_unlock(&w->mu);
+}
+
 /*
  * park - give parked[0..n) (leaders, with their groups) back to the store
  * to be tried at until[i]; they leave the in-flight registry. When the
@@ -802,6 +862,8 @@ park(struct worker *w, struct store *st, struct job **parked, const int64_t *unt
 	struct store_park p[FETCH_BATCH];
 	size_t np = 0, done = 0;
 	int64_t mono = util_mono_ms();
+
+	publish_saturated(w, st, parked, n);
 
 	for (size_t i = 0; i < n; i++)
 		for (struct job *m = parked[i]; m != NULL && np < FETCH_BATCH; m = m->grp_next) {
@@ -826,9 +888,11 @@ park(struct worker *w, struct store *st, struct job **parked, const int64_t *unt
 	w->parked_since_log += done;
 	if (w->parked_since_log > 0 && mono - w->parked_log_ms >= 10000) {
 		log_info("destinations at their in-flight cap: deliveries parked, to be tried later",
-		    "worker=%s parked=%llu cap=%d waiting=%d", w->consumer,
-		    (unsigned long long)w->parked_since_log, w->dest_cap, w->nwait);
+		    "worker=%s parked=%llu published=%llu cap=%d waiting=%d", w->consumer,
+		    (unsigned long long)w->parked_since_log, (unsigned long long)w->published_since_log,
+		    w->dest_cap, w->nwait);
 		w->parked_since_log = 0;
+		w->published_since_log = 0;
 		w->parked_log_ms = mono;
 	}
 	pthread_cond_broadcast(&w->cv);

@@ -1,11 +1,13 @@
 -- enqueue.lua - store_conn.c's SC_ENQUEUE: a batch of messages (store_enqueue is a batch of one)
 -- KEYS: ready, due, events, idem, supp, ready:high, then msg of each message, then tl of
---       each, then mime ("<msg>:mime") of each, then abandoned (abandoned:<id> of the first)
+--       each, then mime ("<msg>:mime") of each, then sat, then abandoned (abandoned:<id>
+--       of the first)
 -- ARGV: has_idem request_hash response ttl_ms retention_ms nmsgs check project
---       content_ms nq, then nq lower-cased addresses to look up in supp, then per
---       message: nh nt ne nl mode id mime created expires send_at from mail_from
---       subject metadata tags tenant n prio pending, then nh recipient hash
---       arguments, nt timeline entries, ne outbox events, nl ready/due arguments.
+--       content_ms nq, then nq lower-cased addresses to look up in supp, then nd and
+--       nd recipient domains (lower-cased), then per message: nh nt ne nl mode id
+--       mime created expires send_at from mail_from subject metadata tags tenant n
+--       prio pending, then nh recipient hash arguments, nt timeline entries, ne
+--       outbox events, nl ready/due arguments.
 -- st_enqueue (store_messages.c) builds all of it in C, so this script concatenates
 -- nothing and builds no table: it walks counts. The message's own fields are
 -- named here, in the one HSET that unpacks the recipients' fields and values
@@ -15,8 +17,18 @@
 -- joined by "\n" into the hash's "tl" field (the tl key is only deleted, by
 -- content_done: a list exists for messages stored by earlier releases);
 -- the events are the suppressed recipients'; per live recipient, its ready
--- entry's "r" (mode "n": lane ready, "h": ready:high) or, mode "s" (scheduled),
--- a "send_at member" pair of due ("<id>/<i>"). nl 0: every recipient is suppressed.
+-- entry's "r" and its domain's number in the nd domains (mode "n": lane ready, "h":
+-- ready:high) or, mode "s" (scheduled), a "send_at member" pair of due ("<id>/<i>").
+-- nl 0: every recipient is suppressed.
+-- Saturated destinations (sat.lua, server/fair.h): a recipient whose domain
+-- has a field in sat ("until next step max min count", times in ms) with
+-- until after the message's created time does not go into the ready stream,
+-- where every delivery behind it would wait while the feeder reads it only
+-- to park it: it waits in due, as the feeder would have parked it - at the
+-- domain's next slot (no sooner than min after created), which moves on by
+-- step; a slot past max from now is spread over max's second half (count
+-- steps the spread); never past the message's expiry. The field is written
+-- back with its next slot, so the feeder's next parking goes after it.
 -- The lane's stream is the project's (lib/project.lua's project_ready:
 -- the key itself for "default", else "<key>:p:<project>", its set
 -- "<key>:projects"; the first message of a project on a lane adds it to
@@ -58,6 +70,8 @@ local function calln(cmd, k, a, b)
 end
 local nm = tonumber(ARGV[6])
 local nq = tonumber(ARGV[10])
+local nd = tonumber(ARGV[11 + nq])
+local ksat = KEYS[#KEYS - 1]
 -- one EXISTS says "no abandoned mark and no message id taken", the usual case
 local taken = redis.call('EXISTS', KEYS[#KEYS], unpack(KEYS, 7, 6 + nm)) > 0
 if taken and redis.call('EXISTS', KEYS[#KEYS]) == 1 then return {5, ''} end
@@ -93,8 +107,40 @@ if taken or nm > 1 then
     seen[k] = true
   end
 end
-local pos = 11 + nq
+local pos = 12 + nq + nd
 local made = {}
+-- the saturated domains among the nd (usually none: one HMGET that finds nothing)
+local sat = {}
+if nd > 0 then
+  local d0 = 12 + nq
+  for i = d0, d0 + nd - 1, 4000 do
+    local v = redis.call('HMGET', ksat, unpack(ARGV, i, math.min(i + 3999, d0 + nd - 1)))
+    for x = 1, #v do
+      if v[x] then
+        local u, n, st, mx, mn, c = string.match(v[x], '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
+        if u then
+          sat[i - d0 + x] = {u = tonumber(u), n = tonumber(n), s = tonumber(st), m = tonumber(mx),
+                             mn = tonumber(mn), c = tonumber(c), d = ARGV[i + x - 1]}
+        end
+      end
+    end
+  end
+end
+-- the due time of a recipient of a saturated domain s, for a message created at now
+local function sat_slot(s, now, expires)
+  local at = now + s.mn
+  if s.n > at then at = s.n end
+  s.n = at + s.s
+  if at > now + s.m then
+    local half = math.floor(s.m / 2)
+    s.c = s.c + 1
+    if half > 0 then at = now + s.m - (s.c * 7919) % half else at = now + s.m end
+    s.n = now + s.m
+  end
+  if at > expires then at = expires end
+  s.dirty = true
+  return at
+end
 for j = 1, nm do
   local km, kt = KEYS[6 + j], KEYS[6 + nm + j]
   local nh, nt = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
@@ -125,9 +171,22 @@ for j = 1, nm do
     local lane, id = KEYS[1], ARGV[pos + 5]
     if mode == 'h' then lane = KEYS[6] end
     lane = project_ready(lane, lane .. ':projects', ARGV[8], made)
-    for i = a, a + nl - 1 do redis.call('XADD', lane, '*', 'm', id, 'r', ARGV[i]) end
+    local now, exp = tonumber(ARGV[pos + 7]), tonumber(ARGV[pos + 8])
+    for i = a, a + nl - 1, 2 do
+      local s = sat[tonumber(ARGV[i + 1])]
+      if s and s.u > now then
+        redis.call('ZADD', KEYS[2], string.format('%d', sat_slot(s, now, exp)), id .. '/' .. ARGV[i])
+      else
+        redis.call('XADD', lane, '*', 'm', id, 'r', ARGV[i])
+      end
+    end
   end
   pos = a + nl
+end
+for _, s in pairs(sat) do
+  if s.dirty then
+    redis.call('HSET', ksat, s.d, string.format('%d %d %d %d %d %d', s.u, s.n, s.s, s.m, s.mn, s.c))
+  end
 end
 if ARGV[1] == '1' then
   redis.call('HSET', KEYS[4], 'h', ARGV[2], 'r', ARGV[3])

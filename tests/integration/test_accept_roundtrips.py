@@ -8,10 +8,14 @@ writes nothing, then the marked message is stored) and ends `suppressed`
 as before; a batch likewise; an idempotent replay of a suppressed send is
 one script call and answers the stored body, never the suppression; the
 script itself runs one command per key it reads or writes (one EXISTS for
-the abandoned mark and the id, one HMGET of the suppression list, one HSET
-of the whole message hash with its timeline, SET, one XADD per recipient:
-issue 13). A project other than `default` queues on its own ready stream
-(issue 14): one SADD more per call, and on its first send the group made.
+the abandoned mark and the id, one HMGET of the suppression list, one HMGET
+of the saturated destinations, one HSET of the whole message hash with its
+timeline, SET, one XADD per recipient: issue 13). A project other than
+`default` queues on its own ready stream (issue 14): one SADD more per
+call, and on its first send the group made. A recipient whose domain is
+saturated (a field of txm{0}:sat, written by a worker's feeder: issue 14)
+goes to due at the domain's next slot instead of the ready stream, the
+slots spaced by its step, and the field is written back with the next one.
 
 How: `txmail api` alone (no worker, scheduler or webhook loop) with one
 HTTP thread, warmed up by one send so its connection's set-up (SCRIPT
@@ -127,10 +131,40 @@ def test_plain_send_is_one_script_call(api_only):
         inner)
     assert r.status == 202, "got %r" % r
     assert cmds == ["EVALSHA"], "got %r, want exactly one EVALSHA" % cmds
-    want = ["EXISTS", "HMGET", "HSET", "SET", "XADD", "XADD"]
+    want = ["EXISTS", "HMGET", "HMGET", "HSET", "SET", "XADD", "XADD"]
     assert inner == want, "the enqueue script ran %r, want %r" % (inner, want)
     st = {x["email"]: x["status"] for x in r.json["recipients"]}
     assert st == {"One@Example.com": "queued", "two@example.com": "queued"}, "got %r" % st
+
+
+def test_saturated_domain_goes_to_due(api_only, redis):
+    """A domain the feeder published as saturated: its recipients wait in
+    due at its next slots (spaced by the step, no sooner than min after
+    the accept), the others still go to the ready stream; the field comes
+    back with the next slot; a field whose time is up is ignored."""
+    a = api_only
+    now = int(helpers.resp_cmd(redis.port, "TIME")[0]) * 1000
+    nxt, step = now + 60000, 1500
+    helpers.resp_cmd(redis.port, "HSET", "txm{0}:sat", "tarpit.test",
+                     "%d %d %d 600000 100 0" % (now + 30000, nxt, step),
+                     "gone.test", "%d %d %d 600000 100 0" % (now - 1000, nxt, step))
+    inner = []
+    r, cmds = a.window(lambda: a.c.send(
+        {"from": "a@example.com", "to": ["x@Tarpit.TEST", "ok@example.com", "y@tarpit.test", "z@gone.test"],
+         "subject": "s", "text": "x"}), inner)
+    assert r.status == 202, "got %r" % r
+    assert cmds == ["EVALSHA"], "got %r" % cmds
+    want = ["EXISTS", "HMGET", "HMGET", "HSET", "SET", "ZADD", "XADD", "ZADD", "XADD", "HSET"]
+    assert inner == want, "the enqueue script ran %r, want %r" % (inner, want)
+    mid = r.json["id"]
+    got = [helpers.resp_cmd(redis.port, "ZSCORE", "txm{0}:due", "%s/%d" % (mid, i)) for i in range(4)]
+    assert got[1] is None and got[3] is None, "only tarpit.test's recipients wait in due: got %r" % got
+    assert (int(got[0]), int(got[2])) == (nxt, nxt + step), \
+        "due at the next slot, then one step later: got %r, want %d, %d" % (got, nxt, nxt + step)
+    f = helpers.resp_cmd(redis.port, "HGET", "txm{0}:sat", "tarpit.test")
+    assert f.split()[1] == str(nxt + 2 * step), "the field's next slot: got %r, want %d" % (f, nxt + 2 * step)
+    st = {x["email"]: x["status"] for x in r.json["recipients"]}
+    assert set(st.values()) == {"queued"}, "every recipient is queued (parked is queued): got %r" % st
 
 
 def test_suppressed_send_is_two_script_calls(api_only):
@@ -221,12 +255,12 @@ def test_project_send_adds_its_stream(txmail_binary, txmail_factory, redis):
         r, cmds = mon.window(lambda: c.send(msg))
         assert r.status == 202, "first send: got %r" % r
         got = enqueue_inner(cmds)
-        want = ["EXISTS", "HMGET", "HSET", "SET", "SADD", "XGROUP", "XADD"]
+        want = ["EXISTS", "HMGET", "HMGET", "HSET", "SET", "SADD", "XGROUP", "XADD"]
         assert got == want, "first send of A: the enqueue ran %r, want %r" % (got, want)
         r, cmds = mon.window(lambda: c.send(msg))
         assert r.status == 202, "second send: got %r" % r
         got = enqueue_inner(cmds)
-        want = ["EXISTS", "HMGET", "HSET", "SET", "SADD", "XADD"]
+        want = ["EXISTS", "HMGET", "HMGET", "HSET", "SET", "SADD", "XADD"]
         assert got == want, "a later send of A: the enqueue ran %r, want %r" % (got, want)
         xadds = [x[2][0] for x in cmds if x[0] == "lua" and x[1] == "XADD"]
         assert xadds == ["txm{0}:ready:p:A"], "XADD to %r, want A's stream" % xadds

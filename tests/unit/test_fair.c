@@ -138,6 +138,43 @@ Test(fair, park_spaced_by_pace)
 	fair_free(f);
 }
 
+Test(fair, unknown_destination_paced_from_a_second)
+{
+	struct fair *f = new_fair(4, 1, 1);
+	struct fair_dest *x;
+	struct fair_sat fs;
+	int64_t until, prev;
+
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(fair_admit(f, "new.test", NULL, 0, &x, &until), FAIR_GO);
+	cr_assert_eq(fair_admit(f, "new.test", NULL, 0, &x, &until), FAIR_WAIT);
+	cr_assert_eq(fair_saturated(f, "new.test", 5, 1000, &fs), 0, "nothing parked yet: not published");
+	/* 5 ms after its slots filled, nothing finished: not 5 ms / 4 apart but 1 s / 4 */
+	cr_assert_eq(fair_admit(f, "new.test", NULL, 5, &x, &until), FAIR_PARK);
+	prev = until;
+	cr_assert_eq(fair_admit(f, "new.test", NULL, 5, &x, &until), FAIR_PARK);
+	cr_assert_eq(until - prev, 250, "an unknown destination counts 1 s a transaction, got %lld",
+	    (long long)(until - prev));
+	/* published once, with the next slot and the step; not again within every_ms */
+	cr_assert_eq(fair_saturated(f, "NEW.test", 5, 1000, &fs), 1);
+	cr_assert_eq(fs.next_ms, until + 250, "next %lld, want %lld", (long long)fs.next_ms,
+	    (long long)(until + 250));
+	cr_assert_eq(fs.step_ms, 250);
+	cr_assert_eq(fs.min_ms, 1000);
+	cr_assert_eq(fs.max_ms, 600000);
+	cr_assert_eq(fair_saturated(f, "new.test", 500, 1000, &fs), 0, "said 495 ms ago");
+	/* slots given out elsewhere (enqueue.lua): the next parking goes after them */
+	prev = until + 10000;
+	fair_park_after(f, "new.test", prev);
+	fair_park_after(f, "new.test", prev - 5000);   /* never moved back */
+	cr_assert_eq(fair_admit(f, "new.test", NULL, 6, &x, &until), FAIR_PARK);
+	cr_assert_eq(until, prev, "after the slots given out elsewhere: got %lld, want %lld",
+	    (long long)until, (long long)prev);
+	cr_assert_eq(fair_saturated(f, "new.test", 1006, 1000, &fs), 1, "a second later: said again");
+	cr_assert_eq(fair_saturated(f, "other.test", 1006, 1000, &fs), 0, "an unknown destination");
+	fair_free(f);
+}
+
 Test(fair, mx_alias_shares_slots)
 {
 	static const char *const names[] = { "MX2.Google.test", "mx1.google.test", "mx2.google.test" };
@@ -178,12 +215,13 @@ Test(fair, alias_merges_earlier_slots)
 	    "at the cap under the MX key too: the line (moved there), not a new slot");
 	cr_assert_eq(fair_waiting(f), 2);
 	/* the set has the domain's pace: parked deliveries come back after park_min, spaced by
-	 * what is known (nothing finished for 10 ms), not as if stuck since the clock began */
+	 * what is known (nothing finished yet: 1 s a transaction), not as if stuck since the
+	 * clock began */
 	cr_assert_eq(fair_admit(f, "tarpit.test", NULL, t + 10, &x, &until), FAIR_PARK);
 	cr_assert_eq(until, t + 10 + 1000, "parked in %lld ms, want park_min (1000)", (long long)(until - t - 10));
 	prev = until;
 	cr_assert_eq(fair_admit(f, "tarpit.test", NULL, t + 10, &x, &until), FAIR_PARK);
-	cr_assert_leq(until - prev, 10, "the next one %lld ms later, want <= 10 / 2 slots", (long long)(until - prev));
+	cr_assert_eq(until - prev, 500, "the next one %lld ms later, want 1 s / 2 slots", (long long)(until - prev));
 	/* an earlier transaction ends: its slot (counted at the MX set) goes to the first in line */
 	cr_assert_eq(fair_done(f, d[0], t, t + 20, &nd), &items[2]);
 	cr_assert_eq(fair_inflight(f, "tarpit.test"), 2);
