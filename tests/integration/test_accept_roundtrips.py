@@ -166,6 +166,25 @@ def test_saturated_domain_goes_to_due(api_only, redis):
     st = {x["email"]: x["status"] for x in r.json["recipients"]}
     assert set(st.values()) == {"queued"}, "every recipient is queued (parked is queued): got %r" % st
 
+    # slots past max (10 min) from the accept: spread over its second half, never past the expiry
+    helpers.resp_cmd(redis.port, "HSET", "txm{0}:sat", "far.test",
+                     "%d %d 1000 600000 100 0" % (now + 30000, now + 10 ** 7))
+    r = a.c.send({"from": "a@example.com", "to": ["a@far.test", "b@far.test", "c@far.test"],
+                  "subject": "s", "text": "x"})
+    assert r.status == 202, "got %r" % r
+    got = [int(helpers.resp_cmd(redis.port, "ZSCORE", "txm{0}:due", "%s/%d" % (r.json["id"], i))) for i in range(3)]
+    assert all(now + 300000 - 5000 <= x <= now + 600000 + 5000 for x in got) and len(set(got)) == 3, \
+        "past the horizon: got %r, want three times in the second half of the next 10 min" % [x - now for x in got]
+    f = helpers.resp_cmd(redis.port, "HGET", "txm{0}:sat", "far.test").split()
+    # the first is spread (count 1) and moves next to the horizon, the second takes that slot,
+    # the third is past it again (count 2)
+    assert f[5] == "2", "the spread's count: got %r" % f
+    r = a.c.send({"from": "a@example.com", "to": "d@far.test", "subject": "s", "text": "x", "ttl": 120})
+    assert r.status == 202, "got %r" % r
+    x = int(helpers.resp_cmd(redis.port, "ZSCORE", "txm{0}:due", "%s/0" % r.json["id"]))
+    exp = int(helpers.resp_cmd(redis.port, "HGET", "txm{0}:msg:" + r.json["id"], "expires"))
+    assert x == exp, "a message that expires first: due at %d, want its expiry %d" % (x, exp)
+
 
 def test_suppressed_send_is_two_script_calls(api_only):
     a = api_only

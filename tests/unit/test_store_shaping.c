@@ -2,7 +2,9 @@
  * test_store_shaping.c - store_shaping.c against a real redis-server (one
  * per test, started as in test_store.c): the shared rate slots (two
  * handles booking from one bucket never overlap, an idle domain's key
- * expires) and the shared suspensions (set, listed, cleared, over, capped).
+ * expires), the shared suspensions (set, listed, cleared, over, capped)
+ * and the saturated destinations (published, merged with what the
+ * enqueue gave out, bounded).
  * Inspected with a separate hiredis connection.
  */
 #include <criterion/criterion.h>
@@ -246,6 +248,92 @@ Test(store_shaping, suspensions_capped)
 			    (long long)l[i].remaining_ms);
 	free(l);
 	cr_expect_eq(rint_cmd("HLEN %s", "txm{0}:shape:susp"), 2);
+}
+
+/* --- saturated destinations (sat.lua, read by enqueue.lua) ---------------------- */
+
+/* the field of domain in txm{0}:sat, "" when none */
+static void
+sat_field(const char *domain, char *out, size_t len)
+{
+	redisReply *r = redisCommand(rc_ctx, "HGET txm{0}:sat %s", domain);
+
+	cr_assert(r);
+	snprintf(out, len, "%s", r->type == REDIS_REPLY_STRING ? r->str : "");
+	freeReplyObject(r);
+}
+
+Test(store_shaping, saturate_publish_and_merge)
+{
+	int64_t now = util_now_ms();
+	struct store_sat v = { "Tarpit.Test", now + 5000, now + 1000, 250, 600000, 100 };
+	char got[160], want[160];
+	redisReply *r;
+
+	cr_assert_eq(store_saturate(st, &v, 1), 0);
+	cr_expect_eq(v.next_ms, now + 1000, "nothing given out yet: got next %lld", (long long)v.next_ms);
+	sat_field("tarpit.test", got, sizeof(got));
+	snprintf(want, sizeof(want), "%lld %lld 250 600000 100 0", (long long)(now + 5000), (long long)(now + 1000));
+	cr_expect_str_eq(got, want, "one field per domain, lower-cased");
+	/* the enqueue gave out slots up to now + 9 s (and spread 3 past max): published again
+	 * with an earlier next, the later one and the count are kept */
+	snprintf(want, sizeof(want), "%lld %lld 250 600000 100 3", (long long)(now + 5000), (long long)(now + 9000));
+	r = redisCommand(rc_ctx, "HSET txm{0}:sat tarpit.test %s", want);
+	freeReplyObject(r);
+	v.until_ms = now + 7000;
+	v.next_ms = now + 2000;
+	v.step_ms = 500;
+	cr_assert_eq(store_saturate(st, &v, 1), 0);
+	cr_expect_eq(v.next_ms, now + 9000, "got next %lld, want the enqueue's %lld", (long long)v.next_ms,
+	    (long long)(now + 9000));
+	sat_field("tarpit.test", got, sizeof(got));
+	snprintf(want, sizeof(want), "%lld %lld 500 600000 100 3", (long long)(now + 7000), (long long)(now + 9000));
+	cr_expect_str_eq(got, want);
+	/* bad arguments: nothing sent */
+	v.step_ms = 0;
+	cr_expect_eq(store_saturate(st, &v, 1), STORE_ERR_PROTO);
+	v.step_ms = 1;
+	v.domain = "";
+	cr_expect_eq(store_saturate(st, &v, 1), STORE_ERR_PROTO);
+	cr_expect_eq(store_saturate(st, NULL, 1), STORE_ERR_PROTO);
+	cr_expect_eq(rint_cmd("HLEN %s", "txm{0}:sat"), 1);
+}
+
+Test(store_shaping, saturate_bounded)
+{
+	int64_t now = util_now_ms();
+	struct store_sat v = { "new.test", now + 5000, now + 1000, 250, 600000, 100 };
+	char script[400];
+	redisReply *r;
+
+	/* full of fields whose time is long up: they go, the new one is kept */
+	snprintf(script, sizeof(script), "for i = 1, %d do redis.call('HSET', KEYS[1], 'old' .. i .. '.test', "
+	    "'1000 1000 1 600000 100 0') end return 1", STORE_SAT_MAX);
+	r = redisCommand(rc_ctx, "EVAL %s 1 txm{0}:sat", script);
+	cr_assert(r && r->type == REDIS_REPLY_INTEGER);
+	freeReplyObject(r);
+	cr_assert_eq(store_saturate(st, &v, 1), 0);
+	cr_expect_eq(rint_cmd("HLEN %s", "txm{0}:sat"), 1, "the stale fields are dropped when full");
+	/* full of live ones: a new domain is not added, a known one still is updated */
+	snprintf(script, sizeof(script), "for i = 2, %d do redis.call('HSET', KEYS[1], 'live' .. i .. '.test', "
+	    "'%lld 1000 1 600000 100 0') end return 1", STORE_SAT_MAX, (long long)(now + 60000));
+	r = redisCommand(rc_ctx, "EVAL %s 1 txm{0}:sat", script);
+	cr_assert(r && r->type == REDIS_REPLY_INTEGER);
+	freeReplyObject(r);
+	cr_assert_eq(rint_cmd("HLEN %s", "txm{0}:sat"), STORE_SAT_MAX);
+	v.domain = "other.test";
+	cr_assert_eq(store_saturate(st, &v, 1), 0);
+	cr_expect_eq(rint_cmd("HEXISTS txm{0}:sat %s", "other.test"), 0, "added beyond STORE_SAT_MAX");
+	v.domain = "new.test";
+	v.step_ms = 999;
+	cr_assert_eq(store_saturate(st, &v, 1), 0);
+	{
+		char got[160];
+
+		sat_field("new.test", got, sizeof(got));
+		cr_expect(strstr(got, " 999 ") != NULL, "a known domain is updated when full: got %s", got);
+	}
+	cr_expect_eq(rint_cmd("HLEN %s", "txm{0}:sat"), STORE_SAT_MAX);
 }
 
 /* --- two shapers (two processes' worth) on one Redis ---------------------------- */
