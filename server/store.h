@@ -378,6 +378,14 @@ void store_set_lane_weights(struct store *s, int high, int normal);
  * acknowledged and skipped. Writes malloc'd deliveries to out[0..ret).
  * Returns the count, or a STORE_ERR_*.
  */
+/*
+ * store_take_parked - how many entries store_fetch and store_reclaim parked
+ * since the last call instead of claiming them: "queued" recipients of a
+ * domain published as saturated (store_saturate), put in due at its next
+ * slots by the claim script itself (no MIME read, no hand back). Resets it.
+ */
+uint64_t store_take_parked(struct store *s);
+
 int store_fetch(struct store *s, const char *consumer, int max, int block_ms,
     struct store_delivery **out);
 

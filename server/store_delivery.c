@@ -325,15 +325,17 @@ st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend,
 	struct st_batch b;
 	struct st_claim_arg *ca = NULL;
 	const char *skeys[ST_SCRIPT_BATCH];
+	char now[ST_I64_LEN];
 	size_t i, c, nc, ns;
 	int rc, count = 0;
 
 	memset(&b, 0, sizeof(b));
 	if (np == 0)
 		return 0;
+	st_i64(now, util_now_ms());
 	nc = (np + ST_SCRIPT_BATCH - 1) / ST_SCRIPT_BATCH;
 	ca = malloc(np * sizeof(*ca));
-	rc = ca ? st_batch_init(&b, nc, 4 + 9 * ST_SCRIPT_BATCH) : STORE_ERR_NOMEM;
+	rc = ca ? st_batch_init(&b, nc, 8 + 9 * ST_SCRIPT_BATCH) : STORE_ERR_NOMEM;
 	if (rc)
 		goto out;
 	for (i = 0; i < np; i++) {
@@ -362,14 +364,17 @@ st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend,
 		ns = 0;
 		for (i = lo; i < hi; i++)
 			st_stream_slot(skeys, &ns, s->streams[pend[i].stream].key, ca[i].slot);
-		st_eval(&b.a, s, SC_CLAIM, (int)(2 * (hi - lo) + ns));
+		st_eval(&b.a, s, SC_CLAIM, (int)(2 * (hi - lo) + ns + 2));
 		for (i = lo; i < hi; i++) {
 			st_adds(&b.a, ca[i].kmsg);
 			st_adds(&b.a, ca[i].kmime);
 		}
 		for (i = 0; i < ns; i++)
 			st_adds(&b.a, skeys[i]);
+		st_adds(&b.a, ST_K_DUE);
+		st_adds(&b.a, ST_K_SAT);
 		st_adds(&b.a, consumer);
+		st_adds(&b.a, now);
 		for (i = lo; i < hi; i++) {
 			st_adds(&b.a, pend[i].entry_id);
 			st_adds(&b.a, ca[i].slot);
@@ -399,6 +404,10 @@ st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend,
 
 			if (!pend[i].claim || !e || e->type == REDIS_REPLY_NIL)
 				continue;   /* not deliverable: the script acked it */
+			if (e->type == REDIS_REPLY_INTEGER) {
+				s->claim_parked++;   /* its destination is saturated: waits in due */
+				continue;
+			}
 			if (e->type == REDIS_REPLY_ERROR) {
 				(void)st_bad("claim", e);
 				continue;   /* stays pending; reclaimed later */
@@ -1209,6 +1218,18 @@ store_hand_back(struct store *s, const char *consumer, const struct store_handba
 	rc = st_hand_back(s, consumer, b, n, back);
 	free(b);
 	return rc;
+}
+
+uint64_t
+store_take_parked(struct store *s)
+{
+	uint64_t n;
+
+	if (s == NULL)
+		return 0;
+	n = s->claim_parked;
+	s->claim_parked = 0;
+	return n;
 }
 
 int

@@ -142,6 +142,7 @@ struct store {
 	/* entries read by store_fetch beyond its max, claimed by the next call */
 	struct st_pend *carry;
 	size_t ncarry;
+	uint64_t claim_parked;      /* entries claim.lua parked (saturated destination), for store_take_parked */
 	/* store_fetch's lane shares (TXMAIL_LANE_WEIGHTS): weights and smooth round robin credits */
 	int lane_w[2];
 	int64_t lane_credit[2];

@@ -791,6 +791,21 @@ fair_key(const struct worker *w, const struct job *j)
 	return w->cfg->relay_set ? w->relay_dest : job_domain(j);
 }
 
+/* log_parked - at most every 10 s, how many deliveries were parked; w->mu is held */
+static void
+log_parked(struct worker *w, int64_t mono)
+{
+	if (w->parked_since_log > 0 && mono - w->parked_log_ms >= 10000) {
+		log_info("destinations at their in-flight cap: deliveries parked, to be tried later",
+		    "worker=%s parked=%llu published=%llu cap=%d waiting=%d", w->consumer,
+		    (unsigned long long)w->parked_since_log, (unsigned long long)w->published_since_log,
+		    w->dest_cap, w->nwait);
+		w->parked_since_log = 0;
+		w->published_since_log = 0;
+		w->parked_log_ms = mono;
+	}
+}
+
 #define SAT_EVERY_MS 1000        /* a saturated destination is published at most once a second */
 #define SAT_HOLD_MIN_MS 5000     /* and new mail for it waits in due for this long after */
 #define SAT_HOLD_MAX_MS 60000    /* (twice its step, within these) */
@@ -886,15 +901,7 @@ park(struct worker *w, struct store *st, struct job **parked, const int64_t *unt
 		}
 	}
 	w->parked_since_log += done;
-	if (w->parked_since_log > 0 && mono - w->parked_log_ms >= 10000) {
-		log_info("destinations at their in-flight cap: deliveries parked, to be tried later",
-		    "worker=%s parked=%llu published=%llu cap=%d waiting=%d", w->consumer,
-		    (unsigned long long)w->parked_since_log, (unsigned long long)w->published_since_log,
-		    w->dest_cap, w->nwait);
-		w->parked_since_log = 0;
-		w->published_since_log = 0;
-		w->parked_log_ms = mono;
-	}
+	log_parked(w, mono);
 	pthread_cond_broadcast(&w->cv);
 	pthread_mutex_unlock(&w->mu);
 }
@@ -942,6 +949,16 @@ feed(struct worker *w, struct store *st, struct store_delivery **ds, int n)
 	int64_t until[FETCH_BATCH];
 	size_t nparked = 0;
 	int64_t now = util_now_ms();
+	uint64_t in_claim = store_take_parked(st);
+
+	if (in_claim > 0) {
+		/* parked by the claim script itself (a published destination): counted as parked */
+		metrics_parked((int64_t)in_claim);
+		pthread_mutex_lock(&w->mu);
+		w->parked_since_log += in_claim;
+		log_parked(w, util_mono_ms());
+		pthread_mutex_unlock(&w->mu);
+	}
 
 	for (int i = 0; i < n && i < FETCH_BATCH; i++) {
 		struct job *lead, *tail, *j;

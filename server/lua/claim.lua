@@ -1,7 +1,8 @@
 -- claim.lua - store_conn.c's SC_CLAIM: the entries of one fetch or reclaim, claimed in one call
 -- KEYS: per entry i (1-based): msg (KEYS[2i - 1]), its content "<msg>:mime"
---       (KEYS[2i]); then the ready streams the entries are on (KEYS[2n + s])
--- ARGV: consumer, then per entry i, 6 values from ARGV[2 + 6(i-1)]:
+--       (KEYS[2i]); then the ready streams the entries are on (KEYS[2n + s]);
+--       then due and sat (the last two)
+-- ARGV: consumer now_ms, then per entry i, 6 values from ARGV[3 + 6(i-1)]:
 --       entry_id stream mode f_status f_attempts f_email
 -- stream: s, the entry is on KEYS[2n + s] (its lane's stream of its
 -- project, store_delivery.c). f_*: the recipient's field names,
@@ -18,7 +19,16 @@
 -- release, the hash's "mime" field; "" when both are gone (content is
 -- deleted only once no recipient can be attempted again, so the worker
 -- treats "" as a broken store, never sends it).
--- Returns one element per entry, in order: its row, nil, or an error
+-- A "queued" recipient whose domain is in sat (lib/sat.lua) with until after
+-- now_ms is not claimed (unless its message has expired: the worker records
+-- that) but parked where it is read: it stays "queued" with
+-- its attempts, its entry is acked and deleted and it waits in due
+-- (<msg_id>/<idx>) at the domain's next slot (sat_slot; the field written
+-- back); its element is 0. So a backlog for a destination at its cap that
+-- reached the stream before the destination was published (or is read
+-- again after a restart) costs one script step each, not a claim with its
+-- MIME and a hand_back.
+-- Returns one element per entry, in order: its row, 0 (parked), nil, or an error
 -- reply when a command failed for that entry alone (each entry runs under
 -- pcall: the others are still claimed; a script does not roll back, so
 -- that entry may be half claimed - "sending", attempts + 1 - and stays
@@ -27,10 +37,28 @@
 -- the end (XACK and XDEL take many ids).
 
 -- @include lib/batch.lua
-local n = (#ARGV - 1) / 6
+-- @include lib/sat.lua
+local n = (#ARGV - 2) / 6
 local drop = {}
+local kdue, ksat = KEYS[#KEYS - 1], KEYS[#KEYS]
+local now = tonumber(ARGV[2])
+-- the saturated domains met in this call (false: not saturated); none looked up when sat is empty
+local sat = redis.call('EXISTS', ksat) == 1 and {} or nil
+local function saturated(email)
+  local d = string.match(email or '', '@([^@]+)$')
+  if not d then return nil end
+  d = string.lower(d)
+  local s = sat[d]
+  if s == nil then
+    local v = redis.call('HGET', ksat, d)
+    s = v and sat_parse(v, d) or false
+    sat[d] = s
+  end
+  if s and s.u > now then return s end
+  return nil
+end
 local function claim(i)
-  local a = 2 + 6 * (i - 1)
+  local a = 3 + 6 * (i - 1)
   local id, st, mode = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2]
   if mode == '2' then
     batch_mark(drop, st, id)
@@ -47,6 +75,16 @@ local function claim(i)
   local km = KEYS[2 * i - 1]
   local v = redis.call('HMGET', km, ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], 'mail_from',
     'mime', 'metadata', 'tags', 'created', 'expires')
+  if v[1] == 'queued' and sat and (tonumber(v[9]) or 0) > now then
+    local s = saturated(v[3])
+    if s then
+      local at = sat_slot(s, now, tonumber(v[9]))
+      local idx = string.match(ARGV[a + 3], '^r(%d+):')
+      redis.call('ZADD', kdue, string.format('%d', at), string.match(km, 'msg:(.+)$') .. '/' .. idx)
+      batch_mark(drop, st, id)
+      return 0
+    end
+  end
   if v[1] == 'queued' or v[1] == 'sending' then
     local c = (tonumber(v[2]) or 0) + 1
     redis.call('HSET', km, ARGV[a + 3], 'sending', ARGV[a + 4], c)
@@ -60,4 +98,9 @@ end
 
 local out = batch_run('claim', claim, n)
 batch_ack(KEYS, 2 * n, drop)
+if sat then
+  for _, s in pairs(sat) do
+    if s then sat_put(ksat, s) end
+  end
+end
 return out

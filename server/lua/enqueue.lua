@@ -21,14 +21,11 @@
 -- ready:high) or, mode "s" (scheduled), a "send_at member" pair of due ("<id>/<i>").
 -- nl 0: every recipient is suppressed.
 -- Saturated destinations (sat.lua, server/fair.h): a recipient whose domain
--- has a field in sat ("until next step max min count", times in ms) with
--- until after the message's created time does not go into the ready stream,
--- where every delivery behind it would wait while the feeder reads it only
--- to park it: it waits in due, as the feeder would have parked it - at the
--- domain's next slot (no sooner than min after created), which moves on by
--- step; a slot past max from now is spread over max's second half (count
--- steps the spread); never past the message's expiry. The field is written
--- back with its next slot, so the feeder's next parking goes after it.
+-- has a field in sat (lib/sat.lua) with until after the message's created
+-- time does not go into the ready stream, where every delivery behind it
+-- would wait while the feeder reads it only to park it: it waits in due, as
+-- the feeder would have parked it, at the domain's next slot (sat_slot). The
+-- field is written back with its next slot, so the next parking goes after it.
 -- The lane's stream is the project's (lib/project.lua's project_ready:
 -- the key itself for "default", else "<key>:p:<project>", its set
 -- "<key>:projects"; the first message of a project on a lane adds it to
@@ -60,6 +57,7 @@
 
 -- @include lib/content.lua
 -- @include lib/project.lua
+-- @include lib/sat.lua
 
 -- cmd k ARGV[a..b], in calls of at most 4000 arguments (unpack's stack); a
 -- chunk starts an even distance from a, so field/value and score/member pairs stay whole
@@ -116,30 +114,9 @@ if nd > 0 then
   for i = d0, d0 + nd - 1, 4000 do
     local v = redis.call('HMGET', ksat, unpack(ARGV, i, math.min(i + 3999, d0 + nd - 1)))
     for x = 1, #v do
-      if v[x] then
-        local u, n, st, mx, mn, c = string.match(v[x], '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
-        if u then
-          sat[i - d0 + x] = {u = tonumber(u), n = tonumber(n), s = tonumber(st), m = tonumber(mx),
-                             mn = tonumber(mn), c = tonumber(c), d = ARGV[i + x - 1]}
-        end
-      end
+      if v[x] then sat[i - d0 + x] = sat_parse(v[x], ARGV[i + x - 1]) end
     end
   end
-end
--- the due time of a recipient of a saturated domain s, for a message created at now
-local function sat_slot(s, now, expires)
-  local at = now + s.mn
-  if s.n > at then at = s.n end
-  s.n = at + s.s
-  if at > now + s.m then
-    local half = math.floor(s.m / 2)
-    s.c = s.c + 1
-    if half > 0 then at = now + s.m - (s.c * 7919) % half else at = now + s.m end
-    s.n = now + s.m
-  end
-  if at > expires then at = expires end
-  s.dirty = true
-  return at
 end
 for j = 1, nm do
   local km, kt = KEYS[6 + j], KEYS[6 + nm + j]
@@ -183,11 +160,7 @@ for j = 1, nm do
   end
   pos = a + nl
 end
-for _, s in pairs(sat) do
-  if s.dirty then
-    redis.call('HSET', ksat, s.d, string.format('%d %d %d %d %d %d', s.u, s.n, s.s, s.m, s.mn, s.c))
-  end
-end
+for _, s in pairs(sat) do sat_put(ksat, s) end
 if ARGV[1] == '1' then
   redis.call('HSET', KEYS[4], 'h', ARGV[2], 'r', ARGV[3])
   redis.call('PEXPIRE', KEYS[4], ARGV[4])

@@ -786,6 +786,74 @@ Test(store, park_then_promote)
 	cr_assert_eq(store_park(st, "c1", p, 1, &parked), STORE_ERR_PROTO);
 }
 
+/*
+ * A destination published as saturated (store_saturate): its "queued"
+ * recipients are not claimed but parked by the claim script where they are
+ * read - still queued, attempt not counted, entry acked and deleted, in due
+ * at the domain's slots - and counted by store_take_parked; the others are
+ * claimed as usual; an expired message is claimed (the worker records it).
+ */
+Test(store, claim_parks_saturated)
+{
+	struct store_rcpt_in rc[3];
+	struct store_message_in m;
+	struct store_delivery *d[4];
+	struct store_sat v;
+	char id[64], id2[64], sbuf[64], key[128], member[96];
+	int64_t now = util_now_ms();
+	int n;
+
+	memset(rc, 0, sizeof(rc));
+	rc[0].email = "a@Tarpit.test";
+	rc[1].email = "b@ok.test";
+	rc[2].email = "c@tarpit.test";
+	memset(&m, 0, sizeof(m));
+	cr_assert_eq(util_random_id("msg_", id, sizeof(id)), 0);
+	m.id = id;
+	m.created_ms = now;
+	m.expires_ms = now + 86400000;
+	m.from = m.mail_from = "s@example.com";
+	m.subject = "s";
+	m.mime = mime_bytes;
+	m.mime_len = MIME_LEN;
+	m.rcpts = rc;
+	m.nrcpts = 3;
+	cr_assert_eq(store_enqueue(st, &m), 0);
+	/* an expired message for the same destination */
+	cr_assert_eq(util_random_id("msg_", id2, sizeof(id2)), 0);
+	m.id = id2;
+	m.created_ms = now - 7200000;
+	m.expires_ms = now - 3600000;
+	m.nrcpts = 1;
+	cr_assert_eq(store_enqueue(st, &m), 0);
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 4, "published after the enqueue: all in the stream");
+	v = (struct store_sat){ "tarpit.test", now + 30000, now + 60000, 2000, 600000, 100 };
+	cr_assert_eq(store_saturate(st, &v, 1), 0);
+	n = store_fetch(st, "c1", 4, 0, d);
+	cr_assert_eq(n, 2, "fetched %d, want ok.test's and the expired one", n);
+	cr_assert_str_eq(d[0]->rcpt, "b@ok.test");
+	cr_assert_str_eq(d[1]->msg_id, id2, "the expired one is claimed, to be recorded expired");
+	cr_assert_eq(store_take_parked(st), 2, "two parked by the claim");
+	cr_assert_eq(store_take_parked(st), 0, "taken");
+	msg_key(key, sizeof(key), id, "");
+	for (int i = 0; i < 3; i += 2) {
+		rcpt_status(id, i, sbuf, sizeof(sbuf));
+		cr_assert_str_eq(sbuf, "queued", "r%d parked: got %s, want queued", i, sbuf);
+		snprintf(member, sizeof(member), "r%d:attempts", i);
+		rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", key, member);
+		cr_assert_str_eq(sbuf, "0", "the attempt is not counted: got %s", sbuf);
+		snprintf(member, sizeof(member), "%s/%d", id, i);
+		rstr_cmd(sbuf, sizeof(sbuf), "ZSCORE %s %s", "txm{0}:due", member);
+		cr_assert_eq(strtoll(sbuf, NULL, 10), now + 60000 + (i / 2) * 2000,
+		    "r%d due at the domain's slot: got %s", i, sbuf);
+	}
+	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 2, "only the two claimed are pending");
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:ready"), 2, "the parked entries are deleted");
+	rstr_cmd(sbuf, sizeof(sbuf), "HGET %s %s", "txm{0}:sat", "tarpit.test");
+	cr_assert_eq(strtoll(strchr(sbuf, ' ') + 1, NULL, 10), now + 64000, "the next slot moved on: %s", sbuf);
+	free_deliveries(d, n);
+}
+
 Test(store, lanes_retry_stays_in_lane)
 {
 	char hid[64], oid[64], key[128];
