@@ -500,6 +500,19 @@ fair_saturated(struct fair *f, const char *domain, int64_t now_ms, int64_t every
 	return 1;
 }
 
+int
+fair_unsaturated(struct fair *f, const char *domain)
+{
+	struct fair_dest *d;
+
+	if (f == NULL || domain == NULL || (d = fair_live(f, domain)) == NULL || d->pub_ms == 0 ||
+	    d->inflight >= f->p.cap || d->nwait > 0)
+		return 0;
+	d->pub_ms = 0;
+	d->park_next_ms = 0;   /* when it fills up again, its parking starts from then */
+	return 1;
+}
+
 void
 fair_park_after(struct fair *f, const char *domain, int64_t next_ms)
 {

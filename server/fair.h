@@ -107,6 +107,14 @@ struct fair_sat {
 int fair_saturated(struct fair *f, const char *domain, int64_t now_ms, int64_t every_ms,
     struct fair_sat *out);
 
+/*
+ * fair_unsaturated - 1 (once) when the destination domain counts against
+ * was published by fair_saturated and now has a free slot and nobody in
+ * its line: new mail for it may go into the ready stream again, and when
+ * it fills up again its parking starts afresh. Else 0.
+ */
+int fair_unsaturated(struct fair *f, const char *domain);
+
 /* fair_park_after - slots up to next_ms (monotonic) were given out elsewhere: park after them. */
 void fair_park_after(struct fair *f, const char *domain, int64_t next_ms);
 

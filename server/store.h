@@ -844,7 +844,8 @@ struct store_sat {
  * recipient of such a domain waits in due at the domain's next slot
  * instead of going into the ready stream (where every delivery behind it
  * would wait while a feeder reads it, only to park it). v[i].next_ms comes
- * back as the slot after those enqueue has given out. At most
+ * back as the slot after those enqueue and claim have given out while the
+ * field was live (until after now); until_ms = now clears a domain. At most
  * STORE_SAT_MAX domains are kept (a new one is not added beyond them). 0 or
  * STORE_ERR_* (then v is unchanged).
  */

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "store_internal.h"
+#include "util.h"
 
 static int
 shape_key_ok(const char *k)
@@ -185,7 +186,7 @@ store_saturate(struct store *s, struct store_sat *v, size_t n)
 	redisReply *rep = NULL;
 	char (*doms)[STORE_SHAPE_KEY_MAX + 1] = NULL;
 	char (*nums)[ST_I64_LEN] = NULL;
-	char capn[ST_I64_LEN];
+	char capn[ST_I64_LEN], nown[ST_I64_LEN];
 	int rc;
 
 	memset(&a, 0, sizeof(a));
@@ -201,11 +202,12 @@ store_saturate(struct store *s, struct store_sat *v, size_t n)
 		rc = STORE_ERR_NOMEM;
 		goto out;
 	}
-	rc = st_eval_begin(s, &a, 5 + 6 * n, SC_SAT, 1);
+	rc = st_eval_begin(s, &a, 6 + 6 * n, SC_SAT, 1);
 	if (rc)
 		goto out;
 	st_adds(&a, ST_K_SAT);
 	st_add(&a, capn, st_i64(capn, STORE_SAT_MAX));
+	st_add(&a, nown, st_i64(nown, util_now_ms()));
 	for (size_t i = 0; i < n; i++) {
 		const int64_t x[5] = { v[i].until_ms, v[i].next_ms, v[i].step_ms, v[i].max_ms, v[i].min_ms };
 		size_t dl = strlen(v[i].domain);

@@ -106,6 +106,8 @@ struct job {
 	int grp_own;                  /* members' outcomes already set from rcpts */
 };
 
+#define UNSAT_MAX 64   /* published domains with room again, cleared by the feeder's next turn */
+
 struct worker {
 	const struct config *cfg;
 	int index;                 /* the loop's number: its threads are delivery.<index>.<thread> in health.h */
@@ -119,6 +121,8 @@ struct worker {
 	int dest_cap;              /* TXMAIL_DEST_MAX_INFLIGHT as applied */
 	uint64_t parked_since_log; /* deliveries parked since the last "parked" line */
 	uint64_t published_since_log; /* saturated domains published since (publish_saturated) */
+	char unsat[UNSAT_MAX][STORE_SHAPE_KEY_MAX + 1]; /* published domains with room again, to clear */
+	size_t nunsat;
 	int64_t parked_log_ms;     /* when that line was last written (monotonic) */
 	char relay_dest[300];      /* the relay as a shaper destination */
 	struct retry_policy policy;
@@ -213,6 +217,9 @@ static void dispatch_one(struct worker *w, struct job *j);
 static _Thread_local struct job *fair_next_head;
 static _Thread_local int fair_dispatching;
 
+static const char *job_domain(const struct job *j);
+static const char *fair_key(const struct worker *w, const struct job *j);
+
 /*
  * Queue a finished job for the recorder (any thread), with the members of
  * its group: they share its outcome unless each already has its own. Its
@@ -231,6 +238,8 @@ push_done(struct worker *w, struct job *j)
 		next = w->fair_closed ? NULL :
 		    fair_done(w->fair, j->fdest, j->fair_start_ms, util_mono_ms(), &nd);
 		j->fdest = NULL;
+		if (next == NULL && w->nunsat < UNSAT_MAX && fair_unsaturated(w->fair, fair_key(w, j)))
+			util_strlcpy(w->unsat[w->nunsat++], job_domain(j), sizeof(w->unsat[0]));
 		if (next != NULL) {
 			next->fdest = nd;
 			next->fair_start_ms = util_mono_ms();
@@ -866,6 +875,31 @@ publish_saturated(struct worker *w, struct store *st, struct job **parked, size_
 }
 
 /*
+ * clear_unsaturated - the published domains whose destination has room
+ * again (push_done, fair_unsaturated) are cleared in the store's sat (their
+ * until set to now): new mail for them goes into the ready stream again.
+ * Best effort: on an error the field runs out by itself (its until).
+ */
+static void
+clear_unsaturated(struct worker *w, struct store *st)
+{
+	char dom[UNSAT_MAX][STORE_SHAPE_KEY_MAX + 1];
+	struct store_sat v[UNSAT_MAX];
+	size_t n;
+	int64_t now = util_now_ms();
+
+	pthread_mutex_lock(&w->mu);
+	n = w->nunsat;
+	memcpy(dom, w->unsat, n * sizeof(dom[0]));
+	w->nunsat = 0;
+	pthread_mutex_unlock(&w->mu);
+	for (size_t i = 0; i < n; i++)
+		v[i] = (struct store_sat){ dom[i], now, 1, 1, 1, 0 };
+	if (n > 0 && store_saturate(st, v, n) != STORE_OK)
+		log_debug("cannot clear destinations with room again", "worker=%s domains=%zu", w->consumer, n);
+}
+
+/*
  * park - give parked[0..n) (leaders, with their groups) back to the store
  * to be tried at until[i]; they leave the in-flight registry. When the
  * store cannot take them they stay pending and are reclaimed after the
@@ -1221,6 +1255,7 @@ feeder_main(void *arg)
 				continue;
 			}
 		}
+		clear_unsaturated(w, st);
 		n = store_fetch(st, w->consumer, room, block_ms, out);
 		if (n < 0) {
 			if (!down++)

@@ -172,6 +172,35 @@ Test(fair, unknown_destination_paced_from_a_second)
 	    (long long)until, (long long)prev);
 	cr_assert_eq(fair_saturated(f, "new.test", 1006, 1000, &fs), 1, "a second later: said again");
 	cr_assert_eq(fair_saturated(f, "other.test", 1006, 1000, &fs), 0, "an unknown destination");
+	/* room again only once a slot is free and nobody is in the line */
+	cr_assert_eq(fair_unsaturated(f, "new.test"), 0, "at its cap");
+	{
+		struct fair_dest *d0 = NULL, *nd;
+		void *item;
+
+		fair_free(f);   /* a destination of 2 slots and a line of 1 */
+		f = new_fair(2, 1, 1);
+		cr_assert_eq(fair_admit(f, "r.test", NULL, 0, &d0, &until), FAIR_GO);
+		cr_assert_eq(fair_admit(f, "r.test", NULL, 0, &x, &until), FAIR_GO);
+		cr_assert_eq(fair_admit(f, "r.test", (void *)&fs, 0, &nd, &until), FAIR_WAIT);
+		cr_assert_eq(fair_admit(f, "r.test", NULL, 0, &nd, &until), FAIR_PARK);
+		cr_assert_eq(fair_saturated(f, "r.test", 10, 1000, &fs), 1);
+		item = fair_done(f, d0, 0, 20, &nd);
+		cr_assert_eq(item, (void *)&fs, "the one in line takes the slot");
+		cr_assert_eq(fair_unsaturated(f, "r.test"), 0, "its slots are full again");
+		cr_assert_null(fair_done(f, nd, 20, 30, &nd));
+		cr_assert_eq(fair_unsaturated(f, "r.test"), 1, "a free slot, nobody in line");
+		cr_assert_eq(fair_unsaturated(f, "r.test"), 0, "said once");
+		cr_assert_eq(fair_saturated(f, "r.test", 40, 1000, &fs), 0, "not at its cap");
+		/* full again: parking starts afresh, not after the old line */
+		cr_assert_eq(fair_admit(f, "r.test", NULL, 40, &nd, &until), FAIR_GO);
+		cr_assert_eq(fair_admit(f, "r.test", NULL, 40, &nd, &until), FAIR_WAIT);
+		cr_assert_eq(fair_admit(f, "r.test", NULL, 40, &nd, &until), FAIR_PARK);
+		cr_assert_eq(until, 40 + 1000, "parked after park_min from now: got %lld", (long long)until);
+		cr_assert_eq(fair_saturated(f, "r.test", 40, 1000, &fs), 1, "published again at once");
+		while (fair_take_waiting(f) != NULL)
+			;
+	}
 	fair_free(f);
 }
 

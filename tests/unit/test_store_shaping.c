@@ -289,6 +289,19 @@ Test(store_shaping, saturate_publish_and_merge)
 	sat_field("tarpit.test", got, sizeof(got));
 	snprintf(want, sizeof(want), "%lld %lld 500 600000 100 3", (long long)(now + 7000), (long long)(now + 9000));
 	cr_expect_str_eq(got, want);
+	/* cleared (until = now, as a feeder does when the destination has room again): when it
+	 * is published again its slots start from the given next, the count from 0 */
+	v.until_ms = util_now_ms();
+	cr_assert_eq(store_saturate(st, &v, 1), 0);
+	usleep(2000);
+	v.until_ms = now + 8000;
+	v.next_ms = now + 1500;
+	cr_assert_eq(store_saturate(st, &v, 1), 0);
+	cr_expect_eq(v.next_ms, now + 1500, "after a clear: got next %lld, want the given one",
+	    (long long)v.next_ms);
+	sat_field("tarpit.test", got, sizeof(got));
+	snprintf(want, sizeof(want), "%lld %lld 500 600000 100 0", (long long)(now + 8000), (long long)(now + 1500));
+	cr_expect_str_eq(got, want);
 	/* bad arguments: nothing sent */
 	v.step_ms = 0;
 	cr_expect_eq(store_saturate(st, &v, 1), STORE_ERR_PROTO);
