@@ -28,6 +28,7 @@ struct fair_dest {
 	int64_t park_next_ms;         /* the next parked delivery comes back no sooner */
 	int refs;                     /* transactions holding this entry as their slot (fair_done's dest) */
 	int64_t pub_ms;               /* when fair_saturated last said to publish it; 0: never */
+	int64_t nparked;              /* parked since it last had room (a free slot, nobody in line) */
 	struct fair_dest *fwd;        /* a domain merged into its MX host set: its slots count there */
 };
 
@@ -286,20 +287,13 @@ fair_get(struct fair *f, const char *key, int64_t now_ms)
 /*
  * fair_step - how far apart d's parked deliveries come back: its time per
  * transaction (the moving average, or how long its slots have been taken
- * when longer) over the cap. A destination that has not finished one yet
- * counts at least FAIR_UNKNOWN_PER_MS a transaction: else a backlog parked
- * the moment its slots filled (stuck for a few ms) comes back within
- * seconds, to be read and parked again while other mail waits behind it.
+ * when longer) over the cap.
  */
-#define FAIR_UNKNOWN_PER_MS 1000
-
 static int64_t
 fair_step(const struct fair *f, const struct fair_dest *d, int64_t now_ms)
 {
 	int64_t per = d->mean_ms, stuck = now_ms - d->busy_since_ms, step;
 
-	if (per == 0 && stuck < FAIR_UNKNOWN_PER_MS)
-		stuck = FAIR_UNKNOWN_PER_MS;
 	if (stuck > per)
 		per = stuck;
 	step = per / f->p.cap;
@@ -377,6 +371,7 @@ fair_admit(struct fair *f, const char *domain, void *item, int64_t now_ms,
 		return FAIR_WAIT;
 	}
 	*until_ms = fair_park_at(f, d, now_ms);
+	d->nparked++;
 	return FAIR_PARK;
 }
 
@@ -425,8 +420,10 @@ fair_done(struct fair *f, struct fair_dest *d, int64_t started_ms, int64_t now_m
 	d->busy_since_ms = now_ms;
 	if (d->inflight > 0)
 		d->inflight--;
-	if (d->head == NULL)
+	if (d->head == NULL) {
+		d->nparked = 0;   /* room again: a burst is over */
 		return NULL;
+	}
 	item = fair_pop(f, d);
 	d->inflight++;
 	d->refs++;
@@ -480,6 +477,14 @@ fair_live(const struct fair *f, const char *domain)
 	return d;
 }
 
+/*
+ * A destination is published once it has parked this many times its cap
+ * since it last had room: a backlog (a tarpit's, a bulk import's), not a
+ * burst of new mail that fills a fresh destination's slots for a moment
+ * (whose new mail would otherwise wait in due for its slots).
+ */
+#define FAIR_SAT_PARKED 2
+
 int
 fair_saturated(struct fair *f, const char *domain, int64_t now_ms, int64_t every_ms,
     struct fair_sat *out)
@@ -488,8 +493,8 @@ fair_saturated(struct fair *f, const char *domain, int64_t now_ms, int64_t every
 
 	if (f == NULL || domain == NULL || out == NULL || (d = fair_live(f, domain)) == NULL)
 		return 0;
-	if (d->inflight < f->p.cap || d->park_next_ms <= now_ms)
-		return 0;   /* not at its cap, or nothing parked ahead: nothing to say */
+	if (d->inflight < f->p.cap || d->park_next_ms <= now_ms || d->nparked < FAIR_SAT_PARKED * f->p.cap)
+		return 0;   /* not at its cap, nothing parked ahead, or only a burst: nothing to say */
 	if (d->pub_ms != 0 && now_ms - d->pub_ms < every_ms)
 		return 0;
 	d->pub_ms = now_ms;
@@ -509,6 +514,7 @@ fair_unsaturated(struct fair *f, const char *domain)
 	    d->inflight >= f->p.cap || d->nwait > 0)
 		return 0;
 	d->pub_ms = 0;
+	d->nparked = 0;
 	d->park_next_ms = 0;   /* when it fills up again, its parking starts from then */
 	return 1;
 }

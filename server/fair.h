@@ -101,8 +101,9 @@ struct fair_sat {
  * fair_saturated - should the destination domain counts against be
  * published as saturated (new mail for it then waits in due at its slots
  * instead of the ready stream, enqueue.lua)? 1 with *out filled when it is
- * at its cap with deliveries parked ahead of now_ms and it was not said in
- * the last every_ms; else 0.
+ * at its cap with deliveries parked ahead of now_ms, has parked at least
+ * twice its cap since it last had room (a backlog, not a burst) and it was
+ * not said in the last every_ms; else 0.
  */
 int fair_saturated(struct fair *f, const char *domain, int64_t now_ms, int64_t every_ms,
     struct fair_sat *out);

@@ -23,7 +23,10 @@ timeouts of 600 s):
 
 Cases: `none` (no backlog in step 2: the flow twice alone), `off`
 (TXMAIL_DEST_MAX_INFLIGHT = --concurrency: no cap), `default` (unset:
-the built-in default, a quarter of the slots), or a number (that cap).
+the built-in default, a quarter of the slots), `restart` (the default
+cap, the backlog queued while only `txmail api` runs, then `txmail run`
+again: all of it is in the ready stream, read through after the start;
+"read through" then counts from that start), or a number (that cap).
 Prints, per case, healthy p50/p99 in both phases, the p99 ratio (the
 issue's goal: within 2x), how many arrived, and the most connections the
 tarpit held at once. A message that never arrived counts as infinitely
@@ -116,12 +119,12 @@ def run_case(args, case, root):
         key = "txm_bench_" + base64.b32encode(os.urandom(15)).decode().lower()
         port = free_port()
         env = {"TXMAIL_REDIS_URL": redis.url, "TXMAIL_API_KEYS": key, "TXMAIL_LISTEN": "127.0.0.1:%d" % port,
-               "TXMAIL_HELO_NAME": "bench.txmail.local", "TXMAIL_RATE_LIMIT": "0", "TXMAIL_LOG_LEVEL": "warn",
+               "TXMAIL_HELO_NAME": "bench.txmail.local", "TXMAIL_RATE_LIMIT": "0", "TXMAIL_LOG_LEVEL": os.environ.get("TXM_LOG_LEVEL", "warn"),
                "TXMAIL_RETRY_BASE": "0.2", "TXMAIL_RETRY_MAX": "1", "TXMAIL_SHUTDOWN_GRACE": "5"}
         env.update(dest_env(dns.address, mx_port, args.concurrency))
         if case == "off":
             env["TXMAIL_DEST_MAX_INFLIGHT"] = str(args.concurrency)
-        elif case not in ("none", "default"):
+        elif case not in ("none", "default", "restart"):
             env["TXMAIL_DEST_MAX_INFLIGHT"] = case
         tx = Txmail(args.bin, ["run"], helpers.clean_env(env), os.path.join(wd, "txmail.log"), port=port,
                     key=key, name="txmail run (%s)" % case)
@@ -135,8 +138,21 @@ def run_case(args, case, root):
             if case != "none":
                 t = time.monotonic()
                 t_enq = time.time()
+                if case == "restart":
+                    # the backlog queued while no worker runs (an API alone): all of it in the
+                    # ready stream when the worker starts, none of it published yet
+                    api.close()
+                    tx.stop()
+                    tx.args = ["api"]
+                    tx.start()
                 tarpit_backlog(tx.port, tx.key, args.backlog)
                 t_backlog = time.monotonic() - t
+                if case == "restart":
+                    tx.stop()
+                    tx.args = ["run"]
+                    t_enq = time.time()
+                    tx.start()
+                    api = tx.client()
                 sampler = ReadySampler(tx.port, tx.key).start()
                 if args.settle > 0:
                     # as many connections as it will get: none new for --settle s (20 s at most)
@@ -171,7 +187,10 @@ def run_case(args, case, root):
         return {"case": case, "dest_max_inflight": dmi, "concurrency": args.concurrency,
                 "backlog": 0 if case == "none" else args.backlog, "enqueue_s": t_backlog,
                 "baseline": base, "loaded": loaded, "p99_ratio": ratio,
-                "tarpit_held_at_phase3": held, "tarpit": tarpit.stats(), "split": split}
+                "tarpit_held_at_phase3": held, "tarpit": tarpit.stats(), "split": split,
+                # the healthy flow's latencies in the order sent, with the seconds since its start
+                "loaded_latencies": [(round(sent1[r] - min(sent1.values()), 3), lat1.get(r))
+                                     for r in sorted(sent1, key=sent1.get)]}
     finally:
         for stop in (tx, peer, tarpit, dns, redis):
             if stop is not None:
