@@ -30,6 +30,7 @@ struct http_conn {
 	int fd;                 /* MHD's; only ever shut down here, never closed */
 	int queue;              /* HTTP_Q_*, or -1 while no deadline runs */
 	int body_cut;           /* the sweeper cut it past its body deadline */
+	int hung_up;            /* the sweeper saw its client's FIN while its body was due (hd_reap_gone) */
 };
 
 /* FRESH, KEPT: waiting for request headers; BODY: for the rest of a request body */

@@ -268,6 +268,38 @@ def test_slow_body_is_cut(txmail_factory):
             s.close()
 
 
+def test_half_closed_client(txmail_factory):
+    """A client that sends its whole request and then half-closes (shutdown
+    SHUT_WR, as `nc -N` does) still gets its answer: the sweeper's hang-up
+    check (hd_reap_gone) cuts only bodies that can no longer complete, and
+    only once MHD has had a second to read what came. One that half-closes
+    mid-body gets no answer and gives its reservation back."""
+    t = txmail_factory()
+    auth = b"Authorization: Bearer %s\r\n" % t.key.encode()
+    body = json.dumps(OK_MSG).encode()
+    s = connect(t.port)
+    try:
+        s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + auth
+                  + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        s.shutdown(socket.SHUT_WR)
+        st, _, rbody = read_response(s, time.monotonic() + dl(10))
+        assert st == 202, "a whole request, then a half-close: got %r %r, want 202" % (st, rbody[:200])
+    finally:
+        s.close()
+    s = connect(t.port)
+    try:
+        s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + auth
+                  + b"Content-Length: 100000\r\n\r\n" + b"{" * 5000)
+        wait_until(lambda: gauge(t) == 100001, dl(5), "the body's reservation",
+                   diag=lambda: "gauge %d" % gauge(t))
+        s.shutdown(socket.SHUT_WR)
+        end = wait_eof(s, time.monotonic() + dl(10))
+        assert end is not None, "a body half-closed in the middle: the connection was not ended"
+        wait_until(lambda: gauge(t) == 0, dl(5), "the reservation given back", diag=lambda: "gauge %d" % gauge(t))
+    finally:
+        s.close()
+
+
 def test_body_budget(txmail_factory, spec_validator):
     size = 3 * MiB + MiB // 4          # four of them fit in 16 MiB, five do not
     t = txmail_factory(extra_env={"TXMAIL_MAX_BODY": "4M", "TXMAIL_HTTP_BODY_BUDGET": "16M",
