@@ -818,6 +818,7 @@ config_free(struct config *cfg)
 	cfg->napi_key_digests = 0;
 	explicit_bzero(cfg->relay.pass, sizeof(cfg->relay.pass));
 	explicit_bzero(cfg->redis.pass, sizeof(cfg->redis.pass));
+	explicit_bzero(cfg->redis.sentinel_pass, sizeof(cfg->redis.sentinel_pass));
 	explicit_bzero(cfg->webhook_url, sizeof(cfg->webhook_url));
 	explicit_bzero(cfg->webhook_secret, sizeof(cfg->webhook_secret));
 	explicit_bzero(cfg->webhook_proxy, sizeof(cfg->webhook_proxy));

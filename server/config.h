@@ -38,8 +38,22 @@ enum config_source {
 
 struct dkim_keys;   /* dkim_keys.h */
 
+#define REDIS_MAX_SENTINELS 8     /* hosts a redis+sentinel:// URL may name */
+#define REDIS_MASTER_NAME_MAX 128 /* a Sentinel master name: [A-Za-z0-9._-], 1..127 bytes */
+
+/* One sentinel of a redis+sentinel:// URL. */
+struct redis_sentinel {
+	char host[256];
+	uint16_t port;            /* default 26379 */
+};
+
 struct redis_addr {
 	int is_unix;              /* 1: unix socket at path */
+	int is_sentinel;          /* 1: redis+sentinel://: ask sentinels[] for master's primary; host unused */
+	struct redis_sentinel sentinels[REDIS_MAX_SENTINELS];
+	size_t nsentinels;        /* 1..REDIS_MAX_SENTINELS when is_sentinel */
+	char master[REDIS_MASTER_NAME_MAX];
+	char sentinel_pass[512];  /* TXMAIL_REDIS_SENTINEL_PASSWORD: AUTH to the sentinels; a secret */
 	char path[PATH_MAX];
 	char host[256];
 	uint16_t port;
@@ -222,18 +236,23 @@ int config_secret(const char *name, char *out, size_t outlen, char *err, size_t 
 int config_parse_relay(const char *url, struct smtp_target *out, char *err, size_t errlen);
 
 /*
- * config_parse_redis - "redis://[[user]:password@]host[:port][/db]" or
- * "unix://[[user]:password@]/path[?db=N]". User and password are
- * percent-decoded (in the unix form a '/' in them must be written %2F);
- * a user needs a password. Defaults: port 6379, db 0. 0, or -1 with err,
- * which never holds the password; on error out holds no credentials.
+ * config_parse_redis - "redis://[[user]:password@]host[:port][/db]",
+ * "unix://[[user]:password@]/path[?db=N]" or
+ * "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/<master>[/db]"
+ * (1..REDIS_MAX_SENTINELS sentinels, default port 26379; the credentials
+ * are the data node's, the sentinels' own password is set apart, in
+ * sentinel_pass). User and password are percent-decoded (in the unix form
+ * a '/' in them must be written %2F); a user needs a password. Defaults:
+ * port 6379, db 0. 0, or -1 with err, which never holds the password; on
+ * error out holds no credentials.
  */
 int config_parse_redis(const char *url, struct redis_addr *out, char *err, size_t errlen);
 
 /*
  * config_redis_masked - addr as a URL with the password masked, for logs:
  * "redis://user:***@host:6379/2", "redis://:***@host:6379",
- * "unix://:***@/path?db=1". Truncated to outlen - 1.
+ * "unix://:***@/path?db=1", "redis+sentinel://:***@s1:26379,s2:26379/mymaster/2".
+ * Truncated to outlen - 1.
  */
 void config_redis_masked(const struct redis_addr *addr, char *out, size_t outlen);
 

@@ -1,10 +1,10 @@
 /*
  * config_parse.c - the pure parsers of configuration values: listen
  * addresses (host:port), the relay URL (smtp:// and smtps://, with
- * credentials), the Redis URL (redis:// and unix://, with an optional ACL
- * user, password and db) and its masked view, and config_secret, the one
- * reader of secret-bearing variables and their NAME_FILE forms (Docker and
- * Kubernetes secrets). Strings in, structs out, so they are unit-tested
+ * credentials), the Redis URL (redis://, unix:// and redis+sentinel://,
+ * with an optional ACL user, password and db) and its masked view, and
+ * config_secret, the one reader of secret-bearing variables and their
+ * NAME_FILE forms (Docker and Kubernetes secrets). Strings in, structs out, so they are unit-tested
  * (tests/unit/test_config.c) and fuzzed (tests/fuzz/fuzz_config.c).
  *
  * It must never print or log a secret (errors name the variable, never
@@ -363,6 +363,82 @@ redis_parse_tcp(const char *p, struct redis_addr *out, char *err, size_t errlen)
 	return 0;
 }
 
+/* 1 when m[0..len) is a usable Sentinel master name: 1..127 of [A-Za-z0-9._-] */
+static int
+redis_master_ok(const char *m, size_t len)
+{
+	if (len == 0 || len >= REDIS_MASTER_NAME_MAX)
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)m[i]) && m[i] != '.' && m[i] != '_' && m[i] != '-')
+			return 0;
+	return 1;
+}
+
+/*
+ * redis+sentinel://[userinfo@]host[:port][,host[:port]...]/master[/db]:
+ * as redis://, the last '@' ends the credentials (no sentinel host nor
+ * master name holds one). The credentials are the data node's.
+ */
+static int
+redis_parse_sentinel(const char *p, struct redis_addr *out, char *err, size_t errlen)
+{
+	const char *at = strrchr(p, '@'), *slash, *m, *mslash;
+	size_t ml;
+
+	if (at != NULL) {
+		if (redis_userinfo(p, (size_t)(at - p), out, err, errlen) != 0)
+			return -1;
+		p = at + 1;
+	}
+	slash = strchr(p, '/');
+	if (slash == NULL)
+		return config_err(err, errlen, "%s", "redis URL: redis+sentinel:// needs "
+		    "/<master-name> after the sentinels (host:port[,host:port...]/mymaster)");
+	for (const char *h = p; h <= slash; ) {
+		const char *end = memchr(h, ',', (size_t)(slash - h));
+		const char *hh, *port;
+		size_t len = end != NULL ? (size_t)(end - h) : (size_t)(slash - h), hl, pl;
+		struct redis_sentinel *sn;
+
+		if (len == 0)
+			return config_err(err, errlen, "%s", "redis URL: empty sentinel host");
+		if (out->nsentinels == REDIS_MAX_SENTINELS)
+			return config_err(err, errlen, "redis URL: more than %d sentinels",
+			    REDIS_MAX_SENTINELS);
+		sn = &out->sentinels[out->nsentinels];
+		if (split_hostport(h, len, &hh, &hl, &port, &pl) != 0 || !config_host_ok(hh, hl) ||
+		    hl >= sizeof(sn->host))
+			return config_err(err, errlen, "redis URL: bad sentinel host (sentinel %zu)",
+			    out->nsentinels + 1);
+		memcpy(sn->host, hh, hl);
+		sn->host[hl] = '\0';
+		sn->port = 26379;
+		if (port != NULL && (parse_port(port, pl, &sn->port) != 0 || sn->port == 0))
+			return config_err(err, errlen, "redis URL: bad sentinel port (sentinel %zu)",
+			    out->nsentinels + 1);
+		out->nsentinels++;
+		if (end == NULL)
+			break;
+		h = end + 1;
+	}
+	m = slash + 1;
+	mslash = strchr(m, '/');
+	ml = mslash != NULL ? (size_t)(mslash - m) : strlen(m);
+	if (ml == 0)
+		return config_err(err, errlen, "%s", "redis URL: redis+sentinel:// needs "
+		    "/<master-name> after the sentinels (host:port[,host:port...]/mymaster)");
+	if (!redis_master_ok(m, ml))
+		return config_err(err, errlen, "redis URL: bad master name (1 to %d of "
+		    "A-Z a-z 0-9 . _ -)", REDIS_MASTER_NAME_MAX - 1);
+	memcpy(out->master, m, ml);
+	out->master[ml] = '\0';
+	if (mslash != NULL && redis_db(mslash + 1, &out->db, err, errlen) != 0)
+		return -1;
+	out->is_sentinel = 1;
+	return 0;
+}
+
 int
 config_parse_redis(const char *url, struct redis_addr *out, char *err, size_t errlen)
 {
@@ -373,6 +449,8 @@ config_parse_redis(const char *url, struct redis_addr *out, char *err, size_t er
 		rc = redis_parse_unix(url + 7, out, err, errlen);
 	else if (strncmp(url, "redis://", 8) == 0)
 		rc = redis_parse_tcp(url + 8, out, err, errlen);
+	else if (strncmp(url, "redis+sentinel://", 17) == 0)
+		rc = redis_parse_sentinel(url + 17, out, err, errlen);
 	else if (strncmp(url, "rediss://", 9) == 0)
 		return config_err(err, errlen, "%s", "redis URL: rediss:// (TLS) is not supported: this "
 		    "build's hiredis has no TLS; use redis:// to a Redis on a private network");
@@ -380,8 +458,9 @@ config_parse_redis(const char *url, struct redis_addr *out, char *err, size_t er
 		/* echo the scheme only (what ends at a ':'): the rest may hold a password */
 		size_t n = strcspn(url, ":/@?");
 
-		return config_err(err, errlen, "redis URL must be redis://[[user]:password@]host[:port][/db] "
-		    "or unix://[[user]:password@]/path[?db=N] (got \"%.*s...\")",
+		return config_err(err, errlen, "redis URL must be redis://[[user]:password@]host[:port][/db], "
+		    "unix://[[user]:password@]/path[?db=N] or redis+sentinel://[[user]:password@]"
+		    "host[:port][,host[:port]...]/<master-name>[/db] (got \"%.*s...\")",
 		    url[n] != ':' ? 0 : n > 16 ? 16 : (int)n, url);
 	}
 	if (rc != 0)
@@ -399,9 +478,23 @@ config_redis_masked(const struct redis_addr *a, char *out, size_t outlen)
 		snprintf(cred, sizeof(cred), "%s:***@", a->user);
 	if (a->db != 0)
 		snprintf(db, sizeof(db), a->is_unix ? "?db=%d" : "/%d", a->db);
-	if (a->is_unix)
+	if (a->is_unix) {
 		snprintf(out, outlen, "unix://%s%s%s", cred, a->path, db);
-	else
+	} else if (a->is_sentinel) {
+		int w = snprintf(out, outlen, "redis+sentinel://%s", cred);
+		size_t n = w > 0 ? (size_t)w : 0;
+
+		for (size_t i = 0; i < a->nsentinels && n < outlen; i++) {
+			const struct redis_sentinel *sn = &a->sentinels[i];
+			int s6 = strchr(sn->host, ':') != NULL;
+
+			w = snprintf(out + n, outlen - n, "%s%s%s%s:%u", i ? "," : "", s6 ? "[" : "",
+			    sn->host, s6 ? "]" : "", (unsigned)sn->port);
+			n += w > 0 ? (size_t)w : 0;
+		}
+		if (n < outlen)
+			snprintf(out + n, outlen - n, "/%s%s", a->master, db);
+	} else
 		snprintf(out, outlen, "redis://%s%s%s%s:%u%s", cred, v6 ? "[" : "", a->host,
 		    v6 ? "]" : "", (unsigned)a->port, db);
 }

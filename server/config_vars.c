@@ -46,6 +46,7 @@ _Static_assert(sizeof(((struct config *)0)->cpu_basis) == CPUQUOTA_BASIS_MAX, "c
 static int set_listen(struct config *, const char *, char *, size_t);
 static int set_admin_listen(struct config *, const char *, char *, size_t);
 static int set_redis(struct config *, const char *, char *, size_t);
+static int set_redis_sentinel_pass(struct config *, const char *, char *, size_t);
 static int set_redis_timeout(struct config *, const char *, char *, size_t);
 static int set_content_retention(struct config *, const char *, char *, size_t);
 static int set_api_keys(struct config *, const char *, char *, size_t);
@@ -70,6 +71,8 @@ static int set_trusted_proxies(struct config *, const char *, char *, size_t);
 static void show_listen(const struct config *, char *, size_t);
 static void show_admin_listen(const struct config *, char *, size_t);
 static void show_redis(const struct config *, char *, size_t);
+static void show_redis_sentinel_pass(const struct config *, char *, size_t);
+static void show_masked(const char *, char *, size_t);
 static void show_api_keys(const struct config *, char *, size_t);
 static void show_relay(const struct config *, char *, size_t);
 static void show_webhook_url(const struct config *, char *, size_t);
@@ -107,13 +110,25 @@ const struct config_var config_vars[] = {
 	  FIELD(test_wedge) },
 	{ .name = "TXMAIL_REDIS_URL", .kind = CV_CUSTOM, .flags = CV_SECRET, .def = "",
 	  .note = "unset: `run` spawns an embedded `redis-server` (no password, Unix socket under `$TXMAIL_DATA_DIR`)",
-	  .help = "`redis://[[user]:password@]host[:port][/db]` or `unix://[[user]:password@]/path[?db=N]`; "
+	  .help = "`redis://[[user]:password@]host[:port][/db]`, `unix://[[user]:password@]/path[?db=N]` "
+	    "or `redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/<master-name>[/db]` "
+	    "(up to 8 sentinels, port 26379 by default: every connection asks them in turn for the "
+	    "primary, checks it with `ROLE` and asks again after a failover; see Redis Sentinel); "
 	    "with a password every connection and reconnect starts with `AUTH [user] password` "
-	    "(user: a Redis 6+ ACL user); user and password percent-encoded (`%40` for `@`; in the "
+	    "(user: a Redis 6+ ACL user; with Sentinel: the data nodes' credentials); user and "
+	    "password percent-encoded (`%40` for `@`; in the "
 	    "`unix://` form `%2F` for `/`); logged as `redis://user:***@host:port`; a refused AUTH is "
 	    "logged as `redis: AUTH failed: ...` and `/readyz` answers 503. No TLS (`rediss://`): "
 	    "keep Redis on a private network",
 	  .size = SECRET_URL_MAX, .set = set_redis, .show = show_redis },
+	/* after TXMAIL_REDIS_URL: its parser resets cfg->redis, this row then sets redis.sentinel_pass */
+	{ .name = "TXMAIL_REDIS_SENTINEL_PASSWORD", .kind = CV_CUSTOM, .flags = CV_SECRET, .def = "",
+	  .note = "none: the sentinels take no AUTH",
+	  .help = "with a `redis+sentinel://` URL only: the sentinels' own password (`requirepass` in "
+	    "their configuration), sent as `AUTH password` before asking them for the primary; the "
+	    "data node's credentials stay in the URL",
+	  .size = sizeof(((struct redis_addr *)0)->sentinel_pass), .set = set_redis_sentinel_pass,
+	  .show = show_redis_sentinel_pass },
 	/* after TXMAIL_REDIS_URL: its parser resets cfg->redis, this row then sets redis.timeout_ms */
 	{ .name = "TXMAIL_REDIS_TIMEOUT", SECONDS(0.05, 600), .def = "5",
 	  .help = "a Redis command not answered in this time fails (the set-up after a reconnect: 1 s "
@@ -424,6 +439,22 @@ set_redis(struct config *cfg, const char *v, char *err, size_t errlen)
 	return rc;
 }
 
+/* with the address too: every store handle (store_open) asks the sentinels the same way */
+static int
+set_redis_sentinel_pass(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	size_t n = strlen(v);
+
+	if (n == 0)
+		return 0;
+	if (!cfg->redis.is_sentinel)
+		return config_err(err, errlen, "%s", "only with a redis+sentinel:// TXMAIL_REDIS_URL");
+	if (n >= sizeof(cfg->redis.sentinel_pass))
+		return config_err(err, errlen, "longer than %zu bytes", sizeof(cfg->redis.sentinel_pass) - 1);
+	memcpy(cfg->redis.sentinel_pass, v, n + 1);
+	return 0;
+}
+
 /* the command timeout travels with the address, so every store handle (store_open) gets it */
 static int
 set_redis_timeout(struct config *cfg, const char *v, char *err, size_t errlen)
@@ -453,6 +484,12 @@ show_redis(const struct config *cfg, char *out, size_t outlen)
 		config_redis_masked(&cfg->redis, out, outlen);
 	else
 		util_strlcpy(out, "", outlen);
+}
+
+static void
+show_redis_sentinel_pass(const struct config *cfg, char *out, size_t outlen)
+{
+	show_masked(cfg->redis.sentinel_pass, out, outlen);
 }
 
 static int load_api_keys(struct config *cfg, const char *v, char *err, size_t errlen);

@@ -374,6 +374,9 @@ keys_open(const char *cmd)
 	}
 	if (addr.is_unix)
 		snprintf(where, sizeof(where), "unix:%s", addr.path);
+	else if (addr.is_sentinel)
+		snprintf(where, sizeof(where), "the primary of %s by sentinel %s:%u", addr.master,
+		    addr.sentinels[0].host, (unsigned)addr.sentinels[0].port);
 	else
 		snprintf(where, sizeof(where), "%s:%u", addr.host, (unsigned)addr.port);
 	s = store_open(&addr);

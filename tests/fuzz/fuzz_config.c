@@ -4,10 +4,11 @@
  * config_parse_listen.
  *
  * The input, cut at its first NUL, goes to all three (and once more with
- * "smtp://", "smtps://", "redis://" or "unix://" put in front, so the
- * fuzzer reaches past the scheme check at once). Checked on success: every
- * string out is NUL-terminated in its array, the host is not empty and has
- * no blank, CR, LF or '/', the port is not 0; on failure the error text is
+ * "smtp://", "smtps://", "redis://", "unix://" or "redis+sentinel://" put
+ * in front, so the fuzzer reaches past the scheme check at once). Checked
+ * on success: every string out is NUL-terminated in its array, the host
+ * (each sentinel's too) is not empty and has no blank, CR, LF or '/', the
+ * port is not 0; on failure the error text is
  * NUL-terminated and not empty. Relay and Redis URLs carry passwords: the
  * error text must never echo the password of a URL that had user:pass@
  * (and a Redis URL's parsed password is NUL-terminated and wiped on error).
@@ -136,6 +137,15 @@ run(const char *s)
 		if (r.is_unix) {
 			if (memchr(r.path, '\0', sizeof(r.path)) == NULL || r.path[0] != '/')
 				abort();
+		} else if (r.is_sentinel) {
+			if (r.nsentinels == 0 || r.nsentinels > REDIS_MAX_SENTINELS || r.master[0] == '\0' ||
+			    memchr(r.master, '\0', sizeof(r.master)) == NULL || r.sentinel_pass[0] != '\0')
+				abort();
+			for (size_t i = 0; i < r.nsentinels; i++) {
+				check_host(r.sentinels[i].host, sizeof(r.sentinels[i].host));
+				if (r.sentinels[i].port == 0)
+					abort();
+			}
 		} else {
 			check_host(r.host, sizeof(r.host));
 			if (r.port == 0)
@@ -161,21 +171,22 @@ run(const char *s)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const char *const schemes[] = { "smtp://", "smtps://", "redis://", "unix://" };
+	static const char *const schemes[] = { "smtp://", "smtps://", "redis://", "unix://",
+		"redis+sentinel://" };
 	char *s, *p;
 	size_t n;
 
 	if (size > 8192)
 		return 0;
 	s = malloc(size + 1);
-	p = malloc(size + 16);
+	p = malloc(size + 24);
 	if (s == NULL || p == NULL)
 		goto out;
 	memcpy(s, data, size);
 	s[size] = '\0';
 	run(s);
 	n = strlen(s);
-	snprintf(p, size + 16, "%s%.*s", schemes[size % 4], (int)n, s);
+	snprintf(p, size + 24, "%s%.*s", schemes[size % 5], (int)n, s);
 	run(p);
 out:
 	free(s);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "../../server/config.h"
+#include "../../server/config_internal.h"
 
 struct relay_case {
 	const char *url;
@@ -237,6 +238,118 @@ Test(config, redis_masked)
 	}
 }
 
+struct sentinel_case {
+	const char *url;
+	const char *hosts;     /* "h:port,h:port" as parsed; NULL for a bad URL */
+	const char *master;
+	int db;
+	const char *user, *pass;
+	const char *err;       /* for a bad URL: a part of the error text */
+};
+
+static const struct sentinel_case sentinel_cases[] = {
+	{ "redis+sentinel://s1:26379/mymaster", "s1:26379", "mymaster", 0, "", "", NULL },
+	{ "redis+sentinel://s1/m", "s1:26379", "m", 0, "", "", NULL },        /* sentinel's default port */
+	{ "redis+sentinel://10.0.0.1:5000,s2:5001,[::1]:5002/prod.mail-1/3",
+	  "10.0.0.1:5000,s2:5001,::1:5002", "prod.mail-1", 3, "", "", NULL },
+	{ "redis+sentinel://alice:p%40ss@s1:1,s2:2/m/1", "s1:1,s2:2", "m", 1, "alice", "p@ss", NULL },
+	{ "redis+sentinel://:a/b@c@s1:1/m", "s1:1", "m", 0, "", "a/b@c", NULL },
+	{ "redis+sentinel://a:1,b:2,c:3,d:4,e:5,f:6,g:7,h:8/m",
+	  "a:1,b:2,c:3,d:4,e:5,f:6,g:7,h:8", "m", 0, "", "", NULL },
+	{ "redis+sentinel://s1:26379", NULL, NULL, 0, NULL, NULL, "master-name" },
+	{ "redis+sentinel://s1:26379/", NULL, NULL, 0, NULL, NULL, "master-name" },
+	{ "redis+sentinel://s1:26379//2", NULL, NULL, 0, NULL, NULL, "master-name" },
+	{ "redis+sentinel://s1:26379/my master", NULL, NULL, 0, NULL, NULL, "bad master name" },
+	{ "redis+sentinel://s1:26379/m/x", NULL, NULL, 0, NULL, NULL, "bad db" },
+	{ "redis+sentinel://s1:26379/m/1/2", NULL, NULL, 0, NULL, NULL, "bad db" },
+	{ "redis+sentinel://s1:0/m", NULL, NULL, 0, NULL, NULL, "bad sentinel port (sentinel 1)" },
+	{ "redis+sentinel://s1:1,s2:70000/m", NULL, NULL, 0, NULL, NULL, "bad sentinel port (sentinel 2)" },
+	{ "redis+sentinel://s1:1,s2:x/m", NULL, NULL, 0, NULL, NULL, "bad sentinel port (sentinel 2)" },
+	{ "redis+sentinel://s1:1,,s2:2/m", NULL, NULL, 0, NULL, NULL, "empty sentinel host" },
+	{ "redis+sentinel://,s1:1/m", NULL, NULL, 0, NULL, NULL, "empty sentinel host" },
+	{ "redis+sentinel://s1:1,/m", NULL, NULL, 0, NULL, NULL, "empty sentinel host" },
+	{ "redis+sentinel:///m", NULL, NULL, 0, NULL, NULL, "empty sentinel host" },
+	{ "redis+sentinel://:1/m", NULL, NULL, 0, NULL, NULL, "bad sentinel host" },
+	{ "redis+sentinel://bad host:1/m", NULL, NULL, 0, NULL, NULL, "bad sentinel host" },
+	{ "redis+sentinel://a:1,b:2,c:3,d:4,e:5,f:6,g:7,h:8,i:9/m", NULL, NULL, 0, NULL, NULL,
+	  "more than 8 sentinels" },
+	{ "redis+sentinel://user@s1:1/m", NULL, NULL, 0, NULL, NULL, "credentials" },
+	{ "redis+sentinel://:@s1:1/m", NULL, NULL, 0, NULL, NULL, "bad password" },
+};
+
+Test(config, redis_sentinel_urls)
+{
+	for (size_t i = 0; i < sizeof(sentinel_cases) / sizeof(sentinel_cases[0]); i++) {
+		const struct sentinel_case *c = &sentinel_cases[i];
+		struct redis_addr a;
+		char err[256] = "", hosts[1024] = "";
+		int rc = config_parse_redis(c->url, &a, err, sizeof(err));
+
+		if (c->hosts == NULL) {
+			cr_assert_eq(rc, -1, "%s: got rc %d, want -1", c->url, rc);
+			cr_assert(strstr(err, c->err) != NULL, "%s: error got \"%s\", want one naming \"%s\"",
+			    c->url, err, c->err);
+			cr_assert(a.user[0] == '\0' && a.pass[0] == '\0' && a.is_sentinel == 0,
+			    "%s: credentials or the sentinel flag left in the output after an error", c->url);
+			continue;
+		}
+		cr_assert_eq(rc, 0, "%s: got rc %d (%s), want 0", c->url, rc, err);
+		cr_assert_eq(a.is_sentinel, 1, "%s: is_sentinel got %d, want 1", c->url, a.is_sentinel);
+		cr_assert_eq(a.is_unix, 0, "%s: is_unix got %d, want 0", c->url, a.is_unix);
+		for (size_t k = 0; k < a.nsentinels; k++) {
+			size_t n = strlen(hosts);
+
+			snprintf(hosts + n, sizeof(hosts) - n, "%s%s:%u", k ? "," : "", a.sentinels[k].host,
+			    (unsigned)a.sentinels[k].port);
+		}
+		cr_assert_str_eq(hosts, c->hosts, "%s: sentinels got %s, want %s", c->url, hosts, c->hosts);
+		cr_assert_str_eq(a.master, c->master, "%s: master got %s, want %s", c->url, a.master,
+		    c->master);
+		cr_assert_eq(a.db, c->db, "%s: db got %d, want %d", c->url, a.db, c->db);
+		cr_assert_str_eq(a.user, c->user, "%s: user got %s, want %s", c->url, a.user, c->user);
+		cr_assert_str_eq(a.pass, c->pass, "%s: password got %s, want %s", c->url, a.pass, c->pass);
+		cr_assert_eq(a.sentinel_pass[0], '\0', "%s: a sentinel password from the URL", c->url);
+	}
+}
+
+Test(config, redis_sentinel_masked_and_error_hides_password)
+{
+	static const struct { const char *url, *want; } cases[] = {
+		{ "redis+sentinel://s1:1,s2:2/m", "redis+sentinel://s1:1,s2:2/m" },
+		{ "redis+sentinel://:SECRETPW@s1/m/2", "redis+sentinel://:***@s1:26379/m/2" },
+		{ "redis+sentinel://alice:SECRETPW@[::1]:5,s2:6/mm", "redis+sentinel://alice:***@[::1]:5,s2:6/mm" },
+	};
+	static const char *const leaky[] = {
+		"redis+sentinel://:SECRETPW@s1:1",
+		"redis+sentinel://:SECRETPW@s1:0/m",
+		"redis+sentinel://u:SECRETPW%zz@s1:1/m",
+		"redis+sentinel://:SECRETPW@s1:1,,s2/m",
+		"redis+sentinel://:SECRETPW@/m",
+		"redis+sentinel://:SECRETPW@s1/m/x",
+	};
+	struct redis_addr a;
+	char err[256], out[2048];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cr_assert_eq(config_parse_redis(cases[i].url, &a, err, sizeof(err)), 0, "%s: %s",
+		    cases[i].url, err);
+		config_redis_masked(&a, out, sizeof(out));
+		cr_assert_str_eq(out, cases[i].want, "%s: got %s, want %s", cases[i].url, out,
+		    cases[i].want);
+	}
+	/* truncated, not overrun */
+	cr_assert_eq(config_parse_redis("redis+sentinel://a:1,b:2,c:3/m", &a, err, sizeof(err)), 0);
+	config_redis_masked(&a, out, 20);
+	cr_assert_str_eq(out, "redis+sentinel://a:", "got %s, want the first 19 bytes", out);
+	for (size_t i = 0; i < sizeof(leaky) / sizeof(leaky[0]); i++) {
+		err[0] = '\0';
+		cr_assert_neq(config_parse_redis(leaky[i], &a, err, sizeof(err)), 0, "%s", leaky[i]);
+		cr_assert(err[0] != '\0', "%s: error without a message", leaky[i]);
+		cr_assert(strstr(err, "RETPW") == NULL, "%s: error text leaks the password: %s",
+		    leaky[i], err);
+	}
+}
+
 Test(config, listen_addresses)
 {
 	char host[256], err[256];
@@ -271,6 +384,34 @@ Test(config, load_rejects_bad_numbers)
 	config_free(&c);
 	unsetenv("TXMAIL_RETRY_BASE");
 	unsetenv("TXMAIL_API_KEYS");
+}
+
+Test(config, sentinel_password_reaches_the_address)
+{
+	struct config c;
+	char err[256], shown[64];
+
+	setenv("TXMAIL_REDIS_URL", "redis+sentinel://:datapw@127.0.0.1:26379/m", 1);
+	setenv("TXMAIL_REDIS_SENTINEL_PASSWORD", "SENTPW", 1);
+	cr_assert_eq(config_load(&c, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(c.redis.sentinel_pass, "SENTPW", "got \"%s\", want SENTPW", c.redis.sentinel_pass);
+	cr_assert_str_eq(c.redis.pass, "datapw", "the data node's password got \"%s\", want datapw",
+	    c.redis.pass);
+	for (size_t i = 0; i < config_nvars; i++)
+		if (strcmp(config_vars[i].name, "TXMAIL_REDIS_SENTINEL_PASSWORD") == 0) {
+			cr_assert(config_vars[i].flags & CV_SECRET, "the sentinel password is not a secret");
+			config_vars[i].show(&c, shown, sizeof(shown));
+			cr_assert_str_eq(shown, "***", "shown as \"%s\", want ***", shown);
+		}
+	config_free(&c);
+	/* a sentinel password with a URL that asks no sentinel is a mistake, said so */
+	setenv("TXMAIL_REDIS_URL", "redis://127.0.0.1:6390", 1);
+	cr_assert_neq(config_load(&c, err, sizeof(err)), 0);
+	cr_assert(strstr(err, "TXMAIL_REDIS_SENTINEL_PASSWORD") != NULL && strstr(err, "SENTPW") == NULL,
+	    "error got \"%s\", want one naming the variable, not its value", err);
+	config_free(&c);
+	unsetenv("TXMAIL_REDIS_URL");
+	unsetenv("TXMAIL_REDIS_SENTINEL_PASSWORD");
 }
 
 Test(config, redis_timeout_reaches_the_address)
