@@ -23,6 +23,16 @@
  * msg="redis AUTH failed" error="AUTH failed: <server's error>"; the password is never logged,
  * not even inside a server reply.
  *
+ * Sentinel (redis+sentinel://): st_connect asks the sentinels in turn (the
+ * last that answered first; ST_SENTINEL_TIMEOUT_MS for the connect and
+ * each command, AUTH with TXMAIL_REDIS_SENTINEL_PASSWORD when set) for the
+ * primary of the master name, connects to it, AUTHs as for redis:// and
+ * uses it only once ROLE says "master"; else the next sentinel. A
+ * connection closed, or a READONLY or LOADING answer (st_failover_check),
+ * drops the connection, so the next call asks the sentinels again. The
+ * primary in use is logged (info, msg="redis primary") once per process
+ * when first found and when it changes.
+ *
  * It must never trust a reply's shape (every reply is type-checked; a wrong
  * shape is STORE_ERR_PROTO plus a log line), never abort on Redis trouble,
  * and never decide policy (retry times, webhook routing): callers do. It
@@ -32,6 +42,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +51,7 @@
 
 #include "log.h"
 #include "store_lua.h"
+#include "store_sentinel.h"
 #include "util.h"
 
 static const char *const st_scripts[SC_COUNT] = {
@@ -571,6 +583,30 @@ st_set_timeout(struct store *s, int ms)
 	return 0;
 }
 
+/*
+ * st_failover_check - with a redis+sentinel:// URL, a READONLY (the node
+ * was turned into a replica) or LOADING answer among rep[0..n) drops the
+ * connection, so the next st_connect asks the sentinels for the primary
+ * again. The replies stay the caller's (st_bad maps both to
+ * STORE_ERR_UNAVAILABLE).
+ */
+static void
+st_failover_check(struct store *s, redisReply *const *rep, size_t n)
+{
+	if (!s->addr.is_sentinel || !s->c)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		if (st_is_error(rep[i], "READONLY")) {
+			st_drop(s, "READONLY: no longer the primary, asking the sentinels");
+			return;
+		}
+		if (st_is_error(rep[i], "LOADING")) {
+			st_drop(s, "LOADING: not serving, asking the sentinels");
+			return;
+		}
+	}
+}
+
 /* st_simple - one command without NOSCRIPT handling; *out on success. */
 int
 st_simple(struct store *s, int argc, const char **argv, redisReply **out)
@@ -586,6 +622,7 @@ st_simple(struct store *s, int argc, const char **argv, redisReply **out)
 		return STORE_ERR_UNAVAILABLE;
 	}
 	*out = r;
+	st_failover_check(s, out, 1);
 	return 0;
 }
 
@@ -736,13 +773,205 @@ st_peer_closed(struct store *s)
 	return poll(&pfd, 1, 0) > 0;
 }
 
+/*
+ * st_dial - connect s->c to host:port (a unix socket when the URL is
+ * unix://) with the set-up timeout. 0; STORE_ERR_UNAVAILABLE with s->why
+ * (s->c NULL when the connect itself failed).
+ */
+static int
+st_dial(struct store *s, const char *host, uint16_t port)
+{
+	struct timeval tv = { ST_CONNECT_TIMEOUT_MS / 1000, (ST_CONNECT_TIMEOUT_MS % 1000) * 1000 };
+	redisContext *c;
+
+	if (s->addr.is_unix)
+		c = redisConnectUnixWithTimeout(s->addr.path, tv);
+	else
+		c = redisConnectWithTimeout(host, port, tv);
+	if (!c || c->err) {
+		snprintf(s->why, sizeof(s->why), "%.200s", c ? c->errstr : "out of memory");
+		if (c)
+			redisFree(c);
+		return STORE_ERR_UNAVAILABLE;
+	}
+	s->c = c;
+	s->timeout_ms = -1;
+	if (!s->addr.is_unix)
+		(void)redisEnableKeepAlive(c);
+	/* A frozen server accepts connections: keep the set-up short too. */
+	if (st_set_timeout(s, ST_CONNECT_TIMEOUT_MS) != 0) {
+		snprintf(s->why, sizeof(s->why), "%s", "setsockopt");
+		return STORE_ERR_UNAVAILABLE;
+	}
+	s->why[0] = '\0';
+	return 0;
+}
+
+/* st_close_quiet - free s->c without the "connection lost" transition (a set-up that failed) */
+static void
+st_close_quiet(struct store *s)
+{
+	if (s->c)
+		redisFree(s->c);
+	s->c = NULL;
+}
+
+/*
+ * st_sentinel_ask - ask sentinel sn for the primary of s->addr.master:
+ * its own connection with ST_SENTINEL_TIMEOUT_MS for the connect and each
+ * command, AUTH with TXMAIL_REDIS_SENTINEL_PASSWORD when set, then
+ * SENTINEL get-master-addr-by-name. 0 and host/port; STORE_ERR_UNAVAILABLE
+ * with why (never the password).
+ */
+static int
+st_sentinel_ask(const struct store *s, const struct redis_sentinel *sn, char *host, size_t hostlen,
+    uint16_t *port, char *why, size_t whylen)
+{
+	struct timeval tv = { ST_SENTINEL_TIMEOUT_MS / 1000, (ST_SENTINEL_TIMEOUT_MS % 1000) * 1000 };
+	const char *ask[3] = { "SENTINEL", "get-master-addr-by-name", s->addr.master };
+	redisContext *c = redisConnectWithTimeout(sn->host, sn->port, tv);
+	redisReply *r = NULL;
+	int rc = STORE_ERR_UNAVAILABLE;
+
+	if (!c || c->err) {
+		snprintf(why, whylen, "%.200s", c ? c->errstr : "out of memory");
+		goto out;
+	}
+	if (redisSetTimeout(c, tv) != REDIS_OK) {
+		snprintf(why, whylen, "%s", "setsockopt");
+		goto out;
+	}
+	if (s->addr.sentinel_pass[0] != '\0') {
+		const char *auth[2] = { "AUTH", s->addr.sentinel_pass };
+
+		r = redisCommandArgv(c, 2, auth, NULL);
+		if (!r) {
+			snprintf(why, whylen, "AUTH: %.200s", c->errstr[0] ? c->errstr : "i/o error");
+			goto out;
+		}
+		if (r->type != REDIS_REPLY_STATUS) {
+			/* the reply is withheld: a server may echo what it was sent */
+			snprintf(why, whylen, "%s", "AUTH refused (TXMAIL_REDIS_SENTINEL_PASSWORD)");
+			goto out;
+		}
+		freeReplyObject(r);
+	}
+	r = redisCommandArgv(c, 3, ask, NULL);
+	if (!r) {
+		snprintf(why, whylen, "%.200s", c->errstr[0] ? c->errstr : "i/o error");
+		goto out;
+	}
+	if (st_sentinel_master_addr(r, host, hostlen, port, why, whylen) == 0)
+		rc = 0;
+out:
+	if (r)
+		freeReplyObject(r);
+	if (c)
+		redisFree(c);
+	return rc;
+}
+
+/* st_role_master - ROLE on s->c: 0 when it says "master"; STORE_ERR_UNAVAILABLE with s->why. */
+static int
+st_role_master(struct store *s)
+{
+	const char *argv[1] = { "ROLE" };
+	redisReply *r = NULL;
+	int rc = st_simple(s, 1, argv, &r), role;
+
+	if (rc) {
+		snprintf(s->why, sizeof(s->why), "%s", "ROLE: i/o error");
+		return STORE_ERR_UNAVAILABLE;
+	}
+	role = st_sentinel_role(r);
+	if (role != 1)
+		snprintf(s->why, sizeof(s->why), "ROLE says %.40s, not master",
+		    role == 0 ? r->element[0]->str : "something unexpected");
+	freeReplyObject(r);
+	return role == 1 ? 0 : STORE_ERR_UNAVAILABLE;
+}
+
+/* The primary this process last used, so "redis primary" is logged once per change, not per handle. */
+static pthread_mutex_t st_primary_mu = PTHREAD_MUTEX_INITIALIZER;
+static char st_primary_seen[sizeof(((struct store *)0)->desc)];
+
+static void
+st_primary_note(const struct store *s)
+{
+	pthread_mutex_lock(&st_primary_mu);
+	if (strcmp(st_primary_seen, s->desc) != 0) {
+		if (st_primary_seen[0] == '\0')
+			log_info("redis primary", "addr=%s master=%s", s->desc, s->addr.master);
+		else
+			log_info("redis primary", "addr=%s master=%s previous=%s", s->desc, s->addr.master,
+			    st_primary_seen);
+		util_strlcpy(st_primary_seen, s->desc, sizeof(st_primary_seen));
+	}
+	pthread_mutex_unlock(&st_primary_mu);
+}
+
+/*
+ * st_sentinel_connect - the sentinels in turn (the last that answered
+ * first): the primary each names is connected to, authenticated as for
+ * redis:// and asked ROLE; the first that says "master" is s->c and
+ * s->desc. 0; STORE_ERR_UNAVAILABLE with s->why (the last failure) and
+ * s->auth_failed set when a primary refused the URL's credentials.
+ */
+static int
+st_sentinel_connect(struct store *s)
+{
+	size_t order[REDIS_MAX_SENTINELS], n = s->addr.nsentinels;
+	char failed[300] = "";   /* a primary that could not be reached this round: not dialled twice */
+	int refused = 0;
+
+	st_sentinel_order(s->sentinel_first, n, order);
+	for (size_t k = 0; k < n; k++) {
+		const struct redis_sentinel *sn = &s->addr.sentinels[order[k]];
+		char host[256], why[240];
+		uint16_t port = 0;
+
+		if (st_sentinel_ask(s, sn, host, sizeof(host), &port, why, sizeof(why)) != 0) {
+			snprintf(s->why, sizeof(s->why), "sentinel %.60s:%u: %.150s", sn->host,
+			    (unsigned)sn->port, why);
+			continue;
+		}
+		snprintf(s->desc, sizeof(s->desc), "%.255s:%u", host, (unsigned)port);
+		if (strcmp(failed, s->desc) == 0)
+			continue;
+		if (st_dial(s, host, port) != 0) {
+			st_close_quiet(s);
+			util_strlcpy(failed, s->desc, sizeof(failed));
+			snprintf(why, sizeof(why), "%.200s", s->why);
+			snprintf(s->why, sizeof(s->why), "primary %.60s:%u (from sentinel %.60s:%u): %.80s",
+			    host, (unsigned)port, sn->host, (unsigned)sn->port, why);
+			continue;
+		}
+		if (st_auth(s) != 0) {
+			refused |= s->auth_failed;
+			st_close_quiet(s);
+			continue;
+		}
+		if (st_role_master(s) != 0) {
+			st_close_quiet(s);
+			snprintf(why, sizeof(why), "%.200s", s->why);
+			snprintf(s->why, sizeof(s->why), "primary %.60s:%u (from sentinel %.60s:%u): %.80s",
+			    host, (unsigned)port, sn->host, (unsigned)sn->port, why);
+			continue;
+		}
+		s->auth_failed = 0;
+		s->sentinel_first = order[k];
+		st_primary_note(s);
+		return 0;
+	}
+	s->auth_failed = refused;
+	return STORE_ERR_UNAVAILABLE;
+}
+
 /* st_connect - ensure a connection; fails fast while Redis is down. */
 int
 st_connect(struct store *s)
 {
-	struct timeval tv = { ST_CONNECT_TIMEOUT_MS / 1000, (ST_CONNECT_TIMEOUT_MS % 1000) * 1000 };
 	int64_t now;
-	redisContext *c;
 	int rc;
 
 	if (s->c && st_peer_closed(s))
@@ -753,33 +982,28 @@ st_connect(struct store *s)
 	if (s->last_try_ms && now - s->last_try_ms < ST_RECONNECT_MS)
 		return STORE_ERR_UNAVAILABLE;
 	s->last_try_ms = now;
-	if (s->addr.is_unix)
-		c = redisConnectUnixWithTimeout(s->addr.path, tv);
-	else
-		c = redisConnectWithTimeout(s->addr.host, s->addr.port, tv);
-	if (!c || c->err) {
-		if (!s->down)
-			log_warn("redis unavailable", "addr=%s error=%s", s->desc,
-			    c ? c->errstr : "out of memory");
-		snprintf(s->why, sizeof(s->why), "%.200s", c ? c->errstr : "out of memory");
-		s->auth_failed = 0;
-		s->down = 1;
-		if (c)
-			redisFree(c);
-		return STORE_ERR_UNAVAILABLE;
+	if (s->addr.is_sentinel) {
+		if (st_sentinel_connect(s) != 0) {
+			if (!s->down && !s->auth_failed)
+				log_warn("redis unavailable", "master=%s error=%s", s->addr.master, s->why);
+			s->down = 1;
+			return STORE_ERR_UNAVAILABLE;
+		}
+	} else {
+		rc = st_dial(s, s->addr.host, s->addr.port);
+		if (rc && !s->c) {
+			if (!s->down)
+				log_warn("redis unavailable", "addr=%s error=%s", s->desc, s->why);
+			s->auth_failed = 0;
+			s->down = 1;
+			return STORE_ERR_UNAVAILABLE;
+		}
+		if (rc)
+			goto fail;
+		rc = st_auth(s);
+		if (rc)
+			goto fail;
 	}
-	s->c = c;
-	s->timeout_ms = -1;
-	if (!s->addr.is_unix)
-		(void)redisEnableKeepAlive(c);
-	/* A frozen server accepts connections: keep the set-up short too. */
-	rc = st_set_timeout(s, ST_CONNECT_TIMEOUT_MS);
-	if (rc)
-		goto fail;
-	s->why[0] = '\0';
-	rc = st_auth(s);
-	if (rc)
-		goto fail;
 	s->auth_failed = 0;
 	rc = st_prepare(s);
 	if (rc)
@@ -865,12 +1089,15 @@ st_run(struct store *s, const struct st_cmd *cmds, size_t n, redisReply **rep)
 		rep[i] = r;
 	}
 out:
-	if (rc)
+	if (rc) {
 		for (i = 0; i < n; i++)
 			if (rep[i]) {
 				freeReplyObject(rep[i]);
 				rep[i] = NULL;
 			}
+	} else {
+		st_failover_check(s, rep, n);
+	}
 	return rc;
 }
 
@@ -1225,6 +1452,8 @@ store_open(const struct redis_addr *addr)
 	s->addr.host[sizeof(s->addr.host) - 1] = '\0';
 	if (s->addr.is_unix)
 		snprintf(s->desc, sizeof(s->desc), "unix:%.280s", s->addr.path);
+	else if (s->addr.is_sentinel)
+		snprintf(s->desc, sizeof(s->desc), "sentinel-master:%.127s", s->addr.master);
 	else
 		snprintf(s->desc, sizeof(s->desc), "%.255s:%u", s->addr.host, (unsigned)s->addr.port);
 	s->retention_ms = 7LL * 24 * 3600 * 1000;
@@ -1243,6 +1472,7 @@ store_close(struct store *s)
 	if (s->c)
 		redisFree(s->c);
 	explicit_bzero(s->addr.pass, sizeof(s->addr.pass));
+	explicit_bzero(s->addr.sentinel_pass, sizeof(s->addr.sentinel_pass));
 	free(s->carry);
 	free(s->streams);
 	free(s->scratch);

@@ -22,6 +22,8 @@
  *   store_events.c    live events (SSE) and event trimming
  *   store_admin.c     templates, suppressions, API keys and rate limits
  *   store_shaping.c   shared delivery shaping: domain rate slots, suspensions
+ *   store_sentinel.c  Sentinel's pure half: the sentinels' order, the checks of
+ *                     their answer and of ROLE (the asking is store_conn.c's)
  */
 #ifndef SERVER_STORE_INTERNAL_H
 #define SERVER_STORE_INTERNAL_H
@@ -113,13 +115,14 @@ enum st_script {
 
 struct store {
 	struct redis_addr addr;
-	char desc[300];             /* host:port or socket path, for logs */
+	char desc[300];             /* host:port or socket path (a sentinel URL: the primary's), for logs */
 	redisContext *c;
 	int timeout_ms;             /* current socket timeout of c */
 	int cmd_timeout_ms;         /* a command's timeout (addr.timeout_ms, else ST_CMD_TIMEOUT_MS) */
 	int64_t last_try_ms;        /* monotonic time of the last connect attempt */
 	int down;                   /* an outage was logged; cleared on connect */
 	int auth_failed;            /* the last connect attempt was refused AUTH */
+	size_t sentinel_first;      /* redis+sentinel://: the sentinel to ask first (the last that answered) */
 	char why[256];              /* why the last connect attempt failed, for store_init */
 	int64_t retention_ms;       /* a finished message's summary and timeline stay this long */
 	char sha[SC_COUNT][41];
