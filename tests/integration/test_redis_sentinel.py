@@ -1,0 +1,313 @@
+"""test_redis_sentinel.py - TXMAIL_REDIS_URL=redis+sentinel://: Redis Sentinel.
+
+Each test starts its own Sentinel group on loopback ports, in its own
+directory: a primary redis-server, two replicas (--replicaof) and three
+sentinels (`redis-server <conf> --sentinel`; quorum 2, down after 1 s,
+failover timeout 3 s). txmail is given only the sentinels and the master
+name, so it can work only if it asks them.
+
+Checked: a message is accepted and delivered through the primary the
+sentinels name, the log says which primary (msg="redis primary"
+addr=... master=...) and the config line masks the URL's password; after
+the primary is SIGKILLed and the sentinels promote a replica, /readyz is
+200 again within a deadline, a new send gets 202 and is delivered, its
+message is on the new primary, and the log names the new primary. With a
+password on the data nodes (in the URL) and another on the sentinels
+(TXMAIL_REDIS_SENTINEL_PASSWORD) mail is delivered, `txmail config check`
+shows both masked and neither is in the log (debug level).
+
+Must never: wait without a deadline, leave a redis-server running, or pass
+because a log is empty (the "redis primary" line must be there).
+"""
+
+import os
+import secrets
+import socket
+import subprocess
+import urllib.parse
+
+import pytest
+
+import helpers
+from helpers import RedisServer, dl, wait_until
+
+MASTER = "txm-primary"
+
+
+class Node(RedisServer):
+    """A redis-server of the group: extra_args after the usual ones; auth
+    (a password or None) is what the harness sends before each command."""
+
+    def __init__(self, workdir, extra_args, auth=None):
+        super().__init__(workdir)
+        self.extra_args = list(extra_args)
+        self.auth = auth
+
+    def start(self, timeout=None):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", self.dir, "--appendonly", "yes", "--appendfsync", self.fsync,
+             "--save", "", "--daemonize", "no", "--logfile", self.log,
+             "--protected-mode", "no"] + self.extra_args,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        wait_until(self._pong, timeout or dl(10), "redis-server PONG on port %d" % self.port,
+                   diag=lambda: helpers.tail(self.log, 20))
+
+    def cmd(self, *args):
+        if self.auth is None:
+            return helpers.resp_cmd(self.port, *args)
+        return resp_auth(self.port, self.auth, *args)
+
+    def _pong(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("redis-server exited (%s): %s" % (self.proc.returncode,
+                                                                  helpers.tail(self.log, 30)))
+        try:
+            return self.cmd("PING") == "PONG"
+        except (OSError, RuntimeError):  # refused, or -LOADING
+            return False
+
+
+class Sentinel(Node):
+    """`redis-server <conf> --sentinel` watching MASTER at primary_port."""
+
+    def __init__(self, workdir, primary_port, password=None, data_password=None):
+        super().__init__(workdir, [], auth=password)
+        self.conf = os.path.join(self.dir, "sentinel.conf")
+        lines = [
+            "port %d" % self.port,
+            "bind 127.0.0.1",
+            "protected-mode no",
+            "daemonize no",
+            "dir %s" % self.dir,
+            "logfile %s" % self.log,
+            "sentinel monitor %s 127.0.0.1 %d 2" % (MASTER, primary_port),
+            "sentinel down-after-milliseconds %s 1000" % MASTER,
+            "sentinel failover-timeout %s 3000" % MASTER,
+            "sentinel parallel-syncs %s 1" % MASTER,
+        ]
+        if data_password is not None:
+            lines.append("sentinel auth-pass %s %s" % (MASTER, data_password))
+        if password is not None:
+            # its own password, and the one it gives the other sentinels
+            lines += ["requirepass %s" % password, "sentinel sentinel-pass %s" % password]
+        with open(self.conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def start(self, timeout=None):
+        self.proc = subprocess.Popen(
+            ["redis-server", self.conf, "--sentinel"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        wait_until(self._pong, timeout or dl(10), "sentinel PONG on port %d" % self.port,
+                   diag=lambda: helpers.tail(self.log, 20))
+
+    def primary_port(self):
+        try:
+            r = self.cmd("SENTINEL", "get-master-addr-by-name", MASTER)
+        except (OSError, RuntimeError):
+            return None
+        return int(r[1]) if isinstance(r, list) and len(r) == 2 else None
+
+
+def resp_auth(port, password, *args):
+    """AUTH password, then args, on one fresh connection: the reply to args."""
+    out = b""
+    for cmd in (("AUTH", password), args):
+        out += b"*%d\r\n" % len(cmd)
+        for a in cmd:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+    with socket.create_connection(("127.0.0.1", port), timeout=2.0) as s:
+        s.sendall(out)
+        f = s.makefile("rb")
+        helpers._resp_read(f)
+        return helpers._resp_read(f)
+
+
+class Group:
+    """A primary, two replicas and three sentinels; stop() stops them all."""
+
+    def __init__(self, workdir, register_log, data_password=None, sentinel_password=None):
+        self.nodes, self.sentinels = [], []
+        self.data_password = data_password
+        self.sentinel_password = sentinel_password
+        auth = []
+        if data_password is not None:
+            auth = ["--requirepass", data_password, "--masterauth", data_password]
+        try:
+            self.primary = self._node(workdir, "primary", auth, register_log)
+            for i in range(2):
+                self._node(workdir, "replica%d" % i,
+                           auth + ["--replicaof", "127.0.0.1", str(self.primary.port)],
+                           register_log)
+            wait_until(self._replicas_linked, dl(15), "2 replicas linked to the primary",
+                       interval=0.1, diag=lambda: str(self.primary.cmd("ROLE")))
+            for i in range(3):
+                s = Sentinel(os.path.join(workdir, "sentinel%d" % i), self.primary.port,
+                             password=sentinel_password, data_password=data_password)
+                self.sentinels.append(s)
+                register_log("sentinel %d log" % i, s.log)
+                s.start()
+            wait_until(self._sentinels_see_all, dl(20),
+                       "every sentinel knows the 2 replicas and the 2 other sentinels", interval=0.1)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _node(self, workdir, name, args, register_log):
+        n = Node(os.path.join(workdir, name), args, auth=self.data_password)
+        self.nodes.append(n)
+        register_log("%s redis-server log" % name, n.log)
+        n.start()
+        return n
+
+    def _replicas_linked(self):
+        role = self.primary.cmd("ROLE")
+        return role[0] == "master" and len(role[2]) == 2
+
+    def _sentinels_see_all(self):
+        for s in self.sentinels:
+            try:
+                m = s.cmd("SENTINEL", "master", MASTER)
+            except (OSError, RuntimeError):
+                return False
+            info = dict(zip(m[0::2], m[1::2]))
+            if info.get("num-slaves") != "2" or info.get("num-other-sentinels") != "2":
+                return False
+        return True
+
+    def url(self, password=None):
+        cred = ":%s@" % urllib.parse.quote(password, safe="") if password else ""
+        hosts = ",".join("127.0.0.1:%d" % s.port for s in self.sentinels)
+        return "redis+sentinel://%s%s/%s" % (cred, hosts, MASTER)
+
+    def by_port(self, port):
+        return next(n for n in self.nodes if n.port == port)
+
+    def stop(self):
+        for n in self.sentinels + self.nodes:
+            try:
+                n.stop()
+            except Exception:  # stop the others anyway
+                pass
+
+
+@pytest.fixture
+def sentinel_group(workdir, register_log):
+    """start(**kw) -> a running Group, stopped at teardown."""
+    groups = []
+
+    def start(**kw):
+        g = Group(os.path.join(workdir, "group%d" % len(groups)), register_log, **kw)
+        groups.append(g)
+        return g
+    yield start
+    for g in groups:
+        g.stop()
+
+
+def read_log(t):
+    with open(t.log, "r", encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def primary_line(port):
+    return 'msg="redis primary" addr=127.0.0.1:%d master=%s' % (port, MASTER)
+
+
+def send(t, rcpt):
+    api = t.client()
+    try:
+        return api.send({"from": "sender@example.com", "to": rcpt, "subject": "sentinel",
+                         "text": "hello\n"})
+    finally:
+        api.close()
+
+
+def send_and_deliver(t, smtp_peer, rcpt):
+    r = send(t, rcpt)
+    assert r.status == 202, "POST /v1/messages: got %s %r, want 202" % (r.status, r.body)
+    smtp_peer.wait_for_rcpt(rcpt, dl(15))
+    return r.json["id"]
+
+
+def test_failover_to_a_promoted_replica(txmail_factory, sentinel_group, redis, smtp_peer):
+    g = sentinel_group()
+    old = g.primary
+    t = txmail_factory(extra_env={"TXMAIL_REDIS_URL": g.url()})
+    mid = send_and_deliver(t, smtp_peer, "before@example.com")
+    assert old.cmd("EXISTS", "txm{0}:msg:" + mid) == 1, "message %s is not on the primary" % mid
+    assert redis.cmd("DBSIZE") == 0, "the conftest Redis was written to"
+    wait_until(lambda: primary_line(old.port) in read_log(t), dl(5),
+               "a log line %s" % primary_line(old.port))
+
+    old.kill9()
+    new_port = wait_until(lambda: all(s.primary_port() not in (None, old.port) for s in g.sentinels)
+                          and g.sentinels[0].primary_port(), dl(30),
+                          "the sentinels promote a replica", interval=0.1)
+    new = g.by_port(new_port)
+    c = t.client()
+    try:
+        wait_until(lambda: c.get("/readyz", auth=False).status == 200, dl(20),
+                   "GET /readyz == 200 on the promoted replica", interval=0.1)
+    finally:
+        c.close()
+
+    def accepted():
+        r = send(t, "after@example.com")
+        assert r.status in (202, 503), "POST after the failover: got %s %r" % (r.status, r.body)
+        return r if r.status == 202 else None
+    r = wait_until(accepted, dl(15), "POST /v1/messages accepted after the failover", interval=0.1)
+    smtp_peer.wait_for_rcpt("after@example.com", dl(15))
+    assert new.cmd("EXISTS", "txm{0}:msg:" + r.json["id"]) == 1, \
+        "message %s is not on the new primary %d" % (r.json["id"], new.port)
+    log = read_log(t)
+    assert primary_line(new.port) in log, \
+        "the log does not name the new primary (%s):\n%s" % (primary_line(new.port), log[-3000:])
+    assert "redis=redis+sentinel://127.0.0.1:%d," % g.sentinels[0].port in log, \
+        "no redis+sentinel:// URL in the config line:\n%s" % log[:3000]
+
+
+def new_password(tag):
+    return "%s-%s@/:%%?" % (tag, secrets.token_hex(8))
+
+
+def test_sentinel_and_data_passwords(txmail_factory, txmail_binary, sentinel_group, smtp_peer):
+    data_pw, sent_pw = new_password("Data"), new_password("Sent")
+    g = sentinel_group(data_password=data_pw, sentinel_password=sent_pw)
+    env = {"TXMAIL_REDIS_URL": g.url(data_pw), "TXMAIL_REDIS_SENTINEL_PASSWORD": sent_pw,
+           "TXMAIL_LOG_LEVEL": "debug"}
+    t = txmail_factory(extra_env=env)
+    mid = send_and_deliver(t, smtp_peer, "pw@example.com")
+    assert g.primary.cmd("EXISTS", "txm{0}:msg:" + mid) == 1, "message %s is not on the primary" % mid
+
+    p = subprocess.run([txmail_binary, "config", "check"], env=dict(t.env), stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=dl(20))
+    out = p.stdout + p.stderr
+    assert "TXMAIL_REDIS_SENTINEL_PASSWORD" in out and "***" in out, \
+        "config check does not show the sentinel password masked:\n%s" % out
+    log = read_log(t)
+    assert primary_line(g.primary.port) in log, "no %s in the log:\n%s" % (
+        primary_line(g.primary.port), log[-3000:])
+    for pw in (data_pw, sent_pw):
+        for form in (pw, urllib.parse.quote(pw, safe=""), pw[:12]):
+            assert form not in log, "the txmail log holds a password (%r)" % form
+            assert form not in out, "config check shows a password (%r)" % form
+
+
+def test_wrong_sentinel_password_is_unavailable(txmail_factory, sentinel_group, smtp_peer):
+    g = sentinel_group(sentinel_password=new_password("Sent"))
+    wrong = new_password("Wrong")
+    t = txmail_factory(extra_env={"TXMAIL_REDIS_URL": g.url(),
+                                  "TXMAIL_REDIS_SENTINEL_PASSWORD": wrong}, wait=False)
+    try:
+        wait_until(lambda: 'msg="redis unavailable"' in read_log(t) or t.proc.poll() is not None,
+                   dl(15), "a msg=\"redis unavailable\" line (or an exit)")
+    finally:
+        log = read_log(t)
+    assert "AUTH refused (TXMAIL_REDIS_SENTINEL_PASSWORD)" in log, \
+        "the log does not say the sentinels refused the password:\n%s" % log[-3000:]
+    for form in (wrong, urllib.parse.quote(wrong, safe=""), wrong[:12]):
+        assert form not in log, "the txmail log holds the password (%r)" % form
