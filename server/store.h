@@ -153,7 +153,11 @@ void store_close(struct store *s);
 
 /* store_init - create consumer groups (MKSTREAM) and load scripts. 0 or error. */
 int store_init(struct store *s, char *err, size_t errlen);
-/* store_ping - 0 when Redis answers PING. */
+/*
+ * store_ping - 0 when Redis answers PING; with a redis+sentinel:// URL when
+ * the node answers ROLE "master" (else the connection is dropped, so the
+ * next call asks the sentinels again).
+ */
 int store_ping(struct store *s);
 /* store_set_retention - seconds a finished message is kept (default 7 days). */
 void store_set_retention(struct store *s, int64_t seconds);

@@ -1513,6 +1513,13 @@ store_ping(struct store *s)
 	rc = st_connect(s);
 	if (rc)
 		return rc;
+	/* with Sentinel, "reachable" means the primary: a node demoted under us answers PING too */
+	if (s->addr.is_sentinel) {
+		rc = st_role_master(s);
+		if (rc && s->c)
+			st_drop(s, s->why);
+		return rc;
+	}
 	rc = st_simple(s, 1, argv, &r);
 	if (rc)
 		return rc;

@@ -11,7 +11,10 @@ sentinels name, the log says which primary (msg="redis primary"
 addr=... master=...) and the config line masks the URL's password; after
 the primary is SIGKILLed and the sentinels promote a replica, /readyz is
 200 again within a deadline, a new send gets 202 and is delivered, its
-message is on the new primary, and the log names the new primary. With a
+message is on the new primary, and the log names the new primary. A
+primary demoted under txmail (REPLICAOF, its clients kept) while the
+sentinels still name it is left on its first -READONLY answer and not used
+again (ROLE) until it is a primary again: /readyz 503, then 200. With a
 password on the data nodes (in the URL) and another on the sentinels
 (TXMAIL_REDIS_SENTINEL_PASSWORD) mail is delivered, `txmail config check`
 shows both masked and neither is in the log (debug level).
@@ -268,6 +271,46 @@ def test_failover_to_a_promoted_replica(txmail_factory, sentinel_group, redis, s
         "the log does not name the new primary (%s):\n%s" % (primary_line(new.port), log[-3000:])
     assert "redis=redis+sentinel://127.0.0.1:%d," % g.sentinels[0].port in log, \
         "no redis+sentinel:// URL in the config line:\n%s" % log[:3000]
+
+
+def test_demoted_primary_readonly_is_left(txmail_factory, sentinel_group, smtp_peer):
+    """The primary turned into a replica under txmail (REPLICAOF keeps its
+    clients connected) while the sentinels still name it: the -READONLY
+    answers drop the connection, and the replica is never used (ROLE), so
+    /readyz is 503 until it is a primary again."""
+    g = sentinel_group()
+    old = g.primary
+    t = txmail_factory(extra_env={"TXMAIL_REDIS_URL": g.url()})
+    send_and_deliver(t, smtp_peer, "first@example.com")
+
+    assert old.cmd("REPLICAOF", "127.0.0.1", str(helpers.free_port())) == "OK"
+    r = send(t, "demoted@example.com")
+    assert r.status in (503, 504), \
+        "POST right after the primary became a replica: got %s %r, want 503 or 504" % (r.status, r.body)
+    wait_until(lambda: "READONLY: no longer the primary" in read_log(t), dl(5),
+               "a msg=\"redis connection lost\" line for the READONLY answer",
+               diag=lambda: read_log(t)[-2000:])
+    c = t.client()
+    try:
+        wait_until(lambda: c.get("/readyz", auth=False).status == 503, dl(10),
+                   "GET /readyz == 503 while the sentinels name a replica", interval=0.1)
+        assert "ROLE says slave, not master" in read_log(t), \
+            "the log does not say the named node is a replica:\n%s" % read_log(t)[-3000:]
+        assert old.cmd("REPLICAOF", "NO", "ONE") == "OK"
+        wait_until(lambda: c.get("/readyz", auth=False).status == 200, dl(10),
+                   "GET /readyz == 200 once it is the primary again", interval=0.1)
+    finally:
+        c.close()
+
+    def accepted():
+        resp = send(t, "after@example.com")
+        assert resp.status in (202, 503, 504), "POST after REPLICAOF NO ONE: got %s %r" % (
+            resp.status, resp.body)
+        return resp if resp.status == 202 else None
+    r = wait_until(accepted, dl(15), "POST /v1/messages accepted on the primary again", interval=0.1)
+    smtp_peer.wait_for_rcpt("after@example.com", dl(15))
+    assert old.cmd("EXISTS", "txm{0}:msg:" + r.json["id"]) == 1, \
+        "message %s is not on the primary %d" % (r.json["id"], old.port)
 
 
 def new_password(tag):
