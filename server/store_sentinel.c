@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <hiredis/hiredis.h>
+
 void
 st_sentinel_order(size_t first, size_t n, size_t *order)
 {

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <hiredis/hiredis.h>
+struct redisReply;   /* hiredis's, included by the store's own files only (test_layering.py) */
 
 #define ST_SENTINEL_TIMEOUT_MS 500   /* connect to a sentinel, and each command to it */
 
@@ -34,7 +34,7 @@ void st_sentinel_order(size_t first, size_t n, size_t *order);
  * ST_SENTINEL_BAD, with why (never holding more than 120 bytes of the
  * reply).
  */
-int st_sentinel_master_addr(const redisReply *r, char *host, size_t hostlen, uint16_t *port,
+int st_sentinel_master_addr(const struct redisReply *r, char *host, size_t hostlen, uint16_t *port,
     char *why, size_t whylen);
 
 /*
@@ -42,6 +42,6 @@ int st_sentinel_master_addr(const redisReply *r, char *host, size_t hostlen, uin
  * 0 for another role ("slave", "sentinel"), ST_SENTINEL_BAD for a reply
  * that is not ROLE's shape (an error reply included).
  */
-int st_sentinel_role(const redisReply *r);
+int st_sentinel_role(const struct redisReply *r);
 
 #endif

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <hiredis/hiredis.h>
 #include <hiredis/read.h>
 
 #include "../../server/store_sentinel.h"
