@@ -436,8 +436,9 @@ class RedisServer:
     """A real redis-server on 127.0.0.1:port with AOF (appendfsync always
     unless fsync= says otherwise: "everysec", "no")."""
 
-    def __init__(self, workdir, port=None, fsync="always"):
+    def __init__(self, workdir, port=None, fsync="always", extra_args=()):
         self.fsync = fsync
+        self.extra_args = list(extra_args)   # after the usual arguments (a subclass's directives)
         self.dir = os.path.join(workdir, "redis")
         os.makedirs(self.dir, exist_ok=True)
         self.port = port or free_port()
@@ -449,27 +450,30 @@ class RedisServer:
     def url(self):
         return "redis://127.0.0.1:%d" % self.port
 
+    def argv(self):
+        """The command line (a subclass may run something else, e.g. a sentinel)."""
+        return ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", self.dir, "--appendonly", "yes", "--appendfsync", self.fsync,
+                "--save", "", "--daemonize", "no", "--logfile", self.log,
+                "--protected-mode", "no"] + self.extra_args
+
     def start(self, timeout=None):
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", self.dir, "--appendonly", "yes", "--appendfsync", self.fsync,
-             "--save", "", "--daemonize", "no", "--logfile", self.log,
-             "--protected-mode", "no"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
             start_new_session=True)
-        wait_until(self._pong, timeout or dl(10), "redis-server PONG on port %d" % self.port,
+        wait_until(self._pong, timeout or dl(10), "%s PONG on port %d" % (self.argv()[0], self.port),
                    diag=lambda: tail(self.log, 20))
 
     def _pong(self):
         if self.proc.poll() is not None:
             raise AssertionError("redis-server exited (%s): %s" % (self.proc.returncode, tail(self.log, 30)))
         try:
-            return resp_cmd(self.port, "PING", timeout=0.5) == "PONG"
+            return self.cmd("PING") == "PONG"   # a subclass's cmd may AUTH first
         except (OSError, RuntimeError):  # refused, or -LOADING
             return False
 
     def cmd(self, *args):
-        return resp_cmd(self.port, *args)
+        return resp_cmd(self.port, *args, timeout=0.5 if args == ("PING",) else 2.0)
 
     def kill9(self):
         kill_group(self.proc, signal.SIGKILL)

@@ -56,29 +56,8 @@ class AuthRedis(RedisServer):
     --user directives; auth is what the harness itself sends."""
 
     def __init__(self, workdir, extra_args, auth):
-        super().__init__(workdir)
-        self.extra_args = list(extra_args)
+        super().__init__(workdir, extra_args=extra_args)
         self.auth = tuple(auth)
-
-    def start(self, timeout=None):
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", self.dir, "--appendonly", "yes", "--appendfsync", self.fsync,
-             "--save", "", "--daemonize", "no", "--logfile", self.log,
-             "--protected-mode", "no"] + self.extra_args,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        wait_until(self._pong, timeout or dl(10), "redis-server PONG (with AUTH) on port %d" % self.port,
-                   diag=lambda: helpers.tail(self.log, 20))
-
-    def _pong(self):
-        if self.proc.poll() is not None:
-            raise AssertionError("redis-server exited (%s): %s" % (self.proc.returncode,
-                                                                  helpers.tail(self.log, 30)))
-        try:
-            return self.cmd("PING") == "PONG"
-        except (OSError, RuntimeError):  # refused, or -LOADING
-            return False
 
     def cmd(self, *args, db=0):
         return resp_pipeline(self.port, ("AUTH",) + self.auth, ("SELECT", db), args)[-1]

@@ -42,34 +42,13 @@ class Node(RedisServer):
     (a password or None) is what the harness sends before each command."""
 
     def __init__(self, workdir, extra_args, auth=None):
-        super().__init__(workdir)
-        self.extra_args = list(extra_args)
+        super().__init__(workdir, extra_args=extra_args)
         self.auth = auth
-
-    def start(self, timeout=None):
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", self.dir, "--appendonly", "yes", "--appendfsync", self.fsync,
-             "--save", "", "--daemonize", "no", "--logfile", self.log,
-             "--protected-mode", "no"] + self.extra_args,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        wait_until(self._pong, timeout or dl(10), "redis-server PONG on port %d" % self.port,
-                   diag=lambda: helpers.tail(self.log, 20))
 
     def cmd(self, *args):
         if self.auth is None:
             return helpers.resp_cmd(self.port, *args)
         return resp_auth(self.port, self.auth, *args)
-
-    def _pong(self):
-        if self.proc.poll() is not None:
-            raise AssertionError("redis-server exited (%s): %s" % (self.proc.returncode,
-                                                                  helpers.tail(self.log, 30)))
-        try:
-            return self.cmd("PING") == "PONG"
-        except (OSError, RuntimeError):  # refused, or -LOADING
-            return False
 
 
 class Sentinel(Node):
@@ -98,13 +77,8 @@ class Sentinel(Node):
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
 
-    def start(self, timeout=None):
-        self.proc = subprocess.Popen(
-            ["redis-server", self.conf, "--sentinel"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        wait_until(self._pong, timeout or dl(10), "sentinel PONG on port %d" % self.port,
-                   diag=lambda: helpers.tail(self.log, 20))
+    def argv(self):
+        return ["redis-server", self.conf, "--sentinel"]
 
     def primary_port(self):
         try:
