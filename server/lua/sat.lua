@@ -9,7 +9,7 @@
 -- field whose until has passed (run out, or cleared: until = now) starts
 -- again from the given next. Before that, when the hash holds cap fields
 -- or more, the fields whose until is more than 10 minutes before now go;
--- a new domain is not added while it is still that full.
+-- a new domain is not added while it is still that full, nor by a clear.
 -- Returns the next slot of each domain, in order.
 
 local k = KEYS[1]
@@ -34,7 +34,8 @@ for i = 3, #ARGV, 6 do
       c = tonumber(cc)
     end
   end
-  if cur or n < cap then
+  -- a clear (until not after now) of a domain without a field writes nothing
+  if cur or (n < cap and tonumber(ARGV[i + 1]) > now) then
     if not cur then n = n + 1 end
     redis.call('HSET', k, d, string.format('%s %d %s %s %s %d', ARGV[i + 1], nx, ARGV[i + 3],
       ARGV[i + 4], ARGV[i + 5], c))

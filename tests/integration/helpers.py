@@ -867,12 +867,7 @@ class PlainPeer:
         return out
 
     def rcpts(self):
-        out = []
-        for n in sorted(os.listdir(self.maildir)):
-            if n.endswith(".json") and not n.startswith("."):
-                with open(os.path.join(self.maildir, n)) as f:
-                    out.extend(r.lower() for r in json.load(f).get("rcpt_tos", []))
-        return out
+        return [r.lower() for m in self.messages() for r in m.get("rcpt_tos", [])]
 
     def stop(self):
         if self.proc is None:

@@ -203,6 +203,12 @@ Test(config, redis_error_hides_password)
 		"unix://:SECRETPW@/p?x=1",
 		"unix://:SEC/RETPW@/p",
 		"unix://:SECRETPW@rel",
+		"redis+sentinel://:SECRETPW@s1:1",
+		"redis+sentinel://:SECRETPW@s1:0/m",
+		"redis+sentinel://u:SECRETPW%zz@s1:1/m",
+		"redis+sentinel://:SECRETPW@s1:1,,s2/m",
+		"redis+sentinel://:SECRETPW@/m",
+		"redis+sentinel://:SECRETPW@s1/m/x",
 	};
 	struct redis_addr a;
 	char err[256];
@@ -225,6 +231,9 @@ Test(config, redis_masked)
 		{ "redis://:SECRETPW@[::1]:7000", "redis://:***@[::1]:7000" },
 		{ "unix://:SECRETPW@/run/redis.sock?db=2", "unix://:***@/run/redis.sock?db=2" },
 		{ "unix:///run/redis.sock", "unix:///run/redis.sock" },
+		{ "redis+sentinel://s1:1,s2:2/m", "redis+sentinel://s1:1,s2:2/m" },
+		{ "redis+sentinel://:SECRETPW@s1/m/2", "redis+sentinel://:***@s1:26379/m/2" },
+		{ "redis+sentinel://alice:SECRETPW@[::1]:5,s2:6/mm", "redis+sentinel://alice:***@[::1]:5,s2:6/mm" },
 	};
 	struct redis_addr a;
 	char err[256], out[512];
@@ -312,42 +321,15 @@ Test(config, redis_sentinel_urls)
 	}
 }
 
-Test(config, redis_sentinel_masked_and_error_hides_password)
+Test(config, redis_sentinel_masked_truncated)
 {
-	static const struct { const char *url, *want; } cases[] = {
-		{ "redis+sentinel://s1:1,s2:2/m", "redis+sentinel://s1:1,s2:2/m" },
-		{ "redis+sentinel://:SECRETPW@s1/m/2", "redis+sentinel://:***@s1:26379/m/2" },
-		{ "redis+sentinel://alice:SECRETPW@[::1]:5,s2:6/mm", "redis+sentinel://alice:***@[::1]:5,s2:6/mm" },
-	};
-	static const char *const leaky[] = {
-		"redis+sentinel://:SECRETPW@s1:1",
-		"redis+sentinel://:SECRETPW@s1:0/m",
-		"redis+sentinel://u:SECRETPW%zz@s1:1/m",
-		"redis+sentinel://:SECRETPW@s1:1,,s2/m",
-		"redis+sentinel://:SECRETPW@/m",
-		"redis+sentinel://:SECRETPW@s1/m/x",
-	};
 	struct redis_addr a;
-	char err[256], out[2048];
+	char err[256], out[20];
 
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		cr_assert_eq(config_parse_redis(cases[i].url, &a, err, sizeof(err)), 0, "%s: %s",
-		    cases[i].url, err);
-		config_redis_masked(&a, out, sizeof(out));
-		cr_assert_str_eq(out, cases[i].want, "%s: got %s, want %s", cases[i].url, out,
-		    cases[i].want);
-	}
-	/* truncated, not overrun */
+	/* (the masked forms and the errors are in redis_masked and redis_error_hides_password) */
 	cr_assert_eq(config_parse_redis("redis+sentinel://a:1,b:2,c:3/m", &a, err, sizeof(err)), 0);
-	config_redis_masked(&a, out, 20);
-	cr_assert_str_eq(out, "redis+sentinel://a:", "got %s, want the first 19 bytes", out);
-	for (size_t i = 0; i < sizeof(leaky) / sizeof(leaky[0]); i++) {
-		err[0] = '\0';
-		cr_assert_neq(config_parse_redis(leaky[i], &a, err, sizeof(err)), 0, "%s", leaky[i]);
-		cr_assert(err[0] != '\0', "%s: error without a message", leaky[i]);
-		cr_assert(strstr(err, "RETPW") == NULL, "%s: error text leaks the password: %s",
-		    leaky[i], err);
-	}
+	config_redis_masked(&a, out, sizeof(out));
+	cr_assert_str_eq(out, "redis+sentinel://a:", "got %s, want the first 19 bytes, not an overrun", out);
 }
 
 Test(config, listen_addresses)

@@ -302,6 +302,13 @@ Test(store_shaping, saturate_publish_and_merge)
 	sat_field("tarpit.test", got, sizeof(got));
 	snprintf(want, sizeof(want), "%lld %lld 500 600000 100 0", (long long)(now + 8000), (long long)(now + 1500));
 	cr_expect_str_eq(got, want);
+	/* a clear of a domain never published writes nothing */
+	{
+		struct store_sat c = { "never.test", util_now_ms(), 1, 1, 1, 0 };
+
+		cr_assert_eq(store_saturate(st, &c, 1), 0);
+		cr_expect_eq(rint_cmd("HEXISTS txm{0}:sat %s", "never.test"), 0, "a clear added a field");
+	}
 	/* bad arguments: nothing sent */
 	v.step_ms = 0;
 	cr_expect_eq(store_saturate(st, &v, 1), STORE_ERR_PROTO);
