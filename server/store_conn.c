@@ -823,7 +823,7 @@ st_close_quiet(struct store *s)
  * with why (never the password).
  */
 static int
-st_sentinel_ask(const struct store *s, const struct redis_sentinel *sn, char *host, size_t hostlen,
+st_sentinel_ask(const struct store *s, const struct redis_hostport *sn, char *host, size_t hostlen,
     uint16_t *port, char *why, size_t whylen)
 {
 	struct timeval tv = { ST_SENTINEL_TIMEOUT_MS / 1000, (ST_SENTINEL_TIMEOUT_MS % 1000) * 1000 };
@@ -925,7 +925,7 @@ st_sentinel_connect(struct store *s)
 
 	st_sentinel_order(s->sentinel_first, n, order);
 	for (size_t k = 0; k < n; k++) {
-		const struct redis_sentinel *sn = &s->addr.sentinels[order[k]];
+		const struct redis_hostport *sn = &s->addr.sentinels[order[k]];
 		char host[256], why[240];
 		uint16_t port = 0;
 
