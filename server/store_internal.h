@@ -24,6 +24,8 @@
  *   store_shaping.c   shared delivery shaping: domain rate slots, suspensions
  *   store_sentinel.c  Sentinel's pure half: the sentinels' order, the checks of
  *                     their answer and of ROLE (the asking is store_conn.c's)
+ *   store_cluster_map.c, store_cluster.c  the Redis Cluster client
+ *                     (store_cluster.h; not used by the store yet)
  */
 #ifndef SERVER_STORE_INTERNAL_H
 #define SERVER_STORE_INTERNAL_H

@@ -105,23 +105,23 @@ class Cluster:
             r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                timeout=dl(60))
             assert r.returncode == 0, "redis-cli --cluster create: %s\n%s" % (r.stdout[-2000:], r.stderr)
-            wait_until(self._ok, dl(30), "every node: cluster_state:ok, 6 known nodes, 3 primaries",
-                       interval=0.1, diag=lambda: str([self._state(n) for n in self.nodes]))
+            wait_until(self.ok, dl(30), "every node: cluster_state:ok, 6 known nodes, 3 primaries",
+                       interval=0.1, diag=lambda: str([self.state(n) for n in self.nodes]))
         except BaseException:
             self.stop()
             raise
 
     @staticmethod
-    def _state(n):
+    def state(n):
         try:
             i = n.info()
             return (n.port, i.get("cluster_state"), i.get("cluster_known_nodes"), i.get("cluster_size"))
         except (OSError, RuntimeError) as e:
             return (n.port, str(e))
 
-    def _ok(self, nodes=None):
+    def ok(self, nodes=None):
         for n in nodes or self.nodes:
-            s = self._state(n)
+            s = self.state(n)
             if s[1:] != ("ok", "6", "3"):
                 return False
         return True
@@ -158,21 +158,18 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(workdir, register_log):
-    """start(**kw) -> a running Cluster, stopped at teardown."""
-    made = []
-
-    def start(**kw):
-        c = Cluster(os.path.join(workdir, "cluster%d" % len(made)), register_log, **kw)
-        made.append(c)
-        return c
-    yield start
-    for c in made:
-        c.stop()
+def cluster(workdir, register_log, request):
+    """A running Cluster, stopped at teardown; parametrized indirectly with
+    "password", its nodes require one (a new one each time)."""
+    password = "cl-" + os.urandom(6).hex() if getattr(request, "param", None) == "password" else None
+    c = Cluster(os.path.join(workdir, "cluster"), register_log, password=password)
+    yield c
+    c.stop()
 
 
 class Driver:
-    """The live test binary running one test (--filter) against a cluster."""
+    """The live test binary running one test (--filter) against a cluster;
+    a context manager that kills it on the way out."""
 
     def __init__(self, workdir, register_log, c, test, env=None):
         b = driver_bin()
@@ -226,23 +223,28 @@ class Driver:
         helpers.log("cluster driver:", text.strip().replace("\n", " "))
         return stats
 
+    def finish_clean(self, timeout, what):
+        """finish(), with nothing lost and no error surfaced to the writer."""
+        s = self.finish(timeout)
+        assert s["lost"] == 0, "acknowledged writes lost: %r" % s
+        assert s["errors"] == 0, "errors surfaced to the writer during %s: %r" % (what, s)
+        return s
+
     def kill(self):
         helpers.kill_group(self.proc)
         helpers.reap(self.proc, dl(10))
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
+
 
 @pytest.fixture
 def driver(workdir, register_log):
-    """start(cluster, test, env) -> a running Driver, killed at teardown if still running."""
-    made = []
-
-    def start(c, test, env=None):
-        d = Driver(workdir, register_log, c, test, env)
-        made.append(d)
-        return d
-    yield start
-    for d in made:
-        d.kill()
+    """driver(cluster, test, env) -> a Driver to use in a with block."""
+    return lambda c, test, env=None: Driver(workdir, register_log, c, test, env)
 
 
 def tags_in(slots, n, prefix):
@@ -257,79 +259,73 @@ def tags_in(slots, n, prefix):
     return out
 
 
+@pytest.mark.parametrize("cluster", ["password"], indirect=True)
 def test_keys_spread_over_every_primary(cluster, driver):
-    c = cluster(password="cl-" + os.urandom(6).hex())
-    d = driver(c, "spread")
-    assert helpers.reap(d.proc, dl(60)), "the spread driver did not end"
-    assert d.proc.returncode == 0, "spread failed: %s" % helpers.tail(d.log, 60)
-    assert "Passing: 1" in helpers.read_text(d.log), "the spread test did not run: %s" % helpers.tail(d.log, 20)
+    c = cluster
+    with driver(c, "spread") as d:
+        assert helpers.reap(d.proc, dl(60)), "the spread driver did not end"
+        assert d.proc.returncode == 0, "spread failed: %s" % helpers.tail(d.log, 60)
+        assert "Passing: 1" in helpers.read_text(d.log), "spread did not run: %s" % helpers.tail(d.log, 20)
     counts = {p["port"]: c.by_port(p["port"]).cmd("DBSIZE") for p in c.primaries().values()}
     assert len(counts) == 3 and all(v > 0 for v in counts.values()), \
         "keys per primary %r: want some on each of 3" % counts
     assert sum(counts.values()) == 200, "keys per primary %r: want 200 in all" % counts
-    # the tags' slots as Redis counts them: each key where the router put it
+    # each primary holds exactly the keys whose slots it serves
     for p in c.primaries().values():
-        node = c.by_port(p["port"])
         mine = sum(1 for i in range(200) if keyslot("{tag%d}:spread" % i) in p["slots"])
         assert counts[p["port"]] == mine, "primary %d holds %d keys, its slots %d" % (
             p["port"], counts[p["port"]], mine)
-        assert node.cmd("CLUSTER", "COUNTKEYSINSLOT", keyslot("{tag0}")) in (0, 1)
 
 
 def test_reshard_under_writes(cluster, driver):
-    c = cluster()
+    c = cluster
     src = c.owner(0)
     dst = next(p for p in c.primaries().values() if p["id"] != src["id"])
     moved = set(sorted(src["slots"])[:300])      # reshard takes the source's lowest slots first
     tags = tags_in(moved, 4, "r") + tags_in(set(range(16384)) - moved, 4, "s")
-    d = driver(c, "writer", {"TXM_CLUSTER_TAGS": ",".join(tags)})
-    d.wait_answered(200, dl(20), "before the reshard")
-    c.redis_cli("--cluster", "reshard", "127.0.0.1:%d" % src["port"], "--cluster-from", src["id"],
-                "--cluster-to", dst["id"], "--cluster-slots", "300", "--cluster-yes", timeout=90)
-    now = c.owner(keyslot(tags[0]))
-    assert now["id"] == dst["id"], "the reshard did not move the slot of %s (%d) to %d" % (
-        tags[0], keyslot(tags[0]), dst["port"])
-    n = d.answered()
-    d.wait_answered(n + 200, dl(20), "after the reshard")
-    s = d.finish(dl(60))
-    assert s["lost"] == 0, "acknowledged writes lost: %r" % s
-    assert s["errors"] == 0, "errors surfaced to the writer during the reshard: %r" % s
+    with driver(c, "writer", {"TXM_CLUSTER_TAGS": ",".join(tags)}) as d:
+        d.wait_answered(200, dl(20), "before the reshard")
+        c.redis_cli("--cluster", "reshard", "127.0.0.1:%d" % src["port"], "--cluster-from", src["id"],
+                    "--cluster-to", dst["id"], "--cluster-slots", "300", "--cluster-yes", timeout=90)
+        assert c.owner(keyslot(tags[0]))["id"] == dst["id"], \
+            "the reshard did not move the slot of %s (%d) to %d" % (tags[0], keyslot(tags[0]), dst["port"])
+        d.wait_answered(d.answered() + 200, dl(20), "after the reshard")
+        s = d.finish_clean(dl(60), "the reshard")
     assert s["moved"] >= 1, "no MOVED followed: the writer never wrote to a moved slot? %r" % s
 
 
 def test_ask_during_a_manual_migration(cluster, driver):
-    c = cluster()
+    c = cluster
     tag = tags_in(set(range(16384)), 1, "m")[0]
     slot = keyslot(tag)
     src = c.owner(slot)
     dst = next(p for p in c.primaries().values() if p["id"] != src["id"])
     srcn, dstn = c.by_port(src["port"]), c.by_port(dst["port"])
     other = tags_in(set(range(16384)) - {slot}, 2, "o")
-    d = driver(c, "writer", {"TXM_CLUSTER_TAGS": ",".join([tag] + other)})
-    d.wait_answered(150, dl(20), "before the migration")
 
-    assert dstn.cmd("CLUSTER", "SETSLOT", slot, "IMPORTING", src["id"]) == "OK"
-    assert srcn.cmd("CLUSTER", "SETSLOT", slot, "MIGRATING", dst["id"]) == "OK"
-    keys = srcn.cmd("CLUSTER", "GETKEYSINSLOT", slot, 20)
-    assert keys, "no key of %s in slot %d yet" % (tag, slot)
-    assert srcn.cmd("MIGRATE", "127.0.0.1", dst["port"], "", 0, 5000, "KEYS", *keys) == "OK"
-    # new keys of the slot are not on the source: it answers ASK for each
-    n = d.answered()
-    d.wait_answered(n + 150, dl(20), "while slot %d is migrating" % slot)
+    def migrate(keys):
+        assert srcn.cmd("MIGRATE", "127.0.0.1", dst["port"], "", 0, 5000, "KEYS", *keys) == "OK"
 
     def drained():
         left = srcn.cmd("CLUSTER", "GETKEYSINSLOT", slot, 100)
         if left:
-            assert srcn.cmd("MIGRATE", "127.0.0.1", dst["port"], "", 0, 5000, "KEYS", *left) == "OK"
+            migrate(left)
         return not left
-    wait_until(drained, dl(20), "slot %d's keys all migrated" % slot, interval=0.01)
-    for p in c.primaries().values():
-        assert c.by_port(p["port"]).cmd("CLUSTER", "SETSLOT", slot, "NODE", dst["id"]) == "OK"
-    n = d.answered()
-    d.wait_answered(n + 150, dl(20), "after the migration")
-    s = d.finish(dl(60))
-    assert s["lost"] == 0, "acknowledged writes lost: %r" % s
-    assert s["errors"] == 0, "errors surfaced to the writer during the migration: %r" % s
+
+    with driver(c, "writer", {"TXM_CLUSTER_TAGS": ",".join([tag] + other)}) as d:
+        d.wait_answered(150, dl(20), "before the migration")
+        assert dstn.cmd("CLUSTER", "SETSLOT", slot, "IMPORTING", src["id"]) == "OK"
+        assert srcn.cmd("CLUSTER", "SETSLOT", slot, "MIGRATING", dst["id"]) == "OK"
+        keys = srcn.cmd("CLUSTER", "GETKEYSINSLOT", slot, 20)
+        assert keys, "no key of %s in slot %d yet" % (tag, slot)
+        migrate(keys)
+        # new keys of the slot are not on the source: it answers ASK for each
+        d.wait_answered(d.answered() + 150, dl(20), "while slot %d is migrating" % slot)
+        wait_until(drained, dl(20), "slot %d's keys all migrated" % slot, interval=0.01)
+        for p in c.primaries().values():
+            assert c.by_port(p["port"]).cmd("CLUSTER", "SETSLOT", slot, "NODE", dst["id"]) == "OK"
+        d.wait_answered(d.answered() + 150, dl(20), "after the migration")
+        s = d.finish_clean(dl(60), "the migration")
     assert s["ask"] >= 1, "no ASK followed: %r" % s
     assert s["moved"] >= 1, "no MOVED once the slot was the importing node's: %r" % s
     assert dstn.cmd("CLUSTER", "COUNTKEYSINSLOT", slot) > 0
@@ -337,30 +333,30 @@ def test_ask_during_a_manual_migration(cluster, driver):
 
 
 def test_failover_of_a_primary(cluster, driver):
-    c = cluster()
+    c = cluster
     tags = tags_in(set(range(16384)), 9, "f")
-    d = driver(c, "writer", {"TXM_CLUSTER_TAGS": ",".join(tags), "TXM_CLUSTER_WAIT": "1"})
-    d.wait_answered(300, dl(20), "before the failover")
     victim = c.owner(keyslot(tags[0]))
     vnode = c.by_port(victim["port"])
     replica = next(n for n in vnode.nodes() if n["master"] == victim["id"])
-    vnode.kill9()
-    n = d.answered()
     others = [x for x in c.nodes if x is not vnode]
 
     def promoted():
-        p = c.primaries()
-        return replica["id"] in p and victim["id"] not in p and c._ok(others)
-    wait_until(promoted, dl(30), "replica %d promoted in place of %d" % (replica["port"], victim["port"]),
-               interval=0.1, diag=lambda: str([c._state(x) for x in others]))
-    # the writer goes round every tag, so it is past the victim's shard (on the promoted
-    # replica, found in the map) - unconfirmed by WAIT there, as that shard has no replica now
-    d.wait_answered(n + 5 * len(tags), dl(20), "after the promotion")
-    # back as a replica of the promoted node, so WAIT 1 can be confirmed on that shard again
-    vnode.start()
-    n = d.answered()
-    d.wait_answered(n + 300, dl(30), "with the old primary back as a replica")
-    s = d.finish(dl(60))
+        p = c.primaries(via=others[0])
+        return replica["id"] in p and victim["id"] not in p and c.ok(others)
+
+    with driver(c, "writer", {"TXM_CLUSTER_TAGS": ",".join(tags), "TXM_CLUSTER_WAIT": "1"}) as d:
+        d.wait_answered(300, dl(20), "before the failover")
+        vnode.kill9()
+        n = d.answered()
+        wait_until(promoted, dl(30), "replica %d promoted in place of %d" % (replica["port"], victim["port"]),
+                   interval=0.1, diag=lambda: str([c.state(x) for x in others]))
+        # the writer goes round every tag, so this is past the victim's shard (on the promoted
+        # replica, found in the map): unconfirmed by WAIT there, as that shard has no replica now
+        d.wait_answered(n + 5 * len(tags), dl(20), "after the promotion")
+        # back as a replica of the promoted node, so WAIT 1 can be confirmed on that shard again
+        vnode.start()
+        d.wait_answered(d.answered() + 300, dl(30), "with the old primary back as a replica")
+        s = d.finish(dl(60))
     assert s["lost"] == 0, "writes a replica confirmed were lost: %r" % s
     assert s["errors"] >= 1, "the writer never saw the primary go: %r" % s
     assert s["unconfirmed"] >= 1, "no write went to the promoted replica before its replica came back: %r" % s

@@ -102,6 +102,29 @@ Test(store_cluster, crc16_and_key_slots)
 	cr_assert_eq(st_cluster_keyslot("a{b\0c}d", 7), st_cluster_keyslot("b\0c", 3));
 }
 
+/* Where a slot must go: "host:port", or "none". */
+struct at {
+	unsigned slot;
+	const char *want;
+};
+
+/* check_map - the map of a CLUSTER SLOTS reply of these ranges, asked at asked: nnodes nodes, each at[] */
+static void
+check_map(const struct range *rg, size_t n, const char *asked, size_t nnodes, const struct at *at,
+    size_t nat)
+{
+	static struct st_cluster_map m;
+	char buf[4096], why[200] = "", name[300];
+	redisReply *r = parse(buf, slots_resp(buf, sizeof(buf), rg, n));
+
+	cr_assert_eq(st_cluster_map_parse(r, asked, &m, why, sizeof(why)), 0, "%s", why);
+	cr_assert_eq(m.nnodes, nnodes, "nodes got %zu, want %zu", m.nnodes, nnodes);
+	for (size_t i = 0; i < nat; i++)
+		cr_assert_str_eq(node_name(&m, at[i].slot, name, sizeof(name)), at[i].want,
+		    "slot %u: got %s, want %s", at[i].slot, name, at[i].want);
+	freeReplyObject(r);
+}
+
 Test(store_cluster, slots_reply_three_primaries)
 {
 	static const struct range rg[] = {
@@ -109,21 +132,13 @@ Test(store_cluster, slots_reply_three_primaries)
 		{ 10923, 16383, "127.0.0.1", 30003 },
 		{ 5461, 10922, "127.0.0.1", 30002 },
 	};
-	static const struct { unsigned slot; const char *want; } at[] = {
+	static const struct at at[] = {
 		{ 0, "127.0.0.1:30001" }, { 5460, "127.0.0.1:30001" }, { 5461, "127.0.0.1:30002" },
 		{ 10922, "127.0.0.1:30002" }, { 10923, "127.0.0.1:30003" }, { 16383, "127.0.0.1:30003" },
 	};
-	static struct st_cluster_map m;
-	char buf[4096], why[200] = "", name[300];
-	size_t len = slots_resp(buf, sizeof(buf), rg, 3);
-	redisReply *r = parse(buf, len);
 
-	cr_assert_eq(st_cluster_map_parse(r, "seed", &m, why, sizeof(why)), 0, "%s", why);
-	cr_assert_eq(m.nnodes, 3, "nodes got %zu, want 3 (primaries only)", m.nnodes);
-	for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++)
-		cr_assert_str_eq(node_name(&m, at[i].slot, name, sizeof(name)), at[i].want,
-		    "slot %u: got %s, want %s", at[i].slot, name, at[i].want);
-	freeReplyObject(r);
+	/* the replicas (127.0.0.9:9 in every range) are not in the map */
+	check_map(rg, 3, "seed", 3, at, sizeof(at) / sizeof(at[0]));
 }
 
 Test(store_cluster, slots_reply_hosts)
@@ -135,21 +150,13 @@ Test(store_cluster, slots_reply_hosts)
 		{ 200, 299, NULL, 7002 },
 		{ 300, 399, "?", 7003 },
 		{ 400, 16383, "10.0.0.1", 7000 },
-		{ 16383 + 0, 16383 + 0, NULL, 0 },   /* unused: the first five only */
 	};
-	static struct st_cluster_map m;
-	char buf[4096], why[200] = "", name[300];
-	size_t len = slots_resp(buf, sizeof(buf), rg, 5);
-	redisReply *r = parse(buf, len);
+	static const struct at at[] = {
+		{ 0, "10.0.0.1:7000" }, { 16383, "10.0.0.1:7000" }, { 150, "seed.example:7001" },
+		{ 250, "seed.example:7002" }, { 350, "none" },
+	};
 
-	cr_assert_eq(st_cluster_map_parse(r, "seed.example", &m, why, sizeof(why)), 0, "%s", why);
-	cr_assert_eq(m.nnodes, 3, "nodes got %zu, want 3 (one serves two ranges, '?' is none)", m.nnodes);
-	cr_assert_str_eq(node_name(&m, 0, name, sizeof(name)), "10.0.0.1:7000");
-	cr_assert_str_eq(node_name(&m, 16383, name, sizeof(name)), "10.0.0.1:7000");
-	cr_assert_str_eq(node_name(&m, 150, name, sizeof(name)), "seed.example:7001", "got %s", name);
-	cr_assert_str_eq(node_name(&m, 250, name, sizeof(name)), "seed.example:7002", "got %s", name);
-	cr_assert_str_eq(node_name(&m, 350, name, sizeof(name)), "none", "got %s", name);
-	freeReplyObject(r);
+	check_map(rg, 5, "seed.example", 3, at, sizeof(at) / sizeof(at[0]));
 }
 
 Test(store_cluster, slots_reply_malformed)
