@@ -4,8 +4,9 @@
  * Cluster specification's examples), the slot map from CLUSTER SLOTS
  * replies parsed by hiredis's own reader from RESP bytes (what
  * redis-server 7 answers, and the malformed answers it does not give),
- * the map's log line, and the -MOVED / -ASK parse. The router runs
- * against a real cluster: tests/unit/test_store_cluster_live.c, started by
+ * the map's log line, and the -MOVED / -ASK parse; the router only with
+ * no cluster at all (seeds that refuse). The router runs against a real
+ * cluster: tests/unit/test_store_cluster_live.c, started by
  * tests/integration/test_redis_cluster.py.
  */
 #include <criterion/criterion.h>
@@ -17,7 +18,10 @@
 #include <hiredis/hiredis.h>
 #include <hiredis/read.h>
 
+#include "../../server/config.h"
+#include "../../server/store.h"
 #include "../../server/store_cluster.h"
+#include "../../server/store_internal.h"
 
 /* parse - one reply from RESP bytes (the caller frees it) */
 static redisReply *
@@ -346,4 +350,27 @@ Test(store_cluster, redirections)
 		cr_assert_eq(st_cluster_redirect_parse("MOVED 5 h:12345", 13, "x", &rd), ST_CLUSTER_MOVED);
 		cr_assert_eq(rd.port, 123, "got %u, want 123 (the first 13 bytes)", (unsigned)rd.port);
 	}
+}
+
+Test(store_cluster, router_without_a_cluster)
+{
+	struct redis_addr a;
+	struct st_cluster *cl;
+	struct st_cmd c = { (char *)"*1\r\n$4\r\nPING\r\n", 14 };
+	struct redisReply *rep = (struct redisReply *)&a;   /* must come back NULL */
+	char err[256];
+
+	cr_assert_eq(config_parse_redis("redis://127.0.0.1:1", &a, err, sizeof(err)), 0, "%s", err);
+	cr_assert_null(st_cluster_open(&a, NULL, NULL), "a router over a redis:// address");
+	/* ports 1 and 2 of loopback: nothing listens there, every connect is refused at once */
+	cr_assert_eq(config_parse_redis("redis+cluster://:pw@127.0.0.1:1,127.0.0.1:2", &a, err, sizeof(err)), 0,
+	    "%s", err);
+	cl = st_cluster_open(&a, NULL, NULL);
+	cr_assert(cl);
+	cr_assert_eq(st_cluster_run(cl, 0, &c, 1, &rep, ST_CLUSTER_IDEMPOTENT), STORE_ERR_UNAVAILABLE);
+	cr_assert_null(rep, "a reply left after a failed run");
+	cr_assert(strstr(st_cluster_why(cl), "127.0.0.1:2") != NULL, "why got \"%s\", want the last seed",
+	    st_cluster_why(cl));
+	cr_assert_eq(st_cluster_run(cl, ST_CLUSTER_SLOTS, &c, 1, &rep, 0), STORE_ERR_PROTO, "slot 16384");
+	st_cluster_close(cl);
 }
