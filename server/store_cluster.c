@@ -491,9 +491,19 @@ st_cluster_run(struct st_cluster *cl, unsigned slot, const struct st_cmd *cmds, 
 		util_strlcpy(asked, cl->map->node[node].host, sizeof(asked));
 		sent = st_cluster_send(cl, (size_t)node, want, cmds, n, rep, todo);
 		if (sent != 0) {
+			struct st_cluster_node was = cl->map->node[node];
+			char why[sizeof(cl->why)];
+			int same;
+
 			/* unreachable, or lost with commands in flight: the map may name a promoted replica */
+			memcpy(why, cl->why, sizeof(why));
 			(void)st_cluster_refresh(cl, 0);
-			if (retried || (sent < 0 && !(flags & ST_CLUSTER_IDEMPOTENT))) {
+			memcpy(cl->why, why, sizeof(why));   /* the node's failure, not the refresh's */
+			node = want == ST_CL_SEND ? st_cluster_owner(cl, slot) : -1;
+			same = node >= 0 && cl->map->node[node].port == was.port &&
+			    strcmp(cl->map->node[node].host, was.host) == 0;
+			/* a node that just refused a connect is not dialled again (ST_RECONNECT_MS) */
+			if (retried || (sent > 0 && same) || (sent < 0 && !(flags & ST_CLUSTER_IDEMPOTENT))) {
 				rc = STORE_ERR_UNAVAILABLE;
 				goto out;
 			}

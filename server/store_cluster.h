@@ -159,8 +159,8 @@ int st_cluster_route(struct st_cluster *cl, const char *key, size_t len, struct 
  * then the command to the named node, once per command; at most
  * ST_CLUSTER_MAX_REDIRECTS rounds, then the last redirection is the reply.
  * A node that cannot be reached (nothing sent) makes the map be asked
- * again and the commands go once more (after a failover the promoted
- * replica is in the map). A connection lost after sending is retried the
+ * again and the commands go once more if it names another node now (after
+ * a failover: the promoted replica). A connection lost after sending is retried the
  * same way only with ST_CLUSTER_IDEMPOTENT in flags (a command may have
  * run: only the caller knows whether a second run is harmless); else the
  * map is refreshed for the next call and this one fails. 0, or

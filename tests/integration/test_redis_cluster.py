@@ -352,7 +352,7 @@ def test_failover_of_a_primary(cluster, driver):
                    interval=0.1, diag=lambda: str([c.state(x) for x in others]))
         # the writer goes round every tag, so this is past the victim's shard (on the promoted
         # replica, found in the map): unconfirmed by WAIT there, as that shard has no replica now
-        d.wait_answered(n + 5 * len(tags), dl(20), "after the promotion")
+        d.wait_answered(n + 3 * len(tags), dl(20), "after the promotion")
         # back as a replica of the promoted node, so WAIT 1 can be confirmed on that shard again
         vnode.start()
         d.wait_answered(d.answered() + 300, dl(30), "with the old primary back as a replica")
