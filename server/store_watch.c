@@ -105,7 +105,7 @@ sw_switched(const char *from, const char *to)
  * (AUTH first with TXMAIL_REDIS_SENTINEL_PASSWORD), or NULL with why.
  */
 static redisContext *
-sw_subscribe(const struct redis_sentinel *sn, char *why, size_t whylen)
+sw_subscribe(const struct redis_hostport *sn, char *why, size_t whylen)
 {
 	struct timeval tv = { ST_SENTINEL_TIMEOUT_MS / 1000, (ST_SENTINEL_TIMEOUT_MS % 1000) * 1000 };
 	const char *sub[2] = { "SUBSCRIBE", "+switch-master" };
