@@ -19,7 +19,9 @@ it runs, on a fresh Redis:
            finished message during its retention (the summary and timeline,
            7 days; the outbox entry, TXMAIL_EVENTS_RETENTION; the
            idempotency record, 24 h; the content is gone:
-           TXMAIL_CONTENT_RETENTION 0).
+           TXMAIL_CONTENT_RETENTION 0). The commands, CPU and AOF bytes of
+           the two halves are printed too: accepting alone, and delivering
+           a queued message with its webhook.
   steady   api and worker running; first --idle-seconds of nothing (the
            background commands per second of one api + one worker: the
            scheduler, the feeders' blocking reads, the webhook dispatcher),
@@ -42,7 +44,8 @@ a core at 100 % is not a target. The load average is printed.
 
   redis_cost.py --bin build/txmail --whrecv build/bench/whrecv
                 [--messages 5000] [--rcpts 1,3] [--fsync everysec|always]
-                [--replicas N] [--conns 8] [--json] [--keep]
+                [--replicas N] [--redis-set 'NAME VALUE'] [--conns 8]
+                [--json [FILE]] [--keep]
 """
 import argparse
 import http.client
@@ -215,8 +218,8 @@ def per_message(before, after, n):
 
 
 def key_sizes(port):
-    """{key kind: MEMORY USAGE bytes} of one finished message's keys (the
-    first of each kind SCAN finds)."""
+    """{key kind: "MEMORY USAGE bytes (OBJECT ENCODING)"} of one finished
+    message's keys (the first of each kind SCAN finds)."""
     kinds = (("msg:<id>", "txm{0}:msg:*", lambda k: k.count(":") == 2),
              ("idem:<key>", "txm{0}:idem:*", lambda k: True))
     out = {}
@@ -228,7 +231,8 @@ def key_sizes(port):
             if found or cursor == "0":
                 break
         if found:
-            out[kind] = int(resp_cmd(port, "MEMORY", "USAGE", found, "SAMPLES", "0", timeout=5))
+            out[kind] = "%d (%s)" % (resp_cmd(port, "MEMORY", "USAGE", found, "SAMPLES", "0", timeout=5),
+                                     resp_cmd(port, "OBJECT", "ENCODING", found, timeout=5))
     return out
 
 
@@ -247,11 +251,17 @@ def run_rcpts(a, procs, rcpts):
     api, apip = suite.start_txmail(procs, a, "api-" + name, rport, None, whp, secret, role="api")
     m0, e0 = mem(rport), events_bytes(rport)
     log("%d rcpt: backlog: %d POSTs, no worker running" % (rcpts, n))
+    b0 = info(rport)
     secs = send_all(apip, n, rcpts, a.conns, "b" + name + suite.KEY[-6:], a.idempotency)
-    m1 = mem(rport)
+    b1 = info(rport)
+    m1 = b1["used_memory"]
     log("%d rcpt: %d queued in %.1f s; starting the worker" % (rcpts, n, secs))
     worker, _ = suite.start_txmail(procs, a, "worker-" + name, rport, relay, whp, secret, role="worker")
     wait_delivered(whp, n * rcpts, "%d rcpt backlog" % rcpts, (api, worker))
+    b2 = info(rport)
+    # the two halves of the work: what accepting costs, and what delivering
+    # and notifying costs (the queue drained at the worker's own pace)
+    res["accept"], res["drain"] = per_message(b0, b1, n), per_message(b1, b2, n)
     procs.stop(worker, timeout=40)
     procs.stop(api, timeout=40)
     m2, e2 = mem(rport), events_bytes(rport)
@@ -317,7 +327,12 @@ def report(a, results, header):
         out.append("  memory per finished message     %.0f bytes during retention (of them the outbox entry %.0f, "
                    "kept %s s)" % (m["retained_bytes"], m["retained_events_bytes"], "86400"))
         out.append("    one finished message's keys   " + ", ".join(
-            "%s %d" % kv for kv in sorted(m["keys"].items())) + " bytes (MEMORY USAGE)")
+            "%s %s" % kv for kv in sorted(m["keys"].items())) + " bytes (MEMORY USAGE)")
+        for half in ("accept", "drain"):
+            h = r[half]
+            out.append("  %-31s %.1f commands (scripts %.2f), CPU %.0f us, AOF %.0f bytes per message" % (
+                "backlog run, " + ("accepting only" if half == "accept" else "delivering it"),
+                h["commands"], h["script_runs"], h["cpu_us"], h["aof_bytes"]))
         out.append("  background, 1 api + 1 worker    %.1f commands/s idle (%s)" % (
             b["commands_per_s"], ", ".join("%s %.1f" % (k, v) for k, v in list(b["by_command_per_s"].items())[:6])))
         out.append("")
@@ -333,6 +348,8 @@ def main():
     ap.add_argument("--fsync", default="everysec", choices=("everysec", "always"),
                     help="appendfsync (everysec; deploy/redis.conf ships always)")
     ap.add_argument("--replicas", type=int, default=0, help="replicas of the measured Redis (0)")
+    ap.add_argument("--redis-set", metavar="'NAME VALUE'", action="append", default=[],
+                    help="also change this deploy/redis.conf setting (repeatable; printed)")
     ap.add_argument("--conns", type=int, default=8, help="sending connections (8)")
     ap.add_argument("--idle-seconds", type=float, default=3.0, help="the idle window of the steady run (3)")
     ap.add_argument("--no-idempotency", dest="idempotency", action="store_false",
@@ -344,7 +361,7 @@ def main():
     for b in (a.bin, a.whrecv):
         if not os.access(b, os.X_OK):
             raise SystemExit("redis_cost: %s missing (make build/txmail build/bench/whrecv)" % b)
-    a.redis_set = ["appendfsync " + a.fsync]
+    a.redis_set = ["appendfsync " + a.fsync] + a.redis_set
     rcpts = [int(x) for x in a.rcpts.split(",") if x]
     procs = Procs(prefix="txm-rcost-", keep=a.keep)
     procs.install_handlers()
@@ -361,8 +378,8 @@ def main():
     header = [
         "command: redis_cost.py %s" % " ".join(shlex.quote(x) for x in sys.argv[1:]),
         "machine: %s; nproc %s; %s" % (model, nproc, redis_v),
-        "redis-server: deploy/redis.conf except port, bind, dir, daemonize, appendfsync %s; %d replicas"
-        % (a.fsync, a.replicas),
+        "redis-server: deploy/redis.conf except port, bind, dir, daemonize, %s; %d replicas"
+        % (", ".join(a.redis_set), a.replicas),
         "load average: %.2f %.2f %.2f at the start, %.2f %.2f %.2f at the end; run time %.0f s"
         % (load0 + load1 + (time.monotonic() - t_start,)),
         "retention: summary %d days (compiled in), outbox TXMAIL_EVENTS_RETENTION 86400 s, content 0 s, "
