@@ -906,13 +906,16 @@ class HaGroup:
         self.procs = {}
 
 
-def test_k8s_sentinel_start_script_elects_fails_over_and_rejoins(tmp_path):
+def test_k8s_sentinel_start_script_elects_fails_over_and_rejoins(tmp_path, txmail_factory):
     """The rendered redis-ha.sh, three pods on loopback: ordinal 0 starts as
     the primary, the others replicate it, the sentinels find each other;
     pod 0 SIGKILLed: a replica is promoted with the data; pod 0 restarted:
     it asks the sentinels and comes back as a replica of the new primary,
     its sentinel watching that primary. Every node and sentinel refuses a
-    client without the password, and no argv holds it."""
+    client without the password, and no argv holds it. A `txmail run`
+    configured as the overlay configures the api and worker (the sentinels
+    in a redis+sentinel:// URL, their password the same file) delivers
+    through the group before and after the failover."""
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is missing (make deps-test)")
     g = HaGroup(tmp_path)
@@ -943,6 +946,14 @@ def test_k8s_sentinel_start_script_elects_fails_over_and_rejoins(tmp_path):
                     pass
         assert g.cli(g.nodes[0], "SET", "txm{0}:hatest", "kept") == "OK"
         assert g.cli(g.nodes[0], "WAIT", "2", "5000") == "2", "the replicas did not confirm the write"
+        url = "redis+sentinel://:%s@%s/%s" % (g.password, ",".join("127.0.0.1:%d" % p for p in g.sentinels),
+                                              g.ha["HA_MASTER"])
+        tx = txmail_factory(("run",), extra_env={"TXMAIL_REDIS_URL": url,
+                                                 "TXMAIL_REDIS_SENTINEL_PASSWORD_FILE": str(tmp_path / "password")})
+        c = tx.client()
+        mid = send_text(c, "ok-ha1@example.com", "through the sentinel group")
+        wait_status(c, mid, "delivered", dl(20))
+        assert g.cli(g.nodes[0], "EXISTS", "txm{0}:msg:" + mid) == "1", "the message is not on the primary"
 
         g.kill_pod(0)
         promoted = {}
@@ -958,6 +969,13 @@ def test_k8s_sentinel_start_script_elects_fails_over_and_rejoins(tmp_path):
         wait_until(failed_over, dl(30), "the sentinels promote a replica after pod 0 died",
                    interval=0.2, diag=g.diag)
         assert g.cli(promoted["port"], "GET", "txm{0}:hatest") == "kept", "the promoted replica lost the write"
+        tx.wait_ready(dl(20))
+        c.close()
+        c = tx.client()
+        mid2 = send_text(c, "ok-ha2@example.com", "through the promoted primary")
+        wait_status(c, mid2, "delivered", dl(20))
+        assert g.cli(promoted["port"], "EXISTS", "txm{0}:msg:" + mid2) == "1", "the message is not on the new primary"
+        c.close()
 
         g.start_pod(0)
         # its first answer already: a replica (Sentinel would convert a node
