@@ -37,6 +37,9 @@ it runs, on a fresh Redis:
            with --replicas), and 1e6 / CPU us: the messages per second one
            Redis core would sustain at this cost.
 
+BENCH_TXMAIL_X=v in the environment gives txmail TXMAIL_X=v (suite.py's
+start_txmail), e.g. BENCH_TXMAIL_REDIS_MIN_REPLICAS=1 with --replicas 1.
+
 The counts are deterministic to a few percent (batching of reads depends
 on timing); the CPU figures are not: the box is shared, Redis does more
 per wake-up under load (its per-message CPU falls as the rate rises), and

@@ -828,7 +828,9 @@ class HaGroup:
     failure detection and failover retry times changed."""
 
     def __init__(self, tmp_path):
-        sts, self.ha = sentinel_group(kustomize(SENTINEL))
+        docs = kustomize(SENTINEL)
+        sts, self.ha = sentinel_group(docs)
+        self.config = by_kind(docs, "ConfigMap")["txmail-config"]["data"]
         self.containers = {c["name"]: c for c in sts["spec"]["template"]["spec"]["containers"]}
         self.dir = tmp_path
         self.script = tmp_path / "redis-ha.sh"
@@ -906,6 +908,20 @@ class HaGroup:
         self.procs = {}
 
 
+def send_retried(c, to, subject):
+    """POST a text message with an Idempotency-Key, retried as a client
+    would on 503/504 (a replica catching up after the failover) until 202;
+    its id."""
+    key = "ha-%s" % os.urandom(8).hex()
+    msg = {"from": "sender@example.com", "to": to, "subject": subject, "text": "hello\n"}
+
+    def sent():
+        r = c.send(msg, headers={"Idempotency-Key": key})
+        assert r.status in (202, 503, 504), "POST /v1/messages: got %s %r" % (r.status, r.body)
+        return r.json["id"] if r.status == 202 else None
+    return wait_until(sent, dl(20), "a 202 for %s" % to, interval=0.2)
+
+
 def test_k8s_sentinel_start_script_elects_fails_over_and_rejoins(tmp_path, txmail_factory):
     """The rendered redis-ha.sh, three pods on loopback: ordinal 0 starts as
     the primary, the others replicate it, the sentinels find each other;
@@ -914,8 +930,10 @@ def test_k8s_sentinel_start_script_elects_fails_over_and_rejoins(tmp_path, txmai
     its sentinel watching that primary. Every node and sentinel refuses a
     client without the password, and no argv holds it. A `txmail run`
     configured as the overlay configures the api and worker (the sentinels
-    in a redis+sentinel:// URL, their password the same file) delivers
-    through the group before and after the failover."""
+    in a redis+sentinel:// URL, their password the same file, the
+    ConfigMap's TXMAIL_REDIS_MIN_REPLICAS) delivers through the group
+    before and after the failover (sends retried with an Idempotency-Key
+    on 503/504, as a client does)."""
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is missing (make deps-test)")
     g = HaGroup(tmp_path)
@@ -929,10 +947,17 @@ def test_k8s_sentinel_start_script_elects_fails_over_and_rejoins(tmp_path, txmai
             if [g.primary(i) for i in range(3)] != [g.nodes[0]] * 3:
                 return False
             replicas = [g.role(g.nodes[i]) for i in (1, 2)]
-            # the other sentinels sentinel 0 knows: one "name" field each
-            others = g.cli(g.sentinels[0], "SENTINEL", "sentinels", g.ha["HA_MASTER"]).splitlines().count("name")
-            return all(r[:1] == ["slave"] and "connected" in r for r in replicas) and others == 2
-        wait_until(formed, dl(30), "three pods: primary ordinal 0, two replicas in sync, three sentinels",
+            if not all(r[:1] == ["slave"] and "connected" in r for r in replicas):
+                return False
+            # what each sentinel knows, one "name" field per entry: the two
+            # other sentinels, and the two replicas (learnt from the
+            # primary's INFO, every 10 s: a failover before that finds no
+            # replica to promote)
+            known = [[g.cli(g.sentinels[i], "SENTINEL", what, g.ha["HA_MASTER"]).splitlines().count("name")
+                      for what in ("sentinels", "replicas")] for i in range(3)]
+            return known == [[2, 2]] * 3
+        wait_until(formed, dl(40), "three pods: primary ordinal 0, two replicas in sync, three sentinels "
+                   "that know each other and both replicas",
                    interval=0.2, diag=g.diag)
         assert g.role(g.nodes[0])[0] == "master", g.role(g.nodes[0])
         for port in g.nodes + g.sentinels:
@@ -948,10 +973,11 @@ def test_k8s_sentinel_start_script_elects_fails_over_and_rejoins(tmp_path, txmai
         assert g.cli(g.nodes[0], "WAIT", "2", "5000") == "2", "the replicas did not confirm the write"
         url = "redis+sentinel://:%s@%s/%s" % (g.password, ",".join("127.0.0.1:%d" % p for p in g.sentinels),
                                               g.ha["HA_MASTER"])
-        tx = txmail_factory(("run",), extra_env={"TXMAIL_REDIS_URL": url,
-                                                 "TXMAIL_REDIS_SENTINEL_PASSWORD_FILE": str(tmp_path / "password")})
+        tx = txmail_factory(("run",), extra_env={
+            "TXMAIL_REDIS_URL": url, "TXMAIL_REDIS_SENTINEL_PASSWORD_FILE": str(tmp_path / "password"),
+            "TXMAIL_REDIS_MIN_REPLICAS": g.config["TXMAIL_REDIS_MIN_REPLICAS"]})
         c = tx.client()
-        mid = send_text(c, "ok-ha1@example.com", "through the sentinel group")
+        mid = send_retried(c, "ok-ha1@example.com", "through the sentinel group")
         wait_status(c, mid, "delivered", dl(20))
         assert g.cli(g.nodes[0], "EXISTS", "txm{0}:msg:" + mid) == "1", "the message is not on the primary"
 
@@ -972,7 +998,7 @@ def test_k8s_sentinel_start_script_elects_fails_over_and_rejoins(tmp_path, txmai
         tx.wait_ready(dl(20))
         c.close()
         c = tx.client()
-        mid2 = send_text(c, "ok-ha2@example.com", "through the promoted primary")
+        mid2 = send_retried(c, "ok-ha2@example.com", "through the promoted primary")
         wait_status(c, mid2, "delivered", dl(20))
         assert g.cli(promoted["port"], "EXISTS", "txm{0}:msg:" + mid2) == "1", "the message is not on the new primary"
         c.close()
