@@ -404,7 +404,11 @@ do-valgrind-smoke: $(VALGRIND_SMOKE:%=$(BUILD)/tests/test_%)
 # its own redis-server with deploy/redis.conf, everything on loopback and
 # cleaned up after. BENCH_ARGS passes options (--quick: a short run;
 # --messages N; --markdown FILE). Not part of make test. bench.py and
-# bench_api.py (each with --callgrind N) stay runnable on their own.
+# bench_api.py (each with --callgrind N) stay runnable on their own. Then
+# tests/bench/redis_cost.py (about 40 s on a quiet box): Redis commands,
+# CPU, network, AOF and memory per message of a split api + worker stack,
+# 1 and 3 recipients, the figures docs/scaling.md sizes Redis from;
+# REDIS_COST_ARGS passes its options (--messages N, --replicas N, --json).
 #
 # smtp-sink and smtp-source come with the postfix package, which the bench
 # installs itself (deps-bench, as root) without configuring or starting a
@@ -413,6 +417,7 @@ do-valgrind-smoke: $(VALGRIND_SMOKE:%=$(BUILD)/tests/test_%)
 # postfix master found running afterwards is stopped and disabled.
 BENCH_PKGS := postfix
 BENCH_ARGS ?=
+REDIS_COST_ARGS ?=
 
 bench: deps-bench
 deps-bench: deps-test
@@ -439,6 +444,7 @@ $(WHRECV): tests/bench/whrecv.c | pkg-check
 
 do-bench: build $(WHRECV)
 	$(PYTHON) tests/bench/suite.py --bin $(CURDIR)/$(BUILD)/txmail --whrecv $(CURDIR)/$(WHRECV) $(BENCH_ARGS)
+	$(PYTHON) tests/bench/redis_cost.py --bin $(CURDIR)/$(BUILD)/txmail --whrecv $(CURDIR)/$(WHRECV) $(REDIS_COST_ARGS)
 
 # --- fuzzing ----------------------------------------------------------------
 # libFuzzer targets in tests/fuzz/fuzz_<name>.c, built with clang. The library
