@@ -409,6 +409,8 @@ do-valgrind-smoke: $(VALGRIND_SMOKE:%=$(BUILD)/tests/test_%)
 # CPU, network, AOF and memory per message of a split api + worker stack,
 # 1 and 3 recipients, the figures docs/scaling.md sizes Redis from;
 # REDIS_COST_ARGS passes its options (--messages N, --replicas N, --json).
+# Last, bench_api.py --replica (about 25 s): the accept rate and p99 with
+# TXMAIL_REDIS_MIN_REPLICAS=1 against 0 on one primary and its replica.
 #
 # smtp-sink and smtp-source come with the postfix package, which the bench
 # installs itself (deps-bench, as root) without configuring or starting a
@@ -445,6 +447,7 @@ $(WHRECV): tests/bench/whrecv.c | pkg-check
 do-bench: build $(WHRECV)
 	$(PYTHON) tests/bench/suite.py --bin $(CURDIR)/$(BUILD)/txmail --whrecv $(CURDIR)/$(WHRECV) $(BENCH_ARGS)
 	$(PYTHON) tests/bench/redis_cost.py --bin $(CURDIR)/$(BUILD)/txmail --whrecv $(CURDIR)/$(WHRECV) $(REDIS_COST_ARGS)
+	cd tests/bench && $(PYTHON) bench_api.py --bin $(CURDIR)/$(BUILD)/txmail --replica -d 5
 
 # --- fuzzing ----------------------------------------------------------------
 # libFuzzer targets in tests/fuzz/fuzz_<name>.c, built with clang. The library
