@@ -718,7 +718,18 @@ messages_accept_finish(struct api_deferred *d, const struct api_request *req,
 	if (rc != STORE_OK) {
 		log_warn("enqueue failed", "msg_id=%s messages=%zu request_id=%s error=%s", ms[0].id, n,
 		    req->request_id, store_strerror(rc));
-		if (rc == STORE_ERR_OUTCOME_UNKNOWN) {
+		if (rc == STORE_ERR_UNREPLICATED) {
+			metrics_redis_unreplicated(METRICS_UNREPL_SEND);
+			api_error(resp, 504, "outcome_unknown", single ?
+			    "the message is stored, but fewer Redis replicas than TXMAIL_REDIS_MIN_REPLICAS "
+			    "confirmed it in time: a failover now could lose it, so it is not reported "
+			    "accepted. Retry with the same Idempotency-Key (a retry without one may send it twice)" :
+			    "the batch is stored, but fewer Redis replicas than TXMAIL_REDIS_MIN_REPLICAS "
+			    "confirmed it in time: a failover now could lose it, so it is not reported "
+			    "accepted. Retry with the same Idempotency-Key (a retry without one may send them twice)",
+			    NULL);
+			api_header(resp, "Retry-After", "1");
+		} else if (rc == STORE_ERR_OUTCOME_UNKNOWN) {
 			api_error(resp, 504, "outcome_unknown", single ?
 			    "storage did not confirm in time whether the message was accepted, and cannot "
 			    "be asked now: it may or may not be sent. Retry with the same Idempotency-Key "

@@ -599,6 +599,10 @@ cross_checks(struct config *cfg, struct config_report *rep, const unsigned char 
 	    cfg->bounce_domain[0] != '\0' && strlen(cfg->bounce_secret) < 16)
 		rep_add(rep, CONFIG_ERROR, "%s", "TXMAIL_BOUNCE_SECRET: required with TXMAIL_BOUNCE_DOMAIN, "
 		    "at least 16 characters (e.g. openssl rand -hex 32)");
+	if (!is_bad(bad, "TXMAIL_REDIS_MIN_REPLICAS") && !is_bad(bad, "TXMAIL_REDIS_URL") &&
+	    cfg->redis_min_replicas > 0 && !cfg->redis_set)
+		rep_add(rep, CONFIG_ERROR, "%s", "TXMAIL_REDIS_MIN_REPLICAS: needs TXMAIL_REDIS_URL: the "
+		    "embedded redis-server of `txmail run` has no replicas, so every send would answer 504");
 	if (!is_bad(bad, "TXMAIL_BOUNCE_LISTEN") && !is_bad(bad, "TXMAIL_BOUNCE_DOMAIN") &&
 	    cfg->bounce_listen_set && cfg->bounce_domain[0] == '\0')
 		rep_add(rep, CONFIG_ERROR, "%s", "TXMAIL_BOUNCE_LISTEN needs TXMAIL_BOUNCE_DOMAIN and TXMAIL_BOUNCE_SECRET");

@@ -62,6 +62,8 @@ struct redis_addr {
 	char pass[512];           /* "" = no AUTH; a secret: never logged */
 	int timeout_ms;           /* TXMAIL_REDIS_TIMEOUT: a command's answer is due within this; 0 = 5000 */
 	int64_t content_keep_ms;  /* TXMAIL_CONTENT_RETENTION: a finished message's MIME stays this long; 0 */
+	int min_replicas;         /* TXMAIL_REDIS_MIN_REPLICAS: WAIT for this many after a write told about; 0 */
+	int wait_ms;              /* TXMAIL_REDIS_MIN_REPLICAS_TIMEOUT: WAIT's timeout; 1000 */
 };
 
 struct config {
@@ -76,6 +78,8 @@ struct config {
 	struct redis_addr redis;
 	double redis_timeout;     /* TXMAIL_REDIS_TIMEOUT, 5 (also in redis.timeout_ms) */
 	double content_retention; /* TXMAIL_CONTENT_RETENTION, 0 (also in redis.content_keep_ms) */
+	int redis_min_replicas;   /* TXMAIL_REDIS_MIN_REPLICAS, 0 (also in redis.min_replicas) */
+	double redis_wait;        /* TXMAIL_REDIS_MIN_REPLICAS_TIMEOUT, 1 (also in redis.wait_ms) */
 	char data_dir[PATH_MAX];  /* TXMAIL_DATA_DIR, default ./var */
 	char *api_keys[CONFIG_MAX_API_KEYS];  /* TXMAIL_API_KEYS, malloc'd */
 	size_t napi_keys;

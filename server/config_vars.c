@@ -48,6 +48,8 @@ static int set_admin_listen(struct config *, const char *, char *, size_t);
 static int set_redis(struct config *, const char *, char *, size_t);
 static int set_redis_sentinel_pass(struct config *, const char *, char *, size_t);
 static int set_redis_timeout(struct config *, const char *, char *, size_t);
+static int set_redis_min_replicas(struct config *, const char *, char *, size_t);
+static int set_redis_wait(struct config *, const char *, char *, size_t);
 static int set_content_retention(struct config *, const char *, char *, size_t);
 static int set_api_keys(struct config *, const char *, char *, size_t);
 static int set_relay(struct config *, const char *, char *, size_t);
@@ -135,6 +137,22 @@ const struct config_var config_vars[] = {
 	    "per command; a blocking read: its block time + 5 s): the request answers 503 `unavailable`; "
 	    "a send whose enqueue was not answered is first settled (see Delivery semantics): 202, 503 "
 	    "(nothing stored) or 504 `outcome_unknown`", FIELD(redis_timeout), .set = set_redis_timeout },
+	/* after TXMAIL_REDIS_URL too: these rows set redis.min_replicas and redis.wait_ms */
+	{ .name = "TXMAIL_REDIS_MIN_REPLICAS", .kind = CV_INT, .min = 0, .max = 16, .def = "0",
+	  .note = "0: a write counts once the primary has it",
+	  .help = "replicas that must have a write before a client is told about it: after the "
+	    "enqueue of a send, any other change made through the API, and before an event goes out "
+	    "as a webhook or on `/v1/events/stream`, txmail sends `WAIT N` (timeout "
+	    "`TXMAIL_REDIS_MIN_REPLICAS_TIMEOUT`). Fewer confirming: a send answers 504 "
+	    "`outcome_unknown` (retry with the same Idempotency-Key), another change 504 as well, and "
+	    "webhooks wait until the replicas catch up. With 1 or more, a failover to a replica that "
+	    "had the write loses no 202 (see Redis Sentinel in the README); needs a Redis with replicas "
+	    "(`TXMAIL_REDIS_URL`: not the embedded one)",
+	  FIELD(redis_min_replicas), .set = set_redis_min_replicas },
+	{ .name = "TXMAIL_REDIS_MIN_REPLICAS_TIMEOUT", SECONDS(0.01, 60), .def = "1",
+	  .help = "how long `WAIT` gives the replicas (with `TXMAIL_REDIS_MIN_REPLICAS` above 0); a send "
+	    "waits this much longer for its answer when a replica is slow or gone",
+	  FIELD(redis_wait), .set = set_redis_wait },
 	/* after TXMAIL_REDIS_URL too: this row sets redis.content_keep_ms */
 	{ .name = "TXMAIL_CONTENT_RETENTION", SECONDS(0, 604800), .def = "0",
 	  .note = "delete it at once",
@@ -463,6 +481,27 @@ set_redis_timeout(struct config *cfg, const char *v, char *err, size_t errlen)
 	(void)err;
 	(void)errlen;
 	cfg->redis.timeout_ms = (int)(cfg->redis_timeout * 1000.0 + 0.5);
+	return 0;
+}
+
+/* like the timeout: the replicas to wait for travel with the address to every store handle */
+static int
+set_redis_min_replicas(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	(void)v;
+	(void)err;
+	(void)errlen;
+	cfg->redis.min_replicas = cfg->redis_min_replicas;
+	return 0;
+}
+
+static int
+set_redis_wait(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	(void)v;
+	(void)err;
+	(void)errlen;
+	cfg->redis.wait_ms = (int)(cfg->redis_wait * 1000.0 + 0.5);
 	return 0;
 }
 

@@ -906,6 +906,34 @@ http_append(struct http_server *h, struct http_req *rq, const char *data, size_t
 	return 0;
 }
 
+/*
+ * http_replicated - a change the handler made and is about to report (a
+ * 2xx to anything but GET) waits for TXMAIL_REDIS_MIN_REPLICAS replicas, as
+ * a send's 202 does (store_enqueue_ops waits for those itself): when they
+ * do not confirm, 504 outcome_unknown instead, since a failover now could
+ * undo what the answer would claim. A no-op without the setting.
+ */
+static void
+http_replicated(const struct http_req *rq, const struct api_request *req, struct api_response *resp)
+{
+	int rc;
+
+	if (resp->deferred != NULL || resp->stream != NULL || req->store == NULL ||
+	    (rq->route->flags & ROUTE_ACCEPT) != 0 || strcmp(rq->route->method, "GET") == 0 ||
+	    resp->status < 200 || resp->status > 299)
+		return;
+	if ((rc = store_wait_replicas(req->store)) == 0)
+		return;
+	metrics_redis_unreplicated(METRICS_UNREPL_CHANGE);
+	log_warn("change not confirmed by the replicas", "method=%s route=%s request_id=%s error=%s",
+	    rq->route->method, rq->route->pattern, req->request_id, store_strerror(rc));
+	resp->nheaders = 0;     /* a Location of what may be undone goes too */
+	api_error(resp, 504, "outcome_unknown", "the change is made on the Redis primary, but fewer "
+	    "replicas than TXMAIL_REDIS_MIN_REPLICAS confirmed it in time: a failover now could undo "
+	    "it. Read it back, or retry", NULL);
+	api_header(resp, "Retry-After", "1");
+}
+
 static void
 http_dispatch(struct http_server *h, struct MHD_Connection *conn, const char *method,
     const char *url, struct http_req *rq, struct api_response *resp)
@@ -986,6 +1014,7 @@ http_dispatch(struct http_server *h, struct MHD_Connection *conn, const char *me
 		req->json = json;
 	}
 	rq->route->handler(req, resp);
+	http_replicated(rq, req, resp);
 out:
 	if (resp->deferred != NULL)
 		rq->json = json;    /* the handler's messages point into it until finish */

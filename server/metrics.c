@@ -76,6 +76,7 @@ static _Atomic uint64_t metrics_smtp[METRICS_SMTP_COUNT];
 static _Atomic int64_t metrics_body_bytes;
 static _Atomic int64_t metrics_pipe_waiting;
 static _Atomic uint64_t metrics_parked_n;
+static _Atomic uint64_t metrics_unrepl[METRICS_UNREPL_COUNT];
 static _Atomic(const char *) metrics_accept_routes[METRICS_ACCEPT_ROUTES];
 static struct metrics_shard metrics_shards[METRICS_SHARDS];
 static _Atomic unsigned metrics_next_shard;
@@ -516,6 +517,13 @@ metrics_parked(int64_t n)
 		atomic_fetch_add_explicit(&metrics_parked_n, (uint64_t)n, memory_order_relaxed);
 }
 
+void
+metrics_redis_unreplicated(enum metrics_unrepl what)
+{
+	if ((unsigned)what < METRICS_UNREPL_COUNT)
+		atomic_fetch_add_explicit(&metrics_unrepl[what], 1, memory_order_relaxed);
+}
+
 int
 metrics_collector_add(metrics_collect_fn *fn, void *arg)
 {
@@ -727,6 +735,8 @@ metrics_snapshot(struct metrics_snapshot *out)
 	out->dest_waiting = col.dest_waiting;
 	out->dest_full = col.dest_full;
 	out->parked = atomic_load_explicit(&metrics_parked_n, memory_order_relaxed);
+	for (size_t i = 0; i < METRICS_UNREPL_COUNT; i++)
+		out->unreplicated[i] = atomic_load_explicit(&metrics_unrepl[i], memory_order_relaxed);
 	metrics_process_read(&out->proc);
 }
 
@@ -754,6 +764,8 @@ metrics_reset(void)
 		atomic_store(&metrics_smtp[i], 0);
 	atomic_store(&metrics_body_bytes, 0);
 	atomic_store(&metrics_parked_n, 0);
+	for (size_t i = 0; i < METRICS_UNREPL_COUNT; i++)
+		atomic_store(&metrics_unrepl[i], 0);
 	for (size_t i = 0; i < METRICS_ACCEPT_ROUTES; i++)
 		atomic_store(&metrics_accept_routes[i], NULL);
 	memset(metrics_shards, 0, sizeof(metrics_shards));
@@ -1016,6 +1028,16 @@ metrics_render_process(struct metrics_buf *b, const struct metrics_snapshot *sna
 	metrics_head(b, "txmail_deliveries_parked_total", "counter",
 	    "Deliveries handed back to be tried later because their destination was at its cap.");
 	metrics_printf(b, "txmail_deliveries_parked_total %" PRIu64 "\n", snap->parked);
+	{
+		static const char *const what[METRICS_UNREPL_COUNT] = { "send", "change", "events" };
+
+		metrics_head(b, "txmail_redis_unreplicated_total", "counter",
+		    "Writes not confirmed by TXMAIL_REDIS_MIN_REPLICAS replicas in time: sends and other "
+		    "changes answered 504 outcome_unknown, event reads held back from webhooks and streams.");
+		for (size_t i = 0; i < METRICS_UNREPL_COUNT; i++)
+			metrics_printf(b, "txmail_redis_unreplicated_total{what=\"%s\"} %" PRIu64 "\n",
+			    what[i], snap->unreplicated[i]);
+	}
 	if (!p->ok)
 		return;
 	metrics_head(b, "process_cpu_seconds_total", "counter", "User and system CPU time spent, in seconds.");

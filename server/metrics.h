@@ -102,6 +102,14 @@ struct metrics_process {
 };
 
 /* A plain copy of every counter, for the formatter. */
+/* what a short WAIT (store_wait_replicas) held back: txmail_redis_unreplicated_total{what} */
+enum metrics_unrepl {
+	METRICS_UNREPL_SEND,      /* a send answered 504 instead of 202 */
+	METRICS_UNREPL_CHANGE,    /* another API change answered 504 */
+	METRICS_UNREPL_EVENTS,    /* events held back from webhooks or the event stream */
+	METRICS_UNREPL_COUNT
+};
+
 struct metrics_snapshot {
 	size_t nroutes;
 	const char *route[METRICS_MAX_ROUTES];          /* static pattern strings */
@@ -129,6 +137,7 @@ struct metrics_snapshot {
 	int64_t dest_waiting;           /* a gauge: transactions waiting for a destination slot (fair.h) */
 	int64_t dest_full;              /* a gauge: destinations at their in-flight cap, summed over loops */
 	uint64_t parked;                /* deliveries parked because their destination was at its cap */
+	uint64_t unreplicated[METRICS_UNREPL_COUNT];  /* WAITs that came up short, by enum metrics_unrepl */
 	struct metrics_process proc;
 };
 
@@ -187,6 +196,9 @@ void metrics_accept_waiting(int64_t delta);
 
 /* metrics_parked - n deliveries were parked: their destination was at its in-flight cap (fair.h). */
 void metrics_parked(int64_t n);
+
+/* metrics_redis_unreplicated - a write of this kind was not confirmed by TXMAIL_REDIS_MIN_REPLICAS in time. */
+void metrics_redis_unreplicated(enum metrics_unrepl what);
 
 /*
  * Collectors: a module whose figures are state, not events (a worker's

@@ -137,9 +137,27 @@ enum {
 	                              * suppression list; nothing was stored */
 	STORE_ERR_OUTCOME_UNKNOWN = -7,  /* enqueue: Redis did not answer and could not be
 	                                  * asked whether the batch was stored */
+	STORE_ERR_UNREPLICATED = -8, /* written on the primary, but fewer than
+	                              * TXMAIL_REDIS_MIN_REPLICAS replicas confirmed
+	                              * it in time (store_wait_replicas) */
 };
 
 struct store;
+
+/*
+ * store_wait_replicas - with TXMAIL_REDIS_MIN_REPLICAS = N > 0, make sure
+ * what this handle's connection wrote, and everything the primary had
+ * written before (another handle's writes included), is on N replicas:
+ * one pipelined round trip of a tiny fence write and WAIT N (timeout
+ * TXMAIL_REDIS_MIN_REPLICAS_TIMEOUT). 0 at once with N = 0;
+ * STORE_ERR_UNREPLICATED when fewer confirm in time (the write stays on
+ * the primary: it is not undone), STORE_ERR_UNAVAILABLE when the
+ * connection broke. The fence is what makes a handle that only read (an
+ * idempotent replay, an event read for a webhook) wait for the write it
+ * is about to report: replication is in order, so the fence's offset
+ * covers every earlier write.
+ */
+int store_wait_replicas(struct store *s);
 
 /* store_strerror - a short constant name for STORE_OK or a STORE_ERR_* code (for logs). */
 const char *store_strerror(int rc);

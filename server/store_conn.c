@@ -44,6 +44,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1431,6 +1432,7 @@ store_strerror(int rc)
 	case STORE_ERR_NOMEM: return "out_of_memory";
 	case STORE_ERR_SUPPRESSED: return "suppressed";
 	case STORE_ERR_OUTCOME_UNKNOWN: return "outcome_unknown";
+	case STORE_ERR_UNREPLICATED: return "unreplicated";
 	default: return "unknown";
 	}
 }
@@ -1498,6 +1500,78 @@ store_init(struct store *s, char *err, size_t errlen)
 	/* Wrong credentials are no outage to wait out: the caller may stop. */
 	if (rc && s->auth_failed)
 		rc = STORE_ERR_PROTO;
+	return rc;
+}
+
+int
+store_wait_replicas(struct store *s)
+{
+	char want[16], ms[16];
+	const char *fence[5] = { "SET", ST_K_FENCE, "1", "PX", "60000" };
+	const char *wait[3] = { "WAIT", want, ms };
+	redisReply *r[2] = { NULL, NULL };
+	int wait_ms, rc = 0;
+	int64_t got;
+
+	if (!s)
+		return STORE_ERR_PROTO;
+	if (s->addr.min_replicas <= 0)
+		return 0;
+	wait_ms = s->addr.wait_ms > 0 ? s->addr.wait_ms : 1000;
+	snprintf(want, sizeof(want), "%d", s->addr.min_replicas);
+	snprintf(ms, sizeof(ms), "%d", wait_ms);
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	/* WAIT blocks for up to wait_ms: the socket gets that on top of a command's time */
+	rc = st_set_timeout(s, wait_ms + s->cmd_timeout_ms);
+	if (rc)
+		return rc;
+	if (redisAppendCommandArgv(s->c, 5, fence, NULL) != REDIS_OK ||
+	    redisAppendCommandArgv(s->c, 3, wait, NULL) != REDIS_OK) {
+		st_drop(s, "out of memory");
+		return STORE_ERR_NOMEM;
+	}
+	for (int i = 0; i < 2; i++) {
+		void *v = NULL;
+
+		if (redisGetReply(s->c, &v) != REDIS_OK || !v) {
+			st_drop(s, s->c->errstr[0] ? s->c->errstr : "i/o error");
+			rc = STORE_ERR_UNAVAILABLE;
+			goto out;
+		}
+		r[i] = v;
+	}
+	st_failover_check(s, r, 2);
+	if (r[0]->type == REDIS_REPLY_ERROR) {
+		rc = st_bad("wait fence", r[0]);
+		goto out;
+	}
+	if (st_int(r[1], &got) != 0) {
+		rc = st_bad("wait", r[1]);
+		goto out;
+	}
+	if (got < s->addr.min_replicas) {
+		if (s->wait_short < INT_MAX && !s->wait_short++)
+			log_warn("redis replicas did not confirm a write in time: answering 504 "
+			    "outcome_unknown, holding webhooks", "redis=%s replicas=%" PRId64 " want=%d timeout_ms=%d",
+			    s->desc, got, s->addr.min_replicas, wait_ms);
+		rc = STORE_ERR_UNREPLICATED;
+	} else if (s->wait_short) {
+		log_info("redis replicas confirm writes again", "redis=%s replicas=%" PRId64 " short=%d",
+		    s->desc, got, s->wait_short);
+		s->wait_short = 0;
+	}
+out:
+	for (int i = 0; i < 2; i++)
+		if (r[i])
+			freeReplyObject(r[i]);
+	if (s->c) {
+		int t = st_set_timeout(s, s->cmd_timeout_ms);
+
+		if (t && !rc)
+			rc = t;
+	}
 	return rc;
 }
 

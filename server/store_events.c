@@ -117,6 +117,9 @@ store_events_since(struct store *s, const char *after, int max, int block_ms,
 		}
 		out[count++] = ev;
 	}
+	/* as for webhooks (store_read_events_flags): only what the replicas have is streamed */
+	if (count > 0)
+		rc = store_wait_replicas(s);
 out:
 	if (rc)
 		while (count > 0)

@@ -53,6 +53,7 @@
 #define ST_K_ABANDONED ST_PREFIX "abandoned:"   /* + message id: an accept settled as not stored */
 #define ST_K_SHAPE_RATE ST_PREFIX "shape:rate:"   /* + lower-cased domain */
 #define ST_K_SHAPE_SUSP ST_PREFIX "shape:susp"
+#define ST_K_FENCE ST_PREFIX "fence"   /* store_wait_replicas' write: a counter, expiring */
 #define ST_G_WORKERS "workers"
 #define ST_G_WEBHOOKS "webhooks"
 
@@ -122,6 +123,7 @@ struct store {
 	int64_t last_try_ms;        /* monotonic time of the last connect attempt */
 	int down;                   /* an outage was logged; cleared on connect */
 	int auth_failed;            /* the last connect attempt was refused AUTH */
+	int wait_short;             /* the last WAIT came up short (logged once, until one succeeds) */
 	size_t sentinel_first;      /* redis+sentinel://: the sentinel to ask first (the last that answered) */
 	char why[256];              /* why the last connect attempt failed, for store_init */
 	int64_t retention_ms;       /* a finished message's summary and timeline stay this long */

@@ -527,6 +527,34 @@ st_enq_reply(struct store_enqueue_op *op, const struct st_enq_aux *x, const redi
 	return rc;
 }
 
+/*
+ * st_enqueue_replicated - with TXMAIL_REDIS_MIN_REPLICAS, the ops about to
+ * be answered 202 (stored, or replayed: the first answer's write may still
+ * be on the primary alone) wait for the replicas; when they do not confirm,
+ * STORE_ERR_UNREPLICATED: stored on the primary, but a failover now could
+ * undo it, so the client is not told it is accepted (504, retry with the
+ * same Idempotency-Key).
+ */
+static void
+st_enqueue_replicated(struct store *s, struct store_enqueue_op *const *ops, size_t n)
+{
+	size_t i, ok = 0;
+
+	for (i = 0; i < n; i++)
+		if (ops[i]->rc == 0)
+			ok++;
+	/* store_wait_replicas logs the first shortfall; the caller logs each request */
+	if (ok == 0 || store_wait_replicas(s) == 0)
+		return;
+	for (i = 0; i < n; i++) {
+		if (ops[i]->rc != 0)
+			continue;
+		ops[i]->rc = STORE_ERR_UNREPLICATED;
+		free(ops[i]->replay);
+		ops[i]->replay = NULL;
+	}
+}
+
 void
 store_enqueue_ops(struct store *s, struct store_enqueue_op *const *ops, size_t n)
 {
@@ -587,6 +615,7 @@ store_enqueue_ops(struct store *s, struct store_enqueue_op *const *ops, size_t n
 			op->rc = rc ? rc : st_enq_reply(op, &aux[i], rep[j]);
 		j++;
 	}
+	st_enqueue_replicated(s, ops, n);
 out:
 	for (i = 0; rep && i < k; i++)
 		if (rep[i])

@@ -158,6 +158,9 @@ store_read_events_flags(struct store *s, const char *consumer, int max,
 	if (r)
 		freeReplyObject(r);
 out:
+	/* an event goes out only once the replicas have it: a failover must not undo a receipt */
+	if (rc == 0 && count > 0)
+		rc = store_wait_replicas(s);
 	if (rc) {
 		while (count > 0)
 			store_event_free(out[--count]);

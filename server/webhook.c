@@ -276,8 +276,10 @@ static void wh_req_free(struct webhook *w, struct wh_req *r)
 static int wh_store_error(struct webhook *w, const char *what, int rc)
 {
 	if (rc == STORE_ERR_UNAVAILABLE) {
-		if (w->redis_retry_at == 0)
+		if (!w->redis_down_logged) {
 			log_warn("redis unavailable for webhooks, backing off", "op=%s", what);
+			w->redis_down_logged = 1;
+		}
 		w->redis_retry_at = util_mono_ms() + WH_REDIS_BACKOFF_MS;
 		return 1;
 	}
@@ -294,10 +296,10 @@ static int wh_redis_ok(struct webhook *w)
 
 static void wh_redis_back(struct webhook *w)
 {
-	if (w->redis_retry_at != 0) {
+	if (w->redis_down_logged)
 		log_info("redis available again for webhooks");
-		w->redis_retry_at = 0;
-	}
+	w->redis_down_logged = 0;
+	w->redis_retry_at = 0;
 }
 
 /*
@@ -847,6 +849,13 @@ static int wh_read_batch(struct webhook *w, int flags, int block_ms)
 
 	n = store_read_events_flags(w->st, w->consumer, WH_READ_MAX, block_ms,
 	    w->visibility_ms, flags, evs);
+	if (n == STORE_ERR_UNREPLICATED) {
+		/* read, but not yet on the replicas (logged by the store once): later, from our own */
+		metrics_redis_unreplicated(METRICS_UNREPL_EVENTS);
+		w->read_own = 1;
+		w->redis_retry_at = util_mono_ms() + WH_REDIS_BACKOFF_MS;
+		return -1;
+	}
 	if (n < 0) {
 		wh_store_error(w, "read_events", n);
 		return -1;

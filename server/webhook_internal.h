@@ -135,6 +135,7 @@ struct webhook {
 	int64_t reclaim_at;        /* monotonic ms of the next XAUTOCLAIM */
 	int64_t touch_at;          /* monotonic ms of the next lease renewal of held entries */
 	int64_t redis_retry_at;    /* monotonic ms; 0 = Redis believed up */
+	int redis_down_logged;     /* "redis unavailable" was logged: "available again" follows */
 
 	CURL **easy_free;          /* easy handles set up and free for the next request */
 	size_t neasy, capeasy;
