@@ -14,7 +14,8 @@
 #   make fuzz    libFuzzer targets (tests/fuzz), each FUZZ_SECONDS (60) long;
 #                make fuzz-smoke: 20 s each
 #   make faults  50,000 messages through kills, Redis restarts, SMTP and
-#                webhook outages (fsync always, then everysec); docs/faults.md.
+#                webhook outages (fsync always, then everysec, then on a
+#                Sentinel group, the restarts failovers); docs/faults.md.
 #                make faults-short: the 3,000-message version run by make test
 #
 # Packages are installed with apt-get when missing (as root; otherwise the
@@ -361,7 +362,8 @@ do-valgrind: $(UNIT_BIN) $(BUILD)/txmail-valgrind do-spec-tools
 # --- fault injection ------------------------------------------------------------
 # tests/faults/faults.py: a real stack (redis-server, txmail api + 2 workers,
 # the SMTP peer with fault injection, the webhook receiver) under SIGKILLs,
-# Redis kill/restart, SMTP 421/tarpit/mid-DATA drops and a webhook outage;
+# Redis kill/restart (--redis sentinel: primary kill + failover), SMTP
+# 421/tarpit/mid-DATA drops and a webhook outage;
 # prints accepted/delivered/failed/lost/duplicates/webhook lost/stuck and
 # fails on any loss. Figures: $(BUILD)/faults-*.json.
 FAULTS := $(PYTHON) tests/faults/faults.py --bin $(CURDIR)/$(BUILD)/txmail
@@ -369,6 +371,7 @@ FAULTS := $(PYTHON) tests/faults/faults.py --bin $(CURDIR)/$(BUILD)/txmail
 do-faults: build
 	$(FAULTS) --fsync always --min-kills 10 --json $(BUILD)/faults-always.json
 	$(FAULTS) --fsync everysec --min-kills 10 --json $(BUILD)/faults-everysec.json
+	$(FAULTS) --redis sentinel --min-kills 10 --json $(BUILD)/faults-sentinel.json
 
 do-faults-short: build
 	$(FAULTS) --messages 3000 --load-seconds 30 --kills 5 --min-kills 5 --redis-restarts 1 \

@@ -125,6 +125,11 @@ class Group:
             raise
 
     def _node(self, workdir, name, args, register_log):
+        # a full resync starts at once, not after the default 5 s of waiting for more
+        # replicas to share the transfer: a replica whose link broke during lag_replicas
+        # cannot resync partially (it drops its cached master with the link), and its
+        # transfer would otherwise add 5 s to every failover measured here
+        args = ["--repl-diskless-sync-delay", "0"] + args
         n = Node(os.path.join(workdir, name), args, auth=self.data_password, fsync=self.fsync)
         self.nodes.append(n)
         register_log("%s redis-server log" % name, n.log)
@@ -174,6 +179,11 @@ class Group:
                                   diag=lambda: [s.primary_port() for s in self.sentinels])
         return self.primary
 
+    def failovers(self):
+        """How many times the sentinels switched the primary (+switch-master
+        in the log of the sentinel that saw most)."""
+        return max(helpers.read_text(s.log).count("+switch-master") for s in self.sentinels)
+
     def replicas(self):
         """The running nodes other than self.primary."""
         return [n for n in self.nodes if n is not self.primary and n.proc is not None
@@ -204,7 +214,7 @@ class Group:
         """Start node (killed) again as a replica of self.primary, as a pod
         whose start-up asks the sentinels would: it loads its own AOF, then
         takes the primary's data (its own writes since the fork are dropped)."""
-        node.extra_args = self.auth + self._replicaof(self.primary)
+        node.extra_args = ["--repl-diskless-sync-delay", "0"] + self.auth + self._replicaof(self.primary)
         node.start()
 
     def stop(self):
