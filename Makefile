@@ -372,7 +372,7 @@ FAULTS := $(PYTHON) tests/faults/faults.py --bin $(CURDIR)/$(BUILD)/txmail
 do-faults: build
 	$(FAULTS) --fsync always --min-kills 10 --json $(BUILD)/faults-always.json
 	$(FAULTS) --fsync everysec --min-kills 10 --json $(BUILD)/faults-everysec.json
-	$(FAULTS) --redis sentinel --min-kills 10 --json $(BUILD)/faults-sentinel.json
+	$(FAULTS) --redis sentinel --messages 20000 --min-kills 10 --json $(BUILD)/faults-sentinel.json
 
 do-faults-short: build
 	$(FAULTS) --messages 3000 --load-seconds 30 --kills 5 --min-kills 5 --redis-restarts 1 \

@@ -605,7 +605,8 @@ class Run:
                 "txmail_sigkill": len(tx_kills),
                 "txmail_sigkill_by_process": {n: sum(1 for k in tx_kills if k[1] == n)
                                               for n in sorted({k[1] for k in tx_kills})},
-                "redis_kill_restart": sum(1 for k in self.kills if k[0] == "redis"),  # failovers with sentinel
+                # with --redis sentinel: failovers
+                "redis_kill_restart": sum(1 for k in self.kills if k[0] == "redis"),
                 "smtp_banner_421": fc.get("banner421", 0), "smtp_tarpit": fc.get("tarpit", 0),
                 "smtp_drop_mid_data": fc.get("middata", 0),
                 "smtp_storms": len(self.storms),
