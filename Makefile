@@ -410,7 +410,13 @@ do-valgrind-smoke: $(VALGRIND_SMOKE:%=$(BUILD)/tests/test_%)
 # its own redis-server with deploy/redis.conf, everything on loopback and
 # cleaned up after. BENCH_ARGS passes options (--quick: a short run;
 # --messages N; --markdown FILE). Not part of make test. bench.py and
-# bench_api.py (each with --callgrind N) stay runnable on their own.
+# bench_api.py (each with --callgrind N) stay runnable on their own. Then
+# tests/bench/redis_cost.py (about 40 s on a quiet box): Redis commands,
+# CPU, network, AOF and memory per message of a split api + worker stack,
+# 1 and 3 recipients, the figures docs/scaling.md sizes Redis from;
+# REDIS_COST_ARGS passes its options (--messages N, --replicas N, --json).
+# Last, bench_api.py --replica (about 25 s): the accept rate and p99 with
+# TXMAIL_REDIS_MIN_REPLICAS=1 against 0 on one primary and its replica.
 #
 # smtp-sink and smtp-source come with the postfix package, which the bench
 # installs itself (deps-bench, as root) without configuring or starting a
@@ -419,6 +425,7 @@ do-valgrind-smoke: $(VALGRIND_SMOKE:%=$(BUILD)/tests/test_%)
 # postfix master found running afterwards is stopped and disabled.
 BENCH_PKGS := postfix
 BENCH_ARGS ?=
+REDIS_COST_ARGS ?=
 
 bench: deps-bench
 deps-bench: deps-test
@@ -445,12 +452,14 @@ $(WHRECV): tests/bench/whrecv.c | pkg-check
 
 do-bench: build $(WHRECV)
 	$(PYTHON) tests/bench/suite.py --bin $(CURDIR)/$(BUILD)/txmail --whrecv $(CURDIR)/$(WHRECV) $(BENCH_ARGS)
+	$(PYTHON) tests/bench/redis_cost.py --bin $(CURDIR)/$(BUILD)/txmail --whrecv $(CURDIR)/$(WHRECV) $(REDIS_COST_ARGS)
+	cd tests/bench && $(PYTHON) bench_api.py --bin $(CURDIR)/$(BUILD)/txmail --replica -d 5
 
 # --- fuzzing ----------------------------------------------------------------
 # libFuzzer targets in tests/fuzz/fuzz_<name>.c, built with clang. The library
 # is compiled with the project flags plus -fsanitize=fuzzer-no-link,address,
 # undefined into its own archive (a target links only the objects it needs),
-# of the files the targets reach (FUZZ_LIB_SRC: 18 of the ~60; compiling
+# of the files the targets reach (FUZZ_LIB_SRC: 20 of the ~60; compiling
 # the other 44 as well took ~25 s of CPU in make test, two thirds of the
 # fuzz build, for objects no target linked; a new target that needs
 # another file fails to link with an undefined reference naming what is
@@ -466,7 +475,8 @@ FUZZ_CC      := clang
 FUZZ_SECONDS ?= 60
 FUZZ         := $(BUILD)/fuzz
 FUZZ_TARGETS := $(sort $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c)))
-FUZZ_LIB_SRC := $(addprefix server/,cidr.c config_parse.c dsn.c hash.c log.c mailparse.c template.c \
+FUZZ_LIB_SRC := $(addprefix server/,cidr.c config_parse.c dsn.c hash.c log.c mailparse.c store_cluster_map.c \
+                  store_sentinel.c template.c \
                   util.c validate.c validate_addr.c validate_scan.c verp.c webhook_event.c) \
                 $(addprefix smtp/,mime.c mx.c reply.c retry.c retry_hint.c)
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer

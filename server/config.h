@@ -39,19 +39,23 @@ enum config_source {
 struct dkim_keys;   /* dkim_keys.h */
 
 #define REDIS_MAX_SENTINELS 8     /* hosts a redis+sentinel:// URL may name */
+#define REDIS_MAX_SEEDS 16        /* nodes a redis+cluster:// URL may name */
 #define REDIS_MASTER_NAME_MAX 128 /* a Sentinel master name: [A-Za-z0-9._-], 1..127 bytes */
 
-/* One sentinel of a redis+sentinel:// URL. */
-struct redis_sentinel {
+/* One host of a list: a sentinel of a redis+sentinel:// URL, a seed node of a redis+cluster:// one. */
+struct redis_hostport {
 	char host[256];
-	uint16_t port;            /* default 26379 */
+	uint16_t port;            /* default 26379 (a sentinel), 6379 (a cluster node) */
 };
 
 struct redis_addr {
 	int is_unix;              /* 1: unix socket at path */
 	int is_sentinel;          /* 1: redis+sentinel://: ask sentinels[] for master's primary; host unused */
-	struct redis_sentinel sentinels[REDIS_MAX_SENTINELS];
+	struct redis_hostport sentinels[REDIS_MAX_SENTINELS];
 	size_t nsentinels;        /* 1..REDIS_MAX_SENTINELS when is_sentinel */
+	int is_cluster;           /* 1: redis+cluster://: seeds[] answer CLUSTER SLOTS; host unused, db 0 */
+	struct redis_hostport seeds[REDIS_MAX_SEEDS];
+	size_t nseeds;            /* 1..REDIS_MAX_SEEDS when is_cluster */
 	char master[REDIS_MASTER_NAME_MAX];
 	char sentinel_pass[512];  /* TXMAIL_REDIS_SENTINEL_PASSWORD: AUTH to the sentinels; a secret */
 	char path[PATH_MAX];
@@ -245,7 +249,9 @@ int config_parse_relay(const char *url, struct smtp_target *out, char *err, size
  * "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/<master>[/db]"
  * (1..REDIS_MAX_SENTINELS sentinels, default port 26379; the credentials
  * are the data node's, the sentinels' own password is set apart, in
- * sentinel_pass). User and password are percent-decoded (in the unix form
+ * sentinel_pass) or "redis+cluster://[[user]:password@]host[:port][,...]"
+ * (1..REDIS_MAX_SEEDS seed nodes, default port 6379; a /db is refused:
+ * a cluster has only db 0). User and password are percent-decoded (in the unix form
  * a '/' in them must be written %2F); a user needs a password. Defaults:
  * port 6379, db 0. 0, or -1 with err, which never holds the password; on
  * error out holds no credentials.
@@ -255,7 +261,8 @@ int config_parse_redis(const char *url, struct redis_addr *out, char *err, size_
 /*
  * config_redis_masked - addr as a URL with the password masked, for logs:
  * "redis://user:***@host:6379/2", "redis://:***@host:6379",
- * "unix://:***@/path?db=1", "redis+sentinel://:***@s1:26379,s2:26379/mymaster/2".
+ * "unix://:***@/path?db=1", "redis+sentinel://:***@s1:26379,s2:26379/mymaster/2",
+ * "redis+cluster://:***@n1:6379,n2:6379".
  * Truncated to outlen - 1.
  */
 void config_redis_masked(const struct redis_addr *addr, char *out, size_t outlen);

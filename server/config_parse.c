@@ -376,6 +376,45 @@ redis_master_ok(const char *m, size_t len)
 }
 
 /*
+ * redis_hosts - the list p[0..len) of host[:port] separated by ',' into
+ * list[0..max), *n of them, each without a port getting def_port. what
+ * ("sentinel", "cluster node") names a host in errors.
+ */
+static int
+redis_hosts(const char *p, size_t len, struct redis_hostport *list, size_t max, size_t *n,
+    uint16_t def_port, const char *what, char *err, size_t errlen)
+{
+	const char *end = p + len;
+
+	*n = 0;
+	for (const char *h = p; h <= end; ) {
+		const char *comma = memchr(h, ',', (size_t)(end - h));
+		const char *hh, *port;
+		size_t hlen = comma != NULL ? (size_t)(comma - h) : (size_t)(end - h), hl, pl;
+		struct redis_hostport *sn;
+
+		if (hlen == 0)
+			return config_err(err, errlen, "redis URL: empty %s host", what);
+		if (*n == max)
+			return config_err(err, errlen, "redis URL: more than %zu %ss", max, what);
+		sn = &list[*n];
+		if (split_hostport(h, hlen, &hh, &hl, &port, &pl) != 0 || !config_host_ok(hh, hl) ||
+		    hl >= sizeof(sn->host))
+			return config_err(err, errlen, "redis URL: bad %s host (%s %zu)", what, what, *n + 1);
+		memcpy(sn->host, hh, hl);
+		sn->host[hl] = '\0';
+		sn->port = def_port;
+		if (port != NULL && (parse_port(port, pl, &sn->port) != 0 || sn->port == 0))
+			return config_err(err, errlen, "redis URL: bad %s port (%s %zu)", what, what, *n + 1);
+		(*n)++;
+		if (comma == NULL)
+			break;
+		h = comma + 1;
+	}
+	return 0;
+}
+
+/*
  * redis+sentinel://[userinfo@]host[:port][,host[:port]...]/master[/db]:
  * as redis://, the last '@' ends the credentials (no sentinel host nor
  * master name holds one). The credentials are the data node's.
@@ -395,33 +434,9 @@ redis_parse_sentinel(const char *p, struct redis_addr *out, char *err, size_t er
 	if (slash == NULL)
 		return config_err(err, errlen, "%s", "redis URL: redis+sentinel:// needs "
 		    "/<master-name> after the sentinels (host:port[,host:port...]/mymaster)");
-	for (const char *h = p; h <= slash; ) {
-		const char *end = memchr(h, ',', (size_t)(slash - h));
-		const char *hh, *port;
-		size_t len = end != NULL ? (size_t)(end - h) : (size_t)(slash - h), hl, pl;
-		struct redis_sentinel *sn;
-
-		if (len == 0)
-			return config_err(err, errlen, "%s", "redis URL: empty sentinel host");
-		if (out->nsentinels == REDIS_MAX_SENTINELS)
-			return config_err(err, errlen, "redis URL: more than %d sentinels",
-			    REDIS_MAX_SENTINELS);
-		sn = &out->sentinels[out->nsentinels];
-		if (split_hostport(h, len, &hh, &hl, &port, &pl) != 0 || !config_host_ok(hh, hl) ||
-		    hl >= sizeof(sn->host))
-			return config_err(err, errlen, "redis URL: bad sentinel host (sentinel %zu)",
-			    out->nsentinels + 1);
-		memcpy(sn->host, hh, hl);
-		sn->host[hl] = '\0';
-		sn->port = 26379;
-		if (port != NULL && (parse_port(port, pl, &sn->port) != 0 || sn->port == 0))
-			return config_err(err, errlen, "redis URL: bad sentinel port (sentinel %zu)",
-			    out->nsentinels + 1);
-		out->nsentinels++;
-		if (end == NULL)
-			break;
-		h = end + 1;
-	}
+	if (redis_hosts(p, (size_t)(slash - p), out->sentinels, REDIS_MAX_SENTINELS, &out->nsentinels,
+	    26379, "sentinel", err, errlen) != 0)
+		return -1;
 	m = slash + 1;
 	mslash = strchr(m, '/');
 	ml = mslash != NULL ? (size_t)(mslash - m) : strlen(m);
@@ -439,6 +454,33 @@ redis_parse_sentinel(const char *p, struct redis_addr *out, char *err, size_t er
 	return 0;
 }
 
+/*
+ * redis+cluster://[userinfo@]host[:port][,host[:port]...][/]: seed nodes,
+ * any of which can answer CLUSTER SLOTS; the credentials are every node's.
+ * No db: a cluster has only db 0 (SELECT is refused there), so a /db is
+ * an error rather than silently ignored.
+ */
+static int
+redis_parse_cluster(const char *p, struct redis_addr *out, char *err, size_t errlen)
+{
+	const char *at = strrchr(p, '@'), *slash;
+
+	if (at != NULL) {
+		if (redis_userinfo(p, (size_t)(at - p), out, err, errlen) != 0)
+			return -1;
+		p = at + 1;
+	}
+	slash = strchr(p, '/');
+	if (slash != NULL && slash[1] != '\0')
+		return config_err(err, errlen, "%s", "redis URL: redis+cluster:// takes no /db "
+		    "(Redis Cluster has only db 0)");
+	if (redis_hosts(p, slash != NULL ? (size_t)(slash - p) : strlen(p), out->seeds,
+	    REDIS_MAX_SEEDS, &out->nseeds, 6379, "cluster node", err, errlen) != 0)
+		return -1;
+	out->is_cluster = 1;
+	return 0;
+}
+
 int
 config_parse_redis(const char *url, struct redis_addr *out, char *err, size_t errlen)
 {
@@ -451,6 +493,8 @@ config_parse_redis(const char *url, struct redis_addr *out, char *err, size_t er
 		rc = redis_parse_tcp(url + 8, out, err, errlen);
 	else if (strncmp(url, "redis+sentinel://", 17) == 0)
 		rc = redis_parse_sentinel(url + 17, out, err, errlen);
+	else if (strncmp(url, "redis+cluster://", 16) == 0)
+		rc = redis_parse_cluster(url + 16, out, err, errlen);
 	else if (strncmp(url, "rediss://", 9) == 0)
 		return config_err(err, errlen, "%s", "redis URL: rediss:// (TLS) is not supported: this "
 		    "build's hiredis has no TLS; use redis:// to a Redis on a private network");
@@ -460,7 +504,8 @@ config_parse_redis(const char *url, struct redis_addr *out, char *err, size_t er
 
 		return config_err(err, errlen, "redis URL must be redis://[[user]:password@]host[:port][/db], "
 		    "unix://[[user]:password@]/path[?db=N] or redis+sentinel://[[user]:password@]"
-		    "host[:port][,host[:port]...]/<master-name>[/db] (got \"%.*s...\")",
+		    "host[:port][,host[:port]...]/<master-name>[/db] or redis+cluster://"
+		    "[[user]:password@]host[:port][,host[:port]...] (got \"%.*s...\")",
 		    url[n] != ':' ? 0 : n > 16 ? 16 : (int)n, url);
 	}
 	if (rc != 0)
@@ -480,19 +525,22 @@ config_redis_masked(const struct redis_addr *a, char *out, size_t outlen)
 		snprintf(db, sizeof(db), a->is_unix ? "?db=%d" : "/%d", a->db);
 	if (a->is_unix) {
 		snprintf(out, outlen, "unix://%s%s%s", cred, a->path, db);
-	} else if (a->is_sentinel) {
-		int w = snprintf(out, outlen, "redis+sentinel://%s", cred);
+	} else if (a->is_sentinel || a->is_cluster) {
+		const struct redis_hostport *list = a->is_sentinel ? a->sentinels : a->seeds;
+		size_t nlist = a->is_sentinel ? a->nsentinels : a->nseeds;
+		int w = snprintf(out, outlen, "%s://%s", a->is_sentinel ? "redis+sentinel" : "redis+cluster",
+		    cred);
 		size_t n = w > 0 ? (size_t)w : 0;
 
-		for (size_t i = 0; i < a->nsentinels && n < outlen; i++) {
-			const struct redis_sentinel *sn = &a->sentinels[i];
+		for (size_t i = 0; i < nlist && n < outlen; i++) {
+			const struct redis_hostport *sn = &list[i];
 			int s6 = strchr(sn->host, ':') != NULL;
 
 			w = snprintf(out + n, outlen - n, "%s%s%s%s:%u", i ? "," : "", s6 ? "[" : "",
 			    sn->host, s6 ? "]" : "", (unsigned)sn->port);
 			n += w > 0 ? (size_t)w : 0;
 		}
-		if (n < outlen)
+		if (n < outlen && a->is_sentinel)
 			snprintf(out + n, outlen - n, "/%s%s", a->master, db);
 	} else
 		snprintf(out, outlen, "redis://%s%s%s%s:%u%s", cred, v6 ? "[" : "", a->host,

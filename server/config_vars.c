@@ -453,6 +453,12 @@ set_redis(struct config *cfg, const char *v, char *err, size_t errlen)
 	if (*v == '\0')
 		return 0;
 	rc = config_parse_redis(v, &cfg->redis, err, errlen);
+	if (rc == 0 && cfg->redis.is_cluster) {
+		/* parsed for the Cluster client (store_cluster.c), which the store does not use yet */
+		explicit_bzero(&cfg->redis, sizeof(cfg->redis));
+		rc = config_err(err, errlen, "%s", "redis+cluster:// is not served by this release's "
+		    "store yet: use redis:// or redis+sentinel://");
+	}
 	cfg->redis_set = rc == 0;
 	return rc;
 }

@@ -29,9 +29,11 @@
  * primary of the master name, connects to it, AUTHs as for redis:// and
  * uses it only once ROLE says "master"; else the next sentinel. A
  * connection closed, or a READONLY or LOADING answer (st_failover_check),
- * drops the connection, so the next call asks the sentinels again. The
- * primary in use is logged (info, msg="redis primary") once per process
- * when first found and when it changes.
+ * drops the connection, so the next call asks the sentinels again, and so
+ * does a +switch-master the sentinels announce (store_watch.c: it also
+ * shuts down connections a command is waiting on). The primary in use is
+ * logged (info, msg="redis primary") once per process when first found
+ * and when it changes.
  *
  * It must never trust a reply's shape (every reply is type-checked; a wrong
  * shape is STORE_ERR_PROTO plus a log line), never abort on Redis trouble,
@@ -560,9 +562,7 @@ st_drop(struct store *s, const char *why)
 	if (!s->down)
 		log_warn("redis connection lost", "addr=%s error=%s", s->desc, why);
 	s->down = 1;
-	if (s->c)
-		redisFree(s->c);
-	s->c = NULL;
+	st_watch_set_conn(s, NULL, 0);
 	/* One immediate reconnect is allowed; after that, the rate limit. */
 	s->last_try_ms = 0;
 }
@@ -795,7 +795,7 @@ st_dial(struct store *s, const char *host, uint16_t port)
 			redisFree(c);
 		return STORE_ERR_UNAVAILABLE;
 	}
-	s->c = c;
+	st_watch_set_conn(s, c, s->dial_gen);
 	s->timeout_ms = -1;
 	if (!s->addr.is_unix)
 		(void)redisEnableKeepAlive(c);
@@ -812,9 +812,7 @@ st_dial(struct store *s, const char *host, uint16_t port)
 static void
 st_close_quiet(struct store *s)
 {
-	if (s->c)
-		redisFree(s->c);
-	s->c = NULL;
+	st_watch_set_conn(s, NULL, 0);
 }
 
 /*
@@ -825,7 +823,7 @@ st_close_quiet(struct store *s)
  * with why (never the password).
  */
 static int
-st_sentinel_ask(const struct store *s, const struct redis_sentinel *sn, char *host, size_t hostlen,
+st_sentinel_ask(const struct store *s, const struct redis_hostport *sn, char *host, size_t hostlen,
     uint16_t *port, char *why, size_t whylen)
 {
 	struct timeval tv = { ST_SENTINEL_TIMEOUT_MS / 1000, (ST_SENTINEL_TIMEOUT_MS % 1000) * 1000 };
@@ -927,7 +925,7 @@ st_sentinel_connect(struct store *s)
 
 	st_sentinel_order(s->sentinel_first, n, order);
 	for (size_t k = 0; k < n; k++) {
-		const struct redis_sentinel *sn = &s->addr.sentinels[order[k]];
+		const struct redis_hostport *sn = &s->addr.sentinels[order[k]];
 		char host[256], why[240];
 		uint16_t port = 0;
 
@@ -975,14 +973,21 @@ st_connect(struct store *s)
 	int64_t now;
 	int rc;
 
-	if (s->c && st_peer_closed(s))
+	if (s->c && s->addr.is_sentinel && s->watch_gen != st_watch_gen()) {
+		/* a failover was announced since this connection was made (store_watch.c) */
+		log_debug("redis primary changed, reconnecting", "addr=%s", s->desc);
+		st_close_quiet(s);
+		s->last_try_ms = 0;
+	} else if (s->c && st_peer_closed(s)) {
 		st_drop(s, "closed by the server while idle");
-	else if (s->c)
+	} else if (s->c) {
 		return 0;
+	}
 	now = util_mono_ms();
 	if (s->last_try_ms && now - s->last_try_ms < ST_RECONNECT_MS)
 		return STORE_ERR_UNAVAILABLE;
 	s->last_try_ms = now;
+	s->dial_gen = st_watch_gen();   /* before the sentinels are asked: a switch meanwhile shows */
 	if (s->addr.is_sentinel) {
 		if (st_sentinel_connect(s) != 0) {
 			if (!s->down && !s->auth_failed)
@@ -1023,8 +1028,7 @@ fail:
 		if (!s->down && !s->auth_failed)
 			log_warn("redis not ready", "addr=%s", s->desc);
 		s->down = 1;
-		redisFree(s->c);
-		s->c = NULL;
+		st_watch_set_conn(s, NULL, 0);
 	}
 	s->last_try_ms = now;
 	return STORE_ERR_UNAVAILABLE;
@@ -1462,6 +1466,7 @@ store_open(const struct redis_addr *addr)
 	s->timeout_ms = -1;
 	s->cmd_timeout_ms = s->addr.timeout_ms > 0 ? s->addr.timeout_ms : ST_CMD_TIMEOUT_MS;
 	util_strlcpy(s->event_cursor, "0-0", sizeof(s->event_cursor));
+	st_watch_add(s);        /* redis+sentinel:// only: told of failovers as they happen */
 	(void)st_connect(s);
 	return s;
 }
@@ -1471,8 +1476,8 @@ store_close(struct store *s)
 {
 	if (!s)
 		return;
-	if (s->c)
-		redisFree(s->c);
+	st_watch_remove(s);     /* first: the watcher must not see the connection go */
+	st_watch_set_conn(s, NULL, 0);
 	explicit_bzero(s->addr.pass, sizeof(s->addr.pass));
 	explicit_bzero(s->addr.sentinel_pass, sizeof(s->addr.sentinel_pass));
 	free(s->carry);

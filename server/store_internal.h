@@ -24,6 +24,8 @@
  *   store_shaping.c   shared delivery shaping: domain rate slots, suspensions
  *   store_sentinel.c  Sentinel's pure half: the sentinels' order, the checks of
  *                     their answer and of ROLE (the asking is store_conn.c's)
+ *   store_cluster_map.c, store_cluster.c  the Redis Cluster client
+ *                     (store_cluster.h; not used by the store yet)
  */
 #ifndef SERVER_STORE_INTERNAL_H
 #define SERVER_STORE_INTERNAL_H
@@ -53,7 +55,7 @@
 #define ST_K_ABANDONED ST_PREFIX "abandoned:"   /* + message id: an accept settled as not stored */
 #define ST_K_SHAPE_RATE ST_PREFIX "shape:rate:"   /* + lower-cased domain */
 #define ST_K_SHAPE_SUSP ST_PREFIX "shape:susp"
-#define ST_K_FENCE ST_PREFIX "fence"   /* store_wait_replicas' write: a counter, expiring */
+#define ST_K_FENCE ST_PREFIX "fence"   /* store_wait_replicas' write: "1", expiring */
 #define ST_G_WORKERS "workers"
 #define ST_G_WEBHOOKS "webhooks"
 
@@ -124,6 +126,10 @@ struct store {
 	int down;                   /* an outage was logged; cleared on connect */
 	int auth_failed;            /* the last connect attempt was refused AUTH */
 	int wait_short;             /* the last WAIT came up short (logged once, until one succeeds) */
+	/* redis+sentinel:// (store_watch.c): set under its lock, with c */
+	unsigned watch_gen;         /* st_watch_gen() when c was connected */
+	unsigned dial_gen;          /* st_watch_gen() when the connect under way began */
+	int watched;                /* registered with st_watch_add */
 	size_t sentinel_first;      /* redis+sentinel://: the sentinel to ask first (the last that answered) */
 	char why[256];              /* why the last connect attempt failed, for store_init */
 	int64_t retention_ms;       /* a finished message's summary and timeline stay this long */
@@ -486,4 +492,20 @@ int st_xtouch(struct store *s, const char *what, const char *key, const char *gr
 int st_xautoclaim(struct store *s, const char *key, const char *group, const char *consumer,
     int64_t min_idle_ms, int max, char *cursor, size_t cursorlen,
     redisReply **reply, const redisReply **entries);
+
+/*
+ * --- store_watch.c: +switch-master ---------------------------------------
+ * st_watch_add / st_watch_remove - register a redis+sentinel:// handle
+ * (store_open) / unregister it (store_close, before its connection is
+ * freed); the first starts the subscriber thread, the last stops it. No-ops
+ * for other handles. st_watch_gen - moves on with each failover announced.
+ * st_watch_set_conn - the only way a handle's connection is set or cleared
+ * (the old one, if another, is freed): under the watcher's lock for a
+ * Sentinel handle, with the generation it was connected in.
+ */
+void st_watch_add(struct store *s);
+void st_watch_remove(struct store *s);
+unsigned st_watch_gen(void);
+void st_watch_set_conn(struct store *s, redisContext *c, unsigned gen);
+
 #endif

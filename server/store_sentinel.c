@@ -92,3 +92,30 @@ st_sentinel_role(const redisReply *r)
 		return ST_SENTINEL_BAD;
 	return e->len == 6 && memcmp(e->str, "master", 6) == 0;
 }
+
+int
+st_sentinel_switch(const redisReply *r, const char *master, char *from, size_t fromlen,
+    char *to, size_t tolen)
+{
+	char name[256], oh[256], nh[256];
+	unsigned op, np;
+	int end = 0;
+	const char *m;
+
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+	    !st_sentinel_str(r->element[0]) || strcmp(r->element[0]->str, "message") != 0 ||
+	    !st_sentinel_str(r->element[1]) || strcmp(r->element[1]->str, "+switch-master") != 0)
+		return 0;
+	if (!st_sentinel_str(r->element[2]) || r->element[2]->len > 600)
+		return ST_SENTINEL_BAD;
+	m = r->element[2]->str;
+	/* "<master> <old-ip> <old-port> <new-ip> <new-port>": names and addresses without spaces */
+	if (sscanf(m, "%255s %255s %5u %255s %5u%n", name, oh, &op, nh, &np, &end) != 5 ||
+	    m[end] != '\0' || op == 0 || op > 65535 || np == 0 || np > 65535)
+		return ST_SENTINEL_BAD;
+	if (strcmp(name, master) != 0)
+		return 0;
+	snprintf(from, fromlen, "%s:%u", oh, op);
+	snprintf(to, tolen, "%s:%u", nh, np);
+	return 1;
+}

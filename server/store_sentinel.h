@@ -44,4 +44,16 @@ int st_sentinel_master_addr(const struct redisReply *r, char *host, size_t hostl
  */
 int st_sentinel_role(const struct redisReply *r);
 
+/*
+ * st_sentinel_switch - what r, a message read on a sentinel connection
+ * subscribed to +switch-master, says about master: 1 when it is
+ * ["message", "+switch-master", "<master> <old-ip> <old-port> <new-ip>
+ * <new-port>"] for that master name, with to = "<new-ip>:<new-port>" and
+ * from = "<old-ip>:<old-port>" (each truncated to its buffer); 0 for any
+ * other message (another master, the subscribe confirmation, a pong);
+ * ST_SENTINEL_BAD for a +switch-master message that is not of that shape.
+ */
+int st_sentinel_switch(const struct redisReply *r, const char *master, char *from, size_t fromlen,
+    char *to, size_t tolen);
+
 #endif

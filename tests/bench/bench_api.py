@@ -10,6 +10,11 @@ same run on the same Redis, redis-benchmark's rate of unpipelined PINGs
 of time one accepted message costs (the design budget is about one). No assertion:
 machines are shared and noisy.
 
+--replica also starts a replica of that Redis and measures twice in the
+same run: TXMAIL_REDIS_MIN_REPLICAS=0 (the reference) and 1 (a fence write
+and WAIT after each batch of accepts), and prints the ratio of the rates
+and of the p99 latencies: what waiting for a replica costs.
+
 --callgrind N runs `txmail api` under valgrind's callgrind instead and
 prints the instructions executed per accepted message over N sends (after
 a warm-up of N/4, counters zeroed in between with callgrind_control): a
@@ -74,7 +79,11 @@ def main():
                     help="instructions per accept over N sends under callgrind")
     ap.add_argument("--client", choices=("wrk", "python"),
                     default="wrk" if shutil.which("wrk") else "python")
+    ap.add_argument("--replica", action="store_true",
+                    help="with a replica: TXMAIL_REDIS_MIN_REPLICAS=0 against 1, same run")
     a = ap.parse_args()
+    if a.replica:
+        return replica_cost(a)
     tmp = tempfile.mkdtemp(prefix="txmail-bench-api-")
     rport, hport = free_port(), free_port()
     redis = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1",
@@ -128,6 +137,57 @@ def main():
             api.wait(timeout=10)
         redis.terminate()
         redis.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replica_cost(a):
+    """Accept rate and p99 with TXMAIL_REDIS_MIN_REPLICAS 0 and 1, one primary and its replica."""
+    tmp = tempfile.mkdtemp(prefix="txmail-bench-api-")
+    rport, sport = free_port(), free_port()
+    procs = []
+
+    def redis_server(port, d, *extra):
+        os.makedirs(d, exist_ok=True)
+        procs.append(subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                       "--save", "", "--appendonly", "yes", "--dir", d, *extra],
+                                      stdout=subprocess.DEVNULL))
+        wait_port(port)
+    try:
+        redis_server(rport, os.path.join(tmp, "primary"))
+        redis_server(sport, os.path.join(tmp, "replica"), "--replicaof", "127.0.0.1", str(rport))
+        end = time.monotonic() + 20
+        while b"master_link_status:up" not in subprocess.run(
+                ["redis-cli", "-p", str(sport), "INFO", "replication"], capture_output=True).stdout:
+            if time.monotonic() > end:
+                raise SystemExit("bench_api: the replica never linked")
+            time.sleep(0.05)
+        res = {}
+        for want in (0, 1):
+            hport = free_port()
+            env = dict(os.environ, TXMAIL_REDIS_URL=f"redis://127.0.0.1:{rport}",
+                       TXMAIL_LISTEN=f"127.0.0.1:{hport}", TXMAIL_API_KEYS="bench-key",
+                       TXMAIL_RATE_LIMIT="0", TXMAIL_LOG_LEVEL="warn",
+                       TXMAIL_REDIS_MIN_REPLICAS=str(want))
+            api = subprocess.Popen([a.bin, "api"], env=env, stderr=subprocess.DEVNULL)
+            try:
+                wait_port(hport)
+                w = run_wrk(hport, "bench-key", conns=a.c, seconds=a.d)
+                if w["refused"]:
+                    raise SystemExit(f"bench_api: {w['refused']} answers were not 202 "
+                                     f"(TXMAIL_REDIS_MIN_REPLICAS={want})")
+                res[want] = w
+            finally:
+                api.terminate()
+                api.wait(timeout=10)
+        for want in (0, 1):
+            print(f"accept, TXMAIL_REDIS_MIN_REPLICAS={want}: {res[want]['rate']:9.0f} msg/s, "
+                  f"p99 {res[want]['p99']:.2f} ms ({a.c} wrk connections)")
+        print(f"waiting for the replica: rate x{res[1]['rate'] / res[0]['rate']:.2f}, "
+              f"p99 x{res[1]['p99'] / res[0]['p99']:.2f} (against 0, same run)")
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -170,6 +170,9 @@ def wh_stats(port):
 
 
 def start_txmail(procs, a, name, rport, relay, wh_port=None, secret=None, role="run"):
+    """`txmail <role>` on Redis rport; returns (proc, port): the API port,
+    or for role "worker" its admin port (its /readyz; never the shared
+    default 9090)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TXMAIL_")}
     env.update({"TXMAIL_REDIS_URL": "redis://127.0.0.1:%d" % rport,
@@ -183,6 +186,8 @@ def start_txmail(procs, a, name, rport, relay, wh_port=None, secret=None, role="
     if wh_port:
         env.update({"TXMAIL_WEBHOOK_URL": "http://127.0.0.1:%d/webhook" % wh_port,
                     "TXMAIL_WEBHOOK_SECRET": secret, "TXMAIL_WEBHOOK_ALLOW_PRIVATE": "1"})
+    if role == "worker":
+        env["TXMAIL_ADMIN_LISTEN"] = env.pop("TXMAIL_LISTEN")
     p = procs.start(name, [a.bin, role], env=env)
     wait_http_ok(port, "/readyz", 60, p)
     return p, port

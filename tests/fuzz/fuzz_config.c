@@ -4,10 +4,10 @@
  * config_parse_listen.
  *
  * The input, cut at its first NUL, goes to all three (and once more with
- * "smtp://", "smtps://", "redis://", "unix://" or "redis+sentinel://" put
- * in front, so the fuzzer reaches past the scheme check at once). Checked
- * on success: every string out is NUL-terminated in its array, the host
- * (each sentinel's too) is not empty and has no blank, CR, LF or '/', the
+ * "smtp://", "smtps://", "redis://", "unix://", "redis+sentinel://" or
+ * "redis+cluster://" put in front, so the fuzzer reaches past the scheme
+ * check at once). Checked on success: every string out is NUL-terminated
+ * in its array, the host (each sentinel's and seed node's too) is not empty and has no blank, CR, LF or '/', the
  * port is not 0; on failure the error text is
  * NUL-terminated and not empty. Relay and Redis URLs carry passwords: the
  * error text must never echo the password of a URL that had user:pass@
@@ -146,6 +146,14 @@ run(const char *s)
 				if (r.sentinels[i].port == 0)
 					abort();
 			}
+		} else if (r.is_cluster) {
+			if (r.nseeds == 0 || r.nseeds > REDIS_MAX_SEEDS || r.db != 0 || r.is_sentinel)
+				abort();
+			for (size_t i = 0; i < r.nseeds; i++) {
+				check_host(r.seeds[i].host, sizeof(r.seeds[i].host));
+				if (r.seeds[i].port == 0)
+					abort();
+			}
 		} else {
 			check_host(r.host, sizeof(r.host));
 			if (r.port == 0)
@@ -172,7 +180,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const char *const schemes[] = { "smtp://", "smtps://", "redis://", "unix://",
-		"redis+sentinel://" };
+		"redis+sentinel://", "redis+cluster://" };
 	char *s, *p;
 	size_t n;
 
@@ -186,7 +194,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	s[size] = '\0';
 	run(s);
 	n = strlen(s);
-	snprintf(p, size + 24, "%s%.*s", schemes[size % 5], (int)n, s);
+	snprintf(p, size + 24, "%s%.*s", schemes[size % (sizeof(schemes) / sizeof(schemes[0]))], (int)n, s);
 	run(p);
 out:
 	free(s);

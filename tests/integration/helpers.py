@@ -393,17 +393,23 @@ def _parse_http(buf):
 # Redis
 
 
-def resp_cmd(port, *args, timeout=2.0):
-    """One Redis command over a fresh connection; returns the decoded reply
-    (str for simple/bulk strings, int, list) or raises RuntimeError on an
-    error reply and OSError when unreachable."""
-    out = b"*%d\r\n" % len(args)
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out += b"$%d\r\n%s\r\n" % (len(a), a)
+def resp_cmd(port, *args, timeout=2.0, password=None):
+    """One Redis command over a fresh connection (after AUTH password when
+    given); returns the decoded reply (str for simple/bulk strings, int,
+    list) or raises RuntimeError on an error reply and OSError when
+    unreachable."""
+    cmds = [("AUTH", password)] if password is not None else []
+    out = b""
+    for cmd in cmds + [args]:
+        out += b"*%d\r\n" % len(cmd)
+        for a in cmd:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(out)
         f = s.makefile("rb")
+        for _ in cmds:
+            _resp_read(f)
         return _resp_read(f)
 
 

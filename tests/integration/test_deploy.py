@@ -14,13 +14,20 @@ Owns:
   deferred then delivered, failed); a real Prometheus (Debian's) scrapes
   both, and every dashboard query evaluated there returns a result; the
   compose healthcheck commands are run against those same live ports;
-- deploy/k8s (`kubectl kustomize`, base and overlays/dev): probes (the
+- deploy/k8s (`kubectl kustomize`, base, overlays/dev and overlays/sentinel): probes (the
   worker's on its admin port), resources, the restrictive securityContext,
   PodDisruptionBudgets, an HPA for each role, the NetworkPolicy that lets only
   txmail's api and worker reach Redis, the ServiceMonitor, secrets mounted as
   files and named by *_FILE variables (no envFrom of a Secret), the Redis
   StatefulSet with AOF and a PVC, the Redis host a Service that exists, the
-  image tag equal to VERSION and no :latest anywhere;
+  image tag equal to VERSION and no :latest anywhere; the Sentinel overlay:
+  three Redis pods on three nodes, each with a sentinel, a PDB, the headless
+  Service publishing them before they are ready, txmail's redis-url naming
+  exactly those sentinels and the master, the sentinels' password a mounted
+  file, TXMAIL_REDIS_MIN_REPLICAS >= 1, the pods reaching each other; its
+  start script (redis-ha.sh, as rendered) run on loopback: the group forms,
+  a SIGKILLed primary is replaced by a replica with the data, and the
+  restarted pod comes back as a replica from its first answer on;
 - deploy/docker-compose.yml: `docker-compose config` parses it (Debian's
   docker-compose 1.29 does not know the top-level `name:` of the newer compose
   spec: it is given the file without that one line, and `name` is checked
@@ -581,16 +588,21 @@ def check_redis(docs, cm_names):
     assert r["spec"]["serviceName"] in services, "StatefulSet serviceName %r is no Service" % r["spec"]["serviceName"]
     claims = r["spec"].get("volumeClaimTemplates", [])
     assert claims and claims[0]["spec"]["resources"]["requests"]["storage"], "Redis has no PVC"
-    (c,) = pod["containers"]
+    (c,) = [c for c in pod["containers"] if c["name"] == "redis"]
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     assert mounts.get(claims[0]["metadata"]["name"]) == "/data", "the PVC is not /data: %r" % mounts
     vols = {v["name"]: v for v in pod["volumes"]}
     cm = [v["configMap"]["name"] for v in vols.values() if "configMap" in v]
-    assert cm and cm[0] in cm_names, "Redis config volume %r is no ConfigMap (%s)" % (cm, cm_names)
-    conf = cm_names[cm[0]]["data"]["redis.conf"]
+    assert cm and all(n in cm_names for n in cm), "Redis config volumes %r are no ConfigMaps (%s)" % (cm, cm_names)
+    confs = [cm_names[n]["data"]["redis.conf"] for n in cm if "redis.conf" in cm_names[n]["data"]]
+    assert len(confs) == 1, "want one redis.conf among the Redis pod's ConfigMaps %r" % cm
+    conf = confs[0]
     for want in ("appendonly yes", "appendfsync always", "maxmemory-policy noeviction", "dir /data"):
         assert re.search(r"(?m)^%s\s*$" % re.escape(want), conf), "the Redis ConfigMap lacks %r" % want
-    assert "requirepass" in " ".join(c.get("args", [])), "Redis starts without requirepass: %r" % c.get("args")
+    # the start command: inline (base), or a script from a mounted ConfigMap (overlays/sentinel)
+    start = " ".join(c.get("args", [])) + "".join(
+        v for n in cm for k, v in cm_names[n]["data"].items() if k.endswith(".sh"))
+    assert "requirepass" in start, "Redis starts without requirepass: %r" % c.get("args")
     assert ":" in c["image"] and not c["image"].endswith(":latest"), "Redis image %r" % c["image"]
     return r, c
 
@@ -720,6 +732,294 @@ def test_k8s_dev_overlay_renders_complete():
     assert sink["containers"][0]["args"][0] == "sink"
     sink_port = {p["port"] for p in services[relay.group(1)]["spec"]["ports"]}
     assert int(relay.group(2)) in sink_port, "dev relay port %s, sink Service ports %s" % (relay.group(2), sink_port)
+
+
+SENTINEL = os.path.join(K8S, "overlays", "sentinel")
+
+
+def sentinel_url_parts(url):
+    """(sentinel host:port list, master name) of a redis+sentinel:// URL."""
+    m = re.match(r"^redis\+sentinel://(?:[^@/]*@)?([^/@]+)/([^/]+)(?:/\d+)?$", url)
+    assert m, "not a redis+sentinel URL: %r" % url
+    return m.group(1).split(","), m.group(2)
+
+
+def sentinel_group(docs):
+    """(StatefulSet, its ConfigMap txmail-redis-ha* data) of a render."""
+    (sts,) = by_kind(docs, "StatefulSet").values()
+    ha = [d for n, d in by_kind(docs, "ConfigMap").items() if n.startswith("txmail-redis-ha")]
+    assert len(ha) == 1, "want one txmail-redis-ha ConfigMap, got %r" % [d["metadata"]["name"] for d in ha]
+    return sts, ha[0]["data"]
+
+
+def test_k8s_sentinel_overlay_renders_a_sentinel_group():
+    docs = kustomize(SENTINEL)
+    with open(os.path.join(SENTINEL, "secret.example.yaml"), encoding="utf-8") as f:
+        example = yaml.safe_load(f)["stringData"]
+    check_txmail_deployments(docs, "txmail-secrets")
+    cms = by_kind(docs, "ConfigMap")
+    check_redis(docs, cms)
+    check_network_and_scaling(docs)
+    no_latest(docs)
+    sts, ha = sentinel_group(docs)
+    spec = sts["spec"]
+    pod = spec["template"]["spec"]
+    assert spec["replicas"] == 3, "want three Redis pods, got %r" % spec["replicas"]
+    names = {c["name"]: c for c in pod["containers"]}
+    assert set(names) == {"redis", "sentinel"}, "Redis pod containers %r" % sorted(names)
+    ports = {c: {p["name"]: p["containerPort"] for p in names[c]["ports"]} for c in names}
+    assert ports["redis"] == {"redis": 6379} and ports["sentinel"] == {"sentinel": 26379}, ports
+    for c in names.values():
+        assert c["args"][0] == "/etc/redis-ha/redis-ha.sh" and c["args"][1] == c["name"], \
+            "container %s runs %r" % (c["name"], c.get("command", []) + c["args"])
+    anti = pod.get("affinity", {}).get("podAntiAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution", [])
+    assert any(t["topologyKey"] == "kubernetes.io/hostname" and
+               labels_match(t["labelSelector"], spec["template"]["metadata"]["labels"]) for t in anti), \
+        "two Redis pods may share a node: %r" % pod.get("affinity")
+    pdbs = [p for p in by_kind(docs, "PodDisruptionBudget").values()
+            if labels_match(p["spec"]["selector"], spec["template"]["metadata"]["labels"])]
+    assert pdbs and pdbs[0]["spec"].get("maxUnavailable") == 1, "Redis PDB %r" % pdbs
+    svc = by_kind(docs, "Service")[spec["serviceName"]]
+    assert svc["spec"].get("clusterIP") == "None" and svc["spec"].get("publishNotReadyAddresses") is True, \
+        "the Redis Service must be headless and publish pods before they are ready: %r" % svc["spec"]
+    assert {p["port"] for p in svc["spec"]["ports"]} == {6379, 26379}, svc["spec"]["ports"]
+    # who is who: the pods' stable names, the ports they listen on, the master
+    # name, and the URL txmail gets all agree
+    stable = ["%s-%d.%s" % (sts["metadata"]["name"], i, spec["serviceName"]) for i in range(3)]
+    assert ha["HA_NODES"].split() == ["%s:6379" % h for h in stable], ha["HA_NODES"]
+    assert ha["HA_SENTINELS"].split() == ["%s:26379" % h for h in stable], ha["HA_SENTINELS"]
+    sentinels, master = sentinel_url_parts(example["redis-url"])
+    assert sentinels == ha["HA_SENTINELS"].split() and master == ha["HA_MASTER"], \
+        "secret.example.yaml redis-url %r does not name the sentinels %r and master %r" % (
+            example["redis-url"], ha["HA_SENTINELS"], ha["HA_MASTER"])
+    assert ":%s@" % example["redis-password"] in example["redis-url"], "redis-url does not carry redis-password"
+    # the password file the Redis pods read is the one the txmail pods send to the sentinels
+    vols = {v["name"]: v for v in pod["volumes"]}
+    pw_mount = [m for m in names["redis"]["volumeMounts"] if m["mountPath"] == os.path.dirname(ha["HA_PASSWORD_FILE"])]
+    assert pw_mount and vols[pw_mount[0]["name"]]["secret"]["items"][0]["key"] == "redis-password", pw_mount
+    for m in names["sentinel"]["volumeMounts"]:
+        assert m.get("readOnly") or m["mountPath"] == ha["HA_SENTINEL_DIR"], "sentinel writes to %r" % m
+    assert ha["HA_SENTINEL_DIR"] in {m["mountPath"] for m in names["sentinel"]["volumeMounts"]
+                                     if "emptyDir" in vols[m["name"]]}, "the sentinel's directory is no emptyDir"
+    for name, d in by_kind(docs, "Deployment").items():
+        pod_ = d["spec"]["template"]["spec"]
+        (c,) = pod_["containers"]
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        files = secret_files(pod_, c)
+        path = env.get("TXMAIL_REDIS_SENTINEL_PASSWORD_FILE")
+        assert path in files and files[path] == ("txmail-secrets", "redis-password"), \
+            "%s: TXMAIL_REDIS_SENTINEL_PASSWORD_FILE %r is not the mounted redis-password (%s)" % (name, path, files)
+    assert int(cms["txmail-config"]["data"].get("TXMAIL_REDIS_MIN_REPLICAS", "0")) >= 1, \
+        "the Sentinel overlay must wait for a replica: %r" % cms["txmail-config"]["data"]
+    # the Redis pods reach each other on both ports, txmail's pods reach the sentinels
+    (pol,) = [p for p in by_kind(docs, "NetworkPolicy").values()
+              if labels_match(p["spec"]["podSelector"], spec["template"]["metadata"]["labels"])]
+    for who in ("redis", "api", "worker"):
+        labels = {"app.kubernetes.io/name": "txmail", "app.kubernetes.io/component": who}
+        got = {p["port"] for rule in pol["spec"]["ingress"] if any(
+            labels_match(f["podSelector"], labels) for f in rule["from"]) for p in rule["ports"]}
+        assert got >= {6379, 26379}, "NetworkPolicy: %s pods reach Redis ports %s" % (who, sorted(got))
+
+
+class HaGroup:
+    """The Sentinel overlay's Redis pods, run on this machine: each pod's
+    two containers are the rendered redis-ha.sh with the rendered
+    environment, only the addresses (loopback ports), the files and the
+    failure detection and failover retry times changed."""
+
+    def __init__(self, tmp_path):
+        docs = kustomize(SENTINEL)
+        sts, self.ha = sentinel_group(docs)
+        self.config = by_kind(docs, "ConfigMap")["txmail-config"]["data"]
+        self.containers = {c["name"]: c for c in sts["spec"]["template"]["spec"]["containers"]}
+        self.dir = tmp_path
+        self.script = tmp_path / "redis-ha.sh"
+        self.script.write_text(self.ha["redis-ha.sh"])
+        self.password = "hatest%s" % os.urandom(8).hex()
+        (tmp_path / "password").write_text(self.password + "\n")
+        self.nodes = [free_port() for _ in range(3)]
+        self.sentinels = [free_port() for _ in range(3)]
+        self.procs = {}
+
+    def env(self, i):
+        d = self.dir / ("pod%d" % i)
+        d.mkdir(exist_ok=True)
+        with open(os.path.join(DEPLOY, "redis.conf"), encoding="utf-8") as f:
+            conf = re.sub(r"(?m)^dir /data$", "dir %s" % d, f.read())
+        conf = re.sub(r"(?m)^bind .*$", "bind 127.0.0.1", conf)
+        (d / "redis.conf").write_text(conf + "\ndaemonize no\nlogfile %s\n" % (d / "redis.log"))
+        env = {k: v for k, v in self.ha.items() if k.startswith("HA_")}
+        env.update(HA_ORDINAL=str(i), HA_NODES=" ".join("127.0.0.1:%d" % p for p in self.nodes),
+                   HA_SENTINELS=" ".join("127.0.0.1:%d" % p for p in self.sentinels),
+                   HA_PASSWORD_FILE=str(self.dir / "password"), HA_CONF=str(d / "redis.conf"),
+                   HA_SENTINEL_DIR=str(d / "sentinel"), HA_BIND="127.0.0.1", HA_DOWN_AFTER_MS="1000",
+                   HA_FAILOVER_TIMEOUT_MS="3000")
+        return dict(os.environ, **env), d
+
+    def start(self, i, role):
+        env, d = self.env(i)
+        c = self.containers[role]
+        argv = c["command"] + [str(self.script)] + c["args"][1:]
+        log = open(d / ("%s.out" % role), "ab")
+        self.procs[(i, role)] = subprocess.Popen(argv, env=env, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+
+    def start_pod(self, i):
+        self.start(i, "redis")
+        self.start(i, "sentinel")
+
+    def kill_pod(self, i):
+        for role in ("redis", "sentinel"):
+            p = self.procs.pop((i, role))
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+    def cli(self, port, *args, auth=True):
+        env = {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
+        if auth:
+            env["REDISCLI_AUTH"] = self.password
+        r = run(["redis-cli", "-p", str(port), "--raw"] + list(args), env=env, timeout=5)
+        return r.stdout.strip()
+
+    def primary(self, i):
+        """The port sentinel i names as the primary, or None."""
+        out = self.cli(self.sentinels[i], "SENTINEL", "get-master-addr-by-name", self.ha["HA_MASTER"]).split()
+        return int(out[1]) if len(out) == 2 and out[1].isdigit() else None
+
+    def role(self, port):
+        return self.cli(port, "ROLE").split()
+
+    def diag(self):
+        out = []
+        for i in range(3):
+            for f in ("redis.log", "sentinel.out", "redis.out"):
+                p = self.dir / ("pod%d" % i) / f
+                if p.exists():
+                    out.append("pod%d %s: %s" % (i, f, tail(str(p), 8)))
+        return "\n".join(out)
+
+    def stop(self):
+        for p in self.procs.values():
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+        self.procs = {}
+
+
+def send_retried(c, to, subject):
+    """POST a text message with an Idempotency-Key, retried as a client
+    would on 503/504 (a replica catching up after the failover) until 202;
+    its id."""
+    key = "ha-%s" % os.urandom(8).hex()
+    msg = {"from": "sender@example.com", "to": to, "subject": subject, "text": "hello\n"}
+
+    def sent():
+        r = c.send(msg, headers={"Idempotency-Key": key})
+        assert r.status in (202, 503, 504), "POST /v1/messages: got %s %r" % (r.status, r.body)
+        return r.json["id"] if r.status == 202 else None
+    return wait_until(sent, dl(20), "a 202 for %s" % to, interval=0.2)
+
+
+def test_k8s_sentinel_start_script_elects_fails_over_and_rejoins(tmp_path, txmail_factory):
+    """The rendered redis-ha.sh, three pods on loopback: ordinal 0 starts as
+    the primary, the others replicate it, the sentinels find each other;
+    pod 0 SIGKILLed: a replica is promoted with the data; pod 0 restarted:
+    it asks the sentinels and comes back as a replica of the new primary,
+    its sentinel watching that primary. Every node and sentinel refuses a
+    client without the password, and no argv holds it. A `txmail run`
+    configured as the overlay configures the api and worker (the sentinels
+    in a redis+sentinel:// URL, their password the same file, the
+    ConfigMap's TXMAIL_REDIS_MIN_REPLICAS) delivers through the group
+    before and after the failover (sends retried with an Idempotency-Key
+    on 503/504, as a client does)."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is missing (make deps-test)")
+    g = HaGroup(tmp_path)
+    try:
+        for i in range(3):
+            g.start_pod(i)
+
+        def formed():
+            if any(p.poll() is not None for p in g.procs.values()):
+                raise AssertionError("a Redis pod's process exited:\n" + g.diag())
+            if [g.primary(i) for i in range(3)] != [g.nodes[0]] * 3:
+                return False
+            replicas = [g.role(g.nodes[i]) for i in (1, 2)]
+            if not all(r[:1] == ["slave"] and "connected" in r for r in replicas):
+                return False
+            # what each sentinel knows, one "name" field per entry: the two
+            # other sentinels, and the two replicas (learnt from the
+            # primary's INFO, every 10 s: a failover before that finds no
+            # replica to promote)
+            known = [[g.cli(g.sentinels[i], "SENTINEL", what, g.ha["HA_MASTER"]).splitlines().count("name")
+                      for what in ("sentinels", "replicas")] for i in range(3)]
+            return known == [[2, 2]] * 3
+        wait_until(formed, dl(40), "three pods: primary ordinal 0, two replicas in sync, three sentinels "
+                   "that know each other and both replicas",
+                   interval=0.2, diag=g.diag)
+        assert g.role(g.nodes[0])[0] == "master", g.role(g.nodes[0])
+        for port in g.nodes + g.sentinels:
+            assert "NOAUTH" in g.cli(port, "PING", auth=False), "port %d answers without the password" % port
+        for p in g.procs.values():
+            for pid in [p.pid] + [int(x) for x in run(["pgrep", "-g", str(p.pid)]).stdout.split()]:
+                try:
+                    with open("/proc/%d/cmdline" % pid, "rb") as f:
+                        assert g.password.encode() not in f.read(), "the password is in an argv"
+                except FileNotFoundError:
+                    pass
+        assert g.cli(g.nodes[0], "SET", "txm{0}:hatest", "kept") == "OK"
+        assert g.cli(g.nodes[0], "WAIT", "2", "5000") == "2", "the replicas did not confirm the write"
+        url = "redis+sentinel://:%s@%s/%s" % (g.password, ",".join("127.0.0.1:%d" % p for p in g.sentinels),
+                                              g.ha["HA_MASTER"])
+        tx = txmail_factory(("run",), extra_env={
+            "TXMAIL_REDIS_URL": url, "TXMAIL_REDIS_SENTINEL_PASSWORD_FILE": str(tmp_path / "password"),
+            "TXMAIL_REDIS_MIN_REPLICAS": g.config["TXMAIL_REDIS_MIN_REPLICAS"]})
+        c = tx.client()
+        mid = send_retried(c, "ok-ha1@example.com", "through the sentinel group")
+        wait_status(c, mid, "delivered", dl(20))
+        assert g.cli(g.nodes[0], "EXISTS", "txm{0}:msg:" + mid) == "1", "the message is not on the primary"
+
+        g.kill_pod(0)
+        promoted = {}
+
+        def failed_over():
+            names = {g.primary(i) for i in (1, 2)}
+            if len(names) == 1 and names <= {g.nodes[1], g.nodes[2]}:
+                (port,) = names
+                if g.role(port)[:1] == ["master"]:
+                    promoted["port"] = port
+                    return True
+            return False
+        wait_until(failed_over, dl(30), "the sentinels promote a replica after pod 0 died",
+                   interval=0.2, diag=g.diag)
+        assert g.cli(promoted["port"], "GET", "txm{0}:hatest") == "kept", "the promoted replica lost the write"
+        tx.wait_ready(dl(20))
+        c.close()
+        c = tx.client()
+        mid2 = send_retried(c, "ok-ha2@example.com", "through the promoted primary")
+        wait_status(c, mid2, "delivered", dl(20))
+        assert g.cli(promoted["port"], "EXISTS", "txm{0}:msg:" + mid2) == "1", "the message is not on the new primary"
+        c.close()
+
+        g.start_pod(0)
+        # its first answer already: a replica (Sentinel would convert a node
+        # that came back as a primary too, but only seconds later, and
+        # meanwhile it takes writes of its own)
+        first = wait_until(lambda: g.role(g.nodes[0]) or None, dl(20), "pod 0's Redis answers again",
+                           interval=0.02, diag=g.diag)
+        assert first[:1] == ["slave"], "pod 0 came back as %r, not as a replica of the promoted node" % first
+
+        def rejoined():
+            r = g.role(g.nodes[0])
+            return r[:1] == ["slave"] and r[2:3] == [str(promoted["port"])] and "connected" in r and \
+                g.primary(0) == promoted["port"]
+        wait_until(rejoined, dl(30), "pod 0 restarted as a replica of the promoted node, its sentinel watching it",
+                   interval=0.2, diag=g.diag)
+        assert g.cli(g.nodes[0], "GET", "txm{0}:hatest") == "kept"
+    finally:
+        g.stop()
 
 
 # --- compose ----------------------------------------------------------------------------
@@ -1027,6 +1327,9 @@ def test_deployments_settings_pass_config_check(txmail_binary, tmp_path):
     with open(os.path.join(K8S, "base", "secret.example.yaml"), encoding="utf-8") as f:
         example = yaml.safe_load(f)["stringData"]
     cases += [("k8s base " + w, e, f) for w, e, f in k8s_container_settings(kustomize(K8S), example)]
+    with open(os.path.join(SENTINEL, "secret.example.yaml"), encoding="utf-8") as f:
+        example = yaml.safe_load(f)["stringData"]
+    cases += [("k8s sentinel " + w, e, f) for w, e, f in k8s_container_settings(kustomize(SENTINEL), example)]
     # compose, with the values its set-up lines make
     svc = compose_doc()["services"]
     compose_secrets = {"redis_url": "redis://:%s@redis:6379/0" % ("ab" * 24), "api_keys": "cd" * 24,
@@ -1038,6 +1341,6 @@ def test_deployments_settings_pass_config_check(txmail_binary, tmp_path):
         assert not any("${" in v for v in env.values()), "compose %s: uninterpolated %r" % (name, env)
         files = {"/run/secrets/" + s: compose_secrets[s] for s in svc[name]["secrets"]}
         cases.append(("compose " + name, env, files))
-    assert len(cases) >= 6, [c[0] for c in cases]
+    assert len(cases) >= 8, [c[0] for c in cases]
     for where, env, files in cases:
         config_check(txmail_binary, where, env, files, tmp_path)

@@ -86,9 +86,11 @@ def metric(c, what):
     return int(m.group(1))
 
 
-def test_a_write_waits_for_the_replica(txmail_factory, redis, replica, smtp_peer, webhook):
+def test_a_write_waits_for_the_replica(txmail_factory, redis, replica, smtp_peer, webhook, spec_validator):
+    import spec_check
     t = txmail_factory(extra_env=ENV)
-    c = t.client()
+    # every answer, the 504s included, checked against api-spec/openapi.yaml
+    c = spec_check.CheckedClient(t.port, spec_validator, key=t.key)
     try:
         r = c.send(msg("live@example.com"))
         assert r.status == 202, "replica live: got %s %r, want 202" % (r.status, r.body)

@@ -10,6 +10,7 @@
 #include <criterion/criterion.h>
 
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <hiredis/hiredis.h>
@@ -141,4 +142,62 @@ Test(store_sentinel, role_replies)
 		freeReplyObject(r);
 	}
 	cr_assert_eq(st_sentinel_role(NULL), ST_SENTINEL_BAD, "a NULL reply");
+}
+
+/* a pubsub message [kind, channel, payload] as RESP bytes */
+static redisReply *
+message(const char *kind, const char *channel, const char *payload)
+{
+	char buf[1024];
+
+	snprintf(buf, sizeof(buf), "*3\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n", strlen(kind), kind,
+	    strlen(channel), channel, strlen(payload), payload);
+	return parse(buf);
+}
+
+Test(store_sentinel, switch_master_messages)
+{
+	static const struct { const char *kind, *channel, *payload; int want; const char *from, *to; } cases[] = {
+		/* redis-sentinel 7's message after a failover */
+		{ "message", "+switch-master", "mymaster 127.0.0.1 6379 127.0.0.1 6380", 1,
+		  "127.0.0.1:6379", "127.0.0.1:6380" },
+		{ "message", "+switch-master", "mymaster ::1 6379 fd00::7 26380", 1, "::1:6379", "fd00::7:26380" },
+		/* another group watched by the same sentinels */
+		{ "message", "+switch-master", "other 127.0.0.1 6379 127.0.0.1 6380", 0, "", "" },
+		{ "message", "+switch-master", "mymasterx 127.0.0.1 6379 127.0.0.1 6380", 0, "", "" },
+		/* other channels and kinds are not ours to read */
+		{ "message", "+sdown", "master mymaster 127.0.0.1 6379", 0, "", "" },
+		{ "subscribe", "+switch-master", "1", 0, "", "" },
+		/* our channel, a shape it never has */
+		{ "message", "+switch-master", "mymaster 127.0.0.1 6379 127.0.0.1", ST_SENTINEL_BAD, "", "" },
+		{ "message", "+switch-master", "mymaster 127.0.0.1 6379 127.0.0.1 6380 extra", ST_SENTINEL_BAD, "", "" },
+		{ "message", "+switch-master", "mymaster 127.0.0.1 0 127.0.0.1 6380", ST_SENTINEL_BAD, "", "" },
+		{ "message", "+switch-master", "mymaster 127.0.0.1 6379 127.0.0.1 65536", ST_SENTINEL_BAD, "", "" },
+		{ "message", "+switch-master", "mymaster 127.0.0.1 6379 127.0.0.1 x", ST_SENTINEL_BAD, "", "" },
+		{ "message", "+switch-master", "", ST_SENTINEL_BAD, "", "" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		redisReply *r = message(cases[i].kind, cases[i].channel, cases[i].payload);
+		char from[64] = "", to[64] = "";
+		int got = st_sentinel_switch(r, "mymaster", from, sizeof(from), to, sizeof(to));
+
+		cr_assert_eq(got, cases[i].want, "case %zu (%s): got %d, want %d", i, cases[i].payload, got,
+		    cases[i].want);
+		cr_assert_str_eq(from, cases[i].from, "case %zu: from %s", i, from);
+		cr_assert_str_eq(to, cases[i].to, "case %zu: to %s", i, to);
+		freeReplyObject(r);
+	}
+	/* a pong in subscribed mode, an integer, nothing */
+	{
+		redisReply *r = parse("*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+		char from[8], to[8];
+
+		cr_assert_eq(st_sentinel_switch(r, "mymaster", from, sizeof(from), to, sizeof(to)), 0);
+		freeReplyObject(r);
+		r = parse(":1\r\n");
+		cr_assert_eq(st_sentinel_switch(r, "mymaster", from, sizeof(from), to, sizeof(to)), 0);
+		freeReplyObject(r);
+		cr_assert_eq(st_sentinel_switch(NULL, "mymaster", from, sizeof(from), to, sizeof(to)), 0);
+	}
 }
