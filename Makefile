@@ -14,8 +14,10 @@
 #   make fuzz    libFuzzer targets (tests/fuzz), each FUZZ_SECONDS (60) long;
 #                make fuzz-smoke: 20 s each
 #   make faults  50,000 messages through kills, Redis restarts, SMTP and
-#                webhook outages (fsync always, then everysec); docs/faults.md.
+#                webhook outages (fsync always, then everysec, then on a
+#                Sentinel group, the restarts failovers); docs/faults.md.
 #                make faults-short: the 3,000-message version run by make test
+#                (and a 2,000-message one on Sentinel)
 #
 # Packages are installed with apt-get when missing (as root; otherwise the
 # missing ones are listed): `make deps-run` (RUN_PKGS: compiler, -dev
@@ -361,7 +363,8 @@ do-valgrind: $(UNIT_BIN) $(BUILD)/txmail-valgrind do-spec-tools
 # --- fault injection ------------------------------------------------------------
 # tests/faults/faults.py: a real stack (redis-server, txmail api + 2 workers,
 # the SMTP peer with fault injection, the webhook receiver) under SIGKILLs,
-# Redis kill/restart, SMTP 421/tarpit/mid-DATA drops and a webhook outage;
+# Redis kill/restart (--redis sentinel: primary kill + failover), SMTP
+# 421/tarpit/mid-DATA drops and a webhook outage;
 # prints accepted/delivered/failed/lost/duplicates/webhook lost/stuck and
 # fails on any loss. Figures: $(BUILD)/faults-*.json.
 FAULTS := $(PYTHON) tests/faults/faults.py --bin $(CURDIR)/$(BUILD)/txmail
@@ -369,10 +372,13 @@ FAULTS := $(PYTHON) tests/faults/faults.py --bin $(CURDIR)/$(BUILD)/txmail
 do-faults: build
 	$(FAULTS) --fsync always --min-kills 10 --json $(BUILD)/faults-always.json
 	$(FAULTS) --fsync everysec --min-kills 10 --json $(BUILD)/faults-everysec.json
+	$(FAULTS) --redis sentinel --messages 20000 --min-kills 10 --json $(BUILD)/faults-sentinel.json
 
 do-faults-short: build
 	$(FAULTS) --messages 3000 --load-seconds 30 --kills 5 --min-kills 5 --redis-restarts 1 \
 	  --storm-rounds 1 --webhook-down 10 --drain-seconds 90 --self-check --json $(BUILD)/faults-short.json
+	$(FAULTS) --redis sentinel --messages 2000 --load-seconds 20 --kills 3 --min-kills 3 --redis-restarts 1 \
+	  --storm-rounds 1 --webhook-down 5 --drain-seconds 60 --json $(BUILD)/faults-short-sentinel.json
 
 # The CI-sized part: the unit tests of the modules that parse untrusted
 # input (requests, replies, retry hints, DSNs, URLs, templates, MIME, log lines) under memcheck,

@@ -19,7 +19,10 @@
 -- Returns one element per outcome, in order: 1 recorded; 2 recorded, the
 -- recipient's first deferral; 0 recipient not "sending" (entry acked,
 -- nothing else: an outcome recorded before, so a batch sent again after
--- an error changes nothing); -1 stale: another consumer has claimed the
+-- an error changes nothing - except for a "queued" recipient, whose entry
+-- stays pending: its claim never reached this Redis, a failover to a
+-- replica that did not have it yet, and a reclaim delivers it again; acked,
+-- it would stay "queued" with no entry left to take it); -1 stale: another consumer has claimed the
 -- recipient since (attempts differ), nothing touched, the entry is theirs
 -- now; or an error reply when a command failed for that outcome alone
 -- (each runs under pcall, the others are recorded; no roll back, so it
@@ -39,7 +42,7 @@ local function record(i)
   local fst, fsmtp, fdfr = ARGV[a + 11], ARGV[a + 13], ARGV[a + 14]
   local v = redis.call('HMGET', km, fst, ARGV[a + 12], 'project', fdfr, 'pending', 'tl')
   if v[1] ~= 'sending' then
-    batch_mark(ack, sk, id)
+    if v[1] ~= 'queued' then batch_mark(ack, sk, id) end
     return 0
   end
   if ARGV[a + 7] ~= '0' and v[2] ~= ARGV[a + 7] then return -1 end

@@ -11,6 +11,12 @@ process) - sends --messages messages through the API at an even pace over
   - SIGKILLs txmail processes (--kills times, api and workers) and starts
     them again at once, as a container runtime would;
   - SIGKILLs redis-server and starts it again on its AOF (--redis-restarts);
+    with --redis sentinel the stack runs on a Sentinel group instead
+    (sentinel_group.py: primary, 2 replicas, 3 sentinels;
+    TXMAIL_REDIS_MIN_REPLICAS=1) and each of these is a failover: the
+    replicas are made to lag for LAG_S, the current primary is SIGKILLed,
+    the sentinels promote a replica, and the killed node is started again
+    as a replica of the new primary, as a restarted pod would be;
   - makes the SMTP peer answer new connections with a 421 banner, tarpit
     them (accept, say nothing), and drop connections in the middle of DATA,
     in short storms plus a low background rate;
@@ -31,7 +37,11 @@ arrived, then counts:
                 address the peer would have taken
   duplicates    extra copies at the peer; each must have been stored within
                 a window around a worker or Redis kill (an in-flight delivery
-                whose outcome the kill erased), else it is "unexplained"
+                whose outcome the kill erased), else it is "unexplained";
+                copies of a message id no sender got a 202 for count here
+                too (with Sentinel: delivered from a primary that died
+                before its replicas confirmed the accept; the retry made the
+                message again)
   webhook lost  terminal recipients whose terminal event never arrived
   stuck         recipients not in a terminal state at the end
 
@@ -43,7 +53,8 @@ webhook lost for messages that exist still fail the run.
 Usage
   faults.py --bin build/txmail [--messages 50000] [--load-seconds 150]
             [--kills 12] [--redis-restarts 2] [--webhook-down 60]
-            [--fsync always|everysec] [--seed 1] [--json out.json] [--keep]
+            [--fsync always|everysec] [--redis single|sentinel] [--seed 1]
+            [--json out.json] [--keep]
 
 Must never: sleep where it can wait for a condition, talk to anything but
 loopback, or leave a process behind (everything runs in its own process
@@ -73,12 +84,14 @@ sys.path.insert(0, os.path.join(IT, "peers"))
 
 from helpers import (PYTHON, RedisServer, SmtpPeer, Txmail, Client, clean_env, free_port,  # noqa: E402
                      make_certs, tail, wait_until, kill_group, reap, WaitTimeout)
+from sentinel_group import Group  # noqa: E402
 
 TERMINAL = ("delivered", "failed", "expired", "suppressed", "canceled")
 MSGID_RE = re.compile(rb"(?im)^message-id:\s*<[^>]*?(msg_[0-9a-z]{26})")
 BASELINE = {"banner421": 0.01, "tarpit": 0.003, "middata": 0.01}
 STORMS = [{"banner421": 1.0}, {"tarpit": 0.5}, {"middata": 0.5}, {"banner421": 0.3, "middata": 0.3}]
 VISIBILITY = 3.0
+LAG_S = 0.5   # --redis sentinel: how long the replicas lag before a primary is killed
 
 
 def now():
@@ -117,8 +130,14 @@ class Run:
         os.makedirs(self.dir, exist_ok=True)
         self.certs = os.path.join(self.dir, "certs")
         make_certs(self.certs)
-        self.redis = RedisServer(self.dir, fsync=a.fsync)
-        self.redis.start()
+        if a.redis == "sentinel":
+            self.group = Group(os.path.join(self.dir, "sentinel"), lambda name, path: None, fsync=a.fsync)
+            redis_env = {"TXMAIL_REDIS_URL": self.group.url(), "TXMAIL_REDIS_MIN_REPLICAS": "1",
+                         "TXMAIL_REDIS_MIN_REPLICAS_TIMEOUT": "0.5"}
+        else:
+            self.redis = RedisServer(self.dir, fsync=a.fsync)
+            self.redis.start()
+            redis_env = {"TXMAIL_REDIS_URL": self.redis.url}
         self.faults_file = os.path.join(self.dir, "faults.json")
         self.faults_count = os.path.join(self.dir, "faults-count.json")
         self.set_faults({})
@@ -131,7 +150,6 @@ class Run:
         self.start_webhook()
         key = "txm_faults_" + os.urandom(12).hex()
         env = {
-            "TXMAIL_REDIS_URL": self.redis.url,
             "TXMAIL_API_KEYS": key,
             "TXMAIL_RELAY": self.peer.relay_url(),
             "TXMAIL_TLS_CA_FILE": self.peer.ca,
@@ -150,6 +168,7 @@ class Run:
             "TXMAIL_LOG_LEVEL": "warn",
             "TXMAIL_WORKERS": "1",   # the former default (now the CPU quota): the same run as before
         }
+        env.update(redis_env)
         self.key = key
         api_env = dict(env, TXMAIL_LISTEN="127.0.0.1:%d" % free_port(), TXMAIL_HTTP_THREADS="4")
         self.api = Txmail(a.bin, ["api"], clean_env(api_env), os.path.join(self.dir, "api.log"),
@@ -275,7 +294,9 @@ class Run:
             if not self.wait_until_time(t):
                 return
             try:
-                if kind == "redis":
+                if kind == "redis" and self.a.redis == "sentinel":
+                    self.failover()
+                elif kind == "redis":
                     t_down = now()
                     self.redis.kill9()
                     outage = self.rng.uniform(0.5, 3.0)
@@ -294,6 +315,33 @@ class Run:
             except Exception as e:  # reported at the end; the run goes on
                 self.errors.append("fault %s: %r" % (kind, e))
                 self.log("fault %s failed: %r" % (kind, e))
+
+    def failover(self):
+        """--redis sentinel: the replicas lag, the primary is SIGKILLed, the
+        sentinels promote a replica; the killed node comes back as a replica
+        of the new primary once it was down for a while."""
+        g = self.group
+        # a group whole again first: a primary with both replicas linked
+        wait_until(lambda: len(g.primary.cmd("ROLE")[2]) == 2, 60, "the primary with 2 replicas linked")
+        old = g.primary
+        g.lag_replicas(10000)
+        self.stop_faults.wait(LAG_S)  # the lag itself
+        t_down = now()
+        old.kill9()
+        g.end_lag(old, 10)
+        new = g.wait_promoted(old, 60)
+        self.log("fault: primary %d SIGKILLed after a %.1fs replica lag, %d promoted after %.1fs" % (
+            old.port, LAG_S, new.port, now() - t_down))
+        outage = self.rng.uniform(0.5, 3.0)
+        self.stop_faults.wait(outage)  # the old node's outage itself
+        g.restart_as_replica(old)
+        self.kills.append(("redis", "redis primary %d" % old.port, t_down, now()))
+
+    def redis_nodes(self):
+        return self.group.nodes if self.a.redis == "sentinel" else [self.redis]
+
+    def primary(self):
+        return self.group.primary if self.a.redis == "sentinel" else self.redis
 
     def smtp_storms(self):
         self.set_faults(BASELINE)
@@ -330,8 +378,8 @@ class Run:
     def run(self):
         a = self.a
         self.t0 = now()
-        self.log("load: %d messages over %.0fs, %d senders; fsync=%s seed=%d" % (
-            a.messages, a.load_seconds, a.senders, a.fsync, a.seed))
+        self.log("load: %d messages over %.0fs, %d senders; redis=%s fsync=%s seed=%d" % (
+            a.messages, a.load_seconds, a.senders, a.redis, a.fsync, a.seed))
         senders = [threading.Thread(target=self.sender, args=(i,), name="sender-%d" % i) for i in range(a.senders)]
         faults = [threading.Thread(target=f, name=f.__name__) for f in (self.killer, self.smtp_storms)]
         wh = threading.Thread(target=self.webhook_down, name="webhook_down")
@@ -517,9 +565,15 @@ class Run:
         unexplained = []
         windows = [(d - 10.0, u + VISIBILITY + 5.0) for kind, name, d, u in self.kills
                    if kind == "redis" or name.startswith("worker")]
+        accepted_ids = {mid for mid, _ in self.accepted.values()}
+        not_accepted = 0
         for k, n in copies.items():
-            if n > 1:
-                dups += n - 1
+            extra = n - 1
+            if k[0] not in accepted_ids:
+                extra = n   # its message was made again by the retry, under another id
+                not_accepted += n
+            if extra > 0:
+                dups += extra
                 t = first_at[k]
                 if not any(lo <= t <= hi for lo, hi in windows):
                     unexplained.append((k, n, round(t - self.t0, 1)))
@@ -529,17 +583,20 @@ class Run:
         except (OSError, ValueError):
             fc = {}
         tx_kills = [k for k in self.kills if k[0] == "txmail"]
-        try:
-            with open(self.redis.log, errors="replace") as fh:
-                slow_fsync = sum(1 for line in fh if "fsync is taking too long" in line)
-        except OSError:
-            slow_fsync = 0
+        slow_fsync = 0
+        for node in self.redis_nodes():
+            try:
+                with open(node.log, errors="replace") as fh:
+                    slow_fsync += sum(1 for line in fh if "fsync is taking too long" in line)
+            except OSError:
+                pass
         out = {
-            "fsync": a.fsync, "seed": a.seed, "messages_sent": a.messages,
+            "redis": a.redis, "fsync": a.fsync, "seed": a.seed, "messages_sent": a.messages,
             "accepted": len(self.accepted), "recipients": n_rcpt,
             "delivered": delivered, "failed": failed, "failed_unexpected": wrong_fail,
             "lost": lost, "vanished_messages": vanished,
             "duplicates": dups, "duplicates_unexplained": len(unexplained),
+            "copies_of_ids_not_accepted": not_accepted,
             "webhook_events_lost": wh_lost, "webhook_events_received": self.events_total,
             "webhook_redeliveries": self.events_redelivered,
             "stuck": stuck,
@@ -548,6 +605,7 @@ class Run:
                 "txmail_sigkill": len(tx_kills),
                 "txmail_sigkill_by_process": {n: sum(1 for k in tx_kills if k[1] == n)
                                               for n in sorted({k[1] for k in tx_kills})},
+                # with --redis sentinel: failovers
                 "redis_kill_restart": sum(1 for k in self.kills if k[0] == "redis"),
                 "smtp_banner_421": fc.get("banner421", 0), "smtp_tarpit": fc.get("tarpit", 0),
                 "smtp_drop_mid_data": fc.get("middata", 0),
@@ -562,11 +620,13 @@ class Run:
         }
         f = out["faults"]
         print()
-        print("faults: fsync=%s seed=%d, %d messages over %.0fs, %d worker processes" % (
-            a.fsync, a.seed, a.messages, a.load_seconds, a.workers))
-        print("  injected      txmail SIGKILL %d %s, redis kill+restart %d, SMTP 421 banner %d, tarpit %d, "
+        print("faults: redis=%s fsync=%s seed=%d, %d messages over %.0fs, %d worker processes" % (
+            a.redis, a.fsync, a.seed, a.messages, a.load_seconds, a.workers))
+        print("  injected      txmail SIGKILL %d %s, %s %d, SMTP 421 banner %d, tarpit %d, "
               "mid-DATA drop %d (%d storms), webhook receiver down %ss" % (
-                  f["txmail_sigkill"], f["txmail_sigkill_by_process"], f["redis_kill_restart"],
+                  f["txmail_sigkill"], f["txmail_sigkill_by_process"],
+                  "redis primary kill+failover" if a.redis == "sentinel" else "redis kill+restart",
+                  f["redis_kill_restart"],
                   f["smtp_banner_421"], f["smtp_tarpit"], f["smtp_drop_mid_data"], f["smtp_storms"],
                   f["webhook_receiver_down_s"]))
         print("  accepted      %d messages, %d recipients (%d requests retried, %d idempotent replays)" % (
@@ -576,8 +636,8 @@ class Run:
         print("  lost          %d%s" % (lost, (" e.g. %r" % lost_ex[:3]) if lost_ex else ""))
         if vanished:
             print("                (%d accepted messages vanished from Redis)" % vanished)
-        print("  duplicates    %d (%d outside a kill window%s)" % (
-            dups, len(unexplained), (": %r" % unexplained[:3]) if unexplained else ""))
+        print("  duplicates    %d (%d outside a kill window%s; %d copies of ids never 202'd)" % (
+            dups, len(unexplained), (": %r" % unexplained[:3]) if unexplained else "", not_accepted))
         print("  webhook lost  %d%s (%d events received, %d redeliveries)" % (
             wh_lost, (" e.g. %r" % wh_ex[:3]) if wh_ex else "", self.events_total, self.events_redelivered))
         print("  stuck         %d%s" % (stuck, (" e.g. %r" % stuck_ex[:3]) if stuck_ex else ""))
@@ -633,7 +693,7 @@ class Run:
             if n.endswith(".eml") and m1.encode() in open(os.path.join(md, n), "rb").read(4096):
                 os.rename(os.path.join(md, n[:-4] + ".json"), os.path.join(md, n[:-4] + ".sabotaged"))
         self.hidden_events.add((m2, r2.lower()))
-        self.redis.cmd("HSET", "txm{0}:msg:" + m3, "r0:status", "queued")
+        self.primary().cmd("HSET", "txm{0}:msg:" + m3, "r0:status", "queued")
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
             _, out = self.report(write_json=False)
@@ -653,7 +713,7 @@ class Run:
             p.stop(timeout=15)
             bad.extend(p.problems)
         self.stop_webhook()
-        for part in ("peer", "redis"):
+        for part in ("peer", "redis", "group"):
             if hasattr(self, part):
                 getattr(self, part).stop()
         for b in bad:
@@ -684,6 +744,8 @@ def main(argv=None):
     ap.add_argument("--webhook-down", type=float, default=60, help="seconds the webhook receiver is down")
     ap.add_argument("--drain-seconds", type=float, default=240)
     ap.add_argument("--fsync", choices=("always", "everysec"), default="always")
+    ap.add_argument("--redis", choices=("single", "sentinel"), default="single",
+                    help="one redis-server, or a Sentinel group whose primary the Redis kills hit")
     ap.add_argument("--strict", action="store_true", help="fail on loss even with --fsync everysec")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workdir")

@@ -1,10 +1,10 @@
 """test_redis_sentinel.py - TXMAIL_REDIS_URL=redis+sentinel://: Redis Sentinel.
 
-Each test starts its own Sentinel group on loopback ports, in its own
-directory: a primary redis-server, two replicas (--replicaof) and three
-sentinels (`redis-server <conf> --sentinel`; quorum 2, down after 1 s,
-failover timeout 3 s). txmail is given only the sentinels and the master
-name, so it can work only if it asks them.
+Each test starts its own Sentinel group (sentinel_group.py) on loopback
+ports, in its own directory: a primary redis-server, two replicas
+(--replicaof) and three sentinels (`redis-server <conf> --sentinel`; quorum
+2, down after 1 s, failover timeout 3 s). txmail is given only the
+sentinels and the master name, so it can work only if it asks them.
 
 Checked: a message is accepted and delivered through the primary the
 sentinels name, the log says which primary (msg="redis primary"
@@ -23,166 +23,13 @@ Must never: wait without a deadline, leave a redis-server running, or pass
 because a log is empty (the "redis primary" line must be there).
 """
 
-import os
 import secrets
-import socket
 import subprocess
 import urllib.parse
 
-import pytest
-
 import helpers
-from helpers import RedisServer, dl, wait_until
-
-MASTER = "txm-primary"
-
-
-class Node(RedisServer):
-    """A redis-server of the group: extra_args after the usual ones; auth
-    (a password or None) is what the harness sends before each command."""
-
-    def __init__(self, workdir, extra_args, auth=None):
-        super().__init__(workdir, extra_args=extra_args)
-        self.auth = auth
-
-    def cmd(self, *args):
-        if self.auth is None:
-            return helpers.resp_cmd(self.port, *args)
-        return resp_auth(self.port, self.auth, *args)
-
-
-class Sentinel(Node):
-    """`redis-server <conf> --sentinel` watching MASTER at primary_port."""
-
-    def __init__(self, workdir, primary_port, password=None, data_password=None):
-        super().__init__(workdir, [], auth=password)
-        self.conf = os.path.join(self.dir, "sentinel.conf")
-        lines = [
-            "port %d" % self.port,
-            "bind 127.0.0.1",
-            "protected-mode no",
-            "daemonize no",
-            "dir %s" % self.dir,
-            "logfile %s" % self.log,
-            "sentinel monitor %s 127.0.0.1 %d 2" % (MASTER, primary_port),
-            "sentinel down-after-milliseconds %s 1000" % MASTER,
-            "sentinel failover-timeout %s 3000" % MASTER,
-            "sentinel parallel-syncs %s 1" % MASTER,
-        ]
-        if data_password is not None:
-            lines.append("sentinel auth-pass %s %s" % (MASTER, data_password))
-        if password is not None:
-            # its own password, and the one it gives the other sentinels
-            lines += ["requirepass %s" % password, "sentinel sentinel-pass %s" % password]
-        with open(self.conf, "w") as f:
-            f.write("\n".join(lines) + "\n")
-
-    def argv(self):
-        return ["redis-server", self.conf, "--sentinel"]
-
-    def primary_port(self):
-        try:
-            r = self.cmd("SENTINEL", "get-master-addr-by-name", MASTER)
-        except (OSError, RuntimeError):
-            return None
-        return int(r[1]) if isinstance(r, list) and len(r) == 2 else None
-
-
-def resp_auth(port, password, *args):
-    """AUTH password, then args, on one fresh connection: the reply to args."""
-    out = b""
-    for cmd in (("AUTH", password), args):
-        out += b"*%d\r\n" % len(cmd)
-        for a in cmd:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out += b"$%d\r\n%s\r\n" % (len(a), a)
-    with socket.create_connection(("127.0.0.1", port), timeout=2.0) as s:
-        s.sendall(out)
-        f = s.makefile("rb")
-        helpers._resp_read(f)
-        return helpers._resp_read(f)
-
-
-class Group:
-    """A primary, two replicas and three sentinels; stop() stops them all."""
-
-    def __init__(self, workdir, register_log, data_password=None, sentinel_password=None):
-        self.nodes, self.sentinels = [], []
-        self.data_password = data_password
-        self.sentinel_password = sentinel_password
-        auth = []
-        if data_password is not None:
-            auth = ["--requirepass", data_password, "--masterauth", data_password]
-        try:
-            self.primary = self._node(workdir, "primary", auth, register_log)
-            for i in range(2):
-                self._node(workdir, "replica%d" % i,
-                           auth + ["--replicaof", "127.0.0.1", str(self.primary.port)],
-                           register_log)
-            wait_until(self._replicas_linked, dl(15), "2 replicas linked to the primary",
-                       interval=0.1, diag=lambda: str(self.primary.cmd("ROLE")))
-            for i in range(3):
-                s = Sentinel(os.path.join(workdir, "sentinel%d" % i), self.primary.port,
-                             password=sentinel_password, data_password=data_password)
-                self.sentinels.append(s)
-                register_log("sentinel %d log" % i, s.log)
-                s.start()
-            wait_until(self._sentinels_see_all, dl(20),
-                       "every sentinel knows the 2 replicas and the 2 other sentinels", interval=0.1)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _node(self, workdir, name, args, register_log):
-        n = Node(os.path.join(workdir, name), args, auth=self.data_password)
-        self.nodes.append(n)
-        register_log("%s redis-server log" % name, n.log)
-        n.start()
-        return n
-
-    def _replicas_linked(self):
-        role = self.primary.cmd("ROLE")
-        return role[0] == "master" and len(role[2]) == 2
-
-    def _sentinels_see_all(self):
-        for s in self.sentinels:
-            try:
-                m = s.cmd("SENTINEL", "master", MASTER)
-            except (OSError, RuntimeError):
-                return False
-            info = dict(zip(m[0::2], m[1::2]))
-            if info.get("num-slaves") != "2" or info.get("num-other-sentinels") != "2":
-                return False
-        return True
-
-    def url(self, password=None):
-        cred = ":%s@" % urllib.parse.quote(password, safe="") if password else ""
-        hosts = ",".join("127.0.0.1:%d" % s.port for s in self.sentinels)
-        return "redis+sentinel://%s%s/%s" % (cred, hosts, MASTER)
-
-    def by_port(self, port):
-        return next(n for n in self.nodes if n.port == port)
-
-    def stop(self):
-        for n in self.sentinels + self.nodes:
-            try:
-                n.stop()
-            except Exception:  # stop the others anyway
-                pass
-
-
-@pytest.fixture
-def sentinel_group(workdir, register_log):
-    """start(**kw) -> a running Group, stopped at teardown."""
-    groups = []
-
-    def start(**kw):
-        g = Group(os.path.join(workdir, "group%d" % len(groups)), register_log, **kw)
-        groups.append(g)
-        return g
-    yield start
-    for g in groups:
-        g.stop()
+from helpers import dl, wait_until
+from sentinel_group import MASTER, sentinel_group  # noqa: F401 (the fixture, for the tests below)
 
 
 def read_log(t):
@@ -221,10 +68,7 @@ def test_failover_to_a_promoted_replica(txmail_factory, sentinel_group, redis, s
                "a log line %s" % primary_line(old.port))
 
     old.kill9()
-    new_port = wait_until(lambda: all(s.primary_port() not in (None, old.port) for s in g.sentinels)
-                          and g.sentinels[0].primary_port(), dl(30),
-                          "the sentinels promote a replica", interval=0.1)
-    new = g.by_port(new_port)
+    new = g.wait_promoted(old, dl(30))
     c = t.client()
     try:
         wait_until(lambda: c.get("/readyz", auth=False).status == 200, dl(20),

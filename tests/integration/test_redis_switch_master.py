@@ -1,7 +1,7 @@
 """test_redis_switch_master.py - Sentinel's +switch-master, heard as it
 happens (server/store_watch.c).
 
-A Sentinel group (test_redis_sentinel.py's: a primary, two replicas, three
+A Sentinel group (sentinel_group.py: a primary, two replicas, three
 sentinels, down after 1 s) and txmail with TXMAIL_REDIS_TIMEOUT=30. The
 primary is frozen with SIGSTOP, not killed: its connections stay open and
 silent, as with a primary cut off by the network, so nothing tells txmail
@@ -24,7 +24,8 @@ import signal
 import time
 
 from helpers import dl, wait_until
-from test_redis_sentinel import MASTER, read_log, send_and_deliver, sentinel_group  # noqa: F401
+from sentinel_group import MASTER, sentinel_group  # noqa: F401 (the fixture, for the test below)
+from test_redis_sentinel import read_log, send_and_deliver
 
 
 def test_switch_master_reconnects_at_once(txmail_factory, sentinel_group, smtp_peer):  # noqa: F811
@@ -35,9 +36,7 @@ def test_switch_master_reconnects_at_once(txmail_factory, sentinel_group, smtp_p
 
     os.kill(old.proc.pid, signal.SIGSTOP)
     try:
-        new_port = wait_until(
-            lambda: all(s.primary_port() not in (None, old.port) for s in g.sentinels)
-            and g.sentinels[0].primary_port(), dl(30), "the sentinels promote a replica", interval=0.1)
+        new_port = g.wait_promoted(old, dl(30)).port
         t_switch = time.monotonic()
 
         c = t.client(timeout=40)

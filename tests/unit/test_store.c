@@ -985,6 +985,20 @@ Test(store, send_at_is_scheduled)
 	store_delivery_free(d);
 }
 
+/* b, reclaimed from a, is recorded delivered: the entry is done; both freed */
+static void
+record_reclaimed(const char *id, struct store_delivery *a, struct store_delivery *b)
+{
+	char sbuf[32];
+
+	cr_assert_eq(record_one(b, "delivered", 0, "{}"), 0);
+	rcpt_status(id, 0, sbuf, sizeof(sbuf));
+	cr_assert_str_eq(sbuf, "delivered");
+	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 0);
+	store_delivery_free(a);
+	store_delivery_free(b);
+}
+
 Test(store, reclaim_from_dead_consumer)
 {
 	char id[64], sbuf[32];
@@ -1006,12 +1020,40 @@ Test(store, reclaim_from_dead_consumer)
 	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 1);
 	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 0);
 
-	cr_assert_eq(record_one(b[0], "delivered", 0, "{}"), 0);
+	record_reclaimed(id, a, b[0]);
+}
+
+/*
+ * A claim lost in a failover: the worker claimed the entry on a primary
+ * that died before its replicas had the claim, so on the promoted replica
+ * the recipient is "queued" again (attempts 0) while the entry is still
+ * pending with the worker (its read had been replicated). The worker's
+ * outcome finds no "sending" recipient: it must leave the entry pending for
+ * a reclaim (a second delivery), not ack it (the recipient would stay
+ * "queued" with nothing left to take it: stuck for good).
+ */
+Test(store, record_after_a_lost_claim_leaves_the_entry)
+{
+	char id[64], key[128], sbuf[32];
+	struct store_delivery *a = NULL, *b[4];
+	int n;
+
+	enqueue_msg(id, sizeof(id), 1, 0);
+	cr_assert_eq(fetch_one("A", &a), 1);
+	msg_key(key, sizeof(key), id, "");
+	hset_cmd(key, "r0:status", "queued");
+	hset_cmd(key, "r0:attempts", "0");
+
+	cr_assert_eq(record_one(a, "delivered", 0, "{}"), 0);
 	rcpt_status(id, 0, sbuf, sizeof(sbuf));
-	cr_assert_str_eq(sbuf, "delivered");
-	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 0);
-	store_delivery_free(a);
-	store_delivery_free(b[0]);
+	cr_assert_str_eq(sbuf, "queued", "status: got %s, want queued", sbuf);
+	cr_assert_eq(pending_count("txm{0}:ready", "workers"), 1, "the entry was acked: nothing can take it");
+	cr_assert_eq(rint_cmd("XLEN %s", "txm{0}:events"), 0);
+
+	n = store_reclaim(st, "B", 0, 4, b);
+	cr_assert_eq(n, 1, "reclaim: got %d, want 1", n);
+	cr_assert_eq(b[0]->attempts, 1, "attempts: got %d, want 1", b[0]->attempts);
+	record_reclaimed(id, a, b[0]);
 }
 
 Test(store, heartbeat_prevents_reclaim)
