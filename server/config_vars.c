@@ -115,7 +115,11 @@ const struct config_var config_vars[] = {
 	  .help = "`redis://[[user]:password@]host[:port][/db]`, `unix://[[user]:password@]/path[?db=N]` "
 	    "or `redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/<master-name>[/db]` "
 	    "(up to 8 sentinels, port 26379 by default: every connection asks them in turn for the "
-	    "primary, checks it with `ROLE` and asks again after a failover; see Redis Sentinel); "
+	    "primary, checks it with `ROLE` and asks again after a failover; see Redis Sentinel) "
+	    "or `redis+cluster://[[user]:password@]host[:port][,host[:port]...]` (up to 16 seed "
+	    "nodes of a Redis Cluster, db 0 only: every connection asks them which primary serves "
+	    "txmail's slot and asks again on `MOVED`; all data is on that one slot for now, see "
+	    "Redis Cluster); "
 	    "with a password every connection and reconnect starts with `AUTH [user] password` "
 	    "(user: a Redis 6+ ACL user; with Sentinel: the data nodes' credentials); user and "
 	    "password percent-encoded (`%40` for `@`; in the "
@@ -453,12 +457,6 @@ set_redis(struct config *cfg, const char *v, char *err, size_t errlen)
 	if (*v == '\0')
 		return 0;
 	rc = config_parse_redis(v, &cfg->redis, err, errlen);
-	if (rc == 0 && cfg->redis.is_cluster) {
-		/* parsed for the Cluster client (store_cluster.c), which the store does not use yet */
-		explicit_bzero(&cfg->redis, sizeof(cfg->redis));
-		rc = config_err(err, errlen, "%s", "redis+cluster:// is not served by this release's "
-		    "store yet: use redis:// or redis+sentinel://");
-	}
 	cfg->redis_set = rc == 0;
 	return rc;
 }

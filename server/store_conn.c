@@ -54,6 +54,7 @@
 
 #include "log.h"
 #include "store_lua.h"
+#include "store_cluster.h"
 #include "store_sentinel.h"
 #include "util.h"
 
@@ -441,8 +442,9 @@ st_type_name(const redisReply *r)
 static int
 st_is_busy(const redisReply *r)
 {
+	/* MOVED and ASK: a Cluster slot elsewhere (now or for a migrating key): the command did not run */
 	static const char *const busy[] = { "LOADING", "OOM", "READONLY", "MASTERDOWN",
-		"BUSY", "TRYAGAIN", "CLUSTERDOWN" };
+		"BUSY", "TRYAGAIN", "CLUSTERDOWN", "MOVED", "ASK" };
 	size_t i;
 
 	for (i = 0; i < sizeof(busy) / sizeof(busy[0]); i++)
@@ -594,6 +596,15 @@ st_set_timeout(struct store *s, int ms)
 static void
 st_failover_check(struct store *s, redisReply *const *rep, size_t n)
 {
+	if (s->addr.is_cluster && s->c) {
+		/* the slot of txm{0} has another primary now (a failover, a reshard): ask the cluster again */
+		for (size_t i = 0; i < n; i++)
+			if (st_is_error(rep[i], "MOVED")) {
+				st_drop(s, "MOVED: the slot has moved, asking the cluster");
+				return;
+			}
+		return;
+	}
 	if (!s->addr.is_sentinel || !s->c)
 		return;
 	for (size_t i = 0; i < n; i++) {
@@ -899,7 +910,14 @@ st_primary_note(const struct store *s)
 {
 	pthread_mutex_lock(&st_primary_mu);
 	if (strcmp(st_primary_seen, s->desc) != 0) {
-		if (st_primary_seen[0] == '\0')
+		/* Sentinel: the master name; Cluster: the slot of our hash tag, which that primary serves */
+		unsigned slot = st_cluster_keyslot(ST_PREFIX, strlen(ST_PREFIX));
+
+		if (s->addr.is_cluster && st_primary_seen[0] == '\0')
+			log_info("redis primary", "addr=%s slot=%u", s->desc, slot);
+		else if (s->addr.is_cluster)
+			log_info("redis primary", "addr=%s slot=%u previous=%s", s->desc, slot, st_primary_seen);
+		else if (st_primary_seen[0] == '\0')
 			log_info("redis primary", "addr=%s master=%s", s->desc, s->addr.master);
 		else
 			log_info("redis primary", "addr=%s master=%s previous=%s", s->desc, s->addr.master,
@@ -966,6 +984,98 @@ st_sentinel_connect(struct store *s)
 	return STORE_ERR_UNAVAILABLE;
 }
 
+/*
+ * st_cluster_owner - on s->c (authenticated), is this node the primary of
+ * the slot every key lives in (the hash tag of ST_PREFIX)? EXISTS of one
+ * of our keys answers that without a slot map: an integer from the owner,
+ * -MOVED with the owner's address from any other node (a replica too).
+ * 1 and nothing in host; 0 and the owner in host:port (empty host: the
+ * node asked); -1 with s->why.
+ */
+static int
+st_cluster_owner(struct store *s, const char *asked, char *host, size_t hostlen, uint16_t *port)
+{
+	const char *argv[2] = { "EXISTS", ST_K_FENCE };
+	struct st_cluster_redirect to;
+	redisReply *r = NULL;
+	int rc = -1;
+
+	/* not st_simple: a MOVED here is the answer sought, not a failover to report */
+	r = redisCommandArgv(s->c, 2, argv, NULL);
+	if (!r) {
+		snprintf(s->why, sizeof(s->why), "EXISTS: %.200s", s->c->errstr[0] ? s->c->errstr : "i/o error");
+		return -1;
+	}
+	if (r->type == REDIS_REPLY_INTEGER) {
+		rc = 1;
+	} else if (r->type == REDIS_REPLY_ERROR && r->str != NULL &&
+	    st_cluster_redirect_parse(r->str, r->len, asked, &to) == ST_CLUSTER_MOVED) {
+		util_strlcpy(host, to.host, hostlen);
+		*port = to.port;
+		rc = 0;
+	} else {
+		snprintf(s->why, sizeof(s->why), "EXISTS answered %.120s",
+		    r->type == REDIS_REPLY_ERROR && r->str ? r->str : st_type_name(r));
+	}
+	freeReplyObject(r);
+	return rc;
+}
+
+/*
+ * st_cluster_connect - redis+cluster://: the seeds in turn (the last that
+ * answered first); each is asked whether it serves our slot, and when it
+ * names another node (MOVED) that one is asked too. Every key of this
+ * release carries one hash tag, so the whole store is on that slot's
+ * primary: it is s->c and s->desc. A MOVED answer later (failover,
+ * reshard: st_failover_check) drops the connection and this runs again.
+ * 0; STORE_ERR_UNAVAILABLE with s->why.
+ */
+static int
+st_cluster_connect(struct store *s)
+{
+	size_t order[REDIS_MAX_SEEDS], n = s->addr.nseeds;
+
+	st_sentinel_order(s->sentinel_first, n, order);
+	for (size_t k = 0; k < n; k++) {
+		const struct redis_hostport *seed = &s->addr.seeds[order[k]];
+		char host[ST_CLUSTER_HOST_MAX] = "", at[300];
+		uint16_t port = seed->port;
+		int hop;
+
+		util_strlcpy(host, seed->host, sizeof(host));
+		/* the seed, then at most the one node it names: a second MOVED means the map is moving */
+		for (hop = 0; hop < 2; hop++) {
+			int own;
+
+			snprintf(s->desc, sizeof(s->desc), "%.255s:%u", host, (unsigned)port);
+			util_strlcpy(at, s->desc, sizeof(at));
+			if (st_dial(s, host, port) != 0) {
+				st_close_quiet(s);
+				break;
+			}
+			if (st_auth(s) != 0) {
+				st_close_quiet(s);
+				break;
+			}
+			own = st_cluster_owner(s, host, host, sizeof(host), &port);
+			if (own == 1) {
+				s->sentinel_first = order[k];
+				st_primary_note(s);
+				return 0;
+			}
+			st_close_quiet(s);
+			if (own < 0)
+				break;
+		}
+		if (hop == 2)
+			snprintf(s->why, sizeof(s->why), "seed %.60s:%u: the slot moved twice while asking",
+			    seed->host, (unsigned)seed->port);
+		else
+			snprintf(s->why + strlen(s->why), sizeof(s->why) - strlen(s->why), " (asking %.60s)", at);
+	}
+	return STORE_ERR_UNAVAILABLE;
+}
+
 /* st_connect - ensure a connection; fails fast while Redis is down. */
 int
 st_connect(struct store *s)
@@ -988,7 +1098,15 @@ st_connect(struct store *s)
 		return STORE_ERR_UNAVAILABLE;
 	s->last_try_ms = now;
 	s->dial_gen = st_watch_gen();   /* before the sentinels are asked: a switch meanwhile shows */
-	if (s->addr.is_sentinel) {
+	if (s->addr.is_cluster) {
+		if (st_cluster_connect(s) != 0) {
+			if (!s->down && !s->auth_failed)
+				log_warn("redis unavailable", "cluster=%s:%u error=%s", s->addr.seeds[0].host,
+				    (unsigned)s->addr.seeds[0].port, s->why);
+			s->down = 1;
+			return STORE_ERR_UNAVAILABLE;
+		}
+	} else if (s->addr.is_sentinel) {
 		if (st_sentinel_connect(s) != 0) {
 			if (!s->down && !s->auth_failed)
 				log_warn("redis unavailable", "master=%s error=%s", s->addr.master, s->why);

@@ -107,6 +107,9 @@ class Cluster:
             assert r.returncode == 0, "redis-cli --cluster create: %s\n%s" % (r.stdout[-2000:], r.stderr)
             wait_until(self.ok, dl(30), "every node: cluster_state:ok, 6 known nodes, 3 primaries",
                        interval=0.1, diag=lambda: str([self.state(n) for n in self.nodes]))
+            # and every node's view has the roles right: three replicas, three primaries with slots
+            wait_until(self.roles_agree, dl(30), "every node sees 3 replicas and 3 serving primaries",
+                       interval=0.1)
         except BaseException:
             self.stop()
             raise
@@ -126,6 +129,14 @@ class Cluster:
                 return False
         return True
 
+    def roles_agree(self):
+        for n in self.nodes:
+            v = n.nodes()
+            if sum(1 for d in v if "slave" in d["flags"]) != 3 or \
+                    sum(1 for d in v if "master" in d["flags"] and d["slots"]) != 3:
+                return False
+        return True
+
     def url(self):
         cred = ":%s@" % self.password if self.password else ""
         return "redis+cluster://%s%s" % (cred, ",".join("127.0.0.1:%d" % n.port for n in self.nodes))
@@ -136,7 +147,10 @@ class Cluster:
     def primaries(self, via=None):
         """{id: node dict} of the primaries, as `via` (default: the first live node) sees them."""
         via = via or next(n for n in self.nodes if n.proc.poll() is None)
-        return {d["id"]: d for d in via.nodes() if "master" in d["flags"] and "fail" not in d["flags"]}
+        # serving slots too: just after the create a node's view may still call a replica a master
+        # (gossip), and make test once picked one as a reshard target
+        return {d["id"]: d for d in via.nodes()
+                if "master" in d["flags"] and "fail" not in d["flags"] and d["slots"]}
 
     def owner(self, slot, via=None):
         return next(d for d in self.primaries(via).values() if slot in d["slots"])
