@@ -826,46 +826,61 @@ st_close_quiet(struct store *s)
 	st_watch_set_conn(s, NULL, 0);
 }
 
+redisContext *
+st_sentinel_open(const struct redis_addr *a, const struct redis_hostport *sn, char *why, size_t whylen)
+{
+	struct timeval tv = { ST_SENTINEL_TIMEOUT_MS / 1000, (ST_SENTINEL_TIMEOUT_MS % 1000) * 1000 };
+	redisContext *c = redisConnectWithTimeout(sn->host, sn->port, tv);
+	redisReply *r = NULL;
+
+	if (!c || c->err) {
+		snprintf(why, whylen, "%.200s", c ? c->errstr : "out of memory");
+		goto fail;
+	}
+	if (redisSetTimeout(c, tv) != REDIS_OK) {
+		snprintf(why, whylen, "%s", "setsockopt");
+		goto fail;
+	}
+	if (a->sentinel_pass[0] != '\0') {
+		const char *auth[2] = { "AUTH", a->sentinel_pass };
+
+		r = redisCommandArgv(c, 2, auth, NULL);
+		if (!r) {
+			snprintf(why, whylen, "AUTH: %.200s", c->errstr[0] ? c->errstr : "i/o error");
+			goto fail;
+		}
+		if (r->type != REDIS_REPLY_STATUS) {
+			/* the reply is withheld: a server may echo what it was sent */
+			snprintf(why, whylen, "%s", "AUTH refused (TXMAIL_REDIS_SENTINEL_PASSWORD)");
+			goto fail;
+		}
+		freeReplyObject(r);
+	}
+	return c;
+fail:
+	if (r)
+		freeReplyObject(r);
+	if (c)
+		redisFree(c);
+	return NULL;
+}
+
 /*
- * st_sentinel_ask - ask sentinel sn for the primary of s->addr.master:
- * its own connection with ST_SENTINEL_TIMEOUT_MS for the connect and each
- * command, AUTH with TXMAIL_REDIS_SENTINEL_PASSWORD when set, then
- * SENTINEL get-master-addr-by-name. 0 and host/port; STORE_ERR_UNAVAILABLE
- * with why (never the password).
+ * st_sentinel_ask - ask sentinel sn for the primary of s->addr.master
+ * (st_sentinel_open, then SENTINEL get-master-addr-by-name). 0 and
+ * host/port; STORE_ERR_UNAVAILABLE with why (never the password).
  */
 static int
 st_sentinel_ask(const struct store *s, const struct redis_hostport *sn, char *host, size_t hostlen,
     uint16_t *port, char *why, size_t whylen)
 {
-	struct timeval tv = { ST_SENTINEL_TIMEOUT_MS / 1000, (ST_SENTINEL_TIMEOUT_MS % 1000) * 1000 };
 	const char *ask[3] = { "SENTINEL", "get-master-addr-by-name", s->addr.master };
-	redisContext *c = redisConnectWithTimeout(sn->host, sn->port, tv);
+	redisContext *c = st_sentinel_open(&s->addr, sn, why, whylen);
 	redisReply *r = NULL;
 	int rc = STORE_ERR_UNAVAILABLE;
 
-	if (!c || c->err) {
-		snprintf(why, whylen, "%.200s", c ? c->errstr : "out of memory");
+	if (!c)
 		goto out;
-	}
-	if (redisSetTimeout(c, tv) != REDIS_OK) {
-		snprintf(why, whylen, "%s", "setsockopt");
-		goto out;
-	}
-	if (s->addr.sentinel_pass[0] != '\0') {
-		const char *auth[2] = { "AUTH", s->addr.sentinel_pass };
-
-		r = redisCommandArgv(c, 2, auth, NULL);
-		if (!r) {
-			snprintf(why, whylen, "AUTH: %.200s", c->errstr[0] ? c->errstr : "i/o error");
-			goto out;
-		}
-		if (r->type != REDIS_REPLY_STATUS) {
-			/* the reply is withheld: a server may echo what it was sent */
-			snprintf(why, whylen, "%s", "AUTH refused (TXMAIL_REDIS_SENTINEL_PASSWORD)");
-			goto out;
-		}
-		freeReplyObject(r);
-	}
 	r = redisCommandArgv(c, 3, ask, NULL);
 	if (!r) {
 		snprintf(why, whylen, "%.200s", c->errstr[0] ? c->errstr : "i/o error");

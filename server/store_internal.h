@@ -508,4 +508,12 @@ void st_watch_remove(struct store *s);
 unsigned st_watch_gen(void);
 void st_watch_set_conn(struct store *s, redisContext *c, unsigned gen);
 
+/*
+ * st_sentinel_open - a connection to sentinel sn (store_conn.c), with
+ * ST_SENTINEL_TIMEOUT_MS for the connect and each command, authenticated
+ * with a->sentinel_pass when set; NULL with why (never the password).
+ */
+redisContext *st_sentinel_open(const struct redis_addr *a, const struct redis_hostport *sn,
+    char *why, size_t whylen);
+
 #endif

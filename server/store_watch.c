@@ -107,33 +107,13 @@ sw_switched(const char *from, const char *to)
 static redisContext *
 sw_subscribe(const struct redis_hostport *sn, char *why, size_t whylen)
 {
-	struct timeval tv = { ST_SENTINEL_TIMEOUT_MS / 1000, (ST_SENTINEL_TIMEOUT_MS % 1000) * 1000 };
 	const char *sub[2] = { "SUBSCRIBE", "+switch-master" };
-	redisContext *c = redisConnectWithTimeout(sn->host, sn->port, tv);
+	redisContext *c = st_sentinel_open(&sw_addr, sn, why, whylen);
 	redisReply *r = NULL;
 
-	if (!c || c->err) {
-		snprintf(why, whylen, "%.200s", c ? c->errstr : "out of memory");
-		goto fail;
-	}
-	if (redisSetTimeout(c, tv) != REDIS_OK) {
-		snprintf(why, whylen, "%s", "setsockopt");
-		goto fail;
-	}
+	if (!c)
+		return NULL;
 	(void)redisEnableKeepAlive(c);
-	if (sw_addr.sentinel_pass[0] != '\0') {
-		const char *auth[2] = { "AUTH", sw_addr.sentinel_pass };
-
-		r = redisCommandArgv(c, 2, auth, NULL);
-		if (!r || r->type != REDIS_REPLY_STATUS) {
-			/* the reply is withheld: a server may echo what it was sent */
-			snprintf(why, whylen, "%s", r ? "AUTH refused (TXMAIL_REDIS_SENTINEL_PASSWORD)" :
-			    "AUTH: i/o error");
-			goto fail;
-		}
-		freeReplyObject(r);
-		r = NULL;
-	}
 	r = redisCommandArgv(c, 2, sub, NULL);
 	if (!r || r->type != REDIS_REPLY_ARRAY) {
 		snprintf(why, whylen, "SUBSCRIBE: %s", r ? "refused" : "i/o error");
