@@ -149,10 +149,12 @@ struct store;
  * what this handle's connection wrote, and everything the primary had
  * written before (another handle's writes included), is on N replicas:
  * one pipelined round trip of a tiny fence write and WAIT N (timeout
- * TXMAIL_REDIS_MIN_REPLICAS_TIMEOUT). 0 at once with N = 0;
- * STORE_ERR_UNREPLICATED when fewer confirm in time (the write stays on
- * the primary: it is not undone), STORE_ERR_UNAVAILABLE when the
- * connection broke. The fence is what makes a handle that only read (an
+ * TXMAIL_REDIS_MIN_REPLICAS_TIMEOUT), on the connection that wrote or
+ * read (never a new one: a WAIT on the next primary confirms nothing of
+ * it). 0 at once with N = 0; STORE_ERR_UNREPLICATED when fewer confirm
+ * in time or the connection is gone (the write stays on the primary: it
+ * is not undone), STORE_ERR_UNAVAILABLE when the connection broke during
+ * the WAIT. The fence is what makes a handle that only read (an
  * idempotent replay, an event read for a webhook) wait for the write it
  * is about to report: replication is in order, so the fence's offset
  * covers every earlier write.

@@ -1658,9 +1658,13 @@ store_wait_replicas(struct store *s)
 	wait_ms = s->addr.wait_ms > 0 ? s->addr.wait_ms : 1000;
 	snprintf(want, sizeof(want), "%d", s->addr.min_replicas);
 	snprintf(ms, sizeof(ms), "%d", wait_ms);
-	rc = st_connect(s);
-	if (rc)
-		return rc;
+	/*
+	 * Never a reconnect here: the write to confirm is on the node this
+	 * connection reached, and a WAIT on a new one (the next primary after a
+	 * failover) would confirm nothing of it. Gone: it cannot be confirmed.
+	 */
+	if (!s->c)
+		return STORE_ERR_UNREPLICATED;
 	/* WAIT blocks for up to wait_ms: the socket gets that on top of a command's time */
 	rc = st_set_timeout(s, wait_ms + s->cmd_timeout_ms);
 	if (rc)

@@ -13,7 +13,7 @@ process) - sends --messages messages through the API at an even pace over
   - SIGKILLs redis-server and starts it again on its AOF (--redis-restarts);
     with --redis sentinel the stack runs on a Sentinel group instead
     (sentinel_group.py: primary, 2 replicas, 3 sentinels;
-    TXMAIL_REDIS_MIN_REPLICAS=1) and each of these is a failover: the
+    TXMAIL_REDIS_MIN_REPLICAS=2, every replica) and each of these is a failover: the
     replicas are made to lag for LAG_S, the current primary is SIGKILLed,
     the sentinels promote a replica, and the killed node is started again
     as a replica of the new primary, as a restarted pod would be;
@@ -132,7 +132,7 @@ class Run:
         make_certs(self.certs)
         if a.redis == "sentinel":
             self.group = Group(os.path.join(self.dir, "sentinel"), lambda name, path: None, fsync=a.fsync)
-            redis_env = {"TXMAIL_REDIS_URL": self.group.url(), "TXMAIL_REDIS_MIN_REPLICAS": "1",
+            redis_env = {"TXMAIL_REDIS_URL": self.group.url(), "TXMAIL_REDIS_MIN_REPLICAS": "2",
                          "TXMAIL_REDIS_MIN_REPLICAS_TIMEOUT": "0.5"}
         else:
             self.redis = RedisServer(self.dir, fsync=a.fsync)

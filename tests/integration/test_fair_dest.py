@@ -128,8 +128,18 @@ def test_tarpit_takes_at_most_its_cap(dns, mx_port, tarpit, healthy, txmail_fact
         # at its cap it published it (txm{0}:sat) and the enqueue put the rest in due at once
         sat = helpers.resp_cmd(redis.port, "HGET", "txm{0}:sat", "tarpit.test")
         assert sat is not None, "tarpit.test was not published as saturated (txm{0}:sat)"
-        assert helpers.resp_cmd(redis.port, "HGET", "txm{0}:sat", "healthy.test") is None, \
-            "healthy.test published as saturated"
+        # the healthy domain is published only when it really was at its cap: at 50/s that takes
+        # transactions of 160 ms, which a loaded machine (make test's parallel passes at a load of
+        # 8-10) gives the baseline already. Asserted where the baseline shows it had room to spare
+        healthy_sat = helpers.resp_cmd(redis.port, "HGET", "txm{0}:sat", "healthy.test")
+        base_p99 = summary(lat0, HEALTHY)["p99"]
+        if RATE * base_p99 < CAP / 2:
+            assert healthy_sat is None, \
+                "healthy.test published as saturated (baseline p99 %.3fs: about %.1f in flight of " \
+                "its cap of %d)" % (base_p99, RATE * base_p99, CAP)
+        elif healthy_sat is not None:
+            print("healthy.test published as saturated, as its baseline needed its cap already "
+                  "(p99 %.3fs at %d/s, cap %d)" % (base_p99, RATE, CAP))
         parked = parked_total(api)
         in_due = helpers.resp_cmd(redis.port, "ZCARD", "txm{0}:due")
         assert parked < BACKLOG // 2 and in_due > BACKLOG // 2, \
