@@ -46,6 +46,9 @@ import re
 import threading
 import time
 
+import pytest
+
+import helpers
 from helpers import Client, WaitTimeout, dl, log, wait_until
 from sentinel_group import sentinel_group  # noqa: F401 (the fixture, for the test below)
 
@@ -267,7 +270,19 @@ def test_primary_killed_under_load_loses_no_202(txmail_factory, sentinel_group, 
         t_kill = time.monotonic()
         old.kill9()
         g.end_lag(old, dl(5))
-        new = g.wait_promoted(old, dl(30))
+        try:
+            new = g.wait_promoted(old, dl(30))
+        except WaitTimeout:
+            tilted = [i for i, x in enumerate(g.sentinels) if "+tilt" in helpers.read_text(x.log)]
+            if not tilted:
+                raise
+            # A sentinel starved of CPU for over 2 s (make test's parallel passes) enters TILT and
+            # acts on nothing for 30 s; after it, the replicas' links have been down longer than
+            # it allows (down-after x 10 + the time since it saw the primary down), so it finds
+            # "no good slave" for ever (CI saw it). Not a failover this run can time: no new sends.
+            with load.lock:
+                load.next = N
+            pytest.skip("sentinels %r entered TILT (starved of CPU): no failover to test this run" % tilted)
         t_promoted = time.monotonic()
         # the promoted replica has one replica left: the killed node comes back as the second
         # (as its pod would), so that WAIT 2 can be met again
