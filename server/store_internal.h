@@ -130,7 +130,7 @@ struct store {
 	unsigned watch_gen;         /* st_watch_gen() when c was connected */
 	unsigned dial_gen;          /* st_watch_gen() when the connect under way began */
 	int watched;                /* registered with st_watch_add */
-	size_t sentinel_first;      /* redis+sentinel://: the sentinel to ask first (the last that answered) */
+	size_t sentinel_first;      /* redis+sentinel:// / redis+cluster://: the sentinel or seed to ask first (the last that answered) */
 	char why[256];              /* why the last connect attempt failed, for store_init */
 	int64_t retention_ms;       /* a finished message's summary and timeline stay this long */
 	char sha[SC_COUNT][41];

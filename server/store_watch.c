@@ -115,17 +115,14 @@ sw_subscribe(const struct redis_hostport *sn, char *why, size_t whylen)
 		return NULL;
 	(void)redisEnableKeepAlive(c);
 	r = redisCommandArgv(c, 2, sub, NULL);
-	if (!r || r->type != REDIS_REPLY_ARRAY) {
-		snprintf(why, whylen, "SUBSCRIBE: %s", r ? "refused" : "i/o error");
-		goto fail;
+	if (r && r->type == REDIS_REPLY_ARRAY) {
+		freeReplyObject(r);
+		return c;
 	}
-	freeReplyObject(r);
-	return c;
-fail:
+	snprintf(why, whylen, "SUBSCRIBE: %s", r ? "refused" : "i/o error");
 	if (r)
 		freeReplyObject(r);
-	if (c)
-		redisFree(c);
+	redisFree(c);
 	return NULL;
 }
 
