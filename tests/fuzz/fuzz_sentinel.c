@@ -20,6 +20,7 @@
 #include <hiredis/read.h>
 
 #include "../../server/store_sentinel.h"
+#include "fuzz_resp.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -44,7 +45,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	redisReader *rd;
 	void *v = NULL;
 
-	if (size > FUZZ_RESP_MAX)
+	if (size > FUZZ_RESP_MAX || !fuzz_resp_arrays_small((const char *)data, size))
 		return 0;
 	rd = redisReaderCreate();
 	if (rd == NULL)

@@ -22,6 +22,7 @@
 #include <hiredis/read.h>
 
 #include "../../server/store_cluster.h"
+#include "fuzz_resp.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -99,27 +100,6 @@ check_slots(const redisReply *r)
 		abort();
 }
 
-/*
- * arrays_small - 0 when an array header "*N" announces more than 65536
- * elements: hiredis's reader callocs N pointers before reading one, which
- * the fuzzer reports as out of memory (hiredis's trait, not this parser's;
- * a server's CLUSTER SLOTS answer has one element per range).
- */
-static int
-arrays_small(const char *s, size_t size)
-{
-	for (size_t i = 0; i < size; i++) {
-		unsigned long n = 0;
-
-		if (s[i] != '*')
-			continue;
-		for (size_t k = i + 1; k < size && s[k] >= '0' && s[k] <= '9'; k++)
-			if ((n = n * 10 + (unsigned long)(s[k] - '0')) > 65536)
-				return 0;
-	}
-	return 1;
-}
-
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -131,7 +111,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	check_key(s, size);
 	check_redirect(s, size);
-	if (!arrays_small(s, size))
+	if (!fuzz_resp_arrays_small(s, size))
 		return 0;
 	rd = redisReaderCreate();
 	if (rd == NULL)
