@@ -141,7 +141,11 @@ def test_embedded_socket_without_url(txmail_binary, workdir):
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        wait_until(lambda: os.path.exists(sock), dl(10), "redis unix socket %s" % sock)
+        # answering, not only there: the socket file exists from bind(), before redis serves it
+        # (make test once saw the CLI's one connect come too early)
+        wait_until(lambda: os.path.exists(sock) and subprocess.run(
+            ["redis-cli", "-s", sock, "PING"], capture_output=True, text=True,
+            timeout=dl(5)).stdout.strip() == "PONG", dl(10), "redis on unix socket %s" % sock)
         env = {"TXMAIL_DATA_DIR": data}
         rc, out, err = keys_cli(txmail_binary, env, "create", "--name", "dev")
         assert rc == 0 and KEY_RE.match(out.strip()), "create: got exit %d out=%r err=%r" % (rc, out, err)
