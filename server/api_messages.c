@@ -19,6 +19,7 @@
  * microhttpd.h (http.c does the wire; see api.h).
  */
 #include <ctype.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -155,17 +156,20 @@ messages_cat3(char *buf, size_t len, const char *a, const char *b, const char *c
 	buf[off] = '\0';
 }
 
-/* 1 when id matches ^msg_[0-9a-z]{26}$ */
+/* 1 when id matches ^msg_[0-9a-z]{26}(p[1-9][0-9]?)?$ (the partition: store_id_partition) */
 static int
 messages_id_ok(const char *id)
 {
-	size_t plen = sizeof(MSG_ID_PREFIX) - 1;
+	size_t plen = sizeof(MSG_ID_PREFIX) - 1, n;
 
-	if (id == NULL || strncmp(id, MSG_ID_PREFIX, plen) != 0 ||
-	    strlen(id) != plen + MSG_ID_CHARS)
+	if (id == NULL || strncmp(id, MSG_ID_PREFIX, plen) != 0)
 		return 0;
-	for (const char *p = id + plen; *p != '\0'; p++)
-		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z')))
+	n = strlen(id);
+	if (n != plen + MSG_ID_CHARS && (n < plen + MSG_ID_CHARS + 2 || n > plen + MSG_ID_CHARS + 3 ||
+	    store_id_partition(id) == 0))
+		return 0;
+	for (size_t i = plen; i < plen + MSG_ID_CHARS; i++)
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'z')))
 			return 0;
 	return 1;
 }
@@ -293,7 +297,7 @@ messages_add_rcpts(struct messages_one *m, const struct mime_addr *a, size_t na,
  */
 static int
 messages_prepare(const struct api_request *req, const cJSON *json, const char *prefix,
-    struct messages_one *m, struct api_response *resp)
+    unsigned part, struct messages_one *m, struct api_response *resp)
 {
 	struct validate_error verr;
 	struct mime_message mm;
@@ -341,6 +345,8 @@ messages_prepare(const struct api_request *req, const cJSON *json, const char *p
 		api_error(resp, 500, "internal_error", "cannot generate an id", NULL);
 		return -1;
 	}
+	if (part > 0)   /* the partition travels in the id: msg_<ulid>p<k> (store_id_partition) */
+		snprintf(m->id + strlen(m->id), sizeof(m->id) - strlen(m->id), "p%u", part);
 	messages_cat3(m->msgid, sizeof(m->msgid), "<", m->id, "@");
 	messages_cat3(m->msgid + strlen(m->msgid), sizeof(m->msgid) - strlen(m->msgid),
 	    req->cfg->helo_name[0] != '\0' ? req->cfg->helo_name : "localhost", ">", "");
@@ -850,6 +856,34 @@ oom:
 	api_error(resp, 500, "internal_error", "out of memory", NULL);
 }
 
+/*
+ * messages_partition - the partition of a request's messages
+ * (TXMAIL_PARTITIONS): from its Idempotency-Key when it has one, so that a
+ * retry meets the first answer (the idempotency record is in the same
+ * partition), else in turn. A batch is one enqueue script: one partition.
+ */
+static unsigned
+messages_partition(const struct api_request *req)
+{
+	static atomic_uint turn;
+	unsigned n = req->cfg->redis.partitions > 1 ? (unsigned)req->cfg->redis.partitions : 1;
+	const char *hk, *prj;
+	uint32_t h = 2166136261u;   /* FNV-1a over project ":" key */
+
+	if (n <= 1)
+		return 0;
+	hk = api_request_header(req, "Idempotency-Key");
+	if (hk == NULL)
+		return atomic_fetch_add_explicit(&turn, 1, memory_order_relaxed) % n;
+	prj = req->project != NULL && req->project[0] != '\0' ? req->project : "-";
+	for (const char *p = prj; *p != '\0'; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	h = (h ^ (unsigned char)':') * 16777619u;
+	for (const char *p = hk; *p != '\0'; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	return h % n;
+}
+
 void
 api_messages_create(const struct api_request *req, struct api_response *resp)
 {
@@ -859,7 +893,7 @@ api_messages_create(const struct api_request *req, struct api_response *resp)
 		api_error(resp, 500, "internal_error", "out of memory", NULL);
 		return;
 	}
-	if (messages_prepare(req, req->json, NULL, m, resp) != 0) {
+	if (messages_prepare(req, req->json, NULL, messages_partition(req), m, resp) != 0) {
 		messages_one_free(m);
 		free(m);
 		return;
@@ -898,6 +932,7 @@ api_messages_batch(const struct api_request *req, struct api_response *resp)
 	}
 	{
 		size_t i = 0;
+		unsigned part = messages_partition(req);
 
 		for (const cJSON *c = list->child; c != NULL && i < n; c = c->next, i++) {
 			snprintf(prefix, sizeof(prefix), "messages[%zu].", i);
@@ -906,7 +941,7 @@ api_messages_batch(const struct api_request *req, struct api_response *resp)
 				api_error(resp, 422, "validation_error", "must be an object", field);
 				goto fail;
 			}
-			if (messages_prepare(req, c, prefix, &ms[i], resp) != 0)
+			if (messages_prepare(req, c, prefix, part, &ms[i], resp) != 0)
 				goto fail;
 		}
 	}

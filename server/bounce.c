@@ -187,6 +187,8 @@ bounce_record(struct bounce *b, const struct dsn *d, const struct store_message_
 	in.event_json = evs;
 	in.timeline_json = tls;
 	in.suppress_reason = failed && r->status[0] == '5' ? "bounced" : NULL;
+	in.email = rv->email;
+	in.project = v->project;
 	in.now_ms = now;
 	rc = store_bounce(b->st, &in, &applied);
 	if (rc == STORE_ERR_NOT_FOUND) {

@@ -68,6 +68,7 @@ struct redis_addr {
 	int64_t content_keep_ms;  /* TXMAIL_CONTENT_RETENTION: a finished message's MIME stays this long; 0 */
 	int min_replicas;         /* TXMAIL_REDIS_MIN_REPLICAS: WAIT for this many after a write told about; 0 */
 	int wait_ms;              /* TXMAIL_REDIS_MIN_REPLICAS_TIMEOUT: WAIT's timeout; 1000 */
+	int partitions;           /* TXMAIL_PARTITIONS: the keyspace's partitions (hash tags); 0 = 1 */
 };
 
 struct config {
@@ -84,6 +85,7 @@ struct config {
 	double content_retention; /* TXMAIL_CONTENT_RETENTION, 0 (also in redis.content_keep_ms) */
 	int redis_min_replicas;   /* TXMAIL_REDIS_MIN_REPLICAS, 0 (also in redis.min_replicas) */
 	double redis_wait;        /* TXMAIL_REDIS_MIN_REPLICAS_TIMEOUT, 1 (also in redis.wait_ms) */
+	int partitions;           /* TXMAIL_PARTITIONS, 1 (also in redis.partitions) */
 	char data_dir[PATH_MAX];  /* TXMAIL_DATA_DIR, default ./var */
 	char *api_keys[CONFIG_MAX_API_KEYS];  /* TXMAIL_API_KEYS, malloc'd */
 	size_t napi_keys;

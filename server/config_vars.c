@@ -49,6 +49,7 @@ static int set_redis(struct config *, const char *, char *, size_t);
 static int set_redis_sentinel_pass(struct config *, const char *, char *, size_t);
 static int set_redis_timeout(struct config *, const char *, char *, size_t);
 static int set_redis_min_replicas(struct config *, const char *, char *, size_t);
+static int set_partitions(struct config *, const char *, char *, size_t);
 static int set_redis_wait(struct config *, const char *, char *, size_t);
 static int set_content_retention(struct config *, const char *, char *, size_t);
 static int set_api_keys(struct config *, const char *, char *, size_t);
@@ -157,6 +158,18 @@ const struct config_var config_vars[] = {
 	  .help = "how long `WAIT` gives the replicas (with `TXMAIL_REDIS_MIN_REPLICAS` above 0); a send "
 	    "waits this much longer for its answer when a replica is slow or gone",
 	  FIELD(redis_wait), .set = set_redis_wait },
+	/* after TXMAIL_REDIS_URL too: this row sets redis.partitions */
+	{ .name = "TXMAIL_PARTITIONS", .kind = CV_INT, .min = 1, .max = 64, .def = "1",
+	  .note = "everything in one hash tag, `txm{0}`",
+	  .help = "the partitions of txmail's keyspace: partition k's keys carry the hash tag "
+	    "`txm{k}`, so on a Redis Cluster they spread over the primaries by slot. A message, its "
+	    "recipients' state and its events stay in one partition, named in its id (`msg_...p3`; "
+	    "none: partition 0): by its Idempotency-Key when it has one (a retry meets the first "
+	    "answer), else in turn. Every worker serves every partition; API keys, templates, "
+	    "webhook endpoints and shaping stay in partition 0, the suppression lists are copied into "
+	    "each. Raise it, never lower it (mail of a partition no longer served would wait): every "
+	    "txmail process of one Redis must use the same value",
+	  FIELD(partitions), .set = set_partitions },
 	/* after TXMAIL_REDIS_URL too: this row sets redis.content_keep_ms */
 	{ .name = "TXMAIL_CONTENT_RETENTION", SECONDS(0, 604800), .def = "0",
 	  .note = "delete it at once",
@@ -496,6 +509,16 @@ set_redis_min_replicas(struct config *cfg, const char *v, char *err, size_t errl
 	(void)err;
 	(void)errlen;
 	cfg->redis.min_replicas = cfg->redis_min_replicas;
+	return 0;
+}
+
+static int
+set_partitions(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	(void)v;
+	(void)err;
+	(void)errlen;
+	cfg->redis.partitions = cfg->partitions;
 	return 0;
 }
 

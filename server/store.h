@@ -426,12 +426,19 @@ int store_reclaim(struct store *s, const char *consumer, int64_t min_idle_ms,
 /*
  * store_heartbeat - reset the idle time of entries this consumer holds
  * (XCLAIM JUSTID, one per stream): entry_ids[i] is on the stream of lane
- * lanes[i] and project projects[i] (the delivery's lane and
- * stream_project; lanes NULL: all normal, projects NULL: all "default").
+ * lanes[i], project projects[i] and partition parts[i] (the delivery's
+ * lane, stream_project and store_id_partition(msg_id); lanes NULL: all
+ * normal, projects NULL: all "default", parts NULL: all 0).
  * 0 or STORE_ERR_*.
  */
 int store_heartbeat(struct store *s, const char *consumer, const char *const *entry_ids,
-    const enum store_lane *lanes, const char *const *projects, size_t n);
+    const enum store_lane *lanes, const char *const *projects, const unsigned *parts, size_t n);
+
+/*
+ * store_id_partition - the partition a message id names (TXMAIL_PARTITIONS):
+ * k for "msg_<26>p<k>", 0 for any other id (every id before partitions).
+ */
+unsigned store_id_partition(const char *msg_id);
 
 struct store_result {
 	const struct store_delivery *d;
@@ -532,6 +539,10 @@ struct store_bounce_in {
 	const char *event_json;      /* the message.failed event, or NULL */
 	const char *timeline_json;
 	const char *suppress_reason; /* NULL: no suppression */
+	/* with suppress_reason: the recipient and the message's project (the view's), for the
+	 * suppression list's copies in the other partitions */
+	const char *email;
+	const char *project;
 	int64_t now_ms;
 };
 

@@ -264,7 +264,7 @@ out:
 
 /* --- suppressions ------------------------------------------------------------ */
 
-#define ST_MAX_EMAIL 320
+
 
 static const struct st_col st_supp_cols[] = {
 	{ ST_COL_STR, 0, offsetof(struct store_suppression, email), 0, 0, NULL },
@@ -334,13 +334,55 @@ store_suppression_check(struct store *s, const char *project, const char *const 
 }
 
 int
+st_supp_write(struct store *s, int skip, const char *project, const char *email, const char *val,
+    long long *first)
+{
+	struct st_batch b;
+	char ks[ST_KEY_MAX], pp[ST_KEY_MAX];
+	unsigned p;
+	size_t i;
+	int rc;
+
+	if (first)
+		*first = 0;
+	memset(&b, 0, sizeof(b));
+	rc = st_connect(s);
+	if (rc == 0)
+		rc = st_batch_init(&b, s->nparts, 4);
+	/* partition 0's list first (the one the API reads), then each copy */
+	for (p = 0; p < s->nparts && rc == 0; p++) {
+		if ((int)p == skip)
+			continue;
+		if (st_project_prefix_in(s, p, pp, sizeof(pp), project) ||
+		    st_key(ks, sizeof(ks), pp, "supp", NULL)) {
+			rc = STORE_ERR_PROTO;
+			break;
+		}
+		st_adds(&b.a, val ? "HSET" : "HDEL");
+		st_adds(&b.a, ks);
+		st_adds(&b.a, email);
+		if (val)
+			st_adds(&b.a, val);
+		rc = st_batch_add(&b);
+	}
+	if (rc == 0 && b.n > 0)
+		rc = st_batch_run(s, &b);
+	for (i = 0; i < b.n && rc == 0; i++) {
+		if (!b.rep[i] || b.rep[i]->type != REDIS_REPLY_INTEGER)
+			rc = st_bad(val ? "suppression add" : "suppression delete", b.rep[i]);
+		else if (i == 0 && first)
+			*first = b.rep[i]->integer;
+	}
+	st_batch_release(&b);
+	return rc;
+}
+
+int
 store_suppression_add(struct store *s, const char *project, const char *email,
     const char *reason, int64_t now_ms)
 {
 	char val[160], ks[ST_KEY_MAX];
-	const char *argv[4] = { "HSET", ks, email, val };
-	redisReply *r = NULL;
-	int rc, len;
+	int len;
 
 	if (!s || !st_name_ok(email, ST_MAX_EMAIL) || !st_name_ok(reason, 100) ||
 	    st_supp_key(ks, sizeof(ks), project))
@@ -348,42 +390,22 @@ store_suppression_add(struct store *s, const char *project, const char *email,
 	len = snprintf(val, sizeof(val), "%" PRId64 ":%s", now_ms, reason);
 	if (len < 0 || (size_t)len >= sizeof(val))
 		return STORE_ERR_PROTO;
-	rc = st_connect(s);
-	if (rc)
-		return rc;
-	rc = st_simple(s, 4, argv, &r);
-	if (rc)
-		return rc;
-	if (r->type != REDIS_REPLY_INTEGER)
-		rc = st_bad("suppression add", r);
-	freeReplyObject(r);
-	return rc;
+	return st_supp_write(s, -1, project, email, val, NULL);
 }
 
 int
 store_suppression_delete(struct store *s, const char *project, const char *email)
 {
 	char ks[ST_KEY_MAX];
-	const char *argv[3] = { "HDEL", ks, email };
-	redisReply *r = NULL;
+	long long n = 0;
 	int rc;
 
 	if (!s || st_supp_key(ks, sizeof(ks), project))
 		return STORE_ERR_PROTO;
 	if (!st_name_ok(email, ST_MAX_EMAIL))
 		return STORE_ERR_NOT_FOUND;
-	rc = st_connect(s);
-	if (rc)
-		return rc;
-	rc = st_simple(s, 3, argv, &r);
-	if (rc)
-		return rc;
-	if (r->type != REDIS_REPLY_INTEGER)
-		rc = st_bad("suppression delete", r);
-	else if (r->integer == 0)
-		rc = STORE_ERR_NOT_FOUND;
-	freeReplyObject(r);
-	return rc;
+	rc = st_supp_write(s, -1, project, email, NULL, &n);
+	return rc == 0 && n == 0 ? STORE_ERR_NOT_FOUND : rc;
 }
 
 static int
@@ -678,5 +700,166 @@ store_rate_limit(struct store *s, const char *project, int64_t now_ms, double ra
 	if (r)
 		freeReplyObject(r);
 	st_args_release(&a);
+	return rc;
+}
+
+/*
+ * st_supp_copy - copy the hash src (a partition 0 suppression list) into
+ * the same name in partition k, HSCAN 1,000 fields at a time.
+ */
+static int
+st_supp_copy(struct store *s, unsigned k, const char *src)
+{
+	char dst[ST_KEY_MAX], cursor[32] = "0";
+	struct st_args a;
+	redisReply *r = NULL, *w = NULL;
+	int rc = 0;
+
+	if (strncmp(src, ST_PREFIX, strlen(ST_PREFIX)) != 0 ||
+	    st_key(dst, sizeof(dst), st_pk(s, k, PK_PREFIX), src + strlen(ST_PREFIX), NULL))
+		return STORE_ERR_PROTO;
+	memset(&a, 0, sizeof(a));
+	do {
+		const char *argv[6] = { "HSCAN", src, cursor, "COUNT", "1000", NULL };
+		const redisReply *f;
+
+		rc = st_simple(s, 5, argv, &r);
+		if (rc)
+			break;
+		if (!st_is_array(r, 2) || !st_is_str(r->element[0]) || r->element[0]->len >= sizeof(cursor) ||
+		    !st_is_array(r->element[1], 0) || r->element[1]->elements % 2 != 0) {
+			rc = st_bad("hscan", r);
+			break;
+		}
+		memcpy(cursor, r->element[0]->str, r->element[0]->len + 1);
+		f = r->element[1];
+		if (f->elements > 0) {
+			rc = st_args_init(&a, 2 + f->elements);
+			if (rc)
+				break;
+			st_adds(&a, "HSET");
+			st_adds(&a, dst);
+			for (size_t i = 0; i < f->elements; i++)
+				st_add(&a, f->element[i]->str, f->element[i]->len);
+			rc = st_do(s, &a, &w);
+			if (rc == 0 && w->type != REDIS_REPLY_INTEGER)
+				rc = st_bad("suppression copy", w);
+			st_args_release(&a);
+			if (w)
+				freeReplyObject(w);
+			w = NULL;
+		}
+		freeReplyObject(r);
+		r = NULL;
+	} while (rc == 0 && strcmp(cursor, "0") != 0);
+	if (r)
+		freeReplyObject(r);
+	return rc;
+}
+
+/* st_supp_lists - the names of partition 0's suppression lists (SCAN); *n of them in *out. */
+static int
+st_supp_lists(struct store *s, char ***out, size_t *n)
+{
+	char cursor[32] = "0", **v = NULL;
+	size_t cnt = 0;
+	redisReply *r = NULL;
+	int rc = 0;
+
+	*out = NULL;
+	*n = 0;
+	v = malloc(sizeof(*v));
+	if (!v || !(v[0] = strdup(ST_PREFIX "supp"))) {
+		free(v);
+		return STORE_ERR_NOMEM;
+	}
+	cnt = 1;
+	do {
+		const char *argv[6] = { "SCAN", cursor, "MATCH", ST_PREFIX "prj:*:supp", "COUNT", "1000" };
+		const redisReply *ks;
+
+		rc = st_simple(s, 6, argv, &r);
+		if (rc)
+			break;
+		if (!st_is_array(r, 2) || !st_is_str(r->element[0]) || r->element[0]->len >= sizeof(cursor) ||
+		    !st_is_array(r->element[1], 0)) {
+			rc = st_bad("scan", r);
+			break;
+		}
+		memcpy(cursor, r->element[0]->str, r->element[0]->len + 1);
+		ks = r->element[1];
+		for (size_t i = 0; i < ks->elements && rc == 0; i++) {
+			char **nv;
+
+			if (!st_is_str(ks->element[i]) || ks->element[i]->len >= ST_KEY_MAX - 8)
+				continue;
+			nv = realloc(v, (cnt + 1) * sizeof(*v));
+			if (!nv || !(nv[cnt] = st_dup(ks->element[i]))) {
+				if (nv)
+					v = nv;
+				rc = STORE_ERR_NOMEM;
+				break;
+			}
+			v = nv;
+			cnt++;
+		}
+		freeReplyObject(r);
+		r = NULL;
+	} while (rc == 0 && strcmp(cursor, "0") != 0);
+	if (r)
+		freeReplyObject(r);
+	if (rc) {
+		while (cnt > 0)
+			free(v[--cnt]);
+		free(v);
+		return rc;
+	}
+	*out = v;
+	*n = cnt;
+	return 0;
+}
+
+int
+st_supp_sync(struct store *s)
+{
+	char **lists = NULL;
+	size_t nl = 0, i;
+	redisReply *r = NULL;
+	int rc = 0;
+
+	for (unsigned k = 1; k < s->nparts && rc == 0; k++) {
+		const char *ex[2] = { "EXISTS", st_pk(s, k, PK_SUPP_SYNCED) };
+		const char *set[3] = { "SET", st_pk(s, k, PK_SUPP_SYNCED), "1" };
+
+		rc = st_simple(s, 2, ex, &r);
+		if (rc)
+			break;
+		if (r->type != REDIS_REPLY_INTEGER) {
+			rc = st_bad("exists", r);
+			break;
+		}
+		if (r->integer == 0) {
+			if (!lists)
+				rc = st_supp_lists(s, &lists, &nl);
+			for (i = 0; i < nl && rc == 0; i++)
+				rc = st_supp_copy(s, k, lists[i]);
+			if (rc == 0) {
+				freeReplyObject(r);
+				r = NULL;
+				rc = st_simple(s, 3, set, &r);
+				if (rc == 0 && r->type != REDIS_REPLY_STATUS)
+					rc = st_bad("set", r);
+			}
+			if (rc == 0)
+				log_info("suppression lists copied into a new partition", "partition=%u lists=%zu",
+				    k, nl);
+		}
+		if (r)
+			freeReplyObject(r);
+		r = NULL;
+	}
+	for (i = 0; i < nl; i++)
+		free(lists[i]);
+	free(lists);
 	return rc;
 }

@@ -506,6 +506,36 @@ st_id_ok(const char *id)
 	return n > 0 && n <= ST_MAX_ID && !strchr(id, '/');
 }
 
+unsigned
+st_id_part(const char *id)
+{
+	static const size_t at = 4 + 26;   /* "msg_" and the ULID */
+	unsigned v = 0;
+	size_t n, i;
+
+	if (!id || strncmp(id, "msg_", 4) != 0)
+		return 0;
+	n = strlen(id);
+	if (n < at + 2 || n > at + 3 || id[at] != 'p' || id[at + 1] == '0')
+		return 0;
+	for (i = at + 1; i < n; i++) {
+		if (id[i] < '0' || id[i] > '9')
+			return 0;
+		v = v * 10 + (unsigned)(id[i] - '0');
+	}
+	return v < ST_MAX_PARTS ? v : 0;
+}
+
+int
+st_msg_key(const struct store *s, char *buf, size_t len, const char *id, const char *suffix)
+{
+	char base[ST_PK_MAX + 8];
+
+	if (st_key(base, sizeof(base), st_pk(s, st_id_part(id), PK_PREFIX), "msg:", NULL))
+		return -1;
+	return st_key(buf, len, base, id, suffix);
+}
+
 int
 st_field_is(const redisReply *f, const char *name)
 {
@@ -520,14 +550,33 @@ st_project_name(const char *project)
 	return project && *project ? project : STORE_PROJECT_DEFAULT;
 }
 
+static int st_project_prefix_tag(char *buf, size_t len, const char *tag, const char *project);
+static int st_stream_key_tag(char *buf, size_t len, const char *tag, enum store_lane lane,
+    const char *project);
+
 int
 st_project_prefix(char *buf, size_t len, const char *project)
 {
+	return st_project_prefix_tag(buf, len, ST_PREFIX, project);
+}
+
+int
+st_project_prefix_in(const struct store *s, unsigned p, char *buf, size_t len,
+    const char *project)
+{
+	return st_project_prefix_tag(buf, len, st_pk(s, p, PK_PREFIX), project);
+}
+
+/* st_project_prefix_tag - st_project_prefix under the partition prefix tag ("txm{k}:"). */
+static int
+st_project_prefix_tag(char *buf, size_t len, const char *tag, const char *project)
+{
+	char pp[ST_PK_MAX + 8];
 	size_t i, n;
 
 	project = st_project_name(project);
 	if (strcmp(project, STORE_PROJECT_DEFAULT) == 0)
-		return st_key(buf, len, ST_PREFIX, "", NULL);
+		return st_key(buf, len, tag, "", NULL);
 	n = strlen(project);
 	if (n > STORE_PROJECT_MAX)
 		return -1;
@@ -538,22 +587,38 @@ st_project_prefix(char *buf, size_t len, const char *project)
 		    c == '_' || c == '.' || c == '-'))
 			return -1;
 	}
-	return st_key(buf, len, ST_PREFIX "prj:", project, ":");
+	if (st_key(pp, sizeof(pp), tag, "prj:", NULL))
+		return -1;
+	return st_key(buf, len, pp, project, ":");
 }
 
 int
 st_stream_key(char *buf, size_t len, enum store_lane lane, const char *project)
 {
-	char pp[ST_KEY_MAX];
-	const char *base = lane == STORE_LANE_HIGH ? ST_K_READY_HIGH : ST_K_READY;
+	return st_stream_key_tag(buf, len, ST_PREFIX, lane, project);
+}
 
-	if (st_project_prefix(pp, sizeof(pp), project))   /* the name check */
+int
+st_stream_key_in(const struct store *s, unsigned p, char *buf, size_t len,
+    enum store_lane lane, const char *project)
+{
+	return st_stream_key_tag(buf, len, st_pk(s, p, PK_PREFIX), lane, project);
+}
+
+/* st_stream_key_tag - st_stream_key under the partition prefix tag. */
+static int
+st_stream_key_tag(char *buf, size_t len, const char *tag, enum store_lane lane,
+    const char *project)
+{
+	char pp[ST_KEY_MAX], base[ST_PK_MAX + 16];
+
+	if (st_project_prefix(pp, sizeof(pp), project) ||   /* the name check */
+	    st_key(base, sizeof(base), tag, lane == STORE_LANE_HIGH ? "ready:high" : "ready", NULL))
 		return -1;
 	project = st_project_name(project);
 	if (strcmp(project, STORE_PROJECT_DEFAULT) == 0)
 		return st_key(buf, len, base, "", NULL);
-	return lane == STORE_LANE_HIGH ? st_key(buf, len, ST_K_READY_HIGH ":p:", project, NULL) :
-	    st_key(buf, len, ST_K_READY ":p:", project, NULL);
+	return st_key(buf, len, base, ":p:", project);
 }
 
 /* --- connection ---------------------------------------------------------- */
@@ -662,40 +727,51 @@ st_load_scripts(struct store *s)
 	return 0;
 }
 
-/* st_group_create - XGROUP CREATE key group 0 MKSTREAM; BUSYGROUP (it exists) is fine. 0 or STORE_ERR_*. */
+/* st_group_add - XGROUP CREATE key group 0 MKSTREAM into b (BUSYGROUP, it exists, is fine). */
 static int
-st_group_create(struct store *s, const char *key, const char *group)
+st_group_add(struct st_batch *b, const char *key, const char *group)
 {
-	const char *argv[6] = { "XGROUP", "CREATE", key, group, "0", "MKSTREAM" };
-	redisReply *r = NULL;
-	int rc = st_simple(s, 6, argv, &r);
-
-	if (rc)
-		return rc;
-	if (!(r->type == REDIS_REPLY_STATUS || st_is_error(r, "BUSYGROUP")))
-		rc = st_bad("xgroup create", r);
-	freeReplyObject(r);
-	return rc;
+	st_adds(&b->a, "XGROUP");
+	st_adds(&b->a, "CREATE");
+	st_adds(&b->a, key);
+	st_adds(&b->a, group);
+	st_adds(&b->a, "0");
+	st_adds(&b->a, "MKSTREAM");
+	return st_batch_add(b);
 }
 
 int
 st_create_groups(struct store *s)
 {
-	static const char *const keys[3][2] = {
-		{ ST_K_READY, ST_G_WORKERS },
-		{ ST_K_READY_HIGH, ST_G_WORKERS },
-		{ ST_K_EVENTS, ST_G_WEBHOOKS },
+	static const struct { enum st_pk k; const char *group; } keys[3] = {
+		{ PK_READY, ST_G_WORKERS },
+		{ PK_READY_HIGH, ST_G_WORKERS },
+		{ PK_EVENTS, ST_G_WEBHOOKS },
 	};
-	int i, rc;
+	struct st_batch b;
+	size_t i, n = 3 * (size_t)s->nparts + s->nstreams;
+	unsigned p;
+	int rc;
 
-	for (i = 0; i < 3; i++)
-		if ((rc = st_group_create(s, keys[i][0], keys[i][1])) != 0)
-			return rc;
-	/* the projects' ready streams known to this handle (created with their first entry) */
-	for (size_t k = 2; k < s->nstreams; k++)
-		if ((rc = st_group_create(s, s->streams[k].key, ST_G_WORKERS)) != 0)
-			return rc;
-	return 0;
+	/* every partition's lanes and outbox, then the projects' ready streams known to
+	 * this handle (created with their first entry): one round trip */
+	memset(&b, 0, sizeof(b));
+	rc = st_batch_init(&b, n, 6);
+	for (p = 0; p < s->nparts && rc == 0; p++)
+		for (i = 0; i < 3 && rc == 0; i++)
+			rc = st_group_add(&b, st_pk(s, p, keys[i].k), keys[i].group);
+	for (i = 0; i < s->nstreams && rc == 0; i++)
+		rc = st_group_add(&b, s->streams[i].key, ST_G_WORKERS);
+	if (rc == 0)
+		rc = st_batch_run(s, &b);
+	for (i = 0; i < b.n && rc == 0; i++) {
+		const redisReply *r = b.rep[i];
+
+		if (!(r && (r->type == REDIS_REPLY_STATUS || st_is_error(r, "BUSYGROUP"))))
+			rc = st_bad("xgroup create", r);
+	}
+	st_batch_release(&b);
+	return rc;
 }
 
 /*
@@ -1574,6 +1650,22 @@ store_strerror(int rc)
 	}
 }
 
+/* st_pk_fill - every partition's fixed key names (ids may name any partition, not only nparts). */
+static void
+st_pk_fill(struct store *s)
+{
+	static const char *const names[PK_COUNT] = {
+		[PK_PREFIX] = "", [PK_READY] = "ready", [PK_READY_HIGH] = "ready:high",
+		[PK_READY_PROJECTS] = "ready:projects", [PK_READY_HIGH_PROJECTS] = "ready:high:projects",
+		[PK_DUE] = "due", [PK_SAT] = "sat", [PK_EVENTS] = "events", [PK_SUPP] = "supp",
+		[PK_ABANDONED] = "abandoned:", [PK_SUPP_SYNCED] = "supp:synced",
+	};
+
+	for (unsigned p = 0; p < ST_MAX_PARTS; p++)
+		for (int k = 0; k < PK_COUNT; k++)
+			snprintf(s->pk[p][k], sizeof(s->pk[p][k]), "txm{%u}:%s", p, names[k]);
+}
+
 struct store *
 store_open(const struct redis_addr *addr)
 {
@@ -1595,10 +1687,14 @@ store_open(const struct redis_addr *addr)
 		snprintf(s->desc, sizeof(s->desc), "sentinel-master:%.127s", s->addr.master);
 	else
 		snprintf(s->desc, sizeof(s->desc), "%.255s:%u", s->addr.host, (unsigned)s->addr.port);
+	s->nparts = s->addr.partitions >= 1 && s->addr.partitions <= ST_MAX_PARTS ?
+	    (unsigned)s->addr.partitions : 1;
+	st_pk_fill(s);
 	s->retention_ms = 7LL * 24 * 3600 * 1000;
 	s->timeout_ms = -1;
 	s->cmd_timeout_ms = s->addr.timeout_ms > 0 ? s->addr.timeout_ms : ST_CMD_TIMEOUT_MS;
-	util_strlcpy(s->event_cursor, "0-0", sizeof(s->event_cursor));
+	for (unsigned p = 0; p < ST_MAX_PARTS; p++)
+		util_strlcpy(s->event_cursor[p], "0-0", sizeof(s->event_cursor[p]));
 	st_watch_add(s);        /* redis+sentinel:// only: told of failovers as they happen */
 	(void)st_connect(s);
 	return s;
@@ -1632,6 +1728,8 @@ store_init(struct store *s, char *err, size_t errlen)
 		rc = st_prepare(s);
 	else
 		rc = st_connect(s);
+	if (rc == 0 && s->nparts > 1)
+		rc = st_supp_sync(s);
 	if (rc && err && errlen)
 		snprintf(err, errlen, "redis at %s: %s", s->desc, s->why[0] ? s->why :
 		    rc == STORE_ERR_UNAVAILABLE ? "unavailable" : "unexpected reply");

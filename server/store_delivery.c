@@ -87,9 +87,10 @@ st_entry_field(const redisReply *fields, const char *name)
 
 /* --- the ready streams ----------------------------------------------------- */
 
-/* st_stream_add - append (lane, project) unless known; 0, 1 when full or invalid, STORE_ERR_NOMEM. */
+/* st_stream_add - append (partition, lane, project) unless known; 0, 1 when full or invalid, STORE_ERR_NOMEM. */
 static int
-st_stream_add(struct store *s, enum store_lane lane, const char *project, size_t plen)
+st_stream_add(struct store *s, unsigned part, enum store_lane lane, const char *project,
+    size_t plen)
 {
 	struct st_stream *st, *v;
 	char name[STORE_PROJECT_MAX + 1];
@@ -100,7 +101,8 @@ st_stream_add(struct store *s, enum store_lane lane, const char *project, size_t
 	memcpy(name, project, plen);
 	name[plen] = '\0';
 	for (i = 0; i < s->nstreams; i++)
-		if (s->streams[i].lane == lane && strcmp(s->streams[i].project, name) == 0)
+		if (s->streams[i].part == part && s->streams[i].lane == lane &&
+		    strcmp(s->streams[i].project, name) == 0)
 			return 0;
 	if (s->nstreams >= ST_MAX_STREAMS)
 		return 1;
@@ -110,10 +112,11 @@ st_stream_add(struct store *s, enum store_lane lane, const char *project, size_t
 	s->streams = v;
 	st = &v[s->nstreams];
 	memset(st, 0, sizeof(*st));
+	st->part = part;
 	st->lane = lane;
 	util_strlcpy(st->project, name, sizeof(st->project));
 	util_strlcpy(st->cursor, "0-0", sizeof(st->cursor));
-	if (st_stream_key(st->key, sizeof(st->key), lane, name))
+	if (st_stream_key_in(s, part, st->key, sizeof(st->key), lane, name))
 		return 1;   /* not a project name: not kept */
 	s->nstreams++;
 	return 0;
@@ -122,29 +125,32 @@ st_stream_add(struct store *s, enum store_lane lane, const char *project, size_t
 int
 st_streams_refresh(struct store *s, int force)
 {
-	static const char *const sets[2] = { ST_K_READY_PROJECTS, ST_K_READY_HIGH_PROJECTS };
+	static const enum st_pk sets[2] = { PK_READY_PROJECTS, PK_READY_HIGH_PROJECTS };
 	static const enum store_lane lanes[2] = { STORE_LANE_NORMAL, STORE_LANE_HIGH };
 	struct st_batch b;
 	int64_t now = util_mono_ms();
 	size_t i, k;
-	int rc, full = 0;
+	unsigned p;
+	int rc = 0, full = 0;
 
 	memset(&b, 0, sizeof(b));
-	if (s->nstreams == 0) {
-		rc = st_stream_add(s, STORE_LANE_NORMAL, STORE_PROJECT_DEFAULT, strlen(STORE_PROJECT_DEFAULT));
+	/* every partition's two default streams first, in partition order */
+	for (p = 0; s->nstreams < 2 * (size_t)s->nparts && p < s->nparts && rc == 0; p++) {
+		rc = st_stream_add(s, p, STORE_LANE_NORMAL, STORE_PROJECT_DEFAULT,
+		    strlen(STORE_PROJECT_DEFAULT));
 		if (rc == 0)
-			rc = st_stream_add(s, STORE_LANE_HIGH, STORE_PROJECT_DEFAULT,
+			rc = st_stream_add(s, p, STORE_LANE_HIGH, STORE_PROJECT_DEFAULT,
 			    strlen(STORE_PROJECT_DEFAULT));
-		if (rc)
-			return rc < 0 ? rc : STORE_ERR_PROTO;
 	}
+	if (rc)
+		return rc < 0 ? rc : STORE_ERR_PROTO;
 	if (!force && s->streams_ms != 0 && now - s->streams_ms < ST_STREAMS_REFRESH_MS)
 		return 0;
 	s->streams_ms = now;    /* also when it fails: not again before the next period */
-	rc = st_batch_init(&b, 2, 2);
-	for (k = 0; k < 2 && rc == 0; k++) {
+	rc = st_batch_init(&b, 2 * (size_t)s->nparts, 2);
+	for (k = 0; k < 2 * (size_t)s->nparts && rc == 0; k++) {
 		st_adds(&b.a, "SMEMBERS");
-		st_adds(&b.a, sets[k]);
+		st_adds(&b.a, st_pk(s, (unsigned)(k / 2), sets[k % 2]));
 		rc = st_batch_add(&b);
 	}
 	if (rc == 0)
@@ -162,7 +168,7 @@ st_streams_refresh(struct store *s, int force)
 			if (!st_is_str(e) || (e->len == strlen(STORE_PROJECT_DEFAULT) &&
 			    memcmp(e->str, STORE_PROJECT_DEFAULT, e->len) == 0))
 				continue;
-			rc = st_stream_add(s, lanes[k], e->str, e->len);
+			rc = st_stream_add(s, (unsigned)(k / 2), lanes[k % 2], e->str, e->len);
 			if (rc == 1) {
 				full = 1;
 				rc = 0;
@@ -277,6 +283,8 @@ st_parse_entries(const struct store *s, const redisReply *entries, size_t stream
 			memcpy(p->msg_id, m->str, m->len);
 			p->msg_id[m->len] = '\0';
 			p->idx = (int)idx;
+			/* a message's entries are in its own partition's streams, or malformed */
+			p->claim = st_id_part(p->msg_id) == s->streams[stream].part;
 		}
 	}
 	return 0;
@@ -311,12 +319,59 @@ struct st_claim_arg {
 };
 
 /*
- * st_claim_pend - claim the parsed entries, ST_SCRIPT_BATCH to a claim
- * script call (the calls pipelined), and write the deliverable ones to
- * out (room for np). A carried entry is claimed only while consumer
- * still holds it; a malformed one is dropped from the group. An entry
- * the script answers with an error, or every entry of a call that failed
- * as a whole, is left out: it stays pending and is reclaimed later.
+ * st_part_chunks - the order in which entries go into script calls: by
+ * partition (a call's keys are all in one partition: one slot), in their
+ * own order within it; chunk[c] is where call c starts in ord, chunk[nc]
+ * = n. part(i) is entry i's partition. Returns the number of calls, each
+ * at most ST_SCRIPT_BATCH entries; ord and chunk have room for n and n + 1.
+ */
+static size_t
+st_part_chunks(size_t n, unsigned (*part)(const void *, size_t), const void *ctx, size_t *ord,
+    size_t *chunk)
+{
+	size_t i, k = 0, nc = 0, run = 0;
+	uint64_t seen = 0;      /* ST_MAX_PARTS <= 64 */
+
+	for (i = 0; i < n; i++)
+		seen |= (uint64_t)1 << part(ctx, i);
+	for (unsigned p = 0; p < ST_MAX_PARTS; p++) {
+		if (!(seen & ((uint64_t)1 << p)))
+			continue;
+		run = 0;
+		for (i = 0; i < n; i++) {
+			if (part(ctx, i) != p)
+				continue;
+			if (run % ST_SCRIPT_BATCH == 0)
+				chunk[nc++] = k;
+			ord[k++] = i;
+			run++;
+		}
+	}
+	chunk[nc] = k;
+	return nc;
+}
+
+struct st_pend_parts {
+	const struct store *s;
+	const struct st_pend *pend;
+};
+
+static unsigned
+st_pend_part(const void *ctx, size_t i)
+{
+	const struct st_pend_parts *x = ctx;
+
+	return x->s->streams[x->pend[i].stream].part;
+}
+
+/*
+ * st_claim_pend - claim the parsed entries, ST_SCRIPT_BATCH of one
+ * partition to a claim script call (the calls pipelined), and write the
+ * deliverable ones to out (room for np), in pend's order. A carried entry
+ * is claimed only while consumer still holds it; a malformed one is
+ * dropped from the group. An entry the script answers with an error, or
+ * every entry of a call that failed as a whole, is left out: it stays
+ * pending and is reclaimed later.
  */
 static int
 st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend, size_t np,
@@ -324,18 +379,27 @@ st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend,
 {
 	struct st_batch b;
 	struct st_claim_arg *ca = NULL;
+	struct store_delivery **got = NULL;
+	const struct st_pend_parts px = { s, pend };
 	const char *skeys[ST_SCRIPT_BATCH];
 	char now[ST_I64_LEN];
-	size_t i, c, nc, ns;
+	size_t i, c, nc, ns, *ord = NULL, *chunk = NULL;
 	int rc, count = 0;
 
 	memset(&b, 0, sizeof(b));
 	if (np == 0)
 		return 0;
 	st_i64(now, util_now_ms());
-	nc = (np + ST_SCRIPT_BATCH - 1) / ST_SCRIPT_BATCH;
 	ca = malloc(np * sizeof(*ca));
-	rc = ca ? st_batch_init(&b, nc, 8 + 9 * ST_SCRIPT_BATCH) : STORE_ERR_NOMEM;
+	got = calloc(np, sizeof(*got));
+	ord = malloc(np * sizeof(*ord));
+	chunk = malloc((np + 1) * sizeof(*chunk));
+	if (!ca || !got || !ord || !chunk) {
+		rc = STORE_ERR_NOMEM;
+		goto out;
+	}
+	nc = st_part_chunks(np, st_pend_part, &px, ord, chunk);
+	rc = st_batch_init(&b, nc, 8 + 9 * ST_SCRIPT_BATCH);
 	if (rc)
 		goto out;
 	for (i = 0; i < np; i++) {
@@ -349,8 +413,8 @@ st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend,
 			ca[i].fstatus[0] = ca[i].fattempts[0] = ca[i].femail[0] = '\0';
 			continue;
 		}
-		if (st_key(ca[i].kmsg, sizeof(ca[i].kmsg), ST_PREFIX "msg:", p->msg_id, NULL) ||
-		    st_key(ca[i].kmime, sizeof(ca[i].kmime), ST_PREFIX "msg:", p->msg_id, ":mime")) {
+		if (st_msg_key(s, ca[i].kmsg, sizeof(ca[i].kmsg), p->msg_id, NULL) ||
+		    st_msg_key(s, ca[i].kmime, sizeof(ca[i].kmime), p->msg_id, ":mime")) {
 			rc = STORE_ERR_PROTO;
 			goto out;
 		}
@@ -359,23 +423,25 @@ st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend,
 		st_rfield(ca[i].femail, p->idx, "email");
 	}
 	for (c = 0; c < nc; c++) {
-		size_t lo = c * ST_SCRIPT_BATCH, hi = lo + ST_SCRIPT_BATCH < np ? lo + ST_SCRIPT_BATCH : np;
+		size_t lo = chunk[c], hi = chunk[c + 1], k;
+		unsigned part = st_pend_part(&px, ord[lo]);
 
 		ns = 0;
-		for (i = lo; i < hi; i++)
-			st_stream_slot(skeys, &ns, s->streams[pend[i].stream].key, ca[i].slot);
+		for (k = lo; k < hi; k++)
+			st_stream_slot(skeys, &ns, s->streams[pend[ord[k]].stream].key, ca[ord[k]].slot);
 		st_eval(&b.a, s, SC_CLAIM, (int)(2 * (hi - lo) + ns + 2));
-		for (i = lo; i < hi; i++) {
-			st_adds(&b.a, ca[i].kmsg);
-			st_adds(&b.a, ca[i].kmime);
+		for (k = lo; k < hi; k++) {
+			st_adds(&b.a, ca[ord[k]].kmsg);
+			st_adds(&b.a, ca[ord[k]].kmime);
 		}
-		for (i = 0; i < ns; i++)
-			st_adds(&b.a, skeys[i]);
-		st_adds(&b.a, ST_K_DUE);
-		st_adds(&b.a, ST_K_SAT);
+		for (k = 0; k < ns; k++)
+			st_adds(&b.a, skeys[k]);
+		st_adds(&b.a, st_pk(s, part, PK_DUE));
+		st_adds(&b.a, st_pk(s, part, PK_SAT));
 		st_adds(&b.a, consumer);
 		st_adds(&b.a, now);
-		for (i = lo; i < hi; i++) {
+		for (k = lo; k < hi; k++) {
+			i = ord[k];
 			st_adds(&b.a, pend[i].entry_id);
 			st_adds(&b.a, ca[i].slot);
 			st_adds(&b.a, !pend[i].claim ? "2" : pend[i].carried ? "1" : "0");
@@ -391,17 +457,18 @@ st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend,
 	if (rc)
 		goto out;
 	for (c = 0; c < b.n; c++) {
-		size_t lo = c * ST_SCRIPT_BATCH, hi = lo + ST_SCRIPT_BATCH < np ? lo + ST_SCRIPT_BATCH : np;
+		size_t lo = chunk[c], hi = chunk[c + 1], k;
 		const redisReply *r = b.rep[c];
 
 		if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != hi - lo) {
 			(void)st_bad("claim", r);
 			continue;   /* all of them stay pending; reclaimed later */
 		}
-		for (i = lo; i < hi; i++) {
-			const redisReply *e = r->element[i - lo];
+		for (k = lo; k < hi; k++) {
+			const redisReply *e = r->element[k - lo];
 			int er;
 
+			i = ord[k];
 			if (!pend[i].claim || !e || e->type == REDIS_REPLY_NIL)
 				continue;   /* not deliverable: the script acked it */
 			if (e->type == REDIS_REPLY_INTEGER) {
@@ -412,21 +479,29 @@ st_claim_pend(struct store *s, const char *consumer, const struct st_pend *pend,
 				(void)st_bad("claim", e);
 				continue;   /* stays pending; reclaimed later */
 			}
-			er = st_delivery_from(s, &pend[i], e, &out[count]);
+			er = st_delivery_from(s, &pend[i], e, &got[i]);
 			if (er == STORE_ERR_NOMEM) {
 				rc = er;
 				goto out;
 			}
-			if (er == 0)
-				count++;
 		}
 	}
+	for (i = 0; i < np; i++)    /* in pend's order: the round robin's */
+		if (got[i]) {
+			out[count++] = got[i];
+			got[i] = NULL;
+		}
 out:
 	if (rc) {
 		while (count > 0)
 			store_delivery_free(out[--count]);
 	}
+	for (i = 0; got && i < np; i++)
+		store_delivery_free(got[i]);
 	st_batch_release(&b);
+	free(chunk);
+	free(ord);
+	free(got);
 	free(ca);
 	return rc ? rc : count;
 }
@@ -1064,7 +1139,7 @@ st_xtouch(struct store *s, const char *what, const char *key, const char *group,
 
 int
 store_heartbeat(struct store *s, const char *consumer, const char *const *entry_ids,
-    const enum store_lane *lanes, const char *const *projects, size_t n)
+    const enum store_lane *lanes, const char *const *projects, const unsigned *parts, size_t n)
 {
 	char (*keys)[ST_KEY_MAX] = NULL;
 	const char **sub = NULL;
@@ -1084,8 +1159,9 @@ store_heartbeat(struct store *s, const char *consumer, const char *const *entry_
 		goto out;
 	}
 	for (i = 0; i < n; i++)
-		if (st_stream_key(keys[i], sizeof(keys[i]), lanes ? lanes[i] : STORE_LANE_NORMAL,
-		    projects ? projects[i] : NULL)) {
+		if ((parts && parts[i] >= ST_MAX_PARTS) ||
+		    st_stream_key_in(s, parts ? parts[i] : 0, keys[i], sizeof(keys[i]),
+		    lanes ? lanes[i] : STORE_LANE_NORMAL, projects ? projects[i] : NULL)) {
 			rc = STORE_ERR_PROTO;
 			goto out;
 		}
@@ -1106,6 +1182,12 @@ out:
 	free(sub);
 	free(done);
 	return rc;
+}
+
+unsigned
+store_id_partition(const char *msg_id)
+{
+	return st_id_part(msg_id);
 }
 
 /* One entry to hand back (st_hand_back). */
@@ -1143,16 +1225,17 @@ st_hand_back(struct store *s, const char *consumer, const struct st_back *b, siz
 	if (rc)
 		goto out;
 	for (i = 0; i < n; i++) {
-		if (!st_id_ok(b[i].msg_id) ||
-		    st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", b[i].msg_id, NULL) ||
-		    st_stream_key(kstream, sizeof(kstream), b[i].lane, b[i].project)) {
+		unsigned part = st_id_part(b[i].msg_id);
+
+		if (!st_id_ok(b[i].msg_id) || st_msg_key(s, kmsg, sizeof(kmsg), b[i].msg_id, NULL) ||
+		    st_stream_key_in(s, part, kstream, sizeof(kstream), b[i].lane, b[i].project)) {
 			rc = STORE_ERR_PROTO;
 			goto out;
 		}
 		st_eval(&bt.a, s, SC_HAND_BACK, 3);
 		st_adds(&bt.a, kmsg);
 		st_adds(&bt.a, kstream);
-		st_adds(&bt.a, ST_K_DUE);
+		st_adds(&bt.a, st_pk(s, part, PK_DUE));
 		st_adds(&bt.a, b[i].entry_id);
 		st_addi(&bt.a, b[i].idx);
 		st_addi(&bt.a, b[i].attempt);
@@ -1322,16 +1405,17 @@ struct st_record_arg {
 
 /* st_record_arg_fill - ra for res (validated by store_record); 0 or STORE_ERR_*. */
 static int
-st_record_arg_fill(struct st_record_arg *ra, const struct store_result *res)
+st_record_arg_fill(const struct store *s, struct st_record_arg *ra, const struct store_result *res)
 {
 	const struct store_delivery *d = res->d;
 	size_t ml = strlen(d->msg_id), i, rl;
 	char num[ST_I64_LEN];
 
-	if (st_key(ra->kmsg, sizeof(ra->kmsg), ST_PREFIX "msg:", d->msg_id, NULL) ||
-	    st_key(ra->ktl, sizeof(ra->ktl), ST_PREFIX "msg:", d->msg_id, ":tl") ||
+	if (st_msg_key(s, ra->kmsg, sizeof(ra->kmsg), d->msg_id, NULL) ||
+	    st_msg_key(s, ra->ktl, sizeof(ra->ktl), d->msg_id, ":tl") ||
 	    ml + 1 + ST_I64_LEN > sizeof(ra->member) ||
-	    st_stream_key(ra->kstream, sizeof(ra->kstream), d->lane, d->stream_project))
+	    st_stream_key_in(s, st_id_part(d->msg_id), ra->kstream, sizeof(ra->kstream), d->lane,
+	    d->stream_project))
 		return STORE_ERR_PROTO;
 	memcpy(ra->member, d->msg_id, ml);
 	ra->member[ml] = '/';
@@ -1362,13 +1446,21 @@ st_record_arg_fill(struct st_record_arg *ra, const struct store_result *res)
 	return 0;
 }
 
+static unsigned
+st_result_part(const void *ctx, size_t i)
+{
+	const struct store_result *res = ctx;
+
+	return st_id_part(res[i].d->msg_id);
+}
+
 int
 store_record(struct store *s, struct store_result *res, size_t n)
 {
 	struct st_batch b;
 	struct st_record_arg *ra = NULL;
 	const char *skeys[ST_SCRIPT_BATCH];
-	size_t i, c, nc, ns;
+	size_t i, c, nc, ns, k, *ord = NULL, *chunk = NULL;
 	int rc, terminal;
 	int64_t v;
 
@@ -1389,34 +1481,44 @@ store_record(struct store *s, struct store_result *res, size_t n)
 	rc = st_connect(s);
 	if (rc)
 		return rc;
-	nc = (n + ST_SCRIPT_BATCH - 1) / ST_SCRIPT_BATCH;
 	ra = calloc(n, sizeof(*ra));
-	rc = ra ? st_batch_init(&b, nc, 9 + 18 * ST_SCRIPT_BATCH) : STORE_ERR_NOMEM;
+	ord = malloc(n * sizeof(*ord));
+	chunk = malloc((n + 1) * sizeof(*chunk));
+	if (!ra || !ord || !chunk) {
+		rc = STORE_ERR_NOMEM;
+		goto out;
+	}
+	/* one call per ST_SCRIPT_BATCH outcomes of one partition */
+	nc = st_part_chunks(n, st_result_part, res, ord, chunk);
+	rc = st_batch_init(&b, nc, 9 + 18 * ST_SCRIPT_BATCH);
 	for (i = 0; rc == 0 && i < n; i++)
-		rc = st_record_arg_fill(&ra[i], &res[i]);
+		rc = st_record_arg_fill(s, &ra[i], &res[i]);
 	if (rc)
 		goto out;
 	for (c = 0; c < nc; c++) {
-		size_t lo = c * ST_SCRIPT_BATCH, hi = lo + ST_SCRIPT_BATCH < n ? lo + ST_SCRIPT_BATCH : n;
+		size_t lo = chunk[c], hi = chunk[c + 1];
+		unsigned part = st_result_part(res, ord[lo]);
 
 		ns = 0;
-		for (i = lo; i < hi; i++)
-			st_stream_slot(skeys, &ns, ra[i].kstream, ra[i].slot);
+		for (k = lo; k < hi; k++)
+			st_stream_slot(skeys, &ns, ra[ord[k]].kstream, ra[ord[k]].slot);
 		st_eval(&b.a, s, SC_RECORD, (int)(3 + 2 * (hi - lo) + ns));
-		st_adds(&b.a, ST_K_DUE);
-		st_adds(&b.a, ST_K_EVENTS);
-		st_adds(&b.a, ST_K_SUPP);
-		for (i = lo; i < hi; i++) {
-			st_adds(&b.a, ra[i].kmsg);
-			st_adds(&b.a, ra[i].ktl);
+		st_adds(&b.a, st_pk(s, part, PK_DUE));
+		st_adds(&b.a, st_pk(s, part, PK_EVENTS));
+		st_adds(&b.a, st_pk(s, part, PK_SUPP));
+		for (k = lo; k < hi; k++) {
+			st_adds(&b.a, ra[ord[k]].kmsg);
+			st_adds(&b.a, ra[ord[k]].ktl);
 		}
-		for (i = 0; i < ns; i++)
-			st_adds(&b.a, skeys[i]);
+		for (k = 0; k < ns; k++)
+			st_adds(&b.a, skeys[k]);
 		st_addi(&b.a, s->retention_ms);
-		st_adds(&b.a, ST_PREFIX);
+		st_adds(&b.a, st_pk(s, part, PK_PREFIX));
 		st_addi(&b.a, st_content_keep_ms(s));
-		for (i = lo; i < hi; i++) {
-			const struct st_record_arg *x = &ra[i];
+		for (k = lo; k < hi; k++) {
+			const struct st_record_arg *x = &ra[ord[k]];
+
+			i = ord[k];
 
 			st_adds(&b.a, res[i].d->entry_id);
 			st_adds(&b.a, x->slot);
@@ -1446,16 +1548,17 @@ store_record(struct store *s, struct store_result *res, size_t n)
 	 * again (worker.c), and what was recorded answers 0 then: nothing is
 	 * written twice. */
 	for (c = 0; c < b.n; c++) {
-		size_t lo = c * ST_SCRIPT_BATCH, hi = lo + ST_SCRIPT_BATCH < n ? lo + ST_SCRIPT_BATCH : n;
+		size_t lo = chunk[c], hi = chunk[c + 1];
 		const redisReply *r = b.rep[c];
 
 		if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != hi - lo) {
 			rc = st_bad("record", r);
 			continue;
 		}
-		for (i = lo; i < hi; i++) {
-			if (st_int(r->element[i - lo], &v) != 0) {
-				rc = st_bad("record", r->element[i - lo]);
+		for (k = lo; k < hi; k++) {
+			i = ord[k];
+			if (st_int(r->element[k - lo], &v) != 0) {
+				rc = st_bad("record", r->element[k - lo]);
 				continue;
 			}
 			/* 2: a first deferral; 1: a terminal state (or a later deferral) */
@@ -1463,10 +1566,16 @@ store_record(struct store *s, struct store_result *res, size_t n)
 			if (v < 0)
 				log_info("stale outcome ignored", "msg_id=%s rcpt_idx=%d rcpt=%s attempt=%d",
 				    res[i].d->msg_id, res[i].d->rcpt_idx, res[i].d->rcpt, res[i].d->attempts);
+			/* the script suppressed it in its partition's copy: the others too */
+			if (v >= 1 && ra[i].supp_email && s->nparts > 1)
+				st_supp_spread(s, st_id_part(res[i].d->msg_id), res[i].d->stream_project,
+				    ra[i].supp_email, res[i].suppress_reason, res[i].now_ms);
 		}
 	}
 out:
 	st_batch_release(&b);
+	free(chunk);
+	free(ord);
 	for (i = 0; ra && i < n; i++) {
 		free(ra[i].supp_email);
 		free(ra[i].supp_value);
@@ -1480,9 +1589,10 @@ out:
 int
 store_promote_due(struct store *s, int64_t now_ms, int max, int64_t *next_ms)
 {
-	struct st_args a;
-	redisReply *r = NULL;
-	int64_t moved = 0, nx = 0;
+	struct st_batch b;
+	int64_t moved = 0, nx = 0, total = 0, first = 0;
+	size_t i;
+	unsigned p;
 	int rc;
 
 	if (next_ms)
@@ -1491,33 +1601,44 @@ store_promote_due(struct store *s, int64_t now_ms, int max, int64_t *next_ms)
 		return STORE_ERR_PROTO;
 	if (max > 100000)
 		max = 100000;
-	rc = st_eval_begin(s, &a, 12, SC_PROMOTE, 5);
+	memset(&b, 0, sizeof(b));
+	rc = st_connect(s);
 	if (rc)
 		return rc;
-	st_adds(&a, ST_K_DUE);
-	st_adds(&a, ST_K_READY);
-	st_adds(&a, ST_K_READY_HIGH);
-	st_adds(&a, ST_K_READY_PROJECTS);
-	st_adds(&a, ST_K_READY_HIGH_PROJECTS);
-	st_addi(&a, now_ms);
-	st_addi(&a, max);
-	st_adds(&a, ST_PREFIX);
-	rc = st_do(s, &a, &r);
-	if (rc)
-		goto out;
-	if (!st_is_array(r, 2) || st_int(r->element[0], &moved) != 0 ||
-	    st_score(r->element[1], &nx) != 0 || moved < 0 || moved > max) {
-		rc = st_bad("promote", r);
-		goto out;
+	/* every partition's due, max each, one round trip */
+	rc = st_batch_init(&b, s->nparts, 12);
+	for (p = 0; p < s->nparts && rc == 0; p++) {
+		st_eval(&b.a, s, SC_PROMOTE, 5);
+		st_adds(&b.a, st_pk(s, p, PK_DUE));
+		st_adds(&b.a, st_pk(s, p, PK_READY));
+		st_adds(&b.a, st_pk(s, p, PK_READY_HIGH));
+		st_adds(&b.a, st_pk(s, p, PK_READY_PROJECTS));
+		st_adds(&b.a, st_pk(s, p, PK_READY_HIGH_PROJECTS));
+		st_addi(&b.a, now_ms);
+		st_addi(&b.a, max);
+		st_adds(&b.a, st_pk(s, p, PK_PREFIX));
+		rc = st_batch_add(&b);
 	}
+	if (rc == 0)
+		rc = st_batch_run(s, &b);
+	for (i = 0; i < b.n && rc == 0; i++) {
+		const redisReply *r = b.rep[i];
+
+		if (!st_is_array(r, 2) || st_int(r->element[0], &moved) != 0 ||
+		    st_score(r->element[1], &nx) != 0 || moved < 0 || moved > max) {
+			rc = st_bad("promote", r);
+			break;
+		}
+		total += moved;
+		if (nx > 0 && (first == 0 || nx < first))
+			first = nx;
+	}
+	st_batch_release(&b);
+	if (rc)
+		return rc;
 	if (next_ms)
-		*next_ms = nx;
-	rc = (int)moved;
-out:
-	if (r)
-		freeReplyObject(r);
-	st_args_release(&a);
-	return rc;
+		*next_ms = first;
+	return total > INT32_MAX ? INT32_MAX : (int)total;
 }
 
 /* --- metrics ------------------------------------------------------------- */
@@ -1635,11 +1756,13 @@ out:
 int
 store_queue_stats(struct store *s, struct store_queue_stats *out)
 {
-	/* the fixed commands, then XLEN, XPENDING, XRANGE - + COUNT 1 of each ready stream */
-	enum { Q_DUE = 0, Q_EVENTS = 1, Q_TIME = 2, Q_EPS = 3, Q_N = 4 };
+	/* the fixed commands, ZCARD due and XLEN events of each partition, then XLEN,
+	 * XPENDING, XRANGE - + COUNT 1 of each ready stream */
+	enum { Q_TIME = 0, Q_EPS = 1, Q_PARTS = 2 };
 	struct st_batch b;
 	int64_t len[2] = { 0, 0 }, first[2] = { 0, 0 }, now = 0;
-	size_t i;
+	size_t i, q_n;
+	unsigned p;
 	int rc;
 
 	memset(&b, 0, sizeof(b));
@@ -1651,22 +1774,25 @@ store_queue_stats(struct store *s, struct store_queue_stats *out)
 		return rc;
 	if (st_streams_refresh(s, 0) != 0 && s->nstreams == 0)
 		return STORE_ERR_PROTO;
-	rc = st_batch_init(&b, Q_N + 3 * s->nstreams, 6);
+	q_n = Q_PARTS + 2 * (size_t)s->nparts;
+	rc = st_batch_init(&b, q_n + 3 * s->nstreams, 6);
 	if (rc)
 		goto out;
-	st_adds(&b.a, "ZCARD");
-	st_adds(&b.a, ST_K_DUE);
-	rc = st_batch_add(&b);
-	st_adds(&b.a, "XLEN");
-	st_adds(&b.a, ST_K_EVENTS);
-	rc = rc ? rc : st_batch_add(&b);
 	st_adds(&b.a, "TIME");
-	rc = rc ? rc : st_batch_add(&b);
+	rc = st_batch_add(&b);
 	st_adds(&b.a, "ZRANGE");
 	st_adds(&b.a, ST_K_WHEPS);
 	st_adds(&b.a, "0");
 	st_adds(&b.a, "999");
 	rc = rc ? rc : st_batch_add(&b);
+	for (p = 0; p < s->nparts && rc == 0; p++) {
+		st_adds(&b.a, "ZCARD");
+		st_adds(&b.a, st_pk(s, p, PK_DUE));
+		rc = st_batch_add(&b);
+		st_adds(&b.a, "XLEN");
+		st_adds(&b.a, st_pk(s, p, PK_EVENTS));
+		rc = rc ? rc : st_batch_add(&b);
+	}
 	for (i = 0; i < s->nstreams && rc == 0; i++) {
 		const char *key = s->streams[i].key;
 
@@ -1689,14 +1815,14 @@ store_queue_stats(struct store *s, struct store_queue_stats *out)
 		rc = st_batch_run(s, &b);
 	if (rc)
 		goto out;
-	for (i = Q_DUE; i <= Q_EVENTS; i++) {
+	for (i = Q_PARTS; i < q_n; i++) {
 		const redisReply *r = b.rep[i];
 
 		if (!r || r->type != REDIS_REPLY_INTEGER || r->integer < 0) {
 			rc = st_bad("queue stats", r);
 			goto out;
 		}
-		*(i == Q_DUE ? &out->due : &out->events) = r->integer;
+		*((i - Q_PARTS) % 2 == 0 ? &out->due : &out->events) += r->integer;
 	}
 	if (st_time_ms(b.rep[Q_TIME], &now) != 0) {
 		rc = st_bad("queue stats: time", b.rep[Q_TIME]);
@@ -1704,7 +1830,7 @@ store_queue_stats(struct store *s, struct store_queue_stats *out)
 	}
 	/* per lane: the sums over its streams, the oldest entry of any */
 	for (i = 0; i < s->nstreams; i++) {
-		const redisReply *xl = b.rep[Q_N + 3 * i], *xp = b.rep[Q_N + 3 * i + 1];
+		const redisReply *xl = b.rep[q_n + 3 * i], *xp = b.rep[q_n + 3 * i + 1];
 		enum store_lane l = s->streams[i].lane;
 		int64_t f = 0;
 
@@ -1718,13 +1844,13 @@ store_queue_stats(struct store *s, struct store_queue_stats *out)
 			xp = xp->element[0];
 		if (!st_is_error(xp, "NOGROUP")) {
 			if (!xp || xp->type != REDIS_REPLY_INTEGER || xp->integer < 0) {
-				rc = st_bad("queue stats", b.rep[Q_N + 3 * i + 1]);
+				rc = st_bad("queue stats", b.rep[q_n + 3 * i + 1]);
 				goto out;
 			}
 			out->claimed[l] += xp->integer;
 		}
-		if (st_stream_first_ms(b.rep[Q_N + 3 * i + 2], &f) != 0) {
-			rc = st_bad("queue stats: oldest", b.rep[Q_N + 3 * i + 2]);
+		if (st_stream_first_ms(b.rep[q_n + 3 * i + 2], &f) != 0) {
+			rc = st_bad("queue stats: oldest", b.rep[q_n + 3 * i + 2]);
 			goto out;
 		}
 		if (f > 0 && (first[l] == 0 || f < first[l]))

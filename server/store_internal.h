@@ -37,22 +37,48 @@
 
 #include "store.h"
 
+/*
+ * Partitions (TXMAIL_PARTITIONS, docs/store.md "Partitions"): partition k's
+ * keys carry the hash tag txm{k}. ST_PREFIX is partition 0's, which also
+ * holds the project-wide data (API keys, templates, endpoints, the
+ * suppression lists read by the API, shaping) and everything written
+ * before partitions: with one partition the layout is the one before.
+ * A message's partition is in its id (st_id_part); its keys, the ready
+ * streams, due, events, sat and a copy of each suppression list are per
+ * partition (s->pk[k]).
+ */
 #define ST_PREFIX "txm{0}:"
-#define ST_K_READY ST_PREFIX "ready"            /* the normal lane */
-#define ST_K_READY_HIGH ST_PREFIX "ready:high"  /* the high lane, read first */
-/* a project P other than "default" has its own ready stream per lane,
- * ST_K_READY ":p:" P and ST_K_READY_HIGH ":p:" P (st_stream_key); these
- * sets name the projects that have (had) one, per lane */
-#define ST_K_READY_PROJECTS ST_PREFIX "ready:projects"
-#define ST_K_READY_HIGH_PROJECTS ST_PREFIX "ready:high:projects"
-#define ST_K_DUE ST_PREFIX "due"
-#define ST_K_SAT ST_PREFIX "sat"   /* saturated destinations: domain -> "until next step max min count" (sat.lua) */
-#define ST_K_EVENTS ST_PREFIX "events"
+#define ST_MAX_PARTS 64          /* TXMAIL_PARTITIONS' top; ids name up to p63 */
+#define ST_PK_MAX 48             /* a partition's fixed key names (longest: "txm{63}:ready:high:projects") */
+enum st_pk {
+	PK_PREFIX,               /* "txm{k}:" */
+	PK_READY,
+	PK_READY_HIGH,
+	PK_READY_PROJECTS,
+	PK_READY_HIGH_PROJECTS,
+	PK_DUE,
+	PK_SAT,
+	PK_EVENTS,
+	PK_SUPP,                 /* the project "default"'s suppressions (a copy in k > 0) */
+	PK_ABANDONED,
+	PK_SUPP_SYNCED,          /* k > 0: its copies of partition 0's suppression lists are made */
+	PK_COUNT
+};
+/*
+ * Partition k's keys (s->pk[k], "txm{k}:" + the name): "ready" (the normal
+ * lane), "ready:high" (the high lane); a project P other than "default"
+ * has its own ready stream per lane, "ready:p:" P and "ready:high:p:" P
+ * (st_stream_key_in), and these sets name the projects that have (had)
+ * one, per lane: "ready:projects", "ready:high:projects". Then "due",
+ * "sat" (saturated destinations: domain -> "until next step max min
+ * count", sat.lua), "events" (the outbox), "supp" (the project "default"'s
+ * suppressions; a project P's: "prj:" P ":supp"), "abandoned:" + message
+ * id (an accept settled as not stored), "msg:" + id (st_msg_key), "idem:"
+ * + key. The rest is partition 0's alone:
+ */
 #define ST_K_WHQ ST_PREFIX "whq:"      /* + endpoint id */
 #define ST_K_WHEPS ST_PREFIX "wheps"
-#define ST_K_SUPP ST_PREFIX "supp"            /* the project "default"'s (st_project_prefix) */
 #define ST_K_KEYS ST_PREFIX "keys"
-#define ST_K_ABANDONED ST_PREFIX "abandoned:"   /* + message id: an accept settled as not stored */
 #define ST_K_SHAPE_RATE ST_PREFIX "shape:rate:"   /* + lower-cased domain */
 #define ST_K_SHAPE_SUSP ST_PREFIX "shape:susp"
 #define ST_K_FENCE ST_PREFIX "fence"   /* store_wait_replicas' write: "1", expiring */
@@ -81,6 +107,7 @@
 #define ST_KEY_MAX 160
 #define ST_NUMS 16
 #define ST_SCRATCH_KEEP ((size_t)64 * 1024)   /* st_do keeps a buffer this large */
+#define ST_MAX_EMAIL 320         /* a suppressed address */
 #define ST_MAX_LIST 100000       /* templates, suppressions, keys returned by a list */
 
 enum st_script {
@@ -118,6 +145,8 @@ enum st_script {
 
 struct store {
 	struct redis_addr addr;
+	unsigned nparts;            /* addr.partitions, 1..ST_MAX_PARTS */
+	char pk[ST_MAX_PARTS][PK_COUNT][ST_PK_MAX];   /* each partition's fixed key names */
 	char desc[300];             /* host:port or socket path (a sentinel URL: the primary's), for logs */
 	redisContext *c;
 	int timeout_ms;             /* current socket timeout of c */
@@ -134,7 +163,7 @@ struct store {
 	char why[256];              /* why the last connect attempt failed, for store_init */
 	int64_t retention_ms;       /* a finished message's summary and timeline stay this long */
 	char sha[SC_COUNT][41];
-	char event_cursor[48];      /* XAUTOCLAIM cursor of the events stream */
+	char event_cursor[ST_MAX_PARTS][48];   /* XAUTOCLAIM cursor of each partition's events stream */
 	/*
 	 * The ready streams this handle reads (store_fetch): [0] the normal
 	 * lane's, [1] the high lane's (the project "default"'s, which also
@@ -192,6 +221,7 @@ struct st_batch {
 
 /* One ready stream: a lane's, of one project. */
 struct st_stream {
+	unsigned part;
 	enum store_lane lane;
 	char project[STORE_PROJECT_MAX + 1];
 	char key[ST_KEY_MAX];
@@ -404,6 +434,19 @@ int st_eval_rows(struct store *s, struct st_args *a, const struct st_table *t, v
 /* st_id_ok - 1 for a usable message id: 1..ST_MAX_ID bytes, no "/". */
 int st_id_ok(const char *id);
 
+/*
+ * st_id_part - the partition a message id names: "msg_" + 26 characters +
+ * "p<k>" (k 1..ST_MAX_PARTS - 1, no leading zero) is partition k; any other
+ * id (every id before partitions) is partition 0.
+ */
+unsigned st_id_part(const char *id);
+
+/* st_pk - partition p's fixed key k (p < ST_MAX_PARTS). */
+#define st_pk(s, p, k) ((const char *)(s)->pk[(p)][(k)])
+
+/* st_msg_key - buf = "txm{p}:msg:<id><suffix>" (suffix may be NULL), p from the id; 0 or -1. */
+int st_msg_key(const struct store *s, char *buf, size_t len, const char *id, const char *suffix);
+
 /* st_field_is - 1 when the string reply f is exactly name. */
 int st_field_is(const redisReply *f, const char *name);
 
@@ -415,6 +458,10 @@ int st_field_is(const redisReply *f, const char *name);
  * lib/project.lua is the same rule for the scripts.
  */
 int st_project_prefix(char *buf, size_t len, const char *project);
+
+/* st_project_prefix_in - st_project_prefix in partition p ("txm{p}:..."). */
+int st_project_prefix_in(const struct store *s, unsigned p, char *buf, size_t len,
+    const char *project);
 
 /*
  * st_content_keep_ms - how long a finished message's content stays
@@ -428,11 +475,42 @@ int64_t st_content_keep_ms(const struct store *s);
 const char *st_project_name(const char *project);
 
 /*
- * st_stream_key - the ready stream of (lane, project): ST_K_READY or
- * ST_K_READY_HIGH for "default" (NULL, ""), else that ":p:" project.
+ * st_stream_key - partition 0's ready stream of (lane, project): "ready" or
+ * "ready:high" for "default" (NULL, ""), else that ":p:" project.
  * 0, or -1 when project is not a valid name or buf is short.
  */
 int st_stream_key(char *buf, size_t len, enum store_lane lane, const char *project);
+
+/* st_stream_key_in - st_stream_key in partition p. */
+int st_stream_key_in(const struct store *s, unsigned p, char *buf, size_t len,
+    enum store_lane lane, const char *project);
+
+/* --- in store_admin.c: the suppression lists' copies ------------------------ */
+
+/*
+ * st_supp_write - set (val "<ms>:<reason>") or delete (val NULL) email in
+ * project's suppression list in every partition but skip (-1: all), one
+ * pipelined round trip, partition 0's first; *first (may be NULL) = the
+ * integer its command answered. 0 or STORE_ERR_*.
+ */
+int st_supp_write(struct store *s, int skip, const char *project, const char *email,
+    const char *val, long long *first);
+
+/*
+ * st_supp_spread - a suppression a script wrote into partition part's
+ * copy (record, bounce), written to every other partition's (email
+ * lower-cased here as the scripts do; value "<now_ms>:<reason>"). A
+ * failure is logged, not returned: the outcome is recorded already.
+ */
+void st_supp_spread(struct store *s, unsigned part, const char *project, const char *email,
+    const char *reason, int64_t now_ms);
+
+/*
+ * st_supp_sync - once per partition k > 0 (its PK_SUPP_SYNCED mark): copy
+ * every suppression list of partition 0 into k (TXMAIL_PARTITIONS raised:
+ * the new partitions' enqueues must see the lists). 0 or STORE_ERR_*.
+ */
+int st_supp_sync(struct store *s);
 
 /* --- in store_delivery.c: the ready streams -------------------------------- */
 
@@ -453,6 +531,16 @@ int st_entry(const redisReply *e, const redisReply **id, const redisReply **fiel
 const redisReply *st_entry_field(const redisReply *fields, const char *name);
 
 /* --- in store_webhooks.c: also used by store_events.c --------------------- */
+
+/*
+ * An event's entry_id as the store hands it out: the stream entry id for
+ * partition 0 (as before partitions), "<id>.<k>" for partition k's.
+ * st_event_id - write that form; st_event_split - the partition and the
+ * stream id (room ST_MAX_ENTRY_ID + 1) of one; -1 when malformed.
+ */
+void st_event_id(char *out, size_t len, const char *id, size_t idlen, unsigned part);
+int st_event_split(const char *entry_id, unsigned *part, char *id);
+
 
 /*
  * st_event_project - ev->project from an outbox entry's fields: its "p"

@@ -160,7 +160,7 @@ st_enqueue_settle(struct store *s, const char *id, const char *kmsg, size_t n)
 	char took[32];
 	int rc;
 
-	if (st_key(kab, sizeof(kab), ST_K_ABANDONED, id, NULL))
+	if (st_key(kab, sizeof(kab), st_pk(s, st_id_part(id), PK_ABANDONED), id, NULL))
 		return STORE_ERR_OUTCOME_UNKNOWN;
 	rc = st_eval_begin(s, &a, 8, SC_ABANDON, 2);
 	if (rc == 0) {
@@ -366,6 +366,7 @@ st_enq_build(const struct store *s, const struct store_enqueue_op *op, struct st
 	char kidem[ST_KEY_MAX + 64], pp[ST_KEY_MAX], ksupp[ST_KEY_MAX], kab[ST_KEY_MAX];
 	char nqs[ST_I64_LEN], nds[ST_I64_LEN];
 	const char *project = st_project_name(m && n ? m[0].project : NULL);
+	unsigned part = m && n ? st_id_part(m[0].id) : 0;
 	struct st_domains doms = { 0 };
 	int rc;
 
@@ -381,7 +382,7 @@ st_enq_build(const struct store *s, const struct store_enqueue_op *op, struct st
 		log_error("enqueue called with an invalid idempotency record");
 		return STORE_ERR_PROTO;
 	}
-	if (st_project_prefix(pp, sizeof(pp), project) ||
+	if (st_project_prefix_in(s, part, pp, sizeof(pp), project) ||
 	    st_key(ksupp, sizeof(ksupp), pp, "supp", NULL)) {
 		log_error("enqueue called with an invalid project");
 		return STORE_ERR_PROTO;
@@ -389,8 +390,9 @@ st_enq_build(const struct store *s, const struct store_enqueue_op *op, struct st
 	nargs = 4 + 7 + 11;
 	for (i = 0; i < n; i++) {
 		/* one batch, one project: its suppression list is the one looked at */
+		/* and one partition: one script on one slot */
 		if (!st_message_ok(&m[i]) || (flags && !st_check_ok(&m[i])) ||
-		    strcmp(st_project_name(m[i].project), project) != 0) {
+		    strcmp(st_project_name(m[i].project), project) != 0 || st_id_part(m[i].id) != part) {
 			log_error("enqueue called with an invalid message", "msg_id=%.64s index=%zu",
 			    m[i].id != NULL ? m[i].id : "", i);
 			return STORE_ERR_PROTO;
@@ -401,8 +403,8 @@ st_enq_build(const struct store *s, const struct store_enqueue_op *op, struct st
 		for (j = 0; flags && j < m[i].nrcpts; j++)
 			x->nq += !st_rcpt_sup(&m[i].rcpts[j]);
 	}
-	if (st_key(kidem, sizeof(kidem), ST_PREFIX "idem:", idem ? idem->key : "-", NULL) ||
-	    st_key(kab, sizeof(kab), ST_K_ABANDONED, m[0].id, NULL))
+	if (st_key(kidem, sizeof(kidem), st_pk(s, part, PK_PREFIX), "idem:", idem ? idem->key : "-") ||
+	    st_key(kab, sizeof(kab), st_pk(s, part, PK_ABANDONED), m[0].id, NULL))
 		return STORE_ERR_PROTO;
 	nums = calloc(n, sizeof(*nums));
 	rstrs = calloc(x->total, sizeof(*rstrs));
@@ -413,9 +415,9 @@ st_enq_build(const struct store *s, const struct store_enqueue_op *op, struct st
 	for (i = 0; i < n; i++) {
 		struct st_msg_nums *u = &nums[i];
 
-		if (st_key(u->kmsg, sizeof(u->kmsg), ST_PREFIX "msg:", m[i].id, NULL) ||
-		    st_key(u->ktl, sizeof(u->ktl), ST_PREFIX "msg:", m[i].id, ":tl") ||
-		    st_key(u->kmime, sizeof(u->kmime), ST_PREFIX "msg:", m[i].id, ":mime")) {
+		if (st_msg_key(s, u->kmsg, sizeof(u->kmsg), m[i].id, NULL) ||
+		    st_msg_key(s, u->ktl, sizeof(u->ktl), m[i].id, ":tl") ||
+		    st_msg_key(s, u->kmime, sizeof(u->kmime), m[i].id, ":mime")) {
 			rc = STORE_ERR_PROTO;
 			goto out;
 		}
@@ -434,19 +436,19 @@ st_enq_build(const struct store *s, const struct store_enqueue_op *op, struct st
 	if (rc)
 		goto out;
 	st_eval(a, s, SC_ENQUEUE, (int)(8 + 3 * n));
-	st_adds(a, ST_K_READY);
-	st_adds(a, ST_K_DUE);
-	st_adds(a, ST_K_EVENTS);
+	st_adds(a, st_pk(s, part, PK_READY));
+	st_adds(a, st_pk(s, part, PK_DUE));
+	st_adds(a, st_pk(s, part, PK_EVENTS));
 	st_adds(a, kidem);
 	st_adds(a, ksupp);
-	st_adds(a, ST_K_READY_HIGH);
+	st_adds(a, st_pk(s, part, PK_READY_HIGH));
 	for (i = 0; i < n; i++)
 		st_adds(a, nums[i].kmsg);
 	for (i = 0; i < n; i++)
 		st_adds(a, nums[i].ktl);
 	for (i = 0; i < n; i++)
 		st_adds(a, nums[i].kmime);
-	st_adds(a, ST_K_SAT);
+	st_adds(a, st_pk(s, part, PK_SAT));
 	st_adds(a, kab);
 	st_adds(a, idem ? "1" : "0");
 	st_adds(a, idem ? idem->request_hash : "");
@@ -862,8 +864,7 @@ store_get_message(struct store *s, const char *id, struct store_message_view *v)
 	memset(v, 0, sizeof(*v));
 	if (!s || !st_id_ok(id))
 		return STORE_ERR_NOT_FOUND;
-	if (st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", id, NULL) ||
-	    st_key(ktl, sizeof(ktl), ST_PREFIX "msg:", id, ":tl"))
+	if (st_msg_key(s, kmsg, sizeof(kmsg), id, NULL) || st_msg_key(s, ktl, sizeof(ktl), id, ":tl"))
 		return STORE_ERR_NOT_FOUND;
 	rc = st_eval_begin(s, &a, 8, SC_VIEW, 1);
 	if (rc)
@@ -922,15 +923,15 @@ store_cancel(struct store *s, const char *id, const char *project,
 		*ncanceled = 0;
 	if (!s)
 		return STORE_ERR_PROTO;
-	if (!st_id_ok(id) || st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", id, NULL) ||
-	    st_key(ktl, sizeof(ktl), ST_PREFIX "msg:", id, ":tl"))
+	if (!st_id_ok(id) || st_msg_key(s, kmsg, sizeof(kmsg), id, NULL) ||
+	    st_msg_key(s, ktl, sizeof(ktl), id, ":tl"))
 		return STORE_ERR_NOT_FOUND;
 	rc = st_eval_begin(s, &a, 12, SC_CANCEL, 3);
 	if (rc)
 		return rc;
 	st_adds(&a, kmsg);
 	st_adds(&a, ktl);
-	st_adds(&a, ST_K_DUE);
+	st_adds(&a, st_pk(s, st_id_part(id), PK_DUE));
 	st_adds(&a, id);
 	st_adds(&a, timeline_json);
 	st_addi(&a, s->retention_ms);
@@ -961,6 +962,7 @@ store_bounce(struct store *s, const struct store_bounce_in *b, int *applied)
 	struct st_args a;
 	redisReply *r = NULL;
 	int64_t v;
+	unsigned part;
 	int rc, n;
 
 	if (applied)
@@ -970,17 +972,18 @@ store_bounce(struct store *s, const struct store_bounce_in *b, int *applied)
 		return STORE_ERR_PROTO;
 	n = snprintf(member, sizeof(member), "%s/%d", b->msg_id ? b->msg_id : "", b->rcpt_idx);
 	if (!st_id_ok(b->msg_id) || n < 0 || (size_t)n >= sizeof(member) ||
-	    st_key(kmsg, sizeof(kmsg), ST_PREFIX "msg:", b->msg_id, NULL) ||
-	    st_key(ktl, sizeof(ktl), ST_PREFIX "msg:", b->msg_id, ":tl"))
+	    st_msg_key(s, kmsg, sizeof(kmsg), b->msg_id, NULL) ||
+	    st_msg_key(s, ktl, sizeof(ktl), b->msg_id, ":tl"))
 		return STORE_ERR_NOT_FOUND;
+	part = st_id_part(b->msg_id);
 	rc = st_eval_begin(s, &a, 20, SC_BOUNCE, 5);
 	if (rc)
 		return rc;
 	st_adds(&a, kmsg);
 	st_adds(&a, ktl);
-	st_adds(&a, ST_K_DUE);
-	st_adds(&a, ST_K_EVENTS);
-	st_adds(&a, ST_K_SUPP);
+	st_adds(&a, st_pk(s, part, PK_DUE));
+	st_adds(&a, st_pk(s, part, PK_EVENTS));
+	st_adds(&a, st_pk(s, part, PK_SUPP));
 	st_addi(&a, b->rcpt_idx);
 	st_adds(&a, b->action);
 	st_adds(&a, b->smtp_json ? b->smtp_json : "");
@@ -990,7 +993,7 @@ store_bounce(struct store *s, const struct store_bounce_in *b, int *applied)
 	st_adds(&a, member);
 	st_adds(&a, b->suppress_reason ? b->suppress_reason : "");
 	st_addi(&a, b->now_ms);
-	st_adds(&a, ST_PREFIX);
+	st_adds(&a, st_pk(s, part, PK_PREFIX));
 	st_addi(&a, st_content_keep_ms(s));
 	rc = st_do(s, &a, &r);
 	if (rc)
@@ -1003,9 +1006,31 @@ store_bounce(struct store *s, const struct store_bounce_in *b, int *applied)
 		rc = STORE_ERR_NOT_FOUND;
 	else if (applied)
 		*applied = (int)v;
+	if (rc == 0 && v == 1 && b->suppress_reason && *b->suppress_reason && s->nparts > 1)
+		st_supp_spread(s, part, b->project, b->email, b->suppress_reason, b->now_ms);
 out:
 	if (r)
 		freeReplyObject(r);
 	st_args_release(&a);
 	return rc;
+}
+
+void
+st_supp_spread(struct store *s, unsigned part, const char *project, const char *email,
+    const char *reason, int64_t now_ms)
+{
+	char lower[ST_MAX_EMAIL + 1], val[160];
+	size_t i, n;
+	int rc;
+
+	if (!email || (n = strlen(email)) > ST_MAX_EMAIL)
+		return;
+	for (i = 0; i < n; i++)
+		lower[i] = (char)((email[i] >= 'A' && email[i] <= 'Z') ? email[i] + 32 : email[i]);
+	lower[n] = '\0';
+	snprintf(val, sizeof(val), "%" PRId64 ":%.100s", now_ms, reason);
+	rc = st_supp_write(s, (int)part, st_project_name(project), lower, val, NULL);
+	if (rc)
+		log_warn("suppression not copied to every partition", "project=%s partition=%u error=%s",
+		    st_project_name(project), part, store_strerror(rc));
 }

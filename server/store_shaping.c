@@ -182,14 +182,14 @@ out:
 int
 store_saturate(struct store *s, struct store_sat *v, size_t n)
 {
-	struct st_args a;
-	redisReply *rep = NULL;
+	struct st_batch b;
+	const redisReply *rep = NULL;
 	char (*doms)[STORE_SHAPE_KEY_MAX + 1] = NULL;
 	char (*nums)[ST_I64_LEN] = NULL;
 	char capn[ST_I64_LEN], nown[ST_I64_LEN];
 	int rc;
 
-	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
 	if (s == NULL || v == NULL || n == 0 || n > STORE_SHAPE_BATCH_MAX)
 		return STORE_ERR_PROTO;
 	for (size_t i = 0; i < n; i++)
@@ -202,43 +202,66 @@ store_saturate(struct store *s, struct store_sat *v, size_t n)
 		rc = STORE_ERR_NOMEM;
 		goto out;
 	}
-	rc = st_eval_begin(s, &a, 6 + 6 * n, SC_SAT, 1);
+	/*
+	 * The same marks in every partition's sat (each partition's enqueue
+	 * reads its own): one call per partition, pipelined; a domain's next
+	 * slot is the latest any of them gave out.
+	 */
+	rc = st_connect(s);
+	if (rc == 0)
+		rc = st_batch_init(&b, s->nparts, 6 + 6 * n);
 	if (rc)
 		goto out;
-	st_adds(&a, ST_K_SAT);
-	st_add(&a, capn, st_i64(capn, STORE_SAT_MAX));
-	st_add(&a, nown, st_i64(nown, util_now_ms()));
 	for (size_t i = 0; i < n; i++) {
-		const int64_t x[5] = { v[i].until_ms, v[i].next_ms, v[i].step_ms, v[i].max_ms, v[i].min_ms };
 		size_t dl = strlen(v[i].domain);
 
 		for (size_t c = 0; c < dl; c++)
 			doms[i][c] = (char)tolower((unsigned char)v[i].domain[c]);
-		st_add(&a, doms[i], dl);
-		for (size_t k = 0; k < 5; k++)
-			st_add(&a, nums[5 * i + k], st_i64(nums[5 * i + k], x[k]));
+		doms[i][dl] = '\0';
 	}
-	rc = st_do(s, &a, &rep);
-	if (rc)
-		goto out;
-	if (!st_is_array(rep, n) || rep->elements != n) {
-		rc = st_bad("saturate", rep);
-		goto out;
-	}
-	for (size_t i = 0; i < n; i++) {
-		int64_t nx;
+	(void)st_i64(capn, STORE_SAT_MAX);
+	(void)st_i64(nown, util_now_ms());
+	for (unsigned p = 0; p < s->nparts && rc == 0; p++) {
+		st_eval(&b.a, s, SC_SAT, 1);
+		st_adds(&b.a, st_pk(s, p, PK_SAT));
+		st_adds(&b.a, capn);
+		st_adds(&b.a, nown);
+		for (size_t i = 0; i < n; i++) {
+			const int64_t x[5] = { v[i].until_ms, v[i].next_ms, v[i].step_ms, v[i].max_ms,
+			    v[i].min_ms };
 
-		if (st_int(rep->element[i], &nx) != 0 || nx <= 0) {
+			st_adds(&b.a, doms[i]);
+			for (size_t k = 0; k < 5; k++)
+				st_add(&b.a, nums[5 * i + k], st_i64(nums[5 * i + k], x[k]));
+		}
+		rc = st_batch_add(&b);
+	}
+	if (rc == 0)
+		rc = st_batch_run(s, &b);
+	for (size_t k = 0; k < b.n && rc == 0; k++) {
+		rep = b.rep[k];
+		if (!st_is_array(rep, n) || rep->elements != n) {
 			rc = st_bad("saturate", rep);
-			goto out;
+			break;
+		}
+		for (size_t i = 0; i < n && rc == 0; i++) {
+			int64_t nx;
+
+			if (st_int(rep->element[i], &nx) != 0 || nx <= 0)
+				rc = st_bad("saturate", rep);
 		}
 	}
-	for (size_t i = 0; i < n; i++)
-		(void)st_int(rep->element[i], &v[i].next_ms);
+	rep = NULL;     /* b's */
+	for (size_t k = 0; k < b.n && rc == 0; k++)
+		for (size_t i = 0; i < n; i++) {
+			int64_t nx = 0;
+
+			(void)st_int(b.rep[k]->element[i], &nx);
+			if (k == 0 || nx > v[i].next_ms)
+				v[i].next_ms = nx;
+		}
 out:
-	if (rep)
-		freeReplyObject(rep);
-	st_args_release(&a);
+	st_batch_release(&b);
 	free(doms);
 	free(nums);
 	return rc;

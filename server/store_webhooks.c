@@ -52,12 +52,54 @@ st_event_project(struct store_event *ev, const redisReply *fields)
 		ev->project[0] = '\0';   /* too long: no project has this name */
 }
 
+void
+st_event_id(char *out, size_t len, const char *id, size_t idlen, unsigned part)
+{
+	if (part == 0)
+		snprintf(out, len, "%.*s", (int)idlen, id);
+	else
+		snprintf(out, len, "%.*s.%u", (int)idlen, id, part);
+}
+
+int
+st_event_split(const char *entry_id, unsigned *part, char *id)
+{
+	const char *dot;
+	size_t n;
+
+	if (!entry_id)
+		return -1;
+	dot = strchr(entry_id, '.');
+	n = dot ? (size_t)(dot - entry_id) : strlen(entry_id);
+	if (n == 0 || n > ST_MAX_ENTRY_ID)
+		return -1;
+	*part = 0;
+	if (dot) {
+		unsigned v = 0;
+
+		if (!dot[1] || dot[1] == '0' || strlen(dot + 1) > 2)
+			return -1;
+		for (const char *c = dot + 1; *c; c++) {
+			if (*c < '0' || *c > '9')
+				return -1;
+			v = v * 10 + (unsigned)(*c - '0');
+		}
+		if (v >= ST_MAX_PARTS)
+			return -1;
+		*part = v;
+	}
+	memcpy(id, entry_id, n);
+	id[n] = '\0';
+	return 0;
+}
+
 /*
- * st_collect_events - copy events out of stream entries; entries without
- * an "e" field (deleted, malformed) are acked and deleted.
+ * st_collect_events - copy events out of stream entries of partition
+ * part's events stream; entries without an "e" field (deleted,
+ * malformed) are acked and deleted.
  */
 static int
-st_collect_events(struct store *s, const redisReply *entries, int max,
+st_collect_events(struct store *s, unsigned part, const redisReply *entries, int max,
     struct store_event **out, int *count)
 {
 	size_t i;
@@ -76,7 +118,7 @@ st_collect_events(struct store *s, const redisReply *entries, int max,
 			const char *argv[6] = { "EVAL",
 			    "redis.call('XACK', KEYS[1], 'webhooks', ARGV[1]) "
 			    "redis.call('XDEL', KEYS[1], ARGV[1]) return 0",
-			    "1", ST_K_EVENTS, id->str, NULL };
+			    "1", st_pk(s, part, PK_EVENTS), id->str, NULL };
 			redisReply *r = NULL;
 			int rc = st_simple(s, 5, argv, &r);
 
@@ -88,8 +130,7 @@ st_collect_events(struct store *s, const redisReply *entries, int max,
 		ev = calloc(1, sizeof(*ev));
 		if (!ev)
 			return STORE_ERR_NOMEM;
-		memcpy(ev->entry_id, id->str, id->len);
-		ev->entry_id[id->len] = '\0';
+		st_event_id(ev->entry_id, sizeof(ev->entry_id), id->str, id->len, part);
 		st_event_project(ev, fields);
 		ev->json = st_dup(e);
 		if (!ev->json) {
@@ -99,6 +140,32 @@ st_collect_events(struct store *s, const redisReply *entries, int max,
 		out[(*count)++] = ev;
 	}
 	return 0;
+}
+
+/*
+ * st_read_event_streams - one XREADGROUP over every partition's events
+ * stream (from "0": own pending; ">": new, blocking up to block_ms),
+ * collected into out.
+ */
+static int
+st_read_event_streams(struct store *s, const char *consumer, int max, int block_ms,
+    const char *from, struct store_event **out, int *count)
+{
+	const char *keys[ST_MAX_PARTS];
+	const redisReply *entries[ST_MAX_PARTS];
+	redisReply *r = NULL;
+	unsigned p;
+	int rc;
+
+	for (p = 0; p < s->nparts; p++)
+		keys[p] = st_pk(s, p, PK_EVENTS);
+	rc = st_xread(s, keys, s->nparts, ST_G_WEBHOOKS, consumer, max, block_ms, from, &r, entries);
+	for (p = 0; p < s->nparts && rc == 0; p++)
+		if (entries[p])
+			rc = st_collect_events(s, p, entries[p], max, out, count);
+	if (r)
+		freeReplyObject(r);
+	return rc;
 }
 
 int
@@ -113,7 +180,6 @@ int
 store_read_events_flags(struct store *s, const char *consumer, int max,
     int block_ms, int64_t min_idle_ms, int flags, struct store_event **out)
 {
-	static const char *const evkey[1] = { ST_K_EVENTS };
 	const redisReply *entries = NULL;
 	redisReply *r = NULL;
 	int rc, count = 0;
@@ -127,36 +193,29 @@ store_read_events_flags(struct store *s, const char *consumer, int max,
 		return rc;
 	/* 1. our own pending entries (read before, not yet fanned out) */
 	if (flags & STORE_EVENTS_OWN) {
-		rc = st_xread(s, evkey, 1, ST_G_WEBHOOKS, consumer, max, 0, "0", &r, &entries);
-		if (rc == 0 && entries)
-			rc = st_collect_events(s, entries, max, out, &count);
-		if (r)
-			freeReplyObject(r);
-		r = NULL;
+		rc = st_read_event_streams(s, consumer, max, 0, "0", out, &count);
 		if (rc || count > 0)
 			goto out;
 	}
-	/* 2. entries of consumers that died */
+	/* 2. entries of consumers that died, each partition's from its cursor */
 	if (flags & STORE_EVENTS_RECLAIM) {
-		rc = st_xautoclaim(s, ST_K_EVENTS, ST_G_WEBHOOKS, consumer,
-		    min_idle_ms > 0 ? min_idle_ms : ST_EVENT_IDLE_MS, max,
-		    s->event_cursor, sizeof(s->event_cursor), &r, &entries);
-		if (rc == 0 && entries)
-			rc = st_collect_events(s, entries, max, out, &count);
-		if (r)
-			freeReplyObject(r);
-		r = NULL;
+		for (unsigned p = 0; p < s->nparts && rc == 0 && count < max; p++) {
+			rc = st_xautoclaim(s, st_pk(s, p, PK_EVENTS), ST_G_WEBHOOKS, consumer,
+			    min_idle_ms > 0 ? min_idle_ms : ST_EVENT_IDLE_MS, max - count,
+			    s->event_cursor[p], sizeof(s->event_cursor[p]), &r, &entries);
+			if (rc == 0 && entries)
+				rc = st_collect_events(s, p, entries, max, out, &count);
+			if (r)
+				freeReplyObject(r);
+			r = NULL;
+		}
 		if (rc || count > 0)
 			goto out;
 	}
 	/* 3. new ones, blocking */
 	if (flags & STORE_EVENTS_NO_NEW)
 		goto out;
-	rc = st_xread(s, evkey, 1, ST_G_WEBHOOKS, consumer, max, block_ms, ">", &r, &entries);
-	if (rc == 0 && entries)
-		rc = st_collect_events(s, entries, max, out, &count);
-	if (r)
-		freeReplyObject(r);
+	rc = st_read_event_streams(s, consumer, max, block_ms, ">", out, &count);
 out:
 	/* an event goes out only once the replicas have it: a failover must not undo a receipt */
 	if (rc == 0 && count > 0)
@@ -198,12 +257,14 @@ int
 store_webhook_fanout(struct store *s, const struct store_event *ev,
     const char *event_id, const char *const *endpoints, size_t nep, int64_t now_ms)
 {
-	char (*keys)[ST_KEY_MAX] = NULL;
+	char (*keys)[ST_KEY_MAX] = NULL, eid[ST_MAX_ENTRY_ID + 1];
 	struct st_args a;
+	unsigned part;
 	size_t i;
 	int rc;
 
-	if (!s || !ev || !ev->json || !st_id_ok(event_id) || (nep && !endpoints) || nep > 1000)
+	if (!s || !ev || !ev->json || !st_id_ok(event_id) || (nep && !endpoints) || nep > 1000 ||
+	    st_event_split(ev->entry_id, &part, eid) != 0)
 		return STORE_ERR_PROTO;
 	keys = calloc(nep ? nep : 1, sizeof(*keys));
 	if (!keys)
@@ -216,10 +277,10 @@ store_webhook_fanout(struct store *s, const struct store_event *ev,
 	rc = st_eval_begin(s, &a, 13 + 2 * nep, SC_WH_FANOUT, (int)(1 + nep));
 	if (rc)
 		goto out;
-	st_adds(&a, ST_K_EVENTS);
+	st_adds(&a, st_pk(s, part, PK_EVENTS));
 	for (i = 0; i < nep; i++)
 		st_adds(&a, keys[i]);
-	st_adds(&a, ev->entry_id);
+	st_adds(&a, eid);
 	st_adds(&a, event_id);
 	st_addi(&a, now_ms);
 	st_adds(&a, ST_PREFIX);
@@ -233,13 +294,53 @@ out:
 	return rc;
 }
 
+/*
+ * st_split_acks - entry ids (the store's form, st_event_id) as stream ids
+ * into ids[] (room n), grouped by partition: part[i] is ids[i]'s. 0 or -1.
+ */
+static int
+st_split_acks(const char *const *entry_ids, size_t n, char (*ids)[ST_MAX_ENTRY_ID + 1],
+    unsigned *part)
+{
+	for (size_t i = 0; i < n; i++)
+		if (st_event_split(entry_ids[i], &part[i], ids[i]) != 0)
+			return -1;
+	return 0;
+}
+
 int
 store_events_touch(struct store *s, const char *consumer, const char *const *entry_ids, size_t n)
 {
+	char (*ids)[ST_MAX_ENTRY_ID + 1] = NULL;
+	const char **sub = NULL;
+	unsigned *part = NULL;
+	int rc = 0;
+
 	if (!s || !consumer || !*consumer || (n && !entry_ids) || n > ST_MAX_BATCH)
 		return STORE_ERR_PROTO;
-	return st_xtouch(s, "events touch", ST_K_EVENTS, ST_G_WEBHOOKS, consumer, entry_ids,
-	    NULL, STORE_LANE_NORMAL, n);
+	if (n == 0)
+		return 0;
+	ids = malloc(n * sizeof(*ids));
+	sub = malloc(n * sizeof(*sub));
+	part = malloc(n * sizeof(*part));
+	if (!ids || !sub || !part)
+		rc = STORE_ERR_NOMEM;
+	else if (st_split_acks(entry_ids, n, ids, part) != 0)
+		rc = STORE_ERR_PROTO;
+	/* one XCLAIM per partition's stream */
+	for (unsigned p = 0; p < s->nparts && rc == 0; p++) {
+		size_t m = 0;
+
+		for (size_t i = 0; i < n; i++)
+			if (part[i] == p)
+				sub[m++] = ids[i];
+		rc = st_xtouch(s, "events touch", st_pk(s, p, PK_EVENTS), ST_G_WEBHOOKS, consumer, sub,
+		    NULL, STORE_LANE_NORMAL, m);
+	}
+	free(ids);
+	free(sub);
+	free(part);
+	return rc;
 }
 
 int
@@ -248,10 +349,12 @@ store_webhook_settle(struct store *s, const struct store_whpark *items, size_t n
 {
 	char (*keys)[ST_KEY_MAX] = NULL;
 	char (*nums)[3][24] = NULL;
+	char (*ids)[ST_MAX_ENTRY_ID + 1] = NULL;
+	unsigned *part = NULL, first;
 	long long created = 0;
 	struct st_args a;
 	size_t i;
-	int rc;
+	int rc = 0;
 
 	if (!s || (nitems && !items) || (nack && !ack_ids) || nitems > ST_MAX_BATCH || nack > ST_MAX_BATCH)
 		return STORE_ERR_PROTO;
@@ -276,36 +379,67 @@ store_webhook_settle(struct store *s, const struct store_whpark *items, size_t n
 		snprintf(nums[i][2], sizeof(nums[i][2]), "%" PRId64, p->due_ms);
 	}
 	for (i = 0; i < nack; i++)
-		if (!ack_ids[i] || !*ack_ids[i] || strlen(ack_ids[i]) > ST_MAX_ENTRY_ID) {
+		if (!ack_ids[i] || !*ack_ids[i] || strlen(ack_ids[i]) > ST_MAX_ENTRY_ID + 3) {
 			rc = STORE_ERR_PROTO;
 			goto out;
 		}
-	rc = st_eval_begin(s, &a, 6 + 8 * nitems + nack, SC_WH_SETTLE, (int)(1 + nitems));
-	if (rc)
+	ids = malloc((nack ? nack : 1) * sizeof(*ids));
+	part = malloc((nack ? nack : 1) * sizeof(*part));
+	if (!ids || !part) {
+		rc = STORE_ERR_NOMEM;
 		goto out;
-	st_adds(&a, ST_K_EVENTS);
-	for (i = 0; i < nitems; i++)
-		st_adds(&a, keys[i]);
-	st_adds(&a, ST_PREFIX);
-	st_addi(&a, (int64_t)nitems);
-	for (i = 0; i < nitems; i++) {
-		const struct store_whpark *p = &items[i];
-		const char *slash = strchr(p->member, '/');
-
-		st_adds(&a, p->member);
-		st_adds(&a, slash + 1);
-		st_adds(&a, st_project_name(p->project));
-		st_adds(&a, p->body);
-		st_adds(&a, nums[i][0]);
-		st_adds(&a, nums[i][1]);
-		st_adds(&a, nums[i][2]);
 	}
-	for (i = 0; i < nack; i++)
-		st_adds(&a, ack_ids[i]);
-	rc = st_eval_int(s, &a, "webhook settle", 0, &created);
+	if (st_split_acks(ack_ids, nack, ids, part) != 0) {
+		rc = STORE_ERR_PROTO;
+		goto out;
+	}
+	/*
+	 * One call per partition with entries to ack (a call's events stream is
+	 * its partition's), the items with the first: they are parked no later
+	 * than any of their events is acked. A failure after the first leaves
+	 * the later partitions' entries pending: read again, they park nothing
+	 * twice (wh:<member> is created only unless it exists).
+	 */
+	first = nack ? part[0] : 0;
+	for (unsigned p = 0; p < s->nparts && rc == 0; p++) {
+		size_t na = 0, ni = p == first ? nitems : 0;
+		long long made = 0;
+
+		for (i = 0; i < nack; i++)
+			na += part[i] == p;
+		if (na == 0 && ni == 0)
+			continue;
+		rc = st_eval_begin(s, &a, 6 + 8 * ni + na, SC_WH_SETTLE, (int)(1 + ni));
+		if (rc)
+			break;
+		st_adds(&a, st_pk(s, p, PK_EVENTS));
+		for (i = 0; i < ni; i++)
+			st_adds(&a, keys[i]);
+		st_adds(&a, ST_PREFIX);
+		st_addi(&a, (int64_t)ni);
+		for (i = 0; i < ni; i++) {
+			const struct store_whpark *it = &items[i];
+			const char *slash = strchr(it->member, '/');
+
+			st_adds(&a, it->member);
+			st_adds(&a, slash + 1);
+			st_adds(&a, st_project_name(it->project));
+			st_adds(&a, it->body);
+			st_adds(&a, nums[i][0]);
+			st_adds(&a, nums[i][1]);
+			st_adds(&a, nums[i][2]);
+		}
+		for (i = 0; i < nack; i++)
+			if (part[i] == p)
+				st_adds(&a, ids[i]);
+		rc = st_eval_int(s, &a, "webhook settle", 0, &made);
+		created += made;
+	}
 out:
 	free(keys);
 	free(nums);
+	free(ids);
+	free(part);
 	return rc ? rc : (int)created;
 }
 

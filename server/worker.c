@@ -1095,12 +1095,14 @@ heartbeat(struct worker *w, struct store *st)
 {
 	const char **ids = NULL, **projects = NULL;
 	enum store_lane *lanes = NULL;
+	unsigned *parts = NULL;
 	size_t n = 0;
 
 	pthread_mutex_lock(&w->mu);
 	if (w->nfly > 0 && (ids = calloc((size_t)w->nfly, sizeof(*ids))) != NULL &&
 	    (projects = calloc((size_t)w->nfly, sizeof(*projects))) != NULL &&
-	    (lanes = calloc((size_t)w->nfly, sizeof(*lanes))) != NULL) {
+	    (lanes = calloc((size_t)w->nfly, sizeof(*lanes))) != NULL &&
+	    (parts = calloc((size_t)w->nfly, sizeof(*parts))) != NULL) {
 		/* Copies: the strings live in deliveries the recorder may free. */
 		for (struct job *j = w->fly; j != NULL; j = j->next_fly) {
 			if ((ids[n] = strdup(j->d->entry_id)) == NULL)
@@ -1109,11 +1111,12 @@ heartbeat(struct worker *w, struct store *st)
 				free((void *)ids[n]);
 				continue;
 			}
+			parts[n] = store_id_partition(j->d->msg_id);
 			lanes[n++] = j->d->lane;
 		}
 	}
 	pthread_mutex_unlock(&w->mu);
-	if (n > 0 && store_heartbeat(st, w->consumer, ids, lanes, projects, n) != STORE_OK)
+	if (n > 0 && store_heartbeat(st, w->consumer, ids, lanes, projects, parts, n) != STORE_OK)
 		log_debug("heartbeat failed", "worker=%s", w->consumer);
 	for (size_t i = 0; i < n; i++) {
 		free((void *)ids[i]);
@@ -1122,6 +1125,7 @@ heartbeat(struct worker *w, struct store *st)
 	free(ids);
 	free(projects);
 	free(lanes);
+	free(parts);
 }
 
 /*

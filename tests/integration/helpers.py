@@ -29,11 +29,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = os.path.join(HERE, "peers")
 PYTHON = "/usr/bin/python3"
 ASAN = os.environ.get("TXMAIL_ASAN", "") not in ("", "0")
+# TXM_PARTITIONS=N: every txmail the tests start gets TXMAIL_PARTITIONS=N unless the test sets it
+PARTITIONS = os.environ.get("TXM_PARTITIONS", "")
 SCALE = 3.0 if ASAN else 1.0
 
 SANITIZER_PATTERNS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer")
 
-MSG_ID_RE = re.compile(r"^msg_[0-9a-z]{26}$")
+MSG_ID_RE = re.compile(r"^msg_[0-9a-z]{26}(?:p[1-9][0-9]?)?$")   # p<k>: its partition
 RAW_MSGID_RE = re.compile(rb"(?im)^message-id:\s*<([^>\s]+)>")
 
 
@@ -189,6 +191,8 @@ def tail(path, lines=150, max_bytes=200000):
 def clean_env(extra=None):
     """os.environ without any TXMAIL_* variable, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TXMAIL_")}
+    if PARTITIONS:
+        env["TXMAIL_PARTITIONS"] = PARTITIONS   # the whole suite on a partitioned keyspace
     if ASAN:
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")

@@ -13,7 +13,7 @@ import time
 
 from helpers import Client, dl, log, wait_until
 
-ID_IN_MSGID = re.compile(r"msg_[0-9a-z]{26}")
+ID_IN_MSGID = re.compile(r"msg_[0-9a-z]{26}(?:p[1-9][0-9]?)?")
 N_MESSAGES = 1000
 SENDERS = 6
 KILL_AT = 200

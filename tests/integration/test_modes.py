@@ -89,7 +89,7 @@ def test_dev_mode(txmail_binary, workdir, register_log):
             r = subprocess.run(curl, shell=True, capture_output=True, timeout=dl(20), cwd=workdir)
             assert r.returncode == 0, "curl failed (%d): %r %r" % (r.returncode, r.stdout, r.stderr)
             body = json.loads(r.stdout)
-            assert re.match(r"^msg_[0-9a-z]{26}$", body.get("id", "")), "curl answer: %r" % body
+            assert re.match(r"^msg_[0-9a-z]{26}(?:p[1-9][0-9]?)?$", body.get("id", "")), "curl answer: %r" % body
             assert body.get("status") == "queued", "curl answer: %r" % body
 
             maildir = os.path.join(data, "mail")

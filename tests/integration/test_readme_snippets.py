@@ -47,7 +47,7 @@ README = os.path.join(REPO, "README.md")
 NODE_MODULES = os.path.join(REPO, "tests", "spec", "node_modules")
 
 SNIPPET_RE = re.compile(r"^<!-- snippet: ([a-z0-9-]+) -->\n```([a-z]+)\n(.*?)^```$", re.M | re.S)
-MSG_ID_RE = re.compile(r"\bmsg_[0-9a-z]{26}\b")
+MSG_ID_RE = re.compile(r"\bmsg_[0-9a-z]{26}(?:p[1-9][0-9]?)?\b")
 RCPT = "ada@example.com"
 
 # name -> (fence language, file name a reader would save it as)

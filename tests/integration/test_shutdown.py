@@ -30,7 +30,7 @@ from logparse import records
 
 SLOW_S = 6            # the peer's delay before it answers the end of DATA
 PREFIX = "txm{0}:"
-ID_IN_MSGID = re.compile(r"msg_[0-9a-z]{26}")
+ID_IN_MSGID = re.compile(r"msg_[0-9a-z]{26}(?:p[1-9][0-9]?)?")
 DURATION_RE = re.compile(r"\d+(\.\d+)?s\Z")   # util_fmt_duration
 COUNTERS = ("finished", "handed_back", "not_started", "cut", "left_pending",
             "webhooks_finished", "webhooks_abandoned")

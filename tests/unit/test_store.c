@@ -925,7 +925,7 @@ Test(store, lanes_reclaim_and_heartbeat)
 		ids[i] = a[i]->entry_id;
 		lanes[i] = a[i]->lane;
 	}
-	cr_assert_eq(store_heartbeat(st, "A", ids, lanes, NULL, 2), 0);
+	cr_assert_eq(store_heartbeat(st, "A", ids, lanes, NULL, NULL, 2), 0);
 	n = store_reclaim(st, "B", 300, 4, b);
 	cr_assert_eq(n, 0, "reclaim after heartbeat: got %d, want 0", n);
 
@@ -1066,7 +1066,7 @@ Test(store, heartbeat_prevents_reclaim)
 	cr_assert_eq(fetch_one("A", &a), 1);
 	usleep(400000);   /* let the entry become idle for > 300 ms */
 	const char *ids[1] = { a->entry_id };
-	cr_assert_eq(store_heartbeat(st, "A", ids, NULL, NULL, 1), 0);
+	cr_assert_eq(store_heartbeat(st, "A", ids, NULL, NULL, NULL, 1), 0);
 	n = store_reclaim(st, "B", 300, 4, b);
 	cr_assert_eq(n, 0, "reclaim after heartbeat: got %d, want 0", n);
 
@@ -1081,7 +1081,7 @@ Test(store, heartbeat_prevents_reclaim)
 	cr_assert_eq(b[0]->attempts, 2);
 	store_delivery_free(b[0]);
 	store_delivery_free(a);
-	cr_assert_eq(store_heartbeat(st, "A", NULL, NULL, NULL, 0), 0);
+	cr_assert_eq(store_heartbeat(st, "A", NULL, NULL, NULL, NULL, 0), 0);
 }
 
 Test(store, undeliverable_entries_are_skipped)
@@ -2957,7 +2957,7 @@ Test(store, projects_entry_stays_on_its_stream)
 	usleep(400000);
 	ids[0] = a[0]->entry_id;
 	projects[0] = a[0]->stream_project;
-	cr_assert_eq(store_heartbeat(st, "c1", ids, lanes, projects, 1), 0);
+	cr_assert_eq(store_heartbeat(st, "c1", ids, lanes, projects, NULL, 1), 0);
 	cr_assert_eq(store_reclaim(st, "c2", 300, 4, b), 0, "the heartbeat reached its stream");
 	n = store_reclaim(st, "c2", 0, 4, b);
 	cr_assert_eq(n, 1, "reclaim: got %d, want 1", n);
