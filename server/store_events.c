@@ -37,14 +37,21 @@ st_stream_id_ok(const char *id)
 	return 1;
 }
 
-/* st_id_parse - "ms-seq" into (ms, seq); -1 when malformed. */
+/* st_id_parse - "ms-seq" (or "ms": seq 0, as XREAD reads it) into (ms, seq); -1 when malformed. */
 static int
 st_id_parse(const char *id, size_t len, uint64_t *ms, uint64_t *seq)
 {
 	const char *dash = memchr(id, '-', len);
 	int64_t a, b;
 
-	if (!dash || st_parse_i64(id, (size_t)(dash - id), &a) != 0 ||
+	if (!dash) {
+		if (st_parse_i64(id, len, &a) != 0 || a < 0)
+			return -1;
+		*ms = (uint64_t)a;
+		*seq = 0;
+		return 0;
+	}
+	if ( st_parse_i64(id, (size_t)(dash - id), &a) != 0 ||
 	    st_parse_i64(dash + 1, len - (size_t)(dash - id) - 1, &b) != 0 || a < 0 || b < 0)
 		return -1;
 	*ms = (uint64_t)a;

@@ -3075,3 +3075,269 @@ Test(store, projects_fair_in_lane_with_carry, .timeout = 60)
 	}
 	cr_assert(pos >= 0 && pos < 6, "B's message: normal-lane slot %d after it was queued, want < 6", pos);
 }
+
+/* --- partitions (TXMAIL_PARTITIONS) ------------------------------------------ */
+
+/* rint2_cmd - an integer reply of a two-argument command */
+static long long
+rint2_cmd(const char *fmt, const char *a1, const char *a2)
+{
+	redisReply *r = redisCommand(rc_ctx, fmt, a1, a2);
+	long long v;
+
+	cr_assert(r && r->type == REDIS_REPLY_INTEGER, "inspector command failed: %s", fmt);
+	v = r->integer;
+	freeReplyObject(r);
+	return v;
+}
+
+/* a store handle on the test's Redis with P partitions */
+static struct store *
+open_parts(int parts)
+{
+	struct redis_addr a = rs_addr;
+	struct store *s;
+	char err[256];
+
+	a.partitions = parts;
+	s = store_open(&a);
+	cr_assert(s);
+	cr_assert_eq(store_init(s, err, sizeof(err)), 0, "store_init: %s", err);
+	return s;
+}
+
+/* one message to rcpt in partition part (its id msg_<ulid>p<part>) */
+static void
+enqueue_part(struct store *s, char *id, size_t idlen, unsigned part, int64_t send_at, const char *rcpt)
+{
+	struct store_rcpt_in rc = { .email = rcpt, .kind = "to" };
+	struct store_message_in m;
+
+	cr_assert_eq(util_random_id("msg_", id, idlen), 0);
+	if (part > 0)
+		snprintf(id + strlen(id), idlen - strlen(id), "p%u", part);
+	cr_assert_eq(store_id_partition(id), part, "%s: partition %u", id, store_id_partition(id));
+	memset(&m, 0, sizeof(m));
+	m.id = id;
+	m.created_ms = util_now_ms();
+	m.expires_ms = m.created_ms + 86400000LL;
+	m.send_at_ms = send_at;
+	m.from = "s@example.com";
+	m.mail_from = "s@example.com";
+	m.subject = "p";
+	m.mime = mime_bytes;
+	m.mime_len = MIME_LEN;
+	m.metadata_json = "{}";
+	m.tags_json = "[]";
+	m.timeline_json = "{\"type\":\"queued\"}";
+	m.rcpts = &rc;
+	m.nrcpts = 1;
+	cr_assert_eq(store_enqueue(s, &m), 0, "enqueue %s", id);
+}
+
+Test(store, id_partition)
+{
+	static const struct { const char *id; unsigned want; } cases[] = {
+		{ "msg_01m8yn3w5att8czm43fbyabf7q", 0 },      /* before partitions */
+		{ "msg_01m8yn3w5att8czm43fbyabf7qp1", 1 },
+		{ "msg_01m8yn3w5att8czm43fbyabf7qp63", 63 },
+		{ "msg_01m8yn3w5att8czm43fbyabf7qp64", 0 },    /* out of range */
+		{ "msg_01m8yn3w5att8czm43fbyabf7qp0", 0 },     /* no leading zero */
+		{ "msg_01m8yn3w5att8czm43fbyabf7qp01", 0 },
+		{ "msg_01m8yn3w5att8czm43fbyabf7qp123", 0 },
+		{ "msg_01m8yn3w5att8czm43fbyabf7qpx", 0 },
+		{ "msg_01m8yn3w5att8czm43fbyabp3", 0 },        /* 'p' is a ULID character: position counts */
+		{ "m1p3", 0 },
+		{ "", 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		cr_assert_eq(store_id_partition(cases[i].id), cases[i].want, "%s: got %u, want %u",
+		    cases[i].id, store_id_partition(cases[i].id), cases[i].want);
+	cr_assert_eq(store_id_partition(NULL), 0);
+}
+
+Test(store, partitions_every_reader_sees_every_partition)
+{
+	struct store *s = open_parts(4);
+	struct store_delivery *d[16];
+	struct store_event *ev[16];
+	struct store_queue_stats q;
+	char ids[8][64], key[160], rcpt[8][32];
+	const char *acks[16];
+	int64_t next = 0;
+	int n, seen[4] = { 0, 0, 0, 0 };
+
+	for (int i = 0; i < 8; i++) {
+		snprintf(rcpt[i], sizeof(rcpt[i]), "r%d@example.com", i);
+		enqueue_part(s, ids[i], sizeof(ids[i]), (unsigned)(i % 4), i == 6 ? util_now_ms() - 1 : 0, rcpt[i]);
+		snprintf(key, sizeof(key), "txm{%d}:msg:%s", i % 4, ids[i]);
+		cr_assert_eq(rint_cmd("EXISTS %s", key), 1, "%s not under its tag", key);
+		snprintf(key, sizeof(key), "txm{0}:msg:%s", ids[i]);
+		cr_assert_eq(rint_cmd("EXISTS %s", key), i % 4 == 0, "%s in partition 0 too", ids[i]);
+	}
+	/* the scheduled one waits in its partition's due; the others are on their lanes */
+	cr_assert_eq(rint_cmd("ZCARD %s", "txm{2}:due"), 1);
+	cr_assert_eq(store_queue_stats(s, &q), 0);
+	cr_assert_eq(q.due, 1, "due over every partition: got %lld", (long long)q.due);
+	cr_assert_eq(q.ready[STORE_LANE_NORMAL], 7, "ready: got %lld", (long long)q.ready[STORE_LANE_NORMAL]);
+	n = store_promote_due(s, util_now_ms(), 100, &next);
+	cr_assert_eq(n, 1, "promote over every partition: got %d, want 1", n);
+	n = store_fetch(s, "c1", 16, 0, d);
+	cr_assert_eq(n, 8, "fetch over every partition: got %d, want 8", n);
+	for (int i = 0; i < n; i++)
+		seen[store_id_partition(d[i]->msg_id)]++;
+	cr_assert(seen[0] == 2 && seen[1] == 2 && seen[2] == 2 && seen[3] == 2, "per partition: %d %d %d %d",
+	    seen[0], seen[1], seen[2], seen[3]);
+	/* heartbeat of entries of every partition's stream */
+	{
+		const char *eids[16], *projs[16];
+		enum store_lane lanes[16];
+		unsigned parts[16];
+
+		for (int i = 0; i < n; i++) {
+			eids[i] = d[i]->entry_id;
+			projs[i] = d[i]->stream_project;
+			lanes[i] = d[i]->lane;
+			parts[i] = store_id_partition(d[i]->msg_id);
+		}
+		cr_assert_eq(store_heartbeat(s, "c1", eids, lanes, projs, parts, (size_t)n), 0);
+	}
+	/* one record call for outcomes of four partitions */
+	{
+		struct store_result r[16];
+
+		memset(r, 0, sizeof(r));
+		for (int i = 0; i < n; i++) {
+			r[i].d = d[i];
+			r[i].status = "delivered";
+			r[i].now_ms = util_now_ms();
+			r[i].event_json = "{\"type\":\"message.delivered\"}";
+			r[i].timeline_json = "{\"type\":\"delivered\"}";
+		}
+		cr_assert_eq(store_record(s, r, (size_t)n), 0);
+		for (int i = 0; i < n; i++)
+			cr_assert_eq(r[i].counted, 1, "%s not counted", d[i]->msg_id);
+	}
+	for (int k = 0; k < 4; k++) {
+		snprintf(key, sizeof(key), "txm{%d}:events", k);
+		cr_assert_eq(rint_cmd("XLEN %s", key), 2, "partition %d's outbox", k);
+		snprintf(key, sizeof(key), "txm{%d}:ready", k);
+		cr_assert_eq(pending_count(key, "workers"), 0, "partition %d's stream still pending", k);
+	}
+	free_deliveries(d, n);
+	/* webhooks: every partition's outbox in one read, ids naming the partition */
+	n = store_read_events(s, "w1", 16, 0, 60000, ev);
+	cr_assert_eq(n, 8, "events: got %d, want 8", n);
+	for (int i = 0; i < n; i++) {
+		const char *dot = strchr(ev[i]->entry_id, '.');
+
+		cr_assert(dot == NULL || (dot[1] >= '1' && dot[1] <= '3' && dot[2] == '\0'), "entry id %s",
+		    ev[i]->entry_id);
+		acks[i] = ev[i]->entry_id;
+	}
+	cr_assert_eq(store_events_touch(s, "w1", acks, (size_t)n), 0);
+	cr_assert_eq(store_webhook_settle(s, NULL, 0, acks, (size_t)n), 0);
+	for (int k = 0; k < 4; k++) {
+		snprintf(key, sizeof(key), "txm{%d}:events", k);
+		cr_assert_eq(pending_count(key, "webhooks"), 0, "partition %d's events still pending", k);
+	}
+	for (int i = 0; i < n; i++)
+		store_event_free(ev[i]);
+	/* live events: all eight, ordered, ids unique */
+	n = store_events_since(s, "0", 16, 0, ev);
+	cr_assert(n >= 0 && n <= 8, "since: got %d", n);
+	if (n < 8) {        /* the newest are held back for up to a millisecond (the watermark) */
+		for (int i = 0; i < n; i++)
+			store_event_free(ev[i]);
+		usleep(5000);
+		n = store_events_since(s, "0", 16, 0, ev);
+	}
+	cr_assert_eq(n, 8, "since: got %d, want 8", n);
+	for (int i = 1; i < n; i++) {
+		unsigned long long a1, a2, b1, b2;
+
+		cr_assert_eq(sscanf(ev[i - 1]->entry_id, "%llu-%llu", &a1, &a2), 2);
+		cr_assert_eq(sscanf(ev[i]->entry_id, "%llu-%llu", &b1, &b2), 2);
+		cr_assert(a1 < b1 || (a1 == b1 && a2 < b2), "not increasing: %s then %s", ev[i - 1]->entry_id,
+		    ev[i]->entry_id);
+	}
+	{
+		char last[48], from[48];
+		struct store_event *more[4];
+
+		cr_assert_eq(store_events_last_id(s, last, sizeof(last)), 0);
+		cr_assert_str_eq(last, ev[n - 1]->entry_id, "last id %s, want the newest %s", last,
+		    ev[n - 1]->entry_id);
+		/* from the fourth: the four after it, none twice */
+		util_strlcpy(from, ev[3]->entry_id, sizeof(from));
+		cr_assert_eq(store_events_since(s, from, 16, 0, more), 4);
+		for (int i = 0; i < 4; i++) {
+			cr_assert_str_eq(more[i]->entry_id, ev[4 + i]->entry_id);
+			store_event_free(more[i]);
+		}
+	}
+	for (int i = 0; i < n; i++)
+		store_event_free(ev[i]);
+	cr_assert_eq(store_trim_events(s, util_now_ms() + 1000), 8, "trim over every partition");
+	store_close(s);
+}
+
+Test(store, partitions_suppressions_copied)
+{
+	struct store *s;
+	struct store_delivery *d = NULL;
+	char id[64], buf[64], key[64];
+	int flags[1];
+
+	/* written before partitions (P = 1): a list of "default" and one of a project */
+	hset_cmd("txm{0}:supp", "old@example.com", "1:manual");
+	hset_cmd("txm{0}:prj:acme:supp", "acme@example.com", "1:bounced");
+	s = open_parts(3);   /* the one-time copy into partitions 1 and 2 */
+	for (int k = 1; k < 3; k++) {
+		snprintf(key, sizeof(key), "txm{%d}:supp", k);
+		rstr_cmd(buf, sizeof(buf), "HGET %s %s", key, "old@example.com");
+		cr_assert_str_eq(buf, "1:manual", "partition %d: got \"%s\"", k, buf);
+		snprintf(key, sizeof(key), "txm{%d}:prj:acme:supp", k);
+		rstr_cmd(buf, sizeof(buf), "HGET %s %s", key, "acme@example.com");
+		cr_assert_str_eq(buf, "1:bounced", "partition %d: got \"%s\"", k, buf);
+		snprintf(key, sizeof(key), "txm{%d}:supp:synced", k);
+		cr_assert_eq(rint_cmd("EXISTS %s", key), 1);
+	}
+	/* once: a copy removed by hand stays removed at the next start */
+	cr_assert_eq(rint2_cmd("HDEL %s %s", "txm{1}:supp", "old@example.com"), 1);
+	store_close(s);
+	s = open_parts(3);
+	cr_assert_eq(rint2_cmd("HEXISTS %s %s", "txm{1}:supp", "old@example.com"), 0);
+	/* the API writes every partition, deletes from every partition */
+	cr_assert_eq(store_suppression_add(s, "acme", "new@example.com", "manual", 5), 0);
+	for (int k = 0; k < 3; k++) {
+		snprintf(key, sizeof(key), "txm{%d}:prj:acme:supp", k);
+		cr_assert_eq(rint2_cmd("HEXISTS %s %s", key, "new@example.com"), 1, "partition %d", k);
+	}
+	cr_assert_eq(store_suppression_check(s, "acme", (const char *const []){ "new@example.com" }, 1, flags), 0);
+	cr_assert_eq(flags[0], 1);
+	cr_assert_eq(store_suppression_delete(s, "acme", "new@example.com"), 0);
+	cr_assert_eq(store_suppression_delete(s, "acme", "new@example.com"), STORE_ERR_NOT_FOUND);
+	for (int k = 0; k < 3; k++) {
+		snprintf(key, sizeof(key), "txm{%d}:prj:acme:supp", k);
+		cr_assert_eq(rint2_cmd("HEXISTS %s %s", key, "new@example.com"), 0, "partition %d", k);
+	}
+	/* a hard bounce recorded in partition 2 suppresses in 0 and 1 as well */
+	enqueue_part(s, id, sizeof(id), 2, 0, "Gone@Example.com");
+	cr_assert_eq(store_fetch(s, "c1", 1, 0, &d), 1);
+	{
+		struct store_result r = {
+			.d = d, .status = "failed", .now_ms = 42, .smtp_json = "{\"code\":550}",
+			.event_json = "{}", .timeline_json = "{}", .suppress_reason = "bounced",
+		};
+		cr_assert_eq(store_record(s, &r, 1), 0);
+	}
+	store_delivery_free(d);
+	for (int k = 0; k < 3; k++) {
+		snprintf(key, sizeof(key), "txm{%d}:supp", k);
+		rstr_cmd(buf, sizeof(buf), "HGET %s %s", key, "gone@example.com");
+		cr_assert_str_eq(buf, "42:bounced", "partition %d: got \"%s\"", k, buf);
+	}
+	store_close(s);
+}
