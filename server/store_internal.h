@@ -164,6 +164,7 @@ struct store {
 	int64_t retention_ms;       /* a finished message's summary and timeline stay this long */
 	char sha[SC_COUNT][41];
 	char event_cursor[ST_MAX_PARTS][48];   /* XAUTOCLAIM cursor of each partition's events stream */
+	unsigned event_rr;          /* the partition the next events read starts at (max < P) */
 	/*
 	 * The ready streams this handle reads (store_fetch): [0] the normal
 	 * lane's, [1] the high lane's (the project "default"'s, which also

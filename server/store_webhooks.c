@@ -143,9 +143,11 @@ st_collect_events(struct store *s, unsigned part, const redisReply *entries, int
 }
 
 /*
- * st_read_event_streams - one XREADGROUP over every partition's events
- * stream (from "0": own pending; ">": new, blocking up to block_ms),
- * collected into out.
+ * st_read_event_streams - one XREADGROUP over the partitions' events
+ * streams (from "0": own pending; ">": new, blocking up to block_ms),
+ * collected into out. What a group read hands out is this consumer's
+ * until acked, so it must never give more than max: COUNT max / n over n
+ * streams, n = min(P, max), a window that moves on each call when max < P.
  */
 static int
 st_read_event_streams(struct store *s, const char *consumer, int max, int block_ms,
@@ -153,16 +155,21 @@ st_read_event_streams(struct store *s, const char *consumer, int max, int block_
 {
 	const char *keys[ST_MAX_PARTS];
 	const redisReply *entries[ST_MAX_PARTS];
+	unsigned part[ST_MAX_PARTS], n = s->nparts < (unsigned)max ? s->nparts : (unsigned)max, k;
 	redisReply *r = NULL;
-	unsigned p;
 	int rc;
 
-	for (p = 0; p < s->nparts; p++)
-		keys[p] = st_pk(s, p, PK_EVENTS);
-	rc = st_xread(s, keys, s->nparts, ST_G_WEBHOOKS, consumer, max, block_ms, from, &r, entries);
-	for (p = 0; p < s->nparts && rc == 0; p++)
-		if (entries[p])
-			rc = st_collect_events(s, p, entries[p], max, out, count);
+	if (n == 0)
+		return 0;
+	for (k = 0; k < n; k++) {
+		part[k] = (s->event_rr + k) % s->nparts;
+		keys[k] = st_pk(s, part[k], PK_EVENTS);
+	}
+	s->event_rr = (s->event_rr + n) % s->nparts;
+	rc = st_xread(s, keys, n, ST_G_WEBHOOKS, consumer, max / (int)n, block_ms, from, &r, entries);
+	for (k = 0; k < n && rc == 0; k++)
+		if (entries[k])
+			rc = st_collect_events(s, part[k], entries[k], max, out, count);
 	if (r)
 		freeReplyObject(r);
 	return rc;

@@ -81,6 +81,15 @@ def register_log(request, name, path):
     node._txm_logs.append((name, path))
 
 
+@pytest.fixture(autouse=True)
+def _one_partition_layout(request, monkeypatch):
+    """A module with ONE_PARTITION = True asserts the key layout of one
+    partition (txm{0}:...): its txmail processes keep TXMAIL_PARTITIONS=1
+    when the suite runs with TXM_PARTITIONS=N."""
+    if getattr(request.module, "ONE_PARTITION", False):
+        monkeypatch.setattr(helpers, "PARTITIONS", "")
+
+
 @pytest.fixture(name="register_log")
 def register_log_fixture(request):
     """register_log(name, path): attach the file's tail to the report if the test fails."""

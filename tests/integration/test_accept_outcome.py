@@ -39,6 +39,9 @@ import helpers
 import spec_check
 from helpers import dl, wait_until
 
+# asserts its abandoned marks and message keys: TXMAIL_PARTITIONS stays 1 under TXM_PARTITIONS (conftest)
+ONE_PARTITION = True
+
 TIMEOUT_S = 0.3
 ABANDONED = "txm{0}:abandoned:"
 

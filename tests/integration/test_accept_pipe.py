@@ -24,6 +24,9 @@ import signal
 import helpers
 from helpers import dl
 
+# asserts the ready stream's length and message keys: TXMAIL_PARTITIONS stays 1 under TXM_PARTITIONS (conftest)
+ONE_PARTITION = True
+
 PAUSE_MS = 60000     # lifted by CLIENT UNPAUSE long before; a cap if the test dies
 
 

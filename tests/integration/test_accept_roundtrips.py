@@ -38,6 +38,9 @@ import pytest
 import helpers
 from helpers import dl
 
+# asserts the enqueue script's commands (MONITOR) on one partition: TXMAIL_PARTITIONS stays 1 under TXM_PARTITIONS (conftest)
+ONE_PARTITION = True
+
 LINE_RE = re.compile(r"^\+?[0-9.]+ \[\d+ ([^\]]+)\] (.*)$")
 ARG_RE = re.compile(r'"((?:[^"\\]|\\.)*)"')
 

@@ -22,6 +22,9 @@ import helpers
 from helpers import dl
 from spec_check import wait_message, all_terminal
 
+# asserts message and content keys under txm{0}: TXMAIL_PARTITIONS stays 1 under TXM_PARTITIONS (conftest)
+ONE_PARTITION = True
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURE = os.path.join(HERE, "fixtures", "store_before_projects.txt")
 BODY = "Your verification code is 482913.\n"

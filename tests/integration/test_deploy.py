@@ -63,6 +63,9 @@ import yaml
 
 from helpers import Client, dl, free_port, send_text, tail, wait_status, wait_until
 
+# asserts message keys on the Sentinel group's nodes: TXMAIL_PARTITIONS stays 1 under TXM_PARTITIONS (conftest)
+ONE_PARTITION = True
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 DEPLOY = os.path.join(REPO, "deploy")

@@ -54,6 +54,9 @@ from fairpeers import (DEST_PROBE, DEST_RECORDS, HEALTHY_IP, TARPIT_IP, MxPeer, 
                        healthy_phase, summary, tarpit_backlog)
 from helpers import dl, free_port, wait_until
 
+# asserts txm{0}:sat and txm{0}:due: TXMAIL_PARTITIONS stays 1 under TXM_PARTITIONS (conftest)
+ONE_PARTITION = True
+
 CONCURRENCY = 32
 CAP = 8
 BACKLOG = 10000

@@ -27,6 +27,9 @@ import helpers
 from helpers import dl
 from test_keys_cli import keys_cli
 
+# asserts idempotency records under txm{0}: TXMAIL_PARTITIONS stays 1 under TXM_PARTITIONS (conftest)
+ONE_PARTITION = True
+
 MSG = {"from": "a@example.com", "to": "scopes@example.com", "subject": "scopes", "text": "x"}
 NO_SUCH_MSG = "/v1/messages/msg_00000000000000000000000000"
 PREFIX = "txm{0}:"

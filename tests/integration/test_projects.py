@@ -29,6 +29,9 @@ from helpers import dl
 from test_api_sse import SseClient
 from webhook_receiver import WebhookReceiver
 
+# asserts keys of an earlier release under txm{0}: TXMAIL_PARTITIONS stays 1 under TXM_PARTITIONS (conftest)
+ONE_PARTITION = True
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURE = os.path.join(HERE, "fixtures", "store_before_projects.txt")
 MISSING_MSG = "/v1/messages/msg_00000000000000000000000000"

@@ -29,6 +29,9 @@ import pytest
 import helpers
 from helpers import RedisServer, dl, wait_until
 
+# asserts message keys under txm{0}: TXMAIL_PARTITIONS stays 1 under TXM_PARTITIONS (conftest)
+ONE_PARTITION = True
+
 
 def redis_url(password, port, user="", db=None):
     url = "redis://%s:%s@127.0.0.1:%d" % (urllib.parse.quote(user, safe=""),

@@ -52,6 +52,9 @@ import helpers
 from helpers import Client, WaitTimeout, dl, log, wait_until
 from sentinel_group import sentinel_group  # noqa: F401 (the fixture, for the test below)
 
+# asserts message keys counted on the new primary: TXMAIL_PARTITIONS stays 1 under TXM_PARTITIONS (conftest)
+ONE_PARTITION = True
+
 N = 5000
 SENDERS = 8
 LAG_S = 0.5               # the replicas' lag before the kill: the window a 202 can be lost in

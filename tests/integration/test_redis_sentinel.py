@@ -31,6 +31,9 @@ import helpers
 from helpers import dl, wait_until
 from sentinel_group import MASTER, sentinel_group  # noqa: F401 (the fixture, for the tests below)
 
+# asserts message keys on the nodes: TXMAIL_PARTITIONS stays 1 under TXM_PARTITIONS (conftest)
+ONE_PARTITION = True
+
 
 def read_log(t):
     with open(t.log, "r", encoding="utf-8", errors="replace") as f:

@@ -28,6 +28,9 @@ import pytest
 from helpers import SmtpPeer, dl, wait_until
 from logparse import records
 
+# asserts recipient states read from txm{0}:msg:*: TXMAIL_PARTITIONS stays 1 under TXM_PARTITIONS (conftest)
+ONE_PARTITION = True
+
 SLOW_S = 6            # the peer's delay before it answers the end of DATA
 PREFIX = "txm{0}:"
 ID_IN_MSGID = re.compile(r"msg_[0-9a-z]{26}(?:p[1-9][0-9]?)?")
