@@ -17,7 +17,7 @@
 #                webhook outages (fsync always, then everysec, then on a
 #                Sentinel group, the restarts failovers); docs/faults.md.
 #                make faults-short: the 3,000-message version run by make test
-#                (and a 2,000-message one on Sentinel)
+#                (on TXMAIL_PARTITIONS=4; and a 2,000-message one on Sentinel)
 #
 # Packages are installed with apt-get when missing (as root; otherwise the
 # missing ones are listed): `make deps-run` (RUN_PKGS: compiler, -dev
@@ -375,7 +375,7 @@ do-faults: build
 	$(FAULTS) --redis sentinel --messages 20000 --min-kills 10 --json $(BUILD)/faults-sentinel.json
 
 do-faults-short: build
-	$(FAULTS) --messages 3000 --load-seconds 30 --kills 5 --min-kills 5 --redis-restarts 1 \
+	$(FAULTS) --partitions 4 --messages 3000 --load-seconds 30 --kills 5 --min-kills 5 --redis-restarts 1 \
 	  --storm-rounds 1 --webhook-down 10 --drain-seconds 90 --self-check --json $(BUILD)/faults-short.json
 	$(FAULTS) --redis sentinel --messages 2000 --load-seconds 20 --kills 3 --min-kills 3 --redis-restarts 1 \
 	  --storm-rounds 1 --webhook-down 5 --drain-seconds 60 --json $(BUILD)/faults-short-sentinel.json

@@ -87,7 +87,7 @@ from helpers import (PYTHON, RedisServer, SmtpPeer, Txmail, Client, clean_env, f
 from sentinel_group import Group  # noqa: E402
 
 TERMINAL = ("delivered", "failed", "expired", "suppressed", "canceled")
-MSGID_RE = re.compile(rb"(?im)^message-id:\s*<[^>]*?(msg_[0-9a-z]{26})")
+MSGID_RE = re.compile(rb"(?im)^message-id:\s*<[^>]*?(msg_[0-9a-z]{26}(?:p[1-9][0-9]?)?)@")
 BASELINE = {"banner421": 0.01, "tarpit": 0.003, "middata": 0.01}
 STORMS = [{"banner421": 1.0}, {"tarpit": 0.5}, {"middata": 0.5}, {"banner421": 0.3, "middata": 0.3}]
 VISIBILITY = 3.0
@@ -167,6 +167,7 @@ class Run:
             "TXMAIL_RATE_LIMIT": "0",
             "TXMAIL_LOG_LEVEL": "warn",
             "TXMAIL_WORKERS": "1",   # the former default (now the CPU quota): the same run as before
+            "TXMAIL_PARTITIONS": str(a.partitions),
         }
         env.update(redis_env)
         self.key = key
@@ -693,7 +694,8 @@ class Run:
             if n.endswith(".eml") and m1.encode() in open(os.path.join(md, n), "rb").read(4096):
                 os.rename(os.path.join(md, n[:-4] + ".json"), os.path.join(md, n[:-4] + ".sabotaged"))
         self.hidden_events.add((m2, r2.lower()))
-        self.primary().cmd("HSET", "txm{0}:msg:" + m3, "r0:status", "queued")
+        part = re.search(r"p([1-9][0-9]?)$", m3[4 + 26:]) if len(m3) > 4 + 26 else None
+        self.primary().cmd("HSET", "txm{%s}:msg:%s" % (part.group(1) if part else "0", m3), "r0:status", "queued")
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
             _, out = self.report(write_json=False)
@@ -746,6 +748,7 @@ def main(argv=None):
     ap.add_argument("--fsync", choices=("always", "everysec"), default="always")
     ap.add_argument("--redis", choices=("single", "sentinel"), default="single",
                     help="one redis-server, or a Sentinel group whose primary the Redis kills hit")
+    ap.add_argument("--partitions", type=int, default=1, help="TXMAIL_PARTITIONS of every txmail")
     ap.add_argument("--strict", action="store_true", help="fail on loss even with --fsync everysec")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workdir")

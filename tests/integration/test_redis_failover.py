@@ -64,7 +64,7 @@ RETRY_DEADLINE_S = 40     # per message, from its first attempt (a failover take
 # that way once; README ("What a failover can undo") says so
 MIN_REPLICAS = os.environ.get("TXM_FAILOVER_MIN_REPLICAS", "2")
 TERMINAL = ("delivered", "failed", "expired", "suppressed", "canceled")
-MSGID_RE = re.compile(rb"(?im)^message-id:\s*<[^>]*?(msg_[0-9a-z]{26})")
+MSGID_RE = re.compile(rb"(?im)^message-id:\s*<[^>]*?(msg_[0-9a-z]{26}(?:p[1-9][0-9]?)?)@")
 RCPT_RE = re.compile(r"^u(\d+)@example\.com$")
 
 
