@@ -83,7 +83,7 @@ sys.path.insert(0, IT)
 sys.path.insert(0, os.path.join(IT, "peers"))
 
 from helpers import (PYTHON, RedisServer, SmtpPeer, Txmail, Client, clean_env, free_port,  # noqa: E402
-                     make_certs, tail, wait_until, kill_group, reap, WaitTimeout)
+                     make_certs, read_text, tail, wait_until, kill_group, reap, WaitTimeout)
 from sentinel_group import Group  # noqa: E402
 
 TERMINAL = ("delivered", "failed", "expired", "suppressed", "canceled")
@@ -330,7 +330,20 @@ class Run:
         t_down = now()
         old.kill9()
         g.end_lag(old, 10)
-        new = g.wait_promoted(old, 60)
+        try:
+            new = g.wait_promoted(old, 60)
+        except WaitTimeout:
+            tilted = [i for i, x in enumerate(g.sentinels) if "+tilt" in read_text(x.log)]
+            if not tilted:
+                raise
+            # as in test_redis_failover: sentinels starved of CPU (make test's lanes) sat in
+            # TILT and then found "no good slave"; the killed primary comes back in place (its
+            # AOF, fsync always) so the run goes on as after a Redis restart, and says so
+            self.log("fault: sentinels %r entered TILT, no failover: primary %d restarted in place" % (
+                tilted, old.port))
+            old.start()
+            self.kills.append(("redis", "redis primary %d (restarted, TILT)" % old.port, t_down, now()))
+            return
         self.log("fault: primary %d SIGKILLed after a %.1fs replica lag, %d promoted after %.1fs" % (
             old.port, LAG_S, new.port, now() - t_down))
         outage = self.rng.uniform(0.5, 3.0)
