@@ -27,6 +27,8 @@ Phases, each on a fresh Redis and txmail:
              after txmail has stopped, split into what is kept for lookup
              (the goal) and the outbox stream's entry (MEMORY USAGE of
              `events`: kept 24 h for SSE resume, read by no lookup).
+  parts      e2e again with TXMAIL_PARTITIONS=4 (--parts-messages), its
+             rate against the e2e run's (one partition) of the same run.
   accept     `txmail api` + Redis only, wrk for --accept-seconds; reference:
              redis-benchmark unpipelined PINGs at as many connections.
   otp        --otp-rate messages/s, priority high, for --otp-seconds, one at
@@ -43,7 +45,7 @@ if goals are not met (the table says so). The box is shared: wall-clock
 figures are noisy; the load average is printed before and after.
 
   suite.py --bin build/txmail --whrecv build/bench/whrecv [--quick]
-           [--messages N] [--markdown FILE] [--only e2e,accept,otp,rss]
+           [--messages N] [--markdown FILE] [--only e2e,parts,accept,otp,rss]
 """
 import argparse
 import base64
@@ -169,7 +171,7 @@ def wh_stats(port):
         c.close()
 
 
-def start_txmail(procs, a, name, rport, relay, wh_port=None, secret=None, role="run"):
+def start_txmail(procs, a, name, rport, relay, wh_port=None, secret=None, role="run", extra=None):
     """`txmail <role>` on Redis rport; returns (proc, port): the API port,
     or for role "worker" its admin port (its /readyz; never the shared
     default 9090)."""
@@ -183,6 +185,7 @@ def start_txmail(procs, a, name, rport, relay, wh_port=None, secret=None, role="
     env.update({k[6:]: v for k, v in os.environ.items() if k.startswith("BENCH_TXMAIL_")})
     if relay:
         env["TXMAIL_RELAY"] = relay
+    env.update(extra or {})
     if wh_port:
         env.update({"TXMAIL_WEBHOOK_URL": "http://127.0.0.1:%d/webhook" % wh_port,
                     "TXMAIL_WEBHOOK_SECRET": secret, "TXMAIL_WEBHOOK_ALLOW_PRIVATE": "1"})
@@ -233,15 +236,17 @@ def phase_receiver(a, procs):
     return {"rate": rate, "received": st["received"]}
 
 
-def phase_e2e(a, procs):
+def phase_e2e(a, procs, partitions=1, n=None):
     rport, over = start_redis(procs, "redis-e2e", a.redis_set)
     sink, sport, sink_out = start_sink(procs, "sink")
     secret = new_secret()
-    whlog = os.path.join(procs.dir, "e2e-webhooks.txt")
-    idfile = os.path.join(procs.dir, "e2e-accepted.txt")
+    tag = "" if partitions == 1 else "-p%d" % partitions     # each run its own files (wrk's done marks)
+    whlog = os.path.join(procs.dir, "e2e%s-webhooks.txt" % tag)
+    idfile = os.path.join(procs.dir, "e2e%s-accepted.txt" % tag)
     wh, whp = start_whrecv(procs, a, secret, log_path=whlog)
-    tx, api = start_txmail(procs, a, "txmail-e2e", rport, "smtp://127.0.0.1:%d?tls=none" % sport, whp, secret)
-    n = a.messages
+    tx, api = start_txmail(procs, a, "txmail-e2e", rport, "smtp://127.0.0.1:%d?tls=none" % sport, whp, secret,
+                           extra={"TXMAIL_PARTITIONS": str(partitions)})
+    n = n or a.messages
     before = info(rport)
     ev0 = events_bytes(rport)
     pids = {"redis-server": None, "txmail": tx.pid, "smtp-sink": sink.pid, "whrecv": wh.pid}
@@ -262,7 +267,8 @@ def phase_e2e(a, procs):
             samples.append((time.time() - t0, sink_count(sink_out), s["delivered"]))
     th = threading.Thread(target=sampler, daemon=True)
     th.start()
-    log("e2e: %d messages, wrk 64 connections -> txmail run -> smtp-sink -> whrecv" % n)
+    log("e2e: %d messages, wrk 64 connections -> txmail run (TXMAIL_PARTITIONS=%d) -> smtp-sink -> whrecv" %
+        (n, partitions))
     w = run_wrk(api, KEY, conns=a.conns, seconds=max(120, n // 100), limit=n, idfile=idfile)
     t_accepted = time.time()
     acc = w["accepted"]
@@ -511,6 +517,15 @@ def build_rows(a, res):
                          ">= 3 x e2e (not the bottleneck)", met(rc["rate"] >= 3 * e["rate"])))
         rows.append(("accept while delivering, POST/s (p99 %s ms)" % fnum(w["p99"], "{:.1f}"),
                      fnum(w["rate"]), "-", "-", ">= 10,000", met(w["rate"] >= 10000)))
+    pe = res.get("parts")
+    if pe:
+        base = e["rate"] if e else None
+        rows.append(("end to end on TXMAIL_PARTITIONS=4 (one Redis), msg/s (%s messages)" % fnum(pe["accepted"]),
+                     fnum(pe["rate"]), fnum(base) + " (the e2e above, 1 partition)" if base else "-",
+                     fnum(pe["rate"] / base if base else None, "{:.2f}"), ">= 0.90 x 1 partition",
+                     met(base is not None and pe["rate"] >= 0.9 * base)))
+        rows.append(("  lost + duplicates on 4 partitions", "%d + %d" % (pe["lost"], pe["dup_webhooks"] + pe["dup_sink"]),
+                     "-", "-", "0", met(pe["lost"] + pe["dup_webhooks"] + pe["dup_sink"] == 0)))
     acc = res.get("accept")
     if acc:
         w = acc["wrk"]
@@ -603,7 +618,10 @@ def main():
     ap.add_argument("--rss-messages", type=int, help="queued with the relay down (100,000; --quick 20,000)")
     ap.add_argument("--drain-seconds", type=int, default=180,
                     help="after the last POST, how long the e2e run waits for missing webhooks (180)")
-    ap.add_argument("--only", default="e2e,accept,otp,rss", help="phases to run (e2e includes the reference)")
+    ap.add_argument("--parts-messages", type=int,
+                    help="end-to-end messages on TXMAIL_PARTITIONS=4 (default 50,000; --quick 10,000)")
+    ap.add_argument("--only", default="e2e,parts,accept,otp,rss",
+                    help="phases to run (e2e includes the reference; parts: e2e on 4 partitions)")
     ap.add_argument("--redis-set", metavar="'NAME VALUE'", action="append", default=[],
                     help="also change this deploy/redis.conf setting (e.g. 'appendfsync everysec'; "
                          "repeatable; printed with the table)")
@@ -613,6 +631,7 @@ def main():
     q = a.quick
     a.messages = a.messages or (20000 if q else 200000)
     a.ref_messages = a.ref_messages or (10000 if q else 50000)
+    a.parts_messages = a.parts_messages or (10000 if q else 50000)
     a.accept_seconds = a.accept_seconds or (5 if q else 20)
     a.otp_seconds = a.otp_seconds or (10 if q else 30)
     a.rss_messages = a.rss_messages or (20000 if q else 100000)
@@ -638,6 +657,8 @@ def main():
             res["reference"] = phase_reference(a, procs)
             res["receiver"] = phase_receiver(a, procs)
             res["e2e"] = phase_e2e(a, procs)
+        if "parts" in phases:
+            res["parts"] = phase_e2e(a, procs, partitions=4, n=a.parts_messages)
         if "accept" in phases:
             res["accept"] = phase_accept(a, procs)
         if "otp" in phases:
