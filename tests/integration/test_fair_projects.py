@@ -23,6 +23,7 @@ BATCH = 2000
 CHUNK = 500          # messages per POST /v1/messages/batch
 CONCURRENCY = 4
 AHEAD_MAX = 40       # A's messages that may still arrive before B's: the in-flight ones and a few fetches
+WARM = int(helpers.PARTITIONS or 1)   # warm-up sends per project: one into each partition
 
 
 def send(c, to):
@@ -41,10 +42,13 @@ def test_one_message_not_behind_another_projects_batch(txmail_binary, redis, txm
     t = txmail_factory(extra_env={"TXMAIL_WORKER_CONCURRENCY": str(CONCURRENCY)})
     a, b = helpers.Client(t.port, key=ka), helpers.Client(t.port, key=kb)
     try:
-        # both projects have sent before: their streams exist and the loop has seen them
-        send(a, "warm-a@example.com")
-        send(b, "warm-b@example.com")
-        smtp_peer.wait_count(2, dl(30), "the two warm-up messages")
+        # both projects have sent before: their streams exist and the loop has seen them -
+        # in every partition (TXM_PARTITIONS: the sends go to the partitions in turn)
+        for i in range(WARM):
+            send(a, "warm-a%d@example.com" % i)
+        for i in range(WARM):
+            send(b, "warm-b%d@example.com" % i)
+        smtp_peer.wait_count(2 * WARM, dl(30), "the warm-up messages")
         time.sleep(1.5)     # not an assertion: the loop's stream list is at most 1 s old
 
         for start in range(0, BATCH, CHUNK):
@@ -54,7 +58,7 @@ def test_one_message_not_behind_another_projects_batch(txmail_binary, redis, txm
             r = a.post_json("/v1/messages/batch", {"messages": msgs})
             assert r.status == 202, "A's batch at %d: got %s %r" % (start, r.status, r.body[:300])
         bid = send(b, "one-b@example.com")
-        before = smtp_peer.count() - 2      # A's batch messages accepted before B's send returned
+        before = smtp_peer.count() - 2 * WARM   # A's batch messages accepted before B's send returned
 
         (one,) = smtp_peer.wait_for_rcpt("one-b@example.com", dl(60))
         got = smtp_peer.messages()
@@ -70,10 +74,10 @@ def test_one_message_not_behind_another_projects_batch(txmail_binary, redis, txm
             % (ahead, AHEAD_MAX, BATCH - before))
 
         # and A's batch is not starved: everything arrives, each once
-        got = smtp_peer.wait_count(BATCH + 3, dl(300), "A's whole batch at the SMTP peer")
+        got = smtp_peer.wait_count(BATCH + 2 * WARM + 1, dl(300), "A's whole batch at the SMTP peer")
         rcpts = [rcpt_of(m) for m in got]
-        want = {"a%04d@example.com" % i for i in range(BATCH)} | {
-            "warm-a@example.com", "warm-b@example.com", "one-b@example.com"}
+        want = {"a%04d@example.com" % i for i in range(BATCH)} | {"one-b@example.com"} | {
+            "warm-%s%d@example.com" % (p, i) for p in "ab" for i in range(WARM)}
         assert set(rcpts) == want, "missing: %r" % sorted(want - set(rcpts))[:10]
         assert len(rcpts) == len(want), "duplicates: %d deliveries for %d recipients" % (
             len(rcpts), len(want))
