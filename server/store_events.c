@@ -105,12 +105,18 @@ st_sse_after(uint64_t ms, uint64_t seq, unsigned part, char *out, size_t len)
 		snprintf(out, len, "0-0");   /* (0, 0) of partition part > 0 is after (0, seq < part) */
 }
 
-/* st_sse_read - the P > 1 half of store_events_since. */
+/*
+ * st_sse_read - store_events_since after its checks. With one partition
+ * the ids are the stream's own and there is nothing to merge: no TIME, no
+ * watermark, the reply as it comes.
+ */
 static int
 st_sse_read(struct store *s, const char *after, int max, int block_ms, struct store_event **out)
 {
 	struct st_cmd cmds[2] = { { NULL, 0 }, { NULL, 0 } };
-	redisReply *rep[2] = { NULL, NULL };
+	redisReply *rep[2] = { NULL, NULL }, *xr;
+	const int merged = s->nparts > 1;
+	const uint64_t scale = merged ? ST_SSE_SCALE : 1;
 	char from[ST_MAX_PARTS][48];
 	struct st_sse_ev *v = NULL;
 	struct st_args a;
@@ -119,21 +125,23 @@ st_sse_read(struct store *s, const char *after, int max, int block_ms, struct st
 	size_t i, j, nv = 0, cap = 0;
 	int rc, count = 0, dollar = strcmp(after, "$") == 0;
 
-	if (!dollar && st_id_parse(after, strlen(after), &ams, &aseq) != 0)
+	if (merged && !dollar && st_id_parse(after, strlen(after), &ams, &aseq) != 0)
 		return STORE_ERR_PROTO;
 	for (unsigned p = 0; p < s->nparts; p++) {
-		if (dollar)
-			snprintf(from[p], sizeof(from[p]), "$");
+		if (dollar || !merged)
+			snprintf(from[p], sizeof(from[p]), "%s", after);
 		else
 			st_sse_after(ams, aseq, p, from[p], sizeof(from[p]));
 	}
 	rc = st_args_init(&a, 8 + 2 * (size_t)s->nparts);
 	if (rc)
 		return rc;
-	st_adds(&a, "TIME");
-	rc = st_format(&a, &cmds[0]);
-	if (rc)
-		goto out;
+	if (merged) {
+		st_adds(&a, "TIME");
+		rc = st_format(&a, &cmds[0]);
+		if (rc)
+			goto out;
+	}
 	st_adds(&a, "XREAD");
 	st_adds(&a, "COUNT");
 	st_addi(&a, max);
@@ -151,7 +159,7 @@ st_sse_read(struct store *s, const char *after, int max, int block_ms, struct st
 		goto out;
 	rc = st_set_timeout(s, st_block_timeout(block_ms));
 	if (rc == 0)
-		rc = st_run(s, cmds, 2, rep);
+		rc = st_run(s, merged ? cmds : cmds + 1, merged ? 2 : 1, merged ? rep : rep + 1);
 	if (s->c) {
 		int t = st_set_timeout(s, s->cmd_timeout_ms);
 
@@ -160,7 +168,8 @@ st_sse_read(struct store *s, const char *after, int max, int block_ms, struct st
 	}
 	if (rc)
 		goto out;
-	{
+	cut_ms = UINT64_MAX;
+	if (merged) {
 		int64_t sec, us;
 
 		if (!st_is_array(rep[0], 2) || st_int(rep[0]->element[0], &sec) != 0 ||
@@ -169,22 +178,23 @@ st_sse_read(struct store *s, const char *after, int max, int block_ms, struct st
 			goto out;
 		}
 		t0 = sec * 1000 + us / 1000;
+		/* handed out: ids below (t0, 0), and not past a stream that gave a full COUNT */
+		cut_ms = (uint64_t)t0 - 1;
 	}
-	/* handed out: ids below (t0, 0), and not past a stream that gave a full COUNT */
-	cut_ms = (uint64_t)t0 - 1;
-	if (rep[1]->type == REDIS_REPLY_NIL)
+	xr = rep[1];
+	if (xr->type == REDIS_REPLY_NIL)
 		goto out;
-	if (!st_is_array(rep[1], 1) || rep[1]->elements > s->nparts) {
-		rc = st_bad("xread", rep[1]);
+	if (!st_is_array(xr, 1) || xr->elements > s->nparts) {
+		rc = st_bad("xread", xr);
 		goto out;
 	}
-	for (j = 0; j < rep[1]->elements; j++) {
-		const redisReply *sr = rep[1]->element[j], *entries;
+	for (j = 0; j < xr->elements; j++) {
+		const redisReply *sr = xr->element[j], *entries;
 		unsigned part = ST_MAX_PARTS;
 		uint64_t lms = 0, lseq = 0;
 
 		if (!st_is_array(sr, 2) || !st_is_str(sr->element[0]) || !st_is_array(sr->element[1], 0)) {
-			rc = st_bad("xread", rep[1]);
+			rc = st_bad("xread", xr);
 			goto out;
 		}
 		for (unsigned p = 0; p < s->nparts; p++)
@@ -204,12 +214,12 @@ st_sse_read(struct store *s, const char *after, int max, int block_ms, struct st
 			if (k == 1)
 				continue;
 			if (k < 0 || id->len > ST_MAX_ENTRY_ID || st_id_parse(id->str, id->len, &ms, &seq) != 0 ||
-			    seq > (UINT64_MAX - part) / ST_SSE_SCALE) {
+			    seq > (UINT64_MAX - part) / scale) {
 				rc = st_bad("events entry", entries->element[i]);
 				goto out;
 			}
 			lms = ms;
-			lseq = seq * ST_SSE_SCALE + part;
+			lseq = seq * scale + part;
 			e = st_entry_field(fields, "e");
 			if (!e)
 				continue;
@@ -231,10 +241,12 @@ st_sse_read(struct store *s, const char *after, int max, int block_ms, struct st
 			}
 			v[nv].ev = ev;
 			v[nv].ms = ms;
-			v[nv].seq = seq * ST_SSE_SCALE + part;
+			v[nv].seq = seq * scale + part;
 			nv++;
-			snprintf(ev->entry_id, sizeof(ev->entry_id), "%" PRIu64 "-%" PRIu64, ms,
-			    seq * ST_SSE_SCALE + part);
+			if (merged)
+				snprintf(ev->entry_id, sizeof(ev->entry_id), "%" PRIu64 "-%" PRIu64, ms, v[nv - 1].seq);
+			else
+				memcpy(ev->entry_id, id->str, id->len + 1);   /* the stream's own */
 			st_event_project(ev, fields);
 			ev->json = st_dup(e);
 			if (!ev->json) {
@@ -278,11 +290,7 @@ int
 store_events_since(struct store *s, const char *after, int max, int block_ms,
     struct store_event **out)
 {
-	struct st_args a;
-	redisReply *r = NULL;
-	const redisReply *entries;
-	size_t i;
-	int rc, count = 0;
+	int rc;
 
 	if (!s || !out || max <= 0 || !st_stream_id_ok(after))
 		return STORE_ERR_PROTO;
@@ -293,80 +301,7 @@ store_events_since(struct store *s, const char *after, int max, int block_ms,
 	rc = st_connect(s);
 	if (rc)
 		return rc;
-	if (s->nparts > 1)
-		return st_sse_read(s, after, max, block_ms, out);
-	rc = st_args_init(&a, 10);
-	if (rc)
-		return rc;
-	st_adds(&a, "XREAD");
-	st_adds(&a, "COUNT");
-	st_addi(&a, max);
-	if (block_ms > 0) {
-		st_adds(&a, "BLOCK");
-		st_addi(&a, block_ms);
-	}
-	st_adds(&a, "STREAMS");
-	st_adds(&a, st_pk(s, 0, PK_EVENTS));
-	st_adds(&a, after);
-	rc = st_set_timeout(s, st_block_timeout(block_ms));
-	if (rc)
-		goto out;
-	rc = st_do(s, &a, &r);
-	if (s->c) {
-		int t = st_set_timeout(s, s->cmd_timeout_ms);
-
-		if (rc == 0)
-			rc = t;
-	}
-	if (rc || r->type == REDIS_REPLY_NIL)
-		goto out;
-	if (!st_is_array(r, 1) || !st_is_array(r->element[0], 2) ||
-	    !st_is_array(r->element[0]->element[1], 0)) {
-		rc = st_bad("xread", r);
-		goto out;
-	}
-	entries = r->element[0]->element[1];
-	for (i = 0; i < entries->elements && count < max; i++) {
-		const redisReply *id = NULL, *fields = NULL, *e;
-		struct store_event *ev;
-		int k = st_entry(entries->element[i], &id, &fields);
-
-		if (k == 1)
-			continue;
-		if (k < 0 || id->len > ST_MAX_ENTRY_ID) {
-			rc = st_bad("events entry", entries->element[i]);
-			goto out;
-		}
-		e = st_entry_field(fields, "e");
-		if (!e)
-			continue;
-		ev = calloc(1, sizeof(*ev));
-		if (!ev) {
-			rc = STORE_ERR_NOMEM;
-			goto out;
-		}
-		memcpy(ev->entry_id, id->str, id->len);
-		ev->entry_id[id->len] = '\0';
-		st_event_project(ev, fields);
-		ev->json = st_dup(e);
-		if (!ev->json) {
-			free(ev);
-			rc = STORE_ERR_NOMEM;
-			goto out;
-		}
-		out[count++] = ev;
-	}
-	/* as for webhooks (store_read_events_flags): only what the replicas have is streamed */
-	if (count > 0)
-		rc = store_wait_replicas(s);
-out:
-	if (rc)
-		while (count > 0)
-			store_event_free(out[--count]);
-	if (r)
-		freeReplyObject(r);
-	st_args_release(&a);
-	return rc ? rc : count;
+	return st_sse_read(s, after, max, block_ms, out);
 }
 
 int
