@@ -315,7 +315,7 @@ do-test:
 	  'integration-asan+integration,faults-short+spec-lint,nice:valgrind-smoke,nice:test-fuzz-smoke+unit+unit-asan'
 
 do-test-build:
-	@$(MAKE) --no-print-directory -j2 build asan do-spec-tools $(UNIT_BIN) $(UNIT_BIN_ASAN) do-fuzz-build
+	@$(MAKE) --no-print-directory -j2 build asan do-spec-tools $(UNIT_BIN) $(UNIT_BIN_ASAN) $(VG_PRELOAD) do-fuzz-build
 
 do-test-fuzz-smoke:
 	@$(MAKE) --no-print-directory -j2 do-fuzz-smoke
@@ -337,20 +337,31 @@ do-test-serial:
 VALGRIND_DIR  := $(CURDIR)/$(BUILD)/valgrind
 VALGRIND_OPTS := -q --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \
                  --error-exitcode=9 --trace-children=yes --trace-children-skip='*redis-server*,*python3*,*/sh,*swaks*,*openssl' \
-                 --num-callers=30
+                 --num-callers=30 --read-inline-info=no --vgdb=no
 VALGRIND_IT   := tests/integration/test_delivery.py tests/integration/test_bad_requests.py
+# Each Criterion test is a fresh exec of its binary, so valgrind's start is
+# paid once per test (~1.5 CPU-s, most of valgrind-smoke's time), and most of
+# it went to what is not the test's: inlined frames of libc6-dbg's debug info
+# (--read-inline-info=no: error reports lose inlined frames, not errors),
+# the embedded gdbserver (--vgdb=no) and libgit2 parsing the CA bundle
+# ($(VG_PRELOAD), see tests/unit/vg_no_ca_bundle.c): ~0.9 CPU-s a test.
+VG_PRELOAD    := $(BUILD)/tests/vg_no_ca_bundle.so
+
+$(VG_PRELOAD): tests/unit/vg_no_ca_bundle.c
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) -shared -fPIC -o $@ $<
 
 $(BUILD)/txmail-valgrind: $(BUILD)/txmail Makefile
 	@printf '#!/bin/sh\n# build/txmail under valgrind memcheck (make valgrind)\nexec valgrind %s --log-file=%s/txmail.%%p.log %s "$$@"\n' \
 	  "$(VALGRIND_OPTS)" "$(VALGRIND_DIR)" "$(CURDIR)/$(BUILD)/txmail" >$@
 	@chmod +x $@
 
-do-valgrind: $(UNIT_BIN) $(BUILD)/txmail-valgrind do-spec-tools
+do-valgrind: $(UNIT_BIN) $(VG_PRELOAD) $(BUILD)/txmail-valgrind do-spec-tools
 	@command -v valgrind >/dev/null || { echo "valgrind missing (apt-get install valgrind)"; exit 1; }
 	@rm -rf $(VALGRIND_DIR); mkdir -p $(VALGRIND_DIR)
 	@set -e; start=$$(date +%s); fail=0; \
 	for t in $(UNIT_BIN); do echo "== $$t (valgrind)"; \
-	  valgrind $(VALGRIND_OPTS) --log-file=$(VALGRIND_DIR)/unit-$$(basename $$t).%p.log \
+	  LD_PRELOAD=$(CURDIR)/$(VG_PRELOAD) valgrind $(VALGRIND_OPTS) --log-file=$(VALGRIND_DIR)/unit-$$(basename $$t).%p.log \
 	    $$t --jobs 1 || fail=1; done; \
 	TXMAIL_BIN=$(CURDIR)/$(BUILD)/txmail-valgrind TXMAIL_ASAN=1 \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider $(VALGRIND_IT) || fail=1; \
@@ -388,12 +399,12 @@ do-faults-short: build
 # part of `make test`. The whole `make valgrind` takes ~10 min.
 VALGRIND_SMOKE := validate mime config log verp mx reply dsn template retry_hint
 
-do-valgrind-smoke: $(VALGRIND_SMOKE:%=$(BUILD)/tests/test_%)
+do-valgrind-smoke: $(VALGRIND_SMOKE:%=$(BUILD)/tests/test_%) $(VG_PRELOAD)
 	@command -v valgrind >/dev/null || { echo "valgrind missing (apt-get install valgrind)"; exit 1; }
 	@rm -rf $(VALGRIND_DIR)-smoke; mkdir -p $(VALGRIND_DIR)-smoke
 	@set -e; start=$$(date +%s); fail=0; \
 	printf '%s\n' $(VALGRIND_SMOKE) | xargs -P 2 -I{} sh -c 's=$$(date +%s); echo "== $(BUILD)/tests/test_{} (valgrind)"; \
-	  valgrind $(VALGRIND_OPTS) --log-file=$(VALGRIND_DIR)-smoke/unit-{}.%p.log $(BUILD)/tests/test_{} --jobs 2 \
+	  LD_PRELOAD=$(CURDIR)/$(VG_PRELOAD) valgrind $(VALGRIND_OPTS) --log-file=$(VALGRIND_DIR)-smoke/unit-{}.%p.log $(BUILD)/tests/test_{} --jobs 2 \
 	    >/dev/null || { echo "FAIL: $(BUILD)/tests/test_{} under valgrind"; exit 1; }; \
 	  echo "   test_{}: $$(( $$(date +%s) - s )) s"' || fail=1; \
 	for f in $(VALGRIND_DIR)-smoke/*.log; do \
