@@ -593,19 +593,13 @@ st_project_prefix_tag(char *buf, size_t len, const char *tag, const char *projec
 }
 
 int
-st_stream_key(char *buf, size_t len, enum store_lane lane, const char *project)
-{
-	return st_stream_key_tag(buf, len, ST_PREFIX, lane, project);
-}
-
-int
 st_stream_key_in(const struct store *s, unsigned p, char *buf, size_t len,
     enum store_lane lane, const char *project)
 {
 	return st_stream_key_tag(buf, len, st_pk(s, p, PK_PREFIX), lane, project);
 }
 
-/* st_stream_key_tag - st_stream_key under the partition prefix tag. */
+/* st_stream_key_tag - the ready stream of (lane, project) under the partition prefix tag. */
 static int
 st_stream_key_tag(char *buf, size_t len, const char *tag, enum store_lane lane,
     const char *project)

@@ -476,13 +476,10 @@ int64_t st_content_keep_ms(const struct store *s);
 const char *st_project_name(const char *project);
 
 /*
- * st_stream_key - partition 0's ready stream of (lane, project): "ready" or
- * "ready:high" for "default" (NULL, ""), else that ":p:" project.
+ * st_stream_key_in - partition p's ready stream of (lane, project): "ready"
+ * or "ready:high" for "default" (NULL, ""), else that ":p:" project.
  * 0, or -1 when project is not a valid name or buf is short.
  */
-int st_stream_key(char *buf, size_t len, enum store_lane lane, const char *project);
-
-/* st_stream_key_in - st_stream_key in partition p. */
 int st_stream_key_in(const struct store *s, unsigned p, char *buf, size_t len,
     enum store_lane lane, const char *project);
 
@@ -533,14 +530,6 @@ const redisReply *st_entry_field(const redisReply *fields, const char *name);
 
 /* --- in store_webhooks.c: also used by store_events.c --------------------- */
 
-/*
- * An event's entry_id as the store hands it out: the stream entry id for
- * partition 0 (as before partitions), "<id>.<k>" for partition k's.
- * st_event_id - write that form; st_event_split - the partition and the
- * stream id (room ST_MAX_ENTRY_ID + 1) of one; -1 when malformed.
- */
-void st_event_id(char *out, size_t len, const char *id, size_t idlen, unsigned part);
-int st_event_split(const char *entry_id, unsigned *part, char *id);
 
 
 /*

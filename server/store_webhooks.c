@@ -52,7 +52,13 @@ st_event_project(struct store_event *ev, const redisReply *fields)
 		ev->project[0] = '\0';   /* too long: no project has this name */
 }
 
-void
+/*
+ * An event's entry_id as the store hands it out: the stream entry id for
+ * partition 0 (as before partitions), "<id>.<k>" for partition k's.
+ * st_event_id - write that form; st_event_split - the partition and the
+ * stream id (room ST_MAX_ENTRY_ID + 1) of one; -1 when malformed.
+ */
+static void
 st_event_id(char *out, size_t len, const char *id, size_t idlen, unsigned part)
 {
 	if (part == 0)
@@ -61,7 +67,7 @@ st_event_id(char *out, size_t len, const char *id, size_t idlen, unsigned part)
 		snprintf(out, len, "%.*s.%u", (int)idlen, id, part);
 }
 
-int
+static int
 st_event_split(const char *entry_id, unsigned *part, char *id)
 {
 	const char *dot;
