@@ -603,10 +603,6 @@ cross_checks(struct config *cfg, struct config_report *rep, const unsigned char 
 	    cfg->redis_min_replicas > 0 && !cfg->redis_set)
 		rep_add(rep, CONFIG_ERROR, "%s", "TXMAIL_REDIS_MIN_REPLICAS: needs TXMAIL_REDIS_URL: the "
 		    "embedded redis-server of `txmail run` has no replicas, so every send would answer 504");
-	if (!is_bad(bad, "TXMAIL_PARTITIONS") && !is_bad(bad, "TXMAIL_REDIS_URL") &&
-	    cfg->partitions > 1 && cfg->redis.is_cluster)
-		rep_add(rep, CONFIG_ERROR, "%s", "TXMAIL_PARTITIONS: above 1 not yet with a redis+cluster:// "
-		    "URL: the store serves a Cluster from the one slot of partition 0 for now");
 	if (!is_bad(bad, "TXMAIL_BOUNCE_LISTEN") && !is_bad(bad, "TXMAIL_BOUNCE_DOMAIN") &&
 	    cfg->bounce_listen_set && cfg->bounce_domain[0] == '\0')
 		rep_add(rep, CONFIG_ERROR, "%s", "TXMAIL_BOUNCE_LISTEN needs TXMAIL_BOUNCE_DOMAIN and TXMAIL_BOUNCE_SECRET");

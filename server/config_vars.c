@@ -162,8 +162,8 @@ const struct config_var config_vars[] = {
 	{ .name = "TXMAIL_PARTITIONS", .kind = CV_INT, .min = 1, .max = 64, .def = "1",
 	  .note = "everything in one hash tag, `txm{0}`",
 	  .help = "the partitions of txmail's keyspace: partition k's keys carry the hash tag "
-	    "`txm{k}` (on a Redis Cluster they are to spread over the primaries by slot: not yet, "
-	    "above 1 is refused with `redis+cluster://`; see Redis Cluster). A message, its "
+	    "`txm{k}`, so on a Redis Cluster they spread over the primaries by slot (three primaries "
+	    "splitting the slots evenly: 4 or more put some on each; see Redis Cluster). A message, its "
 	    "recipients' state and its events stay in one partition, named in its id (`msg_...p3`; "
 	    "none: partition 0): by its Idempotency-Key when it has one (a retry meets the first "
 	    "answer), else in turn. Every worker serves every partition; API keys, templates, "

@@ -37,6 +37,7 @@
 struct st_cluster_link {
 	redisContext *c;
 	int64_t failed_ms;      /* monotonic time of the last failed connect; 0: none */
+	int dirty;              /* sent commands since st_cluster_clean */
 };
 
 struct st_cluster {
@@ -47,6 +48,7 @@ struct st_cluster {
 	struct st_cluster_map *map;
 	struct st_cluster_link link[ST_CLUSTER_MAX_NODES];   /* by map->node index */
 	int have_map;
+	int lost_dirty;         /* a dirty connection closed since st_cluster_clean */
 	int64_t refresh_ms;     /* monotonic time of the last ask for the map; 0: never */
 	char why[256];
 	struct st_cluster_stats stats;
@@ -89,6 +91,9 @@ st_cluster_unlink(struct st_cluster *cl, size_t i)
 	if (cl->link[i].c != NULL)
 		redisFree(cl->link[i].c);
 	cl->link[i].c = NULL;
+	if (cl->link[i].dirty)
+		cl->lost_dirty = 1;
+	cl->link[i].dirty = 0;
 }
 
 void
@@ -236,6 +241,7 @@ st_cluster_install(struct st_cluster *cl, struct st_cluster_map *m)
 		if (k >= 0) {
 			link[k] = cl->link[i];
 			cl->link[i].c = NULL;
+			cl->link[i].dirty = 0;
 		}
 		st_cluster_unlink(cl, i);
 	}
@@ -382,6 +388,7 @@ st_cluster_send(struct st_cluster *cl, size_t node, enum st_cluster_todo want, c
 	if (st_cluster_link_up(cl, node) != 0)
 		return 1;
 	c = cl->link[node].c;
+	cl->link[node].dirty = 1;
 	for (size_t i = 0; i < n; i++) {
 		if (todo[i] != want)
 			continue;
@@ -533,4 +540,285 @@ out:
 			}
 	free(todo);
 	return rc;
+}
+
+/* What st_cluster_run_many knows of one command. */
+enum st_many_state {
+	ST_MANY_LEFT = 0,   /* not sent (no owner, no connection): goes through st_cluster_run */
+	ST_MANY_SENT,       /* written to its node, reply not read yet */
+	ST_MANY_LOST,       /* written, the connection broke before its reply */
+	ST_MANY_DONE,       /* its reply is in rep[] */
+};
+
+/* st_cluster_flush - write all of c's output buffer; 0 or -1 (the connection is broken) */
+static int
+st_cluster_flush(redisContext *c)
+{
+	int done = 0;
+
+	while (!done)
+		if (redisBufferWrite(c, &done) != REDIS_OK)
+			return -1;
+	return 0;
+}
+
+/* st_cluster_live - 1 when node i has a connection that is still open (nothing is due on it) */
+static int
+st_cluster_live(struct st_cluster *cl, size_t i)
+{
+	struct pollfd pfd;
+
+	if (cl->link[i].c == NULL)
+		return 0;
+	pfd.fd = cl->link[i].c->fd;
+	pfd.events = POLLIN | POLLRDHUP;
+	if (poll(&pfd, 1, 0) <= 0)
+		return 1;
+	st_cluster_unlink(cl, i);
+	return 0;
+}
+
+/*
+ * st_cluster_rerun - the commands marked again[i] through st_cluster_run,
+ * one call per slot with that slot's commands in their order; their
+ * replies into rep[]. 0 or STORE_ERR_*.
+ */
+static int
+st_cluster_rerun(struct st_cluster *cl, const struct st_cmd *cmds, size_t n, redisReply **rep,
+    unsigned char *again, int flags)
+{
+	struct st_cmd *sub = malloc(n * sizeof(*sub));
+	redisReply **srep = malloc(n * sizeof(*srep));
+	size_t *at = malloc(n * sizeof(*at));
+	int rc = 0;
+
+	if (sub == NULL || srep == NULL || at == NULL)
+		rc = STORE_ERR_NOMEM;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		size_t k = 0;
+
+		if (!again[i])
+			continue;
+		for (size_t j = i; j < n; j++)
+			if (again[j] && cmds[j].slot == cmds[i].slot) {
+				sub[k] = cmds[j];
+				at[k++] = j;
+				again[j] = 0;
+			}
+		rc = st_cluster_run(cl, cmds[i].slot, sub, k, srep, flags & ST_CLUSTER_IDEMPOTENT);
+		for (size_t j = 0; j < k && rc == 0; j++)
+			rep[at[j]] = srep[j];
+	}
+	free(sub);
+	free(srep);
+	free(at);
+	return rc;
+}
+
+int
+st_cluster_run_many(struct st_cluster *cl, const struct st_cmd *cmds, size_t n, redisReply **rep,
+    int flags)
+{
+	unsigned char *state, *again, sent[ST_CLUSTER_MAX_NODES];
+	int *node, rc = 0, lost = 0;
+	size_t nagain = 0;
+
+	for (size_t i = 0; i < n; i++)
+		rep[i] = NULL;
+	if (n == 0)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (cmds[i].slot >= ST_CLUSTER_SLOTS)
+			return STORE_ERR_PROTO;
+	if (!(flags & ST_CLUSTER_NO_DIAL)) {
+		size_t i = 1;
+
+		while (i < n && cmds[i].slot == cmds[0].slot)
+			i++;
+		if (i == n)   /* one slot: the plain run */
+			return st_cluster_run(cl, cmds[0].slot, cmds, n, rep, flags);
+	}
+	state = calloc(n, 1);
+	again = calloc(n, 1);
+	node = malloc(n * sizeof(*node));
+	if (state == NULL || again == NULL || node == NULL) {
+		rc = STORE_ERR_NOMEM;
+		goto out;
+	}
+	memset(sent, 0, sizeof(sent));
+	for (size_t i = 0; i < n; i++)
+		node[i] = (flags & ST_CLUSTER_NO_DIAL) && cl->have_map &&
+		    cl->map->slot[cmds[i].slot] != ST_CLUSTER_NO_NODE ? cl->map->slot[cmds[i].slot] :
+		    (flags & ST_CLUSTER_NO_DIAL) ? -1 : st_cluster_owner(cl, cmds[i].slot);
+	/* 1. every node's commands appended, then every node's buffer written */
+	for (size_t i = 0; i < n; i++) {
+		size_t d;
+		int up;
+
+		if (node[i] < 0 || sent[node[i]])
+			continue;
+		d = (size_t)node[i];
+		up = flags & ST_CLUSTER_NO_DIAL ? st_cluster_live(cl, d) : st_cluster_link_up(cl, d) == 0;
+		if (!up)
+			continue;
+		sent[d] = 1;
+		cl->link[d].dirty = 1;
+		for (size_t j = i; j < n; j++)
+			if (node[j] == (int)d) {
+				if (redisAppendFormattedCommand(cl->link[d].c, cmds[j].buf, cmds[j].len) != REDIS_OK) {
+					rc = STORE_ERR_NOMEM;
+					goto out;
+				}
+				state[j] = ST_MANY_SENT;
+			}
+	}
+	for (size_t d = 0; d < ST_CLUSTER_MAX_NODES; d++)
+		if (sent[d] && st_cluster_flush(cl->link[d].c) != 0) {
+			snprintf(cl->why, sizeof(cl->why), "%.60s:%u: %.150s", cl->map->node[d].host,
+			    (unsigned)cl->map->node[d].port, cl->link[d].c->errstr[0] ? cl->link[d].c->errstr : "i/o error");
+			st_cluster_unlink(cl, d);
+			sent[d] = 0;
+			for (size_t j = 0; j < n; j++)
+				if (node[j] == (int)d)
+					state[j] = ST_MANY_LOST;   /* part of it may have gone out */
+		}
+	/* 2. the replies, node by node, each in its commands' order */
+	for (size_t i = 0; i < n; i++) {
+		void *r = NULL;
+		size_t d;
+
+		if (state[i] != ST_MANY_SENT)
+			continue;
+		d = (size_t)node[i];
+		if (!sent[d]) {
+			state[i] = ST_MANY_LOST;
+			continue;
+		}
+		if (redisGetReply(cl->link[d].c, &r) != REDIS_OK || r == NULL) {
+			snprintf(cl->why, sizeof(cl->why), "%.60s:%u: %.150s", cl->map->node[d].host,
+			    (unsigned)cl->map->node[d].port, cl->link[d].c->errstr[0] ? cl->link[d].c->errstr : "i/o error");
+			st_cluster_unlink(cl, d);
+			sent[d] = 0;
+			state[i] = ST_MANY_LOST;
+			continue;
+		}
+		rep[i] = r;
+		state[i] = ST_MANY_DONE;
+	}
+	/* 3. what is left: not sent, lost, or redirected */
+	for (size_t i = 0; i < n; i++) {
+		struct st_cluster_redirect rd;
+
+		if (state[i] == ST_MANY_LOST)
+			lost = 1;
+		if (state[i] == ST_MANY_DONE && rep[i]->type == REDIS_REPLY_ERROR && rep[i]->str != NULL &&
+		    !(flags & ST_CLUSTER_NO_DIAL) &&
+		    st_cluster_redirect_parse(rep[i]->str, rep[i]->len, cl->map->node[node[i]].host, &rd) > 0) {
+			if (rd.kind == ST_CLUSTER_MOVED) {
+				int idx = st_cluster_map_node(cl->map, rd.host, rd.port);
+
+				if (idx >= 0) {
+					cl->map->slot[rd.slot] = (uint16_t)idx;
+					cl->stats.moved++;
+				}
+			}
+			freeReplyObject(rep[i]);
+			rep[i] = NULL;
+			state[i] = ST_MANY_LEFT;
+		}
+		if (state[i] == ST_MANY_LEFT || (state[i] == ST_MANY_LOST && (flags & ST_CLUSTER_IDEMPOTENT))) {
+			again[i] = 1;
+			nagain++;
+		}
+	}
+	if (lost && !(flags & ST_CLUSTER_IDEMPOTENT)) {
+		(void)st_cluster_refresh(cl, 0);   /* the node may be gone: the next call asks */
+		rc = STORE_ERR_UNAVAILABLE;
+		goto out;
+	}
+	if (nagain > 0 && (flags & ST_CLUSTER_NO_DIAL)) {
+		if (cl->why[0] == '\0')
+			snprintf(cl->why, sizeof(cl->why), "%s", "no open connection to the node");
+		rc = STORE_ERR_UNAVAILABLE;
+		goto out;
+	}
+	if (nagain > 0)
+		rc = st_cluster_rerun(cl, cmds, n, rep, again, flags);
+out:
+	if (rc != 0)
+		for (size_t i = 0; i < n; i++)
+			if (rep[i] != NULL) {
+				freeReplyObject(rep[i]);
+				rep[i] = NULL;
+			}
+	free(state);
+	free(again);
+	free(node);
+	return rc;
+}
+
+int
+st_cluster_reprepare(struct st_cluster *cl, unsigned slot)
+{
+	int node;
+
+	if (slot >= ST_CLUSTER_SLOTS)
+		return STORE_ERR_PROTO;
+	node = st_cluster_owner(cl, slot);
+	if (node < 0)
+		return STORE_ERR_UNAVAILABLE;
+	if (cl->link[node].c == NULL || !st_cluster_live(cl, (size_t)node))
+		return st_cluster_link_up(cl, (size_t)node);   /* a new connection is prepared */
+	if (cl->prepare != NULL && cl->prepare(cl->arg, cl->link[node].c) != 0) {
+		snprintf(cl->why, sizeof(cl->why), "%.60s:%u: set-up failed", cl->map->node[node].host,
+		    (unsigned)cl->map->node[node].port);
+		st_cluster_unlink(cl, (size_t)node);
+		return STORE_ERR_UNAVAILABLE;
+	}
+	return 0;
+}
+
+void
+st_cluster_set_timeout(struct st_cluster *cl, int ms)
+{
+	if (ms <= 0 || ms == cl->cmd_timeout_ms)
+		return;
+	cl->cmd_timeout_ms = ms;
+	for (size_t i = 0; i < ST_CLUSTER_MAX_NODES; i++)
+		if (cl->link[i].c != NULL && redisSetTimeout(cl->link[i].c, st_cluster_tv(ms)) != REDIS_OK)
+			st_cluster_unlink(cl, i);
+}
+
+size_t
+st_cluster_dirty_slots(const struct st_cluster *cl, const unsigned *slots, size_t n, unsigned *out)
+{
+	unsigned char seen[ST_CLUSTER_MAX_NODES];
+	size_t k = 0;
+
+	if (!cl->have_map)
+		return 0;
+	memset(seen, 0, sizeof(seen));
+	for (size_t i = 0; i < n; i++) {
+		uint16_t d = slots[i] < ST_CLUSTER_SLOTS ? cl->map->slot[slots[i]] : ST_CLUSTER_NO_NODE;
+
+		if (d == ST_CLUSTER_NO_NODE || seen[d] || cl->link[d].c == NULL || !cl->link[d].dirty)
+			continue;
+		seen[d] = 1;
+		out[k++] = slots[i];
+	}
+	return k;
+}
+
+int
+st_cluster_lost_dirty(const struct st_cluster *cl)
+{
+	return cl->lost_dirty;
+}
+
+void
+st_cluster_clean(struct st_cluster *cl)
+{
+	for (size_t i = 0; i < ST_CLUSTER_MAX_NODES; i++)
+		cl->link[i].dirty = 0;
+	cl->lost_dirty = 0;
 }

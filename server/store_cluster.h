@@ -169,6 +169,46 @@ int st_cluster_route(struct st_cluster *cl, const char *key, size_t len, struct 
 int st_cluster_run(struct st_cluster *cl, unsigned slot, const struct st_cmd *cmds, size_t n,
     struct redisReply **rep, int flags);
 
+#define ST_CLUSTER_NO_DIAL 2       /* st_cluster_run_many: only connections open now, no redirection followed */
+
+/*
+ * st_cluster_run_many - cmds[0..n) of any slots (cmds[i].slot): each
+ * node's commands pipelined to it, every node's pipeline written before
+ * any reply is read (one round trip for all nodes), replies into rep[] in
+ * cmds' order. A command that could not be sent, or was answered MOVED or
+ * ASK, goes again through st_cluster_run with the others of its slot (in
+ * their order); one lost after sending fails the call unless flags has
+ * ST_CLUSTER_IDEMPOTENT. With ST_CLUSTER_NO_DIAL a node without an open
+ * connection fails the call and redirections are replies (a WAIT must go
+ * to the connection that wrote). 0, or STORE_ERR_* with every rep[i] NULL.
+ */
+int st_cluster_run_many(struct st_cluster *cl, const struct st_cmd *cmds, size_t n,
+    struct redisReply **rep, int flags);
+
+/*
+ * st_cluster_reprepare - run the prepare hook again on the connection to
+ * slot's primary (connected when there is none: then the hook ran
+ * already): scripts a node lost (NOSCRIPT) are loaded again. 0 or
+ * STORE_ERR_UNAVAILABLE.
+ */
+int st_cluster_reprepare(struct st_cluster *cl, unsigned slot);
+
+/* st_cluster_set_timeout - every connection's command timeout, open ones and new (ms > 0). */
+void st_cluster_set_timeout(struct st_cluster *cl, int ms);
+
+/*
+ * Writes to confirm (TXMAIL_REDIS_MIN_REPLICAS): a connection that sent
+ * anything since st_cluster_clean is dirty. st_cluster_dirty_slots - of
+ * slots[0..n), one per node with a dirty open connection, into out (room
+ * n); returns how many. st_cluster_lost_dirty - 1 when a dirty connection
+ * was closed since st_cluster_clean (what it sent cannot be confirmed).
+ * st_cluster_clean - nothing dirty, nothing lost.
+ */
+size_t st_cluster_dirty_slots(const struct st_cluster *cl, const unsigned *slots, size_t n,
+    unsigned *out);
+int st_cluster_lost_dirty(const struct st_cluster *cl);
+void st_cluster_clean(struct st_cluster *cl);
+
 /* st_cluster_why - why the last call failed ("" when none did), never holding a password. */
 const char *st_cluster_why(const struct st_cluster *cl);
 

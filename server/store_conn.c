@@ -126,6 +126,73 @@ st_args_reset(struct st_args *a)
 	a->n = 0;
 	a->nnum = 0;
 	a->err = 0;
+	a->route = 0;
+}
+
+void
+st_route(struct st_args *a, unsigned p)
+{
+	a->route = (int)(p < ST_MAX_PARTS ? p : 0) + 1;
+}
+
+redisReply *
+st_reply_concat(redisReply **rep, size_t n)
+{
+	redisReply *out = NULL;
+	size_t total = 0, k = 0, i;
+
+	for (i = 0; i < n && !out; i++)
+		if (rep[i] && rep[i]->type == REDIS_REPLY_ERROR) {
+			out = rep[i];
+			rep[i] = NULL;
+		}
+	for (i = 0; i < n && !out; i++)
+		if (rep[i] && rep[i]->type == REDIS_REPLY_ARRAY)
+			total += rep[i]->elements;
+	if (!out)
+		out = calloc(1, sizeof(*out));
+	if (out && out->type != REDIS_REPLY_ERROR) {
+		out->type = total ? REDIS_REPLY_ARRAY : REDIS_REPLY_NIL;
+		out->element = total ? calloc(total, sizeof(*out->element)) : NULL;
+		if (total && !out->element) {
+			free(out);
+			out = NULL;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		if (!rep[i])
+			continue;
+		if (out && out->type == REDIS_REPLY_ARRAY && rep[i]->type == REDIS_REPLY_ARRAY) {
+			for (size_t j = 0; j < rep[i]->elements; j++)
+				out->element[k++] = rep[i]->element[j];
+			rep[i]->elements = 0;   /* moved: only the vector is freed */
+		}
+		freeReplyObject(rep[i]);
+		rep[i] = NULL;
+	}
+	if (out && out->type == REDIS_REPLY_ARRAY)
+		out->elements = k;
+	return out;
+}
+
+unsigned
+st_part_slot(unsigned p)
+{
+	char tag[8];
+	int n = snprintf(tag, sizeof(tag), "%u", p);
+
+	return st_cluster_keyslot(tag, (size_t)n);
+}
+
+unsigned
+st_args_slot(const struct st_args *a)
+{
+	if (a->route > 0)
+		return st_part_slot((unsigned)a->route - 1);
+	for (int i = 0; i < a->n; i++)
+		if (a->l[i] > 4 && memcmp(a->v[i], "txm{", 4) == 0)
+			return st_cluster_keyslot(a->v[i], a->l[i]);
+	return st_part_slot(0);
 }
 
 void
@@ -290,6 +357,7 @@ st_format(struct st_args *a, struct st_cmd *cmd)
 
 	cmd->buf = NULL;
 	cmd->len = 0;
+	cmd->slot = st_args_slot(a);
 	rc = st_format_in(a, &cmd->buf, &cap, &cmd->len);
 	if (rc) {
 		free(cmd->buf);
@@ -634,7 +702,7 @@ st_set_timeout(struct store *s, int ms)
 	struct timeval tv;
 
 	if (!s->c || s->timeout_ms == ms)
-		return 0;
+		return 0;   /* a Cluster's connections keep the command timeout: its blocking reads are slices */
 	tv.tv_sec = ms / 1000;
 	tv.tv_usec = (ms % 1000) * 1000;
 	if (redisSetTimeout(s->c, tv) != REDIS_OK) {
@@ -655,15 +723,6 @@ st_set_timeout(struct store *s, int ms)
 static void
 st_failover_check(struct store *s, redisReply *const *rep, size_t n)
 {
-	if (s->addr.is_cluster && s->c) {
-		/* the slot of txm{0} has another primary now (a failover, a reshard): ask the cluster again */
-		for (size_t i = 0; i < n; i++)
-			if (st_is_error(rep[i], "MOVED")) {
-				st_drop(s, "MOVED: the slot has moved, asking the cluster");
-				return;
-			}
-		return;
-	}
 	if (!s->addr.is_sentinel || !s->c)
 		return;
 	for (size_t i = 0; i < n; i++) {
@@ -685,6 +744,22 @@ st_simple(struct store *s, int argc, const char **argv, redisReply **out)
 	void *r;
 
 	*out = NULL;
+	if (s->cl) {
+		struct st_args a;
+		struct st_cmd cmd;
+		int rc = st_args_init(&a, (size_t)argc);
+
+		for (int i = 0; i < argc && rc == 0; i++)
+			st_adds(&a, argv[i]);
+		if (rc == 0)
+			rc = st_format(&a, &cmd);
+		st_args_release(&a);
+		if (rc == 0) {
+			rc = st_run(s, &cmd, 1, out);
+			redisFreeCommand(cmd.buf);
+		}
+		return rc;
+	}
 	if (!s->c)
 		return STORE_ERR_UNAVAILABLE;
 	r = redisCommandArgv(s->c, argc, argv, NULL);
@@ -995,14 +1070,7 @@ st_primary_note(const struct store *s)
 {
 	pthread_mutex_lock(&st_primary_mu);
 	if (strcmp(st_primary_seen, s->desc) != 0) {
-		/* Sentinel: the master name; Cluster: the slot of our hash tag, which that primary serves */
-		unsigned slot = st_cluster_keyslot(ST_PREFIX, strlen(ST_PREFIX));
-
-		if (s->addr.is_cluster && st_primary_seen[0] == '\0')
-			log_info("redis primary", "addr=%s slot=%u", s->desc, slot);
-		else if (s->addr.is_cluster)
-			log_info("redis primary", "addr=%s slot=%u previous=%s", s->desc, slot, st_primary_seen);
-		else if (st_primary_seen[0] == '\0')
+		if (st_primary_seen[0] == '\0')
 			log_info("redis primary", "addr=%s master=%s", s->desc, s->addr.master);
 		else
 			log_info("redis primary", "addr=%s master=%s previous=%s", s->desc, s->addr.master,
@@ -1069,96 +1137,156 @@ st_sentinel_connect(struct store *s)
 	return STORE_ERR_UNAVAILABLE;
 }
 
+/* st_cl_down - a Cluster call failed: why, logged once per outage. */
+static void
+st_cl_down(struct store *s)
+{
+	util_strlcpy(s->why, st_cluster_why(s->cl), sizeof(s->why));
+	s->auth_failed = strstr(s->why, "AUTH failed") != NULL;
+	if (!s->down)
+		log_warn("redis unavailable", "cluster=%s error=%s", s->desc, s->why[0] ? s->why : "unavailable");
+	s->down = 1;
+}
+
+static void
+st_cl_up(struct store *s)
+{
+	if (s->down)
+		log_info("redis connected", "cluster=%s", s->desc);
+	s->down = 0;
+	s->auth_failed = 0;
+}
+
 /*
- * st_cluster_owner - on s->c (authenticated), is this node the primary of
- * the slot every key lives in (the hash tag of ST_PREFIX)? EXISTS of one
- * of our keys answers that without a slot map: an integer from the owner,
- * -MOVED with the owner's address from any other node (a replica too).
- * 1 and nothing in host; 0 and the owner in host:port (empty host: the
- * node asked); -1 with s->why.
+ * st_cl_prepare - store_cluster.c's hook on each new node connection: the
+ * scripts, pipelined (a script's sha is the SHA-1 of its text, the same on
+ * every node). 0 or -1.
  */
 static int
-st_cluster_owner(struct store *s, const char *asked, char *host, size_t hostlen, uint16_t *port)
+st_cl_prepare(void *arg, redisContext *c)
 {
-	const char *argv[2] = { "EXISTS", ST_K_FENCE };
-	struct st_cluster_redirect to;
-	redisReply *r = NULL;
-	int rc = -1;
+	struct store *s = arg;
+	int i, rc = 0;
 
-	/* not st_simple: a MOVED here is the answer sought, not a failover to report */
-	r = redisCommandArgv(s->c, 2, argv, NULL);
-	if (!r) {
-		snprintf(s->why, sizeof(s->why), "EXISTS: %.200s", s->c->errstr[0] ? s->c->errstr : "i/o error");
-		return -1;
+	for (i = 0; i < SC_COUNT; i++) {
+		const char *argv[3] = { "SCRIPT", "LOAD", st_scripts[i] };
+
+		if (redisAppendCommandArgv(c, 3, argv, NULL) != REDIS_OK)
+			return -1;
 	}
-	if (r->type == REDIS_REPLY_INTEGER) {
-		rc = 1;
-	} else if (r->type == REDIS_REPLY_ERROR && r->str != NULL &&
-	    st_cluster_redirect_parse(r->str, r->len, asked, &to) == ST_CLUSTER_MOVED) {
-		util_strlcpy(host, to.host, hostlen);
-		*port = to.port;
-		rc = 0;
-	} else {
-		snprintf(s->why, sizeof(s->why), "EXISTS answered %.120s",
-		    r->type == REDIS_REPLY_ERROR && r->str ? r->str : st_type_name(r));
+	for (i = 0; i < SC_COUNT; i++) {
+		void *v = NULL;
+		redisReply *r;
+
+		if (redisGetReply(c, &v) != REDIS_OK || !v)
+			return -1;
+		r = v;
+		if (!st_is_str(r) || r->len != 40) {
+			(void)st_bad("script load", r);
+			rc = -1;
+		} else {
+			memcpy(s->sha[i], r->str, 40);
+			s->sha[i][40] = '\0';
+		}
+		freeReplyObject(r);
 	}
-	freeReplyObject(r);
 	return rc;
 }
 
 /*
- * st_cluster_connect - redis+cluster://: the seeds in turn (the last that
- * answered first); each is asked whether it serves our slot, and when it
- * names another node (MOVED) that one is asked too. Every key of this
- * release carries one hash tag, so the whole store is on that slot's
- * primary: it is s->c and s->desc. A MOVED answer later (failover,
- * reshard: st_failover_check) drops the connection and this runs again.
- * 0; STORE_ERR_UNAVAILABLE with s->why.
+ * st_cl_ready - redis+cluster://: the map, partition 0's primary (whose
+ * connection's set-up gives the scripts' shas) and every partition's
+ * groups, once per handle; later calls route each command themselves
+ * (store_cluster.c follows failovers and migrations). 0 or
+ * STORE_ERR_UNAVAILABLE.
  */
 static int
-st_cluster_connect(struct store *s)
+st_cl_ready(struct store *s)
 {
-	size_t order[REDIS_MAX_SEEDS], n = s->addr.nseeds;
+	int64_t now;
+	int rc;
 
-	st_sentinel_order(s->sentinel_first, n, order);
-	for (size_t k = 0; k < n; k++) {
-		const struct redis_hostport *seed = &s->addr.seeds[order[k]];
-		char host[ST_CLUSTER_HOST_MAX] = "", at[300];
-		uint16_t port = seed->port;
-		int hop;
-
-		util_strlcpy(host, seed->host, sizeof(host));
-		/* the seed, then at most the one node it names: a second MOVED means the map is moving */
-		for (hop = 0; hop < 2; hop++) {
-			int own;
-
-			snprintf(s->desc, sizeof(s->desc), "%.255s:%u", host, (unsigned)port);
-			util_strlcpy(at, s->desc, sizeof(at));
-			if (st_dial(s, host, port) != 0) {
-				st_close_quiet(s);
-				break;
-			}
-			if (st_auth(s) != 0) {
-				st_close_quiet(s);
-				break;
-			}
-			own = st_cluster_owner(s, host, host, sizeof(host), &port);
-			if (own == 1) {
-				s->sentinel_first = order[k];
-				st_primary_note(s);
-				return 0;
-			}
-			st_close_quiet(s);
-			if (own < 0)
-				break;
-		}
-		if (hop == 2)
-			snprintf(s->why, sizeof(s->why), "seed %.60s:%u: the slot moved twice while asking",
-			    seed->host, (unsigned)seed->port);
-		else
-			snprintf(s->why + strlen(s->why), sizeof(s->why) - strlen(s->why), " (asking %.60s)", at);
+	if (s->cl_ready)
+		return 0;
+	now = util_mono_ms();
+	if (s->last_try_ms && now - s->last_try_ms < ST_RECONNECT_MS)
+		return STORE_ERR_UNAVAILABLE;
+	s->last_try_ms = now;
+	rc = st_cluster_reprepare(s->cl, st_part_slot(0));
+	if (rc) {
+		st_cl_down(s);
+		return STORE_ERR_UNAVAILABLE;
 	}
-	return STORE_ERR_UNAVAILABLE;
+	rc = st_create_groups(s);
+	if (rc)
+		return STORE_ERR_UNAVAILABLE;
+	s->cl_ready = 1;
+	st_cl_up(s);
+	return 0;
+}
+
+/*
+ * st_run_cluster - st_run on a Cluster: each command to its slot's
+ * primary, every node's pipeline in one round trip (st_cluster_run_many);
+ * commands answered NOSCRIPT go again once after their node reloaded.
+ */
+static int
+st_run_cluster(struct store *s, const struct st_cmd *cmds, size_t n, redisReply **rep)
+{
+	struct st_cmd *sub = NULL;
+	redisReply **srep = NULL;
+	size_t *at = NULL, k = 0;
+	int rc = st_cluster_run_many(s->cl, cmds, n, rep, 0);
+
+	if (rc) {
+		st_cl_down(s);
+		return rc;
+	}
+	for (size_t i = 0; i < n; i++)
+		k += st_is_error(rep[i], "NOSCRIPT");
+	if (k == 0) {
+		st_cl_up(s);
+		return 0;
+	}
+	log_info("redis scripts missing, reloading", "cluster=%s", s->desc);
+	sub = malloc(k * sizeof(*sub));
+	srep = malloc(k * sizeof(*srep));
+	at = malloc(k * sizeof(*at));
+	rc = sub && srep && at ? 0 : STORE_ERR_NOMEM;
+	k = 0;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		if (!st_is_error(rep[i], "NOSCRIPT"))
+			continue;
+		/* once per slot: the node of a slot loads them for every slot it serves */
+		int seen = 0;
+
+		for (size_t j = 0; j < k; j++)
+			seen |= sub[j].slot == cmds[i].slot;
+		if (!seen)
+			rc = st_cluster_reprepare(s->cl, cmds[i].slot);
+		sub[k] = cmds[i];
+		at[k++] = i;
+	}
+	if (rc == 0)
+		rc = st_cluster_run_many(s->cl, sub, k, srep, 0);
+	for (size_t j = 0; j < k && rc == 0; j++) {
+		freeReplyObject(rep[at[j]]);
+		rep[at[j]] = srep[j];
+	}
+	if (rc) {
+		for (size_t i = 0; i < n; i++)
+			if (rep[i]) {
+				freeReplyObject(rep[i]);
+				rep[i] = NULL;
+			}
+		st_cl_down(s);
+	} else {
+		st_cl_up(s);
+	}
+	free(sub);
+	free(srep);
+	free(at);
+	return rc;
 }
 
 /* st_connect - ensure a connection; fails fast while Redis is down. */
@@ -1168,6 +1296,8 @@ st_connect(struct store *s)
 	int64_t now;
 	int rc;
 
+	if (s->cl)
+		return st_cl_ready(s);
 	if (s->c && s->addr.is_sentinel && s->watch_gen != st_watch_gen()) {
 		/* a failover was announced since this connection was made (store_watch.c) */
 		log_debug("redis primary changed, reconnecting", "addr=%s", s->desc);
@@ -1183,15 +1313,7 @@ st_connect(struct store *s)
 		return STORE_ERR_UNAVAILABLE;
 	s->last_try_ms = now;
 	s->dial_gen = st_watch_gen();   /* before the sentinels are asked: a switch meanwhile shows */
-	if (s->addr.is_cluster) {
-		if (st_cluster_connect(s) != 0) {
-			if (!s->down && !s->auth_failed)
-				log_warn("redis unavailable", "cluster=%s:%u error=%s", s->addr.seeds[0].host,
-				    (unsigned)s->addr.seeds[0].port, s->why);
-			s->down = 1;
-			return STORE_ERR_UNAVAILABLE;
-		}
-	} else if (s->addr.is_sentinel) {
+	if (s->addr.is_sentinel) {
 		if (st_sentinel_connect(s) != 0) {
 			if (!s->down && !s->auth_failed)
 				log_warn("redis unavailable", "master=%s error=%s", s->addr.master, s->why);
@@ -1251,6 +1373,8 @@ st_run(struct store *s, const struct st_cmd *cmds, size_t n, redisReply **rep)
 
 	for (i = 0; i < n; i++)
 		rep[i] = NULL;
+	if (s->cl)
+		return st_run_cluster(s, cmds, n, rep);
 	if (!s->c)
 		return STORE_ERR_UNAVAILABLE;
 	for (i = 0; i < n; i++)
@@ -1363,6 +1487,7 @@ st_do(struct store *s, struct st_args *a, redisReply **out)
 
 	*out = NULL;
 	/* in the handle's buffer, not a malloc per command: one command per accept */
+	cmd.slot = st_args_slot(a);
 	rc = st_format_in(a, &s->scratch, &s->scratch_cap, &cmd.len);
 	if (rc)
 		return rc;
@@ -1679,6 +1804,8 @@ store_open(const struct redis_addr *addr)
 		snprintf(s->desc, sizeof(s->desc), "unix:%.280s", s->addr.path);
 	else if (s->addr.is_sentinel)
 		snprintf(s->desc, sizeof(s->desc), "sentinel-master:%.127s", s->addr.master);
+	else if (s->addr.is_cluster)
+		snprintf(s->desc, sizeof(s->desc), "%.255s:%u", s->addr.seeds[0].host, (unsigned)s->addr.seeds[0].port);
 	else
 		snprintf(s->desc, sizeof(s->desc), "%.255s:%u", s->addr.host, (unsigned)s->addr.port);
 	s->nparts = s->addr.partitions >= 1 && s->addr.partitions <= ST_MAX_PARTS ?
@@ -1689,6 +1816,13 @@ store_open(const struct redis_addr *addr)
 	s->cmd_timeout_ms = s->addr.timeout_ms > 0 ? s->addr.timeout_ms : ST_CMD_TIMEOUT_MS;
 	for (unsigned p = 0; p < ST_MAX_PARTS; p++)
 		util_strlcpy(s->event_cursor[p], "0-0", sizeof(s->event_cursor[p]));
+	if (s->addr.is_cluster) {
+		s->cl = st_cluster_open(&s->addr, st_cl_prepare, s);
+		if (!s->cl) {
+			free(s);
+			return NULL;
+		}
+	}
 	st_watch_add(s);        /* redis+sentinel:// only: told of failovers as they happen */
 	(void)st_connect(s);
 	return s;
@@ -1701,6 +1835,7 @@ store_close(struct store *s)
 		return;
 	st_watch_remove(s);     /* first: the watcher must not see the connection go */
 	st_watch_set_conn(s, NULL, 0);
+	st_cluster_close(s->cl);
 	explicit_bzero(s->addr.pass, sizeof(s->addr.pass));
 	explicit_bzero(s->addr.sentinel_pass, sizeof(s->addr.sentinel_pass));
 	free(s->carry);
@@ -1733,6 +1868,110 @@ store_init(struct store *s, char *err, size_t errlen)
 	return rc;
 }
 
+/* st_wait_note - log a WAIT that came up short (once), or writes confirmed again. */
+static int
+st_wait_note(struct store *s, int64_t got, int wait_ms)
+{
+	if (got < s->addr.min_replicas) {
+		if (s->wait_short < INT_MAX && !s->wait_short++)
+			log_warn("redis replicas did not confirm a write in time: answering 504 "
+			    "outcome_unknown, holding webhooks", "redis=%s replicas=%" PRId64 " want=%d timeout_ms=%d",
+			    s->desc, got, s->addr.min_replicas, wait_ms);
+		return STORE_ERR_UNREPLICATED;
+	}
+	if (s->wait_short) {
+		log_info("redis replicas confirm writes again", "redis=%s replicas=%" PRId64 " short=%d",
+		    s->desc, got, s->wait_short);
+		s->wait_short = 0;
+	}
+	return 0;
+}
+
+/*
+ * st_cl_wait - store_wait_replicas on a Cluster: the fence and WAIT on
+ * every node this handle sent anything to since its last confirmed WAIT,
+ * each on the connection that sent it (ST_CLUSTER_NO_DIAL), all nodes in
+ * one round trip; the fewest replicas any node confirmed is the answer. A
+ * connection that sent and was closed since: nothing it sent can be
+ * confirmed.
+ */
+static int
+st_cl_wait(struct store *s, const char *want, const char *ms, int wait_ms)
+{
+	unsigned slots[ST_MAX_PARTS], which[ST_MAX_PARTS];
+	struct st_cmd cmds[2 * ST_MAX_PARTS];
+	redisReply *rep[2 * ST_MAX_PARTS] = { NULL };
+	struct st_args a;
+	size_t k, n = 0;
+	int64_t got = INT64_MAX;
+	int rc;
+
+	if (st_cluster_lost_dirty(s->cl)) {
+		st_cluster_clean(s->cl);
+		return st_wait_note(s, 0, wait_ms);
+	}
+	for (unsigned p = 0; p < s->nparts; p++)
+		slots[p] = st_part_slot(p);
+	k = st_cluster_dirty_slots(s->cl, slots, s->nparts, which);
+	if (k == 0)
+		return 0;
+	rc = st_args_init(&a, 6);
+	for (size_t j = 0; j < k && rc == 0; j++) {
+		unsigned p = 0;
+		char fence[ST_PK_MAX + 8];
+
+		while (slots[p] != which[j])
+			p++;
+		snprintf(fence, sizeof(fence), "%sfence", st_pk(s, p, PK_PREFIX));
+		st_adds(&a, "SET");
+		st_adds(&a, fence);
+		st_adds(&a, "1");
+		st_adds(&a, "PX");
+		st_adds(&a, "60000");
+		rc = st_format(&a, &cmds[n]);
+		if (rc)
+			break;
+		n++;
+		st_adds(&a, "WAIT");
+		st_adds(&a, want);
+		st_adds(&a, ms);
+		st_route(&a, p);
+		rc = st_format(&a, &cmds[n]);
+		if (rc)
+			break;
+		n++;
+	}
+	st_args_release(&a);
+	if (rc == 0) {
+		st_cluster_set_timeout(s->cl, wait_ms + s->cmd_timeout_ms);
+		rc = st_cluster_run_many(s->cl, cmds, n, rep, ST_CLUSTER_NO_DIAL);
+		st_cluster_set_timeout(s->cl, s->cmd_timeout_ms);
+	}
+	for (size_t j = 0; j + 1 < n && rc == 0; j += 2) {
+		int64_t v;
+
+		if (rep[j]->type == REDIS_REPLY_ERROR)
+			got = 0;   /* the fence did not go where the writes went (moved) */
+		else if (st_int(rep[j + 1], &v) != 0)
+			rc = st_bad("wait", rep[j + 1]);
+		else if (v < got)
+			got = v;
+	}
+	for (size_t j = 0; j < n; j++) {
+		redisFreeCommand(cmds[j].buf);
+		if (rep[j])
+			freeReplyObject(rep[j]);
+	}
+	if (rc == STORE_ERR_UNAVAILABLE)
+		return STORE_ERR_UNREPLICATED;   /* the connection that wrote is gone */
+	if (rc)
+		return rc;
+	rc = st_wait_note(s, got, wait_ms);
+	if (rc == 0)
+		st_cluster_clean(s->cl);
+	return rc;
+}
+
 int
 store_wait_replicas(struct store *s)
 {
@@ -1750,6 +1989,8 @@ store_wait_replicas(struct store *s)
 	wait_ms = s->addr.wait_ms > 0 ? s->addr.wait_ms : 1000;
 	snprintf(want, sizeof(want), "%d", s->addr.min_replicas);
 	snprintf(ms, sizeof(ms), "%d", wait_ms);
+	if (s->cl)
+		return st_cl_wait(s, want, ms, wait_ms);
 	/*
 	 * Never a reconnect here: the write to confirm is on the node this
 	 * connection reached, and a WAIT on a new one (the next primary after a
@@ -1785,17 +2026,7 @@ store_wait_replicas(struct store *s)
 		rc = st_bad("wait", r[1]);
 		goto out;
 	}
-	if (got < s->addr.min_replicas) {
-		if (s->wait_short < INT_MAX && !s->wait_short++)
-			log_warn("redis replicas did not confirm a write in time: answering 504 "
-			    "outcome_unknown, holding webhooks", "redis=%s replicas=%" PRId64 " want=%d timeout_ms=%d",
-			    s->desc, got, s->addr.min_replicas, wait_ms);
-		rc = STORE_ERR_UNREPLICATED;
-	} else if (s->wait_short) {
-		log_info("redis replicas confirm writes again", "redis=%s replicas=%" PRId64 " short=%d",
-		    s->desc, got, s->wait_short);
-		s->wait_short = 0;
-	}
+	rc = st_wait_note(s, got, wait_ms);
 out:
 	for (int i = 0; i < 2; i++)
 		if (r[i])
@@ -1805,6 +2036,36 @@ out:
 
 		if (t && !rc)
 			rc = t;
+	}
+	return rc;
+}
+
+/* st_cl_ping - store_ping on a Cluster: every partition's primary answers PONG (one round trip). */
+static int
+st_cl_ping(struct store *s)
+{
+	struct st_cmd cmds[ST_MAX_PARTS];
+	redisReply *rep[ST_MAX_PARTS] = { NULL };
+	struct st_args a;
+	unsigned n = 0;
+	int rc = st_args_init(&a, 1);
+
+	for (unsigned p = 0; p < s->nparts && rc == 0; p++) {
+		st_adds(&a, "PING");
+		st_route(&a, p);
+		rc = st_format(&a, &cmds[n]);
+		if (rc == 0)
+			n++;
+	}
+	st_args_release(&a);
+	if (rc == 0)
+		rc = st_run(s, cmds, n, rep);
+	for (unsigned i = 0; i < n; i++) {
+		if (rc == 0 && (!st_is_str(rep[i]) || strcmp(rep[i]->str, "PONG") != 0))
+			rc = st_bad("ping", rep[i]);
+		redisFreeCommand(cmds[i].buf);
+		if (rep[i])
+			freeReplyObject(rep[i]);
 	}
 	return rc;
 }
@@ -1821,6 +2082,8 @@ store_ping(struct store *s)
 	rc = st_connect(s);
 	if (rc)
 		return rc;
+	if (s->cl)
+		return st_cl_ping(s);
 	/* with Sentinel, "reachable" means the primary: a node demoted under us answers PING too */
 	if (s->addr.is_sentinel) {
 		rc = st_role_master(s);

@@ -16,6 +16,7 @@
  * entry pending (reclaimed later), never half moved.
  */
 #include "store_internal.h"
+#include "store_cluster.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -522,6 +523,100 @@ st_block_timeout(int block_ms)
  * entries[k] points into *reply (the entries array of keys[k]) or is NULL
  * when that stream gave nothing. Caller frees *reply.
  */
+/* st_xread_build - XREADGROUP of the keys[k] of slot (any: slot >= ST_CLUSTER_SLOTS) into a. */
+static void
+st_xread_build(struct st_args *a, const char *const *keys, const unsigned *slots, size_t nkeys,
+    unsigned slot, const char *group, const char *consumer, int max, int block_ms, const char *from)
+{
+	size_t k;
+
+	st_adds(a, "XREADGROUP");
+	st_adds(a, "GROUP");
+	st_adds(a, group);
+	st_adds(a, consumer);
+	st_adds(a, "COUNT");
+	st_addi(a, max);
+	if (block_ms > 0) {
+		st_adds(a, "BLOCK");
+		st_addi(a, block_ms > 3600 * 1000 ? 3600 * 1000 : block_ms);
+	}
+	st_adds(a, "STREAMS");
+	for (k = 0; k < nkeys; k++)
+		if (!slots || slots[k] == slot)
+			st_adds(a, keys[k]);
+	for (k = 0; k < nkeys; k++)
+		if (!slots || slots[k] == slot)
+			st_adds(a, from);
+}
+
+/*
+ * st_xread_cluster - st_xread's read on a Cluster, where one command may
+ * name keys of one slot only: one XREADGROUP per slot (partition), all in
+ * one round trip, without blocking; when none gave anything and block_ms
+ * > 0, one of them (in turn) blocks, for ST_CLUSTER_BLOCK_MS at most (the
+ * caller reads again: an entry of another partition waits that long at
+ * most). The replies read as one (st_reply_concat).
+ */
+static int
+st_xread_cluster(struct store *s, const char *const *keys, size_t nkeys, const char *group,
+    const char *consumer, int max, int block_ms, const char *from, redisReply **out)
+{
+	unsigned *slots = malloc(nkeys * sizeof(*slots)), *ds = malloc(nkeys * sizeof(*ds));
+	struct st_cmd *cmds = calloc(nkeys, sizeof(*cmds));
+	redisReply **rep = calloc(nkeys, sizeof(*rep));
+	struct st_args a;
+	size_t k, nds = 0;
+	int rc;
+
+	*out = NULL;
+	memset(&a, 0, sizeof(a));
+	rc = slots && ds && cmds && rep ? st_args_init(&a, 10 + 2 * nkeys) : STORE_ERR_NOMEM;
+	for (k = 0; k < nkeys && rc == 0; k++) {
+		size_t d = 0;
+
+		slots[k] = st_cluster_keyslot(keys[k], strlen(keys[k]));
+		while (d < nds && ds[d] != slots[k])
+			d++;
+		if (d == nds)
+			ds[nds++] = slots[k];
+	}
+	for (k = 0; k < nds && rc == 0; k++) {
+		st_xread_build(&a, keys, slots, nkeys, ds[k], group, consumer, max, 0, from);
+		rc = st_format(&a, &cmds[k]);
+	}
+	if (rc == 0)
+		rc = st_run(s, cmds, nds, rep);
+	if (rc == 0) {
+		*out = st_reply_concat(rep, nds);
+		rc = *out ? 0 : STORE_ERR_NOMEM;
+	}
+	if (rc == 0 && block_ms > 0 && (*out)->type == REDIS_REPLY_NIL) {
+		/* nothing at hand: wait on one partition's streams, a slice, then the caller reads again */
+		unsigned slot = ds[s->block_rr++ % nds];
+		int slice = nds > 1 ? ST_CLUSTER_BLOCK_MS : s->cmd_timeout_ms / 2;
+		struct st_cmd one = { NULL, 0, 0 };
+
+		if (slice < ST_CLUSTER_BLOCK_MS)
+			slice = ST_CLUSTER_BLOCK_MS;
+		st_xread_build(&a, keys, slots, nkeys, slot, group, consumer, max,
+		    block_ms < slice ? block_ms : slice, from);
+		rc = st_format(&a, &one);
+		freeReplyObject(*out);
+		*out = NULL;
+		if (rc == 0)
+			rc = st_run(s, &one, 1, out);
+		redisFreeCommand(one.buf);
+	}
+	for (k = 0; cmds && k < nds; k++)
+		redisFreeCommand(cmds[k].buf);
+	st_args_release(&a);
+	free(slots);
+	free(ds);
+	free(cmds);
+	free(rep);
+	return rc;
+}
+
 int
 st_xread(struct store *s, const char *const *keys, size_t nkeys, const char *group,
     const char *consumer, int max, int block_ms, const char *from, redisReply **reply,
@@ -533,37 +628,28 @@ st_xread(struct store *s, const char *const *keys, size_t nkeys, const char *gro
 	int rc;
 
 	*reply = NULL;
+	memset(&a, 0, sizeof(a));
 	for (k = 0; k < nkeys; k++)
 		entries[k] = NULL;
 	if (nkeys < 1 || nkeys > 2 * ST_READ_STREAMS)
 		return STORE_ERR_PROTO;
-	rc = st_args_init(&a, 10 + 2 * nkeys);
-	if (rc)
-		return rc;
-	st_adds(&a, "XREADGROUP");
-	st_adds(&a, "GROUP");
-	st_adds(&a, group);
-	st_adds(&a, consumer);
-	st_adds(&a, "COUNT");
-	st_addi(&a, max);
-	if (block_ms > 0) {
-		st_adds(&a, "BLOCK");
-		st_addi(&a, block_ms > 3600 * 1000 ? 3600 * 1000 : block_ms);
-	}
-	st_adds(&a, "STREAMS");
-	for (k = 0; k < nkeys; k++)
-		st_adds(&a, keys[k]);
-	for (k = 0; k < nkeys; k++)
-		st_adds(&a, from);
-	rc = st_set_timeout(s, st_block_timeout(block_ms));
-	if (rc)
-		goto out;
-	rc = st_do(s, &a, &r);
-	if (s->c) {
-		int t = st_set_timeout(s, s->cmd_timeout_ms);
+	if (s->cl) {
+		rc = st_xread_cluster(s, keys, nkeys, group, consumer, max, block_ms, from, &r);
+	} else {
+		rc = st_args_init(&a, 10 + 2 * nkeys);
+		if (rc)
+			return rc;
+		st_xread_build(&a, keys, NULL, nkeys, 0, group, consumer, max, block_ms, from);
+		rc = st_set_timeout(s, st_block_timeout(block_ms));
+		if (rc)
+			goto out;
+		rc = st_do(s, &a, &r);
+		if (s->c) {
+			int t = st_set_timeout(s, s->cmd_timeout_ms);
 
-		if (rc == 0)
-			rc = t;
+			if (rc == 0)
+				rc = t;
+		}
 	}
 	if (rc)
 		goto out;

@@ -9,6 +9,7 @@
  * and never ack or claim: webhook fan-out (store_webhooks.c) owns the group.
  */
 #include "store_internal.h"
+#include "store_cluster.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -113,8 +114,8 @@ st_sse_after(uint64_t ms, uint64_t seq, unsigned part, char *out, size_t len)
 static int
 st_sse_read(struct store *s, const char *after, int max, int block_ms, struct store_event **out)
 {
-	struct st_cmd cmds[2] = { { NULL, 0 }, { NULL, 0 } };
-	redisReply *rep[2] = { NULL, NULL }, *xr;
+	struct st_cmd cmds[2 * ST_MAX_PARTS];
+	redisReply *rep[2 * ST_MAX_PARTS], *xr = NULL, *xrs[ST_MAX_PARTS];
 	const int merged = s->nparts > 1;
 	const uint64_t scale = merged ? ST_SSE_SCALE : 1;
 	char from[ST_MAX_PARTS][48];
@@ -122,9 +123,12 @@ st_sse_read(struct store *s, const char *after, int max, int block_ms, struct st
 	struct st_args a;
 	uint64_t ams = 0, aseq = 0, cut_ms, cut_seq = UINT64_MAX;
 	int64_t t0 = 0;
-	size_t i, j, nv = 0, cap = 0;
+	size_t i, j, nv = 0, cap = 0, ncmd = 0;
 	int rc, count = 0, dollar = strcmp(after, "$") == 0;
 
+	memset(cmds, 0, sizeof(cmds));
+	memset(rep, 0, sizeof(rep));
+	memset(xrs, 0, sizeof(xrs));
 	if (merged && !dollar && st_id_parse(after, strlen(after), &ams, &aseq) != 0)
 		return STORE_ERR_PROTO;
 	for (unsigned p = 0; p < s->nparts; p++) {
@@ -136,35 +140,67 @@ st_sse_read(struct store *s, const char *after, int max, int block_ms, struct st
 	rc = st_args_init(&a, 8 + 2 * (size_t)s->nparts);
 	if (rc)
 		return rc;
-	if (merged) {
-		st_adds(&a, "TIME");
-		rc = st_format(&a, &cmds[0]);
+	if (s->cl) {
+		/*
+		 * A Cluster: per partition, TIME and an XREAD of its stream on its
+		 * own primary (one round trip for all). The watermark is the
+		 * earliest of those clocks: an entry appended later on any node gets
+		 * at least that node's time.
+		 */
+		for (unsigned p = 0; p < s->nparts && rc == 0; p++) {
+			if (merged) {
+				st_adds(&a, "TIME");
+				st_route(&a, p);
+				rc = st_format(&a, &cmds[ncmd]);
+				if (rc)
+					break;
+				ncmd++;
+			}
+			st_adds(&a, "XREAD");
+			st_adds(&a, "COUNT");
+			st_addi(&a, max);
+			st_adds(&a, "STREAMS");
+			st_adds(&a, st_pk(s, p, PK_EVENTS));
+			st_adds(&a, from[p]);
+			rc = st_format(&a, &cmds[ncmd]);
+			if (rc == 0)
+				ncmd++;
+		}
 		if (rc)
 			goto out;
-	}
-	st_adds(&a, "XREAD");
-	st_adds(&a, "COUNT");
-	st_addi(&a, max);
-	if (block_ms > 0) {
-		st_adds(&a, "BLOCK");
-		st_addi(&a, block_ms);
-	}
-	st_adds(&a, "STREAMS");
-	for (unsigned p = 0; p < s->nparts; p++)
-		st_adds(&a, st_pk(s, p, PK_EVENTS));
-	for (unsigned p = 0; p < s->nparts; p++)
-		st_adds(&a, from[p]);
-	rc = st_format(&a, &cmds[1]);
-	if (rc)
-		goto out;
-	rc = st_set_timeout(s, st_block_timeout(block_ms));
-	if (rc == 0)
-		rc = st_run(s, merged ? cmds : cmds + 1, merged ? 2 : 1, merged ? rep : rep + 1);
-	if (s->c) {
-		int t = st_set_timeout(s, s->cmd_timeout_ms);
-
+		rc = st_run(s, cmds, ncmd, rep);
+	} else {
+		if (merged) {
+			st_adds(&a, "TIME");
+			rc = st_format(&a, &cmds[ncmd++]);
+			if (rc)
+				goto out;
+		}
+		st_adds(&a, "XREAD");
+		st_adds(&a, "COUNT");
+		st_addi(&a, max);
+		if (block_ms > 0) {
+			st_adds(&a, "BLOCK");
+			st_addi(&a, block_ms);
+		}
+		st_adds(&a, "STREAMS");
+		for (unsigned p = 0; p < s->nparts; p++)
+			st_adds(&a, st_pk(s, p, PK_EVENTS));
+		for (unsigned p = 0; p < s->nparts; p++)
+			st_adds(&a, from[p]);
+		rc = st_format(&a, &cmds[ncmd]);
+		if (rc)
+			goto out;
+		ncmd++;
+		rc = st_set_timeout(s, st_block_timeout(block_ms));
 		if (rc == 0)
-			rc = t;
+			rc = st_run(s, cmds, ncmd, rep);
+		if (s->c) {
+			int t = st_set_timeout(s, s->cmd_timeout_ms);
+
+			if (rc == 0)
+				rc = t;
+		}
 	}
 	if (rc)
 		goto out;
@@ -172,16 +208,37 @@ st_sse_read(struct store *s, const char *after, int max, int block_ms, struct st
 	if (merged) {
 		int64_t sec, us;
 
-		if (!st_is_array(rep[0], 2) || st_int(rep[0]->element[0], &sec) != 0 ||
-		    st_int(rep[0]->element[1], &us) != 0 || sec <= 0) {
-			rc = st_bad("time", rep[0]);
-			goto out;
+		for (i = 0; i + 1 < ncmd; i += s->cl ? 2 : ncmd) {
+			int64_t t;
+
+			if (!st_is_array(rep[i], 2) || st_int(rep[i]->element[0], &sec) != 0 ||
+			    st_int(rep[i]->element[1], &us) != 0 || sec <= 0) {
+				rc = st_bad("time", rep[i]);
+				goto out;
+			}
+			t = sec * 1000 + us / 1000;
+			if (t0 == 0 || t < t0)
+				t0 = t;
 		}
-		t0 = sec * 1000 + us / 1000;
 		/* handed out: ids below (t0, 0), and not past a stream that gave a full COUNT */
 		cut_ms = (uint64_t)t0 - 1;
 	}
-	xr = rep[1];
+	if (s->cl) {
+		size_t nx = 0;
+
+		for (i = merged ? 1 : 0; i < ncmd; i += merged ? 2 : 1) {
+			xrs[nx++] = rep[i];
+			rep[i] = NULL;
+		}
+		xr = st_reply_concat(xrs, nx);
+		if (!xr) {
+			rc = STORE_ERR_NOMEM;
+			goto out;
+		}
+	} else {
+		xr = rep[ncmd - 1];
+		rep[ncmd - 1] = NULL;
+	}
 	if (xr->type == REDIS_REPLY_NIL)
 		goto out;
 	if (!st_is_array(xr, 1) || xr->elements > s->nparts) {
@@ -276,14 +333,65 @@ out:
 	if (rc)
 		while (count > 0)
 			store_event_free(out[--count]);
-	redisFreeCommand(cmds[0].buf);
-	redisFreeCommand(cmds[1].buf);
-	if (rep[0])
-		freeReplyObject(rep[0]);
-	if (rep[1])
-		freeReplyObject(rep[1]);
+	for (i = 0; i < ncmd; i++) {
+		redisFreeCommand(cmds[i].buf);
+		if (rep[i])
+			freeReplyObject(rep[i]);
+	}
+	if (xr)
+		freeReplyObject(xr);
 	st_args_release(&a);
 	return rc ? rc : count;
+}
+
+/*
+ * st_sse_wait - on a Cluster, where one read cannot block on the outboxes
+ * of several nodes: nothing to hand out, so block on one partition's (in
+ * turn) for a slice of block_ms, then read them all again. What the wait
+ * returns is not used: only a read of every partition has the watermark.
+ */
+static int
+st_sse_wait(struct store *s, const char *after, int max, int block_ms, struct store_event **out)
+{
+	char from[48];
+	struct st_args a;
+	redisReply *r = NULL;
+	unsigned p = s->block_rr++ % s->nparts;
+	uint64_t ams = 0, aseq = 0;
+	int rc = st_sse_read(s, after, max, 0, out), slice;
+
+	if (rc != 0 || block_ms <= 0)
+		return rc;
+	if (s->nparts > 1 && strcmp(after, "$") != 0) {
+		if (st_id_parse(after, strlen(after), &ams, &aseq) != 0)
+			return STORE_ERR_PROTO;
+		st_sse_after(ams, aseq, p, from, sizeof(from));
+	} else {
+		snprintf(from, sizeof(from), "%s", after);
+	}
+	slice = s->nparts > 1 ? ST_CLUSTER_BLOCK_MS : s->cmd_timeout_ms / 2;
+	if (slice < ST_CLUSTER_BLOCK_MS)
+		slice = ST_CLUSTER_BLOCK_MS;
+	if (block_ms < slice)
+		slice = block_ms;
+	rc = st_args_init(&a, 8);
+	if (rc)
+		return rc;
+	st_adds(&a, "XREAD");
+	st_adds(&a, "COUNT");
+	st_adds(&a, "1");
+	st_adds(&a, "BLOCK");
+	st_addi(&a, slice);
+	st_adds(&a, "STREAMS");
+	st_adds(&a, st_pk(s, p, PK_EVENTS));
+	st_adds(&a, from);
+	rc = st_do(s, &a, &r);
+	st_args_release(&a);
+	if (r)
+		freeReplyObject(r);
+	if (rc)
+		return rc;
+	return st_sse_read(s, after, max, 0, out);
 }
 
 int
@@ -301,6 +409,8 @@ store_events_since(struct store *s, const char *after, int max, int block_ms,
 	rc = st_connect(s);
 	if (rc)
 		return rc;
+	if (s->cl)
+		return st_sse_wait(s, after, max, block_ms, out);
 	return st_sse_read(s, after, max, block_ms, out);
 }
 

@@ -190,12 +190,20 @@ struct store {
 	/* st_do's formatted command, kept for the next one when at most ST_SCRATCH_KEEP */
 	char *scratch;
 	size_t scratch_cap;
+	/*
+	 * redis+cluster:// (store_cluster.c): the router, one connection per
+	 * node; c stays NULL. Every command goes to its key's slot (st_cmd.slot).
+	 */
+	struct st_cluster *cl;
+	int cl_ready;               /* the scripts' shas are known and the groups created */
+	unsigned block_rr;          /* the partition the next blocking read waits on */
 };
 
 /* A formatted command, kept so it can be sent again after NOSCRIPT. */
 struct st_cmd {
 	char *buf;
 	size_t len;
+	unsigned slot;      /* the Cluster slot it goes to (st_format: st_args_slot) */
 };
 
 /* Argument vector under construction; numbers live in num[]. */
@@ -207,6 +215,7 @@ struct st_args {
 	char num[ST_NUMS][24];
 	int nnum;
 	int err;
+	int route;      /* st_route: 1 + the partition a command without a key goes to; 0: from its key */
 };
 
 /*
@@ -261,8 +270,37 @@ void st_addi(struct st_args *a, int64_t v);
 /* st_eval - start "EVALSHA <sha of sc> <nkeys>" in a; keys and arguments follow. */
 void st_eval(struct st_args *a, const struct store *s, enum st_script sc, int nkeys);
 
-/* st_format - turn the vector into a wire command; resets a for reuse. */
+/* st_format - turn the vector into a wire command (its slot: st_args_slot); resets a for reuse. */
 int st_format(struct st_args *a, struct st_cmd *cmd);
+
+/*
+ * st_route - the command being built in a has no key (WAIT, PING, TIME,
+ * SCRIPT): on a Cluster it goes to partition p's primary.
+ */
+void st_route(struct st_args *a, unsigned p);
+
+/*
+ * st_args_slot - the Cluster slot of the command in a: the st_route'd
+ * partition's, else that of its first argument starting with "txm{" (every
+ * key of the store; in every command the store sends its keys come before
+ * any argument a client chose), else partition 0's.
+ */
+unsigned st_args_slot(const struct st_args *a);
+
+/*
+ * st_reply_concat - one reply of the n array replies rep[] (consumed: each
+ * freed or moved, set NULL): the first error among them as it is, else an
+ * array of all their elements in order (nil replies give none), nil when
+ * there are none. NULL when out of memory (rep[] freed all the same). A
+ * Cluster's multi-key read, one command per slot, read as one.
+ */
+redisReply *st_reply_concat(redisReply **rep, size_t n);
+
+/* st_part_slot - partition p's slot (that of "txm{p}"). */
+unsigned st_part_slot(unsigned p);
+
+/* st_block_slice - a blocking read's wait on a Cluster: one partition's streams, this long at most. */
+#define ST_CLUSTER_BLOCK_MS 100
 
 /* st_is_str - 1 for a string or status reply with a body. */
 int st_is_str(const redisReply *r);

@@ -853,7 +853,7 @@ st_build_view(const redisReply *h, const redisReply *tl, const char *id,
 int
 store_get_message(struct store *s, const char *id, struct store_message_view *v)
 {
-	struct st_cmd cmds[2] = { { NULL, 0 }, { NULL, 0 } };
+	struct st_cmd cmds[2] = { { NULL, 0, 0 }, { NULL, 0, 0 } };
 	redisReply *rep[2] = { NULL, NULL };
 	char kmsg[ST_KEY_MAX], ktl[ST_KEY_MAX];
 	struct st_args a;

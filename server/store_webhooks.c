@@ -274,7 +274,7 @@ store_webhook_fanout(struct store *s, const struct store_event *ev,
 	struct st_args a;
 	unsigned part;
 	size_t i;
-	int rc;
+	int rc, split;
 
 	if (!s || !ev || !ev->json || !st_id_ok(event_id) || (nep && !endpoints) || nep > 1000 ||
 	    st_event_split(ev->entry_id, &part, eid) != 0)
@@ -287,13 +287,21 @@ store_webhook_fanout(struct store *s, const struct store_event *ev,
 			rc = STORE_ERR_PROTO;
 			goto out;
 		}
+	/*
+	 * The deliveries are partition 0's keys, the event partition part's. On
+	 * a Cluster one script cannot hold both (two slots): the deliveries
+	 * first, then the ack on the event's own node, so an event is never
+	 * acked before its deliveries exist (a crash between: read again, it
+	 * creates none twice).
+	 */
+	split = s->cl && part != 0;
 	rc = st_eval_begin(s, &a, 13 + 2 * nep, SC_WH_FANOUT, (int)(1 + nep));
 	if (rc)
 		goto out;
-	st_adds(&a, st_pk(s, part, PK_EVENTS));
+	st_adds(&a, st_pk(s, split ? 0 : part, PK_EVENTS));
 	for (i = 0; i < nep; i++)
 		st_adds(&a, keys[i]);
-	st_adds(&a, eid);
+	st_adds(&a, split ? "" : eid);
 	st_adds(&a, event_id);
 	st_addi(&a, now_ms);
 	st_adds(&a, ST_PREFIX);
@@ -302,6 +310,16 @@ store_webhook_fanout(struct store *s, const struct store_event *ev,
 	for (i = 0; i < nep; i++)
 		st_adds(&a, endpoints[i]);
 	rc = st_eval_int(s, &a, "webhook fanout", 0, NULL);
+	if (rc == 0 && split) {
+		const char *ack[4] = { "XACK", st_pk(s, part, PK_EVENTS), ST_G_WEBHOOKS, eid };
+		redisReply *r = NULL;
+
+		rc = st_simple(s, 4, ack, &r);
+		if (rc == 0 && r->type != REDIS_REPLY_INTEGER)
+			rc = st_bad("webhook fanout ack", r);
+		if (r)
+			freeReplyObject(r);
+	}
 out:
 	free(keys);
 	return rc;
@@ -363,7 +381,7 @@ store_webhook_settle(struct store *s, const struct store_whpark *items, size_t n
 	char (*keys)[ST_KEY_MAX] = NULL;
 	char (*nums)[3][24] = NULL;
 	char (*ids)[ST_MAX_ENTRY_ID + 1] = NULL;
-	unsigned *part = NULL, first;
+	unsigned *part = NULL;
 	long long created = 0;
 	struct st_args a;
 	size_t i;
@@ -408,14 +426,14 @@ store_webhook_settle(struct store *s, const struct store_whpark *items, size_t n
 	}
 	/*
 	 * One call per partition with entries to ack (a call's events stream is
-	 * its partition's), the items with the first: they are parked no later
+	 * its partition's), the items with partition 0's, whose keys they are
+	 * (one slot on a Cluster) and which goes first: they are parked no later
 	 * than any of their events is acked. A failure after the first leaves
 	 * the later partitions' entries pending: read again, they park nothing
 	 * twice (wh:<member> is created only unless it exists).
 	 */
-	first = nack ? part[0] : 0;
 	for (unsigned p = 0; p < s->nparts && rc == 0; p++) {
-		size_t na = 0, ni = p == first ? nitems : 0;
+		size_t na = 0, ni = p == 0 ? nitems : 0;
 		long long made = 0;
 
 		for (i = 0; i < nack; i++)

@@ -5,9 +5,10 @@
 -- own due set, for "default" and for endpoints that still exist (whep:)
 -- and belong to the event's project (their "project" field; none:
 -- "default"), so an endpoint never gets another project's event even when
--- the caller named it; acks the event entry, which stays in the stream for
--- live readers until trimmed. Returns the number of deliveries that exist
--- for the event.
+-- the caller named it; acks the event entry (none when entry_id is "": on
+-- a Cluster the caller acks it on its own partition's node after this),
+-- which stays in the stream for live readers until trimmed. Returns the
+-- number of deliveries that exist for the event.
 
 local c = 0
 for j = 7, #ARGV do
@@ -27,5 +28,5 @@ for j = 7, #ARGV do
     c = c + 1
   end
 end
-redis.call('XACK', KEYS[1], 'webhooks', ARGV[1])
+if ARGV[1] ~= '' then redis.call('XACK', KEYS[1], 'webhooks', ARGV[1]) end
 return c

@@ -20,8 +20,8 @@ lists copied into each.
     with P = 4: old ids still answer GET, the queued and scheduled ones are
     delivered once, the suppression is copied into the new partitions
     (their supp:synced mark) and suppresses there, and new mail spreads;
-  - `txmail config check` refuses 0, 65 and a value above 1 with a
-    redis+cluster:// URL.
+  - `txmail config check` refuses 0 and 65 (on a Cluster:
+    test_cluster_partitions.py).
 
 Must never: wait without a deadline, or trust txmail's view where Redis or
 the peer can be asked.
@@ -226,7 +226,6 @@ def test_upgrade_from_one_partition(txmail_factory, redis, smtp_peer, webhook):
 @pytest.mark.parametrize("value,url,why", [
     ("0", None, "TXMAIL_PARTITIONS"),
     ("65", None, "TXMAIL_PARTITIONS"),
-    ("4", "redis+cluster://127.0.0.1:7000", "not yet with a redis+cluster"),
 ])
 def test_config_check_refuses(txmail_binary, value, url, why):
     env = {"TXMAIL_PARTITIONS": value}

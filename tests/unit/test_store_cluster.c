@@ -356,7 +356,7 @@ Test(store_cluster, router_without_a_cluster)
 {
 	struct redis_addr a;
 	struct st_cluster *cl;
-	struct st_cmd c = { (char *)"*1\r\n$4\r\nPING\r\n", 14 };
+	struct st_cmd c = { (char *)"*1\r\n$4\r\nPING\r\n", 14, 0 };
 	struct redisReply *rep = (struct redisReply *)&a;   /* must come back NULL */
 	char err[256];
 
