@@ -13,6 +13,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <hiredis/hiredis.h>
@@ -373,4 +374,97 @@ Test(store_cluster, router_without_a_cluster)
 	    st_cluster_why(cl));
 	cr_assert_eq(st_cluster_run(cl, ST_CLUSTER_SLOTS, &c, 1, &rep, 0), STORE_ERR_PROTO, "slot 16384");
 	st_cluster_close(cl);
+}
+
+/* slot_of - st_args_slot of the command argv[0..argc), routed to route - 1 when route > 0 */
+static unsigned
+slot_of(int argc, const char *const *argv, int route)
+{
+	struct st_args a;
+	unsigned slot;
+
+	cr_assert_eq(st_args_init(&a, (size_t)argc), 0);
+	for (int i = 0; i < argc; i++)
+		st_adds(&a, argv[i]);
+	if (route > 0)
+		st_route(&a, (unsigned)route - 1);
+	slot = st_args_slot(&a);
+	st_args_release(&a);
+	return slot;
+}
+
+Test(store_cluster, a_command_goes_to_its_first_keys_slot)
+{
+	const char *eval[6] = { "EVALSHA", "0123", "2", "txm{3}:msg:m", "txm{3}:due", "txm{0}:x" };
+	const char *xread[7] = { "XREADGROUP", "GROUP", "workers", "c", "STREAMS", "txm{12}:ready", ">" };
+	const char *scan[6] = { "SCAN", "0", "MATCH", "txm{0}:prj:*:supp", "COUNT", "1000" };
+	const char *wait[3] = { "WAIT", "1", "500" };
+	/* a client's text that looks like a key comes after the keys, and is never the one taken */
+	const char *hset[4] = { "HSET", "txm{5}:supp", "txm{7}:evil", "x" };
+	const char *shortarg[3] = { "GET", "txm{", "txm{9}:k" };
+
+	cr_assert_eq(st_part_slot(0), st_cluster_keyslot("txm{0}:ready", 12));
+	cr_assert_eq(st_part_slot(3), 1584, "crc16(\"3\") & 16383 is 1584, got %u", st_part_slot(3));
+	cr_assert_eq(slot_of(6, eval, 0), st_part_slot(3));
+	cr_assert_eq(slot_of(7, xread, 0), st_part_slot(12));
+	cr_assert_eq(slot_of(6, scan, 0), st_part_slot(0));
+	cr_assert_eq(slot_of(4, hset, 0), st_part_slot(5));
+	cr_assert_eq(slot_of(3, shortarg, 0), st_part_slot(9), "\"txm{\" alone is no key");
+	cr_assert_eq(slot_of(3, wait, 0), st_part_slot(0), "a command without a key: partition 0");
+	cr_assert_eq(slot_of(3, wait, 1 + 7), st_part_slot(7), "st_route'd to partition 7");
+	cr_assert_eq(slot_of(6, eval, 1 + 2), st_part_slot(2), "st_route wins over the key");
+	/* st_format carries it, and the route does not outlive its command */
+	{
+		struct st_args a;
+		struct st_cmd c1, c2;
+
+		cr_assert_eq(st_args_init(&a, 4), 0);
+		st_adds(&a, "PING");
+		st_route(&a, 4);
+		cr_assert_eq(st_format(&a, &c1), 0);
+		st_adds(&a, "PING");
+		cr_assert_eq(st_format(&a, &c2), 0);
+		cr_assert_eq(c1.slot, st_part_slot(4));
+		cr_assert_eq(c2.slot, st_part_slot(0));
+		free(c1.buf);
+		free(c2.buf);
+		st_args_release(&a);
+	}
+}
+
+Test(store_cluster, replies_of_one_read_per_slot_read_as_one)
+{
+	static const char a2[] = "*2\r\n*2\r\n$1\r\na\r\n*0\r\n*2\r\n$1\r\nb\r\n*0\r\n";
+	static const char a1[] = "*1\r\n*2\r\n$1\r\nc\r\n*0\r\n";
+	static const char nil[] = "*-1\r\n";
+	static const char err[] = "-NOGROUP no such key\r\n";
+	redisReply *rep[4], *r;
+
+	rep[0] = parse(a2, sizeof(a2) - 1);
+	rep[1] = parse(nil, sizeof(nil) - 1);
+	rep[2] = parse(a1, sizeof(a1) - 1);
+	rep[3] = NULL;
+	r = st_reply_concat(rep, 4);
+	cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 3, "got type %d, %zu elements",
+	    r ? r->type : -1, r ? r->elements : 0);
+	cr_assert_str_eq(r->element[0]->element[0]->str, "a");
+	cr_assert_str_eq(r->element[1]->element[0]->str, "b");
+	cr_assert_str_eq(r->element[2]->element[0]->str, "c");
+	for (int i = 0; i < 4; i++)
+		cr_assert_null(rep[i], "rep[%d] not consumed", i);
+	freeReplyObject(r);
+	/* nothing at all: nil */
+	rep[0] = parse(nil, sizeof(nil) - 1);
+	rep[1] = parse(nil, sizeof(nil) - 1);
+	r = st_reply_concat(rep, 2);
+	cr_assert(r && r->type == REDIS_REPLY_NIL);
+	freeReplyObject(r);
+	/* an error is the answer, whatever else came */
+	rep[0] = parse(a1, sizeof(a1) - 1);
+	rep[1] = parse(err, sizeof(err) - 1);
+	r = st_reply_concat(rep, 2);
+	cr_assert(r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOGROUP", 7) == 0);
+	cr_assert_null(rep[0]);
+	cr_assert_null(rep[1]);
+	freeReplyObject(r);
 }

@@ -8,7 +8,10 @@
  * test is skipped, so the plain unit run passes over this binary.
  *
  *   spread  keys of 200 hash tags written and read back through the
- *           router; each slot is the one CLUSTER KEYSLOT gives; no
+ *           router; each slot is the one CLUSTER KEYSLOT gives; then all
+ *           200 read back in one st_cluster_run_many (every node's
+ *           pipeline in one call, the replies in the commands' order) and
+ *           a WAIT on each node written (ST_CLUSTER_NO_DIAL); no
  *           redirection in a stable cluster (the primaries' DBSIZE is the
  *           harness's to check)
  *   writer  writes SET {tag}:<i> <i> (TXM_CLUSTER_TAGS: the tags, comma
@@ -127,6 +130,52 @@ Test(store_cluster_live, spread, .timeout = 60)
 		    "%s: GET got %s, want %s", key, rep[2]->str ? rep[2]->str : "(nil)", want);
 		reps_free(rep, 3);
 		cmds_free(c, 3);
+	}
+	/* all of them in one call over the three primaries, the replies in order */
+	{
+		static struct st_cmd c[200];
+		static redisReply *rep[200];
+		static char key[200][64];
+		unsigned slots[200], out[200];
+		size_t nd;
+
+		for (int i = 0; i < 200; i++) {
+			const char *get[2] = { "GET", key[i] };
+
+			snprintf(key[i], sizeof(key[i]), "{tag%d}:spread", i);
+			c[i] = cmd(2, get);
+			c[i].slot = slots[i] = st_cluster_keyslot(key[i], strlen(key[i]));
+		}
+		st_cluster_clean(cl);
+		cr_assert_eq(st_cluster_run_many(cl, c, 200, rep, 0), 0, "%s", st_cluster_why(cl));
+		for (int i = 0; i < 200; i++) {
+			char want[16];
+
+			snprintf(want, sizeof(want), "%d", i);
+			cr_assert(rep[i]->type == REDIS_REPLY_STRING && strcmp(rep[i]->str, want) == 0,
+			    "run_many GET %s got %s, want %s", key[i], rep[i]->str ? rep[i]->str : "(nil)", want);
+		}
+		reps_free(rep, 200);
+		cmds_free(c, 200);
+		/* a WAIT per node the call went to, on the connection it used */
+		nd = st_cluster_dirty_slots(cl, slots, 200, out);
+		cr_assert_eq(nd, 3, "%zu dirty nodes after a call to all three", nd);
+		for (size_t k = 0; k < nd; k++) {
+			/* 0 wanted: the answer is what the node's replicas confirmed so far (a new cluster's may still sync) */
+			const char *wt[3] = { "WAIT", "0", "0" };
+
+			c[k] = cmd(3, wt);
+			c[k].slot = out[k];
+		}
+		cr_assert_eq(st_cluster_run_many(cl, c, nd, rep, ST_CLUSTER_NO_DIAL), 0, "%s", st_cluster_why(cl));
+		for (size_t k = 0; k < nd; k++)
+			cr_assert(rep[k]->type == REDIS_REPLY_INTEGER && rep[k]->integer >= 0 && rep[k]->integer <= 1,
+			    "WAIT on node %zu: got type %d %lld", k, rep[k]->type, rep[k]->integer);
+		reps_free(rep, nd);
+		cmds_free(c, nd);
+		st_cluster_clean(cl);
+		cr_assert_eq(st_cluster_dirty_slots(cl, slots, 200, out), 0);
+		cr_assert_eq(st_cluster_lost_dirty(cl), 0);
 	}
 	st_cluster_stats(cl, &st);
 	cr_assert_eq(st.moved + st.ask, 0, "a stable cluster redirected %" PRIu64 " times", st.moved + st.ask);
