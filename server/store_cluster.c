@@ -608,6 +608,8 @@ st_cluster_rerun(struct st_cluster *cl, const struct st_cmd *cmds, size_t n, red
 		rc = st_cluster_run(cl, cmds[i].slot, sub, k, srep, flags & ST_CLUSTER_IDEMPOTENT);
 		for (size_t j = 0; j < k && rc == 0; j++)
 			rep[at[j]] = srep[j];
+		if (rc == STORE_ERR_UNAVAILABLE && (flags & ST_CLUSTER_PARTIAL))
+			rc = 0;   /* that slot's replies stay NULL */
 	}
 	free(sub);
 	free(srep);
@@ -731,7 +733,7 @@ st_cluster_run_many(struct st_cluster *cl, const struct st_cmd *cmds, size_t n, 
 			nagain++;
 		}
 	}
-	if (lost && !(flags & ST_CLUSTER_IDEMPOTENT)) {
+	if (lost && !(flags & (ST_CLUSTER_IDEMPOTENT | ST_CLUSTER_PARTIAL))) {
 		(void)st_cluster_refresh(cl, 0);   /* the node may be gone: the next call asks */
 		rc = STORE_ERR_UNAVAILABLE;
 		goto out;
@@ -744,6 +746,16 @@ st_cluster_run_many(struct st_cluster *cl, const struct st_cmd *cmds, size_t n, 
 	}
 	if (nagain > 0)
 		rc = st_cluster_rerun(cl, cmds, n, rep, again, flags);
+	if (rc == 0 && (flags & ST_CLUSTER_PARTIAL)) {
+		size_t got = 0;
+
+		for (size_t i = 0; i < n; i++)
+			got += rep[i] != NULL;
+		if (lost)
+			(void)st_cluster_refresh(cl, 0);
+		if (got == 0)
+			rc = STORE_ERR_UNAVAILABLE;
+	}
 out:
 	if (rc != 0)
 		for (size_t i = 0; i < n; i++)

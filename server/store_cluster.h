@@ -170,6 +170,7 @@ int st_cluster_run(struct st_cluster *cl, unsigned slot, const struct st_cmd *cm
     struct redisReply **rep, int flags);
 
 #define ST_CLUSTER_NO_DIAL 2       /* st_cluster_run_many: only connections open now, no redirection followed */
+#define ST_CLUSTER_PARTIAL 4       /* st_cluster_run_many: a command that failed leaves its reply NULL */
 
 /*
  * st_cluster_run_many - cmds[0..n) of any slots (cmds[i].slot): each
@@ -181,6 +182,9 @@ int st_cluster_run(struct st_cluster *cl, unsigned slot, const struct st_cmd *cm
  * ST_CLUSTER_IDEMPOTENT. With ST_CLUSTER_NO_DIAL a node without an open
  * connection fails the call and redirections are replies (a WAIT must go
  * to the connection that wrote). 0, or STORE_ERR_* with every rep[i] NULL.
+ * With ST_CLUSTER_PARTIAL (reads of every partition, while one primary is
+ * down) the commands that failed have a NULL reply and the call fails only
+ * when all did.
  */
 int st_cluster_run_many(struct st_cluster *cl, const struct st_cmd *cmds, size_t n,
     struct redisReply **rep, int flags);

@@ -1231,21 +1231,26 @@ st_cl_ready(struct store *s)
  * commands answered NOSCRIPT go again once after their node reloaded.
  */
 static int
-st_run_cluster(struct store *s, const struct st_cmd *cmds, size_t n, redisReply **rep)
+st_run_cluster(struct store *s, const struct st_cmd *cmds, size_t n, redisReply **rep, int flags)
 {
 	struct st_cmd *sub = NULL;
 	redisReply **srep = NULL;
-	size_t *at = NULL, k = 0;
-	int rc = st_cluster_run_many(s->cl, cmds, n, rep, 0);
+	size_t *at = NULL, k = 0, missing = 0;
+	int rc = st_cluster_run_many(s->cl, cmds, n, rep, flags);
 
 	if (rc) {
 		st_cl_down(s);
 		return rc;
 	}
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		k += st_is_error(rep[i], "NOSCRIPT");
+		missing += rep[i] == NULL;
+	}
 	if (k == 0) {
-		st_cl_up(s);
+		if (missing)
+			st_cl_down(s);   /* ST_CLUSTER_PARTIAL: a node is down, the others answered */
+		else
+			st_cl_up(s);
 		return 0;
 	}
 	log_info("redis scripts missing, reloading", "cluster=%s", s->desc);
@@ -1268,7 +1273,7 @@ st_run_cluster(struct store *s, const struct st_cmd *cmds, size_t n, redisReply 
 		at[k++] = i;
 	}
 	if (rc == 0)
-		rc = st_cluster_run_many(s->cl, sub, k, srep, 0);
+		rc = st_cluster_run_many(s->cl, sub, k, srep, flags);
 	for (size_t j = 0; j < k && rc == 0; j++) {
 		freeReplyObject(rep[at[j]]);
 		rep[at[j]] = srep[j];
@@ -1374,7 +1379,7 @@ st_run(struct store *s, const struct st_cmd *cmds, size_t n, redisReply **rep)
 	for (i = 0; i < n; i++)
 		rep[i] = NULL;
 	if (s->cl)
-		return st_run_cluster(s, cmds, n, rep);
+		return st_run_cluster(s, cmds, n, rep, 0);
 	if (!s->c)
 		return STORE_ERR_UNAVAILABLE;
 	for (i = 0; i < n; i++)
@@ -1431,6 +1436,16 @@ out:
 		st_failover_check(s, rep, n);
 	}
 	return rc;
+}
+
+int
+st_run_partial(struct store *s, const struct st_cmd *cmds, size_t n, redisReply **rep)
+{
+	if (!s->cl)
+		return st_run(s, cmds, n, rep);
+	for (size_t i = 0; i < n; i++)
+		rep[i] = NULL;
+	return st_run_cluster(s, cmds, n, rep, ST_CLUSTER_PARTIAL);
 }
 
 void

@@ -565,7 +565,7 @@ st_xread_cluster(struct store *s, const char *const *keys, size_t nkeys, const c
 	struct st_cmd *cmds = calloc(nkeys, sizeof(*cmds));
 	redisReply **rep = calloc(nkeys, sizeof(*rep));
 	struct st_args a;
-	size_t k, nds = 0;
+	size_t k, nds = 0, nup = 0;
 	int rc;
 
 	*out = NULL;
@@ -584,15 +584,20 @@ st_xread_cluster(struct store *s, const char *const *keys, size_t nkeys, const c
 		st_xread_build(&a, keys, slots, nkeys, ds[k], group, consumer, max, 0, from);
 		rc = st_format(&a, &cmds[k]);
 	}
+	/* a partition whose primary is down gives nothing: the others are read (entries a lost
+	 * reply gave this consumer stay pending with it, and a reclaim takes them) */
 	if (rc == 0)
-		rc = st_run(s, cmds, nds, rep);
+		rc = st_run_partial(s, cmds, nds, rep);
+	for (k = 0, nup = 0; k < nds && rc == 0; k++)
+		if (rep[k])
+			ds[nup++] = ds[k];   /* the slots that answered: the wait goes to one of them */
 	if (rc == 0) {
 		*out = st_reply_concat(rep, nds);
 		rc = *out ? 0 : STORE_ERR_NOMEM;
 	}
 	if (rc == 0 && block_ms > 0 && (*out)->type == REDIS_REPLY_NIL) {
 		/* nothing at hand: wait on one partition's streams, a slice, then the caller reads again */
-		unsigned slot = ds[s->block_rr++ % nds];
+		unsigned slot = ds[s->block_rr++ % nup];
 		int slice = nds > 1 ? ST_CLUSTER_BLOCK_MS : s->cmd_timeout_ms / 2;
 		struct st_cmd one = { NULL, 0, 0 };
 
@@ -1705,11 +1710,17 @@ store_promote_due(struct store *s, int64_t now_ms, int max, int64_t *next_ms)
 		st_adds(&b.a, st_pk(s, p, PK_PREFIX));
 		rc = st_batch_add(&b);
 	}
+	/* a partition whose primary is down is promoted again soon, the others now */
 	if (rc == 0)
-		rc = st_batch_run(s, &b);
+		rc = st_run_partial(s, b.cmds, b.n, b.rep);
 	for (i = 0; i < b.n && rc == 0; i++) {
 		const redisReply *r = b.rep[i];
 
+		if (!r) {
+			if (first == 0 || now_ms + ST_RECONNECT_MS < first)
+				first = now_ms + ST_RECONNECT_MS;
+			continue;
+		}
 		if (!st_is_array(r, 2) || st_int(r->element[0], &moved) != 0 ||
 		    st_score(r->element[1], &nx) != 0 || moved < 0 || moved > max) {
 			rc = st_bad("promote", r);

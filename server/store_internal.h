@@ -369,6 +369,15 @@ int st_connect(struct store *s);
  */
 int st_run(struct store *s, const struct st_cmd *cmds, size_t n, redisReply **rep);
 
+/*
+ * st_run_partial - st_run for a read or step of every partition: on a
+ * Cluster a command whose node is down (or lost with its connection)
+ * leaves its reply NULL, and the call fails only when all did, so the
+ * partitions of the other primaries go on during a failover; elsewhere
+ * st_run.
+ */
+int st_run_partial(struct store *s, const struct st_cmd *cmds, size_t n, redisReply **rep);
+
 /* st_batch_release - free commands, replies and the vector; b is zeroed. */
 void st_batch_release(struct st_batch *b);
 
