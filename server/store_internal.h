@@ -25,7 +25,7 @@
  *   store_sentinel.c  Sentinel's pure half: the sentinels' order, the checks of
  *                     their answer and of ROLE (the asking is store_conn.c's)
  *   store_cluster_map.c, store_cluster.c  the Redis Cluster client
- *                     (store_cluster.h; not used by the store yet)
+ *                     (store_cluster.h; the handle's router on redis+cluster://)
  */
 #ifndef SERVER_STORE_INTERNAL_H
 #define SERVER_STORE_INTERNAL_H

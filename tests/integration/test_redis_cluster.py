@@ -34,7 +34,7 @@ import pytest
 import helpers
 from helpers import RedisServer, dl, wait_until
 
-# asserts the Cluster tests (P > 1 is refused with redis+cluster:// for now): TXMAIL_PARTITIONS stays 1 under TXM_PARTITIONS (conftest)
+# the router's own tests and the one-slot layout: TXMAIL_PARTITIONS stays 1 under TXM_PARTITIONS (conftest)
 ONE_PARTITION = True
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

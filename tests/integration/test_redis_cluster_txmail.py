@@ -35,7 +35,7 @@ import time
 from helpers import dl, wait_until
 from test_redis_cluster import cluster, keyslot  # noqa: F401
 
-# asserts the Cluster tests (P > 1 is refused with redis+cluster:// for now): TXMAIL_PARTITIONS stays 1 under TXM_PARTITIONS (conftest)
+# asserts one partition's layout (all keys on one slot; more: test_cluster_partitions.py): TXMAIL_PARTITIONS stays 1 under TXM_PARTITIONS (conftest)
 ONE_PARTITION = True
 
 SLOT = keyslot("txm{0}:ready")

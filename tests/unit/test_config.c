@@ -452,7 +452,7 @@ Test(config, cluster_url_loads)
 	struct config c;
 	char err[256];
 
-	/* the store serves it (all of txmail on the primary of its slot: st_cluster_connect) */
+	/* the store serves it (every command to its slot's primary: the router, store_cluster.c) */
 	setenv("TXMAIL_REDIS_URL", "redis+cluster://:CLUSTERPW@127.0.0.1:7000,127.0.0.1:7001", 1);
 	cr_assert_eq(config_load(&c, err, sizeof(err)), 0, "a redis+cluster:// URL refused: %s", err);
 	cr_assert(c.redis.is_cluster == 1 && c.redis.nseeds == 2, "is_cluster %d, %zu seeds",
