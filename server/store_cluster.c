@@ -801,19 +801,22 @@ st_cluster_set_timeout(struct st_cluster *cl, int ms)
 			st_cluster_unlink(cl, i);
 }
 
-size_t
-st_cluster_dirty_slots(const struct st_cluster *cl, const unsigned *slots, size_t n, unsigned *out)
+long
+st_cluster_dirty_slots(const struct st_cluster *cl, const unsigned *slots, size_t n, unsigned *out,
+    int need_dirty)
 {
 	unsigned char seen[ST_CLUSTER_MAX_NODES];
-	size_t k = 0;
+	long k = 0;
 
 	if (!cl->have_map)
-		return 0;
+		return need_dirty ? 0 : -1;
 	memset(seen, 0, sizeof(seen));
 	for (size_t i = 0; i < n; i++) {
 		uint16_t d = slots[i] < ST_CLUSTER_SLOTS ? cl->map->slot[slots[i]] : ST_CLUSTER_NO_NODE;
 
-		if (d == ST_CLUSTER_NO_NODE || seen[d] || cl->link[d].c == NULL || !cl->link[d].dirty)
+		if (!need_dirty && (d == ST_CLUSTER_NO_NODE || cl->link[d].c == NULL))
+			return -1;
+		if (d == ST_CLUSTER_NO_NODE || seen[d] || cl->link[d].c == NULL || (need_dirty && !cl->link[d].dirty))
 			continue;
 		seen[d] = 1;
 		out[k++] = slots[i];

@@ -203,13 +203,15 @@ void st_cluster_set_timeout(struct st_cluster *cl, int ms);
 /*
  * Writes to confirm (TXMAIL_REDIS_MIN_REPLICAS): a connection that sent
  * anything since st_cluster_clean is dirty. st_cluster_dirty_slots - of
- * slots[0..n), one per node with a dirty open connection, into out (room
- * n); returns how many. st_cluster_lost_dirty - 1 when a dirty connection
+ * slots[0..n), one per node with an open connection (a dirty one, with
+ * need_dirty), into out (room n); returns how many, or -1 without
+ * need_dirty when a slot's node has no open connection (what was sent to
+ * it went over a connection that is gone). st_cluster_lost_dirty - 1 when a dirty connection
  * was closed since st_cluster_clean (what it sent cannot be confirmed).
  * st_cluster_clean - nothing dirty, nothing lost.
  */
-size_t st_cluster_dirty_slots(const struct st_cluster *cl, const unsigned *slots, size_t n,
-    unsigned *out);
+long st_cluster_dirty_slots(const struct st_cluster *cl, const unsigned *slots, size_t n,
+    unsigned *out, int need_dirty);
 int st_cluster_lost_dirty(const struct st_cluster *cl);
 void st_cluster_clean(struct st_cluster *cl);
 

@@ -1904,38 +1904,42 @@ st_wait_note(struct store *s, int64_t got, int wait_ms)
 
 /*
  * st_cl_wait - store_wait_replicas on a Cluster: the fence and WAIT on
- * every node this handle sent anything to since its last confirmed WAIT,
- * each on the connection that sent it (ST_CLUSTER_NO_DIAL), all nodes in
- * one round trip; the fewest replicas any node confirmed is the answer. A
- * connection that sent and was closed since: nothing it sent can be
- * confirmed.
+ * every node this handle sent anything to since its last confirmed WAIT
+ * (only NULL) or on the nodes of the partitions only[] names, each on the
+ * connection that sent (ST_CLUSTER_NO_DIAL), all nodes in one round trip;
+ * the fewest replicas any node confirmed is the answer. A connection that
+ * sent and was closed since: nothing it sent can be confirmed.
  */
 static int
-st_cl_wait(struct store *s, const char *want, const char *ms, int wait_ms)
+st_cl_wait(struct store *s, const char *want, const char *ms, int wait_ms, const unsigned char *only)
 {
 	unsigned slots[ST_MAX_PARTS], which[ST_MAX_PARTS];
 	struct st_cmd cmds[2 * ST_MAX_PARTS];
 	redisReply *rep[2 * ST_MAX_PARTS] = { NULL };
 	struct st_args a;
-	size_t k, n = 0;
+	size_t n = 0, ns = 0;
+	long k;
 	int64_t got = INT64_MAX;
 	int rc;
 
-	if (st_cluster_lost_dirty(s->cl)) {
+	if (!only && st_cluster_lost_dirty(s->cl)) {
 		st_cluster_clean(s->cl);
 		return st_wait_note(s, 0, wait_ms);
 	}
 	for (unsigned p = 0; p < s->nparts; p++)
-		slots[p] = st_part_slot(p);
-	k = st_cluster_dirty_slots(s->cl, slots, s->nparts, which);
+		if (!only || only[p])
+			slots[ns++] = st_part_slot(p);
+	k = st_cluster_dirty_slots(s->cl, slots, ns, which, !only);
+	if (k < 0)
+		return st_wait_note(s, 0, wait_ms);   /* the connection that wrote is gone */
 	if (k == 0)
 		return 0;
 	rc = st_args_init(&a, 6);
-	for (size_t j = 0; j < k && rc == 0; j++) {
+	for (long j = 0; j < k && rc == 0; j++) {
 		unsigned p = 0;
 		char fence[ST_PK_MAX + 8];
 
-		while (slots[p] != which[j])
+		while (st_part_slot(p) != which[j])
 			p++;
 		snprintf(fence, sizeof(fence), "%sfence", st_pk(s, p, PK_PREFIX));
 		st_adds(&a, "SET");
@@ -1982,13 +1986,19 @@ st_cl_wait(struct store *s, const char *want, const char *ms, int wait_ms)
 	if (rc)
 		return rc;
 	rc = st_wait_note(s, got, wait_ms);
-	if (rc == 0)
+	if (rc == 0 && !only)
 		st_cluster_clean(s->cl);
 	return rc;
 }
 
 int
 store_wait_replicas(struct store *s)
+{
+	return st_wait_parts(s, NULL);
+}
+
+int
+st_wait_parts(struct store *s, const unsigned char *only)
 {
 	char want[16], ms[16];
 	const char *fence[5] = { "SET", ST_K_FENCE, "1", "PX", "60000" };
@@ -2005,7 +2015,7 @@ store_wait_replicas(struct store *s)
 	snprintf(want, sizeof(want), "%d", s->addr.min_replicas);
 	snprintf(ms, sizeof(ms), "%d", wait_ms);
 	if (s->cl)
-		return st_cl_wait(s, want, ms, wait_ms);
+		return st_cl_wait(s, want, ms, wait_ms, only);
 	/*
 	 * Never a reconnect here: the write to confirm is on the node this
 	 * connection reached, and a WAIT on a new one (the next primary after a

@@ -530,6 +530,15 @@ const char *st_project_name(const char *project);
 int st_stream_key_in(const struct store *s, unsigned p, char *buf, size_t len,
     enum store_lane lane, const char *project);
 
+/*
+ * st_wait_parts - store_wait_replicas for writes to the partitions only[]
+ * marks (only[p] != 0, p < nparts; NULL: every node the handle sent to):
+ * on a Cluster the fence and WAIT go to those partitions' nodes alone, so
+ * an accept waits for the replicas of the message's partition, not of
+ * partition 0's key check. Elsewhere the same as store_wait_replicas.
+ */
+int st_wait_parts(struct store *s, const unsigned char *only);
+
 /* --- in store_admin.c: the suppression lists' copies ------------------------ */
 
 /*

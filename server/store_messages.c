@@ -540,13 +540,18 @@ st_enq_reply(struct store_enqueue_op *op, const struct st_enq_aux *x, const redi
 static void
 st_enqueue_replicated(struct store *s, struct store_enqueue_op *const *ops, size_t n)
 {
+	unsigned char parts[ST_MAX_PARTS];
 	size_t i, ok = 0;
 
+	memset(parts, 0, sizeof(parts));
 	for (i = 0; i < n; i++)
-		if (ops[i]->rc == 0)
+		if (ops[i]->rc == 0) {
 			ok++;
-	/* store_wait_replicas logs the first shortfall; the caller logs each request */
-	if (ok == 0 || store_wait_replicas(s) == 0)
+			parts[st_id_part(ops[i]->m[0].id) % ST_MAX_PARTS] = 1;
+		}
+	/* the messages' partitions (on a Cluster: their nodes); st_wait_parts logs the first
+	 * shortfall, the caller each request */
+	if (ok == 0 || st_wait_parts(s, parts) == 0)
 		return;
 	for (i = 0; i < n; i++) {
 		if (ops[i]->rc != 0)

@@ -16,7 +16,13 @@ process) - sends --messages messages through the API at an even pace over
     TXMAIL_REDIS_MIN_REPLICAS=2, every replica) and each of these is a failover: the
     replicas are made to lag for LAG_S, the current primary is SIGKILLed,
     the sentinels promote a replica, and the killed node is started again
-    as a replica of the new primary, as a restarted pod would be;
+    as a replica of the new primary, as a restarted pod would be; with
+    --redis cluster on a Redis Cluster (test_redis_cluster.py's six nodes:
+    three primaries with a replica each; TXMAIL_REDIS_MIN_REPLICAS=1, each
+    primary's replica) each SIGKILLs the primary of a partition's slot
+    (in turn over the partitions, so partition 0's too), waits for its
+    replica's promotion and starts the old node again, which rejoins as its
+    replica;
   - makes the SMTP peer answer new connections with a 421 banner, tarpit
     them (accept, say nothing), and drop connections in the middle of DATA,
     in short storms plus a low background rate;
@@ -53,7 +59,8 @@ webhook lost for messages that exist still fail the run.
 Usage
   faults.py --bin build/txmail [--messages 50000] [--load-seconds 150]
             [--kills 12] [--redis-restarts 2] [--webhook-down 60]
-            [--fsync always|everysec] [--redis single|sentinel] [--seed 1]
+            [--fsync always|everysec] [--redis single|sentinel|cluster]
+            [--partitions P] [--seed 1]
             [--json out.json] [--keep]
 
 Must never: sleep where it can wait for a condition, talk to anything but
@@ -85,6 +92,7 @@ sys.path.insert(0, os.path.join(IT, "peers"))
 from helpers import (PYTHON, RedisServer, SmtpPeer, Txmail, Client, clean_env, free_port,  # noqa: E402
                      make_certs, read_text, tail, wait_until, kill_group, reap, WaitTimeout)
 from sentinel_group import Group  # noqa: E402
+from test_redis_cluster import Cluster, keyslot  # noqa: E402
 
 TERMINAL = ("delivered", "failed", "expired", "suppressed", "canceled")
 MSGID_RE = re.compile(rb"(?im)^message-id:\s*<[^>]*?(msg_[0-9a-z]{26}(?:p[1-9][0-9]?)?)@")
@@ -134,6 +142,16 @@ class Run:
             self.group = Group(os.path.join(self.dir, "sentinel"), lambda name, path: None, fsync=a.fsync)
             redis_env = {"TXMAIL_REDIS_URL": self.group.url(), "TXMAIL_REDIS_MIN_REPLICAS": "2",
                          "TXMAIL_REDIS_MIN_REPLICAS_TIMEOUT": "0.5"}
+        elif a.redis == "cluster":
+            self.cluster = Cluster(os.path.join(self.dir, "cluster"), lambda name, path: None)
+            # every primary's replica in sync first (MIN_REPLICAS=1 answers 504 until then)
+            wait_until(lambda: all("state=online" in (n.cmd("INFO", "replication") or "")
+                                   for n in (self.cluster.by_port(p["port"])
+                                             for p in self.cluster.primaries().values())),
+                       60, "every primary's replica online")
+            redis_env = {"TXMAIL_REDIS_URL": self.cluster.url(), "TXMAIL_REDIS_MIN_REPLICAS": "1",
+                         "TXMAIL_REDIS_MIN_REPLICAS_TIMEOUT": "0.5"}
+            self.cluster_turn = 0
         else:
             self.redis = RedisServer(self.dir, fsync=a.fsync)
             self.redis.start()
@@ -297,6 +315,8 @@ class Run:
             try:
                 if kind == "redis" and self.a.redis == "sentinel":
                     self.failover()
+                elif kind == "redis" and self.a.redis == "cluster":
+                    self.cluster_failover()
                 elif kind == "redis":
                     t_down = now()
                     self.redis.kill9()
@@ -351,10 +371,38 @@ class Run:
         g.restart_as_replica(old)
         self.kills.append(("redis", "redis primary %d" % old.port, t_down, now()))
 
+    def cluster_failover(self):
+        """--redis cluster: the primary of the next partition's slot is
+        SIGKILLed, its replica promoted by the cluster's vote; the old node
+        is started again after an outage and rejoins as a replica."""
+        c = self.cluster
+        wait_until(lambda: c.ok() and c.roles_agree(), 60, "the cluster whole: 3 primaries, 3 replicas")
+        part = self.cluster_turn % self.a.partitions
+        self.cluster_turn += 1
+        victim = c.owner(keyslot("txm{%d}:x" % part))
+        vnode = c.by_port(victim["port"])
+        replica = next(n for n in vnode.nodes() if n["master"] == victim["id"])
+        others = [x for x in c.nodes if x is not vnode]
+        t_down = now()
+        vnode.kill9()
+        wait_until(lambda: replica["id"] in c.primaries(via=others[0]) and c.ok(others), 60,
+                   "replica %d promoted" % replica["port"], interval=0.1)
+        self.log("fault: cluster primary %d (partition %d's) SIGKILLed, replica %d promoted after %.1fs" % (
+            victim["port"], part, replica["port"], now() - t_down))
+        outage = self.rng.uniform(0.5, 3.0)
+        self.stop_faults.wait(outage)  # the old node's outage itself
+        vnode.start()
+        self.kills.append(("redis", "cluster primary %d" % victim["port"], t_down, now()))
+
     def redis_nodes(self):
+        if self.a.redis == "cluster":
+            return self.cluster.nodes
         return self.group.nodes if self.a.redis == "sentinel" else [self.redis]
 
-    def primary(self):
+    def primary(self, part=0):
+        """The node that holds partition part's keys."""
+        if self.a.redis == "cluster":
+            return self.cluster.by_port(self.cluster.owner(keyslot("txm{%d}:x" % part))["port"])
         return self.group.primary if self.a.redis == "sentinel" else self.redis
 
     def smtp_storms(self):
@@ -619,7 +667,7 @@ class Run:
                 "txmail_sigkill": len(tx_kills),
                 "txmail_sigkill_by_process": {n: sum(1 for k in tx_kills if k[1] == n)
                                               for n in sorted({k[1] for k in tx_kills})},
-                # with --redis sentinel: failovers
+                # with --redis sentinel or cluster: failovers
                 "redis_kill_restart": sum(1 for k in self.kills if k[0] == "redis"),
                 "smtp_banner_421": fc.get("banner421", 0), "smtp_tarpit": fc.get("tarpit", 0),
                 "smtp_drop_mid_data": fc.get("middata", 0),
@@ -639,7 +687,7 @@ class Run:
         print("  injected      txmail SIGKILL %d %s, %s %d, SMTP 421 banner %d, tarpit %d, "
               "mid-DATA drop %d (%d storms), webhook receiver down %ss" % (
                   f["txmail_sigkill"], f["txmail_sigkill_by_process"],
-                  "redis primary kill+failover" if a.redis == "sentinel" else "redis kill+restart",
+                  "redis primary kill+failover" if a.redis != "single" else "redis kill+restart",
                   f["redis_kill_restart"],
                   f["smtp_banner_421"], f["smtp_tarpit"], f["smtp_drop_mid_data"], f["smtp_storms"],
                   f["webhook_receiver_down_s"]))
@@ -708,7 +756,8 @@ class Run:
                 os.rename(os.path.join(md, n[:-4] + ".json"), os.path.join(md, n[:-4] + ".sabotaged"))
         self.hidden_events.add((m2, r2.lower()))
         part = re.search(r"p([1-9][0-9]?)$", m3[4 + 26:]) if len(m3) > 4 + 26 else None
-        self.primary().cmd("HSET", "txm{%s}:msg:%s" % (part.group(1) if part else "0", m3), "r0:status", "queued")
+        k = int(part.group(1)) if part else 0
+        self.primary(k).cmd("HSET", "txm{%d}:msg:%s" % (k, m3), "r0:status", "queued")
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
             _, out = self.report(write_json=False)
@@ -728,7 +777,7 @@ class Run:
             p.stop(timeout=15)
             bad.extend(p.problems)
         self.stop_webhook()
-        for part in ("peer", "redis", "group"):
+        for part in ("peer", "redis", "group", "cluster"):
             if hasattr(self, part):
                 getattr(self, part).stop()
         for b in bad:
@@ -759,8 +808,9 @@ def main(argv=None):
     ap.add_argument("--webhook-down", type=float, default=60, help="seconds the webhook receiver is down")
     ap.add_argument("--drain-seconds", type=float, default=240)
     ap.add_argument("--fsync", choices=("always", "everysec"), default="always")
-    ap.add_argument("--redis", choices=("single", "sentinel"), default="single",
-                    help="one redis-server, or a Sentinel group whose primary the Redis kills hit")
+    ap.add_argument("--redis", choices=("single", "sentinel", "cluster"), default="single",
+                    help="one redis-server, a Sentinel group whose primary the Redis kills hit, or a "
+                    "Redis Cluster whose partitions' primaries they hit")
     ap.add_argument("--partitions", type=int, default=1, help="TXMAIL_PARTITIONS of every txmail")
     ap.add_argument("--strict", action="store_true", help="fail on loss even with --fsync everysec")
     ap.add_argument("--seed", type=int, default=1)

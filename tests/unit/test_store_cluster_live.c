@@ -137,7 +137,7 @@ Test(store_cluster_live, spread, .timeout = 60)
 		static redisReply *rep[200];
 		static char key[200][64];
 		unsigned slots[200], out[200];
-		size_t nd;
+		long nd;
 
 		for (int i = 0; i < 200; i++) {
 			const char *get[2] = { "GET", key[i] };
@@ -158,23 +158,24 @@ Test(store_cluster_live, spread, .timeout = 60)
 		reps_free(rep, 200);
 		cmds_free(c, 200);
 		/* a WAIT per node the call went to, on the connection it used */
-		nd = st_cluster_dirty_slots(cl, slots, 200, out);
-		cr_assert_eq(nd, 3, "%zu dirty nodes after a call to all three", nd);
-		for (size_t k = 0; k < nd; k++) {
+		nd = st_cluster_dirty_slots(cl, slots, 200, out, 1);
+		cr_assert_eq(nd, 3, "%ld dirty nodes after a call to all three", nd);
+		cr_assert_eq(st_cluster_dirty_slots(cl, slots, 200, out, 0), 3, "open connections to all three");
+		for (long k = 0; k < nd; k++) {
 			/* 0 wanted: the answer is what the node's replicas confirmed so far (a new cluster's may still sync) */
 			const char *wt[3] = { "WAIT", "0", "0" };
 
 			c[k] = cmd(3, wt);
 			c[k].slot = out[k];
 		}
-		cr_assert_eq(st_cluster_run_many(cl, c, nd, rep, ST_CLUSTER_NO_DIAL), 0, "%s", st_cluster_why(cl));
-		for (size_t k = 0; k < nd; k++)
+		cr_assert_eq(st_cluster_run_many(cl, c, (size_t)nd, rep, ST_CLUSTER_NO_DIAL), 0, "%s", st_cluster_why(cl));
+		for (long k = 0; k < nd; k++)
 			cr_assert(rep[k]->type == REDIS_REPLY_INTEGER && rep[k]->integer >= 0 && rep[k]->integer <= 1,
-			    "WAIT on node %zu: got type %d %lld", k, rep[k]->type, rep[k]->integer);
-		reps_free(rep, nd);
-		cmds_free(c, nd);
+			    "WAIT on node %ld: got type %d %lld", k, rep[k]->type, rep[k]->integer);
+		reps_free(rep, (size_t)nd);
+		cmds_free(c, (size_t)nd);
 		st_cluster_clean(cl);
-		cr_assert_eq(st_cluster_dirty_slots(cl, slots, 200, out), 0);
+		cr_assert_eq(st_cluster_dirty_slots(cl, slots, 200, out, 1), 0);
 		cr_assert_eq(st_cluster_lost_dirty(cl), 0);
 	}
 	st_cluster_stats(cl, &st);
