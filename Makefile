@@ -384,6 +384,8 @@ do-faults: build
 	$(FAULTS) --fsync always --min-kills 10 --json $(BUILD)/faults-always.json
 	$(FAULTS) --fsync everysec --min-kills 10 --json $(BUILD)/faults-everysec.json
 	$(FAULTS) --redis sentinel --messages 20000 --min-kills 10 --json $(BUILD)/faults-sentinel.json
+	$(FAULTS) --redis cluster --partitions 6 --messages 20000 --min-kills 10 --redis-restarts 3 \
+	  --json $(BUILD)/faults-cluster.json
 
 do-faults-short: build
 	$(FAULTS) --partitions 4 --messages 3000 --load-seconds 30 --kills 5 --min-kills 5 --redis-restarts 1 \

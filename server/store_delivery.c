@@ -518,12 +518,7 @@ st_block_timeout(int block_ms)
 	return block_ms + ST_CMD_TIMEOUT_MS;
 }
 
-/*
- * st_xread - one XREADGROUP over nkeys (1 or 2) streams, COUNT max each;
- * entries[k] points into *reply (the entries array of keys[k]) or is NULL
- * when that stream gave nothing. Caller frees *reply.
- */
-/* st_xread_build - XREADGROUP of the keys[k] of slot (any: slot >= ST_CLUSTER_SLOTS) into a. */
+/* st_xread_build - XREADGROUP of the keys[k] whose slots[k] is slot (slots NULL: all) into a. */
 static void
 st_xread_build(struct st_args *a, const char *const *keys, const unsigned *slots, size_t nkeys,
     unsigned slot, const char *group, const char *consumer, int max, int block_ms, const char *from)
@@ -622,6 +617,12 @@ st_xread_cluster(struct store *s, const char *const *keys, size_t nkeys, const c
 	return rc;
 }
 
+/*
+ * st_xread - one XREADGROUP over nkeys (1 to 2 x ST_READ_STREAMS) streams,
+ * COUNT max each (on a Cluster one per partition: st_xread_cluster);
+ * entries[k] points into *reply (the entries array of keys[k]) or is NULL
+ * when that stream gave nothing. Caller frees *reply.
+ */
 int
 st_xread(struct store *s, const char *const *keys, size_t nkeys, const char *group,
     const char *consumer, int max, int block_ms, const char *from, redisReply **reply,
@@ -1256,8 +1257,15 @@ store_heartbeat(struct store *s, const char *consumer, const char *const *entry_
 			rc = STORE_ERR_PROTO;
 			goto out;
 		}
-	/* one XCLAIM per stream: an id means something only on its own stream */
-	for (i = 0; i < n && rc == 0; i++) {
+	/*
+	 * One XCLAIM per stream: an id means something only on its own stream.
+	 * A stream that cannot be reached (on a Cluster: its primary is down)
+	 * does not keep the others' leases from being renewed; the first error
+	 * is the answer.
+	 */
+	for (i = 0; i < n && (rc == 0 || rc == STORE_ERR_UNAVAILABLE); i++) {
+		int r;
+
 		if (done[i])
 			continue;
 		for (j = i, m = 0; j < n; j++)
@@ -1265,8 +1273,10 @@ store_heartbeat(struct store *s, const char *consumer, const char *const *entry_
 				sub[m++] = entry_ids[j];
 				done[j] = 1;
 			}
-		rc = st_xtouch(s, "xclaim", keys[i], ST_G_WORKERS, consumer, sub, NULL,
+		r = st_xtouch(s, "xclaim", keys[i], ST_G_WORKERS, consumer, sub, NULL,
 		    STORE_LANE_NORMAL, m);
+		if (r && (rc == 0 || r != STORE_ERR_UNAVAILABLE))
+			rc = r;
 	}
 out:
 	free(keys);
