@@ -362,6 +362,17 @@ st_cluster_route(struct st_cluster *cl, const char *key, size_t len, redisContex
 	return 0;
 }
 
+/* st_cluster_replies_drop - a failed call leaves no reply: every rep[i] freed and NULL */
+static void
+st_cluster_replies_drop(redisReply **rep, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (rep[i] != NULL) {
+			freeReplyObject(rep[i]);
+			rep[i] = NULL;
+		}
+}
+
 /* What st_cluster_run still has to do for one command. */
 enum st_cluster_todo {
 	ST_CL_DONE = 0,
@@ -533,11 +544,7 @@ st_cluster_run(struct st_cluster *cl, unsigned slot, const struct st_cmd *cmds, 
 	}
 out:
 	if (rc != 0)
-		for (size_t i = 0; i < n; i++)
-			if (rep[i] != NULL) {
-				freeReplyObject(rep[i]);
-				rep[i] = NULL;
-			}
+		st_cluster_replies_drop(rep, n);
 	free(todo);
 	return rc;
 }
@@ -758,11 +765,7 @@ st_cluster_run_many(struct st_cluster *cl, const struct st_cmd *cmds, size_t n, 
 	}
 out:
 	if (rc != 0)
-		for (size_t i = 0; i < n; i++)
-			if (rep[i] != NULL) {
-				freeReplyObject(rep[i]);
-				rep[i] = NULL;
-			}
+		st_cluster_replies_drop(rep, n);
 	free(state);
 	free(again);
 	free(node);
