@@ -629,7 +629,7 @@ st_cluster_run_many(struct st_cluster *cl, const struct st_cmd *cmds, size_t n, 
     int flags)
 {
 	unsigned char *state, *again, sent[ST_CLUSTER_MAX_NODES];
-	int *node, rc = 0, lost = 0;
+	int *node, rc = 0, lost = 0, moved = 0;
 	size_t nagain = 0;
 
 	for (size_t i = 0; i < n; i++)
@@ -730,6 +730,7 @@ st_cluster_run_many(struct st_cluster *cl, const struct st_cmd *cmds, size_t n, 
 					cl->map->slot[rd.slot] = (uint16_t)idx;
 					cl->stats.moved++;
 				}
+				moved = 1;
 			}
 			freeReplyObject(rep[i]);
 			rep[i] = NULL;
@@ -751,6 +752,13 @@ st_cluster_run_many(struct st_cluster *cl, const struct st_cmd *cmds, size_t n, 
 		rc = STORE_ERR_UNAVAILABLE;
 		goto out;
 	}
+	/*
+	 * A MOVED means the map changed (a failover, a handover, a reshard):
+	 * read it again, so the other slots that node served before go where
+	 * they are now too (rate-limited), then the rest.
+	 */
+	if (moved)
+		(void)st_cluster_refresh(cl, 0);
 	if (nagain > 0)
 		rc = st_cluster_rerun(cl, cmds, n, rep, again, flags);
 	if (rc == 0 && (flags & ST_CLUSTER_PARTIAL)) {

@@ -1920,7 +1920,7 @@ st_cl_wait(struct store *s, const char *want, const char *ms, int wait_ms, const
 	size_t n = 0, ns = 0;
 	long k;
 	int64_t got = INT64_MAX;
-	int rc;
+	int rc, moved = 0;
 
 	if (!only && st_cluster_lost_dirty(s->cl)) {
 		st_cluster_clean(s->cl);
@@ -1969,8 +1969,13 @@ st_cl_wait(struct store *s, const char *want, const char *ms, int wait_ms, const
 	for (size_t j = 0; j + 1 < n && rc == 0; j += 2) {
 		int64_t v;
 
-		if (rep[j]->type == REDIS_REPLY_ERROR)
-			got = 0;   /* the fence did not go where the writes went (moved) */
+		if (rep[j]->type == REDIS_REPLY_ERROR) {
+			/* the fence did not go where the writes went: that node no longer serves the
+			 * slot (MOVED: a failover or handover); not confirmed, and the map is read
+			 * again, which closes the connection to a node that is no primary now */
+			got = 0;
+			moved = 1;
+		}
 		else if (st_int(rep[j + 1], &v) != 0)
 			rc = st_bad("wait", rep[j + 1]);
 		else if (v < got)
@@ -1981,6 +1986,8 @@ st_cl_wait(struct store *s, const char *want, const char *ms, int wait_ms, const
 		if (rep[j])
 			freeReplyObject(rep[j]);
 	}
+	if (moved)
+		(void)st_cluster_refresh(s->cl, 0);
 	if (rc == STORE_ERR_UNAVAILABLE)
 		return STORE_ERR_UNREPLICATED;   /* the connection that wrote is gone */
 	if (rc)
