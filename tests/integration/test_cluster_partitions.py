@@ -1,0 +1,556 @@
+"""test_cluster_partitions.py - txmail with TXMAIL_PARTITIONS > 1 on a Redis
+Cluster, through the API: each partition's keys (hash tag txm{k}) on the
+primary that owns the slot of txm{k}, and txmail routing each partition's
+commands there.
+
+The cluster of test_redis_cluster.py (six nodes, three primaries with a
+replica each, node timeout 1 s, the slots in three equal ranges), `txmail
+api` and `txmail worker` given its URL (redis+cluster://) and
+TXMAIL_PARTITIONS=P (6 unless TXM_CLUSTER_PARTITIONS says otherwise; with
+the three ranges of `--cluster create`, txm{0}..txm{5} are on every
+primary, which each test asserts before relying on it). The senders post
+one recipient per message with an Idempotency-Key (so its partition is
+picked by the key) and retry as a careful client does: a connection
+error, 503 or 504 sends the same request with the same key again, until a
+202 or a deadline.
+
+Checked:
+  - spread: 60 messages of one project (no key: the partitions in turn)
+    use every partition; each message's hash txm{k}:msg:<id> (k from the
+    id's p<k>) is on the primary owning txm{k}'s slot and under no other
+    partition's tag; every primary holds keys; each message is delivered
+    once at the peer, has its message.delivered webhook, and GET says
+    delivered;
+  - failover: a primary SIGKILLed while senders send
+    (TXMAIL_REDIS_MIN_REPLICAS=1, 0.3 s), once the owner of partition 0 and
+    once a primary owning only other partitions; its replica is promoted,
+    the old node comes back as its replica; every message answered 202 is
+    delivered (the peer has its recipient, GET says delivered: lost 0,
+    stuck 0);
+  - resharding: while senders send, the slot of one partition is migrated
+    by hand (SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE: ASK, then
+    MOVED) and `redis-cli --cluster reshard` moves the slots up to and
+    including another partition's; no answer but 202, 503 or 504, no
+    connection error, every 202 delivered, and the keys of both partitions
+    are on their new primaries afterwards;
+  - live events and suppressions: GET /v1/events/stream carries the
+    message.delivered of messages of every partition; a suppression added
+    through the API is in every partition's copy (on that partition's
+    primary) and suppresses sends landing in every partition (answered
+    suppressed at once; their message.failed on the stream).
+
+Printed: the failover's promotion time and first 202s after the kill,
+retries and answers by status, the migrations' keys and time.
+
+Must never: wait without a deadline, pass with fewer than every message
+accepted, or trust txmail's view where a node or the peer can be asked.
+"""
+
+import http.client
+import os
+import re
+import threading
+import time
+
+import pytest
+
+import helpers
+from helpers import Client, dl, log, wait_until
+from test_api_sse import SseClient
+from test_redis_cluster import cluster, keyslot  # noqa: F401 (the fixture)
+
+P = int(os.environ.get("TXM_CLUSTER_PARTITIONS", "6"))
+PID_RE = re.compile(r"^msg_[0-9a-z]{26}(?:p([1-9][0-9]?))?$")
+RCPT_RE = re.compile(r"^(.+)@example\.com$")
+TERMINAL = ("delivered", "failed", "expired", "suppressed", "canceled")
+RETRY_DEADLINE_S = 40     # per message, from its first attempt (a failover takes ~2-5 s)
+
+
+def part_of(mid):
+    m = PID_RE.match(mid)
+    assert m, "id %r: want msg_ + 26 [0-9a-z] + an optional p<k>" % mid
+    return int(m.group(1) or 0)
+
+
+def tag_slot(k):
+    return keyslot("txm{%d}:x" % k)
+
+
+def partition_owners(c, via=None):
+    """{partition: the primary's node dict} of txm{0}..txm{P-1}, as the cluster says."""
+    return {k: c.owner(tag_slot(k), via) for k in range(P)}
+
+
+def assert_every_primary_owns_a_partition(c):
+    owners = partition_owners(c)
+    prim = c.primaries()
+    assert len(prim) == 3, "primaries: %r" % sorted(d["port"] for d in prim.values())
+    assert {d["id"] for d in owners.values()} == set(prim), \
+        "P=%d: the partitions' slots %r are on primaries %r only, want all three %r" % (
+            P, {k: tag_slot(k) for k in range(P)}, sorted({d["port"] for d in owners.values()}),
+            sorted(d["port"] for d in prim.values()))
+    return owners
+
+
+def stack(txmail_factory, c, extra=None):
+    """`txmail api` and `txmail worker` on the cluster with P partitions."""
+    env = {"TXMAIL_REDIS_URL": c.url(), "TXMAIL_PARTITIONS": str(P), "TXMAIL_HTTP_THREADS": "4"}
+    env.update(extra or {})
+    api = txmail_factory(args=("api",), extra_env=env)
+    w = txmail_factory(args=("worker",), http=False, extra_env=env, name="worker")
+    wait_until(lambda: 'msg="worker started"' in helpers.read_text(w.log), dl(20), "the worker started",
+               diag=lambda: helpers.tail(w.log, 20))
+    return api, w
+
+
+def msg(rcpt, subject="cluster"):
+    return {"from": "sender@example.com", "to": rcpt, "subject": subject, "text": "hello\n"}
+
+
+class Sender:
+    """One thread sending messages to <prefix><i>@example.com, each with its own
+    Idempotency-Key, retried with it on 503/504/connection errors; at least n
+    messages, then more until stop is set (at most cap)."""
+
+    def __init__(self, t, prefix, n, stop=None, cap=2000, pause=0.0):
+        self.t, self.prefix, self.n, self.stop, self.cap, self.pause = t, prefix, n, stop, cap, pause
+        self.lock = threading.Lock()
+        self.accepted = {}       # rcpt -> id
+        self.answers = []        # (t_sent, status or None for a connection error)
+        self.accepted_at = []    # (t_sent of the attempt that got the 202, id)
+        self.retried = 0
+        self.bad = []
+        self.thread = threading.Thread(target=self.run, daemon=True, name="sender " + prefix)
+
+    def more(self, i):
+        if i >= self.cap:
+            return False
+        return i < self.n or (self.stop is not None and not self.stop.is_set())
+
+    def run(self):
+        c = self.t.client(timeout=dl(10))
+        try:
+            i = 0
+            while self.more(i):
+                self.one(c, i)
+                i += 1
+                if self.pause:
+                    time.sleep(self.pause)
+        except BaseException as e:  # reported by join()
+            self.bad.append(("exception", repr(e), ""))
+        finally:
+            c.close()
+
+    def one(self, c, i):
+        rcpt = "%s%d@example.com" % (self.prefix, i)
+        key = "%s-%d-%s" % (self.prefix, i, os.urandom(4).hex())
+        end = time.monotonic() + dl(RETRY_DEADLINE_S)
+        backoff = 0.02
+        while True:
+            t_sent = time.monotonic()
+            try:
+                r = c.send(msg(rcpt), headers={"Idempotency-Key": key})
+            except (OSError, http.client.HTTPException):
+                c.close()
+                r = None
+            status = r.status if r is not None else None
+            with self.lock:
+                self.answers.append((t_sent, status))
+                if status == 202:
+                    self.accepted[rcpt] = r.json["id"]
+                    self.accepted_at.append((t_sent, r.json["id"]))
+                    return
+                if status not in (None, 503, 504):
+                    self.bad.append((rcpt, status, r.body[:200]))
+                    return
+                self.retried += 1
+            if time.monotonic() > end:
+                self.bad.append((rcpt, "no 202 within %.0fs" % dl(RETRY_DEADLINE_S), status))
+                return
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 0.2)
+
+    def n_accepted(self):
+        with self.lock:
+            return len(self.accepted)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def join(self, timeout=None):
+        self.thread.join(timeout or dl(RETRY_DEADLINE_S + 90))
+        assert not self.thread.is_alive(), "%s did not finish" % self.thread.name
+        assert not self.bad, "%s: answers other than 202/503/504: %r" % (self.thread.name, self.bad[:5])
+
+
+def join_all(senders):
+    for s in senders:
+        s.join()
+    accepted = {}
+    for s in senders:
+        accepted.update(s.accepted)
+    return accepted
+
+
+def answers_of(senders):
+    return [a for s in senders for a in s.answers]
+
+
+def peer_rcpts(smtp_peer):
+    """rcpt -> copies at the peer."""
+    out = {}
+    for m in smtp_peer.messages():
+        for r in m.meta.get("rcpt_tos", []):
+            out[r.lower()] = out.get(r.lower(), 0) + 1
+    return out
+
+
+def not_at_peer(smtp_peer, accepted):
+    have = peer_rcpts(smtp_peer)
+    return sorted(r for r in accepted if r.lower() not in have)
+
+
+def wait_all_at_peer(smtp_peer, accepted, timeout):
+    """Wait (bounded) until every accepted recipient has a copy at the peer; -> those without one."""
+    try:
+        wait_until(lambda: not not_at_peer(smtp_peer, accepted), timeout,
+                   "all %d accepted messages at the peer" % len(accepted), interval=0.2)
+    except helpers.WaitTimeout:
+        pass   # counted by the caller
+    return not_at_peer(smtp_peer, accepted)
+
+
+def statuses(port, key, ids, threads=4):
+    """id -> the first recipient's status per GET (None: 404)."""
+    res, lock, errs = {}, threading.Lock(), []
+
+    def work(part):
+        c = Client(port, key=key, timeout=dl(10))
+        try:
+            for mid in part:
+                r = c.get("/v1/messages/" + mid)
+                assert r.status in (200, 404), "GET /v1/messages/%s: got %s %r" % (mid, r.status, r.body)
+                with lock:
+                    res[mid] = r.json["recipients"][0]["status"] if r.status == 200 else None
+        except BaseException as e:  # re-raised below
+            errs.append(e)
+        finally:
+            c.close()
+    ts = [threading.Thread(target=work, args=(ids[i::threads],)) for i in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(dl(60))
+    assert not any(t.is_alive() for t in ts), "a GET thread did not finish"
+    if errs:
+        raise errs[0]
+    return res
+
+
+def wait_statuses(api, ids, timeout):
+    """Wait (bounded) until GET says delivered for every id; -> {id: status} of the last round."""
+    last = {}
+
+    def done():
+        todo = [m for m in ids if last.get(m) != "delivered"]
+        last.update(statuses(api.port, api.key, todo))
+        return all(last[m] == "delivered" for m in ids)
+    try:
+        wait_until(done, timeout, "GET delivered for all %d messages" % len(ids), interval=0.3)
+    except helpers.WaitTimeout:
+        pass   # counted by the caller
+    return last
+
+
+def not_delivered(last):
+    """-> (vanished: GET 404, stuck: not final, final otherwise) of {id: status}."""
+    vanished = sorted(m for m, st in last.items() if st is None)
+    stuck = sorted(m for m, st in last.items() if st not in TERMINAL and st is not None)
+    other = sorted(m for m, st in last.items() if st in TERMINAL and st != "delivered")
+    return vanished, stuck, other
+
+
+def wait_all_delivered(api, ids, timeout):
+    """GET says delivered for every id within timeout, or the test fails."""
+    last = wait_statuses(api, ids, timeout)
+    bad = {m: last.get(m) for m in ids if last.get(m) != "delivered"}
+    if bad:
+        vanished = [m for m, s in bad.items() if s is None]
+        raise AssertionError("%d of %d not delivered per GET within %.0fs: %d vanished (404), %d stuck or "
+                             "final otherwise %r; e.g. %r" % (
+                                 len(bad), len(ids), timeout, len(vanished), len(bad) - len(vanished),
+                                 sorted(set(bad.values()) - {None}), sorted(bad.items())[:5]))
+    return last
+
+
+def by_part(ids):
+    out = {}
+    for m in ids:
+        out.setdefault(part_of(m), []).append(m)
+    return out
+
+
+def check_keys_where_they_belong(c, ids):
+    """Each id's hash under its own tag on its partition's primary, under no other tag."""
+    owners = partition_owners(c)
+    for mid in ids:
+        k = part_of(mid)
+        key = "txm{%d}:msg:%s" % (k, mid)
+        node = c.by_port(owners[k]["port"])
+        assert node.cmd("CLUSTER", "KEYSLOT", key) == tag_slot(k)
+        assert node.cmd("EXISTS", key) == 1, "%s: no %s on %d, the primary of slot %d" % (
+            mid, key, node.port, tag_slot(k))
+        for j in range(P):
+            if j != k:
+                other = "txm{%d}:msg:%s" % (j, mid)
+                assert c.by_port(owners[j]["port"]).cmd("EXISTS", other) == 0, "%s also under txm{%d}" % (mid, j)
+
+
+def test_partitions_spread_over_every_primary(txmail_factory, cluster, smtp_peer, webhook):
+    c = cluster
+    owners = assert_every_primary_owns_a_partition(c)
+    api, _ = stack(txmail_factory, c)
+    cl = api.client()
+    ids = []
+    for i in range(60):
+        r = cl.send(msg("s%02d@example.com" % i, "spread %02d" % i))
+        assert r.status == 202, "POST /v1/messages: got %s %r" % (r.status, r.body)
+        ids.append(r.json["id"])
+    cl.close()
+    parts = by_part(ids)
+    assert sorted(parts) == list(range(P)), "partitions used by 60 sends: %r" % sorted(parts)
+    check_keys_where_they_belong(c, ids)
+    wait_all_delivered(api, ids, dl(60))
+    subj = [m.msg["Subject"] for m in smtp_peer.messages()]
+    for i in range(60):
+        assert subj.count("spread %02d" % i) == 1, "spread %02d at the peer %d times" % (
+            i, subj.count("spread %02d" % i))
+    for mid in ids:
+        evs = webhook.wait_events_for(mid, 1, dl(20), types=("message.delivered",))
+        assert len(evs) == 1, "%s: %d message.delivered webhooks" % (mid, len(evs))
+    counts = {d["port"]: c.by_port(d["port"]).cmd("DBSIZE") for d in c.primaries().values()}
+    assert len(counts) == 3 and all(v > 0 for v in counts.values()), "keys per primary: %r" % counts
+    log("cluster spread: P=%d, messages per partition %r, partition -> primary %r, keys per primary %r" % (
+        P, {k: len(v) for k, v in sorted(parts.items())}, {k: d["port"] for k, d in owners.items()}, counts))
+
+
+@pytest.mark.parametrize("victim_of", ["partition0", "others"])
+def test_partitions_primary_killed_under_load(txmail_factory, cluster, smtp_peer, victim_of):
+    c = cluster
+    owners = assert_every_primary_owns_a_partition(c)
+    if victim_of == "partition0":
+        victim = owners[0]
+    else:
+        victim = next(d for d in owners.values() if d["id"] != owners[0]["id"])
+    hit = sorted(k for k, d in owners.items() if d["id"] == victim["id"])
+    vnode = c.by_port(victim["port"])
+    replica = next(n for n in vnode.nodes() if n["master"] == victim["id"])
+    others = [x for x in c.nodes if x is not vnode]
+    api, _ = stack(txmail_factory, c, {"TXMAIL_REDIS_MIN_REPLICAS": "1",
+                                       "TXMAIL_REDIS_MIN_REPLICAS_TIMEOUT": "0.3"})
+    stop = threading.Event()
+    senders = [Sender(api, "f%d-" % i, 40, stop=stop, pause=0.005).start() for i in range(4)]
+    n_acc = lambda: sum(s.n_accepted() for s in senders)  # noqa: E731
+    try:
+        wait_until(lambda: n_acc() >= 80, dl(30), "80 accepted before the kill", interval=0.02)
+        vnode.kill9()
+        t_kill = time.monotonic()
+        at_kill = n_acc()
+        wait_until(lambda: replica["id"] in c.primaries(via=others[0]) and c.ok(others), dl(30),
+                   "replica %d promoted in place of %d" % (replica["port"], victim["port"]), interval=0.1,
+                   diag=lambda: str([c.state(x) for x in others]))
+        t_promoted = time.monotonic()
+        # back as the promoted node's replica (a pod restart), so WAIT 1 is met again on that shard
+        vnode.start()
+        wait_until(lambda: c.ok() and c.roles_agree(), dl(30), "the old primary back as a replica: every node "
+                   "cluster_state:ok, 3 primaries, 3 replicas", interval=0.1,
+                   diag=lambda: str([c.state(x) for x in c.nodes]))
+        t_back = time.monotonic()
+        n = n_acc()
+        wait_until(lambda: n_acc() >= n + 80, dl(40), "80 more accepted with the old node back", interval=0.05)
+    finally:
+        stop.set()
+    accepted = join_all(senders)
+    t_load = time.monotonic()
+    ids = sorted(accepted.values())
+    no_copy = wait_all_at_peer(smtp_peer, accepted, dl(60))
+    last = wait_statuses(api, ids, dl(60))
+    vanished, stuck, other = not_delivered(last)
+    copies = peer_rcpts(smtp_peer)
+    dups = sum(v - 1 for r, v in copies.items() if r in accepted)
+    answers = answers_of(senders)
+    after = sorted((t, m) for s in senders for t, m in s.accepted_at if t >= t_kill)
+    first_any = next((t for t, m in after), None)
+    first_hit = next((t for t, m in after if part_of(m) in hit), None)
+    during = sum(1 for t, m in after if t < t_promoted)
+    log("cluster failover (%s): killed %d (partitions %r) with %d accepted; replica %d promoted %.2fs after "
+        "the kill, old node back as replica at %.2fs; first 202 sent after the kill %s, of a killed "
+        "partition %s; 202s sent before the promotion %d; %d messages in %.1fs, retries %d (503: %d, 504: %d, "
+        "connection errors: %d), duplicates at the peer %d, per partition %r; lost %d (no copy at the peer %d, "
+        "GET 404 %d, final but not delivered %d), stuck %d" % (
+            victim_of, victim["port"], hit, at_kill, replica["port"], t_promoted - t_kill, t_back - t_kill,
+            "%.2fs" % (first_any - t_kill) if first_any else "none",
+            "%.2fs" % (first_hit - t_kill) if first_hit else "none", during, len(ids), t_load - t_kill,
+            sum(s.retried for s in senders), sum(1 for a in answers if a[1] == 503),
+            sum(1 for a in answers if a[1] == 504), sum(1 for a in answers if a[1] is None), dups,
+            {k: len(v) for k, v in sorted(by_part(ids).items())},
+            len(set(no_copy) | {r for r, m in accepted.items() if m in vanished or m in other}),
+            len(no_copy), len(vanished), len(other), len(stuck)))
+    assert not no_copy, "%d 202'd messages never reached the peer, e.g. %r" % (
+        len(no_copy), [(r, accepted[r]) for r in no_copy[:5]])
+    assert not vanished, "%d 202'd messages answer GET 404 (gone with the old primary), e.g. %r" % (
+        len(vanished), vanished[:5])
+    assert not other, "%d 202'd messages final but not delivered: %r" % (
+        len(other), [(m, last[m]) for m in other[:5]])
+    assert not stuck, "%d messages not final after %.0fs: %r" % (len(stuck), dl(60), [(m, last[m]) for m in stuck[:5]])
+    assert first_hit is not None, "no message of the killed partitions %r accepted after the kill" % hit
+    assert set(by_part(ids)) == set(range(P)), "partitions used: %r" % sorted(by_part(ids))
+
+
+def migrate_by_hand(c, slot, dst, pause=0.02):
+    """Slot `slot` moved to primary dst (a node dict): IMPORTING/MIGRATING, MIGRATE
+    of its keys a few at a time (sends hit it midway), SETSLOT NODE everywhere.
+    -> keys moved."""
+    src = c.owner(slot)
+    snode, dnode = c.by_port(src["port"]), c.by_port(dst["port"])
+    assert dnode.cmd("CLUSTER", "SETSLOT", slot, "IMPORTING", src["id"]) == "OK"
+    assert snode.cmd("CLUSTER", "SETSLOT", slot, "MIGRATING", dst["id"]) == "OK"
+    moved = 0
+    end = time.monotonic() + dl(60)
+    while True:
+        keys = snode.cmd("CLUSTER", "GETKEYSINSLOT", slot, 20)
+        if not keys:
+            break
+        assert time.monotonic() < end, "slot %d: keys still on %d after %.0fs" % (slot, snode.port, dl(60))
+        args = ["MIGRATE", "127.0.0.1", dst["port"], "", 0, 5000]
+        if c.password:
+            args += ["AUTH", c.password]
+        snode.cmd(*(args + ["KEYS"] + keys))
+        moved += len(keys)
+        time.sleep(pause)
+    third = [c.by_port(d["port"]) for d in c.primaries().values() if d["id"] not in (src["id"], dst["id"])]
+    for n in [dnode, snode] + third:
+        assert n.cmd("CLUSTER", "SETSLOT", slot, "NODE", dst["id"]) == "OK"
+    return moved
+
+
+def test_partitions_reshard_under_load(txmail_factory, cluster, smtp_peer):
+    c = cluster
+    owners = assert_every_primary_owns_a_partition(c)
+    # the reshard takes the source's lowest slots first: the partition whose slot is lowest in its
+    # owner's range costs the fewest slots to move; another partition goes by hand
+    rank = {k: sorted(d["slots"]).index(tag_slot(k)) for k, d in owners.items()}
+    by_reshard = min(rank, key=lambda k: rank[k])
+    by_hand = next(k for k in range(P) if k != by_reshard and owners[k]["id"] != owners[by_reshard]["id"])
+    api, _ = stack(txmail_factory, c)
+    stop = threading.Event()
+    senders = [Sender(api, "r%d-" % i, 40, stop=stop, pause=0.005).start() for i in range(3)]
+    n_acc = lambda: sum(s.n_accepted() for s in senders)  # noqa: E731
+    try:
+        wait_until(lambda: n_acc() >= 60, dl(30), "60 accepted before the migrations", interval=0.02)
+        slot_h = tag_slot(by_hand)
+        src_h = owners[by_hand]
+        dst_h = next(d for d in c.primaries().values() if d["id"] != src_h["id"])
+        t0 = time.monotonic()
+        moved = migrate_by_hand(c, slot_h, dst_h)
+        t_hand = time.monotonic() - t0
+        wait_until(lambda: c.owner(slot_h, c.by_port(src_h["port"]))["id"] == dst_h["id"], dl(10),
+                   "slot %d on %d" % (slot_h, dst_h["port"]))
+        n = n_acc()
+        wait_until(lambda: n_acc() >= n + 40, dl(30), "40 more accepted after the hand migration", interval=0.02)
+
+        slot_r = tag_slot(by_reshard)
+        src_r = c.owner(slot_r)
+        dst_r = next(d for d in c.primaries().values() if d["id"] != src_r["id"])
+        nslots = sorted(src_r["slots"]).index(slot_r) + 1
+        t0 = time.monotonic()
+        c.redis_cli("--cluster", "reshard", "127.0.0.1:%d" % src_r["port"], "--cluster-from", src_r["id"],
+                    "--cluster-to", dst_r["id"], "--cluster-slots", str(nslots), "--cluster-yes",
+                    "--cluster-pipeline", "20", timeout=120)
+        t_reshard = time.monotonic() - t0
+        assert c.owner(slot_r)["id"] == dst_r["id"], "the reshard did not move slot %d (txm{%d}) to %d" % (
+            slot_r, by_reshard, dst_r["port"])
+        n = n_acc()
+        wait_until(lambda: n_acc() >= n + 40, dl(30), "40 more accepted after the reshard", interval=0.02)
+    finally:
+        stop.set()
+    accepted = join_all(senders)
+    ids = sorted(accepted.values())
+    answers = answers_of(senders)
+    codes = {}
+    for _, st in answers:
+        codes[st] = codes.get(st, 0) + 1
+    no_copy = wait_all_at_peer(smtp_peer, accepted, dl(60))
+    last = wait_statuses(api, ids, dl(60))
+    vanished, stuck, other = not_delivered(last)
+    log("cluster reshard: txm{%d} (slot %d, %d keys) by hand %d -> %d in %.1fs, txm{%d} (slot %d) with %d "
+        "slots by redis-cli %d -> %d in %.1fs; %d messages, answers %r, retries %d, per partition %r" % (
+            by_hand, slot_h, moved, src_h["port"], dst_h["port"], t_hand, by_reshard, slot_r, nslots,
+            src_r["port"], dst_r["port"], t_reshard, len(ids), codes, sum(s.retried for s in senders),
+            {k: len(v) for k, v in sorted(by_part(ids).items())}))
+    log("cluster reshard: no copy at the peer %d, GET 404 %d, final but not delivered %d, stuck %d" % (
+        len(no_copy), len(vanished), len(other), len(stuck)))
+    assert set(codes) <= {202, 503, 504}, "answers other than 202/503/504 (None: a connection error): %r" % codes
+    assert not no_copy, "%d 202'd messages never reached the peer, e.g. %r" % (
+        len(no_copy), [(r, accepted[r]) for r in no_copy[:5]])
+    assert not (vanished or stuck or other), "not delivered per GET: %d 404, %d stuck, %d final otherwise: %r" % (
+        len(vanished), len(stuck), len(other), [(m, last[m]) for m in (vanished + stuck + other)[:5]])
+    assert moved > 0, "no key of txm{%d} moved by hand: nothing was sent to it?" % by_hand
+    # both partitions' keys now on their new primaries, none left behind
+    for k, dst in ((by_hand, dst_h), (by_reshard, dst_r)):
+        slot = tag_slot(k)
+        assert c.owner(slot)["id"] == dst["id"]
+        for d in c.primaries().values():
+            n = c.by_port(d["port"]).cmd("CLUSTER", "COUNTKEYSINSLOT", slot)
+            assert (n > 0) == (d["id"] == dst["id"]), "slot %d (txm{%d}): %d keys on %d, want all on %d" % (
+                slot, k, n, d["port"], dst["port"])
+    check_keys_where_they_belong(c, ids)
+    # and the moved partitions still take mail
+    tail_s = Sender(api, "after-", 3 * P).start()
+    after = join_all([tail_s])
+    wait_all_delivered(api, sorted(after.values()), dl(30))
+
+
+def test_partitions_live_events_and_suppressions(txmail_factory, cluster, smtp_peer):
+    c = cluster
+    owners = assert_every_primary_owns_a_partition(c)
+    api, _ = stack(txmail_factory, c)
+    cl = api.client()
+    sse = SseClient(api.port, api.key)
+    try:
+        assert sse.read_head(dl(5)) == 200, "SSE: got %s" % sse.status
+        ids = []
+        for i in range(2 * P):
+            r = cl.send(msg("ev%02d@example.com" % i, "events %02d" % i))
+            assert r.status == 202, "POST /v1/messages: got %s %r" % (r.status, r.body)
+            ids.append(r.json["id"])
+        assert sorted(by_part(ids)) == list(range(P)), "partitions used: %r" % sorted(by_part(ids))
+        for mid in ids:
+            sse.wait(lambda f, mid=mid: f["json"]["data"].get("message_id") == mid and
+                     f["json"]["type"] == "message.delivered", dl(30), "%s delivered on the stream" % mid)
+
+        r = cl.post_json("/v1/suppressions", {"email": "Listed@Example.com"})
+        assert r.status == 201, "POST /v1/suppressions: got %s %r" % (r.status, r.body)
+        for k in range(P):
+            v = c.by_port(owners[k]["port"]).cmd("HGET", "txm{%d}:supp" % k, "listed@example.com")
+            assert v is not None, "no copy of the suppression in txm{%d}:supp on %d" % (k, owners[k]["port"])
+        # sends with their own keys land where the keys say: until each partition had one
+        supp = {}
+        for i in range(40 * P):
+            if len(supp) == P:
+                break
+            r = cl.send(msg("listed@example.com", "suppressed %d" % i), headers={"Idempotency-Key": "supp-%d" % i})
+            assert r.status == 202, "POST /v1/messages to a suppressed address: got %s %r" % (r.status, r.body)
+            st = r.json["recipients"][0]["status"]
+            assert st == "suppressed", "partition %d: %r" % (part_of(r.json["id"]), r.json)
+            supp.setdefault(part_of(r.json["id"]), r.json["id"])
+        assert sorted(supp) == list(range(P)), "suppressed sends landed in partitions %r only" % sorted(supp)
+        for k, mid in sorted(supp.items()):
+            sse.wait(lambda f, mid=mid: f["json"]["data"].get("message_id") == mid and
+                     f["json"]["type"] == "message.failed", dl(20), "%s (txm{%d}) failed on the stream" % (mid, k))
+    finally:
+        sse.close()
+        cl.close()
+    assert not [m for m in smtp_peer.messages() if "listed@example.com" in m.meta.get("rcpt_tos", [])], \
+        "a suppressed address reached the peer"
