@@ -37,7 +37,10 @@ Checked:
     message.delivered of messages of every partition; a suppression added
     through the API is in every partition's copy (on that partition's
     primary) and suppresses sends landing in every partition (answered
-    suppressed at once; their message.failed on the stream).
+    suppressed at once; their message.failed on the stream; a replay of
+    each one's Idempotency-Key answers its first id); a 550 5.1.1 in one
+    partition puts the address in every partition's copy, on every
+    primary, and suppresses sends in each.
 
 Printed: the failover's promotion time and first 202s after the kill,
 retries and answers by status, the migrations' keys and time.
@@ -536,7 +539,7 @@ def test_partitions_live_events_and_suppressions(txmail_factory, cluster, smtp_p
             v = c.by_port(owners[k]["port"]).cmd("HGET", "txm{%d}:supp" % k, "listed@example.com")
             assert v is not None, "no copy of the suppression in txm{%d}:supp on %d" % (k, owners[k]["port"])
         # sends with their own keys land where the keys say: until each partition had one
-        supp = {}
+        supp, supp_key = {}, {}
         for i in range(40 * P):
             if len(supp) == P:
                 break
@@ -544,11 +547,42 @@ def test_partitions_live_events_and_suppressions(txmail_factory, cluster, smtp_p
             assert r.status == 202, "POST /v1/messages to a suppressed address: got %s %r" % (r.status, r.body)
             st = r.json["recipients"][0]["status"]
             assert st == "suppressed", "partition %d: %r" % (part_of(r.json["id"]), r.json)
-            supp.setdefault(part_of(r.json["id"]), r.json["id"])
+            if part_of(r.json["id"]) not in supp:
+                supp[part_of(r.json["id"])] = r.json["id"]
+                supp_key[r.json["id"]] = i
         assert sorted(supp) == list(range(P)), "suppressed sends landed in partitions %r only" % sorted(supp)
         for k, mid in sorted(supp.items()):
             sse.wait(lambda f, mid=mid: f["json"]["data"].get("message_id") == mid and
                      f["json"]["type"] == "message.failed", dl(20), "%s (txm{%d}) failed on the stream" % (mid, k))
+        # a replay of each partition's key answers its first id
+        for k, mid in sorted(supp.items()):
+            i = supp_key[mid]
+            r = cl.send(msg("listed@example.com", "suppressed %d" % i), headers={"Idempotency-Key": "supp-%d" % i})
+            assert r.status == 202 and r.json["id"] == mid, "replay of supp-%d (txm{%d}): got %s %r, want %s" % (
+                i, k, r.status, r.body[:200], mid)
+
+        # a hard bounce in one partition suppresses the address in every partition, on every primary
+        r = cl.send(msg("perm-gone@example.com", "bounce"))
+        assert r.status == 202, "got %s %r" % (r.status, r.body)
+        bounced = r.json["id"]
+        helpers.wait_status(cl, bounced, "failed", dl(20))
+
+        def copies():
+            return {k: c.by_port(owners[k]["port"]).cmd("HGET", "txm{%d}:supp" % k, "perm-gone@example.com")
+                    for k in range(P)}
+        wait_until(lambda: all(v is not None for v in copies().values()), dl(10),
+                   "the bounce's suppression (txm{%d}) in every partition" % part_of(bounced),
+                   diag=lambda: "copies: %r" % copies())
+        seen = set()
+        for i in range(40 * P):
+            if len(seen) == P:
+                break
+            r = cl.send(msg("perm-gone@example.com", "again %d" % i), headers={"Idempotency-Key": "gone-%d" % i})
+            assert r.status == 202, "got %s %r" % (r.status, r.body)
+            assert r.json["recipients"][0]["status"] == "suppressed", "partition %d: %r" % (
+                part_of(r.json["id"]), r.json)
+            seen.add(part_of(r.json["id"]))
+        assert sorted(seen) == list(range(P)), "sends to the bounced address landed in partitions %r only" % sorted(seen)
     finally:
         sse.close()
         cl.close()
