@@ -122,6 +122,7 @@ class Sender:
         self.answers = []        # (t_sent, status or None for a connection error)
         self.accepted_at = []    # (t_sent of the attempt that got the 202, id)
         self.retried = 0
+        self.first_body = {}     # status -> the first body of a non-202 answer
         self.bad = []
         self.thread = threading.Thread(target=self.run, daemon=True, name="sender " + prefix)
 
@@ -159,6 +160,8 @@ class Sender:
             status = r.status if r is not None else None
             with self.lock:
                 self.answers.append((t_sent, status))
+                if status != 202:
+                    self.first_body.setdefault(status, r.body[:160] if r is not None else b"")
                 if status == 202:
                     self.accepted[rcpt] = r.json["id"]
                     self.accepted_at.append((t_sent, r.json["id"]))
@@ -287,6 +290,27 @@ def wait_all_delivered(api, ids, timeout):
     return last
 
 
+def wait_webhooks(webhook, ids, timeout):
+    """Wait (bounded) for a message.delivered webhook of every id; -> the ids without one."""
+    def missing():
+        return [m for m in ids if not webhook.events_for(m, ("message.delivered",))]
+    try:
+        wait_until(lambda: not missing(), timeout, "a message.delivered webhook for each of %d" % len(ids),
+                   interval=0.2)
+    except helpers.WaitTimeout:
+        pass   # counted by the caller
+    return missing()
+
+
+def first_bodies(senders):
+    """{status: the first body answered with it} over the senders (not 202)."""
+    out = {}
+    for x in senders:
+        for st, b in x.first_body.items():
+            out.setdefault(st, b)
+    return out
+
+
 def by_part(ids):
     out = {}
     for m in ids:
@@ -339,7 +363,7 @@ def test_partitions_spread_over_every_primary(txmail_factory, cluster, smtp_peer
 
 
 @pytest.mark.parametrize("victim_of", ["partition0", "others"])
-def test_partitions_primary_killed_under_load(txmail_factory, cluster, smtp_peer, victim_of):
+def test_partitions_primary_killed_under_load(txmail_factory, cluster, smtp_peer, webhook, victim_of):
     c = cluster
     owners = assert_every_primary_owns_a_partition(c)
     if victim_of == "partition0":
@@ -370,6 +394,9 @@ def test_partitions_primary_killed_under_load(txmail_factory, cluster, smtp_peer
                    "cluster_state:ok, 3 primaries, 3 replicas", interval=0.1,
                    diag=lambda: str([c.state(x) for x in c.nodes]))
         t_back = time.monotonic()
+        wait_until(lambda: "master_link_status:up" in vnode.cmd("INFO", "replication"), dl(30),
+                   "the old primary's replication link up", interval=0.05)
+        t_synced = time.monotonic()
         n = n_acc()
         wait_until(lambda: n_acc() >= n + 80, dl(40), "80 more accepted with the old node back", interval=0.05)
     finally:
@@ -380,6 +407,7 @@ def test_partitions_primary_killed_under_load(txmail_factory, cluster, smtp_peer
     no_copy = wait_all_at_peer(smtp_peer, accepted, dl(60))
     last = wait_statuses(api, ids, dl(60))
     vanished, stuck, other = not_delivered(last)
+    no_webhook = wait_webhooks(webhook, ids, dl(60))
     copies = peer_rcpts(smtp_peer)
     dups = sum(v - 1 for r, v in copies.items() if r in accepted)
     answers = answers_of(senders)
@@ -388,20 +416,23 @@ def test_partitions_primary_killed_under_load(txmail_factory, cluster, smtp_peer
     first_hit = next((t for t, m in after if part_of(m) in hit), None)
     during = sum(1 for t, m in after if t < t_promoted)
     log("cluster failover (%s): killed %d (partitions %r) with %d accepted; replica %d promoted %.2fs after "
-        "the kill, old node back as replica at %.2fs; first 202 sent after the kill %s, of a killed "
+        "the kill, old node back as replica at %.2fs, its replication link up at %.2fs; first 202 sent after the kill %s, of a killed "
         "partition %s; 202s sent before the promotion %d; %d messages in %.1fs, retries %d (503: %d, 504: %d, "
         "connection errors: %d), duplicates at the peer %d, per partition %r; lost %d (no copy at the peer %d, "
-        "GET 404 %d, final but not delivered %d), stuck %d" % (
-            victim_of, victim["port"], hit, at_kill, replica["port"], t_promoted - t_kill, t_back - t_kill,
+        "GET 404 %d, final but not delivered %d), stuck %d, without a message.delivered webhook %d; first "
+        "bodies %r" % (
+            victim_of, victim["port"], hit, at_kill, replica["port"], t_promoted - t_kill, t_back - t_kill, t_synced - t_kill,
             "%.2fs" % (first_any - t_kill) if first_any else "none",
             "%.2fs" % (first_hit - t_kill) if first_hit else "none", during, len(ids), t_load - t_kill,
             sum(s.retried for s in senders), sum(1 for a in answers if a[1] == 503),
             sum(1 for a in answers if a[1] == 504), sum(1 for a in answers if a[1] is None), dups,
             {k: len(v) for k, v in sorted(by_part(ids).items())},
             len(set(no_copy) | {r for r, m in accepted.items() if m in vanished or m in other}),
-            len(no_copy), len(vanished), len(other), len(stuck)))
+            len(no_copy), len(vanished), len(other), len(stuck), len(no_webhook), first_bodies(senders)))
     assert not no_copy, "%d 202'd messages never reached the peer, e.g. %r" % (
         len(no_copy), [(r, accepted[r]) for r in no_copy[:5]])
+    assert not no_webhook, "%d delivered messages without a message.delivered webhook, e.g. %r" % (
+        len(no_webhook), no_webhook[:5])
     assert not vanished, "%d 202'd messages answer GET 404 (gone with the old primary), e.g. %r" % (
         len(vanished), vanished[:5])
     assert not other, "%d 202'd messages final but not delivered: %r" % (
@@ -411,7 +442,7 @@ def test_partitions_primary_killed_under_load(txmail_factory, cluster, smtp_peer
     assert set(by_part(ids)) == set(range(P)), "partitions used: %r" % sorted(by_part(ids))
 
 
-def migrate_by_hand(c, slot, dst, pause=0.02):
+def migrate_by_hand(c, slot, dst, batch=3, pause=0.05):
     """Slot `slot` moved to primary dst (a node dict): IMPORTING/MIGRATING, MIGRATE
     of its keys a few at a time (sends hit it midway), SETSLOT NODE everywhere.
     -> keys moved."""
@@ -422,7 +453,7 @@ def migrate_by_hand(c, slot, dst, pause=0.02):
     moved = 0
     end = time.monotonic() + dl(60)
     while True:
-        keys = snode.cmd("CLUSTER", "GETKEYSINSLOT", slot, 20)
+        keys = snode.cmd("CLUSTER", "GETKEYSINSLOT", slot, batch)
         if not keys:
             break
         assert time.monotonic() < end, "slot %d: keys still on %d after %.0fs" % (slot, snode.port, dl(60))
@@ -450,8 +481,17 @@ def test_partitions_reshard_under_load(txmail_factory, cluster, smtp_peer):
     stop = threading.Event()
     senders = [Sender(api, "r%d-" % i, 40, stop=stop, pause=0.005).start() for i in range(3)]
     n_acc = lambda: sum(s.n_accepted() for s in senders)  # noqa: E731
+
+    def in_part_since(k, t):
+        return sum(1 for x in senders for ts, m in list(x.accepted_at) if ts >= t and part_of(m) == k)
+
+    def more_after(k, t, what):
+        n = n_acc()
+        wait_until(lambda: n_acc() >= n + 40 and in_part_since(k, t) >= 3, dl(30),
+                   "40 more accepted, 3 of them in txm{%d}, after %s" % (k, what), interval=0.02,
+                   diag=lambda: "%d more, %d in txm{%d}" % (n_acc() - n, in_part_since(k, t), k))
     try:
-        wait_until(lambda: n_acc() >= 60, dl(30), "60 accepted before the migrations", interval=0.02)
+        wait_until(lambda: n_acc() >= 120, dl(30), "120 accepted before the migrations", interval=0.02)
         slot_h = tag_slot(by_hand)
         src_h = owners[by_hand]
         dst_h = next(d for d in c.primaries().values() if d["id"] != src_h["id"])
@@ -460,8 +500,8 @@ def test_partitions_reshard_under_load(txmail_factory, cluster, smtp_peer):
         t_hand = time.monotonic() - t0
         wait_until(lambda: c.owner(slot_h, c.by_port(src_h["port"]))["id"] == dst_h["id"], dl(10),
                    "slot %d on %d" % (slot_h, dst_h["port"]))
-        n = n_acc()
-        wait_until(lambda: n_acc() >= n + 40, dl(30), "40 more accepted after the hand migration", interval=0.02)
+        during_h = in_part_since(by_hand, t0)
+        more_after(by_hand, time.monotonic(), "the hand migration")
 
         slot_r = tag_slot(by_reshard)
         src_r = c.owner(slot_r)
@@ -474,8 +514,8 @@ def test_partitions_reshard_under_load(txmail_factory, cluster, smtp_peer):
         t_reshard = time.monotonic() - t0
         assert c.owner(slot_r)["id"] == dst_r["id"], "the reshard did not move slot %d (txm{%d}) to %d" % (
             slot_r, by_reshard, dst_r["port"])
-        n = n_acc()
-        wait_until(lambda: n_acc() >= n + 40, dl(30), "40 more accepted after the reshard", interval=0.02)
+        during_r = in_part_since(by_reshard, t0)
+        more_after(by_reshard, time.monotonic(), "the reshard")
     finally:
         stop.set()
     accepted = join_all(senders)
@@ -487,10 +527,12 @@ def test_partitions_reshard_under_load(txmail_factory, cluster, smtp_peer):
     no_copy = wait_all_at_peer(smtp_peer, accepted, dl(60))
     last = wait_statuses(api, ids, dl(60))
     vanished, stuck, other = not_delivered(last)
-    log("cluster reshard: txm{%d} (slot %d, %d keys) by hand %d -> %d in %.1fs, txm{%d} (slot %d) with %d "
-        "slots by redis-cli %d -> %d in %.1fs; %d messages, answers %r, retries %d, per partition %r" % (
-            by_hand, slot_h, moved, src_h["port"], dst_h["port"], t_hand, by_reshard, slot_r, nslots,
-            src_r["port"], dst_r["port"], t_reshard, len(ids), codes, sum(s.retried for s in senders),
+    log("cluster reshard: txm{%d} (slot %d, %d keys) by hand %d -> %d in %.1fs (%d of its 202s sent meanwhile), "
+        "txm{%d} (slot %d) with %d slots by redis-cli %d -> %d in %.1fs (%d of its 202s meanwhile); %d messages, "
+        "answers %r (first bodies %r), retries %d, per partition %r" % (
+            by_hand, slot_h, moved, src_h["port"], dst_h["port"], t_hand, during_h, by_reshard, slot_r, nslots,
+            src_r["port"], dst_r["port"], t_reshard, during_r, len(ids), codes, first_bodies(senders),
+            sum(s.retried for s in senders),
             {k: len(v) for k, v in sorted(by_part(ids).items())}))
     log("cluster reshard: no copy at the peer %d, GET 404 %d, final but not delivered %d, stuck %d" % (
         len(no_copy), len(vanished), len(other), len(stuck)))
@@ -588,3 +630,70 @@ def test_partitions_live_events_and_suppressions(txmail_factory, cluster, smtp_p
         cl.close()
     assert not [m for m in smtp_peer.messages() if "listed@example.com" in m.meta.get("rcpt_tos", [])], \
         "a suppressed address reached the peer"
+
+
+def sse_key(fid):
+    """An SSE id <ms>-<n> as a tuple that sorts as the ids must."""
+    a, _, b = fid.partition("-")
+    return int(a), int(b)
+
+
+def test_partitions_sse_resume_under_load(txmail_factory, cluster, smtp_peer, webhook):
+    """Events of every partition, read while they are made: each stream's ids strictly
+    increasing, and a Last-Event-ID resume after a drop mid-load hands out exactly the
+    events the first stream did not (none twice, none missing)."""
+    c = cluster
+    assert_every_primary_owns_a_partition(c)
+    api, _ = stack(txmail_factory, c)
+    c1 = SseClient(api.port, api.key)
+    c2 = None
+    stop = threading.Event()
+    senders = []
+    try:
+        assert c1.read_head(dl(5)) == 200, "SSE: got %s" % c1.status
+        senders = [Sender(api, "sse%d-" % i, 30, stop=stop, pause=0.01).start() for i in range(3)]
+        c1.wait(lambda f: len(c1.frames) >= 40, dl(30), "40 events on the first stream")
+        c1.close()        # dropped mid-load: deliveries go on
+        first = list(c1.frames)
+        last = first[-1]["id"]
+        n = sum(x.n_accepted() for x in senders)
+        wait_until(lambda: sum(x.n_accepted() for x in senders) >= n + 30, dl(30), "30 more accepted after the drop")
+        stop.set()
+        accepted = join_all(senders)
+        ids = sorted(accepted.values())
+        assert set(by_part(ids)) == set(range(P)), "partitions used: %r" % sorted(by_part(ids))
+        assert not wait_webhooks(webhook, ids, dl(60)), "messages without a message.delivered webhook"
+        want = {e["body"]["id"] for m in ids for e in webhook.events_for(m)}
+        seen1 = {f["json"]["id"] for f in first}
+        c2 = SseClient(api.port, api.key, last_id=last)
+        assert c2.read_head(dl(5)) == 200, "SSE resume: got %s" % c2.status
+
+        def covered(_f):
+            return want <= seen1 | {g["json"]["id"] for g in c2.frames}
+        try:
+            c2.wait(covered, dl(20), "every event of the %d messages on one of the two streams" % len(ids))
+        except AssertionError:
+            missing = want - seen1 - {g["json"]["id"] for g in c2.frames}
+            ms = sorted({e["body"]["data"]["message_id"] for m in ids for e in webhook.events_for(m)
+                         if e["body"]["id"] in missing})
+            raise AssertionError("%d of %d events on neither stream (resumed after %s), messages %r in partitions %r"
+                                 % (len(missing), len(want), last, ms[:5], sorted({part_of(m) for m in ms})))
+        second = list(c2.frames)
+    finally:
+        stop.set()
+        for x in senders:
+            x.thread.join(dl(60))
+        c1.close()
+        if c2 is not None:
+            c2.close()
+    again = [f for f in second if f["json"]["id"] in seen1]
+    for name, frames in (("first", first), ("resumed", second)):
+        keys = [sse_key(f["id"]) for f in frames]
+        back = [(frames[i - 1]["id"], frames[i]["id"]) for i in range(1, len(keys)) if keys[i] <= keys[i - 1]]
+        assert not back, "the %s stream's ids not increasing: %r" % (name, back[:5])
+    assert not second or sse_key(second[0]["id"]) > sse_key(last), "resumed at %s after %s" % (second[0]["id"], last)
+    log("cluster SSE resume: %d messages, %d events; first stream %d, resumed after %s: %d (%d seen before), "
+        "per partition %r" % (len(ids), len(want), len(first), last, len(second), len(again),
+                              {k: len(v) for k, v in sorted(by_part(ids).items())}))
+    assert not again, "%d events of the first stream again after Last-Event-ID %s, e.g. %r" % (
+        len(again), last, [(f["id"], f["json"]["data"].get("message_id")) for f in again[:5]])
