@@ -21,18 +21,30 @@ Checked:
     partition's tag; every primary holds keys; each message is delivered
     once at the peer, has its message.delivered webhook, and GET says
     delivered;
-  - failover: a primary SIGKILLed while senders send
+  - failover: a primary SIGKILLed while six senders send
     (TXMAIL_REDIS_MIN_REPLICAS=1, 0.3 s), once the owner of partition 0 and
     once a primary owning only other partitions; its replica is promoted,
-    the old node comes back as its replica; every message answered 202 is
-    delivered (the peer has its recipient, GET says delivered: lost 0,
-    stuck 0);
+    the old node comes back as its replica (restarted as soon as the
+    promotion shows: its first sync waits 5 s, repl-diskless-sync-delay);
+    every message answered 202, and two per partition scheduled before the
+    kill to be due during it, is delivered (the peer has its recipient, GET
+    says delivered: lost 0, stuck 0) and has its message.delivered
+    webhook; the scheduled ones once each; no message is stored that no
+    client got a 202 for; a replay of every tenth key answers its first
+    id; messages of the killed partitions are accepted again;
+  - a replay after a failover the api did not see: its key's partition on
+    the primary killed, replayed at once (before the promotion) and again
+    once the old node is back and in sync: 202 with the first id within
+    seconds;
   - resharding: while senders send, the slot of one partition is migrated
     by hand (SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE: ASK, then
     MOVED) and `redis-cli --cluster reshard` moves the slots up to and
     including another partition's; no answer but 202, 503 or 504, no
-    connection error, every 202 delivered, and the keys of both partitions
-    are on their new primaries afterwards;
+    connection error, every 202 delivered (with two per partition
+    scheduled before, due after the moves: once each), 3 sends of each
+    moved partition accepted after its move, the keys of both partitions
+    on their new primaries afterwards, no message stored that was not
+    202'd, replays answer their first ids;
   - live events and suppressions: GET /v1/events/stream carries the
     message.delivered of messages of every partition; a suppression added
     through the API is in every partition's copy (on that partition's
@@ -40,7 +52,11 @@ Checked:
     suppressed at once; their message.failed on the stream; a replay of
     each one's Idempotency-Key answers its first id); a 550 5.1.1 in one
     partition puts the address in every partition's copy, on every
-    primary, and suppresses sends in each.
+    primary, and suppresses sends in each; a DELETE lifts every copy;
+  - live events under load: two streams, the first dropped while messages
+    of every partition are delivered, the second resumed with Last-Event-ID:
+    each stream's ids strictly increasing, the resumed one after the last
+    id seen, and every event (the webhooks' ids) on exactly one of them.
 
 Printed: the failover's promotion time and first 202s after the kill,
 retries and answers by status, the migrations' keys and time.
@@ -95,6 +111,18 @@ def assert_every_primary_owns_a_partition(c):
     return owners
 
 
+def wait_replicas_synced(c, timeout):
+    """Every replica's link to its primary up (after `--cluster create` a replica's first
+    sync waits repl-diskless-sync-delay, 5 s: until then WAIT 1 times out)."""
+    def synced():
+        for n in c.nodes:
+            if n.proc.poll() is None and "role:slave" in n.cmd("INFO", "replication") and \
+                    "master_link_status:up" not in n.cmd("INFO", "replication"):
+                return False
+        return True
+    wait_until(synced, timeout, "every replica's link to its primary up", interval=0.1)
+
+
 def stack(txmail_factory, c, extra=None):
     """`txmail api` and `txmail worker` on the cluster with P partitions."""
     env = {"TXMAIL_REDIS_URL": c.url(), "TXMAIL_PARTITIONS": str(P), "TXMAIL_HTTP_THREADS": "4"}
@@ -119,6 +147,7 @@ class Sender:
         self.t, self.prefix, self.n, self.stop, self.cap, self.pause = t, prefix, n, stop, cap, pause
         self.lock = threading.Lock()
         self.accepted = {}       # rcpt -> id
+        self.keys = {}           # rcpt -> its Idempotency-Key
         self.answers = []        # (t_sent, status or None for a connection error)
         self.accepted_at = []    # (t_sent of the attempt that got the 202, id)
         self.retried = 0
@@ -148,6 +177,7 @@ class Sender:
     def one(self, c, i):
         rcpt = "%s%d@example.com" % (self.prefix, i)
         key = "%s-%d-%s" % (self.prefix, i, os.urandom(4).hex())
+        self.keys[rcpt] = key
         end = time.monotonic() + dl(RETRY_DEADLINE_S)
         backoff = 0.02
         while True:
@@ -311,6 +341,76 @@ def first_bodies(senders):
     return out
 
 
+def rfc3339(ts):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + ".%03dZ" % (int(ts * 1000) % 1000)
+
+
+def send_scheduled(api, prefix, per_part, at):
+    """Messages due at `at`, each with a key of its own (retried with it on 503/504), until
+    every partition has per_part of them; -> {rcpt: id}."""
+    cl = api.client()
+    out, retried = {}, []
+    try:
+        for i in range(40 * P * per_part):
+            have = by_part(out.values())
+            if all(len(have.get(k, ())) >= per_part for k in range(P)):
+                break
+            m = msg("%s%d@example.com" % (prefix, i), "scheduled %d" % i)
+            m["send_at"] = rfc3339(at)
+            h = {"Idempotency-Key": "%s%d-%s" % (prefix, i, os.urandom(4).hex())}
+            end = time.monotonic() + dl(10)
+            while True:
+                r = cl.send(m, headers=h)
+                if r.status not in (503, 504) or time.monotonic() > end:
+                    break
+                retried.append((i, r.status, r.body[:120]))
+                time.sleep(0.05)
+            assert r.status == 202 and r.json["status"] == "scheduled", "scheduled send: got %s %r" % (
+                r.status, r.body)
+            out["%s%d@example.com" % (prefix, i)] = r.json["id"]
+    finally:
+        cl.close()
+    if retried:
+        log("scheduled sends on a healthy cluster retried %d times, e.g. %r" % (len(retried), retried[:3]))
+    assert set(by_part(out.values())) == set(range(P)), "scheduled in partitions %r" % sorted(by_part(out.values()))
+    return out
+
+
+MSG_KEY_RE = re.compile(r"txm\{(\d+)\}:msg:(msg_[0-9a-z]{26}(?:p[1-9][0-9]?)?)")
+
+
+def stored_message_ids(c):
+    """The id of every message hash on the primaries (SCAN txm{k}:msg:* on the owner of txm{k})."""
+    ids = set()
+    owners = partition_owners(c)
+    for k in range(P):
+        node, cur = c.by_port(owners[k]["port"]), "0"
+        while True:
+            cur, keys = node.cmd("SCAN", cur, "MATCH", "txm{%d}:msg:*" % k, "COUNT", "1000")
+            for key in keys:
+                m = MSG_KEY_RE.fullmatch(key)
+                if m:
+                    ids.add(m.group(2))
+            if cur == "0":
+                break
+    return ids
+
+
+def replay(api, senders, every=10):
+    """Send every tenth accepted message again with its key: -> those not answered 202 with the first id."""
+    bad = []
+    cl = api.client(timeout=dl(10))
+    try:
+        for x in senders:
+            for rcpt, mid in sorted(x.accepted.items())[::every]:
+                r = cl.send(msg(rcpt), headers={"Idempotency-Key": x.keys[rcpt]})
+                if r.status != 202 or r.json["id"] != mid:
+                    bad.append((rcpt, mid, r.status, r.body[:160]))
+    finally:
+        cl.close()
+    return bad
+
+
 def by_part(ids):
     out = {}
     for m in ids:
@@ -376,13 +476,16 @@ def test_partitions_primary_killed_under_load(txmail_factory, cluster, smtp_peer
     others = [x for x in c.nodes if x is not vnode]
     api, _ = stack(txmail_factory, c, {"TXMAIL_REDIS_MIN_REPLICAS": "1",
                                        "TXMAIL_REDIS_MIN_REPLICAS_TIMEOUT": "0.3"})
+    wait_replicas_synced(c, dl(20))
+    # due while the victim is down or just after: stored on it before the kill
+    sched = send_scheduled(api, "sched-", 2, time.time() + 3)
     stop = threading.Event()
-    senders = [Sender(api, "f%d-" % i, 40, stop=stop, pause=0.005).start() for i in range(4)]
+    senders = [Sender(api, "f%d-" % i, 30, stop=stop, pause=0.005).start() for i in range(6)]
     n_acc = lambda: sum(s.n_accepted() for s in senders)  # noqa: E731
     try:
         wait_until(lambda: n_acc() >= 80, dl(30), "80 accepted before the kill", interval=0.02)
         vnode.kill9()
-        t_kill = time.monotonic()
+        t_kill, wall_kill = time.monotonic(), time.time()
         at_kill = n_acc()
         wait_until(lambda: replica["id"] in c.primaries(via=others[0]) and c.ok(others), dl(30),
                    "replica %d promoted in place of %d" % (replica["port"], victim["port"]), interval=0.1,
@@ -403,13 +506,24 @@ def test_partitions_primary_killed_under_load(txmail_factory, cluster, smtp_peer
         stop.set()
     accepted = join_all(senders)
     t_load = time.monotonic()
+    accepted.update(sched)
     ids = sorted(accepted.values())
     no_copy = wait_all_at_peer(smtp_peer, accepted, dl(60))
     last = wait_statuses(api, ids, dl(60))
     vanished, stuck, other = not_delivered(last)
     no_webhook = wait_webhooks(webhook, ids, dl(60))
+    extra = stored_message_ids(c) - set(ids)
+    replay_bad = replay(api, senders)
     copies = peer_rcpts(smtp_peer)
     dups = sum(v - 1 for r, v in copies.items() if r in accepted)
+    # MIN_REPLICAS=1: an event goes out once the replica has it, so a failover undoes no outcome
+    # that was told: one message.delivered event per message, and no second copy of a message
+    # whose webhook came before the kill
+    evs = {m: webhook.events_for(m, ("message.delivered",)) for m in ids}
+    two_events = sorted(m for m, e in evs.items() if len({x["id"] for x in e}) > 1)
+    told_then_again = sorted(r for r, m in accepted.items() if copies.get(r.lower(), 0) > 1 and
+                             any(x["at"] < wall_kill for x in evs[m]))
+    dup_parts = sorted({part_of(accepted[r]) for r, v in copies.items() if r in accepted and v > 1})
     answers = answers_of(senders)
     after = sorted((t, m) for s in senders for t, m in s.accepted_at if t >= t_kill)
     first_any = next((t for t, m in after), None)
@@ -418,17 +532,20 @@ def test_partitions_primary_killed_under_load(txmail_factory, cluster, smtp_peer
     log("cluster failover (%s): killed %d (partitions %r) with %d accepted; replica %d promoted %.2fs after "
         "the kill, old node back as replica at %.2fs, its replication link up at %.2fs; first 202 sent after the kill %s, of a killed "
         "partition %s; 202s sent before the promotion %d; %d messages in %.1fs, retries %d (503: %d, 504: %d, "
-        "connection errors: %d), duplicates at the peer %d, per partition %r; lost %d (no copy at the peer %d, "
-        "GET 404 %d, final but not delivered %d), stuck %d, without a message.delivered webhook %d; first "
-        "bodies %r" % (
+        "connection errors: %d), duplicates at the peer %d (partitions %r; of a message told delivered before the "
+        "kill %d; messages with two delivered events %d), per partition %r; lost %d (no copy at the peer %d, "
+        "GET 404 %d, final but not delivered %d), stuck %d, without a message.delivered webhook %d; stored "
+        "but never 202'd %d; replays not answering the first id %d; first bodies %r" % (
             victim_of, victim["port"], hit, at_kill, replica["port"], t_promoted - t_kill, t_back - t_kill, t_synced - t_kill,
             "%.2fs" % (first_any - t_kill) if first_any else "none",
             "%.2fs" % (first_hit - t_kill) if first_hit else "none", during, len(ids), t_load - t_kill,
             sum(s.retried for s in senders), sum(1 for a in answers if a[1] == 503),
-            sum(1 for a in answers if a[1] == 504), sum(1 for a in answers if a[1] is None), dups,
+            sum(1 for a in answers if a[1] == 504), sum(1 for a in answers if a[1] is None), dups, dup_parts,
+            len(told_then_again), len(two_events),
             {k: len(v) for k, v in sorted(by_part(ids).items())},
             len(set(no_copy) | {r for r, m in accepted.items() if m in vanished or m in other}),
-            len(no_copy), len(vanished), len(other), len(stuck), len(no_webhook), first_bodies(senders)))
+            len(no_copy), len(vanished), len(other), len(stuck), len(no_webhook), len(extra), len(replay_bad),
+            first_bodies(senders)))
     assert not no_copy, "%d 202'd messages never reached the peer, e.g. %r" % (
         len(no_copy), [(r, accepted[r]) for r in no_copy[:5]])
     assert not no_webhook, "%d delivered messages without a message.delivered webhook, e.g. %r" % (
@@ -438,6 +555,12 @@ def test_partitions_primary_killed_under_load(txmail_factory, cluster, smtp_peer
     assert not other, "%d 202'd messages final but not delivered: %r" % (
         len(other), [(m, last[m]) for m in other[:5]])
     assert not stuck, "%d messages not final after %.0fs: %r" % (len(stuck), dl(60), [(m, last[m]) for m in stuck[:5]])
+    assert not extra, "%d messages stored that no client got a 202 for (one key made two?), e.g. %r" % (
+        len(extra), sorted(extra)[:5])
+    assert not replay_bad, "%d replays did not answer the first id, e.g. %r" % (len(replay_bad), replay_bad[:3])
+    dup_sched = [r for r in sched if copies.get(r.lower(), 0) != 1]
+    assert not dup_sched, "scheduled messages not delivered exactly once: %r" % (
+        [(r, copies.get(r.lower(), 0)) for r in dup_sched[:5]])
     assert first_hit is not None, "no message of the killed partitions %r accepted after the kill" % hit
     assert set(by_part(ids)) == set(range(P)), "partitions used: %r" % sorted(by_part(ids))
 
@@ -478,6 +601,8 @@ def test_partitions_reshard_under_load(txmail_factory, cluster, smtp_peer):
     by_reshard = min(rank, key=lambda k: rank[k])
     by_hand = next(k for k in range(P) if k != by_reshard and owners[k]["id"] != owners[by_reshard]["id"])
     api, _ = stack(txmail_factory, c)
+    # waiting in every partition's due set while the slots move
+    sched = send_scheduled(api, "sched-", 2, time.time() + 4)
     stop = threading.Event()
     senders = [Sender(api, "r%d-" % i, 40, stop=stop, pause=0.005).start() for i in range(3)]
     n_acc = lambda: sum(s.n_accepted() for s in senders)  # noqa: E731
@@ -519,6 +644,7 @@ def test_partitions_reshard_under_load(txmail_factory, cluster, smtp_peer):
     finally:
         stop.set()
     accepted = join_all(senders)
+    accepted.update(sched)
     ids = sorted(accepted.values())
     answers = answers_of(senders)
     codes = {}
@@ -551,6 +677,13 @@ def test_partitions_reshard_under_load(txmail_factory, cluster, smtp_peer):
             assert (n > 0) == (d["id"] == dst["id"]), "slot %d (txm{%d}): %d keys on %d, want all on %d" % (
                 slot, k, n, d["port"], dst["port"])
     check_keys_where_they_belong(c, ids)
+    copies = peer_rcpts(smtp_peer)
+    assert all(copies.get(r.lower()) == 1 for r in sched), "scheduled messages not delivered exactly once: %r" % (
+        {r: copies.get(r.lower(), 0) for r in sched if copies.get(r.lower()) != 1})
+    extra = stored_message_ids(c) - set(ids)
+    assert not extra, "%d messages stored that no client got a 202 for, e.g. %r" % (len(extra), sorted(extra)[:5])
+    replay_bad = replay(api, senders)
+    assert not replay_bad, "%d replays did not answer the first id, e.g. %r" % (len(replay_bad), replay_bad[:3])
     # and the moved partitions still take mail
     tail_s = Sender(api, "after-", 3 * P).start()
     after = join_all([tail_s])
@@ -625,6 +758,12 @@ def test_partitions_live_events_and_suppressions(txmail_factory, cluster, smtp_p
                 part_of(r.json["id"]), r.json)
             seen.add(part_of(r.json["id"]))
         assert sorted(seen) == list(range(P)), "sends to the bounced address landed in partitions %r only" % sorted(seen)
+        # deleting lifts it in every partition
+        r = cl.request("DELETE", "/v1/suppressions/listed@example.com")
+        assert r.status == 204, "DELETE /v1/suppressions: got %s %r" % (r.status, r.body)
+        left = {k: c.by_port(owners[k]["port"]).cmd("HGET", "txm{%d}:supp" % k, "listed@example.com")
+                for k in range(P)}
+        assert all(v is None for v in left.values()), "copies left after DELETE: %r" % left
     finally:
         sse.close()
         cl.close()
@@ -697,3 +836,68 @@ def test_partitions_sse_resume_under_load(txmail_factory, cluster, smtp_peer, we
                               {k: len(v) for k, v in sorted(by_part(ids).items())}))
     assert not again, "%d events of the first stream again after Last-Event-ID %s, e.g. %r" % (
         len(again), last, [(f["id"], f["json"]["data"].get("message_id")) for f in again[:5]])
+
+
+def test_partitions_replay_after_a_failover(txmail_factory, cluster, smtp_peer):
+    """A send of a partition on a primary that fails over, replayed with its key once the
+    old primary is back as a replica and in sync: 202 with the first id within seconds
+    (README: "once the replicas catch up the retry is 202 with the same id"), while the
+    api saw nothing of the failover before (its map still names the old primary)."""
+    c = cluster
+    owners = assert_every_primary_owns_a_partition(c)
+    # the primary with the most partitions, so some of its slots stay as the api last knew them
+    victim = max(c.primaries().values(), key=lambda d: sum(1 for o in owners.values() if o["id"] == d["id"]))
+    hit = sorted(k for k, d in owners.items() if d["id"] == victim["id"])
+    assert len(hit) >= 2, "partitions %r on %d: want 2 or more" % (hit, victim["port"])
+    vnode = c.by_port(victim["port"])
+    replica = next(n for n in vnode.nodes() if n["master"] == victim["id"])
+    others = [x for x in c.nodes if x is not vnode]
+    api, _ = stack(txmail_factory, c, {"TXMAIL_REDIS_MIN_REPLICAS": "1",
+                                       "TXMAIL_REDIS_MIN_REPLICAS_TIMEOUT": "0.3"})
+    wait_replicas_synced(c, dl(20))
+    cl = api.client(timeout=dl(10))
+    try:
+        # one message of a victim's partition, sent with a key (the partitions picked by the keys)
+        mine = None
+        for i in range(40 * P):
+            key = "replay-%d-%s" % (i, os.urandom(4).hex())
+            r = cl.send(msg("replay%d@example.com" % i), headers={"Idempotency-Key": key})
+            assert r.status == 202, "before the kill: got %s %r" % (r.status, r.body)
+            if part_of(r.json["id"]) in hit:
+                mine = (i, key, r.json["id"])
+                break
+        assert mine, "no send landed in partitions %r" % hit
+        i, key, mid = mine
+        vnode.kill9()
+        t_kill = time.monotonic()
+        # a client's retry at once, before the replica is promoted: txmail finds the node gone and
+        # asks for the map, which still names it (the cluster has not failed it over yet)
+        r = cl.send(msg("replay%d@example.com" % i), headers={"Idempotency-Key": key})
+        early = (r.status, time.monotonic() - t_kill, replica["id"] in c.primaries(via=others[0]))
+        wait_until(lambda: replica["id"] in c.primaries(via=others[0]) and c.ok(others), dl(30),
+                   "replica %d promoted" % replica["port"], interval=0.1)
+        vnode.start()
+        wait_until(lambda: c.ok() and c.roles_agree(), dl(30), "the old primary back as a replica", interval=0.1)
+        wait_replicas_synced(c, dl(30))
+        t_synced = time.monotonic()
+        answers = []
+
+        def replayed():
+            r = cl.send(msg("replay%d@example.com" % i), headers={"Idempotency-Key": key})
+            answers.append(r.status)
+            assert r.status in (202, 503, 504), "replay: got %s %r" % (r.status, r.body)
+            if r.status == 202:
+                assert r.json["id"] == mid, "replay: got id %s, want %s" % (r.json["id"], mid)
+                return True
+            return False
+        try:
+            wait_until(replayed, dl(10), "the replay of %s (txm{%d}) answered 202 with the cluster healthy" % (
+                key, part_of(mid)), interval=0.1)
+        finally:
+            log("cluster replay after a failover: txm{%d} on %d (partitions %r); a replay %.3fs after the kill "
+                "(replica promoted then: %s) answered %s; synced %.1fs after the kill; replays then answered %r "
+                "in %.1fs" % (part_of(mid), victim["port"], hit, early[1], early[2], early[0], t_synced - t_kill,
+                              answers, time.monotonic() - t_synced))
+    finally:
+        cl.close()
+
