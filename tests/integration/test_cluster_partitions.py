@@ -53,6 +53,11 @@ Checked:
     each one's Idempotency-Key answers its first id); a 550 5.1.1 in one
     partition puts the address in every partition's copy, on every
     primary, and suppresses sends in each; a DELETE lifts every copy;
+  - a planned handover under load: CLUSTER FAILOVER on the replica of the
+    primary with the most partitions (nothing killed: the old primary turns
+    replica and keeps its connections) while six senders send: answers only
+    202/503/504, 80 more accepted within 20 s of it, some in each of its
+    partitions, every 202 delivered;
   - live events under load: two streams, the first dropped while messages
     of every partition are delivered, the second resumed with Last-Event-ID:
     each stream's ids strictly increasing, the resumed one after the last
@@ -901,3 +906,62 @@ def test_partitions_replay_after_a_failover(txmail_factory, cluster, smtp_peer):
     finally:
         cl.close()
 
+
+
+def test_partitions_manual_failover_under_load(txmail_factory, cluster, smtp_peer):
+    """CLUSTER FAILOVER on the replica of the primary with the most partitions (a planned
+    handover: nothing is killed, the old primary becomes a replica and keeps its
+    connections) while six senders send: answers only 202/503/504, sends of every
+    partition accepted again within seconds, every 202 delivered."""
+    c = cluster
+    owners = assert_every_primary_owns_a_partition(c)
+    victim = max(c.primaries().values(), key=lambda d: sum(1 for o in owners.values() if o["id"] == d["id"]))
+    hit = sorted(k for k, d in owners.items() if d["id"] == victim["id"])
+    vnode = c.by_port(victim["port"])
+    rdict = next(n for n in vnode.nodes() if n["master"] == victim["id"])
+    rnode = c.by_port(rdict["port"])
+    api, _ = stack(txmail_factory, c, {"TXMAIL_REDIS_MIN_REPLICAS": "1",
+                                       "TXMAIL_REDIS_MIN_REPLICAS_TIMEOUT": "0.3"})
+    wait_replicas_synced(c, dl(20))
+    stop = threading.Event()
+    senders = [Sender(api, "m%d-" % i, 30, stop=stop, pause=0.005).start() for i in range(6)]
+    n_acc = lambda: sum(s.n_accepted() for s in senders)  # noqa: E731
+    try:
+        wait_until(lambda: n_acc() >= 80, dl(30), "80 accepted before the failover", interval=0.02)
+        t0 = time.monotonic()
+        assert rnode.cmd("CLUSTER", "FAILOVER") == "OK"
+        wait_until(lambda: rdict["id"] in c.primaries(via=rnode) and rdict["id"] in c.primaries(via=vnode) and
+                   victim["id"] not in c.primaries(via=rnode), dl(20),
+                   "%d primary in place of %d" % (rdict["port"], victim["port"]), interval=0.05)
+        t_swapped = time.monotonic()
+        wait_replicas_synced(c, dl(20))
+        t_synced = time.monotonic()
+        n = n_acc()
+
+        def in_part_since(k, t):
+            return sum(1 for x in senders for ts, m in list(x.accepted_at) if ts >= t and part_of(m) == k)
+        wait_until(lambda: n_acc() >= n + 80 and all(in_part_since(k, t_synced) for k in hit), dl(20),
+                   "80 more accepted after the handover, some in each of txm{%r}" % hit, interval=0.05,
+                   diag=lambda: "%d more; since then per partition %r; retries %d; first bodies %r" % (
+                       n_acc() - n, {k: in_part_since(k, t_synced) for k in range(P)},
+                       sum(x.retried for x in senders), first_bodies(senders)))
+        t_more = time.monotonic()
+    finally:
+        stop.set()
+    accepted = join_all(senders)
+    ids = sorted(accepted.values())
+    codes = {}
+    for _, st in answers_of(senders):
+        codes[st] = codes.get(st, 0) + 1
+    no_copy = wait_all_at_peer(smtp_peer, accepted, dl(60))
+    last = wait_statuses(api, ids, dl(60))
+    vanished, stuck, other = not_delivered(last)
+    log("cluster manual failover: %d -> %d (partitions %r) swapped %.2fs after CLUSTER FAILOVER, replicas in sync "
+        "at %.2fs, 80 more accepted at %.2fs; %d messages, answers %r (first bodies %r); not at the peer %d, "
+        "GET 404 %d, stuck %d, final otherwise %d" % (
+            victim["port"], rdict["port"], hit, t_swapped - t0, t_synced - t0, t_more - t0, len(ids), codes,
+            first_bodies(senders), len(no_copy), len(vanished), len(stuck), len(other)))
+    assert set(codes) <= {202, 503, 504}, "answers other than 202/503/504 (None: a connection error): %r" % codes
+    assert not no_copy and not vanished and not stuck and not other, \
+        "not delivered: %d not at the peer, %d 404, %d stuck, %d final otherwise" % (
+            len(no_copy), len(vanished), len(stuck), len(other))
