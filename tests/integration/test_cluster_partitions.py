@@ -57,7 +57,8 @@ Checked:
     primary with the most partitions (nothing killed: the old primary turns
     replica and keeps its connections) while six senders send: answers only
     202/503/504, 80 more accepted within 20 s of it, some in each of its
-    partitions, every 202 delivered;
+    partitions, every 202 delivered with its message.delivered webhook, a
+    suppression added after it answered 201 within 10 s;
   - live events under load: two streams, the first dropped while messages
     of every partition are delivered, the second resumed with Last-Event-ID:
     each stream's ids strictly increasing, the resumed one after the last
@@ -908,7 +909,7 @@ def test_partitions_replay_after_a_failover(txmail_factory, cluster, smtp_peer):
 
 
 
-def test_partitions_manual_failover_under_load(txmail_factory, cluster, smtp_peer):
+def test_partitions_manual_failover_under_load(txmail_factory, cluster, smtp_peer, webhook):
     """CLUSTER FAILOVER on the replica of the primary with the most partitions (a planned
     handover: nothing is killed, the old primary becomes a replica and keeps its
     connections) while six senders send: answers only 202/503/504, sends of every
@@ -953,15 +954,36 @@ def test_partitions_manual_failover_under_load(txmail_factory, cluster, smtp_pee
     codes = {}
     for _, st in answers_of(senders):
         codes[st] = codes.get(st, 0) + 1
+    # a change through the API after the handover (WAIT on what it wrote: every partition's copy)
+    change = []
+    cl = api.client(timeout=dl(10))
+    try:
+        def changed():
+            r = cl.post_json("/v1/suppressions", {"email": "handover@example.com"})
+            change.append(r.status)
+            assert r.status in (201, 503, 504), "POST /v1/suppressions: got %s %r" % (r.status, r.body)
+            return r.status == 201
+        try:
+            wait_until(changed, dl(10), "POST /v1/suppressions answered 201 after the handover", interval=0.2)
+        except helpers.WaitTimeout:
+            pass   # asserted below, after the log line
+    finally:
+        cl.close()
     no_copy = wait_all_at_peer(smtp_peer, accepted, dl(60))
     last = wait_statuses(api, ids, dl(60))
     vanished, stuck, other = not_delivered(last)
+    no_webhook = wait_webhooks(webhook, ids, dl(30))
     log("cluster manual failover: %d -> %d (partitions %r) swapped %.2fs after CLUSTER FAILOVER, replicas in sync "
         "at %.2fs, 80 more accepted at %.2fs; %d messages, answers %r (first bodies %r); not at the peer %d, "
-        "GET 404 %d, stuck %d, final otherwise %d" % (
+        "GET 404 %d, stuck %d, final otherwise %d, without a message.delivered webhook %d (of partitions %r); "
+        "a suppression added after it answered %r" % (
             victim["port"], rdict["port"], hit, t_swapped - t0, t_synced - t0, t_more - t0, len(ids), codes,
-            first_bodies(senders), len(no_copy), len(vanished), len(stuck), len(other)))
+            first_bodies(senders), len(no_copy), len(vanished), len(stuck), len(other), len(no_webhook),
+            sorted(by_part(no_webhook)), change))
     assert set(codes) <= {202, 503, 504}, "answers other than 202/503/504 (None: a connection error): %r" % codes
+    assert change and change[-1] == 201, "POST /v1/suppressions after the handover: answers %r" % change
+    assert not no_webhook, "%d delivered messages without a message.delivered webhook (partitions %r), e.g. %r" % (
+        len(no_webhook), sorted(by_part(no_webhook)), no_webhook[:3])
     assert not no_copy and not vanished and not stuck and not other, \
         "not delivered: %d not at the peer, %d 404, %d stuck, %d final otherwise" % (
             len(no_copy), len(vanished), len(stuck), len(other))
