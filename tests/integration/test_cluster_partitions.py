@@ -58,7 +58,8 @@ Checked:
     replica and keeps its connections) while six senders send: answers only
     202/503/504, 80 more accepted within 20 s of it, some in each of its
     partitions, every 202 delivered with its message.delivered webhook, a
-    suppression added after it answered 201 within 10 s;
+    suppression added after it answered 201 within 10 s (or 504 first -
+    its WAIT met the demoted node - and 200 on the retry);
   - live events under load: two streams, the first dropped while messages
     of every partition are delivered, the second resumed with Last-Event-ID:
     each stream's ids strictly increasing, the resumed one after the last
@@ -961,8 +962,10 @@ def test_partitions_manual_failover_under_load(txmail_factory, cluster, smtp_pee
         def changed():
             r = cl.post_json("/v1/suppressions", {"email": "handover@example.com"})
             change.append(r.status)
-            assert r.status in (201, 503, 504), "POST /v1/suppressions: got %s %r" % (r.status, r.body)
-            return r.status == 201
+            # 200: it exists - a retry after a 503/504 whose write had been made (not confirmed)
+            ok = (201,) if len(change) == 1 else (200, 201)
+            assert r.status in ok + (503, 504), "POST /v1/suppressions: got %s %r" % (r.status, r.body)
+            return r.status in ok
         try:
             wait_until(changed, dl(10), "POST /v1/suppressions answered 201 after the handover", interval=0.2)
         except helpers.WaitTimeout:
@@ -981,7 +984,8 @@ def test_partitions_manual_failover_under_load(txmail_factory, cluster, smtp_pee
             first_bodies(senders), len(no_copy), len(vanished), len(stuck), len(other), len(no_webhook),
             sorted(by_part(no_webhook)), change))
     assert set(codes) <= {202, 503, 504}, "answers other than 202/503/504 (None: a connection error): %r" % codes
-    assert change and change[-1] == 201, "POST /v1/suppressions after the handover: answers %r" % change
+    assert change and change[-1] in ((201,) if len(change) == 1 else (200, 201)), \
+        "POST /v1/suppressions after the handover: answers %r" % change
     assert not no_webhook, "%d delivered messages without a message.delivered webhook (partitions %r), e.g. %r" % (
         len(no_webhook), sorted(by_part(no_webhook)), no_webhook[:3])
     assert not no_copy and not vanished and not stuck and not other, \
