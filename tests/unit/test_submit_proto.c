@@ -661,7 +661,7 @@ Test(submit_proto, data_no_end_without_crlf_dot_crlf)
 
 Test(submit_proto, data_cap)
 {
-	char out[8];
+	char out[10];
 	struct feed_result r;
 	const char *in = "1234\r\n56\r\n.\r\n";   /* message is 10 octets */
 
