@@ -12,7 +12,6 @@
 #include "submit_proto.h"
 
 #include "validate.h"
-#include "validate_internal.h"
 
 #include <limits.h>
 #include <string.h>
@@ -432,11 +431,11 @@ subm_b64_encode(const char *in, size_t inlen, char *out, size_t outcap)
 #define SUBM_PLAIN_MAX (3 * SUBM_SASL_FIELD_MAX + 2)           /* decoded */
 #define SUBM_PLAIN_B64_MAX (4 * ((SUBM_PLAIN_MAX + 2) / 3))    /* encoded */
 
-/* plain_field - copy [p, p+n) into dst when it is 1..max octets of UTF-8 (or empty when may_empty). */
+/* plain_field - copy [p, p+n) into dst when it is 1..max octets (or empty when may_empty). */
 static int
 plain_field(const char *p, size_t n, int may_empty, char *dst)
 {
-	if ((n == 0 && !may_empty) || n > SUBM_SASL_FIELD_MAX || !validate_utf8_check(p, n, NULL))
+	if ((n == 0 && !may_empty) || n > SUBM_SASL_FIELD_MAX)
 		return -1;
 	memcpy(dst, p, n);
 	dst[n] = '\0';

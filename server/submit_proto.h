@@ -146,9 +146,12 @@ int subm_b64_encode(const char *in, size_t inlen, char *out, size_t outcap);
  * [authzid] NUL authcid NUL passwd. Each field is copied NUL-terminated
  * into its buffer of SUBM_SASL_FIELD_MAX + 1 octets (authzid "" when
  * absent). 0, SUBM_ERR_AUTH_CANCEL for "*", or SUBM_ERR_AUTH_DATA: not
- * base64, not exactly two NULs, an empty authcid or passwd, a field over
- * SUBM_SASL_FIELD_MAX octets, or a field that is not UTF-8. On an error
- * the three buffers are "" (no half-decoded password lingers). Pure.
+ * base64, not exactly two NULs, an empty authcid or passwd, or a field
+ * over SUBM_SASL_FIELD_MAX octets. Fields are octets, not checked as
+ * UTF-8 (RFC 4616 asks for UTF-8; the password is an API key compared
+ * exactly, so anything else simply fails): clean authcid before logging
+ * it. On an error the three buffers are "" (no half-decoded password
+ * lingers). Pure.
  */
 int subm_auth_plain(const char *b64, size_t len, char *authzid, char *authcid, char *passwd);
 

@@ -391,7 +391,7 @@ Test(submit_proto, plain_nuls)
 		{ "userpass", 8, SUBM_ERR_AUTH_DATA, "", "", "" },          /* none */
 		{ "\0\0pass", 6, SUBM_ERR_AUTH_DATA, "", "", "" },          /* empty authcid */
 		{ "\0user\0", 6, SUBM_ERR_AUTH_DATA, "", "", "" },          /* empty passwd */
-		{ "\0us\xffr\0pass", 11, SUBM_ERR_AUTH_DATA, "", "", "" },  /* not UTF-8 */
+		{ "\0us\xffr\0pass", 10, 0, "", "us\xffr", "pass" },     /* octets, not UTF-8-checked */
 		{ "\0j\xc3\xb6rg\0p\xc3\xa4ss", 12, 0, "", "j\xc3\xb6rg", "p\xc3\xa4ss" },
 	};
 
