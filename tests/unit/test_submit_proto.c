@@ -694,3 +694,64 @@ Test(submit_proto, data_after_end)
 	cr_expect_eq(subm_data_feed(&d, "more\r\n", 6, &used), SUBM_DATA_END, "after the end");
 	cr_expect_eq(used, 0, "consumed after the end: %zu, want 0", used);
 }
+
+/*
+ * A whole pipelined session in one buffer, split by subm_next_line, parsed
+ * by subm_parse and read by the DATA reader, as the listener will: the
+ * smuggled MAIL/RCPT/DATA behind "\n.\n" must come out as message data,
+ * and the commands after the real end as commands.
+ */
+Test(submit_proto, pipelined_session)
+{
+	static const char in[] =
+	    "EHLO client.example\r\n"
+	    "AUTH PLAIN AHR4bWFpbAB0eG1fa2V5\r\n"
+	    "MAIL FROM:<a@b.example> SIZE=60 BODY=8BITMIME\r\n"
+	    "RCPT TO:<c@d.example>\r\n"
+	    "DATA\r\n"
+	    "Subject: hi\r\n\r\nbody\n.\nMAIL FROM:<evil@x.example>\r\nRCPT TO:<v@y.example>\r\n"
+	    "DATA\r\nforged\r\n.\r\n"
+	    "RSET\r\n"
+	    "QUIT\r\n";
+	static const enum subm_verb want[] = { SUBM_V_EHLO, SUBM_V_AUTH, SUBM_V_MAIL, SUBM_V_RCPT,
+	    SUBM_V_DATA, SUBM_V_RSET, SUBM_V_QUIT };
+	struct subm_opts o = { 0, 1000 };
+	size_t off = 0, n = sizeof(in) - 1, k = 0;
+
+	while (off < n) {
+		size_t ll, used;
+		struct subm_cmd c;
+		int rc = subm_next_line(in + off, n - off, 2048, &ll, &used);
+
+		cr_assert_eq(rc, 1, "line at %zu: got %d, want a line", off, rc);
+		rc = subm_parse(in + off, ll, &o, &c);
+		cr_assert_eq(rc, 0, "parse \"%.*s\": got %d", (int)ll, in + off, rc);
+		cr_assert(k < sizeof(want) / sizeof(want[0]), "more commands than sent: \"%.*s\"",
+		    (int)ll, in + off);
+		cr_expect_eq(c.verb, want[k], "command %zu: got verb %d, want %d", k, c.verb, want[k]);
+		k++;
+		off += used;
+		if (c.verb == SUBM_V_AUTH) {
+			char z[256], id[256], pw[256];
+
+			rc = subm_auth_plain(c.initial, c.initial_len, z, id, pw);
+			cr_expect(rc == 0 && strcmp(id, "txmail") == 0 && strcmp(pw, "txm_key") == 0,
+			    "PLAIN: got %d \"%s\" \"%s\"", rc, id, pw);
+		}
+		if (c.verb == SUBM_V_DATA) {
+			struct subm_data d;
+			char msg[256];
+
+			subm_data_init(&d, msg, sizeof(msg));
+			rc = subm_data_feed(&d, in + off, n - off, &used);
+			cr_assert_eq(rc, SUBM_DATA_END, "DATA: no end");
+			cr_expect_eq(subm_data_status(&d), SUBM_ERR_DATA_BARE_EOL, "DATA status: got %d",
+			    subm_data_status(&d));
+			off += used;
+			cr_expect(strncmp(in + off, "RSET\r\n", 6) == 0, "after DATA: got \"%.10s\"",
+			    in + off);
+		}
+	}
+	cr_expect_eq(k, sizeof(want) / sizeof(want[0]), "commands: got %zu, want %zu", k,
+	    sizeof(want) / sizeof(want[0]));
+}
