@@ -470,7 +470,7 @@ do-bench: build $(WHRECV)
 # libFuzzer targets in tests/fuzz/fuzz_<name>.c, built with clang. The library
 # is compiled with the project flags plus -fsanitize=fuzzer-no-link,address,
 # undefined into its own archive (a target links only the objects it needs),
-# of the files the targets reach (FUZZ_LIB_SRC: 20 of the ~60; compiling
+# of the files the targets reach (FUZZ_LIB_SRC: 21 of the ~60; compiling
 # the other 44 as well took ~25 s of CPU in make test, two thirds of the
 # fuzz build, for objects no target linked; a new target that needs
 # another file fails to link with an undefined reference naming what is
