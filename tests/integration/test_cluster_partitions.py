@@ -53,6 +53,10 @@ Checked:
     each one's Idempotency-Key answers its first id); a 550 5.1.1 in one
     partition puts the address in every partition's copy, on every
     primary, and suppresses sends in each; a DELETE lifts every copy;
+  - one primary down and not replaced (its replica may not fail over, the
+    cluster serves what it still covers): the other partitions' sends are
+    accepted and delivered, their scheduled mail promoted, while the down
+    one's answer 503/504; back, it is served again;
   - a planned handover under load: CLUSTER FAILOVER on the replica of the
     primary with the most partitions (nothing killed: the old primary turns
     replica and keeps its connections) while six senders send: answers only
@@ -467,6 +471,75 @@ def test_partitions_spread_over_every_primary(txmail_factory, cluster, smtp_peer
     assert len(counts) == 3 and all(v > 0 for v in counts.values()), "keys per primary: %r" % counts
     log("cluster spread: P=%d, messages per partition %r, partition -> primary %r, keys per primary %r" % (
         P, {k: len(v) for k, v in sorted(parts.items())}, {k: d["port"] for k, d in owners.items()}, counts))
+
+
+def test_partitions_of_other_primaries_go_on_while_one_is_down(txmail_factory, cluster, smtp_peer):
+    """A primary down and not replaced (its replica told not to fail over, the cluster told to
+    serve the slots it still covers): the other partitions' mail is accepted and delivered,
+    scheduled mail of theirs promoted, meanwhile; the down one's sends answer 503; once the
+    node is back its partition is served again. Before st_run_partial the worker's read of
+    every partition failed with the one node, and nothing was delivered until it came back."""
+    c = cluster
+    owners = assert_every_primary_owns_a_partition(c)
+    # the primary that owns the fewest partitions (txm{3} alone, with the three ranges)
+    counts = {}
+    for k, d in owners.items():
+        counts.setdefault(d["id"], []).append(k)
+    vid, down = min(counts.items(), key=lambda kv: len(kv[1]))
+    victim = next(d for d in c.primaries().values() if d["id"] == vid)
+    vnode = c.by_port(victim["port"])
+    replica = c.by_port(next(n for n in vnode.nodes() if n["master"] == vid)["port"])
+    assert replica.cmd("CONFIG", "SET", "cluster-replica-no-failover", "yes") == "OK"
+    for n in c.nodes:
+        assert n.cmd("CONFIG", "SET", "cluster-require-full-coverage", "no") == "OK"
+    api, _ = stack(txmail_factory, c)
+    cl = api.client(timeout=dl(10))
+    # warm: every node's connection made, both ways
+    warm = [cl.send(msg("warm%d@example.com" % i)).json["id"] for i in range(P)]
+    wait_all_delivered(api, warm, dl(30))
+    later = send_scheduled(api, "sched", 1, time.time() + 3)   # due while the node is down
+    vnode.kill9()
+    t_kill = time.monotonic()
+    ok, refused = {}, []
+    for i in range(36):
+        r = cl.send(msg("out%d@example.com" % i))
+        if r.status == 202:
+            ok["out%d@example.com" % i] = r.json["id"]
+        else:
+            # 503; 504 for the one whose connection died under it (it may have run)
+            assert r.status in (503, 504), "a send while partitions %r are down: %s %r" % (down, r.status, r.body)
+            refused.append(i)
+    assert all(part_of(m) not in down for m in ok.values()), "a 202 in a down partition: %r" % ok
+    assert len(ok) >= 36 - 36 * len(down) // P - 1 and refused, \
+        "while partitions %r were down: %d accepted, %d refused" % (down, len(ok), len(refused))
+    due = {r: m for r, m in later.items() if part_of(m) not in down}
+    missing = wait_all_at_peer(smtp_peer, dict(ok, **due), dl(30))
+    t_done = time.monotonic()
+    assert not missing, "while partitions %r were down, %d of %d not delivered, e.g. %r" % (
+        down, len(missing), len(ok) + len(due), missing[:3])
+    assert vnode.proc.poll() is not None, "the node came back by itself"
+    assert "role:slave" in replica.cmd("INFO", "replication"), "the replica was promoted after all"
+    vnode.start()
+    t_back = time.monotonic()
+    wait_until(lambda: c.ok(), dl(30), "the cluster whole again", interval=0.1)
+    back = {}
+    for i in range(2 * P):
+        r = cl.send(msg("back%d@example.com" % i), headers={"Idempotency-Key": "back-%d" % i})
+        end = time.monotonic() + dl(20)
+        while r.status in (503, 504) and time.monotonic() < end:
+            time.sleep(0.1)
+            r = cl.send(msg("back%d@example.com" % i), headers={"Idempotency-Key": "back-%d" % i})
+        assert r.status == 202, "a send after the node came back: %s %r" % (r.status, r.body)
+        back["back%d@example.com" % i] = r.json["id"]
+    assert set(down) <= {part_of(m) for m in back.values()}, "no send in partitions %r after" % down
+    rest = {r: m for r, m in later.items() if part_of(m) in down}
+    missing = wait_all_at_peer(smtp_peer, dict(back, **rest), dl(30))
+    assert not missing, "after the node came back, %d not delivered, e.g. %r" % (len(missing), missing[:3])
+    cl.close()
+    log("cluster: primary %d (partitions %r) down %.1fs: %d sends accepted and delivered with %d scheduled "
+        "in %.1fs, %d refused (503); back: %d more delivered" % (
+            victim["port"], down, t_back - t_kill, len(ok), len(due), t_done - t_kill, len(refused),
+            len(back) + len(rest)))
 
 
 @pytest.mark.parametrize("victim_of", ["partition0", "others"])
