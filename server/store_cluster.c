@@ -11,7 +11,8 @@
  * ST_CLUSTER_REFRESH_MS; a node that refused a connect is not dialled
  * again for ST_RECONNECT_MS; a MOVED updates its slot at once (so the
  * command goes to the right node even when no seed answers); one call
- * follows at most ST_CLUSTER_MAX_REDIRECTS rounds of redirections and
+ * follows at most ST_CLUSTER_MAX_REDIRECTS rounds of redirections (the later
+ * ones after a pause of a few ms: st_cluster_nap) and
  * retries at most once after a connection error. A map change is logged
  * once per process (info, msg="redis cluster map").
  *
@@ -23,12 +24,14 @@
 #include "store_internal.h"
 #include "store_cluster.h"
 
+#include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include "config.h"
 #include "log.h"
@@ -471,6 +474,22 @@ st_cluster_follow(struct st_cluster *cl, const char *asked_host, redisReply **re
 	return again;
 }
 
+/*
+ * st_cluster_nap - the pause before redirection round `round` (>= 2): 2, 4,
+ * 8, 16 ms, then ST_CLUSTER_BOUNCE_MS. A slot answered MOVED by each of two
+ * nodes in turn (one has SETSLOT NODE, the other not yet) settles in that
+ * time; without it the rounds run out in a millisecond.
+ */
+static void
+st_cluster_nap(int round)
+{
+	long ms = round - 2 < 4 ? 2L << (round - 2) : ST_CLUSTER_BOUNCE_MS;
+	struct timespec ts = { 0, (ms < ST_CLUSTER_BOUNCE_MS ? ms : ST_CLUSTER_BOUNCE_MS) * 1000000L };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
 int
 st_cluster_run(struct st_cluster *cl, unsigned slot, const struct st_cmd *cmds, size_t n,
     redisReply **rep, int flags)
@@ -493,6 +512,9 @@ st_cluster_run(struct st_cluster *cl, unsigned slot, const struct st_cmd *cmds, 
 	for (int round = 0; ; round++) {
 		int moved = 0, sent = 0;
 		enum st_cluster_todo want = ST_CL_SEND;
+
+		if (round >= 2)
+			st_cluster_nap(round);
 
 		node = st_cluster_owner(cl, slot);
 		if (node < 0) {

@@ -27,7 +27,8 @@ struct st_cmd;         /* store_internal.h: one formatted command */
 #define ST_CLUSTER_HOST_MAX 256          /* a host with its NUL */
 #define ST_CLUSTER_NO_NODE 0xffff        /* map->slot[s]: no primary serves s */
 #define ST_CLUSTER_SEED_TIMEOUT_MS 500   /* connect to a node asked for the map, and CLUSTER SLOTS */
-#define ST_CLUSTER_MAX_REDIRECTS 5       /* MOVED/ASK rounds one st_cluster_run follows */
+#define ST_CLUSTER_MAX_REDIRECTS 10      /* MOVED/ASK rounds one st_cluster_run follows */
+#define ST_CLUSTER_BOUNCE_MS 64          /* the longest pause between two rounds of redirections */
 #define ST_CLUSTER_REFRESH_MS 100        /* the map is asked for at most this often (unless none) */
 
 #define ST_CLUSTER_BAD (-2)              /* a reply or text of the wrong shape */
@@ -157,7 +158,10 @@ int st_cluster_route(struct st_cluster *cl, const char *key, size_t len, struct 
  * free). A MOVED answer updates the slot in the map, refreshes the map and
  * sends that command again to the new owner; an ASK answer sends ASKING
  * then the command to the named node, once per command; at most
- * ST_CLUSTER_MAX_REDIRECTS rounds, then the last redirection is the reply.
+ * ST_CLUSTER_MAX_REDIRECTS rounds, then the last redirection is the reply;
+ * from the third round on each waits 2, 4, 8, 16, then ST_CLUSTER_BOUNCE_MS
+ * ms first (414 ms in all at most) (nodes that bounce a slot between them - a migration's SETSLOT
+ * NODE reached one but not yet the other - agree within milliseconds).
  * A node that cannot be reached (nothing sent) makes the map be asked
  * again and the commands go once more if it names another node now (after
  * a failover: the promoted replica). A connection lost after sending is retried the
