@@ -518,6 +518,16 @@ st_block_timeout(int block_ms)
 	return block_ms + ST_CMD_TIMEOUT_MS;
 }
 
+int
+st_block_slice(const struct store *s, size_t nslots, int block_ms)
+{
+	int slice = nslots > 1 ? ST_CLUSTER_BLOCK_MS : s->cmd_timeout_ms / 2;
+
+	if (slice < ST_CLUSTER_BLOCK_MS)
+		slice = ST_CLUSTER_BLOCK_MS;
+	return block_ms < slice ? block_ms : slice;
+}
+
 /* st_xread_build - XREADGROUP of the keys[k] whose slots[k] is slot (slots NULL: all) into a. */
 static void
 st_xread_build(struct st_args *a, const char *const *keys, const unsigned *slots, size_t nkeys,
@@ -593,13 +603,10 @@ st_xread_cluster(struct store *s, const char *const *keys, size_t nkeys, const c
 	if (rc == 0 && block_ms > 0 && (*out)->type == REDIS_REPLY_NIL) {
 		/* nothing at hand: wait on one partition's streams, a slice, then the caller reads again */
 		unsigned slot = ds[s->block_rr++ % nup];
-		int slice = nds > 1 ? ST_CLUSTER_BLOCK_MS : s->cmd_timeout_ms / 2;
 		struct st_cmd one = { NULL, 0, 0 };
 
-		if (slice < ST_CLUSTER_BLOCK_MS)
-			slice = ST_CLUSTER_BLOCK_MS;
 		st_xread_build(&a, keys, slots, nkeys, slot, group, consumer, max,
-		    block_ms < slice ? block_ms : slice, from);
+		    st_block_slice(s, nds, block_ms), from);
 		rc = st_format(&a, &one);
 		freeReplyObject(*out);
 		*out = NULL;

@@ -358,7 +358,7 @@ st_sse_wait(struct store *s, const char *after, int max, int block_ms, struct st
 	redisReply *r = NULL;
 	unsigned p = s->block_rr++ % s->nparts;
 	uint64_t ams = 0, aseq = 0;
-	int rc = st_sse_read(s, after, max, 0, out), slice;
+	int rc = st_sse_read(s, after, max, 0, out);
 
 	if (rc != 0 || block_ms <= 0)
 		return rc;
@@ -369,11 +369,6 @@ st_sse_wait(struct store *s, const char *after, int max, int block_ms, struct st
 	} else {
 		snprintf(from, sizeof(from), "%s", after);
 	}
-	slice = s->nparts > 1 ? ST_CLUSTER_BLOCK_MS : s->cmd_timeout_ms / 2;
-	if (slice < ST_CLUSTER_BLOCK_MS)
-		slice = ST_CLUSTER_BLOCK_MS;
-	if (block_ms < slice)
-		slice = block_ms;
 	rc = st_args_init(&a, 8);
 	if (rc)
 		return rc;
@@ -381,7 +376,7 @@ st_sse_wait(struct store *s, const char *after, int max, int block_ms, struct st
 	st_adds(&a, "COUNT");
 	st_adds(&a, "1");
 	st_adds(&a, "BLOCK");
-	st_addi(&a, slice);
+	st_addi(&a, st_block_slice(s, s->nparts, block_ms));
 	st_adds(&a, "STREAMS");
 	st_adds(&a, st_pk(s, p, PK_EVENTS));
 	st_adds(&a, from);

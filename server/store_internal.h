@@ -159,7 +159,7 @@ struct store {
 	unsigned watch_gen;         /* st_watch_gen() when c was connected */
 	unsigned dial_gen;          /* st_watch_gen() when the connect under way began */
 	int watched;                /* registered with st_watch_add */
-	size_t sentinel_first;      /* redis+sentinel:// / redis+cluster://: the sentinel or seed to ask first (the last that answered) */
+	size_t sentinel_first;      /* redis+sentinel://: the sentinel to ask first (the last that answered) */
 	char why[256];              /* why the last connect attempt failed, for store_init */
 	int64_t retention_ms;       /* a finished message's summary and timeline stay this long */
 	char sha[SC_COUNT][41];
@@ -299,8 +299,16 @@ redisReply *st_reply_concat(redisReply **rep, size_t n);
 /* st_part_slot - partition p's slot (that of "txm{p}"). */
 unsigned st_part_slot(unsigned p);
 
-/* st_block_slice - a blocking read's wait on a Cluster: one partition's streams, this long at most. */
+/* A blocking read's wait on a Cluster with several partitions: one partition's streams, this long at most. */
 #define ST_CLUSTER_BLOCK_MS 100
+
+/*
+ * st_block_slice - how long a Cluster read blocks on one of nslots slots
+ * (partitions) for a caller that would wait block_ms (> 0): at most
+ * ST_CLUSTER_BLOCK_MS with several, half the command timeout (but not less)
+ * with one - the connection keeps the command timeout.
+ */
+int st_block_slice(const struct store *s, size_t nslots, int block_ms);
 
 /* st_is_str - 1 for a string or status reply with a body. */
 int st_is_str(const redisReply *r);
