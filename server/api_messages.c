@@ -40,7 +40,6 @@
 #define MSG_ID_PREFIX "msg_"
 #define MSG_ID_CHARS 26
 #define MESSAGES_BATCH_MAX 500
-#define MESSAGES_IDEM_KEY_MAX 255
 #define MESSAGES_IDEM_TTL_MS ((int64_t)24 * 3600 * 1000)
 #define MESSAGES_RENDER_MAX ((size_t)10 * 1024 * 1024)
 
@@ -49,17 +48,7 @@
 int
 api_messages_idem_key_ok(const char *key)
 {
-	size_t n;
-
-	if (key == NULL)
-		return 0;
-	n = strlen(key);
-	if (n == 0 || n > MESSAGES_IDEM_KEY_MAX)
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)key[i] < 0x20 || (unsigned char)key[i] > 0x7e)
-			return 0;
-	return 1;
+	return validate_idem_key(key);
 }
 
 const char *
