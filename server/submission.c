@@ -94,6 +94,7 @@ struct sub_sess {
 	int64_t session_deadline;
 	char in[SUBM_IN_CAP];
 	size_t inlen;
+	char line[SUBM_LINE_CAP];   /* the command being handled */
 	char out[SUBM_OUT_CAP];
 	size_t outlen;
 	int dead;                   /* I/O failed: nothing more is written */
@@ -1134,8 +1135,10 @@ sub_session(struct sub_sess *c)
 			say(c, "421 4.7.0 Too many commands, closing the connection");
 			return;
 		}
-		rc = subm_parse(line, len, &opts, &cmd);
+		/* parsed from a copy: cmd points into it, and the handlers read on into c->in */
+		memcpy(c->line, line, len);
 		sub_consume(c, len + 2);
+		rc = subm_parse(c->line, len, &opts, &cmd);
 		if (rc != 0) {
 			say(c, subm_reply(rc));
 			if (++c->errors >= SUBMISSION_ERRORS_MAX) {
