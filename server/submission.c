@@ -579,6 +579,9 @@ sub_answer(struct sub_sess *c, const struct api_response *resp, const char *id)
 	for (char *p = clean; *p != '\0'; p++)   /* words again: the cleaner turned blanks into '?' */
 		if (*p == '?' && (p == clean || p[-1] != '?'))
 			*p = ' ';
+	metrics_submission(resp->status == 202 ? METRICS_SUBM_QUEUED :
+	    resp->status == 503 || resp->status == 504 || resp->status >= 500 ?
+	    METRICS_SUBM_DEFERRED : METRICS_SUBM_REJECTED);
 	switch (resp->status) {
 	case 202:
 		c->messages++;
@@ -733,7 +736,12 @@ sub_store_message(struct sub_sess *c, const char *raw, size_t len)
 		say(c, "451 4.3.0 Out of memory; retry later");
 		goto out;
 	}
-	api_messages_submit(&req, &sub, &resp);
+	{
+		int64_t t0 = util_mono_ms();
+
+		api_messages_submit(&req, &sub, &resp);
+		metrics_accept_duration("SMTP submission", (double)(util_mono_ms() - t0) / 1000.0);
+	}
 	sub_answer(c, &resp, id);
 	free(resp.body);
 out:
@@ -878,6 +886,7 @@ sub_auth(struct sub_sess *c, const struct subm_cmd *cmd)
 	if (rc == 0) {
 		c->authed = 1;
 		c->token_fresh = 1;
+		metrics_submission(METRICS_SUBM_AUTH_OK);
 		say(c, "235 2.7.0 Authentication successful");
 		log_info("submission authenticated", "peer=%s session=%s user=%s tenant=%s project=%s",
 		    c->peer_str, c->sid, c->user, c->who.tenant, c->who.project);
@@ -889,6 +898,7 @@ sub_auth(struct sub_sess *c, const struct subm_cmd *cmd)
 		return 0;
 	/* refused: a wrong key waits, longer for an address that keeps failing */
 	c->auth_fails++;
+	metrics_submission(METRICS_SUBM_AUTH_FAILED);
 	{
 		int64_t delay = sub_fail_delay(c->srv, c->peer_key, util_now_ms());
 		int64_t until = util_mono_ms() + delay;
@@ -1021,6 +1031,7 @@ sub_data(struct sub_sess *c)
 			ssize_t n = sub_read(c, c->in, sizeof(c->in), deadline, 0);
 
 			if (n == SUB_IO_TIMEOUT) {
+				metrics_submission(METRICS_SUBM_TIMEOUT);
 				say(c, "421 4.4.2 Timeout exceeded during DATA, closing the connection");
 				goto out;
 			}
@@ -1052,6 +1063,7 @@ sub_data(struct sub_sess *c)
 			break;
 	}
 	if (subm_data_status(&d) != 0) {
+		metrics_submission(METRICS_SUBM_REJECTED);
 		say(c, subm_reply(subm_data_status(&d)));
 		log_info("submission message refused", "peer=%s session=%s reason=%s", c->peer_str, c->sid,
 		    subm_data_status(&d) == SUBM_ERR_SIZE ? "too_large" : "bare_cr_or_lf");
@@ -1100,6 +1112,8 @@ sub_next(struct sub_sess *c, const char **line, size_t *len, int64_t deadline, i
 			continue;
 		}
 		*why = (int)n;
+		if (n == SUB_IO_TIMEOUT)
+			metrics_submission(METRICS_SUBM_TIMEOUT);
 		if (n == SUB_IO_TIMEOUT)
 			say(c, util_mono_ms() >= c->session_deadline ?
 			    "421 4.4.2 Session time limit reached, closing the connection" :
@@ -1233,6 +1247,8 @@ sub_sess_main(void *arg)
 	struct submission *s = c->srv;
 	int64_t t0 = util_mono_ms();
 
+	metrics_submission(METRICS_SUBM_CONNECTION);
+	metrics_submission_sessions(1);
 	log_debug("submission connection", "peer=%s session=%s tls=%s", c->peer_str, c->sid,
 	    c->implicit ? "implicit" : "starttls");
 	sub_session(c);
@@ -1244,6 +1260,7 @@ sub_sess_main(void *arg)
 	    c->authed ? c->who.project : "", c->messages, c->commands, c->auth_fails,
 	    (long long)(util_mono_ms() - t0));
 	sub_tx_reset(c);
+	metrics_submission_sessions(-1);
 	OPENSSL_cleanse(c->key, sizeof(c->key));
 	SSL_free(c->ssl);
 	close(c->fd);
@@ -1330,6 +1347,7 @@ sub_accept_one(struct submission *s, int lfd, int implicit)
 		static const char total[] = "421 4.7.0 Too many connections, try again later\r\n";
 		static const char one[] = "421 4.7.0 Too many connections from your address, try again later\r\n";
 
+		metrics_submission(METRICS_SUBM_REFUSED);
 		log_warn("submission connection refused", "peer=%s reason=%s", c->peer_str,
 		    over == 1 ? "max_clients" : "max_clients_per_ip");
 		if (!implicit)   /* on the TLS port a plain-text answer would be noise: just close */
