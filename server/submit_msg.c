@@ -284,7 +284,7 @@ sm_addr_list(struct subm_msg *m, const char *s, size_t n, int cc)
 			int depth = 0;
 
 			for (; i < n; i++) {
-				if (s[i] == '\\') {
+				if (s[i] == '\\' && i + 1 < n) {
 					i++;
 					continue;
 				}
@@ -293,7 +293,8 @@ sm_addr_list(struct subm_msg *m, const char *s, size_t n, int cc)
 				else if (s[i] == ')' && --depth == 0)
 					break;
 			}
-			i++;
+			if (i < n)
+				i++;                         /* after the ')'; at n: unterminated */
 			continue;
 		}
 		if (c == '"') {                          /* a quoted string: kept as written */

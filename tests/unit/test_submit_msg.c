@@ -620,3 +620,33 @@ Test(submit_msg, rcpt_kinds_capped)
 	subm_msg_free(&m);
 	free(in);
 }
+
+Test(submit_msg, rcpt_kinds_malformed_lists)
+{
+	static const struct {
+		const char *in, *addr, *kind;
+	} t[] = {
+		/* an unterminated comment ending in a backslash: the address before it still counts */
+		{ "To: x@y.z (unterminated \\\r\n\r\n", "x@y.z", "to" },
+		{ "To: x@y.z (a (nested) comment) , w@y.z\r\n\r\n", "w@y.z", "to" },
+		{ "To: J\xc3\xb6rg M\xc3\xbcller <jm@example.de>\r\n\r\n", "jm@example.de", "to" },
+		{ "To: \"unterminated <q@x.y>\r\n\r\n", "q@x.y", "bcc" },
+		{ "Cc: a(comment)@b.c\r\n\r\n", "a@b.c", "cc" },
+		{ "Cc: <>, <@only.route:>\r\n\r\n", "@only.route:", "bcc" },
+		{ "To:\r\n\r\n", "a@b.c", "bcc" },
+	};
+
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		struct subm_msg m;
+		char reply[256] = "";
+		int rc = prep(t[i].in, &m, reply, sizeof(reply));
+
+		cr_expect_eq(rc, 0, "case %zu: got %d (%s)", i, rc, reply);
+		if (rc == 0) {
+			const char *k = subm_msg_rcpt_kind(&m, t[i].addr);
+
+			cr_expect_str_eq(k, t[i].kind, "case %zu (%s): got %s, want %s", i, t[i].addr, k, t[i].kind);
+		}
+		subm_msg_free(&m);
+	}
+}
