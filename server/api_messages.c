@@ -967,10 +967,9 @@ fail:
  * api_messages_submit - a message submitted over SMTP (submission.c): the
  * same accept as POST /v1/messages from DKIM signing on (the message is
  * the client's, made ready by subm_msg_prepare; no validation of fields,
- * no template). req is the session's (method "SMTP", body the message as
- * received, path a digest of the envelope: the Idempotency-Key's request
- * hash covers both). Answers as POST /v1/messages would: 202 with the
- * body, or the error.
+ * no template). req is the session's (method "SMTP", body what the
+ * Idempotency-Key's request hash covers: the envelope and the Subject).
+ * Answers as POST /v1/messages would: 202 with the body, or the error.
  */
 void
 api_messages_submit(const struct api_request *req, struct api_submitted *sm,

@@ -32,7 +32,6 @@
 
 #include "api.h"
 #include "cidr.h"
-#include "hash.h"
 #include "health.h"
 #include "keys.h"
 #include "log.h"
@@ -622,7 +621,6 @@ sub_store_message(struct sub_sess *c, const char *raw, size_t len)
 	struct api_submitted sub;
 	const char *kinds[SUBMISSION_RCPTS_MAX];
 	char id[SUBM_ID_MAX], msgid[400], reply[512], from_email[320];
-	char path[HASH_SHA256_HEX_LEN + 8], env_hex[HASH_SHA256_HEX_LEN + 1];
 	const char *helo = cfg->helo_name[0] != '\0' ? cfg->helo_name : "localhost";
 	unsigned part;
 	int rc;
@@ -673,40 +671,42 @@ sub_store_message(struct sub_sess *c, const char *raw, size_t len)
 	}
 	for (size_t i = 0; i < c->nrcpts; i++)
 		kinds[i] = subm_msg_rcpt_kind(&sm, c->rcpts[i]);
-	/* the idempotency request hash covers the envelope (as the path) and the message (as the body) */
+	/*
+	 * What the Idempotency-Key's request hash covers (as the request's
+	 * body): the envelope and the Subject, not the bytes - a mailer that
+	 * retries builds the message again, with a new Date, Message-ID and
+	 * MIME boundaries, and must meet its first answer, not a conflict.
+	 */
+	envlen = strlen(c->mail_from) + 1 + strlen(sm.subject != NULL ? sm.subject : "") + 1;
 	for (size_t i = 0; i < c->nrcpts; i++)
 		envlen += strlen(c->rcpts[i]) + 1;
-	envlen += strlen(c->mail_from) + 1;
 	env = malloc(envlen + 1);
 	if (env == NULL) {
 		say(c, "451 4.3.0 Out of memory; retry later");
 		goto out;
 	}
 	{
-		size_t k = 0, n = strlen(c->mail_from);
+		size_t k = 0, n;
 
-		memcpy(env, c->mail_from, n + 1);
-		k = n + 1;
-		for (size_t i = 0; i < c->nrcpts; i++) {
-			n = strlen(c->rcpts[i]);
-			memcpy(env + k, c->rcpts[i], n + 1);
+		for (size_t i = 0; i < c->nrcpts + 2; i++) {
+			const char *v = i == 0 ? c->mail_from : i == c->nrcpts + 1 ?
+			    (sm.subject != NULL ? sm.subject : "") : c->rcpts[i - 1];
+
+			n = strlen(v);
+			memcpy(env + k, v, n + 1);
 			k += n + 1;
 		}
-		if (hash_sha256_hex(env, k, env_hex) != 0) {
-			say(c, "451 4.3.0 Internal error; retry later");
-			goto out;
-		}
+		envlen = k;
 	}
-	snprintf(path, sizeof(path), "smtp:%s", env_hex);
 	sub_from_email(sm.from != NULL ? sm.from : "", from_email, sizeof(from_email));
 
 	memset(&req, 0, sizeof(req));
 	req.cfg = cfg;
 	req.store = sub_store(c);
 	req.method = "SMTP";
-	req.path = path;
-	req.body = raw;
-	req.body_len = len;
+	req.path = "SMTP submission";
+	req.body = env;
+	req.body_len = envlen;
 	req.now_ms = util_now_ms();
 	req.lookup_header = sub_lookup_header;
 	req.lookup_query = sub_lookup_query;
