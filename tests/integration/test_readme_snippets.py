@@ -8,7 +8,7 @@ against a real txmail (real redis-server, the SMTP test peer):
   must exit 0 and print the message id; the message must be delivered to
   the SMTP peer with the code it generated in the subject and the text.
 - smtp-*: the program sends through SMTP submission (nodemailer, smtplib)
-  to TXMAIL_SMTP_HOST / TXMAIL_SMTP_PORT (587 style, STARTTLS) with the key
+  to SMTP_HOST / SMTP_PORT (587 style, STARTTLS) with the key
   TXMAIL_KEY as the password, verifying the server's certificate against
   the system's CAs - here the test's own CA, given the way a reader's
   runtime takes an extra one (SSL_CERT_FILE, NODE_EXTRA_CA_CERTS); it must
@@ -142,7 +142,7 @@ def test_readme_marks_every_snippet():
         if name.startswith("send-"):
             assert "TXMAIL_URL" in code and "TXMAIL_KEY" in code, "%s reads no TXMAIL_URL/TXMAIL_KEY" % name
         elif name.startswith("smtp-"):
-            assert "TXMAIL_SMTP_HOST" in code and "TXMAIL_KEY" in code, "%s reads no TXMAIL_SMTP_HOST/TXMAIL_KEY" % name
+            assert "SMTP_HOST" in code and "TXMAIL_KEY" in code, "%s reads no SMTP_HOST/TXMAIL_KEY" % name
         else:
             assert "TXMAIL_WEBHOOK_SECRET" in code and "PORT" in code, "%s reads no secret/PORT" % name
 
@@ -195,7 +195,7 @@ def test_smtp_snippet_delivers(name, submission, smtp_peer, workdir):
         # where `npm install nodemailer` would have put it, next to the script
         os.symlink(NODE_MODULES, os.path.join(workdir, "node_modules"))
     s = submission(implicit=False)
-    env = helpers.clean_env(dict(extra, TXMAIL_SMTP_HOST="127.0.0.1", TXMAIL_SMTP_PORT=str(s.port),
+    env = helpers.clean_env(dict(extra, SMTP_HOST="127.0.0.1", SMTP_PORT=str(s.port),
                                  TXMAIL_KEY=s.key_secret, SSL_CERT_FILE=s.ca, NODE_EXTRA_CA_CERTS=s.ca))
     t0 = time.monotonic()
     p = subprocess.run(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_output=True,

@@ -932,6 +932,7 @@ def test_smtp_smuggling_refused(sub, smtp_peer, redis):
         code, text = c.cmd("AUTH PLAIN " + raw_b64("\0txmail\0" + sub.key_secret))
         assert code == 235, "AUTH PLAIN: got %s %r" % (code, text)
         for i, fake in enumerate(SMUGGLE_ENDS):
+            assert c.cmd("RSET")[0] == 250
             assert c.cmd("MAIL FROM:<real@example.com>")[0] == 250
             assert c.cmd("RCPT TO:<real-%d@example.net>" % i)[0] == 250
             assert c.cmd("DATA")[0] == 354
