@@ -400,7 +400,7 @@ do-faults-short: build
 # binaries at a time, the longest first (validate ~37 s, mime ~35 s, config
 # ~26 s, the rest 3-11 s each: each prints its time): ~70 s on 2 cores;
 # part of `make test`. The whole `make valgrind` takes ~10 min.
-VALGRIND_SMOKE := validate mime config log verp mx reply dsn template retry_hint
+VALGRIND_SMOKE := validate mime config log verp mx reply dsn template retry_hint submit_msg
 
 do-valgrind-smoke: $(VALGRIND_SMOKE:%=$(BUILD)/tests/test_%) $(VG_PRELOAD)
 	@command -v valgrind >/dev/null || { echo "valgrind missing (apt-get install valgrind)"; exit 1; }
@@ -473,7 +473,7 @@ do-bench: build $(WHRECV)
 # libFuzzer targets in tests/fuzz/fuzz_<name>.c, built with clang. The library
 # is compiled with the project flags plus -fsanitize=fuzzer-no-link,address,
 # undefined into its own archive (a target links only the objects it needs),
-# of the files the targets reach (FUZZ_LIB_SRC: 21 of the ~60; compiling
+# of the files the targets reach (FUZZ_LIB_SRC: 22 of the ~60; compiling
 # the other 44 as well took ~25 s of CPU in make test, two thirds of the
 # fuzz build, for objects no target linked; a new target that needs
 # another file fails to link with an undefined reference naming what is
@@ -490,7 +490,7 @@ FUZZ_SECONDS ?= 60
 FUZZ         := $(BUILD)/fuzz
 FUZZ_TARGETS := $(sort $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c)))
 FUZZ_LIB_SRC := $(addprefix server/,cidr.c config_parse.c dsn.c hash.c log.c mailparse.c store_cluster_map.c \
-                  store_sentinel.c submit_proto.c template.c \
+                  store_sentinel.c submit_msg.c submit_proto.c template.c \
                   util.c validate.c validate_addr.c validate_scan.c verp.c webhook_event.c) \
                 $(addprefix smtp/,mime.c mx.c reply.c retry.c retry_hint.c)
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer

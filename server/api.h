@@ -157,6 +157,43 @@ api_handler_fn api_messages_get;      /* GET /v1/messages/{id} */
 api_handler_fn api_messages_batch;    /* POST /v1/messages/batch */
 api_handler_fn api_messages_cancel;   /* DELETE /v1/messages/{id} */
 
+/*
+ * A message submitted over SMTP, ready to store (submission.c): the
+ * envelope, the message as subm_msg_prepare left it (mime: malloc'd,
+ * taken by api_messages_submit) and what its X-Txmail-* headers said.
+ */
+struct api_submitted {
+	const char *id;                /* api_messages_new_id */
+	const char *mail_from;         /* MAIL FROM */
+	const char *const *rcpts;      /* RCPT TO, accepted ones */
+	const char *const *kinds;      /* "to", "cc" or "bcc" each */
+	size_t nrcpts;
+	char *mime;
+	size_t mime_len;
+	const char *from;              /* the From field decoded ("" none: mail_from) */
+	const char *from_email;        /* its address, for the DKIM key */
+	const char *subject;
+	const char *metadata_json;     /* "{}" */
+	const char *tags_json;         /* "[]" */
+	int priority_high;
+	int64_t ttl_ms;                /* 0: TXMAIL_MAX_AGE */
+};
+
+/* api_messages_submit - store sm as POST /v1/messages would (202 or the error in resp). */
+void api_messages_submit(const struct api_request *req, struct api_submitted *sm,
+    struct api_response *resp);
+
+/* api_messages_new_id - a new message id of partition part ("msg_<ulid>[p<k>]"). 0, or -1. */
+int api_messages_new_id(unsigned part, char *id, size_t len);
+
+/*
+ * api_messages_partition - the partition of a send of project: from its
+ * Idempotency-Key (NULL: none) when given, so that a retry meets the first
+ * answer, else in turn.
+ */
+unsigned api_messages_partition(const struct config *cfg, const char *project,
+    const char *idem_key);
+
 /* pure helpers of api_messages.c (unit-tested) */
 /* api_messages_idem_key_ok - 1 when key is 1..255 printable ASCII characters (space allowed). */
 int api_messages_idem_key_ok(const char *key);

@@ -40,7 +40,6 @@
 #define MSG_ID_PREFIX "msg_"
 #define MSG_ID_CHARS 26
 #define MESSAGES_BATCH_MAX 500
-#define MESSAGES_IDEM_KEY_MAX 255
 #define MESSAGES_IDEM_TTL_MS ((int64_t)24 * 3600 * 1000)
 #define MESSAGES_RENDER_MAX ((size_t)10 * 1024 * 1024)
 
@@ -49,17 +48,7 @@
 int
 api_messages_idem_key_ok(const char *key)
 {
-	size_t n;
-
-	if (key == NULL)
-		return 0;
-	n = strlen(key);
-	if (n == 0 || n > MESSAGES_IDEM_KEY_MAX)
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)key[i] < 0x20 || (unsigned char)key[i] > 0x7e)
-			return 0;
-	return 1;
+	return validate_idem_key(key);
 }
 
 const char *
@@ -82,6 +71,16 @@ api_messages_expiry(int64_t now_ms, int64_t send_at_ms, int64_t ttl_ms, int64_t 
 	if (ttl_ms > 0 && now_ms + ttl_ms < exp)
 		exp = now_ms + ttl_ms;
 	return exp;
+}
+
+int
+api_messages_new_id(unsigned part, char *id, size_t len)
+{
+	if (util_random_id(MSG_ID_PREFIX, id, len) != 0)
+		return -1;
+	if (part > 0)   /* the partition travels in the id: msg_<ulid>p<k> (store_id_partition) */
+		snprintf(id + strlen(id), len - strlen(id), "p%u", part);
+	return 0;
 }
 
 /* --- one message being prepared ------------------------------------------- */
@@ -291,6 +290,26 @@ messages_add_rcpts(struct messages_one *m, const struct mime_addr *a, size_t na,
 	return 0;
 }
 
+/* messages_timeline - m->timeline: the first entry, {"type":"queued"|"scheduled","at":...[,"send_at":...]} as cJSON would print it. 0, or -1 (OOM). */
+static int
+messages_timeline(const struct api_request *req, struct messages_one *m)
+{
+	struct jsonw tl = { 0 };
+	char at[40], sat[40];
+
+	util_rfc3339(req->now_ms, at, sizeof(at));
+	jsonw_lit(&tl, m->mr.send_at_ms > 0 ? "{\"type\":\"scheduled\",\"at\":" :
+	    "{\"type\":\"queued\",\"at\":");
+	jsonw_str(&tl, at);
+	if (m->mr.send_at_ms > 0) {
+		util_rfc3339(m->mr.send_at_ms, sat, sizeof(sat));
+		jsonw_lit(&tl, ",\"send_at\":");
+		jsonw_str(&tl, sat);
+	}
+	jsonw_raw(&tl, "}", 1);
+	return (m->timeline = jsonw_take(&tl)) != NULL ? 0 : -1;
+}
+
 /*
  * messages_prepare - validate, render and build one message (everything but
  * the suppression check). 0, or -1 with the error response in resp.
@@ -304,8 +323,7 @@ messages_prepare(const struct api_request *req, const cJSON *json, const char *p
 	int64_t max_age_ms = (int64_t)(req->cfg->max_age * 1000.0);
 	uint64_t seed = 0;
 	size_t total;
-	char field[192], at[40], sat[40];
-	struct jsonw tl = { 0 };
+	char field[192];
 	const cJSON *from_node;
 	int rc;
 
@@ -340,13 +358,11 @@ messages_prepare(const struct api_request *req, const cJSON *json, const char *p
 		return -1;
 	}
 
-	if (util_random_id(MSG_ID_PREFIX, m->id, sizeof(m->id)) != 0 ||
+	if (api_messages_new_id(part, m->id, sizeof(m->id)) != 0 ||
 	    util_random_bytes(&seed, sizeof(seed)) != 0) {
 		api_error(resp, 500, "internal_error", "cannot generate an id", NULL);
 		return -1;
 	}
-	if (part > 0)   /* the partition travels in the id: msg_<ulid>p<k> (store_id_partition) */
-		snprintf(m->id + strlen(m->id), sizeof(m->id) - strlen(m->id), "p%u", part);
 	messages_cat3(m->msgid, sizeof(m->msgid), "<", m->id, "@");
 	messages_cat3(m->msgid + strlen(m->msgid), sizeof(m->msgid) - strlen(m->msgid),
 	    req->cfg->helo_name[0] != '\0' ? req->cfg->helo_name : "localhost", ">", "");
@@ -395,18 +411,7 @@ messages_prepare(const struct api_request *req, const cJSON *json, const char *p
 	    messages_add_rcpts(m, m->mr.bcc, m->mr.nbcc, "bcc") != 0)
 		goto oom;
 
-	/* {"type":"queued"|"scheduled","at":...[,"send_at":...]}, as cJSON would print it */
-	util_rfc3339(req->now_ms, at, sizeof(at));
-	jsonw_lit(&tl, m->mr.send_at_ms > 0 ? "{\"type\":\"scheduled\",\"at\":" :
-	    "{\"type\":\"queued\",\"at\":");
-	jsonw_str(&tl, at);
-	if (m->mr.send_at_ms > 0) {
-		util_rfc3339(m->mr.send_at_ms, sat, sizeof(sat));
-		jsonw_lit(&tl, ",\"send_at\":");
-		jsonw_str(&tl, sat);
-	}
-	jsonw_raw(&tl, "}", 1);
-	if ((m->timeline = jsonw_take(&tl)) == NULL)
+	if (messages_timeline(req, m) != 0)
 		goto oom;
 
 	from_node = cJSON_GetObjectItemCaseSensitive(json, "from");
@@ -862,26 +867,31 @@ oom:
  * retry meets the first answer (the idempotency record is in the same
  * partition), else in turn. A batch is one enqueue script: one partition.
  */
-static unsigned
-messages_partition(const struct api_request *req)
+unsigned
+api_messages_partition(const struct config *cfg, const char *project, const char *idem_key)
 {
 	static atomic_uint turn;
-	unsigned n = req->cfg->redis.partitions > 1 ? (unsigned)req->cfg->redis.partitions : 1;
-	const char *hk, *prj;
+	unsigned n = cfg->redis.partitions > 1 ? (unsigned)cfg->redis.partitions : 1;
+	const char *prj = project != NULL && project[0] != '\0' ? project : "-";
 	uint32_t h = 2166136261u;   /* FNV-1a over project ":" key */
 
 	if (n <= 1)
 		return 0;
-	hk = api_request_header(req, "Idempotency-Key");
-	if (hk == NULL)
+	if (idem_key == NULL)
 		return atomic_fetch_add_explicit(&turn, 1, memory_order_relaxed) % n;
-	prj = req->project != NULL && req->project[0] != '\0' ? req->project : "-";
 	for (const char *p = prj; *p != '\0'; p++)
 		h = (h ^ (unsigned char)*p) * 16777619u;
 	h = (h ^ (unsigned char)':') * 16777619u;
-	for (const char *p = hk; *p != '\0'; p++)
+	for (const char *p = idem_key; *p != '\0'; p++)
 		h = (h ^ (unsigned char)*p) * 16777619u;
 	return h % n;
+}
+
+static unsigned
+messages_partition(const struct api_request *req)
+{
+	return api_messages_partition(req->cfg, req->project,
+	    api_request_header(req, "Idempotency-Key"));
 }
 
 void
@@ -951,6 +961,85 @@ fail:
 	for (size_t i = 0; i < n; i++)
 		messages_one_free(&ms[i]);
 	free(ms);
+}
+
+/*
+ * api_messages_submit - a message submitted over SMTP (submission.c): the
+ * same accept as POST /v1/messages from DKIM signing on (the message is
+ * the client's, made ready by subm_msg_prepare; no validation of fields,
+ * no template). req is the session's (method "SMTP", body the message as
+ * received, path a digest of the envelope: the Idempotency-Key's request
+ * hash covers both). Answers as POST /v1/messages would: 202 with the
+ * body, or the error.
+ */
+void
+api_messages_submit(const struct api_request *req, struct api_submitted *sm,
+    struct api_response *resp)
+{
+	struct messages_one *m = calloc(1, sizeof(*m));
+	int64_t max_age_ms = (int64_t)(req->cfg->max_age * 1000.0);
+
+	if (m == NULL) {
+		free(sm->mime);
+		sm->mime = NULL;
+		api_error(resp, 500, "internal_error", "out of memory", NULL);
+		return;
+	}
+	m->mime = sm->mime;
+	m->mime_len = sm->mime_len;
+	sm->mime = NULL;
+	util_strlcpy(m->id, sm->id, sizeof(m->id));
+	m->mr.priority_high = sm->priority_high;
+	if (dkim_keys_sign_message(req->cfg->dkim_keys, sm->from_email, req->now_ms / 1000,
+	    &m->mime, &m->mime_len) != 0) {
+		log_error("DKIM signing failed", "msg_id=%s request_id=%s", m->id, req->request_id);
+		api_error(resp, 500, "internal_error", "cannot sign the message", NULL);
+		goto fail;
+	}
+	m->rcpts = calloc(sm->nrcpts != 0 ? sm->nrcpts : 1, sizeof(*m->rcpts));
+	m->lower = calloc(sm->nrcpts != 0 ? sm->nrcpts : 1, sizeof(*m->lower));
+	m->events = calloc(sm->nrcpts != 0 ? sm->nrcpts : 1, sizeof(*m->events));
+	m->tls = calloc(sm->nrcpts != 0 ? sm->nrcpts : 1, sizeof(*m->tls));
+	if (m->rcpts == NULL || m->lower == NULL || m->events == NULL || m->tls == NULL)
+		goto oom;
+	for (size_t i = 0; i < sm->nrcpts; i++) {
+		char *l = strdup(sm->rcpts[i]);
+
+		if (l == NULL)
+			goto oom;
+		for (char *p = l; *p != '\0'; p++)
+			*p = (char)tolower((unsigned char)*p);
+		m->lower[i] = l;
+		m->rcpts[i].email = sm->rcpts[i];
+		m->rcpts[i].kind = sm->kinds[i];
+		m->rcpts[i].lower = l;
+		m->nrcpts++;
+	}
+	if (messages_timeline(req, m) != 0)
+		goto oom;
+	m->in.id = m->id;
+	m->in.created_ms = req->now_ms;
+	m->in.expires_ms = api_messages_expiry(req->now_ms, 0, sm->ttl_ms, max_age_ms);
+	m->in.from = sm->from != NULL && sm->from[0] != '\0' ? sm->from : sm->mail_from;
+	m->in.mail_from = sm->mail_from;
+	m->in.subject = sm->subject != NULL ? sm->subject : "";
+	m->in.mime = m->mime;
+	m->in.mime_len = m->mime_len;
+	m->in.metadata_json = sm->metadata_json != NULL ? sm->metadata_json : "{}";
+	m->in.tags_json = sm->tags_json != NULL ? sm->tags_json : "[]";
+	m->in.timeline_json = m->timeline;
+	m->in.tenant = req->tenant != NULL ? req->tenant : "";
+	m->in.project = api_project(req);
+	m->in.lane = sm->priority_high ? STORE_LANE_HIGH : STORE_LANE_NORMAL;
+	m->in.rcpts = m->rcpts;
+	m->in.nrcpts = m->nrcpts;
+	messages_accept(req, m, 1, 1, resp);   /* owns m from here */
+	return;
+oom:
+	api_error(resp, 500, "internal_error", "out of memory", NULL);
+fail:
+	messages_one_free(m);
+	free(m);
 }
 
 /* --- reading and canceling --------------------------------------------------- */

@@ -606,6 +606,26 @@ cross_checks(struct config *cfg, struct config_report *rep, const unsigned char 
 	if (!is_bad(bad, "TXMAIL_BOUNCE_LISTEN") && !is_bad(bad, "TXMAIL_BOUNCE_DOMAIN") &&
 	    cfg->bounce_listen_set && cfg->bounce_domain[0] == '\0')
 		rep_add(rep, CONFIG_ERROR, "%s", "TXMAIL_BOUNCE_LISTEN needs TXMAIL_BOUNCE_DOMAIN and TXMAIL_BOUNCE_SECRET");
+	if (!is_bad(bad, "TXMAIL_SUBMISSION_LISTEN") && !is_bad(bad, "TXMAIL_SUBMISSIONS_LISTEN") &&
+	    (cfg->submission_listen_set || cfg->submissions_listen_set) &&
+	    (cfg->submission_tls_cert[0] == '\0' || cfg->submission_tls_key[0] == '\0'))
+		rep_add(rep, CONFIG_ERROR, "%s", "TXMAIL_SUBMISSION_LISTEN and TXMAIL_SUBMISSIONS_LISTEN need "
+		    "TXMAIL_SUBMISSION_TLS_CERT and TXMAIL_SUBMISSION_TLS_KEY: AUTH carries an API key, so "
+		    "submission is never offered without TLS");
+	if ((cfg->submission_listen_set || cfg->submissions_listen_set) &&
+	    cfg->submission_tls_cert[0] != '\0' && access(cfg->submission_tls_cert, R_OK) != 0)
+		rep_add(rep, CONFIG_ERROR, "TXMAIL_SUBMISSION_TLS_CERT: cannot read %s: %s",
+		    cfg->submission_tls_cert, strerror(errno));
+	if ((cfg->submission_listen_set || cfg->submissions_listen_set) &&
+	    cfg->submission_tls_key[0] != '\0' && access(cfg->submission_tls_key, R_OK) != 0)
+		rep_add(rep, CONFIG_ERROR, "TXMAIL_SUBMISSION_TLS_KEY: cannot read %s: %s",
+		    cfg->submission_tls_key, strerror(errno));
+	if (!is_bad(bad, "TXMAIL_SUBMISSION_LISTEN") && !is_bad(bad, "TXMAIL_SUBMISSIONS_LISTEN") &&
+	    cfg->submission_listen_set && cfg->submissions_listen_set &&
+	    cfg->submission_listen_port != 0 && cfg->submission_listen_port == cfg->submissions_listen_port &&
+	    strcmp(cfg->submission_listen_host, cfg->submissions_listen_host) == 0)
+		rep_add(rep, CONFIG_ERROR, "%s", "TXMAIL_SUBMISSIONS_LISTEN: the same address as "
+		    "TXMAIL_SUBMISSION_LISTEN");
 }
 
 int

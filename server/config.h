@@ -152,6 +152,18 @@ struct config {
 	int bounce_max_clients_per_ip;    /* TXMAIL_BOUNCE_MAX_CLIENTS_PER_IP: ... per IPv4 address / IPv6 /64, 8 */
 	double bounce_idle_timeout;   /* TXMAIL_BOUNCE_IDLE_TIMEOUT: seconds, 300 */
 	double bounce_data_timeout;   /* TXMAIL_BOUNCE_DATA_TIMEOUT: seconds for the whole DATA phase, 120 */
+	int submission_listen_set;    /* TXMAIL_SUBMISSION_LISTEN given: SMTP submission, STARTTLS (587 style) */
+	char submission_listen_host[256];
+	uint16_t submission_listen_port;
+	int submissions_listen_set;   /* TXMAIL_SUBMISSIONS_LISTEN given: SMTP submission, implicit TLS (465 style) */
+	char submissions_listen_host[256];
+	uint16_t submissions_listen_port;
+	char submission_tls_cert[PATH_MAX];   /* TXMAIL_SUBMISSION_TLS_CERT: PEM chain, reloaded when it changes */
+	char submission_tls_key[PATH_MAX];    /* TXMAIL_SUBMISSION_TLS_KEY: PEM private key */
+	int submission_max_clients;           /* TXMAIL_SUBMISSION_MAX_CLIENTS: sessions at once, 64 */
+	int submission_max_clients_per_ip;    /* TXMAIL_SUBMISSION_MAX_CLIENTS_PER_IP: per IPv4 / IPv6 /64, 8 */
+	double submission_command_timeout;    /* TXMAIL_SUBMISSION_COMMAND_TIMEOUT: seconds per command line / DATA, 60 */
+	double submission_session_timeout;    /* TXMAIL_SUBMISSION_SESSION_TIMEOUT: seconds per connection, 600 */
 	double events_retention;  /* TXMAIL_EVENTS_RETENTION: seconds events stay for SSE resume, 86400 */
 	int sse_per_key;          /* TXMAIL_SSE_PER_KEY: open event streams per API key and process, 8 */
 	struct dkim_keys *dkim_keys;  /* TXMAIL_DKIM_KEYS, key files read at load; NULL: no signing */

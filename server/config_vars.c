@@ -70,6 +70,8 @@ static int set_dkim_keys(struct config *, const char *, char *, size_t);
 static int check_dns_server(struct config *, const char *, char *, size_t);
 static int check_bounce_domain(struct config *, const char *, char *, size_t);
 static int set_bounce_listen(struct config *, const char *, char *, size_t);
+static int set_submission_listen(struct config *, const char *, char *, size_t);
+static int set_submissions_listen(struct config *, const char *, char *, size_t);
 static int set_trusted_proxies(struct config *, const char *, char *, size_t);
 static void show_listen(const struct config *, char *, size_t);
 static void show_admin_listen(const struct config *, char *, size_t);
@@ -89,6 +91,8 @@ static void show_log_format(const struct config *, char *, size_t);
 static void show_sink_listen(const struct config *, char *, size_t);
 static void show_dkim_keys(const struct config *, char *, size_t);
 static void show_bounce_listen(const struct config *, char *, size_t);
+static void show_submission_listen(const struct config *, char *, size_t);
+static void show_submissions_listen(const struct config *, char *, size_t);
 static void show_trusted_proxies(const struct config *, char *, size_t);
 
 const struct config_var config_vars[] = {
@@ -403,6 +407,31 @@ const struct config_var config_vars[] = {
 	{ .name = "TXMAIL_BOUNCE_DATA_TIMEOUT", SECONDS(0.1, 3600), .def = "120",
 	  .help = "DSN listener: the whole DATA phase (354 to the final dot) must end within this, however "
 	    "slowly it trickles; else the client is cut (`421 4.4.2`)", FIELD(bounce_data_timeout) },
+	{ .name = "TXMAIL_SUBMISSION_LISTEN", .kind = CV_CUSTOM, .def = "", .note = "off",
+	  .help = "SMTP submission (port 587 style) on this `host:port`: STARTTLS offered and required before "
+	    "AUTH; the password is an API key. Part of `run` when set, and the `submission` role",
+	  .set = set_submission_listen, .show = show_submission_listen },
+	{ .name = "TXMAIL_SUBMISSIONS_LISTEN", .kind = CV_CUSTOM, .def = "", .note = "off",
+	  .help = "SMTP submission with implicit TLS (port 465 style) on this `host:port`",
+	  .set = set_submissions_listen, .show = show_submissions_listen },
+	{ .name = "TXMAIL_SUBMISSION_TLS_CERT", .kind = CV_STR, .def = "", .note = "none",
+	  .help = "submission: the certificate chain (PEM file); required with either listener; read again "
+	    "on SIGHUP and when the file changes", FIELD(submission_tls_cert) },
+	{ .name = "TXMAIL_SUBMISSION_TLS_KEY", .kind = CV_STR, .def = "", .note = "none",
+	  .help = "submission: the private key of the certificate (PEM file), read again with it",
+	  FIELD(submission_tls_key) },
+	{ .name = "TXMAIL_SUBMISSION_MAX_CLIENTS", .kind = CV_INT, .min = 1, .max = 4096, .def = "64",
+	  .help = "submission: sessions at once (each a thread; memory held: at most this times "
+	    "`TXMAIL_MAX_BODY`); more are greeted `421 4.7.0` and closed", FIELD(submission_max_clients) },
+	{ .name = "TXMAIL_SUBMISSION_MAX_CLIENTS_PER_IP", .kind = CV_INT, .min = 1, .max = 4096, .def = "8",
+	  .help = "submission: sessions at once from one IPv4 address or IPv6 /64; more get `421 4.7.0`",
+	  FIELD(submission_max_clients_per_ip) },
+	{ .name = "TXMAIL_SUBMISSION_COMMAND_TIMEOUT", SECONDS(0.1, 3600), .def = "60",
+	  .help = "submission: a command line, or the whole DATA phase, not received within this: "
+	    "`421 4.4.2` and the connection is closed", FIELD(submission_command_timeout) },
+	{ .name = "TXMAIL_SUBMISSION_SESSION_TIMEOUT", SECONDS(0.1, 86400), .def = "600",
+	  .help = "submission: a connection open this long is closed (`421 4.4.2`) at its next command",
+	  FIELD(submission_session_timeout) },
 };
 
 const size_t config_nvars = sizeof(config_vars) / sizeof(config_vars[0]);
@@ -979,6 +1008,48 @@ show_bounce_listen(const struct config *cfg, char *out, size_t outlen)
 {
 	if (cfg->bounce_listen_set)
 		show_hostport(cfg->bounce_listen_host, cfg->bounce_listen_port, out, outlen);
+	else
+		util_strlcpy(out, "", outlen);
+}
+
+static int
+set_submission_listen(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	if (*v == '\0')
+		return 0;
+	if (config_parse_listen(v, cfg->submission_listen_host, sizeof(cfg->submission_listen_host),
+	    &cfg->submission_listen_port, err, errlen) != 0)
+		return -1;
+	cfg->submission_listen_set = 1;
+	return 0;
+}
+
+static void
+show_submission_listen(const struct config *cfg, char *out, size_t outlen)
+{
+	if (cfg->submission_listen_set)
+		show_hostport(cfg->submission_listen_host, cfg->submission_listen_port, out, outlen);
+	else
+		util_strlcpy(out, "", outlen);
+}
+
+static int
+set_submissions_listen(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	if (*v == '\0')
+		return 0;
+	if (config_parse_listen(v, cfg->submissions_listen_host, sizeof(cfg->submissions_listen_host),
+	    &cfg->submissions_listen_port, err, errlen) != 0)
+		return -1;
+	cfg->submissions_listen_set = 1;
+	return 0;
+}
+
+static void
+show_submissions_listen(const struct config *cfg, char *out, size_t outlen)
+{
+	if (cfg->submissions_listen_set)
+		show_hostport(cfg->submissions_listen_host, cfg->submissions_listen_port, out, outlen);
 	else
 		util_strlcpy(out, "", outlen);
 }

@@ -33,6 +33,7 @@
 #include "scheduler.h"
 #include "sink.h"
 #include "store.h"
+#include "submission.h"
 #include "util.h"
 #include "webhook.h"
 #include "worker.h"
@@ -68,6 +69,8 @@ static const char usage_main[] =
     "  keys          create|list|revoke API keys (stored as SHA-256 hashes in Redis)\n"
     "  bounce        inbound SMTP listener for DSNs sent to the VERP return paths\n"
     "                (TXMAIL_BOUNCE_DOMAIN); also part of 'run' with TXMAIL_BOUNCE_LISTEN\n"
+    "  submission    SMTP submission (STARTTLS and implicit TLS; the password is an\n"
+    "                API key); also part of 'run' with TXMAIL_SUBMISSION_LISTEN\n"
     "  dkim          keygen: make a DKIM signing key and print its DNS TXT record\n"
     "  config        check: print every effective setting and its source, secrets\n"
     "                masked, and every problem (exit 1 on an error);\n"
@@ -138,6 +141,21 @@ static const char usage_worker[] =
     "\n"
     USAGE_SECRET_FILES;
 
+static const char usage_submission[] =
+    "usage: txmail submission\n"
+    "\n"
+    "Runs only the SMTP submission listeners (scale them out like the API):\n"
+    "TXMAIL_SUBMISSION_LISTEN (port 587 style: STARTTLS, required before AUTH)\n"
+    "and/or TXMAIL_SUBMISSIONS_LISTEN (port 465 style: implicit TLS), with\n"
+    "TXMAIL_SUBMISSION_TLS_CERT and TXMAIL_SUBMISSION_TLS_KEY (read again on\n"
+    "SIGHUP and when the files change). AUTH PLAIN or LOGIN: any username, an\n"
+    "API key as the password (its project, scope, allowlist and rate limit\n"
+    "apply). A message is answered 250 with its id (queued as msg_...) once it\n"
+    "is stored; 'txmail worker' delivers it. Needs TXMAIL_REDIS_URL. Serves\n"
+    "GET /metrics, /healthz and /readyz on TXMAIL_ADMIN_LISTEN (127.0.0.1:9090).\n"
+    "\n"
+    USAGE_SECRET_FILES;
+
 enum role {
 	ROLE_API = 1,
 	ROLE_WORK = 2,
@@ -149,6 +167,7 @@ struct app {
 	int embedded;
 	struct sink *sink;
 	struct bounce *bounce;
+	struct submission *sub;    /* TXMAIL_SUBMISSION(S)_LISTEN */
 	struct http_server *http;
 	struct http_server *admin;  /* TXMAIL_ADMIN_LISTEN: /metrics, /healthz, /readyz */
 	struct worker *workers[MAX_WORKERS];
@@ -173,6 +192,7 @@ block_signals(sigset_t *set)
 	sigemptyset(set);
 	sigaddset(set, SIGINT);
 	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGHUP);    /* reloads the submission certificate; never a stop */
 	pthread_sigmask(SIG_BLOCK, set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 }
@@ -308,6 +328,8 @@ stop_all(struct app *a, int64_t deadline_ms, struct worker_stop_stats *ws,
 	health_release_wedge();   /* a test wedge must not hold a loop past its stop */
 	http_drain(a->admin);     /* /readyz 503 at once; /healthz keeps answering until the end */
 	http_drain(a->http);
+	submission_stop(a->sub, deadline_ms);   /* sessions between commands: 421 at once */
+	a->sub = NULL;
 	for (int i = 0; i < a->nworkers; i++)
 		worker_drain(a->workers[i]);   /* all at once: they drain together */
 	if (a->sched != NULL)
@@ -577,6 +599,12 @@ serve(int roles, int dev)
 		log_info("bounce listener started", "addr=%s port=%u", a->cfg.bounce_listen_host,
 		    (unsigned)bport);
 	}
+	if (roles == (ROLE_API | ROLE_WORK) &&
+	    (a->cfg.submission_listen_set || a->cfg.submissions_listen_set) &&
+	    (a->sub = submission_start(&a->cfg, err, sizeof(err))) == NULL) {
+		log_error("submission listener cannot start", "error=%s", err);
+		goto out;
+	}
 	if (roles & ROLE_API) {
 		if ((a->http = http_start(&a->cfg, err, sizeof(err))) == NULL) {
 			log_error("HTTP server cannot start", "error=%s", err);
@@ -596,6 +624,12 @@ serve(int roles, int dev)
 	for (;;) {
 		if (sigwait(&set, &sig) != 0)
 			continue;
+		if (sig == SIGHUP) {
+			log_info("SIGHUP", "action=%s", a->sub != NULL ? "reload the submission certificate" :
+			    "none (nothing to reload)");
+			submission_reload(a->sub);
+			continue;
+		}
 		/* the API answers 503, SMTP transactions in flight have the grace, the rest goes back */
 		log_info("stopping", "signal=%s grace=%s", sig == SIGINT ? "SIGINT" : "SIGTERM",
 		    util_fmt_duration(a->cfg.shutdown_grace, dur, sizeof(dur)));
@@ -665,7 +699,7 @@ bounce_serve(int argc, char **argv)
 		log_error("admin listener cannot start (TXMAIL_ADMIN_LISTEN; off: none)", "error=%s", err);
 		goto out;
 	}
-	while (sigwait(&set, &sig) != 0)
+	while (sigwait(&set, &sig) != 0 || sig == SIGHUP)
 		;
 	log_info("bounce listener stopping", "signal=%d", sig);
 	rc = 0;
@@ -674,6 +708,81 @@ out:
 	bounce_stop(b);
 	if (admin != NULL)
 		http_stop(admin);
+	config_free(cfg);
+	free(cfg);
+	return rc;
+}
+
+/*
+ * submission_serve - `txmail submission`: the SMTP submission listeners
+ * and the admin listener, until SIGINT/SIGTERM (SIGHUP reads the
+ * certificate again). Needs TXMAIL_REDIS_URL; delivery is the workers'.
+ */
+static int
+submission_serve(int argc, char **argv)
+{
+	struct config *cfg = calloc(1, sizeof(*cfg));
+	struct submission *sub = NULL;
+	struct http_server *admin = NULL;
+	char err[512];
+	sigset_t set;
+	int sig = 0, rc = 2;
+
+	if (cfg == NULL)
+		return 1;
+	if (wants_help(argc, argv)) {
+		fputs(usage_submission, stdout);
+		free(cfg);
+		return 0;
+	}
+	if (argc > 1) {
+		fprintf(stderr, "txmail submission: unexpected argument %s\n\n%s", argv[1], usage_submission);
+		free(cfg);
+		return 2;
+	}
+	block_signals(&set);
+	if (config_load(cfg, err, sizeof(err)) != 0) {
+		log_error("submission cannot start: invalid configuration", "problem=%s", err);
+		goto out;
+	}
+	log_set_level(cfg->log_level);
+	log_set_format((enum log_format)cfg->log_format);
+	if (!cfg->redis_set || !(cfg->submission_listen_set || cfg->submissions_listen_set)) {
+		log_error("submission cannot start: TXMAIL_REDIS_URL and TXMAIL_SUBMISSION_LISTEN or "
+		    "TXMAIL_SUBMISSIONS_LISTEN (with TXMAIL_SUBMISSION_TLS_CERT and _KEY) are required");
+		goto out;
+	}
+	config_describe(cfg);
+	configure_health(cfg);
+	rc = 1;
+	if (init_store(cfg, 1) != 0)
+		goto out;
+	if ((sub = submission_start(cfg, err, sizeof(err))) == NULL) {
+		log_error("submission listener cannot start", "error=%s", err);
+		goto out;
+	}
+	if (admin_wanted(cfg, 1) && (admin = http_start_admin(cfg, err, sizeof(err))) == NULL) {
+		log_error("admin listener cannot start (TXMAIL_ADMIN_LISTEN; off: none)", "error=%s", err);
+		goto out;
+	}
+	log_info("txmail ready", "version=%s roles=submission", TXMAIL_VERSION);
+	for (;;) {
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (sig != SIGHUP)
+			break;
+		log_info("SIGHUP", "action=%s", "reload the submission certificate");
+		submission_reload(sub);
+	}
+	log_info("stopping", "signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	rc = 0;
+out:
+	http_drain(admin);
+	submission_stop(sub, util_mono_ms() + (int64_t)(cfg->shutdown_grace * 1000));
+	if (admin != NULL)
+		http_stop(admin);
+	if (rc == 0)
+		log_info("txmail stopped");
 	config_free(cfg);
 	free(cfg);
 	return rc;
@@ -757,6 +866,8 @@ main(int argc, char **argv)
 		return keys_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "bounce") == 0)
 		return bounce_serve(argc - 1, argv + 1);
+	if (strcmp(cmd, "submission") == 0)
+		return submission_serve(argc - 1, argv + 1);
 	if (strcmp(cmd, "dkim") == 0)
 		return dkim_main(argc - 1, argv + 1);
 	fprintf(stderr, "txmail: unknown command '%s'\n\n%s", cmd, usage_main);

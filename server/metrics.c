@@ -77,6 +77,8 @@ static _Atomic int64_t metrics_body_bytes;
 static _Atomic int64_t metrics_pipe_waiting;
 static _Atomic uint64_t metrics_parked_n;
 static _Atomic uint64_t metrics_unrepl[METRICS_UNREPL_COUNT];
+static _Atomic uint64_t metrics_subm[METRICS_SUBM_COUNT];
+static _Atomic int64_t metrics_subm_open;
 static _Atomic(const char *) metrics_accept_routes[METRICS_ACCEPT_ROUTES];
 static struct metrics_shard metrics_shards[METRICS_SHARDS];
 static _Atomic unsigned metrics_next_shard;
@@ -518,6 +520,19 @@ metrics_parked(int64_t n)
 }
 
 void
+metrics_submission(enum metrics_subm what)
+{
+	if ((unsigned)what < METRICS_SUBM_COUNT)
+		atomic_fetch_add_explicit(&metrics_subm[what], 1, memory_order_relaxed);
+}
+
+void
+metrics_submission_sessions(int64_t delta)
+{
+	atomic_fetch_add_explicit(&metrics_subm_open, delta, memory_order_relaxed);
+}
+
+void
 metrics_redis_unreplicated(enum metrics_unrepl what)
 {
 	if ((unsigned)what < METRICS_UNREPL_COUNT)
@@ -737,6 +752,9 @@ metrics_snapshot(struct metrics_snapshot *out)
 	out->parked = atomic_load_explicit(&metrics_parked_n, memory_order_relaxed);
 	for (size_t i = 0; i < METRICS_UNREPL_COUNT; i++)
 		out->unreplicated[i] = atomic_load_explicit(&metrics_unrepl[i], memory_order_relaxed);
+	for (size_t i = 0; i < METRICS_SUBM_COUNT; i++)
+		out->subm[i] = atomic_load_explicit(&metrics_subm[i], memory_order_relaxed);
+	out->subm_sessions = atomic_load_explicit(&metrics_subm_open, memory_order_relaxed);
 	metrics_process_read(&out->proc);
 }
 
@@ -766,6 +784,9 @@ metrics_reset(void)
 	atomic_store(&metrics_parked_n, 0);
 	for (size_t i = 0; i < METRICS_UNREPL_COUNT; i++)
 		atomic_store(&metrics_unrepl[i], 0);
+	for (size_t i = 0; i < METRICS_SUBM_COUNT; i++)
+		atomic_store(&metrics_subm[i], 0);
+	atomic_store(&metrics_subm_open, 0);
 	for (size_t i = 0; i < METRICS_ACCEPT_ROUTES; i++)
 		atomic_store(&metrics_accept_routes[i], NULL);
 	memset(metrics_shards, 0, sizeof(metrics_shards));
@@ -1037,6 +1058,19 @@ metrics_render_process(struct metrics_buf *b, const struct metrics_snapshot *sna
 		for (size_t i = 0; i < METRICS_UNREPL_COUNT; i++)
 			metrics_printf(b, "txmail_redis_unreplicated_total{what=\"%s\"} %" PRIu64 "\n",
 			    what[i], snap->unreplicated[i]);
+	}
+	{
+		static const char *const ev[METRICS_SUBM_COUNT] = { "connection", "refused", "timeout",
+		    "auth_ok", "auth_failed", "queued", "rejected", "deferred" };
+
+		metrics_head(b, "txmail_submission_events_total", "counter",
+		    "SMTP submission: connections (started, refused over the caps, cut by a timeout), AUTH "
+		    "(accepted, refused) and messages at the end of DATA (queued 250, rejected 5xx, deferred 4xx).");
+		for (size_t i = 0; i < METRICS_SUBM_COUNT; i++)
+			metrics_printf(b, "txmail_submission_events_total{event=\"%s\"} %" PRIu64 "\n", ev[i],
+			    snap->subm[i]);
+		metrics_head(b, "txmail_submission_sessions", "gauge", "SMTP submission sessions open now.");
+		metrics_printf(b, "txmail_submission_sessions %" PRId64 "\n", snap->subm_sessions);
 	}
 	if (!p->ok)
 		return;

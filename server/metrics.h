@@ -110,6 +110,19 @@ enum metrics_unrepl {
 	METRICS_UNREPL_COUNT
 };
 
+/* what SMTP submission saw: txmail_submission_events_total{event} */
+enum metrics_subm {
+	METRICS_SUBM_CONNECTION,        /* a session started */
+	METRICS_SUBM_REFUSED,           /* a connection over TXMAIL_SUBMISSION_MAX_CLIENTS(_PER_IP) */
+	METRICS_SUBM_TIMEOUT,           /* a session cut by a timeout */
+	METRICS_SUBM_AUTH_OK,           /* AUTH accepted */
+	METRICS_SUBM_AUTH_FAILED,       /* AUTH refused (535) */
+	METRICS_SUBM_QUEUED,            /* a message answered 250 */
+	METRICS_SUBM_REJECTED,          /* a message refused at the end of DATA (5xx) */
+	METRICS_SUBM_DEFERRED,          /* a message answered 4xx at the end of DATA */
+	METRICS_SUBM_COUNT
+};
+
 struct metrics_snapshot {
 	size_t nroutes;
 	const char *route[METRICS_MAX_ROUTES];          /* static pattern strings */
@@ -138,6 +151,8 @@ struct metrics_snapshot {
 	int64_t dest_full;              /* a gauge: destinations at their in-flight cap, summed over loops */
 	uint64_t parked;                /* deliveries parked because their destination was at its cap */
 	uint64_t unreplicated[METRICS_UNREPL_COUNT];  /* WAITs that came up short, by enum metrics_unrepl */
+	uint64_t subm[METRICS_SUBM_COUNT];            /* by enum metrics_subm */
+	int64_t subm_sessions;                        /* a gauge: submission sessions open now */
 	struct metrics_process proc;
 };
 
@@ -197,6 +212,9 @@ void metrics_accept_waiting(int64_t delta);
 /* metrics_parked - n deliveries were parked: their destination was at its in-flight cap (fair.h). */
 void metrics_parked(int64_t n);
 
+/* metrics_submission - one SMTP submission event; metrics_submission_sessions - sessions open += delta. */
+void metrics_submission(enum metrics_subm what);
+void metrics_submission_sessions(int64_t delta);
 /* metrics_redis_unreplicated - a write of this kind was not confirmed by TXMAIL_REDIS_MIN_REPLICAS in time. */
 void metrics_redis_unreplicated(enum metrics_unrepl what);
 

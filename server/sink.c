@@ -1181,7 +1181,8 @@ static void *sink_thread(void *arg)
 
 /* ---- public -------------------------------------------------------------------- */
 
-static int sink_listen(const char *host, uint16_t port, uint16_t *bound, char *err, size_t errlen)
+int
+sink_listen_fd(const char *host, uint16_t port, uint16_t *bound, char *err, size_t errlen)
 {
 	struct addrinfo hints = { 0 }, *res = NULL, *ai;
 	char portstr[8];
@@ -1195,7 +1196,7 @@ static int sink_listen(const char *host, uint16_t port, uint16_t *bound, char *e
 	snprintf(portstr, sizeof(portstr), "%u", (unsigned)port);
 	gai = getaddrinfo(host && *host ? host : NULL, portstr, &hints, &res);
 	if (gai != 0) {
-		snprintf(err, errlen, "sink: cannot resolve %s: %s", host, gai_strerror(gai));
+		snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(gai));
 		return -1;
 	}
 	for (ai = res; ai; ai = ai->ai_next) {
@@ -1205,7 +1206,7 @@ static int sink_listen(const char *host, uint16_t port, uint16_t *bound, char *e
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 128) == 0)
 			break;
-		snprintf(err, errlen, "sink: cannot listen on %s:%u: %s", host, (unsigned)port,
+		snprintf(err, errlen, "cannot listen on %s:%u: %s", host, (unsigned)port,
 		    strerror(errno));
 		close(fd);
 		fd = -1;
@@ -1261,7 +1262,7 @@ static struct sink *sink_start_common(const char *host, uint16_t port, const cha
 	if (gethostname(s->host, sizeof(s->host)) < 0 || !s->host[0])
 		util_strlcpy(s->host, "localhost", sizeof(s->host));
 	s->host[sizeof(s->host) - 1] = '\0';
-	s->lfd = sink_listen(host, port, bound_port, err, errlen);
+	s->lfd = sink_listen_fd(host, port, bound_port, err, errlen);
 	if (s->lfd < 0)
 		goto fail;
 	s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

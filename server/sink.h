@@ -174,6 +174,13 @@ struct sink_hooks {
 struct sink *sink_start_hooks(const char *host, uint16_t port, const struct sink_hooks *hooks,
     uint16_t *bound_port, char *err, size_t errlen);
 
+/*
+ * sink_listen_fd - a non-blocking, close-on-exec TCP socket listening on
+ * host:port (port 0: any; *bound gets the port when bound is not NULL),
+ * for every inbound SMTP listener. The fd, or -1 with err.
+ */
+int sink_listen_fd(const char *host, uint16_t port, uint16_t *bound, char *err, size_t errlen);
+
 /* sink_main - `txmail sink [--listen host:port] [--dir DIR]`, runs until SIGINT/SIGTERM. */
 int sink_main(int argc, char **argv);
 

@@ -500,6 +500,13 @@ subm_data_init(struct subm_data *d, char *out, size_t cap)
 	d->state = SUBM_D_BOL;
 }
 
+void
+subm_data_buffer(struct subm_data *d, char *out, size_t cap)
+{
+	d->out = out;
+	d->cap = cap;
+}
+
 static void
 data_fail(struct subm_data *d, int err)
 {

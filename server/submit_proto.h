@@ -184,6 +184,14 @@ struct subm_data {
 /* subm_data_init - start a reader writing into out[0..cap). Never fails. */
 void subm_data_init(struct subm_data *d, char *out, size_t cap);
 
+/*
+ * subm_data_buffer - go on writing into out[0..cap), which holds the
+ * subm_data_length octets written so far (e.g. the old buffer grown by
+ * realloc): a listener can start small and grow the buffer up to its limit
+ * before each feed (the reader marks SUBM_ERR_SIZE only past cap). Pure.
+ */
+void subm_data_buffer(struct subm_data *d, char *out, size_t cap);
+
 #define SUBM_DATA_MORE 0   /* all of buf consumed; feed more */
 #define SUBM_DATA_END 1    /* the final CRLF "." CRLF ended at buf[*consumed - 1] */
 

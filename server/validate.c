@@ -907,6 +907,38 @@ parse_ttl(const cJSON *node, struct msg_request *r, struct validate_error *err)
 	return V_OK;
 }
 
+int
+validate_options(const cJSON *metadata, const cJSON *tags, const cJSON *ttl, const cJSON *priority,
+    struct msg_request *out, struct validate_error *err)
+{
+	int rc;
+
+	rc = parse_metadata(metadata, out, err);
+	if (rc == V_OK)
+		rc = parse_tags(tags, out, err);
+	if (rc == V_OK)
+		rc = parse_ttl(ttl, out, err);
+	if (rc == V_OK)
+		rc = parse_priority(priority, out, err);
+	return rc;
+}
+
+int
+validate_idem_key(const char *key)
+{
+	size_t n;
+
+	if (key == NULL)
+		return 0;
+	n = strlen(key);
+	if (n == 0 || n > VALIDATE_MAX_IDEM_KEY)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)key[i] < 0x20 || (unsigned char)key[i] > 0x7e)
+			return 0;
+	return 1;
+}
+
 /* --- the send request --------------------------------------------------------- */
 
 /* add_prefix - "messages[3]." + field; the top level itself reads "messages[3]". */

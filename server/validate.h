@@ -101,6 +101,22 @@ int validate_json_depth(const cJSON *node, int limit);
  */
 size_t validate_json_count(const char *json, size_t len, size_t limit);
 
+/*
+ * validate_options - the send request's "metadata", "tags", "ttl" and
+ * "priority" rules for callers that are not a JSON body (SMTP submission's
+ * X-Txmail-* headers): each node may be NULL (absent). Fills
+ * out->metadata_json ("{}" when absent), tags_json ("[]"), ttl_ms and
+ * priority_high exactly as validate_message does. 0, -1 invalid (err names
+ * "metadata", "tags[2]", "ttl" or "priority"), -2 out of memory. The caller
+ * frees with msg_request_free (out zeroed before the call).
+ */
+int validate_options(const cJSON *metadata, const cJSON *tags, const cJSON *ttl, const cJSON *priority,
+    struct msg_request *out, struct validate_error *err);
+
+#define VALIDATE_MAX_IDEM_KEY 255
+/* validate_idem_key - 1 when key is 1..VALIDATE_MAX_IDEM_KEY printable ASCII characters (space allowed). */
+int validate_idem_key(const char *key);
+
 /* validate_template_name - 1 when name matches [A-Za-z0-9_-]{1,64}. */
 int validate_template_name(const char *name);
 
