@@ -78,11 +78,12 @@ RUN_PKGS  := gcc libc6-dev pkg-config libmicrohttpd-dev libssl-dev libcjson-dev 
 # driven by playwright-core from tests/ui); prometheus for promtool and
 # prometheus itself (test_metrics_names checks a live scrape; test_deploy the
 # alert rules and the dashboard's queries), docker-compose (test_deploy:
-# deploy/docker-compose.yml). node/npm, kubectl: see deps-test.
+# deploy/docker-compose.yml), swaks (test_submission: a real SMTP submission
+# client, STARTTLS + AUTH and a pipelined session). node/npm, kubectl: see deps-test.
 TEST_PKGS := libcriterion-dev python3 python3-aiosmtpd python3-pytest python3-pytest-xdist \
              python3-yaml python3-dkim python3-nacl openssl dnsmasq clang libclang-rt-14-dev \
              valgrind wrk util-linux mount libc-bin golang-go php-cli php-curl chromium prometheus \
-             docker-compose
+             docker-compose swaks
 
 # Targets that install first and then re-enter make as do-<target> (see the
 # top of this file); do-<target> alone is the same without apt.
