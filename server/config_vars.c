@@ -427,8 +427,9 @@ const struct config_var config_vars[] = {
 	  .help = "submission: sessions at once from one IPv4 address or IPv6 /64; more get `421 4.7.0`",
 	  FIELD(submission_max_clients_per_ip) },
 	{ .name = "TXMAIL_SUBMISSION_COMMAND_TIMEOUT", SECONDS(0.1, 3600), .def = "60",
-	  .help = "submission: a command line, or the whole DATA phase, not received within this: "
-	    "`421 4.4.2` and the connection is closed", FIELD(submission_command_timeout) },
+	  .help = "submission: a command line not received within this, or a pause this long in DATA: "
+	    "`421 4.4.2` and the connection is closed (the whole DATA phase may take 10 times this)",
+	  FIELD(submission_command_timeout) },
 	{ .name = "TXMAIL_SUBMISSION_SESSION_TIMEOUT", SECONDS(0.1, 86400), .def = "600",
 	  .help = "submission: a connection open this long is closed (`421 4.4.2`) at its next command",
 	  FIELD(submission_session_timeout) },

@@ -1028,7 +1028,9 @@ sub_data(struct sub_sess *c)
 		int r;
 
 		if (c->inlen == 0) {
-			ssize_t n = sub_read(c, c->in, sizeof(c->in), deadline, 0);
+			/* a pause of a command timeout cuts it, and so does the whole phase's deadline */
+			int64_t pause = util_mono_ms() + (int64_t)(cfg->submission_command_timeout * 1000);
+			ssize_t n = sub_read(c, c->in, sizeof(c->in), pause < deadline ? pause : deadline, 0);
 
 			if (n == SUB_IO_TIMEOUT) {
 				metrics_submission(METRICS_SUBM_TIMEOUT);

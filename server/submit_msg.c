@@ -620,6 +620,17 @@ subm_msg_prepare(const char *raw, size_t len, const struct subm_msg_opts *o, str
 			val[k] = sm_unfold(raw, f->value_off, f->value_end, &vlen[k]);
 			if (val[k] == NULL)
 				goto out;
+			/* mailers encode values with '{' or '"' (nodemailer: =?UTF-8?Q?=7B=22...?=) */
+			if (strstr(val[k], "=?") != NULL &&
+			    f->value_end - f->value_off <= (size_t)MAILPARSE_VALUE_MAX) {
+				char *d = sm_decoded(raw, f);
+
+				if (d == NULL)
+					goto out;
+				free(val[k]);
+				val[k] = d;
+				vlen[k] = strlen(d);
+			}
 			if (vlen[k] > SUBM_MSG_OPT_MAX || memchr(val[k], '\0', vlen[k]) != NULL) {
 				sm_reply(reply, replylen, "554 5.6.0 %s: %s", sm_opt_name[k],
 				    vlen[k] > SUBM_MSG_OPT_MAX ? "is too long (max 8192 octets)" : "holds a NUL");

@@ -301,6 +301,10 @@ Test(submit_msg, options_values)
 		{ "X-Txmail-Metadata: {}\r\n\r\n", "[]", "{}", 0, 0 },
 		{ "X-Txmail-Metadata: {\"a\":{\"b\":[1,2,null]}}\r\n\r\n", "[]", "{\"a\":{\"b\":[1,2,null]}}", 0, 0 },
 		{ "X-Txmail-Metadata: null\r\n\r\n", "[]", "{}", 0, 0 },   /* as "metadata": null */
+		/* RFC 2047 encoded, as nodemailer sends a value with '{' or '"' */
+		{ "X-Txmail-Metadata: =?UTF-8?Q?=7B=22via=22=3A=22node=22=7D?=\r\n\r\n", "[]",
+		  "{\"via\":\"node\"}", 0, 0 },
+		{ "X-Txmail-Tags: =?UTF-8?B?WyJhIiwiYiJd?=\r\n\r\n", "[\"a\",\"b\"]", "{}", 0, 0 },
 		{ "X-Txmail-Priority: normal\r\n\r\n", "[]", "{}", 0, 0 },
 		{ "X-Txmail-TTL: 1\r\n\r\n", "[]", "{}", 1000, 0 },
 		{ "X-Txmail-TTL: 2592000\r\n\r\n", "[]", "{}", (int64_t)2592000 * 1000, 0 },
