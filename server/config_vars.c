@@ -992,67 +992,66 @@ check_bounce_domain(struct config *cfg, const char *v, char *err, size_t errlen)
 	return 0;
 }
 
+/* set_listen_opt - an optional listener: "" leaves it off, else host:port into host/port and *set = 1 */
 static int
-set_bounce_listen(struct config *cfg, const char *v, char *err, size_t errlen)
+set_listen_opt(const char *v, char *host, size_t hostlen, uint16_t *port, int *set, char *err,
+    size_t errlen)
 {
 	if (*v == '\0')
 		return 0;
-	if (config_parse_listen(v, cfg->bounce_listen_host, sizeof(cfg->bounce_listen_host),
-	    &cfg->bounce_listen_port, err, errlen) != 0)
+	if (config_parse_listen(v, host, hostlen, port, err, errlen) != 0)
 		return -1;
-	cfg->bounce_listen_set = 1;
+	*set = 1;
 	return 0;
+}
+
+/* show_listen_opt - an optional listener's host:port, "" when off */
+static void
+show_listen_opt(int set, const char *host, uint16_t port, char *out, size_t outlen)
+{
+	if (set)
+		show_hostport(host, port, out, outlen);
+	else
+		util_strlcpy(out, "", outlen);
+}
+
+static int
+set_bounce_listen(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	return set_listen_opt(v, cfg->bounce_listen_host, sizeof(cfg->bounce_listen_host),
+	    &cfg->bounce_listen_port, &cfg->bounce_listen_set, err, errlen);
 }
 
 static void
 show_bounce_listen(const struct config *cfg, char *out, size_t outlen)
 {
-	if (cfg->bounce_listen_set)
-		show_hostport(cfg->bounce_listen_host, cfg->bounce_listen_port, out, outlen);
-	else
-		util_strlcpy(out, "", outlen);
+	show_listen_opt(cfg->bounce_listen_set, cfg->bounce_listen_host, cfg->bounce_listen_port, out, outlen);
 }
 
 static int
 set_submission_listen(struct config *cfg, const char *v, char *err, size_t errlen)
 {
-	if (*v == '\0')
-		return 0;
-	if (config_parse_listen(v, cfg->submission_listen_host, sizeof(cfg->submission_listen_host),
-	    &cfg->submission_listen_port, err, errlen) != 0)
-		return -1;
-	cfg->submission_listen_set = 1;
-	return 0;
+	return set_listen_opt(v, cfg->submission_listen_host, sizeof(cfg->submission_listen_host),
+	    &cfg->submission_listen_port, &cfg->submission_listen_set, err, errlen);
 }
 
 static void
 show_submission_listen(const struct config *cfg, char *out, size_t outlen)
 {
-	if (cfg->submission_listen_set)
-		show_hostport(cfg->submission_listen_host, cfg->submission_listen_port, out, outlen);
-	else
-		util_strlcpy(out, "", outlen);
+	show_listen_opt(cfg->submission_listen_set, cfg->submission_listen_host, cfg->submission_listen_port, out, outlen);
 }
 
 static int
 set_submissions_listen(struct config *cfg, const char *v, char *err, size_t errlen)
 {
-	if (*v == '\0')
-		return 0;
-	if (config_parse_listen(v, cfg->submissions_listen_host, sizeof(cfg->submissions_listen_host),
-	    &cfg->submissions_listen_port, err, errlen) != 0)
-		return -1;
-	cfg->submissions_listen_set = 1;
-	return 0;
+	return set_listen_opt(v, cfg->submissions_listen_host, sizeof(cfg->submissions_listen_host),
+	    &cfg->submissions_listen_port, &cfg->submissions_listen_set, err, errlen);
 }
 
 static void
 show_submissions_listen(const struct config *cfg, char *out, size_t outlen)
 {
-	if (cfg->submissions_listen_set)
-		show_hostport(cfg->submissions_listen_host, cfg->submissions_listen_port, out, outlen);
-	else
-		util_strlcpy(out, "", outlen);
+	show_listen_opt(cfg->submissions_listen_set, cfg->submissions_listen_host, cfg->submissions_listen_port, out, outlen);
 }
 
 static int
