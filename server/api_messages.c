@@ -476,6 +476,10 @@ messages_suppressed(const struct api_request *req, struct messages_one *m, size_
 		cJSON_Delete(tags);
 		goto out;
 	}
+	/* the receipt's measures: refused at acceptance, no wait */
+	if (cJSON_AddNumberToObject(data, "latency_ms", 0) == NULL ||
+	    cJSON_AddNumberToObject(data, "queued_ms", 0) == NULL)
+		goto out;
 	tl = cJSON_CreateObject();
 	if (tl == NULL ||
 	    cJSON_AddStringToObject(tl, "type", "suppressed") == NULL ||
@@ -1069,6 +1073,42 @@ messages_status(const struct store_message_view *v)
 	return v->rcpts[0].status != NULL ? v->rcpts[0].status : "queued";
 }
 
+/*
+ * messages_receipt - a recipient's receipt fields on r: latency_ms
+ * (acceptance -> its latest outcome, null before one), delivered_at and
+ * next_attempt_at (RFC 3339; null when not delivered / not deferred).
+ * 0, or -1 out of memory.
+ */
+static int
+messages_receipt(cJSON *r, const struct store_rcpt_view *rv)
+{
+	char at[40];
+	int deferred = rv->status != NULL && strcmp(rv->status, "deferred") == 0;
+
+	long long lat = rv->latency_ms;
+
+	if (lat < 0 && rv->status != NULL && strcmp(rv->status, "suppressed") == 0)
+		lat = 0;   /* refused at acceptance, as its event says */
+	if ((lat >= 0 ? cJSON_AddNumberToObject(r, "latency_ms", (double)lat) :
+	    cJSON_AddNullToObject(r, "latency_ms")) == NULL)
+		return -1;
+	if (rv->delivered_ms > 0) {
+		util_rfc3339(rv->delivered_ms, at, sizeof(at));
+		if (cJSON_AddStringToObject(r, "delivered_at", at) == NULL)
+			return -1;
+	} else if (cJSON_AddNullToObject(r, "delivered_at") == NULL) {
+		return -1;
+	}
+	if (deferred && rv->next_attempt_ms > 0) {
+		util_rfc3339(rv->next_attempt_ms, at, sizeof(at));
+		if (cJSON_AddStringToObject(r, "next_attempt_at", at) == NULL)
+			return -1;
+	} else if (cJSON_AddNullToObject(r, "next_attempt_at") == NULL) {
+		return -1;
+	}
+	return 0;
+}
+
 /* answer the message view of id with http status `status` */
 static void
 messages_show(const struct api_request *req, const char *id, int status,
@@ -1126,6 +1166,8 @@ messages_show(const struct api_request *req, const char *id, int status,
 		    cJSON_AddStringToObject(r, "kind", rv->kind != NULL ? rv->kind : "to") == NULL ||
 		    cJSON_AddStringToObject(r, "status", rv->status != NULL ? rv->status : "queued") == NULL ||
 		    cJSON_AddNumberToObject(r, "attempts", rv->attempts) == NULL)
+			goto oom;
+		if (messages_receipt(r, rv) != 0)
 			goto oom;
 		smtp = messages_parse_or(rv->smtp_json, cJSON_CreateNull());
 		if (smtp == NULL)

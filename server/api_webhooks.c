@@ -119,8 +119,8 @@ whapi_parse_events(const cJSON *evs, int wanted[WEBHOOK_NTYPES], struct api_resp
 				break;
 		if (k == WEBHOOK_NTYPES) {
 			api_error(resp, 422, "validation_error",
-			    "unknown event type (want message.delivered, message.deferred or "
-			    "message.failed)", field);
+			    "unknown event type (want message.delivered, message.deferred, "
+			    "message.failed, message.bounced or message.complained)", field);
 			return -1;
 		}
 		wanted[k] = 1;

@@ -11,7 +11,11 @@
  * none of them is logged and ignored),
  * the SMTP reply recorded (Diagnostic-Code's reply code, else 550 for a
  * failure / 450 for a delay; enhanced code from Status), and when an
- * address is suppressed (Status 5.x.x). The listener is server/sink.c
+ * address is suppressed (a hard Status, 5.x.x except 5.2.2 mailbox full,
+ * never 5.7.x: a policy rejection says nothing about the address; dsn.h
+ * dsn_bounce_suppresses), which event a failure gives (message.bounced
+ * after delivery, message.failed before) and which recipient a feedback
+ * report (a complaint) is about. The listener is server/sink.c
  * with hooks: its hooks run on the sink thread, which owns the one store
  * connection used here, so a slow Redis holds up other DSN senders (low
  * volume by nature) but never the delivery path.
@@ -120,6 +124,55 @@ bounce_smtp_json(const struct dsn *d, const struct dsn_rcpt *r, int failed)
 }
 
 /*
+ * bounce_event - the text of an event about recipient rv of message v
+ * (the shape of server/outcome_json.c's, with latency_ms from acceptance
+ * and queued_ms 0: no attempt of ours produced it), the extra string field
+ * xkey: xval when xkey is set. cJSON_free it; NULL when out of memory.
+ */
+static char *
+bounce_event(const char *type, const char *evt_id, const char *at, const char *msg_id,
+    const struct store_message_view *v, const struct store_rcpt_view *rv, const char *status,
+    const char *reason, const cJSON *sj, const char *xkey, const char *xval, int64_t latency_ms)
+{
+	cJSON *ev = cJSON_CreateObject(), *data, *m, *t;
+	char *out = NULL;
+
+	if (ev == NULL)
+		goto out;
+	cJSON_AddStringToObject(ev, "id", evt_id);
+	cJSON_AddStringToObject(ev, "type", type);
+	cJSON_AddStringToObject(ev, "created_at", at);
+	if ((data = cJSON_AddObjectToObject(ev, "data")) == NULL)
+		goto out;
+	cJSON_AddStringToObject(data, "message_id", msg_id);
+	cJSON_AddStringToObject(data, "recipient", rv->email);
+	cJSON_AddStringToObject(data, "status", status);
+	cJSON_AddNumberToObject(data, "attempt", rv->attempts);
+	if (reason)
+		cJSON_AddStringToObject(data, "reason", reason);
+	if (xkey)
+		cJSON_AddStringToObject(data, xkey, xval);
+	cJSON_AddItemToObject(data, "smtp", sj ? cJSON_Duplicate(sj, 1) : cJSON_CreateNull());
+	m = cJSON_Parse(v->metadata_json ? v->metadata_json : "{}");
+	t = cJSON_Parse(v->tags_json ? v->tags_json : "[]");
+	cJSON_AddItemToObject(data, "metadata", m != NULL ? m : cJSON_CreateObject());
+	cJSON_AddItemToObject(data, "tags", t != NULL ? t : cJSON_CreateArray());
+	cJSON_AddNumberToObject(data, "latency_ms", (double)latency_ms);
+	cJSON_AddNumberToObject(data, "queued_ms", 0);
+	out = cJSON_PrintUnformatted(ev);
+out:
+	cJSON_Delete(ev);
+	return out;
+}
+
+/* bounce_latency - acceptance -> now, >= 0 */
+static int64_t
+bounce_latency(const struct store_message_view *v, int64_t now)
+{
+	return v->created_ms > 0 && now > v->created_ms ? now - v->created_ms : 0;
+}
+
+/*
  * bounce_record - apply group r of DSN d to recipient idx of message v
  * (msg_id). 0 done (or nothing to do), -1 a temporary failure (the sender
  * should retry).
@@ -131,9 +184,10 @@ bounce_record(struct bounce *b, const struct dsn *d, const struct store_message_
 	const struct store_rcpt_view *rv = &v->rcpts[idx];
 	struct store_bounce_in in;
 	char evt_id[48], at[40];
-	cJSON *ev = NULL, *data, *tl = NULL, *sj = NULL;
-	char *smtp = NULL, *evs = NULL, *tls = NULL;
-	int64_t now = util_now_ms();
+	cJSON *tl = NULL, *sj = NULL;
+	char *smtp = NULL, *evs = NULL, *bevs = NULL, *tls = NULL;
+	int64_t now = util_now_ms(), lat = bounce_latency(v, now);
+	const char *btype = dsn_bounce_type(r->status);
 	int rc, failed, applied = 0, ret = -1;
 
 	failed = strcmp(r->action, "failed") == 0;
@@ -150,33 +204,21 @@ bounce_record(struct bounce *b, const struct dsn *d, const struct store_message_
 	cJSON_AddStringToObject(tl, "at", at);
 	cJSON_AddStringToObject(tl, "recipient", rv->email);
 	cJSON_AddNumberToObject(tl, "attempt", rv->attempts);
-	if (failed)
+	if (failed) {
 		cJSON_AddStringToObject(tl, "reason", "bounced");
+		cJSON_AddStringToObject(tl, "bounce_type", btype);
+	}
 	cJSON_AddItemToObject(tl, "smtp", cJSON_Duplicate(sj, 1));
 	if ((tls = cJSON_PrintUnformatted(tl)) == NULL)
 		goto out;
 	if (failed) {
-		if ((ev = cJSON_CreateObject()) == NULL)
-			goto out;
-		cJSON_AddStringToObject(ev, "id", evt_id);
-		cJSON_AddStringToObject(ev, "type", "message.failed");
-		cJSON_AddStringToObject(ev, "created_at", at);
-		data = cJSON_AddObjectToObject(ev, "data");
-		if (data == NULL)
-			goto out;
-		cJSON_AddStringToObject(data, "message_id", msg_id);
-		cJSON_AddStringToObject(data, "recipient", rv->email);
-		cJSON_AddStringToObject(data, "status", "failed");
-		cJSON_AddNumberToObject(data, "attempt", rv->attempts);
-		cJSON_AddStringToObject(data, "reason", "bounced");
-		cJSON_AddItemToObject(data, "smtp", cJSON_Duplicate(sj, 1));
-		{
-			cJSON *m = cJSON_Parse(v->metadata_json ? v->metadata_json : "{}");
-			cJSON *t = cJSON_Parse(v->tags_json ? v->tags_json : "[]");
-			cJSON_AddItemToObject(data, "metadata", m != NULL ? m : cJSON_CreateObject());
-			cJSON_AddItemToObject(data, "tags", t != NULL ? t : cJSON_CreateArray());
-		}
-		if ((evs = cJSON_PrintUnformatted(ev)) == NULL)
+		/* message.failed for a recipient not delivered yet; message.bounced after delivery
+		 * (bounce.lua picks by the recipient's state at the time) */
+		evs = bounce_event("message.failed", evt_id, at, msg_id, v, rv, "failed", "bounced", sj,
+		    NULL, NULL, lat);
+		bevs = bounce_event("message.bounced", evt_id, at, msg_id, v, rv, "failed", "bounced", sj,
+		    "bounce_type", btype, lat);
+		if (evs == NULL || bevs == NULL)
 			goto out;
 	}
 	memset(&in, 0, sizeof(in));
@@ -185,8 +227,11 @@ bounce_record(struct bounce *b, const struct dsn *d, const struct store_message_
 	in.action = failed ? "failed" : "delayed";
 	in.smtp_json = failed ? smtp : NULL;
 	in.event_json = evs;
+	in.bounced_event_json = bevs;
+	in.latency_ms = lat;
 	in.timeline_json = tls;
-	in.suppress_reason = failed && r->status[0] == '5' ? "bounced" : NULL;
+	/* hard 5.x.x only; never 5.7.x (policy) nor 5.2.2 (mailbox full, soft) */
+	in.suppress_reason = failed && dsn_bounce_suppresses(r->status) ? "bounced" : NULL;
 	in.email = rv->email;
 	in.project = v->project;
 	in.now_ms = now;
@@ -203,16 +248,131 @@ bounce_record(struct bounce *b, const struct dsn *d, const struct store_message_
 	if (failed && applied)
 		metrics_recipient_as("failed", METRICS_REASON_BOUNCED);   /* once: bounce.lua applies it once */
 	log_info(applied ? "DSN applied" : "DSN ignored, recipient already final",
-	    "msg_id=%s rcpt_idx=%d rcpt=%s action=%s status=%s suppressed=%s", msg_id, idx,
-	    rv->email, r->action, r->status, in.suppress_reason && applied ? "true" : "false");
+	    "msg_id=%s rcpt_idx=%d rcpt=%s action=%s status=%s bounce_type=%s suppressed=%s", msg_id,
+	    idx, rv->email, r->action, r->status, failed ? btype : "", in.suppress_reason && applied ?
+	    "true" : "false");
 	ret = 0;
 out:
 	cJSON_Delete(sj);
 	cJSON_Delete(tl);
-	cJSON_Delete(ev);
 	cJSON_free(smtp);
 	cJSON_free(tls);
 	cJSON_free(evs);
+	cJSON_free(bevs);
+	return ret;
+}
+
+/*
+ * bounce_complaint - apply feedback report a to recipient idx of message v
+ * (msg_id): a message.complained event, a "complained" timeline entry and
+ * the address suppressed with reason "complaint", once per recipient (the
+ * status stays). 0 done (or nothing to do), -1 a temporary failure.
+ */
+static int
+bounce_complaint(struct bounce *b, const struct dsn_arf *a, const struct store_message_view *v,
+    const char *msg_id, int idx)
+{
+	const struct store_rcpt_view *rv = &v->rcpts[idx];
+	struct store_bounce_in in;
+	char evt_id[48], at[40];
+	cJSON *tl = NULL;
+	char *evs = NULL, *tls = NULL;
+	int64_t now = util_now_ms();
+	int rc, applied = 0, ret = -1;
+
+	util_rfc3339(now, at, sizeof(at));
+	if (util_random_id("evt_", evt_id, sizeof(evt_id)) != 0)
+		goto out;
+	if ((tl = cJSON_CreateObject()) == NULL)
+		goto out;
+	cJSON_AddStringToObject(tl, "type", "complained");
+	cJSON_AddStringToObject(tl, "at", at);
+	cJSON_AddStringToObject(tl, "recipient", rv->email);
+	cJSON_AddNumberToObject(tl, "attempt", rv->attempts);
+	cJSON_AddStringToObject(tl, "feedback_type", a->feedback_type);
+	cJSON_AddNullToObject(tl, "smtp");
+	if ((tls = cJSON_PrintUnformatted(tl)) == NULL)
+		goto out;
+	evs = bounce_event("message.complained", evt_id, at, msg_id, v, rv,
+	    rv->status ? rv->status : "delivered", NULL, NULL, "feedback_type", a->feedback_type,
+	    bounce_latency(v, now));
+	if (evs == NULL)
+		goto out;
+	memset(&in, 0, sizeof(in));
+	in.msg_id = msg_id;
+	in.rcpt_idx = idx;
+	in.action = "complained";
+	in.event_json = evs;
+	in.timeline_json = tls;
+	in.suppress_reason = "complaint";
+	in.email = rv->email;
+	in.project = v->project;
+	in.now_ms = now;
+	rc = store_bounce(b->st, &in, &applied);
+	if (rc == STORE_ERR_NOT_FOUND) {
+		ret = 0;
+		goto out;
+	}
+	if (rc != STORE_OK) {
+		log_warn("complaint not recorded", "msg_id=%s rcpt_idx=%d rcpt=%s error=%s", msg_id, idx,
+		    rv->email, store_strerror(rc));
+		goto out;
+	}
+	log_info(applied ? "complaint applied" : "complaint ignored, already reported",
+	    "msg_id=%s rcpt_idx=%d rcpt=%s feedback_type=%s user_agent=%.100s", msg_id, idx,
+	    rv->email, a->feedback_type, a->user_agent);
+	ret = 0;
+out:
+	cJSON_Delete(tl);
+	cJSON_free(tls);
+	cJSON_free(evs);
+	return ret;
+}
+
+/*
+ * bounce_apply_arf - one feedback report for (msg_id, idx). The recipient:
+ * the token's; for a message-level token the one Original-Rcpt-To names,
+ * else the reported message's To, else the only one. 0 done (or nothing to
+ * do), -1 a temporary failure.
+ */
+static int
+bounce_apply_arf(struct bounce *b, const struct dsn_arf *a, const char *msg_id, int idx)
+{
+	struct store_message_view v;
+	int rc, ret = 0;
+
+	memset(&v, 0, sizeof(v));
+	rc = store_get_message(b->st, msg_id, &v);
+	if (rc == STORE_ERR_NOT_FOUND) {
+		log_info("complaint ignored, unknown or expired message", "msg_id=%s rcpt_idx=%d",
+		    msg_id, idx);
+		return 0;
+	}
+	if (rc != STORE_OK) {
+		log_warn("complaint not applied, cannot read message", "msg_id=%s rcpt_idx=%d error=%s",
+		    msg_id, idx, store_strerror(rc));
+		return -1;
+	}
+	if (idx == VERP_IDX_MESSAGE) {
+		const char *want[2] = { a->original_rcpt_to, a->original_to };
+
+		for (size_t w = 0; w < 2 && idx == VERP_IDX_MESSAGE; w++)
+			for (size_t k = 0; want[w][0] && k < v.nrcpts; k++)
+				if (v.rcpts[k].email && strcasecmp(v.rcpts[k].email, want[w]) == 0) {
+					idx = (int)k;
+					break;
+				}
+		if (idx == VERP_IDX_MESSAGE && v.nrcpts == 1)
+			idx = 0;
+	}
+	if (idx < 0 || (size_t)idx >= v.nrcpts) {
+		log_info("complaint ignored, unknown recipient",
+		    "msg_id=%s rcpt_idx=%d original_rcpt_to=%.100s", msg_id, idx, a->original_rcpt_to);
+		goto out;
+	}
+	ret = bounce_complaint(b, a, &v, msg_id, idx);
+out:
+	store_message_view_free(&v);
 	return ret;
 }
 
@@ -280,6 +440,50 @@ out:
 	return ret;
 }
 
+/*
+ * bounce_report - msg as a feedback report (ARF) for the recipients: 1
+ * when it is one (applied, or logged and dropped), 0 when not a feedback
+ * report; *tempfail set when the store could not take it.
+ */
+static int
+bounce_report(struct bounce *b, const char *mail_from, const char *const *rcpts, size_t nrcpts,
+    const char *msg, size_t len, int *tempfail)
+{
+	struct dsn_arf *a = calloc(1, sizeof(*a));
+	char why[128] = "";
+	size_t i;
+	int rc;
+
+	if (!a) {
+		*tempfail = 1;
+		return 1;
+	}
+	rc = dsn_arf_parse(msg, len, a, why, sizeof(why));
+	if (rc == DSN_ERR_NOT_REPORT) {
+		free(a);
+		return 0;
+	}
+	if (rc != DSN_OK || !dsn_arf_is_complaint(a->feedback_type)) {
+		log_info("feedback report to a bounce address dropped",
+		    "from=%.100s size=%zu feedback_type=%s reason=%s", mail_from, len, a->feedback_type,
+		    rc != DSN_OK ? why : "not a complaint");
+		free(a);
+		return 1;
+	}
+	for (i = 0; i < nrcpts; i++) {
+		char id[VERP_ID_MAX + 1];
+		int idx;
+
+		if (verp_parse(b->cfg->bounce_secret, strlen(b->cfg->bounce_secret),
+		    b->cfg->bounce_domain, rcpts[i], id, sizeof(id), &idx) != VERP_OK)
+			continue;   /* cannot happen: RCPT checked it */
+		if (bounce_apply_arf(b, a, id, idx) != 0)
+			*tempfail = 1;
+	}
+	free(a);
+	return 1;
+}
+
 static int
 bounce_message(const char *mail_from, const char *const *rcpts, size_t nrcpts,
     const char *msg, size_t len, char *reply, size_t replylen, void *arg)
@@ -296,9 +500,12 @@ bounce_message(const char *mail_from, const char *const *rcpts, size_t nrcpts,
 	}
 	rc = dsn_parse(msg, len, d, why, sizeof(why));
 	if (rc != DSN_OK) {
+		free(d);
+		if (rc == DSN_ERR_NOT_REPORT && bounce_report(b, mail_from, rcpts, nrcpts, msg, len,
+		    &tempfail))
+			goto done;
 		log_info("non-DSN mail to a bounce address dropped", "from=%.100s size=%zu reason=%s",
 		    mail_from, len, why);
-		free(d);
 		return 0;
 	}
 	for (i = 0; i < nrcpts; i++) {
@@ -312,6 +519,7 @@ bounce_message(const char *mail_from, const char *const *rcpts, size_t nrcpts,
 			tempfail = 1;
 	}
 	free(d);
+done:
 	if (tempfail) {
 		/* a retry re-applies every recipient; applying one twice changes nothing */
 		snprintf(reply, replylen, "451 4.3.0 Error: cannot record the report now, try again later");

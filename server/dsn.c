@@ -367,23 +367,23 @@ dsn_delim(const char *line, size_t len, const char *b, size_t blen)
 	return dsn_blank(line, len) ? 1 : 0;
 }
 
-int
-dsn_parse(const char *msg, size_t len, struct dsn *out, char *err, size_t errlen)
+/*
+ * dsn_report_open - read the top-level header of a multipart/report whose
+ * report-type is rtype into its boundary (room DSN_BOUNDARY_MAX + 1) and
+ * skip the preamble. DSN_OK with *d = 1 (a part follows) or 2 (the
+ * closing delimiter came first) or 0 (no delimiter at all); else DSN_ERR_*.
+ */
+static int
+dsn_report_open(struct dsn_cur *c, const char *rtype_want, char *boundary, size_t *blen, int *d,
+    char *err, size_t errlen)
 {
-	struct dsn_cur c = { msg, msg + len };
 	struct dsn_field f;
-	char ctype[DSN_LINE_MAX] = "", boundary[DSN_BOUNDARY_MAX + 1], rtype[64];
+	char ctype[DSN_LINE_MAX] = "", rtype[64];
 	const char *line;
-	size_t blen, ll;
-	int have_ct = 0, parts = 0, found = 0, d = 0;
+	size_t ll;
+	int have_ct = 0;
 
-	if (out)
-		memset(out, 0, sizeof(*out));
-	if (!msg || !out)
-		return dsn_err(err, errlen, DSN_ERR_NOT_REPORT, "no message");
-	if (len > DSN_MSG_MAX)
-		return dsn_err(err, errlen, DSN_ERR_TOO_BIG, "message too big");
-	while (dsn_field_next(&c, &f)) {
+	while (dsn_field_next(c, &f)) {
 		if (strcasecmp(f.name, "Content-Type") == 0 && !have_ct) {
 			util_strlcpy(ctype, f.value, sizeof(ctype));
 			have_ct = 1;
@@ -392,49 +392,95 @@ dsn_parse(const char *msg, size_t len, struct dsn *out, char *err, size_t errlen
 	if (!dsn_ctype_is(ctype, "multipart/report"))
 		return dsn_err(err, errlen, DSN_ERR_NOT_REPORT, "not multipart/report");
 	if (!dsn_param(ctype, "report-type", rtype, sizeof(rtype)) ||
-	    strcasecmp(rtype, "delivery-status") != 0)
-		return dsn_err(err, errlen, DSN_ERR_NOT_REPORT, "report-type is not delivery-status");
-	if (!dsn_param(ctype, "boundary", boundary, sizeof(boundary)) || !boundary[0])
+	    strcasecmp(rtype, rtype_want) != 0)
+		return dsn_err(err, errlen, DSN_ERR_NOT_REPORT,
+		    strcmp(rtype_want, "feedback-report") == 0 ? "report-type is not feedback-report" :
+		    "report-type is not delivery-status");
+	if (!dsn_param(ctype, "boundary", boundary, DSN_BOUNDARY_MAX + 1) || !boundary[0])
 		return dsn_err(err, errlen, DSN_ERR_MALFORMED, "multipart/report without a boundary");
-	blen = strlen(boundary);
-	if (blen > 200)
+	*blen = strlen(boundary);
+	if (*blen > 200)
 		return dsn_err(err, errlen, DSN_ERR_MALFORMED, "boundary too long");
-
 	/* preamble: up to the first delimiter */
-	while ((d = 0, dsn_line(&c, &line, &ll)) && (d = dsn_delim(line, ll, boundary, blen)) == 0)
+	while ((*d = 0, dsn_line(c, &line, &ll)) && (*d = dsn_delim(line, ll, boundary, *blen)) == 0)
 		;
+	return DSN_OK;
+}
+
+/*
+ * dsn_part_next - the part after a delimiter line: its Content-Type and
+ * Content-Transfer-Encoding (trimmed) and its body [body->p, body->end);
+ * *d becomes what ended it (1 another part, 2 the closing delimiter, 0 the
+ * end of the message).
+ */
+static void
+dsn_part_next(struct dsn_cur *c, const char *boundary, size_t blen, int *d, char *pct,
+    size_t pctlen, char *cte, size_t ctelen, struct dsn_cur *body)
+{
+	struct dsn_field f;
+	const char *line;
+	size_t ll;
+
+	pct[0] = cte[0] = '\0';
+	while (dsn_field_next(c, &f)) {
+		if (strcasecmp(f.name, "Content-Type") == 0)
+			util_strlcpy(pct, dsn_trim(f.value), pctlen);
+		else if (strcasecmp(f.name, "Content-Transfer-Encoding") == 0)
+			util_strlcpy(cte, dsn_trim(f.value), ctelen);
+	}
+	body->p = c->p;
+	body->end = c->p;
+	*d = 0;
+	for (;;) {
+		const char *at = c->p;
+
+		if (!dsn_line(c, &line, &ll)) {
+			body->end = c->end;
+			break;
+		}
+		if ((*d = dsn_delim(line, ll, boundary, blen)) != 0) {
+			body->end = at;
+			break;
+		}
+	}
+}
+
+/* dsn_cte_plain - no Content-Transfer-Encoding, or one that needs no decoding */
+static int
+dsn_cte_plain(const char *cte)
+{
+	return !cte[0] || strcasecmp(cte, "7bit") == 0 || strcasecmp(cte, "8bit") == 0 ||
+	    strcasecmp(cte, "binary") == 0;
+}
+
+int
+dsn_parse(const char *msg, size_t len, struct dsn *out, char *err, size_t errlen)
+{
+	struct dsn_cur c = { msg, msg + len };
+	char boundary[DSN_BOUNDARY_MAX + 1];
+	size_t blen = 0;
+	int parts = 0, found = 0, d = 0, rc;
+
+	if (out)
+		memset(out, 0, sizeof(*out));
+	if (!msg || !out)
+		return dsn_err(err, errlen, DSN_ERR_NOT_REPORT, "no message");
+	if (len > DSN_MSG_MAX)
+		return dsn_err(err, errlen, DSN_ERR_TOO_BIG, "message too big");
+	rc = dsn_report_open(&c, "delivery-status", boundary, &blen, &d, err, errlen);
+	if (rc != DSN_OK)
+		return rc;
 	while (d == 1 && parts < DSN_PARTS_MAX) {
 		struct dsn_cur body;
-		char pct[DSN_LINE_MAX] = "", cte[64] = "";
+		char pct[DSN_LINE_MAX], cte[64];
 		int is_ds;
 
 		parts++;
-		while (dsn_field_next(&c, &f)) {
-			if (strcasecmp(f.name, "Content-Type") == 0)
-				util_strlcpy(pct, dsn_trim(f.value), sizeof(pct));
-			else if (strcasecmp(f.name, "Content-Transfer-Encoding") == 0)
-				util_strlcpy(cte, dsn_trim(f.value), sizeof(cte));
-		}
-		body.p = c.p;
-		body.end = c.p;
-		d = 0;
-		for (;;) {
-			const char *at = c.p;
-
-			if (!dsn_line(&c, &line, &ll)) {
-				body.end = c.end;
-				break;
-			}
-			if ((d = dsn_delim(line, ll, boundary, blen)) != 0) {
-				body.end = at;
-				break;
-			}
-		}
+		dsn_part_next(&c, boundary, blen, &d, pct, sizeof(pct), cte, sizeof(cte), &body);
 		is_ds = dsn_ctype_is(pct, "message/delivery-status") ||
 		    dsn_ctype_is(pct, "message/global-delivery-status");
 		if (is_ds && !found) {
-			if (cte[0] && strcasecmp(cte, "7bit") != 0 && strcasecmp(cte, "8bit") != 0 &&
-			    strcasecmp(cte, "binary") != 0)
+			if (!dsn_cte_plain(cte))
 				return dsn_err(err, errlen, DSN_ERR_MALFORMED,
 				    "delivery-status part has an unsupported transfer encoding");
 			found = 1;
@@ -446,4 +492,183 @@ dsn_parse(const char *msg, size_t len, struct dsn *out, char *err, size_t errlen
 	if (out->nrcpts == 0)
 		return dsn_err(err, errlen, DSN_ERR_MALFORMED, "no per-recipient fields");
 	return DSN_OK;
+}
+
+/* dsn_addr_of - the address in a header value ("Name <a@b>", "<a@b>", "a@b"; first of a list) */
+static void
+dsn_addr_of(const char *v, char *out, size_t outlen)
+{
+	const char *lt = strchr(v, '<'), *s, *e;
+	size_t n;
+
+	out[0] = '\0';
+	if (lt) {
+		s = lt + 1;
+		e = strchr(s, '>');
+		if (!e)
+			return;
+	} else {
+		s = v;
+		while (*s == ' ' || *s == '\t')
+			s++;
+		e = s;
+		while (*e && *e != ',' && *e != ' ' && *e != '\t' && *e != ';')
+			e++;
+	}
+	n = (size_t)(e - s);
+	if (n == 0 || n >= outlen || !memchr(s, '@', n))
+		return;
+	memcpy(out, s, n);
+	out[n] = '\0';
+}
+
+/* dsn_word - the first token of v (up to blank, ';' or '('), lower-cased, into out */
+static void
+dsn_word(const char *v, char *out, size_t outlen)
+{
+	size_t i = 0;
+
+	while (*v == ' ' || *v == '\t')
+		v++;
+	for (; v[i] && v[i] != ' ' && v[i] != '\t' && v[i] != ';' && v[i] != '(' && i + 1 < outlen; i++)
+		out[i] = (char)tolower((unsigned char)v[i]);
+	out[i] = '\0';
+}
+
+/* dsn_printable - copy v into out, control bytes as '?' */
+static void
+dsn_printable(const char *v, char *out, size_t outlen)
+{
+	size_t i;
+
+	util_strlcpy(out, v, outlen);
+	for (i = 0; out[i]; i++)
+		if ((unsigned char)out[i] < 0x20 || out[i] == 0x7f)
+			out[i] = '?';
+}
+
+/* dsn_arf_fields - the message/feedback-report part's fields */
+static void
+dsn_arf_fields(struct dsn_cur *c, struct dsn_arf *out)
+{
+	struct dsn_field f;
+
+	while (c->p < c->end) {
+		int any = 0;
+
+		while (dsn_field_next(c, &f)) {
+			char *v = dsn_trim(f.value);
+
+			any = 1;
+			if (strcasecmp(f.name, "Feedback-Type") == 0 && !out->feedback_type[0])
+				dsn_word(v, out->feedback_type, sizeof(out->feedback_type));
+			else if (strcasecmp(f.name, "User-Agent") == 0 && !out->user_agent[0])
+				dsn_printable(v, out->user_agent, sizeof(out->user_agent));
+			else if (strcasecmp(f.name, "Original-Mail-From") == 0 && !out->original_mail_from[0])
+				dsn_addr_of(v, out->original_mail_from, sizeof(out->original_mail_from));
+			else if (strcasecmp(f.name, "Original-Rcpt-To") == 0 && !out->original_rcpt_to[0])
+				dsn_addr_of(v, out->original_rcpt_to, sizeof(out->original_rcpt_to));
+			else if (strcasecmp(f.name, "Source-IP") == 0 && !out->source_ip[0])
+				dsn_word(v, out->source_ip, sizeof(out->source_ip));
+			else if (strcasecmp(f.name, "Reported-Domain") == 0 && !out->reported_domain[0])
+				dsn_word(v, out->reported_domain, sizeof(out->reported_domain));
+			else if (strcasecmp(f.name, "Arrival-Date") == 0 && !out->arrival_date[0])
+				dsn_printable(v, out->arrival_date, sizeof(out->arrival_date));
+		}
+		if (!any)
+			break;   /* a blank line: the fields are one block */
+	}
+}
+
+/* dsn_arf_original - the reported message's (or its headers') To and Message-ID */
+static void
+dsn_arf_original(struct dsn_cur *c, struct dsn_arf *out)
+{
+	struct dsn_field f;
+
+	while (dsn_field_next(c, &f)) {
+		char *v = dsn_trim(f.value);
+
+		if (strcasecmp(f.name, "To") == 0 && !out->original_to[0])
+			dsn_addr_of(v, out->original_to, sizeof(out->original_to));
+		else if (strcasecmp(f.name, "Message-ID") == 0 && !out->original_message_id[0])
+			dsn_printable(v, out->original_message_id, sizeof(out->original_message_id));
+	}
+}
+
+int
+dsn_arf_parse(const char *msg, size_t len, struct dsn_arf *out, char *err, size_t errlen)
+{
+	struct dsn_cur c = { msg, msg + len };
+	char boundary[DSN_BOUNDARY_MAX + 1];
+	size_t blen = 0;
+	int parts = 0, found = 0, d = 0, rc;
+
+	if (out)
+		memset(out, 0, sizeof(*out));
+	if (!msg || !out)
+		return dsn_err(err, errlen, DSN_ERR_NOT_REPORT, "no message");
+	if (len > DSN_MSG_MAX)
+		return dsn_err(err, errlen, DSN_ERR_TOO_BIG, "message too big");
+	rc = dsn_report_open(&c, "feedback-report", boundary, &blen, &d, err, errlen);
+	if (rc != DSN_OK)
+		return rc;
+	while (d == 1 && parts < DSN_PARTS_MAX) {
+		struct dsn_cur body;
+		char pct[DSN_LINE_MAX], cte[64];
+
+		parts++;
+		dsn_part_next(&c, boundary, blen, &d, pct, sizeof(pct), cte, sizeof(cte), &body);
+		if (dsn_ctype_is(pct, "message/feedback-report") && !found) {
+			if (!dsn_cte_plain(cte))
+				return dsn_err(err, errlen, DSN_ERR_MALFORMED,
+				    "feedback-report part has an unsupported transfer encoding");
+			found = 1;
+			dsn_arf_fields(&body, out);
+		} else if ((dsn_ctype_is(pct, "message/rfc822") ||
+		    dsn_ctype_is(pct, "text/rfc822-headers") ||
+		    dsn_ctype_is(pct, "message/global") ||
+		    dsn_ctype_is(pct, "message/global-headers")) && !out->has_original &&
+		    dsn_cte_plain(cte)) {
+			out->has_original = 1;
+			dsn_arf_original(&body, out);
+		}
+	}
+	if (!found)
+		return dsn_err(err, errlen, DSN_ERR_MALFORMED, "no message/feedback-report part");
+	if (!out->feedback_type[0])
+		return dsn_err(err, errlen, DSN_ERR_MALFORMED, "feedback report without Feedback-Type");
+	return DSN_OK;
+}
+
+int
+dsn_arf_is_complaint(const char *feedback_type)
+{
+	static const char *const kinds[] = { "abuse", "fraud", "virus", "other" };
+	size_t i;
+
+	if (!feedback_type)
+		return 0;
+	for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		if (strcmp(feedback_type, kinds[i]) == 0)
+			return 1;
+	return 0;
+}
+
+const char *
+dsn_bounce_type(const char *status)
+{
+	if (status && status[0] == '4')
+		return "soft";
+	if (status && strcmp(status, "5.2.2") == 0)
+		return "soft";   /* mailbox full: it may take mail again later */
+	return "hard";
+}
+
+int
+dsn_bounce_suppresses(const char *status)
+{
+	if (!status || status[0] != '5' || strcmp(dsn_bounce_type(status), "hard") != 0)
+		return 0;
+	return strncmp(status, "5.7.", 4) != 0;   /* a policy rejection says nothing of the address */
 }

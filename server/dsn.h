@@ -1,5 +1,6 @@
 /*
- * dsn.h - a parser for RFC 3464 delivery status notifications.
+ * dsn.h - a parser for RFC 3464 delivery status notifications, and for
+ * RFC 5965 feedback reports (ARF: spam complaints), both multipart/report.
  *
  * Takes a whole message as received (CRLF or LF line ends, folded header
  * fields) that is multipart/report; report-type=delivery-status, finds the
@@ -54,5 +55,53 @@ struct dsn {
  * DSN_ERR_*. err (may be NULL) gets a short reason.
  */
 int dsn_parse(const char *msg, size_t len, struct dsn *out, char *err, size_t errlen);
+
+/*
+ * dsn_bounce_type - "soft" for a 4.x.x Status or 5.2.2 (mailbox full),
+ * else "hard" (any other 5.x.x, or none). Static string.
+ */
+const char *dsn_bounce_type(const char *status);
+
+/*
+ * dsn_bounce_suppresses - 1 when a failure with this Status suppresses the
+ * address: a hard 5.x.x that is not 5.7.x (policy: says nothing about the
+ * address); 0 for soft, 5.7.x, "" or NULL.
+ */
+int dsn_bounce_suppresses(const char *status);
+
+/*
+ * An RFC 5965 feedback report: multipart/report; report-type=feedback-report
+ * with a message/feedback-report part (its fields) and, optionally, the
+ * reported message as message/rfc822 or its header as text/rfc822-headers
+ * (its To and Message-ID). The first of each field is kept; addresses
+ * without their angle brackets; "" when absent or unusable.
+ */
+struct dsn_arf {
+	char feedback_type[32];            /* lower case: abuse, fraud, virus, other, not-spam, ... */
+	char user_agent[128];
+	char original_mail_from[DSN_ADDR_MAX + 1];
+	char original_rcpt_to[DSN_ADDR_MAX + 1];
+	char source_ip[64];
+	char reported_domain[256];
+	char arrival_date[64];
+	int has_original;                  /* 1: a part with the reported message or its header */
+	char original_to[DSN_ADDR_MAX + 1];/* the first address of its To: */
+	char original_message_id[256];
+};
+
+/*
+ * dsn_arf_parse - parse msg (len bytes) into *out (overwritten). DSN_OK
+ * when a message/feedback-report part with a Feedback-Type was found;
+ * DSN_ERR_NOT_REPORT (not a feedback report), DSN_ERR_MALFORMED,
+ * DSN_ERR_TOO_BIG. err (may be NULL) gets a short reason. Pure, like dsn_parse.
+ */
+int dsn_arf_parse(const char *msg, size_t len, struct dsn_arf *out, char *err, size_t errlen);
+
+/*
+ * dsn_arf_is_complaint - 1 when a report of this Feedback-Type is a
+ * complaint about the mail (abuse, fraud, virus, other); 0 for not-spam,
+ * auth-failure and anything unknown.
+ */
+int dsn_arf_is_complaint(const char *feedback_type);
 
 #endif

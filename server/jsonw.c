@@ -127,6 +127,22 @@ jsonw_int(struct jsonw *w, int v)
 	jsonw_raw(w, tmp + sizeof(tmp) - n, n);
 }
 
+void
+jsonw_i64(struct jsonw *w, long long v)
+{
+	char tmp[24];
+	size_t n = 0;
+	unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+
+	do {
+		tmp[sizeof(tmp) - 1 - n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u != 0);
+	if (v < 0)
+		tmp[sizeof(tmp) - 1 - n++] = '-';
+	jsonw_raw(w, tmp + sizeof(tmp) - n, n);
+}
+
 /*
  * ,"key": before a value; the first field of an object has no comma. Keys
  * are this file's own literals (letters and '_'): nothing to escape.

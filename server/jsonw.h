@@ -33,6 +33,9 @@ void jsonw_str(struct jsonw *w, const char *s);
 /* jsonw_int - v in decimal */
 void jsonw_int(struct jsonw *w, int v);
 
+/* jsonw_i64 - v in decimal (what cJSON prints for a whole number below 2^53) */
+void jsonw_i64(struct jsonw *w, long long v);
+
 /*
  * jsonw_key - ,"key": before a value (no comma when *first; clears it).
  * key is the caller's literal (letters and '_'): it is not escaped.

@@ -119,6 +119,12 @@ outcome_json_build(const struct outcome_json_in *in, struct outcome_json *r)
 	jw_stored(&w, in->metadata_json, "{}");
 	jsonw_key(&w, "tags", &first);
 	jw_stored(&w, in->tags_json, "[]");
+	jsonw_key(&w, "latency_ms", &first);
+	jsonw_i64(&w, in->latency_ms);
+	jsonw_key(&w, "queued_ms", &first);
+	jsonw_i64(&w, in->queued_ms);
+	jw_field_str(&w, "delivered_at", in->delivered_at, &first);
+	jw_field_str(&w, "next_attempt_at", in->next_attempt_at, &first);
 	jsonw_raw(&w, "}}", 2);
 	if ((r->event = jsonw_take(&w)) == NULL)
 		goto fail;
@@ -143,6 +149,24 @@ outcome_json_build(const struct outcome_json_in *in, struct outcome_json *r)
 fail:
 	outcome_json_free(r);
 	return -1;
+}
+
+void
+outcome_json_times(long long created_ms, long long due_ms, long long start_ms, long long now_ms,
+    long long *latency_ms, long long *queued_ms)
+{
+	long long lat = created_ms > 0 && now_ms > created_ms ? now_ms - created_ms : 0;
+	long long q;
+
+	if (due_ms <= 0 || due_ms < created_ms)
+		due_ms = created_ms;
+	if (start_ms <= 0 || start_ms > now_ms)
+		start_ms = now_ms;
+	q = due_ms > 0 && start_ms > due_ms ? start_ms - due_ms : 0;
+	if (q > lat)
+		q = lat;
+	*latency_ms = lat;
+	*queued_ms = q;
 }
 
 void

@@ -25,6 +25,14 @@ struct outcome_json_in {
 	const struct smtp_outcome *out;
 	const char *metadata_json;   /* as stored; NULL: {} (not JSON: {}) */
 	const char *tags_json;       /* as stored; NULL: [] (not JSON: []) */
+	/* the receipt's measures (event data only): latency_ms acceptance ->
+	 * this outcome, queued_ms due -> the attempt's start (both >= 0, the
+	 * caller clamps); delivered_at on message.delivered, next_attempt_at on
+	 * message.deferred (RFC 3339; NULL: left out) */
+	long long latency_ms;
+	long long queued_ms;
+	const char *delivered_at;
+	const char *next_attempt_at;
 };
 
 /* The three texts, malloc'd (free each with free()); smtp is NULL when out->code is 0. */
@@ -39,6 +47,17 @@ struct outcome_json {
  * then cleared and holds nothing to free).
  */
 int outcome_json_build(const struct outcome_json_in *in, struct outcome_json *r);
+
+/*
+ * outcome_json_times - a receipt's two measures, in ms: *latency_ms =
+ * now - created (acceptance -> this outcome), *queued_ms = start - due
+ * (the wait before the attempt: due is when the recipient became due,
+ * accepted, send_at or a retry's due time, 0: created; start is when the
+ * attempt began, 0: never, now). Clamped so that latency >= queued >= 0
+ * (clocks of several hosts may disagree by a little).
+ */
+void outcome_json_times(long long created_ms, long long due_ms, long long start_ms,
+    long long now_ms, long long *latency_ms, long long *queued_ms);
 
 /* outcome_json_free - free the three texts; r may be zeroed or already freed. */
 void outcome_json_free(struct outcome_json *r);

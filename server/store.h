@@ -317,6 +317,10 @@ struct store_rcpt_view {
 	char *status;
 	int attempts;
 	char *smtp_json;        /* NULL when no reply yet */
+	/* the receipt (record.lua, bounce.lua): -1 / 0 when not recorded */
+	int64_t latency_ms;     /* acceptance -> the latest outcome; -1: none yet */
+	int64_t delivered_ms;   /* when delivered; 0: never */
+	int64_t next_attempt_ms;/* deferred: when the next attempt is due; 0: none */
 };
 
 struct store_message_view {
@@ -371,6 +375,9 @@ struct store_delivery {
 	int attempts;           /* including this attempt */
 	int64_t created_ms;
 	int64_t expires_ms;
+	/* when the recipient became due for this attempt: its last deferral's
+	 * due time (r<i>:due), else send_at, else created_ms */
+	int64_t due_ms;
 };
 
 /* store_delivery_free - frees the contents and d itself. NULL is fine. */
@@ -445,6 +452,10 @@ struct store_result {
 	const char *status;       /* "delivered", "deferred", "failed", "expired", "suppressed" */
 	int64_t next_ms;          /* deferred: when it is due again */
 	int64_t now_ms;
+	/* acceptance -> this outcome; stored as r<i>:lat (GET's latency_ms),
+	 * with r<i>:dat = now_ms when delivered and r<i>:nxt = next_ms when
+	 * deferred (removed by a later outcome) */
+	int64_t latency_ms;
 	const char *smtp_json;    /* {"code":..,"enhanced":..,"response":..} or NULL */
 	const char *event_json;   /* outbox (webhook) event body, or NULL for none */
 	const char *timeline_json;/* timeline entry for the message */
@@ -533,10 +544,17 @@ struct store_bounce_in {
 	 * consistent, and with suppress_reason the address suppressed in the
 	 * message's project).
 	 * "delayed": only timeline_json is appended.
+	 * "complained": the status stays; timeline_json, event_json (the
+	 * message.complained event) and the suppression, once per recipient
+	 * (a second report changes nothing).
 	 */
 	const char *action;
 	const char *smtp_json;       /* {"code":..,"enhanced":..,"response":..} or NULL */
-	const char *event_json;      /* the message.failed event, or NULL */
+	const char *event_json;      /* the message.failed (complained: message.complained) event, or NULL */
+	/* "failed" of a recipient that was "delivered": this event instead
+	 * (message.bounced), or NULL for event_json */
+	const char *bounced_event_json;
+	int64_t latency_ms;          /* "failed": the recipient's new r<i>:lat (acceptance -> now) */
 	const char *timeline_json;
 	const char *suppress_reason; /* NULL: no suppression */
 	/* with suppress_reason: the recipient and the message's project (the view's), for the

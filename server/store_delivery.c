@@ -40,6 +40,7 @@ static const struct st_col st_delivery_cols[] = {
 	{ ST_COL_INT, 0, offsetof(struct store_delivery, attempts), 0, 0, NULL },
 	{ ST_COL_I64, 0, offsetof(struct store_delivery, created_ms), 0, 0, NULL },
 	{ ST_COL_I64, 0, offsetof(struct store_delivery, expires_ms), 0, 0, NULL },
+	{ ST_COL_I64, 0, offsetof(struct store_delivery, due_ms), 0, 0, NULL },
 };
 static const struct st_table st_delivery_table = {
 	"claim", st_delivery_cols, sizeof(st_delivery_cols) / sizeof(st_delivery_cols[0]),
@@ -1501,6 +1502,8 @@ struct st_record_arg {
 	char member[ST_KEY_MAX];
 	char next[ST_I64_LEN];
 	char attempt[ST_I64_LEN];
+	char latency[ST_I64_LEN];
+	char now[ST_I64_LEN];
 	char fstatus[ST_RFIELD_MAX];
 	char fattempts[ST_RFIELD_MAX];
 	char fsmtp[ST_RFIELD_MAX];
@@ -1531,6 +1534,8 @@ st_record_arg_fill(const struct store *s, struct st_record_arg *ra, const struct
 	memcpy(ra->member + ml + 1, num, i + 1);
 	(void)st_i64(ra->next, res->next_ms > 0 ? res->next_ms : res->now_ms);
 	(void)st_i64(ra->attempt, d->attempts);
+	(void)st_i64(ra->latency, res->latency_ms > 0 ? res->latency_ms : 0);
+	(void)st_i64(ra->now, res->now_ms);
 	st_rfield(ra->fstatus, d->rcpt_idx, "status");
 	st_rfield(ra->fattempts, d->rcpt_idx, "attempts");
 	st_rfield(ra->fsmtp, d->rcpt_idx, "smtp");
@@ -1598,7 +1603,7 @@ store_record(struct store *s, struct store_result *res, size_t n)
 	}
 	/* one call per ST_SCRIPT_BATCH outcomes of one partition */
 	nc = st_part_chunks(n, st_result_part, res, ord, chunk);
-	rc = st_batch_init(&b, nc, 9 + 18 * ST_SCRIPT_BATCH);
+	rc = st_batch_init(&b, nc, 9 + 20 * ST_SCRIPT_BATCH);
 	for (i = 0; rc == 0 && i < n; i++)
 		rc = st_record_arg_fill(s, &ra[i], &res[i]);
 	if (rc)
@@ -1643,6 +1648,8 @@ store_record(struct store *s, struct store_result *res, size_t n)
 			st_adds(&b.a, x->fattempts);
 			st_adds(&b.a, x->fsmtp);
 			st_adds(&b.a, x->fdfr);
+			st_adds(&b.a, x->latency);
+			st_adds(&b.a, x->now);
 		}
 		rc = st_batch_add(&b);
 		if (rc)

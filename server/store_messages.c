@@ -709,6 +709,9 @@ static const struct st_col st_rcpt_view_cols[] = {
 	{ ST_COL_STR, 1, offsetof(struct store_rcpt_view, status), 0, 0, "status" },
 	{ ST_COL_STR, 1, offsetof(struct store_rcpt_view, smtp_json), 0, 0, "smtp" },
 	{ ST_COL_INT, 1, offsetof(struct store_rcpt_view, attempts), 0, 0, "attempts" },
+	{ ST_COL_I64, 1, offsetof(struct store_rcpt_view, latency_ms), 0, 0, "lat" },
+	{ ST_COL_I64, 1, offsetof(struct store_rcpt_view, delivered_ms), 0, 0, "dat" },
+	{ ST_COL_I64, 1, offsetof(struct store_rcpt_view, next_attempt_ms), 0, 0, "nxt" },
 };
 static const struct st_table st_rcpt_view_table = {
 	"get_message: recipient", st_rcpt_view_cols,
@@ -821,6 +824,8 @@ st_build_view(const redisReply *h, const redisReply *tl, const char *id,
 		v->rcpts = calloc((size_t)n, sizeof(*v->rcpts));
 		if (!v->rcpts)
 			return STORE_ERR_NOMEM;
+		for (i = 0; i < (size_t)n; i++)
+			v->rcpts[i].latency_ms = -1;
 	}
 	for (i = 0; i + 1 < h->elements && rc == 0; i += 2) {
 		const redisReply *f = h->element[i], *val = h->element[i + 1];
@@ -973,7 +978,8 @@ store_bounce(struct store *s, const struct store_bounce_in *b, int *applied)
 	if (applied)
 		*applied = 0;
 	if (!s || !b || !b->action || b->rcpt_idx < 0 || b->rcpt_idx >= ST_MAX_RCPTS ||
-	    (strcmp(b->action, "failed") != 0 && strcmp(b->action, "delayed") != 0))
+	    (strcmp(b->action, "failed") != 0 && strcmp(b->action, "delayed") != 0 &&
+	    strcmp(b->action, "complained") != 0))
 		return STORE_ERR_PROTO;
 	n = snprintf(member, sizeof(member), "%s/%d", b->msg_id ? b->msg_id : "", b->rcpt_idx);
 	if (!st_id_ok(b->msg_id) || n < 0 || (size_t)n >= sizeof(member) ||
@@ -981,7 +987,7 @@ store_bounce(struct store *s, const struct store_bounce_in *b, int *applied)
 	    st_msg_key(s, ktl, sizeof(ktl), b->msg_id, ":tl"))
 		return STORE_ERR_NOT_FOUND;
 	part = st_id_part(b->msg_id);
-	rc = st_eval_begin(s, &a, 20, SC_BOUNCE, 5);
+	rc = st_eval_begin(s, &a, 22, SC_BOUNCE, 5);
 	if (rc)
 		return rc;
 	st_adds(&a, kmsg);
@@ -1000,6 +1006,8 @@ store_bounce(struct store *s, const struct store_bounce_in *b, int *applied)
 	st_addi(&a, b->now_ms);
 	st_adds(&a, st_pk(s, part, PK_PREFIX));
 	st_addi(&a, st_content_keep_ms(s));
+	st_adds(&a, b->bounced_event_json ? b->bounced_event_json : "");
+	st_addi(&a, b->latency_ms > 0 ? b->latency_ms : 0);
 	rc = st_do(s, &a, &r);
 	if (rc)
 		goto out;

@@ -108,6 +108,8 @@ const char *const webhook_event_types[WEBHOOK_NTYPES] = {
 	"message.delivered",
 	"message.deferred",
 	"message.failed",
+	"message.bounced",      /* an asynchronous DSN after delivery (bounce.c) */
+	"message.complained",   /* an ARF feedback report (bounce.c, arf.h) */
 };
 
 int webhook_type_known(const char *type)

@@ -57,7 +57,7 @@ int64_t webhook_backoff_ms(double base_s, double max_s, int attempts);
 /* --- endpoints and filters (pure) ----------------------------------------- */
 
 #define WEBHOOK_URL_MAX 2048
-#define WEBHOOK_NTYPES 3
+#define WEBHOOK_NTYPES 5
 /* the event types an endpoint can subscribe to, in a fixed order */
 extern const char *const webhook_event_types[WEBHOOK_NTYPES];
 

@@ -92,6 +92,7 @@ struct job {
 	int64_t fair_start_ms;        /* when it took the slot (monotonic) */
 	int fair_waiting;             /* 1 while in its destination's line (fair.h) */
 	uint64_t dispatch_us;         /* metrics_clock_us() at dispatch: the SMTP transaction's duration */
+	int64_t start_ms;             /* wall clock at the attempt's start (first dispatch); 0: never began */
 	int done;
 	struct job *next_done;
 	struct job *prev_fly, *next_fly;   /* in-flight registry */
@@ -1051,6 +1052,13 @@ dispatch_send(struct worker *w, struct job *j)
 	const struct store_delivery *d = j->d;
 
 	j->dispatch_us = metrics_clock_us();
+	if (j->start_ms == 0) {
+		int64_t t = util_now_ms();
+
+		for (struct job *x = j; x != NULL; x = x->grp_next)
+			if (x->start_ms == 0)
+				x->start_ms = t;   /* a group's members begin with their leader */
+	}
 
 	if (!w->cfg->relay_set) {
 		const char *at = strrchr(d->rcpt, '@');
@@ -1297,13 +1305,14 @@ feeder_main(void *arg)
  */
 static int
 build_rec(const struct job *j, const char *status, const char *reason, int64_t now,
-    struct outcome_json *r)
+    int64_t next_ms, struct outcome_json *r)
 {
 	const struct store_delivery *d = j->d;
-	char evt_id[48], at[40];
+	char evt_id[48], at[40], next_at[40];
 	struct outcome_json_in in;
 
 	memset(r, 0, sizeof(*r));
+	memset(&in, 0, sizeof(in));
 	util_rfc3339(now, at, sizeof(at));
 	if (util_random_id("evt_", evt_id, sizeof(evt_id)) != 0)
 		return -1;
@@ -1319,6 +1328,13 @@ build_rec(const struct job *j, const char *status, const char *reason, int64_t n
 	in.out = &j->out;
 	in.metadata_json = d->metadata_json;
 	in.tags_json = d->tags_json;
+	outcome_json_times(d->created_ms, d->due_ms, j->start_ms, now, &in.latency_ms, &in.queued_ms);
+	if (strcmp(status, "delivered") == 0)
+		in.delivered_at = at;
+	else if (strcmp(status, "deferred") == 0) {
+		util_rfc3339(next_ms, next_at, sizeof(next_at));
+		in.next_attempt_at = next_at;
+	}
 	return outcome_json_build(&in, r);
 }
 
@@ -1418,7 +1434,7 @@ record_batch(struct worker *w, struct store *st, struct job **jobs, size_t n)
 			reason = "bounced";
 		else if (dec.verdict == RETRY_EXPIRED)
 			reason = "expired";
-		if (build_rec(j, status, reason, now, &recs[k]) != 0) {
+		if (build_rec(j, status, reason, now, dec.next_ms, &recs[k]) != 0) {
 			for (size_t x = 0; x < k; x++)
 				outcome_json_free(&recs[x]);
 			return -1;
@@ -1429,6 +1445,12 @@ record_batch(struct worker *w, struct store *st, struct job **jobs, size_t n)
 		res[k].status = status;
 		res[k].next_ms = dec.next_ms;
 		res[k].now_ms = now;
+		{
+			long long lat, queued;
+
+			outcome_json_times(j->d->created_ms, j->d->due_ms, j->start_ms, now, &lat, &queued);
+			res[k].latency_ms = lat;   /* GET's recipients[i].latency_ms */
+		}
 		res[k].smtp_json = recs[k].smtp;
 		res[k].event_json = recs[k].event;
 		res[k].timeline_json = recs[k].timeline;

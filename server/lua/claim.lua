@@ -13,7 +13,10 @@
 -- message): ack + delete it, nil.
 -- A deliverable recipient ("queued", or "sending" when taken over from a
 -- dead worker) becomes "sending" with attempts + 1; its row is {rcpt,
--- mail_from, mime, metadata, tags, attempts, created, expires}. Anything
+-- mail_from, mime, metadata, tags, attempts, created, expires, due}: due
+-- is when it became due (r<i>:due, set by record.lua at a deferral; else
+-- send_at; else created), the start of its queued_ms. r<i>:due is named
+-- here from f_status ("r<i>:status" -> "r<i>:due"). Anything
 -- else (terminal, canceled, message gone): ack + delete the entry, nil.
 -- mime is the key "<msg>:mime" or, for a message stored by an earlier
 -- release, the hash's "mime" field; "" when both are gone (content is
@@ -73,8 +76,9 @@ local function claim(i)
     redis.call('XCLAIM', KEYS[2 * n + st], 'workers', ARGV[1], 0, id, 'JUSTID')
   end
   local km = KEYS[2 * i - 1]
+  local fdue = string.gsub(ARGV[a + 3], 'status$', 'due')
   local v = redis.call('HMGET', km, ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], 'mail_from',
-    'mime', 'metadata', 'tags', 'created', 'expires')
+    'mime', 'metadata', 'tags', 'created', 'expires', fdue, 'send_at')
   if v[1] == 'queued' and sat and (tonumber(v[9]) or 0) > now then
     local s = saturated(v[3])
     if s then
@@ -89,8 +93,11 @@ local function claim(i)
     local c = (tonumber(v[2]) or 0) + 1
     redis.call('HSET', km, ARGV[a + 3], 'sending', ARGV[a + 4], c)
     local mime = redis.call('GET', KEYS[2 * i]) or v[5]
+    local due = v[10]
+    if not due or due == '' then due = v[11] end
+    if not due or due == '' or due == '0' then due = v[8] or '0' end
     return {v[3] or '', v[4] or '', mime or '', v[6] or '{}', v[7] or '[]',
-      c, v[8] or '0', v[9] or '0'}
+      c, v[8] or '0', v[9] or '0', due}
   end
   batch_mark(drop, st, id)
   return false

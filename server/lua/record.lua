@@ -2,9 +2,10 @@
 -- KEYS: due, events, supp (of the project "default"), then per outcome i
 --       (1-based): msg (KEYS[2 + 2i]), tl (KEYS[3 + 2i]); then the ready
 --       streams the outcomes' entries are on (KEYS[3 + 2n + s])
--- ARGV: retention_ms prefix content_ms, then per outcome i, 15 values from
---       ARGV[4 + 15(i-1)]: entry_id stream status next_ms smtp event timeline
+-- ARGV: retention_ms prefix content_ms, then per outcome i, 17 values from
+--       ARGV[4 + 17(i-1)]: entry_id stream status next_ms smtp event timeline
 --       attempt member supp_email supp_value f_status f_attempts f_smtp f_dfr
+--       latency_ms now_ms
 -- stream: s, the entry is on KEYS[3 + 2n + s]. f_*: the recipient's field
 -- names ("r<idx>:status" ...) and member "<msg id>/<idx>" (its due set
 -- member), built by C, not here.
@@ -16,6 +17,11 @@
 -- (lib/content.lua: deleted, or kept content_ms more).
 -- A deferral sets r<i>:dfr = 1 (only metrics read it: whether the
 -- recipient was deferred before).
+-- The receipt's fields (GET /v1/messages/{id}), named from f_status
+-- ("r<i>:status" -> "r<i>:lat"): r<i>:lat = latency_ms; a deferral sets
+-- r<i>:due and r<i>:nxt = next_ms (due: claim.lua's start of queued_ms);
+-- delivered sets r<i>:dat = now_ms; an outcome that is not a deferral
+-- removes r<i>:nxt.
 -- Returns one element per outcome, in order: 1 recorded; 2 recorded, the
 -- recipient's first deferral; 0 recipient not "sending" (entry acked,
 -- nothing else: an outcome recorded before, so a batch sent again after
@@ -33,10 +39,10 @@
 -- @include lib/project.lua
 -- @include lib/content.lua
 -- @include lib/batch.lua
-local n = (#ARGV - 3) / 15
+local n = (#ARGV - 3) / 17
 local ack = {}
 local function record(i)
-  local a = 4 + 15 * (i - 1)
+  local a = 4 + 17 * (i - 1)
   local km, kt = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
   local id, sk, st = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2]
   local fst, fsmtp, fdfr = ARGV[a + 11], ARGV[a + 13], ARGV[a + 14]
@@ -54,18 +60,32 @@ local function record(i)
     redis.call('HSET', supp, ARGV[a + 9], ARGV[a + 10])
   end
   local ret, left = 1, nil
+  local fp = string.gsub(fst, 'status$', '')
   local h = { fst, st }
   if ARGV[a + 4] ~= '' then
     h[3] = fsmtp
     h[4] = ARGV[a + 4]
   end
+  table.insert(h, fp .. 'lat')
+  table.insert(h, ARGV[a + 15])
+  if st == 'delivered' then
+    table.insert(h, fp .. 'dat')
+    table.insert(h, ARGV[a + 16])
+  end
   if st == 'deferred' then
+    table.insert(h, fp .. 'due')
+    table.insert(h, ARGV[a + 3])
+    table.insert(h, fp .. 'nxt')
+    table.insert(h, ARGV[a + 3])
     if not v[4] then
       table.insert(h, fdfr)
       table.insert(h, '1')
       ret = 2
     end
-  elseif st ~= 'sending' then
+  elseif v[4] then
+    redis.call('HDEL', km, fp .. 'nxt')
+  end
+  if st ~= 'deferred' and st ~= 'sending' then
     left = (tonumber(v[5]) or 0) - 1
     table.insert(h, 'pending')
     table.insert(h, left)

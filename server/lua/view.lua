@@ -12,7 +12,7 @@ local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '-1')
 if not n or n < 0 then return {} end
 if n > 1000 then return redis.error_reply('ERR recipient count') end
 local f = {'id', 'from', 'subject', 'metadata', 'tags', 'created', 'send_at', 'n', 'prio', 'project', 'tl'}
-local names = {'email', 'kind', 'status', 'attempts', 'smtp'}
+local names = {'email', 'kind', 'status', 'attempts', 'smtp', 'lat', 'dat', 'nxt'}
 for i = 0, n - 1 do
   for _, x in ipairs(names) do f[#f + 1] = 'r' .. i .. ':' .. x end
 end

@@ -55,6 +55,12 @@ reference(const struct outcome_json_in *in, struct outcome_json *r)
 	t = cJSON_Parse(in->tags_json ? in->tags_json : "[]");
 	cJSON_AddItemToObject(data, "metadata", m != NULL ? m : cJSON_CreateObject());
 	cJSON_AddItemToObject(data, "tags", t != NULL ? t : cJSON_CreateArray());
+	cJSON_AddNumberToObject(data, "latency_ms", (double)in->latency_ms);
+	cJSON_AddNumberToObject(data, "queued_ms", (double)in->queued_ms);
+	if (in->delivered_at != NULL)
+		cJSON_AddStringToObject(data, "delivered_at", in->delivered_at);
+	if (in->next_attempt_at != NULL)
+		cJSON_AddStringToObject(data, "next_attempt_at", in->next_attempt_at);
 	r->event = cJSON_PrintUnformatted(ev);
 	tl = cJSON_CreateObject();
 	cJSON_AddStringToObject(tl, "type", in->status);
@@ -87,6 +93,7 @@ struct row {
 	int code;
 	const char *enhanced, *text, *rcpt, *reason, *metadata, *tags;
 	int attempt;
+	long long latency_ms, queued_ms;
 };
 
 static const struct row rows[] = {
@@ -102,6 +109,9 @@ static const struct row rows[] = {
 	{ "not JSON", 250, "2.0.0", "ok", "a@b.c", NULL, "{broken", "nope", 1 },
 	{ "other JSON types", 250, "2.0.0", "ok", "a@b.c", NULL, "null", "5", 1 },
 	{ "no recipient", 250, "2.0.0", "ok", NULL, NULL, NULL, NULL, -7 },
+	{ "latency over 2^31 ms", 451, "4.2.0", "later", "a@b.c", NULL, NULL, NULL, 9,
+	  5000000000LL, 4999999999LL },
+	{ "latency and queue", 250, "2.0.0", "ok", "a@b.c", NULL, NULL, NULL, 1, 1234, 56 },
 };
 
 Test(outcome_json, same_bytes_as_cjson)
@@ -128,6 +138,12 @@ Test(outcome_json, same_bytes_as_cjson)
 		in.out = &o;
 		in.metadata_json = w->metadata;
 		in.tags_json = w->tags;
+		in.latency_ms = w->latency_ms;
+		in.queued_ms = w->queued_ms;
+		if (strcmp(in.status, "delivered") == 0)
+			in.delivered_at = "2026-12-02T05:00:00.123Z";
+		else if (w->code / 100 == 4)
+			in.next_attempt_at = "2026-12-02T05:05:00.000Z";
 		cr_assert_eq(outcome_json_build(&in, &got), 0, "%s: build failed", w->what);
 		reference(&in, &want);
 		same(w->what, "smtp", got.smtp, want.smtp);

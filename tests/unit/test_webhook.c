@@ -251,6 +251,7 @@ Test(webhook_types, known)
 {
 	static const struct { const char *type; int want; } cases[] = {
 		{ "message.delivered", 1 }, { "message.deferred", 1 }, { "message.failed", 1 },
+		{ "message.bounced", 1 }, { "message.complained", 1 }, { "message.bounce", 0 },
 		{ "message.*", 0 }, { "MESSAGE.FAILED", 0 }, { "", 0 }, { "message.failed ", 0 },
 	};
 	size_t i;
