@@ -97,18 +97,18 @@ struct row {
 };
 
 static const struct row rows[] = {
-	{ "delivered", 250, "2.0.0", "OK queued as 1234", "user@example.com", NULL, NULL, NULL, 1 },
-	{ "no reply code", 0, "", "connect to localhost: [::1]:2525 refused", "a@b.c", NULL, NULL, NULL, 3 },
-	{ "no code, no text", 0, "", "", "a@b.c", "expired", "", "", 12 },
-	{ "bounced", 550, "5.1.1", "No such user \"x\"\\here", "x@y.z", "bounced", "{}", "[]", 1 },
-	{ "escapes", 451, "4.3.0", "a\tb\r\nc\bd\fe\x01\x1f\x7f end", "t@e.st", NULL, NULL, NULL, 2 },
-	{ "UTF-8", 250, "", "d\xc3\xa9j\xc3\xa0 vu \xe2\x82\xac", "\xc3\xa9@example.com", NULL, NULL, NULL, 1 },
+	{ "delivered", 250, "2.0.0", "OK queued as 1234", "user@example.com", NULL, NULL, NULL, 1, 0, 0 },
+	{ "no reply code", 0, "", "connect to localhost: [::1]:2525 refused", "a@b.c", NULL, NULL, NULL, 3, 0, 0 },
+	{ "no code, no text", 0, "", "", "a@b.c", "expired", "", "", 12, 0, 0 },
+	{ "bounced", 550, "5.1.1", "No such user \"x\"\\here", "x@y.z", "bounced", "{}", "[]", 1, 0, 0 },
+	{ "escapes", 451, "4.3.0", "a\tb\r\nc\bd\fe\x01\x1f\x7f end", "t@e.st", NULL, NULL, NULL, 2, 0, 0 },
+	{ "UTF-8", 250, "", "d\xc3\xa9j\xc3\xa0 vu \xe2\x82\xac", "\xc3\xa9@example.com", NULL, NULL, NULL, 1, 0, 0 },
 	{ "metadata reprinted", 250, "2.0.0", "ok", "a@b.c", NULL,
 	  "{\"order\":\"A-1\",\"n\":1.50,\"big\":12345678901234567890,\"e\":\"\\u00e9\\/x\",\"l\":[1, 2]}",
-	  "[\"otp\", \"login\"]", 1 },
-	{ "not JSON", 250, "2.0.0", "ok", "a@b.c", NULL, "{broken", "nope", 1 },
-	{ "other JSON types", 250, "2.0.0", "ok", "a@b.c", NULL, "null", "5", 1 },
-	{ "no recipient", 250, "2.0.0", "ok", NULL, NULL, NULL, NULL, -7 },
+	  "[\"otp\", \"login\"]", 1, 0, 0 },
+	{ "not JSON", 250, "2.0.0", "ok", "a@b.c", NULL, "{broken", "nope", 1, 0, 0 },
+	{ "other JSON types", 250, "2.0.0", "ok", "a@b.c", NULL, "null", "5", 1, 0, 0 },
+	{ "no recipient", 250, "2.0.0", "ok", NULL, NULL, NULL, NULL, -7, 0, 0 },
 	{ "latency over 2^31 ms", 451, "4.2.0", "later", "a@b.c", NULL, NULL, NULL, 9,
 	  5000000000LL, 4999999999LL },
 	{ "latency and queue", 250, "2.0.0", "ok", "a@b.c", NULL, NULL, NULL, 1, 1234, 56 },
@@ -170,5 +170,56 @@ Test(outcome_json, free_twice_is_harmless)
 	cr_assert_null(r.smtp, "no reply code: no smtp text");
 	cr_assert_str_eq(r.timeline, "{\"type\":\"deferred\",\"attempt\":0,\"smtp\":null}");
 	outcome_json_free(&r);
+	outcome_json_free(&r);
+}
+
+Test(outcome_json, times)
+{
+	static const struct {
+		const char *what;
+		long long created, due, start, now, lat, queued;
+	} cases[] = {
+		{ "sent at once", 1000, 0, 1100, 1500, 500, 100 },
+		{ "scheduled: due at send_at", 1000, 5000, 5200, 6000, 5000, 200 },
+		{ "retry: from its due time", 1000, 60000, 60050, 61000, 60000, 50 },
+		{ "never began (expired)", 1000, 0, 0, 9000, 8000, 8000 },
+		{ "start after now: now", 1000, 0, 99999, 2000, 1000, 1000 },
+		{ "due before created: created", 1000, 10, 1300, 1400, 400, 300 },
+		{ "due after start (skew): 0", 1000, 3000, 2000, 4000, 3000, 0 },
+		{ "created after now (skew): 0, 0", 5000, 0, 4000, 4500, 0, 0 },
+		{ "no created: 0, 0", 0, 0, 100, 200, 0, 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		long long lat = -1, q = -1;
+
+		outcome_json_times(cases[i].created, cases[i].due, cases[i].start, cases[i].now, &lat, &q);
+		cr_expect_eq(lat, cases[i].lat, "%s: latency got %lld, want %lld", cases[i].what, lat,
+		    cases[i].lat);
+		cr_expect_eq(q, cases[i].queued, "%s: queued got %lld, want %lld", cases[i].what, q,
+		    cases[i].queued);
+		cr_expect(lat >= q && q >= 0, "%s: latency %lld >= queued %lld >= 0", cases[i].what, lat, q);
+	}
+}
+
+Test(outcome_json, receipt_fields)
+{
+	struct smtp_outcome o;
+	struct outcome_json_in in;
+	struct outcome_json r;
+
+	memset(&o, 0, sizeof(o));
+	o.code = 451;
+	memset(&in, 0, sizeof(in));
+	in.type = "message.deferred";
+	in.status = "deferred";
+	in.out = &o;
+	in.latency_ms = 1200;
+	in.queued_ms = 30;
+	in.next_attempt_at = "2026-12-02T05:05:00.000Z";
+	cr_assert_eq(outcome_json_build(&in, &r), 0);
+	cr_expect_str_eq(r.event, "{\"type\":\"message.deferred\",\"data\":{\"status\":\"deferred\","
+	    "\"attempt\":0,\"smtp\":{\"code\":451,\"enhanced\":\"\",\"response\":\"\"},\"metadata\":{},\"tags\":[],\"latency_ms\":1200,"
+	    "\"queued_ms\":30,\"next_attempt_at\":\"2026-12-02T05:05:00.000Z\"}}", "got %s", r.event);
 	outcome_json_free(&r);
 }
