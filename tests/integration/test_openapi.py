@@ -140,7 +140,7 @@ def test_spec_send_headers(spec):
 
 def test_spec_webhooks(spec):
     got = set(spec.get("webhooks", {}))
-    want = {"message.delivered", "message.deferred", "message.failed"}
+    want = {"message.delivered", "message.deferred", "message.failed", "message.bounced", "message.complained"}
     assert got == want, "got webhooks %s, want %s" % (sorted(got), sorted(want))
     for name, item in spec["webhooks"].items():
         body = item["post"]["requestBody"]["content"]["application/json"]["schema"]
