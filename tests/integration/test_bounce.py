@@ -1,7 +1,8 @@
 """test_bounce.py - asynchronous bounces: the VERP return path on each
 delivery, and DSNs sent back to the bounce listener (`run` with
 TXMAIL_BOUNCE_LISTEN) turning a delivered recipient into failed/bounced,
-with the webhook and the suppression; forged tokens and other domains
+with the webhook (message.bounced: the recipient had been delivered) and
+the suppression; forged tokens and other domains
 refused at RCPT. A transaction carrying several recipients gets the
 message-level token, and a DSN to it fails only the recipient its
 Final-Recipient names.
@@ -120,9 +121,10 @@ def test_verp_and_hard_bounce(bounce_txmail, smtp_peer, webhook):
     tl = [e for e in j["events"] if e.get("type") == "failed"]
     assert len(tl) == 1 and tl[0].get("reason") == "bounced", "timeline: got %r" % (j["events"],)
 
-    evs = webhook.wait_events_for(mid, 1, dl(15), types=("message.failed",))
+    evs = webhook.wait_events_for(mid, 1, dl(15), types=("message.bounced",))
     d = evs[0]["body"]["data"]
     assert d["reason"] == "bounced", "webhook reason: got %r, want bounced" % d.get("reason")
+    assert d["bounce_type"] == "hard", "webhook bounce_type: got %r, want hard" % d.get("bounce_type")
     assert d["status"] == "failed" and d["recipient"] == rcpt, "webhook data: got %r" % d
     assert d["smtp"]["code"] == 550 and d["smtp"]["enhanced"] == "5.1.1", "webhook smtp: got %r" % d["smtp"]
     assert d["metadata"] == {"order": "o-17"} and d["tags"] == ["receipt"], "webhook data: got %r" % d
@@ -233,7 +235,7 @@ def test_message_level_token_fails_the_named_recipient(bounce_txmail, smtp_peer,
     assert len(tl) == 1 and tl[0].get("reason") == "bounced" and tl[0].get("recipient") == rcpts[1], \
         "timeline: got %r, want one failed/bounced entry for %s" % (j["events"], rcpts[1])
 
-    evs = webhook.wait_events_for(mid, 1, dl(15), types=("message.failed",))
+    evs = webhook.wait_events_for(mid, 1, dl(15), types=("message.bounced",))
     d = evs[0]["body"]["data"]
     assert d["reason"] == "bounced" and d["recipient"] == rcpts[1] and d["status"] == "failed", \
         "webhook data: got %r, want failed/bounced for %s" % (d, rcpts[1])
