@@ -424,7 +424,7 @@
 		var d = ev.data || {};
 		var li = el('li');
 		li.appendChild(el('span', 't', (ev.created_at || '').replace('T', ' ').replace(/\..*$/, '')));
-		li.appendChild(el('span', type === 'message.delivered' ? 'ok' : type === 'message.failed' ? 'bad' : 'warn', type));
+		li.appendChild(el('span', type === 'message.delivered' ? 'ok' : (type === 'message.failed' || type === 'message.bounced' || type === 'message.complained') ? 'bad' : 'warn', type));
 		li.appendChild(document.createTextNode(' ' + (d.recipient || '') + ' '));
 		var id = el('a', 'mono', d.message_id || '');
 		id.href = '#';
