@@ -156,6 +156,7 @@ api_handler_fn api_messages_create;   /* POST /v1/messages */
 api_handler_fn api_messages_get;      /* GET /v1/messages/{id} */
 api_handler_fn api_messages_batch;    /* POST /v1/messages/batch */
 api_handler_fn api_messages_cancel;   /* DELETE /v1/messages/{id} */
+api_handler_fn api_messages_list;     /* GET /v1/messages (api_search.c) */
 
 /*
  * A message submitted over SMTP, ready to store (submission.c): the

@@ -126,6 +126,7 @@ static const struct http_route http_routes[] = {
 	{ "GET",  "/favicon.ico",    ROUTE_NO_STORE,         SC_NONE, dashboard_favicon_get },
 	{ "POST", "/v1/messages",    ROUTE_AUTH | ROUTE_JSON | ROUTE_ACCEPT, SC_SEND, api_messages_create },
 	{ "POST", "/v1/messages/batch", ROUTE_AUTH | ROUTE_JSON | ROUTE_ACCEPT, SC_SEND, api_messages_batch },
+	{ "GET",  "/v1/messages",    ROUTE_AUTH,             SC_READ, api_messages_list },
 	{ "GET",  "/v1/messages/*",  ROUTE_AUTH,             SC_READ, api_messages_get },
 	{ "DELETE", "/v1/messages/*", ROUTE_AUTH,            SC_FULL, api_messages_cancel },
 	{ "GET",  "/v1/templates",   ROUTE_AUTH,             SC_READ, api_templates_list },

@@ -341,6 +341,42 @@ int store_get_message(struct store *s, const char *id, struct store_message_view
 void store_message_view_free(struct store_message_view *v);
 
 /*
+ * Search (GET /v1/messages): one page of a project's messages, newest
+ * first, over every partition, from the indexes the enqueue writes
+ * (lib/msgix.lua). Filters (NULL or 0: none) combine; the most selective
+ * index is walked (recipient, then tag, then from, else every message)
+ * and the others checked per message. Each partition looks at no more
+ * than STORE_SEARCH_BUDGET ids per call, so a page may hold fewer than
+ * limit messages - even none - and still have a next page: the caller
+ * pages on until next is NULL.
+ */
+#define STORE_SEARCH_BUDGET 2000
+struct store_search_q {
+	const char *project;
+	size_t limit;                /* 1..100 */
+	const char *after;           /* an id: start below it; NULL from the newest */
+	const char *status;          /* the message status (MessageStatus) */
+	const char *tag;
+	const char *rcpt;            /* lower-cased */
+	const char *from;            /* lower-cased address */
+	int64_t created_after_ms;    /* inclusive; 0: none */
+	int64_t created_before_ms;   /* exclusive; 0: none */
+};
+struct store_search_item {
+	char *id, *from, *subject, *tags_json, *metadata_json, *prio;
+	int64_t created_ms, send_at_ms;
+	size_t nrcpts;
+	char **emails, **statuses;   /* nrcpts each */
+};
+struct store_search_res {
+	struct store_search_item *items;
+	size_t n;
+	char next[64];               /* the id to go on below; "" when this was the last page */
+};
+int store_message_search(struct store *s, const struct store_search_q *q, struct store_search_res *r);
+void store_search_res_free(struct store_search_res *r);
+
+/*
  * store_cancel - recipients still queued, scheduled or deferred become
  * "canceled" (terminal; in-flight "sending" ones finish normally), and
  * timeline_json is appended when any changed. *ncanceled = how many (0:

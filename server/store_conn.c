@@ -74,6 +74,7 @@ static const char *const st_scripts[SC_COUNT] = {
 	[SC_EP_LIST] = store_lua_ep_list,
 	[SC_EP_DELETE] = store_lua_ep_delete,
 	[SC_TRIM] = store_lua_trim,
+	[SC_SEARCH] = store_lua_search,
 	[SC_TPL_PUT] = store_lua_tpl_put,
 	[SC_TPL_DEL] = store_lua_tpl_del,
 	[SC_TPL_LIST] = store_lua_tpl_list,

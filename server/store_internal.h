@@ -126,6 +126,7 @@ enum st_script {
 	SC_EP_LIST,
 	SC_EP_DELETE,
 	SC_TRIM,
+	SC_SEARCH,
 	SC_TPL_PUT,
 	SC_TPL_DEL,
 	SC_TPL_LIST,
