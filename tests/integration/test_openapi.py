@@ -359,16 +359,16 @@ def test_live_every_operation(spec, txmail, capi, webhook, smtp_peer, spec_valid
         assert time.monotonic() < deadline, "recipients not terminal in time: %r" % r.json["recipients"]
         time.sleep(0.05)
     assert r.json["status"] == "partial", "got %r, want partial" % r.json["status"]
+    kinds = [(x["email"], x.get("kind")) for x in r.json["recipients"]]
+    assert kinds == [("one@example.com", "to"), ("two@example.com", "to"), ("temp1-three@example.com", "cc"),
+                     ("perm-four@example.com", "bcc")], "recipient kinds: got %r" % kinds
+    st(c.delete("/v1/messages/" + mid), 409)   # nothing left to cancel
     # the list (GET /v1/messages): the message as a summary, a filter, a bad argument
     st(c.get("/v1/messages?limit=1"), 200)
     r = c.get("/v1/messages?status=partial&recipient=one@example.com")
     st(r, 200)
     assert mid in [m["id"] for m in r.json["data"]], r.json
     st(c.get("/v1/messages?limit=0"), 422)
-    kinds = [(x["email"], x.get("kind")) for x in r.json["recipients"]]
-    assert kinds == [("one@example.com", "to"), ("two@example.com", "to"), ("temp1-three@example.com", "cc"),
-                     ("perm-four@example.com", "bcc")], "recipient kinds: got %r" % kinds
-    st(c.delete("/v1/messages/" + mid), 409)   # nothing left to cancel
 
     # schedule + cancel
     future = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
