@@ -184,6 +184,9 @@ struct api_submitted {
 void api_messages_submit(const struct api_request *req, struct api_submitted *sm,
     struct api_response *resp);
 
+/* api_messages_id_ms - the time (ms) a message id was made at (its first 10 characters after "msg_"), else dflt. Pure. */
+int64_t api_messages_id_ms(const char *id, int64_t dflt);
+
 /* api_messages_new_id - a new message id of partition part ("msg_<ulid>[p<k>]"). 0, or -1. */
 int api_messages_new_id(unsigned part, char *id, size_t len);
 

@@ -20,7 +20,9 @@
 
 #include "util.h"
 
-#define SEARCH_MARGIN_MS 2000   /* an id's time and its "created" differ by a few ms */
+/* a message's "created" is its id's time (api_messages_id_ms); one made by an earlier release was
+ * stamped a little before its id was made, so the upper bound keeps a margin */
+#define SEARCH_MARGIN_MS 50
 
 static const char search_alpha[] = "0123456789abcdefghjkmnpqrstvwxyz";
 
@@ -131,7 +133,7 @@ store_message_search(struct store *s, const struct store_search_q *q, struct sto
 	if (budget < 200)
 		budget = 200;
 	if (q->created_after_ms > 0)
-		search_idtime(q->created_after_ms - SEARCH_MARGIN_MS, lo);
+		search_idtime(q->created_after_ms, lo);
 	if (q->created_before_ms > 0)
 		search_idtime(q->created_before_ms + SEARCH_MARGIN_MS, hi);
 	memset(&b, 0, sizeof(b));
