@@ -65,6 +65,7 @@ SNIPPETS = {
     "send-python": ("python", "send_code.py"),
     "send-go": ("go", "send_code.go"),
     "send-php": ("php", "send_code.php"),
+    "search-curl": ("sh", "search.sh"),
     "smtp-node": ("js", "send-smtp.mjs"),
     "smtp-python": ("python", "send_smtp.py"),
     "webhook-node": ("js", "webhook-receiver.mjs"),
@@ -97,6 +98,9 @@ def need(cmd, package):
 def runner(name, path, workdir):
     """The argv and extra environment that run snippet `name` saved at path."""
     lang = name.split("-", 1)[1]
+    if lang == "curl" and name.startswith("search-"):
+        need("curl", "curl")
+        return ["bash", path], {}
     if lang == "curl":
         need("curl", "curl")
         return ["sh", path], {}
@@ -139,7 +143,7 @@ def test_readme_marks_every_snippet():
         assert [g[0] for g in got[name]] == [lang], "%s: fence languages %r, want [%r]" % (
             name, [g[0] for g in got[name]], lang)
         code = got[name][0][1]
-        if name.startswith("send-"):
+        if name.startswith("send-") or name.startswith("search-"):
             assert "TXMAIL_URL" in code and "TXMAIL_KEY" in code, "%s reads no TXMAIL_URL/TXMAIL_KEY" % name
         elif name.startswith("smtp-"):
             assert "SMTP_HOST" in code and "TXMAIL_KEY" in code, "%s reads no SMTP_HOST/TXMAIL_KEY" % name
@@ -180,6 +184,32 @@ def test_send_snippet_delivers(name, txmail, smtp_peer, workdir):
         p2 = subprocess.run(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                             timeout=dl(30))
         assert p2.returncode == 0 and MSG_ID_RE.findall(p2.stdout.decode()) == ids, (p2.stdout, p2.stderr)
+
+
+# --- searching -----------------------------------------------------------------------
+
+
+def test_search_snippet_lists(txmail, smtp_peer, workdir):
+    """search-curl pages through GET /v1/messages: Ada's verification mail of the week, every page."""
+    api = txmail.client()
+    want = []
+    for i in range(3):
+        r = api.send({"from": "Acme <noreply@acme.example>", "to": RCPT, "subject": "code %d" % i,
+                      "text": "x", "tags": ["verification"]})
+        assert r.status == 202, r
+        want.append(r.json["id"])
+    other = api.send({"from": "a@acme.example", "to": "bob@example.com", "subject": "not Ada's", "text": "x",
+                      "tags": ["verification"]})
+    assert other.status == 202
+    path = save("search-curl", workdir)
+    argv, extra = runner("search-curl", path, workdir)
+    env = helpers.clean_env(dict(extra, TXMAIL_URL="http://127.0.0.1:%d" % txmail.port, TXMAIL_KEY=txmail.key))
+    p = subprocess.run(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=dl(60))
+    out = p.stdout.decode("utf-8", "replace")
+    assert p.returncode == 0, "search-curl exited %d: %s %s" % (p.returncode, out, p.stderr)
+    got = MSG_ID_RE.findall(out)
+    assert got == sorted(want, reverse=True), "search-curl printed %r, want Ada's 3 newest first" % got
 
 
 # --- sending over SMTP submission ------------------------------------------------------
