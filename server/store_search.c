@@ -24,17 +24,12 @@
  * stamped a little before its id was made, so the upper bound keeps a margin */
 #define SEARCH_MARGIN_MS 50
 
-static const char search_alpha[] = "0123456789abcdefghjkmnpqrstvwxyz";
-
-/* search_idtime - "msg_" and the 10 time characters of an id made at ms (util_random_id's) */
+/* search_idtime - "msg_" and the 10 time characters of an id made at ms (util_id_time) */
 static void
 search_idtime(int64_t ms, char out[15])
 {
-	uint64_t t = ms > 0 ? (uint64_t)ms : 0;
-
 	memcpy(out, "msg_", 4);
-	for (int i = 0; i < 10; i++)
-		out[4 + i] = search_alpha[(t >> (45 - 5 * i)) & 31];
+	util_id_time(ms, out + 4);
 	out[14] = '\0';
 }
 
