@@ -165,6 +165,7 @@ struct http_req {
 	char tenant[KEYS_TENANT_MAX];  /* set by http_authenticate; req.tenant points here */
 	char project[KEYS_TENANT_MAX]; /* set by http_authenticate; req.project points here */
 	int all_projects;       /* set by http_authenticate (scope admin); copied to req */
+	struct keys_rate rate;  /* set by http_authenticate: the RateLimit-* headers when charged */
 	char request_id[HTTP_REQUEST_ID_MAX + 1];  /* echoed as X-Request-Id, logged */
 	char method[16];        /* as the client sent it, for the access line */
 	char path[HTTP_LOG_PATH_MAX + 1];  /* the raw path, cut; logged only when no route matched */
@@ -501,6 +502,28 @@ http_stream_free(void *cls)
 	api_events_client_close(cls);
 }
 
+/*
+ * http_common_headers - what every answer carries: X-Request-Id, and on a
+ * request that charged its project's bucket RateLimit-Limit (the bucket's
+ * size), RateLimit-Remaining (whole tokens left) and RateLimit-Reset
+ * (seconds until it is full again), draft-ietf-httpapi-ratelimit-headers.
+ */
+static void
+http_common_headers(struct MHD_Response *r, const struct http_req *rq)
+{
+	char v[24];
+
+	MHD_add_response_header(r, "X-Request-Id", rq->request_id);
+	if (!rq->rate.charged)
+		return;
+	snprintf(v, sizeof(v), "%lld", (long long)rq->rate.limit);
+	MHD_add_response_header(r, "RateLimit-Limit", v);
+	snprintf(v, sizeof(v), "%lld", (long long)rq->rate.remaining);
+	MHD_add_response_header(r, "RateLimit-Remaining", v);
+	snprintf(v, sizeof(v), "%lld", (long long)rq->rate.reset_s);
+	MHD_add_response_header(r, "RateLimit-Reset", v);
+}
+
 static enum MHD_Result
 http_send_stream(struct MHD_Connection *conn, const struct http_req *rq,
     struct api_response *resp)
@@ -520,7 +543,7 @@ http_send_stream(struct MHD_Connection *conn, const struct http_req *rq,
 		api_events_client_close(c);
 		return MHD_NO;
 	}
-	MHD_add_response_header(r, "X-Request-Id", rq->request_id);
+	http_common_headers(r, rq);
 	for (size_t i = 0; i < resp->nheaders; i++)
 		MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value);
 	ret = MHD_queue_response(conn, (unsigned int)resp->status, r);
@@ -555,7 +578,7 @@ http_send(struct MHD_Connection *conn, struct http_req *rq, struct api_response 
 	}
 	resp->body = NULL;  /* owned by r now */
 	rq->bytes_out = resp->body_len;
-	MHD_add_response_header(r, "X-Request-Id", rq->request_id);
+	http_common_headers(r, rq);
 	for (size_t i = 0; i < resp->nheaders; i++) {
 		typed |= strcasecmp(resp->headers[i].name, MHD_HTTP_HEADER_CONTENT_TYPE) == 0;
 		MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value);
@@ -706,6 +729,7 @@ http_authenticate(struct http_server *h, struct MHD_Connection *conn, struct htt
 		return -1;
 	}
 	util_strlcpy(rq->tenant, who.tenant, sizeof(rq->tenant));
+	rq->rate = who.rate;
 	if (retry_ms > 0) {
 		long long secs = (long long)((retry_ms + 999) / 1000);
 

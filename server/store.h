@@ -819,8 +819,10 @@ struct store_auth_result {
 	char *project;      /* its project (the name for a key written before projects) */
 	char *scope;        /* as stored ("full" for a key written before scopes) */
 	char *allow;        /* comma list of CIDR networks, "" for none */
-	int charged;        /* 1: last_used and the bucket were charged, retry_after_ms is valid */
+	int charged;        /* 1: last_used and the bucket were charged, the numbers below are valid */
 	int64_t retry_after_ms;
+	int64_t tokens_left;    /* whole tokens left in the bucket after this charge */
+	int64_t full_ms;        /* ms until the bucket is full again */
 };
 
 /*
@@ -836,9 +838,19 @@ struct store_auth_result {
 int store_auth(struct store *s, const char *hash_hex, int64_t now_ms, double rate,
     double burst, int charge, struct store_auth_result *out);
 void store_auth_release(struct store_auth_result *r);
-/* store_rate_limit - the same token bucket for a project that has no stored key in hand (env keys: "default"). */
+/* store_rate_limit's answer, the same three numbers as store_auth's */
+struct store_rate {
+	int64_t retry_after_ms; /* 0: a token was taken; else the ms until one is there (429) */
+	int64_t tokens_left;    /* whole tokens left after this request */
+	int64_t full_ms;        /* ms until the bucket is full again */
+};
+/*
+ * store_rate_limit - the same token bucket for a project that has no stored
+ * key in hand (env keys: "default"), one round trip. rate <= 0: no limit,
+ * no round trip, *out all 0.
+ */
 int store_rate_limit(struct store *s, const char *project, int64_t now_ms, double rate,
-    double burst, int64_t *retry_after_ms);
+    double burst, struct store_rate *out);
 
 /* --- shared shaping (store_shaping.c) ------------------------------------------
  * TXMAIL_DOMAIN_RATE slots and destination suspensions kept in Redis, so

@@ -592,13 +592,15 @@ st_rate_args(double rate, double burst, char *rs, char *bs, size_t len)
 	return (a < 0 || (size_t)a >= len || b < 0 || (size_t)b >= len) ? -1 : 0;
 }
 
-/* the auth script's answer for a known key: [name, project, scope, allow, retry_after_ms] */
+/* the auth script's answer for a known key: [name, project, scope, allow, retry_after_ms, tokens_left, full_ms] */
 static const struct st_col st_auth_cols[] = {
 	{ ST_COL_STR, 0, offsetof(struct store_auth_result, name), 0, 0, NULL },
 	{ ST_COL_STR, 0, offsetof(struct store_auth_result, project), 0, 0, NULL },
 	{ ST_COL_STR, 0, offsetof(struct store_auth_result, scope), 0, 0, NULL },
 	{ ST_COL_STR, 0, offsetof(struct store_auth_result, allow), 0, 0, NULL },
 	{ ST_COL_I64, 0, offsetof(struct store_auth_result, retry_after_ms), 0, 0, NULL },
+	{ ST_COL_I64, 0, offsetof(struct store_auth_result, tokens_left), 0, 0, NULL },
+	{ ST_COL_I64, 0, offsetof(struct store_auth_result, full_ms), 0, 0, NULL },
 };
 static const struct st_table st_auth_table = {
 	"auth", st_auth_cols, sizeof(st_auth_cols) / sizeof(st_auth_cols[0]),
@@ -660,6 +662,10 @@ store_auth(struct store *s, const char *hash_hex, int64_t now_ms, double rate,
 	out->charged = out->retry_after_ms >= 0;
 	if (out->retry_after_ms < 0)
 		out->retry_after_ms = 0;
+	if (out->tokens_left < 0 || out->full_ms < 0) {
+		rc = st_bad("auth", r);
+		store_auth_release(out);
+	}
 out:
 	if (r)
 		freeReplyObject(r);
@@ -669,17 +675,17 @@ out:
 
 int
 store_rate_limit(struct store *s, const char *project, int64_t now_ms, double rate,
-    double burst, int64_t *retry_after_ms)
+    double burst, struct store_rate *out)
 {
 	char kr[ST_KEY_MAX], rs[32], bs[32];
 	struct st_args a;
 	redisReply *r = NULL;
-	int64_t retry = 0;
+	int64_t v[3] = { 0, 0, 0 };
 	int rc;
 
-	if (retry_after_ms)
-		*retry_after_ms = 0;
-	if (!s || !retry_after_ms || !st_name_ok(project, ST_MAX_KEYNAME) ||
+	if (out)
+		memset(out, 0, sizeof(*out));
+	if (!s || !out || !st_name_ok(project, ST_MAX_KEYNAME) ||
 	    st_rate_args(rate, burst, rs, bs, sizeof(rs)) ||
 	    st_key(kr, sizeof(kr), ST_PREFIX "rl:", project, NULL))
 		return STORE_ERR_PROTO;
@@ -693,10 +699,17 @@ store_rate_limit(struct store *s, const char *project, int64_t now_ms, double ra
 	st_adds(&a, rs);
 	st_adds(&a, bs);
 	rc = st_do(s, &a, &r);
-	if (rc == 0 && (st_int(r, &retry) != 0 || retry < 0))
+	/* {retry_after_ms, tokens_left, full_ms}, none negative */
+	if (rc == 0 && !st_is_array(r, 3))
 		rc = st_bad("rate limit", r);
-	if (rc == 0)
-		*retry_after_ms = retry;
+	for (size_t i = 0; rc == 0 && i < 3; i++)
+		if (r->elements != 3 || st_int(r->element[i], &v[i]) != 0 || v[i] < 0)
+			rc = st_bad("rate limit", r);
+	if (rc == 0) {
+		out->retry_after_ms = v[0];
+		out->tokens_left = v[1];
+		out->full_ms = v[2];
+	}
 	if (r)
 		freeReplyObject(r);
 	st_args_release(&a);

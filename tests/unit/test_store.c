@@ -2175,25 +2175,37 @@ Test(store, api_key_of_previous_release)
 
 Test(store, rate_limit)
 {
-	int64_t now = 1700000000000LL, retry = -1;
+	int64_t now = 1700000000000LL;
+	struct store_rate rl;
 	struct store_auth_result ar;
 
 	for (int i = 0; i < 3; i++) {
-		cr_assert_eq(store_rate_limit(st, "env:abc", now, 1.0, 3.0, &retry), 0);
-		cr_assert_eq(retry, 0, "request %d: got retry %lld, want 0", i, (long long)retry);
+		cr_assert_eq(store_rate_limit(st, "env:abc", now, 1.0, 3.0, &rl), 0);
+		cr_assert_eq(rl.retry_after_ms, 0, "request %d: got retry %lld, want 0", i,
+		    (long long)rl.retry_after_ms);
+		cr_assert_eq(rl.tokens_left, 2 - i, "request %d: got left %lld, want %d", i,
+		    (long long)rl.tokens_left, 2 - i);
+		cr_assert_eq(rl.full_ms, (i + 1) * 1000, "request %d: got full %lld ms, want %d", i,
+		    (long long)rl.full_ms, (i + 1) * 1000);
 	}
-	cr_assert_eq(store_rate_limit(st, "env:abc", now, 1.0, 3.0, &retry), 0);
-	cr_assert(retry >= 990 && retry <= 1000, "4th: got retry %lld, want ~1000", (long long)retry);
-	cr_assert_eq(store_rate_limit(st, "env:abc", now + 1000, 1.0, 3.0, &retry), 0);
-	cr_assert_eq(retry, 0, "after 1 s: got %lld, want 0", (long long)retry);
-	cr_assert_eq(store_rate_limit(st, "env:abc", now + 1000, 1.0, 3.0, &retry), 0);
-	cr_assert(retry > 0);
+	cr_assert_eq(store_rate_limit(st, "env:abc", now, 1.0, 3.0, &rl), 0);
+	cr_assert(rl.retry_after_ms >= 990 && rl.retry_after_ms <= 1000,
+	    "4th: got retry %lld, want ~1000", (long long)rl.retry_after_ms);
+	cr_assert_eq(rl.tokens_left, 0, "4th: got left %lld, want 0", (long long)rl.tokens_left);
+	cr_assert_eq(rl.full_ms, 3000, "4th: got full %lld ms, want 3000", (long long)rl.full_ms);
+	cr_assert_eq(store_rate_limit(st, "env:abc", now + 1000, 1.0, 3.0, &rl), 0);
+	cr_assert_eq(rl.retry_after_ms, 0, "after 1 s: got %lld, want 0", (long long)rl.retry_after_ms);
+	cr_assert_eq(store_rate_limit(st, "env:abc", now + 1000, 1.0, 3.0, &rl), 0);
+	cr_assert(rl.retry_after_ms > 0);
 	/* another tenant has its own bucket; rate 0 = no limit */
-	cr_assert_eq(store_rate_limit(st, "env:def", now, 1.0, 3.0, &retry), 0);
-	cr_assert_eq(retry, 0);
+	cr_assert_eq(store_rate_limit(st, "env:def", now, 1.0, 3.0, &rl), 0);
+	cr_assert_eq(rl.retry_after_ms, 0);
+	cr_assert_eq(rl.tokens_left, 2);
 	for (int i = 0; i < 10; i++) {
-		cr_assert_eq(store_rate_limit(st, "env:abc", now, 0, 0, &retry), 0);
-		cr_assert_eq(retry, 0);
+		cr_assert_eq(store_rate_limit(st, "env:abc", now, 0, 0, &rl), 0);
+		cr_assert_eq(rl.retry_after_ms, 0);
+		cr_assert_eq(rl.tokens_left, 0);
+		cr_assert_eq(rl.full_ms, 0);
 	}
 	cr_assert(rint_cmd("PTTL %s", "txm{0}:rl:env:abc") > 0);
 	/* auth charges the project's bucket, shared by the project's keys */
@@ -2202,11 +2214,17 @@ Test(store, rate_limit)
 	for (int i = 0; i < 2; i++) {
 		cr_assert_eq(store_auth(st, i == 0 ? HASH_A : HASH_B, now, 1.0, 2.0, 0, &ar), 0);
 		cr_assert_eq(ar.retry_after_ms, 0);
+		cr_assert_eq(ar.tokens_left, 1 - i, "auth %d: got left %lld, want %d", i,
+		    (long long)ar.tokens_left, 1 - i);
+		cr_assert_eq(ar.full_ms, (i + 1) * 1000, "auth %d: got full %lld, want %d", i,
+		    (long long)ar.full_ms, (i + 1) * 1000);
 		store_auth_release(&ar);
 	}
 	cr_assert_eq(store_auth(st, HASH_A, now + 500, 1.0, 2.0, 0, &ar), 0);
 	cr_assert(ar.retry_after_ms >= 490 && ar.retry_after_ms <= 500,
 	    "auth 3rd (2 keys, 1 project): got retry %lld, want ~500", (long long)ar.retry_after_ms);
+	cr_assert_eq(ar.tokens_left, 0);
+	cr_assert_eq(ar.full_ms, 1500, "auth 3rd: got full %lld, want 1500", (long long)ar.full_ms);
 	store_auth_release(&ar);
 	cr_assert(rint_cmd("EXISTS %s", "txm{0}:rl:proj") == 1, "the bucket is rl:<project>");
 	/* revoking a key keeps the project's bucket */
