@@ -58,6 +58,7 @@
 #include "api_events.h"
 #include "cidr.h"
 #include "enqpipe.h"
+#include "etag.h"
 #include "health.h"
 #include "keys.h"
 #include "log.h"
@@ -99,6 +100,7 @@ enum {
 	ROUTE_NO_STORE = 4, /* never touches Redis (req->store is NULL) */
 	ROUTE_ACCEPT = 8,   /* a send: timed in txmail_accept_duration_seconds */
 	ROUTE_DEV = 16,     /* exists in `run --dev` only (cfg->dev): else 404 like any unknown path */
+	ROUTE_ETAG = 32,    /* a 200 carries a strong ETag; If-None-Match matching it: 304, no body */
 };
 
 struct http_route {
@@ -127,7 +129,7 @@ static const struct http_route http_routes[] = {
 	{ "POST", "/v1/messages",    ROUTE_AUTH | ROUTE_JSON | ROUTE_ACCEPT, SC_SEND, api_messages_create },
 	{ "POST", "/v1/messages/batch", ROUTE_AUTH | ROUTE_JSON | ROUTE_ACCEPT, SC_SEND, api_messages_batch },
 	{ "GET",  "/v1/messages",    ROUTE_AUTH,             SC_READ, api_messages_list },
-	{ "GET",  "/v1/messages/*",  ROUTE_AUTH,             SC_READ, api_messages_get },
+	{ "GET",  "/v1/messages/*",  ROUTE_AUTH | ROUTE_ETAG, SC_READ, api_messages_get },
 	{ "DELETE", "/v1/messages/*", ROUTE_AUTH,            SC_FULL, api_messages_cancel },
 	{ "GET",  "/v1/templates",   ROUTE_AUTH,             SC_READ, api_templates_list },
 	{ "PUT",  "/v1/templates/*", ROUTE_AUTH | ROUTE_JSON, SC_FULL, api_templates_put },
@@ -583,7 +585,7 @@ http_send(struct MHD_Connection *conn, struct http_req *rq, struct api_response 
 		typed |= strcasecmp(resp->headers[i].name, MHD_HTTP_HEADER_CONTENT_TYPE) == 0;
 		MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value);
 	}
-	if (!typed)
+	if (!typed && resp->status != 304)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
 	ret = MHD_queue_response(conn, (unsigned int)resp->status, r);
 	MHD_destroy_response(r);
@@ -1047,6 +1049,29 @@ out:
 		cJSON_Delete(json);
 }
 
+/*
+ * http_etag - a ROUTE_ETAG route's 200: add ETag (etag.h, over the body
+ * as sent) and, when the request's If-None-Match matches it, turn the
+ * answer into 304 Not Modified with no body (the ETag stays).
+ */
+static void
+http_etag(struct MHD_Connection *conn, const struct http_req *rq, struct api_response *resp)
+{
+	char tag[ETAG_LEN + 1];
+
+	if ((rq->route->flags & ROUTE_ETAG) == 0 || resp->status != 200 || resp->body == NULL ||
+	    resp->stream != NULL || etag_make(resp->body, resp->body_len, tag, sizeof(tag)) != 0)
+		return;
+	api_header(resp, "ETag", tag);
+	if (!etag_none_match(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_IF_NONE_MATCH), tag))
+		return;
+	free(resp->body);
+	resp->body = NULL;
+	resp->body_len = 0;
+	resp->status = 304;
+}
+
 /* the pipe has answered the enqueue (on its thread): let MHD call http_access again */
 static void
 http_deferred_done(void *arg)
@@ -1159,6 +1184,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 		d->finish(d, &rq->req, &resp);
 	} else {
 		http_dispatch(h, conn, method, url, rq, &resp);
+		http_etag(conn, rq, &resp);
 	}
 	if (resp.deferred != NULL) {
 		http_defer(h, conn, rq, resp.deferred);   /* the first round trip, or one more */
