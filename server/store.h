@@ -76,6 +76,9 @@
  *   <pp>tpl:<name>    hash  json created updated
  *   <pp>tpls          zset  template names, all score 0 (lexical order)
  *   <pp>supp          hash  lower-cased email -> "<created_ms>:<reason>"
+ *   <pp>suppidx       zset  the same emails, all score 0 (lexical order): the
+ *                           list's pages; kept beside supp by its writers,
+ *                           rebuilt by the page script when the sizes differ
  *                     <pp> is the project's prefix: "" for "default" (so data
  *                     written before projects is the default project's, no
  *                     migration), "prj:<project>:" for any other project
@@ -756,8 +759,20 @@ int store_template_put(struct store *s, const char *project, const char *name, c
 int store_template_get(struct store *s, const char *project, const char *name, char **json);
 /* store_template_delete - STORE_ERR_NOT_FOUND when absent. */
 int store_template_delete(struct store *s, const char *project, const char *name);
-/* store_template_list - the project's templates' JSON, sorted by name; free each and the array. */
-int store_template_list(struct store *s, const char *project, char ***jsons, size_t *n);
+/*
+ * Lists are read a page at a time (api_page.h): the items after the key
+ * after (NULL or "": from the first), at most limit (1..STORE_PAGE_MAX), in
+ * the list's order; *next is a malloc'd copy of the page's last key when
+ * more follow, else NULL (free it).
+ */
+#define STORE_PAGE_MAX 1000
+
+/*
+ * store_template_list - a page of the project's templates' JSON, by name
+ * (bytewise); one round trip. Free each, the array and *next.
+ */
+int store_template_list(struct store *s, const char *project, const char *after, size_t limit,
+    char ***jsons, size_t *n, char **next);
 
 /* --- suppressions ------------------------------------------------------------ */
 
@@ -779,9 +794,14 @@ int store_suppression_add(struct store *s, const char *project, const char *emai
     const char *reason, int64_t now_ms);
 /* store_suppression_delete - STORE_ERR_NOT_FOUND when absent. */
 int store_suppression_delete(struct store *s, const char *project, const char *email);
-/* store_suppression_list - the project's suppressions, sorted by address; free with store_suppressions_free. */
-int store_suppression_list(struct store *s, const char *project, struct store_suppression **out,
-    size_t *n);
+/*
+ * store_suppression_list - a page of the project's suppressions (partition
+ * 0's list, which every partition's copy equals), by address (bytewise);
+ * one round trip (the first on a list without its index builds it: O(n)).
+ * Free with store_suppressions_free, and *next.
+ */
+int store_suppression_list(struct store *s, const char *project, const char *after,
+    size_t limit, struct store_suppression **out, size_t *n, char **next);
 void store_suppressions_free(struct store_suppression *v, size_t n);
 
 /* --- API keys and rate limits ------------------------------------------------- */

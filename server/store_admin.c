@@ -213,12 +213,43 @@ store_template_delete(struct store *s, const char *project, const char *name)
 	return st_eval_int(s, &a, "template delete", STORE_ERR_NOT_FOUND, NULL);
 }
 
+/*
+ * st_page_reply - a page script's {next, rows} answer: rows read by t into
+ * rows, n, *next a copy of next (NULL when ""). 0 or STORE_ERR_*.
+ */
+static int
+st_page_reply(const struct st_table *t, const redisReply *r, void **rows, size_t *n, char **next)
+{
+	const redisReply *nx;
+	int rc;
+
+	if (!st_is_array(r, 2) || r->elements != 2 || !r->element[0] || !r->element[1] ||
+	    r->element[0]->type != REDIS_REPLY_STRING)
+		return st_bad(t->what, r);
+	nx = r->element[0];
+	rc = st_rows_read(t, r->element[1], rows, n);
+	if (rc)
+		return rc;
+	if (nx->len > 0) {
+		*next = strndup(nx->str, nx->len);
+		if (!*next) {
+			st_rows_free(t, *rows, *n);
+			*rows = NULL;
+			*n = 0;
+			return STORE_ERR_NOMEM;
+		}
+	}
+	return 0;
+}
+
 int
-store_template_list(struct store *s, const char *project, char ***jsons, size_t *n)
+store_template_list(struct store *s, const char *project, const char *after, size_t limit,
+    char ***jsons, size_t *n, char **next)
 {
 	char kts[ST_KEY_MAX], pp[ST_KEY_MAX];
 	struct st_tpl_row *rows = NULL;
 	struct st_args a;
+	redisReply *r = NULL;
 	void *p = NULL;
 	char **v = NULL;
 	size_t i, nrows = 0, cnt = 0;
@@ -228,16 +259,22 @@ store_template_list(struct store *s, const char *project, char ***jsons, size_t 
 		*jsons = NULL;
 	if (n)
 		*n = 0;
-	if (!s || !jsons || !n || st_project_prefix(pp, sizeof(pp), project) ||
+	if (next)
+		*next = NULL;
+	if (!s || !jsons || !n || !next || limit < 1 || limit > STORE_PAGE_MAX ||
+	    (after && strlen(after) > ST_KEY_MAX) || st_project_prefix(pp, sizeof(pp), project) ||
 	    st_key(kts, sizeof(kts), pp, "tpls", NULL))
 		return STORE_ERR_PROTO;
-	rc = st_eval_begin(s, &a, 8, SC_TPL_LIST, 1);
+	rc = st_eval_begin(s, &a, 9, SC_TPL_LIST, 1);
 	if (rc)
 		return rc;
 	st_adds(&a, kts);
 	st_adds(&a, pp);
-	st_addi(&a, ST_MAX_LIST);
-	rc = st_eval_rows(s, &a, &st_tpl_table, &p, &nrows);
+	st_addi(&a, (int64_t)limit);
+	st_adds(&a, after ? after : "");
+	rc = st_do(s, &a, &r);
+	if (rc == 0)
+		rc = st_page_reply(&st_tpl_table, r, &p, &nrows, next);
 	rows = p;
 	if (rc || nrows == 0)
 		goto out;
@@ -258,6 +295,13 @@ store_template_list(struct store *s, const char *project, char ***jsons, size_t 
 	*jsons = v;
 	*n = cnt;
 out:
+	if (rc) {
+		free(*next);
+		*next = NULL;
+	}
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
 	st_rows_free(&st_tpl_table, rows, nrows);
 	return rc;
 }
@@ -348,8 +392,8 @@ st_supp_write(struct store *s, int skip, const char *project, const char *email,
 	memset(&b, 0, sizeof(b));
 	rc = st_connect(s);
 	if (rc == 0)
-		rc = st_batch_init(&b, s->nparts, 4);
-	/* partition 0's list first (the one the API reads), then each copy */
+		rc = st_batch_init(&b, 2 * (size_t)s->nparts, 4);
+	/* partition 0's list first (the one the API reads), then each copy; each with its index */
 	for (p = 0; p < s->nparts && rc == 0; p++) {
 		if ((int)p == skip)
 			continue;
@@ -363,6 +407,16 @@ st_supp_write(struct store *s, int skip, const char *project, const char *email,
 		st_adds(&b.a, email);
 		if (val)
 			st_adds(&b.a, val);
+		rc = st_batch_add(&b);
+		if (rc == 0 && st_key(ks, sizeof(ks), pp, "suppidx", NULL))
+			rc = STORE_ERR_PROTO;
+		if (rc)
+			break;
+		st_adds(&b.a, val ? "ZADD" : "ZREM");
+		st_adds(&b.a, ks);
+		if (val)
+			st_adds(&b.a, "0");
+		st_adds(&b.a, email);
 		rc = st_batch_add(&b);
 	}
 	if (rc == 0 && b.n > 0)
@@ -408,20 +462,12 @@ store_suppression_delete(struct store *s, const char *project, const char *email
 	return rc == 0 && n == 0 ? STORE_ERR_NOT_FOUND : rc;
 }
 
-static int
-st_supp_cmp(const void *a, const void *b)
-{
-	const struct store_suppression *x = a, *y = b;
-
-	return strcmp(x->email, y->email);
-}
-
 int
-store_suppression_list(struct store *s, const char *project, struct store_suppression **out,
-    size_t *n)
+store_suppression_list(struct store *s, const char *project, const char *after,
+    size_t limit, struct store_suppression **out, size_t *n, char **next)
 {
-	char ks[ST_KEY_MAX];
-	const char *argv[2] = { "HGETALL", ks };
+	char ks[ST_KEY_MAX], ki[ST_KEY_MAX + 4];
+	struct st_args a;
 	redisReply *r = NULL;
 	void *v = NULL;
 	int rc;
@@ -430,19 +476,26 @@ store_suppression_list(struct store *s, const char *project, struct store_suppre
 		*out = NULL;
 	if (n)
 		*n = 0;
-	if (!s || !out || !n || st_supp_key(ks, sizeof(ks), project))
+	if (next)
+		*next = NULL;
+	if (!s || !out || !n || !next || limit < 1 || limit > STORE_PAGE_MAX ||
+	    (after && strlen(after) > ST_KEY_MAX) || st_supp_key(ks, sizeof(ks), project) ||
+	    st_key(ki, sizeof(ki), ks, "idx", NULL))
 		return STORE_ERR_PROTO;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 8, SC_SUPP_PAGE, 2);
 	if (rc)
 		return rc;
-	rc = st_simple(s, 2, argv, &r);
-	if (rc)
-		return rc;
-	rc = st_rows_read(&st_supp_table, r, &v, n);
-	if (rc == 0 && *n > 1)
-		qsort(v, *n, sizeof(struct store_suppression), st_supp_cmp);
+	st_adds(&a, ks);
+	st_adds(&a, ki);
+	st_addi(&a, (int64_t)limit);
+	st_adds(&a, after ? after : "");
+	rc = st_do(s, &a, &r);
+	if (rc == 0)
+		rc = st_page_reply(&st_supp_table, r, &v, n, next);
 	*out = v;
-	freeReplyObject(r);
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
 	return rc;
 }
 

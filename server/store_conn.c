@@ -78,6 +78,7 @@ static const char *const st_scripts[SC_COUNT] = {
 	[SC_TPL_PUT] = store_lua_tpl_put,
 	[SC_TPL_DEL] = store_lua_tpl_del,
 	[SC_TPL_LIST] = store_lua_tpl_list,
+	[SC_SUPP_PAGE] = store_lua_supp_page,
 	[SC_KEY_CREATE] = store_lua_key_create,
 	[SC_KEY_REVOKE] = store_lua_key_revoke,
 	[SC_KEY_LIST] = store_lua_key_list,

@@ -38,6 +38,7 @@ if ARGV[8] ~= '' and v[2] then
   local supp = KEYS[5]
   if proj ~= 'default' then supp = project_prefix(ARGV[10], proj) .. 'supp' end
   redis.call('HSET', supp, string.lower(v[2]), ARGV[9] .. ':' .. ARGV[8])
+  redis.call('ZADD', supp .. 'idx', 0, string.lower(v[2]))
 end
 if st == 'deferred' then redis.call('ZREM', KEYS[3], ARGV[7]) end
 if st ~= 'delivered' then

@@ -1700,6 +1700,7 @@ Test(store, suppressed_at_accept)
 
 Test(store, record_suppress_reason)
 {
+	char *next = NULL;
 	char id[64];
 	struct store_delivery *d = NULL;
 	int flags[2] = { -1, -1 };
@@ -1716,7 +1717,8 @@ Test(store, record_suppress_reason)
 	cr_assert_eq(store_suppression_check(st, NULL, emails, 2, flags), 0);
 	cr_assert_eq(flags[0], 1, "suppressed: got %d, want 1", flags[0]);
 	cr_assert_eq(flags[1], 0);
-	cr_assert_eq(store_suppression_list(st, NULL, &sv, &n), 0);
+	cr_assert_eq(store_suppression_list(st, NULL, NULL, 100, &sv, &n, &next), 0);
+	cr_assert_null(next);
 	cr_assert_eq(n, 1);
 	cr_assert_str_eq(sv[0].email, "user0@example.com");
 	cr_assert_str_eq(sv[0].reason, "bounced");
@@ -1724,8 +1726,74 @@ Test(store, record_suppress_reason)
 	store_suppressions_free(sv, n);
 }
 
+Test(store, lists_paged)
+{
+	struct store_suppression *sv = NULL;
+	char **list = NULL, *next = NULL, name[32], after[64] = "";
+	size_t n = 0, seen = 0;
+	int created;
+
+	for (int i = 0; i < 25; i++) {
+		snprintf(name, sizeof(name), "t%02d", 24 - i);
+		cr_assert_eq(store_template_put(st, NULL, name, "{\"subject\":\"s\"}", 1, &created), 0);
+		snprintf(name, sizeof(name), "u%02d@x.com", 24 - i);
+		cr_assert_eq(store_suppression_add(st, NULL, name, "manual", 1), 0);
+	}
+	/* templates: pages of 7, in name order, every one once */
+	for (int page = 0; page < 10; page++) {
+		cr_assert_eq(store_template_list(st, NULL, after[0] ? after : NULL, 7, &list, &n, &next), 0);
+		for (size_t i = 0; i < n; i++) {
+			snprintf(name, sizeof(name), "{\"name\":\"t%02zu\"", seen + i);
+			cr_assert(strncmp(list[i], name, strlen(name)) == 0, "page %d item %zu: got %.20s, want %s",
+			    page, i, list[i], name);
+			free(list[i]);
+		}
+		free(list);
+		seen += n;
+		if (next == NULL)
+			break;
+		cr_assert_eq(n, 7, "a page before the last: got %zu, want 7", n);
+		snprintf(after, sizeof(after), "%s", next);
+		free(next);
+	}
+	cr_assert_eq(seen, 25, "templates: got %zu, want 25", seen);
+	/* suppressions: the same, and an index rebuilt when it is missing or stale */
+	for (int round = 0; round < 2; round++) {
+		seen = 0;
+		after[0] = '\0';
+		for (int page = 0; page < 10; page++) {
+			cr_assert_eq(store_suppression_list(st, NULL, after[0] ? after : NULL, 7, &sv, &n,
+			    &next), 0);
+			for (size_t i = 0; i < n; i++) {
+				snprintf(name, sizeof(name), "u%02zu@x.com", seen + i);
+				cr_assert_str_eq(sv[i].email, name, "round %d page %d: got %s, want %s", round,
+				    page, sv[i].email, name);
+			}
+			store_suppressions_free(sv, n);
+			seen += n;
+			if (next == NULL)
+				break;
+			snprintf(after, sizeof(after), "%s", next);
+			free(next);
+		}
+		cr_assert_eq(seen, 25, "round %d: got %zu, want 25", round, seen);
+		cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:suppidx"), 25);
+		/* what an older release leaves: a list without its index */
+		cr_assert_eq(rint_cmd("DEL %s", "txm{0}:suppidx"), 1);
+	}
+	cr_assert_eq(store_suppression_delete(st, NULL, "u00@x.com"), 0);
+	cr_assert_eq(store_suppression_list(st, NULL, NULL, 100, &sv, &n, &next), 0);
+	cr_assert_eq(n, 24);
+	cr_assert_null(next);
+	cr_assert_str_eq(sv[0].email, "u01@x.com");
+	store_suppressions_free(sv, n);
+	cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:suppidx"), 24, "delete left the index entry");
+	cr_assert_eq(store_template_list(st, NULL, NULL, 0, &list, &n, &next), STORE_ERR_PROTO);
+}
+
 Test(store, suppressions_crud)
 {
+	char *next = NULL;
 	struct store_suppression *sv = NULL;
 	size_t n = 0;
 	int flags[3];
@@ -1736,7 +1804,8 @@ Test(store, suppressions_crud)
 	cr_assert_eq(store_suppression_add(st, NULL, "a@x.com", "manual", 7), 0);   /* refresh */
 	cr_assert_eq(store_suppression_check(st, NULL, emails, 3, flags), 0);
 	cr_assert(flags[0] == 1 && flags[1] == 1 && flags[2] == 0);
-	cr_assert_eq(store_suppression_list(st, NULL, &sv, &n), 0);
+	cr_assert_eq(store_suppression_list(st, NULL, NULL, 100, &sv, &n, &next), 0);
+	cr_assert_null(next);
 	cr_assert_eq(n, 2);
 	cr_assert_str_eq(sv[0].email, "a@x.com");
 	cr_assert_str_eq(sv[0].reason, "manual");
@@ -2043,6 +2112,7 @@ Test(store, enqueue_checked_many_recipients)
 
 Test(store, templates_crud)
 {
+	char *next = NULL;
 	int created = -1;
 	char *json = NULL, **list = NULL;
 	size_t n = 0;
@@ -2059,7 +2129,8 @@ Test(store, templates_crud)
 	free(json);
 	cr_assert_eq(store_template_get(st, NULL, "nope", &json), STORE_ERR_NOT_FOUND);
 	cr_assert_null(json);
-	cr_assert_eq(store_template_list(st, NULL, &list, &n), 0);
+	cr_assert_eq(store_template_list(st, NULL, NULL, 100, &list, &n, &next), 0);
+	cr_assert_null(next);
 	cr_assert_eq(n, 2);
 	cr_assert(strncmp(list[0], "{\"name\":\"alpha\",", 16) == 0, "got %s", list[0]);
 	cr_assert(strstr(list[0], "\"updated_at\":\"1970-01-01T00:00:03.000Z\"}") != NULL, "got %s", list[0]);
@@ -2069,7 +2140,8 @@ Test(store, templates_crud)
 	free(list);
 	cr_assert_eq(store_template_delete(st, NULL, "welcome"), 0);
 	cr_assert_eq(store_template_delete(st, NULL, "welcome"), STORE_ERR_NOT_FOUND);
-	cr_assert_eq(store_template_list(st, NULL, &list, &n), 0);
+	cr_assert_eq(store_template_list(st, NULL, NULL, 100, &list, &n, &next), 0);
+	cr_assert_null(next);
 	cr_assert_eq(n, 1);
 	free(list[0]);
 	free(list);
@@ -2457,6 +2529,7 @@ Test(store, trim_keeps_unread_events)
  * and suppressions are its own; "default" keeps the keys of before. */
 Test(store, projects_scope_data)
 {
+	char *next = NULL;
 	char ida[64], idd[64], ids[64], tl[64];
 	struct store_message_view v;
 	struct store_delivery *d = NULL;
@@ -2494,7 +2567,8 @@ Test(store, projects_scope_data)
 	cr_assert(strstr(json, "\"subject\":\"A\"") != NULL, "A's template: got %s", json);
 	free(json);
 	cr_assert_eq(store_template_get(st, NULL, "welcome", &json), STORE_ERR_NOT_FOUND);
-	cr_assert_eq(store_template_list(st, "B", &list, &n), 0);
+	cr_assert_eq(store_template_list(st, "B", NULL, 100, &list, &n, &next), 0);
+	cr_assert_null(next);
 	cr_assert_eq(n, 1);
 	cr_assert(strstr(list[0], "\"subject\":\"B\"") != NULL);
 	free(list[0]);
@@ -2512,7 +2586,8 @@ Test(store, projects_scope_data)
 	cr_assert_eq(flags[0], 0);
 	cr_assert_eq(store_suppression_check(st, "A", user0, 1, flags), 0);
 	cr_assert_eq(flags[0], 1);
-	cr_assert_eq(store_suppression_list(st, NULL, &sv, &n), 0);
+	cr_assert_eq(store_suppression_list(st, NULL, NULL, 100, &sv, &n, &next), 0);
+	cr_assert_null(next);
 	cr_assert_eq(n, 0, "default's list: got %zu entries, want 0", n);
 	store_suppressions_free(sv, n);
 	cr_assert_eq(store_suppression_delete(st, "B", "user0@example.com"), STORE_ERR_NOT_FOUND);
