@@ -36,6 +36,7 @@ int
 etag_none_match(const char *inm, const char *etag)
 {
 	size_t n, elen, i = 0;
+	int hit = 0;
 
 	if (inm == NULL || etag == NULL)
 		return 0;
@@ -68,12 +69,11 @@ etag_none_match(const char *inm, const char *etag)
 		if (i >= n)
 			return 0;
 		i++;    /* past the closing quote */
-		if (i - start == elen && memcmp(inm + start, etag, elen) == 0)
-			return 1;
+		hit |= i - start == elen && memcmp(inm + start, etag, elen) == 0;
 		while (i < n && etag_ows(inm[i]))
 			i++;
 		if (i < n && inm[i] != ',')
 			return 0;
 	}
-	return 0;
+	return hit;
 }

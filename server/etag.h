@@ -23,7 +23,8 @@ int etag_make(const char *body, size_t len, char *out, size_t outlen);
  * etag_none_match - 1 when the If-None-Match value inm (NULL: absent)
  * matches etag (as etag_make gives it): "*", or one of its comma-separated
  * entity tags equals etag by the weak comparison (a W/ prefix is ignored),
- * which RFC 9110 13.1.2 asks for. 0 otherwise, also for a malformed list.
+ * which RFC 9110 13.1.2 asks for. 0 otherwise, also for a malformed list
+ * (a match followed by junk included).
  */
 int etag_none_match(const char *inm, const char *etag);
 

@@ -44,6 +44,8 @@ Test(etag, none_match)
 		{ "\"e3b0c44298fc1c149afbf4c8996fb924", 0 },
 		{ "\"a\" \"e3b0c44298fc1c149afbf4c8996fb924\"", 0 },
 		{ "\"E3B0C44298FC1C149AFBF4C8996FB924\"", 0 },
+		{ "\"e3b0c44298fc1c149afbf4c8996fb924\" junk", 0 },
+		{ "\"e3b0c44298fc1c149afbf4c8996fb924\", junk", 0 },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
