@@ -1714,6 +1714,7 @@ Test(store, record_suppress_reason)
 		.suppress_reason = "bounced" };
 	cr_assert_eq(store_record(st, &r, 1), 0);
 	store_delivery_free(d);
+	cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:suppidx"), 1, "record.lua left the list's index behind");
 	cr_assert_eq(store_suppression_check(st, NULL, emails, 2, flags), 0);
 	cr_assert_eq(flags[0], 1, "suppressed: got %d, want 1", flags[0]);
 	cr_assert_eq(flags[1], 0);
@@ -2651,6 +2652,7 @@ Test(store, projects_scope_data)
 		cr_assert_eq(store_suppression_check(st, "C", c0, 1, flags), 0);
 		cr_assert_eq(flags[0], 1, "the DSN did not suppress in C");
 		cr_assert_eq(rint_cmd("HLEN %s", "txm{0}:supp"), 0);
+		cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:prj:C:suppidx"), 1, "bounce.lua left C's index behind");
 		k = store_events_since(st, "0", 8, 0, ev);
 		cr_assert_eq(k, 2);
 		cr_assert_str_eq(ev[1]->project, "C");
