@@ -18,6 +18,12 @@
  * req->request_id; when the request ends, http_completed writes its one
  * access line (msg="request": method, route pattern, status, duration,
  * bytes, tenant, request_id).
+ * A request that charged its project's token bucket (every ROUTE_AUTH route
+ * once the key is known, TXMAIL_RATE_LIMIT > 0, Redis reachable) carries
+ * RateLimit-Limit, -Remaining and -Reset on its answer, whatever its status
+ * (http_common_headers); a ROUTE_ETAG route's 200 carries a strong ETag over
+ * its body, and If-None-Match matching it turns the answer into a bodiless
+ * 304 (http_etag, etag.h).
  *
  * Limits against clients that hold connections: MHD's idle timeout
  * (cfg->http_timeout), a deadline for each request's headers
