@@ -17,6 +17,7 @@ the bucket's own refill (the rate is slow enough that a test's requests
 do not get a token back in between).
 """
 import datetime
+import http.client
 import re
 
 import spec_check
@@ -159,6 +160,15 @@ def test_request_id_on_every_answer(txmail_factory, spec_validator):
                 else:
                     assert got and GEN_ID.match(got), "%s %s %d with X-Request-Id %r: got %r, want req_..." % (
                         method, path, status, given, got)
+        # the event stream's answer (headers first, then it stays open)
+        conn = http.client.HTTPConnection("127.0.0.1", t.port, timeout=dl(10))
+        try:
+            conn.request("GET", "/v1/events/stream", headers={"Authorization": "Bearer " + t.key,
+                                                              "X-Request-Id": "stream-1"})
+            sr = conn.getresponse()
+            assert sr.status == 200 and sr.getheader("X-Request-Id") == "stream-1", (sr.status, sr.getheaders())
+        finally:
+            conn.close()
         # two answers without a client id get two ids
         a, b = (c.get("/healthz").headers["x-request-id"] for _ in range(2))
         assert a != b, "two requests got the same id %s" % a
