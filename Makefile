@@ -491,7 +491,7 @@ FUZZ_CC      := clang
 FUZZ_SECONDS ?= 60
 FUZZ         := $(BUILD)/fuzz
 FUZZ_TARGETS := $(sort $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c)))
-FUZZ_LIB_SRC := $(addprefix server/,cidr.c config_parse.c dsn.c hash.c log.c mailparse.c store_cluster_map.c \
+FUZZ_LIB_SRC := $(addprefix server/,cidr.c config_parse.c dsn.c etag.c hash.c log.c mailparse.c store_cluster_map.c \
                   store_sentinel.c submit_msg.c submit_proto.c template.c \
                   util.c validate.c validate_addr.c validate_scan.c verp.c webhook_event.c) \
                 $(addprefix smtp/,mime.c mx.c reply.c retry.c retry_hint.c)
