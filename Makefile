@@ -79,11 +79,13 @@ RUN_PKGS  := gcc libc6-dev pkg-config libmicrohttpd-dev libssl-dev libcjson-dev 
 # prometheus itself (test_metrics_names checks a live scrape; test_deploy the
 # alert rules and the dashboard's queries), docker-compose (test_deploy:
 # deploy/docker-compose.yml), swaks (test_submission: a real SMTP submission
-# client, STARTTLS + AUTH and a pipelined session). node/npm, kubectl: see deps-test.
+# client, STARTTLS + AUTH and a pipelined session) with libnet-ssleay-perl (its
+# TLS: only Recommended, so --no-install-recommends leaves swaks without TLS;
+# the bare-machine run found it). node/npm, kubectl: see deps-test.
 TEST_PKGS := libcriterion-dev python3 python3-aiosmtpd python3-pytest python3-pytest-xdist \
              python3-yaml python3-dkim python3-nacl openssl dnsmasq clang libclang-rt-14-dev \
              valgrind wrk util-linux mount libc-bin golang-go php-cli php-curl chromium prometheus \
-             docker-compose swaks
+             docker-compose swaks libnet-ssleay-perl
 
 # Targets that install first and then re-enter make as do-<target> (see the
 # top of this file); do-<target> alone is the same without apt.
@@ -489,7 +491,7 @@ FUZZ_CC      := clang
 FUZZ_SECONDS ?= 60
 FUZZ         := $(BUILD)/fuzz
 FUZZ_TARGETS := $(sort $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c)))
-FUZZ_LIB_SRC := $(addprefix server/,cidr.c config_parse.c dsn.c hash.c log.c mailparse.c store_cluster_map.c \
+FUZZ_LIB_SRC := $(addprefix server/,cidr.c config_parse.c dsn.c etag.c hash.c log.c mailparse.c store_cluster_map.c \
                   store_sentinel.c submit_msg.c submit_proto.c template.c \
                   util.c validate.c validate_addr.c validate_scan.c verp.c webhook_event.c) \
                 $(addprefix smtp/,mime.c mx.c reply.c retry.c retry_hint.c)

@@ -156,6 +156,7 @@ api_handler_fn api_messages_create;   /* POST /v1/messages */
 api_handler_fn api_messages_get;      /* GET /v1/messages/{id} */
 api_handler_fn api_messages_batch;    /* POST /v1/messages/batch */
 api_handler_fn api_messages_cancel;   /* DELETE /v1/messages/{id} */
+api_handler_fn api_messages_list;     /* GET /v1/messages (api_search.c) */
 
 /*
  * A message submitted over SMTP, ready to store (submission.c): the
@@ -182,6 +183,9 @@ struct api_submitted {
 /* api_messages_submit - store sm as POST /v1/messages would (202 or the error in resp). */
 void api_messages_submit(const struct api_request *req, struct api_submitted *sm,
     struct api_response *resp);
+
+/* api_messages_id_ms - the time (ms) a message id was made at (its first 10 characters after "msg_"), else dflt. Pure. */
+int64_t api_messages_id_ms(const char *id, int64_t dflt);
 
 /* api_messages_new_id - a new message id of partition part ("msg_<ulid>[p<k>]"). 0, or -1. */
 int api_messages_new_id(unsigned part, char *id, size_t len);

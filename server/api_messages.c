@@ -73,6 +73,24 @@ api_messages_expiry(int64_t now_ms, int64_t send_at_ms, int64_t ttl_ms, int64_t 
 	return exp;
 }
 
+int64_t
+api_messages_id_ms(const char *id, int64_t dflt)
+{
+	static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
+	uint64_t t = 0;
+
+	if (strncmp(id, MSG_ID_PREFIX, 4) != 0 || strlen(id) < 4 + MSG_ID_CHARS)
+		return dflt;
+	for (int i = 0; i < 10; i++) {
+		const char *p = strchr(alphabet, id[4 + i]);
+
+		if (p == NULL || id[4 + i] == '\0')
+			return dflt;
+		t = (t << 5) | (uint64_t)(p - alphabet);
+	}
+	return t > 0 && t < ((uint64_t)1 << 47) ? (int64_t)t : dflt;
+}
+
 int
 api_messages_new_id(unsigned part, char *id, size_t len)
 {
@@ -416,7 +434,7 @@ messages_prepare(const struct api_request *req, const cJSON *json, const char *p
 
 	from_node = cJSON_GetObjectItemCaseSensitive(json, "from");
 	m->in.id = m->id;
-	m->in.created_ms = req->now_ms;
+	m->in.created_ms = api_messages_id_ms(m->id, req->now_ms);   /* the id's own time: search ranges */
 	m->in.send_at_ms = m->mr.send_at_ms;
 	m->in.from = cJSON_IsString(from_node) && from_node->valuestring != NULL ?
 	    from_node->valuestring : m->mr.from.email;
@@ -1021,7 +1039,7 @@ api_messages_submit(const struct api_request *req, struct api_submitted *sm,
 	if (messages_timeline(req, m) != 0)
 		goto oom;
 	m->in.id = m->id;
-	m->in.created_ms = req->now_ms;
+	m->in.created_ms = api_messages_id_ms(m->id, req->now_ms);   /* the id's own time: search ranges */
 	m->in.expires_ms = api_messages_expiry(req->now_ms, 0, sm->ttl_ms, max_age_ms);
 	m->in.from = sm->from != NULL && sm->from[0] != '\0' ? sm->from : sm->mail_from;
 	m->in.mail_from = sm->mail_from;

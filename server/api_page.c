@@ -9,6 +9,7 @@
 
 #include <openssl/evp.h>
 
+#include "api.h"
 #include "api_page.h"
 
 #define PAGE_RAW_MAX (64 + 1 + API_PAGE_KEY_MAX)            /* kind \n key */

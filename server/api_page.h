@@ -18,7 +18,8 @@
 
 #include <cjson/cJSON.h>
 
-#include "api.h"
+struct api_request;    /* api.h: resources include it themselves */
+struct api_response;
 
 #define API_PAGE_MAX 100
 #define API_PAGE_DEFAULT 100

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "api_page.h"
 #include "log.h"
 #include "store.h"
 #include "util.h"
@@ -53,15 +54,24 @@ suppr_entry_json(const char *email, const char *reason, int64_t created_ms)
 	return o;
 }
 
+/*
+ * GET /v1/suppressions: a page of the project's list by address (bytewise;
+ * addresses are lower-case), {"data":[...],"next_cursor":...} (api_page.h).
+ */
 void
 api_suppressions_list(const struct api_request *req, struct api_response *resp)
 {
+	struct api_page pg;
 	struct store_suppression *v = NULL;
+	char *next = NULL;
 	size_t n = 0;
 	cJSON *out = NULL, *arr;
 	int rc;
 
-	rc = store_suppression_list(req->store, api_project(req), &v, &n);
+	if (api_page_parse(req, "suppressions", &pg, resp) != 0)
+		return;
+	rc = store_suppression_list(req->store, api_project(req), pg.has_after ? pg.after : NULL,
+	    pg.limit, &v, &n, &next);
 	if (rc != STORE_OK) {
 		api_store_error(resp, rc);
 		return;
@@ -80,6 +90,8 @@ api_suppressions_list(const struct api_request *req, struct api_response *resp)
 			goto oom;
 		}
 	}
+	if (api_page_finish(out, "suppressions", next) != 0)
+		goto oom;
 	api_json(resp, 200, out);
 	out = NULL;
 	goto out;
@@ -88,6 +100,7 @@ oom:
 out:
 	cJSON_Delete(out);
 	store_suppressions_free(v, n);
+	free(next);
 }
 
 void

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "api_page.h"
 #include "log.h"
 #include "store.h"
 #include "validate.h"
@@ -113,15 +114,23 @@ api_templates_delete(const struct api_request *req, struct api_response *resp)
 	resp->status = 204;
 }
 
+/*
+ * GET /v1/templates: a page of the project's templates by name (bytewise),
+ * {"data":[...],"next_cursor":...} (api_page.h).
+ */
 void
 api_templates_list(const struct api_request *req, struct api_response *resp)
 {
-	char **jsons = NULL;
+	struct api_page pg;
+	char **jsons = NULL, *next = NULL;
 	size_t n = 0;
 	cJSON *out = NULL, *arr;
 	int rc;
 
-	rc = store_template_list(req->store, api_project(req), &jsons, &n);
+	if (api_page_parse(req, "templates", &pg, resp) != 0)
+		return;
+	rc = store_template_list(req->store, api_project(req), pg.has_after ? pg.after : NULL,
+	    pg.limit, &jsons, &n, &next);
 	if (rc != STORE_OK) {
 		api_store_error(resp, rc);
 		return;
@@ -139,6 +148,8 @@ api_templates_list(const struct api_request *req, struct api_response *resp)
 			goto oom;
 		}
 	}
+	if (api_page_finish(out, "templates", next) != 0)
+		goto oom;
 	api_json(resp, 200, out);
 	out = NULL;
 	goto out;
@@ -149,4 +160,5 @@ out:
 	for (size_t i = 0; i < n; i++)
 		free(jsons[i]);
 	free(jsons);
+	free(next);
 }

@@ -18,6 +18,12 @@
  * req->request_id; when the request ends, http_completed writes its one
  * access line (msg="request": method, route pattern, status, duration,
  * bytes, tenant, request_id).
+ * A request that charged its project's token bucket (every ROUTE_AUTH route
+ * once the key is known, TXMAIL_RATE_LIMIT > 0, Redis reachable) carries
+ * RateLimit-Limit, -Remaining and -Reset on its answer, whatever its status
+ * (http_common_headers); a ROUTE_ETAG route's 200 carries a strong ETag over
+ * its body, and If-None-Match matching it turns the answer into a bodiless
+ * 304 (http_etag, etag.h).
  *
  * Limits against clients that hold connections: MHD's idle timeout
  * (cfg->http_timeout), a deadline for each request's headers
@@ -58,6 +64,7 @@
 #include "api_events.h"
 #include "cidr.h"
 #include "enqpipe.h"
+#include "etag.h"
 #include "health.h"
 #include "keys.h"
 #include "log.h"
@@ -99,6 +106,7 @@ enum {
 	ROUTE_NO_STORE = 4, /* never touches Redis (req->store is NULL) */
 	ROUTE_ACCEPT = 8,   /* a send: timed in txmail_accept_duration_seconds */
 	ROUTE_DEV = 16,     /* exists in `run --dev` only (cfg->dev): else 404 like any unknown path */
+	ROUTE_ETAG = 32,    /* a 200 carries a strong ETag; If-None-Match matching it: 304, no body */
 };
 
 struct http_route {
@@ -126,7 +134,8 @@ static const struct http_route http_routes[] = {
 	{ "GET",  "/favicon.ico",    ROUTE_NO_STORE,         SC_NONE, dashboard_favicon_get },
 	{ "POST", "/v1/messages",    ROUTE_AUTH | ROUTE_JSON | ROUTE_ACCEPT, SC_SEND, api_messages_create },
 	{ "POST", "/v1/messages/batch", ROUTE_AUTH | ROUTE_JSON | ROUTE_ACCEPT, SC_SEND, api_messages_batch },
-	{ "GET",  "/v1/messages/*",  ROUTE_AUTH,             SC_READ, api_messages_get },
+	{ "GET",  "/v1/messages",    ROUTE_AUTH,             SC_READ, api_messages_list },
+	{ "GET",  "/v1/messages/*",  ROUTE_AUTH | ROUTE_ETAG, SC_READ, api_messages_get },
 	{ "DELETE", "/v1/messages/*", ROUTE_AUTH,            SC_FULL, api_messages_cancel },
 	{ "GET",  "/v1/templates",   ROUTE_AUTH,             SC_READ, api_templates_list },
 	{ "PUT",  "/v1/templates/*", ROUTE_AUTH | ROUTE_JSON, SC_FULL, api_templates_put },
@@ -164,6 +173,7 @@ struct http_req {
 	char tenant[KEYS_TENANT_MAX];  /* set by http_authenticate; req.tenant points here */
 	char project[KEYS_TENANT_MAX]; /* set by http_authenticate; req.project points here */
 	int all_projects;       /* set by http_authenticate (scope admin); copied to req */
+	struct keys_rate rate;  /* set by http_authenticate: the RateLimit-* headers when charged */
 	char request_id[HTTP_REQUEST_ID_MAX + 1];  /* echoed as X-Request-Id, logged */
 	char method[16];        /* as the client sent it, for the access line */
 	char path[HTTP_LOG_PATH_MAX + 1];  /* the raw path, cut; logged only when no route matched */
@@ -500,6 +510,28 @@ http_stream_free(void *cls)
 	api_events_client_close(cls);
 }
 
+/*
+ * http_common_headers - what every answer carries: X-Request-Id, and on a
+ * request that charged its project's bucket RateLimit-Limit (the bucket's
+ * size), RateLimit-Remaining (whole tokens left) and RateLimit-Reset
+ * (seconds until it is full again), draft-ietf-httpapi-ratelimit-headers.
+ */
+static void
+http_common_headers(struct MHD_Response *r, const struct http_req *rq)
+{
+	char v[24];
+
+	MHD_add_response_header(r, "X-Request-Id", rq->request_id);
+	if (!rq->rate.charged)
+		return;
+	snprintf(v, sizeof(v), "%lld", (long long)rq->rate.limit);
+	MHD_add_response_header(r, "RateLimit-Limit", v);
+	snprintf(v, sizeof(v), "%lld", (long long)rq->rate.remaining);
+	MHD_add_response_header(r, "RateLimit-Remaining", v);
+	snprintf(v, sizeof(v), "%lld", (long long)rq->rate.reset_s);
+	MHD_add_response_header(r, "RateLimit-Reset", v);
+}
+
 static enum MHD_Result
 http_send_stream(struct MHD_Connection *conn, const struct http_req *rq,
     struct api_response *resp)
@@ -519,7 +551,7 @@ http_send_stream(struct MHD_Connection *conn, const struct http_req *rq,
 		api_events_client_close(c);
 		return MHD_NO;
 	}
-	MHD_add_response_header(r, "X-Request-Id", rq->request_id);
+	http_common_headers(r, rq);
 	for (size_t i = 0; i < resp->nheaders; i++)
 		MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value);
 	ret = MHD_queue_response(conn, (unsigned int)resp->status, r);
@@ -554,12 +586,12 @@ http_send(struct MHD_Connection *conn, struct http_req *rq, struct api_response 
 	}
 	resp->body = NULL;  /* owned by r now */
 	rq->bytes_out = resp->body_len;
-	MHD_add_response_header(r, "X-Request-Id", rq->request_id);
+	http_common_headers(r, rq);
 	for (size_t i = 0; i < resp->nheaders; i++) {
 		typed |= strcasecmp(resp->headers[i].name, MHD_HTTP_HEADER_CONTENT_TYPE) == 0;
 		MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value);
 	}
-	if (!typed)
+	if (!typed && resp->status != 304)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
 	ret = MHD_queue_response(conn, (unsigned int)resp->status, r);
 	MHD_destroy_response(r);
@@ -705,6 +737,7 @@ http_authenticate(struct http_server *h, struct MHD_Connection *conn, struct htt
 		return -1;
 	}
 	util_strlcpy(rq->tenant, who.tenant, sizeof(rq->tenant));
+	rq->rate = who.rate;
 	if (retry_ms > 0) {
 		long long secs = (long long)((retry_ms + 999) / 1000);
 
@@ -1022,6 +1055,29 @@ out:
 		cJSON_Delete(json);
 }
 
+/*
+ * http_etag - a ROUTE_ETAG route's 200: add ETag (etag.h, over the body
+ * as sent) and, when the request's If-None-Match matches it, turn the
+ * answer into 304 Not Modified with no body (the ETag stays).
+ */
+static void
+http_etag(struct MHD_Connection *conn, const struct http_req *rq, struct api_response *resp)
+{
+	char tag[ETAG_LEN + 1];
+
+	if ((rq->route->flags & ROUTE_ETAG) == 0 || resp->status != 200 || resp->body == NULL ||
+	    resp->stream != NULL || etag_make(resp->body, resp->body_len, tag, sizeof(tag)) != 0)
+		return;
+	api_header(resp, "ETag", tag);
+	if (!etag_none_match(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_IF_NONE_MATCH), tag))
+		return;
+	free(resp->body);
+	resp->body = NULL;
+	resp->body_len = 0;
+	resp->status = 304;
+}
+
 /* the pipe has answered the enqueue (on its thread): let MHD call http_access again */
 static void
 http_deferred_done(void *arg)
@@ -1134,6 +1190,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url, const char 
 		d->finish(d, &rq->req, &resp);
 	} else {
 		http_dispatch(h, conn, method, url, rq, &resp);
+		http_etag(conn, rq, &resp);
 	}
 	if (resp.deferred != NULL) {
 		http_defer(h, conn, rq, resp.deferred);   /* the first round trip, or one more */

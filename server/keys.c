@@ -114,6 +114,18 @@ keys_burst(const struct config *cfg)
 	return cfg->rate_burst >= 1 ? cfg->rate_burst : 1;
 }
 
+/* keys_rate_set - who's charge from the bucket's answer (ms until full, rounded up to seconds). */
+static void
+keys_rate_set(const struct config *cfg, struct keys_rate *r, int64_t left, int64_t full_ms)
+{
+	double b = keys_burst(cfg);
+
+	r->charged = 1;
+	r->limit = b < (double)INT64_MAX ? (int64_t)b : INT64_MAX;
+	r->remaining = left < 0 ? 0 : left > r->limit ? r->limit : left;
+	r->reset_s = full_ms <= 0 ? 0 : (full_ms + 999) / 1000;
+}
+
 static const char *const keys_scope_names[] = {
 	[KEYS_SCOPE_NONE] = "none",
 	[KEYS_SCOPE_SEND] = "send",
@@ -194,7 +206,7 @@ keys_authenticate(const struct config *cfg, struct store *s, const char *token,
 	unsigned char digest[HASH_SHA256_LEN];
 	char hex[HASH_SHA256_HEX_LEN + 1];
 	struct store_auth_result ar = { 0 };
-	int64_t ra = 0;
+	struct store_rate ra = { 0 };
 	int rc, m;
 
 	*retry_after_ms = 0;
@@ -224,7 +236,8 @@ keys_authenticate(const struct config *cfg, struct store *s, const char *token,
 			    who->tenant, store_strerror(rc));
 			return 0;
 		}
-		*retry_after_ms = ra > 0 ? ra : 0;
+		*retry_after_ms = ra.retry_after_ms > 0 ? ra.retry_after_ms : 0;
+		keys_rate_set(cfg, &who->rate, ra.tokens_left, ra.full_ms);
 		return 0;
 	}
 
@@ -260,6 +273,8 @@ keys_authenticate(const struct config *cfg, struct store *s, const char *token,
 		goto out;
 	}
 	*retry_after_ms = ar.retry_after_ms > 0 ? ar.retry_after_ms : 0;
+	if (cfg->rate_limit > 0 && ar.charged)
+		keys_rate_set(cfg, &who->rate, ar.tokens_left, ar.full_ms);
 	rc = 0;
 out:
 	if (rc != 0)

@@ -51,11 +51,25 @@ enum keys_scope {
 	KEYS_SCOPE_ADMIN,
 };
 
+/*
+ * What the request cost in its project's token bucket (the RateLimit-*
+ * headers, draft-ietf-httpapi-ratelimit-headers): charged 0 when no bucket
+ * was charged (TXMAIL_RATE_LIMIT=0, or an env key while Redis is down:
+ * fail open), then the rest is 0.
+ */
+struct keys_rate {
+	int charged;
+	int64_t limit;      /* the bucket's size (TXMAIL_RATE_BURST, at least 1) */
+	int64_t remaining;  /* whole tokens left after this request */
+	int64_t reset_s;    /* seconds (rounded up) until the bucket is full again */
+};
+
 /* Who is calling: filled by keys_authenticate. */
 struct keys_identity {
 	char tenant[KEYS_TENANT_MAX];       /* the key's name, or "env:<12 hex>" */
 	char project[KEYS_NAME_MAX + 1];    /* the key's project ("default" for env keys) */
 	enum keys_scope scope;
+	struct keys_rate rate;              /* this request's charge */
 };
 
 /* keys_scope_parse - "send", "read", "full" or "admin" into *out; 0, or -1 for anything else. */
@@ -95,8 +109,8 @@ void keys_env_tenant(const unsigned char digest[HASH_SHA256_LEN], char *out, siz
  * request's address, CIDR_ADDR_LEN bytes; NULL when it is unknown)? 0
  * when it is a known key allowed from client: who is filled and one token
  * of its project's rate limit (cfg->rate_limit/s, burst cfg->rate_burst)
- * is charged; *retry_after_ms > 0 means the bucket is empty (the caller
- * answers 429). A key with an allowlist gives KEYS_ERR_FORBIDDEN from any
+ * is charged (who->rate says what is left); *retry_after_ms > 0 means the
+ * bucket is empty (the caller answers 429). A key with an allowlist gives KEYS_ERR_FORBIDDEN from any
  * other address, and from an unknown one, before anything is charged. An
  * env key authenticates even when Redis is down (s NULL or unreachable: the
  * limiter is skipped, fail open); a stored key then gives

@@ -76,6 +76,9 @@
  *   <pp>tpl:<name>    hash  json created updated
  *   <pp>tpls          zset  template names, all score 0 (lexical order)
  *   <pp>supp          hash  lower-cased email -> "<created_ms>:<reason>"
+ *   <pp>suppidx       zset  the same emails, all score 0 (lexical order): the
+ *                           list's pages; kept beside supp by its writers,
+ *                           rebuilt by the page script when the sizes differ
  *                     <pp> is the project's prefix: "" for "default" (so data
  *                     written before projects is the default project's, no
  *                     migration), "prj:<project>:" for any other project
@@ -343,6 +346,42 @@ struct store_message_view {
 /* store_get_message - fills *v (caller frees with store_message_view_free); STORE_ERR_NOT_FOUND. */
 int store_get_message(struct store *s, const char *id, struct store_message_view *v);
 void store_message_view_free(struct store_message_view *v);
+
+/*
+ * Search (GET /v1/messages): one page of a project's messages, newest
+ * first, over every partition, from the indexes the enqueue writes
+ * (lib/msgix.lua). Filters (NULL or 0: none) combine; the most selective
+ * index is walked (recipient, then tag, then from, else every message)
+ * and the others checked per message. Each partition looks at no more
+ * than STORE_SEARCH_BUDGET ids per call, so a page may hold fewer than
+ * limit messages - even none - and still have a next page: the caller
+ * pages on until next is NULL.
+ */
+#define STORE_SEARCH_BUDGET 2000
+struct store_search_q {
+	const char *project;
+	size_t limit;                /* 1..100 */
+	const char *after;           /* an id: start below it; NULL from the newest */
+	const char *status;          /* the message status (MessageStatus) */
+	const char *tag;
+	const char *rcpt;            /* lower-cased */
+	const char *from;            /* lower-cased address */
+	int64_t created_after_ms;    /* inclusive; 0: none */
+	int64_t created_before_ms;   /* exclusive; 0: none */
+};
+struct store_search_item {
+	char *id, *from, *subject, *tags_json, *metadata_json, *prio;
+	int64_t created_ms, send_at_ms;
+	size_t nrcpts;
+	char **emails, **statuses;   /* nrcpts each */
+};
+struct store_search_res {
+	struct store_search_item *items;
+	size_t n;
+	char next[64];               /* the id to go on below; "" when this was the last page */
+};
+int store_message_search(struct store *s, const struct store_search_q *q, struct store_search_res *r);
+void store_search_res_free(struct store_search_res *r);
 
 /*
  * store_cancel - recipients still queued, scheduled or deferred become
@@ -738,8 +777,20 @@ int store_template_put(struct store *s, const char *project, const char *name, c
 int store_template_get(struct store *s, const char *project, const char *name, char **json);
 /* store_template_delete - STORE_ERR_NOT_FOUND when absent. */
 int store_template_delete(struct store *s, const char *project, const char *name);
-/* store_template_list - the project's templates' JSON, sorted by name; free each and the array. */
-int store_template_list(struct store *s, const char *project, char ***jsons, size_t *n);
+/*
+ * Lists are read a page at a time (api_page.h): the items after the key
+ * after (NULL or "": from the first), at most limit (1..STORE_PAGE_MAX), in
+ * the list's order; *next is a malloc'd copy of the page's last key when
+ * more follow, else NULL (free it).
+ */
+#define STORE_PAGE_MAX 1000
+
+/*
+ * store_template_list - a page of the project's templates' JSON, by name
+ * (bytewise); one round trip. Free each, the array and *next.
+ */
+int store_template_list(struct store *s, const char *project, const char *after, size_t limit,
+    char ***jsons, size_t *n, char **next);
 
 /* --- suppressions ------------------------------------------------------------ */
 
@@ -761,9 +812,14 @@ int store_suppression_add(struct store *s, const char *project, const char *emai
     const char *reason, int64_t now_ms);
 /* store_suppression_delete - STORE_ERR_NOT_FOUND when absent. */
 int store_suppression_delete(struct store *s, const char *project, const char *email);
-/* store_suppression_list - the project's suppressions, sorted by address; free with store_suppressions_free. */
-int store_suppression_list(struct store *s, const char *project, struct store_suppression **out,
-    size_t *n);
+/*
+ * store_suppression_list - a page of the project's suppressions (partition
+ * 0's list, which every partition's copy equals), by address (bytewise);
+ * one round trip (the first on a list without its index builds it: O(n)).
+ * Free with store_suppressions_free, and *next.
+ */
+int store_suppression_list(struct store *s, const char *project, const char *after,
+    size_t limit, struct store_suppression **out, size_t *n, char **next);
 void store_suppressions_free(struct store_suppression *v, size_t n);
 
 /* --- API keys and rate limits ------------------------------------------------- */
@@ -801,8 +857,10 @@ struct store_auth_result {
 	char *project;      /* its project (the name for a key written before projects) */
 	char *scope;        /* as stored ("full" for a key written before scopes) */
 	char *allow;        /* comma list of CIDR networks, "" for none */
-	int charged;        /* 1: last_used and the bucket were charged, retry_after_ms is valid */
+	int charged;        /* 1: last_used and the bucket were charged, the numbers below are valid */
 	int64_t retry_after_ms;
+	int64_t tokens_left;    /* whole tokens left in the bucket after this charge */
+	int64_t full_ms;        /* ms until the bucket is full again */
 };
 
 /*
@@ -818,9 +876,19 @@ struct store_auth_result {
 int store_auth(struct store *s, const char *hash_hex, int64_t now_ms, double rate,
     double burst, int charge, struct store_auth_result *out);
 void store_auth_release(struct store_auth_result *r);
-/* store_rate_limit - the same token bucket for a project that has no stored key in hand (env keys: "default"). */
+/* store_rate_limit's answer, the same three numbers as store_auth's */
+struct store_rate {
+	int64_t retry_after_ms; /* 0: a token was taken; else the ms until one is there (429) */
+	int64_t tokens_left;    /* whole tokens left after this request */
+	int64_t full_ms;        /* ms until the bucket is full again */
+};
+/*
+ * store_rate_limit - the same token bucket for a project that has no stored
+ * key in hand (env keys: "default"), one round trip. rate <= 0: no limit,
+ * no round trip, *out all 0.
+ */
 int store_rate_limit(struct store *s, const char *project, int64_t now_ms, double rate,
-    double burst, int64_t *retry_after_ms);
+    double burst, struct store_rate *out);
 
 /* --- shared shaping (store_shaping.c) ------------------------------------------
  * TXMAIL_DOMAIN_RATE slots and destination suspensions kept in Redis, so

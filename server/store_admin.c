@@ -213,12 +213,43 @@ store_template_delete(struct store *s, const char *project, const char *name)
 	return st_eval_int(s, &a, "template delete", STORE_ERR_NOT_FOUND, NULL);
 }
 
+/*
+ * st_page_reply - a page script's {next, rows} answer: rows read by t into
+ * rows, n, *next a copy of next (NULL when ""). 0 or STORE_ERR_*.
+ */
+static int
+st_page_reply(const struct st_table *t, const redisReply *r, void **rows, size_t *n, char **next)
+{
+	const redisReply *nx;
+	int rc;
+
+	if (!st_is_array(r, 2) || r->elements != 2 || !r->element[0] || !r->element[1] ||
+	    r->element[0]->type != REDIS_REPLY_STRING)
+		return st_bad(t->what, r);
+	nx = r->element[0];
+	rc = st_rows_read(t, r->element[1], rows, n);
+	if (rc)
+		return rc;
+	if (nx->len > 0) {
+		*next = strndup(nx->str, nx->len);
+		if (!*next) {
+			st_rows_free(t, *rows, *n);
+			*rows = NULL;
+			*n = 0;
+			return STORE_ERR_NOMEM;
+		}
+	}
+	return 0;
+}
+
 int
-store_template_list(struct store *s, const char *project, char ***jsons, size_t *n)
+store_template_list(struct store *s, const char *project, const char *after, size_t limit,
+    char ***jsons, size_t *n, char **next)
 {
 	char kts[ST_KEY_MAX], pp[ST_KEY_MAX];
 	struct st_tpl_row *rows = NULL;
 	struct st_args a;
+	redisReply *r = NULL;
 	void *p = NULL;
 	char **v = NULL;
 	size_t i, nrows = 0, cnt = 0;
@@ -228,16 +259,22 @@ store_template_list(struct store *s, const char *project, char ***jsons, size_t 
 		*jsons = NULL;
 	if (n)
 		*n = 0;
-	if (!s || !jsons || !n || st_project_prefix(pp, sizeof(pp), project) ||
+	if (next)
+		*next = NULL;
+	if (!s || !jsons || !n || !next || limit < 1 || limit > STORE_PAGE_MAX ||
+	    (after && strlen(after) > ST_KEY_MAX) || st_project_prefix(pp, sizeof(pp), project) ||
 	    st_key(kts, sizeof(kts), pp, "tpls", NULL))
 		return STORE_ERR_PROTO;
-	rc = st_eval_begin(s, &a, 8, SC_TPL_LIST, 1);
+	rc = st_eval_begin(s, &a, 9, SC_TPL_LIST, 1);
 	if (rc)
 		return rc;
 	st_adds(&a, kts);
 	st_adds(&a, pp);
-	st_addi(&a, ST_MAX_LIST);
-	rc = st_eval_rows(s, &a, &st_tpl_table, &p, &nrows);
+	st_addi(&a, (int64_t)limit);
+	st_adds(&a, after ? after : "");
+	rc = st_do(s, &a, &r);
+	if (rc == 0)
+		rc = st_page_reply(&st_tpl_table, r, &p, &nrows, next);
 	rows = p;
 	if (rc || nrows == 0)
 		goto out;
@@ -258,6 +295,13 @@ store_template_list(struct store *s, const char *project, char ***jsons, size_t 
 	*jsons = v;
 	*n = cnt;
 out:
+	if (rc) {
+		free(*next);
+		*next = NULL;
+	}
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
 	st_rows_free(&st_tpl_table, rows, nrows);
 	return rc;
 }
@@ -348,8 +392,8 @@ st_supp_write(struct store *s, int skip, const char *project, const char *email,
 	memset(&b, 0, sizeof(b));
 	rc = st_connect(s);
 	if (rc == 0)
-		rc = st_batch_init(&b, s->nparts, 4);
-	/* partition 0's list first (the one the API reads), then each copy */
+		rc = st_batch_init(&b, 2 * (size_t)s->nparts, 4);
+	/* partition 0's list first (the one the API reads), then each copy; each with its index */
 	for (p = 0; p < s->nparts && rc == 0; p++) {
 		if ((int)p == skip)
 			continue;
@@ -363,6 +407,16 @@ st_supp_write(struct store *s, int skip, const char *project, const char *email,
 		st_adds(&b.a, email);
 		if (val)
 			st_adds(&b.a, val);
+		rc = st_batch_add(&b);
+		if (rc == 0 && st_key(ks, sizeof(ks), pp, "suppidx", NULL))
+			rc = STORE_ERR_PROTO;
+		if (rc)
+			break;
+		st_adds(&b.a, val ? "ZADD" : "ZREM");
+		st_adds(&b.a, ks);
+		if (val)
+			st_adds(&b.a, "0");
+		st_adds(&b.a, email);
 		rc = st_batch_add(&b);
 	}
 	if (rc == 0 && b.n > 0)
@@ -408,20 +462,12 @@ store_suppression_delete(struct store *s, const char *project, const char *email
 	return rc == 0 && n == 0 ? STORE_ERR_NOT_FOUND : rc;
 }
 
-static int
-st_supp_cmp(const void *a, const void *b)
-{
-	const struct store_suppression *x = a, *y = b;
-
-	return strcmp(x->email, y->email);
-}
-
 int
-store_suppression_list(struct store *s, const char *project, struct store_suppression **out,
-    size_t *n)
+store_suppression_list(struct store *s, const char *project, const char *after,
+    size_t limit, struct store_suppression **out, size_t *n, char **next)
 {
-	char ks[ST_KEY_MAX];
-	const char *argv[2] = { "HGETALL", ks };
+	char ks[ST_KEY_MAX], ki[ST_KEY_MAX + 4];
+	struct st_args a;
 	redisReply *r = NULL;
 	void *v = NULL;
 	int rc;
@@ -430,19 +476,26 @@ store_suppression_list(struct store *s, const char *project, struct store_suppre
 		*out = NULL;
 	if (n)
 		*n = 0;
-	if (!s || !out || !n || st_supp_key(ks, sizeof(ks), project))
+	if (next)
+		*next = NULL;
+	if (!s || !out || !n || !next || limit < 1 || limit > STORE_PAGE_MAX ||
+	    (after && strlen(after) > ST_KEY_MAX) || st_supp_key(ks, sizeof(ks), project) ||
+	    st_key(ki, sizeof(ki), ks, "idx", NULL))
 		return STORE_ERR_PROTO;
-	rc = st_connect(s);
+	rc = st_eval_begin(s, &a, 8, SC_SUPP_PAGE, 2);
 	if (rc)
 		return rc;
-	rc = st_simple(s, 2, argv, &r);
-	if (rc)
-		return rc;
-	rc = st_rows_read(&st_supp_table, r, &v, n);
-	if (rc == 0 && *n > 1)
-		qsort(v, *n, sizeof(struct store_suppression), st_supp_cmp);
+	st_adds(&a, ks);
+	st_adds(&a, ki);
+	st_addi(&a, (int64_t)limit);
+	st_adds(&a, after ? after : "");
+	rc = st_do(s, &a, &r);
+	if (rc == 0)
+		rc = st_page_reply(&st_supp_table, r, &v, n, next);
 	*out = v;
-	freeReplyObject(r);
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
 	return rc;
 }
 
@@ -592,13 +645,15 @@ st_rate_args(double rate, double burst, char *rs, char *bs, size_t len)
 	return (a < 0 || (size_t)a >= len || b < 0 || (size_t)b >= len) ? -1 : 0;
 }
 
-/* the auth script's answer for a known key: [name, project, scope, allow, retry_after_ms] */
+/* the auth script's answer for a known key: [name, project, scope, allow, retry_after_ms, tokens_left, full_ms] */
 static const struct st_col st_auth_cols[] = {
 	{ ST_COL_STR, 0, offsetof(struct store_auth_result, name), 0, 0, NULL },
 	{ ST_COL_STR, 0, offsetof(struct store_auth_result, project), 0, 0, NULL },
 	{ ST_COL_STR, 0, offsetof(struct store_auth_result, scope), 0, 0, NULL },
 	{ ST_COL_STR, 0, offsetof(struct store_auth_result, allow), 0, 0, NULL },
 	{ ST_COL_I64, 0, offsetof(struct store_auth_result, retry_after_ms), 0, 0, NULL },
+	{ ST_COL_I64, 0, offsetof(struct store_auth_result, tokens_left), 0, 0, NULL },
+	{ ST_COL_I64, 0, offsetof(struct store_auth_result, full_ms), 0, 0, NULL },
 };
 static const struct st_table st_auth_table = {
 	"auth", st_auth_cols, sizeof(st_auth_cols) / sizeof(st_auth_cols[0]),
@@ -660,6 +715,10 @@ store_auth(struct store *s, const char *hash_hex, int64_t now_ms, double rate,
 	out->charged = out->retry_after_ms >= 0;
 	if (out->retry_after_ms < 0)
 		out->retry_after_ms = 0;
+	if (out->tokens_left < 0 || out->full_ms < 0) {
+		rc = st_bad("auth", r);
+		store_auth_release(out);
+	}
 out:
 	if (r)
 		freeReplyObject(r);
@@ -669,17 +728,17 @@ out:
 
 int
 store_rate_limit(struct store *s, const char *project, int64_t now_ms, double rate,
-    double burst, int64_t *retry_after_ms)
+    double burst, struct store_rate *out)
 {
 	char kr[ST_KEY_MAX], rs[32], bs[32];
 	struct st_args a;
 	redisReply *r = NULL;
-	int64_t retry = 0;
+	int64_t v[3] = { 0, 0, 0 };
 	int rc;
 
-	if (retry_after_ms)
-		*retry_after_ms = 0;
-	if (!s || !retry_after_ms || !st_name_ok(project, ST_MAX_KEYNAME) ||
+	if (out)
+		memset(out, 0, sizeof(*out));
+	if (!s || !out || !st_name_ok(project, ST_MAX_KEYNAME) ||
 	    st_rate_args(rate, burst, rs, bs, sizeof(rs)) ||
 	    st_key(kr, sizeof(kr), ST_PREFIX "rl:", project, NULL))
 		return STORE_ERR_PROTO;
@@ -693,10 +752,17 @@ store_rate_limit(struct store *s, const char *project, int64_t now_ms, double ra
 	st_adds(&a, rs);
 	st_adds(&a, bs);
 	rc = st_do(s, &a, &r);
-	if (rc == 0 && (st_int(r, &retry) != 0 || retry < 0))
+	/* {retry_after_ms, tokens_left, full_ms}, none negative */
+	if (rc == 0 && !st_is_array(r, 3))
 		rc = st_bad("rate limit", r);
-	if (rc == 0)
-		*retry_after_ms = retry;
+	for (size_t i = 0; rc == 0 && i < 3; i++)
+		if (r->elements != 3 || st_int(r->element[i], &v[i]) != 0 || v[i] < 0)
+			rc = st_bad("rate limit", r);
+	if (rc == 0) {
+		out->retry_after_ms = v[0];
+		out->tokens_left = v[1];
+		out->full_ms = v[2];
+	}
 	if (r)
 		freeReplyObject(r);
 	st_args_release(&a);

@@ -46,6 +46,17 @@ util_random_bytes(void *buf, size_t len)
 	return 0;
 }
 
+void
+util_id_time(int64_t ms, char out[10])
+{
+	static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
+	uint64_t t = ms > 0 ? (uint64_t)ms : 0;
+
+	/* 48 bits of time: 10 chars of 5 bits (top 2 bits zero). */
+	for (int i = 0; i < 10; i++)
+		out[i] = alphabet[(t >> (45 - 5 * i)) & 31];
+}
+
 int
 util_random_id(const char *prefix, char *buf, size_t len)
 {
@@ -61,9 +72,7 @@ util_random_id(const char *prefix, char *buf, size_t len)
 		return -1;
 	memcpy(buf, prefix, plen);
 	out = buf + plen;
-	/* 48 bits of time: 10 chars of 5 bits (top 2 bits zero). */
-	for (i = 0; i < 10; i++)
-		out[i] = alphabet[(t >> (45 - 5 * i)) & 31];
+	util_id_time((int64_t)t, out);
 	/* 80 random bits: 16 chars. */
 	for (i = 0; i < 16; i++) {
 		size_t bit = i * 5;

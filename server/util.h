@@ -19,6 +19,9 @@ int64_t util_mono_ms(void);
  */
 int util_random_id(const char *prefix, char *buf, size_t len);
 
+/* util_id_time - the 10 characters of util_random_id that encode ms (no NUL): ids sort by them. */
+void util_id_time(int64_t ms, char out[10]);
+
 /* util_random_bytes - fill buf from the OS CSPRNG (getrandom); 0 or -1. */
 int util_random_bytes(void *buf, size_t len);
 

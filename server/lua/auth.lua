@@ -2,7 +2,8 @@
 -- KEYS: key:<hash>
 -- ARGV: now_ms rate burst prefix charge
 -- Returns nil when no such key, else {name, project, scope, allow,
--- retry_after_ms}. A key written before projects has no project, scope or
+-- retry_after_ms, tokens left, ms until full} (the last two of the bucket,
+-- lib/bucket.lua; 0 when nothing was charged). A key written before projects has no project, scope or
 -- allow field: it reads as project = its name, scope "full", allow "".
 -- charge "1": last_used is refreshed (when older than a minute) and one
 -- token is taken from the project's bucket rl:<project>. charge "0": the
@@ -16,9 +17,9 @@ if not v[1] then return false end
 local project = v[3] or v[1]
 local scope = v[4] or 'full'
 local allow = v[5] or ''
-if ARGV[5] ~= '1' and allow ~= '' then return {v[1], project, scope, allow, -1} end
+if ARGV[5] ~= '1' and allow ~= '' then return {v[1], project, scope, allow, -1, 0, 0} end
 local now = tonumber(ARGV[1])
 local lu = tonumber(v[2] or '0') or 0
 if now - lu >= 60000 then redis.call('HSET', KEYS[1], 'last_used', ARGV[1]) end
-local r = bucket(ARGV[4] .. 'rl:' .. project, now, tonumber(ARGV[2]), tonumber(ARGV[3]))
-return {v[1], project, scope, allow, r}
+local r, left, full = bucket(ARGV[4] .. 'rl:' .. project, now, tonumber(ARGV[2]), tonumber(ARGV[3]))
+return {v[1], project, scope, allow, r, left, full}

@@ -37,6 +37,7 @@ local function suppress()
     local supp = KEYS[5]
     if proj ~= 'default' then supp = project_prefix(ARGV[10], proj) .. 'supp' end
     redis.call('HSET', supp, string.lower(v[2]), ARGV[9] .. ':' .. ARGV[8])
+    redis.call('ZADD', supp .. 'idx', 0, string.lower(v[2]))
   end
 end
 local st = v[1]

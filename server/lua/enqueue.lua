@@ -32,6 +32,8 @@
 -- the set and makes the stream's group: one SADD per call and lane).
 -- prio ("high" or "normal") is kept in the message hash so promote puts
 -- retries back on the same lane.
+-- Each message is added to the search indexes (lib/msgix.lua) of its
+-- project in its partition (the prefix is KEYS[1]'s, "<prefix>ready").
 -- project owns every message of the batch (the hash's "project" field, p
 -- of its outbox events); supp is that project's suppression list.
 -- Returns {1, ""} stored; {2, response} idempotent replay (nothing stored);
@@ -58,6 +60,7 @@
 -- @include lib/content.lua
 -- @include lib/project.lua
 -- @include lib/sat.lua
+-- @include lib/msgix.lua
 
 -- cmd k ARGV[a..b], in calls of at most 4000 arguments (unpack's stack); a
 -- chunk starts an even distance from a, so field/value and score/member pairs stay whole
@@ -135,6 +138,17 @@ for j = 1, nm do
     'tenant', ARGV[pos + 15], 'n', ARGV[pos + 16], 'prio', ARGV[pos + 17], 'project', ARGV[8],
     'pending', ARGV[pos + 18], 'tl', tlv, unpack(ARGV, a, b))
   if b < a + nh - 1 then calln('HSET', km, b + 1, a + nh - 1) end
+  do
+    -- the search indexes (lib/msgix.lua): the recipients are the values of the r<i>:email fields
+    local emails = {}
+    for i = a, a + nh - 2, 2 do
+      if string.sub(ARGV[i], -6) == ':email' then emails[#emails + 1] = ARGV[i + 1] end
+    end
+    local created, expires = tonumber(ARGV[pos + 7]), tonumber(ARGV[pos + 8])
+    local retention = tonumber(ARGV[5]) or 0
+    msgix_add(string.sub(KEYS[1], 1, #KEYS[1] - 5), ARGV[8], ARGV[pos + 5], created,
+      math.max(expires - created, 0) + retention + 60000, retention, ARGV[pos + 10], ARGV[pos + 14], emails)
+  end
   redis.call('SET', KEYS[6 + 2 * nm + j], ARGV[pos + 6])
   a = a + nh + nt
   for i = a, a + ne - 1 do redis.call('XADD', KEYS[3], '*', 'e', ARGV[i], 'p', ARGV[8]) end

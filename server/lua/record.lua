@@ -58,6 +58,7 @@ local function record(i)
     local supp = KEYS[3]
     if proj ~= 'default' then supp = project_prefix(ARGV[2], proj) .. 'supp' end
     redis.call('HSET', supp, ARGV[a + 9], ARGV[a + 10])
+    redis.call('ZADD', supp .. 'idx', 0, ARGV[a + 9])
   end
   local ret, left = 1, nil
   local fp = string.gsub(fst, 'status$', '')

@@ -1,9 +1,20 @@
--- tpl_list.lua - store_conn.c's SC_TPL_LIST
--- KEYS: tpls (all scores 0, so ZRANGE is sorted by name)
--- ARGV: prefix max
--- Returns a flat list {name, json, created, updated, ...}.
+-- tpl_list.lua - store_conn.c's SC_TPL_LIST: one page of a project's templates
+-- KEYS: tpls (all scores 0, so a range BYLEX is sorted by name, bytewise)
+-- ARGV: prefix limit after ("": from the first name)
+-- Returns {next, {name, json, created, updated, ...}}: at most limit
+-- templates after `after`, by name; next is the page's last name when more
+-- follow, else "". A name in tpls without its hash (never written so by
+-- tpl_put/tpl_del) is left out.
 
-local names = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+local lim = tonumber(ARGV[2])
+local min = '-'
+if ARGV[3] ~= '' then min = '(' .. ARGV[3] end
+local names = redis.call('ZRANGEBYLEX', KEYS[1], min, '+', 'LIMIT', 0, lim + 1)
+local nxt = ''
+if #names > lim then
+  nxt = names[lim]
+  names[lim + 1] = nil
+end
 local out = {}
 for _, n in ipairs(names) do
   local v = redis.call('HMGET', ARGV[1] .. 'tpl:' .. n, 'json', 'created', 'updated')
@@ -12,4 +23,4 @@ for _, n in ipairs(names) do
     out[#out + 1] = v[2] or '0'; out[#out + 1] = v[3] or '0'
   end
 end
-return out
+return {nxt, out}

@@ -51,7 +51,9 @@ OWNERS = {
     # the HTTP module: http.c and its split-out files (http_deadlines.c), and
     # their private header, whose shared types name MHD's.
     "microhttpd.h": ["server/http.c", "server/http_*.c", "server/http_internal.h"],
-    "openssl/ssl.h": ["smtp/tls.c"],
+    # smtp/tls.c is the client side (relay, MX); submission.c is the one
+    # server side (STARTTLS and implicit TLS of SMTP submission).
+    "openssl/ssl.h": ["smtp/tls.c", "server/submission.c"],
 }
 
 # Include circles that are types only, with the reason. smtp/session.h uses
@@ -61,8 +63,10 @@ OWNERS = {
 ALLOWED_INCLUDE_CYCLES = [["smtp/engine", "smtp/session"]]
 
 # Who may reach the resource-side interface (api.h) and call its helpers.
+# submission.c is the SMTP front door: like http.c it makes an api_request
+# and hands a message to the accept resource (api_messages_submit).
 API_USERS = ["server/http.c", "server/api.c", "server/api_*.c", "server/metrics.c",
-             "server/dashboard.c"]
+             "server/dashboard.c", "server/submission.c"]
 
 
 def module_of(relpath):

@@ -73,6 +73,7 @@ def test_spec_is_openapi_31(spec):
 
 V1 = {"401", "403", "429", "503"}
 ROUTES = [
+    ("/v1/messages", "get", V1 | {"200", "422"}),
     ("/v1/messages", "post", V1 | {"202", "400", "409", "413", "415", "422"}),
     ("/v1/messages/batch", "post", V1 | {"202", "400", "409", "413", "415", "422"}),
     ("/v1/messages/{id}", "get", V1 | {"200", "404"}),
@@ -396,6 +397,12 @@ def test_live_every_operation(spec, txmail, capi, webhook, smtp_peer, spec_valid
     assert kinds == [("one@example.com", "to"), ("two@example.com", "to"), ("temp1-three@example.com", "cc"),
                      ("perm-four@example.com", "bcc")], "recipient kinds: got %r" % kinds
     st(c.delete("/v1/messages/" + mid), 409)   # nothing left to cancel
+    # the list (GET /v1/messages): the message as a summary, a filter, a bad argument
+    st(c.get("/v1/messages?limit=1"), 200)
+    r = c.get("/v1/messages?status=partial&recipient=one@example.com")
+    st(r, 200)
+    assert mid in [m["id"] for m in r.json["data"]], r.json
+    st(c.get("/v1/messages?limit=0"), 422)
 
     # schedule + cancel
     future = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))

@@ -65,10 +65,13 @@ SNIPPETS = {
     "send-python": ("python", "send_code.py"),
     "send-go": ("go", "send_code.go"),
     "send-php": ("php", "send_code.php"),
+    "search-curl": ("sh", "search.sh"),
     "smtp-node": ("js", "send-smtp.mjs"),
     "smtp-python": ("python", "send_smtp.py"),
     "webhook-node": ("js", "webhook-receiver.mjs"),
     "webhook-python": ("python", "webhook_receiver.py"),
+    "page-python": ("python", "list_suppressions.py"),
+    "poll-curl": ("sh", "poll-message.sh"),
 }
 
 
@@ -97,6 +100,9 @@ def need(cmd, package):
 def runner(name, path, workdir):
     """The argv and extra environment that run snippet `name` saved at path."""
     lang = name.split("-", 1)[1]
+    if lang == "curl" and name.startswith("search-"):
+        need("curl", "curl")
+        return ["bash", path], {}
     if lang == "curl":
         need("curl", "curl")
         return ["sh", path], {}
@@ -139,10 +145,12 @@ def test_readme_marks_every_snippet():
         assert [g[0] for g in got[name]] == [lang], "%s: fence languages %r, want [%r]" % (
             name, [g[0] for g in got[name]], lang)
         code = got[name][0][1]
-        if name.startswith("send-"):
+        if name.startswith("send-") or name.startswith("search-"):
             assert "TXMAIL_URL" in code and "TXMAIL_KEY" in code, "%s reads no TXMAIL_URL/TXMAIL_KEY" % name
         elif name.startswith("smtp-"):
             assert "SMTP_HOST" in code and "TXMAIL_KEY" in code, "%s reads no SMTP_HOST/TXMAIL_KEY" % name
+        elif name.startswith(("page-", "poll-")):
+            assert "TXMAIL_URL" in code and "TXMAIL_KEY" in code, "%s reads no TXMAIL_URL/TXMAIL_KEY" % name
         else:
             assert "TXMAIL_WEBHOOK_SECRET" in code and "PORT" in code, "%s reads no secret/PORT" % name
 
@@ -180,6 +188,79 @@ def test_send_snippet_delivers(name, txmail, smtp_peer, workdir):
         p2 = subprocess.run(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                             timeout=dl(30))
         assert p2.returncode == 0 and MSG_ID_RE.findall(p2.stdout.decode()) == ids, (p2.stdout, p2.stderr)
+
+
+# --- searching -----------------------------------------------------------------------
+
+
+def test_search_snippet_lists(txmail, smtp_peer, workdir):
+    """search-curl pages through GET /v1/messages: Ada's verification mail of the week, every page."""
+    api = txmail.client()
+    want = []
+    for i in range(3):
+        r = api.send({"from": "Acme <noreply@acme.example>", "to": RCPT, "subject": "code %d" % i,
+                      "text": "x", "tags": ["verification"]})
+        assert r.status == 202, r
+        want.append(r.json["id"])
+    other = api.send({"from": "a@acme.example", "to": "bob@example.com", "subject": "not Ada's", "text": "x",
+                      "tags": ["verification"]})
+    assert other.status == 202
+    path = save("search-curl", workdir)
+    argv, extra = runner("search-curl", path, workdir)
+    env = helpers.clean_env(dict(extra, TXMAIL_URL="http://127.0.0.1:%d" % txmail.port, TXMAIL_KEY=txmail.key))
+    p = subprocess.run(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=dl(60))
+    out = p.stdout.decode("utf-8", "replace")
+    assert p.returncode == 0, "search-curl exited %d: %s %s" % (p.returncode, out, p.stderr)
+    got = MSG_ID_RE.findall(out)
+    assert got == sorted(want, reverse=True), "search-curl printed %r, want Ada's 3 newest first" % got
+
+
+# --- lists and polling (issue 17) -------------------------------------------------------
+
+
+def run_snippet(name, workdir, txmail, extra_env=None):
+    path = save(name, workdir)
+    argv, extra = runner(name, path, workdir)
+    env = helpers.clean_env(dict(extra, TXMAIL_URL="http://127.0.0.1:%d" % txmail.port, TXMAIL_KEY=txmail.key,
+                                 **(extra_env or {})))
+    p = subprocess.run(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=dl(60))
+    out, err = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+    assert p.returncode == 0, "%s exited %d\nstdout: %s\nstderr: %s" % (name, p.returncode, out, err)
+    return out
+
+
+def test_page_snippet_lists_everything(txmail_factory, workdir):
+    # 131 tokens, one back every 2 s: the 130 adds leave about one, so the second page
+    # gets 429 and the snippet waits as Retry-After tells it
+    t = txmail_factory(extra_env={"TXMAIL_RATE_LIMIT": "0.5", "TXMAIL_RATE_BURST": "131"})
+    api = t.client()
+    want = []
+    for i in range(130):
+        e = "gone%03d@example.com" % i
+        r = api.post_json("/v1/suppressions", {"email": e, "reason": "user_request"})
+        assert r.status == 201, r
+        want.append("%s user_request" % e)
+    r = api.get("/v1/whoami")
+    assert r.headers.get("ratelimit-remaining") in ("0", "1"), "after the adds: %r, want 0 or 1 left" % r.headers
+    api.close()
+    t0 = time.monotonic()
+    out = run_snippet("page-python", workdir, t)
+    helpers.log("page-python ran in %.2fs (a 429 waited out)" % (time.monotonic() - t0))
+    assert out.splitlines() == want, "page-python printed %d lines %r..., want %d" % (
+        len(out.splitlines()), out.splitlines()[:3], len(want))
+
+
+def test_poll_snippet_gets_304(txmail, smtp_peer, workdir):
+    api = txmail.client()
+    mid = helpers.send_text(api, RCPT, "poll snippet")
+    wait_status(api, mid, "delivered", dl(20))
+    api.close()
+    out = run_snippet("poll-curl", workdir, txmail, {"MSG_ID": mid})
+    lines = out.strip().splitlines()
+    assert json.loads(lines[0])["id"] == mid, "poll-curl: first line %r, want the message" % lines[0]
+    assert lines[-1] == "304", "poll-curl: last line %r, want 304" % lines[-1]
 
 
 # --- sending over SMTP submission ------------------------------------------------------

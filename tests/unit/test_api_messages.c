@@ -121,3 +121,14 @@ Test(api_messages, quote_matches_cjson)
 		cJSON_Delete(s);
 	}
 }
+
+Test(api_messages, id_ms)
+{
+	/* util_random_id's time characters, read back */
+	cr_assert_eq(api_messages_id_ms("msg_01m96kg57pj9nbk3z4gdf7bkvv", -1), 1796591850742LL);
+	cr_assert_eq(api_messages_id_ms("msg_01m96kg57pj9nbk3z4gdf7bkvvp3", -1), 1796591850742LL);
+	cr_assert_eq(api_messages_id_ms("msg_0000000000000000000000000", -1), -1);   /* time 0 */
+	cr_assert_eq(api_messages_id_ms("msg_01m96kg5", -1), -1);                    /* too short */
+	cr_assert_eq(api_messages_id_ms("evt_01m96kg57pj9nbk3z4gdf7bkvv", -1), -1);
+	cr_assert_eq(api_messages_id_ms("msg_01m96kgU7pj9nbk3z4gdf7bkvv", -1), -1);  /* not the alphabet */
+}

@@ -1700,6 +1700,7 @@ Test(store, suppressed_at_accept)
 
 Test(store, record_suppress_reason)
 {
+	char *next = NULL;
 	char id[64];
 	struct store_delivery *d = NULL;
 	int flags[2] = { -1, -1 };
@@ -1713,10 +1714,12 @@ Test(store, record_suppress_reason)
 		.suppress_reason = "bounced" };
 	cr_assert_eq(store_record(st, &r, 1), 0);
 	store_delivery_free(d);
+	cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:suppidx"), 1, "record.lua left the list's index behind");
 	cr_assert_eq(store_suppression_check(st, NULL, emails, 2, flags), 0);
 	cr_assert_eq(flags[0], 1, "suppressed: got %d, want 1", flags[0]);
 	cr_assert_eq(flags[1], 0);
-	cr_assert_eq(store_suppression_list(st, NULL, &sv, &n), 0);
+	cr_assert_eq(store_suppression_list(st, NULL, NULL, 100, &sv, &n, &next), 0);
+	cr_assert_null(next);
 	cr_assert_eq(n, 1);
 	cr_assert_str_eq(sv[0].email, "user0@example.com");
 	cr_assert_str_eq(sv[0].reason, "bounced");
@@ -1724,8 +1727,74 @@ Test(store, record_suppress_reason)
 	store_suppressions_free(sv, n);
 }
 
+Test(store, lists_paged)
+{
+	struct store_suppression *sv = NULL;
+	char **list = NULL, *next = NULL, name[32], after[64] = "";
+	size_t n = 0, seen = 0;
+	int created;
+
+	for (int i = 0; i < 25; i++) {
+		snprintf(name, sizeof(name), "t%02d", 24 - i);
+		cr_assert_eq(store_template_put(st, NULL, name, "{\"subject\":\"s\"}", 1, &created), 0);
+		snprintf(name, sizeof(name), "u%02d@x.com", 24 - i);
+		cr_assert_eq(store_suppression_add(st, NULL, name, "manual", 1), 0);
+	}
+	/* templates: pages of 7, in name order, every one once */
+	for (int page = 0; page < 10; page++) {
+		cr_assert_eq(store_template_list(st, NULL, after[0] ? after : NULL, 7, &list, &n, &next), 0);
+		for (size_t i = 0; i < n; i++) {
+			snprintf(name, sizeof(name), "{\"name\":\"t%02zu\"", seen + i);
+			cr_assert(strncmp(list[i], name, strlen(name)) == 0, "page %d item %zu: got %.20s, want %s",
+			    page, i, list[i], name);
+			free(list[i]);
+		}
+		free(list);
+		seen += n;
+		if (next == NULL)
+			break;
+		cr_assert_eq(n, 7, "a page before the last: got %zu, want 7", n);
+		snprintf(after, sizeof(after), "%s", next);
+		free(next);
+	}
+	cr_assert_eq(seen, 25, "templates: got %zu, want 25", seen);
+	/* suppressions: the same, and an index rebuilt when it is missing or stale */
+	for (int round = 0; round < 2; round++) {
+		seen = 0;
+		after[0] = '\0';
+		for (int page = 0; page < 10; page++) {
+			cr_assert_eq(store_suppression_list(st, NULL, after[0] ? after : NULL, 7, &sv, &n,
+			    &next), 0);
+			for (size_t i = 0; i < n; i++) {
+				snprintf(name, sizeof(name), "u%02zu@x.com", seen + i);
+				cr_assert_str_eq(sv[i].email, name, "round %d page %d: got %s, want %s", round,
+				    page, sv[i].email, name);
+			}
+			store_suppressions_free(sv, n);
+			seen += n;
+			if (next == NULL)
+				break;
+			snprintf(after, sizeof(after), "%s", next);
+			free(next);
+		}
+		cr_assert_eq(seen, 25, "round %d: got %zu, want 25", round, seen);
+		cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:suppidx"), 25);
+		/* what an older release leaves: a list without its index */
+		cr_assert_eq(rint_cmd("DEL %s", "txm{0}:suppidx"), 1);
+	}
+	cr_assert_eq(store_suppression_delete(st, NULL, "u00@x.com"), 0);
+	cr_assert_eq(store_suppression_list(st, NULL, NULL, 100, &sv, &n, &next), 0);
+	cr_assert_eq(n, 24);
+	cr_assert_null(next);
+	cr_assert_str_eq(sv[0].email, "u01@x.com");
+	store_suppressions_free(sv, n);
+	cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:suppidx"), 24, "delete left the index entry");
+	cr_assert_eq(store_template_list(st, NULL, NULL, 0, &list, &n, &next), STORE_ERR_PROTO);
+}
+
 Test(store, suppressions_crud)
 {
+	char *next = NULL;
 	struct store_suppression *sv = NULL;
 	size_t n = 0;
 	int flags[3];
@@ -1736,7 +1805,8 @@ Test(store, suppressions_crud)
 	cr_assert_eq(store_suppression_add(st, NULL, "a@x.com", "manual", 7), 0);   /* refresh */
 	cr_assert_eq(store_suppression_check(st, NULL, emails, 3, flags), 0);
 	cr_assert(flags[0] == 1 && flags[1] == 1 && flags[2] == 0);
-	cr_assert_eq(store_suppression_list(st, NULL, &sv, &n), 0);
+	cr_assert_eq(store_suppression_list(st, NULL, NULL, 100, &sv, &n, &next), 0);
+	cr_assert_null(next);
 	cr_assert_eq(n, 2);
 	cr_assert_str_eq(sv[0].email, "a@x.com");
 	cr_assert_str_eq(sv[0].reason, "manual");
@@ -2043,6 +2113,7 @@ Test(store, enqueue_checked_many_recipients)
 
 Test(store, templates_crud)
 {
+	char *next = NULL;
 	int created = -1;
 	char *json = NULL, **list = NULL;
 	size_t n = 0;
@@ -2059,7 +2130,8 @@ Test(store, templates_crud)
 	free(json);
 	cr_assert_eq(store_template_get(st, NULL, "nope", &json), STORE_ERR_NOT_FOUND);
 	cr_assert_null(json);
-	cr_assert_eq(store_template_list(st, NULL, &list, &n), 0);
+	cr_assert_eq(store_template_list(st, NULL, NULL, 100, &list, &n, &next), 0);
+	cr_assert_null(next);
 	cr_assert_eq(n, 2);
 	cr_assert(strncmp(list[0], "{\"name\":\"alpha\",", 16) == 0, "got %s", list[0]);
 	cr_assert(strstr(list[0], "\"updated_at\":\"1970-01-01T00:00:03.000Z\"}") != NULL, "got %s", list[0]);
@@ -2069,7 +2141,8 @@ Test(store, templates_crud)
 	free(list);
 	cr_assert_eq(store_template_delete(st, NULL, "welcome"), 0);
 	cr_assert_eq(store_template_delete(st, NULL, "welcome"), STORE_ERR_NOT_FOUND);
-	cr_assert_eq(store_template_list(st, NULL, &list, &n), 0);
+	cr_assert_eq(store_template_list(st, NULL, NULL, 100, &list, &n, &next), 0);
+	cr_assert_null(next);
 	cr_assert_eq(n, 1);
 	free(list[0]);
 	free(list);
@@ -2175,25 +2248,37 @@ Test(store, api_key_of_previous_release)
 
 Test(store, rate_limit)
 {
-	int64_t now = 1700000000000LL, retry = -1;
+	int64_t now = 1700000000000LL;
+	struct store_rate rl;
 	struct store_auth_result ar;
 
 	for (int i = 0; i < 3; i++) {
-		cr_assert_eq(store_rate_limit(st, "env:abc", now, 1.0, 3.0, &retry), 0);
-		cr_assert_eq(retry, 0, "request %d: got retry %lld, want 0", i, (long long)retry);
+		cr_assert_eq(store_rate_limit(st, "env:abc", now, 1.0, 3.0, &rl), 0);
+		cr_assert_eq(rl.retry_after_ms, 0, "request %d: got retry %lld, want 0", i,
+		    (long long)rl.retry_after_ms);
+		cr_assert_eq(rl.tokens_left, 2 - i, "request %d: got left %lld, want %d", i,
+		    (long long)rl.tokens_left, 2 - i);
+		cr_assert_eq(rl.full_ms, (i + 1) * 1000, "request %d: got full %lld ms, want %d", i,
+		    (long long)rl.full_ms, (i + 1) * 1000);
 	}
-	cr_assert_eq(store_rate_limit(st, "env:abc", now, 1.0, 3.0, &retry), 0);
-	cr_assert(retry >= 990 && retry <= 1000, "4th: got retry %lld, want ~1000", (long long)retry);
-	cr_assert_eq(store_rate_limit(st, "env:abc", now + 1000, 1.0, 3.0, &retry), 0);
-	cr_assert_eq(retry, 0, "after 1 s: got %lld, want 0", (long long)retry);
-	cr_assert_eq(store_rate_limit(st, "env:abc", now + 1000, 1.0, 3.0, &retry), 0);
-	cr_assert(retry > 0);
+	cr_assert_eq(store_rate_limit(st, "env:abc", now, 1.0, 3.0, &rl), 0);
+	cr_assert(rl.retry_after_ms >= 990 && rl.retry_after_ms <= 1000,
+	    "4th: got retry %lld, want ~1000", (long long)rl.retry_after_ms);
+	cr_assert_eq(rl.tokens_left, 0, "4th: got left %lld, want 0", (long long)rl.tokens_left);
+	cr_assert_eq(rl.full_ms, 3000, "4th: got full %lld ms, want 3000", (long long)rl.full_ms);
+	cr_assert_eq(store_rate_limit(st, "env:abc", now + 1000, 1.0, 3.0, &rl), 0);
+	cr_assert_eq(rl.retry_after_ms, 0, "after 1 s: got %lld, want 0", (long long)rl.retry_after_ms);
+	cr_assert_eq(store_rate_limit(st, "env:abc", now + 1000, 1.0, 3.0, &rl), 0);
+	cr_assert(rl.retry_after_ms > 0);
 	/* another tenant has its own bucket; rate 0 = no limit */
-	cr_assert_eq(store_rate_limit(st, "env:def", now, 1.0, 3.0, &retry), 0);
-	cr_assert_eq(retry, 0);
+	cr_assert_eq(store_rate_limit(st, "env:def", now, 1.0, 3.0, &rl), 0);
+	cr_assert_eq(rl.retry_after_ms, 0);
+	cr_assert_eq(rl.tokens_left, 2);
 	for (int i = 0; i < 10; i++) {
-		cr_assert_eq(store_rate_limit(st, "env:abc", now, 0, 0, &retry), 0);
-		cr_assert_eq(retry, 0);
+		cr_assert_eq(store_rate_limit(st, "env:abc", now, 0, 0, &rl), 0);
+		cr_assert_eq(rl.retry_after_ms, 0);
+		cr_assert_eq(rl.tokens_left, 0);
+		cr_assert_eq(rl.full_ms, 0);
 	}
 	cr_assert(rint_cmd("PTTL %s", "txm{0}:rl:env:abc") > 0);
 	/* auth charges the project's bucket, shared by the project's keys */
@@ -2202,11 +2287,17 @@ Test(store, rate_limit)
 	for (int i = 0; i < 2; i++) {
 		cr_assert_eq(store_auth(st, i == 0 ? HASH_A : HASH_B, now, 1.0, 2.0, 0, &ar), 0);
 		cr_assert_eq(ar.retry_after_ms, 0);
+		cr_assert_eq(ar.tokens_left, 1 - i, "auth %d: got left %lld, want %d", i,
+		    (long long)ar.tokens_left, 1 - i);
+		cr_assert_eq(ar.full_ms, (i + 1) * 1000, "auth %d: got full %lld, want %d", i,
+		    (long long)ar.full_ms, (i + 1) * 1000);
 		store_auth_release(&ar);
 	}
 	cr_assert_eq(store_auth(st, HASH_A, now + 500, 1.0, 2.0, 0, &ar), 0);
 	cr_assert(ar.retry_after_ms >= 490 && ar.retry_after_ms <= 500,
 	    "auth 3rd (2 keys, 1 project): got retry %lld, want ~500", (long long)ar.retry_after_ms);
+	cr_assert_eq(ar.tokens_left, 0);
+	cr_assert_eq(ar.full_ms, 1500, "auth 3rd: got full %lld, want 1500", (long long)ar.full_ms);
 	store_auth_release(&ar);
 	cr_assert(rint_cmd("EXISTS %s", "txm{0}:rl:proj") == 1, "the bucket is rl:<project>");
 	/* revoking a key keeps the project's bucket */
@@ -2439,6 +2530,7 @@ Test(store, trim_keeps_unread_events)
  * and suppressions are its own; "default" keeps the keys of before. */
 Test(store, projects_scope_data)
 {
+	char *next = NULL;
 	char ida[64], idd[64], ids[64], tl[64];
 	struct store_message_view v;
 	struct store_delivery *d = NULL;
@@ -2476,7 +2568,8 @@ Test(store, projects_scope_data)
 	cr_assert(strstr(json, "\"subject\":\"A\"") != NULL, "A's template: got %s", json);
 	free(json);
 	cr_assert_eq(store_template_get(st, NULL, "welcome", &json), STORE_ERR_NOT_FOUND);
-	cr_assert_eq(store_template_list(st, "B", &list, &n), 0);
+	cr_assert_eq(store_template_list(st, "B", NULL, 100, &list, &n, &next), 0);
+	cr_assert_null(next);
 	cr_assert_eq(n, 1);
 	cr_assert(strstr(list[0], "\"subject\":\"B\"") != NULL);
 	free(list[0]);
@@ -2494,7 +2587,8 @@ Test(store, projects_scope_data)
 	cr_assert_eq(flags[0], 0);
 	cr_assert_eq(store_suppression_check(st, "A", user0, 1, flags), 0);
 	cr_assert_eq(flags[0], 1);
-	cr_assert_eq(store_suppression_list(st, NULL, &sv, &n), 0);
+	cr_assert_eq(store_suppression_list(st, NULL, NULL, 100, &sv, &n, &next), 0);
+	cr_assert_null(next);
 	cr_assert_eq(n, 0, "default's list: got %zu entries, want 0", n);
 	store_suppressions_free(sv, n);
 	cr_assert_eq(store_suppression_delete(st, "B", "user0@example.com"), STORE_ERR_NOT_FOUND);
@@ -2558,6 +2652,7 @@ Test(store, projects_scope_data)
 		cr_assert_eq(store_suppression_check(st, "C", c0, 1, flags), 0);
 		cr_assert_eq(flags[0], 1, "the DSN did not suppress in C");
 		cr_assert_eq(rint_cmd("HLEN %s", "txm{0}:supp"), 0);
+		cr_assert_eq(rint_cmd("ZCARD %s", "txm{0}:prj:C:suppidx"), 1, "bounce.lua left C's index behind");
 		k = store_events_since(st, "0", 8, 0, ev);
 		cr_assert_eq(k, 2);
 		cr_assert_str_eq(ev[1]->project, "C");

@@ -1,0 +1,182 @@
+"""test_search.py - GET /v1/messages (issue 17, point 1): a project's messages
+newest first in cursor pages, filtered by status, tag, recipient, from and
+creation time, on one partition and on four (TXMAIL_PARTITIONS).
+
+Owns: the answers compared with what the test sent (every message exactly
+once over all pages, in id order, newest first; each filter's set equal to
+the set computed here from the sends and their statuses as GET shows
+them); a page that looks at its budget of messages without a match (a
+rare status under 2,100 others: fewer than limit, even none, and a
+next_cursor) and the paging that still finds it; another project's key
+sees none of it; bad arguments get 422 naming the field; the spec's
+schema for the answer (spec_check).
+
+Must never: wait without a deadline, or assume an order the API does not
+promise beyond "newest first by id".
+"""
+import time
+
+import pytest
+
+import helpers
+import spec_check
+from helpers import dl, wait_until
+
+P4 = {"TXMAIL_PARTITIONS": "4"}
+
+
+def page_all(api, query, limit):
+    """Every item of every page of GET /v1/messages?query, and the pages' sizes."""
+    items, sizes, cur = [], [], None
+    for _ in range(1000):
+        q = "/v1/messages?limit=%d%s%s" % (limit, "&" + query if query else "",
+                                          "&cursor=" + cur if cur else "")
+        r = api.get(q)
+        assert r.status == 200, "GET %s: %s %r" % (q, r.status, r.body)
+        j = r.json
+        assert set(j) == {"data", "next_cursor"}, j.keys()
+        assert len(j["data"]) <= limit
+        items += j["data"]
+        sizes.append(len(j["data"]))
+        cur = j["next_cursor"]
+        if cur is None:
+            return items, sizes
+    raise AssertionError("more than 1000 pages for %r" % query)
+
+
+def send_set(api, n, stamp):
+    """n messages with tags, recipients and senders that vary; their ids in send order."""
+    ids, meta = [], {}
+    for i in range(n):
+        to = ["r%d-%s@example.net" % (i % 5, stamp)]
+        if i % 7 == 0:
+            to.append("perm-s%d@example.net" % i)   # the peer refuses it (550): the message ends partial
+        frm = "Sender %d <s%d-%s@example.com>" % (i % 3, i % 3, stamp)
+        tags = ["even" if i % 2 == 0 else "odd", "t%d" % (i % 4)]
+        r = api.send({"from": frm, "to": to, "subject": "search %d %s" % (i, stamp), "text": "x",
+                      "tags": tags})
+        assert r.status == 202, r
+        ids.append(r.json["id"])
+        meta[r.json["id"]] = {"to": to, "from": "s%d-%s@example.com" % (i % 3, stamp), "tags": tags, "i": i}
+    return ids, meta
+
+
+def settle(api, ids):
+    """Wait until no message is queued or sending; their GET statuses."""
+    final = {}
+
+    def done():
+        for mid in ids:
+            if mid in final:
+                continue
+            r = api.get("/v1/messages/" + mid)
+            assert r.status == 200, r
+            if all(x["status"] not in ("queued", "sending", "deferred") for x in r.json["recipients"]):
+                final[mid] = r.json["status"]
+        return len(final) == len(ids)
+    wait_until(done, dl(60), "every message delivered or failed", interval=0.1)
+    return final
+
+
+@pytest.mark.parametrize("env", [{}, P4], ids=["P1", "P4"])
+def test_pages_and_filters(txmail_factory, smtp_peer, spec_validator, env):
+    t = txmail_factory(extra_env=env)
+    api = spec_check.CheckedClient(t.port, spec_validator, key=t.key)   # every answer against the spec
+    stamp = "%x" % int(time.time() * 1000)
+    before_ms = int(time.time() * 1000)
+    ids, meta = send_set(api, 45, stamp)
+    status = settle(api, ids)
+    newest_first = sorted(ids, reverse=True)
+
+    for limit in (7, 100):
+        items, sizes = page_all(api, "", limit)
+        got = [m["id"] for m in items]
+        assert got == newest_first, "limit %d: got %d ids (%d distinct), want the 45 newest first" % (
+            limit, len(got), len(set(got)))
+        assert all(s == limit for s in sizes[:-1]), "limit %d: short pages %r without a filter" % (limit, sizes)
+    one = items[0]
+    assert set(one) >= {"id", "status", "created_at", "from", "subject", "priority", "tags", "metadata",
+                        "recipients"}, one
+    assert one["status"] == status[one["id"]] and one["tags"] == meta[one["id"]]["tags"], one
+
+    def check(query, want_ids, what):
+        items, _ = page_all(api, query, 6)
+        got = [m["id"] for m in items]
+        want = sorted(want_ids, reverse=True)
+        assert got == want, "%s (%s): got %d, want %d: missing %r extra %r" % (
+            what, query, len(got), len(want), sorted(set(want) - set(got))[:3], sorted(set(got) - set(want))[:3])
+
+    check("tag=odd", [m for m in ids if "odd" in meta[m]["tags"]], "tag")
+    check("recipient=R3-%s@Example.net" % stamp, [m for m in ids if meta[m]["i"] % 5 == 3], "recipient, any case")
+    check("from=s1-%s@example.com" % stamp, [m for m in ids if meta[m]["i"] % 3 == 1], "from")
+    check("status=partial", [m for m in ids if status[m] == "partial"], "status partial")
+    check("status=delivered", [m for m in ids if status[m] == "delivered"], "status delivered")
+    check("status=partial&tag=t0", [m for m in ids if status[m] == "partial" and "t0" in meta[m]["tags"]],
+          "status and tag")
+    check("tag=even&recipient=r2-%s@example.net&from=s0-%s@example.com" % (stamp, stamp),
+          [m for m in ids if meta[m]["i"] % 2 == 0 and meta[m]["i"] % 5 == 2 and meta[m]["i"] % 3 == 0],
+          "tag, recipient and from")
+    # the creation time: the first 20 sends against the rest
+    r20 = api.get("/v1/messages/" + ids[20]).json["created_at"]
+    check("created_before=" + r20, [m for m in ids if meta[m]["i"] < 20], "created_before")
+    check("created_after=" + r20, [m for m in ids if meta[m]["i"] >= 20], "created_after")
+    check("created_after=%s&created_before=%s" % (
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(before_ms / 1000 - 60)), r20),
+        [m for m in ids if meta[m]["i"] < 20], "a range")
+    check("tag=nosuchtag", [], "no match")
+
+
+def test_budget_and_other_projects(txmail_binary, redis, txmail_factory, smtp_peer, spec_validator):
+    t = txmail_factory()
+    api = spec_check.CheckedClient(t.port, spec_validator, key=t.key)
+    far = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 7 * 86400))
+    # one canceled message under 2,100 scheduled ones: the oldest
+    first = api.send({"from": "a@example.com", "to": "rare@example.net", "subject": "rare", "text": "x",
+                      "send_at": far})
+    assert first.status == 202
+    rare = first.json["id"]
+    assert api.request("DELETE", "/v1/messages/" + rare).status in (200, 202)
+    for b in range(5):
+        n = 420
+        r = api.post_json("/v1/messages/batch", {"messages": [
+            {"from": "a@example.com", "to": "many%d@example.net" % (b * n + i), "subject": "many",
+             "text": "x", "send_at": far} for i in range(n)]})
+        assert r.status == 202, r
+    pages, found, cur = 0, [], None
+    while True:
+        r = api.get("/v1/messages?status=canceled&limit=10" + ("&cursor=" + cur if cur else ""))
+        assert r.status == 200, r
+        pages += 1
+        found += [m["id"] for m in r.json["data"]]
+        cur = r.json["next_cursor"]
+        if pages == 1:
+            assert r.json["data"] == [] and cur is not None, (
+                "the first page looked at its budget of 2,000 scheduled messages: want no match and a "
+                "next_cursor, got %d and %r" % (len(r.json["data"]), cur))
+        if cur is None:
+            break
+        assert pages < 10, "paging does not end"
+    assert found == [rare], "status=canceled over 2,101 messages: got %r, want [%s]" % (found, rare)
+    assert pages >= 2
+    # another project's key sees none of it, by any filter
+    kb = helpers.make_key(txmail_binary, redis, "B")
+    b = helpers.Client(t.port, key=kb)
+    for q in ("", "status=canceled", "recipient=rare@example.net", "from=a@example.com"):
+        items, _ = page_all(b, q, 100)
+        assert items == [], "project B sees A's messages with %r: %d" % (q, len(items))
+    r = b.send({"from": "b@example.com", "to": "rare@example.net", "subject": "B's", "text": "x"})
+    assert r.status == 202
+    items, _ = page_all(b, "recipient=rare@example.net", 100)
+    assert [m["id"] for m in items] == [r.json["id"]]
+
+
+@pytest.mark.parametrize("query,field", [
+    ("limit=0", "limit"), ("limit=101", "limit"), ("limit=x", "limit"),
+    ("cursor=bm90YWN1cnNvcg", "cursor"), ("status=sent", "status"),
+    ("created_after=yesterday", "created_after"), ("created_before=2026-13-01T00:00:00Z", "created_before"),
+    ("recipient=nobody", "recipient"), ("from=", "from"), ("tag=", "tag"),
+])
+def test_bad_arguments(txmail_factory, spec_validator, query, field):
+    t = txmail_factory()
+    r = spec_check.CheckedClient(t.port, spec_validator, key=t.key).get("/v1/messages?" + query)
+    assert r.status == 422 and r.json["error"]["field"] == field, (query, r.status, r.body)
