@@ -228,6 +228,12 @@ api_handler_fn api_suppressions_delete; /* DELETE /v1/suppressions/{email} */
 api_handler_fn api_webhooks_create;   /* POST /v1/webhooks */
 api_handler_fn api_webhooks_list;     /* GET /v1/webhooks */
 api_handler_fn api_webhooks_delete;   /* DELETE /v1/webhooks/{id} */
+api_handler_fn api_webhooks_get;      /* GET /v1/webhooks/{id} */
+api_handler_fn api_webhooks_patch;    /* PATCH /v1/webhooks/{id} */
+api_handler_fn api_webhooks_test;     /* POST /v1/webhooks/{id}/test */
+api_handler_fn api_webhooks_rotate;   /* POST /v1/webhooks/{id}/rotate */
+api_handler_fn api_webhooks_deliveries;  /* GET /v1/webhooks/{id}/deliveries */
+api_handler_fn api_webhooks_retry;    /* POST /v1/webhooks/{id}/deliveries/{event_id}/retry */
 
 /* api_events.c (see api_events.h for the stream itself) */
 api_handler_fn api_events_stream;     /* GET /v1/events/stream: resp->stream */
