@@ -69,6 +69,7 @@ SNIPPETS = {
     "smtp-python": ("python", "send_smtp.py"),
     "webhook-node": ("js", "webhook-receiver.mjs"),
     "webhook-python": ("python", "webhook_receiver.py"),
+    "ops-webhooks": ("sh", "webhook-ops.sh"),   # run by test_webhook_ops.py
 }
 
 
@@ -143,6 +144,8 @@ def test_readme_marks_every_snippet():
             assert "TXMAIL_URL" in code and "TXMAIL_KEY" in code, "%s reads no TXMAIL_URL/TXMAIL_KEY" % name
         elif name.startswith("smtp-"):
             assert "SMTP_HOST" in code and "TXMAIL_KEY" in code, "%s reads no SMTP_HOST/TXMAIL_KEY" % name
+        elif name.startswith("ops-"):
+            assert "TXMAIL_URL" in code and "TXMAIL_KEY" in code, "%s reads no TXMAIL_URL/TXMAIL_KEY" % name
         else:
             assert "TXMAIL_WEBHOOK_SECRET" in code and "PORT" in code, "%s reads no secret/PORT" % name
 

@@ -255,3 +255,27 @@ def test_failing_endpoint_disabled_then_replayed(txmail_factory, spec_validator,
     assert c.request("PATCH", "/v1/webhooks/" + eid, json_body={"enabled": True}).status == 200
     rx.wait_events_for(m3, 1, dl(20))
     c.close()
+
+
+def test_readme_ops_snippet(txmail, api, receivers, workdir):
+    """README's `ops-webhooks` block, run as written with curl against a real receiver."""
+    import subprocess
+    from helpers import clean_env
+    from test_readme_snippets import need, save
+    need("curl", "curl")
+    rx = receivers()
+    path = save("ops-webhooks", workdir)
+    env = clean_env({"TXMAIL_URL": "http://127.0.0.1:%d" % txmail.port, "TXMAIL_KEY": txmail.key,
+                     "HOOK_URL": rx.url})
+    p = subprocess.run(["sh", path], cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=dl(60))
+    assert p.returncode == 0, "exit %d\nstdout: %s\nstderr: %s" % (p.returncode, p.stdout[-2000:], p.stderr[-2000:])
+    out = p.stdout.decode()
+    assert '"ok":true' in out.replace(" ", "") or '"ok":false' in out, "got %s" % out
+    assert "whsec_" in out and "(shown once)" in out and '"next_cursor":null' in out, "got %s" % out
+    tests = attempts_for(rx, lambda a: b'"webhook.test"' in a["body"])
+    assert len(tests) == 2 and tests[0]["webhook_id"] == tests[1]["webhook_id"], \
+        "want the test event and its retry (same webhook-id), got %r" % [a["webhook_id"] for a in tests]
+    eps = [e for e in api.get("/v1/webhooks").json["data"] if e.get("description") == "billing"]
+    assert len(eps) == 1 and eps[0]["enabled"] is True and \
+        sorted(eps[0]["events"]) == ["message.bounced", "message.failed"], "got %r" % eps
