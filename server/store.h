@@ -758,6 +758,13 @@ void store_whlogs_free(struct store_whlog *rows, size_t n);
 int store_webhook_find(struct store *s, const char *endpoint, const char *event_id, char **body,
     int *attempts, int *queued);
 
+/*
+ * store_webhook_prune - drop up to max deliveries of endpoint's queue due
+ * and first recorded before cutoff_ms (a disabled endpoint's events past
+ * the retention). How many (>= 0), or a STORE_ERR_*.
+ */
+int store_webhook_prune(struct store *s, const char *endpoint, int64_t cutoff_ms, int max);
+
 /* store_endpoint_create - store a new endpoint (id, url, secret, events given). */
 int store_endpoint_create(struct store *s, const struct store_endpoint *ep);
 /* store_endpoint_list - every endpoint of every project, oldest first; free with store_endpoints_free. */

@@ -78,6 +78,7 @@ static const char *const st_scripts[SC_COUNT] = {
 	[SC_EP_FAIL] = store_lua_ep_fail,
 	[SC_WH_LOG] = store_lua_wh_log,
 	[SC_WH_FIND] = store_lua_wh_find,
+	[SC_WH_PRUNE] = store_lua_wh_prune,
 	[SC_TRIM] = store_lua_trim,
 	[SC_TPL_PUT] = store_lua_tpl_put,
 	[SC_TPL_DEL] = store_lua_tpl_del,

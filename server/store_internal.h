@@ -130,6 +130,7 @@ enum st_script {
 	SC_EP_FAIL,
 	SC_WH_LOG,
 	SC_WH_FIND,
+	SC_WH_PRUNE,
 	SC_TRIM,
 	SC_TPL_PUT,
 	SC_TPL_DEL,

@@ -1103,6 +1103,27 @@ out:
 	return rc;
 }
 
+int
+store_webhook_prune(struct store *s, const char *endpoint, int64_t cutoff_ms, int max)
+{
+	char kq[ST_KEY_MAX];
+	struct st_args a;
+	long long n = 0;
+	int rc;
+
+	if (!s || max <= 0 || st_whq_key(kq, sizeof(kq), endpoint))
+		return STORE_ERR_PROTO;
+	rc = st_eval_begin(s, &a, 8, SC_WH_PRUNE, 1);
+	if (rc)
+		return rc;
+	st_adds(&a, kq);
+	st_adds(&a, ST_PREFIX);
+	st_addi(&a, cutoff_ms);
+	st_addi(&a, max);
+	rc = st_eval_int(s, &a, "webhook prune", 0, &n);
+	return rc ? rc : (int)n;
+}
+
 /* --- endpoint health (the dashboard's backlog and last failure) ------------ */
 
 

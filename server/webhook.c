@@ -83,6 +83,8 @@
 #define WH_EVENT_ID_MAX 64
 #define WH_DEFAULT_EP "default"
 #define WH_LOG_BATCH 200           /* attempts per deliveries-log script */
+#define WH_PRUNE_MS 60000          /* a disabled endpoint's queue is trimmed to the retention this often */
+#define WH_PRUNE_MAX 500           /* deliveries per prune call */
 
 int64_t webhook_backoff_ms(double base_s, double max_s, int attempts)
 {
@@ -316,6 +318,43 @@ static void wh_redis_back(struct webhook *w)
 		log_info("redis available again for webhooks");
 	w->redis_down_logged = 0;
 	w->redis_retry_at = 0;
+}
+
+/*
+ * wh_prune_disabled - about once a minute (twice per retention when that
+ * is shorter, at most once a second): the deliveries a disabled
+ * endpoint kept for longer than TXMAIL_WEBHOOK_MAX_AGE are given up
+ * (counted as gave_up, logged), so a dead endpoint's queue stays bounded
+ * by the retention.
+ */
+static void wh_prune_disabled(struct webhook *w)
+{
+	int64_t cutoff = util_now_ms() - (int64_t)(w->max_age * 1000.0);
+	int64_t every = (int64_t)(w->max_age * 500.0);   /* half the retention, 1 s .. WH_PRUNE_MS */
+
+	if (util_mono_ms() < w->prune_at)
+		return;
+	if (every > WH_PRUNE_MS)
+		every = WH_PRUNE_MS;
+	if (every < 1000)
+		every = 1000;
+	w->prune_at = util_mono_ms() + every;
+	for (size_t i = 0; i < w->neps; i++) {
+		int n;
+
+		if (w->eps[i].enabled)
+			continue;
+		n = store_webhook_prune(w->st, w->eps[i].id, cutoff, WH_PRUNE_MAX);
+		if (n < 0) {
+			wh_store_error(w, "prune", n);
+			return;
+		}
+		for (int k = 0; k < n; k++)
+			metrics_webhook_attempt(METRICS_WEBHOOK_GAVE_UP);
+		if (n > 0)
+			log_warn("webhook deliveries of a disabled endpoint given up (older than "
+			    "TXMAIL_WEBHOOK_MAX_AGE)", "endpoint=%s deliveries=%d", w->eps[i].id, n);
+	}
 }
 
 /*
@@ -1303,6 +1342,7 @@ static void *wh_thread(void *arg)
 				/* another dispatcher may have queued work: look again */
 				for (k = 0; k < w->neps; k++)
 					w->eps[k].next_due = 0;
+				wh_prune_disabled(w);
 			}
 		}
 		if (wh_redis_ok(w)) {

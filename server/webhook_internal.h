@@ -178,6 +178,7 @@ struct webhook {
 	struct wh_logent *logs;    /* attempts for the deliveries logs, written at the next flush */
 	size_t nlogs, caplogs;
 	int64_t log_warn_at;       /* monotonic ms: rate limit for log-write warnings */
+	int64_t prune_at;          /* monotonic ms of the next wh_prune_disabled */
 };
 
 /*

@@ -279,3 +279,24 @@ def test_readme_ops_snippet(txmail, api, receivers, workdir):
     eps = [e for e in api.get("/v1/webhooks").json["data"] if e.get("description") == "billing"]
     assert len(eps) == 1 and eps[0]["enabled"] is True and \
         sorted(eps[0]["events"]) == ["message.bounced", "message.failed"], "got %r" % eps
+
+
+def test_disabled_endpoint_keeps_events_for_the_retention_only(txmail_factory, spec_validator, receivers,
+                                                                smtp_peer):
+    t = txmail_factory(extra_env={"TXMAIL_WEBHOOK_MAX_AGE": "2"})
+    c = spec_check.CheckedClient(t.port, spec_validator, key=t.key)
+    rx = receivers()
+    eid = create(c, rx)["id"]
+    assert c.request("PATCH", "/v1/webhooks/" + eid, json_body={"enabled": False}).status == 200
+    gave_up0 = metric(t.port, 'txmail_webhook_attempts_total{result="gave_up"}') or 0
+    m = c.send({"from": "a@example.com", "to": "r1@example.com", "subject": "s", "text": "t"}).json["id"]
+    smtp_peer.wait_for_rcpt("r1@example.com", dl(15))
+    wait_until(lambda: c.get("/v1/webhooks/" + eid).json["backlog"] >= 1, dl(10), "the event kept")
+    wait_until(lambda: c.get("/v1/webhooks/" + eid).json["backlog"] == 0, dl(15),
+               "the kept event given up after TXMAIL_WEBHOOK_MAX_AGE")
+    assert (metric(t.port, 'txmail_webhook_attempts_total{result="gave_up"}') or 0) > gave_up0
+    assert c.request("PATCH", "/v1/webhooks/" + eid, json_body={"enabled": True}).status == 200
+    m2 = c.send({"from": "a@example.com", "to": "r2@example.com", "subject": "s", "text": "t"}).json["id"]
+    rx.wait_events_for(m2, 1, dl(20))
+    assert rx.events_for(m) == [], "an event older than the retention was replayed"
+    c.close()
