@@ -70,9 +70,13 @@
  *                           so a crashed dispatcher loses none.
  *   wh:<evt_id>/<ep>  hash  body attempts first
  *   whep:<id>         hash  url secret events(JSON array) created project
+ *                           [description disabled disabled_reason disabled_at
+ *                           secret_old old_until failing_since]
  *                           (absent: "default"); ids are global, each
  *                           endpoint gets only its project's events
  *   wheps             zset  endpoint ids scored by created (ms), all projects
+ *   whlog:<endpoint>  stream its last STORE_WHLOG_MAX attempts (the
+ *                           deliveries log), each with the event's body
  *   <pp>tpl:<name>    hash  json created updated
  *   <pp>tpls          zset  template names, all score 0 (lexical order)
  *   <pp>supp          hash  lower-cased email -> "<created_ms>:<reason>"
