@@ -300,3 +300,34 @@ def test_disabled_endpoint_keeps_events_for_the_retention_only(txmail_factory, s
     rx.wait_events_for(m2, 1, dl(20))
     assert rx.events_for(m) == [], "an event older than the retention was replayed"
     c.close()
+
+
+def test_test_and_retry_obey_the_address_guard(txmail_factory, spec_validator, webhook):
+    """An endpoint stored while TXMAIL_WEBHOOK_ALLOW_PRIVATE was on, the flag then off: .../test and
+    .../retry refuse to connect (the same connect-time guard as the dispatcher's), nothing arrives."""
+    tx = txmail_factory(extra_env={"TXMAIL_WEBHOOK_URL": None, "TXMAIL_WEBHOOK_SECRET": None})
+    c = spec_check.CheckedClient(tx.port, spec_validator, key=tx.key)
+    r = c.post_json("/v1/webhooks", {"url": webhook.url})
+    assert r.status == 201, "got %r" % r
+    eid = r.json["id"]
+    webhook.set_secret(r.json["secret"])
+    r = c.post_json("/v1/webhooks/%s/test" % eid, None)
+    assert r.status == 200 and r.json["ok"] is True, "with the flag: got %r" % r.json
+    evt = r.json["event_id"]
+    c.close()
+    tx.stop()
+    assert not tx.problems, "got %r" % tx.problems
+    n = len(webhook.snapshot()[0])
+    tx2 = txmail_factory(extra_env={"TXMAIL_WEBHOOK_ALLOW_PRIVATE": None, "TXMAIL_WEBHOOK_URL": None,
+                                    "TXMAIL_WEBHOOK_SECRET": None})
+    c = spec_check.CheckedClient(tx2.port, spec_validator, key=tx2.key)
+    for path in ("/v1/webhooks/%s/test" % eid, "/v1/webhooks/%s/deliveries/%s/retry" % (eid, evt)):
+        r = c.post_json(path, None)
+        assert r.status == 200 and r.json["ok"] is False and r.json["status_code"] is None, "%s: got %r" % (
+            path, r.json)
+        assert "refused to connect to 127.0.0.1" in r.json["error"] and "loopback" in r.json["error"], \
+            "%s: got %r" % (path, r.json)
+    assert len(webhook.snapshot()[0]) == n, "the guard let a request through"
+    d = c.get("/v1/webhooks/%s/deliveries" % eid).json["data"]
+    assert d[0]["status_code"] is None and "refused" in d[0]["error"] and d[0]["attempt"] == 2, "got %r" % d[:2]
+    c.close()
