@@ -1040,7 +1040,7 @@ store_webhook_log_list(struct store *s, const char *endpoint, const char *after,
 	}
 out:
 	freeReplyObject(r);
-	if (rc) {
+	if (rc || k == 0) {
 		store_whlogs_free(rows, k);
 		return rc;
 	}
