@@ -52,6 +52,8 @@ struct api_request {
 	                             * else generated): log lines about it carry request_id= */
 	int can_defer;              /* 1: the handler may answer with resp->deferred (http.c runs
 	                             * its store work on the accept pipe, enqpipe.h) */
+	int can_run;                /* 1: the handler may answer with a resp->deferred whose run is
+	                             * set (http.c runs it on a thread of its own) */
 };
 
 struct api_response;
@@ -69,6 +71,12 @@ struct api_deferred {
 	void (*finish)(struct api_deferred *d, const struct api_request *req,
 	    struct api_response *resp);
 	void (*discard)(struct api_deferred *d);
+	/*
+	 * Set instead of op: blocking work with no store (a request to a
+	 * webhook receiver), run on a thread of its own while the connection
+	 * is parked, then finish as above. Only when req->can_run.
+	 */
+	void (*run)(struct api_deferred *d);
 };
 
 struct api_header {

@@ -18,6 +18,7 @@
  * it (404, as a missing one). It must never log a secret and never include
  * microhttpd.h.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,13 @@
 #define WHAPI_DEFAULT "default"
 #define WHAPI_OVERLAP_DEFAULT 86400   /* rotate: seconds both secrets sign */
 #define WHAPI_OVERLAP_MAX (7 * 86400)
+/*
+ * .../test and .../retry wait for the receiver (up to
+ * WEBHOOK_SEND_NOW_TIMEOUT_MAX) on a thread each, the connection parked:
+ * at most this many at once in a process; more answer 503 with Retry-After.
+ */
+#define WHAPI_SEND_MAX 16
+static atomic_int whapi_sending;
 
 /* 1 when id matches ^wh_[0-9a-z]{26}$ */
 static int
@@ -673,60 +681,162 @@ out:
 }
 
 /*
- * whapi_send_answer - send body (event_id, type) to ep now, note the
- * attempt (number attempt) in its deliveries log, and answer 200 with
- * what the receiver said. *ok 1 on a 2xx.
+ * A test or retry being sent: the request is built on the HTTP thread,
+ * sent on a thread of its own while the connection is parked (run), and
+ * answered back on the HTTP thread (finish: the attempt into the
+ * endpoint's deliveries log, a queued delivery settled on a 2xx).
  */
-static void
-whapi_send_answer(const struct api_request *req, const struct store_endpoint *ep,
-    const char *event_id, const char *type, const char *body, int attempt, int *ok,
-    struct api_response *resp)
-{
+struct whapi_send {
+	struct api_deferred d;     /* first: the deferred answer is this */
+	const struct config *cfg;
+	char *epid, *url, *secret, *old, *event_id, *type, *body;
+	int attempt;
+	int queued;                /* a delivery of the event is queued: settle it on a 2xx */
+	int rc;                    /* webhook_send_now's */
 	struct webhook_send_result res;
-	struct store_whlog lg;
-	const char *old = ep->secret_old && ep->secret_old[0] && ep->old_until_ms > util_now_ms() ?
-	    ep->secret_old : NULL;
-	cJSON *o;
-	int rc;
+};
 
-	*ok = 0;
-	if (webhook_send_now(req->cfg, ep->url, ep->secret, old, event_id, body, &res) != 0) {
-		api_error(resp, 500, "internal_error", res.error, NULL);
+static void
+whapi_send_free(struct api_deferred *d)
+{
+	struct whapi_send *s = (struct whapi_send *)d;
+
+	if (s == NULL)
 		return;
+	free(s->epid);
+	free(s->url);
+	if (s->secret != NULL) {
+		memset(s->secret, 0, strlen(s->secret));
+		free(s->secret);
 	}
-	*ok = res.status >= 200 && res.status < 300;
+	if (s->old != NULL) {
+		memset(s->old, 0, strlen(s->old));
+		free(s->old);
+	}
+	free(s->event_id);
+	free(s->type);
+	free(s->body);
+	free(s);
+}
+
+static void
+whapi_send_run(struct api_deferred *d)
+{
+	struct whapi_send *s = (struct whapi_send *)d;
+
+	s->rc = webhook_send_now(s->cfg, s->url, s->secret, s->old, s->event_id, s->body, &s->res);
+	atomic_fetch_sub(&whapi_sending, 1);
+}
+
+static void
+whapi_send_finish(struct api_deferred *d, const struct api_request *req, struct api_response *resp)
+{
+	struct whapi_send *s = (struct whapi_send *)d;
+	const struct webhook_send_result *res = &s->res;
+	struct store_whlog lg;
+	char member[160];
+	int ok = res->status >= 200 && res->status < 300, rc;
+	cJSON *o;
+
+	if (s->rc != 0) {
+		api_error(resp, 500, "internal_error", res->error, NULL);
+		goto out;
+	}
 	memset(&lg, 0, sizeof(lg));
-	lg.endpoint = ep->id;
-	lg.event_id = (char *)event_id;
-	lg.type = (char *)type;
-	lg.attempt = attempt;
-	lg.status = res.status;
-	lg.duration_ms = res.duration_ms;
-	lg.response = res.excerpt;
-	lg.error = res.error;
+	lg.endpoint = s->epid;
+	lg.event_id = s->event_id;
+	lg.type = s->type;
+	lg.attempt = s->attempt;
+	lg.status = res->status;
+	lg.duration_ms = res->duration_ms;
+	lg.response = (char *)res->excerpt;
+	lg.error = (char *)res->error;
 	lg.at_ms = util_now_ms();
-	lg.body = (char *)body;
+	lg.body = s->body;
 	rc = store_webhook_log(req->store, &lg, 1);
 	if (rc != STORE_OK)
-		log_warn("cannot note a webhook attempt in its log", "endpoint=%s event_id=%s rc=%d", ep->id,
-		    event_id, rc);
+		log_warn("cannot note a webhook attempt in its log", "endpoint=%s event_id=%s rc=%d", s->epid,
+		    s->event_id, rc);
+	if (ok && s->queued) {
+		/* delivered now: the queued delivery is done (at-least-once: one in flight may still go) */
+		snprintf(member, sizeof(member), "%s/%s", s->event_id, s->epid);
+		rc = store_webhook_done(req->store, member);
+		if (rc != STORE_OK)
+			log_warn("cannot settle a queued webhook delivery after its retry", "endpoint=%s "
+			    "event_id=%s rc=%d", s->epid, s->event_id, rc);
+	}
 	log_info("webhook sent on request", "endpoint=%s event_id=%s type=%s status=%ld duration_ms=%lld "
-	    "request_id=%s", ep->id, event_id, type, res.status, (long long)res.duration_ms,
+	    "request_id=%s", s->epid, s->event_id, s->type, res->status, (long long)res->duration_ms,
 	    req->request_id);
 	o = cJSON_CreateObject();
-	if (o == NULL || cJSON_AddStringToObject(o, "event_id", event_id) == NULL ||
-	    cJSON_AddBoolToObject(o, "ok", *ok) == NULL ||
-	    (res.status > 0 ? cJSON_AddNumberToObject(o, "status_code", (double)res.status) :
+	if (o == NULL || cJSON_AddStringToObject(o, "event_id", s->event_id) == NULL ||
+	    cJSON_AddBoolToObject(o, "ok", ok) == NULL ||
+	    (res->status > 0 ? cJSON_AddNumberToObject(o, "status_code", (double)res->status) :
 	    cJSON_AddNullToObject(o, "status_code")) == NULL ||
-	    cJSON_AddNumberToObject(o, "duration_ms", (double)res.duration_ms) == NULL ||
-	    cJSON_AddStringToObject(o, "response", res.excerpt) == NULL ||
-	    (res.status == 0 ? cJSON_AddStringToObject(o, "error", res.error) :
+	    cJSON_AddNumberToObject(o, "duration_ms", (double)res->duration_ms) == NULL ||
+	    cJSON_AddStringToObject(o, "response", res->excerpt) == NULL ||
+	    (res->status == 0 ? cJSON_AddStringToObject(o, "error", res->error) :
 	    cJSON_AddNullToObject(o, "error")) == NULL) {
 		cJSON_Delete(o);
 		api_error(resp, 500, "internal_error", "out of memory", NULL);
-		return;
+		goto out;
 	}
 	api_json(resp, 200, o);
+out:
+	whapi_send_free(d);
+}
+
+/*
+ * whapi_send_answer - send body (event_id, type) to ep now and answer 200
+ * with what the receiver said (whapi_send: deferred when req->can_run,
+ * else here); attempt numbers it in the deliveries log. At most
+ * WHAPI_SEND_MAX at once, else 503.
+ */
+static void
+whapi_send_answer(const struct api_request *req, const struct store_endpoint *ep,
+    const char *event_id, const char *type, const char *body, int attempt, int queued,
+    struct api_response *resp)
+{
+	const char *old = ep->secret_old && ep->secret_old[0] && ep->old_until_ms > util_now_ms() ?
+	    ep->secret_old : NULL;
+	struct whapi_send *s;
+
+	if (atomic_fetch_add(&whapi_sending, 1) >= WHAPI_SEND_MAX) {
+		atomic_fetch_sub(&whapi_sending, 1);
+		api_error(resp, 503, "unavailable", "too many tests and retries are being sent; retry in a "
+		    "second", NULL);
+		api_header(resp, "Retry-After", "1");
+		return;
+	}
+	s = calloc(1, sizeof(*s));
+	if (s != NULL) {
+		s->cfg = req->cfg;
+		s->epid = strdup(ep->id);
+		s->url = strdup(ep->url);
+		s->secret = strdup(ep->secret ? ep->secret : "");
+		s->old = old ? strdup(old) : NULL;
+		s->event_id = strdup(event_id);
+		s->type = strdup(type);
+		s->body = strdup(body);
+		s->attempt = attempt;
+		s->queued = queued;
+		s->d.run = whapi_send_run;
+		s->d.finish = whapi_send_finish;
+		s->d.discard = whapi_send_free;
+	}
+	if (s == NULL || !s->epid || !s->url || !s->secret || (old && !s->old) || !s->event_id ||
+	    !s->type || !s->body) {
+		atomic_fetch_sub(&whapi_sending, 1);
+		whapi_send_free(s != NULL ? &s->d : NULL);
+		api_error(resp, 500, "internal_error", "out of memory", NULL);
+		return;
+	}
+	if (req->can_run) {
+		resp->deferred = &s->d;   /* sent on a thread of its own, answered in finish */
+		return;
+	}
+	whapi_send_run(&s->d);
+	whapi_send_finish(&s->d, req, resp);
 }
 
 void
@@ -737,7 +847,6 @@ api_webhooks_test(const struct api_request *req, struct api_response *resp)
 	cJSON *ev = NULL, *data;
 	char *body = NULL;
 	size_t n;
-	int ok;
 
 	if (whapi_lookup(req, req->param, &eps, &n, &def, &ep, resp) != 0)
 		return;
@@ -756,7 +865,7 @@ api_webhooks_test(const struct api_request *req, struct api_response *resp)
 		api_error(resp, 500, "internal_error", "out of memory", NULL);
 		goto out;
 	}
-	whapi_send_answer(req, ep, id, "webhook.test", body, 1, &ok, resp);
+	whapi_send_answer(req, ep, id, "webhook.test", body, 1, 0, resp);
 out:
 	cJSON_free(body);
 	cJSON_Delete(ev);
@@ -857,11 +966,11 @@ api_webhooks_retry(const struct api_request *req, struct api_response *resp)
 	/* the path is /v1/webhooks/{id}/deliveries/{event_id}/retry: param is the last '*' */
 	static const char pre[] = "/v1/webhooks/";
 	struct store_endpoint *eps = NULL, *ep, def;
-	char epid[80], type[64], member[160];
+	char epid[80], type[64];
 	const char *p = req->path, *slash;
 	char *body = NULL;
 	size_t n = 0;
-	int attempts = 0, queued = 0, ok = 0, rc;
+	int attempts = 0, queued = 0, rc;
 
 	if (p == NULL || strncmp(p, pre, sizeof(pre) - 1) != 0 ||
 	    (slash = strchr(p + sizeof(pre) - 1, '/')) == NULL ||
@@ -888,15 +997,7 @@ api_webhooks_retry(const struct api_request *req, struct api_response *resp)
 	}
 	if (webhook_event_field(body, "type", type, sizeof(type)) < 0)
 		type[0] = '\0';
-	whapi_send_answer(req, ep, req->param, type, body, attempts + 1, &ok, resp);
-	if (ok && queued) {
-		/* delivered now: the queued delivery is done (at-least-once: one in flight may still go) */
-		snprintf(member, sizeof(member), "%s/%s", req->param, ep->id);
-		rc = store_webhook_done(req->store, member);
-		if (rc != STORE_OK)
-			log_warn("cannot settle a queued webhook delivery after its retry", "endpoint=%s "
-			    "event_id=%s rc=%d", ep->id, req->param, rc);
-	}
+	whapi_send_answer(req, ep, req->param, type, body, attempts + 1, queued, resp);
 out:
 	free(body);
 	store_endpoints_free(eps, n);

@@ -145,9 +145,11 @@ struct webhook_send_result {
  * secret and, when old_secret is not NULL or "", also with it (a rotation's
  * overlap), with the dispatcher's options from cfg (timeout, TLS, proxy,
  * no redirects, the address guard of TXMAIL_WEBHOOK_ALLOW_PRIVATE).
- * Blocks up to TXMAIL_WEBHOOK_TIMEOUT. 0 with *res filled (whatever the
- * receiver answered), or -1 (a bad secret, out of memory: res->error says).
+ * Blocks up to TXMAIL_WEBHOOK_TIMEOUT, at most WEBHOOK_SEND_NOW_TIMEOUT_MAX
+ * seconds. 0 with *res filled (whatever the receiver answered), or -1 (a
+ * bad secret, out of memory: res->error says).
  */
+#define WEBHOOK_SEND_NOW_TIMEOUT_MAX 10.0
 int webhook_send_now(const struct config *cfg, const char *url, const char *secret,
     const char *old_secret, const char *event_id, const char *body,
     struct webhook_send_result *res);

@@ -5,7 +5,8 @@
  * new secrets, the URL check (libcurl's own parser), and the curl easy
  * handle of a delivery (wh_start_req: the webhook-* headers, the body as
  * the store wrote it, TLS verification, the proxy setting and the address
- * guard after DNS resolution, wh_opensocket). Easy handles are set up once
+ * guard after DNS resolution, wh_opensocket), and the same request sent at
+ * once for the API (webhook_send_now: .../test and .../retry). Easy handles are set up once
  * (wh_easy_new) and kept in the dispatcher's free list between requests
  * (wh_easy_put): only the URL, body, headers and the request's own
  * pointers change per request.
@@ -648,8 +649,8 @@ int webhook_send_now(const struct config *cfg, const char *url, const char *secr
 	snprintf(h_ts, sizeof(h_ts), "webhook-timestamp: %" PRId64, now_s);
 	/* the address guard's callback wants a request: one of its own, never in a dispatcher */
 	r = calloc(1, sizeof(*r));
-	e = wh_easy_setup(cfg->webhook_timeout > 0 ? cfg->webhook_timeout : 10, cfg->webhook_proxy,
-	    cfg->tls_ca_file);
+	e = wh_easy_setup(cfg->webhook_timeout > 0 && cfg->webhook_timeout < WEBHOOK_SEND_NOW_TIMEOUT_MAX ?
+	    cfg->webhook_timeout : WEBHOOK_SEND_NOW_TIMEOUT_MAX, cfg->webhook_proxy, cfg->tls_ca_file);
 	if (!r || !e) {
 		util_strlcpy(res->error, "out of memory", sizeof(res->error));
 		goto out;

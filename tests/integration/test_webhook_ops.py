@@ -331,3 +331,53 @@ def test_test_and_retry_obey_the_address_guard(txmail_factory, spec_validator, w
     d = c.get("/v1/webhooks/%s/deliveries" % eid).json["data"]
     assert d[0]["status_code"] is None and "refused" in d[0]["error"] and d[0]["attempt"] == 2, "got %r" % d[:2]
     c.close()
+
+
+def test_sends_are_parked_bounded_and_timed_out(txmail_factory, spec_validator, receivers):
+    """.../test waits for the receiver at most TXMAIL_WEBHOOK_TIMEOUT on a thread of its own (the
+    connection parked, the HTTP threads free); 16 such sends at once at most, a 17th is 503."""
+    import socket
+    import threading
+    t = txmail_factory(extra_env={"TXMAIL_WEBHOOK_TIMEOUT": "2"})
+    c = spec_check.CheckedClient(t.port, spec_validator, key=t.key)
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(64)
+    conns, outs, threads = [], [], []
+    try:
+        r = c.post_json("/v1/webhooks", {"url": "http://127.0.0.1:%d/hang" % hang.getsockname()[1]})
+        assert r.status == 201, "got %r" % r
+        slow_id = r.json["id"]
+        fast = create(c, receivers())["id"]
+
+        def slow():
+            c2 = spec_check.CheckedClient(t.port, spec_validator, key=t.key)
+            outs.append(c2.post_json("/v1/webhooks/%s/test" % slow_id, None))
+            c2.close()
+        for _ in range(16):
+            th = threading.Thread(target=slow, daemon=True)
+            th.start()
+            threads.append(th)
+        hang.settimeout(dl(10))
+        while len(conns) < 16:
+            conns.append(hang.accept()[0])   # every slow test connected and waiting
+        t0 = time.monotonic()
+        r = c.post_json("/v1/webhooks/%s/test" % fast, None)
+        assert r.status == 503 and r.headers.get("retry-after") == "1", "the 17th: got %r" % r
+        for _ in range(5):
+            assert c.get("/v1/webhooks/" + fast).status == 200
+        assert time.monotonic() - t0 < 1.5, "the API waited for the parked sends"
+        for th in threads:
+            th.join(dl(15))
+        assert len(outs) == 16
+        for r in outs:
+            assert r.status == 200 and r.json["ok"] is False and r.json["status_code"] is None, "got %r" % r.json
+            assert 1900 <= r.json["duration_ms"] < 6000 and "timed out" in r.json["error"].lower(), \
+                "got %r" % r.json
+        r = c.post_json("/v1/webhooks/%s/test" % fast, None)
+        assert r.status == 200 and r.json["ok"] is True, "after the slow ones: got %r" % r
+    finally:
+        for x in conns:
+            x.close()
+        hang.close()
+        c.close()
