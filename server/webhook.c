@@ -29,6 +29,15 @@
  * keep going and their outcomes wait in memory until Redis is back; the
  * lease brings a delivery back if this process dies first (at-least-once).
  *
+ * Operating an endpoint (issue 17): every attempt goes to the endpoint's
+ * deliveries log (wh_outcome_note, written once per flush); a failure
+ * extends its run of failures in the store, which disables the endpoint
+ * once the run has lasted TXMAIL_WEBHOOK_DISABLE_AFTER (not "default");
+ * a disabled endpoint's events are parked in its queue, which is not
+ * claimed, and what it kept past TXMAIL_WEBHOOK_MAX_AGE is given up
+ * (wh_prune_disabled); re-enabling (the API) makes the rest due. During a
+ * rotation's overlap a request carries the signatures of both secrets.
+ *
  * Waking up: with nothing in flight the thread waits in the store's
  * blocking read of the outbox, which Redis ends as soon as any process
  * appends an event. With requests in flight it waits in curl's poll

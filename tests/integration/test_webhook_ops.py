@@ -133,6 +133,10 @@ def test_endpoint_ops_rotate_test_deliveries(txmail, capi, webhook, receivers, s
                          ("GET", "/v1/webhooks/" + eid + "/deliveries"), ("GET", "/v1/webhooks/default")):
         r = other.request(method, path)
         assert r.status == 404, "%s %s from another project: got %r, want 404" % (method, path, r)
+    for path, body in (("/v1/webhooks/" + eid, {"enabled": False}), ("/v1/webhooks/%s/rotate" % eid, {})):
+        r = other.request("PATCH" if "rotate" not in path else "POST", path, json_body=body)
+        assert r.status == 404, "%s from another project: got %r, want 404" % (path, r)
+    assert other.delete("/v1/webhooks/" + eid).status == 404
     assert [e["id"] for e in other.get("/v1/webhooks").json["data"]] == [], "another project lists endpoints"
     other.close()
 
