@@ -52,6 +52,8 @@ struct api_request {
 	                             * else generated): log lines about it carry request_id= */
 	int can_defer;              /* 1: the handler may answer with resp->deferred (http.c runs
 	                             * its store work on the accept pipe, enqpipe.h) */
+	int can_run;                /* 1: the handler may answer with a resp->deferred whose run is
+	                             * set (http.c runs it on a thread of its own) */
 };
 
 struct api_response;
@@ -69,6 +71,12 @@ struct api_deferred {
 	void (*finish)(struct api_deferred *d, const struct api_request *req,
 	    struct api_response *resp);
 	void (*discard)(struct api_deferred *d);
+	/*
+	 * Set instead of op: blocking work with no store (a request to a
+	 * webhook receiver), run on a thread of its own while the connection
+	 * is parked, then finish as above. Only when req->can_run.
+	 */
+	void (*run)(struct api_deferred *d);
 };
 
 struct api_header {
@@ -232,6 +240,12 @@ api_handler_fn api_suppressions_delete; /* DELETE /v1/suppressions/{email} */
 api_handler_fn api_webhooks_create;   /* POST /v1/webhooks */
 api_handler_fn api_webhooks_list;     /* GET /v1/webhooks */
 api_handler_fn api_webhooks_delete;   /* DELETE /v1/webhooks/{id} */
+api_handler_fn api_webhooks_get;      /* GET /v1/webhooks/{id} */
+api_handler_fn api_webhooks_patch;    /* PATCH /v1/webhooks/{id} */
+api_handler_fn api_webhooks_test;     /* POST /v1/webhooks/{id}/test */
+api_handler_fn api_webhooks_rotate;   /* POST /v1/webhooks/{id}/rotate */
+api_handler_fn api_webhooks_deliveries;  /* GET /v1/webhooks/{id}/deliveries */
+api_handler_fn api_webhooks_retry;    /* POST /v1/webhooks/{id}/deliveries/{event_id}/retry */
 
 /* api_events.c (see api_events.h for the stream itself) */
 api_handler_fn api_events_stream;     /* GET /v1/events/stream: resp->stream */

@@ -113,6 +113,7 @@ struct config {
 	double webhook_retry_base;    /* TXMAIL_WEBHOOK_RETRY_BASE, 5 */
 	double webhook_retry_max;     /* TXMAIL_WEBHOOK_RETRY_MAX, 3600 */
 	double webhook_max_age;       /* TXMAIL_WEBHOOK_MAX_AGE, 259200 (3 days) */
+	double webhook_disable_after; /* TXMAIL_WEBHOOK_DISABLE_AFTER, 86400; 0 never */
 	double webhook_timeout;       /* TXMAIL_WEBHOOK_TIMEOUT, 10 */
 	double test_webhook_poll;     /* TXMAIL_TEST_WEBHOOK_POLL (tests only), 0.05 */
 	int webhook_connections;      /* TXMAIL_WEBHOOK_CONNECTIONS: requests in flight per endpoint, 128 */

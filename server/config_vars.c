@@ -239,6 +239,11 @@ const struct config_var config_vars[] = {
 	  FIELD(webhook_retry_max) },
 	{ .name = "TXMAIL_WEBHOOK_MAX_AGE", SECONDS(1, 31536000), .def = "259200", .note = "3 days",
 	  .help = "a webhook delivery is given up (and logged) after this", FIELD(webhook_max_age) },
+	{ .name = "TXMAIL_WEBHOOK_DISABLE_AFTER", SECONDS(0, 31536000), .def = "86400", .note = "24 h",
+	  .help = "a webhook endpoint (not the default one) whose attempts have all failed for this long is "
+	    "disabled (logged at warn, counted in `txmail_webhook_endpoints_disabled_total`); its events "
+	    "are kept for `TXMAIL_WEBHOOK_MAX_AGE` and replayed by PATCH `enabled:true`; `0` never disables",
+	  FIELD(webhook_disable_after) },
 	{ .name = "TXMAIL_WEBHOOK_TIMEOUT", SECONDS(0.1, 3600), .def = "10",
 	  .help = "a webhook request without an answer in this time is retried", FIELD(webhook_timeout) },
 	{ .name = "TXMAIL_TEST_WEBHOOK_POLL", SECONDS(0.001, 3600), .def = "0.05",

@@ -147,6 +147,12 @@ static const struct http_route http_routes[] = {
 	{ "POST", "/v1/webhooks",    ROUTE_AUTH | ROUTE_JSON, SC_FULL, api_webhooks_create },
 	{ "GET",  "/v1/webhooks",    ROUTE_AUTH,             SC_READ, api_webhooks_list },
 	{ "DELETE", "/v1/webhooks/*", ROUTE_AUTH,            SC_FULL, api_webhooks_delete },
+	{ "GET",  "/v1/webhooks/*",  ROUTE_AUTH,             SC_READ, api_webhooks_get },
+	{ "PATCH", "/v1/webhooks/*", ROUTE_AUTH | ROUTE_JSON, SC_FULL, api_webhooks_patch },
+	{ "POST", "/v1/webhooks/*/test", ROUTE_AUTH,         SC_FULL, api_webhooks_test },
+	{ "POST", "/v1/webhooks/*/rotate", ROUTE_AUTH | ROUTE_JSON, SC_FULL, api_webhooks_rotate },
+	{ "GET",  "/v1/webhooks/*/deliveries", ROUTE_AUTH,   SC_READ, api_webhooks_deliveries },
+	{ "POST", "/v1/webhooks/*/deliveries/*/retry", ROUTE_AUTH, SC_FULL, api_webhooks_retry },
 	{ "GET",  "/v1/events/stream", ROUTE_AUTH | ROUTE_NO_STORE, SC_READ, api_events_stream },
 	{ "GET",  "/v1/whoami",      ROUTE_AUTH | ROUTE_NO_STORE, SC_READ, dashboard_whoami_get },
 	{ "GET",  "/dev/mail",       ROUTE_AUTH | ROUTE_NO_STORE | ROUTE_DEV, SC_READ, api_devmail_list },
@@ -987,6 +993,7 @@ http_dispatch(struct http_server *h, struct MHD_Connection *conn, const char *me
 		.all_projects = rq->all_projects,
 		.request_id = rq->request_id,
 		.can_defer = h->pipe != NULL,
+		.can_run = 1,
 	};
 	struct api_request *req = &rq->req;
 	cJSON *json = NULL;
@@ -1091,12 +1098,75 @@ http_deferred_done(void *arg)
  * connection is resumed once d->op is answered and http_access finishes.
  * Suspended before the job can complete: a resume never comes first.
  */
+/* one api_deferred.run on its own thread */
+struct http_run {
+	struct http_server *h;
+	struct MHD_Connection *conn;
+	struct api_deferred *d;
+};
+
+static void *
+http_run_thread(void *arg)
+{
+	struct http_run *r = arg;
+	struct http_server *h = r->h;
+
+	r->d->run(r->d);
+	MHD_resume_connection(r->conn);
+	free(r);
+	pthread_mutex_lock(&h->runs_lock);
+	h->runs--;
+	pthread_cond_broadcast(&h->runs_done);
+	pthread_mutex_unlock(&h->runs_lock);
+	return NULL;
+}
+
+/*
+ * http_defer_run - park the connection and run d->run on a detached thread
+ * (http_stop waits for them); when no thread can start, run it here.
+ */
+static void
+http_defer_run(struct http_server *h, struct MHD_Connection *conn, struct http_req *rq,
+    struct api_deferred *d)
+{
+	struct http_run *r = malloc(sizeof(*r));
+	pthread_attr_t at;
+	pthread_t t;
+	int ok = 0;
+
+	rq->deferred = d;
+	MHD_suspend_connection(conn);
+	if (r != NULL && pthread_attr_init(&at) == 0) {
+		*r = (struct http_run){ .h = h, .conn = conn, .d = d };
+		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		pthread_mutex_lock(&h->runs_lock);
+		h->runs++;
+		pthread_mutex_unlock(&h->runs_lock);
+		ok = pthread_create(&t, &at, http_run_thread, r) == 0;
+		pthread_attr_destroy(&at);
+		if (!ok) {
+			pthread_mutex_lock(&h->runs_lock);
+			h->runs--;
+			pthread_mutex_unlock(&h->runs_lock);
+		}
+	}
+	if (!ok) {
+		free(r);
+		d->run(d);
+		MHD_resume_connection(conn);
+	}
+}
+
 static void
 http_defer(struct http_server *h, struct MHD_Connection *conn, struct http_req *rq,
     struct api_deferred *d)
 {
 	struct store_enqueue_op *op = &d->op;
 
+	if (d->run != NULL) {
+		http_defer_run(h, conn, rq, d);
+		return;
+	}
 	rq->deferred = d;
 	rq->job = (struct enqpipe_job){ .op = op, .done = http_deferred_done, .arg = conn };
 	MHD_suspend_connection(conn);
@@ -1340,6 +1410,8 @@ http_listen(const struct config *cfg, const struct http_route *routes,
 	h->routes = routes;
 	h->nroutes = nroutes;
 	pthread_mutex_init(&h->stores_lock, NULL);
+	pthread_mutex_init(&h->runs_lock, NULL);
+	pthread_cond_init(&h->runs_done, NULL);
 	h->max_body = cfg->max_body != 0 ? cfg->max_body : HTTP_DEFAULT_MAX_BODY;
 	h->body_budget = cfg->http_body_budget != 0 ? cfg->http_body_budget : HTTP_DEFAULT_BODY_BUDGET;
 	if (h->body_budget < h->max_body + 1)
@@ -1423,6 +1495,8 @@ fail:
 		enqpipe_stop(h->pipe);
 		api_events_hub_free(h->events);
 		pthread_mutex_destroy(&h->stores_lock);
+		pthread_mutex_destroy(&h->runs_lock);
+		pthread_cond_destroy(&h->runs_done);
 	}
 	free(h);
 	return NULL;
@@ -1466,6 +1540,11 @@ http_stop(struct http_server *h)
 	/* end every event stream first: MHD must not be stopped with suspended connections */
 	api_events_hub_shutdown(h->events);
 	enqpipe_stop(h->pipe);   /* every parked send answered and its connection resumed */
+	/* and every deferred run (bounded by its own timeout) */
+	pthread_mutex_lock(&h->runs_lock);
+	while (h->runs > 0)
+		pthread_cond_wait(&h->runs_done, &h->runs_lock);
+	pthread_mutex_unlock(&h->runs_lock);
 	http_deadlines_stop(h);
 	if (h->daemon != NULL)
 		MHD_stop_daemon(h->daemon);   /* every CLOSED notification has run after this */
@@ -1474,5 +1553,7 @@ http_stop(struct http_server *h)
 	api_events_hub_free(h->events);
 	http_close_stores(h);
 	pthread_mutex_destroy(&h->stores_lock);
+	pthread_mutex_destroy(&h->runs_lock);
+	pthread_cond_destroy(&h->runs_done);
 	free(h);
 }

@@ -64,6 +64,9 @@ struct http_server {
 	struct http_deadlines hd;
 	atomic_int draining;    /* http_drain: every route but /healthz answers 503 */
 	atomic_int active;      /* requests begun and not completed */
+	pthread_mutex_t runs_lock;
+	pthread_cond_t runs_done;
+	int runs;               /* deferred runs (api_deferred.run) on their threads now */
 };
 
 /*

@@ -72,6 +72,7 @@ static _Atomic uint64_t metrics_rcpt[METRICS_RCPT_COUNT][METRICS_REASON_COUNT];
 static _Atomic uint64_t metrics_attempts[METRICS_ATTEMPT_COUNT];
 static _Atomic uint64_t metrics_replies[METRICS_NREPLY];
 static _Atomic uint64_t metrics_webhook[METRICS_WEBHOOK_COUNT];
+static _Atomic uint64_t metrics_webhook_disabled_n;
 static _Atomic uint64_t metrics_smtp[METRICS_SMTP_COUNT];
 static _Atomic int64_t metrics_body_bytes;
 static _Atomic int64_t metrics_pipe_waiting;
@@ -481,6 +482,12 @@ metrics_webhook_attempt(enum metrics_webhook result)
 }
 
 void
+metrics_webhook_disabled(void)
+{
+	metrics_add(&metrics_webhook_disabled_n, 1);
+}
+
+void
 metrics_webhook_latency(double seconds)
 {
 	metrics_observe(&metrics_shard()->webhook, metrics_us(seconds));
@@ -713,6 +720,7 @@ metrics_snapshot(struct metrics_snapshot *out)
 		out->replies[i] = metrics_load(&metrics_replies[i]);
 	for (size_t i = 0; i < METRICS_WEBHOOK_COUNT; i++)
 		out->webhook[i] = metrics_load(&metrics_webhook[i]);
+	out->webhook_disabled = metrics_load(&metrics_webhook_disabled_n);
 	for (size_t i = 0; i < METRICS_SMTP_COUNT; i++)
 		out->smtp[i] = metrics_load(&metrics_smtp[i]);
 	out->http_body_bytes = atomic_load_explicit(&metrics_body_bytes, memory_order_relaxed);
@@ -778,6 +786,7 @@ metrics_reset(void)
 		atomic_store(&metrics_replies[i], 0);
 	for (size_t i = 0; i < METRICS_WEBHOOK_COUNT; i++)
 		atomic_store(&metrics_webhook[i], 0);
+	atomic_store(&metrics_webhook_disabled_n, 0);
 	for (size_t i = 0; i < METRICS_SMTP_COUNT; i++)
 		atomic_store(&metrics_smtp[i], 0);
 	atomic_store(&metrics_body_bytes, 0);
@@ -999,6 +1008,10 @@ metrics_render_counters(struct metrics_buf *b, const struct metrics_snapshot *sn
 	for (size_t i = 0; i < METRICS_WEBHOOK_COUNT; i++)
 		metrics_printf(b, "txmail_webhook_attempts_total{result=\"%s\"} %" PRIu64 "\n",
 		    metrics_webhook_names[i], snap->webhook[i]);
+
+	metrics_head(b, "txmail_webhook_endpoints_disabled_total", "counter",
+	    "Webhook endpoints this process's dispatcher disabled after failing for TXMAIL_WEBHOOK_DISABLE_AFTER.");
+	metrics_printf(b, "txmail_webhook_endpoints_disabled_total %" PRIu64 "\n", snap->webhook_disabled);
 }
 
 static void

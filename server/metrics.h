@@ -133,6 +133,7 @@ struct metrics_snapshot {
 	uint64_t attempts[METRICS_ATTEMPT_COUNT];       /* by enum metrics_rcpt, delivered..expired */
 	uint64_t replies[METRICS_NREPLY];
 	uint64_t webhook[METRICS_WEBHOOK_COUNT];
+	uint64_t webhook_disabled;      /* endpoints disabled after failing continuously */
 	uint64_t smtp[METRICS_SMTP_COUNT];
 	int64_t http_body_bytes;        /* a gauge: request body bytes reserved now */
 	int64_t accept_waiting;         /* a gauge: sends on the accept pipe now (enqpipe.h) */
@@ -196,6 +197,8 @@ void metrics_delivery_outcome(const struct metrics_outcome *o);
 void metrics_smtp_reply(int code, const char *enhanced);
 /* metrics_webhook_attempt - one finished webhook request. */
 void metrics_webhook_attempt(enum metrics_webhook result);
+/* metrics_webhook_disabled - an endpoint was disabled after failing TXMAIL_WEBHOOK_DISABLE_AFTER. */
+void metrics_webhook_disabled(void);
 /* metrics_webhook_latency - a webhook answered 2xx, seconds after its event was recorded. */
 void metrics_webhook_latency(double seconds);
 /* metrics_smtp_transaction - one finished SMTP transaction by its smtp_result value (0 ok, 1 temp, 2 perm). */

@@ -70,9 +70,13 @@
  *                           so a crashed dispatcher loses none.
  *   wh:<evt_id>/<ep>  hash  body attempts first
  *   whep:<id>         hash  url secret events(JSON array) created project
+ *                           [description disabled disabled_reason disabled_at
+ *                           secret_old old_until failing_since]
  *                           (absent: "default"); ids are global, each
  *                           endpoint gets only its project's events
  *   wheps             zset  endpoint ids scored by created (ms), all projects
+ *   whlog:<endpoint>  stream its last STORE_WHLOG_MAX attempts (the
+ *                           deliveries log), each with the event's body
  *   <pp>tpl:<name>    hash  json created updated
  *   <pp>tpls          zset  template names, all score 0 (lexical order)
  *   <pp>supp          hash  lower-cased email -> "<created_ms>:<reason>"
@@ -722,7 +726,105 @@ struct store_endpoint {
 	int64_t created_ms;
 	char *project;      /* owner: gets only this project's events (create: NULL = "default";
 	                     * list: "default" for an endpoint stored before projects) */
+	/* list only (create: description only; NULL there is none) */
+	char *description;      /* "" when none */
+	int disabled;           /* 1: its events are kept in its queue, not sent */
+	char *disabled_reason;  /* "" when enabled */
+	int64_t disabled_ms;
+	char *secret_old;       /* a rotation's previous secret, "" when none */
+	int64_t old_until_ms;   /* secret_old signs too until then (wall ms) */
+	int64_t failing_since_ms;  /* first failure of its current run of failures; 0: none */
 };
+
+/* What PATCH /v1/webhooks/{id} changes (store_endpoint_update). */
+struct store_endpoint_patch {
+	const char *url;            /* NULL: unchanged */
+	const char *description;    /* NULL: unchanged */
+	int set_events;             /* 1: events/nevents replace the filter (0 entries: every type) */
+	const char *const *events;
+	size_t nevents;
+	int enabled;                /* -1 unchanged, 0 disable (with reason), 1 enable (replay) */
+	const char *reason;         /* enabled 0: why (shown as disabled_reason) */
+	int64_t now_ms;
+	int64_t keep_after_ms;      /* enabled 1: queued deliveries first recorded before this are dropped */
+};
+
+/*
+ * store_endpoint_update - apply p to endpoint id (owned by project; NULL:
+ * any). Enabling a disabled endpoint makes every delivery kept in its
+ * queue due now (the replay). STORE_OK, STORE_ERR_NOT_FOUND (none, or
+ * another project's), or another STORE_ERR_*.
+ */
+int store_endpoint_update(struct store *s, const char *id, const char *project,
+    const struct store_endpoint_patch *p);
+
+/*
+ * store_endpoint_rotate - secret becomes endpoint id's signing secret; the
+ * one before signs too until old_until_ms (0: not at all). STORE_OK,
+ * STORE_ERR_NOT_FOUND, or another STORE_ERR_*.
+ */
+int store_endpoint_rotate(struct store *s, const char *id, const char *project, const char *secret,
+    int64_t old_until_ms);
+
+/*
+ * store_endpoint_failed - an attempt to endpoint failed at now_ms with
+ * text: its last failure, the start of its failure run, and when that run
+ * has lasted disable_after_ms (> 0) it is disabled with reason. 1 when this
+ * call disabled it, 0 when not, or a STORE_ERR_* (< 0).
+ */
+int store_endpoint_failed(struct store *s, const char *endpoint, int64_t now_ms, const char *text,
+    int64_t disable_after_ms, const char *reason);
+
+/* store_endpoint_recovered - endpoint answered 2xx: its failure run is over. STORE_OK or STORE_ERR_*. */
+int store_endpoint_recovered(struct store *s, const char *endpoint);
+
+/*
+ * One attempt in an endpoint's deliveries log (a stream capped at
+ * STORE_WHLOG_MAX entries per endpoint, newest first when listed).
+ */
+#define STORE_WHLOG_MAX 1000
+struct store_whlog {
+	char *entry;            /* the log's entry id (the list's cursor); NULL when writing */
+	char *endpoint;
+	char *event_id;
+	char *type;
+	int attempt;            /* 1 for the first */
+	int64_t status;         /* HTTP status, 0 when there was no answer */
+	int64_t duration_ms;
+	char *response;         /* the answer's first bytes (webhook_answer_excerpt) */
+	char *error;            /* "" on an HTTP answer */
+	int64_t next_ms;        /* the retry's due time, 0: none */
+	int64_t at_ms;
+	char *body;             /* writing only: the event sent (kept for .../retry) */
+};
+
+/* store_webhook_log - append n attempts to their endpoints' logs (one script). STORE_OK or STORE_ERR_*. */
+int store_webhook_log(struct store *s, const struct store_whlog *items, size_t n);
+
+/*
+ * store_webhook_log_list - up to limit attempts of endpoint, newest first,
+ * after entry id after (NULL: from the newest). *out (free with
+ * store_whlogs_free) holds *n rows, without body. STORE_OK or STORE_ERR_*.
+ */
+int store_webhook_log_list(struct store *s, const char *endpoint, const char *after, size_t limit,
+    struct store_whlog **out, size_t *n);
+void store_whlogs_free(struct store_whlog *rows, size_t n);
+
+/*
+ * store_webhook_find - the body of event_id for endpoint (its queued
+ * delivery's, else the newest logged attempt's) into *body (malloc'd),
+ * *attempts the newest logged attempt number, *queued 1 when a delivery
+ * for it is queued. STORE_OK, STORE_ERR_NOT_FOUND, or another STORE_ERR_*.
+ */
+int store_webhook_find(struct store *s, const char *endpoint, const char *event_id, char **body,
+    int *attempts, int *queued);
+
+/*
+ * store_webhook_prune - drop up to max deliveries of endpoint's queue due
+ * and first recorded before cutoff_ms (a disabled endpoint's events past
+ * the retention). How many (>= 0), or a STORE_ERR_*.
+ */
+int store_webhook_prune(struct store *s, const char *endpoint, int64_t cutoff_ms, int max);
 
 /* store_endpoint_create - store a new endpoint (id, url, secret, events given). */
 int store_endpoint_create(struct store *s, const struct store_endpoint *ep);

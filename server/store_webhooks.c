@@ -242,6 +242,8 @@ out:
 }
 
 #define ST_MAX_EP 64     /* endpoint id length */
+#define ST_K_WHFAIL ST_PREFIX "whfail"   /* hash: endpoint id -> "<ms> <text>" */
+#define ST_FAIL_TEXT_MAX 200
 
 /* st_whq_key - the due set of one endpoint. */
 static int
@@ -644,7 +646,8 @@ static void st_endpoint_forget_failure(struct store *s, const char *id);
 
 #define ST_MAX_ENDPOINTS 1000
 
-/* a row of the endpoint list: [id, url, secret, created_ms, [event, ...], project] */
+/* a row of the endpoint list: [id, url, secret, created_ms, [event, ...], project, description,
+ * disabled, disabled_reason, disabled_at, secret_old, old_until, failing_since] */
 static const struct st_col st_ep_cols[] = {
 	{ ST_COL_STR, 0, offsetof(struct store_endpoint, id), 0, 0, NULL },
 	{ ST_COL_STR, 0, offsetof(struct store_endpoint, url), 0, 0, NULL },
@@ -653,6 +656,13 @@ static const struct st_col st_ep_cols[] = {
 	{ ST_COL_STRV, 0, offsetof(struct store_endpoint, events),
 	  offsetof(struct store_endpoint, nevents), 100, NULL },
 	{ ST_COL_STR, 0, offsetof(struct store_endpoint, project), 0, STORE_PROJECT_MAX, NULL },
+	{ ST_COL_STR, 1, offsetof(struct store_endpoint, description), 0, 0, NULL },
+	{ ST_COL_INT, 1, offsetof(struct store_endpoint, disabled), 0, 0, NULL },
+	{ ST_COL_STR, 1, offsetof(struct store_endpoint, disabled_reason), 0, 0, NULL },
+	{ ST_COL_I64, 1, offsetof(struct store_endpoint, disabled_ms), 0, 0, NULL },
+	{ ST_COL_STR, 1, offsetof(struct store_endpoint, secret_old), 0, 0, NULL },
+	{ ST_COL_I64, 1, offsetof(struct store_endpoint, old_until_ms), 0, 0, NULL },
+	{ ST_COL_I64, 1, offsetof(struct store_endpoint, failing_since_ms), 0, 0, NULL },
 };
 static const struct st_table st_ep_table = {
 	"endpoint list", st_ep_cols, sizeof(st_ep_cols) / sizeof(st_ep_cols[0]),
@@ -681,7 +691,7 @@ store_endpoint_create(struct store *s, const struct store_endpoint *ep)
 	for (i = 0; i < ep->nevents; i++)
 		if (!ep->events[i])
 			return STORE_ERR_PROTO;
-	rc = st_eval_begin(s, &a, 13 + ep->nevents, SC_EP_CREATE, 2);
+	rc = st_eval_begin(s, &a, 14 + ep->nevents, SC_EP_CREATE, 2);
 	if (rc)
 		return rc;
 	st_adds(&a, kep);
@@ -691,6 +701,7 @@ store_endpoint_create(struct store *s, const struct store_endpoint *ep)
 	st_adds(&a, ep->secret);
 	st_addi(&a, ep->created_ms);
 	st_adds(&a, st_project_name(ep->project));
+	st_adds(&a, ep->description ? ep->description : "");
 	for (i = 0; i < ep->nevents; i++)
 		st_adds(&a, ep->events[i]);
 	return st_eval_int(s, &a, "endpoint create", STORE_ERR_CONFLICT, NULL);
@@ -746,10 +757,375 @@ store_endpoint_delete(struct store *s, const char *id, const char *project)
 	return rc;
 }
 
+/* --- operating an endpoint: PATCH, rotate, failure runs, the deliveries log -- */
+
+#define ST_K_WHLOG ST_PREFIX "whlog:"   /* stream per endpoint: its attempts, capped */
+
+int
+store_endpoint_update(struct store *s, const char *id, const char *project,
+    const struct store_endpoint_patch *p)
+{
+	char kep[ST_KEY_MAX], kq[ST_KEY_MAX];
+	struct st_args a;
+	size_t i;
+	int rc;
+
+	if (!s || !p || (p->set_events && p->nevents && !p->events) || p->nevents > 100)
+		return STORE_ERR_PROTO;
+	if (st_whq_key(kq, sizeof(kq), id) || st_key(kep, sizeof(kep), ST_PREFIX "whep:", id, NULL) ||
+	    strcmp(id, "default") == 0)
+		return STORE_ERR_NOT_FOUND;
+	rc = st_eval_begin(s, &a, 16 + p->nevents, SC_EP_UPDATE, 2);
+	if (rc)
+		return rc;
+	st_adds(&a, kep);
+	st_adds(&a, kq);
+	st_adds(&a, ST_PREFIX);
+	st_adds(&a, project ? st_project_name(project) : "");
+	st_adds(&a, p->url ? "1" : "0");
+	st_adds(&a, p->url ? p->url : "");
+	st_adds(&a, p->description ? "1" : "0");
+	st_adds(&a, p->description ? p->description : "");
+	st_adds(&a, p->enabled < 0 ? "-1" : p->enabled ? "1" : "0");
+	st_adds(&a, p->reason ? p->reason : "");
+	st_addi(&a, p->now_ms);
+	st_addi(&a, p->keep_after_ms);
+	st_adds(&a, p->set_events ? "1" : "0");
+	for (i = 0; p->set_events && i < p->nevents; i++)
+		st_adds(&a, p->events[i]);
+	return st_eval_int(s, &a, "endpoint update", STORE_ERR_NOT_FOUND, NULL);
+}
+
+int
+store_endpoint_rotate(struct store *s, const char *id, const char *project, const char *secret,
+    int64_t old_until_ms)
+{
+	char kep[ST_KEY_MAX], kq[ST_KEY_MAX];
+	struct st_args a;
+	int rc;
+
+	if (!s || !secret || !*secret || old_until_ms < 0)
+		return STORE_ERR_PROTO;
+	if (st_whq_key(kq, sizeof(kq), id) || st_key(kep, sizeof(kep), ST_PREFIX "whep:", id, NULL) ||
+	    strcmp(id, "default") == 0)
+		return STORE_ERR_NOT_FOUND;
+	rc = st_eval_begin(s, &a, 8, SC_EP_ROTATE, 1);
+	if (rc)
+		return rc;
+	st_adds(&a, kep);
+	st_adds(&a, project ? st_project_name(project) : "");
+	st_adds(&a, secret);
+	st_addi(&a, old_until_ms);
+	return st_eval_int(s, &a, "endpoint rotate", STORE_ERR_NOT_FOUND, NULL);
+}
+
+int
+store_endpoint_failed(struct store *s, const char *endpoint, int64_t now_ms, const char *text,
+    int64_t disable_after_ms, const char *reason)
+{
+	char kep[ST_KEY_MAX], kq[ST_KEY_MAX], t[ST_FAIL_TEXT_MAX + 1];
+	struct st_args a;
+	long long v = 0;
+	int rc;
+
+	if (!s || now_ms < 0 || st_whq_key(kq, sizeof(kq), endpoint) ||
+	    st_key(kep, sizeof(kep), ST_PREFIX "whep:", endpoint, NULL))
+		return STORE_ERR_PROTO;
+	util_strlcpy(t, text ? text : "", sizeof(t));
+	rc = st_eval_begin(s, &a, 12, SC_EP_FAIL, 2);
+	if (rc)
+		return rc;
+	st_adds(&a, ST_K_WHFAIL);
+	st_adds(&a, kep);
+	st_adds(&a, endpoint);
+	st_adds(&a, t);
+	st_addi(&a, now_ms);
+	st_addi(&a, disable_after_ms > 0 ? disable_after_ms : 0);
+	st_adds(&a, reason ? reason : "");
+	rc = st_eval_int(s, &a, "endpoint failed", 0, &v);
+	return rc ? rc : v == 2;
+}
+
+int
+store_endpoint_recovered(struct store *s, const char *endpoint)
+{
+	char kep[ST_KEY_MAX];
+	const char *argv[3] = { "HDEL", kep, "failing_since" };
+	redisReply *r = NULL;
+	int rc;
+
+	if (!s || st_key(kep, sizeof(kep), ST_PREFIX "whep:", endpoint, NULL))
+		return STORE_ERR_PROTO;
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_simple(s, 3, argv, &r);
+	if (rc)
+		return rc;
+	if (r->type != REDIS_REPLY_INTEGER)
+		rc = st_bad("endpoint recovered", r);
+	freeReplyObject(r);
+	return rc;
+}
+
+int
+store_webhook_log(struct store *s, const struct store_whlog *items, size_t n)
+{
+	char (*keys)[ST_KEY_MAX] = NULL;
+	char (*nums)[5][24] = NULL;
+	struct st_args a;
+	size_t i;
+	int rc;
+
+	if (!s || (n && !items) || n > ST_MAX_BATCH)
+		return STORE_ERR_PROTO;
+	if (n == 0)
+		return STORE_OK;
+	keys = calloc(n, sizeof(*keys));
+	nums = calloc(n, sizeof(*nums));
+	if (!keys || !nums) {
+		rc = STORE_ERR_NOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		const struct store_whlog *it = &items[i];
+
+		if (!it->endpoint || !it->event_id || st_whq_key(keys[i], sizeof(keys[i]), it->endpoint) ||
+		    st_key(keys[i], sizeof(keys[i]), ST_K_WHLOG, it->endpoint, NULL)) {
+			rc = STORE_ERR_PROTO;
+			goto out;
+		}
+		snprintf(nums[i][0], sizeof(nums[i][0]), "%d", it->attempt);
+		snprintf(nums[i][1], sizeof(nums[i][1]), "%" PRId64, it->status);
+		snprintf(nums[i][2], sizeof(nums[i][2]), "%" PRId64, it->duration_ms);
+		snprintf(nums[i][3], sizeof(nums[i][3]), "%" PRId64, it->next_ms);
+		snprintf(nums[i][4], sizeof(nums[i][4]), "%" PRId64, it->at_ms);
+	}
+	rc = st_eval_begin(s, &a, 6 + 12 * n, SC_WH_LOG, (int)n);
+	if (rc)
+		goto out;
+	for (i = 0; i < n; i++)
+		st_adds(&a, keys[i]);
+	st_adds(&a, ST_PREFIX);
+	st_addi(&a, STORE_WHLOG_MAX);
+	for (i = 0; i < n; i++) {
+		const struct store_whlog *it = &items[i];
+
+		st_adds(&a, it->endpoint);
+		st_adds(&a, it->event_id);
+		st_adds(&a, it->type ? it->type : "");
+		st_adds(&a, nums[i][0]);
+		st_adds(&a, nums[i][1]);
+		st_adds(&a, nums[i][2]);
+		st_adds(&a, it->response ? it->response : "");
+		st_adds(&a, it->error ? it->error : "");
+		st_adds(&a, nums[i][3]);
+		st_adds(&a, nums[i][4]);
+		st_adds(&a, it->body ? it->body : "");
+	}
+	rc = st_eval_int(s, &a, "webhook log", 0, NULL);
+out:
+	free(keys);
+	free(nums);
+	return rc;
+}
+
+void
+store_whlogs_free(struct store_whlog *rows, size_t n)
+{
+	for (size_t i = 0; rows && i < n; i++) {
+		free(rows[i].entry);
+		free(rows[i].endpoint);
+		free(rows[i].event_id);
+		free(rows[i].type);
+		free(rows[i].response);
+		free(rows[i].error);
+		free(rows[i].body);
+	}
+	free(rows);
+}
+
+/* st_field_i64 - a decimal stream field as int64 (0 when absent or malformed). */
+static int64_t
+st_field_i64(const redisReply *fields, const char *name)
+{
+	const redisReply *v = st_entry_field(fields, name);
+	char buf[24];
+	char *end;
+	long long x;
+
+	if (!v || v->len == 0 || v->len >= sizeof(buf))
+		return 0;
+	memcpy(buf, v->str, v->len);
+	buf[v->len] = '\0';
+	errno = 0;
+	x = strtoll(buf, &end, 10);
+	return errno || *end ? 0 : (int64_t)x;
+}
+
+/* st_field_dup - a stream field as a malloc'd string ("" when absent); NULL on OOM. */
+static char *
+st_field_dup(const redisReply *fields, const char *name)
+{
+	const redisReply *v = st_entry_field(fields, name);
+
+	return v ? st_dupn(v->str, v->len) : strdup("");
+}
+
+int
+store_webhook_log_list(struct store *s, const char *endpoint, const char *after, size_t limit,
+    struct store_whlog **out, size_t *n)
+{
+	char key[ST_KEY_MAX], kq[ST_KEY_MAX], from[ST_MAX_ENTRY_ID + 2], count[24];
+	const char *argv[6] = { "XREVRANGE", key, from, "-", "COUNT", count };
+	struct store_whlog *rows = NULL;
+	redisReply *r = NULL;
+	size_t i, k = 0;
+	int rc;
+
+	if (out)
+		*out = NULL;
+	if (n)
+		*n = 0;
+	if (!s || !out || !n || limit == 0 || limit > STORE_WHLOG_MAX ||
+	    st_whq_key(kq, sizeof(kq), endpoint) || st_key(key, sizeof(key), ST_K_WHLOG, endpoint, NULL))
+		return STORE_ERR_PROTO;
+	if (after && (strlen(after) > ST_MAX_ENTRY_ID || strspn(after, "0123456789-") != strlen(after) ||
+	    !*after))
+		return STORE_ERR_PROTO;
+	snprintf(from, sizeof(from), "%s%s", after ? "(" : "+", after ? after : "");
+	snprintf(count, sizeof(count), "%zu", limit);
+	rc = st_connect(s);
+	if (rc)
+		return rc;
+	rc = st_simple(s, 6, argv, &r);
+	if (rc)
+		return rc;
+	if (!st_is_array(r, 0) || r->elements > limit) {
+		rc = st_bad("webhook log", r);
+		goto out;
+	}
+	rows = calloc(r->elements ? r->elements : 1, sizeof(*rows));
+	if (!rows) {
+		rc = STORE_ERR_NOMEM;
+		goto out;
+	}
+	for (i = 0; i < r->elements; i++) {
+		const redisReply *id = NULL, *fields = NULL;
+		struct store_whlog *w = &rows[k];
+		int e = st_entry(r->element[i], &id, &fields);
+
+		if (e == 1)
+			continue;
+		if (e < 0) {
+			rc = st_bad("webhook log entry", r->element[i]);
+			goto out;
+		}
+		w->entry = st_dupn(id->str, id->len);
+		w->endpoint = strdup(endpoint);
+		w->event_id = st_field_dup(fields, "e");
+		w->type = st_field_dup(fields, "t");
+		w->response = st_field_dup(fields, "r");
+		w->error = st_field_dup(fields, "x");
+		k++;
+		if (!w->entry || !w->endpoint || !w->event_id || !w->type || !w->response || !w->error) {
+			rc = STORE_ERR_NOMEM;
+			goto out;
+		}
+		w->attempt = (int)st_field_i64(fields, "a");
+		w->status = st_field_i64(fields, "s");
+		w->duration_ms = st_field_i64(fields, "d");
+		w->next_ms = st_field_i64(fields, "n");
+		w->at_ms = st_field_i64(fields, "at");
+	}
+out:
+	freeReplyObject(r);
+	if (rc || k == 0) {
+		store_whlogs_free(rows, k);
+		return rc;
+	}
+	*out = rows;
+	*n = k;
+	return STORE_OK;
+}
+
+int
+store_webhook_find(struct store *s, const char *endpoint, const char *event_id, char **body,
+    int *attempts, int *queued)
+{
+	char key[ST_KEY_MAX], kq[ST_KEY_MAX], member[256];
+	struct st_args a;
+	redisReply *r = NULL;
+	int rc;
+
+	if (!s || !body || !attempts || !queued || !event_id || !*event_id || strchr(event_id, '/') ||
+	    st_whq_key(kq, sizeof(kq), endpoint) || st_key(key, sizeof(key), ST_K_WHLOG, endpoint, NULL))
+		return STORE_ERR_PROTO;
+	*body = NULL;
+	*attempts = 0;
+	*queued = 0;
+	if ((size_t)snprintf(member, sizeof(member), "%s/%s", event_id, endpoint) >= sizeof(member))
+		return STORE_ERR_NOT_FOUND;
+	rc = st_eval_begin(s, &a, 8, SC_WH_FIND, 1);
+	if (rc)
+		return rc;
+	st_adds(&a, key);
+	st_adds(&a, ST_PREFIX);
+	st_adds(&a, member);
+	st_adds(&a, event_id);
+	rc = st_do(s, &a, &r);
+	if (rc)
+		goto out;
+	if (!st_is_array(r, 0) || (r->elements != 0 && r->elements != 3)) {
+		rc = st_bad("webhook find", r);
+		goto out;
+	}
+	if (r->elements == 0) {
+		rc = STORE_ERR_NOT_FOUND;
+		goto out;
+	}
+	if (r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_INTEGER ||
+	    r->element[2]->type != REDIS_REPLY_INTEGER) {
+		rc = st_bad("webhook find", r);
+		goto out;
+	}
+	*body = st_dup(r->element[0]);
+	if (!*body) {
+		rc = STORE_ERR_NOMEM;
+		goto out;
+	}
+	*attempts = (int)r->element[1]->integer;
+	*queued = r->element[2]->integer != 0;
+out:
+	if (r)
+		freeReplyObject(r);
+	st_args_release(&a);
+	return rc;
+}
+
+int
+store_webhook_prune(struct store *s, const char *endpoint, int64_t cutoff_ms, int max)
+{
+	char kq[ST_KEY_MAX];
+	struct st_args a;
+	long long n = 0;
+	int rc;
+
+	if (!s || max <= 0 || st_whq_key(kq, sizeof(kq), endpoint))
+		return STORE_ERR_PROTO;
+	rc = st_eval_begin(s, &a, 8, SC_WH_PRUNE, 1);
+	if (rc)
+		return rc;
+	st_adds(&a, kq);
+	st_adds(&a, ST_PREFIX);
+	st_addi(&a, cutoff_ms);
+	st_addi(&a, max);
+	rc = st_eval_int(s, &a, "webhook prune", 0, &n);
+	return rc ? rc : (int)n;
+}
+
 /* --- endpoint health (the dashboard's backlog and last failure) ------------ */
 
-#define ST_K_WHFAIL ST_PREFIX "whfail"   /* hash: endpoint id -> "<ms> <text>" */
-#define ST_FAIL_TEXT_MAX 200
 
 int
 store_webhook_note_failure(struct store *s, const char *endpoint, int64_t at_ms, const char *text)
@@ -832,9 +1208,14 @@ store_endpoint_health(struct store *s, const char *id, int64_t *backlog, int64_t
 static void
 st_endpoint_forget_failure(struct store *s, const char *id)
 {
+	char key[ST_KEY_MAX];
 	const char *argv[3] = { "HDEL", ST_K_WHFAIL, id };
+	const char *del[2] = { "DEL", key };
 	redisReply *r = NULL;
 
 	if (st_simple(s, 3, argv, &r) == 0)
+		freeReplyObject(r);
+	r = NULL;
+	if (st_key(key, sizeof(key), ST_PREFIX "whlog:", id, NULL) == 0 && st_simple(s, 2, del, &r) == 0)
 		freeReplyObject(r);
 }

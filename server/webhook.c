@@ -29,6 +29,15 @@
  * keep going and their outcomes wait in memory until Redis is back; the
  * lease brings a delivery back if this process dies first (at-least-once).
  *
+ * Operating an endpoint (issue 17): every attempt goes to the endpoint's
+ * deliveries log (wh_outcome_note, written once per flush); a failure
+ * extends its run of failures in the store, which disables the endpoint
+ * once the run has lasted TXMAIL_WEBHOOK_DISABLE_AFTER (not "default");
+ * a disabled endpoint's events are parked in its queue, which is not
+ * claimed, and what it kept past TXMAIL_WEBHOOK_MAX_AGE is given up
+ * (wh_prune_disabled); re-enabling (the API) makes the rest due. During a
+ * rotation's overlap a request carries the signatures of both secrets.
+ *
  * Waking up: with nothing in flight the thread waits in the store's
  * blocking read of the outbox, which Redis ends as soon as any process
  * appends an event. With requests in flight it waits in curl's poll
@@ -82,6 +91,9 @@
 #define WH_REDIS_BACKOFF_MS 500
 #define WH_EVENT_ID_MAX 64
 #define WH_DEFAULT_EP "default"
+#define WH_LOG_BATCH 200           /* attempts per deliveries-log script */
+#define WH_PRUNE_MS 60000          /* a disabled endpoint's queue is trimmed to the retention this often */
+#define WH_PRUNE_MAX 500           /* deliveries per prune call */
 
 int64_t webhook_backoff_ms(double base_s, double max_s, int attempts)
 {
@@ -110,6 +122,7 @@ const char *const webhook_event_types[WEBHOOK_NTYPES] = {
 	"message.failed",
 	"message.bounced",      /* an asynchronous DSN after delivery (bounce.c) */
 	"message.complained",   /* an ARF feedback report (bounce.c, arf.h) */
+	"webhook.test",         /* POST /v1/webhooks/{id}/test */
 };
 
 int webhook_type_known(const char *type)
@@ -192,15 +205,26 @@ static void wh_curl_init(void)
 	wh_curl_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
+int wh_curl_ready(void)
+{
+	pthread_once(&wh_curl_once, wh_curl_init);
+	return wh_curl_rc == CURLE_OK ? 0 : -1;
+}
+
 static void wh_ep_release(struct wh_ep *ep)
 {
 	size_t i;
 
 	free(ep->url);
 	EVP_MAC_CTX_free(ep->mac);
+	EVP_MAC_CTX_free(ep->mac_old);
 	if (ep->secret) {
 		OPENSSL_cleanse(ep->secret, strlen(ep->secret));
 		free(ep->secret);
+	}
+	if (ep->secret_old) {
+		OPENSSL_cleanse(ep->secret_old, strlen(ep->secret_old));
+		free(ep->secret_old);
 	}
 	for (i = 0; i < ep->nevents; i++)
 		free(ep->events[i]);
@@ -229,6 +253,7 @@ static int wh_ep_set(struct wh_ep *ep, const char *id, const char *url, const ch
 	util_strlcpy(ep->id, id, sizeof(ep->id));
 	ep->url = strdup(url ? url : "");
 	ep->secret = strdup(secret ? secret : "");
+	ep->enabled = 1;
 	if (nevents > 0) {
 		ep->events = calloc(nevents, sizeof(*ep->events));
 		if (!ep->events)
@@ -305,6 +330,43 @@ static void wh_redis_back(struct webhook *w)
 }
 
 /*
+ * wh_prune_disabled - about once a minute (twice per retention when that
+ * is shorter, at most once a second): the deliveries a disabled
+ * endpoint kept for longer than TXMAIL_WEBHOOK_MAX_AGE are given up
+ * (counted as gave_up, logged), so a dead endpoint's queue stays bounded
+ * by the retention.
+ */
+static void wh_prune_disabled(struct webhook *w)
+{
+	int64_t cutoff = util_now_ms() - (int64_t)(w->max_age * 1000.0);
+	int64_t every = (int64_t)(w->max_age * 500.0);   /* half the retention, 1 s .. WH_PRUNE_MS */
+
+	if (util_mono_ms() < w->prune_at)
+		return;
+	if (every > WH_PRUNE_MS)
+		every = WH_PRUNE_MS;
+	if (every < 1000)
+		every = 1000;
+	w->prune_at = util_mono_ms() + every;
+	for (size_t i = 0; i < w->neps; i++) {
+		int n;
+
+		if (w->eps[i].enabled)
+			continue;
+		n = store_webhook_prune(w->st, w->eps[i].id, cutoff, WH_PRUNE_MAX);
+		if (n < 0) {
+			wh_store_error(w, "prune", n);
+			return;
+		}
+		for (int k = 0; k < n; k++)
+			metrics_webhook_attempt(METRICS_WEBHOOK_GAVE_UP);
+		if (n > 0)
+			log_warn("webhook deliveries of a disabled endpoint given up (older than "
+			    "TXMAIL_WEBHOOK_MAX_AGE)", "endpoint=%s deliveries=%d", w->eps[i].id, n);
+	}
+}
+
+/*
  * wh_refresh_eps - re-read the store's endpoints (keeping "default" first
  * and each endpoint's busy count). 0; -1 when the list could not be read
  * (the old one stays; a Redis outage is noted).
@@ -362,6 +424,23 @@ static int wh_refresh_eps(struct webhook *w)
 			w->eps[old - w->eps].mac = NULL;
 		} else if (ne[k].secret[0]) {
 			ne[k].mac = wh_mac_new(ne[k].secret);
+		}
+		ne[k].enabled = !se[i].disabled;
+		ne[k].failing_since = se[i].failing_since_ms;
+		ne[k].old_until_ms = se[i].old_until_ms;
+		if (se[i].secret_old && se[i].secret_old[0] && se[i].old_until_ms > util_now_ms()) {
+			ne[k].secret_old = strdup(se[i].secret_old);
+			if (!ne[k].secret_old) {
+				k++;
+				goto oom_ne;
+			}
+			if (old && old->mac_old && old->secret_old &&
+			    strcmp(old->secret_old, ne[k].secret_old) == 0) {
+				ne[k].mac_old = old->mac_old;
+				w->eps[old - w->eps].mac_old = NULL;
+			} else {
+				ne[k].mac_old = wh_mac_new(ne[k].secret_old);
+			}
 		}
 		ne[k].next_due = old ? old->next_due : 0;
 		ne[k].failing = old ? old->failing : 0;
@@ -516,7 +595,7 @@ static void wh_note_oldest(struct webhook *w)
  */
 static int wh_behind(const struct webhook *w, const struct wh_ep *ep)
 {
-	return ep->failing || (ep->busy >= w->ep_cap && ep->oldest_ms != 0 &&
+	return !ep->enabled || ep->failing || (ep->busy >= w->ep_cap && ep->oldest_ms != 0 &&
 	    util_mono_ms() - ep->oldest_ms > WH_STALL_MS);
 }
 
@@ -577,6 +656,116 @@ static int wh_settle(struct webhook *w)
 	return 0;
 }
 
+/* wh_logs_clear - drop the attempts not written yet. */
+static void wh_logs_clear(struct webhook *w)
+{
+	while (w->nlogs > 0)
+		free(w->logs[--w->nlogs].body);
+}
+
+/* wh_logs_flush - write the attempts noted to the endpoints' deliveries logs (best effort). */
+static void wh_logs_flush(struct webhook *w)
+{
+	struct store_whlog items[WH_LOG_BATCH];
+	size_t done = 0;
+
+	while (done < w->nlogs) {
+		size_t n = w->nlogs - done < WH_LOG_BATCH ? w->nlogs - done : WH_LOG_BATCH;
+		int rc;
+
+		for (size_t i = 0; i < n; i++) {
+			struct wh_logent *e = &w->logs[done + i];
+
+			memset(&items[i], 0, sizeof(items[i]));
+			items[i].endpoint = e->endpoint;
+			items[i].event_id = e->event_id;
+			items[i].type = e->type;
+			items[i].attempt = e->attempt;
+			items[i].status = e->status;
+			items[i].duration_ms = e->duration_ms;
+			items[i].response = e->excerpt;
+			items[i].error = e->error;
+			items[i].next_ms = e->next_ms;
+			items[i].at_ms = e->at_ms;
+			items[i].body = e->body;
+		}
+		rc = store_webhook_log(w->st, items, n);
+		if (rc != STORE_OK && util_mono_ms() >= w->log_warn_at) {
+			log_warn("cannot write webhook deliveries log, dropping", "attempts=%zu rc=%d", n, rc);
+			w->log_warn_at = util_mono_ms() + 60000;
+		}
+		done += n;
+	}
+	wh_logs_clear(w);
+}
+
+/*
+ * wh_outcome_note - what the store keeps of r's attempt: an entry of its
+ * endpoint's deliveries log (written at the end of the flush), and for a
+ * failure its last failure and failure run, which disables the endpoint
+ * once it has lasted TXMAIL_WEBHOOK_DISABLE_AFTER (logged at warn,
+ * txmail_webhook_endpoints_disabled_total); for a success the end of the
+ * run. Best effort: the delivery's own outcome is recorded either way.
+ */
+static void wh_outcome_note(struct webhook *w, struct wh_req *r)
+{
+	struct wh_ep *ep = wh_ep_find(w, r->d->endpoint);
+	int64_t now = util_now_ms();
+
+	if (!ep)
+		return;   /* deleted meanwhile: nothing to keep */
+	if (w->nlogs == w->caplogs) {
+		size_t cap = w->caplogs ? w->caplogs * 2 : 64;
+		struct wh_logent *nl = realloc(w->logs, cap * sizeof(*nl));
+
+		if (nl) {
+			w->logs = nl;
+			w->caplogs = cap;
+		}
+	}
+	if (w->nlogs < w->caplogs) {
+		struct wh_logent *e = &w->logs[w->nlogs];
+
+		memset(e, 0, sizeof(*e));
+		util_strlcpy(e->endpoint, r->d->endpoint, sizeof(e->endpoint));
+		util_strlcpy(e->event_id, r->d->event_id, sizeof(e->event_id));
+		util_strlcpy(e->type, r->type, sizeof(e->type));
+		e->attempt = r->attempts;
+		e->status = r->status;
+		e->duration_ms = r->duration_ms;
+		e->at_ms = now;
+		e->next_ms = r->outcome == WH_RETRY ? r->next_ms : 0;
+		if (r->status == 0)
+			util_strlcpy(e->error, r->fail, sizeof(e->error));
+		webhook_answer_excerpt(r->head.buf, r->head.len, e->excerpt, sizeof(e->excerpt));
+		e->body = strdup(r->d->body);
+		if (e->body)
+			w->nlogs++;
+	}
+	if (r->fail[0] != '\0') {
+		char reason[320], since[40];
+		int rc;
+
+		if (ep->failing_since == 0)
+			ep->failing_since = now;
+		util_rfc3339(ep->failing_since, since, sizeof(since));
+		snprintf(reason, sizeof(reason), "failing since %s for TXMAIL_WEBHOOK_DISABLE_AFTER (%.0f s); "
+		    "last error: %.160s", since, w->disable_after, r->fail);
+		rc = store_endpoint_failed(w->st, ep->id, now, r->fail,
+		    strcmp(ep->id, WH_DEFAULT_EP) == 0 ? 0 : (int64_t)(w->disable_after * 1000.0), reason);
+		if (rc == 1) {
+			ep->enabled = 0;
+			metrics_webhook_disabled();
+			log_warn("webhook endpoint disabled after failing continuously", "endpoint=%s "
+			    "failing_since=%s disable_after=%.0fs error=%s", ep->id, since, w->disable_after,
+			    r->fail);
+		}
+	} else if (r->status >= 200 && r->status < 300 && ep->failing_since != 0) {
+		if (store_endpoint_recovered(w->st, ep->id) == STORE_OK)
+			ep->failing_since = 0;
+	}
+}
+
 /* wh_flush - record finished outcomes; 0, or -1 when Redis went away (the rest stay queued). */
 static int wh_flush(struct webhook *w)
 {
@@ -588,8 +777,7 @@ static int wh_flush(struct webhook *w)
 			/* sent straight from the outbox: only a retry is written (parked) */
 			struct wh_evt *ev = r->evt;
 
-			if (r->fail[0] != '\0' && wh_ep_find(w, r->d->endpoint) != NULL)
-				(void)store_webhook_note_failure(w->st, r->d->endpoint, util_now_ms(), r->fail);
+			wh_outcome_note(w, r);
 			wh_release_busy(w, r->d);
 			if (r->outcome == WH_RETRY) {
 				r->d->attempts = r->attempts;
@@ -610,9 +798,8 @@ static int wh_flush(struct webhook *w)
 		if (rc != STORE_OK && wh_store_error(w, r->outcome == WH_DONE ? "done" : "retry", rc))
 			return -1;
 		wh_redis_back(w);
-		/* best effort: only the dashboard reads it (GET /v1/webhooks last_failure) */
-		if (rc == STORE_OK && r->fail[0] != '\0' && wh_ep_find(w, r->d->endpoint) != NULL)
-			(void)store_webhook_note_failure(w->st, r->d->endpoint, util_now_ms(), r->fail);
+		if (rc == STORE_OK)
+			wh_outcome_note(w, r);
 		if (rc == STORE_OK && r->outcome == WH_RETRY) {
 			struct wh_ep *ep = wh_ep_find(w, r->d->endpoint);
 
@@ -624,6 +811,7 @@ static int wh_flush(struct webhook *w)
 		w->nfinished--;
 		wh_req_free(w, r);
 	}
+	wh_logs_flush(w);
 	return wh_settle(w);
 }
 
@@ -655,6 +843,8 @@ static void wh_complete(struct webhook *w, struct wh_req *r, CURLcode cc)
 		curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
 	else
 		err = r->guard_why[0] ? r->guard_why : r->errbuf[0] ? r->errbuf : curl_easy_strerror(cc);
+	r->status = cc == CURLE_OK ? status : 0;
+	r->duration_ms = util_mono_ms() - r->started_ms;
 	curl_multi_remove_handle(w->multi, r->easy);
 	wh_easy_put(w, r->easy);
 	r->easy = NULL;
@@ -1087,6 +1277,8 @@ static int64_t wh_claim(struct webhook *w)
 
 		if (!wh_redis_ok(w))
 			break;
+		if (!ep->enabled)
+			continue;   /* disabled: its queue is kept, not claimed */
 		if (ep->next_due > now) {
 			if (ep->next_due < soonest)
 				soonest = ep->next_due;
@@ -1159,6 +1351,7 @@ static void *wh_thread(void *arg)
 				/* another dispatcher may have queued work: look again */
 				for (k = 0; k < w->neps; k++)
 					w->eps[k].next_due = 0;
+				wh_prune_disabled(w);
 			}
 		}
 		if (wh_redis_ok(w)) {
@@ -1261,6 +1454,8 @@ static void wh_free(struct webhook *w)
 	}
 	while (w->npark > 0)
 		store_whd_free(w->park[--w->npark].d);
+	wh_logs_clear(w);
+	free(w->logs);
 	free(w->park);
 	free(w->acks);
 	wh_easy_free_all(w);
@@ -1322,6 +1517,7 @@ struct webhook *webhook_start(const struct config *cfg, char *err, size_t errlen
 	w->retry_base = cfg->webhook_retry_base;
 	w->retry_max = cfg->webhook_retry_max;
 	w->max_age = cfg->webhook_max_age;
+	w->disable_after = cfg->webhook_disable_after;
 	w->timeout = cfg->webhook_timeout > 0 ? cfg->webhook_timeout : 10;
 	w->ep_cap = cfg->webhook_connections > 0 ? cfg->webhook_connections : 128;
 	if (w->ep_cap > WH_EP_CONN_MAX)

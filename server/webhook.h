@@ -57,8 +57,8 @@ int64_t webhook_backoff_ms(double base_s, double max_s, int attempts);
 /* --- endpoints and filters (pure) ----------------------------------------- */
 
 #define WEBHOOK_URL_MAX 2048
-#define WEBHOOK_NTYPES 5
-/* the event types an endpoint can subscribe to, in a fixed order */
+#define WEBHOOK_NTYPES 6
+/* the event types an endpoint can subscribe to, in a fixed order (webhook.test: the test sends) */
 extern const char *const webhook_event_types[WEBHOOK_NTYPES];
 
 /* webhook_type_known - 1 when type is one of webhook_event_types. */
@@ -109,6 +109,50 @@ struct webhook_about {
  * are found; a malformed body leaves what was not found "".
  */
 void webhook_event_about(const char *json, struct webhook_about *out);
+
+/*
+ * webhook_answer_excerpt - the first bytes of a receiver's answer as shown
+ * in GET /v1/webhooks/{id}/deliveries: at most outlen - 1 bytes (and at most
+ * WEBHOOK_EXCERPT_MAX) of in, valid UTF-8 only (an invalid byte becomes
+ * '?', a sequence is never cut), every control character (C0, DEL, C1)
+ * a space. Always NUL-terminated. Pure.
+ */
+#define WEBHOOK_EXCERPT_MAX 200
+void webhook_answer_excerpt(const char *in, size_t inlen, char *out, size_t outlen);
+
+/*
+ * webhook_sig_join - the webhook-signature value for one or two signatures
+ * ("v1,<a>" or "v1,<a> v1,<b>", Standard Webhooks: space-separated) into
+ * out; b NULL or "" for one. 0, or -1 when out is too small. Pure.
+ */
+int webhook_sig_join(const char *a, const char *b, char *out, size_t outlen);
+
+/*
+ * One request sent at once, outside the dispatcher (POST
+ * /v1/webhooks/{id}/test, .../deliveries/{event_id}/retry): what the
+ * receiver answered. status 0 when there was no HTTP answer (error says
+ * why: a connect error, a timeout, the address guard).
+ */
+struct webhook_send_result {
+	long status;
+	int64_t duration_ms;
+	char error[160];                         /* "" on an HTTP answer */
+	char excerpt[WEBHOOK_EXCERPT_MAX + 1];   /* webhook_answer_excerpt of the answer */
+};
+
+/*
+ * webhook_send_now - POST body (event id event_id) to url, signed with
+ * secret and, when old_secret is not NULL or "", also with it (a rotation's
+ * overlap), with the dispatcher's options from cfg (timeout, TLS, proxy,
+ * no redirects, the address guard of TXMAIL_WEBHOOK_ALLOW_PRIVATE).
+ * Blocks up to TXMAIL_WEBHOOK_TIMEOUT, at most WEBHOOK_SEND_NOW_TIMEOUT_MAX
+ * seconds. 0 with *res filled (whatever the receiver answered), or -1 (a
+ * bad secret, out of memory: res->error says).
+ */
+#define WEBHOOK_SEND_NOW_TIMEOUT_MAX 10.0
+int webhook_send_now(const struct config *cfg, const char *url, const char *secret,
+    const char *old_secret, const char *event_id, const char *body,
+    struct webhook_send_result *res);
 
 /* webhook_new_secret - "whsec_" + base64 of 24 random bytes into out (>= 40 bytes). 0 or -1. */
 #define WEBHOOK_SECRET_LEN 38

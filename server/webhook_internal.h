@@ -36,6 +36,11 @@ struct wh_ep {
 	char *url;
 	char *secret;          /* "" when unsigned */
 	EVP_MAC_CTX *mac;      /* keyed with secret (wh_mac_new); NULL when unsigned or the secret is bad */
+	char *secret_old;      /* a rotation's previous secret, "" when none */
+	EVP_MAC_CTX *mac_old;  /* keyed with secret_old; signs too until old_until_ms */
+	int64_t old_until_ms;  /* wall ms */
+	int enabled;           /* 0: disabled (its events are parked, its queue not claimed) */
+	int64_t failing_since; /* wall ms of the first failure of the current run; 0: none */
 	char **events;         /* filter; nevents 0 = every type */
 	size_t nevents;
 	char project[STORE_PROJECT_MAX + 1];  /* whose events it gets; unused for "default" */
@@ -67,6 +72,27 @@ struct wh_park {
 	int64_t due_ms;
 };
 
+/* the first bytes of a receiver's answer (wh_keep_head), for the deliveries log */
+struct wh_head {
+	char buf[WEBHOOK_EXCERPT_MAX];
+	size_t len;
+};
+
+/* one attempt for the endpoint's deliveries log (store_webhook_log) */
+struct wh_logent {
+	char endpoint[WH_EP_ID_MAX];
+	char event_id[64];
+	char type[64];
+	int attempt;
+	long status;
+	int64_t duration_ms;
+	int64_t at_ms;
+	int64_t next_ms;       /* 0: no retry */
+	char error[160];
+	char excerpt[WEBHOOK_EXCERPT_MAX + 1];
+	char *body;            /* owned */
+};
+
 struct wh_req {
 	struct store_whd *d;
 	struct wh_evt *evt;    /* sent directly from the outbox; NULL: claimed from a queue */
@@ -76,7 +102,10 @@ struct wh_req {
 	struct curl_slist hnode[3];
 	char h_id[96];
 	char h_ts[48];
-	char h_sig[96];
+	char h_sig[192];      /* one or two signatures (a rotation's overlap) */
+	struct wh_head head;   /* the answer's first bytes */
+	long status;           /* the HTTP status, 0 when none */
+	int64_t duration_ms;   /* from the start to the answer or the error */
 	char errbuf[CURL_ERROR_SIZE];
 	char guard_why[160];   /* set when the address guard refused the connection */
 	int allow_private;     /* TXMAIL_WEBHOOK_ALLOW_PRIVATE */
@@ -145,6 +174,11 @@ struct webhook {
 	atomic_int notified;       /* webhook_notify: an event may be waiting in the outbox */
 	atomic_int in_poll;        /* the thread is in, or about to enter, curl's poll */
 	struct webhook *next_live; /* the process's running dispatchers (wh_live) */
+	double disable_after;      /* TXMAIL_WEBHOOK_DISABLE_AFTER (s); 0: never */
+	struct wh_logent *logs;    /* attempts for the deliveries logs, written at the next flush */
+	size_t nlogs, caplogs;
+	int64_t log_warn_at;       /* monotonic ms: rate limit for log-write warnings */
+	int64_t prune_at;          /* monotonic ms of the next wh_prune_disabled */
 };
 
 /*
@@ -170,6 +204,9 @@ int wh_start_req(struct webhook *w, const struct wh_ep *ep, struct store_whd *d,
 
 /* wh_easy_put - a handle out of the multi, kept for reuse (or cleaned up beyond max_inflight). */
 void wh_easy_put(struct webhook *w, CURL *e);
+
+/* wh_curl_ready - curl_global_init once per process; 0 or -1. */
+int wh_curl_ready(void);
 
 /* wh_easy_free_all - clean up the handles kept for reuse. */
 void wh_easy_free_all(struct webhook *w);

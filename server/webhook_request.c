@@ -5,7 +5,8 @@
  * new secrets, the URL check (libcurl's own parser), and the curl easy
  * handle of a delivery (wh_start_req: the webhook-* headers, the body as
  * the store wrote it, TLS verification, the proxy setting and the address
- * guard after DNS resolution, wh_opensocket). Easy handles are set up once
+ * guard after DNS resolution, wh_opensocket), and the same request sent at
+ * once for the API (webhook_send_now: .../test and .../retry). Easy handles are set up once
  * (wh_easy_new) and kept in the dispatcher's free list between requests
  * (wh_easy_put): only the URL, body, headers and the request's own
  * pointers change per request.
@@ -268,11 +269,101 @@ int webhook_new_secret(char *out, size_t outlen)
 	return 0;
 }
 
-static size_t wh_discard(char *ptr, size_t size, size_t nmemb, void *ud)
+/* wh_keep_head - curl's body writer: the first WEBHOOK_EXCERPT_MAX bytes into a wh_head, the rest dropped. */
+static size_t wh_keep_head(char *ptr, size_t size, size_t nmemb, void *ud)
 {
-	(void)ptr;
-	(void)ud;
-	return size * nmemb;
+	struct wh_head *h = ud;
+	size_t n = size * nmemb;
+
+	if (h && h->len < sizeof(h->buf)) {
+		size_t k = sizeof(h->buf) - h->len;
+
+		if (k > n)
+			k = n;
+		memcpy(h->buf + h->len, ptr, k);
+		h->len += k;
+	}
+	return n;
+}
+
+/* wh_utf8_len - the length of the valid UTF-8 sequence at s (n bytes left), or 0 when invalid. */
+static size_t wh_utf8_len(const unsigned char *s, size_t n)
+{
+	size_t len, i;
+	uint32_t cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		len = 2;
+		cp = s[0] & 0x1f;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		len = 3;
+		cp = s[0] & 0x0f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		len = 4;
+		cp = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (len > n)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	if (len == 2 && cp < 0xa0)
+		return 0x100;   /* a C1 control: the caller writes a space */
+	return len;
+}
+
+void webhook_answer_excerpt(const char *in, size_t inlen, char *out, size_t outlen)
+{
+	const unsigned char *s = (const unsigned char *)in;
+	size_t o = 0, i = 0, cap;
+
+	if (!out || outlen == 0)
+		return;
+	cap = outlen - 1 < WEBHOOK_EXCERPT_MAX ? outlen - 1 : WEBHOOK_EXCERPT_MAX;
+	while (in && i < inlen && o < cap) {
+		size_t k = wh_utf8_len(s + i, inlen - i);
+
+		if (k == 0) {
+			out[o++] = '?';
+			i++;
+		} else if (k == 0x100) {
+			out[o++] = ' ';
+			i += 2;
+		} else if (k == 1) {
+			out[o++] = (s[i] < 0x20 || s[i] == 0x7f) ? ' ' : (char)s[i];
+			i++;
+		} else {
+			if (o + k > cap)
+				break;
+			memcpy(out + o, s + i, k);
+			o += k;
+			i += k;
+		}
+	}
+	out[o] = '\0';
+}
+
+int webhook_sig_join(const char *a, const char *b, char *out, size_t outlen)
+{
+	int n;
+
+	if (!a || !out || outlen == 0)
+		return -1;
+	n = b && b[0] ? snprintf(out, outlen, "%s %s", a, b) : snprintf(out, outlen, "%s", a);
+	if (n < 0 || (size_t)n >= outlen) {
+		out[0] = '\0';
+		return -1;
+	}
+	return 0;
 }
 
 /*
@@ -337,9 +428,9 @@ static void wh_req_about(struct wh_req *r)
  * verification, the proxy setting, the CA file, the body discarded, and
  * the address guard at every new connection. NULL when out of memory.
  */
-static CURL *wh_easy_new(const struct webhook *w)
+static CURL *wh_easy_setup(double timeout, const char *proxy, const char *ca_file)
 {
-	long timeout_ms = (long)(w->timeout * 1000.0);
+	long timeout_ms = (long)(timeout * 1000.0);
 	CURL *e = curl_easy_init();
 
 	if (!e)
@@ -355,19 +446,24 @@ static CURL *wh_easy_new(const struct webhook *w)
 	/* "" disables libcurl's http_proxy/HTTPS_PROXY/ALL_PROXY: else the guard
 	 * would judge the proxy's address while the proxy reaches the target;
 	 * NOPROXY "" makes NO_PROXY unable to route around TXMAIL_WEBHOOK_PROXY */
-	curl_easy_setopt(e, CURLOPT_PROXY, w->proxy);
+	curl_easy_setopt(e, CURLOPT_PROXY, proxy);
 	curl_easy_setopt(e, CURLOPT_NOPROXY, "");
-	if (w->ca_file[0]) {
+	if (ca_file[0]) {
 		/* with the OpenSSL backend CAINFO and CAPATH are both used: keep the system directory */
 		const curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
 
-		curl_easy_setopt(e, CURLOPT_CAINFO, w->ca_file);
+		curl_easy_setopt(e, CURLOPT_CAINFO, ca_file);
 		curl_easy_setopt(e, CURLOPT_CAPATH,
 		    vi && vi->capath ? vi->capath : "/etc/ssl/certs");
 	}
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, wh_discard);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, wh_keep_head);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, wh_opensocket);
 	return e;
+}
+
+static CURL *wh_easy_new(const struct webhook *w)
+{
+	return wh_easy_setup(w->timeout, w->proxy, w->ca_file);
 }
 
 /*
@@ -399,6 +495,7 @@ void wh_easy_put(struct webhook *w, CURL *e)
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, NULL);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, NULL);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, NULL);
 	w->easy_free[w->neasy++] = e;
 }
 
@@ -468,9 +565,17 @@ int wh_start_req(struct webhook *w, const struct wh_ep *ep, struct store_whd *d,
 	r->hnode[nh++].data = r->h_id;
 	r->hnode[nh++].data = r->h_ts;
 	if (ep->secret[0]) {
+		char sig2[64] = "", both[160];
+
 		if (wh_mac_sign(ep->mac, d->event_id, now_s, d->body, blen, sig, sizeof(sig)) < 0)
 			goto fail;
-		snprintf(r->h_sig, sizeof(r->h_sig), "webhook-signature: %s", sig);
+		/* a rotation's overlap: the previous secret signs too, until old_until_ms */
+		if (ep->mac_old && util_now_ms() < ep->old_until_ms &&
+		    wh_mac_sign(ep->mac_old, d->event_id, now_s, d->body, blen, sig2, sizeof(sig2)) < 0)
+			sig2[0] = '\0';
+		if (webhook_sig_join(sig, sig2, both, sizeof(both)) < 0)
+			goto fail;
+		snprintf(r->h_sig, sizeof(r->h_sig), "webhook-signature: %s", both);
 		r->hnode[nh++].data = r->h_sig;
 	}
 	for (size_t i = 0; i < nh; i++)
@@ -486,6 +591,7 @@ int wh_start_req(struct webhook *w, const struct wh_ep *ep, struct store_whd *d,
 	curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
 	r->allow_private = w->allow_private;
 	curl_easy_setopt(r->easy, CURLOPT_OPENSOCKETDATA, r);
+	curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, &r->head);
 	if (curl_multi_add_handle(w->multi, r->easy) != CURLM_OK)
 		goto fail;
 	r->started_ms = util_mono_ms();
@@ -506,4 +612,91 @@ fail:
 	w->finished = r;
 	w->nfinished++;
 	return -1;
+}
+
+/* ---- one request at once, outside the dispatcher ------------------------------ */
+
+int webhook_send_now(const struct config *cfg, const char *url, const char *secret,
+    const char *old_secret, const char *event_id, const char *body,
+    struct webhook_send_result *res)
+{
+	char sig[64], sig2[64] = "", both[160], h_id[96], h_ts[48], h_sig[192], ev_id[96], epname[8] = "";
+	struct store_whd d;
+	struct wh_req *r = NULL;
+	struct curl_slist *hs = NULL, *t;
+	int64_t now_s = util_now_ms() / 1000, t0;
+	size_t blen = body ? strlen(body) : 0;
+	CURL *e = NULL;
+	CURLcode cc;
+	int rc = -1;
+
+	memset(res, 0, sizeof(*res));
+	if (!cfg || !url || !event_id || !body || wh_curl_ready() != 0) {
+		util_strlcpy(res->error, "cannot set up the request", sizeof(res->error));
+		return -1;
+	}
+	if (secret && secret[0]) {
+		if (webhook_sign(secret, event_id, now_s, body, blen, sig, sizeof(sig)) < 0 ||
+		    (old_secret && old_secret[0] &&
+		    webhook_sign(old_secret, event_id, now_s, body, blen, sig2, sizeof(sig2)) < 0) ||
+		    webhook_sig_join(sig, sig2, both, sizeof(both)) < 0) {
+			util_strlcpy(res->error, "the endpoint's secret cannot sign", sizeof(res->error));
+			goto out;
+		}
+		snprintf(h_sig, sizeof(h_sig), "webhook-signature: %s", both);
+	}
+	snprintf(h_id, sizeof(h_id), "webhook-id: %s", event_id);
+	snprintf(h_ts, sizeof(h_ts), "webhook-timestamp: %" PRId64, now_s);
+	/* the address guard's callback wants a request: one of its own, never in a dispatcher */
+	r = calloc(1, sizeof(*r));
+	e = wh_easy_setup(cfg->webhook_timeout > 0 && cfg->webhook_timeout < WEBHOOK_SEND_NOW_TIMEOUT_MAX ?
+	    cfg->webhook_timeout : WEBHOOK_SEND_NOW_TIMEOUT_MAX, cfg->webhook_proxy, cfg->tls_ca_file);
+	if (!r || !e) {
+		util_strlcpy(res->error, "out of memory", sizeof(res->error));
+		goto out;
+	}
+	memset(&d, 0, sizeof(d));
+	util_strlcpy(ev_id, event_id, sizeof(ev_id));
+	d.event_id = ev_id;
+	d.endpoint = epname;
+	r->d = &d;
+	r->allow_private = cfg->webhook_allow_private;
+	util_strlcpy(r->type, "webhook.test", sizeof(r->type));
+	const char *hv[] = { h_id, h_ts, secret && secret[0] ? h_sig : NULL,
+	    "Content-Type: application/json", "User-Agent: txmail/" TXMAIL_VERSION, "Expect:" };
+	for (size_t i = 0; i < sizeof(hv) / sizeof(hv[0]); i++) {
+		if (!hv[i])
+			continue;
+		t = curl_slist_append(hs, hv[i]);
+		if (!t) {
+			util_strlcpy(res->error, "out of memory", sizeof(res->error));
+			goto out;
+		}
+		hs = t;
+	}
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, hs);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, r);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, &r->head);
+	t0 = util_mono_ms();
+	cc = curl_easy_perform(e);
+	res->duration_ms = util_mono_ms() - t0;
+	if (cc == CURLE_OK) {
+		curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &res->status);
+		webhook_answer_excerpt(r->head.buf, r->head.len, res->excerpt, sizeof(res->excerpt));
+	} else {
+		util_strlcpy(res->error, r->guard_why[0] ? r->guard_why : r->errbuf[0] ? r->errbuf :
+		    curl_easy_strerror(cc), sizeof(res->error));
+	}
+	rc = 0;
+out:
+	OPENSSL_cleanse(h_sig, sizeof(h_sig));
+	curl_slist_free_all(hs);
+	if (e)
+		curl_easy_cleanup(e);
+	free(r);
+	return rc;
 }

@@ -80,8 +80,8 @@ def test_endpoints_secrets_filters(capi, receivers, webhook, smtp_peer, spec_val
     a = add_endpoint(capi, all_rx)
     b = add_endpoint(capi, failed_rx, ["message.failed"])
     assert a["secret"] != b["secret"] and a["secret"] != webhook.secret, "got shared secrets"
-    assert sorted(a["events"]) == ["message.bounced", "message.complained", "message.deferred",
-                                   "message.delivered", "message.failed"], "got %r" % a
+    assert sorted(a["events"]) == ["message.bounced", "message.complained", "message.deferred", "message.delivered",
+                                   "message.failed", "webhook.test"], "got %r" % a
     listed = {e["id"]: e for e in capi.get("/v1/webhooks").json["data"]}
     assert a["id"] in listed and b["id"] in listed, "got %r" % listed
     assert "secret" not in listed[a["id"]] or listed[a["id"]]["secret"] == a["secret"], "got %r" % listed[a["id"]]

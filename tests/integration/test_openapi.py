@@ -84,7 +84,13 @@ ROUTES = [
     ("/v1/templates/{name}", "delete", V1 | {"204", "404"}),
     ("/v1/webhooks", "post", V1 | {"201", "400", "415", "422"}),
     ("/v1/webhooks", "get", V1 | {"200"}),
-    ("/v1/webhooks/{id}", "delete", V1 | {"204", "404"}),
+    ("/v1/webhooks/{id}", "delete", V1 | {"204", "404", "409"}),
+    ("/v1/webhooks/{id}", "get", V1 | {"200", "404"}),
+    ("/v1/webhooks/{id}", "patch", V1 | {"200", "400", "404", "409", "415", "422"}),
+    ("/v1/webhooks/{id}/test", "post", V1 | {"200", "404"}),
+    ("/v1/webhooks/{id}/rotate", "post", V1 | {"200", "404", "409", "422"}),
+    ("/v1/webhooks/{id}/deliveries", "get", V1 | {"200", "404", "422"}),
+    ("/v1/webhooks/{id}/deliveries/{event_id}/retry", "post", V1 | {"200", "404"}),
     ("/v1/suppressions", "get", V1 | {"200"}),
     ("/v1/suppressions", "post", V1 | {"200", "201", "400", "415", "422"}),
     ("/v1/suppressions/{email}", "delete", V1 | {"204", "404"}),
@@ -141,11 +147,13 @@ def test_spec_send_headers(spec):
 
 def test_spec_webhooks(spec):
     got = set(spec.get("webhooks", {}))
-    want = {"message.delivered", "message.deferred", "message.failed", "message.bounced", "message.complained"}
+    want = {"message.delivered", "message.deferred", "message.failed", "message.bounced", "message.complained",
+            "webhook.test"}
     assert got == want, "got webhooks %s, want %s" % (sorted(got), sorted(want))
     for name, item in spec["webhooks"].items():
         body = item["post"]["requestBody"]["content"]["application/json"]["schema"]
-        assert body == {"$ref": "#/components/schemas/WebhookEvent"}, "got %r for %s" % (body, name)
+        schema = "WebhookTestEvent" if name == "webhook.test" else "WebhookEvent"
+        assert body == {"$ref": "#/components/schemas/" + schema}, "got %r for %s" % (body, name)
         headers = {resolve_ref(spec, p["$ref"])["name"] for p in item["post"]["parameters"]}
         assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}, "got %s" % sorted(headers)
 
@@ -260,6 +268,8 @@ VALIDATOR_CASES = [
                                                  "recipient": "a@b.c", "status": "delivered", "attempt": 1,
                                                  "smtp": None, "metadata": {}, "tags": []}},
      "required property 'latency_ms'"),
+    ({"webhook": "webhook.test"}, {"id": "evt_01jd3x8m2k5v7q9r4t6w8y0z2a", "type": "webhook.test",
+                                   "created_at": "2026-11-23T15:58:00Z", "data": {"endpoint_id": "wh_x"}}, None),
     ({"request": {"method": "GET", "path": "/v1/messages/msg_01jd3x8m2k5v7q9r4t6w8y0z2a", "status": 200,
                   "content_type": "application/json"}}, GOOD_MESSAGE, None),
     ({"request": {"method": "GET", "path": "/v1/messages/msg_01jd3x8m2k5v7q9r4t6w8y0z2a", "status": 418,
@@ -426,8 +436,23 @@ def test_live_every_operation(spec, txmail, capi, webhook, smtp_peer, spec_valid
     wid = r.json["id"]
     st(c.post_json("/v1/webhooks", {"url": "ftp://x", "events": ["message.failed"]}), 422)
     st(c.get("/v1/webhooks"), 200)
+    st(c.get("/v1/webhooks/" + wid), 200)
+    st(c.request("PATCH", "/v1/webhooks/" + wid, json_body={"description": "spec walk"}), 200)
+    st(c.request("PATCH", "/v1/webhooks/" + wid, json_body={"enabled": 1}), 422)
+    st(c.request("PATCH", "/v1/webhooks/default", json_body={"enabled": False}), 409)
+    st(c.post_json("/v1/webhooks/" + wid + "/rotate", {"overlap_seconds": 60}), 200)
+    st(c.post_json("/v1/webhooks/" + wid + "/rotate", {"overlap_seconds": -1}), 422)
+    r = c.post_json("/v1/webhooks/default/test", None)
+    st(r, 200)
+    st(c.get("/v1/webhooks/default/deliveries?limit=1"), 200)
+    st(c.get("/v1/webhooks/default/deliveries?limit=1000"), 422)
+    st(c.post_json("/v1/webhooks/default/deliveries/%s/retry" % r.json["event_id"], None), 200)
+    st(c.post_json("/v1/webhooks/" + wid + "/deliveries/evt_none/retry", None), 404)
+    st(c.post_json("/v1/webhooks/" + wid + "/test", None), 200)
     st(c.delete("/v1/webhooks/" + urllib.parse.quote(wid)), 204)
     st(c.delete("/v1/webhooks/" + urllib.parse.quote(wid)), 404)
+    st(c.get("/v1/webhooks/" + wid), 404)
+    st(c.get("/v1/webhooks/" + wid + "/deliveries"), 404)
 
     st(c.delete("/v1/templates/spec-code"), 204)
     st(c.delete("/v1/templates/spec-code"), 404)

@@ -84,7 +84,9 @@ def test_two_projects_isolated(txmail_binary, redis, txmail_factory, webhook, sm
         same_404(b.request("DELETE", "/v1/webhooks/" + ep_a["id"]), b.request("DELETE", MISSING_EP),
                  "B deletes A's endpoint")
         assert [e["id"] for e in a.get("/v1/webhooks").json["data"]] == [ep_a["id"]]
-        assert d.get("/v1/webhooks").json["data"] == [], "default lists A's or B's endpoints"
+        # the TXMAIL_WEBHOOK_URL endpoint is listed as `default` to its projects (issue 17)
+        assert [e["id"] for e in d.get("/v1/webhooks").json["data"]] == ["default"], \
+            "default lists A's or B's endpoints"
 
         # --- live streams, opened before anything is sent ----------------------------
         live_a, live_b = SseClient(t.port, ka), SseClient(t.port, kb)
@@ -228,7 +230,7 @@ def test_upgrade_from_store_before_projects(txmail_binary, redis, txmail_factory
         assert r.json["metadata"] == {"order": "old-1"}
         assert d.get("/v1/templates/welcome").json["subject"] == "Old welcome {{name}}"
         assert [x["email"] for x in d.get("/v1/suppressions").json["data"]] == ["old-bounce@example.com"]
-        assert [x["id"] for x in d.get("/v1/webhooks").json["data"]] == eps
+        assert [x["id"] for x in d.get("/v1/webhooks").json["data"] if x["id"] != "default"] == eps
         # ... and uses it: its template, its suppression list
         m1 = send(d, "upgraded@example.com", None, template="welcome", variables={"name": "Old"})
         assert smtp_peer.wait_for_rcpt("upgraded@example.com", dl(20))[0].msg["Subject"] == "Old welcome Old"
@@ -242,7 +244,8 @@ def test_upgrade_from_store_before_projects(txmail_binary, redis, txmail_factory
         same_404(a.get("/v1/templates/welcome"), a.get("/v1/templates/nosuchtemplate"),
                  "A reads the old template")
         assert a.get("/v1/suppressions").json["data"] == []
-        assert a.get("/v1/webhooks").json["data"] == []
+        # TXMAIL_WEBHOOK_PROJECTS=default,A: A sees the `default` endpoint, none of the old ones
+        assert [e["id"] for e in a.get("/v1/webhooks").json["data"]] == ["default"]
         same_404(a.request("DELETE", "/v1/webhooks/" + eps[0]), a.request("DELETE", MISSING_EP),
                  "A deletes the old endpoint")
         m3 = send(a, "old-bounce@example.com", "A to old bounce")

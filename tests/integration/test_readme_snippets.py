@@ -72,6 +72,7 @@ SNIPPETS = {
     "webhook-python": ("python", "webhook_receiver.py"),
     "page-python": ("python", "list_suppressions.py"),
     "poll-curl": ("sh", "poll-message.sh"),
+    "ops-webhooks": ("sh", "webhook-ops.sh"),   # run by test_webhook_ops.py
 }
 
 
@@ -149,7 +150,7 @@ def test_readme_marks_every_snippet():
             assert "TXMAIL_URL" in code and "TXMAIL_KEY" in code, "%s reads no TXMAIL_URL/TXMAIL_KEY" % name
         elif name.startswith("smtp-"):
             assert "SMTP_HOST" in code and "TXMAIL_KEY" in code, "%s reads no SMTP_HOST/TXMAIL_KEY" % name
-        elif name.startswith(("page-", "poll-")):
+        elif name.startswith(("page-", "poll-", "ops-")):
             assert "TXMAIL_URL" in code and "TXMAIL_KEY" in code, "%s reads no TXMAIL_URL/TXMAIL_KEY" % name
         else:
             assert "TXMAIL_WEBHOOK_SECRET" in code and "PORT" in code, "%s reads no secret/PORT" % name

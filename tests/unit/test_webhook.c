@@ -436,3 +436,83 @@ Test(webhook, projects_match)
 	cr_assert_eq(webhook_projects_match("A,billing", "default"), 0);
 	cr_assert_eq(webhook_projects_match(NULL, "default"), 0);
 }
+
+/* --- issue 17: the deliveries log's answer excerpt, two signatures, the new types --- */
+
+Test(webhook_answer_excerpt, table)
+{
+	static const struct { const char *in; size_t len; size_t outlen; const char *want; } cases[] = {
+		{ "ok\n", 3, 201, "ok " },
+		{ "a\tb\rc\0d", 7, 201, "a b c d" },
+		{ "\x7f" "x", 2, 201, " x" },
+		{ "caf\xc3\xa9", 5, 201, "caf\xc3\xa9" },              /* valid UTF-8 kept */
+		{ "caf\xc3\xa9", 5, 5, "caf" },                         /* never cut in a sequence */
+		{ "\xff\xfe" "a", 3, 201, "??a" },                      /* invalid bytes */
+		{ "\xc3", 1, 201, "?" },                                /* truncated sequence */
+		{ "\xed\xa0\x80", 3, 201, "???" },                      /* a surrogate is not UTF-8 */
+		{ "\xc2\x85" "z", 3, 201, " z" },                       /* C1 control (NEL) */
+		{ "\xf0\x9f\x98\x80", 4, 201, "\xf0\x9f\x98\x80" },     /* 4-byte sequence */
+		{ "", 0, 201, "" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char out[256];
+
+		memset(out, 'X', sizeof(out));
+		webhook_answer_excerpt(cases[i].in, cases[i].len, out, cases[i].outlen);
+		cr_expect_str_eq(out, cases[i].want, "case %zu: got \"%s\", want \"%s\"", i, out, cases[i].want);
+	}
+}
+
+Test(webhook_answer_excerpt, capped_at_200)
+{
+	char in[1000], out[1000];
+
+	memset(in, 'a', sizeof(in));
+	webhook_answer_excerpt(in, sizeof(in), out, sizeof(out));
+	cr_expect_eq(strlen(out), WEBHOOK_EXCERPT_MAX, "got %zu bytes, want %d", strlen(out), WEBHOOK_EXCERPT_MAX);
+	webhook_answer_excerpt(NULL, 5, out, sizeof(out));
+	cr_expect_str_eq(out, "", "NULL input: got \"%s\", want \"\"", out);
+}
+
+Test(webhook_sig_join, one_or_two)
+{
+	char out[200], small[8];
+
+	cr_assert_eq(webhook_sig_join("v1,AAA", NULL, out, sizeof(out)), 0);
+	cr_expect_str_eq(out, "v1,AAA");
+	cr_assert_eq(webhook_sig_join("v1,AAA", "", out, sizeof(out)), 0);
+	cr_expect_str_eq(out, "v1,AAA");
+	cr_assert_eq(webhook_sig_join("v1,AAA", "v1,BBB", out, sizeof(out)), 0);
+	cr_expect_str_eq(out, "v1,AAA v1,BBB", "got \"%s\"", out);
+	cr_expect_eq(webhook_sig_join("v1,AAA", "v1,BBB", small, sizeof(small)), -1, "small buffer: want -1");
+	cr_expect_str_eq(small, "");
+	cr_expect_eq(webhook_sig_join(NULL, "v1,BBB", out, sizeof(out)), -1);
+}
+
+Test(webhook_sig_join, both_verify_per_standard_webhooks)
+{
+	/* each signature of the joined header is the one webhook_sign makes with its own secret */
+	const char *s1 = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", *s2 = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+	char a[64], b[64], joined[160];
+
+	cr_assert_eq(webhook_sign(s1, "msg_1", 1700000000, "{}", 2, a, sizeof(a)), 0);
+	cr_assert_eq(webhook_sign(s2, "msg_1", 1700000000, "{}", 2, b, sizeof(b)), 0);
+	cr_assert_str_neq(a, b);
+	cr_assert_eq(webhook_sig_join(a, b, joined, sizeof(joined)), 0);
+	cr_expect(strncmp(joined, a, strlen(a)) == 0 && joined[strlen(a)] == ' ' &&
+	    strcmp(joined + strlen(a) + 1, b) == 0, "got \"%s\"", joined);
+}
+
+Test(webhook_types, issue17_types)
+{
+	static const char *const want[] = { "message.delivered", "message.deferred", "message.failed",
+		"message.bounced", "message.complained", "webhook.test" };
+
+	cr_assert_eq(WEBHOOK_NTYPES, 6);
+	for (size_t i = 0; i < WEBHOOK_NTYPES; i++) {
+		cr_expect_str_eq(webhook_event_types[i], want[i], "type %zu: got %s, want %s", i,
+		    webhook_event_types[i], want[i]);
+		cr_expect_eq(webhook_type_known(want[i]), 1, "%s: want known", want[i]);
+	}
+}
