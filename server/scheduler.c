@@ -83,7 +83,8 @@ sched_stopping(struct scheduler *s)
 
 /*
  * sched_trim - about once a minute, drop outbox events older than the
- * retention (the store keeps those the webhook group has not read).
+ * retention (the store keeps those the webhook group has not read), and
+ * sweep a slice of the search indexes.
  */
 static void
 sched_trim(struct scheduler *s)
@@ -91,14 +92,22 @@ sched_trim(struct scheduler *s)
 	int64_t mono = util_mono_ms();
 	int n;
 
-	if (s->events_retention_ms <= 0 || mono < s->next_trim_ms)
+	if (mono < s->next_trim_ms)
 		return;
 	s->next_trim_ms = mono + SCHEDULER_TRIM_MS;
-	n = store_trim_events(s->st, util_now_ms() - s->events_retention_ms);
+	if (s->events_retention_ms > 0) {
+		n = store_trim_events(s->st, util_now_ms() - s->events_retention_ms);
+		if (n > 0)
+			log_debug("events trimmed", "count=%d", n);
+		else if (n < 0 && n != STORE_ERR_UNAVAILABLE)
+			log_warn("events trim failed", "error=%s", store_strerror(n));
+	}
+	/* the search indexes: entries of messages that have expired since (store_sweep_index) */
+	n = store_sweep_index(s->st, util_now_ms());
 	if (n > 0)
-		log_debug("events trimmed", "count=%d", n);
+		log_debug("search index swept", "removed=%d", n);
 	else if (n < 0 && n != STORE_ERR_UNAVAILABLE)
-		log_warn("events trim failed", "error=%s", store_strerror(n));
+		log_warn("search index sweep failed", "error=%s", store_strerror(n));
 }
 
 static void *

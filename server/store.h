@@ -388,6 +388,17 @@ int store_message_search(struct store *s, const struct store_search_q *q, struct
 void store_search_res_free(struct store_search_res *r);
 
 /*
+ * store_sweep_index - one slice of every partition's search indexes swept
+ * (ix_sweep.lua): up to STORE_SWEEP_SLICE entries of each project's two
+ * sets looked at, those of messages gone removed (an id made before now_ms
+ * - STORE_SWEEP_KEEP_MS without a lookup). The scheduler calls it every
+ * minute. Returns how many went, or a STORE_ERR_*.
+ */
+#define STORE_SWEEP_SLICE 5000
+#define STORE_SWEEP_KEEP_MS ((int64_t)45 * 86400 * 1000)   /* send_at 30 d + TXMAIL_MAX_AGE + 7 d retention, and then some */
+int store_sweep_index(struct store *s, int64_t now_ms);
+
+/*
  * store_cancel - recipients still queued, scheduled or deferred become
  * "canceled" (terminal; in-flight "sending" ones finish normally), and
  * timeline_json is appended when any changed. *ncanceled = how many (0:

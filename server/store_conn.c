@@ -81,6 +81,7 @@ static const char *const st_scripts[SC_COUNT] = {
 	[SC_WH_PRUNE] = store_lua_wh_prune,
 	[SC_TRIM] = store_lua_trim,
 	[SC_SEARCH] = store_lua_search,
+	[SC_IX_SWEEP] = store_lua_ix_sweep,
 	[SC_TPL_PUT] = store_lua_tpl_put,
 	[SC_TPL_DEL] = store_lua_tpl_del,
 	[SC_TPL_LIST] = store_lua_tpl_list,

@@ -133,6 +133,7 @@ enum st_script {
 	SC_WH_PRUNE,
 	SC_TRIM,
 	SC_SEARCH,
+	SC_IX_SWEEP,
 	SC_TPL_PUT,
 	SC_TPL_DEL,
 	SC_TPL_LIST,

@@ -115,7 +115,7 @@ store_message_search(struct store *s, const struct store_search_q *q, struct sto
 {
 	struct st_batch b;
 	const char *project = st_project_name(q->project);
-	char key[ST_KEY_MAX + 1024], lo[15] = "", hi[15] = "", cut[64] = "";
+	char key[ST_KEY_MAX + 64], mp[512] = "", lo[15] = "", hi[15] = "", cut[64] = "";
 	struct store_search_item *all = NULL;
 	size_t nall = 0, cap = 0, above = 0;
 	int64_t budget;
@@ -134,13 +134,15 @@ store_message_search(struct store *s, const struct store_search_q *q, struct sto
 	memset(&b, 0, sizeof(b));
 	rc = st_connect(s);
 	if (rc == 0)
-		rc = st_batch_init(&b, s->nparts, 16);
+		rc = st_batch_init(&b, s->nparts, 20);
 	for (unsigned p = 0; p < s->nparts && rc == 0; p++) {
-		const char *kind = q->rcpt ? "r:" : q->tag ? "t:" : q->from ? "f:" : "all";
+		const char *kind = q->rcpt ? "r:" : q->tag ? "t:" : q->from ? "f:" : NULL;
 		const char *val = q->rcpt ? q->rcpt : q->tag ? q->tag : q->from ? q->from : "";
-		int n = snprintf(key, sizeof(key), "%six:%s:%s%s", st_pk(s, p, PK_PREFIX), project, kind, val);
+		int n = snprintf(key, sizeof(key), "%six:%s:%s", st_pk(s, p, PK_PREFIX), project,
+		    kind ? "sec" : "all");
+		int m = kind ? snprintf(mp, sizeof(mp), "%s%s", kind, val) : 0;
 
-		if (n < 0 || (size_t)n >= sizeof(key)) {
+		if (n < 0 || (size_t)n >= sizeof(key) || m < 0 || (size_t)m + 1 >= sizeof(mp)) {
 			rc = STORE_ERR_PROTO;
 			break;
 		}
@@ -164,6 +166,7 @@ store_message_search(struct store *s, const struct store_search_q *q, struct sto
 		else
 			st_adds(&b.a, "");
 		st_adds(&b.a, st_pk(s, p, PK_PREFIX));
+		st_add(&b.a, mp, m > 0 ? (size_t)m + 1 : 0);   /* with its \0: "<kind><value>\0" */
 		rc = st_batch_add(&b);
 	}
 	if (rc == 0)
@@ -207,7 +210,8 @@ store_message_search(struct store *s, const struct store_search_q *q, struct sto
 		store_search_res_free(&tmp);
 		return rc;
 	}
-	qsort(all, nall, sizeof(*all), search_cmp_desc);
+	if (nall > 1)
+		qsort(all, nall, sizeof(*all), search_cmp_desc);
 	/* only what lies at or above the cut is complete (the cut itself was looked at) */
 	for (above = 0; above < nall && (cut[0] == '\0' || strcmp(all[above].id, cut) >= 0); above++)
 		;
@@ -220,4 +224,43 @@ store_message_search(struct store *s, const struct store_search_q *q, struct sto
 	for (size_t i = r->n; i < nall; i++)   /* the items not answered go now */
 		search_item_free(&all[i]);
 	return STORE_OK;
+}
+
+int
+store_sweep_index(struct store *s, int64_t now_ms)
+{
+	struct st_batch b;
+	char key[ST_KEY_MAX], cutoff[15];
+	int64_t v = 0, total = 0;
+	int rc;
+
+	if (!s)
+		return STORE_ERR_PROTO;
+	search_idtime(now_ms - STORE_SWEEP_KEEP_MS, cutoff);
+	memset(&b, 0, sizeof(b));
+	rc = st_connect(s);
+	if (rc == 0)
+		rc = st_batch_init(&b, s->nparts, 12);
+	for (unsigned p = 0; p < s->nparts && rc == 0; p++) {
+		snprintf(key, sizeof(key), "%six:sweep", st_pk(s, p, PK_PREFIX));
+		st_eval(&b.a, s, SC_IX_SWEEP, 3);
+		st_adds(&b.a, st_pk(s, p, PK_READY_PROJECTS));
+		st_adds(&b.a, st_pk(s, p, PK_READY_HIGH_PROJECTS));
+		st_adds(&b.a, key);
+		st_adds(&b.a, st_pk(s, p, PK_PREFIX));
+		st_addi(&b.a, STORE_SWEEP_SLICE);
+		st_adds(&b.a, cutoff);
+		rc = st_batch_add(&b);
+	}
+	if (rc == 0)
+		rc = st_batch_run(s, &b);
+	for (size_t i = 0; i < b.n && rc == 0; i++) {
+		if (st_int(b.rep[i], &v) != 0 || v < 0)
+			rc = st_bad("sweep index", b.rep[i]);
+		total += v;
+	}
+	st_batch_release(&b);
+	if (rc)
+		return rc;
+	return total > INT32_MAX ? INT32_MAX : (int)total;
 }

@@ -144,10 +144,8 @@ for j = 1, nm do
     for i = a, a + nh - 2, 2 do
       if string.sub(ARGV[i], -6) == ':email' then emails[#emails + 1] = ARGV[i + 1] end
     end
-    local created, expires = tonumber(ARGV[pos + 7]), tonumber(ARGV[pos + 8])
-    local retention = tonumber(ARGV[5]) or 0
-    msgix_add(string.sub(KEYS[1], 1, #KEYS[1] - 5), ARGV[8], ARGV[pos + 5], created,
-      math.max(expires - created, 0) + retention + 60000, retention, ARGV[pos + 10], ARGV[pos + 14], emails)
+    msgix_add(string.sub(KEYS[1], 1, #KEYS[1] - 5), ARGV[8], ARGV[pos + 5], ARGV[pos + 10], ARGV[pos + 14],
+      emails)
   end
   redis.call('SET', KEYS[6 + 2 * nm + j], ARGV[pos + 6])
   a = a + nh + nt

@@ -1,7 +1,9 @@
 -- search.lua - store_search.c's SC_SEARCH: one page of GET /v1/messages in one partition
--- KEYS: the index to walk (lib/msgix.lua: the project's ":all", or the
---       ":r:", ":t:" or ":f:" set of the most selective filter)
--- ARGV: limit budget after lo hi status tag rcpt from created_after created_before prefix
+-- KEYS: the index to walk (lib/msgix.lua: the project's ":all", or its
+--       ":sec" for the most selective filter)
+-- ARGV: limit budget after lo hi status tag rcpt from created_after created_before prefix mp
+-- mp: the members' prefix before the id: "" in ":all", "<kind><value>\0"
+-- in ":sec" (the run of that recipient, tag or From address).
 -- Walks the index from the newest id down: below after (exclusive; "" =
 -- from the newest, or from hi), not below lo (inclusive; ""), hi
 -- (exclusive; ""); lo and hi are ids made from created_after/before with
@@ -24,12 +26,16 @@ local limit, budget = tonumber(ARGV[1]), tonumber(ARGV[2])
 local after, lo, hi = ARGV[3], ARGV[4], ARGV[5]
 local fst, ftag, frcpt, ffrom = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local cafter, cbefore = tonumber(ARGV[10]), tonumber(ARGV[11])
-local prefix = ARGV[12]
+local prefix, mp = ARGV[12], ARGV[13]
 local key = KEYS[1]
-local max = '+'
-if after ~= '' then max = '(' .. after elseif hi ~= '' then max = '(' .. hi end
-local min = '-'
-if lo ~= '' then min = '[' .. lo end
+local max, min = '+', '-'
+if mp ~= '' then
+  -- the run of one value: [mp, mp with its last byte (the \0) raised by one)
+  max = '(' .. string.sub(mp, 1, -2) .. '\1'
+  min = '[' .. mp
+end
+if after ~= '' then max = '(' .. mp .. after elseif hi ~= '' then max = '(' .. mp .. hi end
+if lo ~= '' then min = '[' .. mp .. lo end
 local out = { 0, '' }
 local found, looked, last = 0, 0, ''
 local function summary(st, n)
@@ -42,14 +48,15 @@ end
 while found < limit and looked < budget do
   local want = math.min(200, budget - looked)
   local ids = redis.call('ZREVRANGEBYLEX', key, max, min, 'LIMIT', 0, want)
-  for _, id in ipairs(ids) do
+  for _, member in ipairs(ids) do
+    local id = string.sub(member, #mp + 1)
     looked = looked + 1
     last = id
     local km = prefix .. 'msg:' .. id
     local v = redis.call('HMGET', km, 'created', 'from', 'subject', 'tags', 'metadata', 'prio', 'send_at', 'n')
     local created, n = tonumber(v[1]), tonumber(v[8])
     if not created or not n then
-      redis.call('ZREM', key, id)
+      redis.call('ZREM', key, member)
     else
       local ok = (not cafter or created >= cafter) and (not cbefore or created < cbefore)
       if ok and ffrom ~= '' then ok = msgix_addr(v[2]) == ffrom end
@@ -95,7 +102,7 @@ while found < limit and looked < budget do
     out[1] = 1
     break
   end
-  max = '(' .. last
+  max = '(' .. mp .. last
 end
 out[2] = last
 return out

@@ -180,3 +180,30 @@ def test_bad_arguments(txmail_factory, spec_validator, query, field):
     t = txmail_factory()
     r = spec_check.CheckedClient(t.port, spec_validator, key=t.key).get("/v1/messages?" + query)
     assert r.status == 422 and r.json["error"]["field"] == field, (query, r.status, r.body)
+
+
+def test_sweep_removes_entries_of_expired_messages(txmail_factory, redis, smtp_peer):
+    """A message hash that expired (deleted here, as its TTL would) leaves index entries;
+    the scheduler's sweep (right after start, then every minute) removes them, keeps the rest."""
+    t = txmail_factory(args=("api",))
+    api = t.client()
+    ids = []
+    for i in range(6):
+        r = api.send({"from": "Sweep <sweep@example.com>", "to": ["sw%d@example.net" % i, "all@example.net"],
+                      "subject": "sweep %d" % i, "text": "x", "tags": ["sweep"]})
+        assert r.status == 202, r
+        ids.append(r.json["id"])
+    sec = "txm{0}:ix:default:sec"
+    allk = "txm{0}:ix:default:all"
+    assert int(helpers.resp_cmd(redis.port, "ZCARD", allk)) == 6
+    assert int(helpers.resp_cmd(redis.port, "ZCARD", sec)) == 6 * 4   # from, tag, two recipients each
+    for mid in ids[:4]:
+        helpers.resp_cmd(redis.port, "DEL", "txm{0}:msg:" + mid)
+    w = txmail_factory(args=("worker",), http=False, extra_env={"TXMAIL_RELAY": "smtp://127.0.0.1:1"})
+    wait_until(lambda: int(helpers.resp_cmd(redis.port, "ZCARD", allk)) == 2 and
+               int(helpers.resp_cmd(redis.port, "ZCARD", sec)) == 2 * 4, dl(20),
+               "the sweep left the 2 living messages' entries",
+               diag=lambda: (helpers.resp_cmd(redis.port, "ZCARD", allk), helpers.resp_cmd(redis.port, "ZCARD", sec)))
+    assert w.alive()
+    got = [m["id"] for m in page_all(api, "recipient=all@example.net", 100)[0]]
+    assert got == sorted(ids[4:], reverse=True), got
