@@ -236,6 +236,9 @@ api_handler_fn api_suppressions_list;   /* GET /v1/suppressions */
 api_handler_fn api_suppressions_create; /* POST /v1/suppressions */
 api_handler_fn api_suppressions_delete; /* DELETE /v1/suppressions/{email} */
 
+/* api_keys.c */
+api_handler_fn api_keys_list;         /* GET /v1/keys (scope full: its project's; admin: every project's) */
+
 /* api_webhooks.c */
 api_handler_fn api_webhooks_create;   /* POST /v1/webhooks */
 api_handler_fn api_webhooks_list;     /* GET /v1/webhooks */

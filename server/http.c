@@ -141,6 +141,7 @@ static const struct http_route http_routes[] = {
 	{ "PUT",  "/v1/templates/*", ROUTE_AUTH | ROUTE_JSON, SC_FULL, api_templates_put },
 	{ "GET",  "/v1/templates/*", ROUTE_AUTH,             SC_READ, api_templates_get },
 	{ "DELETE", "/v1/templates/*", ROUTE_AUTH,           SC_FULL, api_templates_delete },
+	{ "GET",  "/v1/keys",        ROUTE_AUTH,             SC_FULL, api_keys_list },
 	{ "GET",  "/v1/suppressions", ROUTE_AUTH,            SC_READ, api_suppressions_list },
 	{ "POST", "/v1/suppressions", ROUTE_AUTH | ROUTE_JSON, SC_FULL, api_suppressions_create },
 	{ "DELETE", "/v1/suppressions/*", ROUTE_AUTH,        SC_FULL, api_suppressions_delete },

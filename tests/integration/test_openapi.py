@@ -91,6 +91,7 @@ ROUTES = [
     ("/v1/webhooks/{id}/rotate", "post", V1 | {"200", "404", "409", "422"}),
     ("/v1/webhooks/{id}/deliveries", "get", V1 | {"200", "404", "422"}),
     ("/v1/webhooks/{id}/deliveries/{event_id}/retry", "post", V1 | {"200", "404"}),
+    ("/v1/keys", "get", V1 | {"200", "422"}),
     ("/v1/suppressions", "get", V1 | {"200"}),
     ("/v1/suppressions", "post", V1 | {"200", "201", "400", "415", "422"}),
     ("/v1/suppressions/{email}", "delete", V1 | {"204", "404"}),
@@ -427,6 +428,8 @@ def test_live_every_operation(spec, txmail, capi, webhook, smtp_peer, spec_valid
     st(c.post_json("/v1/suppressions", {"email": "gone@example.com", "reason": "again"}), 200)
     st(c.post_json("/v1/suppressions", {"email": "not an address"}), 422)
     st(c.get("/v1/suppressions"), 200)
+    st(c.get("/v1/keys?limit=5"), 200)
+    st(c.get("/v1/keys?limit=500"), 422)
     st(c.delete("/v1/suppressions/" + urllib.parse.quote("gone@example.com")), 204)
     st(c.delete("/v1/suppressions/" + urllib.parse.quote("gone@example.com")), 404)
 

@@ -66,6 +66,7 @@ SNIPPETS = {
     "send-go": ("go", "send_code.go"),
     "send-php": ("php", "send_code.php"),
     "search-curl": ("sh", "search.sh"),
+    "keys-python": ("python", "list_keys.py"),
     "smtp-node": ("js", "send-smtp.mjs"),
     "smtp-python": ("python", "send_smtp.py"),
     "webhook-node": ("js", "webhook-receiver.mjs"),
@@ -146,7 +147,7 @@ def test_readme_marks_every_snippet():
         assert [g[0] for g in got[name]] == [lang], "%s: fence languages %r, want [%r]" % (
             name, [g[0] for g in got[name]], lang)
         code = got[name][0][1]
-        if name.startswith("send-") or name.startswith("search-"):
+        if name.startswith(("send-", "search-", "keys-")):
             assert "TXMAIL_URL" in code and "TXMAIL_KEY" in code, "%s reads no TXMAIL_URL/TXMAIL_KEY" % name
         elif name.startswith("smtp-"):
             assert "SMTP_HOST" in code and "TXMAIL_KEY" in code, "%s reads no SMTP_HOST/TXMAIL_KEY" % name
@@ -262,6 +263,30 @@ def test_poll_snippet_gets_304(txmail, smtp_peer, workdir):
     lines = out.strip().splitlines()
     assert json.loads(lines[0])["id"] == mid, "poll-curl: first line %r, want the message" % lines[0]
     assert lines[-1] == "304", "poll-curl: last line %r, want 304" % lines[-1]
+
+
+def test_keys_snippet_lists(txmail_binary, redis, txmail_factory, workdir):
+    """keys-python pages through GET /v1/keys with an admin key and prints every stored key."""
+    def create(name, *args):
+        p = subprocess.run([txmail_binary, "keys", "create", "--name", name] + list(args),
+                           env=helpers.clean_env({"TXMAIL_REDIS_URL": redis.url}),
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=dl(20))
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip()
+    admin = create("ops", "--scope", "admin")
+    create("billing-worker", "--project", "billing", "--scope", "send", "--allow-ip", "10.0.0.0/8")
+    t = txmail_factory()
+    path = save("keys-python", workdir)
+    argv, extra = runner("keys-python", path, workdir)
+    env = helpers.clean_env(dict(extra, TXMAIL_URL="http://127.0.0.1:%d" % t.port, TXMAIL_KEY=admin))
+    p = subprocess.run(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=dl(60))
+    out = p.stdout.decode("utf-8", "replace")
+    assert p.returncode == 0, "keys-python exited %d: %s %s" % (p.returncode, out, p.stderr)
+    lines = out.splitlines()
+    assert [ln.split()[0] for ln in lines] == ["billing-worker", "ops"], out
+    assert lines[0].split()[1:3] == ["billing", "send"] and lines[0].endswith("never used"), out
+    assert "any address" in lines[1] and admin not in out, out
 
 
 # --- sending over SMTP submission ------------------------------------------------------
