@@ -136,11 +136,10 @@ store_message_search(struct store *s, const struct store_search_q *q, struct sto
 	if (rc == 0)
 		rc = st_batch_init(&b, s->nparts, 20);
 	for (unsigned p = 0; p < s->nparts && rc == 0; p++) {
-		const char *kind = q->rcpt ? "r:" : q->tag ? "t:" : q->from ? "f:" : NULL;
+		const char *kind = q->rcpt ? "r:" : q->tag ? "t:" : q->from ? "f:" : "a:";
 		const char *val = q->rcpt ? q->rcpt : q->tag ? q->tag : q->from ? q->from : "";
-		int n = snprintf(key, sizeof(key), "%six:%s:%s", st_pk(s, p, PK_PREFIX), project,
-		    kind ? "sec" : "all");
-		int m = kind ? snprintf(mp, sizeof(mp), "%s%s", kind, val) : 0;
+		int n = snprintf(key, sizeof(key), "%six:%s", st_pk(s, p, PK_PREFIX), project);
+		int m = snprintf(mp, sizeof(mp), "%s%s", kind, val);
 
 		if (n < 0 || (size_t)n >= sizeof(key) || m < 0 || (size_t)m + 1 >= sizeof(mp)) {
 			rc = STORE_ERR_PROTO;
@@ -166,7 +165,7 @@ store_message_search(struct store *s, const struct store_search_q *q, struct sto
 		else
 			st_adds(&b.a, "");
 		st_adds(&b.a, st_pk(s, p, PK_PREFIX));
-		st_add(&b.a, mp, m > 0 ? (size_t)m + 1 : 0);   /* with its \0: "<kind><value>\0" */
+		st_add(&b.a, mp, (size_t)m + 1);   /* with its \0: "<kind><value>\0" */
 		rc = st_batch_add(&b);
 	}
 	if (rc == 0)

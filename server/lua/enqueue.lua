@@ -138,15 +138,10 @@ for j = 1, nm do
     'tenant', ARGV[pos + 15], 'n', ARGV[pos + 16], 'prio', ARGV[pos + 17], 'project', ARGV[8],
     'pending', ARGV[pos + 18], 'tl', tlv, unpack(ARGV, a, b))
   if b < a + nh - 1 then calln('HSET', km, b + 1, a + nh - 1) end
-  do
-    -- the search indexes (lib/msgix.lua): the recipients are the values of the r<i>:email fields
-    local emails = {}
-    for i = a, a + nh - 2, 2 do
-      if string.sub(ARGV[i], -6) == ':email' then emails[#emails + 1] = ARGV[i + 1] end
-    end
-    msgix_add(string.sub(KEYS[1], 1, #KEYS[1] - 5), ARGV[8], ARGV[pos + 5], ARGV[pos + 10], ARGV[pos + 14],
-      emails)
-  end
+  -- the search indexes (lib/msgix.lua); a recipient's 5 field/value pairs start
+  -- with r<i>:email (st_enqueue_msg_args, ST_RCPT_FIELDS): its address is every 10th
+  msgix_add(string.sub(KEYS[1], 1, #KEYS[1] - 5), ARGV[8], ARGV[pos + 5], ARGV[pos + 10], ARGV[pos + 14],
+    a + 1, 10, nh / 10)
   redis.call('SET', KEYS[6 + 2 * nm + j], ARGV[pos + 6])
   a = a + nh + nt
   for i = a, a + ne - 1 do redis.call('XADD', KEYS[3], '*', 'e', ARGV[i], 'p', ARGV[8]) end

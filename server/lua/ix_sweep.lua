@@ -4,9 +4,9 @@
 -- Over the project "default" and every project named in the two sets (a
 -- project that ever sent has a ready stream there), in name order from
 -- where the last call stopped (field "_next" of ix:sweep), walks its
--- "ix:<project>:all" and its "ix:<project>:sec" (lib/msgix.lua) from where
--- their last walk stopped (fields "<project>:all", "<project>:sec"; back
--- to the start once at the end), max members in all per call, and
+-- "ix:<project>" (lib/msgix.lua) from where its last walk stopped (field
+-- "<project>"; back to the start once at the end), max members in all
+-- per call, and
 -- removes each whose message is gone: its id below cutoff (older than any
 -- message lives, no lookup) or its hash missing. So one call costs at most
 -- max lookups however many projects, and an entry outlives its message by
@@ -22,18 +22,15 @@ for p in pairs(set) do names[#names + 1] = p end
 table.sort(names)
 local gone, left = 0, max
 -- one walk of up to n members of key from its saved place; true when it reached the end
-local function sweep(key, field, sec, n)
+local function sweep(key, field, n)
   local from = redis.call('HGET', KEYS[3], field)
   local min = '-'
   if from and from ~= '' then min = '(' .. from end
   local ms = redis.call('ZRANGEBYLEX', key, min, '+', 'LIMIT', 0, n)
   local dead = {}
   for _, m in ipairs(ms) do
-    local id = m
-    if sec then
-      local z = string.find(m, '\0', 1, true)
-      id = z and string.sub(m, z + 1) or ''
-    end
+    local z = string.find(m, '\0', 1, true)
+    local id = z and string.sub(m, z + 1) or ''
     if id < cutoff or redis.call('EXISTS', prefix .. 'msg:' .. id) == 0 then dead[#dead + 1] = m end
   end
   for i = 1, #dead, 4000 do
@@ -59,10 +56,7 @@ for k = 0, #names - 1 do
     return gone
   end
   local p = names[(first + k - 1) % #names + 1]
-  local ixp = prefix .. 'ix:' .. p .. ':'
-  local done = sweep(ixp .. 'all', p .. ':all', false, left)
-  if left > 0 then done = sweep(ixp .. 'sec', p .. ':sec', true, left) and done else done = false end
-  if not done then
+  if not sweep(prefix .. 'ix:' .. p, p, left) then
     redis.call('HSET', KEYS[3], '_next', p)   -- this project again first next time
     return gone
   end

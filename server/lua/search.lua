@@ -1,9 +1,9 @@
 -- search.lua - store_search.c's SC_SEARCH: one page of GET /v1/messages in one partition
--- KEYS: the index to walk (lib/msgix.lua: the project's ":all", or its
---       ":sec" for the most selective filter)
+-- KEYS: the project's index (lib/msgix.lua)
 -- ARGV: limit budget after lo hi status tag rcpt from created_after created_before prefix mp
--- mp: the members' prefix before the id: "" in ":all", "<kind><value>\0"
--- in ":sec" (the run of that recipient, tag or From address).
+-- mp: the members' prefix before the id, "<kind><value>\0": the run of
+-- every message ("a:"), or of the most selective filter's recipient,
+-- tag or From address.
 -- Walks the index from the newest id down: below after (exclusive; "" =
 -- from the newest, or from hi), not below lo (inclusive; ""), hi
 -- (exclusive; ""); lo and hi are ids made from created_after/before with
@@ -28,12 +28,8 @@ local fst, ftag, frcpt, ffrom = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local cafter, cbefore = tonumber(ARGV[10]), tonumber(ARGV[11])
 local prefix, mp = ARGV[12], ARGV[13]
 local key = KEYS[1]
-local max, min = '+', '-'
-if mp ~= '' then
-  -- the run of one value: [mp, mp with its last byte (the \0) raised by one)
-  max = '(' .. string.sub(mp, 1, -2) .. '\1'
-  min = '[' .. mp
-end
+-- the run: [mp, mp with its last byte (the \0) raised by one)
+local max, min = '(' .. string.sub(mp, 1, -2) .. '\1', '[' .. mp
 if after ~= '' then max = '(' .. mp .. after elseif hi ~= '' then max = '(' .. mp .. hi end
 if lo ~= '' then min = '[' .. mp .. lo end
 local out = { 0, '' }
