@@ -469,6 +469,7 @@ $(WHRECV): tests/bench/whrecv.c | pkg-check
 do-bench: build $(WHRECV)
 	$(PYTHON) tests/bench/suite.py --bin $(CURDIR)/$(BUILD)/txmail --whrecv $(CURDIR)/$(WHRECV) $(BENCH_ARGS)
 	$(PYTHON) tests/bench/redis_cost.py --bin $(CURDIR)/$(BUILD)/txmail --whrecv $(CURDIR)/$(WHRECV) $(REDIS_COST_ARGS)
+	$(PYTHON) tests/bench/bench_search.py --bin $(CURDIR)/$(BUILD)/txmail $(SEARCH_BENCH_ARGS)
 	cd tests/bench && $(PYTHON) bench_api.py --bin $(CURDIR)/$(BUILD)/txmail --replica -d 5
 
 # --- fuzzing ----------------------------------------------------------------
