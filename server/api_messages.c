@@ -76,19 +76,12 @@ api_messages_expiry(int64_t now_ms, int64_t send_at_ms, int64_t ttl_ms, int64_t 
 int64_t
 api_messages_id_ms(const char *id, int64_t dflt)
 {
-	static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
-	uint64_t t = 0;
+	int64_t t;
 
 	if (strncmp(id, MSG_ID_PREFIX, 4) != 0 || strlen(id) < 4 + MSG_ID_CHARS)
 		return dflt;
-	for (int i = 0; i < 10; i++) {
-		const char *p = strchr(alphabet, id[4 + i]);
-
-		if (p == NULL || id[4 + i] == '\0')
-			return dflt;
-		t = (t << 5) | (uint64_t)(p - alphabet);
-	}
-	return t > 0 && t < ((uint64_t)1 << 47) ? (int64_t)t : dflt;
+	t = util_id_time_read(id + 4);
+	return t > 0 ? t : dflt;
 }
 
 int

@@ -46,10 +46,27 @@ util_random_bytes(void *buf, size_t len)
 	return 0;
 }
 
+static const char util_id_alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
+
+int64_t
+util_id_time_read(const char t10[10])
+{
+	uint64_t t = 0;
+
+	for (int i = 0; i < 10; i++) {
+		const char *p = t10[i] != '\0' ? strchr(util_id_alphabet, t10[i]) : NULL;
+
+		if (p == NULL)
+			return -1;
+		t = (t << 5) | (uint64_t)(p - util_id_alphabet);
+	}
+	return t > 0 && t < ((uint64_t)1 << 47) ? (int64_t)t : -1;
+}
+
 void
 util_id_time(int64_t ms, char out[10])
 {
-	static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
+	const char *alphabet = util_id_alphabet;
 	uint64_t t = ms > 0 ? (uint64_t)ms : 0;
 
 	/* 48 bits of time: 10 chars of 5 bits (top 2 bits zero). */
@@ -60,7 +77,7 @@ util_id_time(int64_t ms, char out[10])
 int
 util_random_id(const char *prefix, char *buf, size_t len)
 {
-	static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
+	const char *alphabet = util_id_alphabet;
 	unsigned char rnd[10];
 	uint64_t t = (uint64_t)util_now_ms();
 	size_t plen = strlen(prefix), i;

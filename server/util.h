@@ -21,6 +21,8 @@ int util_random_id(const char *prefix, char *buf, size_t len);
 
 /* util_id_time - the 10 characters of util_random_id that encode ms (no NUL): ids sort by them. */
 void util_id_time(int64_t ms, char out[10]);
+/* util_id_time_read - the ms that util_id_time wrote as t10 (no NUL needed), or -1 when it is not one. */
+int64_t util_id_time_read(const char t10[10]);
 
 /* util_random_bytes - fill buf from the OS CSPRNG (getrandom); 0 or -1. */
 int util_random_bytes(void *buf, size_t len);
