@@ -79,11 +79,18 @@ hd_unlink(struct http_deadlines *d, struct http_conn *c)
 	c->queue = -1;
 }
 
-/* (re)start c's clock in queue q; the lock is held */
+/*
+ * (re)start c's clock in queue q; the lock is held. A body arriving in an
+ * empty BODY queue wakes the sweeper: asleep, it plans only for the
+ * deadlines it saw (up to the header allowance, 10 s), and the hang-up
+ * checks of hd_reap_gone must start within HTTP_GONE_EVERY_MS.
+ */
 static void
 hd_arm(struct http_deadlines *d, struct http_conn *c, int q)
 {
 	hd_unlink(d, c);
+	if (q == HTTP_Q_BODY && d->head[q] == NULL)
+		pthread_cond_signal(&d->wake);
 	c->deadline_ms = util_mono_ms() + d->after_ms[q];
 	c->queue = q;
 	c->hung_up = 0;

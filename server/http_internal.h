@@ -38,7 +38,7 @@ enum { HTTP_Q_FRESH, HTTP_Q_KEPT, HTTP_Q_BODY, HTTP_NQ };
 
 struct http_deadlines {
 	pthread_mutex_t lock;
-	pthread_cond_t wake;    /* CLOCK_MONOTONIC; signalled to stop */
+	pthread_cond_t wake;    /* CLOCK_MONOTONIC; signalled to stop, and by a first body due */
 	struct http_conn *head[HTTP_NQ], *tail[HTTP_NQ];  /* each in deadline order */
 	int64_t after_ms[HTTP_NQ];
 	pthread_t thread;
