@@ -87,6 +87,17 @@ api_json_text(struct api_response *resp, int status, const char *json)
 		api_body(resp, 500, strdup(api_oom_body));
 }
 
+int
+api_json_time(cJSON *o, const char *name, int64_t ms)
+{
+	char at[40];
+
+	if (ms <= 0)
+		return cJSON_AddNullToObject(o, name) != NULL ? 0 : -1;
+	util_rfc3339(ms, at, sizeof(at));
+	return cJSON_AddStringToObject(o, name, at) != NULL ? 0 : -1;
+}
+
 void
 api_json(struct api_response *resp, int status, cJSON *obj)
 {

@@ -144,6 +144,12 @@ void api_json_text(struct api_response *resp, int status, const char *json);
 void api_json(struct api_response *resp, int status, cJSON *obj);
 
 /*
+ * api_json_time - add name to o: the RFC 3339 time of ms when ms > 0,
+ * else null. 0, or -1 out of memory.
+ */
+int api_json_time(cJSON *o, const char *name, int64_t ms);
+
+/*
  * api_error - the error envelope {"error":{"type","message","field"?}};
  * field NULL or "" leaves "field" out.
  */

@@ -52,13 +52,8 @@ apikeys_json(const struct store_apikey *k)
 	util_rfc3339(k->created_ms, at, sizeof(at));
 	if (cJSON_AddStringToObject(o, "created_at", at) == NULL)
 		goto fail;
-	if (k->last_used_ms > 0) {
-		util_rfc3339(k->last_used_ms, at, sizeof(at));
-		if (cJSON_AddStringToObject(o, "last_used_at", at) == NULL)
-			goto fail;
-	} else if (cJSON_AddNullToObject(o, "last_used_at") == NULL) {
+	if (api_json_time(o, "last_used_at", k->last_used_ms) != 0)
 		goto fail;
-	}
 	return o;
 fail:
 	cJSON_Delete(o);
@@ -103,10 +98,8 @@ api_keys_list(const struct api_request *req, struct api_response *resp)
 		last = v[i].name;
 		shown++;
 	}
-	if (api_page_finish(out, KEYS_KIND, i < n ? last : NULL) != 0)
-		goto oom;
+	api_page_answer(resp, out, KEYS_KIND, i < n ? last : NULL);   /* before the free: last is in v */
 	store_apikeys_free(v, n);
-	api_json(resp, 200, out);
 	return;
 oom:
 	store_apikeys_free(v, n);

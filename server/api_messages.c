@@ -1093,9 +1093,7 @@ messages_status(const struct store_message_view *v)
 static int
 messages_receipt(cJSON *r, const struct store_rcpt_view *rv)
 {
-	char at[40];
 	int deferred = rv->status != NULL && strcmp(rv->status, "deferred") == 0;
-
 	long long lat = rv->latency_ms;
 
 	if (lat < 0 && rv->status != NULL && strcmp(rv->status, "suppressed") == 0)
@@ -1103,20 +1101,9 @@ messages_receipt(cJSON *r, const struct store_rcpt_view *rv)
 	if ((lat >= 0 ? cJSON_AddNumberToObject(r, "latency_ms", (double)lat) :
 	    cJSON_AddNullToObject(r, "latency_ms")) == NULL)
 		return -1;
-	if (rv->delivered_ms > 0) {
-		util_rfc3339(rv->delivered_ms, at, sizeof(at));
-		if (cJSON_AddStringToObject(r, "delivered_at", at) == NULL)
-			return -1;
-	} else if (cJSON_AddNullToObject(r, "delivered_at") == NULL) {
+	if (api_json_time(r, "delivered_at", rv->delivered_ms) != 0 ||
+	    api_json_time(r, "next_attempt_at", deferred ? rv->next_attempt_ms : 0) != 0)
 		return -1;
-	}
-	if (deferred && rv->next_attempt_ms > 0) {
-		util_rfc3339(rv->next_attempt_ms, at, sizeof(at));
-		if (cJSON_AddStringToObject(r, "next_attempt_at", at) == NULL)
-			return -1;
-	} else if (cJSON_AddNullToObject(r, "next_attempt_at") == NULL) {
-		return -1;
-	}
 	return 0;
 }
 

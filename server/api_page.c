@@ -113,3 +113,14 @@ api_page_finish(cJSON *root, const char *kind, const char *last_key)
 		return -1;
 	return cJSON_AddStringToObject(root, "next_cursor", c) != NULL ? 0 : -1;
 }
+
+void
+api_page_answer(struct api_response *resp, cJSON *root, const char *kind, const char *last_key)
+{
+	if (api_page_finish(root, kind, last_key) != 0) {
+		cJSON_Delete(root);
+		api_error(resp, 500, "internal_error", "out of memory", NULL);
+		return;
+	}
+	api_json(resp, 200, root);
+}

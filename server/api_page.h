@@ -53,4 +53,11 @@ int api_page_cursor_read(const char *kind, const char *cursor, char *out, size_t
  */
 int api_page_finish(cJSON *root, const char *kind, const char *last_key);
 
+/*
+ * api_page_answer - api_page_finish, then a 200 with root (a 500 when out
+ * of memory). Takes root (deletes it) either way.
+ */
+void api_page_answer(struct api_response *resp, cJSON *root, const char *kind,
+    const char *last_key);
+
 #endif

@@ -214,10 +214,8 @@ api_messages_list(const struct api_request *req, struct api_response *resp)
 			goto oom;
 		}
 	}
-	if (api_page_finish(out, SEARCH_KIND, res.next[0] != '\0' ? res.next : NULL) != 0)
-		goto oom;
+	api_page_answer(resp, out, SEARCH_KIND, res.next[0] != '\0' ? res.next : NULL);
 	store_search_res_free(&res);
-	api_json(resp, 200, out);
 	return;
 oom:
 	store_search_res_free(&res);

@@ -90,9 +90,7 @@ api_suppressions_list(const struct api_request *req, struct api_response *resp)
 			goto oom;
 		}
 	}
-	if (api_page_finish(out, "suppressions", next) != 0)
-		goto oom;
-	api_json(resp, 200, out);
+	api_page_answer(resp, out, "suppressions", next);
 	out = NULL;
 	goto out;
 oom:

@@ -148,9 +148,7 @@ api_templates_list(const struct api_request *req, struct api_response *resp)
 			goto oom;
 		}
 	}
-	if (api_page_finish(out, "templates", next) != 0)
-		goto oom;
-	api_json(resp, 200, out);
+	api_page_answer(resp, out, "templates", next);
 	out = NULL;
 	goto out;
 oom:

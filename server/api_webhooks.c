@@ -110,13 +110,9 @@ whapi_to_json(const struct store_endpoint *ep, int with_secret)
 	    cJSON_AddNullToObject(o, "disabled_at") == NULL) {
 		goto fail;
 	}
-	if (ep->secret_old && ep->secret_old[0] && ep->old_until_ms > util_now_ms()) {
-		util_rfc3339(ep->old_until_ms, at, sizeof(at));
-		if (cJSON_AddStringToObject(o, "previous_secret_expires_at", at) == NULL)
-			goto fail;
-	} else if (cJSON_AddNullToObject(o, "previous_secret_expires_at") == NULL) {
+	if (api_json_time(o, "previous_secret_expires_at", ep->secret_old && ep->secret_old[0] &&
+	    ep->old_until_ms > util_now_ms() ? ep->old_until_ms : 0) != 0)
 		goto fail;
-	}
 	if (cJSON_AddStringToObject(o, "configured_by", strcmp(ep->id, WHAPI_DEFAULT) == 0 ?
 	    "environment" : "api") == NULL)
 		goto fail;
@@ -429,9 +425,7 @@ api_webhooks_list(const struct api_request *req, struct api_response *resp)
 	}
 	if (taken < pg.limit)
 		last = NULL;
-	if (api_page_finish(root, "webhooks", last) != 0)
-		goto oom;
-	api_json(resp, 200, root);
+	api_page_answer(resp, root, "webhooks", last);
 	root = NULL;
 	goto out;
 oom:
@@ -921,17 +915,10 @@ api_webhooks_deliveries(const struct api_request *req, struct api_response *resp
 		    cJSON_AddNullToObject(o, "error")) == NULL ||
 		    cJSON_AddStringToObject(o, "attempted_at", at) == NULL)
 			goto oom;
-		if (w->next_ms > 0) {
-			util_rfc3339(w->next_ms, at, sizeof(at));
-			if (cJSON_AddStringToObject(o, "next_attempt_at", at) == NULL)
-				goto oom;
-		} else if (cJSON_AddNullToObject(o, "next_attempt_at") == NULL) {
+		if (api_json_time(o, "next_attempt_at", w->next_ms) != 0)
 			goto oom;
-		}
 	}
-	if (api_page_finish(root, "deliveries", nr > pg.limit ? rows[shown - 1].entry : NULL) != 0)
-		goto oom;
-	api_json(resp, 200, root);
+	api_page_answer(resp, root, "deliveries", nr > pg.limit ? rows[shown - 1].entry : NULL);
 	root = NULL;
 	goto out;
 oom:

@@ -165,6 +165,30 @@ out:
 	return out;
 }
 
+/*
+ * bounce_store_apply - store_bounce of in, its recipient (idx of v, msg_id),
+ * project and time (now) filled here: STORE_OK with *applied,
+ * STORE_ERR_NOT_FOUND (the message is gone: nothing to do), or another
+ * error, logged at warn as what ("DSN not recorded").
+ */
+static int
+bounce_store_apply(struct bounce *b, struct store_bounce_in *in, const struct store_message_view *v,
+    const char *msg_id, int idx, int64_t now, const char *what, int *applied)
+{
+	int rc;
+
+	in->msg_id = msg_id;
+	in->rcpt_idx = idx;
+	in->email = v->rcpts[idx].email;
+	in->project = v->project;
+	in->now_ms = now;
+	rc = store_bounce(b->st, in, applied);
+	if (rc != STORE_OK && rc != STORE_ERR_NOT_FOUND)
+		log_warn(what, "msg_id=%s rcpt_idx=%d rcpt=%s error=%s", msg_id, idx, in->email,
+		    store_strerror(rc));
+	return rc;
+}
+
 /* bounce_latency - acceptance -> now, >= 0 */
 static int64_t
 bounce_latency(const struct store_message_view *v, int64_t now)
@@ -222,8 +246,6 @@ bounce_record(struct bounce *b, const struct dsn *d, const struct store_message_
 			goto out;
 	}
 	memset(&in, 0, sizeof(in));
-	in.msg_id = msg_id;
-	in.rcpt_idx = idx;
 	in.action = failed ? "failed" : "delayed";
 	in.smtp_json = failed ? smtp : NULL;
 	in.event_json = evs;
@@ -232,17 +254,9 @@ bounce_record(struct bounce *b, const struct dsn *d, const struct store_message_
 	in.timeline_json = tls;
 	/* hard 5.x.x only; never 5.7.x (policy) nor 5.2.2 (mailbox full, soft) */
 	in.suppress_reason = failed && dsn_bounce_suppresses(r->status) ? "bounced" : NULL;
-	in.email = rv->email;
-	in.project = v->project;
-	in.now_ms = now;
-	rc = store_bounce(b->st, &in, &applied);
-	if (rc == STORE_ERR_NOT_FOUND) {
-		ret = 0;
-		goto out;
-	}
+	rc = bounce_store_apply(b, &in, v, msg_id, idx, now, "DSN not recorded", &applied);
 	if (rc != STORE_OK) {
-		log_warn("DSN not recorded", "msg_id=%s rcpt_idx=%d rcpt=%s error=%s", msg_id, idx,
-		    rv->email, store_strerror(rc));
+		ret = rc == STORE_ERR_NOT_FOUND ? 0 : -1;
 		goto out;
 	}
 	if (failed && applied)
@@ -299,23 +313,13 @@ bounce_complaint(struct bounce *b, const struct dsn_arf *a, const struct store_m
 	if (evs == NULL)
 		goto out;
 	memset(&in, 0, sizeof(in));
-	in.msg_id = msg_id;
-	in.rcpt_idx = idx;
 	in.action = "complained";
 	in.event_json = evs;
 	in.timeline_json = tls;
 	in.suppress_reason = "complaint";
-	in.email = rv->email;
-	in.project = v->project;
-	in.now_ms = now;
-	rc = store_bounce(b->st, &in, &applied);
-	if (rc == STORE_ERR_NOT_FOUND) {
-		ret = 0;
-		goto out;
-	}
+	rc = bounce_store_apply(b, &in, v, msg_id, idx, now, "complaint not recorded", &applied);
 	if (rc != STORE_OK) {
-		log_warn("complaint not recorded", "msg_id=%s rcpt_idx=%d rcpt=%s error=%s", msg_id, idx,
-		    rv->email, store_strerror(rc));
+		ret = rc == STORE_ERR_NOT_FOUND ? 0 : -1;
 		goto out;
 	}
 	log_info(applied ? "complaint applied" : "complaint ignored, already reported",

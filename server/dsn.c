@@ -368,14 +368,16 @@ dsn_delim(const char *line, size_t len, const char *b, size_t blen)
 }
 
 /*
- * dsn_report_open - read the top-level header of a multipart/report whose
- * report-type is rtype into its boundary (room DSN_BOUNDARY_MAX + 1) and
- * skip the preamble. DSN_OK with *d = 1 (a part follows) or 2 (the
- * closing delimiter came first) or 0 (no delimiter at all); else DSN_ERR_*.
+ * dsn_report_open - start c on msg (len bytes; have_out: the caller has
+ * somewhere to put the result), read the top-level header of a
+ * multipart/report whose report-type is rtype into its boundary (room
+ * DSN_BOUNDARY_MAX + 1) and skip the preamble. DSN_OK with *d = 1 (a part
+ * follows) or 2 (the closing delimiter came first) or 0 (no delimiter at
+ * all); else DSN_ERR_*.
  */
 static int
-dsn_report_open(struct dsn_cur *c, const char *rtype_want, char *boundary, size_t *blen, int *d,
-    char *err, size_t errlen)
+dsn_report_open(struct dsn_cur *c, const char *msg, size_t len, int have_out, const char *rtype_want,
+    char *boundary, size_t *blen, int *d, char *err, size_t errlen)
 {
 	struct dsn_field f;
 	char ctype[DSN_LINE_MAX] = "", rtype[64];
@@ -383,6 +385,12 @@ dsn_report_open(struct dsn_cur *c, const char *rtype_want, char *boundary, size_
 	size_t ll;
 	int have_ct = 0;
 
+	if (!msg || !have_out)
+		return dsn_err(err, errlen, DSN_ERR_NOT_REPORT, "no message");
+	if (len > DSN_MSG_MAX)
+		return dsn_err(err, errlen, DSN_ERR_TOO_BIG, "message too big");
+	c->p = msg;
+	c->end = msg + len;
 	while (dsn_field_next(c, &f)) {
 		if (strcasecmp(f.name, "Content-Type") == 0 && !have_ct) {
 			util_strlcpy(ctype, f.value, sizeof(ctype));
@@ -456,18 +464,14 @@ dsn_cte_plain(const char *cte)
 int
 dsn_parse(const char *msg, size_t len, struct dsn *out, char *err, size_t errlen)
 {
-	struct dsn_cur c = { msg, msg + len };
+	struct dsn_cur c;
 	char boundary[DSN_BOUNDARY_MAX + 1];
 	size_t blen = 0;
 	int parts = 0, found = 0, d = 0, rc;
 
 	if (out)
 		memset(out, 0, sizeof(*out));
-	if (!msg || !out)
-		return dsn_err(err, errlen, DSN_ERR_NOT_REPORT, "no message");
-	if (len > DSN_MSG_MAX)
-		return dsn_err(err, errlen, DSN_ERR_TOO_BIG, "message too big");
-	rc = dsn_report_open(&c, "delivery-status", boundary, &blen, &d, err, errlen);
+	rc = dsn_report_open(&c, msg, len, out != NULL, "delivery-status", boundary, &blen, &d, err, errlen);
 	if (rc != DSN_OK)
 		return rc;
 	while (d == 1 && parts < DSN_PARTS_MAX) {
@@ -599,18 +603,14 @@ dsn_arf_original(struct dsn_cur *c, struct dsn_arf *out)
 int
 dsn_arf_parse(const char *msg, size_t len, struct dsn_arf *out, char *err, size_t errlen)
 {
-	struct dsn_cur c = { msg, msg + len };
+	struct dsn_cur c;
 	char boundary[DSN_BOUNDARY_MAX + 1];
 	size_t blen = 0;
 	int parts = 0, found = 0, d = 0, rc;
 
 	if (out)
 		memset(out, 0, sizeof(*out));
-	if (!msg || !out)
-		return dsn_err(err, errlen, DSN_ERR_NOT_REPORT, "no message");
-	if (len > DSN_MSG_MAX)
-		return dsn_err(err, errlen, DSN_ERR_TOO_BIG, "message too big");
-	rc = dsn_report_open(&c, "feedback-report", boundary, &blen, &d, err, errlen);
+	rc = dsn_report_open(&c, msg, len, out != NULL, "feedback-report", boundary, &blen, &d, err, errlen);
 	if (rc != DSN_OK)
 		return rc;
 	while (d == 1 && parts < DSN_PARTS_MAX) {
