@@ -322,6 +322,8 @@ bounce_complaint(struct bounce *b, const struct dsn_arf *a, const struct store_m
 		ret = rc == STORE_ERR_NOT_FOUND ? 0 : -1;
 		goto out;
 	}
+	if (applied)
+		metrics_complaint(a->feedback_type);
 	log_info(applied ? "complaint applied" : "complaint ignored, already reported",
 	    "msg_id=%s rcpt_idx=%d rcpt=%s feedback_type=%s user_agent=%.100s", msg_id, idx,
 	    rv->email, a->feedback_type, a->user_agent);

@@ -73,6 +73,7 @@ static _Atomic uint64_t metrics_attempts[METRICS_ATTEMPT_COUNT];
 static _Atomic uint64_t metrics_replies[METRICS_NREPLY];
 static _Atomic uint64_t metrics_webhook[METRICS_WEBHOOK_COUNT];
 static _Atomic uint64_t metrics_webhook_disabled_n;
+static _Atomic uint64_t metrics_complaints[METRICS_COMPLAINT_COUNT];
 static _Atomic uint64_t metrics_smtp[METRICS_SMTP_COUNT];
 static _Atomic int64_t metrics_body_bytes;
 static _Atomic int64_t metrics_pipe_waiting;
@@ -487,6 +488,22 @@ metrics_webhook_disabled(void)
 	metrics_add(&metrics_webhook_disabled_n, 1);
 }
 
+/* the complaint kinds of RFC 5965 a report counts as (dsn_arf_is_complaint), "other" last */
+static const char *const metrics_complaint_names[METRICS_COMPLAINT_COUNT] = {
+	"abuse", "fraud", "virus", "other"
+};
+
+void
+metrics_complaint(const char *feedback_type)
+{
+	size_t i = 0;
+
+	while (i < METRICS_COMPLAINT_COUNT - 1 &&
+	    (feedback_type == NULL || strcmp(feedback_type, metrics_complaint_names[i]) != 0))
+		i++;
+	metrics_add(&metrics_complaints[i], 1);
+}
+
 void
 metrics_webhook_latency(double seconds)
 {
@@ -721,6 +738,8 @@ metrics_snapshot(struct metrics_snapshot *out)
 	for (size_t i = 0; i < METRICS_WEBHOOK_COUNT; i++)
 		out->webhook[i] = metrics_load(&metrics_webhook[i]);
 	out->webhook_disabled = metrics_load(&metrics_webhook_disabled_n);
+	for (size_t i = 0; i < METRICS_COMPLAINT_COUNT; i++)
+		out->complaints[i] = metrics_load(&metrics_complaints[i]);
 	for (size_t i = 0; i < METRICS_SMTP_COUNT; i++)
 		out->smtp[i] = metrics_load(&metrics_smtp[i]);
 	out->http_body_bytes = atomic_load_explicit(&metrics_body_bytes, memory_order_relaxed);
@@ -787,6 +806,8 @@ metrics_reset(void)
 	for (size_t i = 0; i < METRICS_WEBHOOK_COUNT; i++)
 		atomic_store(&metrics_webhook[i], 0);
 	atomic_store(&metrics_webhook_disabled_n, 0);
+	for (size_t i = 0; i < METRICS_COMPLAINT_COUNT; i++)
+		atomic_store(&metrics_complaints[i], 0);
 	for (size_t i = 0; i < METRICS_SMTP_COUNT; i++)
 		atomic_store(&metrics_smtp[i], 0);
 	atomic_store(&metrics_body_bytes, 0);
@@ -1012,6 +1033,12 @@ metrics_render_counters(struct metrics_buf *b, const struct metrics_snapshot *sn
 	metrics_head(b, "txmail_webhook_endpoints_disabled_total", "counter",
 	    "Webhook endpoints this process's dispatcher disabled after failing for TXMAIL_WEBHOOK_DISABLE_AFTER.");
 	metrics_printf(b, "txmail_webhook_endpoints_disabled_total %" PRIu64 "\n", snap->webhook_disabled);
+
+	metrics_head(b, "txmail_complaints_total", "counter",
+	    "Feedback reports (RFC 5965) this process's bounce listener applied, once per recipient, by feedback type.");
+	for (size_t i = 0; i < METRICS_COMPLAINT_COUNT; i++)
+		metrics_printf(b, "txmail_complaints_total{feedback_type=\"%s\"} %" PRIu64 "\n",
+		    metrics_complaint_names[i], snap->complaints[i]);
 }
 
 static void

@@ -77,6 +77,8 @@ enum metrics_webhook {
 	METRICS_WEBHOOK_COUNT
 };
 
+#define METRICS_COMPLAINT_COUNT 4   /* txmail_complaints_total: abuse, fraud, virus, other */
+
 enum metrics_smtp {
 	METRICS_SMTP_OK = 0,
 	METRICS_SMTP_TEMPFAIL,
@@ -134,6 +136,7 @@ struct metrics_snapshot {
 	uint64_t replies[METRICS_NREPLY];
 	uint64_t webhook[METRICS_WEBHOOK_COUNT];
 	uint64_t webhook_disabled;      /* endpoints disabled after failing continuously */
+	uint64_t complaints[METRICS_COMPLAINT_COUNT];   /* abuse, fraud, virus, other */
 	uint64_t smtp[METRICS_SMTP_COUNT];
 	int64_t http_body_bytes;        /* a gauge: request body bytes reserved now */
 	int64_t accept_waiting;         /* a gauge: sends on the accept pipe now (enqpipe.h) */
@@ -199,6 +202,9 @@ void metrics_smtp_reply(int code, const char *enhanced);
 void metrics_webhook_attempt(enum metrics_webhook result);
 /* metrics_webhook_disabled - an endpoint was disabled after failing TXMAIL_WEBHOOK_DISABLE_AFTER. */
 void metrics_webhook_disabled(void);
+
+/* metrics_complaint - a feedback report applied (the bounce role); an unknown type counts as "other". */
+void metrics_complaint(const char *feedback_type);
 /* metrics_webhook_latency - a webhook answered 2xx, seconds after its event was recorded. */
 void metrics_webhook_latency(double seconds);
 /* metrics_smtp_transaction - one finished SMTP transaction by its smtp_result value (0 ok, 1 temp, 2 perm). */

@@ -48,6 +48,7 @@ COUNTERS = {
     "txmail_messages_accepted_total": (),
     "txmail_http_requests_total": ("route", "code_class"),
     "txmail_deliveries_parked_total": (),
+    "txmail_complaints_total": ("feedback_type",),
     "process_cpu_seconds_total": (),
 }
 GAUGES = {

@@ -16,6 +16,7 @@ the test's own clock (the peers run on this host: one clock).
 """
 
 import datetime
+import re
 import smtplib
 import time
 
@@ -331,6 +332,11 @@ def test_complaint(rtx, rapi, smtp_peer, webhook, spec_validator):
         "a repeated report gave another message.complained: %r" % webhook.events_for(mid)
     j, _ = get_rcpt(rapi, mid)
     assert len([x for x in j["events"] if x.get("type") == "complained"]) == 1, "timeline: %r" % j["events"]
+    # counted once, by its type; not-spam is not counted
+    r = rapi.get("/metrics")
+    got = dict(re.findall(r'^txmail_complaints_total\{feedback_type="(\w+)"\} (\d+)$', r.body.decode(), re.M))
+    assert got == {"abuse": "1", "fraud": "0", "virus": "0", "other": "0"}, \
+        "txmail_complaints_total: got %r, want abuse 1, the others 0" % got
 
     # and the next send to it is refused at acceptance
     mid2, _ = send(rapi, rcpt)
