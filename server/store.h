@@ -355,8 +355,10 @@ void store_message_view_free(struct store_message_view *v);
  * Search (GET /v1/messages): one page of a project's messages, newest
  * first, over every partition, from the indexes the enqueue writes
  * (lib/msgix.lua). Filters (NULL or 0: none) combine; the most selective
- * index is walked (recipient, then tag, then from, else every message)
- * and the others checked per message. Each partition looks at no more
+ * index is walked (recipient, then a rare status - scheduled, deferred,
+ * failed, expired, suppressed, canceled: every message that had it -,
+ * then tag, then from, else every message) and the others checked per
+ * message. Each partition looks at no more
  * than STORE_SEARCH_BUDGET ids per call, so a page may hold fewer than
  * limit messages - even none - and still have a next page: the caller
  * pages on until next is NULL.

@@ -20,9 +20,22 @@
 
 #include "util.h"
 
-/* a message's "created" is its id's time (api_messages_id_ms); one made by an earlier release was
- * stamped a little before its id was made, so the upper bound keeps a margin */
-#define SEARCH_MARGIN_MS 50
+/*
+ * search_status_run - 1 when status has its own run in the index ("s:",
+ * lib/msgix.lua's msgix_indexed): the rare statuses, which a walk of
+ * every message would look for through whole budgets of others
+ */
+static int
+search_status_run(const char *status)
+{
+	static const char *const runs[] = { "scheduled", "deferred", "failed", "expired", "suppressed",
+	    "canceled" };
+
+	for (size_t i = 0; status != NULL && i < sizeof(runs) / sizeof(runs[0]); i++)
+		if (strcmp(status, runs[i]) == 0)
+			return 1;
+	return 0;
+}
 
 /* search_idtime - "msg_" and the 10 time characters of an id made at ms (util_id_time) */
 static void
@@ -130,14 +143,18 @@ store_message_search(struct store *s, const struct store_search_q *q, struct sto
 	if (q->created_after_ms > 0)
 		search_idtime(q->created_after_ms, lo);
 	if (q->created_before_ms > 0)
-		search_idtime(q->created_before_ms + SEARCH_MARGIN_MS, hi);
+		search_idtime(q->created_before_ms, hi);   /* a message's "created" is its id's time */
 	memset(&b, 0, sizeof(b));
 	rc = st_connect(s);
 	if (rc == 0)
 		rc = st_batch_init(&b, s->nparts, 20);
+	/* the run walked: the most selective filter's (a recipient; a rare status; a tag; a From) */
+	const char *kind = q->rcpt ? "r:" : search_status_run(q->status) ? "s:" : q->tag ? "t:" :
+	    q->from ? "f:" : "a:";
+	const char *val = q->rcpt ? q->rcpt : kind[0] == 's' ? q->status : q->tag ? q->tag :
+	    q->from ? q->from : "";
+
 	for (unsigned p = 0; p < s->nparts && rc == 0; p++) {
-		const char *kind = q->rcpt ? "r:" : q->tag ? "t:" : q->from ? "f:" : "a:";
-		const char *val = q->rcpt ? q->rcpt : q->tag ? q->tag : q->from ? q->from : "";
 		int n = snprintf(key, sizeof(key), "%six:%s", st_pk(s, p, PK_PREFIX), project);
 		int m = snprintf(mp, sizeof(mp), "%s%s", kind, val);
 

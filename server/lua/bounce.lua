@@ -14,7 +14,8 @@
 -- its worker's record, which finds it no longer sending; a "queued" one's
 -- by claim). The event is bounced_event (message.bounced) when the
 -- recipient was "delivered" and that is given, else event (message.failed).
--- r<i>:lat becomes latency_ms and r<i>:nxt goes (the receipt, record.lua).
+-- r<i>:lat becomes latency_ms and r<i>:nxt goes (the receipt, record.lua);
+-- the message is in the "s:failed" search run (lib/msgix.lua).
 -- "complained" (an ARF report): the status stays; the timeline entry,
 -- the event (message.complained) and the suppression, once per recipient
 -- (r<i>:cmp = now_ms marks it; a second report returns 0).
@@ -23,6 +24,7 @@
 
 -- @include lib/project.lua
 -- @include lib/content.lua
+-- @include lib/msgix.lua
 local p = 'r' .. ARGV[1] .. ':'
 local v = redis.call('HMGET', KEYS[1], p .. 'status', p .. 'email', 'project', p .. 'cmp')
 local proj = v[3]
@@ -53,6 +55,7 @@ if st ~= 'delivered' and st ~= 'sending' and st ~= 'deferred' and st ~= 'queued'
   return 0
 end
 redis.call('HSET', KEYS[1], p .. 'status', 'failed', p .. 'lat', ARGV[13])
+msgix_status(KEYS[1], proj, 'failed')
 redis.call('HDEL', KEYS[1], p .. 'nxt')
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], p .. 'smtp', ARGV[3]) end
 if ARGV[5] ~= '' then tl_append(KEYS[1], KEYS[2], ARGV[5]) end

@@ -7,8 +7,10 @@
 -- entries, on either lane, are dropped by claim; their due members here). Returns how many,
 -- or -1 when the message does not exist. When no recipient is left pending
 -- the content goes (lib/content.lua: deleted, or kept content_ms more).
+-- The message is in the "s:canceled" search run (lib/msgix.lua).
 
 -- @include lib/content.lua
+-- @include lib/msgix.lua
 
 local h = redis.call('HMGET', KEYS[1], 'n', 'project')
 local n = tonumber(h[1] or '-1')
@@ -25,6 +27,7 @@ for i = 0, n - 1 do
   end
 end
 if c > 0 then
+  msgix_status(KEYS[1], h[2], 'canceled')
   if ARGV[2] ~= '' then tl_append(KEYS[1], KEYS[2], ARGV[2]) end
   local left = redis.call('HINCRBY', KEYS[1], 'pending', -c)
   if left <= 0 then

@@ -139,7 +139,8 @@ for j = 1, nm do
     'pending', ARGV[pos + 18], 'tl', tlv, unpack(ARGV, a, b))
   if b < a + nh - 1 then calln('HSET', km, b + 1, a + nh - 1) end
   -- the search indexes (lib/msgix.lua); a recipient's 5 field/value pairs start
-  -- with r<i>:email (st_enqueue_msg_args, ST_RCPT_FIELDS): its address is every 10th
+  -- with r<i>:email (st_enqueue_msg_args, ST_RCPT_FIELDS): its address is every 10th,
+  -- its status (r<i>:status: queued, scheduled or suppressed) 4 after it
   msgix_add(string.sub(KEYS[1], 1, #KEYS[1] - 5), ARGV[8], ARGV[pos + 5], ARGV[pos + 10], ARGV[pos + 14],
     a + 1, 10, nh / 10)
   redis.call('SET', KEYS[6 + 2 * nm + j], ARGV[pos + 6])

@@ -21,7 +21,8 @@
 -- ("r<i>:status" -> "r<i>:lat"): r<i>:lat = latency_ms; a deferral sets
 -- r<i>:due and r<i>:nxt = next_ms (due: claim.lua's start of queued_ms);
 -- delivered sets r<i>:dat = now_ms; an outcome that is not a deferral
--- removes r<i>:nxt.
+-- removes r<i>:nxt. A status with a search run gets its index member
+-- (lib/msgix.lua, msgix_status).
 -- Returns one element per outcome, in order: 1 recorded; 2 recorded, the
 -- recipient's first deferral; 0 recipient not "sending" (entry acked,
 -- nothing else: an outcome recorded before, so a batch sent again after
@@ -39,6 +40,7 @@
 -- @include lib/project.lua
 -- @include lib/content.lua
 -- @include lib/batch.lua
+-- @include lib/msgix.lua
 local n = (#ARGV - 3) / 17
 local ack = {}
 local function record(i)
@@ -103,6 +105,7 @@ local function record(i)
     end
   end
   redis.call('HSET', km, unpack(h))
+  msgix_status(km, proj, st)
   if tlist then redis.call('RPUSH', kt, ARGV[a + 6]) end
   if ARGV[a + 5] ~= '' then redis.call('XADD', KEYS[2], '*', 'e', ARGV[a + 5], 'p', proj) end
   if st == 'deferred' then

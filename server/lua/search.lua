@@ -6,8 +6,9 @@
 -- tag or From address.
 -- Walks the index from the newest id down: below after (exclusive; "" =
 -- from the newest, or from hi), not below lo (inclusive; ""), hi
--- (exclusive; ""); lo and hi are ids made from created_after/before with
--- a margin, the message's own "created" is compared exactly. Each id's
+-- (exclusive; ""); lo and hi are the time parts of ids made at
+-- created_after/before (a message's "created" is its id's time; it is
+-- compared too, exactly). Each id's
 -- hash (prefix .. "msg:" .. id) is read and the filters the index does
 -- not answer are checked: status (the message's: the common status of
 -- its recipients, else "partial", as GET says), tag (in its tags), rcpt

@@ -5,9 +5,11 @@ creation time, on one partition and on four (TXMAIL_PARTITIONS).
 Owns: the answers compared with what the test sent (every message exactly
 once over all pages, in id order, newest first; each filter's set equal to
 the set computed here from the sends and their statuses as GET shows
-them); a page that looks at its budget of messages without a match (a
-rare status under 2,100 others: fewer than limit, even none, and a
-next_cursor) and the paging that still finds it; another project's key
+them; failed, a status with its own run in the index, too); a page that
+looks at its budget of messages without a match (one delivered message,
+a status without a run, under 2,100 scheduled ones: fewer than limit,
+even none, and a next_cursor) and the paging that still finds it, while
+one canceled message is found on the first page; another project's key
 sees none of it; bad arguments get 422 naming the field; the spec's
 schema for the answer (spec_check).
 
@@ -51,6 +53,8 @@ def send_set(api, n, stamp):
         to = ["r%d-%s@example.net" % (i % 5, stamp)]
         if i % 7 == 0:
             to.append("perm-s%d@example.net" % i)   # the peer refuses it (550): the message ends partial
+        elif i % 11 == 5:
+            to = ["perm-only%d@example.net" % i]    # refused alone: the message fails
         frm = "Sender %d <s%d-%s@example.com>" % (i % 3, i % 3, stamp)
         tags = ["even" if i % 2 == 0 else "odd", "t%d" % (i % 4)]
         r = api.send({"from": frm, "to": to, "subject": "search %d %s" % (i, stamp), "text": "x",
@@ -107,14 +111,23 @@ def test_pages_and_filters(txmail_factory, smtp_peer, spec_validator, env):
             what, query, len(got), len(want), sorted(set(want) - set(got))[:3], sorted(set(got) - set(want))[:3])
 
     check("tag=odd", [m for m in ids if "odd" in meta[m]["tags"]], "tag")
-    check("recipient=R3-%s@Example.net" % stamp, [m for m in ids if meta[m]["i"] % 5 == 3], "recipient, any case")
+    check("recipient=R3-%s@Example.net" % stamp, [m for m in ids if "r3-%s@example.net" % stamp in meta[m]["to"]],
+          "recipient, any case")
     check("from=s1-%s@example.com" % stamp, [m for m in ids if meta[m]["i"] % 3 == 1], "from")
     check("status=partial", [m for m in ids if status[m] == "partial"], "status partial")
     check("status=delivered", [m for m in ids if status[m] == "delivered"], "status delivered")
     check("status=partial&tag=t0", [m for m in ids if status[m] == "partial" and "t0" in meta[m]["tags"]],
           "status and tag")
+    # failed has a run of its own ("s:failed"): the partial ones, with a failed recipient, are in it too
+    failed = [m for m in ids if status[m] == "failed"]
+    assert len(failed) >= 3, "the sends meant to fail: %r" % [status[m] for m in ids]
+    check("status=failed", failed, "status failed")
+    check("status=failed&tag=odd", [m for m in failed if "odd" in meta[m]["tags"]], "status failed and tag")
+    check("status=failed&recipient=perm-only5@example.net", [m for m in failed if meta[m]["i"] == 5],
+          "status failed and recipient")
     check("tag=even&recipient=r2-%s@example.net&from=s0-%s@example.com" % (stamp, stamp),
-          [m for m in ids if meta[m]["i"] % 2 == 0 and meta[m]["i"] % 5 == 2 and meta[m]["i"] % 3 == 0],
+          [m for m in ids if meta[m]["i"] % 2 == 0 and "r2-%s@example.net" % stamp in meta[m]["to"] and
+           meta[m]["i"] % 3 == 0],
           "tag, recipient and from")
     # the creation time: the first 20 sends against the rest
     r20 = api.get("/v1/messages/" + ids[20]).json["created_at"]
@@ -130,21 +143,26 @@ def test_budget_and_other_projects(txmail_binary, redis, txmail_factory, smtp_pe
     t = txmail_factory()
     api = spec_check.CheckedClient(t.port, spec_validator, key=t.key)
     far = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 7 * 86400))
-    # one canceled message under 2,100 scheduled ones: the oldest
-    first = api.send({"from": "a@example.com", "to": "rare@example.net", "subject": "rare", "text": "x",
-                      "send_at": far})
+    # one delivered and one canceled message under 2,100 scheduled ones: the oldest two
+    first = api.send({"from": "a@example.com", "to": "rare@example.net", "subject": "rare", "text": "x"})
     assert first.status == 202
     rare = first.json["id"]
-    assert api.request("DELETE", "/v1/messages/" + rare).status in (200, 202)
+    helpers.wait_status(api, rare, "delivered", dl(20))
+    second = api.send({"from": "a@example.com", "to": "gone@example.net", "subject": "gone", "text": "x",
+                       "send_at": far})
+    assert second.status == 202
+    gone = second.json["id"]
+    assert api.request("DELETE", "/v1/messages/" + gone).status in (200, 202)
     for b in range(5):
         n = 420
         r = api.post_json("/v1/messages/batch", {"messages": [
             {"from": "a@example.com", "to": "many%d@example.net" % (b * n + i), "subject": "many",
              "text": "x", "send_at": far} for i in range(n)]})
         assert r.status == 202, r
+    # delivered is common, so it has no run: the walk of every message meets its budget first
     pages, found, cur = 0, [], None
     while True:
-        r = api.get("/v1/messages?status=canceled&limit=10" + ("&cursor=" + cur if cur else ""))
+        r = api.get("/v1/messages?status=delivered&limit=10" + ("&cursor=" + cur if cur else ""))
         assert r.status == 200, r
         pages += 1
         found += [m["id"] for m in r.json["data"]]
@@ -156,12 +174,19 @@ def test_budget_and_other_projects(txmail_binary, redis, txmail_factory, smtp_pe
         if cur is None:
             break
         assert pages < 10, "paging does not end"
-    assert found == [rare], "status=canceled over 2,101 messages: got %r, want [%s]" % (found, rare)
+    assert found == [rare], "status=delivered over 2,102 messages: got %r, want [%s]" % (found, rare)
     assert pages >= 2
+    # canceled is rare: its own run, found on the first page, and the last
+    r = api.get("/v1/messages?status=canceled&limit=10")
+    assert r.status == 200, r
+    assert ([m["id"] for m in r.json["data"]], r.json["next_cursor"]) == ([gone], None), \
+        "status=canceled over 2,102 messages: got %r, want [%s] on one page" % (r.json, gone)
+    r = api.get("/v1/messages?status=scheduled&limit=100")
+    assert len(r.json["data"]) == 100 and r.json["next_cursor"] is not None, r.json["next_cursor"]
     # another project's key sees none of it, by any filter
     kb = helpers.make_key(txmail_binary, redis, "B")
     b = helpers.Client(t.port, key=kb)
-    for q in ("", "status=canceled", "recipient=rare@example.net", "from=a@example.com"):
+    for q in ("", "status=canceled", "status=scheduled", "recipient=rare@example.net", "from=a@example.com"):
         items, _ = page_all(b, q, 100)
         assert items == [], "project B sees A's messages with %r: %d" % (q, len(items))
     r = b.send({"from": "b@example.com", "to": "rare@example.net", "subject": "B's", "text": "x"})
@@ -198,8 +223,12 @@ def test_sweep_removes_entries_of_expired_messages(txmail_factory, redis, smtp_p
     for mid in ids[:4]:
         helpers.resp_cmd(redis.port, "DEL", "txm{0}:msg:" + mid)
     w = txmail_factory(args=("worker",), http=False, extra_env={"TXMAIL_RELAY": "smtp://127.0.0.1:1"})
-    wait_until(lambda: int(helpers.resp_cmd(redis.port, "ZCARD", ix)) == 2 * 5, dl(20),
-               "the sweep left the 2 living messages' entries",
+
+    def kept():
+        # the living ones' deferrals add "s:deferred" members (ZLEXCOUNT: the run from "s:" to "s;")
+        s_run = int(helpers.resp_cmd(redis.port, "ZLEXCOUNT", ix, "[s:", "(s;"))
+        return int(helpers.resp_cmd(redis.port, "ZCARD", ix)) - s_run
+    wait_until(lambda: kept() == 2 * 5, dl(20), "the sweep left the 2 living messages' entries",
                diag=lambda: helpers.resp_cmd(redis.port, "ZCARD", ix))
     assert w.alive()
     got = [m["id"] for m in page_all(api, "recipient=all@example.net", 100)[0]]

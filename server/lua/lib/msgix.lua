@@ -4,7 +4,13 @@
 -- P .. "ix:" .. J, every score 0, so ordered by its members' bytes:
 -- "<kind><value>\0<id>" for each message: kind "a:" with no value (every
 -- message), "r:" and each recipient (lower-cased), "t:" and each tag, "f:"
--- and its From address (lower-cased). The ids of one kind and value are
+-- and its From address (lower-cased), "s:" and each status of
+-- msgix_indexed a recipient of it has had (msgix_status: the rare ones a
+-- search by status must not walk every message for; delivered, queued
+-- and sending are common, found on the "a:" run). An "s:" member stays
+-- when the status changes (search.lua checks the message's status
+-- anyway): a run of "s:deferred" holds every message once deferred.
+-- The ids of one kind and value are
 -- one contiguous run, and an id (msg_<ULID>) sorts by the time it was
 -- made, so each run is in creation order: the run a search walks. One
 -- command per message, whatever it holds. A message hash expires
@@ -20,10 +26,29 @@ local function msgix_addr(from)
   return string.lower(a)
 end
 
+-- the statuses with an "s:" run (store_search.c's search_status_run agrees)
+local msgix_indexed = { scheduled = true, deferred = true, failed = true, expired = true,
+  suppressed = true, canceled = true }
+
+-- msgix_key - the index of project (none: "default") under the partition prefix
+local function msgix_key(prefix, project)
+  return prefix .. 'ix:' .. ((project and project ~= '') and project or 'default')
+end
+
+-- msgix_status - a recipient of the message whose hash is km
+-- ("<prefix>msg:<id>") of project got status st: its "s:" member when st
+-- is one of msgix_indexed
+local function msgix_status(km, project, st)
+  if not msgix_indexed[st] then return end
+  local prefix, id = string.match(km, '^(.*)msg:([^:]+)$')
+  if prefix then redis.call('ZADD', msgix_key(prefix, project), 0, 's:' .. st .. '\0' .. id) end
+end
+
 -- msgix_add - emails: the values of the message's r<i>:email fields, at
--- ARGV[e0], ARGV[e0 + step], ... (n of them); no table is built for them
+-- ARGV[e0], ARGV[e0 + step], ... (n of them), each recipient's status
+-- (r<i>:status) 4 places after its email; no table is built for them
 local function msgix_add(prefix, project, id, from, tags_json, e0, step, n)
-  local key = prefix .. 'ix:' .. ((project and project ~= '') and project or 'default')
+  local key = msgix_key(prefix, project)
   local tail = '\0' .. id
   local m = { 0, 'a:' .. tail }
   local fa = msgix_addr(from)
@@ -40,6 +65,7 @@ local function msgix_add(prefix, project, id, from, tags_json, e0, step, n)
   for i = e0, e0 + step * (n - 1), step do
     m[#m + 1] = 0
     m[#m + 1] = 'r:' .. string.lower(ARGV[i]) .. tail
+    if msgix_indexed[ARGV[i + 4]] then m[#m + 1] = 0; m[#m + 1] = 's:' .. ARGV[i + 4] .. tail end
   end
   redis.call('ZADD', key, unpack(m))
 end
