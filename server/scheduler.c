@@ -10,10 +10,13 @@
  * about retry timing: it only honours the scores others wrote. About once
  * a minute it also trims outbox events older than TXMAIL_EVENTS_RETENTION
  * (store_trim_events keeps those the webhook dispatcher has not read).
+ * Until it is done it also puts a slice of the messages stored without
+ * search indexes into them each round (sched_backfill).
  */
 #include "scheduler.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +43,8 @@ struct scheduler {
 	struct store *st;
 	int64_t events_retention_ms;    /* events older than this are trimmed */
 	int64_t next_trim_ms;           /* monotonic */
+	int backfilled;                 /* every partition's messages are in the search indexes */
+	int64_t backfill_seen;          /* messages the backfill has looked at so far */
 };
 
 /* sched_wait - sleep up to ms or until stop; returns 1 when stopping. */
@@ -110,6 +115,33 @@ sched_trim(struct scheduler *s)
 		log_warn("search index sweep failed", "error=%s", store_strerror(n));
 }
 
+/*
+ * sched_backfill - until it is done, one slice a round (STORE_BACKFILL_SLICE
+ * keys a partition, about a second apart) of the messages a release
+ * without search indexes stored, put in them (store_backfill_index)
+ */
+static void
+sched_backfill(struct scheduler *s)
+{
+	int64_t seen = 0;
+	int rc;
+
+	if (s->backfilled)
+		return;
+	rc = store_backfill_index(s->st, &seen);
+	if (rc < 0) {
+		if (rc != STORE_ERR_UNAVAILABLE)
+			log_warn("search index backfill failed", "error=%s", store_strerror(rc));
+		return;
+	}
+	s->backfill_seen += seen;
+	if (rc == 0) {
+		s->backfilled = 1;
+		if (s->backfill_seen > 0)
+			log_info("search index backfilled", "messages=%" PRId64, s->backfill_seen);
+	}
+}
+
 static void *
 sched_main(void *arg)
 {
@@ -150,6 +182,7 @@ sched_main(void *arg)
 			continue;
 		}
 		sched_trim(s);
+		sched_backfill(s);
 		now = util_now_ms();
 		sleep_ms = SCHEDULER_MAX_SLEEP_MS;
 		if (next > 0 && next - now < sleep_ms)

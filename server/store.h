@@ -401,6 +401,18 @@ void store_search_res_free(struct store_search_res *r);
 int store_sweep_index(struct store *s, int64_t now_ms);
 
 /*
+ * store_backfill_index - one slice (a SCAN step of STORE_BACKFILL_SLICE)
+ * of every partition's message hashes put in the search indexes
+ * (ix_backfill.lua): the messages stored by a release without them. Once
+ * a partition's scan has ended (remembered in its ix:backfill) it is not
+ * scanned again. *seen: the messages this slice looked at. Returns 1 while
+ * a partition's scan goes on, 0 once every one has ended, or a
+ * STORE_ERR_*. The scheduler calls it each round until it returns 0.
+ */
+#define STORE_BACKFILL_SLICE 2000
+int store_backfill_index(struct store *s, int64_t *seen);
+
+/*
  * store_cancel - recipients still queued, scheduled or deferred become
  * "canceled" (terminal; in-flight "sending" ones finish normally), and
  * timeline_json is appended when any changed. *ncanceled = how many (0:

@@ -82,6 +82,7 @@ static const char *const st_scripts[SC_COUNT] = {
 	[SC_TRIM] = store_lua_trim,
 	[SC_SEARCH] = store_lua_search,
 	[SC_IX_SWEEP] = store_lua_ix_sweep,
+	[SC_IX_BACKFILL] = store_lua_ix_backfill,
 	[SC_TPL_PUT] = store_lua_tpl_put,
 	[SC_TPL_DEL] = store_lua_tpl_del,
 	[SC_TPL_LIST] = store_lua_tpl_list,

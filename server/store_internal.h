@@ -134,6 +134,7 @@ enum st_script {
 	SC_TRIM,
 	SC_SEARCH,
 	SC_IX_SWEEP,
+	SC_IX_BACKFILL,
 	SC_TPL_PUT,
 	SC_TPL_DEL,
 	SC_TPL_LIST,

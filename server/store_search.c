@@ -280,3 +280,40 @@ store_sweep_index(struct store *s, int64_t now_ms)
 		return rc;
 	return total > INT32_MAX ? INT32_MAX : (int)total;
 }
+
+int
+store_backfill_index(struct store *s, int64_t *seen)
+{
+	struct st_batch b;
+	char key[ST_KEY_MAX];
+	int64_t v = 0;
+	int rc, more = 0;
+
+	*seen = 0;
+	if (!s)
+		return STORE_ERR_PROTO;
+	memset(&b, 0, sizeof(b));
+	rc = st_connect(s);
+	if (rc == 0)
+		rc = st_batch_init(&b, s->nparts, 6);
+	for (unsigned p = 0; p < s->nparts && rc == 0; p++) {
+		snprintf(key, sizeof(key), "%six:backfill", st_pk(s, p, PK_PREFIX));
+		st_eval(&b.a, s, SC_IX_BACKFILL, 1);
+		st_adds(&b.a, key);
+		st_adds(&b.a, st_pk(s, p, PK_PREFIX));
+		st_addi(&b.a, STORE_BACKFILL_SLICE);
+		rc = st_batch_add(&b);
+	}
+	if (rc == 0)
+		rc = st_batch_run(s, &b);
+	for (size_t i = 0; i < b.n && rc == 0; i++) {
+		if (st_int(b.rep[i], &v) != 0 || v < -1) {
+			rc = st_bad("backfill index", b.rep[i]);
+		} else if (v >= 0) {
+			more = 1;   /* this partition's scan had not ended before this call */
+			*seen += v;
+		}
+	}
+	st_batch_release(&b);
+	return rc != 0 ? rc : more;
+}

@@ -21,6 +21,7 @@ import time
 import pytest
 
 import helpers
+import logparse
 import spec_check
 from helpers import dl, wait_until
 
@@ -233,3 +234,43 @@ def test_sweep_removes_entries_of_expired_messages(txmail_factory, redis, smtp_p
     assert w.alive()
     got = [m["id"] for m in page_all(api, "recipient=all@example.net", 100)[0]]
     assert got == sorted(ids[4:], reverse=True), got
+
+
+@pytest.mark.parametrize("env", [{}, P4], ids=["P1", "P4"])
+def test_backfill_indexes_messages_stored_without_index(txmail_factory, redis, env):
+    """Messages a release without the search index stored (here: the index
+    deleted) are put in it by the scheduler's backfill, with the rare
+    statuses they have now; once each partition's scan has ended it is
+    not scanned again."""
+    t = txmail_factory(args=("api",), extra_env=env)
+    api = t.client()
+    far = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 7 * 86400))
+    ids = []
+    for i in range(30):
+        r = api.send({"from": "Old <old%d@example.com>" % (i % 2), "to": ["o%d@example.net" % i],
+                      "subject": "old %d" % i, "text": "x", "tags": ["t%d" % (i % 3)], "send_at": far})
+        assert r.status == 202, r
+        ids.append(r.json["id"])
+    assert api.request("DELETE", "/v1/messages/" + ids[7]).status in (200, 202)
+    parts = 4 if env else 1
+    for k in range(parts):
+        helpers.resp_cmd(redis.port, "DEL", "txm{%d}:ix:default" % k, "txm{%d}:ix:backfill" % k)
+    assert page_all(api, "", 100)[0] == [], "the index was not emptied"
+    # a worker's scheduler backfills (the relay is never reached: every message is scheduled)
+    w = txmail_factory(args=("worker",), http=False, extra_env=dict(env, TXMAIL_RELAY="smtp://127.0.0.1:1"))
+    wait_until(lambda: [m["id"] for m in page_all(api, "", 100)[0]] == sorted(ids, reverse=True), dl(20),
+               "every message listed again", diag=lambda: len(page_all(api, "", 100)[0]))
+    assert [m["id"] for m in page_all(api, "status=canceled", 100)[0]] == [ids[7]]
+    assert [m["id"] for m in page_all(api, "tag=t1", 10)[0]] == \
+        sorted([m for i, m in enumerate(ids) if i % 3 == 1], reverse=True)
+    assert [m["id"] for m in page_all(api, "recipient=O12@example.net", 10)[0]] == [ids[12]]
+    assert [m["id"] for m in page_all(api, "from=old1@example.com&status=scheduled", 100)[0]] == \
+        sorted([m for i, m in enumerate(ids) if i % 2 == 1 and i != 7], reverse=True)
+    for k in range(parts):
+        wait_until(lambda: helpers.resp_cmd(redis.port, "HGET", "txm{%d}:ix:backfill" % k, "done") == "1",
+                   dl(10), "partition %d's scan marked ended" % k)
+    # the next round finds every scan ended and says what was done, once
+    lines = wait_until(lambda: logparse.records(w.log, "search index backfilled"), dl(10),
+                       "the backfill's log line")
+    assert len(lines) == 1 and int(lines[0]["messages"]) == 30, lines
+    assert w.alive()

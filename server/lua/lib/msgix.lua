@@ -47,9 +47,8 @@ end
 -- msgix_add - emails: the values of the message's r<i>:email fields, at
 -- ARGV[e0], ARGV[e0 + step], ... (n of them), each recipient's status
 -- (r<i>:status) 4 places after its email; no table is built for them
-local function msgix_add(prefix, project, id, from, tags_json, e0, step, n)
-  local key = msgix_key(prefix, project)
-  local tail = '\0' .. id
+-- msgix_head - the ZADD arguments of a message's "a:", "f:" and "t:" members (tail: "\0" .. id)
+local function msgix_head(tail, from, tags_json)
   local m = { 0, 'a:' .. tail }
   local fa = msgix_addr(from)
   if fa then m[#m + 1] = 0; m[#m + 1] = 'f:' .. fa .. tail end
@@ -61,6 +60,13 @@ local function msgix_add(prefix, project, id, from, tags_json, e0, step, n)
       end
     end
   end
+  return m
+end
+
+local function msgix_add(prefix, project, id, from, tags_json, e0, step, n)
+  local key = msgix_key(prefix, project)
+  local tail = '\0' .. id
+  local m = msgix_head(tail, from, tags_json)
   -- a value twice (the same recipient in to and cc) is one member: ZADD takes it twice, stores it once
   for i = e0, e0 + step * (n - 1), step do
     m[#m + 1] = 0
