@@ -331,6 +331,39 @@ whapi_default_visible(const struct api_request *req)
 	    api_project(req));
 }
 
+/*
+ * whapi_default_own - 1 when the default endpoint gets the events of the
+ * caller's project alone (TXMAIL_WEBHOOK_PROJECTS names just it), or the
+ * key sees every project: only then may it read the endpoint's deliveries
+ * (other projects' event ids, types and the receiver's answers to them)
+ * or resend one.
+ */
+static int
+whapi_default_own(const struct api_request *req)
+{
+	const char *list = req->cfg->webhook_projects[0] ? req->cfg->webhook_projects :
+	    STORE_PROJECT_DEFAULT;
+	const char *me = api_project(req);
+
+	if (req->all_projects)
+		return 1;
+	if (me == NULL || me[0] == '\0')
+		me = STORE_PROJECT_DEFAULT;
+	return strcmp(list, me) == 0;
+}
+
+/* whapi_default_shared - the 403 of a default endpoint's deliveries another project shares; 1 when answered */
+static int
+whapi_default_shared(const struct api_request *req, const struct store_endpoint *ep,
+    const struct store_endpoint *def, struct api_response *resp)
+{
+	if (ep != def || whapi_default_own(req))
+		return 0;
+	api_error(resp, 403, "forbidden", "the default endpoint (TXMAIL_WEBHOOK_URL) also gets other "
+	    "projects' events (TXMAIL_WEBHOOK_PROJECTS): its deliveries need a scope admin key", NULL);
+	return 1;
+}
+
 /* whapi_default_ep - the default endpoint as a store_endpoint (pointers into cfg; nothing to free). */
 static void
 whapi_default_ep(const struct api_request *req, struct store_endpoint *ep)
@@ -881,6 +914,8 @@ api_webhooks_deliveries(const struct api_request *req, struct api_response *resp
 		return;
 	if (whapi_lookup(req, req->param, &eps, &n, &def, &ep, resp) != 0)
 		return;
+	if (whapi_default_shared(req, ep, &def, resp))
+		goto out;
 	rc = store_webhook_log_list(req->store, ep->id, pg.has_after ? pg.after : NULL, pg.limit + 1,
 	    &rows, &nr);
 	if (rc != STORE_OK) {
@@ -969,6 +1004,8 @@ api_webhooks_retry(const struct api_request *req, struct api_response *resp)
 	epid[slash - p - (sizeof(pre) - 1)] = '\0';
 	if (whapi_lookup(req, epid, &eps, &n, &def, &ep, resp) != 0)
 		return;
+	if (whapi_default_shared(req, ep, &def, resp))
+		goto out;
 	if (!whapi_event_id_ok(req->param)) {
 		api_error(resp, 404, "not_found", "no such delivery", NULL);
 		goto out;

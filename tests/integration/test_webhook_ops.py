@@ -17,11 +17,13 @@ condition.
 import base64
 import hashlib
 import hmac
+import subprocess
 import time
 import urllib.request
 
 import pytest
 
+import helpers
 import spec_check
 from conftest import new_secret
 from helpers import dl, make_key, wait_until
@@ -385,3 +387,40 @@ def test_sends_are_parked_bounded_and_timed_out(txmail_factory, spec_validator, 
             x.close()
         hang.close()
         c.close()
+
+
+def test_shared_default_endpoint_deliveries_need_admin(txmail_factory, txmail_binary, redis, spec_validator,
+                                                        webhook):
+    """The default endpoint (TXMAIL_WEBHOOK_URL) getting two projects' events (TXMAIL_WEBHOOK_PROJECTS):
+    each project's key sees and tests it, but its deliveries (the other project's event ids and
+    types, the receiver's answers to them) and their retries are 403 but for a scope admin key.
+    Named for one project alone, that project's key reads them."""
+    t = txmail_factory(extra_env={"TXMAIL_WEBHOOK_PROJECTS": "default,b"})
+    mine = spec_check.CheckedClient(t.port, spec_validator, key=t.key)   # project default, scope full
+    r = mine.post_json("/v1/webhooks/default/test", None)
+    assert r.status == 200 and r.json["ok"] is True, "got %r" % r
+    evt = r.json["event_id"]
+    assert mine.get("/v1/webhooks/default").status == 200
+    kb = spec_check.CheckedClient(t.port, spec_validator, key=make_key(txmail_binary, redis, "b"))
+    for c in (mine, kb):
+        for method, path in (("GET", "/v1/webhooks/default/deliveries"),
+                             ("POST", "/v1/webhooks/default/deliveries/%s/retry" % evt)):
+            r = c.request(method, path)
+            assert r.status == 403 and r.json["error"]["type"] == "forbidden", \
+                "%s %s of a shared default endpoint: got %r, want 403" % (method, path, r)
+    p = subprocess.run([txmail_binary, "keys", "create", "--name", "ops", "--scope", "admin"],
+                       env=helpers.clean_env({"TXMAIL_REDIS_URL": redis.url}), stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=dl(20))
+    assert p.returncode == 0, p.stderr
+    adm = spec_check.CheckedClient(t.port, spec_validator, key=p.stdout.strip())
+    r = adm.get("/v1/webhooks/default/deliveries")
+    assert r.status == 200 and [d["event_id"] for d in r.json["data"]] == [evt], "admin: got %r" % r
+    assert adm.post_json("/v1/webhooks/default/deliveries/%s/retry" % evt, None).status == 200
+    for c in (mine, kb, adm):
+        c.close()
+    t.stop()
+    # the default endpoint for project default alone: its own key reads the deliveries
+    t2 = txmail_factory(extra_env={"TXMAIL_WEBHOOK_PROJECTS": "default"})
+    c = spec_check.CheckedClient(t2.port, spec_validator, key=t2.key)
+    assert c.get("/v1/webhooks/default/deliveries").status == 200
+    c.close()
