@@ -98,6 +98,24 @@ api_json_time(cJSON *o, const char *name, int64_t ms)
 	return cJSON_AddStringToObject(o, name, at) != NULL ? 0 : -1;
 }
 
+int
+api_json_stored(cJSON *o, const char *name, const char *json, cJSON *dflt)
+{
+	cJSON *j = json != NULL && json[0] != '\0' ? cJSON_Parse(json) : NULL;
+
+	if (j != NULL && dflt != NULL && (j->type & 0xFF) == (dflt->type & 0xFF)) {
+		cJSON_Delete(dflt);
+		dflt = j;
+	} else {
+		cJSON_Delete(j);
+	}
+	if (dflt == NULL || !cJSON_AddItemToObject(o, name, dflt)) {
+		cJSON_Delete(dflt);
+		return -1;
+	}
+	return 0;
+}
+
 void
 api_json(struct api_response *resp, int status, cJSON *obj)
 {

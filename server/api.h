@@ -150,6 +150,13 @@ void api_json(struct api_response *resp, int status, cJSON *obj);
 int api_json_time(cJSON *o, const char *name, int64_t ms);
 
 /*
+ * api_json_stored - add name to o: the stored JSON text json parsed, when
+ * it is of dflt's kind (an object, an array), else dflt (a fresh node).
+ * Takes dflt. 0, or -1 out of memory.
+ */
+int api_json_stored(cJSON *o, const char *name, const char *json, cJSON *dflt);
+
+/*
  * api_error - the error envelope {"error":{"type","message","field"?}};
  * field NULL or "" leaves "field" out.
  */

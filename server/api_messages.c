@@ -1188,20 +1188,9 @@ messages_show(const struct api_request *req, const char *id, int status,
 			goto oom;
 		}
 	}
-	{
-		cJSON *meta = messages_parse_or(v.metadata_json, cJSON_CreateObject());
-		cJSON *tags = messages_parse_or(v.tags_json, cJSON_CreateArray());
-
-		if (meta == NULL || !cJSON_AddItemToObject(out, "metadata", meta)) {
-			cJSON_Delete(meta);
-			cJSON_Delete(tags);
-			goto oom;
-		}
-		if (tags == NULL || !cJSON_AddItemToObject(out, "tags", tags)) {
-			cJSON_Delete(tags);
-			goto oom;
-		}
-	}
+	if (api_json_stored(out, "metadata", v.metadata_json, cJSON_CreateObject()) != 0 ||
+	    api_json_stored(out, "tags", v.tags_json, cJSON_CreateArray()) != 0)
+		goto oom;
 	api_json(resp, status, out);
 	out = NULL;
 	goto out;

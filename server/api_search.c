@@ -98,7 +98,7 @@ search_time(const struct api_request *req, const char *name, int64_t *ms, struct
 static cJSON *
 search_item_json(const struct store_search_item *it)
 {
-	cJSON *o = cJSON_CreateObject(), *rc, *j;
+	cJSON *o = cJSON_CreateObject(), *rc;
 	const char *st[SEARCH_RCPTS_MAX];
 	char at[40];
 	size_t n = it->nrcpts;
@@ -121,24 +121,9 @@ search_item_json(const struct store_search_item *it)
 		if (cJSON_AddStringToObject(o, "send_at", at) == NULL)
 			goto fail;
 	}
-	j = cJSON_Parse(it->tags_json);
-	if (!cJSON_IsArray(j)) {
-		cJSON_Delete(j);
-		j = cJSON_CreateArray();
-	}
-	if (j == NULL || !cJSON_AddItemToObject(o, "tags", j)) {
-		cJSON_Delete(j);
+	if (api_json_stored(o, "tags", it->tags_json, cJSON_CreateArray()) != 0 ||
+	    api_json_stored(o, "metadata", it->metadata_json, cJSON_CreateObject()) != 0)
 		goto fail;
-	}
-	j = cJSON_Parse(it->metadata_json);
-	if (!cJSON_IsObject(j)) {
-		cJSON_Delete(j);
-		j = cJSON_CreateObject();
-	}
-	if (j == NULL || !cJSON_AddItemToObject(o, "metadata", j)) {
-		cJSON_Delete(j);
-		goto fail;
-	}
 	if ((rc = cJSON_AddArrayToObject(o, "recipients")) == NULL)
 		goto fail;
 	for (size_t i = 0; i < n; i++) {

@@ -511,15 +511,24 @@ whapi_lookup(const struct api_request *req, const char *id, struct store_endpoin
 	return -1;
 }
 
-/* whapi_env_conflict - the 409 of a change to the default endpoint; 1 when answered. */
+/*
+ * whapi_changeable - the endpoint id of a change (PATCH, rotate, DELETE):
+ * 409 for the default endpoint (the environment configures it), 404 for
+ * one that cannot be an id. 0, or -1 with the answer in resp.
+ */
 static int
-whapi_env_conflict(const struct api_request *req, const char *id, struct api_response *resp)
+whapi_changeable(const struct api_request *req, const char *id, struct api_response *resp)
 {
-	if (id == NULL || strcmp(id, WHAPI_DEFAULT) != 0 || !whapi_default_visible(req))
-		return 0;
-	api_error(resp, 409, "conflict", "the default endpoint is configured by the environment "
-	    "(TXMAIL_WEBHOOK_URL, TXMAIL_WEBHOOK_SECRET); change it there", NULL);
-	return 1;
+	if (id != NULL && strcmp(id, WHAPI_DEFAULT) == 0 && whapi_default_visible(req)) {
+		api_error(resp, 409, "conflict", "the default endpoint is configured by the environment "
+		    "(TXMAIL_WEBHOOK_URL, TXMAIL_WEBHOOK_SECRET); change it there", NULL);
+		return -1;
+	}
+	if (!whapi_id_ok(id)) {
+		api_error(resp, 404, "not_found", "no such webhook endpoint", NULL);
+		return -1;
+	}
+	return 0;
 }
 
 void
@@ -564,12 +573,8 @@ api_webhooks_patch(const struct api_request *req, struct api_response *resp)
 	char why[512];
 	int rc;
 
-	if (whapi_env_conflict(req, req->param, resp))
+	if (whapi_changeable(req, req->param, resp) != 0)
 		return;
-	if (!whapi_id_ok(req->param)) {
-		api_error(resp, 404, "not_found", "no such webhook endpoint", NULL);
-		return;
-	}
 	memset(&p, 0, sizeof(p));
 	p.enabled = -1;
 	p.now_ms = req->now_ms;
@@ -651,12 +656,8 @@ api_webhooks_rotate(const struct api_request *req, struct api_response *resp)
 	cJSON *o;
 	int rc;
 
-	if (whapi_env_conflict(req, req->param, resp))
+	if (whapi_changeable(req, req->param, resp) != 0)
 		return;
-	if (!whapi_id_ok(req->param)) {
-		api_error(resp, 404, "not_found", "no such webhook endpoint", NULL);
-		return;
-	}
 	if (ov != NULL) {
 		if (!cJSON_IsNumber(ov) || ov->valuedouble < 0 || ov->valuedouble > WHAPI_OVERLAP_MAX ||
 		    ov->valuedouble != (double)(int64_t)ov->valuedouble) {
@@ -1032,12 +1033,8 @@ api_webhooks_delete(const struct api_request *req, struct api_response *resp)
 {
 	int rc;
 
-	if (whapi_env_conflict(req, req->param, resp))
+	if (whapi_changeable(req, req->param, resp) != 0)
 		return;
-	if (!whapi_id_ok(req->param)) {
-		api_error(resp, 404, "not_found", "no such webhook endpoint", NULL);
-		return;
-	}
 	/* another project's endpoint is answered as a missing one */
 	rc = store_endpoint_delete(req->store, req->param,
 	    req->all_projects ? NULL : api_project(req));

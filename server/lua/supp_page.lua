@@ -10,6 +10,7 @@
 -- hash first, once: O(n) then, O(log n + limit) for every page after. An
 -- address of the index no longer in the hash is dropped from it.
 
+-- @include lib/lexpage.lua
 local lim = tonumber(ARGV[1])
 local n = redis.call('HLEN', KEYS[1])
 if redis.call('ZCARD', KEYS[2]) ~= n then
@@ -23,14 +24,7 @@ if redis.call('ZCARD', KEYS[2]) ~= n then
     redis.call('ZADD', KEYS[2], unpack(args))
   end
 end
-local min = '-'
-if ARGV[2] ~= '' then min = '(' .. ARGV[2] end
-local names = redis.call('ZRANGEBYLEX', KEYS[2], min, '+', 'LIMIT', 0, lim + 1)
-local nxt = ''
-if #names > lim then
-  nxt = names[lim]
-  names[lim + 1] = nil
-end
+local names, nxt = lexpage(KEYS[2], ARGV[2], lim)
 local out = {}
 if #names > 0 then
   local vals = redis.call('HMGET', KEYS[1], unpack(names))

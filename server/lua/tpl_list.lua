@@ -6,15 +6,8 @@
 -- follow, else "". A name in tpls without its hash (never written so by
 -- tpl_put/tpl_del) is left out.
 
-local lim = tonumber(ARGV[2])
-local min = '-'
-if ARGV[3] ~= '' then min = '(' .. ARGV[3] end
-local names = redis.call('ZRANGEBYLEX', KEYS[1], min, '+', 'LIMIT', 0, lim + 1)
-local nxt = ''
-if #names > lim then
-  nxt = names[lim]
-  names[lim + 1] = nil
-end
+-- @include lib/lexpage.lua
+local names, nxt = lexpage(KEYS[1], ARGV[3], tonumber(ARGV[2]))
 local out = {}
 for _, n in ipairs(names) do
   local v = redis.call('HMGET', ARGV[1] .. 'tpl:' .. n, 'json', 'created', 'updated')

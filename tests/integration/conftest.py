@@ -160,6 +160,22 @@ def webhook():
         w.stop()
 
 
+@pytest.fixture
+def receivers():
+    """A maker of webhook receivers (each with its own secret), all stopped at the end."""
+    made = []
+
+    def make():
+        w = WebhookReceiver(new_secret()).start()
+        made.append(w)
+        return w
+    try:
+        yield make
+    finally:
+        for w in made:
+            w.stop()
+
+
 def new_api_key():
     return "txm_test_" + base64.b32encode(os.urandom(15)).decode().lower()
 

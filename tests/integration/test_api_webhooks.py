@@ -17,21 +17,6 @@ import pytest
 
 import spec_check
 from helpers import dl
-from webhook_receiver import WebhookReceiver
-from conftest import new_secret
-
-
-@pytest.fixture
-def receivers():
-    made = []
-
-    def make():
-        w = WebhookReceiver(new_secret()).start()
-        made.append(w)
-        return w
-    yield make
-    for w in made:
-        w.stop()
 
 
 class DeadEndpoint:

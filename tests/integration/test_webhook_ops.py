@@ -25,22 +25,8 @@ import pytest
 
 import helpers
 import spec_check
-from conftest import new_secret
 from helpers import dl, make_key, wait_until
-from webhook_receiver import WebhookReceiver, decode_secret
-
-
-@pytest.fixture
-def receivers():
-    made = []
-
-    def make():
-        w = WebhookReceiver(new_secret()).start()
-        made.append(w)
-        return w
-    yield make
-    for w in made:
-        w.stop()
+from webhook_receiver import decode_secret
 
 
 def v1_signatures(att):
